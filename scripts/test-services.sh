@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs and starts every service the test suite needs, on a Debian machine where we
+# are root. Idempotent: anything already installed or running is left as it is.
+# Prints the environment the tests read (FERRY_TEST_*) on its last lines.
+set -euo pipefail
+
+log() { printf '[test-services] %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+ensure_packages() {
+  local missing=()
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$apt_updated" -eq 0 ]; then
+    log "apt-get update"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  log "installing ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# --- PostgreSQL --------------------------------------------------------------------
+# The store tests run every case on PostgreSQL too. They connect as a test-only role
+# over loopback; each test file creates (and drops) its own database.
+ensure_packages postgresql postgresql-client
+pg_version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+if ! pg_lsclusters -h | awk '{print $1" "$2}' | grep -q "^$pg_version main$"; then
+  log "creating PostgreSQL $pg_version cluster"
+  as_root pg_createcluster "$pg_version" main >/dev/null
+fi
+if ! pg_lsclusters -h | awk -v v="$pg_version" '$1==v && $2=="main" {print $4}' | grep -q online; then
+  log "starting PostgreSQL $pg_version"
+  as_root pg_ctlcluster "$pg_version" main start
+fi
+pg_port=$(pg_lsclusters -h | awk -v v="$pg_version" '$1==v && $2=="main" {print $3}')
+for _ in $(seq 1 50); do
+  as_root su postgres -c "psql -p $pg_port -Atqc 'select 1'" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+as_root su postgres -c "psql -p $pg_port -v ON_ERROR_STOP=1 -Atq" <<'SQL'
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ferry_test') THEN
+    CREATE ROLE ferry_test LOGIN CREATEDB PASSWORD 'ferry_test';
+  END IF;
+END $$;
+SQL
+
+echo "FERRY_TEST_POSTGRES_URL=postgres://ferry_test:ferry_test@127.0.0.1:$pg_port/postgres"

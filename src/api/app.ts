@@ -1,0 +1,145 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
+import { UnauthenticatedError } from "../domain/errors.js";
+import { isWellFormedApiKey } from "../security/apiKeys.js";
+import { type ApiKeyIdentity, authenticateApiKey } from "../store/apiKeys.js";
+import type { StoreContext } from "../store/common.js";
+import type { Store } from "../store/db.js";
+import { parseJsonBody } from "./json.js";
+import { buildOpenApiDocument } from "./openapi.js";
+import { errorToProblem, makeProblem, sendProblem } from "./problems.js";
+import { resourceRoutes } from "./resources.js";
+import { defineRoute, parseInput, type RouteSpec } from "./route.js";
+
+declare module "fastify" {
+  interface FastifyContextConfig {
+    /** Answers without an API key (health and readiness only). */
+    public?: boolean;
+  }
+  interface FastifyRequest {
+    identity?: ApiKeyIdentity;
+  }
+}
+
+export interface AppOptions {
+  store: Store;
+  context: StoreContext;
+  logger: FastifyBaseLogger;
+  version: string;
+  /** Largest accepted request body in bytes (default 1 MiB). */
+  bodyLimit?: number;
+}
+
+export const DEFAULT_BODY_LIMIT = 1024 * 1024;
+
+/** Builds the HTTP application. It does not listen: `server/start.ts` does, tests use inject(). */
+export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: options.logger,
+    bodyLimit: options.bodyLimit ?? DEFAULT_BODY_LIMIT,
+    // Request ids in logs and problems let an operator find the log line of a 500.
+    genReqId: () => crypto.randomUUID(),
+    return503OnClosing: true,
+  });
+
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser(/^application\/([\w.-]+\+)?json$/, { parseAs: "buffer" }, (_request, body, done) => {
+    try {
+      done(null, parseJsonBody(body as Buffer));
+    } catch (error) {
+      done(error as Error, undefined);
+    }
+  });
+
+  app.setErrorHandler((error, request, reply) => sendProblem(reply, errorToProblem(error, request)));
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(
+      reply,
+      makeProblem(
+        "route-not-found",
+        `there is no route ${request.method} ${request.url.split("?")[0]}; the routes are listed in /api/v1/openapi.json`,
+        { requestId: String(request.id) },
+      ),
+    ),
+  );
+
+  app.addHook("onRequest", async (request) => {
+    if (request.routeOptions.config?.public) return;
+    if (!request.url.startsWith("/api/")) return;
+    request.identity = await authenticate(options.context, request);
+  });
+
+  const routes: RouteSpec[] = [...healthRoutes(options.store), ...resourceRoutes(options.context)];
+  const openApi = buildOpenApiDocument(routes, options.version);
+  routes.push(
+    defineRoute({
+      method: "GET",
+      path: "/api/v1/openapi.json",
+      tag: "Meta",
+      summary: "This API's OpenAPI 3.1 document",
+      handler: async () => openApi,
+    }),
+  );
+  for (const route of routes) registerRoute(app, route);
+  return app;
+}
+
+function registerRoute(app: FastifyInstance, route: RouteSpec): void {
+  app.route({
+    method: route.method,
+    url: route.path,
+    config: { public: route.public ?? false },
+    handler: async (request, reply) => {
+      const params = parseInput(route.params, request.params, "path");
+      const query = parseInput(route.query, request.query, "query");
+      const body = parseInput(route.body, request.body);
+      const result = await route.handler({ params, query, body, request, reply });
+      reply.code(route.status ?? 200);
+      return route.status === 204 ? reply.send() : result;
+    },
+  });
+}
+
+async function authenticate(context: StoreContext, request: FastifyRequest): Promise<ApiKeyIdentity> {
+  const header = request.headers.authorization;
+  const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+  const key = match?.[1];
+  if (!key) {
+    throw new UnauthenticatedError(
+      "this route needs an API key: send 'Authorization: Bearer ferry_…' (the admin key is printed on the server's first start)",
+    );
+  }
+  const identity = isWellFormedApiKey(key) ? await authenticateApiKey(context, key) : undefined;
+  if (!identity) {
+    throw new UnauthenticatedError("the API key is not valid, expired or revoked; use another key");
+  }
+  return identity;
+}
+
+function healthRoutes(store: Store): RouteSpec[] {
+  return [
+    defineRoute({
+      method: "GET",
+      path: "/healthz",
+      tag: "Meta",
+      summary: "Liveness: the process answers",
+      public: true,
+      handler: async () => ({ status: "ok" }),
+    }),
+    defineRoute({
+      method: "GET",
+      path: "/readyz",
+      tag: "Meta",
+      summary: "Readiness: the database answers",
+      public: true,
+      handler: async ({ reply }) => {
+        try {
+          await store.ping();
+          return { status: "ready", database: store.dialect };
+        } catch {
+          reply.code(503);
+          return { status: "unavailable", database: store.dialect };
+        }
+      },
+    }),
+  ];
+}

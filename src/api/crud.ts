@@ -1,0 +1,90 @@
+import type { z } from "zod";
+import { type Page, type Paging, pageSchema, pagingSchema } from "../domain/common.js";
+import { defineRoute, pathParams, type RouteSpec } from "./route.js";
+
+/**
+ * The five routes of a resource collection: list (paged), create, show, update, delete.
+ * `scope` names the path parameters of a parent ("project" for a project's variables);
+ * every store function receives their values first.
+ */
+export interface CollectionSpec<Item, Create, Update> {
+  tag: string;
+  /** Singular noun for summaries: "environment". */
+  noun: string;
+  /** Collection path, e.g. "/api/v1/environments" or "/api/v1/projects/:project/variables". */
+  path: string;
+  /** Name of the item path parameter, e.g. "environment". */
+  itemParam: string;
+  scope?: string[];
+  itemSchema: z.ZodType<Item>;
+  createSchema: z.ZodType<Create>;
+  updateSchema: z.ZodType<Update>;
+  list(scope: string[], paging: Paging): Promise<Page<Item>>;
+  create(scope: string[], body: Create): Promise<Item>;
+  get(scope: string[], reference: string): Promise<Item>;
+  update(scope: string[], reference: string, body: Update): Promise<Item>;
+  remove(scope: string[], reference: string): Promise<void>;
+}
+
+export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item, Create, Update>): RouteSpec[] {
+  const scopeNames = spec.scope ?? [];
+  const scopeParams = pathParams(...scopeNames);
+  const itemParams = pathParams(...scopeNames, spec.itemParam);
+  const scopeValues = (params: Record<string, string>) => scopeNames.map((name) => params[name] ?? "");
+  const itemPath = `${spec.path}/:${spec.itemParam}`;
+  const reference = (params: Record<string, string>) => params[spec.itemParam] ?? "";
+  return [
+    defineRoute({
+      method: "GET",
+      path: spec.path,
+      tag: spec.tag,
+      summary: `List ${spec.noun}s (paged)`,
+      params: scopeParams,
+      query: pagingSchema,
+      response: pageSchema(spec.itemSchema),
+      handler: ({ params, query }) => spec.list(scopeValues(params), query),
+    }),
+    defineRoute({
+      method: "POST",
+      path: spec.path,
+      tag: spec.tag,
+      summary: `Create a ${spec.noun}`,
+      params: scopeParams,
+      body: spec.createSchema,
+      response: spec.itemSchema,
+      status: 201,
+      handler: ({ params, body }) => spec.create(scopeValues(params), body),
+    }),
+    defineRoute({
+      method: "GET",
+      path: itemPath,
+      tag: spec.tag,
+      summary: `Show a ${spec.noun}`,
+      params: itemParams,
+      response: spec.itemSchema,
+      handler: ({ params }) => spec.get(scopeValues(params), reference(params)),
+    }),
+    defineRoute({
+      method: "PATCH",
+      path: itemPath,
+      tag: spec.tag,
+      summary: `Update a ${spec.noun} (only the fields sent change)`,
+      params: itemParams,
+      body: spec.updateSchema,
+      response: spec.itemSchema,
+      handler: ({ params, body }) => spec.update(scopeValues(params), reference(params), body),
+    }),
+    defineRoute({
+      method: "DELETE",
+      path: itemPath,
+      tag: spec.tag,
+      summary: `Delete a ${spec.noun} (refused while something uses it)`,
+      params: itemParams,
+      status: 204,
+      handler: async ({ params }) => {
+        await spec.remove(scopeValues(params), reference(params));
+        return undefined;
+      },
+    }),
+  ];
+}

@@ -1,0 +1,106 @@
+import { createEnvironmentSchema, environmentSchema, updateEnvironmentSchema } from "../domain/environments.js";
+import { createFeedSchema, feedSchema, updateFeedSchema } from "../domain/feeds.js";
+import { createLifecycleSchema, lifecycleSchema, updateLifecycleSchema } from "../domain/lifecycles.js";
+import { createProjectSchema, projectSchema, updateProjectSchema } from "../domain/projects.js";
+import { createTargetSchema, targetSchema, updateTargetSchema } from "../domain/targets.js";
+import { createVariableSchema, updateVariableSchema, variableSchema } from "../domain/variables.js";
+import type { StoreContext } from "../store/common.js";
+import * as environments from "../store/environments.js";
+import * as feeds from "../store/feeds.js";
+import * as lifecycles from "../store/lifecycles.js";
+import * as projects from "../store/projects.js";
+import * as targets from "../store/targets.js";
+import * as variables from "../store/variables.js";
+import { collectionRoutes } from "./crud.js";
+import type { RouteSpec } from "./route.js";
+
+/** The routes of the foundation's resources: environments … variables. */
+export function resourceRoutes(context: StoreContext): RouteSpec[] {
+  return [
+    ...collectionRoutes({
+      tag: "Environments",
+      noun: "environment",
+      path: "/api/v1/environments",
+      itemParam: "environment",
+      itemSchema: environmentSchema,
+      createSchema: createEnvironmentSchema,
+      updateSchema: updateEnvironmentSchema,
+      list: (_, paging) => environments.listEnvironments(context, paging),
+      create: (_, body) => environments.createEnvironment(context, body),
+      get: (_, reference) => environments.getEnvironment(context, reference),
+      update: (_, reference, body) => environments.updateEnvironment(context, reference, body),
+      remove: (_, reference) => environments.deleteEnvironment(context, reference),
+    }),
+    ...collectionRoutes({
+      tag: "Lifecycles",
+      noun: "lifecycle",
+      path: "/api/v1/lifecycles",
+      itemParam: "lifecycle",
+      itemSchema: lifecycleSchema,
+      createSchema: createLifecycleSchema,
+      updateSchema: updateLifecycleSchema,
+      list: (_, paging) => lifecycles.listLifecycles(context, paging),
+      create: (_, body) => lifecycles.createLifecycle(context, body),
+      get: (_, reference) => lifecycles.getLifecycle(context, reference),
+      update: (_, reference, body) => lifecycles.updateLifecycle(context, reference, body),
+      remove: (_, reference) => lifecycles.deleteLifecycle(context, reference),
+    }),
+    ...collectionRoutes({
+      tag: "Projects",
+      noun: "project",
+      path: "/api/v1/projects",
+      itemParam: "project",
+      itemSchema: projectSchema,
+      createSchema: createProjectSchema,
+      updateSchema: updateProjectSchema,
+      list: (_, paging) => projects.listProjects(context, paging),
+      create: (_, body) => projects.createProject(context, body),
+      get: (_, reference) => projects.getProject(context, reference),
+      update: (_, reference, body) => projects.updateProject(context, reference, body),
+      remove: (_, reference) => projects.deleteProject(context, reference),
+    }),
+    ...collectionRoutes({
+      tag: "Targets",
+      noun: "target",
+      path: "/api/v1/targets",
+      itemParam: "target",
+      itemSchema: targetSchema,
+      createSchema: createTargetSchema,
+      updateSchema: updateTargetSchema,
+      list: (_, paging) => targets.listTargets(context, paging),
+      create: (_, body) => targets.createTarget(context, body),
+      get: (_, reference) => targets.getTarget(context, reference),
+      update: (_, reference, body) => targets.updateTarget(context, reference, body),
+      remove: (_, reference) => targets.deleteTarget(context, reference),
+    }),
+    ...collectionRoutes({
+      tag: "Feeds",
+      noun: "feed",
+      path: "/api/v1/feeds",
+      itemParam: "feed",
+      itemSchema: feedSchema,
+      createSchema: createFeedSchema,
+      updateSchema: updateFeedSchema,
+      list: (_, paging) => feeds.listFeeds(context, paging),
+      create: (_, body) => feeds.createFeed(context, body),
+      get: (_, reference) => feeds.getFeed(context, reference),
+      update: (_, reference, body) => feeds.updateFeed(context, reference, body),
+      remove: (_, reference) => feeds.deleteFeed(context, reference),
+    }),
+    ...collectionRoutes({
+      tag: "Variables",
+      noun: "project variable",
+      path: "/api/v1/projects/:project/variables",
+      scope: ["project"],
+      itemParam: "variable",
+      itemSchema: variableSchema,
+      createSchema: createVariableSchema,
+      updateSchema: updateVariableSchema,
+      list: ([project = ""], paging) => variables.listVariables(context, project, paging),
+      create: ([project = ""], body) => variables.createVariable(context, project, body),
+      get: ([project = ""], reference) => variables.getVariable(context, project, reference),
+      update: ([project = ""], reference, body) => variables.updateVariable(context, project, reference, body),
+      remove: ([project = ""], reference) => variables.deleteVariable(context, project, reference),
+    }),
+  ];
+}

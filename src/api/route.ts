@@ -1,0 +1,77 @@
+import type { FastifyReply, FastifyRequest } from "fastify";
+import { z } from "zod";
+import { type FieldIssue, InputError, toJsonPointer } from "../domain/errors.js";
+
+export type HttpMethod = "GET" | "POST" | "PATCH" | "PUT" | "DELETE";
+
+/**
+ * One API route: its schemas (which validate input and document it in OpenAPI) and its
+ * handler. Handlers receive parsed, typed input and return the response body; they throw
+ * domain errors, never HTTP ones.
+ */
+export interface RouteSpec<P = unknown, Q = unknown, B = unknown> {
+  method: HttpMethod;
+  /** Fastify path, e.g. "/api/v1/projects/:project". */
+  path: string;
+  summary: string;
+  tag: string;
+  params?: z.ZodType<P>;
+  query?: z.ZodType<Q>;
+  body?: z.ZodType<B>;
+  /** Response body schema, for the OpenAPI document. */
+  response?: z.ZodType;
+  /** Success status: 200 unless given (201 for creates, 204 for deletes). */
+  status?: 200 | 201 | 204;
+  /** Answers without an API key. */
+  public?: boolean;
+  handler(input: { params: P; query: Q; body: B; request: FastifyRequest; reply: FastifyReply }): Promise<unknown>;
+}
+
+/** Keeps the generic types of one route while collecting routes of different types in a list. */
+export function defineRoute<P, Q, B>(spec: RouteSpec<P, Q, B>): RouteSpec {
+  return spec as RouteSpec;
+}
+
+/** Turns zod's issues into field issues with JSON pointers, one per unknown key. */
+export function toFieldIssues(error: z.ZodError, location?: "query" | "path"): FieldIssue[] {
+  const issues: FieldIssue[] = [];
+  for (const issue of error.issues) {
+    const where = location ? { in: location } : {};
+    if (issue.code === "unrecognized_keys") {
+      for (const key of issue.keys) {
+        issues.push({
+          pointer: toJsonPointer([...issue.path, key]),
+          detail: "unknown field; remove it (see /api/v1/openapi.json for the fields this route takes)",
+          ...where,
+        });
+      }
+    } else {
+      issues.push({ pointer: toJsonPointer(issue.path), detail: issue.message, ...where });
+    }
+  }
+  return issues;
+}
+
+export function parseInput<T>(schema: z.ZodType<T> | undefined, value: unknown, location?: "query" | "path"): T {
+  if (!schema) return undefined as T;
+  const result = schema.safeParse(value, { error: friendlierMessage });
+  if (result.success) return result.data;
+  const what = location === "query" ? "query string" : location === "path" ? "path" : "request body";
+  throw new InputError(
+    `the ${what} is not valid; fix the fields listed in 'errors'`,
+    toFieldIssues(result.error, location),
+  );
+}
+
+/** Path parameters are plain strings (an id or a slug); these only bound their length. */
+export function pathParams<K extends string>(...names: K[]) {
+  return z.strictObject(
+    Object.fromEntries(names.map((name) => [name, z.string().min(1).max(200)])) as Record<K, z.ZodString>,
+  );
+}
+
+/** Zod's default texts, made to say what to do where they do not already. */
+function friendlierMessage(issue: z.core.$ZodRawIssue): string | undefined {
+  if (issue.code === "invalid_type" && issue.input === undefined) return `required: add this field (${issue.expected})`;
+  return undefined;
+}

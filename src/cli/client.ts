@@ -1,0 +1,81 @@
+import type { Page } from "../domain/common.js";
+import { OperationError } from "./errors.js";
+
+interface ProblemBody {
+  title?: string;
+  detail?: string;
+  errors?: { pointer: string; detail: string; in?: string }[];
+}
+
+/** A thin client of the Ferry API: JSON in, JSON out, problems become OperationErrors. */
+export class ApiClient {
+  constructor(
+    readonly baseUrl: string,
+    private readonly apiKey: string | undefined,
+    private readonly timeoutMs = 30_000,
+  ) {}
+
+  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const url = new URL(path, this.baseUrl);
+    let response: Response;
+    try {
+      response = await fetch(url, {
+        method,
+        headers: {
+          accept: "application/json, application/problem+json",
+          ...(this.apiKey && { authorization: `Bearer ${this.apiKey}` }),
+          ...(body !== undefined && { "content-type": "application/json" }),
+        },
+        ...(body !== undefined && { body: JSON.stringify(body) }),
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (error) {
+      const reason = (error as Error).name === "TimeoutError" ? "timed out" : "could not connect";
+      throw new OperationError(
+        `${reason} to the Ferry server at ${this.baseUrl}; is it running? (set FERRY_URL or run 'ferry login')`,
+      );
+    }
+    if (response.status === 204) return undefined as T;
+    const text = await response.text();
+    const parsed = text === "" ? undefined : safeJson(text);
+    if (!response.ok) {
+      const problem = (parsed ?? {}) as ProblemBody;
+      throw new OperationError(
+        `${problem.title ?? `HTTP ${response.status}`}: ${problem.detail ?? "the server refused the request"}`,
+        (problem.errors ?? []).map(
+          (issue) => `${issue.in ? `${issue.in} ` : ""}${issue.pointer || "/"}: ${issue.detail}`,
+        ),
+      );
+    }
+    return parsed as T;
+  }
+
+  get<T>(path: string): Promise<T> {
+    return this.request<T>("GET", path);
+  }
+
+  /** Every item of a paged collection, fetched page by page. */
+  async getAll<T>(path: string): Promise<T[]> {
+    const items: T[] = [];
+    for (let offset = 0; ; ) {
+      const separator = path.includes("?") ? "&" : "?";
+      const page = await this.get<Page<T>>(`${path}${separator}limit=500&offset=${offset}`);
+      items.push(...page.items);
+      offset += page.items.length;
+      if (page.items.length === 0 || offset >= page.total) return items;
+    }
+  }
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Percent-encodes a path segment taken from the command line. */
+export function segment(value: string): string {
+  return encodeURIComponent(value);
+}

@@ -1,0 +1,74 @@
+import type { Command } from "commander";
+import type { Environment } from "../domain/environments.js";
+import { segment } from "./client.js";
+import {
+  addResourceGroup,
+  type CliContext,
+  parseNonNegativeInteger,
+  pick,
+  type ResourceGroupSpec,
+  sendAndPrint,
+} from "./resourceGroup.js";
+
+const spec: ResourceGroupSpec<Environment> = {
+  group: "env",
+  description: "environments (dev, test, prod …), in order",
+  noun: "environment",
+  collectionPath: () => "/api/v1/environments",
+  columns: [
+    ["#", (environment) => String(environment.position)],
+    ["slug", (environment) => environment.slug],
+    ["name", (environment) => environment.name],
+    ["description", (environment) => environment.description],
+  ],
+  fields: (environment) => [
+    ["id", environment.id],
+    ["slug", environment.slug],
+    ["name", environment.name],
+    ["position", String(environment.position)],
+    ["description", environment.description || "-"],
+  ],
+};
+
+const fieldOptions = { name: "name", slug: "slug", description: "description", position: "position" };
+
+export function addEnvironmentCommands(program: Command, context: CliContext): void {
+  const group = addResourceGroup(program, context, spec);
+  group
+    .command("create")
+    .description("create an environment (appended to the order unless --position)")
+    .argument("<name>")
+    .option("--slug <slug>")
+    .option("--description <text>")
+    .option("--position <n>", "0-based place in the order", parseNonNegativeInteger)
+    .option("--json", "print JSON")
+    .action((name: string, options: Record<string, unknown>) =>
+      sendAndPrint(
+        context,
+        spec,
+        "POST",
+        spec.collectionPath(options),
+        { name, ...pick(options, fieldOptions) },
+        options,
+      ),
+    );
+  group
+    .command("update")
+    .description("change an environment's name, slug, description or place in the order")
+    .argument("<ref>", "id or slug")
+    .option("--name <name>")
+    .option("--slug <slug>")
+    .option("--description <text>")
+    .option("--position <n>", "0-based place in the order", parseNonNegativeInteger)
+    .option("--json", "print JSON")
+    .action((reference: string, options: Record<string, unknown>) =>
+      sendAndPrint(
+        context,
+        spec,
+        "PATCH",
+        `${spec.collectionPath(options)}/${segment(reference)}`,
+        pick(options, fieldOptions),
+        options,
+      ),
+    );
+}

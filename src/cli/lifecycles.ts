@@ -1,0 +1,97 @@
+import { type Command, InvalidArgumentError } from "commander";
+import type { Lifecycle, PhaseInput } from "../domain/lifecycles.js";
+import { segment } from "./client.js";
+import { list } from "./output.js";
+import { addResourceGroup, type CliContext, pick, type ResourceGroupSpec, sendAndPrint } from "./resourceGroup.js";
+
+const spec: ResourceGroupSpec<Lifecycle> = {
+  group: "lifecycle",
+  description: "lifecycles: the phases a release goes through",
+  noun: "lifecycle",
+  collectionPath: () => "/api/v1/lifecycles",
+  columns: [
+    ["slug", (lifecycle) => lifecycle.slug],
+    ["name", (lifecycle) => lifecycle.name],
+    ["phases", (lifecycle) => lifecycle.phases.map(describePhase).join(" → ")],
+  ],
+  fields: (lifecycle) => [
+    ["id", lifecycle.id],
+    ["slug", lifecycle.slug],
+    ["name", lifecycle.name],
+    ["description", lifecycle.description || "-"],
+    ...lifecycle.phases.map((phase, index): [string, string] => [`phase ${index + 1}`, describePhase(phase)]),
+  ],
+};
+
+function describePhase(phase: Lifecycle["phases"][number]): string {
+  const flags = [phase.autoDeploy ? "auto-deploy" : "", phase.optional ? "optional" : ""].filter(Boolean);
+  return `${phase.name} [${list(phase.environments)}]${flags.length > 0 ? ` (${flags.join(", ")})` : ""}`;
+}
+
+/**
+ * Parses `--phase [Name=]env[,env…][+auto][+optional]`, e.g. `dev+auto` or
+ * `Production=prod-eu,prod-us+optional`.
+ */
+export function parsePhase(value: string, previous: Partial<PhaseInput>[] = []): Partial<PhaseInput>[] {
+  const match = /^(?:([^=]+)=)?([^+=]+)((?:\+(?:auto|optional))*)$/.exec(value.trim());
+  if (!match?.[2]) {
+    throw new InvalidArgumentError("use [Name=]env[,env…][+auto][+optional], e.g. 'dev+auto' or 'Prod=prod'");
+  }
+  const flags = match[3] ?? "";
+  const environments = match[2].split(",").map((environment) => environment.trim());
+  if (environments.some((environment) => environment === "")) {
+    throw new InvalidArgumentError("an environment in the list is empty");
+  }
+  return [
+    ...previous,
+    {
+      ...(match[1] && { name: match[1].trim() }),
+      environments,
+      autoDeploy: flags.includes("+auto"),
+      optional: flags.includes("+optional"),
+    },
+  ];
+}
+
+const phaseHelp = "a phase: [Name=]env[,env…][+auto][+optional]; repeat in order";
+
+export function addLifecycleCommands(program: Command, context: CliContext): void {
+  const group = addResourceGroup(program, context, spec);
+  group
+    .command("create")
+    .description("create a lifecycle from its phases, in order")
+    .argument("<name>")
+    .requiredOption("--phase <spec>", phaseHelp, parsePhase)
+    .option("--slug <slug>")
+    .option("--description <text>")
+    .option("--json", "print JSON")
+    .action((name: string, options: Record<string, unknown>) =>
+      sendAndPrint(
+        context,
+        spec,
+        "POST",
+        spec.collectionPath(options),
+        { name, ...pick(options, { phase: "phases", slug: "slug", description: "description" }) },
+        options,
+      ),
+    );
+  group
+    .command("update")
+    .description("change a lifecycle; --phase replaces all phases")
+    .argument("<ref>", "id or slug")
+    .option("--name <name>")
+    .option("--phase <spec>", phaseHelp, parsePhase)
+    .option("--slug <slug>")
+    .option("--description <text>")
+    .option("--json", "print JSON")
+    .action((reference: string, options: Record<string, unknown>) =>
+      sendAndPrint(
+        context,
+        spec,
+        "PATCH",
+        `${spec.collectionPath(options)}/${segment(reference)}`,
+        pick(options, { name: "name", phase: "phases", slug: "slug", description: "description" }),
+        options,
+      ),
+    );
+}

@@ -1,0 +1,83 @@
+import { Command, CommanderError } from "commander";
+import { type FerryEnvironment, readEnvironment } from "../config/env.js";
+import { FerryError } from "../domain/errors.js";
+import { FERRY_VERSION } from "../version.js";
+import { addDemoCommand } from "./demo.js";
+import { addEnvironmentCommands } from "./environments.js";
+import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, OperationError, UsageError } from "./errors.js";
+import { addFeedCommands } from "./feeds.js";
+import { addLifecycleCommands } from "./lifecycles.js";
+import { addLoginCommand } from "./login.js";
+import { addProjectCommands } from "./projects.js";
+import type { CliContext } from "./resourceGroup.js";
+import { addServerCommand } from "./server.js";
+import { clientFor } from "./settings.js";
+import { addTargetCommands } from "./targets.js";
+import { addVariableCommands } from "./variables.js";
+
+export function buildProgram(): Command {
+  let parsed: FerryEnvironment | undefined;
+  const environment = () => {
+    parsed ??= readEnvironment(process.env);
+    return parsed;
+  };
+  const context: CliContext = { client: () => clientFor(environment()) };
+  const program = new Command("ferry")
+    .description("Ferry: release management, zero-downtime deployments and runbooks")
+    .version(FERRY_VERSION)
+    .showHelpAfterError("(run with --help for usage)")
+    .exitOverride();
+  addServerCommand(program, environment);
+  addDemoCommand(program, environment);
+  addLoginCommand(program, environment);
+  addEnvironmentCommands(program, context);
+  addLifecycleCommands(program, context);
+  addProjectCommands(program, context);
+  addTargetCommands(program, context);
+  addFeedCommands(program, context);
+  addVariableCommands(program, context);
+  // Subcommands exit through the same path as the program (codes 0/1/2 below).
+  const override = (command: Command) => {
+    command.exitOverride();
+    for (const child of command.commands) override(child);
+  };
+  override(program);
+  return program;
+}
+
+/** Runs the CLI and returns its exit code: 0 success, 1 operation failed, 2 usage error. */
+export async function runCli(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv, { from: "user" });
+    return EXIT_OK;
+  } catch (error) {
+    return reportError(error);
+  }
+}
+
+function reportError(error: unknown): number {
+  if (error instanceof CommanderError) {
+    if (error.code === "commander.helpDisplayed" || error.code === "commander.version") return EXIT_OK;
+    if (error.code === "commander.help") return EXIT_OK;
+    return EXIT_USAGE; // commander has already printed the message
+  }
+  if (error instanceof UsageError) {
+    process.stderr.write(`ferry: ${error.message}\n`);
+    return EXIT_USAGE;
+  }
+  if (error instanceof OperationError) {
+    process.stderr.write(`ferry: ${error.message}\n${error.details.map((line) => `  ${line}\n`).join("")}`);
+    return EXIT_FAILED;
+  }
+  if (error instanceof FerryError) {
+    process.stderr.write(`ferry: ${error.message}\n`);
+    return error.code === "invalid-input" ? EXIT_USAGE : EXIT_FAILED;
+  }
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === "EADDRINUSE" || code === "EACCES") {
+    process.stderr.write(`ferry: cannot listen: ${(error as Error).message}; choose another --port\n`);
+    return EXIT_FAILED;
+  }
+  process.stderr.write(`ferry: ${(error as Error).message ?? String(error)}\n`);
+  return EXIT_FAILED;
+}

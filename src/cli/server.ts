@@ -1,0 +1,61 @@
+import { type Command, InvalidArgumentError } from "commander";
+import type { FerryEnvironment } from "../config/env.js";
+import { type RunningServer, startServer } from "../server/start.js";
+import { isPostgresUrl } from "../store/db.js";
+import { parseNonNegativeInteger } from "./resourceGroup.js";
+
+export function parsePort(value: string): number {
+  const port = parseNonNegativeInteger(value);
+  if (port > 65535) throw new InvalidArgumentError("a port is at most 65535");
+  return port;
+}
+
+export function parseDatabaseUrl(value: string): string {
+  if (!isPostgresUrl(value)) {
+    throw new InvalidArgumentError(
+      "use postgres://user:password@host:port/database (leave --db out for the embedded SQLite store)",
+    );
+  }
+  return value;
+}
+
+/** Stops the server cleanly on SIGTERM/SIGINT: in-flight requests finish, the store closes. */
+export function stopOnSignals(server: RunningServer): void {
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    server.app.log.info({ signal }, "shutting down");
+    server.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        server.app.log.error({ err: error }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+}
+
+export function addServerCommand(program: Command, environment: () => FerryEnvironment): void {
+  program
+    .command("server")
+    .description("run the Ferry server (API, task engine)")
+    .option("--port <port>", "port to listen on", parsePort, 8080)
+    .option("--host <host>", "address to listen on", "127.0.0.1")
+    .option("--data-dir <dir>", "data directory (SQLite file, master key)", ".ferry")
+    .option("--db <url>", "PostgreSQL URL (default: SQLite in the data directory)", parseDatabaseUrl)
+    .action(async (options: { port: number; host: string; dataDir: string; db?: string }) => {
+      const env = environment();
+      const server = await startServer({
+        port: options.port,
+        host: options.host,
+        dataDir: options.dataDir,
+        databaseUrl: options.db,
+        adminApiKey: env.FERRY_ADMIN_API_KEY,
+        logLevel: env.FERRY_LOG_LEVEL,
+      });
+      stopOnSignals(server);
+    });
+}

@@ -1,0 +1,39 @@
+import { z } from "zod";
+import { toFieldIssues } from "../api/route.js";
+import { InputError } from "../domain/errors.js";
+
+/**
+ * The environment variables Ferry reads, parsed once at start. Nothing else in the code
+ * reads process.env: it receives these options instead.
+ */
+const environmentSchema = z.object({
+  /** Server: admin API key to create on first start instead of a random one (for automation). */
+  FERRY_ADMIN_API_KEY: z
+    .string()
+    .regex(/^ferry_[A-Za-z0-9_-]{16,200}$/, {
+      message: "must look like ferry_ followed by at least 16 letters, digits, '_' or '-'",
+    })
+    .optional(),
+  FERRY_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  /** CLI: the server to talk to and the key to use (override `ferry login`). */
+  FERRY_URL: z.url().optional(),
+  FERRY_API_KEY: z.string().min(1).optional(),
+  /** CLI: where `ferry login` keeps its settings. */
+  FERRY_CONFIG: z.string().optional(),
+  XDG_CONFIG_HOME: z.string().optional(),
+  HOME: z.string().optional(),
+});
+
+export type FerryEnvironment = z.infer<typeof environmentSchema>;
+
+export function readEnvironment(source: NodeJS.ProcessEnv): FerryEnvironment {
+  const known = Object.fromEntries(
+    Object.keys(environmentSchema.shape).map((key) => [key, source[key] === "" ? undefined : source[key]]),
+  );
+  const result = environmentSchema.safeParse(known);
+  if (result.success) return result.data;
+  const issues = toFieldIssues(result.error);
+  throw new InputError(
+    `environment variable ${issues.map((issue) => `${issue.pointer.slice(1)}: ${issue.detail}`).join("; ")}`,
+  );
+}

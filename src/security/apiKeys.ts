@@ -1,0 +1,31 @@
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+
+export const API_KEY_PREFIX = "ferry_";
+
+/** A new random key: "ferry_" + 32 random bytes (base64url). Shown once, stored hashed. */
+export function generateApiKey(): string {
+  return API_KEY_PREFIX + randomBytes(32).toString("base64url");
+}
+
+export function isWellFormedApiKey(key: string): boolean {
+  return key.startsWith(API_KEY_PREFIX) && /^[A-Za-z0-9_-]{16,200}$/.test(key.slice(API_KEY_PREFIX.length));
+}
+
+/**
+ * Keys carry 256 bits of randomness, so a fast hash suffices (no password stretching):
+ * guessing is infeasible either way, and lookups stay O(1) per request.
+ */
+export function hashApiKey(key: string): string {
+  return createHash("sha256").update(key, "utf8").digest("hex");
+}
+
+/** The part of a key that may be shown again ("ferry_AbC1…") to tell keys apart. */
+export function apiKeyDisplayPrefix(key: string): string {
+  return key.slice(0, API_KEY_PREFIX.length + 6);
+}
+
+export function hashesEqual(a: string, b: string): boolean {
+  const left = Buffer.from(a, "hex");
+  const right = Buffer.from(b, "hex");
+  return left.length === right.length && timingSafeEqual(left, right);
+}

@@ -1,0 +1,91 @@
+import type { FastifyInstance } from "fastify";
+import { pino } from "pino";
+import { buildApp } from "../api/app.js";
+import { generateApiKey } from "../security/apiKeys.js";
+import { loadOrCreateMasterKey } from "../security/masterKey.js";
+import { SecretBox } from "../security/secretBox.js";
+import { countApiKeys, insertApiKey } from "../store/apiKeys.js";
+import type { StoreContext } from "../store/common.js";
+import { openStore, type Store } from "../store/db.js";
+import { FERRY_VERSION } from "../version.js";
+
+export interface ServerOptions {
+  port: number;
+  host: string;
+  dataDir: string;
+  databaseUrl?: string | undefined;
+  adminApiKey?: string | undefined;
+  logLevel: string;
+  /** Where the one-time admin key notice goes (stderr by default). */
+  announce?: (text: string) => void;
+}
+
+export interface RunningServer {
+  app: FastifyInstance;
+  store: Store;
+  context: StoreContext;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Opens the store, bootstraps the first admin key, and listens. */
+export async function startServer(options: ServerOptions): Promise<RunningServer> {
+  const logger = pino({
+    level: options.logLevel,
+    redact: { paths: ["req.headers.authorization", "req.headers.cookie"], censor: "[redacted]" },
+  });
+  const masterKey = await loadOrCreateMasterKey(options.dataDir);
+  const store = await openStore({ databaseUrl: options.databaseUrl, dataDir: options.dataDir });
+  const context: StoreContext = { db: store.db, secrets: new SecretBox(masterKey) };
+  await bootstrapAdminKey(context, options);
+
+  const app = await buildApp({ store, context, logger, version: FERRY_VERSION });
+  try {
+    await app.listen({ port: options.port, host: options.host });
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
+  const address = app.server.address();
+  const port = typeof address === "object" && address ? address.port : options.port;
+  const url = `http://${options.host.includes(":") ? `[${options.host}]` : options.host}:${port}`;
+  logger.info({ url, database: store.dialect, dataDir: options.dataDir }, "ferry server ready");
+  return {
+    app,
+    store,
+    context,
+    url,
+    close: async () => {
+      await app.close();
+      await store.close();
+    },
+  };
+}
+
+/**
+ * On first start (no key at all) creates the admin key: FERRY_ADMIN_API_KEY when set,
+ * otherwise a random one printed once here and never again (only its hash is stored).
+ */
+async function bootstrapAdminKey(context: StoreContext, options: ServerOptions): Promise<void> {
+  if ((await countApiKeys(context)) > 0) return;
+  const announce = options.announce ?? ((text: string) => process.stderr.write(text));
+  if (options.adminApiKey) {
+    await insertApiKey(context, options.adminApiKey, { name: "admin (FERRY_ADMIN_API_KEY)", role: "admin" });
+    announce("ferry: created the admin API key from FERRY_ADMIN_API_KEY\n");
+    return;
+  }
+  const key = generateApiKey();
+  await insertApiKey(context, key, { name: "admin (first start)", role: "admin" });
+  announce(
+    [
+      "",
+      "ferry: this is a new install. Its admin API key (shown this once, stored only as a hash):",
+      "",
+      `    ${key}`,
+      "",
+      "Use it with: export FERRY_API_KEY=<key>   or   ferry login --api-key <key>",
+      "",
+      "",
+    ].join("\n"),
+  );
+}

@@ -1,0 +1,108 @@
+import type { Paging } from "../domain/common.js";
+import type { FieldIssue } from "../domain/errors.js";
+import type { CreateProject, Project, UpdateProject } from "../domain/projects.js";
+import {
+  assertNameAndSlugFree,
+  countRows,
+  type Executor,
+  findNamed,
+  newId,
+  nowIso,
+  resolveReference,
+  type StoreContext,
+  slugFor,
+  throwIfIssues,
+  toPage,
+  translateUniqueViolation,
+} from "./common.js";
+
+function selectProjects(db: Executor) {
+  return db
+    .selectFrom("projects as p")
+    .innerJoin("lifecycles as l", "l.id", "p.lifecycle_id")
+    .select([
+      "p.id",
+      "p.slug",
+      "p.name",
+      "p.description",
+      "l.slug as lifecycle",
+      "p.created_at as createdAt",
+      "p.updated_at as updatedAt",
+    ]);
+}
+
+async function loadProject(db: Executor, id: string): Promise<Project> {
+  return selectProjects(db).where("p.id", "=", id).executeTakeFirstOrThrow();
+}
+
+export async function createProject({ db }: StoreContext, input: CreateProject): Promise<Project> {
+  const slug = slugFor(input);
+  return db.transaction().execute(async (trx) => {
+    await assertNameAndSlugFree(trx, "projects", { name: input.name, slug });
+    const issues: FieldIssue[] = [];
+    const lifecycleId = await resolveReference(trx, "lifecycles", input.lifecycle, "/lifecycle", issues);
+    throwIfIssues(issues);
+    const now = nowIso();
+    const id = newId("prj");
+    await translateUniqueViolation(`a project named '${input.name}' already exists`, () =>
+      trx
+        .insertInto("projects")
+        .values({
+          id,
+          slug,
+          name: input.name,
+          description: input.description,
+          lifecycle_id: lifecycleId,
+          created_at: now,
+          updated_at: now,
+        })
+        .execute(),
+    );
+    return loadProject(trx, id);
+  });
+}
+
+export async function getProject({ db }: StoreContext, reference: string): Promise<Project> {
+  const { id } = await findNamed(db, "projects", reference);
+  return loadProject(db, id);
+}
+
+export async function listProjects({ db }: StoreContext, paging: Paging) {
+  const items = await selectProjects(db).orderBy("p.name").limit(paging.limit).offset(paging.offset).execute();
+  return toPage(items, await countRows(db, "projects"), paging);
+}
+
+export async function updateProject({ db }: StoreContext, reference: string, input: UpdateProject): Promise<Project> {
+  return db.transaction().execute(async (trx) => {
+    const { id } = await findNamed(trx, "projects", reference);
+    await assertNameAndSlugFree(trx, "projects", { name: input.name, slug: input.slug }, id);
+    const issues: FieldIssue[] = [];
+    const lifecycleId =
+      input.lifecycle === undefined
+        ? undefined
+        : await resolveReference(trx, "lifecycles", input.lifecycle, "/lifecycle", issues);
+    throwIfIssues(issues);
+    await translateUniqueViolation("that name or slug is already used by another project", () =>
+      trx
+        .updateTable("projects")
+        .set({
+          ...(input.name !== undefined && { name: input.name }),
+          ...(input.slug !== undefined && { slug: input.slug }),
+          ...(input.description !== undefined && { description: input.description }),
+          ...(lifecycleId !== undefined && { lifecycle_id: lifecycleId }),
+          updated_at: nowIso(),
+        })
+        .where("id", "=", id)
+        .execute(),
+    );
+    return loadProject(trx, id);
+  });
+}
+
+/** Deleting a project deletes what it owns (its variables); nothing else refers to a project yet. */
+export async function deleteProject({ db }: StoreContext, reference: string): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    const { id } = await findNamed(trx, "projects", reference);
+    await trx.deleteFrom("projects").where("id", "=", id).execute();
+  });
+}

@@ -1,0 +1,122 @@
+/**
+ * Row types of the database, one interface per table. They are the store's own and
+ * separate from the domain types the API speaks. The same column types are used on
+ * SQLite and PostgreSQL (text, integer) so every store function is dialect-neutral:
+ * booleans are 0/1, timestamps ISO-8601 UTC text (sortable), lists JSON text.
+ */
+export interface Database {
+  environments: EnvironmentRow;
+  lifecycles: LifecycleRow;
+  lifecycle_phases: LifecyclePhaseRow;
+  lifecycle_phase_environments: LifecyclePhaseEnvironmentRow;
+  projects: ProjectRow;
+  targets: TargetRow;
+  target_environments: TargetEnvironmentRow;
+  feeds: FeedRow;
+  variables: VariableRow;
+  variable_scopes: VariableScopeRow;
+  api_keys: ApiKeyRow;
+}
+
+interface Timestamps {
+  created_at: string;
+  updated_at: string;
+}
+
+export interface EnvironmentRow extends Timestamps {
+  id: string;
+  slug: string;
+  name: string;
+  description: string;
+  position: number;
+}
+
+export interface LifecycleRow extends Timestamps {
+  id: string;
+  slug: string;
+  name: string;
+  description: string;
+}
+
+export interface LifecyclePhaseRow {
+  lifecycle_id: string;
+  position: number;
+  name: string;
+  auto_deploy: number;
+  optional: number;
+}
+
+export interface LifecyclePhaseEnvironmentRow {
+  lifecycle_id: string;
+  phase_position: number;
+  environment_id: string;
+  position: number;
+}
+
+export interface ProjectRow extends Timestamps {
+  id: string;
+  slug: string;
+  name: string;
+  description: string;
+  lifecycle_id: string;
+}
+
+export interface TargetRow extends Timestamps {
+  id: string;
+  slug: string;
+  name: string;
+  transport: string;
+  /** JSON array of role names. */
+  roles: string;
+  /** JSON array of runtime kinds. */
+  runtimes: string;
+}
+
+export interface TargetEnvironmentRow {
+  target_id: string;
+  environment_id: string;
+}
+
+export interface FeedRow extends Timestamps {
+  id: string;
+  slug: string;
+  name: string;
+  type: string;
+  url: string;
+  username: string | null;
+  /** SecretBox-sealed password, bound to "feed:<id>:password". */
+  password_sealed: string | null;
+}
+
+export interface VariableRow extends Timestamps {
+  id: string;
+  project_id: string;
+  name: string;
+  sensitive: number;
+  /** The value when not sensitive; null when sensitive. */
+  value: string | null;
+  /** SecretBox-sealed value when sensitive, bound to "variable:<id>". */
+  value_sealed: string | null;
+  /** Canonical scope text; (project, name, scope_key) is unique. */
+  scope_key: string;
+}
+
+export interface VariableScopeRow {
+  variable_id: string;
+  /** "environment" | "role" | "target" */
+  kind: string;
+  /** Environment id, role name or target id. */
+  value: string;
+}
+
+export interface ApiKeyRow {
+  id: string;
+  name: string;
+  prefix: string;
+  hash: string;
+  role: string;
+  created_at: string;
+  expires_at: string | null;
+  last_used_at: string | null;
+  revoked_at: string | null;
+}
