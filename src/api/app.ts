@@ -29,7 +29,7 @@ export interface AppOptions {
   bodyLimit?: number;
 }
 
-export const DEFAULT_BODY_LIMIT = 1024 * 1024;
+const DEFAULT_BODY_LIMIT = 1024 * 1024;
 
 /** Builds the HTTP application. It does not listen: `server/start.ts` does, tests use inject(). */
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {

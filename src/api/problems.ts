@@ -1,7 +1,7 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
 import { FerryError, type FieldIssue, InputError, InUseError } from "../domain/errors.js";
 
-export const PROBLEM_CONTENT_TYPE = "application/problem+json";
+const PROBLEM_CONTENT_TYPE = "application/problem+json";
 
 /** RFC 9457 problem details, with Ferry's extensions. */
 export interface Problem {
@@ -34,7 +34,7 @@ const problemTypes: Record<string, { status: number; title: string }> = {
   unavailable: { status: 503, title: "Service unavailable" },
 };
 
-export function problemType(code: string): string {
+function problemType(code: string): string {
   return `urn:ferry:problem:${code}`;
 }
 

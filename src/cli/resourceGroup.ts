@@ -59,7 +59,7 @@ export function addResourceGroup<T>(program: Command, context: CliContext, spec:
   return group;
 }
 
-export function printItem<T>(spec: ResourceGroupSpec<T>, item: T, options: Record<string, unknown>): void {
+function printItem<T>(spec: ResourceGroupSpec<T>, item: T, options: Record<string, unknown>): void {
   if (options.json) printJson(item);
   else printFields(spec.fields(item));
 }

@@ -10,7 +10,7 @@ export function parsePort(value: string): number {
   return port;
 }
 
-export function parseDatabaseUrl(value: string): string {
+function parseDatabaseUrl(value: string): string {
   if (!isPostgresUrl(value)) {
     throw new InvalidArgumentError(
       "use postgres://user:password@host:port/database (leave --db out for the embedded SQLite store)",

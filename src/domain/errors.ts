@@ -54,14 +54,6 @@ export class UnauthenticatedError extends FerryError {
   readonly code = "unauthenticated";
 }
 
-export class ForbiddenError extends FerryError {
-  readonly code = "forbidden";
-}
-
-export class PreconditionError extends FerryError {
-  readonly code = "precondition-failed";
-}
-
 /** RFC 6901 pointer for a path such as ["phases", 0, "name"]. */
 export function toJsonPointer(path: readonly PropertyKey[]): string {
   return path.map((segment) => `/${String(segment).replaceAll("~", "~0").replaceAll("/", "~1")}`).join("");

@@ -4,7 +4,7 @@ import { atLeastOneField, nameSchema, slugSchema, timestampsShape } from "./comm
 /** What the API shows in place of a stored secret. */
 export const SECRET_SET = "set";
 
-export const feedTypes = ["docker"] as const;
+const feedTypes = ["docker"] as const;
 
 export const feedSchema = z.object({
   id: z.string(),

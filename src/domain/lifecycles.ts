@@ -9,7 +9,7 @@ import {
 } from "./common.js";
 import type { FieldIssue } from "./errors.js";
 
-export const phaseSchema = z.object({
+const phaseSchema = z.object({
   name: z.string(),
   environments: z.array(z.string()).describe("environment slugs"),
   /** Deploy to this phase's environments on its own when the previous phase succeeds. */
@@ -17,7 +17,6 @@ export const phaseSchema = z.object({
   /** A release may progress past this phase without deploying to it. */
   optional: z.boolean(),
 });
-export type Phase = z.infer<typeof phaseSchema>;
 
 export const lifecycleSchema = z.object({
   id: z.string(),

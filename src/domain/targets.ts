@@ -2,9 +2,9 @@ import { z } from "zod";
 import { atLeastOneField, nameSchema, referenceSchema, roleSchema, slugSchema, timestampsShape } from "./common.js";
 
 /** How Ferry reaches the host. Only the server's own host for now; ssh and agent follow. */
-export const transportKinds = ["local"] as const;
+const transportKinds = ["local"] as const;
 /** What the target can run. */
-export const runtimeKinds = ["docker", "process"] as const;
+const runtimeKinds = ["docker", "process"] as const;
 
 export const targetSchema = z.object({
   id: z.string(),

@@ -2,7 +2,7 @@ import { z } from "zod";
 import { referenceSchema, roleSchema, timestampsShape } from "./common.js";
 import { SECRET_SET } from "./feeds.js";
 
-export const variableNameSchema = z
+const variableNameSchema = z
   .string()
   .regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,199}$/, {
     message: "start with a letter or '_' and use letters, digits, '_', '.' and '-' (at most 200)",
@@ -11,12 +11,11 @@ export const variableNameSchema = z
     message: "names starting with 'Ferry.' are reserved for system variables",
   });
 
-export const variableScopeSchema = z.object({
+const variableScopeSchema = z.object({
   environments: z.array(z.string()).describe("environment slugs"),
   roles: z.array(z.string()),
   targets: z.array(z.string()).describe("target slugs"),
 });
-export type VariableScope = z.infer<typeof variableScopeSchema>;
 
 export const variableSchema = z.object({
   id: z.string(),

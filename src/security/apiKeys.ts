@@ -1,6 +1,6 @@
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 
-export const API_KEY_PREFIX = "ferry_";
+const API_KEY_PREFIX = "ferry_";
 
 /** A new random key: "ferry_" + 32 random bytes (base64url). Shown once, stored hashed. */
 export function generateApiKey(): string {
@@ -22,10 +22,4 @@ export function hashApiKey(key: string): string {
 /** The part of a key that may be shown again ("ferry_AbC1…") to tell keys apart. */
 export function apiKeyDisplayPrefix(key: string): string {
   return key.slice(0, API_KEY_PREFIX.length + 6);
-}
-
-export function hashesEqual(a: string, b: string): boolean {
-  const left = Buffer.from(a, "hex");
-  const right = Buffer.from(b, "hex");
-  return left.length === right.length && timingSafeEqual(left, right);
 }

@@ -18,7 +18,7 @@ export interface StoreContext {
 export type NamedTable = "environments" | "lifecycles" | "projects" | "targets" | "feeds";
 
 /** Human words for each table, used in messages. */
-export const nouns: Record<NamedTable, string> = {
+const nouns: Record<NamedTable, string> = {
   environments: "environment",
   lifecycles: "lifecycle",
   projects: "project",

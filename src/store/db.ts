@@ -6,7 +6,7 @@ import pg from "pg";
 import { migrateToLatest } from "./migrations.js";
 import type { Database } from "./schema.js";
 
-export type DialectName = "sqlite" | "postgres";
+type DialectName = "sqlite" | "postgres";
 
 export interface Store {
   readonly db: Kysely<Database>;
@@ -24,7 +24,7 @@ export interface OpenStoreOptions {
   migrate?: boolean;
 }
 
-export const SQLITE_FILE_NAME = "ferry.db";
+const SQLITE_FILE_NAME = "ferry.db";
 
 export function isPostgresUrl(url: string): boolean {
   return /^postgres(ql)?:\/\//.test(url);

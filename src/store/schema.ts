@@ -38,7 +38,7 @@ export interface LifecycleRow extends Timestamps {
   description: string;
 }
 
-export interface LifecyclePhaseRow {
+interface LifecyclePhaseRow {
   lifecycle_id: string;
   position: number;
   name: string;
@@ -46,14 +46,14 @@ export interface LifecyclePhaseRow {
   optional: number;
 }
 
-export interface LifecyclePhaseEnvironmentRow {
+interface LifecyclePhaseEnvironmentRow {
   lifecycle_id: string;
   phase_position: number;
   environment_id: string;
   position: number;
 }
 
-export interface ProjectRow extends Timestamps {
+interface ProjectRow extends Timestamps {
   id: string;
   slug: string;
   name: string;
@@ -72,7 +72,7 @@ export interface TargetRow extends Timestamps {
   runtimes: string;
 }
 
-export interface TargetEnvironmentRow {
+interface TargetEnvironmentRow {
   target_id: string;
   environment_id: string;
 }
@@ -101,7 +101,7 @@ export interface VariableRow extends Timestamps {
   scope_key: string;
 }
 
-export interface VariableScopeRow {
+interface VariableScopeRow {
   variable_id: string;
   /** "environment" | "role" | "target" */
   kind: string;
@@ -109,7 +109,7 @@ export interface VariableScopeRow {
   value: string;
 }
 
-export interface ApiKeyRow {
+interface ApiKeyRow {
   id: string;
   name: string;
   prefix: string;

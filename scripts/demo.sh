@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs Ferry on its embedded defaults (SQLite in .ferry-demo/, local target) with a demo
+# project. Installs and builds first when needed. Extra arguments go to `ferry demo`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+npm run build --silent
+exec node bin/ferry demo "$@"

@@ -1,0 +1,221 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConflictError, InputError, InUseError, NotFoundError } from "../src/domain/errors.js";
+import {
+  createEnvironment,
+  deleteEnvironment,
+  getEnvironment,
+  listEnvironments,
+  updateEnvironment,
+} from "../src/store/environments.js";
+import { createFeed, getFeed, getFeedCredentials, updateFeed } from "../src/store/feeds.js";
+import { createLifecycle, deleteLifecycle, getLifecycle, updateLifecycle } from "../src/store/lifecycles.js";
+import { createProject, deleteProject, listProjects, updateProject } from "../src/store/projects.js";
+import { createTarget, deleteTarget, getTarget } from "../src/store/targets.js";
+import { createVariable, getVariable, listVariables, updateVariable } from "../src/store/variables.js";
+import { dialects, openTestDatabase, type TestDatabase } from "./helpers/databases.js";
+
+const noScope = { environments: [], roles: [], targets: [] };
+const page = { limit: 50, offset: 0 };
+
+describe.each(dialects)("store on %s", (dialect) => {
+  let database: TestDatabase;
+  const context = () => database.context;
+
+  beforeAll(async () => {
+    database = await openTestDatabase(dialect);
+    for (const name of ["dev", "test", "prod"]) await createEnvironment(context(), { name, description: "" });
+  });
+  afterAll(async () => {
+    await database?.dispose();
+  });
+
+  it("keeps environments in order and can move one", async () => {
+    await createEnvironment(context(), { name: "Staging", position: 2, description: "pre-prod" });
+    let order = (await listEnvironments(context(), page)).items.map((environment) => environment.slug);
+    expect(order).toEqual(["dev", "test", "staging", "prod"]);
+
+    await updateEnvironment(context(), "staging", { position: 0 });
+    order = (await listEnvironments(context(), page)).items.map((environment) => environment.slug);
+    expect(order).toEqual(["staging", "dev", "test", "prod"]);
+
+    await deleteEnvironment(context(), "staging");
+    const remaining = (await listEnvironments(context(), page)).items;
+    expect(remaining.map((environment) => [environment.slug, environment.position])).toEqual([
+      ["dev", 0],
+      ["test", 1],
+      ["prod", 2],
+    ]);
+  });
+
+  it("pages lists and reports the total", async () => {
+    const first = await listEnvironments(context(), { limit: 2, offset: 0 });
+    const second = await listEnvironments(context(), { limit: 2, offset: 2 });
+    expect(first.total).toBe(3);
+    expect(first.items.map((environment) => environment.slug)).toEqual(["dev", "test"]);
+    expect(second.items.map((environment) => environment.slug)).toEqual(["prod"]);
+  });
+
+  it("refuses a duplicate name or slug with a conflict", async () => {
+    await expect(createEnvironment(context(), { name: "dev", description: "" })).rejects.toThrow(ConflictError);
+    await expect(createEnvironment(context(), { name: "Dev!", description: "" })).rejects.toThrow(/slug 'dev'/);
+    await expect(updateEnvironment(context(), "test", { name: "prod" })).rejects.toThrow(ConflictError);
+  });
+
+  it("finds by id or slug and says what is missing", async () => {
+    const byslug = await getEnvironment(context(), "prod");
+    expect((await getEnvironment(context(), byslug.id)).slug).toBe("prod");
+    await expect(getEnvironment(context(), "nope")).rejects.toThrow(NotFoundError);
+  });
+
+  it("stores lifecycles with phases and enforces one phase per environment", async () => {
+    const lifecycle = await createLifecycle(context(), {
+      name: "Standard",
+      description: "",
+      phases: [
+        { environments: ["dev"], autoDeploy: true, optional: false },
+        { name: "QA", environments: ["test"], autoDeploy: false, optional: true },
+        { environments: ["prod"], autoDeploy: false, optional: false },
+      ],
+    });
+    expect(lifecycle.phases).toEqual([
+      { name: "dev", environments: ["dev"], autoDeploy: true, optional: false },
+      { name: "QA", environments: ["test"], autoDeploy: false, optional: true },
+      { name: "prod", environments: ["prod"], autoDeploy: false, optional: false },
+    ]);
+
+    const duplicate = createLifecycle(context(), {
+      name: "Broken",
+      description: "",
+      phases: [
+        { environments: ["dev"], autoDeploy: false, optional: false },
+        { environments: ["test", "dev"], autoDeploy: false, optional: false },
+      ],
+    });
+    await expect(duplicate).rejects.toThrow(InputError);
+    await expect(duplicate).rejects.toMatchObject({ issues: [{ pointer: "/phases/1/environments/1" }] });
+
+    const unknown = createLifecycle(context(), {
+      name: "Unknown",
+      description: "",
+      phases: [{ environments: ["dev", "mars"], autoDeploy: false, optional: false }],
+    });
+    await expect(unknown).rejects.toMatchObject({ issues: [{ pointer: "/phases/0/environments/1" }] });
+
+    const updated = await updateLifecycle(context(), "standard", {
+      phases: [
+        { environments: ["dev", "test"], autoDeploy: false, optional: false },
+        { environments: ["prod"], autoDeploy: false, optional: false },
+      ],
+    });
+    expect(updated.phases.map((phase) => phase.environments)).toEqual([["dev", "test"], ["prod"]]);
+  });
+
+  it("creates projects on a lifecycle and refuses to delete a lifecycle in use", async () => {
+    const project = await createProject(context(), { name: "Shop", description: "web shop", lifecycle: "standard" });
+    expect(project).toMatchObject({ slug: "shop", lifecycle: "standard", description: "web shop" });
+    await expect(createProject(context(), { name: "X", description: "", lifecycle: "nope" })).rejects.toMatchObject({
+      issues: [{ pointer: "/lifecycle" }],
+    });
+
+    const refused = deleteLifecycle(context(), "standard");
+    await expect(refused).rejects.toThrow(InUseError);
+    await expect(refused).rejects.toThrow(/project 'Shop'/);
+
+    await updateProject(context(), "shop", { name: "Web Shop" });
+    expect((await listProjects(context(), page)).items.map((item) => item.name)).toContain("Web Shop");
+  });
+
+  it("refuses to delete an environment that a lifecycle, target or variable uses, naming each", async () => {
+    await createTarget(context(), {
+      name: "web-1",
+      environments: ["prod"],
+      roles: ["web"],
+      transport: "local",
+      runtimes: ["docker"],
+    });
+    await createVariable(context(), "shop", {
+      name: "Color",
+      value: "blue",
+      sensitive: false,
+      scope: { ...noScope, environments: ["prod"], targets: ["web-1"] },
+    });
+    const refused = deleteEnvironment(context(), "prod");
+    await expect(refused).rejects.toThrow(InUseError);
+    const error = (await refused.catch((caught: unknown) => caught)) as InUseError;
+    expect(error.usedBy).toEqual(
+      expect.arrayContaining(["lifecycle 'Standard'", "target 'web-1'", "variable 'Color' of project 'Web Shop'"]),
+    );
+    await expect(deleteTarget(context(), "web-1")).rejects.toThrow(/variable 'Color'/);
+    expect((await getTarget(context(), "web-1")).environments).toEqual(["prod"]);
+  });
+
+  it("keeps sensitive variable values encrypted and never shows them", async () => {
+    const canary = `canary-${dialect}-s3cr3t`;
+    const created = await createVariable(context(), "shop", {
+      name: "DbPassword",
+      value: canary,
+      sensitive: true,
+      scope: noScope,
+    });
+    expect(created.value).toBe("set");
+    const row = await database.store.db
+      .selectFrom("variables")
+      .selectAll()
+      .where("id", "=", created.id)
+      .executeTakeFirstOrThrow();
+    expect(row.value).toBeNull();
+    expect(row.value_sealed).not.toContain(canary);
+    expect(database.context.secrets.open(row.value_sealed ?? "", `variable:${created.id}`)).toBe(canary);
+
+    // Turning the flag off without a new value would reveal the secret: refused.
+    await expect(updateVariable(context(), "shop", created.id, { sensitive: false })).rejects.toMatchObject({
+      issues: [{ pointer: "/value" }],
+    });
+    const renamed = await updateVariable(context(), "shop", "DbPassword", { name: "DatabasePassword" });
+    expect(renamed.value).toBe("set");
+  });
+
+  it("lets variables share a name only with different scopes", async () => {
+    await createVariable(context(), "shop", { name: "Url", value: "http://dev", sensitive: false, scope: noScope });
+    await createVariable(context(), "shop", {
+      name: "Url",
+      value: "http://prod",
+      sensitive: false,
+      scope: { ...noScope, environments: ["prod"] },
+    });
+    await expect(
+      createVariable(context(), "shop", { name: "Url", value: "again", sensitive: false, scope: noScope }),
+    ).rejects.toThrow(ConflictError);
+    await expect(getVariable(context(), "shop", "Url")).rejects.toThrow(/refer to one by its id/);
+    const urls = (await listVariables(context(), "shop", page)).items.filter((variable) => variable.name === "Url");
+    expect(urls.map((variable) => [variable.value, variable.scope.environments])).toEqual([
+      ["http://dev", []],
+      ["http://prod", ["prod"]],
+    ]);
+  });
+
+  it("stores feed passwords encrypted and gives them only to internal callers", async () => {
+    const feed = await createFeed(context(), {
+      name: "Local registry",
+      type: "docker",
+      url: "http://127.0.0.1:5000",
+      username: "ci",
+      password: "feed-pass-canary",
+    });
+    expect(feed.password).toBe("set");
+    expect(await getFeedCredentials(context(), feed.slug)).toEqual({ username: "ci", password: "feed-pass-canary" });
+    const cleared = await updateFeed(context(), feed.slug, { password: null });
+    expect(cleared.password).toBeNull();
+    expect((await getFeed(context(), feed.id)).username).toBe("ci");
+    await expect(updateFeed(context(), feed.slug, { username: null, password: "x" })).rejects.toThrow(InputError);
+  });
+
+  it("deletes a project together with its variables", async () => {
+    await createProject(context(), { name: "Throwaway", description: "", lifecycle: "standard" });
+    await createVariable(context(), "throwaway", { name: "A", value: "1", sensitive: false, scope: noScope });
+    await deleteProject(context(), "throwaway");
+    const orphans = await database.store.db.selectFrom("variables").select("id").where("name", "=", "A").execute();
+    expect(orphans).toEqual([]);
+    await expect(getLifecycle(context(), "standard")).resolves.toMatchObject({ slug: "standard" });
+  });
+});
