@@ -95,6 +95,13 @@ describe("API /api/v1", () => {
     expect(response.body).not.toContain("hunter2");
   });
 
+  it("answers a URL with broken percent-encoding with a problem, not Fastify's own error", async () => {
+    const response = await test.app.inject({ url: "/api/v1/environments/%E0%A4%A", headers: test.auth });
+    expect(response.statusCode).toBe(400);
+    expect(response.headers["content-type"]).toMatch(/^application\/problem\+json/);
+    expect(response.json().type).toBe("urn:ferry:problem:bad-request");
+  });
+
   it("answers unknown routes and unknown query parameters with 4xx problems", async () => {
     const unknown = await test.app.inject({ url: "/api/v1/nothing-here", headers: test.auth });
     expect(unknown.statusCode).toBe(404);

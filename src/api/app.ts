@@ -39,6 +39,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     // Request ids in logs and problems let an operator find the log line of a 500.
     genReqId: () => crypto.randomUUID(),
     return503OnClosing: true,
+    // Errors Fastify raises before routing (a URL with broken percent-encoding) get the same problem format.
+    frameworkErrors: (error, request, reply) => {
+      sendProblem(reply, errorToProblem(error, request));
+    },
   });
 
   app.removeAllContentTypeParsers();

@@ -19,7 +19,9 @@ export function parseJsonBody(body: Buffer): unknown {
     value = JSON.parse(text);
   } catch (error) {
     const position = /position (\d+)/.exec(String((error as Error).message))?.[1];
-    throw malformed(`the body is not valid JSON${position ? ` (error at byte ${position})` : ""}; send a JSON object`);
+    throw malformed(
+      `the body is not valid JSON${position ? ` (error at character ${position})` : ""}; send a JSON object`,
+    );
   }
   const issues: FieldIssue[] = [];
   findNulCharacters(value, [], issues);

@@ -57,9 +57,9 @@ export async function runCli(argv: string[]): Promise<number> {
 
 function reportError(error: unknown): number {
   if (error instanceof CommanderError) {
-    if (error.code === "commander.helpDisplayed" || error.code === "commander.version") return EXIT_OK;
-    if (error.code === "commander.help") return EXIT_OK;
-    return EXIT_USAGE; // commander has already printed the message
+    // Help asked for (--help, --version) exits 0; help shown because a command was missing, 2.
+    // Commander has already printed the message.
+    return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
   }
   if (error instanceof UsageError) {
     process.stderr.write(`ferry: ${error.message}\n`);

@@ -97,6 +97,15 @@ export function addVariableCommands(program: Command, context: CliContext): void
       .option("--no-sensitive", "make the variable non-sensitive (needs the new value)")
       .option("--unscoped", "remove all scope"),
   ).action(async (reference: string, options: Record<string, unknown>) => {
+    if (options.value !== undefined && options.sensitive !== false) {
+      const client = await context.client();
+      const current = await client.get<Variable>(`${spec.collectionPath(options)}/${segment(reference)}`);
+      if (current.sensitive) {
+        throw new UsageError(
+          "this variable is sensitive: pass its new value with --value-stdin, not in the command line",
+        );
+      }
+    }
     const value = await valueFrom(options.value as string | undefined, options);
     const scope = scopeFrom(options, true);
     const body: Record<string, unknown> = {

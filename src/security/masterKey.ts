@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile } from "node:fs/promises";
+import { chmod, mkdir, open, readFile } from "node:fs/promises";
 import { join } from "node:path";
 
 const FILE_NAME = "master.key";
@@ -11,6 +11,7 @@ const FILE_NAME = "master.key";
  */
 export async function loadOrCreateMasterKey(dataDir: string): Promise<Buffer> {
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await chmod(dataDir, 0o700);
   const path = join(dataDir, FILE_NAME);
   try {
     const handle = await open(path, "wx", 0o600);

@@ -83,7 +83,7 @@ async function bootstrapAdminKey(context: StoreContext, options: ServerOptions):
       "",
       `    ${key}`,
       "",
-      "Use it with: export FERRY_API_KEY=<key>   or   ferry login --api-key <key>",
+      "Use it with: export FERRY_API_KEY=<key>   or   printf %s <key> | ferry login --api-key-stdin",
       "",
       "",
     ].join("\n"),

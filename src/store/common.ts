@@ -123,7 +123,9 @@ export async function assertNameAndSlugFree(
       .where(field, "=", value);
     if (exceptId) query = query.where("id", "!=", exceptId);
     if (await query.executeTakeFirst()) {
-      throw new ConflictError(`a ${nouns[table]} with ${field} '${value}' already exists; choose another ${field}`);
+      throw new ConflictError(
+        `${/^[aeiou]/.test(nouns[table]) ? "an" : "a"} ${nouns[table]} with ${field} '${value}' already exists; choose another ${field}`,
+      );
     }
   }
 }

@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import SqliteDatabase from "better-sqlite3";
 import { Kysely, PostgresDialect, SqliteDialect, sql } from "kysely";
@@ -6,7 +6,7 @@ import pg from "pg";
 import { migrateToLatest } from "./migrations.js";
 import type { Database } from "./schema.js";
 
-type DialectName = "sqlite" | "postgres";
+export type DialectName = "sqlite" | "postgres";
 
 export interface Store {
   readonly db: Kysely<Database>;
@@ -45,13 +45,17 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
 
 function openSqlite(dataDir: string): Store {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const database = new SqliteDatabase(join(dataDir, SQLITE_FILE_NAME));
+  // The data directory holds the master key and the database: owner only, also when it existed.
+  chmodSync(dataDir, 0o700);
+  const file = join(dataDir, SQLITE_FILE_NAME);
+  const database = new SqliteDatabase(file);
   // WAL lets readers proceed while the single writer commits; busy_timeout makes a second
   // process (e.g. a CLI admin command) wait for the write lock instead of failing at once.
   database.pragma("journal_mode = WAL");
   database.pragma("synchronous = NORMAL");
   database.pragma("foreign_keys = ON");
   database.pragma("busy_timeout = 5000");
+  for (const path of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(path)) chmodSync(path, 0o600);
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
   return {
     db,
