@@ -47,6 +47,17 @@ describe.each(dialects)("store on %s", (dialect) => {
     ]);
   });
 
+  it("keeps positions distinct when environments are created at the same moment", async () => {
+    const names = Array.from({ length: 8 }, (_, index) => `race-${index}`);
+    await Promise.all(names.map((name) => createEnvironment(context(), { name, description: "" })));
+    const positions = (await listEnvironments(context(), page)).items.map((environment) => environment.position);
+    expect(positions).toEqual(Array.from({ length: 11 }, (_, index) => index));
+    await Promise.all(names.map((name) => deleteEnvironment(context(), name)));
+    expect((await listEnvironments(context(), page)).items.map((environment) => environment.position)).toEqual([
+      0, 1, 2,
+    ]);
+  });
+
   it("pages lists and reports the total", async () => {
     const first = await listEnvironments(context(), { limit: 2, offset: 0 });
     const second = await listEnvironments(context(), { limit: 2, offset: 2 });

@@ -30,6 +30,7 @@ function toEnvironment(row: EnvironmentRow): Environment {
 export async function createEnvironment({ db }: StoreContext, input: CreateEnvironment): Promise<Environment> {
   const slug = slugFor(input);
   return db.transaction().execute(async (trx) => {
+    await lockEnvironmentOrder(trx);
     await assertNameAndSlugFree(trx, "environments", { name: input.name, slug: slug });
     const count = await countRows(trx, "environments");
     const position = Math.min(input.position ?? count, count);
@@ -77,6 +78,7 @@ export async function updateEnvironment(
   input: UpdateEnvironment,
 ): Promise<Environment> {
   return db.transaction().execute(async (trx) => {
+    await lockEnvironmentOrder(trx);
     const { id } = await findNamed(trx, "environments", reference);
     await assertNameAndSlugFree(trx, "environments", { name: input.name, slug: input.slug }, id);
     const current = await trx.selectFrom("environments").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
@@ -103,6 +105,19 @@ export async function updateEnvironment(
   });
 }
 
+/**
+ * Positions are compacted 0..n-1 by shifting rows, which races under READ COMMITTED: two
+ * creates could count the same n. Writing the order's counter row first makes every
+ * order change wait for the previous one on PostgreSQL (SQLite has one writer anyway).
+ */
+async function lockEnvironmentOrder(trx: Executor): Promise<void> {
+  await trx
+    .updateTable("counters")
+    .set((eb) => ({ value: eb("value", "+", 1) }))
+    .where("name", "=", "environment-order")
+    .execute();
+}
+
 /** Shifts the environments between `from` and `to` by one to make room at `to`. */
 async function moveEnvironment(trx: Executor, from: number, to: number): Promise<void> {
   if (to > from) {
@@ -124,6 +139,7 @@ async function moveEnvironment(trx: Executor, from: number, to: number): Promise
 
 export async function deleteEnvironment({ db }: StoreContext, reference: string): Promise<void> {
   await db.transaction().execute(async (trx) => {
+    await lockEnvironmentOrder(trx);
     const environment = await findNamed(trx, "environments", reference);
     const usedBy = await usagesOfEnvironment(trx, environment.id);
     if (usedBy.length > 0) {

@@ -132,6 +132,85 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0002_task_engine": {
+    async up(db: Kysely<unknown>) {
+      // Monotonic counters (task order) that work the same on both dialects:
+      // UPDATE … SET value = value + 1 … RETURNING value inside the enqueueing transaction.
+      await db.schema
+        .createTable("counters")
+        .addColumn("name", "text", (c) => c.primaryKey())
+        .addColumn("value", "integer", (c) => c.notNull())
+        .execute();
+      await db
+        .insertInto("counters" as never)
+        .values([
+          { name: "task", value: 0 },
+          // Bumped by every change to the environment order: its row lock serialises them on PostgreSQL.
+          { name: "environment-order", value: 0 },
+        ] as never)
+        .execute();
+
+      await db.schema
+        .createTable("tasks")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("sequence", "integer", (c) => c.notNull().unique())
+        .addColumn("kind", "text", (c) => c.notNull())
+        .addColumn("state", "text", (c) => c.notNull())
+        .addColumn("title", "text", (c) => c.notNull())
+        .addColumn("project_id", "text")
+        .addColumn("environment_id", "text")
+        .addColumn("payload", "text", (c) => c.notNull())
+        .addColumn("result", "text")
+        .addColumn("error", "text")
+        .addColumn("created_by", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("started_at", "text")
+        .addColumn("finished_at", "text")
+        .addColumn("lease_owner", "text")
+        .addColumn("lease_expires_at", "text")
+        .addColumn("cancel_requested", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("log_lines", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("log_bytes", "integer", (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema.createIndex("tasks_by_state").on("tasks").columns(["state", "sequence"]).execute();
+      await db.schema
+        .createIndex("tasks_by_project")
+        .on("tasks")
+        .columns(["project_id", "environment_id", "sequence"])
+        .execute();
+
+      // The locks a task needs before it may run, e.g. "deploy:<project>:<environment>"
+      // and "target:<id>". Kept apart from the held locks so the claimer can see that an
+      // earlier queued task wants the same lock and must go first.
+      await db.schema
+        .createTable("task_lock_requests")
+        .addColumn("task_id", "text", (c) => c.notNull().references("tasks.id").onDelete("cascade"))
+        .addColumn("lock_key", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("task_lock_requests_pk", ["task_id", "lock_key"])
+        .execute();
+      await db.schema.createIndex("task_lock_requests_by_key").on("task_lock_requests").columns(["lock_key"]).execute();
+
+      // Held locks: a row per key with its owner task and a lease the owner's heartbeat extends.
+      await db.schema
+        .createTable("task_locks")
+        .addColumn("lock_key", "text", (c) => c.primaryKey())
+        .addColumn("task_id", "text", (c) => c.notNull())
+        .addColumn("owner", "text", (c) => c.notNull())
+        .addColumn("lease_expires_at", "text", (c) => c.notNull())
+        .execute();
+
+      await db.schema
+        .createTable("task_logs")
+        .addColumn("task_id", "text", (c) => c.notNull().references("tasks.id").onDelete("cascade"))
+        .addColumn("line", "integer", (c) => c.notNull())
+        .addColumn("at", "text", (c) => c.notNull())
+        .addColumn("level", "text", (c) => c.notNull())
+        .addColumn("step", "text")
+        .addColumn("text", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("task_logs_pk", ["task_id", "line"])
+        .execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

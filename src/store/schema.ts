@@ -16,6 +16,11 @@ export interface Database {
   variables: VariableRow;
   variable_scopes: VariableScopeRow;
   api_keys: ApiKeyRow;
+  counters: CounterRow;
+  tasks: TaskRow;
+  task_lock_requests: TaskLockRequestRow;
+  task_locks: TaskLockRow;
+  task_logs: TaskLogRow;
 }
 
 interface Timestamps {
@@ -119,4 +124,58 @@ interface ApiKeyRow {
   expires_at: string | null;
   last_used_at: string | null;
   revoked_at: string | null;
+}
+
+interface CounterRow {
+  name: string;
+  value: number;
+}
+
+export interface TaskRow {
+  id: string;
+  /** Enqueue order; tasks wanting the same lock run in this order. */
+  sequence: number;
+  kind: string;
+  /** queued | running | waiting | succeeded | failed | cancelled | interrupted */
+  state: string;
+  title: string;
+  project_id: string | null;
+  environment_id: string | null;
+  /** JSON, validated by the task kind's schema. */
+  payload: string;
+  /** JSON outcome of a finished task. */
+  result: string | null;
+  error: string | null;
+  created_by: string;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  /** Engine instance running the task, and until when its claim holds without a heartbeat. */
+  lease_owner: string | null;
+  lease_expires_at: string | null;
+  cancel_requested: number;
+  log_lines: number;
+  log_bytes: number;
+}
+
+interface TaskLockRequestRow {
+  task_id: string;
+  lock_key: string;
+}
+
+interface TaskLockRow {
+  lock_key: string;
+  task_id: string;
+  owner: string;
+  lease_expires_at: string;
+}
+
+export interface TaskLogRow {
+  task_id: string;
+  line: number;
+  at: string;
+  /** info | warn | error | step (a step boundary) */
+  level: string;
+  step: string | null;
+  text: string;
 }

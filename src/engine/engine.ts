@@ -1,0 +1,277 @@
+import { randomBytes } from "node:crypto";
+import { EventEmitter } from "node:events";
+import type { FastifyBaseLogger } from "fastify";
+import type { Kysely } from "kysely";
+import { InputError } from "../domain/errors.js";
+import type { Task, TaskState } from "../domain/tasks.js";
+import type { DialectName } from "../store/db.js";
+import type { Database, TaskRow } from "../store/schema.js";
+import {
+  claimTasks,
+  enqueueTask,
+  finishTask,
+  interruptExpiredTasks,
+  type NewTask,
+  renewLeases,
+  requestCancel,
+  setActiveState,
+  toTask,
+} from "../store/tasks.js";
+import { defaultTaskLogOptions, TaskLog, type TaskLogOptions } from "./taskLog.js";
+import { type TaskContext, TaskFailure, type TaskKind } from "./types.js";
+
+export interface EngineOptions {
+  db: Kysely<Database>;
+  dialect: DialectName;
+  kinds: readonly TaskKind[];
+  logger: FastifyBaseLogger;
+  /** Tasks this engine runs at once. */
+  concurrency?: number;
+  /** How long a claim or lock holds without a heartbeat (ms). Heartbeats come every third of it. */
+  leaseMs?: number;
+  /** How often queued work is looked for when nothing wakes the engine (ms). */
+  pollMs?: number;
+  taskLog?: Partial<TaskLogOptions>;
+}
+
+interface RunningTask {
+  controller: AbortController;
+  done: Promise<void>;
+  /** Why the run is being stopped, decided by whoever aborts it first. */
+  stopReason?: "cancelled" | "lease-lost" | "shutdown";
+}
+
+/**
+ * The task engine: claims queued tasks from the database, runs them through their kind,
+ * keeps their leases alive, and interrupts tasks whose server died. It has no HTTP in it;
+ * tests drive it directly. Several engines (nodes) may share one PostgreSQL database.
+ */
+export class TaskEngine {
+  /** Emits "log" (taskId) after log lines are stored and "state" (taskId) after a state change. */
+  readonly events = new EventEmitter();
+  readonly owner = `engine_${randomBytes(6).toString("hex")}`;
+  private readonly kinds = new Map<string, TaskKind>();
+  private readonly running = new Map<string, RunningTask>();
+  private readonly concurrency: number;
+  private readonly leaseMs: number;
+  private readonly pollMs: number;
+  private readonly logOptions: TaskLogOptions;
+  private pollTimer: NodeJS.Timeout | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private stopped = true;
+  private polling: Promise<void> | undefined;
+  private pollAgain = false;
+
+  constructor(private readonly options: EngineOptions) {
+    for (const kind of options.kinds) this.kinds.set(kind.kind, kind);
+    this.concurrency = options.concurrency ?? 4;
+    this.leaseMs = options.leaseMs ?? 15_000;
+    this.pollMs = options.pollMs ?? 500;
+    this.logOptions = {
+      ...defaultTaskLogOptions,
+      ...options.taskLog,
+      onFlush: (taskId) => this.events.emit("log", taskId),
+    };
+    this.events.setMaxListeners(0);
+  }
+
+  /** Validates the payload against its kind and queues the task. */
+  async enqueue(input: Omit<NewTask, "payload"> & { payload: unknown }): Promise<Task> {
+    const kind = this.kinds.get(input.kind);
+    if (!kind) throw new Error(`no task kind '${input.kind}' is registered`);
+    const parsed = kind.payload.safeParse(input.payload);
+    if (!parsed.success) throw new InputError(`invalid ${input.kind} task: ${parsed.error.message}`);
+    const row = await enqueueTask(this.options.db, { ...input, payload: parsed.data });
+    this.events.emit("state", row.id);
+    this.wake();
+    return toTask(row);
+  }
+
+  async cancel(taskId: string): Promise<TaskState> {
+    const state = await requestCancel(this.options.db, taskId);
+    this.events.emit("state", taskId);
+    const local = this.running.get(taskId);
+    if (local && !local.stopReason) {
+      local.stopReason = "cancelled";
+      local.controller.abort(new TaskFailure("cancelled by a user"));
+    }
+    return state;
+  }
+
+  /** Recovers tasks of dead servers, then starts claiming and heartbeating. */
+  async start(): Promise<void> {
+    this.stopped = false;
+    await this.sweepExpired();
+    this.heartbeatTimer = setInterval(() => void this.heartbeat(), Math.max(50, Math.floor(this.leaseMs / 3)));
+    this.heartbeatTimer.unref();
+    this.schedulePoll(0);
+  }
+
+  /**
+   * Stops claiming; running tasks get `graceMs` to finish, then are aborted and left for
+   * recovery (their lease expires and they become interrupted, with clean-up).
+   */
+  async stop(graceMs = 10_000): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.pollTimer);
+    await this.polling;
+    const all = Promise.all([...this.running.values()].map((task) => task.done));
+    const grace = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
+    await Promise.race([all, grace]);
+    for (const task of this.running.values()) {
+      task.stopReason ??= "shutdown";
+      task.controller.abort(new TaskFailure("the server is shutting down"));
+    }
+    await all;
+    clearInterval(this.heartbeatTimer);
+  }
+
+  /** Looks for work now instead of at the next poll. */
+  wake(): void {
+    if (!this.stopped) this.schedulePoll(0);
+  }
+
+  private schedulePoll(delay: number): void {
+    clearTimeout(this.pollTimer);
+    this.pollTimer = setTimeout(() => void this.poll(), delay);
+    this.pollTimer.unref();
+  }
+
+  private async poll(): Promise<void> {
+    if (this.polling) {
+      // A claim round is in flight; it polls again at once when it ends.
+      this.pollAgain = true;
+      return;
+    }
+    this.polling = this.claimWhileCapacity();
+    try {
+      await this.polling;
+    } finally {
+      this.polling = undefined;
+      const again = this.pollAgain;
+      this.pollAgain = false;
+      if (!this.stopped) this.schedulePoll(again ? 0 : this.pollMs);
+    }
+  }
+
+  private async claimWhileCapacity(): Promise<void> {
+    try {
+      for (;;) {
+        const capacity = this.concurrency - this.running.size;
+        if (this.stopped || capacity <= 0) return;
+        const claimed = await claimTasks(this.options.db, this.options.dialect, {
+          owner: this.owner,
+          capacity,
+          leaseMs: this.leaseMs,
+        });
+        for (const row of claimed) this.launch(row);
+        // A full batch may mean more is waiting; fewer means the queue had nothing else runnable.
+        if (claimed.length < capacity) return;
+      }
+    } catch (error) {
+      this.options.logger.error({ err: error }, "claiming tasks failed; retrying");
+    }
+  }
+
+  private launch(row: TaskRow): void {
+    const controller = new AbortController();
+    const entry: RunningTask = { controller, done: Promise.resolve() };
+    this.running.set(row.id, entry);
+    this.events.emit("state", row.id);
+    entry.done = this.execute(row, entry).finally(() => {
+      this.running.delete(row.id);
+      this.events.emit("state", row.id);
+      this.wake();
+    });
+  }
+
+  private async execute(row: TaskRow, entry: RunningTask): Promise<void> {
+    const log = new TaskLog(this.options.db, row.id, this.logOptions, Number(row.log_bytes));
+    const kind = this.kinds.get(row.kind);
+    const payload: unknown = JSON.parse(row.payload);
+    const context: TaskContext = {
+      taskId: row.id,
+      signal: entry.controller.signal,
+      log,
+      whileWaiting: async (wait) => {
+        await setActiveState(this.options.db, row.id, this.owner, "waiting");
+        this.events.emit("state", row.id);
+        try {
+          return await wait();
+        } finally {
+          await setActiveState(this.options.db, row.id, this.owner, "running");
+          this.events.emit("state", row.id);
+        }
+      },
+    };
+    let outcome: Parameters<typeof finishTask>[3];
+    try {
+      if (!kind) throw new TaskFailure(`this server does not know task kind '${row.kind}'`);
+      const result = await kind.run(context, kind.payload.parse(payload));
+      outcome = { state: "succeeded", result };
+      log.info("task succeeded");
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      if (entry.stopReason === "cancelled") {
+        log.warn("task cancelled; cleaning up what it created");
+        await this.cleanup(kind, row.id, payload, log);
+        outcome = { state: "cancelled", error: "cancelled by a user" };
+      } else if (entry.stopReason === "lease-lost" || entry.stopReason === "shutdown") {
+        // Another node (or the next start) interrupts it and cleans up: do not write an outcome.
+        await log.flush().catch(() => {});
+        return;
+      } else {
+        log.error(`task failed: ${message}`);
+        if (!(error instanceof TaskFailure)) this.options.logger.error({ err: error, taskId: row.id }, "task crashed");
+        outcome = { state: "failed", error: message };
+      }
+    }
+    await log.flush();
+    await finishTask(this.options.db, row.id, this.owner, outcome);
+  }
+
+  private async cleanup(kind: TaskKind | undefined, taskId: string, payload: unknown, log: TaskLog): Promise<void> {
+    if (!kind?.cleanup) return;
+    try {
+      await kind.cleanup(taskId, kind.payload.parse(payload), log);
+    } catch (error) {
+      log.error(`clean-up failed: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+
+  private async heartbeat(): Promise<void> {
+    try {
+      const ids = [...this.running.keys()];
+      const held = await renewLeases(this.options.db, { owner: this.owner, taskIds: ids, leaseMs: this.leaseMs });
+      const heldIds = new Set(held.map((task) => task.id));
+      for (const id of ids) {
+        const entry = this.running.get(id);
+        if (!entry || entry.stopReason) continue;
+        if (!heldIds.has(id)) {
+          entry.stopReason = "lease-lost";
+          entry.controller.abort(new TaskFailure("this server lost its claim on the task"));
+        } else if (held.find((task) => task.id === id)?.cancelRequested) {
+          entry.stopReason = "cancelled";
+          entry.controller.abort(new TaskFailure("cancelled by a user"));
+        }
+      }
+      await this.sweepExpired();
+    } catch (error) {
+      this.options.logger.error({ err: error }, "task heartbeat failed");
+    }
+  }
+
+  /** Interrupts tasks whose lease expired (their server died) and cleans up after them. */
+  private async sweepExpired(): Promise<void> {
+    for (const row of await interruptExpiredTasks(this.options.db)) {
+      const log = new TaskLog(this.options.db, row.id, this.logOptions, Number(row.log_bytes));
+      log.error(
+        `task interrupted: the server running it stopped (its lease expired at ${row.lease_expires_at}); locks released`,
+      );
+      await this.cleanup(this.kinds.get(row.kind), row.id, JSON.parse(row.payload), log);
+      await log.flush();
+      this.events.emit("state", row.id);
+      this.options.logger.warn({ taskId: row.id }, "interrupted a task whose server stopped");
+    }
+  }
+}

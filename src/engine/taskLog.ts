@@ -1,0 +1,113 @@
+import type { Kysely } from "kysely";
+import type { TaskLogLevel } from "../domain/tasks.js";
+import type { Database } from "../store/schema.js";
+import { appendLogLines, type NewLogLine } from "../store/tasks.js";
+
+export interface TaskLogOptions {
+  /** Most bytes of log text kept per task; later lines are dropped after one marker line. */
+  maxBytes: number;
+  /** How often buffered lines are written (ms). A crash loses at most this much log. */
+  flushIntervalMs: number;
+  /** Called after each write, so live followers can read the new lines at once. */
+  onFlush?: (taskId: string) => void;
+  /** Transforms each line before it is stored (masking sensitive values). */
+  redact?: (text: string) => string;
+}
+
+export const defaultTaskLogOptions: TaskLogOptions = { maxBytes: 16 * 1024 * 1024, flushIntervalMs: 250 };
+
+/**
+ * A task's log: lines are buffered and written in batches (one transaction per flush,
+ * at most every `flushIntervalMs`), capped in size with an explicit truncation marker.
+ */
+export class TaskLog {
+  private buffer: NewLogLine[] = [];
+  private bytes = 0;
+  private truncated = false;
+  private currentStep: string | null = null;
+  private timer: NodeJS.Timeout | undefined;
+  private writing: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly db: Kysely<Database>,
+    readonly taskId: string,
+    private readonly options: TaskLogOptions = defaultTaskLogOptions,
+    initialBytes = 0,
+  ) {
+    this.bytes = initialBytes;
+  }
+
+  info(text: string): void {
+    this.write("info", text);
+  }
+
+  warn(text: string): void {
+    this.write("warn", text);
+  }
+
+  error(text: string): void {
+    this.write("error", text);
+  }
+
+  /** Runs one step with a start and an end line (with its duration and outcome) around it. */
+  async step<T>(name: string, run: () => Promise<T>): Promise<T> {
+    const previous = this.currentStep;
+    this.currentStep = name;
+    const started = performance.now();
+    this.write("step", `▶ ${name}`);
+    try {
+      const result = await run();
+      this.write("step", `✔ ${name} (${formatDuration(performance.now() - started)})`);
+      return result;
+    } catch (error) {
+      this.write("step", `✖ ${name} failed after ${formatDuration(performance.now() - started)}`);
+      throw error;
+    } finally {
+      this.currentStep = previous;
+    }
+  }
+
+  private write(level: TaskLogLevel, text: string): void {
+    const redact = this.options.redact ?? ((value: string) => value);
+    for (const line of text.split(/\r?\n/)) {
+      if (this.truncated) return;
+      const clean = redact(line);
+      const size = Buffer.byteLength(clean);
+      if (this.bytes + size > this.options.maxBytes) {
+        this.truncated = true;
+        this.push("warn", `[log truncated: this task reached its ${this.options.maxBytes}-byte log limit]`);
+        return;
+      }
+      this.bytes += size;
+      this.push(level, clean);
+    }
+  }
+
+  private push(level: TaskLogLevel, text: string): void {
+    this.buffer.push({ at: new Date().toISOString(), level, step: this.currentStep, text });
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      void this.flush();
+    }, this.options.flushIntervalMs);
+  }
+
+  /** Writes what is buffered; resolves when it is stored. Writes never overlap. */
+  flush(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    const lines = this.buffer;
+    this.buffer = [];
+    this.writing = this.writing.then(async () => {
+      if (lines.length === 0) return;
+      await appendLogLines(this.db, this.taskId, lines);
+      this.options.onFlush?.(this.taskId);
+    });
+    return this.writing;
+  }
+}
+
+function formatDuration(milliseconds: number): string {
+  return milliseconds < 1000 ? `${Math.round(milliseconds)} ms` : `${(milliseconds / 1000).toFixed(1)} s`;
+}

@@ -1,0 +1,31 @@
+import type { z } from "zod";
+import type { TaskLog } from "./taskLog.js";
+
+/** What a running task can see and do. Everything it starts must stop when `signal` aborts. */
+export interface TaskContext {
+  readonly taskId: string;
+  /** Aborted when the task is cancelled, its claim is lost, or the engine stops. */
+  readonly signal: AbortSignal;
+  readonly log: TaskLog;
+  /** Marks the task waiting (approval, guided failure) while `wait` runs, then running again. */
+  whileWaiting<T>(wait: () => Promise<T>): Promise<T>;
+}
+
+/** Why a task ended without succeeding: the message goes to the task's error and log. */
+export class TaskFailure extends Error {}
+
+/**
+ * One kind of task (deployment, runbook run, health check…): one file implementing this,
+ * plus one line in the engine's registry.
+ */
+export interface TaskKind<P = unknown> {
+  readonly kind: string;
+  readonly payload: z.ZodType<P>;
+  /** Does the work. Returns the task's result; throws TaskFailure (or anything) to fail. */
+  run(context: TaskContext, payload: P): Promise<unknown>;
+  /**
+   * Removes what an unfinished run created (containers, processes, files), found by the
+   * task id. Called after cancel and when a task of a dead server is interrupted.
+   */
+  cleanup?(taskId: string, payload: P, log: TaskLog): Promise<void>;
+}

@@ -1,0 +1,402 @@
+import type { Kysely } from "kysely";
+import type { Paging } from "../domain/common.js";
+import { ConflictError, NotFoundError } from "../domain/errors.js";
+import { type Task, type TaskLogLevel, type TaskLogLine, type TaskState, taskSchema } from "../domain/tasks.js";
+import { type Executor, newId, nowIso, toPage } from "./common.js";
+import type { DialectName } from "./db.js";
+import type { Database, TaskRow } from "./schema.js";
+
+/*
+ * The task queue's SQL. Correctness rests on three rules:
+ *  1. A task is claimed by a conditional UPDATE (… WHERE state = 'queued') whose row
+ *     count says whether this claimer won; on PostgreSQL the candidate rows are also read
+ *     FOR UPDATE SKIP LOCKED so claimers on several nodes do not queue behind each other.
+ *  2. A task may start only when it holds every lock it requested (rows in task_locks,
+ *     each with the owner's lease) and no earlier queued task requested one of them:
+ *     deployments to one environment run one at a time, in the order they were queued.
+ *  3. Claims and locks expire unless the owner's heartbeat extends them; an expired
+ *     running task is marked interrupted by whoever notices first (conditional UPDATE).
+ */
+
+const ACTIVE_STATES = ["running", "waiting"] as const;
+
+export function toTask(row: TaskRow): Task {
+  return taskSchema.parse({
+    id: row.id,
+    kind: row.kind,
+    state: row.state,
+    title: row.title,
+    project: row.project_id,
+    environment: row.environment_id,
+    error: row.error,
+    result: row.result === null ? null : JSON.parse(row.result),
+    createdBy: row.created_by,
+    createdAt: row.created_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    cancelRequested: row.cancel_requested === 1,
+    logLines: Number(row.log_lines),
+  });
+}
+
+export interface NewTask {
+  kind: string;
+  title: string;
+  projectId?: string | undefined;
+  environmentId?: string | undefined;
+  payload: unknown;
+  /** Locks the task must hold to run, e.g. "deploy:<project>:<environment>", "target:<id>". */
+  lockKeys: readonly string[];
+  createdBy: string;
+}
+
+export async function enqueueTask(db: Kysely<Database>, input: NewTask): Promise<TaskRow> {
+  return db.transaction().execute(async (trx) => {
+    // Row-locks the counter: concurrent enqueues get consecutive sequence numbers in commit order.
+    const { value } = await trx
+      .updateTable("counters")
+      .set((eb) => ({ value: eb("value", "+", 1) }))
+      .where("name", "=", "task")
+      .returning("value")
+      .executeTakeFirstOrThrow();
+    const row: TaskRow = {
+      id: newId("task"),
+      sequence: Number(value),
+      kind: input.kind,
+      state: "queued",
+      title: input.title,
+      project_id: input.projectId ?? null,
+      environment_id: input.environmentId ?? null,
+      payload: JSON.stringify(input.payload),
+      result: null,
+      error: null,
+      created_by: input.createdBy,
+      created_at: nowIso(),
+      started_at: null,
+      finished_at: null,
+      lease_owner: null,
+      lease_expires_at: null,
+      cancel_requested: 0,
+      log_lines: 0,
+      log_bytes: 0,
+    };
+    await trx.insertInto("tasks").values(row).execute();
+    const keys = [...new Set(input.lockKeys)];
+    if (keys.length > 0) {
+      await trx
+        .insertInto("task_lock_requests")
+        .values(keys.map((lockKey) => ({ task_id: row.id, lock_key: lockKey })))
+        .execute();
+    }
+    return row;
+  });
+}
+
+const isoAfter = (milliseconds: number) => new Date(Date.now() + milliseconds).toISOString();
+
+/**
+ * Claims up to `capacity` queued tasks for `owner`, oldest first, skipping tasks whose
+ * locks are held or wanted by an earlier queued task. Returns the claimed rows.
+ */
+export async function claimTasks(
+  db: Kysely<Database>,
+  dialect: DialectName,
+  options: { owner: string; capacity: number; leaseMs: number },
+): Promise<TaskRow[]> {
+  if (options.capacity <= 0) return [];
+  return db.transaction().execute(async (trx) => {
+    let query = trx.selectFrom("tasks").selectAll().where("state", "=", "queued").orderBy("sequence").limit(100);
+    if (dialect === "postgres") query = query.forUpdate().skipLocked();
+    const candidates = await query.execute();
+    const claimed: TaskRow[] = [];
+    for (const task of candidates) {
+      if (claimed.length >= options.capacity) break;
+      const now = nowIso();
+      const expires = isoAfter(options.leaseMs);
+      const keys = (
+        await trx.selectFrom("task_lock_requests").select("lock_key").where("task_id", "=", task.id).execute()
+      ).map((request) => request.lock_key);
+      if (keys.length > 0) {
+        const earlier = await trx
+          .selectFrom("task_lock_requests as r")
+          .innerJoin("tasks as t", "t.id", "r.task_id")
+          .select("t.id")
+          .where("r.lock_key", "in", keys)
+          .where("t.state", "=", "queued")
+          .where("t.sequence", "<", task.sequence)
+          .limit(1)
+          .executeTakeFirst();
+        if (earlier) continue;
+        if (!(await acquireLocks(trx, task.id, keys, options.owner, now, expires))) continue;
+      }
+      const updated = await trx
+        .updateTable("tasks")
+        .set({ state: "running", lease_owner: options.owner, lease_expires_at: expires, started_at: now })
+        .where("id", "=", task.id)
+        .where("state", "=", "queued")
+        .executeTakeFirst();
+      if (Number(updated.numUpdatedRows) !== 1) {
+        await trx.deleteFrom("task_locks").where("task_id", "=", task.id).execute();
+        continue;
+      }
+      claimed.push({
+        ...task,
+        state: "running",
+        lease_owner: options.owner,
+        lease_expires_at: expires,
+        started_at: now,
+      });
+    }
+    return claimed;
+  });
+}
+
+/** Takes every lock or none: a free key is inserted, an expired one taken over. */
+async function acquireLocks(
+  trx: Executor,
+  taskId: string,
+  keys: readonly string[],
+  owner: string,
+  now: string,
+  expires: string,
+): Promise<boolean> {
+  for (const lockKey of keys) {
+    const inserted = await trx
+      .insertInto("task_locks")
+      .values({ lock_key: lockKey, task_id: taskId, owner, lease_expires_at: expires })
+      .onConflict((conflict) => conflict.column("lock_key").doNothing())
+      .executeTakeFirst();
+    if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 1) continue;
+    // Held: take it over only when its owner stopped renewing it.
+    const takenOver = await trx
+      .updateTable("task_locks")
+      .set({ task_id: taskId, owner, lease_expires_at: expires })
+      .where("lock_key", "=", lockKey)
+      .where("lease_expires_at", "<", now)
+      .executeTakeFirst();
+    if (Number(takenOver.numUpdatedRows) !== 1) {
+      await trx.deleteFrom("task_locks").where("task_id", "=", taskId).execute();
+      return false;
+    }
+  }
+  return true;
+}
+
+/**
+ * Extends the leases of the owner's active tasks and their locks. Returns the tasks the
+ * owner still holds, with their cancel flags (a cancel may come through another node).
+ */
+export async function renewLeases(
+  db: Kysely<Database>,
+  options: { owner: string; taskIds: readonly string[]; leaseMs: number },
+): Promise<{ id: string; cancelRequested: boolean }[]> {
+  if (options.taskIds.length === 0) return [];
+  const expires = isoAfter(options.leaseMs);
+  return db.transaction().execute(async (trx) => {
+    await trx
+      .updateTable("tasks")
+      .set({ lease_expires_at: expires })
+      .where("id", "in", options.taskIds)
+      .where("lease_owner", "=", options.owner)
+      .where("state", "in", ACTIVE_STATES)
+      .execute();
+    await trx
+      .updateTable("task_locks")
+      .set({ lease_expires_at: expires })
+      .where("owner", "=", options.owner)
+      .where("task_id", "in", options.taskIds)
+      .execute();
+    const held = await trx
+      .selectFrom("tasks")
+      .select(["id", "cancel_requested"])
+      .where("id", "in", options.taskIds)
+      .where("lease_owner", "=", options.owner)
+      .where("state", "in", ACTIVE_STATES)
+      .execute();
+    return held.map((row) => ({ id: row.id, cancelRequested: row.cancel_requested === 1 }));
+  });
+}
+
+/** Moves an owned active task between running and waiting (for an approval or a decision). */
+export async function setActiveState(
+  db: Kysely<Database>,
+  taskId: string,
+  owner: string,
+  state: "running" | "waiting",
+): Promise<boolean> {
+  const updated = await db
+    .updateTable("tasks")
+    .set({ state })
+    .where("id", "=", taskId)
+    .where("lease_owner", "=", owner)
+    .where("state", "in", ACTIVE_STATES)
+    .executeTakeFirst();
+  return Number(updated.numUpdatedRows) === 1;
+}
+
+/** Records the outcome of an owned task and releases its locks. False when the claim was lost. */
+export async function finishTask(
+  db: Kysely<Database>,
+  taskId: string,
+  owner: string,
+  outcome: { state: "succeeded" | "failed" | "cancelled" | "interrupted"; result?: unknown; error?: string },
+): Promise<boolean> {
+  return db.transaction().execute(async (trx) => {
+    const updated = await trx
+      .updateTable("tasks")
+      .set({
+        state: outcome.state,
+        finished_at: nowIso(),
+        result: outcome.result === undefined ? null : JSON.stringify(outcome.result),
+        error: outcome.error ?? null,
+        lease_owner: null,
+        lease_expires_at: null,
+      })
+      .where("id", "=", taskId)
+      .where("lease_owner", "=", owner)
+      .where("state", "in", ACTIVE_STATES)
+      .executeTakeFirst();
+    if (Number(updated.numUpdatedRows) !== 1) return false;
+    await trx.deleteFrom("task_locks").where("task_id", "=", taskId).execute();
+    return true;
+  });
+}
+
+/**
+ * Cancels a task: a queued one at once; a running or waiting one by raising its flag,
+ * which its runner sees (directly, or through the next heartbeat on another node).
+ */
+export async function requestCancel(db: Kysely<Database>, taskId: string): Promise<TaskState> {
+  const queued = await db
+    .updateTable("tasks")
+    .set({ state: "cancelled", finished_at: nowIso(), error: "cancelled before it started" })
+    .where("id", "=", taskId)
+    .where("state", "=", "queued")
+    .executeTakeFirst();
+  if (Number(queued.numUpdatedRows) === 1) return "cancelled";
+  const active = await db
+    .updateTable("tasks")
+    .set({ cancel_requested: 1 })
+    .where("id", "=", taskId)
+    .where("state", "in", ACTIVE_STATES)
+    .executeTakeFirst();
+  if (Number(active.numUpdatedRows) === 1) return "running";
+  const task = await getTaskRow(db, taskId);
+  throw new ConflictError(`task ${taskId} already ended (${task.state}); there is nothing to cancel`);
+}
+
+/**
+ * Marks active tasks whose lease expired as interrupted and frees their locks. Returns
+ * the rows this call interrupted (each exactly once, even with several nodes sweeping).
+ */
+export async function interruptExpiredTasks(db: Kysely<Database>): Promise<TaskRow[]> {
+  const now = nowIso();
+  const expired = await db
+    .selectFrom("tasks")
+    .selectAll()
+    .where("state", "in", ACTIVE_STATES)
+    .where("lease_expires_at", "<", now)
+    .execute();
+  const interrupted: TaskRow[] = [];
+  for (const task of expired) {
+    const won = await db.transaction().execute(async (trx) => {
+      const updated = await trx
+        .updateTable("tasks")
+        .set({
+          state: "interrupted",
+          finished_at: now,
+          error: "the server running this task stopped before it finished",
+          lease_owner: null,
+          lease_expires_at: null,
+        })
+        .where("id", "=", task.id)
+        .where("state", "in", ACTIVE_STATES)
+        .where("lease_expires_at", "<", now)
+        .executeTakeFirst();
+      if (Number(updated.numUpdatedRows) !== 1) return false;
+      await trx.deleteFrom("task_locks").where("task_id", "=", task.id).execute();
+      return true;
+    });
+    if (won) interrupted.push(task);
+  }
+  return interrupted;
+}
+
+export async function getTaskRow(db: Executor, taskId: string): Promise<TaskRow> {
+  const row = await db.selectFrom("tasks").selectAll().where("id", "=", taskId).executeTakeFirst();
+  if (!row) throw new NotFoundError(`no task '${taskId}'; list them with 'ferry task list'`);
+  return row;
+}
+
+export async function listTasks(
+  db: Kysely<Database>,
+  paging: Paging,
+  filter: { projectId?: string | undefined; states?: readonly TaskState[] | undefined } = {},
+) {
+  let query = db.selectFrom("tasks");
+  if (filter.projectId) query = query.where("project_id", "=", filter.projectId);
+  if (filter.states && filter.states.length > 0) query = query.where("state", "in", filter.states);
+  const rows = await query.selectAll().orderBy("sequence", "desc").limit(paging.limit).offset(paging.offset).execute();
+  const { count } = await query.select((eb) => eb.fn.countAll<number | string>().as("count")).executeTakeFirstOrThrow();
+  return toPage(rows.map(toTask), Number(count), paging);
+}
+
+export interface NewLogLine {
+  at: string;
+  level: TaskLogLevel;
+  step: string | null;
+  text: string;
+}
+
+/**
+ * Appends lines to a task's log. Line numbers are allocated from the task row in the same
+ * transaction, so the runner and a recovering node can both write without colliding.
+ */
+export async function appendLogLines(db: Kysely<Database>, taskId: string, lines: readonly NewLogLine[]) {
+  if (lines.length === 0) return;
+  const bytes = lines.reduce((total, line) => total + Buffer.byteLength(line.text), 0);
+  await db.transaction().execute(async (trx) => {
+    const { log_lines: last } = await trx
+      .updateTable("tasks")
+      .set((eb) => ({
+        log_lines: eb("log_lines", "+", lines.length),
+        log_bytes: eb("log_bytes", "+", bytes),
+      }))
+      .where("id", "=", taskId)
+      .returning("log_lines")
+      .executeTakeFirstOrThrow();
+    const first = Number(last) - lines.length + 1;
+    // Batches stay under SQLite's bound-parameter limit (6 columns per row).
+    for (let start = 0; start < lines.length; start += 500) {
+      await trx
+        .insertInto("task_logs")
+        .values(
+          lines.slice(start, start + 500).map((line, index) => ({
+            task_id: taskId,
+            line: first + start + index,
+            at: line.at,
+            level: line.level,
+            step: line.step,
+            text: line.text,
+          })),
+        )
+        .execute();
+    }
+  });
+}
+
+export async function readLogLines(
+  db: Kysely<Database>,
+  taskId: string,
+  options: { afterLine: number; limit: number },
+): Promise<TaskLogLine[]> {
+  const rows = await db
+    .selectFrom("task_logs")
+    .select(["line", "at", "level", "step", "text"])
+    .where("task_id", "=", taskId)
+    .where("line", ">", options.afterLine)
+    .orderBy("line")
+    .limit(options.limit)
+    .execute();
+  return rows.map((row) => ({ ...row, line: Number(row.line), level: row.level as TaskLogLevel }));
+}
