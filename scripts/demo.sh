@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
+  # Not `npm ci`: npm 11 leaves other platforms' optional packages (Biome, oxc binaries) out
+  # of the lock file and `npm ci` then refuses it (npm/cli#4828, fixed by npm/cli#9083).
+  # `npm install` installs the locked versions all the same.
+  npm install --no-audit --no-fund
 fi
 npm run build --silent
 exec node bin/ferry demo "$@"

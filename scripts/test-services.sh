@@ -53,4 +53,11 @@ BEGIN
 END $$;
 SQL
 
+# --- Docker registry -------------------------------------------------------------
+# Feed tests start their own registries (test/helpers/registry.ts: one docker-registry
+# process per test file, on a free port, with a temporary storage directory), so nothing
+# is started here. apache2-utils brings htpasswd for the bcrypt lines of htpasswd auth;
+# openssl makes the token-auth test's signing certificate.
+ensure_packages docker-registry apache2-utils openssl
+
 echo "FERRY_TEST_POSTGRES_URL=postgres://ferry_test:ferry_test@127.0.0.1:$pg_port/postgres"
