@@ -1,5 +1,7 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
 import { UnauthenticatedError } from "../domain/errors.js";
+import type { DeploymentServices } from "../engine/deployments.js";
+import type { TaskEngine } from "../engine/engine.js";
 import { isWellFormedApiKey } from "../security/apiKeys.js";
 import { type ApiKeyIdentity, authenticateApiKey } from "../store/apiKeys.js";
 import type { StoreContext } from "../store/common.js";
@@ -7,8 +9,10 @@ import type { Store } from "../store/db.js";
 import { parseJsonBody } from "./json.js";
 import { buildOpenApiDocument } from "./openapi.js";
 import { errorToProblem, makeProblem, sendProblem } from "./problems.js";
+import { releaseRoutes } from "./releases.js";
 import { resourceRoutes } from "./resources.js";
 import { defineRoute, parseInput, type RouteSpec } from "./route.js";
+import { taskRoutes } from "./tasks.js";
 
 declare module "fastify" {
   interface FastifyContextConfig {
@@ -25,6 +29,9 @@ export interface AppOptions {
   context: StoreContext;
   logger: FastifyBaseLogger;
   version: string;
+  /** The task engine and deployment services; without them only the resource routes exist. */
+  engine?: TaskEngine;
+  deployments?: DeploymentServices;
   /** Largest accepted request body in bytes (default 1 MiB). */
   bodyLimit?: number;
 }
@@ -72,7 +79,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     request.identity = await authenticate(options.context, request);
   });
 
-  const routes: RouteSpec[] = [...healthRoutes(options.store), ...resourceRoutes(options.context)];
+  const routes: RouteSpec[] = [
+    ...healthRoutes(options.store),
+    ...resourceRoutes(options.context),
+    ...(options.deployments ? releaseRoutes(options.deployments) : []),
+    ...(options.engine ? taskRoutes(options.context, options.engine) : []),
+  ];
   const openApi = buildOpenApiDocument(routes, options.version);
   routes.push(
     defineRoute({
@@ -97,6 +109,7 @@ function registerRoute(app: FastifyInstance, route: RouteSpec): void {
       const query = parseInput(route.query, request.query, "query");
       const body = parseInput(route.body, request.body);
       const result = await route.handler({ params, query, body, request, reply });
+      if (reply.sent) return reply; // a stream (SSE) took over the response
       reply.code(route.status ?? 200);
       return route.status === 204 ? reply.send() : result;
     },

@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
-import { type FieldIssue, InputError, toJsonPointer } from "../domain/errors.js";
+import { InputError } from "../domain/errors.js";
+import { toFieldIssues } from "../domain/validation.js";
 
 type HttpMethod = "GET" | "POST" | "PATCH" | "PUT" | "DELETE";
 
@@ -30,26 +31,6 @@ export interface RouteSpec<P = unknown, Q = unknown, B = unknown> {
 /** Keeps the generic types of one route while collecting routes of different types in a list. */
 export function defineRoute<P, Q, B>(spec: RouteSpec<P, Q, B>): RouteSpec {
   return spec as RouteSpec;
-}
-
-/** Turns zod's issues into field issues with JSON pointers, one per unknown key. */
-export function toFieldIssues(error: z.ZodError, location?: "query" | "path"): FieldIssue[] {
-  const issues: FieldIssue[] = [];
-  for (const issue of error.issues) {
-    const where = location ? { in: location } : {};
-    if (issue.code === "unrecognized_keys") {
-      for (const key of issue.keys) {
-        issues.push({
-          pointer: toJsonPointer([...issue.path, key]),
-          detail: "unknown field; remove it (see /api/v1/openapi.json for the fields this route takes)",
-          ...where,
-        });
-      }
-    } else {
-      issues.push({ pointer: toJsonPointer(issue.path), detail: issue.message, ...where });
-    }
-  }
-  return issues;
 }
 
 export function parseInput<T>(schema: z.ZodType<T> | undefined, value: unknown, location?: "query" | "path"): T {

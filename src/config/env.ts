@@ -1,6 +1,6 @@
 import { z } from "zod";
-import { toFieldIssues } from "../api/route.js";
 import { InputError } from "../domain/errors.js";
+import { toFieldIssues } from "../domain/validation.js";
 
 /**
  * The environment variables Ferry reads, parsed once at start. Nothing else in the code

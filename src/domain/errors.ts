@@ -31,6 +31,10 @@ export class MalformedBodyError extends FerryError {
   readonly code = "malformed-body";
 }
 
+export class PreconditionError extends FerryError {
+  readonly code = "precondition-failed";
+}
+
 export class NotFoundError extends FerryError {
   readonly code = "not-found";
 }

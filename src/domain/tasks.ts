@@ -40,7 +40,7 @@ export const taskSchema = z.object({
 });
 export type Task = z.infer<typeof taskSchema>;
 
-export const taskLogLevels = ["info", "warn", "error", "step"] as const;
+const taskLogLevels = ["info", "warn", "error", "step"] as const;
 export type TaskLogLevel = (typeof taskLogLevels)[number];
 
 export const taskLogLineSchema = z.object({

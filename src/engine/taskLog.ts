@@ -27,6 +27,7 @@ export class TaskLog {
   private currentStep: string | null = null;
   private timer: NodeJS.Timeout | undefined;
   private writing: Promise<void> = Promise.resolve();
+  private redactor: (text: string) => string;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -35,6 +36,12 @@ export class TaskLog {
     initialBytes = 0,
   ) {
     this.bytes = initialBytes;
+    this.redactor = options.redact ?? ((text) => text);
+  }
+
+  /** Masks what is written from now on (a deployment sets it once it knows its secrets). */
+  setRedactor(redact: (text: string) => string): void {
+    this.redactor = redact;
   }
 
   info(text: string): void {
@@ -68,10 +75,10 @@ export class TaskLog {
   }
 
   private write(level: TaskLogLevel, text: string): void {
-    const redact = this.options.redact ?? ((value: string) => value);
-    for (const line of text.split(/\r?\n/)) {
+    // Mask the whole text first (a secret may span lines), then split it into lines.
+    for (const line of this.redactor(text).split(/\r?\n/)) {
       if (this.truncated) return;
-      const clean = redact(line);
+      const clean = this.redactor(line);
       const size = Buffer.byteLength(clean);
       if (this.bytes + size > this.options.maxBytes) {
         this.truncated = true;

@@ -1,6 +1,10 @@
+import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import { pino } from "pino";
 import { buildApp } from "../api/app.js";
+import { type DeploymentServices, deploymentTaskKind } from "../engine/deployments.js";
+import { TaskEngine } from "../engine/engine.js";
+import type { TaskKind } from "../engine/types.js";
 import { generateApiKey } from "../security/apiKeys.js";
 import { loadOrCreateMasterKey } from "../security/masterKey.js";
 import { SecretBox } from "../security/secretBox.js";
@@ -16,6 +20,8 @@ export interface ServerOptions {
   databaseUrl?: string | undefined;
   adminApiKey?: string | undefined;
   logLevel: string;
+  /** Task lease (ms); shorter in tests so a killed server's tasks are interrupted sooner. */
+  leaseMs?: number | undefined;
   /** Where the one-time admin key notice goes (stderr by default). */
   announce?: (text: string) => void;
 }
@@ -24,6 +30,7 @@ export interface RunningServer {
   app: FastifyInstance;
   store: Store;
   context: StoreContext;
+  engine: TaskEngine;
   url: string;
   close(): Promise<void>;
 }
@@ -39,13 +46,30 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const context: StoreContext = { db: store.db, secrets: new SecretBox(masterKey) };
   await bootstrapAdminKey(context, options);
 
-  const app = await buildApp({ store, context, logger, version: FERRY_VERSION });
+  let engine: TaskEngine | undefined;
+  const deployments: DeploymentServices = {
+    context,
+    workRoot: join(options.dataDir, "work"),
+    enqueue: (input) => {
+      if (!engine) throw new Error("the task engine is not running");
+      return engine.enqueue(input);
+    },
+  };
+  engine = new TaskEngine({
+    db: store.db,
+    dialect: store.dialect,
+    kinds: [deploymentTaskKind(deployments) as TaskKind],
+    logger,
+    ...(options.leaseMs !== undefined && { leaseMs: options.leaseMs }),
+  });
+  const app = await buildApp({ store, context, logger, version: FERRY_VERSION, engine, deployments });
   try {
     await app.listen({ port: options.port, host: options.host });
   } catch (error) {
     await store.close();
     throw error;
   }
+  await engine.start();
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : options.port;
   const url = `http://${options.host.includes(":") ? `[${options.host}]` : options.host}:${port}`;
@@ -55,7 +79,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     store,
     context,
     url,
+    engine,
     close: async () => {
+      await engine.stop();
       await app.close();
       await store.close();
     },

@@ -211,6 +211,47 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0003_releases": {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .alterTable("projects")
+        .addColumn("process", "text", (c) => c.notNull().defaultTo('{"steps":[]}'))
+        .execute();
+      // "1.0.#{n}": how the next release version is made when none is given.
+      await db.schema
+        .alterTable("projects")
+        .addColumn("version_pattern", "text", (c) => c.notNull().defaultTo("0.0.#{n}"))
+        .execute();
+
+      await db.schema
+        .createTable("releases")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("project_id", "text", (c) => c.notNull().references("projects.id").onDelete("cascade"))
+        .addColumn("version", "text", (c) => c.notNull())
+        .addColumn("notes", "text", (c) => c.notNull())
+        // The frozen process, variables (sensitive ones sealed) and pinned images.
+        .addColumn("snapshot", "text", (c) => c.notNull())
+        .addColumn("created_by", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addUniqueConstraint("releases_version_unique", ["project_id", "version"])
+        .execute();
+
+      await db.schema
+        .createTable("deployments")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("project_id", "text", (c) => c.notNull().references("projects.id").onDelete("cascade"))
+        .addColumn("release_id", "text", (c) => c.notNull().references("releases.id").onDelete("cascade"))
+        .addColumn("environment_id", "text", (c) => c.notNull().references("environments.id"))
+        .addColumn("task_id", "text", (c) => c.notNull().references("tasks.id"))
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createIndex("deployments_by_environment")
+        .on("deployments")
+        .columns(["project_id", "environment_id", "created_at"])
+        .execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

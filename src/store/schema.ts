@@ -1,3 +1,5 @@
+import type { ColumnType } from "kysely";
+
 /**
  * Row types of the database, one interface per table. They are the store's own and
  * separate from the domain types the API speaks. The same column types are used on
@@ -21,6 +23,8 @@ export interface Database {
   task_lock_requests: TaskLockRequestRow;
   task_locks: TaskLockRow;
   task_logs: TaskLogRow;
+  releases: ReleaseRow;
+  deployments: DeploymentRow;
 }
 
 interface Timestamps {
@@ -64,6 +68,9 @@ interface ProjectRow extends Timestamps {
   name: string;
   description: string;
   lifecycle_id: string;
+  /** JSON deployment process ({ steps: [...] }), each step's config validated by its kind. */
+  process: ColumnType<string, string | undefined, string>;
+  version_pattern: ColumnType<string, string | undefined, string>;
 }
 
 export interface TargetRow extends Timestamps {
@@ -170,7 +177,7 @@ interface TaskLockRow {
   lease_expires_at: string;
 }
 
-export interface TaskLogRow {
+interface TaskLogRow {
   task_id: string;
   line: number;
   at: string;
@@ -178,4 +185,24 @@ export interface TaskLogRow {
   level: string;
   step: string | null;
   text: string;
+}
+
+export interface ReleaseRow {
+  id: string;
+  project_id: string;
+  version: string;
+  notes: string;
+  /** JSON ReleaseSnapshot. */
+  snapshot: string;
+  created_by: string;
+  created_at: string;
+}
+
+interface DeploymentRow {
+  id: string;
+  project_id: string;
+  release_id: string;
+  environment_id: string;
+  task_id: string;
+  created_at: string;
 }

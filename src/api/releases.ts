@@ -1,0 +1,94 @@
+import { z } from "zod";
+import { pageSchema, pagingSchema, referenceSchema } from "../domain/common.js";
+import { processSchema } from "../domain/process.js";
+import { createReleaseSchema, releaseSchema } from "../domain/releases.js";
+import { autoDeployNewRelease, type DeploymentServices, requestDeployment } from "../engine/deployments.js";
+import { validateSteps } from "../steps/registry.js";
+import { createRelease, getProcess, getRelease, listReleases, setProcess } from "../store/releases.js";
+import { defineRoute, pathParams, type RouteSpec } from "./route.js";
+
+const deploymentCreatedSchema = z.object({
+  deploymentId: z.string(),
+  taskId: z.string(),
+  project: z.string(),
+  release: z.string(),
+  environment: z.string(),
+});
+
+const createDeploymentSchema = z.strictObject({
+  release: referenceSchema.describe("release version or id"),
+  environment: referenceSchema.describe("environment slug or id"),
+});
+
+/** Routes of a project's process, releases and deployments. */
+export function releaseRoutes(services: DeploymentServices): RouteSpec[] {
+  const { context } = services;
+  const createdBy = (request: { identity?: { name: string } }) => request.identity?.name ?? "unknown";
+  return [
+    defineRoute({
+      method: "GET",
+      path: "/api/v1/projects/:project/process",
+      tag: "Process",
+      summary: "Show a project's deployment process",
+      params: pathParams("project"),
+      response: processSchema,
+      handler: ({ params }) => getProcess(context, params.project),
+    }),
+    defineRoute({
+      method: "PUT",
+      path: "/api/v1/projects/:project/process",
+      tag: "Process",
+      summary: "Replace a project's deployment process (each step's config is validated by its kind)",
+      params: pathParams("project"),
+      body: processSchema,
+      response: processSchema,
+      handler: ({ params, body }) => setProcess(context, params.project, { steps: validateSteps(body.steps) }),
+    }),
+    defineRoute({
+      method: "GET",
+      path: "/api/v1/projects/:project/releases",
+      tag: "Releases",
+      summary: "List a project's releases, newest first",
+      params: pathParams("project"),
+      query: pagingSchema,
+      response: pageSchema(releaseSchema),
+      handler: ({ params, query }) => listReleases(context, params.project, query),
+    }),
+    defineRoute({
+      method: "POST",
+      path: "/api/v1/projects/:project/releases",
+      tag: "Releases",
+      summary: "Create a release: freeze the process and variables",
+      params: pathParams("project"),
+      body: createReleaseSchema,
+      response: releaseSchema.extend({ deployments: z.array(deploymentCreatedSchema) }),
+      status: 201,
+      handler: async ({ params, body, request }) => {
+        const release = await createRelease(context, params.project, body, createdBy(request));
+        const deployments = await autoDeployNewRelease(services, params.project, release.version, "auto-deploy");
+        return { ...release, deployments };
+      },
+    }),
+    defineRoute({
+      method: "GET",
+      path: "/api/v1/projects/:project/releases/:release",
+      tag: "Releases",
+      summary: "Show a release (by version or id)",
+      params: pathParams("project", "release"),
+      response: releaseSchema,
+      handler: ({ params }) => getRelease(context, params.project, params.release),
+    }),
+    defineRoute({
+      method: "POST",
+      path: "/api/v1/projects/:project/deployments",
+      tag: "Deployments",
+      summary: "Deploy a release to an environment (refused when the lifecycle does not allow it yet)",
+      params: pathParams("project"),
+      body: createDeploymentSchema,
+      response: deploymentCreatedSchema,
+      status: 201,
+      handler: ({ params, body, request }) =>
+        requestDeployment(services, { project: params.project, ...body, createdBy: createdBy(request) }),
+    }),
+  ];
+}

@@ -1,0 +1,48 @@
+import { z } from "zod";
+import { processSchema } from "./process.js";
+
+/** A variable as frozen into a release: sensitive values stay sealed (re-sealed for the release). */
+const snapshotVariableSchema = z.object({
+  name: z.string(),
+  sensitive: z.boolean(),
+  /** The value when not sensitive. */
+  value: z.string().nullable(),
+  /** SecretBox-sealed value when sensitive, bound to "release:<id>:variable:<index>". */
+  sealed: z.string().nullable(),
+  scope: z.object({
+    environments: z.array(z.string()).describe("environment ids"),
+    roles: z.array(z.string()),
+    targets: z.array(z.string()).describe("target ids"),
+  }),
+});
+export type SnapshotVariable = z.infer<typeof snapshotVariableSchema>;
+
+export const releaseSnapshotSchema = z.object({
+  process: processSchema,
+  variables: z.array(snapshotVariableSchema),
+});
+export type ReleaseSnapshot = z.infer<typeof releaseSnapshotSchema>;
+
+export const releaseSchema = z.object({
+  id: z.string(),
+  project: z.string().describe("project slug"),
+  version: z.string(),
+  notes: z.string(),
+  steps: z.array(z.object({ name: z.string(), kind: z.string() })),
+  createdBy: z.string(),
+  createdAt: z.string(),
+});
+export type Release = z.infer<typeof releaseSchema>;
+
+const releaseVersionSchema = z.string().regex(/^[0-9A-Za-z][0-9A-Za-z.+_-]{0,99}$/, {
+  message: "use letters, digits, '.', '+', '_' and '-' (e.g. 1.4.2 or 2026.11.23-1)",
+});
+
+export const createReleaseSchema = z.strictObject({
+  /** Explicit version; the project's version pattern makes the next one when absent. */
+  version: releaseVersionSchema.optional(),
+  notes: z.string().max(20_000).default(""),
+});
+export type CreateRelease = z.infer<typeof createReleaseSchema>;
+
+export const sealedVariableContext = (releaseId: string, index: number) => `release:${releaseId}:variable:${index}`;

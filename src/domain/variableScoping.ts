@@ -1,0 +1,188 @@
+/**
+ * Which value of a variable a deployment sees. A project may define one name several
+ * times with different scopes; the most specific scope that matches the deployment wins,
+ * with precedence step > target > role > environment > unscoped (project).
+ */
+import { ConflictError } from "./errors.js";
+
+/** Where a value applies; an empty (or absent) dimension places no restriction. */
+export interface VariableScope {
+  readonly environments: readonly string[];
+  readonly roles: readonly string[];
+  readonly targets: readonly string[];
+  readonly steps?: readonly string[];
+}
+
+/** One stored value of a variable, with its scope (ids or slugs, compared as plain strings). */
+export interface ScopedVariable {
+  readonly name: string;
+  readonly value: string;
+  readonly sensitive: boolean;
+  readonly scope: VariableScope;
+}
+
+/** What is being deployed where: the values scopes are matched against. */
+export interface ScopeContext {
+  readonly environment: string;
+  /** The roles of the target; a role-scoped value applies when it names any of them. */
+  readonly roles: readonly string[];
+  readonly target?: string;
+  readonly step?: string;
+}
+
+/** The value a deployment sees for one name. */
+export interface ResolvedVariable {
+  readonly value: string;
+  readonly sensitive: boolean;
+}
+
+/** Two or more values of one name that match a context equally well. */
+export interface ScopeAmbiguity {
+  readonly name: string;
+  readonly candidates: readonly ScopedVariable[];
+}
+
+/** Refuses to pick between equally specific values rather than choosing one silently. */
+export class AmbiguousScopeError extends ConflictError {
+  constructor(readonly ambiguities: readonly ScopeAmbiguity[]) {
+    super(describeAmbiguities(ambiguities));
+  }
+}
+
+/** Values of system variables for one deployment; see withSystemVariables for their names. */
+export interface SystemVariableValues {
+  readonly releaseNumber: string;
+  readonly environmentName: string;
+  readonly projectName: string;
+  readonly deploymentId: string;
+  readonly projectSlug?: string;
+  readonly environmentSlug?: string;
+  readonly targetName?: string;
+  readonly taskId?: string;
+}
+
+const SYSTEM_VARIABLE_NAMES: Readonly<Record<keyof SystemVariableValues, string>> = {
+  releaseNumber: "Ferry.Release.Number",
+  environmentName: "Ferry.Environment.Name",
+  projectName: "Ferry.Project.Name",
+  deploymentId: "Ferry.Deployment.Id",
+  projectSlug: "Ferry.Project.Slug",
+  environmentSlug: "Ferry.Environment.Slug",
+  targetName: "Ferry.Target.Name",
+  taskId: "Ferry.Task.Id",
+};
+
+/** The value of each name for this context; throws AmbiguousScopeError naming every tie. */
+export function resolveVariables(
+  candidates: readonly ScopedVariable[],
+  context: ScopeContext,
+): Map<string, ResolvedVariable> {
+  const resolved = new Map<string, ResolvedVariable>();
+  const ambiguities: ScopeAmbiguity[] = [];
+  for (const [name, winners] of bestCandidates(candidates, context)) {
+    const [winner] = winners;
+    if (winners.length > 1) {
+      ambiguities.push({ name, candidates: winners });
+    } else if (winner !== undefined) {
+      resolved.set(name, { value: winner.value, sensitive: winner.sensitive });
+    }
+  }
+  if (ambiguities.length > 0) {
+    throw new AmbiguousScopeError(ambiguities);
+  }
+  return resolved;
+}
+
+/** Names whose best values tie for this context, so the API can refuse such a config up front. */
+export function findAmbiguities(candidates: readonly ScopedVariable[], context: ScopeContext): ScopeAmbiguity[] {
+  return [...bestCandidates(candidates, context)]
+    .filter(([, winners]) => winners.length > 1)
+    .map(([name, winners]) => ({ name, candidates: winners }));
+}
+
+/** Adds the Ferry.* variables; they replace any user value of the same name. */
+export function withSystemVariables(
+  variables: ReadonlyMap<string, ResolvedVariable>,
+  system: SystemVariableValues,
+): Map<string, ResolvedVariable> {
+  const merged = new Map(variables);
+  for (const [key, name] of Object.entries(SYSTEM_VARIABLE_NAMES)) {
+    const value = system[key as keyof SystemVariableValues];
+    if (value !== undefined) {
+      merged.set(name, { value, sensitive: false });
+    }
+  }
+  return merged;
+}
+
+/** For each name, the applicable candidates of the highest specificity (one unless tied). */
+function bestCandidates(candidates: readonly ScopedVariable[], context: ScopeContext): Map<string, ScopedVariable[]> {
+  const best = new Map<string, { specificity: Specificity; winners: ScopedVariable[] }>();
+  for (const candidate of candidates) {
+    if (!applies(candidate.scope, context)) continue;
+    const specificity = specificityOf(candidate.scope);
+    const current = best.get(candidate.name);
+    const order = current === undefined ? 1 : compareSpecificity(specificity, current.specificity);
+    if (order > 0) {
+      best.set(candidate.name, { specificity, winners: [candidate] });
+    } else if (order === 0) {
+      current?.winners.push(candidate);
+    }
+  }
+  return new Map([...best].map(([name, { winners }]) => [name, winners]));
+}
+
+function applies(scope: VariableScope, context: ScopeContext): boolean {
+  const matches = (allowed: readonly string[] | undefined, value: string | undefined) =>
+    allowed === undefined || allowed.length === 0 || (value !== undefined && allowed.includes(value));
+  return (
+    matches(scope.environments, context.environment) &&
+    (scope.roles.length === 0 || scope.roles.some((role) => context.roles.includes(role))) &&
+    matches(scope.targets, context.target) &&
+    matches(scope.steps, context.step)
+  );
+}
+
+interface Specificity {
+  /** The most specific dimension present: 4 step, 3 target, 2 role, 1 environment, 0 none. */
+  readonly highest: number;
+  /** How many dimensions are present; breaks ties between equal `highest`. */
+  readonly dimensions: number;
+}
+
+function specificityOf(scope: VariableScope): Specificity {
+  // Least specific first, so a dimension's rank is its position + 1.
+  const present = [scope.environments, scope.roles, scope.targets, scope.steps ?? []].map(
+    (values) => values.length > 0,
+  );
+  return {
+    highest: present.lastIndexOf(true) + 1,
+    dimensions: present.filter(Boolean).length,
+  };
+}
+
+function compareSpecificity(left: Specificity, right: Specificity): number {
+  return left.highest - right.highest || left.dimensions - right.dimensions;
+}
+
+function describeAmbiguities(ambiguities: readonly ScopeAmbiguity[]): string {
+  const described = ambiguities.map(
+    ({ name, candidates }) =>
+      `variable '${name}' has ${candidates.length} values whose scopes are ambiguous here ` +
+      `(${candidates.map((candidate) => describeScope(candidate.scope)).join(" / ")})`,
+  );
+  return `${described.join("; ")}; make one scope more specific or remove a value so exactly one applies`;
+}
+
+function describeScope(scope: VariableScope): string {
+  const parts = [
+    ["environments", scope.environments],
+    ["roles", scope.roles],
+    ["targets", scope.targets],
+    ["steps", scope.steps ?? []],
+  ] as const;
+  const described = parts
+    .filter(([, values]) => values.length > 0)
+    .map(([dimension, values]) => `${dimension} ${values.join(", ")}`);
+  return described.length > 0 ? described.join(" + ") : "unscoped";
+}

@@ -1,0 +1,375 @@
+import { mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { Kysely } from "kysely";
+import { z } from "zod";
+import { InputError, PreconditionError } from "../domain/errors.js";
+import { type Step, stepRunsIn } from "../domain/process.js";
+import { autoDeployTargets, canDeploy, type ProgressionPhase } from "../domain/progression.js";
+import { renderTemplate } from "../domain/templates.js";
+import { resolveVariables, withSystemVariables } from "../domain/variableScoping.js";
+import { stepKind } from "../steps/registry.js";
+import type { StepRunContext } from "../steps/types.js";
+import type { StoreContext } from "../store/common.js";
+import { findNamed, newId, nowIso } from "../store/common.js";
+import { getReleaseRow, openSnapshot } from "../store/releases.js";
+import type { Database } from "../store/schema.js";
+import { LogMasker } from "./logMasker.js";
+import { type TaskContext, TaskFailure, type TaskKind } from "./types.js";
+
+export interface DeploymentServices {
+  context: StoreContext;
+  /** Where steps may keep files while a task runs (<data-dir>/work). */
+  workRoot: string;
+  /** Queues a task; the engine's enqueue (set once the engine exists). */
+  enqueue(input: Parameters<import("./engine.js").TaskEngine["enqueue"]>[0]): Promise<{ id: string }>;
+}
+
+export interface DeploymentRequest {
+  project: string;
+  release: string;
+  environment: string;
+  createdBy: string;
+}
+
+export interface DeploymentCreated {
+  deploymentId: string;
+  taskId: string;
+  project: string;
+  release: string;
+  environment: string;
+}
+
+async function lifecyclePhases(
+  db: Kysely<Database>,
+  projectId: string,
+): Promise<{ name: string; phases: ProgressionPhase[] }> {
+  const lifecycle = await db
+    .selectFrom("projects as p")
+    .innerJoin("lifecycles as l", "l.id", "p.lifecycle_id")
+    .select(["l.id", "l.name"])
+    .where("p.id", "=", projectId)
+    .executeTakeFirstOrThrow();
+  const phases = await db
+    .selectFrom("lifecycle_phases")
+    .selectAll()
+    .where("lifecycle_id", "=", lifecycle.id)
+    .orderBy("position")
+    .execute();
+  const members = await db
+    .selectFrom("lifecycle_phase_environments")
+    .selectAll()
+    .where("lifecycle_id", "=", lifecycle.id)
+    .orderBy("position")
+    .execute();
+  return {
+    name: lifecycle.name,
+    phases: phases.map((phase) => ({
+      name: phase.name,
+      environmentIds: members
+        .filter((member) => Number(member.phase_position) === Number(phase.position))
+        .map((member) => member.environment_id),
+      autoDeploy: phase.auto_deploy === 1,
+      optional: phase.optional === 1,
+    })),
+  };
+}
+
+/** Environments where this release has a successful deployment. */
+async function succeededEnvironments(db: Kysely<Database>, releaseId: string): Promise<Set<string>> {
+  const rows = await db
+    .selectFrom("deployments as d")
+    .innerJoin("tasks as t", "t.id", "d.task_id")
+    .select("d.environment_id")
+    .where("d.release_id", "=", releaseId)
+    .where("t.state", "=", "succeeded")
+    .execute();
+  return new Set(rows.map((row) => row.environment_id));
+}
+
+async function environmentNames(db: Kysely<Database>): Promise<(id: string) => string> {
+  const rows = await db.selectFrom("environments").select(["id", "name"]).execute();
+  const names = new Map(rows.map((row) => [row.id, row.name]));
+  return (id) => names.get(id) ?? id;
+}
+
+/**
+ * Queues a deployment of a release to an environment, after checking the lifecycle lets
+ * the release go there. The deployment runs as a task holding the (project, environment)
+ * lock and a lock per target, so deployments to one environment run one at a time, in order.
+ */
+export async function requestDeployment(
+  services: DeploymentServices,
+  request: DeploymentRequest,
+): Promise<DeploymentCreated> {
+  const { db } = services.context;
+  const project = await findNamed(db, "projects", request.project);
+  const environment = await findNamed(db, "environments", request.environment).catch(() => {
+    throw new InputError(`no environment '${request.environment}'`, [
+      { pointer: "/environment", detail: "use an environment slug or id ('ferry env list')" },
+    ]);
+  });
+  const release = await getReleaseRow(db, project.id, request.release);
+  if (!release) {
+    throw new InputError(`project '${project.name}' has no release '${request.release}'`, [
+      { pointer: "/release", detail: "create it first, or list releases with 'ferry release list'" },
+    ]);
+  }
+  const lifecycle = await lifecyclePhases(db, project.id);
+  const decision = canDeploy(lifecycle.phases, environment.id, await succeededEnvironments(db, release.id), {
+    lifecycle: lifecycle.name,
+    environment: await environmentNames(db),
+  });
+  if (!decision.allowed) throw new PreconditionError(decision.reason);
+
+  const targets = await db
+    .selectFrom("target_environments")
+    .select("target_id")
+    .where("environment_id", "=", environment.id)
+    .execute();
+  const deploymentId = newId("dep");
+  const task = await services.enqueue({
+    kind: "deployment",
+    title: `Deploy ${project.name} ${release.version} to ${environment.name}`,
+    projectId: project.id,
+    environmentId: environment.id,
+    payload: { deploymentId },
+    lockKeys: [`deploy:${project.id}:${environment.id}`, ...targets.map((target) => `target:${target.target_id}`)],
+    createdBy: request.createdBy,
+  });
+  await db
+    .insertInto("deployments")
+    .values({
+      id: deploymentId,
+      project_id: project.id,
+      release_id: release.id,
+      environment_id: environment.id,
+      task_id: task.id,
+      created_at: nowIso(),
+    })
+    .execute();
+  return {
+    deploymentId,
+    taskId: task.id,
+    project: project.slug,
+    release: release.version,
+    environment: environment.slug,
+  };
+}
+
+const deploymentPayloadSchema = z.object({ deploymentId: z.string() });
+
+interface TargetInfo {
+  id: string;
+  name: string;
+  roles: string[];
+}
+
+/** The task kind that runs a deployment's steps in order on the environment's targets. */
+export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.infer<typeof deploymentPayloadSchema>> {
+  return {
+    kind: "deployment",
+    payload: deploymentPayloadSchema,
+    async run(task, { deploymentId }) {
+      const { db } = services.context;
+      // The task row is written before the deployment row; a claim can come in between.
+      const deployment = await waitForDeploymentRow(db, deploymentId, task.signal);
+      const release = await db
+        .selectFrom("releases")
+        .selectAll()
+        .where("id", "=", deployment.release_id)
+        .executeTakeFirstOrThrow();
+      const project = await db
+        .selectFrom("projects")
+        .selectAll()
+        .where("id", "=", deployment.project_id)
+        .executeTakeFirstOrThrow();
+      const environment = await db
+        .selectFrom("environments")
+        .selectAll()
+        .where("id", "=", deployment.environment_id)
+        .executeTakeFirstOrThrow();
+      const snapshot = openSnapshot(services.context, release);
+      const masker = new LogMasker(snapshot.secrets);
+      task.log.setRedactor((line) => masker.mask(line));
+      const targets: TargetInfo[] = (
+        await db
+          .selectFrom("target_environments as te")
+          .innerJoin("targets as t", "t.id", "te.target_id")
+          .select(["t.id", "t.name", "t.roles"])
+          .where("te.environment_id", "=", environment.id)
+          .orderBy("t.name")
+          .execute()
+      ).map((target) => ({ id: target.id, name: target.name, roles: JSON.parse(target.roles) as string[] }));
+
+      task.log.info(`Deploying ${project.name} release ${release.version} to ${environment.name}`);
+      const workDirectory = join(services.workRoot, task.taskId);
+      await mkdir(workDirectory, { recursive: true, mode: 0o700 });
+      const outputs = new Map<string, string>();
+      let failed: string | undefined;
+      try {
+        for (const step of snapshot.process.steps) {
+          if (!stepRunsIn(step, environment.slug)) {
+            task.log.info(`skipping step '${step.name}': it does not run in ${environment.name}`);
+            continue;
+          }
+          const variablesFor = (target: TargetInfo | undefined) => {
+            const resolved = withSystemVariables(
+              resolveVariables(
+                snapshot.variables.map((variable) => ({
+                  name: variable.name,
+                  value: variable.value ?? "",
+                  sensitive: variable.sensitive,
+                  scope: variable.scope,
+                })),
+                {
+                  environment: environment.id,
+                  roles: target?.roles ?? [],
+                  ...(target && { target: target.id }),
+                  step: step.name,
+                },
+              ),
+              {
+                releaseNumber: release.version,
+                environmentName: environment.name,
+                environmentSlug: environment.slug,
+                projectName: project.name,
+                projectSlug: project.slug,
+                deploymentId,
+                taskId: task.taskId,
+                ...(target && { targetName: target.name }),
+              },
+            );
+            const values = new Map([...resolved].map(([name, variable]) => [name, variable.value]));
+            for (const [name, value] of outputs) values.set(name, value);
+            return values;
+          };
+          if (!shouldRun(step, failed !== undefined, variablesFor(undefined))) {
+            task.log.info(`skipping step '${step.name}': its run condition is not met`);
+            continue;
+          }
+          const stepTargets =
+            step.roles.length === 0
+              ? [undefined]
+              : targets.filter((target) => target.roles.some((role) => step.roles.includes(role)));
+          if (stepTargets.length === 0) {
+            const message = `no target in ${environment.name} has role ${step.roles.join(" or ")} for step '${step.name}'`;
+            if (step.required) {
+              failed ??= message;
+              task.log.error(message);
+            } else {
+              task.log.warn(message);
+            }
+            continue;
+          }
+          for (const target of stepTargets) {
+            try {
+              const result = await runStep(task, step, target, variablesFor(target), workDirectory, {
+                "ferry.project": project.slug,
+                "ferry.env": environment.slug,
+                "ferry.release": release.version,
+                "ferry.task": task.taskId,
+              });
+              for (const [key, value] of Object.entries(result.outputs ?? {})) {
+                outputs.set(`Ferry.Step[${step.name}].Output.${key}`, value);
+              }
+            } catch (error) {
+              if (task.signal.aborted) throw error;
+              const message = error instanceof Error ? error.message : String(error);
+              if (step.required) {
+                failed ??= `step '${step.name}'${target ? ` on ${target.name}` : ""} failed: ${message}`;
+                task.log.error(failed);
+              } else {
+                task.log.warn(`optional step '${step.name}' failed (${message}); continuing`);
+              }
+            }
+          }
+        }
+      } finally {
+        await rm(workDirectory, { recursive: true, force: true });
+      }
+      if (failed) throw new TaskFailure(failed);
+      await autoDeployNext(services, deployment, task);
+      return { deploymentId, release: release.version, environment: environment.slug };
+    },
+  };
+}
+
+async function waitForDeploymentRow(db: Kysely<Database>, deploymentId: string, signal: AbortSignal) {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const row = await db.selectFrom("deployments").selectAll().where("id", "=", deploymentId).executeTakeFirst();
+    if (row) return row;
+    signal.throwIfAborted();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new TaskFailure(`deployment ${deploymentId} was not recorded`);
+}
+
+function shouldRun(step: Step, somethingFailed: boolean, variables: ReadonlyMap<string, string>): boolean {
+  const condition = step.condition;
+  if (condition === "always") return true;
+  if (condition === "success") return !somethingFailed;
+  if (condition === "failure") return somethingFailed;
+  return renderTemplate(`#{if ${condition.variable}}yes#{/if}`, variables) === "yes";
+}
+
+async function runStep(
+  task: TaskContext,
+  step: Step,
+  target: TargetInfo | undefined,
+  variables: ReadonlyMap<string, string>,
+  workDirectory: string,
+  labels: Record<string, string>,
+) {
+  const kind = stepKind(step.kind);
+  if (!kind) throw new TaskFailure(`this server does not know step kind '${step.kind}'`);
+  const config = kind.config.parse(step.config);
+  const context: StepRunContext = {
+    taskId: task.taskId,
+    stepName: step.name,
+    signal: task.signal,
+    log: task.log,
+    variables,
+    render: (template) => renderTemplate(template, variables),
+    labels,
+    workDirectory,
+  };
+  return task.log.step(target ? `${step.name} on ${target.name}` : step.name, () => kind.run(context, config));
+}
+
+/** A new release goes on its own to the environments of a first phase that auto-deploys. */
+export async function autoDeployNewRelease(
+  services: DeploymentServices,
+  project: string,
+  release: string,
+  createdBy: string,
+): Promise<DeploymentCreated[]> {
+  const { db } = services.context;
+  const projectRow = await findNamed(db, "projects", project);
+  const lifecycle = await lifecyclePhases(db, projectRow.id);
+  const queued: DeploymentCreated[] = [];
+  for (const environmentId of autoDeployTargets(lifecycle.phases, new Set())) {
+    queued.push(await requestDeployment(services, { project, release, environment: environmentId, createdBy }));
+  }
+  return queued;
+}
+
+/** After a success, deploys the same release to auto-deploy phases that just became reachable. */
+async function autoDeployNext(
+  services: DeploymentServices,
+  deployment: { project_id: string; release_id: string; environment_id: string },
+  task: TaskContext,
+): Promise<void> {
+  const { db } = services.context;
+  const lifecycle = await lifecyclePhases(db, deployment.project_id);
+  const succeeded = await succeededEnvironments(db, deployment.release_id);
+  succeeded.add(deployment.environment_id);
+  for (const environmentId of autoDeployTargets(lifecycle.phases, succeeded)) {
+    const queued = await requestDeployment(services, {
+      project: deployment.project_id,
+      release: deployment.release_id,
+      environment: environmentId,
+      createdBy: "auto-deploy",
+    });
+    task.log.info(`auto-deploy: queued ${queued.release} to ${queued.environment} (task ${queued.taskId})`);
+  }
+}

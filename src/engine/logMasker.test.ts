@@ -1,0 +1,242 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { LogMasker, MASK } from "./logMasker.js";
+
+/** Feeds `chunks` through a fresh masker and returns everything it released. */
+function streamThrough(secrets: readonly string[], chunks: readonly string[]): string {
+  const masker = new LogMasker(secrets);
+  return chunks.map((chunk) => masker.write(chunk)).join("") + masker.flush();
+}
+
+/** Cuts `text` at the given positions (taken modulo its length), keeping empty chunks. */
+function splitAt(text: string, cuts: readonly number[]): string[] {
+  const positions = [...cuts.map((cut) => (text.length === 0 ? 0 : cut % (text.length + 1)))].sort((a, b) => a - b);
+  const chunks: string[] = [];
+  let start = 0;
+  for (const position of positions) {
+    chunks.push(text.slice(start, position));
+    start = position;
+  }
+  chunks.push(text.slice(start));
+  return chunks;
+}
+
+describe("LogMasker", () => {
+  it("masks every occurrence of every secret", () => {
+    const masker = new LogMasker(["hunter2", "s3cr3t-token"]);
+    expect(masker.mask("login hunter2 then hunter2, token=s3cr3t-token.")).toBe(
+      `login ${MASK} then ${MASK}, token=${MASK}.`,
+    );
+  });
+
+  it("treats secrets as plain text, not patterns", () => {
+    expect(new LogMasker(["a.b*c(d)$"]).mask("x a.b*c(d)$ aXbbc(d)$")).toBe(`x ${MASK} aXbbc(d)$`);
+  });
+
+  it("hides overlapping secrets completely, whichever starts first, as one mask", () => {
+    const masker = new LogMasker(["xab", "abcd"]);
+    expect(masker.mask("-xabcd-")).toBe(`-${MASK}-`);
+    expect(new LogMasker(["abcd", "cdef"]).mask("abcdef")).toBe(MASK);
+    expect(new LogMasker(["aaa"]).mask("aaaaaaa b aaa")).toBe(`${MASK} b ${MASK}`);
+  });
+
+  it("masks a secret split across two or more writes", () => {
+    const masker = new LogMasker(["correct-horse-battery"]);
+    const released = [
+      masker.write("password: corr"),
+      masker.write("ect-hor"),
+      masker.write("se-"),
+      masker.write("battery\nnext line"),
+      masker.flush(),
+    ];
+    expect(released.join("")).toBe(`password: ${MASK}\nnext line`);
+    expect(released[0]).toBe("password: ");
+  });
+
+  it("holds back only a possible start of a secret, and releases it once it cannot match", () => {
+    const masker = new LogMasker(["hunter2"]);
+    expect(masker.write("the hunt")).toBe("the ");
+    expect(masker.write("ing season ")).toBe("hunting season ");
+    expect(masker.write("ends h")).toBe("ends ");
+    expect(masker.flush()).toBe("h");
+  });
+
+  it("holds back fewer characters than the longest pattern", () => {
+    const secret = "abcdefghij";
+    // Every prefix of the secret is a possible start: it is held back, and nothing else is.
+    for (let length = 1; length < secret.length; length += 1) {
+      const masker = new LogMasker([secret]);
+      expect(masker.write(`log ${secret.slice(0, length)}`)).toBe("log ");
+      expect(masker.write("!")).toBe(`${secret.slice(0, length)}!`);
+    }
+  });
+
+  it("can be reused for another stream after flush", () => {
+    const masker = new LogMasker(["secret"]);
+    expect(masker.write("sec")).toBe("");
+    expect(masker.flush()).toBe("sec");
+    expect(masker.write("ret")).toBe("ret");
+    // A complete match needs no lookahead: it is masked at once.
+    expect(masker.write("secret")).toBe(MASK);
+    expect(masker.flush()).toBe("");
+  });
+
+  it("leaves the stream alone when mask() is used in between", () => {
+    const masker = new LogMasker(["secret"]);
+    expect(masker.write("a sec")).toBe("a ");
+    expect(masker.mask("secret sec")).toBe(`${MASK} sec`);
+    expect(masker.write("ret")).toBe(MASK);
+    expect(masker.flush()).toBe("");
+  });
+
+  it("masks each line of a multi-line secret, with \\n or \\r\\n endings and any indentation", () => {
+    const key = "-----BEGIN KEY-----\nMIIEvQIBADANBg\n  }\n-----END KEY-----\n";
+    const masker = new LogMasker([key]);
+    // The whole key is one covered run, so one mask.
+    expect(masker.mask(`key=${key}.`)).toBe(`key=${MASK}.`);
+    // Printed line by line with other text in between, each line is masked on its own.
+    expect(masker.mask("read -----BEGIN KEY-----\nok\nMIIEvQIBADANBg\n")).toBe(`read ${MASK}\nok\n${MASK}\n`);
+    expect(masker.mask("-----BEGIN KEY-----\r\n    MIIEvQIBADANBg\r\n")).toBe(`${MASK}\r\n    ${MASK}\r\n`);
+    expect(streamThrough([key], ["MIIE", "vQIB", "ADANBg done"])).toBe(`${MASK} done`);
+    // The "}" line is too short to mask: it would hide every closing brace in the log.
+    expect(masker.mask("if (x) {\n  }")).toBe("if (x) {\n  }");
+  });
+
+  it("masks the base64 and URL-encoded forms of a secret", () => {
+    const secret = "p@ss word/ü!";
+    const base64 = Buffer.from(secret, "utf8").toString("base64");
+    const echoedBase64 = Buffer.from(`${secret}\n`, "utf8").toString("base64");
+    const masker = new LogMasker([secret]);
+    // Padding is not part of the pattern, so unpadded base64 is caught too; the "=" may stay.
+    const padding = base64.slice(base64.replace(/=+$/, "").length);
+    expect(padding).toBe("==");
+    expect(masker.mask(`basic ${base64}`)).toBe(`basic ${MASK}${padding}`);
+    expect(masker.mask(`jwt ${base64.replace(/=+$/, "")}.x`)).toBe(`jwt ${MASK}.x`);
+    expect(masker.mask(`echo ${echoedBase64.replace(/=+$/, "")}`)).toBe(`echo ${MASK}`);
+    expect(masker.mask(`url ?p=${encodeURIComponent(secret)}&x=1`)).toBe(`url ?p=${MASK}&x=1`);
+    expect(masker.mask(`form p=${encodeURIComponent(secret).replaceAll("%20", "+")}&x=1`)).toBe(`form p=${MASK}&x=1`);
+  });
+
+  it("ignores secrets shorter than three characters, and their encodings", () => {
+    const masker = new LogMasker(["ab", "", "x"]);
+    const text = `ab x ${Buffer.from("ab").toString("base64")} abc`;
+    expect(masker.write(text)).toBe(text);
+    expect(masker.flush()).toBe("");
+    expect(new LogMasker([]).mask("anything")).toBe("anything");
+  });
+
+  it("does not end a chunk in the middle of a surrogate pair", () => {
+    const masker = new LogMasker(["secret"]);
+    expect(masker.write("smile \uD83D")).toBe("smile ");
+    expect(masker.write("\uDE00 sec")).toBe("\uD83D\uDE00 ");
+    expect(masker.write("ret \uD83D")).toBe(`${MASK} `);
+    expect(masker.flush()).toBe("\uD83D");
+  });
+
+  it("passes a large log without secrets through unchanged, chunk by chunk", () => {
+    const line = "2026-01-01T00:00:00Z info pulling layer sha256:0123456789abcdef done\n";
+    const log = line.repeat(20_000);
+    const chunks = splitAt(
+      log,
+      Array.from({ length: 500 }, (_, index) => index * 2749),
+    );
+    expect(streamThrough(["sha256:fedcba", "hunter2"], chunks)).toBe(log);
+  });
+});
+
+/**
+ * An independent, deliberately naive masker: mark every position covered by any
+ * occurrence of any pattern, then turn each run of covered positions into one MASK.
+ * It knows only secrets and their lines, so the generated text must not be able to
+ * contain the encoded forms (see `alphabet`).
+ */
+function naiveMask(text: string, secrets: readonly string[]): string {
+  const patterns = secrets
+    .filter((secret) => secret.length >= 3)
+    .flatMap((secret) => [secret, ...secret.split(/\r\n|\r|\n/).map((line) => line.trim())])
+    .filter((pattern) => pattern.length >= 3);
+  const covered = new Array<boolean>(text.length).fill(false);
+  for (const pattern of patterns) {
+    for (let index = text.indexOf(pattern); index !== -1; index = text.indexOf(pattern, index + 1)) {
+      covered.fill(true, index, index + pattern.length);
+    }
+  }
+  let output = "";
+  for (let index = 0; index < text.length; index += 1) {
+    if (!covered[index]) output += text[index];
+    else if (index === 0 || !covered[index - 1]) output += MASK;
+  }
+  return output;
+}
+
+/**
+ * Small alphabet so secrets overlap and recur often. None of these characters can start
+ * a base64 encoding of such a secret (those start with Y, I, C or L), and '%' and '+' are
+ * absent, so encoded forms never occur in the text by chance.
+ */
+const alphabet = fc.constantFrom("a", "b", "c", "-", " ", "\n", "\r");
+
+const secretsAndLog = (unit: fc.Arbitrary<string>) =>
+  fc
+    .array(
+      fc.string({ unit, minLength: 1, maxLength: 12 }).filter((secret) => !secret.includes("*")),
+      { minLength: 1, maxLength: 4 },
+    )
+    .chain((secrets) =>
+      fc.record({
+        secrets: fc.constant(secrets),
+        text: fc
+          .array(fc.oneof(fc.string({ unit, maxLength: 10 }), fc.constantFrom(...secrets)), { maxLength: 12 })
+          .map((parts) => parts.join("")),
+        cuts: fc.array(fc.nat(), { maxLength: 10 }),
+      }),
+    );
+
+/** Everything that must not survive masking: each long-enough secret and secret line. */
+function hiddenForms(secrets: readonly string[]): string[] {
+  return secrets
+    .filter((secret) => secret.length >= 3)
+    .flatMap((secret) => [secret, ...secret.split(/\r\n|\r|\n/).map((line) => line.trim())])
+    .filter((form) => form.length >= 3);
+}
+
+describe("LogMasker properties", () => {
+  it("gives the same output for any split into chunks as for the whole text, with no secret left", () => {
+    fc.assert(
+      fc.property(secretsAndLog(alphabet), ({ secrets, text, cuts }) => {
+        const chunked = streamThrough(secrets, splitAt(text, cuts));
+        expect(chunked).toBe(new LogMasker(secrets).mask(text));
+        expect(chunked).toBe(streamThrough(secrets, [text]));
+        for (const form of hiddenForms(secrets)) {
+          expect(chunked).not.toContain(form);
+        }
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("agrees with a naive union-of-occurrences masker", () => {
+    fc.assert(
+      fc.property(secretsAndLog(alphabet), ({ secrets, text, cuts }) => {
+        expect(streamThrough(secrets, splitAt(text, cuts))).toBe(naiveMask(text, secrets));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("holds for any Unicode text, surrogate pairs split or not", () => {
+    fc.assert(
+      fc.property(
+        secretsAndLog(fc.string({ unit: "binary", minLength: 1, maxLength: 1 })),
+        ({ secrets, text, cuts }) => {
+          const chunked = streamThrough(secrets, splitAt(text, cuts));
+          expect(chunked).toBe(new LogMasker(secrets).mask(text));
+          for (const form of hiddenForms(secrets)) {
+            expect(chunked).not.toContain(form);
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});

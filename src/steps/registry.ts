@@ -1,0 +1,42 @@
+import { type FieldIssue, InputError } from "../domain/errors.js";
+import type { Step } from "../domain/process.js";
+import { toFieldIssues } from "../domain/validation.js";
+import { scriptStep } from "./script.js";
+import type { StepKind } from "./types.js";
+
+/** Every step kind Ferry knows: one line each. */
+const stepKinds: readonly StepKind[] = [scriptStep as StepKind];
+
+const byKind = new Map(stepKinds.map((kind) => [kind.kind, kind]));
+
+export function stepKind(kind: string): StepKind | undefined {
+  return byKind.get(kind);
+}
+
+/**
+ * Validates each step's `config` with its kind's schema, returning the steps with their
+ * configs parsed (defaults applied). Problems point into the process ("/steps/2/config/script").
+ */
+export function validateSteps(steps: readonly Step[], pointerBase = "/steps"): Step[] {
+  const issues: FieldIssue[] = [];
+  const parsed = steps.map((step, index) => {
+    const kind = byKind.get(step.kind);
+    if (!kind) {
+      issues.push({
+        pointer: `${pointerBase}/${index}/kind`,
+        detail: `unknown step kind '${step.kind}'; use one of: ${[...byKind.keys()].join(", ")}`,
+      });
+      return step;
+    }
+    const result = kind.config.safeParse(step.config);
+    if (!result.success) {
+      for (const issue of toFieldIssues(result.error)) {
+        issues.push({ pointer: `${pointerBase}/${index}/config${issue.pointer}`, detail: issue.detail });
+      }
+      return step;
+    }
+    return { ...step, config: result.data as Record<string, unknown> };
+  });
+  if (issues.length > 0) throw new InputError("the process has invalid steps; fix the fields listed", issues);
+  return parsed;
+}

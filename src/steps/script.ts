@@ -1,0 +1,140 @@
+import { spawn } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { z } from "zod";
+import { TaskFailure } from "../engine/types.js";
+import type { StepKind, StepRunContext } from "./types.js";
+
+const scriptConfigSchema = z.strictObject({
+  interpreter: z.enum(["bash", "node"]).default("bash"),
+  /**
+   * The script's text, run as is: it is never templated, because splicing values into
+   * code is how injection happens. Values reach it through `env` and `arguments`.
+   */
+  script: z
+    .string()
+    .min(1)
+    .max(256 * 1024),
+  /** Arguments ($1… / process.argv); each is a template rendered with the variables. */
+  arguments: z.array(z.string().max(8192)).max(100).default([]),
+  /** Environment variables for the script; each value is a template. */
+  env: z
+    .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { message: "use letters, digits and '_'" }), z.string())
+    .default({}),
+  timeoutSeconds: z
+    .number()
+    .int()
+    .min(1)
+    .max(24 * 3600)
+    .default(600),
+});
+type ScriptConfig = z.infer<typeof scriptConfigSchema>;
+
+/** Lines of `name=value` the script writes to $FERRY_OUTPUT become the step's output variables. */
+function parseOutputs(text: string): Record<string, string> {
+  const outputs: Record<string, string> = {};
+  for (const line of text.split(/\r?\n/)) {
+    const match = /^([A-Za-z_][A-Za-z0-9_.-]*)=(.*)$/.exec(line);
+    if (match?.[1]) outputs[match[1]] = match[2] ?? "";
+  }
+  return outputs;
+}
+
+/** Runs a bash or node script as its own process group, streaming its output into the task log. */
+export const scriptStep: StepKind<ScriptConfig> = {
+  kind: "script",
+  config: scriptConfigSchema,
+
+  plan(config, render) {
+    return [
+      {
+        description: `run a ${config.interpreter} script (${config.script.split("\n").length} lines) with ${
+          Object.keys(config.env).length
+        } environment variables${config.arguments.length > 0 ? ` and arguments ${config.arguments.map(render).join(" ")}` : ""}`,
+      },
+    ];
+  },
+
+  async run(context: StepRunContext, config: ScriptConfig) {
+    const directory = await mkdtemp(join(context.workDirectory, "script-"));
+    const outputFile = join(directory, "output");
+    try {
+      const env: Record<string, string> = {
+        PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin",
+        HOME: directory,
+        LANG: "C.UTF-8",
+        FERRY_OUTPUT: outputFile,
+        FERRY_TASK_ID: context.taskId,
+      };
+      for (const [name, template] of Object.entries(config.env)) env[name] = context.render(template);
+      const args = config.arguments.map((argument) => context.render(argument));
+      const [command, commandArgs] =
+        config.interpreter === "bash"
+          ? ["bash", ["--noprofile", "--norc", "-e", "-c", config.script, `ferry-step`, ...args]]
+          : [process.execPath, ["-e", config.script, "--", ...args]];
+      await runProcess(context, command, commandArgs, env, directory, config.timeoutSeconds * 1000);
+      const outputs = await readFile(outputFile, "utf8").then(parseOutputs, () => ({}));
+      return { outputs };
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
+  },
+};
+
+/**
+ * Spawns with an argument array (no shell line is ever built), in its own process group
+ * so a cancel or timeout kills the script and everything it started.
+ */
+async function runProcess(
+  context: StepRunContext,
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+  cwd: string,
+  timeoutMs: number,
+): Promise<void> {
+  const child = spawn(command, args, { env, cwd, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  const killGroup = () => {
+    if (child.pid !== undefined && child.exitCode === null) {
+      try {
+        process.kill(-child.pid, "SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }
+  };
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    killGroup();
+  }, timeoutMs);
+  const onAbort = () => killGroup();
+  context.signal.addEventListener("abort", onAbort, { once: true });
+  const pipeLines = (stream: NodeJS.ReadableStream, write: (line: string) => void) => {
+    let partial = "";
+    stream.setEncoding("utf8");
+    stream.on("data", (chunk: string) => {
+      const lines = (partial + chunk).split("\n");
+      partial = lines.pop() ?? "";
+      for (const line of lines) write(line);
+    });
+    stream.on("end", () => {
+      if (partial !== "") write(partial);
+    });
+  };
+  pipeLines(child.stdout, (line) => context.log.info(line));
+  pipeLines(child.stderr, (line) => context.log.warn(line));
+  try {
+    const code = await new Promise<number | null>((resolve, reject) => {
+      child.on("error", reject);
+      child.on("close", (exitCode) => resolve(exitCode));
+    });
+    if (context.signal.aborted) throw context.signal.reason ?? new TaskFailure("cancelled");
+    if (timedOut) throw new TaskFailure(`the script ran longer than ${timeoutMs / 1000} s and was stopped`);
+    if (code !== 0) throw new TaskFailure(`the script exited with code ${code ?? "(killed)"}`);
+  } finally {
+    clearTimeout(timer);
+    context.signal.removeEventListener("abort", onAbort);
+    killGroup();
+  }
+}

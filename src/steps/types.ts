@@ -1,0 +1,40 @@
+import type { z } from "zod";
+import type { TaskLog } from "../engine/taskLog.js";
+
+/** What a step sees when it runs on one target. */
+export interface StepRunContext {
+  readonly taskId: string;
+  readonly stepName: string;
+  readonly signal: AbortSignal;
+  readonly log: TaskLog;
+  /** The deployment's variables for this step and target (sensitive values included, in clear). */
+  readonly variables: ReadonlyMap<string, string>;
+  /** Renders a `#{…}` template with those variables; a missing variable is an error naming it. */
+  render(template: string): string;
+  /** Labels every resource the step creates carries, so clean-up finds exactly what this run made. */
+  readonly labels: Readonly<Record<string, string>>;
+  /** Where the step may keep files for the duration of the task. */
+  readonly workDirectory: string;
+}
+
+interface StepResult {
+  /** Output variables, visible to later steps as Ferry.Step[<name>].Output.<key>. */
+  outputs?: Record<string, string>;
+}
+
+/** One line of `ferry plan`: what the step would do, with sensitive values masked. */
+interface PlannedAction {
+  description: string;
+}
+
+/**
+ * One kind of deployment step: one file implementing this, plus one line in
+ * steps/registry.ts.
+ */
+export interface StepKind<C = unknown> {
+  readonly kind: string;
+  /** Validates the step's `config` in ferry.yml and the API. */
+  readonly config: z.ZodType<C>;
+  plan(config: C, render: (template: string) => string): PlannedAction[];
+  run(context: StepRunContext, config: C): Promise<StepResult>;
+}

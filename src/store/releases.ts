@@ -1,0 +1,201 @@
+import type { Paging } from "../domain/common.js";
+import { type FieldIssue, InputError } from "../domain/errors.js";
+import type { Process } from "../domain/process.js";
+import { processSchema } from "../domain/process.js";
+import {
+  type CreateRelease,
+  type Release,
+  type ReleaseSnapshot,
+  releaseSnapshotSchema,
+  type SnapshotVariable,
+  sealedVariableContext,
+} from "../domain/releases.js";
+import { nextVersion } from "../domain/versionRules.js";
+import {
+  type Executor,
+  findNamed,
+  newId,
+  nowIso,
+  type StoreContext,
+  toPage,
+  translateUniqueViolation,
+} from "./common.js";
+import type { ReleaseRow } from "./schema.js";
+
+export async function getProcess({ db }: StoreContext, projectReference: string): Promise<Process> {
+  const project = await findNamed(db, "projects", projectReference);
+  const row = await db.selectFrom("projects").select("process").where("id", "=", project.id).executeTakeFirstOrThrow();
+  return processSchema.parse(JSON.parse(row.process));
+}
+
+/** Replaces the project's process. Step configs must already be validated by their kinds. */
+export async function setProcess({ db }: StoreContext, projectReference: string, process: Process): Promise<Process> {
+  const project = await findNamed(db, "projects", projectReference);
+  await db
+    .updateTable("projects")
+    .set({ process: JSON.stringify(process), updated_at: nowIso() })
+    .where("id", "=", project.id)
+    .execute();
+  return process;
+}
+
+function toRelease(row: ReleaseRow, projectSlug: string): Release {
+  const snapshot = releaseSnapshotSchema.parse(JSON.parse(row.snapshot));
+  return {
+    id: row.id,
+    project: projectSlug,
+    version: row.version,
+    notes: row.notes,
+    steps: snapshot.process.steps.map((step) => ({ name: step.name, kind: step.kind })),
+    createdBy: row.created_by,
+    createdAt: row.created_at,
+  };
+}
+
+/**
+ * Freezes the project's process and variables into a new release. Sensitive values are
+ * re-sealed bound to the release, so later edits of the project's variables never reach
+ * an existing release (only a deliberate re-snapshot would).
+ */
+export async function createRelease(
+  { db, secrets }: StoreContext,
+  projectReference: string,
+  input: CreateRelease,
+  createdBy: string,
+): Promise<Release> {
+  return db.transaction().execute(async (trx) => {
+    const project = await findNamed(trx, "projects", projectReference);
+    const { process, version_pattern: pattern } = await trx
+      .selectFrom("projects")
+      .select(["process", "version_pattern"])
+      .where("id", "=", project.id)
+      .executeTakeFirstOrThrow();
+    const existing = (
+      await trx.selectFrom("releases").select("version").where("project_id", "=", project.id).execute()
+    ).map((row) => row.version);
+    const version = input.version ?? nextVersion(pattern, existing);
+    if (existing.includes(version)) {
+      const issues: FieldIssue[] = [{ pointer: "/version", detail: "choose a version this project has not used" }];
+      throw new InputError(
+        `release ${version} of project '${project.name}' already exists; releases never change`,
+        issues,
+      );
+    }
+    const id = newId("rel");
+    const snapshot: ReleaseSnapshot = {
+      process: processSchema.parse(JSON.parse(process)),
+      variables: await snapshotVariables(trx, project.id, (variableId, sealed, index) =>
+        secrets.seal(secrets.open(sealed, `variable:${variableId}`), sealedVariableContext(id, index)),
+      ),
+    };
+    const row: ReleaseRow = {
+      id,
+      project_id: project.id,
+      version,
+      notes: input.notes,
+      snapshot: JSON.stringify(snapshot),
+      created_by: createdBy,
+      created_at: nowIso(),
+    };
+    await translateUniqueViolation(`release ${version} of project '${project.name}' already exists`, () =>
+      trx.insertInto("releases").values(row).execute(),
+    );
+    return toRelease(row, project.slug);
+  });
+}
+
+async function snapshotVariables(
+  trx: Executor,
+  projectId: string,
+  /** Opens a project variable's sealed value and seals it again for the release. */
+  reseal: (variableId: string, sealed: string, index: number) => string,
+): Promise<SnapshotVariable[]> {
+  const variables = await trx
+    .selectFrom("variables")
+    .selectAll()
+    .where("project_id", "=", projectId)
+    .orderBy("name")
+    .orderBy("scope_key")
+    .execute();
+  const scopes = variables.length
+    ? await trx
+        .selectFrom("variable_scopes")
+        .selectAll()
+        .where(
+          "variable_id",
+          "in",
+          variables.map((variable) => variable.id),
+        )
+        .execute()
+    : [];
+  return variables.map((variable, index) => {
+    const own = scopes.filter((scope) => scope.variable_id === variable.id);
+    const of = (kind: string) => own.filter((scope) => scope.kind === kind).map((scope) => scope.value);
+    return {
+      name: variable.name,
+      sensitive: variable.sensitive === 1,
+      value: variable.sensitive === 1 ? null : variable.value,
+      sealed: variable.sensitive === 1 ? reseal(variable.id, variable.value_sealed ?? "", index) : null,
+      scope: { environments: of("environment"), roles: of("role"), targets: of("target") },
+    };
+  });
+}
+
+export async function getReleaseRow(
+  db: Executor,
+  projectId: string,
+  reference: string,
+): Promise<ReleaseRow | undefined> {
+  return db
+    .selectFrom("releases")
+    .selectAll()
+    .where("project_id", "=", projectId)
+    .where((eb) => eb.or([eb("id", "=", reference), eb("version", "=", reference)]))
+    .executeTakeFirst();
+}
+
+export async function getRelease({ db }: StoreContext, projectReference: string, reference: string): Promise<Release> {
+  const project = await findNamed(db, "projects", projectReference);
+  const row = await getReleaseRow(db, project.id, reference);
+  if (!row) {
+    throw new InputError(`project '${project.name}' has no release '${reference}'`, [
+      { pointer: "/release", detail: "list releases with 'ferry release list --project …'" },
+    ]);
+  }
+  return toRelease(row, project.slug);
+}
+
+export async function listReleases({ db }: StoreContext, projectReference: string, paging: Paging) {
+  const project = await findNamed(db, "projects", projectReference);
+  const rows = await db
+    .selectFrom("releases")
+    .selectAll()
+    .where("project_id", "=", project.id)
+    .orderBy("created_at", "desc")
+    .limit(paging.limit)
+    .offset(paging.offset)
+    .execute();
+  const { count } = await db
+    .selectFrom("releases")
+    .select((eb) => eb.fn.countAll<number | string>().as("count"))
+    .where("project_id", "=", project.id)
+    .executeTakeFirstOrThrow();
+  return toPage(
+    rows.map((row) => toRelease(row, project.slug)),
+    Number(count),
+    paging,
+  );
+}
+
+/** The release's snapshot with sensitive values opened, for the deployment that runs it. */
+export function openSnapshot(context: StoreContext, row: ReleaseRow): ReleaseSnapshot & { secrets: string[] } {
+  const snapshot = releaseSnapshotSchema.parse(JSON.parse(row.snapshot));
+  const secrets: string[] = [];
+  const variables = snapshot.variables.map((variable, index) => {
+    if (!variable.sensitive || variable.sealed === null) return variable;
+    const value = context.secrets.open(variable.sealed, sealedVariableContext(row.id, index));
+    secrets.push(value);
+    return { ...variable, value };
+  });
+  return { ...snapshot, variables, secrets };
+}

@@ -1,0 +1,181 @@
+import { existsSync, rmSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestServer, type TestServer } from "./helpers/server.js";
+
+interface LogLine {
+  line: number;
+  level: string;
+  step: string | null;
+  text: string;
+}
+
+const secret = "Sup3r-S3cret-canary";
+const multiLineSecret = "first-line-of-key\nsecond-line-of-key";
+const marker = `/tmp/ferry-pwned-${process.pid}`;
+
+describe("deployments with script steps (real processes, SQLite)", () => {
+  let test: TestServer;
+
+  const logOf = async (taskId: string) =>
+    (await test.call<{ lines: LogLine[] }>("GET", `/api/v1/tasks/${taskId}/log`)).body.lines;
+
+  beforeAll(async () => {
+    rmSync(marker, { force: true });
+    test = await startTestServer();
+    for (const name of ["dev", "test", "prod"]) await test.call("POST", "/api/v1/environments", { name });
+    await test.call("POST", "/api/v1/lifecycles", {
+      name: "default",
+      phases: [{ environments: ["dev"], autoDeploy: true }, { environments: ["test"] }, { environments: ["prod"] }],
+    });
+    await test.call("POST", "/api/v1/projects", { name: "shop", lifecycle: "default" });
+    const variables = [
+      { name: "Greeting", value: "hello from everywhere" },
+      { name: "Greeting", value: "hello prod", scope: { environments: ["prod"] } },
+      { name: "DbPassword", value: secret, sensitive: true },
+      { name: "Key", value: multiLineSecret, sensitive: true },
+      { name: "Nasty", value: `$(touch ${marker}); rm -rf /tmp/nothing-here \`touch ${marker}\`` },
+    ];
+    for (const variable of variables) {
+      const { status } = await test.call("POST", "/api/v1/projects/shop/variables", variable);
+      expect(status).toBe(201);
+    }
+    const process = await test.call("PUT", "/api/v1/projects/shop/process", {
+      steps: [
+        {
+          name: "greet",
+          kind: "script",
+          config: {
+            script: [
+              'echo "greeting: $GREETING on $ENV_NAME"',
+              'echo "password: $DB_PASSWORD"',
+              // biome-ignore lint/suspicious/noTemplateCurlyInString: bash parameter expansion, not JavaScript
+              'printf "split: %s" "${DB_PASSWORD:0:6}"; printf "%s\\n" "${DB_PASSWORD:6}"',
+              'echo "key: $KEY"',
+              'echo "nasty: $NASTY" "$1"',
+              'echo "port=8080" >> "$FERRY_OUTPUT"',
+            ].join("\n"),
+            arguments: ["#{Nasty}"],
+            env: {
+              GREETING: "#{Greeting}",
+              ENV_NAME: "#{Ferry.Environment.Name}",
+              DB_PASSWORD: "#{DbPassword}",
+              KEY: "#{Key}",
+              NASTY: "#{Nasty}",
+            },
+          },
+        },
+        {
+          name: "use output",
+          kind: "script",
+          config: { script: 'echo "previous port: $PORT"', env: { PORT: "#{Ferry.Step[greet].Output.port}" } },
+        },
+      ],
+    });
+    expect(process.status).toBe(200);
+  });
+  afterAll(async () => {
+    await test?.close();
+    rmSync(marker, { force: true });
+  });
+
+  it("creates a release that auto-deploys to dev, runs the steps and masks secrets", async () => {
+    const created = await test.call<{ version: string; deployments: { taskId: string; environment: string }[] }>(
+      "POST",
+      "/api/v1/projects/shop/releases",
+      { version: "1.0.0", notes: "first" },
+    );
+    expect(created.status).toBe(201);
+    expect(created.body.deployments.map((deployment) => deployment.environment)).toEqual(["dev"]);
+    const taskId = created.body.deployments[0]?.taskId ?? "";
+    const task = await test.waitForTask(taskId);
+    const lines = await logOf(taskId);
+    const text = lines.map((line) => line.text).join("\n");
+    expect(task.state, text).toBe("succeeded");
+    expect(text).toContain("greeting: hello from everywhere on dev");
+    expect(text).toContain("previous port: 8080");
+    expect(text).toContain("password: ********");
+    for (const part of [secret, "first-line-of-key", "second-line-of-key"]) expect(text).not.toContain(part);
+    expect(lines.some((line) => line.level === "step" && line.text.startsWith("✔ greet"))).toBe(true);
+  });
+
+  it("passes hostile variable values to scripts without executing them", async () => {
+    expect(existsSync(marker)).toBe(false);
+    const { body } = await test.call<{ items: { id: string }[] }>("GET", "/api/v1/tasks?limit=1");
+    const text = (await logOf(body.items[0]?.id ?? "")).map((line) => line.text).join("\n");
+    expect(text).toContain(`nasty: $(touch ${marker}); rm -rf`);
+  });
+
+  it("refuses to deploy to prod before test, naming the lifecycle rule", async () => {
+    const refused = await test.call<{ type: string; detail: string }>("POST", "/api/v1/projects/shop/deployments", {
+      release: "1.0.0",
+      environment: "prod",
+    });
+    expect(refused.status).toBe(409);
+    expect(refused.body.detail).toBe(
+      "lifecycle 'default' requires phase 'test' first: deploy this release to 'test' before 'prod'",
+    );
+  });
+
+  it("promotes the same release to test and then prod, with prod's scoped value", async () => {
+    for (const environment of ["test", "prod"]) {
+      const queued = await test.call<{ taskId: string }>("POST", "/api/v1/projects/shop/deployments", {
+        release: "1.0.0",
+        environment,
+      });
+      expect(queued.status).toBe(201);
+      expect((await test.waitForTask(queued.body.taskId)).state).toBe("succeeded");
+      if (environment === "prod") {
+        const text = (await logOf(queued.body.taskId)).map((line) => line.text).join("\n");
+        expect(text).toContain("greeting: hello prod on prod");
+      }
+    }
+  });
+
+  it("streams a task's log over SSE until it ends", async () => {
+    const created = await test.call<{ deployments: { taskId: string }[] }>("POST", "/api/v1/projects/shop/releases", {
+      version: "1.0.1",
+    });
+    const taskId = created.body.deployments[0]?.taskId ?? "";
+    const response = await fetch(new URL(`/api/v1/tasks/${taskId}/log?follow=1`, test.server.url), {
+      headers: { authorization: `Bearer ${test.apiKey}` },
+    });
+    expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    const stream = await response.text();
+    expect(stream).toContain("event: line");
+    expect(stream).toMatch(/event: end\ndata: \{"state":"succeeded"\}/);
+    expect(stream).not.toContain(secret);
+  });
+
+  it("fails a deployment whose step fails and reports the step", async () => {
+    await test.call("PUT", "/api/v1/projects/shop/process", {
+      steps: [
+        { name: "boom", kind: "script", config: { script: "echo about to fail; exit 3" } },
+        { name: "never", kind: "script", config: { script: "echo should not run" } },
+        { name: "on failure", kind: "script", condition: "failure", config: { script: "echo cleaning up" } },
+      ],
+    });
+    const created = await test.call<{ deployments: { taskId: string }[] }>("POST", "/api/v1/projects/shop/releases", {
+      version: "1.0.2",
+    });
+    const taskId = created.body.deployments[0]?.taskId ?? "";
+    const task = await test.waitForTask(taskId);
+    expect(task.state).toBe("failed");
+    expect(task.error).toBe("step 'boom' failed: the script exited with code 3");
+    const text = (await logOf(taskId)).map((line) => line.text).join("\n");
+    expect(text).toContain("cleaning up");
+    expect(text).not.toContain("should not run");
+  });
+
+  it("validates step configs by their kind", async () => {
+    const response = await test.call<{ errors: { pointer: string }[] }>("PUT", "/api/v1/projects/shop/process", {
+      steps: [
+        { name: "a", kind: "script", config: { script: "", timeoutSeconds: -1 } },
+        { name: "b", kind: "teleport" },
+      ],
+    });
+    expect(response.status).toBe(400);
+    expect(response.body.errors.map((issue) => issue.pointer)).toEqual(
+      expect.arrayContaining(["/steps/0/config/script", "/steps/0/config/timeoutSeconds", "/steps/1/kind"]),
+    );
+  });
+});

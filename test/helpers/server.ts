@@ -1,0 +1,64 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { generateApiKey } from "../../src/security/apiKeys.js";
+import { type RunningServer, startServer } from "../../src/server/start.js";
+
+export interface TestServer {
+  server: RunningServer;
+  apiKey: string;
+  dataDir: string;
+  /** JSON request with the admin key; returns status and parsed body. */
+  call<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
+  /** Polls a task until it ends; returns its final row as the API shows it. */
+  waitForTask(taskId: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+  close(): Promise<void>;
+}
+
+/** A real Ferry server (HTTP on a free port, task engine running) on a fresh SQLite data dir. */
+export async function startTestServer(options: { databaseUrl?: string; leaseMs?: number } = {}): Promise<TestServer> {
+  const dataDir = mkdtempSync(join(tmpdir(), "ferry-server-"));
+  const apiKey = generateApiKey();
+  const server = await startServer({
+    port: 0,
+    host: "127.0.0.1",
+    dataDir,
+    databaseUrl: options.databaseUrl,
+    adminApiKey: apiKey,
+    logLevel: process.env.TEST_LOG_LEVEL ?? "silent",
+    leaseMs: options.leaseMs,
+    announce: () => {},
+  });
+  const call = async <T>(method: string, path: string, body?: unknown) => {
+    const response = await fetch(new URL(path, server.url), {
+      method,
+      headers: {
+        authorization: `Bearer ${apiKey}`,
+        ...(body !== undefined && { "content-type": "application/json" }),
+      },
+      ...(body !== undefined && { body: JSON.stringify(body) }),
+    });
+    const text = await response.text();
+    return { status: response.status, body: (text ? JSON.parse(text) : undefined) as T };
+  };
+  return {
+    server,
+    apiKey,
+    dataDir,
+    call,
+    async waitForTask(taskId, timeoutMs = 30_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const { body } = await call<Record<string, unknown>>("GET", `/api/v1/tasks/${taskId}`);
+        if (["succeeded", "failed", "cancelled", "interrupted"].includes(String(body.state))) return body;
+        if (Date.now() > deadline) throw new Error(`task ${taskId} still ${String(body.state)} after ${timeoutMs} ms`);
+        await sleep(50);
+      }
+    },
+    async close() {
+      await server.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
