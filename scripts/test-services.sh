@@ -60,4 +60,18 @@ SQL
 # openssl makes the token-auth test's signing certificate.
 ensure_packages docker-registry apache2-utils openssl
 
+# --- Docker engine -------------------------------------------------------------------
+# Container steps run against a real engine. Debian's docker.io; dockerd is started in the
+# background when its socket does not answer (no systemd here), logging to /tmp.
+ensure_packages docker.io
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd"
+  as_root sh -c 'nohup dockerd >/tmp/ferry-dockerd.log 2>&1 &'
+  for _ in $(seq 1 100); do
+    docker info >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  docker info >/dev/null 2>&1 || { log "dockerd did not start; see /tmp/ferry-dockerd.log"; exit 1; }
+fi
+
 echo "FERRY_TEST_POSTGRES_URL=postgres://ferry_test:ferry_test@127.0.0.1:$pg_port/postgres"

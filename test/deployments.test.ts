@@ -131,6 +131,44 @@ describe("deployments with script steps (real processes, SQLite)", () => {
     }
   });
 
+  it("plans a deployment without running it, masking sensitive values", async () => {
+    const plan = await test.call<{
+      steps: { name: string; runs: boolean; actions: string[] }[];
+      variables: { name: string; value: string }[];
+    }>("GET", "/api/v1/projects/shop/plan?release=1.0.0&environment=prod");
+    expect(plan.status).toBe(200);
+    expect(plan.body.steps.map((step) => [step.name, step.runs])).toEqual([
+      ["greet", true],
+      ["use output", true],
+    ]);
+    const values = Object.fromEntries(plan.body.variables.map((variable) => [variable.name, variable.value]));
+    expect(values).toMatchObject({ Greeting: "hello prod", DbPassword: "********", "Ferry.Environment.Name": "prod" });
+    expect(JSON.stringify(plan.body)).not.toContain(secret);
+  });
+
+  it("promotes what the previous phase runs and rolls back to the last known good release", async () => {
+    await test.call("POST", "/api/v1/projects/shop/releases", { version: "1.1.0" });
+    const tasks = await test.call<{ items: { id: string }[] }>("GET", "/api/v1/tasks?limit=1");
+    await test.waitForTask(tasks.body.items[0]?.id ?? "");
+    const promoted = await test.call<{ release: string; taskId: string }>("POST", "/api/v1/projects/shop/promotions", {
+      to: "test",
+    });
+    expect(promoted.status).toBe(201);
+    expect(promoted.body.release).toBe("1.1.0");
+    expect((await test.waitForTask(promoted.body.taskId)).state).toBe("succeeded");
+
+    const rolledBack = await test.call<{ release: string; taskId: string }>("POST", "/api/v1/projects/shop/rollbacks", {
+      environment: "test",
+    });
+    expect(rolledBack.status).toBe(201);
+    expect(rolledBack.body.release).toBe("1.0.0");
+    expect((await test.waitForTask(rolledBack.body.taskId)).state).toBe("succeeded");
+
+    const nothingBefore = await test.call<{ detail: string }>("POST", "/api/v1/projects/shop/promotions", { to: "dev" });
+    expect(nothingBefore.status).toBe(409);
+    expect(nothingBefore.body.detail).toMatch(/first phase/);
+  });
+
   it("streams a task's log over SSE until it ends", async () => {
     const created = await test.call<{ deployments: { taskId: string }[] }>("POST", "/api/v1/projects/shop/releases", {
       version: "1.0.1",

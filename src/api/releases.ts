@@ -2,7 +2,14 @@ import { z } from "zod";
 import { pageSchema, pagingSchema, referenceSchema } from "../domain/common.js";
 import { processSchema } from "../domain/process.js";
 import { createReleaseSchema, releaseSchema } from "../domain/releases.js";
-import { autoDeployNewRelease, type DeploymentServices, requestDeployment } from "../engine/deployments.js";
+import {
+  autoDeployNewRelease,
+  type DeploymentServices,
+  promote,
+  requestDeployment,
+  rollback,
+} from "../engine/deployments.js";
+import { planDeployment } from "../engine/plan.js";
 import { validateSteps } from "../steps/registry.js";
 import { createRelease, getProcess, getRelease, listReleases, setProcess } from "../store/releases.js";
 import { defineRoute, pathParams, type RouteSpec } from "./route.js";
@@ -18,6 +25,28 @@ const deploymentCreatedSchema = z.object({
 const createDeploymentSchema = z.strictObject({
   release: referenceSchema.describe("release version or id"),
   environment: referenceSchema.describe("environment slug or id"),
+});
+
+const planQuerySchema = z.strictObject({
+  release: referenceSchema.describe("release version or id"),
+  environment: referenceSchema.describe("environment slug or id"),
+});
+
+const planSchema = z.object({
+  project: z.string(),
+  release: z.string(),
+  environment: z.string(),
+  steps: z.array(
+    z.object({
+      name: z.string(),
+      kind: z.string(),
+      runs: z.boolean(),
+      reason: z.string().optional(),
+      targets: z.array(z.string()),
+      actions: z.array(z.string()),
+    }),
+  ),
+  variables: z.array(z.object({ name: z.string(), value: z.string(), sensitive: z.boolean() })),
 });
 
 /** Routes of a project's process, releases and deployments. */
@@ -89,6 +118,43 @@ export function releaseRoutes(services: DeploymentServices): RouteSpec[] {
       status: 201,
       handler: ({ params, body, request }) =>
         requestDeployment(services, { project: params.project, ...body, createdBy: createdBy(request) }),
+    }),
+    defineRoute({
+      method: "POST",
+      path: "/api/v1/projects/:project/promotions",
+      tag: "Deployments",
+      summary: "Promote: deploy to an environment the release the previous phase runs",
+      params: pathParams("project"),
+      body: z.strictObject({ to: referenceSchema.describe("environment slug or id") }),
+      response: deploymentCreatedSchema,
+      status: 201,
+      handler: ({ params, body, request }) =>
+        promote(services, { project: params.project, to: body.to, createdBy: createdBy(request) }),
+    }),
+    defineRoute({
+      method: "POST",
+      path: "/api/v1/projects/:project/rollbacks",
+      tag: "Deployments",
+      summary: "Roll back: redeploy an earlier release (default: the last one that succeeded before the current)",
+      params: pathParams("project"),
+      body: z.strictObject({
+        environment: referenceSchema.describe("environment slug or id"),
+        to: referenceSchema.optional().describe("release version or id"),
+      }),
+      response: deploymentCreatedSchema,
+      status: 201,
+      handler: ({ params, body, request }) =>
+        rollback(services, { project: params.project, ...body, createdBy: createdBy(request) }),
+    }),
+    defineRoute({
+      method: "GET",
+      path: "/api/v1/projects/:project/plan",
+      tag: "Deployments",
+      summary: "Plan: the steps, targets and variables a deployment would use, sensitive values masked",
+      params: pathParams("project"),
+      query: planQuerySchema,
+      response: planSchema,
+      handler: ({ params, query }) => planDeployment(services, { project: params.project, ...query }),
     }),
   ];
 }

@@ -6,7 +6,12 @@ import { InputError, PreconditionError } from "../domain/errors.js";
 import { type Step, stepRunsIn } from "../domain/process.js";
 import { autoDeployTargets, canDeploy, type ProgressionPhase } from "../domain/progression.js";
 import { renderTemplate } from "../domain/templates.js";
-import { resolveVariables, withSystemVariables } from "../domain/variableScoping.js";
+import {
+  resolveVariables,
+  type ScopedVariable,
+  type SystemVariableValues,
+  withSystemVariables,
+} from "../domain/variableScoping.js";
 import { stepKind } from "../steps/registry.js";
 import type { StepRunContext } from "../steps/types.js";
 import type { StoreContext } from "../store/common.js";
@@ -156,12 +161,142 @@ export async function requestDeployment(
   };
 }
 
+/** The release most recently deployed successfully to each of the environments, newest first. */
+async function successfulReleases(db: Kysely<Database>, projectId: string, environmentIds: readonly string[]) {
+  if (environmentIds.length === 0) return [];
+  return db
+    .selectFrom("deployments as d")
+    .innerJoin("tasks as t", "t.id", "d.task_id")
+    .innerJoin("releases as r", "r.id", "d.release_id")
+    .select(["r.id as releaseId", "r.version", "d.environment_id as environmentId", "t.finished_at as finishedAt"])
+    .where("d.project_id", "=", projectId)
+    .where("d.environment_id", "in", environmentIds)
+    .where("t.state", "=", "succeeded")
+    .orderBy("t.finished_at", "desc")
+    .execute();
+}
+
+/**
+ * Promotes what the previous phase runs: the release most recently deployed successfully
+ * to an environment of the phase before the one holding `to`.
+ */
+export async function promote(
+  services: DeploymentServices,
+  request: { project: string; to: string; createdBy: string },
+): Promise<DeploymentCreated> {
+  const { db } = services.context;
+  const project = await findNamed(db, "projects", request.project);
+  const environment = await findNamed(db, "environments", request.to);
+  const lifecycle = await lifecyclePhases(db, project.id);
+  const index = lifecycle.phases.findIndex((phase) => phase.environmentIds.includes(environment.id));
+  if (index < 0) {
+    throw new PreconditionError(`environment '${environment.name}' is not in lifecycle '${lifecycle.name}'`);
+  }
+  const previous = lifecycle.phases[index - 1];
+  if (!previous) {
+    throw new PreconditionError(
+      `'${environment.name}' is in the first phase of lifecycle '${lifecycle.name}': there is nothing to promote from; deploy a release instead`,
+    );
+  }
+  const [latest] = await successfulReleases(db, project.id, previous.environmentIds);
+  if (!latest) {
+    throw new PreconditionError(
+      `no release has been deployed successfully to phase '${previous.name}' yet, so there is nothing to promote to '${environment.name}'`,
+    );
+  }
+  return requestDeployment(services, {
+    project: project.id,
+    release: latest.releaseId,
+    environment: environment.id,
+    createdBy: request.createdBy,
+  });
+}
+
+/**
+ * Rolls an environment back by redeploying an earlier release: `to`, or else the last
+ * release that succeeded there before the current one ("last known good").
+ */
+export async function rollback(
+  services: DeploymentServices,
+  request: { project: string; environment: string; to?: string | undefined; createdBy: string },
+): Promise<DeploymentCreated> {
+  const { db } = services.context;
+  const project = await findNamed(db, "projects", request.project);
+  const environment = await findNamed(db, "environments", request.environment);
+  const history = await successfulReleases(db, project.id, [environment.id]);
+  const current = history[0];
+  let target: { releaseId: string } | undefined;
+  if (request.to !== undefined) {
+    const release = await getReleaseRow(db, project.id, request.to);
+    if (!release) throw new InputError(`project '${project.name}' has no release '${request.to}'`);
+    target = { releaseId: release.id };
+  } else {
+    target = history.find((entry) => entry.releaseId !== current?.releaseId);
+  }
+  if (!target) {
+    throw new PreconditionError(
+      `'${environment.name}' has no earlier successful release to roll back to${current ? ` (it runs ${current.version})` : ""}`,
+    );
+  }
+  return requestDeployment(services, {
+    project: project.id,
+    release: target.releaseId,
+    environment: environment.id,
+    createdBy: request.createdBy,
+  });
+}
+
 const deploymentPayloadSchema = z.object({ deploymentId: z.string() });
 
-interface TargetInfo {
+export interface TargetInfo {
   id: string;
   name: string;
   roles: string[];
+}
+
+export async function environmentTargets(db: Kysely<Database>, environmentId: string): Promise<TargetInfo[]> {
+  const rows = await db
+    .selectFrom("target_environments as te")
+    .innerJoin("targets as t", "t.id", "te.target_id")
+    .select(["t.id", "t.name", "t.roles"])
+    .where("te.environment_id", "=", environmentId)
+    .orderBy("t.name")
+    .execute();
+  return rows.map((target) => ({ id: target.id, name: target.name, roles: JSON.parse(target.roles) as string[] }));
+}
+
+/** The targets a step runs on: once on the server's host without roles, else each target with a role. */
+export function targetsOfStep(step: Step, targets: readonly TargetInfo[]): (TargetInfo | undefined)[] {
+  return step.roles.length === 0
+    ? [undefined]
+    : targets.filter((target) => target.roles.some((role) => step.roles.includes(role)));
+}
+
+/**
+ * The variables one step sees on one target: the release's values resolved by scope
+ * precedence, the Ferry.* system variables, and earlier steps' outputs.
+ */
+export function stepVariables(
+  variables: readonly { name: string; value: string | null; sensitive: boolean; scope: ScopedVariable["scope"] }[],
+  where: { environmentId: string; target: TargetInfo | undefined; stepName: string },
+  system: SystemVariableValues,
+  outputs: ReadonlyMap<string, string> = new Map(),
+): Map<string, string> {
+  const resolved = withSystemVariables(
+    resolveVariables(
+      variables.map((variable) => ({ ...variable, value: variable.value ?? "" })),
+      {
+        environment: where.environmentId,
+        roles: where.target?.roles ?? [],
+        ...(where.target && { target: where.target.id }),
+        step: where.stepName,
+      },
+    ),
+    system,
+  );
+  const values = new Map([...resolved].map(([name, variable]) => [name, variable.value]));
+  for (const [name, value] of outputs) values.set(name, value);
+  return values;
 }
 
 /** The task kind that runs a deployment's steps in order on the environment's targets. */
@@ -191,15 +326,17 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
       const snapshot = openSnapshot(services.context, release);
       const masker = new LogMasker(snapshot.secrets);
       task.log.setRedactor((line) => masker.mask(line));
-      const targets: TargetInfo[] = (
-        await db
-          .selectFrom("target_environments as te")
-          .innerJoin("targets as t", "t.id", "te.target_id")
-          .select(["t.id", "t.name", "t.roles"])
-          .where("te.environment_id", "=", environment.id)
-          .orderBy("t.name")
-          .execute()
-      ).map((target) => ({ id: target.id, name: target.name, roles: JSON.parse(target.roles) as string[] }));
+      const targets = await environmentTargets(db, environment.id);
+      const system = (target: TargetInfo | undefined): SystemVariableValues => ({
+        releaseNumber: release.version,
+        environmentName: environment.name,
+        environmentSlug: environment.slug,
+        projectName: project.name,
+        projectSlug: project.slug,
+        deploymentId,
+        taskId: task.taskId,
+        ...(target && { targetName: target.name }),
+      });
 
       task.log.info(`Deploying ${project.name} release ${release.version} to ${environment.name}`);
       const workDirectory = join(services.workRoot, task.taskId);
@@ -212,45 +349,18 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
             task.log.info(`skipping step '${step.name}': it does not run in ${environment.name}`);
             continue;
           }
-          const variablesFor = (target: TargetInfo | undefined) => {
-            const resolved = withSystemVariables(
-              resolveVariables(
-                snapshot.variables.map((variable) => ({
-                  name: variable.name,
-                  value: variable.value ?? "",
-                  sensitive: variable.sensitive,
-                  scope: variable.scope,
-                })),
-                {
-                  environment: environment.id,
-                  roles: target?.roles ?? [],
-                  ...(target && { target: target.id }),
-                  step: step.name,
-                },
-              ),
-              {
-                releaseNumber: release.version,
-                environmentName: environment.name,
-                environmentSlug: environment.slug,
-                projectName: project.name,
-                projectSlug: project.slug,
-                deploymentId,
-                taskId: task.taskId,
-                ...(target && { targetName: target.name }),
-              },
+          const variablesFor = (target: TargetInfo | undefined) =>
+            stepVariables(
+              snapshot.variables,
+              { environmentId: environment.id, target, stepName: step.name },
+              system(target),
+              outputs,
             );
-            const values = new Map([...resolved].map(([name, variable]) => [name, variable.value]));
-            for (const [name, value] of outputs) values.set(name, value);
-            return values;
-          };
           if (!shouldRun(step, failed !== undefined, variablesFor(undefined))) {
             task.log.info(`skipping step '${step.name}': its run condition is not met`);
             continue;
           }
-          const stepTargets =
-            step.roles.length === 0
-              ? [undefined]
-              : targets.filter((target) => target.roles.some((role) => step.roles.includes(role)));
+          const stepTargets = targetsOfStep(step, targets);
           if (stepTargets.length === 0) {
             const message = `no target in ${environment.name} has role ${step.roles.join(" or ")} for step '${step.name}'`;
             if (step.required) {

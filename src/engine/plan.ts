@@ -1,0 +1,115 @@
+import { InputError } from "../domain/errors.js";
+import { stepRunsIn } from "../domain/process.js";
+import { releaseSnapshotSchema } from "../domain/releases.js";
+import { renderTemplate, templateVariables } from "../domain/templates.js";
+import { stepKind } from "../steps/registry.js";
+import { findNamed } from "../store/common.js";
+import { getReleaseRow } from "../store/releases.js";
+import { type DeploymentServices, environmentTargets, stepVariables, targetsOfStep } from "./deployments.js";
+import { MASK } from "./logMasker.js";
+
+export interface PlannedStep {
+  name: string;
+  kind: string;
+  runs: boolean;
+  reason?: string;
+  targets: string[];
+  actions: string[];
+}
+
+export interface DeploymentPlan {
+  project: string;
+  release: string;
+  environment: string;
+  steps: PlannedStep[];
+  variables: { name: string; value: string; sensitive: boolean }[];
+}
+
+/**
+ * What a deployment would do, without doing it: each step, whether it runs, on which
+ * targets, its actions with variables substituted, and the resolved variables. Sensitive
+ * values are never opened here: they show as the mask.
+ */
+export async function planDeployment(
+  services: DeploymentServices,
+  request: { project: string; release: string; environment: string },
+): Promise<DeploymentPlan> {
+  const { db } = services.context;
+  const project = await findNamed(db, "projects", request.project);
+  const environment = await findNamed(db, "environments", request.environment);
+  const release = await getReleaseRow(db, project.id, request.release);
+  if (!release) {
+    throw new InputError(`project '${project.name}' has no release '${request.release}'`, [
+      { pointer: "/release", detail: "list releases with 'ferry release list'", in: "query" },
+    ]);
+  }
+  const snapshot = releaseSnapshotSchema.parse(JSON.parse(release.snapshot));
+  const masked = snapshot.variables.map((variable) => ({
+    ...variable,
+    value: variable.sensitive ? MASK : variable.value,
+  }));
+  const targets = await environmentTargets(db, environment.id);
+  const system = {
+    releaseNumber: release.version,
+    environmentName: environment.name,
+    environmentSlug: environment.slug,
+    projectName: project.name,
+    projectSlug: project.slug,
+    deploymentId: "(planned)",
+  };
+  const steps: PlannedStep[] = snapshot.process.steps.map((step) => {
+    const base = { name: step.name, kind: step.kind, targets: [] as string[], actions: [] as string[] };
+    if (!stepRunsIn(step, environment.slug)) {
+      return { ...base, runs: false, reason: `does not run in ${environment.name}` };
+    }
+    const stepTargets = targetsOfStep(step, targets);
+    if (stepTargets.length === 0) {
+      return { ...base, runs: false, reason: `no target in ${environment.name} has role ${step.roles.join(" or ")}` };
+    }
+    const kind = stepKind(step.kind);
+    const actions: string[] = [];
+    for (const target of stepTargets) {
+      const variables = stepVariables(
+        masked,
+        { environmentId: environment.id, target, stepName: step.name },
+        {
+          ...system,
+          ...(target && { targetName: target.name }),
+        },
+      );
+      // Outputs of earlier steps are unknown until they run; show them as placeholders.
+      const render = (template: string) => {
+        const lookup = new Map(variables);
+        for (const name of templateVariables(template)) {
+          if (name.startsWith("Ferry.Step[") && !lookup.has(name)) lookup.set(name, `<${name}>`);
+        }
+        return renderTemplate(template, lookup);
+      };
+      try {
+        const described = kind ? kind.plan(kind.config.parse(step.config), render) : [];
+        actions.push(...described.map((action) => (target ? `${target.name}: ` : "") + action.description));
+      } catch (error) {
+        actions.push(`error: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    }
+    const condition = typeof step.condition === "string" ? step.condition : `if ${step.condition.variable}`;
+    return {
+      ...base,
+      runs: true,
+      ...(condition !== "success" && { reason: `runs when: ${condition}` }),
+      targets: stepTargets.map((target) => target?.name ?? "(server)"),
+      actions,
+    };
+  });
+  const variables = stepVariables(masked, { environmentId: environment.id, target: undefined, stepName: "" }, system);
+  const sensitiveNames = new Set(snapshot.variables.filter((variable) => variable.sensitive).map((v) => v.name));
+  return {
+    project: project.slug,
+    release: release.version,
+    environment: environment.slug,
+    steps,
+    variables: [...variables]
+      .map(([name, value]) => ({ name, value, sensitive: sensitiveNames.has(name) }))
+      .sort((a, b) => a.name.localeCompare(b.name)),
+  };
+}
