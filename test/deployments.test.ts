@@ -1,4 +1,4 @@
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -164,7 +164,9 @@ describe("deployments with script steps (real processes, SQLite)", () => {
     expect(rolledBack.body.release).toBe("1.0.0");
     expect((await test.waitForTask(rolledBack.body.taskId)).state).toBe("succeeded");
 
-    const nothingBefore = await test.call<{ detail: string }>("POST", "/api/v1/projects/shop/promotions", { to: "dev" });
+    const nothingBefore = await test.call<{ detail: string }>("POST", "/api/v1/projects/shop/promotions", {
+      to: "dev",
+    });
     expect(nothingBefore.status).toBe(409);
     expect(nothingBefore.body.detail).toMatch(/first phase/);
   });
@@ -215,5 +217,111 @@ describe("deployments with script steps (real processes, SQLite)", () => {
     expect(response.body.errors.map((issue) => issue.pointer)).toEqual(
       expect.arrayContaining(["/steps/0/config/script", "/steps/0/config/timeoutSeconds", "/steps/1/kind"]),
     );
+  });
+});
+
+describe("approvals and guided failure", () => {
+  let test: TestServer;
+  const flag = `/tmp/ferry-guided-${process.pid}`;
+
+  const waitForDecision = async (taskId: string) => {
+    for (let attempt = 0; attempt < 200; attempt++) {
+      const { body } = await test.call<{ decision: string | null; prompt: string; allowed: string[] }[]>(
+        "GET",
+        `/api/v1/tasks/${taskId}/decisions`,
+      );
+      const open = body.find((decision) => decision.decision === null);
+      const task = await test.call<{ state: string }>("GET", `/api/v1/tasks/${taskId}`);
+      if (open && task.body.state === "waiting") return open;
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    throw new Error(`task ${taskId} never asked for a decision`);
+  };
+  const deploy = async (version: string, guidedFailure = false) => {
+    await test.call("POST", "/api/v1/projects/app/releases", { version });
+    const queued = await test.call<{ taskId: string }>("POST", "/api/v1/projects/app/deployments", {
+      release: version,
+      environment: "dev",
+      guidedFailure,
+    });
+    expect(queued.status).toBe(201);
+    return queued.body.taskId;
+  };
+
+  beforeAll(async () => {
+    rmSync(flag, { force: true });
+    test = await startTestServer();
+    await test.call("POST", "/api/v1/environments", { name: "dev" });
+    await test.call("POST", "/api/v1/lifecycles", { name: "one", phases: [{ environments: ["dev"] }] });
+    await test.call("POST", "/api/v1/projects", { name: "app", lifecycle: "one" });
+  });
+  afterAll(async () => {
+    await test?.close();
+    rmSync(flag, { force: true });
+  });
+
+  it("waits for an approval and goes on when approved, or fails with the reason when rejected", async () => {
+    await test.call("PUT", "/api/v1/projects/app/process", {
+      steps: [
+        { name: "sign-off", kind: "approval", config: { instructions: "Check #{Ferry.Release.Number} on staging" } },
+        { name: "after", kind: "script", config: { script: "echo approved and running" } },
+      ],
+    });
+    const approved = await deploy("1.0.0");
+    const question = await waitForDecision(approved);
+    expect(question).toMatchObject({ prompt: "Check 1.0.0 on staging", allowed: ["approve", "reject"] });
+    const answer = await test.call("POST", `/api/v1/tasks/${approved}/decisions`, {
+      decision: "approve",
+      comment: "ok",
+    });
+    expect(answer.status).toBe(200);
+    expect((await test.waitForTask(approved)).state).toBe("succeeded");
+
+    const rejected = await deploy("1.0.1");
+    await waitForDecision(rejected);
+    const wrong = await test.call<{ detail: string }>("POST", `/api/v1/tasks/${rejected}/decisions`, {
+      decision: "retry",
+    });
+    expect(wrong.status).toBe(409);
+    await test.call("POST", `/api/v1/tasks/${rejected}/decisions`, { decision: "reject", comment: "not today" });
+    const task = await test.waitForTask(rejected);
+    expect(task.state).toBe("failed");
+    expect(task.error).toBe("step 'sign-off' failed: rejected by admin (FERRY_ADMIN_API_KEY): not today");
+  });
+
+  it("lets a person retry, skip or abort a failed step under guided failure", async () => {
+    await test.call("PUT", "/api/v1/projects/app/process", {
+      steps: [
+        { name: "flaky", kind: "script", config: { script: `test -f ${flag} || { echo not yet; exit 1; }` } },
+        { name: "after", kind: "script", config: { script: "echo after flaky" } },
+      ],
+    });
+    const retried = await deploy("2.0.0", true);
+    expect((await waitForDecision(retried)).allowed).toEqual(["retry", "skip", "abort"]);
+    writeFileSync(flag, "ready");
+    await test.call("POST", `/api/v1/tasks/${retried}/decisions`, { decision: "retry" });
+    expect((await test.waitForTask(retried)).state).toBe("succeeded");
+
+    rmSync(flag, { force: true });
+    const skipped = await deploy("2.0.1", true);
+    await waitForDecision(skipped);
+    await test.call("POST", `/api/v1/tasks/${skipped}/decisions`, { decision: "skip" });
+    expect((await test.waitForTask(skipped)).state).toBe("succeeded");
+
+    const aborted = await deploy("2.0.2", true);
+    await waitForDecision(aborted);
+    await test.call("POST", `/api/v1/tasks/${aborted}/decisions`, { decision: "abort" });
+    expect((await test.waitForTask(aborted)).state).toBe("failed");
+  });
+
+  it("cancels a task that is waiting for a decision", async () => {
+    await test.call("PUT", "/api/v1/projects/app/process", {
+      steps: [{ name: "sign-off", kind: "approval", config: { instructions: "wait" } }],
+    });
+    const taskId = await deploy("3.0.0");
+    await waitForDecision(taskId);
+    const cancelled = await test.call("POST", `/api/v1/tasks/${taskId}/cancel`);
+    expect(cancelled.status).toBe(200);
+    expect((await test.waitForTask(taskId)).state).toBe("cancelled");
   });
 });

@@ -25,6 +25,8 @@ const deploymentCreatedSchema = z.object({
 const createDeploymentSchema = z.strictObject({
   release: referenceSchema.describe("release version or id"),
   environment: referenceSchema.describe("environment slug or id"),
+  /** A failing required step waits for retry / skip / abort (POST /tasks/:id/decisions). */
+  guidedFailure: z.boolean().default(false),
 });
 
 const planQuerySchema = z.strictObject({

@@ -3,6 +3,7 @@ import { pageSchema, pagingSchema } from "../domain/common.js";
 import { isTerminal, type TaskState, taskLogLineSchema, taskSchema, taskStates } from "../domain/tasks.js";
 import type { TaskEngine } from "../engine/engine.js";
 import type { StoreContext } from "../store/common.js";
+import { listDecisions } from "../store/decisions.js";
 import { getTaskRow, listTasks, readLogLines, toTask } from "../store/tasks.js";
 import { defineRoute, pathParams, type RouteSpec } from "./route.js";
 
@@ -15,6 +16,19 @@ const logQuerySchema = z.strictObject({
 
 const taskListQuerySchema = pagingSchema.extend({
   state: z.enum(taskStates).optional(),
+});
+
+const decisionSchema = z.object({
+  id: z.string(),
+  taskId: z.string(),
+  kind: z.string(),
+  prompt: z.string(),
+  allowed: z.array(z.string()),
+  decision: z.string().nullable(),
+  comment: z.string().nullable(),
+  decidedBy: z.string().nullable(),
+  createdAt: z.string(),
+  decidedAt: z.string().nullable(),
 });
 
 /** How often a follower re-reads the log when no event arrives (lines written by another node). */
@@ -52,6 +66,29 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
         await engine.cancel(params.task);
         return toTask(await getTaskRow(db, params.task));
       },
+    }),
+    defineRoute({
+      method: "GET",
+      path: "/api/v1/tasks/:task/decisions",
+      tag: "Tasks",
+      summary: "The questions a task asked (approvals, guided failures) and their answers",
+      params: pathParams("task"),
+      response: z.array(decisionSchema),
+      handler: async ({ params }) => listDecisions(db, (await getTaskRow(db, params.task)).id),
+    }),
+    defineRoute({
+      method: "POST",
+      path: "/api/v1/tasks/:task/decisions",
+      tag: "Tasks",
+      summary: "Answer a waiting task: approve / reject an approval, retry / skip / abort a failed step",
+      params: pathParams("task"),
+      body: z.strictObject({
+        decision: z.enum(["approve", "reject", "retry", "skip", "abort"]),
+        comment: z.string().max(2000).optional(),
+      }),
+      response: decisionSchema,
+      handler: async ({ params, body, request }) =>
+        engine.decide(params.task, { ...body, decidedBy: request.identity?.name ?? "unknown" }),
     }),
     defineRoute({
       method: "GET",

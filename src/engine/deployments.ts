@@ -34,6 +34,7 @@ export interface DeploymentRequest {
   release: string;
   environment: string;
   createdBy: string;
+  guidedFailure?: boolean | undefined;
 }
 
 export interface DeploymentCreated {
@@ -137,7 +138,7 @@ export async function requestDeployment(
     title: `Deploy ${project.name} ${release.version} to ${environment.name}`,
     projectId: project.id,
     environmentId: environment.id,
-    payload: { deploymentId },
+    payload: { deploymentId, guidedFailure: request.guidedFailure ?? false },
     lockKeys: [`deploy:${project.id}:${environment.id}`, ...targets.map((target) => `target:${target.target_id}`)],
     createdBy: request.createdBy,
   });
@@ -246,7 +247,11 @@ export async function rollback(
   });
 }
 
-const deploymentPayloadSchema = z.object({ deploymentId: z.string() });
+const deploymentPayloadSchema = z.object({
+  deploymentId: z.string(),
+  /** Guided failure: a failing required step waits for retry / skip / abort instead of failing. */
+  guidedFailure: z.boolean().default(false),
+});
 
 export interface TargetInfo {
   id: string;
@@ -304,7 +309,7 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
   return {
     kind: "deployment",
     payload: deploymentPayloadSchema,
-    async run(task, { deploymentId }) {
+    async run(task, { deploymentId, guidedFailure }) {
       const { db } = services.context;
       // The task row is written before the deployment row; a claim can come in between.
       const deployment = await waitForDeploymentRow(db, deploymentId, task.signal);
@@ -372,20 +377,33 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
             continue;
           }
           for (const target of stepTargets) {
+            const labels = {
+              "ferry.project": project.slug,
+              "ferry.env": environment.slug,
+              "ferry.release": release.version,
+              "ferry.task": task.taskId,
+            };
             try {
-              const result = await runStep(task, step, target, variablesFor(target), workDirectory, {
-                "ferry.project": project.slug,
-                "ferry.env": environment.slug,
-                "ferry.release": release.version,
-                "ferry.task": task.taskId,
-              });
+              const result = await runStepGuided(
+                task,
+                step,
+                target,
+                () => variablesFor(target),
+                workDirectory,
+                labels,
+                {
+                  guidedFailure: guidedFailure && step.required,
+                },
+              );
               for (const [key, value] of Object.entries(result.outputs ?? {})) {
                 outputs.set(`Ferry.Step[${step.name}].Output.${key}`, value);
               }
             } catch (error) {
               if (task.signal.aborted) throw error;
               const message = error instanceof Error ? error.message : String(error);
-              if (step.required) {
+              if (error instanceof SkippedStep) {
+                task.log.warn(message);
+              } else if (step.required) {
                 failed ??= `step '${step.name}'${target ? ` on ${target.name}` : ""} failed: ${message}`;
                 task.log.error(failed);
               } else {
@@ -422,6 +440,39 @@ function shouldRun(step: Step, somethingFailed: boolean, variables: ReadonlyMap<
   return renderTemplate(`#{if ${condition.variable}}yes#{/if}`, variables) === "yes";
 }
 
+/** A step a person chose to skip after it failed (guided failure). */
+class SkippedStep extends Error {}
+
+/**
+ * Runs a step; with guided failure, a failure asks whether to retry, skip or abort and
+ * acts on the answer (retry re-renders the variables and runs the step again).
+ */
+async function runStepGuided(
+  task: TaskContext,
+  step: Step,
+  target: TargetInfo | undefined,
+  variables: () => ReadonlyMap<string, string>,
+  workDirectory: string,
+  labels: Record<string, string>,
+  options: { guidedFailure: boolean },
+) {
+  for (;;) {
+    try {
+      return await runStep(task, step, target, variables(), workDirectory, labels);
+    } catch (error) {
+      if (!options.guidedFailure || task.signal.aborted) throw error;
+      const message = error instanceof Error ? error.message : String(error);
+      const decision = await task.waitForDecision({
+        kind: "failure",
+        prompt: `step '${step.name}'${target ? ` on ${target.name}` : ""} failed: ${message}`,
+        allowed: ["retry", "skip", "abort"],
+      });
+      if (decision.decision === "skip") throw new SkippedStep(`step '${step.name}' failed and was skipped`);
+      if (decision.decision === "abort") throw error;
+    }
+  }
+}
+
 async function runStep(
   task: TaskContext,
   step: Step,
@@ -440,6 +491,7 @@ async function runStep(
     log: task.log,
     variables,
     render: (template) => renderTemplate(template, variables),
+    waitForDecision: task.waitForDecision,
     labels,
     workDirectory,
   };

@@ -5,6 +5,7 @@ import type { Kysely } from "kysely";
 import { InputError } from "../domain/errors.js";
 import type { Task, TaskState } from "../domain/tasks.js";
 import type { DialectName } from "../store/db.js";
+import { decide, getDecision, openDecision } from "../store/decisions.js";
 import type { Database, TaskRow } from "../store/schema.js";
 import {
   claimTasks,
@@ -98,6 +99,13 @@ export class TaskEngine {
     return state;
   }
 
+  /** Answers a waiting task's question; its runner (on whichever node) continues. */
+  async decide(taskId: string, answer: { decision: string; comment?: string | undefined; decidedBy: string }) {
+    const decision = await decide(this.options.db, taskId, answer);
+    this.events.emit("decision", taskId);
+    return decision;
+  }
+
   /** Recovers tasks of dead servers, then starts claiming and heartbeating. */
   async start(): Promise<void> {
     this.stopped = false;
@@ -189,20 +197,37 @@ export class TaskEngine {
     const log = new TaskLog(this.options.db, row.id, this.logOptions, Number(row.log_bytes));
     const kind = this.kinds.get(row.kind);
     const payload: unknown = JSON.parse(row.payload);
+    const whileWaiting = async <T>(wait: () => Promise<T>): Promise<T> => {
+      await setActiveState(this.options.db, row.id, this.owner, "waiting");
+      this.events.emit("state", row.id);
+      try {
+        return await wait();
+      } finally {
+        await setActiveState(this.options.db, row.id, this.owner, "running");
+        this.events.emit("state", row.id);
+      }
+    };
     const context: TaskContext = {
       taskId: row.id,
       signal: entry.controller.signal,
       log,
-      whileWaiting: async (wait) => {
-        await setActiveState(this.options.db, row.id, this.owner, "waiting");
-        this.events.emit("state", row.id);
-        try {
-          return await wait();
-        } finally {
-          await setActiveState(this.options.db, row.id, this.owner, "running");
-          this.events.emit("state", row.id);
-        }
-      },
+      whileWaiting,
+      waitForDecision: (question) =>
+        whileWaiting(async () => {
+          const id = await openDecision(this.options.db, row.id, question);
+          log.warn(`waiting for a decision: ${question.prompt} (answer: ${question.allowed.join(" / ")})`);
+          await log.flush();
+          for (;;) {
+            const decision = await getDecision(this.options.db, id);
+            if (decision.decision !== null) {
+              log.info(
+                `${decision.decidedBy ?? "someone"} chose ${decision.decision}${decision.comment ? `: ${decision.comment}` : ""}`,
+              );
+              return decision;
+            }
+            await this.nextEvent("decision", row.id, 500, entry.controller.signal);
+          }
+        }),
     };
     let outcome: Parameters<typeof finishTask>[3];
     try {
@@ -228,6 +253,33 @@ export class TaskEngine {
     }
     await log.flush();
     await finishTask(this.options.db, row.id, this.owner, outcome);
+  }
+
+  /** Resolves on the task's next event of that name, after `timeoutMs` at most; rejects on abort. */
+  private nextEvent(event: string, taskId: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.events.off(event, onEvent);
+        signal.removeEventListener("abort", onAbort);
+      };
+      const onEvent = (id: string) => {
+        if (id !== taskId) return;
+        done();
+        resolve();
+      };
+      const onAbort = () => {
+        done();
+        reject(signal.reason);
+      };
+      const timer = setTimeout(() => {
+        done();
+        resolve();
+      }, timeoutMs);
+      this.events.on(event, onEvent);
+      if (signal.aborted) onAbort();
+      else signal.addEventListener("abort", onAbort, { once: true });
+    });
   }
 
   private async cleanup(kind: TaskKind | undefined, taskId: string, payload: unknown, log: TaskLog): Promise<void> {

@@ -1,4 +1,5 @@
 import type { z } from "zod";
+import type { Decision } from "../store/decisions.js";
 import type { TaskLog } from "./taskLog.js";
 
 /** What a running task can see and do. Everything it starts must stop when `signal` aborts. */
@@ -9,6 +10,11 @@ export interface TaskContext {
   readonly log: TaskLog;
   /** Marks the task waiting (approval, guided failure) while `wait` runs, then running again. */
   whileWaiting<T>(wait: () => Promise<T>): Promise<T>;
+  /**
+   * Asks a person (approval, guided failure) and waits, in state "waiting", for one of the
+   * allowed answers, given through the API by anyone — on any server node.
+   */
+  waitForDecision(question: { kind: string; prompt: string; allowed: readonly string[] }): Promise<Decision>;
 }
 
 /** Why a task ended without succeeding: the message goes to the task's error and log. */

@@ -1,5 +1,6 @@
 import type { z } from "zod";
 import type { TaskLog } from "../engine/taskLog.js";
+import type { TaskContext } from "../engine/types.js";
 
 /** What a step sees when it runs on one target. */
 export interface StepRunContext {
@@ -13,6 +14,8 @@ export interface StepRunContext {
   render(template: string): string;
   /** Labels every resource the step creates carries, so clean-up finds exactly what this run made. */
   readonly labels: Readonly<Record<string, string>>;
+  /** Asks a person and waits for the answer (see TaskContext.waitForDecision). */
+  readonly waitForDecision: TaskContext["waitForDecision"];
   /** Where the step may keep files for the duration of the task. */
   readonly workDirectory: string;
 }

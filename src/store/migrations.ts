@@ -252,6 +252,25 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0004_task_decisions": {
+    async up(db: Kysely<unknown>) {
+      // A question a waiting task asks a person (approve a step, retry/skip/abort a failure).
+      await db.schema
+        .createTable("task_decisions")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("task_id", "text", (c) => c.notNull().references("tasks.id").onDelete("cascade"))
+        .addColumn("kind", "text", (c) => c.notNull())
+        .addColumn("prompt", "text", (c) => c.notNull())
+        .addColumn("allowed", "text", (c) => c.notNull())
+        .addColumn("decision", "text")
+        .addColumn("comment", "text")
+        .addColumn("decided_by", "text")
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("decided_at", "text")
+        .execute();
+      await db.schema.createIndex("task_decisions_by_task").on("task_decisions").columns(["task_id"]).execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

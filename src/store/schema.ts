@@ -25,6 +25,7 @@ export interface Database {
   task_logs: TaskLogRow;
   releases: ReleaseRow;
   deployments: DeploymentRow;
+  task_decisions: TaskDecisionRow;
 }
 
 interface Timestamps {
@@ -205,4 +206,19 @@ interface DeploymentRow {
   environment_id: string;
   task_id: string;
   created_at: string;
+}
+
+export interface TaskDecisionRow {
+  id: string;
+  task_id: string;
+  /** "approval" | "failure" */
+  kind: string;
+  prompt: string;
+  /** JSON array of the decisions that answer it. */
+  allowed: string;
+  decision: string | null;
+  comment: string | null;
+  decided_by: string | null;
+  created_at: string;
+  decided_at: string | null;
 }
