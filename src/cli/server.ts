@@ -55,6 +55,7 @@ export function addServerCommand(program: Command, environment: () => FerryEnvir
         databaseUrl: options.db,
         adminApiKey: env.FERRY_ADMIN_API_KEY,
         logLevel: env.FERRY_LOG_LEVEL,
+        leaseMs: env.FERRY_TASK_LEASE_SECONDS * 1000,
       });
       stopOnSignals(server);
     });

@@ -14,6 +14,11 @@ const environmentSchema = z.object({
       message: "must look like ferry_ followed by at least 16 letters, digits, '_' or '-'",
     })
     .optional(),
+  /**
+   * Server: seconds a task's claim and locks hold without a heartbeat; a crashed server's
+   * tasks are interrupted about this long after it died.
+   */
+  FERRY_TASK_LEASE_SECONDS: z.coerce.number().int().min(1).max(3600).default(15),
   FERRY_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   /** CLI: the server to talk to and the key to use (override `ferry login`). */
   FERRY_URL: z.url().optional(),

@@ -12,6 +12,7 @@ import {
   type SystemVariableValues,
   withSystemVariables,
 } from "../domain/variableScoping.js";
+import { killTaskProcesses } from "../runtimes/processGroups.js";
 import { stepKind } from "../steps/registry.js";
 import type { StepRunContext } from "../steps/types.js";
 import type { StoreContext } from "../store/common.js";
@@ -418,6 +419,10 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
       if (failed) throw new TaskFailure(failed);
       await autoDeployNext(services, deployment, task);
       return { deploymentId, release: release.version, environment: environment.slug };
+    },
+    async cleanup(taskId, _payload, log) {
+      const killed = await killTaskProcesses(join(services.workRoot, taskId), taskId);
+      if (killed > 0) log.warn(`clean-up: killed ${killed} process group(s) the task had started`);
     },
   };
 }

@@ -317,9 +317,6 @@ export class TaskEngine {
   private async sweepExpired(): Promise<void> {
     for (const row of await interruptExpiredTasks(this.options.db)) {
       const log = new TaskLog(this.options.db, row.id, this.logOptions, Number(row.log_bytes));
-      log.error(
-        `task interrupted: the server running it stopped (its lease expired at ${row.lease_expires_at}); locks released`,
-      );
       await this.cleanup(this.kinds.get(row.kind), row.id, JSON.parse(row.payload), log);
       await log.flush();
       this.events.emit("state", row.id);

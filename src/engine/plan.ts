@@ -8,7 +8,7 @@ import { getReleaseRow } from "../store/releases.js";
 import { type DeploymentServices, environmentTargets, stepVariables, targetsOfStep } from "./deployments.js";
 import { MASK } from "./logMasker.js";
 
-export interface PlannedStep {
+interface PlannedStep {
   name: string;
   kind: string;
   runs: boolean;

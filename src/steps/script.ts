@@ -3,6 +3,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import { TaskFailure } from "../engine/types.js";
+import { recordProcessGroup } from "../runtimes/processGroups.js";
 import type { StepKind, StepRunContext } from "./types.js";
 
 const scriptConfigSchema = z.strictObject({
@@ -94,6 +95,8 @@ async function runProcess(
   timeoutMs: number,
 ): Promise<void> {
   const child = spawn(command, args, { env, cwd, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  // Recorded so that if this server dies, the one that interrupts the task can kill the group.
+  if (child.pid !== undefined) await recordProcessGroup(context.workDirectory, child.pid);
   const killGroup = () => {
     if (child.pid !== undefined && child.exitCode === null) {
       try {

@@ -315,6 +315,15 @@ export async function interruptExpiredTasks(db: Kysely<Database>): Promise<TaskR
         .executeTakeFirst();
       if (Number(updated.numUpdatedRows) !== 1) return false;
       await trx.deleteFrom("task_locks").where("task_id", "=", task.id).execute();
+      // In the same transaction, so whoever sees the state also sees why.
+      await appendLogLines(trx, task.id, [
+        {
+          at: now,
+          level: "error",
+          step: null,
+          text: `task interrupted: the server running it stopped (its lease expired at ${task.lease_expires_at}); locks released`,
+        },
+      ]);
       return true;
     });
     if (won) interrupted.push(task);
@@ -352,10 +361,10 @@ export interface NewLogLine {
  * Appends lines to a task's log. Line numbers are allocated from the task row in the same
  * transaction, so the runner and a recovering node can both write without colliding.
  */
-export async function appendLogLines(db: Kysely<Database>, taskId: string, lines: readonly NewLogLine[]) {
+export async function appendLogLines(db: Executor, taskId: string, lines: readonly NewLogLine[]) {
   if (lines.length === 0) return;
   const bytes = lines.reduce((total, line) => total + Buffer.byteLength(line.text), 0);
-  await db.transaction().execute(async (trx) => {
+  const append = async (trx: Executor) => {
     const { log_lines: last } = await trx
       .updateTable("tasks")
       .set((eb) => ({
@@ -382,7 +391,8 @@ export async function appendLogLines(db: Kysely<Database>, taskId: string, lines
         )
         .execute();
     }
-  });
+  };
+  await (db.isTransaction ? append(db) : db.transaction().execute(append));
 }
 
 export async function readLogLines(
