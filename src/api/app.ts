@@ -1,4 +1,5 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
+import { ferryFileJsonSchema } from "../config/ferryFile.js";
 import { UnauthenticatedError } from "../domain/errors.js";
 import type { DeploymentServices } from "../engine/deployments.js";
 import type { TaskEngine } from "../engine/engine.js";
@@ -84,6 +85,13 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...resourceRoutes(options.context),
     ...(options.deployments ? releaseRoutes(options.deployments) : []),
     ...(options.engine ? taskRoutes(options.context, options.engine) : []),
+    defineRoute({
+      method: "GET",
+      path: "/api/v1/schema/ferry.json",
+      tag: "Meta",
+      summary: "The JSON Schema of ferry.yml (for editors and CI checks)",
+      handler: async () => ferryFileJsonSchema(),
+    }),
   ];
   const openApi = buildOpenApiDocument(routes, options.version);
   routes.push(

@@ -29,6 +29,7 @@ const problemTypes: Record<string, { status: number; title: string }> = {
   "in-use": { status: 409, title: "In use" },
   "precondition-failed": { status: 409, title: "Precondition failed" },
   "body-too-large": { status: 413, title: "Request body too large" },
+  "feed-error": { status: 502, title: "Feed error" },
   "unsupported-media-type": { status: 415, title: "Unsupported media type" },
   internal: { status: 500, title: "Internal server error" },
   unavailable: { status: 503, title: "Service unavailable" },

@@ -10,6 +10,7 @@ import {
   rollback,
 } from "../engine/deployments.js";
 import { planDeployment } from "../engine/plan.js";
+import { checkImageFeeds, pinImages } from "../feeds/images.js";
 import { validateSteps } from "../steps/registry.js";
 import { createRelease, getProcess, getRelease, listReleases, setProcess } from "../store/releases.js";
 import { defineRoute, pathParams, type RouteSpec } from "./route.js";
@@ -73,7 +74,11 @@ export function releaseRoutes(services: DeploymentServices): RouteSpec[] {
       params: pathParams("project"),
       body: processSchema,
       response: processSchema,
-      handler: ({ params, body }) => setProcess(context, params.project, { steps: validateSteps(body.steps) }),
+      handler: async ({ params, body }) => {
+        const steps = validateSteps(body.steps);
+        await checkImageFeeds(context, body.images);
+        return setProcess(context, params.project, { ...body, steps });
+      },
     }),
     defineRoute({
       method: "GET",
@@ -95,7 +100,10 @@ export function releaseRoutes(services: DeploymentServices): RouteSpec[] {
       response: releaseSchema.extend({ deployments: z.array(deploymentCreatedSchema) }),
       status: 201,
       handler: async ({ params, body, request }) => {
-        const release = await createRelease(context, params.project, body, createdBy(request));
+        // Registry calls happen before the release's transaction, never inside it.
+        const process = await getProcess(context, params.project);
+        const images = await pinImages(context, process.images, body.images);
+        const release = await createRelease(context, params.project, body, createdBy(request), { process, images });
         const deployments = await autoDeployNewRelease(services, params.project, release.version, "auto-deploy");
         return { ...release, deployments };
       },

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { nameSchema, roleSchema, slugSchema } from "./common.js";
+import { versionRuleSchema } from "./versionRules.js";
 
 /**
  * When a step runs, given how the steps before it went: on success of all before it
@@ -31,7 +32,29 @@ const stepSchema = z.strictObject({
 });
 export type Step = z.infer<typeof stepSchema>;
 
+/**
+ * An image the project deploys: which feed and repository, and which tags qualify. A
+ * release picks one tag (given, or the latest matching) and pins it by digest.
+ */
+const imageSchema = z.strictObject({
+  /** Referred to as #{Ferry.Image[<name>]} in step configs. */
+  name: slugSchema,
+  feed: z.string().min(1).max(100).describe("feed slug or id"),
+  repository: z.string().regex(/^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/, {
+    message: "use a registry repository name such as 'demo/app'",
+  }),
+  version: versionRuleSchema.default({ kind: "regex", pattern: ".+" }),
+});
+export type ProjectImage = z.infer<typeof imageSchema>;
+
 export const processSchema = z.strictObject({
+  images: z
+    .array(imageSchema)
+    .max(20)
+    .default([])
+    .refine((images) => new Set(images.map((image) => image.name)).size === images.length, {
+      message: "give each image its own name",
+    }),
   steps: z
     .array(stepSchema)
     .max(100)

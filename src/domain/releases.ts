@@ -17,9 +17,22 @@ const snapshotVariableSchema = z.object({
 });
 export type SnapshotVariable = z.infer<typeof snapshotVariableSchema>;
 
+/** An image as pinned at release creation: the tag chosen then, and its digest for ever. */
+const pinnedImageSchema = z.object({
+  name: z.string(),
+  feed: z.string().describe("feed id"),
+  repository: z.string(),
+  tag: z.string(),
+  digest: z.string(),
+  /** What the runtime pulls: <registry host>/<repository>@<digest>. */
+  reference: z.string(),
+});
+export type PinnedImage = z.infer<typeof pinnedImageSchema>;
+
 export const releaseSnapshotSchema = z.object({
   process: processSchema,
   variables: z.array(snapshotVariableSchema),
+  images: z.array(pinnedImageSchema).default([]),
 });
 export type ReleaseSnapshot = z.infer<typeof releaseSnapshotSchema>;
 
@@ -29,6 +42,7 @@ export const releaseSchema = z.object({
   version: z.string(),
   notes: z.string(),
   steps: z.array(z.object({ name: z.string(), kind: z.string() })),
+  images: z.array(z.object({ name: z.string(), tag: z.string(), digest: z.string(), reference: z.string() })),
   createdBy: z.string(),
   createdAt: z.string(),
 });
@@ -42,6 +56,8 @@ export const createReleaseSchema = z.strictObject({
   /** Explicit version; the project's version pattern makes the next one when absent. */
   version: releaseVersionSchema.optional(),
   notes: z.string().max(20_000).default(""),
+  /** Tags chosen per image name ({"web": "1.4.2"}); others take the latest tag matching their rule. */
+  images: z.record(z.string(), z.string().min(1).max(128)).default({}),
 });
 export type CreateRelease = z.infer<typeof createReleaseSchema>;
 

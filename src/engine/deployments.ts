@@ -5,6 +5,7 @@ import { z } from "zod";
 import { InputError, PreconditionError } from "../domain/errors.js";
 import { type Step, stepRunsIn } from "../domain/process.js";
 import { autoDeployTargets, canDeploy, type ProgressionPhase } from "../domain/progression.js";
+import type { PinnedImage } from "../domain/releases.js";
 import { renderTemplate } from "../domain/templates.js";
 import {
   resolveVariables,
@@ -287,6 +288,7 @@ export function stepVariables(
   where: { environmentId: string; target: TargetInfo | undefined; stepName: string },
   system: SystemVariableValues,
   outputs: ReadonlyMap<string, string> = new Map(),
+  images: readonly PinnedImage[] = [],
 ): Map<string, string> {
   const resolved = withSystemVariables(
     resolveVariables(
@@ -302,6 +304,11 @@ export function stepVariables(
   );
   const values = new Map([...resolved].map(([name, variable]) => [name, variable.value]));
   for (const [name, value] of outputs) values.set(name, value);
+  for (const image of images) {
+    values.set(`Ferry.Image[${image.name}]`, image.reference);
+    values.set(`Ferry.Image[${image.name}].Tag`, image.tag);
+    values.set(`Ferry.Image[${image.name}].Digest`, image.digest);
+  }
   return values;
 }
 
@@ -361,6 +368,7 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
               { environmentId: environment.id, target, stepName: step.name },
               system(target),
               outputs,
+              snapshot.images,
             );
           if (!shouldRun(step, failed !== undefined, variablesFor(undefined))) {
             task.log.info(`skipping step '${step.name}': its run condition is not met`);

@@ -76,6 +76,8 @@ export async function planDeployment(
           ...system,
           ...(target && { targetName: target.name }),
         },
+        new Map(),
+        snapshot.images,
       );
       // Outputs of earlier steps are unknown until they run; show them as placeholders.
       const render = (template: string) => {

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { z } from "zod";
-import { InputError } from "../domain/errors.js";
+import { FerryError, InputError } from "../domain/errors.js";
 import { IMAGE_TAG_HINT, isDigest, isImageTag, isRepositoryName, REPOSITORY_NAME_HINT } from "../domain/images.js";
 
 /**
@@ -18,8 +18,10 @@ import { IMAGE_TAG_HINT, isDigest, isImageTag, isRepositoryName, REPOSITORY_NAME
 export type RegistryErrorReason = "unauthorized" | "not-found" | "unreachable" | "timeout" | "bad-response";
 
 /** A registry call that failed; `message` says what to do about it. */
-export class RegistryError extends Error {
+export class RegistryError extends FerryError {
   override readonly name = "RegistryError";
+  /** Shown to API clients as a 502 "feed-error" problem: the registry, not the request, failed. */
+  readonly code = "feed-error";
   constructor(
     readonly reason: RegistryErrorReason,
     message: string,

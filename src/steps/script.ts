@@ -95,8 +95,12 @@ async function runProcess(
   timeoutMs: number,
 ): Promise<void> {
   const child = spawn(command, args, { env, cwd, detached: true, stdio: ["ignore", "pipe", "pipe"] });
-  // Recorded so that if this server dies, the one that interrupts the task can kill the group.
-  if (child.pid !== undefined) await recordProcessGroup(context.workDirectory, child.pid);
+  // Listen before any await: a quick script may have exited by the time we look again.
+  const exited = new Promise<number | null>((resolve, reject) => {
+    child.on("error", reject);
+    child.on("close", (exitCode) => resolve(exitCode));
+  });
+  exited.catch(() => {}); // handled where it is awaited below; this only keeps Node from calling it unhandled
   const killGroup = () => {
     if (child.pid !== undefined && child.exitCode === null) {
       try {
@@ -128,10 +132,9 @@ async function runProcess(
   pipeLines(child.stdout, (line) => context.log.info(line));
   pipeLines(child.stderr, (line) => context.log.warn(line));
   try {
-    const code = await new Promise<number | null>((resolve, reject) => {
-      child.on("error", reject);
-      child.on("close", (exitCode) => resolve(exitCode));
-    });
+    // Recorded so that if this server dies, the one that interrupts the task can kill the group.
+    if (child.pid !== undefined) await recordProcessGroup(context.workDirectory, child.pid);
+    const code = await exited;
     if (context.signal.aborted) throw context.signal.reason ?? new TaskFailure("cancelled");
     if (timedOut) throw new TaskFailure(`the script ran longer than ${timeoutMs / 1000} s and was stopped`);
     if (code !== 0) throw new TaskFailure(`the script exited with code ${code ?? "(killed)"}`);

@@ -4,6 +4,7 @@ import type { Process } from "../domain/process.js";
 import { processSchema } from "../domain/process.js";
 import {
   type CreateRelease,
+  type PinnedImage,
   type Release,
   type ReleaseSnapshot,
   releaseSnapshotSchema,
@@ -47,6 +48,7 @@ function toRelease(row: ReleaseRow, projectSlug: string): Release {
     version: row.version,
     notes: row.notes,
     steps: snapshot.process.steps.map((step) => ({ name: step.name, kind: step.kind })),
+    images: snapshot.images.map(({ name, tag, digest, reference }) => ({ name, tag, digest, reference })),
     createdBy: row.created_by,
     createdAt: row.created_at,
   };
@@ -62,6 +64,8 @@ export async function createRelease(
   projectReference: string,
   input: CreateRelease,
   createdBy: string,
+  /** The process the images were resolved against, and the images pinned for it. */
+  resolved?: { process: Process; images: PinnedImage[] },
 ): Promise<Release> {
   return db.transaction().execute(async (trx) => {
     const project = await findNamed(trx, "projects", projectReference);
@@ -83,7 +87,8 @@ export async function createRelease(
     }
     const id = newId("rel");
     const snapshot: ReleaseSnapshot = {
-      process: processSchema.parse(JSON.parse(process)),
+      process: resolved?.process ?? processSchema.parse(JSON.parse(process)),
+      images: resolved?.images ?? [],
       variables: await snapshotVariables(trx, project.id, (variableId, sealed, index) =>
         secrets.seal(secrets.open(sealed, `variable:${variableId}`), sealedVariableContext(id, index)),
       ),

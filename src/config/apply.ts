@@ -1,0 +1,526 @@
+import { type ApiClient, segment } from "../cli/client.js";
+import { OperationError } from "../cli/errors.js";
+import type { Environment } from "../domain/environments.js";
+import type { Feed } from "../domain/feeds.js";
+import type { Lifecycle } from "../domain/lifecycles.js";
+import type { Step } from "../domain/process.js";
+import type { Project } from "../domain/projects.js";
+import type { Target } from "../domain/targets.js";
+import type { Variable } from "../domain/variables.js";
+import { type FerryFile, variableKey } from "./ferryFile.js";
+
+/**
+ * `ferry apply`: makes the server match a parsed ferry.yml through the REST API, creating
+ * what is missing and updating what differs. Applying the same file twice changes nothing
+ * the second time.
+ *
+ * Fields the file leaves out are left as they are; lists the file gives (phases, a target's
+ * environments, steps, images, the project's variables) are made exactly so. Project variables not
+ * in the file are deleted, and said so.
+ *
+ * Secrets: the API never returns them, so apply cannot tell whether a stored one differs
+ * from the environment variable the file names. It writes a secret when it has to (the
+ * variable or feed password does not exist yet, or a variable becomes sensitive) or when
+ * asked to (`updateSecrets`, for rotation), and otherwise keeps the stored one, which is
+ * what makes a second run a no-op.
+ */
+
+type Action = "created" | "updated" | "deleted" | "unchanged" | "skipped";
+type Resource = "environment" | "feed" | "target" | "lifecycle" | "project" | "process" | "variable";
+
+export interface AppliedChange {
+  action: Action;
+  resource: Resource;
+  /** The slug, or for a variable its name and scope. */
+  name: string;
+  /** What changed, or a note on what was left alone. */
+  detail?: string;
+  /** Something in the file could not be carried out; the run went on. */
+  warning?: string;
+}
+
+interface ApplyOptions {
+  /** Write every sensitive value and feed password the file refers to, even those already stored (rotation). */
+  updateSecrets?: boolean;
+}
+
+interface Run {
+  readonly client: ApiClient;
+  readonly environment: Readonly<Record<string, string | undefined>>;
+  readonly updateSecrets: boolean;
+  readonly changes: AppliedChange[];
+}
+
+/** One line for people: "created environment dev", "updated lifecycle hello (phases)". */
+export function describeChange(change: AppliedChange): string {
+  return `${change.action} ${change.resource} ${change.name}${change.detail ? ` (${change.detail})` : ""}`;
+}
+
+/**
+ * Applies the file in dependency order (environments, feeds, targets, lifecycle, project,
+ * process, variables) and returns what was done to each thing it names. Stops at the first
+ * request the server refuses, with the changes made before it in the error's details.
+ */
+export async function applyFerryFile(
+  client: ApiClient,
+  config: FerryFile,
+  environment: Readonly<Record<string, string | undefined>>,
+  options: ApplyOptions = {},
+): Promise<AppliedChange[]> {
+  const run: Run = { client, environment, updateSecrets: options.updateSecrets ?? false, changes: [] };
+  const environments = await applyPart(run, "environments", () => applyEnvironments(run, config.environments));
+  if (config.feeds.length > 0) {
+    const feeds = await client.getAll<Feed>("/api/v1/feeds");
+    for (const feed of config.feeds) await applyPart(run, `feed ${feed.slug}`, () => applyFeed(run, feed, feeds));
+  }
+  if (config.targets.length > 0) {
+    const targets = await client.getAll<Target>("/api/v1/targets");
+    for (const target of config.targets) {
+      await applyPart(run, `target ${target.slug}`, () => applyTarget(run, target, targets));
+    }
+  }
+  await applyPart(run, `lifecycle ${config.lifecycle.slug}`, () => applyLifecycle(run, config.lifecycle, environments));
+  const projectPath = `/api/v1/projects/${segment(config.project.slug)}`;
+  await applyPart(run, `project ${config.project.slug}`, () =>
+    applyProject(run, config.project, config.lifecycle.slug),
+  );
+  if (config.steps !== undefined || config.images !== undefined) {
+    await applyPart(run, `process of ${config.project.slug}`, () =>
+      applyProcess(run, projectPath, config.project.slug, { steps: config.steps, images: config.images }),
+    );
+  }
+  const variables = config.variables;
+  if (variables !== undefined) {
+    await applyPart(run, `variables of ${config.project.slug}`, () => applyVariables(run, projectPath, variables));
+  }
+  if (config.versionPattern !== undefined) {
+    run.changes.push({
+      action: "skipped",
+      resource: "project",
+      name: config.project.slug,
+      detail: `versionPattern ${config.versionPattern}`,
+      warning: "this server does not set a project's version pattern through its API yet; releases keep 0.0.#{n}",
+    });
+  }
+  return run.changes;
+}
+
+/** Runs one part of the apply; a refused request names the part and lists what was done before it. */
+async function applyPart<T>(run: Run, what: string, apply: () => Promise<T>): Promise<T> {
+  try {
+    return await apply();
+  } catch (error) {
+    if (!(error instanceof OperationError)) throw error;
+    const done = run.changes.filter((change) => change.action !== "unchanged" && change.action !== "skipped");
+    throw new OperationError(`could not apply ${what}: ${error.message}`, [
+      ...error.details,
+      ...(done.length > 0
+        ? ["changes made before this one (they stay):", ...done.map((change) => `  ${describeChange(change)}`)]
+        : ["nothing was changed before this"]),
+    ]);
+  }
+}
+
+/** The fields of `wanted` that are given and differ from `current`. */
+function differences(current: object, wanted: Record<string, unknown>): Record<string, unknown> {
+  const body: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(wanted)) {
+    if (value !== undefined && canonical((current as Record<string, unknown>)[key]) !== canonical(value)) {
+      body[key] = value;
+    }
+  }
+  return body;
+}
+
+/** JSON with object keys sorted, so two values compare equal whatever order their keys came in. */
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_key, item: unknown) =>
+    item && typeof item === "object" && !Array.isArray(item)
+      ? Object.fromEntries(Object.entries(item).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : item,
+  );
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  return canonical([...new Set(a)].sort()) === canonical([...new Set(b)].sort());
+}
+
+/** A secret from the environment; an empty one counts as not set. */
+function secret(run: Run, name: string): string | undefined {
+  const value = run.environment[name];
+  return value === undefined || value === "" ? undefined : value;
+}
+
+/**
+ * Creates, or updates when `body` (only what differs) has fields, and records which. The
+ * detail of an update defaults to the names of the fields sent.
+ */
+async function createOrUpdate(
+  run: Run,
+  resource: Resource,
+  name: string,
+  target:
+    | { create: { path: string; body: Record<string, unknown> } }
+    | { update: { path: string; body: Record<string, unknown> } },
+  extra: { detail?: string; warning?: string } = {},
+): Promise<void> {
+  if ("create" in target) {
+    await run.client.request("POST", target.create.path, target.create.body);
+    run.changes.push({ action: "created", resource, name, ...extra });
+    return;
+  }
+  const fields = Object.keys(target.update.body);
+  if (fields.length === 0) {
+    run.changes.push({ action: "unchanged", resource, name, ...extra });
+    return;
+  }
+  await run.client.request("PATCH", target.update.path, target.update.body);
+  run.changes.push({ action: "updated", resource, name, detail: fields.join(", "), ...extra });
+}
+
+/**
+ * Creates the missing environments in the file's order: each goes right after the one
+ * listed before it, or before the first listed one that exists, so the global order keeps
+ * the file's order for what the file adds.
+ */
+async function applyEnvironments(run: Run, wanted: FerryFile["environments"]): Promise<Map<string, Environment>> {
+  let existing = await run.client.getAll<Environment>("/api/v1/environments");
+  for (const [index, environment] of wanted.entries()) {
+    const current = existing.find((item) => item.slug === environment.slug);
+    const path = `/api/v1/environments/${segment(environment.slug)}`;
+    if (current) {
+      const body = differences(current, { name: environment.name, description: environment.description });
+      await createOrUpdate(run, "environment", environment.slug, { update: { path, body } });
+      continue;
+    }
+    const before = wanted
+      .slice(0, index)
+      .reverse()
+      .map((item) => existing.find((other) => other.slug === item.slug))
+      .find((item) => item !== undefined);
+    const after = wanted
+      .slice(index + 1)
+      .map((item) => existing.find((other) => other.slug === item.slug))
+      .find((item) => item !== undefined);
+    const position = before ? before.position + 1 : after?.position;
+    await createOrUpdate(run, "environment", environment.slug, {
+      create: {
+        path: "/api/v1/environments",
+        body: {
+          name: environment.name,
+          slug: environment.slug,
+          ...(environment.description !== undefined && { description: environment.description }),
+          ...(position !== undefined && { position }),
+        },
+      },
+    });
+    // Creating shifts the positions after it: read them again for the next insertion.
+    existing = await run.client.getAll<Environment>("/api/v1/environments");
+  }
+  existing = await run.client.getAll<Environment>("/api/v1/environments");
+  return new Map(existing.map((item) => [item.slug, item]));
+}
+
+async function applyFeed(run: Run, feed: FerryFile["feeds"][number], existing: readonly Feed[]): Promise<void> {
+  const current = existing.find((item) => item.slug === feed.slug);
+  const from = feed.passwordFrom?.env;
+  // The stored password cannot be read back: write it when there is none yet, or when asked.
+  const needsPassword = from !== undefined && (!current || current.password === null || run.updateSecrets);
+  const password = needsPassword ? secret(run, from) : undefined;
+  const warning =
+    needsPassword && password === undefined
+      ? `$${from} is not set, so the feed's password was not ${current?.password ? "replaced" : "set"}; set it and apply again`
+      : undefined;
+  const extra = warning === undefined ? {} : { warning };
+  if (!current) {
+    const body = {
+      name: feed.name,
+      slug: feed.slug,
+      url: feed.url,
+      ...(feed.username !== undefined && { username: feed.username }),
+      ...(password !== undefined && { password }),
+    };
+    const detail = password !== undefined ? { detail: `password from $${from}` } : {};
+    await createOrUpdate(run, "feed", feed.slug, { create: { path: "/api/v1/feeds", body } }, { ...detail, ...extra });
+    return;
+  }
+  const body = differences(current, { name: feed.name, url: feed.url, username: feed.username });
+  const notes = Object.keys(body);
+  if (password !== undefined) {
+    body.password = password;
+    notes.push(`password from $${from}`);
+  } else if (from !== undefined && !needsPassword && secret(run, from) !== undefined) {
+    notes.push(`password kept; --update-secrets writes $${from}`);
+  }
+  const detail = notes.length > 0 ? { detail: notes.join(", ") } : {};
+  await createOrUpdate(
+    run,
+    "feed",
+    feed.slug,
+    { update: { path: `/api/v1/feeds/${segment(feed.slug)}`, body } },
+    { ...detail, ...extra },
+  );
+}
+
+async function applyTarget(run: Run, target: FerryFile["targets"][number], existing: readonly Target[]): Promise<void> {
+  const current = existing.find((item) => item.slug === target.slug);
+  if (!current) {
+    await createOrUpdate(run, "target", target.slug, {
+      create: {
+        path: "/api/v1/targets",
+        body: {
+          name: target.name,
+          slug: target.slug,
+          environments: target.environments,
+          ...(target.roles !== undefined && { roles: target.roles }),
+          ...(target.transport !== undefined && { transport: target.transport }),
+          ...(target.runtimes !== undefined && { runtimes: target.runtimes }),
+        },
+      },
+    });
+    return;
+  }
+  // Environments, roles and runtimes are sets: their order means nothing.
+  const changedSet = (wanted: string[] | undefined, stored: string[]) =>
+    wanted !== undefined && !sameSet(wanted, stored) ? wanted : undefined;
+  const body = differences(current, {
+    name: target.name,
+    environments: changedSet(target.environments, current.environments),
+    roles: changedSet(target.roles, current.roles),
+    transport: target.transport,
+    runtimes: changedSet(target.runtimes, current.runtimes),
+  });
+  await createOrUpdate(run, "target", target.slug, {
+    update: { path: `/api/v1/targets/${segment(target.slug)}`, body },
+  });
+}
+
+async function applyLifecycle(
+  run: Run,
+  lifecycle: FerryFile["lifecycle"],
+  environments: ReadonlyMap<string, Environment>,
+): Promise<void> {
+  // A phase without a name is named after its first environment: compare with that name.
+  const phases = lifecycle.phases.map((phase) => ({
+    name: phase.name ?? environments.get(phase.environments[0] ?? "")?.name ?? "",
+    environments: phase.environments,
+    autoDeploy: phase.autoDeploy,
+    optional: phase.optional,
+  }));
+  const current = (await run.client.getAll<Lifecycle>("/api/v1/lifecycles")).find(
+    (item) => item.slug === lifecycle.slug,
+  );
+  if (!current) {
+    await createOrUpdate(run, "lifecycle", lifecycle.slug, {
+      create: {
+        path: "/api/v1/lifecycles",
+        body: {
+          name: lifecycle.name,
+          slug: lifecycle.slug,
+          ...(lifecycle.description !== undefined && { description: lifecycle.description }),
+          phases,
+        },
+      },
+    });
+    return;
+  }
+  const body = differences(current, { name: lifecycle.name, description: lifecycle.description, phases });
+  await createOrUpdate(run, "lifecycle", lifecycle.slug, {
+    update: { path: `/api/v1/lifecycles/${segment(lifecycle.slug)}`, body },
+  });
+}
+
+async function applyProject(run: Run, project: FerryFile["project"], lifecycleSlug: string): Promise<void> {
+  const current = (await run.client.getAll<Project>("/api/v1/projects")).find((item) => item.slug === project.slug);
+  if (!current) {
+    await createOrUpdate(run, "project", project.slug, {
+      create: {
+        path: "/api/v1/projects",
+        body: {
+          name: project.name,
+          slug: project.slug,
+          ...(project.description !== undefined && { description: project.description }),
+          lifecycle: lifecycleSlug,
+        },
+      },
+    });
+    return;
+  }
+  const body = differences(current, { name: project.name, description: project.description, lifecycle: lifecycleSlug });
+  await createOrUpdate(run, "project", project.slug, {
+    update: { path: `/api/v1/projects/${segment(project.slug)}`, body },
+  });
+}
+
+/**
+ * The process as the API shows it. `images` is optional: a server from before images were
+ * part of the process has none, and apply then leaves them out rather than be refused.
+ */
+interface StoredProcess {
+  steps: Step[];
+  images?: unknown[];
+}
+
+/**
+ * Replaces the process (its steps and its images) when it differs from the file's. A part
+ * the file leaves out (no `steps`, or no `images`) is sent back as it is, since the API
+ * replaces the process as a whole.
+ */
+async function applyProcess(
+  run: Run,
+  projectPath: string,
+  projectSlug: string,
+  wanted: { steps: FerryFile["steps"]; images: FerryFile["images"] },
+): Promise<void> {
+  const current = await run.client.get<StoredProcess>(`${projectPath}/process`);
+  const imagesKnown = current.images !== undefined;
+  const desired = {
+    ...(imagesKnown && { images: wanted.images ?? current.images }),
+    steps: wanted.steps ?? current.steps,
+  };
+  const warning =
+    !imagesKnown && wanted.images !== undefined && wanted.images.length > 0
+      ? { warning: "this server's process has no images yet, so the file's images were not sent" }
+      : {};
+  // Both sides carry every default (the file's steps went through validateSteps as the API's do).
+  if (canonical(desired) === canonical({ ...(imagesKnown && { images: current.images }), steps: current.steps })) {
+    run.changes.push({ action: "unchanged", resource: "process", name: projectSlug, ...warning });
+    return;
+  }
+  await run.client.request("PUT", `${projectPath}/process`, desired);
+  const wasEmpty = current.steps.length === 0 && (current.images ?? []).length === 0;
+  const count = (amount: number, noun: string) => `${amount} ${noun}${amount === 1 ? "" : "s"}`;
+  run.changes.push({
+    action: wasEmpty ? "created" : "updated",
+    resource: "process",
+    name: projectSlug,
+    detail: [
+      count(desired.steps.length, "step"),
+      ...(desired.images !== undefined ? [count(desired.images.length, "image")] : []),
+    ].join(", "),
+    ...warning,
+  });
+}
+
+type WantedVariable = NonNullable<FerryFile["variables"]>[number];
+
+function variableLabel(variable: { name: string; scope: WantedVariable["scope"] }): string {
+  const parts = (["environments", "roles", "targets"] as const)
+    .filter((kind) => variable.scope[kind].length > 0)
+    .map((kind) => `${kind} ${[...variable.scope[kind]].sort().join(",")}`);
+  return parts.length === 0 ? variable.name : `${variable.name} [${parts.join("; ")}]`;
+}
+
+/**
+ * Makes the project's variables exactly the file's. A variable is the same one when name
+ * and scope match; failing that, an unmatched one of the same name is updated in place
+ * (its scope changed), which keeps a stored secret instead of deleting it.
+ */
+async function applyVariables(run: Run, projectPath: string, wanted: readonly WantedVariable[]): Promise<void> {
+  const collection = `${projectPath}/variables`;
+  const existing = await run.client.getAll<Variable>(collection);
+  const byKey = new Map(existing.map((variable) => [variableKey(variable.name, variable.scope), variable]));
+  const matched = new Set<Variable>();
+  const pairs = wanted.map((variable) => {
+    const current = byKey.get(variableKey(variable.name, variable.scope));
+    if (current) matched.add(current);
+    return { variable, current };
+  });
+  for (const pair of pairs) {
+    if (pair.current) continue;
+    pair.current = existing.find((variable) => variable.name === pair.variable.name && !matched.has(variable));
+    if (pair.current) matched.add(pair.current);
+  }
+  for (const { variable, current } of pairs) {
+    if (current) await updateVariable(run, `${collection}/${segment(current.id)}`, current, variable);
+    else await createVariable(run, collection, variable);
+  }
+  for (const variable of existing) {
+    if (matched.has(variable)) continue;
+    await run.client.request("DELETE", `${collection}/${segment(variable.id)}`);
+    run.changes.push({
+      action: "deleted",
+      resource: "variable",
+      name: variableLabel(variable),
+      detail: "not in ferry.yml",
+    });
+  }
+}
+
+async function createVariable(run: Run, collection: string, variable: WantedVariable): Promise<void> {
+  const name = variableLabel(variable);
+  let value = variable.value;
+  if (variable.sensitive) {
+    const from = variable.valueFrom?.env ?? "";
+    value = secret(run, from);
+    if (value === undefined) {
+      run.changes.push({
+        action: "skipped",
+        resource: "variable",
+        name,
+        warning: `$${from} is not set, so the sensitive variable was not created; set it and apply again`,
+      });
+      return;
+    }
+  }
+  await run.client.request("POST", collection, {
+    name: variable.name,
+    value: value ?? "",
+    sensitive: variable.sensitive,
+    scope: variable.scope,
+  });
+  run.changes.push({
+    action: "created",
+    resource: "variable",
+    name,
+    ...(variable.sensitive && { detail: `sensitive, from $${variable.valueFrom?.env}` }),
+  });
+}
+
+async function updateVariable(run: Run, path: string, current: Variable, variable: WantedVariable): Promise<void> {
+  const name = variableLabel(variable);
+  const body: Record<string, unknown> = {};
+  const notes: string[] = [];
+  let warning: string | undefined;
+  if (!sameScope(current.scope, variable.scope)) {
+    body.scope = variable.scope;
+    notes.push(`scope was ${variableLabel(current)}`);
+  }
+  if (!variable.sensitive) {
+    if (current.sensitive) {
+      Object.assign(body, { sensitive: false, value: variable.value });
+      notes.push("no longer sensitive");
+    } else if (current.value !== variable.value) {
+      body.value = variable.value;
+      notes.push("value");
+    }
+  } else {
+    const from = variable.valueFrom?.env ?? "";
+    const value = secret(run, from);
+    // A stored secret cannot be compared: it is written only when it has to be, or when asked.
+    const needsValue = !current.sensitive || run.updateSecrets;
+    if (needsValue && value !== undefined) {
+      Object.assign(body, { sensitive: true, value });
+      notes.push(current.sensitive ? `value from $${from}` : `now sensitive, value from $${from}`);
+    } else if (needsValue) {
+      warning = current.sensitive
+        ? `$${from} is not set, so the stored value was kept`
+        : `ferry.yml says it is sensitive but it is stored in clear; set $${from} and apply again`;
+    } else if (value !== undefined && Object.keys(body).length === 0) {
+      notes.push(`sensitive value kept; --update-secrets writes $${from}`);
+    }
+  }
+  const changed = Object.keys(body).length > 0;
+  if (changed) await run.client.request("PATCH", path, body);
+  run.changes.push({
+    action: changed ? "updated" : "unchanged",
+    resource: "variable",
+    name,
+    ...(notes.length > 0 && { detail: notes.join("; ") }),
+    ...(warning !== undefined && { warning }),
+  });
+}
+
+function sameScope(a: Variable["scope"], b: WantedVariable["scope"]): boolean {
+  return sameSet(a.environments, b.environments) && sameSet(a.roles, b.roles) && sameSet(a.targets, b.targets);
+}

@@ -1,0 +1,592 @@
+import { type Document, isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
+import { z } from "zod";
+import { descriptionSchema, nameSchema, slugify, slugSchema } from "../domain/common.js";
+import { type FieldIssue, InputError, toJsonPointer } from "../domain/errors.js";
+import { createFeedSchema } from "../domain/feeds.js";
+import { isRepositoryName, REPOSITORY_NAME_HINT } from "../domain/images.js";
+import { checkPhases, createLifecycleSchema } from "../domain/lifecycles.js";
+import { processSchema, type Step } from "../domain/process.js";
+import { createTargetSchema, updateTargetSchema } from "../domain/targets.js";
+import { createVariableSchema } from "../domain/variables.js";
+import { versionRuleSchema } from "../domain/versionRules.js";
+import { stepKind, validateSteps } from "../steps/registry.js";
+
+/**
+ * `ferry.yml`: one project described as code (docs/ferry-yml.md is the user's guide).
+ *
+ * The schema reuses the API's field schemas (names, slugs, phases, steps, scopes), so a
+ * file that parses here is accepted by the API. References between sections
+ * (a phase's environments, an image's feed, a variable's scope) are slugs of things the
+ * file declares, checked here so that a typo points at its line instead of failing
+ * halfway through `ferry apply`.
+ *
+ * A field left out means "leave it as it is on the server" (descriptions, a target's roles,
+ * a feed's username); a list that is present is the whole truth (phases, steps,
+ * variables). Secrets are never in the file: only the name of the environment variable
+ * `ferry apply` reads them from.
+ */
+
+type Path = readonly PropertyKey[];
+
+/** Reports a problem at a path; `atKey` places it on the key (an unknown field) rather than the value. */
+type Problem = (path: Path, message: string, atKey?: boolean) => void;
+
+/** Lets a cross-field rule run even when other fields of the object failed (all problems at once). */
+const evenWithOtherProblems = { when: () => true };
+
+/** The name of an environment variable of the `ferry apply` process that holds a secret. */
+const secretReferenceSchema = z
+  .strictObject({
+    env: z
+      .string()
+      .max(200)
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { message: "use an environment variable name: letters, digits and '_'" })
+      .describe("Environment variable that `ferry apply` reads the secret from; the value never sits in the file"),
+  })
+  .describe("Where the secret comes from at apply time");
+
+/** Adds the slug derived from the name when none is given; a name without letters or digits needs one. */
+function withSlug<T extends { name: string; slug?: string | undefined }>(value: T, context: z.RefinementCtx) {
+  const slug = value.slug ?? slugify(value.name);
+  if (slug === "") {
+    context.addIssue({
+      code: "custom",
+      path: ["name"],
+      message: "the name has no letters or digits to derive a slug from; add a slug such as 'web-api'",
+    });
+  }
+  return { ...value, slug };
+}
+
+const projectFileSchema = z
+  .strictObject({
+    name: nameSchema,
+    slug: slugSchema.optional().describe("Derived from the name when left out"),
+    description: descriptionSchema.optional(),
+  })
+  .transform(withSlug);
+
+const environmentFileSchema = z
+  .union([
+    nameSchema.transform((name) => ({
+      name,
+      slug: undefined as string | undefined,
+      description: undefined as string | undefined,
+    })),
+    z.strictObject({
+      name: nameSchema,
+      slug: slugSchema.optional().describe("Derived from the name when left out"),
+      description: descriptionSchema.optional(),
+    }),
+  ])
+  .describe("An environment's name (its slug is derived), or { name, slug, description }")
+  .transform(withSlug);
+
+const lifecycleFileSchema = z
+  .strictObject({
+    name: nameSchema,
+    slug: slugSchema.optional().describe("Derived from the name when left out"),
+    description: descriptionSchema.optional(),
+    phases: createLifecycleSchema.shape.phases.describe(
+      "In order; each phase's environments are slugs of environments listed under `environments`",
+    ),
+  })
+  .transform(withSlug);
+
+const feedFileSchema = z
+  .strictObject({
+    name: nameSchema,
+    slug: slugSchema.optional().describe("Derived from the name when left out"),
+    url: createFeedSchema.shape.url,
+    username: z.string().min(1).max(200).optional(),
+    passwordFrom: secretReferenceSchema.optional(),
+  })
+  .refine((feed) => !feed.passwordFrom || feed.username !== undefined, {
+    message: "a password needs a username; add username",
+    path: ["username"],
+  })
+  .transform(withSlug);
+
+const targetFileSchema = z
+  .strictObject({
+    name: nameSchema,
+    slug: slugSchema.optional().describe("Derived from the name when left out"),
+    environments: createTargetSchema.shape.environments.describe("Slugs of environments listed under `environments`"),
+    roles: updateTargetSchema.shape.roles,
+    transport: updateTargetSchema.shape.transport,
+    runtimes: updateTargetSchema.shape.runtimes,
+  })
+  .transform(withSlug);
+
+/** `{ semver: "^1.2.0" }` or `{ regex: "^1\\.0\\.\\d+$" }`, read as the domain's version rule. */
+const imageVersionSchema = z
+  .strictObject({
+    semver: z.string().optional().describe("An npm-style range: ^1.2.0, ~1.4, >=1.0.0 <2.0.0, 1.x || 2.x"),
+    regex: z.string().optional().describe("A regular expression the whole tag must match"),
+  })
+  .describe("Which tags of the repository the project takes: exactly one of semver or regex")
+  .transform((version, context) => {
+    const given = (["semver", "regex"] as const).filter((key) => version[key] !== undefined);
+    if (given.length !== 1) {
+      context.addIssue({
+        code: "custom",
+        message: given.length === 0 ? "give semver or regex" : "give semver or regex, not both",
+      });
+      return z.NEVER;
+    }
+    const rule =
+      version.semver !== undefined
+        ? { kind: "semver" as const, range: version.semver }
+        : { kind: "regex" as const, pattern: version.regex ?? "" };
+    const result = versionRuleSchema.safeParse(rule);
+    if (!result.success) {
+      for (const issue of result.error.issues) {
+        context.addIssue({ code: "custom", path: [rule.kind], message: issue.message });
+      }
+      return z.NEVER;
+    }
+    return result.data;
+  });
+
+const imageFileSchema = z.strictObject({
+  name: slugSchema.describe("How the project refers to the image"),
+  feed: slugSchema.describe("Slug of a feed listed under `feeds`"),
+  repository: z
+    .string()
+    .refine(isRepositoryName, { message: REPOSITORY_NAME_HINT })
+    .describe("Repository in the feed, e.g. team/web-api"),
+  version: imageVersionSchema,
+});
+
+const variableFileSchema = z
+  .strictObject({
+    name: createVariableSchema.shape.name,
+    value: createVariableSchema.shape.value.optional().describe("The value; only for variables that are not sensitive"),
+    sensitive: z.boolean().default(false),
+    valueFrom: secretReferenceSchema
+      .optional()
+      .describe("Where a sensitive variable's value comes from at apply time (never written in the file)"),
+    scope: createVariableSchema.shape.scope.describe(
+      "Environments (slugs), target roles and targets (slugs) the value applies to; empty means everywhere",
+    ),
+  })
+  .superRefine(
+    (variable, context) => {
+      // Runs even when other fields of the variable failed (`when` below): read the raw fields.
+      const raw = variable as Record<string, unknown>;
+      const sensitive = raw.sensitive === true;
+      if (sensitive && raw.value !== undefined) {
+        context.addIssue({
+          code: "custom",
+          path: ["value"],
+          message:
+            "a sensitive value must not be written in ferry.yml; remove it and use valueFrom: { env: NAME }, " +
+            "which `ferry apply` reads from its environment",
+        });
+      } else if (sensitive && raw.valueFrom === undefined) {
+        context.addIssue({ code: "custom", message: "required: a sensitive variable needs valueFrom: { env: NAME }" });
+      } else if (!sensitive && raw.valueFrom !== undefined) {
+        context.addIssue({
+          code: "custom",
+          path: ["valueFrom"],
+          message: "valueFrom is for sensitive variables: add sensitive: true, or write the value inline with value",
+        });
+      } else if (!sensitive && raw.value === undefined) {
+        context.addIssue({ code: "custom", path: ["value"], message: "required: add this field (string)" });
+      }
+    },
+    { when: (payload) => isRecord(payload.value) },
+  );
+
+const versionPatternSchema = z
+  .string()
+  .max(100)
+  .refine((pattern) => pattern.split("#{n}").length === 2, {
+    message: "must contain #{n} exactly once, e.g. 1.0.#{n}",
+  })
+  .describe("How release versions are numbered: #{n} is one more than the highest so far");
+
+const ferryFileObject = z.strictObject({
+  project: projectFileSchema,
+  environments: z
+    .array(environmentFileSchema)
+    .min(1, { message: "list at least one environment" })
+    .max(50)
+    .describe("Created when missing, in this order"),
+  lifecycle: lifecycleFileSchema,
+  feeds: z.array(feedFileSchema).max(50).default([]),
+  targets: z.array(targetFileSchema).max(500).default([]),
+  images: z
+    .array(imageFileSchema)
+    .max(20)
+    .optional()
+    .describe("The container images the project deploys: when present, they replace the process's images"),
+  variables: z
+    .array(variableFileSchema)
+    .max(2000)
+    .optional()
+    .describe("The project's variables: when present, the whole list (others are deleted on apply)"),
+  versionPattern: versionPatternSchema.optional(),
+  steps: processSchema.shape.steps
+    .optional()
+    .describe("The deployment process: when present, it replaces the project's process"),
+});
+
+const ferryFileSchema = ferryFileObject.superRefine(checkReferences, evenWithOtherProblems);
+
+/** A parsed `ferry.yml`: slugs derived, defaults applied, step configs parsed by their kinds. */
+export type FerryFile = z.output<typeof ferryFileSchema>;
+
+let jsonSchema: Readonly<Record<string, unknown>> | undefined;
+
+/**
+ * The JSON Schema of `ferry.yml` as written (what an editor validates and completes the file
+ * with). Rules across fields, such as references between sections, are not in it.
+ */
+export function ferryFileJsonSchema(): Readonly<Record<string, unknown>> {
+  jsonSchema ??= {
+    ...(z.toJSONSchema(ferryFileObject, { io: "input", unrepresentable: "any" }) as Record<string, unknown>),
+    title: "ferry.yml",
+    description: "A Ferry project described as code; see docs/ferry-yml.md",
+  };
+  return jsonSchema;
+}
+
+interface Located extends FieldIssue {
+  readonly line: number;
+  readonly column: number;
+  /** A YAML syntax problem: there is no field to point at. */
+  readonly syntax?: true;
+}
+
+/**
+ * Parses and validates the text of a `ferry.yml`. Every problem found (YAML syntax, shape,
+ * references) is reported at once in an InputError: its issues carry the JSON pointer plus
+ * line and column, and its message has one `file:line:column pointer: detail` line each.
+ */
+export function parseFerryFile(text: string, fileName: string): FerryFile {
+  const lineCounter = new LineCounter();
+  const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const position = (offset: number) => {
+    const { line, col } = lineCounter.linePos(offset);
+    return { line, column: col };
+  };
+
+  // Warnings too (an unknown !tag): a value YAML could not read as written must not be guessed at.
+  const syntaxProblems = [...document.errors, ...document.warnings].map(
+    (problem): Located => ({ pointer: "", detail: problem.message, syntax: true, ...position(problem.pos[0]) }),
+  );
+  if (syntaxProblems.length > 0) throw fileError(fileName, syntaxProblems);
+
+  let data: unknown;
+  try {
+    data = document.toJS({ maxAliasCount: 100 });
+  } catch (error) {
+    throw fileError(fileName, [{ pointer: "", detail: (error as Error).message, syntax: true, ...position(0) }]);
+  }
+  if (data === null || data === undefined) {
+    throw fileError(fileName, [
+      {
+        pointer: "",
+        detail: "the file is empty; it needs at least project, environments and lifecycle",
+        ...position(0),
+      },
+    ]);
+  }
+
+  const locate = (path: Path, atKey = false) => ({
+    pointer: toJsonPointer(path),
+    ...position(offsetOf(document, path, atKey)),
+  });
+  const result = ferryFileSchema.safeParse(data, { error: friendlyMessage });
+  if (!result.success) {
+    throw fileError(
+      fileName,
+      explainIssues(result.error.issues).map((issue) => ({ ...locate(issue.path, issue.atKey), detail: issue.detail })),
+    );
+  }
+
+  if (result.data.steps === undefined) return result.data;
+  // The kinds' schemas already passed in checkReferences; this applies their defaults, the
+  // same way the API does before storing a process, so apply compares like with like.
+  try {
+    return { ...result.data, steps: validateSteps(result.data.steps) };
+  } catch (error) {
+    if (!(error instanceof InputError)) throw error;
+    throw fileError(
+      fileName,
+      error.issues.map((issue) => ({ ...locate(fromJsonPointer(issue.pointer)), detail: issue.detail })),
+    );
+  }
+}
+
+function fileError(fileName: string, problems: Located[]): InputError {
+  const sorted = [...problems].sort((a, b) => a.line - b.line || a.column - b.column);
+  const lines = sorted.map(
+    (problem) =>
+      `${fileName}:${problem.line}:${problem.column} ${problem.syntax ? "(yaml)" : problem.pointer || "/"}: ${problem.detail}`,
+  );
+  const count = sorted.length === 1 ? "1 problem" : `${sorted.length} problems`;
+  return new InputError(`${fileName} is not valid (${count}); fix and run again:\n${lines.join("\n")}`, sorted);
+}
+
+/**
+ * Where the value at `path` starts in the text: the value's node, or its key's for an
+ * unknown field (or an empty value), or the nearest enclosing node for a field that is missing.
+ */
+function offsetOf(document: Document, path: Path, atKey: boolean): number {
+  let node: unknown = document.contents;
+  let offset = rangeStart(node) ?? 0;
+  for (const [index, segment] of path.entries()) {
+    if (isMap(node)) {
+      const pair = node.items.find((item) => isScalar(item.key) && String(item.key.value) === String(segment));
+      if (!pair) break;
+      const keyStart = rangeStart(pair.key) ?? offset;
+      const value = pair.value;
+      const emptyValue = value === null || (isScalar(value) && value.value === null && value.source === "");
+      if ((atKey && index === path.length - 1) || emptyValue) return keyStart;
+      node = value;
+      offset = rangeStart(value) ?? keyStart;
+    } else if (isSeq(node)) {
+      const item = node.items[Number(segment)];
+      if (item === undefined) break;
+      node = item;
+      offset = rangeStart(item) ?? offset;
+    } else {
+      break;
+    }
+  }
+  return offset;
+}
+
+function rangeStart(node: unknown): number | undefined {
+  const range = (node as { range?: [number, number, number] } | null)?.range;
+  return range?.[0];
+}
+
+function fromJsonPointer(pointer: string): Path {
+  return pointer
+    .split("/")
+    .slice(1)
+    .map((segment) => segment.replaceAll("~1", "/").replaceAll("~0", "~"));
+}
+
+/** Zod's default texts, made to say what to do in a YAML file. */
+function friendlyMessage(issue: z.core.$ZodRawIssue): string | undefined {
+  if (issue.code !== "invalid_type") return undefined;
+  if (issue.input === undefined) return `required: add this field (${issue.expected})`;
+  if (issue.input === null) return `expected ${issue.expected}, found an empty value`;
+  if (issue.expected === "string" && (typeof issue.input === "number" || typeof issue.input === "boolean")) {
+    return `expected text, but YAML read the ${typeof issue.input} ${String(issue.input)}; put the value in quotes`;
+  }
+  return undefined;
+}
+
+interface Explained {
+  path: Path;
+  detail: string;
+  /** Points at the key (an unknown field) rather than the value. */
+  atKey: boolean;
+}
+
+/**
+ * One problem per unknown key, and for a value that fits none of a union's forms, the
+ * problems of the form it was evidently meant to be (an object for the object form).
+ */
+function explainIssues(issues: readonly z.core.$ZodIssue[], prefix: Path = []): Explained[] {
+  return issues.flatMap((issue): Explained[] => {
+    const path = [...prefix, ...issue.path];
+    if (issue.code === "unrecognized_keys") {
+      return issue.keys.map((key) => ({
+        path: [...path, key],
+        detail: "unknown field; remove it or fix its spelling (docs/ferry-yml.md lists the fields)",
+        atKey: true,
+      }));
+    }
+    if (issue.code === "invalid_union") {
+      const branch = likeliestBranch(issue.errors);
+      if (branch) return explainIssues(branch, path);
+    }
+    return [{ path, detail: issue.message, atKey: issue.code === "custom" && issue.params?.atKey === true }];
+  });
+}
+
+function likeliestBranch(branches: readonly (readonly z.core.$ZodIssue[])[]): readonly z.core.$ZodIssue[] | undefined {
+  const wrongType = (issue: z.core.$ZodIssue) => issue.path.length === 0 && issue.code === "invalid_type";
+  const deep = branches.filter((branch) =>
+    branch.every((issue) => issue.path.length > 0 || issue.code === "unrecognized_keys"),
+  );
+  return deep[0] ?? branches.find((branch) => !branch.some(wrongType));
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function field(value: unknown, key: string): unknown {
+  return isRecord(value) ? value[key] : undefined;
+}
+
+function listAt(value: unknown, key: string): unknown[] {
+  const list = field(value, key);
+  return Array.isArray(list) ? list : [];
+}
+
+/**
+ * Rules across sections, run on the raw value even when parts of it are invalid so that one
+ * run reports everything: references name declared things, nothing is declared twice, and
+ * each step's config suits its kind. A section is used as a source of names only when it
+ * parsed, so one bad entry does not make every reference to that section an error too.
+ */
+function checkReferences(value: unknown, context: z.RefinementCtx): void {
+  const problem: Problem = (path, message, atKey = false) =>
+    context.addIssue({ code: "custom", path: [...path], message, params: { atKey } });
+  const file = isRecord(value) ? value : {};
+
+  const environments = ferryFileObject.shape.environments.safeParse(file.environments);
+  const environmentNames = new Map<string, string>();
+  if (environments.success) {
+    environments.data.forEach((environment, index) => {
+      if (environmentNames.has(environment.slug)) {
+        problem(["environments", index], `environment '${environment.slug}' is listed twice`);
+      }
+      environmentNames.set(environment.slug, environment.name);
+    });
+  }
+  const checkEnvironment = (path: Path, reference: unknown) => {
+    if (!environments.success || typeof reference !== "string" || environmentNames.has(reference)) return;
+    problem(
+      path,
+      `no environment '${reference}' under environments; refer to one by its slug: ${[...environmentNames.keys()].join(", ")}`,
+    );
+  };
+
+  checkLifecycle(file.lifecycle, environments.success ? environmentNames : undefined, checkEnvironment, problem);
+
+  const feeds = ferryFileObject.shape.feeds.safeParse(file.feeds);
+  const feedSlugs = new Set<string>();
+  if (feeds.success) {
+    feeds.data.forEach((feed, index) => {
+      if (feedSlugs.has(feed.slug)) problem(["feeds", index, "name"], `feed '${feed.slug}' is listed twice`);
+      feedSlugs.add(feed.slug);
+    });
+  }
+
+  const targetSlugs = new Set<string>();
+  listAt(file, "targets").forEach((target, index) => {
+    listAt(target, "environments").forEach((reference, position) => {
+      checkEnvironment(["targets", index, "environments", position], reference);
+    });
+    const parsed = targetFileSchema.safeParse(target);
+    if (!parsed.success) return;
+    if (targetSlugs.has(parsed.data.slug))
+      problem(["targets", index, "name"], `target '${parsed.data.slug}' is listed twice`);
+    targetSlugs.add(parsed.data.slug);
+  });
+
+  const imageNames = new Set<string>();
+  listAt(file, "images").forEach((image, index) => {
+    const feed = field(image, "feed");
+    if (feeds.success && typeof feed === "string" && !feedSlugs.has(feed)) {
+      const known = [...feedSlugs].join(", ") || "(none: add the feed under feeds)";
+      problem(["images", index, "feed"], `no feed '${feed}' under feeds; refer to one by its slug: ${known}`);
+    }
+    const name = field(image, "name");
+    if (typeof name !== "string") return;
+    if (imageNames.has(name)) problem(["images", index, "name"], `image '${name}' is listed twice`);
+    imageNames.add(name);
+  });
+
+  const variableKeys = new Set<string>();
+  listAt(file, "variables").forEach((variable, index) => {
+    listAt(field(variable, "scope"), "environments").forEach((reference, position) => {
+      checkEnvironment(["variables", index, "scope", "environments", position], reference);
+    });
+    const parsed = variableFileSchema.safeParse(variable);
+    if (!parsed.success) return;
+    const key = variableKey(parsed.data.name, parsed.data.scope);
+    if (variableKeys.has(key)) {
+      problem(["variables", index], `variable '${parsed.data.name}' is listed twice with the same scope`);
+    }
+    variableKeys.add(key);
+  });
+
+  listAt(file, "steps").forEach((step, index) => {
+    for (const list of ["environments", "excludeEnvironments"]) {
+      listAt(step, list).forEach((reference, position) => {
+        checkEnvironment(["steps", index, list, position], reference);
+      });
+    }
+    checkStepConfig(step, ["steps", index], problem);
+  });
+}
+
+function checkLifecycle(
+  lifecycle: unknown,
+  environmentNames: ReadonlyMap<string, string> | undefined,
+  checkEnvironment: (path: Path, reference: unknown) => void,
+  problem: Problem,
+): void {
+  const phases = listAt(lifecycle, "phases");
+  phases.forEach((phase, index) => {
+    listAt(phase, "environments").forEach((reference, position) => {
+      checkEnvironment(["lifecycle", "phases", index, "environments", position], reference);
+    });
+  });
+  const parsed = lifecycleFileSchema.safeParse(lifecycle);
+  if (!parsed.success || !environmentNames) return;
+  if (parsed.data.phases.some((phase) => phase.environments.some((slug) => !environmentNames.has(slug)))) return;
+  // The API's own rules (an environment in one phase only, phase names unique), checked here
+  // so the problem points at a line of the file.
+  const resolved = parsed.data.phases.map((phase) => ({
+    name: phase.name ?? environmentNames.get(phase.environments[0] ?? "") ?? "",
+    environmentIds: phase.environments,
+    autoDeploy: phase.autoDeploy,
+    optional: phase.optional,
+  }));
+  for (const issue of checkPhases(resolved)) problem(["lifecycle", ...fromJsonPointer(issue.pointer)], issue.detail);
+}
+
+const emptyStep: Step = {
+  name: "step",
+  kind: "",
+  roles: [],
+  environments: [],
+  excludeEnvironments: [],
+  condition: "success",
+  required: true,
+  config: {},
+};
+
+/** A step's config, checked by its kind's schema (the one the API uses), with paths into the file. */
+function checkStepConfig(step: unknown, path: Path, problem: Problem): void {
+  const kindName = field(step, "kind");
+  if (typeof kindName !== "string" || kindName === "") return;
+  const kind = stepKind(kindName);
+  if (!kind) {
+    // validateSteps words this one (it lists the kinds there are).
+    try {
+      validateSteps([{ ...emptyStep, kind: kindName }]);
+    } catch (error) {
+      if (!(error instanceof InputError)) throw error;
+      for (const issue of error.issues) problem([...path, ...fromJsonPointer(issue.pointer).slice(2)], issue.detail);
+    }
+    return;
+  }
+  const config = field(step, "config") ?? {};
+  if (!isRecord(config)) return; // the envelope's schema reports that config is not an object
+  const result = kind.config.safeParse(config, { error: friendlyMessage });
+  if (result.success) return;
+  for (const issue of explainIssues(result.error.issues)) {
+    problem([...path, "config", ...issue.path], issue.detail, issue.atKey);
+  }
+}
+
+/** Two variables may share a name only with different scopes (the API's rule). */
+export function variableKey(
+  name: string,
+  scope: { environments: string[]; roles: string[]; targets: string[] },
+): string {
+  const part = (values: readonly string[]) => [...new Set(values)].sort().join(",");
+  return `${name}|e=${part(scope.environments)}|r=${part(scope.roles)}|t=${part(scope.targets)}`;
+}
