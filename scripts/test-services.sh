@@ -59,6 +59,9 @@ SQL
 # is started here. apache2-utils brings htpasswd for the bcrypt lines of htpasswd auth;
 # openssl makes the token-auth test's signing certificate.
 ensure_packages docker-registry apache2-utils openssl
+# busybox-static: container-step tests build their app images from its static /bin/busybox
+# (test/helpers/images.ts: `docker import` of a rootfs serving files with `busybox httpd`).
+ensure_packages busybox-static
 
 # --- Docker engine -------------------------------------------------------------------
 # Container steps run against a real engine. Debian's docker.io; dockerd is started in the

@@ -13,11 +13,13 @@ import {
   type SystemVariableValues,
   withSystemVariables,
 } from "../domain/variableScoping.js";
+import { removeTaskContainers } from "../runtimes/docker.js";
 import { killTaskProcesses } from "../runtimes/processGroups.js";
 import { stepKind } from "../steps/registry.js";
 import type { StepRunContext } from "../steps/types.js";
 import type { StoreContext } from "../store/common.js";
 import { findNamed, newId, nowIso } from "../store/common.js";
+import { getFeedCredentials } from "../store/feeds.js";
 import { getReleaseRow, openSnapshot } from "../store/releases.js";
 import type { Database } from "../store/schema.js";
 import { LogMasker } from "./logMasker.js";
@@ -394,6 +396,7 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
             };
             try {
               const result = await runStepGuided(
+                services.context,
                 task,
                 step,
                 target,
@@ -431,6 +434,11 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
     async cleanup(taskId, _payload, log) {
       const killed = await killTaskProcesses(join(services.workRoot, taskId), taskId);
       if (killed > 0) log.warn(`clean-up: killed ${killed} process group(s) the task had started`);
+      const removed = await removeTaskContainers(taskId).catch((error: unknown) => {
+        log.warn(`clean-up: could not list the task's containers (${error instanceof Error ? error.message : error})`);
+        return [] as string[];
+      });
+      if (removed.length > 0) log.warn(`clean-up: removed container(s) ${removed.join(", ")}`);
     },
   };
 }
@@ -461,6 +469,7 @@ class SkippedStep extends Error {}
  * acts on the answer (retry re-renders the variables and runs the step again).
  */
 async function runStepGuided(
+  context: StoreContext,
   task: TaskContext,
   step: Step,
   target: TargetInfo | undefined,
@@ -471,7 +480,7 @@ async function runStepGuided(
 ) {
   for (;;) {
     try {
-      return await runStep(task, step, target, variables(), workDirectory, labels);
+      return await runStep(context, task, step, target, variables(), workDirectory, labels);
     } catch (error) {
       if (!options.guidedFailure || task.signal.aborted) throw error;
       const message = error instanceof Error ? error.message : String(error);
@@ -486,7 +495,15 @@ async function runStepGuided(
   }
 }
 
+/** Credentials of the feed whose URL points at this registry host, for pulling from it. */
+async function feedCredentialsForHost(context: StoreContext, registryHost: string) {
+  const feeds = await context.db.selectFrom("feeds").select(["id", "url"]).execute();
+  const feed = feeds.find((candidate) => new URL(candidate.url).host === registryHost);
+  return feed ? getFeedCredentials(context, feed.id) : undefined;
+}
+
 async function runStep(
+  store: StoreContext,
   task: TaskContext,
   step: Step,
   target: TargetInfo | undefined,
@@ -497,7 +514,7 @@ async function runStep(
   const kind = stepKind(step.kind);
   if (!kind) throw new TaskFailure(`this server does not know step kind '${step.kind}'`);
   const config = kind.config.parse(step.config);
-  const context: StepRunContext = {
+  const stepContext: StepRunContext = {
     taskId: task.taskId,
     stepName: step.name,
     signal: task.signal,
@@ -505,10 +522,11 @@ async function runStep(
     variables,
     render: (template) => renderTemplate(template, variables),
     waitForDecision: task.waitForDecision,
+    registryCredentials: (registryHost) => feedCredentialsForHost(store, registryHost),
     labels,
     workDirectory,
   };
-  return task.log.step(target ? `${step.name} on ${target.name}` : step.name, () => kind.run(context, config));
+  return task.log.step(target ? `${step.name} on ${target.name}` : step.name, () => kind.run(stepContext, config));
 }
 
 /** A new release goes on its own to the environments of a first phase that auto-deploys. */

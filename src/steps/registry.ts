@@ -2,11 +2,20 @@ import { type FieldIssue, InputError } from "../domain/errors.js";
 import type { Step } from "../domain/process.js";
 import { toFieldIssues } from "../domain/validation.js";
 import { approvalStep } from "./approval.js";
+import { containerStep } from "./container.js";
+import { healthCheckStep } from "./healthCheck.js";
+import { httpTestStep } from "./httpTest.js";
 import { scriptStep } from "./script.js";
 import type { StepKind } from "./types.js";
 
 /** Every step kind Ferry knows: one line each. */
-const stepKinds: readonly StepKind[] = [scriptStep as StepKind, approvalStep as StepKind];
+const stepKinds: readonly StepKind[] = [
+  scriptStep as StepKind,
+  approvalStep as StepKind,
+  containerStep as StepKind,
+  healthCheckStep as StepKind,
+  httpTestStep as StepKind,
+];
 
 const byKind = new Map(stepKinds.map((kind) => [kind.kind, kind]));
 

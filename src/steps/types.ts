@@ -18,6 +18,12 @@ export interface StepRunContext {
   readonly waitForDecision: TaskContext["waitForDecision"];
   /** Where the step may keep files for the duration of the task. */
   readonly workDirectory: string;
+  /**
+   * Credentials for pulling from a registry host ("registry.example.com:5000"), from the
+   * project's feeds; undefined (or no function) means pull anonymously. Step configs never
+   * hold registry secrets themselves.
+   */
+  readonly registryCredentials?: (registryHost: string) => Promise<{ username: string; password: string } | undefined>;
 }
 
 interface StepResult {

@@ -1,0 +1,648 @@
+import { isIP } from "node:net";
+import { isAbsolute, normalize } from "node:path";
+import Docker from "dockerode";
+import { InputError } from "../domain/errors.js";
+import { formatImageReference, parseImageReference } from "./imageReference.js";
+
+/**
+ * The Docker engine, through its HTTP API on a Unix socket (dockerode): no `docker` CLI
+ * and no shell. Every call has a deadline and follows the caller's abort signal. Every
+ * name that reaches the API (image, container, network, label, env) is checked first;
+ * the values themselves travel as JSON fields, never as a command line, so no user value
+ * can become an option.
+ */
+
+const DEFAULT_SOCKET_PATH = "/var/run/docker.sock";
+const DEFAULT_CALL_TIMEOUT_MS = 30_000;
+const DEFAULT_PULL_TIMEOUT_MS = 10 * 60_000;
+/** Most log bytes read for a tail; a container that writes huge lines does not fill the server's memory. */
+const MAX_LOG_BYTES = 256 * 1024;
+
+/** Docker's own rule for container names (no leading '/'); at most 128 characters here. */
+const containerNamePattern = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
+const networkNamePattern = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
+const volumeNamePattern = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
+const envNamePattern = /^[A-Za-z_][A-Za-z0-9_]{0,254}$/;
+const labelKeyPattern = /^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?$/;
+
+export const CONTAINER_NAME_HINT =
+  "use up to 128 letters, digits, '_', '.' and '-', starting with a letter or digit (e.g. ferry-shop-prod)";
+export const ENV_NAME_HINT = "use letters, digits and '_', not starting with a digit";
+
+/** A Docker API call that failed or did not finish in time; the message says which and why. */
+class DockerError extends Error {
+  override readonly name = "DockerError";
+  constructor(
+    message: string,
+    /** The engine's HTTP status (404: no such container/image), when it answered. */
+    readonly statusCode?: number,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+export interface RegistryAuth {
+  username: string;
+  password: string;
+}
+
+interface PortBinding {
+  containerPort: number;
+  /** Undefined: the engine picks a free port (read it back from StartedContainer.ports). */
+  hostPort?: number;
+  /** Default 127.0.0.1: nothing is published beyond the host unless asked for. */
+  hostIp?: string;
+  protocol?: "tcp" | "udp";
+}
+
+interface VolumeMount {
+  /** A named volume ("shop-data") or an absolute host path (a bind mount). */
+  source: string;
+  /** Absolute path inside the container. */
+  target: string;
+  readOnly?: boolean;
+}
+
+export interface ContainerSpec {
+  name: string;
+  /** A reference parseImageReference accepts; created by digest when it has one. */
+  image: string;
+  env?: Readonly<Record<string, string>>;
+  ports?: readonly PortBinding[];
+  volumes?: readonly VolumeMount[];
+  /** Networks to join; the first is the container's network mode, the others are connected before start. */
+  networks?: readonly string[];
+  /** CPU limit in CPUs (0.5 = half of one), sent as NanoCpus. */
+  cpus?: number;
+  /** Memory limit in MiB, sent as Memory (bytes). */
+  memoryMb?: number;
+  labels?: Readonly<Record<string, string>>;
+  restartPolicy?: "no" | "always" | "unless-stopped" | "on-failure";
+}
+
+export interface PublishedPort {
+  containerPort: number;
+  protocol: string;
+  hostIp: string;
+  hostPort: number;
+}
+
+export interface StartedContainer {
+  id: string;
+  name: string;
+  ports: PublishedPort[];
+}
+
+export interface ContainerStatus {
+  id: string;
+  name: string;
+  image: string;
+  running: boolean;
+  restarting: boolean;
+  restartCount: number;
+  exitCode: number;
+  /** "running", "exited", "created"… */
+  status: string;
+  /** The engine's error for a container that could not run (e.g. executable not found). */
+  error: string;
+  labels: Record<string, string>;
+}
+
+export interface ContainerSummary {
+  id: string;
+  name: string;
+  state: string;
+  labels: Record<string, string>;
+}
+
+interface CallOptions {
+  signal?: AbortSignal | undefined;
+  timeoutMs?: number | undefined;
+}
+
+export interface DockerRuntimeOptions {
+  /** Default /var/run/docker.sock. */
+  socketPath?: string;
+  /** Deadline of each API call but pulls (default 30 s). */
+  callTimeoutMs?: number;
+}
+
+export class DockerRuntime {
+  private readonly docker: Docker;
+  private readonly callTimeoutMs: number;
+
+  constructor(options: DockerRuntimeOptions = {}) {
+    // An explicit socket path: docker-modem would otherwise read DOCKER_HOST itself.
+    this.docker = new Docker({ socketPath: options.socketPath ?? DEFAULT_SOCKET_PATH });
+    this.callTimeoutMs = options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+  }
+
+  /**
+   * Pulls an image. The engine API does not use the `docker login` of the docker CLI
+   * (~/.docker/config.json): without `auth` the pull is anonymous. `onStatus` gets the
+   * engine's status lines ("Digest: sha256:…", "Status: Downloaded newer image for …").
+   */
+  async pullImage(
+    image: string,
+    options: CallOptions & { auth?: RegistryAuth | undefined; onStatus?: (line: string) => void } = {},
+  ): Promise<void> {
+    const reference = parseImageReference(image);
+    const fromImage = reference.registry ? `${reference.registry}/${reference.repository}` : reference.repository;
+    const query = { fromImage, tag: reference.digest ?? reference.tag ?? "latest" };
+    const authconfig = options.auth && {
+      username: options.auth.username,
+      password: options.auth.password,
+      serveraddress: reference.registry ?? "https://index.docker.io/v1/",
+    };
+    await this.call(
+      `pulling ${formatImageReference(reference)}`,
+      async (signal) => {
+        const stream = authconfig
+          ? await this.docker.createImage(authconfig, { ...query, abortSignal: signal })
+          : await this.docker.createImage({ ...query, abortSignal: signal });
+        await readPullStream(stream, signal, options.onStatus);
+      },
+      { signal: options.signal, timeoutMs: options.timeoutMs ?? DEFAULT_PULL_TIMEOUT_MS },
+    );
+  }
+
+  /** Whether the engine has this image (by digest: exactly this content) already. */
+  async hasImage(image: string, options: CallOptions = {}): Promise<boolean> {
+    const reference = formatImageReference(parseImageReference(image));
+    try {
+      // Image inspect takes no abort signal in dockerode: the deadline holds through call()'s race.
+      await this.call(`inspecting image ${reference}`, () => this.docker.getImage(reference).inspect(), options);
+      return true;
+    } catch (error) {
+      if (error instanceof DockerError && error.statusCode === 404) return false;
+      throw error;
+    }
+  }
+
+  /**
+   * Creates and starts a container. If anything after the create fails (a port already
+   * taken, a missing network), the half-made container is removed again.
+   */
+  async createAndStart(spec: ContainerSpec, options: CallOptions = {}): Promise<StartedContainer> {
+    const create = containerCreateOptions(spec);
+    const moreNetworks = spec.networks?.slice(1) ?? [];
+    const created = await this.call(
+      `creating container ${spec.name}`,
+      (signal) => this.docker.createContainer({ ...create, abortSignal: signal }),
+      options,
+    );
+    try {
+      for (const network of moreNetworks) {
+        await this.call(
+          `connecting container ${spec.name} to network ${network}`,
+          () => this.docker.getNetwork(network).connect({ Container: created.id }),
+          options,
+        );
+      }
+      await this.call(`starting container ${spec.name}`, (signal) => created.start({ abortSignal: signal }), options);
+      const inspected = await this.call(
+        `inspecting container ${spec.name}`,
+        (signal) => created.inspect({ abortSignal: signal }),
+        options,
+      );
+      return { id: created.id, name: spec.name, ports: publishedPorts(inspected.NetworkSettings.Ports) };
+    } catch (error) {
+      await this.call(`removing container ${spec.name}`, () => created.remove({ force: true, v: true })).catch(
+        () => {},
+      );
+      throw error;
+    }
+  }
+
+  /** The container's state; undefined when there is no such container. */
+  async inspectContainer(nameOrId: string, options: CallOptions = {}): Promise<ContainerStatus | undefined> {
+    checkContainerName(nameOrId);
+    try {
+      const info = await this.call(
+        `inspecting container ${nameOrId}`,
+        (signal) => this.docker.getContainer(nameOrId).inspect({ abortSignal: signal }),
+        options,
+      );
+      return {
+        id: info.Id,
+        name: info.Name.replace(/^\//, ""),
+        image: info.Config.Image,
+        running: info.State.Running,
+        restarting: info.State.Restarting,
+        restartCount: info.RestartCount,
+        exitCode: info.State.ExitCode,
+        status: info.State.Status,
+        error: info.State.Error,
+        labels: info.Config.Labels ?? {},
+      };
+    } catch (error) {
+      if (error instanceof DockerError && error.statusCode === 404) return undefined;
+      throw error;
+    }
+  }
+
+  /**
+   * Stops (SIGTERM, then SIGKILL after `stopTimeoutSeconds`) and removes a container.
+   * Anonymous volumes are kept: their data stays on disk, recoverable, rather than being
+   * deleted by a redeploy (`docker volume prune` clears them). Returns false when there
+   * was no such container.
+   */
+  async stopAndRemove(nameOrId: string, options: CallOptions & { stopTimeoutSeconds?: number } = {}): Promise<boolean> {
+    checkContainerName(nameOrId);
+    const stopTimeoutSeconds = options.stopTimeoutSeconds ?? 10;
+    const container = this.docker.getContainer(nameOrId);
+    try {
+      await this.call(
+        `stopping container ${nameOrId}`,
+        (signal) => container.stop({ t: stopTimeoutSeconds, abortSignal: signal }),
+        {
+          signal: options.signal,
+          timeoutMs: stopTimeoutSeconds * 1000 + this.callTimeoutMs,
+        },
+      );
+    } catch (error) {
+      // 304: already stopped; 404: already gone (the remove below says so).
+      if (!(error instanceof DockerError && (error.statusCode === 304 || error.statusCode === 404))) throw error;
+    }
+    try {
+      await this.call(`removing container ${nameOrId}`, () => container.remove({ force: true }), options);
+      return true;
+    } catch (error) {
+      if (error instanceof DockerError && error.statusCode === 404) return false;
+      throw error;
+    }
+  }
+
+  /** Containers, running or not, carrying the label `label=value`. */
+  async listByLabel(label: string, value: string, options: CallOptions = {}): Promise<ContainerSummary[]> {
+    checkLabel(label, value);
+    const containers = await this.call(
+      `listing containers labelled ${label}=${value}`,
+      (signal) =>
+        this.docker.listContainers({ all: true, filters: { label: [`${label}=${value}`] }, abortSignal: signal }),
+      options,
+    );
+    return containers.map((container) => ({
+      id: container.Id,
+      name: (container.Names[0] ?? container.Id).replace(/^\//, ""),
+      state: container.State,
+      labels: container.Labels ?? {},
+    }));
+  }
+
+  /**
+   * Removes (killing first) every container labelled `label=value`, with its anonymous
+   * volumes: this is clean-up of what one run created. Returns the names removed.
+   */
+  async removeByLabel(label: string, value: string, options: CallOptions = {}): Promise<string[]> {
+    const removed: string[] = [];
+    for (const container of await this.listByLabel(label, value, options)) {
+      try {
+        await this.call(
+          `removing container ${container.name}`,
+          () => this.docker.getContainer(container.id).remove({ force: true, v: true }),
+          options,
+        );
+        removed.push(container.name);
+      } catch (error) {
+        // Removed by someone else in between: the goal is reached.
+        if (!(error instanceof DockerError && error.statusCode === 404)) throw error;
+      }
+    }
+    return removed;
+  }
+
+  /** The last `lines` lines of a container's stdout and stderr, interleaved as written. */
+  async logTail(nameOrId: string, lines: number, options: CallOptions = {}): Promise<string[]> {
+    checkContainerName(nameOrId);
+    const info = await this.call(
+      `inspecting container ${nameOrId}`,
+      (signal) => this.docker.getContainer(nameOrId).inspect({ abortSignal: signal }),
+      options,
+    );
+    const text = await this.call(
+      `reading the log of container ${nameOrId}`,
+      (signal) =>
+        new Promise<string>((resolve, reject) => {
+          this.docker.modem.dial(
+            {
+              path: `/containers/${info.Id}/logs?`,
+              method: "GET",
+              // follow=false: the stream ends after the existing lines.
+              options: { stdout: true, stderr: true, follow: false, tail: String(Math.max(1, Math.floor(lines))) },
+              isStream: true,
+              statusCodes: { 200: true, 404: "no such container", 500: "server error" },
+              abortSignal: signal,
+            } as Parameters<Docker["modem"]["dial"]>[0],
+            (error, stream) => {
+              if (error) {
+                reject(error);
+                return;
+              }
+              readLogStream(stream as NodeJS.ReadableStream, !info.Config.Tty, MAX_LOG_BYTES, signal).then(
+                resolve,
+                reject,
+              );
+            },
+          );
+        }),
+      options,
+    );
+    return text.replace(/\n$/, "").split(/\r?\n/).slice(-lines);
+  }
+
+  /**
+   * Runs one API call with a deadline and the caller's signal. The race makes the deadline
+   * hold even where the library does not pass the signal on to the request.
+   */
+  private async call<T>(what: string, operation: (signal: AbortSignal) => Promise<T>, options: CallOptions = {}) {
+    options.signal?.throwIfAborted();
+    const timeoutMs = options.timeoutMs ?? this.callTimeoutMs;
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+    let onAbort = () => {};
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([operation(signal), aborted]);
+    } catch (error) {
+      if (options.signal?.aborted) throw options.signal.reason;
+      if (timeout.aborted) throw new DockerError(`${what} did not finish within ${formatSeconds(timeoutMs)}`);
+      throw toDockerError(what, error);
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+  }
+}
+
+let sharedRuntime: DockerRuntime | undefined;
+
+/** The engine of the server's own host, shared by every step that runs there. */
+export function localDocker(): DockerRuntime {
+  sharedRuntime ??= new DockerRuntime();
+  return sharedRuntime;
+}
+
+/**
+ * Removes every container an unfinished task created (label ferry.task=<taskId>), for the
+ * deployment task's cleanup after a cancel or an interrupted run. Returns the names removed.
+ */
+export function removeTaskContainers(taskId: string, runtime: DockerRuntime = localDocker()): Promise<string[]> {
+  return runtime.removeByLabel("ferry.task", taskId);
+}
+
+export function isContainerName(name: string): boolean {
+  return containerNamePattern.test(name);
+}
+
+function isEnvName(name: string): boolean {
+  return envNamePattern.test(name);
+}
+
+function checkContainerName(name: string): void {
+  if (!isContainerName(name))
+    throw new InputError(`'${name.slice(0, 200)}' is not a container name: ${CONTAINER_NAME_HINT}`);
+}
+
+function checkLabel(key: string, value: string): void {
+  if (!labelKeyPattern.test(key)) {
+    throw new InputError(`'${key.slice(0, 200)}' is not a label key: use lowercase letters, digits, '.', '_' and '-'`);
+  }
+  if (value.length > 4096 || value.includes("\0"))
+    throw new InputError(`the value of label ${key} is too long or has a NUL`);
+}
+
+function checkNoNul(what: string, value: string): void {
+  if (value.includes("\0")) throw new InputError(`${what} contains a NUL character`);
+}
+
+/** The create request for a spec, after checking every name and number in it. */
+function containerCreateOptions(spec: ContainerSpec): Docker.ContainerCreateOptions {
+  checkContainerName(spec.name);
+  const image = formatImageReference(parseImageReference(spec.image));
+  const env = Object.entries(spec.env ?? {}).map(([name, value]) => {
+    if (!isEnvName(name))
+      throw new InputError(`'${name.slice(0, 200)}' is not an environment variable name: ${ENV_NAME_HINT}`);
+    checkNoNul(`environment variable ${name}`, value);
+    return `${name}=${value}`;
+  });
+  const labels: Record<string, string> = {};
+  for (const [key, value] of Object.entries(spec.labels ?? {})) {
+    checkLabel(key, value);
+    labels[key] = value;
+  }
+  const exposedPorts: Record<string, Record<string, never>> = {};
+  const portBindings: Record<string, { HostIp: string; HostPort: string }[]> = {};
+  for (const port of spec.ports ?? []) {
+    const protocol = port.protocol ?? "tcp";
+    checkPort("container port", port.containerPort);
+    if (port.hostPort !== undefined) checkPort("host port", port.hostPort);
+    const hostIp = port.hostIp ?? "127.0.0.1";
+    if (isIP(hostIp) === 0) throw new InputError(`'${hostIp.slice(0, 100)}' is not an IP address to publish a port on`);
+    const key = `${port.containerPort}/${protocol}`;
+    exposedPorts[key] = {};
+    const bindings = portBindings[key] ?? [];
+    bindings.push({ HostIp: hostIp, HostPort: port.hostPort === undefined ? "" : String(port.hostPort) });
+    portBindings[key] = bindings;
+  }
+  const mounts = (spec.volumes ?? []).map((volume): Docker.MountSettings => {
+    checkNoNul("a volume path", volume.source + volume.target);
+    if (!isNormalisedAbsolutePath(volume.target)) {
+      throw new InputError(`volume target '${volume.target.slice(0, 200)}' must be a normalised absolute path`);
+    }
+    const bind = volume.source.startsWith("/");
+    if (bind && !isNormalisedAbsolutePath(volume.source)) {
+      throw new InputError(`volume source '${volume.source.slice(0, 200)}' must be a normalised absolute path`);
+    }
+    if (!bind && !volumeNamePattern.test(volume.source)) {
+      throw new InputError(
+        `volume source '${volume.source.slice(0, 200)}' must be an absolute host path or a volume name (letters, digits, '_', '.', '-')`,
+      );
+    }
+    return {
+      Type: bind ? "bind" : "volume",
+      Source: volume.source,
+      Target: volume.target,
+      ReadOnly: volume.readOnly ?? false,
+    };
+  });
+  for (const network of spec.networks ?? []) {
+    if (!networkNamePattern.test(network)) throw new InputError(`'${network.slice(0, 200)}' is not a network name`);
+  }
+  if (spec.cpus !== undefined && !(spec.cpus > 0 && spec.cpus <= 1024)) throw new InputError("cpus must be above 0");
+  if (spec.memoryMb !== undefined && !(Number.isInteger(spec.memoryMb) && spec.memoryMb >= 6)) {
+    throw new InputError("memoryMb must be a whole number of at least 6 (the engine's minimum)");
+  }
+  return {
+    name: spec.name,
+    Image: image,
+    Env: env,
+    Labels: labels,
+    ExposedPorts: exposedPorts,
+    HostConfig: {
+      PortBindings: portBindings,
+      Mounts: mounts,
+      ...(spec.networks?.[0] !== undefined && { NetworkMode: spec.networks[0] }),
+      ...(spec.cpus !== undefined && { NanoCpus: Math.round(spec.cpus * 1e9) }),
+      ...(spec.memoryMb !== undefined && { Memory: spec.memoryMb * 1024 * 1024 }),
+      RestartPolicy: { Name: spec.restartPolicy ?? "unless-stopped" },
+    },
+  };
+}
+
+/** "/srv/data" or "/srv/data/"; not "relative", "/srv/../etc" or "/srv/./data". */
+function isNormalisedAbsolutePath(path: string): boolean {
+  const withoutTrailingSlash = (text: string) => text.replace(/(.)\/+$/, "$1");
+  return isAbsolute(path) && withoutTrailingSlash(normalize(path)) === withoutTrailingSlash(path);
+}
+
+function checkPort(what: string, port: number): void {
+  if (!(Number.isInteger(port) && port >= 1 && port <= 65535))
+    throw new InputError(`${what} ${port} is not from 1 to 65535`);
+}
+
+function publishedPorts(ports: Docker.PortMap | undefined): PublishedPort[] {
+  const published: PublishedPort[] = [];
+  for (const [key, bindings] of Object.entries(ports ?? {})) {
+    const [containerPort = "", protocol = "tcp"] = key.split("/");
+    for (const binding of bindings ?? []) {
+      published.push({
+        containerPort: Number(containerPort),
+        protocol,
+        hostIp: binding.HostIp ?? "",
+        hostPort: Number(binding.HostPort),
+      });
+    }
+  }
+  return published;
+}
+
+/**
+ * Reads a pull's JSON progress stream to its end. The engine reports a failed pull
+ * (unknown manifest, unauthorized) as an `error` line in a 200 response, not as a status.
+ */
+function readPullStream(
+  stream: NodeJS.ReadableStream,
+  signal: AbortSignal,
+  onStatus: ((line: string) => void) | undefined,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let partial = "";
+    let failure: string | undefined;
+    const onAbort = () => {
+      (stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    const handle = (line: string) => {
+      if (line.trim() === "") return;
+      let event: { status?: string; error?: string; progressDetail?: unknown; id?: string };
+      try {
+        event = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (event.error) failure ??= event.error;
+      // Per-layer progress lines have an id; the lines worth a log line have none.
+      else if (event.status && event.id === undefined) onStatus?.(event.status);
+      else if (event.status && /^(Pull complete|Already exists)$/.test(event.status))
+        onStatus?.(`${event.id}: ${event.status}`);
+    };
+    stream.setEncoding("utf8");
+    stream.on("data", (chunk: string) => {
+      const lines = (partial + chunk).split("\n");
+      partial = lines.pop() ?? "";
+      for (const line of lines) handle(line);
+    });
+    stream.on("error", (error) => {
+      signal.removeEventListener("abort", onAbort);
+      reject(error);
+    });
+    stream.on("end", () => {
+      signal.removeEventListener("abort", onAbort);
+      handle(partial);
+      if (failure !== undefined) reject(new DockerError(failure));
+      else resolve();
+    });
+  });
+}
+
+/**
+ * Reads a log stream to its end, keeping only the newest `maxBytes` of text. Streams of
+ * containers without a TTY are frames (1 byte stream: 1 stdout, 2 stderr; 3 zero bytes;
+ * a 4-byte big-endian length; the payload), decoded as they arrive.
+ */
+function readLogStream(
+  stream: NodeJS.ReadableStream,
+  framed: boolean,
+  maxBytes: number,
+  signal: AbortSignal,
+): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    let pending = Buffer.alloc(0);
+    const payloads: Buffer[] = [];
+    let size = 0;
+    let dropped = false;
+    const keep = (payload: Buffer) => {
+      payloads.push(payload);
+      size += payload.length;
+      // Keep only the newest bytes: it is the tail that matters.
+      while (size > maxBytes && payloads.length > 1) {
+        size -= payloads.shift()?.length ?? 0;
+        dropped = true;
+      }
+    };
+    const onAbort = () => {
+      (stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    stream.on("data", (chunk: Buffer) => {
+      if (!framed) {
+        keep(chunk);
+        return;
+      }
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 8) {
+        const length = pending.readUInt32BE(4);
+        if (pending.length < 8 + length) break;
+        keep(pending.subarray(8, 8 + length));
+        pending = pending.subarray(8 + length);
+      }
+    });
+    stream.on("error", (error) => {
+      signal.removeEventListener("abort", onAbort);
+      reject(error);
+    });
+    stream.on("end", () => {
+      signal.removeEventListener("abort", onAbort);
+      const text = Buffer.concat(payloads).toString("utf8");
+      // After a drop the first line may have lost its start.
+      resolve(dropped ? text.slice(text.indexOf("\n") + 1) : text);
+    });
+  });
+}
+
+function toDockerError(what: string, error: unknown): DockerError {
+  if (error instanceof DockerError) return error;
+  const details = error as { statusCode?: number; json?: { message?: string }; message?: string; code?: string };
+  if (details.code === "ENOENT" || details.code === "ECONNREFUSED" || details.code === "EACCES") {
+    return new DockerError(
+      `${what}: cannot reach the Docker engine (${details.code}); is dockerd running?`,
+      undefined,
+      {
+        cause: error,
+      },
+    );
+  }
+  // docker-modem writes "(HTTP code 404) unexpected - <the engine's message>".
+  const message = (details.json?.message ?? details.message ?? String(error)).replace(/^\(HTTP code \d+\) [^-]*- /, "");
+  return new DockerError(`${what}: ${message.trim()}`, details.statusCode, { cause: error });
+}
+
+function formatSeconds(milliseconds: number): string {
+  return `${Math.round(milliseconds / 100) / 10} s`;
+}

@@ -1,0 +1,86 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { z } from "zod";
+import { TaskFailure } from "../engine/types.js";
+import { isContainerName, localDocker } from "../runtimes/docker.js";
+import { logContainerTail } from "./container.js";
+import { httpUrl, sendRequest } from "./http.js";
+import type { StepKind } from "./types.js";
+
+const healthCheckConfigSchema = z.strictObject({
+  /** Template of the URL probed, e.g. "http://127.0.0.1:#{Ferry.Step[web].Output.hostPort}/health". */
+  url: z.string().min(1).max(4096),
+  /** The status that means healthy; redirects are not followed, so a 302 is not a 200. */
+  expectedStatus: z.number().int().min(100).max(599).default(200),
+  /** Pause between the end of one probe and the start of the next. */
+  intervalMs: z.number().int().min(50).max(600_000).default(1000),
+  /** Limit of each probe. */
+  timeoutMs: z.number().int().min(50).max(600_000).default(5000),
+  /** The step fails when no probe got the expected status within this many seconds. */
+  deadlineSeconds: z.number().min(1).max(3600).default(60),
+  /** Template of a container name whose last log lines go into the task log when the check fails. */
+  containerName: z.string().min(1).max(256).optional(),
+});
+type HealthCheckConfig = z.infer<typeof healthCheckConfigSchema>;
+
+/** While the answer stays the same, a line every this many probes says the check is still waiting. */
+const PROGRESS_EVERY = 10;
+
+/** Probes a URL until it answers the expected status, or fails at the deadline. */
+export const healthCheckStep: StepKind<HealthCheckConfig> = {
+  kind: "health-check",
+  config: healthCheckConfigSchema,
+
+  plan(config, render) {
+    return [
+      {
+        description: `wait up to ${config.deadlineSeconds} s for ${render(config.url)} to answer HTTP ${config.expectedStatus}`,
+      },
+    ];
+  },
+
+  async run(context, config) {
+    const url = httpUrl(context.render(config.url), "url");
+    const containerName = config.containerName === undefined ? undefined : context.render(config.containerName);
+    if (containerName !== undefined && !isContainerName(containerName)) {
+      throw new TaskFailure(`containerName '${containerName.slice(0, 200)}' is not a container name`);
+    }
+    const { log, signal } = context;
+    const started = Date.now();
+    const deadline = started + config.deadlineSeconds * 1000;
+    log.info(`probing ${url.href} every ${config.intervalMs} ms until it answers HTTP ${config.expectedStatus}`);
+    let attempts = 0;
+    let last = "";
+    let lastLogged = 0;
+    for (;;) {
+      attempts++;
+      // The last probe never runs past the deadline.
+      const timeoutMs = Math.max(1, Math.min(config.timeoutMs, deadline - Date.now()));
+      const outcome = await sendRequest(url, { timeoutMs, signal });
+      let answer: string;
+      if (outcome.ok) {
+        await outcome.response.body?.cancel();
+        if (outcome.response.status === config.expectedStatus) {
+          const seconds = ((Date.now() - started) / 1000).toFixed(1);
+          log.info(`healthy: HTTP ${outcome.response.status} after ${attempts} probe(s) in ${seconds} s`);
+          return { outputs: { status: String(outcome.response.status), attempts: String(attempts) } };
+        }
+        answer = `HTTP ${outcome.response.status}`;
+      } else {
+        answer = outcome.problem;
+      }
+      if (answer !== last || attempts - lastLogged >= PROGRESS_EVERY) {
+        log.info(`probe ${attempts}: ${answer}`);
+        lastLogged = attempts;
+        last = answer;
+      }
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) break;
+      await sleep(Math.min(config.intervalMs, remaining), undefined, { signal });
+      if (Date.now() >= deadline) break;
+    }
+    if (containerName !== undefined) await logContainerTail(context, localDocker(), containerName);
+    throw new TaskFailure(
+      `${url.href} did not answer HTTP ${config.expectedStatus} within ${config.deadlineSeconds} s (${attempts} probes; last: ${last})`,
+    );
+  },
+};

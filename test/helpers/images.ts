@@ -1,0 +1,120 @@
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+/**
+ * Container images for tests, built here because no registry on the internet is
+ * reachable: `docker import` of a rootfs holding Debian's static busybox (package
+ * busybox-static, installed by scripts/test-services.sh) and a few files its `httpd`
+ * applet serves. The image is pushed to a test registry (test/helpers/registry.ts) and
+ * then removed from the engine again, so a step that runs it has to pull it for real.
+ */
+const BUSYBOX = "/bin/busybox";
+const COMMAND_TIMEOUT_MS = 60_000;
+
+export interface DemoImage {
+  /** "127.0.0.1:PORT/demo/app@sha256:…": what a release pins. */
+  reference: string;
+  digest: string;
+}
+
+export interface BuildDemoImageOptions {
+  /** The registry's base URL, "http://127.0.0.1:PORT" (Docker treats 127.0.0.1 registries as insecure, i.e. plain HTTP). */
+  registryUrl: string;
+  repository: string;
+  /** Served as "version <version>" at / and written to the container's log at start. */
+  version: string;
+}
+
+/**
+ * An HTTP app listening on 8080: `/` answers "version <version>", `/health` answers
+ * "ok", anything else 404. At start it logs "demo app <version> starting (greeting:
+ * $GREETING)", then one line per request (httpd -vv); with $CRASH set it logs "crashing on
+ * purpose: $CRASH" and exits with code 3 instead. SIGTERM stops it at once (the shell that
+ * is PID 1 traps it), so a recreate does not wait for the stop timeout.
+ */
+export async function buildDemoImage(options: BuildDemoImageOptions): Promise<DemoImage> {
+  if (!existsSync(BUSYBOX)) {
+    throw new Error(`${BUSYBOX} is missing: run scripts/test-services.sh (it installs busybox-static)`);
+  }
+  const registryHost = new URL(options.registryUrl).host;
+  const tagged = `${registryHost}/${options.repository}:${options.version}`;
+  const root = await mkdtemp(join(tmpdir(), "ferry-image-"));
+  try {
+    await mkdir(join(root, "bin"));
+    await mkdir(join(root, "www"));
+    await copyFile(BUSYBOX, join(root, "bin", "busybox"));
+    await writeFile(join(root, "www", "index.html"), `version ${options.version}\n`);
+    await writeFile(join(root, "www", "health"), "ok\n");
+    const tar = await run("tar", ["--numeric-owner", "--owner=0", "--group=0", "-C", root, "-c", "."]);
+    const startScript = [
+      `echo "demo app $APP_VERSION starting (greeting: $GREETING)"`,
+      `if [ -n "$CRASH" ]; then echo "crashing on purpose: $CRASH"; exit 3; fi`,
+      "/bin/busybox httpd -f -vv -p 8080 -h /www &",
+      `trap 'kill $!; exit 0' TERM`,
+      "wait",
+    ].join("\n");
+    await run(
+      "docker",
+      [
+        "import",
+        "--change",
+        `ENV APP_VERSION=${options.version}`,
+        "--change",
+        `CMD ${JSON.stringify(["/bin/busybox", "sh", "-c", startScript])}`,
+        "--change",
+        "EXPOSE 8080",
+        "-",
+        tagged,
+      ],
+      tar,
+    );
+    await run("docker", ["push", tagged]);
+    const digests = JSON.parse(
+      (await run("docker", ["image", "inspect", "--format", "{{json .RepoDigests}}", tagged])).toString("utf8"),
+    ) as string[];
+    const reference = digests.find((digest) => digest.startsWith(`${registryHost}/${options.repository}@`));
+    if (!reference) throw new Error(`docker push of ${tagged} left no digest for it (${digests.join(", ")})`);
+    // Gone from the engine again: whatever runs it must pull it from the registry.
+    await removeImages([tagged]);
+    return { reference, digest: reference.slice(reference.indexOf("@") + 1) };
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+/** Removes images from the engine (missing ones are fine). */
+export async function removeImages(references: readonly string[]): Promise<void> {
+  for (const reference of references) {
+    await run("docker", ["image", "rm", "--force", reference]).catch(() => {});
+  }
+}
+
+/** Runs a command (argv, no shell) with optional stdin; resolves with its stdout, rejects with its stderr. */
+function run(command: string, args: readonly string[], input?: Buffer): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"] });
+    const stdout: Buffer[] = [];
+    let stderr = "";
+    const timer = setTimeout(() => child.kill("SIGKILL"), COMMAND_TIMEOUT_MS);
+    child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
+    child.stderr.on("data", (chunk: Buffer) => {
+      stderr = (stderr + chunk.toString("utf8")).slice(-4000);
+    });
+    child.on("error", (error) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot run ${command}: ${error.message}`));
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(Buffer.concat(stdout));
+      else
+        reject(
+          new Error(`${command} ${args.slice(0, 2).join(" ")} failed (${signal ?? `exit ${code}`}): ${stderr.trim()}`),
+        );
+    });
+    child.stdin.end(input);
+  });
+}
