@@ -112,6 +112,10 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
           connection: "keep-alive",
           "x-accel-buffering": "no",
         });
+        // Headers now, and a comment line every 15 s while a step is quiet, so a follower
+        // (and any proxy in between) can tell a quiet task from a dead connection.
+        response.flushHeaders();
+        const keepAlive = setInterval(() => response.write(": keep-alive\n\n"), 15_000);
         let after = query.after;
         let closed = false;
         let pending = false;
@@ -121,6 +125,7 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
           response.write(`${id === undefined ? "" : `id: ${id}\n`}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
         const stop = () => {
           closed = true;
+          clearInterval(keepAlive);
           clearTimeout(timer);
           engine.events.off("log", onEvent);
           engine.events.off("state", onEvent);

@@ -50,6 +50,11 @@ export class ApiClient {
     return parsed as T;
   }
 
+  /** Headers that authenticate a request made outside `request` (a streaming fetch). */
+  authorization(): Record<string, string> {
+    return this.apiKey ? { authorization: `Bearer ${this.apiKey}` } : {};
+  }
+
   get<T>(path: string): Promise<T> {
     return this.request<T>("GET", path);
   }

@@ -2,17 +2,21 @@ import { Command, CommanderError } from "commander";
 import { type FerryEnvironment, readEnvironment } from "../config/env.js";
 import { FerryError } from "../domain/errors.js";
 import { FERRY_VERSION } from "../version.js";
+import { addApplyCommand } from "./apply.js";
 import { addDemoCommand } from "./demo.js";
+import { addDeploymentCommands } from "./deployments.js";
 import { addEnvironmentCommands } from "./environments.js";
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, OperationError, UsageError } from "./errors.js";
 import { addFeedCommands } from "./feeds.js";
 import { addLifecycleCommands } from "./lifecycles.js";
 import { addLoginCommand } from "./login.js";
 import { addProjectCommands } from "./projects.js";
+import { addReleaseCommands } from "./releases.js";
 import type { CliContext } from "./resourceGroup.js";
 import { addServerCommand } from "./server.js";
 import { clientFor } from "./settings.js";
 import { addTargetCommands } from "./targets.js";
+import { addTaskCommands } from "./tasks.js";
 import { addVariableCommands } from "./variables.js";
 
 export function buildProgram(): Command {
@@ -36,6 +40,13 @@ export function buildProgram(): Command {
   addTargetCommands(program, context);
   addFeedCommands(program, context);
   addVariableCommands(program, context);
+  addApplyCommand(program, context, process.env);
+  // Program options count only before a subcommand, so `release create --version V` is
+  // the release's version, not the program's --version.
+  program.enablePositionalOptions();
+  addReleaseCommands(program, context);
+  addDeploymentCommands(program, context);
+  addTaskCommands(program, context);
   // Subcommands exit through the same path as the program (codes 0/1/2 below).
   const override = (command: Command) => {
     command.exitOverride();

@@ -1,0 +1,112 @@
+import type { Command } from "commander";
+import { segment } from "./client.js";
+import { list, printJson } from "./output.js";
+import type { CliContext } from "./resourceGroup.js";
+import { type DeploymentCreated, reportDeployment, type WaitOptions } from "./wait.js";
+
+/** The answer of GET /api/v1/projects/:project/plan. */
+interface DeploymentPlan {
+  project: string;
+  release: string;
+  environment: string;
+  steps: { name: string; kind: string; runs: boolean; reason?: string; targets: string[]; actions: string[] }[];
+  variables: { name: string; value: string; sensitive: boolean }[];
+}
+
+const waitHelp = "follow the deployment's log until it ends; exit 1 unless it succeeded";
+const jsonHelp = "print JSON (with --wait: one object at the end, with the state and error)";
+
+const projectPath = (project: string, rest: string) => `/api/v1/projects/${segment(project)}/${rest}`;
+
+export function addDeploymentCommands(program: Command, context: CliContext): void {
+  /** Posts a request that queues a deployment, then prints it or waits for it. */
+  const queue = async (project: string, rest: string, body: Record<string, unknown>, options: WaitOptions) => {
+    const client = await context.client();
+    const deployment = await client.request<DeploymentCreated>("POST", projectPath(project, rest), body);
+    await reportDeployment(client, deployment, options);
+  };
+
+  program
+    .command("deploy")
+    .description("deploy a release to an environment (the lifecycle must allow it)")
+    .requiredOption("--project <ref>", "project id or slug")
+    .requiredOption("--release <version>", "release version or id")
+    .requiredOption("--env <ref>", "environment slug or id")
+    .option("--guided-failure", "a failing step waits for 'ferry task retry|skip|abort' instead of failing")
+    .option("--wait", waitHelp)
+    .option("--json", jsonHelp)
+    .action((options: { project: string; release: string; env: string; guidedFailure?: boolean } & WaitOptions) =>
+      queue(
+        options.project,
+        "deployments",
+        { release: options.release, environment: options.env, guidedFailure: options.guidedFailure === true },
+        options,
+      ),
+    );
+
+  program
+    .command("promote")
+    .description("deploy to an environment the release the previous lifecycle phase runs")
+    .requiredOption("--project <ref>", "project id or slug")
+    .requiredOption("--to <env>", "environment slug or id to promote to")
+    .option("--wait", waitHelp)
+    .option("--json", jsonHelp)
+    .action((options: { project: string; to: string } & WaitOptions) =>
+      queue(options.project, "promotions", { to: options.to }, options),
+    );
+
+  program
+    .command("rollback")
+    .description("redeploy an earlier release (default: the last one that succeeded there before the current)")
+    .requiredOption("--project <ref>", "project id or slug")
+    .requiredOption("--env <ref>", "environment slug or id")
+    .option("--to <version>", "release version or id to go back to")
+    .option("--wait", waitHelp)
+    .option("--json", jsonHelp)
+    .action((options: { project: string; env: string; to?: string } & WaitOptions) =>
+      queue(
+        options.project,
+        "rollbacks",
+        { environment: options.env, ...(options.to !== undefined && { to: options.to }) },
+        options,
+      ),
+    );
+
+  program
+    .command("plan")
+    .description("show what deploying a release to an environment would do, without doing it")
+    .requiredOption("--project <ref>", "project id or slug")
+    .requiredOption("--release <version>", "release version or id")
+    .requiredOption("--env <ref>", "environment slug or id")
+    .option("--json", "print JSON")
+    .action(async (options: { project: string; release: string; env: string; json?: boolean }) => {
+      const client = await context.client();
+      const query = new URLSearchParams({ release: options.release, environment: options.env });
+      const plan = await client.get<DeploymentPlan>(projectPath(options.project, `plan?${query}`));
+      if (options.json) printJson(plan);
+      else process.stdout.write(formatPlan(plan));
+    });
+}
+
+function formatPlan(plan: DeploymentPlan): string {
+  const lines = [`Plan: ${plan.project} ${plan.release} → ${plan.environment}`, "", "Steps:"];
+  if (plan.steps.length === 0) lines.push("  (none: the release's process has no steps)");
+  plan.steps.forEach((step, index) => {
+    const heading = `  ${index + 1}. ${step.name} (${step.kind})`;
+    if (!step.runs) {
+      lines.push(`${heading}: skipped${step.reason ? `, ${step.reason}` : ""}`);
+      return;
+    }
+    lines.push(`${heading} on ${list(step.targets)}${step.reason ? ` (${step.reason})` : ""}`);
+    for (const action of step.actions) lines.push(`       ${action}`);
+  });
+  lines.push("", "Variables:");
+  if (plan.variables.length === 0) lines.push("  (none)");
+  const width = Math.max(0, ...plan.variables.map((variable) => variable.name.length));
+  for (const variable of plan.variables) {
+    // One variable per line: a multi-line value shows its line breaks as \n.
+    const value = variable.value.replace(/\r?\n/g, "\\n");
+    lines.push(`  ${variable.name.padEnd(width)}  ${value}${variable.sensitive ? "  (sensitive)" : ""}`);
+  }
+  return `${lines.join("\n")}\n`;
+}

@@ -1,0 +1,117 @@
+import type { Command } from "commander";
+import type { Release } from "../domain/releases.js";
+import { segment } from "./client.js";
+import { type Column, list, printFields, printJson, printTable } from "./output.js";
+import type { CliContext } from "./resourceGroup.js";
+import {
+  type DeploymentCreated,
+  failUnlessSucceeded,
+  queuedLine,
+  type WaitOptions,
+  waitForDeployments,
+} from "./wait.js";
+
+type CreatedRelease = Release & { deployments: DeploymentCreated[] };
+
+interface CreateOptions extends WaitOptions {
+  project: string;
+  version?: string;
+  notes?: string;
+  deployTo?: string;
+}
+
+const columns: Column<Release>[] = [
+  ["version", (release) => release.version],
+  ["created", (release) => release.createdAt],
+  ["by", (release) => release.createdBy],
+  ["steps", (release) => list(release.steps.map((step) => step.name))],
+  ["notes", (release) => release.notes],
+];
+
+function releaseFields(release: Release): [string, string][] {
+  return [
+    ["id", release.id],
+    ["project", release.project],
+    ["version", release.version],
+    ["notes", release.notes || "-"],
+    ["steps", list(release.steps.map((step) => `${step.name} (${step.kind})`))],
+    ["created by", release.createdBy],
+    ["created at", release.createdAt],
+  ];
+}
+
+const releasesPath = (project: string) => `/api/v1/projects/${segment(project)}/releases`;
+
+export function addReleaseCommands(program: Command, context: CliContext): void {
+  const group = program.command("release").description("releases: a frozen process and variables, ready to deploy");
+
+  group
+    .command("create")
+    .description(
+      "create a release (auto-deploy phases deploy it at once); --wait follows every deployment it started and exits 1 unless all succeed",
+    )
+    .requiredOption("--project <ref>", "project id or slug")
+    .option("--version <version>", "release version (default: the project's next version)")
+    .option("--notes <text>", "release notes")
+    .option("--deploy-to <env>", "also deploy it to this environment (unless an auto-deploy already does)")
+    .option("--wait", "follow the deployments' logs until they end")
+    .option("--json", "print JSON (with --wait: the release, each deployment with its state and error)")
+    .action(async (options: CreateOptions) => {
+      const client = await context.client();
+      const release = await client.request<CreatedRelease>("POST", releasesPath(options.project), {
+        ...(options.version !== undefined && { version: options.version }),
+        ...(options.notes !== undefined && { notes: options.notes }),
+      });
+      const deployments = [...release.deployments];
+      const target = options.deployTo;
+      // An auto-deploy names the environment by slug; deploying there again would only queue a repeat.
+      if (target !== undefined && !deployments.some((deployment) => deployment.environment === target)) {
+        deployments.push(
+          await client.request<DeploymentCreated>("POST", `/api/v1/projects/${segment(options.project)}/deployments`, {
+            release: release.version,
+            environment: target,
+          }),
+        );
+      }
+      const json = options.json === true;
+      if (!json) {
+        printFields(releaseFields(release));
+        for (const deployment of deployments) process.stdout.write(`${queuedLine(deployment)}\n`);
+      }
+      if (!options.wait) {
+        if (json) printJson({ ...release, deployments });
+        return;
+      }
+      if (deployments.length === 0 && !json) {
+        process.stdout.write("no deployment was started, so there is nothing to wait for\n");
+      }
+      const waited = await waitForDeployments(client, deployments, json);
+      if (json) printJson({ ...release, deployments: waited.map(({ outcome }) => outcome) });
+      failUnlessSucceeded(waited);
+    });
+
+  group
+    .command("list")
+    .description("list a project's releases, newest first")
+    .requiredOption("--project <ref>", "project id or slug")
+    .option("--json", "print JSON (an array)")
+    .action(async (options: { project: string; json?: boolean }) => {
+      const client = await context.client();
+      const releases = await client.getAll<Release>(releasesPath(options.project));
+      if (options.json) printJson(releases);
+      else printTable(releases, columns);
+    });
+
+  group
+    .command("show")
+    .description("show one release")
+    .requiredOption("--project <ref>", "project id or slug")
+    .argument("<version>", "release version or id")
+    .option("--json", "print JSON")
+    .action(async (version: string, options: { project: string; json?: boolean }) => {
+      const client = await context.client();
+      const release = await client.get<Release>(`${releasesPath(options.project)}/${segment(version)}`);
+      if (options.json) printJson(release);
+      else printFields(releaseFields(release));
+    });
+}
