@@ -1,4 +1,4 @@
-import { existsSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -312,6 +312,30 @@ describe("approvals and guided failure", () => {
     await waitForDecision(aborted);
     await test.call("POST", `/api/v1/tasks/${aborted}/decisions`, { decision: "abort" });
     expect((await test.waitForTask(aborted)).state).toBe("failed");
+  });
+
+  it("cancels a running script by killing its whole process group", async () => {
+    await test.call("PUT", "/api/v1/projects/app/process", {
+      steps: [{ name: "busy", kind: "script", config: { script: "sleep 300 & sleep 300 & echo started; wait" } }],
+    });
+    const taskId = await deploy("4.0.0");
+    const processes = () =>
+      readdirSync("/proc")
+        .filter((entry) => /^\d+$/.test(entry))
+        .filter((entry) => {
+          try {
+            return readFileSync(`/proc/${entry}/environ`, "latin1").split("\0").includes(`FERRY_TASK_ID=${taskId}`);
+          } catch {
+            return false;
+          }
+        });
+    for (let attempt = 0; processes().length < 3; attempt++) {
+      if (attempt > 200) throw new Error("the script's processes never started");
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    await test.call("POST", `/api/v1/tasks/${taskId}/cancel`);
+    expect((await test.waitForTask(taskId)).state).toBe("cancelled");
+    expect(processes()).toEqual([]);
   });
 
   it("cancels a task that is waiting for a decision", async () => {

@@ -144,6 +144,39 @@ describe.each(dialects)("task engine on %s", (dialect) => {
     await engine.stop(1000);
   });
 
+  it("caps a task's log with an explicit truncation marker", async () => {
+    const chatty: TaskKind<{ lines: number }> = {
+      kind: "test",
+      payload: z.object({ lines: z.number() }),
+      async run(context, payload) {
+        for (let index = 0; index < payload.lines; index++) context.log.info(`line ${index} ${"x".repeat(90)}`);
+        return null;
+      },
+    };
+    const engine = new TaskEngine({
+      db: database.store.db,
+      dialect,
+      kinds: [chatty as TaskKind],
+      logger,
+      pollMs: 50,
+      taskLog: { flushIntervalMs: 20, maxBytes: 10_000 },
+    });
+    await engine.start();
+    engines.push(engine);
+    const task = await engine.enqueue({
+      kind: "test",
+      title: "chatty",
+      payload: { lines: 1000 },
+      lockKeys: [],
+      createdBy: "t",
+    });
+    await waitForState(database, task.id, ["succeeded"]);
+    const lines = await readLogLines(database.store.db, task.id, { afterLine: 0, limit: 10_000 });
+    expect(lines.length).toBeLessThan(120);
+    expect(lines.at(-1)?.text).toBe("[log truncated: this task reached its 10000-byte log limit]");
+    await engine.stop(1000);
+  });
+
   it("records a failure with its reason", async () => {
     const { kind } = recordingKind();
     const engine = await startEngine(kind as TaskKind);
