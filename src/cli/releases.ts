@@ -1,4 +1,4 @@
-import type { Command } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
 import type { Release } from "../domain/releases.js";
 import { segment } from "./client.js";
 import { type Column, list, printFields, printJson, printTable } from "./output.js";
@@ -17,6 +17,7 @@ interface CreateOptions extends WaitOptions {
   project: string;
   version?: string;
   notes?: string;
+  image?: Record<string, string>;
   deployTo?: string;
 }
 
@@ -53,6 +54,11 @@ export function addReleaseCommands(program: Command, context: CliContext): void 
     .requiredOption("--project <ref>", "project id or slug")
     .option("--version <version>", "release version (default: the project's next version)")
     .option("--notes <text>", "release notes")
+    .option(
+      "--image <name=tag>",
+      "the tag of one of the project's images (repeat; others: latest matching)",
+      parseImageChoice,
+    )
     .option("--deploy-to <env>", "also deploy it to this environment (unless an auto-deploy already does)")
     .option("--wait", "follow the deployments' logs until they end")
     .option("--json", "print JSON (with --wait: the release, each deployment with its state and error)")
@@ -61,6 +67,7 @@ export function addReleaseCommands(program: Command, context: CliContext): void 
       const release = await client.request<CreatedRelease>("POST", releasesPath(options.project), {
         ...(options.version !== undefined && { version: options.version }),
         ...(options.notes !== undefined && { notes: options.notes }),
+        ...(options.image !== undefined && { images: options.image }),
       });
       const deployments = [...release.deployments];
       const target = options.deployTo;
@@ -114,4 +121,11 @@ export function addReleaseCommands(program: Command, context: CliContext): void 
       if (options.json) printJson(release);
       else printFields(releaseFields(release));
     });
+}
+
+/** Parses a repeated `--image web=1.4.2` into { web: "1.4.2" }. */
+function parseImageChoice(value: string, previous: Record<string, string> = {}): Record<string, string> {
+  const match = /^([a-z0-9][a-z0-9-]*)=(\S+)$/.exec(value);
+  if (!match?.[1] || !match[2]) throw new InvalidArgumentError("use name=tag, e.g. web=1.4.2");
+  return { ...previous, [match[1]]: match[2] };
 }
