@@ -1,18 +1,13 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { isTerminal, type Task, type TaskLogLine, type TaskState } from "../domain/tasks.js";
+import type { DeploymentCreated } from "../engine/deployments.js";
 import { type ApiClient, segment } from "./client.js";
 import { OperationError } from "./errors.js";
 import { printJson } from "./output.js";
 import { ServerSentEventParser } from "./serverSentEventParser.js";
 
 /** What the API answers when it queues a deployment (deploy, promote, rollback, auto-deploy). */
-export interface DeploymentCreated {
-  deploymentId: string;
-  taskId: string;
-  project: string;
-  release: string;
-  environment: string;
-}
+export type { DeploymentCreated };
 
 /** How a deployment ended: what `--wait --json` prints. */
 interface DeploymentOutcome extends DeploymentCreated {
