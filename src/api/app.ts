@@ -1,5 +1,4 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
-import { ferryFileJsonSchema } from "../config/ferryFile.js";
 import { UnauthenticatedError } from "../domain/errors.js";
 import type { DeploymentServices } from "../engine/deployments.js";
 import type { TaskEngine } from "../engine/engine.js";
@@ -90,17 +89,22 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       path: "/api/v1/schema/ferry.json",
       tag: "Meta",
       summary: "The JSON Schema of ferry.yml (for editors and CI checks)",
-      handler: async () => ferryFileJsonSchema(),
+      // Loaded on first request: the YAML parser is not needed to serve anything else.
+      handler: async () => (await import("../config/ferryFile.js")).ferryFileJsonSchema(),
     }),
   ];
-  const openApi = buildOpenApiDocument(routes, options.version);
+  // Built on first request, not at start: it walks every schema (readiness in under a second).
+  let openApi: Record<string, unknown> | undefined;
   routes.push(
     defineRoute({
       method: "GET",
       path: "/api/v1/openapi.json",
       tag: "Meta",
       summary: "This API's OpenAPI 3.1 document",
-      handler: async () => openApi,
+      handler: async () => {
+        openApi ??= buildOpenApiDocument(routes, options.version);
+        return openApi;
+      },
     }),
   );
   for (const route of routes) registerRoute(app, route);

@@ -1,7 +1,6 @@
 import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
-import { type AppliedChange, applyFerryFile, describeChange } from "../config/apply.js";
-import { parseFerryFile } from "../config/ferryFile.js";
+import type { AppliedChange } from "../config/apply.js";
 import { UsageError } from "./errors.js";
 import { printJson } from "./output.js";
 import type { CliContext } from "./resourceGroup.js";
@@ -27,6 +26,9 @@ export function addApplyCommand(
     .option("--update-secrets", "also overwrite stored secrets from their environment variables (rotation)")
     .option("--json", "print the changes as JSON (an array)")
     .action(async (options: { file: string; updateSecrets?: boolean; json?: boolean }) => {
+      // Loaded here, not at start: only `ferry apply` needs the YAML parser.
+      const { parseFerryFile } = await import("../config/ferryFile.js");
+      const { applyFerryFile, describeChange } = await import("../config/apply.js");
       const config = parseFerryFile(await readText(options.file), options.file);
       const client = await context.client();
       const changes = await applyFerryFile(client, config, secretSource, {

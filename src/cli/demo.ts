@@ -1,9 +1,5 @@
 import type { Command } from "commander";
 import type { FerryEnvironment } from "../config/env.js";
-import { generateApiKey } from "../security/apiKeys.js";
-import { seedDemo } from "../server/demo.js";
-import { startServer } from "../server/start.js";
-import { insertApiKey } from "../store/apiKeys.js";
 import { parsePort, stopOnSignals } from "./server.js";
 
 export function addDemoCommand(program: Command, environment: () => FerryEnvironment): void {
@@ -15,6 +11,12 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
     .option("--data-dir <dir>", "data directory", ".ferry-demo")
     .action(async (options: { port: number; host: string; dataDir: string }) => {
       const env = environment();
+      const [{ startServer }, { seedDemo }, { generateApiKey }, { insertApiKey }] = await Promise.all([
+        import("../server/start.js"),
+        import("../server/demo.js"),
+        import("../security/apiKeys.js"),
+        import("../store/apiKeys.js"),
+      ]);
       const server = await startServer({
         port: options.port,
         host: options.host,

@@ -1,7 +1,7 @@
 import { type Command, InvalidArgumentError } from "commander";
 import type { FerryEnvironment } from "../config/env.js";
-import { type RunningServer, startServer } from "../server/start.js";
-import { isPostgresUrl } from "../store/db.js";
+import type { RunningServer } from "../server/start.js";
+import { isPostgresUrl } from "../store/databaseUrl.js";
 import { parseNonNegativeInteger } from "./resourceGroup.js";
 
 export function parsePort(value: string): number {
@@ -48,6 +48,8 @@ export function addServerCommand(program: Command, environment: () => FerryEnvir
     .option("--db <url>", "PostgreSQL URL (default: SQLite in the data directory)", parseDatabaseUrl)
     .action(async (options: { port: number; host: string; dataDir: string; db?: string }) => {
       const env = environment();
+      // The server's modules load only for `ferry server`, keeping every other command quick.
+      const { startServer } = await import("../server/start.js");
       const server = await startServer({
         port: options.port,
         host: options.host,

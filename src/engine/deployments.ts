@@ -181,6 +181,22 @@ async function successfulReleases(db: Kysely<Database>, projectId: string, envir
     .execute();
 }
 
+/** Whether the latest deployment that ran in the environment (started and ended) succeeded; true when none did. */
+async function lastDeploymentSucceeded(db: Kysely<Database>, projectId: string, environmentId: string) {
+  const latest = await db
+    .selectFrom("deployments as d")
+    .innerJoin("tasks as t", "t.id", "d.task_id")
+    .select("t.state")
+    .where("d.project_id", "=", projectId)
+    .where("d.environment_id", "=", environmentId)
+    .where("t.started_at", "is not", null)
+    .where("t.finished_at", "is not", null)
+    .orderBy("t.finished_at", "desc")
+    .limit(1)
+    .executeTakeFirst();
+  return latest === undefined || latest.state === "succeeded";
+}
+
 /**
  * Promotes what the previous phase runs: the release most recently deployed successfully
  * to an environment of the phase before the one holding `to`.
@@ -235,6 +251,10 @@ export async function rollback(
     const release = await getReleaseRow(db, project.id, request.to);
     if (!release) throw new InputError(`project '${project.name}' has no release '${request.to}'`);
     target = { releaseId: release.id };
+  } else if (!(await lastDeploymentSucceeded(db, project.id, environment.id))) {
+    // The environment's latest deployment failed: it no longer runs `current`, which is
+    // the last known good release to go back to.
+    target = current;
   } else {
     target = history.find((entry) => entry.releaseId !== current?.releaseId);
   }

@@ -1,6 +1,6 @@
 import { isIP } from "node:net";
 import { isAbsolute, normalize } from "node:path";
-import Docker from "dockerode";
+import type Docker from "dockerode";
 import { InputError } from "../domain/errors.js";
 import { formatImageReference, parseImageReference } from "./imageReference.js";
 
@@ -129,13 +129,25 @@ export interface DockerRuntimeOptions {
 }
 
 export class DockerRuntime {
-  private readonly docker: Docker;
+  private engine: Promise<Docker> | undefined;
+  private readonly socketPath: string;
   private readonly callTimeoutMs: number;
 
   constructor(options: DockerRuntimeOptions = {}) {
-    // An explicit socket path: docker-modem would otherwise read DOCKER_HOST itself.
-    this.docker = new Docker({ socketPath: options.socketPath ?? DEFAULT_SOCKET_PATH });
+    this.socketPath = options.socketPath ?? DEFAULT_SOCKET_PATH;
     this.callTimeoutMs = options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+  }
+
+  /**
+   * dockerode (and its SSH and protobuf dependencies) is loaded on first use, not at
+   * start: a server that never runs a container step starts faster.
+   */
+  private client(): Promise<Docker> {
+    // An explicit socket path: docker-modem would otherwise read DOCKER_HOST itself.
+    this.engine ??= import("dockerode").then(
+      ({ default: Dockerode }) => new Dockerode({ socketPath: this.socketPath }),
+    );
+    return this.engine;
   }
 
   /**
@@ -159,8 +171,8 @@ export class DockerRuntime {
       `pulling ${formatImageReference(reference)}`,
       async (signal) => {
         const stream = authconfig
-          ? await this.docker.createImage(authconfig, { ...query, abortSignal: signal })
-          : await this.docker.createImage({ ...query, abortSignal: signal });
+          ? await (await this.client()).createImage(authconfig, { ...query, abortSignal: signal })
+          : await (await this.client()).createImage({ ...query, abortSignal: signal });
         await readPullStream(stream, signal, options.onStatus);
       },
       { signal: options.signal, timeoutMs: options.timeoutMs ?? DEFAULT_PULL_TIMEOUT_MS },
@@ -172,7 +184,11 @@ export class DockerRuntime {
     const reference = formatImageReference(parseImageReference(image));
     try {
       // Image inspect takes no abort signal in dockerode: the deadline holds through call()'s race.
-      await this.call(`inspecting image ${reference}`, () => this.docker.getImage(reference).inspect(), options);
+      await this.call(
+        `inspecting image ${reference}`,
+        async () => (await this.client()).getImage(reference).inspect(),
+        options,
+      );
       return true;
     } catch (error) {
       if (error instanceof DockerError && error.statusCode === 404) return false;
@@ -189,14 +205,14 @@ export class DockerRuntime {
     const moreNetworks = spec.networks?.slice(1) ?? [];
     const created = await this.call(
       `creating container ${spec.name}`,
-      (signal) => this.docker.createContainer({ ...create, abortSignal: signal }),
+      async (signal) => (await this.client()).createContainer({ ...create, abortSignal: signal }),
       options,
     );
     try {
       for (const network of moreNetworks) {
         await this.call(
           `connecting container ${spec.name} to network ${network}`,
-          () => this.docker.getNetwork(network).connect({ Container: created.id }),
+          async () => (await this.client()).getNetwork(network).connect({ Container: created.id }),
           options,
         );
       }
@@ -221,7 +237,7 @@ export class DockerRuntime {
     try {
       const info = await this.call(
         `inspecting container ${nameOrId}`,
-        (signal) => this.docker.getContainer(nameOrId).inspect({ abortSignal: signal }),
+        async (signal) => (await this.client()).getContainer(nameOrId).inspect({ abortSignal: signal }),
         options,
       );
       return {
@@ -251,7 +267,7 @@ export class DockerRuntime {
   async stopAndRemove(nameOrId: string, options: CallOptions & { stopTimeoutSeconds?: number } = {}): Promise<boolean> {
     checkContainerName(nameOrId);
     const stopTimeoutSeconds = options.stopTimeoutSeconds ?? 10;
-    const container = this.docker.getContainer(nameOrId);
+    const container = (await this.client()).getContainer(nameOrId);
     try {
       await this.call(
         `stopping container ${nameOrId}`,
@@ -279,8 +295,12 @@ export class DockerRuntime {
     checkLabel(label, value);
     const containers = await this.call(
       `listing containers labelled ${label}=${value}`,
-      (signal) =>
-        this.docker.listContainers({ all: true, filters: { label: [`${label}=${value}`] }, abortSignal: signal }),
+      async (signal) =>
+        (await this.client()).listContainers({
+          all: true,
+          filters: { label: [`${label}=${value}`] },
+          abortSignal: signal,
+        }),
       options,
     );
     return containers.map((container) => ({
@@ -301,7 +321,7 @@ export class DockerRuntime {
       try {
         await this.call(
           `removing container ${container.name}`,
-          () => this.docker.getContainer(container.id).remove({ force: true, v: true }),
+          async () => (await this.client()).getContainer(container.id).remove({ force: true, v: true }),
           options,
         );
         removed.push(container.name);
@@ -318,14 +338,15 @@ export class DockerRuntime {
     checkContainerName(nameOrId);
     const info = await this.call(
       `inspecting container ${nameOrId}`,
-      (signal) => this.docker.getContainer(nameOrId).inspect({ abortSignal: signal }),
+      async (signal) => (await this.client()).getContainer(nameOrId).inspect({ abortSignal: signal }),
       options,
     );
+    const engine = await this.client();
     const text = await this.call(
       `reading the log of container ${nameOrId}`,
       (signal) =>
         new Promise<string>((resolve, reject) => {
-          this.docker.modem.dial(
+          engine.modem.dial(
             {
               path: `/containers/${info.Id}/logs?`,
               method: "GET",

@@ -73,7 +73,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : options.port;
   const url = `http://${options.host.includes(":") ? `[${options.host}]` : options.host}:${port}`;
-  logger.info({ url, database: store.dialect, dataDir: options.dataDir }, "ferry server ready");
+  logger.info(
+    { url, database: store.dialect, dataDir: options.dataDir, startupMs: Math.round(process.uptime() * 1000) },
+    "ferry server ready",
+  );
   return {
     app,
     store,

@@ -26,10 +26,6 @@ export interface OpenStoreOptions {
 
 const SQLITE_FILE_NAME = "ferry.db";
 
-export function isPostgresUrl(url: string): boolean {
-  return /^postgres(ql)?:\/\//.test(url);
-}
-
 export async function openStore(options: OpenStoreOptions): Promise<Store> {
   const store = options.databaseUrl ? openPostgres(options.databaseUrl) : openSqlite(options.dataDir);
   if (options.migrate ?? true) {
