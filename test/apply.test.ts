@@ -106,8 +106,8 @@ describe("ferry apply", () => {
       "created variable Greeting",
       "created variable Greeting [environments prod]",
       "created variable DbPassword (sensitive, from $HELLO_DB_PASSWORD)",
-      "skipped project hello (versionPattern 1.0.#{n})",
     ]);
+    expect(await get("/api/v1/projects/hello")).toMatchObject({ versionPattern: "1.0.#{n}" });
     const environments = await get<{ items: { slug: string }[] }>("/api/v1/environments");
     expect(environments.items.map((environment) => environment.slug)).toEqual(["dev", "test", "prod"]);
     expect(await get("/api/v1/lifecycles/hello")).toMatchObject({
@@ -222,10 +222,6 @@ describe("ferry apply", () => {
         "skipped variable DbPassword",
         "$HELLO_DB_PASSWORD is not set, so the sensitive variable was not created; set it and apply again",
       ],
-      [
-        "skipped project hello (versionPattern 1.0.#{n})",
-        "this server does not set a project's version pattern through its API yet; releases keep 0.0.#{n}",
-      ],
     ]);
     expect(await get("/api/v1/feeds/local")).toMatchObject({ password: null });
 
@@ -325,10 +321,8 @@ describe("ferry apply (command)", () => {
     await run("apply", "-f", file);
     const text = output.join("");
     expect(text).toContain("created environment dev\n");
-    expect(text).toMatch(/applied: 11 created, 0 updated, 0 deleted, 0 unchanged, 1 skipped\n$/);
-    expect(errors.join("")).toContain(
-      "ferry: warning: project hello: this server does not set a project's version pattern",
-    );
+    expect(text).toMatch(/applied: 11 created, 0 updated, 0 deleted, 0 unchanged\n$/);
+    expect(errors.join("")).toBe(""); // every secret is available: nothing to warn about
 
     output.length = 0;
     await run("apply", "-f", file, "--json");

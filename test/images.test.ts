@@ -93,6 +93,28 @@ describe("images pinned by digest at release creation (real registry)", () => {
     expect(unknown.body.errors[0]?.pointer).toBe("/images/db");
   });
 
+  it("refuses to delete a feed that a project's images use", async () => {
+    const refused = await test.call<{ type: string; detail: string }>("DELETE", "/api/v1/feeds/local");
+    expect(refused.status).toBe(409);
+    expect(refused.body.detail).toBe("feed 'local' is used by the images of project 'app'; change their images first");
+  });
+
+  it("names releases by the project's version pattern when no version is given", async () => {
+    const bad = await test.call<{ errors: { pointer: string }[] }>("PATCH", "/api/v1/projects/app", {
+      versionPattern: "2.1",
+    });
+    expect(bad.status).toBe(400);
+    expect(bad.body.errors[0]?.pointer).toBe("/versionPattern");
+    await test.call("PATCH", "/api/v1/projects/app", { versionPattern: "2.1.#{n}" });
+    await test.call("PUT", "/api/v1/projects/app/process", {
+      images: [{ name: "web", feed: "local", repository: "demo/app" }],
+      steps: [],
+    });
+    const first = await test.call<{ version: string }>("POST", "/api/v1/projects/app/releases", {});
+    const second = await test.call<{ version: string }>("POST", "/api/v1/projects/app/releases", {});
+    expect([first.body.version, second.body.version]).toEqual(["2.1.0", "2.1.1"]);
+  });
+
   it("reports a registry that refuses the feed's credentials as a feed error, without the password", async () => {
     await test.call("PATCH", "/api/v1/feeds/local", { password: "wrong-password-canary" });
     await test.call("PUT", "/api/v1/projects/app/process", {

@@ -82,7 +82,7 @@ export async function applyFerryFile(
   await applyPart(run, `lifecycle ${config.lifecycle.slug}`, () => applyLifecycle(run, config.lifecycle, environments));
   const projectPath = `/api/v1/projects/${segment(config.project.slug)}`;
   await applyPart(run, `project ${config.project.slug}`, () =>
-    applyProject(run, config.project, config.lifecycle.slug),
+    applyProject(run, config.project, config.lifecycle.slug, config.versionPattern),
   );
   if (config.steps !== undefined || config.images !== undefined) {
     await applyPart(run, `process of ${config.project.slug}`, () =>
@@ -92,15 +92,6 @@ export async function applyFerryFile(
   const variables = config.variables;
   if (variables !== undefined) {
     await applyPart(run, `variables of ${config.project.slug}`, () => applyVariables(run, projectPath, variables));
-  }
-  if (config.versionPattern !== undefined) {
-    run.changes.push({
-      action: "skipped",
-      resource: "project",
-      name: config.project.slug,
-      detail: `versionPattern ${config.versionPattern}`,
-      warning: "this server does not set a project's version pattern through its API yet; releases keep 0.0.#{n}",
-    });
   }
   return run.changes;
 }
@@ -330,7 +321,12 @@ async function applyLifecycle(
   });
 }
 
-async function applyProject(run: Run, project: FerryFile["project"], lifecycleSlug: string): Promise<void> {
+async function applyProject(
+  run: Run,
+  project: FerryFile["project"],
+  lifecycleSlug: string,
+  versionPattern: string | undefined,
+): Promise<void> {
   const current = (await run.client.getAll<Project>("/api/v1/projects")).find((item) => item.slug === project.slug);
   if (!current) {
     await createOrUpdate(run, "project", project.slug, {
@@ -341,12 +337,18 @@ async function applyProject(run: Run, project: FerryFile["project"], lifecycleSl
           slug: project.slug,
           ...(project.description !== undefined && { description: project.description }),
           lifecycle: lifecycleSlug,
+          ...(versionPattern !== undefined && { versionPattern }),
         },
       },
     });
     return;
   }
-  const body = differences(current, { name: project.name, description: project.description, lifecycle: lifecycleSlug });
+  const body = differences(current, {
+    name: project.name,
+    description: project.description,
+    lifecycle: lifecycleSlug,
+    versionPattern,
+  });
   await createOrUpdate(run, "project", project.slug, {
     update: { path: `/api/v1/projects/${segment(project.slug)}`, body },
   });

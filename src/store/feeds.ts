@@ -1,5 +1,5 @@
 import type { Paging } from "../domain/common.js";
-import { InputError } from "../domain/errors.js";
+import { InputError, InUseError } from "../domain/errors.js";
 import { type CreateFeed, type Feed, feedSchema, SECRET_SET, type UpdateFeed } from "../domain/feeds.js";
 import {
   assertNameAndSlugFree,
@@ -117,8 +117,21 @@ export async function updateFeed({ db, secrets }: StoreContext, reference: strin
   });
 }
 
-/** Nothing refers to a feed yet; project images will (the releases issue adds that check). */
+/** Refused while a project's process takes images from the feed (releases keep their pinned digests). */
 export async function deleteFeed({ db }: StoreContext, reference: string): Promise<void> {
-  const { id } = await findNamed(db, "feeds", reference);
-  await db.deleteFrom("feeds").where("id", "=", id).execute();
+  const feed = await findNamed(db, "feeds", reference);
+  const projects = await db.selectFrom("projects").select(["name", "process"]).execute();
+  const usedBy = projects
+    .filter((project) => {
+      const images = (JSON.parse(project.process) as { images?: { feed: string }[] }).images ?? [];
+      return images.some((image) => image.feed === feed.id || image.feed === feed.slug);
+    })
+    .map((project) => `project '${project.name}'`);
+  if (usedBy.length > 0) {
+    throw new InUseError(
+      `feed '${feed.name}' is used by the images of ${usedBy.join(", ")}; change their images first`,
+      usedBy,
+    );
+  }
+  await db.deleteFrom("feeds").where("id", "=", feed.id).execute();
 }

@@ -26,6 +26,7 @@ function selectProjects(db: Executor) {
       "p.name",
       "p.description",
       "l.slug as lifecycle",
+      "p.version_pattern as versionPattern",
       "p.created_at as createdAt",
       "p.updated_at as updatedAt",
     ]);
@@ -35,7 +36,10 @@ async function loadProject(db: Executor, id: string): Promise<Project> {
   return selectProjects(db).where("p.id", "=", id).executeTakeFirstOrThrow();
 }
 
-export async function createProject({ db }: StoreContext, input: CreateProject): Promise<Project> {
+export async function createProject(
+  { db }: StoreContext,
+  input: Omit<CreateProject, "versionPattern"> & { versionPattern?: string },
+): Promise<Project> {
   const slug = slugFor(input);
   return db.transaction().execute(async (trx) => {
     await assertNameAndSlugFree(trx, "projects", { name: input.name, slug });
@@ -53,6 +57,7 @@ export async function createProject({ db }: StoreContext, input: CreateProject):
           name: input.name,
           description: input.description,
           lifecycle_id: lifecycleId,
+          version_pattern: input.versionPattern ?? "0.0.#{n}",
           created_at: now,
           updated_at: now,
         })
@@ -90,6 +95,7 @@ export async function updateProject({ db }: StoreContext, reference: string, inp
           ...(input.slug !== undefined && { slug: input.slug }),
           ...(input.description !== undefined && { description: input.description }),
           ...(lifecycleId !== undefined && { lifecycle_id: lifecycleId }),
+          ...(input.versionPattern !== undefined && { version_pattern: input.versionPattern }),
           updated_at: nowIso(),
         })
         .where("id", "=", id)
