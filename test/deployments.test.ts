@@ -171,6 +171,37 @@ describe("deployments with script steps (real processes, SQLite)", () => {
     expect(nothingBefore.body.detail).toMatch(/first phase/);
   });
 
+  it("never changes a release when variables change, unless its variables are re-snapshotted on purpose", async () => {
+    const variables = await test.call<{ items: { id: string; name: string; scope: { environments: string[] } }[] }>(
+      "GET",
+      "/api/v1/projects/shop/variables",
+    );
+    const greeting = variables.body.items.find(
+      (variable) => variable.name === "Greeting" && variable.scope.environments.length === 0,
+    );
+    await test.call("PATCH", `/api/v1/projects/shop/variables/${greeting?.id}`, { value: "hello, changed" });
+    const before = await test.call<{ steps: { name: string }[]; variables: { name: string; value: string }[] }>(
+      "GET",
+      "/api/v1/projects/shop/plan?release=1.0.0&environment=dev",
+    );
+    expect(before.body.variables.find((variable) => variable.name === "Greeting")?.value).toBe("hello from everywhere");
+
+    const updated = await test.call<{ variablesUpdatedBy: string | null; steps: { name: string }[] }>(
+      "POST",
+      "/api/v1/projects/shop/releases/1.0.0/variables-snapshot",
+    );
+    expect(updated.status).toBe(200);
+    expect(updated.body.variablesUpdatedBy).toBe("admin (FERRY_ADMIN_API_KEY)");
+    expect(updated.body.steps.map((step) => step.name)).toEqual(["greet", "use output"]);
+    const after = await test.call<{ variables: { name: string; value: string }[] }>(
+      "GET",
+      "/api/v1/projects/shop/plan?release=1.0.0&environment=dev",
+    );
+    expect(after.body.variables.find((variable) => variable.name === "Greeting")?.value).toBe("hello, changed");
+    await test.call("PATCH", `/api/v1/projects/shop/variables/${greeting?.id}`, { value: "hello from everywhere" });
+    await test.call("POST", "/api/v1/projects/shop/releases/1.0.0/variables-snapshot");
+  });
+
   it("streams a task's log over SSE until it ends", async () => {
     const created = await test.call<{ deployments: { taskId: string }[] }>("POST", "/api/v1/projects/shop/releases", {
       version: "1.0.1",

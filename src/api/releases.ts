@@ -12,7 +12,14 @@ import {
 import { planDeployment } from "../engine/plan.js";
 import { checkImageFeeds, pinImages } from "../feeds/images.js";
 import { validateSteps } from "../steps/registry.js";
-import { createRelease, getProcess, getRelease, listReleases, setProcess } from "../store/releases.js";
+import {
+  createRelease,
+  getProcess,
+  getRelease,
+  listReleases,
+  resnapshotVariables,
+  setProcess,
+} from "../store/releases.js";
 import { defineRoute, pathParams, type RouteSpec } from "./route.js";
 
 const deploymentCreatedSchema = z.object({
@@ -116,6 +123,27 @@ export function releaseRoutes(services: DeploymentServices): RouteSpec[] {
       params: pathParams("project", "release"),
       response: releaseSchema,
       handler: ({ params }) => getRelease(context, params.project, params.release),
+    }),
+    defineRoute({
+      method: "POST",
+      path: "/api/v1/projects/:project/releases/:release/variables-snapshot",
+      tag: "Releases",
+      summary: "Re-snapshot a release's variables from the project (process and images never change)",
+      params: pathParams("project", "release"),
+      response: releaseSchema,
+      handler: async ({ params, request }) => {
+        const release = await resnapshotVariables(context, params.project, params.release, createdBy(request));
+        request.log.info(
+          {
+            audit: "release.variables-snapshot",
+            project: release.project,
+            release: release.version,
+            by: createdBy(request),
+          },
+          "re-snapshotted a release's variables",
+        );
+        return release;
+      },
     }),
     defineRoute({
       method: "POST",

@@ -45,6 +45,9 @@ export const releaseSchema = z.object({
   images: z.array(z.object({ name: z.string(), tag: z.string(), digest: z.string(), reference: z.string() })),
   createdBy: z.string(),
   createdAt: z.string(),
+  /** Set when the variables were re-snapshotted after creation (the only change a release allows). */
+  variablesUpdatedAt: z.string().nullable(),
+  variablesUpdatedBy: z.string().nullable(),
 });
 export type Release = z.infer<typeof releaseSchema>;
 

@@ -271,6 +271,13 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex("task_decisions_by_task").on("task_decisions").columns(["task_id"]).execute();
     },
   },
+  "0005_release_variable_snapshots": {
+    async up(db: Kysely<unknown>) {
+      // A release's variables may be re-snapshotted on purpose; who and when is kept on it.
+      await db.schema.alterTable("releases").addColumn("variables_updated_at", "text").execute();
+      await db.schema.alterTable("releases").addColumn("variables_updated_by", "text").execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

@@ -1,5 +1,5 @@
 import type { Paging } from "../domain/common.js";
-import { type FieldIssue, InputError } from "../domain/errors.js";
+import { type FieldIssue, InputError, NotFoundError } from "../domain/errors.js";
 import type { Process } from "../domain/process.js";
 import { processSchema } from "../domain/process.js";
 import {
@@ -51,6 +51,8 @@ function toRelease(row: ReleaseRow, projectSlug: string): Release {
     images: snapshot.images.map(({ name, tag, digest, reference }) => ({ name, tag, digest, reference })),
     createdBy: row.created_by,
     createdAt: row.created_at,
+    variablesUpdatedAt: row.variables_updated_at,
+    variablesUpdatedBy: row.variables_updated_by,
   };
 }
 
@@ -101,6 +103,8 @@ export async function createRelease(
       snapshot: JSON.stringify(snapshot),
       created_by: createdBy,
       created_at: nowIso(),
+      variables_updated_at: null,
+      variables_updated_by: null,
     };
     await translateUniqueViolation(`release ${version} of project '${project.name}' already exists`, () =>
       trx.insertInto("releases").values(row).execute(),
@@ -143,6 +147,47 @@ async function snapshotVariables(
       sealed: variable.sensitive === 1 ? reseal(variable.id, variable.value_sealed ?? "", index) : null,
       scope: { environments: of("environment"), roles: of("role"), targets: of("target") },
     };
+  });
+}
+
+/**
+ * The one deliberate change to a release: take the project's variables again (for a
+ * rotated password, say). Process and images stay as they were; who did it and when is
+ * recorded on the release.
+ */
+export async function resnapshotVariables(
+  { db, secrets }: StoreContext,
+  projectReference: string,
+  reference: string,
+  updatedBy: string,
+): Promise<Release> {
+  return db.transaction().execute(async (trx) => {
+    const project = await findNamed(trx, "projects", projectReference);
+    const row = await getReleaseRow(trx, project.id, reference);
+    if (!row) throw new NotFoundError(`project '${project.name}' has no release '${reference}'`);
+    const snapshot = releaseSnapshotSchema.parse(JSON.parse(row.snapshot));
+    const variables = await snapshotVariables(trx, project.id, (variableId, sealed, index) =>
+      secrets.seal(secrets.open(sealed, `variable:${variableId}`), sealedVariableContext(row.id, index)),
+    );
+    const updatedAt = nowIso();
+    await trx
+      .updateTable("releases")
+      .set({
+        snapshot: JSON.stringify({ ...snapshot, variables }),
+        variables_updated_at: updatedAt,
+        variables_updated_by: updatedBy,
+      })
+      .where("id", "=", row.id)
+      .execute();
+    return toRelease(
+      {
+        ...row,
+        snapshot: JSON.stringify({ ...snapshot, variables }),
+        variables_updated_at: updatedAt,
+        variables_updated_by: updatedBy,
+      },
+      project.slug,
+    );
   });
 }
 

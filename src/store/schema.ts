@@ -197,6 +197,8 @@ export interface ReleaseRow {
   snapshot: string;
   created_by: string;
   created_at: string;
+  variables_updated_at: string | null;
+  variables_updated_by: string | null;
 }
 
 interface DeploymentRow {
