@@ -121,6 +121,22 @@ export function addReleaseCommands(program: Command, context: CliContext): void 
       if (options.json) printJson(release);
       else printFields(releaseFields(release));
     });
+
+  group
+    .command("update-variables")
+    .description("re-snapshot a release's variables from the project (its process and images never change)")
+    .requiredOption("--project <ref>", "project id or slug")
+    .argument("<version>", "release version or id")
+    .option("--json", "print JSON")
+    .action(async (version: string, options: { project: string; json?: boolean }) => {
+      const client = await context.client();
+      const release = await client.request<Release>(
+        "POST",
+        `${releasesPath(options.project)}/${segment(version)}/variables-snapshot`,
+      );
+      if (options.json) printJson(release);
+      else printFields(releaseFields(release));
+    });
 }
 
 /** Parses a repeated `--image web=1.4.2` into { web: "1.4.2" }. */
