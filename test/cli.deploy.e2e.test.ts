@@ -1,11 +1,17 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
 import { connect, createServer, type Server, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  apiRequest,
+  expectSuccess,
+  type FerryServer,
+  isolatedEnv,
+  parseJson,
+  runFerry,
+  startFerry,
+  testAdminKey,
+  trackedResources,
+  waitFor,
+} from "./helpers/cli.js";
 
 /**
  * End to end: releases, deployments and tasks through the real `bin/ferry` (built by
@@ -13,155 +19,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
  * Deployments run real script steps (bash) on the server's host.
  */
 
-const FERRY = join(dirname(fileURLToPath(import.meta.url)), "..", "bin", "ferry");
 /** Log lines as the CLI prints them: HH:MM:SS [step] text. */
 const LOG_LINE = /^\d\d:\d\d:\d\d( \[[^\]]+\])? /;
 
-const temporaryDirectories: string[] = [];
-const runningServers = new Set<FerryServer>();
+const { startServerInNewHome, cleanUp } = trackedResources("ferry-cli-deploy-e2e-");
 
 afterAll(async () => {
-  await Promise.all([...runningServers].map((server) => server.stop()));
-  await Promise.all(temporaryDirectories.map((directory) => rm(directory, { recursive: true, force: true })));
+  await cleanUp();
 });
-
-async function makeTemporaryDirectory(): Promise<string> {
-  const directory = await mkdtemp(join(tmpdir(), "ferry-cli-deploy-e2e-"));
-  temporaryDirectories.push(directory);
-  return directory;
-}
-
-/** A key the server accepts as FERRY_ADMIN_API_KEY: "ferry_test" + 30 random characters. */
-function testAdminKey(): string {
-  return `ferry_test${randomBytes(30).toString("base64url").slice(0, 30)}`;
-}
-
-/** Nothing Ferry reads is inherited from the parent; HOME and FERRY_CONFIG point into a temp directory. */
-function isolatedEnv(home: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return {
-    PATH: process.env.PATH ?? "/usr/bin:/bin",
-    HOME: home,
-    FERRY_CONFIG: join(home, "no-such-config.json"),
-    ...extra,
-  };
-}
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-interface RunningCli {
-  stdout(): string;
-  stderr(): string;
-  done: Promise<CliResult>;
-}
-
-/** Starts `bin/ferry ARGS`; its output can be read while it runs. */
-function startFerry(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 30_000): RunningCli {
-  const child = spawn(FERRY, args, { env, stdio: ["ignore", "pipe", "pipe"], timeout: timeoutMs });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-    stdout += chunk;
-  });
-  child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
-    stderr += chunk;
-  });
-  const done = new Promise<CliResult>((resolve, reject) => {
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-  return { stdout: () => stdout, stderr: () => stderr, done };
-}
-
-function runFerry(args: string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
-  return startFerry(args, env).done;
-}
-
-function expectSuccess(result: CliResult): void {
-  expect(result.code, `stdout: ${result.stdout}\nstderr: ${result.stderr}`).toBe(0);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const address = probe.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
-function sleep(milliseconds: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, milliseconds));
-}
-
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-interface FerryServer {
-  url: string;
-  port: number;
-  process: ChildProcess;
-  stop(): Promise<void>;
-}
-
-async function startFerryServer(options: { dataDir: string; env: NodeJS.ProcessEnv }): Promise<FerryServer> {
-  const port = await freePort();
-  const child = spawn(FERRY, ["server", "--host", "127.0.0.1", "--port", String(port), "--data-dir", options.dataDir], {
-    env: options.env,
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let stderr = "";
-  child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
-    stderr += chunk;
-  });
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const url = `http://127.0.0.1:${port}`;
-  const server: FerryServer = {
-    url,
-    port,
-    process: child,
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill("SIGTERM");
-        const killer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-        await exited;
-        clearTimeout(killer);
-      }
-      runningServers.delete(server);
-    },
-  };
-  runningServers.add(server);
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      runningServers.delete(server);
-      throw new Error(`ferry server exited before it was ready:\n${stderr}`);
-    }
-    try {
-      const response = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(1_000) });
-      if (response.status === 200) break;
-    } catch {
-      // Not listening yet.
-    }
-    if (Date.now() > deadline) {
-      await server.stop();
-      throw new Error(`ferry server at ${url} was not ready within 20 s:\n${stderr}`);
-    }
-    await sleep(20);
-  }
-  return server;
-}
 
 /**
  * A TCP relay in front of the server whose open connections the test can cut, as a
@@ -206,12 +71,7 @@ async function startRelay(
 }
 
 async function api(server: FerryServer, apiKey: string, method: "POST" | "PUT", path: string, body: unknown) {
-  const response = await fetch(`${server.url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json" },
-    body: JSON.stringify(body),
-    signal: AbortSignal.timeout(5_000),
-  });
+  const response = await apiRequest(`${server.url}${path}`, apiKey, method, body);
   expect(response.ok, `${method} ${path}: ${await response.clone().text()}`).toBe(true);
 }
 
@@ -237,14 +97,6 @@ interface DeploymentJson {
   error: string | null;
 }
 
-function parseJson<T>(result: CliResult): T {
-  try {
-    return JSON.parse(result.stdout) as T;
-  } catch {
-    throw new Error(`stdout is not one JSON value:\n${result.stdout}\nstderr: ${result.stderr}`);
-  }
-}
-
 describe("ferry release / deploy / promote / rollback / plan / task against a ferry server", () => {
   let server: FerryServer;
   let home: string;
@@ -253,11 +105,7 @@ describe("ferry release / deploy / promote / rollback / plan / task against a fe
   const cli = (args: string[]) => runFerry(args, cliEnv());
 
   beforeAll(async () => {
-    home = await makeTemporaryDirectory();
-    server = await startFerryServer({
-      dataDir: join(home, "data"),
-      env: isolatedEnv(home, { FERRY_ADMIN_API_KEY: adminKey }),
-    });
+    ({ home, server } = await startServerInNewHome(adminKey));
     for (const name of ["dev", "test", "prod"]) {
       await api(server, adminKey, "POST", "/api/v1/environments", { name });
     }

@@ -1,11 +1,18 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import {
+  apiRequest,
+  type CliResult,
+  expectSuccess,
+  type FerryServer,
+  isolatedEnv,
+  runFerry as runFerryProcess,
+  testAdminKey,
+  trackedResources,
+  waitFor,
+} from "./helpers/cli.js";
 import { createPostgresDatabase } from "./helpers/databases.js";
 
 /**
@@ -13,7 +20,6 @@ import { createPostgresDatabase } from "./helpers/databases.js";
  * CLI talking over HTTP to a real `ferry server` on a free port with its own data directory.
  */
 
-const FERRY = join(dirname(fileURLToPath(import.meta.url)), "..", "bin", "ferry");
 const GENERATED_KEY = /ferry_[A-Za-z0-9_-]{43}/;
 
 /** Every generated admin key printed in a text. */
@@ -21,185 +27,26 @@ function generatedKeys(text: string): string[] {
   return text.match(new RegExp(GENERATED_KEY.source, "g")) ?? [];
 }
 
-const temporaryDirectories: string[] = [];
-const runningServers = new Set<FerryServer>();
-
-async function makeTemporaryDirectory(): Promise<string> {
-  const directory = await mkdtemp(join(tmpdir(), "ferry-cli-e2e-"));
-  temporaryDirectories.push(directory);
-  return directory;
-}
+const { makeTemporaryDirectory, startFerryServer, startServerInNewHome, cleanUp } = trackedResources("ferry-cli-e2e-");
 
 afterAll(async () => {
-  await Promise.all([...runningServers].map((server) => server.stop()));
-  await Promise.all(temporaryDirectories.map((directory) => rm(directory, { recursive: true, force: true })));
+  await cleanUp();
 });
 
-/** A key the server accepts as FERRY_ADMIN_API_KEY: "ferry_test" + 30 random characters. */
-function testAdminKey(): string {
-  return `ferry_test${randomBytes(30).toString("base64url").slice(0, 30)}`;
-}
-
 /**
- * An explicit environment: nothing Ferry reads is inherited from the parent (no FERRY_API_KEY,
- * FERRY_URL, FERRY_ADMIN_API_KEY), and HOME/FERRY_CONFIG point into a temp directory so the
- * real ~/.config is never read or written.
+ * Runs `bin/ferry ARGS` to completion; `input` is piped to its standard input. These commands
+ * answer in well under a second, so a hung one is killed after 15 s, inside the test's timeout.
  */
-function isolatedEnv(home: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return {
-    PATH: process.env.PATH ?? "/usr/bin:/bin",
-    HOME: home,
-    FERRY_CONFIG: join(home, "no-such-config.json"),
-    ...extra,
-  };
-}
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `bin/ferry ARGS` to completion; `input` is piped to its standard input. */
 function runFerry(args: string[], env: NodeJS.ProcessEnv, input = ""): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(FERRY, args, { env, stdio: ["pipe", "pipe", "pipe"], timeout: 15_000 });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-      stdout += chunk;
-    });
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
-      stderr += chunk;
-    });
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input);
-  });
-}
-
-function expectSuccess(result: CliResult): void {
-  expect(result.code, `stderr: ${result.stderr}`).toBe(0);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const address = probe.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
-function sleep(milliseconds: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, milliseconds));
-}
-
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-interface FerryServer {
-  url: string;
-  process: ChildProcess;
-  /** Milliseconds from spawn until GET /readyz first answered 200. */
-  readyAfterMs: number;
-  stdout(): string;
-  stderr(): string;
-  /** SIGTERM, then the exit code (SIGKILL after 10 s if it hangs). */
-  stop(): Promise<number | null>;
-}
-
-async function startFerryServer(options: {
-  dataDir: string;
-  env: NodeJS.ProcessEnv;
-  extraArgs?: string[];
-}): Promise<FerryServer> {
-  const port = await freePort();
-  const started = Date.now();
-  const child = spawn(
-    FERRY,
-    [
-      "server",
-      "--host",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "--data-dir",
-      options.dataDir,
-      ...(options.extraArgs ?? []),
-    ],
-    { env: options.env, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let stdout = "";
-  let stderr = "";
-  child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-    stdout += chunk;
-  });
-  child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
-    stderr += chunk;
-  });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  const url = `http://127.0.0.1:${port}`;
-  const server: FerryServer = {
-    url,
-    process: child,
-    readyAfterMs: 0,
-    stdout: () => stdout,
-    stderr: () => stderr,
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill("SIGTERM");
-        const killer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-        await exited;
-        clearTimeout(killer);
-      }
-      runningServers.delete(server);
-      return child.exitCode;
-    },
-  };
-  runningServers.add(server);
-
-  const deadline = started + 20_000;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      runningServers.delete(server);
-      throw new Error(`ferry server exited with ${child.exitCode ?? child.signalCode} before it was ready:\n${stderr}`);
-    }
-    try {
-      const response = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(1_000) });
-      if (response.status === 200) break;
-    } catch {
-      // Not listening yet.
-    }
-    if (Date.now() > deadline) {
-      await server.stop();
-      throw new Error(`ferry server at ${url} was not ready within 20 s:\n${stderr}`);
-    }
-    await sleep(20);
-  }
-  server.readyAfterMs = Date.now() - started;
-  return server;
+  return runFerryProcess(args, env, { input, timeoutMs: 15_000 });
 }
 
 function authenticatedGet(url: string, apiKey: string): Promise<Response> {
-  return fetch(url, { headers: { authorization: `Bearer ${apiKey}` }, signal: AbortSignal.timeout(5_000) });
+  return apiRequest(url, apiKey);
 }
 
 async function postJson(url: string, apiKey: string, body: unknown): Promise<void> {
-  const response = await fetch(url, {
-    method: "POST",
-    headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json" },
-    body: JSON.stringify(body),
-    signal: AbortSignal.timeout(5_000),
-  });
+  const response = await apiRequest(url, apiKey, "POST", body);
   expect(response.status, await response.text()).toBe(201);
 }
 
@@ -226,11 +73,7 @@ describe("ferry CLI against a ferry server (SQLite)", () => {
   const cli = (args: string[]) => runFerry(args, isolatedEnv(home, { FERRY_URL: server.url, FERRY_API_KEY: adminKey }));
 
   beforeAll(async () => {
-    home = await makeTemporaryDirectory();
-    server = await startFerryServer({
-      dataDir: join(home, "data"),
-      env: isolatedEnv(home, { FERRY_ADMIN_API_KEY: adminKey }),
-    });
+    ({ home, server } = await startServerInNewHome(adminKey));
   });
   afterAll(async () => {
     await server?.stop();
@@ -238,7 +81,7 @@ describe("ferry CLI against a ferry server (SQLite)", () => {
 
   it("starts, becomes ready and sets up environments, a lifecycle and a project", async () => {
     console.log(`ferry server answered /readyz 200 after ${server.readyAfterMs} ms`);
-    await waitFor(() => server.stdout().includes("ferry server ready"), "the ready log line");
+    await waitFor(() => server.stdout().includes("ferry server ready"), "the ready log line", 5_000);
     const readyLine = server
       .stdout()
       .split("\n")
@@ -266,11 +109,7 @@ describe("ferry CLI exit codes", () => {
   const cli = (args: string[]) => runFerry(args, isolatedEnv(home, { FERRY_URL: server.url, FERRY_API_KEY: adminKey }));
 
   beforeAll(async () => {
-    home = await makeTemporaryDirectory();
-    server = await startFerryServer({
-      dataDir: join(home, "data"),
-      env: isolatedEnv(home, { FERRY_ADMIN_API_KEY: adminKey }),
-    });
+    ({ home, server } = await startServerInNewHome(adminKey));
     for (const name of ["dev", "test", "prod"]) {
       await postJson(`${server.url}/api/v1/environments`, adminKey, { name });
     }
@@ -336,7 +175,7 @@ describe("ferry server first start and restart", () => {
     const dataDir = join(home, "data");
 
     const first = await start(dataDir, home);
-    await waitFor(() => GENERATED_KEY.test(first.stderr()), "the admin key on stderr");
+    await waitFor(() => GENERATED_KEY.test(first.stderr()), "the admin key on stderr", 5_000);
     const keys = generatedKeys(first.stderr());
     expect(keys).toHaveLength(1);
     const adminKey = keys[0] ?? "";
@@ -356,7 +195,7 @@ describe("ferry server first start and restart", () => {
     const otherHome = await makeTemporaryDirectory();
     const otherDataDir = join(otherHome, "data");
     const other = await start(otherDataDir, otherHome);
-    await waitFor(() => GENERATED_KEY.test(other.stderr()), "the second install's admin key on stderr");
+    await waitFor(() => GENERATED_KEY.test(other.stderr()), "the second install's admin key on stderr", 5_000);
     const otherKeys = generatedKeys(other.stderr());
     expect(otherKeys).toHaveLength(1);
     expect(otherKeys[0]).not.toBe(adminKey);
@@ -395,13 +234,8 @@ describe("ferry server on PostgreSQL (--db)", () => {
   const adminKey = testAdminKey();
 
   beforeAll(async () => {
-    home = await makeTemporaryDirectory();
     database = await createPostgresDatabase();
-    server = await startFerryServer({
-      dataDir: join(home, "data"),
-      env: isolatedEnv(home, { FERRY_ADMIN_API_KEY: adminKey }),
-      extraArgs: ["--db", database.url],
-    });
+    ({ home, server } = await startServerInNewHome(adminKey, ["--db", database.url]));
   });
   afterAll(async () => {
     await server?.stop();
@@ -427,11 +261,7 @@ describe("ferry login", () => {
   const adminKey = testAdminKey();
 
   beforeAll(async () => {
-    home = await makeTemporaryDirectory();
-    server = await startFerryServer({
-      dataDir: join(home, "data"),
-      env: isolatedEnv(home, { FERRY_ADMIN_API_KEY: adminKey }),
-    });
+    ({ home, server } = await startServerInNewHome(adminKey));
   });
   afterAll(async () => {
     await server?.stop();

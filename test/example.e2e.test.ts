@@ -1,11 +1,21 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, startRegistry, type TestRegistry } from "./helpers/registry.js";
+import {
+  type CliResult,
+  expectSuccess,
+  type FerryServer,
+  isolatedEnv,
+  parseJson,
+  ROOT,
+  runCommand,
+  runFerry,
+  testAdminKey,
+  trackedResources,
+} from "./helpers/cli.js";
+import { startRegistry, type TestRegistry } from "./helpers/registry.js";
 
 /**
  * The acceptance test of releases, run the way the README's walkthrough runs them: the
@@ -15,58 +25,18 @@ import { freePort, startRegistry, type TestRegistry } from "./helpers/registry.j
  * real containers on this host's Docker engine, served by a real `ferry server` process.
  */
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-const FERRY = join(ROOT, "bin", "ferry");
 const EXAMPLE = join(ROOT, "examples", "hello");
 const MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json";
 
-interface RunResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+const { makeTemporaryDirectory, startFerryServer, cleanUp } = trackedResources("ferry-example-e2e-");
 
-/** Runs a command (argv, no shell) to its end with exactly the environment given. */
-function run(command: string, args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env, stdio: ["ignore", "pipe", "pipe"], timeout: timeoutMs });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-      stdout += chunk;
-    });
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
-      stderr += chunk;
-    });
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-function expectSuccess(result: RunResult): void {
-  expect(result.code, `stdout: ${result.stdout}\nstderr: ${result.stderr}`).toBe(0);
-}
-
-function expectFailure(result: RunResult): void {
+function expectFailure(result: CliResult): void {
   expect(result.code, `stdout: ${result.stdout}\nstderr: ${result.stderr}`).toBe(1);
-}
-
-function parseJson<T>(result: RunResult): T {
-  try {
-    return JSON.parse(result.stdout) as T;
-  } catch {
-    throw new Error(`stdout is not one JSON value:\n${result.stdout}\nstderr: ${result.stderr}`);
-  }
-}
-
-/** The environment of every process the test starts: PATH, a temp HOME, and what is given. */
-function baseEnv(home: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: home, ...extra };
 }
 
 /** Docker CLI calls for setup, checks and clean-up; a failure throws with its stderr. */
 async function docker(args: readonly string[], env: NodeJS.ProcessEnv): Promise<string> {
-  const result = await run("docker", args, env);
+  const result = await runCommand("docker", args, env, { timeoutMs: 60_000 });
   if (result.code !== 0) throw new Error(`docker ${args.join(" ")} failed (${result.code}): ${result.stderr.trim()}`);
   return result.stdout;
 }
@@ -78,51 +48,6 @@ function rewrite(text: string, from: string, to: string, times = 1): string {
     throw new Error(`examples/hello/ferry.yml: expected ${times} × ${JSON.stringify(from)}, found ${found}`);
   }
   return text.replaceAll(from, to);
-}
-
-interface FerryServer {
-  url: string;
-  stop(): Promise<void>;
-}
-
-async function startFerryServer(dataDir: string, env: NodeJS.ProcessEnv): Promise<FerryServer> {
-  const port = await freePort();
-  const child: ChildProcess = spawn(
-    FERRY,
-    ["server", "--host", "127.0.0.1", "--port", String(port), "--data-dir", dataDir],
-    { env, stdio: ["ignore", "ignore", "pipe"] },
-  );
-  let stderr = "";
-  child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
-    stderr = (stderr + chunk).slice(-20_000);
-  });
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const url = `http://127.0.0.1:${port}`;
-  const stop = async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill("SIGTERM");
-    const killer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-    await exited;
-    clearTimeout(killer);
-  };
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`ferry server exited before it was ready:\n${stderr}`);
-    }
-    try {
-      const response = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(1_000) });
-      await response.body?.cancel();
-      if (response.status === 200) return { url, stop };
-    } catch {
-      // Not listening yet.
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`ferry server at ${url} was not ready within 20 s:\n${stderr}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 interface ReleaseJson {
@@ -144,7 +69,7 @@ describe("the hello example: build, apply, release, promote, pin, fail and roll 
   /** The slug apply derives from the name; containers carry it as label ferry.project. */
   const slug = projectName;
   const repository = `demo/app-${suffix}`;
-  const adminKey = `ferry_test${randomBytes(30).toString("base64url").slice(0, 30)}`;
+  const adminKey = testAdminKey();
   const timings: [string, number][] = [];
 
   let home: string;
@@ -154,14 +79,17 @@ describe("the hello example: build, apply, release, promote, pin, fail and roll 
   let ferryFile: string;
   let brokenFerryFile: string;
 
-  const env = () => baseEnv(home);
+  const env = () => isolatedEnv(home);
   const cli = (args: string[], timeoutMs = 60_000) => {
     if (!server) throw new Error("the ferry server is not running");
-    return run(
-      FERRY,
+    return runFerry(
       args,
-      baseEnv(home, { FERRY_URL: server.url, FERRY_API_KEY: adminKey, FERRY_CONFIG: join(home, "ferry-config.json") }),
-      timeoutMs,
+      isolatedEnv(home, {
+        FERRY_URL: server.url,
+        FERRY_API_KEY: adminKey,
+        FERRY_CONFIG: join(home, "ferry-config.json"),
+      }),
+      { timeoutMs },
     );
   };
   const timed = async <T>(what: string, action: () => Promise<T>): Promise<T> => {
@@ -225,11 +153,11 @@ describe("the hello example: build, apply, release, promote, pin, fail and roll 
   };
 
   beforeAll(async () => {
-    home = await mkdtemp(join(tmpdir(), "ferry-example-e2e-"));
+    home = await makeTemporaryDirectory();
     const [startedRegistry, startedServer] = await Promise.all([
       timed("start the registry", () => startRegistry()),
       timed("start ferry server", () =>
-        startFerryServer(join(home, "data"), baseEnv(home, { FERRY_ADMIN_API_KEY: adminKey })),
+        startFerryServer({ dataDir: join(home, "data"), env: isolatedEnv(home, { FERRY_ADMIN_API_KEY: adminKey }) }),
       ),
     ]);
     registry = startedRegistry;
@@ -250,7 +178,7 @@ describe("the hello example: build, apply, release, promote, pin, fail and roll 
   });
 
   afterAll(async () => {
-    const cleanEnv = baseEnv(home ?? tmpdir());
+    const cleanEnv = isolatedEnv(home ?? tmpdir());
     await server?.stop();
     // Containers first (they hold the images), found by the project's label only.
     const containers = (
@@ -270,7 +198,7 @@ describe("the hello example: build, apply, release, promote, pin, fail and roll 
       for (const id of new Set(images)) await docker(["image", "rm", "--force", id], cleanEnv).catch(() => "");
     }
     await registry?.stop();
-    if (home) await rm(home, { recursive: true, force: true });
+    await cleanUp();
     console.log(
       `[example e2e] timings: ${timings.map(([what, ms]) => `${what} ${(ms / 1000).toFixed(1)} s`).join("; ")}`,
     );
@@ -278,7 +206,9 @@ describe("the hello example: build, apply, release, promote, pin, fail and roll 
 
   it("builds the example's images with build.sh and applies its ferry.yml", { timeout: 90_000 }, async () => {
     const built = await timed("build.sh (two images, pushed)", () =>
-      run(join(EXAMPLE, "build.sh"), [], baseEnv(home, { REGISTRY: registryHost, REPOSITORY: repository }), 90_000),
+      runCommand(join(EXAMPLE, "build.sh"), [], isolatedEnv(home, { REGISTRY: registryHost, REPOSITORY: repository }), {
+        timeoutMs: 90_000,
+      }),
     );
     expectSuccess(built);
     expect(await registryDigest("1.0.0")).toMatch(/^sha256:[0-9a-f]{64}$/);
@@ -318,7 +248,7 @@ describe("the hello example: build, apply, release, promote, pin, fail and roll 
     expect(toProd.stdout).toContain(`${slug} 1.0.0 → prod: succeeded`);
     expect(await answer("prod")).toBe("hello from 1.0.1");
     // The prod-scoped value of Greeting reached the container.
-    const logs = await run("docker", ["logs", `hello-${suffix}-prod`], env());
+    const logs = await runCommand("docker", ["logs", `hello-${suffix}-prod`], env(), { timeoutMs: 60_000 });
     expect(logs.stdout + logs.stderr).toContain("hello 1.0.1 starting (greeting: Hello from production)");
   });
 

@@ -1,15 +1,14 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { readdirSync, readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort } from "./helpers/registry.js";
+import { localDocker } from "../src/runtimes/docker.js";
+import { apiRequest, type FerryServer, isolatedEnv, testAdminKey, trackedResources } from "./helpers/cli.js";
+import { buildDemoImage, type DemoImage } from "./helpers/images.js";
+import { freePort, startRegistry, type TestRegistry } from "./helpers/registry.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
-const FERRY = join(dirname(fileURLToPath(import.meta.url)), "..", "bin", "ferry");
+const { makeTemporaryDirectory, startFerryServer, cleanUp } = trackedResources("ferry-recovery-");
 
 /** Processes whose environment carries FERRY_TASK_ID=<taskId>: what a task's script started. */
 function processesOfTask(taskId: string): number[] {
@@ -26,30 +25,38 @@ function processesOfTask(taskId: string): number[] {
   return found;
 }
 
-describe("a server killed with SIGKILL during a deployment (real process, SQLite)", () => {
-  const dataDir = mkdtempSync(join(tmpdir(), "ferry-recovery-"));
-  const apiKey = `ferry_${randomBytes(24).toString("base64url")}`;
-  let port = 0;
-  let server: ChildProcess | undefined;
+/** Names of the containers Docker has labelled with the task. */
+async function containersOfTask(taskId: string): Promise<string[]> {
+  const containers = await localDocker().listByLabel("ferry.task", taskId);
+  return containers.map((container) => container.name);
+}
 
+async function removeTaskContainersByName(name: string): Promise<void> {
+  await localDocker()
+    .stopAndRemove(name)
+    .catch(() => {});
+}
+
+describe("a server killed with SIGKILL during a deployment (real processes, Docker, SQLite)", () => {
+  const apiKey = testAdminKey();
+  const suffix = randomBytes(4).toString("hex");
+  const containerName = `ferry-recovery-${suffix}`;
+  let registry: TestRegistry | undefined;
+  let image: DemoImage;
+  let dataDir = "";
+  let port = 0;
+  let server: FerryServer | undefined;
+
+  /** The server on the same port and data directory each time: a restart finds what the killed one left. */
   const start = async () => {
-    server = spawn(FERRY, ["server", "--port", String(port), "--data-dir", dataDir], {
-      env: { PATH: process.env.PATH, HOME: dataDir, FERRY_ADMIN_API_KEY: apiKey, FERRY_TASK_LEASE_SECONDS: "2" },
-      stdio: "ignore",
+    server = await startFerryServer({
+      dataDir,
+      env: isolatedEnv(dataDir, { FERRY_ADMIN_API_KEY: apiKey, FERRY_TASK_LEASE_SECONDS: "2" }),
+      port,
     });
-    for (let attempt = 0; attempt < 200; attempt++) {
-      const ready = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
-      if (ready?.ok) return;
-      await sleep(25);
-    }
-    throw new Error("server did not become ready");
   };
   const call = async <T = Record<string, unknown>>(method: string, path: string, body?: unknown) => {
-    const response = await fetch(`http://127.0.0.1:${port}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${apiKey}`, ...(body !== undefined && { "content-type": "application/json" }) },
-      ...(body !== undefined && { body: JSON.stringify(body) }),
-    });
+    const response = await apiRequest(`http://127.0.0.1:${port}${path}`, apiKey, method, body);
     return { status: response.status, body: (await response.json()) as T };
   };
   const waitFor = async (taskId: string, states: string[], timeoutMs = 20_000) => {
@@ -63,6 +70,9 @@ describe("a server killed with SIGKILL during a deployment (real process, SQLite
   };
 
   beforeAll(async () => {
+    registry = await startRegistry();
+    image = await buildDemoImage({ registryUrl: registry.url, repository: `recovery/app-${suffix}`, version: "1.0.0" });
+    dataDir = await makeTemporaryDirectory();
     port = await freePort();
     await start();
     await call("POST", "/api/v1/environments", { name: "dev" });
@@ -70,13 +80,24 @@ describe("a server killed with SIGKILL during a deployment (real process, SQLite
     await call("POST", "/api/v1/projects", { name: "app", lifecycle: "one" });
   });
   afterAll(async () => {
-    server?.kill("SIGKILL");
-    rmSync(dataDir, { recursive: true, force: true });
+    server?.process.kill("SIGKILL");
+    await removeTaskContainersByName(containerName);
+    await registry?.stop();
+    await cleanUp();
   });
 
   it("marks the task interrupted within a lease, kills what it started, frees the lock", async () => {
+    // A container (the new version) and then a slow script: the crash comes after the
+    // container started, so the restart must find and remove it as well.
     await call("PUT", "/api/v1/projects/app/process", {
-      steps: [{ name: "slow", kind: "script", config: { script: "echo started; sleep 120" } }],
+      steps: [
+        {
+          name: "web",
+          kind: "container",
+          config: { image: image.reference, name: containerName, ports: [{ container: 8080 }], settleSeconds: 0.5 },
+        },
+        { name: "slow", kind: "script", config: { script: "echo started; sleep 120" } },
+      ],
     });
     await call("POST", "/api/v1/projects/app/releases", { version: "1.0.0" });
     const queued = await call<{ taskId: string }>("POST", "/api/v1/projects/app/deployments", {
@@ -85,24 +106,39 @@ describe("a server killed with SIGKILL during a deployment (real process, SQLite
     });
     const taskId = queued.body.taskId;
     for (let attempt = 0; processesOfTask(taskId).length === 0; attempt++) {
-      if (attempt > 200) throw new Error("the script never started");
+      // The container step comes first (pull, start, settle): on a busy machine that takes a while.
+      if (attempt > 1200) throw new Error("the script never started");
       await sleep(25);
     }
 
-    server?.kill("SIGKILL");
-    await new Promise((resolve) => server?.once("exit", resolve));
+    server?.process.kill("SIGKILL");
+    await new Promise((resolve) => server?.process.once("exit", resolve));
     expect(processesOfTask(taskId).length).toBeGreaterThan(0); // orphaned by the crash
+    expect(await containersOfTask(taskId)).toEqual([containerName]);
 
     const restarted = Date.now();
     await start();
     const task = await waitFor(taskId, ["interrupted"], 10_000);
     console.log(`interrupted ${Date.now() - restarted} ms after the restart (lease 2 s)`);
     expect(task.error).toMatch(/server running this task stopped/);
-    const log = await call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`);
+    // Clean-up runs right after the task is marked interrupted; its last line says when it is done.
+    let log = await call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`);
+    for (
+      let attempt = 0;
+      !log.body.lines.some((line) => line.text.includes("clean-up after the interruption finished"));
+      attempt++
+    ) {
+      if (attempt > 200) throw new Error("clean-up never finished");
+      await sleep(50);
+      log = await call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`);
+    }
     expect(log.body.lines.map((line) => line.text).join("\n")).toMatch(
       /task interrupted: the server running it stopped/,
     );
+    // SIGKILL is delivered asynchronously: give the killed group a moment to disappear.
+    for (let attempt = 0; processesOfTask(taskId).length > 0 && attempt < 40; attempt++) await sleep(50);
     expect(processesOfTask(taskId)).toEqual([]);
+    expect(await containersOfTask(taskId)).toEqual([]);
 
     await call("PUT", "/api/v1/projects/app/process", {
       steps: [{ name: "quick", kind: "script", config: { script: "echo fine" } }],

@@ -157,12 +157,13 @@ describe("docker-registry with htpasswd (Basic) authentication", () => {
   it("reports wrong credentials as unauthorized, says what to do, and never shows the password", async () => {
     const wrongPassword = "Wr0ng-Pa55word-do-not-print";
     const client = new RegistryClient({ url: registry.url, username: credentials.username, password: wrongPassword });
+    // One call at a time: calls started together would reject before they are awaited.
     for (const call of [
-      client.listTags("demo/private"),
-      client.resolveDigest("demo/private", "1.0.0"),
-      client.ping(),
+      () => client.listTags("demo/private"),
+      () => client.resolveDigest("demo/private", "1.0.0"),
+      () => client.ping(),
     ]) {
-      const error = await registryError(call);
+      const error = await registryError(call());
       expect(error.reason).toBe("unauthorized");
       expect(error.message).toContain(`registry at ${registry.url} refused the credentials`);
       expect(error.message).toContain("check the feed's username and password");

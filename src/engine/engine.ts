@@ -318,6 +318,7 @@ export class TaskEngine {
     for (const row of await interruptExpiredTasks(this.options.db)) {
       const log = new TaskLog(this.options.db, row.id, this.logOptions, Number(row.log_bytes));
       await this.cleanup(this.kinds.get(row.kind), row.id, JSON.parse(row.payload), log);
+      log.info("clean-up after the interruption finished");
       await log.flush();
       this.events.emit("state", row.id);
       this.options.logger.warn({ taskId: row.id }, "interrupted a task whose server stopped");
