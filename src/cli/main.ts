@@ -11,6 +11,7 @@ import { addFeedCommands } from "./feeds.js";
 import { addLifecycleCommands } from "./lifecycles.js";
 import { addLoginCommand } from "./login.js";
 import { addProjectCommands } from "./projects.js";
+import { addProxyCommand } from "./proxy.js";
 import { addReleaseCommands } from "./releases.js";
 import type { CliContext } from "./resourceGroup.js";
 import { addServerCommand } from "./server.js";
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
   addServerCommand(program, environment);
   addDemoCommand(program, environment);
   addLoginCommand(program, environment);
+  addProxyCommand(program);
   addEnvironmentCommands(program, context);
   addLifecycleCommands(program, context);
   addProjectCommands(program, context);

@@ -1,0 +1,591 @@
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
+import { ConflictError, NotFoundError } from "../domain/errors.js";
+import {
+  ensureStateDir,
+  loadRoutes,
+  type Route,
+  type RouteDefinition,
+  routeDefinitionSchema,
+  saveRoutes,
+} from "./proxyState.js";
+
+/**
+ * `ferry proxy`, the data plane: a reverse proxy on node:http that sends each request to the
+ * live upstream of the route matching its Host and path. Switching a route is one assignment
+ * of the route table, so a request sees either the old upstream or the new one, and requests
+ * that already picked the old one finish there; `drain` tells when none is left.
+ */
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection and are never forwarded. */
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+]);
+
+/** Methods safe to send twice (RFC 9110 §9.2.2) — retried only when they carry no body. */
+const IDEMPOTENT_METHODS = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]);
+
+/** Errors that mean the upstream never saw (or never answered) the request: a retry cannot run it twice. */
+const CONNECT_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE"]);
+
+type Outcome = "served" | "failed" | "retried" | "aborted";
+
+interface Counters {
+  served: number;
+  failed: number;
+  retried: number;
+  inFlight: number;
+}
+
+export interface RouteStats extends Counters {
+  route: string;
+  upstream: string;
+}
+
+export interface DrainResult {
+  /** True when nothing is in flight on the upstream and no route sends it new requests. */
+  drained: boolean;
+  inFlight: number;
+  waitedMs: number;
+  /** Routes whose live upstream it still is: such an upstream cannot drain (switch first). */
+  routedBy: string[];
+}
+
+export interface SwitchResult {
+  route: Route;
+  previous: { upstream: string; colour: string | null };
+}
+
+export interface PutRouteResult {
+  route: Route;
+  created: boolean;
+}
+
+interface Match {
+  name: string;
+  upstream: string;
+}
+
+export class FerryProxy {
+  /** Replaced as a whole on every change: the assignment in `commit` is the switch. */
+  private routes: ReadonlyMap<string, Route>;
+  private readonly agents = new Map<string, http.Agent>();
+  private readonly counters = new Map<string, Counters & { route: string; upstream: string }>();
+  private readonly inFlightByUpstream = new Map<string, number>();
+  private readonly waiters = new Set<() => void>();
+  private readonly upgradedSockets = new Set<Duplex>();
+  /** Route changes run one at a time, so the file on disk is written in the order they commit. */
+  private changes: Promise<unknown> = Promise.resolve();
+  private server: http.Server | undefined;
+
+  private constructor(
+    private readonly stateDir: string,
+    routes: readonly Route[],
+  ) {
+    this.routes = new Map(routes.map((route) => [route.name, route]));
+  }
+
+  /** Opens the proxy on its state dir, with the routes it had when it last stopped. */
+  static async open(stateDir: string): Promise<FerryProxy> {
+    await ensureStateDir(stateDir);
+    return new FerryProxy(stateDir, await loadRoutes(stateDir));
+  }
+
+  listRoutes(): Route[] {
+    return [...this.routes.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** Creates or replaces a route; persisted before it takes effect. */
+  putRoute(name: string, definition: RouteDefinition): Promise<PutRouteResult> {
+    const parsed = routeDefinitionSchema.parse(definition);
+    return this.change((routes) => {
+      for (const other of routes.values()) {
+        if (other.name !== name && other.host === parsed.host && other.pathPrefix === parsed.pathPrefix) {
+          throw new ConflictError(
+            `route '${other.name}' already serves ${parsed.host}${parsed.pathPrefix}; switch that route instead`,
+          );
+        }
+      }
+      const route: Route = { name, ...parsed, colour: parsed.colour ?? null, updatedAt: new Date().toISOString() };
+      const created = !routes.has(name);
+      routes.set(name, route);
+      return { route, created };
+    });
+  }
+
+  /**
+   * Points a route at another upstream for every request that starts from now on (the commit
+   * point of a deployment). Returns the previous upstream, which keeps its in-flight requests.
+   */
+  setRoute(name: string, upstream: string, colour?: string): Promise<SwitchResult> {
+    const parsed = routeDefinitionSchema.shape.upstream.parse(upstream);
+    return this.change((routes) => {
+      const current = routes.get(name);
+      if (!current) throw new NotFoundError(`there is no route '${name}'; create it with PUT /routes/${name}`);
+      const route: Route = {
+        ...current,
+        upstream: parsed,
+        colour: colour ?? null,
+        updatedAt: new Date().toISOString(),
+      };
+      routes.set(name, route);
+      return { route, previous: { upstream: current.upstream, colour: current.colour } };
+    });
+  }
+
+  /**
+   * Resolves when the upstream has nothing in flight (`drained: true`) or when the deadline
+   * passes (`drained: false`, with what is still in flight). An upstream some route still
+   * sends new requests to cannot drain: that answer comes at once.
+   */
+  async drain(upstream: string, deadlineMs: number): Promise<DrainResult> {
+    const target = routeDefinitionSchema.shape.upstream.parse(upstream);
+    const started = performance.now();
+    const routedBy = () => this.listRoutes().flatMap((route) => (route.upstream === target ? [route.name] : []));
+    if (routedBy().length > 0) {
+      return { drained: false, inFlight: this.inFlightOf(target), waitedMs: 0, routedBy: routedBy() };
+    }
+    const drained = await this.waitUntil(() => this.inFlightOf(target) === 0 && routedBy().length === 0, deadlineMs);
+    return {
+      drained,
+      inFlight: this.inFlightOf(target),
+      waitedMs: Math.round(performance.now() - started),
+      routedBy: routedBy(),
+    };
+  }
+
+  /** Requests served, failed, retried and in flight, per route and upstream since the proxy started. */
+  stats(): RouteStats[] {
+    return [...this.counters.values()]
+      .map((entry) => ({ ...entry }))
+      .sort((a, b) => a.route.localeCompare(b.route) || a.upstream.localeCompare(b.upstream));
+  }
+
+  async listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    const server = http.createServer((request, response) => this.handleRequest(request, response));
+    server.on("upgrade", (request: http.IncomingMessage, socket: Duplex, head: Buffer) =>
+      this.handleUpgrade(request, socket, head),
+    );
+    // A broken client connection must not take the proxy down.
+    server.on("clientError", (_error, socket) => {
+      if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+      else socket.destroy();
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, host, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    this.server = server;
+    const address = server.address() as AddressInfo;
+    return { host: address.address, port: address.port };
+  }
+
+  /**
+   * Stops accepting connections, lets in-flight requests finish for up to `graceMs`, then
+   * closes what is left. Returns how many requests were cut off.
+   */
+  async close(graceMs = 10_000): Promise<{ cutOff: number }> {
+    const server = this.server;
+    this.server = undefined;
+    if (server) {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      await this.waitUntil(() => this.totalInFlight() === 0, graceMs);
+      const cutOff = this.totalInFlight();
+      server.closeAllConnections();
+      for (const socket of this.upgradedSockets) socket.destroy();
+      await closed;
+      await this.changes;
+      for (const agent of this.agents.values()) agent.destroy();
+      this.agents.clear();
+      return { cutOff };
+    }
+    return { cutOff: 0 };
+  }
+
+  private change<T>(apply: (routes: Map<string, Route>) => T): Promise<T> {
+    const run = this.changes.then(async () => {
+      const next = new Map(this.routes);
+      const result = apply(next);
+      // On disk first: once a caller hears "switched", a restart comes back switched too.
+      await saveRoutes(this.stateDir, [...next.values()]);
+      this.routes = next;
+      this.notify();
+      return result;
+    });
+    this.changes = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Exact host (case-insensitive, port ignored), then the longest matching path prefix. */
+  private resolve(request: http.IncomingMessage): Match | undefined {
+    const host = hostName(request.headers.host);
+    const path = request.url ?? "/";
+    let best: Route | undefined;
+    for (const route of this.routes.values()) {
+      if (route.host !== host || !prefixMatches(route.pathPrefix, path)) continue;
+      if (!best || route.pathPrefix.length > best.pathPrefix.length) best = route;
+    }
+    return best && { name: best.name, upstream: best.upstream };
+  }
+
+  private handleRequest(request: http.IncomingMessage, response: http.ServerResponse): void {
+    const match = this.resolve(request);
+    if (!match) {
+      request.resume();
+      sendProblem(response, 404, "no-route", `no route serves ${hostName(request.headers.host)}${request.url ?? "/"}`);
+      return;
+    }
+    const hasBody =
+      request.headers["transfer-encoding"] !== undefined || Number(request.headers["content-length"] ?? 0) > 0;
+    const mayRetry = !hasBody && IDEMPOTENT_METHODS.has(request.method ?? "");
+    let current: { end(outcome: Outcome): void; upstreamRequest: http.ClientRequest } | undefined;
+
+    const attempt = (upstream: string, retriesLeft: number) => {
+      this.begin(match.name, upstream);
+      let ended = false;
+      const end = (outcome: Outcome) => {
+        if (ended) return;
+        ended = true;
+        this.end(match.name, upstream, outcome);
+      };
+      const target = new URL(upstream);
+      const upstreamRequest = http.request({
+        host: target.hostname,
+        port: target.port,
+        method: request.method,
+        path: request.url,
+        headers: forwardedHeaders(request, false),
+        agent: this.agentFor(upstream),
+      });
+      current = { end, upstreamRequest };
+
+      upstreamRequest.on("response", (upstreamResponse) => {
+        response.writeHead(
+          upstreamResponse.statusCode ?? 502,
+          upstreamResponse.statusMessage,
+          withoutHopByHop(upstreamResponse.headers),
+        );
+        // A body without a length (an event stream, chunks) may be a while coming: send the
+        // head now. With a length the head goes out with the first bytes, in one packet.
+        if (upstreamResponse.headers["content-length"] === undefined) response.flushHeaders();
+        upstreamResponse.pipe(response);
+        upstreamResponse.on("close", () => {
+          if (upstreamResponse.complete) return;
+          // The upstream died mid-body: the client must see a cut response, not a short "complete" one.
+          end("failed");
+          response.destroy();
+        });
+      });
+
+      upstreamRequest.on("error", (error: NodeJS.ErrnoException) => {
+        if (ended) return;
+        if (response.headersSent) {
+          end("failed");
+          response.destroy();
+          return;
+        }
+        if (retriesLeft > 0 && mayRetry && CONNECT_ERRORS.has(error.code ?? "")) {
+          // The request never reached an application: send it once to whatever is live *now*
+          // (the route may have been switched away from a colour that just stopped).
+          const live = this.routes.get(match.name)?.upstream;
+          if (live) {
+            end("retried");
+            attempt(live, retriesLeft - 1);
+            return;
+          }
+        }
+        end("failed");
+        sendProblem(
+          response,
+          502,
+          "upstream-unavailable",
+          `the upstream of route '${match.name}' did not answer (${error.code ?? error.message})`,
+        );
+      });
+
+      if (hasBody) request.pipe(upstreamRequest);
+      else upstreamRequest.end();
+    };
+
+    response.on("close", () => {
+      if (!current) return;
+      if (response.writableFinished) {
+        current.end("served");
+      } else {
+        current.upstreamRequest.destroy();
+        current.end("aborted");
+      }
+    });
+    if (!hasBody) request.resume();
+    attempt(match.upstream, 1);
+  }
+
+  /** Upgrades (WebSocket and others) are passed through: after the upstream's 101 the two sockets are piped. */
+  private handleUpgrade(request: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on("error", () => socket.destroy());
+    const match = this.resolve(request);
+    if (!match) {
+      writeRawProblem(
+        socket,
+        404,
+        "no-route",
+        `no route serves ${hostName(request.headers.host)}${request.url ?? "/"}`,
+      );
+      return;
+    }
+    const { name, upstream } = match;
+    this.begin(name, upstream);
+    let ended = false;
+    const end = (outcome: Outcome) => {
+      if (ended) return;
+      ended = true;
+      this.end(name, upstream, outcome);
+    };
+    const target = new URL(upstream);
+    const upstreamRequest = http.request({
+      host: target.hostname,
+      port: target.port,
+      method: request.method,
+      path: request.url,
+      headers: forwardedHeaders(request, true),
+      agent: false,
+    });
+    upstreamRequest.on("upgrade", (upstreamResponse, upstreamSocket: Duplex, upstreamHead: Buffer) => {
+      this.upgradedSockets.add(socket);
+      socket.write(
+        rawHead(upstreamResponse.statusCode ?? 101, upstreamResponse.statusMessage, upstreamResponse.rawHeaders),
+      );
+      if (upstreamHead.length > 0) socket.write(upstreamHead);
+      if (head.length > 0) upstreamSocket.write(head);
+      upstreamSocket.pipe(socket);
+      socket.pipe(upstreamSocket);
+      const closeBoth = () => {
+        socket.destroy();
+        upstreamSocket.destroy();
+        this.upgradedSockets.delete(socket);
+        end("served");
+      };
+      // Either side ending ends the tunnel: a half-open upgraded connection would never close.
+      for (const side of [socket, upstreamSocket]) {
+        side.on("error", closeBoth);
+        side.on("end", closeBoth);
+        side.on("close", closeBoth);
+      }
+    });
+    upstreamRequest.on("response", (upstreamResponse) => {
+      // The upstream answered without upgrading: relay its answer and close.
+      const headers = withoutHopByHop(upstreamResponse.headers);
+      const raw = Object.entries(headers).flatMap(([key, value]) =>
+        (Array.isArray(value) ? value : [String(value)]).flatMap((item) => [key, item]),
+      );
+      socket.write(
+        rawHead(upstreamResponse.statusCode ?? 502, upstreamResponse.statusMessage, [...raw, "connection", "close"]),
+      );
+      upstreamResponse.pipe(socket);
+      upstreamResponse.on("end", () => end("served"));
+      upstreamResponse.on("error", () => end("failed"));
+    });
+    upstreamRequest.on("error", (error: NodeJS.ErrnoException) => {
+      end("failed");
+      writeRawProblem(
+        socket,
+        502,
+        "upstream-unavailable",
+        `the upstream of route '${name}' did not answer (${error.code ?? error.message})`,
+      );
+    });
+    socket.on("close", () => {
+      if (!this.upgradedSockets.has(socket)) {
+        upstreamRequest.destroy();
+        end("aborted");
+      }
+    });
+    upstreamRequest.end();
+  }
+
+  private agentFor(upstream: string): http.Agent {
+    let agent = this.agents.get(upstream);
+    if (!agent) {
+      // Keep-alive to upstreams; LIFO reuses the most recently used socket, the least likely
+      // to have been closed by the upstream's idle timeout.
+      agent = new http.Agent({ keepAlive: true, scheduling: "lifo" });
+      this.agents.set(upstream, agent);
+    }
+    return agent;
+  }
+
+  private countersFor(route: string, upstream: string) {
+    const key = `${route}\u0000${upstream}`;
+    let entry = this.counters.get(key);
+    if (!entry) {
+      entry = { route, upstream, served: 0, failed: 0, retried: 0, inFlight: 0 };
+      this.counters.set(key, entry);
+    }
+    return entry;
+  }
+
+  private begin(route: string, upstream: string): void {
+    this.countersFor(route, upstream).inFlight += 1;
+    this.inFlightByUpstream.set(upstream, this.inFlightOf(upstream) + 1);
+  }
+
+  private end(route: string, upstream: string, outcome: Outcome): void {
+    const entry = this.countersFor(route, upstream);
+    entry.inFlight -= 1;
+    switch (outcome) {
+      case "served":
+        entry.served += 1;
+        break;
+      case "failed":
+        entry.failed += 1;
+        break;
+      case "retried":
+        entry.retried += 1;
+        break;
+      case "aborted":
+        break;
+      default: {
+        const unexpected: never = outcome;
+        throw new Error(`unknown outcome ${String(unexpected)}`);
+      }
+    }
+    const remaining = this.inFlightOf(upstream) - 1;
+    if (remaining > 0) this.inFlightByUpstream.set(upstream, remaining);
+    else this.inFlightByUpstream.delete(upstream);
+    this.notify();
+  }
+
+  private inFlightOf(upstream: string): number {
+    return this.inFlightByUpstream.get(upstream) ?? 0;
+  }
+
+  private totalInFlight(): number {
+    let total = 0;
+    for (const count of this.inFlightByUpstream.values()) total += count;
+    return total;
+  }
+
+  private notify(): void {
+    for (const waiter of [...this.waiters]) waiter();
+  }
+
+  /** Resolves true as soon as `condition` holds (checked after every request ends and every route change), false at the deadline. */
+  private waitUntil(condition: () => boolean, deadlineMs: number): Promise<boolean> {
+    if (condition()) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const check = () => {
+        if (!condition()) return;
+        cleanup();
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        resolve(condition());
+      }, deadlineMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+      };
+      this.waiters.add(check);
+    });
+  }
+}
+
+function hostName(header: string | undefined): string {
+  if (!header) return "";
+  const host = header.trim().toLowerCase();
+  // "[::1]:8000" keeps its brackets; "app.example.com:8000" loses its port.
+  if (host.startsWith("[")) return host.slice(0, host.indexOf("]") + 1);
+  const colon = host.lastIndexOf(":");
+  return colon === -1 ? host : host.slice(0, colon);
+}
+
+/** "/api" matches "/api", "/api/x" and "/api?x", not "/apix". */
+function prefixMatches(prefix: string, path: string): boolean {
+  if (prefix === "/" || prefix === path) return true;
+  if (!path.startsWith(prefix)) return false;
+  if (prefix.endsWith("/")) return true;
+  const next = path[prefix.length];
+  return next === "/" || next === "?";
+}
+
+function withoutHopByHop(headers: http.IncomingHttpHeaders, keep: readonly string[] = []): http.OutgoingHttpHeaders {
+  const listed = new Set(
+    String(headers.connection ?? "")
+      .split(",")
+      .map((name) => name.trim().toLowerCase())
+      .filter((name) => name !== ""),
+  );
+  const result: http.OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined) continue;
+    if ((HOP_BY_HOP.has(name) || listed.has(name)) && !keep.includes(name)) continue;
+    result[name] = value;
+  }
+  return result;
+}
+
+/**
+ * The client's headers minus hop-by-hop ones, Host kept (applications build links from it),
+ * plus X-Forwarded-*. X-Forwarded-For is appended to; Proto and Host are kept when a TLS
+ * terminator in front of the proxy set them.
+ */
+function forwardedHeaders(request: http.IncomingMessage, upgrade: boolean): http.OutgoingHttpHeaders {
+  const headers = withoutHopByHop(request.headers, upgrade ? ["upgrade"] : []);
+  if (upgrade) headers.connection = "Upgrade";
+  const client = request.socket.remoteAddress ?? "";
+  const previous = request.headers["x-forwarded-for"];
+  headers["x-forwarded-for"] = previous ? `${String(previous)}, ${client}` : client;
+  headers["x-forwarded-proto"] = request.headers["x-forwarded-proto"] ?? "http";
+  headers["x-forwarded-host"] = request.headers["x-forwarded-host"] ?? request.headers.host ?? "";
+  return headers;
+}
+
+function problemBody(status: number, code: string, detail: string): string {
+  const title = status === 404 ? "No route" : "Bad gateway";
+  return JSON.stringify({ type: `urn:ferry:problem:${code}`, title, status, detail });
+}
+
+function sendProblem(response: http.ServerResponse, status: number, code: string, detail: string): void {
+  const body = problemBody(status, code, detail);
+  response.writeHead(status, {
+    "content-type": "application/problem+json; charset=utf-8",
+    "content-length": Buffer.byteLength(body),
+  });
+  response.end(body);
+}
+
+function writeRawProblem(socket: Duplex, status: number, code: string, detail: string): void {
+  const body = problemBody(status, code, detail);
+  socket.end(
+    `${rawHead(status, http.STATUS_CODES[status], [
+      "content-type",
+      "application/problem+json; charset=utf-8",
+      "content-length",
+      String(Buffer.byteLength(body)),
+      "connection",
+      "close",
+    ])}${body}`,
+  );
+}
+
+function rawHead(status: number, message: string | undefined, rawHeaders: readonly string[]): string {
+  let head = `HTTP/1.1 ${status} ${message ?? http.STATUS_CODES[status] ?? ""}\r\n`;
+  for (let index = 0; index + 1 < rawHeaders.length; index += 2) {
+    head += `${rawHeaders[index]}: ${rawHeaders[index + 1]}\r\n`;
+  }
+  return `${head}\r\n`;
+}

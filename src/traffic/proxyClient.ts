@@ -1,0 +1,98 @@
+import { Agent, fetch } from "undici";
+import type { DrainResult, PutRouteResult, RouteStats, SwitchResult } from "./proxy.js";
+import type { Route, RouteDefinition } from "./proxyState.js";
+
+/** Where a proxy's admin API listens: its unix socket, or its loopback URL. */
+export type ProxyAdminAddress = { socketPath: string } | { url: string };
+
+/** The admin API answered with a problem (or not at all: status 0). */
+export class ProxyAdminError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly problem?: { type?: string; title?: string; detail?: string },
+  ) {
+    super(message);
+  }
+}
+
+/** A typed client of `ferry proxy`'s admin API. Every call has a timeout. */
+export class ProxyAdminClient {
+  private readonly dispatcher: Agent;
+  private readonly baseUrl: string;
+
+  constructor(
+    address: ProxyAdminAddress,
+    private readonly token: string,
+    private readonly timeoutMs = 10_000,
+  ) {
+    if ("socketPath" in address) {
+      this.dispatcher = new Agent({ connect: { socketPath: address.socketPath } });
+      this.baseUrl = "http://localhost";
+    } else {
+      this.dispatcher = new Agent();
+      this.baseUrl = address.url;
+    }
+  }
+
+  async listRoutes(): Promise<Route[]> {
+    return (await this.request<{ routes: Route[] }>("GET", "/routes")).routes;
+  }
+
+  putRoute(name: string, definition: RouteDefinition): Promise<PutRouteResult> {
+    return this.request("PUT", `/routes/${encodeURIComponent(name)}`, definition);
+  }
+
+  /** Switches a route to another upstream; returns the previous one. */
+  switchRoute(name: string, target: { upstream: string; colour?: string }): Promise<SwitchResult> {
+    return this.request("POST", `/routes/${encodeURIComponent(name)}/switch`, target);
+  }
+
+  /** Waits (up to the deadline) until nothing is in flight on the upstream. */
+  drain(upstream: string, deadlineMs: number): Promise<DrainResult> {
+    // The call itself lasts up to the deadline: the timeout runs on top of it.
+    return this.request("POST", "/drain", { upstream, deadlineMs }, deadlineMs + this.timeoutMs);
+  }
+
+  async stats(): Promise<RouteStats[]> {
+    return (await this.request<{ routes: RouteStats[] }>("GET", "/stats")).routes;
+  }
+
+  close(): Promise<void> {
+    return this.dispatcher.close();
+  }
+
+  private async request<T>(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
+    let response: Awaited<ReturnType<typeof fetch>>;
+    try {
+      response = await fetch(new URL(path, this.baseUrl), {
+        method,
+        dispatcher: this.dispatcher,
+        headers: {
+          authorization: `Bearer ${this.token}`,
+          accept: "application/json, application/problem+json",
+          ...(body !== undefined && { "content-type": "application/json" }),
+        },
+        ...(body !== undefined && { body: JSON.stringify(body) }),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+    } catch (error) {
+      const reason = (error as Error).name === "TimeoutError" ? "timed out talking" : "could not connect";
+      throw new ProxyAdminError(
+        `${reason} to the Ferry proxy admin API at ${this.baseUrl}; is 'ferry proxy' running?`,
+        0,
+      );
+    }
+    const text = await response.text();
+    const parsed: unknown = text === "" ? undefined : JSON.parse(text);
+    if (!response.ok) {
+      const problem = (parsed ?? {}) as { type?: string; title?: string; detail?: string };
+      throw new ProxyAdminError(
+        `${problem.title ?? `HTTP ${response.status}`}: ${problem.detail ?? "the proxy refused the request"}`,
+        response.status,
+        problem,
+      );
+    }
+    return parsed as T;
+  }
+}

@@ -1,0 +1,146 @@
+import { randomBytes } from "node:crypto";
+import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { z } from "zod";
+
+/**
+ * The proxy's own state: its routes and its admin token, kept in one state directory.
+ * This file is the source of truth for "which colour is live" (DESIGN.md, data plane), so
+ * every write is atomic: a crash leaves either the old file or the new one, never half.
+ */
+
+const ROUTES_FILE = "routes.json";
+const TOKEN_FILE = "admin-token";
+
+export const routeNameSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/i, "a route name is 1–63 letters, digits, '.', '_' or '-'");
+
+/** An upstream is an HTTP origin (`http://127.0.0.1:8001`); it is stored normalised to that origin. */
+const upstreamSchema = z
+  .string()
+  .refine(isHttpOrigin, "an upstream is an HTTP origin such as http://127.0.0.1:8001 (no path, query or credentials)")
+  .transform((value) => new URL(value).origin);
+
+const colourSchema = z.string().min(1).max(64);
+
+export const routeDefinitionSchema = z.strictObject({
+  host: z
+    .string()
+    .regex(/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/i, "a host name without port, such as app.example.com")
+    .transform((host) => host.toLowerCase()),
+  pathPrefix: z.string().startsWith("/", "a path prefix starts with '/'").max(1024).default("/"),
+  upstream: upstreamSchema,
+  colour: colourSchema.optional(),
+});
+
+export const switchBodySchema = z.strictObject({ upstream: upstreamSchema, colour: colourSchema.optional() });
+
+export const drainBodySchema = z.strictObject({
+  upstream: upstreamSchema,
+  deadlineMs: z.number().int().min(0).max(3_600_000),
+});
+
+export type RouteDefinition = z.input<typeof routeDefinitionSchema>;
+
+const routeSchema = z.strictObject({
+  name: routeNameSchema,
+  host: z.string(),
+  pathPrefix: z.string(),
+  upstream: z.string(),
+  colour: z.string().nullable(),
+  updatedAt: z.string(),
+});
+
+export type Route = z.infer<typeof routeSchema>;
+
+const stateFileSchema = z.strictObject({ version: z.literal(1), routes: z.array(routeSchema) });
+
+function isHttpOrigin(value: string): boolean {
+  if (!URL.canParse(value)) return false;
+  const url = new URL(value);
+  return (
+    url.protocol === "http:" &&
+    url.username === "" &&
+    url.password === "" &&
+    url.pathname === "/" &&
+    url.search === "" &&
+    url.hash === ""
+  );
+}
+
+export async function ensureStateDir(stateDir: string): Promise<void> {
+  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+}
+
+/** The routes saved by the last change; none when the proxy never had any. A corrupt file is an error, not an empty table. */
+export async function loadRoutes(stateDir: string): Promise<Route[]> {
+  const path = join(stateDir, ROUTES_FILE);
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw error;
+  }
+  const parsed = stateFileSchema.safeParse(safeJsonParse(text));
+  if (!parsed.success) {
+    throw new Error(
+      `${path} is not a valid Ferry proxy state file (${z.prettifyError(parsed.error)}); fix or remove it`,
+    );
+  }
+  return parsed.data.routes;
+}
+
+export async function saveRoutes(stateDir: string, routes: readonly Route[]): Promise<void> {
+  const state: z.infer<typeof stateFileSchema> = { version: 1, routes: [...routes] };
+  await writeFileAtomic(join(stateDir, ROUTES_FILE), `${JSON.stringify(state, null, 2)}\n`);
+}
+
+/** The admin API's bearer token: generated into the state dir (mode 0600) on first start, reused afterwards. */
+export async function readOrCreateAdminToken(stateDir: string): Promise<{ token: string; path: string }> {
+  const path = join(stateDir, TOKEN_FILE);
+  try {
+    return { token: (await readFile(path, "utf8")).trim(), path };
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+  }
+  const token = randomBytes(32).toString("base64url");
+  await writeFileAtomic(path, `${token}\n`);
+  return { token, path };
+}
+
+function safeJsonParse(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Write a temporary file beside the target, fsync it, rename it over the target (atomic on
+ * POSIX), then fsync the directory so the rename itself survives a power cut.
+ */
+async function writeFileAtomic(path: string, data: string): Promise<void> {
+  const temporary = `${path}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
+  const file = await open(temporary, "wx", 0o600);
+  try {
+    await file.writeFile(data, "utf8");
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+  try {
+    await rename(temporary, path);
+  } catch (error) {
+    await unlink(temporary).catch(() => undefined);
+    throw error;
+  }
+  const directory = await open(dirname(path), "r");
+  try {
+    await directory.sync();
+  } finally {
+    await directory.close();
+  }
+}
