@@ -27,6 +27,18 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
       });
       stopOnSignals(server);
       const seeded = await seedDemo(server.context);
+      if (seeded) {
+        // A first release, which the lifecycle deploys to dev on its own: the demo shows a deployment at once.
+        const { createRelease } = await import("../store/releases.js");
+        const { autoDeployNewRelease } = await import("../engine/deployments.js");
+        const release = await createRelease(
+          server.context,
+          "hello",
+          { notes: "the demo's first release", images: {} },
+          "demo",
+        );
+        await autoDeployNewRelease(server.deployments, "hello", release.version, "demo");
+      }
       // A fresh key per demo run, so the user can try the CLI at once; it is random, never a default.
       const key = generateApiKey();
       await insertApiKey(server.context, key, { name: "demo session", role: "admin" });
@@ -40,6 +52,9 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
           "  bin/ferry project list",
           "  bin/ferry lifecycle show default",
           "  bin/ferry var list --project hello",
+          "  bin/ferry task list                                   # release 0.0.0 was deployed to dev",
+          "  bin/ferry release create --project hello --wait       # the next release, deployed to dev",
+          "  bin/ferry promote --project hello --to test --wait",
           "",
           "Stop it with Ctrl-C.",
           "",

@@ -1,8 +1,10 @@
+import { validateSteps } from "../steps/registry.js";
 import type { StoreContext } from "../store/common.js";
 import { countRows } from "../store/common.js";
 import { createEnvironment } from "../store/environments.js";
 import { createLifecycle } from "../store/lifecycles.js";
 import { createProject } from "../store/projects.js";
+import { setProcess } from "../store/releases.js";
 import { createTarget } from "../store/targets.js";
 import { createVariable } from "../store/variables.js";
 
@@ -54,6 +56,30 @@ export async function seedDemo(context: StoreContext): Promise<boolean> {
     value: "Hello from production",
     sensitive: false,
     scope: { ...empty, environments: ["prod"] },
+  });
+  await setProcess(context, "hello", {
+    images: [],
+    steps: validateSteps([
+      {
+        name: "Say hello",
+        kind: "script",
+        roles: [],
+        environments: [],
+        excludeEnvironments: [],
+        condition: "success",
+        required: true,
+        config: {
+          script:
+            'echo "$GREETING (release $RELEASE in $ENVIRONMENT)"\necho "the password is $PASSWORD — masked in this log"',
+          env: {
+            GREETING: "#{Greeting}",
+            RELEASE: "#{Ferry.Release.Number}",
+            ENVIRONMENT: "#{Ferry.Environment.Name}",
+            PASSWORD: "#{DatabasePassword}",
+          },
+        },
+      },
+    ]),
   });
   await createVariable(context, "hello", {
     name: "DatabasePassword",

@@ -31,6 +31,7 @@ export interface RunningServer {
   store: Store;
   context: StoreContext;
   engine: TaskEngine;
+  deployments: DeploymentServices;
   url: string;
   close(): Promise<void>;
 }
@@ -83,6 +84,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     context,
     url,
     engine,
+    deployments,
     close: async () => {
       await engine.stop();
       await app.close();
