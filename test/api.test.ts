@@ -39,6 +39,18 @@ describe("API /api/v1", () => {
       expect(response.headers["content-type"]).toMatch(/^application\/problem\+json/);
       expect(response.json()).toMatchObject({ type: "urn:ferry:problem:unauthenticated", status: 401 });
     }
+    // The router decodes percent-escapes: an encoded path must not slip past the key check.
+    for (const url of ["/%61pi/v1/projects", "/%61%70%69/v1/feeds", "/API/v1/projects", "/%2561pi/v1/projects"]) {
+      const encoded = await test.app.inject({ url });
+      expect(encoded.statusCode, url).toBeGreaterThanOrEqual(400);
+      expect(encoded.statusCode, url).not.toBe(200);
+    }
+    const encodedCreate = await test.app.inject({
+      method: "POST",
+      url: "/%61pi/v1/environments",
+      payload: { name: "x" },
+    });
+    expect(encodedCreate.statusCode).toBe(401);
     const wrong = await test.app.inject({
       url: "/api/v1/projects",
       headers: { authorization: "Bearer ferry_notARealKeyButWellFormed123456" },

@@ -73,9 +73,13 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ),
   );
 
+  // Decided by the route that matched, never by the raw URL: the router decodes
+  // percent-escapes, so "/%61pi/v1/…" reaches the same handlers as "/api/v1/…".
+  // Every route that is not marked public needs a key; so does an unknown path that
+  // decodes to /api/… (a 401 there does not reveal which routes exist).
   app.addHook("onRequest", async (request) => {
     if (request.routeOptions.config?.public) return;
-    if (!request.url.startsWith("/api/")) return;
+    if (request.routeOptions.url === undefined && !decodedPath(request.url).startsWith("/api/")) return;
     request.identity = await authenticate(options.context, request);
   });
 
@@ -126,6 +130,15 @@ function registerRoute(app: FastifyInstance, route: RouteSpec): void {
       return route.status === 204 ? reply.send() : result;
     },
   });
+}
+
+function decodedPath(url: string): string {
+  const path = url.split("?")[0] ?? "";
+  try {
+    return decodeURIComponent(path).toLowerCase();
+  } catch {
+    return path.toLowerCase();
+  }
 }
 
 async function authenticate(context: StoreContext, request: FastifyRequest): Promise<ApiKeyIdentity> {
