@@ -116,6 +116,35 @@ describe("deployments with script steps (real processes, SQLite)", () => {
     );
   });
 
+  it("auto-deploys through consecutive auto-deploy phases", async () => {
+    await test.call("POST", "/api/v1/lifecycles", {
+      name: "chain",
+      phases: [
+        { environments: ["dev"], autoDeploy: true },
+        { environments: ["test"], autoDeploy: true },
+      ],
+    });
+    await test.call("POST", "/api/v1/projects", { name: "chained", lifecycle: "chain" });
+    await test.call("PUT", "/api/v1/projects/chained/process", {
+      steps: [{ name: "hi", kind: "script", config: { script: "echo hi" } }],
+    });
+    const created = await test.call<{ deployments: { taskId: string }[] }>(
+      "POST",
+      "/api/v1/projects/chained/releases",
+      {
+        version: "1.0.0",
+      },
+    );
+    expect((await test.waitForTask(created.body.deployments[0]?.taskId ?? "")).state).toBe("succeeded");
+    for (let attempt = 0; ; attempt++) {
+      const tasks = await test.call<{ items: { title: string; state: string }[] }>("GET", "/api/v1/tasks?limit=5");
+      const toTest = tasks.body.items.find((task) => task.title === "Deploy chained 1.0.0 to test");
+      if (toTest?.state === "succeeded") break;
+      if (attempt > 200) throw new Error(`the auto-deploy to test did not succeed: ${JSON.stringify(toTest)}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  });
+
   it("promotes the same release to test and then prod, with prod's scoped value", async () => {
     for (const environment of ["test", "prod"]) {
       const queued = await test.call<{ taskId: string }>("POST", "/api/v1/projects/shop/deployments", {
@@ -367,6 +396,43 @@ describe("approvals and guided failure", () => {
     await test.call("POST", `/api/v1/tasks/${taskId}/cancel`);
     expect((await test.waitForTask(taskId)).state).toBe("cancelled");
     expect(processes()).toEqual([]);
+  });
+
+  it("masks sensitive values in a task's error and in the question it asks", async () => {
+    await test.call("POST", "/api/v1/projects/app/variables", {
+      name: "Token",
+      value: "tok-Secret-123",
+      sensitive: true,
+    });
+    await test.call("PUT", "/api/v1/projects/app/process", {
+      steps: [
+        { name: "ask", kind: "approval", config: { instructions: "Is #{Token} right?" } },
+        {
+          name: "call",
+          kind: "http-test",
+          config: { url: "http://127.0.0.1:9/#{Token}", timeoutMs: 500 },
+        },
+      ],
+    });
+    const taskId = await deploy("5.0.0");
+    const question = await waitForDecision(taskId);
+    expect(question.prompt).toBe("Is ******** right?");
+    await test.call("POST", `/api/v1/tasks/${taskId}/decisions`, { decision: "approve" });
+    const task = await test.waitForTask(taskId);
+    expect(task.state).toBe("failed");
+    expect(JSON.stringify(task)).not.toContain("tok-Secret-123");
+    const decisions = await test.call("GET", `/api/v1/tasks/${taskId}/decisions`);
+    expect(JSON.stringify(decisions.body)).not.toContain("tok-Secret-123");
+  });
+
+  it("stops a script at its timeout even when a background job outlives bash", async () => {
+    await test.call("PUT", "/api/v1/projects/app/process", {
+      steps: [{ name: "bg", kind: "script", config: { script: "sleep 60 & echo started", timeoutSeconds: 1 } }],
+    });
+    const taskId = await deploy("6.0.0");
+    const task = await test.waitForTask(taskId, 15_000);
+    expect(task.state).toBe("failed");
+    expect(task.error).toBe("step 'bg' failed: the script ran longer than 1 s and was stopped");
   });
 
   it("cancels a task that is waiting for a decision", async () => {

@@ -45,7 +45,11 @@ export function addServerCommand(program: Command, environment: () => FerryEnvir
     .option("--port <port>", "port to listen on", parsePort, 8080)
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .option("--data-dir <dir>", "data directory (SQLite file, master key)", ".ferry")
-    .option("--db <url>", "PostgreSQL URL (default: SQLite in the data directory)", parseDatabaseUrl)
+    .option(
+      "--db <url>",
+      "PostgreSQL URL (default: FERRY_DATABASE_URL, else SQLite in the data directory; prefer the variable: argv is visible in ps)",
+      parseDatabaseUrl,
+    )
     .action(async (options: { port: number; host: string; dataDir: string; db?: string }) => {
       const env = environment();
       // The server's modules load only for `ferry server`, keeping every other command quick.
@@ -54,7 +58,7 @@ export function addServerCommand(program: Command, environment: () => FerryEnvir
         port: options.port,
         host: options.host,
         dataDir: options.dataDir,
-        databaseUrl: options.db,
+        databaseUrl: options.db ?? env.FERRY_DATABASE_URL,
         adminApiKey: env.FERRY_ADMIN_API_KEY,
         logLevel: env.FERRY_LOG_LEVEL,
         leaseMs: env.FERRY_TASK_LEASE_SECONDS * 1000,

@@ -19,6 +19,14 @@ const environmentSchema = z.object({
    * tasks are interrupted about this long after it died.
    */
   FERRY_TASK_LEASE_SECONDS: z.coerce.number().int().min(1).max(3600).default(15),
+  /**
+   * Server: PostgreSQL URL, instead of --db, so its password stays out of the command line
+   * (which `ps` shows). --db wins when both are given.
+   */
+  FERRY_DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, { message: "must be a postgres:// URL" })
+    .optional(),
   FERRY_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   /** CLI: the server to talk to and the key to use (override `ferry login`). */
   FERRY_URL: z.url().optional(),

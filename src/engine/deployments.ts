@@ -39,6 +39,8 @@ export interface DeploymentRequest {
   environment: string;
   createdBy: string;
   guidedFailure?: boolean | undefined;
+  /** An environment to count as succeeded although its task is still finishing (auto-deploy). */
+  justSucceeded?: string | undefined;
 }
 
 export interface DeploymentCreated {
@@ -125,7 +127,9 @@ export async function requestDeployment(
     ]);
   }
   const lifecycle = await lifecyclePhases(db, project.id);
-  const decision = canDeploy(lifecycle.phases, environment.id, await succeededEnvironments(db, release.id), {
+  const succeeded = await succeededEnvironments(db, release.id);
+  if (request.justSucceeded) succeeded.add(request.justSucceeded);
+  const decision = canDeploy(lifecycle.phases, environment.id, succeeded, {
     lifecycle: lifecycle.name,
     environment: await environmentNames(db),
   });
@@ -582,6 +586,8 @@ async function autoDeployNext(
       release: deployment.release_id,
       environment: environmentId,
       createdBy: "auto-deploy",
+      // This deployment's own task is marked succeeded only after run() returns.
+      justSucceeded: deployment.environment_id,
     });
     task.log.info(`auto-deploy: queued ${queued.release} to ${queued.environment} (task ${queued.taskId})`);
   }

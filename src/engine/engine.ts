@@ -186,11 +186,16 @@ export class TaskEngine {
     const entry: RunningTask = { controller, done: Promise.resolve() };
     this.running.set(row.id, entry);
     this.events.emit("state", row.id);
-    entry.done = this.execute(row, entry).finally(() => {
-      this.running.delete(row.id);
-      this.events.emit("state", row.id);
-      this.wake();
-    });
+    entry.done = this.execute(row, entry)
+      .catch((error: unknown) => {
+        // The store failed while recording the outcome; the lease expires and recovery interrupts the task.
+        this.options.logger.error({ err: error, taskId: row.id }, "recording a task's outcome failed");
+      })
+      .finally(() => {
+        this.running.delete(row.id);
+        this.events.emit("state", row.id);
+        this.wake();
+      });
   }
 
   private async execute(row: TaskRow, entry: RunningTask): Promise<void> {
@@ -214,7 +219,7 @@ export class TaskEngine {
       whileWaiting,
       waitForDecision: (question) =>
         whileWaiting(async () => {
-          const id = await openDecision(this.options.db, row.id, question);
+          const id = await openDecision(this.options.db, row.id, { ...question, prompt: log.redact(question.prompt) });
           log.warn(`waiting for a decision: ${question.prompt} (answer: ${question.allowed.join(" / ")})`);
           await log.flush();
           for (;;) {
@@ -247,8 +252,9 @@ export class TaskEngine {
         return;
       } else {
         log.error(`task failed: ${message}`);
-        if (!(error instanceof TaskFailure)) this.options.logger.error({ err: error, taskId: row.id }, "task crashed");
-        outcome = { state: "failed", error: message };
+        if (!(error instanceof TaskFailure)) this.options.logger.error({ taskId: row.id }, "task crashed");
+        // The error is shown by the API: masked like the log (a step's message may quote a value).
+        outcome = { state: "failed", error: log.redact(message) };
       }
     }
     await log.flush();

@@ -39,6 +39,11 @@ export class TaskLog {
     this.redactor = options.redact ?? ((text) => text);
   }
 
+  /** The text with the task's sensitive values masked, for anything else the task shows (its error, a question). */
+  redact(text: string): string {
+    return this.redactor(text);
+  }
+
   /** Masks what is written from now on (a deployment sets it once it knows its secrets). */
   setRedactor(redact: (text: string) => string): void {
     this.redactor = redact;
@@ -94,7 +99,8 @@ export class TaskLog {
     this.buffer.push({ at: new Date().toISOString(), level, step: this.currentStep, text });
     this.timer ??= setTimeout(() => {
       this.timer = undefined;
-      void this.flush();
+      // A failed batch is reported by the next explicit flush; it must not crash the process.
+      this.flush().catch(() => {});
     }, this.options.flushIntervalMs);
   }
 
@@ -106,11 +112,14 @@ export class TaskLog {
     }
     const lines = this.buffer;
     this.buffer = [];
-    this.writing = this.writing.then(async () => {
-      if (lines.length === 0) return;
-      await appendLogLines(this.db, this.taskId, lines);
-      this.options.onFlush?.(this.taskId);
-    });
+    // One failed write must not poison every later one: chain on the settled previous write.
+    this.writing = this.writing
+      .catch(() => {})
+      .then(async () => {
+        if (lines.length === 0) return;
+        await appendLogLines(this.db, this.taskId, lines);
+        this.options.onFlush?.(this.taskId);
+      });
     return this.writing;
   }
 }

@@ -135,7 +135,11 @@ async function runContainer(context: StepRunContext, config: ContainerConfig, do
   if (previous) {
     // Never remove a container Ferry did not start for this project: a name clash with
     // someone else's container must not destroy it.
-    if (project === undefined || previous.labels["ferry.project"] !== project) {
+    if (
+      project === undefined ||
+      previous.labels["ferry.project"] !== project ||
+      previous.labels["ferry.env"] !== context.labels["ferry.env"]
+    ) {
       throw new TaskFailure(
         `a container named ${name} exists that Ferry did not start for this project; remove it or give the step another name`,
       );

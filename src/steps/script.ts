@@ -101,13 +101,14 @@ async function runProcess(
     child.on("close", (exitCode) => resolve(exitCode));
   });
   exited.catch(() => {}); // handled where it is awaited below; this only keeps Node from calling it unhandled
+  // The whole group, even when its leader has exited: a background job the script started
+  // (`sleep 30 &`) keeps running, and holds stdout open, after bash itself is gone.
   const killGroup = () => {
-    if (child.pid !== undefined && child.exitCode === null) {
-      try {
-        process.kill(-child.pid, "SIGKILL");
-      } catch {
-        // Already gone.
-      }
+    if (child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, "SIGKILL");
+    } catch {
+      // The group is already gone.
     }
   };
   let timedOut = false;

@@ -78,11 +78,14 @@ export async function decide(
   taskId: string,
   answer: { decision: string; comment?: string | undefined; decidedBy: string },
 ): Promise<Decision> {
+  // Only a task still waiting can be answered (not one cancelled or interrupted meanwhile).
   const open = await db
-    .selectFrom("task_decisions")
-    .selectAll()
-    .where("task_id", "=", taskId)
-    .where("decision", "is", null)
+    .selectFrom("task_decisions as d")
+    .innerJoin("tasks as t", "t.id", "d.task_id")
+    .selectAll("d")
+    .where("d.task_id", "=", taskId)
+    .where("d.decision", "is", null)
+    .where("t.state", "=", "waiting")
     .executeTakeFirst();
   if (!open) throw new ConflictError(`task ${taskId} is not waiting for a decision`);
   const allowed = parseJsonList(open.allowed);

@@ -127,7 +127,7 @@ export async function claimTasks(
           .limit(1)
           .executeTakeFirst();
         if (earlier) continue;
-        if (!(await acquireLocks(trx, task.id, keys, options.owner, now, expires))) continue;
+        if (!(await acquireLocks(trx, task.id, keys, options.owner, expires))) continue;
       }
       const updated = await trx
         .updateTable("tasks")
@@ -151,13 +151,16 @@ export async function claimTasks(
   });
 }
 
-/** Takes every lock or none: a free key is inserted, an expired one taken over. */
+/**
+ * Takes every lock or none. A held lock is never taken over here, even when its lease
+ * expired: its task may still be running on a slow node. Only interruptExpiredTasks frees
+ * it, after marking that task interrupted, so two tasks never hold one lock.
+ */
 async function acquireLocks(
   trx: Executor,
   taskId: string,
   keys: readonly string[],
   owner: string,
-  now: string,
   expires: string,
 ): Promise<boolean> {
   for (const lockKey of keys) {
@@ -167,17 +170,8 @@ async function acquireLocks(
       .onConflict((conflict) => conflict.column("lock_key").doNothing())
       .executeTakeFirst();
     if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 1) continue;
-    // Held: take it over only when its owner stopped renewing it.
-    const takenOver = await trx
-      .updateTable("task_locks")
-      .set({ task_id: taskId, owner, lease_expires_at: expires })
-      .where("lock_key", "=", lockKey)
-      .where("lease_expires_at", "<", now)
-      .executeTakeFirst();
-    if (Number(takenOver.numUpdatedRows) !== 1) {
-      await trx.deleteFrom("task_locks").where("task_id", "=", taskId).execute();
-      return false;
-    }
+    await trx.deleteFrom("task_locks").where("task_id", "=", taskId).execute();
+    return false;
   }
   return true;
 }
@@ -191,14 +185,18 @@ export async function renewLeases(
   options: { owner: string; taskIds: readonly string[]; leaseMs: number },
 ): Promise<{ id: string; cancelRequested: boolean }[]> {
   if (options.taskIds.length === 0) return [];
+  const now = nowIso();
   const expires = isoAfter(options.leaseMs);
   return db.transaction().execute(async (trx) => {
+    // A lease that already expired is not renewed: another node may be interrupting the
+    // task right now, and its runner must stop rather than carry on beside a successor.
     await trx
       .updateTable("tasks")
       .set({ lease_expires_at: expires })
       .where("id", "in", options.taskIds)
       .where("lease_owner", "=", options.owner)
       .where("state", "in", ACTIVE_STATES)
+      .where("lease_expires_at", ">=", now)
       .execute();
     await trx
       .updateTable("task_locks")
@@ -212,6 +210,7 @@ export async function renewLeases(
       .where("id", "in", options.taskIds)
       .where("lease_owner", "=", options.owner)
       .where("state", "in", ACTIVE_STATES)
+      .where("lease_expires_at", "=", expires)
       .execute();
     return held.map((row) => ({ id: row.id, cancelRequested: row.cancel_requested === 1 }));
   });
