@@ -4,7 +4,7 @@ import type { Kysely } from "kysely";
 import { z } from "zod";
 import { InputError, PreconditionError } from "../domain/errors.js";
 import { type Step, stepRunsIn } from "../domain/process.js";
-import { autoDeployTargets, canDeploy, type ProgressionPhase } from "../domain/progression.js";
+import { autoDeployTargets, canDeploy } from "../domain/progression.js";
 import type { PinnedImage } from "../domain/releases.js";
 import { renderTemplate } from "../domain/templates.js";
 import {
@@ -19,6 +19,15 @@ import { stepKind } from "../steps/registry.js";
 import type { StepRunContext } from "../steps/types.js";
 import type { StoreContext } from "../store/common.js";
 import { findNamed, newId, nowIso } from "../store/common.js";
+import {
+  environmentNames,
+  environmentTargets,
+  lastDeploymentSucceeded,
+  lifecyclePhases,
+  succeededEnvironments,
+  successfulReleases,
+  type TargetInfo,
+} from "../store/deployments.js";
 import { getFeedCredentials } from "../store/feeds.js";
 import { getReleaseRow, openSnapshot } from "../store/releases.js";
 import type { Database } from "../store/schema.js";
@@ -49,59 +58,6 @@ export interface DeploymentCreated {
   project: string;
   release: string;
   environment: string;
-}
-
-async function lifecyclePhases(
-  db: Kysely<Database>,
-  projectId: string,
-): Promise<{ name: string; phases: ProgressionPhase[] }> {
-  const lifecycle = await db
-    .selectFrom("projects as p")
-    .innerJoin("lifecycles as l", "l.id", "p.lifecycle_id")
-    .select(["l.id", "l.name"])
-    .where("p.id", "=", projectId)
-    .executeTakeFirstOrThrow();
-  const phases = await db
-    .selectFrom("lifecycle_phases")
-    .selectAll()
-    .where("lifecycle_id", "=", lifecycle.id)
-    .orderBy("position")
-    .execute();
-  const members = await db
-    .selectFrom("lifecycle_phase_environments")
-    .selectAll()
-    .where("lifecycle_id", "=", lifecycle.id)
-    .orderBy("position")
-    .execute();
-  return {
-    name: lifecycle.name,
-    phases: phases.map((phase) => ({
-      name: phase.name,
-      environmentIds: members
-        .filter((member) => Number(member.phase_position) === Number(phase.position))
-        .map((member) => member.environment_id),
-      autoDeploy: phase.auto_deploy === 1,
-      optional: phase.optional === 1,
-    })),
-  };
-}
-
-/** Environments where this release has a successful deployment. */
-async function succeededEnvironments(db: Kysely<Database>, releaseId: string): Promise<Set<string>> {
-  const rows = await db
-    .selectFrom("deployments as d")
-    .innerJoin("tasks as t", "t.id", "d.task_id")
-    .select("d.environment_id")
-    .where("d.release_id", "=", releaseId)
-    .where("t.state", "=", "succeeded")
-    .execute();
-  return new Set(rows.map((row) => row.environment_id));
-}
-
-async function environmentNames(db: Kysely<Database>): Promise<(id: string) => string> {
-  const rows = await db.selectFrom("environments").select(["id", "name"]).execute();
-  const names = new Map(rows.map((row) => [row.id, row.name]));
-  return (id) => names.get(id) ?? id;
 }
 
 /**
@@ -168,37 +124,6 @@ export async function requestDeployment(
     release: release.version,
     environment: environment.slug,
   };
-}
-
-/** The release most recently deployed successfully to each of the environments, newest first. */
-async function successfulReleases(db: Kysely<Database>, projectId: string, environmentIds: readonly string[]) {
-  if (environmentIds.length === 0) return [];
-  return db
-    .selectFrom("deployments as d")
-    .innerJoin("tasks as t", "t.id", "d.task_id")
-    .innerJoin("releases as r", "r.id", "d.release_id")
-    .select(["r.id as releaseId", "r.version", "d.environment_id as environmentId", "t.finished_at as finishedAt"])
-    .where("d.project_id", "=", projectId)
-    .where("d.environment_id", "in", environmentIds)
-    .where("t.state", "=", "succeeded")
-    .orderBy("t.finished_at", "desc")
-    .execute();
-}
-
-/** Whether the latest deployment that ran in the environment (started and ended) succeeded; true when none did. */
-async function lastDeploymentSucceeded(db: Kysely<Database>, projectId: string, environmentId: string) {
-  const latest = await db
-    .selectFrom("deployments as d")
-    .innerJoin("tasks as t", "t.id", "d.task_id")
-    .select("t.state")
-    .where("d.project_id", "=", projectId)
-    .where("d.environment_id", "=", environmentId)
-    .where("t.started_at", "is not", null)
-    .where("t.finished_at", "is not", null)
-    .orderBy("t.finished_at", "desc")
-    .limit(1)
-    .executeTakeFirst();
-  return latest === undefined || latest.state === "succeeded";
 }
 
 /**
@@ -280,23 +205,6 @@ const deploymentPayloadSchema = z.object({
   /** Guided failure: a failing required step waits for retry / skip / abort instead of failing. */
   guidedFailure: z.boolean().default(false),
 });
-
-export interface TargetInfo {
-  id: string;
-  name: string;
-  roles: string[];
-}
-
-export async function environmentTargets(db: Kysely<Database>, environmentId: string): Promise<TargetInfo[]> {
-  const rows = await db
-    .selectFrom("target_environments as te")
-    .innerJoin("targets as t", "t.id", "te.target_id")
-    .select(["t.id", "t.name", "t.roles"])
-    .where("te.environment_id", "=", environmentId)
-    .orderBy("t.name")
-    .execute();
-  return rows.map((target) => ({ id: target.id, name: target.name, roles: JSON.parse(target.roles) as string[] }));
-}
 
 /** The targets a step runs on: once on the server's host without roles, else each target with a role. */
 export function targetsOfStep(step: Step, targets: readonly TargetInfo[]): (TargetInfo | undefined)[] {

@@ -4,8 +4,9 @@ import { releaseSnapshotSchema } from "../domain/releases.js";
 import { renderTemplate, templateVariables } from "../domain/templates.js";
 import { stepKind } from "../steps/registry.js";
 import { findNamed } from "../store/common.js";
+import { environmentTargets } from "../store/deployments.js";
 import { getReleaseRow } from "../store/releases.js";
-import { type DeploymentServices, environmentTargets, stepVariables, targetsOfStep } from "./deployments.js";
+import { type DeploymentServices, stepVariables, targetsOfStep } from "./deployments.js";
 import { MASK } from "./logMasker.js";
 
 interface PlannedStep {
