@@ -1,11 +1,12 @@
-import { readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { writeFileSync } from "node:fs";
+import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 
 const SUFFIX = ".pgid";
 
-/** Notes a process group a task started, in the task's work directory. */
-export async function recordProcessGroup(workDirectory: string, processGroupId: number): Promise<void> {
-  await writeFile(join(workDirectory, `${processGroupId}${SUFFIX}`), String(processGroupId), { mode: 0o600 });
+/** Notes a process group a task started, in the task's work directory (synchronously: right after spawn). */
+export function recordProcessGroup(workDirectory: string, processGroupId: number): void {
+  writeFileSync(join(workDirectory, `${processGroupId}${SUFFIX}`), String(processGroupId), { mode: 0o600 });
 }
 
 /**
@@ -28,6 +29,27 @@ export async function killTaskProcesses(workDirectory: string, taskId: string): 
       // Gone meanwhile.
     }
   }
+  // A crash between spawn and writing the group file leaves no record: also kill any
+  // process that still carries the task's id (every script step sets FERRY_TASK_ID).
+  for (const processId of await processesCarrying(`FERRY_TASK_ID=${taskId}`)) {
+    try {
+      process.kill(processId, "SIGKILL");
+      killed++;
+    } catch {
+      // Gone meanwhile.
+    }
+  }
   await rm(workDirectory, { recursive: true, force: true });
   return killed;
+}
+
+/** Ids of the processes whose environment holds exactly this NAME=value entry (Linux /proc). */
+async function processesCarrying(entry: string): Promise<number[]> {
+  const found: number[] = [];
+  for (const name of await readdir("/proc").catch(() => [] as string[])) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    const environment = await readFile(`/proc/${name}/environ`, "latin1").catch(() => "");
+    if (environment.split("\0").includes(entry)) found.push(Number(name));
+  }
+  return found;
 }

@@ -101,6 +101,8 @@ async function runProcess(
     child.on("close", (exitCode) => resolve(exitCode));
   });
   exited.catch(() => {}); // handled where it is awaited below; this only keeps Node from calling it unhandled
+  // Recorded at once, so that if this server dies, the one that interrupts the task can kill the group.
+  if (child.pid !== undefined) recordProcessGroup(context.workDirectory, child.pid);
   // The whole group, even when its leader has exited: a background job the script started
   // (`sleep 30 &`) keeps running, and holds stdout open, after bash itself is gone.
   const killGroup = () => {
@@ -133,8 +135,6 @@ async function runProcess(
   pipeLines(child.stdout, (line) => context.log.info(line));
   pipeLines(child.stderr, (line) => context.log.warn(line));
   try {
-    // Recorded so that if this server dies, the one that interrupts the task can kill the group.
-    if (child.pid !== undefined) await recordProcessGroup(context.workDirectory, child.pid);
     const code = await exited;
     if (context.signal.aborted) throw context.signal.reason ?? new TaskFailure("cancelled");
     if (timedOut) throw new TaskFailure(`the script ran longer than ${timeoutMs / 1000} s and was stopped`);
