@@ -254,22 +254,7 @@ export class FerryProxy {
     let current: { end(outcome: Outcome): void; upstreamRequest: http.ClientRequest } | undefined;
 
     const attempt = (upstream: string, retriesLeft: number) => {
-      this.begin(match.name, upstream);
-      let ended = false;
-      const end = (outcome: Outcome) => {
-        if (ended) return;
-        ended = true;
-        this.end(match.name, upstream, outcome);
-      };
-      const target = new URL(upstream);
-      const upstreamRequest = http.request({
-        host: target.hostname,
-        port: target.port,
-        method: request.method,
-        path: request.url,
-        headers: forwardedHeaders(request, false),
-        agent: this.agentFor(upstream),
-      });
+      const { end, isEnded, upstreamRequest } = this.openUpstream(match.name, upstream, request, false);
       current = { end, upstreamRequest };
 
       upstreamRequest.on("response", (upstreamResponse) => {
@@ -291,7 +276,7 @@ export class FerryProxy {
       });
 
       upstreamRequest.on("error", (error: NodeJS.ErrnoException) => {
-        if (ended) return;
+        if (isEnded()) return;
         if (response.headersSent) {
           end("failed");
           response.destroy();
@@ -346,23 +331,7 @@ export class FerryProxy {
       );
       return;
     }
-    const { name, upstream } = match;
-    this.begin(name, upstream);
-    let ended = false;
-    const end = (outcome: Outcome) => {
-      if (ended) return;
-      ended = true;
-      this.end(name, upstream, outcome);
-    };
-    const target = new URL(upstream);
-    const upstreamRequest = http.request({
-      host: target.hostname,
-      port: target.port,
-      method: request.method,
-      path: request.url,
-      headers: forwardedHeaders(request, true),
-      agent: false,
-    });
+    const { end, upstreamRequest } = this.openUpstream(match.name, match.upstream, request, true);
     upstreamRequest.on("upgrade", (upstreamResponse, upstreamSocket: Duplex, upstreamHead: Buffer) => {
       this.upgradedSockets.add(socket);
       socket.write(
@@ -404,7 +373,7 @@ export class FerryProxy {
         socket,
         502,
         "upstream-unavailable",
-        `the upstream of route '${name}' did not answer (${error.code ?? error.message})`,
+        `the upstream of route '${match.name}' did not answer (${error.code ?? error.message})`,
       );
     });
     socket.on("close", () => {
@@ -435,6 +404,35 @@ export class FerryProxy {
       this.counters.set(key, entry);
     }
     return entry;
+  }
+
+  /**
+   * Opens a request to an upstream, counted in flight until `end` is called once with its
+   * outcome. Upgrades get a connection of their own (no keep-alive agent): it becomes a pipe.
+   */
+  private openUpstream(
+    route: string,
+    upstream: string,
+    request: http.IncomingMessage,
+    upgrade: boolean,
+  ): { end(outcome: Outcome): void; isEnded(): boolean; upstreamRequest: http.ClientRequest } {
+    this.begin(route, upstream);
+    let ended = false;
+    const end = (outcome: Outcome) => {
+      if (ended) return;
+      ended = true;
+      this.end(route, upstream, outcome);
+    };
+    const target = new URL(upstream);
+    const upstreamRequest = http.request({
+      host: target.hostname,
+      port: target.port,
+      method: request.method,
+      path: request.url,
+      headers: forwardedHeaders(request, upgrade),
+      agent: upgrade ? false : this.agentFor(upstream),
+    });
+    return { end, isEnded: () => ended, upstreamRequest };
   }
 
   private begin(route: string, upstream: string): void {
