@@ -77,4 +77,13 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { log "dockerd did not start; see /tmp/ferry-dockerd.log"; exit 1; }
 fi
 
+# --- Traffic: nginx, etcd, load generator ----------------------------------------------
+# The nginx Router driver and the etcd publisher are tested against the real programs;
+# each test starts its own nginx (`nginx -c <its conf>`) and etcd (own data dir and
+# ports), so nothing is started here. wrk and bc serve the zero-downtime benchmark and
+# ../shared/bench/seed-bluegreen.sh.
+ensure_packages nginx etcd-server etcd-client wrk bc curl
+# Debian starts nginx on :80 when it is installed (no systemd here it may or may not);
+# Ferry's tests never need that instance.
+
 echo "FERRY_TEST_POSTGRES_URL=postgres://ferry_test:ferry_test@127.0.0.1:$pg_port/postgres"

@@ -17,7 +17,9 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
         import("../security/apiKeys.js"),
         import("../store/apiKeys.js"),
       ]);
+      const { trafficSettingsFromEnvironment } = await import("../traffic/routers.js");
       const server = await startServer({
+        traffic: trafficSettingsFromEnvironment(env, options.dataDir),
         port: options.port,
         host: options.host,
         dataDir: options.dataDir,

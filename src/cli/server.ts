@@ -54,7 +54,9 @@ export function addServerCommand(program: Command, environment: () => FerryEnvir
       const env = environment();
       // The server's modules load only for `ferry server`, keeping every other command quick.
       const { startServer } = await import("../server/start.js");
+      const { trafficSettingsFromEnvironment } = await import("../traffic/routers.js");
       const server = await startServer({
+        traffic: trafficSettingsFromEnvironment(env, options.dataDir),
         port: options.port,
         host: options.host,
         dataDir: options.dataDir,

@@ -27,6 +27,28 @@ const environmentSchema = z.object({
     .string()
     .regex(/^postgres(ql)?:\/\//, { message: "must be a postgres:// URL" })
     .optional(),
+  /**
+   * Server: what switches blue/green traffic. `builtin` (the default) is `ferry proxy`,
+   * started by the server when none answers on FERRY_PROXY_STATE_DIR; `nginx` renders
+   * nginx configuration (FERRY_NGINX_*). See docs/zero-downtime.md.
+   */
+  FERRY_ROUTER: z.enum(["builtin", "nginx"]).default("builtin"),
+  /** Server: state directory of the builtin proxy (admin socket and token); default <data-dir>/proxy. */
+  FERRY_PROXY_STATE_DIR: z.string().min(1).optional(),
+  /** Server: where the builtin proxy the server starts serves traffic (HOST:PORT). */
+  FERRY_PROXY_LISTEN: z
+    .string()
+    .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, { message: "must be HOST:PORT, such as 127.0.0.1:8000" })
+    .default("127.0.0.1:8000"),
+  /** Server, nginx driver: the main nginx.conf (it includes FERRY_NGINX_SITES_DIR/*.conf inside http {}). */
+  FERRY_NGINX_CONFIG: z.string().min(1).optional(),
+  FERRY_NGINX_SITES_DIR: z.string().min(1).optional(),
+  FERRY_NGINX_PID_FILE: z.string().min(1).optional(),
+  /** Server, nginx driver: the address the rendered server blocks listen on (HOST:PORT). */
+  FERRY_NGINX_LISTEN: z.string().min(1).optional(),
+  FERRY_NGINX_BINARY: z.string().min(1).default("nginx"),
+  /** Server: etcd endpoint (http://127.0.0.1:2379) to publish every route switch to, under /ferry/routes/. */
+  FERRY_ETCD_ENDPOINT: z.url().optional(),
   FERRY_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   /** CLI: the server to talk to and the key to use (override `ferry login`). */
   FERRY_URL: z.url().optional(),

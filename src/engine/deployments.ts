@@ -31,7 +31,9 @@ import {
 import { getFeedCredentials } from "../store/feeds.js";
 import { getReleaseRow, openSnapshot } from "../store/releases.js";
 import type { Database } from "../store/schema.js";
+import type { Router } from "../traffic/router.js";
 import { LogMasker } from "./logMasker.js";
+import type { TaskLog } from "./taskLog.js";
 import { type TaskContext, TaskFailure, type TaskKind } from "./types.js";
 
 export interface DeploymentServices {
@@ -40,6 +42,8 @@ export interface DeploymentServices {
   workRoot: string;
   /** Queues a task; the engine's enqueue (set once the engine exists). */
   enqueue(input: Parameters<import("./engine.js").TaskEngine["enqueue"]>[0]): Promise<{ id: string }>;
+  /** The traffic router of the server's host, for blue/green steps (connected on first use). */
+  router?: () => Promise<Router>;
 }
 
 export interface DeploymentRequest {
@@ -328,7 +332,7 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
             };
             try {
               const result = await runStepGuided(
-                services.context,
+                services,
                 task,
                 step,
                 target,
@@ -366,13 +370,35 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
     async cleanup(taskId, _payload, log) {
       const killed = await killTaskProcesses(join(services.workRoot, taskId), taskId);
       if (killed > 0) log.warn(`clean-up: killed ${killed} process group(s) the task had started`);
-      const removed = await removeTaskContainers(taskId).catch((error: unknown) => {
+      // A blue/green colour that went live before the task stopped is the live version
+      // now (it passed its health check): it stays; anything else the task made goes.
+      const liveColours = await liveColourNames(services, log);
+      const removed = await removeTaskContainers(taskId, {
+        keep: (container) => {
+          const live = liveColours === "unknown" || liveColours.has(container.name);
+          if (live) log.warn(`clean-up: colour ${container.name} went live before the task stopped: it keeps serving`);
+          return live;
+        },
+      }).catch((error: unknown) => {
         log.warn(`clean-up: could not list the task's containers (${error instanceof Error ? error.message : error})`);
         return [] as string[];
       });
       if (removed.length > 0) log.warn(`clean-up: removed container(s) ${removed.join(", ")}`);
     },
   };
+}
+
+/** Names of the colours the router sends traffic to (none without a router, or when it cannot be asked). */
+async function liveColourNames(services: DeploymentServices, log: TaskLog): Promise<Set<string> | "unknown"> {
+  if (!services.router) return new Set();
+  try {
+    const routes = await (await services.router()).routes();
+    return new Set(routes.flatMap((route) => (route.colour ? [route.colour] : [])));
+  } catch (error) {
+    log.warn(`clean-up: could not ask the traffic router which colours are live (${(error as Error).message})`);
+    // Unknown: keep every container rather than risk removing the live one.
+    return "unknown";
+  }
 }
 
 async function waitForDeploymentRow(db: Kysely<Database>, deploymentId: string, signal: AbortSignal) {
@@ -401,7 +427,7 @@ class SkippedStep extends Error {}
  * acts on the answer (retry re-renders the variables and runs the step again).
  */
 async function runStepGuided(
-  context: StoreContext,
+  services: DeploymentServices,
   task: TaskContext,
   step: Step,
   target: TargetInfo | undefined,
@@ -412,7 +438,7 @@ async function runStepGuided(
 ) {
   for (;;) {
     try {
-      return await runStep(context, task, step, target, variables(), workDirectory, labels);
+      return await runStep(services, task, step, target, variables(), workDirectory, labels);
     } catch (error) {
       if (!options.guidedFailure || task.signal.aborted) throw error;
       const message = error instanceof Error ? error.message : String(error);
@@ -435,7 +461,7 @@ async function feedCredentialsForHost(context: StoreContext, registryHost: strin
 }
 
 async function runStep(
-  store: StoreContext,
+  services: DeploymentServices,
   task: TaskContext,
   step: Step,
   target: TargetInfo | undefined,
@@ -454,7 +480,8 @@ async function runStep(
     variables,
     render: (template) => renderTemplate(template, variables),
     waitForDecision: task.waitForDecision,
-    registryCredentials: (registryHost) => feedCredentialsForHost(store, registryHost),
+    registryCredentials: (registryHost) => feedCredentialsForHost(services.context, registryHost),
+    ...(services.router && { router: services.router }),
     labels,
     workDirectory,
   };

@@ -114,6 +114,8 @@ export interface ContainerSummary {
   name: string;
   state: string;
   labels: Record<string, string>;
+  /** When the container was created (Unix seconds). */
+  created: number;
 }
 
 interface CallOptions {
@@ -290,6 +292,46 @@ export class DockerRuntime {
     }
   }
 
+  /**
+   * Stops a container (SIGTERM, then SIGKILL after `stopTimeoutSeconds`) and keeps it, so
+   * it can be started again (a retained blue/green colour). Already stopped is fine.
+   */
+  async stopContainer(nameOrId: string, options: CallOptions & { stopTimeoutSeconds?: number } = {}): Promise<void> {
+    checkContainerName(nameOrId);
+    const stopTimeoutSeconds = options.stopTimeoutSeconds ?? 10;
+    const container = (await this.client()).getContainer(nameOrId);
+    try {
+      await this.call(
+        `stopping container ${nameOrId}`,
+        (signal) => container.stop({ t: stopTimeoutSeconds, abortSignal: signal }),
+        { signal: options.signal, timeoutMs: stopTimeoutSeconds * 1000 + this.callTimeoutMs },
+      );
+    } catch (error) {
+      if (!(error instanceof DockerError && error.statusCode === 304)) throw error;
+    }
+  }
+
+  /** Starts an existing container (a no-op when it runs) and returns its published ports. */
+  async startContainer(nameOrId: string, options: CallOptions = {}): Promise<StartedContainer> {
+    checkContainerName(nameOrId);
+    const container = (await this.client()).getContainer(nameOrId);
+    try {
+      await this.call(`starting container ${nameOrId}`, (signal) => container.start({ abortSignal: signal }), options);
+    } catch (error) {
+      if (!(error instanceof DockerError && error.statusCode === 304)) throw error;
+    }
+    const inspected = await this.call(
+      `inspecting container ${nameOrId}`,
+      (signal) => container.inspect({ abortSignal: signal }),
+      options,
+    );
+    return {
+      id: inspected.Id,
+      name: inspected.Name.replace(/^\//, ""),
+      ports: publishedPorts(inspected.NetworkSettings.Ports),
+    };
+  }
+
   /** Containers, running or not, carrying the label `label=value`. */
   async listByLabel(label: string, value: string, options: CallOptions = {}): Promise<ContainerSummary[]> {
     checkLabel(label, value);
@@ -308,6 +350,7 @@ export class DockerRuntime {
       name: (container.Names[0] ?? container.Id).replace(/^\//, ""),
       state: container.State,
       labels: container.Labels ?? {},
+      created: container.Created,
     }));
   }
 
@@ -315,9 +358,14 @@ export class DockerRuntime {
    * Removes (killing first) every container labelled `label=value`, with its anonymous
    * volumes: this is clean-up of what one run created. Returns the names removed.
    */
-  async removeByLabel(label: string, value: string, options: CallOptions = {}): Promise<string[]> {
+  async removeByLabel(
+    label: string,
+    value: string,
+    options: CallOptions & { keep?: (container: ContainerSummary) => boolean } = {},
+  ): Promise<string[]> {
     const removed: string[] = [];
     for (const container of await this.listByLabel(label, value, options)) {
+      if (options.keep?.(container)) continue;
       try {
         await this.call(
           `removing container ${container.name}`,
@@ -409,10 +457,19 @@ export function localDocker(): DockerRuntime {
 
 /**
  * Removes every container an unfinished task created (label ferry.task=<taskId>), for the
- * deployment task's cleanup after a cancel or an interrupted run. Returns the names removed.
+ * deployment task's cleanup after a cancel or an interrupted run, but those `keep` says
+ * to keep (a blue/green colour that went live before the task stopped). Returns the names
+ * removed.
  */
-export function removeTaskContainers(taskId: string, runtime: DockerRuntime = localDocker()): Promise<string[]> {
-  return runtime.removeByLabel("ferry.task", taskId);
+export function removeTaskContainers(
+  taskId: string,
+  options: { runtime?: DockerRuntime; keep?: (container: ContainerSummary) => boolean } = {},
+): Promise<string[]> {
+  return (options.runtime ?? localDocker()).removeByLabel(
+    "ferry.task",
+    taskId,
+    options.keep ? { keep: options.keep } : {},
+  );
 }
 
 export function isContainerName(name: string): boolean {

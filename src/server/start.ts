@@ -11,6 +11,7 @@ import { SecretBox } from "../security/secretBox.js";
 import { countApiKeys, insertApiKey } from "../store/apiKeys.js";
 import type { StoreContext } from "../store/common.js";
 import { openStore, type Store } from "../store/db.js";
+import { defaultTrafficSettings, lazyRouter, type TrafficSettings } from "../traffic/routers.js";
 import { FERRY_VERSION } from "../version.js";
 
 export interface ServerOptions {
@@ -24,6 +25,8 @@ export interface ServerOptions {
   leaseMs?: number | undefined;
   /** Where the one-time admin key notice goes (stderr by default). */
   announce?: (text: string) => void;
+  /** What switches blue/green traffic; default: the builtin proxy with its state in <data-dir>/proxy on 127.0.0.1:8000. */
+  traffic?: TrafficSettings | undefined;
 }
 
 export interface RunningServer {
@@ -47,8 +50,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const context: StoreContext = { db: store.db, secrets: new SecretBox(masterKey) };
   await bootstrapAdminKey(context, options);
 
+  const traffic = options.traffic ?? defaultTrafficSettings(options.dataDir);
+  const router = lazyRouter(traffic, (message) => logger.info({ router: traffic.driver }, message));
   let engine: TaskEngine | undefined;
   const deployments: DeploymentServices = {
+    router: router.get,
     context,
     workRoot: join(options.dataDir, "work"),
     enqueue: (input) => {
@@ -88,6 +94,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     close: async () => {
       await engine.stop();
       await app.close();
+      await router.close();
       await store.close();
     },
   };

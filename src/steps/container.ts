@@ -12,80 +12,127 @@ import {
   type PublishedPort,
 } from "../runtimes/docker.js";
 import { DOCKER_HUB_REGISTRY, formatImageReference, parseImageReference } from "../runtimes/imageReference.js";
+import { blueGreenOptionsSchema, blueGreenRouteSchema, describeBlueGreen, runBlueGreen } from "./blueGreen.js";
+import {
+  containerOutputs,
+  describeLimits,
+  describePorts,
+  logContainerTail,
+  pullImage,
+  waitUntilSettled,
+} from "./containerShared.js";
 import type { StepKind, StepRunContext } from "./types.js";
 
 const portSchema = z.number().int().min(1).max(65535);
 
-const containerConfigSchema = z.strictObject({
-  /**
-   * How the new version replaces the old: `recreate` stops and removes the running
-   * container, then starts the new one (a short gap in service). Blue/green comes later.
-   */
-  strategy: z.literal("recreate").default("recreate"),
-  /** Template of the image reference, e.g. "#{Ferry.Image[web]}" or "registry:5000/team/app@sha256:…". */
-  image: z.string().min(1).max(1024),
-  /** Template of the container's name; default "ferry-<project>-<environment>". */
-  name: z.string().min(1).max(256).optional(),
-  /** Environment variables of the container; each value is a template. */
-  env: z
-    .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,254}$/, { message: ENV_NAME_HINT }), z.string().max(65_536))
-    .default({}),
-  ports: z
-    .array(
-      z.strictObject({
-        /** Port on the host; absent: the engine picks a free one (see the hostPort output). */
-        host: portSchema.optional(),
-        container: portSchema,
-        protocol: z.enum(["tcp", "udp"]).default("tcp"),
-        /** Address the port is published on; 127.0.0.1 unless another is asked for. */
-        hostIp: z
-          .string()
-          .refine((address) => isIP(address) !== 0, {
-            message: "use an IPv4 or IPv6 address, e.g. 127.0.0.1 or 0.0.0.0",
-          })
-          .default("127.0.0.1"),
-      }),
-    )
-    .max(50)
-    .default([]),
-  volumes: z
-    .array(
-      z.strictObject({
-        /** Template: a volume name ("shop-data") or an absolute host path (a bind mount). */
-        source: z.string().min(1).max(4096),
-        /** Template: an absolute path inside the container. */
-        target: z.string().min(1).max(4096),
-        readOnly: z.boolean().default(false),
-      }),
-    )
-    .max(50)
-    .default([]),
-  /** Networks (which must exist) the container joins; the default bridge when empty. */
-  networks: z
-    .array(z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/, { message: "use letters, digits, '_', '.' and '-'" }))
-    .max(10)
-    .default([]),
-  /** CPU limit in CPUs (0.5 = half of one). */
-  cpus: z.number().positive().max(1024).optional(),
-  /** Memory limit in MiB (the engine's minimum is 6). */
-  memoryMb: z
-    .number()
-    .int()
-    .min(6)
-    .max(1024 * 1024)
-    .optional(),
-  restartPolicy: z.enum(["no", "always", "unless-stopped", "on-failure"]).default("unless-stopped"),
-  /** The new container must still be running this long after it started, or the step fails with its log. */
-  settleSeconds: z.number().min(0).max(300).default(2),
-  /** How long the previous container gets to stop after SIGTERM before it is killed. */
-  stopTimeoutSeconds: z.number().int().min(0).max(600).default(10),
-  pullTimeoutSeconds: z.number().int().min(1).max(3600).default(600),
-});
-type ContainerConfig = z.infer<typeof containerConfigSchema>;
-
-/** Lines of the container's log put into the task log when it fails to start. */
-const FAILURE_LOG_LINES = 20;
-const SETTLE_POLL_MS = 200;
+const containerConfigSchema = z
+  .strictObject({
+    /**
+     * How the new version replaces the old: `recreate` stops and removes the running
+     * container, then starts the new one (a short gap in service); `blueGreen` starts the new
+     * colour beside the live one and switches the route to it once healthy (see `route`).
+     */
+    strategy: z.enum(["recreate", "blueGreen"]).default("recreate"),
+    /** blueGreen: the route whose traffic the container serves. */
+    route: blueGreenRouteSchema.optional(),
+    /** blueGreen: the health check, pre-switch tests, drain, bake and retention around the switch. */
+    blueGreen: blueGreenOptionsSchema.optional(),
+    /** Template of the image reference, e.g. "#{Ferry.Image[web]}" or "registry:5000/team/app@sha256:…". */
+    image: z.string().min(1).max(1024),
+    /** Template of the container's name; default "ferry-<project>-<environment>". */
+    name: z.string().min(1).max(256).optional(),
+    /** Environment variables of the container; each value is a template. */
+    env: z
+      .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,254}$/, { message: ENV_NAME_HINT }), z.string().max(65_536))
+      .default({}),
+    ports: z
+      .array(
+        z.strictObject({
+          /** Port on the host; absent: the engine picks a free one (see the hostPort output). */
+          host: portSchema.optional(),
+          container: portSchema,
+          protocol: z.enum(["tcp", "udp"]).default("tcp"),
+          /** Address the port is published on; 127.0.0.1 unless another is asked for. */
+          hostIp: z
+            .string()
+            .refine((address) => isIP(address) !== 0, {
+              message: "use an IPv4 or IPv6 address, e.g. 127.0.0.1 or 0.0.0.0",
+            })
+            .default("127.0.0.1"),
+        }),
+      )
+      .max(50)
+      .default([]),
+    volumes: z
+      .array(
+        z.strictObject({
+          /** Template: a volume name ("shop-data") or an absolute host path (a bind mount). */
+          source: z.string().min(1).max(4096),
+          /** Template: an absolute path inside the container. */
+          target: z.string().min(1).max(4096),
+          readOnly: z.boolean().default(false),
+        }),
+      )
+      .max(50)
+      .default([]),
+    /** Networks (which must exist) the container joins; the default bridge when empty. */
+    networks: z
+      .array(
+        z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/, { message: "use letters, digits, '_', '.' and '-'" }),
+      )
+      .max(10)
+      .default([]),
+    /** CPU limit in CPUs (0.5 = half of one). */
+    cpus: z.number().positive().max(1024).optional(),
+    /** Memory limit in MiB (the engine's minimum is 6). */
+    memoryMb: z
+      .number()
+      .int()
+      .min(6)
+      .max(1024 * 1024)
+      .optional(),
+    restartPolicy: z.enum(["no", "always", "unless-stopped", "on-failure"]).default("unless-stopped"),
+    /** The new container must still be running this long after it started, or the step fails with its log. */
+    settleSeconds: z.number().min(0).max(300).default(2),
+    /** How long the previous container gets to stop after SIGTERM before it is killed. */
+    stopTimeoutSeconds: z.number().int().min(0).max(600).default(10),
+    pullTimeoutSeconds: z.number().int().min(1).max(3600).default(600),
+  })
+  .superRefine((config, issues) => {
+    if (config.strategy !== "blueGreen") {
+      for (const key of ["route", "blueGreen"] as const) {
+        if (config[key] !== undefined) {
+          issues.addIssue({ code: "custom", path: [key], message: `${key} is only used with strategy: blueGreen` });
+        }
+      }
+      return;
+    }
+    if (config.route === undefined) {
+      issues.addIssue({
+        code: "custom",
+        path: ["route"],
+        message: "strategy blueGreen needs a route: { host, port } (the container port the proxy sends traffic to)",
+      });
+    }
+    if (config.name !== undefined) {
+      issues.addIssue({
+        code: "custom",
+        path: ["name"],
+        message: "blue/green colours are named <project>-<environment>-<release>-<id>; leave `name` out",
+      });
+    }
+    config.ports.forEach((port, index) => {
+      if (port.host !== undefined) {
+        issues.addIssue({
+          code: "custom",
+          path: ["ports", index, "host"],
+          message:
+            "two colours run side by side, so they cannot share a host port; leave `host` out (the engine picks one) and send traffic through the route",
+        });
+      }
+    });
+  });
+export type ContainerConfig = z.infer<typeof containerConfigSchema>;
 
 /**
  * Runs the release's image as one container on the server's own Docker engine. With the
@@ -97,11 +144,16 @@ export const containerStep: StepKind<ContainerConfig> = {
   config: containerConfigSchema,
 
   plan(config, render) {
+    if (config.strategy === "blueGreen") return [{ description: describeBlueGreen(config, render) }];
     const name = config.name === undefined ? "ferry-<project>-<environment>" : render(config.name);
     return [{ description: `recreate container ${name} from ${render(config.image)}${describeLimits(config)}` }];
   },
 
   async run(context, config) {
+    if (config.strategy === "blueGreen") {
+      if (!context.router) throw new TaskFailure("this server has no traffic router for blue/green deployments");
+      return runBlueGreen(context, config, localDocker(), await context.router());
+    }
     return runContainer(context, config, localDocker());
   },
 };
@@ -208,102 +260,4 @@ function containerName(context: StepRunContext, config: ContainerConfig): string
     throw new TaskFailure(`'${name.slice(0, 200)}' is not a container name: ${CONTAINER_NAME_HINT}`);
   }
   return name;
-}
-
-/**
- * An image pinned by digest that the engine already has is exactly the content wanted,
- * so it is not pulled again (the registry need not even be up). A tag is pulled every
- * time: what it points at may have moved.
- */
-async function pullImage(
-  context: StepRunContext,
-  config: ContainerConfig,
-  docker: DockerRuntime,
-  image: string,
-  registry: string,
-  pinned: boolean,
-): Promise<void> {
-  const { log, signal } = context;
-  if (pinned && (await docker.hasImage(image, { signal }))) {
-    log.info(`image ${image} is already on this host (pinned by digest): not pulling`);
-    return;
-  }
-  if (!pinned) log.warn(`image ${image} is not pinned by digest: pulling whatever the tag points at now`);
-  // Credentials come from the project's feeds through the context; a step config never
-  // holds registry secrets. The engine API does not use the host's `docker login`
-  // either, so without credentials here the pull is anonymous.
-  const auth = await context.registryCredentials?.(registry);
-  log.info(`pulling ${image}${auth ? ` as ${auth.username}` : " (anonymously)"}`);
-  await docker.pullImage(image, {
-    auth,
-    signal,
-    timeoutMs: config.pullTimeoutSeconds * 1000,
-    onStatus: (line) => log.info(`  ${line}`),
-  });
-}
-
-async function waitUntilSettled(
-  docker: DockerRuntime,
-  id: string,
-  settleMs: number,
-  signal: AbortSignal,
-): Promise<{ failure?: string }> {
-  const deadline = Date.now() + settleMs;
-  for (;;) {
-    const status = await docker.inspectContainer(id, { signal });
-    const failure = settleFailure(status, settleMs);
-    if (failure !== undefined) return { failure };
-    const remaining = deadline - Date.now();
-    if (remaining <= 0) return {};
-    await sleep(Math.min(SETTLE_POLL_MS, remaining), undefined, { signal });
-  }
-}
-
-function settleFailure(status: ContainerStatus | undefined, settleMs: number): string | undefined {
-  const within = `within ${settleMs / 1000} s of starting`;
-  if (status === undefined) return `was removed by someone else ${within}`;
-  if (status.restarting || status.restartCount > 0) {
-    // While the engine restarts it, the exit code of the run that failed is not reliably shown.
-    return `exited ${within} and was restarted by its restart policy${status.running ? "" : ` (exit code ${status.exitCode})`}`;
-  }
-  if (!status.running) {
-    return `exited with code ${status.exitCode} ${within}${status.error ? ` (${status.error})` : ""}`;
-  }
-  return undefined;
-}
-
-/** Puts the last lines of a container's log into the task log (a failure to read them is logged too). */
-export async function logContainerTail(context: StepRunContext, docker: DockerRuntime, name: string) {
-  try {
-    const lines = await docker.logTail(name, FAILURE_LOG_LINES, { signal: context.signal });
-    context.log.warn(`last ${lines.length} log lines of container ${name}:`);
-    for (const line of lines) context.log.warn(`  ${line}`);
-  } catch (error) {
-    context.log.warn(`could not read the log of container ${name}: ${error instanceof Error ? error.message : error}`);
-  }
-}
-
-/** containerId, containerName, image, hostPort (the first published port) and hostPort.<container port>[.udp]. */
-function containerOutputs(id: string, name: string, image: string, ports: readonly PublishedPort[]) {
-  const outputs: Record<string, string> = { containerId: id, containerName: name, image };
-  const [first] = ports;
-  if (first) outputs.hostPort = String(first.hostPort);
-  for (const port of ports) {
-    const key = `hostPort.${port.containerPort}${port.protocol === "tcp" ? "" : `.${port.protocol}`}`;
-    outputs[key] ??= String(port.hostPort);
-  }
-  return outputs;
-}
-
-function describePorts(config: ContainerConfig): string {
-  if (config.ports.length === 0) return "";
-  return `; ports ${config.ports
-    .map((port) => `${port.hostIp}:${port.host ?? "(any)"}→${port.container}/${port.protocol}`)
-    .join(", ")}`;
-}
-
-function describeLimits(config: ContainerConfig): string {
-  return `${config.cpus !== undefined ? `; cpus ${config.cpus}` : ""}${
-    config.memoryMb !== undefined ? `; memory ${config.memoryMb} MiB` : ""
-  }`;
 }

@@ -2,9 +2,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { TaskFailure } from "../engine/types.js";
 import { isContainerName, localDocker } from "../runtimes/docker.js";
-import { logContainerTail } from "./container.js";
+import { logContainerTail } from "./containerShared.js";
 import { httpUrl, sendRequest } from "./http.js";
-import type { StepKind } from "./types.js";
+import type { StepKind, StepRunContext } from "./types.js";
 
 const healthCheckConfigSchema = z.strictObject({
   /** Template of the URL probed, e.g. "http://127.0.0.1:#{Ferry.Step[web].Output.hostPort}/health". */
@@ -44,43 +44,66 @@ export const healthCheckStep: StepKind<HealthCheckConfig> = {
     if (containerName !== undefined && !isContainerName(containerName)) {
       throw new TaskFailure(`containerName '${containerName.slice(0, 200)}' is not a container name`);
     }
-    const { log, signal } = context;
-    const started = Date.now();
-    const deadline = started + config.deadlineSeconds * 1000;
-    log.info(`probing ${url.href} every ${config.intervalMs} ms until it answers HTTP ${config.expectedStatus}`);
-    let attempts = 0;
-    let last = "";
-    let lastLogged = 0;
-    for (;;) {
-      attempts++;
-      // The last probe never runs past the deadline.
-      const timeoutMs = Math.max(1, Math.min(config.timeoutMs, deadline - Date.now()));
-      const outcome = await sendRequest(url, { timeoutMs, signal });
-      let answer: string;
-      if (outcome.ok) {
-        await outcome.response.body?.cancel();
-        if (outcome.response.status === config.expectedStatus) {
-          const seconds = ((Date.now() - started) / 1000).toFixed(1);
-          log.info(`healthy: HTTP ${outcome.response.status} after ${attempts} probe(s) in ${seconds} s`);
-          return { outputs: { status: String(outcome.response.status), attempts: String(attempts) } };
-        }
-        answer = `HTTP ${outcome.response.status}`;
-      } else {
-        answer = outcome.problem;
-      }
-      if (answer !== last || attempts - lastLogged >= PROGRESS_EVERY) {
-        log.info(`probe ${attempts}: ${answer}`);
-        lastLogged = attempts;
-        last = answer;
-      }
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) break;
-      await sleep(Math.min(config.intervalMs, remaining), undefined, { signal });
-      if (Date.now() >= deadline) break;
-    }
+    const result = await probeUntilHealthy(context, url, config);
+    if (result.healthy)
+      return { outputs: { status: String(config.expectedStatus), attempts: String(result.attempts) } };
     if (containerName !== undefined) await logContainerTail(context, localDocker(), containerName);
     throw new TaskFailure(
-      `${url.href} did not answer HTTP ${config.expectedStatus} within ${config.deadlineSeconds} s (${attempts} probes; last: ${last})`,
+      `${url.href} did not answer HTTP ${config.expectedStatus} within ${config.deadlineSeconds} s (${result.attempts} probes; last: ${result.last})`,
     );
   },
 };
+
+/** How a URL is probed: the status that means healthy, and how often and how long to try. */
+export interface HealthProbe {
+  expectedStatus: number;
+  intervalMs: number;
+  timeoutMs: number;
+  deadlineSeconds: number;
+}
+
+/**
+ * Probes `url` until it answers `expectedStatus` (healthy) or the deadline passes (not),
+ * logging each change of answer. A cancel of the task ends it at once.
+ */
+export async function probeUntilHealthy(
+  context: Pick<StepRunContext, "log" | "signal">,
+  url: URL,
+  probe: HealthProbe,
+): Promise<{ healthy: boolean; attempts: number; last: string }> {
+  const { log, signal } = context;
+  const started = Date.now();
+  const deadline = started + probe.deadlineSeconds * 1000;
+  log.info(`probing ${url.href} every ${probe.intervalMs} ms until it answers HTTP ${probe.expectedStatus}`);
+  let attempts = 0;
+  let last = "";
+  let lastLogged = 0;
+  for (;;) {
+    attempts++;
+    // The last probe never runs past the deadline.
+    const timeoutMs = Math.max(1, Math.min(probe.timeoutMs, deadline - Date.now()));
+    const outcome = await sendRequest(url, { timeoutMs, signal });
+    let answer: string;
+    if (outcome.ok) {
+      await outcome.response.body?.cancel();
+      if (outcome.response.status === probe.expectedStatus) {
+        const seconds = ((Date.now() - started) / 1000).toFixed(1);
+        log.info(`healthy: HTTP ${outcome.response.status} after ${attempts} probe(s) in ${seconds} s`);
+        return { healthy: true, attempts, last: `HTTP ${outcome.response.status}` };
+      }
+      answer = `HTTP ${outcome.response.status}`;
+    } else {
+      answer = outcome.problem;
+    }
+    if (answer !== last || attempts - lastLogged >= PROGRESS_EVERY) {
+      log.info(`probe ${attempts}: ${answer}`);
+      lastLogged = attempts;
+      last = answer;
+    }
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) break;
+    await sleep(Math.min(probe.intervalMs, remaining), undefined, { signal });
+    if (Date.now() >= deadline) break;
+  }
+  return { healthy: false, attempts, last };
+}

@@ -1,6 +1,7 @@
 import type { z } from "zod";
 import type { TaskLog } from "../engine/taskLog.js";
 import type { TaskContext } from "../engine/types.js";
+import type { Router } from "../traffic/router.js";
 
 /** What a step sees when it runs on one target. */
 export interface StepRunContext {
@@ -24,6 +25,8 @@ export interface StepRunContext {
    * hold registry secrets themselves.
    */
   readonly registryCredentials?: (registryHost: string) => Promise<{ username: string; password: string } | undefined>;
+  /** The traffic router of the server's host (connected on first use), for blue/green. */
+  readonly router?: () => Promise<Router>;
 }
 
 interface StepResult {

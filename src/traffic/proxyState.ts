@@ -110,6 +110,11 @@ export async function readOrCreateAdminToken(stateDir: string): Promise<{ token:
   return { token, path };
 }
 
+/** The admin token of a proxy that ran on this state dir; an error when there is none. */
+export async function readAdminToken(stateDir: string): Promise<string> {
+  return (await readFile(join(stateDir, TOKEN_FILE), "utf8")).trim();
+}
+
 function safeJsonParse(text: string): unknown {
   try {
     return JSON.parse(text);

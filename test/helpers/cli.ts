@@ -17,7 +17,7 @@ import { freePort } from "./registry.js";
 
 /** The repository's root directory (examples/, bin/ …). */
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const FERRY = join(ROOT, "bin", "ferry");
+export const FERRY = join(ROOT, "bin", "ferry");
 
 /**
  * How much of a server's stdout and stderr is kept (the end of each): enough for every log

@@ -26,13 +26,18 @@ export interface BuildDemoImageOptions {
   repository: string;
   /** Served as "version <version>" at / and written to the container's log at start. */
   version: string;
+  /** /health answers 404 from the start: the app never becomes healthy. */
+  neverHealthy?: boolean;
+  /** /health answers 404 from this many seconds after start (a release that fails during bake). */
+  unhealthyAfterSeconds?: number;
 }
 
 /**
  * An HTTP app listening on 8080: `/` answers "version <version>", `/health` answers
  * "ok", anything else 404. At start it logs "demo app <version> starting (greeting:
  * $GREETING)", then one line per request (httpd -vv); with $CRASH set it logs "crashing on
- * purpose: $CRASH" and exits with code 3 instead. SIGTERM stops it at once (the shell that
+ * purpose: $CRASH" and exits with code 3 instead. `/cgi-bin/slow` answers "slow <version>"
+ * after 2 s (a request in flight across a switch). SIGTERM stops it at once (the shell that
  * is PID 1 traps it), so a recreate does not wait for the stop timeout.
  */
 export async function buildDemoImage(options: BuildDemoImageOptions): Promise<DemoImage> {
@@ -47,11 +52,21 @@ export async function buildDemoImage(options: BuildDemoImageOptions): Promise<De
     await mkdir(join(root, "www"));
     await copyFile(BUSYBOX, join(root, "bin", "busybox"));
     await writeFile(join(root, "www", "index.html"), `version ${options.version}\n`);
-    await writeFile(join(root, "www", "health"), "ok\n");
+    if (!options.neverHealthy) await writeFile(join(root, "www", "health"), "ok\n");
+    await mkdir(join(root, "www", "cgi-bin"));
+    await writeFile(
+      join(root, "www", "cgi-bin", "slow"),
+      // CRLF after the headers: Node's HTTP parser (in ferry proxy) is strict about them.
+      '#!/bin/busybox sh\n/bin/busybox sleep 2\nprintf "Content-Type: text/plain\\r\\n\\r\\nslow %s\\n" "$APP_VERSION"\n',
+      { mode: 0o755 },
+    );
     const tar = await run("tar", ["--numeric-owner", "--owner=0", "--group=0", "-C", root, "-c", "."]);
     const startScript = [
       `echo "demo app $APP_VERSION starting (greeting: $GREETING)"`,
       `if [ -n "$CRASH" ]; then echo "crashing on purpose: $CRASH"; exit 3; fi`,
+      ...(options.unhealthyAfterSeconds !== undefined
+        ? [`(/bin/busybox sleep ${options.unhealthyAfterSeconds}; /bin/busybox rm -f /www/health) &`]
+        : []),
       "/bin/busybox httpd -f -vv -p 8080 -h /www &",
       `trap 'kill $!; exit 0' TERM`,
       "wait",

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { generateApiKey } from "../../src/security/apiKeys.js";
 import { type RunningServer, startServer } from "../../src/server/start.js";
+import type { TrafficSettings } from "../../src/traffic/routers.js";
 
 export interface TestServer {
   server: RunningServer;
@@ -17,7 +18,9 @@ export interface TestServer {
 }
 
 /** A real Ferry server (HTTP on a free port, task engine running) on a fresh SQLite data dir. */
-export async function startTestServer(options: { databaseUrl?: string; leaseMs?: number } = {}): Promise<TestServer> {
+export async function startTestServer(
+  options: { databaseUrl?: string; leaseMs?: number; traffic?: TrafficSettings } = {},
+): Promise<TestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), "ferry-server-"));
   const apiKey = generateApiKey();
   const server = await startServer({
@@ -28,6 +31,11 @@ export async function startTestServer(options: { databaseUrl?: string; leaseMs?:
     adminApiKey: apiKey,
     logLevel: process.env.TEST_LOG_LEVEL ?? "silent",
     leaseMs: options.leaseMs,
+    // Tests that deploy blue/green pass their own proxy; the default would start one on :8000.
+    traffic: options.traffic ?? {
+      driver: "builtin",
+      proxy: { stateDir: join(dataDir, "proxy"), listen: "127.0.0.1:0" },
+    },
     announce: () => {},
   });
   const call = async <T>(method: string, path: string, body?: unknown) => {

@@ -1,0 +1,108 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { ContainerStatus, DockerRuntime, PublishedPort } from "../runtimes/docker.js";
+import type { ContainerConfig } from "./container.js";
+import type { StepRunContext } from "./types.js";
+
+/** What the recreate and blue/green strategies of the container step share. */
+
+/** Lines of the container's log put into the task log when it fails to start. */
+const FAILURE_LOG_LINES = 20;
+const SETTLE_POLL_MS = 200;
+
+/**
+ * An image pinned by digest that the engine already has is exactly the content wanted,
+ * so it is not pulled again (the registry need not even be up). A tag is pulled every
+ * time: what it points at may have moved.
+ */
+export async function pullImage(
+  context: StepRunContext,
+  config: Pick<ContainerConfig, "pullTimeoutSeconds">,
+  docker: DockerRuntime,
+  image: string,
+  registry: string,
+  pinned: boolean,
+): Promise<void> {
+  const { log, signal } = context;
+  if (pinned && (await docker.hasImage(image, { signal }))) {
+    log.info(`image ${image} is already on this host (pinned by digest): not pulling`);
+    return;
+  }
+  if (!pinned) log.warn(`image ${image} is not pinned by digest: pulling whatever the tag points at now`);
+  // Credentials come from the project's feeds through the context; a step config never
+  // holds registry secrets. The engine API does not use the host's `docker login`
+  // either, so without credentials here the pull is anonymous.
+  const auth = await context.registryCredentials?.(registry);
+  log.info(`pulling ${image}${auth ? ` as ${auth.username}` : " (anonymously)"}`);
+  await docker.pullImage(image, {
+    auth,
+    signal,
+    timeoutMs: config.pullTimeoutSeconds * 1000,
+    onStatus: (line) => log.info(`  ${line}`),
+  });
+}
+
+export async function waitUntilSettled(
+  docker: DockerRuntime,
+  id: string,
+  settleMs: number,
+  signal: AbortSignal,
+): Promise<{ failure?: string }> {
+  const deadline = Date.now() + settleMs;
+  for (;;) {
+    const status = await docker.inspectContainer(id, { signal });
+    const failure = settleFailure(status, settleMs);
+    if (failure !== undefined) return { failure };
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) return {};
+    await sleep(Math.min(SETTLE_POLL_MS, remaining), undefined, { signal });
+  }
+}
+
+function settleFailure(status: ContainerStatus | undefined, settleMs: number): string | undefined {
+  const within = `within ${settleMs / 1000} s of starting`;
+  if (status === undefined) return `was removed by someone else ${within}`;
+  if (status.restarting || status.restartCount > 0) {
+    // While the engine restarts it, the exit code of the run that failed is not reliably shown.
+    return `exited ${within} and was restarted by its restart policy${status.running ? "" : ` (exit code ${status.exitCode})`}`;
+  }
+  if (!status.running) {
+    return `exited with code ${status.exitCode} ${within}${status.error ? ` (${status.error})` : ""}`;
+  }
+  return undefined;
+}
+
+/** Puts the last lines of a container's log into the task log (a failure to read them is logged too). */
+export async function logContainerTail(context: StepRunContext, docker: DockerRuntime, name: string) {
+  try {
+    const lines = await docker.logTail(name, FAILURE_LOG_LINES, { signal: context.signal });
+    context.log.warn(`last ${lines.length} log lines of container ${name}:`);
+    for (const line of lines) context.log.warn(`  ${line}`);
+  } catch (error) {
+    context.log.warn(`could not read the log of container ${name}: ${error instanceof Error ? error.message : error}`);
+  }
+}
+
+/** containerId, containerName, image, hostPort (the first published port) and hostPort.<container port>[.udp]. */
+export function containerOutputs(id: string, name: string, image: string, ports: readonly PublishedPort[]) {
+  const outputs: Record<string, string> = { containerId: id, containerName: name, image };
+  const [first] = ports;
+  if (first) outputs.hostPort = String(first.hostPort);
+  for (const port of ports) {
+    const key = `hostPort.${port.containerPort}${port.protocol === "tcp" ? "" : `.${port.protocol}`}`;
+    outputs[key] ??= String(port.hostPort);
+  }
+  return outputs;
+}
+
+export function describePorts(config: Pick<ContainerConfig, "ports">): string {
+  if (config.ports.length === 0) return "";
+  return `; ports ${config.ports
+    .map((port) => `${port.hostIp}:${port.host ?? "(any)"}→${port.container}/${port.protocol}`)
+    .join(", ")}`;
+}
+
+export function describeLimits(config: Pick<ContainerConfig, "cpus" | "memoryMb">): string {
+  return `${config.cpus !== undefined ? `; cpus ${config.cpus}` : ""}${
+    config.memoryMb !== undefined ? `; memory ${config.memoryMb} MiB` : ""
+  }`;
+}

@@ -1,0 +1,149 @@
+import { spawn } from "node:child_process";
+import { openSync } from "node:fs";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import { ProxyAdminClient, ProxyAdminError } from "./proxyClient.js";
+import { ensureStateDir, readAdminToken } from "./proxyState.js";
+import type {
+  LiveUpstream,
+  Router,
+  RouterDrainResult,
+  RouterSwitchResult,
+  RouteSpec,
+  UpstreamTraffic,
+} from "./router.js";
+
+/** The Router driver of `ferry proxy`: every call is one call of its admin API. */
+export class BuiltinRouter implements Router {
+  readonly driver = "builtin";
+
+  constructor(private readonly client: ProxyAdminClient) {}
+
+  async live(route: string): Promise<LiveUpstream | undefined> {
+    const found = (await this.client.listRoutes()).find((candidate) => candidate.name === route);
+    return found ? { upstream: found.upstream, colour: found.colour } : undefined;
+  }
+
+  async routes(): Promise<(RouteSpec & LiveUpstream)[]> {
+    return (await this.client.listRoutes()).map((route) => ({
+      name: route.name,
+      host: route.host,
+      pathPrefix: route.pathPrefix,
+      upstream: route.upstream,
+      colour: route.colour,
+    }));
+  }
+
+  async switch(route: RouteSpec, target: LiveUpstream): Promise<RouterSwitchResult> {
+    const started = performance.now();
+    const colour = target.colour ?? undefined;
+    const existing = (await this.client.listRoutes()).find((candidate) => candidate.name === route.name);
+    if (existing && existing.host === route.host.toLowerCase() && existing.pathPrefix === route.pathPrefix) {
+      const { previous } = await this.client.switchRoute(route.name, {
+        upstream: target.upstream,
+        ...(colour !== undefined && { colour }),
+      });
+      return { previous, switchMs: performance.now() - started };
+    }
+    // A new route, or one that moved to another host or prefix: replaced as a whole.
+    await this.client.putRoute(route.name, {
+      host: route.host,
+      pathPrefix: route.pathPrefix,
+      upstream: target.upstream,
+      ...(colour !== undefined && { colour }),
+    });
+    return {
+      previous: existing ? { upstream: existing.upstream, colour: existing.colour } : undefined,
+      switchMs: performance.now() - started,
+    };
+  }
+
+  async drain(upstream: string, deadlineMs: number): Promise<RouterDrainResult> {
+    const result = await this.client.drain(upstream, deadlineMs);
+    return { drained: result.drained, waitedMs: result.waitedMs, inFlight: result.inFlight };
+  }
+
+  async traffic(): Promise<UpstreamTraffic[]> {
+    return (await this.client.stats()).map(({ route, upstream, served, failed }) => ({
+      route,
+      upstream,
+      served,
+      failed,
+    }));
+  }
+
+  close(): Promise<void> {
+    return this.client.close();
+  }
+}
+
+export interface EmbeddedProxyOptions {
+  /** The proxy's state directory: routes, admin token, admin socket, its log. */
+  stateDir: string;
+  /** Where it serves traffic when Ferry starts it ("127.0.0.1:8000"). */
+  listen: string;
+}
+
+const START_TIMEOUT_MS = 10_000;
+
+/**
+ * The builtin proxy of the server's host: the one answering on `<stateDir>/admin.sock`, or,
+ * when none answers, a `ferry proxy` the server starts there. That process is detached
+ * (its own session, no pipes to the server), so traffic keeps flowing when the server
+ * stops or crashes; a later server finds it again through the socket.
+ */
+export async function connectEmbeddedProxy(
+  options: EmbeddedProxyOptions,
+  onStart: (message: string) => void = () => {},
+): Promise<BuiltinRouter> {
+  await ensureStateDir(options.stateDir);
+  const socketPath = join(options.stateDir, "admin.sock");
+  const existing = await tryConnect(options.stateDir, socketPath);
+  if (existing) return new BuiltinRouter(existing);
+
+  const log = openSync(join(options.stateDir, "proxy.log"), "a", 0o600);
+  const child = spawn(
+    process.execPath,
+    [ferryBinary(), "proxy", "--state-dir", options.stateDir, "--listen", options.listen],
+    { detached: true, stdio: ["ignore", log, log] },
+  );
+  child.unref();
+  onStart(
+    `started ferry proxy (pid ${child.pid}) on ${options.listen}; state in ${options.stateDir}, log in proxy.log there`,
+  );
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    await sleep(50);
+    if (child.exitCode !== null) break;
+    const client = await tryConnect(options.stateDir, socketPath);
+    if (client) return new BuiltinRouter(client);
+  }
+  throw new Error(
+    `ferry proxy did not start within ${START_TIMEOUT_MS / 1000} s; see ${join(options.stateDir, "proxy.log")} (is ${options.listen} taken?)`,
+  );
+}
+
+async function tryConnect(stateDir: string, socketPath: string): Promise<ProxyAdminClient | undefined> {
+  let token: string;
+  try {
+    // The proxy creates its token before it listens: no answer yet means no token either.
+    token = await readAdminToken(stateDir);
+  } catch {
+    return undefined;
+  }
+  const client = new ProxyAdminClient({ socketPath }, token, 2_000);
+  try {
+    await client.listRoutes();
+    return client;
+  } catch (error) {
+    await client.close();
+    if (error instanceof ProxyAdminError && error.status !== 0) throw error;
+    return undefined;
+  }
+}
+
+/** bin/ferry of this installation (the same path from src/ in tests and from dist/). */
+function ferryBinary(): string {
+  return fileURLToPath(new URL("../../bin/ferry", import.meta.url));
+}

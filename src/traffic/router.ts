@@ -1,0 +1,89 @@
+/**
+ * A Router sends a route's traffic to one live upstream and switches it to another: the
+ * commit point of a blue/green deployment. Drivers: the builtin `ferry proxy`
+ * (builtin.ts), nginx (nginx.ts); an etcd publisher (etcd.ts) wraps
+ * any of them and mirrors every switch under /ferry/routes/<host>/<route>/….
+ *
+ * The Router's own state is the truth for "which colour is live" (DESIGN.md, data plane):
+ * blue/green asks it, never the database.
+ */
+
+/** Where a route listens: a host name and a path prefix. */
+export interface RouteSpec {
+  /** 1–63 letters, digits, '.', '_' or '-'; by default "<project>-<environment>". */
+  readonly name: string;
+  readonly host: string;
+  readonly pathPrefix: string;
+}
+
+/** What a route sends its traffic to: an HTTP origin and the colour (container) behind it. */
+export interface LiveUpstream {
+  /** "http://127.0.0.1:32768" */
+  readonly upstream: string;
+  readonly colour: string | null;
+}
+
+export interface RouterSwitchResult {
+  /** The upstream the route had before; undefined when the route was just created. */
+  readonly previous: LiveUpstream | undefined;
+  /** How long the switch itself took, until the router confirmed that new requests go to the new upstream. */
+  readonly switchMs: number;
+}
+
+export interface RouterDrainResult {
+  /** True when nothing is in flight on the upstream any more (and nothing routes to it). */
+  readonly drained: boolean;
+  readonly waitedMs: number;
+  /** What was still in flight when the deadline passed, when the driver knows. */
+  readonly inFlight?: number;
+}
+
+/** Requests of one upstream of one route, counted by the router since it started. */
+export interface UpstreamTraffic {
+  readonly route: string;
+  readonly upstream: string;
+  readonly served: number;
+  readonly failed: number;
+}
+
+export interface Router {
+  /** "builtin", "nginx", "builtin+etcd"… for log lines. */
+  readonly driver: string;
+  /** The route's live upstream; undefined when the router has no such route. */
+  live(route: string): Promise<LiveUpstream | undefined>;
+  /** Every route the router has, with its live upstream (for start-up reconciliation). */
+  routes(): Promise<(RouteSpec & LiveUpstream)[]>;
+  /**
+   * Creates the route or points it at another upstream, atomically: requests that start
+   * after this resolves go to `target`; requests already on the previous upstream finish
+   * there. Throws (and leaves the previous upstream live) when the switch cannot be made.
+   */
+  switch(route: RouteSpec, target: LiveUpstream): Promise<RouterSwitchResult>;
+  /**
+   * Resolves when `upstream` has nothing in flight, or when the deadline passes. Only then
+   * may the colour behind it be stopped.
+   */
+  drain(upstream: string, deadlineMs: number): Promise<RouterDrainResult>;
+  /** Request counts per upstream; undefined when the driver cannot count. */
+  traffic(): Promise<UpstreamTraffic[] | undefined>;
+  close(): Promise<void>;
+}
+
+/** The counts of `after` minus those of `before`, per route and upstream: the traffic of a window. */
+export function trafficBetween(
+  before: readonly UpstreamTraffic[],
+  after: readonly UpstreamTraffic[],
+): UpstreamTraffic[] {
+  const start = new Map(before.map((entry) => [`${entry.route} ${entry.upstream}`, entry]));
+  return after
+    .map((entry) => {
+      const earlier = start.get(`${entry.route} ${entry.upstream}`);
+      return {
+        route: entry.route,
+        upstream: entry.upstream,
+        served: entry.served - (earlier?.served ?? 0),
+        failed: entry.failed - (earlier?.failed ?? 0),
+      };
+    })
+    .filter((entry) => entry.served > 0 || entry.failed > 0);
+}
