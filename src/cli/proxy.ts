@@ -1,3 +1,4 @@
+import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type Command, InvalidArgumentError } from "commander";
 import { UsageError } from "./errors.js";
@@ -54,6 +55,9 @@ export function addProxyCommand(program: Command): void {
       );
       const listen = options.listen ?? { host: "127.0.0.1", port: 8000 };
       const traffic = await proxy.listen(listen.host, listen.port);
+      // Who serves this state dir: for `kill $(cat proxy.pid)` and tools that stop it.
+      const pidFile = join(options.stateDir, "proxy.pid");
+      await writeFile(pidFile, `${process.pid}\n`, { mode: 0o600 });
       process.stdout.write(
         `ferry proxy: traffic on http://${traffic.host}:${traffic.port}; admin API on ${admin.address} ` +
           `(token in ${tokenPath}); ${proxy.listRoutes().length} route(s) loaded\n`,
@@ -68,6 +72,7 @@ export function addProxyCommand(program: Command): void {
           .close(SHUTDOWN_GRACE_MS)
           .then(async ({ cutOff }) => {
             await admin.close();
+            await rm(pidFile, { force: true });
             process.stdout.write(`ferry proxy: stopped (${cutOff} request(s) cut off)\n`);
             process.exit(0);
           })
