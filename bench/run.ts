@@ -2,8 +2,10 @@ import { execFileSync } from "node:child_process";
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
+import { controlPlane } from "./controlPlane.js";
 import { footprint } from "./footprint.js";
 import { throughput } from "./throughput.js";
+import { zeroDowntime } from "./zeroDowntime.js";
 
 /**
  * `npm run bench [-- name …]`: runs the sub-benchmarks, prints a table per benchmark (goal,
@@ -17,14 +19,26 @@ export interface BenchmarkResult {
   rows: { figure: string; goal: string; measured: string; baseline?: string; met: boolean | undefined }[];
   /** The machine-readable line's key=value pairs. */
   values: Record<string, string | number>;
+  /** Further machine-readable lines printed after the main one (e.g. one per driver). */
+  extraLines?: string[];
 }
 
-const benchmarks: Record<string, () => Promise<BenchmarkResult>> = { footprint, throughput };
+const benchmarks: Record<string, () => Promise<BenchmarkResult>> = {
+  footprint,
+  throughput,
+  "control-plane": controlPlane,
+  "zero-downtime": zeroDowntime,
+};
 
 const root = join(import.meta.dirname ?? ".", "..", "..");
 
 async function main(): Promise<void> {
-  const wanted = process.argv.slice(2).filter((argument) => !argument.startsWith("-"));
+  // Names of benchmarks; "--flag value" pairs (--deploys 20) belong to the benchmarks themselves.
+  const args = process.argv.slice(2);
+  const wanted = args.filter(
+    (argument, index) =>
+      !argument.startsWith("-") && !(index > 0 && args[index - 1]?.startsWith("--") && /^\d/.test(argument)),
+  );
   const unknown = wanted.filter((name) => !(name in benchmarks));
   if (unknown.length > 0) {
     console.error(`unknown benchmark ${unknown.join(", ")}; choose from ${Object.keys(benchmarks).join(", ")}`);
@@ -40,7 +54,7 @@ async function main(): Promise<void> {
     results.push(result);
   }
   console.log("");
-  for (const result of results) console.log(machineLine(result));
+  for (const result of results) console.log(machineLines(result).join("\n"));
   record(results);
 }
 
@@ -59,8 +73,11 @@ function printTable(result: BenchmarkResult): void {
   }
 }
 
-function machineLine(result: BenchmarkResult): string {
-  return [result.name, ...Object.entries(result.values).map(([key, value]) => `${key}=${value}`)].join(" ");
+function machineLines(result: BenchmarkResult): string[] {
+  return [
+    [result.name, ...Object.entries(result.values).map(([key, value]) => `${key}=${value}`)].join(" "),
+    ...(result.extraLines ?? []),
+  ];
 }
 
 function machineInfo(): string {
@@ -97,7 +114,7 @@ function record(results: BenchmarkResult[]): void {
     ),
     "",
     "```",
-    ...results.map(machineLine),
+    ...results.flatMap(machineLines),
     "```",
     "",
   ].join("\n");

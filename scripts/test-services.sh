@@ -86,4 +86,10 @@ ensure_packages nginx etcd-server etcd-client wrk bc curl
 # Debian starts nginx on :80 when it is installed (no systemd here it may or may not);
 # Ferry's tests never need that instance.
 
+# --- Metrics ---------------------------------------------------------------------------
+# test/metrics.test.ts checks GET /metrics with the real `promtool check metrics`, which
+# Debian ships in the prometheus package. The tests need only that binary, never the
+# Prometheus server the package may start.
+ensure_packages prometheus
+
 echo "FERRY_TEST_POSTGRES_URL=postgres://ferry_test:ferry_test@127.0.0.1:$pg_port/postgres"

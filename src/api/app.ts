@@ -2,17 +2,22 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequ
 import { UnauthenticatedError } from "../domain/errors.js";
 import type { DeploymentServices } from "../engine/deployments.js";
 import type { TaskEngine } from "../engine/engine.js";
+import type { ServerMetrics } from "../observability/serverMetrics.js";
 import { isWellFormedApiKey } from "../security/apiKeys.js";
 import { type ApiKeyIdentity, authenticateApiKey } from "../store/apiKeys.js";
 import type { StoreContext } from "../store/common.js";
 import type { Store } from "../store/db.js";
+import { dashboardRoutes } from "./dashboard.js";
+import { doraRoutes } from "./dora.js";
 import { parseJsonBody } from "./json.js";
+import { metricsRoutes } from "./metrics.js";
 import { buildOpenApiDocument } from "./openapi.js";
 import { errorToProblem, makeProblem, sendProblem } from "./problems.js";
 import { releaseRoutes } from "./releases.js";
 import { resourceRoutes } from "./resources.js";
 import { defineRoute, parseInput, type RouteSpec } from "./route.js";
 import { taskRoutes } from "./tasks.js";
+import { webhookRoutes } from "./webhooks.js";
 
 declare module "fastify" {
   interface FastifyContextConfig {
@@ -34,6 +39,8 @@ export interface AppOptions {
   deployments?: DeploymentServices;
   /** Largest accepted request body in bytes (default 1 MiB). */
   bodyLimit?: number;
+  /** Serves GET /metrics (with an API key) when given. */
+  metrics?: ServerMetrics;
 }
 
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -86,8 +93,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const routes: RouteSpec[] = [
     ...healthRoutes(options.store),
     ...resourceRoutes(options.context),
+    ...dashboardRoutes(options.context),
     ...(options.deployments ? releaseRoutes(options.deployments) : []),
     ...(options.engine ? taskRoutes(options.context, options.engine) : []),
+    ...webhookRoutes(options.context),
+    ...doraRoutes(options.context),
+    ...(options.metrics ? metricsRoutes(options.metrics) : []),
     defineRoute({
       method: "GET",
       path: "/api/v1/schema/ferry.json",

@@ -49,6 +49,21 @@ const environmentSchema = z.object({
   FERRY_NGINX_BINARY: z.string().min(1).default("nginx"),
   /** Server: etcd endpoint (http://127.0.0.1:2379) to publish every route switch to, under /ferry/routes/. */
   FERRY_ETCD_ENDPOINT: z.url().optional(),
+  /**
+   * Server: a StatsD server ("host:port", "[::1]:8125") that counts every ended deployment
+   * as ferry.deployments.<project>.<environment>.<outcome> (UDP, fire and forget).
+   */
+  FERRY_STATSD: z
+    .string()
+    .regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/, {
+      message: "must be host:port, e.g. 127.0.0.1:8125 or [::1]:8125",
+    })
+    .transform((value) => {
+      const separator = value.lastIndexOf(":");
+      return { host: value.slice(0, separator).replace(/^\[|\]$/g, ""), port: Number(value.slice(separator + 1)) };
+    })
+    .refine((target) => target.port >= 1 && target.port <= 65535, { message: "the port must be 1-65535" })
+    .optional(),
   FERRY_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   /** CLI: the server to talk to and the key to use (override `ferry login`). */
   FERRY_URL: z.url().optional(),

@@ -2,6 +2,7 @@ import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Kysely } from "kysely";
 import { z } from "zod";
+import type { DeploymentKind } from "../domain/deployments.js";
 import { InputError, PreconditionError } from "../domain/errors.js";
 import { type Step, stepRunsIn } from "../domain/process.js";
 import { autoDeployTargets, canDeploy } from "../domain/progression.js";
@@ -54,6 +55,8 @@ export interface DeploymentRequest {
   guidedFailure?: boolean | undefined;
   /** An environment to count as succeeded although its task is still finishing (auto-deploy). */
   justSucceeded?: string | undefined;
+  /** Why it is requested (default "deploy"); recorded for DORA figures. */
+  kind?: DeploymentKind | undefined;
 }
 
 export interface DeploymentCreated {
@@ -119,6 +122,7 @@ export async function requestDeployment(
       environment_id: environment.id,
       task_id: task.id,
       created_at: nowIso(),
+      kind: request.kind ?? "deploy",
     })
     .execute();
   return {
@@ -163,6 +167,7 @@ export async function promote(
     release: latest.releaseId,
     environment: environment.id,
     createdBy: request.createdBy,
+    kind: "promote",
   });
 }
 
@@ -201,6 +206,7 @@ export async function rollback(
     release: target.releaseId,
     environment: environment.id,
     createdBy: request.createdBy,
+    kind: "rollback",
   });
 }
 
@@ -500,7 +506,9 @@ export async function autoDeployNewRelease(
   const lifecycle = await lifecyclePhases(db, projectRow.id);
   const queued: DeploymentCreated[] = [];
   for (const environmentId of autoDeployTargets(lifecycle.phases, new Set())) {
-    queued.push(await requestDeployment(services, { project, release, environment: environmentId, createdBy }));
+    queued.push(
+      await requestDeployment(services, { project, release, environment: environmentId, createdBy, kind: "auto" }),
+    );
   }
   return queued;
 }
@@ -523,6 +531,7 @@ async function autoDeployNext(
       createdBy: "auto-deploy",
       // This deployment's own task is marked succeeded only after run() returns.
       justSucceeded: deployment.environment_id,
+      kind: "auto",
     });
     task.log.info(`auto-deploy: queued ${queued.release} to ${queued.environment} (task ${queued.taskId})`);
   }

@@ -18,6 +18,7 @@ import {
   setActiveState,
   toTask,
 } from "../store/tasks.js";
+import type { TaskFinishedEvent, TaskObserver, TaskOutcome, TaskStartedEvent } from "./observers.js";
 import { defaultTaskLogOptions, TaskLog, type TaskLogOptions } from "./taskLog.js";
 import { type TaskContext, TaskFailure, type TaskKind } from "./types.js";
 
@@ -33,6 +34,8 @@ export interface EngineOptions {
   /** How often queued work is looked for when nothing wakes the engine (ms). */
   pollMs?: number;
   taskLog?: Partial<TaskLogOptions>;
+  /** Told when a task starts and ends (metrics, deployment events). */
+  observers?: readonly TaskObserver[];
 }
 
 interface RunningTask {
@@ -186,6 +189,8 @@ export class TaskEngine {
     const entry: RunningTask = { controller, done: Promise.resolve() };
     this.running.set(row.id, entry);
     this.events.emit("state", row.id);
+    const started = startedEvent(row);
+    this.notify(row.id, (observer) => observer.taskStarted?.(started));
     entry.done = this.execute(row, entry)
       .catch((error: unknown) => {
         // The store failed while recording the outcome; the lease expires and recovery interrupts the task.
@@ -258,7 +263,21 @@ export class TaskEngine {
       }
     }
     await log.flush();
-    await finishTask(this.options.db, row.id, this.owner, outcome);
+    if (await finishTask(this.options.db, row.id, this.owner, outcome)) {
+      const finished = finishedEvent(row, outcome.state);
+      this.notify(row.id, (observer) => observer.taskFinished?.(finished));
+    }
+  }
+
+  /** Tells each observer; one that throws must not break the engine or the others. */
+  private notify(taskId: string, tell: (observer: TaskObserver) => void): void {
+    for (const observer of this.options.observers ?? []) {
+      try {
+        tell(observer);
+      } catch (error) {
+        this.options.logger.error({ err: error, taskId }, "a task observer failed");
+      }
+    }
   }
 
   /** Resolves on the task's next event of that name, after `timeoutMs` at most; rejects on abort. */
@@ -327,7 +346,31 @@ export class TaskEngine {
       log.info("clean-up after the interruption finished");
       await log.flush();
       this.events.emit("state", row.id);
+      const finished = finishedEvent(row, "interrupted");
+      this.notify(row.id, (observer) => observer.taskFinished?.(finished));
       this.options.logger.warn({ taskId: row.id }, "interrupted a task whose server stopped");
     }
   }
+}
+
+function startedEvent(row: TaskRow): TaskStartedEvent {
+  return {
+    taskId: row.id,
+    kind: row.kind,
+    projectId: row.project_id,
+    environmentId: row.environment_id,
+    createdAt: row.created_at,
+    startedAt: row.started_at ?? row.created_at,
+  };
+}
+
+function finishedEvent(row: TaskRow, outcome: TaskOutcome): TaskFinishedEvent {
+  const started = startedEvent(row);
+  const finishedAt = new Date();
+  return {
+    ...started,
+    outcome,
+    finishedAt: finishedAt.toISOString(),
+    durationSeconds: Math.max(0, (finishedAt.getTime() - Date.parse(started.startedAt)) / 1000),
+  };
 }

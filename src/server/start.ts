@@ -5,6 +5,7 @@ import { buildApp } from "../api/app.js";
 import { type DeploymentServices, deploymentTaskKind } from "../engine/deployments.js";
 import { TaskEngine } from "../engine/engine.js";
 import type { TaskKind } from "../engine/types.js";
+import type { StatsdTarget } from "../events/statsd.js";
 import { generateApiKey } from "../security/apiKeys.js";
 import { loadOrCreateMasterKey } from "../security/masterKey.js";
 import { SecretBox } from "../security/secretBox.js";
@@ -13,6 +14,7 @@ import type { StoreContext } from "../store/common.js";
 import { openStore, type Store } from "../store/db.js";
 import { defaultTrafficSettings, lazyRouter, type TrafficSettings } from "../traffic/routers.js";
 import { FERRY_VERSION } from "../version.js";
+import { createObservability } from "./observability.js";
 
 export interface ServerOptions {
   port: number;
@@ -27,6 +29,8 @@ export interface ServerOptions {
   announce?: (text: string) => void;
   /** What switches blue/green traffic; default: the builtin proxy with its state in <data-dir>/proxy on 127.0.0.1:8000. */
   traffic?: TrafficSettings | undefined;
+  /** FERRY_STATSD: where deployment events go as StatsD counters. */
+  statsd?: StatsdTarget | undefined;
 }
 
 export interface RunningServer {
@@ -62,14 +66,34 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       return engine.enqueue(input);
     },
   };
+  const kinds = [deploymentTaskKind(deployments) as TaskKind];
+  const observability = createObservability({
+    store,
+    context,
+    logger,
+    version: FERRY_VERSION,
+    taskKinds: kinds.map((kind) => kind.kind),
+    statsd: options.statsd,
+  });
+  // A scrape never starts a proxy: it reads the router only once a deployment connected it.
+  observability.metrics.registerProxyStats(async () => (await router.connected())?.traffic());
   engine = new TaskEngine({
     db: store.db,
     dialect: store.dialect,
-    kinds: [deploymentTaskKind(deployments) as TaskKind],
+    kinds,
     logger,
+    observers: observability.observers,
     ...(options.leaseMs !== undefined && { leaseMs: options.leaseMs }),
   });
-  const app = await buildApp({ store, context, logger, version: FERRY_VERSION, engine, deployments });
+  const app = await buildApp({
+    store,
+    context,
+    logger,
+    version: FERRY_VERSION,
+    engine,
+    deployments,
+    metrics: observability.metrics,
+  });
   try {
     await app.listen({ port: options.port, host: options.host });
   } catch (error) {
@@ -93,6 +117,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     deployments,
     close: async () => {
       await engine.stop();
+      await observability.close();
       await app.close();
       await router.close();
       await store.close();

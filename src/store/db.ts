@@ -13,7 +13,20 @@ export interface Store {
   readonly dialect: DialectName;
   /** Cheap round trip used by /readyz. */
   ping(): Promise<void>;
+  /** The connection pool now, for /metrics. */
+  poolUsage(): PoolUsage;
   close(): Promise<void>;
+}
+
+/**
+ * PostgreSQL: the pool's open, idle and most connections and the queries waiting for one.
+ * SQLite: its one synchronous connection (idle and waiting are not known there).
+ */
+interface PoolUsage {
+  open: number;
+  max: number;
+  idle?: number;
+  waiting?: number;
 }
 
 export interface OpenStoreOptions {
@@ -59,14 +72,16 @@ function openSqlite(dataDir: string): Store {
     ping: async () => {
       await sql`select 1`.execute(db);
     },
+    poolUsage: () => ({ open: 1, max: 1 }),
     close: () => db.destroy(),
   };
 }
 
 function openPostgres(url: string): Store {
+  const max = 10;
   const pool = new pg.Pool({
     connectionString: url,
-    max: 10,
+    max,
     connectionTimeoutMillis: 5000,
     idleTimeoutMillis: 30_000,
   });
@@ -80,6 +95,7 @@ function openPostgres(url: string): Store {
     ping: async () => {
       await sql`select 1`.execute(db);
     },
+    poolUsage: () => ({ open: pool.totalCount, max, idle: pool.idleCount, waiting: pool.waitingCount }),
     close: () => db.destroy(),
   };
 }

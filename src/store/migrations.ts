@@ -1,4 +1,4 @@
-import { type Kysely, type Migration, type MigrationProvider, Migrator } from "kysely";
+import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from "kysely";
 
 /**
  * Numbered migrations, in code so the package needs no migration files at run time.
@@ -276,6 +276,53 @@ const migrations: Record<string, Migration> = {
       // A release's variables may be re-snapshotted on purpose; who and when is kept on it.
       await db.schema.alterTable("releases").addColumn("variables_updated_at", "text").execute();
       await db.schema.alterTable("releases").addColumn("variables_updated_by", "text").execute();
+    },
+  },
+  "0006_dashboard_indexes": {
+    async up(db: Kysely<unknown>) {
+      // The dashboard asks, per (project, environment), for the newest deployment task and
+      // the newest successful one. Partial indexes answer each with one index seek, however
+      // many deployments an environment has had (and however many runbook runs share it).
+      // Queries must spell the literals ('deployment', 'succeeded') for the planners to use them.
+      await db.schema
+        .createIndex("tasks_deployments_by_environment")
+        .on("tasks")
+        .columns(["project_id", "environment_id", "sequence"])
+        .where(sql.ref("kind"), "=", "deployment")
+        .execute();
+      await db.schema
+        .createIndex("tasks_succeeded_deployments_by_environment")
+        .on("tasks")
+        .columns(["project_id", "environment_id", "sequence"])
+        .where(sql.ref("kind"), "=", "deployment")
+        .where(sql.ref("state"), "=", "succeeded")
+        .execute();
+      // From a deployment task to its deployment (and release).
+      await db.schema.createIndex("deployments_by_task").on("deployments").columns(["task_id"]).execute();
+    },
+  },
+  "0007_deployment_kinds_and_webhooks": {
+    async up(db: Kysely<unknown>) {
+      // Why a deployment was requested: "deploy" | "promote" | "rollback" | "auto". DORA
+      // figures need the rollbacks; older rows were ordinary deployments as far as is known.
+      await db.schema
+        .alterTable("deployments")
+        .addColumn("kind", "text", (c) => c.notNull().defaultTo("deploy"))
+        .execute();
+
+      // A project's outgoing webhooks: deployment events POSTed to `url`, signed with the
+      // sealed secret (bound to "webhook:<id>:secret").
+      await db.schema
+        .createTable("webhooks")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("project_id", "text", (c) => c.notNull().references("projects.id").onDelete("cascade"))
+        .addColumn("url", "text", (c) => c.notNull())
+        .addColumn("events", "text", (c) => c.notNull())
+        .addColumn("secret_sealed", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex("webhooks_by_project").on("webhooks").columns(["project_id"]).execute();
     },
   },
 };

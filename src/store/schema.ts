@@ -26,6 +26,7 @@ export interface Database {
   releases: ReleaseRow;
   deployments: DeploymentRow;
   task_decisions: TaskDecisionRow;
+  webhooks: WebhookRow;
 }
 
 interface Timestamps {
@@ -208,6 +209,8 @@ interface DeploymentRow {
   environment_id: string;
   task_id: string;
   created_at: string;
+  /** "deploy" | "promote" | "rollback" | "auto" (DeploymentKind). */
+  kind: ColumnType<string, string | undefined, string>;
 }
 
 export interface TaskDecisionRow {
@@ -223,4 +226,14 @@ export interface TaskDecisionRow {
   decided_by: string | null;
   created_at: string;
   decided_at: string | null;
+}
+
+export interface WebhookRow extends Timestamps {
+  id: string;
+  project_id: string;
+  url: string;
+  /** JSON array of deployment event names. */
+  events: string;
+  /** SecretBox-sealed signing secret, bound to "webhook:<id>:secret". */
+  secret_sealed: string;
 }

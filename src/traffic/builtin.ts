@@ -38,25 +38,34 @@ export class BuiltinRouter implements Router {
   async switch(route: RouteSpec, target: LiveUpstream): Promise<RouterSwitchResult> {
     const started = performance.now();
     const colour = target.colour ?? undefined;
-    const existing = (await this.client.listRoutes()).find((candidate) => candidate.name === route.name);
-    if (existing && existing.host === route.host.toLowerCase() && existing.pathPrefix === route.pathPrefix) {
-      const { previous } = await this.client.switchRoute(route.name, {
+    // The common case is one call: the route exists where it should and only its upstream changes.
+    try {
+      const switched = await this.client.switchRoute(route.name, {
         upstream: target.upstream,
         ...(colour !== undefined && { colour }),
       });
-      return { previous, switchMs: performance.now() - started };
+      const switchMs = performance.now() - started;
+      if (switched.route.host === route.host.toLowerCase() && switched.route.pathPrefix === route.pathPrefix) {
+        return { previous: switched.previous, switchMs };
+      }
+      // The route moved to another host or prefix: it is replaced as a whole below.
+      return { previous: switched.previous, switchMs: switchMs + (await this.put(route, target)) };
+    } catch (error) {
+      if (!(error instanceof ProxyAdminError && error.status === 404)) throw error;
     }
-    // A new route, or one that moved to another host or prefix: replaced as a whole.
+    return { previous: undefined, switchMs: performance.now() - started + (await this.put(route, target)) };
+  }
+
+  /** Creates or replaces the route as a whole; how long it took. */
+  private async put(route: RouteSpec, target: LiveUpstream): Promise<number> {
+    const started = performance.now();
     await this.client.putRoute(route.name, {
       host: route.host,
       pathPrefix: route.pathPrefix,
       upstream: target.upstream,
-      ...(colour !== undefined && { colour }),
+      ...(target.colour !== null && { colour: target.colour }),
     });
-    return {
-      previous: existing ? { upstream: existing.upstream, colour: existing.colour } : undefined,
-      switchMs: performance.now() - started,
-    };
+    return performance.now() - started;
   }
 
   async drain(upstream: string, deadlineMs: number): Promise<RouterDrainResult> {

@@ -1,0 +1,59 @@
+import { z } from "zod";
+import { atLeastOneField, timestampsShape } from "./common.js";
+import { SECRET_SET } from "./feeds.js";
+
+/** What a project's webhooks can be told. A deployment that is cancelled or interrupted counts as failed. */
+export const deploymentEventNames = ["deployment.started", "deployment.succeeded", "deployment.failed"] as const;
+export type DeploymentEventName = (typeof deploymentEventNames)[number];
+
+export const webhookSchema = z.object({
+  id: z.string(),
+  project: z.string().describe("project slug"),
+  url: z.string(),
+  events: z.array(z.enum(deploymentEventNames)),
+  /** Never the secret itself: always "set". */
+  secret: z.literal(SECRET_SET),
+  ...timestampsShape,
+});
+export type Webhook = z.infer<typeof webhookSchema>;
+
+/**
+ * http(s) only, without credentials (they would show in every answer: use the secret to
+ * authenticate). Which hosts may be called is not restricted yet (docs/webhooks.md).
+ */
+const webhookUrlSchema = z
+  .string()
+  .max(2000)
+  .refine(
+    (value) => {
+      try {
+        const url = new URL(value);
+        return (url.protocol === "http:" || url.protocol === "https:") && url.username === "" && url.password === "";
+      } catch {
+        return false;
+      }
+    },
+    { message: "use an http:// or https:// URL without credentials in it" },
+  );
+
+const webhookFields = {
+  url: webhookUrlSchema,
+  secret: z
+    .string()
+    .min(16, { message: "use at least 16 characters (e.g. openssl rand -hex 32)" })
+    .max(4096)
+    .describe("signs each delivery (X-Ferry-Signature); write-only"),
+  events: z
+    .array(z.enum(deploymentEventNames))
+    .min(1)
+    .transform((events) => [...new Set(events)]),
+};
+
+export const createWebhookSchema = z.strictObject({
+  ...webhookFields,
+  events: webhookFields.events.default([...deploymentEventNames]),
+});
+export type CreateWebhook = z.infer<typeof createWebhookSchema>;
+
+export const updateWebhookSchema = atLeastOneField(webhookFields);
+export type UpdateWebhook = z.infer<typeof updateWebhookSchema>;

@@ -1,0 +1,312 @@
+import { once } from "node:events";
+import { readdirSync, readFileSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterEach, describe, expect, it } from "vitest";
+import { NginxRouter } from "../src/traffic/nginx.js";
+import { startLoad } from "./helpers/load.js";
+import { startNginx, type TestNginx } from "./helpers/nginx.js";
+
+const cleanups: (() => Promise<unknown> | unknown)[] = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+interface Upstream {
+  url: string;
+  stop(): Promise<void>;
+  /** Listens again on the same port, as a restarted container would. */
+  start(): Promise<void>;
+}
+
+/** A real upstream on a free port: answers its name, or after 2 s for /slow. */
+async function startUpstream(name: string): Promise<Upstream> {
+  let server: http.Server | undefined;
+  let port = 0;
+  const start = async () => {
+    const created = http.createServer((request, response) => {
+      request.resume();
+      if (request.url?.startsWith("/slow")) {
+        setTimeout(() => response.end(name), 2_000);
+        return;
+      }
+      if (request.url?.startsWith("/headers")) {
+        response.setHeader("content-type", "application/json");
+        response.end(JSON.stringify({ name, url: request.url, headers: request.headers }));
+        return;
+      }
+      response.end(name);
+    });
+    created.listen(port, "127.0.0.1");
+    await once(created, "listening");
+    port = (created.address() as AddressInfo).port;
+    server = created;
+  };
+  const stop = async () => {
+    const running = server;
+    server = undefined;
+    if (!running) return;
+    const closed = new Promise<void>((resolve) => running.close(() => resolve()));
+    running.closeAllConnections();
+    await closed;
+  };
+  await start();
+  cleanups.push(stop);
+  return { url: `http://127.0.0.1:${port}`, stop, start };
+}
+
+async function startTestNginx(): Promise<TestNginx> {
+  const nginx = await startNginx();
+  cleanups.push(() => nginx.stop());
+  return nginx;
+}
+
+function openRouter(nginx: TestNginx): NginxRouter {
+  const router = new NginxRouter(nginx.options);
+  cleanups.push(() => router.close());
+  return router;
+}
+
+function get(port: number, host: string, path = "/"): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const request = http.request({ host: "127.0.0.1", port, path, headers: { host }, agent: false }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on("data", (chunk: Buffer) => chunks.push(chunk));
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
+      response.on("error", reject);
+    });
+    request.on("error", reject);
+    request.end();
+  });
+}
+
+const sitesFiles = (nginx: TestNginx) =>
+  Object.fromEntries(
+    readdirSync(nginx.options.sitesDir).map((name) => [name, readFileSync(join(nginx.options.sitesDir, name), "utf8")]),
+  );
+
+describe("nginx router", () => {
+  it("creates routes in nginx's config, serves them by host and prefix, and reads them back from the files", async () => {
+    const nginx = await startTestNginx();
+    const web = await startUpstream("web");
+    const api = await startUpstream("api");
+    const router = openRouter(nginx);
+
+    expect(await router.routes()).toEqual([]);
+    const created = await router.switch(
+      { name: "web", host: "App.Example.com", pathPrefix: "/" },
+      { upstream: web.url, colour: "blue" },
+    );
+    expect(created.previous).toBeUndefined();
+    await router.switch(
+      { name: "api", host: "app.example.com", pathPrefix: "/api" },
+      { upstream: `${api.url}/`, colour: null },
+    );
+
+    expect((await get(nginx.port, "app.example.com", "/")).body).toBe("web");
+    expect((await get(nginx.port, "APP.example.com:8443", "/api/users?x=1")).body).toBe("api");
+    expect((await get(nginx.port, "app.example.com", "/api")).body).toBe("api");
+    expect((await get(nginx.port, "app.example.com", "/apix")).body).toBe("web");
+    const unknown = await get(nginx.port, "nobody.example.com", "/");
+    expect(unknown.status).toBe(404);
+    expect(JSON.parse(unknown.body)).toMatchObject({ type: "urn:ferry:problem:no-route", status: 404 });
+    const echoed = JSON.parse((await get(nginx.port, "app.example.com", "/headers")).body) as {
+      headers: Record<string, string>;
+    };
+    expect(echoed.headers).toMatchObject({ host: "app.example.com", "x-forwarded-for": "127.0.0.1" });
+    expect(echoed.headers.connection).toBeUndefined();
+
+    const expected = [
+      { name: "api", host: "app.example.com", pathPrefix: "/api", upstream: api.url, colour: null },
+      { name: "web", host: "app.example.com", pathPrefix: "/", upstream: web.url, colour: "blue" },
+    ];
+    expect(await router.routes()).toEqual(expected);
+    expect(await router.live("web")).toEqual({ upstream: web.url, colour: "blue" });
+    expect(await router.live("nothing")).toBeUndefined();
+    expect(Object.keys(sitesFiles(nginx)).sort()).toEqual(["ferry-00-common.conf", "ferry-host-app.example.com.conf"]);
+
+    // State is on disk: another router over the same files sees the same routes.
+    const second = openRouter(nginx);
+    expect(await second.routes()).toEqual(expected);
+    expect(await second.live("api")).toEqual({ upstream: api.url, colour: null });
+
+    const traffic = await router.traffic();
+    expect(traffic).toEqual(
+      expect.arrayContaining([
+        { route: "web", upstream: web.url, served: 3, failed: 0 },
+        { route: "api", upstream: api.url, served: 2, failed: 0 },
+      ]),
+    );
+  });
+
+  it("switches 10 times under keep-alive load, draining and restarting the old colour each time, with 0 failed requests", async () => {
+    const nginx = await startTestNginx();
+    const blue = await startUpstream("blue");
+    const green = await startUpstream("green");
+    const router = openRouter(nginx);
+    const route = { name: "app", host: "app.test", pathPrefix: "/" };
+    await router.switch(route, { upstream: blue.url, colour: "blue" });
+    const before = (await router.traffic()) ?? [];
+
+    const load = startLoad({ port: nginx.port, host: "app.test", connections: 16 });
+    const colours = [
+      { upstream: green, colour: "green" },
+      { upstream: blue, colour: "blue" },
+    ];
+    const switchTimes: number[] = [];
+    for (let index = 0; index < 10; index += 1) {
+      await sleep(150);
+      const next = colours[index % 2];
+      if (!next) throw new Error("unreachable");
+      const { previous, switchMs } = await router.switch(route, { upstream: next.upstream.url, colour: next.colour });
+      switchTimes.push(switchMs);
+      if (!previous) throw new Error("the route existed");
+      expect(previous.upstream).not.toBe(next.upstream.url);
+      const drained = await router.drain(previous.upstream, 10_000);
+      expect(drained.drained).toBe(true);
+      // As a deployment stops the old colour (and later starts a new one on its address).
+      const old = previous.upstream === blue.url ? blue : green;
+      await old.stop();
+      await sleep(50);
+      await old.start();
+    }
+    await sleep(150);
+    const result = await load.stop();
+
+    expect(result.failures).toEqual([]);
+    expect(result.requests).toBeGreaterThan(100);
+    expect(result.bodies.get("blue")).toBeGreaterThan(0);
+    expect(result.bodies.get("green")).toBeGreaterThan(0);
+    expect(await router.live("app")).toEqual({ upstream: blue.url, colour: "blue" });
+    expect(Math.max(...switchTimes)).toBeLessThan(5_000);
+
+    const after = (await router.traffic()) ?? [];
+    const counted = after.reduce((sum, entry) => sum + entry.served, 0) - before.reduce((sum, e) => sum + e.served, 0);
+    expect(counted).toBe(result.requests);
+    expect(after.every((entry) => entry.failed === 0)).toBe(true);
+  });
+
+  it("lets a 2 s request in flight at the switch finish on the old colour; drain waits for it", async () => {
+    const nginx = await startTestNginx();
+    const blue = await startUpstream("blue");
+    const green = await startUpstream("green");
+    const router = openRouter(nginx);
+    const route = { name: "app", host: "app.test", pathPrefix: "/" };
+    await router.switch(route, { upstream: blue.url, colour: "blue" });
+
+    const slowStarted = performance.now();
+    const slow = get(nginx.port, "app.test", "/slow");
+    await sleep(300);
+    // Still live: it cannot drain, and says so at once.
+    expect(await router.drain(blue.url, 5_000)).toEqual({ drained: false, waitedMs: 0 });
+
+    const { previous, switchMs } = await router.switch(route, { upstream: green.url, colour: "green" });
+    expect(previous).toEqual({ upstream: blue.url, colour: "blue" });
+    expect((await get(nginx.port, "app.test", "/")).body).toBe("green");
+
+    const drainStarted = performance.now();
+    const drain = router.drain(blue.url, 10_000);
+    let slowDoneAt = 0;
+    const reply = await slow.then((result) => {
+      slowDoneAt = performance.now();
+      return result;
+    });
+    expect(reply).toEqual({ status: 200, body: "blue" });
+    const drained = await drain;
+    expect(drained.drained).toBe(true);
+    expect(slowDoneAt).toBeGreaterThan(0);
+    const remaining = 2_000 - (drainStarted - slowStarted);
+    expect(drained.waitedMs).toBeGreaterThanOrEqual(remaining - 100);
+    expect(switchMs).toBeLessThan(2_000);
+
+    // A slow request on green is not drained by a short deadline.
+    const another = get(nginx.port, "app.test", "/slow");
+    await sleep(200);
+    await router.switch(route, { upstream: blue.url, colour: "blue" });
+    const short = await router.drain(green.url, 300);
+    expect(short.drained).toBe(false);
+    expect(short.waitedMs).toBeGreaterThanOrEqual(300);
+    expect((await another).body).toBe("green");
+  });
+
+  it("keeps the previous config live when the new one fails `nginx -t`, and says why", async () => {
+    const nginx = await startTestNginx();
+    const blue = await startUpstream("blue");
+    const router = openRouter(nginx);
+    const route = { name: "app", host: "app.test", pathPrefix: "/" };
+    await router.switch(route, { upstream: blue.url, colour: "blue" });
+    const files = sitesFiles(nginx);
+    const pid = nginx.masterPid();
+
+    await expect(router.switch(route, { upstream: "http://no-such-host.invalid:80", colour: "green" })).rejects.toThrow(
+      /previous config stays live[\s\S]*host not found in upstream "no-such-host\.invalid:80"/,
+    );
+    // A new route on a new host fails the same way: its new file is removed again.
+    await expect(
+      router.switch(
+        { name: "other", host: "other.test", pathPrefix: "/" },
+        { upstream: "http://no-such-host.invalid", colour: null },
+      ),
+    ).rejects.toThrow(/host not found in upstream/);
+
+    expect(sitesFiles(nginx)).toEqual(files);
+    expect(await router.live("app")).toEqual({ upstream: blue.url, colour: "blue" });
+    expect((await get(nginx.port, "app.test", "/")).body).toBe("blue");
+    expect(nginx.masterPid()).toBe(pid);
+  });
+
+  it("starts nginx when it is not running, from the files on disk plus the switch", async () => {
+    const nginx = await startTestNginx();
+    const blue = await startUpstream("blue");
+    const router = openRouter(nginx);
+    await router.switch({ name: "app", host: "app.test", pathPrefix: "/" }, { upstream: blue.url, colour: "blue" });
+    const pid = nginx.masterPid();
+    if (pid === undefined) throw new Error("nginx should run");
+    process.kill(pid, "SIGTERM");
+    while (nginx.masterPid() !== undefined) await sleep(20);
+
+    await router.switch({ name: "docs", host: "docs.test", pathPrefix: "/" }, { upstream: blue.url, colour: null });
+    expect(nginx.masterPid()).not.toBe(pid);
+    expect((await get(nginx.port, "app.test", "/")).body).toBe("blue");
+    expect((await get(nginx.port, "docs.test", "/")).body).toBe("blue");
+  });
+
+  it("refuses hosts, prefixes, names and upstreams that could inject nginx config, before writing anything", async () => {
+    const nginx = await startTestNginx();
+    const blue = await startUpstream("blue");
+    const router = openRouter(nginx);
+    const target = { upstream: blue.url, colour: "blue" };
+    const attempts: [Parameters<NginxRouter["switch"]>[0], Parameters<NginxRouter["switch"]>[1], RegExp][] = [
+      [{ name: "app", host: "x; } server { listen 80", pathPrefix: "/" }, target, /host/],
+      [{ name: "app", host: "app.test\n", pathPrefix: "/" }, target, /host/],
+      [{ name: "app", host: "app.test", pathPrefix: "/a;b" }, target, /path prefix/],
+      [{ name: "app", host: "app.test", pathPrefix: "/a\n}" }, target, /path prefix/],
+      [{ name: "app", host: "app.test", pathPrefix: "/a { return 200" }, target, /path prefix/],
+      [{ name: "app", host: "app.test", pathPrefix: "/$host" }, target, /path prefix/],
+      [{ name: "a;b", host: "app.test", pathPrefix: "/" }, target, /route name/],
+      [{ name: "app", host: "app.test", pathPrefix: "/" }, { upstream: "http://x;y:80", colour: null }, /upstream/],
+      [
+        { name: "app", host: "app.test", pathPrefix: "/" },
+        { upstream: "http://1.2.3.4:80/x", colour: null },
+        /upstream/,
+      ],
+      [{ name: "app", host: "app.test", pathPrefix: "/" }, { upstream: "https://1.2.3.4", colour: null }, /upstream/],
+      [{ name: "app", host: "app.test", pathPrefix: "/" }, { upstream: blue.url, colour: "blue\n}" }, /colour/],
+    ];
+    for (const [route, upstream, message] of attempts) {
+      await expect(router.switch(route, upstream)).rejects.toThrow(message);
+    }
+    expect(readdirSync(nginx.options.sitesDir)).toEqual([]);
+
+    await router.switch({ name: "app", host: "app.test", pathPrefix: "/" }, target);
+    const files = sitesFiles(nginx);
+    for (const [route, upstream, message] of attempts) {
+      await expect(router.switch(route, upstream)).rejects.toThrow(message);
+    }
+    expect(sitesFiles(nginx)).toEqual(files);
+    expect(() => new NginxRouter({ ...nginx.options, listen: "80; include /etc/passwd" })).toThrow(/listen/);
+  });
+});
