@@ -12,6 +12,7 @@ import { SecretBox } from "../security/secretBox.js";
 import { countApiKeys, insertApiKey } from "../store/apiKeys.js";
 import type { StoreContext } from "../store/common.js";
 import { openStore, type Store } from "../store/db.js";
+import { hasRoutes, reconcileLiveColours } from "../traffic/reconcile.js";
 import { defaultTrafficSettings, lazyRouter, type TrafficSettings } from "../traffic/routers.js";
 import { FERRY_VERSION } from "../version.js";
 import { createObservability } from "./observability.js";
@@ -101,6 +102,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     throw error;
   }
   await engine.start();
+  // Traffic from an earlier run comes back (the builtin proxy is started if it is not
+  // running) without holding up readiness: the API answers while this runs.
+  const reconciled = hasRoutes(traffic)
+    ? (async () => {
+        const { localDocker } = await import("../runtimes/docker.js");
+        for (const line of await reconcileLiveColours(await router.get(), localDocker())) logger.warn(line);
+      })().catch((error: unknown) => logger.error({ err: error }, "could not reconcile the live colours"))
+    : Promise.resolve();
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : options.port;
   const url = `http://${options.host.includes(":") ? `[${options.host}]` : options.host}:${port}`;
@@ -116,6 +125,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     engine,
     deployments,
     close: async () => {
+      await reconciled;
       await engine.stop();
       await observability.close();
       await app.close();
