@@ -3,6 +3,7 @@ import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { controlPlane } from "./controlPlane.js";
+import { deployLatency, rollback } from "./deployLatency.js";
 import { footprint } from "./footprint.js";
 import { throughput } from "./throughput.js";
 import { zeroDowntime } from "./zeroDowntime.js";
@@ -28,6 +29,8 @@ const benchmarks: Record<string, () => Promise<BenchmarkResult>> = {
   throughput,
   "control-plane": controlPlane,
   "zero-downtime": zeroDowntime,
+  "deploy-latency": deployLatency,
+  rollback,
 };
 
 const root = join(import.meta.dirname ?? ".", "..", "..");

@@ -1,20 +1,14 @@
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import http from "node:http";
-import { tmpdir } from "node:os";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { DockerRuntime } from "../src/runtimes/docker.js";
-import { generateApiKey } from "../src/security/apiKeys.js";
 import { buildDemoImage, type DemoImage, removeImages } from "../test/helpers/images.js";
-import { startNginx } from "../test/helpers/nginx.js";
-import { freePort, startRegistry } from "../test/helpers/registry.js";
+import { startRegistry } from "../test/helpers/registry.js";
+import { HOST, numberFlag, onPath, startBlueGreenBench } from "./blueGreenBench.js";
 import type { BenchmarkResult } from "./run.js";
 
 const ROOT = join(import.meta.dirname ?? ".", "..", "..");
-const FERRY = join(ROOT, "bin", "ferry");
 const SEED_SCRIPT = join(ROOT, "..", "shared", "bench", "seed-bluegreen.sh");
-const HOST = "bench.test";
 const STEADY_SECONDS = 5;
 /** The two images deployed in turn; release i runs image i % 2. */
 const VERSIONS = ["1.0.0", "2.0.0"] as const;
@@ -74,90 +68,23 @@ export async function zeroDowntime(): Promise<BenchmarkResult> {
 }
 
 async function runDriver(driver: "builtin" | "nginx", deploys: number, images: DemoImage[]): Promise<DriverRun> {
-  const dataDir = mkdtempSync(join(tmpdir(), `ferry-bench-zd-${driver}-`));
-  const apiKey = generateApiKey();
-  const trafficPort = await freePort();
-  const serverPort = await freePort();
-  const nginx = driver === "nginx" ? await startNginx({ port: trafficPort }) : undefined;
-  const env: NodeJS.ProcessEnv = {
-    PATH: process.env.PATH,
-    HOME: dataDir,
-    FERRY_ADMIN_API_KEY: apiKey,
-    FERRY_LOG_LEVEL: "warn",
-    FERRY_ROUTER: driver,
-    FERRY_PROXY_STATE_DIR: join(dataDir, "proxy"),
-    FERRY_PROXY_LISTEN: `127.0.0.1:${trafficPort}`,
-    ...(nginx && {
-      FERRY_NGINX_CONFIG: nginx.options.config,
-      FERRY_NGINX_SITES_DIR: nginx.options.sitesDir,
-      FERRY_NGINX_PID_FILE: nginx.options.pidFile,
-      FERRY_NGINX_LISTEN: nginx.options.listen,
-    }),
-  };
-  const server = spawn(process.execPath, [FERRY, "server", "--port", String(serverPort), "--data-dir", dataDir], {
-    env,
-    stdio: ["ignore", "ignore", "inherit"],
-  });
-  const api = apiClient(`http://127.0.0.1:${serverPort}`, apiKey);
-  const project = `zd-${driver}`;
+  const bench = await startBlueGreenBench(driver, `zd-${driver}`, { keepPreviousRunning: true, retain: 2 });
   try {
-    await api.ready();
-    await api.call("POST", "/api/v1/environments", { name: "prod" });
-    await api.call("POST", "/api/v1/lifecycles", { name: "zd", phases: [{ environments: ["prod"] }] });
-    await api.call("POST", "/api/v1/projects", { name: project, lifecycle: "zd" });
-    const variable = await api.call("POST", `/api/v1/projects/${project}/variables`, { name: "Image", value: "-" });
-    await api.call("PUT", `/api/v1/projects/${project}/process`, {
-      steps: [
-        {
-          name: "web",
-          kind: "container",
-          config: {
-            strategy: "blueGreen",
-            image: "#{Image}",
-            route: { host: HOST, port: 8080 },
-            blueGreen: {
-              healthCheck: { path: "/health", intervalMs: 100, timeoutMs: 1000, deadlineSeconds: 30 },
-              drainSeconds: 10,
-              keepPreviousRunning: true,
-              retain: 2,
-            },
-            settleSeconds: 0,
-            stopTimeoutSeconds: 5,
-          },
-        },
-      ],
-    });
-    const deploy = async (version: string, image: DemoImage) => {
-      await api.call("PATCH", `/api/v1/projects/${project}/variables/${variable.id}`, { value: image.reference });
-      await api.call("POST", `/api/v1/projects/${project}/releases`, { version });
-      const created = await api.call("POST", `/api/v1/projects/${project}/deployments`, {
-        release: version,
-        environment: "prod",
-      });
-      const task = await api.waitForTask(String(created.taskId));
-      if (task.state !== "succeeded") throw new Error(`${driver}: deployment of ${version} ${task.state}: ${task.log}`);
-      return task;
-    };
     // The first colour (and the pull of both images) is set-up, not measured.
-    await deploy("0.0.1", images[1] as DemoImage);
-    await deploy("0.0.2", images[0] as DemoImage);
+    await bench.deploy("0.0.1", images[1] as DemoImage);
+    await bench.deploy("0.0.2", images[0] as DemoImage);
 
-    const steady = await runWrk(trafficPort, STEADY_SECONDS);
-    const wrk = startWrk(trafficPort, 3600);
+    const steady = await runWrk(bench.trafficPort, STEADY_SECONDS);
+    const wrk = startWrk(bench.trafficPort, 3600);
     const deploySeconds: number[] = [];
     for (let index = 1; index <= deploys; index++) {
       const started = performance.now();
-      await deploy(`1.0.${index}`, images[index % 2] as DemoImage);
+      await bench.deploy(`1.0.${index}`, images[index % 2] as DemoImage);
       deploySeconds.push((performance.now() - started) / 1000);
     }
     // The rollback: back to the previous release, whose colour is retained and running.
-    const previous = `version ${VERSIONS[(deploys - 1) % 2]}`;
-    const rollbackStarted = performance.now();
-    const rolled = await api.call("POST", `/api/v1/projects/${project}/rollbacks`, { environment: "prod" });
-    const firstServed = await firstServedBy(trafficPort, previous, rollbackStarted);
-    const rollbackTask = await api.waitForTask(String(rolled.taskId));
+    const rollback = await bench.rollback(`version ${VERSIONS[(deploys - 1) % 2]}`);
     const during = await wrk.stop();
-    const switchMs = Number(/switched route \S+ to colour \S+ \(\S+\) in ([\d.]+) ms/.exec(rollbackTask.log)?.[1]);
     return {
       driver,
       deploys,
@@ -167,39 +94,11 @@ async function runDriver(driver: "builtin" | "nginx", deploys: number, images: D
       during,
       deploySeconds,
       meanDeploySeconds: deploySeconds.reduce((sum, value) => sum + value, 0) / deploySeconds.length,
-      rollbackSwitchMs: switchMs,
-      rollbackFirstServedMs: firstServed,
+      rollbackSwitchMs: rollback.switchMs,
+      rollbackFirstServedMs: rollback.firstServedMs,
     };
   } finally {
-    server.kill("SIGTERM");
-    await new Promise((resolve) => server.once("exit", resolve));
-    stopEmbeddedProxy(join(dataDir, "proxy"));
-    await new DockerRuntime().removeByLabel("ferry.project", project).catch(() => {});
-    await nginx?.stop();
-    rmSync(dataDir, { recursive: true, force: true });
-  }
-}
-
-/** Polls through the proxy until the body is `expected`; ms since `since`. */
-async function firstServedBy(port: number, expected: string, since: number): Promise<number> {
-  const agent = new http.Agent({ keepAlive: true });
-  try {
-    for (;;) {
-      const body = await new Promise<string>((resolve, reject) => {
-        const request = http.get({ host: "127.0.0.1", port, path: "/", agent, headers: { host: HOST } }, (response) => {
-          let text = "";
-          response.setEncoding("utf8").on("data", (chunk: string) => {
-            text += chunk;
-          });
-          response.on("end", () => resolve(text.trim()));
-        });
-        request.on("error", reject);
-      });
-      if (body === expected) return performance.now() - since;
-      if (performance.now() - since > 60_000) throw new Error(`the rollback did not bring back '${expected}'`);
-    }
-  } finally {
-    agent.destroy();
+    await bench.stop();
   }
 }
 
@@ -332,68 +231,6 @@ function skipped(reason: string): BenchmarkResult {
     rows: [{ figure: "zero-downtime", goal: "0 failed", measured: `skipped: ${reason}`, met: undefined }],
     values: { skipped: 1 },
   };
-}
-
-function apiClient(url: string, apiKey: string) {
-  const call = async (method: string, path: string, body?: unknown) => {
-    const response = await fetch(new URL(path, url), {
-      method,
-      headers: { authorization: `Bearer ${apiKey}`, ...(body !== undefined && { "content-type": "application/json" }) },
-      ...(body !== undefined && { body: JSON.stringify(body) }),
-    });
-    const parsed = (await response.json().catch(() => ({}))) as Record<string, unknown>;
-    if (!response.ok) throw new Error(`${method} ${path}: HTTP ${response.status} ${JSON.stringify(parsed)}`);
-    return parsed;
-  };
-  return {
-    call,
-    async ready() {
-      const deadline = Date.now() + 20_000;
-      while (Date.now() < deadline) {
-        const ok = await fetch(new URL("/readyz", url)).then(
-          (response) => response.ok,
-          () => false,
-        );
-        if (ok) return;
-        await sleep(50);
-      }
-      throw new Error(`the Ferry server at ${url} did not become ready`);
-    },
-    async waitForTask(taskId: string): Promise<{ state: string; log: string }> {
-      for (;;) {
-        const task = await call("GET", `/api/v1/tasks/${taskId}`);
-        if (["succeeded", "failed", "cancelled", "interrupted"].includes(String(task.state))) {
-          const log = (await call("GET", `/api/v1/tasks/${taskId}/log`)) as { lines?: { text: string }[] };
-          return { state: String(task.state), log: (log.lines ?? []).map((line) => line.text).join("\n") };
-        }
-        await sleep(25);
-      }
-    },
-  };
-}
-
-/** The server started a detached `ferry proxy`; it outlives the server on purpose, so the benchmark stops it. */
-function stopEmbeddedProxy(stateDir: string): void {
-  try {
-    process.kill(Number(readFileSync(join(stateDir, "proxy.pid"), "utf8")), "SIGTERM");
-  } catch {
-    // Not started (the nginx driver) or already gone.
-  }
-}
-
-function numberFlag(name: string, fallback: number): number {
-  const index = process.argv.indexOf(name);
-  const value = index === -1 ? undefined : Number(process.argv[index + 1]);
-  return value !== undefined && Number.isInteger(value) && value > 0 ? value : fallback;
-}
-
-function onPath(tool: string): boolean {
-  try {
-    execFileSync("sh", ["-c", 'command -v "$1"', "sh", tool], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function fmt(value: number): string {
