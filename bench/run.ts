@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { controlPlane } from "./controlPlane.js";
 import { deployLatency, rollback } from "./deployLatency.js";
 import { footprint } from "./footprint.js";
+import { logs } from "./logs.js";
 import { throughput } from "./throughput.js";
 import { zeroDowntime } from "./zeroDowntime.js";
 
@@ -31,6 +32,7 @@ const benchmarks: Record<string, () => Promise<BenchmarkResult>> = {
   "zero-downtime": zeroDowntime,
   "deploy-latency": deployLatency,
   rollback,
+  logs,
 };
 
 const root = join(import.meta.dirname ?? ".", "..", "..");
