@@ -223,6 +223,27 @@ describe("blue/green container deployments (real Docker, registry and ferry prox
     expect(await served()).toBe("version 1.0.1");
     expect((await colours()).some((colour) => colour.release === "1.0.4")).toBe(false);
   });
+
+  it("rolls back two releases to a stopped retained colour: started, probed, switched, no pull", async () => {
+    const third = await release("1.0.5", v2);
+    expect(third.state, third.log).toBe("succeeded");
+    // Live 1.0.5; 1.0.1 kept running (the previous), 1.0.2 retained but stopped.
+    const byRelease = new Map((await colours()).map((colour) => [colour.release, colour.state]));
+    expect(byRelease.get("1.0.2")).toBe("exited");
+    const { result: back, load: seen } = await underLoad(async () => {
+      const rolled = await test.call<{ taskId: string }>("POST", `/api/v1/projects/${projectSlug}/rollbacks`, {
+        environment: "prod",
+        to: "1.0.2",
+      });
+      expect(rolled.status, JSON.stringify(rolled.body)).toBe(201);
+      return finished(rolled.body.taskId);
+    });
+    expect(back.state, back.log).toBe("succeeded");
+    expect(back.log).toContain("of release 1.0.2 is retained: starting it (no pull)");
+    expect(back.log).not.toContain("pulling");
+    expect(seen.failures).toEqual([]);
+    expect(await served()).toBe("version 1.0.2");
+  });
 });
 
 function request(port: number, host: string, path: string): Promise<{ status: number; body: string }> {

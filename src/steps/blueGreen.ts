@@ -245,7 +245,7 @@ export async function runBlueGreen(
     }
   }
 
-  await retire(context, docker, colours, container.name, options, config);
+  await retire(context, docker, colours, container.name, previous?.colour ?? undefined, options, config);
   const traffic = await logTraffic(context, router, trafficBefore);
   return {
     outputs: {
@@ -324,24 +324,29 @@ async function bake(context: StepRunContext, upstream: string, options: BlueGree
 }
 
 /**
- * After a successful switch: the previous colours are stopped (the newest kept running
- * when asked), the newest `retain` of them kept, older ones removed.
+ * After a successful switch: the earlier colours are stopped (the one live until now kept
+ * running when asked), the newest `retain` of them kept, older ones removed.
  */
 async function retire(
   context: StepRunContext,
   docker: DockerRuntime,
   colours: readonly ContainerSummary[],
   liveName: string,
+  previousName: string | undefined,
   options: BlueGreenOptions,
   config: ContainerConfig,
 ) {
   const { log, signal } = context;
-  const earlier = colours.filter((colour) => colour.name !== liveName).sort((a, b) => b.created - a.created);
+  // The colour that was live until this switch comes first, then the others newest first.
+  const earlier = colours
+    .filter((colour) => colour.name !== liveName)
+    .sort((a, b) => Number(b.name === previousName) - Number(a.name === previousName) || b.created - a.created);
   for (const [index, colour] of earlier.entries()) {
-    if (index >= options.retain) {
+    const keepRunning = index === 0 && colour.name === previousName && options.keepPreviousRunning;
+    if (index >= Math.max(options.retain, keepRunning ? 1 : 0)) {
       log.info(`removing colour ${colour.name} (more than ${options.retain} retained)`);
       await docker.stopAndRemove(colour.id, { stopTimeoutSeconds: config.stopTimeoutSeconds, signal });
-    } else if (index === 0 && options.keepPreviousRunning) {
+    } else if (keepRunning) {
       log.info(`keeping colour ${colour.name} running for an instant rollback`);
     } else if (colour.state === "running") {
       log.info(`stopping colour ${colour.name} (retained for rollback)`);
