@@ -212,7 +212,28 @@ export async function runBlueGreen(
   }
 
   // The commit point: from here on new requests reach the new colour.
-  const switched = await router.switch(route, { upstream, colour: container.name });
+  const switchStarted = performance.now();
+  let switched: Awaited<ReturnType<Router["switch"]>>;
+  try {
+    switched = await router.switch(route, { upstream, colour: container.name });
+  } catch (error) {
+    // The router refused (nginx -t failed) or did not answer. Only a colour the router
+    // surely does not send traffic to may be taken away: when it cannot be asked, it stays.
+    const now = await router.live(route.name).catch(() => "unknown" as const);
+    if (now !== "unknown" && now?.upstream === upstream) {
+      log.warn(
+        `the switch answered with an error (${(error as Error).message}) but the route does point at ${upstream}`,
+      );
+      switched = { previous: live, switchMs: performance.now() - switchStarted };
+    } else {
+      if (now === "unknown")
+        log.warn(`colour ${container.name} is left running: the router may already send it traffic`);
+      else await abandon(context, docker, candidate, config, false);
+      throw new TaskFailure(
+        `the ${router.driver} router could not switch route ${route.name}: ${error instanceof Error ? error.message : error}. ${keptLive(live)}`,
+      );
+    }
+  }
   const switchMs = Math.round(switched.switchMs * 10) / 10;
   const previous = switched.previous && switched.previous.upstream !== upstream ? switched.previous : undefined;
   log.info(
