@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { buildDemoImage, type DemoImage, removeImages } from "../test/helpers/images.js";
+import { buildNodeAppImage, type DemoImage, removeImages } from "../test/helpers/images.js";
 import { startRegistry } from "../test/helpers/registry.js";
 import { type BlueGreenBench, numberFlag, onPath, startBlueGreenBench } from "./blueGreenBench.js";
 import type { BenchmarkResult } from "./run.js";
@@ -155,7 +155,7 @@ async function withImages(run: (images: DemoImage[]) => Promise<BenchmarkResult>
   let images: DemoImage[] = [];
   try {
     images = await Promise.all(
-      VERSIONS.map((version) => buildDemoImage({ registryUrl: registry.url, repository: "bench/latency", version })),
+      VERSIONS.map((version) => buildNodeAppImage({ registryUrl: registry.url, repository: "bench/latency", version })),
     );
     return await run(images);
   } finally {

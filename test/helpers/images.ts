@@ -1,8 +1,8 @@
-import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, realpathSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 
 /**
  * Container images for tests, built here because no registry on the internet is
@@ -45,7 +45,6 @@ export async function buildDemoImage(options: BuildDemoImageOptions): Promise<De
     throw new Error(`${BUSYBOX} is missing: run scripts/test-services.sh (it installs busybox-static)`);
   }
   const registryHost = new URL(options.registryUrl).host;
-  const tagged = `${registryHost}/${options.repository}:${options.version}`;
   const root = await mkdtemp(join(tmpdir(), "ferry-image-"));
   try {
     await mkdir(join(root, "bin"));
@@ -60,7 +59,6 @@ export async function buildDemoImage(options: BuildDemoImageOptions): Promise<De
       '#!/bin/busybox sh\n/bin/busybox sleep 2\nprintf "Content-Type: text/plain\\r\\n\\r\\nslow %s\\n" "$APP_VERSION"\n',
       { mode: 0o755 },
     );
-    const tar = await run("tar", ["--numeric-owner", "--owner=0", "--group=0", "-C", root, "-c", "."]);
     const startScript = [
       `echo "demo app $APP_VERSION starting (greeting: $GREETING)"`,
       `if [ -n "$CRASH" ]; then echo "crashing on purpose: $CRASH"; exit 3; fi`,
@@ -71,33 +69,86 @@ export async function buildDemoImage(options: BuildDemoImageOptions): Promise<De
       `trap 'kill $!; exit 0' TERM`,
       "wait",
     ].join("\n");
-    await run(
-      "docker",
-      [
-        "import",
-        "--change",
-        `ENV APP_VERSION=${options.version}`,
-        "--change",
-        `CMD ${JSON.stringify(["/bin/busybox", "sh", "-c", startScript])}`,
-        "--change",
-        "EXPOSE 8080",
-        "-",
-        tagged,
-      ],
-      tar,
-    );
-    await run("docker", ["push", tagged]);
-    const digests = JSON.parse(
-      (await run("docker", ["image", "inspect", "--format", "{{json .RepoDigests}}", tagged])).toString("utf8"),
-    ) as string[];
-    const reference = digests.find((digest) => digest.startsWith(`${registryHost}/${options.repository}@`));
-    if (!reference) throw new Error(`docker push of ${tagged} left no digest for it (${digests.join(", ")})`);
-    // Gone from the engine again: whatever runs it must pull it from the registry.
-    await removeImages([tagged]);
-    return { reference, digest: reference.slice(reference.indexOf("@") + 1) };
+    return await importAndPush(root, registryHost, options.repository, options.version, [
+      `ENV APP_VERSION=${options.version}`,
+      `CMD ${JSON.stringify(["/bin/busybox", "sh", "-c", startScript])}`,
+      "EXPOSE 8080",
+    ]);
   } finally {
     await rm(root, { recursive: true, force: true });
   }
+}
+
+/** `docker import` of a rootfs directory with Dockerfile-like changes, pushed; its pinned reference. */
+async function importAndPush(
+  root: string,
+  registryHost: string,
+  repository: string,
+  version: string,
+  changes: readonly string[],
+): Promise<DemoImage> {
+  const tagged = `${registryHost}/${repository}:${version}`;
+  const tar = await run("tar", ["--numeric-owner", "--owner=0", "--group=0", "-C", root, "-c", "."]);
+  await run("docker", ["import", ...changes.flatMap((change) => ["--change", change]), "-", tagged], tar);
+  await run("docker", ["push", tagged]);
+  const digests = JSON.parse(
+    (await run("docker", ["image", "inspect", "--format", "{{json .RepoDigests}}", tagged])).toString("utf8"),
+  ) as string[];
+  const reference = digests.find((digest) => digest.startsWith(`${registryHost}/${repository}@`));
+  if (!reference) throw new Error(`docker push of ${tagged} left no digest for it (${digests.join(", ")})`);
+  // Gone from the engine again: whatever runs it must pull it from the registry.
+  await removeImages([tagged]);
+  return { reference, digest: reference.slice(reference.indexOf("@") + 1) };
+}
+
+/**
+ * An HTTP app on 8080 like a real service: Node.js (this machine's binary and the shared
+ * libraries it needs, copied into the image) answering "version <version>" at / and "ok"
+ * at /health, with keep-alive, and a graceful stop on SIGTERM (in-flight requests finish).
+ * Unlike busybox httpd (a listen backlog of a few connections and a process per request,
+ * which drops connections under load by itself), it does not fail requests on its own, so
+ * a load benchmark measures the switch, not the app.
+ */
+export async function buildNodeAppImage(options: { registryUrl: string; repository: string; version: string }) {
+  const registryHost = new URL(options.registryUrl).host;
+  const root = await mkdtemp(join(tmpdir(), "ferry-node-image-"));
+  try {
+    const node = realpathSync(process.execPath);
+    const files = [node, ...sharedLibraries(node)];
+    for (const file of files) {
+      await mkdir(join(root, dirname(file)), { recursive: true });
+      await copyFile(file, join(root, file));
+    }
+    await mkdir(join(root, "app"));
+    await writeFile(
+      join(root, "app", "server.js"),
+      [
+        'const http = require("node:http");',
+        "const version = process.env.APP_VERSION;",
+        "const server = http.createServer((request, response) => {",
+        '  if (request.url === "/health") return response.end("ok\\n");',
+        "  response.end(`version ${version}\\n`);",
+        "});",
+        "server.keepAliveTimeout = 60_000;",
+        "server.listen(8080);",
+        'process.on("SIGTERM", () => { server.close(() => process.exit(0)); server.closeIdleConnections(); });',
+        "",
+      ].join("\n"),
+    );
+    return await importAndPush(root, registryHost, options.repository, options.version, [
+      `ENV APP_VERSION=${options.version}`,
+      `CMD ${JSON.stringify([node, "/app/server.js"])}`,
+      "EXPOSE 8080",
+    ]);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+/** The shared libraries a binary loads, from `ldd` (copied by content: symlinks need no target). */
+function sharedLibraries(binary: string): string[] {
+  const output = execFileSync("ldd", [binary], { encoding: "utf8" });
+  return [...new Set([...output.matchAll(/(\/\S+\.so\S*)/g)].map((match) => match[1] ?? ""))];
 }
 
 /** Removes images from the engine (missing ones are fine). */
