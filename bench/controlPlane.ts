@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import SqliteDatabase from "better-sqlite3";
 import pg from "pg";
@@ -15,7 +15,7 @@ import type { BenchmarkResult } from "./run.js";
  * are written straight into a fresh, migrated store with set-based SQL, on SQLite and on
  * PostgreSQL; then a real server (startServer, engine running) answers the dashboard and
  * the list endpoints and each is timed from the client: p50 / p95 / p99 over sequential
- * requests. `--deployments=N` shrinks the history for a quick run; the default is 1M.
+ * requests. `--deployments N` shrinks the history for a quick run; the default is 1M.
  */
 
 const PROJECTS = 1000;
@@ -91,10 +91,17 @@ const endpoints: Endpoint[] = [
   },
   {
     key: "tasks_failed",
-    figure: "GET /tasks?state=failed",
+    figure: "GET /tasks?state=failed (~4 % of all)",
     goal: true,
     requests: REQUESTS,
     path: () => "/api/v1/tasks?state=failed",
+  },
+  {
+    key: "tasks_succeeded",
+    figure: "GET /tasks?state=succeeded (~94 % of all)",
+    goal: true,
+    requests: REQUESTS,
+    path: () => "/api/v1/tasks?state=succeeded",
   },
 ];
 
@@ -107,6 +114,8 @@ interface Timing {
 interface DialectRun {
   seedSeconds: number;
   timings: Map<string, Timing>;
+  /** The machine's 1-minute load average before and after the requests: other work skews the figures. */
+  load: [number, number];
 }
 
 export async function controlPlane(): Promise<BenchmarkResult> {
@@ -114,7 +123,7 @@ export async function controlPlane(): Promise<BenchmarkResult> {
   const shape = `${PROJECTS.toLocaleString("en")} × ${ENVIRONMENTS} × ${deployments.toLocaleString("en")}`;
   if (deployments !== DEFAULT_DEPLOYMENTS) {
     console.log(
-      `control-plane: --deployments=${deployments} (not the ${DEFAULT_DEPLOYMENTS.toLocaleString("en")} of the goal)`,
+      `control-plane: --deployments ${deployments} (not the ${DEFAULT_DEPLOYMENTS.toLocaleString("en")} of the goal)`,
     );
   }
   const result: BenchmarkResult = {
@@ -159,6 +168,13 @@ function addRows(result: BenchmarkResult, dialect: Dialect, run: DialectRun, sha
     met: undefined,
   });
   result.values[`seed_s_${dialect}`] = Number(run.seedSeconds.toFixed(1));
+  result.rows.push({
+    figure: `1-min load average while measuring, ${cpus().length} cores (${label})`,
+    goal: "-",
+    measured: `${run.load[0].toFixed(1)} → ${run.load[1].toFixed(1)}`,
+    met: undefined,
+  });
+  result.values[`load_${dialect}`] = Number(Math.max(...run.load).toFixed(1));
   for (const endpoint of endpoints) {
     const timing = run.timings.get(endpoint.key);
     if (!timing) continue;
@@ -174,10 +190,13 @@ function addRows(result: BenchmarkResult, dialect: Dialect, run: DialectRun, sha
   }
 }
 
+/** `--deployments N` (or `--deployments=N`) shrinks the history for a quick run. */
 function deploymentsWanted(): number {
-  const flag = process.argv.find((argument) => argument.startsWith("--deployments="));
-  if (!flag) return DEFAULT_DEPLOYMENTS;
-  const value = Number(flag.slice("--deployments=".length));
+  const args = process.argv;
+  const index = args.findIndex((argument) => argument === "--deployments" || argument.startsWith("--deployments="));
+  const flag = args[index];
+  if (index < 0 || flag === undefined) return DEFAULT_DEPLOYMENTS;
+  const value = Number(flag.includes("=") ? flag.slice("--deployments=".length) : args[index + 1]);
   if (!Number.isInteger(value) || value < PROJECTS * ENVIRONMENTS) {
     throw new Error(`--deployments must be a whole number of at least ${PROJECTS * ENVIRONMENTS}`);
   }
@@ -209,10 +228,11 @@ async function runOn(dialect: Dialect, deployments: number, databaseUrl?: string
     });
     try {
       const timings = new Map<string, Timing>();
+      const loadBefore = loadavg()[0] ?? 0;
       for (const endpoint of endpoints) {
         timings.set(endpoint.key, await timeEndpoint(server.url, apiKey, endpoint));
       }
-      return { seedSeconds, timings };
+      return { seedSeconds, timings, load: [loadBefore, loadavg()[0] ?? 0] };
     } finally {
       await server.close();
     }
@@ -296,7 +316,7 @@ const SNAPSHOT = JSON.stringify({ process: JSON.parse(PROCESS), variables: [], i
  * round, 1 % of projects have a deployment running and 1 % one waiting for approval in
  * the last environment, leased by another (imaginary) node so this server leaves them be.
  */
-export function seedStatements(dialect: Dialect, deployments: number): string[] {
+function seedStatements(dialect: Dialect, deployments: number): string[] {
   const d = dialect === "sqlite" ? sqliteSql : postgresSql;
   const rounds = Math.ceil(deployments / (PROJECTS * ENVIRONMENTS));
   const lastRound = Math.floor((deployments - 1) / (PROJECTS * ENVIRONMENTS));
@@ -373,7 +393,7 @@ const BULK_TABLES = ["releases", "tasks", "deployments"];
  * the catalog the migrations wrote, dropped, and re-run unchanged after the rows are in,
  * so the benchmark measures exactly the schema Ferry creates.
  */
-export function seedSqlite(file: string, statements: readonly string[]): void {
+function seedSqlite(file: string, statements: readonly string[]): void {
   const database = new SqliteDatabase(file);
   try {
     // A load into a throw-away file: no fsync, a big page cache. Foreign keys are off on
@@ -398,7 +418,7 @@ export function seedSqlite(file: string, statements: readonly string[]): void {
   }
 }
 
-export async function seedPostgres(url: string, statements: readonly string[]): Promise<void> {
+async function seedPostgres(url: string, statements: readonly string[]): Promise<void> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {

@@ -10,4 +10,7 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   npm install --no-audit --no-fund
 fi
 npm run build --silent
+# The README's walkthrough feeds from a registry on this host (examples/hello/registry.sh):
+# the outbound guard refuses loopback unless allowed (docs/security.md).
+export FERRY_OUTBOUND_ALLOW=${FERRY_OUTBOUND_ALLOW:-127.0.0.1:5000}
 exec node bin/ferry demo "$@"

@@ -2,9 +2,11 @@ import { randomBytes } from "node:crypto";
 import http from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRuntime } from "../src/runtimes/docker.js";
+import type { TrafficSettings } from "../src/traffic/routers.js";
 import { buildDemoImage, type DemoImage, removeImages } from "./helpers/images.js";
 import { type RunningLoad, startLoad } from "./helpers/load.js";
-import { type ProxyProcess, startProxyProcess } from "./helpers/proxy.js";
+import { startNginx } from "./helpers/nginx.js";
+import { startProxyProcess } from "./helpers/proxy.js";
 import { startRegistry, type TestRegistry } from "./helpers/registry.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -18,233 +20,256 @@ interface Created {
  * deployments, and 16 keep-alive clients sending requests through the proxy the whole
  * time. Every failed request the clients see fails the test.
  */
-describe("blue/green container deployments (real Docker, registry and ferry proxy, under load)", () => {
-  const docker = new DockerRuntime();
-  const projectName = `bg-${randomBytes(4).toString("hex")}`;
-  const host = `${projectName}.test`;
-  let registry: TestRegistry;
-  let proxy: ProxyProcess;
-  let test: TestServer;
-  let v1: DemoImage;
-  let v2: DemoImage;
-  let neverHealthy: DemoImage;
-  let failsInBake: DemoImage;
-  let projectSlug: string;
-  let imageVariableId: string;
+/** The traffic side: a `ferry proxy` process, or a real nginx driven by the nginx Router. */
+interface Front {
+  port: number;
+  traffic: TrafficSettings;
+  stop(): Promise<void>;
+}
 
-  const webStep = (blueGreen: Record<string, unknown> = {}) => ({
-    name: "web",
-    kind: "container",
-    config: {
-      strategy: "blueGreen",
-      image: "#{Image}",
-      route: { host, port: 8080 },
-      blueGreen: {
-        healthCheck: { path: "/health", intervalMs: 200, timeoutMs: 1000, deadlineSeconds: 4 },
-        drainSeconds: 10,
-        keepPreviousRunning: true,
-        ...blueGreen,
+const fronts: Record<"builtin" | "nginx", () => Promise<Front>> = {
+  builtin: async () => {
+    const proxy = await startProxyProcess();
+    return { port: proxy.port, traffic: proxy.traffic, stop: () => proxy.stop() };
+  },
+  nginx: async () => {
+    const nginx = await startNginx();
+    return { port: nginx.port, traffic: { driver: "nginx", nginx: nginx.options }, stop: () => nginx.stop() };
+  },
+};
+
+describe.each(["builtin", "nginx"] as const)(
+  "blue/green container deployments through the %s router (real Docker, registry, proxy; under load)",
+  (driver) => {
+    const docker = new DockerRuntime();
+    const projectName = `bg-${driver}-${randomBytes(3).toString("hex")}`;
+    const host = `${projectName}.test`;
+    let registry: TestRegistry;
+    let proxy: Front;
+    let test: TestServer;
+    let v1: DemoImage;
+    let v2: DemoImage;
+    let neverHealthy: DemoImage;
+    let failsInBake: DemoImage;
+    let projectSlug: string;
+    let imageVariableId: string;
+
+    const webStep = (blueGreen: Record<string, unknown> = {}) => ({
+      name: "web",
+      kind: "container",
+      config: {
+        strategy: "blueGreen",
+        image: "#{Image}",
+        route: { host, port: 8080 },
+        blueGreen: {
+          healthCheck: { path: "/health", intervalMs: 200, timeoutMs: 1000, deadlineSeconds: 4 },
+          drainSeconds: 10,
+          keepPreviousRunning: true,
+          ...blueGreen,
+        },
+        settleSeconds: 0.5,
+        stopTimeoutSeconds: 5,
       },
-      settleSeconds: 0.5,
-      stopTimeoutSeconds: 5,
-    },
-  });
-
-  const logText = async (taskId: string) =>
-    (await test.call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`)).body.lines
-      .map((line) => line.text)
-      .join("\n");
-
-  /** Creates a release of `image` with the given blue/green options; its auto-deployment's task and log. */
-  const release = async (version: string, image: DemoImage, blueGreen: Record<string, unknown> = {}) => {
-    await test.call("PUT", `/api/v1/projects/${projectSlug}/process`, { steps: [webStep(blueGreen)] });
-    await test.call("PATCH", `/api/v1/projects/${projectSlug}/variables/${imageVariableId}`, {
-      value: image.reference,
     });
-    const created = await test.call<Created>("POST", `/api/v1/projects/${projectSlug}/releases`, { version });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    return finished(created.body.deployments[0]?.taskId ?? "");
-  };
 
-  const finished = async (taskId: string) => {
-    const task = await test.waitForTask(taskId, 90_000);
-    return { taskId, state: task.state, log: await logText(taskId) };
-  };
+    const logText = async (taskId: string) =>
+      (await test.call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`)).body.lines
+        .map((line) => line.text)
+        .join("\n");
 
-  const served = async (path = "/") => {
-    const response = await request(proxy.port, host, path);
-    return response.body.trim();
-  };
+    /** Creates a release of `image` with the given blue/green options; its auto-deployment's task and log. */
+    const release = async (version: string, image: DemoImage, blueGreen: Record<string, unknown> = {}) => {
+      await test.call("PUT", `/api/v1/projects/${projectSlug}/process`, { steps: [webStep(blueGreen)] });
+      await test.call("PATCH", `/api/v1/projects/${projectSlug}/variables/${imageVariableId}`, {
+        value: image.reference,
+      });
+      const created = await test.call<Created>("POST", `/api/v1/projects/${projectSlug}/releases`, { version });
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+      return finished(created.body.deployments[0]?.taskId ?? "");
+    };
 
-  const colours = async () =>
-    (await docker.listByLabel("ferry.project", projectSlug)).map((container) => ({
-      name: container.name,
-      release: container.labels["ferry.release"],
-      state: container.state,
-    }));
+    const finished = async (taskId: string) => {
+      const task = await test.waitForTask(taskId, 90_000);
+      return { taskId, state: task.state, log: await logText(taskId) };
+    };
 
-  let load: RunningLoad | undefined;
-  const underLoad = async <T>(action: () => Promise<T>) => {
-    load = startLoad({ port: proxy.port, host, connections: 16 });
-    try {
-      const result = await action();
-      return { result, load: await load.stop() };
-    } finally {
-      load = undefined;
-    }
-  };
+    const served = async (path = "/") => {
+      const response = await request(proxy.port, host, path);
+      return response.body.trim();
+    };
 
-  beforeAll(async () => {
-    registry = await startRegistry();
-    [v1, v2, neverHealthy, failsInBake] = await Promise.all([
-      buildDemoImage({ registryUrl: registry.url, repository: "bg/app", version: "1.0.1" }),
-      buildDemoImage({ registryUrl: registry.url, repository: "bg/app", version: "1.0.2" }),
-      buildDemoImage({ registryUrl: registry.url, repository: "bg/app", version: "1.0.3", neverHealthy: true }),
-      buildDemoImage({ registryUrl: registry.url, repository: "bg/app", version: "1.0.4", unhealthyAfterSeconds: 2 }),
-    ]);
-    proxy = await startProxyProcess();
-    test = await startTestServer({ traffic: proxy.traffic });
-    await test.call("POST", "/api/v1/environments", { name: "prod" });
-    await test.call("POST", "/api/v1/lifecycles", {
-      name: "bg",
-      phases: [{ environments: ["prod"], autoDeploy: true }],
-    });
-    const project = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
-      name: projectName,
-      lifecycle: "bg",
-    });
-    projectSlug = project.body.slug;
-    const image = await test.call<{ id: string }>("POST", `/api/v1/projects/${projectSlug}/variables`, {
-      name: "Image",
-      value: v1.reference,
-    });
-    imageVariableId = image.body.id;
-  }, 120_000);
+    const colours = async () =>
+      (await docker.listByLabel("ferry.project", projectSlug)).map((container) => ({
+        name: container.name,
+        release: container.labels["ferry.release"],
+        state: container.state,
+      }));
 
-  afterAll(async () => {
-    await load?.stop();
-    if (projectSlug) await docker.removeByLabel("ferry.project", projectSlug);
-    await test?.close();
-    await proxy?.stop();
-    await registry?.stop();
-    await removeImages(
-      [v1, v2, neverHealthy, failsInBake].flatMap((image) => (image === undefined ? [] : [image.reference])),
-    );
-  });
-
-  it("deploys the first colour and routes the host to it", async () => {
-    const first = await release("1.0.1", v1);
-    expect(first.state, first.log).toBe("succeeded");
-    expect(first.log).toContain("new: nothing is live yet");
-    expect(first.log).toMatch(/switched route \S+ to colour ferry-\S+-prod-1\.0\.1-\w+ \(http:\/\/127\.0\.0\.1:\d+\)/);
-    expect(await served()).toBe("version 1.0.1");
-  });
-
-  it("switches to 1.0.2 under load with 0 failed requests; 2 s requests in flight at the switch complete with 200", async () => {
-    const slow: { body: string; status: number; started: number; ended: number }[] = [];
-    let slowRunning = true;
-    const slowClient = async () => {
-      while (slowRunning) {
-        const started = Date.now();
-        const reply = await request(proxy.port, host, "/cgi-bin/slow");
-        slow.push({ body: reply.body.trim(), status: reply.status, started, ended: Date.now() });
+    let load: RunningLoad | undefined;
+    const underLoad = async <T>(action: () => Promise<T>) => {
+      load = startLoad({ port: proxy.port, host, connections: 16 });
+      try {
+        const result = await action();
+        return { result, load: await load.stop() };
+      } finally {
+        load = undefined;
       }
     };
-    const { result: second, load: seen } = await underLoad(async () => {
-      const slowClients = Array.from({ length: 4 }, slowClient);
-      const deployed = await release("1.0.2", v2);
-      slowRunning = false;
-      await Promise.all(slowClients);
-      return deployed;
-    });
-    expect(second.state, second.log).toBe("succeeded");
-    expect(seen.failures).toEqual([]);
-    expect(seen.bodies.get("version 1.0.1")).toBeGreaterThan(0);
-    expect(seen.bodies.get("version 1.0.2")).toBeGreaterThan(0);
-    expect(await served()).toBe("version 1.0.2");
 
-    expect(slow.filter((reply) => reply.status !== 200)).toEqual([]);
-    // A request to the old colour still running when one to the new colour had begun: it spanned the switch.
-    const firstNew = Math.min(...slow.filter((reply) => reply.body === "slow 1.0.2").map((reply) => reply.started));
-    expect(slow.some((reply) => reply.body === "slow 1.0.1" && reply.ended > firstNew)).toBe(true);
-
-    // The deployment's own traffic record: what the proxy counted in its window.
-    expect(second.log).toMatch(/traffic during this deployment: [1-9]\d* request\(s\) served, 0 failed/);
-    expect(second.log).toMatch(/colour \S+1\.0\.1\S* drained in \d+ ms/);
-    // The previous colour is kept running for an instant rollback.
-    expect(
-      (await colours())
-        .filter((colour) => colour.state === "running")
-        .map((colour) => colour.release)
-        .sort(),
-    ).toEqual(["1.0.1", "1.0.2"]);
-  });
-
-  it("rolls back by re-switching to the retained colour: no pull, no container start", async () => {
-    const before = await colours();
-    const { result: back, load: seen } = await underLoad(async () => {
-      const rolled = await test.call<{ taskId: string }>("POST", `/api/v1/projects/${projectSlug}/rollbacks`, {
-        environment: "prod",
+    beforeAll(async () => {
+      registry = await startRegistry();
+      [v1, v2, neverHealthy, failsInBake] = await Promise.all([
+        buildDemoImage({ registryUrl: registry.url, repository: "bg/app", version: "1.0.1" }),
+        buildDemoImage({ registryUrl: registry.url, repository: "bg/app", version: "1.0.2" }),
+        buildDemoImage({ registryUrl: registry.url, repository: "bg/app", version: "1.0.3", neverHealthy: true }),
+        buildDemoImage({ registryUrl: registry.url, repository: "bg/app", version: "1.0.4", unhealthyAfterSeconds: 2 }),
+      ]);
+      proxy = await fronts[driver]();
+      test = await startTestServer({ traffic: proxy.traffic });
+      await test.call("POST", "/api/v1/environments", { name: "prod" });
+      await test.call("POST", "/api/v1/lifecycles", {
+        name: "bg",
+        phases: [{ environments: ["prod"], autoDeploy: true }],
       });
-      expect(rolled.status, JSON.stringify(rolled.body)).toBe(201);
-      return finished(rolled.body.taskId);
-    });
-    expect(back.state, back.log).toBe("succeeded");
-    expect(seen.failures).toEqual([]);
-    expect(await served()).toBe("version 1.0.1");
-    expect(back.log).toContain("of release 1.0.1 is retained and running: no pull, no start");
-    expect(back.log).not.toContain("pulling");
-    const switchMs = Number(/switched route \S+ to colour \S+ \(\S+\) in ([\d.]+) ms/.exec(back.log)?.[1]);
-    expect(switchMs).toBeLessThanOrEqual(100);
-    // The same containers, no new one.
-    expect((await colours()).map((colour) => colour.name).sort()).toEqual(before.map((colour) => colour.name).sort());
-  });
-
-  it("a release whose health check never passes fails, 0 failed requests, the live colour keeps serving", async () => {
-    const { result: failed, load: seen } = await underLoad(() => release("1.0.3", neverHealthy));
-    expect(failed.state).toBe("failed");
-    expect(failed.log).toMatch(/did not answer HTTP 200 on \/health within 4 s/);
-    expect(failed.log).toContain("keeps serving");
-    expect(seen.failures).toEqual([]);
-    expect(seen.bodies.get("version 1.0.3")).toBeUndefined();
-    expect(await served()).toBe("version 1.0.1");
-    expect((await colours()).some((colour) => colour.release === "1.0.3")).toBe(false);
-  });
-
-  it("a release that fails during bake is switched back by itself, with 0 failed requests", async () => {
-    const { result: baked, load: seen } = await underLoad(() =>
-      release("1.0.4", failsInBake, { bakeSeconds: 8, drainSeconds: 5 }),
-    );
-    expect(baked.state).toBe("failed");
-    expect(baked.log).toMatch(/bake failed .*switched route \S+ back to colour \S+1\.0\.1/);
-    expect(seen.failures).toEqual([]);
-    // It did serve for a while: the switch happened before the bake caught the failure.
-    expect(seen.bodies.get("version 1.0.4")).toBeGreaterThan(0);
-    expect(await served()).toBe("version 1.0.1");
-    expect((await colours()).some((colour) => colour.release === "1.0.4")).toBe(false);
-  });
-
-  it("rolls back two releases to a stopped retained colour: started, probed, switched, no pull", async () => {
-    const third = await release("1.0.5", v2);
-    expect(third.state, third.log).toBe("succeeded");
-    // Live 1.0.5; 1.0.1 kept running (the previous), 1.0.2 retained but stopped.
-    const byRelease = new Map((await colours()).map((colour) => [colour.release, colour.state]));
-    expect(byRelease.get("1.0.2")).toBe("exited");
-    const { result: back, load: seen } = await underLoad(async () => {
-      const rolled = await test.call<{ taskId: string }>("POST", `/api/v1/projects/${projectSlug}/rollbacks`, {
-        environment: "prod",
-        to: "1.0.2",
+      const project = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
+        name: projectName,
+        lifecycle: "bg",
       });
-      expect(rolled.status, JSON.stringify(rolled.body)).toBe(201);
-      return finished(rolled.body.taskId);
+      projectSlug = project.body.slug;
+      const image = await test.call<{ id: string }>("POST", `/api/v1/projects/${projectSlug}/variables`, {
+        name: "Image",
+        value: v1.reference,
+      });
+      imageVariableId = image.body.id;
+    }, 120_000);
+
+    afterAll(async () => {
+      await load?.stop();
+      if (projectSlug) await docker.removeByLabel("ferry.project", projectSlug);
+      await test?.close();
+      await proxy?.stop();
+      await registry?.stop();
+      await removeImages(
+        [v1, v2, neverHealthy, failsInBake].flatMap((image) => (image === undefined ? [] : [image.reference])),
+      );
     });
-    expect(back.state, back.log).toBe("succeeded");
-    expect(back.log).toContain("of release 1.0.2 is retained: starting it (no pull)");
-    expect(back.log).not.toContain("pulling");
-    expect(seen.failures).toEqual([]);
-    expect(await served()).toBe("version 1.0.2");
-  });
-});
+
+    it("deploys the first colour and routes the host to it", async () => {
+      const first = await release("1.0.1", v1);
+      expect(first.state, first.log).toBe("succeeded");
+      expect(first.log).toContain("new: nothing is live yet");
+      expect(first.log).toMatch(
+        /switched route \S+ to colour ferry-\S+-prod-1\.0\.1-\w+ \(http:\/\/127\.0\.0\.1:\d+\)/,
+      );
+      expect(await served()).toBe("version 1.0.1");
+    });
+
+    it("switches to 1.0.2 under load with 0 failed requests; 2 s requests in flight at the switch complete with 200", async () => {
+      const slow: { body: string; status: number; started: number; ended: number }[] = [];
+      let slowRunning = true;
+      const slowClient = async () => {
+        while (slowRunning) {
+          const started = Date.now();
+          const reply = await request(proxy.port, host, "/cgi-bin/slow");
+          slow.push({ body: reply.body.trim(), status: reply.status, started, ended: Date.now() });
+        }
+      };
+      const { result: second, load: seen } = await underLoad(async () => {
+        const slowClients = Array.from({ length: 4 }, slowClient);
+        const deployed = await release("1.0.2", v2);
+        slowRunning = false;
+        await Promise.all(slowClients);
+        return deployed;
+      });
+      expect(second.state, second.log).toBe("succeeded");
+      expect(seen.failures).toEqual([]);
+      expect(seen.bodies.get("version 1.0.1")).toBeGreaterThan(0);
+      expect(seen.bodies.get("version 1.0.2")).toBeGreaterThan(0);
+      expect(await served()).toBe("version 1.0.2");
+
+      expect(slow.filter((reply) => reply.status !== 200)).toEqual([]);
+      // A request to the old colour still running when one to the new colour had begun: it spanned the switch.
+      const firstNew = Math.min(...slow.filter((reply) => reply.body === "slow 1.0.2").map((reply) => reply.started));
+      expect(slow.some((reply) => reply.body === "slow 1.0.1" && reply.ended > firstNew)).toBe(true);
+
+      // The deployment's own traffic record: what the proxy counted in its window.
+      expect(second.log).toMatch(/traffic during this deployment: [1-9]\d* request\(s\) served, 0 failed/);
+      expect(second.log).toMatch(/colour \S+1\.0\.1\S* drained in \d+ ms/);
+      // The previous colour is kept running for an instant rollback.
+      expect(
+        (await colours())
+          .filter((colour) => colour.state === "running")
+          .map((colour) => colour.release)
+          .sort(),
+      ).toEqual(["1.0.1", "1.0.2"]);
+    });
+
+    it("rolls back by re-switching to the retained colour: no pull, no container start", async () => {
+      const before = await colours();
+      const { result: back, load: seen } = await underLoad(async () => {
+        const rolled = await test.call<{ taskId: string }>("POST", `/api/v1/projects/${projectSlug}/rollbacks`, {
+          environment: "prod",
+        });
+        expect(rolled.status, JSON.stringify(rolled.body)).toBe(201);
+        return finished(rolled.body.taskId);
+      });
+      expect(back.state, back.log).toBe("succeeded");
+      expect(seen.failures).toEqual([]);
+      expect(await served()).toBe("version 1.0.1");
+      expect(back.log).toContain("of release 1.0.1 is retained and running: no pull, no start");
+      expect(back.log).not.toContain("pulling");
+      // The switch time itself is measured by `npm run bench -- rollback` / `zero-downtime`, not here.
+      expect(back.log).toMatch(/switched route \S+ to colour \S+1\.0\.1\S* \(\S+\) in [\d.]+ ms/);
+      // The same containers, no new one.
+      expect((await colours()).map((colour) => colour.name).sort()).toEqual(before.map((colour) => colour.name).sort());
+    });
+
+    it("a release whose health check never passes fails, 0 failed requests, the live colour keeps serving", async () => {
+      const { result: failed, load: seen } = await underLoad(() => release("1.0.3", neverHealthy));
+      expect(failed.state).toBe("failed");
+      expect(failed.log).toMatch(/did not answer HTTP 200 on \/health within 4 s/);
+      expect(failed.log).toContain("keeps serving");
+      expect(seen.failures).toEqual([]);
+      expect(seen.bodies.get("version 1.0.3")).toBeUndefined();
+      expect(await served()).toBe("version 1.0.1");
+      expect((await colours()).some((colour) => colour.release === "1.0.3")).toBe(false);
+    });
+
+    it("a release that fails during bake is switched back by itself, with 0 failed requests", async () => {
+      const { result: baked, load: seen } = await underLoad(() =>
+        release("1.0.4", failsInBake, { bakeSeconds: 8, drainSeconds: 5 }),
+      );
+      expect(baked.state).toBe("failed");
+      expect(baked.log).toMatch(/bake failed .*switched route \S+ back to colour \S+1\.0\.1/);
+      expect(seen.failures).toEqual([]);
+      // It did serve for a while: the switch happened before the bake caught the failure.
+      expect(seen.bodies.get("version 1.0.4")).toBeGreaterThan(0);
+      expect(await served()).toBe("version 1.0.1");
+      expect((await colours()).some((colour) => colour.release === "1.0.4")).toBe(false);
+    });
+
+    it("rolls back two releases to a stopped retained colour: started, probed, switched, no pull", async () => {
+      const third = await release("1.0.5", v2);
+      expect(third.state, third.log).toBe("succeeded");
+      // Live 1.0.5; 1.0.1 kept running (the previous), 1.0.2 retained but stopped.
+      const byRelease = new Map((await colours()).map((colour) => [colour.release, colour.state]));
+      expect(byRelease.get("1.0.2")).toBe("exited");
+      const { result: back, load: seen } = await underLoad(async () => {
+        const rolled = await test.call<{ taskId: string }>("POST", `/api/v1/projects/${projectSlug}/rollbacks`, {
+          environment: "prod",
+          to: "1.0.2",
+        });
+        expect(rolled.status, JSON.stringify(rolled.body)).toBe(201);
+        return finished(rolled.body.taskId);
+      });
+      expect(back.state, back.log).toBe("succeeded");
+      expect(back.log).toContain("of release 1.0.2 is retained: starting it (no pull)");
+      expect(back.log).not.toContain("pulling");
+      expect(seen.failures).toEqual([]);
+      expect(await served()).toBe("version 1.0.2");
+    });
+  },
+);
 
 function request(port: number, host: string, path: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {

@@ -178,6 +178,47 @@ describe.each(dialects)("dashboard on %s", (dialect) => {
     expect(response.body.errors).toEqual([expect.objectContaining({ pointer: "/project", in: "query" })]);
   });
 
+  it("ignores tasks that are not deployments, and the task list still counts every task", async () => {
+    const counted = async () => {
+      const { body } = await test.call<{ items: unknown[]; total: number }>("GET", "/api/v1/tasks?limit=500");
+      expect(body.total).toBe(body.items.length);
+      return body.total;
+    };
+    const before = await counted();
+    const shop = await test.call<{ id: string }>("GET", "/api/v1/projects/shop");
+    const dev = await test.call<{ id: string }>("GET", "/api/v1/environments/dev");
+    // Written around the engine, as a fixture would: the task counter does not know this row.
+    await test.server.store.db
+      .insertInto("tasks")
+      .values({
+        id: "task_fixture_runbook",
+        sequence: 100_000,
+        kind: "runbook",
+        state: "succeeded",
+        title: "Back up the shop database",
+        project_id: shop.body.id,
+        environment_id: dev.body.id,
+        payload: "{}",
+        result: null,
+        error: null,
+        created_by: "test",
+        created_at: new Date().toISOString(),
+        started_at: new Date().toISOString(),
+        finished_at: new Date().toISOString(),
+        lease_owner: null,
+        lease_expires_at: null,
+        cancel_requested: 0,
+        log_lines: 0,
+        log_bytes: 0,
+      })
+      .execute();
+    expect(await counted()).toBe(before + 1);
+    expect(row(await dashboard(), "shop").dev).toMatchObject({
+      latest: { release: "1.2.0", state: "cancelled" },
+      live: { release: "1.0.0" },
+    });
+  });
+
   it("is described in the OpenAPI document", async () => {
     const { body } = await test.call<{ paths: Record<string, unknown> }>("GET", "/api/v1/openapi.json");
     expect(body.paths).toHaveProperty(["/api/v1/dashboard", "get"]);

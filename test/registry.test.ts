@@ -8,6 +8,7 @@ import { inspect } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InputError } from "../src/domain/errors.js";
 import { RegistryClient, RegistryError } from "../src/feeds/registry.js";
+import { parseOutboundAllow } from "../src/security/outboundGuard.js";
 import { freePort, pushTestImage, startRegistry, type TestRegistry } from "./helpers/registry.js";
 
 /**
@@ -17,6 +18,8 @@ import { freePort, pushTestImage, startRegistry, type TestRegistry } from "./hel
  * front of the real registry, and the tests that use it say so in their names.
  */
 
+/** The registries, token services and proxies of these tests run on 127.0.0.1. */
+const outbound = parseOutboundAllow("127.0.0.1");
 const DOCKER_V2_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json";
 
 async function registryError(promise: Promise<unknown>): Promise<RegistryError> {
@@ -51,7 +54,7 @@ describe("docker-registry without authentication", () => {
 
   beforeAll(async () => {
     registry = await startRegistry();
-    client = new RegistryClient({ url: registry.url });
+    client = new RegistryClient({ outbound, url: registry.url });
     for (const tag of ["1.0.0", "1.1.0", "2.0.0", "2.1.0-rc.1", "latest"]) {
       await pushTestImage(registry.url, "demo/app", tag, { content: `app ${tag}` });
     }
@@ -68,7 +71,7 @@ describe("docker-registry without authentication", () => {
   it("follows Link pagination with n=2 over three pages (stand-in proxy: distribution 2.8 ignores n= on tags/list, so a node:http proxy pages the real registry's tags as the v2 spec describes)", async () => {
     const proxy = await startStandInProxy(registry.url, "paginate");
     try {
-      const tags = await new RegistryClient({ url: proxy.url }).listTags("demo/app", { pageSize: 2 });
+      const tags = await new RegistryClient({ outbound, url: proxy.url }).listTags("demo/app", { pageSize: 2 });
       expect(tags).toEqual(["1.0.0", "1.1.0", "2.0.0", "2.1.0-rc.1", "latest"]);
       expect(proxy.requests).toEqual([
         "GET /v2/demo/app/tags/list?n=2",
@@ -98,7 +101,7 @@ describe("docker-registry without authentication", () => {
     const pushed = await pushTestImage(registry.url, "demo/app", "1.2.0", { content: "one two" });
     const proxy = await startStandInProxy(registry.url, "no-head-no-digest");
     try {
-      const resolved = await new RegistryClient({ url: proxy.url }).resolveDigest("demo/app", "1.2.0");
+      const resolved = await new RegistryClient({ outbound, url: proxy.url }).resolveDigest("demo/app", "1.2.0");
       expect(resolved).toEqual({ digest: pushed, mediaType: DOCKER_V2_MANIFEST });
       expect(proxy.requests).toEqual(["HEAD /v2/demo/app/manifests/1.2.0", "GET /v2/demo/app/manifests/1.2.0"]);
     } finally {
@@ -123,7 +126,7 @@ describe("docker-registry without authentication", () => {
   });
 
   it("refuses repository names and tags that could escape into a URL or a command line, before any request", async () => {
-    const offline = new RegistryClient({ url: `http://127.0.0.1:${await freePort()}` });
+    const offline = new RegistryClient({ outbound, url: `http://127.0.0.1:${await freePort()}` });
     const badRepositories = ["Demo/App", "demo/../etc", "demo//app", "/demo", "demo/", "-demo", "demo/app?n=1", ""];
     for (const repository of badRepositories) {
       await expect(offline.listTags(repository), repository).rejects.toThrow(InputError);
@@ -133,7 +136,7 @@ describe("docker-registry without authentication", () => {
       await expect(offline.resolveDigest("demo/app", tag), tag).rejects.toThrow(InputError);
     }
     await expect(offline.listTags("Demo/App")).rejects.toThrow(/use lowercase letters and digits/);
-    expect(() => new RegistryClient({ url: "http://user:secret@registry.example" })).toThrow(InputError);
+    expect(() => new RegistryClient({ outbound, url: "http://user:secret@registry.example" })).toThrow(InputError);
   });
 });
 
@@ -148,7 +151,7 @@ describe("docker-registry with htpasswd (Basic) authentication", () => {
   afterAll(() => registry?.stop());
 
   it("lists tags and resolves digests with the right credentials", async () => {
-    const client = new RegistryClient({ url: registry.url, ...credentials });
+    const client = new RegistryClient({ outbound, url: registry.url, ...credentials });
     await client.ping();
     expect(await client.listTags("demo/private")).toEqual(["1.0.0"]);
     expect((await client.resolveDigest("demo/private", "1.0.0")).digest).toMatch(/^sha256:[0-9a-f]{64}$/);
@@ -156,7 +159,12 @@ describe("docker-registry with htpasswd (Basic) authentication", () => {
 
   it("reports wrong credentials as unauthorized, says what to do, and never shows the password", async () => {
     const wrongPassword = "Wr0ng-Pa55word-do-not-print";
-    const client = new RegistryClient({ url: registry.url, username: credentials.username, password: wrongPassword });
+    const client = new RegistryClient({
+      outbound,
+      url: registry.url,
+      username: credentials.username,
+      password: wrongPassword,
+    });
     // One call at a time: calls started together would reject before they are awaited.
     for (const call of [
       () => client.listTags("demo/private"),
@@ -174,7 +182,7 @@ describe("docker-registry with htpasswd (Basic) authentication", () => {
   });
 
   it("asks for credentials when none are configured", async () => {
-    const error = await registryError(new RegistryClient({ url: registry.url }).listTags("demo/private"));
+    const error = await registryError(new RegistryClient({ outbound, url: registry.url }).listTags("demo/private"));
     expect(error.reason).toBe("unauthorized");
     expect(error.message).toContain("requires credentials for repository demo/private: set the feed's username");
   });
@@ -198,7 +206,7 @@ describe("docker-registry with bearer-token authentication (real `auth: token` c
 
   it("gets a token from the realm with the feed's credentials, retries once, and reuses the token per scope", async () => {
     tokenService.requests.length = 0;
-    const client = new RegistryClient({ url: registry.url, ...credentials });
+    const client = new RegistryClient({ outbound, url: registry.url, ...credentials });
     await client.ping();
     expect(await client.listTags("demo/app")).toEqual(["1.0.0"]);
     expect((await client.resolveDigest("demo/app", "1.0.0")).mediaType).toBe(DOCKER_V2_MANIFEST);
@@ -217,7 +225,7 @@ describe("docker-registry with bearer-token authentication (real `auth: token` c
     // 2 s: long enough for two calls on a slow machine, short enough to wait out.
     tokenService.expiresInSeconds = 2;
     try {
-      const client = new RegistryClient({ url: registry.url, ...credentials });
+      const client = new RegistryClient({ outbound, url: registry.url, ...credentials });
       await client.listTags("demo/app");
       await client.listTags("demo/app");
       expect(tokenService.requests).toHaveLength(1);
@@ -231,7 +239,7 @@ describe("docker-registry with bearer-token authentication (real `auth: token` c
 
   it("reports credentials the token service refuses as unauthorized, without the password or any token", async () => {
     const wrongPassword = "not-the-token-password";
-    const client = new RegistryClient({ url: registry.url, username: "deployer", password: wrongPassword });
+    const client = new RegistryClient({ outbound, url: registry.url, username: "deployer", password: wrongPassword });
     const error = await registryError(client.resolveDigest("demo/app", "1.0.0"));
     expect(error.reason).toBe("unauthorized");
     expect(error.message).toContain(`the token service at ${tokenService.url}/token`);
@@ -242,7 +250,7 @@ describe("docker-registry with bearer-token authentication (real `auth: token` c
   });
 
   it("asks for credentials when the token service grants an anonymous client nothing", async () => {
-    const error = await registryError(new RegistryClient({ url: registry.url }).listTags("demo/app"));
+    const error = await registryError(new RegistryClient({ outbound, url: registry.url }).listTags("demo/app"));
     expect(error.reason).toBe("unauthorized");
     expect(error.message).toContain("requires credentials for repository demo/app");
   });
@@ -251,7 +259,7 @@ describe("docker-registry with bearer-token authentication (real `auth: token` c
 describe("network failures", () => {
   it("reports a registry URL where nothing listens as unreachable", async () => {
     const url = `http://127.0.0.1:${await freePort()}`;
-    const error = await registryError(new RegistryClient({ url }).listTags("demo/app"));
+    const error = await registryError(new RegistryClient({ outbound, url }).listTags("demo/app"));
     expect(error.reason).toBe("unreachable");
     expect(error.message).toBe(
       `cannot reach the registry at ${url} (ECONNREFUSED) while listing the tags of demo/app: check the feed's URL and that the registry is running`,
@@ -265,7 +273,9 @@ describe("network failures", () => {
     const url = await listen(silent);
     try {
       const started = Date.now();
-      const error = await registryError(new RegistryClient({ url, timeoutMs: 300 }).resolveDigest("demo/app", "1.0"));
+      const error = await registryError(
+        new RegistryClient({ outbound, url, timeoutMs: 300 }).resolveDigest("demo/app", "1.0"),
+      );
       expect(error.reason).toBe("timeout");
       expect(error.message).toContain("did not answer within 300 ms while resolving demo/app:1.0");
       expect(Date.now() - started).toBeLessThan(5_000);

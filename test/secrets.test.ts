@@ -7,6 +7,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildApp } from "../src/api/app.js";
 import { generateApiKey } from "../src/security/apiKeys.js";
+import { parseOutboundAllow } from "../src/security/outboundGuard.js";
 import { insertApiKey } from "../src/store/apiKeys.js";
 import { openTestDatabase, type TestDatabase } from "./helpers/databases.js";
 
@@ -46,6 +47,7 @@ describe.each(["sqlite", "postgres"] as const)("sensitive values on %s", (dialec
       context: database.context,
       logger: pino({ level: "trace" }, logStream),
       version: "test",
+      outbound: parseOutboundAllow("127.0.0.1"),
     });
 
     await call("POST", "/api/v1/environments", { name: "prod" });

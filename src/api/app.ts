@@ -4,9 +4,11 @@ import type { DeploymentServices } from "../engine/deployments.js";
 import type { TaskEngine } from "../engine/engine.js";
 import type { ServerMetrics } from "../observability/serverMetrics.js";
 import { isWellFormedApiKey } from "../security/apiKeys.js";
+import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { type ApiKeyIdentity, authenticateApiKey } from "../store/apiKeys.js";
 import type { StoreContext } from "../store/common.js";
 import type { Store } from "../store/db.js";
+import { auditedRoute, auditRoutes } from "./audit.js";
 import { dashboardRoutes } from "./dashboard.js";
 import { doraRoutes } from "./dora.js";
 import { parseJsonBody } from "./json.js";
@@ -41,6 +43,8 @@ export interface AppOptions {
   bodyLimit?: number;
   /** Serves GET /metrics (with an API key) when given. */
   metrics?: ServerMetrics;
+  /** Feed and webhook URLs the server may call (FERRY_OUTBOUND_ALLOW); default: no exception to the deny list. */
+  outbound?: OutboundPolicy;
 }
 
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -92,12 +96,13 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
 
   const routes: RouteSpec[] = [
     ...healthRoutes(options.store),
-    ...resourceRoutes(options.context),
+    ...resourceRoutes(options.context, options.outbound),
     ...dashboardRoutes(options.context),
-    ...(options.deployments ? releaseRoutes(options.deployments) : []),
+    ...(options.deployments ? releaseRoutes(options.deployments, options.outbound) : []),
     ...(options.engine ? taskRoutes(options.context, options.engine) : []),
-    ...webhookRoutes(options.context),
+    ...webhookRoutes(options.context, options.outbound),
     ...doraRoutes(options.context),
+    ...auditRoutes(options.context),
     ...(options.metrics ? metricsRoutes(options.metrics) : []),
     defineRoute({
       method: "GET",
@@ -122,7 +127,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       },
     }),
   );
-  for (const route of routes) registerRoute(app, route);
+  // Every state-changing route writes an audit entry when it succeeds (src/api/audit.ts).
+  for (const route of routes) registerRoute(app, auditedRoute(route, options.context));
   return app;
 }
 

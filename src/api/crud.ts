@@ -1,4 +1,5 @@
 import type { z } from "zod";
+import type { AuditResource } from "../domain/audit.js";
 import { type Page, type Paging, pageSchema, pagingSchema } from "../domain/common.js";
 import { defineRoute, pathParams, type RouteSpec } from "./route.js";
 
@@ -24,6 +25,11 @@ export interface CollectionSpec<Item, Create, Update> {
   get(scope: string[], reference: string): Promise<Item>;
   update(scope: string[], reference: string, body: Update): Promise<Item>;
   remove(scope: string[], reference: string): Promise<void>;
+  /**
+   * Fields of an item whose values are secrets (the API shows "set" in them): the audit
+   * log records that they were set or changed, never a value. None when absent.
+   */
+  secretFields?(item: Item): readonly string[];
 }
 
 export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item, Create, Update>): RouteSpec[] {
@@ -33,6 +39,20 @@ export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item
   const scopeValues = (params: Record<string, string>) => scopeNames.map((name) => params[name] ?? "");
   const itemPath = `${spec.path}/:${spec.itemParam}`;
   const reference = (params: Record<string, string>) => params[spec.itemParam] ?? "";
+  // Audit entries: "variable.update" on resource "variable" (the noun's last word).
+  const type = spec.noun.split(" ").at(-1) ?? spec.noun;
+  const secretFields = (item: unknown) => (item === undefined ? [] : (spec.secretFields?.(item as Item) ?? []));
+  const resourceOf = (item: unknown, fallbackName: string | null): AuditResource => {
+    const fields = (item ?? {}) as Record<string, unknown>;
+    const own = text(fields.slug) ?? text(fields.name);
+    const project = text(fields.project);
+    return {
+      type,
+      id: text(fields.id) ?? null,
+      name: (project && own ? `${project}/${own}` : (own ?? project)) ?? fallbackName,
+    };
+  };
+  const representation = (item: unknown) => item as Record<string, unknown> | undefined;
   return [
     defineRoute({
       method: "GET",
@@ -53,6 +73,15 @@ export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item
       body: spec.createSchema,
       response: spec.itemSchema,
       status: 201,
+      audit: {
+        action: `${type}.create`,
+        change: ({ body, result }) => ({
+          resource: resourceOf(result, null),
+          after: representation(result),
+          sensitive: secretFields(result),
+          written: Object.keys(body as object),
+        }),
+      },
       handler: ({ params, body }) => spec.create(scopeValues(params), body),
     }),
     defineRoute({
@@ -72,6 +101,18 @@ export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item
       params: itemParams,
       body: spec.updateSchema,
       response: spec.itemSchema,
+      audit: {
+        action: `${type}.update`,
+        before: ({ params }) => spec.get(scopeValues(params), reference(params)),
+        change: ({ params, body, before, result }) => ({
+          resource: resourceOf(result, reference(params)),
+          before: representation(before),
+          after: representation(result),
+          // A variable turned sensitive (or not) hides its value on both sides.
+          sensitive: [...secretFields(before), ...secretFields(result)],
+          written: Object.keys(body as object),
+        }),
+      },
       handler: ({ params, body }) => spec.update(scopeValues(params), reference(params), body),
     }),
     defineRoute({
@@ -81,10 +122,24 @@ export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item
       summary: `Delete a ${spec.noun} (refused while something uses it)`,
       params: itemParams,
       status: 204,
+      audit: {
+        action: `${type}.delete`,
+        before: ({ params }) => spec.get(scopeValues(params), reference(params)),
+        change: ({ params, before }) => ({
+          resource: resourceOf(before, reference(params)),
+          before: representation(before),
+          after: null,
+          sensitive: secretFields(before),
+        }),
+      },
       handler: async ({ params }) => {
         await spec.remove(scopeValues(params), reference(params));
         return undefined;
       },
     }),
   ];
+}
+
+function text(value: unknown): string | undefined {
+  return typeof value === "string" && value !== "" ? value : undefined;
 }

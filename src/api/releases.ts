@@ -1,4 +1,5 @@
 import { z } from "zod";
+import type { AuditResource } from "../domain/audit.js";
 import { pageSchema, pagingSchema, referenceSchema } from "../domain/common.js";
 import { processSchema } from "../domain/process.js";
 import { createReleaseSchema, releaseSchema } from "../domain/releases.js";
@@ -11,6 +12,7 @@ import {
 } from "../engine/deployments.js";
 import { planDeployment } from "../engine/plan.js";
 import { checkImageFeeds, pinImages } from "../feeds/images.js";
+import { defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
 import { validateSteps } from "../steps/registry.js";
 import {
   createRelease,
@@ -20,7 +22,7 @@ import {
   resnapshotVariables,
   setProcess,
 } from "../store/releases.js";
-import { defineRoute, pathParams, type RouteSpec } from "./route.js";
+import { defineRoute, pathParams, type RouteAudit, type RouteSpec } from "./route.js";
 
 const deploymentCreatedSchema = z.object({
   deploymentId: z.string(),
@@ -59,8 +61,30 @@ const planSchema = z.object({
   variables: z.array(z.object({ name: z.string(), value: z.string(), sensitive: z.boolean() })),
 });
 
+function releaseResource(result: unknown): AuditResource {
+  const release = result as { id: string; project: string; version: string };
+  return { type: "release", id: release.id, name: `${release.project}/${release.version}` };
+}
+
+/** A requested deployment: which release goes to which environment, and its task. */
+function deploymentAudit(action: string): RouteAudit {
+  return {
+    action,
+    change: ({ result }) => {
+      const created = result as z.infer<typeof deploymentCreatedSchema>;
+      return {
+        resource: { type: "deployment", id: created.deploymentId, name: `${created.project}/${created.release}` },
+        after: created,
+      };
+    },
+  };
+}
+
 /** Routes of a project's process, releases and deployments. */
-export function releaseRoutes(services: DeploymentServices): RouteSpec[] {
+export function releaseRoutes(
+  services: DeploymentServices,
+  outbound: OutboundPolicy = defaultOutboundPolicy,
+): RouteSpec[] {
   const { context } = services;
   const createdBy = (request: { identity?: { name: string } }) => request.identity?.name ?? "unknown";
   return [
@@ -81,6 +105,15 @@ export function releaseRoutes(services: DeploymentServices): RouteSpec[] {
       params: pathParams("project"),
       body: processSchema,
       response: processSchema,
+      audit: {
+        action: "process.update",
+        before: ({ params }) => getProcess(context, params.project),
+        change: ({ params, before, result }) => ({
+          resource: { type: "process", name: params.project },
+          before: before as Record<string, unknown> | undefined,
+          after: result as Record<string, unknown>,
+        }),
+      },
       handler: async ({ params, body }) => {
         const steps = validateSteps(body.steps);
         await checkImageFeeds(context, body.images);
@@ -106,10 +139,14 @@ export function releaseRoutes(services: DeploymentServices): RouteSpec[] {
       body: createReleaseSchema,
       response: releaseSchema.extend({ deployments: z.array(deploymentCreatedSchema) }),
       status: 201,
+      audit: {
+        action: "release.create",
+        change: ({ result }) => ({ resource: releaseResource(result), after: result as Record<string, unknown> }),
+      },
       handler: async ({ params, body, request }) => {
         // Registry calls happen before the release's transaction, never inside it.
         const process = await getProcess(context, params.project);
-        const images = await pinImages(context, process.images, body.images);
+        const images = await pinImages(context, process.images, body.images, outbound);
         const release = await createRelease(context, params.project, body, createdBy(request), { process, images });
         const deployments = await autoDeployNewRelease(services, params.project, release.version, "auto-deploy");
         return { ...release, deployments };
@@ -131,19 +168,17 @@ export function releaseRoutes(services: DeploymentServices): RouteSpec[] {
       summary: "Re-snapshot a release's variables from the project (process and images never change)",
       params: pathParams("project", "release"),
       response: releaseSchema,
-      handler: async ({ params, request }) => {
-        const release = await resnapshotVariables(context, params.project, params.release, createdBy(request));
-        request.log.info(
-          {
-            audit: "release.variables-snapshot",
-            project: release.project,
-            release: release.version,
-            by: createdBy(request),
-          },
-          "re-snapshotted a release's variables",
-        );
-        return release;
+      audit: {
+        action: "release.variables-snapshot",
+        before: ({ params }) => getRelease(context, params.project, params.release),
+        change: ({ before, result }) => ({
+          resource: releaseResource(result),
+          before: before as Record<string, unknown> | undefined,
+          after: result as Record<string, unknown>,
+        }),
       },
+      handler: ({ params, request }) =>
+        resnapshotVariables(context, params.project, params.release, createdBy(request)),
     }),
     defineRoute({
       method: "POST",
@@ -154,6 +189,7 @@ export function releaseRoutes(services: DeploymentServices): RouteSpec[] {
       body: createDeploymentSchema,
       response: deploymentCreatedSchema,
       status: 201,
+      audit: deploymentAudit("deployment.create"),
       handler: ({ params, body, request }) =>
         requestDeployment(services, { project: params.project, ...body, createdBy: createdBy(request) }),
     }),
@@ -166,6 +202,7 @@ export function releaseRoutes(services: DeploymentServices): RouteSpec[] {
       body: z.strictObject({ to: referenceSchema.describe("environment slug or id") }),
       response: deploymentCreatedSchema,
       status: 201,
+      audit: deploymentAudit("deployment.promote"),
       handler: ({ params, body, request }) =>
         promote(services, { project: params.project, to: body.to, createdBy: createdBy(request) }),
     }),
@@ -181,6 +218,7 @@ export function releaseRoutes(services: DeploymentServices): RouteSpec[] {
       }),
       response: deploymentCreatedSchema,
       status: 201,
+      audit: deploymentAudit("deployment.rollback"),
       handler: ({ params, body, request }) =>
         rollback(services, { project: params.project, ...body, createdBy: createdBy(request) }),
     }),

@@ -4,6 +4,7 @@ import { createLifecycleSchema, lifecycleSchema, updateLifecycleSchema } from ".
 import { createProjectSchema, projectSchema, updateProjectSchema } from "../domain/projects.js";
 import { createTargetSchema, targetSchema, updateTargetSchema } from "../domain/targets.js";
 import { createVariableSchema, updateVariableSchema, variableSchema } from "../domain/variables.js";
+import { checkOutboundUrl, defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
 import type { StoreContext } from "../store/common.js";
 import * as environments from "../store/environments.js";
 import * as feeds from "../store/feeds.js";
@@ -14,8 +15,12 @@ import * as variables from "../store/variables.js";
 import { collectionRoutes } from "./crud.js";
 import type { RouteSpec } from "./route.js";
 
-/** The routes of the foundation's resources: environments … variables. */
-export function resourceRoutes(context: StoreContext): RouteSpec[] {
+/**
+ * The routes of the foundation's resources: environments … variables. A feed's URL is
+ * checked against the outbound guard when it is saved (and again at each registry call).
+ */
+export function resourceRoutes(context: StoreContext, outbound: OutboundPolicy = defaultOutboundPolicy): RouteSpec[] {
+  const checkFeedUrl = (url: string) => checkOutboundUrl(url, outbound, { what: "feed URL", pointer: "/url" });
   return [
     ...collectionRoutes({
       tag: "Environments",
@@ -82,10 +87,17 @@ export function resourceRoutes(context: StoreContext): RouteSpec[] {
       createSchema: createFeedSchema,
       updateSchema: updateFeedSchema,
       list: (_, paging) => feeds.listFeeds(context, paging),
-      create: (_, body) => feeds.createFeed(context, body),
+      create: async (_, body) => {
+        await checkFeedUrl(body.url);
+        return feeds.createFeed(context, body);
+      },
       get: (_, reference) => feeds.getFeed(context, reference),
-      update: (_, reference, body) => feeds.updateFeed(context, reference, body),
+      update: async (_, reference, body) => {
+        if (body.url !== undefined) await checkFeedUrl(body.url);
+        return feeds.updateFeed(context, reference, body);
+      },
       remove: (_, reference) => feeds.deleteFeed(context, reference),
+      secretFields: () => ["password"],
     }),
     ...collectionRoutes({
       tag: "Variables",
@@ -101,6 +113,7 @@ export function resourceRoutes(context: StoreContext): RouteSpec[] {
       get: ([project = ""], reference) => variables.getVariable(context, project, reference),
       update: ([project = ""], reference, body) => variables.updateVariable(context, project, reference, body),
       remove: ([project = ""], reference) => variables.deleteVariable(context, project, reference),
+      secretFields: (variable) => (variable.sensitive ? ["value"] : []),
     }),
   ];
 }

@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
+import type { AuditChange } from "../domain/audit.js";
 import { InputError } from "../domain/errors.js";
 import { toFieldIssues } from "../domain/validation.js";
 
@@ -25,7 +26,22 @@ export interface RouteSpec<P = unknown, Q = unknown, B = unknown> {
   status?: 200 | 201 | 204;
   /** Answers without an API key. */
   public?: boolean;
+  /**
+   * What the route writes to the audit log when its handler succeeds (POST, PUT, PATCH and
+   * DELETE routes; src/api/audit.ts). A state-changing route without it is still recorded,
+   * by method and path only.
+   */
+  audit?: RouteAudit<NoInfer<P>, NoInfer<B>>;
   handler(input: { params: P; query: Q; body: B; request: FastifyRequest; reply: FastifyReply }): Promise<unknown>;
+}
+
+export interface RouteAudit<P = unknown, B = unknown> {
+  /** "project.update": the resource's type, then what happened to it. */
+  action: string;
+  /** Reads the resource as the API shows it, before the handler runs: the diff's "from" side. */
+  before?(input: { params: P; body: B }): Promise<unknown>;
+  /** The change, from the request, the state before (undefined when not read) and the handler's result. */
+  change(input: { params: P; body: B; before: unknown; result: unknown }): AuditChange;
 }
 
 /** Keeps the generic types of one route while collecting routes of different types in a list. */

@@ -1,10 +1,11 @@
 import { z } from "zod";
 import { pageSchema, pagingSchema } from "../domain/common.js";
-import { isTerminal, type TaskState, taskLogLineSchema, taskSchema, taskStates } from "../domain/tasks.js";
+import { type Task, taskLogLineSchema, taskSchema, taskStates } from "../domain/tasks.js";
 import type { TaskEngine } from "../engine/engine.js";
 import type { StoreContext } from "../store/common.js";
 import { listDecisions } from "../store/decisions.js";
 import { getTaskRow, listTasks, readLogLines, toTask } from "../store/tasks.js";
+import { TaskLogFeeds } from "./logFeed.js";
 import { defineRoute, pathParams, type RouteSpec } from "./route.js";
 
 const logQuerySchema = z.strictObject({
@@ -31,11 +32,15 @@ const decisionSchema = z.object({
   decidedAt: z.string().nullable(),
 });
 
-/** How often a follower re-reads the log when no event arrives (lines written by another node). */
-const FOLLOW_POLL_MS = 1000;
+/** What a cancellation changes about a task. */
+function cancelFields(task: Task): Record<string, unknown> {
+  return { state: task.state, cancelRequested: task.cancelRequested };
+}
 
 export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec[] {
   const { db } = context;
+  // Followers of one task share one reader of its new lines (see TaskLogFeeds).
+  const feeds = new TaskLogFeeds(db, engine.events);
   return [
     defineRoute({
       method: "GET",
@@ -62,6 +67,18 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
       summary: "Cancel a task (a running one stops its step and cleans up)",
       params: pathParams("task"),
       response: taskSchema,
+      audit: {
+        action: "task.cancel",
+        before: async ({ params }) => toTask(await getTaskRow(db, params.task)),
+        change: ({ before, result }) => {
+          const task = result as Task;
+          return {
+            resource: { type: "task", id: task.id, name: task.title },
+            before: before === undefined ? undefined : cancelFields(before as Task),
+            after: cancelFields(task),
+          };
+        },
+      },
       handler: async ({ params }) => {
         await engine.cancel(params.task);
         return toTask(await getTaskRow(db, params.task));
@@ -87,6 +104,16 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
         comment: z.string().max(2000).optional(),
       }),
       response: decisionSchema,
+      audit: {
+        action: "task.decide",
+        change: ({ result }) => {
+          const decision = result as z.infer<typeof decisionSchema>;
+          return {
+            resource: { type: "task", id: decision.taskId, name: decision.prompt },
+            after: { kind: decision.kind, decision: decision.decision, comment: decision.comment },
+          };
+        },
+      },
       handler: async ({ params, body, request }) =>
         engine.decide(params.task, { ...body, decidedBy: request.identity?.name ?? "unknown" }),
     }),
@@ -112,70 +139,16 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
           connection: "keep-alive",
           "x-accel-buffering": "no",
         });
-        // Headers now, and a comment line every 15 s while a step is quiet, so a follower
-        // (and any proxy in between) can tell a quiet task from a dead connection.
+        // Headers now (a comment line follows every 15 s while a step is quiet), so a
+        // follower and any proxy in between can tell a quiet task from a dead connection.
         response.flushHeaders();
-        const keepAlive = setInterval(() => response.write(": keep-alive\n\n"), 15_000);
-        let after = query.after;
-        let closed = false;
-        let pending = false;
-        let again = false;
-        let timer: NodeJS.Timeout | undefined;
-        const send = (event: string, data: unknown, id?: number) =>
-          response.write(`${id === undefined ? "" : `id: ${id}\n`}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-        const stop = () => {
-          closed = true;
-          clearInterval(keepAlive);
-          clearTimeout(timer);
-          engine.events.off("log", onEvent);
-          engine.events.off("state", onEvent);
-        };
-        // Reads new lines and, once the task has ended and everything is sent, ends the stream.
-        const pump = async (): Promise<void> => {
-          if (closed) return;
-          if (pending) {
-            // Lines arrived while reading: read once more when this round ends.
-            again = true;
-            return;
-          }
-          pending = true;
-          try {
-            for (;;) {
-              const state = (await getTaskRow(db, task.id)).state as TaskState;
-              const lines = await readLogLines(db, task.id, { afterLine: after, limit: 1000 });
-              for (const line of lines) send("line", line, line.line);
-              after = lines.at(-1)?.line ?? after;
-              if (lines.length === 1000) continue;
-              if (isTerminal(state)) {
-                send("end", { state });
-                stop();
-                response.end();
-              }
-              break;
-            }
-          } catch (error) {
-            request.log.error({ err: error }, "log stream failed");
-            stop();
-            response.end();
-          } finally {
-            pending = false;
-          }
-          if (again && !closed) {
-            again = false;
-            return pump();
-          }
-          if (!closed) {
-            clearTimeout(timer);
-            timer = setTimeout(() => void pump(), FOLLOW_POLL_MS);
-          }
-        };
-        const onEvent = (taskId: string) => {
-          if (taskId === task.id) void pump();
-        };
-        engine.events.on("log", onEvent);
-        engine.events.on("state", onEvent);
-        request.raw.on("close", stop);
-        await pump();
+        const stop = feeds.follow(
+          task.id,
+          { after: query.after, storedLines: Number(task.log_lines) },
+          response,
+          (error) => request.log.error({ err: error }, "log stream failed"),
+        );
+        response.on("close", stop);
         return undefined;
       },
     }),

@@ -20,6 +20,7 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
       const { trafficSettingsFromEnvironment } = await import("../traffic/routers.js");
       const server = await startServer({
         traffic: trafficSettingsFromEnvironment(env, options.dataDir),
+        outbound: env.FERRY_OUTBOUND_ALLOW,
         port: options.port,
         host: options.host,
         dataDir: options.dataDir,

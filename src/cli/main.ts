@@ -2,6 +2,7 @@ import { Command, CommanderError } from "commander";
 import { type FerryEnvironment, readEnvironment } from "../config/env.js";
 import { FerryError } from "../domain/errors.js";
 import { FERRY_VERSION } from "../version.js";
+import { addAdminCommands } from "./admin.js";
 import { addApplyCommand } from "./apply.js";
 import { addDemoCommand } from "./demo.js";
 import { addDeploymentCommands } from "./deployments.js";
@@ -49,6 +50,7 @@ export function buildProgram(): Command {
   addReleaseCommands(program, context);
   addDeploymentCommands(program, context);
   addTaskCommands(program, context);
+  addAdminCommands(program, context);
   // Subcommands exit through the same path as the program (codes 0/1/2 below).
   const override = (command: Command) => {
     command.exitOverride();

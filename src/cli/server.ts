@@ -57,6 +57,7 @@ export function addServerCommand(program: Command, environment: () => FerryEnvir
       const { trafficSettingsFromEnvironment } = await import("../traffic/routers.js");
       const server = await startServer({
         traffic: trafficSettingsFromEnvironment(env, options.dataDir),
+        outbound: env.FERRY_OUTBOUND_ALLOW,
         statsd: env.FERRY_STATSD,
         port: options.port,
         host: options.host,

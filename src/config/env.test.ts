@@ -18,3 +18,26 @@ describe("FERRY_STATSD", () => {
     }
   });
 });
+
+describe("FERRY_OUTBOUND_ALLOW", () => {
+  it("reads addresses, ranges and host names with optional ports", () => {
+    expect(readEnvironment({}).FERRY_OUTBOUND_ALLOW.allow).toEqual([]);
+    const policy = readEnvironment({
+      FERRY_OUTBOUND_ALLOW: "127.0.0.1:5000, 10.0.0.0/8,registry.internal,[::1]:5000,Registry.Example.:443",
+    }).FERRY_OUTBOUND_ALLOW;
+    expect(policy.allow.map((rule) => ({ kind: rule.kind, port: rule.port }))).toEqual([
+      { kind: "range", port: 5000 },
+      { kind: "range", port: undefined },
+      { kind: "host", port: undefined },
+      { kind: "range", port: 5000 },
+      { kind: "host", port: 443 },
+    ]);
+    expect(policy.allow[4]).toMatchObject({ host: "registry.example" });
+  });
+
+  it("refuses entries it cannot read, naming them", () => {
+    for (const value of ["127.0.0.1:0", "10.0.0.0/33", "10.0.0.0/8:80", "[registry]:80", "bad host", "::1/200"]) {
+      expect(() => readEnvironment({ FERRY_OUTBOUND_ALLOW: value }), value).toThrow(/FERRY_OUTBOUND_ALLOW/);
+    }
+  });
+});

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { InputError } from "../domain/errors.js";
 import { toFieldIssues } from "../domain/validation.js";
+import { parseOutboundAllow } from "../security/outboundGuard.js";
 
 /**
  * The environment variables Ferry reads, parsed once at start. Nothing else in the code
@@ -64,6 +65,23 @@ const environmentSchema = z.object({
     })
     .refine((target) => target.port >= 1 && target.port <= 65535, { message: "the port must be 1-65535" })
     .optional(),
+  /**
+   * Server: exceptions to the outbound guard, which refuses feed and webhook URLs that point
+   * at loopback, link-local, metadata, unspecified or multicast addresses: comma-separated
+   * addresses, ranges and host names with optional ports ("127.0.0.1:5000,10.0.0.0/8,registry.internal").
+   * See docs/security.md.
+   */
+  FERRY_OUTBOUND_ALLOW: z
+    .string()
+    .optional()
+    .transform((value, context) => {
+      try {
+        return parseOutboundAllow(value);
+      } catch (error) {
+        context.issues.push({ code: "custom", message: (error as Error).message, input: value });
+        return z.NEVER;
+      }
+    }),
   FERRY_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   /** CLI: the server to talk to and the key to use (override `ferry login`). */
   FERRY_URL: z.url().optional(),

@@ -39,7 +39,6 @@ const dashboardRowSchema = z.object({
   /** The environments of the project's lifecycle and any other it has deployed to, in environment order. */
   environments: z.array(dashboardCellSchema),
 });
-export type DashboardRow = z.infer<typeof dashboardRowSchema>;
 
 /** Projects × environments → live release, newest deployment and its state; paged by project. */
 export const dashboardSchema = z.object({

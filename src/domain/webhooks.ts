@@ -19,7 +19,8 @@ export type Webhook = z.infer<typeof webhookSchema>;
 
 /**
  * http(s) only, without credentials (they would show in every answer: use the secret to
- * authenticate). Which hosts may be called is not restricted yet (docs/webhooks.md).
+ * authenticate). Which hosts may be called is the outbound guard's business, checked by the
+ * API when a webhook is saved and at each delivery (security/outboundGuard.ts).
  */
 const webhookUrlSchema = z
   .string()

@@ -28,6 +28,8 @@ export class TaskLog {
   private timer: NodeJS.Timeout | undefined;
   private writing: Promise<void> = Promise.resolve();
   private redactor: (text: string) => string;
+  private stampedAt = Number.NaN;
+  private stamp = "";
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -81,7 +83,8 @@ export class TaskLog {
 
   private write(level: TaskLogLevel, text: string): void {
     // Mask the whole text first (a secret may span lines), then split it into lines.
-    for (const line of this.redactor(text).split(/\r?\n/)) {
+    const masked = this.redactor(text);
+    for (const line of masked.includes("\n") ? masked.split(/\r?\n/) : [masked]) {
       if (this.truncated) return;
       const clean = this.redactor(line);
       const size = Buffer.byteLength(clean);
@@ -96,12 +99,22 @@ export class TaskLog {
   }
 
   private push(level: TaskLogLevel, text: string): void {
-    this.buffer.push({ at: new Date().toISOString(), level, step: this.currentStep, text });
+    this.buffer.push({ at: this.now(), level, step: this.currentStep, text });
     this.timer ??= setTimeout(() => {
       this.timer = undefined;
       // A failed batch is reported by the next explicit flush; it must not crash the process.
       this.flush().catch(() => {});
     }, this.options.flushIntervalMs);
+  }
+
+  /** The time as ISO text; a burst of lines within one millisecond shares one string. */
+  private now(): string {
+    const now = Date.now();
+    if (now !== this.stampedAt) {
+      this.stampedAt = now;
+      this.stamp = new Date(now).toISOString();
+    }
+    return this.stamp;
   }
 
   /** Writes what is buffered; resolves when it is stored. Writes never overlap. */

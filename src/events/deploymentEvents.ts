@@ -2,6 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { FastifyBaseLogger } from "fastify";
 import type { DeploymentEventName } from "../domain/webhooks.js";
 import type { TaskFinishedEvent, TaskObserver, TaskOutcome, TaskStartedEvent } from "../engine/observers.js";
+import { defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
 import { newId, nowIso, type StoreContext } from "../store/common.js";
 import { appendLogLines } from "../store/tasks.js";
 import { deploymentOfTask, webhooksForEvent } from "../store/webhooks.js";
@@ -15,6 +16,8 @@ export interface DeploymentEventsOptions {
   /** FERRY_STATSD: where each ended deployment is counted. */
   statsd?: StatsdTarget | undefined;
   webhookDelivery?: Partial<WebhookDeliveryOptions>;
+  /** Webhook URLs the server may call (FERRY_OUTBOUND_ALLOW); default: no exception to the deny list. */
+  outbound?: OutboundPolicy | undefined;
   /** Told of each webhook delivery's end (for /metrics). */
   onWebhookDelivery?: (outcome: "delivered" | "failed") => void;
 }
@@ -111,6 +114,7 @@ export class DeploymentEvents implements TaskObserver {
           webhook,
           { id, event: name, body, userAgent: `Ferry/${this.options.version}` },
           this.delivery,
+          this.options.outbound ?? defaultOutboundPolicy,
           this.stopping.signal,
         );
         this.options.onWebhookDelivery?.(result.delivered ? "delivered" : "failed");

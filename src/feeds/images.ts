@@ -2,6 +2,7 @@ import { type FieldIssue, InputError } from "../domain/errors.js";
 import type { ProjectImage } from "../domain/process.js";
 import type { PinnedImage } from "../domain/releases.js";
 import { pickLatest } from "../domain/versionRules.js";
+import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { resolveReference, type StoreContext, throwIfIssues } from "../store/common.js";
 import { getFeed, getFeedCredentials } from "../store/feeds.js";
 import { RegistryClient } from "./registry.js";
@@ -18,12 +19,14 @@ export async function checkImageFeeds(context: StoreContext, images: readonly Pr
 /**
  * Chooses each image's tag (the one asked for, or the latest matching its rule) and pins
  * it by the digest the registry reports now: the release deploys exactly these bytes
- * for ever, whatever the tag points to later.
+ * for ever, whatever the tag points to later. Registry calls go through the outbound guard
+ * with `outbound`.
  */
 export async function pinImages(
   context: StoreContext,
   images: readonly ProjectImage[],
   requested: Readonly<Record<string, string>>,
+  outbound: OutboundPolicy,
 ): Promise<PinnedImage[]> {
   const unknown = Object.keys(requested).filter((name) => !images.some((image) => image.name === name));
   if (unknown.length > 0) {
@@ -38,7 +41,7 @@ export async function pinImages(
   for (const image of images) {
     const feed = await getFeed(context, image.feed);
     const credentials = await getFeedCredentials(context, feed.id);
-    const client = new RegistryClient({ url: feed.url, ...credentials });
+    const client = new RegistryClient({ url: feed.url, ...credentials, outbound });
     const tag = requested[image.name] ?? pickLatest(await client.listTags(image.repository), image.version);
     if (!tag) {
       throw new InputError(`no tag of ${image.repository} in feed '${feed.name}' matches the image's version rule`, [

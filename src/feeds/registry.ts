@@ -2,6 +2,12 @@ import { createHash } from "node:crypto";
 import { z } from "zod";
 import { FerryError, InputError } from "../domain/errors.js";
 import { IMAGE_TAG_HINT, isDigest, isImageTag, isRepositoryName, REPOSITORY_NAME_HINT } from "../domain/images.js";
+import {
+  defaultOutboundPolicy,
+  guardedFetch,
+  type OutboundPolicy,
+  OutboundRefusedError,
+} from "../security/outboundGuard.js";
 
 /**
  * A client of the Docker Registry HTTP API v2 (distribution, Harbor, GHCR, Docker Hub…):
@@ -12,7 +18,9 @@ import { IMAGE_TAG_HINT, isDigest, isImageTag, isRepositoryName, REPOSITORY_NAME
  * cache it per scope until it expires, retry once) when the registry names a token service.
  *
  * Security: error messages never carry the password, an Authorization header, a token or
- * the body of a failed response; a registry answer is only read up to a size limit.
+ * the body of a failed response; a registry answer is only read up to a size limit. Every
+ * call (redirects and the token service included) goes through the outbound guard
+ * (security/outboundGuard.ts): a refused address throws its OutboundRefusedError.
  */
 
 export type RegistryErrorReason = "unauthorized" | "not-found" | "unreachable" | "timeout" | "bad-response";
@@ -38,6 +46,8 @@ export interface RegistryClientOptions {
   password?: string;
   /** Limit of each HTTP call (registry or token service), body included. Default 15 s. */
   timeoutMs?: number;
+  /** Which addresses may be called (FERRY_OUTBOUND_ALLOW); default: no exception to the deny list. */
+  outbound?: OutboundPolicy;
 }
 
 export interface ResolvedManifest {
@@ -110,6 +120,7 @@ export class RegistryClient {
   private readonly displayUrl: string;
   private readonly basicAuthorization: string | undefined;
   private readonly timeoutMs: number;
+  private readonly outbound: OutboundPolicy;
   /** Set once the registry asked for Basic: later calls send it straight away. */
   private usesBasic = false;
   /** Set once the registry named a token service: later calls look in the cache first. */
@@ -124,6 +135,7 @@ export class RegistryClient {
       throw new InputError("registry timeout must be a whole number of milliseconds between 1 and 600000");
     }
     this.timeoutMs = timeoutMs;
+    this.outbound = options.outbound ?? defaultOutboundPolicy;
     const { username, password } = options;
     if (password !== undefined && !username) {
       throw new InputError("a registry password needs a username; set the feed's username too");
@@ -415,12 +427,21 @@ export class RegistryClient {
     return { value, expiresAt: Date.now() + lifetimeMs - margin };
   }
 
-  /** fetch with the call's timeout; network failures become 'unreachable' or 'timeout'. */
+  /**
+   * fetch (through the outbound guard) with the call's timeout; network failures become
+   * 'unreachable' or 'timeout', a refusal of the guard is thrown as it is.
+   */
   private async fetchWithTimeout(call: Call, url: URL, headers: Record<string, string>): Promise<Response> {
+    const name = call.peer ? `${call.peer} (of feed URL ${this.displayUrl})` : `feed URL ${this.displayUrl}`;
     try {
       // The signal also bounds reading the body, which happens later through `response`.
-      return await fetch(url, { method: call.method, headers, signal: AbortSignal.timeout(this.timeoutMs) });
+      return await guardedFetch(
+        url,
+        { method: call.method, headers, signal: AbortSignal.timeout(this.timeoutMs), name },
+        this.outbound,
+      );
     } catch (error) {
+      if (error instanceof OutboundRefusedError) throw error;
       throw this.networkError(call, error);
     }
   }

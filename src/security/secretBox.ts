@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from "node:crypto";
 
 const VERSION = "v1";
 const IV_BYTES = 12;
@@ -29,6 +29,15 @@ export class SecretBox {
     return [VERSION, this.keyId, iv.toString("base64"), tag.toString("base64"), ciphertext.toString("base64")].join(
       ":",
     );
+  }
+
+  /**
+   * A 32-byte key for another purpose (e.g. "audit-chain"), derived from the master key
+   * with HKDF-SHA256: independent of the encryption key and of every other purpose's key,
+   * and the same on every server node that shares the master key.
+   */
+  deriveKey(purpose: string): Buffer {
+    return Buffer.from(hkdfSync("sha256", this.key, Buffer.alloc(0), `ferry:${purpose}`, KEY_BYTES));
   }
 
   open(sealed: string, context: string): string {

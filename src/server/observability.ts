@@ -2,8 +2,10 @@ import type { FastifyBaseLogger } from "fastify";
 import type { TaskObserver } from "../engine/observers.js";
 import { DeploymentEvents } from "../events/deploymentEvents.js";
 import type { StatsdTarget } from "../events/statsd.js";
+import { TaskAudit } from "../events/taskAudit.js";
 import type { WebhookDeliveryOptions } from "../events/webhookDelivery.js";
 import { ServerMetrics } from "../observability/serverMetrics.js";
+import type { OutboundPolicy } from "../security/outboundGuard.js";
 import type { StoreContext } from "../store/common.js";
 import type { Store } from "../store/db.js";
 
@@ -18,6 +20,8 @@ export interface ObservabilityOptions {
   statsd?: StatsdTarget | undefined;
   /** Shorter in tests. */
   webhookDelivery?: Partial<WebhookDeliveryOptions>;
+  /** FERRY_OUTBOUND_ALLOW: the webhook URLs the server may call beyond the default. */
+  outbound?: OutboundPolicy | undefined;
 }
 
 export interface Observability {
@@ -38,7 +42,17 @@ export function createObservability(options: ObservabilityOptions): Observabilit
     version: options.version,
     statsd: options.statsd,
     webhookDelivery: options.webhookDelivery,
+    outbound: options.outbound,
     onWebhookDelivery: (outcome) => metrics.countWebhookDelivery(outcome),
   });
-  return { metrics, observers: [metrics, events], close: () => events.close() };
+  // Every task's start and end goes to the audit log too.
+  const audit = new TaskAudit(options.context, options.logger);
+  return {
+    metrics,
+    observers: [metrics, events, audit],
+    close: async () => {
+      await events.close();
+      await audit.close();
+    },
+  };
 }

@@ -8,8 +8,10 @@ import type { TaskKind } from "../engine/types.js";
 import type { StatsdTarget } from "../events/statsd.js";
 import { generateApiKey } from "../security/apiKeys.js";
 import { loadOrCreateMasterKey } from "../security/masterKey.js";
+import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { SecretBox } from "../security/secretBox.js";
-import { countApiKeys, insertApiKey } from "../store/apiKeys.js";
+import { type ApiKeyIdentity, countApiKeys, insertApiKey } from "../store/apiKeys.js";
+import { appendAuditEvent } from "../store/audit.js";
 import type { StoreContext } from "../store/common.js";
 import { openStore, type Store } from "../store/db.js";
 import { hasRoutes, reconcileLiveColours } from "../traffic/reconcile.js";
@@ -32,6 +34,8 @@ export interface ServerOptions {
   traffic?: TrafficSettings | undefined;
   /** FERRY_STATSD: where deployment events go as StatsD counters. */
   statsd?: StatsdTarget | undefined;
+  /** FERRY_OUTBOUND_ALLOW: feed and webhook URLs allowed beyond the default; default none (docs/security.md). */
+  outbound?: OutboundPolicy | undefined;
 }
 
 export interface RunningServer {
@@ -75,6 +79,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     version: FERRY_VERSION,
     taskKinds: kinds.map((kind) => kind.kind),
     statsd: options.statsd,
+    outbound: options.outbound,
   });
   // A scrape never starts a proxy: it reads the router only once a deployment connected it.
   observability.metrics.registerProxyStats(async () => (await router.connected())?.traffic());
@@ -94,6 +99,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     engine,
     deployments,
     metrics: observability.metrics,
+    outbound: options.outbound,
   });
   try {
     await app.listen({ port: options.port, host: options.host });
@@ -143,12 +149,15 @@ async function bootstrapAdminKey(context: StoreContext, options: ServerOptions):
   if ((await countApiKeys(context)) > 0) return;
   const announce = options.announce ?? ((text: string) => process.stderr.write(text));
   if (options.adminApiKey) {
-    await insertApiKey(context, options.adminApiKey, { name: "admin (FERRY_ADMIN_API_KEY)", role: "admin" });
+    await auditKeyCreated(
+      context,
+      await insertApiKey(context, options.adminApiKey, { name: "admin (FERRY_ADMIN_API_KEY)", role: "admin" }),
+    );
     announce("ferry: created the admin API key from FERRY_ADMIN_API_KEY\n");
     return;
   }
   const key = generateApiKey();
-  await insertApiKey(context, key, { name: "admin (first start)", role: "admin" });
+  await auditKeyCreated(context, await insertApiKey(context, key, { name: "admin (first start)", role: "admin" }));
   announce(
     [
       "",
@@ -161,4 +170,15 @@ async function bootstrapAdminKey(context: StoreContext, options: ServerOptions):
       "",
     ].join("\n"),
   );
+}
+
+/** The first entry of a new install's audit log: the server created the admin key. */
+async function auditKeyCreated(context: StoreContext, key: ApiKeyIdentity): Promise<void> {
+  await appendAuditEvent(context, {
+    actor: { id: null, name: "server" },
+    source: "server",
+    action: "api-key.create",
+    resource: { type: "api-key", id: key.id, name: key.name },
+    diff: { role: { from: null, to: key.role } },
+  });
 }

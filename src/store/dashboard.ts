@@ -11,15 +11,19 @@ import type { Database } from "./schema.js";
  * deployments and tasks themselves (docs/decisions/0014-dashboard.md says why).
  *
  * The cost of a page is bounded by projects × environments, never by history: each cell
- * is two seeks in the partial indexes of migration 0006, which also hold the answer (the
- * task's sequence), then one batched read of those tasks with their deployments and
- * releases. Order is the task's `sequence` (enqueue order, unique and monotonic):
+ * is one seek in a partial index of migration 0006 that also holds the answer (the
+ * newest deployment task's sequence), then one batched read of those tasks with their
+ * deployments and releases. Only where the newest deployment did not succeed (a few
+ * cells) does a second seek, in the index of succeeded ones, find the live release.
+ * Order is the task's `sequence` (enqueue order, unique and monotonic):
  * deployments to one environment run one at a time in that order, so the newest
  * succeeded one by sequence is also the one that finished last — what the environment runs.
  */
 
 /** Tasks are read in batches of this many (bound parameters stay far under SQLite's limit). */
 const DETAIL_BATCH = 1000;
+/** (project, environment) pairs are looked up in batches of this many. */
+const PAIR_BATCH = 200;
 
 type CellScope = ExpressionBuilder<
   Database & { p: { id: string; lifecycle_id: string }; e: Database["environments"] },
@@ -105,7 +109,6 @@ export async function getDashboard({ db }: StoreContext, query: DashboardQuery):
         )
         .as("inLifecycle"),
       newestDeploymentTask(eb, false).as("latestSequence"),
-      newestDeploymentTask(eb, true).as("liveSequence"),
     ])
     .orderBy("p.name")
     .orderBy("e.position")
@@ -113,8 +116,20 @@ export async function getDashboard({ db }: StoreContext, query: DashboardQuery):
 
   const deployments = await deploymentsOfTasks(
     db,
-    cells.flatMap((cell) => [cell.latestSequence, cell.liveSequence]).filter((sequence) => sequence !== null),
+    cells.map((cell) => cell.latestSequence).filter((sequence) => sequence !== null),
   );
+  // Where the newest deployment succeeded it is also the live one (usually nearly every
+  // cell); only the others need a second seek, for their newest successful deployment.
+  const liveSequences = await newestSucceeded(
+    db,
+    cells.filter((cell) => {
+      if (cell.latestSequence === null) return false;
+      return deployments.get(Number(cell.latestSequence))?.state !== "succeeded";
+    }),
+  );
+  for (const [sequence, deployment] of await deploymentsOfTasks(db, [...liveSequences.values()])) {
+    deployments.set(sequence, deployment);
+  }
 
   const items: Dashboard["items"] = [];
   for (const cell of cells) {
@@ -127,18 +142,49 @@ export async function getDashboard({ db }: StoreContext, query: DashboardQuery):
       };
       items.push(row);
     }
+    const newest = cell.latestSequence === null ? undefined : deployments.get(Number(cell.latestSequence));
     const latest =
       cell.latestSequence === null
         ? null
-        : (deployments.get(Number(cell.latestSequence)) ??
-          (await newestRecordedDeployment(db, cell.projectId, cell.environmentId)));
-    const live = cell.liveSequence === null ? null : (deployments.get(Number(cell.liveSequence)) ?? null);
+        : (newest ?? (await newestRecordedDeployment(db, cell.projectId, cell.environmentId)));
+    const liveSequence = liveSequences.get(`${cell.projectId}/${cell.environmentId}`);
+    const live =
+      newest?.state === "succeeded"
+        ? newest
+        : liveSequence === undefined
+          ? null
+          : (deployments.get(liveSequence) ?? null);
     const inLifecycle = Boolean(cell.inLifecycle);
     // An environment outside the lifecycle that was never deployed to is noise: leave it out.
     if (!inLifecycle && latest === null) continue;
     row.environments.push({ environment: cell.environmentSlug, inLifecycle, latest, live } satisfies DashboardCell);
   }
   return { ...page, items };
+}
+
+/** The sequence of the newest succeeded deployment task of each (project, environment) given, by "project/environment". */
+async function newestSucceeded(
+  db: Kysely<Database>,
+  cells: readonly { projectId: string; environmentId: string }[],
+): Promise<Map<string, number>> {
+  const found = new Map<string, number>();
+  for (let start = 0; start < cells.length; start += PAIR_BATCH) {
+    const rows = await db
+      .selectFrom(["projects as p", "environments as e"])
+      .where((eb) =>
+        eb.or(
+          cells
+            .slice(start, start + PAIR_BATCH)
+            .map((cell) => eb.and([eb("p.id", "=", cell.projectId), eb("e.id", "=", cell.environmentId)])),
+        ),
+      )
+      .select((eb) => ["p.id as projectId", "e.id as environmentId", newestDeploymentTask(eb, true).as("sequence")])
+      .execute();
+    for (const row of rows) {
+      if (row.sequence !== null) found.set(`${row.projectId}/${row.environmentId}`, Number(row.sequence));
+    }
+  }
+  return found;
 }
 
 function selectDeployments(db: Kysely<Database>) {

@@ -325,6 +325,45 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex("webhooks_by_project").on("webhooks").columns(["project_id"]).execute();
     },
   },
+  "0009_audit": {
+    async up(db: Kysely<unknown>) {
+      // The audit log: append-only, each entry hash-chained to the one before (src/domain/audit.ts).
+      await db.schema
+        .createTable("audit_events")
+        .addColumn("seq", "integer", (c) => c.primaryKey())
+        .addColumn("id", "text", (c) => c.notNull().unique())
+        .addColumn("at", "text", (c) => c.notNull())
+        .addColumn("actor_id", "text")
+        .addColumn("actor_name", "text", (c) => c.notNull())
+        .addColumn("source", "text", (c) => c.notNull())
+        .addColumn("action", "text", (c) => c.notNull())
+        .addColumn("resource_type", "text", (c) => c.notNull())
+        .addColumn("resource_id", "text")
+        .addColumn("resource_name", "text")
+        .addColumn("diff", "text", (c) => c.notNull())
+        .addColumn("key_id", "text", (c) => c.notNull())
+        .addColumn("prev_hash", "text", (c) => c.notNull())
+        .addColumn("hash", "text", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createIndex("audit_events_by_resource")
+        .on("audit_events")
+        .columns(["resource_type", "resource_id", "seq"])
+        .execute();
+      // The chain head: appenders UPDATE this one row first, so its row lock orders them
+      // on PostgreSQL (several nodes) as SQLite's single writer does.
+      await db.schema
+        .createTable("audit_chain")
+        .addColumn("id", "integer", (c) => c.primaryKey())
+        .addColumn("seq", "integer", (c) => c.notNull())
+        .addColumn("hash", "text", (c) => c.notNull())
+        .execute();
+      await db
+        .insertInto("audit_chain" as never)
+        .values({ id: 1, seq: 0, hash: "0".repeat(64) } as never)
+        .execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

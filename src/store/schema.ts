@@ -27,6 +27,8 @@ export interface Database {
   deployments: DeploymentRow;
   task_decisions: TaskDecisionRow;
   webhooks: WebhookRow;
+  audit_events: AuditEventRow;
+  audit_chain: AuditChainRow;
 }
 
 interface Timestamps {
@@ -236,4 +238,31 @@ export interface WebhookRow extends Timestamps {
   events: string;
   /** SecretBox-sealed signing secret, bound to "webhook:<id>:secret". */
   secret_sealed: string;
+}
+
+/** One audit log entry (src/store/audit.ts). Rows are only ever inserted. */
+export interface AuditEventRow {
+  /** 1, 2, 3 … without gaps: the order of the hash chain. */
+  seq: number;
+  id: string;
+  at: string;
+  actor_id: string | null;
+  actor_name: string;
+  source: string;
+  action: string;
+  resource_type: string;
+  resource_id: string | null;
+  resource_name: string | null;
+  /** Canonical JSON of the field-level diff; secrets only as "(sensitive)" / "(changed)". */
+  diff: string;
+  key_id: string;
+  prev_hash: string;
+  hash: string;
+}
+
+/** The one row (id 1) holding the newest entry's seq and hash; its row lock serialises appends. */
+interface AuditChainRow {
+  id: number;
+  seq: number;
+  hash: string;
 }

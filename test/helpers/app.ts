@@ -2,6 +2,7 @@ import type { FastifyInstance } from "fastify";
 import { pino } from "pino";
 import { buildApp } from "../../src/api/app.js";
 import { generateApiKey } from "../../src/security/apiKeys.js";
+import { type OutboundPolicy, parseOutboundAllow } from "../../src/security/outboundGuard.js";
 import { insertApiKey } from "../../src/store/apiKeys.js";
 import { openTestDatabase, type TestDatabase } from "./databases.js";
 
@@ -14,8 +15,15 @@ export interface TestApp {
   close(): Promise<void>;
 }
 
-/** The real HTTP application over a real store, driven in-process with inject(). */
-export async function startTestApp(dialect: "sqlite" | "postgres" = "sqlite"): Promise<TestApp> {
+/**
+ * The real HTTP application over a real store, driven in-process with inject(). Feeds and
+ * webhooks may point at 127.0.0.1 (tests run their registries and receivers there) unless
+ * `outbound` says otherwise.
+ */
+export async function startTestApp(
+  dialect: "sqlite" | "postgres" = "sqlite",
+  options: { outbound?: OutboundPolicy } = {},
+): Promise<TestApp> {
   const database = await openTestDatabase(dialect);
   const apiKey = generateApiKey();
   await insertApiKey(database.context, apiKey, { name: "test admin", role: "admin" });
@@ -24,6 +32,7 @@ export async function startTestApp(dialect: "sqlite" | "postgres" = "sqlite"): P
     context: database.context,
     logger: pino({ level: "silent" }),
     version: "test",
+    outbound: options.outbound ?? parseOutboundAllow("127.0.0.1"),
   });
   await app.ready();
   return {

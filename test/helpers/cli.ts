@@ -33,13 +33,15 @@ export function testAdminKey(): string {
 /**
  * An explicit environment: nothing Ferry reads is inherited from the parent (no FERRY_API_KEY,
  * FERRY_URL, FERRY_ADMIN_API_KEY), and HOME/FERRY_CONFIG point into a temp directory so the
- * real ~/.config is never read or written. `extra` is added last, so it may override FERRY_CONFIG.
+ * real ~/.config is never read or written. FERRY_OUTBOUND_ALLOW lets a server reach the
+ * tests' registries on 127.0.0.1. `extra` is added last, so it may override either.
  */
 export function isolatedEnv(home: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return {
     PATH: process.env.PATH ?? "/usr/bin:/bin",
     HOME: home,
     FERRY_CONFIG: join(home, "no-such-config.json"),
+    FERRY_OUTBOUND_ALLOW: "127.0.0.1",
     ...extra,
   };
 }

@@ -9,6 +9,7 @@ import type { TaskKind } from "../../src/engine/types.js";
 import type { StatsdTarget } from "../../src/events/statsd.js";
 import type { WebhookDeliveryOptions } from "../../src/events/webhookDelivery.js";
 import { generateApiKey } from "../../src/security/apiKeys.js";
+import { type OutboundPolicy, parseOutboundAllow } from "../../src/security/outboundGuard.js";
 import { createObservability, type Observability } from "../../src/server/observability.js";
 import { insertApiKey } from "../../src/store/apiKeys.js";
 import { openTestDatabase, type TestDatabase } from "./databases.js";
@@ -30,12 +31,14 @@ export interface ObservedApp {
 /**
  * The HTTP application with a running task engine and the server's observability
  * (metrics, webhooks, StatsD) wired as src/server/start.ts wires them, over a fresh
- * store of either dialect.
+ * store of either dialect. Webhooks may call 127.0.0.1 (the tests' receivers) unless
+ * `outbound` says otherwise.
  */
 export async function startObservedApp(
   dialect: "sqlite" | "postgres",
-  options: { statsd?: StatsdTarget; webhookDelivery?: Partial<WebhookDeliveryOptions> } = {},
+  options: { statsd?: StatsdTarget; webhookDelivery?: Partial<WebhookDeliveryOptions>; outbound?: OutboundPolicy } = {},
 ): Promise<ObservedApp> {
+  const outbound = options.outbound ?? parseOutboundAllow("127.0.0.1");
   const database = await openTestDatabase(dialect);
   const apiKey = generateApiKey();
   await insertApiKey(database.context, apiKey, { name: "test admin", role: "admin" });
@@ -48,6 +51,7 @@ export async function startObservedApp(
     taskKinds: ["deployment"],
     statsd: options.statsd,
     webhookDelivery: options.webhookDelivery,
+    outbound,
   });
   let engine: TaskEngine | undefined;
   const deployments: DeploymentServices = {
@@ -76,6 +80,7 @@ export async function startObservedApp(
     engine,
     deployments,
     metrics: observability.metrics,
+    outbound,
   });
   await app.ready();
   await engine.start();

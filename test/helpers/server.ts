@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { generateApiKey } from "../../src/security/apiKeys.js";
+import { type OutboundPolicy, parseOutboundAllow } from "../../src/security/outboundGuard.js";
 import { type RunningServer, startServer } from "../../src/server/start.js";
 import type { TrafficSettings } from "../../src/traffic/routers.js";
 
@@ -17,9 +18,12 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-/** A real Ferry server (HTTP on a free port, task engine running) on a fresh SQLite data dir. */
+/**
+ * A real Ferry server (HTTP on a free port, task engine running) on a fresh SQLite data dir.
+ * Feeds and webhooks may point at 127.0.0.1 (the tests' registries) unless `outbound` says otherwise.
+ */
 export async function startTestServer(
-  options: { databaseUrl?: string; leaseMs?: number; traffic?: TrafficSettings } = {},
+  options: { databaseUrl?: string; leaseMs?: number; traffic?: TrafficSettings; outbound?: OutboundPolicy } = {},
 ): Promise<TestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), "ferry-server-"));
   const apiKey = generateApiKey();
@@ -37,6 +41,7 @@ export async function startTestServer(
       proxy: { stateDir: join(dataDir, "proxy"), listen: "127.0.0.1:0" },
     },
     announce: () => {},
+    outbound: options.outbound ?? parseOutboundAllow("127.0.0.1"),
   });
   const call = async <T>(method: string, path: string, body?: unknown) => {
     const response = await fetch(new URL(path, server.url), {

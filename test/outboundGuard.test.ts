@@ -1,0 +1,261 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { deliverWebhook } from "../src/events/webhookDelivery.js";
+import { RegistryClient, RegistryError } from "../src/feeds/registry.js";
+import { defaultOutboundPolicy, OutboundRefusedError, parseOutboundAllow } from "../src/security/outboundGuard.js";
+import { startTestApp, type TestApp } from "./helpers/app.js";
+import { type ObservedApp, startObservedApp } from "./helpers/observedApp.js";
+
+const HINT = "allow it with FERRY_OUTBOUND_ALLOW if you mean it";
+const canary = "REDIRECT-TARGET-BODY-CANARY";
+
+interface Problem {
+  type: string;
+  detail: string;
+  errors?: { pointer: string; detail: string }[];
+}
+
+/** A node:http server on 127.0.0.1 that counts its requests. */
+async function startServer(
+  handle: (path: string, response: import("node:http").ServerResponse) => void,
+): Promise<{ server: Server; port: number; url: string; hits: string[] }> {
+  const hits: string[] = [];
+  const server = createServer((request, response) => {
+    hits.push(request.url ?? "");
+    handle(request.url ?? "", response);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  return { server, port, url: `http://127.0.0.1:${port}`, hits };
+}
+
+async function stopServer(server: Server | undefined): Promise<void> {
+  if (!server) return;
+  server.closeAllConnections();
+  await new Promise((resolve) => server.close(resolve));
+}
+
+async function caught(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+}
+
+describe("the outbound guard when feeds and webhooks are saved (default policy, SQLite)", () => {
+  let test: TestApp;
+  const send = async (method: "POST" | "PATCH", url: string, payload: object) => {
+    const response = await test.app.inject({ method, url, headers: test.auth, payload });
+    return { status: response.statusCode, body: response.json() as Problem & Record<string, unknown> };
+  };
+
+  beforeAll(async () => {
+    test = await startTestApp("sqlite", { outbound: defaultOutboundPolicy });
+    await send("POST", "/api/v1/environments", { name: "dev" });
+    await send("POST", "/api/v1/lifecycles", { name: "one", phases: [{ environments: ["dev"] }] });
+    expect((await send("POST", "/api/v1/projects", { name: "shop", lifecycle: "one" })).status).toBe(201);
+  });
+  afterAll(() => test?.close());
+
+  it("refuses a feed URL at the metadata address, naming the field", async () => {
+    const { status, body } = await send("POST", "/api/v1/feeds", { name: "meta", url: "http://169.254.169.254/" });
+    expect(status).toBe(400);
+    expect(body.type).toBe("urn:ferry:problem:invalid-input");
+    const message = `feed URL http://169.254.169.254/ points at a link-local/metadata address (169.254.169.254); ${HINT}`;
+    expect(body.detail).toBe(message);
+    expect(body.errors).toEqual([{ pointer: "/url", detail: message }]);
+  });
+
+  it("refuses loopback in every form, and names that resolve to it", async () => {
+    for (const url of [
+      "http://127.0.0.1:5000",
+      "http://localhost:5000",
+      "http://[::1]:5000",
+      "http://[::ffff:127.0.0.1]:5000",
+      "http://0.0.0.0:5000",
+      "http://metadata.google.internal/",
+    ]) {
+      const { status, body } = await send("POST", "/api/v1/feeds", { name: "local", url });
+      expect(status, url).toBe(400);
+      expect(body.errors?.[0]?.pointer, url).toBe("/url");
+      expect(body.detail, url).toContain(HINT);
+    }
+    const byName = await send("POST", "/api/v1/feeds", { name: "local", url: "http://localhost:5000" });
+    expect(byName.body.detail).toMatch(/a loopback address \(localhost resolves to (127\.0\.0\.1|::1)\)/);
+  });
+
+  it("checks a feed's new URL on update and keeps the old one when refused", async () => {
+    const created = await send("POST", "/api/v1/feeds", { name: "hub", url: "https://registry.example.com" });
+    expect(created.status).toBe(201);
+    const moved = await send("PATCH", "/api/v1/feeds/hub", { url: "http://[::1]:5000" });
+    expect(moved.status).toBe(400);
+    expect(moved.body.errors?.[0]?.pointer).toBe("/url");
+    const stored = await test.app.inject({ method: "GET", url: "/api/v1/feeds/hub", headers: test.auth });
+    expect(stored.json()).toMatchObject({ url: "https://registry.example.com" });
+    expect((await send("PATCH", "/api/v1/feeds/hub", { name: "Hub" })).status).toBe(200);
+  });
+
+  it("refuses a webhook URL at the metadata address without showing its path", async () => {
+    const { status, body } = await send("POST", "/api/v1/projects/shop/webhooks", {
+      url: "http://169.254.169.254/hooks/path-credential",
+      secret: "whsec-0123456789abcdef",
+    });
+    expect(status).toBe(400);
+    expect(body.errors?.[0]?.pointer).toBe("/url");
+    expect(body.detail).toBe(
+      `webhook URL http://169.254.169.254 points at a link-local/metadata address (169.254.169.254); ${HINT}`,
+    );
+    const created = await send("POST", "/api/v1/projects/shop/webhooks", {
+      url: "https://hooks.example.com/ferry",
+      secret: "whsec-0123456789abcdef",
+    });
+    expect(created.status).toBe(201);
+    const moved = await send("PATCH", `/api/v1/projects/shop/webhooks/${String(created.body.id)}`, {
+      url: "http://[::ffff:127.0.0.1]/hook",
+    });
+    expect(moved.status).toBe(400);
+    expect(moved.body.errors?.[0]?.pointer).toBe("/url");
+  });
+});
+
+describe("FERRY_OUTBOUND_ALLOW=127.0.0.1:5000 (the local test registry allowed by configuration)", () => {
+  let test: TestApp;
+  beforeAll(async () => {
+    test = await startTestApp("sqlite", { outbound: parseOutboundAllow("127.0.0.1:5000") });
+  });
+  afterAll(() => test?.close());
+
+  it("allows that address and port, and nothing else of loopback", async () => {
+    const post = (name: string, url: string) =>
+      test.app.inject({ method: "POST", url: "/api/v1/feeds", headers: test.auth, payload: { name, url } });
+    expect((await post("allowed", "http://127.0.0.1:5000")).statusCode).toBe(201);
+    expect((await post("by-name", "http://localhost:5000")).statusCode).toBe(201);
+    const otherPort = await post("other-port", "http://127.0.0.1:5001");
+    expect(otherPort.statusCode).toBe(400);
+    expect(otherPort.json().detail).toContain("a loopback address (127.0.0.1 port 5001)");
+    expect((await post("ipv6", "http://[::1]:5000")).statusCode).toBe(400);
+  });
+});
+
+describe("a registry that redirects to loopback (node:http registries on 127.0.0.1, SQLite)", () => {
+  let test: ObservedApp;
+  let registry: Awaited<ReturnType<typeof startServer>>;
+  let target: Awaited<ReturnType<typeof startServer>>;
+
+  beforeAll(async () => {
+    // Where the redirects point: a loopback service that must never be called.
+    target = await startServer((_, response) => {
+      response.writeHead(500, { "content-type": "text/plain" }).end(canary);
+    });
+    registry = await startServer((path, response) => {
+      if (path === "/v2/") {
+        response.writeHead(200, { "content-type": "application/json" }).end("{}");
+      } else if (path.startsWith("/v2/demo/app/tags/list")) {
+        response.writeHead(302, { location: `http://127.0.0.1:${target.port}/leak?token=signed` }).end();
+      } else if (path.startsWith("/v2/demo/named/tags/list")) {
+        response.writeHead(307, { location: `http://localhost:${target.port}/leak` }).end();
+      } else {
+        response.writeHead(404, { "content-type": "application/json" }).end('{"errors":[{"code":"NAME_UNKNOWN"}]}');
+      }
+    });
+    // The registry is allowed explicitly, on its port only; the redirect target is not.
+    test = await startObservedApp("sqlite", { outbound: parseOutboundAllow(`127.0.0.1:${registry.port}`) });
+    await test.call("POST", "/api/v1/environments", { name: "dev" });
+    await test.call("POST", "/api/v1/lifecycles", { name: "one", phases: [{ environments: ["dev"] }] });
+    expect((await test.call("POST", "/api/v1/feeds", { name: "local", url: registry.url })).status).toBe(201);
+    for (const [project, repository] of [
+      ["app", "demo/app"],
+      ["named", "demo/named"],
+    ]) {
+      await test.call("POST", "/api/v1/projects", { name: project, lifecycle: "one" });
+      const process = await test.call("PUT", `/api/v1/projects/${project}/process`, {
+        images: [{ name: "web", feed: "local", repository, version: { kind: "semver", range: "^1.0.0" } }],
+        steps: [{ name: "show", kind: "script", config: { script: "echo hi" } }],
+      });
+      expect(process.status).toBe(200);
+    }
+  });
+  afterAll(async () => {
+    await test?.close();
+    await stopServer(registry?.server);
+    await stopServer(target?.server);
+  });
+
+  it("refuses the release with a clear error; the redirect target is never called", async () => {
+    const release = await test.call<Problem>("POST", "/api/v1/projects/app/releases", { version: "1.0.0" });
+    expect(release.status).toBe(400);
+    expect(release.body.detail).toBe(
+      `feed URL ${registry.url} redirected to http://127.0.0.1:${target.port}/leak, which points at a loopback address (127.0.0.1 port ${target.port}); ${HINT}`,
+    );
+    expect(JSON.stringify(release.body)).not.toContain(canary);
+    expect(JSON.stringify(release.body)).not.toContain("token=signed");
+    expect(target.hits).toEqual([]);
+  });
+
+  it("refuses a redirect to a name that resolves to loopback, on the connection itself", async () => {
+    const release = await test.call<Problem>("POST", "/api/v1/projects/named/releases", { version: "1.0.0" });
+    expect(release.status).toBe(400);
+    expect(release.body.detail).toMatch(
+      /redirected to http:\/\/localhost:\d+\/leak, which points at a loopback address/,
+    );
+    expect(target.hits).toEqual([]);
+  });
+
+  it("never shows the body of a failed call, even where the redirect is allowed", async () => {
+    const client = new RegistryClient({ url: registry.url, outbound: parseOutboundAllow("127.0.0.1") });
+    const error = await caught(client.listTags("demo/app"));
+    expect(error).toBeInstanceOf(RegistryError);
+    expect((error as RegistryError).message).toMatch(/answered HTTP 500/);
+    expect((error as RegistryError).message).not.toContain(canary);
+    expect(target.hits).toHaveLength(1);
+    target.hits.length = 0;
+  });
+
+  it("checks the feed URL again at request time", async () => {
+    const metadata = await caught(new RegistryClient({ url: "http://169.254.169.254/" }).ping());
+    expect(metadata).toBeInstanceOf(OutboundRefusedError);
+    expect((metadata as Error).message).toBe(
+      `feed URL http://169.254.169.254 points at a link-local/metadata address (169.254.169.254); ${HINT}`,
+    );
+    const before = registry.hits.length;
+    const byName = await caught(new RegistryClient({ url: `http://localhost:${registry.port}` }).ping());
+    expect(byName).toBeInstanceOf(OutboundRefusedError);
+    expect((byName as Error).message).toMatch(/localhost resolves to 127\.0\.0\.1/);
+    expect(registry.hits.length).toBe(before);
+  });
+});
+
+describe("webhook deliveries through the outbound guard (node:http receiver on 127.0.0.1)", () => {
+  let receiver: Awaited<ReturnType<typeof startServer>>;
+  beforeAll(async () => {
+    receiver = await startServer((_, response) => response.writeHead(204).end());
+  });
+  afterAll(() => stopServer(receiver?.server));
+
+  const deliver = (url: string, outbound = defaultOutboundPolicy) =>
+    deliverWebhook(
+      { url, secret: "whsec-0123456789abcdef" },
+      { id: "evt_1", event: "deployment.started", body: "{}", userAgent: "Ferry/test" },
+      { timeoutMs: 2000, retryDelaysMs: [10, 10] },
+      outbound,
+      new AbortController().signal,
+    );
+
+  it("refuses a loopback receiver at once (no retries, no request) and says why without the path", async () => {
+    for (const url of [`${receiver.url}/hooks/path-credential`, `http://localhost:${receiver.port}/hooks/x`]) {
+      const result = await deliver(url);
+      expect(result, url).toMatchObject({ delivered: false, attempts: 1 });
+      const problem = "problem" in result ? result.problem : "";
+      expect(problem, url).toMatch(/^webhook URL http:\/\/(127\.0\.0\.1|localhost):\d+ points at a loopback address/);
+      expect(problem, url).not.toContain("path-credential");
+    }
+    expect(receiver.hits).toEqual([]);
+  });
+
+  it("delivers where FERRY_OUTBOUND_ALLOW allows it", async () => {
+    const result = await deliver(`${receiver.url}/hook`, parseOutboundAllow(`127.0.0.1:${receiver.port}`));
+    expect(result).toEqual({ delivered: true, attempts: 1, status: 204 });
+    expect(receiver.hits).toEqual(["/hook"]);
+  });
+});
