@@ -2,7 +2,9 @@ import { randomBytes } from "node:crypto";
 import http from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRuntime } from "../src/runtimes/docker.js";
+import { EtcdClient } from "../src/traffic/etcd.js";
 import type { TrafficSettings } from "../src/traffic/routers.js";
+import { startEtcd, type TestEtcd } from "./helpers/etcd.js";
 import { buildDemoImage, type DemoImage, removeImages } from "./helpers/images.js";
 import { type RunningLoad, startLoad } from "./helpers/load.js";
 import { startNginx } from "./helpers/nginx.js";
@@ -46,6 +48,8 @@ describe.each(["builtin", "nginx"] as const)(
     const host = `${projectName}.test`;
     let registry: TestRegistry;
     let proxy: Front;
+    let etcd: TestEtcd | undefined;
+    let etcdClient: EtcdClient | undefined;
     let test: TestServer;
     let v1: DemoImage;
     let v2: DemoImage;
@@ -125,7 +129,9 @@ describe.each(["builtin", "nginx"] as const)(
         buildDemoImage({ registryUrl: registry.url, repository: "bg/app", version: "1.0.4", unhealthyAfterSeconds: 2 }),
       ]);
       proxy = await fronts[driver]();
-      test = await startTestServer({ traffic: proxy.traffic });
+      etcd = await startEtcd();
+      etcdClient = new EtcdClient(etcd.endpoint);
+      test = await startTestServer({ traffic: { ...proxy.traffic, etcdEndpoint: etcd.endpoint } });
       await test.call("POST", "/api/v1/environments", { name: "prod" });
       await test.call("POST", "/api/v1/lifecycles", {
         name: "bg",
@@ -148,6 +154,8 @@ describe.each(["builtin", "nginx"] as const)(
       if (projectSlug) await docker.removeByLabel("ferry.project", projectSlug);
       await test?.close();
       await proxy?.stop();
+      await etcdClient?.close();
+      await etcd?.stop();
       await registry?.stop();
       await removeImages(
         [v1, v2, neverHealthy, failsInBake].flatMap((image) => (image === undefined ? [] : [image.reference])),
@@ -162,6 +170,11 @@ describe.each(["builtin", "nginx"] as const)(
         /switched route \S+ to colour ferry-\S+-prod-1\.0\.1-\w+ \(http:\/\/127\.0\.0\.1:\d+\)/,
       );
       expect(await served()).toBe("version 1.0.1");
+      // Every switch is published to etcd too (FERRY_ETCD_ENDPOINT), where confd-style consumers read it.
+      const keys = await (etcdClient as EtcdClient).getPrefix(`/ferry/routes/${host}/`);
+      const upstream = /switched route \S+ to colour \S+ \((http:\/\/127\.0\.0\.1:\d+)\)/.exec(first.log)?.[1];
+      expect(keys.find((entry) => entry.key.endsWith("/upstream"))?.value).toBe(upstream);
+      expect(keys.find((entry) => entry.key.endsWith("/colour"))?.value).toMatch(/-prod-1\.0\.1-/);
     });
 
     it("switches to 1.0.2 under load with 0 failed requests; 2 s requests in flight at the switch complete with 200", async () => {
