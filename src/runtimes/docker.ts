@@ -447,6 +447,17 @@ export class DockerRuntime {
   }
 }
 
+/**
+ * The HTTP origin at which a container's TCP port is published ("http://127.0.0.1:32768");
+ * a port published on every address is reached on loopback. Undefined when not published.
+ */
+export function publishedOrigin(ports: readonly PublishedPort[], containerPort: number): string | undefined {
+  const published = ports.find((entry) => entry.containerPort === containerPort && entry.protocol === "tcp");
+  if (!published) return undefined;
+  const host = published.hostIp === "0.0.0.0" || published.hostIp === "" ? "127.0.0.1" : published.hostIp;
+  return `http://${host.includes(":") ? `[${host}]` : host}:${published.hostPort}`;
+}
+
 let sharedRuntime: DockerRuntime | undefined;
 
 /** The engine of the server's own host, shared by every step that runs there. */

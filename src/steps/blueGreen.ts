@@ -6,6 +6,7 @@ import {
   type ContainerSummary,
   type DockerRuntime,
   isContainerName,
+  publishedOrigin,
   type StartedContainer,
 } from "../runtimes/docker.js";
 import { DOCKER_HUB_REGISTRY, formatImageReference, parseImageReference } from "../runtimes/imageReference.js";
@@ -444,10 +445,9 @@ function colourName(project: string, environment: string, release: string, taskI
 }
 
 function upstreamOf(container: StartedContainer, port: number): string {
-  const published = container.ports.find((entry) => entry.containerPort === port && entry.protocol === "tcp");
-  if (!published) throw new TaskFailure(`colour ${container.name} does not publish port ${port}`);
-  const host = published.hostIp === "0.0.0.0" || published.hostIp === "" ? "127.0.0.1" : published.hostIp;
-  return `http://${host.includes(":") ? `[${host}]` : host}:${published.hostPort}`;
+  const origin = publishedOrigin(container.ports, port);
+  if (!origin) throw new TaskFailure(`colour ${container.name} does not publish port ${port}`);
+  return origin;
 }
 
 function label(context: StepRunContext, key: string): string {

@@ -1,6 +1,6 @@
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import type { DockerRuntime } from "../runtimes/docker.js";
+import { type DockerRuntime, publishedOrigin } from "../runtimes/docker.js";
 import type { Router } from "./router.js";
 import type { TrafficSettings } from "./routers.js";
 
@@ -38,10 +38,8 @@ export async function reconcileLiveColours(router: Router, docker: DockerRuntime
     // Starting is a no-op for a running container; either way it says where the port is now.
     const started = await docker.startContainer(container.id);
     // A restarted container gets a new host port from the engine: the route must follow it.
-    const port = Number(container.labels["ferry.route-port"]);
-    const published = started.ports.find((entry) => entry.containerPort === port && entry.protocol === "tcp");
-    if (!published) continue;
-    const upstream = `http://${published.hostIp === "0.0.0.0" ? "127.0.0.1" : published.hostIp}:${published.hostPort}`;
+    const upstream = publishedOrigin(started.ports, Number(container.labels["ferry.route-port"]));
+    if (upstream === undefined) continue;
     if (upstream !== route.upstream) {
       await router.switch(route, { upstream, colour: route.colour });
       report.push(
