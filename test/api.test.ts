@@ -188,6 +188,17 @@ describe("API /api/v1", () => {
     expect(feed.json()).toMatchObject({ password: "set", username: "ci" });
     expect(feed.body).not.toContain("feed-secret-value");
 
+    // The stored password never follows the feed to another registry on its own.
+    const patch = (body: unknown) =>
+      test.app.inject({ method: "PATCH", url: "/api/v1/feeds/registry", headers: test.auth, payload: body as object });
+    const moved = await patch({ url: "http://127.0.0.1:5001" });
+    expect(moved.statusCode).toBe(400);
+    expect(moved.json().errors[0].pointer).toBe("/password");
+    expect((await patch({ url: "http://127.0.0.1:5000/" })).statusCode).toBe(200);
+    expect((await patch({ url: "http://127.0.0.1:5001", password: "feed-secret-other" })).json()).toMatchObject({
+      password: "set",
+    });
+
     const credentialsInUrl = await post("/api/v1/feeds", { name: "bad", url: "http://u:p@127.0.0.1:5000" });
     expect(credentialsInUrl.statusCode).toBe(400);
     expect(credentialsInUrl.json().errors[0].pointer).toBe("/url");

@@ -89,6 +89,18 @@ export async function updateFeed({ db, secrets }: StoreContext, reference: strin
     const { id } = await findNamed(trx, "feeds", reference);
     await assertNameAndSlugFree(trx, "feeds", { name: input.name, slug: input.slug }, id);
     const current = await trx.selectFrom("feeds").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
+    // The stored password belongs to the registry it was given for: pointing the feed at
+    // another origin without giving the password again (or clearing it) would send it there.
+    if (
+      input.url !== undefined &&
+      current.password_sealed !== null &&
+      input.password === undefined &&
+      new URL(input.url).origin !== new URL(current.url).origin
+    ) {
+      throw new InputError("the feed's URL moves to another registry but its stored password would go with it", [
+        { pointer: "/password", detail: 'give the password for the new URL, or clear it with "password": null' },
+      ]);
+    }
     const username = input.username === undefined ? current.username : input.username;
     const passwordSet = input.password === undefined ? current.password_sealed !== null : input.password !== null;
     if (passwordSet && username === null) {
