@@ -13,7 +13,7 @@ import { freePort } from "../test/helpers/registry.js";
 /** What the blue/green benchmarks share: a real `ferry server` process, a project, deploys and rollbacks through its API. */
 
 const ROOT = join(import.meta.dirname ?? ".", "..", "..");
-export const FERRY = join(ROOT, "bin", "ferry");
+const FERRY = join(ROOT, "bin", "ferry");
 export const HOST = "bench.test";
 
 export interface BlueGreenBench {

@@ -219,6 +219,40 @@ describe.each(dialects)("dashboard on %s", (dialect) => {
     });
   });
 
+  it("skips a deployment task whose deployment row is not written yet", async () => {
+    const shop = await test.call<{ id: string }>("GET", "/api/v1/projects/shop");
+    const environment = await test.call<{ id: string }>("GET", "/api/v1/environments/test");
+    // The moment between queueing a deployment's task and inserting its row, frozen.
+    await test.server.store.db
+      .insertInto("tasks")
+      .values({
+        id: "task_fixture_unrecorded",
+        sequence: 100_001,
+        kind: "deployment",
+        state: "failed",
+        title: "Deploy shop to test",
+        project_id: shop.body.id,
+        environment_id: environment.body.id,
+        payload: "{}",
+        result: null,
+        error: "deployment was not recorded",
+        created_by: "test",
+        created_at: new Date().toISOString(),
+        started_at: null,
+        finished_at: new Date().toISOString(),
+        lease_owner: null,
+        lease_expires_at: null,
+        cancel_requested: 0,
+        log_lines: 0,
+        log_bytes: 0,
+      })
+      .execute();
+    expect(row(await dashboard(), "shop").test).toMatchObject({
+      latest: { release: "1.0.0", state: "succeeded" },
+      live: { release: "1.0.0" },
+    });
+  });
+
   it("is described in the OpenAPI document", async () => {
     const { body } = await test.call<{ paths: Record<string, unknown> }>("GET", "/api/v1/openapi.json");
     expect(body.paths).toHaveProperty(["/api/v1/dashboard", "get"]);

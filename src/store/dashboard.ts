@@ -1,4 +1,4 @@
-import { type ExpressionBuilder, type Kysely, sql } from "kysely";
+import { type Expression, type Kysely, sql } from "kysely";
 import type { Dashboard, DashboardCell, DashboardDeployment, DashboardQuery } from "../domain/dashboard.js";
 import type { FieldIssue } from "../domain/errors.js";
 import { type TaskState, taskStates } from "../domain/tasks.js";
@@ -11,37 +11,34 @@ import type { Database } from "./schema.js";
  * deployments and tasks themselves (docs/decisions/0014-dashboard.md says why).
  *
  * The cost of a page is bounded by projects × environments, never by history: each cell
- * is one seek in a partial index of migration 0006 that also holds the answer (the
- * newest deployment task's sequence), then one batched read of those tasks with their
- * deployments and releases. Only where the newest deployment did not succeed (a few
- * cells) does a second seek, in the index of succeeded ones, find the live release.
- * Order is the task's `sequence` (enqueue order, unique and monotonic):
- * deployments to one environment run one at a time in that order, so the newest
- * succeeded one by sequence is also the one that finished last — what the environment runs.
+ * is one seek in a partial index of migration 0006 that also holds the answer (the newest
+ * deployment task's sequence), then that task, its deployment and release by key. Only
+ * where the newest deployment did not succeed (a few cells) does a second seek, in the
+ * index of succeeded ones, find the live release. All of it is one statement, so a page
+ * costs three round trips (environments, count, cells) however many cells it has.
+ *
+ * Order is the task's `sequence` (enqueue order, unique and monotonic): deployments to
+ * one environment run one at a time in that order, so the newest succeeded one by
+ * sequence is also the one that finished last — what the environment runs.
  */
-
-/** Tasks are read in batches of this many (bound parameters stay far under SQLite's limit). */
-const DETAIL_BATCH = 1000;
-/** (project, environment) pairs are looked up in batches of this many. */
-const PAIR_BATCH = 200;
-
-type CellScope = ExpressionBuilder<
-  Database & { p: { id: string; lifecycle_id: string }; e: Database["environments"] },
-  "p" | "e"
->;
 
 /**
- * The sequence of the newest deployment task of the cell's (project, environment),
- * optionally only a succeeded one. The literals are inlined on purpose: a planner uses a
- * partial index only when the query's own condition implies the index's, which a bound
- * parameter cannot show.
+ * The sequence of the newest deployment task of a (project, environment), optionally only
+ * a succeeded one. The literals are inlined on purpose: a planner uses a partial index
+ * only when the query's own condition implies the index's, which a bound parameter cannot
+ * show.
  */
-function newestDeploymentTask(eb: CellScope, onlySucceeded: boolean) {
-  let query = eb
+function newestDeploymentTask(
+  db: Kysely<Database>,
+  projectId: Expression<string>,
+  environmentId: Expression<string>,
+  onlySucceeded: boolean,
+) {
+  let query = db
     .selectFrom("tasks as t")
     .select("t.sequence")
-    .whereRef("t.project_id", "=", "p.id")
-    .whereRef("t.environment_id", "=", "e.id")
+    .where("t.project_id", "=", projectId)
+    .where("t.environment_id", "=", environmentId)
     .where("t.kind", "=", sql.lit("deployment"));
   if (onlySucceeded) query = query.where("t.state", "=", sql.lit("succeeded"));
   return query.orderBy("t.sequence", "desc").limit(1);
@@ -84,145 +81,149 @@ export async function getDashboard({ db }: StoreContext, query: DashboardQuery):
     };
   }
 
-  // One row per (project of the page, environment), in display order.
   const cells = await db
-    .selectFrom([pageOfProjects.as("p"), "environments as e"])
-    .where(
-      "e.id",
-      "in",
-      environments.map((environment) => environment.id),
+    // One row per (project of the page, environment) with its newest deployment task's
+    // sequence. Materialized, so each seek runs once per cell: inlined, a planner may
+    // copy the subquery into every place its result is used.
+    .with(
+      (cte) => cte("c").materialized(),
+      (qb) =>
+        qb
+          .selectFrom([pageOfProjects.as("p"), "environments as e"])
+          .where(
+            "e.id",
+            "in",
+            environments.map((environment) => environment.id),
+          )
+          .select((eb) => [
+            "p.id as project_id",
+            "p.slug as project_slug",
+            "p.name as project_name",
+            "p.lifecycle",
+            "e.id as environment_id",
+            "e.slug as environment_slug",
+            "e.position",
+            eb
+              .exists(
+                eb
+                  .selectFrom("lifecycle_phase_environments as m")
+                  .select("m.position")
+                  .whereRef("m.lifecycle_id", "=", "p.lifecycle_id")
+                  .whereRef("m.environment_id", "=", "e.id"),
+              )
+              .as("in_lifecycle"),
+            newestDeploymentTask(db, sql.ref("p.id"), sql.ref("e.id"), false).as("latest_sequence"),
+          ]),
     )
-    .select((eb) => [
-      "p.id as projectId",
-      "p.slug as projectSlug",
-      "p.name as projectName",
-      "p.lifecycle",
-      "e.id as environmentId",
-      "e.slug as environmentSlug",
-      eb
-        .exists(
-          eb
-            .selectFrom("lifecycle_phase_environments as m")
-            .select("m.position")
-            .whereRef("m.lifecycle_id", "=", "p.lifecycle_id")
-            .whereRef("m.environment_id", "=", "e.id"),
-        )
-        .as("inLifecycle"),
-      newestDeploymentTask(eb, false).as("latestSequence"),
+    // The newest deployment itself, and where it did not succeed, the newest that did.
+    .with(
+      (cte) => cte("n").materialized(),
+      (qb) =>
+        qb
+          .selectFrom("c")
+          .leftJoin("tasks as t", "t.sequence", "c.latest_sequence")
+          .leftJoin("deployments as d", "d.task_id", "t.id")
+          .leftJoin("releases as r", "r.id", "d.release_id")
+          .selectAll("c")
+          .select([
+            "t.id as latest_task_id",
+            "t.state as latest_state",
+            "t.started_at as latest_started_at",
+            "t.finished_at as latest_finished_at",
+            "d.id as latest_deployment_id",
+            "d.created_at as latest_created_at",
+            "r.version as latest_release",
+            sql<
+              number | string | null
+            >`case when ${sql.ref("c.latest_sequence")} is null or ${sql.ref("t.state")} = 'succeeded' then null else (${newestDeploymentTask(db, sql.ref("c.project_id"), sql.ref("c.environment_id"), true)}) end`.as(
+              "live_sequence",
+            ),
+          ]),
+    )
+    .selectFrom("n")
+    .leftJoin("tasks as t", "t.sequence", "n.live_sequence")
+    .leftJoin("deployments as d", "d.task_id", "t.id")
+    .leftJoin("releases as r", "r.id", "d.release_id")
+    .selectAll("n")
+    .select([
+      "t.id as live_task_id",
+      "t.state as live_state",
+      "t.started_at as live_started_at",
+      "t.finished_at as live_finished_at",
+      "d.id as live_deployment_id",
+      "d.created_at as live_created_at",
+      "r.version as live_release",
     ])
-    .orderBy("p.name")
-    .orderBy("e.position")
+    .orderBy("n.project_name")
+    .orderBy("n.position")
     .execute();
-
-  const deployments = await deploymentsOfTasks(
-    db,
-    cells.map((cell) => cell.latestSequence).filter((sequence) => sequence !== null),
-  );
-  // Where the newest deployment succeeded it is also the live one (usually nearly every
-  // cell); only the others need a second seek, for their newest successful deployment.
-  const liveSequences = await newestSucceeded(
-    db,
-    cells.filter((cell) => {
-      if (cell.latestSequence === null) return false;
-      return deployments.get(Number(cell.latestSequence))?.state !== "succeeded";
-    }),
-  );
-  for (const [sequence, deployment] of await deploymentsOfTasks(db, [...liveSequences.values()])) {
-    deployments.set(sequence, deployment);
-  }
 
   const items: Dashboard["items"] = [];
   for (const cell of cells) {
     let row = items.at(-1);
-    if (row?.project.id !== cell.projectId) {
+    if (row?.project.id !== cell.project_id) {
       row = {
-        project: { id: cell.projectId, slug: cell.projectSlug, name: cell.projectName },
+        project: { id: cell.project_id, slug: cell.project_slug, name: cell.project_name },
         lifecycle: cell.lifecycle,
         environments: [],
       };
       items.push(row);
     }
-    const newest = cell.latestSequence === null ? undefined : deployments.get(Number(cell.latestSequence));
+    const newest = deployment({
+      taskId: cell.latest_task_id,
+      deploymentId: cell.latest_deployment_id,
+      release: cell.latest_release,
+      state: cell.latest_state,
+      createdAt: cell.latest_created_at,
+      startedAt: cell.latest_started_at,
+      finishedAt: cell.latest_finished_at,
+    });
     const latest =
-      cell.latestSequence === null
-        ? null
-        : (newest ?? (await newestRecordedDeployment(db, cell.projectId, cell.environmentId)));
-    const liveSequence = liveSequences.get(`${cell.projectId}/${cell.environmentId}`);
+      newest ??
+      (cell.latest_sequence === null ? null : await newestRecordedDeployment(db, cell.project_id, cell.environment_id));
     const live =
       newest?.state === "succeeded"
         ? newest
-        : liveSequence === undefined
-          ? null
-          : (deployments.get(liveSequence) ?? null);
-    const inLifecycle = Boolean(cell.inLifecycle);
+        : deployment({
+            taskId: cell.live_task_id,
+            deploymentId: cell.live_deployment_id,
+            release: cell.live_release,
+            state: cell.live_state,
+            createdAt: cell.live_created_at,
+            startedAt: cell.live_started_at,
+            finishedAt: cell.live_finished_at,
+          });
+    const inLifecycle = Boolean(cell.in_lifecycle);
     // An environment outside the lifecycle that was never deployed to is noise: leave it out.
     if (!inLifecycle && latest === null) continue;
-    row.environments.push({ environment: cell.environmentSlug, inLifecycle, latest, live } satisfies DashboardCell);
+    row.environments.push({ environment: cell.environment_slug, inLifecycle, latest, live } satisfies DashboardCell);
   }
   return { ...page, items };
 }
 
-/** The sequence of the newest succeeded deployment task of each (project, environment) given, by "project/environment". */
-async function newestSucceeded(
-  db: Kysely<Database>,
-  cells: readonly { projectId: string; environmentId: string }[],
-): Promise<Map<string, number>> {
-  const found = new Map<string, number>();
-  for (let start = 0; start < cells.length; start += PAIR_BATCH) {
-    const rows = await db
-      .selectFrom(["projects as p", "environments as e"])
-      .where((eb) =>
-        eb.or(
-          cells
-            .slice(start, start + PAIR_BATCH)
-            .map((cell) => eb.and([eb("p.id", "=", cell.projectId), eb("e.id", "=", cell.environmentId)])),
-        ),
-      )
-      .select((eb) => ["p.id as projectId", "e.id as environmentId", newestDeploymentTask(eb, true).as("sequence")])
-      .execute();
-    for (const row of rows) {
-      if (row.sequence !== null) found.set(`${row.projectId}/${row.environmentId}`, Number(row.sequence));
-    }
+/** A deployment from outer-joined columns: null when the task or its deployment row is missing. */
+function deployment(columns: {
+  taskId: string | null;
+  deploymentId: string | null;
+  release: string | null;
+  state: string | null;
+  createdAt: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+}): DashboardDeployment | null {
+  const { taskId, deploymentId, release, state, createdAt } = columns;
+  if (taskId === null || deploymentId === null || release === null || state === null || createdAt === null) {
+    return null;
   }
-  return found;
-}
-
-function selectDeployments(db: Kysely<Database>) {
-  return db
-    .selectFrom("tasks as t")
-    .innerJoin("deployments as d", "d.task_id", "t.id")
-    .innerJoin("releases as r", "r.id", "d.release_id")
-    .select([
-      "t.sequence",
-      "t.id as taskId",
-      "d.id as deploymentId",
-      "r.version as release",
-      "t.state",
-      "d.created_at as createdAt",
-      "t.started_at as startedAt",
-      "t.finished_at as finishedAt",
-    ]);
-}
-
-type DeploymentRow = Awaited<ReturnType<ReturnType<typeof selectDeployments>["executeTakeFirstOrThrow"]>>;
-
-function toDeployment({ sequence: _sequence, ...row }: DeploymentRow): DashboardDeployment {
-  return { ...row, state: toTaskState(row.state) };
-}
-
-async function deploymentsOfTasks(
-  db: Kysely<Database>,
-  sequences: readonly (number | string)[],
-): Promise<Map<number, DashboardDeployment>> {
-  const unique = [...new Set(sequences.map(Number))];
-  const found = new Map<number, DashboardDeployment>();
-  for (let start = 0; start < unique.length; start += DETAIL_BATCH) {
-    const rows = await selectDeployments(db)
-      .where("t.sequence", "in", unique.slice(start, start + DETAIL_BATCH))
-      .execute();
-    for (const row of rows) found.set(Number(row.sequence), toDeployment(row));
-  }
-  return found;
+  return {
+    deploymentId,
+    taskId,
+    release,
+    state: toTaskState(state),
+    createdAt,
+    startedAt: columns.startedAt,
+    finishedAt: columns.finishedAt,
+  };
 }
 
 /**
@@ -236,14 +237,26 @@ async function newestRecordedDeployment(
   projectId: string,
   environmentId: string,
 ): Promise<DashboardDeployment | null> {
-  const row = await selectDeployments(db)
+  const row = await db
+    .selectFrom("tasks as t")
+    .innerJoin("deployments as d", "d.task_id", "t.id")
+    .innerJoin("releases as r", "r.id", "d.release_id")
+    .select([
+      "t.id as taskId",
+      "d.id as deploymentId",
+      "r.version as release",
+      "t.state",
+      "d.created_at as createdAt",
+      "t.started_at as startedAt",
+      "t.finished_at as finishedAt",
+    ])
     .where("t.project_id", "=", projectId)
     .where("t.environment_id", "=", environmentId)
     .where("t.kind", "=", sql.lit("deployment"))
     .orderBy("t.sequence", "desc")
     .limit(1)
     .executeTakeFirst();
-  return row === undefined ? null : toDeployment(row);
+  return row === undefined ? null : deployment(row);
 }
 
 function toTaskState(state: string): TaskState {
