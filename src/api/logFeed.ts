@@ -24,7 +24,7 @@ export interface LogFeedOptions {
   keepAliveMs: number;
 }
 
-export const defaultLogFeedOptions: LogFeedOptions = {
+const defaultLogFeedOptions: LogFeedOptions = {
   pollMs: 1000,
   readLines: 1000,
   spareBytes: 1024 * 1024,
@@ -132,7 +132,7 @@ class TaskLogFeed {
   #reading = false;
   /** Events came during a read: read once more when it ends (reads never overlap). */
   #again = false;
-  /** A full read left more lines in the database, but no follower was ready for them. */
+  /** A full read left more lines in the database, but every follower still had frames to take. */
   #stalled = false;
   #closed = false;
   #timer: NodeJS.Timeout | undefined;
@@ -202,9 +202,11 @@ class TaskLogFeed {
         for (const follower of this.#followers) this.#serve(follower);
         if (this.#end !== undefined || this.#closed) return;
         if (!full) break;
-        // More is stored. Reading on for followers that cannot take it yet would only push
-        // them out of the frames kept; the first follower ready again asks for more.
-        if (!this.#hasReadyFollower()) {
+        // More is stored. Read it while some follower has been handed everything (it may
+        // still be draining: the next batch is then ready when it is). Reading further
+        // ahead than that would only push followers out of the frames kept; the first
+        // follower handed everything asks for more.
+        if (!this.#hasFollowerAtHead()) {
           this.#stalled = true;
           break;
         }
@@ -215,12 +217,16 @@ class TaskLogFeed {
     } finally {
       this.#reading = false;
     }
-    if (this.#again && !this.#stalled) {
+    if (this.#stalled) {
+      // What the events announced is among what is still to read; a follower resumes it.
+      this.#again = false;
+      return;
+    }
+    if (this.#again) {
       this.#again = false;
       this.request();
       return;
     }
-    this.#again = false;
     this.#timer = setTimeout(() => this.request(), this.options.pollMs);
   }
 
@@ -289,15 +295,14 @@ class TaskLogFeed {
       this.#remove(follower);
       return;
     }
+    if (this.#stalled && follower.position >= this.#head) this.request();
     if (!flowing) {
       follower.draining = true;
       void drained(follower.output).then(() => {
         follower.draining = false;
         this.#serve(follower);
       });
-      return;
     }
-    if (this.#stalled) this.request();
   }
 
   /** Reads a follower's lines from the database until it is back within the frames kept. */
@@ -352,9 +357,9 @@ class TaskLogFeed {
     return bytes;
   }
 
-  #hasReadyFollower(): boolean {
+  #hasFollowerAtHead(): boolean {
     for (const follower of this.#followers) {
-      if (!follower.done && !follower.draining && !follower.catchingUp) return true;
+      if (!follower.catchingUp && follower.position >= this.#head) return true;
     }
     return false;
   }
