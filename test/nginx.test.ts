@@ -133,13 +133,13 @@ describe("nginx router", () => {
     expect(await second.routes()).toEqual(expected);
     expect(await second.live("api")).toEqual({ upstream: api.url, colour: null });
 
-    const traffic = await router.traffic();
-    expect(traffic).toEqual(
-      expect.arrayContaining([
-        { route: "web", upstream: web.url, served: 3, failed: 0 },
-        { route: "api", upstream: api.url, served: 2, failed: 0 },
-      ]),
-    );
+    // nginx writes a request's access-log line just after the response has gone out, so
+    // the last line may land a moment after the client has its answer.
+    const counted = expect.arrayContaining([
+      { route: "web", upstream: web.url, served: 3, failed: 0 },
+      { route: "api", upstream: api.url, served: 2, failed: 0 },
+    ]);
+    await expect.poll(() => router.traffic(), { timeout: 2_000, interval: 50 }).toEqual(counted);
   });
 
   it("switches 10 times under keep-alive load, draining and restarting the old colour each time, with 0 failed requests", async () => {
@@ -183,10 +183,12 @@ describe("nginx router", () => {
     expect(await router.live("app")).toEqual({ upstream: blue.url, colour: "blue" });
     expect(Math.max(...switchTimes)).toBeLessThan(5_000);
 
-    const after = (await router.traffic()) ?? [];
-    const counted = after.reduce((sum, entry) => sum + entry.served, 0) - before.reduce((sum, e) => sum + e.served, 0);
-    expect(counted).toBe(result.requests);
-    expect(after.every((entry) => entry.failed === 0)).toBe(true);
+    // Access-log lines land just after their responses: poll until the last ones are in.
+    const servedSince = async () =>
+      ((await router.traffic()) ?? []).reduce((sum, entry) => sum + entry.served, 0) -
+      before.reduce((sum, entry) => sum + entry.served, 0);
+    await expect.poll(servedSince, { timeout: 2_000, interval: 50 }).toBe(result.requests);
+    expect(((await router.traffic()) ?? []).every((entry) => entry.failed === 0)).toBe(true);
   });
 
   it("lets a 2 s request in flight at the switch finish on the old colour; drain waits for it", async () => {

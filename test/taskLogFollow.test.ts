@@ -1,10 +1,10 @@
 import { EventEmitter } from "node:events";
 import { Writable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { TaskLogFeeds } from "../src/api/logFeed.js";
 import { appendLogLines, claimTasks, enqueueTask, finishTask, type NewLogLine } from "../src/store/tasks.js";
-import { dialects, openTestDatabase } from "./helpers/databases.js";
+import { dialects, openTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 interface ServerSentEvent {
@@ -45,84 +45,129 @@ function expectEveryLineOnce(body: string, after: number, total: number, texts: 
   expect(events.filter((event) => event.event === "end")).toHaveLength(1);
 }
 
+/** A follower writing into memory, as slowly as asked; `finished` is what it got once the feed ended it. */
+function follow(
+  feeds: TaskLogFeeds,
+  task: { id: string; storedLines: number },
+  after: number,
+  errors: unknown[],
+  options: { highWaterMark?: number; delayMs?: number } = {},
+) {
+  const chunks: Buffer[] = [];
+  const output = new Writable({
+    highWaterMark: options.highWaterMark ?? 16 * 1024,
+    write(chunk: Buffer, _encoding, callback) {
+      chunks.push(chunk);
+      if (options.delayMs === undefined) callback();
+      else setTimeout(callback, options.delayMs);
+    },
+  });
+  const stop = feeds.follow(task.id, { after, storedLines: task.storedLines }, output, (error) => errors.push(error));
+  output.on("close", stop);
+  const finished = new Promise<string>((resolve, reject) => {
+    output.on("finish", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    output.on("error", reject);
+  });
+  return { after, finished, output };
+}
+
+function logLines(from: number, count: number): NewLogLine[] {
+  return Array.from({ length: count }, (_, index) => ({
+    at: new Date().toISOString(),
+    level: "info",
+    step: "print",
+    text: `line ${from + index} ✓`,
+  }));
+}
+
 describe.each(dialects)("followers sharing one task's log feed on %s", (dialect) => {
-  it("gives each follower every line once, in order, however fast it reads and whenever it joins", async () => {
-    const database = await openTestDatabase(dialect);
-    const { db } = database.store;
-    const events = new EventEmitter();
-    // Small reads and a small buffer, so that followers fall behind it and catch up from the database.
-    const feeds = new TaskLogFeeds(db, events, {
+  let database: TestDatabase;
+  let events: EventEmitter;
+  let feeds: TaskLogFeeds;
+  let taskId: string;
+  const errors: unknown[] = [];
+
+  beforeEach(async () => {
+    database = await openTestDatabase(dialect);
+    events = new EventEmitter();
+    // Small reads, buffer and writes, so that followers fall behind the buffer and catch up from the database.
+    feeds = new TaskLogFeeds(database.store.db, events, {
       pollMs: 50,
       readLines: 100,
       spareBytes: 4_000,
       maxBytes: 40_000,
+      writeBytes: 3_000,
       keepAliveMs: 60_000,
     });
-    try {
-      const task = await enqueueTask(db, {
-        kind: "test",
-        title: "chatty",
-        payload: {},
-        lockKeys: [],
-        createdBy: "test",
-      });
-      const [claimed] = await claimTasks(db, dialect, { owner: "node-1", capacity: 1, leaseMs: 60_000 });
-      expect(claimed?.id).toBe(task.id);
-      const total = 3_000;
-      let written = 0;
-      const errors: unknown[] = [];
-      const follow = (after: number, options: { highWaterMark?: number; delayMs?: number } = {}) => {
-        const chunks: Buffer[] = [];
-        const output = new Writable({
-          highWaterMark: options.highWaterMark ?? 16 * 1024,
-          write(chunk: Buffer, _encoding, callback) {
-            chunks.push(chunk);
-            if (options.delayMs === undefined) callback();
-            else setTimeout(callback, options.delayMs);
-          },
-        });
-        const stop = feeds.follow(task.id, { after, storedLines: written }, output, (error) => errors.push(error));
-        output.on("close", stop);
-        const finished = new Promise<string>((resolve, reject) => {
-          output.on("finish", () => resolve(Buffer.concat(chunks).toString("utf8")));
-          output.on("error", reject);
-        });
-        return { after, finished, output };
-      };
-      const followers = [follow(0), follow(0, { highWaterMark: 512, delayMs: 3 }), follow(1_234)];
-      // One that leaves half way must not disturb the others.
-      const leaver = follow(0, { highWaterMark: 256, delayMs: 5 });
-      while (written < total) {
-        const count = Math.min(total - written, 20 + ((written * 7) % 180));
-        const lines: NewLogLine[] = Array.from({ length: count }, (_, index) => ({
-          at: new Date().toISOString(),
-          level: "info",
-          step: "print",
-          text: `line ${written + index + 1} ✓`,
-        }));
-        await appendLogLines(db, task.id, lines);
-        written += count;
-        // Half the time tell the feed, half the time leave it to its poll (another node wrote).
-        if (written % 2 === 0) events.emit("log", task.id);
-        if (written >= 1_500 && followers.length === 3) {
-          leaver.output.destroy();
-          // Late, from the start (far behind the buffer), and late from the middle.
-          followers.push(follow(0), follow(1_400));
-        }
-        await sleep(2);
+    const task = await enqueueTask(database.store.db, {
+      kind: "test",
+      title: "chatty",
+      payload: {},
+      lockKeys: [],
+      createdBy: "test",
+    });
+    const [claimed] = await claimTasks(database.store.db, dialect, { owner: "node-1", capacity: 1, leaseMs: 60_000 });
+    expect(claimed?.id).toBe(task.id);
+    taskId = task.id;
+    errors.length = 0;
+  });
+  afterEach(async () => {
+    expect(errors).toEqual([]);
+    // Every feed is gone once its followers are: nothing listens to the engine any more.
+    expect(events.listenerCount("log")).toBe(0);
+    expect(events.listenerCount("state")).toBe(0);
+    await database.dispose();
+  });
+
+  it("gives each follower every line once, in order, however fast it reads and whenever it joins", async () => {
+    const { db } = database.store;
+    const total = 3_000;
+    let written = 0;
+    const task = { id: taskId, storedLines: 0 };
+    const followers = [
+      follow(feeds, task, 0, errors),
+      follow(feeds, task, 0, errors, { highWaterMark: 512, delayMs: 3 }),
+      follow(feeds, task, 1_234, errors),
+    ];
+    // One that leaves half way must not disturb the others.
+    const leaver = follow(feeds, task, 0, errors, { highWaterMark: 256, delayMs: 5 });
+    while (written < total) {
+      const count = Math.min(total - written, 20 + ((written * 7) % 180));
+      await appendLogLines(db, taskId, logLines(written + 1, count));
+      written += count;
+      task.storedLines = written;
+      // Half the time tell the feed, half the time leave it to its poll (another node wrote).
+      if (written % 2 === 0) events.emit("log", taskId);
+      if (written >= 1_500 && followers.length === 3) {
+        leaver.output.destroy();
+        // Late, from the start (far behind the buffer), and late from the middle.
+        followers.push(follow(feeds, task, 0, errors), follow(feeds, task, 1_400, errors));
       }
-      expect(await finishTask(db, task.id, "node-1", { state: "succeeded" })).toBe(true);
-      events.emit("state", task.id);
-      // After the end: still every line, then the end event.
-      followers.push(follow(2_990));
-      for (const follower of followers) {
-        expectEveryLineOnce(await follower.finished, follower.after, total, (line) => `line ${line} ✓`);
-      }
-      expect(errors).toEqual([]);
-      expect(events.listenerCount("log")).toBe(0);
-      expect(events.listenerCount("state")).toBe(0);
-    } finally {
-      await database.dispose();
+      await sleep(2);
+    }
+    expect(await finishTask(db, taskId, "node-1", { state: "succeeded" })).toBe(true);
+    events.emit("state", taskId);
+    // After the end: still every line, then the end event.
+    followers.push(follow(feeds, task, 2_990, errors));
+    for (const follower of followers) {
+      expectEveryLineOnce(await follower.finished, follower.after, total, (line) => `line ${line} ✓`);
+    }
+  });
+
+  it("reads on, one batch ahead, for followers that all drain slowly", async () => {
+    const { db } = database.store;
+    const total = 2_000;
+    await appendLogLines(db, taskId, logLines(1, total));
+    expect(await finishTask(db, taskId, "node-1", { state: "succeeded" })).toBe(true);
+    const task = { id: taskId, storedLines: total };
+    // Every write leaves these over their high-water mark, so the feed has to wait for them.
+    const followers = [
+      follow(feeds, task, 0, errors, { highWaterMark: 256, delayMs: 1 }),
+      follow(feeds, task, 0, errors, { highWaterMark: 256, delayMs: 2 }),
+      follow(feeds, task, 700, errors, { highWaterMark: 256, delayMs: 1 }),
+    ];
+    for (const follower of followers) {
+      expectEveryLineOnce(await follower.finished, follower.after, total, (line) => `line ${line} ✓`);
     }
   });
 });

@@ -20,6 +20,8 @@ export interface LogFeedOptions {
    * still needs older ones: that follower then reads from the database instead.
    */
   maxBytes: number;
+  /** Most bytes handed to one follower in one write (when more is due, the rest follows in further writes). */
+  writeBytes: number;
   /** A comment line this often, so a follower (and any proxy) can tell a quiet task from a dead connection. */
   keepAliveMs: number;
 }
@@ -29,6 +31,7 @@ const defaultLogFeedOptions: LogFeedOptions = {
   readLines: 1000,
   spareBytes: 1024 * 1024,
   maxBytes: 16 * 1024 * 1024,
+  writeBytes: 1024 * 1024,
   keepAliveMs: 15_000,
 };
 
@@ -115,6 +118,12 @@ interface Segment {
   readonly offsets: readonly number[];
 }
 
+/** Frames to write to a follower, and the last line among them. */
+interface Chunk {
+  readonly bytes: Buffer;
+  readonly through: number;
+}
+
 /** The frames of one followed task and its followers. */
 class TaskLogFeed {
   readonly #followers = new Set<Follower>();
@@ -127,8 +136,8 @@ class TaskLogFeed {
   #head: number;
   /** The `end` frame, once the task has ended and every line up to #head is all there is. */
   #end: string | undefined;
-  /** The frames after a position, for every follower at that position (saves joining them again). */
-  #chunk: { after: number; through: number; bytes: Buffer } | undefined;
+  /** The last chunk joined from several segments, for the next follower at the same position. */
+  #chunk: (Chunk & { after: number; head: number }) | undefined;
   #reading = false;
   /** Events came during a read: read once more when it ends (reads never overlap). */
   #again = false;
@@ -283,12 +292,13 @@ class TaskLogFeed {
       return;
     }
     let flowing = true;
-    const chunk = this.#chunkAfter(follower.position);
-    if (chunk !== undefined) {
-      follower.position = this.#head;
-      flowing = follower.output.write(chunk);
+    while (flowing) {
+      const chunk = this.#chunkAfter(follower.position);
+      if (chunk === undefined) break;
+      follower.position = chunk.through;
+      flowing = follower.output.write(chunk.bytes);
     }
-    if (this.#end !== undefined) {
+    if (this.#end !== undefined && follower.position >= this.#head) {
       // What write() holds is bounded (one chunk); end() sends it and then closes.
       follower.output.write(this.#end);
       follower.output.end();
@@ -337,24 +347,40 @@ class TaskLogFeed {
     this.#serve(follower);
   }
 
-  /** The frames after `position` as one buffer: a segment as it is, or the segments needed joined once. */
-  #chunkAfter(position: number): Buffer | undefined {
+  /**
+   * The frames after `position`, up to about `writeBytes`, as one buffer: a segment as it
+   * is (shared by every follower that needs all of it), or the segments needed joined.
+   */
+  #chunkAfter(position: number): Chunk | undefined {
     if (position >= this.#head) return undefined;
-    if (this.#chunk?.after === position && this.#chunk.through === this.#head) return this.#chunk.bytes;
+    if (this.#chunk?.after === position && this.#chunk.head === this.#head) return this.#chunk;
     let first = this.#segments.length;
     while (first > 0 && (this.#segments[first - 1]?.lines[0] ?? 0) > position) first -= 1;
     const parts: Buffer[] = [];
+    let size = 0;
+    let through = position;
     // The segment holding `position` itself (if any) contributes only the frames after it.
     const partial = this.#segments[first - 1];
     if (partial !== undefined) {
       const offset = partial.offsets[firstAfter(partial.lines, position)];
-      if (offset !== undefined) parts.push(partial.bytes.subarray(offset));
+      if (offset !== undefined) {
+        parts.push(partial.bytes.subarray(offset));
+        size += partial.bytes.length - offset;
+        through = partial.lines[partial.lines.length - 1] ?? through;
+      }
     }
-    for (const segment of this.#segments.slice(first)) parts.push(segment.bytes);
-    if (parts.length <= 1) return parts[0];
-    const bytes = Buffer.concat(parts);
-    this.#chunk = { after: position, through: this.#head, bytes };
-    return bytes;
+    for (let index = first; index < this.#segments.length && size < this.options.writeBytes; index += 1) {
+      const segment = this.#segments[index];
+      if (segment === undefined) break;
+      parts.push(segment.bytes);
+      size += segment.bytes.length;
+      through = segment.lines[segment.lines.length - 1] ?? through;
+    }
+    const [only] = parts;
+    if (only === undefined) return undefined;
+    if (parts.length === 1) return { bytes: only, through };
+    this.#chunk = { bytes: Buffer.concat(parts, size), through, after: position, head: this.#head };
+    return this.#chunk;
   }
 
   #hasFollowerAtHead(): boolean {
