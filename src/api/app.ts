@@ -1,13 +1,15 @@
+import { timingSafeEqual } from "node:crypto";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
-import { UnauthenticatedError } from "../domain/errors.js";
+import { CsrfError, RateLimitedError, UnauthenticatedError } from "../domain/errors.js";
 import type { DeploymentServices } from "../engine/deployments.js";
 import type { TaskEngine } from "../engine/engine.js";
 import type { ServerMetrics } from "../observability/serverMetrics.js";
 import { isWellFormedApiKey } from "../security/apiKeys.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
-import { type ApiKeyIdentity, authenticateApiKey } from "../store/apiKeys.js";
+import { authenticateApiKey, type Identity } from "../store/apiKeys.js";
 import type { StoreContext } from "../store/common.js";
 import type { Store } from "../store/db.js";
+import { authenticateSession } from "../store/users.js";
 import { auditedRoute, auditRoutes } from "./audit.js";
 import { dashboardRoutes } from "./dashboard.js";
 import { doraRoutes } from "./dora.js";
@@ -19,15 +21,16 @@ import { releaseRoutes } from "./releases.js";
 import { resourceRoutes } from "./resources.js";
 import { defineRoute, parseInput, type RouteSpec } from "./route.js";
 import { taskRoutes } from "./tasks.js";
+import { checkOrigin, sessionTokenOf, userRoutes } from "./users.js";
 import { webhookRoutes } from "./webhooks.js";
 
 declare module "fastify" {
   interface FastifyContextConfig {
-    /** Answers without an API key (health and readiness only). */
+    /** Answers without an API key or session (health, readiness and sign-in only). */
     public?: boolean;
   }
   interface FastifyRequest {
-    identity?: ApiKeyIdentity;
+    identity?: Identity;
   }
 }
 
@@ -72,7 +75,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     }
   });
 
-  app.setErrorHandler((error, request, reply) => sendProblem(reply, errorToProblem(error, request)));
+  app.setErrorHandler((error, request, reply) => {
+    if (error instanceof RateLimitedError) reply.header("retry-after", String(error.retryAfterSeconds));
+    return sendProblem(reply, errorToProblem(error, request));
+  });
   app.setNotFoundHandler((request, reply) =>
     sendProblem(
       reply,
@@ -103,6 +109,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...webhookRoutes(options.context, options.outbound),
     ...doraRoutes(options.context),
     ...auditRoutes(options.context),
+    ...userRoutes(options.context),
     ...(options.metrics ? metricsRoutes(options.metrics) : []),
     defineRoute({
       method: "GET",
@@ -158,20 +165,56 @@ function decodedPath(url: string): string {
   }
 }
 
-async function authenticate(context: StoreContext, request: FastifyRequest): Promise<ApiKeyIdentity> {
+/**
+ * An API key (Authorization: Bearer) or a session cookie. A key is sent deliberately by its
+ * holder, so it needs no CSRF check; a cookie is sent by the browser with any request, also
+ * one another site makes it send, so a state-changing request with a cookie must carry the
+ * session's CSRF token and, when the browser names an Origin, come from this server's own.
+ */
+async function authenticate(context: StoreContext, request: FastifyRequest): Promise<Identity> {
   const header = request.headers.authorization;
-  const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
-  const key = match?.[1];
-  if (!key) {
+  if (header !== undefined) {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    const key = match?.[1];
+    const identity = key && isWellFormedApiKey(key) ? await authenticateApiKey(context, key) : undefined;
+    if (!identity) {
+      throw new UnauthenticatedError("the API key is not valid, expired or revoked; use another key");
+    }
+    return identity;
+  }
+  const token = sessionTokenOf(request);
+  if (!token) {
     throw new UnauthenticatedError(
-      "this route needs an API key: send 'Authorization: Bearer ferry_…' (the admin key is printed on the server's first start)",
+      "this route needs an API key or a session: send 'Authorization: Bearer ferry_…' (the admin key is printed on the server's first start) or sign in with POST /api/v1/session",
     );
   }
-  const identity = isWellFormedApiKey(key) ? await authenticateApiKey(context, key) : undefined;
-  if (!identity) {
-    throw new UnauthenticatedError("the API key is not valid, expired or revoked; use another key");
+  const session = await authenticateSession(context, token);
+  if (!session) throw new UnauthenticatedError("the session has ended or is not valid; sign in again");
+  if (!SAFE_METHODS.has(request.method)) {
+    checkOrigin(request);
+    const sent = request.headers["x-csrf-token"];
+    if (typeof sent !== "string" || !sameSecret(sent, session.csrfToken)) {
+      throw new CsrfError(
+        "a request signed in by cookie that changes something needs the session's CSRF token in X-CSRF-Token (GET /api/v1/session returns it)",
+      );
+    }
   }
-  return identity;
+  return {
+    via: "session",
+    id: session.user.id,
+    name: session.user.username,
+    userId: session.user.id,
+    isAdmin: session.user.isAdmin,
+    session: { id: session.sessionId, csrfToken: session.csrfToken },
+  };
+}
+
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+
+function sameSecret(sent: string, expected: string): boolean {
+  const a = Buffer.from(sent, "utf8");
+  const b = Buffer.from(expected, "utf8");
+  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 function healthRoutes(store: Store): RouteSpec[] {

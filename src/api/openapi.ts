@@ -83,12 +83,21 @@ export function buildOpenApiDocument(routes: readonly RouteSpec[], version: stri
     info: {
       title: "Ferry API",
       version,
-      description: "Release management, deployment automation and runbooks. Every route needs an API key.",
+      description:
+        "Release management, deployment automation and runbooks. Every route needs an API key or a signed-in session (whose POST, PUT, PATCH and DELETE requests also send X-CSRF-Token).",
     },
     servers: [{ url: "/" }],
-    security: [{ apiKey: [] }],
+    security: [{ apiKey: [] }, { session: [] }],
     components: {
-      securitySchemes: { apiKey: { type: "http", scheme: "bearer", description: "Authorization: Bearer ferry_…" } },
+      securitySchemes: {
+        apiKey: { type: "http", scheme: "bearer", description: "Authorization: Bearer ferry_…" },
+        session: {
+          type: "apiKey",
+          in: "cookie",
+          name: "ferry_session",
+          description: "set by POST /api/v1/session; state-changing requests also need X-CSRF-Token",
+        },
+      },
       schemas: { Problem: problemSchema },
     },
     paths,

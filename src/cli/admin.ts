@@ -4,6 +4,7 @@ import type { AuditVerification } from "../domain/audit.js";
 import { OperationError } from "./errors.js";
 import { printJson } from "./output.js";
 import type { CliContext } from "./resourceGroup.js";
+import { addUserCommands } from "./users.js";
 
 function parseSeq(value: string): number {
   if (!/^\d{1,15}$/.test(value)) throw new InvalidArgumentError("expected an entry's seq (0 or more)");
@@ -16,7 +17,8 @@ async function writeOut(text: string | Uint8Array): Promise<void> {
 }
 
 export function addAdminCommands(program: Command, context: CliContext): void {
-  const group = program.command("admin").description("administration: the audit log");
+  const group = program.command("admin").description("administration: the audit log, users");
+  addUserCommands(group, context);
 
   group
     .command("verify-audit")

@@ -19,6 +19,7 @@ import { addServerCommand } from "./server.js";
 import { clientFor } from "./settings.js";
 import { addTargetCommands } from "./targets.js";
 import { addTaskCommands } from "./tasks.js";
+import { addApiKeyCommands } from "./users.js";
 import { addVariableCommands } from "./variables.js";
 
 export function buildProgram(): Command {
@@ -51,6 +52,7 @@ export function buildProgram(): Command {
   addDeploymentCommands(program, context);
   addTaskCommands(program, context);
   addAdminCommands(program, context);
+  addApiKeyCommands(program, context);
   // Subcommands exit through the same path as the program (codes 0/1/2 below).
   const override = (command: Command) => {
     command.exitOverride();

@@ -58,6 +58,27 @@ export class UnauthenticatedError extends FerryError {
   readonly code = "unauthenticated";
 }
 
+/** Authenticated, but not allowed to do this (an admin-only route called by a non-admin). */
+export class ForbiddenError extends FerryError {
+  readonly code = "forbidden";
+}
+
+/** A state-changing request authenticated by a session cookie without a matching CSRF token or from another origin. */
+export class CsrfError extends FerryError {
+  readonly code = "csrf-failed";
+}
+
+/** Too many failed sign-ins; the caller may try again after `retryAfterSeconds`. */
+export class RateLimitedError extends FerryError {
+  readonly code = "rate-limited";
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(message);
+  }
+}
+
 /** RFC 6901 pointer for a path such as ["phases", 0, "name"]. */
 export function toJsonPointer(path: readonly PropertyKey[]): string {
   return path.map((segment) => `/${String(segment).replaceAll("~", "~0").replaceAll("/", "~1")}`).join("");

@@ -23,3 +23,18 @@ export function hashApiKey(key: string): string {
 export function apiKeyDisplayPrefix(key: string): string {
   return key.slice(0, API_KEY_PREFIX.length + 6);
 }
+
+/** A session cookie's value: 32 random bytes (base64url). Stored as its SHA-256 only, like API keys. */
+export function generateSessionToken(): string {
+  return randomBytes(32).toString("base64url");
+}
+
+/** A session's CSRF token, sent back by the browser in X-CSRF-Token on every state-changing request. */
+export function generateCsrfToken(): string {
+  return randomBytes(24).toString("base64url");
+}
+
+/** SHA-256 (hex) of a session token, the form in which the database holds it. */
+export function hashSessionToken(token: string): string {
+  return createHash("sha256").update(token, "utf8").digest("hex");
+}

@@ -364,6 +364,58 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0010_users": {
+    async up(db: Kysely<unknown>) {
+      // Local users: the password is an scrypt hash with its own salt and parameters
+      // (src/security/passwords.ts); the clear password never reaches the database.
+      await db.schema
+        .createTable("users")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("username", "text", (c) => c.notNull().unique())
+        .addColumn("display_name", "text", (c) => c.notNull())
+        .addColumn("password_hash", "text", (c) => c.notNull())
+        .addColumn("is_admin", "integer", (c) => c.notNull())
+        .addColumn("disabled", "integer", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .execute();
+
+      // Browser sessions: only the SHA-256 of the cookie's token is stored, so a copy of the
+      // database cannot be replayed as a cookie. The CSRF token is per session.
+      await db.schema
+        .createTable("sessions")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("token_hash", "text", (c) => c.notNull().unique())
+        .addColumn("user_id", "text", (c) => c.notNull().references("users.id").onDelete("cascade"))
+        .addColumn("csrf_token", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("last_seen_at", "text", (c) => c.notNull())
+        .addColumn("expires_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex("sessions_by_user").on("sessions").columns(["user_id"]).execute();
+
+      // Failed sign-ins, per username and per client address, so that the limit holds
+      // across restarts and across server nodes sharing one database.
+      await db.schema
+        .createTable("login_failures")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("subject", "text", (c) => c.notNull())
+        .addColumn("at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createIndex("login_failures_by_subject")
+        .on("login_failures")
+        .columns(["subject", "at"])
+        .execute();
+
+      // Keys may belong to a user (null: the bootstrap admin key and service keys).
+      await db.schema
+        .alterTable("api_keys")
+        .addColumn("user_id", "text", (c) => c.references("users.id").onDelete("cascade"))
+        .execute();
+      await db.schema.createIndex("api_keys_by_user").on("api_keys").columns(["user_id"]).execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

@@ -18,6 +18,9 @@ export interface Database {
   variables: VariableRow;
   variable_scopes: VariableScopeRow;
   api_keys: ApiKeyRow;
+  users: UserRow;
+  sessions: SessionRow;
+  login_failures: LoginFailureRow;
   counters: CounterRow;
   tasks: TaskRow;
   task_lock_requests: TaskLockRequestRow;
@@ -135,6 +138,34 @@ interface ApiKeyRow {
   expires_at: string | null;
   last_used_at: string | null;
   revoked_at: string | null;
+  user_id: string | null;
+}
+
+interface UserRow {
+  id: string;
+  username: string;
+  display_name: string;
+  password_hash: string;
+  is_admin: number;
+  disabled: number;
+  created_at: string;
+  updated_at: string;
+}
+
+interface SessionRow {
+  id: string;
+  token_hash: string;
+  user_id: string;
+  csrf_token: string;
+  created_at: string;
+  last_seen_at: string;
+  expires_at: string;
+}
+
+interface LoginFailureRow {
+  id: string;
+  subject: string;
+  at: string;
 }
 
 interface CounterRow {

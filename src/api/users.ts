@@ -1,0 +1,368 @@
+import type { FastifyReply, FastifyRequest } from "fastify";
+import type { z } from "zod";
+import { pageSchema, pagingSchema } from "../domain/common.js";
+import { CsrfError, ForbiddenError, NotFoundError, RateLimitedError, UnauthenticatedError } from "../domain/errors.js";
+import {
+  apiKeySchema,
+  changePasswordSchema,
+  createApiKeySchema,
+  createdApiKeySchema,
+  createUserSchema,
+  sessionSchema,
+  signInSchema,
+  type User,
+  updateUserSchema,
+  userSchema,
+} from "../domain/users.js";
+import { generateApiKey } from "../security/apiKeys.js";
+import { type Identity, insertApiKey, listApiKeys, revokeApiKey } from "../store/apiKeys.js";
+import type { StoreContext } from "../store/common.js";
+import * as users from "../store/users.js";
+import { defineRoute, pathParams, type RouteSpec } from "./route.js";
+
+const SESSION_COOKIE = "ferry_session";
+
+/** The identity the auth hook attached (every non-public route has one). */
+function identityOf(request: FastifyRequest): Identity {
+  if (!request.identity) throw new UnauthenticatedError("sign in or send an API key");
+  return request.identity;
+}
+
+/** For now "admin" is the admin API key or an admin user (roles and teams come later). */
+function requireAdmin(request: FastifyRequest): Identity {
+  const identity = identityOf(request);
+  if (!identity.isAdmin) throw new ForbiddenError("only an administrator may do this; ask one to do it for you");
+  return identity;
+}
+
+/** The user behind the request; a key that belongs to no user has none. */
+function requireUser(request: FastifyRequest): string {
+  const identity = identityOf(request);
+  if (identity.userId === null) {
+    throw new NotFoundError("this API key belongs to no user; use a user's key or sign in as the user");
+  }
+  return identity.userId;
+}
+
+/**
+ * The origin the browser saw when it loaded the page: scheme and Host of this request. An
+ * Origin header that differs from it comes from another site.
+ */
+function ownOrigin(request: FastifyRequest): string {
+  return `${request.protocol}://${request.host}`.toLowerCase();
+}
+
+/** Refuses a request whose Origin header (when present) is not this server's own. */
+export function checkOrigin(request: FastifyRequest): void {
+  const origin = request.headers.origin;
+  if (origin !== undefined && origin.toLowerCase() !== ownOrigin(request)) {
+    throw new CsrfError("the request comes from another site (its Origin header is not this server's); it was refused");
+  }
+}
+
+function setSessionCookie(request: FastifyRequest, reply: FastifyReply, token: string, maxAgeSeconds: number): void {
+  const attributes = [
+    `${SESSION_COOKIE}=${token}`,
+    "Path=/",
+    "HttpOnly",
+    "SameSite=Lax",
+    `Max-Age=${maxAgeSeconds}`,
+    // Over plain HTTP a Secure cookie would never be sent back; over TLS it must be Secure.
+    ...(request.protocol === "https" ? ["Secure"] : []),
+  ];
+  reply.header("set-cookie", attributes.join("; "));
+}
+
+function clearSessionCookie(request: FastifyRequest, reply: FastifyReply): void {
+  setSessionCookie(request, reply, "", 0);
+}
+
+const userChange = (user: User | undefined | null) => (user ? { ...user, password: "set" } : null);
+
+/** Users, sign-in sessions and per-user API keys (docs/security.md "Users and sessions", "API keys"). */
+export function userRoutes(context: StoreContext): RouteSpec[] {
+  return [
+    defineRoute({
+      method: "POST",
+      path: "/api/v1/users",
+      tag: "Users",
+      summary: "Create a local user (admins only); the password is stored as an scrypt hash",
+      body: createUserSchema,
+      response: userSchema,
+      status: 201,
+      audit: {
+        action: "user.create",
+        change: ({ result }) => {
+          const user = result as User;
+          return {
+            resource: { type: "user", id: user.id, name: user.username },
+            after: userChange(user),
+            sensitive: ["password"],
+          };
+        },
+      },
+      handler: ({ body, request }) => {
+        requireAdmin(request);
+        return users.createUser(context, body);
+      },
+    }),
+    defineRoute({
+      method: "GET",
+      path: "/api/v1/users",
+      tag: "Users",
+      summary: "List users (admins only)",
+      query: pagingSchema,
+      response: pageSchema(userSchema),
+      handler: ({ query, request }) => {
+        requireAdmin(request);
+        return users.listUsers(context, query);
+      },
+    }),
+    defineRoute({
+      method: "GET",
+      path: "/api/v1/users/:user",
+      tag: "Users",
+      summary: "One user by id or username (admins, or the user themself)",
+      params: pathParams("user"),
+      response: userSchema,
+      handler: async ({ params, request }) => {
+        const identity = identityOf(request);
+        const user = await users.getUser(context, params.user === "me" ? requireUser(request) : params.user);
+        if (!identity.isAdmin && identity.userId !== user.id) {
+          throw new ForbiddenError("only an administrator may read other users");
+        }
+        return user;
+      },
+    }),
+    defineRoute({
+      method: "PATCH",
+      path: "/api/v1/users/:user",
+      tag: "Users",
+      summary: "Change a user (admins only); a new password, disabling or losing admin ends their sessions",
+      params: pathParams("user"),
+      body: updateUserSchema,
+      response: userSchema,
+      audit: {
+        action: "user.update",
+        before: ({ params }) => users.getUser(context, params.user),
+        change: ({ body, before, result }) => {
+          const user = result as User;
+          return {
+            resource: { type: "user", id: user.id, name: user.username },
+            before: userChange(before as User | undefined),
+            after: userChange(user),
+            sensitive: ["password"],
+            written: Object.keys(body),
+          };
+        },
+      },
+      handler: ({ params, body, request }) => {
+        requireAdmin(request);
+        return users.updateUser(context, params.user, body);
+      },
+    }),
+    defineRoute({
+      method: "DELETE",
+      path: "/api/v1/users/:user",
+      tag: "Users",
+      summary: "Delete a user with their sessions and API keys (admins only)",
+      params: pathParams("user"),
+      status: 204,
+      audit: {
+        action: "user.delete",
+        before: ({ params }) => users.getUser(context, params.user),
+        change: ({ params, before }) => {
+          const user = before as User | undefined;
+          return {
+            resource: { type: "user", id: user?.id ?? null, name: user?.username ?? params.user },
+            before: userChange(user),
+            sensitive: ["password"],
+          };
+        },
+      },
+      handler: async ({ params, request }) => {
+        const identity = requireAdmin(request);
+        const user = await users.getUser(context, params.user);
+        if (identity.userId === user.id) {
+          throw new ForbiddenError("you cannot delete yourself; ask another administrator");
+        }
+        await users.deleteUser(context, user.id);
+      },
+    }),
+    defineRoute({
+      method: "POST",
+      path: "/api/v1/users/me/password",
+      tag: "Users",
+      summary: "Change your own password (needs the current one); your other sessions end",
+      body: changePasswordSchema,
+      status: 204,
+      audit: {
+        action: "user.password",
+        change: ({ result }) => {
+          const user = result as User;
+          return {
+            resource: { type: "user", id: user.id, name: user.username },
+            before: { password: "set" },
+            after: { password: "set" },
+            sensitive: ["password"],
+            written: ["password"],
+          };
+        },
+      },
+      handler: async ({ body, request }) => {
+        const identity = identityOf(request);
+        const user = await users.getUser(context, requireUser(request));
+        const verified = await users.verifyCredentials(context, user.username, body.currentPassword);
+        if (!verified) throw new ForbiddenError("the current password is not correct");
+        await users.setPassword(context, user.id, body.newPassword, identity.session?.id);
+        return user;
+      },
+    }),
+
+    defineRoute({
+      method: "POST",
+      path: "/api/v1/session",
+      tag: "Users",
+      summary: "Sign in with username and password: sets the ferry_session cookie, returns the CSRF token",
+      public: true,
+      body: signInSchema,
+      response: sessionSchema,
+      handler: async ({ body, request, reply }) => {
+        // A sign-in from another site would sign the browser in as the attacker (login CSRF).
+        checkOrigin(request);
+        const address = request.ip;
+        const retryAfter = await users.loginRetryAfterSeconds(context, body.username, address);
+        if (retryAfter > 0) {
+          throw new RateLimitedError(`too many failed sign-ins; try again in ${retryAfter} seconds`, retryAfter);
+        }
+        const user = await users.verifyCredentials(context, body.username, body.password);
+        if (!user) {
+          await users.recordLoginFailure(context, body.username, address);
+          // The same words whether the username exists, the password is wrong or the user is disabled.
+          throw new UnauthenticatedError("the username or password is not correct");
+        }
+        await users.clearLoginFailures(context, body.username);
+        const session = await users.createSession(context, user.id);
+        setSessionCookie(request, reply, session.token, session.maxAgeSeconds);
+        return { user, csrfToken: session.csrfToken };
+      },
+    }),
+    defineRoute({
+      method: "GET",
+      path: "/api/v1/session",
+      tag: "Users",
+      summary: "The signed-in user and the session's CSRF token",
+      response: sessionSchema,
+      handler: async ({ request }) => {
+        const identity = identityOf(request);
+        if (!identity.session || identity.userId === null) {
+          throw new NotFoundError(
+            "this request has no session (it used an API key); sign in with POST /api/v1/session",
+          );
+        }
+        return { user: await users.getUser(context, identity.userId), csrfToken: identity.session.csrfToken };
+      },
+    }),
+    defineRoute({
+      method: "DELETE",
+      path: "/api/v1/session",
+      tag: "Users",
+      summary: "Sign out: ends the session and clears the cookie",
+      status: 204,
+      audit: {
+        action: "session.delete",
+        change: ({ result }) => ({ resource: { type: "session", name: String(result ?? "") } }),
+      },
+      handler: async ({ request, reply }) => {
+        const identity = identityOf(request);
+        if (!identity.session) throw new NotFoundError("this request has no session (it used an API key)");
+        await users.deleteSession(context, identity.session.id);
+        clearSessionCookie(request, reply);
+        return identity.name;
+      },
+    }),
+
+    defineRoute({
+      method: "POST",
+      path: "/api/v1/api-keys",
+      tag: "API keys",
+      summary: "Create an API key for yourself; the key is in this answer only",
+      body: createApiKeySchema,
+      response: createdApiKeySchema,
+      status: 201,
+      audit: {
+        action: "api-key.create",
+        change: ({ result }) => {
+          // Never the key: only what the list shows.
+          const { key: _key, ...apiKey } = result as z.infer<typeof createdApiKeySchema>;
+          return { resource: { type: "api-key", id: apiKey.id, name: apiKey.name }, after: apiKey };
+        },
+      },
+      handler: async ({ body, request }) => {
+        const identity = identityOf(request);
+        // A key made by a key without a user is a service key (no user), with that key's role.
+        const key = generateApiKey();
+        const expiresAt =
+          body.expiresInDays === undefined
+            ? null
+            : new Date(Date.now() + body.expiresInDays * 24 * 60 * 60 * 1000).toISOString();
+        const created = await insertApiKey(context, key, {
+          name: body.name,
+          role: identity.userId === null ? (identity.isAdmin ? "admin" : "service") : "user",
+          userId: identity.userId,
+          expiresAt,
+        });
+        return { ...created.apiKey, key };
+      },
+    }),
+    defineRoute({
+      method: "GET",
+      path: "/api/v1/api-keys",
+      tag: "API keys",
+      summary: "List API keys: your own, or every key for admins (prefix only, never the key)",
+      query: pagingSchema,
+      response: pageSchema(apiKeySchema),
+      handler: ({ query, request }) => {
+        const identity = identityOf(request);
+        return listApiKeys(context, identity.isAdmin ? undefined : { userId: identity.userId }, query);
+      },
+    }),
+    defineRoute({
+      method: "DELETE",
+      path: "/api/v1/api-keys/:key",
+      tag: "API keys",
+      summary: "Revoke an API key (yours, or any for admins); it is refused from then on",
+      params: pathParams("key"),
+      status: 204,
+      audit: {
+        action: "api-key.revoke",
+        change: ({ result }) => {
+          const apiKey = result as z.infer<typeof apiKeySchema>;
+          return {
+            resource: { type: "api-key", id: apiKey.id, name: apiKey.name },
+            before: { revokedAt: null },
+            after: { revokedAt: apiKey.revokedAt },
+          };
+        },
+      },
+      handler: ({ params, request }) => {
+        const identity = identityOf(request);
+        return revokeApiKey(context, params.key, identity.isAdmin ? undefined : { userId: identity.userId });
+      },
+    }),
+  ];
+}
+
+/** Reads the session cookie's token from a Cookie header. */
+export function sessionTokenOf(request: FastifyRequest): string | undefined {
+  const header = request.headers.cookie;
+  if (!header) return undefined;
+  for (const part of header.split(";")) {
+    const [name, ...value] = part.trim().split("=");
+    if (name === SESSION_COOKIE) {
+      const token = value.join("=");
+      return token === "" ? undefined : token;
+    }
+  }
+  return undefined;
+}
