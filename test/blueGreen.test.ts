@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import http from "node:http";
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRuntime } from "../src/runtimes/docker.js";
 import { EtcdClient } from "../src/traffic/etcd.js";
@@ -190,6 +191,10 @@ describe.each(["builtin", "nginx"] as const)(
       const { result: second, load: seen } = await underLoad(async () => {
         const slowClients = Array.from({ length: 4 }, slowClient);
         const deployed = await release("1.0.2", v2);
+        // Slow requests go on until one has been served by the new colour too (a busy machine
+        // may end the deployment before any slow request started after the switch).
+        const deadline = Date.now() + 15_000;
+        while (!slow.some((reply) => reply.body === "slow 1.0.2") && Date.now() < deadline) await sleep(100);
         slowRunning = false;
         await Promise.all(slowClients);
         return deployed;

@@ -1,4 +1,6 @@
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -396,6 +398,10 @@ describe("approvals and guided failure", () => {
     await test.call("POST", `/api/v1/tasks/${taskId}/cancel`);
     expect((await test.waitForTask(taskId)).state).toBe("cancelled");
     expect(processes()).toEqual([]);
+    // The clean-up asks a traffic router which colours are live only when one is in use:
+    // it never starts a `ferry proxy` for a project without blue/green.
+    await sleep(500);
+    expect(existsSync(join(test.dataDir, "proxy", "proxy.pid"))).toBe(false);
   });
 
   it("masks sensitive values in a task's error and in the question it asks", async () => {

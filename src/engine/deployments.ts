@@ -45,6 +45,11 @@ export interface DeploymentServices {
   enqueue(input: Parameters<import("./engine.js").TaskEngine["enqueue"]>[0]): Promise<{ id: string }>;
   /** The traffic router of the server's host, for blue/green steps (connected on first use). */
   router?: () => Promise<Router>;
+  /**
+   * The router only when it is in use (connected, or with routes from an earlier run):
+   * clean-up asks it which colours are live without starting a proxy nobody needs.
+   */
+  routerInUse?: () => Promise<Router | undefined>;
 }
 
 export interface DeploymentRequest {
@@ -394,11 +399,12 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
   };
 }
 
-/** Names of the colours the router sends traffic to (none without a router, or when it cannot be asked). */
+/** Names of the colours the router sends traffic to: none when no router is in use, "unknown" when it cannot be asked. */
 async function liveColourNames(services: DeploymentServices, log: TaskLog): Promise<Set<string> | "unknown"> {
-  if (!services.router) return new Set();
   try {
-    const routes = await (await services.router()).routes();
+    const router = await services.routerInUse?.();
+    if (!router) return new Set();
+    const routes = await router.routes();
     return new Set(routes.flatMap((route) => (route.colour ? [route.colour] : [])));
   } catch (error) {
     log.warn(`clean-up: could not ask the traffic router which colours are live (${(error as Error).message})`);

@@ -64,6 +64,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   let engine: TaskEngine | undefined;
   const deployments: DeploymentServices = {
     router: router.get,
+    routerInUse: async () => (await router.connected()) ?? (hasRoutes(traffic) ? router.get() : undefined),
     context,
     workRoot: join(options.dataDir, "work"),
     enqueue: (input) => {
