@@ -267,22 +267,9 @@ export class DockerRuntime {
    * was no such container.
    */
   async stopAndRemove(nameOrId: string, options: CallOptions & { stopTimeoutSeconds?: number } = {}): Promise<boolean> {
-    checkContainerName(nameOrId);
-    const stopTimeoutSeconds = options.stopTimeoutSeconds ?? 10;
+    // Already gone is fine here: the remove below says so.
+    await this.stopContainer(nameOrId, { ...options, missingIsStopped: true });
     const container = (await this.client()).getContainer(nameOrId);
-    try {
-      await this.call(
-        `stopping container ${nameOrId}`,
-        (signal) => container.stop({ t: stopTimeoutSeconds, abortSignal: signal }),
-        {
-          signal: options.signal,
-          timeoutMs: stopTimeoutSeconds * 1000 + this.callTimeoutMs,
-        },
-      );
-    } catch (error) {
-      // 304: already stopped; 404: already gone (the remove below says so).
-      if (!(error instanceof DockerError && (error.statusCode === 304 || error.statusCode === 404))) throw error;
-    }
     try {
       await this.call(`removing container ${nameOrId}`, () => container.remove({ force: true }), options);
       return true;
@@ -296,7 +283,10 @@ export class DockerRuntime {
    * Stops a container (SIGTERM, then SIGKILL after `stopTimeoutSeconds`) and keeps it, so
    * it can be started again (a retained blue/green colour). Already stopped is fine.
    */
-  async stopContainer(nameOrId: string, options: CallOptions & { stopTimeoutSeconds?: number } = {}): Promise<void> {
+  async stopContainer(
+    nameOrId: string,
+    options: CallOptions & { stopTimeoutSeconds?: number; missingIsStopped?: boolean } = {},
+  ): Promise<void> {
     checkContainerName(nameOrId);
     const stopTimeoutSeconds = options.stopTimeoutSeconds ?? 10;
     const container = (await this.client()).getContainer(nameOrId);
@@ -307,7 +297,11 @@ export class DockerRuntime {
         { signal: options.signal, timeoutMs: stopTimeoutSeconds * 1000 + this.callTimeoutMs },
       );
     } catch (error) {
-      if (!(error instanceof DockerError && error.statusCode === 304)) throw error;
+      // 304: already stopped; 404: no such container (fine only when asked).
+      const fine =
+        error instanceof DockerError &&
+        (error.statusCode === 304 || (error.statusCode === 404 && options.missingIsStopped));
+      if (!fine) throw error;
     }
   }
 

@@ -9,7 +9,6 @@ import {
   publishedOrigin,
   type StartedContainer,
 } from "../runtimes/docker.js";
-import { DOCKER_HUB_REGISTRY, formatImageReference, parseImageReference } from "../runtimes/imageReference.js";
 import { routeNameSchema } from "../traffic/proxyState.js";
 import {
   type LiveUpstream,
@@ -22,9 +21,10 @@ import type { ContainerConfig } from "./container.js";
 import {
   containerOutputs,
   describeLimits,
-  describePorts,
+  describeStart,
   logContainerTail,
   pullImage,
+  renderContainerInputs,
   waitUntilSettled,
 } from "./containerShared.js";
 import { probeUntilHealthy } from "./healthCheck.js";
@@ -107,16 +107,7 @@ export async function runBlueGreen(
     host: context.render(routeConfig.host),
     pathPrefix: routeConfig.pathPrefix,
   };
-  const image = parseImageReference(context.render(config.image));
-  const imageText = formatImageReference(image);
-  // Every template is rendered before anything changes.
-  const env: Record<string, string> = {};
-  for (const [variable, template] of Object.entries(config.env)) env[variable] = context.render(template);
-  const volumes = config.volumes.map((volume) => ({
-    source: context.render(volume.source),
-    target: context.render(volume.target),
-    readOnly: volume.readOnly,
-  }));
+  const { imageText, registry, pinned, env, volumes } = renderContainerInputs(context, config);
   const trafficBefore = await router.traffic().catch(() => undefined);
 
   const live = await router.live(route.name);
@@ -144,20 +135,9 @@ export async function runBlueGreen(
     );
     candidate = { container: await docker.startContainer(retained.id, { signal }), created: false, wasRunning };
   } else {
-    await pullImage(
-      context,
-      config,
-      docker,
-      imageText,
-      image.registry ?? DOCKER_HUB_REGISTRY,
-      image.digest !== undefined,
-    );
+    await pullImage(context, config, docker, imageText, registry, pinned);
     const name = colourName(project, environment, release, context.taskId);
-    log.info(
-      `starting colour ${name} from ${imageText}${describePorts(config)}${describeLimits(config)}${
-        Object.keys(env).length > 0 ? `; env ${Object.keys(env).join(", ")}` : ""
-      }`,
-    );
+    log.info(describeStart("colour", name, imageText, config, env));
     const container = await docker.createAndStart(
       {
         name,

@@ -1,24 +1,21 @@
 import { isIP } from "node:net";
-import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { TaskFailure } from "../engine/types.js";
 import {
   CONTAINER_NAME_HINT,
-  type ContainerStatus,
   type DockerRuntime,
   ENV_NAME_HINT,
   isContainerName,
   localDocker,
-  type PublishedPort,
 } from "../runtimes/docker.js";
-import { DOCKER_HUB_REGISTRY, formatImageReference, parseImageReference } from "../runtimes/imageReference.js";
 import { blueGreenOptionsSchema, blueGreenRouteSchema, describeBlueGreen, runBlueGreen } from "./blueGreen.js";
 import {
   containerOutputs,
   describeLimits,
-  describePorts,
+  describeStart,
   logContainerTail,
   pullImage,
+  renderContainerInputs,
   waitUntilSettled,
 } from "./containerShared.js";
 import type { StepKind, StepRunContext } from "./types.js";
@@ -160,28 +157,11 @@ export const containerStep: StepKind<ContainerConfig> = {
 
 async function runContainer(context: StepRunContext, config: ContainerConfig, docker: DockerRuntime) {
   const { log, signal } = context;
-  const image = parseImageReference(context.render(config.image));
-  const imageText = formatImageReference(image);
+  const { imageText, registry, pinned, env, volumes } = renderContainerInputs(context, config);
   const name = containerName(context, config);
   const project = context.labels["ferry.project"];
-  // Every template is rendered before anything changes: a missing variable must not
-  // leave the environment with the old container stopped and no new one.
-  const env: Record<string, string> = {};
-  for (const [variable, template] of Object.entries(config.env)) env[variable] = context.render(template);
-  const volumes = config.volumes.map((volume) => ({
-    source: context.render(volume.source),
-    target: context.render(volume.target),
-    readOnly: volume.readOnly,
-  }));
 
-  await pullImage(
-    context,
-    config,
-    docker,
-    imageText,
-    image.registry ?? DOCKER_HUB_REGISTRY,
-    image.digest !== undefined,
-  );
+  await pullImage(context, config, docker, imageText, registry, pinned);
 
   const previous = await docker.inspectContainer(name, { signal });
   if (previous) {
@@ -200,12 +180,7 @@ async function runContainer(context: StepRunContext, config: ContainerConfig, do
     await docker.stopAndRemove(previous.id, { stopTimeoutSeconds: config.stopTimeoutSeconds, signal });
   }
 
-  // Env values may be secrets: the log names the variables only.
-  log.info(
-    `starting container ${name} from ${imageText}${describePorts(config)}${describeLimits(config)}${
-      Object.keys(env).length > 0 ? `; env ${Object.keys(env).join(", ")}` : ""
-    }`,
-  );
+  log.info(describeStart("container", name, imageText, config, env));
   const started = await docker.createAndStart(
     {
       name,

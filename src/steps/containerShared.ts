@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ContainerStatus, DockerRuntime, PublishedPort } from "../runtimes/docker.js";
+import { DOCKER_HUB_REGISTRY, formatImageReference, parseImageReference } from "../runtimes/imageReference.js";
 import type { ContainerConfig } from "./container.js";
 import type { StepRunContext } from "./types.js";
 
@@ -104,5 +105,41 @@ export function describePorts(config: Pick<ContainerConfig, "ports">): string {
 export function describeLimits(config: Pick<ContainerConfig, "cpus" | "memoryMb">): string {
   return `${config.cpus !== undefined ? `; cpus ${config.cpus}` : ""}${
     config.memoryMb !== undefined ? `; memory ${config.memoryMb} MiB` : ""
+  }`;
+}
+
+/**
+ * Renders every template of a container step before anything changes: a missing variable
+ * must not leave the environment with the old container stopped and no new one.
+ */
+export function renderContainerInputs(context: StepRunContext, config: ContainerConfig) {
+  const image = parseImageReference(context.render(config.image));
+  const env: Record<string, string> = {};
+  for (const [variable, template] of Object.entries(config.env)) env[variable] = context.render(template);
+  const volumes = config.volumes.map((volume) => ({
+    source: context.render(volume.source),
+    target: context.render(volume.target),
+    readOnly: volume.readOnly,
+  }));
+  return {
+    imageText: formatImageReference(image),
+    registry: image.registry ?? DOCKER_HUB_REGISTRY,
+    pinned: image.digest !== undefined,
+    env,
+    volumes,
+  };
+}
+
+/** "starting <what> <name> from <image>; ports …; env A, B": env values may be secrets, so only their names. */
+export function describeStart(
+  what: string,
+  name: string,
+  imageText: string,
+  config: ContainerConfig,
+  env: Readonly<Record<string, string>>,
+): string {
+  const names = Object.keys(env);
+  return `starting ${what} ${name} from ${imageText}${describePorts(config)}${describeLimits(config)}${
+    names.length > 0 ? `; env ${names.join(", ")}` : ""
   }`;
 }

@@ -1,11 +1,11 @@
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { open, readdir, readFile, rename, unlink } from "node:fs/promises";
+import { open, readdir, readFile, unlink } from "node:fs/promises";
 import { isIPv4, isIPv6 } from "node:net";
-import { dirname, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { ConflictError, InputError } from "../domain/errors.js";
+import { writeFileAtomic } from "./atomicFile.js";
 import type {
   LiveUpstream,
   Router,
@@ -282,7 +282,7 @@ export class NginxRouter implements Router {
         if (before === (content === "" ? undefined : content)) continue;
         changes.push({ path, before });
         if (content === "") await unlink(path);
-        else await writeFileAtomic(path, content);
+        else await writeFileAtomic(path, content, 0o644);
       }
     } catch (error) {
       await restoreFiles(changes);
@@ -677,34 +677,7 @@ function safeJsonParse(text: string): unknown {
 async function restoreFiles(changes: readonly FileChange[]): Promise<void> {
   for (const { path, before } of [...changes].reverse()) {
     if (before === undefined) await unlink(path).catch(() => undefined);
-    else await writeFileAtomic(path, before);
-  }
-}
-
-/**
- * Temp file beside the target (its name does not end in ".conf", so nginx's include never
- * sees it), fsync, rename over the target, fsync the directory.
- */
-async function writeFileAtomic(path: string, data: string): Promise<void> {
-  const temporary = join(dirname(path), `.ferry-${process.pid}-${randomBytes(6).toString("hex")}.tmp`);
-  const file = await open(temporary, "wx", 0o644);
-  try {
-    await file.writeFile(data, "utf8");
-    await file.sync();
-  } finally {
-    await file.close();
-  }
-  try {
-    await rename(temporary, path);
-  } catch (error) {
-    await unlink(temporary).catch(() => undefined);
-    throw error;
-  }
-  const directory = await open(dirname(path), "r");
-  try {
-    await directory.sync();
-  } finally {
-    await directory.close();
+    else await writeFileAtomic(path, before, 0o644);
   }
 }
 

@@ -1,7 +1,8 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { mkdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { z } from "zod";
+import { writeFileAtomic } from "./atomicFile.js";
 
 /**
  * The proxy's own state: its routes and its admin token, kept in one state directory.
@@ -120,32 +121,5 @@ function safeJsonParse(text: string): unknown {
     return JSON.parse(text);
   } catch {
     return undefined;
-  }
-}
-
-/**
- * Write a temporary file beside the target, fsync it, rename it over the target (atomic on
- * POSIX), then fsync the directory so the rename itself survives a power cut.
- */
-async function writeFileAtomic(path: string, data: string): Promise<void> {
-  const temporary = `${path}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
-  const file = await open(temporary, "wx", 0o600);
-  try {
-    await file.writeFile(data, "utf8");
-    await file.sync();
-  } finally {
-    await file.close();
-  }
-  try {
-    await rename(temporary, path);
-  } catch (error) {
-    await unlink(temporary).catch(() => undefined);
-    throw error;
-  }
-  const directory = await open(dirname(path), "r");
-  try {
-    await directory.sync();
-  } finally {
-    await directory.close();
   }
 }

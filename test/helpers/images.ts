@@ -127,6 +127,7 @@ export async function buildNodeAppImage(options: { registryUrl: string; reposito
         "const version = process.env.APP_VERSION;",
         "const server = http.createServer((request, response) => {",
         '  if (request.url === "/health") return response.end("ok\\n");',
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: this is the app's JavaScript source, not a template here
         "  response.end(`version ${version}\\n`);",
         "});",
         "server.keepAliveTimeout = 60_000;",
