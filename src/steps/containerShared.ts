@@ -95,7 +95,7 @@ export function containerOutputs(id: string, name: string, image: string, ports:
   return outputs;
 }
 
-export function describePorts(config: Pick<ContainerConfig, "ports">): string {
+function describePorts(config: Pick<ContainerConfig, "ports">): string {
   if (config.ports.length === 0) return "";
   return `; ports ${config.ports
     .map((port) => `${port.hostIp}:${port.host ?? "(any)"}→${port.container}/${port.protocol}`)
