@@ -345,6 +345,7 @@ function seedStatements(dialect: Dialect, deployments: number): string[] {
      SELECT ${d.id("rel", "n")}, ${d.id("prj", `n / ${rounds}`)}, '1.0.' || (n % ${rounds}), '', ${quote(SNAPSHOT)},
             'bench', ${at(`(n % ${rounds}) * ${PROJECTS * ENVIRONMENTS * SECONDS_BETWEEN_DEPLOYMENTS} - 60`)}
      FROM ${d.series(PROJECTS * rounds)}`,
+    // task_counts (the task list's totals) follows through the triggers on tasks.
     `INSERT INTO tasks (id, sequence, kind, state, title, project_id, environment_id, payload, result, error,
                         created_by, created_at, started_at, finished_at, lease_owner, lease_expires_at,
                         cancel_requested, log_lines, log_bytes)

@@ -1,10 +1,17 @@
 import { execFile } from "node:child_process";
-import { rmSync, writeFileSync } from "node:fs";
+import { once } from "node:events";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { renderExposition } from "../src/observability/exposition.js";
+import { BuiltinRouter } from "../src/traffic/builtin.js";
+import { FerryProxy } from "../src/traffic/proxy.js";
+import { startProxyAdmin } from "../src/traffic/proxyAdmin.js";
+import { ProxyAdminClient } from "../src/traffic/proxyClient.js";
 import { dialects } from "./helpers/databases.js";
 import { type ObservedApp, startObservedApp } from "./helpers/observedApp.js";
 
@@ -254,5 +261,59 @@ describe.each(dialects)("GET /metrics on %s", (dialect) => {
     expect(sample(down, 'ferry_tasks{kind="deployment",state="queued"}')).toBe(0);
     test.observability.metrics.registerProxyStats(async () => undefined);
     expect(await scrape()).not.toContain("ferry_proxy_up");
+  });
+
+  it("times the requests the builtin proxy passes into a histogram per route and upstream", async () => {
+    // A real upstream answering at once, or after 300 ms on /slow.
+    const upstream = http.createServer((request, response) => {
+      request.resume();
+      if (request.url === "/slow") setTimeout(() => response.end("slow"), 300);
+      else response.end("fast");
+    });
+    upstream.listen(0, "127.0.0.1");
+    await once(upstream, "listening");
+    const upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+    const stateDir = mkdtempSync(join(tmpdir(), "ferry-metrics-proxy-"));
+    const proxy = await FerryProxy.open(stateDir);
+    const { port } = await proxy.listen("127.0.0.1", 0);
+    const admin = await startProxyAdmin(proxy, { port: 0 }, "metrics-test-token");
+    const client = new ProxyAdminClient({ url: admin.address }, "metrics-test-token");
+    try {
+      await client.putRoute("shop-prod", { host: "shop.test", pathPrefix: "/", upstream: upstreamUrl });
+      const send = (path: string) =>
+        new Promise<void>((resolve, reject) => {
+          const request = http.get({ host: "127.0.0.1", port, path, headers: { host: "shop.test" } }, (response) => {
+            response.resume();
+            response.on("end", resolve);
+          });
+          request.on("error", reject);
+        });
+      for (let index = 0; index < 20; index++) await send("/");
+      await Promise.all([send("/slow"), send("/slow"), send("/slow")]);
+      const router = new BuiltinRouter(client);
+      test.observability.metrics.registerProxyStats(() => router.traffic());
+
+      const text = await scrape();
+      const labels = `route="shop-prod",upstream="${upstreamUrl}"`;
+      expect(sample(text, `ferry_proxy_requests_total{${labels}}`)).toBe(23);
+      expect(sample(text, `ferry_proxy_request_duration_seconds_count{${labels}}`)).toBe(23);
+      expect(sample(text, `ferry_proxy_request_duration_seconds_bucket{${labels},le="+Inf"}`)).toBe(23);
+      // The three slow ones took at least 300 ms; the sum says so too.
+      expect(sample(text, `ferry_proxy_request_duration_seconds_bucket{${labels},le="0.25"}`)).toBe(20);
+      expect(sample(text, `ferry_proxy_request_duration_seconds_bucket{${labels},le="10"}`)).toBe(23);
+      expect(sample(text, `ferry_proxy_request_duration_seconds_sum{${labels}}`)).toBeGreaterThanOrEqual(0.9);
+      const check = await promtoolCheck(text);
+      expect(check.output).toBe("");
+      expect(check.code).toBe(0);
+    } finally {
+      test.observability.metrics.registerProxyStats(async () => undefined);
+      await client.close();
+      await admin.close();
+      await proxy.close(1_000);
+      const closed = new Promise<void>((resolve) => upstream.close(() => resolve()));
+      upstream.closeAllConnections();
+      await closed;
+      rmSync(stateDir, { recursive: true, force: true });
+    }
   });
 });

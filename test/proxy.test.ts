@@ -307,6 +307,15 @@ describe("ferry proxy: switching and draining", () => {
     const down = await get(started.port, "app.test", "/");
     expect(down.status).toBe(502);
     expect(down.headers["content-type"]).toContain("application/problem+json");
+
+    // Every answered or failed request is timed once, under the upstream that ended it;
+    // a retried attempt is not (its time counts in the retry's, which runs from the arrival).
+    for (const entry of proxy.stats()) {
+      expect(entry.duration.count, entry.upstream).toBe(entry.served + entry.failed);
+      expect(entry.duration.buckets.at(-1)?.count).toBeLessThanOrEqual(entry.duration.count);
+    }
+    expect(proxy.stats().find((entry) => entry.upstream === dying.url)?.duration.count).toBe(1);
+    expect(proxy.stats().find((entry) => entry.upstream === green.url)?.duration.count).toBe(2);
   });
 });
 
@@ -401,6 +410,10 @@ describe("ferry proxy: admin API", () => {
         expect.objectContaining({ route: "app", upstream: green.url, served: 1, failed: 0, inFlight: 0 }),
       ]),
     );
+    for (const entry of stats) {
+      expect(entry.duration).toMatchObject({ count: 1, buckets: expect.arrayContaining([{ le: 10, count: 1 }]) });
+      expect(entry.duration.sum).toBeGreaterThan(0);
+    }
 
     const invalid = await client
       .putRoute("app", { host: "app.test:80", pathPrefix: "api", upstream: "https://x" })

@@ -13,8 +13,17 @@ import { startTestServer, type TestServer } from "./helpers/server.js";
  * `..` away before they reach the server.
  */
 
-/** Routes that answer without a key. `POST /api/v1/session` (sign-in) is allowed only if the server has it. */
-const PUBLIC_OPERATIONS = new Set(["GET /healthz", "GET /readyz", "POST /api/v1/session"]);
+/**
+ * Routes that answer without a key. `POST /api/v1/session` (sign-in) is allowed only if the
+ * server has it, and so are the two steps of OIDC sign-in (test/oidc.test.ts runs them).
+ */
+const PUBLIC_OPERATIONS = new Set([
+  "GET /healthz",
+  "GET /readyz",
+  "POST /api/v1/session",
+  "GET /api/v1/session/oidc/start",
+  "GET /api/v1/session/oidc/callback",
+]);
 
 interface RawResponse {
   status: number;
@@ -186,7 +195,12 @@ describe("unauthenticated crawl of every route in the OpenAPI document", () => {
       const what = `${method} ${path}`;
       if (PUBLIC_OPERATIONS.has(`${method} ${template}`)) {
         const response = await raw(test.server.url, method, path, {}, method === "GET" ? undefined : "{}");
-        if (method === "GET") {
+        if (template.startsWith("/api/v1/session/oidc/")) {
+          // OIDC sign-in: 404 here (this server has no FERRY_OIDC_*), else a redirect to the provider or
+          // a refusal; it never signs anyone in without the provider's answer to a sign-in this browser started.
+          expect(response.status, `${what} → ${response.body}`).toBe(404);
+          expect(String(response.headers["set-cookie"] ?? ""), what).not.toMatch(/ferry_session=[^;]/);
+        } else if (method === "GET") {
           expect(response.status, what).toBe(200);
         } else {
           // Sign-in answers without a key, but without valid credentials it signs nobody in.
@@ -277,7 +291,8 @@ describe("unauthenticated crawl of every route in the OpenAPI document", () => {
     expect((await raw(test.server.url, "GET", `/api/v1/projects?api_key=${test.apiKey}`)).status).toBe(401);
   });
 
-  it("answers 401 to encoded, re-cased and padded paths, and never reaches a handler through // or dot segments", async () => {
+  it("answers 401 to encoded, re-cased and padded paths, and 404 to // and dot segments without ever reaching a handler", async () => {
+    const authorization = `Bearer ${test.apiKey}`;
     for (const { method, template } of operations) {
       if (PUBLIC_OPERATIONS.has(`${method} ${template}`)) continue;
       const path = fill(template); // e.g. /api/v1/projects/shop
@@ -287,10 +302,7 @@ describe("unauthenticated crawl of every route in the OpenAPI document", () => {
         path.replace(/^\/api\//, "/%61%70%69/"),
         path.replace(/^\/api\/v1\//, "/api/%76%31/"),
         path.replace(/^\/api\/v1\//, "/api/v1%2f"),
-        path.replace(/^\/api\/v1\//, "/api//v1//"),
         `${path}/`,
-        `${path}//`,
-        `${path}/.`,
         path.toUpperCase(),
         path.replace(/^\/api\//, "/API/"),
         path.replace(/^\/api\//, "/Api/"),
@@ -302,28 +314,48 @@ describe("unauthenticated crawl of every route in the OpenAPI document", () => {
         `${path}?/healthz`,
         `${path}?x=/healthz`,
       ];
-      // /metrics is outside /api/: its variants match no route and get the 404 below.
-      if (path.startsWith("/api/")) {
-        for (const target of underApi) {
-          expectUnauthenticated(await raw(test.server.url, method, target), `${method} ${target}`);
+      for (const target of underApi) {
+        const response = await raw(test.server.url, method, target);
+        if (path.startsWith("/api/")) {
+          expectUnauthenticated(response, `${method} ${target}`);
+        } else {
+          // /metrics is outside /api/: a variant that matches no route is a 404, one that does a 401.
+          const what = `${method} ${target} → ${response.status} ${response.body.slice(0, 200)}`;
+          expect([401, 404], what).toContain(response.status);
+          expect(JSON.parse(response.body).type, what).toMatch(/^urn:ferry:problem:(unauthenticated|route-not-found)$/);
         }
       }
-      // The router neither merges "//" nor resolves dot segments, so these match no route at all: a
-      // 404 route-not-found problem (they do not decode to a path that starts with /api/), never a handler.
-      const noRoute = [
-        ...(path.startsWith("/api/") ? [] : underApi),
+      // The router neither merges "//" nor resolves dot segments: it matches them literally, so some
+      // match no route and others would reach a handler with "." or ".." as a name. Every one of them
+      // answers the same 404 route-not-found, with or without a key: no handler ever runs.
+      const lastSegment = /\/([^/]+)$/;
+      const emptyOrDotSegments = [
         `/${path}`,
         `//${path}`,
         `/./${path.slice(1)}`,
         `/healthz/../${path.slice(1)}`,
         `/healthz/..%2f${path.slice(1)}`,
         `/readyz%2f..%2f${path.slice(1)}`,
-      ];
-      for (const target of noRoute) {
-        const response = await raw(test.server.url, method, target);
-        const what = `${method} ${target} → ${response.status} ${response.body.slice(0, 200)}`;
-        expect([401, 404], what).toContain(response.status);
-        expect(JSON.parse(response.body).type, what).toMatch(/^urn:ferry:problem:(unauthenticated|route-not-found)$/);
+        path.replace(/^\/api\/v1\//, "/api//v1//"),
+        path.replace(lastSegment, "//$1"),
+        path.replace(lastSegment, "/./$1"),
+        path.replace(lastSegment, "/x/../$1"),
+        path.replace(lastSegment, "/x/%2e%2e/$1"),
+        path.replace(lastSegment, "/%2E/$1"),
+        `${path}//`,
+        `${path}/.`,
+        `${path}/..`,
+        `${path}/%2e%2e`,
+        `${path}/.%2e`,
+        `${path}%2f%2e%2e`,
+      ].filter((target) => target !== path);
+      for (const target of emptyOrDotSegments) {
+        for (const withKey of [false, true]) {
+          const response = await raw(test.server.url, method, target, withKey ? { authorization } : {});
+          const what = `${method} ${target}${withKey ? " with the key" : ""} → ${response.status} ${response.body.slice(0, 200)}`;
+          expect(response.status, what).toBe(404);
+          expect(JSON.parse(response.body).type, what).toBe("urn:ferry:problem:route-not-found");
+        }
       }
     }
   });

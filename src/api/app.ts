@@ -1,26 +1,31 @@
 import { timingSafeEqual } from "node:crypto";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
+import type { Access } from "../domain/access.js";
 import { CsrfError, RateLimitedError, UnauthenticatedError } from "../domain/errors.js";
 import type { DeploymentServices } from "../engine/deployments.js";
 import type { TaskEngine } from "../engine/engine.js";
 import type { ServerMetrics } from "../observability/serverMetrics.js";
 import { isWellFormedApiKey } from "../security/apiKeys.js";
+import type { OidcClient } from "../security/oidc.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { authenticateApiKey, type Identity } from "../store/apiKeys.js";
 import type { StoreContext } from "../store/common.js";
 import type { Store } from "../store/db.js";
 import { authenticateSession } from "../store/users.js";
+import { accessOf, accessOfRequest, authorize, authorizePath } from "./access.js";
 import { auditedRoute, auditRoutes } from "./audit.js";
 import { dashboardRoutes } from "./dashboard.js";
 import { doraRoutes } from "./dora.js";
 import { parseJsonBody } from "./json.js";
 import { metricsRoutes } from "./metrics.js";
+import { oidcRoutes } from "./oidc.js";
 import { buildOpenApiDocument } from "./openapi.js";
-import { errorToProblem, makeProblem, sendProblem } from "./problems.js";
+import { errorToProblem, makeProblem, type Problem, sendProblem } from "./problems.js";
 import { releaseRoutes } from "./releases.js";
 import { resourceRoutes } from "./resources.js";
-import { defineRoute, parseInput, type RouteSpec } from "./route.js";
+import { defineRoute, isPublic, parseInput, type RouteSpec } from "./route.js";
 import { taskRoutes } from "./tasks.js";
+import { teamRoutes } from "./teams.js";
 import { checkOrigin, sessionTokenOf, userRoutes } from "./users.js";
 import { webhookRoutes } from "./webhooks.js";
 
@@ -31,6 +36,7 @@ declare module "fastify" {
   }
   interface FastifyRequest {
     identity?: Identity;
+    access?: Access;
   }
 }
 
@@ -48,6 +54,13 @@ export interface AppOptions {
   metrics?: ServerMetrics;
   /** Feed and webhook URLs the server may call (FERRY_OUTBOUND_ALLOW); default: no exception to the deny list. */
   outbound?: OutboundPolicy;
+  /**
+   * Addresses and ranges of the reverse proxies whose X-Forwarded-For, -Proto and -Host are
+   * believed (FERRY_TRUSTED_PROXIES); default none: request.ip, protocol and host are the socket's.
+   */
+  trustedProxies?: readonly string[];
+  /** OIDC sign-in (FERRY_OIDC_*); without it the OIDC routes answer that it is not configured. */
+  oidc?: OidcClient;
 }
 
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -60,6 +73,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     // Request ids in logs and problems let an operator find the log line of a 500.
     genReqId: () => crypto.randomUUID(),
     return503OnClosing: true,
+    // Behind a TLS-terminating proxy the socket is plain HTTP from the proxy: only the proxies
+    // named here may say otherwise (Secure cookie, Origin check) and name the client (sign-in
+    // limit, audit source). Anyone else's X-Forwarded-* headers are ignored.
+    trustProxy: options.trustedProxies?.length ? [...options.trustedProxies] : false,
     // Errors Fastify raises before routing (a URL with broken percent-encoding) get the same problem format.
     frameworkErrors: (error, request, reply) => {
       sendProblem(reply, errorToProblem(error, request));
@@ -79,25 +96,23 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     if (error instanceof RateLimitedError) reply.header("retry-after", String(error.retryAfterSeconds));
     return sendProblem(reply, errorToProblem(error, request));
   });
-  app.setNotFoundHandler((request, reply) =>
-    sendProblem(
-      reply,
-      makeProblem(
-        "route-not-found",
-        `there is no route ${request.method} ${request.url.split("?")[0]}; the routes are listed in /api/v1/openapi.json`,
-        { requestId: String(request.id) },
-      ),
-    ),
-  );
+  app.setNotFoundHandler((request, reply) => sendProblem(reply, routeNotFound(request)));
 
   // Decided by the route that matched, never by the raw URL: the router decodes
   // percent-escapes, so "/%61pi/v1/…" reaches the same handlers as "/api/v1/…".
   // Every route that is not marked public needs a key; so does an unknown path that
   // decodes to /api/… (a 401 there does not reveal which routes exist).
-  app.addHook("onRequest", async (request) => {
+  // The router matches "//", "." and ".." literally: "/api//v1/projects" matches nothing, but
+  // "/api/v1/projects/.." reaches the project route with the name "..". No client sends such a
+  // path (browsers, fetch and curl resolve them first), so any path with an empty or dot segment
+  // answers 404 before the key check, matched or not: no handler runs, and the answer is the
+  // same for every such path, so it does not reveal which routes exist either.
+  app.addHook("onRequest", async (request, reply) => {
+    if (hasEmptyOrDotSegment(request.url)) return sendProblem(reply, routeNotFound(request));
     if (request.routeOptions.config?.public) return;
     if (request.routeOptions.url === undefined && !decodedPath(request.url).startsWith("/api/")) return;
     request.identity = await authenticate(options.context, request);
+    request.access = await accessOf(options.context.db, request.identity);
   });
 
   const routes: RouteSpec[] = [
@@ -110,12 +125,15 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...doraRoutes(options.context),
     ...auditRoutes(options.context),
     ...userRoutes(options.context),
+    ...teamRoutes(options.context),
+    ...oidcRoutes(options.context, options.oidc),
     ...(options.metrics ? metricsRoutes(options.metrics) : []),
     defineRoute({
       method: "GET",
       path: "/api/v1/schema/ferry.json",
       tag: "Meta",
       summary: "The JSON Schema of ferry.yml (for editors and CI checks)",
+      access: { kind: "signedIn" },
       // Loaded on first request: the YAML parser is not needed to serve anything else.
       handler: async () => (await import("../config/ferryFile.js")).ferryFileJsonSchema(),
     }),
@@ -128,6 +146,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       path: "/api/v1/openapi.json",
       tag: "Meta",
       summary: "This API's OpenAPI 3.1 document",
+      access: { kind: "signedIn" },
       handler: async () => {
         openApi ??= buildOpenApiDocument(routes, options.version);
         return openApi;
@@ -135,25 +154,46 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     }),
   );
   // Every state-changing route writes an audit entry when it succeeds (src/api/audit.ts).
-  for (const route of routes) registerRoute(app, auditedRoute(route, options.context));
+  for (const route of routes) registerRoute(app, auditedRoute(route, options.context), options.context);
   return app;
 }
 
-function registerRoute(app: FastifyInstance, route: RouteSpec): void {
+function registerRoute(app: FastifyInstance, route: RouteSpec, context: StoreContext): void {
   app.route({
     method: route.method,
     url: route.path,
-    config: { public: route.public ?? false },
+    config: { public: isPublic(route) },
     handler: async (request, reply) => {
+      // The one place every route's access is decided (src/api/access.ts): what the path
+      // names first, then what the query and body ask for.
+      const access = accessOfRequest(request);
       const params = parseInput(route.params, request.params, "path");
+      await authorizePath(context.db, route.access, access, params);
       const query = parseInput(route.query, request.query, "query");
       const body = parseInput(route.body, request.body);
-      const result = await route.handler({ params, query, body, request, reply });
+      await authorize(context.db, route.access, access, { params, query, body });
+      const result = await route.handler({ params, query, body, access, request, reply });
       if (reply.sent) return reply; // a stream (SSE) took over the response
       reply.code(route.status ?? 200);
       return route.status === 204 ? reply.send() : result;
     },
   });
+}
+
+function routeNotFound(request: FastifyRequest): Problem {
+  return makeProblem(
+    "route-not-found",
+    `there is no route ${request.method} ${request.url.split("?")[0]}; the routes are listed in /api/v1/openapi.json`,
+    { requestId: String(request.id) },
+  );
+}
+
+/** "//" inside the path, or a "." or ".." segment, also percent-encoded ("%2e%2e", "%2f%2f"); one trailing "/" is not. */
+function hasEmptyOrDotSegment(url: string): boolean {
+  const segments = decodedPath(url).split("/").slice(1);
+  return segments.some(
+    (segment, index) => segment === "." || segment === ".." || (segment === "" && index < segments.length - 1),
+  );
 }
 
 function decodedPath(url: string): string {
@@ -224,7 +264,7 @@ function healthRoutes(store: Store): RouteSpec[] {
       path: "/healthz",
       tag: "Meta",
       summary: "Liveness: the process answers",
-      public: true,
+      access: { kind: "public" },
       handler: async () => ({ status: "ok" }),
     }),
     defineRoute({
@@ -232,7 +272,7 @@ function healthRoutes(store: Store): RouteSpec[] {
       path: "/readyz",
       tag: "Meta",
       summary: "Readiness: the database answers",
-      public: true,
+      access: { kind: "public" },
       handler: async ({ reply }) => {
         try {
           await store.ping();

@@ -4,7 +4,7 @@ import { z } from "zod";
 import { type AuditActor, auditEventSchema, auditVerificationSchema, diffOf } from "../domain/audit.js";
 import { appendAuditEvent, listAuditEvents, readAuditEvents, verifyAuditChain } from "../store/audit.js";
 import type { StoreContext } from "../store/common.js";
-import { defineRoute, type RouteAudit, type RouteSpec } from "./route.js";
+import { defineRoute, isPublic, type RouteAudit, type RouteSpec } from "./route.js";
 
 const auditQuerySchema = z.strictObject({
   after: z.coerce.number().int().min(0).default(0).describe("entries with a seq above this one"),
@@ -29,7 +29,7 @@ const exportQuerySchema = z.strictObject({
  * logged at error level with the entry's action and resource.
  */
 export function auditedRoute(route: RouteSpec, context: StoreContext): RouteSpec {
-  if (route.method === "GET" || route.public) return route;
+  if (route.method === "GET" || isPublic(route)) return route;
   const audit = route.audit ?? routeOnlyAudit(route);
   return {
     ...route,
@@ -90,6 +90,7 @@ export function auditRoutes(context: StoreContext): RouteSpec[] {
       path: "/api/v1/audit",
       tag: "Audit",
       summary: "List audit entries, oldest first (page with after = the previous page's next)",
+      access: { kind: "administer" },
       query: auditQuerySchema,
       response: z.object({
         items: z.array(auditEventSchema),
@@ -104,6 +105,7 @@ export function auditRoutes(context: StoreContext): RouteSpec[] {
       path: "/api/v1/audit/export",
       tag: "Audit",
       summary: "Every audit entry after `after` as JSON lines (application/x-ndjson), streamed",
+      access: { kind: "administer" },
       query: exportQuerySchema,
       handler: async ({ query, reply }) => {
         reply.type("application/x-ndjson; charset=utf-8");
@@ -119,6 +121,7 @@ export function auditRoutes(context: StoreContext): RouteSpec[] {
       path: "/api/v1/audit/verify",
       tag: "Audit",
       summary: "Re-compute the audit log's hash chain; firstBad names the first entry edited, removed or forged",
+      access: { kind: "administer" },
       response: auditVerificationSchema,
       handler: () => verifyAuditChain(context),
     }),

@@ -1,7 +1,11 @@
 import type { z } from "zod";
+import { Access } from "../domain/access.js";
 import type { AuditResource } from "../domain/audit.js";
 import { type Page, type Paging, pageSchema, pagingSchema } from "../domain/common.js";
+import type { RouteAccess } from "./access.js";
 import { defineRoute, pathParams, type RouteSpec } from "./route.js";
+
+type Params = Record<string, string>;
 
 /**
  * The five routes of a resource collection: list (paged), create, show, update, delete.
@@ -20,11 +24,18 @@ export interface CollectionSpec<Item, Create, Update> {
   itemSchema: z.ZodType<Item>;
   createSchema: z.ZodType<Create>;
   updateSchema: z.ZodType<Update>;
-  list(scope: string[], paging: Paging): Promise<Page<Item>>;
-  create(scope: string[], body: Create): Promise<Item>;
-  get(scope: string[], reference: string): Promise<Item>;
-  update(scope: string[], reference: string, body: Update): Promise<Item>;
-  remove(scope: string[], reference: string): Promise<void>;
+  /** Who may list, read, create, and update or delete (src/api/access.ts). */
+  access: {
+    list: RouteAccess<Params>;
+    read: RouteAccess<Params>;
+    create: RouteAccess<Params, unknown, Create>;
+    change: RouteAccess<Params>;
+  };
+  list(scope: string[], paging: Paging, access: Access): Promise<Page<Item>>;
+  create(scope: string[], body: Create, access: Access): Promise<Item>;
+  get(scope: string[], reference: string, access: Access): Promise<Item>;
+  update(scope: string[], reference: string, body: Update, access: Access): Promise<Item>;
+  remove(scope: string[], reference: string, access: Access): Promise<void>;
   /**
    * Fields of an item whose values are secrets (the API shows "set" in them): the audit
    * log records that they were set or changed, never a value. None when absent.
@@ -62,7 +73,8 @@ export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item
       params: scopeParams,
       query: pagingSchema,
       response: pageSchema(spec.itemSchema),
-      handler: ({ params, query }) => spec.list(scopeValues(params), query),
+      access: spec.access.list,
+      handler: ({ params, query, access }) => spec.list(scopeValues(params), query, access),
     }),
     defineRoute({
       method: "POST",
@@ -82,7 +94,8 @@ export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item
           written: Object.keys(body as object),
         }),
       },
-      handler: ({ params, body }) => spec.create(scopeValues(params), body),
+      access: spec.access.create,
+      handler: ({ params, body, access }) => spec.create(scopeValues(params), body, access),
     }),
     defineRoute({
       method: "GET",
@@ -91,7 +104,8 @@ export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item
       summary: `Show a ${spec.noun}`,
       params: itemParams,
       response: spec.itemSchema,
-      handler: ({ params }) => spec.get(scopeValues(params), reference(params)),
+      access: spec.access.read,
+      handler: ({ params, access }) => spec.get(scopeValues(params), reference(params), access),
     }),
     defineRoute({
       method: "PATCH",
@@ -103,7 +117,7 @@ export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item
       response: spec.itemSchema,
       audit: {
         action: `${type}.update`,
-        before: ({ params }) => spec.get(scopeValues(params), reference(params)),
+        before: ({ params }) => spec.get(scopeValues(params), reference(params), Access.everything()),
         change: ({ params, body, before, result }) => ({
           resource: resourceOf(result, reference(params)),
           before: representation(before),
@@ -113,7 +127,8 @@ export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item
           written: Object.keys(body as object),
         }),
       },
-      handler: ({ params, body }) => spec.update(scopeValues(params), reference(params), body),
+      access: spec.access.change,
+      handler: ({ params, body, access }) => spec.update(scopeValues(params), reference(params), body, access),
     }),
     defineRoute({
       method: "DELETE",
@@ -124,7 +139,7 @@ export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item
       status: 204,
       audit: {
         action: `${type}.delete`,
-        before: ({ params }) => spec.get(scopeValues(params), reference(params)),
+        before: ({ params }) => spec.get(scopeValues(params), reference(params), Access.everything()),
         change: ({ params, before }) => ({
           resource: resourceOf(before, reference(params)),
           before: representation(before),
@@ -132,8 +147,9 @@ export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item
           sensitive: secretFields(before),
         }),
       },
-      handler: async ({ params }) => {
-        await spec.remove(scopeValues(params), reference(params));
+      access: spec.access.change,
+      handler: async ({ params, access }) => {
+        await spec.remove(scopeValues(params), reference(params), access);
         return undefined;
       },
     }),

@@ -14,7 +14,8 @@ export function dashboardRoutes(context: StoreContext): RouteSpec[] {
         "Projects × environments: the live release, the newest deployment and its state (paged by project, by name)",
       query: dashboardQuerySchema,
       response: dashboardSchema,
-      handler: ({ query }) => getDashboard(context, query),
+      access: { kind: "filtered" },
+      handler: ({ query, access }) => getDashboard(context, query, access.reach("view")),
     }),
   ];
 }

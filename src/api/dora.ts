@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { referenceSchema } from "../domain/common.js";
 import { computeDora, doraReportSchema } from "../domain/dora.js";
-import { InputError } from "../domain/errors.js";
+import { InputError, NotFoundError } from "../domain/errors.js";
 import { findNamed, type StoreContext } from "../store/common.js";
 import { loadDeploymentRecords } from "../store/dora.js";
 import { defineRoute, type RouteSpec } from "./route.js";
@@ -25,7 +25,8 @@ export function doraRoutes(context: StoreContext): RouteSpec[] {
       summary: "DORA figures per project and environment over a window, from Ferry's deployment records",
       query: doraQuerySchema,
       response: doraReportSchema,
-      handler: async ({ query }) => {
+      access: { kind: "filtered" },
+      handler: async ({ query, access }) => {
         const to = query.to ? new Date(query.to) : new Date();
         const from = query.from ? new Date(query.from) : new Date(to.getTime() - DEFAULT_WINDOW_DAYS * 86_400_000);
         if (from.getTime() >= to.getTime()) {
@@ -37,9 +38,18 @@ export function doraRoutes(context: StoreContext): RouteSpec[] {
         const environment = query.environment
           ? await findNamed(context.db, "environments", query.environment)
           : undefined;
+        // Only the pairs the caller may view: a project or environment they cannot is "not found".
+        const view = access.reach("view");
+        if (project && !access.allows({ permission: "view", project: project.id })) {
+          throw new NotFoundError(`no project '${query.project}'; list them with 'ferry project list'`);
+        }
+        if (environment && !access.allows({ permission: "view", project: project?.id, environment: environment.id })) {
+          throw new NotFoundError(`no environment '${query.environment}'; list them with 'ferry env list'`);
+        }
         const records = await loadDeploymentRecords(context.db, {
           projectId: project?.id,
           environmentId: environment?.id,
+          visible: view,
         });
         const include = project && environment ? [{ project: project.slug, environment: environment.slug }] : [];
         return computeDora(records, { from, to }, include);

@@ -13,6 +13,8 @@ export function metricsRoutes(metrics: ServerMetrics): RouteSpec[] {
       path: "/metrics",
       tag: "Meta",
       summary: "Prometheus metrics (text exposition format 0.0.4): tasks, deployments, locks, database pool, proxy",
+      // They name every project and environment: view on all of them (a Viewer team without limits).
+      access: { kind: "everywhere", permission: "view" },
       handler: async ({ reply }) => {
         const text = await metrics.render();
         reply.header("content-type", EXPOSITION_CONTENT_TYPE);

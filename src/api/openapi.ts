@@ -1,5 +1,5 @@
 import { z } from "zod";
-import type { RouteSpec } from "./route.js";
+import { isPublic, type RouteSpec } from "./route.js";
 
 const problemSchema = {
   type: "object",
@@ -68,7 +68,7 @@ export function buildOpenApiDocument(routes: readonly RouteSpec[], version: stri
           content: { "application/problem+json": { schema: { $ref: "#/components/schemas/Problem" } } },
         },
       },
-      ...(route.public && { security: [] }),
+      ...(isPublic(route) && { security: [] }),
     };
     if (route.body) {
       operation.requestBody = {

@@ -32,6 +32,7 @@ const problemTypes: Record<string, { status: number; title: string }> = {
   "body-too-large": { status: 413, title: "Request body too large" },
   "rate-limited": { status: 429, title: "Too many attempts" },
   "feed-error": { status: 502, title: "Feed error" },
+  "identity-provider-error": { status: 502, title: "Identity provider error" },
   "unsupported-media-type": { status: 415, title: "Unsupported media type" },
   internal: { status: 500, title: "Internal server error" },
   unavailable: { status: 503, title: "Service unavailable" },

@@ -1,6 +1,8 @@
 import { z } from "zod";
+import { ALL } from "../domain/access.js";
 import type { AuditResource } from "../domain/audit.js";
 import { pageSchema, pagingSchema, referenceSchema } from "../domain/common.js";
+import { ForbiddenError } from "../domain/errors.js";
 import { processSchema } from "../domain/process.js";
 import { createReleaseSchema, releaseSchema } from "../domain/releases.js";
 import {
@@ -13,6 +15,7 @@ import {
 import { planDeployment } from "../engine/plan.js";
 import { checkImageFeeds, pinImages } from "../feeds/images.js";
 import { defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
+import { hostPathVolumes } from "../steps/container.js";
 import { validateSteps } from "../steps/registry.js";
 import {
   createRelease,
@@ -93,6 +96,7 @@ export function releaseRoutes(
       path: "/api/v1/projects/:project/process",
       tag: "Process",
       summary: "Show a project's deployment process",
+      access: { kind: "project", permission: "view", project: (params) => params.project },
       params: pathParams("project"),
       response: processSchema,
       handler: ({ params }) => getProcess(context, params.project),
@@ -102,6 +106,7 @@ export function releaseRoutes(
       path: "/api/v1/projects/:project/process",
       tag: "Process",
       summary: "Replace a project's deployment process (each step's config is validated by its kind)",
+      access: { kind: "project", permission: "editProcess", project: (params) => params.project },
       params: pathParams("project"),
       body: processSchema,
       response: processSchema,
@@ -114,8 +119,14 @@ export function releaseRoutes(
           after: result as Record<string, unknown>,
         }),
       },
-      handler: async ({ params, body }) => {
+      handler: async ({ params, body, access }) => {
         const steps = validateSteps(body.steps);
+        const hostPaths = hostPathVolumes(steps);
+        if (hostPaths.length > 0 && !access.isAdministrator) {
+          throw new ForbiddenError(
+            `bind mounts of host paths (${hostPaths.slice(0, 3).join(", ")}) need an administrator: they give the container the host's files; use a named volume or ask an administrator`,
+          );
+        }
         await checkImageFeeds(context, body.images);
         return setProcess(context, params.project, { ...body, steps });
       },
@@ -125,6 +136,7 @@ export function releaseRoutes(
       path: "/api/v1/projects/:project/releases",
       tag: "Releases",
       summary: "List a project's releases, newest first",
+      access: { kind: "project", permission: "view", project: (params) => params.project },
       params: pathParams("project"),
       query: pagingSchema,
       response: pageSchema(releaseSchema),
@@ -135,6 +147,8 @@ export function releaseRoutes(
       path: "/api/v1/projects/:project/releases",
       tag: "Releases",
       summary: "Create a release: freeze the process and variables",
+      // Creating a release deploys nothing by itself (a lifecycle's automatic phase deploys as configured).
+      access: { kind: "project", permission: "deploy", project: (params) => params.project },
       params: pathParams("project"),
       body: createReleaseSchema,
       response: releaseSchema.extend({ deployments: z.array(deploymentCreatedSchema) }),
@@ -157,6 +171,7 @@ export function releaseRoutes(
       path: "/api/v1/projects/:project/releases/:release",
       tag: "Releases",
       summary: "Show a release (by version or id)",
+      access: { kind: "project", permission: "view", project: (params) => params.project },
       params: pathParams("project", "release"),
       response: releaseSchema,
       handler: ({ params }) => getRelease(context, params.project, params.release),
@@ -166,6 +181,13 @@ export function releaseRoutes(
       path: "/api/v1/projects/:project/releases/:release/variables-snapshot",
       tag: "Releases",
       summary: "Re-snapshot a release's variables from the project (process and images never change)",
+      // It changes what every environment will receive: variables on all of them.
+      access: {
+        kind: "project",
+        permission: "editVariables",
+        project: (params) => params.project,
+        environment: () => ALL,
+      },
       params: pathParams("project", "release"),
       response: releaseSchema,
       audit: {
@@ -185,6 +207,12 @@ export function releaseRoutes(
       path: "/api/v1/projects/:project/deployments",
       tag: "Deployments",
       summary: "Deploy a release to an environment (refused when the lifecycle does not allow it yet)",
+      access: {
+        kind: "project",
+        permission: "deploy",
+        project: (params) => params.project,
+        environment: ({ body }) => body.environment,
+      },
       params: pathParams("project"),
       body: createDeploymentSchema,
       response: deploymentCreatedSchema,
@@ -198,6 +226,12 @@ export function releaseRoutes(
       path: "/api/v1/projects/:project/promotions",
       tag: "Deployments",
       summary: "Promote: deploy to an environment the release the previous phase runs",
+      access: {
+        kind: "project",
+        permission: "deploy",
+        project: (params) => params.project,
+        environment: ({ body }) => body.to,
+      },
       params: pathParams("project"),
       body: z.strictObject({ to: referenceSchema.describe("environment slug or id") }),
       response: deploymentCreatedSchema,
@@ -211,6 +245,12 @@ export function releaseRoutes(
       path: "/api/v1/projects/:project/rollbacks",
       tag: "Deployments",
       summary: "Roll back: redeploy an earlier release (default: the last one that succeeded before the current)",
+      access: {
+        kind: "project",
+        permission: "deploy",
+        project: (params) => params.project,
+        environment: ({ body }) => body.environment,
+      },
       params: pathParams("project"),
       body: z.strictObject({
         environment: referenceSchema.describe("environment slug or id"),
@@ -227,6 +267,12 @@ export function releaseRoutes(
       path: "/api/v1/projects/:project/plan",
       tag: "Deployments",
       summary: "Plan: the steps, targets and variables a deployment would use, sensitive values masked",
+      access: {
+        kind: "project",
+        permission: "view",
+        project: (params) => params.project,
+        environment: ({ query }) => query.environment,
+      },
       params: pathParams("project"),
       query: planQuerySchema,
       response: planSchema,

@@ -1,3 +1,4 @@
+import type { Access } from "../domain/access.js";
 import { createEnvironmentSchema, environmentSchema, updateEnvironmentSchema } from "../domain/environments.js";
 import { createFeedSchema, feedSchema, updateFeedSchema } from "../domain/feeds.js";
 import { createLifecycleSchema, lifecycleSchema, updateLifecycleSchema } from "../domain/lifecycles.js";
@@ -19,6 +20,23 @@ import type { RouteSpec } from "./route.js";
  * The routes of the foundation's resources: environments … variables. A feed's URL is
  * checked against the outbound guard when it is saved (and again at each registry call).
  */
+/** Shared configuration: any caller reads it, administrators change it. */
+const readBySignedIn = {
+  list: { kind: "signedIn" },
+  read: { kind: "signedIn" },
+  create: { kind: "administer" },
+  change: { kind: "administer" },
+} as const;
+
+/** What a caller may see and change of a project's variables. */
+function variableAccess(access: Access): variables.VariableAccess {
+  return {
+    view: access.reach("view"),
+    sensitiveNames: access.reach("viewSensitiveNames"),
+    edit: access.reach("editVariables"),
+  };
+}
+
 export function resourceRoutes(context: StoreContext, outbound: OutboundPolicy = defaultOutboundPolicy): RouteSpec[] {
   const checkFeedUrl = (url: string) => checkOutboundUrl(url, outbound, { what: "feed URL", pointer: "/url" });
   return [
@@ -30,7 +48,13 @@ export function resourceRoutes(context: StoreContext, outbound: OutboundPolicy =
       itemSchema: environmentSchema,
       createSchema: createEnvironmentSchema,
       updateSchema: updateEnvironmentSchema,
-      list: (_, paging) => environments.listEnvironments(context, paging),
+      access: {
+        list: { kind: "filtered" },
+        read: { kind: "environment", permission: "view", environment: (params) => params.environment ?? "" },
+        create: { kind: "administer" },
+        change: { kind: "administer" },
+      },
+      list: (_, paging, access) => environments.listEnvironments(context, paging, access.reach("view")),
       create: (_, body) => environments.createEnvironment(context, body),
       get: (_, reference) => environments.getEnvironment(context, reference),
       update: (_, reference, body) => environments.updateEnvironment(context, reference, body),
@@ -44,6 +68,8 @@ export function resourceRoutes(context: StoreContext, outbound: OutboundPolicy =
       itemSchema: lifecycleSchema,
       createSchema: createLifecycleSchema,
       updateSchema: updateLifecycleSchema,
+      // Shared promotion rules: every caller may read them (ADR 0020), administrators change them.
+      access: readBySignedIn,
       list: (_, paging) => lifecycles.listLifecycles(context, paging),
       create: (_, body) => lifecycles.createLifecycle(context, body),
       get: (_, reference) => lifecycles.getLifecycle(context, reference),
@@ -58,7 +84,13 @@ export function resourceRoutes(context: StoreContext, outbound: OutboundPolicy =
       itemSchema: projectSchema,
       createSchema: createProjectSchema,
       updateSchema: updateProjectSchema,
-      list: (_, paging) => projects.listProjects(context, paging),
+      access: {
+        list: { kind: "filtered" },
+        read: { kind: "project", permission: "view", project: (params) => params.project ?? "" },
+        create: { kind: "administer" },
+        change: { kind: "project", permission: "administer", project: (params) => params.project ?? "" },
+      },
+      list: (_, paging, access) => projects.listProjects(context, paging, access.reach("view")),
       create: (_, body) => projects.createProject(context, body),
       get: (_, reference) => projects.getProject(context, reference),
       update: (_, reference, body) => projects.updateProject(context, reference, body),
@@ -72,9 +104,16 @@ export function resourceRoutes(context: StoreContext, outbound: OutboundPolicy =
       itemSchema: targetSchema,
       createSchema: createTargetSchema,
       updateSchema: updateTargetSchema,
-      list: (_, paging) => targets.listTargets(context, paging),
+      // A target is visible to whoever may view every environment it serves.
+      access: {
+        list: { kind: "filtered" },
+        read: { kind: "filtered" },
+        create: { kind: "administer" },
+        change: { kind: "administer" },
+      },
+      list: (_, paging, access) => targets.listTargets(context, paging, access.reach("view")),
       create: (_, body) => targets.createTarget(context, body),
-      get: (_, reference) => targets.getTarget(context, reference),
+      get: (_, reference, access) => targets.getTarget(context, reference, access.reach("view")),
       update: (_, reference, body) => targets.updateTarget(context, reference, body),
       remove: (_, reference) => targets.deleteTarget(context, reference),
     }),
@@ -86,6 +125,8 @@ export function resourceRoutes(context: StoreContext, outbound: OutboundPolicy =
       itemSchema: feedSchema,
       createSchema: createFeedSchema,
       updateSchema: updateFeedSchema,
+      // Registries name no project or environment; their passwords are never shown (ADR 0020).
+      access: readBySignedIn,
       list: (_, paging) => feeds.listFeeds(context, paging),
       create: async (_, body) => {
         await checkFeedUrl(body.url);
@@ -108,11 +149,32 @@ export function resourceRoutes(context: StoreContext, outbound: OutboundPolicy =
       itemSchema: variableSchema,
       createSchema: createVariableSchema,
       updateSchema: updateVariableSchema,
-      list: ([project = ""], paging) => variables.listVariables(context, project, paging),
-      create: ([project = ""], body) => variables.createVariable(context, project, body),
-      get: ([project = ""], reference) => variables.getVariable(context, project, reference),
-      update: ([project = ""], reference, body) => variables.updateVariable(context, project, reference, body),
-      remove: ([project = ""], reference) => variables.deleteVariable(context, project, reference),
+      // Which variables a caller sees and may change depends on their environments (ADR 0020).
+      access: {
+        list: { kind: "project", permission: "view", project: (params) => params.project ?? "" },
+        read: { kind: "project", permission: "view", project: (params) => params.project ?? "" },
+        create: { kind: "project", permission: "editVariables", project: (params) => params.project ?? "" },
+        change: { kind: "project", permission: "editVariables", project: (params) => params.project ?? "" },
+      },
+      list: ([project = ""], paging, access) =>
+        variables.listVariables(context, project, paging, variableAccess(access)),
+      create: async ([project = ""], body, access) => {
+        await variables.assertMayEditVariable(context, project, variableAccess(access), { scope: body.scope });
+        return variables.createVariable(context, project, body);
+      },
+      get: ([project = ""], reference, access) =>
+        variables.getVariable(context, project, reference, variableAccess(access)),
+      update: async ([project = ""], reference, body, access) => {
+        await variables.assertMayEditVariable(context, project, variableAccess(access), {
+          reference,
+          scope: body.scope,
+        });
+        return variables.updateVariable(context, project, reference, body);
+      },
+      remove: async ([project = ""], reference, access) => {
+        await variables.assertMayEditVariable(context, project, variableAccess(access), { reference });
+        return variables.deleteVariable(context, project, reference);
+      },
       secretFields: (variable) => (variable.sensitive ? ["value"] : []),
     }),
   ];

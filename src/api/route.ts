@@ -1,8 +1,10 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
+import type { Access } from "../domain/access.js";
 import type { AuditChange } from "../domain/audit.js";
 import { InputError } from "../domain/errors.js";
 import { toFieldIssues } from "../domain/validation.js";
+import type { RouteAccess } from "./access.js";
 
 type HttpMethod = "GET" | "POST" | "PATCH" | "PUT" | "DELETE";
 
@@ -24,15 +26,23 @@ export interface RouteSpec<P = unknown, Q = unknown, B = unknown> {
   response?: z.ZodType;
   /** Success status: 200 unless given (201 for creates, 204 for deletes). */
   status?: 200 | 201 | 204;
-  /** Answers without an API key. */
-  public?: boolean;
+  /** Who may call it (src/api/access.ts decides, before the handler runs). */
+  access: RouteAccess<NoInfer<P>, NoInfer<Q>, NoInfer<B>>;
   /**
    * What the route writes to the audit log when its handler succeeds (POST, PUT, PATCH and
    * DELETE routes; src/api/audit.ts). A state-changing route without it is still recorded,
    * by method and path only.
    */
   audit?: RouteAudit<NoInfer<P>, NoInfer<B>>;
-  handler(input: { params: P; query: Q; body: B; request: FastifyRequest; reply: FastifyReply }): Promise<unknown>;
+  handler(input: {
+    params: P;
+    query: Q;
+    body: B;
+    /** The caller's grants: lists pass it to the store so that they return only what the caller may view. */
+    access: Access;
+    request: FastifyRequest;
+    reply: FastifyReply;
+  }): Promise<unknown>;
 }
 
 export interface RouteAudit<P = unknown, B = unknown> {
@@ -42,6 +52,11 @@ export interface RouteAudit<P = unknown, B = unknown> {
   before?(input: { params: P; body: B }): Promise<unknown>;
   /** The change, from the request, the state before (undefined when not read) and the handler's result. */
   change(input: { params: P; body: B; before: unknown; result: unknown }): AuditChange;
+}
+
+/** True for routes that answer without credentials: health, readiness, sign-in. */
+export function isPublic(route: RouteSpec): boolean {
+  return route.access.kind === "public";
 }
 
 /** Keeps the generic types of one route while collecting routes of different types in a list. */

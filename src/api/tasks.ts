@@ -49,13 +49,16 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
       summary: "List tasks, newest first",
       query: taskListQuerySchema,
       response: pageSchema(taskSchema),
-      handler: ({ query }) => listTasks(db, query, { states: query.state ? [query.state] : undefined }),
+      access: { kind: "filtered" },
+      handler: ({ query, access }) =>
+        listTasks(db, query, { states: query.state ? [query.state] : undefined, visible: access.reach("view") }),
     }),
     defineRoute({
       method: "GET",
       path: "/api/v1/tasks/:task",
       tag: "Tasks",
       summary: "Show a task",
+      access: { kind: "task", permission: "view", task: (params) => params.task },
       params: pathParams("task"),
       response: taskSchema,
       handler: async ({ params }) => toTask(await getTaskRow(db, params.task)),
@@ -65,6 +68,7 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
       path: "/api/v1/tasks/:task/cancel",
       tag: "Tasks",
       summary: "Cancel a task (a running one stops its step and cleans up)",
+      access: { kind: "task", permission: "deploy", task: (params) => params.task },
       params: pathParams("task"),
       response: taskSchema,
       audit: {
@@ -89,6 +93,7 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
       path: "/api/v1/tasks/:task/decisions",
       tag: "Tasks",
       summary: "The questions a task asked (approvals, guided failures) and their answers",
+      access: { kind: "task", permission: "view", task: (params) => params.task },
       params: pathParams("task"),
       response: z.array(decisionSchema),
       handler: async ({ params }) => listDecisions(db, (await getTaskRow(db, params.task)).id),
@@ -98,6 +103,12 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
       path: "/api/v1/tasks/:task/decisions",
       tag: "Tasks",
       summary: "Answer a waiting task: approve / reject an approval, retry / skip / abort a failed step",
+      // Approvals need approve; answering a failed step is part of deploying.
+      access: {
+        kind: "task",
+        permission: ({ body }) => (body.decision === "approve" || body.decision === "reject" ? "approve" : "deploy"),
+        task: (params) => params.task,
+      },
       params: pathParams("task"),
       body: z.strictObject({
         decision: z.enum(["approve", "reject", "retry", "skip", "abort"]),
@@ -122,6 +133,8 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
       path: "/api/v1/tasks/:task/log",
       tag: "Tasks",
       summary: "A task's log; with follow=1, a Server-Sent Events stream of lines until the task ends",
+      // Decided before the stream opens: a follower of a task it may not view gets 404, never a stream.
+      access: { kind: "task", permission: "view", task: (params) => params.task },
       params: pathParams("task"),
       query: logQuerySchema,
       response: z.object({ state: z.enum(taskStates), lines: z.array(taskLogLineSchema) }),

@@ -28,13 +28,6 @@ function identityOf(request: FastifyRequest): Identity {
   return request.identity;
 }
 
-/** For now "admin" is the admin API key or an admin user (roles and teams come later). */
-function requireAdmin(request: FastifyRequest): Identity {
-  const identity = identityOf(request);
-  if (!identity.isAdmin) throw new ForbiddenError("only an administrator may do this; ask one to do it for you");
-  return identity;
-}
-
 /** The user behind the request; a key that belongs to no user has none. */
 function requireUser(request: FastifyRequest): string {
   const identity = identityOf(request);
@@ -60,7 +53,12 @@ export function checkOrigin(request: FastifyRequest): void {
   }
 }
 
-function setSessionCookie(request: FastifyRequest, reply: FastifyReply, token: string, maxAgeSeconds: number): void {
+export function setSessionCookie(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  token: string,
+  maxAgeSeconds: number,
+): void {
   const attributes = [
     `${SESSION_COOKIE}=${token}`,
     "Path=/",
@@ -87,6 +85,7 @@ export function userRoutes(context: StoreContext): RouteSpec[] {
       path: "/api/v1/users",
       tag: "Users",
       summary: "Create a local user (admins only); the password is stored as an scrypt hash",
+      access: { kind: "administer" },
       body: createUserSchema,
       response: userSchema,
       status: 201,
@@ -101,34 +100,30 @@ export function userRoutes(context: StoreContext): RouteSpec[] {
           };
         },
       },
-      handler: ({ body, request }) => {
-        requireAdmin(request);
-        return users.createUser(context, body);
-      },
+      handler: ({ body }) => users.createUser(context, body),
     }),
     defineRoute({
       method: "GET",
       path: "/api/v1/users",
       tag: "Users",
       summary: "List users (admins only)",
+      access: { kind: "administer" },
       query: pagingSchema,
       response: pageSchema(userSchema),
-      handler: ({ query, request }) => {
-        requireAdmin(request);
-        return users.listUsers(context, query);
-      },
+      handler: ({ query }) => users.listUsers(context, query),
     }),
     defineRoute({
       method: "GET",
       path: "/api/v1/users/:user",
       tag: "Users",
       summary: "One user by id or username (admins, or the user themself)",
+      access: { kind: "signedIn" },
       params: pathParams("user"),
       response: userSchema,
-      handler: async ({ params, request }) => {
+      handler: async ({ params, access, request }) => {
         const identity = identityOf(request);
         const user = await users.getUser(context, params.user === "me" ? requireUser(request) : params.user);
-        if (!identity.isAdmin && identity.userId !== user.id) {
+        if (!access.isAdministrator && identity.userId !== user.id) {
           throw new ForbiddenError("only an administrator may read other users");
         }
         return user;
@@ -139,6 +134,7 @@ export function userRoutes(context: StoreContext): RouteSpec[] {
       path: "/api/v1/users/:user",
       tag: "Users",
       summary: "Change a user (admins only); a new password, disabling or losing admin ends their sessions",
+      access: { kind: "administer" },
       params: pathParams("user"),
       body: updateUserSchema,
       response: userSchema,
@@ -156,16 +152,14 @@ export function userRoutes(context: StoreContext): RouteSpec[] {
           };
         },
       },
-      handler: ({ params, body, request }) => {
-        requireAdmin(request);
-        return users.updateUser(context, params.user, body);
-      },
+      handler: ({ params, body }) => users.updateUser(context, params.user, body),
     }),
     defineRoute({
       method: "DELETE",
       path: "/api/v1/users/:user",
       tag: "Users",
       summary: "Delete a user with their sessions and API keys (admins only)",
+      access: { kind: "administer" },
       params: pathParams("user"),
       status: 204,
       audit: {
@@ -181,7 +175,7 @@ export function userRoutes(context: StoreContext): RouteSpec[] {
         },
       },
       handler: async ({ params, request }) => {
-        const identity = requireAdmin(request);
+        const identity = identityOf(request);
         const user = await users.getUser(context, params.user);
         if (identity.userId === user.id) {
           throw new ForbiddenError("you cannot delete yourself; ask another administrator");
@@ -194,6 +188,7 @@ export function userRoutes(context: StoreContext): RouteSpec[] {
       path: "/api/v1/users/me/password",
       tag: "Users",
       summary: "Change your own password (needs the current one); your other sessions end",
+      access: { kind: "signedIn" },
       body: changePasswordSchema,
       status: 204,
       audit: {
@@ -224,7 +219,7 @@ export function userRoutes(context: StoreContext): RouteSpec[] {
       path: "/api/v1/session",
       tag: "Users",
       summary: "Sign in with username and password: sets the ferry_session cookie, returns the CSRF token",
-      public: true,
+      access: { kind: "public" },
       body: signInSchema,
       response: sessionSchema,
       handler: async ({ body, request, reply }) => {
@@ -252,6 +247,7 @@ export function userRoutes(context: StoreContext): RouteSpec[] {
       path: "/api/v1/session",
       tag: "Users",
       summary: "The signed-in user and the session's CSRF token",
+      access: { kind: "signedIn" },
       response: sessionSchema,
       handler: async ({ request }) => {
         const identity = identityOf(request);
@@ -268,6 +264,7 @@ export function userRoutes(context: StoreContext): RouteSpec[] {
       path: "/api/v1/session",
       tag: "Users",
       summary: "Sign out: ends the session and clears the cookie",
+      access: { kind: "signedIn" },
       status: 204,
       audit: {
         action: "session.delete",
@@ -287,6 +284,7 @@ export function userRoutes(context: StoreContext): RouteSpec[] {
       path: "/api/v1/api-keys",
       tag: "API keys",
       summary: "Create an API key for yourself; the key is in this answer only",
+      access: { kind: "signedIn" },
       body: createApiKeySchema,
       response: createdApiKeySchema,
       status: 201,
@@ -298,19 +296,30 @@ export function userRoutes(context: StoreContext): RouteSpec[] {
           return { resource: { type: "api-key", id: apiKey.id, name: apiKey.name }, after: apiKey };
         },
       },
-      handler: async ({ body, request }) => {
+      handler: async ({ body, access, request }) => {
         const identity = identityOf(request);
+        if (body.user !== undefined) {
+          // A key for someone else (a service account in a team): administrators only.
+          if (!access.isAdministrator) {
+            throw new ForbiddenError("only an administrator may create a key for another user; leave out 'user'");
+          }
+          const owner = await users.getUser(context, body.user);
+          const key = generateApiKey();
+          const created = await insertApiKey(context, key, {
+            name: body.name,
+            role: "user",
+            userId: owner.id,
+            expiresAt: expiryOf(body.expiresInDays),
+          });
+          return { ...created.apiKey, key };
+        }
         // A key made by a key without a user is a service key (no user), with that key's role.
         const key = generateApiKey();
-        const expiresAt =
-          body.expiresInDays === undefined
-            ? null
-            : new Date(Date.now() + body.expiresInDays * 24 * 60 * 60 * 1000).toISOString();
         const created = await insertApiKey(context, key, {
           name: body.name,
           role: identity.userId === null ? (identity.isAdmin ? "admin" : "service") : "user",
           userId: identity.userId,
-          expiresAt,
+          expiresAt: expiryOf(body.expiresInDays),
         });
         return { ...created.apiKey, key };
       },
@@ -320,11 +329,12 @@ export function userRoutes(context: StoreContext): RouteSpec[] {
       path: "/api/v1/api-keys",
       tag: "API keys",
       summary: "List API keys: your own, or every key for admins (prefix only, never the key)",
+      access: { kind: "signedIn" },
       query: pagingSchema,
       response: pageSchema(apiKeySchema),
-      handler: ({ query, request }) => {
+      handler: ({ query, access, request }) => {
         const identity = identityOf(request);
-        return listApiKeys(context, identity.isAdmin ? undefined : { userId: identity.userId }, query);
+        return listApiKeys(context, access.isAdministrator ? undefined : { userId: identity.userId }, query);
       },
     }),
     defineRoute({
@@ -332,6 +342,7 @@ export function userRoutes(context: StoreContext): RouteSpec[] {
       path: "/api/v1/api-keys/:key",
       tag: "API keys",
       summary: "Revoke an API key (yours, or any for admins); it is refused from then on",
+      access: { kind: "signedIn" },
       params: pathParams("key"),
       status: 204,
       audit: {
@@ -345,12 +356,16 @@ export function userRoutes(context: StoreContext): RouteSpec[] {
           };
         },
       },
-      handler: ({ params, request }) => {
+      handler: ({ params, access, request }) => {
         const identity = identityOf(request);
-        return revokeApiKey(context, params.key, identity.isAdmin ? undefined : { userId: identity.userId });
+        return revokeApiKey(context, params.key, access.isAdministrator ? undefined : { userId: identity.userId });
       },
     }),
   ];
+}
+
+function expiryOf(days: number | undefined): string | null {
+  return days === undefined ? null : new Date(Date.now() + days * 24 * 60 * 60 * 1000).toISOString();
 }
 
 /** Reads the session cookie's token from a Cookie header. */

@@ -31,5 +31,12 @@ export function webhookRoutes(context: StoreContext, outbound: OutboundPolicy = 
     },
     remove: ([project = ""], id) => webhooks.deleteWebhook(context, project, id),
     secretFields: () => ["secret"],
+    // A project's outgoing calls: its administrators change them (they may carry data anywhere).
+    access: {
+      list: { kind: "project", permission: "view", project: (params) => params.project ?? "" },
+      read: { kind: "project", permission: "view", project: (params) => params.project ?? "" },
+      create: { kind: "project", permission: "administer", project: (params) => params.project ?? "" },
+      change: { kind: "project", permission: "administer", project: (params) => params.project ?? "" },
+    },
   });
 }

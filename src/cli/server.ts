@@ -55,9 +55,13 @@ export function addServerCommand(program: Command, environment: () => FerryEnvir
       // The server's modules load only for `ferry server`, keeping every other command quick.
       const { startServer } = await import("../server/start.js");
       const { trafficSettingsFromEnvironment } = await import("../traffic/routers.js");
+      const { oidcSettingsFromEnvironment } = await import("../security/oidc.js");
       const server = await startServer({
+        // Checked before anything starts: a wrong FERRY_OIDC_* setting stops here, named.
+        oidc: oidcSettingsFromEnvironment(env),
         traffic: trafficSettingsFromEnvironment(env, options.dataDir),
         outbound: env.FERRY_OUTBOUND_ALLOW,
+        trustedProxies: env.FERRY_TRUSTED_PROXIES,
         statsd: env.FERRY_STATSD,
         port: options.port,
         host: options.host,

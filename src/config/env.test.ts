@@ -41,3 +41,19 @@ describe("FERRY_OUTBOUND_ALLOW", () => {
     }
   });
 });
+
+describe("FERRY_TRUSTED_PROXIES", () => {
+  it("reads addresses and ranges; unset or empty trusts none", () => {
+    expect(readEnvironment({}).FERRY_TRUSTED_PROXIES).toEqual([]);
+    expect(readEnvironment({ FERRY_TRUSTED_PROXIES: "" }).FERRY_TRUSTED_PROXIES).toEqual([]);
+    expect(
+      readEnvironment({ FERRY_TRUSTED_PROXIES: "127.0.0.1, 10.0.0.0/8,::1,fd00::/8" }).FERRY_TRUSTED_PROXIES,
+    ).toEqual(["127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8"]);
+  });
+
+  it("refuses entries that are not addresses or ranges, naming the variable and the entry", () => {
+    for (const value of ["10.0.0.0/33", "::1/129", "proxy.internal", "10.0.0.0/8/8", "10.0.0.1:80", "10.0.0/8", "*"]) {
+      expect(() => readEnvironment({ FERRY_TRUSTED_PROXIES: value }), value).toThrow(/FERRY_TRUSTED_PROXIES.*'/);
+    }
+  });
+});

@@ -2,6 +2,7 @@ import { z } from "zod";
 import { InputError } from "../domain/errors.js";
 import { toFieldIssues } from "../domain/validation.js";
 import { parseOutboundAllow } from "../security/outboundGuard.js";
+import { parseTrustedProxies } from "../security/trustedProxies.js";
 
 /**
  * The environment variables Ferry reads, parsed once at start. Nothing else in the code
@@ -66,6 +67,22 @@ const environmentSchema = z.object({
     .refine((target) => target.port >= 1 && target.port <= 65535, { message: "the port must be 1-65535" })
     .optional(),
   /**
+   * Server: the reverse proxies (addresses and ranges, "127.0.0.1,10.0.0.0/8") whose
+   * X-Forwarded-For, -Proto and -Host are believed: the client address for the sign-in limit
+   * and the audit log, https for the Secure cookie, the origin for the CSRF check. Unset: none.
+   */
+  FERRY_TRUSTED_PROXIES: z
+    .string()
+    .optional()
+    .transform((value, context) => {
+      try {
+        return parseTrustedProxies(value);
+      } catch (error) {
+        context.issues.push({ code: "custom", message: (error as Error).message, input: value });
+        return z.NEVER;
+      }
+    }),
+  /**
    * Server: exceptions to the outbound guard, which refuses feed and webhook URLs that point
    * at loopback, link-local, metadata, unspecified or multicast addresses: comma-separated
    * addresses, ranges and host names with optional ports ("127.0.0.1:5000,10.0.0.0/8,registry.internal").
@@ -82,6 +99,18 @@ const environmentSchema = z.object({
         return z.NEVER;
       }
     }),
+  /**
+   * Server, optional OIDC sign-in (docs/security.md "Users and sessions"): all four of
+   * ISSUER, CLIENT_ID, CLIENT_SECRET_FILE and REDIRECT_URL, or none. The client secret is
+   * read from a file so it stays out of argv and environment dumps; src/security/oidc.ts
+   * checks the four together.
+   */
+  FERRY_OIDC_ISSUER: z.string().optional(),
+  FERRY_OIDC_CLIENT_ID: z.string().optional(),
+  FERRY_OIDC_CLIENT_SECRET_FILE: z.string().optional(),
+  FERRY_OIDC_REDIRECT_URL: z.string().optional(),
+  /** Server: "1" creates a (non-admin) user at a first OIDC sign-in; otherwise only linked users may sign in. */
+  FERRY_OIDC_CREATE_USERS: z.enum(["0", "1"], { message: "must be 1 (create users) or 0" }).optional(),
   FERRY_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   /** CLI: the server to talk to and the key to use (override `ferry login`). */
   FERRY_URL: z.url().optional(),

@@ -73,6 +73,12 @@ export type ApiKey = z.infer<typeof apiKeySchema>;
 export const createApiKeySchema = z.strictObject({
   name: z.string().min(1).max(200),
   expiresInDays: z.number().int().min(1).max(3650).optional(),
+  user: z
+    .string()
+    .min(1)
+    .max(200)
+    .optional()
+    .describe("administrators: a key for this user (a service account: a user nobody signs in as)"),
 });
 
 export const createdApiKeySchema = apiKeySchema.extend({

@@ -3,11 +3,11 @@ import type { TaskFinishedEvent, TaskObserver, TaskStartedEvent } from "../engin
 import type { Store } from "../store/db.js";
 import { activeTaskCounts, deploymentCounts, lockCounts } from "../store/metrics.js";
 import type { UpstreamTraffic } from "../traffic/router.js";
-import { type HistogramSnapshot, type MetricFamily, renderExposition } from "./exposition.js";
+import { type MetricFamily, renderExposition } from "./exposition.js";
 import { CounterVec, HistogramVec } from "./instruments.js";
 
-/** Request counts per route and upstream from the traffic router, with latency when the driver measures it. */
-type ProxyTrafficSource = () => Promise<readonly (UpstreamTraffic & { latency?: HistogramSnapshot })[] | undefined>;
+/** Request counts per route and upstream from the traffic router, with durations when the driver measures them. */
+type ProxyTrafficSource = () => Promise<readonly UpstreamTraffic[] | undefined>;
 
 const TASK_DURATION_BOUNDS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600];
 const QUEUE_WAIT_BOUNDS = [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600];
@@ -210,13 +210,13 @@ export class ServerMetrics implements TaskObserver {
         samples: traffic.map((entry) => ({ labels: labels(entry), value: entry.failed })),
       },
     ];
-    const timed = traffic.filter((entry) => entry.latency !== undefined);
+    const timed = traffic.flatMap((entry) => (entry.duration ? [{ labels: labels(entry), ...entry.duration }] : []));
     if (timed.length > 0) {
       families.push({
         name: "ferry_proxy_request_duration_seconds",
-        help: "Time from a request reaching the traffic router to its upstream's answer, by route and upstream.",
+        help: "Time from a request reaching the traffic router to the end of its upstream's answer (or of the failure), by route and upstream.",
         type: "histogram",
-        samples: timed.map((entry) => ({ labels: labels(entry), ...(entry.latency as HistogramSnapshot) })),
+        samples: timed,
       });
     }
     return families;

@@ -1,14 +1,16 @@
 import { join } from "node:path";
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, FastifyRequest } from "fastify";
 import { pino } from "pino";
 import { buildApp } from "../api/app.js";
+import { logSafeUrl } from "../api/oidc.js";
 import { type DeploymentServices, deploymentTaskKind } from "../engine/deployments.js";
 import { TaskEngine } from "../engine/engine.js";
 import type { TaskKind } from "../engine/types.js";
 import type { StatsdTarget } from "../events/statsd.js";
 import { generateApiKey } from "../security/apiKeys.js";
 import { loadOrCreateMasterKey } from "../security/masterKey.js";
-import type { OutboundPolicy } from "../security/outboundGuard.js";
+import { OidcClient, type OidcSettings } from "../security/oidc.js";
+import { defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
 import { SecretBox } from "../security/secretBox.js";
 import { type ApiKeyIdentity, countApiKeys, insertApiKey } from "../store/apiKeys.js";
 import { appendAuditEvent } from "../store/audit.js";
@@ -36,6 +38,10 @@ export interface ServerOptions {
   statsd?: StatsdTarget | undefined;
   /** FERRY_OUTBOUND_ALLOW: feed and webhook URLs allowed beyond the default; default none (docs/security.md). */
   outbound?: OutboundPolicy | undefined;
+  /** FERRY_TRUSTED_PROXIES: the reverse proxies whose X-Forwarded-* headers are believed; default none. */
+  trustedProxies?: readonly string[] | undefined;
+  /** FERRY_OIDC_*: optional OIDC sign-in; its calls to the provider go through the outbound guard. */
+  oidc?: OidcSettings | undefined;
 }
 
 export interface RunningServer {
@@ -53,6 +59,16 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const logger = pino({
     level: options.logLevel,
     redact: { paths: ["req.headers.authorization", "req.headers.cookie"], censor: "[redacted]" },
+    // Fastify's request fields, with the URL as logSafeUrl leaves it (no OIDC authorization code).
+    serializers: {
+      req: (request: FastifyRequest) => ({
+        method: request.method,
+        url: logSafeUrl(request.url),
+        host: request.host,
+        remoteAddress: request.ip,
+        remotePort: request.socket?.remotePort,
+      }),
+    },
   });
   const masterKey = await loadOrCreateMasterKey(options.dataDir);
   const store = await openStore({ databaseUrl: options.databaseUrl, dataDir: options.dataDir });
@@ -101,6 +117,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     deployments,
     metrics: observability.metrics,
     outbound: options.outbound,
+    trustedProxies: options.trustedProxies,
+    oidc: options.oidc ? new OidcClient(options.oidc, options.outbound ?? defaultOutboundPolicy) : undefined,
   });
   try {
     await app.listen({ port: options.port, host: options.host });

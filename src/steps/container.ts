@@ -236,3 +236,19 @@ function containerName(context: StepRunContext, config: ContainerConfig): string
   }
   return name;
 }
+
+/**
+ * The volume sources of a process's container steps that may reach the host's files: an
+ * absolute path, or a template (a variable could make it one). Saving a process with any
+ * needs the administer permission everywhere (ADR 0020): a bind mount of `/` or the
+ * Docker socket is root on the host.
+ */
+export function hostPathVolumes(steps: readonly { kind: string; config: Record<string, unknown> }[]): string[] {
+  return steps.flatMap((step) => {
+    if (step.kind !== containerStep.kind) return [];
+    const volumes = (step.config as Partial<ContainerConfig>).volumes ?? [];
+    return volumes.map((volume) => volume.source).filter((source) => !plainVolumeName.test(source));
+  });
+}
+
+const plainVolumeName = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;

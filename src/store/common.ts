@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
-import type { Kysely, Transaction } from "kysely";
+import { type Expression, type ExpressionBuilder, type Kysely, type SqlBool, sql, type Transaction } from "kysely";
+import type { Reach } from "../domain/access.js";
 import { type Page, type Paging, slugify } from "../domain/common.js";
 import { ConflictError, type FieldIssue, InputError, NotFoundError } from "../domain/errors.js";
 import type { SecretBox } from "../security/secretBox.js";
@@ -15,7 +16,7 @@ export interface StoreContext {
 }
 
 /** Tables whose rows have a unique name and slug and can be referenced by either id or slug. */
-export type NamedTable = "environments" | "lifecycles" | "projects" | "targets" | "feeds";
+export type NamedTable = "environments" | "lifecycles" | "projects" | "targets" | "feeds" | "roles" | "teams";
 
 /** Human words for each table, used in messages. */
 const nouns: Record<NamedTable, string> = {
@@ -24,6 +25,8 @@ const nouns: Record<NamedTable, string> = {
   projects: "project",
   targets: "target",
   feeds: "feed",
+  roles: "role",
+  teams: "team",
 };
 
 /** Ids are prefixed by kind ("env_…") so a stray id in a log says what it is. */
@@ -146,6 +149,27 @@ export async function countRows(db: Executor, table: keyof Database): Promise<nu
     .select((eb) => eb.fn.countAll<number | string>().as("count"))
     .executeTakeFirstOrThrow();
   return Number(row.count);
+}
+
+/**
+ * A WHERE condition for rows with a project and an environment column: true for the pairs
+ * the reach covers (src/domain/access.ts). Only for restricted reaches (boxes not null).
+ */
+export function reachCondition<DB, TB extends keyof DB>(
+  eb: ExpressionBuilder<DB, TB>,
+  boxes: NonNullable<Reach["boxes"]>,
+  projectColumn: string,
+  environmentColumn: string,
+): Expression<SqlBool> {
+  const nothing = sql<SqlBool>`1 = 0`;
+  const within = (column: string, ids: readonly string[] | null) =>
+    ids === null
+      ? []
+      : [ids.length === 0 ? nothing : sql<SqlBool>`${sql.ref(column)} in (${sql.join(ids.map((id) => sql.val(id)))})`];
+  const alternatives = boxes.map((box) =>
+    eb.and([...within(projectColumn, box.projects), ...within(environmentColumn, box.environments)]),
+  );
+  return alternatives.length === 0 ? nothing : eb.or(alternatives);
 }
 
 export function toPage<T>(items: T[], total: number, paging: Paging): Page<T> {

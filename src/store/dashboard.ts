@@ -1,6 +1,7 @@
 import { type Expression, type Kysely, sql } from "kysely";
+import { type Reach, reachedIds, reaches } from "../domain/access.js";
 import type { Dashboard, DashboardCell, DashboardDeployment, DashboardQuery } from "../domain/dashboard.js";
-import type { FieldIssue } from "../domain/errors.js";
+import { type FieldIssue, NotFoundError } from "../domain/errors.js";
 import { type TaskState, taskStates } from "../domain/tasks.js";
 import { type NamedTable, nowIso, resolveReference, type StoreContext, throwIfIssues } from "./common.js";
 import type { Database } from "./schema.js";
@@ -44,7 +45,12 @@ function newestDeploymentTask(
   return query.orderBy("t.sequence", "desc").limit(1);
 }
 
-export async function getDashboard({ db }: StoreContext, query: DashboardQuery): Promise<Dashboard> {
+/** With `visible`, only the projects, environments and cells the caller may view. */
+export async function getDashboard(
+  { db }: StoreContext,
+  query: DashboardQuery,
+  visible: Reach = { boxes: null },
+): Promise<Dashboard> {
   const generatedAt = nowIso();
   const issues: FieldIssue[] = [];
   const filter = async (table: NamedTable, reference: string | undefined, pointer: string) =>
@@ -53,8 +59,18 @@ export async function getDashboard({ db }: StoreContext, query: DashboardQuery):
   const environmentId = await filter("environments", query.environment, "/environment");
   throwIfIssues(issues.map((issue) => ({ ...issue, in: "query" as const })));
 
+  // A project or environment the caller may not view is answered like one that does not exist.
+  const visibleProjects = reachedIds(visible, "projects");
+  const visibleEnvironments = reachedIds(visible, "environments");
+  if (projectId !== undefined && visibleProjects && !visibleProjects.has(projectId)) {
+    throw new NotFoundError(`no project '${query.project}'; list them with 'ferry project list'`);
+  }
+  if (environmentId !== undefined && visibleEnvironments && !visibleEnvironments.has(environmentId)) {
+    throw new NotFoundError(`no environment '${query.environment}'; list them with 'ferry env list'`);
+  }
   let environmentQuery = db.selectFrom("environments").select(["id", "slug", "name"]).orderBy("position");
   if (environmentId !== undefined) environmentQuery = environmentQuery.where("id", "=", environmentId);
+  if (visibleEnvironments) environmentQuery = environmentQuery.where("id", "in", ["", ...visibleEnvironments]);
   const environments = await environmentQuery.execute();
 
   let projectQuery = db
@@ -62,6 +78,7 @@ export async function getDashboard({ db }: StoreContext, query: DashboardQuery):
     .innerJoin("lifecycles as l", "l.id", "pr.lifecycle_id")
     .select(["pr.id", "pr.slug", "pr.name", "pr.lifecycle_id", "l.slug as lifecycle"]);
   if (projectId !== undefined) projectQuery = projectQuery.where("pr.id", "=", projectId);
+  if (visibleProjects) projectQuery = projectQuery.where("pr.id", "in", ["", ...visibleProjects]);
   const { count } = await db
     .selectFrom(projectQuery.as("matching"))
     .select((eb) => eb.fn.countAll<number | string>().as("count"))
@@ -193,6 +210,7 @@ export async function getDashboard({ db }: StoreContext, query: DashboardQuery):
             startedAt: cell.live_started_at,
             finishedAt: cell.live_finished_at,
           });
+    if (!reaches(visible, cell.project_id, cell.environment_id)) continue;
     const inLifecycle = Boolean(cell.in_lifecycle);
     // An environment outside the lifecycle that was never deployed to is noise: leave it out.
     if (!inLifecycle && latest === null) continue;

@@ -1,4 +1,5 @@
 import type { Kysely } from "kysely";
+import { type Reach, reaches } from "../domain/access.js";
 import { type DeploymentKind, deploymentKinds } from "../domain/deployments.js";
 import type { DeploymentRecord } from "../domain/dora.js";
 import type { Database } from "./schema.js";
@@ -12,7 +13,7 @@ const ENDED_STATES = ["succeeded", "failed", "cancelled", "interrupted"] as cons
  */
 export async function loadDeploymentRecords(
   db: Kysely<Database>,
-  filter: { projectId?: string | undefined; environmentId?: string | undefined },
+  filter: { projectId?: string | undefined; environmentId?: string | undefined; visible?: Reach },
 ): Promise<DeploymentRecord[]> {
   let query = db
     .selectFrom("deployments as d")
@@ -23,6 +24,8 @@ export async function loadDeploymentRecords(
     .select([
       "d.id",
       "d.kind",
+      "d.project_id",
+      "d.environment_id",
       "p.slug as project",
       "e.slug as environment",
       "r.id as releaseId",
@@ -35,14 +38,17 @@ export async function loadDeploymentRecords(
   if (filter.projectId) query = query.where("d.project_id", "=", filter.projectId);
   if (filter.environmentId) query = query.where("d.environment_id", "=", filter.environmentId);
   const rows = await query.orderBy("p.slug").orderBy("e.position").orderBy("t.finished_at").orderBy("d.id").execute();
-  return rows.map((row) => ({
-    id: row.id,
-    project: row.project,
-    environment: row.environment,
-    releaseId: row.releaseId,
-    releaseCreatedAt: row.releaseCreatedAt,
-    finishedAt: row.finishedAt ?? "",
-    outcome: row.outcome as DeploymentRecord["outcome"],
-    kind: (deploymentKinds as readonly string[]).includes(row.kind) ? (row.kind as DeploymentKind) : "deploy",
-  }));
+  const visible = filter.visible;
+  return rows
+    .filter((row) => !visible || reaches(visible, row.project_id, row.environment_id))
+    .map((row) => ({
+      id: row.id,
+      project: row.project,
+      environment: row.environment,
+      releaseId: row.releaseId,
+      releaseCreatedAt: row.releaseCreatedAt,
+      finishedAt: row.finishedAt ?? "",
+      outcome: row.outcome as DeploymentRecord["outcome"],
+      kind: (deploymentKinds as readonly string[]).includes(row.kind) ? (row.kind as DeploymentKind) : "deploy",
+    }));
 }

@@ -1,3 +1,4 @@
+import { type Reach, reachedIds } from "../domain/access.js";
 import type { Paging } from "../domain/common.js";
 import type { CreateEnvironment, Environment, UpdateEnvironment } from "../domain/environments.js";
 import { InUseError } from "../domain/errors.js";
@@ -61,15 +62,20 @@ export async function getEnvironment({ db }: StoreContext, reference: string): P
   return toEnvironment(await db.selectFrom("environments").selectAll().where("id", "=", id).executeTakeFirstOrThrow());
 }
 
-export async function listEnvironments({ db }: StoreContext, paging: Paging) {
-  const rows = await db
-    .selectFrom("environments")
-    .selectAll()
-    .orderBy("position")
-    .limit(paging.limit)
-    .offset(paging.offset)
-    .execute();
-  return toPage(rows.map(toEnvironment), await countRows(db, "environments"), paging);
+/** Environments in order; with `visible`, only those the caller may view in some project. */
+export async function listEnvironments({ db }: StoreContext, paging: Paging, visible: Reach = { boxes: null }) {
+  const ids = reachedIds(visible, "environments");
+  if (ids !== null && ids.size === 0) return toPage([], 0, paging);
+  let query = db.selectFrom("environments");
+  if (ids !== null) query = query.where("id", "in", [...ids]);
+  const rows = await query.selectAll().orderBy("position").limit(paging.limit).offset(paging.offset).execute();
+  const total =
+    ids === null
+      ? await countRows(db, "environments")
+      : Number(
+          (await query.select((eb) => eb.fn.countAll<number | string>().as("count")).executeTakeFirstOrThrow()).count,
+        );
+  return toPage(rows.map(toEnvironment), total, paging);
 }
 
 export async function updateEnvironment(

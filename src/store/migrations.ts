@@ -1,4 +1,5 @@
 import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from "kysely";
+import { builtInRoles } from "../domain/access.js";
 
 /**
  * Numbered migrations, in code so the package needs no migration files at run time.
@@ -414,6 +415,177 @@ const migrations: Record<string, Migration> = {
         .addColumn("user_id", "text", (c) => c.references("users.id").onDelete("cascade"))
         .execute();
       await db.schema.createIndex("api_keys_by_user").on("api_keys").columns(["user_id"]).execute();
+    },
+  },
+  "0011_teams": {
+    async up(db: Kysely<unknown>) {
+      // Roles: named sets of permissions (src/domain/access.ts); the built-in ones are rows
+      // like any other, marked so that they cannot be changed.
+      await db.schema
+        .createTable("roles")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("slug", "text", (c) => c.notNull().unique())
+        .addColumn("name", "text", (c) => c.notNull().unique())
+        .addColumn("description", "text", (c) => c.notNull())
+        .addColumn("permissions", "text", (c) => c.notNull())
+        .addColumn("built_in", "integer", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable("teams")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("slug", "text", (c) => c.notNull().unique())
+        .addColumn("name", "text", (c) => c.notNull().unique())
+        .addColumn("description", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable("team_members")
+        .addColumn("team_id", "text", (c) => c.notNull().references("teams.id").onDelete("cascade"))
+        .addColumn("user_id", "text", (c) => c.notNull().references("users.id").onDelete("cascade"))
+        .addPrimaryKeyConstraint("team_members_pk", ["team_id", "user_id"])
+        .execute();
+      await db.schema.createIndex("team_members_by_user").on("team_members").columns(["user_id"]).execute();
+      // A role granted to a team on a scope: JSON arrays of project and environment ids,
+      // NULL for "all of them" (including ones created later).
+      await db.schema
+        .createTable("team_roles")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("team_id", "text", (c) => c.notNull().references("teams.id").onDelete("cascade"))
+        .addColumn("role_id", "text", (c) => c.notNull().references("roles.id"))
+        .addColumn("position", "integer", (c) => c.notNull())
+        .addColumn("projects", "text")
+        .addColumn("environments", "text")
+        .execute();
+      await db.schema.createIndex("team_roles_by_team").on("team_roles").columns(["team_id", "position"]).execute();
+      await db.schema.createIndex("team_roles_by_role").on("team_roles").columns(["role_id"]).execute();
+      const now = new Date().toISOString();
+      for (const role of builtInRoles) {
+        await db
+          .insertInto("roles" as never)
+          .values({
+            id: `role_${role.slug}`,
+            slug: role.slug,
+            name: role.name,
+            description: role.description,
+            permissions: JSON.stringify(role.permissions),
+            built_in: 1,
+            created_at: now,
+            updated_at: now,
+          } as never)
+          .execute();
+      }
+    },
+  },
+  "0013_task_counts": {
+    async up(db: Kysely<unknown>) {
+      // Tasks per state, so that the task list can say how many there are without counting
+      // a million rows. Triggers keep it exact in the transaction that changes the tasks,
+      // whoever writes them: the store, a fixture or a bulk load (docs/decisions/0019-task-counts.md).
+      await db.schema
+        .createTable("task_counts")
+        .addColumn("state", "text", (c) => c.primaryKey())
+        .addColumn("n", "integer", (c) => c.notNull())
+        .execute();
+      const postgres = sql`${0}`.compile(db).sql.startsWith("$");
+      if (postgres) {
+        // Inserts and deletes: once per statement, from its transition table, so a bulk load
+        // costs one grouped count rather than a counter update per row. Counter rows are
+        // taken in state order, the same order everywhere, so writers never deadlock on them.
+        await sql`CREATE FUNCTION ferry_task_counts_after_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+          DECLARE added record;
+          BEGIN
+            FOR added IN SELECT state, count(*) AS n FROM inserted GROUP BY state ORDER BY state LOOP
+              INSERT INTO task_counts (state, n) VALUES (added.state, added.n)
+                ON CONFLICT (state) DO UPDATE SET n = task_counts.n + excluded.n;
+            END LOOP;
+            RETURN NULL;
+          END $$`.execute(db);
+        await sql`CREATE TRIGGER task_counts_after_insert AFTER INSERT ON tasks
+          REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT
+          EXECUTE FUNCTION ferry_task_counts_after_insert()`.execute(db);
+        await sql`CREATE FUNCTION ferry_task_counts_after_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+          DECLARE removed record;
+          BEGIN
+            FOR removed IN SELECT state, count(*) AS n FROM deleted GROUP BY state ORDER BY state LOOP
+              UPDATE task_counts SET n = n - removed.n WHERE state = removed.state;
+            END LOOP;
+            RETURN NULL;
+          END $$`.execute(db);
+        await sql`CREATE TRIGGER task_counts_after_delete AFTER DELETE ON tasks
+          REFERENCING OLD TABLE AS deleted FOR EACH STATEMENT
+          EXECUTE FUNCTION ferry_task_counts_after_delete()`.execute(db);
+        // State changes: per row, deferred to commit. The claimer and the runner change
+        // states in transactions that also wait for other rows (FOR UPDATE, task locks);
+        // holding a counter row from the first change to the commit would serialise every
+        // node's claims behind it, and could close a wait cycle. At commit the counter rows
+        // are held only for the commit itself, two at a time, lower state first.
+        await sql`CREATE FUNCTION ferry_task_counts_after_state_change() RETURNS trigger LANGUAGE plpgsql AS $$
+          BEGIN
+            IF OLD.state < NEW.state THEN
+              UPDATE task_counts SET n = n - 1 WHERE state = OLD.state;
+            END IF;
+            INSERT INTO task_counts (state, n) VALUES (NEW.state, 1)
+              ON CONFLICT (state) DO UPDATE SET n = task_counts.n + 1;
+            IF OLD.state > NEW.state THEN
+              UPDATE task_counts SET n = n - 1 WHERE state = OLD.state;
+            END IF;
+            RETURN NULL;
+          END $$`.execute(db);
+        await sql`CREATE CONSTRAINT TRIGGER task_counts_after_state_change AFTER UPDATE OF state ON tasks
+          DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
+          EXECUTE FUNCTION ferry_task_counts_after_state_change()`.execute(db);
+      } else {
+        // SQLite has one writer at a time and row triggers only; a row's trigger is a
+        // primary-key update, cheap even for a bulk load.
+        await sql`CREATE TRIGGER task_counts_after_insert AFTER INSERT ON tasks BEGIN
+          INSERT INTO task_counts (state, n) VALUES (new.state, 1)
+            ON CONFLICT (state) DO UPDATE SET n = n + 1;
+          END`.execute(db);
+        await sql`CREATE TRIGGER task_counts_after_delete AFTER DELETE ON tasks BEGIN
+          UPDATE task_counts SET n = n - 1 WHERE state = old.state;
+          END`.execute(db);
+        await sql`CREATE TRIGGER task_counts_after_state_change AFTER UPDATE OF state ON tasks
+          WHEN old.state IS NOT new.state BEGIN
+          UPDATE task_counts SET n = n - 1 WHERE state = old.state;
+          INSERT INTO task_counts (state, n) VALUES (new.state, 1)
+            ON CONFLICT (state) DO UPDATE SET n = n + 1;
+          END`.execute(db);
+      }
+      // The backfill runs after the triggers exist, in the migration's transaction: on
+      // PostgreSQL, CREATE TRIGGER locked the table against writers until the commit, so
+      // no task is counted twice or missed by a server still running the previous version.
+      await sql`INSERT INTO task_counts (state, n) SELECT state, count(*) FROM tasks GROUP BY state`.execute(db);
+    },
+  },
+  "0012_oidc": {
+    async up(db: Kysely<unknown>) {
+      // A user may be linked to one OIDC identity: the provider's issuer and its subject.
+      // NULL for local-only users (both databases let NULLs repeat in a unique index).
+      await db.schema.alterTable("users").addColumn("oidc_issuer", "text").execute();
+      await db.schema.alterTable("users").addColumn("oidc_subject", "text").execute();
+      await db.schema
+        .createIndex("users_by_oidc_identity")
+        .on("users")
+        .columns(["oidc_issuer", "oidc_subject"])
+        .unique()
+        .execute();
+
+      // Sign-ins under way: between the redirect to the provider and its callback. Keyed by
+      // the SHA-256 of `state`; deleted by the callback that uses it (single use) and when
+      // expired. The PKCE verifier is useless without the code the provider sends the browser.
+      await db.schema
+        .createTable("oidc_logins")
+        .addColumn("state_hash", "text", (c) => c.primaryKey())
+        .addColumn("code_verifier", "text", (c) => c.notNull())
+        .addColumn("nonce", "text", (c) => c.notNull())
+        .addColumn("return_to", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("expires_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex("oidc_logins_by_expiry").on("oidc_logins").columns(["expires_at"]).execute();
     },
   },
 };

@@ -1,3 +1,4 @@
+import { type Reach, reachedIds } from "../domain/access.js";
 import type { Paging } from "../domain/common.js";
 import type { FieldIssue } from "../domain/errors.js";
 import type { CreateProject, Project, UpdateProject } from "../domain/projects.js";
@@ -72,9 +73,26 @@ export async function getProject({ db }: StoreContext, reference: string): Promi
   return loadProject(db, id);
 }
 
-export async function listProjects({ db }: StoreContext, paging: Paging) {
-  const items = await selectProjects(db).orderBy("p.name").limit(paging.limit).offset(paging.offset).execute();
-  return toPage(items, await countRows(db, "projects"), paging);
+/** Projects by name; with `visible`, only those the caller may view in some environment. */
+export async function listProjects({ db }: StoreContext, paging: Paging, visible: Reach = { boxes: null }) {
+  const ids = reachedIds(visible, "projects");
+  if (ids !== null && ids.size === 0) return toPage([], 0, paging);
+  let query = selectProjects(db);
+  if (ids !== null) query = query.where("p.id", "in", [...ids]);
+  const items = await query.orderBy("p.name").limit(paging.limit).offset(paging.offset).execute();
+  const total =
+    ids === null
+      ? await countRows(db, "projects")
+      : Number(
+          (
+            await db
+              .selectFrom("projects")
+              .select((eb) => eb.fn.countAll<number | string>().as("count"))
+              .where("id", "in", [...ids])
+              .executeTakeFirstOrThrow()
+          ).count,
+        );
+  return toPage(items, total, paging);
 }
 
 export async function updateProject({ db }: StoreContext, reference: string, input: UpdateProject): Promise<Project> {

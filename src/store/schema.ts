@@ -21,8 +21,14 @@ export interface Database {
   users: UserRow;
   sessions: SessionRow;
   login_failures: LoginFailureRow;
+  oidc_logins: OidcLoginRow;
+  roles: RoleRow;
+  teams: TeamRow;
+  team_members: TeamMemberRow;
+  team_roles: TeamRoleRow;
   counters: CounterRow;
   tasks: TaskRow;
+  task_counts: TaskCountRow;
   task_lock_requests: TaskLockRequestRow;
   task_locks: TaskLockRow;
   task_logs: TaskLogRow;
@@ -150,6 +156,18 @@ interface UserRow {
   disabled: number;
   created_at: string;
   updated_at: string;
+  /** The linked OIDC identity (migration 0012_oidc); null for local-only users. Optional on insert. */
+  oidc_issuer: ColumnType<string | null, string | null | undefined, string | null>;
+  oidc_subject: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+interface OidcLoginRow {
+  state_hash: string;
+  code_verifier: string;
+  nonce: string;
+  return_to: string;
+  created_at: string;
+  expires_at: string;
 }
 
 interface SessionRow {
@@ -162,6 +180,43 @@ interface SessionRow {
   expires_at: string;
 }
 
+interface RoleRow {
+  id: string;
+  slug: string;
+  name: string;
+  description: string;
+  /** JSON array of permission names. */
+  permissions: string;
+  built_in: number;
+  created_at: string;
+  updated_at: string;
+}
+
+interface TeamRow {
+  id: string;
+  slug: string;
+  name: string;
+  description: string;
+  created_at: string;
+  updated_at: string;
+}
+
+interface TeamMemberRow {
+  team_id: string;
+  user_id: string;
+}
+
+interface TeamRoleRow {
+  id: string;
+  team_id: string;
+  role_id: string;
+  position: number;
+  /** JSON array of project ids; null = every project. */
+  projects: string | null;
+  /** JSON array of environment ids; null = every environment. */
+  environments: string | null;
+}
+
 interface LoginFailureRow {
   id: string;
   subject: string;
@@ -171,6 +226,12 @@ interface LoginFailureRow {
 interface CounterRow {
   name: string;
   value: number;
+}
+
+/** Tasks per state, kept by triggers on tasks (migration 0013_task_counts). */
+interface TaskCountRow {
+  state: string;
+  n: number;
 }
 
 export interface TaskRow {

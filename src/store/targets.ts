@@ -1,11 +1,12 @@
+import { type SqlBool, sql } from "kysely";
+import { type Reach, reachedIds } from "../domain/access.js";
 import type { Paging } from "../domain/common.js";
 import type { FieldIssue } from "../domain/errors.js";
-import { InUseError } from "../domain/errors.js";
+import { InUseError, NotFoundError } from "../domain/errors.js";
 import type { CreateTarget, Target, UpdateTarget } from "../domain/targets.js";
 import { targetSchema } from "../domain/targets.js";
 import {
   assertNameAndSlugFree,
-  countRows,
   type Executor,
   findNamed,
   newId,
@@ -95,20 +96,40 @@ export async function createTarget({ db }: StoreContext, input: CreateTarget): P
   });
 }
 
-export async function getTarget({ db }: StoreContext, reference: string): Promise<Target> {
+/** A target the caller may not view (one of its environments is hidden from them) is "not found". */
+export async function getTarget(
+  { db }: StoreContext,
+  reference: string,
+  visible: Reach = { boxes: null },
+): Promise<Target> {
   const { id } = await findNamed(db, "targets", reference);
+  const shown = await visibleTargets(db, visible).where("id", "=", id).select("id").executeTakeFirst();
+  if (!shown) throw new NotFoundError(`no target '${reference}'; list them with 'ferry target list'`);
   return loadTarget(db, id);
 }
 
-export async function listTargets({ db }: StoreContext, paging: Paging) {
-  const rows = await db
-    .selectFrom("targets")
-    .selectAll()
-    .orderBy("name")
-    .limit(paging.limit)
-    .offset(paging.offset)
-    .execute();
-  return toPage(await loadTargets(db, rows), await countRows(db, "targets"), paging);
+/** Targets by name; with `visible`, only those whose every environment the caller may view. */
+export async function listTargets({ db }: StoreContext, paging: Paging, visible: Reach = { boxes: null }) {
+  const query = visibleTargets(db, visible);
+  const rows = await query.selectAll().orderBy("name").limit(paging.limit).offset(paging.offset).execute();
+  const { count } = await query.select((eb) => eb.fn.countAll<number | string>().as("count")).executeTakeFirstOrThrow();
+  return toPage(await loadTargets(db, rows), Number(count), paging);
+}
+
+function visibleTargets(db: Executor, visible: Reach) {
+  const ids = reachedIds(visible, "environments");
+  const query = db.selectFrom("targets");
+  if (ids === null) return query;
+  return query.where(({ not, exists, selectFrom }) =>
+    not(
+      exists(
+        selectFrom("target_environments as te")
+          .select("te.target_id")
+          .whereRef("te.target_id", "=", "targets.id")
+          .where((eb) => (ids.size === 0 ? sql<SqlBool>`1 = 1` : eb("te.environment_id", "not in", [...ids]))),
+      ),
+    ),
+  );
 }
 
 export async function updateTarget({ db }: StoreContext, reference: string, input: UpdateTarget): Promise<Target> {

@@ -1,8 +1,9 @@
 import { type Kysely, type SelectQueryBuilder, sql } from "kysely";
+import type { Reach } from "../domain/access.js";
 import type { Paging } from "../domain/common.js";
 import { ConflictError, NotFoundError } from "../domain/errors.js";
 import { type Task, type TaskLogLevel, type TaskLogLine, type TaskState, taskSchema } from "../domain/tasks.js";
-import { type Executor, newId, nowIso, toPage } from "./common.js";
+import { type Executor, newId, nowIso, reachCondition, toPage } from "./common.js";
 import type { DialectName } from "./db.js";
 import type { Database, TaskRow } from "./schema.js";
 
@@ -336,17 +337,21 @@ export async function getTaskRow(db: Executor, taskId: string): Promise<TaskRow>
   return row;
 }
 
-export async function listTasks(
-  db: Kysely<Database>,
-  paging: Paging,
-  filter: { projectId?: string | undefined; states?: readonly TaskState[] | undefined } = {},
-) {
+interface TaskFilter {
+  projectId?: string | undefined;
+  states?: readonly TaskState[] | undefined;
+  /** Only tasks of pairs the caller may view (src/domain/access.ts); everything when left out or unlimited. */
+  visible?: Reach | undefined;
+}
+
+export async function listTasks(db: Kysely<Database>, paging: Paging, { visible, ...filter }: TaskFilter = {}) {
   let query = db.selectFrom("tasks");
+  const boxes = visible?.boxes;
+  if (boxes) query = query.where((eb) => reachCondition(eb, boxes, "project_id", "environment_id"));
   if (filter.projectId) query = query.where("project_id", "=", filter.projectId);
   if (filter.states && filter.states.length > 0) query = query.where("state", "in", filter.states);
   const rows = await query.selectAll().orderBy("sequence", "desc").limit(paging.limit).offset(paging.offset).execute();
-  const unfiltered = !filter.projectId && !(filter.states && filter.states.length > 0);
-  const total = (unfiltered ? await countAllTasks(db) : undefined) ?? (await countRowsOf(query));
+  const total = (boxes ? undefined : await countFromStateCounts(db, filter)) ?? (await countRowsOf(query));
   return toPage(rows.map(toTask), total, paging);
 }
 
@@ -356,22 +361,20 @@ async function countRowsOf(query: SelectQueryBuilder<Database, "tasks", object>)
 }
 
 /**
- * The number of tasks without counting them: PostgreSQL answers count(*) only by reading
- * every index entry (over 100 ms at a million tasks), which the task list cannot afford
- * on every page. enqueueTask bumps the "task" counter in the transaction that inserts the
- * task, and tasks are never deleted, so the counter is the count. Rows written around
- * enqueueTask (fixtures) break that; the newest sequence then differs from the counter
- * and the caller counts. A retention job that deletes tasks must count what it deletes
- * (the counter itself hands out sequences and must never go down) or drop this shortcut.
+ * The number of tasks in the given states (all when none are given) without counting
+ * them: an exact count reads every matching index entry, over 50 ms at a million tasks on
+ * either database, on every page of the list. task_counts holds the tasks per state, kept
+ * exact by triggers in the transaction that inserts, updates or deletes the tasks
+ * (migration 0013_task_counts). Undefined when any other filter is set: the counts know
+ * nothing but the state, so the caller counts the rows.
  */
-async function countAllTasks(db: Kysely<Database>): Promise<number | undefined> {
-  const counter = await db.selectFrom("counters").select("value").where("name", "=", "task").executeTakeFirst();
-  const newest = await db
-    .selectFrom("tasks")
-    .select((eb) => eb.fn.max("sequence").as("sequence"))
-    .executeTakeFirst();
-  const value = Number(counter?.value ?? 0);
-  return Number(newest?.sequence ?? 0) === value ? value : undefined;
+async function countFromStateCounts(db: Kysely<Database>, filter: TaskFilter): Promise<number | undefined> {
+  const { states, ...others } = filter;
+  if (Object.values(others).some((value) => value !== undefined && value !== "")) return undefined;
+  let query = db.selectFrom("task_counts").select((eb) => eb.fn.sum<number | string | null>("n").as("total"));
+  if (states && states.length > 0) query = query.where("state", "in", states);
+  const { total } = await query.executeTakeFirstOrThrow();
+  return Number(total ?? 0);
 }
 
 export interface NewLogLine {

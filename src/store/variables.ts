@@ -1,5 +1,6 @@
+import { type Reach, reachesEvery, reachesSome } from "../domain/access.js";
 import type { Paging } from "../domain/common.js";
-import { ConflictError, type FieldIssue, InputError, NotFoundError } from "../domain/errors.js";
+import { ConflictError, type FieldIssue, ForbiddenError, InputError, NotFoundError } from "../domain/errors.js";
 import {
   type CreateVariable,
   displayedValue,
@@ -133,7 +134,7 @@ async function findVariableRow(trx: Executor, projectId: string, reference: stri
   const byId = rows.find((row) => row.id === reference);
   if (byId) return byId;
   const [only, ...others] = rows;
-  if (!only) throw new NotFoundError(`the project has no variable '${reference}'; list them with 'ferry var list'`);
+  if (!only) throw noVariable(reference);
   if (others.length > 0) {
     throw new ConflictError(
       `the project has ${rows.length} variables named '${reference}' with different scopes; refer to one by its id`,
@@ -142,20 +143,123 @@ async function findVariableRow(trx: Executor, projectId: string, reference: stri
   return only;
 }
 
+/**
+ * What a caller may do with a project's variables (ADR 0020): see one scoped to an
+ * environment they may view (an unscoped one applies everywhere, their environments
+ * too); see a sensitive one's name only with viewSensitiveNames there as well; change one
+ * only with editVariables on every environment it is scoped to (on all, when unscoped).
+ */
+export interface VariableAccess {
+  view: Reach;
+  sensitiveNames: Reach;
+  edit: Reach;
+}
+
+/** Everything: for server-internal reads. */
+const unlimited: VariableAccess = { view: { boxes: null }, sensitiveNames: { boxes: null }, edit: { boxes: null } };
+
+function restricted(access: VariableAccess): boolean {
+  return access.view.boxes !== null || access.sensitiveNames.boxes !== null;
+}
+
+async function environmentScopes(db: Executor, variableIds: readonly string[]): Promise<Map<string, string[]>> {
+  const scopes = new Map<string, string[]>();
+  if (variableIds.length === 0) return scopes;
+  const rows = await db
+    .selectFrom("variable_scopes")
+    .select(["variable_id", "value"])
+    .where("variable_id", "in", variableIds)
+    .where("kind", "=", "environment")
+    .execute();
+  for (const row of rows) scopes.set(row.variable_id, [...(scopes.get(row.variable_id) ?? []), row.value]);
+  return scopes;
+}
+
+function mayView(access: VariableAccess, projectId: string, row: VariableRow, environments: readonly string[]) {
+  return (
+    reachesSome(access.view, projectId, environments) &&
+    (row.sensitive !== 1 || reachesSome(access.sensitiveNames, projectId, environments))
+  );
+}
+
 export async function getVariable(
   { db }: StoreContext,
   projectReference: string,
   reference: string,
+  access: VariableAccess = unlimited,
 ): Promise<Variable> {
   const project = await findNamed(db, "projects", projectReference);
   const row = await findVariableRow(db, project.id, reference);
+  const scopes = await environmentScopes(db, [row.id]);
+  if (!mayView(access, project.id, row, scopes.get(row.id) ?? [])) throw noVariable(reference);
   const [variable] = await loadVariables(db, project.slug, [row]);
   if (!variable) throw new Error(`variable ${row.id} vanished while loading`);
   return variable;
 }
 
-export async function listVariables({ db }: StoreContext, projectReference: string, paging: Paging) {
+/**
+ * Refuses a change unless the caller may edit the variable as it is (`reference`) and as it
+ * will be (`scope`). A variable the caller may not view is "not found".
+ */
+export async function assertMayEditVariable(
+  { db }: StoreContext,
+  projectReference: string,
+  access: VariableAccess,
+  change: { reference?: string; scope?: VariableScopeInput | undefined },
+): Promise<void> {
   const project = await findNamed(db, "projects", projectReference);
+  const refuse = () =>
+    new ForbiddenError(
+      `you may not change this variable: it needs 'editVariables' on project '${project.slug}' in every environment it is scoped to (every environment when unscoped)`,
+    );
+  if (change.reference !== undefined) {
+    const row = await findVariableRow(db, project.id, change.reference);
+    const environments = (await environmentScopes(db, [row.id])).get(row.id) ?? [];
+    if (!mayView(access, project.id, row, environments)) throw noVariable(change.reference);
+    if (!reachesEvery(access.edit, project.id, environments)) throw refuse();
+  }
+  if (change.scope !== undefined) {
+    const issues: FieldIssue[] = [];
+    const environments = await resolveReferences(
+      db,
+      "environments",
+      change.scope.environments,
+      "/scope/environments",
+      issues,
+    );
+    throwIfIssues(issues);
+    if (!reachesEvery(access.edit, project.id, environments)) throw refuse();
+  }
+}
+
+function noVariable(reference: string): NotFoundError {
+  return new NotFoundError(`the project has no variable '${reference}'; list them with 'ferry var list'`);
+}
+
+export async function listVariables(
+  { db }: StoreContext,
+  projectReference: string,
+  paging: Paging,
+  access: VariableAccess = unlimited,
+) {
+  const project = await findNamed(db, "projects", projectReference);
+  if (restricted(access)) {
+    // A project has tens or hundreds of variables: filter them all, then page.
+    const all = await db
+      .selectFrom("variables")
+      .selectAll()
+      .where("project_id", "=", project.id)
+      .orderBy("name")
+      .orderBy("scope_key")
+      .execute();
+    const scopes = await environmentScopes(
+      db,
+      all.map((row) => row.id),
+    );
+    const visible = all.filter((row) => mayView(access, project.id, row, scopes.get(row.id) ?? []));
+    const page = visible.slice(paging.offset, paging.offset + paging.limit);
+    return toPage(await loadVariables(db, project.slug, page), visible.length, paging);
+  }
   const rows = await db
     .selectFrom("variables")
     .selectAll()

@@ -74,11 +74,13 @@ export class BuiltinRouter implements Router {
   }
 
   async traffic(): Promise<UpstreamTraffic[]> {
-    return (await this.client.stats()).map(({ route, upstream, served, failed }) => ({
+    return (await this.client.stats()).map(({ route, upstream, served, failed, duration }) => ({
       route,
       upstream,
       served,
       failed,
+      // A proxy started by an earlier Ferry (it outlives server upgrades) does not time requests.
+      ...(duration !== undefined && { duration }),
     }));
   }
 

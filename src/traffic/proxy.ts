@@ -46,9 +46,32 @@ interface Counters {
   inFlight: number;
 }
 
+/**
+ * Upper bounds (seconds) of the request duration buckets: Prometheus's defaults, from a
+ * cache hit to a slow report. Fixed, so a request costs a few comparisons and no allocation.
+ */
+const DURATION_BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;
+
+/** Durations of the requests counted in `served` and `failed`, from their arrival to their answer's end. */
+interface DurationHistogram {
+  /** Cumulative: requests that took at most `le` seconds; the last bucket (+Inf) is `count`. */
+  buckets: { le: number; count: number }[];
+  sum: number;
+  count: number;
+}
+
 export interface RouteStats extends Counters {
   route: string;
   upstream: string;
+  duration: DurationHistogram;
+}
+
+interface UpstreamEntry extends Counters {
+  route: string;
+  upstream: string;
+  /** Requests per bucket, not cumulative; one more slot than bounds, for the ones over the last. */
+  durationCounts: number[];
+  durationSum: number;
 }
 
 export interface DrainResult {
@@ -79,7 +102,7 @@ export class FerryProxy {
   /** Replaced as a whole on every change: the assignment in `commit` is the switch. */
   private routes: ReadonlyMap<string, Route>;
   private readonly agents = new Map<string, http.Agent>();
-  private readonly counters = new Map<string, Counters & { route: string; upstream: string }>();
+  private readonly counters = new Map<string, UpstreamEntry>();
   private readonly inFlightByUpstream = new Map<string, number>();
   private readonly waiters = new Set<() => void>();
   private readonly upgradedSockets = new Set<Duplex>();
@@ -163,10 +186,20 @@ export class FerryProxy {
     };
   }
 
-  /** Requests served, failed, retried and in flight, per route and upstream since the proxy started. */
+  /**
+   * Requests served, failed, retried and in flight, and how long the served and failed ones
+   * took, per route and upstream since the proxy started.
+   */
   stats(): RouteStats[] {
     return [...this.counters.values()]
-      .map((entry) => ({ ...entry }))
+      .map(({ durationCounts, durationSum, ...counters }) => {
+        let cumulative = 0;
+        const buckets = DURATION_BOUNDS.map((le, index) => {
+          cumulative += durationCounts[index] ?? 0;
+          return { le, count: cumulative };
+        });
+        return { ...counters, duration: { buckets, sum: durationSum, count: counters.served + counters.failed } };
+      })
       .sort((a, b) => a.route.localeCompare(b.route) || a.upstream.localeCompare(b.upstream));
   }
 
@@ -251,10 +284,12 @@ export class FerryProxy {
     const hasBody =
       request.headers["transfer-encoding"] !== undefined || Number(request.headers["content-length"] ?? 0) > 0;
     const mayRetry = !hasBody && IDEMPOTENT_METHODS.has(request.method ?? "");
+    // From the request's arrival, so a retry's duration includes the attempt that failed.
+    const arrivedAt = performance.now();
     let current: { end(outcome: Outcome): void; upstreamRequest: http.ClientRequest } | undefined;
 
     const attempt = (upstream: string, retriesLeft: number) => {
-      const { end, isEnded, upstreamRequest } = this.openUpstream(match.name, upstream, request, false);
+      const { end, isEnded, upstreamRequest } = this.openUpstream(match.name, upstream, request, false, arrivedAt);
       current = { end, upstreamRequest };
 
       upstreamRequest.on("response", (upstreamResponse) => {
@@ -331,8 +366,10 @@ export class FerryProxy {
       );
       return;
     }
-    const { end, upstreamRequest } = this.openUpstream(match.name, match.upstream, request, true);
+    const { end, upstreamRequest } = this.openUpstream(match.name, match.upstream, request, true, performance.now());
     upstreamRequest.on("upgrade", (upstreamResponse, upstreamSocket: Duplex, upstreamHead: Buffer) => {
+      // A tunnel may stay open for hours: its duration is the time to the upstream's 101.
+      const upgradedAt = performance.now();
       this.upgradedSockets.add(socket);
       socket.write(
         rawHead(upstreamResponse.statusCode ?? 101, upstreamResponse.statusMessage, upstreamResponse.rawHeaders),
@@ -345,7 +382,7 @@ export class FerryProxy {
         socket.destroy();
         upstreamSocket.destroy();
         this.upgradedSockets.delete(socket);
-        end("served");
+        end("served", upgradedAt);
       };
       // Either side ending ends the tunnel: a half-open upgraded connection would never close.
       for (const side of [socket, upstreamSocket]) {
@@ -400,7 +437,16 @@ export class FerryProxy {
     const key = `${route}\u0000${upstream}`;
     let entry = this.counters.get(key);
     if (!entry) {
-      entry = { route, upstream, served: 0, failed: 0, retried: 0, inFlight: 0 };
+      entry = {
+        route,
+        upstream,
+        served: 0,
+        failed: 0,
+        retried: 0,
+        inFlight: 0,
+        durationCounts: new Array<number>(DURATION_BOUNDS.length + 1).fill(0),
+        durationSum: 0,
+      };
       this.counters.set(key, entry);
     }
     return entry;
@@ -408,20 +454,23 @@ export class FerryProxy {
 
   /**
    * Opens a request to an upstream, counted in flight until `end` is called once with its
-   * outcome. Upgrades get a connection of their own (no keep-alive agent): it becomes a pipe.
+   * outcome; its duration runs from `startedAt` to that call (or to `endedAt`, both
+   * performance.now() readings). Upgrades get a connection of their own (no keep-alive
+   * agent): it becomes a pipe.
    */
   private openUpstream(
     route: string,
     upstream: string,
     request: http.IncomingMessage,
     upgrade: boolean,
-  ): { end(outcome: Outcome): void; isEnded(): boolean; upstreamRequest: http.ClientRequest } {
+    startedAt: number,
+  ): { end(outcome: Outcome, endedAt?: number): void; isEnded(): boolean; upstreamRequest: http.ClientRequest } {
     this.begin(route, upstream);
     let ended = false;
-    const end = (outcome: Outcome) => {
+    const end = (outcome: Outcome, endedAt = performance.now()) => {
       if (ended) return;
       ended = true;
-      this.end(route, upstream, outcome);
+      this.end(route, upstream, outcome, (endedAt - startedAt) / 1000);
     };
     const target = new URL(upstream);
     const upstreamRequest = http.request({
@@ -440,15 +489,17 @@ export class FerryProxy {
     this.inFlightByUpstream.set(upstream, this.inFlightOf(upstream) + 1);
   }
 
-  private end(route: string, upstream: string, outcome: Outcome): void {
+  private end(route: string, upstream: string, outcome: Outcome, seconds: number): void {
     const entry = this.countersFor(route, upstream);
     entry.inFlight -= 1;
     switch (outcome) {
       case "served":
         entry.served += 1;
+        observeDuration(entry, seconds);
         break;
       case "failed":
         entry.failed += 1;
+        observeDuration(entry, seconds);
         break;
       case "retried":
         entry.retried += 1;
@@ -500,6 +551,14 @@ export class FerryProxy {
       this.waiters.add(check);
     });
   }
+}
+
+/** Counts a request's duration in the first bucket whose bound it does not exceed (the last slot: over every bound). */
+function observeDuration(entry: UpstreamEntry, seconds: number): void {
+  let index = 0;
+  while (index < DURATION_BOUNDS.length && seconds > (DURATION_BOUNDS[index] ?? Number.POSITIVE_INFINITY)) index += 1;
+  entry.durationCounts[index] = (entry.durationCounts[index] ?? 0) + 1;
+  entry.durationSum += seconds;
 }
 
 function hostName(header: string | undefined): string {

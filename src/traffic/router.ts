@@ -44,6 +44,15 @@ export interface UpstreamTraffic {
   readonly upstream: string;
   readonly served: number;
   readonly failed: number;
+  /** How long the served and failed requests took, when the driver measures it. */
+  readonly duration?: RequestDurations;
+}
+
+/** A histogram of request durations in seconds: cumulative counts per upper bound (+Inf is `count`). */
+interface RequestDurations {
+  readonly buckets: readonly { readonly le: number; readonly count: number }[];
+  readonly sum: number;
+  readonly count: number;
 }
 
 export interface Router {

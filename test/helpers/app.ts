@@ -22,7 +22,7 @@ export interface TestApp {
  */
 export async function startTestApp(
   dialect: "sqlite" | "postgres" = "sqlite",
-  options: { outbound?: OutboundPolicy } = {},
+  options: { outbound?: OutboundPolicy; trustedProxies?: string[] } = {},
 ): Promise<TestApp> {
   const database = await openTestDatabase(dialect);
   const apiKey = generateApiKey();
@@ -33,6 +33,7 @@ export async function startTestApp(
     logger: pino({ level: "silent" }),
     version: "test",
     outbound: options.outbound ?? parseOutboundAllow("127.0.0.1"),
+    ...(options.trustedProxies && { trustedProxies: options.trustedProxies }),
   });
   await app.ready();
   return {

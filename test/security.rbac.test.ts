@@ -1,0 +1,419 @@
+import { request as httpRequest } from "node:http";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestServer, type TestServer } from "./helpers/server.js";
+
+/**
+ * Issue 5, RBAC matrix: a user whose only team grants the Administrator role (every
+ * permission) limited to project "alpha" and environment "dev" calls every route of the
+ * OpenAPI document for project "bravo" and for environment "prodzone". Every call answers
+ * 403 or 404; the lists answer only with what lies inside alpha × dev; following the log of
+ * a bravo task (SSE) is refused before any stream opens. Real server, real engine, real HTTP.
+ */
+
+interface RawResponse {
+  status: number;
+  contentType: string;
+  body: string;
+}
+
+/** One request with the exact request target (no URL normalisation), 5 s at most. */
+function raw(baseUrl: string, method: string, target: string, key: string, body?: unknown): Promise<RawResponse> {
+  const { hostname, port } = new URL(baseUrl);
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const request = httpRequest(
+      {
+        host: hostname,
+        port,
+        method,
+        path: target,
+        headers: {
+          authorization: `Bearer ${key}`,
+          ...(payload !== undefined && {
+            "content-type": "application/json",
+            "content-length": Buffer.byteLength(payload),
+          }),
+        },
+        timeout: 5_000,
+      },
+      (response) => {
+        let text = "";
+        response.setEncoding("utf8");
+        response.on("data", (chunk: string) => {
+          text += chunk;
+        });
+        response.on("end", () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            contentType: String(response.headers["content-type"] ?? ""),
+            body: text,
+          }),
+        );
+        response.on("error", reject);
+      },
+    );
+    request.on("timeout", () => request.destroy(new Error(`${method} ${target} timed out`)));
+    request.on("error", reject);
+    request.end(payload);
+  });
+}
+
+/**
+ * A valid body for every state-changing route, aimed at bravo / prodzone / what only
+ * administrators change. A route added without an entry here fails the test: decide what
+ * the scoped user sends to it.
+ */
+const BODIES: Record<string, unknown> = {
+  "POST /api/v1/environments": { name: "sneaky" },
+  "PATCH /api/v1/environments/{environment}": { description: "changed" },
+  "DELETE /api/v1/environments/{environment}": undefined,
+  "POST /api/v1/lifecycles": { name: "sneaky", phases: [{ environments: ["dev"] }] },
+  "PATCH /api/v1/lifecycles/{lifecycle}": { description: "changed" },
+  "DELETE /api/v1/lifecycles/{lifecycle}": undefined,
+  "POST /api/v1/projects": { name: "sneaky", lifecycle: "standard" },
+  "PATCH /api/v1/projects/{project}": { description: "changed" },
+  "DELETE /api/v1/projects/{project}": undefined,
+  "POST /api/v1/targets": { name: "sneaky", environments: ["dev"] },
+  "PATCH /api/v1/targets/{target}": { roles: ["web"] },
+  "DELETE /api/v1/targets/{target}": undefined,
+  "POST /api/v1/feeds": { name: "sneaky", url: "http://127.0.0.1:5000" },
+  "PATCH /api/v1/feeds/{feed}": { name: "changed" },
+  "DELETE /api/v1/feeds/{feed}": undefined,
+  "POST /api/v1/projects/{project}/variables": { name: "Sneaky", value: "x" },
+  "PATCH /api/v1/projects/{project}/variables/{variable}": { value: "changed" },
+  "DELETE /api/v1/projects/{project}/variables/{variable}": undefined,
+  "PUT /api/v1/projects/{project}/process": {
+    steps: [{ name: "hello", kind: "script", config: { script: "echo changed" } }],
+  },
+  "POST /api/v1/projects/{project}/releases": { version: "9.9.9" },
+  "POST /api/v1/projects/{project}/releases/{release}/variables-snapshot": undefined,
+  "POST /api/v1/projects/{project}/deployments": { release: "1.0.0", environment: "dev" },
+  "POST /api/v1/projects/{project}/promotions": { to: "dev" },
+  "POST /api/v1/projects/{project}/rollbacks": { environment: "dev" },
+  "POST /api/v1/tasks/{task}/cancel": undefined,
+  "POST /api/v1/tasks/{task}/decisions": { decision: "approve" },
+  "POST /api/v1/projects/{project}/webhooks": { url: "http://127.0.0.1:9/sneaky", secret: "sneaky-webhook-secret" },
+  "PATCH /api/v1/projects/{project}/webhooks/{webhook}": { url: "http://127.0.0.1:9/changed" },
+  "DELETE /api/v1/projects/{project}/webhooks/{webhook}": undefined,
+  "POST /api/v1/users": { username: "sneaky", password: "a-long-sneaky-password" },
+  "PATCH /api/v1/users/{user}": { isAdmin: false },
+  "DELETE /api/v1/users/{user}": undefined,
+  // Linking the administrator to the caller's own identity at the provider would be a takeover.
+  "PUT /api/v1/users/{user}/oidc": { subject: "devon-at-the-provider" },
+  "DELETE /api/v1/users/{user}/oidc": undefined,
+  "POST /api/v1/users/me/password": { currentPassword: "not-the-password", newPassword: "another-long-password" },
+  "DELETE /api/v1/session": undefined,
+  // A key for the administrator would be their rights in the scoped user's hands.
+  "POST /api/v1/api-keys": { name: "sneaky", user: "root" },
+  "DELETE /api/v1/api-keys/{key}": undefined,
+  "POST /api/v1/roles": { name: "Sneaky", permissions: ["administer"] },
+  "PATCH /api/v1/roles/{role}": { permissions: ["administer"] },
+  "DELETE /api/v1/roles/{role}": undefined,
+  "POST /api/v1/teams": { name: "Sneaky", members: ["devon"], roles: [{ role: "administrator" }] },
+  // Widening their own team to every project and environment.
+  "PATCH /api/v1/teams/{team}": { roles: [{ role: "administrator" }] },
+  "DELETE /api/v1/teams/{team}": undefined,
+};
+
+/** Shared configuration any signed-in caller reads (ADR 0020); it names environments by slug. */
+const SHARED_READS = new Set([
+  "GET /api/v1/lifecycles",
+  "GET /api/v1/lifecycles/{lifecycle}",
+  "GET /api/v1/feeds",
+  "GET /api/v1/feeds/{feed}",
+  "GET /api/v1/openapi.json",
+  "GET /api/v1/schema/ferry.json",
+]);
+
+/** Lists that answer 200 with what the caller may see. */
+const FILTERED_LISTS = new Set([
+  "GET /api/v1/projects",
+  "GET /api/v1/environments",
+  "GET /api/v1/targets",
+  "GET /api/v1/tasks",
+  "GET /api/v1/dashboard",
+  "GET /api/v1/dora",
+  "GET /api/v1/api-keys",
+]);
+
+const PUBLIC = new Set([
+  "GET /healthz",
+  "GET /readyz",
+  "POST /api/v1/session",
+  "GET /api/v1/session/oidc/start",
+  "GET /api/v1/session/oidc/callback",
+]);
+
+describe("RBAC matrix: a user scoped to project alpha / environment dev", () => {
+  let test: TestServer;
+  let devonKey = "";
+  const ids: Record<string, string> = {};
+  let operations: Array<{ method: string; template: string }> = [];
+
+  const admin = async (method: string, path: string, body?: unknown) => {
+    const response = await test.call(method, path, body);
+    expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
+    return response.body as Record<string, unknown>;
+  };
+  const asDevon = (method: string, path: string, body?: unknown) => raw(test.server.url, method, path, devonKey, body);
+  const deploy = async (project: string, environment: string) => {
+    const created = await admin("POST", `/api/v1/projects/${project}/deployments`, { release: "1.0.0", environment });
+    const taskId = String(created.taskId);
+    expect((await test.waitForTask(taskId)).state).toBe("succeeded");
+    return taskId;
+  };
+
+  /**
+   * Everything of bravo and of prodzone, which must never show up in devon's answers, other
+   * than what the request itself named (a 404 repeats the name asked for, as it does for a
+   * name that does not exist).
+   */
+  const leaksIn = (response: RawResponse, request: string) =>
+    forbiddenTokens().filter((token) => token && response.body.includes(token) && !request.includes(token));
+  const forbiddenTokens = () => [
+    "bravo",
+    "ProdOnly",
+    ids.bravo,
+    ids.prodzone,
+    ids.bravoTask,
+    ids.alphaProdTask,
+    ids.bravoRelease,
+    ids.bravoVariable,
+    ids.bravoWebhook,
+    ids.prodTarget,
+  ];
+
+  beforeAll(async () => {
+    test = await startTestServer();
+    for (const name of ["dev", "test", "prodzone"])
+      ids[name] = String((await admin("POST", "/api/v1/environments", { name })).id);
+    await admin("POST", "/api/v1/lifecycles", {
+      name: "standard",
+      phases: [{ environments: ["dev", "test", "prodzone"] }],
+    });
+    await admin("POST", "/api/v1/feeds", { name: "registry", url: "http://127.0.0.1:5000" });
+    ids.prodTarget = String(
+      (await admin("POST", "/api/v1/targets", { name: "prod-box", environments: ["prodzone"] })).id,
+    );
+    await admin("POST", "/api/v1/targets", { name: "dev-box", environments: ["dev"] });
+    for (const project of ["alpha", "bravo"]) {
+      ids[project] = String((await admin("POST", "/api/v1/projects", { name: project, lifecycle: "standard" })).id);
+      await admin("PUT", `/api/v1/projects/${project}/process`, {
+        steps: [{ name: "hello", kind: "script", config: { script: `echo hello from ${project}` } }],
+      });
+      const release = await admin("POST", `/api/v1/projects/${project}/releases`, { version: "1.0.0" });
+      ids[`${project}Release`] = String(release.id);
+    }
+    ids.alphaDevTask = await deploy("alpha", "dev");
+    ids.alphaProdTask = await deploy("alpha", "prodzone");
+    ids.bravoTask = await deploy("bravo", "dev");
+    await admin("POST", "/api/v1/projects/alpha/variables", { name: "Greeting", value: "hello" });
+    await admin("POST", "/api/v1/projects/alpha/variables", {
+      name: "ProdOnly",
+      value: "prod-value",
+      scope: { environments: ["prodzone"] },
+    });
+    await admin("POST", "/api/v1/projects/alpha/variables", {
+      name: "DevSecret",
+      value: "dev-secret-value",
+      sensitive: true,
+      scope: { environments: ["dev"] },
+    });
+    ids.bravoVariable = String(
+      (await admin("POST", "/api/v1/projects/bravo/variables", { name: "Bv", value: "b" })).id,
+    );
+    ids.bravoWebhook = String(
+      (
+        await admin("POST", "/api/v1/projects/bravo/webhooks", {
+          url: "http://127.0.0.1:9/b",
+          secret: "bravo-webhook-secret-1",
+        })
+      ).id,
+    );
+
+    ids.root = String(
+      (await admin("POST", "/api/v1/users", { username: "root", password: "root-long-password", isAdmin: true })).id,
+    );
+    ids.rootKey = String((await admin("POST", "/api/v1/api-keys", { name: "root key", user: "root" })).id);
+    await admin("POST", "/api/v1/users", { username: "devon", password: "devon-long-password" });
+    await admin("POST", "/api/v1/teams", {
+      name: "alpha devs",
+      members: ["devon"],
+      roles: [{ role: "administrator", projects: ["alpha"], environments: ["dev"] }],
+    });
+    devonKey = String((await admin("POST", "/api/v1/api-keys", { name: "devon cli", user: "devon" })).key);
+
+    const document = await test.call<{ paths: Record<string, Record<string, unknown>> }>("GET", "/api/v1/openapi.json");
+    operations = Object.entries(document.body.paths).flatMap(([template, methods]) =>
+      Object.keys(methods).map((method) => ({ method: method.toUpperCase(), template })),
+    );
+  }, 90_000);
+
+  afterAll(async () => {
+    await test?.close();
+  });
+
+  it("can do its own work: sees alpha, deploys it to dev, reads its dev task and variables", async () => {
+    const projects = JSON.parse((await asDevon("GET", "/api/v1/projects")).body) as { items: { slug: string }[] };
+    expect(projects.items.map((project) => project.slug)).toEqual(["alpha"]);
+    const environments = JSON.parse((await asDevon("GET", "/api/v1/environments")).body) as {
+      items: { slug: string }[];
+    };
+    expect(environments.items.map((environment) => environment.slug)).toEqual(["dev"]);
+
+    const deployed = await asDevon("POST", "/api/v1/projects/alpha/deployments", {
+      release: "1.0.0",
+      environment: "dev",
+    });
+    expect(deployed.status, deployed.body).toBe(201);
+    const taskId = String((JSON.parse(deployed.body) as { taskId: string }).taskId);
+    expect((await test.waitForTask(taskId)).state).toBe("succeeded");
+    const log = await asDevon("GET", `/api/v1/tasks/${taskId}/log`);
+    expect(log.status).toBe(200);
+    expect(log.body).toContain("hello from alpha");
+
+    const variables = JSON.parse((await asDevon("GET", "/api/v1/projects/alpha/variables")).body) as {
+      items: { name: string }[];
+      total: number;
+    };
+    expect(variables.items.map((variable) => variable.name).sort()).toEqual(["DevSecret", "Greeting"]);
+    expect(variables.total).toBe(2);
+    const created = await asDevon("POST", "/api/v1/projects/alpha/variables", {
+      name: "DevOnly",
+      value: "x",
+      scope: { environments: ["dev"] },
+    });
+    expect(created.status, created.body).toBe(201);
+  });
+
+  it("answers 403 or 404 to every route for project bravo and environment prodzone", async () => {
+    const fill: Record<string, string> = {
+      project: "bravo",
+      environment: "prodzone",
+      task: ids.bravoTask ?? "",
+      release: "1.0.0",
+      variable: ids.bravoVariable ?? "",
+      webhook: ids.bravoWebhook ?? "",
+      user: ids.root ?? "",
+      key: ids.rootKey ?? "",
+      role: "deployer",
+      team: "alpha-devs",
+      lifecycle: "standard",
+      feed: "registry",
+      target: "prod-box",
+    };
+    const answers: string[] = [];
+    for (const { method, template } of operations) {
+      const operation = `${method} ${template}`;
+      if (PUBLIC.has(operation)) continue;
+      const path = template.replace(/\{(\w+)\}/g, (_, name: string) => encodeURIComponent(fill[name] ?? name));
+      if (method !== "GET") expect(Object.keys(BODIES), `add a body for ${operation}`).toContain(operation);
+      const response = await asDevon(method, path, BODIES[operation]);
+      answers.push(`${operation} → ${response.status}`);
+      const leaks = leaksIn(response, `${path} ${JSON.stringify(BODIES[operation] ?? null)}`);
+      if (SHARED_READS.has(operation) || FILTERED_LISTS.has(operation)) {
+        expect(response.status, `${operation}: ${response.body.slice(0, 300)}`).toBe(200);
+        expect(leaks, `${operation} shows ${leaks.join(", ")}`).toEqual([]);
+        continue;
+      }
+      expect([403, 404], `${operation} → ${response.status} ${response.body.slice(0, 300)}`).toContain(response.status);
+      expect(leaks, `${operation} problem shows ${leaks.join(", ")}`).toEqual([]);
+    }
+    // The matrix really covered the API (and not a handful of routes).
+    expect(answers.length, answers.join("\n")).toBeGreaterThan(60);
+
+    // Nothing was changed by any of it.
+    const team = await admin("GET", "/api/v1/teams/alpha-devs");
+    expect(team.roles).toEqual([{ role: "administrator", projects: ["alpha"], environments: ["dev"] }]);
+    expect((await admin("GET", "/api/v1/projects/bravo")).description).toBe("");
+    expect((await test.call("GET", "/api/v1/users/sneaky")).status).toBe(404);
+  });
+
+  it("refuses alpha's prodzone too: deploy, promote, roll back, plan, its task, its variables", async () => {
+    const refused: Array<[string, string, unknown?]> = [
+      ["POST", "/api/v1/projects/alpha/deployments", { release: "1.0.0", environment: "prodzone" }],
+      ["POST", "/api/v1/projects/alpha/promotions", { to: "prodzone" }],
+      ["POST", "/api/v1/projects/alpha/rollbacks", { environment: "prodzone" }],
+      ["GET", "/api/v1/projects/alpha/plan?release=1.0.0&environment=prodzone"],
+      ["GET", "/api/v1/dashboard?environment=prodzone"],
+      ["GET", "/api/v1/dora?project=alpha&environment=prodzone"],
+      ["GET", `/api/v1/tasks/${ids.alphaProdTask}`],
+      ["GET", `/api/v1/tasks/${ids.alphaProdTask}/log`],
+      ["GET", `/api/v1/tasks/${ids.alphaProdTask}/decisions`],
+      ["POST", `/api/v1/tasks/${ids.alphaProdTask}/cancel`],
+      ["GET", "/api/v1/projects/alpha/variables/ProdOnly"],
+      ["PATCH", "/api/v1/projects/alpha/variables/ProdOnly", { value: "changed" }],
+      ["DELETE", "/api/v1/projects/alpha/variables/ProdOnly"],
+      // Creating a prod-scoped variable, or changing one that applies everywhere (prod too).
+      [
+        "POST",
+        "/api/v1/projects/alpha/variables",
+        { name: "Sneaky", value: "x", scope: { environments: ["prodzone"] } },
+      ],
+      ["PATCH", "/api/v1/projects/alpha/variables/Greeting", { value: "changed" }],
+      ["POST", "/api/v1/projects/alpha/releases/1.0.0/variables-snapshot"],
+      // A bind mount is root on the host: administrators only, whatever the project role.
+      [
+        "PUT",
+        "/api/v1/projects/alpha/process",
+        {
+          steps: [
+            {
+              name: "web",
+              kind: "container",
+              config: { image: "127.0.0.1:5000/shop:1.0.0", volumes: [{ source: "/etc", target: "/host-etc" }] },
+            },
+          ],
+        },
+      ],
+    ];
+    for (const [method, path, body] of refused) {
+      const response = await asDevon(method, path, body);
+      expect([403, 404], `${method} ${path} → ${response.status} ${response.body.slice(0, 300)}`).toContain(
+        response.status,
+      );
+      const leaks = leaksIn(response, `${path} ${JSON.stringify(body ?? null)}`);
+      expect(leaks, `${method} ${path} shows ${leaks.join(", ")}`).toEqual([]);
+    }
+    expect((await admin("GET", "/api/v1/projects/alpha/variables/ProdOnly")).value).toBe("prod-value");
+    expect((await admin("GET", "/api/v1/projects/alpha/variables/Greeting")).value).toBe("hello");
+  });
+
+  it("refuses to stream the log of a bravo task or a prodzone task (SSE), before any stream opens", async () => {
+    for (const taskId of [ids.bravoTask, ids.alphaProdTask]) {
+      const response = await asDevon("GET", `/api/v1/tasks/${taskId}/log?follow=1`);
+      expect(response.status).toBe(404);
+      expect(response.contentType).toMatch(/^application\/problem\+json/);
+      expect(response.body).not.toContain("hello from");
+    }
+    // Their own dev task streams (the control: the refusal is about scope, not about SSE).
+    const own = await asDevon("GET", `/api/v1/tasks/${ids.alphaDevTask}/log?follow=1`);
+    expect(own.status).toBe(200);
+    expect(own.contentType).toMatch(/^text\/event-stream/);
+    expect(own.body).toContain("hello from alpha");
+  });
+
+  it("lists only alpha × dev: tasks, dashboard, DORA, targets", async () => {
+    const tasks = JSON.parse((await asDevon("GET", "/api/v1/tasks?limit=500")).body) as {
+      items: { id: string }[];
+      total: number;
+    };
+    expect(tasks.items.map((task) => task.id)).toContain(ids.alphaDevTask);
+    expect(tasks.items.map((task) => task.id)).not.toContain(ids.alphaProdTask);
+    expect(tasks.total).toBe(tasks.items.length);
+    const succeeded = JSON.parse((await asDevon("GET", "/api/v1/tasks?state=succeeded")).body) as { total: number };
+    expect(succeeded.total).toBe(tasks.total);
+
+    const dashboard = JSON.parse((await asDevon("GET", "/api/v1/dashboard")).body) as {
+      environments: { slug: string }[];
+      items: { project: { slug: string }; environments: { environment: string }[] }[];
+    };
+    expect(dashboard.environments.map((environment) => environment.slug)).toEqual(["dev"]);
+    expect(dashboard.items.map((row) => [row.project.slug, row.environments.map((cell) => cell.environment)])).toEqual([
+      ["alpha", ["dev"]],
+    ]);
+
+    const targets = JSON.parse((await asDevon("GET", "/api/v1/targets")).body) as { items: { slug: string }[] };
+    expect(targets.items.map((target) => target.slug)).toEqual(["dev-box"]);
+  });
+});
