@@ -1,5 +1,7 @@
 import { request as httpRequest } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestApp, type TestApp } from "./helpers/app.js";
+import { createPostgresDatabase, dialects } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 /**
@@ -7,7 +9,8 @@ import { startTestServer, type TestServer } from "./helpers/server.js";
  * permission) limited to project "alpha" and environment "dev" calls every route of the
  * OpenAPI document for project "bravo" and for environment "prodzone". Every call answers
  * 403 or 404; the lists answer only with what lies inside alpha × dev; following the log of
- * a bravo task (SSE) is refused before any stream opens. Real server, real engine, real HTTP.
+ * a bravo task (SSE) is refused before any stream opens. Real server, real engine, real HTTP,
+ * on SQLite and PostgreSQL (the lists are filtered in SQL).
  */
 
 interface RawResponse {
@@ -144,8 +147,9 @@ const PUBLIC = new Set([
   "GET /api/v1/session/oidc/callback",
 ]);
 
-describe("RBAC matrix: a user scoped to project alpha / environment dev", () => {
+describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / environment dev", (dialect) => {
   let test: TestServer;
+  let dropDatabase: (() => Promise<void>) | undefined;
   let devonKey = "";
   const ids: Record<string, string> = {};
   let operations: Array<{ method: string; template: string }> = [];
@@ -184,7 +188,13 @@ describe("RBAC matrix: a user scoped to project alpha / environment dev", () => 
   ];
 
   beforeAll(async () => {
-    test = await startTestServer();
+    let databaseUrl: string | undefined;
+    if (dialect === "postgres") {
+      const database = await createPostgresDatabase();
+      databaseUrl = database.url;
+      dropDatabase = database.drop;
+    }
+    test = await startTestServer({ ...(databaseUrl && { databaseUrl }) });
     for (const name of ["dev", "test", "prodzone"])
       ids[name] = String((await admin("POST", "/api/v1/environments", { name })).id);
     await admin("POST", "/api/v1/lifecycles", {
@@ -251,6 +261,7 @@ describe("RBAC matrix: a user scoped to project alpha / environment dev", () => 
 
   afterAll(async () => {
     await test?.close();
+    await dropDatabase?.();
   });
 
   it("can do its own work: sees alpha, deploys it to dev, reads its dev task and variables", async () => {
@@ -415,5 +426,82 @@ describe("RBAC matrix: a user scoped to project alpha / environment dev", () => 
 
     const targets = JSON.parse((await asDevon("GET", "/api/v1/targets")).body) as { items: { slug: string }[] };
     expect(targets.items.map((target) => target.slug)).toEqual(["dev-box"]);
+  });
+});
+
+describe.each(dialects)("teams and roles API on %s", (dialect) => {
+  let test: TestApp;
+
+  beforeAll(async () => {
+    test = await startTestApp(dialect);
+    await test.app.inject({
+      method: "POST",
+      url: "/api/v1/environments",
+      headers: test.auth,
+      payload: { name: "dev" },
+    });
+    await test.app.inject({
+      method: "POST",
+      url: "/api/v1/users",
+      headers: test.auth,
+      payload: { username: "ana", password: "ana-long-password" },
+    });
+  });
+
+  afterAll(async () => {
+    await test?.close();
+  });
+
+  const call = (method: "GET" | "POST" | "PATCH" | "DELETE", url: string, payload?: object) =>
+    test.app.inject({ method, url, headers: test.auth, ...(payload && { payload }) });
+
+  it("names the field of an unknown permission, user, role, project or environment", async () => {
+    const role = await call("POST", "/api/v1/roles", { name: "Odd", permissions: ["view", "fly"] });
+    expect(role.statusCode).toBe(400);
+    expect(role.json().errors[0].pointer).toBe("/permissions/1");
+
+    const team = await call("POST", "/api/v1/teams", {
+      name: "Team",
+      members: ["ana", "nobody"],
+      roles: [{ role: "nothing", projects: ["nowhere"], environments: ["dev", "moon"] }],
+    });
+    expect(team.statusCode).toBe(400);
+    expect(
+      team
+        .json()
+        .errors.map((issue: { pointer: string }) => issue.pointer)
+        .sort(),
+    ).toEqual(["/members/1", "/roles/0/environments/1", "/roles/0/projects/0", "/roles/0/role"]);
+    // Nothing was half-created.
+    expect((await call("GET", "/api/v1/teams")).json().total).toBe(0);
+  });
+
+  it("keeps built-in roles, refuses to delete a role a team holds, and shows scopes by slug", async () => {
+    for (const response of [
+      await call("PATCH", "/api/v1/roles/viewer", { permissions: ["administer"] }),
+      await call("DELETE", "/api/v1/roles/administrator"),
+    ]) {
+      expect(response.statusCode).toBe(409);
+      expect(response.json().detail).toContain("built-in role");
+    }
+    expect((await call("GET", "/api/v1/roles/viewer")).json().permissions).toEqual(["view"]);
+    const role = await call("POST", "/api/v1/roles", { name: "Approver", permissions: ["view", "approve"] });
+    expect(role.statusCode, role.body).toBe(201);
+    const team = await call("POST", "/api/v1/teams", {
+      name: "Approvers",
+      members: ["ana"],
+      roles: [{ role: "approver", environments: ["dev"] }],
+    });
+    expect(team.statusCode, team.body).toBe(201);
+    expect(team.json()).toMatchObject({
+      slug: "approvers",
+      members: ["ana"],
+      roles: [{ role: "approver", projects: null, environments: ["dev"] }],
+    });
+    const refused = await call("DELETE", "/api/v1/roles/approver");
+    expect(refused.statusCode).toBe(409);
+    expect(refused.body).toContain("approvers");
+    expect((await call("PATCH", "/api/v1/teams/approvers", { roles: [] })).statusCode).toBe(200);
+    expect((await call("DELETE", "/api/v1/roles/approver")).statusCode).toBe(204);
   });
 });
