@@ -114,6 +114,18 @@ describe("ferry admin create-user and ferry api-key (real bin/ferry)", () => {
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain("not valid, expired or revoked");
 
+    // A service account's key, made by an administrator; a user may not make one for someone else.
+    const serviceKey = await cli(
+      ["api-key", "create", "--name", "deploy-bot", "--user", "ops", "--json"],
+      adminKey,
+      server.url,
+    );
+    expectSuccess(serviceKey);
+    expect(parseJson<{ userId: string | null }>(serviceKey).userId).not.toBeNull();
+    const notYours = await cli(["api-key", "create", "--name", "x", "--user", "ops"], userKey, server.url);
+    expect(notYours.code).toBe(1);
+    expect(notYours.stderr).toContain("only an administrator");
+
     // Five failed sign-ins, then a restart: the sixth is still refused, even with the right password.
     for (let i = 0; i < 5; i++) {
       const failed = await fetch(`${server.url}/api/v1/session`, {

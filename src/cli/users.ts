@@ -42,12 +42,14 @@ export function addApiKeyCommands(program: Command, context: CliContext): void {
     .description("create an API key; it is printed this once")
     .requiredOption("--name <name>", "what the key is for, e.g. 'ci'")
     .option("--expires-in-days <days>", "the key stops working after this many days", parseDays)
+    .option("--user <username>", "administrators: a key for this user (a service account in a team)")
     .option("--json", "print the key and its details as JSON")
-    .action(async (options: { name: string; expiresInDays?: number; json?: boolean }) => {
+    .action(async (options: { name: string; expiresInDays?: number; user?: string; json?: boolean }) => {
       const client = await context.client();
       const created = await client.request<ApiKey & { key: string }>("POST", "/api/v1/api-keys", {
         name: options.name,
         ...(options.expiresInDays !== undefined && { expiresInDays: options.expiresInDays }),
+        ...(options.user !== undefined && { user: options.user }),
       });
       if (options.json) {
         printJson(created);
