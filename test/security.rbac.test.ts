@@ -271,6 +271,9 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
       items: { slug: string }[];
     };
     expect(environments.items.map((environment) => environment.slug)).toEqual(["dev"]);
+    expect((await asDevon("GET", "/api/v1/environments/dev")).status).toBe(200);
+    expect((await asDevon("GET", "/api/v1/projects/alpha")).status).toBe(200);
+    expect((await asDevon("GET", "/api/v1/targets/dev-box")).status).toBe(200);
 
     const deployed = await asDevon("POST", "/api/v1/projects/alpha/deployments", {
       release: "1.0.0",

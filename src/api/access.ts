@@ -61,21 +61,9 @@ export async function accessOf(db: Executor, identity: Identity): Promise<Access
  * more about it, not even which fields its routes take.
  */
 export async function authorizePath(db: Executor, rule: RouteAccess, access: Access, params: unknown): Promise<void> {
-  if (rule.kind === "project") {
-    const reference = rule.project(params);
-    const project = await findNamed(db, "projects", reference);
-    if (!access.allows({ permission: "view", project: project.id })) throw notFound("project", reference);
-  } else if (rule.kind === "environment") {
-    const reference = rule.environment(params);
-    const environment = await findNamed(db, "environments", reference);
-    if (!access.allows({ permission: "view", environment: environment.id })) throw notFound("environment", reference);
-  } else if (rule.kind === "task") {
-    const reference = rule.task(params);
-    const task = await getTaskRow(db, reference);
-    if (!access.allows({ permission: "view", project: task.project_id, environment: task.environment_id })) {
-      throw notFound("task", reference);
-    }
-  }
+  if (rule.kind === "project") await visibleProject(db, access, rule.project(params));
+  else if (rule.kind === "environment") await visibleEnvironment(db, access, rule.environment(params));
+  else if (rule.kind === "task") await visibleTask(db, access, rule.task(params));
 }
 
 /** Throws NotFoundError (cannot view) or ForbiddenError (can view, not act) unless the route's access allows the request. */
@@ -101,15 +89,15 @@ export async function authorize(
       }
       return;
     case "project": {
-      const project = await findNamed(db, "projects", rule.project(input.params));
+      const project = await visibleProject(db, access, rule.project(input.params));
       const wanted = rule.environment?.(input);
-      const environment =
-        wanted === undefined || wanted === ALL ? wanted : (await findNamed(db, "environments", wanted)).id;
-      // The project must be visible at all, then the environment within it.
-      if (!access.allows({ permission: "view", project: project.id }))
-        throw notFound("project", rule.project(input.params));
-      if (typeof environment === "string" && !access.allows({ permission: "view", project: project.id, environment })) {
-        throw notFound("environment", String(wanted));
+      let environment: string | typeof ALL | undefined = wanted;
+      if (typeof wanted === "string") {
+        // The environment the request acts on must be visible within the project, too.
+        environment = (await findNamed(db, "environments", wanted)).id;
+        if (!access.allows({ permission: "view", project: project.id, environment })) {
+          throw notFound("environment", wanted);
+        }
       }
       if (!access.allows({ permission: rule.permission, project: project.id, environment })) {
         throw forbidden(rule.permission, `project '${project.slug}'`);
@@ -117,24 +105,41 @@ export async function authorize(
       return;
     }
     case "environment": {
-      const reference = rule.environment(input.params);
-      const environment = await findNamed(db, "environments", reference);
-      if (!access.allows({ permission: "view", environment: environment.id })) throw notFound("environment", reference);
-      if (!access.allows({ permission: rule.permission, environment: environment.id, project: ALL })) {
+      const environment = await visibleEnvironment(db, access, rule.environment(input.params));
+      if (!access.allows({ permission: rule.permission, environment: environment.id })) {
         throw forbidden(rule.permission, `environment '${environment.slug}'`);
       }
       return;
     }
     case "task": {
-      const reference = rule.task(input.params);
-      const task = await getTaskRow(db, reference);
-      const where = { project: task.project_id, environment: task.environment_id };
-      if (!access.allows({ permission: "view", ...where })) throw notFound("task", reference);
+      const task = await visibleTask(db, access, rule.task(input.params));
       const permission = typeof rule.permission === "function" ? rule.permission(input) : rule.permission;
-      if (!access.allows({ permission, ...where })) throw forbidden(permission, `task '${task.id}'`);
+      if (!access.allows({ permission, project: task.project_id, environment: task.environment_id })) {
+        throw forbidden(permission, `task '${task.id}'`);
+      }
       return;
     }
   }
+}
+
+async function visibleProject(db: Executor, access: Access, reference: string) {
+  const project = await findNamed(db, "projects", reference);
+  if (!access.allows({ permission: "view", project: project.id })) throw notFound("project", reference);
+  return project;
+}
+
+async function visibleEnvironment(db: Executor, access: Access, reference: string) {
+  const environment = await findNamed(db, "environments", reference);
+  if (!access.allows({ permission: "view", environment: environment.id })) throw notFound("environment", reference);
+  return environment;
+}
+
+async function visibleTask(db: Executor, access: Access, reference: string) {
+  const task = await getTaskRow(db, reference);
+  if (!access.allows({ permission: "view", project: task.project_id, environment: task.environment_id })) {
+    throw notFound("task", reference);
+  }
+  return task;
 }
 
 /** The same words as for a resource that does not exist (src/store/common.ts findNamed). */
