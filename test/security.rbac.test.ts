@@ -508,3 +508,110 @@ describe.each(dialects)("teams and roles API on %s", (dialect) => {
     expect((await call("DELETE", "/api/v1/roles/approver")).statusCode).toBe(204);
   });
 });
+
+/**
+ * The issue's example: developers deploy to dev and test, release managers approve and
+ * deploy to prod. Built-in roles, real engine: a production deployment waits for approval,
+ * which a developer may see but not give.
+ */
+describe("roles at work: developers deploy to dev and test, release managers approve prod", () => {
+  let test: TestServer;
+  const keys: Record<string, string> = {};
+
+  const as = async (who: string, method: string, path: string, body?: unknown) => {
+    const response = await raw(test.server.url, method, path, keys[who] ?? "", body);
+    return {
+      status: response.status,
+      body: response.body ? (JSON.parse(response.body) as Record<string, unknown>) : {},
+    };
+  };
+
+  beforeAll(async () => {
+    test = await startTestServer();
+    const admin = async (method: string, path: string, body?: unknown) => {
+      const response = await test.call(method, path, body);
+      expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
+      return response.body;
+    };
+    for (const name of ["dev", "test", "prod"]) await admin("POST", "/api/v1/environments", { name });
+    await admin("POST", "/api/v1/lifecycles", {
+      name: "any order",
+      phases: [{ environments: ["dev", "test", "prod"] }],
+    });
+    await admin("POST", "/api/v1/projects", { name: "shop", lifecycle: "any-order" });
+    await admin("PUT", "/api/v1/projects/shop/process", {
+      steps: [
+        { name: "sign-off", kind: "approval", config: { instructions: "check the shop" }, environments: ["prod"] },
+        { name: "deploy", kind: "script", config: { script: "echo deployed" } },
+      ],
+    });
+    await admin("POST", "/api/v1/projects/shop/releases", { version: "1.0.0" });
+    for (const username of ["dana", "rita", "vic"]) {
+      await admin("POST", "/api/v1/users", { username, password: `${username}-long-password` });
+      keys[username] = String((await admin("POST", "/api/v1/api-keys", { name: "key", user: username })).key);
+    }
+    await admin("POST", "/api/v1/teams", {
+      name: "Developers",
+      members: ["dana"],
+      roles: [{ role: "deployer", environments: ["dev", "test"] }, { role: "viewer" }],
+    });
+    await admin("POST", "/api/v1/teams", {
+      name: "Release managers",
+      members: ["rita"],
+      roles: [{ role: "release-manager" }],
+    });
+    await admin("POST", "/api/v1/teams", { name: "Auditors", members: ["vic"], roles: [{ role: "viewer" }] });
+  }, 60_000);
+
+  afterAll(async () => {
+    await test?.close();
+  });
+
+  it("lets each do their part and nothing more", async () => {
+    for (const environment of ["dev", "test"]) {
+      const deployed = await as("dana", "POST", "/api/v1/projects/shop/deployments", { release: "1.0.0", environment });
+      expect(deployed.status, JSON.stringify(deployed.body)).toBe(201);
+      expect((await test.waitForTask(String(deployed.body.taskId))).state).toBe("succeeded");
+    }
+    // Dana sees prod (viewer everywhere) but may not deploy there: 403, not 404.
+    const refused = await as("dana", "POST", "/api/v1/projects/shop/deployments", {
+      release: "1.0.0",
+      environment: "prod",
+    });
+    expect(refused.status).toBe(403);
+    expect(String(refused.body.detail)).toContain("'deploy'");
+    expect(
+      (await as("vic", "POST", "/api/v1/projects/shop/deployments", { release: "1.0.0", environment: "dev" })).status,
+    ).toBe(403);
+
+    const prod = await as("rita", "POST", "/api/v1/projects/shop/deployments", {
+      release: "1.0.0",
+      environment: "prod",
+    });
+    expect(prod.status, JSON.stringify(prod.body)).toBe(201);
+    const taskId = String(prod.body.taskId);
+    for (;;) {
+      const task = await as("dana", "GET", `/api/v1/tasks/${taskId}`);
+      expect(task.status).toBe(200);
+      if (task.body.state === "waiting") break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    // A developer and an auditor may see the question, not answer it; the release manager may.
+    for (const who of ["dana", "vic"]) {
+      const answer = await as(who, "POST", `/api/v1/tasks/${taskId}/decisions`, { decision: "approve" });
+      expect(answer.status, who).toBe(403);
+      expect(String(answer.body.detail)).toContain("'approve'");
+    }
+    expect((await as("vic", "POST", `/api/v1/tasks/${taskId}/cancel`)).status).toBe(403);
+    const approved = await as("rita", "POST", `/api/v1/tasks/${taskId}/decisions`, { decision: "approve" });
+    expect(approved.status, JSON.stringify(approved.body)).toBe(200);
+    expect((await test.waitForTask(taskId)).state).toBe("succeeded");
+
+    // Changing the process needs editProcess, which none of these roles has.
+    const process = await as("rita", "PUT", "/api/v1/projects/shop/process", {
+      steps: [{ name: "deploy", kind: "script", config: { script: "echo changed" } }],
+    });
+    expect(process.status).toBe(403);
+    expect(String(process.body.detail)).toContain("'editProcess'");
+  });
+});
