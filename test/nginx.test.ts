@@ -1,5 +1,5 @@
 import { once } from "node:events";
-import { readdirSync, readFileSync } from "node:fs";
+import { appendFileSync, readdirSync, readFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -136,8 +136,8 @@ describe("nginx router", () => {
     // nginx writes a request's access-log line just after the response has gone out, so
     // the last line may land a moment after the client has its answer.
     const counted = expect.arrayContaining([
-      { route: "web", upstream: web.url, served: 3, failed: 0 },
-      { route: "api", upstream: api.url, served: 2, failed: 0 },
+      expect.objectContaining({ route: "web", upstream: web.url, served: 3, failed: 0 }),
+      expect.objectContaining({ route: "api", upstream: api.url, served: 2, failed: 0 }),
     ]);
     await expect.poll(() => router.traffic(), { timeout: 2_000, interval: 50 }).toEqual(counted);
   });
@@ -232,6 +232,56 @@ describe("nginx router", () => {
     expect(short.drained).toBe(false);
     expect(short.waitedMs).toBeGreaterThanOrEqual(300);
     expect((await another).body).toBe("green");
+  });
+
+  it("times requests from nginx's $request_time in the builtin proxy's buckets, and still counts lines of the untimed format", async () => {
+    const nginx = await startTestNginx();
+    const app = await startUpstream("app");
+    const router = openRouter(nginx);
+    await router.switch({ name: "app", host: "app.test", pathPrefix: "/" }, { upstream: app.url, colour: "blue" });
+
+    for (let index = 0; index < 20; index += 1) expect((await get(nginx.port, "app.test", "/")).body).toBe("app");
+    const slow = await Promise.all([1, 2, 3].map(() => get(nginx.port, "app.test", "/slow")));
+    expect(slow.map((reply) => reply.body)).toEqual(["app", "app", "app"]);
+    // With the upstream gone nginx answers 502 at once: failed, and timed too.
+    await app.stop();
+    for (let index = 0; index < 2; index += 1) expect((await get(nginx.port, "app.test", "/")).status).toBe(502);
+
+    // Access-log lines land just after their responses: poll until the last ones are in.
+    const entryOf = async (route: string) => ((await router.traffic()) ?? []).find((entry) => entry.route === route);
+    await expect
+      .poll(async () => {
+        const entry = await entryOf("app");
+        return { served: entry?.served, failed: entry?.failed };
+      })
+      .toEqual({ served: 23, failed: 2 });
+    const entry = await entryOf("app");
+    if (!entry?.duration) throw new Error("nginx's requests should be timed");
+    expect(entry.duration.count).toBe(entry.served + entry.failed);
+    const bucket = (le: number) => entry.duration?.buckets.find((candidate) => candidate.le === le)?.count;
+    // The builtin proxy's bounds, 5 ms … 10 s; the 2 s requests are above 1 s, the others below.
+    expect(entry.duration.buckets.map((candidate) => candidate.le)).toEqual([
+      0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+    ]);
+    expect(bucket(1)).toBe(22);
+    expect(bucket(5)).toBe(25);
+    expect(entry.duration.sum).toBeGreaterThanOrEqual(6);
+    expect(entry.duration.sum).toBeLessThan(15);
+
+    // Lines in the format nginx keeps writing until a switch reloads it with the new one.
+    const legacy = "http://127.0.0.1:9";
+    appendFileSync(
+      join(nginx.dir, "ferry-access.log"),
+      [
+        `old ${legacy} 200 127.0.0.1:9`,
+        `old ${legacy} 200 127.0.0.1:9, 127.0.0.1:10`,
+        `old ${legacy} 502 127.0.0.1:9`,
+        `old ${legacy} 200 -`,
+        "",
+      ].join("\n"),
+    );
+    expect(await entryOf("old")).toEqual({ route: "old", upstream: legacy, served: 2, failed: 2 });
+    expect((await entryOf("app"))?.duration?.count).toBe(25);
   });
 
   it("keeps the previous config live when the new one fails `nginx -t`, and says why", async () => {

@@ -6,6 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { ConflictError, InputError } from "../domain/errors.js";
 import { writeFileAtomic } from "./atomicFile.js";
+import { DurationHistogram } from "./durationHistogram.js";
 import type {
   LiveUpstream,
   Router,
@@ -20,8 +21,9 @@ import type {
  * in a directory the operator's nginx.conf includes inside `http {}`:
  *
  * - `ferry-00-common.conf`: what every Ferry server block needs once (the `ferry_traffic`
- *   log format, the Upgrade → Connection map) and a `default_server` on the listen address
- *   that answers 404 for hosts no route serves;
+ *   log format: route, upstream, status, `$request_time` and upstream address; the Upgrade →
+ *   Connection map) and a `default_server` on the listen address that answers 404 for hosts
+ *   no route serves;
  * - `ferry-host-<host>.conf`, one per host: one `# ferry-route {json}` line per route of the
  *   host (the record `live()` and `routes()` read back: the files are the truth, nothing is
  *   kept only in memory), one `upstream ferry_<route>` block per route, and one `server`
@@ -84,6 +86,11 @@ const PATH_PREFIX = /^\/[A-Za-z0-9._~/-]*$/;
 const LISTEN = /^(?:(?:\[[0-9a-f:.]+\]|[a-z0-9.-]+):)?[0-9]{1,5}$/i;
 const FILE_PATH = /^\/[A-Za-z0-9._~/+-]*$/;
 const COLOUR = /^[^\p{Cc}]{1,64}$/u;
+/**
+ * `$request_time`: seconds with millisecond resolution. No `$upstream_addr` looks like it (an
+ * address with a port, a unix: path, an upstream's name or "-"): it tells the formats apart.
+ */
+const REQUEST_TIME = /^[0-9]+\.[0-9]{3}$/;
 
 const routeRecordSchema = z.strictObject({
   name: z.string().regex(ROUTE_NAME),
@@ -106,7 +113,10 @@ export class NginxRouter implements Router {
    * upstream is drained. Memory only: after a restart `drain` falls back to all old workers.
    */
   private readonly oldWorkers = new Map<string, ProcessId[]>();
-  private readonly counts = new Map<string, { route: string; upstream: string; served: number; failed: number }>();
+  private readonly counts = new Map<
+    string,
+    { route: string; upstream: string; served: number; failed: number; durations: DurationHistogram }
+  >();
   private logPosition = { inode: -1, offset: 0 };
   private reading: Promise<unknown> = Promise.resolve();
 
@@ -173,7 +183,10 @@ export class NginxRouter implements Router {
    * Requests per route and upstream, counted from the access log since it was created (the
    * log outlives Ferry restarts, so these are nginx's counts, not this process's). Served: a
    * status below 500 with an upstream address; failed: 5xx, or no upstream reached. 499 (the
-   * client gave up) is neither. Reads only what was appended since the previous call.
+   * client gave up) is neither. Durations are nginx's `$request_time` of the served and
+   * failed requests, in the buckets of `ferry proxy`; lines nginx wrote in the format of an
+   * earlier Ferry (before the reload that brought the new one) are counted but not timed.
+   * Reads only what was appended since the previous call.
    */
   traffic(): Promise<UpstreamTraffic[] | undefined> {
     const accessLog = this.accessLog;
@@ -399,21 +412,33 @@ export class NginxRouter implements Router {
     return this.trafficCounts();
   }
 
-  /** One line of `ferry_traffic`: `<route> <upstream> <status> <upstream_addr…>`. */
+  /**
+   * One line of `ferry_traffic`: `<route> <upstream> <status> <request_time> <upstream_addr…>`,
+   * or `<route> <upstream> <status> <upstream_addr…>` as Ferry wrote it before it timed
+   * requests: a running nginx keeps that format until the next switch reloads it, and its
+   * old workers keep it for the requests they finish after that reload.
+   */
   private countLine(line: string): void {
-    const [route, upstream, statusText, ...addresses] = line.split(" ");
+    const [route, upstream, statusText, ...rest] = line.split(" ");
     const status = Number(statusText);
     if (!route || route === "-" || !upstream || !Number.isInteger(status) || status === 499) return;
+    const timed = rest[0] !== undefined && REQUEST_TIME.test(rest[0]);
+    const addresses = timed ? rest.slice(1) : rest;
     const key = `${route} ${upstream}`;
-    const entry = this.counts.get(key) ?? { route, upstream, served: 0, failed: 0 };
+    const entry = this.counts.get(key) ?? { route, upstream, served: 0, failed: 0, durations: new DurationHistogram() };
     if (status >= 500 || addresses.join(" ") === "-") entry.failed += 1;
     else entry.served += 1;
+    if (timed) entry.durations.observe(Number(rest[0]));
     this.counts.set(key, entry);
   }
 
   private trafficCounts(): UpstreamTraffic[] {
     return [...this.counts.values()]
-      .map((entry) => ({ ...entry }))
+      .map(({ durations, ...counts }) => ({
+        ...counts,
+        // Left out while only untimed lines were counted, as for a `ferry proxy` of an earlier Ferry.
+        ...(durations.count > 0 && { duration: durations.histogram() }),
+      }))
       .sort((a, b) => a.route.localeCompare(b.route) || a.upstream.localeCompare(b.upstream));
   }
 
@@ -530,7 +555,10 @@ function renderCommonFile(settings: RenderSettings): string {
     '  "" "";',
     "}",
   ];
-  if (settings.accessLog) lines.push("log_format ferry_traffic '$ferry_route $ferry_upstream $status $upstream_addr';");
+  // $upstream_addr goes last: it holds spaces when nginx tried several servers.
+  if (settings.accessLog) {
+    lines.push("log_format ferry_traffic '$ferry_route $ferry_upstream $status $request_time $upstream_addr';");
+  }
   lines.push("server {", `  listen ${settings.listen} default_server;`);
   if (!settings.clientKeepalive) lines.push("  keepalive_timeout 0;");
   // `set` here declares the variables the log format names even while no route exists.

@@ -2,6 +2,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { ConflictError, NotFoundError } from "../domain/errors.js";
+import { DurationHistogram } from "./durationHistogram.js";
 import {
   ensureStateDir,
   loadRoutes,
@@ -10,6 +11,7 @@ import {
   routeDefinitionSchema,
   saveRoutes,
 } from "./proxyState.js";
+import type { RequestDurations } from "./router.js";
 
 /**
  * `ferry proxy`, the data plane: a reverse proxy on node:http that sends each request to the
@@ -46,32 +48,17 @@ interface Counters {
   inFlight: number;
 }
 
-/**
- * Upper bounds (seconds) of the request duration buckets: Prometheus's defaults, from a
- * cache hit to a slow report. Fixed, so a request costs a few comparisons and no allocation.
- */
-const DURATION_BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;
-
-/** Durations of the requests counted in `served` and `failed`, from their arrival to their answer's end. */
-interface DurationHistogram {
-  /** Cumulative: requests that took at most `le` seconds; the last bucket (+Inf) is `count`. */
-  buckets: { le: number; count: number }[];
-  sum: number;
-  count: number;
-}
-
 export interface RouteStats extends Counters {
   route: string;
   upstream: string;
-  duration: DurationHistogram;
+  /** Durations of the requests counted in `served` and `failed`, from their arrival to their answer's end. */
+  duration: RequestDurations;
 }
 
 interface UpstreamEntry extends Counters {
   route: string;
   upstream: string;
-  /** Requests per bucket, not cumulative; one more slot than bounds, for the ones over the last. */
-  durationCounts: number[];
-  durationSum: number;
+  durations: DurationHistogram;
 }
 
 export interface DrainResult {
@@ -192,14 +179,7 @@ export class FerryProxy {
    */
   stats(): RouteStats[] {
     return [...this.counters.values()]
-      .map(({ durationCounts, durationSum, ...counters }) => {
-        let cumulative = 0;
-        const buckets = DURATION_BOUNDS.map((le, index) => {
-          cumulative += durationCounts[index] ?? 0;
-          return { le, count: cumulative };
-        });
-        return { ...counters, duration: { buckets, sum: durationSum, count: counters.served + counters.failed } };
-      })
+      .map(({ durations, ...counters }) => ({ ...counters, duration: durations.histogram() }))
       .sort((a, b) => a.route.localeCompare(b.route) || a.upstream.localeCompare(b.upstream));
   }
 
@@ -444,8 +424,7 @@ export class FerryProxy {
         failed: 0,
         retried: 0,
         inFlight: 0,
-        durationCounts: new Array<number>(DURATION_BOUNDS.length + 1).fill(0),
-        durationSum: 0,
+        durations: new DurationHistogram(),
       };
       this.counters.set(key, entry);
     }
@@ -495,11 +474,11 @@ export class FerryProxy {
     switch (outcome) {
       case "served":
         entry.served += 1;
-        observeDuration(entry, seconds);
+        entry.durations.observe(seconds);
         break;
       case "failed":
         entry.failed += 1;
-        observeDuration(entry, seconds);
+        entry.durations.observe(seconds);
         break;
       case "retried":
         entry.retried += 1;
@@ -551,14 +530,6 @@ export class FerryProxy {
       this.waiters.add(check);
     });
   }
-}
-
-/** Counts a request's duration in the first bucket whose bound it does not exceed (the last slot: over every bound). */
-function observeDuration(entry: UpstreamEntry, seconds: number): void {
-  let index = 0;
-  while (index < DURATION_BOUNDS.length && seconds > (DURATION_BOUNDS[index] ?? Number.POSITIVE_INFINITY)) index += 1;
-  entry.durationCounts[index] = (entry.durationCounts[index] ?? 0) + 1;
-  entry.durationSum += seconds;
 }
 
 function hostName(header: string | undefined): string {

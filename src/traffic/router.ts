@@ -49,7 +49,7 @@ export interface UpstreamTraffic {
 }
 
 /** A histogram of request durations in seconds: cumulative counts per upper bound (+Inf is `count`). */
-interface RequestDurations {
+export interface RequestDurations {
   readonly buckets: readonly { readonly le: number; readonly count: number }[];
   readonly sum: number;
   readonly count: number;
