@@ -1,6 +1,8 @@
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { createRemoteJWKSet, customFetch, type JWTPayload, errors as joseErrors, jwtVerify } from "jose";
+// jose is loaded at the first sign-in, not at start: a server without OIDC never needs it
+// (and readiness is measured in fractions of a second).
+import type { createRemoteJWKSet, FetchImplementation, errors as JoseErrors, JWTPayload } from "jose";
 import { z } from "zod";
 import type { FerryEnvironment } from "../config/env.js";
 import { FerryError, InputError, UnauthenticatedError } from "../domain/errors.js";
@@ -230,14 +232,16 @@ export class OidcClient {
     if (document.code_challenge_methods_supported && !document.code_challenge_methods_supported.includes("S256")) {
       throw new IdentityProviderError("the identity provider does not support PKCE with S256, which Ferry requires");
     }
+    const { createRemoteJWKSet, customFetch } = await import("jose");
+    const fetchThroughGuard: FetchImplementation = async (url, options) =>
+      (await this.call(url, {
+        name: "the OIDC provider's JWKS",
+        headers: Object.fromEntries(options.headers.entries()),
+        signal: options.signal,
+      })) as unknown as Response;
     const keys = createRemoteJWKSet(new URL(document.jwks_uri), {
       timeoutDuration: PROVIDER_TIMEOUT_MS,
-      [customFetch]: async (url, options) =>
-        (await this.call(url, {
-          name: "the OIDC provider's JWKS",
-          headers: Object.fromEntries(options.headers.entries()),
-          signal: options.signal,
-        })) as unknown as Response,
+      [customFetch]: fetchThroughGuard,
     });
     this.discovered = { at: Date.now(), document, keys };
     return this.discovered;
@@ -298,6 +302,7 @@ export class OidcClient {
     idToken: string,
     nonce: string,
   ): Promise<OidcIdentity> {
+    const { jwtVerify, errors } = await import("jose");
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(idToken, keys, {
@@ -309,7 +314,7 @@ export class OidcClient {
         requiredClaims: ["sub", "iat", "exp"],
       }));
     } catch (error) {
-      throw idTokenRefusal(error);
+      throw idTokenRefusal(error, errors);
     }
     // OIDC Core §3.1.3.7: with several audiences, azp must name this client; when present it must anyway.
     const audiences = Array.isArray(payload.aud) ? payload.aud : [payload.aud];
@@ -357,7 +362,7 @@ function refused(why: string): UnauthenticatedError {
 }
 
 /** What jose found wrong, in words that say which check failed (never the token itself). */
-function idTokenRefusal(error: unknown): FerryError {
+function idTokenRefusal(error: unknown, joseErrors: typeof JoseErrors): FerryError {
   if (error instanceof joseErrors.JWTClaimValidationFailed) {
     const claim = error.claim;
     if (claim === "iss") return refused("it was issued by another issuer than FERRY_OIDC_ISSUER");

@@ -2,7 +2,7 @@ import { chmodSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import SqliteDatabase from "better-sqlite3";
 import { Kysely, PostgresDialect, SqliteDialect, sql } from "kysely";
-import pg from "pg";
+import type pg from "pg";
 import { migrateToLatest } from "./migrations.js";
 import type { Database } from "./schema.js";
 
@@ -40,7 +40,10 @@ export interface OpenStoreOptions {
 const SQLITE_FILE_NAME = "ferry.db";
 
 export async function openStore(options: OpenStoreOptions): Promise<Store> {
-  const store = options.databaseUrl ? openPostgres(options.databaseUrl) : openSqlite(options.dataDir);
+  // pg is loaded only for PostgreSQL: an embedded (SQLite) server starts without it.
+  const store = options.databaseUrl
+    ? openPostgres((await import("pg")).default, options.databaseUrl)
+    : openSqlite(options.dataDir);
   if (options.migrate ?? true) {
     try {
       await migrateToLatest(store.db as Kysely<unknown>);
@@ -77,9 +80,9 @@ function openSqlite(dataDir: string): Store {
   };
 }
 
-function openPostgres(url: string): Store {
+function openPostgres(driver: typeof pg, url: string): Store {
   const max = 10;
-  const pool = new pg.Pool({
+  const pool = new driver.Pool({
     connectionString: url,
     max,
     connectionTimeoutMillis: 5000,
