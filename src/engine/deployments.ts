@@ -1,6 +1,5 @@
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import type { Kysely } from "kysely";
 import { z } from "zod";
 import type { DeploymentKind } from "../domain/deployments.js";
 import { InputError, PreconditionError } from "../domain/errors.js";
@@ -31,7 +30,6 @@ import {
 } from "../store/deployments.js";
 import { getFeedCredentials } from "../store/feeds.js";
 import { getReleaseRow, openSnapshot } from "../store/releases.js";
-import type { Database } from "../store/schema.js";
 import type { Router } from "../traffic/router.js";
 import { LogMasker } from "./logMasker.js";
 import type { TaskLog } from "./taskLog.js";
@@ -117,19 +115,21 @@ export async function requestDeployment(
     payload: { deploymentId, guidedFailure: request.guidedFailure ?? false },
     lockKeys: [`deploy:${project.id}:${environment.id}`, ...targets.map((target) => `target:${target.target_id}`)],
     createdBy: request.createdBy,
+    alongside: async (trx, taskId) => {
+      await trx
+        .insertInto("deployments")
+        .values({
+          id: deploymentId,
+          project_id: project.id,
+          release_id: release.id,
+          environment_id: environment.id,
+          task_id: taskId,
+          created_at: nowIso(),
+          kind: request.kind ?? "deploy",
+        })
+        .execute();
+    },
   });
-  await db
-    .insertInto("deployments")
-    .values({
-      id: deploymentId,
-      project_id: project.id,
-      release_id: release.id,
-      environment_id: environment.id,
-      task_id: task.id,
-      created_at: nowIso(),
-      kind: request.kind ?? "deploy",
-    })
-    .execute();
   return {
     deploymentId,
     taskId: task.id,
@@ -268,8 +268,12 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
     payload: deploymentPayloadSchema,
     async run(task, { deploymentId, guidedFailure }) {
       const { db } = services.context;
-      // The task row is written before the deployment row; a claim can come in between.
-      const deployment = await waitForDeploymentRow(db, deploymentId, task.signal);
+      // Written in the task's own transaction (requestDeployment).
+      const deployment = await db
+        .selectFrom("deployments")
+        .selectAll()
+        .where("id", "=", deploymentId)
+        .executeTakeFirstOrThrow();
       const release = await db
         .selectFrom("releases")
         .selectAll()
@@ -411,16 +415,6 @@ async function liveColourNames(services: DeploymentServices, log: TaskLog): Prom
     // Unknown: keep every container rather than risk removing the live one.
     return "unknown";
   }
-}
-
-async function waitForDeploymentRow(db: Kysely<Database>, deploymentId: string, signal: AbortSignal) {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const row = await db.selectFrom("deployments").selectAll().where("id", "=", deploymentId).executeTakeFirst();
-    if (row) return row;
-    signal.throwIfAborted();
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new TaskFailure(`deployment ${deploymentId} was not recorded`);
 }
 
 function shouldRun(step: Step, somethingFailed: boolean, variables: ReadonlyMap<string, string>): boolean {

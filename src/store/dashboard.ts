@@ -245,10 +245,10 @@ function deployment(columns: {
 }
 
 /**
- * The newest deployment task whose deployment row exists. Needed only in the moment
- * between a deployment's task being queued and its row being written (a separate
- * statement), when the newest task has no deployment yet; a task that succeeded always
- * has one (it reads it to run).
+ * The newest deployment task whose deployment row exists. Today a deployment's task and
+ * row are written in one transaction; a database written by an earlier Ferry (which wrote
+ * them in two statements) can still hold a task whose row never came, when the server
+ * stopped in between.
  */
 async function newestRecordedDeployment(
   db: Kysely<Database>,

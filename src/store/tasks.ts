@@ -49,6 +49,11 @@ export interface NewTask {
   /** Locks the task must hold to run, e.g. "deploy:<project>:<environment>", "target:<id>". */
   lockKeys: readonly string[];
   createdBy: string;
+  /**
+   * Rows that belong with the task (a deployment's), written in the same transaction: no
+   * runner, list or crash ever sees the task without them.
+   */
+  alongside?: ((trx: Executor, taskId: string) => Promise<void>) | undefined;
 }
 
 export async function enqueueTask(db: Kysely<Database>, input: NewTask): Promise<TaskRow> {
@@ -89,6 +94,7 @@ export async function enqueueTask(db: Kysely<Database>, input: NewTask): Promise
         .values(keys.map((lockKey) => ({ task_id: row.id, lock_key: lockKey })))
         .execute();
     }
+    await input.alongside?.(trx, row.id);
     return row;
   });
 }
