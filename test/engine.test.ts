@@ -219,6 +219,13 @@ describe.each(dialects)("task engine on %s", (dialect) => {
     expect(cleaned).toContain(running.id);
     const locks = await database.store.db.selectFrom("task_locks").selectAll().execute();
     expect(locks).toEqual([]);
+    // Nor do their lock requests stay behind (they order queued tasks only).
+    const requests = await database.store.db
+      .selectFrom("task_lock_requests")
+      .select("task_id")
+      .where("task_id", "in", [running.id, queued.id])
+      .execute();
+    expect(requests).toEqual([]);
     await expect(engine.cancel(running.id)).rejects.toThrow(/already ended/);
     await engine.stop(1000);
   });

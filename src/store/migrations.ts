@@ -588,6 +588,15 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex("oidc_logins_by_expiry").on("oidc_logins").columns(["expires_at"]).execute();
     },
   },
+  "0014_prune_lock_requests": {
+    async up(db: Kysely<unknown>) {
+      // Lock requests order queued tasks only; since this version a claim or a cancel deletes
+      // them. Earlier versions kept them for every task ever queued.
+      await sql`delete from task_lock_requests where task_id not in (select id from tasks where state = 'queued')`.execute(
+        db,
+      );
+    },
+  },
 };
 
 const provider: MigrationProvider = {

@@ -146,6 +146,8 @@ export async function claimTasks(
         await trx.deleteFrom("task_locks").where("task_id", "=", task.id).execute();
         continue;
       }
+      // Requests order queued tasks only; this one holds its locks now.
+      await trx.deleteFrom("task_lock_requests").where("task_id", "=", task.id).execute();
       claimed.push({
         ...task,
         state: "running",
@@ -273,13 +275,18 @@ export async function finishTask(
  * which its runner sees (directly, or through the next heartbeat on another node).
  */
 export async function requestCancel(db: Kysely<Database>, taskId: string): Promise<TaskState> {
-  const queued = await db
-    .updateTable("tasks")
-    .set({ state: "cancelled", finished_at: nowIso(), error: "cancelled before it started" })
-    .where("id", "=", taskId)
-    .where("state", "=", "queued")
-    .executeTakeFirst();
-  if (Number(queued.numUpdatedRows) === 1) return "cancelled";
+  const cancelledQueued = await db.transaction().execute(async (trx) => {
+    const queued = await trx
+      .updateTable("tasks")
+      .set({ state: "cancelled", finished_at: nowIso(), error: "cancelled before it started" })
+      .where("id", "=", taskId)
+      .where("state", "=", "queued")
+      .executeTakeFirst();
+    if (Number(queued.numUpdatedRows) !== 1) return false;
+    await trx.deleteFrom("task_lock_requests").where("task_id", "=", taskId).execute();
+    return true;
+  });
+  if (cancelledQueued) return "cancelled";
   const active = await db
     .updateTable("tasks")
     .set({ cancel_requested: 1 })
