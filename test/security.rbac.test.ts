@@ -1,7 +1,7 @@
-import { request as httpRequest } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestApp, type TestApp } from "./helpers/app.js";
 import { createPostgresDatabase, dialects } from "./helpers/databases.js";
+import { type RawResponse, raw } from "./helpers/rawHttp.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 /**
@@ -13,52 +13,15 @@ import { startTestServer, type TestServer } from "./helpers/server.js";
  * on SQLite and PostgreSQL (the lists are filtered in SQL).
  */
 
-interface RawResponse {
-  status: number;
-  contentType: string;
-  body: string;
-}
-
-/** One request with the exact request target (no URL normalisation), 5 s at most. */
-function raw(baseUrl: string, method: string, target: string, key: string, body?: unknown): Promise<RawResponse> {
-  const { hostname, port } = new URL(baseUrl);
-  const payload = body === undefined ? undefined : JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const request = httpRequest(
-      {
-        host: hostname,
-        port,
-        method,
-        path: target,
-        headers: {
-          authorization: `Bearer ${key}`,
-          ...(payload !== undefined && {
-            "content-type": "application/json",
-            "content-length": Buffer.byteLength(payload),
-          }),
-        },
-        timeout: 5_000,
-      },
-      (response) => {
-        let text = "";
-        response.setEncoding("utf8");
-        response.on("data", (chunk: string) => {
-          text += chunk;
-        });
-        response.on("end", () =>
-          resolve({
-            status: response.statusCode ?? 0,
-            contentType: String(response.headers["content-type"] ?? ""),
-            body: text,
-          }),
-        );
-        response.on("error", reject);
-      },
-    );
-    request.on("timeout", () => request.destroy(new Error(`${method} ${target} timed out`)));
-    request.on("error", reject);
-    request.end(payload);
-  });
+/** A request with the exact target, a bearer key and a JSON body (test/helpers/rawHttp.ts). */
+function call(baseUrl: string, method: string, target: string, key: string, body?: unknown): Promise<RawResponse> {
+  return raw(
+    baseUrl,
+    method,
+    target,
+    { authorization: `Bearer ${key}` },
+    body === undefined ? undefined : JSON.stringify(body),
+  );
 }
 
 /**
@@ -159,7 +122,7 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
     expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
     return response.body as Record<string, unknown>;
   };
-  const asDevon = (method: string, path: string, body?: unknown) => raw(test.server.url, method, path, devonKey, body);
+  const asDevon = (method: string, path: string, body?: unknown) => call(test.server.url, method, path, devonKey, body);
   const deploy = async (project: string, environment: string) => {
     const created = await admin("POST", `/api/v1/projects/${project}/deployments`, { release: "1.0.0", environment });
     const taskId = String(created.taskId);
@@ -397,13 +360,13 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
     for (const taskId of [ids.bravoTask, ids.alphaProdTask]) {
       const response = await asDevon("GET", `/api/v1/tasks/${taskId}/log?follow=1`);
       expect(response.status).toBe(404);
-      expect(response.contentType).toMatch(/^application\/problem\+json/);
+      expect(String(response.headers["content-type"] ?? "")).toMatch(/^application\/problem\+json/);
       expect(response.body).not.toContain("hello from");
     }
     // Their own dev task streams (the control: the refusal is about scope, not about SSE).
     const own = await asDevon("GET", `/api/v1/tasks/${ids.alphaDevTask}/log?follow=1`);
     expect(own.status).toBe(200);
-    expect(own.contentType).toMatch(/^text\/event-stream/);
+    expect(String(own.headers["content-type"] ?? "")).toMatch(/^text\/event-stream/);
     expect(own.body).toContain("hello from alpha");
   });
 
@@ -519,7 +482,7 @@ describe("roles at work: developers deploy to dev and test, release managers app
   const keys: Record<string, string> = {};
 
   const as = async (who: string, method: string, path: string, body?: unknown) => {
-    const response = await raw(test.server.url, method, path, keys[who] ?? "", body);
+    const response = await call(test.server.url, method, path, keys[who] ?? "", body);
     return {
       status: response.status,
       body: response.body ? (JSON.parse(response.body) as Record<string, unknown>) : {},

@@ -243,15 +243,15 @@ export async function listVariables(
   access: VariableAccess = unlimited,
 ) {
   const project = await findNamed(db, "projects", projectReference);
+  const inOrder = db
+    .selectFrom("variables")
+    .selectAll()
+    .where("project_id", "=", project.id)
+    .orderBy("name")
+    .orderBy("scope_key");
   if (restricted(access)) {
     // A project has tens or hundreds of variables: filter them all, then page.
-    const all = await db
-      .selectFrom("variables")
-      .selectAll()
-      .where("project_id", "=", project.id)
-      .orderBy("name")
-      .orderBy("scope_key")
-      .execute();
+    const all = await inOrder.execute();
     const scopes = await environmentScopes(
       db,
       all.map((row) => row.id),
@@ -260,15 +260,7 @@ export async function listVariables(
     const page = visible.slice(paging.offset, paging.offset + paging.limit);
     return toPage(await loadVariables(db, project.slug, page), visible.length, paging);
   }
-  const rows = await db
-    .selectFrom("variables")
-    .selectAll()
-    .where("project_id", "=", project.id)
-    .orderBy("name")
-    .orderBy("scope_key")
-    .limit(paging.limit)
-    .offset(paging.offset)
-    .execute();
+  const rows = await inOrder.limit(paging.limit).offset(paging.offset).execute();
   const { count } = await db
     .selectFrom("variables")
     .select((eb) => eb.fn.countAll<number | string>().as("count"))
