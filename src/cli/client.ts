@@ -5,6 +5,8 @@ interface ProblemBody {
   title?: string;
   detail?: string;
   errors?: { pointer: string; detail: string; in?: string }[];
+  /** With `in-use`: what still uses the resource. */
+  usedBy?: string[];
 }
 
 /** A thin client of the Ferry API: JSON in, JSON out, problems become OperationErrors. */
@@ -42,9 +44,12 @@ export class ApiClient {
       const problem = (parsed ?? {}) as ProblemBody;
       throw new OperationError(
         `${problem.title ?? `HTTP ${response.status}`}: ${problem.detail ?? "the server refused the request"}`,
-        (problem.errors ?? []).map(
-          (issue) => `${issue.in ? `${issue.in} ` : ""}${issue.pointer || "/"}: ${issue.detail}`,
-        ),
+        [
+          ...(problem.errors ?? []).map(
+            (issue) => `${issue.in ? `${issue.in} ` : ""}${issue.pointer || "/"}: ${issue.detail}`,
+          ),
+          ...(problem.usedBy ?? []).map((user) => `used by ${user}`),
+        ],
       );
     }
     return parsed as T;

@@ -15,10 +15,12 @@ import { addProjectCommands } from "./projects.js";
 import { addProxyCommand } from "./proxy.js";
 import { addReleaseCommands } from "./releases.js";
 import type { CliContext } from "./resourceGroup.js";
+import { addRoleCommands } from "./roles.js";
 import { addServerCommand } from "./server.js";
 import { clientFor } from "./settings.js";
 import { addTargetCommands } from "./targets.js";
 import { addTaskCommands } from "./tasks.js";
+import { addTeamCommands } from "./teams.js";
 import { addApiKeyCommands } from "./users.js";
 import { addVariableCommands } from "./variables.js";
 
@@ -53,6 +55,8 @@ export function buildProgram(): Command {
   addTaskCommands(program, context);
   addAdminCommands(program, context);
   addApiKeyCommands(program, context);
+  addRoleCommands(program, context);
+  addTeamCommands(program, context);
   // Subcommands exit through the same path as the program (codes 0/1/2 below).
   const override = (command: Command) => {
     command.exitOverride();
