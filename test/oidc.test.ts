@@ -14,6 +14,7 @@ import { generateApiKey } from "../src/security/apiKeys.js";
 import { OidcClient, type OidcSettings, oidcSettingsFromEnvironment } from "../src/security/oidc.js";
 import { defaultOutboundPolicy, parseOutboundAllow } from "../src/security/outboundGuard.js";
 import { insertApiKey } from "../src/store/apiKeys.js";
+import { isolatedEnv, testAdminKey, trackedResources } from "./helpers/cli.js";
 import { dialects, openTestDatabase, type TestDatabase } from "./helpers/databases.js";
 
 /**
@@ -575,5 +576,43 @@ describe("OIDC settings from the environment", () => {
     writeFileSync(secretFile, "");
     expect(() => oidcSettingsFromEnvironment(complete)).toThrow(/FERRY_OIDC_CLIENT_SECRET_FILE/);
     expect(() => oidcSettingsFromEnvironment({ ...complete, FERRY_OIDC_REDIRECT_URL: "x" })).not.toThrow(/s3cret/);
+  });
+});
+
+describe("OIDC through `ferry server` (real bin/ferry, settings from the environment)", () => {
+  const { makeTemporaryDirectory, startFerryServer, cleanUp } = trackedResources("ferry-oidc-e2e-");
+  let provider: TestProvider | undefined;
+
+  afterAll(async () => {
+    await cleanUp();
+    await provider?.close();
+  });
+
+  it("reads FERRY_OIDC_* and sends a browser to the provider with PKCE, the secret in no output", async () => {
+    const { privateKey } = await generateKeyPair("RS256", { extractable: true });
+    provider = await startProvider([{ ...(await exportJWK(privateKey)), kid: "cli-key", alg: "RS256", use: "sig" }]);
+    const home = await makeTemporaryDirectory();
+    const secretFile = join(home, "oidc-client-secret");
+    writeFileSync(secretFile, `${CLIENT_SECRET}\n`, { mode: 0o600 });
+    const server = await startFerryServer({
+      dataDir: join(home, "data"),
+      env: isolatedEnv(home, {
+        FERRY_ADMIN_API_KEY: testAdminKey(),
+        FERRY_OIDC_ISSUER: provider.issuer,
+        FERRY_OIDC_CLIENT_ID: "ferry",
+        FERRY_OIDC_CLIENT_SECRET_FILE: secretFile,
+        FERRY_OIDC_REDIRECT_URL: REDIRECT_URL,
+        FERRY_OUTBOUND_ALLOW: "127.0.0.1",
+      }),
+    });
+    const response = await fetch(`${server.url}/api/v1/session/oidc/start?returnTo=/projects`, { redirect: "manual" });
+    expect(response.status, await response.clone().text()).toBe(302);
+    const location = new URL(response.headers.get("location") ?? "");
+    expect(location.origin).toBe(provider.issuer);
+    expect(location.searchParams.get("client_id")).toBe("ferry");
+    expect(location.searchParams.get("redirect_uri")).toBe(REDIRECT_URL);
+    expect(location.searchParams.get("code_challenge_method")).toBe("S256");
+    expect(response.headers.get("set-cookie")).toMatch(/^ferry_oidc_state=/);
+    expect(server.stdout() + server.stderr()).not.toContain(CLIENT_SECRET);
   });
 });
