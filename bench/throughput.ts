@@ -7,6 +7,7 @@ import { startServer } from "../src/server/start.js";
 import type { BenchmarkResult } from "./run.js";
 
 const DEPLOYMENTS = 300;
+const ROUNDS = 5;
 
 /**
  * No-op deployments per second through the task queue on one node: a project whose
@@ -38,33 +39,37 @@ export async function throughput(): Promise<BenchmarkResult> {
     await call("POST", "/api/v1/lifecycles", { name: "flat", phases: [{ environments }] });
     await call("POST", "/api/v1/projects", { name: "noop", lifecycle: "flat" });
     await call("POST", "/api/v1/projects/noop/releases", { version: "1.0.0" });
-    const started = performance.now();
-    const taskIds: string[] = [];
-    for (let index = 0; index < DEPLOYMENTS; index++) {
-      const created = await call("POST", "/api/v1/projects/noop/deployments", {
-        release: "1.0.0",
-        environment: environments[index % environments.length],
-      });
-      taskIds.push(String(created.taskId));
+    // Several rounds on the same server, median reported: one round on these shared
+    // machines swings by ±20 % with the neighbours' load.
+    const rates: number[] = [];
+    for (let round = 1; round <= ROUNDS; round++) {
+      const started = performance.now();
+      for (let index = 0; index < DEPLOYMENTS; index++) {
+        await call("POST", "/api/v1/projects/noop/deployments", {
+          release: "1.0.0",
+          environment: environments[index % environments.length],
+        });
+      }
+      for (;;) {
+        const page = await call("GET", "/api/v1/tasks?state=succeeded&limit=1");
+        if (Number(page.total) >= DEPLOYMENTS * round) break;
+        await sleep(20);
+      }
+      rates.push(DEPLOYMENTS / ((performance.now() - started) / 1000));
     }
-    for (;;) {
-      const page = await call("GET", "/api/v1/tasks?state=succeeded&limit=1");
-      if (Number(page.total) >= DEPLOYMENTS) break;
-      await sleep(20);
-    }
-    const seconds = (performance.now() - started) / 1000;
-    const perSecond = DEPLOYMENTS / seconds;
+    const sorted = [...rates].sort((a, b) => a - b);
+    const perSecond = sorted[Math.floor(sorted.length / 2)] ?? 0;
     return {
       name: "throughput",
       rows: [
         {
-          figure: `no-op deployments/s (${DEPLOYMENTS}, one node, SQLite)`,
+          figure: `no-op deployments/s (median of ${ROUNDS} × ${DEPLOYMENTS}, one node, SQLite)`,
           goal: "≥ 100/s",
-          measured: `${perSecond.toFixed(0)}/s`,
+          measured: `${perSecond.toFixed(0)}/s (${sorted.map((rate) => rate.toFixed(0)).join(", ")})`,
           met: perSecond >= 100,
         },
       ],
-      values: { deployments_per_s: Math.round(perSecond), deployments: DEPLOYMENTS },
+      values: { deployments_per_s: Math.round(perSecond), deployments: DEPLOYMENTS, rounds: ROUNDS },
     };
   } finally {
     await server.close();
