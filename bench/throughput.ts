@@ -39,10 +39,11 @@ export async function throughput(): Promise<BenchmarkResult> {
     await call("POST", "/api/v1/lifecycles", { name: "flat", phases: [{ environments }] });
     await call("POST", "/api/v1/projects", { name: "noop", lifecycle: "flat" });
     await call("POST", "/api/v1/projects/noop/releases", { version: "1.0.0" });
-    // Several rounds on the same server, median reported: one round on these shared
-    // machines swings by ±20 % with the neighbours' load.
+    // A warm-up round (JIT, SQLite's page cache), then several rounds on the same server,
+    // median reported: one round on these shared machines swings by ±20 % with the
+    // neighbours' load.
     const rates: number[] = [];
-    for (let round = 1; round <= ROUNDS; round++) {
+    for (let round = 0; round <= ROUNDS; round++) {
       const started = performance.now();
       for (let index = 0; index < DEPLOYMENTS; index++) {
         await call("POST", "/api/v1/projects/noop/deployments", {
@@ -52,10 +53,10 @@ export async function throughput(): Promise<BenchmarkResult> {
       }
       for (;;) {
         const page = await call("GET", "/api/v1/tasks?state=succeeded&limit=1");
-        if (Number(page.total) >= DEPLOYMENTS * round) break;
+        if (Number(page.total) >= DEPLOYMENTS * (round + 1)) break;
         await sleep(20);
       }
-      rates.push(DEPLOYMENTS / ((performance.now() - started) / 1000));
+      if (round > 0) rates.push(DEPLOYMENTS / ((performance.now() - started) / 1000));
     }
     const sorted = [...rates].sort((a, b) => a - b);
     const perSecond = sorted[Math.floor(sorted.length / 2)] ?? 0;
@@ -63,9 +64,9 @@ export async function throughput(): Promise<BenchmarkResult> {
       name: "throughput",
       rows: [
         {
-          figure: `no-op deployments/s (median of ${ROUNDS} × ${DEPLOYMENTS}, one node, SQLite)`,
+          figure: `no-op deployments/s (median of ${ROUNDS} × ${DEPLOYMENTS} after a warm-up round, one node, SQLite)`,
           goal: "≥ 100/s",
-          measured: `${perSecond.toFixed(0)}/s (${sorted.map((rate) => rate.toFixed(0)).join(", ")})`,
+          measured: `${perSecond.toFixed(0)}/s (rounds: ${rates.map((rate) => rate.toFixed(0)).join(", ")})`,
           met: perSecond >= 100,
         },
       ],

@@ -42,16 +42,27 @@ export async function lifecyclePhases(
   };
 }
 
-/** Environments where this release has a successful deployment. */
+/**
+ * Environments where this release has a successful deployment: per environment, one seek
+ * in deployments_by_release that stops at the first success, however often the release
+ * was deployed there (every deployment request asks this).
+ */
 export async function succeededEnvironments(db: Kysely<Database>, releaseId: string): Promise<Set<string>> {
   const rows = await db
-    .selectFrom("deployments as d")
-    .innerJoin("tasks as t", "t.id", "d.task_id")
-    .select("d.environment_id")
-    .where("d.release_id", "=", releaseId)
-    .where("t.state", "=", "succeeded")
+    .selectFrom("environments as e")
+    .select("e.id")
+    .where(({ exists, selectFrom }) =>
+      exists(
+        selectFrom("deployments as d")
+          .innerJoin("tasks as t", "t.id", "d.task_id")
+          .select("d.id")
+          .whereRef("d.environment_id", "=", "e.id")
+          .where("d.release_id", "=", releaseId)
+          .where("t.state", "=", "succeeded"),
+      ),
+    )
     .execute();
-  return new Set(rows.map((row) => row.environment_id));
+  return new Set(rows.map((row) => row.id));
 }
 
 export async function environmentNames(db: Kysely<Database>): Promise<(id: string) => string> {

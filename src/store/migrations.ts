@@ -597,6 +597,17 @@ const migrations: Record<string, Migration> = {
       );
     },
   },
+  "0015_deployments_by_release": {
+    async up(db: Kysely<unknown>) {
+      // Where a release has succeeded (the lifecycle check of every deployment request):
+      // without it the planners walked every succeeded task, slower with each deployment.
+      await db.schema
+        .createIndex("deployments_by_release")
+        .on("deployments")
+        .columns(["release_id", "environment_id"])
+        .execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {
