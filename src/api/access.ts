@@ -60,10 +60,25 @@ export async function accessOf(db: Executor, identity: Identity): Promise<Access
  * who may not view the project, environment or task named in the path learns nothing
  * more about it, not even which fields its routes take.
  */
-export async function authorizePath(db: Executor, rule: RouteAccess, access: Access, params: unknown): Promise<void> {
-  if (rule.kind === "project") await visibleProject(db, access, rule.project(params));
-  else if (rule.kind === "environment") await visibleEnvironment(db, access, rule.environment(params));
-  else if (rule.kind === "task") await visibleTask(db, access, rule.task(params));
+export async function authorizePath(
+  db: Executor,
+  rule: RouteAccess,
+  access: Access,
+  params: unknown,
+): Promise<PathResource> {
+  if (rule.kind === "project") return { project: await visibleProject(db, access, rule.project(params)) };
+  if (rule.kind === "environment") {
+    return { environment: await visibleEnvironment(db, access, rule.environment(params)) };
+  }
+  if (rule.kind === "task") return { task: await visibleTask(db, access, rule.task(params)) };
+  return {};
+}
+
+/** What `authorizePath` found, so that `authorize` does not look it up again. */
+export interface PathResource {
+  project?: Awaited<ReturnType<typeof visibleProject>>;
+  environment?: Awaited<ReturnType<typeof visibleEnvironment>>;
+  task?: Awaited<ReturnType<typeof visibleTask>>;
 }
 
 /** Throws NotFoundError (cannot view) or ForbiddenError (can view, not act) unless the route's access allows the request. */
@@ -72,6 +87,7 @@ export async function authorize(
   rule: RouteAccess,
   access: Access,
   input: AccessInput<unknown, unknown, unknown>,
+  found: PathResource = {},
 ): Promise<void> {
   switch (rule.kind) {
     case "public":
@@ -89,7 +105,7 @@ export async function authorize(
       }
       return;
     case "project": {
-      const project = await visibleProject(db, access, rule.project(input.params));
+      const project = found.project ?? (await visibleProject(db, access, rule.project(input.params)));
       const wanted = rule.environment?.(input);
       let environment: string | typeof ALL | undefined = wanted;
       if (typeof wanted === "string") {
@@ -105,14 +121,14 @@ export async function authorize(
       return;
     }
     case "environment": {
-      const environment = await visibleEnvironment(db, access, rule.environment(input.params));
+      const environment = found.environment ?? (await visibleEnvironment(db, access, rule.environment(input.params)));
       if (!access.allows({ permission: rule.permission, environment: environment.id })) {
         throw forbidden(rule.permission, `environment '${environment.slug}'`);
       }
       return;
     }
     case "task": {
-      const task = await visibleTask(db, access, rule.task(input.params));
+      const task = found.task ?? (await visibleTask(db, access, rule.task(input.params)));
       const permission = typeof rule.permission === "function" ? rule.permission(input) : rule.permission;
       if (!access.allows({ permission, project: task.project_id, environment: task.environment_id })) {
         throw forbidden(permission, `task '${task.id}'`);

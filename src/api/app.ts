@@ -168,10 +168,10 @@ function registerRoute(app: FastifyInstance, route: RouteSpec, context: StoreCon
       // names first, then what the query and body ask for.
       const access = accessOfRequest(request);
       const params = parseInput(route.params, request.params, "path");
-      await authorizePath(context.db, route.access, access, params);
+      const found = await authorizePath(context.db, route.access, access, params);
       const query = parseInput(route.query, request.query, "query");
       const body = parseInput(route.body, request.body);
-      await authorize(context.db, route.access, access, { params, query, body });
+      await authorize(context.db, route.access, access, { params, query, body }, found);
       const result = await route.handler({ params, query, body, access, request, reply });
       if (reply.sent) return reply; // a stream (SSE) took over the response
       reply.code(route.status ?? 200);
