@@ -92,4 +92,9 @@ ensure_packages nginx etcd-server etcd-client wrk bc curl
 # Prometheus server the package may start.
 ensure_packages prometheus
 
+# --- Web UI ----------------------------------------------------------------------------
+# The dashboard's end-to-end tests (test/ui*.test.ts) drive Debian's Chromium headless with
+# playwright-core (executablePath /usr/bin/chromium); a browser is never downloaded.
+ensure_packages chromium
+
 echo "FERRY_TEST_POSTGRES_URL=postgres://ferry_test:ferry_test@127.0.0.1:$pg_port/postgres"
