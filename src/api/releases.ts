@@ -1,9 +1,9 @@
 import { z } from "zod";
-import { ALL } from "../domain/access.js";
+import { type Access, ALL } from "../domain/access.js";
 import type { AuditResource } from "../domain/audit.js";
 import { pageSchema, pagingSchema, referenceSchema } from "../domain/common.js";
 import { ForbiddenError } from "../domain/errors.js";
-import { processSchema } from "../domain/process.js";
+import { environmentsChangedBy, type Process, processSchema } from "../domain/process.js";
 import { createReleaseSchema, releaseSchema } from "../domain/releases.js";
 import {
   autoDeployNewRelease,
@@ -17,6 +17,8 @@ import { checkImageFeeds, pinImages } from "../feeds/images.js";
 import { defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
 import { hostPathVolumes } from "../steps/container.js";
 import { validateSteps } from "../steps/registry.js";
+import { type Identity, principalOf } from "../store/apiKeys.js";
+import { findNamed, type StoreContext } from "../store/common.js";
 import {
   createRelease,
   getProcess,
@@ -90,6 +92,11 @@ export function releaseRoutes(
 ): RouteSpec[] {
   const { context } = services;
   const createdBy = (request: { identity?: { name: string } }) => request.identity?.name ?? "unknown";
+  /** Who asks, by name for people and by principal for separation of duties. */
+  const starter = (request: { identity?: Identity }) => ({
+    createdBy: request.identity?.name ?? "unknown",
+    createdByPrincipal: request.identity ? principalOf(request.identity) : null,
+  });
   return [
     defineRoute({
       method: "GET",
@@ -121,6 +128,7 @@ export function releaseRoutes(
       },
       handler: async ({ params, body, access }) => {
         const steps = validateSteps(body.steps);
+        await checkProcessScope(context, params.project, { ...body, steps }, access);
         const hostPaths = hostPathVolumes(steps);
         if (hostPaths.length > 0 && !access.isAdministrator) {
           throw new ForbiddenError(
@@ -162,7 +170,13 @@ export function releaseRoutes(
         const process = await getProcess(context, params.project);
         const images = await pinImages(context, process.images, body.images, outbound);
         const release = await createRelease(context, params.project, body, createdBy(request), { process, images });
-        const deployments = await autoDeployNewRelease(services, params.project, release.version, "auto-deploy");
+        const deployments = await autoDeployNewRelease(
+          services,
+          params.project,
+          release.version,
+          "auto-deploy",
+          starter(request).createdByPrincipal,
+        );
         return { ...release, deployments };
       },
     }),
@@ -219,7 +233,7 @@ export function releaseRoutes(
       status: 201,
       audit: deploymentAudit("deployment.create"),
       handler: ({ params, body, request }) =>
-        requestDeployment(services, { project: params.project, ...body, createdBy: createdBy(request) }),
+        requestDeployment(services, { project: params.project, ...body, ...starter(request) }),
     }),
     defineRoute({
       method: "POST",
@@ -238,7 +252,7 @@ export function releaseRoutes(
       status: 201,
       audit: deploymentAudit("deployment.promote"),
       handler: ({ params, body, request }) =>
-        promote(services, { project: params.project, to: body.to, createdBy: createdBy(request) }),
+        promote(services, { project: params.project, to: body.to, ...starter(request) }),
     }),
     defineRoute({
       method: "POST",
@@ -260,7 +274,7 @@ export function releaseRoutes(
       status: 201,
       audit: deploymentAudit("deployment.rollback"),
       handler: ({ params, body, request }) =>
-        rollback(services, { project: params.project, ...body, createdBy: createdBy(request) }),
+        rollback(services, { project: params.project, ...body, ...starter(request) }),
     }),
     defineRoute({
       method: "GET",
@@ -279,4 +293,42 @@ export function releaseRoutes(
       handler: ({ params, query }) => planDeployment(services, { project: params.project, ...query }),
     }),
   ];
+}
+
+/**
+ * Changing the process needs editProcess on every environment the change alters: a
+ * grant on dev alone may change dev-only steps, never a step that runs in prod (or in
+ * every environment, which includes environments created later).
+ */
+async function checkProcessScope(
+  context: StoreContext,
+  projectReference: string,
+  after: Process,
+  access: Access,
+): Promise<void> {
+  const reach = access.reach("editProcess");
+  if (reach.boxes === null) return;
+  const project = await findNamed(context.db, "projects", projectReference);
+  const environments = await context.db.selectFrom("environments").select(["id", "slug"]).execute();
+  const before = await getProcess(context, project.id);
+  const changed = environmentsChangedBy(
+    before,
+    after,
+    environments.map((environment) => environment.slug),
+  );
+  if (changed.everyEnvironment && !access.allows({ permission: "editProcess", project: project.id, environment: ALL })) {
+    throw new ForbiddenError(
+      `this change alters what runs in every environment (a step without 'environments', or the images), so it needs the 'editProcess' permission on project '${project.slug}' in every environment; limit the step to the environments you may edit with its 'environments' field, or ask an administrator`,
+    );
+  }
+  const refused = environments.filter(
+    (environment) =>
+      changed.slugs.includes(environment.slug) &&
+      !access.allows({ permission: "editProcess", project: project.id, environment: environment.id }),
+  );
+  if (refused.length > 0) {
+    throw new ForbiddenError(
+      `this change alters what runs in ${refused.map((environment) => `'${environment.slug}'`).join(", ")}, where you may not edit the process of project '${project.slug}' (it needs the 'editProcess' permission there); ask an administrator`,
+    );
+  }
 }

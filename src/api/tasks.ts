@@ -1,7 +1,9 @@
 import { z } from "zod";
+import type { Permission } from "../domain/access.js";
 import { pageSchema, pagingSchema } from "../domain/common.js";
 import { type Task, taskLogLineSchema, taskSchema, taskStates } from "../domain/tasks.js";
 import type { TaskEngine } from "../engine/engine.js";
+import { principalOf } from "../store/apiKeys.js";
 import type { StoreContext } from "../store/common.js";
 import { listDecisions } from "../store/decisions.js";
 import { getTaskRow, listTasks, readLogLines, toTask } from "../store/tasks.js";
@@ -31,6 +33,24 @@ const decisionSchema = z.object({
   createdAt: z.string(),
   decidedAt: z.string().nullable(),
 });
+
+/** The permission an answer to a waiting task needs. */
+function decisionPermission(decision: "approve" | "reject" | "retry" | "skip" | "abort"): Permission {
+  switch (decision) {
+    case "approve":
+    case "reject":
+      return "approve";
+    case "retry":
+    case "skip":
+      return "resolveFailures";
+    case "abort":
+      return "deploy";
+    default: {
+      const unknown: never = decision;
+      throw new Error(`no permission for decision ${String(unknown)}`);
+    }
+  }
+}
 
 /** What a cancellation changes about a task. */
 function cancelFields(task: Task): Record<string, unknown> {
@@ -103,10 +123,12 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
       path: "/api/v1/tasks/:task/decisions",
       tag: "Tasks",
       summary: "Answer a waiting task: approve / reject an approval, retry / skip / abort a failed step",
-      // Approvals need approve; answering a failed step is part of deploying.
+      // Approvals need approve. Retrying or skipping a failed step overrides what the process
+      // says must pass, so it needs its own permission; aborting (stopping the deployment)
+      // is part of deploying.
       access: {
         kind: "task",
-        permission: ({ body }) => (body.decision === "approve" || body.decision === "reject" ? "approve" : "deploy"),
+        permission: ({ body }) => decisionPermission(body.decision),
         task: (params) => params.task,
       },
       params: pathParams("task"),
@@ -126,7 +148,11 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
         },
       },
       handler: async ({ params, body, request }) =>
-        engine.decide(params.task, { ...body, decidedBy: request.identity?.name ?? "unknown" }),
+        engine.decide(params.task, {
+          ...body,
+          decidedBy: request.identity?.name ?? "unknown",
+          principal: request.identity ? principalOf(request.identity) : null,
+        }),
     }),
     defineRoute({
       method: "GET",

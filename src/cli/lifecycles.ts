@@ -24,18 +24,23 @@ const spec: ResourceGroupSpec<Lifecycle> = {
 };
 
 function describePhase(phase: Lifecycle["phases"][number]): string {
-  const flags = [phase.autoDeploy ? "auto-deploy" : "", phase.optional ? "optional" : ""].filter(Boolean);
+  const flags = [
+    phase.autoDeploy ? "auto-deploy" : "",
+    phase.optional ? "optional" : "",
+    phase.acceptSkippedSteps ? "accepts skipped steps" : "",
+    phase.separateApprover ? "approver must not be the deployer" : "",
+  ].filter(Boolean);
   return `${phase.name} [${list(phase.environments)}]${flags.length > 0 ? ` (${flags.join(", ")})` : ""}`;
 }
 
 /**
- * Parses `--phase [Name=]env[,env…][+auto][+optional]`, e.g. `dev+auto` or
- * `Production=prod-eu,prod-us+optional`.
+ * Parses `--phase [Name=]env[,env…][+auto][+optional][+accept-skipped][+separate-approver]`,
+ * e.g. `dev+auto` or `Production=prod-eu,prod-us+separate-approver`.
  */
 export function parsePhase(value: string, previous: Partial<PhaseInput>[] = []): Partial<PhaseInput>[] {
-  const match = /^(?:([^=]+)=)?([^+=]+)((?:\+(?:auto|optional))*)$/.exec(value.trim());
+  const match = /^(?:([^=]+)=)?([^+=]+)((?:\+(?:auto|optional|accept-skipped|separate-approver))*)$/.exec(value.trim());
   if (!match?.[2]) {
-    throw new InvalidArgumentError("use [Name=]env[,env…][+auto][+optional], e.g. 'dev+auto' or 'Prod=prod'");
+    throw new InvalidArgumentError(`use ${phaseSyntax}, e.g. 'dev+auto' or 'Prod=prod+separate-approver'`);
   }
   const flags = match[3] ?? "";
   const environments = match[2].split(",").map((environment) => environment.trim());
@@ -49,11 +54,14 @@ export function parsePhase(value: string, previous: Partial<PhaseInput>[] = []):
       environments,
       autoDeploy: flags.includes("+auto"),
       optional: flags.includes("+optional"),
+      acceptSkippedSteps: flags.includes("+accept-skipped"),
+      separateApprover: flags.includes("+separate-approver"),
     },
   ];
 }
 
-const phaseHelp = "a phase: [Name=]env[,env…][+auto][+optional]; repeat in order";
+const phaseSyntax = "[Name=]env[,env…][+auto][+optional][+accept-skipped][+separate-approver]";
+const phaseHelp = `a phase: ${phaseSyntax}; repeat in order`;
 
 export function addLifecycleCommands(program: Command, context: CliContext): void {
   const group = addResourceGroup(program, context, spec);

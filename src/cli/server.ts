@@ -70,6 +70,8 @@ export function addServerCommand(program: Command, environment: () => FerryEnvir
         adminApiKey: env.FERRY_ADMIN_API_KEY,
         logLevel: env.FERRY_LOG_LEVEL,
         leaseMs: env.FERRY_TASK_LEASE_SECONDS * 1000,
+        runAs: env.FERRY_RUN_AS,
+        workDir: env.FERRY_WORK_DIR,
       });
       stopOnSignals(server);
     });

@@ -297,6 +297,8 @@ async function applyLifecycle(
     environments: phase.environments,
     autoDeploy: phase.autoDeploy,
     optional: phase.optional,
+    acceptSkippedSteps: phase.acceptSkippedSteps ?? false,
+    separateApprover: phase.separateApprover ?? false,
   }));
   const current = (await run.client.getAll<Lifecycle>("/api/v1/lifecycles")).find(
     (item) => item.slug === lifecycle.slug,

@@ -111,6 +111,15 @@ const environmentSchema = z.object({
   FERRY_OIDC_REDIRECT_URL: z.string().optional(),
   /** Server: "1" creates a (non-admin) user at a first OIDC sign-in; otherwise only linked users may sign in. */
   FERRY_OIDC_CREATE_USERS: z.enum(["0", "1"], { message: "must be 1 (create users) or 0" }).optional(),
+  /**
+   * Server: the account processes of local steps (scripts on the server's own host) run as,
+   * so they cannot read the data directory: a user name or uid; default `nobody` when the
+   * server runs as root. `server` runs them with the server's own rights (explicitly: they
+   * can then read the master key and the database). See docs/security.md.
+   */
+  FERRY_RUN_AS: z.string().min(1).max(64).optional(),
+  /** Server: where tasks keep working files (default: a directory of the server's in the system's temporary directory). */
+  FERRY_WORK_DIR: z.string().min(1).optional(),
   FERRY_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   /** CLI: the server to talk to and the key to use (override `ferry login`). */
   FERRY_URL: z.url().optional(),

@@ -9,6 +9,8 @@ export const permissions = [
   "view",
   "deploy",
   "approve",
+  /** Answer a failed step with retry or skip (guided failure); abort needs only deploy. */
+  "resolveFailures",
   "editProcess",
   "editVariables",
   "viewSensitiveNames",
@@ -236,8 +238,8 @@ export const builtInRoles: ReadonlyArray<{
   {
     slug: "release-manager",
     name: "Release manager",
-    description: "Approves and deploys where granted",
-    permissions: ["view", "deploy", "approve", "runRunbooks", "viewSensitiveNames"],
+    description: "Approves, deploys and resolves failed steps where granted",
+    permissions: ["view", "deploy", "approve", "resolveFailures", "runRunbooks", "viewSensitiveNames"],
   },
   {
     slug: "project-editor",

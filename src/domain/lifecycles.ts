@@ -16,6 +16,10 @@ const phaseSchema = z.object({
   autoDeploy: z.boolean(),
   /** A release may progress past this phase without deploying to it. */
   optional: z.boolean(),
+  /** A deployment here that skipped a failed required step (guided failure) still counts as a success. */
+  acceptSkippedSteps: z.boolean(),
+  /** Approvals here refuse the person who started the deployment (an approval step may override it). */
+  separateApprover: z.boolean(),
 });
 
 export const lifecycleSchema = z.object({
@@ -34,6 +38,9 @@ const phaseInputSchema = z.strictObject({
   environments: z.array(referenceSchema).min(1, { message: "a phase needs at least one environment" }),
   autoDeploy: z.boolean().default(false),
   optional: z.boolean().default(false),
+  /** Left out: false (kept optional so that older ferry.yml files and clients need not name them). */
+  acceptSkippedSteps: z.boolean().optional(),
+  separateApprover: z.boolean().optional(),
 });
 export type PhaseInput = z.infer<typeof phaseInputSchema>;
 
@@ -60,6 +67,8 @@ export interface ResolvedPhase {
   environmentIds: string[];
   autoDeploy: boolean;
   optional: boolean;
+  acceptSkippedSteps?: boolean | undefined;
+  separateApprover?: boolean | undefined;
 }
 
 /**

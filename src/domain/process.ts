@@ -69,3 +69,33 @@ export function stepRunsIn(step: Step, environmentSlug: string): boolean {
   if (step.excludeEnvironments.includes(environmentSlug)) return false;
   return step.environments.length === 0 || step.environments.includes(environmentSlug);
 }
+
+/**
+ * Which environments a change of the process alters: those where the steps that run there
+ * (in order, with every setting) differ. `everyEnvironment` is true when the change reaches
+ * environments no step names, today's and ones created later (a step without environments
+ * changed, or the images did): such a change is a change for every environment.
+ */
+export function environmentsChangedBy(
+  before: Process,
+  after: Process,
+  environmentSlugs: readonly string[],
+): { slugs: string[]; everyEnvironment: boolean } {
+  const runningIn = (process: Process, slug: string) =>
+    canonicalJson(process.steps.filter((step) => stepRunsIn(step, slug)));
+  const differsIn = (slug: string) => runningIn(before, slug) !== runningIn(after, slug);
+  // An environment no step names stands for every such environment, including future ones:
+  // no slug can contain a space, so this one matches no step's list.
+  const unnamed = " any other environment";
+  const everyEnvironment = differsIn(unnamed) || canonicalJson(before.images) !== canonicalJson(after.images);
+  return { slugs: environmentSlugs.filter(differsIn), everyEnvironment };
+}
+
+/** JSON with object keys sorted, so that two equal values always give the same text. */
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, item: unknown) =>
+    item !== null && typeof item === "object" && !Array.isArray(item)
+      ? Object.fromEntries(Object.entries(item).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : item,
+  );
+}

@@ -8,6 +8,15 @@ export interface ProgressionPhase {
   environmentIds: readonly string[];
   autoDeploy: boolean;
   optional: boolean;
+  /** A deployment here that skipped a failed required step still counts as a success. */
+  acceptSkippedSteps?: boolean | undefined;
+  /** Approvals here refuse the person who started the deployment, unless a step says otherwise. */
+  separateApprover?: boolean | undefined;
+}
+
+/** Environments whose phase counts a deployment with skipped required steps as a success. */
+export function environmentsAcceptingSkippedSteps(phases: readonly ProgressionPhase[]): string[] {
+  return phases.filter((phase) => phase.acceptSkippedSteps).flatMap((phase) => phase.environmentIds);
 }
 
 export type DeployDecision = { allowed: true } | { allowed: false; reason: string };

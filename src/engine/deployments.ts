@@ -4,7 +4,12 @@ import { z } from "zod";
 import type { DeploymentKind } from "../domain/deployments.js";
 import { InputError, PreconditionError } from "../domain/errors.js";
 import { type Step, stepRunsIn } from "../domain/process.js";
-import { autoDeployTargets, canDeploy } from "../domain/progression.js";
+import {
+  autoDeployTargets,
+  canDeploy,
+  environmentsAcceptingSkippedSteps,
+  type ProgressionPhase,
+} from "../domain/progression.js";
 import type { PinnedImage } from "../domain/releases.js";
 import { renderTemplate } from "../domain/templates.js";
 import {
@@ -14,7 +19,9 @@ import {
   withSystemVariables,
 } from "../domain/variableScoping.js";
 import { removeTaskContainers } from "../runtimes/docker.js";
+import type { LocalUser } from "../runtimes/localUser.js";
 import { killTaskProcesses } from "../runtimes/processGroups.js";
+import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { stepKind } from "../steps/registry.js";
 import type { StepRunContext } from "../steps/types.js";
 import type { StoreContext } from "../store/common.js";
@@ -33,12 +40,14 @@ import { getReleaseRow, openSnapshot } from "../store/releases.js";
 import type { Router } from "../traffic/router.js";
 import { LogMasker } from "./logMasker.js";
 import type { TaskLog } from "./taskLog.js";
-import { type TaskContext, TaskFailure, type TaskKind } from "./types.js";
+import { FinalFailure, type TaskContext, TaskFailure, type TaskKind } from "./types.js";
 
 export interface DeploymentServices {
   context: StoreContext;
-  /** Where steps may keep files while a task runs (<data-dir>/work). */
+  /** Where steps may keep files while a task runs (outside the data directory when local work runs as another user). */
   workRoot: string;
+  /** The account local steps run as; left out: the server's own (for tests and embedding). */
+  localUser?: LocalUser | undefined;
   /** Queues a task; the engine's enqueue (set once the engine exists). */
   enqueue(input: Parameters<import("./engine.js").TaskEngine["enqueue"]>[0]): Promise<{ id: string }>;
   /** The traffic router of the server's host, for blue/green steps (connected on first use). */
@@ -48,6 +57,8 @@ export interface DeploymentServices {
    * clean-up asks it which colours are live without starting a proxy nobody needs.
    */
   routerInUse?: () => Promise<Router | undefined>;
+  /** FERRY_OUTBOUND_ALLOW, for http steps whose address a variable chose; absent: the guard's defaults. */
+  outbound?: OutboundPolicy | undefined;
 }
 
 export interface DeploymentRequest {
@@ -55,6 +66,8 @@ export interface DeploymentRequest {
   release: string;
   environment: string;
   createdBy: string;
+  /** Who asked, across their keys and sessions (principalOf): approvals may refuse them. */
+  createdByPrincipal?: string | null | undefined;
   guidedFailure?: boolean | undefined;
   /** An environment to count as succeeded although its task is still finishing (auto-deploy). */
   justSucceeded?: string | undefined;
@@ -93,7 +106,7 @@ export async function requestDeployment(
     ]);
   }
   const lifecycle = await lifecyclePhases(db, project.id);
-  const succeeded = await succeededEnvironments(db, release.id);
+  const succeeded = await succeededEnvironments(db, release.id, environmentsAcceptingSkippedSteps(lifecycle.phases));
   if (request.justSucceeded) succeeded.add(request.justSucceeded);
   const decision = canDeploy(lifecycle.phases, environment.id, succeeded, {
     lifecycle: lifecycle.name,
@@ -115,6 +128,7 @@ export async function requestDeployment(
     payload: { deploymentId, guidedFailure: request.guidedFailure ?? false },
     lockKeys: [`deploy:${project.id}:${environment.id}`, ...targets.map((target) => `target:${target.target_id}`)],
     createdBy: request.createdBy,
+    createdByPrincipal: request.createdByPrincipal,
     alongside: async (trx, taskId) => {
       await trx
         .insertInto("deployments")
@@ -145,7 +159,7 @@ export async function requestDeployment(
  */
 export async function promote(
   services: DeploymentServices,
-  request: { project: string; to: string; createdBy: string },
+  request: { project: string; to: string; createdBy: string; createdByPrincipal?: string | null | undefined },
 ): Promise<DeploymentCreated> {
   const { db } = services.context;
   const project = await findNamed(db, "projects", request.project);
@@ -161,7 +175,10 @@ export async function promote(
       `'${environment.name}' is in the first phase of lifecycle '${lifecycle.name}': there is nothing to promote from; deploy a release instead`,
     );
   }
-  const [latest] = await successfulReleases(db, project.id, previous.environmentIds);
+  // Only a deployment that counts for the lifecycle can be promoted from.
+  const [latest] = await successfulReleases(db, project.id, previous.environmentIds, {
+    acceptSkippedSteps: environmentsAcceptingSkippedSteps(lifecycle.phases),
+  });
   if (!latest) {
     throw new PreconditionError(
       `no release has been deployed successfully to phase '${previous.name}' yet, so there is nothing to promote to '${environment.name}'`,
@@ -172,6 +189,7 @@ export async function promote(
     release: latest.releaseId,
     environment: environment.id,
     createdBy: request.createdBy,
+    createdByPrincipal: request.createdByPrincipal,
     kind: "promote",
   });
 }
@@ -182,7 +200,13 @@ export async function promote(
  */
 export async function rollback(
   services: DeploymentServices,
-  request: { project: string; environment: string; to?: string | undefined; createdBy: string },
+  request: {
+    project: string;
+    environment: string;
+    to?: string | undefined;
+    createdBy: string;
+    createdByPrincipal?: string | null | undefined;
+  },
 ): Promise<DeploymentCreated> {
   const { db } = services.context;
   const project = await findNamed(db, "projects", request.project);
@@ -211,6 +235,7 @@ export async function rollback(
     release: target.releaseId,
     environment: environment.id,
     createdBy: request.createdBy,
+    createdByPrincipal: request.createdByPrincipal,
     kind: "rollback",
   });
 }
@@ -293,6 +318,8 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
       const masker = new LogMasker(snapshot.secrets);
       task.log.setRedactor((line) => masker.mask(line));
       const targets = await environmentTargets(db, environment.id);
+      const lifecycle = await lifecyclePhases(db, project.id);
+      const phase = lifecycle.phases.find((candidate) => candidate.environmentIds.includes(environment.id));
       const system = (target: TargetInfo | undefined): SystemVariableValues => ({
         releaseNumber: release.version,
         environmentName: environment.name,
@@ -306,9 +333,13 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
 
       task.log.info(`Deploying ${project.name} release ${release.version} to ${environment.name}`);
       const workDirectory = join(services.workRoot, task.taskId);
-      await mkdir(workDirectory, { recursive: true, mode: 0o700 });
+      // The server's (0711): the local user passes through to a step's own directory, but
+      // cannot list or change the server's records of the processes the task started.
+      await mkdir(workDirectory, { recursive: true, mode: services.localUser?.kind === "user" ? 0o711 : 0o700 });
       const outputs = new Map<string, string>();
       let failed: string | undefined;
+      /** Required steps a person skipped after they failed. */
+      let skippedSteps = 0;
       try {
         for (const step of snapshot.process.steps) {
           if (!stepRunsIn(step, environment.slug)) {
@@ -356,6 +387,7 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
                 labels,
                 {
                   guidedFailure: guidedFailure && step.required,
+                  separateApprover: phase?.separateApprover ?? false,
                 },
               );
               for (const [key, value] of Object.entries(result.outputs ?? {})) {
@@ -365,8 +397,10 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
               if (task.signal.aborted) throw error;
               const message = error instanceof Error ? error.message : String(error);
               if (error instanceof SkippedStep) {
+                skippedSteps += 1;
                 task.log.warn(message);
-              } else if (step.required) {
+              } else if (step.required || error instanceof FinalFailure) {
+                // A final failure (a rejected approval) fails the deployment even when the step is optional.
                 failed ??= `step '${step.name}'${target ? ` on ${target.name}` : ""} failed: ${message}`;
                 task.log.error(failed);
               } else {
@@ -379,8 +413,24 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
         await rm(workDirectory, { recursive: true, force: true });
       }
       if (failed) throw new TaskFailure(failed);
-      await autoDeployNext(services, deployment, task);
-      return { deploymentId, release: release.version, environment: environment.slug };
+      if (skippedSteps > 0) {
+        await db
+          .updateTable("deployments")
+          .set({ skipped_steps: skippedSteps })
+          .where("id", "=", deploymentId)
+          .execute();
+        if (!phase?.acceptSkippedSteps) {
+          task.log.warn(
+            `${skippedSteps} required step(s) failed and were skipped: this deployment does not count as a success for lifecycle '${lifecycle.name}' (its phase does not accept skipped steps), so the release cannot progress from ${environment.name} until it deploys here without skipping`,
+          );
+          return { deploymentId, release: release.version, environment: environment.slug, skippedSteps };
+        }
+        task.log.warn(
+          `${skippedSteps} required step(s) failed and were skipped; phase '${phase.name}' accepts that, so the release may progress`,
+        );
+      }
+      await autoDeployNext(services, deployment, lifecycle.phases, task);
+      return { deploymentId, release: release.version, environment: environment.slug, skippedSteps };
     },
     async cleanup(taskId, _payload, log) {
       const killed = await killTaskProcesses(join(services.workRoot, taskId), taskId);
@@ -440,13 +490,14 @@ async function runStepGuided(
   variables: () => ReadonlyMap<string, string>,
   workDirectory: string,
   labels: Record<string, string>,
-  options: { guidedFailure: boolean },
+  options: { guidedFailure: boolean; separateApprover: boolean },
 ) {
   for (;;) {
     try {
-      return await runStep(services, task, step, target, variables(), workDirectory, labels);
+      return await runStep(services, task, step, target, variables(), workDirectory, labels, options);
     } catch (error) {
-      if (!options.guidedFailure || task.signal.aborted) throw error;
+      // A final failure (a rejected approval) is never offered for retry or skip.
+      if (!options.guidedFailure || task.signal.aborted || error instanceof FinalFailure) throw error;
       const message = error instanceof Error ? error.message : String(error);
       const decision = await task.waitForDecision({
         kind: "failure",
@@ -474,6 +525,7 @@ async function runStep(
   variables: ReadonlyMap<string, string>,
   workDirectory: string,
   labels: Record<string, string>,
+  options: { separateApprover: boolean },
 ) {
   const kind = stepKind(step.kind);
   if (!kind) throw new TaskFailure(`this server does not know step kind '${step.kind}'`);
@@ -485,11 +537,18 @@ async function runStep(
     log: task.log,
     variables,
     render: (template) => renderTemplate(template, variables),
-    waitForDecision: task.waitForDecision,
+    // The lifecycle phase's default for separation of duties, unless the step says otherwise.
+    waitForDecision: (question) =>
+      task.waitForDecision({
+        ...question,
+        separateFromStarter: question.separateFromStarter ?? options.separateApprover,
+      }),
     registryCredentials: (registryHost) => feedCredentialsForHost(services.context, registryHost),
     ...(services.router && { router: services.router }),
+    ...(services.outbound && { outbound: services.outbound }),
     labels,
     workDirectory,
+    localUser: services.localUser,
   };
   return task.log.step(target ? `${step.name} on ${target.name}` : step.name, () => kind.run(stepContext, config));
 }
@@ -500,6 +559,7 @@ export async function autoDeployNewRelease(
   project: string,
   release: string,
   createdBy: string,
+  createdByPrincipal?: string | null,
 ): Promise<DeploymentCreated[]> {
   const { db } = services.context;
   const projectRow = await findNamed(db, "projects", project);
@@ -507,7 +567,14 @@ export async function autoDeployNewRelease(
   const queued: DeploymentCreated[] = [];
   for (const environmentId of autoDeployTargets(lifecycle.phases, new Set())) {
     queued.push(
-      await requestDeployment(services, { project, release, environment: environmentId, createdBy, kind: "auto" }),
+      await requestDeployment(services, {
+        project,
+        release,
+        environment: environmentId,
+        createdBy,
+        createdByPrincipal,
+        kind: "auto",
+      }),
     );
   }
   return queued;
@@ -517,18 +584,25 @@ export async function autoDeployNewRelease(
 async function autoDeployNext(
   services: DeploymentServices,
   deployment: { project_id: string; release_id: string; environment_id: string },
+  phases: readonly ProgressionPhase[],
   task: TaskContext,
 ): Promise<void> {
   const { db } = services.context;
-  const lifecycle = await lifecyclePhases(db, deployment.project_id);
-  const succeeded = await succeededEnvironments(db, deployment.release_id);
+  const succeeded = await succeededEnvironments(db, deployment.release_id, environmentsAcceptingSkippedSteps(phases));
   succeeded.add(deployment.environment_id);
-  for (const environmentId of autoDeployTargets(lifecycle.phases, succeeded)) {
+  // Whoever started this deployment started the ones it causes: separation of duties holds across phases.
+  const starter = await db
+    .selectFrom("tasks")
+    .select("created_by_principal")
+    .where("id", "=", task.taskId)
+    .executeTakeFirst();
+  for (const environmentId of autoDeployTargets(phases, succeeded)) {
     const queued = await requestDeployment(services, {
       project: deployment.project_id,
       release: deployment.release_id,
       environment: environmentId,
       createdBy: "auto-deploy",
+      createdByPrincipal: starter?.created_by_principal ?? null,
       // This deployment's own task is marked succeeded only after run() returns.
       justSucceeded: deployment.environment_id,
       kind: "auto",

@@ -103,7 +103,15 @@ export class TaskEngine {
   }
 
   /** Answers a waiting task's question; its runner (on whichever node) continues. */
-  async decide(taskId: string, answer: { decision: string; comment?: string | undefined; decidedBy: string }) {
+  async decide(
+    taskId: string,
+    answer: {
+      decision: string;
+      comment?: string | undefined;
+      decidedBy: string;
+      principal?: string | null | undefined;
+    },
+  ) {
     const decision = await decide(this.options.db, taskId, answer);
     this.events.emit("decision", taskId);
     return decision;
@@ -224,7 +232,12 @@ export class TaskEngine {
       whileWaiting,
       waitForDecision: (question) =>
         whileWaiting(async () => {
-          const id = await openDecision(this.options.db, row.id, { ...question, prompt: log.redact(question.prompt) });
+          const id = await openDecision(this.options.db, row.id, {
+            kind: question.kind,
+            prompt: log.redact(question.prompt),
+            allowed: question.allowed,
+            excludedPrincipal: question.separateFromStarter ? row.created_by_principal : null,
+          });
           log.warn(`waiting for a decision: ${question.prompt} (answer: ${question.allowed.join(" / ")})`);
           await log.flush();
           for (;;) {

@@ -14,11 +14,25 @@ export interface TaskContext {
    * Asks a person (approval, guided failure) and waits, in state "waiting", for one of the
    * allowed answers, given through the API by anyone — on any server node.
    */
-  waitForDecision(question: { kind: string; prompt: string; allowed: readonly string[] }): Promise<Decision>;
+  waitForDecision(question: DecisionQuestion): Promise<Decision>;
+}
+
+export interface DecisionQuestion {
+  kind: string;
+  prompt: string;
+  allowed: readonly string[];
+  /** True: the person who started the task may not approve (separation of duties). */
+  separateFromStarter?: boolean | undefined;
 }
 
 /** Why a task ended without succeeding: the message goes to the task's error and log. */
 export class TaskFailure extends Error {}
+
+/**
+ * A failure no one may override (a rejected approval): guided failure does not offer
+ * retry or skip, and it fails the task even when the step is optional.
+ */
+export class FinalFailure extends TaskFailure {}
 
 /**
  * One kind of task (deployment, runbook run, health check…): one file implementing this,

@@ -1,3 +1,4 @@
+import { createLifecycleSchema } from "../domain/lifecycles.js";
 import { validateSteps } from "../steps/registry.js";
 import type { StoreContext } from "../store/common.js";
 import { countRows } from "../store/common.js";
@@ -22,15 +23,14 @@ export async function seedDemo(context: StoreContext): Promise<boolean> {
       description: `${name} environment (demo)`,
     });
   }
-  await createLifecycle(context, {
-    name: "Default",
-    description: "dev deploys by itself; test and prod are promoted",
-    phases: [
-      { environments: ["dev"], autoDeploy: true, optional: false },
-      { environments: ["test"], autoDeploy: false, optional: false },
-      { environments: ["prod"], autoDeploy: false, optional: false },
-    ],
-  });
+  await createLifecycle(
+    context,
+    createLifecycleSchema.parse({
+      name: "Default",
+      description: "dev deploys by itself; test and prod are promoted",
+      phases: [{ environments: ["dev"], autoDeploy: true }, { environments: ["test"] }, { environments: ["prod"] }],
+    }),
+  );
   await createTarget(context, {
     name: "This host",
     slug: "local",

@@ -16,6 +16,7 @@ import { type ApiKeyIdentity, countApiKeys, insertApiKey } from "../store/apiKey
 import { appendAuditEvent } from "../store/audit.js";
 import type { StoreContext } from "../store/common.js";
 import { openStore, type Store } from "../store/db.js";
+import { prepareWorkRoot, resolveLocalUser } from "../runtimes/localUser.js";
 import { hasRoutes, reconcileLiveColours } from "../traffic/reconcile.js";
 import { defaultTrafficSettings, lazyRouter, type TrafficSettings } from "../traffic/routers.js";
 import { FERRY_VERSION } from "../version.js";
@@ -36,12 +37,16 @@ export interface ServerOptions {
   traffic?: TrafficSettings | undefined;
   /** FERRY_STATSD: where deployment events go as StatsD counters. */
   statsd?: StatsdTarget | undefined;
-  /** FERRY_OUTBOUND_ALLOW: feed and webhook URLs allowed beyond the default; default none (docs/security.md). */
+  /** FERRY_OUTBOUND_ALLOW: feed, webhook and templated http-step URLs allowed beyond the default; default none (docs/security.md). */
   outbound?: OutboundPolicy | undefined;
   /** FERRY_TRUSTED_PROXIES: the reverse proxies whose X-Forwarded-* headers are believed; default none. */
   trustedProxies?: readonly string[] | undefined;
   /** FERRY_OIDC_*: optional OIDC sign-in; its calls to the provider go through the outbound guard. */
   oidc?: OidcSettings | undefined;
+  /** FERRY_RUN_AS: the account local steps run as (default nobody when the server is root). */
+  runAs?: string | undefined;
+  /** FERRY_WORK_DIR: where tasks keep working files (default: one in the system's temporary directory). */
+  workDir?: string | undefined;
 }
 
 export interface RunningServer {
@@ -70,7 +75,16 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       }),
     },
   });
+  // Before anything else: a FERRY_RUN_AS that names no user stops the start, named.
+  const localUser = resolveLocalUser(options.runAs);
+  if (localUser.kind === "user" && localUser.uid === 0) {
+    logger.warn("FERRY_RUN_AS names root: local steps run with every right on this host, the data directory included");
+  }
   const masterKey = await loadOrCreateMasterKey(options.dataDir);
+  // The data directory is 0700 (loadOrCreateMasterKey): a local user must not reach it, so
+  // task work happens elsewhere.
+  const workRoot =
+    localUser.kind === "user" ? await prepareWorkRoot(options.dataDir, options.workDir) : join(options.dataDir, "work");
   const store = await openStore({ databaseUrl: options.databaseUrl, dataDir: options.dataDir });
   const context: StoreContext = { db: store.db, secrets: new SecretBox(masterKey) };
   await bootstrapAdminKey(context, options);
@@ -81,8 +95,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const deployments: DeploymentServices = {
     router: router.get,
     routerInUse: async () => (await router.connected()) ?? (hasRoutes(traffic) ? router.get() : undefined),
+    outbound: options.outbound,
     context,
-    workRoot: join(options.dataDir, "work"),
+    workRoot,
+    localUser,
     enqueue: (input) => {
       if (!engine) throw new Error("the task engine is not running");
       return engine.enqueue(input);

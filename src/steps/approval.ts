@@ -1,16 +1,22 @@
 import { z } from "zod";
-import { TaskFailure } from "../engine/types.js";
+import { FinalFailure } from "../engine/types.js";
 import type { StepKind } from "./types.js";
 
 const approvalConfigSchema = z.strictObject({
   /** What the approver should check; a template rendered with the deployment's variables. */
   instructions: z.string().min(1).max(10_000),
+  /**
+   * Separation of duties: true refuses an approval from the person who started the
+   * deployment, false allows it; left out, the lifecycle phase's `separateApprover` decides.
+   */
+  separateApprover: z.boolean().optional(),
 });
 type ApprovalConfig = z.infer<typeof approvalConfigSchema>;
 
 /**
  * Waits for a person to approve or reject, with a comment. The task shows as "waiting"
- * meanwhile; a rejection fails the step with the approver's comment.
+ * meanwhile; a rejection fails the deployment with the approver's comment, and is final:
+ * no one can retry or skip it (guided failure), and it fails an optional step too.
  */
 export const approvalStep: StepKind<ApprovalConfig> = {
   kind: "approval",
@@ -26,9 +32,10 @@ export const approvalStep: StepKind<ApprovalConfig> = {
       kind: "approval",
       prompt: instructions,
       allowed: ["approve", "reject"],
+      separateFromStarter: config.separateApprover,
     });
     if (decision.decision !== "approve") {
-      throw new TaskFailure(
+      throw new FinalFailure(
         `rejected by ${decision.decidedBy ?? "someone"}${decision.comment ? `: ${decision.comment}` : ""}`,
       );
     }

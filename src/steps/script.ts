@@ -3,6 +3,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import { TaskFailure } from "../engine/types.js";
+import { giveToLocalUser, spawnCredentials } from "../runtimes/localUser.js";
 import { recordProcessGroup } from "../runtimes/processGroups.js";
 import type { StepKind, StepRunContext } from "./types.js";
 
@@ -58,6 +59,8 @@ export const scriptStep: StepKind<ScriptConfig> = {
 
   async run(context: StepRunContext, config: ScriptConfig) {
     const directory = await mkdtemp(join(context.workDirectory, "script-"));
+    // The script's own directory (its HOME and $FERRY_OUTPUT) belongs to the account it runs as.
+    await giveToLocalUser(directory, context.localUser);
     const outputFile = join(directory, "output");
     try {
       const env: Record<string, string> = {
@@ -94,7 +97,9 @@ async function runProcess(
   cwd: string,
   timeoutMs: number,
 ): Promise<void> {
-  const child = spawn(command, args, { env, cwd, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  // Never with the server's rights unless the operator chose so (FERRY_RUN_AS, docs/security.md).
+  const credentials = spawnCredentials(context.localUser);
+  const child = spawn(command, args, { env, cwd, detached: true, stdio: ["ignore", "pipe", "pipe"], ...credentials });
   // Listen before any await: a quick script may have exited by the time we look again.
   const exited = new Promise<number | null>((resolve, reject) => {
     child.on("error", reject);

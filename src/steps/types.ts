@@ -1,6 +1,8 @@
 import type { z } from "zod";
 import type { TaskLog } from "../engine/taskLog.js";
 import type { TaskContext } from "../engine/types.js";
+import type { OutboundPolicy } from "../security/outboundGuard.js";
+import type { LocalUser } from "../runtimes/localUser.js";
 import type { Router } from "../traffic/router.js";
 
 /** What a step sees when it runs on one target. */
@@ -19,6 +21,8 @@ export interface StepRunContext {
   readonly waitForDecision: TaskContext["waitForDecision"];
   /** Where the step may keep files for the duration of the task. */
   readonly workDirectory: string;
+  /** The account processes the step starts on the server's host run as (undefined: the server's own). */
+  readonly localUser?: LocalUser | undefined;
   /**
    * Credentials for pulling from a registry host ("registry.example.com:5000"), from the
    * project's feeds; undefined (or no function) means pull anonymously. Step configs never
@@ -27,6 +31,12 @@ export interface StepRunContext {
   readonly registryCredentials?: (registryHost: string) => Promise<{ username: string; password: string } | undefined>;
   /** The traffic router of the server's host (connected on first use), for blue/green. */
   readonly router?: () => Promise<Router>;
+  /**
+   * What http-test and health-check requests whose address a variable chose may call
+   * (FERRY_OUTBOUND_ALLOW; a blue/green colour's own address while it is checked).
+   * Absent: the guard's defaults.
+   */
+  readonly outbound?: OutboundPolicy;
 }
 
 interface StepResult {

@@ -26,6 +26,14 @@ export interface Identity {
   session?: { id: string; csrfToken: string };
 }
 
+/**
+ * The person (or, for keys without a user, the key) behind a request, the same across a
+ * user's sessions and keys: separation of duties compares these, never display names.
+ */
+export function principalOf(identity: Identity): string {
+  return identity.userId !== null ? `user:${identity.userId}` : `key:${identity.id}`;
+}
+
 /** Stores a key by its hash only; the key itself is returned to the caller once and forgotten. */
 export async function insertApiKey(
   { db }: StoreContext,

@@ -1,5 +1,5 @@
 import type { Kysely } from "kysely";
-import { ConflictError } from "../domain/errors.js";
+import { ConflictError, ForbiddenError } from "../domain/errors.js";
 import { newId, nowIso, parseJsonList } from "./common.js";
 import type { Database, TaskDecisionRow } from "./schema.js";
 
@@ -34,7 +34,7 @@ function toDecision(row: TaskDecisionRow): Decision {
 export async function openDecision(
   db: Kysely<Database>,
   taskId: string,
-  question: { kind: string; prompt: string; allowed: readonly string[] },
+  question: { kind: string; prompt: string; allowed: readonly string[]; excludedPrincipal?: string | null | undefined },
 ): Promise<string> {
   const id = newId("dec");
   await db
@@ -48,6 +48,7 @@ export async function openDecision(
       decision: null,
       comment: null,
       decided_by: null,
+      excluded_principal: question.excludedPrincipal ?? null,
       created_at: nowIso(),
       decided_at: null,
     })
@@ -76,7 +77,7 @@ export async function listDecisions(db: Kysely<Database>, taskId: string): Promi
 export async function decide(
   db: Kysely<Database>,
   taskId: string,
-  answer: { decision: string; comment?: string | undefined; decidedBy: string },
+  answer: { decision: string; comment?: string | undefined; decidedBy: string; principal?: string | null | undefined },
 ): Promise<Decision> {
   // Only a task still waiting can be answered (not one cancelled or interrupted meanwhile).
   const open = await db
@@ -91,6 +92,17 @@ export async function decide(
   const allowed = parseJsonList(open.allowed);
   if (!allowed.includes(answer.decision)) {
     throw new ConflictError(`the task is waiting for ${allowed.join(", ")}; '${answer.decision}' does not answer it`);
+  }
+  // Separation of duties: whoever started the deployment may reject it, never approve it,
+  // with any of their keys or sessions (the principal is the user, not the credential).
+  if (
+    answer.decision === "approve" &&
+    open.excluded_principal !== null &&
+    open.excluded_principal === answer.principal
+  ) {
+    throw new ForbiddenError(
+      "you started this deployment, and this approval needs someone else (separation of duties): ask another approver",
+    );
   }
   const updated = await db
     .updateTable("task_decisions")

@@ -1,4 +1,4 @@
-import type { Kysely } from "kysely";
+import type { ExpressionBuilder, Kysely } from "kysely";
 import type { ProgressionPhase } from "../domain/progression.js";
 import type { Database } from "./schema.js";
 
@@ -38,16 +38,24 @@ export async function lifecyclePhases(
         .map((member) => member.environment_id),
       autoDeploy: phase.auto_deploy === 1,
       optional: phase.optional === 1,
+      acceptSkippedSteps: phase.accept_skipped_steps === 1,
+      separateApprover: phase.separate_approver === 1,
     })),
   };
 }
 
 /**
- * Environments where this release has a successful deployment: per environment, one seek
- * in deployments_by_release that stops at the first success, however often the release
- * was deployed there (every deployment request asks this).
+ * Environments where this release has a successful deployment that counts for the
+ * lifecycle: per environment, one seek in deployments_by_release that stops at the first
+ * success, however often the release was deployed there (every deployment request asks
+ * this). A deployment whose required steps a person skipped counts only in the
+ * environments listed in `acceptSkippedSteps` (their phase says it may).
  */
-export async function succeededEnvironments(db: Kysely<Database>, releaseId: string): Promise<Set<string>> {
+export async function succeededEnvironments(
+  db: Kysely<Database>,
+  releaseId: string,
+  acceptSkippedSteps: readonly string[] = [],
+): Promise<Set<string>> {
   const rows = await db
     .selectFrom("environments as e")
     .select("e.id")
@@ -58,11 +66,23 @@ export async function succeededEnvironments(db: Kysely<Database>, releaseId: str
           .select("d.id")
           .whereRef("d.environment_id", "=", "e.id")
           .where("d.release_id", "=", releaseId)
-          .where("t.state", "=", "succeeded"),
+          .where("t.state", "=", "succeeded")
+          .where((eb) => countsForLifecycle(eb, acceptSkippedSteps)),
       ),
     )
     .execute();
   return new Set(rows.map((row) => row.id));
+}
+
+/** No skipped required step, or skipped in an environment whose phase accepts it. */
+function countsForLifecycle(
+  eb: ExpressionBuilder<Database & { d: Database["deployments"] }, "d">,
+  acceptSkippedSteps: readonly string[],
+) {
+  const clean = eb("d.skipped_steps", "=", 0);
+  return acceptSkippedSteps.length === 0
+    ? clean
+    : eb.or([clean, eb("d.environment_id", "in", [...acceptSkippedSteps])]);
 }
 
 export async function environmentNames(db: Kysely<Database>): Promise<(id: string) => string> {
@@ -71,19 +91,27 @@ export async function environmentNames(db: Kysely<Database>): Promise<(id: strin
   return (id) => names.get(id) ?? id;
 }
 
-/** The release most recently deployed successfully to each of the environments, newest first. */
-export async function successfulReleases(db: Kysely<Database>, projectId: string, environmentIds: readonly string[]) {
+/**
+ * The releases deployed successfully to the environments, newest first. With
+ * `countingFor`, only deployments that count for the lifecycle (see succeededEnvironments).
+ */
+export async function successfulReleases(
+  db: Kysely<Database>,
+  projectId: string,
+  environmentIds: readonly string[],
+  countingFor?: { acceptSkippedSteps: readonly string[] },
+) {
   if (environmentIds.length === 0) return [];
-  return db
+  let query = db
     .selectFrom("deployments as d")
     .innerJoin("tasks as t", "t.id", "d.task_id")
     .innerJoin("releases as r", "r.id", "d.release_id")
     .select(["r.id as releaseId", "r.version", "d.environment_id as environmentId", "t.finished_at as finishedAt"])
     .where("d.project_id", "=", projectId)
     .where("d.environment_id", "in", environmentIds)
-    .where("t.state", "=", "succeeded")
-    .orderBy("t.finished_at", "desc")
-    .execute();
+    .where("t.state", "=", "succeeded");
+  if (countingFor) query = query.where((eb) => countsForLifecycle(eb, countingFor.acceptSkippedSteps));
+  return query.orderBy("t.finished_at", "desc").execute();
 }
 
 /** Whether the latest deployment that ran in the environment (started and ended) succeeded; true when none did. */

@@ -56,6 +56,8 @@ async function loadLifecycles(db: Executor, rows: LifecycleRow[]): Promise<Lifec
           .map((member) => member.slug),
         autoDeploy: phase.auto_deploy === 1,
         optional: phase.optional === 1,
+        acceptSkippedSteps: phase.accept_skipped_steps === 1,
+        separateApprover: phase.separate_approver === 1,
       })),
     createdAt: row.created_at,
     updatedAt: row.updated_at,
@@ -89,6 +91,8 @@ async function resolvePhases(trx: Executor, phases: readonly PhaseInput[]): Prom
       environmentIds,
       autoDeploy: phase.autoDeploy,
       optional: phase.optional,
+      acceptSkippedSteps: phase.acceptSkippedSteps,
+      separateApprover: phase.separateApprover,
     });
   }
   issues.push(...(issues.length === 0 ? checkPhases(resolved) : []));
@@ -108,6 +112,8 @@ async function writePhases(trx: Executor, lifecycleId: string, phases: readonly 
         name: phase.name,
         auto_deploy: phase.autoDeploy ? 1 : 0,
         optional: phase.optional ? 1 : 0,
+        accept_skipped_steps: phase.acceptSkippedSteps ? 1 : 0,
+        separate_approver: phase.separateApprover ? 1 : 0,
       })
       .execute();
     for (const [environmentPosition, environmentId] of phase.environmentIds.entries()) {

@@ -608,6 +608,36 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0016_decision_rules": {
+    async up(db: Kysely<unknown>) {
+      // Who started a task ("user:<id>" or "key:<id>"), so an approval can refuse that
+      // person (separation of duties) whichever of their keys or sessions they answer with.
+      await db.schema.alterTable("tasks").addColumn("created_by_principal", "text").execute();
+      await db.schema.alterTable("task_decisions").addColumn("excluded_principal", "text").execute();
+      // Required steps a person skipped after they failed (guided failure): such a
+      // deployment does not count for the lifecycle unless its phase accepts it.
+      await db.schema
+        .alterTable("deployments")
+        .addColumn("skipped_steps", "integer", (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema
+        .alterTable("lifecycle_phases")
+        .addColumn("accept_skipped_steps", "integer", (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema
+        .alterTable("lifecycle_phases")
+        .addColumn("separate_approver", "integer", (c) => c.notNull().defaultTo(0))
+        .execute();
+      // Built-in roles follow the code (resolveFailures is new: retry / skip of a failed step).
+      for (const role of builtInRoles) {
+        await db
+          .updateTable("roles" as never)
+          .set({ permissions: JSON.stringify(role.permissions) } as never)
+          .where("id" as never, "=", `role_${role.slug}` as never)
+          .execute();
+      }
+    },
+  },
 };
 
 const provider: MigrationProvider = {

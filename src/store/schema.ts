@@ -66,6 +66,10 @@ interface LifecyclePhaseRow {
   name: string;
   auto_deploy: number;
   optional: number;
+  /** 1: a deployment that skipped a failed required step still counts as a success here. */
+  accept_skipped_steps: ColumnType<number, number | undefined, number>;
+  /** 1: approvals in this phase refuse the person who started the deployment (unless a step says otherwise). */
+  separate_approver: ColumnType<number, number | undefined, number>;
 }
 
 interface LifecyclePhaseEnvironmentRow {
@@ -250,6 +254,8 @@ export interface TaskRow {
   result: string | null;
   error: string | null;
   created_by: string;
+  /** "user:<id>" or "key:<id>" of whoever started it; null for the engine's own tasks. */
+  created_by_principal: string | null;
   created_at: string;
   started_at: string | null;
   finished_at: string | null;
@@ -305,6 +311,8 @@ interface DeploymentRow {
   created_at: string;
   /** "deploy" | "promote" | "rollback" | "auto" (DeploymentKind). */
   kind: ColumnType<string, string | undefined, string>;
+  /** Required steps a person skipped after they failed (guided failure). */
+  skipped_steps: ColumnType<number, number | undefined, number>;
 }
 
 export interface TaskDecisionRow {
@@ -318,6 +326,8 @@ export interface TaskDecisionRow {
   decision: string | null;
   comment: string | null;
   decided_by: string | null;
+  /** The principal who may not answer it (separation of duties), "user:<id>" / "key:<id>". */
+  excluded_principal: string | null;
   created_at: string;
   decided_at: string | null;
 }

@@ -49,6 +49,8 @@ export interface NewTask {
   /** Locks the task must hold to run, e.g. "deploy:<project>:<environment>", "target:<id>". */
   lockKeys: readonly string[];
   createdBy: string;
+  /** Who started it, as principalOf gives it; an approval with separation of duties refuses them. */
+  createdByPrincipal?: string | null | undefined;
   /**
    * Rows that belong with the task (a deployment's), written in the same transaction: no
    * runner, list or crash ever sees the task without them.
@@ -77,6 +79,7 @@ export async function enqueueTask(db: Kysely<Database>, input: NewTask): Promise
       result: null,
       error: null,
       created_by: input.createdBy,
+      created_by_principal: input.createdByPrincipal ?? null,
       created_at: nowIso(),
       started_at: null,
       finished_at: null,
