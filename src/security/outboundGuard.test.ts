@@ -2,6 +2,7 @@ import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  allowingOrigin,
   checkOutboundUrl,
   defaultOutboundPolicy,
   guardedFetch,
@@ -65,6 +66,47 @@ describe("checkOutboundUrl (the default policy)", () => {
     }
   });
 
+  it("refuses IPv6 addresses that carry a refused IPv4 address: NAT64, 6to4, SIIT, Teredo", async () => {
+    const refused: [string, string][] = [
+      ["http://[64:ff9b::127.0.0.1]:5000/", "a loopback address (64:ff9b::7f00:1, NAT64 for 127.0.0.1)"],
+      ["http://[64:ff9b::a9fe:a9fe]/", "a link-local/metadata address (64:ff9b::a9fe:a9fe, NAT64 for 169.254.169.254)"],
+      // Local-use NAT64 (RFC 8215) with a /96, /64, /56 and /48 prefix: the IPv4 bits sit elsewhere in each.
+      ["http://[64:ff9b:1::127.0.0.1]/", "a loopback address (64:ff9b:1::7f00:1, local-use NAT64 for 127.0.0.1)"],
+      [
+        "http://[64:ff9b:1:0:7f:0:100:0]/",
+        "a loopback address (64:ff9b:1:0:7f:0:100:0, local-use NAT64 for 127.0.0.1)",
+      ],
+      ["http://[64:ff9b:1:7f:0:1::]/", "a loopback address (64:ff9b:1:7f:0:1::, local-use NAT64 for 127.0.0.1)"],
+      [
+        "http://[64:ff9b:1:7f00:0:100::]/",
+        "a loopback address (64:ff9b:1:7f00:0:100::, local-use NAT64 for 127.0.0.1)",
+      ],
+      ["http://[::ffff:0:127.0.0.1]/", "a loopback address (::ffff:0:7f00:1, SIIT-translated form of 127.0.0.1)"],
+      ["http://[2002:7f00:1::1]/", "a loopback address (2002:7f00:1::1, 6to4 for 127.0.0.1)"],
+      ["http://[2002:a9fe:a9fe::]/", "a link-local/metadata address (2002:a9fe:a9fe::, 6to4 for 169.254.169.254)"],
+      // Teredo: the client's address is stored inverted (~127.0.0.1 = 80ff:fffe).
+      [
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",
+        "a loopback address (2001:0:4136:e378:8000:63bf:80ff:fffe, Teredo for 127.0.0.1)",
+      ],
+      ["http://[2001:0:7f00:1::1]/", "a loopback address (2001:0:7f00:1::1, Teredo through server 127.0.0.1)"],
+    ];
+    for (const [url, reason] of refused) {
+      const error = await refusal(check(url));
+      expect(error.message, url).toContain(`points at ${reason}; ${HINT}`);
+    }
+    // What they carry that is not refused stays allowed, as it would be in IPv4.
+    for (const url of [
+      "http://[64:ff9b::8.8.8.8]/",
+      "http://[64:ff9b::10.0.0.1]/",
+      "http://[64:ff9b:1:abcd::8.8.8.8]/", // a /96 local prefix: no other reading has its zero bits
+      "http://[2002:808:808::1]/",
+      "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", // RFC 4380's example client, 192.0.2.45
+    ]) {
+      await expect(check(url), url).resolves.toBeUndefined();
+    }
+  });
+
   it("resolves a name and refuses it when an address it resolves to is refused", async () => {
     const error = await refusal(check("http://localhost:5000/v2/"));
     expect(error.message).toMatch(
@@ -113,6 +155,24 @@ describe("checkOutboundUrl with FERRY_OUTBOUND_ALLOW", () => {
     const error = await refusal(check("http://127.0.0.1:5001/", policy));
     expect(error.message).toContain("a loopback address (127.0.0.1 port 5001)");
     await refusal(check("http://[::1]:5000/", policy));
+  });
+
+  it("lets an allowed IPv4 address through the IPv6 forms that carry it, and an allowed IPv6 range carry anything", async () => {
+    await expect(
+      check("http://[64:ff9b::127.0.0.1]:5000/", parseOutboundAllow("127.0.0.1:5000")),
+    ).resolves.toBeUndefined();
+    await refusal(check("http://[64:ff9b::127.0.0.1]:5001/", parseOutboundAllow("127.0.0.1:5000")));
+    await expect(check("http://[2002:7f00:1::1]/", parseOutboundAllow("2002::/16"))).resolves.toBeUndefined();
+  });
+
+  it("allows a blue/green colour's own address and port, and nothing else, with allowingOrigin", async () => {
+    const colour = allowingOrigin(parseOutboundAllow("10.0.0.0/8"), new URL("http://127.0.0.1:32768"));
+    await expect(check("http://127.0.0.1:32768/health", colour)).resolves.toBeUndefined();
+    expect((await refusal(check("http://127.0.0.1:5000/v2/_catalog", colour))).message).toContain(
+      "a loopback address (127.0.0.1 port 5000)",
+    );
+    await refusal(check("http://[::1]:32768/", colour));
+    await refusal(check("http://127.0.0.1:32768/", defaultOutboundPolicy));
   });
 
   it("allows ranges, IPv6 addresses and names on any port unless a port is given", async () => {

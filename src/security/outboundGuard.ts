@@ -6,10 +6,12 @@ import { InputError } from "../domain/errors.js";
 
 /**
  * The outbound request guard: which addresses the server may call for feeds (registries and
- * their token services) and webhooks. Users choose those URLs, so without a guard anyone
- * allowed to create a feed or a webhook could make the server call its own loopback
+ * their token services), webhooks, OIDC providers, and http-test and health-check steps whose
+ * URL a variable chose. Users choose those URLs, so without a guard anyone allowed to create
+ * a feed or a webhook, or to edit a variable, could make the server call its own loopback
  * services or the cloud metadata endpoint (SSRF). docs/decisions/0016-outbound-guard.md
- * says what is refused and why; docs/security.md tells operators how to allow more.
+ * says what is refused and why (0021 for the steps); docs/security.md tells operators how
+ * to allow more.
  *
  * A URL is checked when it is saved (its literal host, then every address its name resolves
  * to now) and again at each request: the connection is made only to an address the guard
@@ -58,7 +60,8 @@ interface DeniedRange {
 
 /**
  * Refused unless allowed, most specific first (the first match names the reason). IPv4-mapped
- * IPv6 addresses (::ffff:127.0.0.1) are checked as the IPv4 address they carry.
+ * IPv6 addresses (::ffff:127.0.0.1) are checked as the IPv4 address they carry; so are the
+ * other IPv6 forms that carry one (embeddedAddresses: NAT64, 6to4, SIIT, Teredo).
  */
 const deniedRanges: readonly DeniedRange[] = [
   ["0.0.0.0/8", "an unspecified address"], // Linux connects 0.0.0.0 to the local host
@@ -108,6 +111,22 @@ export function parseOutboundAllow(text: string | undefined): OutboundPolicy {
     );
   }
   return { allow };
+}
+
+/**
+ * The policy with one more exception: exactly `url`'s address (or name) and port. A blue/green
+ * step checks the new colour at its private address (127.0.0.1 and the port the engine
+ * published it on) before any traffic goes there: the requests that check it may call that
+ * address and port, and nothing else the policy refuses.
+ */
+export function allowingOrigin(policy: OutboundPolicy, url: URL): OutboundPolicy {
+  const host = hostOf(url);
+  const port = portOf(url);
+  const bytes = parseAddress(host);
+  const rule: OutboundRule = bytes
+    ? { kind: "range", bytes, prefix: bytes.length * 8, port }
+    : { kind: "host", host: normalizeName(host), port };
+  return { allow: [...policy.allow, rule] };
 }
 
 /** A rule, or what is wrong with the entry. */
@@ -376,12 +395,82 @@ function checkResolved(
 function checkAddress(policy: OutboundPolicy, address: string, port: number): Refusal | undefined {
   const bytes = parseAddress(address);
   if (!bytes) return undefined;
+  const direct = checkBytes(policy, bytes, address, port);
+  if (direct) return direct;
+  // An IPv6 range the operator allowed (FERRY_OUTBOUND_ALLOW=64:ff9b::/96) covers what it carries.
+  if (allowingRanges(policy, bytes).some((rule) => portMatches(rule, port))) return undefined;
+  for (const embedded of embeddedAddresses(bytes)) {
+    const refusal = checkBytes(policy, embedded.bytes, embedded.bytes.join("."), port);
+    if (refusal) return { label: refusal.label, subject: `${address}, ${embedded.form} ${refusal.subject}` };
+  }
+  return undefined;
+}
+
+function checkBytes(policy: OutboundPolicy, bytes: Uint8Array, address: string, port: number): Refusal | undefined {
   const denied = deniedRanges.find((range) => inRange(bytes, range));
   if (!denied) return undefined;
-  const ranges = policy.allow.filter((rule) => rule.kind === "range" && inRange(bytes, rule));
+  const ranges = allowingRanges(policy, bytes);
   if (ranges.some((rule) => portMatches(rule, port))) return undefined;
   // Allowed on other ports only: say which port was refused, or the message looks wrong.
   return { label: denied.label, subject: ranges.length > 0 ? `${address} port ${port}` : address };
+}
+
+function allowingRanges(policy: OutboundPolicy, bytes: Uint8Array): OutboundRule[] {
+  return policy.allow.filter((rule) => rule.kind === "range" && inRange(bytes, rule));
+}
+
+/** An IPv4 address carried inside an IPv6 one, and how ("NAT64 for"), for messages. */
+interface EmbeddedAddress {
+  readonly bytes: Uint8Array;
+  readonly form: string;
+}
+
+/**
+ * The IPv4 addresses an IPv6 address stands for, where a translator or tunnel on the path
+ * (or the host's own stack) turns it into a connection to that IPv4 address: 64:ff9b::7f00:1
+ * reaches 127.0.0.1 through a NAT64 gateway. Each is checked like the IPv4 address itself.
+ *
+ * - NAT64, well-known prefix 64:ff9b::/96 (RFC 6052): the last 32 bits.
+ * - NAT64, local-use 64:ff9b:1::/48 (RFC 8215): the operator picks a prefix of /48, /56, /64
+ *   or /96 inside it, and the position of the IPv4 bits depends on which (RFC 6052 §2.2), so
+ *   every reading the address's zero bits permit is checked, and any refused one refuses it.
+ * - SIIT's IPv4-translated form ::ffff:0:a.b.c.d (RFC 2765). The IPv4-mapped form
+ *   ::ffff:a.b.c.d is parsed as IPv4 to begin with (parseAddress).
+ * - 6to4, 2002::/16 (RFC 3056): bits 16–47.
+ * - Teredo, 2001::/32 (RFC 4380): the server's address in bits 32–63 and the client's,
+ *   inverted, in the last 32 bits; both are checked.
+ */
+function embeddedAddresses(bytes: Uint8Array): EmbeddedAddress[] {
+  if (bytes.length !== 16) return [];
+  const at = (...indexes: number[]) => Uint8Array.from(indexes, (index) => bytes[index] ?? 0);
+  const prefix = (...values: number[]) => values.every((value, index) => bytes[index] === value);
+  const zeros = (from: number, to: number) => bytes.subarray(from, to).every((byte) => byte === 0);
+  if (prefix(0x00, 0x64, 0xff, 0x9b) && zeros(4, 12)) return [{ bytes: at(12, 13, 14, 15), form: "NAT64 for" }];
+  if (prefix(0x00, 0x64, 0xff, 0x9b, 0x00, 0x01)) {
+    // RFC 6052 §2.2: bits 64–71 (the "u" octet) and the suffix after the IPv4 bits are zero,
+    // so a reading whose zeros are not there is not how this address was made.
+    const readings = [
+      { bytes: at(6, 7, 9, 10), suffix: 11 }, // a /48 prefix
+      { bytes: at(7, 9, 10, 11), suffix: 12 }, // a /56 prefix
+      { bytes: at(9, 10, 11, 12), suffix: 13 }, // a /64 prefix
+    ].filter((reading) => bytes[8] === 0 && zeros(reading.suffix, 16));
+    return [...readings, { bytes: at(12, 13, 14, 15) }].map((reading) => ({
+      bytes: reading.bytes,
+      form: "local-use NAT64 for",
+    }));
+  }
+  if (prefix(0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0)) {
+    return [{ bytes: at(12, 13, 14, 15), form: "SIIT-translated form of" }];
+  }
+  if (prefix(0x20, 0x02)) return [{ bytes: at(2, 3, 4, 5), form: "6to4 for" }];
+  if (prefix(0x20, 0x01, 0x00, 0x00)) {
+    const client = at(12, 13, 14, 15).map((byte) => byte ^ 0xff);
+    return [
+      { bytes: at(4, 5, 6, 7), form: "Teredo through server" },
+      { bytes: client, form: "Teredo for" },
+    ];
+  }
+  return [];
 }
 
 function refusalMessage(named: string, refusal: Refusal): string {
