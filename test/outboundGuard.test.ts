@@ -6,9 +6,14 @@ import { RegistryClient, RegistryError } from "../src/feeds/registry.js";
 import { defaultOutboundPolicy, OutboundRefusedError, parseOutboundAllow } from "../src/security/outboundGuard.js";
 import { startTestApp, type TestApp } from "./helpers/app.js";
 import { type ObservedApp, startObservedApp } from "./helpers/observedApp.js";
+import { startTestServer, type TestServer } from "./helpers/server.js";
 
 const HINT = "allow it with FERRY_OUTBOUND_ALLOW if you mean it";
 const canary = "REDIRECT-TARGET-BODY-CANARY";
+
+interface Created {
+  deployments: { taskId: string }[];
+}
 
 interface Problem {
   type: string;
@@ -257,5 +262,178 @@ describe("webhook deliveries through the outbound guard (node:http receiver on 1
     const result = await deliver(`${receiver.url}/hook`, parseOutboundAllow(`127.0.0.1:${receiver.port}`));
     expect(result).toEqual({ delivered: true, attempts: 1, status: 204 });
     expect(receiver.hits).toEqual(["/hook"]);
+  });
+});
+
+/**
+ * Issue 11, finding 4: a user who may only edit variables pointed `#{HealthUrl}` (used by an
+ * http-test step) at an internal service on the server's loopback; the failed assertions put
+ * its answer in the task log, which viewers read. A real server with the guard at its
+ * defaults, a real team and role, a node:http "internal service" on 127.0.0.1.
+ */
+describe("http steps whose address a variable chose go through the outbound guard (real server, SQLite)", () => {
+  const internalAnswer = '{"repositories":["internal/INTERNAL-CATALOG-CANARY"]}';
+  let internal: Awaited<ReturnType<typeof startServer>>;
+  let test: TestServer;
+  let editorKey = "";
+
+  const asEditor = async (method: string, path: string, body?: unknown) => {
+    const response = await fetch(new URL(path, test.server.url), {
+      method,
+      headers: {
+        authorization: `Bearer ${editorKey}`,
+        ...(body !== undefined && { "content-type": "application/json" }),
+      },
+      ...(body !== undefined && { body: JSON.stringify(body) }),
+    });
+    return { status: response.status, text: await response.text() };
+  };
+  const admin = async <T = Record<string, unknown>>(method: string, path: string, body?: unknown) => {
+    const response = await test.call<T>(method, path, body);
+    expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
+    return response.body;
+  };
+  /** A release of the project (auto-deployed to dev); the task as the variable editor sees it, and its log. */
+  const release = async (project: string, version: string) => {
+    const created = await admin<Created>("POST", `/api/v1/projects/${project}/releases`, { version });
+    const taskId = created.deployments[0]?.taskId ?? "";
+    await test.waitForTask(taskId);
+    const task = JSON.parse((await asEditor("GET", `/api/v1/tasks/${taskId}`)).text) as {
+      state: string;
+      error: string;
+    };
+    const log = await asEditor("GET", `/api/v1/tasks/${taskId}/log`);
+    expect(log.status).toBe(200);
+    const lines = (JSON.parse(log.text) as { lines: { text: string }[] }).lines;
+    return { task, log: lines.map((line) => line.text).join("\n") };
+  };
+
+  beforeAll(async () => {
+    internal = await startServer((path, response) => {
+      if (path === "/v2/_catalog") response.writeHead(200, { "content-type": "application/json" }).end(internalAnswer);
+      else response.writeHead(200).end("ok");
+    });
+    test = await startTestServer({ outbound: defaultOutboundPolicy });
+    await admin("POST", "/api/v1/environments", { name: "dev" });
+    await admin("POST", "/api/v1/lifecycles", { name: "one", phases: [{ environments: ["dev"], autoDeploy: true }] });
+    for (const name of ["shop", "single-host"]) await admin("POST", "/api/v1/projects", { name, lifecycle: "one" });
+    await admin("PUT", "/api/v1/projects/shop/process", {
+      steps: [
+        {
+          name: "smoke",
+          kind: "http-test",
+          config: { url: "#{HealthUrl}", timeoutMs: 2000, assertions: { bodyContains: ["ok"] } },
+        },
+      ],
+    });
+    await admin("POST", "/api/v1/projects/shop/variables", { name: "HealthUrl", value: "https://shop.example.com/" });
+    // The attacker: may view the project and edit its variables, nothing else.
+    await admin("POST", "/api/v1/roles", { name: "Variable editor", permissions: ["view", "editVariables"] });
+    await admin("POST", "/api/v1/users", { username: "vera", password: "vera-long-password" });
+    await admin("POST", "/api/v1/teams", {
+      name: "config",
+      members: ["vera"],
+      roles: [{ role: "variable-editor", projects: ["shop", "single-host"] }],
+    });
+    editorKey = String((await admin<{ key: string }>("POST", "/api/v1/api-keys", { name: "vera", user: "vera" })).key);
+  }, 60_000);
+  afterAll(async () => {
+    await test?.close();
+    await stopServer(internal?.server);
+  });
+
+  it("refuses the internal address a variable editor set: the step fails naming the guard, the service is never called", async () => {
+    const variables = JSON.parse((await asEditor("GET", "/api/v1/projects/shop/variables")).text) as {
+      items: { id: string; name: string }[];
+    };
+    const healthUrl = variables.items.find((variable) => variable.name === "HealthUrl");
+    const set = await asEditor("PATCH", `/api/v1/projects/shop/variables/${healthUrl?.id}`, {
+      value: `${internal.url}/v2/_catalog`,
+    });
+    expect(set.status, set.text).toBe(200);
+
+    const { task, log } = await release("shop", "1.0.0");
+    expect(task.state).toBe("failed");
+    const refusal = `url ${internal.url}/v2/_catalog points at a loopback address (127.0.0.1); ${HINT}`;
+    expect(task.error).toContain(refusal);
+    expect(task.error).toContain("a variable chose its address");
+    expect(log).toContain(refusal);
+    expect(log).not.toContain("INTERNAL-CATALOG-CANARY");
+    expect(internal.hits).toEqual([]);
+  });
+
+  it("refuses a health check the same way, at once rather than at its deadline, and a name that resolves to loopback", async () => {
+    await admin("PUT", "/api/v1/projects/shop/process", {
+      steps: [{ name: "health", kind: "health-check", config: { url: "#{HealthUrl}", deadlineSeconds: 60 } }],
+    });
+    const variables = JSON.parse((await asEditor("GET", "/api/v1/projects/shop/variables")).text) as {
+      items: { id: string; name: string }[];
+    };
+    const healthUrl = variables.items.find((variable) => variable.name === "HealthUrl");
+    await asEditor("PATCH", `/api/v1/projects/shop/variables/${healthUrl?.id}`, {
+      value: `http://localhost:${internal.port}/v2/_catalog`,
+    });
+    const started = Date.now();
+    const { task, log } = await release("shop", "1.0.1");
+    expect(task.state).toBe("failed");
+    expect(Date.now() - started).toBeLessThan(20_000);
+    expect(task.error).toMatch(/points at a loopback address \(localhost resolves to (127\.0\.0\.1|::1)\)/);
+    expect(log).not.toContain("INTERNAL-CATALOG-CANARY");
+    expect(internal.hits).toEqual([]);
+  });
+
+  it("still calls a loopback URL written in the process itself (a single-host install checking its own app)", async () => {
+    await admin("PUT", "/api/v1/projects/single-host/process", {
+      steps: [
+        { name: "health", kind: "health-check", config: { url: `${internal.url}/health`, deadlineSeconds: 5 } },
+        { name: "smoke", kind: "http-test", config: { url: `${internal.url}/`, assertions: { bodyContains: ["ok"] } } },
+      ],
+    });
+    const { task, log } = await release("single-host", "1.0.0");
+    expect(task.state, log).toBe("succeeded");
+    expect(log).toContain("healthy: HTTP 200");
+    expect(log).toContain('✔ body contains "ok"');
+    expect(internal.hits).toEqual(["/health", "/"]);
+    internal.hits.length = 0;
+  });
+});
+
+describe("FERRY_OUTBOUND_ALLOW also lets an http step's variable URL through (real server, SQLite)", () => {
+  let internal: Awaited<ReturnType<typeof startServer>>;
+  let test: TestServer;
+
+  beforeAll(async () => {
+    internal = await startServer((_, response) => response.writeHead(200).end("ok"));
+    test = await startTestServer({ outbound: parseOutboundAllow(`127.0.0.1:${internal.port}`) });
+    await test.call("POST", "/api/v1/environments", { name: "dev" });
+    await test.call("POST", "/api/v1/lifecycles", {
+      name: "one",
+      phases: [{ environments: ["dev"], autoDeploy: true }],
+    });
+    await test.call("POST", "/api/v1/projects", { name: "shop", lifecycle: "one" });
+    await test.call("PUT", "/api/v1/projects/shop/process", {
+      steps: [{ name: "smoke", kind: "http-test", config: { url: "#{BaseUrl}/ready" } }],
+    });
+  }, 60_000);
+  afterAll(async () => {
+    await test?.close();
+    await stopServer(internal?.server);
+  });
+
+  it("calls the allowed address and port, and still refuses another loopback port", async () => {
+    await test.call("POST", "/api/v1/projects/shop/variables", { name: "BaseUrl", value: internal.url });
+    const allowed = await test.call<Created>("POST", "/api/v1/projects/shop/releases", { version: "1.0.0" });
+    const first = await test.waitForTask(allowed.body.deployments[0]?.taskId ?? "");
+    expect(first.state, JSON.stringify(first)).toBe("succeeded");
+    expect(internal.hits).toEqual(["/ready"]);
+
+    const variables = await test.call<{ items: { id: string }[] }>("GET", "/api/v1/projects/shop/variables");
+    await test.call("PATCH", `/api/v1/projects/shop/variables/${variables.body.items[0]?.id}`, {
+      value: `http://127.0.0.1:${internal.port + 1}`,
+    });
+    const refused = await test.call<Created>("POST", "/api/v1/projects/shop/releases", { version: "1.0.1" });
+    const second = await test.waitForTask(refused.body.deployments[0]?.taskId ?? "");
+    expect(second.state).toBe("failed");
+    expect(String(second.error)).toContain(`a loopback address (127.0.0.1 port ${internal.port + 1})`);
   });
 });

@@ -87,6 +87,28 @@ export function templateVariables(template: string): string[] {
   return [...names];
 }
 
+/**
+ * One piece of a template's top level: literal text, a substitution (by variable name), or a
+ * block (`#{if}`, `#{unless}`, `#{each}`) whose output depends on variables.
+ */
+export type TemplatePiece =
+  | { readonly kind: "text"; readonly text: string }
+  | { readonly kind: "variable"; readonly name: string }
+  | { readonly kind: "block" };
+
+/**
+ * The top level of a template in order, for checks of where each part of a rendered text
+ * comes from (an http step's URL: is its host written in the process or chosen by a
+ * variable?). Parsed exactly as renderTemplate parses it, `##{` escapes included.
+ */
+export function templatePieces(template: string): TemplatePiece[] {
+  return parseTemplate(template).map((node): TemplatePiece => {
+    if (node.kind === "text") return { kind: "text", text: node.text };
+    if (node.kind === "substitution") return { kind: "variable", name: node.name };
+    return { kind: "block" };
+  });
+}
+
 // ---------------------------------------------------------------------------------------
 // Filters
 

@@ -9,6 +9,7 @@ import {
   publishedOrigin,
   type StartedContainer,
 } from "../runtimes/docker.js";
+import { allowingOrigin, defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
 import { routeNameSchema } from "../traffic/proxyState.js";
 import {
   type LiveUpstream,
@@ -177,8 +178,24 @@ export async function runBlueGreen(
   const { container } = candidate;
   const upstream = upstreamOf(container, routeConfig.port);
   const previewUrl = `${upstream}/`;
+  // The new colour's own private address (127.0.0.1 and the port the engine published) may be
+  // called by the requests that check it, and nothing else the outbound guard refuses: the
+  // health probes, the pre-switch tests whose address a variable chose, and the bake.
+  const colourChecks = allowingOrigin(context.outbound ?? defaultOutboundPolicy, new URL(upstream));
 
-  const health = await probeUntilHealthy(context, new URL(options.healthCheck.path, upstream), options.healthCheck);
+  let health: Awaited<ReturnType<typeof probeUntilHealthy>>;
+  try {
+    health = await probeUntilHealthy(
+      context,
+      new URL(options.healthCheck.path, upstream),
+      options.healthCheck,
+      colourChecks,
+    );
+  } catch (error) {
+    // The guard refused the probe (a path of "//another-host/…" leaves the colour): nothing was switched.
+    if (!signal.aborted) await abandon(context, docker, candidate, config, false);
+    throw error;
+  }
   if (!health.healthy) {
     await abandon(context, docker, candidate, config);
     throw new TaskFailure(
@@ -186,7 +203,7 @@ export async function runBlueGreen(
     );
   }
   try {
-    await runPreSwitchTests(context, options, previewUrl);
+    await runPreSwitchTests({ ...context, outbound: colourChecks }, options, previewUrl);
   } catch (error) {
     await abandon(context, docker, candidate, config, false);
     throw error;
@@ -227,7 +244,7 @@ export async function runBlueGreen(
   if (previous) drainMs = await drain(context, router, previous, options);
 
   if (options.bakeSeconds > 0) {
-    const failure = await bake(context, upstream, options);
+    const failure = await bake(context, upstream, options, colourChecks);
     if (failure !== undefined) {
       if (!previous) {
         throw new TaskFailure(
@@ -264,7 +281,10 @@ export async function runBlueGreen(
   };
 }
 
-/** The pre-switch tests: http-test configs rendered with #{Ferry.Route.PreviewUrl} added. */
+/**
+ * The pre-switch tests: http-test configs rendered with #{Ferry.Route.PreviewUrl} added; the
+ * context's outbound policy allows the new colour's address.
+ */
 async function runPreSwitchTests(context: StepRunContext, options: BlueGreenOptions, previewUrl: string) {
   if (options.preSwitchTests.length === 0) return;
   const variables = new Map(context.variables);
@@ -300,7 +320,12 @@ async function drain(context: StepRunContext, router: Router, colour: LiveUpstre
 }
 
 /** Probes the new colour for the bake period; the problem that ended it early, or undefined when it held. */
-async function bake(context: StepRunContext, upstream: string, options: BlueGreenOptions): Promise<string | undefined> {
+async function bake(
+  context: StepRunContext,
+  upstream: string,
+  options: BlueGreenOptions,
+  guard: OutboundPolicy,
+): Promise<string | undefined> {
   const { log, signal } = context;
   const { path, expectedStatus, intervalMs, timeoutMs } = options.healthCheck;
   const url = new URL(path, upstream);
@@ -308,7 +333,7 @@ async function bake(context: StepRunContext, upstream: string, options: BlueGree
   const end = Date.now() + options.bakeSeconds * 1000;
   let failures = 0;
   while (Date.now() < end) {
-    const outcome = await sendRequest(url, { timeoutMs, signal });
+    const outcome = await sendRequest(url, { timeoutMs, signal, guard });
     if (outcome.ok) await outcome.response.body?.cancel();
     const problem = !outcome.ok
       ? outcome.problem

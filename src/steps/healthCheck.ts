@@ -2,13 +2,14 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { TaskFailure } from "../engine/types.js";
 import { isContainerName, localDocker } from "../runtimes/docker.js";
+import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { logContainerTail } from "./containerShared.js";
-import { httpUrl, sendRequest } from "./http.js";
+import { renderStepUrl, sendRequest, urlTemplateSchema } from "./http.js";
 import type { StepKind, StepRunContext } from "./types.js";
 
 const healthCheckConfigSchema = z.strictObject({
   /** Template of the URL probed, e.g. "http://127.0.0.1:#{Ferry.Step[web].Output.hostPort}/health". */
-  url: z.string().min(1).max(4096),
+  url: urlTemplateSchema,
   /** The status that means healthy; redirects are not followed, so a 302 is not a 200. */
   expectedStatus: z.number().int().min(100).max(599).default(200),
   /** Pause between the end of one probe and the start of the next. */
@@ -39,12 +40,12 @@ export const healthCheckStep: StepKind<HealthCheckConfig> = {
   },
 
   async run(context, config) {
-    const url = httpUrl(context.render(config.url), "url");
+    const { url, guard } = renderStepUrl(context, config.url, "url");
     const containerName = config.containerName === undefined ? undefined : context.render(config.containerName);
     if (containerName !== undefined && !isContainerName(containerName)) {
       throw new TaskFailure(`containerName '${containerName.slice(0, 200)}' is not a container name`);
     }
-    const result = await probeUntilHealthy(context, url, config);
+    const result = await probeUntilHealthy(context, url, config, guard);
     if (result.healthy)
       return { outputs: { status: String(config.expectedStatus), attempts: String(result.attempts) } };
     if (containerName !== undefined) await logContainerTail(context, localDocker(), containerName);
@@ -64,12 +65,14 @@ export interface HealthProbe {
 
 /**
  * Probes `url` until it answers `expectedStatus` (healthy) or the deadline passes (not),
- * logging each change of answer. A cancel of the task ends it at once.
+ * logging each change of answer. A cancel of the task ends it at once. With `guard`, each
+ * probe goes through the outbound guard with that policy (a refusal fails at once).
  */
 export async function probeUntilHealthy(
   context: Pick<StepRunContext, "log" | "signal">,
   url: URL,
   probe: HealthProbe,
+  guard: OutboundPolicy | undefined,
 ): Promise<{ healthy: boolean; attempts: number; last: string }> {
   const { log, signal } = context;
   const started = Date.now();
@@ -82,7 +85,7 @@ export async function probeUntilHealthy(
     attempts++;
     // The last probe never runs past the deadline.
     const timeoutMs = Math.max(1, Math.min(probe.timeoutMs, deadline - Date.now()));
-    const outcome = await sendRequest(url, { timeoutMs, signal });
+    const outcome = await sendRequest(url, { timeoutMs, signal, guard });
     let answer: string;
     if (outcome.ok) {
       await outcome.response.body?.cancel();

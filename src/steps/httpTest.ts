@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { TaskFailure } from "../engine/types.js";
-import { httpUrl, readBodyText, sendRequest } from "./http.js";
+import { readBodyText, renderStepUrl, sendRequest, urlTemplateSchema } from "./http.js";
 import type { StepKind } from "./types.js";
 
 /** An HTTP header name (RFC 9110 token). */
@@ -40,7 +40,7 @@ const assertionsSchema = z.strictObject({
 const httpTestConfigSchema = z.strictObject({
   method: z.enum(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]).default("GET"),
   /** Template of the URL, e.g. "http://127.0.0.1:#{Ferry.Step[web].Output.hostPort}/". */
-  url: z.string().min(1).max(4096),
+  url: urlTemplateSchema,
   /** Request headers; each value is a template. */
   headers: z.record(headerNameSchema, z.string().max(8192)).default({}),
   /** Template of the request body. */
@@ -80,7 +80,7 @@ export const httpTestStep: StepKind<HttpTestConfig> = {
 
   async run(context, config) {
     const { log, signal } = context;
-    const url = httpUrl(context.render(config.url), "url");
+    const { url, guard } = renderStepUrl(context, config.url, "url");
     const headers: Record<string, string> = {};
     for (const [name, template] of Object.entries(config.headers)) {
       const value = context.render(template);
@@ -96,6 +96,7 @@ export const httpTestStep: StepKind<HttpTestConfig> = {
       timeoutMs: config.timeoutMs,
       signal,
       followRedirects: config.followRedirects,
+      guard,
     });
     if (!outcome.ok) throw new TaskFailure(`${config.method} ${url.href} failed: ${outcome.problem}`);
     const { response } = outcome;

@@ -1,8 +1,8 @@
 import type { z } from "zod";
 import type { TaskLog } from "../engine/taskLog.js";
 import type { TaskContext } from "../engine/types.js";
-import type { OutboundPolicy } from "../security/outboundGuard.js";
 import type { LocalUser } from "../runtimes/localUser.js";
+import type { OutboundPolicy } from "../security/outboundGuard.js";
 import type { Router } from "../traffic/router.js";
 
 /** What a step sees when it runs on one target. */
