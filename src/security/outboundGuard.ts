@@ -10,7 +10,7 @@ import { InputError } from "../domain/errors.js";
  * URL a variable chose. Users choose those URLs, so without a guard anyone allowed to create
  * a feed or a webhook, or to edit a variable, could make the server call its own loopback
  * services or the cloud metadata endpoint (SSRF). docs/decisions/0016-outbound-guard.md
- * says what is refused and why (0021 for the steps); docs/security.md tells operators how
+ * says what is refused and why (0022 for the steps); docs/security.md tells operators how
  * to allow more.
  *
  * A URL is checked when it is saved (its literal host, then every address its name resolves

@@ -65,7 +65,7 @@ export interface StepUrl {
 }
 
 /**
- * Renders a step's URL template and decides how it is called (docs/decisions/0021): a URL
+ * Renders a step's URL template and decides how it is called (docs/decisions/0022): a URL
  * whose scheme, host and port are written in the process is called as it is (editing the
  * process needs the edit-process permission, and a single-host install checks its app on
  * 127.0.0.1); one where a variable may have chosen them goes through the outbound guard,
