@@ -101,6 +101,46 @@ describe("the outbound guard when feeds and webhooks are saved (default policy, 
     expect((await send("PATCH", "/api/v1/feeds/hub", { name: "Hub" })).status).toBe(200);
   });
 
+  it("refuses URLs the server would call other than as written, and feed usernames Basic auth cannot carry, at save", async () => {
+    const urlProblem =
+      "remove the space, line break, tab or control character: a URL cannot hold one (percent-encode it)";
+    // new URL() drops the tab and line breaks and encodes the space: stored as written, called as something else.
+    for (const url of [
+      "https://registry.example.com/\r\nv2",
+      "https://registry.exa\tmple.com",
+      "https://registry.example.com/my repo",
+      " https://registry.example.com",
+    ]) {
+      const feed = await send("POST", "/api/v1/feeds", { name: "spaced", url });
+      expect(feed.status, JSON.stringify(url)).toBe(400);
+      expect(feed.body.errors, JSON.stringify(url)).toEqual([{ pointer: "/url", detail: urlProblem }]);
+      const hook = await send("POST", "/api/v1/projects/shop/webhooks", { url, secret: "whsec-0123456789abcdef" });
+      expect(hook.status, JSON.stringify(url)).toBe(400);
+      expect(hook.body.errors, JSON.stringify(url)).toEqual([{ pointer: "/url", detail: urlProblem }]);
+    }
+    const usernameProblem = "remove the ':' or line break: HTTP Basic authentication cannot carry one in a username";
+    for (const username of ["ci:admin", "ci\r\nX-Injected: 1"]) {
+      const feed = await send("POST", "/api/v1/feeds", {
+        name: "creds",
+        url: "https://registry.example.com",
+        username,
+        password: "registry-password",
+      });
+      expect(feed.status, JSON.stringify(username)).toBe(400);
+      expect(feed.body.errors, JSON.stringify(username)).toEqual([{ pointer: "/username", detail: usernameProblem }]);
+    }
+    const created = await send("POST", "/api/v1/feeds", { name: "creds", url: "https://registry.example.com" });
+    expect(created.status).toBe(201);
+    const patched = await send("PATCH", "/api/v1/feeds/creds", { username: "ci:admin" });
+    expect(patched.body.errors).toEqual([{ pointer: "/username", detail: usernameProblem }]);
+    const moved = await send("PATCH", "/api/v1/feeds/creds", { url: "https://registry.example.com/\nv2" });
+    expect(moved.body.errors).toEqual([{ pointer: "/url", detail: urlProblem }]);
+    const stored = await test.app.inject({ method: "GET", url: "/api/v1/feeds/creds", headers: test.auth });
+    expect(stored.json()).toMatchObject({ url: "https://registry.example.com", username: null });
+    const feeds = await test.app.inject({ method: "GET", url: "/api/v1/feeds", headers: test.auth });
+    expect(feeds.json().items.map((feed: { slug: string }) => feed.slug)).not.toContain("spaced");
+  });
+
   it("refuses a webhook URL at the metadata address without showing its path", async () => {
     const { status, body } = await send("POST", "/api/v1/projects/shop/webhooks", {
       url: "http://169.254.169.254/hooks/path-credential",

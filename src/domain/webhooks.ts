@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { atLeastOneField, timestampsShape } from "./common.js";
-import { SECRET_SET } from "./feeds.js";
+import { SECRET_SET, serviceUrlSchema } from "./feeds.js";
 
 /** What a project's webhooks can be told. A deployment that is cancelled or interrupted counts as failed. */
 export const deploymentEventNames = ["deployment.started", "deployment.succeeded", "deployment.failed"] as const;
@@ -19,23 +19,11 @@ export type Webhook = z.infer<typeof webhookSchema>;
 
 /**
  * http(s) only, without credentials (they would show in every answer: use the secret to
- * authenticate). Which hosts may be called is the outbound guard's business, checked by the
- * API when a webhook is saved and at each delivery (security/outboundGuard.ts).
+ * authenticate), nor spaces or line breaks. Which hosts may be called is the outbound guard's
+ * business, checked by the API when a webhook is saved and at each delivery
+ * (security/outboundGuard.ts).
  */
-const webhookUrlSchema = z
-  .string()
-  .max(2000)
-  .refine(
-    (value) => {
-      try {
-        const url = new URL(value);
-        return (url.protocol === "http:" || url.protocol === "https:") && url.username === "" && url.password === "";
-      } catch {
-        return false;
-      }
-    },
-    { message: "use an http:// or https:// URL without credentials in it" },
-  );
+const webhookUrlSchema = serviceUrlSchema("use an http:// or https:// URL without credentials in it");
 
 const webhookFields = {
   url: webhookUrlSchema,
