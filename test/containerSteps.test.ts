@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRuntime, removeTaskContainers } from "../src/runtimes/docker.js";
+import { defaultOutboundPolicy } from "../src/security/outboundGuard.js";
 import { buildDemoImage, type DemoImage, removeImages } from "./helpers/images.js";
 import { freePort, startRegistry, type TestRegistry } from "./helpers/registry.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
@@ -104,7 +105,9 @@ describe("container, health-check and http-test steps (real Docker engine and re
       buildDemoImage({ registryUrl: registry.url, repository: "demo/app", version: "1.0.2" }),
     ]);
     hostPort = await freePort();
-    test = await startTestServer();
+    // The outbound guard at its defaults (no FERRY_OUTBOUND_ALLOW): the health check and the
+    // HTTP test call 127.0.0.1 at a port a step output gives, which the process wrote.
+    test = await startTestServer({ outbound: defaultOutboundPolicy });
     await test.call("POST", "/api/v1/environments", { name: "dev" });
     await test.call("POST", "/api/v1/lifecycles", {
       name: "default",
@@ -176,7 +179,7 @@ describe("container, health-check and http-test steps (real Docker engine and re
     expect(containers[0]?.labels["ferry.release"]).toBe("1.0.2");
   });
 
-  it("fails a health check that never passes at its deadline, with the container's last log lines", async () => {
+  it("fails a health check that never passes at its deadline, with the container's last log lines, and removes the container", async () => {
     await setProcess([webStep(), healthStep("/wrong", 3), smokeStep]);
     const started = Date.now();
     const { taskId, task, log } = await release("1.0.3");
@@ -194,9 +197,15 @@ describe("container, health-check and http-test steps (real Docker engine and re
     expect(log).not.toContain(greetingSecret);
     expect(log).not.toContain("✔ status is 200");
 
-    // The engine's cleanup of a task removes exactly what that task started.
-    expect(await removeTaskContainers(taskId)).toEqual([containerName]);
+    // Issue 11: the unhealthy new container kept answering after the deployment failed. The
+    // health check removes it; recreate had removed the old one before it started, and says so.
+    expect(log).toContain(
+      `removed container ${containerName}: it failed its health check. The previous container was already removed before it started`,
+    );
     expect(await docker.listByLabel("ferry.project", projectSlug)).toEqual([]);
+    await expect(answer()).rejects.toThrow();
+    // Nothing the task started is left for the engine's clean-up.
+    expect(await removeTaskContainers(taskId)).toEqual([]);
   });
 
   it("fails a container that exits while settling, with its log, and removes it", async () => {

@@ -217,6 +217,29 @@ async function runContainer(context: StepRunContext, config: ContainerConfig, do
   return { outputs: containerOutputs(started.id, name, imageText, started.ports) };
 }
 
+/**
+ * Takes away a container this task started with the recreate strategy after it failed its
+ * health check (the health-check step that names it in `containerName`): an unhealthy new
+ * version must not go on answering. The previous container was removed before it started —
+ * recreate has downtime by design — so the log says nothing is left serving. A container of
+ * another task, or a blue/green colour (it may be live: that strategy decides for its own),
+ * is left alone.
+ */
+export async function removeUnhealthyContainer(context: StepRunContext, docker: DockerRuntime, name: string) {
+  const { log, signal } = context;
+  const container = await docker.inspectContainer(name, { signal }).catch(() => undefined);
+  if (!container || container.labels["ferry.task"] !== context.taskId) return;
+  if (container.labels["ferry.route"] !== undefined) return;
+  const removed = await docker.stopAndRemove(container.id, { stopTimeoutSeconds: 0, signal }).catch(() => false);
+  if (removed) {
+    log.warn(
+      `removed container ${name}: it failed its health check. The previous container was already removed before it started (the recreate strategy has downtime), so nothing of this deployment is running; deploy a release that passes`,
+    );
+  } else {
+    log.warn(`could not remove container ${name}, which failed its health check: remove it by hand`);
+  }
+}
+
 function containerName(context: StepRunContext, config: ContainerConfig): string {
   let name: string;
   if (config.name !== undefined) {

@@ -3,6 +3,7 @@ import { z } from "zod";
 import { TaskFailure } from "../engine/types.js";
 import { isContainerName, localDocker } from "../runtimes/docker.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
+import { removeUnhealthyContainer } from "./container.js";
 import { logContainerTail } from "./containerShared.js";
 import { renderStepUrl, sendRequest, urlTemplateSchema } from "./http.js";
 import type { StepKind, StepRunContext } from "./types.js";
@@ -18,7 +19,10 @@ const healthCheckConfigSchema = z.strictObject({
   timeoutMs: z.number().int().min(50).max(600_000).default(5000),
   /** The step fails when no probe got the expected status within this many seconds. */
   deadlineSeconds: z.number().min(1).max(3600).default(60),
-  /** Template of a container name whose last log lines go into the task log when the check fails. */
+  /**
+   * Template of a container name whose last log lines go into the task log when the check
+   * fails; a container this deployment started with the recreate strategy is then removed.
+   */
   containerName: z.string().min(1).max(256).optional(),
 });
 type HealthCheckConfig = z.infer<typeof healthCheckConfigSchema>;
@@ -48,7 +52,10 @@ export const healthCheckStep: StepKind<HealthCheckConfig> = {
     const result = await probeUntilHealthy(context, url, config, guard);
     if (result.healthy)
       return { outputs: { status: String(config.expectedStatus), attempts: String(result.attempts) } };
-    if (containerName !== undefined) await logContainerTail(context, localDocker(), containerName);
+    if (containerName !== undefined) {
+      await logContainerTail(context, localDocker(), containerName);
+      await removeUnhealthyContainer(context, localDocker(), containerName);
+    }
     throw new TaskFailure(
       `${url.href} did not answer HTTP ${config.expectedStatus} within ${config.deadlineSeconds} s (${result.attempts} probes; last: ${result.last})`,
     );
