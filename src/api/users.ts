@@ -121,12 +121,14 @@ export function userRoutes(context: StoreContext): RouteSpec[] {
       params: pathParams("user"),
       response: userSchema,
       handler: async ({ params, access, request }) => {
-        const identity = identityOf(request);
-        const user = await users.getUser(context, params.user === "me" ? requireUser(request) : params.user);
-        if (!access.isAdministrator && identity.userId !== user.id) {
-          throw new ForbiddenError("only an administrator may read other users");
-        }
-        return user;
+        if (access.isAdministrator)
+          return users.getUser(context, params.user === "me" ? requireUser(request) : params.user);
+        // Anyone else may read themself only, and is answered the same for every other name
+        // or id whether it exists or not: 403 for a user and 404 for none would tell which
+        // usernames exist. Other users are not even looked up, so the time says nothing either.
+        const self = await users.getUser(context, requireUser(request));
+        if (params.user === "me" || params.user === self.id || params.user === self.username) return self;
+        throw users.noSuchUser(params.user);
       },
     }),
     defineRoute({

@@ -69,8 +69,13 @@ export async function getUser({ db }: StoreContext, reference: string): Promise<
     .select(userColumns)
     .where((eb) => eb.or([eb("id", "=", reference), eb("username", "=", reference)]))
     .executeTakeFirst();
-  if (!row) throw new NotFoundError(`no user '${reference}'; list them with GET /api/v1/users`);
+  if (!row) throw noSuchUser(reference);
   return toUser(row);
+}
+
+/** The answer for a user that does not exist, also given to a caller who may not see the one that does. */
+export function noSuchUser(reference: string): NotFoundError {
+  return new NotFoundError(`no user '${reference}'; list them with GET /api/v1/users (administrators)`);
 }
 
 /**
