@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { z } from "zod";
 import { pageSchema, pagingSchema } from "../domain/common.js";
-import { CsrfError, ForbiddenError, NotFoundError, RateLimitedError, UnauthenticatedError } from "../domain/errors.js";
+import { CsrfError, ForbiddenError, NotFoundError, UnauthenticatedError } from "../domain/errors.js";
 import {
   apiKeySchema,
   changePasswordSchema,
@@ -17,6 +17,7 @@ import {
 import { generateApiKey } from "../security/apiKeys.js";
 import { type Identity, insertApiKey, listApiKeys, revokeApiKey } from "../store/apiKeys.js";
 import type { StoreContext } from "../store/common.js";
+import { verifyCredentialsWithinLimits } from "../store/signInAttempts.js";
 import * as users from "../store/users.js";
 import { defineRoute, pathParams, type RouteSpec } from "./route.js";
 
@@ -209,7 +210,9 @@ export function userRoutes(context: StoreContext): RouteSpec[] {
       handler: async ({ body, request }) => {
         const identity = identityOf(request);
         const user = await users.getUser(context, requireUser(request));
-        const verified = await users.verifyCredentials(context, user.username, body.currentPassword);
+        // Under the sign-in limits, counted with sign-ins: a stolen session must not be a way
+        // to guess the password faster than the sign-in page allows.
+        const verified = await verifyCredentialsWithinLimits(context, user.username, body.currentPassword, request.ip);
         if (!verified) throw new ForbiddenError("the current password is not correct");
         await users.setPassword(context, user.id, body.newPassword, identity.session?.id);
         return user;
@@ -227,18 +230,12 @@ export function userRoutes(context: StoreContext): RouteSpec[] {
       handler: async ({ body, request, reply }) => {
         // A sign-in from another site would sign the browser in as the attacker (login CSRF).
         checkOrigin(request);
-        const address = request.ip;
-        const retryAfter = await users.loginRetryAfterSeconds(context, body.username, address);
-        if (retryAfter > 0) {
-          throw new RateLimitedError(`too many failed sign-ins; try again in ${retryAfter} seconds`, retryAfter);
-        }
-        const user = await users.verifyCredentials(context, body.username, body.password);
+        // Throws 429 before the password's hash is computed once the limits are reached.
+        const user = await verifyCredentialsWithinLimits(context, body.username, body.password, request.ip);
         if (!user) {
-          await users.recordLoginFailure(context, body.username, address);
           // The same words whether the username exists, the password is wrong or the user is disabled.
           throw new UnauthenticatedError("the username or password is not correct");
         }
-        await users.clearLoginFailures(context, body.username);
         const session = await users.createSession(context, user.id);
         setSessionCookie(request, reply, session.token, session.maxAgeSeconds);
         return { user, csrfToken: session.csrfToken };

@@ -114,7 +114,8 @@ export async function deleteUser(context: StoreContext, reference: string): Prom
 
 /**
  * The user behind a username and password, or undefined. An unknown username, a wrong
- * password and a disabled user take the same time and give the same answer.
+ * password and a disabled user take the same time and give the same answer. Routes call
+ * it through verifyCredentialsWithinLimits (src/store/signInAttempts.ts), never directly.
  */
 export async function verifyCredentials(
   { db }: StoreContext,
@@ -205,56 +206,4 @@ export async function authenticateSession({ db }: StoreContext, token: string): 
 
 export async function deleteSession({ db }: StoreContext, sessionId: string): Promise<void> {
   await db.deleteFrom("sessions").where("id", "=", sessionId).execute();
-}
-
-/** Sign-in limits: failures within the window, per username and per client address. */
-const LOGIN_WINDOW_MS = 15 * 60 * 1000;
-const LOGIN_FAILURES_PER_USERNAME = 5;
-const LOGIN_FAILURES_PER_ADDRESS = 20;
-
-function loginSubjects(username: string, address: string) {
-  return [
-    { subject: `user:${username.toLowerCase()}`, limit: LOGIN_FAILURES_PER_USERNAME },
-    { subject: `ip:${address}`, limit: LOGIN_FAILURES_PER_ADDRESS },
-  ];
-}
-
-/**
- * Seconds until a sign-in for `username` from `address` may be tried again, or 0 when it
- * may be tried now. Counted from rows in the database, so a restart does not reset it.
- */
-export async function loginRetryAfterSeconds({ db }: StoreContext, username: string, address: string): Promise<number> {
-  const since = new Date(Date.now() - LOGIN_WINDOW_MS).toISOString();
-  let wait = 0;
-  for (const { subject, limit } of loginSubjects(username, address)) {
-    const rows = await db
-      .selectFrom("login_failures")
-      .select("at")
-      .where("subject", "=", subject)
-      .where("at", ">", since)
-      .orderBy("at", "desc")
-      .limit(limit)
-      .execute();
-    const oldest = rows[limit - 1];
-    if (oldest) wait = Math.max(wait, Math.ceil((Date.parse(oldest.at) + LOGIN_WINDOW_MS - Date.now()) / 1000));
-  }
-  return Math.max(wait, 0);
-}
-
-export async function recordLoginFailure({ db }: StoreContext, username: string, address: string): Promise<void> {
-  const at = nowIso();
-  await db
-    .insertInto("login_failures")
-    .values(loginSubjects(username, address).map(({ subject }) => ({ id: newId("lgf"), subject, at })))
-    .execute();
-  // Old rows count for nothing any more; dropping them keeps the table small.
-  await db
-    .deleteFrom("login_failures")
-    .where("at", "<=", new Date(Date.now() - LOGIN_WINDOW_MS).toISOString())
-    .execute();
-}
-
-/** A successful sign-in clears the username's failures (not the address's: one good account must not unlock guessing others). */
-export async function clearLoginFailures({ db }: StoreContext, username: string): Promise<void> {
-  await db.deleteFrom("login_failures").where("subject", "=", `user:${username.toLowerCase()}`).execute();
 }
