@@ -438,6 +438,55 @@ describe.each(dialects)("OIDC sign-in against a real OpenID Provider, on %s", (d
     expect(browser.cookies.has("ferry_session")).toBe(false);
   });
 
+  it("writes OIDC sign-ins that came back from the provider to the audit log, successful and failed", async () => {
+    const entries = async (action: string) => {
+      const response = await linkedOnly.inject({
+        url: `/api/v1/audit?limit=500&action=${action}`,
+        headers: { host: FERRY_HOST, authorization: `Bearer ${adminKey}` },
+      });
+      expect(response.statusCode, response.body).toBe(200);
+      return (response.json() as { items: Record<string, unknown>[] }).items;
+    };
+    const signedInBefore = (await entries("session.sign-in")).length;
+    const failedBefore = (await entries("session.sign-in-failed")).length;
+
+    const { browser } = await signIn(linkedOnly, "alice-sub");
+    const session = (await sessionOf(linkedOnly, browser)).json() as { user: { id: string } };
+    const signedIn = await entries("session.sign-in");
+    expect(signedIn).toHaveLength(signedInBefore + 1);
+    expect(signedIn.at(-1)).toMatchObject({
+      actor: { id: session.user.id, name: "alice" },
+      source: "127.0.0.1",
+      resource: { type: "session", name: "alice" },
+      diff: { method: { from: null, to: "oidc" } },
+    });
+
+    // A subject no Ferry user is linked to: the provider vouched for it, Ferry refused it.
+    expect((await signIn(linkedOnly, "stranger-sub")).answer.status).toBe(403);
+    const failed = await entries("session.sign-in-failed");
+    expect(failed).toHaveLength(failedBefore + 1);
+    expect(failed.at(-1)).toMatchObject({
+      actor: { id: null, name: "anonymous" },
+      source: "127.0.0.1",
+      resource: { type: "session", id: null, name: null },
+      diff: {
+        method: { from: null, to: "oidc" },
+        oidcSubject: { from: null, to: "stranger-sub" },
+        reason: { from: null, to: expect.stringMatching(/no Ferry user is linked/) },
+      },
+    });
+    // A callback nobody started here (no state cookie) is no sign-in: anyone could send it, it writes nothing.
+    const forged = await new Browser(() => linkedOnly).request(`${REDIRECT_URL}?code=x&state=y`);
+    expect(forged.status).toBe(401);
+    expect(await entries("session.sign-in-failed")).toHaveLength(failedBefore + 1);
+    // Neither the authorization code nor any token is in the log.
+    const exported = await linkedOnly.inject({
+      url: "/api/v1/audit/export",
+      headers: { host: FERRY_HOST, authorization: `Bearer ${adminKey}` },
+    });
+    expect(exported.body).not.toMatch(/eyJ|code_verifier|a-long-local-password/);
+  });
+
   it("refuses return paths to another origin", async () => {
     const browser = new Browser(() => linkedOnly);
     for (const returnTo of [

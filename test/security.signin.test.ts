@@ -10,11 +10,19 @@ import { createPostgresDatabase, dialects, openTestDatabase, type TestDatabase }
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 /**
- * Security issue 11, findings 3 and 11: the attacks as the attack pass made them, each
- * now failing, on SQLite and PostgreSQL.
+ * Security issue 11, findings 3 and 11, and the sign-in audit: the attacks as the attack
+ * pass made them, each now failing, on SQLite and PostgreSQL.
  */
 
 const PASSWORD = "the right long password";
+
+interface AuditEntry {
+  actor: { id: string | null; name: string };
+  source: string;
+  action: string;
+  resource: { type: string; id: string | null; name: string | null };
+  diff: Record<string, { from: unknown; to: unknown }>;
+}
 
 /** How many answers had each status: { 401: 5, 429: 95 }. */
 function tally(statuses: number[]): Record<number, number> {
@@ -44,6 +52,12 @@ describe.each(dialects)("sign-in hardening on %s", (dialect) => {
     });
     expect(response.statusCode, response.body).toBe(201);
     return response.json() as { id: string; username: string };
+  };
+
+  const auditEntries = async (query: string): Promise<AuditEntry[]> => {
+    const response = await test.app.inject({ url: `/api/v1/audit?limit=500&${query}`, headers: test.auth });
+    expect(response.statusCode, response.body).toBe(200);
+    return (response.json() as { items: AuditEntry[] }).items;
   };
 
   const passwordHashOf = async (username: string) =>
@@ -113,6 +127,14 @@ describe.each(dialects)("sign-in hardening on %s", (dialect) => {
         expect(JSON.parse(answer.body)).toMatchObject({ type: "urn:ferry:problem:rate-limited" });
         expect(answer.body).not.toContain("wrong guess");
       }
+      // The audit log shows the checks that were made, and only those.
+      const audit = await server.call<{ items: AuditEntry[] }>(
+        "GET",
+        "/api/v1/audit?limit=500&resource=session:victim",
+      );
+      const signIns = audit.body.items.filter((entry) => entry.action.startsWith("session.sign-in"));
+      expect(signIns).toHaveLength(checked);
+      expect(JSON.stringify(audit.body)).not.toContain("wrong guess");
     });
   });
 
@@ -129,6 +151,7 @@ describe.each(dialects)("sign-in hardening on %s", (dialect) => {
     expect(retryAfter).toBeGreaterThan(800);
     expect(retryAfter).toBeLessThanOrEqual(900);
     expect(right.json().detail).toMatch(/try again in \d+ seconds/);
+    expect(await auditEntries("action=session.sign-in-failed&resource=session:target-one")).toHaveLength(5);
   });
 
   it("lets 20 of 100 parallel guesses from one address be checked, whatever usernames they try", async () => {
@@ -251,6 +274,49 @@ describe.each(dialects)("sign-in hardening on %s", (dialect) => {
     // An administrator still tells them apart.
     expect((await read("existing-person", test.auth)).statusCode).toBe(200);
     expect((await read("missing-person", test.auth)).statusCode).toBe(404);
+  });
+
+  it("writes password sign-ins, successful and failed, to the audit log with the username tried and the address, never the password", async () => {
+    const user = await createUser("audited");
+    const secretGuess = "Tr0ub4dor&3-not-it";
+    expect((await signIn("audited", secretGuess, "192.0.2.77")).statusCode).toBe(401);
+    expect((await signIn("no-such-person", secretGuess, "192.0.2.78")).statusCode).toBe(401);
+    const success = await signIn("audited", PASSWORD, "192.0.2.79");
+    expect(success.statusCode).toBe(200);
+
+    const failed = await auditEntries("action=session.sign-in-failed");
+    expect(failed.find((entry) => entry.resource.name === "audited")).toEqual(
+      expect.objectContaining({
+        actor: { id: null, name: "anonymous" },
+        source: "192.0.2.77",
+        resource: { type: "session", id: null, name: "audited" },
+        diff: { method: { from: null, to: "password" } },
+      }),
+    );
+    expect(failed.find((entry) => entry.resource.name === "no-such-person")).toMatchObject({
+      source: "192.0.2.78",
+      actor: { name: "anonymous" },
+    });
+    const signedIn = (await auditEntries("action=session.sign-in&resource=session:audited")).at(-1);
+    expect(signedIn).toMatchObject({
+      actor: { id: user.id, name: "audited" },
+      source: "192.0.2.79",
+      resource: { type: "session", name: "audited" },
+      diff: { method: { from: null, to: "password" } },
+    });
+    expect(signedIn?.resource.id).toMatch(/^ses_/);
+
+    // A refused (429) attempt checked nothing and writes nothing.
+    const before = (await auditEntries("resource=session:locked-out")).length;
+    for (let index = 0; index < 7; index++) await signIn("locked-out", secretGuess, `192.0.2.${100 + index}`);
+    expect((await auditEntries("resource=session:locked-out")).length - before).toBe(5);
+
+    const exported = await test.app.inject({ url: "/api/v1/audit/export", headers: test.auth });
+    expect(exported.body).toContain("no-such-person");
+    expect(exported.body).not.toContain(secretGuess);
+    expect(exported.body).not.toContain(PASSWORD);
+    const verified = await test.app.inject({ url: "/api/v1/audit/verify", headers: test.auth });
+    expect(verified.json()).toMatchObject({ ok: true });
   });
 });
 

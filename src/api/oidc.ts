@@ -2,12 +2,14 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
 import {
+  FerryError,
   ForbiddenError,
   InputError,
   NotFoundError,
   PreconditionError,
   UnauthenticatedError,
 } from "../domain/errors.js";
+import type { User } from "../domain/users.js";
 import { newLoginSecrets, OIDC_CALLBACK_PATH, type OidcClient, type OidcIdentity } from "../security/oidc.js";
 import { appendAuditEvent } from "../store/audit.js";
 import type { StoreContext } from "../store/common.js";
@@ -23,6 +25,7 @@ import {
 } from "../store/oidc.js";
 import { createSession } from "../store/users.js";
 import { defineRoute, pathParams, type RouteSpec } from "./route.js";
+import { recordSignIn } from "./signInAudit.js";
 import { setSessionCookie } from "./users.js";
 
 /**
@@ -125,22 +128,39 @@ export function oidcRoutes(context: StoreContext, oidc: OidcClient | undefined):
             "this sign-in is unknown, was used already or has expired; start again at /api/v1/session/oidc/start",
           );
         }
-        if (query.error !== undefined) {
-          const code = /^[a-z_]{1,64}$/.test(query.error) ? query.error : "an error";
-          throw new UnauthenticatedError(`the identity provider did not sign you in (${code}); start again`);
+        // From here on this is a sign-in that was started in this browser: its outcome is
+        // audited. (The failures above are requests nobody could tie to a sign-in, so
+        // anyone could send them without end; they write nothing.)
+        let identity: OidcIdentity | undefined;
+        let user: User | undefined;
+        try {
+          if (query.error !== undefined) {
+            const code = /^[a-z_]{1,64}$/.test(query.error) ? query.error : "an error";
+            throw new UnauthenticatedError(`the identity provider did not sign you in (${code}); start again`);
+          }
+          // RFC 9207: a provider that names itself must name the configured one (mix-up defence).
+          if (query.iss !== undefined && query.iss !== oidc.settings.issuer) {
+            throw new UnauthenticatedError("the answer comes from another issuer than FERRY_OIDC_ISSUER; start again");
+          }
+          if (query.code === undefined) {
+            throw new UnauthenticatedError("the provider's answer has no authorization code; start again");
+          }
+          identity = await oidc.signIn(query.code, login.codeVerifier, login.nonce);
+          user = await userFor(context, oidc, identity, request.ip);
+          if (user.disabled) throw new ForbiddenError("this Ferry user is disabled; ask an administrator");
+        } catch (error) {
+          await recordSignIn(context, request, {
+            signedIn: false,
+            method: "oidc",
+            username: user?.username ?? null,
+            oidcSubject: identity?.subject,
+            reason: error instanceof FerryError ? error.message : "the sign-in could not be completed",
+          });
+          throw error;
         }
-        // RFC 9207: a provider that names itself must name the configured one (mix-up defence).
-        if (query.iss !== undefined && query.iss !== oidc.settings.issuer) {
-          throw new UnauthenticatedError("the answer comes from another issuer than FERRY_OIDC_ISSUER; start again");
-        }
-        if (query.code === undefined) {
-          throw new UnauthenticatedError("the provider's answer has no authorization code; start again");
-        }
-        const identity = await oidc.signIn(query.code, login.codeVerifier, login.nonce);
-        const user = await userFor(context, oidc, identity, request.ip);
-        if (user.disabled) throw new ForbiddenError("this Ferry user is disabled; ask an administrator");
-        // The same session as a password sign-in (and, like it, not an audit entry of its own).
+        // The same session as a password sign-in.
         const session = await createSession(context, user.id);
+        await recordSignIn(context, request, { signedIn: true, method: "oidc", user, sessionId: session.id });
         setSessionCookie(request, reply, session.token, session.maxAgeSeconds);
         return reply.redirect(login.returnTo, 302);
       },

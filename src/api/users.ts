@@ -20,6 +20,7 @@ import type { StoreContext } from "../store/common.js";
 import { verifyCredentialsWithinLimits } from "../store/signInAttempts.js";
 import * as users from "../store/users.js";
 import { defineRoute, pathParams, type RouteSpec } from "./route.js";
+import { recordSignIn } from "./signInAudit.js";
 
 const SESSION_COOKIE = "ferry_session";
 
@@ -233,10 +234,12 @@ export function userRoutes(context: StoreContext): RouteSpec[] {
         // Throws 429 before the password's hash is computed once the limits are reached.
         const user = await verifyCredentialsWithinLimits(context, body.username, body.password, request.ip);
         if (!user) {
+          await recordSignIn(context, request, { signedIn: false, method: "password", username: body.username });
           // The same words whether the username exists, the password is wrong or the user is disabled.
           throw new UnauthenticatedError("the username or password is not correct");
         }
         const session = await users.createSession(context, user.id);
+        await recordSignIn(context, request, { signedIn: true, method: "password", user, sessionId: session.id });
         setSessionCookie(request, reply, session.token, session.maxAgeSeconds);
         return { user, csrfToken: session.csrfToken };
       },
