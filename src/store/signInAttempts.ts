@@ -7,7 +7,7 @@ import type { Database } from "./schema.js";
 import { verifyCredentials } from "./users.js";
 
 /*
- * Sign-in limits (docs/decisions/0018-users-sessions.md, 0022-sign-in-limits-and-audit.md).
+ * Sign-in limits (docs/decisions/0018-users-sessions.md, 0024-sign-in-limits-and-audit.md).
  *
  * Every password check is reserved as rows of `login_failures` BEFORE its scrypt hash is
  * computed, one per username and one per client address, and a reservation counts like a
