@@ -15,12 +15,14 @@ import { startTestServer, type TestServer } from "./helpers/server.js";
 
 /**
  * Routes that answer without a key. `POST /api/v1/session` (sign-in) is allowed only if the
- * server has it, and so are the two steps of OIDC sign-in (test/oidc.test.ts runs them).
+ * server has it, and so are the two steps of OIDC sign-in (test/oidc.test.ts runs them) and
+ * the sign-in methods a sign-in page offers (password; OIDC or not).
  */
 const PUBLIC_OPERATIONS = new Set([
   "GET /healthz",
   "GET /readyz",
   "POST /api/v1/session",
+  "GET /api/v1/session/methods",
   "GET /api/v1/session/oidc/start",
   "GET /api/v1/session/oidc/callback",
 ]);

@@ -21,12 +21,15 @@ import { metricsRoutes } from "./metrics.js";
 import { oidcRoutes } from "./oidc.js";
 import { buildOpenApiDocument } from "./openapi.js";
 import { errorToProblem, makeProblem, type Problem, sendProblem } from "./problems.js";
+import { progressionRoutes } from "./progression.js";
 import { releaseRoutes } from "./releases.js";
+import { signInMethodRoutes } from "./signInMethods.js";
 import { resourceRoutes } from "./resources.js";
 import { defineRoute, isPublic, parseInput, type RouteSpec } from "./route.js";
 import { taskRoutes } from "./tasks.js";
 import { teamRoutes } from "./teams.js";
 import { checkOrigin, sessionTokenOf, userRoutes } from "./users.js";
+import { WebUi } from "./webUi.js";
 import { webhookRoutes } from "./webhooks.js";
 
 declare module "fastify" {
@@ -61,6 +64,8 @@ export interface AppOptions {
   trustedProxies?: readonly string[];
   /** OIDC sign-in (FERRY_OIDC_*); without it the OIDC routes answer that it is not configured. */
   oidc?: OidcClient;
+  /** The built web dashboard's directory (default: dist/web of the package). */
+  webRoot?: string;
 }
 
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -96,7 +101,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     if (error instanceof RateLimitedError) reply.header("retry-after", String(error.retryAfterSeconds));
     return sendProblem(reply, errorToProblem(error, request));
   });
-  app.setNotFoundHandler((request, reply) => sendProblem(reply, routeNotFound(request)));
+  // The web dashboard: its pages (deep links included) are index.html, its assets are files.
+  const webUi = new WebUi(options.webRoot);
+  webUi.register(app);
+  app.setNotFoundHandler((request, reply) =>
+    webUi.isPage(request) ? webUi.sendPage(request, reply) : sendProblem(reply, routeNotFound(request)),
+  );
 
   // Decided by the route that matched, never by the raw URL: the router decodes
   // percent-escapes, so "/%61pi/v1/…" reaches the same handlers as "/api/v1/…".
@@ -118,8 +128,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const routes: RouteSpec[] = [
     ...healthRoutes(options.store),
     ...resourceRoutes(options.context, options.outbound),
-    ...dashboardRoutes(options.context),
+    ...dashboardRoutes(options.context, options.engine),
     ...(options.deployments ? releaseRoutes(options.deployments, options.outbound) : []),
+    ...progressionRoutes(options.context),
     ...(options.engine ? taskRoutes(options.context, options.engine) : []),
     ...webhookRoutes(options.context, options.outbound),
     ...doraRoutes(options.context),
@@ -127,6 +138,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...userRoutes(options.context),
     ...teamRoutes(options.context),
     ...oidcRoutes(options.context, options.oidc),
+    ...signInMethodRoutes(options.context, options.oidc),
     ...(options.metrics ? metricsRoutes(options.metrics) : []),
     defineRoute({
       method: "GET",

@@ -1,0 +1,7 @@
+export function AuditPage() {
+  return (
+    <section className="page">
+      <h1>Audit</h1>
+    </section>
+  );
+}

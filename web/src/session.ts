@@ -1,0 +1,60 @@
+import { type QueryClient, useQuery, useQueryClient } from "@tanstack/react-query";
+import { ApiError, api, setCsrfToken } from "./api/client";
+import type { Session, SignInMethods } from "./api/types";
+
+export const SESSION_KEY = ["session"] as const;
+
+/** The signed-in user and the CSRF token, or null when signed out (the API answered 401). */
+async function fetchSession(): Promise<Session | null> {
+  // Asked first, so that a signed-out visit is not a refused request (which browsers log as errors).
+  const methods = await api<SignInMethods>("GET", "/session/methods");
+  if (!methods.signedIn) {
+    setCsrfToken(undefined);
+    return null;
+  }
+  try {
+    const session = await api<Session>("GET", "/session");
+    setCsrfToken(session.csrfToken);
+    return session;
+  } catch (error) {
+    if (error instanceof ApiError && (error.status === 401 || error.status === 404)) {
+      setCsrfToken(undefined);
+      return null;
+    }
+    throw error;
+  }
+}
+
+export function useSession() {
+  return useQuery({ queryKey: SESSION_KEY, queryFn: fetchSession, staleTime: Number.POSITIVE_INFINITY, retry: 1 });
+}
+
+/** The signed-in user (inside the signed-in layout, where there always is one). */
+export function useUser() {
+  const { data } = useSession();
+  if (!data) throw new Error("useUser outside a signed-in page");
+  return data.user;
+}
+
+export function signedIn(client: QueryClient, session: Session): void {
+  setCsrfToken(session.csrfToken);
+  client.setQueryData(SESSION_KEY, session);
+}
+
+/** Forgets everything the session could see; the sign-in page shows next. */
+export function signedOut(client: QueryClient): void {
+  setCsrfToken(undefined);
+  client.clear();
+  client.setQueryData(SESSION_KEY, null);
+}
+
+export function useSignOut() {
+  const client = useQueryClient();
+  return async () => {
+    try {
+      await api("DELETE", "/session");
+    } finally {
+      signedOut(client);
+    }
+  };
+}
