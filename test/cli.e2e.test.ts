@@ -134,6 +134,36 @@ describe("ferry CLI exit codes", () => {
     expect(environments.map((environment) => environment.slug)).toEqual(["dev", "test", "prod"]);
   });
 
+  it("exits 2 for an unknown command, --help or not, naming it and how to list the commands", async () => {
+    // `ferry deploi --help` printed the top-level help and exited 0: a script's typo passed.
+    for (const args of [
+      ["deploi"],
+      ["deploi", "--help"],
+      ["env", "lst"],
+      ["env", "lst", "--help"],
+      ["nothing-like-it", "-h"],
+    ]) {
+      const result = await cli(args);
+      expect(result.code, args.join(" ")).toBe(2);
+      expect(result.stdout, args.join(" ")).toBe("");
+    }
+    expect((await cli(["deploi", "--help"])).stderr).toBe(
+      "ferry: unknown command 'deploi' (did you mean 'ferry deploy'?); run 'ferry --help' to list the commands\n",
+    );
+    expect((await cli(["env", "lst", "--help"])).stderr).toBe(
+      "ferry: unknown command 'lst' (did you mean 'ferry env list'?); run 'ferry env --help' to list the commands\n",
+    );
+    expect((await cli(["nothing-like-it", "-h"])).stderr).toBe(
+      "ferry: unknown command 'nothing-like-it'; run 'ferry --help' to list the commands\n",
+    );
+    // Help for commands that exist still exits 0.
+    for (const args of [["--help"], ["env", "--help"], ["env", "list", "--help"], ["help", "env"]]) {
+      const result = await cli(args);
+      expect(result.code, args.join(" ")).toBe(0);
+      expect(result.stdout, args.join(" ")).toContain("Usage: ferry");
+    }
+  });
+
   it("exits 1 with the server's problem detail when the server refuses", async () => {
     const inUse = await cli(["env", "delete", "dev"]);
     expect(inUse.code).toBe(1);
@@ -224,6 +254,42 @@ describe("ferry server first start and restart", () => {
     console.log(`ferry server exited ${Date.now() - stoppedAt} ms after SIGTERM`);
     expect(code).toBe(0);
     await expect(fetch(`${server.url}/readyz`)).rejects.toThrow();
+  });
+});
+
+describe("the server's log", () => {
+  it("shows request paths with the query's parameter names, never their values", async () => {
+    const adminKey = testAdminKey();
+    const { server } = await startServerInNewHome(adminKey);
+    const canary = "ferry_QUERYKEYCANARY0123456789";
+    // Ferry takes no key in the query (400: an unknown query field), but the request is logged all the same.
+    const asked = await apiRequest(`${server.url}/api/v1/projects?api_key=${canary}&limit=5`, adminKey);
+    expect(asked.status).toBe(400);
+    const refused = await fetch(`${server.url}/api/v1/environments?api_key=${canary}`);
+    expect(refused.status).toBe(401);
+    await waitFor(
+      () => server.stdout().includes('"url":"/api/v1/environments?api_key=…"'),
+      "the refused request in the server's log",
+    );
+    expect(server.stdout()).toContain('"url":"/api/v1/projects?api_key=…&limit=…"');
+    expect(server.stdout()).not.toContain(canary);
+    expect(server.stderr()).not.toContain(canary);
+  });
+
+  it("is a file only for the builtin proxy Ferry starts (proxy.log), created 0600", async () => {
+    // `ferry server` logs to its standard output (the service manager's journal); the one log
+    // file Ferry itself creates is the detached `ferry proxy`'s, next to its state.
+    const { connectEmbeddedProxy } = await import("../src/traffic/builtin.js");
+    const stateDir = join(await makeTemporaryDirectory(), "proxy");
+    const started: string[] = [];
+    await connectEmbeddedProxy({ stateDir, listen: "127.0.0.1:0" }, (message) => started.push(message));
+    const pid = Number((await readFile(join(stateDir, "proxy.pid"), "utf8")).trim());
+    try {
+      expect(started.join("\n")).toContain("log in proxy.log there");
+      expect(await fileMode(join(stateDir, "proxy.log"))).toBe(0o600);
+    } finally {
+      process.kill(pid, "SIGTERM");
+    }
   });
 });
 

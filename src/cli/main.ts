@@ -69,11 +69,65 @@ export function buildProgram(): Command {
 /** Runs the CLI and returns its exit code: 0 success, 1 operation failed, 2 usage error. */
 export async function runCli(argv: string[]): Promise<number> {
   try {
-    await buildProgram().parseAsync(argv, { from: "user" });
+    const program = buildProgram();
+    refuseUnknownCommand(program, argv);
+    await program.parseAsync(argv, { from: "user" });
     return EXIT_OK;
   } catch (error) {
     return reportError(error);
   }
+}
+
+/**
+ * The words before the first option name commands, down to one that takes arguments or has
+ * no subcommands. Commander answers --help before it looks for the command, so `ferry deploi
+ * --help` printed the top-level help and exited 0: a script with a typo went on as if it had
+ * worked. A word that names no command is a usage error, --help or not.
+ */
+function refuseUnknownCommand(program: Command, argv: readonly string[]): void {
+  let command = program;
+  for (const word of argv) {
+    if (word.startsWith("-") || command.commands.length === 0 || command.registeredArguments.length > 0) return;
+    const next = command.commands.find((child) => child.name() === word || child.aliases().includes(word));
+    if (next) {
+      command = next;
+      continue;
+    }
+    // Commander's own `help [command]`.
+    if (word === "help") return;
+    const names = command.commands.map((child) => child.name());
+    const similar = names.find((name) => editDistance(name, word) <= Math.max(1, Math.floor(name.length / 3)));
+    const path = commandPath(command);
+    throw new UsageError(
+      `unknown command '${word}'${similar ? ` (did you mean '${path} ${similar}'?)` : ""}; run '${path} --help' to list the commands`,
+    );
+  }
+}
+
+/** "ferry env": the words that call a command. */
+function commandPath(command: Command): string {
+  const names: string[] = [];
+  for (let current: Command | null = command; current; current = current.parent) names.unshift(current.name());
+  return names.join(" ");
+}
+
+/** Levenshtein distance: the fewest one-letter insertions, deletions and changes from one word to the other. */
+function editDistance(from: string, to: string): number {
+  let previous = Array.from({ length: to.length + 1 }, (_, index) => index);
+  for (const [row, letter] of [...from].entries()) {
+    const current = [row + 1];
+    for (const [column, other] of [...to].entries()) {
+      current.push(
+        Math.min(
+          (previous[column + 1] ?? 0) + 1,
+          (current[column] ?? 0) + 1,
+          (previous[column] ?? 0) + (letter === other ? 0 : 1),
+        ),
+      );
+    }
+    previous = current;
+  }
+  return previous[to.length] ?? 0;
 }
 
 function reportError(error: unknown): number {

@@ -2,7 +2,6 @@ import { join } from "node:path";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { pino } from "pino";
 import { buildApp } from "../api/app.js";
-import { logSafeUrl } from "../api/oidc.js";
 import { type DeploymentServices, deploymentTaskKind } from "../engine/deployments.js";
 import { TaskEngine } from "../engine/engine.js";
 import type { TaskKind } from "../engine/types.js";
@@ -21,6 +20,7 @@ import { hasRoutes, reconcileLiveColours } from "../traffic/reconcile.js";
 import { defaultTrafficSettings, lazyRouter, type TrafficSettings } from "../traffic/routers.js";
 import { FERRY_VERSION } from "../version.js";
 import { createObservability } from "./observability.js";
+import { urlForLog } from "./urlForLog.js";
 
 export interface ServerOptions {
   port: number;
@@ -64,11 +64,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const logger = pino({
     level: options.logLevel,
     redact: { paths: ["req.headers.authorization", "req.headers.cookie"], censor: "[redacted]" },
-    // Fastify's request fields, with the URL as logSafeUrl leaves it (no OIDC authorization code).
+    // Fastify's request fields, with the URL's query values left out (an API key sent as
+    // ?api_key=, an OIDC authorization code): urlForLog.
     serializers: {
       req: (request: FastifyRequest) => ({
         method: request.method,
-        url: logSafeUrl(request.url),
+        url: urlForLog(request.url),
         host: request.host,
         remoteAddress: request.ip,
         remotePort: request.socket?.remotePort,
