@@ -5,13 +5,8 @@ import { pageSchema, pagingSchema, referenceSchema } from "../domain/common.js";
 import { ForbiddenError } from "../domain/errors.js";
 import { environmentsChangedBy, type Process, processSchema } from "../domain/process.js";
 import { createReleaseSchema, releaseSchema } from "../domain/releases.js";
-import {
-  autoDeployNewRelease,
-  type DeploymentServices,
-  promote,
-  requestDeployment,
-  rollback,
-} from "../engine/deployments.js";
+import { autoDeployNewRelease, promote, requestDeployment, rollback } from "../engine/deploymentRequests.js";
+import type { DeploymentServices } from "../engine/deployments.js";
 import { planDeployment } from "../engine/plan.js";
 import { checkImageFeeds, pinImages } from "../feeds/images.js";
 import { defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";

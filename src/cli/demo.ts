@@ -33,7 +33,7 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
       if (seeded) {
         // A first release, which the lifecycle deploys to dev on its own: the demo shows a deployment at once.
         const { createRelease } = await import("../store/releases.js");
-        const { autoDeployNewRelease } = await import("../engine/deployments.js");
+        const { autoDeployNewRelease } = await import("../engine/deploymentRequests.js");
         const release = await createRelease(
           server.context,
           "hello",

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { isTerminal, type Task, type TaskLogLine, type TaskState } from "../domain/tasks.js";
-import type { DeploymentCreated } from "../engine/deployments.js";
+import type { DeploymentCreated } from "../engine/deploymentRequests.js";
 import { type ApiClient, segment } from "./client.js";
 import { OperationError } from "./errors.js";
 import { printJson } from "./output.js";

@@ -34,7 +34,8 @@ const environmentSchema = z.object({
    * started by the server when none answers on FERRY_PROXY_STATE_DIR; `nginx` renders
    * nginx configuration (FERRY_NGINX_*). See docs/zero-downtime.md.
    */
-  FERRY_ROUTER: z.enum(["builtin", "nginx"]).default("builtin"),
+  // Checked against the drivers of src/traffic/routers.ts, which name the choices.
+  FERRY_ROUTER: z.string().min(1).default("builtin"),
   /** Server: state directory of the builtin proxy (admin socket and token); default <data-dir>/proxy. */
   FERRY_PROXY_STATE_DIR: z.string().min(1).optional(),
   /** Server: where the builtin proxy the server starts serves traffic (HOST:PORT). */

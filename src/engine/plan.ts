@@ -6,7 +6,8 @@ import { stepKind } from "../steps/registry.js";
 import { findNamed } from "../store/common.js";
 import { environmentTargets } from "../store/deployments.js";
 import { getReleaseRow } from "../store/releases.js";
-import { type DeploymentServices, stepVariables, targetsOfStep } from "./deployments.js";
+import { type DeploymentServices, stepVariables } from "./deployments.js";
+import { targetsOfStep } from "./processRunner.js";
 import { MASK } from "./logMasker.js";
 
 interface PlannedStep {

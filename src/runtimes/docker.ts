@@ -3,6 +3,7 @@ import { isAbsolute, normalize } from "node:path";
 import type Docker from "dockerode";
 import { InputError } from "../domain/errors.js";
 import { formatImageReference, parseImageReference } from "./imageReference.js";
+import type { Runtime } from "./types.js";
 
 /**
  * The Docker engine, through its HTTP API on a Unix socket (dockerode): no `docker` CLI
@@ -130,7 +131,9 @@ export interface DockerRuntimeOptions {
   callTimeoutMs?: number;
 }
 
-export class DockerRuntime {
+/** The Docker engine of one host, through its API (dockerode); the `docker` kind of Runtime. */
+export class DockerRuntime implements Runtime {
+  readonly kind = "docker" as const;
   private engine: Promise<Docker> | undefined;
   private readonly socketPath: string;
   private readonly callTimeoutMs: number;

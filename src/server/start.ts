@@ -6,6 +6,7 @@ import { type DeploymentServices, deploymentTaskKind } from "../engine/deploymen
 import { TaskEngine } from "../engine/engine.js";
 import type { TaskKind } from "../engine/types.js";
 import type { StatsdTarget } from "../events/statsd.js";
+import { prepareWorkRoot, resolveLocalUser } from "../runtimes/localUser.js";
 import { generateApiKey } from "../security/apiKeys.js";
 import { loadOrCreateMasterKey } from "../security/masterKey.js";
 import { OidcClient, type OidcSettings } from "../security/oidc.js";
@@ -15,9 +16,9 @@ import { type ApiKeyIdentity, countApiKeys, insertApiKey } from "../store/apiKey
 import { appendAuditEvent } from "../store/audit.js";
 import type { StoreContext } from "../store/common.js";
 import { openStore, type Store } from "../store/db.js";
-import { prepareWorkRoot, resolveLocalUser } from "../runtimes/localUser.js";
-import { hasRoutes, reconcileLiveColours } from "../traffic/reconcile.js";
-import { defaultTrafficSettings, lazyRouter, type TrafficSettings } from "../traffic/routers.js";
+import { reconcileLiveColours } from "../traffic/reconcile.js";
+import { defaultTrafficSettings, hasRoutes, lazyRouter, type TrafficSettings } from "../traffic/routers.js";
+import { LocalTransport, localTarget } from "../transports/local.js";
 import { FERRY_VERSION } from "../version.js";
 import { createObservability } from "./observability.js";
 import { urlForLog } from "./urlForLog.js";
@@ -92,10 +93,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
 
   const traffic = options.traffic ?? defaultTrafficSettings(options.dataDir);
   const router = lazyRouter(traffic, (message) => logger.info({ router: traffic.driver }, message));
+  const hostTransport = new LocalTransport(workRoot);
   let engine: TaskEngine | undefined;
   const deployments: DeploymentServices = {
-    router: router.get,
-    routerInUse: async () => (await router.connected()) ?? (hasRoutes(traffic) ? router.get() : undefined),
+    // Every target is the server's own host until remote transports exist (issue 12).
+    target: (info) => localTarget(hostTransport, router, info ?? { id: null, name: "this host", roles: [] }),
     outbound: options.outbound,
     context,
     workRoot,
@@ -148,8 +150,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   // running) without holding up readiness: the API answers while this runs.
   const reconciled = hasRoutes(traffic)
     ? (async () => {
-        const { localDocker } = await import("../runtimes/docker.js");
-        for (const line of await reconcileLiveColours(await router.get(), localDocker())) logger.warn(line);
+        const docker = hostTransport.runtime("docker");
+        for (const line of await reconcileLiveColours(await router.get(), docker)) logger.warn(line);
       })().catch((error: unknown) => logger.error({ err: error }, "could not reconcile the live colours"))
     : Promise.resolve();
   const address = app.server.address();

@@ -100,9 +100,9 @@ export async function runBlueGreen(
   const options = config.blueGreen ?? blueGreenOptionsSchema.parse({});
   const routeConfig = config.route;
   if (!routeConfig) throw new TaskFailure("strategy blueGreen needs a route");
-  const project = label(context, "ferry.project");
-  const environment = label(context, "ferry.env");
-  const release = label(context, "ferry.release");
+  const project = context.scope.project.slug;
+  const environment = context.scope.environment.slug;
+  const release = context.scope.subject.version;
   const route: RouteSpec = {
     name: routeConfig.name ?? routeNameSchema.parse(`${project}-${environment}`.slice(0, 63)),
     host: context.render(routeConfig.host),
@@ -453,14 +453,6 @@ function upstreamOf(container: StartedContainer, port: number): string {
   const origin = publishedOrigin(container.ports, port);
   if (!origin) throw new TaskFailure(`colour ${container.name} does not publish port ${port}`);
   return origin;
-}
-
-function label(context: StepRunContext, key: string): string {
-  const value = context.labels[key];
-  if (value === undefined) {
-    throw new TaskFailure("blue/green runs in a deployment: this task has no project, environment and release");
-  }
-  return value;
 }
 
 function keptLive(live: LiveUpstream | undefined): string {

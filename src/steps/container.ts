@@ -6,7 +6,6 @@ import {
   type DockerRuntime,
   ENV_NAME_HINT,
   isContainerName,
-  localDocker,
 } from "../runtimes/docker.js";
 import { blueGreenOptionsSchema, blueGreenRouteSchema, describeBlueGreen, runBlueGreen } from "./blueGreen.js";
 import {
@@ -148,10 +147,9 @@ export const containerStep: StepKind<ContainerConfig> = {
 
   async run(context, config) {
     if (config.strategy === "blueGreen") {
-      if (!context.router) throw new TaskFailure("this server has no traffic router for blue/green deployments");
-      return runBlueGreen(context, config, localDocker(), await context.router());
+      return runBlueGreen(context, config, context.target.runtime("docker"), await context.target.router());
     }
-    return runContainer(context, config, localDocker());
+    return runContainer(context, config, context.target.runtime("docker"));
   },
 };
 
@@ -159,7 +157,7 @@ async function runContainer(context: StepRunContext, config: ContainerConfig, do
   const { log, signal } = context;
   const { imageText, registry, pinned, env, volumes } = renderContainerInputs(context, config);
   const name = containerName(context, config);
-  const project = context.labels["ferry.project"];
+  const { project, environment } = context.scope;
 
   await pullImage(context, config, docker, imageText, registry, pinned);
 
@@ -167,11 +165,7 @@ async function runContainer(context: StepRunContext, config: ContainerConfig, do
   if (previous) {
     // Never remove a container Ferry did not start for this project: a name clash with
     // someone else's container must not destroy it.
-    if (
-      project === undefined ||
-      previous.labels["ferry.project"] !== project ||
-      previous.labels["ferry.env"] !== context.labels["ferry.env"]
-    ) {
+    if (previous.labels["ferry.project"] !== project.slug || previous.labels["ferry.env"] !== environment.slug) {
       throw new TaskFailure(
         `a container named ${name} exists that Ferry did not start for this project; remove it or give the step another name`,
       );
@@ -245,14 +239,7 @@ function containerName(context: StepRunContext, config: ContainerConfig): string
   if (config.name !== undefined) {
     name = context.render(config.name);
   } else {
-    const project = context.labels["ferry.project"];
-    const environment = context.labels["ferry.env"];
-    if (project === undefined || environment === undefined) {
-      throw new TaskFailure(
-        "give the container step a `name`: this task has no project and environment to name it after",
-      );
-    }
-    name = `ferry-${project}-${environment}`;
+    name = `ferry-${context.scope.project.slug}-${context.scope.environment.slug}`;
   }
   if (!isContainerName(name)) {
     throw new TaskFailure(`'${name.slice(0, 200)}' is not a container name: ${CONTAINER_NAME_HINT}`);

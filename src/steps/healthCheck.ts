@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { TaskFailure } from "../engine/types.js";
-import { isContainerName, localDocker } from "../runtimes/docker.js";
+import { isContainerName } from "../runtimes/docker.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { removeUnhealthyContainer } from "./container.js";
 import { logContainerTail } from "./containerShared.js";
@@ -53,8 +53,9 @@ export const healthCheckStep: StepKind<HealthCheckConfig> = {
     if (result.healthy)
       return { outputs: { status: String(config.expectedStatus), attempts: String(result.attempts) } };
     if (containerName !== undefined) {
-      await logContainerTail(context, localDocker(), containerName);
-      await removeUnhealthyContainer(context, localDocker(), containerName);
+      const docker = context.target.runtime("docker");
+      await logContainerTail(context, docker, containerName);
+      await removeUnhealthyContainer(context, docker, containerName);
     }
     throw new TaskFailure(
       `${url.href} did not answer HTTP ${config.expectedStatus} within ${config.deadlineSeconds} s (${result.attempts} probes; last: ${result.last})`,

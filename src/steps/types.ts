@@ -1,9 +1,10 @@
 import type { z } from "zod";
+import type { RunScope } from "../engine/processRunner.js";
 import type { TaskLog } from "../engine/taskLog.js";
 import type { TaskContext } from "../engine/types.js";
 import type { LocalUser } from "../runtimes/localUser.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
-import type { Router } from "../traffic/router.js";
+import type { Target } from "../transports/types.js";
 
 /** What a step sees when it runs on one target. */
 export interface StepRunContext {
@@ -29,8 +30,10 @@ export interface StepRunContext {
    * hold registry secrets themselves.
    */
   readonly registryCredentials?: (registryHost: string) => Promise<{ username: string; password: string } | undefined>;
-  /** The traffic router of the server's host (connected on first use), for blue/green. */
-  readonly router?: () => Promise<Router>;
+  /** What the process runs for (project, environment, release): names and labels derive from it. */
+  readonly scope: RunScope;
+  /** The host the step runs on, with its transport, runtimes and traffic router. */
+  readonly target: Target;
   /**
    * What http-test and health-check requests whose address a variable chose may call
    * (FERRY_OUTBOUND_ALLOW; a blue/green colour's own address while it is checked).

@@ -1,5 +1,6 @@
 import type { ExpressionBuilder, Kysely } from "kysely";
 import type { ProgressionPhase } from "../domain/progression.js";
+import { type Executor, nowIso } from "./common.js";
 import type { Database } from "./schema.js";
 
 /*
@@ -145,4 +146,59 @@ export async function environmentTargets(db: Kysely<Database>, environmentId: st
     .orderBy("t.name")
     .execute();
   return rows.map((target) => ({ id: target.id, name: target.name, roles: JSON.parse(target.roles) as string[] }));
+}
+
+/** Ids of the targets in an environment (a deployment there locks each). */
+export async function environmentTargetIds(db: Kysely<Database>, environmentId: string): Promise<string[]> {
+  const rows = await db
+    .selectFrom("target_environments")
+    .select("target_id")
+    .where("environment_id", "=", environmentId)
+    .execute();
+  return rows.map((row) => row.target_id);
+}
+
+/** A deployment's row, written in the transaction that queues its task. */
+export async function insertDeployment(
+  trx: Executor,
+  deployment: { id: string; projectId: string; releaseId: string; environmentId: string; taskId: string; kind: string },
+): Promise<void> {
+  await trx
+    .insertInto("deployments")
+    .values({
+      id: deployment.id,
+      project_id: deployment.projectId,
+      release_id: deployment.releaseId,
+      environment_id: deployment.environmentId,
+      task_id: deployment.taskId,
+      created_at: nowIso(),
+      kind: deployment.kind,
+    })
+    .execute();
+}
+
+/** What a deployment task works on: the deployment with its release, project and environment. */
+export async function loadDeploymentRun(db: Kysely<Database>, deploymentId: string) {
+  const deployment = await db
+    .selectFrom("deployments")
+    .selectAll()
+    .where("id", "=", deploymentId)
+    .executeTakeFirstOrThrow();
+  const [release, project, environment] = await Promise.all([
+    db.selectFrom("releases").selectAll().where("id", "=", deployment.release_id).executeTakeFirstOrThrow(),
+    db.selectFrom("projects").selectAll().where("id", "=", deployment.project_id).executeTakeFirstOrThrow(),
+    db.selectFrom("environments").selectAll().where("id", "=", deployment.environment_id).executeTakeFirstOrThrow(),
+  ]);
+  return { deployment, release, project, environment };
+}
+
+/** Records how many required steps a person skipped (guided failure): progression reads it. */
+export async function setSkippedSteps(db: Kysely<Database>, deploymentId: string, skippedSteps: number): Promise<void> {
+  await db.updateTable("deployments").set({ skipped_steps: skippedSteps }).where("id", "=", deploymentId).execute();
+}
+
+/** Who started a task, as a principal ("user:<id>"); null for the engine's own tasks. */
+export async function taskStarterPrincipal(db: Kysely<Database>, taskId: string): Promise<string | null> {
+  const row = await db.selectFrom("tasks").select("created_by_principal").where("id", "=", taskId).executeTakeFirst();
+  return row?.created_by_principal ?? null;
 }

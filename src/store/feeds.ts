@@ -73,6 +73,13 @@ export async function getFeedCredentials(
   return { username: row.username, password: context.secrets.open(row.password_sealed, passwordContext(row.id)) };
 }
 
+/** Credentials of the feed whose URL points at this registry host ("registry:5000"), for pulling from it. */
+export async function feedCredentialsForHost(context: StoreContext, registryHost: string) {
+  const feeds = await context.db.selectFrom("feeds").select(["id", "url"]).execute();
+  const feed = feeds.find((candidate) => new URL(candidate.url).host === registryHost);
+  return feed ? getFeedCredentials(context, feed.id) : undefined;
+}
+
 export async function listFeeds({ db }: StoreContext, paging: Paging) {
   const rows = await db
     .selectFrom("feeds")

@@ -638,6 +638,18 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  "0017_task_targets": {
+    async up(db: Kysely<unknown>) {
+      // The hosts a task ran steps on, so clean-up after a crash reaches each of them. No
+      // foreign key to targets: a target deleted meanwhile simply has nothing left to clean.
+      await db.schema
+        .createTable("task_targets")
+        .addColumn("task_id", "text", (c) => c.notNull().references("tasks.id").onDelete("cascade"))
+        .addColumn("target_id", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("task_targets_pk", ["task_id", "target_id"])
+        .execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

@@ -35,6 +35,7 @@ export interface Database {
   releases: ReleaseRow;
   deployments: DeploymentRow;
   task_decisions: TaskDecisionRow;
+  task_targets: TaskTargetRow;
   webhooks: WebhookRow;
   audit_events: AuditEventRow;
   audit_chain: AuditChainRow;
@@ -313,6 +314,11 @@ interface DeploymentRow {
   kind: ColumnType<string, string | undefined, string>;
   /** Required steps a person skipped after they failed (guided failure). */
   skipped_steps: ColumnType<number, number | undefined, number>;
+}
+
+interface TaskTargetRow {
+  task_id: string;
+  target_id: string;
 }
 
 export interface TaskDecisionRow {

@@ -1,18 +1,5 @@
-import { existsSync, readdirSync } from "node:fs";
-import { join } from "node:path";
 import { type DockerRuntime, publishedOrigin } from "../runtimes/docker.js";
 import type { Router } from "./router.js";
-import type { TrafficSettings } from "./routers.js";
-
-/** Whether the router has routes from an earlier run (so it must be brought back at start). */
-export function hasRoutes(settings: TrafficSettings): boolean {
-  if (settings.driver === "builtin") return existsSync(join(settings.proxy.stateDir, "routes.json"));
-  try {
-    return readdirSync(settings.nginx.sitesDir).some((name) => name.startsWith("ferry-host-"));
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Start-up reconciliation of the data plane (DESIGN.md: the router's state is the truth for

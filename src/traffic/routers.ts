@@ -1,11 +1,12 @@
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import type { FerryEnvironment } from "../config/env.js";
 import { InputError } from "../domain/errors.js";
-import { connectEmbeddedProxy, type EmbeddedProxyOptions } from "./builtin.js";
+import type { EmbeddedProxyOptions } from "./builtin.js";
 import type { NginxRouterOptions } from "./nginx.js";
 import type { Router } from "./router.js";
 
-/** Which Router the server uses for blue/green, from its settings (FERRY_ROUTER and friends). */
+/** Which Router a host uses for blue/green, from its settings (FERRY_ROUTER and friends). */
 export type TrafficSettings = (
   | { driver: "builtin"; proxy: EmbeddedProxyOptions }
   | { driver: "nginx"; nginx: NginxRouterOptions }
@@ -14,20 +15,77 @@ export type TrafficSettings = (
   etcdEndpoint?: string | undefined;
 };
 
+type DriverName = TrafficSettings["driver"];
+type SettingsOf<D extends DriverName> = Extract<TrafficSettings, { driver: D }>;
+
 /**
- * Connects the configured Router: the builtin `ferry proxy` (started when none runs) or
- * nginx, wrapped by the etcd publisher when an endpoint is set. An etcd write that fails
- * after a switch does not fail the deployment (the router is the truth); it is logged,
- * and the routes are republished on the next connect.
+ * One traffic switch Ferry can drive: how its settings are read, how it connects, and
+ * whether an earlier run left routes (so the server brings them back at start). A new
+ * driver is one file implementing Router plus one entry here.
+ */
+interface RouterDriver<D extends DriverName> {
+  fromEnvironment(env: FerryEnvironment, dataDir: string): Omit<SettingsOf<D>, "etcdEndpoint">;
+  connect(settings: SettingsOf<D>, log: (message: string) => void): Promise<Router>;
+  hasRoutes(settings: SettingsOf<D>): boolean;
+}
+
+const drivers: { [D in DriverName]: RouterDriver<D> } = {
+  builtin: {
+    fromEnvironment: (env, dataDir) => ({
+      driver: "builtin",
+      proxy: { stateDir: env.FERRY_PROXY_STATE_DIR ?? join(dataDir, "proxy"), listen: env.FERRY_PROXY_LISTEN },
+    }),
+    connect: async (settings, log) => (await import("./builtin.js")).connectEmbeddedProxy(settings.proxy, log),
+    hasRoutes: (settings) => existsSync(join(settings.proxy.stateDir, "routes.json")),
+  },
+  nginx: {
+    fromEnvironment: (env) => {
+      const missing = (
+        ["FERRY_NGINX_CONFIG", "FERRY_NGINX_SITES_DIR", "FERRY_NGINX_PID_FILE", "FERRY_NGINX_LISTEN"] as const
+      ).filter((name) => env[name] === undefined);
+      if (missing.length > 0) {
+        throw new InputError(
+          `FERRY_ROUTER=nginx needs ${missing.join(", ")}: the main nginx.conf, the directory it includes inside http {}, its pid file and the address the routes listen on`,
+        );
+      }
+      return {
+        driver: "nginx",
+        nginx: {
+          nginx: env.FERRY_NGINX_BINARY,
+          config: env.FERRY_NGINX_CONFIG as string,
+          sitesDir: env.FERRY_NGINX_SITES_DIR as string,
+          pidFile: env.FERRY_NGINX_PID_FILE as string,
+          listen: env.FERRY_NGINX_LISTEN as string,
+        },
+      };
+    },
+    connect: async (settings) => new (await import("./nginx.js")).NginxRouter(settings.nginx),
+    hasRoutes: (settings) => {
+      try {
+        return readdirSync(settings.nginx.sitesDir).some((name) => name.startsWith("ferry-host-"));
+      } catch {
+        return false;
+      }
+    },
+  },
+};
+
+function driverOf<D extends DriverName>(settings: SettingsOf<D>): RouterDriver<D> {
+  return drivers[settings.driver as D] as RouterDriver<D>;
+}
+
+/** Whether the router has routes from an earlier run (so it must be brought back at start). */
+export function hasRoutes(settings: TrafficSettings): boolean {
+  return driverOf(settings).hasRoutes(settings);
+}
+
+/**
+ * Connects the configured Router, wrapped by the etcd publisher when an endpoint is set.
+ * An etcd write that fails after a switch does not fail the deployment (the router is the
+ * truth); it is logged, and the routes are republished on the next connect.
  */
 async function connectRouter(settings: TrafficSettings, log: (message: string) => void): Promise<Router> {
-  let router: Router;
-  if (settings.driver === "nginx") {
-    const { NginxRouter } = await import("./nginx.js");
-    router = new NginxRouter(settings.nginx);
-  } else {
-    router = await connectEmbeddedProxy(settings.proxy, log);
-  }
+  const router = await driverOf(settings).connect(settings, log);
   if (settings.etcdEndpoint === undefined) return router;
   const { EtcdClient, withEtcdPublisher } = await import("./etcd.js");
   const etcd = new EtcdClient(settings.etcdEndpoint);
@@ -48,24 +106,34 @@ async function connectRouter(settings: TrafficSettings, log: (message: string) =
   });
 }
 
+/** A host's Router, connected on first use; see lazyRouter. */
+export interface LazyRouter {
+  get(): Promise<Router>;
+  /** The Router when a connect already started; never connects by itself. */
+  connected(): Promise<Router | undefined>;
+  /** The Router when it is in use: connected, or with routes from an earlier run (then it connects). */
+  inUse(): Promise<Router | undefined>;
+  close(): Promise<void>;
+}
+
 /**
  * A Router connected on first use and shared afterwards; a failed connect is retried on
  * the next use rather than remembered.
  */
-export function lazyRouter(settings: TrafficSettings, log: (message: string) => void) {
+export function lazyRouter(settings: TrafficSettings, log: (message: string) => void): LazyRouter {
   let connecting: Promise<Router> | undefined;
+  const get = (): Promise<Router> => {
+    connecting ??= connectRouter(settings, log).catch((error: unknown) => {
+      connecting = undefined;
+      throw error;
+    });
+    return connecting;
+  };
+  const connected = async () => connecting?.catch(() => undefined);
   return {
-    get(): Promise<Router> {
-      connecting ??= connectRouter(settings, log).catch((error: unknown) => {
-        connecting = undefined;
-        throw error;
-      });
-      return connecting;
-    },
-    /** The Router when a connect already started; never connects by itself. */
-    async connected(): Promise<Router | undefined> {
-      return connecting?.catch(() => undefined);
-    },
+    get,
+    connected,
+    inUse: async () => (await connected()) ?? (hasRoutes(settings) ? get() : undefined),
     async close(): Promise<void> {
       const router = await connecting?.catch(() => undefined);
       await router?.close();
@@ -78,32 +146,12 @@ export function defaultTrafficSettings(dataDir: string): TrafficSettings {
   return { driver: "builtin", proxy: { stateDir: join(dataDir, "proxy"), listen: "127.0.0.1:8000" } };
 }
 
-/** The server's traffic settings from FERRY_ROUTER, FERRY_PROXY_*, FERRY_NGINX_* and FERRY_ETCD_ENDPOINT. */
+/** The server's traffic settings from FERRY_ROUTER, its driver's FERRY_* variables and FERRY_ETCD_ENDPOINT. */
 export function trafficSettingsFromEnvironment(env: FerryEnvironment, dataDir: string): TrafficSettings {
-  if (env.FERRY_ROUTER === "nginx") {
-    const missing = (
-      ["FERRY_NGINX_CONFIG", "FERRY_NGINX_SITES_DIR", "FERRY_NGINX_PID_FILE", "FERRY_NGINX_LISTEN"] as const
-    ).filter((name) => env[name] === undefined);
-    if (missing.length > 0) {
-      throw new InputError(
-        `FERRY_ROUTER=nginx needs ${missing.join(", ")}: the main nginx.conf, the directory it includes inside http {}, its pid file and the address the routes listen on`,
-      );
-    }
-    return {
-      driver: "nginx",
-      nginx: {
-        nginx: env.FERRY_NGINX_BINARY,
-        config: env.FERRY_NGINX_CONFIG as string,
-        sitesDir: env.FERRY_NGINX_SITES_DIR as string,
-        pidFile: env.FERRY_NGINX_PID_FILE as string,
-        listen: env.FERRY_NGINX_LISTEN as string,
-      },
-      etcdEndpoint: env.FERRY_ETCD_ENDPOINT,
-    };
+  const name = env.FERRY_ROUTER;
+  if (!Object.hasOwn(drivers, name)) {
+    throw new InputError(`FERRY_ROUTER=${name}: choose one of ${Object.keys(drivers).join(", ")}`);
   }
-  return {
-    driver: "builtin",
-    proxy: { stateDir: env.FERRY_PROXY_STATE_DIR ?? join(dataDir, "proxy"), listen: env.FERRY_PROXY_LISTEN },
-    etcdEndpoint: env.FERRY_ETCD_ENDPOINT,
-  };
+  const driver = drivers[name as DriverName] as RouterDriver<DriverName>;
+  return { ...driver.fromEnvironment(env, dataDir), etcdEndpoint: env.FERRY_ETCD_ENDPOINT } as TrafficSettings;
 }

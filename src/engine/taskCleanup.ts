@@ -1,0 +1,67 @@
+import type { Kysely } from "kysely";
+import type { TargetInfo } from "../store/deployments.js";
+import type { Database } from "../store/schema.js";
+import { touchedTargets } from "../store/taskTargets.js";
+import type { Target } from "../transports/types.js";
+import type { TaskLog } from "./taskLog.js";
+
+/**
+ * Removes what an unfinished task left on every host it touched (recorded before each step
+ * ran there), and on the server's own host (tasks from before hosts were recorded): the
+ * processes it started, and every instance labelled with its id except a blue/green colour
+ * that went live before the task stopped — it passed its health check and is the live
+ * version now.
+ */
+export async function cleanUpTask(
+  db: Kysely<Database>,
+  target: (info: TargetInfo | undefined) => Target,
+  taskId: string,
+  log: TaskLog,
+): Promise<void> {
+  const hosts = [target(undefined), ...(await touchedTargets(db, taskId)).map((info) => target(info))];
+  // Several targets may share one host (today every target is the server's own): clean each transport once.
+  const seen = new Set<unknown>();
+  for (const host of hosts) {
+    if (seen.has(host.transport)) continue;
+    seen.add(host.transport);
+    await cleanUpHost(host, taskId, log);
+  }
+}
+
+async function cleanUpHost(host: Target, taskId: string, log: TaskLog): Promise<void> {
+  const where = host.id === null ? "" : ` on ${host.name}`;
+  const killed = await host.transport.killTaskProcesses(taskId);
+  if (killed > 0) log.warn(`clean-up: killed ${killed} process group(s) the task had started${where}`);
+  const liveColours = await liveColourNames(host, log);
+  for (const runtime of host.runtimes()) {
+    const removed = await runtime
+      .removeByLabel("ferry.task", taskId, {
+        keep: (instance) => {
+          const live = liveColours === "unknown" || liveColours.has(instance.name);
+          if (live) log.warn(`clean-up: colour ${instance.name} went live before the task stopped: it keeps serving`);
+          return live;
+        },
+      })
+      .catch((error: unknown) => {
+        log.warn(
+          `clean-up: could not list the task's ${runtime.kind} instances${where} (${error instanceof Error ? error.message : error})`,
+        );
+        return [] as string[];
+      });
+    if (removed.length > 0) log.warn(`clean-up: removed container(s) ${removed.join(", ")}${where}`);
+  }
+}
+
+/** Names of the colours the host's router sends traffic to: none when no router is in use, "unknown" when it cannot be asked. */
+async function liveColourNames(host: Target, log: TaskLog): Promise<Set<string> | "unknown"> {
+  try {
+    const router = await host.routerInUse();
+    if (!router) return new Set();
+    const routes = await router.routes();
+    return new Set(routes.flatMap((route) => (route.colour ? [route.colour] : [])));
+  } catch (error) {
+    log.warn(`clean-up: could not ask the traffic router which colours are live (${(error as Error).message})`);
+    // Unknown: keep every instance rather than risk removing the live one.
+    return "unknown";
+  }
+}
