@@ -268,6 +268,62 @@ describe("deployments with script steps (real processes, SQLite)", () => {
     expect(text).not.toContain("should not run");
   });
 
+  it("goes on past a failing optional step, runs a step when its variable condition holds, and 'always' after a failure", async () => {
+    for (const variable of [
+      { name: "RunExtras", value: "true" },
+      { name: "SkipThis", value: "False" },
+      { name: "Region", value: "eu" },
+    ]) {
+      expect((await test.call("POST", "/api/v1/projects/shop/variables", variable)).status).toBe(201);
+    }
+    const saved = await test.call("PUT", "/api/v1/projects/shop/process", {
+      steps: [
+        { name: "optional", kind: "script", required: false, config: { script: "echo optional going; exit 4" } },
+        { name: "after optional", kind: "script", config: { script: "echo ran after the optional failure" } },
+        { name: "extras", kind: "script", condition: { variable: "RunExtras" }, config: { script: "echo extras ran" } },
+        {
+          name: "skipped",
+          kind: "script",
+          condition: { variable: "SkipThis" },
+          config: { script: "echo SHOULD-NOT-RUN-1" },
+        },
+        {
+          name: "in eu",
+          kind: "script",
+          condition: { variable: 'Region == "eu"' },
+          config: { script: "echo eu ran" },
+        },
+        {
+          name: "in us",
+          kind: "script",
+          condition: { variable: 'Region == "us"' },
+          config: { script: "echo SHOULD-NOT-RUN-2" },
+        },
+        { name: "boom", kind: "script", config: { script: "echo failing for real; exit 3" } },
+        { name: "after boom", kind: "script", config: { script: "echo SHOULD-NOT-RUN-3" } },
+        { name: "always", kind: "script", condition: "always", config: { script: "echo always ran" } },
+      ],
+    });
+    expect(saved.status, JSON.stringify(saved.body)).toBe(200);
+    const created = await test.call<{ deployments: { taskId: string }[] }>("POST", "/api/v1/projects/shop/releases", {
+      version: "1.0.3",
+    });
+    const taskId = created.body.deployments[0]?.taskId ?? "";
+    const task = await test.waitForTask(taskId);
+    const text = (await logOf(taskId)).map((line) => line.text).join("\n");
+    // Only the required step's failure fails the deployment; the optional one is a warning.
+    expect(task.state, text).toBe("failed");
+    expect(task.error).toBe("step 'boom' failed: the script exited with code 3");
+    expect(text).toContain("optional step 'optional' failed (the script exited with code 4); continuing");
+    for (const ran of ["ran after the optional failure", "extras ran", "eu ran", "failing for real", "always ran"]) {
+      expect(text).toContain(ran);
+    }
+    expect(text).toContain("skipping step 'skipped': its run condition is not met");
+    expect(text).toContain("skipping step 'in us': its run condition is not met");
+    expect(text).toContain("skipping step 'after boom': its run condition is not met");
+    expect(text).not.toMatch(/SHOULD-NOT-RUN/);
+  });
+
   it("validates step configs by their kind", async () => {
     const response = await test.call<{ errors: { pointer: string }[] }>("PUT", "/api/v1/projects/shop/process", {
       steps: [
