@@ -118,6 +118,42 @@ describe("regex rules", () => {
     expect(result.success).toBe(false);
     expect(result.error?.issues[0]?.message).toContain("not a valid regular expression");
   });
+
+  it("refuses what RE2 cannot run when the rule is saved, saying what is not supported", () => {
+    const problem = (pattern: string) => {
+      const result = versionRuleSchema.safeParse(regex(pattern));
+      expect(result.success, pattern).toBe(false);
+      expect(result.error?.issues[0]?.path).toEqual(["pattern"]);
+      return result.error?.issues[0]?.message;
+    };
+    expect(problem("(\\d+)\\.\\1")).toMatch(/^backreferences such as \\1 or \\k<name> are not supported/);
+    expect(problem("(?<major>\\d+)-\\k<major>")).toMatch(/^backreferences/);
+    expect(problem("\\d+(?=-alpine)")).toMatch(/^lookahead and lookbehind .* are not supported/);
+    expect(problem("(?<!rc)\\d+")).toMatch(/^lookahead and lookbehind/);
+    expect(problem("\\u0031\\.\\d+")).toContain("write a code point as \\x{20AC}");
+    expect(problem("[a-z]{1,1000}[0-9]{1,1000}")).toMatch(/^the pattern is too large: .* at most 2000/);
+    expect(() => matches("1", regex("(a)\\1"))).toThrow(/^version rule pattern: backreferences/);
+  });
+
+  it("matches a catastrophic pattern against many long tags in time proportional to them", () => {
+    // With RegExp, `(((.+)+)+)+!` against one 30-character tag without '!' runs for minutes.
+    const tags = Array.from({ length: 20_000 }, (_, index) => `${"a".repeat(100)}-${index}`);
+    const started = performance.now();
+    expect(pickLatest(tags, regex("(((.+)+)+)+!"))).toBeUndefined();
+    expect(pickLatest([...tags, "build-7!"], regex("(((.+)+)+)+!"))).toBe("build-7!");
+    expect(pickLatest(tags, regex("a+-\\d+"))).toBe(`${"a".repeat(100)}-19999`);
+    expect(performance.now() - started).toBeLessThan(5_000);
+  });
+
+  it("keeps the meaning of ordinary patterns: anchors, alternatives, classes and flags", () => {
+    expect(matches("v1.2.3", regex("^v\\d+\\.\\d+\\.\\d+$"))).toBe(true);
+    expect(matches("ab", regex("a|ab"))).toBe(true);
+    expect(matches("ABC-1", regex("(?i)abc-\\d"))).toBe(true);
+    expect(matches("abc-1", regex("[[:upper:]]+-\\d"))).toBe(false);
+    expect(matches("release_2", regex("\\w+"))).toBe(true);
+    expect(matches("1.0", regex("\\d\\.\\d|"))).toBe(true);
+    expect(matches("", regex("\\d\\.\\d|"))).toBe(true);
+  });
 });
 
 describe("versionRuleSchema", () => {

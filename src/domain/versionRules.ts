@@ -1,5 +1,7 @@
+import type { RE2JS } from "re2js";
 import { z } from "zod";
 import { InputError } from "./errors.js";
+import { compileLinearPattern, linearPatternProblem } from "./linearPattern.js";
 
 /**
  * Version rules: which image tags of a feed a project takes, and which one is the latest.
@@ -9,9 +11,11 @@ import { InputError } from "./errors.js";
  *   `1.2.0 - 1.4`). Prerelease tags are left out unless a comparator of the range names a
  *   prerelease of the same major.minor.patch (`>=2.0.0-rc.1` admits `2.0.0-rc.2`, not
  *   `2.1.0-rc.1`): npm's rule, so a range means here what it means in package.json.
- * - `regex`: tags the pattern matches in full; the latest is the highest semantic version
- *   among them, or, for tags that are not versions, the last in natural order (`build-10`
- *   after `build-9`). Versions rank above non-versions.
+ * - `regex`: tags the pattern (RE2 syntax: no backreferences, no lookaround) matches in
+ *   full; the latest is the highest semantic version among them, or, for tags that are not
+ *   versions, the last in natural order (`build-10` after `build-9`). Versions rank above
+ *   non-versions. RE2, not RegExp: a rule is matched against every tag of a feed, and a
+ *   backtracking pattern such as `(((.+)+)+)+!` would hold the server for seconds per tag.
  *
  * Pure: no I/O. Own parser rather than the `semver` package: Docker tags are a narrower
  * language (no build metadata, an optional leading 'v'), and the whole of it is short.
@@ -69,11 +73,8 @@ export const versionRuleSchema = z.discriminatedUnion("kind", [
       .min(1)
       .max(256)
       .superRefine((pattern, context) => {
-        try {
-          new RegExp(pattern);
-        } catch (error) {
-          context.addIssue({ code: "custom", message: `not a valid regular expression: ${(error as Error).message}` });
-        }
+        const problem = linearPatternProblem(pattern);
+        if (problem) context.addIssue({ code: "custom", message: problem });
       }),
   }),
 ]);
@@ -86,12 +87,32 @@ export function matches(tag: string, rule: VersionRule): boolean {
 
 /** The latest tag that passes the rule, or undefined when none does. */
 export function pickLatest(tags: readonly string[], rule: VersionRule): string | undefined {
+  const picker = latestTagPicker(rule);
+  for (const tag of tags) picker.consider(tag);
+  return picker.latest;
+}
+
+/** Takes tags one at a time and keeps the latest that passes, for a caller that pauses between them. */
+export interface LatestTagPicker {
+  consider(tag: string): void;
+  readonly latest: string | undefined;
+}
+
+/**
+ * A picker for the rule, compiled once for all the tags it will see. Throws InputError
+ * for a rule that does not parse.
+ */
+export function latestTagPicker(rule: VersionRule): LatestTagPicker {
   const passes = compileRule(rule);
   let latest: string | undefined;
-  for (const tag of tags) {
-    if (passes(tag) && (latest === undefined || compareTags(tag, latest) > 0)) latest = tag;
-  }
-  return latest;
+  return {
+    consider(tag) {
+      if (passes(tag) && (latest === undefined || compareTags(tag, latest) > 0)) latest = tag;
+    },
+    get latest() {
+      return latest;
+    },
+  };
 }
 
 /**
@@ -105,11 +126,13 @@ export function nextVersion(pattern: string, existing: readonly string[]): strin
     throw new InputError(`version pattern "${pattern}" must contain #{n} exactly once, e.g. 1.0.#{n}`);
   }
   const [before = "", after = ""] = parts;
-  const fits = new RegExp(`^${escapeRegExp(before)}(\\d+)${escapeRegExp(after)}$`);
   let highest = -1n;
   for (const version of existing) {
-    const digits = fits.exec(version)?.[1];
-    if (digits !== undefined && BigInt(digits) > highest) highest = BigInt(digits);
+    // Plain string checks, no pattern built from the user's text.
+    if (version.length <= before.length + after.length) continue;
+    if (!version.startsWith(before) || !version.endsWith(after)) continue;
+    const digits = version.slice(before.length, version.length - after.length);
+    if (/^[0-9]+$/.test(digits) && BigInt(digits) > highest) highest = BigInt(digits);
   }
   return `${before}${highest + 1n}${after}`;
 }
@@ -124,13 +147,15 @@ function compileRule(rule: VersionRule): (tag: string) => boolean {
       };
     }
     case "regex": {
-      let pattern: RegExp;
+      let pattern: RE2JS;
       try {
-        pattern = new RegExp(`^(?:${rule.pattern})$`);
+        pattern = compileLinearPattern(rule.pattern);
       } catch (error) {
-        throw new InputError(`version rule pattern is not a valid regular expression: ${(error as Error).message}`);
+        if (error instanceof InputError) throw new InputError(`version rule pattern: ${error.message}`);
+        throw error;
       }
-      return (tag) => pattern.test(tag);
+      // The whole tag, as ^(?:…)$ did with RegExp.
+      return (tag) => pattern.testExact(tag);
     }
     default: {
       const unknown: never = rule;
@@ -382,8 +407,4 @@ function hyphenRange(fromText: string, toText: string): Comparator[] {
   else if (to.patch === undefined) upper = [below(to.major, to.minor + 1, 0)];
   else upper = [{ operator: "<=", version: version(to.major, to.minor, to.patch, to.prerelease) }];
   return [...lower, ...upper];
-}
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
