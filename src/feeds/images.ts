@@ -1,10 +1,10 @@
 import { type FieldIssue, InputError } from "../domain/errors.js";
 import type { ProjectImage } from "../domain/process.js";
 import type { PinnedImage } from "../domain/releases.js";
-import { pickLatest } from "../domain/versionRules.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { resolveReference, type StoreContext, throwIfIssues } from "../store/common.js";
 import { getFeed, getFeedCredentials } from "../store/feeds.js";
+import { pickLatestTag } from "./latestTag.js";
 import { RegistryClient } from "./registry.js";
 
 /** Refuses a process whose images name feeds that do not exist. */
@@ -42,7 +42,7 @@ export async function pinImages(
     const feed = await getFeed(context, image.feed);
     const credentials = await getFeedCredentials(context, feed.id);
     const client = new RegistryClient({ url: feed.url, ...credentials, outbound });
-    const tag = requested[image.name] ?? pickLatest(await client.listTags(image.repository), image.version);
+    const tag = requested[image.name] ?? (await pickLatestTag(image, await client.listTags(image.repository)));
     if (!tag) {
       throw new InputError(`no tag of ${image.repository} in feed '${feed.name}' matches the image's version rule`, [
         {
