@@ -1,0 +1,60 @@
+import { createRequire } from "node:module";
+import { Worker } from "node:worker_threads";
+
+/** The CommonJS build of re2js, loaded by path: an eval'd worker has no module of its own to resolve from. */
+const engineModule = createRequire(import.meta.url).resolve("re2js");
+
+/**
+ * Runs in the worker: compiles the pattern with RE2 and tests the text (unanchored, as
+ * RegExp.prototype.test does). Plain JavaScript, so the same code runs from the sources
+ * (tests) and from the build.
+ */
+const workerSource = `
+const { parentPort, workerData } = require("node:worker_threads");
+const { RE2JS } = require(workerData.engineModule);
+parentPort.postMessage(RE2JS.compile(workerData.pattern).test(workerData.text));
+`;
+
+export type PatternTestOutcome = { kind: "matched" } | { kind: "not-matched" } | { kind: "timed-out" };
+
+/**
+ * Tests an RE2 pattern (checked with compileLinearPattern when it was saved) against a
+ * text on a worker thread, stopping it after `timeoutMs` or when `signal` aborts.
+ *
+ * RE2 is linear in the text, but its fallback simulation steps every live thread of the
+ * pattern for each character: `a[ab]{1000}[cd]` over 1 MiB runs for about 14 s. On the
+ * main thread that would hold every request and health check for as long; on a worker it
+ * holds one thread of its own, and only until the deadline.
+ */
+export async function testPatternOffThread(
+  pattern: string,
+  text: string,
+  options: { timeoutMs: number; signal: AbortSignal },
+): Promise<PatternTestOutcome> {
+  options.signal.throwIfAborted();
+  const worker = new Worker(workerSource, {
+    eval: true,
+    workerData: { engineModule, pattern, text },
+    // The text is at most a few MiB; RE2's state for a capped pattern is far below this.
+    resourceLimits: { maxOldGenerationSizeMb: 256 },
+  });
+  let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
+  try {
+    return await new Promise<PatternTestOutcome>((resolve, reject) => {
+      worker.once("message", (matched: boolean) => resolve({ kind: matched ? "matched" : "not-matched" }));
+      worker.once("error", reject);
+      worker.once("exit", (code) =>
+        reject(new Error(`the pattern worker stopped (exit code ${code}) before answering`)),
+      );
+      timer = setTimeout(() => resolve({ kind: "timed-out" }), options.timeoutMs);
+      onAbort = () => reject(options.signal.reason);
+      options.signal.addEventListener("abort", onAbort, { once: true });
+    });
+  } finally {
+    clearTimeout(timer);
+    if (onAbort) options.signal.removeEventListener("abort", onAbort);
+    // Stops a match still running (a timeout, a cancel); a finished worker ends the same way.
+    await worker.terminate();
+  }
+}
