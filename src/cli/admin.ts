@@ -2,7 +2,7 @@ import { once } from "node:events";
 import { type Command, InvalidArgumentError } from "commander";
 import type { AuditVerification } from "../domain/audit.js";
 import { OperationError } from "./errors.js";
-import { printJson } from "./output.js";
+import { printJson, writeOutput } from "./output.js";
 import type { CliContext } from "./resourceGroup.js";
 import { addUserCommands } from "./users.js";
 
@@ -39,7 +39,7 @@ export function addAdminCommands(program: Command, context: CliContext): void {
       }
       if (!options.json) {
         const head = result.head ? `; newest entry ${result.head.seq}, hash ${result.head.hash}` : "";
-        process.stdout.write(`audit log verified: ${result.checked} entries${head}\n`);
+        writeOutput(`audit log verified: ${result.checked} entries${head}\n`);
       }
     });
 

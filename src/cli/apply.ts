@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
 import type { AppliedChange } from "../config/apply.js";
 import { UsageError } from "./errors.js";
-import { printJson } from "./output.js";
+import { printJson, writeError, writeOutput } from "./output.js";
 import type { CliContext } from "./resourceGroup.js";
 
 /**
@@ -35,10 +35,9 @@ export function addApplyCommand(
         updateSecrets: options.updateSecrets ?? false,
       });
       if (options.json) printJson(changes);
-      else process.stdout.write(`${[...changes.map(describeChange), summary(changes)].join("\n")}\n`);
+      else writeOutput(`${[...changes.map(describeChange), summary(changes)].join("\n")}\n`);
       for (const change of changes) {
-        if (change.warning)
-          process.stderr.write(`ferry: warning: ${change.resource} ${change.name}: ${change.warning}\n`);
+        if (change.warning) writeError(`ferry: warning: ${change.resource} ${change.name}: ${change.warning}\n`);
       }
     });
 }

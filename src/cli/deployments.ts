@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { segment } from "./client.js";
-import { list, printJson } from "./output.js";
+import { list, printJson, writeOutput } from "./output.js";
 import type { CliContext } from "./resourceGroup.js";
 import { type DeploymentCreated, reportDeployment, type WaitOptions } from "./wait.js";
 
@@ -84,7 +84,7 @@ export function addDeploymentCommands(program: Command, context: CliContext): vo
       const query = new URLSearchParams({ release: options.release, environment: options.env });
       const plan = await client.get<DeploymentPlan>(projectPath(options.project, `plan?${query}`));
       if (options.json) printJson(plan);
-      else process.stdout.write(formatPlan(plan));
+      else writeOutput(formatPlan(plan));
     });
 }
 

@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import type { FerryEnvironment } from "../config/env.js";
 import { ApiClient } from "./client.js";
 import { UsageError } from "./errors.js";
+import { writeOutput } from "./output.js";
 import { DEFAULT_SERVER_URL, saveSettings, settingsPath } from "./settings.js";
 import { readSecretFromStdin } from "./stdin.js";
 
@@ -23,6 +24,6 @@ export function addLoginCommand(program: Command, environment: () => FerryEnviro
       await new ApiClient(options.url, apiKey).get("/api/v1/environments?limit=1");
       const path = settingsPath(env);
       await saveSettings(path, { url: options.url, apiKey });
-      process.stdout.write(`logged in to ${options.url}; saved in ${path}\n`);
+      writeOutput(`logged in to ${options.url}; saved in ${path}\n`);
     });
 }

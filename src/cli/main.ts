@@ -1,6 +1,7 @@
 import { Command, CommanderError } from "commander";
 import { type FerryEnvironment, readEnvironment } from "../config/env.js";
 import { FerryError } from "../domain/errors.js";
+import { escapeControlCharacters } from "../domain/text.js";
 import { FERRY_VERSION } from "../version.js";
 import { addAdminCommands } from "./admin.js";
 import { addApplyCommand } from "./apply.js";
@@ -11,6 +12,7 @@ import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, OperationError, UsageError } from "./
 import { addFeedCommands } from "./feeds.js";
 import { addLifecycleCommands } from "./lifecycles.js";
 import { addLoginCommand } from "./login.js";
+import { writeError } from "./output.js";
 import { addProjectCommands } from "./projects.js";
 import { addProxyCommand } from "./proxy.js";
 import { addReleaseCommands } from "./releases.js";
@@ -137,22 +139,25 @@ function reportError(error: unknown): number {
     return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
   }
   if (error instanceof UsageError) {
-    process.stderr.write(`ferry: ${error.message}\n`);
+    writeError(`ferry: ${error.message}\n`);
     return EXIT_USAGE;
   }
   if (error instanceof OperationError) {
-    process.stderr.write(`ferry: ${error.message}\n${error.details.map((line) => `  ${line}\n`).join("")}`);
+    // A detail is one line of the report, whatever the server's text in it holds.
+    writeError(
+      `ferry: ${error.message}\n${error.details.map((line) => `  ${escapeControlCharacters(line)}\n`).join("")}`,
+    );
     return EXIT_FAILED;
   }
   if (error instanceof FerryError) {
-    process.stderr.write(`ferry: ${error.message}\n`);
+    writeError(`ferry: ${error.message}\n`);
     return error.code === "invalid-input" ? EXIT_USAGE : EXIT_FAILED;
   }
   const code = (error as NodeJS.ErrnoException).code;
   if (code === "EADDRINUSE" || code === "EACCES") {
-    process.stderr.write(`ferry: cannot listen: ${(error as Error).message}; choose another --port\n`);
+    writeError(`ferry: cannot listen: ${(error as Error).message}; choose another --port\n`);
     return EXIT_FAILED;
   }
-  process.stderr.write(`ferry: ${(error as Error).message ?? String(error)}\n`);
+  writeError(`ferry: ${(error as Error).message ?? String(error)}\n`);
   return EXIT_FAILED;
 }

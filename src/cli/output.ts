@@ -1,11 +1,35 @@
-/** Writes JSON for scripts (`--json`). */
+import { escapeControlCharacters, escapeJsonControlCharacters } from "../domain/text.js";
+
+/*
+ * Everything the CLI prints goes through this file. What it prints is mostly the server's
+ * text (names, descriptions, script output in task logs, error details), which may hold
+ * control characters that a terminal would act on (recolour, move the cursor, overwrite a
+ * line, set the window title) instead of showing. They are printed as visible escapes
+ * (`\x1b`, `\u202e`, src/domain/text.ts) whether or not standard output is a terminal: a
+ * log redirected to a file is attacked the same way when `cat` or `less -R` shows it.
+ */
+
+/** Writes text for people to standard output: its newlines and tabs stay, other control characters are escaped. */
+export function writeOutput(text: string): void {
+  process.stdout.write(escapeControlCharacters(text, true));
+}
+
+/** The same for standard error (messages, warnings, a failure's details). */
+export function writeError(text: string): void {
+  process.stderr.write(escapeControlCharacters(text, true));
+}
+
+/**
+ * Writes JSON for scripts (`--json`). JSON.stringify escapes C0 controls; the few it
+ * leaves raw (DEL, C1, bidirectional overrides) are escaped too, which parses to the same value.
+ */
 export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  process.stdout.write(`${escapeJsonControlCharacters(JSON.stringify(value, null, 2))}\n`);
 }
 
 export type Column<T> = [header: string, cell: (row: T) => string];
 
-/** Writes a plain, aligned table for people. */
+/** Writes a plain, aligned table for people; each cell is one line. */
 export function printTable<T>(rows: readonly T[], columns: readonly Column<T>[]): void {
   if (rows.length === 0) {
     process.stdout.write("(none)\n");
@@ -25,14 +49,23 @@ export function printTable<T>(rows: readonly T[], columns: readonly Column<T>[])
   );
 }
 
-/** Writes one resource as "field: value" lines. */
+/**
+ * Writes one resource as "field: value" lines. A value of several lines (a description's
+ * paragraphs) continues under itself, indented, so no line of it can pass for another field.
+ */
 export function printFields(fields: readonly [string, string][]): void {
   const width = Math.max(...fields.map(([label]) => label.length));
-  process.stdout.write(`${fields.map(([label, value]) => `${`${label}:`.padEnd(width + 1)} ${value}`).join("\n")}\n`);
+  const continuation = `\n${" ".repeat(width + 2)}`;
+  const lines = fields.map(
+    ([label, value]) =>
+      `${`${label}:`.padEnd(width + 1)} ${escapeControlCharacters(value, true).split("\n").join(continuation)}`,
+  );
+  process.stdout.write(`${lines.join("\n")}\n`);
 }
 
+/** A table cell: white space runs (newlines among them) become one space, control characters visible escapes. */
 function oneLine(value: string): string {
-  return value.replace(/\s+/g, " ");
+  return escapeControlCharacters(value.replace(/\s+/g, " "));
 }
 
 export function list(values: readonly string[]): string {

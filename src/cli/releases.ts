@@ -1,7 +1,7 @@
 import { type Command, InvalidArgumentError } from "commander";
 import type { Release } from "../domain/releases.js";
 import { segment } from "./client.js";
-import { type Column, list, printFields, printJson, printTable } from "./output.js";
+import { type Column, list, printFields, printJson, printTable, writeOutput } from "./output.js";
 import type { CliContext } from "./resourceGroup.js";
 import {
   type DeploymentCreated,
@@ -83,14 +83,14 @@ export function addReleaseCommands(program: Command, context: CliContext): void 
       const json = options.json === true;
       if (!json) {
         printFields(releaseFields(release));
-        for (const deployment of deployments) process.stdout.write(`${queuedLine(deployment)}\n`);
+        for (const deployment of deployments) writeOutput(`${queuedLine(deployment)}\n`);
       }
       if (!options.wait) {
         if (json) printJson({ ...release, deployments });
         return;
       }
       if (deployments.length === 0 && !json) {
-        process.stdout.write("no deployment was started, so there is nothing to wait for\n");
+        writeOutput("no deployment was started, so there is nothing to wait for\n");
       }
       const waited = await waitForDeployments(client, deployments, json);
       if (json) printJson({ ...release, deployments: waited.map(({ outcome }) => outcome) });

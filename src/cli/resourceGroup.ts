@@ -1,7 +1,7 @@
 import { type Command, InvalidArgumentError } from "commander";
 import type { ApiClient } from "./client.js";
 import { segment } from "./client.js";
-import { type Column, printFields, printJson, printTable } from "./output.js";
+import { type Column, printFields, printJson, printTable, writeOutput } from "./output.js";
 
 /** What every command needs: the API client (created lazily, so --help works without a key). */
 export interface CliContext {
@@ -53,7 +53,7 @@ export function addResourceGroup<T>(program: Command, context: CliContext, spec:
     .action(async (reference: string, options: Record<string, unknown>) => {
       const client = await context.client();
       await client.request("DELETE", `${spec.collectionPath(options)}/${segment(reference)}`);
-      process.stdout.write(`deleted ${spec.noun} ${reference}\n`);
+      writeOutput(`deleted ${spec.noun} ${reference}\n`);
     });
 
   return group;

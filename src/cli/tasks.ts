@@ -1,7 +1,7 @@
 import { type Command, Option } from "commander";
 import { isTerminal, type Task, type TaskLogLine, type TaskState, taskStates } from "../domain/tasks.js";
 import { segment } from "./client.js";
-import { type Column, printFields, printJson, printTable } from "./output.js";
+import { type Column, printFields, printJson, printTable, writeError, writeOutput } from "./output.js";
 import type { CliContext } from "./resourceGroup.js";
 import { followTaskLog, formatLogLine, LOG_PAGE_LINES, type LogPage } from "./wait.js";
 
@@ -42,7 +42,7 @@ function taskFields(task: Task): [string, string][] {
 
 const taskPath = (id: string, rest = "") => `/api/v1/tasks/${segment(id)}${rest}`;
 
-const printLine = (line: TaskLogLine) => process.stdout.write(`${formatLogLine(line)}\n`);
+const printLine = (line: TaskLogLine) => writeOutput(`${formatLogLine(line)}\n`);
 
 export function addTaskCommands(program: Command, context: CliContext): void {
   const group = program.command("task").description("tasks: deployments and other work the server runs");
@@ -81,7 +81,7 @@ export function addTaskCommands(program: Command, context: CliContext): void {
       const client = await context.client();
       if (options.follow) {
         const state = await followTaskLog(client, id, printLine);
-        process.stderr.write(`task ${id} ${state}\n`);
+        writeError(`task ${id} ${state}\n`);
         return;
       }
       for (let after = 0; ; ) {
@@ -89,8 +89,7 @@ export function addTaskCommands(program: Command, context: CliContext): void {
         for (const line of page.lines) printLine(line);
         after = page.lines.at(-1)?.line ?? after;
         if (page.lines.length < LOG_PAGE_LINES) {
-          if (!isTerminal(page.state))
-            process.stderr.write(`task ${id} is ${page.state}; add --follow to keep reading\n`);
+          if (!isTerminal(page.state)) writeError(`task ${id} is ${page.state}; add --follow to keep reading\n`);
           return;
         }
       }
@@ -103,7 +102,7 @@ export function addTaskCommands(program: Command, context: CliContext): void {
     .action(async (id: string) => {
       const client = await context.client();
       const task = await client.request<Task>("POST", taskPath(id, "/cancel"));
-      process.stdout.write(`task ${id}: cancel requested (now ${task.state})\n`);
+      writeOutput(`task ${id}: cancel requested (now ${task.state})\n`);
     });
 
   for (const [decision, description] of Object.entries(decisions)) {
@@ -118,7 +117,7 @@ export function addTaskCommands(program: Command, context: CliContext): void {
           decision,
           ...(options.comment !== undefined && { comment: options.comment }),
         });
-        process.stdout.write(`task ${id}: ${decision} recorded\n`);
+        writeOutput(`task ${id}: ${decision} recorded\n`);
       });
   }
 }

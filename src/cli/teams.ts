@@ -2,7 +2,7 @@ import { type Command, InvalidArgumentError } from "commander";
 import type { AssignmentInput, Team } from "../domain/access.js";
 import { segment } from "./client.js";
 import { OperationError } from "./errors.js";
-import { list, printFields, printJson } from "./output.js";
+import { list, printFields, printJson, writeError } from "./output.js";
 import {
   addResourceGroup,
   type CliContext,
@@ -120,7 +120,7 @@ async function changeTeam(
   const body = change(team);
   if (typeof body === "string") {
     // Already as asked: nothing to send. Said on stderr so --json output stays one value.
-    process.stderr.write(`ferry: ${body}; nothing changed\n`);
+    writeError(`ferry: ${body}; nothing changed\n`);
     printTeam(team, options);
     return;
   }

@@ -1,6 +1,6 @@
 import { type Command, InvalidArgumentError } from "commander";
 import type { ApiKey, User } from "../domain/users.js";
-import { printFields, printJson, printTable } from "./output.js";
+import { printFields, printJson, printTable, writeOutput } from "./output.js";
 import type { CliContext } from "./resourceGroup.js";
 import { readSecretFromStdin } from "./stdin.js";
 
@@ -29,7 +29,7 @@ export function addUserCommands(admin: Command, context: CliContext): void {
         ...(options.displayName !== undefined && { displayName: options.displayName }),
       });
       if (options.json) printJson(user);
-      else process.stdout.write(`created user ${user.username} (${user.id})${user.isAdmin ? ", administrator" : ""}\n`);
+      else writeOutput(`created user ${user.username} (${user.id})${user.isAdmin ? ", administrator" : ""}\n`);
     });
 }
 
@@ -60,7 +60,7 @@ export function addApiKeyCommands(program: Command, context: CliContext): void {
         ["name", created.name],
         ["expires", created.expiresAt ?? "never"],
       ]);
-      process.stdout.write(`\nthe key (shown this once; only its hash is kept):\n\n    ${created.key}\n\n`);
+      writeOutput(`\nthe key (shown this once; only its hash is kept):\n\n    ${created.key}\n\n`);
     });
 
   group
@@ -91,6 +91,6 @@ export function addApiKeyCommands(program: Command, context: CliContext): void {
     .action(async (id: string) => {
       const client = await context.client();
       await client.request("DELETE", `/api/v1/api-keys/${encodeURIComponent(id)}`);
-      process.stdout.write(`revoked API key ${id}\n`);
+      writeOutput(`revoked API key ${id}\n`);
     });
 }

@@ -1,9 +1,10 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { isTerminal, type Task, type TaskLogLine, type TaskState } from "../domain/tasks.js";
+import { escapeControlCharacters } from "../domain/text.js";
 import type { DeploymentCreated } from "../engine/deploymentRequests.js";
 import { type ApiClient, segment } from "./client.js";
 import { OperationError } from "./errors.js";
-import { printJson } from "./output.js";
+import { printJson, writeOutput } from "./output.js";
 import { ServerSentEventParser } from "./serverSentEventParser.js";
 
 /** What the API answers when it queues a deployment (deploy, promote, rollback, auto-deploy). */
@@ -45,11 +46,15 @@ export interface LogPage {
   lines: TaskLogLine[];
 }
 
-/** `HH:MM:SS [step] text`, in local time. */
+/**
+ * `HH:MM:SS [step] text`, in local time. A script writes what it likes into a log line: its
+ * control characters (a CR that rewrites the line, an ESC sequence, a newline that would
+ * start a forged line) are shown as escapes, so one log line prints as one line.
+ */
 export function formatLogLine(line: TaskLogLine): string {
   const at = new Date(line.at);
   const time = [at.getHours(), at.getMinutes(), at.getSeconds()].map((part) => String(part).padStart(2, "0")).join(":");
-  return `${time}${line.step ? ` [${line.step}]` : ""} ${line.text}`;
+  return `${time}${line.step ? ` [${escapeControlCharacters(line.step)}]` : ""} ${escapeControlCharacters(line.text)}`;
 }
 
 /**
@@ -183,7 +188,7 @@ async function waitForDeployment(
   await followTaskLog(client, deployment.taskId, (line) => {
     lastLines.push(line);
     if (lastLines.length > FAILURE_LOG_LINES) lastLines.shift();
-    if (!json) process.stdout.write(`${formatLogLine(line)}\n`);
+    if (!json) writeOutput(`${formatLogLine(line)}\n`);
   });
   const task = await client.get<Task>(`/api/v1/tasks/${segment(deployment.taskId)}`);
   return { outcome: { ...deployment, state: task.state, error: task.error }, lastLines };
@@ -197,7 +202,7 @@ export async function waitForDeployments(
 ): Promise<WaitedDeployment[]> {
   const waited: WaitedDeployment[] = [];
   for (const deployment of deployments) {
-    if (!json) process.stdout.write(`${describeDeployment(deployment)}: following task ${deployment.taskId}\n`);
+    if (!json) writeOutput(`${describeDeployment(deployment)}: following task ${deployment.taskId}\n`);
     waited.push(await waitForDeployment(client, deployment, json));
   }
   return waited;
@@ -255,13 +260,13 @@ export async function reportDeployment(
   const json = options.json === true;
   if (!options.wait) {
     if (json) printJson(deployment);
-    else process.stdout.write(`${queuedLine(deployment)}\n`);
+    else writeOutput(`${queuedLine(deployment)}\n`);
     return;
   }
   const waited = await waitForDeployments(client, [deployment], json);
   const outcome = waited[0]?.outcome;
   if (json) printJson(outcome);
-  else if (outcome?.state === "succeeded") process.stdout.write(`${describeDeployment(deployment)}: succeeded\n`);
+  else if (outcome?.state === "succeeded") writeOutput(`${describeDeployment(deployment)}: succeeded\n`);
   failUnlessSucceeded(waited);
 }
 

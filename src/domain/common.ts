@@ -1,19 +1,52 @@
 import { z } from "zod";
+import { findControlCharacter } from "./text.js";
 
 /** URL-safe identifier used in paths and references: "prod", "web-api". */
 export const slugSchema = z.string().regex(/^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$/, {
   message: "use 1-64 lowercase letters, digits and dashes, starting and ending with a letter or digit",
 });
 
-export const nameSchema = z
-  .string()
-  .trim()
-  .min(1, { message: "must not be empty" })
-  .max(100, { message: "must be at most 100 characters" })
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
-  .regex(/^[^\u0000-\u001f\u007f]*$/, { message: "must not contain control characters" });
+/**
+ * A name shown to people (a project's, a role's, an API key's): one line of text with no
+ * control characters and no bidirectional overrides (src/domain/text.ts), so that printed
+ * in a table, a log line or a terminal it shows exactly what it is.
+ */
+export function displayNameSchema(maxLength: number) {
+  return z
+    .string()
+    .trim()
+    .min(1, { message: "must not be empty" })
+    .max(maxLength, { message: `must be at most ${maxLength} characters` })
+    .superRefine((value, context) => {
+      const found = findControlCharacter(value);
+      if (found) {
+        context.addIssue({
+          code: "custom",
+          message: `must be one line without control characters or bidirectional overrides: remove the ${found.codePoint} at character ${found.position}`,
+        });
+      }
+    });
+}
 
-export const descriptionSchema = z.string().max(2000, { message: "must be at most 2000 characters" });
+export const nameSchema = displayNameSchema(100);
+
+/**
+ * A description: free text that may keep its paragraphs (newlines) and tabs, but no other
+ * control character (a carriage return would let one line overwrite another on a terminal)
+ * and no bidirectional override.
+ */
+export const descriptionSchema = z
+  .string()
+  .max(2000, { message: "must be at most 2000 characters" })
+  .superRefine((value, context) => {
+    const found = findControlCharacter(value, true);
+    if (found) {
+      context.addIssue({
+        code: "custom",
+        message: `must not contain control characters other than newlines and tabs, nor bidirectional overrides: remove the ${found.codePoint} at character ${found.position}${found.codePoint === "U+000D" ? " (end lines with \\n alone)" : ""}`,
+      });
+    }
+  });
 
 /** A reference to another resource, by its id or its slug. */
 export const referenceSchema = z.string().min(1).max(100);

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { atLeastOneField, timestampsShape } from "./common.js";
+import { atLeastOneField, displayNameSchema, timestampsShape } from "./common.js";
 
 /** A local user as the API shows it: never the password or its hash. */
 export const userSchema = z.object({
@@ -28,14 +28,14 @@ const passwordSchema = z
 
 export const createUserSchema = z.strictObject({
   username: usernameSchema,
-  displayName: z.string().min(1).max(200).optional(),
+  displayName: displayNameSchema(200).optional(),
   password: passwordSchema.describe("write-only; stored as an scrypt hash"),
   isAdmin: z.boolean().default(false),
 });
 export type CreateUser = z.infer<typeof createUserSchema>;
 
 export const updateUserSchema = atLeastOneField({
-  displayName: z.string().min(1).max(200),
+  displayName: displayNameSchema(200),
   password: passwordSchema.describe("write-only; signs the user out everywhere"),
   isAdmin: z.boolean(),
   disabled: z.boolean().describe("a disabled user cannot sign in; their sessions and keys stop working"),
@@ -71,7 +71,7 @@ export const apiKeySchema = z.object({
 export type ApiKey = z.infer<typeof apiKeySchema>;
 
 export const createApiKeySchema = z.strictObject({
-  name: z.string().min(1).max(200),
+  name: displayNameSchema(200),
   expiresInDays: z.number().int().min(1).max(3650).optional(),
   user: z
     .string()

@@ -4,6 +4,7 @@ import type { FastifyBaseLogger } from "fastify";
 import type { Kysely } from "kysely";
 import { InputError } from "../domain/errors.js";
 import type { Task, TaskState } from "../domain/tasks.js";
+import { escapeControlCharacters } from "../domain/text.js";
 import type { DialectName } from "../store/db.js";
 import { decide, getDecision, openDecision } from "../store/decisions.js";
 import type { Database, TaskRow } from "../store/schema.js";
@@ -244,7 +245,8 @@ export class TaskEngine {
             const decision = await getDecision(this.options.db, id);
             if (decision.decision !== null) {
               log.info(
-                `${decision.decidedBy ?? "someone"} chose ${decision.decision}${decision.comment ? `: ${decision.comment}` : ""}`,
+                // Escaped: a comment with a newline would otherwise write a second, forged log line.
+                `${escapeControlCharacters(decision.decidedBy ?? "someone")} chose ${decision.decision}${decision.comment ? `: ${escapeControlCharacters(decision.comment)}` : ""}`,
               );
               return decision;
             }

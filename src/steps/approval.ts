@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { escapeControlCharacters } from "../domain/text.js";
 import { FinalFailure } from "../engine/types.js";
 import type { StepKind } from "./types.js";
 
@@ -36,7 +37,8 @@ export const approvalStep: StepKind<ApprovalConfig> = {
     });
     if (decision.decision !== "approve") {
       throw new FinalFailure(
-        `rejected by ${decision.decidedBy ?? "someone"}${decision.comment ? `: ${decision.comment}` : ""}`,
+        // Escaped: the message becomes a log line, which a comment's newline would split into a forged one.
+        `rejected by ${escapeControlCharacters(decision.decidedBy ?? "someone")}${decision.comment ? `: ${escapeControlCharacters(decision.comment)}` : ""}`,
       );
     }
     return { outputs: { ApprovedBy: decision.decidedBy ?? "" } };

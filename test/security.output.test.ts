@@ -1,0 +1,255 @@
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type CliResult, expectSuccess, isolatedEnv, ROOT, runFerry } from "./helpers/cli.js";
+import { createPostgresDatabase, dialects } from "./helpers/databases.js";
+import { startTestServer, type TestServer } from "./helpers/server.js";
+
+/**
+ * Issue 11, findings 8, 9, 10 and 12: what Ferry prints and shows, attacked the way the
+ * attack pass did it, against a real server and engine (in-process, real HTTP) and the real
+ * `bin/ferry`, on SQLite and PostgreSQL.
+ *
+ * 8. Control characters: refused in names and descriptions; a decision comment cannot add a
+ *    forged log line; what the CLI prints from the server (task logs, project show, api-key
+ *    list) shows control characters as visible escapes.
+ * 9. The log masker hides base64 of "user:secret" at every offset, hex, a filter's output
+ *    of a secret in an approval prompt, wrapped base64, and a multi-line secret printed line
+ *    by line.
+ * 10. `plan` hides sensitive variables' names from a caller without viewSensitiveNames.
+ * 12. Webhook URLs: the origin only to viewers who do not administer the project, and in
+ *     the audit log.
+ */
+
+/** Raw terminal controls an attacker would use: ESC sequences, CR, BEL, C1 CSI, a right-to-left override. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
+const RAW_CONTROLS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
+
+interface Problem {
+  detail: string;
+  errors?: { pointer: string; detail: string }[];
+}
+
+describe.each(dialects)("output hygiene on %s", (dialect) => {
+  let test: TestServer;
+  let dropDatabase: (() => Promise<void>) | undefined;
+  let home: string;
+  const run = randomBytes(4).toString("hex");
+
+  const admin = async <T = Record<string, unknown>>(method: string, path: string, body?: unknown) => {
+    const response = await test.call<T>(method, path, body);
+    expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
+    return response.body;
+  };
+  const ferry = (args: string[]): Promise<CliResult> =>
+    runFerry(args, isolatedEnv(home, { FERRY_URL: test.server.url, FERRY_API_KEY: test.apiKey }));
+  const logOf = async (taskId: string) =>
+    (await admin<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`)).lines.map((line) => line.text);
+  const waitForState = async (taskId: string, state: string) => {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const task = await admin<{ state: string }>("GET", `/api/v1/tasks/${taskId}`);
+      if (task.state === state) return;
+      if (Date.now() > deadline) throw new Error(`task ${taskId} is ${task.state}, not ${state}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  };
+  /** A project with one release of `steps` and `variables`; returns the release's deployment task to dev. */
+  const deployProject = async (name: string, steps: unknown[], variables: unknown[] = []) => {
+    await admin("POST", "/api/v1/projects", { name, lifecycle: "plain" });
+    for (const variable of variables) await admin("POST", `/api/v1/projects/${name}/variables`, variable);
+    await admin("PUT", `/api/v1/projects/${name}/process`, { steps });
+    await admin("POST", `/api/v1/projects/${name}/releases`, { version: "1.0.0" });
+    const created = await admin<{ taskId: string }>("POST", `/api/v1/projects/${name}/deployments`, {
+      release: "1.0.0",
+      environment: "dev",
+    });
+    return created.taskId;
+  };
+
+  beforeAll(async () => {
+    let databaseUrl: string | undefined;
+    if (dialect === "postgres") {
+      const database = await createPostgresDatabase();
+      databaseUrl = database.url;
+      dropDatabase = database.drop;
+    }
+    test = await startTestServer({ ...(databaseUrl && { databaseUrl }) });
+    home = await mkdtemp(join(tmpdir(), "ferry-security-output-"));
+    await admin("POST", "/api/v1/environments", { name: "dev" });
+    await admin("POST", "/api/v1/lifecycles", { name: "plain", phases: [{ environments: ["dev"] }] });
+  }, 60_000);
+
+  afterAll(async () => {
+    await test?.close();
+    await dropDatabase?.();
+    if (home) await rm(home, { recursive: true, force: true });
+  });
+
+  describe("finding 8: control characters", () => {
+    it("refuses them in API key names, display names, names and descriptions, naming the field and the character", async () => {
+      const attempts: [string, string, Record<string, unknown>, string, string][] = [
+        // [method, path, body, field, character reported]
+        ["POST", "/api/v1/api-keys", { name: "ci\u001b[2J\u001b]0;pwned\u0007" }, "/name", "U+001B"],
+        ["POST", "/api/v1/api-keys", { name: "ci\rroot key" }, "/name", "U+000D"],
+        ["POST", "/api/v1/api-keys", { name: "ci \u202egnp.exe" }, "/name", "U+202E"],
+        ["POST", "/api/v1/api-keys", { name: "ci \u009b2J" }, "/name", "U+009B"],
+        ["POST", "/api/v1/api-keys", { name: "ci\u007f" }, "/name", "U+007F"],
+        ["POST", "/api/v1/api-keys", { name: "ci\nadmin" }, "/name", "U+000A"],
+        ["POST", "/api/v1/projects", { name: "shop \u2066evil\u2069", lifecycle: "plain" }, "/name", "U+2066"],
+        [
+          "POST",
+          "/api/v1/projects",
+          { name: "shop", lifecycle: "plain", description: "ok\u001b[31m" },
+          "/description",
+          "U+001B",
+        ],
+        [
+          "POST",
+          "/api/v1/projects",
+          { name: "shop", lifecycle: "plain", description: "line\roverwritten" },
+          "/description",
+          "U+000D",
+        ],
+        ["POST", "/api/v1/environments", { name: "qa", description: "\u202eesrever" }, "/description", "U+202E"],
+        [
+          "POST",
+          "/api/v1/users",
+          { username: "eve", password: "eve-long-password", displayName: "Eve\u0007" },
+          "/displayName",
+          "U+0007",
+        ],
+        ["POST", "/api/v1/roles", { name: "Sneaky\u001b", permissions: ["view"] }, "/name", "U+001B"],
+      ];
+      for (const [method, path, body, field, character] of attempts) {
+        const response = await test.call<Problem>(method, path, body);
+        expect(response.status, `${path} ${JSON.stringify(body)}`).toBe(400);
+        const issue = response.body.errors?.find((error) => error.pointer === field);
+        expect(issue?.detail, JSON.stringify(response.body)).toContain(character);
+        expect(issue?.detail).toContain("remove");
+      }
+      // Nothing was created.
+      const apiKeys = await admin<{ items: { name: string }[] }>("GET", "/api/v1/api-keys");
+      expect(apiKeys.items.map((key) => key.name).filter((name) => name.startsWith("ci"))).toEqual([]);
+      // A description keeps its paragraphs and tabs.
+      const described = await admin<{ description: string }>("POST", "/api/v1/projects", {
+        name: `described-${run}`,
+        lifecycle: "plain",
+        description: "First paragraph.\n\n\tIndented second.",
+      });
+      expect(described.description).toBe("First paragraph.\n\n\tIndented second.");
+    });
+
+    it("keeps a decision comment on its own log line: a newline in it cannot forge another", async () => {
+      const taskId = await deployProject(`approved-${run}`, [
+        { name: "approve", kind: "approval", config: { instructions: "Ship it?", separateApprover: false } },
+      ]);
+      await waitForState(taskId, "waiting");
+      const forged = "looks good\nrm1 chose approve: forged\r\u001b[1A\u001b[2K";
+      await admin("POST", `/api/v1/tasks/${taskId}/decisions`, { decision: "approve", comment: forged });
+      expect((await test.waitForTask(taskId)).state).toBe("succeeded");
+      const lines = await logOf(taskId);
+      const chose = lines.filter((line) => line.includes(" chose "));
+      expect(chose).toEqual([
+        "admin (FERRY_ADMIN_API_KEY) chose approve: looks good\\x0arm1 chose approve: forged\\x0d\\x1b[1A\\x1b[2K",
+      ]);
+      expect(lines.filter((line) => line.startsWith("rm1"))).toEqual([]);
+
+      // A rejection's comment becomes the task's error and a log line: one line as well.
+      const rejectedTask = await deployProject(`rejected-${run}`, [
+        { name: "approve", kind: "approval", config: { instructions: "Ship it?", separateApprover: false } },
+      ]);
+      await waitForState(rejectedTask, "waiting");
+      await admin("POST", `/api/v1/tasks/${rejectedTask}/decisions`, {
+        decision: "reject",
+        comment: "no\nrm1 chose approve",
+      });
+      expect((await test.waitForTask(rejectedTask)).state).toBe("failed");
+      const rejectedLines = await logOf(rejectedTask);
+      expect(rejectedLines.filter((line) => line.startsWith("rm1"))).toEqual([]);
+      expect(rejectedLines.some((line) => line.includes("rejected by admin (FERRY_ADMIN_API_KEY): no\\x0arm1"))).toBe(
+        true,
+      );
+    });
+
+    it("shows control characters as visible escapes in ferry task logs, project show and api-key list", async () => {
+      // Script output is the script's to write: stored as it is, escaped where it is printed.
+      const taskId = await deployProject(`noisy-${run}`, [
+        {
+          name: "noisy",
+          kind: "script",
+          config: {
+            script: [
+              String.raw`printf 'before\033[2J\033]0;pwned\007 \rforged line\n'`,
+              String.raw`printf 'order \342\200\256gnp.exe and \302\233 2J\n'`,
+            ].join("\n"),
+          },
+        },
+      ]);
+      expect((await test.waitForTask(taskId)).state).toBe("succeeded");
+      expect((await logOf(taskId)).join("\n")).toContain("\u001b[2J");
+
+      // A project and an API key stored before names and descriptions refused control characters.
+      const { db } = test.server.context;
+      await admin("POST", "/api/v1/projects", { name: `legacy-${run}`, lifecycle: "plain" });
+      await db
+        .updateTable("projects")
+        .set({ description: "fine\u001b]0;owned\u0007\rfake: field\nsecond line" })
+        .where("slug", "=", `legacy-${run}`)
+        .execute();
+      const key = await admin<{ id: string }>("POST", "/api/v1/api-keys", { name: `legacy-key-${run}` });
+      await db
+        .updateTable("api_keys")
+        .set({ name: `legacy\u001b[8m-${run}\u202e` })
+        .where("id", "=", key.id)
+        .execute();
+
+      const logs = await ferry(["task", "logs", taskId]);
+      const show = await ferry(["project", "show", `legacy-${run}`]);
+      const list = await ferry(["api-key", "list"]);
+      const json = await ferry(["project", "show", `legacy-${run}`, "--json"]);
+      for (const result of [logs, show, list, json]) {
+        expectSuccess(result);
+        expect(result.stdout).not.toMatch(RAW_CONTROLS);
+        expect(result.stderr).not.toMatch(RAW_CONTROLS);
+      }
+      expect(logs.stdout).toContain(String.raw`before\x1b[2J\x1b]0;pwned\x07 \x0dforged line`);
+      expect(logs.stdout).toContain(String.raw`order \u202egnp.exe and \x9b 2J`);
+      // The description's second line is indented under its value: it cannot pass for a field.
+      expect(show.stdout).toContain(String.raw`description: fine\x1b]0;owned\x07\x0dfake: field`);
+      expect(show.stdout).toMatch(/\n {13}second line\n/);
+      expect(show.stdout.split("\n").filter((line) => line.startsWith("fake:"))).toEqual([]);
+      expect(list.stdout).toContain(String.raw`legacy\x1b[8m-${run}\u202e`);
+      // --json parses to the same text.
+      expect((JSON.parse(json.stdout) as { description: string }).description).toBe(
+        "fine\u001b]0;owned\u0007\rfake: field\nsecond line",
+      );
+    });
+  });
+});
+
+describe("the CLI prints only through src/cli/output.ts", () => {
+  /**
+   * Files that write to standard output or error themselves, and why that is safe: none of
+   * them prints text from the server for people.
+   */
+  const ALLOWED = new Map([
+    ["output.ts", "the one place that escapes control characters"],
+    ["admin.ts", "streams the audit export's JSON lines as the server sent them, for a file"],
+    ["proxy.ts", "prints its own listen address and shutdown notices"],
+    ["demo.ts", "prints the address and key it made itself"],
+  ]);
+
+  it("has no other file writing to process.stdout or process.stderr", async () => {
+    const directory = join(ROOT, "src", "cli");
+    const offenders: string[] = [];
+    for (const file of await readdir(directory)) {
+      if (!file.endsWith(".ts") || file.endsWith(".test.ts") || ALLOWED.has(file)) continue;
+      const text = await readFile(join(directory, file), "utf8");
+      if (/process\.(stdout|stderr)\.write/.test(text)) offenders.push(file);
+    }
+    expect(offenders, "print through writeOutput / writeError / printTable / printFields / printJson").toEqual([]);
+  });
+});
