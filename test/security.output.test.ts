@@ -3,6 +3,7 @@ import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MASK } from "../src/engine/logMasker.js";
 import { type CliResult, expectSuccess, isolatedEnv, ROOT, runFerry } from "./helpers/cli.js";
 import { createPostgresDatabase, dialects } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
@@ -226,6 +227,78 @@ describe.each(dialects)("output hygiene on %s", (dialect) => {
       expect((JSON.parse(json.stdout) as { description: string }).description).toBe(
         "fine\u001b]0;owned\u0007\rfake: field\nsecond line",
       );
+    });
+  });
+
+  describe("finding 9: the log masker", () => {
+    it("hides the encodings a script prints of a secret, and a filter's output of it in an approval prompt", async () => {
+      const token = `tok-${randomBytes(18).toString("hex")}`;
+      const keyLines = Array.from({ length: 4 }, () => randomBytes(24).toString("base64"));
+      const key = `-----BEGIN TEST KEY-----\n${keyLines.join("\n")}\n-----END TEST KEY-----`;
+      const taskId = await deployProject(
+        `masked-${run}`,
+        [
+          {
+            name: "leak",
+            kind: "script",
+            config: {
+              env: { TOKEN: "#{ApiToken}", KEY: "#{PrivateKey}" },
+              script: [
+                // What curl -u prints in its verbose output, with users that put the token at each offset.
+                `for user in u us use user; do printf '> Authorization: Basic %s\\n' "$(printf '%s:%s' "$user" "$TOKEN" | base64 -w0)"; done`,
+                `printf 'hex %s\\n' "$(printf '%s' "$TOKEN" | od -An -tx1 -v | tr -d ' \\n')"`,
+                `printf 'HEX %s\\n' "$(printf '%s' "$TOKEN" | od -An -tx1 -v | tr -d ' \\n' | tr a-f A-F)"`,
+                // base64 wraps at 76 characters: the key's encoding spans several lines.
+                `echo "$KEY" | base64`,
+                // The key printed one line at a time, among other output.
+                `printf '%s\\n' "$KEY" | while IFS= read -r line; do echo "key line: $line"; done`,
+              ].join("\n"),
+            },
+          },
+          {
+            name: "approve",
+            kind: "approval",
+            config: { instructions: "Deploy with token #{ApiToken | ToUpper}?", separateApprover: false },
+          },
+        ],
+        [
+          { name: "ApiToken", value: token, sensitive: true },
+          { name: "PrivateKey", value: key, sensitive: true },
+        ],
+      );
+      await waitForState(taskId, "waiting");
+      const decisions = await admin<{ prompt: string }[]>("GET", `/api/v1/tasks/${taskId}/decisions`);
+      await admin("POST", `/api/v1/tasks/${taskId}/decisions`, { decision: "approve" });
+      expect((await test.waitForTask(taskId)).state).toBe("succeeded");
+      const lines = await logOf(taskId);
+      const log = lines.join("\n");
+
+      // Everything the script printed that derives from the secrets, computed here as the attacker would.
+      const printed = [
+        token,
+        token.toUpperCase(),
+        Buffer.from(token).toString("hex"),
+        Buffer.from(token).toString("hex").toUpperCase(),
+        ...["u", "us", "use", "user"].map((user) => Buffer.from(`${user}:${token}`).toString("base64")),
+        ...(Buffer.from(`${key}\n`)
+          .toString("base64")
+          .match(/.{1,76}/g) ?? []),
+        ...keyLines,
+      ];
+      for (const form of printed) expect(log, form).not.toContain(form);
+      // The token cannot be read back from what is left of any Basic credential line either.
+      for (const line of lines.filter((text) => text.startsWith("> Authorization: Basic "))) {
+        expect(line).toContain(MASK);
+        const visible = line.replace("> Authorization: Basic ", "").split(MASK).join("");
+        expect(Buffer.from(visible, "base64").toString("latin1")).not.toContain(token.slice(0, 8));
+      }
+      expect(lines.filter((text) => text.startsWith("key line: "))).toEqual([
+        `key line: ${MASK}`,
+        ...keyLines.map(() => `key line: ${MASK}`),
+        `key line: ${MASK}`,
+      ]);
+      expect(decisions[0]?.prompt).toBe(`Deploy with token ${MASK}?`);
+      expect(log).toContain(`waiting for a decision: Deploy with token ${MASK}?`);
     });
   });
 });

@@ -142,6 +142,17 @@ const filterDefinitions: readonly FilterDefinition[] = [
   },
 ];
 
+/**
+ * What each filter without arguments makes of a value (`#{ApiToken | ToUpper}`…): the log
+ * masker hides these forms of a sensitive value as well as the value itself.
+ */
+export function argumentlessFilterOutputs(value: string): string[] {
+  return filterDefinitions
+    .filter((filter) => filter.arity === 0)
+    .map((filter) => filter.apply(value, []))
+    .filter((output) => output !== undefined);
+}
+
 /** Filter names match case-insensitively, as in Octopus (`#{Name | toupper}`). */
 const filtersByName = new Map(filterDefinitions.map((filter) => [filter.name.toLowerCase(), filter]));
 

@@ -1,5 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { argumentlessFilterOutputs, renderTemplate } from "../domain/templates.js";
 import { LogMasker, MASK } from "./logMasker.js";
 
 /** Feeds `chunks` through a fresh masker and returns everything it released. */
@@ -107,14 +108,87 @@ describe("LogMasker", () => {
     const base64 = Buffer.from(secret, "utf8").toString("base64");
     const echoedBase64 = Buffer.from(`${secret}\n`, "utf8").toString("base64");
     const masker = new LogMasker([secret]);
-    // Padding is not part of the pattern, so unpadded base64 is caught too; the "=" may stay.
-    const padding = base64.slice(base64.replace(/=+$/, "").length);
-    expect(padding).toBe("==");
-    expect(masker.mask(`basic ${base64}`)).toBe(`basic ${MASK}${padding}`);
+    // Padded (the Base64 filter's output) and unpadded (a JWT's) are both caught.
+    expect(base64.endsWith("==")).toBe(true);
+    expect(masker.mask(`basic ${base64}`)).toBe(`basic ${MASK}`);
     expect(masker.mask(`jwt ${base64.replace(/=+$/, "")}.x`)).toBe(`jwt ${MASK}.x`);
-    expect(masker.mask(`echo ${echoedBase64.replace(/=+$/, "")}`)).toBe(`echo ${MASK}`);
+    // echo's newline leaves the padding out of the pattern: the "=" may stay, it tells nothing.
+    expect(masker.mask(`echo ${echoedBase64}`)).toBe(
+      `echo ${MASK}${echoedBase64.slice(echoedBase64.replace(/=+$/, "").length)}`,
+    );
     expect(masker.mask(`url ?p=${encodeURIComponent(secret)}&x=1`)).toBe(`url ?p=${MASK}&x=1`);
     expect(masker.mask(`form p=${encodeURIComponent(secret).replaceAll("%20", "+")}&x=1`)).toBe(`form p=${MASK}&x=1`);
+  });
+
+  it("masks a secret inside a longer base64 text at each of the three offsets (curl -u user:secret)", () => {
+    const secret = "s3cr3t-Token_value";
+    const masker = new LogMasker([secret]);
+    // Usernames of 0–5 characters put the secret at every offset modulo 3.
+    for (const user of ["", "u", "us", "usr", "user", "admin"]) {
+      const credentials = Buffer.from(`${user}:${secret}`, "utf8").toString("base64");
+      const masked = masker.mask(`> Authorization: Basic ${credentials}`);
+      expect(masked).toContain(MASK);
+      // What stays visible is at most the characters that also hold bits of the user or the end.
+      const visible = masked.replace("> Authorization: Basic ", "").split(MASK).join("");
+      expect(visible.length, masked).toBeLessThanOrEqual(Math.ceil(((user.length + 1) * 8) / 6) + 4);
+      expect(Buffer.from(visible, "base64").toString("latin1")).not.toContain(secret.slice(0, 4));
+    }
+    // base64url (a JWT's payload) as well.
+    const token = Buffer.from(`{"k":"${secret}"}`, "utf8").toString("base64url");
+    expect(masker.mask(token)).toContain(MASK);
+  });
+
+  it("masks the hex of a secret in lower and upper case, alone or inside a longer dump", () => {
+    const secret = "hunter2-hunter2";
+    const hex = Buffer.from(secret, "utf8").toString("hex");
+    const masker = new LogMasker([secret]);
+    expect(masker.mask(`hex ${hex}`)).toBe(`hex ${MASK}`);
+    expect(masker.mask(`HEX ${hex.toUpperCase()}`)).toBe(`HEX ${MASK}`);
+    expect(masker.mask(`dump 00ff${hex}0b00`)).toBe(`dump 00ff${MASK}0b00`);
+    // With echo's newline ("0a") the whole is one mask.
+    expect(masker.mask(`dump ${hex}0a00`)).toBe(`dump ${MASK}00`);
+  });
+
+  it("masks every filter output of a secret (#{ApiToken | ToUpper} and the others)", () => {
+    const secret = ' Api "Token" value/1 ';
+    const masker = new LogMasker([secret]);
+    for (const output of argumentlessFilterOutputs(secret)) {
+      expect(masker.mask(`approve with ${output}?`)).toBe(`approve with ${MASK}?`);
+    }
+    // The finding's example: an approval prompt rendered from a template.
+    const prompt = renderTemplate("Deploy with token #{ApiToken | ToUpper}?", new Map([["ApiToken", secret]]));
+    expect(masker.mask(prompt)).toBe(`Deploy with token ${MASK}?`);
+  });
+
+  it("masks a long secret's base64 and hex wrapped into lines, as base64, openssl base64 and xxd -p print them", () => {
+    const secret = "a-service-account-key-".repeat(5);
+    const masker = new LogMasker([secret]);
+    const base64 = Buffer.from(`${secret}\n`, "utf8").toString("base64");
+    const hex = Buffer.from(`${secret}\n`, "utf8").toString("hex");
+    for (const [width, encoded] of [
+      [76, base64],
+      [64, base64],
+      [60, hex],
+    ] as const) {
+      const lines = encoded.match(new RegExp(`.{1,${width}}`, "g")) ?? [];
+      expect(lines.length).toBeGreaterThan(1);
+      for (const line of lines) {
+        const masked = masker.mask(line);
+        // Every full line is masked whole; the last keeps at most its padding.
+        expect(masked.startsWith(MASK), `${width}: ${line}`).toBe(true);
+        expect(masked.replace(MASK, "")).toMatch(/^=*$/);
+      }
+    }
+  });
+
+  it("masks each line of a multi-line secret printed one line at a time, lines of 4 characters or more", () => {
+    const secret = "---\nuser: deploy\npassword: hunter2-hunter2\n}\nabcd";
+    const masker = new LogMasker([secret]);
+    const printed = ["config:", "---", "user: deploy", "  password: hunter2-hunter2", "}", "abcd"].map((line) =>
+      masker.mask(line),
+    );
+    // "---" and "}" are too short to hide on their own: they would hide every such run in the log.
+    expect(printed).toEqual(["config:", "---", MASK, `  ${MASK}`, "}", MASK]);
   });
 
   it("ignores secrets shorter than three characters, and their encodings", () => {
@@ -147,14 +221,11 @@ describe("LogMasker", () => {
 /**
  * An independent, deliberately naive masker: mark every position covered by any
  * occurrence of any pattern, then turn each run of covered positions into one MASK.
- * It knows only secrets and their lines, so the generated text must not be able to
- * contain the encoded forms (see `alphabet`).
+ * It knows only the secrets' text forms (hiddenForms), so the generated text must not be
+ * able to contain the encoded forms (see `alphabet`).
  */
 function naiveMask(text: string, secrets: readonly string[]): string {
-  const patterns = secrets
-    .filter((secret) => secret.length >= 3)
-    .flatMap((secret) => [secret, ...secret.split(/\r\n|\r|\n/).map((line) => line.trim())])
-    .filter((pattern) => pattern.length >= 3);
+  const patterns = hiddenForms(secrets);
   const covered = new Array<boolean>(text.length).fill(false);
   for (const pattern of patterns) {
     for (let index = text.indexOf(pattern); index !== -1; index = text.indexOf(pattern, index + 1)) {
@@ -171,8 +242,10 @@ function naiveMask(text: string, secrets: readonly string[]): string {
 
 /**
  * Small alphabet so secrets overlap and recur often. None of these characters can start
- * a base64 encoding of such a secret (those start with Y, I, C or L), and '%' and '+' are
- * absent, so encoded forms never occur in the text by chance.
+ * a whole base64 encoding of such a secret (those start with Y, I, C, D or L) or its hex
+ * (digits), no base64 piece of such a secret is made of them alone (checked by brute
+ * force for secrets up to 8 characters), and '%', '+' and '\\' are absent, so encoded
+ * forms never occur in the text by chance.
  */
 const alphabet = fc.constantFrom("a", "b", "c", "-", " ", "\n", "\r");
 
@@ -192,11 +265,22 @@ const secretsAndLog = (unit: fc.Arbitrary<string>) =>
       }),
     );
 
-/** Everything that must not survive masking: each long-enough secret and secret line. */
+/**
+ * The text forms that must not survive masking: each secret of 3 or more characters, its
+ * lines of 4 or more, and its argument-less filter outputs of 3 or more (Trim and ToUpper
+ * give forms made of the alphabet's characters).
+ */
 function hiddenForms(secrets: readonly string[]): string[] {
   return secrets
     .filter((secret) => secret.length >= 3)
-    .flatMap((secret) => [secret, ...secret.split(/\r\n|\r|\n/).map((line) => line.trim())])
+    .flatMap((secret) => [
+      secret,
+      ...secret
+        .split(/\r\n|\r|\n/)
+        .map((line) => line.trim())
+        .filter((line) => line.length >= 4),
+      ...argumentlessFilterOutputs(secret),
+    ])
     .filter((form) => form.length >= 3);
 }
 

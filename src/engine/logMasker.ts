@@ -2,16 +2,34 @@
  * Hides sensitive values in task output before it is stored or streamed. Pure: text in,
  * text out, so the task log, SSE and error messages can all share one masker.
  */
+import { argumentlessFilterOutputs } from "../domain/templates.js";
 
 /** What every masked run of text becomes; fixed width so the output does not tell a secret's length. */
 export const MASK = "********";
 
 /**
- * Secrets (and lines of multi-line secrets) shorter than this are not masked: masking
- * "a" or "80" would replace every such letter or number in the log and make it
- * unreadable, while a one- or two-character value protects nothing worth the cost.
+ * Secrets shorter than this are not masked: masking "a" or "80" would replace every such
+ * letter or number in the log and make it unreadable, while a one- or two-character value
+ * protects nothing worth the cost. The same holds for each whole encoding of a secret.
  */
 const MINIMUM_SECRET_LENGTH = 3;
+
+/**
+ * Lines of a multi-line secret shorter than this are not masked on their own: a PEM key's
+ * or a YAML file's "---", "  }," or "Q==" would otherwise hide every such run in the log.
+ */
+const MINIMUM_LINE_LENGTH = 4;
+
+/**
+ * Pieces of an encoding (one line of wrapped base64, the part of a secret's base64 that
+ * does not depend on the bytes around it) shorter than this are not masked: a few base64
+ * or hex characters occur by chance in digests and ids.
+ */
+const MINIMUM_PIECE_LENGTH = 6;
+
+/** Line widths of wrapped encodings: GNU `base64` (76), `openssl base64` (64), `xxd -p` (60 hex digits). */
+const BASE64_LINE_WIDTHS = [76, 64];
+const HEX_LINE_WIDTH = 60;
 
 /**
  * Replaces every occurrence of the secrets, and of their common encodings, with MASK.
@@ -57,10 +75,24 @@ export class LogMasker {
 }
 
 interface CompiledPatterns {
-  /** Patterns grouped by first character, longest first, so the first match is the longest. */
-  readonly byFirstCharacter: ReadonlyMap<string, readonly string[]>;
+  /**
+   * Patterns by a key of their first two characters (pairKey), longest first, so the first
+   * match is the longest. Two characters rather than one: base64 and hex forms start with
+   * letters and digits, and one character would send most positions of a log to a list.
+   */
+  readonly byFirstPair: ReadonlyMap<number, readonly string[]>;
+  /** First characters of the patterns: a stream that ends in one of them may still begin one. */
+  readonly firstCharacters: ReadonlySet<number>;
   /** Length of the longest pattern, 0 when there is nothing to mask. */
   readonly longest: number;
+}
+
+/**
+ * A small integer (a V8 Smi, cheap to hash) for two UTF-16 code units. Different pairs may
+ * share a key; that only adds a candidate, which `startsWith` then rejects.
+ */
+function pairKey(first: number, second: number): number {
+  return ((first & 0x7fff) << 15) | (second & 0x7fff);
 }
 
 interface StreamState {
@@ -77,18 +109,21 @@ function newStream(): StreamState {
 }
 
 function compilePatterns(secrets: readonly string[]): CompiledPatterns {
+  // Every pattern has at least two characters (MINIMUM_SECRET_LENGTH), so it has a first pair.
   const patterns = [...maskingPatterns(secrets)].sort((left, right) => right.length - left.length);
-  const byFirstCharacter = new Map<string, string[]>();
+  const byFirstPair = new Map<number, string[]>();
+  const firstCharacters = new Set<number>();
   for (const pattern of patterns) {
-    const first = pattern.charAt(0);
-    const group = byFirstCharacter.get(first);
+    const key = pairKey(pattern.charCodeAt(0), pattern.charCodeAt(1));
+    const group = byFirstPair.get(key);
     if (group === undefined) {
-      byFirstCharacter.set(first, [pattern]);
+      byFirstPair.set(key, [pattern]);
     } else {
       group.push(pattern);
     }
+    firstCharacters.add(pattern.charCodeAt(0));
   }
-  return { byFirstCharacter, longest: patterns[0]?.length ?? 0 };
+  return { byFirstPair, firstCharacters, longest: patterns[0]?.length ?? 0 };
 }
 
 /**
@@ -135,9 +170,13 @@ function longestMatchAt(
   position: number,
   final: boolean,
 ): number | undefined {
-  const candidates = patterns.byFirstCharacter.get(text.charAt(position));
-  if (candidates === undefined) return 0;
   const remaining = text.length - position;
+  if (remaining < 2) {
+    // One character left, shorter than any pattern: it may begin one if more text follows.
+    return !final && patterns.firstCharacters.has(text.charCodeAt(position)) ? undefined : 0;
+  }
+  const candidates = patterns.byFirstPair.get(pairKey(text.charCodeAt(position), text.charCodeAt(position + 1)));
+  if (candidates === undefined) return 0;
   for (const pattern of candidates) {
     if (pattern.length > remaining) {
       if (!final && pattern.startsWith(text.slice(position))) return undefined;
@@ -149,27 +188,48 @@ function longestMatchAt(
 }
 
 /**
- * The strings to hide for a set of secrets: each secret, each line of a multi-line secret
- * (a PEM key printed line by line, or with \r\n endings), and the encodings a script is
- * likely to print: base64 (also of the secret plus "\n", as `echo "$SECRET" | base64`
- * gives) and URL encoding (as in a logged URL or form body).
+ * The strings to hide for a set of secrets: each secret; each line of a multi-line secret
+ * (a PEM key printed line by line, or with \r\n endings); what each template filter without
+ * arguments makes of it (`#{ApiToken | ToUpper}` in a prompt or a script); and the
+ * encodings a script is likely to print, of the secret and of the secret plus "\n" (what
+ * `echo "$SECRET" | base64` encodes): base64 and base64url, whole and wrapped into lines,
+ * hex in lower and upper case, whole and wrapped, and URL encoding. A secret inside a
+ * longer base64 text (`curl -u user:secret` sends base64 of "user:secret") is caught by
+ * the part of its base64 that does not depend on the bytes around it, at each of the
+ * three offsets (modulo 3) where it can start.
  */
 function maskingPatterns(secrets: readonly string[]): Set<string> {
   const patterns = new Set<string>();
-  const add = (pattern: string) => {
-    if (pattern.length >= MINIMUM_SECRET_LENGTH) patterns.add(pattern);
+  const add = (pattern: string, minimumLength = MINIMUM_SECRET_LENGTH) => {
+    if (pattern.length >= minimumLength) patterns.add(pattern);
+  };
+  const addBase64 = (base64: string, minimumLength: number) => {
+    add(base64, minimumLength);
+    add(base64.replaceAll("+", "-").replaceAll("/", "_"), minimumLength);
   };
   for (const secret of secrets) {
     if (secret.length < MINIMUM_SECRET_LENGTH) continue;
     add(secret);
-    // Trimmed, so a line printed with other indentation is still caught and a line that
-    // is only short punctuation (the "  }" of a JSON key file) is not masked everywhere.
-    for (const line of secret.split(/\r\n|\r|\n/)) add(line.trim());
+    // Trimmed, so a line printed with other indentation is still caught.
+    for (const line of secret.split(/\r\n|\r|\n/)) add(line.trim(), MINIMUM_LINE_LENGTH);
+    for (const output of argumentlessFilterOutputs(secret)) add(output);
     for (const encoded of [secret, `${secret}\n`]) {
+      const bytes = Buffer.from(encoded, "utf8");
       // Without its "=" padding the pattern also matches unpadded base64; padding left
       // visible after a mask tells nothing.
-      add(Buffer.from(encoded, "utf8").toString("base64").replace(/=+$/, ""));
+      const base64 = bytes.toString("base64").replace(/=+$/, "");
+      addBase64(base64, MINIMUM_SECRET_LENGTH);
+      for (const width of BASE64_LINE_WIDTHS) {
+        for (const line of wrap(base64, width)) addBase64(line, MINIMUM_PIECE_LENGTH);
+      }
+      const hex = bytes.toString("hex");
+      for (const cased of [hex, hex.toUpperCase()]) {
+        add(cased);
+        for (const line of wrap(cased, HEX_LINE_WIDTH)) add(line, MINIMUM_PIECE_LENGTH);
+      }
     }
+    const bytes = Buffer.from(secret, "utf8");
+    for (const offset of [0, 1, 2]) addBase64(innerBase64(bytes, offset), MINIMUM_PIECE_LENGTH);
     const urlEncoded = urlEncode(secret);
     if (urlEncoded !== undefined) {
       add(urlEncoded);
@@ -177,6 +237,28 @@ function maskingPatterns(secrets: readonly string[]): Set<string> {
     }
   }
   return patterns;
+}
+
+/**
+ * The base64 characters that encode only `bytes`, when they start `offset` bytes (0–2)
+ * into a group of three of a longer text: each base64 character holds 6 bits, so those
+ * that share bits with the bytes before (at the start) or after (at the end) are left out.
+ */
+function innerBase64(bytes: Buffer, offset: number): string {
+  const encoded = Buffer.concat([Buffer.alloc(offset), bytes]).toString("base64");
+  // Characters fully inside the prefix's bits or sharing bits with it: 0, 2 or 3 of them.
+  const start = [0, 2, 3][offset] ?? 0;
+  // Characters whose 6 bits all lie within the prefix and the bytes.
+  const end = Math.floor(((offset + bytes.length) * 8) / 6);
+  return encoded.slice(start, end);
+}
+
+/** `text` cut into lines of `width` characters (the last may be shorter); none when it fits on one. */
+function wrap(text: string, width: number): string[] {
+  if (text.length <= width) return [];
+  const lines: string[] = [];
+  for (let start = 0; start < text.length; start += width) lines.push(text.slice(start, start + width));
+  return lines;
 }
 
 function urlEncode(text: string): string | undefined {
