@@ -38,11 +38,25 @@ describe.each(dialects)("output hygiene on %s", (dialect) => {
   let dropDatabase: (() => Promise<void>) | undefined;
   let home: string;
   const run = randomBytes(4).toString("hex");
+  const keys: Record<string, string> = {};
 
   const admin = async <T = Record<string, unknown>>(method: string, path: string, body?: unknown) => {
     const response = await test.call<T>(method, path, body);
     expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
     return response.body;
+  };
+  /** A request with another user's key. */
+  const as = async <T = Record<string, unknown>>(user: string, method: string, path: string, body?: unknown) => {
+    const response = await fetch(new URL(path, test.server.url), {
+      method,
+      headers: {
+        authorization: `Bearer ${keys[user]}`,
+        ...(body !== undefined && { "content-type": "application/json" }),
+      },
+      ...(body !== undefined && { body: JSON.stringify(body) }),
+    });
+    const text = await response.text();
+    return { status: response.status, text, body: (text ? JSON.parse(text) : undefined) as T };
   };
   const ferry = (args: string[]): Promise<CliResult> =>
     runFerry(args, isolatedEnv(home, { FERRY_URL: test.server.url, FERRY_API_KEY: test.apiKey }));
@@ -68,6 +82,18 @@ describe.each(dialects)("output hygiene on %s", (dialect) => {
       environment: "dev",
     });
     return created.taskId;
+  };
+  /** A user in a team with `role` on `project` (every environment), and an API key for them. */
+  const userWithRole = async (username: string, role: string, project: string) => {
+    await admin("POST", "/api/v1/users", { username, password: `${username}-long-password` });
+    await admin("POST", "/api/v1/teams", {
+      name: `${username} team`,
+      members: [username],
+      roles: [{ role, projects: [project] }],
+    });
+    keys[username] = (
+      await admin<{ key: string }>("POST", "/api/v1/api-keys", { name: `${username} key`, user: username })
+    ).key;
   };
 
   beforeAll(async () => {
@@ -299,6 +325,61 @@ describe.each(dialects)("output hygiene on %s", (dialect) => {
       ]);
       expect(decisions[0]?.prompt).toBe(`Deploy with token ${MASK}?`);
       expect(log).toContain(`waiting for a decision: Deploy with token ${MASK}?`);
+    });
+  });
+
+  describe("finding 10: plan and sensitive variables' names", () => {
+    it("leaves sensitive variables out of the plan for a caller without viewSensitiveNames", async () => {
+      const project = `planned-${run}`;
+      await admin("POST", "/api/v1/projects", { name: project, lifecycle: "plain" });
+      await admin("POST", `/api/v1/projects/${project}/variables`, { name: "Greeting", value: "hello" });
+      await admin("POST", `/api/v1/projects/${project}/variables`, {
+        name: "StripeLiveKey",
+        value: "sk_live_not_for_viewers",
+        sensitive: true,
+      });
+      await admin("PUT", `/api/v1/projects/${project}/process`, {
+        steps: [
+          {
+            name: "greet",
+            kind: "script",
+            config: { script: 'echo "$@"', arguments: ["#{Greeting}", "#{StripeLiveKey}"] },
+          },
+          { name: "other", kind: "script", config: { script: 'echo "$@"', arguments: ["#{NotDefinedAnywhere}"] } },
+        ],
+      });
+      await admin("POST", `/api/v1/projects/${project}/releases`, { version: "1.0.0" });
+      await userWithRole(`viewer${run}`, "viewer", project);
+      await userWithRole(`deployer${run}`, "deployer", project);
+      const path = `/api/v1/projects/${project}/plan?release=1.0.0&environment=dev`;
+
+      // The attack: a viewer asks for the plan and reads the sensitive variable's name.
+      const viewed = await as<{ steps: { actions: string[] }[]; variables: { name: string }[] }>(
+        `viewer${run}`,
+        "GET",
+        path,
+      );
+      expect(viewed.status).toBe(200);
+      expect(viewed.text).not.toContain("StripeLiveKey");
+      expect(viewed.body.variables.map((variable) => variable.name)).toContain("Greeting");
+      // A sensitive variable and one that does not exist look the same to the viewer.
+      expect(viewed.body.steps.map((step) => step.actions)).toEqual([
+        [`run a bash script (1 lines) with 0 environment variables and arguments hello ${MASK}`],
+        [`run a bash script (1 lines) with 0 environment variables and arguments ${MASK}`],
+      ]);
+      // The variables list hides it from the viewer in the same way.
+      const listed = await as(`viewer${run}`, "GET", `/api/v1/projects/${project}/variables`);
+      expect(listed.text).not.toContain("StripeLiveKey");
+
+      // With viewSensitiveNames (Deployer), the name shows, its value masked.
+      const deployer = await as<{ variables: { name: string; value: string; sensitive: boolean }[] }>(
+        `deployer${run}`,
+        "GET",
+        path,
+      );
+      expect(deployer.status).toBe(200);
+      expect(deployer.body.variables).toContainEqual({ name: "StripeLiveKey", value: MASK, sensitive: true });
+      expect(deployer.text).not.toContain("sk_live_not_for_viewers");
     });
   });
 });

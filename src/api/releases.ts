@@ -285,7 +285,8 @@ export function releaseRoutes(
       params: pathParams("project"),
       query: planQuerySchema,
       response: planSchema,
-      handler: ({ params, query }) => planDeployment(services, { project: params.project, ...query }),
+      // The caller's access: sensitive variables' names are left out without viewSensitiveNames there.
+      handler: ({ params, query, access }) => planDeployment(services, { project: params.project, ...query }, access),
     }),
   ];
 }

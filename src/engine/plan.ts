@@ -1,3 +1,4 @@
+import { Access } from "../domain/access.js";
 import { InputError } from "../domain/errors.js";
 import { stepRunsIn } from "../domain/process.js";
 import { releaseSnapshotSchema } from "../domain/releases.js";
@@ -7,8 +8,8 @@ import { findNamed } from "../store/common.js";
 import { environmentTargets } from "../store/deployments.js";
 import { getReleaseRow } from "../store/releases.js";
 import { type DeploymentServices, stepVariables } from "./deployments.js";
-import { targetsOfStep } from "./processRunner.js";
 import { MASK } from "./logMasker.js";
+import { targetsOfStep } from "./processRunner.js";
 
 interface PlannedStep {
   name: string;
@@ -31,14 +32,25 @@ export interface DeploymentPlan {
  * What a deployment would do, without doing it: each step, whether it runs, on which
  * targets, its actions with variables substituted, and the resolved variables. Sensitive
  * values are never opened here: they show as the mask.
+ *
+ * A caller without viewSensitiveNames on the project × environment does not learn that a
+ * sensitive variable exists, as in the variables list (ADR 0020): it is left out of the
+ * plan's variables, and in the actions every name it cannot see a value of, sensitive or
+ * not defined at all, shows as the mask, so the two cannot be told apart.
  */
 export async function planDeployment(
   services: DeploymentServices,
   request: { project: string; release: string; environment: string },
+  access: Access = Access.everything(),
 ): Promise<DeploymentPlan> {
   const { db } = services.context;
   const project = await findNamed(db, "projects", request.project);
   const environment = await findNamed(db, "environments", request.environment);
+  const showsSensitiveNames = access.allows({
+    permission: "viewSensitiveNames",
+    project: project.id,
+    environment: environment.id,
+  });
   const release = await getReleaseRow(db, project.id, request.release);
   if (!release) {
     throw new InputError(`project '${project.name}' has no release '${request.release}'`, [
@@ -46,6 +58,7 @@ export async function planDeployment(
     ]);
   }
   const snapshot = releaseSnapshotSchema.parse(JSON.parse(release.snapshot));
+  const sensitiveNames = new Set(snapshot.variables.filter((variable) => variable.sensitive).map((v) => v.name));
   const masked = snapshot.variables.map((variable) => ({
     ...variable,
     value: variable.sensitive ? MASK : variable.value,
@@ -86,6 +99,7 @@ export async function planDeployment(
         const lookup = new Map(variables);
         for (const name of templateVariables(template)) {
           if (name.startsWith("Ferry.Step[") && !lookup.has(name)) lookup.set(name, `<${name}>`);
+          else if (!showsSensitiveNames && (sensitiveNames.has(name) || !lookup.has(name))) lookup.set(name, MASK);
         }
         return renderTemplate(template, lookup);
       };
@@ -106,13 +120,13 @@ export async function planDeployment(
     };
   });
   const variables = stepVariables(masked, { environmentId: environment.id, target: undefined, stepName: "" }, system);
-  const sensitiveNames = new Set(snapshot.variables.filter((variable) => variable.sensitive).map((v) => v.name));
   return {
     project: project.slug,
     release: release.version,
     environment: environment.slug,
     steps,
     variables: [...variables]
+      .filter(([name]) => showsSensitiveNames || !sensitiveNames.has(name))
       .map(([name, value]) => ({ name, value, sensitive: sensitiveNames.has(name) }))
       .sort((a, b) => a.name.localeCompare(b.name)),
   };
