@@ -382,6 +382,65 @@ describe.each(dialects)("output hygiene on %s", (dialect) => {
       expect(deployer.text).not.toContain("sk_live_not_for_viewers");
     });
   });
+
+  describe("finding 12: webhook URLs", () => {
+    it("shows a viewer only the origin, the project's administrators the whole URL, and the audit log only the origin", async () => {
+      const project = `hooked-${run}`;
+      const credentialPath = `/services/T0${run}/B0${run}/chat-credential-${run}`;
+      await admin("POST", "/api/v1/projects", { name: project, lifecycle: "plain" });
+      const created = await admin<{ id: string; url: string }>("POST", `/api/v1/projects/${project}/webhooks`, {
+        url: `http://127.0.0.1:9${credentialPath}`,
+        secret: "webhook-secret-0123456789",
+      });
+      expect(created.url).toBe(`http://127.0.0.1:9${credentialPath}`);
+      await userWithRole(`hookviewer${run}`, "viewer", project);
+      await userWithRole(`hookadmin${run}`, "administrator", project);
+
+      // The attack: a viewer of the project reads the webhook and gets the chat credential.
+      const list = await as<{ items: { url: string }[] }>(
+        `hookviewer${run}`,
+        "GET",
+        `/api/v1/projects/${project}/webhooks`,
+      );
+      const one = await as<{ url: string }>(
+        `hookviewer${run}`,
+        "GET",
+        `/api/v1/projects/${project}/webhooks/${created.id}`,
+      );
+      for (const response of [list, one]) {
+        expect(response.status).toBe(200);
+        expect(response.text).not.toContain(`chat-credential-${run}`);
+      }
+      expect(list.body.items.map((item) => item.url)).toEqual(["http://127.0.0.1:9/…"]);
+      expect(one.body.url).toBe("http://127.0.0.1:9/…");
+
+      // The project's administrator (not a server administrator) sees it whole.
+      const administered = await as<{ url: string }>(
+        `hookadmin${run}`,
+        "GET",
+        `/api/v1/projects/${project}/webhooks/${created.id}`,
+      );
+      expect(administered.body.url).toBe(`http://127.0.0.1:9${credentialPath}`);
+
+      // Rotated within the same origin: the audit log says it changed, not what it is.
+      await admin("PATCH", `/api/v1/projects/${project}/webhooks/${created.id}`, {
+        url: `http://127.0.0.1:9${credentialPath}-rotated`,
+      });
+      await admin("DELETE", `/api/v1/projects/${project}/webhooks/${created.id}`);
+      const audit = await test.call<{ items: { action: string; diff: Record<string, unknown> }[] }>(
+        "GET",
+        `/api/v1/audit?resource=webhook&limit=500`,
+      );
+      const entries = audit.body.items.filter((entry) => entry.action.startsWith("webhook."));
+      expect(JSON.stringify(entries)).not.toContain(`chat-credential-${run}`);
+      const diffOf = (action: string) => entries.find((entry) => entry.action === action)?.diff;
+      expect(diffOf("webhook.create")).toMatchObject({ url: { from: null, to: "http://127.0.0.1:9/…" } });
+      expect(diffOf("webhook.update")).toEqual({
+        url: { from: "http://127.0.0.1:9/…", to: "http://127.0.0.1:9/… (changed)" },
+      });
+      expect(diffOf("webhook.delete")).toMatchObject({ url: { from: "http://127.0.0.1:9/…", to: null } });
+    });
+  });
 });
 
 describe("the CLI prints only through src/cli/output.ts", () => {

@@ -9,13 +9,29 @@ export type DeploymentEventName = (typeof deploymentEventNames)[number];
 export const webhookSchema = z.object({
   id: z.string(),
   project: z.string().describe("project slug"),
-  url: z.string(),
+  url: z
+    .string()
+    .describe(
+      "in full for the project's administrators; for other viewers only its origin, with '/…' when a path or query is hidden (a chat service's webhook path is its credential)",
+    ),
   events: z.array(z.enum(deploymentEventNames)),
   /** Never the secret itself: always "set". */
   secret: z.literal(SECRET_SET),
   ...timestampsShape,
 });
 export type Webhook = z.infer<typeof webhookSchema>;
+
+/**
+ * A webhook URL as shown to someone who may not see it whole: its origin, then "/…" when a
+ * path, query or fragment is left out. Chat and incident services put the credential in
+ * the path (https://hooks.slack.com/services/T…/B…/secret), so the origin is all that
+ * tells where deliveries go without letting the reader post there.
+ */
+export function webhookUrlOrigin(url: string): string {
+  const parsed = new URL(url);
+  const hidden = parsed.pathname !== "/" || parsed.search !== "" || parsed.hash !== "";
+  return hidden ? `${parsed.origin}/…` : parsed.origin;
+}
 
 /**
  * http(s) only, without credentials (they would show in every answer: use the secret to
