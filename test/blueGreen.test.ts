@@ -3,13 +3,14 @@ import http from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRuntime } from "../src/runtimes/docker.js";
+import { defaultOutboundPolicy } from "../src/security/outboundGuard.js";
 import { EtcdClient } from "../src/traffic/etcd.js";
 import type { TrafficSettings } from "../src/traffic/routers.js";
 import { startEtcd, type TestEtcd } from "./helpers/etcd.js";
 import { buildDemoImage, type DemoImage, removeImages } from "./helpers/images.js";
 import { type RunningLoad, startLoad } from "./helpers/load.js";
 import { startNginx } from "./helpers/nginx.js";
-import { startProxyProcess } from "./helpers/proxy.js";
+import { type ProxyProcess, startProxyProcess } from "./helpers/proxy.js";
 import { startRegistry, type TestRegistry } from "./helpers/registry.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -288,6 +289,160 @@ describe.each(["builtin", "nginx"] as const)(
     });
   },
 );
+
+/**
+ * Pre-switch tests, and the outbound guard around a colour: the server runs with the guard at
+ * its defaults (no FERRY_OUTBOUND_ALLOW), so each request to 127.0.0.1 that succeeds here does
+ * because it checks the new colour at its own address and port.
+ */
+describe("blue/green pre-switch tests and the outbound guard at its defaults (real Docker, registry, ferry proxy; under load)", () => {
+  const docker = new DockerRuntime();
+  const projectName = `bgt-${randomBytes(3).toString("hex")}`;
+  const host = `${projectName}.test`;
+  let registry: TestRegistry;
+  let proxy: ProxyProcess;
+  let test: TestServer;
+  let v1: DemoImage;
+  let v2: DemoImage;
+  let projectSlug: string;
+  let imageVariableId: string;
+
+  const release = async (version: string, image: DemoImage, blueGreen: Record<string, unknown>) => {
+    const saved = await test.call("PUT", `/api/v1/projects/${projectSlug}/process`, {
+      steps: [
+        {
+          name: "web",
+          kind: "container",
+          config: {
+            strategy: "blueGreen",
+            image: "#{Image}",
+            route: { host, port: 8080 },
+            blueGreen: {
+              healthCheck: { path: "/health", intervalMs: 200, timeoutMs: 1000, deadlineSeconds: 10 },
+              drainSeconds: 2,
+              ...blueGreen,
+            },
+            settleSeconds: 0.5,
+            stopTimeoutSeconds: 5,
+          },
+        },
+      ],
+    });
+    expect(saved.status, JSON.stringify(saved.body)).toBe(200);
+    await test.call("PATCH", `/api/v1/projects/${projectSlug}/variables/${imageVariableId}`, {
+      value: image.reference,
+    });
+    const created = await test.call<Created>("POST", `/api/v1/projects/${projectSlug}/releases`, { version });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const taskId = created.body.deployments[0]?.taskId ?? "";
+    const task = await test.waitForTask(taskId, 90_000);
+    const log = (await test.call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`)).body.lines
+      .map((line) => line.text)
+      .join("\n");
+    return { state: task.state, error: String(task.error), log };
+  };
+  const served = async () => (await request(proxy.port, host, "/")).body.trim();
+  const releases = async () =>
+    (await docker.listByLabel("ferry.project", projectSlug)).map((container) => container.labels["ferry.release"]);
+  const underLoad = async <T>(action: () => Promise<T>) => {
+    const load = startLoad({ port: proxy.port, host, connections: 8 });
+    try {
+      const result = await action();
+      return { result, load: await load.stop() };
+    } catch (error) {
+      await load.stop();
+      throw error;
+    }
+  };
+
+  beforeAll(async () => {
+    registry = await startRegistry();
+    [v1, v2] = await Promise.all([
+      buildDemoImage({ registryUrl: registry.url, repository: "bgt/app", version: "2.0.1" }),
+      buildDemoImage({ registryUrl: registry.url, repository: "bgt/app", version: "2.0.2" }),
+    ]);
+    proxy = await startProxyProcess();
+    test = await startTestServer({ traffic: proxy.traffic, outbound: defaultOutboundPolicy });
+    await test.call("POST", "/api/v1/environments", { name: "prod" });
+    await test.call("POST", "/api/v1/lifecycles", {
+      name: "bgt",
+      phases: [{ environments: ["prod"], autoDeploy: true }],
+    });
+    const project = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
+      name: projectName,
+      lifecycle: "bgt",
+    });
+    projectSlug = project.body.slug;
+    const image = await test.call<{ id: string }>("POST", `/api/v1/projects/${projectSlug}/variables`, {
+      name: "Image",
+      value: v1.reference,
+    });
+    imageVariableId = image.body.id;
+    await test.call("POST", `/api/v1/projects/${projectSlug}/variables`, {
+      name: "CatalogUrl",
+      value: `${registry.url}/v2/_catalog`,
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    if (projectSlug) await docker.removeByLabel("ferry.project", projectSlug);
+    await test?.close();
+    await proxy?.stop();
+    await registry?.stop();
+    await removeImages([v1, v2].flatMap((image) => (image === undefined ? [] : [image.reference])));
+  });
+
+  it("probes, tests and bakes the new colour at its own address, then switches", async () => {
+    const first = await release("2.0.1", v1, {
+      preSwitchTests: [
+        {
+          url: "#{Ferry.Route.PreviewUrl}/",
+          assertions: { bodyContains: ["version #{Ferry.Release.Number}"] },
+        },
+      ],
+      bakeSeconds: 1,
+    });
+    expect(first.state, first.log).toBe("succeeded");
+    expect(first.log).toContain("healthy: HTTP 200");
+    expect(first.log).toContain("pre-switch test 1 of 1");
+    expect(first.log).toContain('✔ body contains "version 2.0.1"');
+    expect(first.log).toContain("bake passed");
+    expect(await served()).toBe("version 2.0.1");
+  });
+
+  it("a failing pre-switch test keeps the live colour serving, with 0 failed requests, and removes the new one", async () => {
+    const { result: failed, load } = await underLoad(() =>
+      release("2.0.2", v2, {
+        preSwitchTests: [
+          { url: "#{Ferry.Route.PreviewUrl}/health", assertions: { status: 200 } },
+          { url: "#{Ferry.Route.PreviewUrl}/", assertions: { bodyContains: ["version 9.9.9"] } },
+        ],
+      }),
+    );
+    expect(failed.state, failed.log).toBe("failed");
+    expect(failed.error).toMatch(
+      /pre-switch test 2 failed: 1 of 2 assertions failed .*body does not contain "version 9\.9\.9"/,
+    );
+    expect(failed.error).toContain("the live colour keeps serving");
+    expect(failed.log).not.toMatch(/switched route/);
+    expect(load.failures).toEqual([]);
+    expect(load.bodies.get("version 2.0.2")).toBeUndefined();
+    expect(await served()).toBe("version 2.0.1");
+    expect(await releases()).toEqual(["2.0.1"]);
+  });
+
+  it("refuses a pre-switch test whose URL a variable pointed at another loopback service (the registry), and removes the new colour", async () => {
+    const refused = await release("2.0.3", v2, { preSwitchTests: [{ url: "#{CatalogUrl}" }] });
+    expect(refused.state, refused.log).toBe("failed");
+    const registryPort = new URL(registry.url).port;
+    expect(refused.error).toContain(
+      `pre-switch test 1 failed: url ${registry.url}/v2/_catalog points at a loopback address (127.0.0.1 port ${registryPort}); allow it with FERRY_OUTBOUND_ALLOW if you mean it`,
+    );
+    expect(refused.log).not.toContain("repositories");
+    expect(await served()).toBe("version 2.0.1");
+    expect(await releases()).toEqual(["2.0.1"]);
+  });
+});
 
 function request(port: number, host: string, path: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
