@@ -10,7 +10,7 @@ import type { DeploymentServices } from "../engine/deployments.js";
 import { planDeployment } from "../engine/plan.js";
 import { checkImageFeeds, pinImages } from "../feeds/images.js";
 import { defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
-import { hostPathVolumes } from "../steps/container.js";
+import { hostPathVolumes } from "../steps/container/containerStep.js";
 import { validateSteps } from "../steps/registry.js";
 import { type Identity, principalOf } from "../store/apiKeys.js";
 import { findNamed, type StoreContext } from "../store/common.js";

@@ -21,3 +21,18 @@ describe("--phase syntax", () => {
     expect(() => parsePhase("=")).toThrow(InvalidArgumentError);
   });
 });
+
+describe("--phase flags for failed steps and approvals", () => {
+  it("reads +accept-skipped and +separate-approver", () => {
+    expect(parsePhase("Prod=prod+separate-approver+accept-skipped")).toEqual([
+      {
+        name: "Prod",
+        environments: ["prod"],
+        autoDeploy: false,
+        optional: false,
+        acceptSkippedSteps: true,
+        separateApprover: true,
+      },
+    ]);
+  });
+});

@@ -54,8 +54,9 @@ export function parsePhase(value: string, previous: Partial<PhaseInput>[] = []):
       environments,
       autoDeploy: flags.includes("+auto"),
       optional: flags.includes("+optional"),
-      acceptSkippedSteps: flags.includes("+accept-skipped"),
-      separateApprover: flags.includes("+separate-approver"),
+      // Only when asked for: left out, the server's default (false) applies.
+      ...(flags.includes("+accept-skipped") && { acceptSkippedSteps: true }),
+      ...(flags.includes("+separate-approver") && { separateApprover: true }),
     },
   ];
 }

@@ -23,7 +23,7 @@ export interface RunScope {
 }
 
 /** The labels every resource a run creates carries (Docker labels today). */
-export function scopeLabels(scope: RunScope, taskId: string): Record<string, string> {
+function scopeLabels(scope: RunScope, taskId: string): Record<string, string> {
   return {
     "ferry.project": scope.project.slug,
     "ferry.env": scope.environment.slug,

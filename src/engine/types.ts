@@ -17,7 +17,7 @@ export interface TaskContext {
   waitForDecision(question: DecisionQuestion): Promise<Decision>;
 }
 
-export interface DecisionQuestion {
+interface DecisionQuestion {
   kind: string;
   prompt: string;
   allowed: readonly string[];

@@ -1,7 +1,7 @@
 import type { DockerRuntime } from "./docker.js";
 
 /** One instance a runtime runs (a container; a supervised process with the process runtime). */
-export interface RuntimeInstance {
+interface RuntimeInstance {
   id: string;
   name: string;
   /** "running", "exited", "created"… */

@@ -3,8 +3,8 @@ import { z } from "zod";
 import { TaskFailure } from "../engine/types.js";
 import { isContainerName } from "../runtimes/docker.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
-import { removeUnhealthyContainer } from "./container.js";
-import { logContainerTail } from "./containerShared.js";
+import { removeUnhealthyContainer } from "./container/recreate.js";
+import { logContainerTail } from "./container/shared.js";
 import { renderStepUrl, sendRequest, urlTemplateSchema } from "./http.js";
 import type { StepKind, StepRunContext } from "./types.js";
 

@@ -2,7 +2,7 @@ import { type FieldIssue, InputError } from "../domain/errors.js";
 import type { Step } from "../domain/process.js";
 import { toFieldIssues } from "../domain/validation.js";
 import { approvalStep } from "./approval.js";
-import { containerStep } from "./container.js";
+import { containerStep } from "./container/containerStep.js";
 import { healthCheckStep } from "./healthCheck.js";
 import { httpTestStep } from "./httpTest.js";
 import { scriptStep } from "./script.js";

@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import type { ContainerStatus, DockerRuntime, PublishedPort } from "../runtimes/docker.js";
-import { DOCKER_HUB_REGISTRY, formatImageReference, parseImageReference } from "../runtimes/imageReference.js";
-import type { ContainerConfig } from "./container.js";
-import type { StepRunContext } from "./types.js";
+import type { ContainerStatus, DockerRuntime, PublishedPort } from "../../runtimes/docker.js";
+import { DOCKER_HUB_REGISTRY, formatImageReference, parseImageReference } from "../../runtimes/imageReference.js";
+import type { StepRunContext } from "../types.js";
+import type { ContainerConfig } from "./config.js";
 
 /** What the recreate and blue/green strategies of the container step share. */
 

@@ -1,24 +1,28 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
-import { renderTemplate } from "../domain/templates.js";
-import { TaskFailure } from "../engine/types.js";
+import { renderTemplate } from "../../domain/templates.js";
+import { TaskFailure } from "../../engine/types.js";
 import {
   type ContainerSummary,
   type DockerRuntime,
   isContainerName,
   publishedOrigin,
   type StartedContainer,
-} from "../runtimes/docker.js";
-import { allowingOrigin, defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
-import { routeNameSchema } from "../traffic/proxyState.js";
+} from "../../runtimes/docker.js";
+import { allowingOrigin, defaultOutboundPolicy, type OutboundPolicy } from "../../security/outboundGuard.js";
+import { routeNameSchema } from "../../traffic/proxyState.js";
 import {
   type LiveUpstream,
   type Router,
   type RouteSpec,
   trafficBetween,
   type UpstreamTraffic,
-} from "../traffic/router.js";
-import type { ContainerConfig } from "./container.js";
+} from "../../traffic/router.js";
+import { probeUntilHealthy } from "../healthCheck.js";
+import { sendRequest } from "../http.js";
+import { httpTestStep } from "../httpTest.js";
+import type { StepRunContext } from "../types.js";
+import { type BlueGreenConfig, type BlueGreenOptions, blueGreenOptionsSchema } from "./config.js";
 import {
   containerOutputs,
   describeLimits,
@@ -27,55 +31,13 @@ import {
   pullImage,
   renderContainerInputs,
   waitUntilSettled,
-} from "./containerShared.js";
-import { probeUntilHealthy } from "./healthCheck.js";
-import { sendRequest } from "./http.js";
-import { httpTestStep } from "./httpTest.js";
-import type { StepRunContext } from "./types.js";
+} from "./shared.js";
 
 /** Labels that make a container a colour of a route (besides ferry.project/env/release/task). */
 const ROUTE_LABEL = "ferry.route";
 const PORT_LABEL = "ferry.route-port";
 const IMAGE_LABEL = "ferry.image";
 const HEALTH_PATH_LABEL = "ferry.health-path";
-
-export const blueGreenRouteSchema = z.strictObject({
-  /** The route's name in the proxy; default "<project>-<environment>". */
-  name: routeNameSchema.optional(),
-  /** Template: the host name the route serves (app.example.com). */
-  host: z.string().min(1).max(253),
-  pathPrefix: z.string().startsWith("/", "a path prefix starts with '/'").max(1024).default("/"),
-  /** The container port the app listens on; each colour publishes it on 127.0.0.1 at a port the engine picks. */
-  port: z.number().int().min(1).max(65535),
-});
-
-const healthProbeSchema = z.strictObject({
-  /** Path probed on the new colour's private address. */
-  path: z.string().startsWith("/", "a path starts with '/'").max(2048).default("/"),
-  expectedStatus: z.number().int().min(100).max(599).default(200),
-  intervalMs: z.number().int().min(50).max(60_000).default(500),
-  timeoutMs: z.number().int().min(50).max(60_000).default(2000),
-  deadlineSeconds: z.number().min(1).max(3600).default(60),
-});
-
-export const blueGreenOptionsSchema = z.strictObject({
-  // prefault: an absent healthCheck is parsed as {}, so its defaults apply.
-  healthCheck: healthProbeSchema.prefault({}),
-  /**
-   * http-test steps run against the new colour before the switch; their templates see
-   * #{Ferry.Route.PreviewUrl} (http://127.0.0.1:<its port>). One failing keeps the live colour.
-   */
-  preSwitchTests: z.array(httpTestStep.config).max(20).default([]),
-  /** How long in-flight requests of the old colour may take to finish after the switch. */
-  drainSeconds: z.number().min(0).max(3600).default(30),
-  /** After the switch, the new colour is probed this long; a failed probe switches back to the old one. */
-  bakeSeconds: z.number().min(0).max(3600).default(0),
-  /** Earlier colours kept (stopped) for instant rollback; older ones are removed. */
-  retain: z.number().int().min(0).max(20).default(3),
-  /** Keep the previous colour running (idle) after the switch, so a rollback needs no container start. */
-  keepPreviousRunning: z.boolean().default(false),
-});
-type BlueGreenOptions = z.infer<typeof blueGreenOptionsSchema>;
 
 /** One failed probe during bake is a blip; this many in a row switch back. */
 const BAKE_FAILURES_TO_SWITCH_BACK = 2;
@@ -92,14 +54,14 @@ const BAKE_FAILURES_TO_SWITCH_BACK = 2;
  */
 export async function runBlueGreen(
   context: StepRunContext,
-  config: ContainerConfig,
+  config: BlueGreenConfig,
   docker: DockerRuntime,
   router: Router,
 ) {
   const { log, signal } = context;
   const options = config.blueGreen ?? blueGreenOptionsSchema.parse({});
+  // The schema requires it for blue/green: the union's blueGreen member has a route.
   const routeConfig = config.route;
-  if (!routeConfig) throw new TaskFailure("strategy blueGreen needs a route");
   const project = context.scope.project.slug;
   const environment = context.scope.environment.slug;
   const release = context.scope.subject.version;
@@ -361,7 +323,7 @@ async function retire(
   liveName: string,
   previousName: string | undefined,
   options: BlueGreenOptions,
-  config: ContainerConfig,
+  config: BlueGreenConfig,
 ) {
   const { log, signal } = context;
   // The colour that was live until this switch comes first, then the others newest first.
@@ -390,7 +352,7 @@ async function abandon(
   context: StepRunContext,
   docker: DockerRuntime,
   candidate: { container: StartedContainer; created: boolean; wasRunning: boolean },
-  config: ContainerConfig,
+  config: BlueGreenConfig,
   withLog = true,
 ) {
   const { container } = candidate;
@@ -460,7 +422,7 @@ function keptLive(live: LiveUpstream | undefined): string {
 }
 
 /** What `ferry plan` prints for a blue/green container step. */
-export function describeBlueGreen(config: ContainerConfig, render: (template: string) => string): string {
+export function describeBlueGreen(config: BlueGreenConfig, render: (template: string) => string): string {
   const route = config.route;
   const options = config.blueGreen ?? blueGreenOptionsSchema.parse({});
   return `blue/green: start a new colour from ${render(config.image)}${describeLimits(config)}, wait for ${
