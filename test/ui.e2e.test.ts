@@ -75,6 +75,33 @@ describe("web dashboard", () => {
       steps: [{ name: "migrate", kind: "script", config: { script: "echo 'migration failed' >&2; exit 1" } }],
     });
     await ok("POST", "/api/v1/projects/search/releases", { version: "0.9.0" });
+
+    // shop: the story's project. Its deployment prints coloured lines for a few seconds, and
+    // test needs an approval.
+    await ok("POST", "/api/v1/projects", { name: "shop", lifecycle: "default", description: "the web shop" });
+    await ok("POST", "/api/v1/projects/shop/variables", { name: "Greeting", value: "hello" });
+    await ok("PUT", "/api/v1/projects/shop/process", {
+      steps: [
+        {
+          name: "build-info",
+          kind: "script",
+          config: {
+            script: [
+              "printf '\\033[32mgreen light\\033[0m and \\033[1;31mbold red\\033[0m\\n'",
+              'echo "greeting: $GREETING"',
+              'for i in $(seq -w 1 80); do echo "tick $i of 80"; sleep 0.05; done',
+            ].join("\n"),
+            env: { GREETING: "#{Greeting}" },
+          },
+        },
+        {
+          name: "sign-off",
+          kind: "approval",
+          config: { instructions: "Check the shop on test" },
+          environments: ["test"],
+        },
+      ],
+    });
   }, 120_000);
 
   afterAll(async () => {
@@ -187,6 +214,179 @@ describe("web dashboard", () => {
     expect(await page.evaluate("getComputedStyle(document.activeElement).outlineStyle")).not.toBe("none");
   });
 
+  it("creates a release and shows its deployment's log as it is written", async () => {
+    await page.goto(url("/projects/shop"));
+    await page.getByRole("heading", { name: "shop" }).waitFor();
+    await expectAccessible("project page");
+    await page.getByRole("button", { name: "Create release" }).click();
+    await page.getByLabel("Version").fill("1.0.0");
+    await page.getByLabel("Notes").fill("first release");
+    await page.getByRole("button", { name: "Create release" }).click();
+    // The lifecycle deploys it to dev on its own; the page follows that deployment.
+    await page.waitForURL(/\/tasks\/task_/);
+    await page.getByRole("heading", { name: "Deploy shop 1.0.0 to dev" }).waitFor();
+    const count = page.locator(".log-count");
+    await count.getByText("streaming live").waitFor();
+    // Lines arrive while it runs: the count grows without a reload.
+    await expect.poll(async () => lineCount(await count.innerText()), { timeout: 10_000 }).toBeGreaterThan(20);
+    const early = lineCount(await count.innerText());
+    await page.screenshot({ path: join(SCREENSHOTS, "task.png") });
+    await expect.poll(async () => lineCount(await count.innerText()), { timeout: 10_000 }).toBeGreaterThan(early + 10);
+    expect(await page.getByRole("heading", { name: "Deploy shop 1.0.0 to dev" }).isVisible()).toBe(true);
+    await page.locator(".state").first().getByText("succeeded").waitFor({ timeout: 15_000 });
+    await count.getByText("complete").waitFor();
+    // ANSI colours are shown as colours, the variable's value reached the script.
+    await page.getByLabel("Search the log").fill("bold red");
+    await page.getByRole("status").filter({ hasText: "1 of 1" }).waitFor();
+    expect(await page.locator(".log-row .ansi-fg-red").innerText()).toBe("bold red");
+    expect(await page.evaluate(`getComputedStyle(document.querySelector(".log-row .ansi-fg-red")).color`)).toBe(
+      "rgb(248, 113, 113)",
+    );
+    expect(await page.locator(".log-row .ansi-fg-green").innerText()).toBe("green light");
+    await page.getByLabel("Search the log").fill("greeting: hello");
+    await page.getByRole("status").filter({ hasText: "1 of 1" }).waitFor();
+    // The steps' timeline, with durations; a step folds.
+    const steps = page.getByRole("complementary", { name: "Steps and traffic" });
+    expect(await steps.getByRole("listitem").first().innerText()).toMatch(/build-info\s+\d+(\.\d)? s/);
+    await page.getByLabel("Search the log").fill("");
+    const toggle = page.getByRole("button", { name: /▶ build-info/ });
+    await toggle.click();
+    expect(await toggle.getAttribute("aria-expanded")).toBe("false");
+    await expect.poll(() => page.locator(".log-row").count()).toBeLessThan(10);
+    await toggle.click();
+    await expectAccessible("task page");
+  });
+
+  it("disables prod's promote button with the lifecycle's reason until test has succeeded", async () => {
+    await page.getByRole("link", { name: "shop" }).click();
+    await page.getByRole("heading", { name: "shop" }).waitFor();
+    const testCard = page.getByRole("article", { name: "test" });
+    const prodCard = page.getByRole("article", { name: "prod" });
+    expect(await testCard.getByRole("button", { name: "Promote 1.0.0" }).isEnabled()).toBe(true);
+    const promoteProd = prodCard.getByRole("button", { name: /^Promote/ });
+    expect(await promoteProd.isDisabled()).toBe(true);
+    expect(await prodCard.innerText()).toContain(
+      "Promote: no release has been deployed successfully to phase 'test' yet, so there is nothing to promote to 'prod'",
+    );
+    // The reason is the button's description for assistive technology too.
+    const reasonId = await promoteProd.getAttribute("aria-describedby");
+    expect(await page.locator(`[id="${reasonId}"]`).innerText()).toContain("phase 'test'");
+    // In the releases table, 1.0.0 may not go to prod yet either, with the lifecycle's words.
+    const prodDeploy = page
+      .getByRole("row", { name: /1\.0\.0/ })
+      .getByRole("button", { name: "Deploy" })
+      .last();
+    expect(await prodDeploy.isDisabled()).toBe(true);
+    const cellReason = await prodDeploy.getAttribute("aria-describedby");
+    expect(await page.locator(`[id="${cellReason}"]`).textContent()).toBe(
+      "lifecycle 'default' requires phase 'test' first: deploy this release to 'test' before 'prod'",
+    );
+  });
+
+  it("promotes to test, where the deployment waits for an approval given on its page", async () => {
+    await page.getByRole("article", { name: "test" }).getByRole("button", { name: "Promote 1.0.0" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Deploy to test" }).click();
+    await page.waitForURL(/\/tasks\/task_/);
+    await page.getByRole("heading", { name: "Deploy shop 1.0.0 to test" }).waitFor();
+    const waiting = page.getByRole("region", { name: "Waiting for you" });
+    await waiting.waitFor({ timeout: 15_000 });
+    expect(await waiting.innerText()).toContain("Check the shop on test");
+    await page.locator(".state").first().getByText("waiting for a decision").waitFor();
+    await expectAccessible("task waiting for approval");
+    await waiting.getByRole("button", { name: "Approve" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByLabel("Comment (optional)").fill("looks good");
+    await dialog.getByRole("button", { name: "Approve" }).click();
+    await page.locator(".state").first().getByText("succeeded").waitFor({ timeout: 15_000 });
+    expect(await waiting.count()).toBe(0);
+  });
+
+  it("promotes to prod once test has succeeded", async () => {
+    await page.getByRole("link", { name: "shop" }).click();
+    const prodCard = page.getByRole("article", { name: "prod" });
+    const promote = prodCard.getByRole("button", { name: "Promote 1.0.0" });
+    await promote.waitFor();
+    expect(await promote.isEnabled()).toBe(true);
+    expect(await prodCard.innerText()).not.toContain("Promote:");
+    await promote.click();
+    await page.getByRole("dialog").getByRole("button", { name: "Deploy to prod" }).click();
+    await page.getByRole("heading", { name: "Deploy shop 1.0.0 to prod" }).waitFor();
+    await page.locator(".state").first().getByText("succeeded").waitFor({ timeout: 15_000 });
+  });
+
+  it("rolls dev back to the release before", async () => {
+    await page.getByRole("link", { name: "shop" }).click();
+    await page.getByRole("button", { name: "Create release" }).click();
+    await page.getByLabel("Version").fill("1.0.1");
+    await page.getByRole("button", { name: "Create release" }).click();
+    await page.getByRole("heading", { name: "Deploy shop 1.0.1 to dev" }).waitFor();
+    await page.locator(".state").first().getByText("succeeded").waitFor({ timeout: 15_000 });
+    await page.getByRole("link", { name: "shop" }).click();
+    const devCard = page.getByRole("article", { name: "dev" });
+    await devCard.getByRole("link", { name: "1.0.1" }).waitFor();
+    await devCard.getByRole("button", { name: "Roll back" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Roll back dev" }).click();
+    await page.getByRole("heading", { name: "Deploy shop 1.0.0 to dev" }).waitFor();
+    await page.locator(".state").first().getByText("succeeded").waitFor({ timeout: 15_000 });
+    await page.getByRole("link", { name: "shop" }).click();
+    await devCard.getByRole("link", { name: "1.0.0" }).waitFor();
+  });
+
+  it("shows a release's snapshot: its process, and variables with sensitive values masked", async () => {
+    await ok("POST", "/api/v1/projects/shop/variables", { name: "DbPassword", value: "s3cret-value", sensitive: true });
+    await ok("POST", "/api/v1/projects/shop/releases", { version: "1.1.0" });
+    await page.goto(url("/projects/shop/releases/1.1.0"));
+    await page.getByRole("heading", { name: "shop 1.1.0" }).waitFor();
+    const variables = page.getByRole("table", { name: "Variables" });
+    await variables.getByRole("row", { name: /Greeting/ }).waitFor();
+    expect(await variables.getByRole("row", { name: /Greeting/ }).innerText()).toContain("hello");
+    expect(await variables.getByRole("row", { name: /DbPassword/ }).innerText()).toContain("sensitive (never shown)");
+    expect(await page.content()).not.toContain("s3cret-value");
+    expect(await page.getByRole("list").filter({ hasText: "build-info" }).first().innerText()).toContain("sign-off");
+    await expectAccessible("release page");
+  });
+
+  it("edits a variable; a sensitive value is never shown, only replaced", async () => {
+    await page.goto(url("/projects/shop/variables"));
+    const greeting = page.getByRole("row", { name: /Greeting/ });
+    await greeting.waitFor();
+    await expectAccessible("variables page");
+    await greeting.getByRole("button", { name: "Edit Greeting" }).click();
+    const form = page.getByRole("form", { name: "Edit Greeting" });
+    await form.getByLabel("Value").fill("hello from the dashboard");
+    await form.getByRole("checkbox", { name: "prod" }).check();
+    await form.getByRole("button", { name: "Save" }).click();
+    await page
+      .getByRole("row", { name: /Greeting/ })
+      .getByText("hello from the dashboard")
+      .waitFor();
+    expect(await page.getByRole("row", { name: /Greeting/ }).innerText()).toContain("env: prod");
+    const stored = await ok<{ items: { name: string; value: string; scope: { environments: string[] } }[] }>(
+      "GET",
+      "/api/v1/projects/shop/variables",
+    );
+    expect(stored.items.find((each) => each.name === "Greeting")).toMatchObject({
+      value: "hello from the dashboard",
+      scope: { environments: ["prod"] },
+    });
+    // The sensitive one: its editor starts empty and saving without a value keeps it.
+    const secret = page.getByRole("row", { name: /DbPassword/ });
+    expect(await secret.innerText()).toContain("sensitive, set (write-only)");
+    await secret.getByRole("button", { name: "Edit DbPassword" }).click();
+    const secretForm = page.getByRole("form", { name: "Edit DbPassword" });
+    expect(await secretForm.getByLabel("Value").inputValue()).toBe("");
+    await secretForm.getByRole("button", { name: "Save" }).click();
+    await page
+      .getByRole("row", { name: /DbPassword/ })
+      .getByText("sensitive, set")
+      .waitFor();
+    const plan = await ok<{ variables: { name: string; value: string }[] }>(
+      "GET",
+      "/api/v1/projects/shop/plan?release=1.1.0&environment=prod",
+    );
+    expect(plan.variables.find((each) => each.name === "DbPassword")).toBeDefined();
+  });
+
   it("stays usable at phone width", async () => {
     const phone = await browser.newPage({ width: 390, height: 844 });
     await phone.goto(url("/"));
@@ -196,4 +396,21 @@ describe("web dashboard", () => {
     expect(await phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")).toBeLessThanOrEqual(0);
     await phone.close();
   });
+
+  it("signs out: the session ends and the pages ask for a sign-in again", async () => {
+    await page.goto(url("/"));
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByRole("heading", { name: "Sign in to Ferry" }).waitFor();
+    await page.goto(url("/projects/shop"));
+    await page.waitForURL(/\/sign-in\?returnTo=%2Fprojects%2Fshop/);
+    // Signing in again returns to the page asked for.
+    await page.getByLabel("Username").fill(USERNAME);
+    await page.getByLabel("Password").fill(PASSWORD);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.waitForURL(/\/projects\/shop$/);
+  });
 });
+
+function lineCount(text: string): number {
+  return Number(/^(\d+) lines?/.exec(text)?.[1] ?? 0);
+}

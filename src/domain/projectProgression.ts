@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { permissions } from "./access.js";
-import { pagingSchema } from "./common.js";
+import { pagingSchema, referenceSchema } from "./common.js";
 import { taskStates } from "./tasks.js";
 
 /*
@@ -10,7 +10,10 @@ import { taskStates } from "./tasks.js";
  * when it may not. A client shows buttons from it; the deployment routes decide again.
  */
 
-export const progressionQuerySchema = pagingSchema;
+export const progressionQuerySchema = pagingSchema.extend({
+  release: referenceSchema.optional().describe("only this release (version or id) in `releases`"),
+});
+export type ProgressionQuery = z.infer<typeof progressionQuerySchema>;
 
 const namedSchema = z.object({ id: z.string(), slug: z.string(), name: z.string() });
 

@@ -1,8 +1,7 @@
 import { sql } from "kysely";
 import { type Permission, type Reach, reaches } from "../domain/access.js";
-import type { Paging } from "../domain/common.js";
 import { canDeploy, type DeployDecision } from "../domain/progression.js";
-import type { DeploymentSummary, ProjectProgression } from "../domain/projectProgression.js";
+import type { DeploymentSummary, ProgressionQuery, ProjectProgression } from "../domain/projectProgression.js";
 import type { TaskState } from "../domain/tasks.js";
 import { findNamed, type StoreContext } from "./common.js";
 import { lifecyclePhases, succeededEnvironments, successfulReleases } from "./deployments.js";
@@ -28,7 +27,7 @@ export interface ProgressionOptions {
 export async function getProjectProgression(
   { db }: StoreContext,
   projectReference: string,
-  paging: Paging,
+  paging: ProgressionQuery,
   options: ProgressionOptions,
 ): Promise<ProjectProgression> {
   const project = await findNamed(db, "projects", projectReference);
@@ -54,18 +53,19 @@ export async function getProjectProgression(
     }),
   );
 
-  const releaseRows = await db
-    .selectFrom("releases")
+  let releaseQuery = db.selectFrom("releases").where("project_id", "=", project.id);
+  if (paging.release !== undefined) {
+    const reference = paging.release;
+    releaseQuery = releaseQuery.where((eb) => eb.or([eb("version", "=", reference), eb("id", "=", reference)]));
+  }
+  const releaseRows = await releaseQuery
     .select(["id", "version", "notes", "created_by", "created_at"])
-    .where("project_id", "=", project.id)
     .orderBy("created_at", "desc")
     .limit(paging.limit)
     .offset(paging.offset)
     .execute();
-  const { count } = await db
-    .selectFrom("releases")
+  const { count } = await releaseQuery
     .select((eb) => eb.fn.countAll<number | string>().as("count"))
-    .where("project_id", "=", project.id)
     .executeTakeFirstOrThrow();
 
   // Every deployment of the page's releases, newest first: the first per (release, environment) is its newest there.

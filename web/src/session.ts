@@ -44,8 +44,9 @@ export function signedIn(client: QueryClient, session: Session): void {
 /** Forgets everything the session could see; the sign-in page shows next. */
 export function signedOut(client: QueryClient): void {
   setCsrfToken(undefined);
-  client.clear();
+  // The signed-in pages leave first (and stop asking); then what they had is dropped.
   client.setQueryData(SESSION_KEY, null);
+  setTimeout(() => client.removeQueries({ predicate: (query) => query.queryKey[0] !== SESSION_KEY[0] }), 0);
 }
 
 export function useSignOut() {

@@ -1,4 +1,4 @@
-import { useSyncExternalStore } from "react";
+import { useEffect, useState, useSyncExternalStore } from "react";
 
 /** "3 min ago", "in 2 h", "just now": coarse on purpose; the exact time is in the tooltip. */
 export function relativeTime(iso: string, now: number): string {
@@ -59,4 +59,17 @@ export function useNow(): number {
     () => now,
     () => now,
   );
+}
+
+/** The current time every second while `running` (a running step's duration counts up). */
+export function useSecondsWhile(running: boolean): number {
+  const slow = useNow();
+  const [now, setNow] = useState(() => Date.now());
+  useEffect(() => {
+    if (!running) return;
+    setNow(Date.now());
+    const timer = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(timer);
+  }, [running]);
+  return running ? Math.max(now, slow) : slow;
 }
