@@ -115,7 +115,7 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
       const { deployment, release, project, environment } = await loadDeploymentRun(db, deploymentId);
       const snapshot = openSnapshot(services.context, release);
       const masker = new LogMasker(snapshot.secrets);
-      task.log.setRedactor((line) => masker.mask(line));
+      task.log.setMasker(masker);
       const targets = await environmentTargets(db, environment.id);
       const lifecycle = await lifecyclePhases(db, project.id);
       const phase = lifecycle.phases.find((candidate) => candidate.environmentIds.includes(environment.id));

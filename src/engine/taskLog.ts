@@ -1,4 +1,5 @@
 import type { Kysely } from "kysely";
+import { fitLogLine, markCut } from "../domain/logLines.js";
 import type { TaskLogLevel } from "../domain/tasks.js";
 import type { Database } from "../store/schema.js";
 import { appendLogLines, type NewLogLine } from "../store/tasks.js";
@@ -10,15 +11,26 @@ export interface TaskLogOptions {
   flushIntervalMs: number;
   /** Called after each write, so live followers can read the new lines at once. */
   onFlush?: (taskId: string) => void;
-  /** Transforms each line before it is stored (masking sensitive values). */
-  redact?: (text: string) => string;
 }
+
+/** Hides sensitive values in what the task writes (LogMasker is one). */
+export interface TaskLogMasker {
+  /** Masks a whole text. */
+  mask(text: string): string;
+  /** Masks a chunk of a stream, holding back a tail that could be the start of a sensitive value. */
+  write(chunk: string): string;
+  /** Ends the stream and releases what write held back. */
+  flush(): string;
+}
+
+const noMasking: TaskLogMasker = { mask: (text) => text, write: (chunk) => chunk, flush: () => "" };
 
 export const defaultTaskLogOptions: TaskLogOptions = { maxBytes: 16 * 1024 * 1024, flushIntervalMs: 250 };
 
 /**
  * A task's log: lines are buffered and written in batches (one transaction per flush,
  * at most every `flushIntervalMs`), capped in size with an explicit truncation marker.
+ * Each line is kept up to MAX_LOG_LINE_BYTES (domain/logLines.ts), then cut with a mark.
  */
 export class TaskLog {
   private buffer: NewLogLine[] = [];
@@ -27,7 +39,7 @@ export class TaskLog {
   private currentStep: string | null = null;
   private timer: NodeJS.Timeout | undefined;
   private writing: Promise<void> = Promise.resolve();
-  private redactor: (text: string) => string;
+  private masker: TaskLogMasker = noMasking;
   private stampedAt = Number.NaN;
   private stamp = "";
 
@@ -38,17 +50,16 @@ export class TaskLog {
     initialBytes = 0,
   ) {
     this.bytes = initialBytes;
-    this.redactor = options.redact ?? ((text) => text);
   }
 
   /** The text with the task's sensitive values masked, for anything else the task shows (its error, a question). */
   redact(text: string): string {
-    return this.redactor(text);
+    return this.masker.mask(text);
   }
 
   /** Masks what is written from now on (a deployment sets it once it knows its secrets). */
-  setRedactor(redact: (text: string) => string): void {
-    this.redactor = redact;
+  setMasker(masker: TaskLogMasker): void {
+    this.masker = masker;
   }
 
   info(text: string): void {
@@ -61,6 +72,19 @@ export class TaskLog {
 
   error(text: string): void {
     this.write("error", text);
+  }
+
+  /**
+   * Writes the start of a line whose rest was dropped (see engine/lineSplitter.ts), masked
+   * and marked as cut. The cut may have split a sensitive value, leaving its first
+   * characters at the end of the start, where no mask would recognise them: masked as a
+   * stream instead, the masker holds back such a tail, and it is dropped with the rest.
+   */
+  writeCutLine(level: "info" | "warn", start: string): void {
+    if (this.truncated) return;
+    const masked = this.masker.write(start);
+    this.masker.flush();
+    this.store(level, markCut(masked));
   }
 
   /** Runs one step with a start and an end line (with its duration and outcome) around it. */
@@ -83,19 +107,23 @@ export class TaskLog {
 
   private write(level: TaskLogLevel, text: string): void {
     // Mask the whole text first (a secret may span lines), then split it into lines.
-    const masked = this.redactor(text);
+    const masked = this.masker.mask(text);
     for (const line of masked.includes("\n") ? masked.split(/\r?\n/) : [masked]) {
       if (this.truncated) return;
-      const clean = this.redactor(line);
-      const size = Buffer.byteLength(clean);
-      if (this.bytes + size > this.options.maxBytes) {
-        this.truncated = true;
-        this.push("warn", `[log truncated: this task reached its ${this.options.maxBytes}-byte log limit]`);
-        return;
-      }
-      this.bytes += size;
-      this.push(level, clean);
+      // Masked whole before it is cut: no part of a sensitive value is left at the cut.
+      this.store(level, fitLogLine(this.masker.mask(line)));
     }
+  }
+
+  private store(level: TaskLogLevel, clean: string): void {
+    const size = Buffer.byteLength(clean);
+    if (this.bytes + size > this.options.maxBytes) {
+      this.truncated = true;
+      this.push("warn", `[log truncated: this task reached its ${this.options.maxBytes}-byte log limit]`);
+      return;
+    }
+    this.bytes += size;
+    this.push(level, clean);
   }
 
   private push(level: TaskLogLevel, text: string): void {

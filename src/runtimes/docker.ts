@@ -2,6 +2,7 @@ import { isIP } from "node:net";
 import { isAbsolute, normalize } from "node:path";
 import type Docker from "dockerode";
 import { InputError } from "../domain/errors.js";
+import { LineSplitter } from "../engine/lineSplitter.js";
 import { formatImageReference, parseImageReference } from "./imageReference.js";
 import type { Runtime } from "./types.js";
 
@@ -18,6 +19,8 @@ const DEFAULT_CALL_TIMEOUT_MS = 30_000;
 const DEFAULT_PULL_TIMEOUT_MS = 10 * 60_000;
 /** Most log bytes read for a tail; a container that writes huge lines does not fill the server's memory. */
 const MAX_LOG_BYTES = 256 * 1024;
+/** Longest line of a pull's progress stream that is read (they are a few hundred bytes). */
+const MAX_PULL_LINE_BYTES = 1024 * 1024;
 
 /** Docker's own rule for container names (no leading '/'); at most 128 characters here. */
 const containerNamePattern = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
@@ -616,7 +619,6 @@ function readPullStream(
   onStatus: ((line: string) => void) | undefined,
 ): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    let partial = "";
     let failure: string | undefined;
     const onAbort = () => {
       (stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
@@ -637,19 +639,20 @@ function readPullStream(
       else if (event.status && /^(Pull complete|Already exists)$/.test(event.status))
         onStatus?.(`${event.id}: ${event.status}`);
     };
+    // The engine's lines are short JSON; one cut at 1 MiB (not JSON any more) is skipped,
+    // and splitting does not re-read a long line for every chunk of it.
+    const splitter = new LineSplitter((line, cut) => {
+      if (!cut) handle(line);
+    }, MAX_PULL_LINE_BYTES);
     stream.setEncoding("utf8");
-    stream.on("data", (chunk: string) => {
-      const lines = (partial + chunk).split("\n");
-      partial = lines.pop() ?? "";
-      for (const line of lines) handle(line);
-    });
+    stream.on("data", (chunk: string) => splitter.push(chunk));
     stream.on("error", (error) => {
       signal.removeEventListener("abort", onAbort);
       reject(error);
     });
     stream.on("end", () => {
       signal.removeEventListener("abort", onAbort);
-      handle(partial);
+      splitter.end();
       if (failure !== undefined) reject(new DockerError(failure));
       else resolve();
     });

@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
+import { LineSplitter } from "../engine/lineSplitter.js";
 import { TaskFailure } from "../engine/types.js";
 import { giveToLocalUser, spawnCredentials } from "../runtimes/localUser.js";
 import { recordProcessGroup } from "../runtimes/processGroups.js";
@@ -125,20 +126,17 @@ async function runProcess(
   }, timeoutMs);
   const onAbort = () => killGroup();
   context.signal.addEventListener("abort", onAbort, { once: true });
-  const pipeLines = (stream: NodeJS.ReadableStream, write: (line: string) => void) => {
-    let partial = "";
+  // Lines of at most 64 KiB: a longer one is cut, and its rest dropped as it arrives.
+  const pipeLines = (stream: NodeJS.ReadableStream, level: "info" | "warn") => {
+    const splitter = new LineSplitter((text, cut) =>
+      cut ? context.log.writeCutLine(level, text) : context.log[level](text),
+    );
     stream.setEncoding("utf8");
-    stream.on("data", (chunk: string) => {
-      const lines = (partial + chunk).split("\n");
-      partial = lines.pop() ?? "";
-      for (const line of lines) write(line);
-    });
-    stream.on("end", () => {
-      if (partial !== "") write(partial);
-    });
+    stream.on("data", (chunk: string) => splitter.push(chunk));
+    stream.on("end", () => splitter.end());
   };
-  pipeLines(child.stdout, (line) => context.log.info(line));
-  pipeLines(child.stderr, (line) => context.log.warn(line));
+  pipeLines(child.stdout, "info");
+  pipeLines(child.stderr, "warn");
   try {
     const code = await exited;
     if (context.signal.aborted) throw context.signal.reason ?? new TaskFailure("cancelled");
