@@ -78,11 +78,18 @@ export function LogViewer({
     };
   }
 
+  // Following stops when the reader scrolls up, and starts again at the end. Lines arriving
+  // only make the log longer (scrollTop stays), and following only scrolls down: neither
+  // turns it off, however fast lines come.
+  const lastTop = useRef(0);
   const onScroll = () => {
     const element = scroller.current;
     if (!element) return;
-    const atEnd = element.scrollTop + element.clientHeight >= element.scrollHeight - ROW_HEIGHT * 2;
-    if (atEnd !== follow) setFollow(atEnd);
+    const top = element.scrollTop;
+    const atEnd = top + element.clientHeight >= element.scrollHeight - ROW_HEIGHT * 2;
+    if (top < lastTop.current - 1 && follow && !atEnd) setFollow(false);
+    else if (atEnd && !follow && query === "") setFollow(true);
+    lastTop.current = top;
   };
 
   const onSearchKey = (event: KeyboardEvent<HTMLInputElement>) => {
