@@ -3,12 +3,12 @@ import type { Writable } from "node:stream";
 import type { Kysely } from "kysely";
 import { isTerminal, type TaskLogLine, type TaskState } from "../domain/tasks.js";
 import type { Database } from "../store/schema.js";
-import { getTaskRow, readLogLines } from "../store/tasks.js";
+import { getTaskRow, readLogPage } from "../store/tasks.js";
 
 export interface LogFeedOptions {
   /** How often a feed re-reads the log when no event arrives (lines written by another node). */
   pollMs: number;
-  /** Most lines one read takes from the database. */
+  /** Most lines one read takes from the database (and at most about `writeBytes` of them). */
   readLines: number;
   /**
    * Bytes of frames a feed keeps beyond what its followers still need, for a follower
@@ -20,7 +20,11 @@ export interface LogFeedOptions {
    * still needs older ones: that follower then reads from the database instead.
    */
   maxBytes: number;
-  /** Most bytes handed to one follower in one write (when more is due, the rest follows in further writes). */
+  /**
+   * Most bytes handed to one follower in one write (when more is due, the rest follows in
+   * further writes), and about the most one read takes from the database: lines are at
+   * most 64 KiB, but a thousand of them would be 64 MB, and more as JSON.
+   */
   writeBytes: number;
   /** A comment line this often, so a follower (and any proxy) can tell a quiet task from a dead connection. */
   keepAliveMs: number;
@@ -195,13 +199,13 @@ class TaskLogFeed {
       for (;;) {
         // The state first: once it is terminal, every line is stored, so the read after it is the last.
         const state = (await getTaskRow(this.db, this.taskId)).state as TaskState;
-        const lines = await readLogLines(this.db, this.taskId, {
+        const { lines, more: full } = await readLogPage(this.db, this.taskId, {
           afterLine: this.#head,
           limit: this.options.readLines,
+          maxBytes: this.options.writeBytes,
         });
         if (this.#closed) return;
         this.#append(lines);
-        const full = lines.length === this.options.readLines;
         if (!full && isTerminal(state)) {
           this.#end = frame("end", { state });
           // Done reading: a follower arriving from now on gets a feed of its own, which
@@ -320,9 +324,10 @@ class TaskLogFeed {
     follower.catchingUp = true;
     try {
       while (!follower.done && follower.position < this.#floor) {
-        const lines = await readLogLines(this.db, this.taskId, {
+        const { lines } = await readLogPage(this.db, this.taskId, {
           afterLine: follower.position,
           limit: this.options.readLines,
+          maxBytes: this.options.writeBytes,
         });
         if (follower.done) return;
         const last = lines[lines.length - 1];

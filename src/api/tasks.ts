@@ -6,9 +6,13 @@ import type { TaskEngine } from "../engine/engine.js";
 import { principalOf } from "../store/apiKeys.js";
 import type { StoreContext } from "../store/common.js";
 import { listDecisions } from "../store/decisions.js";
-import { getTaskRow, listTasks, readLogLines, toTask } from "../store/tasks.js";
+import { getTaskRow, listTasks, readLogPage, toTask } from "../store/tasks.js";
 import { TaskLogFeeds } from "./logFeed.js";
 import { defineRoute, pathParams, type RouteSpec } from "./route.js";
+
+/** Most lines, and most bytes of lines as JSON, in one answer of GET …/log (docs/api.md). */
+const LOG_PAGE_LINES = 10_000;
+const LOG_PAGE_BYTES = 1024 * 1024;
 
 const logQuerySchema = z.strictObject({
   /** Return lines after this line number (0 = from the start). */
@@ -163,12 +167,25 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
       access: { kind: "task", permission: "view", task: (params) => params.task },
       params: pathParams("task"),
       query: logQuerySchema,
-      response: z.object({ state: z.enum(taskStates), lines: z.array(taskLogLineSchema) }),
+      response: z.object({
+        state: z.enum(taskStates),
+        lines: z.array(taskLogLineSchema),
+        next: z
+          .number()
+          .int()
+          .nullable()
+          .describe("more lines are stored: ask again with after=next; null when these are all there are now"),
+      }),
       handler: async ({ params, query, reply, request }) => {
         const task = await getTaskRow(db, params.task);
         if (query.follow === "0") {
-          const lines = await readLogLines(db, task.id, { afterLine: query.after, limit: 10_000 });
-          return { state: task.state, lines };
+          const page = await readLogPage(db, task.id, {
+            afterLine: query.after,
+            limit: LOG_PAGE_LINES,
+            maxBytes: LOG_PAGE_BYTES,
+          });
+          const next = page.more ? (page.lines.at(-1)?.line ?? query.after) : null;
+          return { state: task.state, lines: page.lines, next };
         }
         reply.hijack();
         const response = reply.raw;

@@ -3,7 +3,7 @@ import { isTerminal, type Task, type TaskLogLine, type TaskState, taskStates } f
 import { segment } from "./client.js";
 import { type Column, printFields, printJson, printTable, writeError, writeOutput } from "./output.js";
 import type { CliContext } from "./resourceGroup.js";
-import { followTaskLog, formatLogLine, LOG_PAGE_LINES, type LogPage } from "./wait.js";
+import { followTaskLog, formatLogLine, type LogPage } from "./wait.js";
 
 /** The answers a waiting task may accept (the server says which one it waits for). */
 const decisions = {
@@ -87,11 +87,12 @@ export function addTaskCommands(program: Command, context: CliContext): void {
       for (let after = 0; ; ) {
         const page = await client.get<LogPage>(taskPath(id, `/log?after=${after}`));
         for (const line of page.lines) printLine(line);
-        after = page.lines.at(-1)?.line ?? after;
-        if (page.lines.length < LOG_PAGE_LINES) {
+        // The server caps a page in lines and in bytes; `next` says whether more are stored.
+        if (page.next === null) {
           if (!isTerminal(page.state)) writeError(`task ${id} is ${page.state}; add --follow to keep reading\n`);
           return;
         }
+        after = page.next;
       }
     });
 

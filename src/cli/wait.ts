@@ -37,13 +37,13 @@ const FAILURE_LOG_LINES = 20;
 const QUIET_MS = 15_000;
 /** Consecutive failed attempts before giving up (backoff 0.25 s doubling to 5 s: about a minute). */
 const MAX_STREAM_FAILURES = 15;
-/** Most lines GET …/log returns at once; a longer log is read in pages. */
-export const LOG_PAGE_LINES = 10_000;
 
 /** The answer of GET /api/v1/tasks/:id/log. */
 export interface LogPage {
   state: TaskState;
   lines: TaskLogLine[];
+  /** More lines are stored: ask with after=next (a page is capped in lines and in bytes); null at the end. */
+  next: number | null;
 }
 
 /**
@@ -94,7 +94,7 @@ export async function followTaskLog(
       try {
         const page = await client.get<LogPage>(`/api/v1/tasks/${segment(taskId)}/log?after=${after}`);
         for (const line of page.lines) take(line);
-        if (isTerminal(page.state) && page.lines.length < LOG_PAGE_LINES) return page.state;
+        if (isTerminal(page.state) && page.next === null) return page.state;
         failures = 0;
         continue;
       } catch (error) {

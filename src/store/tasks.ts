@@ -2,6 +2,7 @@ import { type Kysely, type SelectQueryBuilder, sql } from "kysely";
 import type { Reach } from "../domain/access.js";
 import type { Paging } from "../domain/common.js";
 import { ConflictError, NotFoundError } from "../domain/errors.js";
+import { fitLogLine, MAX_LOG_LINE_BYTES } from "../domain/logLines.js";
 import { type Task, type TaskLogLevel, type TaskLogLine, type TaskState, taskSchema } from "../domain/tasks.js";
 import { type Executor, newId, nowIso, reachCondition, toPage } from "./common.js";
 import type { DialectName } from "./db.js";
@@ -440,18 +441,90 @@ function dialectOf(db: Executor): DialectName {
   return sql`${0}`.compile(db).sql.startsWith("$") ? "postgres" : "sqlite";
 }
 
-export async function readLogLines(
-  db: Kysely<Database>,
-  taskId: string,
-  options: { afterLine: number; limit: number },
-): Promise<TaskLogLine[]> {
-  const rows = await db
+/** Lines of a task's log after some line, and whether more are stored after them. */
+export interface LogPage {
+  lines: TaskLogLine[];
+  more: boolean;
+}
+
+export interface LogReadOptions {
+  /** Lines after this one. */
+  afterLine: number;
+  /** Most lines. */
+  limit: number;
+  /**
+   * Most bytes the lines take as JSON (each line object, and a comma), 1 MiB unless given.
+   * The first line is always included, so a reader always gets on; it is at most 64 KiB of
+   * text, 384 KiB as JSON.
+   */
+  maxBytes?: number;
+}
+
+const DEFAULT_READ_BYTES = 1024 * 1024;
+
+/**
+ * Reads a page of a task's log, bounded in lines and in bytes as JSON (a line of control
+ * characters is six times its length as JSON: 15 MB of them made a 90 MB answer).
+ *
+ * Lines stored before lines were capped may be longer than MAX_LOG_LINE_BYTES: they are
+ * read only up to one character more than fits, and cut with the mark as they would be
+ * now. The database stops sending lines once what it sent would exceed the budget
+ * (counted in characters, which is never more than their bytes as JSON), so a page of
+ * long lines is not read into memory in full to find where it ends: it sends one line
+ * beyond the one that starts past the budget, which tells the page there are more.
+ */
+export async function readLogPage(db: Kysely<Database>, taskId: string, options: LogReadOptions): Promise<LogPage> {
+  const maxBytes = options.maxBytes ?? DEFAULT_READ_BYTES;
+  // A cut line is at least MAX_LOG_LINE_BYTES - 3 bytes as JSON: counting at most that many
+  // characters of a line keeps the count below its bytes.
+  const counted = sql<number>`length(substr(text, 1, ${sql.lit(MAX_LOG_LINE_BYTES - 3)}))`;
+  const candidates = db
     .selectFrom("task_logs")
-    .select(["line", "at", "level", "step", "text"])
+    .select([
+      "line",
+      "at",
+      "level",
+      "step",
+      sql<string>`substr(text, 1, ${sql.lit(MAX_LOG_LINE_BYTES + 1)})`.as("text"),
+      // Characters of the lines before the previous one: a line is sent while the one before it starts within the budget.
+      sql<number>`coalesce(sum(${counted}) over (order by line rows between unbounded preceding and 2 preceding), 0)`.as(
+        "before_previous",
+      ),
+    ])
     .where("task_id", "=", taskId)
     .where("line", ">", options.afterLine)
     .orderBy("line")
-    .limit(options.limit)
+    .limit(options.limit + 1);
+  const rows = await db
+    .selectFrom(candidates.as("candidates"))
+    .select(["line", "at", "level", "step", "text"])
+    .where("before_previous", "<", maxBytes)
+    .orderBy("line")
     .execute();
-  return rows.map((row) => ({ ...row, line: Number(row.line), level: row.level as TaskLogLevel }));
+  const lines: TaskLogLine[] = [];
+  let bytes = 0;
+  for (const row of rows) {
+    if (lines.length === options.limit) break;
+    const line: TaskLogLine = {
+      line: Number(row.line),
+      at: row.at,
+      level: row.level as TaskLogLevel,
+      step: row.step,
+      text: fitLogLine(row.text),
+    };
+    const size = Buffer.byteLength(JSON.stringify(line)) + 1;
+    if (lines.length > 0 && bytes + size > maxBytes) break;
+    lines.push(line);
+    bytes += size;
+  }
+  return { lines, more: rows.length > lines.length };
+}
+
+/** The lines of readLogPage. */
+export async function readLogLines(
+  db: Kysely<Database>,
+  taskId: string,
+  options: LogReadOptions,
+): Promise<TaskLogLine[]> {
+  return (await readLogPage(db, taskId, options)).lines;
 }
