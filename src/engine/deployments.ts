@@ -48,9 +48,9 @@ export interface DeploymentServices {
 const SERVER_HOST = { id: null, name: "this host", roles: [] as string[] };
 
 /** Where the services say a target is, or the server's own host when they do not say. */
-export function targetResolver(services: DeploymentServices): (info: TargetInfo | undefined) => Target {
+function targetResolver(services: DeploymentServices): (info: TargetInfo | undefined) => Target {
   if (services.target) return services.target;
-  const transport = new LocalTransport(services.workRoot);
+  const transport = new LocalTransport(services.workRoot, services.localUser);
   return (info) => localTarget(transport, undefined, info ?? SERVER_HOST);
 }
 
@@ -100,8 +100,6 @@ export function stepVariables(
 export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.infer<typeof deploymentPayloadSchema>> {
   const target = targetResolver(services);
   const runner: ProcessRunnerServices = {
-    workRoot: services.workRoot,
-    localUser: services.localUser,
     target,
     registryCredentials: (registryHost) => feedCredentialsForHost(services.context, registryHost),
     outbound: services.outbound,

@@ -1,8 +1,5 @@
-import { mkdir, rm } from "node:fs/promises";
-import { join } from "node:path";
 import { type Step, stepRunsIn } from "../domain/process.js";
 import { renderTemplate } from "../domain/templates.js";
-import type { LocalUser } from "../runtimes/localUser.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { stepKind } from "../steps/registry.js";
 import type { StepRunContext } from "../steps/types.js";
@@ -32,12 +29,8 @@ function scopeLabels(scope: RunScope, taskId: string): Record<string, string> {
   };
 }
 
-/** What the runner needs from the server: where steps keep files, how hosts are reached, credentials. */
+/** What the runner needs from the server: how hosts are reached, credentials. */
 export interface ProcessRunnerServices {
-  /** Where steps may keep files while a task runs. */
-  workRoot: string;
-  /** The account local steps run as; left out: the server's own. */
-  localUser?: LocalUser | undefined;
   /** The host a step runs on: a target of the environment, or the server's own host (undefined). */
   target(info: TargetInfo | undefined): Target;
   /** Feed credentials for pulling from a registry host. */
@@ -76,13 +69,11 @@ export interface ProcessOutcome {
  */
 export async function runProcess(services: ProcessRunnerServices, run: ProcessRun): Promise<ProcessOutcome> {
   const { task, scope } = run;
-  const workDirectory = join(services.workRoot, task.taskId);
-  // The server's (0711 when local work runs as another account): it passes through to a
-  // step's own directory, but cannot list or change the records of the processes the task started.
-  await mkdir(workDirectory, { recursive: true, mode: services.localUser?.kind === "user" ? 0o711 : 0o700 });
   const outputs = new Map<string, string>();
   let failed: string | undefined;
   let skippedSteps = 0;
+  /** The hosts steps ran on, each once: their work files go when the process ends. */
+  const touched = new Set<Target["transport"]>();
   try {
     for (const step of run.steps) {
       if (!stepRunsIn(step, scope.environment.slug)) {
@@ -108,14 +99,9 @@ export async function runProcess(services: ProcessRunnerServices, run: ProcessRu
         const target = services.target(info);
         try {
           await run.touch(target);
-          const result = await runStepGuided(
-            services,
-            run,
-            step,
-            info,
-            target,
-            () => run.variables(step, info, outputs),
-            workDirectory,
+          touched.add(target.transport);
+          const result = await runStepGuided(services, run, step, info, target, () =>
+            run.variables(step, info, outputs),
           );
           for (const [key, value] of Object.entries(result.outputs ?? {})) {
             outputs.set(`Ferry.Step[${step.name}].Output.${key}`, value);
@@ -137,7 +123,7 @@ export async function runProcess(services: ProcessRunnerServices, run: ProcessRu
       }
     }
   } finally {
-    await rm(workDirectory, { recursive: true, force: true });
+    for (const transport of touched) await transport.finishTask(task.taskId);
   }
   return { failed, skippedSteps };
 }
@@ -171,13 +157,12 @@ async function runStepGuided(
   info: TargetInfo | undefined,
   target: Target,
   variables: () => ReadonlyMap<string, string>,
-  workDirectory: string,
 ) {
   const { task } = run;
   const guided = run.guidedFailure && step.required;
   for (;;) {
     try {
-      return await runStep(services, run, step, info, target, variables(), workDirectory);
+      return await runStep(services, run, step, info, target, variables());
     } catch (error) {
       // A final failure (a rejected approval) is never offered for retry or skip.
       if (!guided || task.signal.aborted || error instanceof FinalFailure) throw error;
@@ -200,7 +185,6 @@ async function runStep(
   info: TargetInfo | undefined,
   target: Target,
   variables: ReadonlyMap<string, string>,
-  workDirectory: string,
 ) {
   const { task } = run;
   const kind = stepKind(step.kind);
@@ -223,8 +207,6 @@ async function runStep(
     scope: run.scope,
     target,
     labels: scopeLabels(run.scope, task.taskId),
-    workDirectory,
-    localUser: services.localUser,
     ...(services.outbound && { outbound: services.outbound }),
   };
   return task.log.step(info ? `${step.name} on ${info.name}` : step.name, () => kind.run(stepContext, config));

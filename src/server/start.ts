@@ -93,7 +93,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
 
   const traffic = options.traffic ?? defaultTrafficSettings(options.dataDir);
   const router = lazyRouter(traffic, (message) => logger.info({ router: traffic.driver }, message));
-  const hostTransport = new LocalTransport(workRoot);
+  const hostTransport = new LocalTransport(workRoot, localUser);
   let engine: TaskEngine | undefined;
   const deployments: DeploymentServices = {
     // Every target is the server's own host until remote transports exist (issue 12).

@@ -5,7 +5,7 @@ import { isContainerName } from "../runtimes/docker.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { removeUnhealthyContainer } from "./container/recreate.js";
 import { logContainerTail } from "./container/shared.js";
-import { renderStepUrl, sendRequest, urlTemplateSchema } from "./http.js";
+import { renderStepUrl, urlTemplateSchema } from "./http.js";
 import type { StepKind, StepRunContext } from "./types.js";
 
 const healthCheckConfigSchema = z.strictObject({
@@ -77,7 +77,7 @@ export interface HealthProbe {
  * probe goes through the outbound guard with that policy (a refusal fails at once).
  */
 export async function probeUntilHealthy(
-  context: Pick<StepRunContext, "log" | "signal">,
+  context: Pick<StepRunContext, "log" | "signal" | "target">,
   url: URL,
   probe: HealthProbe,
   guard: OutboundPolicy | undefined,
@@ -93,7 +93,8 @@ export async function probeUntilHealthy(
     attempts++;
     // The last probe never runs past the deadline.
     const timeoutMs = Math.max(1, Math.min(probe.timeoutMs, deadline - Date.now()));
-    const outcome = await sendRequest(url, { timeoutMs, signal, guard });
+    // From the target's host: a colour listens on that host's loopback.
+    const outcome = await context.target.transport.request(url, { timeoutMs, signal, guard });
     let answer: string;
     if (outcome.ok) {
       await outcome.response.body?.cancel();

@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { linearPatternProblem } from "../domain/linearPattern.js";
 import { TaskFailure } from "../engine/types.js";
-import { readBodyText, renderStepUrl, sendRequest, urlTemplateSchema } from "./http.js";
+import { readBodyText, renderStepUrl, urlTemplateSchema } from "./http.js";
 import { testPatternOffThread } from "./patternWorker.js";
 import type { StepKind } from "./types.js";
 
@@ -88,7 +88,8 @@ export const httpTestStep: StepKind<HttpTestConfig> = {
     }
     const body = config.body === undefined ? undefined : context.render(config.body);
     log.info(`${config.method} ${url.href}`);
-    const outcome = await sendRequest(url, {
+    // From the target's host: what the test checks may listen on that host's loopback.
+    const outcome = await context.target.transport.request(url, {
       method: config.method,
       headers,
       ...(body !== undefined && { body }),

@@ -1,11 +1,5 @@
-import { spawn } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { join } from "node:path";
 import { z } from "zod";
-import { LineSplitter } from "../engine/lineSplitter.js";
 import { TaskFailure } from "../engine/types.js";
-import { giveToLocalUser, spawnCredentials } from "../runtimes/localUser.js";
-import { recordProcessGroup } from "../runtimes/processGroups.js";
 import type { StepKind, StepRunContext } from "./types.js";
 
 const scriptConfigSchema = z.strictObject({
@@ -59,13 +53,11 @@ export const scriptStep: StepKind<ScriptConfig> = {
   },
 
   async run(context: StepRunContext, config: ScriptConfig) {
-    const directory = await mkdtemp(join(context.workDirectory, "script-"));
-    // The script's own directory (its HOME and $FERRY_OUTPUT) belongs to the account it runs as.
-    await giveToLocalUser(directory, context.localUser);
-    const outputFile = join(directory, "output");
+    const { transport } = context.target;
+    const directory = await transport.stepDirectory(context.taskId, "script-");
+    const outputFile = `${directory}/output`;
     try {
       const env: Record<string, string> = {
-        PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin",
         HOME: directory,
         LANG: "C.UTF-8",
         FERRY_OUTPUT: outputFile,
@@ -75,76 +67,29 @@ export const scriptStep: StepKind<ScriptConfig> = {
       const args = config.arguments.map((argument) => context.render(argument));
       const [command, commandArgs] =
         config.interpreter === "bash"
-          ? ["bash", ["--noprofile", "--norc", "-e", "-c", config.script, `ferry-step`, ...args]]
-          : [process.execPath, ["-e", config.script, "--", ...args]];
-      await runProcess(context, command, commandArgs, env, directory, config.timeoutSeconds * 1000);
-      const outputs = await readFile(outputFile, "utf8").then(parseOutputs, () => ({}));
-      return { outputs };
+          ? ["bash", ["--noprofile", "--norc", "-e", "-c", config.script, "ferry-step", ...args]]
+          : ["node", ["-e", config.script, "--", ...args]];
+      const timeoutMs = config.timeoutSeconds * 1000;
+      const exit = await transport.run({
+        command,
+        args: commandArgs,
+        env,
+        cwd: directory,
+        taskId: context.taskId,
+        timeoutMs,
+        signal: context.signal,
+        onLine: (stream, text, cut) => {
+          const level = stream === "stdout" ? "info" : "warn";
+          if (cut) context.log.writeCutLine(level, text);
+          else context.log[level](text);
+        },
+      });
+      if (context.signal.aborted) throw context.signal.reason ?? new TaskFailure("cancelled");
+      if (exit.timedOut) throw new TaskFailure(`the script ran longer than ${timeoutMs / 1000} s and was stopped`);
+      if (exit.code !== 0) throw new TaskFailure(`the script exited with code ${exit.code ?? "(killed)"}`);
+      return { outputs: parseOutputs((await transport.readFile(outputFile)) ?? "") };
     } finally {
-      await rm(directory, { recursive: true, force: true });
+      await transport.removeDirectory(directory);
     }
   },
 };
-
-/**
- * Spawns with an argument array (no shell line is ever built), in its own process group
- * so a cancel or timeout kills the script and everything it started.
- */
-async function runProcess(
-  context: StepRunContext,
-  command: string,
-  args: string[],
-  env: Record<string, string>,
-  cwd: string,
-  timeoutMs: number,
-): Promise<void> {
-  // Never with the server's rights unless the operator chose so (FERRY_RUN_AS, docs/security.md).
-  const credentials = spawnCredentials(context.localUser);
-  const child = spawn(command, args, { env, cwd, detached: true, stdio: ["ignore", "pipe", "pipe"], ...credentials });
-  // Listen before any await: a quick script may have exited by the time we look again.
-  const exited = new Promise<number | null>((resolve, reject) => {
-    child.on("error", reject);
-    child.on("close", (exitCode) => resolve(exitCode));
-  });
-  exited.catch(() => {}); // handled where it is awaited below; this only keeps Node from calling it unhandled
-  // Recorded at once, so that if this server dies, the one that interrupts the task can kill the group.
-  if (child.pid !== undefined) recordProcessGroup(context.workDirectory, child.pid);
-  // The whole group, even when its leader has exited: a background job the script started
-  // (`sleep 30 &`) keeps running, and holds stdout open, after bash itself is gone.
-  const killGroup = () => {
-    if (child.pid === undefined) return;
-    try {
-      process.kill(-child.pid, "SIGKILL");
-    } catch {
-      // The group is already gone.
-    }
-  };
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    killGroup();
-  }, timeoutMs);
-  const onAbort = () => killGroup();
-  context.signal.addEventListener("abort", onAbort, { once: true });
-  // Lines of at most 64 KiB: a longer one is cut, and its rest dropped as it arrives.
-  const pipeLines = (stream: NodeJS.ReadableStream, level: "info" | "warn") => {
-    const splitter = new LineSplitter((text, cut) =>
-      cut ? context.log.writeCutLine(level, text) : context.log[level](text),
-    );
-    stream.setEncoding("utf8");
-    stream.on("data", (chunk: string) => splitter.push(chunk));
-    stream.on("end", () => splitter.end());
-  };
-  pipeLines(child.stdout, "info");
-  pipeLines(child.stderr, "warn");
-  try {
-    const code = await exited;
-    if (context.signal.aborted) throw context.signal.reason ?? new TaskFailure("cancelled");
-    if (timedOut) throw new TaskFailure(`the script ran longer than ${timeoutMs / 1000} s and was stopped`);
-    if (code !== 0) throw new TaskFailure(`the script exited with code ${code ?? "(killed)"}`);
-  } finally {
-    clearTimeout(timer);
-    context.signal.removeEventListener("abort", onAbort);
-    killGroup();
-  }
-}

@@ -2,7 +2,6 @@ import type { z } from "zod";
 import type { RunScope } from "../engine/processRunner.js";
 import type { TaskLog } from "../engine/taskLog.js";
 import type { TaskContext } from "../engine/types.js";
-import type { LocalUser } from "../runtimes/localUser.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import type { Target } from "../transports/types.js";
 
@@ -20,10 +19,6 @@ export interface StepRunContext {
   readonly labels: Readonly<Record<string, string>>;
   /** Asks a person and waits for the answer (see TaskContext.waitForDecision). */
   readonly waitForDecision: TaskContext["waitForDecision"];
-  /** Where the step may keep files for the duration of the task. */
-  readonly workDirectory: string;
-  /** The account processes the step starts on the server's host run as (undefined: the server's own). */
-  readonly localUser?: LocalUser | undefined;
   /**
    * Credentials for pulling from a registry host ("registry.example.com:5000"), from the
    * project's feeds; undefined (or no function) means pull anonymously. Step configs never

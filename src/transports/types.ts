@@ -1,5 +1,32 @@
 import type { Runtime, RuntimeKind, RuntimesByKind } from "../runtimes/types.js";
+import type { HttpOutcome, HttpRequest } from "../steps/http.js";
 import type { Router } from "../traffic/router.js";
+
+/** A process to run on a host: an argument array, never a shell line; values travel as env or argv. */
+export interface ProcessSpec {
+  /** The program; "node" is the Node.js that runs Ferry on the server's own host. */
+  readonly command: string;
+  readonly args: readonly string[];
+  /** The environment of the process: nothing of the server's own is inherited but the host's PATH. */
+  readonly env: Readonly<Record<string, string>>;
+  /** Working directory on the host, usually a step directory (Transport.stepDirectory). */
+  readonly cwd: string;
+  /** The task it belongs to: clean-up after a crash finds and kills the process by it. */
+  readonly taskId: string;
+  readonly timeoutMs: number;
+  /** Aborting kills the process and everything it started. */
+  readonly signal: AbortSignal;
+  /** Each line of output as it arrives; a line longer than the transport keeps is cut (`cut`). */
+  onLine(stream: "stdout" | "stderr", text: string, cut: boolean): void;
+}
+
+/** How a process ended. */
+export interface ProcessExit {
+  /** The exit code; null when it was killed. */
+  readonly code: number | null;
+  /** True when it ran past timeoutMs and was killed. */
+  readonly timedOut: boolean;
+}
 
 /**
  * How the server reaches a host: `local` (its own), `ssh` (agentless) or `agent` (`ferry
@@ -7,6 +34,24 @@ import type { Router } from "../traffic/router.js";
  */
 export interface Transport {
   readonly kind: "local" | "ssh" | "agent";
+  /**
+   * Runs a process on the host as the account work runs as there, in its own process group
+   * (so a cancel or timeout kills everything it started), streaming its output by line.
+   */
+  run(spec: ProcessSpec): Promise<ProcessExit>;
+  /** A fresh directory for one step of a task on the host, owned by the account work runs as. */
+  stepDirectory(taskId: string, prefix: string): Promise<string>;
+  /** A file's text on the host; undefined when it does not exist. */
+  readFile(path: string): Promise<string | undefined>;
+  /** Removes a directory (and what is in it) on the host. */
+  removeDirectory(path: string): Promise<void>;
+  /** Removes what a finished task kept on the host (its work directory). */
+  finishTask(taskId: string): Promise<void>;
+  /**
+   * Sends an HTTP request from the host: health checks and pre-switch tests reach a colour
+   * that listens on the host's own loopback.
+   */
+  request(url: URL, request: HttpRequest): Promise<HttpOutcome>;
   /** The host's runtime of this kind (its Docker engine…), connected on first use. */
   runtime<K extends RuntimeKind>(kind: K): RuntimesByKind[K];
   /**

@@ -19,7 +19,6 @@ import {
   type UpstreamTraffic,
 } from "../../traffic/router.js";
 import { probeUntilHealthy } from "../healthCheck.js";
-import { sendRequest } from "../http.js";
 import { httpTestStep } from "../httpTest.js";
 import type { StepRunContext } from "../types.js";
 import { type BlueGreenConfig, type BlueGreenOptions, blueGreenOptionsSchema } from "./config.js";
@@ -295,7 +294,7 @@ async function bake(
   const end = Date.now() + options.bakeSeconds * 1000;
   let failures = 0;
   while (Date.now() < end) {
-    const outcome = await sendRequest(url, { timeoutMs, signal, guard });
+    const outcome = await context.target.transport.request(url, { timeoutMs, signal, guard });
     if (outcome.ok) await outcome.response.body?.cancel();
     const problem = !outcome.ok
       ? outcome.problem
