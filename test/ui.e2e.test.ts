@@ -137,6 +137,13 @@ describe("web dashboard", () => {
 
   it("asks for a sign-in, then shows projects × environments with each live release and state", async () => {
     page = await browser.newPage();
+    // What the browser downloads before the dashboard shows: its JavaScript, as sent (gzipped).
+    const scripts = new Map<string, number>();
+    page.on("response", (response) => {
+      if (response.url().endsWith(".js")) {
+        scripts.set(response.url(), Number(response.headers()["content-length"] ?? Number.POSITIVE_INFINITY));
+      }
+    });
     await page.goto(url("/"));
     await page.waitForURL(/\/sign-in/);
     await expectAccessible("sign-in page");
@@ -151,7 +158,11 @@ describe("web dashboard", () => {
     await page.getByRole("button", { name: "Sign in" }).click();
 
     await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+    const firstLoad = [...scripts.values()].reduce((sum, size) => sum + size, 0);
+    console.log(`first-load JavaScript: ${scripts.size} files, ${(firstLoad / 1024).toFixed(1)} KiB gzipped`);
+    expect(firstLoad).toBeLessThanOrEqual(300 * 1024);
     const matrix = page.getByRole("table");
+    await matrix.getByRole("rowheader", { name: /billing/ }).waitFor();
     await expect(matrix.getByRole("columnheader").allInnerTexts()).resolves.toEqual(["Project", "dev", "test", "prod"]);
     const billing = matrix.getByRole("row").filter({ has: page.getByRole("rowheader", { name: /billing/ }) });
     await expect(billing.getByRole("cell").allInnerTexts()).resolves.toEqual([
@@ -385,6 +396,108 @@ describe("web dashboard", () => {
       "/api/v1/projects/shop/plan?release=1.1.0&environment=prod",
     );
     expect(plan.variables.find((each) => each.name === "DbPassword")).toBeDefined();
+  });
+
+  it("lists the targets with their environments and roles", async () => {
+    await ok("POST", "/api/v1/targets", { name: "web-1", environments: ["dev", "test"], roles: ["web"] });
+    await ok("POST", "/api/v1/targets", { name: "db-1", environments: ["prod"], roles: ["db"], runtimes: ["process"] });
+    await page.getByRole("link", { name: "Targets" }).click();
+    const web = page.getByRole("row", { name: /web-1/ });
+    await web.waitFor();
+    expect(await web.innerText()).toMatch(/dev\s+test\s+web\s+this server's host \(local\)\s+Docker containers/);
+    await page.getByLabel("Role").selectOption("db");
+    await expect.poll(() => page.getByRole("rowheader").allInnerTexts()).toEqual([expect.stringMatching(/^db-1/)]);
+    expect(page.url()).toContain("role=db");
+    await expectAccessible("targets page");
+  });
+
+  it("filters the audit log, newest entries first", async () => {
+    await page.getByRole("link", { name: "Audit" }).click();
+    const table = page.getByRole("table", { name: "Audit log" });
+    await table.waitFor();
+    const seqs = (await table.locator("tbody tr td:first-child").allInnerTexts()).map(Number);
+    expect(seqs.length).toBeGreaterThan(10);
+    expect([...seqs].sort((a, b) => b - a)).toEqual(seqs);
+    await page.getByLabel("Action").fill("variable.update");
+    await page.getByRole("button", { name: "Filter" }).click();
+    await expect.poll(() => table.locator("tbody tr").count()).toBe(2);
+    expect(await table.innerText()).toContain("shop/Greeting");
+    expect(await table.innerText()).toContain("hello → hello from the dashboard");
+    // The sensitive variable's edit says it changed, never what it is.
+    expect(await page.content()).not.toContain("s3cret-value");
+    expect(page.url()).toContain("action=variable.update");
+    await expectAccessible("audit page");
+  });
+
+  it("charts the DORA figures per project and environment", async () => {
+    await page.getByRole("link", { name: "Insights" }).click();
+    await page.getByRole("img", { name: /^Deployments per week/ }).waitFor();
+    const frequency = page.locator(".figure").filter({ hasText: "Deployment frequency" });
+    expect(await frequency.innerText()).toMatch(/\d+\.\d\d \/ day/);
+    const failureRate = page.locator(".figure").filter({ hasText: "Change failure rate" });
+    expect(await failureRate.innerText()).toMatch(/\d+ %\s+\d+ of \d+ changes failed/);
+    await page.getByRole("combobox", { name: /^Project/ }).selectOption("shop");
+    await expect
+      .poll(() =>
+        page.getByRole("table", { name: "Per project and environment" }).getByRole("rowheader").allInnerTexts(),
+      )
+      .toEqual(["shop", "shop", "shop"]);
+    // Every chart says what it shows in words too (its data table).
+    const bars = page.getByRole("figure", { name: /Deployments per week/ });
+    await bars.getByText("Data").click();
+    expect(await bars.getByRole("table").innerText()).toMatch(/succeeded\s+failed/);
+    await page.getByRole("combobox", { name: /^Project/ }).selectOption("");
+    await page.getByRole("img", { name: /^Deployments per week/ }).waitFor();
+    await page.screenshot({ path: join(SCREENSHOTS, "insights.png"), fullPage: true });
+    await expectAccessible("insights page");
+  });
+
+  it("lets an administrator add a user, a role and a team", async () => {
+    await page.getByRole("link", { name: "Users & teams" }).click();
+    await page.getByRole("table", { name: "Users" }).waitFor();
+    const addUser = page.getByRole("form", { name: "Add a user" });
+    await addUser.getByLabel("Username").fill("bob");
+    await addUser.getByLabel("Display name").fill("Bob");
+    await addUser.getByLabel("Initial password (12 characters or more)").fill("bobs own long password");
+    await addUser.getByRole("button", { name: "Add user" }).click();
+    const bob = page.getByRole("row", { name: /Bob/ });
+    await bob.waitFor();
+    await bob.getByRole("button", { name: "Disable bob" }).click();
+    await bob.getByText("disabled").waitFor();
+    await expectAccessible("users page");
+
+    await page.getByRole("link", { name: "Roles", exact: true }).click();
+    const addRole = page.getByRole("form", { name: "Add a role" });
+    await addRole.getByLabel("Name", { exact: true }).fill("Tester");
+    await addRole.getByRole("checkbox", { name: "approve" }).check();
+    await addRole.getByRole("button", { name: "Add role" }).click();
+    await page
+      .getByRole("row", { name: /Tester/ })
+      .getByText("approve")
+      .waitFor();
+    await expectAccessible("roles page");
+
+    await page.getByRole("link", { name: "Teams", exact: true }).click();
+    const addTeam = page.getByRole("form", { name: "Add a team" });
+    await addTeam.getByLabel("Name", { exact: true }).fill("QA");
+    await addTeam.getByLabel("Members (usernames, comma-separated)").fill("bob");
+    await addTeam.getByLabel("Role").selectOption("tester");
+    await addTeam.getByLabel("In environments (empty: all)").fill("test");
+    await addTeam.getByRole("button", { name: "Add team" }).click();
+    const qa = page.getByRole("row", { name: /QA/ });
+    await qa.waitFor();
+    expect(await qa.innerText()).toMatch(/bob\s+tester on every project × test/);
+    await expectAccessible("teams page");
+  });
+
+  it("follows the system's dark mode, with enough contrast", async () => {
+    const dark = await browser.newPage({ colorScheme: "dark" });
+    await dark.goto(url("/"));
+    await dark.getByRole("rowheader", { name: /billing/ }).waitFor();
+    expect(await dark.evaluate("getComputedStyle(document.documentElement).backgroundColor")).toBe("rgb(13, 17, 23)");
+    const violations = await accessibilityViolations(dark);
+    expect(violations, describeViolations(violations)).toEqual([]);
+    await dark.close();
   });
 
   it("stays usable at phone width", async () => {

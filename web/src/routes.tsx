@@ -35,6 +35,7 @@ export function createRouter() {
             { path: "targets", lazy: async () => ({ Component: (await import("./pages/Targets")).TargetsPage }) },
             { path: "audit", lazy: async () => ({ Component: (await import("./pages/Audit")).AuditPage }) },
             { path: "insights", lazy: async () => ({ Component: (await import("./pages/Insights")).InsightsPage }) },
+            { path: "admin", element: <Navigate to="/admin/users" replace /> },
             { path: "admin/:section", lazy: async () => ({ Component: (await import("./pages/Admin")).AdminPage }) },
             { path: "*", Component: NotFound },
           ],

@@ -56,7 +56,7 @@ export function Layout() {
             )}
             {isAdmin && (
               <li>
-                <NavLink to="/admin/users">Users &amp; teams</NavLink>
+                <NavLink to="/admin">Users &amp; teams</NavLink>
               </li>
             )}
           </ul>

@@ -7,6 +7,7 @@ import type { Environment, Page, Variable } from "../api/types";
 import { Breadcrumbs } from "../components/Breadcrumbs";
 import { ConfirmButton } from "../components/ConfirmButton";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
+import { Tags } from "../components/Tags";
 import { useTitle } from "../lib/title";
 
 /**
@@ -188,21 +189,11 @@ function Scope({ variable }: { variable: Variable }) {
   if (environments.length + roles.length + targets.length === 0) return <span className="muted">everywhere</span>;
   return (
     <>
-      {environments.map((each) => (
-        <span key={`e-${each}`} className="tag">
-          env: {each}
-        </span>
-      ))}
-      {roles.map((each) => (
-        <span key={`r-${each}`} className="tag">
-          role: {each}
-        </span>
-      ))}
-      {targets.map((each) => (
-        <span key={`t-${each}`} className="tag">
-          target: {each}
-        </span>
-      ))}
+      <Tags items={environments} prefix="env: " />
+      {environments.length > 0 && roles.length + targets.length > 0 && " "}
+      <Tags items={roles} prefix="role: " />
+      {roles.length > 0 && targets.length > 0 && " "}
+      <Tags items={targets} prefix="target: " />
     </>
   );
 }
