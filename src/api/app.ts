@@ -23,14 +23,15 @@ import { buildOpenApiDocument } from "./openapi.js";
 import { errorToProblem, makeProblem, type Problem, sendProblem } from "./problems.js";
 import { progressionRoutes } from "./progression.js";
 import { releaseRoutes } from "./releases.js";
-import { signInMethodRoutes } from "./signInMethods.js";
 import { resourceRoutes } from "./resources.js";
 import { defineRoute, isPublic, parseInput, type RouteSpec } from "./route.js";
+import { signInMethodRoutes } from "./signInMethods.js";
+import { targetTrustRoutes } from "./targetTrust.js";
 import { taskRoutes } from "./tasks.js";
 import { teamRoutes } from "./teams.js";
 import { checkOrigin, sessionTokenOf, userRoutes } from "./users.js";
-import { WebUi } from "./webUi.js";
 import { webhookRoutes } from "./webhooks.js";
+import { WebUi } from "./webUi.js";
 
 declare module "fastify" {
   interface FastifyContextConfig {
@@ -128,6 +129,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const routes: RouteSpec[] = [
     ...healthRoutes(options.store),
     ...resourceRoutes(options.context, options.outbound),
+    ...targetTrustRoutes(options.context),
     ...dashboardRoutes(options.context, options.engine),
     ...(options.deployments ? releaseRoutes(options.deployments, options.outbound) : []),
     ...progressionRoutes(options.context),

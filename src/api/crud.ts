@@ -38,7 +38,9 @@ export interface CollectionSpec<Item, Create, Update> {
   remove(scope: string[], reference: string, access: Access): Promise<void>;
   /**
    * Fields of an item whose values are secrets (the API shows "set" in them): the audit
-   * log records that they were set or changed, never a value. None when absent.
+   * log records that they were set or changed, never a value. None when absent. A field
+   * inside an object is named by its path ("ssh.privateKey"): the diff records it apart from
+   * the object's other fields.
    */
   secretFields?(item: Item): readonly string[];
 }
@@ -63,7 +65,15 @@ export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item
       name: (project && own ? `${project}/${own}` : (own ?? project)) ?? fallbackName,
     };
   };
-  const representation = (item: unknown) => item as Record<string, unknown> | undefined;
+  const representation = (item: unknown, nested: readonly string[] = []) => liftFields(item, nested);
+  /** Secret fields inside objects, on either side of a change. */
+  const nestedSecrets = (...items: unknown[]) => [
+    ...new Set(items.flatMap((item) => secretFields(item)).filter((field) => field.includes("."))),
+  ];
+  const writtenFields = (body: unknown, nested: readonly string[]) => [
+    ...Object.keys(body as object),
+    ...nested.filter((path) => valueAt(body, path) !== undefined),
+  ];
   return [
     defineRoute({
       method: "GET",
@@ -87,12 +97,15 @@ export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item
       status: 201,
       audit: {
         action: `${type}.create`,
-        change: ({ body, result }) => ({
-          resource: resourceOf(result, null),
-          after: representation(result),
-          sensitive: secretFields(result),
-          written: Object.keys(body as object),
-        }),
+        change: ({ body, result }) => {
+          const nested = nestedSecrets(result);
+          return {
+            resource: resourceOf(result, null),
+            after: representation(result, nested),
+            sensitive: secretFields(result),
+            written: writtenFields(body, nested),
+          };
+        },
       },
       access: spec.access.create,
       handler: ({ params, body, access }) => spec.create(scopeValues(params), body, access),
@@ -118,14 +131,17 @@ export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item
       audit: {
         action: `${type}.update`,
         before: ({ params }) => spec.get(scopeValues(params), reference(params), Access.everything()),
-        change: ({ params, body, before, result }) => ({
-          resource: resourceOf(result, reference(params)),
-          before: representation(before),
-          after: representation(result),
-          // A variable turned sensitive (or not) hides its value on both sides.
-          sensitive: [...secretFields(before), ...secretFields(result)],
-          written: Object.keys(body as object),
-        }),
+        change: ({ params, body, before, result }) => {
+          const nested = nestedSecrets(before, result);
+          return {
+            resource: resourceOf(result, reference(params)),
+            before: representation(before, nested),
+            after: representation(result, nested),
+            // A variable turned sensitive (or not) hides its value on both sides.
+            sensitive: [...secretFields(before), ...secretFields(result)],
+            written: writtenFields(body, nested),
+          };
+        },
       },
       access: spec.access.change,
       handler: ({ params, body, access }) => spec.update(scopeValues(params), reference(params), body, access),
@@ -142,7 +158,7 @@ export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item
         before: ({ params }) => spec.get(scopeValues(params), reference(params), Access.everything()),
         change: ({ params, before }) => ({
           resource: resourceOf(before, reference(params)),
-          before: representation(before),
+          before: representation(before, nestedSecrets(before)),
           after: null,
           sensitive: secretFields(before),
         }),
@@ -154,6 +170,34 @@ export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item
       },
     }),
   ];
+}
+
+/**
+ * The item with each field inside an object (`paths`: "ssh.privateKey") moved out to a
+ * top-level field of that name, so the audit diff records a secret's change on its own even
+ * when the rest of its object did not change.
+ */
+function liftFields(item: unknown, paths: readonly string[]): Record<string, unknown> | undefined {
+  if (item === undefined || item === null) return item as undefined;
+  const lifted: Record<string, unknown> = { ...(item as Record<string, unknown>) };
+  for (const path of paths) {
+    const [parent = "", field = ""] = path.split(".");
+    const inner = lifted[parent];
+    if (inner !== null && typeof inner === "object") {
+      const { [field]: value, ...rest } = inner as Record<string, unknown>;
+      lifted[parent] = rest;
+      lifted[path] = value ?? null;
+    } else {
+      lifted[path] = null;
+    }
+  }
+  return lifted;
+}
+
+function valueAt(body: unknown, path: string): unknown {
+  const [parent = "", field = ""] = path.split(".");
+  const inner = (body as Record<string, unknown> | undefined)?.[parent];
+  return inner !== null && typeof inner === "object" ? (inner as Record<string, unknown>)[field] : undefined;
 }
 
 function text(value: unknown): string | undefined {

@@ -3,7 +3,7 @@ import { createEnvironmentSchema, environmentSchema, updateEnvironmentSchema } f
 import { createFeedSchema, feedSchema, updateFeedSchema } from "../domain/feeds.js";
 import { createLifecycleSchema, lifecycleSchema, updateLifecycleSchema } from "../domain/lifecycles.js";
 import { createProjectSchema, projectSchema, updateProjectSchema } from "../domain/projects.js";
-import { createTargetSchema, targetSchema, updateTargetSchema } from "../domain/targets.js";
+import { createTargetSchema, TARGET_SECRET_FIELDS, targetSchema, updateTargetSchema } from "../domain/targets.js";
 import { createVariableSchema, updateVariableSchema, variableSchema } from "../domain/variables.js";
 import { checkOutboundUrl, defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
 import type { StoreContext } from "../store/common.js";
@@ -116,6 +116,8 @@ export function resourceRoutes(context: StoreContext, outbound: OutboundPolicy =
       get: (_, reference, access) => targets.getTarget(context, reference, access.reach("view")),
       update: (_, reference, body) => targets.updateTarget(context, reference, body),
       remove: (_, reference) => targets.deleteTarget(context, reference),
+      // The SSH private key and its passphrase are never shown: "set", and "(changed)" in the audit log.
+      secretFields: (target) => (target.ssh ? TARGET_SECRET_FIELDS : []),
     }),
     ...collectionRoutes({
       tag: "Feeds",

@@ -1,6 +1,8 @@
-import type { Command } from "commander";
+import { readFile } from "node:fs/promises";
+import { type Command, InvalidArgumentError } from "commander";
 import type { Target } from "../domain/targets.js";
 import { segment } from "./client.js";
+import { UsageError } from "./errors.js";
 import { list } from "./output.js";
 import {
   addResourceGroup,
@@ -10,6 +12,16 @@ import {
   type ResourceGroupSpec,
   sendAndPrint,
 } from "./resourceGroup.js";
+import { readSecretFromStdin } from "./stdin.js";
+import { addTrustCommand } from "./targetTrust.js";
+
+/** "deploy@10.0.0.5:2222" for a table: where the target is reached, never its key. */
+function reachedAt(target: Target): string {
+  if (!target.ssh) return "";
+  const { user, host, port, jumpHost } = target.ssh;
+  const address = (h: string, p: number) => `${h.includes(":") ? `[${h}]` : h}${p === 22 ? "" : `:${p}`}`;
+  return `${user}@${address(host, port)}${jumpHost ? ` via ${jumpHost.user}@${address(jumpHost.host, jumpHost.port)}` : ""}`;
+}
 
 const spec: ResourceGroupSpec<Target> = {
   group: "target",
@@ -23,6 +35,7 @@ const spec: ResourceGroupSpec<Target> = {
     ["roles", (target) => list(target.roles)],
     ["transport", (target) => target.transport],
     ["runtimes", (target) => list(target.runtimes)],
+    ["ssh", (target) => reachedAt(target)],
   ],
   fields: (target) => [
     ["id", target.id],
@@ -32,6 +45,17 @@ const spec: ResourceGroupSpec<Target> = {
     ["roles", list(target.roles)],
     ["transport", target.transport],
     ["runtimes", list(target.runtimes)],
+    ...(target.ssh
+      ? ([
+          ["ssh", reachedAt(target)],
+          ["host key", target.ssh.hostKey ?? "not trusted yet: run ferry target trust"],
+          ...(target.ssh.jumpHost
+            ? [["jump host key", target.ssh.jumpHost.hostKey ?? "not trusted yet: run ferry target trust"]]
+            : []),
+          ["private key", target.ssh.privateKey],
+          ["passphrase", target.ssh.passphrase ?? "none"],
+        ] as [string, string][])
+      : []),
   ],
 };
 
@@ -47,10 +71,55 @@ const fieldOptions = {
 function withTargetOptions(command: Command): Command {
   return command
     .option("--role <role>", "a role (repeat for several)", collect)
-    .option("--transport <kind>", "how Ferry reaches it: local")
+    .option("--transport <kind>", "how Ferry reaches it: local (this server's host) or ssh")
     .option("--runtime <kind>", "docker or process (repeat for both)", collect)
     .option("--slug <slug>")
+    .option("--ssh-host <host>", "ssh: the host's name or address")
+    .option("--ssh-port <port>", "ssh: its SSH port (default 22)", parsePort)
+    .option("--ssh-user <user>", "ssh: the account work runs as on the host")
+    .option("--ssh-key-file <path>", "ssh: a file holding the private key (never the key itself on the command line)")
+    .option("--ssh-passphrase-stdin", "ssh: read the key's passphrase from standard input")
+    .option("--ssh-jump-host <user@host[:port]>", "ssh: reach the host through this one (as ssh -J)")
+    .option("--ssh-host-key <fingerprint>", "ssh: trust this host key (SHA256:…) instead of running ferry target trust")
     .option("--json", "print JSON");
+}
+
+function parsePort(value: string): number {
+  if (!/^\d{1,5}$/.test(value)) throw new InvalidArgumentError("expected a port number (1-65535)");
+  return Number(value);
+}
+
+/** "deploy@bastion.example.com:2222" → { user, host, port }. */
+function parseJumpHost(value: string): { user: string; host: string; port?: number } {
+  const match = /^([^@\s]+)@(\[[^\]]+\]|[^:\s]+)(?::(\d{1,5}))?$/.exec(value);
+  if (!match) throw new UsageError(`--ssh-jump-host takes user@host or user@host:port, not '${value}'`);
+  return {
+    user: match[1] ?? "",
+    host: (match[2] ?? "").replace(/^\[|\]$/g, ""),
+    ...(match[3] !== undefined && { port: Number(match[3]) }),
+  };
+}
+
+/**
+ * The ssh object of a create or update body from the --ssh-* options; undefined when none
+ * was given. The key is read from a file and the passphrase from standard input, so neither
+ * ever sits in the command line (ps, shell history).
+ */
+async function sshBody(options: Record<string, unknown>): Promise<Record<string, unknown> | undefined> {
+  const body: Record<string, unknown> = {};
+  if (options.sshHost !== undefined) body.host = options.sshHost;
+  if (options.sshPort !== undefined) body.port = options.sshPort;
+  if (options.sshUser !== undefined) body.user = options.sshUser;
+  if (options.sshJumpHost !== undefined) body.jumpHost = parseJumpHost(String(options.sshJumpHost));
+  if (options.sshHostKey !== undefined) body.hostKey = options.sshHostKey;
+  if (options.sshKeyFile !== undefined) {
+    const path = String(options.sshKeyFile);
+    body.privateKey = await readFile(path, "utf8").catch((error: NodeJS.ErrnoException) => {
+      throw new UsageError(`cannot read the private key file ${path} (${error.code ?? error.message})`);
+    });
+  }
+  if (options.sshPassphraseStdin) body.passphrase = await readSecretFromStdin("key's passphrase");
+  return Object.keys(body).length > 0 ? body : undefined;
 }
 
 export function addTargetCommands(program: Command, context: CliContext): void {
@@ -61,16 +130,17 @@ export function addTargetCommands(program: Command, context: CliContext): void {
       .description("register a target")
       .argument("<name>")
       .requiredOption("--env <ref>", "an environment it belongs to (repeat for several)", collect),
-  ).action((name: string, options: Record<string, unknown>) =>
-    sendAndPrint(
+  ).action(async (name: string, options: Record<string, unknown>) => {
+    const ssh = await sshBody(options);
+    await sendAndPrint(
       context,
       spec,
       "POST",
       spec.collectionPath(options),
-      { name, ...pick(options, fieldOptions) },
+      { name, ...pick(options, fieldOptions), ...(ssh && { ssh }) },
       options,
-    ),
-  );
+    );
+  });
   withTargetOptions(
     group
       .command("update")
@@ -78,14 +148,16 @@ export function addTargetCommands(program: Command, context: CliContext): void {
       .argument("<ref>", "id or slug")
       .option("--name <name>")
       .option("--env <ref>", "an environment it belongs to (repeat for several)", collect),
-  ).action((reference: string, options: Record<string, unknown>) =>
-    sendAndPrint(
+  ).action(async (reference: string, options: Record<string, unknown>) => {
+    const ssh = await sshBody(options);
+    await sendAndPrint(
       context,
       spec,
       "PATCH",
       `${spec.collectionPath(options)}/${segment(reference)}`,
-      pick(options, fieldOptions),
+      { ...pick(options, fieldOptions), ...(ssh && { ssh }) },
       options,
-    ),
-  );
+    );
+  });
+  addTrustCommand(group, context);
 }

@@ -1,10 +1,76 @@
+import { isIP } from "node:net";
 import { z } from "zod";
 import { atLeastOneField, nameSchema, referenceSchema, roleSchema, slugSchema, timestampsShape } from "./common.js";
+import { SECRET_SET } from "./feeds.js";
 
-/** How Ferry reaches the host. Only the server's own host for now; ssh and agent follow. */
-const transportKinds = ["local"] as const;
+/** How Ferry reaches the host: the server's own (`local`) or over SSH (`ssh`, agentless). Agents follow. */
+export const transportKinds = ["local", "ssh"] as const;
+export type TransportKind = (typeof transportKinds)[number];
 /** What the target can run. */
 const runtimeKinds = ["docker", "process"] as const;
+
+/** A host key as OpenSSH prints it (`ssh-keygen -lf`, `ssh -v`): SHA256: and unpadded base64 of its SHA-256. */
+export const hostKeyFingerprintSchema = z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}$/, {
+  message:
+    "write the fingerprint as OpenSSH prints it: SHA256: and 43 characters (on the host: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub)",
+});
+
+/** A host name or an IP address; never anything a resolver or a command line could read otherwise. */
+const sshHostSchema = z
+  .string()
+  .min(1)
+  .max(253)
+  .refine(
+    (host) =>
+      isIP(host) !== 0 ||
+      /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(
+        host,
+      ),
+    { message: "write a host name (web-1.example.com) or an IP address (10.0.0.5, fd00::5), without a port or user" },
+  );
+
+const sshPortSchema = z
+  .number()
+  .int()
+  .min(1)
+  .max(65535, { message: "use a port from 1 to 65535" })
+  .describe("SSH port, 22 when left out");
+
+/** The account work runs as on the host: a POSIX user name. */
+const sshUserSchema = z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/, {
+  message:
+    "write a user name of the host: up to 32 letters, digits, '.', '_' and '-', not starting with a digit or '-'",
+});
+
+/** An OpenSSH or PEM private key; whether it can be read (and with which passphrase) is checked when it is saved. */
+const privateKeySchema = z
+  .string()
+  .max(16_384, { message: "a private key is at most 16 KiB: is this the right file?" })
+  .refine((key) => /^-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/.test(key.trim()), {
+    message:
+      "give the private key in OpenSSH or PEM form, starting with -----BEGIN … PRIVATE KEY----- (the file ssh-keygen wrote, not the .pub one)",
+  });
+
+const passphraseSchema = z.string().min(1).max(1024);
+
+/** How a target's SSH settings are shown: the key and passphrase only as "set". */
+const sshSettingsSchema = z.object({
+  host: z.string(),
+  port: z.number().int(),
+  user: z.string(),
+  jumpHost: z
+    .object({
+      host: z.string(),
+      port: z.number().int(),
+      user: z.string(),
+      hostKey: z.string().nullable().describe("The jump host's trusted host key; null until `ferry target trust`"),
+    })
+    .nullable(),
+  privateKey: z.literal(SECRET_SET).describe("Never the key itself"),
+  passphrase: z.literal(SECRET_SET).nullable(),
+  hostKey: z.string().nullable().describe("The trusted host key (SHA256:…); null until `ferry target trust`"),
+});
+export type SshSettings = z.infer<typeof sshSettingsSchema>;
 
 export const targetSchema = z.object({
   id: z.string(),
@@ -14,14 +80,50 @@ export const targetSchema = z.object({
   roles: z.array(z.string()),
   transport: z.enum(transportKinds),
   runtimes: z.array(z.enum(runtimeKinds)),
+  ssh: sshSettingsSchema.nullable().describe("How the host is reached over SSH; null for a local target"),
   ...timestampsShape,
 });
 export type Target = z.infer<typeof targetSchema>;
+
+/** The fields of the private key and passphrase inside `ssh`: write-only, recorded in the audit log as set or changed. */
+export const TARGET_SECRET_FIELDS = ["ssh.privateKey", "ssh.passphrase"] as const;
 
 const uniqueList = <T extends z.ZodType<string>>(item: T, what: string) =>
   z.array(item).refine((values) => new Set(values).size === values.length, {
     message: `list each ${what} once`,
   });
+
+const jumpHostSchema = z.strictObject({
+  host: sshHostSchema,
+  port: sshPortSchema.default(22),
+  user: sshUserSchema,
+  hostKey: hostKeyFingerprintSchema.optional().describe("Trust this host key now instead of with `ferry target trust`"),
+});
+
+const createSshSchema = z.strictObject({
+  host: sshHostSchema,
+  port: sshPortSchema.default(22),
+  user: sshUserSchema.describe("The account work runs as on the host"),
+  jumpHost: jumpHostSchema
+    .optional()
+    .describe("Reach the host through this one (as ssh -J); the same key signs in on both"),
+  privateKey: privateKeySchema.describe("Write-only: stored encrypted, never shown again"),
+  passphrase: passphraseSchema.optional().describe("The private key's passphrase, when it has one (write-only)"),
+  hostKey: hostKeyFingerprintSchema
+    .optional()
+    .describe("Trust this host key now instead of with `ferry target trust` (SHA256:…)"),
+});
+
+/** `null` clears an optional field (jumpHost, passphrase, hostKey); a field left out keeps what is stored. */
+const updateSshSchema = z.strictObject({
+  host: sshHostSchema.optional(),
+  port: sshPortSchema.optional(),
+  user: sshUserSchema.optional(),
+  jumpHost: jumpHostSchema.nullable().optional(),
+  privateKey: privateKeySchema.optional(),
+  passphrase: passphraseSchema.nullable().optional(),
+  hostKey: hostKeyFingerprintSchema.nullable().optional(),
+});
 
 const targetFields = {
   name: nameSchema,
@@ -34,14 +136,37 @@ const targetFields = {
   runtimes: uniqueList(z.enum(runtimeKinds), "runtime").min(1, { message: "name at least one runtime" }),
 };
 
-export const createTargetSchema = z.strictObject({
-  ...targetFields,
-  slug: targetFields.slug.optional(),
-  roles: targetFields.roles.default([]),
-  transport: targetFields.transport.default("local"),
-  runtimes: targetFields.runtimes.default(["docker"]),
-});
+export const createTargetSchema = z
+  .strictObject({
+    ...targetFields,
+    slug: targetFields.slug.optional(),
+    roles: targetFields.roles.default([]),
+    transport: targetFields.transport.default("local"),
+    runtimes: targetFields.runtimes.default(["docker"]),
+    ssh: createSshSchema.optional().describe("Required when transport is ssh"),
+  })
+  .superRefine((target, context) => {
+    if (target.transport === "ssh" && !target.ssh) {
+      context.addIssue({
+        code: "custom",
+        path: ["ssh"],
+        message: "an ssh target needs ssh: { host, user, privateKey } (and port, jumpHost when they apply)",
+      });
+    }
+    if (target.transport !== "ssh" && target.ssh) {
+      context.addIssue({
+        code: "custom",
+        path: ["transport"],
+        message: 'set transport to "ssh" to use the ssh settings, or leave ssh out',
+      });
+    }
+  });
 export type CreateTarget = z.infer<typeof createTargetSchema>;
 
-export const updateTargetSchema = atLeastOneField(targetFields);
+/**
+ * Fields sent change; `ssh` changes only the SSH settings it names. Moving the target to
+ * another host or port forgets its trusted host key unless `hostKey` comes with it: the key
+ * belongs to the host it was trusted for.
+ */
+export const updateTargetSchema = atLeastOneField({ ...targetFields, ssh: updateSshSchema });
 export type UpdateTarget = z.infer<typeof updateTargetSchema>;

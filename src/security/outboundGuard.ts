@@ -1,7 +1,7 @@
 import { type LookupAddress, lookup as lookupCallback } from "node:dns";
 import { lookup } from "node:dns/promises";
 import { isIP, isIPv6, type LookupFunction } from "node:net";
-import { Agent, buildConnector, fetch, type Response } from "undici";
+import { Agent, buildConnector, type Dispatcher, fetch, type Response } from "undici";
 import { InputError } from "../domain/errors.js";
 
 /**
@@ -214,6 +214,11 @@ export interface GuardedRequest {
   redirect?: "follow" | "manual";
   /** How messages name the URL: "feed URL https://registry.example.com". Never with credentials or a query. */
   name: string;
+  /**
+   * Where connections are made; default: from the server, each checked by the guard. One
+   * given (a target's host, over SSH) must check each connection itself (guardedDestination).
+   */
+  dispatcher?: Dispatcher;
 }
 
 /**
@@ -249,7 +254,7 @@ export async function guardedFetch(
         ...(body !== undefined && { body }),
         ...(request.signal && { signal: request.signal }),
         redirect: "manual",
-        dispatcher: agentFor(policy),
+        dispatcher: request.dispatcher ?? agentFor(policy),
       });
     } catch (error) {
       const refusal = refusalIn(error);
@@ -297,6 +302,29 @@ export function describeNetworkError(error: unknown): string {
   if (cause?.code) return `${cause.message ?? "request failed"} (${cause.code})`;
   if (cause?.message) return cause.message;
   return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * For a connection made elsewhere (from a target's host, over SSH): undefined when `host`
+ * and port may be called, or the error the connector must fail with, which guardedFetch
+ * turns into its refusal. `resolve` looks a name up where the connection is made; the
+ * caller connects to one of the addresses it returned, never to the name again.
+ */
+export async function guardedDestination(
+  policy: OutboundPolicy,
+  host: string,
+  port: number,
+  resolve: (name: string) => Promise<readonly string[]>,
+): Promise<{ refused: Error } | { address: string }> {
+  const verdict = checkHost(policy, host, port);
+  if (verdict === "allowed" && isIP(host)) return { address: host };
+  if (verdict !== "allowed" && verdict !== "resolve") return { refused: new RefusedConnectionError(verdict) };
+  const addresses = (await resolve(host)).map((address) => ({ address, family: isIPv6(address) ? 6 : 4 }));
+  const [first] = addresses;
+  if (!first) return { refused: notFound(host) };
+  // A name allowed by name may resolve anywhere; otherwise every address it has must pass.
+  const refusal = verdict === "allowed" ? undefined : checkResolved(policy, host, port, addresses);
+  return refusal ? { refused: new RefusedConnectionError(refusal) } : { address: first.address };
 }
 
 /** One agent (connection pool) per policy: pooled connections were checked when they were made. */

@@ -16,9 +16,12 @@ import { type ApiKeyIdentity, countApiKeys, insertApiKey } from "../store/apiKey
 import { appendAuditEvent } from "../store/audit.js";
 import type { StoreContext } from "../store/common.js";
 import { openStore, type Store } from "../store/db.js";
+import { sshConnectionSettings } from "../store/targets.js";
 import { reconcileLiveColours } from "../traffic/reconcile.js";
 import { defaultTrafficSettings, hasRoutes, lazyRouter, type TrafficSettings } from "../traffic/routers.js";
-import { LocalTransport, localTarget } from "../transports/local.js";
+import { LocalTransport } from "../transports/local.js";
+import { targetResolver } from "../transports/registry.js";
+import { SshConnections } from "../transports/ssh.js";
 import { FERRY_VERSION } from "../version.js";
 import { createObservability } from "./observability.js";
 import { urlForLog } from "./urlForLog.js";
@@ -95,9 +98,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const router = lazyRouter(traffic, (message) => logger.info({ router: traffic.driver }, message));
   const hostTransport = new LocalTransport(workRoot, localUser);
   let engine: TaskEngine | undefined;
+  // One SSH connection per target, opened on first use; each reads the target's settings (its key) from the store.
+  const sshConnections = new SshConnections((targetId) => sshConnectionSettings(context, targetId));
   const deployments: DeploymentServices = {
-    // Every target is the server's own host until remote transports exist (issue 12).
-    target: (info) => localTarget(hostTransport, router, info ?? { id: null, name: "this host", roles: [] }),
+    target: targetResolver({ local: hostTransport, router, ssh: sshConnections }),
     outbound: options.outbound,
     context,
     workRoot,
@@ -173,6 +177,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       await engine.stop();
       await observability.close();
       await app.close();
+      await sshConnections.close();
       await router.close();
       await store.close();
     },

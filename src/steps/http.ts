@@ -1,4 +1,4 @@
-import { fetch, type Response } from "undici";
+import { type Dispatcher, fetch, type Response } from "undici";
 import { z } from "zod";
 import { templatePieces } from "../domain/templates.js";
 import { TaskFailure } from "../engine/types.js";
@@ -146,9 +146,11 @@ export type HttpOutcome =
 /**
  * One request with its own deadline. Redirects are not followed unless asked: a health
  * endpoint that redirects to a login page is not healthy. A destination the outbound guard
- * refuses is a TaskFailure at once: waiting would not change the answer.
+ * refuses is a TaskFailure at once: waiting would not change the answer. `dispatcher` makes
+ * the connections somewhere else than from the server (a target's host); with a guard it
+ * checks each connection itself.
  */
-export async function sendRequest(url: URL, request: HttpRequest): Promise<HttpOutcome> {
+export async function sendRequest(url: URL, request: HttpRequest, dispatcher?: Dispatcher): Promise<HttpOutcome> {
   request.signal.throwIfAborted();
   const timeout = AbortSignal.timeout(request.timeoutMs);
   const signal = AbortSignal.any([request.signal, timeout]);
@@ -161,8 +163,12 @@ export async function sendRequest(url: URL, request: HttpRequest): Promise<HttpO
   };
   try {
     const response = request.guard
-      ? await guardedFetch(url, { ...options, redirect, name: guardedName(url) }, request.guard)
-      : await fetch(url, { ...options, redirect });
+      ? await guardedFetch(
+          url,
+          { ...options, redirect, name: guardedName(url), ...(dispatcher && { dispatcher }) },
+          request.guard,
+        )
+      : await fetch(url, { ...options, redirect, ...(dispatcher && { dispatcher }) });
     return { ok: true, response };
   } catch (error) {
     if (request.signal.aborted) throw request.signal.reason;

@@ -1,5 +1,6 @@
 import type { ExpressionBuilder, Kysely } from "kysely";
 import type { ProgressionPhase } from "../domain/progression.js";
+import { type TransportKind, transportKinds } from "../domain/targets.js";
 import { type Executor, nowIso } from "./common.js";
 import type { Database } from "./schema.js";
 
@@ -135,17 +136,31 @@ export interface TargetInfo {
   id: string;
   name: string;
   roles: string[];
+  /** How the host is reached; the transport loads the rest of its settings (an SSH key…) when it connects. */
+  transport: TransportKind;
+}
+
+/** A target row's id, name, roles and transport as the engine sees them. */
+export function targetInfoOf(row: { id: string; name: string; roles: string; transport: string }): TargetInfo {
+  return {
+    id: row.id,
+    name: row.name,
+    roles: JSON.parse(row.roles) as string[],
+    transport: (transportKinds as readonly string[]).includes(row.transport)
+      ? (row.transport as TransportKind)
+      : "local",
+  };
 }
 
 export async function environmentTargets(db: Kysely<Database>, environmentId: string): Promise<TargetInfo[]> {
   const rows = await db
     .selectFrom("target_environments as te")
     .innerJoin("targets as t", "t.id", "te.target_id")
-    .select(["t.id", "t.name", "t.roles"])
+    .select(["t.id", "t.name", "t.roles", "t.transport"])
     .where("te.environment_id", "=", environmentId)
     .orderBy("t.name")
     .execute();
-  return rows.map((target) => ({ id: target.id, name: target.name, roles: JSON.parse(target.roles) as string[] }));
+  return rows.map(targetInfoOf);
 }
 
 /** Ids of the targets in an environment (a deployment there locks each). */

@@ -650,6 +650,21 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0018_ssh_targets": {
+    async up(db: Kysely<unknown>) {
+      // How an ssh target is reached. The private key and its passphrase are sealed under
+      // the master key (bound to the row, like a feed's password); host keys are the
+      // fingerprints a person trusted (ferry target trust), null until then.
+      await db.schema.alterTable("targets").addColumn("ssh_host", "text").execute();
+      await db.schema.alterTable("targets").addColumn("ssh_port", "integer").execute();
+      await db.schema.alterTable("targets").addColumn("ssh_user", "text").execute();
+      await db.schema.alterTable("targets").addColumn("ssh_host_key", "text").execute();
+      // JSON { host, port, user, hostKey }: reached first, as ssh -J does.
+      await db.schema.alterTable("targets").addColumn("ssh_jump_host", "text").execute();
+      await db.schema.alterTable("targets").addColumn("ssh_private_key_sealed", "text").execute();
+      await db.schema.alterTable("targets").addColumn("ssh_passphrase_sealed", "text").execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

@@ -100,6 +100,18 @@ export interface TargetRow extends Timestamps {
   roles: string;
   /** JSON array of runtime kinds. */
   runtimes: string;
+  /** SSH settings (transport "ssh"); null otherwise. */
+  ssh_host: string | null;
+  ssh_port: number | null;
+  ssh_user: string | null;
+  /** The trusted host key fingerprint (SHA256:…); null until trusted. */
+  ssh_host_key: string | null;
+  /** JSON { host, port, user, hostKey } of the jump host, or null. */
+  ssh_jump_host: string | null;
+  /** SecretBox text, context `target:<id>:ssh-private-key`. */
+  ssh_private_key_sealed: string | null;
+  /** SecretBox text, context `target:<id>:ssh-passphrase`. */
+  ssh_passphrase_sealed: string | null;
 }
 
 interface TargetEnvironmentRow {

@@ -2,9 +2,11 @@ import { type SqlBool, sql } from "kysely";
 import { type Reach, reachedIds } from "../domain/access.js";
 import type { Paging } from "../domain/common.js";
 import type { FieldIssue } from "../domain/errors.js";
-import { InUseError, NotFoundError } from "../domain/errors.js";
-import type { CreateTarget, Target, UpdateTarget } from "../domain/targets.js";
+import { InputError, InUseError, NotFoundError } from "../domain/errors.js";
+import { SECRET_SET } from "../domain/feeds.js";
+import type { CreateTarget, SshSettings, Target, UpdateTarget } from "../domain/targets.js";
 import { targetSchema } from "../domain/targets.js";
+import { privateKeyProblem } from "../security/sshKeys.js";
 import {
   assertNameAndSlugFree,
   type Executor,
@@ -44,11 +46,57 @@ async function loadTargets(db: Executor, rows: TargetRow[]): Promise<Target[]> {
       roles: parseJsonList(row.roles),
       transport: row.transport,
       runtimes: parseJsonList(row.runtimes),
+      ssh: sshSettingsOf(row),
       createdAt: row.created_at,
       updatedAt: row.updated_at,
     }),
   );
 }
+
+const privateKeyContext = (targetId: string) => `target:${targetId}:ssh-private-key`;
+const passphraseContext = (targetId: string) => `target:${targetId}:ssh-passphrase`;
+
+interface JumpHostColumn {
+  host: string;
+  port: number;
+  user: string;
+  hostKey: string | null;
+}
+
+function jumpHostOf(row: TargetRow): JumpHostColumn | null {
+  return row.ssh_jump_host === null ? null : (JSON.parse(row.ssh_jump_host) as JumpHostColumn);
+}
+
+/** The SSH settings as the API shows them: the key and passphrase as "set", never themselves. */
+function sshSettingsOf(row: TargetRow): SshSettings | null {
+  if (row.transport !== "ssh" || row.ssh_host === null || row.ssh_user === null) return null;
+  return {
+    host: row.ssh_host,
+    port: row.ssh_port ?? 22,
+    user: row.ssh_user,
+    jumpHost: jumpHostOf(row),
+    privateKey: SECRET_SET,
+    passphrase: row.ssh_passphrase_sealed === null ? null : SECRET_SET,
+    hostKey: row.ssh_host_key,
+  };
+}
+
+/** A key the server could not use later is refused when it is saved, naming the field. */
+function assertUsableKey(key: string, passphrase: string | undefined, pointer: string): void {
+  const problem = privateKeyProblem(key, passphrase);
+  if (problem) throw new InputError(problem, [{ pointer, detail: problem }]);
+}
+
+/** The SSH columns of a target that is not reached over SSH. */
+const NO_SSH = {
+  ssh_host: null,
+  ssh_port: null,
+  ssh_user: null,
+  ssh_host_key: null,
+  ssh_jump_host: null,
+  ssh_private_key_sealed: null,
+  ssh_passphrase_sealed: null,
+} as const;
 
 async function loadTarget(db: Executor, id: string): Promise<Target> {
   const row = await db.selectFrom("targets").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
@@ -70,8 +118,10 @@ async function writeEnvironments(trx: Executor, targetId: string, references: re
   }
 }
 
-export async function createTarget({ db }: StoreContext, input: CreateTarget): Promise<Target> {
+export async function createTarget({ db, secrets }: StoreContext, input: CreateTarget): Promise<Target> {
   const slug = slugFor(input);
+  const { ssh } = input;
+  if (ssh) assertUsableKey(ssh.privateKey, ssh.passphrase, ssh.passphrase ? "/ssh/passphrase" : "/ssh/privateKey");
   return db.transaction().execute(async (trx) => {
     await assertNameAndSlugFree(trx, "targets", { name: input.name, slug });
     const now = nowIso();
@@ -86,6 +136,19 @@ export async function createTarget({ db }: StoreContext, input: CreateTarget): P
           transport: input.transport,
           roles: JSON.stringify(input.roles),
           runtimes: JSON.stringify(input.runtimes),
+          ...(ssh
+            ? {
+                ssh_host: ssh.host,
+                ssh_port: ssh.port,
+                ssh_user: ssh.user,
+                ssh_host_key: ssh.hostKey ?? null,
+                ssh_jump_host: ssh.jumpHost
+                  ? JSON.stringify({ ...ssh.jumpHost, hostKey: ssh.jumpHost.hostKey ?? null } satisfies JumpHostColumn)
+                  : null,
+                ssh_private_key_sealed: secrets.seal(ssh.privateKey, privateKeyContext(id)),
+                ssh_passphrase_sealed: ssh.passphrase ? secrets.seal(ssh.passphrase, passphraseContext(id)) : null,
+              }
+            : NO_SSH),
           created_at: now,
           updated_at: now,
         })
@@ -132,10 +195,12 @@ function visibleTargets(db: Executor, visible: Reach) {
   );
 }
 
-export async function updateTarget({ db }: StoreContext, reference: string, input: UpdateTarget): Promise<Target> {
-  return db.transaction().execute(async (trx) => {
+export async function updateTarget(context: StoreContext, reference: string, input: UpdateTarget): Promise<Target> {
+  return context.db.transaction().execute(async (trx) => {
     const { id } = await findNamed(trx, "targets", reference);
     await assertNameAndSlugFree(trx, "targets", { name: input.name, slug: input.slug }, id);
+    const current = await trx.selectFrom("targets").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
+    const sshColumns = updatedSshColumns(context, current, input);
     if (input.environments) await writeEnvironments(trx, id, input.environments);
     await translateUniqueViolation("that name or slug is already used by another target", () =>
       trx
@@ -146,12 +211,180 @@ export async function updateTarget({ db }: StoreContext, reference: string, inpu
           ...(input.transport !== undefined && { transport: input.transport }),
           ...(input.roles !== undefined && { roles: JSON.stringify(input.roles) }),
           ...(input.runtimes !== undefined && { runtimes: JSON.stringify(input.runtimes) }),
+          ...sshColumns,
           updated_at: nowIso(),
         })
         .where("id", "=", id)
         .execute(),
     );
     return loadTarget(trx, id);
+  });
+}
+
+/**
+ * The SSH columns an update writes. A target that becomes local forgets its SSH settings
+ * (its key among them); one that becomes ssh needs host, user and privateKey. A trusted host
+ * key belongs to the host and port it was trusted for: moving the target forgets it unless
+ * the update brings the new one.
+ */
+function updatedSshColumns(
+  { secrets }: StoreContext,
+  current: TargetRow,
+  input: UpdateTarget,
+): Partial<Omit<TargetRow, "id" | "created_at">> {
+  const transport = input.transport ?? current.transport;
+  if (transport !== "ssh") {
+    if (input.ssh) {
+      throw new InputError('the ssh settings need transport "ssh"', [
+        { pointer: "/transport", detail: 'set transport to "ssh" to use the ssh settings, or leave ssh out' },
+      ]);
+    }
+    return current.transport === "ssh" ? NO_SSH : {};
+  }
+  const ssh = input.ssh ?? {};
+  const host = ssh.host ?? current.ssh_host;
+  const user = ssh.user ?? current.ssh_user;
+  const missing = [
+    ...(host === null ? ["host"] : []),
+    ...(user === null ? ["user"] : []),
+    ...(ssh.privateKey === undefined && current.ssh_private_key_sealed === null ? ["privateKey"] : []),
+  ];
+  if (missing.length > 0) {
+    throw new InputError(`an ssh target needs ${missing.join(", ")}`, [
+      ...missing.map((field) => ({ pointer: `/ssh/${field}`, detail: `required for an ssh target: add ${field}` })),
+    ]);
+  }
+  const columns: Partial<Omit<TargetRow, "id" | "created_at">> = {};
+  if (ssh.host !== undefined) columns.ssh_host = ssh.host;
+  if (ssh.user !== undefined) columns.ssh_user = ssh.user;
+  if (ssh.port !== undefined || current.ssh_port === null) columns.ssh_port = ssh.port ?? current.ssh_port ?? 22;
+  const moved =
+    (ssh.host !== undefined && ssh.host !== current.ssh_host) ||
+    (ssh.port !== undefined && ssh.port !== (current.ssh_port ?? 22));
+  if (ssh.hostKey !== undefined) columns.ssh_host_key = ssh.hostKey;
+  else if (moved) columns.ssh_host_key = null;
+  if (ssh.jumpHost !== undefined) {
+    const before = jumpHostOf(current);
+    const jump = ssh.jumpHost;
+    const sameHost = jump !== null && before !== null && jump.host === before.host && jump.port === before.port;
+    columns.ssh_jump_host =
+      jump === null
+        ? null
+        : JSON.stringify({
+            host: jump.host,
+            port: jump.port,
+            user: jump.user,
+            hostKey: jump.hostKey ?? (sameHost ? before.hostKey : null),
+          } satisfies JumpHostColumn);
+  }
+  // The key and passphrase are checked together: a new key may need the stored passphrase, and a new passphrase the stored key.
+  if (ssh.privateKey !== undefined || ssh.passphrase !== undefined) {
+    const key = ssh.privateKey ?? secrets.open(current.ssh_private_key_sealed ?? "", privateKeyContext(current.id));
+    const passphrase =
+      ssh.passphrase === undefined
+        ? current.ssh_passphrase_sealed === null
+          ? undefined
+          : secrets.open(current.ssh_passphrase_sealed, passphraseContext(current.id))
+        : (ssh.passphrase ?? undefined);
+    assertUsableKey(key, passphrase, ssh.privateKey !== undefined ? "/ssh/privateKey" : "/ssh/passphrase");
+    if (ssh.privateKey !== undefined) columns.ssh_private_key_sealed = secrets.seal(key, privateKeyContext(current.id));
+    if (ssh.passphrase !== undefined) {
+      columns.ssh_passphrase_sealed =
+        ssh.passphrase === null ? null : secrets.seal(ssh.passphrase, passphraseContext(current.id));
+    }
+  }
+  return columns;
+}
+
+/** What the SSH transport needs to connect: the key and passphrase in clear. Never for the API. */
+export interface SshConnectionSettings {
+  targetId: string;
+  targetName: string;
+  host: string;
+  port: number;
+  user: string;
+  jumpHost: JumpHostColumn | null;
+  privateKey: string;
+  passphrase: string | undefined;
+  hostKey: string | null;
+  /** Changes whenever the target does: a pooled connection made with older settings is replaced. */
+  version: string;
+}
+
+/** The target's SSH settings with its secrets opened, by id; a NotFoundError when it is gone or not an ssh target. */
+export async function sshConnectionSettings(context: StoreContext, targetId: string): Promise<SshConnectionSettings> {
+  const row = await context.db.selectFrom("targets").selectAll().where("id", "=", targetId).executeTakeFirst();
+  if (!row) throw new NotFoundError(`target ${targetId} no longer exists`);
+  return connectionSettingsOf(context, row);
+}
+
+function connectionSettingsOf(context: StoreContext, row: TargetRow): SshConnectionSettings {
+  if (
+    row.transport !== "ssh" ||
+    row.ssh_host === null ||
+    row.ssh_user === null ||
+    row.ssh_private_key_sealed === null
+  ) {
+    throw new NotFoundError(`target '${row.name}' is not reached over SSH (its transport is ${row.transport})`);
+  }
+  return {
+    targetId: row.id,
+    targetName: row.name,
+    host: row.ssh_host,
+    port: row.ssh_port ?? 22,
+    user: row.ssh_user,
+    jumpHost: jumpHostOf(row),
+    privateKey: context.secrets.open(row.ssh_private_key_sealed, privateKeyContext(row.id)),
+    passphrase:
+      row.ssh_passphrase_sealed === null
+        ? undefined
+        : context.secrets.open(row.ssh_passphrase_sealed, passphraseContext(row.id)),
+    hostKey: row.ssh_host_key,
+    version: row.updated_at,
+  };
+}
+
+/** The SSH settings of a target the caller named (id or slug), for `ferry target trust`. */
+export async function sshConnectionSettingsOf(
+  context: StoreContext,
+  reference: string,
+): Promise<SshConnectionSettings> {
+  const { id } = await findNamed(context.db, "targets", reference);
+  return sshConnectionSettings(context, id);
+}
+
+/**
+ * Stores the host keys a person confirmed (`ferry target trust`). Each is stored only if the
+ * target still points at the host it was read from (`expected`): a concurrent update that
+ * moved the target makes this a no-op for that host rather than trusting the old key for it.
+ */
+export async function trustHostKeys(
+  { db }: StoreContext,
+  targetId: string,
+  expected: { host: string; port: number; jumpHost: { host: string; port: number } | null },
+  keys: { hostKey?: string | undefined; jumpHostKey?: string | undefined },
+): Promise<Target> {
+  return db.transaction().execute(async (trx) => {
+    const row = await trx.selectFrom("targets").selectAll().where("id", "=", targetId).executeTakeFirst();
+    if (!row) throw new NotFoundError(`target ${targetId} no longer exists`);
+    const jump = jumpHostOf(row);
+    const samePlace =
+      row.ssh_host === expected.host &&
+      (row.ssh_port ?? 22) === expected.port &&
+      (jump === null) === (expected.jumpHost === null) &&
+      (jump === null || (jump.host === expected.jumpHost?.host && jump.port === expected.jumpHost.port));
+    if (!samePlace) throw new InputError("the target's SSH settings changed meanwhile: run ferry target trust again");
+    await trx
+      .updateTable("targets")
+      .set({
+        ...(keys.hostKey !== undefined && { ssh_host_key: keys.hostKey }),
+        ...(keys.jumpHostKey !== undefined &&
+          jump && { ssh_jump_host: JSON.stringify({ ...jump, hostKey: keys.jumpHostKey } satisfies JumpHostColumn) }),
+        updated_at: nowIso(),
+      })
+      .where("id", "=", targetId)
+      .execute();
+    return loadTarget(trx, targetId);
   });
 }
 

@@ -1,5 +1,5 @@
 import type { Kysely } from "kysely";
-import type { TargetInfo } from "./deployments.js";
+import { type TargetInfo, targetInfoOf } from "./deployments.js";
 import type { Database } from "./schema.js";
 
 /*
@@ -23,9 +23,9 @@ export async function touchedTargets(db: Kysely<Database>, taskId: string): Prom
   const rows = await db
     .selectFrom("task_targets as tt")
     .innerJoin("targets as t", "t.id", "tt.target_id")
-    .select(["t.id", "t.name", "t.roles"])
+    .select(["t.id", "t.name", "t.roles", "t.transport"])
     .where("tt.task_id", "=", taskId)
     .orderBy("t.name")
     .execute();
-  return rows.map((row) => ({ id: row.id, name: row.name, roles: JSON.parse(row.roles) as string[] }));
+  return rows.map(targetInfoOf);
 }

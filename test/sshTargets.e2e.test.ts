@@ -1,0 +1,431 @@
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { apiRequest, isolatedEnv, runFerry, testAdminKey, trackedResources } from "./helpers/cli.js";
+import { startTestServer, type TestServer } from "./helpers/server.js";
+import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
+
+/**
+ * SSH targets against real hosts: three network namespaces, each with its own address and
+ * Debian's sshd (test/helpers/sshHosts.ts), reached by a real Ferry server. What a user
+ * notices: a script runs on each host with hostile values arriving as data; a host key is
+ * refused until someone trusts it, and a changed one is refused naming both fingerprints;
+ * the private key shows up nowhere; a health check probes the host's own loopback; a cancel
+ * stops the process on the host.
+ */
+
+/** Values that would run something if they were ever spliced into a shell line (as in security.injection.test.ts). */
+function payloads(markerDir: string): string[] {
+  const marker = (name: string) => join(markerDir, name);
+  return [
+    `$(touch ${marker("dollar")})`,
+    `\`touch ${marker("backtick")}\``,
+    `; touch ${marker("semicolon")}`,
+    `x | touch ${marker("pipe")}`,
+    `x && touch ${marker("and")}`,
+    `' ; touch ${marker("quote")} ; '`,
+    `" ; touch ${marker("dquote")} ; "`,
+    `x > ${marker("redirect")}`,
+    `\${IFS}touch\${IFS}${marker("ifs")}`,
+    `x\ntouch ${marker("newline")}\n`,
+    "--",
+    `-- touch ${marker("dashdash")}`,
+    "--help",
+    `\\'; touch ${marker("backslash")}; echo \\'`,
+  ];
+}
+
+interface LogLine {
+  text: string;
+}
+
+describe("SSH targets on real hosts", { timeout: 180_000 }, () => {
+  let hosts: SshHosts;
+  let test: TestServer;
+  const temporary: string[] = [];
+  const resources = trackedResources("ferry-ssh-e2e-");
+  let releaseCount = 0;
+
+  const logText = async (taskId: string) =>
+    (await test.call<{ lines: LogLine[] }>("GET", `/api/v1/tasks/${taskId}/log`)).body.lines
+      .map((line) => line.text)
+      .join("\n");
+  const cli = (args: string[], input?: string) => {
+    const home = mkdtempSync(join(tmpdir(), "ferry-ssh-cli-"));
+    temporary.push(home);
+    return runFerry(args, isolatedEnv(home, { FERRY_URL: test.server.url, FERRY_API_KEY: test.apiKey }), {
+      ...(input !== undefined && { input }),
+      timeoutMs: 60_000,
+    });
+  };
+  /** A project that deploys to dev on each release, with these variables and steps. */
+  const newProject = async (steps: unknown[], variables: Record<string, string> = {}) => {
+    const created = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
+      name: `ssh-${randomBytes(4).toString("hex")}`,
+      lifecycle: "auto",
+    });
+    expect(created.status).toBe(201);
+    const slug = created.body.slug;
+    for (const [name, value] of Object.entries(variables)) {
+      const variable = await test.call("POST", `/api/v1/projects/${slug}/variables`, { name, value });
+      expect(variable.status, JSON.stringify(variable.body)).toBe(201);
+    }
+    const process = await test.call("PUT", `/api/v1/projects/${slug}/process`, { steps });
+    expect(process.status, JSON.stringify(process.body)).toBe(200);
+    return slug;
+  };
+  const release = async (slug: string) => {
+    const created = await test.call<{ deployments: { taskId: string }[] }>(
+      "POST",
+      `/api/v1/projects/${slug}/releases`,
+      { version: `1.0.${++releaseCount}` },
+    );
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    return created.body.deployments[0]?.taskId ?? "";
+  };
+  const releaseAndWait = async (slug: string) => {
+    const taskId = await release(slug);
+    const task = await test.waitForTask(taskId, 120_000);
+    return { task, log: await logText(taskId) };
+  };
+  const trust = async (index: number) => {
+    const host = hosts.hosts[index];
+    const answer = await test.call("POST", `/api/v1/targets/host-${index}/trust`, { fingerprint: host?.fingerprint });
+    expect(answer.status, JSON.stringify(answer.body)).toBe(200);
+  };
+
+  beforeAll(async () => {
+    [hosts, test] = await Promise.all([startSshHosts(3), startTestServer()]);
+    expect((await test.call("POST", "/api/v1/environments", { name: "dev" })).status).toBe(201);
+    const lifecycle = await test.call("POST", "/api/v1/lifecycles", {
+      name: "auto",
+      phases: [{ environments: ["dev"], autoDeploy: true }],
+    });
+    expect(lifecycle.status).toBe(201);
+    for (const [index, host] of hosts.hosts.entries()) {
+      const created = await test.call("POST", "/api/v1/targets", {
+        name: `host-${index}`,
+        environments: ["dev"],
+        roles: ["web", `h${index}`],
+        transport: "ssh",
+        ssh: { host: host.address, user: "root", privateKey: hosts.privateKey },
+      });
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+    }
+  }, 120_000);
+
+  afterAll(async () => {
+    await test?.close();
+    await hosts?.close();
+    await resources.cleanUp();
+    for (const directory of temporary) rmSync(directory, { recursive: true, force: true });
+  });
+
+  it("refuses an unknown host key until it is trusted, and a changed one naming both fingerprints", async () => {
+    const host = hosts.hosts[0];
+    if (!host) throw new Error("no host");
+    const slug = await newProject([
+      { name: "hello", kind: "script", roles: ["h0"], config: { script: "echo hello from $(id -un)" } },
+    ]);
+    // Unknown key: the deployment fails before anything runs, and says what to do.
+    const first = await releaseAndWait(slug);
+    expect(first.task.state).toBe("failed");
+    expect(first.log).toContain(`presents ssh-ed25519 ${host.fingerprint}`);
+    expect(first.log).toContain("ferry target trust host-0");
+    expect(first.log).not.toContain("hello from");
+
+    // Without a terminal and without --fingerprint the CLI only shows the key and says how to trust it.
+    const shown = await cli(["target", "trust", "host-0"]);
+    expect(shown.code).not.toBe(0);
+    expect(shown.stdout).toContain(host.fingerprint);
+    expect(shown.stderr).toContain(`--fingerprint ${host.fingerprint}`);
+    // A fingerprint that is not what the host presents is refused, and nothing is trusted.
+    const wrong = await cli(["target", "trust", "host-0", "--fingerprint", `SHA256:${"A".repeat(43)}`]);
+    expect(wrong.code).not.toBe(0);
+    expect(wrong.stderr).toContain(host.fingerprint);
+    expect(
+      (await test.call<{ ssh: { hostKey: string | null } }>("GET", "/api/v1/targets/host-0")).body.ssh.hostKey,
+    ).toBe(null);
+    const trusted = await cli(["target", "trust", "host-0", "--fingerprint", host.fingerprint]);
+    expect(trusted.code, trusted.stderr).toBe(0);
+    expect(trusted.stdout).toContain("trusted");
+    expect((await test.call<{ ssh: { hostKey: string } }>("GET", "/api/v1/targets/host-0")).body.ssh.hostKey).toBe(
+      host.fingerprint,
+    );
+
+    const second = await releaseAndWait(slug);
+    expect(second.task.state, second.log).toBe("succeeded");
+    expect(second.log).toContain("hello from root");
+
+    // The host gets a new key (as a reinstall would): refused, naming what Ferry trusts and what it sees.
+    const old = host.fingerprint;
+    const replaced = await host.replaceHostKey();
+    const third = await releaseAndWait(slug);
+    expect(third.task.state).toBe("failed");
+    expect(third.log).toContain(`Ferry trusts ${old}`);
+    expect(third.log).toContain(`presents ssh-ed25519 ${replaced}`);
+    expect(third.log).not.toContain("hello from");
+
+    // Trusting the new key through the API lets deployments through again.
+    const answer = await test.call<{ changed: boolean; host: { trusted: string } }>(
+      "POST",
+      "/api/v1/targets/host-0/trust",
+      { fingerprint: replaced },
+    );
+    expect(answer.status, JSON.stringify(answer.body)).toBe(200);
+    expect(answer.body).toMatchObject({ changed: true, host: { trusted: replaced } });
+    const fourth = await releaseAndWait(slug);
+    expect(fourth.task.state, fourth.log).toBe("succeeded");
+  });
+
+  it("runs a script on three hosts with hostile values as data, leaving no marker on any host", async () => {
+    for (const index of [0, 1, 2]) await trust(index);
+    const markerDir = mkdtempSync(join(tmpdir(), "ferry-ssh-marker-"));
+    chmodSync(markerDir, 0o777);
+    temporary.push(markerDir);
+    const values = payloads(markerDir);
+    const variables = Object.fromEntries(values.map((value, index) => [`P${index}`, value]));
+    const env = Object.fromEntries(values.map((_, index) => [`P${index}`, `#{P${index}}`]));
+    const slug = await newProject(
+      [
+        {
+          name: "show",
+          kind: "script",
+          roles: ["web"],
+          config: {
+            // Quoted and unquoted expansions: neither evaluates $(…) or `…` inside a value.
+            script: [
+              'for a in "$@"; do printf "arg[%s]\\n" "$a"; done',
+              `for n in ${Object.keys(env).join(" ")}; do printf "env[%s]\\n" "\${!n}"; echo unquoted \${!n}; done`,
+              'printf "where[%s]\\n" "$(ip -4 -o addr show | grep -o "10\\.231\\.[0-9]*\\.2")"',
+              'printf "who[%s]\\n" "$(id -un)"',
+            ].join("\n"),
+            env,
+            arguments: values.map((_, index) => `#{P${index}}`),
+          },
+        },
+      ],
+      variables,
+    );
+    const { task, log } = await releaseAndWait(slug);
+    expect(task.state, log).toBe("succeeded");
+    const count = (text: string) => log.split(text).length - 1;
+    for (const [index, host] of hosts.hosts.entries()) {
+      expect(log, `host-${index}`).toContain(`show on host-${index}`);
+      expect(count(`where[${host.address}]`)).toBe(1);
+    }
+    expect(count("who[root]")).toBe(3);
+    // Every single-line value arrived verbatim, as an argument and as an environment variable, on each host.
+    for (const value of values.filter((text) => !text.includes("\n"))) {
+      expect(count(`arg[${value}]`), value).toBe(3);
+      expect(count(`env[${value}]`), value).toBe(3);
+    }
+    expect(count(`touch ${markerDir}/newline`)).toBeGreaterThanOrEqual(3);
+    expect(readdirSync(markerDir), "markers").toEqual([]);
+  });
+
+  it("probes an address on the host's own loopback, which the server cannot reach", async () => {
+    await trust(1);
+    const host = hosts.hosts[1];
+    if (!host) throw new Error("no host");
+    const site = mkdtempSync(join(tmpdir(), "ferry-ssh-site-"));
+    temporary.push(site);
+    writeFileSync(join(site, "health"), "ok\n");
+    chmodSync(site, 0o755);
+    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    host.spawn("busybox", ["httpd", "-f", "-p", `127.0.0.1:${port}`, "-h", site]);
+    await waitUntil(() => {
+      try {
+        host.exec("busybox", ["wget", "-q", "-O", "-", `http://127.0.0.1:${port}/health`]);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    // From the server's own host that address has nothing behind it.
+    await expect(fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(2000) })).rejects.toThrow();
+    const slug = await newProject([
+      {
+        name: "probe",
+        kind: "health-check",
+        roles: ["h1"],
+        config: { url: `http://127.0.0.1:${port}/health`, intervalMs: 200, deadlineSeconds: 20 },
+      },
+      {
+        name: "probe-missing",
+        kind: "health-check",
+        roles: ["h1"],
+        required: false,
+        config: { url: `http://127.0.0.1:${port}/missing`, intervalMs: 200, deadlineSeconds: 2 },
+      },
+    ]);
+    const { task, log } = await releaseAndWait(slug);
+    expect(task.state, log).toBe("succeeded");
+    expect(log).toMatch(/probe on host-1/);
+    expect(log).toMatch(/404/);
+  });
+
+  it("a cancel mid-step kills the process on the host", async () => {
+    await trust(2);
+    const markerDir = mkdtempSync(join(tmpdir(), "ferry-ssh-cancel-"));
+    chmodSync(markerDir, 0o777);
+    temporary.push(markerDir);
+    const slug = await newProject([
+      {
+        name: "slow",
+        kind: "script",
+        roles: ["h2"],
+        config: {
+          // A background job too: everything the step started goes.
+          script: `(sleep 4; touch ${markerDir}/background) &\necho started\nsleep 4\ntouch ${markerDir}/foreground`,
+        },
+      },
+    ]);
+    const taskId = await release(slug);
+    await waitUntil(async () => (await logText(taskId)).includes("started"), 30_000);
+    const cancelled = await test.call("POST", `/api/v1/tasks/${taskId}/cancel`);
+    expect(cancelled.status, JSON.stringify(cancelled.body)).toBeLessThan(300);
+    const task = await test.waitForTask(taskId, 30_000);
+    expect(task.state).toBe("cancelled");
+    // No process of the task is left (the namespaces share this machine's process table).
+    expect(processesCarrying(`FERRY_TASK_ID=${taskId}`)).toEqual([]);
+    await sleep(5000);
+    expect(readdirSync(markerDir)).toEqual([]);
+  });
+
+  it("the private key appears in no log, API answer, audit export, server log or process list", async () => {
+    // A real `ferry server` process, logging at debug level, and the real CLI.
+    const adminKey = testAdminKey();
+    const { server } = await resources.startServerInNewHome(adminKey, []);
+    const env = (extra: Record<string, string> = {}) =>
+      isolatedEnv(mkdtempSync(join(tmpdir(), "ferry-ssh-home-")), {
+        FERRY_URL: server.url,
+        FERRY_API_KEY: adminKey,
+        ...extra,
+      });
+    const host = hosts.hosts[1];
+    if (!host) throw new Error("no host");
+    // An encrypted copy of the client key: its passphrase must not show up either.
+    const keyDirectory = mkdtempSync(join(tmpdir(), "ferry-ssh-key-"));
+    temporary.push(keyDirectory);
+    const keyFile = join(keyDirectory, "key");
+    writeFileSync(keyFile, hosts.privateKey, { mode: 0o600 });
+    const passphrase = `pass-${randomBytes(12).toString("hex")}`;
+    execFileSync("ssh-keygen", ["-q", "-p", "-N", passphrase, "-f", keyFile]);
+    const encryptedKey = readFileSync(keyFile, "utf8");
+    const run = async (args: string[], input?: string) => {
+      const result = await runFerry(args, env(), { ...(input !== undefined && { input }), timeoutMs: 60_000 });
+      expect(result.code, `${args.join(" ")}\n${result.stdout}\n${result.stderr}`).toBe(0);
+      return result;
+    };
+    await run(["env", "create", "dev"]);
+    const lifecycle = await apiRequest(`${server.url}/api/v1/lifecycles`, adminKey, "POST", {
+      name: "auto",
+      phases: [{ environments: ["dev"], autoDeploy: true }],
+    });
+    expect(lifecycle.status).toBe(201);
+    const created = await run(
+      [
+        "target",
+        "create",
+        "secret-host",
+        "--env",
+        "dev",
+        "--role",
+        "web",
+        "--transport",
+        "ssh",
+        "--ssh-host",
+        host.address,
+        "--ssh-user",
+        "root",
+        "--ssh-key-file",
+        keyFile,
+        "--ssh-passphrase-stdin",
+        "--json",
+      ],
+      `${passphrase}\n`,
+    );
+    expect(JSON.parse(created.stdout)).toMatchObject({ ssh: { privateKey: "set", passphrase: "set", hostKey: null } });
+    await run(["target", "trust", "secret-host", "--fingerprint", host.fingerprint]);
+    // The key replaced by the same one: the audit log records "(changed)", never the key.
+    const patched = await apiRequest(`${server.url}/api/v1/targets/secret-host`, adminKey, "PATCH", {
+      ssh: { privateKey: encryptedKey },
+    });
+    expect(patched.status, await patched.clone().text()).toBe(200);
+
+    const project = await apiRequest(`${server.url}/api/v1/projects`, adminKey, "POST", {
+      name: "secret-app",
+      lifecycle: "auto",
+    });
+    expect(project.status).toBe(201);
+    const steps = [
+      { name: "wait", kind: "script", roles: ["web"], config: { script: "echo begun; sleep 2; echo done" } },
+    ];
+    expect(
+      (await apiRequest(`${server.url}/api/v1/projects/secret-app/process`, adminKey, "PUT", { steps })).status,
+    ).toBe(200);
+    const releaseResponse = await apiRequest(`${server.url}/api/v1/projects/secret-app/releases`, adminKey, "POST", {
+      version: "1.0.0",
+    });
+    const { deployments } = (await releaseResponse.json()) as { deployments: { taskId: string }[] };
+    const taskId = deployments[0]?.taskId ?? "";
+    // While the step runs on the host: nothing in any process's command line.
+    const processList: string[] = [];
+    const readLog = async () => {
+      const response = await apiRequest(`${server.url}/api/v1/tasks/${taskId}/log`, adminKey);
+      return ((await response.json()) as { lines: LogLine[] }).lines.map((line) => line.text).join("\n");
+    };
+    await waitUntil(async () => {
+      processList.push(execFileSync("ps", ["-eo", "args"], { encoding: "utf8" }));
+      return (await readLog()).includes("done");
+    }, 60_000);
+    const taskResponse = await apiRequest(`${server.url}/api/v1/tasks/${taskId}`, adminKey);
+    const log = await readLog();
+    expect(((await taskResponse.json()) as { state: string }).state, log).toMatch(/running|succeeded/);
+
+    const answers = [
+      await (await apiRequest(`${server.url}/api/v1/targets/secret-host`, adminKey)).text(),
+      await (await apiRequest(`${server.url}/api/v1/targets`, adminKey)).text(),
+      await (await apiRequest(`${server.url}/api/v1/audit/export`, adminKey)).text(),
+      (await run(["target", "show", "secret-host", "--json"])).stdout,
+      (await run(["target", "list"])).stdout,
+    ];
+    expect(answers[2]).toContain("target.update");
+    expect(answers[2]).toContain("(changed)");
+    const everything = [log, ...answers, ...processList, server.stdout(), server.stderr()].join("\n");
+    // Each line of the key's body is checked on its own: a partial leak counts too.
+    const keyLines = [hosts.privateKey, encryptedKey].flatMap((key) =>
+      key.split("\n").filter((line) => line.length > 20 && !line.startsWith("-----")),
+    );
+    expect(keyLines.length).toBeGreaterThan(3);
+    for (const line of keyLines) expect(everything.includes(line), `key line ${line.slice(0, 10)}…`).toBe(false);
+    expect(everything.includes(passphrase)).toBe(false);
+  });
+});
+
+async function waitUntil(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error("timed out");
+    await sleep(100);
+  }
+}
+
+/** Processes whose environment holds this NAME=value entry. */
+function processesCarrying(entry: string): number[] {
+  const found: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (readFileSync(`/proc/${name}/environ`, "latin1").split("\0").includes(entry)) found.push(Number(name));
+    } catch {
+      // Gone, or not readable.
+    }
+  }
+  return found;
+}
