@@ -4,15 +4,16 @@ import { type Browser, ensureWebBuilt, launchBrowser } from "./helpers/browser.j
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 /*
- * The task page's log under strain, in Debian's Chromium against a real `ferry server`:
- * a connection that drops mid-stream (the page must not show a line twice, the bug Argo
- * CD's log viewer has), and 50,000 lines (only the rows in view may be in the page).
+ * The dashboard under strain, in Debian's Chromium against a real `ferry server`: a task
+ * log whose connection drops mid-stream (the page must not show a line twice, the bug
+ * Argo CD's log viewer has), 50,000 log lines and 1,000 projects (only the rows in view
+ * may be in the page).
  */
 
 const USERNAME = "lin";
 const PASSWORD = "a long enough password";
 
-describe("web dashboard: task logs", () => {
+describe("web dashboard at scale", () => {
   let test: TestServer;
   let browser: Browser;
   let page: Page;
@@ -127,5 +128,26 @@ describe("web dashboard: task logs", () => {
     await page.getByRole("status").filter({ hasText: "1 of 1" }).waitFor();
     await page.getByRole("button", { name: /▶ print/ }).click();
     await expect.poll(() => page.locator(".log-row").count()).toBeLessThan(5);
+  }, 120_000);
+
+  it("shows 1,000 projects with only the rows in view in the page", async () => {
+    const names = Array.from({ length: 1000 }, (_, index) => `svc-${String(index).padStart(4, "0")}`);
+    for (let start = 0; start < names.length; start += 25) {
+      await Promise.all(
+        names.slice(start, start + 25).map((name) => ok("POST", "/api/v1/projects", { name, lifecycle: "only-dev" })),
+      );
+    }
+    const started = Date.now();
+    await page.goto(url("/"));
+    await page.getByText("1001 projects").waitFor({ timeout: 30_000 });
+    await page.getByRole("rowheader", { name: /^logs/ }).waitFor();
+    console.log(`1,001-project dashboard shown in ${Date.now() - started} ms`);
+    expect(await page.getByRole("row").count()).toBeLessThan(60);
+    // The page is as tall as all of them; scrolled to the end, the last one shows.
+    await page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)");
+    await page.getByRole("rowheader", { name: /^svc-0999/ }).waitFor();
+    expect(await page.getByRole("row").count()).toBeLessThan(60);
+    await page.getByLabel("Project").fill("svc-0500");
+    await expect.poll(() => page.getByRole("rowheader").allInnerTexts()).toEqual([expect.stringMatching(/^svc-0500/)]);
   }, 120_000);
 });
