@@ -86,6 +86,13 @@ ensure_packages nginx etcd-server etcd-client wrk bc curl
 # Debian starts nginx on :80 when it is installed (no systemd here it may or may not);
 # Ferry's tests never need that instance.
 
+# --- SSH hosts -------------------------------------------------------------------------
+# SSH targets are tested against real hosts: network namespaces joined by veth pairs
+# (iproute2), each with its own sshd from openssh-server, started by the test that needs
+# them (test/helpers/sshHosts.ts), so nothing is started here. Debian starts an sshd on :22
+# when the package is installed (no systemd here it may or may not); the tests never use it.
+ensure_packages openssh-server openssh-client iproute2
+
 # --- Metrics ---------------------------------------------------------------------------
 # test/metrics.test.ts checks GET /metrics with the real `promtool check metrics`, which
 # Debian ships in the prometheus package. The tests need only that binary, never the

@@ -24,7 +24,14 @@ export async function cleanUpTask(
   for (const host of hosts) {
     if (seen.has(host.transport)) continue;
     seen.add(host.transport);
-    await cleanUpHost(host, taskId, log);
+    // One host that cannot be reached (an SSH target that is down) must not keep the others from being cleaned.
+    try {
+      await cleanUpHost(host, taskId, log);
+    } catch (error) {
+      log.warn(
+        `clean-up: could not clean up on ${host.name} (${error instanceof Error ? error.message : String(error)}); what the task left there stays`,
+      );
+    }
   }
 }
 
