@@ -12,7 +12,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
  */
 
 /** Where `npm run build:web` writes: dist/web of the package, from src/api or dist/api alike. */
-export const defaultWebRoot = fileURLToPath(new URL("../../dist/web/", import.meta.url));
+const defaultWebRoot = fileURLToPath(new URL("../../dist/web/", import.meta.url));
 
 /**
  * The dashboard's pages (web/src/routes.tsx): a deep link to any of them loads index.html,

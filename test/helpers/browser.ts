@@ -76,7 +76,7 @@ export interface AxeViolation {
 
 /** axe-core's serious and critical findings on the page as it is now (WCAG 2.1 A and AA rules). */
 export async function accessibilityViolations(page: Page): Promise<AxeViolation[]> {
-  const source = await readFile(join(root, "node_modules", "axe-core", "axe.min.js"), "utf8");
+  const source = await readFile(fileURLToPath(import.meta.resolve("axe-core/axe.min.js")), "utf8");
   // Through the DevTools protocol, which the page's Content-Security-Policy does not govern.
   await page.evaluate(source);
   // A string, not a function: this file is compiled without the DOM's types.

@@ -3,11 +3,9 @@
  * server (src/domain): type-only imports, so nothing of the server reaches the bundle.
  */
 export type { AccessRole, Permission, Team } from "../../../src/domain/access.js";
-export type { Dashboard, DashboardCell, DashboardDeployment } from "../../../src/domain/dashboard.js";
+export type { Dashboard, DashboardCell } from "../../../src/domain/dashboard.js";
 export type { Environment } from "../../../src/domain/environments.js";
-export type { Lifecycle } from "../../../src/domain/lifecycles.js";
 export type {
-  DeploymentSummary,
   ProgressionEnvironment,
   ProgressionRelease,
   ProjectProgression,

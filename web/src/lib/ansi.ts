@@ -33,7 +33,7 @@ const SEQUENCE = new RegExp(
   "g",
 );
 
-export function hasAnsi(text: string): boolean {
+function hasAnsi(text: string): boolean {
   return text.includes(ESC);
 }
 

@@ -132,7 +132,7 @@ export class LogModel {
   }
 }
 
-export function plainText(text: string): string {
+function plainText(text: string): string {
   return parseAnsi(text)
     .map((run) => run.text)
     .join("");
