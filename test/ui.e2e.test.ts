@@ -343,6 +343,49 @@ describe("web dashboard", () => {
     await devCard.getByRole("link", { name: "1.0.0" }).waitFor();
   });
 
+  it("answers a failed step of a guided deployment: retry, then abort", async () => {
+    await ok("POST", "/api/v1/projects", { name: "flaky", lifecycle: "default" });
+    await ok("PUT", "/api/v1/projects/flaky/process", {
+      steps: [{ name: "migrate", kind: "script", config: { script: "echo 'the database is locked' >&2; exit 3" } }],
+    });
+    await ok("POST", "/api/v1/projects/flaky/releases", { version: "0.1.0" });
+    await page.goto(url("/projects/flaky/releases/0.1.0"));
+    await page.getByRole("heading", { name: "flaky 0.1.0" }).waitFor();
+    await page.getByRole("button", { name: "Redeploy" }).first().click();
+    const dialog = page.getByRole("dialog", { name: "Deploy 0.1.0 to dev?" });
+    await dialog.getByRole("checkbox", { name: /Guided failure/ }).check();
+    await dialog.getByRole("button", { name: "Deploy to dev" }).click();
+    await page.getByRole("heading", { name: "Deploy flaky 0.1.0 to dev" }).waitFor();
+    const question = page.getByRole("region", { name: "Waiting for you" });
+    await question.waitFor({ timeout: 15_000 });
+    expect(await question.innerText()).toContain("A step failed: what now?");
+    await question.getByRole("button", { name: "Retry the step" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Retry the step" }).click();
+    // The retry fails the same way and asks again (a second question); this time abort.
+    await expect
+      .poll(async () => (await page.locator(".log-row").allInnerTexts()).join("\n"), { timeout: 15_000 })
+      .toMatch(/the database is locked[\s\S]*the database is locked/);
+    await question.getByRole("button", { name: "Abort the deployment" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Abort the deployment" }).click();
+    await page.locator(".state").first().getByText("failed").waitFor({ timeout: 15_000 });
+    expect(await page.getByRole("alert").innerText()).toMatch(/^Failed:/);
+  });
+
+  it("cancels a running deployment", async () => {
+    await ok("PUT", "/api/v1/projects/flaky/process", {
+      steps: [{ name: "slow", kind: "script", config: { script: "echo starting; sleep 30" } }],
+    });
+    const created = await ok<{ deployments: { taskId: string }[] }>("POST", "/api/v1/projects/flaky/releases", {
+      version: "0.2.0",
+    });
+    await page.goto(url(`/tasks/${created.deployments[0]?.taskId}`));
+    await page.getByText("starting").waitFor({ timeout: 15_000 });
+    await page.getByRole("button", { name: "Cancel task" }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Cancel the task" }).click();
+    await page.locator(".state").first().getByText("cancelled").waitFor({ timeout: 15_000 });
+    expect(await page.getByRole("button", { name: "Cancel task" }).count()).toBe(0);
+  });
+
   it("shows a release's snapshot: its process, and variables with sensitive values masked", async () => {
     await ok("POST", "/api/v1/projects/shop/variables", { name: "DbPassword", value: "s3cret-value", sensitive: true });
     await ok("POST", "/api/v1/projects/shop/releases", { version: "1.1.0" });

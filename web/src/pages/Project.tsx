@@ -317,6 +317,7 @@ export function ReleaseCell({
   const client = useQueryClient();
   const navigate = useNavigate();
   const reasonId = useId();
+  const [guided, setGuided] = useState(false);
   const cell = release.environments.find((each) => each.environment === environment.environment.slug);
   if (!cell) return null;
   const mayDeploy = environment.permissions.includes("deploy");
@@ -346,11 +347,17 @@ export function ReleaseCell({
           const created = await api<DeploymentCreated>("POST", `/projects/${encodeURIComponent(project)}/deployments`, {
             release: release.version,
             environment: environment.environment.slug,
+            guidedFailure: guided,
           });
           await client.invalidateQueries({ queryKey: ["progression", project] });
           navigate(`/tasks/${created.taskId}`);
         }}
-      />
+      >
+        <label className="inline">
+          <input type="checkbox" checked={guided} onChange={(event) => setGuided(event.target.checked)} />
+          Guided failure: when a step fails, wait for someone to retry it, skip it or abort
+        </label>
+      </ConfirmButton>
       {reason && (
         <span id={reasonId} className="visually-hidden">
           {reason}
