@@ -297,6 +297,55 @@ describe("SSH targets on real hosts", { timeout: 180_000 }, () => {
     expect(readdirSync(markerDir)).toEqual([]);
   });
 
+  it("ferry apply creates an ssh target with its key read from a file beside ferry.yml, and a second apply changes nothing", async () => {
+    const host = hosts.hosts[2];
+    if (!host) throw new Error("no host");
+    const directory = mkdtempSync(join(tmpdir(), "ferry-ssh-apply-"));
+    temporary.push(directory);
+    writeFileSync(join(directory, "deploy_key"), hosts.privateKey, { mode: 0o600 });
+    const name = `applied-${randomBytes(3).toString("hex")}`;
+    writeFileSync(
+      join(directory, "ferry.yml"),
+      JSON.stringify({
+        project: { name },
+        environments: ["dev"],
+        lifecycle: { name: `lc-${name}`, phases: [{ environments: ["dev"], autoDeploy: true }] },
+        targets: [
+          {
+            name: `${name}-host`,
+            environments: ["dev"],
+            roles: [name],
+            transport: "ssh",
+            ssh: {
+              host: host.address,
+              user: "root",
+              privateKeyFrom: { file: "deploy_key" },
+              hostKey: host.fingerprint,
+            },
+          },
+        ],
+        steps: [{ name: "hello", kind: "script", roles: [name], config: { script: "echo applied on $(id -un)" } }],
+      }),
+    );
+    const apply = () => cli(["apply", "-f", join(directory, "ferry.yml")]);
+    const first = await apply();
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toContain(`created target ${name}-host (private key from deploy_key)`);
+    const target = await test.call<{ ssh: Record<string, unknown> }>("GET", `/api/v1/targets/${name}-host`);
+    expect(target.body.ssh).toMatchObject({
+      host: host.address,
+      user: "root",
+      privateKey: "set",
+      hostKey: host.fingerprint,
+    });
+    const second = await apply();
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stdout).toContain(`unchanged target ${name}-host`);
+    const { task, log } = await releaseAndWait(name);
+    expect(task.state, log).toBe("succeeded");
+    expect(log).toContain("applied on root");
+  });
+
   it("the private key appears in no log, API answer, audit export, server log or process list", async () => {
     // A real `ferry server` process, logging at debug level, and the real CLI.
     const adminKey = testAdminKey();

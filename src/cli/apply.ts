@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
 import type { Command } from "commander";
 import type { AppliedChange } from "../config/apply.js";
 import { UsageError } from "./errors.js";
@@ -33,6 +34,8 @@ export function addApplyCommand(
       const client = await context.client();
       const changes = await applyFerryFile(client, config, secretSource, {
         updateSecrets: options.updateSecrets ?? false,
+        // Files a ferry.yml names (an SSH key) are relative to the ferry.yml, as docker-compose's are.
+        readFile: (path) => readFile(resolve(dirname(options.file), path), "utf8").catch(() => undefined),
       });
       if (options.json) printJson(changes);
       else writeOutput(`${[...changes.map(describeChange), summary(changes)].join("\n")}\n`);

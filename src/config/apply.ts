@@ -42,6 +42,8 @@ export interface AppliedChange {
 interface ApplyOptions {
   /** Write every sensitive value and feed password the file refers to, even those already stored (rotation). */
   updateSecrets?: boolean;
+  /** Reads a file the ferry.yml names (an SSH private key), relative to the ferry.yml; undefined when it cannot. */
+  readFile?: (path: string) => Promise<string | undefined>;
 }
 
 interface Run {
@@ -49,6 +51,7 @@ interface Run {
   readonly environment: Readonly<Record<string, string | undefined>>;
   readonly updateSecrets: boolean;
   readonly changes: AppliedChange[];
+  readonly readFile: (path: string) => Promise<string | undefined>;
 }
 
 /** One line for people: "created environment dev", "updated lifecycle hello (phases)". */
@@ -67,7 +70,13 @@ export async function applyFerryFile(
   environment: Readonly<Record<string, string | undefined>>,
   options: ApplyOptions = {},
 ): Promise<AppliedChange[]> {
-  const run: Run = { client, environment, updateSecrets: options.updateSecrets ?? false, changes: [] };
+  const run: Run = {
+    client,
+    environment,
+    updateSecrets: options.updateSecrets ?? false,
+    changes: [],
+    readFile: options.readFile ?? (async () => undefined),
+  };
   const environments = await applyPart(run, "environments", () => applyEnvironments(run, config.environments));
   if (config.feeds.length > 0) {
     const feeds = await client.getAll<Feed>("/api/v1/feeds");
@@ -255,20 +264,37 @@ async function applyFeed(run: Run, feed: FerryFile["feeds"][number], existing: r
 
 async function applyTarget(run: Run, target: FerryFile["targets"][number], existing: readonly Target[]): Promise<void> {
   const current = existing.find((item) => item.slug === target.slug);
+  const ssh = await sshChanges(run, target, current);
   if (!current) {
-    await createOrUpdate(run, "target", target.slug, {
-      create: {
-        path: "/api/v1/targets",
-        body: {
-          name: target.name,
-          slug: target.slug,
-          environments: target.environments,
-          ...(target.roles !== undefined && { roles: target.roles }),
-          ...(target.transport !== undefined && { transport: target.transport }),
-          ...(target.runtimes !== undefined && { runtimes: target.runtimes }),
+    if (ssh?.missingKey) {
+      run.changes.push({
+        action: "skipped",
+        resource: "target",
+        name: target.slug,
+        warning: `not created: ${ssh.missingKey}; an ssh target needs its private key`,
+      });
+      return;
+    }
+    await createOrUpdate(
+      run,
+      "target",
+      target.slug,
+      {
+        create: {
+          path: "/api/v1/targets",
+          body: {
+            name: target.name,
+            slug: target.slug,
+            environments: target.environments,
+            ...(target.roles !== undefined && { roles: target.roles }),
+            ...(target.transport !== undefined && { transport: target.transport }),
+            ...(target.runtimes !== undefined && { runtimes: target.runtimes }),
+            ...(ssh && { ssh: ssh.body }),
+          },
         },
       },
-    });
+      ssh?.notes.length ? { detail: ssh.notes.join(", ") } : {},
+    );
     return;
   }
   // Environments, roles and runtimes are sets: their order means nothing.
@@ -281,9 +307,84 @@ async function applyTarget(run: Run, target: FerryFile["targets"][number], exist
     transport: target.transport,
     runtimes: changedSet(target.runtimes, current.runtimes),
   });
-  await createOrUpdate(run, "target", target.slug, {
-    update: { path: `/api/v1/targets/${segment(target.slug)}`, body },
-  });
+  const notes = Object.keys(body);
+  if (ssh && Object.keys(ssh.body).length > 0) {
+    body.ssh = ssh.body;
+    notes.push(...ssh.notes);
+  } else if (ssh) notes.push(...ssh.notes.filter((note) => note.startsWith("private key kept")));
+  const extra = {
+    ...(notes.length > 0 && { detail: notes.join(", ") }),
+    ...(ssh?.missingKey && { warning: `${ssh.missingKey}, so the private key was not replaced` }),
+  };
+  await createOrUpdate(
+    run,
+    "target",
+    target.slug,
+    { update: { path: `/api/v1/targets/${segment(target.slug)}`, body } },
+    extra,
+  );
+}
+
+/**
+ * What the ssh settings of a file's target change on the server: every setting that differs,
+ * and the private key (with its passphrase) when the target has none stored yet or when
+ * asked to (`--update-secrets`), read from where the file says. The stored key cannot be
+ * read back, so otherwise it is kept, which keeps a second apply a no-op.
+ */
+async function sshChanges(
+  run: Run,
+  target: FerryFile["targets"][number],
+  current: Target | undefined,
+): Promise<{ body: Record<string, unknown>; notes: string[]; missingKey?: string } | undefined> {
+  const { ssh } = target;
+  if (!ssh) return undefined;
+  const stored = current?.ssh ?? null;
+  const wanted = {
+    host: ssh.host,
+    port: ssh.port ?? 22,
+    user: ssh.user,
+    jumpHost: ssh.jumpHost ?? null,
+    ...(ssh.hostKey !== undefined && { hostKey: ssh.hostKey }),
+  };
+  const body: Record<string, unknown> = {};
+  if (!stored) Object.assign(body, wanted);
+  else {
+    for (const field of ["host", "port", "user", "hostKey"] as const) {
+      if (wanted[field] !== undefined && wanted[field] !== stored[field]) body[field] = wanted[field];
+    }
+    const jump = stored.jumpHost;
+    const wantedJump = wanted.jumpHost;
+    const sameJump =
+      wantedJump === null
+        ? jump === null
+        : jump !== null &&
+          jump.host === wantedJump.host &&
+          jump.port === wantedJump.port &&
+          jump.user === wantedJump.user &&
+          (wantedJump.hostKey === undefined || wantedJump.hostKey === jump.hostKey);
+    if (!sameJump) body.jumpHost = wantedJump;
+  }
+  if (body.jumpHost === null && !stored) delete body.jumpHost;
+  // A new target's settings go without saying; an existing one's changes are named.
+  const notes = stored ? Object.keys(body).map((field) => `ssh.${field}`) : [];
+  const from = ssh.privateKeyFrom;
+  const source = "env" in from ? `$${from.env}` : from.file;
+  const needsKey = !stored || run.updateSecrets;
+  if (!needsKey) {
+    notes.push(`private key kept; --update-secrets writes it from ${source}`);
+    return { body, notes };
+  }
+  const key = "env" in from ? secret(run, from.env) : await run.readFile(from.file);
+  if (key === undefined) {
+    return { body, notes, missingKey: "env" in from ? `$${from.env} is not set` : `cannot read ${from.file}` };
+  }
+  body.privateKey = key;
+  notes.push(`private key from ${source}`);
+  if (ssh.passphraseFrom) {
+    const passphrase = secret(run, ssh.passphraseFrom.env);
+    if (passphrase !== undefined) body.passphrase = passphrase;
+  }
+  return { body, notes };
 }
 
 async function applyLifecycle(

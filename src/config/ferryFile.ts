@@ -107,6 +107,38 @@ const feedFileSchema = z
   })
   .transform(withSlug);
 
+/** A private key's source: a file (relative to the ferry.yml) or an environment variable of `ferry apply`. */
+const keyReferenceSchema = z
+  .union([
+    z.strictObject({
+      file: z
+        .string()
+        .min(1)
+        .max(4096)
+        .describe(
+          "A file holding the private key, relative to this ferry.yml; read by `ferry apply`, never sent as a path",
+        ),
+    }),
+    secretReferenceSchema,
+  ])
+  .describe(
+    "Where `ferry apply` reads the private key from: { file: PATH } or { env: NAME }; the key never sits in the file",
+  );
+
+const sshShape = createTargetSchema.shape.ssh.unwrap().shape;
+
+const sshFileSchema = z
+  .strictObject({
+    host: sshShape.host,
+    port: sshShape.port.unwrap().optional().describe("SSH port, 22 when left out"),
+    user: sshShape.user,
+    jumpHost: sshShape.jumpHost,
+    privateKeyFrom: keyReferenceSchema,
+    passphraseFrom: secretReferenceSchema.optional().describe("Where `ferry apply` reads the key's passphrase from"),
+    hostKey: sshShape.hostKey,
+  })
+  .describe("How an ssh target is reached (transport: ssh)");
+
 const targetFileSchema = z
   .strictObject({
     name: nameSchema,
@@ -115,6 +147,19 @@ const targetFileSchema = z
     roles: updateTargetSchema.shape.roles,
     transport: updateTargetSchema.shape.transport,
     runtimes: updateTargetSchema.shape.runtimes,
+    ssh: sshFileSchema.optional(),
+  })
+  .superRefine((target, context) => {
+    if (target.transport === "ssh" && !target.ssh) {
+      context.addIssue({
+        code: "custom",
+        path: ["ssh"],
+        message: "an ssh target needs ssh: { host, user, privateKeyFrom }",
+      });
+    }
+    if (target.ssh && target.transport !== "ssh") {
+      context.addIssue({ code: "custom", path: ["transport"], message: "add transport: ssh to use the ssh settings" });
+    }
   })
   .transform(withSlug);
 
