@@ -143,6 +143,12 @@ describe.each(dialects)("decisions and process scope on %s", (dialect) => {
     expect(decisions.body.map((decision) => decision.kind)).toEqual(["approval"]);
     const skip = await as("dana", "POST", `/api/v1/tasks/${taskId}/decisions`, { decision: "skip" });
     expect(skip.status).toBe(403);
+    // Not even someone who may resolve failed steps can bring it back: nothing is waiting.
+    for (const decision of ["skip", "retry"]) {
+      const byManager = await as("rob", "POST", `/api/v1/tasks/${taskId}/decisions`, { decision });
+      expect(byManager.status).toBe(409);
+    }
+    expect((await test.call("GET", `/api/v1/tasks/${taskId}`)).body.state).toBe("failed");
     const log = await test.call<{ lines: Array<{ text: string }> }>("GET", `/api/v1/tasks/${taskId}/log`);
     expect(log.body.lines.map((line) => line.text).join("\n")).not.toContain("shipped");
     // The release did not reach dev, so test refuses it.
@@ -325,6 +331,12 @@ describe.each(dialects)("decisions and process scope on %s", (dialect) => {
       steps: [...steps, { ...prodStep, environments: [], excludeEnvironments: ["prod"] }],
     });
     expect(allButProd.status).toBe(403);
+    // An environment that does not exist yet could be created (or renamed to) later.
+    const planted = await as("eddie", "PUT", "/api/v1/projects/shop/process", {
+      steps: [...steps, { ...prodStep, environments: ["production"] }],
+    });
+    expect(planted.status).toBe(403);
+    expect(String(planted.body.detail)).toContain("every environment");
     // A step changed that runs everywhere is a change for prod too.
     const changed = await as("eddie", "PUT", "/api/v1/projects/shop/process", {
       steps: steps.map((step, index) => (index === 0 ? { ...step, required: false } : step)),
@@ -350,7 +362,7 @@ describe.each(dialects)("decisions and process scope on %s", (dialect) => {
     expect((await as("eddie", "PUT", "/api/v1/projects/shop/process", { steps })).status).toBe(200);
   });
 
-  it("a script on the server's host runs as an unprivileged user that cannot read the data directory", async () => {
+  it("a script on the server's host runs as a uid of its task's own that cannot read the data directory", async () => {
     await admin(
       "PUT",
       "/api/v1/projects/shop/process",
@@ -379,8 +391,65 @@ describe.each(dialects)("decisions and process scope on %s", (dialect) => {
     );
     const text = log.body.lines.map((line) => line.text).join("\n");
     expect(task.state, text).toBe("succeeded");
-    expect(text).toContain("uid=65534");
+    const uid = Number(/uid=(\d+)/.exec(text)?.[1]);
+    // Not root, not a system account: the default range of per-task uids.
+    expect(uid).toBeGreaterThanOrEqual(2_000_000_000);
     expect(text).toContain("master key: refused");
     expect(text).toContain("data dir: refused");
+  });
+
+  it("a dev task's script cannot read the environment of a prod task's script running at the same time", async () => {
+    await admin("POST", "/api/v1/lifecycles", {
+      name: "flat",
+      phases: [{ environments: ["dev", "test", "prod"] }],
+    });
+    await admin("POST", "/api/v1/projects", { name: "neighbours", lifecycle: "flat" });
+    await admin(
+      "PUT",
+      "/api/v1/projects/neighbours/process",
+      process([
+        {
+          name: "holds a secret",
+          kind: "script",
+          environments: ["prod"],
+          config: { script: 'echo "prod started"; sleep 6', env: { MARKER: "prod-only-marker-7f3a" } },
+        },
+        {
+          name: "looks around",
+          kind: "script",
+          environments: ["dev"],
+          config: {
+            script: [
+              'readable=$(grep -l -a "prod-only-marker-7f3a" /proc/[0-9]*/environ 2>/dev/null | wc -l)',
+              'echo "readable environments of the prod task: $readable"',
+            ].join("\n"),
+          },
+        },
+      ]),
+    );
+    await release("neighbours", "1.0.0");
+    const prod = await admin("POST", "/api/v1/projects/neighbours/deployments", {
+      release: "1.0.0",
+      environment: "prod",
+    });
+    const prodTask = String(prod.taskId);
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const log = await test.call<{ lines: Array<{ text: string }> }>("GET", `/api/v1/tasks/${prodTask}/log`);
+      if (log.body.lines.some((line) => line.text === "prod started")) break;
+      if (Date.now() > deadline) throw new Error("the prod script did not start");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const dev = await admin("POST", "/api/v1/projects/neighbours/deployments", {
+      release: "1.0.0",
+      environment: "dev",
+    });
+    const devTask = String(dev.taskId);
+    expect((await test.waitForTask(devTask)).state).toBe("succeeded");
+    const devLog = await test.call<{ lines: Array<{ text: string }> }>("GET", `/api/v1/tasks/${devTask}/log`);
+    expect(devLog.body.lines.map((line) => line.text)).toContain("readable environments of the prod task: 0");
+    // The prod task was still running: the check was made while its process held the value.
+    expect((await test.call("GET", `/api/v1/tasks/${prodTask}`)).body.state).toBe("running");
+    expect((await test.waitForTask(prodTask)).state).toBe("succeeded");
   });
 });

@@ -71,6 +71,7 @@ export function addServerCommand(program: Command, environment: () => FerryEnvir
         logLevel: env.FERRY_LOG_LEVEL,
         leaseMs: env.FERRY_TASK_LEASE_SECONDS * 1000,
         runAs: env.FERRY_RUN_AS,
+        runAsUids: env.FERRY_RUN_AS_UIDS,
         workDir: env.FERRY_WORK_DIR,
       });
       stopOnSignals(server);

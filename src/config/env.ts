@@ -119,6 +119,8 @@ const environmentSchema = z.object({
    * can then read the master key and the database). See docs/security.md.
    */
   FERRY_RUN_AS: z.string().min(1).max(64).optional(),
+  /** Server: the uids tasks' local work runs as, one each (FIRST-LAST; default 2000000000-2000009999). */
+  FERRY_RUN_AS_UIDS: z.string().min(1).max(40).optional(),
   /** Server: where tasks keep working files (default: a directory of the server's in the system's temporary directory). */
   FERRY_WORK_DIR: z.string().min(1).optional(),
   FERRY_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

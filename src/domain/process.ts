@@ -87,7 +87,16 @@ export function environmentsChangedBy(
   // An environment no step names stands for every such environment, including future ones:
   // no slug can contain a space, so this one matches no step's list.
   const unnamed = " any other environment";
-  const everyEnvironment = differsIn(unnamed) || canonicalJson(before.images) !== canonicalJson(after.images);
+  // A slug no environment has yet (or one renamed away) is an environment someone may
+  // create later: changing what runs there is a change for every environment.
+  const existing = new Set(environmentSlugs);
+  const named = [...before.steps, ...after.steps].flatMap((step) => [
+    ...step.environments,
+    ...step.excludeEnvironments,
+  ]);
+  const future = [...new Set(named)].filter((slug) => !existing.has(slug));
+  const everyEnvironment =
+    differsIn(unnamed) || future.some(differsIn) || canonicalJson(before.images) !== canonicalJson(after.images);
   return { slugs: environmentSlugs.filter(differsIn), everyEnvironment };
 }
 

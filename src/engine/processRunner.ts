@@ -123,7 +123,12 @@ export async function runProcess(services: ProcessRunnerServices, run: ProcessRu
       }
     }
   } finally {
-    for (const transport of touched) await transport.finishTask(task.taskId);
+    for (const transport of touched) {
+      // A failure to tidy up must not hide how the process went: it is only logged.
+      await transport.finishTask(task.taskId).catch((error: unknown) => {
+        task.log.warn(`could not remove the task's work files on a host (${(error as Error).message})`);
+      });
+    }
   }
   return { failed, skippedSteps };
 }

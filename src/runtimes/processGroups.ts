@@ -1,5 +1,5 @@
 import { writeFileSync } from "node:fs";
-import { readdir, readFile, rm } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 
 const SUFFIX = ".pgid";
@@ -10,8 +10,8 @@ export function recordProcessGroup(workDirectory: string, processGroupId: number
 }
 
 /**
- * Kills the process groups a task started, as recorded in its work directory, then removes
- * the directory. Only a group whose leader still carries the task's FERRY_TASK_ID is
+ * Kills the process groups a task started, as recorded in its work directory (the caller
+ * removes the directory). Only a group whose leader still carries the task's FERRY_TASK_ID is
  * killed: after a long outage the id may belong to an unrelated process by now.
  */
 export async function killTaskProcesses(workDirectory: string, taskId: string): Promise<number> {
@@ -39,7 +39,6 @@ export async function killTaskProcesses(workDirectory: string, taskId: string): 
       // Gone meanwhile.
     }
   }
-  await rm(workDirectory, { recursive: true, force: true });
   return killed;
 }
 

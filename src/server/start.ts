@@ -49,6 +49,8 @@ export interface ServerOptions {
   oidc?: OidcSettings | undefined;
   /** FERRY_RUN_AS: the account local steps run as (default nobody when the server is root). */
   runAs?: string | undefined;
+  /** FERRY_RUN_AS_UIDS: the uids tasks' local work runs as, one each (when the server is root and runAs is unset). */
+  runAsUids?: string | undefined;
   /** FERRY_WORK_DIR: where tasks keep working files (default: one in the system's temporary directory). */
   workDir?: string | undefined;
 }
@@ -81,7 +83,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     },
   });
   // Before anything else: a FERRY_RUN_AS that names no user stops the start, named.
-  const localUser = resolveLocalUser(options.runAs);
+  const localUser = resolveLocalUser(options.runAs, undefined, options.runAsUids);
   if (localUser.kind === "user" && localUser.uid === 0) {
     logger.warn("FERRY_RUN_AS names root: local steps run with every right on this host, the data directory included");
   }
@@ -89,7 +91,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   // The data directory is 0700 (loadOrCreateMasterKey): a local user must not reach it, so
   // task work happens elsewhere.
   const workRoot =
-    localUser.kind === "user" ? await prepareWorkRoot(options.dataDir, options.workDir) : join(options.dataDir, "work");
+    localUser.kind === "user" || localUser.kind === "perTask"
+      ? await prepareWorkRoot(options.dataDir, options.workDir)
+      : join(options.dataDir, "work");
   const store = await openStore({ databaseUrl: options.databaseUrl, dataDir: options.dataDir });
   const context: StoreContext = { db: store.db, secrets: new SecretBox(masterKey) };
   await bootstrapAdminKey(context, options);

@@ -1,6 +1,6 @@
 import { sql } from "kysely";
 import { type Permission, type Reach, reaches } from "../domain/access.js";
-import { canDeploy, type DeployDecision } from "../domain/progression.js";
+import { canDeploy, type DeployDecision, environmentsAcceptingSkippedSteps } from "../domain/progression.js";
 import type { DeploymentSummary, ProgressionQuery, ProjectProgression } from "../domain/projectProgression.js";
 import type { TaskState } from "../domain/tasks.js";
 import { findNamed, type StoreContext } from "./common.js";
@@ -38,6 +38,8 @@ export async function getProjectProgression(
     .where("p.id", "=", project.id)
     .executeTakeFirstOrThrow();
   const lifecycle = await lifecyclePhases(db, project.id);
+  // A deployment whose required steps a person skipped counts only where its phase accepts that.
+  const acceptSkippedSteps = environmentsAcceptingSkippedSteps(lifecycle.phases);
   const environmentRows = await db.selectFrom("environments").select(["id", "slug", "name"]).execute();
   const environmentsById = new Map(environmentRows.map((row) => [row.id, row]));
   const names = { lifecycle: lifecycle.name, environment: (id: string) => environmentsById.get(id)?.name ?? id };
@@ -108,7 +110,7 @@ export async function getProjectProgression(
 
   const releases = [];
   for (const row of releaseRows) {
-    const succeeded = await succeededEnvironments(db, row.id);
+    const succeeded = await succeededEnvironments(db, row.id, acceptSkippedSteps);
     releases.push({
       id: row.id,
       version: row.version,
@@ -152,7 +154,8 @@ export async function getProjectProgression(
         reason: `'${environment.name}' is in the first phase of lifecycle '${lifecycle.name}': there is nothing to promote from; deploy a release instead`,
       };
     }
-    const [candidate] = await successfulReleases(db, project.id, previous.environmentIds);
+    // As promote picks it: only a deployment that counts for the lifecycle.
+    const [candidate] = await successfulReleases(db, project.id, previous.environmentIds, { acceptSkippedSteps });
     if (candidate === undefined) {
       return {
         release: null,
@@ -160,7 +163,7 @@ export async function getProjectProgression(
         reason: `no release has been deployed successfully to phase '${previous.name}' yet, so there is nothing to promote to '${environment.name}'`,
       };
     }
-    const succeeded = await succeededEnvironments(db, candidate.releaseId);
+    const succeeded = await succeededEnvironments(db, candidate.releaseId, acceptSkippedSteps);
     return { release: candidate.version, ...decide(environment.id, succeeded) };
   }
 

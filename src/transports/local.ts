@@ -1,9 +1,18 @@
 import { spawn } from "node:child_process";
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { constants } from "node:fs";
+import { lstat, mkdir, mkdtemp, open, readdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { LineSplitter } from "../engine/lineSplitter.js";
 import { localDocker } from "../runtimes/docker.js";
-import { giveToLocalUser, type LocalUser, spawnCredentials } from "../runtimes/localUser.js";
+import {
+  giveToAccount,
+  type LocalAccount,
+  type LocalUser,
+  processesOfUid,
+  runningUids,
+  spawnCredentials,
+} from "../runtimes/localUser.js";
+import { localProcesses } from "../runtimes/process.js";
 import { killTaskProcesses, recordProcessGroup } from "../runtimes/processGroups.js";
 import type { RuntimeKind, RuntimesByKind } from "../runtimes/types.js";
 import { type HttpOutcome, type HttpRequest, sendRequest } from "../steps/http.js";
@@ -13,6 +22,10 @@ import type { ProcessExit, ProcessSpec, Target, Transport } from "./types.js";
 /** The server's own host: processes spawned here, its Docker engine through the local socket. */
 export class LocalTransport implements Transport {
   readonly kind = "local" as const;
+  /** The account of each task with a uid of its own (FERRY_RUN_AS unset, server root). */
+  private readonly accounts = new Map<string, LocalAccount>();
+  /** Allocations one after another: two tasks starting at once must not take the same uid. */
+  private allocating: Promise<unknown> = Promise.resolve();
 
   /**
    * @param workRoot where tasks keep working files on this host (their process-group records among them)
@@ -24,7 +37,7 @@ export class LocalTransport implements Transport {
   ) {}
 
   runtime<K extends RuntimeKind>(kind: K): RuntimesByKind[K] {
-    const runtimes: RuntimesByKind = { docker: localDocker() };
+    const runtimes: RuntimesByKind = { docker: localDocker(), process: localProcesses(this.workRoot, this.localUser) };
     return runtimes[kind];
   }
 
@@ -35,27 +48,112 @@ export class LocalTransport implements Transport {
    */
   private async taskDirectory(taskId: string): Promise<string> {
     const directory = join(this.workRoot, taskId);
-    await mkdir(directory, { recursive: true, mode: this.localUser?.kind === "user" ? 0o711 : 0o700 });
+    const separate = this.localUser?.kind === "user" || this.localUser?.kind === "perTask";
+    await mkdir(directory, { recursive: true, mode: separate ? 0o711 : 0o700 });
     return directory;
+  }
+
+  /**
+   * The account the task's processes run as: undefined for the server's own; a uid of the
+   * task's own from the range (recorded in the task's directory, so clean-up after a crash
+   * can kill every process of it) unless one named account was chosen.
+   */
+  private async accountOf(taskId: string): Promise<LocalAccount | undefined> {
+    const user = this.localUser;
+    if (user === undefined || user.kind === "server") return undefined;
+    if (user.kind === "refused") throw new Error(user.reason);
+    if (user.kind === "user") return { uid: user.uid, gid: user.gid };
+    const known = this.accounts.get(taskId);
+    if (known) return known;
+    const allocation = this.allocating.then(async () => {
+      const already = this.accounts.get(taskId);
+      if (already) return already;
+      // Not one a running task of this server holds, and not one any process runs as now
+      // (a process of a task whose clean-up has not come yet).
+      const taken = new Set([...this.accounts.values()].map((account) => account.uid));
+      for (const uid of await runningUids()) taken.add(uid);
+      const start = Math.floor(Math.random() * user.count);
+      for (let offset = 0; offset < user.count; offset++) {
+        const uid = user.firstUid + ((start + offset) % user.count);
+        if (taken.has(uid)) continue;
+        const account = { uid, gid: uid };
+        await writeFile(join(await this.taskDirectory(taskId), "account"), String(uid), { mode: 0o600 });
+        this.accounts.set(taskId, account);
+        return account;
+      }
+      throw new Error(
+        `every uid of FERRY_RUN_AS_UIDS (${user.count}) is in use by a task; widen the range or run fewer tasks at once`,
+      );
+    });
+    this.allocating = allocation.catch(() => undefined);
+    return allocation;
   }
 
   async stepDirectory(taskId: string, prefix: string): Promise<string> {
     const directory = await mkdtemp(join(await this.taskDirectory(taskId), prefix));
     // The step's own directory (a script's HOME and $FERRY_OUTPUT) belongs to the account it runs as.
-    await giveToLocalUser(directory, this.localUser);
+    await giveToAccount(directory, await this.accountOf(taskId));
     return directory;
   }
 
-  readFile(path: string): Promise<string | undefined> {
-    return readFile(path, "utf8").catch(() => undefined);
+  /**
+   * A file the step's account wrote. Opened without following a symbolic link, only when it
+   * is a regular file of the directory's owner, and read to at most 1 MiB: the server reads
+   * it with its own rights, so a link to /proc/self/environ or /dev/zero must get nothing.
+   */
+  async readFile(path: string): Promise<string | undefined> {
+    let handle: Awaited<ReturnType<typeof open>> | undefined;
+    try {
+      handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      const [status, owner] = await Promise.all([handle.stat(), lstat(dirname(path))]);
+      if (!status.isFile() || status.uid !== owner.uid) return undefined;
+      const buffer = Buffer.alloc(Math.min(status.size, MAX_FILE_BYTES));
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+      return buffer.subarray(0, bytesRead).toString("utf8");
+    } catch {
+      return undefined;
+    } finally {
+      await handle?.close();
+    }
   }
 
+  /** Removed with the rights of its owner: a step's account cannot trick the server into removing anything else. */
   async removeDirectory(path: string): Promise<void> {
+    const status = await lstat(path).catch(() => undefined);
+    if (!status) return;
+    const serverUid = process.getuid?.();
+    if (status.isDirectory() && serverUid === 0 && status.uid !== 0) {
+      // The owner empties it (the entry itself is in the server's directory, which the owner
+      // may not write); root then removes only the empty directory — rmdir never follows a
+      // link and refuses what is not empty. What the owner could not remove stays for an operator.
+      await emptyAs({ uid: status.uid, gid: status.gid }, path);
+      await rmdir(path).catch(() => undefined);
+      return;
+    }
     await rm(path, { recursive: true, force: true });
   }
 
   async finishTask(taskId: string): Promise<void> {
-    await rm(join(this.workRoot, taskId), { recursive: true, force: true });
+    const directory = join(this.workRoot, taskId);
+    const account = this.accounts.get(taskId) ?? (await this.recordedAccount(taskId));
+    // A process of the task that left its group (setsid) would otherwise outlive it.
+    if (account) await killAll(await processesOfUid(account.uid));
+    // Step directories belong to the step's account; what is left is the server's own.
+    for (const entry of await readdir(directory).catch(() => [] as string[])) {
+      await this.removeDirectory(join(directory, entry));
+    }
+    await rm(directory, { recursive: true, force: true });
+    this.accounts.delete(taskId);
+  }
+
+  /** The uid a task of its own had, from its directory (after a restart, for clean-up). */
+  private async recordedAccount(taskId: string): Promise<LocalAccount | undefined> {
+    if (this.localUser?.kind !== "perTask") return undefined;
+    const text = await readFile(join(this.workRoot, taskId, "account"), "utf8").catch(() => undefined);
+    const uid = Number(text);
+    return text !== undefined && Number.isInteger(uid) && uid >= this.localUser.firstUid
+      ? { uid, gid: uid }
+      : undefined;
   }
 
   /**
@@ -64,7 +162,7 @@ export class LocalTransport implements Transport {
    */
   async run(spec: ProcessSpec): Promise<ProcessExit> {
     // Never with the server's rights unless the operator chose so (FERRY_RUN_AS, docs/security.md).
-    const credentials = spawnCredentials(this.localUser);
+    const credentials = spawnCredentials(await this.accountOf(spec.taskId));
     const taskDirectory = await this.taskDirectory(spec.taskId);
     // "node" is the binary running Ferry: it exists, whatever PATH the process gets.
     const command = spec.command === "node" ? process.execPath : spec.command;
@@ -83,7 +181,13 @@ export class LocalTransport implements Transport {
     });
     exited.catch(() => {}); // handled where it is awaited below; this only keeps Node from calling it unhandled
     // Recorded at once, so that if this server dies, the one that interrupts the task can kill the group.
-    if (child.pid !== undefined) recordProcessGroup(taskDirectory, child.pid);
+    try {
+      if (child.pid !== undefined) recordProcessGroup(taskDirectory, child.pid);
+    } catch (error) {
+      // Without the record a crash would orphan it: it does not run.
+      if (child.pid !== undefined) killAll([-child.pid]);
+      throw error;
+    }
     // The whole group, even when its leader has exited: a background job the script started
     // (`sleep 30 &`) keeps running, and holds stdout open, after bash itself is gone.
     const killGroup = () => {
@@ -124,9 +228,45 @@ export class LocalTransport implements Transport {
     return sendRequest(url, request);
   }
 
-  killTaskProcesses(taskId: string): Promise<number> {
-    return killTaskProcesses(join(this.workRoot, taskId), taskId);
+  async killTaskProcesses(taskId: string): Promise<number> {
+    const killed = await killTaskProcesses(join(this.workRoot, taskId), taskId);
+    const account = this.accounts.get(taskId) ?? (await this.recordedAccount(taskId));
+    const escaped = account ? await processesOfUid(account.uid) : [];
+    await killAll(escaped);
+    await this.finishTask(taskId);
+    return killed + escaped.length;
   }
+}
+
+/** At most this much of a file a step wrote is read back (its output variables). */
+const MAX_FILE_BYTES = 1024 * 1024;
+
+/** SIGKILL to each process (a negative id: a process group); gone ones are skipped. */
+async function killAll(processIds: readonly number[]): Promise<void> {
+  for (const processId of processIds) {
+    try {
+      process.kill(processId, "SIGKILL");
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+}
+
+/**
+ * Removes what is inside a directory, run as the account, so it can remove only what that
+ * account could. `find -P` (the default) never follows a link; the path is absolute, so it
+ * cannot be read as an option.
+ */
+function emptyAs(account: LocalAccount, directory: string): Promise<void> {
+  return new Promise((resolve) => {
+    const child = spawn("find", [directory, "-mindepth", "1", "-delete"], {
+      uid: account.uid,
+      gid: account.gid,
+      stdio: "ignore",
+    });
+    child.on("error", () => resolve());
+    child.on("close", () => resolve());
+  });
 }
 
 /**
@@ -142,7 +282,7 @@ export function localTarget(
     ...target,
     transport,
     runtime: (kind) => transport.runtime(kind),
-    runtimes: () => [transport.runtime("docker")],
+    runtimes: () => [transport.runtime("docker"), transport.runtime("process")],
     router: async () => {
       if (!router) throw new Error("this server has no traffic router for blue/green deployments");
       return router.get();
