@@ -20,6 +20,7 @@ import type { CliContext } from "./resourceGroup.js";
 import { addRoleCommands } from "./roles.js";
 import { addServerCommand } from "./server.js";
 import { clientFor } from "./settings.js";
+import { addSuperviseCommand } from "./supervise.js";
 import { addTargetCommands } from "./targets.js";
 import { addTaskCommands } from "./tasks.js";
 import { addTeamCommands } from "./teams.js";
@@ -42,6 +43,7 @@ export function buildProgram(): Command {
   addDemoCommand(program, environment);
   addLoginCommand(program, environment);
   addProxyCommand(program);
+  addSuperviseCommand(program);
   addEnvironmentCommands(program, context);
   addLifecycleCommands(program, context);
   addProjectCommands(program, context);

@@ -1,4 +1,5 @@
 import type { DockerRuntime } from "./docker.js";
+import type { ProcessRuntime } from "./process.js";
 
 /** One instance a runtime runs (a container; a supervised process with the process runtime). */
 interface RuntimeInstance {
@@ -15,7 +16,7 @@ interface RuntimeInstance {
  * What runs an application's instances on a target. Clean-up and start-up reconciliation
  * are written against this and nothing else; a step that starts instances asks its target
  * for the runtime kind it needs (`target.runtime("docker")`) and gets that kind's own API.
- * Docker (docker.ts) is one implementation; supervised processes will be another.
+ * Docker (docker.ts) is one implementation; supervised processes (process.ts) another.
  */
 export interface Runtime {
   readonly kind: RuntimeKind;
@@ -34,5 +35,6 @@ export interface Runtime {
 /** Each runtime kind and the API a step gets for it. */
 export interface RuntimesByKind {
   docker: DockerRuntime;
+  process: ProcessRuntime;
 }
 export type RuntimeKind = keyof RuntimesByKind;

@@ -12,6 +12,7 @@ import {
   runningUids,
   spawnCredentials,
 } from "../runtimes/localUser.js";
+import { localProcesses } from "../runtimes/process.js";
 import { killTaskProcesses, recordProcessGroup } from "../runtimes/processGroups.js";
 import type { RuntimeKind, RuntimesByKind } from "../runtimes/types.js";
 import { type HttpOutcome, type HttpRequest, sendRequest } from "../steps/http.js";
@@ -36,7 +37,7 @@ export class LocalTransport implements Transport {
   ) {}
 
   runtime<K extends RuntimeKind>(kind: K): RuntimesByKind[K] {
-    const runtimes: RuntimesByKind = { docker: localDocker() };
+    const runtimes: RuntimesByKind = { docker: localDocker(), process: localProcesses(this.workRoot, this.localUser) };
     return runtimes[kind];
   }
 
@@ -281,7 +282,7 @@ export function localTarget(
     ...target,
     transport,
     runtime: (kind) => transport.runtime(kind),
-    runtimes: () => [transport.runtime("docker")],
+    runtimes: () => [transport.runtime("docker"), transport.runtime("process")],
     router: async () => {
       if (!router) throw new Error("this server has no traffic router for blue/green deployments");
       return router.get();
