@@ -42,6 +42,7 @@ const BODIES: Record<string, unknown> = {
   "POST /api/v1/targets": { name: "sneaky", environments: ["dev"] },
   "PATCH /api/v1/targets/{target}": { roles: ["web"] },
   "DELETE /api/v1/targets/{target}": undefined,
+  "POST /api/v1/targets/{target}/trust": {},
   "POST /api/v1/feeds": { name: "sneaky", url: "http://127.0.0.1:5000" },
   "PATCH /api/v1/feeds/{feed}": { name: "changed" },
   "DELETE /api/v1/feeds/{feed}": undefined,
