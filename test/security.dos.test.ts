@@ -150,7 +150,9 @@ describe("finding 5: user-supplied patterns run on RE2 (real server, registry, h
     expect(task.state).toBe("failed");
     expect(task.error).toContain("body does not match /^(a+)+$/");
     expect(performance.now() - started).toBeLessThan(10_000);
-    expect(slowestMs).toBeLessThan(1_000);
+    // A liveness bound (the attack held /healthz 2.3–10.5 s on a quiet machine); the
+    // figure itself, against the 100 ms goal, is npm run bench -- attack-flood's.
+    expect(slowestMs).toBeLessThan(2_000);
   });
 
   it("stops a pattern that is slow even for RE2 after 5 s, off the main thread", async () => {
@@ -166,7 +168,9 @@ describe("finding 5: user-supplied patterns run on RE2 (real server, registry, h
     const { result: task, slowestMs } = await slowestHealthCheckWhile(test.server.url, test.waitForTask(taskId));
     expect(task.state).toBe("failed");
     expect(task.error).toContain("body was not matched against /a[ab]{1000}[cd]/ within 5 s: simplify the pattern");
-    expect(slowestMs).toBeLessThan(1_000);
+    // A liveness bound (the attack held /healthz 2.3–10.5 s on a quiet machine); the
+    // figure itself, against the 100 ms goal, is npm run bench -- attack-flood's.
+    expect(slowestMs).toBeLessThan(2_000);
   });
 
   it("refuses a bodyMatches RE2 cannot run when the process is saved, naming the field and what is not supported", async () => {
@@ -210,7 +214,9 @@ describe("finding 5: user-supplied patterns run on RE2 (real server, registry, h
     expect(refused.status).toBe(400);
     expect(refused.body.detail).toBe("no tag of demo/app in feed 'local' matches the image's version rule");
     expect(performance.now() - started).toBeLessThan(5_000);
-    expect(slowestMs).toBeLessThan(1_000);
+    // A liveness bound (the attack held /healthz 2.3–10.5 s on a quiet machine); the
+    // figure itself, against the 100 ms goal, is npm run bench -- attack-flood's.
+    expect(slowestMs).toBeLessThan(2_000);
   });
 
   it("refuses a version rule RE2 cannot run when the process is saved", async () => {
@@ -276,7 +282,9 @@ describe("finding 6: deeply nested JSON bodies", () => {
     );
     const { result: statuses, slowestMs } = await slowestHealthCheckWhile(test.server.url, attack);
     expect(new Set(statuses)).toEqual(new Set([400]));
-    expect(slowestMs).toBeLessThan(1_000);
+    // A liveness bound (the attack held /healthz 2.3–10.5 s on a quiet machine); the
+    // figure itself, against the 100 ms goal, is npm run bench -- attack-flood's.
+    expect(slowestMs).toBeLessThan(2_000);
   });
 
   it("logs no error for them (the 500 came with a stack trace in the log)", async () => {

@@ -99,6 +99,8 @@ const FILTERED_LISTS = new Set([
   "GET /api/v1/targets",
   "GET /api/v1/tasks",
   "GET /api/v1/dashboard",
+  // The dashboard's live stream (issue 13): the active tasks the caller may view, filtered in SQL.
+  "GET /api/v1/dashboard/events",
   "GET /api/v1/dora",
   "GET /api/v1/api-keys",
 ]);

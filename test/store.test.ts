@@ -88,10 +88,12 @@ describe.each(dialects)("store on %s", (dialect) => {
         { environments: ["prod"], autoDeploy: false, optional: false },
       ],
     });
+    // Phases left without acceptSkippedSteps / separateApprover get false (issue 11).
+    const defaults = { acceptSkippedSteps: false, separateApprover: false };
     expect(lifecycle.phases).toEqual([
-      { name: "dev", environments: ["dev"], autoDeploy: true, optional: false },
-      { name: "QA", environments: ["test"], autoDeploy: false, optional: true },
-      { name: "prod", environments: ["prod"], autoDeploy: false, optional: false },
+      { name: "dev", environments: ["dev"], autoDeploy: true, optional: false, ...defaults },
+      { name: "QA", environments: ["test"], autoDeploy: false, optional: true, ...defaults },
+      { name: "prod", environments: ["prod"], autoDeploy: false, optional: false, ...defaults },
     ]);
 
     const duplicate = createLifecycle(context(), {
