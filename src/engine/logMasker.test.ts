@@ -324,3 +324,17 @@ describe("LogMasker properties", () => {
     );
   });
 });
+
+describe("secrets in URLs an http step logs", () => {
+  it("hides a secret as the URL parser encodes it in a query, a path and a password", () => {
+    const secret = 'tok"en/with+slash <x>';
+    const masker = new LogMasker([secret]);
+    const url = new URL(`http://127.0.0.1:8080/${secret}?token=${secret}`);
+    url.password = secret;
+    url.username = "user";
+    const line = masker.mask(`probing ${url.href}`);
+    expect(line).not.toContain("tok%22en");
+    expect(line).not.toContain('tok"en');
+    expect(line).toContain("http://user:");
+  });
+});

@@ -235,8 +235,32 @@ function maskingPatterns(secrets: readonly string[]): Set<string> {
       add(urlEncoded);
       add(urlEncoded.replaceAll("%20", "+"));
     }
+    // What the URL parser itself makes of a secret in each part of a URL (http steps log
+    // the URL they call: #{Token} in a query becomes tok%22en, not encodeURIComponent's form).
+    for (const form of urlPartEncodings(secret)) add(form);
   }
   return patterns;
+}
+
+/** A secret as the WHATWG URL parser encodes it in a path, a query, a fragment and a password. */
+function urlPartEncodings(secret: string): string[] {
+  // The parser drops tabs and line breaks rather than encoding them: such a secret cannot
+  // appear in a URL as itself, and what is left is no encoding of it.
+  if (/[\t\n\r]/.test(secret)) return [];
+  try {
+    const withPassword = new URL("http://host/");
+    withPassword.password = secret;
+    return [
+      new URL(`http://host/${secret}`).pathname.slice(1),
+      new URL(`http://host/?${secret}`).search.slice(1),
+      new URL(`http://host/#${secret}`).hash.slice(1),
+      withPassword.password,
+      // Only forms the parser encoded: the others are the secret itself, or it less what the
+      // parser trims from the ends.
+    ].filter((form) => form !== secret && form.includes("%"));
+  } catch {
+    return [];
+  }
 }
 
 /**
