@@ -297,6 +297,39 @@ describe("SSH targets on real hosts", { timeout: 180_000 }, () => {
     expect(readdirSync(markerDir)).toEqual([]);
   });
 
+  it("a host cut off mid-step fails the step, and the host stops the process when sshd notices", async () => {
+    await trust(2);
+    const host = hosts.hosts[2];
+    if (!host) throw new Error("no host");
+    const markerDir = mkdtempSync(join(tmpdir(), "ferry-ssh-cut-"));
+    chmodSync(markerDir, 0o777);
+    temporary.push(markerDir);
+    const slug = await newProject([
+      {
+        name: "long",
+        kind: "script",
+        roles: ["h2"],
+        config: { script: `echo started\nsleep 90\ntouch ${markerDir}/finished` },
+      },
+    ]);
+    const taskId = await release(slug);
+    await waitUntil(async () => (await logText(taskId)).includes("started"), 30_000);
+    const cutAt = Date.now();
+    host.setLink(false);
+    try {
+      const task = await test.waitForTask(taskId, 120_000);
+      expect(task.state).toBe("failed");
+      // Keep-alives every 10 s, three missed: the step fails well before the script would have ended.
+      expect(Date.now() - cutAt).toBeLessThan(80_000);
+      expect(await logText(taskId)).toContain("was lost while the process ran");
+      // sshd's ClientAliveInterval ends the session; the launcher then kills the script's group.
+      await waitUntil(() => processesCarrying(`FERRY_TASK_ID=${taskId}`).length === 0, 30_000);
+    } finally {
+      host.setLink(true);
+    }
+    expect(readdirSync(markerDir)).toEqual([]);
+  });
+
   it("ferry apply creates an ssh target with its key read from a file beside ferry.yml, and a second apply changes nothing", async () => {
     const host = hosts.hosts[2];
     if (!host) throw new Error("no host");

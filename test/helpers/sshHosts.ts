@@ -36,6 +36,8 @@ interface SshHost {
   replaceHostKey(): Promise<string>;
   /** Stops sshd: the host disappears. */
   stopSshd(): void;
+  /** Takes the host's network link down (or up again): the host is cut off, its processes go on. */
+  setLink(up: boolean): void;
 }
 
 export interface SshHosts {
@@ -196,6 +198,9 @@ export async function startSshHosts(count: number): Promise<SshHosts> {
           "UsePAM no",
           // The temporary directory is not root's home: skip the ownership checks meant for that.
           "StrictModes no",
+          // As docs/targets.md recommends: sshd notices a server that went away (a cut link) and ends its session.
+          "ClientAliveInterval 5",
+          "ClientAliveCountMax 2",
           "AllowTcpForwarding yes",
           "AllowStreamLocalForwarding yes",
           "",
@@ -254,6 +259,7 @@ export async function startSshHosts(count: number): Promise<SshHosts> {
           return host.fingerprint;
         },
         stopSshd,
+        setLink: (up) => run("ip", ["link", "set", outside, up ? "up" : "down"]),
       };
       cleanups.push(() => {
         stopSshd();
