@@ -1,3 +1,4 @@
+import ssh2 from "ssh2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConflictError, InputError, InUseError, NotFoundError } from "../src/domain/errors.js";
 import {
@@ -10,7 +11,14 @@ import {
 import { createFeed, getFeed, getFeedCredentials, updateFeed } from "../src/store/feeds.js";
 import { createLifecycle, deleteLifecycle, getLifecycle, updateLifecycle } from "../src/store/lifecycles.js";
 import { createProject, deleteProject, listProjects, updateProject } from "../src/store/projects.js";
-import { createTarget, deleteTarget, getTarget } from "../src/store/targets.js";
+import {
+  createTarget,
+  deleteTarget,
+  getTarget,
+  sshConnectionSettings,
+  trustHostKeys,
+  updateTarget,
+} from "../src/store/targets.js";
 import { createVariable, getVariable, listVariables, updateVariable } from "../src/store/variables.js";
 import { dialects, openTestDatabase, type TestDatabase } from "./helpers/databases.js";
 
@@ -221,6 +229,66 @@ describe.each(dialects)("store on %s", (dialect) => {
     expect(cleared.password).toBeNull();
     expect((await getFeed(context(), feed.id)).username).toBe("ci");
     await expect(updateFeed(context(), feed.slug, { username: null, password: "x" })).rejects.toThrow(InputError);
+  });
+
+  it("seals an ssh target's key and passphrase, shows neither, and forgets a host key when the target moves", async () => {
+    const { private: privateKey } = ssh2.utils.generateKeyPairSync("ed25519", {
+      passphrase: "key-pass-canary",
+      cipher: "aes256-ctr",
+      rounds: 16,
+    });
+    const hostKey = `SHA256:${"a".repeat(43)}`;
+    const target = await createTarget(context(), {
+      name: "ssh-1",
+      environments: ["prod"],
+      roles: ["web"],
+      transport: "ssh",
+      runtimes: ["docker"],
+      ssh: { host: "10.0.0.5", port: 22, user: "deploy", privateKey, passphrase: "key-pass-canary", hostKey },
+    });
+    expect(target.ssh).toEqual({
+      host: "10.0.0.5",
+      port: 22,
+      user: "deploy",
+      jumpHost: null,
+      privateKey: "set",
+      passphrase: "set",
+      hostKey,
+    });
+    const row = await database.context.db
+      .selectFrom("targets")
+      .selectAll()
+      .where("id", "=", target.id)
+      .executeTakeFirstOrThrow();
+    expect(JSON.stringify(row)).not.toContain("key-pass-canary");
+    expect(JSON.stringify(row)).not.toContain(privateKey.split("\n")[1]);
+    const settings = await sshConnectionSettings(context(), target.id);
+    expect(settings).toMatchObject({ privateKey, passphrase: "key-pass-canary", hostKey, user: "deploy" });
+
+    // A wrong passphrase for the stored key is refused, naming the field.
+    await expect(updateTarget(context(), "ssh-1", { ssh: { passphrase: "wrong" } })).rejects.toThrow(InputError);
+    // Another host: the trusted key belonged to the old one.
+    const moved = await updateTarget(context(), "ssh-1", { ssh: { host: "10.0.0.6" } });
+    expect(moved.ssh).toMatchObject({ host: "10.0.0.6", hostKey: null, privateKey: "set" });
+    const trusted = await trustHostKeys(
+      context(),
+      target.id,
+      { host: "10.0.0.6", port: 22, jumpHost: null },
+      { hostKey },
+    );
+    expect(trusted.ssh?.hostKey).toBe(hostKey);
+    // Trust read from a host the target no longer points at is not stored.
+    await expect(
+      trustHostKeys(context(), target.id, { host: "10.0.0.5", port: 22, jumpHost: null }, { hostKey }),
+    ).rejects.toThrow(/changed meanwhile/);
+    // Back to local: the key goes with the settings.
+    const local = await updateTarget(context(), "ssh-1", { transport: "local" });
+    expect(local.ssh).toBeNull();
+    await expect(sshConnectionSettings(context(), target.id)).rejects.toThrow(NotFoundError);
+    await expect(updateTarget(context(), "ssh-1", { transport: "ssh" })).rejects.toThrow(
+      /needs host, user, privateKey/,
+    );
+    await deleteTarget(context(), "ssh-1");
   });
 
   it("deletes a project together with its variables", async () => {
