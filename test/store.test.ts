@@ -11,6 +11,7 @@ import {
 import { createFeed, getFeed, getFeedCredentials, updateFeed } from "../src/store/feeds.js";
 import { createLifecycle, deleteLifecycle, getLifecycle, updateLifecycle } from "../src/store/lifecycles.js";
 import { createProject, deleteProject, listProjects, updateProject } from "../src/store/projects.js";
+import { getProcessVersion, setProcess } from "../src/store/releases.js";
 import {
   createTarget,
   deleteTarget,
@@ -129,6 +130,31 @@ describe.each(dialects)("store on %s", (dialect) => {
       ],
     });
     expect(updated.phases.map((phase) => phase.environments)).toEqual([["dev", "test"], ["prod"]]);
+  });
+
+  it("replaces a process only if it is still the one a change was checked against", async () => {
+    await createProject(context(), { name: "Guarded", description: "", lifecycle: "standard" });
+    const step = (script: string) => ({
+      name: "one",
+      kind: "script",
+      roles: [],
+      environments: [],
+      excludeEnvironments: [],
+      condition: "success" as const,
+      required: true,
+      config: { script },
+    });
+    const seen = await getProcessVersion(context(), "guarded");
+    // Someone else changes it after the caller read it…
+    await setProcess(context(), "guarded", { images: [], steps: [step("echo theirs")] });
+    // …so a change decided on the old version is refused, and theirs stays.
+    await expect(
+      setProcess(context(), "guarded", { images: [], steps: [step("echo mine")] }, { expected: seen.stored }),
+    ).rejects.toThrow(ConflictError);
+    expect((await getProcessVersion(context(), "guarded")).process.steps[0]?.config).toEqual({ script: "echo theirs" });
+    const fresh = await getProcessVersion(context(), "guarded");
+    await setProcess(context(), "guarded", { images: [], steps: [step("echo mine")] }, { expected: fresh.stored });
+    expect((await getProcessVersion(context(), "guarded")).process.steps[0]?.config).toEqual({ script: "echo mine" });
   });
 
   it("creates projects on a lifecycle and refuses to delete a lifecycle in use", async () => {

@@ -17,6 +17,7 @@ import { findNamed, type StoreContext } from "../store/common.js";
 import {
   createRelease,
   getProcess,
+  getProcessVersion,
   getRelease,
   listReleases,
   resnapshotVariables,
@@ -123,7 +124,9 @@ export function releaseRoutes(
       },
       handler: async ({ params, body, access }) => {
         const steps = validateSteps(body.steps);
-        await checkProcessScope(context, params.project, { ...body, steps }, access);
+        // Checked against the process as it is now, and replaced only if it still is.
+        const current = await getProcessVersion(context, params.project);
+        checkProcessScope(await scopeOf(context, params.project), current.process, { ...body, steps }, access);
         const hostPaths = hostPathVolumes(steps);
         if (hostPaths.length > 0 && !access.isAdministrator) {
           throw new ForbiddenError(
@@ -131,7 +134,7 @@ export function releaseRoutes(
           );
         }
         await checkImageFeeds(context, body.images);
-        return setProcess(context, params.project, { ...body, steps });
+        return setProcess(context, params.project, { ...body, steps }, { expected: current.stored });
       },
     }),
     defineRoute({
@@ -291,28 +294,35 @@ export function releaseRoutes(
   ];
 }
 
+/** The project and the environments a process change is checked against. */
+async function scopeOf(context: StoreContext, projectReference: string) {
+  const project = await findNamed(context.db, "projects", projectReference);
+  const environments = await context.db.selectFrom("environments").select(["id", "slug"]).execute();
+  return { project, environments };
+}
+
 /**
  * Changing the process needs editProcess on every environment the change alters: a
  * grant on dev alone may change dev-only steps, never a step that runs in prod (or in
  * every environment, which includes environments created later).
  */
-async function checkProcessScope(
-  context: StoreContext,
-  projectReference: string,
+function checkProcessScope(
+  { project, environments }: Awaited<ReturnType<typeof scopeOf>>,
+  before: Process,
   after: Process,
   access: Access,
-): Promise<void> {
+): void {
   const reach = access.reach("editProcess");
   if (reach.boxes === null) return;
-  const project = await findNamed(context.db, "projects", projectReference);
-  const environments = await context.db.selectFrom("environments").select(["id", "slug"]).execute();
-  const before = await getProcess(context, project.id);
   const changed = environmentsChangedBy(
     before,
     after,
     environments.map((environment) => environment.slug),
   );
-  if (changed.everyEnvironment && !access.allows({ permission: "editProcess", project: project.id, environment: ALL })) {
+  if (
+    changed.everyEnvironment &&
+    !access.allows({ permission: "editProcess", project: project.id, environment: ALL })
+  ) {
     throw new ForbiddenError(
       `this change alters what runs in every environment (a step without 'environments', or the images), so it needs the 'editProcess' permission on project '${project.slug}' in every environment; limit the step to the environments you may edit with its 'environments' field, or ask an administrator`,
     );

@@ -1,5 +1,5 @@
 import type { Paging } from "../domain/common.js";
-import { type FieldIssue, InputError, NotFoundError } from "../domain/errors.js";
+import { ConflictError, type FieldIssue, InputError, NotFoundError } from "../domain/errors.js";
 import type { Process } from "../domain/process.js";
 import { processSchema } from "../domain/process.js";
 import {
@@ -23,20 +23,43 @@ import {
 } from "./common.js";
 import type { ReleaseRow } from "./schema.js";
 
-export async function getProcess({ db }: StoreContext, projectReference: string): Promise<Process> {
-  const project = await findNamed(db, "projects", projectReference);
-  const row = await db.selectFrom("projects").select("process").where("id", "=", project.id).executeTakeFirstOrThrow();
-  return processSchema.parse(JSON.parse(row.process));
+export async function getProcess(context: StoreContext, projectReference: string): Promise<Process> {
+  return (await getProcessVersion(context, projectReference)).process;
 }
 
-/** Replaces the project's process. Step configs must already be validated by their kinds. */
-export async function setProcess({ db }: StoreContext, projectReference: string, process: Process): Promise<Process> {
+/** The process with the text it is stored as: setProcess's `expected`, so a change decided on it is not made on another. */
+export async function getProcessVersion(
+  { db }: StoreContext,
+  projectReference: string,
+): Promise<{ process: Process; stored: string }> {
   const project = await findNamed(db, "projects", projectReference);
-  await db
+  const row = await db.selectFrom("projects").select("process").where("id", "=", project.id).executeTakeFirstOrThrow();
+  return { process: processSchema.parse(JSON.parse(row.process)), stored: row.process };
+}
+
+/**
+ * Replaces the project's process. Step configs must already be validated by their kinds.
+ * With `expected` (getProcessVersion's `stored`), only if nobody changed it since: a check
+ * made on what it was (who may change which environment's steps) holds for what is replaced.
+ */
+export async function setProcess(
+  { db }: StoreContext,
+  projectReference: string,
+  process: Process,
+  options: { expected?: string } = {},
+): Promise<Process> {
+  const project = await findNamed(db, "projects", projectReference);
+  let update = db
     .updateTable("projects")
     .set({ process: JSON.stringify(process), updated_at: nowIso() })
-    .where("id", "=", project.id)
-    .execute();
+    .where("id", "=", project.id);
+  if (options.expected !== undefined) update = update.where("process", "=", options.expected);
+  const result = await update.executeTakeFirst();
+  if (Number(result.numUpdatedRows) === 0) {
+    throw new ConflictError(
+      `the process of project '${project.slug}' was changed by someone else while this change was checked; fetch it again and repeat your change`,
+    );
+  }
   return process;
 }
 
