@@ -1,4 +1,5 @@
 import type { Kysely } from "kysely";
+import { coloursOf } from "../runtimes/colours.js";
 import type { TargetInfo } from "../store/deployments.js";
 import type { Database } from "../store/schema.js";
 import { touchedTargets } from "../store/taskTargets.js";
@@ -55,7 +56,10 @@ async function cleanUpHost(host: Target, taskId: string, log: TaskLog): Promise<
         );
         return [] as string[];
       });
-    if (removed.length > 0) log.warn(`clean-up: removed container(s) ${removed.join(", ")}${where}`);
+    if (removed.length > 0) {
+      const noun = coloursOf(runtime).noun;
+      log.warn(`clean-up: removed ${noun}${noun.endsWith("s") ? "(es)" : "(s)"} ${removed.join(", ")}${where}`);
+    }
   }
 }
 

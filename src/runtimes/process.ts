@@ -25,7 +25,7 @@ import type { Runtime } from "./types.js";
 
 /**
  * The process runtime: an application's instances as supervised processes on a host
- * without Docker (docs/decisions/0027-process-runtime.md). Each instance is a directory
+ * without Docker (docs/decisions/0029-process-runtime.md). Each instance is a directory
  * under the runtime's root (its spec, state, logs and, when asked, its own copy of the
  * app) and, while it runs, a detached `ferry supervise` process that starts the command
  * in a process group of its own and restarts it by its restart policy. The supervisors

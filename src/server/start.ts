@@ -6,6 +6,7 @@ import { type DeploymentServices, deploymentTaskKind } from "../engine/deploymen
 import { TaskEngine } from "../engine/engine.js";
 import type { TaskKind } from "../engine/types.js";
 import type { StatsdTarget } from "../events/statsd.js";
+import { coloursOf } from "../runtimes/colours.js";
 import { prepareWorkRoot, resolveLocalUser } from "../runtimes/localUser.js";
 import { generateApiKey } from "../security/apiKeys.js";
 import { loadOrCreateMasterKey } from "../security/masterKey.js";
@@ -158,8 +159,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   // running) without holding up readiness: the API answers while this runs.
   const reconciled = hasRoutes(traffic)
     ? (async () => {
-        const docker = hostTransport.runtime("docker");
-        for (const line of await reconcileLiveColours(await router.get(), docker)) logger.warn(line);
+        const runtimes = [hostTransport.runtime("docker"), hostTransport.runtime("process")].map(coloursOf);
+        for (const line of await reconcileLiveColours(await router.get(), runtimes)) logger.warn(line);
       })().catch((error: unknown) => logger.error({ err: error }, "could not reconcile the live colours"))
     : Promise.resolve();
   const address = app.server.address();

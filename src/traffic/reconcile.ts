@@ -1,38 +1,53 @@
-import { type DockerRuntime, publishedOrigin } from "../runtimes/docker.js";
+import type { Colour, ColourRuntime } from "../runtimes/colours.js";
 import type { Router } from "./router.js";
 
 /**
  * Start-up reconciliation of the data plane (DESIGN.md: the router's state is the truth for
  * which colour is live). Unfinished colours of crashed deployments are removed by the task
  * engine's clean-up of interrupted tasks, which keeps any colour the router already serves;
- * here, every live colour's container is made to run again (after a host reboot, say), and
- * a live colour whose container is gone is reported, since only a deployment can fix that.
- * Returns what it did, one line each.
+ * here, every live colour is made to run again (after a host reboot, say) on whichever
+ * runtime of the host has it, and a live colour no runtime has is reported, since only a
+ * deployment can fix that. Returns what it did, one line each.
  */
-export async function reconcileLiveColours(router: Router, docker: DockerRuntime): Promise<string[]> {
+export async function reconcileLiveColours(router: Router, runtimes: readonly ColourRuntime[]): Promise<string[]> {
   const report: string[] = [];
   for (const route of await router.routes()) {
     if (route.colour === null) continue;
-    const container = await docker.inspectContainer(route.colour).catch(() => undefined);
-    if (!container) {
+    let found: { runtime: ColourRuntime; colour: Colour } | undefined;
+    const unreachable: string[] = [];
+    for (const runtime of runtimes) {
+      try {
+        const colour = await runtime.find(route.colour);
+        if (colour) {
+          found = { runtime, colour };
+          break;
+        }
+      } catch (error) {
+        // A host without Docker: its other runtimes may have the colour.
+        unreachable.push(`${runtime.noun}s: ${(error as Error).message}`);
+      }
+    }
+    if (!found) {
       report.push(
-        `route ${route.name}: its live colour ${route.colour} has no container; deploy or roll back to put one behind ${route.host}${route.pathPrefix}`,
+        unreachable.length > 0
+          ? `route ${route.name}: could not find its live colour ${route.colour} (${unreachable.join("; ")})`
+          : `route ${route.name}: its live colour ${route.colour} has no container or process; deploy or roll back to put one behind ${route.host}${route.pathPrefix}`,
       );
       continue;
     }
-    if (!container.running)
+    if (found.colour.state !== "running")
       report.push(`route ${route.name}: starting its live colour ${route.colour}, which was not running`);
-    // Starting is a no-op for a running container; either way it says where the port is now.
-    const started = await docker.startContainer(container.id);
+    // Starting is a no-op for a running colour; either way it says where it listens now.
+    const started = await found.runtime.start(found.colour).catch((error: unknown) => {
+      report.push(`route ${route.name}: could not start its live colour ${route.colour}: ${(error as Error).message}`);
+      return undefined;
+    });
     // A restarted container gets a new host port from the engine: the route must follow it.
-    const upstream = publishedOrigin(started.ports, Number(container.labels["ferry.route-port"]));
-    if (upstream === undefined) continue;
-    if (upstream !== route.upstream) {
-      await router.switch(route, { upstream, colour: route.colour });
-      report.push(
-        `route ${route.name}: its live colour ${route.colour} moved to ${upstream}; switched the route there`,
-      );
-    }
+    if (started === undefined || started.upstream === route.upstream) continue;
+    await router.switch(route, { upstream: started.upstream, colour: route.colour });
+    report.push(
+      `route ${route.name}: its live colour ${route.colour} moved to ${started.upstream}; switched the route there`,
+    );
   }
   return report;
 }

@@ -1,8 +1,7 @@
 import { isIP } from "node:net";
 import { z } from "zod";
 import { ENV_NAME_HINT } from "../../runtimes/docker.js";
-import { routeNameSchema } from "../../traffic/proxyState.js";
-import { httpTestStep } from "../httpTest.js";
+import { blueGreenOptionsSchema, routeShape } from "../blueGreen/config.js";
 
 /*
  * The container step's configuration: what both strategies share, and a discriminated
@@ -71,11 +70,7 @@ const onlyFor = (message: string) => z.never({ error: message }).optional();
 
 const blueGreenRouteSchema = z.strictObject(
   {
-    /** The route's name in the proxy; default "<project>-<environment>". */
-    name: routeNameSchema.optional(),
-    /** Template: the host name the route serves (app.example.com). */
-    host: z.string().min(1).max(253),
-    pathPrefix: z.string().startsWith("/", "a path prefix starts with '/'").max(1024).default("/"),
+    ...routeShape,
     /** The container port the app listens on; each colour publishes it on 127.0.0.1 at a port the engine picks. */
     port: portSchema,
   },
@@ -86,34 +81,6 @@ const blueGreenRouteSchema = z.strictObject(
         : undefined,
   },
 );
-
-const healthProbeSchema = z.strictObject({
-  /** Path probed on the new colour's private address. */
-  path: z.string().startsWith("/", "a path starts with '/'").max(2048).default("/"),
-  expectedStatus: z.number().int().min(100).max(599).default(200),
-  intervalMs: z.number().int().min(50).max(60_000).default(500),
-  timeoutMs: z.number().int().min(50).max(60_000).default(2000),
-  deadlineSeconds: z.number().min(1).max(3600).default(60),
-});
-
-export const blueGreenOptionsSchema = z.strictObject({
-  // prefault: an absent healthCheck is parsed as {}, so its defaults apply.
-  healthCheck: healthProbeSchema.prefault({}),
-  /**
-   * http-test steps run against the new colour before the switch; their templates see
-   * #{Ferry.Route.PreviewUrl} (http://127.0.0.1:<its port>). One failing keeps the live colour.
-   */
-  preSwitchTests: z.array(httpTestStep.config).max(20).default([]),
-  /** How long in-flight requests of the old colour may take to finish after the switch. */
-  drainSeconds: z.number().min(0).max(3600).default(30),
-  /** After the switch, the new colour is probed this long; a failed probe switches back to the old one. */
-  bakeSeconds: z.number().min(0).max(3600).default(0),
-  /** Earlier colours kept (stopped) for instant rollback; older ones are removed. */
-  retain: z.number().int().min(0).max(20).default(3),
-  /** Keep the previous colour running (idle) after the switch, so a rollback needs no container start. */
-  keepPreviousRunning: z.boolean().default(false),
-});
-export type BlueGreenOptions = z.infer<typeof blueGreenOptionsSchema>;
 
 /** `recreate` stops and removes the running container, then starts the new one in its place (a short gap in service). */
 const recreateConfigSchema = z.strictObject({

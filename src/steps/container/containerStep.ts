@@ -1,5 +1,5 @@
 import type { StepKind, StepRunContext } from "../types.js";
-import { describeBlueGreen, runBlueGreen } from "./blueGreen.js";
+import { describeBlueGreen, runContainerBlueGreen } from "./blueGreen.js";
 import { type ContainerConfig, containerConfigSchema } from "./config.js";
 import { runRecreate } from "./recreate.js";
 import { describeLimits } from "./shared.js";
@@ -22,7 +22,7 @@ const strategies: { [S in ContainerConfig["strategy"]]: Strategy<Extract<Contain
   blueGreen: {
     describe: describeBlueGreen,
     run: async (context, config) =>
-      runBlueGreen(context, config, context.target.runtime("docker"), await context.target.router()),
+      runContainerBlueGreen(context, config, context.target.runtime("docker"), await context.target.router()),
   },
 };
 

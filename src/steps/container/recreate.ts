@@ -1,15 +1,9 @@
 import { TaskFailure } from "../../engine/types.js";
 import { CONTAINER_NAME_HINT, type DockerRuntime, isContainerName } from "../../runtimes/docker.js";
+import { containerOutputs, waitUntilSettled } from "../../runtimes/dockerColours.js";
 import type { StepRunContext } from "../types.js";
 import type { RecreateConfig } from "./config.js";
-import {
-  containerOutputs,
-  describeStart,
-  logContainerTail,
-  pullImage,
-  renderContainerInputs,
-  waitUntilSettled,
-} from "./shared.js";
+import { describeStart, logContainerTail, pullImage, renderContainerInputs } from "./shared.js";
 
 /**
  * The recreate strategy: the previous container of the same name is stopped and removed

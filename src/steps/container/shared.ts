@@ -1,5 +1,4 @@
-import { setTimeout as sleep } from "node:timers/promises";
-import type { ContainerStatus, DockerRuntime, PublishedPort } from "../../runtimes/docker.js";
+import type { DockerRuntime } from "../../runtimes/docker.js";
 import { DOCKER_HUB_REGISTRY, formatImageReference, parseImageReference } from "../../runtimes/imageReference.js";
 import type { StepRunContext } from "../types.js";
 import type { ContainerConfig } from "./config.js";
@@ -8,7 +7,6 @@ import type { ContainerConfig } from "./config.js";
 
 /** Lines of the container's log put into the task log when it fails to start. */
 const FAILURE_LOG_LINES = 20;
-const SETTLE_POLL_MS = 200;
 
 /**
  * An image pinned by digest that the engine already has is exactly the content wanted,
@@ -42,36 +40,6 @@ export async function pullImage(
   });
 }
 
-export async function waitUntilSettled(
-  docker: DockerRuntime,
-  id: string,
-  settleMs: number,
-  signal: AbortSignal,
-): Promise<{ failure?: string }> {
-  const deadline = Date.now() + settleMs;
-  for (;;) {
-    const status = await docker.inspectContainer(id, { signal });
-    const failure = settleFailure(status, settleMs);
-    if (failure !== undefined) return { failure };
-    const remaining = deadline - Date.now();
-    if (remaining <= 0) return {};
-    await sleep(Math.min(SETTLE_POLL_MS, remaining), undefined, { signal });
-  }
-}
-
-function settleFailure(status: ContainerStatus | undefined, settleMs: number): string | undefined {
-  const within = `within ${settleMs / 1000} s of starting`;
-  if (status === undefined) return `was removed by someone else ${within}`;
-  if (status.restarting || status.restartCount > 0) {
-    // While the engine restarts it, the exit code of the run that failed is not reliably shown.
-    return `exited ${within} and was restarted by its restart policy${status.running ? "" : ` (exit code ${status.exitCode})`}`;
-  }
-  if (!status.running) {
-    return `exited with code ${status.exitCode} ${within}${status.error ? ` (${status.error})` : ""}`;
-  }
-  return undefined;
-}
-
 /** Puts the last lines of a container's log into the task log (a failure to read them is logged too). */
 export async function logContainerTail(context: StepRunContext, docker: DockerRuntime, name: string) {
   try {
@@ -81,18 +49,6 @@ export async function logContainerTail(context: StepRunContext, docker: DockerRu
   } catch (error) {
     context.log.warn(`could not read the log of container ${name}: ${error instanceof Error ? error.message : error}`);
   }
-}
-
-/** containerId, containerName, image, hostPort (the first published port) and hostPort.<container port>[.udp]. */
-export function containerOutputs(id: string, name: string, image: string, ports: readonly PublishedPort[]) {
-  const outputs: Record<string, string> = { containerId: id, containerName: name, image };
-  const [first] = ports;
-  if (first) outputs.hostPort = String(first.hostPort);
-  for (const port of ports) {
-    const key = `hostPort.${port.containerPort}${port.protocol === "tcp" ? "" : `.${port.protocol}`}`;
-    outputs[key] ??= String(port.hostPort);
-  }
-  return outputs;
 }
 
 function describePorts(config: Pick<ContainerConfig, "ports">): string {

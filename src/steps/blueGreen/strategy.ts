@@ -1,0 +1,434 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { renderTemplate } from "../../domain/templates.js";
+import { TaskFailure } from "../../engine/types.js";
+import {
+  type Colour,
+  type ColourRuntime,
+  HEALTH_PATH_LABEL,
+  ROUTE_LABEL,
+  type StartedColour,
+} from "../../runtimes/colours.js";
+import { isContainerName } from "../../runtimes/docker.js";
+import { allowingOrigin, defaultOutboundPolicy, type OutboundPolicy } from "../../security/outboundGuard.js";
+import { routeNameSchema } from "../../traffic/proxyState.js";
+import {
+  type LiveUpstream,
+  type Router,
+  type RouteSpec,
+  trafficBetween,
+  type UpstreamTraffic,
+} from "../../traffic/router.js";
+import { probeUntilHealthy } from "../healthCheck.js";
+import { httpTestStep } from "../httpTest.js";
+import type { StepRunContext } from "../types.js";
+import type { BlueGreenOptions } from "./config.js";
+
+/** One failed probe during bake is a blip; this many in a row switch back. */
+const BAKE_FAILURES_TO_SWITCH_BACK = 2;
+/** Log lines of a colour put into the task log when it fails to start or to become healthy. */
+const FAILURE_LOG_LINES = 20;
+
+/** What one blue/green deployment switches, and how. */
+export interface BlueGreenSettings {
+  /** The route's template fields as configured (host is rendered here). */
+  route: { name?: string | undefined; host: string; pathPrefix: string };
+  options: BlueGreenOptions;
+  /** A new colour must still run this long after its start. */
+  settleSeconds: number;
+  /** How long a colour has to stop after SIGTERM when it is retired. */
+  stopTimeoutSeconds: number;
+}
+
+/** How the step starts a colour of its own kind (a container from an image, a process from a command). */
+export interface NewColour {
+  /**
+   * The label saying what a colour runs (the image reference pinned by digest; the
+   * command and its files): a retained colour of the same release with the same value is
+   * switched back to instead of starting a new one.
+   */
+  readonly runs: { label: string; value: string };
+  /** What reusing a retained colour spares, for the log ("no pull"). */
+  readonly reuseSpares: string;
+  /** Gets what it needs (an image pull) and starts a colour with this name and these labels. */
+  start(name: string, labels: Record<string, string>): Promise<StartedColour>;
+}
+
+/**
+ * The blue/green strategy (DESIGN.md, "Deployment, step by step"), on any runtime: start
+ * the new colour beside the live one (or reuse a retained colour of the same release),
+ * wait until healthy, run the pre-switch tests, switch the route (the commit point), drain
+ * the old colour, bake, then stop the old colour and keep the last `retain` ones.
+ *
+ * Until the switch nothing the users see changes: any failure before it removes the new
+ * colour and leaves the live one serving. A colour is never stopped while the router
+ * sends it requests or before it drained (or its drain deadline passed).
+ */
+export async function runBlueGreen(
+  context: StepRunContext,
+  settings: BlueGreenSettings,
+  runtime: ColourRuntime,
+  fresh: NewColour,
+  router: Router,
+) {
+  const { log, signal } = context;
+  const { options } = settings;
+  const project = context.scope.project.slug;
+  const environment = context.scope.environment.slug;
+  const release = context.scope.subject.version;
+  const route: RouteSpec = {
+    name: settings.route.name ?? routeNameSchema.parse(`${project}-${environment}`.slice(0, 63)),
+    host: context.render(settings.route.host),
+    pathPrefix: settings.route.pathPrefix,
+  };
+  const trafficBefore = await router.traffic().catch(() => undefined);
+
+  const live = await router.live(route.name);
+  const colours = await coloursOf(runtime, route.name, project, environment, signal);
+  log.info(
+    `route ${route.name} (${route.host}${route.pathPrefix}, ${router.driver}): ${
+      live ? `live colour ${live.colour ?? "(unnamed)"} at ${live.upstream}` : "new: nothing is live yet"
+    }; ${colours.length} colour(s) on this host`,
+  );
+
+  // A retained colour of this very release (and what it runs) is switched back to without a pull.
+  const retained = colours.find(
+    (colour) =>
+      colour.labels["ferry.release"] === release &&
+      colour.labels[fresh.runs.label] === fresh.runs.value &&
+      colour.name !== live?.colour,
+  );
+  let candidate: Candidate;
+  if (retained) {
+    const wasRunning = retained.state === "running";
+    log.info(
+      wasRunning
+        ? `colour ${retained.name} of release ${release} is retained and running: ${fresh.reuseSpares}, no start`
+        : `colour ${retained.name} of release ${release} is retained: starting it (${fresh.reuseSpares})`,
+    );
+    candidate = { colour: await runtime.start(retained, signal), created: false, wasRunning };
+  } else {
+    const name = colourName(project, environment, release, context.taskId);
+    const colour = await fresh.start(name, {
+      ...context.labels,
+      "ferry.step": context.stepName,
+      [ROUTE_LABEL]: route.name,
+      [fresh.runs.label]: fresh.runs.value,
+      [HEALTH_PATH_LABEL]: options.healthCheck.path,
+    });
+    candidate = { colour, created: true, wasRunning: false };
+    const settled = await runtime.waitUntilSettled(colour.id, settings.settleSeconds * 1000, signal);
+    if (settled.failure !== undefined) {
+      await abandon(context, runtime, candidate, settings);
+      throw new TaskFailure(
+        `colour ${name} ${settled.failure}; its last log lines are in the task log. ${keptLive(live)}`,
+      );
+    }
+  }
+  const { colour } = candidate;
+  const { upstream } = colour;
+  const previewUrl = `${upstream}/`;
+  // The new colour's own private address (127.0.0.1 and its port) may be called by the
+  // requests that check it, and nothing else the outbound guard refuses: the health
+  // probes, the pre-switch tests whose address a variable chose, and the bake.
+  const colourChecks = allowingOrigin(context.outbound ?? defaultOutboundPolicy, new URL(upstream));
+
+  let health: Awaited<ReturnType<typeof probeUntilHealthy>>;
+  try {
+    health = await probeUntilHealthy(
+      context,
+      new URL(options.healthCheck.path, upstream),
+      options.healthCheck,
+      colourChecks,
+    );
+  } catch (error) {
+    // The guard refused the probe (a path of "//another-host/…" leaves the colour): nothing was switched.
+    if (!signal.aborted) await abandon(context, runtime, candidate, settings, false);
+    throw error;
+  }
+  if (!health.healthy) {
+    await abandon(context, runtime, candidate, settings);
+    throw new TaskFailure(
+      `colour ${colour.name} did not answer HTTP ${options.healthCheck.expectedStatus} on ${options.healthCheck.path} within ${options.healthCheck.deadlineSeconds} s (last: ${health.last}). ${keptLive(live)}`,
+    );
+  }
+  try {
+    await runPreSwitchTests({ ...context, outbound: colourChecks }, options, previewUrl);
+  } catch (error) {
+    await abandon(context, runtime, candidate, settings, false);
+    throw error;
+  }
+
+  // The commit point: from here on new requests reach the new colour.
+  const switchStarted = performance.now();
+  let switched: Awaited<ReturnType<Router["switch"]>>;
+  try {
+    switched = await router.switch(route, { upstream, colour: colour.name });
+  } catch (error) {
+    // The router refused (nginx -t failed) or did not answer. Only a colour the router
+    // surely does not send traffic to may be taken away: when it cannot be asked, it stays.
+    const now = await router.live(route.name).catch(() => "unknown" as const);
+    if (now !== "unknown" && now?.upstream === upstream) {
+      log.warn(
+        `the switch answered with an error (${(error as Error).message}) but the route does point at ${upstream}`,
+      );
+      switched = { previous: live, switchMs: performance.now() - switchStarted };
+    } else {
+      if (now === "unknown") log.warn(`colour ${colour.name} is left running: the router may already send it traffic`);
+      else await abandon(context, runtime, candidate, settings, false);
+      throw new TaskFailure(
+        `the ${router.driver} router could not switch route ${route.name}: ${error instanceof Error ? error.message : error}. ${keptLive(live)}`,
+      );
+    }
+  }
+  const switchMs = Math.round(switched.switchMs * 10) / 10;
+  const previous = switched.previous && switched.previous.upstream !== upstream ? switched.previous : undefined;
+  log.info(
+    `switched route ${route.name} to colour ${colour.name} (${upstream}) in ${switchMs} ms${
+      previous ? `; previous colour ${previous.colour ?? "(unnamed)"} at ${previous.upstream}` : ""
+    }`,
+  );
+
+  let drainMs = 0;
+  if (previous) drainMs = await drain(context, router, previous, options);
+
+  if (options.bakeSeconds > 0) {
+    const failure = await bake(context, upstream, options, colourChecks);
+    if (failure !== undefined) {
+      if (!previous) {
+        throw new TaskFailure(
+          `colour ${colour.name} failed during bake (${failure}) and there is no earlier colour to switch back to`,
+        );
+      }
+      const back = await router.switch(route, previous);
+      log.warn(
+        `bake failed (${failure}): switched route ${route.name} back to colour ${previous.colour ?? "(unnamed)"} in ${Math.round(back.switchMs)} ms`,
+      );
+      await drain(context, router, { upstream, colour: colour.name }, options);
+      await abandon(context, runtime, candidate, settings, false);
+      await logTraffic(context, router, trafficBefore);
+      throw new TaskFailure(
+        `colour ${colour.name} failed during the ${options.bakeSeconds} s bake (${failure}); traffic is back on ${previous.colour ?? previous.upstream}`,
+      );
+    }
+  }
+
+  await retire(context, runtime, colours, colour.name, previous?.colour ?? undefined, settings);
+  const traffic = await logTraffic(context, router, trafficBefore);
+  return {
+    outputs: {
+      ...colour.outputs,
+      colour: colour.name,
+      upstream,
+      previewUrl,
+      route: route.name,
+      switchMs: String(switchMs),
+      drainMs: String(drainMs),
+      ...(previous?.colour && { previousColour: previous.colour }),
+      ...(traffic && { requestsServed: String(traffic.served), requestsFailed: String(traffic.failed) }),
+    },
+  };
+}
+
+interface Candidate {
+  colour: StartedColour;
+  /** Started by this deployment (removed when it will not go live), or a retained one reused. */
+  created: boolean;
+  wasRunning: boolean;
+}
+
+/**
+ * The pre-switch tests: http-test configs rendered with #{Ferry.Route.PreviewUrl} added; the
+ * context's outbound policy allows the new colour's address.
+ */
+async function runPreSwitchTests(context: StepRunContext, options: BlueGreenOptions, previewUrl: string) {
+  if (options.preSwitchTests.length === 0) return;
+  const variables = new Map(context.variables);
+  variables.set("Ferry.Route.PreviewUrl", previewUrl.replace(/\/$/, ""));
+  const testContext: StepRunContext = {
+    ...context,
+    variables,
+    render: (template) => renderTemplate(template, variables),
+  };
+  for (const [index, test] of options.preSwitchTests.entries()) {
+    context.log.info(`pre-switch test ${index + 1} of ${options.preSwitchTests.length}`);
+    try {
+      await httpTestStep.run(testContext, test);
+    } catch (error) {
+      throw new TaskFailure(
+        `pre-switch test ${index + 1} failed: ${error instanceof Error ? error.message : error}; the live colour keeps serving`,
+      );
+    }
+  }
+}
+
+async function drain(context: StepRunContext, router: Router, colour: LiveUpstream, options: BlueGreenOptions) {
+  const result = await router.drain(colour.upstream, options.drainSeconds * 1000);
+  const name = colour.colour ?? colour.upstream;
+  if (result.drained) {
+    context.log.info(`colour ${name} drained in ${result.waitedMs} ms`);
+  } else {
+    context.log.warn(
+      `colour ${name} still had ${result.inFlight ?? "some"} request(s) in flight at the ${options.drainSeconds} s drain deadline`,
+    );
+  }
+  return result.waitedMs;
+}
+
+/** Probes the new colour for the bake period; the problem that ended it early, or undefined when it held. */
+async function bake(
+  context: StepRunContext,
+  upstream: string,
+  options: BlueGreenOptions,
+  guard: OutboundPolicy,
+): Promise<string | undefined> {
+  const { log, signal } = context;
+  const { path, expectedStatus, intervalMs, timeoutMs } = options.healthCheck;
+  const url = new URL(path, upstream);
+  log.info(`baking: probing ${url.href} for ${options.bakeSeconds} s`);
+  const end = Date.now() + options.bakeSeconds * 1000;
+  let failures = 0;
+  while (Date.now() < end) {
+    const outcome = await context.target.transport.request(url, { timeoutMs, signal, guard });
+    if (outcome.ok) await outcome.response.body?.cancel();
+    const problem = !outcome.ok
+      ? outcome.problem
+      : outcome.response.status === expectedStatus
+        ? undefined
+        : `HTTP ${outcome.response.status}`;
+    failures = problem === undefined ? 0 : failures + 1;
+    if (problem !== undefined && failures >= BAKE_FAILURES_TO_SWITCH_BACK) {
+      return `${failures} probes in a row failed, the last with ${problem}`;
+    }
+    await sleep(Math.min(intervalMs, Math.max(0, end - Date.now())), undefined, { signal });
+  }
+  log.info("bake passed");
+  return undefined;
+}
+
+/**
+ * After a successful switch: the earlier colours are stopped (the one live until now kept
+ * running when asked), the newest `retain` of them kept, older ones removed.
+ */
+async function retire(
+  context: StepRunContext,
+  runtime: ColourRuntime,
+  colours: readonly Colour[],
+  liveName: string,
+  previousName: string | undefined,
+  settings: BlueGreenSettings,
+) {
+  const { log, signal } = context;
+  const { options, stopTimeoutSeconds } = settings;
+  // The colour that was live until this switch comes first, then the others newest first.
+  const earlier = colours
+    .filter((colour) => colour.name !== liveName)
+    .sort((a, b) => Number(b.name === previousName) - Number(a.name === previousName) || b.created - a.created);
+  for (const [index, colour] of earlier.entries()) {
+    const keepRunning = index === 0 && colour.name === previousName && options.keepPreviousRunning;
+    if (index >= Math.max(options.retain, keepRunning ? 1 : 0)) {
+      log.info(`removing colour ${colour.name} (more than ${options.retain} retained)`);
+      await runtime.remove(colour.id, { stopTimeoutSeconds, signal });
+    } else if (keepRunning) {
+      log.info(`keeping colour ${colour.name} running for an instant rollback`);
+    } else if (colour.state === "running") {
+      log.info(`stopping colour ${colour.name} (retained for rollback)`);
+      await runtime.stop(colour.id, { stopTimeoutSeconds, signal });
+    }
+  }
+}
+
+/**
+ * Takes away a colour that will not go live: a new one is removed (with its last log
+ * lines in the task log), a retained one goes back to how it was.
+ */
+async function abandon(
+  context: StepRunContext,
+  runtime: ColourRuntime,
+  candidate: Candidate,
+  settings: BlueGreenSettings,
+  withLog = true,
+) {
+  const { colour } = candidate;
+  if (withLog) await logColourTail(context, runtime, colour.name);
+  if (candidate.created) {
+    context.log.info(`removing colour ${colour.name}`);
+    await runtime.remove(colour.id, { stopTimeoutSeconds: 0 }).catch(() => false);
+  } else if (!candidate.wasRunning) {
+    await runtime.stop(colour.id, { stopTimeoutSeconds: settings.stopTimeoutSeconds }).catch(() => {});
+  }
+}
+
+/** Puts the last lines of a colour's log into the task log (a failure to read them is logged too). */
+async function logColourTail(context: StepRunContext, runtime: ColourRuntime, name: string) {
+  try {
+    const lines = await runtime.logTail(name, FAILURE_LOG_LINES, context.signal);
+    context.log.warn(`last ${lines.length} log lines of ${runtime.noun} ${name}:`);
+    for (const line of lines) context.log.warn(`  ${line}`);
+  } catch (error) {
+    context.log.warn(
+      `could not read the log of ${runtime.noun} ${name}: ${error instanceof Error ? error.message : error}`,
+    );
+  }
+}
+
+/** Logs what the router counted per upstream since `before` (the deployment window); the totals. */
+async function logTraffic(context: StepRunContext, router: Router, before: UpstreamTraffic[] | undefined) {
+  const after = await router.traffic().catch(() => undefined);
+  if (!before || !after) {
+    context.log.info(`traffic: the ${router.driver} router does not count requests per upstream`);
+    return undefined;
+  }
+  const window = trafficBetween(before, after);
+  let served = 0;
+  let failed = 0;
+  for (const entry of window) {
+    served += entry.served;
+    failed += entry.failed;
+    context.log.info(`traffic: ${entry.route} → ${entry.upstream}: ${entry.served} served, ${entry.failed} failed`);
+  }
+  (failed === 0 ? context.log.info : context.log.warn).call(
+    context.log,
+    `traffic during this deployment: ${served} request(s) served, ${failed} failed`,
+  );
+  return { served, failed };
+}
+
+/** Colours of the route on this host of this project and environment (every state), newest first. */
+async function coloursOf(
+  runtime: ColourRuntime,
+  route: string,
+  project: string,
+  environment: string,
+  signal: AbortSignal,
+): Promise<Colour[]> {
+  const colours = await runtime.list(route, signal);
+  return colours
+    .filter((colour) => colour.labels["ferry.project"] === project && colour.labels["ferry.env"] === environment)
+    .sort((a, b) => b.created - a.created);
+}
+
+/** "ferry-shop-prod-1.4.2-3fa9c1": which release it runs, and a part of the task that made it. */
+function colourName(project: string, environment: string, release: string, taskId: string): string {
+  const safeRelease = release.replace(/[^a-zA-Z0-9_.-]/g, "-");
+  const name = `ferry-${project}-${environment}-${safeRelease}-${taskId.slice(-6)}`;
+  // Container names and process instance names follow the same rule.
+  if (!isContainerName(name)) throw new TaskFailure(`cannot name a colour '${name.slice(0, 200)}'`);
+  return name;
+}
+
+function keptLive(live: LiveUpstream | undefined): string {
+  return live ? `The live colour ${live.colour ?? live.upstream} keeps serving.` : "Nothing was switched.";
+}
+
+/** "…, wait for /health to answer HTTP 200, switch host/ to it, drain the old colour (30 s), bake 20 s, retain 3" */
+export function describeSwitch(
+  options: BlueGreenOptions,
+  route: { host: string; pathPrefix: string } | undefined,
+  render: (template: string) => string,
+): string {
+  return `wait for ${options.healthCheck.path} to answer HTTP ${options.healthCheck.expectedStatus}, switch ${
+    route ? `${render(route.host)}${route.pathPrefix}` : "the route"
+  } to it, drain the old colour (${options.drainSeconds} s)${
+    options.bakeSeconds > 0 ? `, bake ${options.bakeSeconds} s` : ""
+  }, retain ${options.retain}`;
+}
