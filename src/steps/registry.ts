@@ -5,6 +5,7 @@ import { approvalStep } from "./approval.js";
 import { containerStep } from "./container/containerStep.js";
 import { healthCheckStep } from "./healthCheck.js";
 import { httpTestStep } from "./httpTest.js";
+import { processStep } from "./process/processStep.js";
 import { scriptStep } from "./script.js";
 import type { StepKind } from "./types.js";
 
@@ -15,6 +16,7 @@ const stepKinds: readonly StepKind[] = [
   containerStep as StepKind,
   healthCheckStep as StepKind,
   httpTestStep as StepKind,
+  processStep as StepKind,
 ];
 
 const byKind = new Map(stepKinds.map((kind) => [kind.kind, kind]));

@@ -1,0 +1,56 @@
+import { TaskFailure } from "../../engine/types.js";
+import { isProcessName, type ProcessRuntime } from "../../runtimes/process.js";
+import { waitUntilSettled } from "../../runtimes/processColours.js";
+import type { StepRunContext } from "../types.js";
+import type { ProcessRecreateConfig } from "./config.js";
+import { describeProcessStart, renderProcessInputs } from "./shared.js";
+
+/** Lines of the instance's log put into the task log when it fails to start. */
+const FAILURE_LOG_LINES = 20;
+
+/**
+ * The recreate strategy of the process step: the previous instance of the same name is
+ * stopped and removed, and the new one started in its place (a short gap).
+ */
+export async function runProcessRecreate(
+  context: StepRunContext,
+  config: ProcessRecreateConfig,
+  processes: ProcessRuntime,
+) {
+  const { log, signal } = context;
+  const { spec } = renderProcessInputs(context, config);
+  const { project, environment } = context.scope;
+  const name = config.name === undefined ? `ferry-${project.slug}-${environment.slug}` : context.render(config.name);
+  if (!isProcessName(name)) {
+    throw new TaskFailure(
+      `'${name.slice(0, 200)}' is not a process instance name: use up to 128 letters, digits, '_', '.' and '-', starting with a letter or digit`,
+    );
+  }
+  const previous = await processes.inspect(name, { signal });
+  if (previous) {
+    // Never remove an instance Ferry did not start for this project and environment.
+    if (previous.labels["ferry.project"] !== project.slug || previous.labels["ferry.env"] !== environment.slug) {
+      throw new TaskFailure(
+        `a process instance named ${name} exists that Ferry did not start for this project and environment; remove it or give the step another name`,
+      );
+    }
+    log.info(`stopping and removing the previous process ${name} (${previous.status})`);
+    await processes.stopAndRemove(name, { stopTimeoutSeconds: config.stopTimeoutSeconds, signal });
+  }
+  log.info(describeProcessStart("process", name, spec));
+  const started = await processes.createAndStart(
+    { ...spec, name, labels: { ...context.labels, "ferry.step": context.stepName }, port: config.port ?? "auto" },
+    { signal },
+  );
+  const settled = await waitUntilSettled(processes, name, config.settleSeconds * 1000, signal);
+  if (settled.failure !== undefined) {
+    const lines = await processes.logTail(name, FAILURE_LOG_LINES).catch(() => [] as string[]);
+    log.warn(`last ${lines.length} log lines of process ${name}:`);
+    for (const line of lines) log.warn(`  ${line}`);
+    // With a restart policy a crashing process would come back forever: take it away.
+    await processes.stopAndRemove(name, { stopTimeoutSeconds: 0 }).catch(() => false);
+    throw new TaskFailure(`process ${name} ${settled.failure}; its last log lines are in the task log`);
+  }
+  log.info(`process ${name} is running${started.port !== undefined ? ` with PORT=${started.port}` : ""}`);
+  return { outputs: { processName: name, ...(started.port !== undefined && { port: String(started.port) }) } };
+}
