@@ -5,7 +5,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DockerRuntime } from "../src/runtimes/docker.js";
 import { apiRequest, isolatedEnv, runFerry, testAdminKey, trackedResources } from "./helpers/cli.js";
+import { buildDemoImage, removeImages } from "./helpers/images.js";
+import { freePort, startRegistry } from "./helpers/registry.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
 
@@ -295,6 +298,42 @@ describe("SSH targets on real hosts", { timeout: 180_000 }, () => {
     expect(processesCarrying(`FERRY_TASK_ID=${taskId}`)).toEqual([]);
     await sleep(5000);
     expect(readdirSync(markerDir)).toEqual([]);
+  });
+
+  it("a container step on an ssh target drives the host's Docker engine over the SSH connection", async () => {
+    await trust(1);
+    const host = hosts.hosts[1];
+    if (!host) throw new Error("no host");
+    const registry = await startRegistry();
+    const docker = new DockerRuntime();
+    let slug = "";
+    let reference: string | undefined;
+    try {
+      const image = await buildDemoImage({ registryUrl: registry.url, repository: "ssh/app", version: "1.0.0" });
+      reference = image.reference;
+      const hostPort = await freePort();
+      slug = await newProject([
+        {
+          name: "web",
+          kind: "container",
+          roles: ["h1"],
+          config: { image: image.reference, ports: [{ host: hostPort, container: 8080 }], settleSeconds: 1 },
+        },
+      ]);
+      const { task, log } = await releaseAndWait(slug);
+      expect(task.state, log).toBe("succeeded");
+      expect(log).toContain("web on host-1");
+      const containers = await docker.listByLabel("ferry.project", slug);
+      expect(containers.map((container) => container.labels["ferry.release"])).toEqual([`1.0.${releaseCount}`]);
+      // The namespaces share this machine's files, so the socket sshd opened on "the host" is
+      // this machine's engine: what this shows is the way there — through the SSH connection
+      // (sshd forwarded the engine's unix socket), no TCP port opened for it.
+      expect(host.sshdLog()).toMatch(/direct[-_]streamlocal.*\/var\/run\/docker\.sock/);
+    } finally {
+      if (slug) await docker.removeByLabel("ferry.project", slug);
+      await registry.stop();
+      if (reference) await removeImages([reference]);
+    }
   });
 
   it("a host cut off mid-step fails the step, and the host stops the process when sshd notices", async () => {

@@ -1,3 +1,4 @@
+import type { Agent } from "node:http";
 import { isIP } from "node:net";
 import { isAbsolute, normalize } from "node:path";
 import type Docker from "dockerode";
@@ -130,6 +131,11 @@ interface CallOptions {
 export interface DockerRuntimeOptions {
   /** Default /var/run/docker.sock. */
   socketPath?: string;
+  /**
+   * Makes the connections to the engine's socket (an SSH target's: the socket on that host,
+   * reached over the SSH connection); default: the socket on this host.
+   */
+  agent?: Agent;
   /** Deadline of each API call but pulls (default 30 s). */
   callTimeoutMs?: number;
 }
@@ -140,10 +146,12 @@ export class DockerRuntime implements Runtime {
   private engine: Promise<Docker> | undefined;
   private readonly socketPath: string;
   private readonly callTimeoutMs: number;
+  private readonly agent: Agent | undefined;
 
   constructor(options: DockerRuntimeOptions = {}) {
     this.socketPath = options.socketPath ?? DEFAULT_SOCKET_PATH;
     this.callTimeoutMs = options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+    this.agent = options.agent;
   }
 
   /**
@@ -153,7 +161,8 @@ export class DockerRuntime implements Runtime {
   private client(): Promise<Docker> {
     // An explicit socket path: docker-modem would otherwise read DOCKER_HOST itself.
     this.engine ??= import("dockerode").then(
-      ({ default: Dockerode }) => new Dockerode({ socketPath: this.socketPath }),
+      ({ default: Dockerode }) =>
+        new Dockerode({ socketPath: this.socketPath, ...(this.agent && { agent: this.agent }) }),
     );
     return this.engine;
   }

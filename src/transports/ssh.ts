@@ -1,3 +1,5 @@
+import { Agent as HttpAgent } from "node:http";
+import type { Socket } from "node:net";
 import { Duplex } from "node:stream";
 import { connect as tlsConnect } from "node:tls";
 // ssh2 is CommonJS: Node's ESM loader gives its exports on the default import only.
@@ -5,7 +7,8 @@ import ssh2, { type Client, type ClientChannel } from "ssh2";
 import { Agent, type buildConnector } from "undici";
 import { LineSplitter } from "../engine/lineSplitter.js";
 import { TaskFailure } from "../engine/types.js";
-import type { RuntimeKind, RuntimesByKind } from "../runtimes/types.js";
+import { DockerRuntime } from "../runtimes/docker.js";
+import type { Runtime, RuntimeKind, RuntimesByKind } from "../runtimes/types.js";
 import { guardedDestination, type OutboundPolicy } from "../security/outboundGuard.js";
 import { hostKeyFingerprint } from "../security/sshKeys.js";
 import { type HttpOutcome, type HttpRequest, sendRequest } from "../steps/http.js";
@@ -664,10 +667,68 @@ export class SshTransport implements Transport {
     return [...new Set(addresses)];
   }
 
+  #docker: DockerRuntime | undefined;
+
+  /**
+   * The host's Docker engine, through its socket forwarded over the SSH connection
+   * (direct-streamlocal, as `ssh -L /local.sock:/var/run/docker.sock` without the local
+   * socket): no TCP port is opened on the host, and the SSH user needs access to the
+   * socket (root or the docker group). Other runtimes over SSH are not supported yet.
+   */
   runtime<K extends RuntimeKind>(kind: K): RuntimesByKind[K] {
-    throw new TaskFailure(
-      `${kind === "docker" ? "Docker" : kind} over SSH is not supported yet: run container steps on a local target for now (issue 12)`,
+    if (kind !== "docker") {
+      throw new TaskFailure(`the ${kind} runtime over SSH is not supported yet: use it on a local target for now`);
+    }
+    this.#docker ??= new DockerRuntime({ socketPath: DOCKER_SOCKET, agent: new EngineAgent(this) });
+    return this.#docker as RuntimesByKind[K];
+  }
+
+  /** A channel to a unix socket on the host (the Docker engine's). */
+  async openSocket(path: string): Promise<Duplex> {
+    const lease = await this.connections.lease(this.targetId);
+    const what = describeTarget(lease.settings);
+    let channel: ClientChannel;
+    try {
+      channel = await withTimeout(
+        new Promise<ClientChannel>((resolve, reject) => {
+          lease.client.openssh_forwardOutStreamLocal(path, (error, opened) => {
+            if (error) reject(new TaskFailure(`${what} could not open ${path} (${error.message})`));
+            else resolve(opened);
+          });
+        }),
+        OPERATION_TIMEOUT_MS,
+        () => new TaskFailure(`${what} did not open ${path} within ${OPERATION_TIMEOUT_MS / 1000} s`),
+      );
+    } catch (error) {
+      lease.release();
+      throw error;
+    }
+    channel.once("close", () => lease.release());
+    return new ChannelSocket(channel);
+  }
+}
+
+/** Where the Docker engine listens on a host. */
+const DOCKER_SOCKET = "/var/run/docker.sock";
+
+/**
+ * An HTTP agent whose connections are channels to the engine's socket on the host: what
+ * dockerode (docker-modem) talks HTTP over instead of a local socket.
+ */
+class EngineAgent extends HttpAgent {
+  constructor(private readonly transport: SshTransport) {
+    super({ keepAlive: false });
+  }
+
+  override createConnection(
+    _options: unknown,
+    callback?: (error: Error | null, socket: Socket) => void,
+  ): Socket | undefined {
+    this.transport.openSocket(DOCKER_SOCKET).then(
+      (socket) => callback?.(null, socket as Socket),
+      (error: Error) => callback?.(error, undefined as never),
     );
+    return undefined;
   }
 }
 
@@ -711,9 +772,31 @@ class ChannelSocket extends Duplex {
     this.channel.destroy();
     callback(error);
   }
+
+  // What Node's HTTP client may call on a socket; a channel has no such knobs (keep-alives
+  // and timeouts belong to the SSH connection and to each call's own deadline).
+  setTimeout(): this {
+    return this;
+  }
+
+  setNoDelay(): this {
+    return this;
+  }
+
+  setKeepAlive(): this {
+    return this;
+  }
+
+  ref(): this {
+    return this;
+  }
+
+  unref(): this {
+    return this;
+  }
 }
 
-/** An ssh target: its host through the transport. Runtimes and routers over SSH come later (issue 12). */
+/** An ssh target: its host through the transport, its Docker engine over the connection. Routers over SSH come later (issue 12). */
 export function sshTarget(
   transport: SshTransport,
   target: { id: string; name: string; roles: readonly string[] },
@@ -722,8 +805,8 @@ export function sshTarget(
     ...target,
     transport,
     runtime: (kind) => transport.runtime(kind),
-    // Nothing of a runtime's runs there yet, so clean-up has no instances to look for.
-    runtimes: () => [],
+    // Clean-up asks the engine over SSH; a host without Docker answers with an error it logs.
+    runtimes: (): Runtime[] => [transport.runtime("docker")],
     router: async () => {
       throw new TaskFailure(
         `traffic routers on SSH targets are not supported yet: target '${target.name}' cannot take a blue/green switch (issue 12)`,

@@ -36,6 +36,8 @@ interface SshHost {
   replaceHostKey(): Promise<string>;
   /** Stops sshd: the host disappears. */
   stopSshd(): void;
+  /** What sshd logged so far. */
+  sshdLog(): string;
   /** Takes the host's network link down (or up again): the host is cut off, its processes go on. */
   setLink(up: boolean): void;
 }
@@ -201,6 +203,8 @@ export async function startSshHosts(count: number): Promise<SshHosts> {
           // As docs/targets.md recommends: sshd notices a server that went away (a cut link) and ends its session.
           "ClientAliveInterval 5",
           "ClientAliveCountMax 2",
+          // DEBUG1 logs each forwarded channel (direct-streamlocal to the Docker socket…), which tests look for.
+          "LogLevel DEBUG1",
           "AllowTcpForwarding yes",
           "AllowStreamLocalForwarding yes",
           "",
@@ -259,6 +263,13 @@ export async function startSshHosts(count: number): Promise<SshHosts> {
           return host.fingerprint;
         },
         stopSshd,
+        sshdLog: () => {
+          try {
+            return readFileSync(join(hostDirectory, "sshd.log"), "utf8");
+          } catch {
+            return "";
+          }
+        },
         setLink: (up) => run("ip", ["link", "set", outside, up ? "up" : "down"]),
       };
       cleanups.push(() => {
