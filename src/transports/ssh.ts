@@ -351,8 +351,14 @@ function openLauncher(client: Client, what: string): Promise<ClientChannel> {
   return withTimeout(
     new Promise<ClientChannel>((resolve, reject) => {
       client.exec(LAUNCHER_COMMAND, (error, channel) => {
-        if (error) reject(new TaskFailure(`${what} refused to run a command (${error.message})`));
-        else resolve(channel);
+        if (error) {
+          // sshd allows MaxSessions (10 by default) commands at once on one connection, and the
+          // steps on a target share one.
+          const hint = /open failed|prohibited/i.test(error.message)
+            ? "; too many commands at once on this target? sshd's MaxSessions (10 by default) limits them"
+            : "";
+          reject(new TaskFailure(`${what} refused to run a command (${error.message}${hint})`));
+        } else resolve(channel);
       });
     }),
     OPERATION_TIMEOUT_MS,
