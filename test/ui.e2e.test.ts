@@ -35,9 +35,16 @@ describe("web dashboard", () => {
   /** Deploys with the admin key (as CI would) and returns the task id. */
   const deploy = async (project: string, release: string, environment: string) =>
     (await ok<{ taskId: string }>("POST", `/api/v1/projects/${project}/deployments`, { release, environment })).taskId;
-  const expectAccessible = async (what: string) => {
-    const violations = await accessibilityViolations(page);
+  const expectAccessibleOn = async (on: Page, what: string) => {
+    const violations = await accessibilityViolations(on);
     expect(violations, `${what}:\n${describeViolations(violations)}`).toEqual([]);
+  };
+  const expectAccessible = (what: string) => expectAccessibleOn(page, what);
+  /** The newest task of a project's deployments (the API lists tasks newest first). */
+  const firstTaskOf = async (project: string) => {
+    const { id } = await ok<{ id: string }>("GET", `/api/v1/projects/${project}`);
+    const tasks = await ok<{ items: { id: string; project: string | null }[] }>("GET", "/api/v1/tasks?limit=100");
+    return tasks.items.find((task) => task.project === id)?.id ?? "";
   };
 
   beforeAll(async () => {
@@ -550,6 +557,14 @@ describe("web dashboard", () => {
     await phone.getByRole("rowheader", { name: /billing/ }).waitFor();
     // Nothing but the matrix itself scrolls sideways.
     expect(await phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")).toBeLessThanOrEqual(0);
+    await expectAccessibleOn(phone, "dashboard at phone width");
+    // A task: the log scrolls inside its own box, the page does not.
+    await phone.goto(url("/projects/shop"));
+    await phone.getByRole("article", { name: "dev" }).waitFor();
+    expect(await phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")).toBeLessThanOrEqual(0);
+    await phone.goto(url(`/tasks/${await firstTaskOf("shop")}`));
+    await phone.getByRole("log").waitFor();
+    expect(await phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")).toBeLessThanOrEqual(0);
     await phone.close();
   });
 
@@ -564,6 +579,37 @@ describe("web dashboard", () => {
     await page.getByLabel("Password").fill(PASSWORD);
     await page.getByRole("button", { name: "Sign in" }).click();
     await page.waitForURL(/\/projects\/shop$/);
+  });
+
+  it("shows a viewer what waits and why they may not act, with the buttons disabled", async () => {
+    await ok("POST", "/api/v1/users", { username: "vic", password: "a viewer's long password" });
+    await ok("POST", "/api/v1/teams", { name: "Watchers", members: ["vic"], roles: [{ role: "viewer" }] });
+    const waiting = await deploy("shop", "1.1.0", "test");
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByLabel("Username").fill("vic");
+    await page.getByLabel("Password").fill("a viewer's long password");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+    // No administration for a viewer.
+    expect(await page.getByRole("link", { name: "Users & teams" }).count()).toBe(0);
+
+    await page.goto(url(`/tasks/${waiting}`));
+    const question = page.getByRole("region", { name: "Waiting for you" });
+    await question.waitFor({ timeout: 15_000 });
+    const approve = question.getByRole("button", { name: "Approve" });
+    expect(await approve.isDisabled()).toBe(true);
+    expect(await question.innerText()).toContain("needs the approve permission in test");
+    expect(await page.getByRole("button", { name: "Cancel task" }).isDisabled()).toBe(true);
+
+    await page.goto(url("/projects/shop"));
+    const prodCard = page.getByRole("article", { name: "prod" });
+    await prodCard.waitFor();
+    expect(await prodCard.innerText()).toContain("Roll back: you do not have the deploy permission in prod");
+    expect(await page.getByRole("button", { name: "Create release" }).count()).toBe(0);
+    await page.goto(url("/projects/shop/variables"));
+    await page.getByRole("row", { name: /Greeting/ }).waitFor();
+    expect(await page.getByRole("button", { name: /^Edit/ }).count()).toBe(0);
+    await ok("POST", `/api/v1/tasks/${waiting}/cancel`);
   });
 });
 

@@ -2,7 +2,7 @@ import { createBrowserRouter, Navigate, Outlet, useLocation } from "react-router
 import { ErrorNotice, Loading } from "./components/ErrorNotice";
 import { Layout } from "./components/Layout";
 import { SignInPage } from "./pages/SignIn";
-import { useSession } from "./session";
+import { takeLeftOnPurpose, useSession } from "./session";
 
 /**
  * Every page has its own URL (deep links, back and forward work); the server answers each
@@ -52,7 +52,8 @@ function RequireSession() {
   if (isPending) return <Loading what="your session" />;
   if (error) return <ErrorNotice error={error} what="Ferry could not be reached" />;
   if (!session) {
-    const returnTo = `${location.pathname}${location.search}${location.hash}`;
+    // Whoever signs in after a sign-out starts at the dashboard; after an expired session, back here.
+    const returnTo = takeLeftOnPurpose() ? "/" : `${location.pathname}${location.search}${location.hash}`;
     return <Navigate to={`/sign-in${returnTo === "/" ? "" : `?returnTo=${encodeURIComponent(returnTo)}`}`} replace />;
   }
   return <Outlet />;

@@ -41,6 +41,16 @@ export function signedIn(client: QueryClient, session: Session): void {
   client.setQueryData(SESSION_KEY, session);
 }
 
+/** Set when the person signed out: the next sign-in starts at the dashboard, not on the page they left. */
+let leftOnPurpose = false;
+
+/** True once after a deliberate sign-out (a session that merely ended keeps its page to come back to). */
+export function takeLeftOnPurpose(): boolean {
+  const left = leftOnPurpose;
+  leftOnPurpose = false;
+  return left;
+}
+
 /** Forgets everything the session could see; the sign-in page shows next. */
 export function signedOut(client: QueryClient): void {
   setCsrfToken(undefined);
@@ -55,6 +65,7 @@ export function useSignOut() {
     try {
       await api("DELETE", "/session");
     } finally {
+      leftOnPurpose = true;
       signedOut(client);
     }
   };
