@@ -300,6 +300,61 @@ describe("SSH targets on real hosts", { timeout: 180_000 }, () => {
     expect(readdirSync(markerDir)).toEqual([]);
   });
 
+  it("reaches a host only a jump host can reach, once both host keys are trusted", async () => {
+    const jump = hosts.hosts[1];
+    if (!jump) throw new Error("no host");
+    await trust(1);
+    const port = 2200 + Math.floor(Math.random() * 700);
+    const innerFingerprint = await jump.startLoopbackSshd(port);
+    const created = await test.call("POST", "/api/v1/targets", {
+      name: "behind",
+      environments: ["dev"],
+      roles: ["behind"],
+      transport: "ssh",
+      ssh: {
+        host: "127.0.0.1",
+        port,
+        user: "root",
+        jumpHost: { host: jump.address, user: "root" },
+        privateKey: hosts.privateKey,
+      },
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    interface Answer {
+      changed: boolean;
+      host: { presented: { fingerprint: string } | null; trusted: string | null };
+      jumpHost: { presented: { fingerprint: string } | null; trusted: string | null };
+    }
+    // First only the jump host's key can be seen: Ferry signs in nowhere it does not trust.
+    const first = await test.call<Answer>("POST", "/api/v1/targets/behind/trust", {});
+    expect(first.status, JSON.stringify(first.body)).toBe(200);
+    expect(first.body).toMatchObject({
+      changed: false,
+      jumpHost: { presented: { fingerprint: jump.fingerprint }, trusted: null },
+      host: { presented: null, trusted: null },
+    });
+    const slug = await newProject([
+      { name: "inside", kind: "script", roles: ["behind"], config: { script: "echo behind the jump host" } },
+    ]);
+    const refused = await releaseAndWait(slug);
+    expect(refused.task.state).toBe("failed");
+    expect(refused.log).toContain(`presents ssh-ed25519 ${jump.fingerprint}`);
+    // Trusting the jump host shows the inner host's key; then that one is trusted too.
+    const second = await test.call<Answer>("POST", "/api/v1/targets/behind/trust", {
+      jumpHostFingerprint: jump.fingerprint,
+    });
+    expect(second.body).toMatchObject({
+      changed: true,
+      jumpHost: { trusted: jump.fingerprint },
+      host: { presented: { fingerprint: innerFingerprint }, trusted: null },
+    });
+    const third = await test.call<Answer>("POST", "/api/v1/targets/behind/trust", { fingerprint: innerFingerprint });
+    expect(third.body).toMatchObject({ changed: true, host: { trusted: innerFingerprint } });
+    const { task, log } = await releaseAndWait(slug);
+    expect(task.state, log).toBe("succeeded");
+    expect(log).toContain("behind the jump host");
+  });
+
   it("a container step on an ssh target drives the host's Docker engine over the SSH connection", async () => {
     await trust(1);
     const host = hosts.hosts[1];

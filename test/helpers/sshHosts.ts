@@ -38,6 +38,11 @@ interface SshHost {
   stopSshd(): void;
   /** What sshd logged so far. */
   sshdLog(): string;
+  /**
+   * Starts a second sshd on the namespace's own loopback (127.0.0.1:port), with a host key of
+   * its own: a host only this one can reach, as behind a bastion. Returns its fingerprint.
+   */
+  startLoopbackSshd(port: number): Promise<string>;
   /** Takes the host's network link down (or up again): the host is cut off, its processes go on. */
   setLink(up: boolean): void;
 }
@@ -128,6 +133,37 @@ function claimSubnet(): number {
   throw new Error("no free 10.231.N.0/24 for a test host");
 }
 
+/** An sshd configuration for a test host: key sign-in only, as root, forwarding allowed. */
+function writeSshdConfig(
+  file: string,
+  options: { listen: string; port: number; hostKey: string; authorizedKeys: string; pidFile: string },
+): void {
+  writeFileSync(
+    file,
+    [
+      `ListenAddress ${options.listen}`,
+      `Port ${options.port}`,
+      `HostKey ${options.hostKey}`,
+      `AuthorizedKeysFile ${options.authorizedKeys}`,
+      `PidFile ${options.pidFile}`,
+      "PermitRootLogin prohibit-password",
+      "PasswordAuthentication no",
+      "KbdInteractiveAuthentication no",
+      "UsePAM no",
+      // The temporary directory is not root's home: skip the ownership checks meant for that.
+      "StrictModes no",
+      // As docs/targets.md recommends: sshd notices a server that went away (a cut link) and ends its session.
+      "ClientAliveInterval 5",
+      "ClientAliveCountMax 2",
+      // DEBUG1 logs each forwarded channel (direct-streamlocal to the Docker socket…), which tests look for.
+      "LogLevel DEBUG1",
+      "AllowTcpForwarding yes",
+      "AllowStreamLocalForwarding yes",
+      "",
+    ].join("\n"),
+  );
+}
+
 function fingerprintOf(publicKeyFile: string): string {
   return run("ssh-keygen", ["-lf", publicKeyFile]).split(" ")[1] ?? "";
 }
@@ -186,30 +222,13 @@ export async function startSshHosts(count: number): Promise<SshHosts> {
       mkdirSync(hostDirectory);
       const hostKey = join(hostDirectory, "host_ed25519");
       const config = join(hostDirectory, "sshd_config");
-      writeFileSync(
-        config,
-        [
-          `ListenAddress ${address}`,
-          "Port 22",
-          `HostKey ${hostKey}`,
-          `AuthorizedKeysFile ${authorizedKeys}`,
-          `PidFile ${join(hostDirectory, "sshd.pid")}`,
-          "PermitRootLogin prohibit-password",
-          "PasswordAuthentication no",
-          "KbdInteractiveAuthentication no",
-          "UsePAM no",
-          // The temporary directory is not root's home: skip the ownership checks meant for that.
-          "StrictModes no",
-          // As docs/targets.md recommends: sshd notices a server that went away (a cut link) and ends its session.
-          "ClientAliveInterval 5",
-          "ClientAliveCountMax 2",
-          // DEBUG1 logs each forwarded channel (direct-streamlocal to the Docker socket…), which tests look for.
-          "LogLevel DEBUG1",
-          "AllowTcpForwarding yes",
-          "AllowStreamLocalForwarding yes",
-          "",
-        ].join("\n"),
-      );
+      writeSshdConfig(config, {
+        listen: address,
+        port: 22,
+        hostKey,
+        authorizedKeys,
+        pidFile: join(hostDirectory, "sshd.pid"),
+      });
       let sshd: ChildProcess | undefined;
       const children: ChildProcess[] = [];
       const startSshd = async () => {
@@ -263,6 +282,48 @@ export async function startSshHosts(count: number): Promise<SshHosts> {
           return host.fingerprint;
         },
         stopSshd,
+        async startLoopbackSshd(port) {
+          const innerKey = join(hostDirectory, `inner_${port}`);
+          run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", innerKey]);
+          const innerConfig = join(hostDirectory, `sshd_inner_${port}`);
+          writeSshdConfig(innerConfig, {
+            listen: "127.0.0.1",
+            port,
+            hostKey: innerKey,
+            authorizedKeys,
+            pidFile: join(hostDirectory, `sshd_inner_${port}.pid`),
+          });
+          children.push(
+            spawn(
+              "ip",
+              [
+                "netns",
+                "exec",
+                namespace,
+                "/usr/sbin/sshd",
+                "-D",
+                "-f",
+                innerConfig,
+                "-E",
+                join(hostDirectory, `inner_${port}.log`),
+              ],
+              {
+                stdio: "ignore",
+              },
+            ),
+          );
+          // Only reachable from inside the namespace: ask from there.
+          for (let tries = 0; ; tries++) {
+            try {
+              inNamespace("bash", ["-c", 'exec 3<>"/dev/tcp/127.0.0.1/$1"', "probe", String(port)]);
+              break;
+            } catch (error) {
+              if (tries > 100) throw error;
+              await sleep(50);
+            }
+          }
+          return fingerprintOf(`${innerKey}.pub`);
+        },
         sshdLog: () => {
           try {
             return readFileSync(join(hostDirectory, "sshd.log"), "utf8");
