@@ -251,25 +251,37 @@ describe("SSH targets on real hosts", { timeout: 180_000 }, () => {
     });
     // From the server's own host that address has nothing behind it.
     await expect(fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(2000) })).rejects.toThrow();
-    const slug = await newProject([
-      {
-        name: "probe",
-        kind: "health-check",
-        roles: ["h1"],
-        config: { url: `http://127.0.0.1:${port}/health`, intervalMs: 200, deadlineSeconds: 20 },
-      },
-      {
-        name: "probe-missing",
-        kind: "health-check",
-        roles: ["h1"],
-        required: false,
-        config: { url: `http://127.0.0.1:${port}/missing`, intervalMs: 200, deadlineSeconds: 2 },
-      },
-    ]);
+    const slug = await newProject(
+      [
+        {
+          name: "probe",
+          kind: "health-check",
+          roles: ["h1"],
+          config: { url: `http://127.0.0.1:${port}/health`, intervalMs: 200, deadlineSeconds: 20 },
+        },
+        {
+          name: "probe-missing",
+          kind: "health-check",
+          roles: ["h1"],
+          required: false,
+          config: { url: `http://127.0.0.1:${port}/missing`, intervalMs: 200, deadlineSeconds: 2 },
+        },
+        {
+          // A variable chose this address: the outbound guard checks it before the host connects.
+          name: "probe-metadata",
+          kind: "health-check",
+          roles: ["h1"],
+          required: false,
+          config: { url: "#{ProbeUrl}", intervalMs: 200, deadlineSeconds: 2 },
+        },
+      ],
+      { ProbeUrl: "http://169.254.169.254/latest/meta-data" },
+    );
     const { task, log } = await releaseAndWait(slug);
     expect(task.state, log).toBe("succeeded");
     expect(log).toMatch(/probe on host-1/);
     expect(log).toMatch(/404/);
+    expect(log).toMatch(/link-local\/metadata address \(169\.254\.169\.254\)/);
   });
 
   it("a cancel mid-step kills the process on the host", async () => {
