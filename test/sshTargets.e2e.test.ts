@@ -403,6 +403,23 @@ describe("SSH targets on real hosts", { timeout: 180_000 }, () => {
     }
   });
 
+  it("a script that runs past its timeout is stopped on the host, with everything it started", async () => {
+    await trust(2);
+    const slug = await newProject([
+      {
+        name: "endless",
+        kind: "script",
+        roles: ["h2"],
+        config: { script: "sleep 60 &\necho waiting\nsleep 60", timeoutSeconds: 2 },
+      },
+    ]);
+    const taskId = await release(slug);
+    const task = await test.waitForTask(taskId, 60_000);
+    expect(task.state).toBe("failed");
+    expect(await logText(taskId)).toContain("the script ran longer than 2 s and was stopped");
+    await waitUntil(() => processesCarrying(`FERRY_TASK_ID=${taskId}`).length === 0, 10_000);
+  });
+
   it("a host cut off mid-step fails the step, and the host stops the process when sshd notices", async () => {
     await trust(2);
     const host = hosts.hosts[2];
