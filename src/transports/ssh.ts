@@ -254,6 +254,8 @@ export class SshConnections {
   async lease(targetId: string): Promise<SshLease> {
     if (this.#closed) throw new TaskFailure("the server is shutting down: no new SSH connections");
     const settings = await this.load(targetId);
+    // Closed while the settings were read: no connection may outlive the pool.
+    if (this.#closed) throw new TaskFailure("the server is shutting down: no new SSH connections");
     const entry = this.#entryFor(settings);
     entry.users++;
     clearTimeout(entry.idle);
