@@ -1,67 +1,114 @@
 import type { Command } from "commander";
 import type { FerryEnvironment } from "../config/env.js";
+import type { TrafficSettings } from "../traffic/routers.js";
 import { parsePort, stopOnSignals } from "./server.js";
 
 export function addDemoCommand(program: Command, environment: () => FerryEnvironment): void {
   program
     .command("demo")
-    .description("run Ferry on embedded defaults (SQLite, local target) with a demo project")
+    .description(
+      "run Ferry on embedded defaults (SQLite, this host as the target) and deploy a demo web app dev → test → prod blue/green",
+    )
     .option("--port <port>", "port to listen on", parsePort, 8080)
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .option("--data-dir <dir>", "data directory", ".ferry-demo")
     .action(async (options: { port: number; host: string; dataDir: string }) => {
       const env = environment();
-      const [{ startServer }, { seedDemo }, { generateApiKey }, { insertApiKey }] = await Promise.all([
-        import("../server/start.js"),
-        import("../server/demo.js"),
-        import("../security/apiKeys.js"),
-        import("../store/apiKeys.js"),
-      ]);
-      const { trafficSettingsFromEnvironment } = await import("../traffic/routers.js");
+      const [{ startServer }, demo, { generateApiKey }, { insertApiKey }, { trafficSettingsFromEnvironment }] =
+        await Promise.all([
+          import("../server/start.js"),
+          import("../server/demo.js"),
+          import("../security/apiKeys.js"),
+          import("../store/apiKeys.js"),
+          import("../traffic/routers.js"),
+        ]);
+      const traffic = trafficSettingsFromEnvironment(env, options.dataDir);
       const server = await startServer({
-        traffic: trafficSettingsFromEnvironment(env, options.dataDir),
+        traffic,
         outbound: env.FERRY_OUTBOUND_ALLOW,
         port: options.port,
         host: options.host,
         dataDir: options.dataDir,
         adminApiKey: env.FERRY_ADMIN_API_KEY,
         logLevel: env.FERRY_LOG_LEVEL === "info" ? "warn" : env.FERRY_LOG_LEVEL,
+        runAs: env.FERRY_RUN_AS,
+        runAsUids: env.FERRY_RUN_AS_UIDS,
+        workDir: env.FERRY_WORK_DIR,
         announce: () => {},
       });
       stopOnSignals(server);
-      const seeded = await seedDemo(server.context);
+      const write = (lines: string[]) => process.stdout.write(`${lines.join("\n")}\n`);
+      const appDirectory = await demo.stageDemoApp(server.deployments, server.context);
+      const seeded = await demo.seedDemo(server.context, appDirectory);
+      const front = trafficFront(traffic);
+      write([
+        "",
+        `Ferry demo: the server runs at ${server.url} (data in ${options.dataDir}${seeded ? ", demo project created" : ""}).`,
+      ]);
       if (seeded) {
-        // A first release, which the lifecycle deploys to dev on its own: the demo shows a deployment at once.
-        const { createRelease } = await import("../store/releases.js");
-        const { autoDeployNewRelease } = await import("../engine/deploymentRequests.js");
-        const release = await createRelease(
-          server.context,
-          "hello",
-          { notes: "the demo's first release", images: {} },
-          "demo",
+        write([
+          `Deploying release 1.0.0 of the demo app (examples/demo-app) dev → test → prod, blue/green through the ${traffic.driver === "builtin" ? "ferry proxy" : traffic.driver} router, as supervised processes:`,
+        ]);
+        await demo.deployDemoRelease(server.deployments, (deployment) =>
+          write([
+            `  ${deployment.environment.padEnd(5)} ${deployment.state}${
+              deployment.state === "succeeded" ? "" : ` — its log: ${server.url}/tasks/${deployment.taskId}`
+            }`,
+          ]),
         );
-        await autoDeployNewRelease(server.deployments, "hello", release.version, "demo");
       }
+      const answers = await Promise.all(
+        demo.DEMO_ENVIRONMENTS.map(async (environment) => ({
+          environment,
+          answer: await askApp(front.probe, demo.demoAppHost(environment)),
+        })),
+      );
+      const signIn = await demo.demoAdminSignIn(server.context);
       // A fresh key per demo run, so the user can try the CLI at once; it is random, never a default.
       const key = generateApiKey();
       await insertApiKey(server.context, key, { name: "demo session", role: "admin" });
-      process.stdout.write(
-        [
-          "",
-          `Ferry demo is running at ${server.url} (data in ${options.dataDir}${seeded ? ", demo project created" : ""}).`,
-          "In another terminal:",
-          "",
-          `  export FERRY_URL=${server.url} FERRY_API_KEY=${key}`,
-          "  bin/ferry project list",
-          "  bin/ferry lifecycle show default",
-          "  bin/ferry var list --project hello",
-          "  bin/ferry task list                                   # release 0.0.0 was deployed to dev",
-          "  bin/ferry release create --project hello --wait       # the next release, deployed to dev",
-          "  bin/ferry promote --project hello --to test --wait",
-          "",
-          "Stop it with Ctrl-C.",
-          "",
-        ].join("\n"),
-      );
+      write([
+        "",
+        `Dashboard:  ${server.url}/   sign in as ${signIn.username}, password ${signIn.password} (new at every start of the demo)`,
+        "The app, through the router:",
+        ...answers.map(
+          ({ environment, answer }) =>
+            `  ${environment.padEnd(5)} http://${demo.demoAppHost(environment)}${front.port}/   ${answer}`,
+        ),
+        `  (where *.localhost does not resolve: curl -H 'Host: ${demo.demoAppHost("dev")}' ${front.probe}/)`,
+        "The CLI, in another terminal:",
+        `  export FERRY_URL=${server.url} FERRY_API_KEY=${key}`,
+        `  bin/ferry release create --project ${demo.DEMO_PROJECT} --wait             # the next release, to dev, with zero downtime`,
+        `  bin/ferry promote --project ${demo.DEMO_PROJECT} --to test --wait`,
+        `  bin/ferry rollback --project ${demo.DEMO_PROJECT} --env dev --wait          # back to the retained colour`,
+        "",
+        "Ctrl-C stops the server; the router and the app keep serving, as they would in production.",
+        "",
+      ]);
     });
+}
+
+/** Where the router serves: the origin to probe from here, and the ":port" part of the app's URLs. */
+function trafficFront(traffic: TrafficSettings): { probe: string; port: string } {
+  const listen = traffic.driver === "builtin" ? traffic.proxy.listen : traffic.nginx.listen;
+  const colon = listen.lastIndexOf(":");
+  const host = listen.slice(0, colon).replace(/^\[|\]$/g, "");
+  const port = listen.slice(colon + 1);
+  const reachable = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+  return {
+    probe: `http://${reachable.includes(":") ? `[${reachable}]` : reachable}:${port}`,
+    port: port === "80" ? "" : `:${port}`,
+  };
+}
+
+/** What the app answers through the router for a host: its first line, or why there is no answer. */
+async function askApp(origin: string, host: string): Promise<string> {
+  try {
+    const { request } = await import("undici");
+    const response = await request(`${origin}/`, { headers: { host }, headersTimeout: 5000, bodyTimeout: 5000 });
+    const text = (await response.body.text()).trim().split("\n")[0] ?? "";
+    return response.statusCode === 200 ? `→ ${text.slice(0, 120)}` : `→ HTTP ${response.statusCode} (not deployed)`;
+  } catch (error) {
+    return `→ no answer (${(error as Error).message})`;
+  }
 }

@@ -1,20 +1,44 @@
+import { randomBytes } from "node:crypto";
+import { chmod, cp, mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
 import { createLifecycleSchema } from "../domain/lifecycles.js";
+import { isTerminal } from "../domain/tasks.js";
+import { autoDeployNewRelease, promote } from "../engine/deploymentRequests.js";
+import type { DeploymentServices } from "../engine/deployments.js";
 import { validateSteps } from "../steps/registry.js";
 import type { StoreContext } from "../store/common.js";
 import { countRows } from "../store/common.js";
 import { createEnvironment } from "../store/environments.js";
 import { createLifecycle } from "../store/lifecycles.js";
 import { createProject } from "../store/projects.js";
-import { setProcess } from "../store/releases.js";
+import { createRelease, setProcess } from "../store/releases.js";
 import { createTarget } from "../store/targets.js";
-import { createVariable } from "../store/variables.js";
+import { getTaskRow, toTask } from "../store/tasks.js";
+import { createUser, getUser, setPassword } from "../store/users.js";
+import { createVariable, listVariables, updateVariable } from "../store/variables.js";
+
+/** The demo's project, and the environments its app is deployed to, in order. */
+export const DEMO_PROJECT = "hello";
+export const DEMO_ENVIRONMENTS = ["dev", "test", "prod"] as const;
+/** The variable holding where the demo app's files are staged on this host (copyFrom of its process step). */
+const APP_DIRECTORY_VARIABLE = "DemoAppDirectory";
+/** How long one of the demo's deployments may take. */
+const DEPLOYMENT_TIMEOUT_MS = 120_000;
+
+/** The route host of an environment's demo app: curl and browsers resolve *.localhost to this machine. */
+export function demoAppHost(environment: string): string {
+  return `${environment}.localhost`;
+}
 
 /**
  * Seeds the demo install: dev → test → prod, a lifecycle over them, this host as a
- * target, and a project with a few scoped variables. Only into an empty store, so
- * restarting the demo keeps what the user changed.
+ * target, and a project whose process deploys the demo web app (examples/demo-app)
+ * blue/green as a supervised process, one route per environment, then says hello in a
+ * script. Only into an empty store, so restarting the demo keeps what the user changed.
  */
-export async function seedDemo(context: StoreContext): Promise<boolean> {
+export async function seedDemo(context: StoreContext, appDirectory: string): Promise<boolean> {
   if ((await countRows(context.db, "projects")) > 0 || (await countRows(context.db, "environments")) > 0) return false;
   for (const name of ["Development", "Test", "Production"]) {
     await createEnvironment(context, {
@@ -41,51 +65,171 @@ export async function seedDemo(context: StoreContext): Promise<boolean> {
   });
   await createProject(context, {
     name: "Hello",
-    description: "A small web app promoted dev → test → prod",
+    description: "A small web app promoted dev → test → prod with zero downtime",
     lifecycle: "default",
+    versionPattern: "1.0.#{n}",
   });
   const empty = { environments: [], roles: [], targets: [] };
-  await createVariable(context, "hello", {
+  await createVariable(context, DEMO_PROJECT, {
     name: "Greeting",
     value: "Hello from Ferry",
     sensitive: false,
     scope: empty,
   });
-  await createVariable(context, "hello", {
+  await createVariable(context, DEMO_PROJECT, {
     name: "Greeting",
     value: "Hello from production",
     sensitive: false,
     scope: { ...empty, environments: ["prod"] },
   });
-  await setProcess(context, "hello", {
+  await createVariable(context, DEMO_PROJECT, {
+    name: APP_DIRECTORY_VARIABLE,
+    value: appDirectory,
+    sensitive: false,
+    scope: empty,
+  });
+  await createVariable(context, DEMO_PROJECT, {
+    name: "DatabasePassword",
+    value: `demo-${randomBytes(9).toString("base64url")}`,
+    sensitive: true,
+    scope: empty,
+  });
+  const step = {
+    roles: ["web"],
+    environments: [],
+    excludeEnvironments: [],
+    condition: "success" as const,
+    required: true,
+  };
+  await setProcess(context, DEMO_PROJECT, {
     images: [],
     steps: validateSteps([
       {
+        ...step,
+        name: "web",
+        kind: "process",
+        config: {
+          strategy: "blueGreen",
+          command: "node",
+          args: ["server.js"],
+          copyFrom: `#{${APP_DIRECTORY_VARIABLE}}`,
+          env: {
+            RELEASE: "#{Ferry.Release.Number}",
+            ENVIRONMENT: "#{Ferry.Environment.Name}",
+            GREETING: "#{Greeting}",
+          },
+          limits: { openFiles: 1024 },
+          route: { host: "#{Ferry.Environment.Slug}.localhost" },
+          blueGreen: {
+            healthCheck: { path: "/health", intervalMs: 200, deadlineSeconds: 30 },
+            drainSeconds: 10,
+            retain: 2,
+            keepPreviousRunning: true,
+          },
+          settleSeconds: 1,
+        },
+      },
+      {
+        ...step,
         name: "Say hello",
         kind: "script",
-        roles: [],
-        environments: [],
-        excludeEnvironments: [],
-        condition: "success",
-        required: true,
         config: {
           script:
-            'echo "$GREETING (release $RELEASE in $ENVIRONMENT)"\necho "the password is $PASSWORD — masked in this log"',
+            'echo "$GREETING (release $RELEASE in $ENVIRONMENT, serving at $UPSTREAM)"\necho "the password is $PASSWORD — masked in this log"',
           env: {
             GREETING: "#{Greeting}",
             RELEASE: "#{Ferry.Release.Number}",
             ENVIRONMENT: "#{Ferry.Environment.Name}",
+            UPSTREAM: "#{Ferry.Step[web].Output.upstream}",
             PASSWORD: "#{DatabasePassword}",
           },
         },
       },
     ]),
   });
-  await createVariable(context, "hello", {
-    name: "DatabasePassword",
-    value: `demo-${Math.random().toString(36).slice(2)}`,
-    sensitive: true,
-    scope: empty,
-  });
   return true;
+}
+
+/**
+ * Puts the demo app's files (examples/demo-app) where the account its processes run as can
+ * copy them: the work root, which that account may pass through (a checkout under /root
+ * cannot be read by it). Done at every start, so an upgraded checkout brings its app.
+ */
+export async function stageDemoApp(services: DeploymentServices, context: StoreContext): Promise<string> {
+  const directory = join(services.workRoot, "demo-app");
+  await rm(directory, { recursive: true, force: true });
+  await mkdir(directory, { recursive: true, mode: 0o755 });
+  await cp(fileURLToPath(new URL("../../examples/demo-app/", import.meta.url)), directory, { recursive: true });
+  await chmod(directory, 0o755);
+  for (const file of ["server.js", "package.json"]) await chmod(join(directory, file), 0o644);
+  // A store seeded with another work root (FERRY_WORK_DIR changed) points the variable here.
+  const variables = await listVariables(context, DEMO_PROJECT, { limit: 100, offset: 0 }).catch(() => undefined);
+  const variable = variables?.items.find((candidate) => candidate.name === APP_DIRECTORY_VARIABLE);
+  if (variable && variable.value !== directory)
+    await updateVariable(context, DEMO_PROJECT, variable.id, { value: directory });
+  return directory;
+}
+
+/** How one of the demo's deployments ended. */
+export interface DemoDeployment {
+  environment: string;
+  state: string;
+  taskId: string;
+}
+
+/**
+ * The demo's first release (1.0.0), deployed dev → test → prod: created (the lifecycle deploys it to
+ * dev by itself), then promoted to test and to prod, each once the one before succeeded.
+ * Stops at the first deployment that does not succeed.
+ */
+export async function deployDemoRelease(
+  services: DeploymentServices,
+  onEnded: (deployment: DemoDeployment) => void,
+): Promise<DemoDeployment[]> {
+  const { context } = services;
+  const release = await createRelease(
+    context,
+    DEMO_PROJECT,
+    { notes: "the demo's first release", images: {} },
+    "demo",
+  );
+  const ended: DemoDeployment[] = [];
+  for (const environment of DEMO_ENVIRONMENTS) {
+    const queued =
+      environment === "dev"
+        ? (await autoDeployNewRelease(services, DEMO_PROJECT, release.version, "demo"))[0]
+        : await promote(services, { project: DEMO_PROJECT, to: environment, createdBy: "demo" });
+    if (!queued) throw new Error("the demo's lifecycle did not deploy its release to dev");
+    const state = await waitForTask(context, queued.taskId);
+    const deployment = { environment, state, taskId: queued.taskId };
+    ended.push(deployment);
+    onEnded(deployment);
+    if (state !== "succeeded") break;
+  }
+  return ended;
+}
+
+async function waitForTask(context: StoreContext, taskId: string): Promise<string> {
+  const deadline = Date.now() + DEPLOYMENT_TIMEOUT_MS;
+  for (;;) {
+    const { state } = toTask(await getTaskRow(context.db, taskId));
+    if (isTerminal(state)) return state;
+    // An approval or a guided failure waits for a person: the dashboard shows it.
+    if (state === "waiting" || Date.now() > deadline) return state;
+    await sleep(200);
+  }
+}
+
+/**
+ * The dashboard's sign-in for this run: the `admin` user (created on the first run) gets a
+ * new random password at every start of the demo, shown once; it signs out its earlier
+ * sessions. Only the demo does this: `ferry server` never sets a password by itself.
+ */
+export async function demoAdminSignIn(context: StoreContext): Promise<{ username: string; password: string }> {
+  const username = "admin";
+  const password = randomBytes(12).toString("base64url");
+  const existing = await getUser(context, username).catch(() => undefined);
+  if (existing) await setPassword(context, existing.id, password);
+  else await createUser(context, { username, displayName: "Demo administrator", password, isAdmin: true });
+  return { username, password };
 }

@@ -1,0 +1,158 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { chmod, mkdtemp, readFile, rm } from "node:fs/promises";
+import http from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ProcessRuntime } from "../src/runtimes/process.js";
+import { FERRY, isolatedEnv, waitFor } from "./helpers/cli.js";
+import { freePort } from "./helpers/registry.js";
+
+const DONE = "Ctrl-C stops the server";
+
+/**
+ * `npm run demo`'s command, as a user runs it: the real `bin/ferry demo` on this machine,
+ * which starts the server on its embedded defaults, seeds the demo and deploys the demo app
+ * dev → test → prod blue/green through a `ferry proxy` it starts, with the process runtime
+ * (real supervisors, the app running as nobody when the tests run as root). Docker plays no
+ * part. The proxy and the app outlive the demo's server, as they would a real one.
+ */
+describe("ferry demo: the demo app deployed dev → test → prod with the process runtime, through ferry proxy", () => {
+  let home = "";
+  let port = 0;
+  let proxyPort = 0;
+  let env: NodeJS.ProcessEnv;
+  let first: Demo | undefined;
+
+  const demo = () => startDemo(["demo", "--port", String(port), "--data-dir", join(home, "data")], env);
+  const untilReady = async (running: Demo) => {
+    await waitFor(
+      () => running.stdout().includes(DONE) || running.stderr().includes("ferry:"),
+      "the demo to print its summary",
+      200_000,
+    );
+    expect(running.stdout(), running.stderr()).toContain(DONE);
+    return running.stdout();
+  };
+  beforeAll(async () => {
+    home = await mkdtemp(join(tmpdir(), "ferry-demo-e2e-"));
+    // The work root (FERRY_WORK_DIR) is in here: the account the app runs as passes through.
+    await chmod(home, 0o711);
+    [port, proxyPort] = [await freePort(), await freePort()];
+    env = isolatedEnv(home, {
+      FERRY_PROXY_LISTEN: `127.0.0.1:${proxyPort}`,
+      FERRY_WORK_DIR: join(home, "work"),
+    });
+  });
+
+  afterAll(async () => {
+    await first?.stop();
+    await new ProcessRuntime({ directory: join(home, "work", "processes") }).removeByLabel("ferry.project", "hello");
+    const proxyPid = Number((await readFile(join(home, "data", "proxy", "proxy.pid"), "utf8").catch(() => "")).trim());
+    if (proxyPid > 0) process.kill(proxyPid, "SIGTERM");
+    await rm(home, { recursive: true, force: true });
+  });
+
+  it("deploys dev, test and prod, and the app answers through the proxy in each", async () => {
+    first = demo();
+    const output = await untilReady(first);
+    for (const environment of ["dev", "test", "prod"])
+      expect(output).toMatch(new RegExp(`^  ${environment}\\s+succeeded$`, "m"));
+    expect(output).toMatch(
+      new RegExp(
+        `^  dev\\s+http://dev\\.localhost:${proxyPort}/\\s+→ Hello from Ferry: demo app release 1\\.0\\.0 in Development`,
+        "m",
+      ),
+    );
+    expect(await through("dev.localhost")).toMatch(
+      /^Hello from Ferry: demo app release 1\.0\.0 in Development \(pid \d+\)$/,
+    );
+    expect(await through("test.localhost")).toMatch(/^Hello from Ferry: demo app release 1\.0\.0 in Test/);
+    expect(await through("prod.localhost")).toMatch(/^Hello from production: demo app release 1\.0\.0 in Production/);
+    // Each environment is its own colour, a process of its own.
+    const processes = new ProcessRuntime({ directory: join(home, "work", "processes") });
+    const colours = await processes.listByLabel("ferry.project", "hello");
+    expect(colours.map((colour) => [colour.labels["ferry.env"], colour.state]).sort()).toEqual([
+      ["dev", "running"],
+      ["prod", "running"],
+      ["test", "running"],
+    ]);
+  });
+
+  it("prints a sign-in that works on the dashboard's sign-in route, and an API key the CLI can use", async () => {
+    const output = first?.stdout() ?? "";
+    const signIn = /sign in as (\S+), password (\S+) /.exec(output);
+    const response = await fetch(`http://127.0.0.1:${port}/api/v1/session`, {
+      method: "POST",
+      headers: { "content-type": "application/json", origin: `http://127.0.0.1:${port}` },
+      body: JSON.stringify({ username: signIn?.[1], password: signIn?.[2] }),
+    });
+    expect(response.status, await response.clone().text()).toBe(200);
+    expect(response.headers.get("set-cookie")).toMatch(/^ferry_session=/);
+    const key = /FERRY_API_KEY=(\S+)/.exec(output)?.[1] ?? "";
+    const tasks = await fetch(`http://127.0.0.1:${port}/api/v1/tasks`, { headers: { authorization: `Bearer ${key}` } });
+    const body = (await tasks.json()) as { items: { state: string }[] };
+    expect(body.items.map((task) => task.state)).toEqual(["succeeded", "succeeded", "succeeded"]);
+  });
+
+  it("the app keeps answering when the demo's server stops; the demo started again reuses its data", async () => {
+    const running = first;
+    if (!running) throw new Error("the demo did not start");
+    const pid = Number(/\(pid (\d+)\)/.exec(await through("dev.localhost"))?.[1]);
+    await running.stop();
+    expect(await through("dev.localhost")).toMatch(/release 1\.0\.0 in Development/);
+    const again = demo();
+    const output = await untilReady(again);
+    expect(output).not.toContain("demo project created");
+    expect(output).not.toContain("Deploying");
+    expect(output).toMatch(
+      /^ {2}prod\s+http:\/\/prod\.localhost:\d+\/\s+→ Hello from production: demo app release 1\.0\.0/m,
+    );
+    // The same process serves: nothing was deployed again.
+    expect(await through("dev.localhost")).toContain(`(pid ${pid})`);
+    await again.stop();
+  });
+
+  /** The demo app's answer through the proxy for a host. */
+  function through(host: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const request = http.get({ host: "127.0.0.1", port: proxyPort, path: "/", headers: { host } }, (response) => {
+        let body = "";
+        response.setEncoding("utf8").on("data", (chunk: string) => {
+          body += chunk;
+        });
+        response.on("end", () => resolve(body.trim()));
+      });
+      request.on("error", reject);
+    });
+  }
+});
+
+interface Demo {
+  stdout(): string;
+  stderr(): string;
+  /** Ctrl-C: SIGINT, as a terminal sends it; resolves when the demo has ended. */
+  stop(): Promise<void>;
+}
+
+/** `bin/ferry demo …` with exactly this environment, its output collected. */
+function startDemo(args: readonly string[], env: NodeJS.ProcessEnv): Demo {
+  const child: ChildProcess = spawn(FERRY, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
+    stdout += chunk;
+  });
+  child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
+    stderr += chunk;
+  });
+  const ended = new Promise<void>((resolve) => child.once("close", () => resolve()));
+  return {
+    stdout: () => stdout,
+    stderr: () => stderr,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGINT");
+      await ended;
+    },
+  };
+}
