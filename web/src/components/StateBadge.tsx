@@ -22,7 +22,13 @@ export function StateBadge({ state, short = false }: { state: TaskState; short?:
       <span aria-hidden="true" className="state-symbol">
         {look.symbol}
       </span>{" "}
-      {short && state === "waiting" ? "waiting" : look.label}
+      {short && state === "waiting" ? (
+        <>
+          waiting<span className="visually-hidden"> for a decision</span>
+        </>
+      ) : (
+        look.label
+      )}
     </span>
   );
 }

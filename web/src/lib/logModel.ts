@@ -1,5 +1,5 @@
-import type { TaskLogLine, TaskState } from "../api/types";
-import { parseAnsi } from "./ansi";
+import type { TaskLogLine, TaskState } from "../api/types.js";
+import { parseAnsi } from "./ansi.js";
 
 /*
  * A task's log as the page shows it: the lines, the steps they belong to (from the engine's
