@@ -17,8 +17,8 @@ import { writeFileAtomic } from "../traffic/atomicFile.js";
  *   app/            the copy of `copyFrom`, owned by the account the child runs as
  */
 
-export const SPEC_FILE = "instance.json";
-export const STATE_FILE = "state.json";
+const SPEC_FILE = "instance.json";
+const STATE_FILE = "state.json";
 export const OUTPUT_LOG = "output.log";
 export const SUPERVISOR_LOG = "supervisor.log";
 export const APP_DIRECTORY = "app";
@@ -26,7 +26,7 @@ export const APP_DIRECTORY = "app";
 const restartPolicies = ["no", "on-failure", "always"] as const;
 export type RestartPolicy = (typeof restartPolicies)[number];
 
-export const instanceSpecSchema = z.object({
+const instanceSpecSchema = z.object({
   name: z.string(),
   /** The program ("node" is the Node.js that runs Ferry) and its arguments: never a shell line. */
   command: z.string(),
@@ -52,7 +52,7 @@ export type InstanceSpec = z.infer<typeof instanceSpecSchema>;
 const processIdentitySchema = z.object({ pid: z.number().int(), startTicks: z.number() });
 export type ProcessIdentity = z.infer<typeof processIdentitySchema>;
 
-export const instanceStateSchema = z.object({
+const instanceStateSchema = z.object({
   /**
    * starting: the supervisor is up, the child not yet; running: the child runs;
    * restarting: waiting to start it again (its restart policy); exited: nothing runs and
@@ -107,7 +107,7 @@ async function readJson<T>(path: string, schema: z.ZodType<T>): Promise<T | unde
 }
 
 /** The process's start time in clock ticks since boot (field 22 of /proc/PID/stat); undefined when it is gone. */
-export async function startTicksOf(pid: number): Promise<number | undefined> {
+async function startTicksOf(pid: number): Promise<number | undefined> {
   try {
     const stat = await readFile(`/proc/${pid}/stat`, "latin1");
     // The command name (field 2) is in parentheses and may hold spaces or ')': count from the last ')'.

@@ -187,12 +187,7 @@ export async function deployDemoRelease(
   onEnded: (deployment: DemoDeployment) => void,
 ): Promise<DemoDeployment[]> {
   const { context } = services;
-  const release = await createRelease(
-    context,
-    DEMO_PROJECT,
-    { notes: "the demo's first release", images: {} },
-    "demo",
-  );
+  const release = await createRelease(context, DEMO_PROJECT, { notes: "the demo's first release", images: {} }, "demo");
   const ended: DemoDeployment[] = [];
   for (const environment of DEMO_ENVIRONMENTS) {
     const queued =
