@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
+import { attackFlood } from "./attackFlood.js";
 import { controlPlane } from "./controlPlane.js";
 import { deployLatency, rollback } from "./deployLatency.js";
 import { footprint } from "./footprint.js";
@@ -33,6 +34,7 @@ const benchmarks: Record<string, () => Promise<BenchmarkResult>> = {
   "deploy-latency": deployLatency,
   rollback,
   logs,
+  "attack-flood": attackFlood,
 };
 
 const root = join(import.meta.dirname ?? ".", "..", "..");
