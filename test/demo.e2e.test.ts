@@ -24,7 +24,13 @@ describe("ferry demo: the demo app deployed dev → test → prod with the proce
   let env: NodeJS.ProcessEnv;
   let first: Demo | undefined;
 
-  const demo = () => startDemo(["demo", "--port", String(port), "--data-dir", join(home, "data")], env);
+  /** Every demo started, so that a failing test leaves none running. */
+  const started: Demo[] = [];
+  const demo = () => {
+    const running = startDemo(["demo", "--port", String(port), "--data-dir", join(home, "data")], env);
+    started.push(running);
+    return running;
+  };
   const untilReady = async (running: Demo) => {
     await waitFor(
       () => running.stdout().includes(DONE) || running.stderr().includes("ferry:"),
@@ -46,7 +52,7 @@ describe("ferry demo: the demo app deployed dev → test → prod with the proce
   });
 
   afterAll(async () => {
-    await first?.stop();
+    for (const running of started) await running.stop();
     await new ProcessRuntime({ directory: join(home, "work", "processes") }).removeByLabel("ferry.project", "hello");
     const proxyPid = Number((await readFile(join(home, "data", "proxy", "proxy.pid"), "utf8").catch(() => "")).trim());
     if (proxyPid > 0) process.kill(proxyPid, "SIGTERM");
@@ -110,6 +116,21 @@ describe("ferry demo: the demo app deployed dev → test → prod with the proce
     );
     // The same process serves: nothing was deployed again.
     expect(await through("dev.localhost")).toContain(`(pid ${pid})`);
+    await again.stop();
+  });
+
+  it("ferry demo --stop stops the app and the proxy; the next demo brings the live colours back", async () => {
+    const stopped = startDemo(["demo", "--stop", "--data-dir", join(home, "data")], env);
+    await waitFor(() => stopped.stdout().includes("Stopped"), "demo --stop to report", 60_000);
+    await stopped.stop();
+    expect(stopped.stdout()).toContain("Stopped 3 process(es) of the demo app and the ferry proxy");
+    await expect(through("dev.localhost")).rejects.toThrow();
+    const again = demo();
+    const output = await untilReady(again);
+    expect(output).toMatch(
+      /^ {2}dev\s+http:\/\/dev\.localhost:\d+\/\s+→ Hello from Ferry: demo app release 1\.0\.0 in Development/m,
+    );
+    expect(await through("test.localhost")).toMatch(/release 1\.0\.0 in Test/);
     await again.stop();
   });
 

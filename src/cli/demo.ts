@@ -12,8 +12,13 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
     .option("--port <port>", "port to listen on", parsePort, 8080)
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .option("--data-dir <dir>", "data directory", ".ferry-demo")
-    .action(async (options: { port: number; host: string; dataDir: string }) => {
+    .option("--stop", "stop the demo app's processes and the proxy, which outlive the demo's server, and exit")
+    .action(async (options: { port: number; host: string; dataDir: string; stop?: boolean }) => {
       const env = environment();
+      if (options.stop) {
+        await stopDemo(env, options.dataDir);
+        return;
+      }
       const [{ startServer }, demo, { generateApiKey }, { insertApiKey }, { trafficSettingsFromEnvironment }] =
         await Promise.all([
           import("../server/start.js"),
@@ -57,6 +62,8 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
           ]),
         );
       }
+      // A live colour stopped since the last run (ferry demo --stop, a reboot) is started again first.
+      await server.reconciled;
       const answers = await Promise.all(
         demo.DEMO_ENVIRONMENTS.map(async (environment) => ({
           environment,
@@ -111,4 +118,44 @@ async function askApp(origin: string, host: string): Promise<string> {
   } catch (error) {
     return `→ no answer (${(error as Error).message})`;
   }
+}
+
+/**
+ * Stops what the demo left serving: its app's processes (stopped, not removed: the next
+ * `ferry demo` starts the live ones again) and the builtin proxy of its data directory.
+ */
+async function stopDemo(env: FerryEnvironment, dataDir: string): Promise<void> {
+  const [{ readFile }, { join }, { prepareWorkRoot, resolveLocalUser }, { localProcesses }, { DEMO_PROJECT }] =
+    await Promise.all([
+      import("node:fs/promises"),
+      import("node:path"),
+      import("../runtimes/localUser.js"),
+      import("../runtimes/process.js"),
+      import("../server/demo.js"),
+    ]);
+  // Where the server keeps the work root for these settings (src/server/start.ts).
+  const localUser = resolveLocalUser(env.FERRY_RUN_AS, undefined, env.FERRY_RUN_AS_UIDS);
+  const workRoot =
+    localUser.kind === "user" || localUser.kind === "perTask"
+      ? await prepareWorkRoot(dataDir, env.FERRY_WORK_DIR)
+      : join(dataDir, "work");
+  const processes = localProcesses(workRoot, localUser);
+  const running = (await processes.listByLabel("ferry.project", DEMO_PROJECT)).filter(
+    (instance) => instance.state !== "exited",
+  );
+  for (const instance of running) await processes.stop(instance.name);
+  const stateDir = env.FERRY_PROXY_STATE_DIR ?? join(dataDir, "proxy");
+  const proxyPid = Number((await readFile(join(stateDir, "proxy.pid"), "utf8").catch(() => "")).trim());
+  let proxy = false;
+  if (proxyPid > 0) {
+    try {
+      process.kill(proxyPid, "SIGTERM");
+      proxy = true;
+    } catch {
+      // Not running.
+    }
+  }
+  process.stdout.write(
+    `Stopped ${running.length} process(es) of the demo app${proxy ? ` and the ferry proxy (pid ${proxyPid})` : ""}; the data in ${dataDir} stays (npm run demo brings them back).\n`,
+  );
 }

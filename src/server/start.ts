@@ -63,6 +63,8 @@ export interface RunningServer {
   engine: TaskEngine;
   deployments: DeploymentServices;
   url: string;
+  /** Settles when the live colours of an earlier run run again (start-up reconciliation, in the background). */
+  reconciled: Promise<void>;
   close(): Promise<void>;
 }
 
@@ -177,6 +179,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     url,
     engine,
     deployments,
+    reconciled,
     close: async () => {
       await reconciled;
       await engine.stop();
