@@ -417,6 +417,7 @@ describe("web dashboard", () => {
     await form.getByLabel("Value").fill("hello from the dashboard");
     await form.getByRole("checkbox", { name: "prod" }).check();
     await form.getByRole("button", { name: "Save" }).click();
+    await form.waitFor({ state: "detached" });
     await page
       .getByRole("row", { name: /Greeting/ })
       .getByText("hello from the dashboard")
@@ -437,6 +438,7 @@ describe("web dashboard", () => {
     const secretForm = page.getByRole("form", { name: "Edit DbPassword" });
     expect(await secretForm.getByLabel("Value").inputValue()).toBe("");
     await secretForm.getByRole("button", { name: "Save" }).click();
+    await secretForm.waitFor({ state: "detached" });
     await page
       .getByRole("row", { name: /DbPassword/ })
       .getByText("sensitive, set")
@@ -536,8 +538,16 @@ describe("web dashboard", () => {
     await addTeam.getByRole("button", { name: "Add team" }).click();
     const qa = page.getByRole("row", { name: /QA/ });
     await qa.waitFor();
-    expect(await qa.innerText()).toMatch(/bob\s+tester on every project × test/);
+    expect(await qa.innerText()).toMatch(/bob\s+Change\s+tester on every project × test/);
     await expectAccessible("teams page");
+    await qa.getByRole("button", { name: "Change the members of QA" }).click();
+    const members = page.getByRole("form", { name: "Members of QA" });
+    await members.getByLabel("Members (usernames, comma-separated)").fill("bob, ada");
+    await members.getByRole("button", { name: "Save members" }).click();
+    await members.waitFor({ state: "detached" });
+    await expect.poll(() => qa.innerText()).toMatch(/(ada, bob|bob, ada)\s+Change/);
+    const team = await ok<{ members: string[] }>("GET", "/api/v1/teams/qa");
+    expect(team.members.sort()).toEqual(["ada", "bob"]);
   });
 
   it("follows the system's dark mode, with enough contrast", async () => {

@@ -282,7 +282,9 @@ function Teams() {
               {teams.data.items.map((team) => (
                 <tr key={team.id}>
                   <th scope="row">{team.name}</th>
-                  <td>{team.members.length === 0 ? <span className="muted">none</span> : team.members.join(", ")}</td>
+                  <td>
+                    <Members team={team} onSaved={refresh} />
+                  </td>
                   <td>
                     <ul className="diff">
                       {team.roles.map((grant) => (
@@ -367,6 +369,63 @@ function Teams() {
         </div>
       </FormCard>
     </>
+  );
+}
+
+/** A team's members, changed in place (the API replaces the list). */
+function Members({ team, onSaved }: { team: Team; onSaved(): Promise<unknown> }) {
+  const [editing, setEditing] = useState(false);
+  const [members, setMembers] = useState(team.members.join(", "));
+  const [error, setError] = useState<string | undefined>();
+  if (!editing) {
+    return (
+      <>
+        {team.members.length === 0 ? <span className="muted">none</span> : team.members.join(", ")}{" "}
+        <button
+          type="button"
+          className="button button-small"
+          aria-label={`Change the members of ${team.name}`}
+          onClick={() => {
+            setMembers(team.members.join(", "));
+            setEditing(true);
+          }}
+        >
+          Change
+        </button>
+      </>
+    );
+  }
+  const save = async (event: FormEvent) => {
+    event.preventDefault();
+    setError(undefined);
+    try {
+      await api("PATCH", `/teams/${encodeURIComponent(team.id)}`, { members: splitList(members) });
+      await onSaved();
+      setEditing(false);
+    } catch (failure) {
+      setError(describeError(failure));
+    }
+  };
+  return (
+    <form onSubmit={(event) => void save(event)} aria-label={`Members of ${team.name}`}>
+      <label>
+        Members (usernames, comma-separated)
+        <input value={members} onChange={(event) => setMembers(event.target.value)} />
+      </label>
+      {error && (
+        <p className="notice notice-error" role="alert">
+          {error}
+        </p>
+      )}
+      <div className="form-actions">
+        <button type="submit" className="button button-small button-primary">
+          Save members
+        </button>
+        <button type="button" className="button button-small" onClick={() => setEditing(false)}>
+          Cancel
+        </button>
+      </div>
+    </form>
   );
 }
 

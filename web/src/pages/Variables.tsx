@@ -50,10 +50,11 @@ export function VariablesPage() {
     else next.set(name, value);
     setSearch(next, { replace: true });
   };
+  // The list is fresh before the form closes: the row never shows the old value after Save.
   const saved = async () => {
+    await client.invalidateQueries({ queryKey: ["variables", slug] });
     setAdding(false);
     setEditing(undefined);
-    await client.invalidateQueries({ queryKey: ["variables", slug] });
   };
   const allEnvironments = environments.data?.items ?? [];
 
