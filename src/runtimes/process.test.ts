@@ -185,6 +185,15 @@ describe("the process runtime (real supervisors, signals and ports)", () => {
       return found && !found.running ? found : undefined;
     });
     expect(exited).toMatchObject({ status: "exited", exitCode: 3, restartCount: 0 });
+
+    // Over before the runtime could look: it started, and ended by itself.
+    const instant = await runtime.createAndStart({
+      name: `instant-${suffix}`,
+      command: "true",
+      labels,
+      restartPolicy: "no",
+    });
+    expect(await runtime.inspect(instant.name)).toMatchObject({ running: false, status: "exited", exitCode: 0 });
   });
 
   it("applies resource limits through prlimit", async () => {
@@ -212,7 +221,7 @@ describe("the process runtime (real supervisors, signals and ports)", () => {
     const removed = await runtime.removeByLabel("ferry.project", labels["ferry.project"], {
       keep: (instance) => instance.name === `limited-${suffix}`,
     });
-    expect(removed.sort()).toEqual([`crash-${suffix}`, `once-${suffix}`]);
+    expect(removed.sort()).toEqual([`crash-${suffix}`, `instant-${suffix}`, `once-${suffix}`]);
     expect((await runtime.listByLabel("ferry.project", labels["ferry.project"])).map((found) => found.name)).toEqual([
       `limited-${suffix}`,
     ]);

@@ -320,6 +320,7 @@ export class ProcessRuntime implements Runtime {
    */
   private async launch(directory: string, name: string, signal: AbortSignal | undefined): Promise<InstanceState> {
     await rm(join(directory, STOP_REQUEST_FILE), { force: true });
+    const launchedAt = Date.now();
     const log = openSync(join(directory, SUPERVISOR_LOG), "a", 0o600);
     let exited = false;
     let supervisorPid: number | undefined;
@@ -354,6 +355,11 @@ export class ProcessRuntime implements Runtime {
         return state;
       }
       if (exited) {
+        // The command may have run and ended already, with nothing to restart (policy `no`).
+        const final = await readState(directory);
+        if (final?.state === "exited" && (final.startedAt ?? 0) >= launchedAt) return final;
+        if (final?.state === "exited" && final.error !== "")
+          throw new Error(`process ${name} could not start: ${final.error}`);
         const tail = await readTail(join(directory, SUPERVISOR_LOG), 4096);
         throw new Error(`the supervisor of process ${name} exited at start: ${tail.trim().split("\n").pop() ?? ""}`);
       }

@@ -95,6 +95,8 @@ export async function superviseInstance(directory: string): Promise<void> {
     const startedAt = adopt ? (previous?.startedAt ?? Date.now()) : Date.now();
     const started = adopt ? { identity: adopt, exited: watchAdopted(adopt) } : await startChild(directory, spec);
     adopt = undefined;
+    // Spawned, even when it ended before its start time could be read (a command that exits at once).
+    if (started.child) state.startedAt = startedAt;
     if (started.identity) {
       running = { identity: started.identity, ...(started.child && { child: started.child }) };
       state.state = "running";
