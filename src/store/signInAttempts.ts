@@ -96,6 +96,17 @@ async function reserveCheck({ db }: StoreContext, username: string, address: str
     address: { subject: `ip:${address}`, limit: CHECKS_PER_ADDRESS, rowId: newId("lgf") },
   };
   const counters = [reservation.username, reservation.address];
+  // Most of a flood finds the limit reached: it is refused after two reads, without a lock
+  // or a write transaction (the attack pass's 2,000 parallel sign-ins each ran one to be
+  // told 429, and SQLite's synchronous work held /healthz for seconds). Only a reservation,
+  // or a refusal whose "refused lately" mark is due to move forward, takes the locks.
+  const refusedEarly = await quickRefusal(db, reservation, Date.now());
+  if (refusedEarly > 0) {
+    throw new RateLimitedError(
+      `too many sign-in attempts for this username or from this address; try again in ${refusedEarly} seconds`,
+      refusedEarly,
+    );
+  }
   const waitSeconds = await underLocks(db, counters, async (trx) => {
     const now = Date.now();
     let wait = 0;
@@ -136,6 +147,44 @@ async function reserveCheck({ db }: StoreContext, username: string, address: str
     );
   }
   return reservation;
+}
+
+/** How often at most the "refused lately" mark of a username moves forward (recordSuccess reads it within the window). */
+const REFUSED_MARK_PRECISION_MS = 30_000;
+
+/**
+ * Seconds to wait when a limit is reached and nothing needs writing (the username's
+ * refused mark, if it is full, is recent); 0 when the locked path must decide. Without a
+ * lock it may see a place free that a concurrent reservation takes: then the locked path,
+ * which counts again, refuses — it never admits on what this read.
+ */
+async function quickRefusal(db: Kysely<Database>, reservation: Reservation, now: number): Promise<number> {
+  let wait = 0;
+  let usernameFull = false;
+  for (const counter of [reservation.username, reservation.address]) {
+    const rows = await db
+      .selectFrom("login_failures")
+      .select("at")
+      .where("subject", "in", [counter.subject, `${CHECKING}${counter.subject}`])
+      .where("at", ">", sinceOf(now))
+      .orderBy("at", "desc")
+      .limit(counter.limit)
+      .execute();
+    const oldest = rows[counter.limit - 1];
+    if (!oldest) continue;
+    wait = Math.max(wait, Math.ceil((Date.parse(oldest.at) + WINDOW_MS - now) / 1000), 1);
+    if (counter === reservation.username) usernameFull = true;
+  }
+  if (wait === 0) return 0;
+  if (usernameFull) {
+    const mark = await db
+      .selectFrom("login_failures")
+      .select("at")
+      .where("subject", "=", `${REFUSED}${reservation.username.subject}`)
+      .executeTakeFirst();
+    if (!mark || Date.parse(mark.at) < now - REFUSED_MARK_PRECISION_MS) return 0;
+  }
+  return wait;
 }
 
 /** The check failed: its rows stay as failures until they are WINDOW_MS old. */
