@@ -277,3 +277,18 @@ describe("API routes the dashboard uses", () => {
     expect(vault.status).toBe(404);
   });
 });
+
+describe("a server with dashboards open", () => {
+  it("ends their event streams when it closes, instead of waiting for every browser to leave", async () => {
+    const test = await startTestServer();
+    const response = await fetch(new URL("/api/v1/dashboard/events?follow=1", test.server.url), {
+      headers: { authorization: `Bearer ${test.apiKey}` },
+    });
+    const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+    await reader.read(); // the first event: the stream is open
+    const started = Date.now();
+    await test.close();
+    expect(Date.now() - started).toBeLessThan(5_000);
+    for (;;) if ((await reader.read()).done) break;
+  });
+});

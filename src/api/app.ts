@@ -1,4 +1,5 @@
 import { timingSafeEqual } from "node:crypto";
+import type { ServerResponse } from "node:http";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
 import type { Access } from "../domain/access.js";
 import { CsrfError, RateLimitedError, UnauthenticatedError } from "../domain/errors.js";
@@ -168,11 +169,22 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     }),
   );
   // Every state-changing route writes an audit entry when it succeeds (src/api/audit.ts).
-  for (const route of routes) registerRoute(app, auditedRoute(route, options.context), options.context);
+  // Event streams (task logs, dashboard changes) never end on their own while a page is
+  // open: a closing server ends them, or its close would wait for every browser to leave.
+  const streams = new Set<ServerResponse>();
+  app.addHook("preClose", async () => {
+    for (const stream of streams) stream.end();
+  });
+  for (const route of routes) registerRoute(app, auditedRoute(route, options.context), options.context, streams);
   return app;
 }
 
-function registerRoute(app: FastifyInstance, route: RouteSpec, context: StoreContext): void {
+function registerRoute(
+  app: FastifyInstance,
+  route: RouteSpec,
+  context: StoreContext,
+  streams: Set<ServerResponse>,
+): void {
   app.route({
     method: route.method,
     url: route.path,
@@ -187,7 +199,15 @@ function registerRoute(app: FastifyInstance, route: RouteSpec, context: StoreCon
       const body = parseInput(route.body, request.body);
       await authorize(context.db, route.access, access, { params, query, body }, found);
       const result = await route.handler({ params, query, body, access, request, reply });
-      if (reply.sent) return reply; // a stream (SSE) took over the response
+      if (reply.sent) {
+        // A stream (SSE) took over the response: ended when the client leaves or the server closes.
+        const response = reply.raw;
+        if (!response.writableEnded) {
+          streams.add(response);
+          response.on("close", () => streams.delete(response));
+        }
+        return reply;
+      }
       reply.code(route.status ?? 200);
       return route.status === 204 ? reply.send() : result;
     },
