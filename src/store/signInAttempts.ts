@@ -109,23 +109,7 @@ async function reserveCheck({ db }: StoreContext, username: string, address: str
   }
   const waitSeconds = await underLocks(db, counters, async (trx) => {
     const now = Date.now();
-    let wait = 0;
-    let usernameFull = false;
-    for (const counter of counters) {
-      const rows = await trx
-        .selectFrom("login_failures")
-        .select("at")
-        .where("subject", "in", [counter.subject, `${CHECKING}${counter.subject}`])
-        .where("at", ">", sinceOf(now))
-        .orderBy("at", "desc")
-        .limit(counter.limit)
-        .execute();
-      // Full: a check fits again when the oldest of the newest `limit` leaves the window.
-      const oldest = rows[counter.limit - 1];
-      if (!oldest) continue;
-      wait = Math.max(wait, Math.ceil((Date.parse(oldest.at) + WINDOW_MS - now) / 1000), 1);
-      if (counter === reservation.username) usernameFull = true;
-    }
+    const { wait, usernameFull } = await fullness(trx, reservation, now);
     const at = new Date(now).toISOString();
     if (wait > 0) {
       // A refused attempt checks nothing and does not count: otherwise anyone could keep a
@@ -149,16 +133,15 @@ async function reserveCheck({ db }: StoreContext, username: string, address: str
   return reservation;
 }
 
-/** How often at most the "refused lately" mark of a username moves forward (recordSuccess reads it within the window). */
-const REFUSED_MARK_PRECISION_MS = 30_000;
-
 /**
- * Seconds to wait when a limit is reached and nothing needs writing (the username's
- * refused mark, if it is full, is recent); 0 when the locked path must decide. Without a
- * lock it may see a place free that a concurrent reservation takes: then the locked path,
- * which counts again, refuses — it never admits on what this read.
+ * Whether the username's or the address's limit is reached: the seconds until a check fits
+ * again (0: it fits now), and whether the username's is one of the full ones.
  */
-async function quickRefusal(db: Kysely<Database>, reservation: Reservation, now: number): Promise<number> {
+async function fullness(
+  db: Kysely<Database> | Transaction<Database>,
+  reservation: Reservation,
+  now: number,
+): Promise<{ wait: number; usernameFull: boolean }> {
   let wait = 0;
   let usernameFull = false;
   for (const counter of [reservation.username, reservation.address]) {
@@ -170,11 +153,26 @@ async function quickRefusal(db: Kysely<Database>, reservation: Reservation, now:
       .orderBy("at", "desc")
       .limit(counter.limit)
       .execute();
+    // Full: a check fits again when the oldest of the newest `limit` leaves the window.
     const oldest = rows[counter.limit - 1];
     if (!oldest) continue;
     wait = Math.max(wait, Math.ceil((Date.parse(oldest.at) + WINDOW_MS - now) / 1000), 1);
     if (counter === reservation.username) usernameFull = true;
   }
+  return { wait, usernameFull };
+}
+
+/** How often at most the "refused lately" mark of a username moves forward (recordSuccess reads it within the window). */
+const REFUSED_MARK_PRECISION_MS = 30_000;
+
+/**
+ * Seconds to wait when a limit is reached and nothing needs writing (the username's
+ * refused mark, if it is full, is recent); 0 when the locked path must decide. Without a
+ * lock it may see a place free that a concurrent reservation takes: then the locked path,
+ * which counts again, refuses — it never admits on what this read.
+ */
+async function quickRefusal(db: Kysely<Database>, reservation: Reservation, now: number): Promise<number> {
+  const { wait, usernameFull } = await fullness(db, reservation, now);
   if (wait === 0) return 0;
   if (usernameFull) {
     const mark = await db
