@@ -109,6 +109,8 @@ const PUBLIC = new Set([
   "GET /healthz",
   "GET /readyz",
   "POST /api/v1/session",
+  // Which sign-in methods the server offers (the web sign-in page asks it signed out).
+  "GET /api/v1/session/methods",
   "GET /api/v1/session/oidc/start",
   "GET /api/v1/session/oidc/callback",
 ]);
