@@ -12,7 +12,7 @@ import { type RunningLoad, startLoad } from "./helpers/load.js";
 import { startNginx } from "./helpers/nginx.js";
 import { type ProxyProcess, startProxyProcess } from "./helpers/proxy.js";
 import { startRegistry, type TestRegistry } from "./helpers/registry.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { createAutoDeployedProject, startTestServer, type TestServer } from "./helpers/server.js";
 
 interface Created {
   deployments: { taskId: string }[];
@@ -134,21 +134,11 @@ describe.each(["builtin", "nginx"] as const)(
       etcd = await startEtcd();
       etcdClient = new EtcdClient(etcd.endpoint);
       test = await startTestServer({ traffic: { ...proxy.traffic, etcdEndpoint: etcd.endpoint } });
-      await test.call("POST", "/api/v1/environments", { name: "prod" });
-      await test.call("POST", "/api/v1/lifecycles", {
-        name: "bg",
-        phases: [{ environments: ["prod"], autoDeploy: true }],
-      });
-      const project = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
-        name: projectName,
-        lifecycle: "bg",
-      });
-      projectSlug = project.body.slug;
-      const image = await test.call<{ id: string }>("POST", `/api/v1/projects/${projectSlug}/variables`, {
-        name: "Image",
-        value: v1.reference,
-      });
-      imageVariableId = image.body.id;
+      ({ projectSlug, variableId: imageVariableId } = await createAutoDeployedProject(
+        test,
+        { lifecycle: "bg", project: projectName },
+        { name: "Image", value: v1.reference },
+      ));
     }, 120_000);
 
     afterAll(async () => {
@@ -363,21 +353,11 @@ describe("blue/green pre-switch tests and the outbound guard at its defaults (re
     ]);
     proxy = await startProxyProcess();
     test = await startTestServer({ traffic: proxy.traffic, outbound: defaultOutboundPolicy });
-    await test.call("POST", "/api/v1/environments", { name: "prod" });
-    await test.call("POST", "/api/v1/lifecycles", {
-      name: "bgt",
-      phases: [{ environments: ["prod"], autoDeploy: true }],
-    });
-    const project = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
-      name: projectName,
-      lifecycle: "bgt",
-    });
-    projectSlug = project.body.slug;
-    const image = await test.call<{ id: string }>("POST", `/api/v1/projects/${projectSlug}/variables`, {
-      name: "Image",
-      value: v1.reference,
-    });
-    imageVariableId = image.body.id;
+    ({ projectSlug, variableId: imageVariableId } = await createAutoDeployedProject(
+      test,
+      { lifecycle: "bgt", project: projectName },
+      { name: "Image", value: v1.reference },
+    ));
     await test.call("POST", `/api/v1/projects/${projectSlug}/variables`, {
       name: "CatalogUrl",
       value: `${registry.url}/v2/_catalog`,

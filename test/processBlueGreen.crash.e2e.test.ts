@@ -7,15 +7,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ProcessRuntime } from "../src/runtimes/process.js";
 import { ProxyAdminClient } from "../src/traffic/proxyClient.js";
 import { readAdminToken } from "../src/traffic/proxyState.js";
-import { apiRequest, type FerryServer, isolatedEnv, testAdminKey, trackedResources } from "./helpers/cli.js";
+import { type FerryServer, isolatedEnv, testAdminKey, trackedResources } from "./helpers/cli.js";
+import { crashTestClient, TERMINAL } from "./helpers/crashClient.js";
 import { type RunningLoad, startLoad } from "./helpers/load.js";
 import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
 import { type ProxyProcess, startProxyProcess } from "./helpers/proxy.js";
 import { freePort } from "./helpers/registry.js";
 
 const { makeTemporaryDirectory, startFerryServer, cleanUp } = trackedResources("ferry-process-crash-");
-
-const TERMINAL = ["succeeded", "failed", "cancelled", "interrupted"];
 
 /**
  * As test/blueGreen.crash.e2e.test.ts does with containers: the Ferry server is killed with
@@ -49,25 +48,7 @@ describe("kill -9 of the server during blue/green process deployments under load
       port,
     });
   };
-  const call = async <T = Record<string, unknown>>(method: string, path: string, body?: unknown) => {
-    const response = await apiRequest(`http://127.0.0.1:${port}${path}`, apiKey, method, body);
-    return { status: response.status, body: (await response.json()) as T };
-  };
-  const waitForTerminal = async (taskId: string, timeoutMs = 30_000) => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const { body } = await call<{ state: string }>("GET", `/api/v1/tasks/${taskId}`);
-      if (body.state === "interrupted") {
-        // The state changes first, then the clean-up runs; wait for its last line.
-        const log = await call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`);
-        if (log.body.lines.some((line) => line.text === "clean-up after the interruption finished")) return body.state;
-      } else if (TERMINAL.includes(body.state)) {
-        return body.state;
-      }
-      if (Date.now() > deadline) throw new Error(`task ${taskId} is still ${body.state}`);
-      await sleep(50);
-    }
-  };
+  const { call, waitForTerminal } = crashTestClient(() => port, apiKey);
   const deploy = async (version: string) => {
     expect((await call("POST", `/api/v1/projects/${project}/releases`, { version })).status).toBe(201);
     const created = await call<{ taskId: string }>("POST", `/api/v1/projects/${project}/deployments`, {

@@ -8,7 +8,7 @@ import { ProcessRuntime } from "../src/runtimes/process.js";
 import { type RunningLoad, startLoad } from "./helpers/load.js";
 import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
 import { type ProxyProcess, startProxyProcess } from "./helpers/proxy.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { createAutoDeployedProject, startTestServer, type TestServer } from "./helpers/server.js";
 
 interface Created {
   deployments: { taskId: string }[];
@@ -117,21 +117,11 @@ describe("blue/green process deployments through ferry proxy (real supervisors, 
     proxy = await startProxyProcess();
     test = await startTestServer({ traffic: proxy.traffic });
     processes = new ProcessRuntime({ directory: join(test.server.deployments.workRoot, "processes") });
-    await test.call("POST", "/api/v1/environments", { name: "prod" });
-    await test.call("POST", "/api/v1/lifecycles", {
-      name: "pbg",
-      phases: [{ environments: ["prod"], autoDeploy: true }],
-    });
-    const project = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
-      name: projectName,
-      lifecycle: "pbg",
-    });
-    projectSlug = project.body.slug;
-    const variable = await test.call<{ id: string }>("POST", `/api/v1/projects/${projectSlug}/variables`, {
-      name: "AppDirectory",
-      value: app.directory,
-    });
-    appVariableId = variable.body.id;
+    ({ projectSlug, variableId: appVariableId } = await createAutoDeployedProject(
+      test,
+      { lifecycle: "pbg", project: projectName },
+      { name: "AppDirectory", value: app.directory },
+    ));
   }, 120_000);
 
   afterAll(async () => {

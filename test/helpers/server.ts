@@ -75,3 +75,26 @@ export async function startTestServer(
     },
   };
 }
+
+/**
+ * A project whose every release goes on its own to "prod" (one phase that auto-deploys), with
+ * one variable the test changes between releases (an image reference, an app's directory).
+ * Returns the project's slug and the variable's id.
+ */
+export async function createAutoDeployedProject(
+  test: TestServer,
+  names: { lifecycle: string; project: string },
+  variable: { name: string; value: string },
+): Promise<{ projectSlug: string; variableId: string }> {
+  await test.call("POST", "/api/v1/environments", { name: "prod" });
+  await test.call("POST", "/api/v1/lifecycles", {
+    name: names.lifecycle,
+    phases: [{ environments: ["prod"], autoDeploy: true }],
+  });
+  const project = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
+    name: names.project,
+    lifecycle: names.lifecycle,
+  });
+  const created = await test.call<{ id: string }>("POST", `/api/v1/projects/${project.body.slug}/variables`, variable);
+  return { projectSlug: project.body.slug, variableId: created.body.id };
+}
