@@ -9,6 +9,7 @@ import type { TaskEngine } from "../engine/engine.js";
 import type { StoreContext } from "../store/common.js";
 import { getDashboard } from "../store/dashboard.js";
 import type { Database } from "../store/schema.js";
+import { openEventStream } from "./eventStream.js";
 import { defineRoute, type RouteSpec } from "./route.js";
 
 /** One changed task as the live stream tells it: enough to refetch what shows it. */
@@ -63,14 +64,7 @@ export function dashboardRoutes(context: StoreContext, engine?: TaskEngine): Rou
         const visible = access.reach("view");
         const active = await activeTasks(context.db, visible);
         if (query.follow === "0") return { tasks: active };
-        reply.hijack();
-        const response = reply.raw;
-        response.writeHead(200, {
-          "content-type": "text/event-stream; charset=utf-8",
-          "cache-control": "no-cache",
-          connection: "keep-alive",
-          "x-accel-buffering": "no",
-        });
+        const response = openEventStream(reply);
         // The first event is sent at once: what the client shows may have changed while it was
         // connecting (or reconnecting), so it refetches then, and afterwards on each event.
         response.write(`retry: 3000\n${taskEvent(active)}`);

@@ -7,6 +7,7 @@ import { principalOf } from "../store/apiKeys.js";
 import type { StoreContext } from "../store/common.js";
 import { listDecisions } from "../store/decisions.js";
 import { getTaskRow, listTasks, readLogPage, toTask } from "../store/tasks.js";
+import { openEventStream } from "./eventStream.js";
 import { TaskLogFeeds } from "./logFeed.js";
 import { defineRoute, pathParams, type RouteSpec } from "./route.js";
 
@@ -187,14 +188,7 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
           const next = page.more ? (page.lines.at(-1)?.line ?? query.after) : null;
           return { state: task.state, lines: page.lines, next };
         }
-        reply.hijack();
-        const response = reply.raw;
-        response.writeHead(200, {
-          "content-type": "text/event-stream; charset=utf-8",
-          "cache-control": "no-cache",
-          connection: "keep-alive",
-          "x-accel-buffering": "no",
-        });
+        const response = openEventStream(reply);
         // Headers now (a comment line follows every 15 s while a step is quiet), so a
         // follower and any proxy in between can tell a quiet task from a dead connection.
         response.flushHeaders();
