@@ -51,6 +51,10 @@ BEGIN
     CREATE ROLE ferry_test LOGIN CREATEDB PASSWORD 'ferry_test';
   END IF;
 END $$;
+-- DROP DATABASE ... WITH (FORCE) at the end of a test file must also end an autovacuum
+-- worker that happens to be in the fresh database; such a worker has no role, so only
+-- pg_signal_backend lets a non-superuser end it.
+GRANT pg_signal_backend TO ferry_test;
 SQL
 
 # --- Docker registry -------------------------------------------------------------
