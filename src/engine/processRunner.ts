@@ -29,6 +29,9 @@ function scopeLabels(scope: RunScope, taskId: string): Record<string, string> {
   };
 }
 
+/** The label naming the target a step ran for, on what it created (absent: the server's own host, or made before targets were named). */
+export const TARGET_LABEL = "ferry.target";
+
 /** What the runner needs from the server: how hosts are reached, credentials. */
 export interface ProcessRunnerServices {
   /** The host a step runs on: a target of the environment, or the server's own host (undefined). */
@@ -211,7 +214,8 @@ async function runStep(
     registryCredentials: services.registryCredentials,
     scope: run.scope,
     target,
-    labels: scopeLabels(run.scope, task.taskId),
+    // The target too: two targets on one host must each find only what was made for them.
+    labels: { ...scopeLabels(run.scope, task.taskId), ...(info && { [TARGET_LABEL]: info.slug }) },
     ...(services.outbound && { outbound: services.outbound }),
   };
   return task.log.step(info ? `${step.name} on ${info.name}` : step.name, () => kind.run(stepContext, config));

@@ -1,6 +1,7 @@
 import type { TransportKind } from "../domain/targets.js";
 import type { TargetInfo } from "../store/deployments.js";
-import type { LazyRouter } from "../traffic/routers.js";
+import type { HostRouter } from "../traffic/hostRouter.js";
+import { hostRouter, type LazyRouter } from "../traffic/routers.js";
 import { type LocalTransport, localTarget } from "./local.js";
 import { type SshConnections, SshTransport, sshTarget } from "./ssh.js";
 import type { Target } from "./types.js";
@@ -10,6 +11,8 @@ export interface TransportServices {
   local: LocalTransport;
   router: LazyRouter | undefined;
   ssh: SshConnections;
+  /** Where the routers of remote hosts say what they did (started a proxy there). */
+  log?: ((message: string) => void) | undefined;
 }
 
 /** The server's own host as a target, for steps without roles. */
@@ -30,9 +33,25 @@ export function targetResolver(services: TransportServices): (info: TargetInfo |
     }
     return transport;
   };
+  // One router per remote host, made again when its settings change.
+  const routers = new Map<string, { settings: string; router: HostRouter }>();
+  const routerOfHost = (info: TargetInfo, transport: SshTransport): HostRouter | undefined => {
+    if (info.router === null) return undefined;
+    const settings = JSON.stringify(info.router);
+    let entry = routers.get(info.id);
+    if (!entry || entry.settings !== settings) {
+      void entry?.router.close();
+      entry = { settings, router: hostRouter(transport, info.router, info.name, services.log ?? (() => {})) };
+      routers.set(info.id, entry);
+    }
+    return entry.router;
+  };
   const kinds: Record<TransportKind, (info: TargetInfo) => Target> = {
     local: (info) => localTarget(services.local, services.router, info),
-    ssh: (info) => sshTarget(sshTransport(info.id), info),
+    ssh: (info) => {
+      const transport = sshTransport(info.id);
+      return sshTarget(transport, info, routerOfHost(info, transport));
+    },
   };
   return (info) => (info ? kinds[info.transport](info) : localTarget(services.local, services.router, SERVER_HOST));
 }

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { renderTemplate } from "../../domain/templates.js";
+import { TARGET_LABEL } from "../../engine/processRunner.js";
 import { TaskFailure } from "../../engine/types.js";
 import {
   type Colour,
@@ -83,7 +84,7 @@ export async function runBlueGreen(
   const trafficBefore = await router.traffic().catch(() => undefined);
 
   const live = await router.live(route.name);
-  const colours = await coloursOf(runtime, route.name, project, environment, signal);
+  const colours = await coloursOf(runtime, route.name, project, environment, context.target.slug, signal);
   log.info(
     `route ${route.name} (${route.host}${route.pathPrefix}, ${router.driver}): ${
       live ? `live colour ${live.colour ?? "(unnamed)"} at ${live.upstream}` : "new: nothing is live yet"
@@ -107,7 +108,7 @@ export async function runBlueGreen(
     );
     candidate = { colour: await runtime.start(retained, signal), created: false, wasRunning };
   } else {
-    const name = colourName(project, environment, release, context.taskId);
+    const name = colourName(project, environment, release, context.target.slug, context.taskId);
     const colour = await fresh.start(name, {
       ...context.labels,
       "ferry.step": context.stepName,
@@ -393,24 +394,40 @@ async function logTraffic(context: StepRunContext, router: Router, before: Upstr
   return { served, failed };
 }
 
-/** Colours of the route on this host of this project and environment (every state), newest first. */
+/**
+ * Colours of the route on this host of this project and environment (every state), newest
+ * first: of this target (another target on the same host has its own), and those made
+ * before colours carried their target.
+ */
 async function coloursOf(
   runtime: ColourRuntime,
   route: string,
   project: string,
   environment: string,
+  target: string | undefined,
   signal: AbortSignal,
 ): Promise<Colour[]> {
   const colours = await runtime.list(route, signal);
   return colours
-    .filter((colour) => colour.labels["ferry.project"] === project && colour.labels["ferry.env"] === environment)
+    .filter(
+      (colour) =>
+        colour.labels["ferry.project"] === project &&
+        colour.labels["ferry.env"] === environment &&
+        (colour.labels[TARGET_LABEL] === undefined || colour.labels[TARGET_LABEL] === target),
+    )
     .sort((a, b) => b.created - a.created);
 }
 
-/** "ferry-shop-prod-1.4.2-3fa9c1": which release it runs, and a part of the task that made it. */
-function colourName(project: string, environment: string, release: string, taskId: string): string {
+/** "ferry-shop-prod-1.4.2-web-1-3fa9c1": which release it runs, on which target, and a part of the task that made it. */
+function colourName(
+  project: string,
+  environment: string,
+  release: string,
+  target: string | undefined,
+  taskId: string,
+): string {
   const safeRelease = release.replace(/[^a-zA-Z0-9_.-]/g, "-");
-  const name = `ferry-${project}-${environment}-${safeRelease}-${taskId.slice(-6)}`;
+  const name = `ferry-${project}-${environment}-${safeRelease}${target === undefined ? "" : `-${target}`}-${taskId.slice(-6)}`;
   // Container names and process instance names follow the same rule.
   if (!isContainerName(name)) throw new TaskFailure(`cannot name a colour '${name.slice(0, 200)}'`);
   return name;
