@@ -112,7 +112,8 @@ export function addProxyCommand(program: Command): void {
  * server reads them from this process's output, never from a command line.
  */
 async function detach(options: ProxyOptions): Promise<void> {
-  if (options.adminSocket !== undefined) throw new UsageError("--detach serves the admin API on --admin-port or the state dir's socket");
+  if (options.adminSocket !== undefined)
+    throw new UsageError("--detach serves the admin API on --admin-port or the state dir's socket");
   const { connectOrStartProxy, proxyInUse } = await import("../traffic/builtin.js");
   const { readAdminToken } = await import("../traffic/proxyState.js");
   const listen = options.listen ?? { host: "127.0.0.1", port: 8000 };
@@ -128,10 +129,15 @@ async function detach(options: ProxyOptions): Promise<void> {
   }
   const { router, started } = await connectOrStartProxy(settings);
   await router.close();
-  const admin = options.adminPort !== undefined ? `http://127.0.0.1:${options.adminPort}` : `unix:${join(options.stateDir, "admin.sock")}`;
+  const admin =
+    options.adminPort !== undefined
+      ? `http://127.0.0.1:${options.adminPort}`
+      : `unix:${join(options.stateDir, "admin.sock")}`;
   if (options.json) {
     print(JSON.stringify({ running: true, started, admin, token: await readAdminToken(options.stateDir) }));
   } else {
-    print(`ferry proxy: ${started ? "started" : "already running"}; admin API on ${admin}, state in ${options.stateDir}`);
+    print(
+      `ferry proxy: ${started ? "started" : "already running"}; admin API on ${admin}, state in ${options.stateDir}`,
+    );
   }
 }

@@ -59,7 +59,10 @@ const spec: ResourceGroupSpec<Target> = {
       : []),
     ...(target.router
       ? ([
-          ["router", `${target.router.driver} on ${target.router.listen} (admin API on 127.0.0.1:${target.router.adminPort})`],
+          [
+            "router",
+            `${target.router.driver} on ${target.router.listen} (admin API on 127.0.0.1:${target.router.adminPort})`,
+          ],
           ["router state", target.router.stateDir ?? "~/.local/state/ferry/proxy of the SSH user"],
           ["router command", target.router.command],
         ] as [string, string][])
@@ -89,9 +92,16 @@ function withTargetOptions(command: Command): Command {
     .option("--ssh-passphrase-stdin", "ssh: read the key's passphrase from standard input")
     .option("--ssh-jump-host <user@host[:port]>", "ssh: reach the host through this one (as ssh -J)")
     .option("--ssh-host-key <fingerprint>", "ssh: trust this host key (SHA256:…) instead of running ferry target trust")
-    .option("--router <driver>", "the host's traffic router for blue/green: builtin (ferry proxy, started there by Ferry)")
+    .option(
+      "--router <driver>",
+      "the host's traffic router for blue/green: builtin (ferry proxy, started there by Ferry)",
+    )
     .option("--router-listen <address:port>", "router: where it takes traffic on the host (default 0.0.0.0:80)")
-    .option("--router-admin-port <port>", "router: its admin API's port on the host's 127.0.0.1 (default 7999)", parsePort)
+    .option(
+      "--router-admin-port <port>",
+      "router: its admin API's port on the host's 127.0.0.1 (default 7999)",
+      parsePort,
+    )
     .option("--router-state-dir <path>", "router: its state directory on the host (default ~/.local/state/ferry/proxy)")
     .option("--router-command <path>", "router: the ferry program on the host (default ferry)")
     .option("--json", "print JSON");

@@ -108,7 +108,9 @@ export const targetRouterSchema = z.strictObject({
     .min(1)
     .max(65535, { message: "use a port from 1 to 65535" })
     .default(7999)
-    .describe("The proxy's admin API listens on the host's 127.0.0.1 at this port (bearer token in its state directory)"),
+    .describe(
+      "The proxy's admin API listens on the host's 127.0.0.1 at this port (bearer token in its state directory)",
+    ),
   stateDir: z
     .string()
     .max(1024)
@@ -118,7 +120,9 @@ export const targetRouterSchema = z.strictObject({
     })
     .optional()
     .describe("The proxy's routes and admin token on the host; default ~/.local/state/ferry/proxy of the SSH user"),
-  command: hostCommandSchema.default("ferry").describe("The ferry program on the host (Node.js and Ferry installed there)"),
+  command: hostCommandSchema
+    .default("ferry")
+    .describe("The ferry program on the host (Node.js and Ferry installed there)"),
 });
 export type TargetRouter = z.infer<typeof targetRouterSchema>;
 

@@ -6,8 +6,8 @@ import type { TargetRouter } from "../domain/targets.js";
 import { TaskFailure } from "../engine/types.js";
 import type { Transport } from "../transports/types.js";
 import type { EmbeddedProxyOptions } from "./builtin.js";
-import type { NginxRouterOptions } from "./nginx.js";
 import { builtinRouterOnHost, type HostRouter } from "./hostRouter.js";
+import type { NginxRouterOptions } from "./nginx.js";
 import type { Router } from "./router.js";
 
 /** Which Router a host uses for blue/green, from its settings (FERRY_ROUTER and friends). */
