@@ -159,6 +159,15 @@ export async function runBlueGreen(
     throw error;
   }
 
+  // All at once: no router switches before every target has a healthy new colour.
+  const notReady = await context.allAtOnce?.reach("healthy", signal);
+  if (notReady !== undefined) {
+    await abandon(context, runtime, candidate, settings, false);
+    throw new TaskFailure(
+      `not switched: the switch is all at once, and another target failed before its switch (${notReady}). ${keptLive(live)}`,
+    );
+  }
+
   // The commit point: from here on new requests reach the new colour.
   const switchStarted = performance.now();
   let switched: Awaited<ReturnType<Router["switch"]>>;
@@ -189,6 +198,31 @@ export async function runBlueGreen(
     }`,
   );
 
+  /**
+   * All at once, another target failed after this one switched: back to the previous colour
+   * here too, so that no mix of versions is left serving.
+   */
+  const switchBack = async (reason: string): Promise<never> => {
+    if (!previous) {
+      log.warn(`route ${route.name} was new on this host: nothing served it before, so it keeps colour ${colour.name}`);
+      throw new TaskFailure(
+        `another target failed (${reason}); route ${route.name} had no colour here before, so it keeps ${colour.name}`,
+      );
+    }
+    const back = await router.switch(route, previous);
+    log.warn(
+      `switched route ${route.name} back to colour ${previous.colour ?? "(unnamed)"} in ${Math.round(back.switchMs)} ms: the switch is all at once, and another target failed (${reason})`,
+    );
+    await drain(context, router, { upstream, colour: colour.name }, options);
+    await abandon(context, runtime, candidate, settings, false);
+    await logTraffic(context, router, trafficBefore);
+    throw new TaskFailure(
+      `switched back to ${previous.colour ?? previous.upstream}: another target failed (${reason}), and the switch is all at once`,
+    );
+  };
+  const notSwitched = await context.allAtOnce?.reach("switched", signal);
+  if (notSwitched !== undefined) await switchBack(notSwitched);
+
   let drainMs = 0;
   if (previous) drainMs = await drain(context, router, previous, options);
 
@@ -212,6 +246,9 @@ export async function runBlueGreen(
       );
     }
   }
+
+  const notBaked = await context.allAtOnce?.reach("baked", signal);
+  if (notBaked !== undefined) await switchBack(notBaked);
 
   await retire(context, runtime, colours, colour.name, previous?.colour ?? undefined, settings);
   const traffic = await logTraffic(context, router, trafficBefore);
@@ -447,5 +484,5 @@ export function describeSwitch(
     route ? `${render(route.host)}${route.pathPrefix}` : "the route"
   } to it, drain the old colour (${options.drainSeconds} s)${
     options.bakeSeconds > 0 ? `, bake ${options.bakeSeconds} s` : ""
-  }, retain ${options.retain}`;
+  }, retain ${options.retain}${options.switch === "allAtOnce" ? "; all targets at once" : ""}`;
 }
