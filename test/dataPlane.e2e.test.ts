@@ -1,0 +1,296 @@
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import http from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DockerRuntime } from "../src/runtimes/docker.js";
+import { FERRY } from "./helpers/cli.js";
+import { buildDemoImage, type DemoImage, removeImages } from "./helpers/images.js";
+import { type RunningLoad, startLoad } from "./helpers/load.js";
+import { startRegistry, type TestRegistry } from "./helpers/registry.js";
+import { startTestServer, type TestServer } from "./helpers/server.js";
+import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
+
+/**
+ * A data plane per host (issue 12, parts 4 and 7), on real parts: three namespace hosts, each
+ * with its own sshd, its own dockerd (pulling from the test registry over its link) and its
+ * own `ferry proxy`, which Ferry starts there through the SSH transport. 16 keep-alive
+ * clients per host send requests to each host's proxy the whole time; every failed request
+ * fails the test.
+ */
+
+/** Where each host's proxy takes traffic (inside its namespace). */
+const PROXY_PORT = 8000;
+
+interface Created {
+  deployments: { taskId: string }[];
+}
+
+describe("blue/green on remote hosts, each with its own engine and router", { timeout: 600_000 }, () => {
+  let registry: TestRegistry;
+  let hosts: SshHosts;
+  let test: TestServer;
+  let v1: DemoImage;
+  let v2: DemoImage;
+  const stateRoot = mkdtempSync(join(tmpdir(), "ferry-dataplane-"));
+  const suffix = randomBytes(3).toString("hex");
+
+  const hostAt = (index: number) => {
+    const host = hosts.hosts[index];
+    if (!host?.engine) throw new Error(`no host ${index} with an engine`);
+    return { ...host, engine: host.engine };
+  };
+
+  const logText = async (taskId: string) =>
+    (await test.call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`)).body.lines
+      .map((line) => line.text)
+      .join("\n");
+
+  const finished = async (taskId: string) => {
+    const task = await test.waitForTask(taskId, 240_000);
+    return { taskId, state: task.state, log: await logText(taskId) };
+  };
+
+  /** What the proxy of host `index` answers for the route's host name (trimmed body). */
+  const served = (index: number, routeHost: string) =>
+    new Promise<string>((resolve, reject) => {
+      const request = http.get(
+        { host: hostAt(index).address, port: PROXY_PORT, path: "/", headers: { host: routeHost }, agent: false },
+        (response) => {
+          let body = "";
+          response.setEncoding("utf8");
+          response.on("data", (chunk: string) => {
+            body += chunk;
+          });
+          response.on("end", () => resolve(body.trim()));
+        },
+      );
+      request.setTimeout(10_000, () => request.destroy(new Error("no answer within 10 s")));
+      request.on("error", reject);
+    });
+
+  /** Runs `action` with 16 keep-alive clients on each of the hosts' proxies; what each load saw. */
+  const underLoad = async <T>(indexes: readonly number[], routeHost: string, action: () => Promise<T>) => {
+    const loads: RunningLoad[] = indexes.map((index) =>
+      startLoad({ address: hostAt(index).address, port: PROXY_PORT, host: routeHost, connections: 16 }),
+    );
+    try {
+      // Traffic is flowing on every host before anything changes.
+      while (loads.some((load) => load.completed() < 50)) await sleep(20);
+      const result = await action();
+      // And keeps flowing after it.
+      const after = loads.map((load) => load.completed());
+      while (loads.some((load, position) => load.completed() < (after[position] ?? 0) + 50)) await sleep(20);
+      return { result, loads: await Promise.all(loads.map((load) => load.stop())) };
+    } finally {
+      await Promise.all(loads.map((load) => load.stop().catch(() => undefined)));
+    }
+  };
+
+  /** A project auto-deployed to prod, whose one step is a blue/green container on the targets with `role`. */
+  const newProject = async (role: string, blueGreen: Record<string, unknown> = {}) => {
+    const project = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
+      name: `dp-${role}-${suffix}`,
+      lifecycle: "auto",
+    });
+    expect(project.status, JSON.stringify(project.body)).toBe(201);
+    const slug = project.body.slug;
+    const routeHost = `${slug}.test`;
+    const variable = await test.call<{ id: string }>("POST", `/api/v1/projects/${slug}/variables`, {
+      name: "Image",
+      value: v1.reference,
+    });
+    const steps = [
+      {
+        name: "web",
+        kind: "container",
+        roles: [role],
+        config: {
+          strategy: "blueGreen",
+          image: "#{Image}",
+          route: { host: routeHost, port: 8080 },
+          blueGreen: {
+            healthCheck: { path: "/health", intervalMs: 200, timeoutMs: 2000, deadlineSeconds: 30 },
+            drainSeconds: 5,
+            keepPreviousRunning: true,
+            ...blueGreen,
+          },
+          settleSeconds: 0.5,
+          stopTimeoutSeconds: 5,
+        },
+      },
+    ];
+    const process = await test.call("PUT", `/api/v1/projects/${slug}/process`, { steps });
+    expect(process.status, JSON.stringify(process.body)).toBe(200);
+    const release = async (version: string, image: DemoImage) => {
+      await test.call("PATCH", `/api/v1/projects/${slug}/variables/${variable.body.id}`, { value: image.reference });
+      const created = await test.call<Created>("POST", `/api/v1/projects/${slug}/releases`, { version });
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+      return finished(created.body.deployments[0]?.taskId ?? "");
+    };
+    return { slug, routeHost, release };
+  };
+
+  /** The names of the project's containers on a host's own engine. */
+  const containersOn = (index: number, slug: string) =>
+    hostAt(index)
+      .engine.docker(["ps", "-a", "--filter", `label=ferry.project=${slug}`, "--format", "{{.Names}} {{.State}}"])
+      .split("\n")
+      .filter(Boolean);
+
+  beforeAll(async () => {
+    registry = await startRegistry();
+    [v1, v2] = await Promise.all([
+      buildDemoImage({ registryUrl: registry.url, repository: `dataplane/app-${suffix}`, version: "1.0.1" }),
+      buildDemoImage({ registryUrl: registry.url, repository: `dataplane/app-${suffix}`, version: "1.0.2" }),
+    ]);
+    [hosts, test] = await Promise.all([
+      startSshHosts(3, { engines: 3, registries: [registry.url] }),
+      startTestServer(),
+    ]);
+    expect((await test.call("POST", "/api/v1/environments", { name: "prod" })).status).toBe(201);
+    expect(
+      (
+        await test.call("POST", "/api/v1/lifecycles", {
+          name: "auto",
+          phases: [{ environments: ["prod"], autoDeploy: true }],
+        })
+      ).status,
+    ).toBe(201);
+    for (const [index, host] of hosts.hosts.entries()) {
+      const created = await test.call("POST", "/api/v1/targets", {
+        name: `host-${index}`,
+        environments: ["prod"],
+        roles: index < 2 ? ["trio", "pair"] : ["trio"],
+        transport: "ssh",
+        ssh: { host: host.address, user: "root", privateKey: hosts.privateKey, hostKey: host.fingerprint },
+        // The namespaces share this machine's files: each host's proxy gets a state directory of its own.
+        router: {
+          driver: "builtin",
+          listen: `0.0.0.0:${PROXY_PORT}`,
+          stateDir: join(stateRoot, `host-${index}`),
+          command: FERRY,
+        },
+      });
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+    }
+  }, 300_000);
+
+  afterAll(async () => {
+    for (const index of [0, 1, 2]) {
+      try {
+        execFileSync("chattr", ["-i", join(stateRoot, `host-${index}`)]);
+      } catch {
+        // Never made immutable, or gone.
+      }
+    }
+    // The last test stops the server itself: a second close has nothing left to do.
+    await test?.close().catch(() => undefined);
+    await hosts?.close();
+    await registry?.stop();
+    await removeImages([v1?.reference, v2?.reference].filter((reference) => reference !== undefined));
+    rmSync(stateRoot, { recursive: true, force: true });
+  });
+
+  it("switches two hosts under load, each with its own engine and router: 0 failed requests; a rollback re-switches both", async () => {
+    const project = await newProject("pair");
+    const first = await project.release("1.0.1", v1);
+    expect(first.state, first.log).toBe("succeeded");
+    // Each host's own router, started there through the SSH transport.
+    expect(first.log).toMatch(/web on host-0/);
+    expect(first.log).toMatch(/web on host-1/);
+    expect(await served(0, project.routeHost)).toBe("version 1.0.1");
+    expect(await served(1, project.routeHost)).toBe("version 1.0.1");
+    // The colours run on each host's own engine, none on this machine's.
+    for (const index of [0, 1]) {
+      expect(containersOn(index, project.slug)).toEqual([
+        expect.stringMatching(new RegExp(`-host-${index}-\\w+ running$`)),
+      ]);
+    }
+    expect(await new DockerRuntime().listByLabel("ferry.project", project.slug)).toEqual([]);
+    expect(containersOn(2, project.slug)).toEqual([]);
+
+    const { result: second, loads } = await underLoad([0, 1], project.routeHost, () => project.release("1.0.2", v2));
+    expect(second.state, second.log).toBe("succeeded");
+    for (const [position, seen] of loads.entries()) {
+      expect(seen.failures, `host-${position}`).toEqual([]);
+      // The load saw both releases: the switch happened under it.
+      expect(seen.bodies.get("version 1.0.1"), `host-${position}`).toBeGreaterThan(0);
+      expect(seen.bodies.get("version 1.0.2"), `host-${position}`).toBeGreaterThan(0);
+    }
+    expect(await served(0, project.routeHost)).toBe("version 1.0.2");
+    expect(await served(1, project.routeHost)).toBe("version 1.0.2");
+    expect(second.log).toMatch(/traffic during this deployment: [1-9]\d* request\(s\) served, 0 failed/);
+
+    const { result: back, loads: duringRollback } = await underLoad([0, 1], project.routeHost, async () => {
+      const rolled = await test.call<{ taskId: string }>("POST", `/api/v1/projects/${project.slug}/rollbacks`, {
+        environment: "prod",
+      });
+      expect(rolled.status, JSON.stringify(rolled.body)).toBe(201);
+      return finished(rolled.body.taskId);
+    });
+    expect(back.state, back.log).toBe("succeeded");
+    for (const [position, seen] of duringRollback.entries()) expect(seen.failures, `host-${position}`).toEqual([]);
+    expect(await served(0, project.routeHost)).toBe("version 1.0.1");
+    expect(await served(1, project.routeHost)).toBe("version 1.0.1");
+    // A re-switch on each host to its retained colour: no pull, no new container.
+    expect(back.log.match(/of release 1\.0\.1 is retained and running: no pull, no start/g)).toHaveLength(2);
+    expect(back.log).not.toContain("pulling");
+  });
+
+  it("all at once across three hosts, one router failing: every host ends on the old release, 0 failed requests", async () => {
+    const project = await newProject("trio", { switch: "allAtOnce" });
+    const first = await project.release("1.0.1", v1);
+    expect(first.state, first.log).toBe("succeeded");
+    expect(first.log).toContain("runs on host-0, host-1, host-2 all at once");
+    for (const index of [0, 1, 2]) expect(await served(index, project.routeHost)).toBe("version 1.0.1");
+
+    // host-2's proxy keeps serving, but cannot save a change: its routes file's directory is
+    // immutable (chattr +i holds even for root), and the proxy persists a switch before it
+    // takes effect, so it refuses the switch.
+    const failing = join(stateRoot, "host-2");
+    execFileSync("chattr", ["+i", failing]);
+    try {
+      const { result: second, loads } = await underLoad([0, 1, 2], project.routeHost, () =>
+        project.release("1.0.2", v2),
+      );
+      expect(second.state, second.log).toBe("failed");
+      for (const [index, seen] of loads.entries()) expect(seen.failures, `host-${index}`).toEqual([]);
+      // Every host ends on the old release.
+      for (const index of [0, 1, 2]) expect(await served(index, project.routeHost)).toBe("version 1.0.1");
+      expect(second.log).toMatch(/\[host-2\] .*could not switch route/);
+      for (const index of [0, 1]) {
+        expect(second.log).toMatch(new RegExp(`\\[host-${index}\\] switched route \\S+ to colour`));
+        expect(second.log).toMatch(
+          new RegExp(
+            `\\[host-${index}\\] switched route \\S+ back to colour \\S+1\\.0\\.1\\S* in \\d+ ms: the switch is all at once`,
+          ),
+        );
+      }
+      // The new colours went away again; the old ones run on.
+      for (const index of [0, 1, 2]) {
+        const names = containersOn(index, project.slug);
+        expect(
+          names.some((name) => name.includes("-1.0.2-")),
+          `host-${index}: ${names.join(", ")}`,
+        ).toBe(false);
+        expect(names.some((name) => name.includes("-1.0.1-") && name.endsWith(" running"))).toBe(true);
+      }
+    } finally {
+      execFileSync("chattr", ["-i", failing]);
+    }
+  });
+
+  it("keeps serving on every host with the server stopped and its SSH connections closed", async () => {
+    const project = await newProject("pair");
+    const first = await project.release("1.0.1", v1);
+    expect(first.state, first.log).toBe("succeeded");
+    await test.server.close();
+    for (const index of [0, 1]) expect(await served(index, project.routeHost)).toBe("version 1.0.1");
+    const { loads } = await underLoad([0, 1], project.routeHost, () => sleep(1_000));
+    for (const seen of loads) expect(seen.failures).toEqual([]);
+  });
+});
