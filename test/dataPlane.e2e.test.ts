@@ -1,13 +1,13 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRuntime } from "../src/runtimes/docker.js";
-import { FERRY } from "./helpers/cli.js";
+import { apiRequest, FERRY, isolatedEnv, testAdminKey, trackedResources } from "./helpers/cli.js";
 import { buildDemoImage, type DemoImage, removeImages } from "./helpers/images.js";
 import { type RunningLoad, startLoad } from "./helpers/load.js";
 import { startRegistry, type TestRegistry } from "./helpers/registry.js";
@@ -29,6 +29,30 @@ interface Created {
   deployments: { taskId: string }[];
 }
 
+/** Processes (on any host: the namespaces share this machine's process table) whose environment carries FERRY_TASK_ID=<taskId>. */
+function processesOfTask(taskId: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/environ`, "latin1").split("\0").includes(`FERRY_TASK_ID=${taskId}`)) {
+        found.push(Number(entry));
+      }
+    } catch {
+      // Exited meanwhile.
+    }
+  }
+  return found;
+}
+
+async function waitUntil(condition: () => boolean | Promise<boolean>, what: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
+    await sleep(200);
+  }
+}
+
 describe("blue/green on remote hosts, each with its own engine and router", { timeout: 600_000 }, () => {
   let registry: TestRegistry;
   let hosts: SshHosts;
@@ -36,6 +60,7 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
   let v1: DemoImage;
   let v2: DemoImage;
   const stateRoot = mkdtempSync(join(tmpdir(), "ferry-dataplane-"));
+  const resources = trackedResources("ferry-dataplane-e2e-");
   const suffix = randomBytes(3).toString("hex");
 
   const hostAt = (index: number) => {
@@ -91,9 +116,10 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
   };
 
   /** A project auto-deployed to prod, whose one step is a blue/green container on the targets with `role`. */
+  let projects = 0;
   const newProject = async (role: string, blueGreen: Record<string, unknown> = {}) => {
     const project = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
-      name: `dp-${role}-${suffix}`,
+      name: `dp-${role}-${suffix}-${++projects}`,
       lifecycle: "auto",
     });
     expect(project.status, JSON.stringify(project.body)).toBe(201);
@@ -193,6 +219,7 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
     await registry?.stop();
     await removeImages([v1?.reference, v2?.reference].filter((reference) => reference !== undefined));
     rmSync(stateRoot, { recursive: true, force: true });
+    await resources.cleanUp();
   });
 
   it("switches two hosts under load, each with its own engine and router: 0 failed requests; a rollback re-switches both", async () => {
@@ -261,7 +288,7 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
       for (const [index, seen] of loads.entries()) expect(seen.failures, `host-${index}`).toEqual([]);
       // Every host ends on the old release.
       for (const index of [0, 1, 2]) expect(await served(index, project.routeHost)).toBe("version 1.0.1");
-      expect(second.log).toMatch(/\[host-2\] .*could not switch route/);
+      expect(second.log).toMatch(/host-2: the builtin router could not switch route/);
       for (const index of [0, 1]) {
         expect(second.log).toMatch(new RegExp(`\\[host-${index}\\] switched route \\S+ to colour`));
         expect(second.log).toMatch(
@@ -292,5 +319,91 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
     for (const index of [0, 1]) expect(await served(index, project.routeHost)).toBe("version 1.0.1");
     const { loads } = await underLoad([0, 1], project.routeHost, () => sleep(1_000));
     for (const seen of loads) expect(seen.failures).toEqual([]);
+  });
+
+  it("removes what an interrupted task left on a host that was unreachable, once the host is back", async () => {
+    const host = hostAt(0);
+    const apiKey = testAdminKey();
+    const dataDir = await resources.makeTemporaryDirectory();
+    const env = isolatedEnv(dataDir, { FERRY_ADMIN_API_KEY: apiKey, FERRY_TASK_LEASE_SECONDS: "2" });
+    let server = await resources.startFerryServer({ dataDir, env });
+    const port = server.port;
+    const call = async <T = Record<string, unknown>>(method: string, path: string, body?: unknown) => {
+      const response = await apiRequest(`http://127.0.0.1:${port}${path}`, apiKey, method, body);
+      return { status: response.status, body: (await response.json()) as T };
+    };
+    const log = async (taskId: string) =>
+      (await call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`)).body.lines
+        .map((line) => line.text)
+        .join("\n");
+    expect((await call("POST", "/api/v1/environments", { name: "dev" })).status).toBe(201);
+    expect(
+      (await call("POST", "/api/v1/lifecycles", { name: "one", phases: [{ environments: ["dev"] }] })).status,
+    ).toBe(201);
+    expect((await call("POST", "/api/v1/projects", { name: "crash", lifecycle: "one" })).status).toBe(201);
+    const target = await call("POST", "/api/v1/targets", {
+      name: "host-0",
+      environments: ["dev"],
+      roles: ["crash"],
+      transport: "ssh",
+      ssh: { host: host.address, user: "root", privateKey: hosts.privateKey, hostKey: host.fingerprint },
+    });
+    expect(target.status, JSON.stringify(target.body)).toBe(201);
+    // A container (the new version) and then a script that leaves a process of its own
+    // session behind (it escapes the step's process group): both are the task's leftovers.
+    const steps = [
+      { name: "web", kind: "container", roles: ["crash"], config: { image: v1.reference, settleSeconds: 0.5 } },
+      {
+        name: "slow",
+        kind: "script",
+        roles: ["crash"],
+        config: { script: "setsid sleep 600 </dev/null >/dev/null 2>&1 &\necho started\nsleep 600" },
+      },
+    ];
+    expect((await call("PUT", "/api/v1/projects/crash/process", { steps })).status).toBe(200);
+    expect((await call("POST", "/api/v1/projects/crash/releases", { version: "1.0.0" })).status).toBe(201);
+    const queued = await call<{ taskId: string }>("POST", "/api/v1/projects/crash/deployments", {
+      release: "1.0.0",
+      environment: "dev",
+    });
+    const taskId = queued.body.taskId;
+    await waitUntil(async () => (await log(taskId)).includes("started"), "the script started", 180_000);
+    const leftContainers = () =>
+      host.engine
+        .docker(["ps", "-aq", "--filter", `label=ferry.task=${taskId}`])
+        .split("\n")
+        .filter(Boolean);
+    const workDirectory = join("/root/.cache/ferry/work", taskId);
+    expect(leftContainers()).toHaveLength(1);
+
+    // The host goes away, then the server dies: its restart cannot reach the host to clean up.
+    host.setLink(false);
+    try {
+      server.process.kill("SIGKILL");
+      await new Promise((resolve) => server.process.once("exit", resolve));
+      server = await resources.startFerryServer({ dataDir, env, port });
+      await waitUntil(
+        async () => (await log(taskId)).includes("Ferry tries again until the host answers"),
+        "the clean-up gave up on the host for now",
+        120_000,
+      );
+      expect((await call<{ state: string }>("GET", `/api/v1/tasks/${taskId}`)).body.state).toBe("interrupted");
+      // What the task left is still there: the host could not be reached.
+      expect(leftContainers()).toHaveLength(1);
+      expect(processesOfTask(taskId).length).toBeGreaterThan(0);
+    } finally {
+      host.setLink(true);
+    }
+
+    // Back: the retry removes the container, kills the escaped process and the task's work files.
+    await waitUntil(
+      async () => (await log(taskId)).includes("answers again: removed what the task left there"),
+      "the clean-up was retried",
+      180_000,
+    );
+    expect(leftContainers()).toEqual([]);
+    await waitUntil(() => processesOfTask(taskId).length === 0, "the task's processes are gone", 5_000);
+    expect(existsSync(workDirectory)).toBe(false);
+    server.process.kill("SIGKILL");
   });
 });

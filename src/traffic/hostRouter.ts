@@ -19,7 +19,7 @@ import type { Router } from "./router.js";
 /** The task id the router's own commands run under on the host (they belong to no task). */
 const ROUTER_WORK = "ferry-router";
 /** How long `ferry proxy --detach` may take (it waits up to 10 s for a proxy it started). */
-const DETACH_TIMEOUT_MS = 30_000;
+const DETACH_TIMEOUT_MS = 60_000;
 /** Every admin call but a drain, which lasts up to its deadline. */
 const ADMIN_TIMEOUT_MS = 10_000;
 /** The state directory when the target's settings name none: the host account's own. */
