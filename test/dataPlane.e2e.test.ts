@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -27,22 +27,6 @@ const PROXY_PORT = 8000;
 
 interface Created {
   deployments: { taskId: string }[];
-}
-
-/** Processes (on any host: the namespaces share this machine's process table) whose environment carries FERRY_TASK_ID=<taskId>. */
-function processesOfTask(taskId: string): number[] {
-  const found: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (readFileSync(`/proc/${entry}/environ`, "latin1").split("\0").includes(`FERRY_TASK_ID=${taskId}`)) {
-        found.push(Number(entry));
-      }
-    } catch {
-      // Exited meanwhile.
-    }
-  }
-  return found;
 }
 
 async function waitUntil(condition: () => boolean | Promise<boolean>, what: string, timeoutMs: number): Promise<void> {
@@ -208,7 +192,7 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
   afterAll(async () => {
     for (const index of [0, 1, 2]) {
       try {
-        execFileSync("chattr", ["-i", join(stateRoot, `host-${index}`)]);
+        execFileSync("chattr", ["-i", join(stateRoot, `host-${index}`)], { stdio: "ignore" });
       } catch {
         // Never made immutable, or gone.
       }
@@ -349,15 +333,18 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
       ssh: { host: host.address, user: "root", privateKey: hosts.privateKey, hostKey: host.fingerprint },
     });
     expect(target.status, JSON.stringify(target.body)).toBe(201);
-    // A container (the new version) and then a script that leaves a process of its own
-    // session behind (it escapes the step's process group): both are the task's leftovers.
+    // A container (the new version) and then a slow script, whose work files stay in the SSH
+    // user's ~/.cache/ferry/work/<task>: both are the task's leftovers on the host. (Its
+    // processes are not checked here: the namespaces share this machine's process table, so
+    // the clean-up of the server's own host would find them too; test/sshTargets.e2e.test.ts
+    // covers a host's processes.)
     const steps = [
       { name: "web", kind: "container", roles: ["crash"], config: { image: v1.reference, settleSeconds: 0.5 } },
       {
         name: "slow",
         kind: "script",
         roles: ["crash"],
-        config: { script: "setsid sleep 600 </dev/null >/dev/null 2>&1 &\necho started\nsleep 600" },
+        config: { script: "echo leftover-is-running\nsleep 600" },
       },
     ];
     expect((await call("PUT", "/api/v1/projects/crash/process", { steps })).status).toBe(200);
@@ -367,7 +354,7 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
       environment: "dev",
     });
     const taskId = queued.body.taskId;
-    await waitUntil(async () => (await log(taskId)).includes("started"), "the script started", 180_000);
+    await waitUntil(async () => (await log(taskId)).includes("leftover-is-running"), "the script started", 180_000);
     const leftContainers = () =>
       host.engine
         .docker(["ps", "-aq", "--filter", `label=ferry.task=${taskId}`])
@@ -390,19 +377,18 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
       expect((await call<{ state: string }>("GET", `/api/v1/tasks/${taskId}`)).body.state).toBe("interrupted");
       // What the task left is still there: the host could not be reached.
       expect(leftContainers()).toHaveLength(1);
-      expect(processesOfTask(taskId).length).toBeGreaterThan(0);
+      expect(existsSync(workDirectory)).toBe(true);
     } finally {
       host.setLink(true);
     }
 
-    // Back: the retry removes the container, kills the escaped process and the task's work files.
+    // Back: the retry removes the container and the task's work files.
     await waitUntil(
       async () => (await log(taskId)).includes("answers again: removed what the task left there"),
       "the clean-up was retried",
       180_000,
     );
     expect(leftContainers()).toEqual([]);
-    await waitUntil(() => processesOfTask(taskId).length === 0, "the task's processes are gone", 5_000);
     expect(existsSync(workDirectory)).toBe(false);
     server.process.kill("SIGKILL");
   });
