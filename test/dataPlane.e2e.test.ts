@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRuntime } from "../src/runtimes/docker.js";
-import { apiRequest, FERRY, isolatedEnv, testAdminKey, trackedResources } from "./helpers/cli.js";
+import { apiRequest, FERRY, isolatedEnv, runFerry, testAdminKey, trackedResources } from "./helpers/cli.js";
 import { buildDemoImage, type DemoImage, removeImages } from "./helpers/images.js";
 import { type RunningLoad, startLoad } from "./helpers/load.js";
 import { startRegistry, type TestRegistry } from "./helpers/registry.js";
@@ -293,6 +293,59 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
     } finally {
       execFileSync("chattr", ["-i", failing]);
     }
+  });
+
+  it("sets, shows and removes a target's router from the CLI, refusing what it cannot run", async () => {
+    const home = await resources.makeTemporaryDirectory();
+    const cli = (args: string[]) =>
+      runFerry(args, isolatedEnv(home, { FERRY_URL: test.server.url, FERRY_API_KEY: test.apiKey }), {
+        timeoutMs: 60_000,
+      });
+    const created = await cli([
+      "target",
+      "create",
+      "cli-host",
+      "--env",
+      "prod",
+      "--transport",
+      "ssh",
+      "--ssh-host",
+      "10.0.0.9",
+      "--ssh-user",
+      "deploy",
+      "--ssh-key-file",
+      hosts.privateKeyFile,
+      "--router",
+      "builtin",
+      "--router-listen",
+      "0.0.0.0:8080",
+      "--json",
+    ]);
+    expect(created.code, created.stderr).toBe(0);
+    expect(JSON.parse(created.stdout).router).toEqual({
+      driver: "builtin",
+      listen: "0.0.0.0:8080",
+      adminPort: 7999,
+      command: "ferry",
+    });
+    const shown = await cli(["target", "get", "cli-host"]);
+    expect(shown.stdout).toMatch(/builtin on 0\.0\.0\.0:8080 \(admin API on 127\.0\.0\.1:7999\)/);
+    // nginx cannot be driven on a remote host: refused, naming the field and the choice.
+    const nginx = await cli(["target", "update", "cli-host", "--router", "nginx"]);
+    expect(nginx.code).not.toBe(0);
+    expect(nginx.stderr).toMatch(/router\/driver/);
+    expect(nginx.stderr).toContain('only "builtin"');
+    const without = await cli(["target", "update", "cli-host", "--router-listen", "0.0.0.0:81"]);
+    expect(without.code).not.toBe(0);
+    expect(without.stderr).toContain("give --router builtin");
+    // Another change leaves the router as it is; --no-router removes it.
+    const renamed = await cli(["target", "update", "cli-host", "--role", "spare", "--json"]);
+    expect(renamed.code, renamed.stderr).toBe(0);
+    expect(JSON.parse(renamed.stdout).router).toMatchObject({ listen: "0.0.0.0:8080" });
+    const removed = await cli(["target", "update", "cli-host", "--no-router", "--json"]);
+    expect(removed.code, removed.stderr).toBe(0);
+    expect(JSON.parse(removed.stdout).router).toBe(null);
+    expect((await cli(["target", "delete", "cli-host"])).code).toBe(0);
   });
 
   it("keeps serving on every host with the server stopped and its SSH connections closed", async () => {

@@ -193,8 +193,11 @@ export function addTargetCommands(program: Command, context: CliContext): void {
       .option("--no-router", "the host has no traffic router any more"),
   ).action(async (reference: string, options: Record<string, unknown>) => {
     const ssh = await sshBody(options);
-    // --no-router sets options.router to false.
-    const router = options.router === false ? null : routerBody(options);
+    // --no-router sets options.router to false; declared first, it makes the default true (nothing given).
+    const router =
+      options.router === false
+        ? null
+        : routerBody({ ...options, router: options.router === true ? undefined : options.router });
     await sendAndPrint(
       context,
       spec,

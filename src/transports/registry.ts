@@ -4,7 +4,7 @@ import type { HostRouter } from "../traffic/hostRouter.js";
 import { hostRouter, type LazyRouter } from "../traffic/routers.js";
 import { type LocalTransport, localTarget } from "./local.js";
 import { type SshConnections, SshTransport, sshTarget } from "./ssh.js";
-import type { Target } from "./types.js";
+import type { Target, Transport } from "./types.js";
 
 /** What the transports of a server share: the server's own host and its router, the SSH connection pool. */
 export interface TransportServices {
@@ -35,7 +35,8 @@ export function targetResolver(services: TransportServices): (info: TargetInfo |
   };
   // One router per remote host, made again when its settings change.
   const routers = new Map<string, { settings: string; router: HostRouter }>();
-  const routerOfHost = (info: TargetInfo, transport: SshTransport): HostRouter | undefined => {
+  // Any transport's: the router is driven through the Transport interface only (ADR 0031).
+  const routerOfHost = (info: TargetInfo, transport: Transport): HostRouter | undefined => {
     if (info.router === null) return undefined;
     const settings = JSON.stringify(info.router);
     let entry = routers.get(info.id);
