@@ -328,7 +328,7 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
       adminPort: 7999,
       command: "ferry",
     });
-    const shown = await cli(["target", "get", "cli-host"]);
+    const shown = await cli(["target", "show", "cli-host"]);
     expect(shown.stdout).toMatch(/builtin on 0\.0\.0\.0:8080 \(admin API on 127\.0\.0\.1:7999\)/);
     // nginx cannot be driven on a remote host: refused, naming the field and the choice.
     const nginx = await cli(["target", "update", "cli-host", "--router", "nginx"]);
