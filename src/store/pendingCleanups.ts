@@ -54,13 +54,16 @@ export async function recordPendingCleanup(
 
 /** Pending clean-ups whose time has come, on targets that still exist (the others are dropped). */
 export async function duePendingCleanups(db: Kysely<Database>, limit = 20): Promise<PendingCleanup[]> {
-  // A target deleted meanwhile has nothing left to clean (and nothing to reach it by).
-  await db
-    .deleteFrom("pending_cleanups")
-    .where(({ not, exists, selectFrom }) =>
-      not(exists(selectFrom("targets").select("targets.id").whereRef("targets.id", "=", "pending_cleanups.target_id"))),
-    )
+  // A target deleted meanwhile has nothing left to clean (and nothing to reach it by). Read
+  // first: the heartbeat calls this every few seconds, and a write would take SQLite's lock.
+  const orphans = await db
+    .selectFrom("pending_cleanups as p")
+    .leftJoin("targets as t", "t.id", "p.target_id")
+    .select(["p.task_id", "p.target_id"])
+    .where("t.id", "is", null)
+    .limit(100)
     .execute();
+  for (const orphan of orphans) await finishPendingCleanup(db, orphan.task_id, orphan.target_id);
   const rows = await db
     .selectFrom("pending_cleanups as p")
     .innerJoin("targets as t", "t.id", "p.target_id")
