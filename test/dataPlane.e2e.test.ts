@@ -1,12 +1,14 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRuntime } from "../src/runtimes/docker.js";
+import { parseOutboundAllow } from "../src/security/outboundGuard.js";
+import { startServer } from "../src/server/start.js";
 import { apiRequest, FERRY, isolatedEnv, runFerry, testAdminKey, trackedResources } from "./helpers/cli.js";
 import { buildDemoImage, type DemoImage, removeImages } from "./helpers/images.js";
 import { type RunningLoad, startLoad } from "./helpers/load.js";
@@ -348,7 +350,7 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
     expect((await cli(["target", "delete", "cli-host"])).code).toBe(0);
   });
 
-  it("keeps serving on every host with the server stopped and its SSH connections closed", async () => {
+  it("keeps serving on every host with the server stopped; the next server brings a rebooted host's proxy and colour back", async () => {
     const project = await newProject("pair");
     const first = await project.release("1.0.1", v1);
     expect(first.state, first.log).toBe("succeeded");
@@ -356,6 +358,35 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
     for (const index of [0, 1]) expect(await served(index, project.routeHost)).toBe("version 1.0.1");
     const { loads } = await underLoad([0, 1], project.routeHost, () => sleep(1_000));
     for (const seen of loads) expect(seen.failures).toEqual([]);
+
+    // host-0 "reboots" while the server is down: its proxy and the live colour stop.
+    const host = hostAt(0);
+    const proxyPid = Number(readFileSync(join(stateRoot, "host-0", "proxy.pid"), "utf8").trim());
+    process.kill(proxyPid, "SIGKILL");
+    const [live] = containersOn(0, project.slug).filter((line) => line.endsWith(" running"));
+    const liveName = live?.split(" ")[0] ?? "";
+    expect(liveName).toMatch(/-1\.0\.1-host-0-/);
+    host.engine.docker(["stop", "--time", "1", liveName]);
+    await expect(served(0, project.routeHost)).rejects.toThrow();
+
+    // The next server reconciles every target with a router, not only its own host.
+    const again = await startServer({
+      port: 0,
+      host: "127.0.0.1",
+      dataDir: test.dataDir,
+      logLevel: "silent",
+      traffic: { driver: "builtin", proxy: { stateDir: join(test.dataDir, "proxy"), listen: "127.0.0.1:0" } },
+      announce: () => {},
+      outbound: parseOutboundAllow("127.0.0.1"),
+    });
+    try {
+      await again.reconciled;
+      expect(await served(0, project.routeHost)).toBe("version 1.0.1");
+      expect(containersOn(0, project.slug)).toContain(`${liveName} running`);
+      expect(await served(1, project.routeHost)).toBe("version 1.0.1");
+    } finally {
+      await again.close();
+    }
   });
 
   it("removes what an interrupted task left on a host that was unreachable, once the host is back", async () => {
