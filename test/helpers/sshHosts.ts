@@ -1,6 +1,15 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -105,11 +114,14 @@ function removeStale(): void {
       deleteNamespace(namespace);
     }
   }
-  if (existsSync(ENGINE_DIRECTORY)) {
-    for (const entry of readdirSync(ENGINE_DIRECTORY)) {
-      const pid = Number(entry.split("-")[0]);
-      if (Number.isInteger(pid) && !isAlive(pid)) removeEngineLeftovers(`${PREFIX}${entry}`);
-    }
+  const leftovers = new Set<string>();
+  if (existsSync(ENGINE_DIRECTORY)) for (const entry of readdirSync(ENGINE_DIRECTORY)) leftovers.add(entry);
+  for (const entry of existsSync("/sys/fs/cgroup/pids") ? readdirSync("/sys/fs/cgroup/pids") : []) {
+    if (entry.startsWith(CGROUP_PREFIX)) leftovers.add(entry.slice(CGROUP_PREFIX.length));
+  }
+  for (const entry of leftovers) {
+    const pid = Number(entry.split("-")[0]);
+    if (Number.isInteger(pid) && !isAlive(pid)) removeEngineLeftovers(`${PREFIX}${entry}`);
   }
   if (!existsSync(SLOT_DIRECTORY)) return;
   for (const slot of readdirSync(SLOT_DIRECTORY)) {
@@ -199,6 +211,14 @@ function mountsUnder(directory: string): string[] {
     .sort((a, b) => b.length - a.length);
 }
 
+function removeCgroup(path: string): void {
+  try {
+    rmdirSync(path);
+  } catch {
+    // Still has processes (or is gone): the next run tries again.
+  }
+}
+
 /**
  * What an engine of a namespace host leaves when its test process was killed: its daemons,
  * its containers' processes, their mounts and its directory. Idempotent.
@@ -213,18 +233,15 @@ function removeEngineLeftovers(namespace: string): void {
       // Not mounted any more.
     }
   }
+  // A cgroup directory goes with rmdir (its files are the kernel's), once its processes are gone.
   const parent = `${CGROUP_PREFIX}${namespace.slice(PREFIX.length)}`;
   for (const controller of readdirSync("/sys/fs/cgroup")) {
     const root = join("/sys/fs/cgroup", controller, parent);
     if (!existsSync(root)) continue;
     for (const child of readdirSync(root, { withFileTypes: true })) {
-      if (child.isDirectory()) rmSync(join(root, child.name), { recursive: false, force: true });
+      if (child.isDirectory()) removeCgroup(join(root, child.name));
     }
-    try {
-      rmSync(root, { recursive: false, force: true });
-    } catch {
-      // A cgroup directory goes only once its processes are gone; the next run tries again.
-    }
+    removeCgroup(root);
   }
   rmSync(directory, { recursive: true, force: true });
 }
