@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -29,6 +29,21 @@ const PROXY_PORT = 8000;
 
 interface Created {
   deployments: { taskId: string }[];
+}
+
+/** Processes (the namespaces share this machine's process table) whose command line holds `text`. */
+function commandLinesContaining(text: string): string[] {
+  const found: string[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const commandLine = readFileSync(`/proc/${entry}/cmdline`, "latin1");
+      if (commandLine.includes(text)) found.push(commandLine.replaceAll("\0", " "));
+    } catch {
+      // Exited meanwhile.
+    }
+  }
+  return found;
 }
 
 async function waitUntil(condition: () => boolean | Promise<boolean>, what: string, timeoutMs: number): Promise<void> {
@@ -225,6 +240,15 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
     }
     expect(await new DockerRuntime().listByLabel("ferry.project", project.slug)).toEqual([]);
     expect(containersOn(2, project.slug)).toEqual([]);
+    // The hosts' admin tokens, which the server read from `ferry proxy --detach`, show up
+    // neither in the task's log nor in the target as the API shows it.
+    for (const index of [0, 1]) {
+      const token = readFileSync(join(stateRoot, `host-${index}`, "admin-token"), "utf8").trim();
+      expect(token.length).toBeGreaterThan(20);
+      expect(first.log).not.toContain(token);
+      expect(JSON.stringify((await test.call("GET", `/api/v1/targets/host-${index}`)).body)).not.toContain(token);
+      expect(commandLinesContaining(token)).toEqual([]);
+    }
 
     const { result: second, loads } = await underLoad([0, 1], project.routeHost, () => project.release("1.0.2", v2));
     expect(second.state, second.log).toBe("succeeded");
