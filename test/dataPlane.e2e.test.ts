@@ -321,6 +321,49 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
     }
   });
 
+  it("gives two targets with the same role on one host a container each", async () => {
+    const host = hostAt(1);
+    for (const name of ["twin-a", "twin-b"]) {
+      const created = await test.call("POST", "/api/v1/targets", {
+        name,
+        environments: ["prod"],
+        roles: ["twin"],
+        transport: "ssh",
+        ssh: { host: host.address, user: "root", privateKey: hosts.privateKey, hostKey: host.fingerprint },
+      });
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+    }
+    const project = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
+      name: `dp-twin-${suffix}`,
+      lifecycle: "auto",
+    });
+    const slug = project.body.slug;
+    const steps = [
+      { name: "web", kind: "container", roles: ["twin"], config: { image: v1.reference, settleSeconds: 0.5 } },
+    ];
+    expect((await test.call("PUT", `/api/v1/projects/${slug}/process`, { steps })).status).toBe(200);
+    for (const version of ["1.0.1", "1.0.2"]) {
+      const created = await test.call<Created>("POST", `/api/v1/projects/${slug}/releases`, { version });
+      const done = await finished(created.body.deployments[0]?.taskId ?? "");
+      expect(done.state, done.log).toBe("succeeded");
+    }
+    // One container per target, each replaced by its own target's next deployment.
+    expect(containersOn(1, slug).sort()).toEqual([
+      `ferry-${slug}-prod-twin-a running`,
+      `ferry-${slug}-prod-twin-b running`,
+    ]);
+    for (const name of ["twin-a", "twin-b"]) {
+      expect(
+        host.engine
+          .docker(["inspect", "--format", '{{index .Config.Labels "ferry.release"}}', `ferry-${slug}-prod-${name}`])
+          .trim(),
+      ).toBe("1.0.2");
+    }
+    for (const name of ["twin-a", "twin-b"]) host.engine.docker(["rm", "-f", `ferry-${slug}-prod-${name}`]);
+    for (const name of ["twin-a", "twin-b"])
+      expect((await test.call("DELETE", `/api/v1/targets/${name}`)).status).toBe(204);
+  });
+
   it("sets, shows and removes a target's router from the CLI, refusing what it cannot run", async () => {
     const home = await resources.makeTemporaryDirectory();
     const cli = (args: string[]) =>
