@@ -391,7 +391,7 @@ interface AuditChainRow {
 }
 
 /** The clean-up of a task on a host that could not be reached when it ran: retried until it is done. */
-export interface PendingCleanupRow {
+interface PendingCleanupRow {
   task_id: string;
   target_id: string;
   created_at: string;

@@ -63,7 +63,7 @@ interface SshHost {
 }
 
 /** A dockerd of one namespace host, whose socket its sshd sees at /var/run/docker.sock. */
-export interface HostEngine {
+interface HostEngine {
   /** The engine's socket on this machine (for dockerode or `docker -H unix://…` from the test). */
   socket: string;
   /** Runs the docker CLI against this engine (argv, no shell); returns stdout. */
