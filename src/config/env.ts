@@ -84,6 +84,17 @@ const environmentSchema = z.object({
       }
     }),
   /**
+   * Server: how many requests of one client address run at once; more wait in line
+   * (src/api/addressQueue.ts). A browser uses at most 6 connections per host; raise it for
+   * many clients behind one NAT address that each send several requests at a time.
+   */
+  FERRY_REQUESTS_PER_ADDRESS: z.coerce
+    .number()
+    .int({ message: "must be a whole number" })
+    .min(1, { message: "must be at least 1" })
+    .max(10_000, { message: "must be at most 10000" })
+    .default(8),
+  /**
    * Server: exceptions to the outbound guard, which refuses feed and webhook URLs that point
    * at loopback, link-local, metadata, unspecified or multicast addresses: comma-separated
    * addresses, ranges and host names with optional ports ("127.0.0.1:5000,10.0.0.0/8,registry.internal").

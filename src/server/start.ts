@@ -46,6 +46,8 @@ export interface ServerOptions {
   outbound?: OutboundPolicy | undefined;
   /** FERRY_TRUSTED_PROXIES: the reverse proxies whose X-Forwarded-* headers are believed; default none. */
   trustedProxies?: readonly string[] | undefined;
+  /** FERRY_REQUESTS_PER_ADDRESS: requests of one client address at once (default 8). */
+  requestsPerAddress?: number | undefined;
   /** FERRY_OIDC_*: optional OIDC sign-in; its calls to the provider go through the outbound guard. */
   oidc?: OidcSettings | undefined;
   /** FERRY_RUN_AS: the account local steps run as (default nobody when the server is root). */
@@ -148,6 +150,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     metrics: observability.metrics,
     outbound: options.outbound,
     trustedProxies: options.trustedProxies,
+    requestsPerAddress: options.requestsPerAddress,
     oidc: options.oidc ? new OidcClient(options.oidc, options.outbound ?? defaultOutboundPolicy) : undefined,
   });
   try {
