@@ -28,6 +28,8 @@ import { resourceRoutes } from "./resources.js";
 import { defineRoute, isPublic, parseInput, type RouteSpec } from "./route.js";
 import { signInMethodRoutes } from "./signInMethods.js";
 import { targetTrustRoutes } from "./targetTrust.js";
+import { agentRoutes, registerAgentProtocol } from "./agents.js";
+import type { AgentHub } from "../transports/agent.js";
 import { taskRoutes } from "./tasks.js";
 import { teamRoutes } from "./teams.js";
 import { checkOrigin, sessionTokenOf, userRoutes } from "./users.js";
@@ -68,6 +70,8 @@ export interface AppOptions {
   oidc?: OidcClient;
   /** The built web dashboard's directory (default: dist/web of the package). */
   webRoot?: string;
+  /** The agents' hub: with it the server speaks ferry agent's protocol (docs/decisions/0030-agents.md). */
+  agents?: AgentHub;
 }
 
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -131,6 +135,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...healthRoutes(options.store),
     ...resourceRoutes(options.context, options.outbound),
     ...targetTrustRoutes(options.context),
+    ...agentRoutes(options.context, options.agents),
     ...dashboardRoutes(options.context, options.engine),
     ...(options.deployments ? releaseRoutes(options.deployments, options.outbound) : []),
     ...progressionRoutes(options.context),
@@ -176,6 +181,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     for (const stream of streams) stream.end();
   });
   for (const route of routes) registerRoute(app, auditedRoute(route, options.context), options.context, streams);
+  if (options.agents) registerAgentProtocol(app, options.context, options.agents);
   return app;
 }
 
