@@ -44,7 +44,10 @@ export function agentRoutes(context: StoreContext, hub: AgentHub | undefined): R
         action: "agentToken.create",
         change: ({ result }) => {
           const token = result as EnrolmentToken;
-          return { resource: { type: "agentToken", id: token.id, name: token.note || null }, after: tokenChange(token) };
+          return {
+            resource: { type: "agentToken", id: token.id, name: token.note || null },
+            after: tokenChange(token),
+          };
         },
       },
       handler: ({ body }) => agents.createEnrolmentToken(context, body),
@@ -114,11 +117,18 @@ export function agentRoutes(context: StoreContext, hub: AgentHub | undefined): R
       audit: {
         action: "agent.rotate",
         change: ({ params, result }) => ({
-          resource: { type: "target", id: null, name: (result as { target?: string } | undefined)?.target ?? params.target },
+          resource: {
+            type: "target",
+            id: null,
+            name: (result as { target?: string } | undefined)?.target ?? params.target,
+          },
           after: { credential: "rotated" },
         }),
       },
-      handler: async ({ params }) => ({ ...(await agents.rotateAgentCredential(context, params.target)), rotationPending: true }),
+      handler: async ({ params }) => ({
+        ...(await agents.rotateAgentCredential(context, params.target)),
+        rotationPending: true,
+      }),
     }),
     defineRoute({
       method: "POST",
@@ -131,7 +141,11 @@ export function agentRoutes(context: StoreContext, hub: AgentHub | undefined): R
       audit: {
         action: "agent.revoke",
         change: ({ params, result }) => ({
-          resource: { type: "target", id: null, name: (result as { target?: string } | undefined)?.target ?? params.target },
+          resource: {
+            type: "target",
+            id: null,
+            name: (result as { target?: string } | undefined)?.target ?? params.target,
+          },
           after: { credential: "revoked" },
         }),
       },

@@ -1,9 +1,17 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { AgentStatus, CreateEnrolmentToken, Enrol, EnrolmentToken } from "../domain/agents.js";
-import { InputError, NotFoundError, PreconditionError, UnauthenticatedError } from "../domain/errors.js";
 import type { FieldIssue } from "../domain/errors.js";
+import { InputError, NotFoundError, PreconditionError, UnauthenticatedError } from "../domain/errors.js";
 import type { Target } from "../domain/targets.js";
-import { type Executor, findNamed, newId, nowIso, resolveReferences, type StoreContext, throwIfIssues } from "./common.js";
+import {
+  type Executor,
+  findNamed,
+  newId,
+  nowIso,
+  resolveReferences,
+  type StoreContext,
+  throwIfIssues,
+} from "./common.js";
 import type { AgentEnrolmentTokenRow, AgentRow } from "./schema.js";
 import { createTarget } from "./targets.js";
 
@@ -88,7 +96,11 @@ export async function revokeEnrolmentToken({ db }: StoreContext, id: string): Pr
   if (row.revoked_at === null) {
     await db.updateTable("agent_enrolment_tokens").set({ revoked_at: nowIso() }).where("id", "=", id).execute();
   }
-  const updated = await db.selectFrom("agent_enrolment_tokens").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
+  const updated = await db
+    .selectFrom("agent_enrolment_tokens")
+    .selectAll()
+    .where("id", "=", id)
+    .executeTakeFirstOrThrow();
   return tokenView(db, updated);
 }
 
@@ -98,10 +110,7 @@ export async function revokeEnrolmentToken({ db }: StoreContext, id: string): Pr
  * credential. A target that cannot be created (its name is taken) gives the token back, so
  * the agent can try again with another name.
  */
-export async function enrolAgent(
-  context: StoreContext,
-  input: Enrol,
-): Promise<{ target: Target; credential: string }> {
+export async function enrolAgent(context: StoreContext, input: Enrol): Promise<{ target: Target; credential: string }> {
   const { db } = context;
   const refused = (why: string) =>
     new UnauthenticatedError(`${why}: ask a Ferry administrator for a new one (ferry agent-token create)`);
@@ -122,7 +131,10 @@ export async function enrolAgent(
     const outside = input.environments.filter((_, index) => !allowed.has(wanted[index] ?? ""));
     if (outside.length > 0) {
       throw new InputError(`this enrolment token does not allow the environments ${outside.join(", ")}`, [
-        { pointer: "/environments", detail: "name only environments the token was created for (ferry agent-token list)" },
+        {
+          pointer: "/environments",
+          detail: "name only environments the token was created for (ferry agent-token list)",
+        },
       ]);
     }
   }
@@ -166,9 +178,16 @@ export async function enrolAgent(
         created_at: nowIso(),
       })
       .execute();
-    await trx.updateTable("agent_enrolment_tokens").set({ used_by_target_id: target.id }).where("id", "=", row.id).execute();
+    await trx
+      .updateTable("agent_enrolment_tokens")
+      .set({ used_by_target_id: target.id })
+      .where("id", "=", row.id)
+      .execute();
   });
-  return { target: { ...target, transport: "agent", agent: { state: "never", since: nowIso(), rotationPending: false } }, credential };
+  return {
+    target: { ...target, transport: "agent", agent: { state: "never", since: nowIso(), rotationPending: false } },
+    credential,
+  };
 }
 
 /** Who an agent is, from its credential, and a rotated credential it has yet to pick up. */
@@ -193,10 +212,18 @@ export async function authenticateAgent(context: StoreContext, credential: strin
   const row = await db
     .selectFrom("agents as a")
     .innerJoin("targets as t", "t.id", "a.target_id")
-    .select(["a.target_id", "a.credential_hash", "a.next_credential_hash", "a.next_credential_sealed", "a.revoked_at", "t.name"])
+    .select([
+      "a.target_id",
+      "a.credential_hash",
+      "a.next_credential_hash",
+      "a.next_credential_sealed",
+      "a.revoked_at",
+      "t.name",
+    ])
     .where((eb) => eb.or([eb("a.credential_hash", "=", hash), eb("a.next_credential_hash", "=", hash)]))
     .executeTakeFirst();
-  if (!row) throw new UnauthenticatedError("this agent credential is not known: enrol the agent again with a new token");
+  if (!row)
+    throw new UnauthenticatedError("this agent credential is not known: enrol the agent again with a new token");
   if (row.revoked_at !== null) {
     throw new UnauthenticatedError(
       `the credential of agent target '${row.name}' was revoked at ${row.revoked_at}: enrol the host again with a new token (ferry agent-token create)`,
@@ -234,7 +261,8 @@ async function agentRowOf(db: Executor, reference: string): Promise<{ id: string
  */
 export async function rotateAgentCredential(context: StoreContext, reference: string): Promise<{ target: string }> {
   const { id, name, row } = await agentRowOf(context.db, reference);
-  if (row.revoked_at !== null) throw new PreconditionError(`the credential of '${name}' is revoked: enrol the host again`);
+  if (row.revoked_at !== null)
+    throw new PreconditionError(`the credential of '${name}' is revoked: enrol the host again`);
   const credential = newSecret(CREDENTIAL_PREFIX);
   await context.db
     .updateTable("agents")
@@ -256,7 +284,13 @@ export async function revokeAgentCredential(
   if (row.revoked_at === null) {
     await db
       .updateTable("agents")
-      .set({ revoked_at: nowIso(), next_credential_hash: null, next_credential_sealed: null, state: "revoked", state_at: nowIso() })
+      .set({
+        revoked_at: nowIso(),
+        next_credential_hash: null,
+        next_credential_sealed: null,
+        state: "revoked",
+        state_at: nowIso(),
+      })
       .where("target_id", "=", id)
       .execute();
   }
@@ -264,7 +298,11 @@ export async function revokeAgentCredential(
 }
 
 /** Records a change of an agent's link (connected, lost): written on changes only. */
-export async function setAgentState({ db }: StoreContext, targetId: string, state: "connected" | "lost"): Promise<void> {
+export async function setAgentState(
+  { db }: StoreContext,
+  targetId: string,
+  state: "connected" | "lost",
+): Promise<void> {
   await db
     .updateTable("agents")
     .set({ state, state_at: nowIso() })
@@ -287,7 +325,11 @@ export async function connectedAgents({ db }: StoreContext): Promise<{ targetId:
 /** The link status of agent targets, by target id, for the target list. */
 export async function agentStatuses(db: Executor, targetIds: readonly string[]): Promise<Map<string, AgentStatus>> {
   if (targetIds.length === 0) return new Map();
-  const rows = await db.selectFrom("agents").selectAll().where("target_id", "in", [...targetIds]).execute();
+  const rows = await db
+    .selectFrom("agents")
+    .selectAll()
+    .where("target_id", "in", [...targetIds])
+    .execute();
   return new Map(
     rows.map((row) => [
       row.target_id,

@@ -206,7 +206,11 @@ export async function updateTarget(context: StoreContext, reference: string, inp
     const { id } = await findNamed(trx, "targets", reference);
     await assertNameAndSlugFree(trx, "targets", { name: input.name, slug: input.slug }, id);
     const current = await trx.selectFrom("targets").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
-    if (input.transport !== undefined && input.transport !== current.transport && (input.transport === "agent" || current.transport === "agent")) {
+    if (
+      input.transport !== undefined &&
+      input.transport !== current.transport &&
+      (input.transport === "agent" || current.transport === "agent")
+    ) {
       throw new InputError("an agent target's transport cannot change, nor can another target become an agent one", [
         {
           pointer: "/transport",

@@ -3,12 +3,12 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { Agent as HttpAgent } from "node:http";
 import type { Socket } from "node:net";
 import { Duplex } from "node:stream";
+import { Response } from "undici";
 import type { AgentCall, EventsRequest, PollAnswer, PollRequest } from "../domain/agents.js";
 import { TaskFailure } from "../engine/types.js";
 import { DockerRuntime } from "../runtimes/docker.js";
 import type { Runtime, RuntimeKind, RuntimesByKind } from "../runtimes/types.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
-import { Response } from "undici";
 import type { HttpOutcome, HttpRequest } from "../steps/http.js";
 import { type AgentIdentity, connectedAgents, setAgentState } from "../store/agents.js";
 import type { StoreContext } from "../store/common.js";
@@ -332,8 +332,10 @@ export class AgentHub {
     opened.catch(() => undefined);
     try {
       await this.call(session, "tunnel", { tunnel: tunnelId, socket: socketPath }, { timeoutMs: OPERATION_TIMEOUT_MS });
-      return await withTimeout(opened, OPERATION_TIMEOUT_MS, () =>
-        new TaskFailure(`the agent of target '${session.name}' did not open ${socketPath} within 30 s`),
+      return await withTimeout(
+        opened,
+        OPERATION_TIMEOUT_MS,
+        () => new TaskFailure(`the agent of target '${session.name}' did not open ${socketPath} within 30 s`),
       );
     } catch (error) {
       session.tunnels.delete(tunnelId);
@@ -365,7 +367,8 @@ export class AgentHub {
       );
     }
     session.calls.clear();
-    for (const tunnel of session.tunnels.values()) tunnel.reject(new TaskFailure(`the agent of target '${session.name}' ${why}`));
+    for (const tunnel of session.tunnels.values())
+      tunnel.reject(new TaskFailure(`the agent of target '${session.name}' ${why}`));
     session.tunnels.clear();
   }
 
@@ -512,7 +515,9 @@ export class AgentTransport implements Transport {
    */
   runtime<K extends RuntimeKind>(kind: K): RuntimesByKind[K] {
     if (kind !== "docker") {
-      throw new TaskFailure(`the ${kind} runtime through an agent is not supported yet: use it on a local target for now`);
+      throw new TaskFailure(
+        `the ${kind} runtime through an agent is not supported yet: use it on a local target for now`,
+      );
     }
     this.#docker ??= new DockerRuntime({ socketPath: DOCKER_SOCKET, agent: new TunnelAgent(this) });
     return this.#docker as RuntimesByKind[K];
