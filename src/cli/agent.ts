@@ -87,7 +87,7 @@ async function runAgent(options: AgentOptions, env: FerryEnvironment): Promise<n
   const { LocalTransport } = await import("../transports/local.js");
   const { prepareWorkRoot, resolveLocalUser } = await import("../runtimes/localUser.js");
   const stateDir = resolve(options.stateDir ?? env.FERRY_AGENT_STATE_DIR ?? "/var/lib/ferry-agent");
-  const log = (message: string) => writeError(`${new Date().toISOString()} ferry agent: ${message}`);
+  const log = (message: string) => writeError(`${new Date().toISOString()} ferry agent: ${message}\n`);
   let saved = await readCredentialFile(stateDir);
   const serverOption = options.server ?? env.FERRY_AGENT_SERVER ?? saved?.server;
   if (!serverOption)
