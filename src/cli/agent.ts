@@ -157,12 +157,13 @@ async function runAgent(options: AgentOptions, env: FerryEnvironment): Promise<n
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
   log(`target '${credentials.targetName}' polling ${server.origin} for work`);
-  try {
-    return await host.run(stop.signal);
-  } finally {
-    process.off("SIGTERM", onSignal);
-    process.off("SIGINT", onSignal);
-  }
+  const code = await host.run(stop.signal);
+  process.off("SIGTERM", onSignal);
+  process.off("SIGINT", onSignal);
+  log(code === 0 ? "stopped" : `stopped (exit ${code})`);
+  // A keep-alive socket or a late timer must not keep a stopped agent alive (systemd waits for the exit).
+  setTimeout(() => process.exit(code), 1_000);
+  return code;
 }
 
 function tokenRow(token: EnrolmentToken): [string, string][] {

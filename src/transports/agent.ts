@@ -146,7 +146,7 @@ export class AgentHub {
     const session = this.#session(identity.targetId, identity.targetName);
     session.name = identity.targetName;
     if (request.leaving) {
-      this.#lose(session, "stopped (ferry agent was shut down)");
+      await this.#lose(session, "stopped (ferry agent was shut down)");
       return this.#empty();
     }
     this.#seen(session);
@@ -346,18 +346,19 @@ export class AgentHub {
   /** The credential of this agent was revoked: its calls fail and its held poll ends. */
   revoked(targetId: string): void {
     const session = this.#sessions.get(targetId);
-    if (session) this.#lose(session, "had its credential revoked", false);
+    if (session) void this.#lose(session, "had its credential revoked", false);
   }
 
-  #lose(session: AgentSession, why: string, persist = true): void {
+  #lose(session: AgentSession, why: string, persist = true): Promise<void> {
     const wasConnected = session.state === "connected";
     session.state = "lost";
     session.waiter?.(false);
     session.waiter = undefined;
     if (wasConnected) this.options.log?.(`agent of target '${session.name}' ${why}`);
-    if (persist && wasConnected) {
-      void setAgentState(this.options.context, session.targetId, "lost").catch(() => undefined);
-    }
+    const persisted =
+      persist && wasConnected
+        ? setAgentState(this.options.context, session.targetId, "lost").catch(() => undefined)
+        : Promise.resolve();
     for (const [id, pending] of session.calls) {
       if (pending.delivered) session.abandoned.add(id);
       pending.reject(
@@ -370,13 +371,14 @@ export class AgentHub {
     for (const tunnel of session.tunnels.values())
       tunnel.reject(new TaskFailure(`the agent of target '${session.name}' ${why}`));
     session.tunnels.clear();
+    return persisted;
   }
 
   #checkLinks(): void {
     const now = Date.now();
     for (const session of this.#sessions.values()) {
       if (session.state === "connected" && now - session.lastSeen > this.options.timeoutMs) {
-        this.#lose(
+        void this.#lose(
           session,
           `has not been heard from for ${Math.round((now - session.lastSeen) / 1000)} s (FERRY_AGENT_TIMEOUT_SECONDS=${Math.round(this.options.timeoutMs / 1000)}): its link is down or its host is gone`,
         );

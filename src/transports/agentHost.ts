@@ -359,7 +359,9 @@ export class AgentHost {
   async run(stop: AbortSignal): Promise<number> {
     await mkdir(this.#journalDir, { recursive: true, mode: 0o700 });
     await this.#recoverJournal();
-    const sender = this.#sendLoop(stop);
+    // The sender outlives the poll loop (answers still to deliver), then ends with the agent.
+    const senderStop = new AbortController();
+    const sender = this.#sendLoop(senderStop.signal);
     const watchdog = setInterval(() => this.#checkServer(), 1_000);
     let code = 0;
     try {
@@ -377,6 +379,8 @@ export class AgentHost {
         .json("POST", "/api/v1/agent/poll", { running: [], interrupted: [], leaving: true }, 3_000)
         .catch(() => undefined);
     }
+    senderStop.abort();
+    this.#wakeSender();
     await Promise.race([sender, sleep(1_000)]);
     return code;
   }
