@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { setMaxListeners } from "node:events";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -89,13 +90,18 @@ async function call(url: string, apiKey: string, method: string, path: string, b
   return text ? JSON.parse(text) : undefined;
 }
 
-/** A ServerClient that notes when its polls are answered, for the reconnection figure. */
+/**
+ * A ServerClient that notes when it sent its latest poll the server took, for the
+ * reconnection figure: when it was sent, not answered (an answer with no work comes only
+ * after the poll was held).
+ */
 class TimedClient extends ServerClient {
   lastPoll = 0;
 
   override async json(method: string, path: string, body: unknown, timeoutMs: number, signal?: AbortSignal) {
+    const sentAt = Date.now();
     const answer = await super.json(method, path, body, timeoutMs, signal);
-    if (path === "/api/v1/agent/poll") this.lastPoll = Date.now();
+    if (path === "/api/v1/agent/poll") this.lastPoll = Math.max(this.lastPoll, sentAt);
     return answer;
   }
 }
@@ -107,6 +113,8 @@ export async function agents(): Promise<BenchmarkResult> {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
   let server = await startServer(join(directory, "data"), port, apiKey);
   const stop = new AbortController();
+  // One signal for a thousand agents' waits.
+  setMaxListeners(0, stop.signal);
   const clients: TimedClient[] = [];
   const running: Promise<number>[] = [];
   try {

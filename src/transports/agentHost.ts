@@ -31,8 +31,12 @@ import type { OutputGate } from "./types.js";
 /** Exit code when the credential is refused (revoked, unknown): systemd's RestartPreventExitStatus keeps it stopped. */
 export const EXIT_CREDENTIAL_REFUSED = 78;
 
-/** Reconnecting: full jitter over an exponential window from 0.5 s, capped at 30 s. */
-const BACKOFF = { baseMs: 500, capMs: 30_000 };
+/**
+ * Reconnecting: full jitter over an exponential window from 0.5 s, capped at 10 s. The jitter
+ * spreads a fleet's returns; the cap bounds how long the last one takes (1,000 agents over
+ * 10 s are ~100 polls a second, which one server takes easily).
+ */
+const BACKOFF = { baseMs: 500, capMs: 10_000 };
 /** Buffered output above this makes the processes wait; below half of it they go on. */
 const BUFFER_HIGH_BYTES = 1024 * 1024;
 /** One events request carries at most this much. */
