@@ -105,6 +105,8 @@ export interface PollAnswer {
   cancel: string[];
   /** The link timeout: after this long without the server, the agent stops its running work. */
   timeoutMs: number;
+  /** The longest the server holds a poll: a poll unanswered well past it went into a dead link. */
+  holdMs: number;
   /** A rotated credential: the agent saves it and uses it from its next request. */
   credential?: string;
 }

@@ -193,7 +193,7 @@ export class AgentHub {
   }
 
   #empty(): PollAnswer {
-    return { calls: [], cancel: [], timeoutMs: this.options.timeoutMs };
+    return { calls: [], cancel: [], timeoutMs: this.options.timeoutMs, holdMs: this.holdMs };
   }
 
   #take(session: AgentSession, identity: AgentIdentity, running: ReadonlySet<string>): PollAnswer {
@@ -211,6 +211,7 @@ export class AgentHub {
       calls,
       cancel,
       timeoutMs: this.options.timeoutMs,
+      holdMs: this.holdMs,
       ...(identity.nextCredential !== undefined && { credential: identity.nextCredential }),
     };
   }

@@ -313,6 +313,8 @@ export class AgentHost {
   #sequence = 0;
   #lastContact = Date.now();
   #timeoutMs = DEFAULT_TIMEOUT_MS;
+  /** Until the server tells its own: the longest it holds a poll. */
+  #holdMs = 25_000;
   #stopping = false;
   readonly #journalDir: string;
   readonly #operations: Record<string, (input: unknown, call: CallContext) => Promise<unknown>>;
@@ -433,7 +435,8 @@ export class AgentHost {
           "POST",
           "/api/v1/agent/poll",
           { running: [...this.#active.keys(), ...this.#unacknowledged], interrupted: this.#interrupted },
-          this.#timeoutMs + 10_000,
+          // A held poll answers within holdMs; one still open 10 s later went into a dead link.
+          this.#holdMs + 10_000,
           stop,
         )) as PollAnswer;
       } catch (error) {
@@ -454,6 +457,7 @@ export class AgentHost {
       this.#contact();
       this.#interrupted = [];
       this.#timeoutMs = answer.timeoutMs;
+      this.#holdMs = answer.holdMs;
       if (answer.credential !== undefined && answer.credential !== this.options.client.credential) {
         // Saved first: an agent killed right after must not come back with a credential it lost.
         await this.options.saveCredential(answer.credential);
