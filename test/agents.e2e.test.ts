@@ -224,6 +224,46 @@ describe("ferry agent on real hosts", { timeout: 180_000 }, () => {
     expect(readdirSync(markerDir), "markers").toEqual([]);
   });
 
+  it("probes an address on the agent host's own loopback, which the server cannot reach", async () => {
+    const host = hosts.hosts[0];
+    if (!host) throw new Error("no host");
+    await waitUntil(async () => (await agentState("agent-0")) === "connected", 20_000);
+    const site = tempDir("ferry-agent-site-");
+    writeFileSync(join(site, "health"), "ok\n");
+    chmodSync(site, 0o755);
+    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    host.spawn("busybox", ["httpd", "-f", "-p", `127.0.0.1:${port}`, "-h", site]);
+    await waitUntil(() => {
+      try {
+        host.exec("busybox", ["wget", "-q", "-O", "-", `http://127.0.0.1:${port}/health`]);
+        return true;
+      } catch {
+        return false;
+      }
+    }, 10_000);
+    await expect(fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(2000) })).rejects.toThrow();
+    const slug = await newProject([
+      {
+        name: "probe",
+        kind: "health-check",
+        roles: ["a0"],
+        config: { url: `http://127.0.0.1:${port}/health`, intervalMs: 200, deadlineSeconds: 20 },
+      },
+      {
+        name: "probe-missing",
+        kind: "health-check",
+        roles: ["a0"],
+        required: false,
+        config: { url: `http://127.0.0.1:${port}/missing`, intervalMs: 200, deadlineSeconds: 2 },
+      },
+    ]);
+    const taskId = await release(slug);
+    const task = await test.waitForTask(taskId, 60_000);
+    const log = await logText(taskId);
+    expect(task.state, log).toBe("succeeded");
+    expect(log).toMatch(/optional step 'probe-missing' failed \(.*404/);
+  });
+
   it("kill -9 of the agent mid-step, then a restart: the step ran once and the task says what happened", async () => {
     const { stateDir, agent } = await enrolAgent(1, "agent-1", ["a1"]);
     const markerDir = tempDir("ferry-agent-once-");
