@@ -8,7 +8,7 @@ import { nameSchema, referenceSchema, roleSchema, slugSchema } from "./common.js
  */
 
 /** What an enrolment token is now: only a `usable` one enrols an agent. */
-export const enrolmentTokenStates = ["usable", "used", "expired", "revoked"] as const;
+const enrolmentTokenStates = ["usable", "used", "expired", "revoked"] as const;
 
 const uniqueList = <T extends z.ZodType<string>>(item: T, what: string) =>
   z.array(item).refine((values) => new Set(values).size === values.length, { message: `list each ${what} once` });
@@ -82,7 +82,7 @@ export type AgentStatus = z.infer<typeof agentStatusSchema>;
 // journalled and lost to a restart is reported interrupted, never started again).
 
 /** A call the server asks the agent to make: one Transport method, or a Docker tunnel. */
-export const agentCallSchema = z.object({
+const agentCallSchema = z.object({
   id: z.string().min(1).max(100),
   operation: z.string().min(1).max(50),
   input: z.unknown(),
@@ -124,7 +124,7 @@ const errorEventSchema = z.strictObject({
   kind: z.literal("error"),
   message: z.string().max(4000),
 });
-export const agentEventSchema = z.discriminatedUnion("kind", [lineEventSchema, resultEventSchema, errorEventSchema]);
+const agentEventSchema = z.discriminatedUnion("kind", [lineEventSchema, resultEventSchema, errorEventSchema]);
 export type AgentEvent = z.infer<typeof agentEventSchema>;
 
 export const eventsRequestSchema = z.strictObject({

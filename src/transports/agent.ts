@@ -413,7 +413,7 @@ async function withTimeout<T>(promise: Promise<T>, milliseconds: number, timedOu
 }
 
 /** An outbound policy as JSON (its address ranges' bytes as arrays), for the agent to apply on its host. */
-export function policyToJson(policy: OutboundPolicy): unknown {
+function policyToJson(policy: OutboundPolicy): unknown {
   return {
     allow: policy.allow.map((rule) => (rule.kind === "range" ? { ...rule, bytes: [...rule.bytes] } : rule)),
   };

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { type ClientRequest, request as httpRequest, type IncomingMessage } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { connect as netConnect, type Socket } from "node:net";
@@ -29,7 +29,7 @@ import type { OutputGate } from "./types.js";
  */
 
 /** Exit code when the credential is refused (revoked, unknown): systemd's RestartPreventExitStatus keeps it stopped. */
-export const EXIT_CREDENTIAL_REFUSED = 78;
+const EXIT_CREDENTIAL_REFUSED = 78;
 
 /**
  * Reconnecting: full jitter over an exponential window from 0.5 s, capped at 10 s. The jitter
@@ -83,7 +83,7 @@ export function saveCredentialFile(stateDir: string, file: AgentCredentialFile):
 }
 
 /** An HTTP failure with the server's problem detail. */
-export class AgentHttpError extends Error {
+class AgentHttpError extends Error {
   constructor(
     readonly status: number,
     message: string,
@@ -770,12 +770,4 @@ export class AgentHost {
 
 function eventBytes(event: AgentEvent): number {
   return event.kind === "line" ? event.text.length + 64 : 256;
-}
-
-/** True when a path exists (the credential file, the Docker socket). */
-export async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
 }
