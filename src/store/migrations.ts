@@ -690,7 +690,8 @@ const migrations: Record<string, Migration> = {
         .createTable("agents")
         .addColumn("target_id", "text", (c) => c.primaryKey().references("targets.id").onDelete("cascade"))
         .addColumn("credential_hash", "text", (c) => c.notNull().unique())
-        .addColumn("next_credential_hash", "text")
+        // Unique (so indexed): every agent request looks its credential up in both columns.
+        .addColumn("next_credential_hash", "text", (c) => c.unique())
         .addColumn("next_credential_sealed", "text")
         .addColumn("revoked_at", "text")
         // connected | lost | never, written on changes only (not on every poll).

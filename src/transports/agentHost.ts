@@ -39,8 +39,8 @@ const EXIT_CREDENTIAL_REFUSED = 78;
 const BACKOFF = { baseMs: 500, capMs: 10_000 };
 /** Buffered output above this makes the processes wait; below half of it they go on. */
 const BUFFER_HIGH_BYTES = 1024 * 1024;
-/** One events request carries at most this much. */
-const BATCH_BYTES = 256 * 1024;
+/** One events request carries at most this much text: JSON escaping may make it up to 6× larger, still under the server's 1 MiB. */
+const BATCH_BYTES = 128 * 1024;
 /** A response body a `request` call answers with is cut here (health checks read little). */
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 /** Until the server tells its own: how long without it before running work is stopped. */
@@ -732,9 +732,26 @@ export class AgentHost {
         );
       } catch (error) {
         if (error instanceof AgentHttpError && error.status === 401) return;
-        if (error instanceof AgentHttpError && error.status === 400) {
-          // Refused as malformed: sending it again would not help.
-          this.options.log(`the server refused a batch of output: ${error.message}`);
+        if (
+          error instanceof AgentHttpError &&
+          error.status >= 400 &&
+          error.status < 500 &&
+          error.status !== 408 &&
+          error.status !== 429
+        ) {
+          // Refused as it is (malformed, too large): sending it again would not help. Its output
+          // lines are dropped; answers go again on their own (the server waits for them), and
+          // are dropped only when refused alone.
+          const lines = batch.filter((event) => event.kind === "line");
+          this.options.log(
+            `the server refused a batch of output (${error.message}); ${lines.length > 0 ? `${lines.length} line(s) dropped` : "answers dropped"}`,
+          );
+          const dropped = new Set(lines.length > 0 ? lines : batch);
+          this.#events = this.#events.filter((event) => !dropped.has(event));
+          this.#bufferedBytes = this.#events.reduce((total, event) => total + eventBytes(event), 0);
+          for (const event of dropped) if (event.kind !== "line") this.#unacknowledged.delete(event.call);
+          this.#releaseDrainWaiters();
+          continue;
         } else {
           if (stop.aborted && this.#stopping && attempt > 3) return;
           await sleep(fullJitterDelay(attempt++, BACKOFF));
