@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRuntime } from "../src/runtimes/docker.js";
-import { FERRY } from "./helpers/cli.js";
+import { expectSuccess, FERRY, isolatedEnv, parseJson, runFerry } from "./helpers/cli.js";
 import { buildDemoImage, removeImages } from "./helpers/images.js";
 import { freePort, startRegistry } from "./helpers/registry.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
@@ -430,6 +430,35 @@ describe("ferry agent on real hosts", { timeout: 180_000 }, () => {
       await registry.stop();
       if (reference) await removeImages([reference]);
     }
+  });
+
+  it("the CLI creates, lists and revokes tokens, shows agent targets, and rotates and revokes credentials", async () => {
+    const home = tempDir("ferry-agent-cli-");
+    const env = isolatedEnv(home, { FERRY_URL: test.server.url, FERRY_API_KEY: test.apiKey });
+    const cli = (args: string[]) => runFerry(args, env, { timeoutMs: 60_000 });
+    const created = await cli(["agent-token", "create", "--env", "dev", "--expires", "5", "--note", "cli", "--json"]);
+    expectSuccess(created);
+    const token = parseJson<{ id: string; token: string; environments: string[] }>(created);
+    expect(token.environments).toEqual(["dev"]);
+    const listed = await cli(["agent-token", "list"]);
+    expectSuccess(listed);
+    expect(listed.stdout).toContain(token.id);
+    expect(listed.stdout).not.toContain(token.token);
+    const revoked = await cli(["agent-token", "revoke", token.id]);
+    expectSuccess(revoked);
+    expect(revoked.stdout).toContain("revoked");
+
+    await enrolAgent(0, "agent-cli", ["nothing"]);
+    const targets = await cli(["target", "list"]);
+    expectSuccess(targets);
+    expect(targets.stdout).toMatch(/agent-cli .*agent .*connected/);
+    const shown = await cli(["target", "show", "agent-cli"]);
+    expectSuccess(shown);
+    expect(shown.stdout).toMatch(/credential\s+set/);
+    expectSuccess(await cli(["target", "rotate-credential", "agent-cli"]));
+    const gone = await cli(["target", "revoke-credential", "agent-cli"]);
+    expectSuccess(gone);
+    expect(gone.stdout).toContain("revoked");
   });
 
   it("SIGTERM stops the agent cleanly and the target shows it gone at once", async () => {

@@ -274,7 +274,7 @@ export class AgentHub {
     if (session.state !== "connected") {
       return Promise.reject(
         new TaskFailure(
-          `the agent of target '${session.name}' is not connected: start ferry agent on the host, or check that it can reach this server (ferry target get ${session.name} shows its state)`,
+          `the agent of target '${session.name}' is not connected: start ferry agent on the host, or check that it can reach this server (ferry target show ${session.name} shows its state)`,
         ),
       );
     }
