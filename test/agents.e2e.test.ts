@@ -454,7 +454,7 @@ describe("ferry agent on real hosts", { timeout: 180_000 }, () => {
     expect(targets.stdout).toMatch(/agent-cli .*agent .*connected/);
     const shown = await cli(["target", "show", "agent-cli"]);
     expectSuccess(shown);
-    expect(shown.stdout).toMatch(/credential\s+set/);
+    expect(shown.stdout).toMatch(/credential:\s+set/);
     expectSuccess(await cli(["target", "rotate-credential", "agent-cli"]));
     const gone = await cli(["target", "revoke-credential", "agent-cli"]);
     expectSuccess(gone);
