@@ -430,6 +430,7 @@ export class AgentHost {
     let attempt = 0;
     while (!stop.aborted) {
       let answer: PollAnswer;
+      const credential = this.options.client.credential;
       try {
         answer = (await this.options.client.json(
           "POST",
@@ -441,6 +442,9 @@ export class AgentHost {
         )) as PollAnswer;
       } catch (error) {
         if (stop.aborted) break;
+        if (error instanceof AgentHttpError && error.status === 401 && this.options.client.credential !== credential) {
+          continue;
+        }
         if (error instanceof AgentHttpError && error.status === 401) {
           this.options.log(`the server refused this agent: ${error.message}`);
           return EXIT_CREDENTIAL_REFUSED;
@@ -723,6 +727,7 @@ export class AgentHost {
         count++;
       }
       const batch = this.#events.slice(0, count);
+      const credential = this.options.client.credential;
       try {
         await this.options.client.json(
           "POST",
@@ -731,6 +736,10 @@ export class AgentHost {
           30_000,
         );
       } catch (error) {
+        // Sent with the credential a rotation just replaced: again, with the new one.
+        if (error instanceof AgentHttpError && error.status === 401 && this.options.client.credential !== credential) {
+          continue;
+        }
         if (error instanceof AgentHttpError && error.status === 401) return;
         if (
           error instanceof AgentHttpError &&
