@@ -264,6 +264,32 @@ describe("ferry agent on real hosts", { timeout: 180_000 }, () => {
     expect(log).toMatch(/optional step 'probe-missing' failed \(.*404/);
   });
 
+  it("a cancel mid-step stops the process on the agent's host, with what it started", async () => {
+    await waitUntil(async () => (await agentState("agent-0")) === "connected", 20_000);
+    const markerDir = tempDir("ferry-agent-cancel-");
+    chmodSync(markerDir, 0o777);
+    const slug = await newProject([
+      {
+        name: "slow",
+        kind: "script",
+        roles: ["a0"],
+        config: {
+          script: `(sleep 4; touch ${markerDir}/background) &\necho started\nsleep 4\ntouch ${markerDir}/foreground`,
+        },
+      },
+    ]);
+    const taskId = await release(slug);
+    await waitForLine(taskId, "started");
+    const cancelled = await test.call("POST", `/api/v1/tasks/${taskId}/cancel`);
+    expect(cancelled.status, JSON.stringify(cancelled.body)).toBeLessThan(300);
+    const task = await test.waitForTask(taskId, 30_000);
+    expect(task.state).toBe("cancelled");
+    // The namespaces share this machine's process table: none of the task's processes is left.
+    await waitUntil(() => processesCarrying(`FERRY_TASK_ID=${taskId}`).length === 0, 10_000);
+    await sleep(5_000);
+    expect(readdirSync(markerDir)).toEqual([]);
+  });
+
   it("kill -9 of the agent mid-step, then a restart: the step ran once and the task says what happened", async () => {
     const { stateDir, agent } = await enrolAgent(1, "agent-1", ["a1"]);
     const markerDir = tempDir("ferry-agent-once-");
@@ -479,4 +505,17 @@ async function waitUntil(
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms ${detail()}`);
     await sleep(100);
   }
+}
+
+function processesCarrying(entry: string): number[] {
+  const found: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (readFileSync(`/proc/${name}/environ`, "latin1").split("\0").includes(entry)) found.push(Number(name));
+    } catch {
+      // Gone, or not readable.
+    }
+  }
+  return found;
 }
