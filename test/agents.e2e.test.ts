@@ -487,6 +487,31 @@ describe("ferry agent on real hosts", { timeout: 180_000 }, () => {
     expect(gone.stdout).toContain("revoked");
   });
 
+  it("SIGTERM mid-step: the step gets the grace period, then is stopped and reported, and the agent exits 0", async () => {
+    const { agent } = await enrolAgent(1, "agent-term", ["term"]);
+    const markerDir = tempDir("ferry-agent-term-");
+    chmodSync(markerDir, 0o777);
+    const slug = await newProject([
+      {
+        name: "outlives-grace",
+        kind: "script",
+        roles: ["term"],
+        config: { script: `echo started\nsleep 20\ntouch ${markerDir}/finished` },
+      },
+    ]);
+    const taskId = await release(slug);
+    await waitForLine(taskId, "started");
+    // The agent was started with --stop-grace 2.
+    agent.child.kill("SIGTERM");
+    expect(await agent.exited).toBe(0);
+    const task = await test.waitForTask(taskId, 30_000);
+    expect(task.state).toBe("failed");
+    expect(String(task.error)).toContain("was stopped (SIGTERM) while this step ran");
+    expect(agent.output()).toContain("waiting up to 2 s for 1 running call(s)");
+    expect(processesCarrying(`FERRY_TASK_ID=${taskId}`)).toEqual([]);
+    expect(readdirSync(markerDir)).toEqual([]);
+  });
+
   it("SIGTERM stops the agent cleanly and the target shows it gone at once", async () => {
     const { agent } = await enrolAgent(0, "agent-stopped", ["nothing"]);
     agent.child.kill("SIGTERM");
