@@ -38,6 +38,7 @@ interface AgentOptions {
   runAs?: string;
   runAsUids?: string;
   workDir?: string;
+  caFile?: string;
   dockerSocket: string;
   stopGrace: number;
 }
@@ -67,6 +68,7 @@ export function addAgentCommand(program: Command, environment: () => FerryEnviro
     )
     .option("--run-as-uids <first-last>", "the uids per-task accounts come from (as FERRY_RUN_AS_UIDS)")
     .option("--work-dir <dir>", "where tasks keep working files on this host (as FERRY_WORK_DIR)")
+    .option("--ca-file <path>", "PEM certificates to trust for an https server (a private CA) instead of the system's")
     .option("--docker-socket <path>", "the Docker engine's socket on this host", "/var/run/docker.sock")
     .option(
       "--stop-grace <seconds>",
@@ -98,6 +100,12 @@ async function runAgent(options: AgentOptions, env: FerryEnvironment): Promise<n
       `this host is enrolled with ${saved.server} (${join(stateDir, "agent.json")}); remove that file to enrol it with another server`,
     );
   }
+  const ca =
+    options.caFile === undefined
+      ? undefined
+      : await readFile(options.caFile, "utf8").catch(() => {
+          throw new UsageError(`cannot read the CA file ${options.caFile}`);
+        });
   if (!saved) {
     const token =
       options.tokenFile !== undefined
@@ -113,7 +121,7 @@ async function runAgent(options: AgentOptions, env: FerryEnvironment): Promise<n
       );
     }
     if (!options.environments) throw new UsageError("first start: name the target's environments with --environments");
-    const client = new ServerClient(server, undefined);
+    const client = new ServerClient(server, undefined, { ca });
     try {
       saved = await enrol(client, stateDir, {
         token,
@@ -137,7 +145,7 @@ async function runAgent(options: AgentOptions, env: FerryEnvironment): Promise<n
       ? await prepareWorkRoot(stateDir, options.workDir ?? env.FERRY_WORK_DIR)
       : resolve(options.workDir ?? join(stateDir, "work"));
   const credentials = saved;
-  const client = new ServerClient(server, credentials.credential);
+  const client = new ServerClient(server, credentials.credential, { ca });
   const host = new AgentHost({
     client,
     stateDir,

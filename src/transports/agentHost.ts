@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { type ClientRequest, request as httpRequest, type IncomingMessage } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
-import { connect as netConnect, type Socket } from "node:net";
+import { isIP, connect as netConnect, type Socket } from "node:net";
 import { join, resolve as resolvePath, sep } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { connect as tlsConnect } from "node:tls";
@@ -104,7 +104,7 @@ function proxyAgentFor(server: URL, environment: NodeJS.ProcessEnv): HttpsAgent 
   const proxyUrl = new URL(proxy);
   class ConnectAgent extends HttpsAgent {
     override createConnection(
-      options: import("node:http").RequestOptions & { servername?: string },
+      options: import("node:http").RequestOptions & { servername?: string; ca?: string | Buffer | (string | Buffer)[] },
       done?: (error: Error | null, stream: import("node:stream").Duplex) => void,
     ) {
       const callback = (error: Error | null, socket?: import("node:stream").Duplex) => done?.(error, socket as never);
@@ -123,7 +123,16 @@ function proxyAgentFor(server: URL, environment: NodeJS.ProcessEnv): HttpsAgent 
           callback(new Error(`the proxy ${proxyUrl.host} refused CONNECT to ${host}:${port} (${response.statusCode})`));
           return;
         }
-        callback(null, tlsConnect({ socket, servername: String(options.servername ?? host) }));
+        // The name to check the certificate against is the server's, not the proxy's; SNI takes names only.
+        const servername = options.servername || host;
+        const tls = tlsConnect({
+          socket,
+          host,
+          ...(isIP(servername) === 0 && { servername }),
+          ...(options.ca !== undefined && { ca: options.ca }),
+        });
+        tls.once("secureConnect", () => callback(null, tls));
+        tls.once("error", (error) => callback(error));
       });
       connectRequest.once("error", (error) => callback(error));
       connectRequest.end();
@@ -136,13 +145,19 @@ function proxyAgentFor(server: URL, environment: NodeJS.ProcessEnv): HttpsAgent 
 /** The server as the agent calls it: JSON requests with its credential, over HTTP(S), through a proxy if set. */
 export class ServerClient {
   readonly #agent: HttpsAgent | undefined;
+  readonly #ca: string | undefined;
 
+  /**
+   * @param options.environment where HTTPS_PROXY and NO_PROXY are read (the process's own by default)
+   * @param options.ca PEM certificates to trust for an https server (a private CA), instead of the system's
+   */
   constructor(
     readonly server: URL,
     public credential: string | undefined,
-    environment: NodeJS.ProcessEnv = process.env,
+    options: { environment?: NodeJS.ProcessEnv; ca?: string | undefined } = {},
   ) {
-    this.#agent = proxyAgentFor(server, environment);
+    this.#agent = proxyAgentFor(server, options.environment ?? process.env);
+    this.#ca = options.ca;
   }
 
   /** Starts a request to the server (the caller writes the body). */
@@ -156,6 +171,7 @@ export class ServerClient {
         ...(this.credential !== undefined && { authorization: `Bearer ${this.credential}` }),
       },
       ...(this.#agent && { agent: this.#agent }),
+      ...(this.#ca !== undefined && url.protocol === "https:" && { ca: this.#ca }),
     });
   }
 
