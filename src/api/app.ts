@@ -13,8 +13,10 @@ import { authenticateApiKey, type Identity } from "../store/apiKeys.js";
 import type { StoreContext } from "../store/common.js";
 import type { Store } from "../store/db.js";
 import { authenticateSession } from "../store/users.js";
+import type { AgentHub } from "../transports/agent.js";
 import { accessOf, accessOfRequest, authorize, authorizePath } from "./access.js";
 import { AddressQueue } from "./addressQueue.js";
+import { agentRoutes, registerAgentProtocol } from "./agents.js";
 import { auditedRoute, auditRoutes } from "./audit.js";
 import { dashboardRoutes } from "./dashboard.js";
 import { doraRoutes } from "./dora.js";
@@ -73,6 +75,8 @@ export interface AppOptions {
   requestsPerAddress?: number | undefined;
   /** The built web dashboard's directory (default: dist/web of the package). */
   webRoot?: string;
+  /** The agents' hub: with it the server speaks ferry agent's protocol (docs/decisions/0030-agents.md). */
+  agents?: AgentHub;
 }
 
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -143,6 +147,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...healthRoutes(options.store),
     ...resourceRoutes(options.context, options.outbound),
     ...targetTrustRoutes(options.context),
+    ...agentRoutes(options.context, options.agents),
     ...dashboardRoutes(options.context, options.engine),
     ...(options.deployments ? releaseRoutes(options.deployments, options.outbound) : []),
     ...progressionRoutes(options.context),
@@ -195,6 +200,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       response.raw.on("close", () => streams.delete(response.raw));
     });
   }
+  if (options.agents) registerAgentProtocol(app, options.context, options.agents);
   return app;
 }
 

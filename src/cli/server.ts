@@ -74,6 +74,7 @@ export function addServerCommand(program: Command, environment: () => FerryEnvir
         runAs: env.FERRY_RUN_AS,
         runAsUids: env.FERRY_RUN_AS_UIDS,
         workDir: env.FERRY_WORK_DIR,
+        agentTimeoutMs: env.FERRY_AGENT_TIMEOUT_SECONDS * 1000,
       });
       stopOnSignals(server);
     });

@@ -134,6 +134,12 @@ const environmentSchema = z.object({
   FERRY_RUN_AS_UIDS: z.string().min(1).max(40).optional(),
   /** Server: where tasks keep working files (default: a directory of the server's in the system's temporary directory). */
   FERRY_WORK_DIR: z.string().min(1).optional(),
+  /** Server: an agent not heard from for this long is marked lost and steps on it fail (docs/targets.md). */
+  FERRY_AGENT_TIMEOUT_SECONDS: z.coerce.number().int().min(3).max(3600).default(45),
+  /** ferry agent: its settings when not given as options (docs/targets.md). */
+  FERRY_AGENT_SERVER: z.url().optional(),
+  FERRY_AGENT_TOKEN: z.string().min(1).max(200).optional(),
+  FERRY_AGENT_STATE_DIR: z.string().min(1).optional(),
   FERRY_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   /** CLI: the server to talk to and the key to use (override `ferry login`). */
   FERRY_URL: z.url().optional(),
