@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { type Command, InvalidArgumentError } from "commander";
 import type { Target } from "../domain/targets.js";
+import { addAgentCredentialCommands } from "./agent.js";
 import { segment } from "./client.js";
 import { UsageError } from "./errors.js";
 import { list } from "./output.js";
@@ -37,6 +38,7 @@ const spec: ResourceGroupSpec<Target> = {
     ["runtimes", (target) => list(target.runtimes)],
     ["ssh", (target) => reachedAt(target)],
     ["router", (target) => (target.router ? `${target.router.driver} ${target.router.listen}` : "")],
+    ["agent", (target) => target.agent?.state ?? ""],
   ],
   fields: (target) => [
     ["id", target.id],
@@ -63,8 +65,14 @@ const spec: ResourceGroupSpec<Target> = {
             "router",
             `${target.router.driver} on ${target.router.listen} (admin API on 127.0.0.1:${target.router.adminPort})`,
           ],
-          ["router state", target.router.stateDir ?? "~/.local/state/ferry/proxy of the SSH user"],
+          ["router state", target.router.stateDir ?? "~/.local/state/ferry/proxy of the account work runs as"],
           ["router command", target.router.command],
+        ] as [string, string][])
+      : []),
+    ...(target.agent
+      ? ([
+          ["agent", `${target.agent.state}${target.agent.since ? ` since ${target.agent.since}` : ""}`],
+          ["credential", target.agent.rotationPending ? "set (a rotated one waits for the agent)" : "set"],
         ] as [string, string][])
       : []),
   ],
@@ -82,7 +90,10 @@ const fieldOptions = {
 function withTargetOptions(command: Command): Command {
   return command
     .option("--role <role>", "a role (repeat for several)", collect)
-    .option("--transport <kind>", "how Ferry reaches it: local (this server's host) or ssh")
+    .option(
+      "--transport <kind>",
+      "how Ferry reaches it: local (this server's host) or ssh (agent targets are made by enrolling: ferry agent-token create)",
+    )
     .option("--runtime <kind>", "docker or process (repeat for both)", collect)
     .option("--slug <slug>")
     .option("--ssh-host <host>", "ssh: the host's name or address")
@@ -208,4 +219,5 @@ export function addTargetCommands(program: Command, context: CliContext): void {
     );
   });
   addTrustCommand(group, context);
+  addAgentCredentialCommands(group, context);
 }

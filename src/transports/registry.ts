@@ -2,15 +2,17 @@ import type { TransportKind } from "../domain/targets.js";
 import type { TargetInfo } from "../store/deployments.js";
 import type { HostRouter } from "../traffic/hostRouter.js";
 import { hostRouter, type LazyRouter } from "../traffic/routers.js";
+import { type AgentHub, agentTarget } from "./agent.js";
 import { type LocalTransport, localTarget } from "./local.js";
 import { type SshConnections, SshTransport, sshTarget } from "./ssh.js";
 import type { Target, Transport } from "./types.js";
 
-/** What the transports of a server share: the server's own host and its router, the SSH connection pool. */
+/** What the transports of a server share: the server's own host and its router, the SSH connection pool, the agents' hub. */
 export interface TransportServices {
   local: LocalTransport;
   router: LazyRouter | undefined;
   ssh: SshConnections;
+  agents: AgentHub;
   /** Where the routers of remote hosts say what they did (started a proxy there). */
   log?: ((message: string) => void) | undefined;
 }
@@ -52,6 +54,10 @@ export function targetResolver(services: TransportServices): (info: TargetInfo |
     ssh: (info) => {
       const transport = sshTransport(info.id);
       return sshTarget(transport, info, routerOfHost(info, transport));
+    },
+    agent: (info) => {
+      const transport = services.agents.transport(info.id, info.name);
+      return agentTarget(transport, info, routerOfHost(info, transport));
     },
   };
   return (info) => (info ? kinds[info.transport](info) : localTarget(services.local, services.router, SERVER_HOST));
