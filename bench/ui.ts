@@ -268,7 +268,7 @@ async function runOn(dialect: Dialect, deployments: number, lines: number, datab
  */
 async function loadDashboard(page: Page, url: string): Promise<number> {
   await page.goto(`${url}/`, { waitUntil: "commit" });
-  return (await page.evaluate(`new Promise((resolve) => {
+  const interactive = (await page.evaluate(`new Promise((resolve) => {
     const check = () => {
       if (document.querySelector(".matrix a.cell")) {
         requestAnimationFrame(() => setTimeout(() => resolve(performance.now())));
@@ -276,6 +276,10 @@ async function loadDashboard(page: Page, url: string): Promise<number> {
     };
     check();
   })`)) as number;
+  // The rest of the projects loads after the first rows show: the next load starts once the
+  // server has answered it all, as a person's next visit would.
+  await page.getByText(/running · \d+ waiting for a decision/).waitFor({ timeout: 60_000 });
+  return interactive;
 }
 
 /** Every JavaScript file the page loaded, in bytes as received (compressed). */
@@ -292,12 +296,14 @@ async function filterDashboard(page: Page): Promise<number> {
   await input.fill("");
   const started = Date.now();
   await input.fill("project-0500");
-  await page.waitForFunction(
-    `document.querySelectorAll(".matrix tbody th[scope=row]").length === 1 &&
-     document.querySelector(".matrix tbody th[scope=row]").textContent.startsWith("project-0500")`,
-    undefined,
-    { polling: "raf" },
-  );
+  await page.evaluate(`new Promise((resolve) => {
+    const check = () => {
+      const rows = document.querySelectorAll(".matrix tbody th[scope=row]");
+      if (rows.length === 1 && rows[0].textContent.startsWith("project-0500")) resolve();
+      else requestAnimationFrame(check);
+    };
+    check();
+  })`);
   const elapsed = Date.now() - started;
   await input.fill("");
   return elapsed;
