@@ -381,16 +381,25 @@ async function scrollLog(page: Page, server: FerryProcess, taskId: string, lines
         seen.set(line, text);
       }
     };
+    // Rows are 20 px and the log's lines are numbered from 1: the view from scrollTop shows
+    // lines top / 20 + 1 … (top + height) / 20. A view is done when its first and last are in.
+    const rendered = (line) => log.querySelector('.log-row[data-line="' + line + '"]') !== null;
+    const shown = async () => {
+      const last = Math.min(${logLines}, Math.floor((log.scrollTop + log.clientHeight - 1) / 20) + 1);
+      // At most 5 s: a view that never fills is then counted by the lines it lost.
+      for (let frames = 0; frames < 300; frames++) {
+        await frame();
+        if (rendered(Math.floor(log.scrollTop / 20) + 1) && rendered(last)) return;
+      }
+    };
     log.scrollTop = 0;
-    await frame();
-    await frame();
+    await shown();
     record();
     const view = log.clientHeight - 20;
     for (let top = view; top < log.scrollHeight; top += view) {
       const begun = performance.now();
       log.scrollTop = top;
-      await frame();
-      await frame();
+      await shown();
       steps.push(performance.now() - begun);
       record();
     }

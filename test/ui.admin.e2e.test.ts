@@ -195,7 +195,9 @@ describe("web dashboard: administrators edit grants, roles and passwords", () =>
 
     await page.goto(url("/admin/users"));
     const bob = page.getByRole("row", { name: /bob/ });
-    await bob.getByRole("button", { name: "Reset the password of bob" }).click();
+    await bob.waitFor();
+    await expectAccessible("the users page");
+    await bob.getByRole("button", { name: "Reset password of bob" }).click();
     const form = page.getByRole("form", { name: "New password for bob" });
     const field = form.getByLabel("New password (12 characters or more)");
     expect(await field.getAttribute("type")).toBe("password");

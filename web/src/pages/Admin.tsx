@@ -603,7 +603,7 @@ function ResetPassword({ user, onReset }: { user: User; onReset(): void }) {
     <InlineEditor
       summary={null}
       changeText="Reset password"
-      changeLabel={`Reset the password of ${user.username}`}
+      changeLabel={`Reset password of ${user.username}`}
       formLabel={`New password for ${user.username}`}
       saveLabel="Set password"
       onOpen={() => setPassword("")}
