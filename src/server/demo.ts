@@ -6,9 +6,9 @@ import { fileURLToPath } from "node:url";
 import { createLifecycleSchema } from "../domain/lifecycles.js";
 import { isTerminal } from "../domain/tasks.js";
 import { autoDeployNewRelease, promote } from "../engine/deploymentRequests.js";
+import type { DeploymentServices } from "../engine/deployments.js";
 import { pinImages } from "../feeds/images.js";
 import { defaultOutboundPolicy } from "../security/outboundGuard.js";
-import type { DeploymentServices } from "../engine/deployments.js";
 import { validateSteps } from "../steps/registry.js";
 import type { StoreContext } from "../store/common.js";
 import { countRows } from "../store/common.js";
@@ -282,7 +282,10 @@ export async function demoAdminSignIn(context: StoreContext): Promise<{ username
  * The runtime a seeded demo uses (what its first run chose), and for containers points the
  * demo's feed at this run's registry (its port is new at every start).
  */
-export async function demoRuntimeOf(context: StoreContext, registryUrl: string | undefined): Promise<"process" | "docker"> {
+export async function demoRuntimeOf(
+  context: StoreContext,
+  registryUrl: string | undefined,
+): Promise<"process" | "docker"> {
   const feed = await getFeed(context, DEMO_FEED).catch(() => undefined);
   if (!feed) return "process";
   if (registryUrl !== undefined && feed.url !== registryUrl) await updateFeed(context, DEMO_FEED, { url: registryUrl });

@@ -2,8 +2,8 @@ import { execFile, spawn } from "node:child_process";
 import { copyFile, cp, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { promisify } from "node:util";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 
 /*
  * The demo app as a container image, built on this host without anything from the
@@ -79,7 +79,11 @@ async function stageRoot(root: string): Promise<void> {
 
 /** Waits for an engine stream (import, push) to end; its error lines become an exception. */
 function followProgress(
-  engine: { modem: { followProgress(stream: NodeJS.ReadableStream, done: (error: Error | null, output: unknown[]) => void): void } },
+  engine: {
+    modem: {
+      followProgress(stream: NodeJS.ReadableStream, done: (error: Error | null, output: unknown[]) => void): void;
+    };
+  },
   stream: NodeJS.ReadableStream,
 ): Promise<void> {
   return new Promise((resolve, reject) => {

@@ -81,7 +81,12 @@ export async function startDemoRegistry(directory: string): Promise<DemoRegistry
         await writeFile(join(uploads, id), await body(request));
         const digest = url.searchParams.get("digest");
         if (digest) return finishUpload(response, name, id, digest);
-        response.writeHead(202, { location: location(id), "docker-upload-uuid": id, range: "0-0", "content-length": 0 });
+        response.writeHead(202, {
+          location: location(id),
+          "docker-upload-uuid": id,
+          range: "0-0",
+          "content-length": 0,
+        });
         return void response.end();
       }
       if (!/^[0-9a-f-]{36}$/.test(rest) || !(await exists(join(uploads, rest)))) {
