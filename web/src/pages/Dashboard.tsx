@@ -32,6 +32,9 @@ async function fetchDashboard(client: QueryClient): Promise<DashboardData> {
   if (first.items.length >= first.total) return { ...first, complete: true };
   if (client.getQueryData(DASHBOARD_KEY) === undefined) {
     client.setQueryData<DashboardData>(DASHBOARD_KEY, { ...first, complete: false });
+    // The rest is asked for once those rows are on screen: on a small machine the server's
+    // work for a thousand projects would otherwise compete with the first paint.
+    await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
   }
   const offsets: number[] = [];
   for (let offset = first.items.length; offset < first.total; offset += PAGE) offsets.push(offset);
