@@ -95,6 +95,15 @@ describe.each([{ runtime: "process" }, { runtime: "docker" }] as const)(
         const { default: Docker } = await import("dockerode");
         const docker = new Docker();
         for (const container of await demoContainers()) await docker.getContainer(container.id).remove({ force: true });
+        // The image the demo built (≈ 100 MB: this host's Node.js), under each registry it had.
+        for (const host of registries) {
+          const images = await docker.listImages({ filters: { reference: [`${host}/demo/hello`] } });
+          for (const image of images)
+            await docker
+              .getImage(image.Id)
+              .remove({ force: true })
+              .catch(() => undefined);
+        }
       }
       const proxyPid = Number(
         (await readFile(join(home, "data", "proxy", "proxy.pid"), "utf8").catch(() => "")).trim(),
