@@ -4,6 +4,7 @@ import { NavLink, useParams } from "react-router";
 import { api, describeError, query } from "../api/client";
 import type { AccessRole, Page, Permission, Team, User } from "../api/types";
 import { ConfirmButton } from "../components/ConfirmButton";
+import { DataTable } from "../components/DataTable";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
 import { FormCard, InlineEditor } from "../components/Forms";
 import { RelativeTime } from "../components/RelativeTime";
@@ -96,75 +97,60 @@ function Users({ selfId }: { selfId: string }) {
         {notice && <span className="notice notice-ok">{notice}</span>}
       </p>
       {users.data && (
-        <div className="table-scroll">
-          <table className="data" aria-label="Users">
-            <thead>
-              <tr>
-                <th scope="col">User</th>
-                <th scope="col">Administrator</th>
-                <th scope="col">Status</th>
-                <th scope="col">Created</th>
-                <th scope="col">Actions</th>
-              </tr>
-            </thead>
-            <tbody>
-              {users.data.items.map((user) => (
-                <tr key={user.id}>
-                  <th scope="row">
-                    {user.displayName}
-                    <div className="small muted mono">{user.username}</div>
-                  </th>
-                  <td>{user.isAdmin ? "yes" : "no"}</td>
-                  <td>{user.disabled ? "⊘ disabled" : "active"}</td>
-                  <td>
-                    <RelativeTime at={user.createdAt} />
-                  </td>
-                  <td>
-                    {user.id === selfId ? (
-                      <span className="muted small">you</span>
-                    ) : (
-                      <div className="form-actions">
-                        <button
-                          type="button"
-                          className="button button-small"
-                          onClick={() => void change(user, { disabled: !user.disabled })}
-                        >
-                          {user.disabled ? `Enable ${user.username}` : `Disable ${user.username}`}
-                        </button>
-                        <button
-                          type="button"
-                          className="button button-small"
-                          onClick={() => void change(user, { isAdmin: !user.isAdmin })}
-                        >
-                          {user.isAdmin ? "Remove administrator" : "Make administrator"}
-                        </button>
-                        <ResetPassword
-                          user={user}
-                          onReset={() =>
-                            setNotice(
-                              `${user.username}'s password was reset: their sessions ended; tell them the new one.`,
-                            )
-                          }
-                        />
-                        <ConfirmButton
-                          label="Delete"
-                          title={`Delete ${user.username}?`}
-                          className="button button-small button-danger"
-                          onConfirm={async () => {
-                            await api("DELETE", `/users/${encodeURIComponent(user.id)}`);
-                            await refresh();
-                          }}
-                        >
-                          <p>Their sessions end and their API keys stop working.</p>
-                        </ConfirmButton>
-                      </div>
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable label="Users" columns={["User", "Administrator", "Status", "Created", "Actions"]}>
+          {users.data.items.map((user) => (
+            <tr key={user.id}>
+              <th scope="row">
+                {user.displayName}
+                <div className="small muted mono">{user.username}</div>
+              </th>
+              <td>{user.isAdmin ? "yes" : "no"}</td>
+              <td>{user.disabled ? "⊘ disabled" : "active"}</td>
+              <td>
+                <RelativeTime at={user.createdAt} />
+              </td>
+              <td>
+                {user.id === selfId ? (
+                  <span className="muted small">you</span>
+                ) : (
+                  <div className="form-actions">
+                    <button
+                      type="button"
+                      className="button button-small"
+                      onClick={() => void change(user, { disabled: !user.disabled })}
+                    >
+                      {user.disabled ? `Enable ${user.username}` : `Disable ${user.username}`}
+                    </button>
+                    <button
+                      type="button"
+                      className="button button-small"
+                      onClick={() => void change(user, { isAdmin: !user.isAdmin })}
+                    >
+                      {user.isAdmin ? "Remove administrator" : "Make administrator"}
+                    </button>
+                    <ResetPassword
+                      user={user}
+                      onReset={() =>
+                        setNotice(`${user.username}'s password was reset: their sessions ended; tell them the new one.`)
+                      }
+                    />
+                    <ConfirmButton
+                      label="Delete"
+                      title={`Delete ${user.username}?`}
+                      className="button button-small button-danger"
+                      onConfirm={async () => {
+                        await api("DELETE", `/users/${encodeURIComponent(user.id)}`);
+                        await refresh();
+                      }}
+                    >
+                      <p>Their sessions end and their API keys stop working.</p>
+                    </ConfirmButton>
+                  </div>
+                )}
+              </td>
+            </tr>
+          ))}
+        </DataTable>
       )}
       <FormCard
         title="Add a user"
@@ -229,44 +215,32 @@ function Teams() {
       <ErrorNotice error={teams.error} what="The teams could not be loaded" />
       {teams.data && teams.data.items.length === 0 && <p className="empty">No team yet.</p>}
       {teams.data && teams.data.items.length > 0 && (
-        <div className="table-scroll">
-          <table className="data" aria-label="Teams">
-            <thead>
-              <tr>
-                <th scope="col">Team</th>
-                <th scope="col">Members</th>
-                <th scope="col">Roles granted</th>
-                <th scope="col">Actions</th>
-              </tr>
-            </thead>
-            <tbody>
-              {teams.data.items.map((team) => (
-                <tr key={team.id}>
-                  <th scope="row">{team.name}</th>
-                  <td>
-                    <Members team={team} onSaved={refresh} />
-                  </td>
-                  <td>
-                    <Grants team={team} roles={roles.data?.items ?? []} onSaved={refresh} />
-                  </td>
-                  <td>
-                    <ConfirmButton
-                      label="Delete"
-                      title={`Delete team ${team.name}?`}
-                      className="button button-small button-danger"
-                      onConfirm={async () => {
-                        await api("DELETE", `/teams/${encodeURIComponent(team.id)}`);
-                        await refresh();
-                      }}
-                    >
-                      <p>Its members lose what it granted them.</p>
-                    </ConfirmButton>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable label="Teams" columns={["Team", "Members", "Roles granted", "Actions"]}>
+          {teams.data.items.map((team) => (
+            <tr key={team.id}>
+              <th scope="row">{team.name}</th>
+              <td>
+                <Members team={team} onSaved={refresh} />
+              </td>
+              <td>
+                <Grants team={team} roles={roles.data?.items ?? []} onSaved={refresh} />
+              </td>
+              <td>
+                <ConfirmButton
+                  label="Delete"
+                  title={`Delete team ${team.name}?`}
+                  className="button button-small button-danger"
+                  onConfirm={async () => {
+                    await api("DELETE", `/teams/${encodeURIComponent(team.id)}`);
+                    await refresh();
+                  }}
+                >
+                  <p>Its members lose what it granted them.</p>
+                </ConfirmButton>
+              </td>
+            </tr>
+          ))}
+        </DataTable>
       )}
       <FormCard
         title="Add a team"
@@ -337,52 +311,37 @@ function Roles() {
       {roles.isPending && <Loading what="the roles" />}
       <ErrorNotice error={roles.error} what="The roles could not be loaded" />
       {roles.data && (
-        <div className="table-scroll">
-          <table className="data" aria-label="Roles">
-            <thead>
-              <tr>
-                <th scope="col">Role</th>
-                <th scope="col">Permissions</th>
-                <th scope="col">Actions</th>
-              </tr>
-            </thead>
-            <tbody>
-              {roles.data.items.map((role) => (
-                <tr key={role.id}>
-                  <th scope="row">
-                    {role.name}
-                    {role.builtIn && <span className="muted small"> (built in)</span>}
-                    {role.description && <div className="small muted">{role.description}</div>}
-                  </th>
-                  <td>
-                    {role.builtIn ? (
-                      <Tags items={role.permissions} />
-                    ) : (
-                      <RolePermissions role={role} onSaved={refresh} />
-                    )}
-                  </td>
-                  <td>
-                    {role.builtIn ? (
-                      <span className="muted small">cannot change</span>
-                    ) : (
-                      <ConfirmButton
-                        label="Delete"
-                        title={`Delete role ${role.name}?`}
-                        className="button button-small button-danger"
-                        onConfirm={async () => {
-                          await api("DELETE", `/roles/${encodeURIComponent(role.id)}`);
-                          await refresh();
-                        }}
-                      >
-                        <p>A role still granted to a team cannot be deleted; revoke it first.</p>
-                      </ConfirmButton>
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable label="Roles" columns={["Role", "Permissions", "Actions"]}>
+          {roles.data.items.map((role) => (
+            <tr key={role.id}>
+              <th scope="row">
+                {role.name}
+                {role.builtIn && <span className="muted small"> (built in)</span>}
+                {role.description && <div className="small muted">{role.description}</div>}
+              </th>
+              <td>
+                {role.builtIn ? <Tags items={role.permissions} /> : <RolePermissions role={role} onSaved={refresh} />}
+              </td>
+              <td>
+                {role.builtIn ? (
+                  <span className="muted small">cannot change</span>
+                ) : (
+                  <ConfirmButton
+                    label="Delete"
+                    title={`Delete role ${role.name}?`}
+                    className="button button-small button-danger"
+                    onConfirm={async () => {
+                      await api("DELETE", `/roles/${encodeURIComponent(role.id)}`);
+                      await refresh();
+                    }}
+                  >
+                    <p>A role still granted to a team cannot be deleted; revoke it first.</p>
+                  </ConfirmButton>
+                )}
+              </td>
+            </tr>
+          ))}
+        </DataTable>
       )}
       <FormCard
         title="Add a role"
