@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ProcessRuntime } from "../src/runtimes/process.js";
-import { FERRY, isolatedEnv, waitFor } from "./helpers/cli.js";
+import { FERRY, isolatedEnv, runFerry, waitFor } from "./helpers/cli.js";
 import { freePort } from "./helpers/registry.js";
 
 const DONE = "Ctrl-C stops the server";
@@ -20,6 +20,25 @@ const DONE = "Ctrl-C stops the server";
  * `--runtime auto` chooses when an engine answers. The proxy and the app outlive the demo's
  * server, as they would a real one.
  */
+describe("ferry demo --runtime", () => {
+  it("refuses a runtime it does not know, naming the flag and the choices, before starting anything", async () => {
+    const home = await mkdtemp(join(tmpdir(), "ferry-demo-flag-"));
+    try {
+      const result = await runFerry(
+        ["demo", "--runtime", "kubernetes", "--data-dir", join(home, "data")],
+        isolatedEnv(home),
+      );
+      expect(result.code).toBe(2);
+      expect(result.stderr).toContain(
+        "option '--runtime <runtime>' argument 'kubernetes' is invalid. use auto, docker or process",
+      );
+      expect(result.stdout).toBe("");
+    } finally {
+      await rm(home, { recursive: true, force: true });
+    }
+  });
+});
+
 describe.each([{ runtime: "process" }, { runtime: "docker" }] as const)(
   "ferry demo --runtime $runtime: the demo app deployed dev → test → prod through ferry proxy",
   ({ runtime }) => {
