@@ -23,13 +23,22 @@ export interface TestServer {
  * Feeds and webhooks may point at 127.0.0.1 (the tests' registries) unless `outbound` says otherwise.
  */
 export async function startTestServer(
-  options: { databaseUrl?: string; leaseMs?: number; traffic?: TrafficSettings; outbound?: OutboundPolicy } = {},
+  options: {
+    databaseUrl?: string;
+    leaseMs?: number;
+    traffic?: TrafficSettings;
+    outbound?: OutboundPolicy;
+    /** Where it listens (127.0.0.1 unless given: agents in network namespaces need a namespace link's address). */
+    host?: string;
+    agentTimeoutMs?: number;
+  } = {},
 ): Promise<TestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), "ferry-server-"));
   const apiKey = generateApiKey();
   const server = await startServer({
     port: 0,
-    host: "127.0.0.1",
+    host: options.host ?? "127.0.0.1",
+    agentTimeoutMs: options.agentTimeoutMs,
     dataDir,
     databaseUrl: options.databaseUrl,
     adminApiKey: apiKey,
