@@ -17,20 +17,29 @@ import type { FastifyReply, FastifyRequest } from "fastify";
  * streams, long polls) and the health routes are not counted (`RouteSpec.unqueued`); a request's
  * place is given back when its handler returns, also when a stream then goes on.
  *
+ * A client that leaves does not take its work out of the line: a request still running its
+ * handler keeps its place until the handler ends (`working`), and one whose client left before
+ * its handler began is not worked on at all (`acquire` answers false; src/api/app.ts skips a
+ * handler whose response is already closed). Otherwise a client sending 50 requests and closing them at once had every one of
+ * them run together, the line giving each place back as its connection closed.
+ *
  * The next request in line starts from setImmediate, not from the promise that freed the
  * place: otherwise a long line would run to its end within one turn, which is what this is for.
  */
 export class AddressQueue {
   private readonly addresses = new Map<string, { running: number; waiting: (() => void)[] }>();
-  private readonly holding = new WeakSet<FastifyRequest>();
+  /** Requests holding a place: whether their client has left, and whether their handler is running. */
+  private readonly holding = new WeakMap<FastifyRequest, { left: boolean; working: boolean }>();
 
   constructor(private readonly limit: number) {}
 
   /**
    * Resolves once the request may run; its place is then held until `release`, or until its
-   * response closes (answered, or the client gone), whichever comes first.
+   * response closes (answered, or the client gone) with no handler of it running, whichever
+   * comes first. False when the client left while waiting: the request is not to be worked on
+   * (its place is given back at once).
    */
-  async acquire(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  async acquire(request: FastifyRequest, reply: FastifyReply): Promise<boolean> {
     let entry = this.addresses.get(request.ip);
     if (!entry) {
       entry = { running: 0, waiting: [] };
@@ -42,10 +51,34 @@ export class AddressQueue {
       // The place is handed over by release: `running` stays as it is.
       await new Promise<void>((resolve) => entry.waiting.push(resolve));
     }
-    this.holding.add(request);
+    const state = { left: false, working: false };
+    this.holding.set(request, state);
     // A client that left while waiting has no close to come: its place goes back at once.
-    if (reply.raw.closed) this.release(request);
-    else reply.raw.once("close", () => this.release(request));
+    if (reply.raw.closed) {
+      this.release(request);
+      return false;
+    }
+    reply.raw.once("close", () => {
+      state.left = true;
+      if (!state.working) this.release(request);
+    });
+    return true;
+  }
+
+  /**
+   * Runs the request's handler holding its place: a client that leaves meanwhile gets it back
+   * when the handler ends, not before (the work goes on without it).
+   */
+  async working<T>(request: FastifyRequest, handler: () => Promise<T>): Promise<T> {
+    const state = this.holding.get(request);
+    if (!state) return handler();
+    state.working = true;
+    try {
+      return await handler();
+    } finally {
+      state.working = false;
+      if (state.left) this.release(request);
+    }
   }
 
   /** Gives the request's place to the next in line; safe to call more than once. */

@@ -171,18 +171,26 @@ function credentialOf(request: FastifyRequest): string {
  * machines, so they are neither audited per request nor in the OpenAPI document, and they
  * authenticate with the agent's own credential (nothing else is accepted).
  */
-export function registerAgentProtocol(app: FastifyInstance, context: StoreContext, hub: AgentHub): void {
+export function registerAgentProtocol(
+  app: FastifyInstance,
+  context: StoreContext,
+  hub: AgentHub,
+  line: { release(request: FastifyRequest): void },
+): void {
   const fail = (error: unknown, request: FastifyRequest, reply: import("fastify").FastifyReply) =>
     sendProblem(reply, errorToProblem(error, request));
   app.register(async (scope) => {
     // A tunnel's body is a byte stream the handler reads itself, for as long as the tunnel lasts.
     scope.addContentTypeParser("application/octet-stream", (_request, _payload, done) => done(null, undefined));
-    // Held open (a long poll, a tunnel): outside the address's line (src/api/addressQueue.ts),
-    // or agents behind one NAT address would wait behind each other's polls.
-    scope.post("/api/v1/agent/poll", { config: { public: true, unqueued: true } }, async (request, reply) => {
+    // Held open (a long poll, a tunnel): in the address's line (src/api/addressQueue.ts) only
+    // until the credential is checked and the body read, then out of it, or agents behind one
+    // NAT address would wait behind each other's polls. Not before: these routes take anyone's
+    // request, and one client's unauthenticated ones must not run more at once than elsewhere.
+    scope.post("/api/v1/agent/poll", { config: { public: true } }, async (request, reply) => {
       try {
         const identity = await agents.authenticateAgent(context, credentialOf(request));
         const body = parseInput(pollRequestSchema, request.body);
+        line.release(request);
         // The agent went away (its connection closed): the held poll ends, its calls stay for the next one.
         const gone = new AbortController();
         request.raw.once("close", () => gone.abort());
@@ -203,10 +211,11 @@ export function registerAgentProtocol(app: FastifyInstance, context: StoreContex
     });
     scope.post<{ Params: { tunnel: string } }>(
       "/api/v1/agent/tunnels/:tunnel",
-      { config: { public: true, unqueued: true } },
+      { config: { public: true } },
       async (request, reply) => {
         try {
           const identity = await agents.authenticateAgent(context, credentialOf(request));
+          line.release(request);
           request.raw.setTimeout(0);
           reply.hijack();
           if (!hub.tunnel(identity, request.params.tunnel, request.raw, reply.raw)) {

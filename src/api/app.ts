@@ -133,7 +133,13 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   // event loop (src/api/addressQueue.ts); first, before any work is done for them.
   const queue = new AddressQueue(options.requestsPerAddress ?? REQUESTS_PER_ADDRESS);
   app.addHook("onRequest", async (request, reply) => {
-    if (!request.routeOptions.config?.unqueued) await queue.acquire(request, reply);
+    if (request.routeOptions.config?.unqueued) return;
+    if (!(await queue.acquire(request, reply))) {
+      // Its client left while it waited: nobody reads an answer, so no work is done for it.
+      reply.hijack();
+      reply.raw.destroy();
+      return reply;
+    }
   });
   app.addHook("onRequest", async (request, reply) => {
     if (hasEmptyOrDotSegment(request.url)) return sendProblem(reply, routeNotFound(request));
@@ -193,14 +199,14 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     for (const stream of streams) stream.end();
   });
   for (const route of routes) {
-    registerRoute(app, auditedRoute(route, options.context), options.context, (response) => {
+    registerRoute(app, auditedRoute(route, options.context), options.context, queue, (response) => {
       // A stream goes on after its handler: its place in the address's line is given back now.
       queue.release(response.request);
       streams.add(response.raw);
       response.raw.on("close", () => streams.delete(response.raw));
     });
   }
-  if (options.agents) registerAgentProtocol(app, options.context, options.agents);
+  if (options.agents) registerAgentProtocol(app, options.context, options.agents, queue);
   return app;
 }
 
@@ -208,6 +214,7 @@ function registerRoute(
   app: FastifyInstance,
   route: RouteSpec,
   context: StoreContext,
+  queue: AddressQueue,
   streamStarted: (reply: FastifyReply) => void,
 ): void {
   app.route({
@@ -215,24 +222,34 @@ function registerRoute(
     url: route.path,
     config: { public: isPublic(route), unqueued: route.unqueued === true },
     handler: async (request, reply) => {
-      // The one place every route's access is decided (src/api/access.ts): what the path
-      // names first, then what the query and body ask for.
-      const access = accessOfRequest(request);
-      const params = parseInput(route.params, request.params, "path");
-      const found = await authorizePath(context.db, route.access, access, params);
-      const query = parseInput(route.query, request.query, "query");
-      const body = parseInput(route.body, request.body);
-      await authorize(context.db, route.access, access, { params, query, body }, found);
-      const result = await route.handler({ params, query, body, access, request, reply });
-      if (reply.sent) {
-        // A stream (SSE) took over the response: ended when the client leaves or the server closes.
-        if (!reply.raw.writableEnded) streamStarted(reply);
+      // Its client left before its work began (its place in the line went back then): nobody
+      // reads the answer, and work done now would run outside the line.
+      if (reply.raw.closed) {
+        reply.hijack();
         return reply;
       }
-      reply.code(route.status ?? 200);
-      return route.status === 204 ? reply.send() : result;
+      // A client that leaves from here on gets its place back when the handler ends.
+      return queue.working(request, () => handle(request, reply));
     },
   });
+  async function handle(request: FastifyRequest, reply: FastifyReply) {
+    // The one place every route's access is decided (src/api/access.ts): what the path
+    // names first, then what the query and body ask for.
+    const access = accessOfRequest(request);
+    const params = parseInput(route.params, request.params, "path");
+    const found = await authorizePath(context.db, route.access, access, params);
+    const query = parseInput(route.query, request.query, "query");
+    const body = parseInput(route.body, request.body);
+    await authorize(context.db, route.access, access, { params, query, body }, found);
+    const result = await route.handler({ params, query, body, access, request, reply });
+    if (reply.sent) {
+      // A stream (SSE) took over the response: ended when the client leaves or the server closes.
+      if (!reply.raw.writableEnded) streamStarted(reply);
+      return reply;
+    }
+    reply.code(route.status ?? 200);
+    return route.status === 204 ? reply.send() : result;
+  }
 }
 
 function routeNotFound(request: FastifyRequest): Problem {

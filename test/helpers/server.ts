@@ -31,6 +31,7 @@ export async function startTestServer(
     /** Where it listens (127.0.0.1 unless given: agents in network namespaces need a namespace link's address). */
     host?: string;
     agentTimeoutMs?: number;
+    requestsPerAddress?: number;
   } = {},
 ): Promise<TestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), "ferry-server-"));
@@ -39,6 +40,7 @@ export async function startTestServer(
     port: 0,
     host: options.host ?? "127.0.0.1",
     agentTimeoutMs: options.agentTimeoutMs,
+    requestsPerAddress: options.requestsPerAddress,
     dataDir,
     databaseUrl: options.databaseUrl,
     adminApiKey: apiKey,
