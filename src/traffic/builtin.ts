@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { existsSync, openSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
@@ -177,6 +178,7 @@ async function tryConnect(stateDir: string, address: ProxyAdminAddress): Promise
   } catch {
     return undefined;
   }
+  if ("url" in address) await refuseForeignListener(new URL(address.url));
   const client = new ProxyAdminClient(address, token, 2_000);
   try {
     await client.listRoutes();
@@ -185,6 +187,43 @@ async function tryConnect(stateDir: string, address: ProxyAdminAddress): Promise
     await client.close();
     if (error instanceof ProxyAdminError && error.status !== 0) throw error;
     return undefined;
+  }
+}
+
+/**
+ * A loopback port is not a private place as the state dir's socket is: any account on the
+ * host may listen on it first (after a reboot, before the proxy is back, or while it fails
+ * to start) and would be sent the admin token with the first call, then be the "proxy" Ferry
+ * switches traffic with. So before the token goes to 127.0.0.1:<port>, the account listening
+ * there must be this one (Linux: /proc/net/tcp and tcp6, this network namespace's sockets).
+ */
+async function refuseForeignListener(url: URL): Promise<void> {
+  const port = Number(url.port);
+  const own = process.getuid?.();
+  if (!Number.isInteger(port) || own === undefined) return;
+  const portHex = port.toString(16).toUpperCase().padStart(4, "0");
+  const owners = new Set<number>();
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    const text = await readFile(table, "utf8").catch(() => "");
+    for (const line of text.split("\n").slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      const [address, localPort] = (fields[1] ?? "").split(":");
+      // Listening (0A) on this port, at an address 127.0.0.1 reaches: loopback or any.
+      if (fields[3] !== "0A" || localPort !== portHex || address === undefined) continue;
+      const reached = [
+        "0100007F",
+        "00000000",
+        "00000000000000000000000000000000",
+        "0000000000000000FFFF00000100007F",
+      ].includes(address);
+      if (reached) owners.add(Number(fields[7]));
+    }
+  }
+  const foreign = [...owners].filter((uid) => uid !== own);
+  if (foreign.length > 0) {
+    throw new Error(
+      `127.0.0.1:${port} is held by another account (uid ${foreign.join(", ")}), not by a ferry proxy of this one: the admin token is not sent there. Stop that listener, or give the target's router another adminPort`,
+    );
   }
 }
 
