@@ -147,43 +147,48 @@ export async function enrolAgent(context: StoreContext, input: Enrol): Promise<{
     .where("expires_at", ">", now)
     .executeTakeFirst();
   if (Number(spent.numUpdatedRows) !== 1) throw refused("this enrolment token was already used");
+  const credential = newSecret(CREDENTIAL_PREFIX);
   let target: Target;
   try {
-    target = await createTarget(context, {
-      name: input.name,
-      ...(input.slug !== undefined && { slug: input.slug }),
-      environments: input.environments,
-      roles: input.roles,
-      transport: "local",
-      runtimes: input.runtimes,
-    });
+    target = await createTarget(
+      context,
+      {
+        name: input.name,
+        ...(input.slug !== undefined && { slug: input.slug }),
+        environments: input.environments,
+        roles: input.roles,
+        transport: "local",
+        runtimes: input.runtimes,
+      },
+      {
+        // Made an agent target with its credential at once: never a local one, even briefly
+        // (a deployment then would have run its steps on the server's own host).
+        inside: async (trx, targetId) => {
+          await trx
+            .insertInto("agents")
+            .values({
+              target_id: targetId,
+              credential_hash: hashSecret(credential),
+              next_credential_hash: null,
+              next_credential_sealed: null,
+              revoked_at: null,
+              state: "never",
+              state_at: nowIso(),
+              created_at: nowIso(),
+            })
+            .execute();
+          await trx
+            .updateTable("agent_enrolment_tokens")
+            .set({ used_by_target_id: targetId })
+            .where("id", "=", row.id)
+            .execute();
+        },
+      },
+    );
   } catch (error) {
     await db.updateTable("agent_enrolment_tokens").set({ used_at: null }).where("id", "=", row.id).execute();
     throw error;
   }
-  const credential = newSecret(CREDENTIAL_PREFIX);
-  await db.transaction().execute(async (trx) => {
-    // Created as a local target (createTarget refuses transport agent from the API), then made an agent one.
-    await trx.updateTable("targets").set({ transport: "agent" }).where("id", "=", target.id).execute();
-    await trx
-      .insertInto("agents")
-      .values({
-        target_id: target.id,
-        credential_hash: hashSecret(credential),
-        next_credential_hash: null,
-        next_credential_sealed: null,
-        revoked_at: null,
-        state: "never",
-        state_at: nowIso(),
-        created_at: nowIso(),
-      })
-      .execute();
-    await trx
-      .updateTable("agent_enrolment_tokens")
-      .set({ used_by_target_id: target.id })
-      .where("id", "=", row.id)
-      .execute();
-  });
   return {
     target: { ...target, transport: "agent", agent: { state: "never", since: nowIso(), rotationPending: false } },
     credential,

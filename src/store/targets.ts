@@ -130,7 +130,16 @@ async function writeEnvironments(trx: Executor, targetId: string, references: re
   }
 }
 
-export async function createTarget({ db, secrets }: StoreContext, input: CreateTarget): Promise<Target> {
+export async function createTarget(
+  { db, secrets }: StoreContext,
+  input: CreateTarget,
+  /**
+   * An agent target (store/agents.ts enrolAgent): made with transport `agent` and its
+   * credential row in the same transaction, so that it is never, even for a moment, a local
+   * target whose steps would run on the server's own host.
+   */
+  agent?: { inside(trx: Executor, targetId: string): Promise<void> },
+): Promise<Target> {
   const slug = slugFor(input);
   const { ssh } = input;
   if (ssh) assertUsableKey(ssh.privateKey, ssh.passphrase, ssh.passphrase ? "/ssh/passphrase" : "/ssh/privateKey");
@@ -145,7 +154,7 @@ export async function createTarget({ db, secrets }: StoreContext, input: CreateT
           id,
           slug,
           name: input.name,
-          transport: input.transport,
+          transport: agent ? "agent" : input.transport,
           roles: JSON.stringify(input.roles),
           runtimes: JSON.stringify(input.runtimes),
           ...(ssh
@@ -168,6 +177,7 @@ export async function createTarget({ db, secrets }: StoreContext, input: CreateT
         .execute(),
     );
     await writeEnvironments(trx, id, input.environments);
+    await agent?.inside(trx, id);
     return loadTarget(trx, id);
   });
 }
