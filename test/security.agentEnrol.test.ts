@@ -83,4 +83,35 @@ describe("an agent's enrolment is never a local target", { timeout: 120_000 }, (
       await locker.end();
     }
   });
+
+  it("refuses a second rotation while the first waits, which would lock the agent out", async () => {
+    const token = (await test.call<{ token: string }>("POST", "/api/v1/agent-tokens", {})).body.token;
+    const enrolled = await fetch(new URL("/api/v1/agent/enrol", test.server.url), {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ token, name: "rotated", environments: ["dev"] }),
+    });
+    const { credential: first } = (await enrolled.json()) as { credential: string };
+    const poll = (credential: string, leaving = true) =>
+      fetch(new URL("/api/v1/agent/poll", test.server.url), {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${credential}` },
+        body: JSON.stringify({ running: [], interrupted: [], leaving }),
+      });
+    expect((await test.call("POST", "/api/v1/targets/rotated/agent/rotate")).status).toBe(200);
+    // The agent's poll carries the new credential (answered at once); ferry agent saves it in place of the old one.
+    const carried = (await (await poll(first, false)).json()) as { credential?: string };
+    const second = carried.credential ?? "";
+    expect(second).toMatch(/^ferry_agent_/);
+
+    // Before the agent's next request, an administrator rotates again: refused, saying why.
+    const again = await test.call<{ detail: string }>("POST", "/api/v1/targets/rotated/agent/rotate");
+    expect(again.status).toBe(409);
+    expect(again.body.detail).toContain("waits for its agent to use it");
+    // So the credential the agent now holds works, and replaces the old one.
+    expect((await poll(second)).status).toBe(200);
+    expect((await poll(first)).status).toBe(401);
+    // And once it did, rotating works again.
+    expect((await test.call("POST", "/api/v1/targets/rotated/agent/rotate")).status).toBe(200);
+  });
 });

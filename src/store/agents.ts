@@ -268,15 +268,26 @@ export async function rotateAgentCredential(context: StoreContext, reference: st
   const { id, name, row } = await agentRowOf(context.db, reference);
   if (row.revoked_at !== null)
     throw new PreconditionError(`the credential of '${name}' is revoked: enrol the host again`);
+  // A second rotation before the agent used the first would lock it out: the first may be in
+  // its hands already (a poll answered it), saved in place of the old one, and would then be
+  // refused as unknown. Checked in the write, so two rotations at once cannot both pass.
+  const pending = () =>
+    new PreconditionError(
+      `a rotated credential of '${name}' waits for its agent to use it (on its next poll): rotate again once 'ferry target show ${name}' no longer says so, or revoke the credential to cut the agent off now`,
+    );
+  if (row.next_credential_hash !== null) throw pending();
   const credential = newSecret(CREDENTIAL_PREFIX);
-  await context.db
+  const rotated = await context.db
     .updateTable("agents")
     .set({
       next_credential_hash: hashSecret(credential),
       next_credential_sealed: context.secrets.seal(credential, nextCredentialContext(id)),
     })
     .where("target_id", "=", id)
-    .execute();
+    .where("next_credential_hash", "is", null)
+    .where("revoked_at", "is", null)
+    .executeTakeFirst();
+  if (Number(rotated.numUpdatedRows) !== 1) throw pending();
   return { target: name };
 }
 
