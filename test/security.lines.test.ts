@@ -139,6 +139,13 @@ describe("the per-address line against a client that attacks it", { timeout: 30_
     await lineIsFree();
     expect(await settlesWithin(poll.answer, 10)).toBe(false);
     poll.socket.destroy();
+    // A tunnel the server never asked for is refused with a problem, not a reset connection.
+    const tunnel = await exchange(
+      port,
+      request("POST", "/api/v1/agent/tunnels/never-asked", { authorization: `Bearer ${credential}` }, "{}"),
+    ).answer;
+    expect(statusOf(tunnel), tunnel).toBe(404);
+    expect(tunnel).toContain("no such tunnel is waiting");
   });
 
   describe("a client that leaves", () => {

@@ -217,10 +217,12 @@ export function registerAgentProtocol(
           const identity = await agents.authenticateAgent(context, credentialOf(request));
           line.release(request);
           request.raw.setTimeout(0);
-          reply.hijack();
+          // Taken over only when the tunnel is there: a hijacked reply counts as sent, so the
+          // refusal below would have been a reset connection instead of this 404.
           if (!hub.tunnel(identity, request.params.tunnel, request.raw, reply.raw)) {
             throw new NotFoundError("no such tunnel is waiting (it timed out or was never asked for)");
           }
+          reply.hijack();
         } catch (error) {
           if (reply.sent || reply.raw.headersSent) {
             reply.raw.destroy();
