@@ -4,6 +4,7 @@ import { pino } from "pino";
 import { buildApp } from "../api/app.js";
 import { type DeploymentServices, deploymentTaskKind } from "../engine/deployments.js";
 import { TaskEngine } from "../engine/engine.js";
+import { defaultTargetHealthSettings, TargetHealthMonitor, type TargetHealthSettings } from "../engine/targetHealth.js";
 import type { TaskKind } from "../engine/types.js";
 import type { StatsdTarget } from "../events/statsd.js";
 import { coloursOf } from "../runtimes/colours.js";
@@ -54,6 +55,8 @@ export interface ServerOptions {
   runAsUids?: string | undefined;
   /** FERRY_WORK_DIR: where tasks keep working files (default: one in the system's temporary directory). */
   workDir?: string | undefined;
+  /** FERRY_TARGET_HEALTH_*: how often targets are checked and how long they may take to answer. */
+  targetHealth?: Partial<TargetHealthSettings> | undefined;
 }
 
 export interface RunningServer {
@@ -107,8 +110,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   let engine: TaskEngine | undefined;
   // One SSH connection per target, opened on first use; each reads the target's settings (its key) from the store.
   const sshConnections = new SshConnections((targetId) => sshConnectionSettings(context, targetId));
+  const targetHealth = { ...defaultTargetHealthSettings, ...options.targetHealth };
+  const resolveTarget = targetResolver({ local: hostTransport, router, ssh: sshConnections });
   const deployments: DeploymentServices = {
-    target: targetResolver({ local: hostTransport, router, ssh: sshConnections }),
+    target: resolveTarget,
+    targetProbeTimeoutMs: targetHealth.timeoutMs,
     outbound: options.outbound,
     context,
     workRoot,
@@ -157,6 +163,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     throw error;
   }
   await engine.start();
+  const healthMonitor = new TargetHealthMonitor({ ...targetHealth, db: store.db, target: resolveTarget, logger });
+  healthMonitor.start();
   // Traffic from an earlier run comes back (the builtin proxy is started if it is not
   // running) without holding up readiness: the API answers while this runs.
   const reconciled = hasRoutes(traffic)
@@ -182,6 +190,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     reconciled,
     close: async () => {
       await reconciled;
+      await healthMonitor.stop();
       await engine.stop();
       await observability.close();
       await app.close();

@@ -23,6 +23,7 @@ import {
 } from "./common.js";
 import { variablesScopedTo } from "./environments.js";
 import type { TargetRow } from "./schema.js";
+import { deleteTargetHealth, targetHealthOf } from "./targetHealth.js";
 
 async function loadTargets(db: Executor, rows: TargetRow[]): Promise<Target[]> {
   if (rows.length === 0) return [];
@@ -37,6 +38,10 @@ async function loadTargets(db: Executor, rows: TargetRow[]): Promise<Target[]> {
     )
     .orderBy("e.position")
     .execute();
+  const health = await targetHealthOf(
+    db,
+    rows.map((row) => row.id),
+  );
   return rows.map((row) =>
     targetSchema.parse({
       id: row.id,
@@ -47,6 +52,7 @@ async function loadTargets(db: Executor, rows: TargetRow[]): Promise<Target[]> {
       transport: row.transport,
       runtimes: parseJsonList(row.runtimes),
       ssh: sshSettingsOf(row),
+      health: health.get(row.id),
       createdAt: row.created_at,
       updatedAt: row.updated_at,
     }),
@@ -398,6 +404,7 @@ export async function deleteTarget({ db }: StoreContext, reference: string): Pro
         usedBy,
       );
     }
+    await deleteTargetHealth(trx, target.id);
     await trx.deleteFrom("targets").where("id", "=", target.id).execute();
   });
 }
