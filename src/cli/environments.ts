@@ -72,7 +72,9 @@ export function addEnvironmentCommands(program: Command, context: CliContext): v
     );
   group
     .command("update")
-    .description("change an environment's name, slug, description, place in the order or policy for unavailable targets")
+    .description(
+      "change an environment's name, slug, description, place in the order or policy for unavailable targets",
+    )
     .argument("<ref>", "id or slug")
     .option("--name <name>")
     .option("--slug <slug>")

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import type { TargetHealthSettings } from "../../src/engine/targetHealth.js";
 import { generateApiKey } from "../../src/security/apiKeys.js";
 import { type OutboundPolicy, parseOutboundAllow } from "../../src/security/outboundGuard.js";
 import { type RunningServer, startServer } from "../../src/server/start.js";
@@ -23,7 +24,13 @@ export interface TestServer {
  * Feeds and webhooks may point at 127.0.0.1 (the tests' registries) unless `outbound` says otherwise.
  */
 export async function startTestServer(
-  options: { databaseUrl?: string; leaseMs?: number; traffic?: TrafficSettings; outbound?: OutboundPolicy } = {},
+  options: {
+    databaseUrl?: string;
+    leaseMs?: number;
+    traffic?: TrafficSettings;
+    outbound?: OutboundPolicy;
+    targetHealth?: Partial<TargetHealthSettings>;
+  } = {},
 ): Promise<TestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), "ferry-server-"));
   const apiKey = generateApiKey();
@@ -42,6 +49,7 @@ export async function startTestServer(
     },
     announce: () => {},
     outbound: options.outbound ?? parseOutboundAllow("127.0.0.1"),
+    targetHealth: options.targetHealth,
   });
   const call = async <T>(method: string, path: string, body?: unknown) => {
     const response = await fetch(new URL(path, server.url), {
