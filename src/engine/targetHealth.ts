@@ -138,8 +138,11 @@ export async function checkTargetHealth(
     signal?.throwIfAborted();
     errors.push(messageOf(error));
   } finally {
-    // The check's own work directory: nothing of it stays on the host.
-    if (reachable) await target.transport.finishTask(checkId).catch(() => {});
+    // The check's own work directory: nothing of it stays on the host. From a host that did
+    // not answer in time it is removed in the background (bounded by the transport's own
+    // timeouts), so that a hanging host does not hold the check for longer than its timeout.
+    const removing = target.transport.finishTask(checkId).catch(() => {});
+    if (reachable) await removing;
   }
   let dockerVersion: string | null = null;
   let router: "up" | "down" | null = null;
