@@ -7,6 +7,7 @@ import { controlPlane } from "./controlPlane.js";
 import { deployLatency, rollback } from "./deployLatency.js";
 import { footprint } from "./footprint.js";
 import { logs } from "./logs.js";
+import { rolling } from "./rolling.js";
 import { throughput } from "./throughput.js";
 import { zeroDowntime } from "./zeroDowntime.js";
 
@@ -35,6 +36,7 @@ const benchmarks: Record<string, () => Promise<BenchmarkResult>> = {
   rollback,
   logs,
   "attack-flood": attackFlood,
+  rolling,
 };
 
 const root = join(import.meta.dirname ?? ".", "..", "..");
