@@ -1,3 +1,4 @@
+import { getMaxListeners, setMaxListeners } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { UnavailableTargetPolicy } from "../domain/environments.js";
 import { type RollingConfig, type Step, stepRunsIn } from "../domain/process.js";
@@ -97,6 +98,9 @@ type TargetOutcome =
  */
 export async function runProcess(services: ProcessRunnerServices, run: ProcessRun): Promise<ProcessOutcome> {
   const { task, scope } = run;
+  // Each target probed or run at once (a rolling batch) listens for the task's cancel: a
+  // batch of 20 is not the leak Node warns about past 10 listeners.
+  setMaxListeners(Math.max(getMaxListeners(task.signal), run.targets.length * 4 + 10), task.signal);
   const outputs = new Map<string, string>();
   let failed: string | undefined;
   let skippedSteps = 0;
