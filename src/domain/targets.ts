@@ -77,8 +77,8 @@ export type SshSettings = z.infer<typeof sshSettingsSchema>;
  * be reached and every part it uses answered, `down` when it could not be reached or a part
  * failed (`error` says which), `unknown` before the first check.
  */
-export const targetHealthStates = ["up", "down", "unknown"] as const;
-export const targetHealthSchema = z.object({
+const targetHealthStates = ["up", "down", "unknown"] as const;
+const targetHealthSchema = z.object({
   state: z.enum(targetHealthStates),
   checkedAt: z.string().nullable().describe("When the last check ended; null before the first"),
   reachable: z.boolean().nullable().describe("Whether a process could be run on the host; null before the first check"),

@@ -65,7 +65,7 @@ export interface ProcessRun {
 }
 
 /** The environment's policy for unreachable targets, and how the runner finds out. */
-export interface UnavailableTargets {
+interface UnavailableTargets {
   policy: UnavailableTargetPolicy;
   /** Undefined when the target answers now, else why it does not (engine/targetHealth.ts probeTarget). */
   probe(target: Target, signal: AbortSignal): Promise<string | undefined>;

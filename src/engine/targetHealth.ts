@@ -117,7 +117,7 @@ export function freeBytesOfDf(lines: readonly string[]): number | undefined {
  * runtime, its router when one is in use. Down when the host cannot be reached or a part
  * that it uses does not answer; `error` names each failure.
  */
-export async function checkTargetHealth(
+async function checkTargetHealth(
   target: Target,
   runtimes: readonly string[],
   timeoutMs: number,
