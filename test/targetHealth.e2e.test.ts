@@ -221,6 +221,55 @@ describe("target health and unavailable targets", { timeout: 240_000 }, () => {
     expect(back.reachable).toBe(true);
   });
 
+  it("leaves out a host cut off mid-step when the policy is skip, and deploys the rest", async () => {
+    const host = hosts.hosts[1];
+    if (!host) throw new Error("no host");
+    await waitForHealth("host-1", "up", 90_000);
+    const markers = mkdtempSync(join(tmpdir(), "ferry-health-markers-"));
+    chmodSync(markers, 0o777);
+    directories.push(markers);
+    const env = { MARKERS: markers, TARGET: "#{Ferry.Target.Name}" };
+    const steps = [
+      {
+        name: "deploy",
+        kind: "script",
+        roles: ["web"],
+        rolling: { window: "100%" },
+        // host-1 takes its time, long enough to be cut off while it works.
+        config: {
+          script: 'touch "$MARKERS/started-$TARGET"; if [ "$TARGET" = host-1 ]; then sleep 120; fi',
+          env,
+        },
+      },
+      { name: "after", kind: "script", roles: ["web"], config: { script: 'touch "$MARKERS/after-$TARGET"', env } },
+    ];
+    expect((await test.call("PUT", "/api/v1/projects/lenient-app/process", { steps })).status).toBe(200);
+    const created = await test.call<{ deployments: { taskId: string }[] }>(
+      "POST",
+      "/api/v1/projects/lenient-app/releases",
+      { version: `1.0.${++releaseCount}` },
+    );
+    const taskId = created.body.deployments[0]?.taskId ?? "";
+    for (let tries = 0; !readdirSync(markers).includes("started-host-1"); tries++) {
+      if (tries > 600) throw new Error("the step never started on host-1");
+      await sleep(100);
+    }
+    host.setLink(false);
+    try {
+      const task = await test.waitForTask(taskId, 150_000);
+      const log = await logText(taskId);
+      expect(task.state, log).toBe("succeeded");
+      expect(log).toContain("step 'deploy' failed on host-1, which cannot be reached now");
+      expect(log).toContain(
+        "left out of the rest of this deployment (lenient's policy for unavailable targets is skip)",
+      );
+      // The later step ran where the host answers, and not on the one left out.
+      expect(readdirSync(markers).sort()).toEqual(["after-host-0", "started-host-0", "started-host-1"]);
+    } finally {
+      host.setLink(true);
+    }
+  });
+
   it("validates the policy where environments are configured, naming the field", async () => {
     const refused = await test.call<{ errors: { pointer: string; detail: string }[] }>("POST", "/api/v1/environments", {
       name: "odd",
