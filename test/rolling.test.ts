@@ -115,6 +115,15 @@ describe("rolling deployments over eight targets", { timeout: 120_000 }, () => {
       { name: "after", kind: "script", roles: ["web"], config: { script: "echo after" } },
     ]);
     const taskId = await deploy();
+    // ferry plan says what the batches will be.
+    const plan = await test.call<{ steps: { name: string; actions: string[] }[] }>(
+      "GET",
+      `/api/v1/projects/fleet/plan?release=1.0.${releaseCount}&environment=prod`,
+    );
+    expect(plan.status, JSON.stringify(plan.body)).toBe(200);
+    expect(plan.body.steps[0]?.actions[0]).toBe(
+      "rolling: 4 batch(es) of up to 2 (window 25%): node-1, node-2 | node-3, node-4 | node-5, node-6 | node-7, node-8",
+    );
     const task = await test.waitForTask(taskId, 60_000);
     expect(task.state).toBe("failed");
     expect(task.error).toBe("step 'deploy' on node-2 failed: the script exited with code 3");
