@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import type { FastifyBaseLogger } from "fastify";
 import type { Kysely } from "kysely";
 import type { TargetInfo } from "../store/deployments.js";
@@ -20,18 +19,30 @@ async function withDeadline<T>(
   outer: AbortSignal | undefined,
   work: (signal: AbortSignal) => Promise<T>,
 ): Promise<T> {
+  outer?.throwIfAborted();
   const controller = new AbortController();
   const onOuterAbort = () => controller.abort(outer?.reason);
   outer?.addEventListener("abort", onOuterAbort, { once: true });
-  const timer = sleep(timeoutMs, undefined, { signal: controller.signal, ref: false }).then(
-    () => {
-      controller.abort(new Error(`${what} did not answer within ${formatSeconds(timeoutMs)}`));
-      throw controller.signal.reason;
-    },
-    () => undefined as never,
-  );
+  // Rejects at the deadline, or with the outer reason when the caller gives up first.
+  const deadline = new Promise<never>((_, reject) => {
+    const timer = setTimeout(
+      () => controller.abort(new Error(`${what} did not answer within ${formatSeconds(timeoutMs)}`)),
+      timeoutMs,
+    );
+    timer.unref();
+    controller.signal.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(timer);
+        reject(controller.signal.reason);
+      },
+      { once: true },
+    );
+  });
+  // Settled after the work won the race (finally below aborts): nobody waits for it then.
+  deadline.catch(() => {});
   try {
-    return await Promise.race([work(controller.signal), timer]);
+    return await Promise.race([work(controller.signal), deadline]);
   } finally {
     if (!controller.signal.aborted) controller.abort();
     outer?.removeEventListener("abort", onOuterAbort);
