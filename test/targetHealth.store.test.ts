@@ -103,4 +103,20 @@ describe.each(dialects)("target health and unavailable-target policies on %s", (
     const rows = await context().db.selectFrom("target_health").selectAll().execute();
     expect(rows).toEqual([]);
   });
+
+  it("claims at most as many targets as the checker has room for, the others staying due", async () => {
+    for (const name of ["db-1", "db-2", "db-3"]) {
+      await createTarget(context(), {
+        name,
+        environments: ["prod"],
+        roles: [],
+        transport: "local",
+        runtimes: ["process"],
+      });
+    }
+    const now = new Date();
+    expect(await claimDueTargets(context().db, now, 60_000, 2)).toHaveLength(2);
+    expect(await claimDueTargets(context().db, now, 60_000, 2)).toHaveLength(1);
+    expect(await claimDueTargets(context().db, now, 60_000, 2)).toHaveLength(0);
+  });
 });

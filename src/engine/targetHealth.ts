@@ -196,6 +196,9 @@ export interface TargetHealthSettings {
   timeoutMs: number;
 }
 
+/** Health checks one server node runs at the same time. */
+const MAX_CHECKS = 50;
+
 export const defaultTargetHealthSettings: TargetHealthSettings = { intervalMs: 60_000, timeoutMs: 20_000 };
 
 /**
@@ -246,8 +249,12 @@ export class TargetHealthMonitor {
   }
 
   private async tick(): Promise<void> {
+    // At most MAX_CHECKS at once on a node: a thousand targets are checked in waves, the
+    // longest due first, rather than as a thousand sessions opened in the same second.
+    const room = MAX_CHECKS - this.running.size;
+    if (room <= 0) return;
     // A claim lasts a little longer than the check may: the check's timeout bounds each of its parts.
-    const due = await claimDueTargets(this.options.db, new Date(), this.options.timeoutMs * 4 + 5_000);
+    const due = await claimDueTargets(this.options.db, new Date(), this.options.timeoutMs * 4 + 5_000, room);
     for (const target of due) {
       if (this.running.has(target.id)) continue;
       const check = this.check(target).finally(() => this.running.delete(target.id));

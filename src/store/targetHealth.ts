@@ -65,9 +65,15 @@ export async function targetHealthOf(db: Executor, targetIds: readonly string[])
 /**
  * Claims the targets due for a check: each gets a row (due now) the first time it is seen,
  * and a claimed one is not due again until `claimMs` has passed — the check's timeout — or
- * its result is written. Returns only the targets this call claimed.
+ * its result is written. Returns only the targets this call claimed, the longest due first,
+ * at most `limit`.
  */
-export async function claimDueTargets(db: Kysely<Database>, now: Date, claimMs: number): Promise<DueTarget[]> {
+export async function claimDueTargets(
+  db: Kysely<Database>,
+  now: Date,
+  claimMs: number,
+  limit = 1000,
+): Promise<DueTarget[]> {
   const nowText = now.toISOString();
   const unseen = await db
     .selectFrom("targets as t")
@@ -89,6 +95,7 @@ export async function claimDueTargets(db: Kysely<Database>, now: Date, claimMs: 
     .select(["t.id", "t.slug", "t.name", "t.roles", "t.transport", "t.runtimes", "h.next_check_at"])
     .where("h.next_check_at", "<=", nowText)
     .orderBy("h.next_check_at")
+    .limit(limit)
     .execute();
   const claimedUntil = new Date(now.getTime() + claimMs).toISOString();
   const claimed: DueTarget[] = [];
