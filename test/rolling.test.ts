@@ -2,6 +2,7 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { isolatedEnv, runFerry } from "./helpers/cli.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 /**
@@ -161,6 +162,16 @@ describe("rolling deployments over eight targets", { timeout: 120_000 }, () => {
       ).toBe(true);
     }
     expect(lines.map((line) => line.text)).toContain(`batch 1 of 1: ${TARGETS.join(", ")}`);
+    // As `ferry task logs` prints them: the target in brackets on each line.
+    const home = mkdtempSync(join(tmpdir(), "ferry-rolling-cli-"));
+    directories.push(home);
+    const printed = await runFerry(
+      ["task", "logs", taskId],
+      isolatedEnv(home, { FERRY_URL: test.server.url, FERRY_API_KEY: test.apiKey }),
+    );
+    expect(printed.code, printed.stderr).toBe(0);
+    for (const name of TARGETS)
+      expect(printed.stdout).toMatch(new RegExp(`\\[deploy on ${name}\\] hello from ${name}\n`));
   });
 
   it("under guided failure, excluding the failed target lets the rollout go on without it", async () => {
