@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
+import { agents } from "./agents.js";
 import { attackFlood } from "./attackFlood.js";
 import { controlPlane } from "./controlPlane.js";
 import { deployLatency, rollback } from "./deployLatency.js";
@@ -37,6 +38,7 @@ const benchmarks: Record<string, () => Promise<BenchmarkResult>> = {
   logs,
   "attack-flood": attackFlood,
   rolling,
+  agents,
 };
 
 const root = join(import.meta.dirname ?? ".", "..", "..");

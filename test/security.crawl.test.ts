@@ -25,6 +25,8 @@ const PUBLIC_OPERATIONS = new Set([
   "GET /api/v1/session/methods",
   "GET /api/v1/session/oidc/start",
   "GET /api/v1/session/oidc/callback",
+  // ferry agent's enrolment: the one-time token in the body is the credential (docs/targets.md).
+  "POST /api/v1/agent/enrol",
 ]);
 
 /** A 401 in the problem format, with nothing of the resource in it. */
@@ -153,7 +155,19 @@ describe("unauthenticated crawl of every route in the OpenAPI document", () => {
       const what = `${method} ${path}`;
       if (PUBLIC_OPERATIONS.has(`${method} ${template}`)) {
         const response = await raw(test.server.url, method, path, {}, method === "GET" ? undefined : "{}");
-        if (template.startsWith("/api/v1/session/oidc/")) {
+        if (template === "/api/v1/agent/enrol") {
+          // Enrolment answers without a key, but without a valid one-time token it makes no target.
+          expect(response.status, `${what} → ${response.body}`).toBe(400);
+          const wrong = await raw(
+            test.server.url,
+            method,
+            path,
+            {},
+            JSON.stringify({ token: `ferry_enrol_${"x".repeat(43)}`, name: "crawler", environments: ["dev"] }),
+          );
+          expect(wrong.status, `${what} with an unknown token → ${wrong.body}`).toBe(401);
+          expect((await test.call("GET", "/api/v1/targets/crawler")).status, what).toBe(404);
+        } else if (template.startsWith("/api/v1/session/oidc/")) {
           // OIDC sign-in: 404 here (this server has no FERRY_OIDC_*), else a redirect to the provider or
           // a refusal; it never signs anyone in without the provider's answer to a sign-in this browser started.
           expect(response.status, `${what} → ${response.body}`).toBe(404);

@@ -43,6 +43,11 @@ const BODIES: Record<string, unknown> = {
   "PATCH /api/v1/targets/{target}": { roles: ["web"] },
   "DELETE /api/v1/targets/{target}": undefined,
   "POST /api/v1/targets/{target}/trust": {},
+  // An enrolment token would let the scoped user join a host of theirs to any environment.
+  "POST /api/v1/agent-tokens": { expiresInMinutes: 60 },
+  "DELETE /api/v1/agent-tokens/{token}": undefined,
+  "POST /api/v1/targets/{target}/agent/rotate": undefined,
+  "POST /api/v1/targets/{target}/agent/revoke": undefined,
   "POST /api/v1/feeds": { name: "sneaky", url: "http://127.0.0.1:5000" },
   "PATCH /api/v1/feeds/{feed}": { name: "changed" },
   "DELETE /api/v1/feeds/{feed}": undefined,
@@ -106,6 +111,8 @@ const FILTERED_LISTS = new Set([
 ]);
 
 const PUBLIC = new Set([
+  // ferry agent's enrolment: the one-time token is the credential.
+  "POST /api/v1/agent/enrol",
   "GET /healthz",
   "GET /readyz",
   "POST /api/v1/session",

@@ -1,6 +1,6 @@
 import { timingSafeEqual } from "node:crypto";
 import type { ServerResponse } from "node:http";
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Access } from "../domain/access.js";
 import { CsrfError, RateLimitedError, UnauthenticatedError } from "../domain/errors.js";
 import type { DeploymentServices } from "../engine/deployments.js";
@@ -13,7 +13,10 @@ import { authenticateApiKey, type Identity } from "../store/apiKeys.js";
 import type { StoreContext } from "../store/common.js";
 import type { Store } from "../store/db.js";
 import { authenticateSession } from "../store/users.js";
+import type { AgentHub } from "../transports/agent.js";
 import { accessOf, accessOfRequest, authorize, authorizePath } from "./access.js";
+import { AddressQueue } from "./addressQueue.js";
+import { agentRoutes, registerAgentProtocol } from "./agents.js";
 import { auditedRoute, auditRoutes } from "./audit.js";
 import { dashboardRoutes } from "./dashboard.js";
 import { doraRoutes } from "./dora.js";
@@ -38,6 +41,8 @@ declare module "fastify" {
   interface FastifyContextConfig {
     /** Answers without an API key or session (health, readiness and sign-in only). */
     public?: boolean;
+    /** Not counted against the client address's requests at once (RouteSpec.unqueued). */
+    unqueued?: boolean;
   }
   interface FastifyRequest {
     identity?: Identity;
@@ -66,11 +71,16 @@ export interface AppOptions {
   trustedProxies?: readonly string[];
   /** OIDC sign-in (FERRY_OIDC_*); without it the OIDC routes answer that it is not configured. */
   oidc?: OidcClient;
+  /** Requests of one client address that run at once (FERRY_REQUESTS_PER_ADDRESS; default 8). */
+  requestsPerAddress?: number | undefined;
   /** The built web dashboard's directory (default: dist/web of the package). */
   webRoot?: string;
+  /** The agents' hub: with it the server speaks ferry agent's protocol (docs/decisions/0030-agents.md). */
+  agents?: AgentHub;
 }
 
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
+const REQUESTS_PER_ADDRESS = 8;
 
 /** Builds the HTTP application. It does not listen: `server/start.ts` does, tests use inject(). */
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
@@ -119,6 +129,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   // path (browsers, fetch and curl resolve them first), so any path with an empty or dot segment
   // answers 404 before the key check, matched or not: no handler runs, and the answer is the
   // same for every such path, so it does not reveal which routes exist either.
+  // One client's requests run a few at a time, so that it cannot fill every turn of the
+  // event loop (src/api/addressQueue.ts); first, before any work is done for them.
+  const queue = new AddressQueue(options.requestsPerAddress ?? REQUESTS_PER_ADDRESS);
+  app.addHook("onRequest", async (request, reply) => {
+    if (!request.routeOptions.config?.unqueued) await queue.acquire(request, reply);
+  });
   app.addHook("onRequest", async (request, reply) => {
     if (hasEmptyOrDotSegment(request.url)) return sendProblem(reply, routeNotFound(request));
     if (request.routeOptions.config?.public) return;
@@ -131,6 +147,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...healthRoutes(options.store),
     ...resourceRoutes(options.context, options.outbound),
     ...targetTrustRoutes(options.context),
+    ...agentRoutes(options.context, options.agents),
     ...dashboardRoutes(options.context, options.engine),
     ...(options.deployments ? releaseRoutes(options.deployments, options.outbound) : []),
     ...progressionRoutes(options.context),
@@ -175,7 +192,15 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   app.addHook("preClose", async () => {
     for (const stream of streams) stream.end();
   });
-  for (const route of routes) registerRoute(app, auditedRoute(route, options.context), options.context, streams);
+  for (const route of routes) {
+    registerRoute(app, auditedRoute(route, options.context), options.context, (response) => {
+      // A stream goes on after its handler: its place in the address's line is given back now.
+      queue.release(response.request);
+      streams.add(response.raw);
+      response.raw.on("close", () => streams.delete(response.raw));
+    });
+  }
+  if (options.agents) registerAgentProtocol(app, options.context, options.agents);
   return app;
 }
 
@@ -183,12 +208,12 @@ function registerRoute(
   app: FastifyInstance,
   route: RouteSpec,
   context: StoreContext,
-  streams: Set<ServerResponse>,
+  streamStarted: (reply: FastifyReply) => void,
 ): void {
   app.route({
     method: route.method,
     url: route.path,
-    config: { public: isPublic(route) },
+    config: { public: isPublic(route), unqueued: route.unqueued === true },
     handler: async (request, reply) => {
       // The one place every route's access is decided (src/api/access.ts): what the path
       // names first, then what the query and body ask for.
@@ -201,11 +226,7 @@ function registerRoute(
       const result = await route.handler({ params, query, body, access, request, reply });
       if (reply.sent) {
         // A stream (SSE) took over the response: ended when the client leaves or the server closes.
-        const response = reply.raw;
-        if (!response.writableEnded) {
-          streams.add(response);
-          response.on("close", () => streams.delete(response));
-        }
+        if (!reply.raw.writableEnded) streamStarted(reply);
         return reply;
       }
       reply.code(route.status ?? 200);
@@ -299,6 +320,7 @@ function healthRoutes(store: Store): RouteSpec[] {
       tag: "Meta",
       summary: "Liveness: the process answers",
       access: { kind: "public" },
+      unqueued: true,
       handler: async () => ({ status: "ok" }),
     }),
     defineRoute({
@@ -307,6 +329,7 @@ function healthRoutes(store: Store): RouteSpec[] {
       tag: "Meta",
       summary: "Readiness: the database answers",
       access: { kind: "public" },
+      unqueued: true,
       handler: async ({ reply }) => {
         try {
           await store.ping();

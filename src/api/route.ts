@@ -34,6 +34,12 @@ export interface RouteSpec<P = unknown, Q = unknown, B = unknown> {
    * by method and path only.
    */
   audit?: RouteAudit<NoInfer<P>, NoInfer<B>>;
+  /**
+   * Not counted against its client address's requests at once (src/api/addressQueue.ts):
+   * routes that hold their answer open (event streams, long polls) or answer without work
+   * (liveness, readiness).
+   */
+  unqueued?: true;
   handler(input: {
     params: P;
     query: Q;

@@ -62,6 +62,7 @@ export function addServerCommand(program: Command, environment: () => FerryEnvir
         traffic: trafficSettingsFromEnvironment(env, options.dataDir),
         outbound: env.FERRY_OUTBOUND_ALLOW,
         trustedProxies: env.FERRY_TRUSTED_PROXIES,
+        requestsPerAddress: env.FERRY_REQUESTS_PER_ADDRESS,
         statsd: env.FERRY_STATSD,
         port: options.port,
         host: options.host,
@@ -77,6 +78,7 @@ export function addServerCommand(program: Command, environment: () => FerryEnvir
         runAs: env.FERRY_RUN_AS,
         runAsUids: env.FERRY_RUN_AS_UIDS,
         workDir: env.FERRY_WORK_DIR,
+        agentTimeoutMs: env.FERRY_AGENT_TIMEOUT_SECONDS * 1000,
       });
       stopOnSignals(server);
     });

@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { type Command, InvalidArgumentError } from "commander";
 import type { Target } from "../domain/targets.js";
+import { addAgentCredentialCommands } from "./agent.js";
 import { segment } from "./client.js";
 import { UsageError } from "./errors.js";
 import { list } from "./output.js";
@@ -70,6 +71,7 @@ const spec: ResourceGroupSpec<Target> = {
     ["transport", (target) => target.transport],
     ["runtimes", (target) => list(target.runtimes)],
     ["ssh", (target) => reachedAt(target)],
+    ["agent", (target) => target.agent?.state ?? ""],
     ["health", healthSummary],
   ],
   fields: (target) => [
@@ -91,6 +93,12 @@ const spec: ResourceGroupSpec<Target> = {
           ["passphrase", target.ssh.passphrase ?? "none"],
         ] as [string, string][])
       : []),
+    ...(target.agent
+      ? ([
+          ["agent", `${target.agent.state}${target.agent.since ? ` since ${target.agent.since}` : ""}`],
+          ["credential", target.agent.rotationPending ? "set (a rotated one waits for the agent)" : "set"],
+        ] as [string, string][])
+      : []),
     ...healthFields(target),
   ],
 };
@@ -107,7 +115,10 @@ const fieldOptions = {
 function withTargetOptions(command: Command): Command {
   return command
     .option("--role <role>", "a role (repeat for several)", collect)
-    .option("--transport <kind>", "how Ferry reaches it: local (this server's host) or ssh")
+    .option(
+      "--transport <kind>",
+      "how Ferry reaches it: local (this server's host) or ssh (agent targets are made by enrolling: ferry agent-token create)",
+    )
     .option("--runtime <kind>", "docker or process (repeat for both)", collect)
     .option("--slug <slug>")
     .option("--ssh-host <host>", "ssh: the host's name or address")
@@ -196,4 +207,5 @@ export function addTargetCommands(program: Command, context: CliContext): void {
     );
   });
   addTrustCommand(group, context);
+  addAgentCredentialCommands(group, context);
 }

@@ -57,3 +57,13 @@ describe("FERRY_TRUSTED_PROXIES", () => {
     }
   });
 });
+
+describe("FERRY_REQUESTS_PER_ADDRESS", () => {
+  it("is 8 unless set, and refuses what is not a whole number from 1 to 10000", () => {
+    expect(readEnvironment({}).FERRY_REQUESTS_PER_ADDRESS).toBe(8);
+    expect(readEnvironment({ FERRY_REQUESTS_PER_ADDRESS: "64" }).FERRY_REQUESTS_PER_ADDRESS).toBe(64);
+    for (const value of ["0", "-1", "2.5", "many", "10001"]) {
+      expect(() => readEnvironment({ FERRY_REQUESTS_PER_ADDRESS: value }), value).toThrow(/FERRY_REQUESTS_PER_ADDRESS/);
+    }
+  });
+});

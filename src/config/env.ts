@@ -101,6 +101,17 @@ const environmentSchema = z.object({
       }
     }),
   /**
+   * Server: how many requests of one client address run at once; more wait in line
+   * (src/api/addressQueue.ts). A browser uses at most 6 connections per host; raise it for
+   * many clients behind one NAT address that each send several requests at a time.
+   */
+  FERRY_REQUESTS_PER_ADDRESS: z.coerce
+    .number()
+    .int({ message: "must be a whole number" })
+    .min(1, { message: "must be at least 1" })
+    .max(10_000, { message: "must be at most 10000" })
+    .default(8),
+  /**
    * Server: exceptions to the outbound guard, which refuses feed and webhook URLs that point
    * at loopback, link-local, metadata, unspecified or multicast addresses: comma-separated
    * addresses, ranges and host names with optional ports ("127.0.0.1:5000,10.0.0.0/8,registry.internal").
@@ -140,6 +151,12 @@ const environmentSchema = z.object({
   FERRY_RUN_AS_UIDS: z.string().min(1).max(40).optional(),
   /** Server: where tasks keep working files (default: a directory of the server's in the system's temporary directory). */
   FERRY_WORK_DIR: z.string().min(1).optional(),
+  /** Server: an agent not heard from for this long is marked lost and steps on it fail (docs/targets.md). */
+  FERRY_AGENT_TIMEOUT_SECONDS: z.coerce.number().int().min(3).max(3600).default(45),
+  /** ferry agent: its settings when not given as options (docs/targets.md). */
+  FERRY_AGENT_SERVER: z.url().optional(),
+  FERRY_AGENT_TOKEN: z.string().min(1).max(200).optional(),
+  FERRY_AGENT_STATE_DIR: z.string().min(1).optional(),
   FERRY_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   /** CLI: the server to talk to and the key to use (override `ferry login`). */
   FERRY_URL: z.url().optional(),

@@ -1,10 +1,15 @@
 import { isIP } from "node:net";
 import { z } from "zod";
+import { agentStatusSchema } from "./agents.js";
 import { atLeastOneField, nameSchema, referenceSchema, roleSchema, slugSchema, timestampsShape } from "./common.js";
 import { SECRET_SET } from "./feeds.js";
 
-/** How Ferry reaches the host: the server's own (`local`) or over SSH (`ssh`, agentless). Agents follow. */
-export const transportKinds = ["local", "ssh"] as const;
+/**
+ * How Ferry reaches the host: the server's own (`local`), over SSH (`ssh`, agentless), or
+ * through `ferry agent` on the host, which dials out (`agent`; such targets are made by
+ * enrolling, never created directly).
+ */
+export const transportKinds = ["local", "ssh", "agent"] as const;
 export type TransportKind = (typeof transportKinds)[number];
 /** What the target can run. */
 const runtimeKinds = ["docker", "process"] as const;
@@ -106,6 +111,7 @@ export const targetSchema = z.object({
   runtimes: z.array(z.enum(runtimeKinds)),
   ssh: sshSettingsSchema.nullable().describe("How the host is reached over SSH; null for a local target"),
   health: targetHealthSchema.describe("The last scheduled health check (docs/targets.md#health)"),
+  agent: agentStatusSchema.nullable().describe("The agent's link (transport agent); null for other targets"),
   ...timestampsShape,
 });
 export type Target = z.infer<typeof targetSchema>;
@@ -176,6 +182,14 @@ export const createTargetSchema = z
         code: "custom",
         path: ["ssh"],
         message: "an ssh target needs ssh: { host, user, privateKey } (and port, jumpHost when they apply)",
+      });
+    }
+    if (target.transport === "agent") {
+      context.addIssue({
+        code: "custom",
+        path: ["transport"],
+        message:
+          "an agent target is made by enrolling: create a token with 'ferry agent-token create', then run 'ferry agent' on the host (docs/targets.md)",
       });
     }
     if (target.transport !== "ssh" && target.ssh) {

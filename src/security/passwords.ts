@@ -1,4 +1,5 @@
 import { randomBytes, type ScryptOptions, scrypt, timingSafeEqual } from "node:crypto";
+import { availableParallelism } from "node:os";
 
 /**
  * scrypt parameters: N = 2^15, r = 8, p = 1 (about 32 MiB and tens of milliseconds per
@@ -11,12 +12,32 @@ const KEY_LENGTH = 32;
 // Node refuses N·r·128 bytes above maxmem (32 MiB by default); leave room for the parameters above.
 const MAX_MEMORY = 64 * 1024 * 1024;
 
-function derive(password: string, salt: Buffer, options: ScryptOptions & { keyLength: number }): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    scrypt(password.normalize("NFC"), salt, options.keyLength, { ...options, maxmem: MAX_MEMORY }, (error, key) =>
-      error ? reject(error) : resolve(key),
-    );
-  });
+/**
+ * How many hashes run at once: one core is left to the event loop. Each hash keeps a core
+ * busy for tens of milliseconds; five sign-ins at once on a two-core host ran five of them
+ * beside the event loop, and every request (/healthz too) waited for CPU meanwhile. More
+ * wait in line, first come first served; a sign-in takes longer under a flood, the rest
+ * of the server does not.
+ */
+const HASHES_AT_ONCE = Math.max(1, availableParallelism() - 1);
+let hashing = 0;
+const waiting: (() => void)[] = [];
+
+async function derive(password: string, salt: Buffer, options: ScryptOptions & { keyLength: number }): Promise<Buffer> {
+  if (hashing >= HASHES_AT_ONCE) await new Promise<void>((resolve) => waiting.push(resolve));
+  else hashing += 1;
+  try {
+    return await new Promise((resolve, reject) => {
+      scrypt(password.normalize("NFC"), salt, options.keyLength, { ...options, maxmem: MAX_MEMORY }, (error, key) =>
+        error ? reject(error) : resolve(key),
+      );
+    });
+  } finally {
+    // The place passes to the next in line (the count stays), or is given back.
+    const next = waiting.shift();
+    if (next) next();
+    else hashing -= 1;
+  }
 }
 
 /** "scrypt$N$r$p$<salt>$<hash>" (base64): a per-password random 16-byte salt. */

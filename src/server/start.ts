@@ -21,6 +21,7 @@ import { openStore, type Store } from "../store/db.js";
 import { sshConnectionSettings } from "../store/targets.js";
 import { reconcileLiveColours } from "../traffic/reconcile.js";
 import { defaultTrafficSettings, hasRoutes, lazyRouter, type TrafficSettings } from "../traffic/routers.js";
+import { AgentHub } from "../transports/agent.js";
 import { LocalTransport } from "../transports/local.js";
 import { targetResolver } from "../transports/registry.js";
 import { SshConnections } from "../transports/ssh.js";
@@ -47,6 +48,8 @@ export interface ServerOptions {
   outbound?: OutboundPolicy | undefined;
   /** FERRY_TRUSTED_PROXIES: the reverse proxies whose X-Forwarded-* headers are believed; default none. */
   trustedProxies?: readonly string[] | undefined;
+  /** FERRY_REQUESTS_PER_ADDRESS: requests of one client address at once (default 8). */
+  requestsPerAddress?: number | undefined;
   /** FERRY_OIDC_*: optional OIDC sign-in; its calls to the provider go through the outbound guard. */
   oidc?: OidcSettings | undefined;
   /** FERRY_RUN_AS: the account local steps run as (default nobody when the server is root). */
@@ -57,7 +60,12 @@ export interface ServerOptions {
   workDir?: string | undefined;
   /** FERRY_TARGET_HEALTH_*: how often targets are checked and how long they may take to answer. */
   targetHealth?: Partial<TargetHealthSettings> | undefined;
+  /** FERRY_AGENT_TIMEOUT_SECONDS (ms here): an agent not heard from for this long is marked lost; default 45 s. */
+  agentTimeoutMs?: number | undefined;
 }
+
+/** An agent not heard from for this long is marked lost (FERRY_AGENT_TIMEOUT_SECONDS). */
+const DEFAULT_AGENT_TIMEOUT_MS = 45_000;
 
 export interface RunningServer {
   app: FastifyInstance;
@@ -65,6 +73,7 @@ export interface RunningServer {
   context: StoreContext;
   engine: TaskEngine;
   deployments: DeploymentServices;
+  agents: AgentHub;
   url: string;
   /** Settles when the live colours of an earlier run run again (start-up reconciliation, in the background). */
   reconciled: Promise<void>;
@@ -110,8 +119,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   let engine: TaskEngine | undefined;
   // One SSH connection per target, opened on first use; each reads the target's settings (its key) from the store.
   const sshConnections = new SshConnections((targetId) => sshConnectionSettings(context, targetId));
+  // Agents poll this server for their calls; the hub holds them, in this process.
+  const agents = new AgentHub({
+    context,
+    timeoutMs: options.agentTimeoutMs ?? DEFAULT_AGENT_TIMEOUT_MS,
+    log: (message) => logger.info(message),
+  });
+  await agents.start();
   const targetHealth = { ...defaultTargetHealthSettings, ...options.targetHealth };
-  const resolveTarget = targetResolver({ local: hostTransport, router, ssh: sshConnections });
+  const resolveTarget = targetResolver({ local: hostTransport, router, ssh: sshConnections, agents });
   const deployments: DeploymentServices = {
     target: resolveTarget,
     targetProbeTimeoutMs: targetHealth.timeoutMs,
@@ -136,6 +152,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   });
   // A scrape never starts a proxy: it reads the router only once a deployment connected it.
   observability.metrics.registerProxyStats(async () => (await router.connected())?.traffic());
+  // ferry_agent_connections: the agents whose long polls this node holds.
+  observability.metrics.registerAgentConnections(() => agents.connectedCount);
   engine = new TaskEngine({
     db: store.db,
     dialect: store.dialect,
@@ -154,7 +172,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     metrics: observability.metrics,
     outbound: options.outbound,
     trustedProxies: options.trustedProxies,
+    requestsPerAddress: options.requestsPerAddress,
     oidc: options.oidc ? new OidcClient(options.oidc, options.outbound ?? defaultOutboundPolicy) : undefined,
+    agents,
   });
   try {
     await app.listen({ port: options.port, host: options.host });
@@ -187,12 +207,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     url,
     engine,
     deployments,
+    agents,
     reconciled,
     close: async () => {
       await reconciled;
       await healthMonitor.stop();
       await engine.stop();
       await observability.close();
+      // Held polls end first, or closing would wait for each to run out.
+      agents.close();
       await app.close();
       await sshConnections.close();
       await router.close();

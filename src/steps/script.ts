@@ -89,7 +89,10 @@ export const scriptStep: StepKind<ScriptConfig> = {
       if (exit.code !== 0) throw new TaskFailure(`the script exited with code ${exit.code ?? "(killed)"}`);
       return { outputs: parseOutputs((await transport.readFile(outputFile)) ?? "") };
     } finally {
-      await transport.removeDirectory(directory);
+      // A failure to tidy up (the host went away mid-step) must not hide how the step went: it is only logged.
+      await transport.removeDirectory(directory).catch((error: unknown) => {
+        context.log.warn(`could not remove the step's directory on the host (${(error as Error).message})`);
+      });
     }
   },
 };

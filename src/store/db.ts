@@ -68,7 +68,7 @@ function openSqlite(dataDir: string): Store {
   database.pragma("foreign_keys = ON");
   database.pragma("busy_timeout = 5000");
   for (const path of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(path)) chmodSync(path, 0o600);
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) });
   return {
     db,
     dialect: "sqlite",
@@ -77,6 +77,41 @@ function openSqlite(dataDir: string): Store {
     },
     poolUsage: () => ({ open: 1, max: 1 }),
     close: () => db.destroy(),
+  };
+}
+
+/** Prepared statements kept per SQL text; Ferry's queries are a few hundred distinct texts. */
+const STATEMENT_CACHE_SIZE = 1000;
+
+/**
+ * Kysely prepares every query anew, and on SQLite, whose work is synchronous on the event
+ * loop, preparing was the largest part of a cheap request (a sign-in flood's refusal spent
+ * more time compiling its two SELECTs than running them). Statements are kept by SQL text,
+ * least recently used dropped first; SQLite re-prepares a kept statement by itself when
+ * the schema changes. A statement still being iterated (a streamed query) is busy and
+ * cannot run again until it ends: that query gets a fresh one.
+ */
+function withStatementCache(database: SqliteDatabase.Database) {
+  const statements = new Map<string, SqliteDatabase.Statement>();
+  return {
+    close: () => database.close(),
+    prepare: (text: string) => {
+      const kept = statements.get(text);
+      if (kept && !kept.busy) {
+        statements.delete(text);
+        statements.set(text, kept);
+        return kept;
+      }
+      const statement = database.prepare(text);
+      if (!kept) {
+        statements.set(text, statement);
+        if (statements.size > STATEMENT_CACHE_SIZE) {
+          const oldest = statements.keys().next().value;
+          if (oldest !== undefined) statements.delete(oldest);
+        }
+      }
+      return statement;
+    },
   };
 }
 

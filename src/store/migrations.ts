@@ -665,6 +665,42 @@ const migrations: Record<string, Migration> = {
       await db.schema.alterTable("targets").addColumn("ssh_passphrase_sealed", "text").execute();
     },
   },
+  "0019_agents": {
+    async up(db: Kysely<unknown>) {
+      // One-time enrolment tokens: only their SHA-256 is kept (they carry 256 random bits).
+      // Single use is a conditional UPDATE of used_at, so two agents racing with one token
+      // cannot both enrol.
+      await db.schema
+        .createTable("agent_enrolment_tokens")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("token_hash", "text", (c) => c.notNull().unique())
+        .addColumn("note", "text", (c) => c.notNull())
+        // JSON array of environment ids an agent may join with it; null: any.
+        .addColumn("environment_ids", "text")
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("expires_at", "text", (c) => c.notNull())
+        .addColumn("used_at", "text")
+        .addColumn("used_by_target_id", "text")
+        .addColumn("revoked_at", "text")
+        .execute();
+      // An agent target's credential (hashed) and link state. A rotated credential waits,
+      // sealed, in next_credential_* until the agent first uses it: a rotation whose answer
+      // was lost on the way does not lock the agent out.
+      await db.schema
+        .createTable("agents")
+        .addColumn("target_id", "text", (c) => c.primaryKey().references("targets.id").onDelete("cascade"))
+        .addColumn("credential_hash", "text", (c) => c.notNull().unique())
+        // Unique (so indexed): every agent request looks its credential up in both columns.
+        .addColumn("next_credential_hash", "text", (c) => c.unique())
+        .addColumn("next_credential_sealed", "text")
+        .addColumn("revoked_at", "text")
+        // connected | lost | never, written on changes only (not on every poll).
+        .addColumn("state", "text", (c) => c.notNull())
+        .addColumn("state_at", "text")
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .execute();
+    },
+  },
   "0021_target_health_and_policies": {
     async up(db: Kysely<unknown>) {
       // What a deployment does with a target it cannot reach (ADR 0032): fail by default.

@@ -13,6 +13,8 @@ export interface Database {
   lifecycle_phase_environments: LifecyclePhaseEnvironmentRow;
   projects: ProjectRow;
   targets: TargetRow;
+  agent_enrolment_tokens: AgentEnrolmentTokenRow;
+  agents: AgentRow;
   target_environments: TargetEnvironmentRow;
   feeds: FeedRow;
   variables: VariableRow;
@@ -115,6 +117,32 @@ export interface TargetRow extends Timestamps {
   ssh_private_key_sealed: string | null;
   /** SecretBox text, context `target:<id>:ssh-passphrase`. */
   ssh_passphrase_sealed: string | null;
+}
+
+export interface AgentEnrolmentTokenRow {
+  id: string;
+  /** SHA-256 (hex) of the token. */
+  token_hash: string;
+  note: string;
+  /** JSON array of environment ids, or null (any). */
+  environment_ids: string | null;
+  created_at: string;
+  expires_at: string;
+  used_at: string | null;
+  used_by_target_id: string | null;
+  revoked_at: string | null;
+}
+
+export interface AgentRow {
+  target_id: string;
+  credential_hash: string;
+  next_credential_hash: string | null;
+  /** SecretBox text, context `agent:<target id>:next-credential`. */
+  next_credential_sealed: string | null;
+  revoked_at: string | null;
+  state: string;
+  state_at: string | null;
+  created_at: string;
 }
 
 interface TargetEnvironmentRow {

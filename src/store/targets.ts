@@ -7,6 +7,7 @@ import { SECRET_SET } from "../domain/feeds.js";
 import type { CreateTarget, SshSettings, Target, UpdateTarget } from "../domain/targets.js";
 import { targetSchema } from "../domain/targets.js";
 import { privateKeyProblem } from "../security/sshKeys.js";
+import { agentStatuses } from "./agents.js";
 import {
   assertNameAndSlugFree,
   type Executor,
@@ -42,6 +43,10 @@ async function loadTargets(db: Executor, rows: TargetRow[]): Promise<Target[]> {
     db,
     rows.map((row) => row.id),
   );
+  const agents = await agentStatuses(
+    db,
+    rows.filter((row) => row.transport === "agent").map((row) => row.id),
+  );
   return rows.map((row) =>
     targetSchema.parse({
       id: row.id,
@@ -53,6 +58,7 @@ async function loadTargets(db: Executor, rows: TargetRow[]): Promise<Target[]> {
       runtimes: parseJsonList(row.runtimes),
       ssh: sshSettingsOf(row),
       health: health.get(row.id),
+      agent: agents.get(row.id) ?? null,
       createdAt: row.created_at,
       updatedAt: row.updated_at,
     }),
@@ -206,6 +212,19 @@ export async function updateTarget(context: StoreContext, reference: string, inp
     const { id } = await findNamed(trx, "targets", reference);
     await assertNameAndSlugFree(trx, "targets", { name: input.name, slug: input.slug }, id);
     const current = await trx.selectFrom("targets").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
+    if (
+      input.transport !== undefined &&
+      input.transport !== current.transport &&
+      (input.transport === "agent" || current.transport === "agent")
+    ) {
+      throw new InputError("an agent target's transport cannot change, nor can another target become an agent one", [
+        {
+          pointer: "/transport",
+          detail:
+            "an agent target is made by enrolling (ferry agent-token create, then ferry agent on the host); delete it to reach the host another way",
+        },
+      ]);
+    }
     const sshColumns = updatedSshColumns(context, current, input);
     if (input.environments) await writeEnvironments(trx, id, input.environments);
     await translateUniqueViolation("that name or slug is already used by another target", () =>

@@ -63,4 +63,46 @@ describe("the local transport's step files", () => {
     expect(existsSync(join(workRoot, "task_d"))).toBe(false);
     rmSync(victim, { recursive: true, force: true });
   });
+
+  it("stops reading a process's output while the output gate is full, and goes on when it drains", async () => {
+    const directory = await transport.stepDirectory("task_gate", "script-");
+    let full = true;
+    let release: () => void = () => {};
+    const drained = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const lines: string[] = [];
+    let exited = false;
+    // 4 MiB of output: far more than a pipe holds, so the process can only end if it is read.
+    const running = transport
+      .run({
+        command: "bash",
+        args: ["-c", "for i in $(seq 1 65536); do printf '%063d\\n' $i; done; echo done"],
+        env: {},
+        cwd: directory,
+        taskId: "task_gate",
+        timeoutMs: 60_000,
+        signal: new AbortController().signal,
+        onLine: (_stream, text) => lines.push(text),
+        outputGate: {
+          get full() {
+            return full;
+          },
+          drained: () => drained,
+        },
+      })
+      .then((exit) => {
+        exited = true;
+        return exit;
+      });
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    // Blocked on its pipe: nothing near all of its output was taken, and it has not ended.
+    expect(exited).toBe(false);
+    expect(lines.length).toBeLessThan(65536);
+    full = false;
+    release();
+    expect(await running).toEqual({ code: 0, timedOut: false });
+    expect(lines.length).toBe(65537);
+    expect(lines.at(-1)).toBe("done");
+  });
 });

@@ -209,7 +209,14 @@ export class LocalTransport implements Transport {
     const pipeLines = (stream: NodeJS.ReadableStream, name: "stdout" | "stderr") => {
       const splitter = new LineSplitter((text, cut) => spec.onLine(name, text, cut));
       stream.setEncoding("utf8");
-      stream.on("data", (chunk: string) => splitter.push(chunk));
+      stream.on("data", (chunk: string) => {
+        splitter.push(chunk);
+        const gate = spec.outputGate;
+        if (gate?.full) {
+          stream.pause();
+          void gate.drained().then(() => stream.resume());
+        }
+      });
       stream.on("end", () => splitter.end());
     };
     pipeLines(child.stdout, "stdout");

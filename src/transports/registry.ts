@@ -1,15 +1,17 @@
 import type { TransportKind } from "../domain/targets.js";
 import type { TargetInfo } from "../store/deployments.js";
 import type { LazyRouter } from "../traffic/routers.js";
+import { type AgentHub, agentTarget } from "./agent.js";
 import { type LocalTransport, localTarget } from "./local.js";
 import { type SshConnections, SshTransport, sshTarget } from "./ssh.js";
 import type { Target } from "./types.js";
 
-/** What the transports of a server share: the server's own host and its router, the SSH connection pool. */
+/** What the transports of a server share: the server's own host and its router, the SSH connection pool, the agents' hub. */
 export interface TransportServices {
   local: LocalTransport;
   router: LazyRouter | undefined;
   ssh: SshConnections;
+  agents: AgentHub;
 }
 
 /** The server's own host as a target, for steps without roles. */
@@ -33,6 +35,7 @@ export function targetResolver(services: TransportServices): (info: TargetInfo |
   const kinds: Record<TransportKind, (info: TargetInfo) => Target> = {
     local: (info) => localTarget(services.local, services.router, info),
     ssh: (info) => sshTarget(sshTransport(info.id), info),
+    agent: (info) => agentTarget(services.agents.transport(info.id, info.name), info),
   };
   return (info) => (info ? kinds[info.transport](info) : localTarget(services.local, services.router, SERVER_HOST));
 }

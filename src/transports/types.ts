@@ -18,6 +18,18 @@ export interface ProcessSpec {
   readonly signal: AbortSignal;
   /** Each line of output as it arrives; a line longer than the transport keeps is cut (`cut`). */
   onLine(stream: "stdout" | "stderr", text: string, cut: boolean): void;
+  /**
+   * Backpressure for onLine: while `full`, the transport stops reading the process's output
+   * (the process blocks on a full pipe) until `drained()` settles. `ferry agent` uses it
+   * while its lines wait for a slow server.
+   */
+  readonly outputGate?: OutputGate | undefined;
+}
+
+/** A bounded buffer's state, as a producer of lines sees it. */
+export interface OutputGate {
+  readonly full: boolean;
+  drained(): Promise<void>;
 }
 
 /** How a process ended. */

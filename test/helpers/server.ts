@@ -30,13 +30,17 @@ export async function startTestServer(
     traffic?: TrafficSettings;
     outbound?: OutboundPolicy;
     targetHealth?: Partial<TargetHealthSettings>;
+    /** Where it listens (127.0.0.1 unless given: agents in network namespaces need a namespace link's address). */
+    host?: string;
+    agentTimeoutMs?: number;
   } = {},
 ): Promise<TestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), "ferry-server-"));
   const apiKey = generateApiKey();
   const server = await startServer({
     port: 0,
-    host: "127.0.0.1",
+    host: options.host ?? "127.0.0.1",
+    agentTimeoutMs: options.agentTimeoutMs,
     dataDir,
     databaseUrl: options.databaseUrl,
     adminApiKey: apiKey,

@@ -1,0 +1,90 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { UnauthenticatedError } from "../src/domain/errors.js";
+import {
+  authenticateAgent,
+  createEnrolmentToken,
+  enrolAgent,
+  listEnrolmentTokens,
+  revokeAgentCredential,
+  revokeEnrolmentToken,
+  rotateAgentCredential,
+} from "../src/store/agents.js";
+import { createEnvironment } from "../src/store/environments.js";
+import { getTarget } from "../src/store/targets.js";
+import { dialects, openTestDatabase, type TestDatabase } from "./helpers/databases.js";
+
+/** Enrolment tokens and agent credentials on SQLite and PostgreSQL: single use holds under a race, secrets are stored hashed. */
+describe.each(dialects)("agent enrolment and credentials on %s", (dialect) => {
+  let database: TestDatabase;
+  const context = () => database.context;
+  const enrolment = (token: string, name: string, environments = ["dev"]) => ({
+    token,
+    name,
+    environments,
+    roles: ["web"],
+    runtimes: ["docker" as const],
+  });
+
+  beforeAll(async () => {
+    database = await openTestDatabase(dialect);
+    for (const name of ["dev", "prod"]) await createEnvironment(context(), { name, description: "" });
+  });
+  afterAll(async () => {
+    await database?.dispose();
+  });
+
+  it("lets exactly one of two agents racing with one token enrol, and stores neither secret in clear", async () => {
+    const { token } = await createEnrolmentToken(context(), { expiresInMinutes: 60 });
+    const results = await Promise.allSettled([
+      enrolAgent(context(), enrolment(token, "race-a")),
+      enrolAgent(context(), enrolment(token, "race-b")),
+    ]);
+    const won = results.filter((result) => result.status === "fulfilled");
+    expect(won).toHaveLength(1);
+    const lost = results.find((result) => result.status === "rejected");
+    expect((lost as PromiseRejectedResult).reason).toBeInstanceOf(UnauthenticatedError);
+    const credential = (won[0] as PromiseFulfilledResult<{ credential: string }>).value.credential;
+    const rows = JSON.stringify([
+      await database.context.db.selectFrom("agent_enrolment_tokens").selectAll().execute(),
+      await database.context.db.selectFrom("agents").selectAll().execute(),
+    ]);
+    expect(rows).not.toContain(token);
+    expect(rows).not.toContain(credential);
+    const [listed] = await listEnrolmentTokens(context());
+    expect(listed?.state).toBe("used");
+  });
+
+  it("gives the token back when the name is taken, and keeps an environment-limited token to its environments", async () => {
+    const { token } = await createEnrolmentToken(context(), { expiresInMinutes: 60, environments: ["dev"] });
+    await expect(enrolAgent(context(), enrolment(token, "dup", ["prod"]))).rejects.toThrow(
+      /does not allow the environments prod/,
+    );
+    await enrolAgent(context(), enrolment(token, "dup-first"));
+    const second = await createEnrolmentToken(context(), { expiresInMinutes: 60 });
+    await expect(enrolAgent(context(), enrolment(second.token, "dup-first"))).rejects.toThrow(/already exists/);
+    const again = await enrolAgent(context(), enrolment(second.token, "dup-second"));
+    expect(again.target.transport).toBe("agent");
+  });
+
+  it("refuses a revoked token and a revoked credential; a rotated credential replaces the old one when first used", async () => {
+    const revoked = await createEnrolmentToken(context(), { expiresInMinutes: 60 });
+    await revokeEnrolmentToken(context(), revoked.id);
+    await expect(enrolAgent(context(), enrolment(revoked.token, "never"))).rejects.toThrow(/revoked/);
+
+    const { token } = await createEnrolmentToken(context(), { expiresInMinutes: 60 });
+    const { credential } = await enrolAgent(context(), enrolment(token, "rotating"));
+    expect((await authenticateAgent(context(), credential)).targetName).toBe("rotating");
+    await rotateAgentCredential(context(), "rotating");
+    const offered = (await authenticateAgent(context(), credential)).nextCredential;
+    expect(offered).toMatch(/^ferry_agent_/);
+    expect((await getTarget(context(), "rotating")).agent?.rotationPending).toBe(true);
+    // Until the agent uses the new one, the old one still works; afterwards only the new one.
+    await authenticateAgent(context(), offered ?? "");
+    await expect(authenticateAgent(context(), credential)).rejects.toThrow(/not known/);
+    expect((await getTarget(context(), "rotating")).agent?.rotationPending).toBe(false);
+
+    await revokeAgentCredential(context(), "rotating");
+    await expect(authenticateAgent(context(), offered ?? "")).rejects.toThrow(/was revoked/);
+    expect((await getTarget(context(), "rotating")).agent?.state).toBe("revoked");
+  });
+});
