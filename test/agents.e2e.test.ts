@@ -264,6 +264,23 @@ describe("ferry agent on real hosts", { timeout: 180_000 }, () => {
     expect(log).toMatch(/optional step 'probe-missing' failed \(.*404/);
   });
 
+  it("checks an agent target's health through its agent, and /metrics counts the agent connected", async () => {
+    await waitUntil(async () => (await agentState("agent-0")) === "connected", 20_000);
+    // The first check comes within a few seconds of the target's creation (the default schedule).
+    let health: { state: string; reachable: boolean | null; diskFreeBytes: number | null } | undefined;
+    await waitUntil(async () => {
+      health = (await test.call<{ health: typeof health }>("GET", "/api/v1/targets/agent-0")).body.health;
+      return health?.state === "up";
+    }, 60_000);
+    expect(health?.reachable).toBe(true);
+    expect(health?.diskFreeBytes).toBeGreaterThan(0);
+    const metrics = await (
+      await fetch(new URL("/metrics", test.server.url), { headers: { authorization: `Bearer ${test.apiKey}` } })
+    ).text();
+    expect(metrics).toContain('ferry_target_up{target="agent-0"} 1');
+    expect(Number(/^ferry_agent_connections (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(1);
+  });
+
   it("a cancel mid-step stops the process on the agent's host, with what it started", async () => {
     await waitUntil(async () => (await agentState("agent-0")) === "connected", 20_000);
     const markerDir = tempDir("ferry-agent-cancel-");

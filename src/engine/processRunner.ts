@@ -153,7 +153,7 @@ export async function runProcess(services: ProcessRunnerServices, run: ProcessRu
           task.log.error(reason);
           return true;
         }
-        task.log.warn(`optional step '${step.name}'${where} failed (${message}); continuing`);
+        task.log.warn(`optional step '${step.name}' failed (${message})${where}; continuing`);
         return false;
       }
       default:
