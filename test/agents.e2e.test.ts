@@ -376,6 +376,50 @@ describe("ferry agent on real hosts", { timeout: 180_000 }, () => {
     await waitUntil(async () => (await agentState("agent-1")) === "connected", 60_000);
   });
 
+  it("a link taken down mid-deployment: with the environment's policy skip, that agent is left out and the rest deploys", async () => {
+    const host = hosts.hosts[1];
+    if (!host) throw new Error("no host");
+    await waitUntil(async () => (await agentState("agent-1")) === "connected", 60_000);
+    await waitUntil(async () => (await agentState("agent-0")) === "connected", 20_000);
+    const policy = await test.call("PATCH", "/api/v1/environments/dev", { unavailableTargets: "skip" });
+    expect(policy.status, JSON.stringify(policy.body)).toBe(200);
+    const markerDir = tempDir("ferry-agent-policy-");
+    chmodSync(markerDir, 0o777);
+    const env = { MARKERS: markerDir, TARGET: "#{Ferry.Target.Name}" };
+    const slug = await newProject([
+      {
+        name: "long",
+        kind: "script",
+        roles: ["a0", "a1"],
+        rolling: { window: "100%" },
+        config: {
+          script:
+            'echo "started on $TARGET"; if [ "$TARGET" = agent-1 ]; then sleep 15; fi; touch "$MARKERS/long-$TARGET"',
+          env,
+        },
+      },
+      { name: "after", kind: "script", roles: ["a0", "a1"], config: { script: 'touch "$MARKERS/after-$TARGET"', env } },
+    ]);
+    const taskId = await release(slug);
+    await waitForLine(taskId, "started on agent-1");
+    const cutAt = Date.now();
+    host.setLink(false);
+    try {
+      const task = await test.waitForTask(taskId, 60_000);
+      const log = await logText(taskId);
+      expect(task.state, log).toBe("succeeded");
+      // Marked failed within the configured timeout, then asked again: no answer, so left out.
+      expect(Date.now() - cutAt).toBeLessThan(AGENT_TIMEOUT_MS * 5);
+      expect(log).toContain("step 'long' failed on agent-1, which cannot be reached now");
+      expect(log).toContain("left out of the rest of this deployment (dev's policy for unavailable targets is skip)");
+      expect(readdirSync(markerDir).sort()).toEqual(["after-agent-0", "long-agent-0"]);
+    } finally {
+      host.setLink(true);
+      await test.call("PATCH", "/api/v1/environments/dev", { unavailableTargets: "fail" });
+    }
+    await waitUntil(async () => (await agentState("agent-1")) === "connected", 60_000);
+  });
+
   it("refuses used, expired and revoked enrolment tokens, and a revoked credential", async () => {
     const enrol = (token: string, name: string) =>
       fetch(new URL("/api/v1/agent/enrol", test.server.url), {
