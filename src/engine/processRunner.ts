@@ -5,10 +5,12 @@ import { type RollingConfig, type Step, stepRunsIn } from "../domain/process.js"
 import { rollingBatches, windowSize } from "../domain/rolling.js";
 import { renderTemplate } from "../domain/templates.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
+import { AllAtOnce } from "../steps/blueGreen/allAtOnce.js";
 import { stepKind } from "../steps/registry.js";
 import type { StepRunContext } from "../steps/types.js";
 import type { TargetInfo } from "../store/deployments.js";
 import type { Target } from "../transports/types.js";
+import type { TaskLog } from "./taskLog.js";
 import { FinalFailure, type TaskContext, TaskFailure } from "./types.js";
 
 /**
@@ -32,6 +34,9 @@ function scopeLabels(scope: RunScope, taskId: string): Record<string, string> {
     "ferry.task": taskId,
   };
 }
+
+/** The label naming the target a step ran for, on what it created (absent: the server's own host, or made before targets were named). */
+export const TARGET_LABEL = "ferry.target";
 
 /** What the runner needs from the server: how hosts are reached, credentials. */
 export interface ProcessRunnerServices {
@@ -185,6 +190,27 @@ export async function runProcess(services: ProcessRunnerServices, run: ProcessRu
           task.log.error(message);
         } else {
           task.log.warn(message);
+        }
+        continue;
+      }
+      if (stepTargets.length > 1 && runsTogether(step)) {
+        if (step.rolling) {
+          task.log.warn(`step '${step.name}' switches all its targets at once: its rolling window does not apply`);
+        }
+        const infos = stepTargets as TargetInfo[];
+        const outcome = await task.log.step(`${step.name} on ${infos.length} targets, all at once`, () =>
+          runStepTogether(context, step, infos, outputs),
+        );
+        for (const [key, value] of Object.entries(outcome.outputs)) {
+          outputs.set(`Ferry.Step[${step.name}].Output.${key}`, value);
+        }
+        if (outcome.failed !== undefined) {
+          if (step.required) {
+            failed ??= outcome.failed;
+            task.log.error(outcome.failed);
+          } else {
+            task.log.warn(`optional ${outcome.failed}; continuing`);
+          }
         }
         continue;
       }
@@ -404,6 +430,56 @@ export function targetsOfStep(step: Step, targets: readonly TargetInfo[]): (Targ
     : targets.filter((target) => target.roles.some((role) => step.roles.includes(role)));
 }
 
+/** Whether the step's config asks to run on all its targets together (a blue/green `switch: allAtOnce`). */
+function runsTogether(step: Step): boolean {
+  const kind = stepKind(step.kind);
+  if (!kind?.together) return false;
+  const parsed = kind.config.safeParse(step.config);
+  return parsed.success && kind.together(parsed.data);
+}
+
+/**
+ * Runs a step on all its targets at once, each meeting the others at the step's checkpoints
+ * (steps/blueGreen/allAtOnce.ts): one that fails makes the others undo what they did. Guided
+ * failure does not apply (a retry of one target alone would switch it alone); the step fails
+ * as a whole, naming each target's outcome.
+ */
+async function runStepTogether(
+  context: RunnerContext,
+  step: Step,
+  infos: readonly TargetInfo[],
+  earlierOutputs: ReadonlyMap<string, string>,
+): Promise<{ failed: string | undefined; outputs: Record<string, string> }> {
+  const { services, run } = context;
+  const { task } = run;
+  const meeting = new AllAtOnce(infos.length);
+  task.log.info(`step '${step.name}' runs on ${infos.map((info) => info.name).join(", ")} all at once`);
+  const outcomes = await Promise.allSettled(
+    infos.map(async (info) => {
+      const target = services.target(info);
+      try {
+        await context.touch(target);
+        return await runStep(context, step, info, target, run.variables(step, info, earlierOutputs), false, meeting);
+      } catch (error) {
+        meeting.fail(info.name, error instanceof Error ? error.message : String(error));
+        throw error;
+      }
+    }),
+  );
+  if (task.signal.aborted) task.signal.throwIfAborted();
+  const failures = outcomes.flatMap((outcome, index) =>
+    outcome.status === "rejected"
+      ? [`${infos[index]?.name}: ${outcome.reason instanceof Error ? outcome.reason.message : String(outcome.reason)}`]
+      : [],
+  );
+  const outputs: Record<string, string> = {};
+  for (const outcome of outcomes) if (outcome.status === "fulfilled") Object.assign(outputs, outcome.value.outputs);
+  return {
+    failed: failures.length > 0 ? `step '${step.name}' failed (all at once): ${failures.join("; ")}` : undefined,
+    outputs,
+  };
+}
+
 function shouldRun(step: Step, somethingFailed: boolean, variables: ReadonlyMap<string, string>): boolean {
   const condition = step.condition;
   if (condition === "always") return true;
@@ -423,6 +499,7 @@ async function runStep(
   target: Target,
   variables: ReadonlyMap<string, string>,
   lane: boolean,
+  allAtOnce?: AllAtOnce,
 ) {
   const { services, run } = context;
   const { task } = run;
@@ -435,7 +512,8 @@ async function runStep(
     taskId: task.taskId,
     stepName: step.name,
     signal: task.signal,
-    log: laneLog ?? task.log,
+    // Targets running together write to one log at once: each line says which target it is about.
+    log: laneLog ?? (allAtOnce && info ? prefixedLog(task.log, `[${info.name}] `) : task.log),
     variables,
     render: (template) => renderTemplate(template, variables),
     // The lifecycle phase's default for separation of duties, unless the step says otherwise.
@@ -447,9 +525,25 @@ async function runStep(
     registryCredentials: services.registryCredentials,
     scope: run.scope,
     target,
-    labels: scopeLabels(run.scope, task.taskId),
+    // The target too: two targets on one host must each find only what was made for them.
+    labels: { ...scopeLabels(run.scope, task.taskId), ...(info && { [TARGET_LABEL]: info.slug }) },
     ...(services.outbound && { outbound: services.outbound }),
+    ...(allAtOnce && { allAtOnce }),
   };
   const work = () => kind.run(stepContext, config);
+  if (allAtOnce) return work();
   return laneLog ? laneLog.run(work) : task.log.step(name, work);
+}
+
+/** The task's log with every info, warning and error line starting with `prefix`. */
+function prefixedLog(log: TaskLog, prefix: string): TaskLog {
+  return new Proxy(log, {
+    get(target, property) {
+      if (property === "info" || property === "warn" || property === "error") {
+        return (text: string) => target[property](`${prefix}${text}`);
+      }
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
 }

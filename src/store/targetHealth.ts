@@ -1,7 +1,7 @@
 import type { Kysely, Selectable } from "kysely";
 import type { TargetHealth } from "../domain/targets.js";
 import { type Executor, parseJsonList } from "./common.js";
-import { type TargetInfo, targetInfoOf } from "./deployments.js";
+import { TARGET_INFO_COLUMNS, type TargetInfo, targetInfoOf } from "./deployments.js";
 import type { Database, TargetHealthRow } from "./schema.js";
 
 /*
@@ -25,7 +25,6 @@ export interface TargetHealthResult {
 
 /** A target due for a check, with what the check needs to know about it. */
 export interface DueTarget extends TargetInfo {
-  slug: string;
   runtimes: string[];
 }
 
@@ -92,7 +91,7 @@ export async function claimDueTargets(
   const due = await db
     .selectFrom("target_health as h")
     .innerJoin("targets as t", "t.id", "h.target_id")
-    .select(["t.id", "t.slug", "t.name", "t.roles", "t.transport", "t.runtimes", "h.next_check_at"])
+    .select([...TARGET_INFO_COLUMNS, "t.runtimes", "h.next_check_at"])
     .where("h.next_check_at", "<=", nowText)
     .orderBy("h.next_check_at")
     .limit(limit)
@@ -108,7 +107,7 @@ export async function claimDueTargets(
       .where("next_check_at", "=", row.next_check_at)
       .executeTakeFirst();
     if (Number(result.numUpdatedRows) !== 1) continue;
-    claimed.push({ ...targetInfoOf(row), slug: row.slug, runtimes: parseJsonList(row.runtimes) });
+    claimed.push({ ...targetInfoOf(row), runtimes: parseJsonList(row.runtimes) });
   }
   return claimed;
 }
