@@ -352,4 +352,93 @@ describe.each(dialects)("runbooks (%s)", (dialect) => {
     });
     expect(elsewhere.status).toBe(404);
   }, 60_000);
+  it("runs a step on the environment's targets by role, or only on the targets a run names", async () => {
+    for (const name of ["db-1", "db-2"]) {
+      await admin("POST", "/api/v1/targets", { name, environments: ["staging"], roles: ["db"] });
+    }
+    await admin("POST", "/api/v1/projects/shop/runbooks", {
+      name: "Per host",
+      process: {
+        steps: [
+          {
+            name: "vacuum",
+            kind: "script",
+            roles: ["db"],
+            config: { script: 'echo "vacuum on $HOST"', env: { HOST: "#{Ferry.Target.Name}" } },
+          },
+        ],
+      },
+    });
+    await admin("POST", "/api/v1/projects/shop/runbooks/per-host/publish");
+    const everywhere = await run("per-host", { environment: "staging" });
+    expect(everywhere.log).toContain("vacuum on db-1");
+    expect(everywhere.log).toContain("vacuum on db-2");
+    const one = await run("per-host", { environment: "staging", targets: ["db-2"] });
+    expect(one.log).toContain("vacuum on db-2");
+    expect(one.log).not.toContain("vacuum on db-1");
+    const unknown = await test.call<Body>("POST", "/api/v1/projects/shop/runbooks/per-host/runs", {
+      environment: "staging",
+      targets: ["db-9"],
+    });
+    expect(unknown.status).toBe(400);
+    expect(JSON.stringify(unknown.body)).toContain("/targets/0");
+  }, 60_000);
+
+  it("waits for a deployment to the environment unless the runbook may overlap it; a consumer cancels a run", async () => {
+    await admin("POST", "/api/v1/projects", { name: "gate", lifecycle: "standard" });
+    await admin("PUT", "/api/v1/projects/gate/process", {
+      steps: [{ name: "hold", kind: "approval", config: { instructions: "hold the environment" } }],
+    });
+    await admin("POST", "/api/v1/projects/gate/releases", { version: "1.0.0" });
+    const deployment = await admin<Body>("POST", "/api/v1/projects/gate/deployments", {
+      release: "1.0.0",
+      environment: "staging",
+    });
+    const waitForState = async (taskId: string, state: string) => {
+      for (let attempt = 0; attempt < 300; attempt += 1) {
+        const task = await admin<Body>("GET", `/api/v1/tasks/${taskId}`);
+        if (task.state === state) return;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      throw new Error(`task ${taskId} never became ${state}`);
+    };
+    await waitForState(String(deployment.taskId), "waiting");
+
+    for (const [name, overlapDeployments] of [
+      ["Careful", false],
+      ["Harmless", true],
+    ] as const) {
+      await admin("POST", "/api/v1/projects/gate/runbooks", {
+        name,
+        overlapDeployments,
+        process: { steps: [{ name: "say", kind: "script", config: { script: `echo ${name}` } }] },
+      });
+      await admin("POST", `/api/v1/projects/gate/runbooks/${name.toLowerCase()}/publish`);
+    }
+    const careful = await admin<Body>("POST", "/api/v1/projects/gate/runbooks/careful/runs", {
+      environment: "staging",
+    });
+    const harmless = await admin<Body>("POST", "/api/v1/projects/gate/runbooks/harmless/runs", {
+      environment: "staging",
+    });
+    expect((await test.waitForTask(String(harmless.taskId))).state).toBe("succeeded");
+    expect((await admin<Body>("GET", `/api/v1/tasks/${careful.taskId}`)).state).toBe("queued");
+
+    await admin("POST", `/api/v1/tasks/${deployment.taskId}/decisions`, { decision: "reject" });
+    expect((await test.waitForTask(String(deployment.taskId))).state).toBe("failed");
+    expect((await test.waitForTask(String(careful.taskId))).state).toBe("succeeded");
+
+    // A runbook consumer stops a run of theirs (cancel needs runRunbooks on a run's task).
+    await admin("POST", "/api/v1/projects/shop/runbooks", {
+      name: "Slow",
+      process: { steps: [{ name: "sleep", kind: "script", config: { script: "sleep 60" } }] },
+    });
+    await admin("POST", "/api/v1/projects/shop/runbooks/slow/publish");
+    const slow = await as("casey", "POST", "/api/v1/projects/shop/runbooks/slow/runs", { environment: "prod" });
+    expect(slow.status, slow.text).toBe(201);
+    await waitForState(String(slow.body.taskId), "running");
+    const cancelled = await as("casey", "POST", `/api/v1/tasks/${slow.body.taskId}/cancel`);
+    expect(cancelled.status, cancelled.text).toBe(200);
+    expect((await test.waitForTask(String(slow.body.taskId))).state).toBe("cancelled");
+  }, 90_000);
 });
