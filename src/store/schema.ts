@@ -443,7 +443,7 @@ export interface RunbookSnapshotRow {
   created_at: string;
 }
 
-export interface RunbookRunRow {
+interface RunbookRunRow {
   id: string;
   runbook_id: string;
   snapshot_id: string;
