@@ -59,8 +59,10 @@ runbooks:
       - name: dump
         kind: script
         config:
-          script: 'echo "dumping $1 to $2, keeping $3 (token $4)"'
-          arguments: ["#{Database}", "#{BackupDir}", "#{Keep}", "#{Token}"]
+          script: 'echo "dumping $1 to $2, keeping $3 (token $TOKEN)"'
+          arguments: ["#{Database}", "#{BackupDir}", "#{Keep}"]
+          # A secret goes in the environment, never in argv (which any process list shows).
+          env: { TOKEN: "#{Token}" }
 `;
 
 describe("ferry runbook (CLI against a ferry server)", () => {
