@@ -137,6 +137,11 @@ describe("ferry runbook (CLI against a ferry server)", () => {
     const outcome = parseJson<{ state: string; version: number; parameters: Record<string, string> }>(json);
     expect(outcome).toMatchObject({ state: "succeeded", version: 1 });
     expect(outcome.parameters).toEqual({ Database: "users", Keep: "7", Token: "********" });
+
+    const runs = await cli(["runbook", "runs", "--project", "shop", "--runbook", "backup-database"]);
+    expectSuccess(runs);
+    expect(runs.stdout.match(/succeeded/g)).toHaveLength(2);
+    expect(runs.stdout).not.toContain(secret);
   }, 90_000);
 
   it("refuses a bad parameter before queueing, naming it, and a run outside the runbook's environments", async () => {

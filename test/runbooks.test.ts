@@ -236,8 +236,16 @@ describe.each(dialects)("runbooks (%s)", (dialect) => {
     expect(rotated.log).not.toContain(secret);
     expect(JSON.stringify(rotated.task)).not.toContain(secret);
     expect(await auditText()).not.toContain(secret);
-    const runs = await test.call("GET", `/api/v1/tasks/${rotated.created.taskId}`);
-    expect(JSON.stringify(runs.body)).not.toContain(secret);
+    const task = await test.call("GET", `/api/v1/tasks/${rotated.created.taskId}`);
+    expect(JSON.stringify(task.body)).not.toContain(secret);
+    const runs = await admin<Body[]>("GET", "/api/v1/projects/shop/runbooks/rotate/runs");
+    expect(runs).toHaveLength(1);
+    expect(runs[0]).toMatchObject({
+      runId: rotated.created.runId,
+      state: "succeeded",
+      parameters: { Password: "********" },
+    });
+    expect(JSON.stringify(runs)).not.toContain(secret);
   }, 60_000);
 
   it("refuses deployments during a freeze, naming it; an override needs its permission and a reason, and is audited", async () => {

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { type Access, ALL } from "../domain/access.js";
+import { type Access, ALL, reaches } from "../domain/access.js";
 import type { AuditChange } from "../domain/audit.js";
 import { ForbiddenError } from "../domain/errors.js";
 import { createFreezeSchema, freezeSchema } from "../domain/freezes.js";
@@ -9,6 +9,7 @@ import {
   createRunbookSchema,
   type Runbook,
   runbookRunSchema,
+  runbookRunSummarySchema,
   runbookSchema,
   updateRunbookSchema,
 } from "../domain/runbooks.js";
@@ -22,6 +23,7 @@ import {
   createRunbook,
   deleteRunbook,
   getRunbook,
+  listRunbookRuns,
   listRunbooks,
   publishRunbook,
   updateRunbook,
@@ -192,6 +194,26 @@ export function runbookRoutes(services: DeploymentServices): RouteSpec[] {
           createdByPrincipal: request.identity ? principalOf(request.identity) : null,
           access,
         }),
+    }),
+    defineRoute({
+      method: "GET",
+      path: "/api/v1/projects/:project/runbooks/:runbook/runs",
+      tag: "Runbooks",
+      summary: "A runbook's runs, newest first (in the environments you may view; sensitive parameters masked)",
+      access: { kind: "project", permission: "view", project: (params) => params.project },
+      params: pathParams("project", "runbook"),
+      query: z.strictObject({ limit: z.coerce.number().int().min(1).max(500).default(50) }),
+      response: z.array(runbookRunSummarySchema),
+      handler: ({ params, query, access }) => {
+        const reach = access.reach("view");
+        return listRunbookRuns(
+          context,
+          params.project,
+          params.runbook,
+          (projectId, environmentId) => reaches(reach, projectId, environmentId),
+          query.limit,
+        );
+      },
     }),
     defineRoute({
       method: "GET",

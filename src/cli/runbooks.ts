@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import type { Freeze } from "../domain/freezes.js";
-import type { Runbook, RunbookRunCreated } from "../domain/runbooks.js";
+import type { Runbook, RunbookRunCreated, RunbookRunSummary } from "../domain/runbooks.js";
 import type { Task, TaskLogLine } from "../domain/tasks.js";
 import { segment } from "./client.js";
 import { OperationError, UsageError } from "./errors.js";
@@ -71,6 +71,28 @@ export function addRunbookCommands(program: Command, context: CliContext): void 
             ),
           ),
         ],
+      ]);
+    });
+
+  group
+    .command("runs")
+    .description("list a runbook's runs, newest first")
+    .requiredOption("--project <ref>", "project id or slug")
+    .requiredOption("--runbook <ref>", "runbook slug or id")
+    .option("--json", "print JSON")
+    .action(async (options: { project: string; runbook: string; json?: boolean }) => {
+      const client = await context.client();
+      const runs = await client.get<RunbookRunSummary[]>(
+        projectPath(options.project, `runbooks/${segment(options.runbook)}/runs`),
+      );
+      if (options.json) return printJson(runs);
+      printTable(runs, [
+        ["TASK", (run) => run.taskId],
+        ["ENVIRONMENT", (run) => run.environment],
+        ["VERSION", (run) => (run.version === null ? "draft" : `v${run.version}`)],
+        ["STATE", (run) => run.state],
+        ["BY", (run) => run.createdBy],
+        ["AT", (run) => run.createdAt],
       ]);
     });
 

@@ -173,6 +173,22 @@ export const runbookRunSchema = z.object({
 });
 export type RunbookRunCreated = z.infer<typeof runbookRunSchema>;
 
+/** A run as lists show it (sensitive parameter values masked). */
+export const runbookRunSummarySchema = z.object({
+  runId: z.string(),
+  taskId: z.string(),
+  environment: z.string(),
+  /** The published version run, or null for a draft run. */
+  version: z.number().int().nullable(),
+  state: z.string(),
+  createdBy: z.string(),
+  createdAt: z.string(),
+  parameters: z.record(z.string(), z.string()),
+  /** "<freeze>: <reason>" when the run went through a freeze. */
+  freezeOverride: z.string().nullable(),
+});
+export type RunbookRunSummary = z.infer<typeof runbookRunSummarySchema>;
+
 /** What a sensitive value shows as in answers and audit entries. */
 export const MASKED = "********";
 

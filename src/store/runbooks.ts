@@ -4,8 +4,10 @@ import { ConflictError, type FieldIssue, InputError, NotFoundError } from "../do
 import { releaseSnapshotSchema } from "../domain/releases.js";
 import {
   type CreateRunbook,
+  MASKED,
   type Runbook,
   type RunbookDefinition,
+  type RunbookRunSummary,
   runbookDefinitionSchema,
   type UpdateRunbook,
 } from "../domain/runbooks.js";
@@ -363,4 +365,58 @@ export async function loadRunbookRun(context: StoreContext, runId: string) {
     environment,
     targetIds: run.target_ids ? (JSON.parse(run.target_ids) as string[]) : null,
   };
+}
+
+/** A runbook's runs, newest first, in the environments `visible` says the caller may view. */
+export async function listRunbookRuns(
+  { db }: StoreContext,
+  projectReference: string,
+  reference: string,
+  visible: (projectId: string, environmentId: string) => boolean,
+  limit: number,
+): Promise<RunbookRunSummary[]> {
+  const project = await findNamed(db, "projects", projectReference);
+  const row = await getRunbookRow(db, project.id, reference);
+  const rows = await db
+    .selectFrom("runbook_runs as r")
+    .innerJoin("tasks as t", "t.id", "r.task_id")
+    .innerJoin("runbook_snapshots as s", "s.id", "r.snapshot_id")
+    .innerJoin("environments as e", "e.id", "r.environment_id")
+    .select([
+      "r.id",
+      "r.task_id",
+      "r.environment_id",
+      "r.parameters",
+      "r.sensitive",
+      "r.freeze_override",
+      "r.created_at",
+      "s.version",
+      "t.state",
+      "t.created_by",
+      "e.slug",
+    ])
+    .where("r.runbook_id", "=", row.id)
+    .orderBy("r.created_at", "desc")
+    .orderBy("r.id", "desc")
+    .limit(limit)
+    .execute();
+  return rows
+    .filter((run) => visible(project.id, run.environment_id))
+    .map((run) => {
+      const sensitive = new Set(JSON.parse(run.sensitive) as string[]);
+      const stored = JSON.parse(run.parameters) as Record<string, string>;
+      return {
+        runId: run.id,
+        taskId: run.task_id,
+        environment: run.slug,
+        version: run.version === null ? null : Number(run.version),
+        state: run.state,
+        createdBy: run.created_by,
+        createdAt: run.created_at,
+        parameters: Object.fromEntries(
+          Object.entries(stored).map(([name, value]) => [name, sensitive.has(name) ? MASKED : value]),
+        ),
+        freezeOverride: run.freeze_override,
+      };
+    });
 }
