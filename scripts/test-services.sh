@@ -67,6 +67,11 @@ ensure_packages docker-registry apache2-utils openssl
 # (test/helpers/images.ts: `docker import` of a rootfs serving files with `busybox httpd`).
 ensure_packages busybox-static
 
+# Namespace hosts with engines of their own (test/helpers/sshHosts.ts) enter a namespace
+# with nsenter (util-linux) and make a proxy's state directory immutable with chattr
+# (e2fsprogs) to make its router fail on purpose (test/dataPlane.e2e.test.ts).
+ensure_packages util-linux e2fsprogs
+
 # --- Docker engine -------------------------------------------------------------------
 # Container steps run against a real engine. Debian's docker.io; dockerd is started in the
 # background when its socket does not answer (no systemd here), logging to /tmp.

@@ -10,6 +10,12 @@ import {
 } from "../src/store/environments.js";
 import { createFeed, getFeed, getFeedCredentials, updateFeed } from "../src/store/feeds.js";
 import { createLifecycle, deleteLifecycle, getLifecycle, updateLifecycle } from "../src/store/lifecycles.js";
+import {
+  claimPendingCleanup,
+  duePendingCleanups,
+  finishPendingCleanup,
+  recordPendingCleanup,
+} from "../src/store/pendingCleanups.js";
 import { createProject, deleteProject, listProjects, updateProject } from "../src/store/projects.js";
 import { getProcessVersion, setProcess } from "../src/store/releases.js";
 import {
@@ -20,6 +26,7 @@ import {
   trustHostKeys,
   updateTarget,
 } from "../src/store/targets.js";
+import { enqueueTask } from "../src/store/tasks.js";
 import { createVariable, getVariable, listVariables, updateVariable } from "../src/store/variables.js";
 import { dialects, openTestDatabase, type TestDatabase } from "./helpers/databases.js";
 
@@ -315,6 +322,51 @@ describe.each(dialects)("store on %s", (dialect) => {
       /needs host, user, privateKey/,
     );
     await deleteTarget(context(), "ssh-1");
+  });
+
+  it("keeps a target's router, and remembers clean-ups of unreachable hosts until done, claimed once", async () => {
+    const { private: privateKey } = ssh2.utils.generateKeyPairSync("ed25519");
+    const target = await createTarget(context(), {
+      name: "edge-1",
+      environments: ["prod"],
+      roles: [],
+      transport: "ssh",
+      runtimes: ["docker"],
+      ssh: { host: "10.0.0.7", port: 22, user: "deploy", privateKey },
+      router: { driver: "builtin", listen: "0.0.0.0:80", adminPort: 7999, command: "ferry" },
+    });
+    expect(target.router).toEqual({ driver: "builtin", listen: "0.0.0.0:80", adminPort: 7999, command: "ferry" });
+    // Local with a router is refused, naming the field.
+    await expect(updateTarget(context(), "edge-1", { transport: "local" })).rejects.toThrow(InputError);
+    expect((await updateTarget(context(), "edge-1", { router: null })).router).toBe(null);
+
+    const db = database.context.db;
+    const task = await enqueueTask(db, {
+      kind: "deployment",
+      title: "t",
+      payload: {},
+      lockKeys: [],
+      createdBy: "test",
+    });
+    await recordPendingCleanup(db, task.id, target.id, "could not connect");
+    // Not due yet: the first retry waits a few seconds.
+    expect(await duePendingCleanups(db)).toEqual([]);
+    await db.updateTable("pending_cleanups").set({ next_attempt_at: "2000-01-01T00:00:00.000Z" }).execute();
+    const [due] = await duePendingCleanups(db);
+    expect(due).toMatchObject({ taskId: task.id, target: { id: target.id, slug: "edge-1" }, attempts: 0 });
+    if (!due) throw new Error("nothing due");
+    // Two nodes read it; one claims it.
+    expect(await Promise.all([claimPendingCleanup(db, due), claimPendingCleanup(db, due)])).toEqual(
+      expect.arrayContaining([true, false]),
+    );
+    expect(await duePendingCleanups(db)).toEqual([]);
+    await finishPendingCleanup(db, task.id, target.id);
+    expect(await db.selectFrom("pending_cleanups").selectAll().execute()).toEqual([]);
+    // A target deleted meanwhile: its pending clean-up goes with it.
+    await recordPendingCleanup(db, task.id, target.id, "could not connect");
+    await deleteTarget(context(), "edge-1");
+    expect(await duePendingCleanups(db)).toEqual([]);
+    expect(await db.selectFrom("pending_cleanups").selectAll().execute()).toEqual([]);
   });
 
   it("deletes a project together with its variables", async () => {

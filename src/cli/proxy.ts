@@ -1,4 +1,5 @@
 import { rm, writeFile } from "node:fs/promises";
+import { homedir } from "node:os";
 import { join } from "node:path";
 import { type Command, InvalidArgumentError } from "commander";
 import { UsageError } from "./errors.js";
@@ -23,6 +24,14 @@ interface ProxyOptions {
   adminSocket?: string;
   adminPort?: number;
   stateDir: string;
+  detach?: boolean;
+  existing?: boolean;
+  json?: boolean;
+}
+
+/** "~/x" is the account's home (the ferry server passes its default state dir so on a remote host). */
+function expandHome(path: string): string {
+  return path === "~" || path.startsWith("~/") ? join(homedir(), path.slice(1)) : path;
 }
 
 /** How long in-flight requests may take to finish after SIGTERM. */
@@ -36,10 +45,19 @@ export function addProxyCommand(program: Command): void {
     .option("--admin-socket <path>", "unix socket of the admin API (default: <state-dir>/admin.sock)")
     .option("--admin-port <port>", "serve the admin API on 127.0.0.1:<port> instead of a unix socket", parsePort)
     .option("--state-dir <dir>", "directory for the routes and the admin token", ".ferry-proxy")
+    .option(
+      "--detach",
+      "make sure a proxy serves this state dir, in the background (started, in a session of its own, when none answers), then exit",
+    )
+    .option("--existing", "with --detach: start none, only report one that answers or that left routes")
+    .option("--json", "with --detach: print where its admin API answers, and its token, as JSON (for the Ferry server)")
     .action(async (options: ProxyOptions) => {
       if (options.adminSocket !== undefined && options.adminPort !== undefined) {
         throw new UsageError("give --admin-socket or --admin-port, not both");
       }
+      options.stateDir = expandHome(options.stateDir);
+      if (options.detach) return detach(options);
+      if (options.existing || options.json) throw new UsageError("--existing and --json go with --detach");
       // The proxy's modules load only for `ferry proxy`, keeping every other command quick.
       const { FerryProxy } = await import("../traffic/proxy.js");
       const { startProxyAdmin } = await import("../traffic/proxyAdmin.js");
@@ -84,4 +102,42 @@ export function addProxyCommand(program: Command): void {
       process.on("SIGTERM", stop);
       process.on("SIGINT", stop);
     });
+}
+
+/**
+ * `ferry proxy --detach`: what the Ferry server runs on a remote target's host (through its
+ * transport) to reach that host's proxy. A running one is reused; otherwise one is started
+ * in a session of its own, so that it outlives this command, the SSH session that ran it
+ * and the server. With --json the admin API's address and bearer token are printed: the
+ * server reads them from this process's output, never from a command line.
+ */
+async function detach(options: ProxyOptions): Promise<void> {
+  if (options.adminSocket !== undefined)
+    throw new UsageError("--detach serves the admin API on --admin-port or the state dir's socket");
+  const { connectOrStartProxy, proxyInUse } = await import("../traffic/builtin.js");
+  const { readAdminToken } = await import("../traffic/proxyState.js");
+  const listen = options.listen ?? { host: "127.0.0.1", port: 8000 };
+  const settings = {
+    stateDir: options.stateDir,
+    listen: `${listen.host.includes(":") ? `[${listen.host}]` : listen.host}:${listen.port}`,
+    adminPort: options.adminPort,
+  };
+  const print = (text: string) => process.stdout.write(`${text}\n`);
+  if (options.existing && !(await proxyInUse(settings))) {
+    print(options.json ? JSON.stringify({ running: false }) : `ferry proxy: none serves ${options.stateDir}`);
+    return;
+  }
+  const { router, started } = await connectOrStartProxy(settings);
+  await router.close();
+  const admin =
+    options.adminPort !== undefined
+      ? `http://127.0.0.1:${options.adminPort}`
+      : `unix:${join(options.stateDir, "admin.sock")}`;
+  if (options.json) {
+    print(JSON.stringify({ running: true, started, admin, token: await readAdminToken(options.stateDir) }));
+  } else {
+    print(
+      `ferry proxy: ${started ? "started" : "already running"}; admin API on ${admin}, state in ${options.stateDir}`,
+    );
+  }
 }

@@ -37,6 +37,7 @@ const spec: ResourceGroupSpec<Target> = {
     ["transport", (target) => target.transport],
     ["runtimes", (target) => list(target.runtimes)],
     ["ssh", (target) => reachedAt(target)],
+    ["router", (target) => (target.router ? `${target.router.driver} ${target.router.listen}` : "")],
     ["agent", (target) => target.agent?.state ?? ""],
   ],
   fields: (target) => [
@@ -56,6 +57,16 @@ const spec: ResourceGroupSpec<Target> = {
             : []),
           ["private key", target.ssh.privateKey],
           ["passphrase", target.ssh.passphrase ?? "none"],
+        ] as [string, string][])
+      : []),
+    ...(target.router
+      ? ([
+          [
+            "router",
+            `${target.router.driver} on ${target.router.listen} (admin API on 127.0.0.1:${target.router.adminPort})`,
+          ],
+          ["router state", target.router.stateDir ?? "~/.local/state/ferry/proxy of the account work runs as"],
+          ["router command", target.router.command],
         ] as [string, string][])
       : []),
     ...(target.agent
@@ -92,6 +103,18 @@ function withTargetOptions(command: Command): Command {
     .option("--ssh-passphrase-stdin", "ssh: read the key's passphrase from standard input")
     .option("--ssh-jump-host <user@host[:port]>", "ssh: reach the host through this one (as ssh -J)")
     .option("--ssh-host-key <fingerprint>", "ssh: trust this host key (SHA256:…) instead of running ferry target trust")
+    .option(
+      "--router <driver>",
+      "the host's traffic router for blue/green: builtin (ferry proxy, started there by Ferry)",
+    )
+    .option("--router-listen <address:port>", "router: where it takes traffic on the host (default 0.0.0.0:80)")
+    .option(
+      "--router-admin-port <port>",
+      "router: its admin API's port on the host's 127.0.0.1 (default 7999)",
+      parsePort,
+    )
+    .option("--router-state-dir <path>", "router: its state directory on the host (default ~/.local/state/ferry/proxy)")
+    .option("--router-command <path>", "router: the ferry program on the host (default ferry)")
     .option("--json", "print JSON");
 }
 
@@ -133,6 +156,24 @@ async function sshBody(options: Record<string, unknown>): Promise<Record<string,
   return Object.keys(body).length > 0 ? body : undefined;
 }
 
+/**
+ * The router object of a body from the --router* options; undefined when none was given.
+ * An update replaces the router as a whole, so --router names the driver each time.
+ */
+function routerBody(options: Record<string, unknown>): Record<string, unknown> | undefined {
+  const details = {
+    ...(options.routerListen !== undefined && { listen: options.routerListen }),
+    ...(options.routerAdminPort !== undefined && { adminPort: options.routerAdminPort }),
+    ...(options.routerStateDir !== undefined && { stateDir: options.routerStateDir }),
+    ...(options.routerCommand !== undefined && { command: options.routerCommand }),
+  };
+  if (options.router === undefined) {
+    if (Object.keys(details).length > 0) throw new UsageError("give --router builtin with the --router-* options");
+    return undefined;
+  }
+  return { driver: options.router, ...details };
+}
+
 export function addTargetCommands(program: Command, context: CliContext): void {
   const group = addResourceGroup(program, context, spec);
   withTargetOptions(
@@ -143,12 +184,13 @@ export function addTargetCommands(program: Command, context: CliContext): void {
       .requiredOption("--env <ref>", "an environment it belongs to (repeat for several)", collect),
   ).action(async (name: string, options: Record<string, unknown>) => {
     const ssh = await sshBody(options);
+    const router = routerBody(options);
     await sendAndPrint(
       context,
       spec,
       "POST",
       spec.collectionPath(options),
-      { name, ...pick(options, fieldOptions), ...(ssh && { ssh }) },
+      { name, ...pick(options, fieldOptions), ...(ssh && { ssh }), ...(router && { router }) },
       options,
     );
   });
@@ -158,15 +200,21 @@ export function addTargetCommands(program: Command, context: CliContext): void {
       .description("change a target; list options replace the whole list")
       .argument("<ref>", "id or slug")
       .option("--name <name>")
-      .option("--env <ref>", "an environment it belongs to (repeat for several)", collect),
+      .option("--env <ref>", "an environment it belongs to (repeat for several)", collect)
+      .option("--no-router", "the host has no traffic router any more"),
   ).action(async (reference: string, options: Record<string, unknown>) => {
     const ssh = await sshBody(options);
+    // --no-router sets options.router to false; declared first, it makes the default true (nothing given).
+    const router =
+      options.router === false
+        ? null
+        : routerBody({ ...options, router: options.router === true ? undefined : options.router });
     await sendAndPrint(
       context,
       spec,
       "PATCH",
       `${spec.collectionPath(options)}/${segment(reference)}`,
-      { ...pick(options, fieldOptions), ...(ssh && { ssh }) },
+      { ...pick(options, fieldOptions), ...(ssh && { ssh }), ...(router !== undefined && { router }) },
       options,
     );
   });

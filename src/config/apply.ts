@@ -331,6 +331,7 @@ async function applyTarget(run: Run, target: FerryFile["targets"][number], exist
             ...(target.transport !== undefined && { transport: target.transport }),
             ...(target.runtimes !== undefined && { runtimes: target.runtimes }),
             ...(ssh && { ssh: ssh.body }),
+            ...(target.router && { router: target.router }),
           },
         },
       },
@@ -348,6 +349,10 @@ async function applyTarget(run: Run, target: FerryFile["targets"][number], exist
     transport: target.transport,
     runtimes: changedSet(target.runtimes, current.runtimes),
   });
+  // The router is replaced as a whole when it differs; a file without one leaves the server's as it is.
+  if (target.router && JSON.stringify(sortedKeys(target.router)) !== JSON.stringify(sortedKeys(current.router ?? {}))) {
+    body.router = target.router;
+  }
   const notes = Object.keys(body);
   if (ssh && Object.keys(ssh.body).length > 0) {
     body.ssh = ssh.body;
@@ -669,4 +674,9 @@ async function updateVariable(run: Run, path: string, current: Variable, variabl
 
 function sameScope(a: Variable["scope"], b: WantedVariable["scope"]): boolean {
   return sameSet(a.environments, b.environments) && sameSet(a.roles, b.roles) && sameSet(a.targets, b.targets);
+}
+
+/** An object with its keys in order, for comparing two settings whatever order they were written in. */
+function sortedKeys(value: object): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(value).sort(([a], [b]) => a.localeCompare(b)));
 }

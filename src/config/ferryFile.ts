@@ -7,7 +7,7 @@ import { isRepositoryName, REPOSITORY_NAME_HINT } from "../domain/images.js";
 import { checkPhases, createLifecycleSchema } from "../domain/lifecycles.js";
 import { processSchema, type Step } from "../domain/process.js";
 import { runbookDefinitionSchema } from "../domain/runbooks.js";
-import { createTargetSchema, updateTargetSchema } from "../domain/targets.js";
+import { createTargetSchema, targetRouterSchema, updateTargetSchema } from "../domain/targets.js";
 import { createVariableSchema } from "../domain/variables.js";
 import { versionRuleSchema } from "../domain/versionRules.js";
 import { stepKind, validateSteps } from "../steps/registry.js";
@@ -149,8 +149,19 @@ const targetFileSchema = z
     transport: updateTargetSchema.shape.transport,
     runtimes: updateTargetSchema.shape.runtimes,
     ssh: sshFileSchema.optional(),
+    router: targetRouterSchema
+      .optional()
+      .describe("The host's traffic router for blue/green (ssh targets): { driver: builtin, listen, adminPort, … }"),
   })
   .superRefine((target, context) => {
+    if (target.router && target.transport !== "ssh") {
+      context.addIssue({
+        code: "custom",
+        path: ["router"],
+        message:
+          "only a remote target (transport: ssh) has a router of its own; a local target uses the server's (FERRY_ROUTER)",
+      });
+    }
     if (target.transport === "ssh" && !target.ssh) {
       context.addIssue({
         code: "custom",

@@ -77,6 +77,60 @@ const sshSettingsSchema = z.object({
 });
 export type SshSettings = z.infer<typeof sshSettingsSchema>;
 
+/** "0.0.0.0:80", "127.0.0.1:8000", "[::]:80": where a router on the host takes traffic. */
+const listenAddressSchema = z.string().refine(
+  (value) => {
+    const match = /^(\[([0-9A-Fa-f:.]+)\]|([0-9.]+)):(\d{1,5})$/.exec(value);
+    if (!match) return false;
+    const address = match[2] ?? match[3] ?? "";
+    const port = Number(match[4]);
+    return isIP(address) !== 0 && port >= 1 && port <= 65535;
+  },
+  { message: "write the address traffic arrives on as ADDRESS:PORT: 0.0.0.0:80, 127.0.0.1:8000 or [::]:80" },
+);
+
+/** A program on the host: a path or a name on its PATH, never anything a shell or env would read otherwise. */
+const hostCommandSchema = z.string().regex(/^[A-Za-z0-9_./+][A-Za-z0-9_./+-]{0,254}$/, {
+  message:
+    "write the ferry program on the host as a name on its PATH (ferry) or a path (/usr/local/bin/ferry): letters, digits, '/', '.', '_', '+', '-', not starting with '-'",
+});
+
+/**
+ * The traffic router on a remote target's host, which blue/green steps there switch
+ * (docs/decisions/0031). Only the builtin `ferry proxy` runs on a remote host for now:
+ * Ferry starts it there (detached, so it outlives the server and the SSH connection) and
+ * drives its admin API from the host's loopback.
+ */
+export const targetRouterSchema = z.strictObject({
+  driver: z.enum(["builtin"], {
+    message:
+      'only "builtin" (ferry proxy, started on the host by Ferry) is supported on a remote host for now; nginx drives only the server\'s own host (FERRY_ROUTER=nginx)',
+  }),
+  listen: listenAddressSchema.default("0.0.0.0:80").describe("Where the proxy takes traffic on the host"),
+  adminPort: z
+    .number()
+    .int()
+    .min(1)
+    .max(65535, { message: "use a port from 1 to 65535" })
+    .default(7999)
+    .describe(
+      "The proxy's admin API listens on the host's 127.0.0.1 at this port (bearer token in its state directory)",
+    ),
+  stateDir: z
+    .string()
+    .max(1024)
+    .regex(/^\/[^\0\n]*$/, { message: "write an absolute path on the host, such as /var/lib/ferry/proxy" })
+    .refine((path) => !path.split("/").some((segment) => segment === ".." || segment === "."), {
+      message: "write the path without . or .. segments",
+    })
+    .optional()
+    .describe("The proxy's routes and admin token on the host; default ~/.local/state/ferry/proxy of the SSH user"),
+  command: hostCommandSchema
+    .default("ferry")
+    .describe("The ferry program on the host (Node.js and Ferry installed there)"),
+});
+export type TargetRouter = z.infer<typeof targetRouterSchema>;
+
 export const targetSchema = z.object({
   id: z.string(),
   slug: z.string(),
@@ -86,6 +140,9 @@ export const targetSchema = z.object({
   transport: z.enum(transportKinds),
   runtimes: z.array(z.enum(runtimeKinds)),
   ssh: sshSettingsSchema.nullable().describe("How the host is reached over SSH; null for a local target"),
+  router: targetRouterSchema
+    .nullable()
+    .describe("The traffic router on the host for blue/green; null: none (a local target uses the server's own)"),
   agent: agentStatusSchema.nullable().describe("The agent's link (transport agent); null for other targets"),
   ...timestampsShape,
 });
@@ -150,6 +207,7 @@ export const createTargetSchema = z
     transport: targetFields.transport.default("local"),
     runtimes: targetFields.runtimes.default(["docker"]),
     ssh: createSshSchema.optional().describe("Required when transport is ssh"),
+    router: targetRouterSchema.optional().describe("The host's traffic router, for blue/green steps on an ssh target"),
   })
   .superRefine((target, context) => {
     if (target.transport === "ssh" && !target.ssh) {
@@ -157,6 +215,14 @@ export const createTargetSchema = z
         code: "custom",
         path: ["ssh"],
         message: "an ssh target needs ssh: { host, user, privateKey } (and port, jumpHost when they apply)",
+      });
+    }
+    if (target.transport === "local" && target.router) {
+      context.addIssue({
+        code: "custom",
+        path: ["router"],
+        message:
+          "a local target uses the server's own router (FERRY_ROUTER and its settings): leave router out, or use it on an ssh or agent target",
       });
     }
     if (target.transport === "agent") {
@@ -182,5 +248,10 @@ export type CreateTarget = z.infer<typeof createTargetSchema>;
  * another host or port forgets its trusted host key unless `hostKey` comes with it: the key
  * belongs to the host it was trusted for.
  */
-export const updateTargetSchema = atLeastOneField({ ...targetFields, ssh: updateSshSchema });
+export const updateTargetSchema = atLeastOneField({
+  ...targetFields,
+  ssh: updateSshSchema,
+  // null: no router on the host any more (blue/green steps there fail, saying so).
+  router: targetRouterSchema.nullable(),
+});
 export type UpdateTarget = z.infer<typeof updateTargetSchema>;

@@ -24,7 +24,7 @@ import type { Target } from "../transports/types.js";
 import { autoDeployNext } from "./deploymentRequests.js";
 import { LogMasker } from "./logMasker.js";
 import { type ProcessRunnerServices, runProcess } from "./processRunner.js";
-import { cleanUpTask } from "./taskCleanup.js";
+import { cleanUpTask, retryCleanUp } from "./taskCleanup.js";
 import { TaskFailure, type TaskKind } from "./types.js";
 
 export interface DeploymentServices {
@@ -167,5 +167,6 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
       return { deploymentId, release: release.version, environment: environment.slug, skippedSteps };
     },
     cleanup: (taskId, _payload, log) => cleanUpTask(services.context.db, target, taskId, log),
+    retryCleanup: (pending, log) => retryCleanUp(services.context.db, target, pending, log),
   };
 }

@@ -7,6 +7,7 @@ import type { Task, TaskState } from "../domain/tasks.js";
 import { escapeControlCharacters } from "../domain/text.js";
 import type { DialectName } from "../store/db.js";
 import { decide, getDecision, openDecision } from "../store/decisions.js";
+import { claimPendingCleanup, duePendingCleanups } from "../store/pendingCleanups.js";
 import type { Database, TaskRow } from "../store/schema.js";
 import {
   claimTasks,
@@ -144,6 +145,8 @@ export class TaskEngine {
     }
     await all;
     clearInterval(this.heartbeatTimer);
+    // A retry under way finishes (or gives up on its own timeouts) before the store closes.
+    await this.retryingCleanups;
   }
 
   /** Looks for work now instead of at the next poll. */
@@ -348,8 +351,37 @@ export class TaskEngine {
         }
       }
       await this.sweepExpired();
+      this.retryingCleanups ??= this.retryPendingCleanups().finally(() => {
+        this.retryingCleanups = undefined;
+      });
     } catch (error) {
       this.options.logger.error({ err: error }, "task heartbeat failed");
+    }
+  }
+
+  /** The retries of clean-ups under way (one round at a time: a host that takes long to answer must not pile them up). */
+  private retryingCleanups: Promise<void> | undefined;
+
+  /**
+   * Retries clean-ups of hosts that could not be reached when their task stopped, when
+   * their time has come; each is claimed first, so two nodes never retry the same one.
+   */
+  private async retryPendingCleanups(): Promise<void> {
+    try {
+      for (const pending of await duePendingCleanups(this.options.db)) {
+        const kind = this.kinds.get(pending.taskKind);
+        if (!kind?.retryCleanup || !(await claimPendingCleanup(this.options.db, pending))) continue;
+        const log = new TaskLog(this.options.db, pending.taskId, this.logOptions, pending.logBytes);
+        const done = await kind.retryCleanup(pending, log).catch(() => false);
+        await log.flush();
+        if (done)
+          this.options.logger.info(
+            { taskId: pending.taskId, target: pending.target.name },
+            "clean-up retried and done",
+          );
+      }
+    } catch (error) {
+      this.options.logger.error({ err: error }, "retrying pending clean-ups failed");
     }
   }
 

@@ -1,10 +1,12 @@
 import { type Step, stepRunsIn } from "../domain/process.js";
 import { renderTemplate } from "../domain/templates.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
+import { AllAtOnce } from "../steps/blueGreen/allAtOnce.js";
 import { stepKind } from "../steps/registry.js";
 import type { StepRunContext } from "../steps/types.js";
 import type { TargetInfo } from "../store/deployments.js";
 import type { Target } from "../transports/types.js";
+import type { TaskLog } from "./taskLog.js";
 import { FinalFailure, type TaskContext, TaskFailure } from "./types.js";
 
 /**
@@ -41,6 +43,9 @@ function scopeLabels(scope: RunScope, taskId: string): Record<string, string> {
   labels["ferry.task"] = taskId;
   return labels;
 }
+
+/** The label naming the target a step ran for, on what it created (absent: the server's own host, or made before targets were named). */
+export const TARGET_LABEL = "ferry.target";
 
 /** What the runner needs from the server: how hosts are reached, credentials. */
 export interface ProcessRunnerServices {
@@ -108,6 +113,24 @@ export async function runProcess(services: ProcessRunnerServices, run: ProcessRu
         }
         continue;
       }
+      if (stepTargets.length > 1 && runsTogether(step)) {
+        const infos = stepTargets as TargetInfo[];
+        const outcome = await task.log.step(`${step.name} on ${infos.length} targets, all at once`, () =>
+          runStepTogether(services, run, step, infos, touched, outputs),
+        );
+        for (const [key, value] of Object.entries(outcome.outputs)) {
+          outputs.set(`Ferry.Step[${step.name}].Output.${key}`, value);
+        }
+        if (outcome.failed !== undefined) {
+          if (step.required) {
+            failed ??= outcome.failed;
+            task.log.error(outcome.failed);
+          } else {
+            task.log.warn(`optional ${outcome.failed}; continuing`);
+          }
+        }
+        continue;
+      }
       for (const info of stepTargets) {
         const target = services.target(info);
         try {
@@ -151,6 +174,58 @@ export function targetsOfStep(step: Step, targets: readonly TargetInfo[]): (Targ
   return step.roles.length === 0
     ? [undefined]
     : targets.filter((target) => target.roles.some((role) => step.roles.includes(role)));
+}
+
+/** Whether the step's config asks to run on all its targets together (a blue/green `switch: allAtOnce`). */
+function runsTogether(step: Step): boolean {
+  const kind = stepKind(step.kind);
+  if (!kind?.together) return false;
+  const parsed = kind.config.safeParse(step.config);
+  return parsed.success && kind.together(parsed.data);
+}
+
+/**
+ * Runs a step on all its targets at once, each meeting the others at the step's checkpoints
+ * (steps/blueGreen/allAtOnce.ts): one that fails makes the others undo what they did. Guided
+ * failure does not apply (a retry of one target alone would switch it alone); the step fails
+ * as a whole, naming each target's outcome.
+ */
+async function runStepTogether(
+  services: ProcessRunnerServices,
+  run: ProcessRun,
+  step: Step,
+  infos: readonly TargetInfo[],
+  touched: Set<Target["transport"]>,
+  earlierOutputs: ReadonlyMap<string, string>,
+): Promise<{ failed: string | undefined; outputs: Record<string, string> }> {
+  const { task } = run;
+  const meeting = new AllAtOnce(infos.length);
+  task.log.info(`step '${step.name}' runs on ${infos.map((info) => info.name).join(", ")} all at once`);
+  const outcomes = await Promise.allSettled(
+    infos.map(async (info) => {
+      const target = services.target(info);
+      try {
+        await run.touch(target);
+        touched.add(target.transport);
+        return await runStep(services, run, step, info, target, run.variables(step, info, earlierOutputs), meeting);
+      } catch (error) {
+        meeting.fail(info.name, error instanceof Error ? error.message : String(error));
+        throw error;
+      }
+    }),
+  );
+  if (task.signal.aborted) task.signal.throwIfAborted();
+  const failures = outcomes.flatMap((outcome, index) =>
+    outcome.status === "rejected"
+      ? [`${infos[index]?.name}: ${outcome.reason instanceof Error ? outcome.reason.message : String(outcome.reason)}`]
+      : [],
+  );
+  const outputs: Record<string, string> = {};
+  for (const outcome of outcomes) if (outcome.status === "fulfilled") Object.assign(outputs, outcome.value.outputs);
+  return {
+    failed: failures.length > 0 ? `step '${step.name}' failed (all at once): ${failures.join("; ")}` : undefined,
+    outputs,
+  };
 }
 
 function shouldRun(step: Step, somethingFailed: boolean, variables: ReadonlyMap<string, string>): boolean {
@@ -203,6 +278,7 @@ async function runStep(
   info: TargetInfo | undefined,
   target: Target,
   variables: ReadonlyMap<string, string>,
+  allAtOnce?: AllAtOnce,
 ) {
   const { task } = run;
   const kind = stepKind(step.kind);
@@ -212,7 +288,8 @@ async function runStep(
     taskId: task.taskId,
     stepName: step.name,
     signal: task.signal,
-    log: task.log,
+    // Targets running together write to one log at once: each line says which target it is about.
+    log: allAtOnce && info ? prefixedLog(task.log, `[${info.name}] `) : task.log,
     variables,
     render: (template) => renderTemplate(template, variables),
     // The lifecycle phase's default for separation of duties, unless the step says otherwise.
@@ -224,8 +301,24 @@ async function runStep(
     registryCredentials: services.registryCredentials,
     scope: run.scope,
     target,
-    labels: scopeLabels(run.scope, task.taskId),
+    // The target too: two targets on one host must each find only what was made for them.
+    labels: { ...scopeLabels(run.scope, task.taskId), ...(info && { [TARGET_LABEL]: info.slug }) },
     ...(services.outbound && { outbound: services.outbound }),
+    ...(allAtOnce && { allAtOnce }),
   };
+  if (allAtOnce) return kind.run(stepContext, config);
   return task.log.step(info ? `${step.name} on ${info.name}` : step.name, () => kind.run(stepContext, config));
+}
+
+/** The task's log with every info, warning and error line starting with `prefix`. */
+function prefixedLog(log: TaskLog, prefix: string): TaskLog {
+  return new Proxy(log, {
+    get(target, property) {
+      if (property === "info" || property === "warn" || property === "error") {
+        return (text: string) => target[property](`${prefix}${text}`);
+      }
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
 }

@@ -1,6 +1,12 @@
 import type { Kysely } from "kysely";
 import { coloursOf } from "../runtimes/colours.js";
 import type { TargetInfo } from "../store/deployments.js";
+import {
+  finishPendingCleanup,
+  notePendingCleanupError,
+  type PendingCleanup,
+  recordPendingCleanup,
+} from "../store/pendingCleanups.js";
 import type { Database } from "../store/schema.js";
 import { touchedTargets } from "../store/taskTargets.js";
 import type { Target } from "../transports/types.js";
@@ -25,15 +31,47 @@ export async function cleanUpTask(
   for (const host of hosts) {
     if (seen.has(host.transport)) continue;
     seen.add(host.transport);
-    // One host that cannot be reached (an SSH target that is down) must not keep the others from being cleaned.
+    // One host that cannot be reached (an SSH target that is down) must not keep the others
+    // from being cleaned; its clean-up is remembered and retried until it answers.
     try {
       await cleanUpHost(host, taskId, log);
     } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      if (host.id === null) {
+        log.warn(`clean-up: could not clean up on ${host.name} (${reason}); what the task left there stays`);
+        continue;
+      }
+      await recordPendingCleanup(db, taskId, host.id, reason);
       log.warn(
-        `clean-up: could not clean up on ${host.name} (${error instanceof Error ? error.message : String(error)}); what the task left there stays`,
+        `clean-up: could not clean up on ${host.name} (${reason}); Ferry tries again until the host answers, and notes here when it is done`,
       );
     }
   }
+}
+
+/**
+ * Retries the clean-up of a task on a host that could not be reached before (see
+ * cleanUpTask). Done: it is forgotten and the task's log says so. The host still out of
+ * reach: tried again later (each failure doubles the pause, up to 5 minutes).
+ */
+export async function retryCleanUp(
+  db: Kysely<Database>,
+  target: (info: TargetInfo | undefined) => Target,
+  pending: PendingCleanup,
+  log: TaskLog,
+): Promise<boolean> {
+  const host = target(pending.target);
+  try {
+    await cleanUpHost(host, pending.taskId, log);
+  } catch (error) {
+    await notePendingCleanupError(db, pending.taskId, pending.target.id, (error as Error).message ?? String(error));
+    return false;
+  }
+  await finishPendingCleanup(db, pending.taskId, pending.target.id);
+  log.info(
+    `clean-up: ${host.name} answers again: removed what the task left there (it could not be reached when the task stopped)`,
+  );
+  return true;
 }
 
 async function cleanUpHost(host: Target, taskId: string, log: TaskLog): Promise<void> {

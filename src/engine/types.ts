@@ -1,5 +1,6 @@
 import type { z } from "zod";
 import type { Decision } from "../store/decisions.js";
+import type { PendingCleanup } from "../store/pendingCleanups.js";
 import type { TaskLog } from "./taskLog.js";
 
 /** What a running task can see and do. Everything it starts must stop when `signal` aborts. */
@@ -48,4 +49,9 @@ export interface TaskKind<P = unknown> {
    * task id. Called after cancel and when a task of a dead server is interrupted.
    */
   cleanup?(taskId: string, payload: P, log: TaskLog): Promise<void>;
+  /**
+   * Retries the clean-up of one host that could not be reached when `cleanup` ran (recorded
+   * in pending_cleanups); true when it is done. The engine calls it on its heartbeat.
+   */
+  retryCleanup?(pending: PendingCleanup, log: TaskLog): Promise<boolean>;
 }

@@ -18,8 +18,9 @@ import { type ApiKeyIdentity, countApiKeys, insertApiKey } from "../store/apiKey
 import { appendAuditEvent } from "../store/audit.js";
 import type { StoreContext } from "../store/common.js";
 import { openStore, type Store } from "../store/db.js";
+import { targetsWithRouters } from "../store/deployments.js";
 import { sshConnectionSettings } from "../store/targets.js";
-import { reconcileLiveColours } from "../traffic/reconcile.js";
+import { reconcileHosts, reconcileLiveColours } from "../traffic/reconcile.js";
 import { defaultTrafficSettings, hasRoutes, lazyRouter, type TrafficSettings } from "../traffic/routers.js";
 import { AgentHub } from "../transports/agent.js";
 import { LocalTransport } from "../transports/local.js";
@@ -125,7 +126,13 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   });
   await agents.start();
   const deployments: DeploymentServices = {
-    target: targetResolver({ local: hostTransport, router, ssh: sshConnections, agents }),
+    target: targetResolver({
+      local: hostTransport,
+      router,
+      ssh: sshConnections,
+      agents,
+      log: (message) => logger.info({ router: "host" }, message),
+    }),
     outbound: options.outbound,
     context,
     workRoot,
@@ -178,12 +185,26 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   await engine.start();
   // Traffic from an earlier run comes back (the builtin proxy is started if it is not
   // running) without holding up readiness: the API answers while this runs.
-  const reconciled = hasRoutes(traffic)
+  const reconciledHere = hasRoutes(traffic)
     ? (async () => {
         const runtimes = [hostTransport.runtime("docker"), hostTransport.runtime("process")].map(coloursOf);
         for (const line of await reconcileLiveColours(await router.get(), runtimes)) logger.warn(line);
       })().catch((error: unknown) => logger.error({ err: error }, "could not reconcile the live colours"))
     : Promise.resolve();
+  // Every remote host with a router of its own, each on its own: one that cannot be reached
+  // is reported and skipped (its router keeps serving what it served; nothing here changes it).
+  const resolve = deployments.target;
+  const reconciledElsewhere = resolve
+    ? targetsWithRouters(store.db)
+        .then((infos) =>
+          reconcileHosts(
+            infos.map((info) => resolve(info)),
+            (target, line) => logger.warn({ target }, line),
+          ),
+        )
+        .catch((error: unknown) => logger.error({ err: error }, "could not reconcile the live colours of remote hosts"))
+    : Promise.resolve();
+  const reconciled = Promise.all([reconciledHere, reconciledElsewhere]).then(() => undefined);
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : options.port;
   const url = `http://${options.host.includes(":") ? `[${options.host}]` : options.host}:${port}`;

@@ -4,6 +4,7 @@ import type { TaskLog } from "../engine/taskLog.js";
 import type { TaskContext } from "../engine/types.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import type { Target } from "../transports/types.js";
+import type { AllAtOnce } from "./blueGreen/allAtOnce.js";
 
 /** What a step sees when it runs on one target. */
 export interface StepRunContext {
@@ -35,6 +36,8 @@ export interface StepRunContext {
    * Absent: the guard's defaults.
    */
   readonly outbound?: OutboundPolicy;
+  /** Set when the step runs on every target together (a blue/green `switch: allAtOnce`): where the targets meet. */
+  readonly allAtOnce?: AllAtOnce;
 }
 
 interface StepResult {
@@ -57,4 +60,9 @@ export interface StepKind<C = unknown> {
   readonly config: z.ZodType<C>;
   plan(config: C, render: (template: string) => string): PlannedAction[];
   run(context: StepRunContext, config: C): Promise<StepResult>;
+  /**
+   * True when this config runs on all its targets together, each waiting for the others at
+   * the step's checkpoints (context.allAtOnce); absent or false: one target after another.
+   */
+  together?(config: C): boolean;
 }

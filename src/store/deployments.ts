@@ -1,8 +1,9 @@
 import type { ExpressionBuilder, Kysely } from "kysely";
 import type { ProgressionPhase } from "../domain/progression.js";
-import { type TransportKind, transportKinds } from "../domain/targets.js";
+import { type TargetRouter, type TransportKind, transportKinds } from "../domain/targets.js";
 import { type Executor, nowIso } from "./common.js";
 import type { Database } from "./schema.js";
+import { routerOf } from "./targets.js";
 
 /*
  * Queries deployments need: lifecycle phases by environment id, where a release has
@@ -134,16 +135,32 @@ export async function lastDeploymentSucceeded(db: Kysely<Database>, projectId: s
 
 export interface TargetInfo {
   id: string;
+  /** Part of the default names of what steps create there: two targets on one host do not share a container. */
+  slug: string;
   name: string;
   roles: string[];
   /** How the host is reached; the transport loads the rest of its settings (an SSH key…) when it connects. */
   transport: TransportKind;
+  /** The traffic router on the host (remote targets); null: none configured. */
+  router: TargetRouter | null;
 }
 
-/** A target row's id, name, roles and transport as the engine sees them. */
-export function targetInfoOf(row: { id: string; name: string; roles: string; transport: string }): TargetInfo {
+/** The columns targetInfoOf reads. */
+export const TARGET_INFO_COLUMNS = ["t.id", "t.slug", "t.name", "t.roles", "t.transport", "t.router"] as const;
+
+/** A target row's id, name, roles, transport and router as the engine sees them. */
+export function targetInfoOf(row: {
+  id: string;
+  slug: string;
+  name: string;
+  roles: string;
+  transport: string;
+  router: string | null;
+}): TargetInfo {
   return {
     id: row.id,
+    slug: row.slug,
+    router: routerOf(row),
     name: row.name,
     roles: JSON.parse(row.roles) as string[],
     transport: (transportKinds as readonly string[]).includes(row.transport)
@@ -156,8 +173,19 @@ export async function environmentTargets(db: Kysely<Database>, environmentId: st
   const rows = await db
     .selectFrom("target_environments as te")
     .innerJoin("targets as t", "t.id", "te.target_id")
-    .select(["t.id", "t.name", "t.roles", "t.transport"])
+    .select(TARGET_INFO_COLUMNS)
     .where("te.environment_id", "=", environmentId)
+    .orderBy("t.name")
+    .execute();
+  return rows.map(targetInfoOf);
+}
+
+/** Every target with a router of its own on its host (start-up reconciliation visits each). */
+export async function targetsWithRouters(db: Kysely<Database>): Promise<TargetInfo[]> {
+  const rows = await db
+    .selectFrom("targets as t")
+    .select(TARGET_INFO_COLUMNS)
+    .where("t.router", "is not", null)
     .orderBy("t.name")
     .execute();
   return rows.map(targetInfoOf);

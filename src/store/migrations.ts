@@ -701,6 +701,27 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0020_data_plane_per_host": {
+    async up(db: Kysely<unknown>) {
+      // JSON { driver, listen, adminPort, stateDir?, command }: the router on a remote
+      // target's host that blue/green steps there switch (docs/decisions/0031).
+      await db.schema.alterTable("targets").addColumn("router", "text").execute();
+      // Clean-ups of interrupted tasks on hosts that could not be reached at the time: each
+      // is retried (with a growing pause) until the host answers. No foreign key to targets:
+      // a target deleted meanwhile has nothing left to clean, and its rows are dropped.
+      await db.schema
+        .createTable("pending_cleanups")
+        .addColumn("task_id", "text", (c) => c.notNull().references("tasks.id").onDelete("cascade"))
+        .addColumn("target_id", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("next_attempt_at", "text", (c) => c.notNull())
+        .addColumn("attempts", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("last_error", "text")
+        .addPrimaryKeyConstraint("pending_cleanups_pk", ["task_id", "target_id"])
+        .execute();
+      await db.schema.createIndex("pending_cleanups_due").on("pending_cleanups").column("next_attempt_at").execute();
+    },
+  },
   "0022_runbooks": {
     async up(db: Kysely<unknown>) {
       // A project's runbooks: the draft an editor changes (JSON RunbookDefinition) and the

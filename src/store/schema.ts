@@ -38,6 +38,7 @@ export interface Database {
   deployments: DeploymentRow;
   task_decisions: TaskDecisionRow;
   task_targets: TaskTargetRow;
+  pending_cleanups: PendingCleanupRow;
   webhooks: WebhookRow;
   audit_events: AuditEventRow;
   audit_chain: AuditChainRow;
@@ -118,6 +119,8 @@ export interface TargetRow extends Timestamps {
   ssh_private_key_sealed: string | null;
   /** SecretBox text, context `target:<id>:ssh-passphrase`. */
   ssh_passphrase_sealed: string | null;
+  /** JSON TargetRouter: the traffic router on the host (remote targets); null: none. */
+  router: string | null;
 }
 
 export interface AgentEnrolmentTokenRow {
@@ -417,6 +420,17 @@ interface AuditChainRow {
   id: number;
   seq: number;
   hash: string;
+}
+
+/** The clean-up of a task on a host that could not be reached when it ran: retried until it is done. */
+interface PendingCleanupRow {
+  task_id: string;
+  target_id: string;
+  created_at: string;
+  /** When it is tried next (ISO 8601); later after each failure. */
+  next_attempt_at: string;
+  attempts: number;
+  last_error: string | null;
 }
 
 export interface RunbookRow extends Timestamps {

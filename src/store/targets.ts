@@ -4,8 +4,8 @@ import type { Paging } from "../domain/common.js";
 import type { FieldIssue } from "../domain/errors.js";
 import { InputError, InUseError, NotFoundError } from "../domain/errors.js";
 import { SECRET_SET } from "../domain/feeds.js";
-import type { CreateTarget, SshSettings, Target, UpdateTarget } from "../domain/targets.js";
-import { targetSchema } from "../domain/targets.js";
+import type { CreateTarget, SshSettings, Target, TargetRouter, UpdateTarget } from "../domain/targets.js";
+import { targetRouterSchema, targetSchema } from "../domain/targets.js";
 import { privateKeyProblem } from "../security/sshKeys.js";
 import { agentStatuses } from "./agents.js";
 import {
@@ -52,11 +52,17 @@ async function loadTargets(db: Executor, rows: TargetRow[]): Promise<Target[]> {
       transport: row.transport,
       runtimes: parseJsonList(row.runtimes),
       ssh: sshSettingsOf(row),
+      router: routerOf(row),
       agent: agents.get(row.id) ?? null,
       createdAt: row.created_at,
       updatedAt: row.updated_at,
     }),
   );
+}
+
+/** The router column, read back through its schema (defaults of fields added later apply). */
+export function routerOf(row: { router: string | null }): TargetRouter | null {
+  return row.router === null ? null : targetRouterSchema.parse(JSON.parse(row.router));
 }
 
 const privateKeyContext = (targetId: string) => `target:${targetId}:ssh-private-key`;
@@ -155,6 +161,7 @@ export async function createTarget({ db, secrets }: StoreContext, input: CreateT
                 ssh_passphrase_sealed: ssh.passphrase ? secrets.seal(ssh.passphrase, passphraseContext(id)) : null,
               }
             : NO_SSH),
+          router: input.router ? JSON.stringify(input.router) : null,
           created_at: now,
           updated_at: now,
         })
@@ -220,6 +227,16 @@ export async function updateTarget(context: StoreContext, reference: string, inp
       ]);
     }
     const sshColumns = updatedSshColumns(context, current, input);
+    const transport = input.transport ?? current.transport;
+    if (transport === "local" && (input.router || (input.router === undefined && current.router !== null))) {
+      throw new InputError("a local target uses the server's own router", [
+        {
+          pointer: "/router",
+          detail:
+            "a local target uses the server's own router (FERRY_ROUTER and its settings): set router to null, or keep the target on ssh",
+        },
+      ]);
+    }
     if (input.environments) await writeEnvironments(trx, id, input.environments);
     await translateUniqueViolation("that name or slug is already used by another target", () =>
       trx
@@ -231,6 +248,7 @@ export async function updateTarget(context: StoreContext, reference: string, inp
           ...(input.roles !== undefined && { roles: JSON.stringify(input.roles) }),
           ...(input.runtimes !== undefined && { runtimes: JSON.stringify(input.runtimes) }),
           ...sshColumns,
+          ...(input.router !== undefined && { router: input.router === null ? null : JSON.stringify(input.router) }),
           updated_at: nowIso(),
         })
         .where("id", "=", id)

@@ -1,5 +1,5 @@
 import type { Kysely } from "kysely";
-import { type TargetInfo, targetInfoOf } from "./deployments.js";
+import { TARGET_INFO_COLUMNS, type TargetInfo, targetInfoOf } from "./deployments.js";
 import type { Database } from "./schema.js";
 
 /*
@@ -23,7 +23,7 @@ export async function touchedTargets(db: Kysely<Database>, taskId: string): Prom
   const rows = await db
     .selectFrom("task_targets as tt")
     .innerJoin("targets as t", "t.id", "tt.target_id")
-    .select(["t.id", "t.name", "t.roles", "t.transport"])
+    .select(TARGET_INFO_COLUMNS)
     .where("tt.task_id", "=", taskId)
     .orderBy("t.name")
     .execute();

@@ -1,9 +1,9 @@
 import { spawn } from "node:child_process";
-import { openSync } from "node:fs";
+import { existsSync, openSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
-import { ProxyAdminClient, ProxyAdminError } from "./proxyClient.js";
+import { type ProxyAdminAddress, ProxyAdminClient, ProxyAdminError } from "./proxyClient.js";
 import { ensureStateDir, readAdminToken } from "./proxyState.js";
 import type {
   LiveUpstream,
@@ -94,6 +94,8 @@ export interface EmbeddedProxyOptions {
   stateDir: string;
   /** Where it serves traffic when Ferry starts it ("127.0.0.1:8000"). */
   listen: string;
+  /** Serve the admin API on 127.0.0.1 at this port instead of `<stateDir>/admin.sock` (a host reached through a transport). */
+  adminPort?: number | undefined;
 }
 
 const START_TIMEOUT_MS = 10_000;
@@ -108,15 +110,32 @@ export async function connectEmbeddedProxy(
   options: EmbeddedProxyOptions,
   onStart: (message: string) => void = () => {},
 ): Promise<BuiltinRouter> {
+  return (await connectOrStartProxy(options, onStart)).router;
+}
+
+/** Like connectEmbeddedProxy; also says whether this call started the proxy. */
+export async function connectOrStartProxy(
+  options: EmbeddedProxyOptions,
+  onStart: (message: string) => void = () => {},
+): Promise<{ router: BuiltinRouter; started: boolean }> {
   await ensureStateDir(options.stateDir);
-  const socketPath = join(options.stateDir, "admin.sock");
-  const existing = await tryConnect(options.stateDir, socketPath);
-  if (existing) return new BuiltinRouter(existing);
+  const address = adminAddress(options);
+  const existing = await tryConnect(options.stateDir, address);
+  if (existing) return { router: new BuiltinRouter(existing), started: false };
 
   const log = openSync(join(options.stateDir, "proxy.log"), "a", 0o600);
   const child = spawn(
     process.execPath,
-    [ferryBinary(), "proxy", "--state-dir", options.stateDir, "--listen", options.listen],
+    [
+      ferryBinary(),
+      "proxy",
+      "--state-dir",
+      options.stateDir,
+      "--listen",
+      options.listen,
+      ...(options.adminPort !== undefined ? ["--admin-port", String(options.adminPort)] : []),
+    ],
+    // Its own session (detached): nothing that ends the starter's process group ends the proxy.
     { detached: true, stdio: ["ignore", log, log] },
   );
   child.unref();
@@ -127,15 +146,30 @@ export async function connectEmbeddedProxy(
   while (Date.now() < deadline) {
     await sleep(50);
     if (child.exitCode !== null) break;
-    const client = await tryConnect(options.stateDir, socketPath);
-    if (client) return new BuiltinRouter(client);
+    const client = await tryConnect(options.stateDir, address);
+    if (client) return { router: new BuiltinRouter(client), started: true };
   }
   throw new Error(
     `ferry proxy did not start within ${START_TIMEOUT_MS / 1000} s; see ${join(options.stateDir, "proxy.log")} (is ${options.listen} taken?)`,
   );
 }
 
-async function tryConnect(stateDir: string, socketPath: string): Promise<ProxyAdminClient | undefined> {
+/** Where the admin API of a proxy on this state dir answers. */
+function adminAddress(options: EmbeddedProxyOptions): ProxyAdminAddress {
+  return options.adminPort !== undefined
+    ? { url: `http://127.0.0.1:${options.adminPort}` }
+    : { socketPath: join(options.stateDir, "admin.sock") };
+}
+
+/** Whether a proxy answers on this state dir, or an earlier one left routes there (so it must come back). */
+export async function proxyInUse(options: EmbeddedProxyOptions): Promise<boolean> {
+  if (existsSync(join(options.stateDir, "routes.json"))) return true;
+  const client = await tryConnect(options.stateDir, adminAddress(options)).catch(() => undefined);
+  await client?.close();
+  return client !== undefined;
+}
+
+async function tryConnect(stateDir: string, address: ProxyAdminAddress): Promise<ProxyAdminClient | undefined> {
   let token: string;
   try {
     // The proxy creates its token before it listens: no answer yet means no token either.
@@ -143,7 +177,7 @@ async function tryConnect(stateDir: string, socketPath: string): Promise<ProxyAd
   } catch {
     return undefined;
   }
-  const client = new ProxyAdminClient({ socketPath }, token, 2_000);
+  const client = new ProxyAdminClient(address, token, 2_000);
   try {
     await client.listRoutes();
     return client;

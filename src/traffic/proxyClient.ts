@@ -2,8 +2,17 @@ import { Agent, fetch } from "undici";
 import type { DrainResult, PutRouteResult, RouteStats, SwitchResult } from "./proxy.js";
 import type { Route, RouteDefinition } from "./proxyState.js";
 
-/** Where a proxy's admin API listens: its unix socket, or its loopback URL. */
-export type ProxyAdminAddress = { socketPath: string } | { url: string };
+/** One HTTP exchange with the admin API, for an admin API reached some other way (from a target's host). */
+export type AdminSender = (
+  url: URL,
+  init: { method: string; headers: Record<string, string>; body?: string; timeoutMs: number },
+) => Promise<{ status: number; text: string }>;
+
+/**
+ * Where a proxy's admin API listens: its unix socket, or its loopback URL; with `send`, the
+ * URL is called through it (a loopback URL of another host, through that host's transport).
+ */
+export type ProxyAdminAddress = { socketPath: string } | { url: string } | { url: string; send: AdminSender };
 
 /** The admin API answered with a problem (or not at all: status 0). */
 export class ProxyAdminError extends Error {
@@ -18,7 +27,8 @@ export class ProxyAdminError extends Error {
 
 /** A typed client of `ferry proxy`'s admin API. Every call has a timeout. */
 export class ProxyAdminClient {
-  private readonly dispatcher: Agent;
+  private readonly dispatcher: Agent | undefined;
+  private readonly send: AdminSender;
   private readonly baseUrl: string;
 
   constructor(
@@ -26,13 +36,25 @@ export class ProxyAdminClient {
     private readonly token: string,
     private readonly timeoutMs = 10_000,
   ) {
-    if ("socketPath" in address) {
-      this.dispatcher = new Agent({ connect: { socketPath: address.socketPath } });
-      this.baseUrl = "http://localhost";
-    } else {
-      this.dispatcher = new Agent();
+    if ("send" in address) {
+      this.send = address.send;
       this.baseUrl = address.url;
+      return;
     }
+    const dispatcher =
+      "socketPath" in address ? new Agent({ connect: { socketPath: address.socketPath } }) : new Agent();
+    this.dispatcher = dispatcher;
+    this.baseUrl = "socketPath" in address ? "http://localhost" : address.url;
+    this.send = async (url, init) => {
+      const response = await fetch(url, {
+        method: init.method,
+        dispatcher,
+        headers: init.headers,
+        ...(init.body !== undefined && { body: init.body }),
+        signal: AbortSignal.timeout(init.timeoutMs),
+      });
+      return { status: response.status, text: await response.text() };
+    };
   }
 
   async listRoutes(): Promise<Route[]> {
@@ -58,23 +80,22 @@ export class ProxyAdminClient {
     return (await this.request<{ routes: RouteStats[] }>("GET", "/stats")).routes;
   }
 
-  close(): Promise<void> {
-    return this.dispatcher.close();
+  async close(): Promise<void> {
+    await this.dispatcher?.close();
   }
 
   private async request<T>(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
-    let response: Awaited<ReturnType<typeof fetch>>;
+    let response: { status: number; text: string };
     try {
-      response = await fetch(new URL(path, this.baseUrl), {
+      response = await this.send(new URL(path, this.baseUrl), {
         method,
-        dispatcher: this.dispatcher,
         headers: {
           authorization: `Bearer ${this.token}`,
           accept: "application/json, application/problem+json",
           ...(body !== undefined && { "content-type": "application/json" }),
         },
         ...(body !== undefined && { body: JSON.stringify(body) }),
-        signal: AbortSignal.timeout(timeoutMs),
+        timeoutMs,
       });
     } catch (error) {
       const reason = (error as Error).name === "TimeoutError" ? "timed out talking" : "could not connect";
@@ -83,9 +104,9 @@ export class ProxyAdminClient {
         0,
       );
     }
-    const text = await response.text();
+    const { text } = response;
     const parsed: unknown = text === "" ? undefined : JSON.parse(text);
-    if (!response.ok) {
+    if (response.status < 200 || response.status > 299) {
       const problem = (parsed ?? {}) as { type?: string; title?: string; detail?: string };
       throw new ProxyAdminError(
         `${problem.title ?? `HTTP ${response.status}`}: ${problem.detail ?? "the proxy refused the request"}`,

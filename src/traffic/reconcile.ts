@@ -1,4 +1,5 @@
-import type { Colour, ColourRuntime } from "../runtimes/colours.js";
+import { type Colour, type ColourRuntime, coloursOf } from "../runtimes/colours.js";
+import type { Target } from "../transports/types.js";
 import type { Router } from "./router.js";
 
 /**
@@ -50,4 +51,33 @@ export async function reconcileLiveColours(router: Router, runtimes: readonly Co
     );
   }
   return report;
+}
+
+/**
+ * Start-up reconciliation of remote hosts, each with its own router and runtimes, at the
+ * same time: a host whose router has routes (or runs) gets its live colours running again;
+ * a host that cannot be reached is reported and left alone — its router, if it runs, keeps
+ * serving what it served. A host with no router in use is not touched (nothing is started
+ * there).
+ */
+export async function reconcileHosts(
+  targets: readonly Target[],
+  report: (target: string, line: string) => void,
+): Promise<void> {
+  await Promise.all(
+    targets.map(async (target) => {
+      try {
+        const router = await target.routerInUse();
+        if (!router) return;
+        for (const line of await reconcileLiveColours(router, target.runtimes().map(coloursOf))) {
+          report(target.name, `target ${target.name}: ${line}`);
+        }
+      } catch (error) {
+        report(
+          target.name,
+          `target ${target.name}: could not reconcile its live colours (${(error as Error).message}); its router keeps serving what it served, and the next deployment there checks again`,
+        );
+      }
+    }),
+  );
 }

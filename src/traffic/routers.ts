@@ -2,7 +2,11 @@ import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import type { FerryEnvironment } from "../config/env.js";
 import { InputError } from "../domain/errors.js";
+import type { TargetRouter } from "../domain/targets.js";
+import { TaskFailure } from "../engine/types.js";
+import type { Transport } from "../transports/types.js";
 import type { EmbeddedProxyOptions } from "./builtin.js";
+import { builtinRouterOnHost, type HostRouter } from "./hostRouter.js";
 import type { NginxRouterOptions } from "./nginx.js";
 import type { Router } from "./router.js";
 
@@ -27,6 +31,12 @@ interface RouterDriver<D extends DriverName> {
   fromEnvironment(env: FerryEnvironment, dataDir: string): Omit<SettingsOf<D>, "etcdEndpoint">;
   connect(settings: SettingsOf<D>, log: (message: string) => void): Promise<Router>;
   hasRoutes(settings: SettingsOf<D>): boolean;
+  /**
+   * The driver on a remote target's host, driven only through the host's Transport (a
+   * process, HTTP from the host), so any transport gets it. Absent: the driver runs only on
+   * the server's own host.
+   */
+  onHost?(transport: Transport, settings: TargetRouter, targetName: string, log: (message: string) => void): HostRouter;
 }
 
 const drivers: { [D in DriverName]: RouterDriver<D> } = {
@@ -37,6 +47,7 @@ const drivers: { [D in DriverName]: RouterDriver<D> } = {
     }),
     connect: async (settings, log) => (await import("./builtin.js")).connectEmbeddedProxy(settings.proxy, log),
     hasRoutes: (settings) => existsSync(join(settings.proxy.stateDir, "routes.json")),
+    onHost: builtinRouterOnHost,
   },
   nginx: {
     fromEnvironment: (env) => {
@@ -154,4 +165,23 @@ export function trafficSettingsFromEnvironment(env: FerryEnvironment, dataDir: s
   }
   const driver = drivers[name as DriverName] as RouterDriver<DriverName>;
   return { ...driver.fromEnvironment(env, dataDir), etcdEndpoint: env.FERRY_ETCD_ENDPOINT } as TrafficSettings;
+}
+
+/**
+ * The router a remote target's settings choose, on that host, from the same registry of
+ * drivers as the server's own: one connection per host, made on first use.
+ */
+export function hostRouter(
+  transport: Transport,
+  settings: TargetRouter,
+  targetName: string,
+  log: (message: string) => void,
+): HostRouter {
+  const driver = (drivers as Record<string, RouterDriver<DriverName>>)[settings.driver];
+  if (!driver?.onHost) {
+    throw new TaskFailure(
+      `the ${settings.driver} router cannot run on a remote host (target '${targetName}'); use the builtin one there`,
+    );
+  }
+  return driver.onHost(transport, settings, targetName, log);
 }

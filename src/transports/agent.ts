@@ -12,6 +12,7 @@ import type { OutboundPolicy } from "../security/outboundGuard.js";
 import type { HttpOutcome, HttpRequest } from "../steps/http.js";
 import { type AgentIdentity, connectedAgents, setAgentState } from "../store/agents.js";
 import type { StoreContext } from "../store/common.js";
+import type { HostRouter } from "../traffic/hostRouter.js";
 import type { ProcessExit, ProcessSpec, Target, Transport } from "./types.js";
 
 /** How long an operation other than a step's process (a directory, a file, a tunnel) may take. */
@@ -619,18 +620,23 @@ class TunnelSocket extends Duplex {
 /** An agent target: its host through the agent, its Docker engine through tunnels. Routers through agents come later (issue 12). */
 export function agentTarget(
   transport: AgentTransport,
-  target: { id: string; name: string; roles: readonly string[] },
+  target: { id: string; slug?: string; name: string; roles: readonly string[] },
+  router: HostRouter | undefined,
 ): Target {
   return {
     ...target,
     transport,
     runtime: (kind) => transport.runtime(kind),
     runtimes: (): Runtime[] => [transport.runtime("docker")],
+    // The host's router is driven through the transport like any other work (ADR 0031).
     router: async () => {
-      throw new TaskFailure(
-        `traffic routers on agent targets are not supported yet: target '${target.name}' cannot take a blue/green switch (issue 12)`,
-      );
+      if (!router) {
+        throw new TaskFailure(
+          `target '${target.name}' has no traffic router for a blue/green switch: give it one (ferry target update ${target.slug ?? target.name} --router builtin --router-listen 0.0.0.0:80; docs/targets.md)`,
+        );
+      }
+      return router.get();
     },
-    routerInUse: async () => undefined,
+    routerInUse: async () => router?.inUse(),
   };
 }

@@ -1,10 +1,11 @@
 import type { TransportKind } from "../domain/targets.js";
 import type { TargetInfo } from "../store/deployments.js";
-import type { LazyRouter } from "../traffic/routers.js";
+import type { HostRouter } from "../traffic/hostRouter.js";
+import { hostRouter, type LazyRouter } from "../traffic/routers.js";
 import { type AgentHub, agentTarget } from "./agent.js";
 import { type LocalTransport, localTarget } from "./local.js";
 import { type SshConnections, SshTransport, sshTarget } from "./ssh.js";
-import type { Target } from "./types.js";
+import type { Target, Transport } from "./types.js";
 
 /** What the transports of a server share: the server's own host and its router, the SSH connection pool, the agents' hub. */
 export interface TransportServices {
@@ -12,6 +13,8 @@ export interface TransportServices {
   router: LazyRouter | undefined;
   ssh: SshConnections;
   agents: AgentHub;
+  /** Where the routers of remote hosts say what they did (started a proxy there). */
+  log?: ((message: string) => void) | undefined;
 }
 
 /** The server's own host as a target, for steps without roles. */
@@ -32,10 +35,30 @@ export function targetResolver(services: TransportServices): (info: TargetInfo |
     }
     return transport;
   };
+  // One router per remote host, made again when its settings change.
+  const routers = new Map<string, { settings: string; router: HostRouter }>();
+  // Any transport's: the router is driven through the Transport interface only (ADR 0031).
+  const routerOfHost = (info: TargetInfo, transport: Transport): HostRouter | undefined => {
+    if (info.router === null) return undefined;
+    const settings = JSON.stringify(info.router);
+    let entry = routers.get(info.id);
+    if (!entry || entry.settings !== settings) {
+      void entry?.router.close();
+      entry = { settings, router: hostRouter(transport, info.router, info.name, services.log ?? (() => {})) };
+      routers.set(info.id, entry);
+    }
+    return entry.router;
+  };
   const kinds: Record<TransportKind, (info: TargetInfo) => Target> = {
     local: (info) => localTarget(services.local, services.router, info),
-    ssh: (info) => sshTarget(sshTransport(info.id), info),
-    agent: (info) => agentTarget(services.agents.transport(info.id, info.name), info),
+    ssh: (info) => {
+      const transport = sshTransport(info.id);
+      return sshTarget(transport, info, routerOfHost(info, transport));
+    },
+    agent: (info) => {
+      const transport = services.agents.transport(info.id, info.name);
+      return agentTarget(transport, info, routerOfHost(info, transport));
+    },
   };
   return (info) => (info ? kinds[info.transport](info) : localTarget(services.local, services.router, SERVER_HOST));
 }

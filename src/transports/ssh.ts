@@ -13,6 +13,7 @@ import { guardedDestination, type OutboundPolicy } from "../security/outboundGua
 import { hostKeyFingerprint } from "../security/sshKeys.js";
 import { type HttpOutcome, type HttpRequest, sendRequest } from "../steps/http.js";
 import type { SshConnectionSettings } from "../store/targets.js";
+import type { HostRouter } from "../traffic/hostRouter.js";
 import { LAUNCHER_COMMAND, LAUNCHER_REFUSED, LauncherInputError, launcherRequest, runRequest } from "./sshLauncher.js";
 import type { ProcessExit, ProcessSpec, Target, Transport } from "./types.js";
 
@@ -804,10 +805,15 @@ class ChannelSocket extends Duplex {
   }
 }
 
-/** An ssh target: its host through the transport, its Docker engine over the connection. Routers over SSH come later (issue 12). */
+/**
+ * An ssh target: its host through the transport, its Docker engine over the connection, and
+ * the traffic router its settings choose on that host (docs/decisions/0031), driven through
+ * the transport like everything else.
+ */
 export function sshTarget(
   transport: SshTransport,
-  target: { id: string; name: string; roles: readonly string[] },
+  target: { id: string; slug?: string; name: string; roles: readonly string[] },
+  router: HostRouter | undefined,
 ): Target {
   return {
     ...target,
@@ -816,11 +822,14 @@ export function sshTarget(
     // Clean-up asks the engine over SSH; a host without Docker answers with an error it logs.
     runtimes: (): Runtime[] => [transport.runtime("docker")],
     router: async () => {
-      throw new TaskFailure(
-        `traffic routers on SSH targets are not supported yet: target '${target.name}' cannot take a blue/green switch (issue 12)`,
-      );
+      if (!router) {
+        throw new TaskFailure(
+          `target '${target.name}' has no traffic router for a blue/green switch: give it one (ferry target update ${target.slug ?? target.name} --router builtin --router-listen 0.0.0.0:80, or router: in ferry.yml; docs/targets.md)`,
+        );
+      }
+      return router.get();
     },
-    routerInUse: async () => undefined,
+    routerInUse: async () => router?.inUse(),
   };
 }
 

@@ -81,6 +81,8 @@ export interface Transport {
 export interface Target {
   /** The target's id; null for the server's own host (steps without roles run there). */
   readonly id: string | null;
+  /** The target's slug (part of default container names); undefined for the server's own host. */
+  readonly slug?: string | undefined;
   readonly name: string;
   readonly roles: readonly string[];
   readonly transport: Transport;

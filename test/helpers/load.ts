@@ -18,7 +18,14 @@ export interface RunningLoad {
  * Closed-loop keep-alive load like wrk's: `connections` clients each send the next request
  * as soon as the previous one answered, on kept-alive connections, until stopped.
  */
-export function startLoad(options: { port: number; host?: string; path?: string; connections?: number }): RunningLoad {
+export function startLoad(options: {
+  port: number;
+  /** Where the proxy listens: this machine's loopback unless a namespace host's address is given. */
+  address?: string;
+  host?: string;
+  path?: string;
+  connections?: number;
+}): RunningLoad {
   const connections = options.connections ?? 16;
   const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
   let running = true;
@@ -54,12 +61,12 @@ export function startLoad(options: { port: number; host?: string; path?: string;
 
 function get(
   agent: http.Agent,
-  options: { port: number; host?: string; path?: string },
+  options: { port: number; address?: string; host?: string; path?: string },
 ): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const request = http.request(
       {
-        host: "127.0.0.1",
+        host: options.address ?? "127.0.0.1",
         port: options.port,
         path: options.path ?? "/",
         agent,

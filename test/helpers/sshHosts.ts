@@ -1,7 +1,16 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -19,6 +28,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 
 const SLOT_DIRECTORY = "/tmp/ferry-netns-slots";
 const PREFIX = "ferry-ssh-";
+/** Engines' directories, one per namespace host (short: containerd's socket path under it must fit 108 bytes). */
+const ENGINE_DIRECTORY = "/tmp/ferry-netns-engines";
+/** Containers of test engines run under this cgroup parent (+ the namespace), so a killed run's are found. */
+const CGROUP_PREFIX = "ferry-netns-";
 
 interface SshHost {
   /** The namespace's name (for `ip netns exec`). */
@@ -45,6 +58,27 @@ interface SshHost {
   startLoopbackSshd(port: number): Promise<string>;
   /** Takes the host's network link down (or up again): the host is cut off, its processes go on. */
   setLink(up: boolean): void;
+  /** The host's own Docker engine, for hosts started with one (`engines` of startSshHosts). */
+  engine: HostEngine | undefined;
+}
+
+/** A dockerd of one namespace host, whose socket its sshd sees at /var/run/docker.sock. */
+interface HostEngine {
+  /** The engine's socket on this machine (for dockerode or `docker -H unix://…` from the test). */
+  socket: string;
+  /** Runs the docker CLI against this engine (argv, no shell); returns stdout. */
+  docker(args: readonly string[]): string;
+}
+
+export interface StartSshHostsOptions {
+  /** How many of the hosts (the first ones) run a Docker engine of their own. */
+  engines?: number;
+  /**
+   * Registries (http://127.0.0.1:PORT) the engines pull from: each host's loopback gets the
+   * same address, forwarded over its namespace link to the registry on this machine, so a
+   * release's image reference means the same on every host.
+   */
+  registries?: readonly string[];
 }
 
 export interface SshHosts {
@@ -75,7 +109,19 @@ function removeStale(): void {
     .filter((name) => name.startsWith(PREFIX));
   for (const namespace of namespaces) {
     const pid = Number(namespace.slice(PREFIX.length).split("-")[0]);
-    if (Number.isInteger(pid) && !isAlive(pid)) deleteNamespace(namespace);
+    if (Number.isInteger(pid) && !isAlive(pid)) {
+      removeEngineLeftovers(namespace);
+      deleteNamespace(namespace);
+    }
+  }
+  const leftovers = new Set<string>();
+  if (existsSync(ENGINE_DIRECTORY)) for (const entry of readdirSync(ENGINE_DIRECTORY)) leftovers.add(entry);
+  for (const entry of existsSync("/sys/fs/cgroup/pids") ? readdirSync("/sys/fs/cgroup/pids") : []) {
+    if (entry.startsWith(CGROUP_PREFIX)) leftovers.add(entry.slice(CGROUP_PREFIX.length));
+  }
+  for (const entry of leftovers) {
+    const pid = Number(entry.split("-")[0]);
+    if (Number.isInteger(pid) && !isAlive(pid)) removeEngineLeftovers(`${PREFIX}${entry}`);
   }
   if (!existsSync(SLOT_DIRECTORY)) return;
   for (const slot of readdirSync(SLOT_DIRECTORY)) {
@@ -114,6 +160,210 @@ function deleteNamespace(namespace: string): void {
     run("ip", ["netns", "del", namespace]);
   } catch {
     // Gone already.
+  }
+}
+
+function engineDirectory(namespace: string): string {
+  return join(ENGINE_DIRECTORY, namespace.slice(PREFIX.length));
+}
+
+/** Processes in the containers of a test engine (every cgroup controller's view of its parent). */
+function containerProcesses(namespace: string): number[] {
+  const pids = new Set<number>();
+  const parent = `${CGROUP_PREFIX}${namespace.slice(PREFIX.length)}`;
+  for (const controller of ["pids", "memory", "cpu", "systemd", "unified"]) {
+    const root = join("/sys/fs/cgroup", controller, parent);
+    if (!existsSync(root)) continue;
+    for (const child of readdirSync(root, { withFileTypes: true })) {
+      if (!child.isDirectory()) continue;
+      try {
+        for (const line of readFileSync(join(root, child.name, "cgroup.procs"), "utf8").split("\n")) {
+          if (line) pids.add(Number(line));
+        }
+      } catch {
+        // Gone meanwhile.
+      }
+    }
+  }
+  return [...pids];
+}
+
+/** Processes whose command line names a path under the directory (dockerd, containerd, shims). */
+function processesUnder(directory: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, "utf8").includes(directory)) found.push(Number(entry));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return found;
+}
+
+/** Mount points under a directory (overlay layers, netns and shm mounts of an engine), deepest first. */
+function mountsUnder(directory: string): string[] {
+  return readFileSync("/proc/mounts", "utf8")
+    .split("\n")
+    .map((line) => line.split(" ")[1] ?? "")
+    .filter((point) => point.startsWith(`${directory}/`))
+    .sort((a, b) => b.length - a.length);
+}
+
+function removeCgroup(path: string): void {
+  try {
+    rmdirSync(path);
+  } catch {
+    // Still has processes (or is gone): the next run tries again.
+  }
+}
+
+/**
+ * What an engine of a namespace host leaves when its test process was killed: its daemons,
+ * its containers' processes, their mounts and its directory. Idempotent.
+ */
+function removeEngineLeftovers(namespace: string): void {
+  const directory = engineDirectory(namespace);
+  for (const pid of [...processesUnder(directory), ...containerProcesses(namespace)]) killQuietly(pid);
+  for (const point of mountsUnder(directory)) {
+    try {
+      run("umount", ["-l", point]);
+    } catch {
+      // Not mounted any more.
+    }
+  }
+  // A cgroup directory goes with rmdir (its files are the kernel's), once its processes are gone.
+  const parent = `${CGROUP_PREFIX}${namespace.slice(PREFIX.length)}`;
+  for (const controller of readdirSync("/sys/fs/cgroup")) {
+    const root = join("/sys/fs/cgroup", controller, parent);
+    if (!existsSync(root)) continue;
+    for (const child of readdirSync(root, { withFileTypes: true })) {
+      if (child.isDirectory()) removeCgroup(join(root, child.name));
+    }
+    removeCgroup(root);
+  }
+  rmSync(directory, { recursive: true, force: true });
+}
+
+/**
+ * Starts the host's own dockerd inside its namespace (network only: `nsenter --net`, since
+ * `ip netns exec` remounts /sys and hides the cgroup hierarchies dockerd needs), with its own
+ * data root, exec root, socket, pid file, cgroup parent and a bridge subnet of the host's own
+ * (172.30.N.0/24), so nothing is shared with this machine's engine.
+ */
+async function startEngine(namespace: string, slot: number): Promise<{ engine: HostEngine; stop(): Promise<void> }> {
+  const directory = engineDirectory(namespace);
+  removeEngineLeftovers(namespace);
+  mkdirSync(directory, { recursive: true });
+  const socket = join(directory, "docker.sock");
+  const daemon = spawn(
+    "nsenter",
+    [
+      `--net=/var/run/netns/${namespace}`,
+      "dockerd",
+      "--data-root",
+      join(directory, "data"),
+      "--exec-root",
+      join(directory, "exec"),
+      "-H",
+      `unix://${socket}`,
+      "--pidfile",
+      join(directory, "docker.pid"),
+      "--bip",
+      `172.30.${slot}.1/24`,
+      "--cgroup-parent",
+      `/${CGROUP_PREFIX}${namespace.slice(PREFIX.length)}`,
+      "--log-level",
+      "warn",
+    ],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  let log = "";
+  daemon.stderr?.on("data", (chunk: Buffer) => {
+    log = (log + chunk.toString("utf8")).slice(-4000);
+  });
+  const docker = (args: readonly string[]) => run("docker", ["-H", `unix://${socket}`, ...args]);
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      docker(["version", "--format", "{{.Server.Version}}"]);
+      break;
+    } catch (error) {
+      if (daemon.exitCode !== null || Date.now() > deadline) {
+        daemon.kill("SIGKILL");
+        throw new Error(`dockerd of ${namespace} did not start: ${log || (error as Error).message}`);
+      }
+      await sleep(200);
+    }
+  }
+  const stop = async () => {
+    try {
+      const containers = docker(["ps", "-aq"]).split("\n").filter(Boolean);
+      if (containers.length > 0) docker(["rm", "-f", ...containers]);
+    } catch {
+      // The engine is gone already: the leftovers are removed below.
+    }
+    daemon.kill("SIGTERM");
+    const stopped = await Promise.race([
+      new Promise<boolean>((resolve) =>
+        daemon.exitCode !== null ? resolve(true) : daemon.once("exit", () => resolve(true)),
+      ),
+      sleep(15_000).then(() => false),
+    ]);
+    if (!stopped) daemon.kill("SIGKILL");
+    removeEngineLeftovers(namespace);
+  };
+  return { engine: { socket, docker }, stop };
+}
+
+/**
+ * Makes 127.0.0.1:PORT inside the namespace reach 127.0.0.1:PORT of this machine (a test
+ * registry), over the namespace link: a forwarder inside the namespace connects to the link's
+ * address on this side, where one in this process passes the connection on. Two plain TCP
+ * relays; the registry itself stays on this machine's loopback.
+ */
+async function forwardIntoNamespace(
+  namespace: string,
+  outsideAddress: string,
+  port: number,
+  children: ChildProcess[],
+  cleanups: (() => void)[],
+): Promise<void> {
+  const outside = createServer((client) => {
+    const upstream = connect({ host: "127.0.0.1", port });
+    client.pipe(upstream).pipe(client);
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
+  });
+  await new Promise<void>((resolve, reject) => {
+    outside.once("error", reject);
+    outside.listen(port, outsideAddress, resolve);
+  });
+  cleanups.push(() => outside.close());
+  const relay = [
+    'const net = require("node:net");',
+    "const [port, host] = process.argv.slice(1);",
+    "net.createServer((client) => {",
+    "  const upstream = net.connect({ host, port: Number(port) });",
+    "  client.pipe(upstream).pipe(client);",
+    '  client.on("error", () => upstream.destroy());',
+    '  upstream.on("error", () => client.destroy());',
+    '}).listen(Number(port), "127.0.0.1");',
+  ].join("\n");
+  children.push(
+    spawn("ip", ["netns", "exec", namespace, process.execPath, "-e", relay, String(port), outsideAddress], {
+      stdio: "ignore",
+    }),
+  );
+  for (let tries = 0; ; tries++) {
+    try {
+      run("ip", ["netns", "exec", namespace, "bash", "-c", 'exec 3<>"/dev/tcp/127.0.0.1/$1"', "probe", String(port)]);
+      return;
+    } catch (error) {
+      if (tries > 100) throw error;
+      await sleep(50);
+    }
   }
 }
 
@@ -185,8 +435,12 @@ async function waitForPort(address: string, port: number, timeoutMs = 10_000): P
   }
 }
 
-/** Starts `count` hosts, each with sshd accepting the returned key for root. */
-export async function startSshHosts(count: number): Promise<SshHosts> {
+/**
+ * Starts `count` hosts, each with sshd accepting the returned key for root; the first
+ * `options.engines` of them with a Docker engine of their own, which their sshd (and so a
+ * Ferry target there) sees as /var/run/docker.sock.
+ */
+export async function startSshHosts(count: number, options: StartSshHostsOptions = {}): Promise<SshHosts> {
   removeStale();
   // sshd's privilege separation directory (a systemd unit would create it).
   mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
@@ -197,6 +451,8 @@ export async function startSshHosts(count: number): Promise<SshHosts> {
   writeFileSync(authorizedKeys, readFileSync(`${privateKeyFile}.pub`), { mode: 0o600 });
   const hosts: SshHost[] = [];
   const cleanups: (() => void)[] = [];
+  /** Engines stop first (their containers removed while the namespace still exists). */
+  const engineStops: (() => Promise<void>)[] = [];
   const tag = randomBytes(2).toString("hex");
   try {
     for (let index = 0; index < count; index++) {
@@ -231,10 +487,34 @@ export async function startSshHosts(count: number): Promise<SshHosts> {
       });
       let sshd: ChildProcess | undefined;
       const children: ChildProcess[] = [];
+      let engine: HostEngine | undefined;
+      if (index < (options.engines ?? 0)) {
+        for (const registry of options.registries ?? []) {
+          await forwardIntoNamespace(namespace, `10.231.${slot}.1`, Number(new URL(registry).port), children, cleanups);
+        }
+        const started = await startEngine(namespace, slot);
+        engine = started.engine;
+        engineStops.push(started.stop);
+      }
       const startSshd = async () => {
+        // `ip netns exec` gives sshd a mount namespace of its own: there the host's engine
+        // socket is bound over /run/docker.sock, so its sessions (and the Docker socket
+        // forwarded over SSH) reach this host's engine, as on a real host.
+        const sshdCommand = ["/usr/sbin/sshd", "-D", "-f", config, "-E", join(hostDirectory, "sshd.log")];
         sshd = spawn(
           "ip",
-          ["netns", "exec", namespace, "/usr/sbin/sshd", "-D", "-f", config, "-E", join(hostDirectory, "sshd.log")],
+          engine
+            ? [
+                "netns",
+                "exec",
+                namespace,
+                "sh",
+                "-c",
+                'mount --bind "$0" /run/docker.sock && exec "$@"',
+                engine.socket,
+                ...sshdCommand,
+              ]
+            : ["netns", "exec", namespace, ...sshdCommand],
           {
             stdio: "ignore",
           },
@@ -332,6 +612,7 @@ export async function startSshHosts(count: number): Promise<SshHosts> {
           }
         },
         setLink: (up) => run("ip", ["link", "set", outside, up ? "up" : "down"]),
+        engine,
       };
       cleanups.push(() => {
         stopSshd();
@@ -341,6 +622,7 @@ export async function startSshHosts(count: number): Promise<SshHosts> {
       hosts.push(host);
     }
   } catch (error) {
+    await Promise.all(engineStops.map((stop) => stop()));
     for (const cleanup of cleanups.reverse()) cleanup();
     rmSync(directory, { recursive: true, force: true });
     throw error;
@@ -350,6 +632,7 @@ export async function startSshHosts(count: number): Promise<SshHosts> {
     privateKey: readFileSync(privateKeyFile, "utf8"),
     privateKeyFile,
     async close() {
+      await Promise.all(engineStops.map((stop) => stop()));
       for (const cleanup of cleanups.reverse()) cleanup();
       rmSync(directory, { recursive: true, force: true });
     },

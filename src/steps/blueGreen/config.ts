@@ -42,5 +42,17 @@ export const blueGreenOptionsSchema = z.strictObject({
   retain: z.number().int().min(0).max(20).default(3),
   /** Keep the previous colour running (idle) after the switch, so a rollback needs no start. */
   keepPreviousRunning: z.boolean().default(false),
+  /**
+   * With several targets: `targetByTarget` switches each target's router as soon as its new
+   * colour is ready, one target after another; `allAtOnce` starts and checks the new colour
+   * on every target first, then switches every router, and switches them all back when any
+   * switch (or bake) fails, so no mix of versions is left serving.
+   */
+  switch: z
+    .enum(["targetByTarget", "allAtOnce"], {
+      message:
+        "write switch: targetByTarget (each target switches when its new colour is ready) or allAtOnce (every target checked first, then all switched together, all switched back if one fails)",
+    })
+    .default("targetByTarget"),
 });
 export type BlueGreenOptions = z.infer<typeof blueGreenOptionsSchema>;

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { renderTemplate } from "../../domain/templates.js";
+import { TARGET_LABEL } from "../../engine/processRunner.js";
 import { TaskFailure } from "../../engine/types.js";
 import {
   type Colour,
@@ -88,7 +89,7 @@ export async function runBlueGreen(
   const trafficBefore = await router.traffic().catch(() => undefined);
 
   const live = await router.live(route.name);
-  const colours = await coloursOf(runtime, route.name, project, environment, signal);
+  const colours = await coloursOf(runtime, route.name, project, environment, context.target.slug, signal);
   log.info(
     `route ${route.name} (${route.host}${route.pathPrefix}, ${router.driver}): ${
       live ? `live colour ${live.colour ?? "(unnamed)"} at ${live.upstream}` : "new: nothing is live yet"
@@ -112,7 +113,7 @@ export async function runBlueGreen(
     );
     candidate = { colour: await runtime.start(retained, signal), created: false, wasRunning };
   } else {
-    const name = colourName(project, environment, release, context.taskId);
+    const name = colourName(project, environment, release, context.target.slug, context.taskId);
     const colour = await fresh.start(name, {
       ...context.labels,
       "ferry.step": context.stepName,
@@ -163,6 +164,15 @@ export async function runBlueGreen(
     throw error;
   }
 
+  // All at once: no router switches before every target has a healthy new colour.
+  const notReady = await context.allAtOnce?.reach("healthy", signal);
+  if (notReady !== undefined) {
+    await abandon(context, runtime, candidate, settings, false);
+    throw new TaskFailure(
+      `not switched: the switch is all at once, and another target failed before its switch (${notReady}). ${keptLive(live)}`,
+    );
+  }
+
   // The commit point: from here on new requests reach the new colour.
   const switchStarted = performance.now();
   let switched: Awaited<ReturnType<Router["switch"]>>;
@@ -193,6 +203,31 @@ export async function runBlueGreen(
     }`,
   );
 
+  /**
+   * All at once, another target failed after this one switched: back to the previous colour
+   * here too, so that no mix of versions is left serving.
+   */
+  const switchBack = async (reason: string): Promise<never> => {
+    if (!previous) {
+      log.warn(`route ${route.name} was new on this host: nothing served it before, so it keeps colour ${colour.name}`);
+      throw new TaskFailure(
+        `another target failed (${reason}); route ${route.name} had no colour here before, so it keeps ${colour.name}`,
+      );
+    }
+    const back = await router.switch(route, previous);
+    log.warn(
+      `switched route ${route.name} back to colour ${previous.colour ?? "(unnamed)"} in ${Math.round(back.switchMs)} ms: the switch is all at once, and another target failed (${reason})`,
+    );
+    await drain(context, router, { upstream, colour: colour.name }, options);
+    await abandon(context, runtime, candidate, settings, false);
+    await logTraffic(context, router, trafficBefore);
+    throw new TaskFailure(
+      `switched back to ${previous.colour ?? previous.upstream}: another target failed (${reason}), and the switch is all at once`,
+    );
+  };
+  const notSwitched = await context.allAtOnce?.reach("switched", signal);
+  if (notSwitched !== undefined) await switchBack(notSwitched);
+
   let drainMs = 0;
   if (previous) drainMs = await drain(context, router, previous, options);
 
@@ -216,6 +251,9 @@ export async function runBlueGreen(
       );
     }
   }
+
+  const notBaked = await context.allAtOnce?.reach("baked", signal);
+  if (notBaked !== undefined) await switchBack(notBaked);
 
   await retire(context, runtime, colours, colour.name, previous?.colour ?? undefined, settings);
   const traffic = await logTraffic(context, router, trafficBefore);
@@ -398,24 +436,40 @@ async function logTraffic(context: StepRunContext, router: Router, before: Upstr
   return { served, failed };
 }
 
-/** Colours of the route on this host of this project and environment (every state), newest first. */
+/**
+ * Colours of the route on this host of this project and environment (every state), newest
+ * first: of this target (another target on the same host has its own), and those made
+ * before colours carried their target.
+ */
 async function coloursOf(
   runtime: ColourRuntime,
   route: string,
   project: string,
   environment: string,
+  target: string | undefined,
   signal: AbortSignal,
 ): Promise<Colour[]> {
   const colours = await runtime.list(route, signal);
   return colours
-    .filter((colour) => colour.labels["ferry.project"] === project && colour.labels["ferry.env"] === environment)
+    .filter(
+      (colour) =>
+        colour.labels["ferry.project"] === project &&
+        colour.labels["ferry.env"] === environment &&
+        (colour.labels[TARGET_LABEL] === undefined || colour.labels[TARGET_LABEL] === target),
+    )
     .sort((a, b) => b.created - a.created);
 }
 
-/** "ferry-shop-prod-1.4.2-3fa9c1": which release it runs, and a part of the task that made it. */
-function colourName(project: string, environment: string, release: string, taskId: string): string {
+/** "ferry-shop-prod-1.4.2-web-1-3fa9c1": which release it runs, on which target, and a part of the task that made it. */
+function colourName(
+  project: string,
+  environment: string,
+  release: string,
+  target: string | undefined,
+  taskId: string,
+): string {
   const safeRelease = release.replace(/[^a-zA-Z0-9_.-]/g, "-");
-  const name = `ferry-${project}-${environment}-${safeRelease}-${taskId.slice(-6)}`;
+  const name = `ferry-${project}-${environment}-${safeRelease}${target === undefined ? "" : `-${target}`}-${taskId.slice(-6)}`;
   // Container names and process instance names follow the same rule.
   if (!isContainerName(name)) throw new TaskFailure(`cannot name a colour '${name.slice(0, 200)}'`);
   return name;
@@ -435,5 +489,5 @@ export function describeSwitch(
     route ? `${render(route.host)}${route.pathPrefix}` : "the route"
   } to it, drain the old colour (${options.drainSeconds} s)${
     options.bakeSeconds > 0 ? `, bake ${options.bakeSeconds} s` : ""
-  }, retain ${options.retain}`;
+  }, retain ${options.retain}${options.switch === "allAtOnce" ? "; all targets at once" : ""}`;
 }

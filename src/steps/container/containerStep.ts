@@ -40,6 +40,7 @@ export const containerStep: StepKind<ContainerConfig> = {
   config: containerConfigSchema,
   plan: (config, render) => [{ description: strategyOf(config).describe(config, render) }],
   run: (context, config) => strategyOf(config).run(context, config),
+  together: (config) => config.strategy === "blueGreen" && config.blueGreen?.switch === "allAtOnce",
 };
 
 /**

@@ -1,3 +1,4 @@
+import { TARGET_LABEL } from "../../engine/processRunner.js";
 import { TaskFailure } from "../../engine/types.js";
 import { CONTAINER_NAME_HINT, type DockerRuntime, isContainerName } from "../../runtimes/docker.js";
 import { containerOutputs, waitUntilSettled } from "../../runtimes/dockerColours.js";
@@ -29,6 +30,7 @@ export async function runRecreate(context: StepRunContext, config: RecreateConfi
     log.info(`stopping and removing the previous container ${name} (${previous.id.slice(0, 12)}, ${previous.status})`);
     await docker.stopAndRemove(previous.id, { stopTimeoutSeconds: config.stopTimeoutSeconds, signal });
   }
+  await removeUntargetedPredecessor(context, config, docker, name);
 
   log.info(describeStart("container", name, imageText, config, env));
   const started = await docker.createAndStart(
@@ -90,12 +92,46 @@ export async function removeUnhealthyContainer(context: StepRunContext, docker: 
   }
 }
 
+/**
+ * The container a step on a target left before default names carried the target
+ * (`ferry-<project>-<environment>`, made for this project and environment and labelled for no
+ * target): it is this target's previous container, whose ports the new one needs. Targets
+ * sharing a host shared it then; the first to deploy now replaces it.
+ */
+async function removeUntargetedPredecessor(
+  context: StepRunContext,
+  config: RecreateConfig,
+  docker: DockerRuntime,
+  name: string,
+) {
+  if (config.name !== undefined || context.target.slug === undefined) return;
+  const { project, environment } = context.scope;
+  const legacyName = `ferry-${project.slug}-${environment.slug}`;
+  if (legacyName === name) return;
+  const legacy = await docker.inspectContainer(legacyName, { signal: context.signal });
+  if (
+    !legacy ||
+    legacy.labels["ferry.project"] !== project.slug ||
+    legacy.labels["ferry.env"] !== environment.slug ||
+    legacy.labels[TARGET_LABEL] !== undefined
+  ) {
+    return;
+  }
+  context.log.info(
+    `stopping and removing ${legacyName} (${legacy.id.slice(0, 12)}), named before container names carried the target: ${name} replaces it`,
+  );
+  await docker.stopAndRemove(legacy.id, { stopTimeoutSeconds: config.stopTimeoutSeconds, signal: context.signal });
+}
+
+/** The container's name: the step's, or `ferry-<project>-<environment>[-<target>]`. */
 function containerName(context: StepRunContext, config: RecreateConfig): string {
   let name: string;
   if (config.name !== undefined) {
     name = context.render(config.name);
   } else {
-    name = `ferry-${context.scope.project.slug}-${context.scope.environment.slug}`;
+    // With the target's slug: two targets on one host must not replace each other's container.
+    const target = context.target.slug === undefined ? "" : `-${context.target.slug}`;
+    name = `ferry-${context.scope.project.slug}-${context.scope.environment.slug}${target}`;
   }
   if (!isContainerName(name)) {
     throw new TaskFailure(`'${name.slice(0, 200)}' is not a container name: ${CONTAINER_NAME_HINT}`);

@@ -38,4 +38,5 @@ export const processStep: StepKind<ProcessConfig> = {
   config: processConfigSchema,
   plan: (config, render) => [{ description: strategyOf(config).describe(config, render) }],
   run: (context, config) => strategyOf(config).run(context, config),
+  together: (config) => config.strategy === "blueGreen" && config.blueGreen?.switch === "allAtOnce",
 };

@@ -1,3 +1,4 @@
+import { TARGET_LABEL } from "../../engine/processRunner.js";
 import { TaskFailure } from "../../engine/types.js";
 import { isProcessName, type ProcessRuntime } from "../../runtimes/process.js";
 import { waitUntilSettled } from "../../runtimes/processColours.js";
@@ -20,7 +21,14 @@ export async function runProcessRecreate(
   const { log, signal } = context;
   const { spec } = renderProcessInputs(context, config);
   const { project, environment } = context.scope;
-  const name = config.name === undefined ? `ferry-${project.slug}-${environment.slug}` : context.render(config.name);
+  // With the target's slug: two targets on one host must not replace each other's instance.
+  const legacyName = `ferry-${project.slug}-${environment.slug}`;
+  const name =
+    config.name !== undefined
+      ? context.render(config.name)
+      : context.target.slug === undefined
+        ? legacyName
+        : `${legacyName}-${context.target.slug}`;
   if (!isProcessName(name)) {
     throw new TaskFailure(
       `'${name.slice(0, 200)}' is not a process instance name: use up to 128 letters, digits, '_', '.' and '-', starting with a letter or digit`,
@@ -36,6 +44,21 @@ export async function runProcessRecreate(
     }
     log.info(`stopping and removing the previous process ${name} (${previous.status})`);
     await processes.stopAndRemove(name, { stopTimeoutSeconds: config.stopTimeoutSeconds, signal });
+  }
+  if (config.name === undefined && name !== legacyName) {
+    // What a step on this target left before default names carried the target: its previous instance.
+    const legacy = await processes.inspect(legacyName, { signal });
+    if (
+      legacy &&
+      legacy.labels["ferry.project"] === project.slug &&
+      legacy.labels["ferry.env"] === environment.slug &&
+      legacy.labels[TARGET_LABEL] === undefined
+    ) {
+      log.info(
+        `stopping and removing ${legacyName}, named before instance names carried the target: ${name} replaces it`,
+      );
+      await processes.stopAndRemove(legacyName, { stopTimeoutSeconds: config.stopTimeoutSeconds, signal });
+    }
   }
   log.info(describeProcessStart("process", name, spec));
   const started = await processes.createAndStart(

@@ -298,7 +298,7 @@ const TRAFFIC_LINE =
 
 function Traffic({ model, version }: { model: LogModel; version: number }) {
   // biome-ignore lint/correctness/useExhaustiveDependencies: `version` says the model's lines changed
-  const lines = useMemo(() => model.lines.filter((line) => TRAFFIC_LINE.test(line.text)), [model, version]);
+  const lines = useMemo(() => [...model.matching(TRAFFIC_LINE)], [model, version]);
   if (lines.length === 0) return null;
   return (
     <section className="card" aria-labelledby="traffic-title">

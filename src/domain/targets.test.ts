@@ -1,0 +1,69 @@
+import { describe, expect, it } from "vitest";
+import { createTargetSchema, targetRouterSchema, updateTargetSchema } from "./targets.js";
+
+const sshTarget = {
+  name: "web-1",
+  environments: ["prod"],
+  transport: "ssh",
+  ssh: { host: "10.0.0.5", user: "deploy", privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n" },
+};
+
+/** The messages of a failed parse, by field path. */
+function problems(result: { success: boolean; error?: { issues: { path: PropertyKey[]; message: string }[] } }) {
+  return Object.fromEntries((result.error?.issues ?? []).map((issue) => [issue.path.join("."), issue.message]));
+}
+
+describe("a target's router", () => {
+  it("defaults everything but the driver", () => {
+    expect(targetRouterSchema.parse({ driver: "builtin" })).toEqual({
+      driver: "builtin",
+      listen: "0.0.0.0:80",
+      adminPort: 7999,
+      command: "ferry",
+    });
+    expect(
+      targetRouterSchema.parse({
+        driver: "builtin",
+        listen: "[::]:8080",
+        adminPort: 9000,
+        stateDir: "/var/lib/ferry/proxy",
+        command: "/usr/local/bin/ferry",
+      }),
+    ).toMatchObject({ listen: "[::]:8080", stateDir: "/var/lib/ferry/proxy" });
+  });
+
+  it("refuses what it cannot run or would read otherwise, naming the field and what to write", () => {
+    const refused = problems(
+      targetRouterSchema.safeParse({
+        driver: "nginx",
+        listen: "example.com:80",
+        adminPort: 70000,
+        stateDir: "relative/dir",
+        command: "--help",
+      }),
+    );
+    expect(refused.driver).toMatch(/only "builtin".*nginx drives only the server's own host/);
+    expect(refused.listen).toMatch(/ADDRESS:PORT: 0\.0\.0\.0:80/);
+    expect(refused.adminPort).toMatch(/1 to 65535/);
+    expect(refused.stateDir).toMatch(/absolute path/);
+    expect(refused.command).toMatch(/not starting with '-'/);
+    expect(problems(targetRouterSchema.safeParse({ driver: "builtin", stateDir: "/var/../etc" })).stateDir).toMatch(
+      /without \. or \.\. segments/,
+    );
+    expect(problems(targetRouterSchema.safeParse({ driver: "builtin", listen: "0.0.0.0:0" })).listen).toBeDefined();
+    expect(problems(targetRouterSchema.safeParse({ driver: "builtin", extra: 1 }))).not.toEqual({});
+  });
+
+  it("belongs to a remote target: a local one uses the server's router", () => {
+    expect(createTargetSchema.safeParse({ ...sshTarget, router: { driver: "builtin" } }).success).toBe(true);
+    const local = createTargetSchema.safeParse({ name: "here", environments: ["prod"], router: { driver: "builtin" } });
+    expect(problems(local).router).toMatch(/a local target uses the server's own router \(FERRY_ROUTER/);
+  });
+
+  it("is replaced or removed (null) by an update", () => {
+    expect(updateTargetSchema.parse({ router: null })).toEqual({ router: null });
+    expect(updateTargetSchema.parse({ router: { driver: "builtin", listen: "127.0.0.1:8000" } })).toMatchObject({
+      router: { driver: "builtin", listen: "127.0.0.1:8000", adminPort: 7999 },
+    });
+  });
+});
