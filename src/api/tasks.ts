@@ -40,7 +40,10 @@ const decisionSchema = z.object({
 });
 
 /** The permission an answer to a waiting task needs. */
-function decisionPermission(decision: "approve" | "reject" | "retry" | "skip" | "exclude" | "abort"): Permission {
+function decisionPermission(
+  decision: "approve" | "reject" | "retry" | "skip" | "exclude" | "abort",
+  kind: string,
+): Permission {
   switch (decision) {
     case "approve":
     case "reject":
@@ -50,12 +53,17 @@ function decisionPermission(decision: "approve" | "reject" | "retry" | "skip" | 
     case "exclude":
       return "resolveFailures";
     case "abort":
-      return "deploy";
+      return startPermission(kind);
     default: {
       const unknown: never = decision;
       throw new Error(`no permission for decision ${String(unknown)}`);
     }
   }
+}
+
+/** The permission that starts a task of the kind, which also stops it. */
+function startPermission(kind: string): Permission {
+  return kind === "runbook" ? "runRunbooks" : "deploy";
 }
 
 /** What a cancellation changes about a task. */
@@ -94,7 +102,8 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
       path: "/api/v1/tasks/:task/cancel",
       tag: "Tasks",
       summary: "Cancel a task (a running one stops its step and cleans up)",
-      access: { kind: "task", permission: "deploy", task: (params) => params.task },
+      // Stopping a task is part of starting it: a runbook run's needs runRunbooks, others deploy.
+      access: { kind: "task", permission: ({ task }) => startPermission(task.kind), task: (params) => params.task },
       params: pathParams("task"),
       response: taskSchema,
       audit: {
@@ -135,7 +144,7 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
       // is part of deploying.
       access: {
         kind: "task",
-        permission: ({ body }) => decisionPermission(body.decision),
+        permission: ({ body, task }) => decisionPermission(body.decision, task.kind),
         task: (params) => params.task,
       },
       params: pathParams("task"),

@@ -19,6 +19,7 @@ import { addProxyCommand } from "./proxy.js";
 import { addReleaseCommands } from "./releases.js";
 import type { CliContext } from "./resourceGroup.js";
 import { addRoleCommands } from "./roles.js";
+import { addFreezeCommands, addRunbookCommands } from "./runbooks.js";
 import { addServerCommand } from "./server.js";
 import { clientFor } from "./settings.js";
 import { addSuperviseCommand } from "./supervise.js";
@@ -58,6 +59,8 @@ export function buildProgram(): Command {
   // the release's version, not the program's --version.
   program.enablePositionalOptions();
   addReleaseCommands(program, context);
+  addRunbookCommands(program, context);
+  addFreezeCommands(program, context);
   addDeploymentCommands(program, context);
   addTaskCommands(program, context);
   addAdminCommands(program, context);

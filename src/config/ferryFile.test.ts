@@ -33,6 +33,37 @@ lifecycle:
 `;
 
 describe("parseFerryFile", () => {
+  it("reads runbooks with their steps checked by kind and references checked against the file", () => {
+    const config = parseFerryFile(
+      `${minimal}runbooks:
+  - name: Flush cache
+    environments: [prod]
+    publish: true
+    parameters: [{ name: Region, type: choice, choices: [eu, us] }]
+    steps: [{ name: flush, kind: script, config: { script: "echo flush" } }]
+`,
+      "ferry.yml",
+    );
+    expect(config.runbooks?.[0]).toMatchObject({
+      slug: "flush-cache",
+      publish: true,
+      environments: ["prod"],
+      parameters: [{ name: "Region", type: "choice", required: true, sensitive: false }],
+      steps: [{ name: "flush", config: { interpreter: "bash", timeoutSeconds: 600 } }],
+    });
+
+    const refused = problems(`${minimal}runbooks:
+  - name: Broken
+    environments: [staging]
+    parameters: [{ name: Secret, sensitive: true, default: hunter2 }]
+    steps: [{ name: s, kind: script, config: { scrpt: x } }]
+`);
+    const pointers = refused.issues.map((issue) => issue.pointer);
+    expect(pointers).toContain("/runbooks/0/environments/0");
+    expect(pointers).toContain("/runbooks/0/parameters/0/default");
+    expect(pointers.some((pointer) => pointer.startsWith("/runbooks/0/steps/0/config"))).toBe(true);
+  });
+
   it("parses the documented full example into the typed config", () => {
     const config = parseFerryFile(documentedExample(), "ferry.yml");
 
@@ -298,6 +329,7 @@ describe("ferryFileJsonSchema", () => {
       "images",
       "variables",
       "versionPattern",
+      "runbooks",
       "steps",
     ]);
     // The input side: a secret reference, never a secret value.

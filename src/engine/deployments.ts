@@ -52,7 +52,7 @@ export interface DeploymentServices {
 const SERVER_HOST = { id: null, name: "this host", roles: [] as string[] };
 
 /** Where the services say a target is, or the server's own host when they do not say. */
-function targetResolver(services: DeploymentServices): (info: TargetInfo | undefined) => Target {
+export function targetResolver(services: DeploymentServices): (info: TargetInfo | undefined) => Target {
   if (services.target) return services.target;
   const transport = new LocalTransport(services.workRoot, services.localUser);
   return (info) => localTarget(transport, undefined, info ?? SERVER_HOST);

@@ -15,24 +15,37 @@ import { FinalFailure, type TaskContext, TaskFailure } from "./types.js";
 
 /**
  * What a process runs for: the project and environment always, and the release a
- * deployment delivers (a runbook run will be the other kind). Steps learn it from here;
- * the labels on what they create are derived from it (`scopeLabels`), so clean-up finds
- * exactly what one run made.
+ * deployment delivers or the runbook (and its published version, null for a draft run) a
+ * runbook run executes. Steps learn it from here; the labels on what they create are
+ * derived from it (`scopeLabels`), so clean-up finds exactly what one run made.
  */
 export interface RunScope {
   readonly project: { readonly id: string; readonly slug: string; readonly name: string };
   readonly environment: { readonly id: string; readonly slug: string; readonly name: string };
-  readonly subject: { readonly kind: "release"; readonly id: string; readonly version: string };
+  readonly subject:
+    | { readonly kind: "release"; readonly id: string; readonly version: string }
+    | { readonly kind: "runbook"; readonly id: string; readonly slug: string; readonly version: number | null };
 }
 
 /** The labels every resource a run creates carries (Docker labels today). */
 function scopeLabels(scope: RunScope, taskId: string): Record<string, string> {
-  return {
-    "ferry.project": scope.project.slug,
-    "ferry.env": scope.environment.slug,
-    "ferry.release": scope.subject.version,
-    "ferry.task": taskId,
-  };
+  const subject = scope.subject;
+  const labels: Record<string, string> = { "ferry.project": scope.project.slug, "ferry.env": scope.environment.slug };
+  switch (subject.kind) {
+    case "release":
+      labels["ferry.release"] = subject.version;
+      break;
+    case "runbook":
+      labels["ferry.runbook"] = subject.slug;
+      labels["ferry.runbook.version"] = subject.version === null ? "draft" : String(subject.version);
+      break;
+    default: {
+      const unknown: never = subject;
+      throw new Error(`unknown run subject ${String(unknown)}`);
+    }
+  }
+  labels["ferry.task"] = taskId;
+  return labels;
 }
 
 /** The label naming the target a step ran for, on what it created (absent: the server's own host, or made before targets were named). */

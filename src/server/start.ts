@@ -4,6 +4,7 @@ import { pino } from "pino";
 import { buildApp } from "../api/app.js";
 import { type DeploymentServices, deploymentTaskKind } from "../engine/deployments.js";
 import { TaskEngine } from "../engine/engine.js";
+import { runbookTaskKind } from "../engine/runbooks.js";
 import { defaultTargetHealthSettings, TargetHealthMonitor, type TargetHealthSettings } from "../engine/targetHealth.js";
 import type { TaskKind } from "../engine/types.js";
 import type { StatsdTarget } from "../events/statsd.js";
@@ -147,7 +148,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       return engine.enqueue(input);
     },
   };
-  const kinds = [deploymentTaskKind(deployments) as TaskKind];
+  const kinds = [deploymentTaskKind(deployments) as TaskKind, runbookTaskKind(deployments) as TaskKind];
   const observability = createObservability({
     store,
     context,

@@ -205,6 +205,9 @@ export class LocalTransport implements Transport {
     }, spec.timeoutMs);
     const onAbort = () => killGroup();
     spec.signal.addEventListener("abort", onAbort, { once: true });
+    // A listener added after the abort never hears it: a cancel that came while the step was
+    // still getting ready (its directory, its account) would let the process run to its end.
+    if (spec.signal.aborted) killGroup();
     // Lines of at most 64 KiB: a longer one is cut, and its rest dropped as it arrives.
     const pipeLines = (stream: NodeJS.ReadableStream, name: "stdout" | "stderr") => {
       const splitter = new LineSplitter((text, cut) => spec.onLine(name, text, cut));
