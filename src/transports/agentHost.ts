@@ -15,6 +15,7 @@ import {
   type PollAnswer,
 } from "../domain/agents.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
+import { ferryBinary } from "../runtimes/process.js";
 import { sendRequest } from "../steps/http.js";
 import type { RemoteHttpOutcome } from "./agent.js";
 import type { LocalTransport } from "./local.js";
@@ -254,7 +255,11 @@ const runInputSchema = z.object({
   cwd: z.string().min(1).max(4096),
   taskId: taskIdSchema,
   timeoutMs: z.number().int().min(1),
+  stdin: z.string().max(16 * 1024 * 1024).optional(),
+  hostService: z.boolean().optional(),
 });
+/** What the server may run on an agent's host as the agent's own account: its own Ferry's host services, nothing else. */
+const HOST_SERVICES = new Set(["proxy", "processes"]);
 const requestInputSchema = z.object({
   url: z.string(),
   method: z.string().optional(),
@@ -306,6 +311,8 @@ export interface AgentHostOptions {
   /** After SIGTERM, how long running calls may take to finish before they are stopped and reported. */
   stopGraceMs: number;
   log(message: string): void;
+  /** Added to the environment of its host services (FERRY_WORK_DIR, FERRY_RUN_AS): the agent's own settings. */
+  hostServiceEnv?: Readonly<Record<string, string>>;
   /** A rotated credential: saved before it is used. */
   saveCredential(credential: string): Promise<void>;
 }
@@ -580,8 +587,9 @@ export class AgentHost {
   }
 
   async #run(input: unknown, call: CallContext): Promise<unknown> {
-    const spec = runInputSchema.parse(input);
-    this.#insideWorkRoot(spec.cwd);
+    const parsed = runInputSchema.parse(input);
+    const spec = parsed.hostService ? this.#hostService(parsed) : parsed;
+    if (!spec.hostService) this.#insideWorkRoot(spec.cwd);
     // Journalled (and synced) before the process starts: after a kill -9 the agent knows it ran.
     await this.#journal({ id: call.id, taskId: spec.taskId, state: "running", at: new Date().toISOString() });
     let exit: unknown;
@@ -609,6 +617,26 @@ export class AgentHost {
       at: new Date().toISOString(),
     });
     return exit;
+  }
+
+  /**
+   * A host service (the router, the process runtime's supervisors) runs as the agent's own
+   * account, not a task's, so the agent runs only its own Ferry for it: the server names the
+   * command group, never a program (docs/decisions/0035-process-runtime-on-every-target.md).
+   */
+  #hostService(spec: z.infer<typeof runInputSchema>): z.infer<typeof runInputSchema> {
+    const [group] = spec.args;
+    if (group === undefined || !HOST_SERVICES.has(group)) {
+      throw new Error(`the agent runs only its own 'ferry proxy' and 'ferry processes' as a host service`);
+    }
+    return {
+      ...spec,
+      command: process.execPath,
+      args: [ferryBinary(), ...spec.args],
+      cwd: "/",
+      // Where the agent keeps its instances and which account they run as: the agent's settings, not the server's.
+      env: { ...spec.env, ...this.options.hostServiceEnv },
+    };
   }
 
   async #request(input: unknown, call: CallContext): Promise<RemoteHttpOutcome> {

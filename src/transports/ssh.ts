@@ -8,6 +8,7 @@ import { Agent, type buildConnector } from "undici";
 import { LineSplitter } from "../engine/lineSplitter.js";
 import { TaskFailure } from "../engine/types.js";
 import { DockerRuntime } from "../runtimes/docker.js";
+import type { Processes } from "../runtimes/process.js";
 import type { Runtime, RuntimeKind, RuntimesByKind } from "../runtimes/types.js";
 import { guardedDestination, type OutboundPolicy } from "../security/outboundGuard.js";
 import { hostKeyFingerprint } from "../security/sshKeys.js";
@@ -814,13 +815,15 @@ export function sshTarget(
   transport: SshTransport,
   target: { id: string; slug?: string; name: string; roles: readonly string[] },
   router: HostRouter | undefined,
+  processes: Processes,
 ): Target {
   return {
     ...target,
     transport,
-    runtime: (kind) => transport.runtime(kind),
+    // The process runtime through the transport (ADR 0035); the others are the transport's own.
+    runtime: (kind) => (kind === "process" ? (processes as RuntimesByKind[typeof kind]) : transport.runtime(kind)),
     // Clean-up asks the engine over SSH; a host without Docker answers with an error it logs.
-    runtimes: (): Runtime[] => [transport.runtime("docker")],
+    runtimes: (): Runtime[] => [transport.runtime("docker"), processes],
     router: async () => {
       if (!router) {
         throw new TaskFailure(

@@ -1,6 +1,6 @@
 import { TARGET_LABEL } from "../../engine/processRunner.js";
 import { TaskFailure } from "../../engine/types.js";
-import { isProcessName, type ProcessRuntime } from "../../runtimes/process.js";
+import { isProcessName, type Processes } from "../../runtimes/process.js";
 import { waitUntilSettled } from "../../runtimes/processColours.js";
 import type { StepRunContext } from "../types.js";
 import type { ProcessRecreateConfig } from "./config.js";
@@ -16,7 +16,7 @@ const FAILURE_LOG_LINES = 20;
 export async function runProcessRecreate(
   context: StepRunContext,
   config: ProcessRecreateConfig,
-  processes: ProcessRuntime,
+  processes: Processes,
 ) {
   const { log, signal } = context;
   const { spec } = renderProcessInputs(context, config);
