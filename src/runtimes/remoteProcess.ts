@@ -179,7 +179,9 @@ export class RemoteProcessRuntime implements Processes {
       answer = JSON.parse(line ?? "") as ProcessHostAnswer;
     } catch {
       const reason = stderr.join(" ").trim().slice(-500) || `exit ${exit.code ?? "by a signal"}`;
-      throw new TaskFailure(`${what} gave no answer Ferry understands (${reason}): is Ferry on the host of this version?`);
+      throw new TaskFailure(
+        `${what} gave no answer Ferry understands (${reason}): is Ferry on the host of this version?`,
+      );
     }
     if (answer.ok) return answer.value as T;
     switch (answer.kind) {

@@ -451,7 +451,16 @@ export class AgentTransport implements Transport {
       return (await this.hub.call(
         this.session,
         "run",
-        { command, args, env, cwd, taskId, timeoutMs, ...(stdin !== undefined && { stdin }), ...(hostService && { hostService }) },
+        {
+          command,
+          args,
+          env,
+          cwd,
+          taskId,
+          timeoutMs,
+          ...(stdin !== undefined && { stdin }),
+          ...(hostService && { hostService }),
+        },
         { signal: spec.signal, onLine: (stream, text, cut) => spec.onLine(stream, text, cut) },
       )) as ProcessExit;
     } catch (error) {

@@ -14,8 +14,8 @@ import {
   fullJitterDelay,
   type PollAnswer,
 } from "../domain/agents.js";
-import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { ferryBinary } from "../runtimes/process.js";
+import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { sendRequest } from "../steps/http.js";
 import type { RemoteHttpOutcome } from "./agent.js";
 import type { LocalTransport } from "./local.js";
@@ -255,7 +255,10 @@ const runInputSchema = z.object({
   cwd: z.string().min(1).max(4096),
   taskId: taskIdSchema,
   timeoutMs: z.number().int().min(1),
-  stdin: z.string().max(16 * 1024 * 1024).optional(),
+  stdin: z
+    .string()
+    .max(16 * 1024 * 1024)
+    .optional(),
   hostService: z.boolean().optional(),
 });
 /** What the server may run on an agent's host as the agent's own account: its own Ferry's host services, nothing else. */
