@@ -261,6 +261,8 @@ const runInputSchema = z.object({
     .optional(),
   hostService: z.boolean().optional(),
 });
+/** How the server names a host's Docker engine in a tunnel call (transports/agent.ts). */
+const SERVER_ENGINE_SOCKET = "/var/run/docker.sock";
 /** What the server may run on an agent's host as the agent's own account: its own Ferry's host services, nothing else. */
 const HOST_SERVICES = new Set(["proxy", "processes"]);
 const requestInputSchema = z.object({
@@ -687,12 +689,16 @@ export class AgentHost {
     const { tunnel, socket: path } = z
       .object({ tunnel: z.string().regex(/^[A-Za-z0-9-]{1,100}$/), socket: z.string() })
       .parse(input);
-    if (path !== this.options.dockerSocket)
-      throw new Error(`this agent opens no socket but ${this.options.dockerSocket}`);
+    // The server names the Docker engine by its usual socket; the agent's --docker-socket says
+    // where this host's engine really listens (before, any other path was refused and
+    // --docker-socket made every container step fail).
+    if (path !== SERVER_ENGINE_SOCKET && path !== this.options.dockerSocket)
+      throw new Error(`this agent opens no socket but the Docker engine's (${this.options.dockerSocket})`);
+    const engine = this.options.dockerSocket;
     const socket = await new Promise<Socket>((resolve, reject) => {
-      const connection = netConnect(path);
+      const connection = netConnect(engine);
       connection.once("connect", () => resolve(connection));
-      connection.once("error", (error) => reject(new Error(`could not open ${path}: ${error.message}`)));
+      connection.once("error", (error) => reject(new Error(`could not open ${engine}: ${error.message}`)));
     });
     return new Promise((resolve, reject) => {
       const request = this.options.client.open("POST", `/api/v1/agent/tunnels/${tunnel}`, {
