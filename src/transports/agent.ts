@@ -530,7 +530,8 @@ export class AgentTransport implements Transport {
   runtime<K extends RuntimeKind>(kind: K): RuntimesByKind[K] {
     if (kind !== "docker") {
       throw new TaskFailure(
-        `the ${kind} runtime through an agent is not supported yet: use it on a local target for now`,
+        // The process runtime is the target's (RemoteProcessRuntime, made in transports/registry.ts with the target's slug).
+        `the ${kind} runtime through an agent comes from the target, not from its transport`,
       );
     }
     this.#docker ??= new DockerRuntime({ socketPath: DOCKER_SOCKET, agent: new TunnelAgent(this) });

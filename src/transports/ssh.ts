@@ -683,11 +683,12 @@ export class SshTransport implements Transport {
    * The host's Docker engine, through its socket forwarded over the SSH connection
    * (direct-streamlocal, as `ssh -L /local.sock:/var/run/docker.sock` without the local
    * socket): no TCP port is opened on the host, and the SSH user needs access to the
-   * socket (root or the docker group). Other runtimes over SSH are not supported yet.
+   * socket (root or the docker group). The process runtime is the target's (ADR 0035).
    */
   runtime<K extends RuntimeKind>(kind: K): RuntimesByKind[K] {
     if (kind !== "docker") {
-      throw new TaskFailure(`the ${kind} runtime over SSH is not supported yet: use it on a local target for now`);
+      // The process runtime is the target's (RemoteProcessRuntime, made in transports/registry.ts with the target's slug).
+      throw new TaskFailure(`the ${kind} runtime over SSH comes from the target, not from its transport`);
     }
     this.#docker ??= new DockerRuntime({ socketPath: DOCKER_SOCKET, agent: new EngineAgent(this) });
     return this.#docker as RuntimesByKind[K];
