@@ -31,7 +31,7 @@ const specSchema = z.strictObject({
 });
 const stopTimeout = z.number().int().min(0).max(3600).optional();
 
-export const processHostRequestSchema = z.discriminatedUnion("operation", [
+const processHostRequestSchema = z.discriminatedUnion("operation", [
   z.strictObject({ operation: z.literal("createAndStart"), spec: specSchema }),
   z.strictObject({ operation: z.literal("start"), name: z.string() }),
   z.strictObject({ operation: z.literal("stop"), name: z.string(), stopTimeoutSeconds: stopTimeout }),
