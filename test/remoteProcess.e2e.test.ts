@@ -312,7 +312,7 @@ describe("kill -9 of the server during a process blue/green on an SSH host (real
     await cleanUp();
   });
 
-  it("the previous version keeps serving; after the restart the interrupted deployment's colour is removed from the host", async () => {
+  it("the previous version keeps serving; after the restart the interrupted deployment's colour is removed from the host, and a live colour that went down comes back", async () => {
     const host = hosts.hosts[0];
     if (!host) throw new Error("no host");
     expect((await call("POST", "/api/v1/environments", { name: "prod" })).status).toBe(201);
@@ -394,5 +394,31 @@ describe("kill -9 of the server during a process blue/green on an SSH host (real
     } finally {
       await load.stop().catch(() => undefined);
     }
+
+    // As after a host reboot while the server is down: the live colour's supervisor and app
+    // are gone. The server's next start reconciles the host: the colour runs and serves again.
+    server?.process.kill("SIGKILL");
+    const [live] = await instances().listByLabel("ferry.project", slug);
+    if (!live) throw new Error("no live colour");
+    const state = JSON.parse(readFileSync(join(ROOT_INSTANCES, targetName, live.name, "state.json"), "utf8")) as {
+      supervisor: { pid: number } | null;
+      child: { pid: number } | null;
+    };
+    for (const pid of [state.supervisor?.pid, state.child && -state.child.pid]) {
+      if (pid) process.kill(pid, "SIGKILL");
+    }
+    await waitUntil(
+      async () => (await instances().inspect(live.name))?.running === false,
+      "the colour is down",
+      10_000,
+    );
+    expect(await served(host.address, routeHost)).not.toBe("version 1.0.1");
+    await start();
+    await waitUntil(
+      async () => (await served(host.address, routeHost).catch(() => "")) === "version 1.0.1",
+      "the restarted server reconciled the host's live colour",
+      60_000,
+    );
+    expect((await instances().inspect(live.name))?.running).toBe(true);
   });
 });
