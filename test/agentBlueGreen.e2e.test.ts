@@ -1,6 +1,15 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -47,6 +56,21 @@ function served(address: string, routeHost: string): Promise<string> {
     request.setTimeout(10_000, () => request.destroy(new Error("no answer within 10 s")));
     request.on("error", reject);
   });
+}
+
+/** Processes (the namespaces share this machine's process table) whose command line holds `text`. */
+function commandLinesContaining(text: string): string[] {
+  const found: string[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const commandLine = readFileSync(`/proc/${entry}/cmdline`, "latin1");
+      if (commandLine.includes(text)) found.push(commandLine.replaceAll("\0", " "));
+    } catch {
+      // Exited meanwhile.
+    }
+  }
+  return found;
 }
 
 /** The real uid a process runs as (/proc/PID/status). */
@@ -310,7 +334,7 @@ describe("blue/green on an agent target with its host router (real agent, docker
           command: "node",
           args: ["server.js"],
           copyFrom: "#{AppDirectory}",
-          env: { APP_VERSION: "#{Ferry.Release.Number}" },
+          env: { APP_VERSION: "#{Ferry.Release.Number}", API_TOKEN: "#{ApiToken}" },
           route: { host: routeHost },
           blueGreen: {
             healthCheck: { path: "/health", intervalMs: 100, timeoutMs: 1000, deadlineSeconds: 10 },
@@ -325,11 +349,21 @@ describe("blue/green on an agent target with its host router (real agent, docker
       "AppDirectory",
       app.directory,
     );
+    const secret = `s3cret-${randomBytes(12).toString("hex")}`;
+    const token = await test.call("POST", `/api/v1/projects/${project.slug}/variables`, {
+      name: "ApiToken",
+      value: secret,
+      sensitive: true,
+    });
+    expect(token.status, JSON.stringify(token.body)).toBe(201);
     await switchAndRollBack(
       project,
       { version: "3.0.1", value: app.directory, body: "version 3.0.1" },
       { version: "3.0.2", value: app.directory, body: "version 3.0.2" },
     );
+    // The sensitive value reached the apps through the agent, and no command line on the machine.
+    expect(commandLinesContaining(secret)).toEqual([]);
+    expect(agentOutput).not.toContain(secret);
     const instances = new ProcessRuntime({ directory: join(workDir, "processes", targetName) });
     const listed = await instances.listByLabel("ferry.project", project.slug);
     const running = listed.filter((instance) => instance.state === "running");
