@@ -151,6 +151,7 @@ async function runAgent(options: AgentOptions, env: FerryEnvironment): Promise<n
     stateDir,
     local: new LocalTransport(workRoot, localUser),
     workRoot,
+    processesRefused: localUser.kind === "refused" ? localUser.reason : undefined,
     // Its host services (`ferry processes`) keep instances where this agent's work is, as the account it chose.
     hostServiceEnv: {
       FERRY_WORK_DIR: workRoot,

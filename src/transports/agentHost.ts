@@ -316,6 +316,8 @@ export interface AgentHostOptions {
   /** After SIGTERM, how long running calls may take to finish before they are stopped and reported. */
   stopGraceMs: number;
   log(message: string): void;
+  /** Why process instances may not run on this host (the agent's local work is refused), if they may not. */
+  processesRefused?: string | undefined;
   /** Added to the environment of its host services (FERRY_WORK_DIR, FERRY_RUN_AS): the agent's own settings. */
   hostServiceEnv?: Readonly<Record<string, string>>;
   /** A rotated credential: saved before it is used. */
@@ -634,6 +636,10 @@ export class AgentHost {
     if (group === undefined || !HOST_SERVICES.has(group)) {
       throw new Error(`the agent runs only its own 'ferry proxy' and 'ferry processes' as a host service`);
     }
+    // Instances run as the account the agent's own work would: an agent that refuses to run
+    // work with its own rights (not root, no --run-as) refuses instances for the same reason.
+    if (group === "processes" && this.options.processesRefused !== undefined)
+      throw new Error(this.options.processesRefused);
     return {
       ...spec,
       command: process.execPath,
