@@ -18,15 +18,15 @@ import type { BenchmarkResult } from "./run.js";
  * requests. `--deployments N` shrinks the history for a quick run; the default is 1M.
  */
 
-const PROJECTS = 1000;
-const ENVIRONMENTS = 10;
+export const PROJECTS = 1000;
+export const ENVIRONMENTS = 10;
 const DEFAULT_DEPLOYMENTS = 1_000_000;
 const REQUESTS = 200;
 const WARM_UP = 10;
 const GOAL_MS = 50;
 const SECONDS_BETWEEN_DEPLOYMENTS = 30;
 
-type Dialect = "sqlite" | "postgres";
+export type Dialect = "sqlite" | "postgres";
 
 interface Endpoint {
   key: string;
@@ -316,7 +316,7 @@ const SNAPSHOT = JSON.stringify({ process: JSON.parse(PROCESS), variables: [], i
  * round, 1 % of projects have a deployment running and 1 % one waiting for approval in
  * the last environment, leased by another (imaginary) node so this server leaves them be.
  */
-function seedStatements(dialect: Dialect, deployments: number): string[] {
+export function seedStatements(dialect: Dialect, deployments: number): string[] {
   const d = dialect === "sqlite" ? sqliteSql : postgresSql;
   const rounds = Math.ceil(deployments / (PROJECTS * ENVIRONMENTS));
   const lastRound = Math.floor((deployments - 1) / (PROJECTS * ENVIRONMENTS));
@@ -394,7 +394,7 @@ const BULK_TABLES = ["releases", "tasks", "deployments"];
  * the catalog the migrations wrote, dropped, and re-run unchanged after the rows are in,
  * so the benchmark measures exactly the schema Ferry creates.
  */
-function seedSqlite(file: string, statements: readonly string[]): void {
+export function seedSqlite(file: string, statements: readonly string[]): void {
   const database = new SqliteDatabase(file);
   try {
     // A load into a throw-away file: no fsync, a big page cache. Foreign keys are off on
@@ -419,7 +419,7 @@ function seedSqlite(file: string, statements: readonly string[]): void {
   }
 }
 
-async function seedPostgres(url: string, statements: readonly string[]): Promise<void> {
+export async function seedPostgres(url: string, statements: readonly string[]): Promise<void> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
@@ -459,10 +459,12 @@ async function seedPostgres(url: string, statements: readonly string[]): Promise
 
 // --- PostgreSQL database ----------------------------------------------------------------
 
-const DEFAULT_POSTGRES_URL = "postgres://ferry_test:ferry_test@127.0.0.1:5432/postgres";
+export const DEFAULT_POSTGRES_URL = "postgres://ferry_test:ferry_test@127.0.0.1:5432/postgres";
 
 /** A fresh database for one run, through a role that may create databases; undefined when unreachable. */
-async function createBenchDatabase(adminUrl: string): Promise<{ url: string; drop(): Promise<void> } | undefined> {
+export async function createBenchDatabase(
+  adminUrl: string,
+): Promise<{ url: string; drop(): Promise<void> } | undefined> {
   const name = `ferry_bench_${randomBytes(6).toString("hex")}`;
   const admin = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 3000 });
   try {

@@ -8,7 +8,9 @@ import { controlPlane } from "./controlPlane.js";
 import { deployLatency, rollback } from "./deployLatency.js";
 import { footprint } from "./footprint.js";
 import { logs } from "./logs.js";
+import { rolling } from "./rolling.js";
 import { throughput } from "./throughput.js";
+import { ui } from "./ui.js";
 import { zeroDowntime } from "./zeroDowntime.js";
 
 /**
@@ -36,17 +38,19 @@ const benchmarks: Record<string, () => Promise<BenchmarkResult>> = {
   rollback,
   logs,
   "attack-flood": attackFlood,
+  rolling,
   agents,
+  ui,
 };
 
 const root = join(import.meta.dirname ?? ".", "..", "..");
 
 async function main(): Promise<void> {
-  // Names of benchmarks; "--flag value" pairs (--deploys 20) belong to the benchmarks themselves.
+  // Names of benchmarks; "--flag value" pairs (--deploys 20, --store sqlite) belong to the benchmarks themselves.
   const args = process.argv.slice(2);
   const wanted = args.filter(
     (argument, index) =>
-      !argument.startsWith("-") && !(index > 0 && args[index - 1]?.startsWith("--") && /^\d/.test(argument)),
+      !argument.startsWith("-") && !(index > 0 && args[index - 1]?.startsWith("--") && !(argument in benchmarks)),
   );
   const unknown = wanted.filter((name) => !(name in benchmarks));
   if (unknown.length > 0) {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs Ferry on its embedded defaults (SQLite in .ferry-demo/, this host as the target) and
-# deploys the demo app (examples/demo-app) dev → test → prod blue/green through ferry proxy,
-# as supervised processes: no Docker needed. Installs and builds first when needed. Extra
-# arguments go to `ferry demo` (`--stop` stops the app and the proxy it left running).
+# deploys the demo app (examples/demo-app) dev → test → prod blue/green through ferry proxy:
+# as containers when a Docker engine answers (their image built here, from this host's
+# Node.js), else as supervised processes; nothing but Node.js is needed. Installs and builds
+# first when needed. Extra arguments go to `ferry demo` (`--runtime process|docker` chooses,
+# `--stop` stops the app and the proxy it left running).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

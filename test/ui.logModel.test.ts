@@ -107,3 +107,30 @@ describe("steps of a task's log", () => {
     expect(colourful.search(rows, "[31m")).toEqual([]);
   });
 });
+
+describe("a log that keeps growing", () => {
+  it("answers the unfolded rows and matching lines as lines come, the same as worked out from scratch", () => {
+    const model = new LogModel();
+    const traffic = /^switched route /;
+    const arrivals: TaskLogLine[][] = [
+      [line("task starts", null), line("▶ web", "web", "step"), line("starting colour blue", "web")],
+      [line("switched route app to colour blue", "web"), line("▶ inner", "inner", "step")],
+      [line("✔ inner (0.1 s)", "inner", "step"), line("switched route app to colour green", "web")],
+      [line("✔ web (1.2 s)", "web", "step"), line("task ends", null)],
+    ];
+    for (const batch of arrivals) {
+      for (const each of batch) model.append(each);
+      // A fold of a step that does not exist takes the path that builds the rows anew.
+      expect(model.rows(new Set())).toEqual(model.rows(new Set([99])));
+      expect(model.matching(traffic)).toEqual(model.lines.filter((each) => traffic.test(each.text)));
+    }
+    expect(model.rows(new Set()).filter((row) => row.kind === "step")).toEqual([
+      { kind: "step", line: 1, step: 0 },
+      { kind: "step", line: 4, step: 1 },
+    ]);
+    expect(model.matching(traffic).map((each) => each.text)).toEqual([
+      "switched route app to colour blue",
+      "switched route app to colour green",
+    ]);
+  });
+});

@@ -24,8 +24,10 @@ const server = http.createServer((request, response) => {
   response.end(`${greeting}: demo app release ${release} in ${environment} (pid ${process.pid})\n`);
 });
 
-server.listen(port, "127.0.0.1", () => {
-  console.log(`demo app release ${release} in ${environment} listening on 127.0.0.1:${port}`);
+// In a container it listens on every address (HOST=0.0.0.0): the engine publishes the port.
+const host = process.env.HOST || "127.0.0.1";
+server.listen(port, host, () => {
+  console.log(`demo app release ${release} in ${environment} listening on ${host}:${port}`);
 });
 
 // A graceful stop: nothing new is accepted, requests in flight finish, then the process exits.

@@ -40,13 +40,14 @@ const decisionSchema = z.object({
 });
 
 /** The permission an answer to a waiting task needs. */
-function decisionPermission(decision: "approve" | "reject" | "retry" | "skip" | "abort"): Permission {
+function decisionPermission(decision: "approve" | "reject" | "retry" | "skip" | "exclude" | "abort"): Permission {
   switch (decision) {
     case "approve":
     case "reject":
       return "approve";
     case "retry":
     case "skip":
+    case "exclude":
       return "resolveFailures";
     case "abort":
       return "deploy";
@@ -127,8 +128,9 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
       method: "POST",
       path: "/api/v1/tasks/:task/decisions",
       tag: "Tasks",
-      summary: "Answer a waiting task: approve / reject an approval, retry / skip / abort a failed step",
-      // Approvals need approve. Retrying or skipping a failed step overrides what the process
+      summary:
+        "Answer a waiting task: approve / reject an approval, retry / skip / abort a failed step, or exclude the target it failed on",
+      // Approvals need approve. Retrying, skipping or excluding a failed target overrides what the process
       // says must pass, so it needs its own permission; aborting (stopping the deployment)
       // is part of deploying.
       access: {
@@ -138,7 +140,7 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
       },
       params: pathParams("task"),
       body: z.strictObject({
-        decision: z.enum(["approve", "reject", "retry", "skip", "abort"]),
+        decision: z.enum(["approve", "reject", "retry", "skip", "exclude", "abort"]),
         comment: z.string().max(2000).optional(),
       }),
       response: decisionSchema,

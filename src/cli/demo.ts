@@ -1,7 +1,15 @@
-import type { Command } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
 import type { FerryEnvironment } from "../config/env.js";
 import type { TrafficSettings } from "../traffic/routers.js";
+import { OperationError } from "./errors.js";
 import { parsePort, stopOnSignals } from "./server.js";
+
+type RuntimeChoice = "auto" | "docker" | "process";
+
+function parseRuntime(value: string): RuntimeChoice {
+  if (value === "auto" || value === "docker" || value === "process") return value;
+  throw new InvalidArgumentError("use auto, docker or process");
+}
 
 export function addDemoCommand(program: Command, environment: () => FerryEnvironment): void {
   program
@@ -12,87 +20,134 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
     .option("--port <port>", "port to listen on", parsePort, 8080)
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .option("--data-dir <dir>", "data directory", ".ferry-demo")
+    .option(
+      "--runtime <runtime>",
+      "what runs the app on a first run: auto (containers when the Docker engine answers, else processes), docker or process",
+      parseRuntime,
+      "auto",
+    )
     .option("--stop", "stop the demo app's processes and the proxy, which outlive the demo's server, and exit")
-    .action(async (options: { port: number; host: string; dataDir: string; stop?: boolean }) => {
-      const env = environment();
-      if (options.stop) {
-        await stopDemo(env, options.dataDir);
-        return;
-      }
-      const [{ startServer }, demo, { generateApiKey }, { insertApiKey }, { trafficSettingsFromEnvironment }] =
-        await Promise.all([
+    .action(
+      async (options: { port: number; host: string; dataDir: string; runtime: RuntimeChoice; stop?: boolean }) => {
+        const env = environment();
+        if (options.stop) {
+          await stopDemo(env, options.dataDir);
+          return;
+        }
+        const [
+          { startServer },
+          demo,
+          { generateApiKey },
+          { insertApiKey },
+          { trafficSettingsFromEnvironment },
+          { dockerAnswers, pushDemoImage },
+          { startDemoRegistry },
+          { join },
+          { allowingOrigin },
+        ] = await Promise.all([
           import("../server/start.js"),
           import("../server/demo.js"),
           import("../security/apiKeys.js"),
           import("../store/apiKeys.js"),
           import("../traffic/routers.js"),
+          import("../server/demoImage.js"),
+          import("../server/demoRegistry.js"),
+          import("node:path"),
+          import("../security/outboundGuard.js"),
         ]);
-      const traffic = trafficSettingsFromEnvironment(env, options.dataDir);
-      const server = await startServer({
-        traffic,
-        outbound: env.FERRY_OUTBOUND_ALLOW,
-        port: options.port,
-        host: options.host,
-        dataDir: options.dataDir,
-        adminApiKey: env.FERRY_ADMIN_API_KEY,
-        logLevel: env.FERRY_LOG_LEVEL === "info" ? "warn" : env.FERRY_LOG_LEVEL,
-        runAs: env.FERRY_RUN_AS,
-        runAsUids: env.FERRY_RUN_AS_UIDS,
-        workDir: env.FERRY_WORK_DIR,
-        announce: () => {},
-      });
-      stopOnSignals(server);
-      const write = (lines: string[]) => process.stdout.write(`${lines.join("\n")}\n`);
-      const appDirectory = await demo.stageDemoApp(server.deployments, server.context);
-      const seeded = await demo.seedDemo(server.context, appDirectory);
-      const front = trafficFront(traffic);
-      write([
-        "",
-        `Ferry demo: the server runs at ${server.url} (data in ${options.dataDir}${seeded ? ", demo project created" : ""}).`,
-      ]);
-      if (seeded) {
-        write([
-          `Deploying release 1.0.0 of the demo app (examples/demo-app) dev → test → prod, blue/green through the ${traffic.driver === "builtin" ? "ferry proxy" : traffic.driver} router, as supervised processes:`,
-        ]);
-        await demo.deployDemoRelease(server.deployments, (deployment) =>
-          write([
-            `  ${deployment.environment.padEnd(5)} ${deployment.state}${
-              deployment.state === "succeeded" ? "" : ` — its log: ${server.url}/tasks/${deployment.taskId}`
-            }`,
-          ]),
+        const docker = options.runtime === "process" ? false : await dockerAnswers();
+        if (options.runtime === "docker" && !docker) {
+          throw new OperationError(
+            "--runtime docker: no Docker engine answers on /var/run/docker.sock; start dockerd, or use --runtime process",
+          );
+        }
+        // The demo's image registry, on a new port at every start (the demo's feed follows it).
+        const registry = docker ? await startDemoRegistry(join(options.dataDir, "registry")) : undefined;
+        const traffic = trafficSettingsFromEnvironment(env, options.dataDir);
+        const server = await startServer({
+          traffic,
+          outbound: registry
+            ? allowingOrigin(env.FERRY_OUTBOUND_ALLOW, new URL(registry.url))
+            : env.FERRY_OUTBOUND_ALLOW,
+          port: options.port,
+          host: options.host,
+          dataDir: options.dataDir,
+          adminApiKey: env.FERRY_ADMIN_API_KEY,
+          logLevel: env.FERRY_LOG_LEVEL === "info" ? "warn" : env.FERRY_LOG_LEVEL,
+          runAs: env.FERRY_RUN_AS,
+          runAsUids: env.FERRY_RUN_AS_UIDS,
+          workDir: env.FERRY_WORK_DIR,
+          announce: () => {},
+        });
+        stopOnSignals(server);
+        const write = (lines: string[]) => process.stdout.write(`${lines.join("\n")}\n`);
+        const appDirectory = await demo.stageDemoApp(server.deployments, server.context);
+        const seeded = await demo.seedDemo(
+          server.context,
+          appDirectory,
+          registry ? { kind: "docker", registryUrl: registry.url } : { kind: "process" },
         );
-      }
-      // A live colour stopped since the last run (ferry demo --stop, a reboot) is started again first.
-      await server.reconciled;
-      const answers = await Promise.all(
-        demo.DEMO_ENVIRONMENTS.map(async (environment) => ({
-          environment,
-          answer: await askApp(front.probe, demo.demoAppHost(environment)),
-        })),
-      );
-      const signIn = await demo.demoAdminSignIn(server.context);
-      // A fresh key per demo run, so the user can try the CLI at once; it is random, never a default.
-      const key = generateApiKey();
-      await insertApiKey(server.context, key, { name: "demo session", role: "admin" });
-      write([
-        "",
-        `Dashboard:  ${server.url}/   sign in as ${signIn.username}, password ${signIn.password} (new at every start of the demo)`,
-        "The app, through the router:",
-        ...answers.map(
-          ({ environment, answer }) =>
-            `  ${environment.padEnd(5)} http://${demo.demoAppHost(environment)}${front.port}/   ${answer}`,
-        ),
-        `  (where *.localhost does not resolve: curl -H 'Host: ${demo.demoAppHost("dev")}' ${front.probe}/)`,
-        "The CLI, in another terminal:",
-        `  export FERRY_URL=${server.url} FERRY_API_KEY=${key}`,
-        `  bin/ferry release create --project ${demo.DEMO_PROJECT} --wait             # the next release, to dev, with zero downtime`,
-        `  bin/ferry promote --project ${demo.DEMO_PROJECT} --to test --wait`,
-        `  bin/ferry rollback --project ${demo.DEMO_PROJECT} --env dev --wait          # back to the retained colour`,
-        "",
-        "Ctrl-C stops the server; the router and the app keep serving, as they would in production.",
-        "",
-      ]);
-    });
+        // What the first run chose stays: a store seeded for containers keeps deploying containers.
+        const runtime = await demo.demoRuntimeOf(server.context, registry?.url);
+        const front = trafficFront(traffic);
+        write([
+          "",
+          `Ferry demo: the server runs at ${server.url} (data in ${options.dataDir}${seeded ? ", demo project created" : ""}).`,
+        ]);
+        if (runtime === "docker" && registry) {
+          // Built from this host's Node.js and pushed to the demo's registry once; a release pins it by digest.
+          await pushDemoImage(registry, demo.DEMO_REPOSITORY, demo.DEMO_IMAGE_TAG);
+        } else if (runtime === "docker") {
+          write(["The demo was set up with containers, but no Docker engine answers now: its deployments will fail."]);
+        }
+        if (seeded) {
+          write([
+            `Deploying release 1.0.0 of the demo app (examples/demo-app) dev → test → prod, blue/green through the ${traffic.driver === "builtin" ? "ferry proxy" : traffic.driver} router, ${
+              runtime === "docker"
+                ? `as containers (image ${registry?.host}/${demo.DEMO_REPOSITORY}:${demo.DEMO_IMAGE_TAG} from the demo's registry)`
+                : "as supervised processes"
+            }:`,
+          ]);
+          await demo.deployDemoRelease(server.deployments, (deployment) =>
+            write([
+              `  ${deployment.environment.padEnd(5)} ${deployment.state}${
+                deployment.state === "succeeded" ? "" : ` — its log: ${server.url}/tasks/${deployment.taskId}`
+              }`,
+            ]),
+          );
+        }
+        // A live colour stopped since the last run (ferry demo --stop, a reboot) is started again first.
+        await server.reconciled;
+        const answers = await Promise.all(
+          demo.DEMO_ENVIRONMENTS.map(async (environment) => ({
+            environment,
+            answer: await askApp(front.probe, demo.demoAppHost(environment)),
+          })),
+        );
+        const signIn = await demo.demoAdminSignIn(server.context);
+        // A fresh key per demo run, so the user can try the CLI at once; it is random, never a default.
+        const key = generateApiKey();
+        await insertApiKey(server.context, key, { name: "demo session", role: "admin" });
+        write([
+          "",
+          `Dashboard:  ${server.url}/   sign in as ${signIn.username}, password ${signIn.password} (new at every start of the demo)`,
+          "The app, through the router:",
+          ...answers.map(
+            ({ environment, answer }) =>
+              `  ${environment.padEnd(5)} http://${demo.demoAppHost(environment)}${front.port}/   ${answer}`,
+          ),
+          `  (where *.localhost does not resolve: curl -H 'Host: ${demo.demoAppHost("dev")}' ${front.probe}/)`,
+          "The CLI, in another terminal:",
+          `  export FERRY_URL=${server.url} FERRY_API_KEY=${key}`,
+          `  bin/ferry release create --project ${demo.DEMO_PROJECT} --wait             # the next release, to dev, with zero downtime`,
+          `  bin/ferry promote --project ${demo.DEMO_PROJECT} --to test --wait`,
+          `  bin/ferry rollback --project ${demo.DEMO_PROJECT} --env dev --wait          # back to the retained colour`,
+          "",
+          "Ctrl-C stops the server; the router and the app keep serving, as they would in production.",
+          "",
+        ]);
+      },
+    );
 }
 
 /** Where the router serves: the origin to probe from here, and the ":port" part of the app's URLs. */
@@ -144,6 +199,18 @@ async function stopDemo(env: FerryEnvironment, dataDir: string): Promise<void> {
     (instance) => instance.state !== "exited",
   );
   for (const instance of running) await processes.stop(instance.name);
+  // Containers (a demo set up with Docker): stopped, not removed, like the processes.
+  const { dockerAnswers } = await import("../server/demoImage.js");
+  let containers = 0;
+  if (await dockerAnswers()) {
+    const { localDocker } = await import("../runtimes/docker.js");
+    const docker = localDocker();
+    for (const container of await docker.listByLabel("ferry.project", DEMO_PROJECT)) {
+      if (container.state !== "running") continue;
+      await docker.stopContainer(container.name);
+      containers++;
+    }
+  }
   const stateDir = env.FERRY_PROXY_STATE_DIR ?? join(dataDir, "proxy");
   const proxyPid = Number((await readFile(join(stateDir, "proxy.pid"), "utf8").catch(() => "")).trim());
   let proxy = false;
@@ -156,6 +223,6 @@ async function stopDemo(env: FerryEnvironment, dataDir: string): Promise<void> {
     }
   }
   process.stdout.write(
-    `Stopped ${running.length} process(es) of the demo app${proxy ? ` and the ferry proxy (pid ${proxyPid})` : ""}; the data in ${dataDir} stays (npm run demo brings them back).\n`,
+    `Stopped ${running.length} process(es) and ${containers} container(s) of the demo app${proxy ? ` and the ferry proxy (pid ${proxyPid})` : ""}; the data in ${dataDir} stays (npm run demo brings them back).\n`,
   );
 }

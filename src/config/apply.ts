@@ -189,7 +189,11 @@ async function applyEnvironments(run: Run, wanted: FerryFile["environments"]): P
     const current = existing.find((item) => item.slug === environment.slug);
     const path = `/api/v1/environments/${segment(environment.slug)}`;
     if (current) {
-      const body = differences(current, { name: environment.name, description: environment.description });
+      const body = differences(current, {
+        name: environment.name,
+        description: environment.description,
+        unavailableTargets: environment.unavailableTargets,
+      });
       await createOrUpdate(run, "environment", environment.slug, { update: { path, body } });
       continue;
     }
@@ -210,6 +214,7 @@ async function applyEnvironments(run: Run, wanted: FerryFile["environments"]): P
           name: environment.name,
           slug: environment.slug,
           ...(environment.description !== undefined && { description: environment.description }),
+          ...(environment.unavailableTargets !== undefined && { unavailableTargets: environment.unavailableTargets }),
           ...(position !== undefined && { position }),
         },
       },

@@ -79,6 +79,43 @@ describe("parseFerryFile", () => {
     });
   });
 
+  it("takes an environment's policy for unavailable targets and a step's rolling window", () => {
+    const config = parseFerryFile(
+      `project: { name: fleet }
+environments: [dev, { name: prod, unavailableTargets: skip }]
+lifecycle: { name: fleet, phases: [{ environments: [dev] }, { environments: [prod] }] }
+steps:
+  - name: web
+    kind: script
+    roles: [web]
+    rolling: { window: 25%, pauseSeconds: 30 }
+    config: { script: "true" }
+`,
+      "ferry.yml",
+    );
+    expect(config.environments.map((environment) => environment.unavailableTargets)).toEqual([undefined, "skip"]);
+    expect(config.steps?.[0]?.rolling).toEqual({ window: "25%", pauseSeconds: 30 });
+  });
+
+  it("refuses an unknown policy and a window that is no count or percentage, at their lines", () => {
+    const found = problems(`project: { name: fleet }
+environments: [{ name: prod, unavailableTargets: ignore }]
+lifecycle: { name: fleet, phases: [{ environments: [prod] }] }
+steps:
+  - name: web
+    kind: script
+    roles: [web]
+    rolling: { window: half }
+    config: { script: "true" }
+`);
+    expect(found.issues.map((issue) => [issue.pointer, issue.line])).toEqual([
+      ["/environments/0/unavailableTargets", 2],
+      ["/steps/0/rolling/window", 8],
+    ]);
+    expect(found.lines.join("\n")).toContain('"skip"');
+    expect(found.lines.join("\n")).toContain('("25%")');
+  });
+
   it("derives slugs from names and leaves unmanaged sections out", () => {
     const config = parseFerryFile(
       minimal.replace("environments: [dev, prod]", "environments: [Dev, { name: Production EU, slug: prod }]"),

@@ -1,6 +1,7 @@
 import { type Document, isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { descriptionSchema, nameSchema, slugify, slugSchema } from "../domain/common.js";
+import { createEnvironmentSchema, type UnavailableTargetPolicy } from "../domain/environments.js";
 import { type FieldIssue, InputError, toJsonPointer } from "../domain/errors.js";
 import { createFeedSchema } from "../domain/feeds.js";
 import { isRepositoryName, REPOSITORY_NAME_HINT } from "../domain/images.js";
@@ -72,14 +73,16 @@ const environmentFileSchema = z
       name,
       slug: undefined as string | undefined,
       description: undefined as string | undefined,
+      unavailableTargets: undefined as UnavailableTargetPolicy | undefined,
     })),
     z.strictObject({
       name: nameSchema,
       slug: slugSchema.optional().describe("Derived from the name when left out"),
       description: descriptionSchema.optional(),
+      unavailableTargets: createEnvironmentSchema.shape.unavailableTargets.unwrap().optional(),
     }),
   ])
-  .describe("An environment's name (its slug is derived), or { name, slug, description }")
+  .describe("An environment's name (its slug is derived), or { name, slug, description, unavailableTargets }")
   .transform(withSlug);
 
 const lifecycleFileSchema = z

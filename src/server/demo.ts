@@ -7,13 +7,16 @@ import { createLifecycleSchema } from "../domain/lifecycles.js";
 import { isTerminal } from "../domain/tasks.js";
 import { autoDeployNewRelease, promote } from "../engine/deploymentRequests.js";
 import type { DeploymentServices } from "../engine/deployments.js";
+import { pinImages } from "../feeds/images.js";
+import { defaultOutboundPolicy } from "../security/outboundGuard.js";
 import { validateSteps } from "../steps/registry.js";
 import type { StoreContext } from "../store/common.js";
 import { countRows } from "../store/common.js";
 import { createEnvironment } from "../store/environments.js";
+import { createFeed, getFeed, updateFeed } from "../store/feeds.js";
 import { createLifecycle } from "../store/lifecycles.js";
 import { createProject } from "../store/projects.js";
-import { createRelease, setProcess } from "../store/releases.js";
+import { createRelease, getProcess, setProcess } from "../store/releases.js";
 import { createTarget } from "../store/targets.js";
 import { getTaskRow, toTask } from "../store/tasks.js";
 import { createUser, getUser, setPassword } from "../store/users.js";
@@ -38,7 +41,19 @@ export function demoAppHost(environment: string): string {
  * blue/green as a supervised process, one route per environment, then says hello in a
  * script. Only into an empty store, so restarting the demo keeps what the user changed.
  */
-export async function seedDemo(context: StoreContext, appDirectory: string): Promise<boolean> {
+/** How the demo runs its app: supervised processes, or containers from the demo's registry. */
+export type DemoRuntime = { kind: "process" } | { kind: "docker"; registryUrl: string };
+
+/** The feed of the demo's own registry (containers only) and the repository of its image. */
+const DEMO_FEED = "demo-images";
+export const DEMO_REPOSITORY = "demo/hello";
+export const DEMO_IMAGE_TAG = "1.0.0";
+
+export async function seedDemo(
+  context: StoreContext,
+  appDirectory: string,
+  runtime: DemoRuntime = { kind: "process" },
+): Promise<boolean> {
   if ((await countRows(context.db, "projects")) > 0 || (await countRows(context.db, "environments")) > 0) return false;
   for (const name of ["Development", "Test", "Production"]) {
     await createEnvironment(context, {
@@ -101,34 +116,59 @@ export async function seedDemo(context: StoreContext, appDirectory: string): Pro
     condition: "success" as const,
     required: true,
   };
+  const appEnvironment = {
+    RELEASE: "#{Ferry.Release.Number}",
+    ENVIRONMENT: "#{Ferry.Environment.Name}",
+    GREETING: "#{Greeting}",
+  };
+  const blueGreen = {
+    healthCheck: { path: "/health", intervalMs: 200, deadlineSeconds: 30 },
+    drainSeconds: 10,
+    retain: 2,
+    keepPreviousRunning: true,
+  };
+  if (runtime.kind === "docker") {
+    await createFeed(context, { name: "Demo images", slug: DEMO_FEED, type: "docker", url: runtime.registryUrl });
+  }
+  const web =
+    runtime.kind === "docker"
+      ? {
+          ...step,
+          name: "web",
+          kind: "container",
+          config: {
+            strategy: "blueGreen",
+            image: "#{Ferry.Image[web]}",
+            env: appEnvironment,
+            memoryMb: 128,
+            route: { host: "#{Ferry.Environment.Slug}.localhost", port: 8080 },
+            blueGreen,
+            settleSeconds: 1,
+          },
+        }
+      : {
+          ...step,
+          name: "web",
+          kind: "process",
+          config: {
+            strategy: "blueGreen",
+            command: "node",
+            args: ["server.js"],
+            copyFrom: `#{${APP_DIRECTORY_VARIABLE}}`,
+            env: appEnvironment,
+            limits: { openFiles: 1024 },
+            route: { host: "#{Ferry.Environment.Slug}.localhost" },
+            blueGreen,
+            settleSeconds: 1,
+          },
+        };
   await setProcess(context, DEMO_PROJECT, {
-    images: [],
+    images:
+      runtime.kind === "docker"
+        ? [{ name: "web", feed: DEMO_FEED, repository: DEMO_REPOSITORY, version: { kind: "regex", pattern: ".+" } }]
+        : [],
     steps: validateSteps([
-      {
-        ...step,
-        name: "web",
-        kind: "process",
-        config: {
-          strategy: "blueGreen",
-          command: "node",
-          args: ["server.js"],
-          copyFrom: `#{${APP_DIRECTORY_VARIABLE}}`,
-          env: {
-            RELEASE: "#{Ferry.Release.Number}",
-            ENVIRONMENT: "#{Ferry.Environment.Name}",
-            GREETING: "#{Greeting}",
-          },
-          limits: { openFiles: 1024 },
-          route: { host: "#{Ferry.Environment.Slug}.localhost" },
-          blueGreen: {
-            healthCheck: { path: "/health", intervalMs: 200, deadlineSeconds: 30 },
-            drainSeconds: 10,
-            retain: 2,
-            keepPreviousRunning: true,
-          },
-          settleSeconds: 1,
-        },
-      },
+      web,
       {
         ...step,
         name: "Say hello",
@@ -187,7 +227,16 @@ export async function deployDemoRelease(
   onEnded: (deployment: DemoDeployment) => void,
 ): Promise<DemoDeployment[]> {
   const { context } = services;
-  const release = await createRelease(context, DEMO_PROJECT, { notes: "the demo's first release", images: {} }, "demo");
+  // As the API does it: the registry is asked first (a container demo's image is pinned by digest).
+  const process = await getProcess(context, DEMO_PROJECT);
+  const images = await pinImages(context, process.images, {}, services.outbound ?? defaultOutboundPolicy);
+  const release = await createRelease(
+    context,
+    DEMO_PROJECT,
+    { notes: "the demo's first release", images: {} },
+    "demo",
+    { process, images },
+  );
   const ended: DemoDeployment[] = [];
   for (const environment of DEMO_ENVIRONMENTS) {
     const queued =
@@ -227,4 +276,18 @@ export async function demoAdminSignIn(context: StoreContext): Promise<{ username
   if (existing) await setPassword(context, existing.id, password);
   else await createUser(context, { username, displayName: "Demo administrator", password, isAdmin: true });
   return { username, password };
+}
+
+/**
+ * The runtime a seeded demo uses (what its first run chose), and for containers points the
+ * demo's feed at this run's registry (its port is new at every start).
+ */
+export async function demoRuntimeOf(
+  context: StoreContext,
+  registryUrl: string | undefined,
+): Promise<"process" | "docker"> {
+  const feed = await getFeed(context, DEMO_FEED).catch(() => undefined);
+  if (!feed) return "process";
+  if (registryUrl !== undefined && feed.url !== registryUrl) await updateFeed(context, DEMO_FEED, { url: registryUrl });
+  return "docker";
 }

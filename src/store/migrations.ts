@@ -722,6 +722,32 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex("pending_cleanups_due").on("pending_cleanups").column("next_attempt_at").execute();
     },
   },
+  "0021_target_health_and_policies": {
+    async up(db: Kysely<unknown>) {
+      // What a deployment does with a target it cannot reach (ADR 0032): fail by default.
+      await db.schema
+        .alterTable("environments")
+        .addColumn("unavailable_targets", "text", (c) => c.notNull().defaultTo("fail"))
+        .execute();
+      // The last health check of each target. next_check_at is the schedule every server node
+      // shares: a node claims a target by moving it forward (a conditional UPDATE), so one
+      // target is checked by one node at a time. No foreign key: the row goes with its target
+      // (deleteTarget), and a check that ends after that writes nothing.
+      await db.schema
+        .createTable("target_health")
+        .addColumn("target_id", "text", (c) => c.primaryKey())
+        .addColumn("state", "text", (c) => c.notNull())
+        .addColumn("checked_at", "text")
+        .addColumn("reachable", "integer")
+        .addColumn("docker_version", "text")
+        .addColumn("disk_free_bytes", "bigint")
+        .addColumn("router", "text")
+        .addColumn("error", "text")
+        .addColumn("last_up_at", "text")
+        .addColumn("next_check_at", "text", (c) => c.notNull())
+        .execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

@@ -38,6 +38,7 @@ export interface Database {
   deployments: DeploymentRow;
   task_decisions: TaskDecisionRow;
   task_targets: TaskTargetRow;
+  target_health: TargetHealthRow;
   pending_cleanups: PendingCleanupRow;
   webhooks: WebhookRow;
   audit_events: AuditEventRow;
@@ -55,6 +56,8 @@ export interface EnvironmentRow extends Timestamps {
   name: string;
   description: string;
   position: number;
+  /** "fail" | "skip" (UnavailableTargetPolicy). */
+  unavailable_targets: string;
 }
 
 export interface LifecycleRow extends Timestamps {
@@ -357,6 +360,24 @@ interface DeploymentRow {
   kind: ColumnType<string, string | undefined, string>;
   /** Required steps a person skipped after they failed (guided failure). */
   skipped_steps: ColumnType<number, number | undefined, number>;
+}
+
+export interface TargetHealthRow {
+  target_id: string;
+  /** "up" | "down" | "unknown" */
+  state: string;
+  checked_at: string | null;
+  /** 1 | 0; null before the first check. */
+  reachable: number | null;
+  docker_version: string | null;
+  /** A bigint column: PostgreSQL answers it as text. */
+  disk_free_bytes: ColumnType<string | number | null, number | null, number | null>;
+  /** "up" | "down"; null without a router in use. */
+  router: string | null;
+  error: string | null;
+  last_up_at: string | null;
+  /** When some server node should check the target next (the shared schedule). */
+  next_check_at: string;
 }
 
 interface TaskTargetRow {

@@ -29,6 +29,14 @@ export class LogModel {
   /** For each line, the step run it belongs to (-1: none). */
   readonly #owner: number[] = [];
   readonly #open: number[] = [];
+  /**
+   * The rows with nothing folded, kept as lines come: the page asks for them on every frame
+   * while a log streams, and building them anew each time made a 200,000-line log take
+   * minutes (every frame walked every line).
+   */
+  readonly #unfolded: LogRow[] = [];
+  /** Lines matching a pattern (see `matching`), each list extended as lines come. */
+  readonly #matching = new Map<RegExp, { scanned: number; found: TaskLogLine[] }>();
   /** The longest line's length in characters (the log scrolls sideways to it). */
   widest = 0;
 
@@ -38,6 +46,7 @@ export class LogModel {
     this.widest = Math.max(this.widest, line.text.length);
     const top = this.#open[this.#open.length - 1];
     if (line.level === "step" && line.text.startsWith("▶ ")) {
+      this.#unfolded.push({ kind: "step", line: index, step: this.steps.length });
       const step: StepRun = {
         index: this.steps.length,
         name: line.text.slice(2),
@@ -63,9 +72,25 @@ export class LogModel {
       }
       this.#open.splice(this.#open.lastIndexOf(ending), 1);
       this.#owner.push(ending);
+      this.#unfolded.push({ kind: "line", line: index });
       return;
     }
     this.#owner.push(top !== undefined && this.steps[top]?.name === line.step ? top : this.#ownerByName(line.step));
+    this.#unfolded.push({ kind: "line", line: index });
+  }
+
+  /** The lines whose text matches `pattern` (one RegExp object per question: it is the cache's key). */
+  matching(pattern: RegExp): readonly TaskLogLine[] {
+    let cached = this.#matching.get(pattern);
+    if (!cached) {
+      cached = { scanned: 0, found: [] };
+      this.#matching.set(pattern, cached);
+    }
+    for (; cached.scanned < this.lines.length; cached.scanned++) {
+      const line = this.lines[cached.scanned];
+      if (line && pattern.test(line.text)) cached.found.push(line);
+    }
+    return cached.found;
   }
 
   /** The open run a "✔ name (…)" or "✖ name failed …" line ends (the innermost with that name). */
@@ -102,11 +127,12 @@ export class LogModel {
     return false;
   }
 
-  rows(folded: ReadonlySet<number>): LogRow[] {
+  /** The rows shown: every line, less those inside folded steps. Do not change the answer. */
+  rows(folded: ReadonlySet<number>): readonly LogRow[] {
+    if (folded.size === 0) return this.#unfolded;
     const rows: LogRow[] = [];
-    const anyFolded = folded.size > 0;
     for (let line = 0; line < this.lines.length; line++) {
-      if (anyFolded && this.#hidden(line, folded)) continue;
+      if (this.#hidden(line, folded)) continue;
       const owner = this.#owner[line] ?? -1;
       const step = this.steps[owner];
       if (step && step.startLine === line) rows.push({ kind: "step", line, step: owner });

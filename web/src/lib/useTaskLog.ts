@@ -1,11 +1,19 @@
 import { useEffect, useRef, useState } from "react";
+import { api, query } from "../api/client";
 import type { TaskLogLine, TaskState } from "../api/types";
 import { LogModel } from "./logModel";
 
 export type StreamStatus = "connecting" | "streaming" | "reconnecting" | "ended";
 
+/** GET /api/v1/tasks/:task/log: a page of stored lines; `next` null when there are no more now. */
+interface TaskLogPage {
+  lines: TaskLogLine[];
+  next: number | null;
+}
+
 /**
- * Follows a task's log (GET /api/v1/tasks/:task/log?follow=1) into a LogModel.
+ * Follows a task's log into a LogModel: the stored lines in pages (GET
+ * /api/v1/tasks/:task/log?after=N), then the stream of the rest (…/log?follow=1&after=N).
  *
  * Reconnections are ours, not the browser's: its automatic retry would ask again from the
  * position in the URL, and the server would send lines the page already has (the bug
@@ -40,7 +48,36 @@ export function useTaskLog(taskId: string, enabled: boolean) {
         setVersion((value) => value + 1);
       });
     };
-    const open = () => {
+    const fail = () => {
+      if (stopped) return;
+      failures++;
+      setStatus("reconnecting");
+      setReconnections((count) => count + 1);
+      retry = setTimeout(() => void open(), Math.min(10_000, 250 * 2 ** failures));
+    };
+    // What is stored already comes in pages of up to 10,000 lines (one event per line is
+    // slow for a long log: 200,000 lines took 11 s); the stream then follows from the last.
+    const catchUp = async () => {
+      for (;;) {
+        const page = await api<TaskLogPage>("GET", `/tasks/${encodeURIComponent(taskId)}/log${query({ after: last })}`);
+        if (stopped) return;
+        for (const line of page.lines) {
+          if (line.line <= last) continue;
+          last = line.line;
+          log.append(line);
+        }
+        publish();
+        if (page.next === null) return;
+      }
+    };
+    const open = async () => {
+      try {
+        await catchUp();
+      } catch {
+        fail();
+        return;
+      }
+      if (stopped) return;
       source = new EventSource(`/api/v1/tasks/${encodeURIComponent(taskId)}/log?follow=1&after=${last}`);
       source.onopen = () => {
         failures = 0;
@@ -63,14 +100,10 @@ export function useTaskLog(taskId: string, enabled: boolean) {
       });
       source.onerror = () => {
         source?.close();
-        if (stopped) return;
-        failures++;
-        setStatus("reconnecting");
-        setReconnections((count) => count + 1);
-        retry = setTimeout(open, Math.min(10_000, 250 * 2 ** failures));
+        fail();
       };
     };
-    open();
+    void open();
     return () => {
       stopped = true;
       clearTimeout(retry);

@@ -1,12 +1,15 @@
 import { useQuery, useQueryClient } from "@tanstack/react-query";
-import { type FormEvent, type ReactNode, useState } from "react";
+import { useState } from "react";
 import { NavLink, useParams } from "react-router";
 import { api, describeError, query } from "../api/client";
 import type { AccessRole, Page, Permission, Team, User } from "../api/types";
 import { ConfirmButton } from "../components/ConfirmButton";
+import { DataTable } from "../components/DataTable";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
+import { FormCard, InlineEditor } from "../components/Forms";
 import { RelativeTime } from "../components/RelativeTime";
 import { Tags } from "../components/Tags";
+import { splitList } from "../lib/lists";
 import { useTitle } from "../lib/title";
 import { useUser } from "../session";
 
@@ -62,52 +65,6 @@ function useList<T>(path: string) {
   });
 }
 
-/** A form that reports the API's refusal beside it and resets after success. */
-function FormCard({
-  title,
-  submitLabel,
-  onSubmit,
-  children,
-}: {
-  title: string;
-  submitLabel: string;
-  onSubmit(): Promise<unknown>;
-  children: ReactNode;
-}) {
-  const [error, setError] = useState<string | undefined>();
-  const [busy, setBusy] = useState(false);
-  const submit = async (event: FormEvent<HTMLFormElement>) => {
-    event.preventDefault();
-    const form = event.currentTarget;
-    setBusy(true);
-    setError(undefined);
-    try {
-      await onSubmit();
-      form.reset();
-    } catch (failure) {
-      setError(describeError(failure));
-    } finally {
-      setBusy(false);
-    }
-  };
-  return (
-    <form className="card" aria-label={title} onSubmit={(event) => void submit(event)}>
-      <h2>{title}</h2>
-      {children}
-      {error && (
-        <p className="notice notice-error" role="alert">
-          {error}
-        </p>
-      )}
-      <div className="form-actions">
-        <button type="submit" className="button button-primary" disabled={busy}>
-          {busy ? "Saving…" : submitLabel}
-        </button>
-      </div>
-    </form>
-  );
-}
-
 function Users({ selfId }: { selfId: string }) {
   const client = useQueryClient();
   const users = useList<User>("/users");
@@ -116,6 +73,7 @@ function Users({ selfId }: { selfId: string }) {
   const [password, setPassword] = useState("");
   const [isAdmin, setIsAdmin] = useState(false);
   const [rowError, setRowError] = useState<string | undefined>();
+  const [notice, setNotice] = useState<string | undefined>();
   const refresh = () => client.invalidateQueries({ queryKey: ["admin", "/users"] });
   const change = async (user: User, body: Partial<Pick<User, "isAdmin" | "disabled">>) => {
     setRowError(undefined);
@@ -135,68 +93,64 @@ function Users({ selfId }: { selfId: string }) {
           {rowError}
         </p>
       )}
+      <p className="notice-slot" role="status">
+        {notice && <span className="notice notice-ok">{notice}</span>}
+      </p>
       {users.data && (
-        <div className="table-scroll">
-          <table className="data" aria-label="Users">
-            <thead>
-              <tr>
-                <th scope="col">User</th>
-                <th scope="col">Administrator</th>
-                <th scope="col">Status</th>
-                <th scope="col">Created</th>
-                <th scope="col">Actions</th>
-              </tr>
-            </thead>
-            <tbody>
-              {users.data.items.map((user) => (
-                <tr key={user.id}>
-                  <th scope="row">
-                    {user.displayName}
-                    <div className="small muted mono">{user.username}</div>
-                  </th>
-                  <td>{user.isAdmin ? "yes" : "no"}</td>
-                  <td>{user.disabled ? "⊘ disabled" : "active"}</td>
-                  <td>
-                    <RelativeTime at={user.createdAt} />
-                  </td>
-                  <td>
-                    {user.id === selfId ? (
-                      <span className="muted small">you</span>
-                    ) : (
-                      <div className="form-actions">
-                        <button
-                          type="button"
-                          className="button button-small"
-                          onClick={() => void change(user, { disabled: !user.disabled })}
-                        >
-                          {user.disabled ? `Enable ${user.username}` : `Disable ${user.username}`}
-                        </button>
-                        <button
-                          type="button"
-                          className="button button-small"
-                          onClick={() => void change(user, { isAdmin: !user.isAdmin })}
-                        >
-                          {user.isAdmin ? "Remove administrator" : "Make administrator"}
-                        </button>
-                        <ConfirmButton
-                          label="Delete"
-                          title={`Delete ${user.username}?`}
-                          className="button button-small button-danger"
-                          onConfirm={async () => {
-                            await api("DELETE", `/users/${encodeURIComponent(user.id)}`);
-                            await refresh();
-                          }}
-                        >
-                          <p>Their sessions end and their API keys stop working.</p>
-                        </ConfirmButton>
-                      </div>
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable label="Users" columns={["User", "Administrator", "Status", "Created", "Actions"]}>
+          {users.data.items.map((user) => (
+            <tr key={user.id}>
+              <th scope="row">
+                {user.displayName}
+                <div className="small muted mono">{user.username}</div>
+              </th>
+              <td>{user.isAdmin ? "yes" : "no"}</td>
+              <td>{user.disabled ? "⊘ disabled" : "active"}</td>
+              <td>
+                <RelativeTime at={user.createdAt} />
+              </td>
+              <td>
+                {user.id === selfId ? (
+                  <span className="muted small">you</span>
+                ) : (
+                  <div className="form-actions">
+                    <button
+                      type="button"
+                      className="button button-small"
+                      onClick={() => void change(user, { disabled: !user.disabled })}
+                    >
+                      {user.disabled ? `Enable ${user.username}` : `Disable ${user.username}`}
+                    </button>
+                    <button
+                      type="button"
+                      className="button button-small"
+                      onClick={() => void change(user, { isAdmin: !user.isAdmin })}
+                    >
+                      {user.isAdmin ? "Remove administrator" : "Make administrator"}
+                    </button>
+                    <ResetPassword
+                      user={user}
+                      onReset={() =>
+                        setNotice(`${user.username}'s password was reset: their sessions ended; tell them the new one.`)
+                      }
+                    />
+                    <ConfirmButton
+                      label="Delete"
+                      title={`Delete ${user.username}?`}
+                      className="button button-small button-danger"
+                      onConfirm={async () => {
+                        await api("DELETE", `/users/${encodeURIComponent(user.id)}`);
+                        await refresh();
+                      }}
+                    >
+                      <p>Their sessions end and their API keys stop working.</p>
+                    </ConfirmButton>
+                  </div>
+                )}
+              </td>
+            </tr>
+          ))}
+        </DataTable>
       )}
       <FormCard
         title="Add a user"
@@ -245,13 +199,6 @@ function Users({ selfId }: { selfId: string }) {
   );
 }
 
-function splitList(text: string): string[] {
-  return text
-    .split(/[\s,]+/)
-    .map((each) => each.trim())
-    .filter(Boolean);
-}
-
 function Teams() {
   const client = useQueryClient();
   const teams = useList<Team>("/teams");
@@ -268,52 +215,32 @@ function Teams() {
       <ErrorNotice error={teams.error} what="The teams could not be loaded" />
       {teams.data && teams.data.items.length === 0 && <p className="empty">No team yet.</p>}
       {teams.data && teams.data.items.length > 0 && (
-        <div className="table-scroll">
-          <table className="data" aria-label="Teams">
-            <thead>
-              <tr>
-                <th scope="col">Team</th>
-                <th scope="col">Members</th>
-                <th scope="col">Roles granted</th>
-                <th scope="col">Actions</th>
-              </tr>
-            </thead>
-            <tbody>
-              {teams.data.items.map((team) => (
-                <tr key={team.id}>
-                  <th scope="row">{team.name}</th>
-                  <td>
-                    <Members team={team} onSaved={refresh} />
-                  </td>
-                  <td>
-                    <ul className="diff">
-                      {team.roles.map((grant) => (
-                        <li key={`${grant.role} ${grant.projects?.join() ?? "*"} ${grant.environments?.join() ?? "*"}`}>
-                          <span className="tag">{grant.role}</span> on{" "}
-                          {grant.projects ? grant.projects.join(", ") : "every project"} ×{" "}
-                          {grant.environments ? grant.environments.join(", ") : "every environment"}
-                        </li>
-                      ))}
-                    </ul>
-                  </td>
-                  <td>
-                    <ConfirmButton
-                      label="Delete"
-                      title={`Delete team ${team.name}?`}
-                      className="button button-small button-danger"
-                      onConfirm={async () => {
-                        await api("DELETE", `/teams/${encodeURIComponent(team.id)}`);
-                        await refresh();
-                      }}
-                    >
-                      <p>Its members lose what it granted them.</p>
-                    </ConfirmButton>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable label="Teams" columns={["Team", "Members", "Roles granted", "Actions"]}>
+          {teams.data.items.map((team) => (
+            <tr key={team.id}>
+              <th scope="row">{team.name}</th>
+              <td>
+                <Members team={team} onSaved={refresh} />
+              </td>
+              <td>
+                <Grants team={team} roles={roles.data?.items ?? []} onSaved={refresh} />
+              </td>
+              <td>
+                <ConfirmButton
+                  label="Delete"
+                  title={`Delete team ${team.name}?`}
+                  className="button button-small button-danger"
+                  onConfirm={async () => {
+                    await api("DELETE", `/teams/${encodeURIComponent(team.id)}`);
+                    await refresh();
+                  }}
+                >
+                  <p>Its members lose what it granted them.</p>
+                </ConfirmButton>
+              </td>
+            </tr>
+          ))}
+        </DataTable>
       )}
       <FormCard
         title="Add a team"
@@ -372,63 +299,6 @@ function Teams() {
   );
 }
 
-/** A team's members, changed in place (the API replaces the list). */
-function Members({ team, onSaved }: { team: Team; onSaved(): Promise<unknown> }) {
-  const [editing, setEditing] = useState(false);
-  const [members, setMembers] = useState(team.members.join(", "));
-  const [error, setError] = useState<string | undefined>();
-  if (!editing) {
-    return (
-      <>
-        {team.members.length === 0 ? <span className="muted">none</span> : team.members.join(", ")}{" "}
-        <button
-          type="button"
-          className="button button-small"
-          aria-label={`Change the members of ${team.name}`}
-          onClick={() => {
-            setMembers(team.members.join(", "));
-            setEditing(true);
-          }}
-        >
-          Change
-        </button>
-      </>
-    );
-  }
-  const save = async (event: FormEvent) => {
-    event.preventDefault();
-    setError(undefined);
-    try {
-      await api("PATCH", `/teams/${encodeURIComponent(team.id)}`, { members: splitList(members) });
-      await onSaved();
-      setEditing(false);
-    } catch (failure) {
-      setError(describeError(failure));
-    }
-  };
-  return (
-    <form onSubmit={(event) => void save(event)} aria-label={`Members of ${team.name}`}>
-      <label>
-        Members (usernames, comma-separated)
-        <input value={members} onChange={(event) => setMembers(event.target.value)} />
-      </label>
-      {error && (
-        <p className="notice notice-error" role="alert">
-          {error}
-        </p>
-      )}
-      <div className="form-actions">
-        <button type="submit" className="button button-small button-primary">
-          Save members
-        </button>
-        <button type="button" className="button button-small" onClick={() => setEditing(false)}>
-          Cancel
-        </button>
-      </div>
-    </form>
-  );
-}
-
 function Roles() {
   const client = useQueryClient();
   const roles = useList<AccessRole>("/roles");
@@ -441,48 +311,37 @@ function Roles() {
       {roles.isPending && <Loading what="the roles" />}
       <ErrorNotice error={roles.error} what="The roles could not be loaded" />
       {roles.data && (
-        <div className="table-scroll">
-          <table className="data" aria-label="Roles">
-            <thead>
-              <tr>
-                <th scope="col">Role</th>
-                <th scope="col">Permissions</th>
-                <th scope="col">Actions</th>
-              </tr>
-            </thead>
-            <tbody>
-              {roles.data.items.map((role) => (
-                <tr key={role.id}>
-                  <th scope="row">
-                    {role.name}
-                    {role.builtIn && <span className="muted small"> (built in)</span>}
-                    {role.description && <div className="small muted">{role.description}</div>}
-                  </th>
-                  <td>
-                    <Tags items={role.permissions} />
-                  </td>
-                  <td>
-                    {role.builtIn ? (
-                      <span className="muted small">cannot change</span>
-                    ) : (
-                      <ConfirmButton
-                        label="Delete"
-                        title={`Delete role ${role.name}?`}
-                        className="button button-small button-danger"
-                        onConfirm={async () => {
-                          await api("DELETE", `/roles/${encodeURIComponent(role.id)}`);
-                          await refresh();
-                        }}
-                      >
-                        <p>A role still granted to a team cannot be deleted; revoke it first.</p>
-                      </ConfirmButton>
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable label="Roles" columns={["Role", "Permissions", "Actions"]}>
+          {roles.data.items.map((role) => (
+            <tr key={role.id}>
+              <th scope="row">
+                {role.name}
+                {role.builtIn && <span className="muted small"> (built in)</span>}
+                {role.description && <div className="small muted">{role.description}</div>}
+              </th>
+              <td>
+                {role.builtIn ? <Tags items={role.permissions} /> : <RolePermissions role={role} onSaved={refresh} />}
+              </td>
+              <td>
+                {role.builtIn ? (
+                  <span className="muted small">cannot change</span>
+                ) : (
+                  <ConfirmButton
+                    label="Delete"
+                    title={`Delete role ${role.name}?`}
+                    className="button button-small button-danger"
+                    onConfirm={async () => {
+                      await api("DELETE", `/roles/${encodeURIComponent(role.id)}`);
+                      await refresh();
+                    }}
+                  >
+                    <p>A role still granted to a team cannot be deleted; revoke it first.</p>
+                  </ConfirmButton>
+                )}
+              </td>
+            </tr>
+          ))}
+        </DataTable>
       )}
       <FormCard
         title="Add a role"
@@ -509,24 +368,222 @@ function Roles() {
             <input value={description} onChange={(event) => setDescription(event.target.value)} />
           </label>
         </div>
-        <fieldset>
-          <legend>Permissions</legend>
-          {PERMISSIONS.map((permission) => (
-            <label key={permission} className="inline">
-              <input
-                type="checkbox"
-                checked={chosen.includes(permission)}
-                onChange={(event) =>
-                  setChosen((current) =>
-                    event.target.checked ? [...current, permission] : current.filter((each) => each !== permission),
-                  )
-                }
-              />
-              {permission}
-            </label>
-          ))}
-        </fieldset>
+        <PermissionChecks chosen={chosen} onChange={setChosen} />
       </FormCard>
     </>
+  );
+}
+
+/** The permissions a role holds, as checkboxes. */
+function PermissionChecks({ chosen, onChange }: { chosen: readonly Permission[]; onChange(next: Permission[]): void }) {
+  return (
+    <fieldset>
+      <legend>Permissions</legend>
+      {PERMISSIONS.map((permission) => (
+        <label key={permission} className="inline">
+          <input
+            type="checkbox"
+            checked={chosen.includes(permission)}
+            onChange={(event) =>
+              onChange(event.target.checked ? [...chosen, permission] : chosen.filter((each) => each !== permission))
+            }
+          />
+          {permission}
+        </label>
+      ))}
+    </fieldset>
+  );
+}
+
+/** A role's permissions, changed in place; every team granted it gets the change at once. */
+function RolePermissions({ role, onSaved }: { role: AccessRole; onSaved(): Promise<unknown> }) {
+  const [chosen, setChosen] = useState<Permission[]>(role.permissions);
+  const [description, setDescription] = useState(role.description);
+  return (
+    <InlineEditor
+      summary={<Tags items={role.permissions} />}
+      changeLabel={`Change the permissions of ${role.name}`}
+      formLabel={`Permissions of ${role.name}`}
+      saveLabel="Save role"
+      onOpen={() => {
+        setChosen(role.permissions);
+        setDescription(role.description);
+      }}
+      onSave={async () => {
+        await api("PATCH", `/roles/${encodeURIComponent(role.id)}`, { permissions: chosen, description });
+        await onSaved();
+      }}
+    >
+      <label>
+        Description
+        <input value={description} onChange={(event) => setDescription(event.target.value)} />
+      </label>
+      <PermissionChecks chosen={chosen} onChange={setChosen} />
+      <p className="small muted">Every team granted {role.name} gets the change at once.</p>
+    </InlineEditor>
+  );
+}
+
+/** A team's members, changed in place (the API replaces the list). */
+function Members({ team, onSaved }: { team: Team; onSaved(): Promise<unknown> }) {
+  const [members, setMembers] = useState(team.members.join(", "));
+  return (
+    <InlineEditor
+      summary={team.members.length === 0 ? <span className="muted">none</span> : team.members.join(", ")}
+      changeLabel={`Change the members of ${team.name}`}
+      formLabel={`Members of ${team.name}`}
+      saveLabel="Save members"
+      onOpen={() => setMembers(team.members.join(", "))}
+      onSave={async () => {
+        await api("PATCH", `/teams/${encodeURIComponent(team.id)}`, { members: splitList(members) });
+        await onSaved();
+      }}
+    >
+      <label>
+        Members (usernames, comma-separated)
+        <input value={members} onChange={(event) => setMembers(event.target.value)} />
+      </label>
+    </InlineEditor>
+  );
+}
+
+interface GrantDraft {
+  /** Stable across edits of the list (React's key). */
+  key: number;
+  role: string;
+  projects: string;
+  environments: string;
+}
+
+let nextGrantKey = 0;
+
+function draftsOf(team: Team): GrantDraft[] {
+  return team.roles.map((grant) => ({
+    key: nextGrantKey++,
+    role: grant.role,
+    projects: grant.projects?.join(", ") ?? "",
+    environments: grant.environments?.join(", ") ?? "",
+  }));
+}
+
+/** What a team grants: each role on some projects × environments; changed in place (the API replaces the list). */
+function Grants({ team, roles, onSaved }: { team: Team; roles: readonly AccessRole[]; onSaved(): Promise<unknown> }) {
+  const [drafts, setDrafts] = useState<GrantDraft[]>(() => draftsOf(team));
+  const change = (key: number, field: "role" | "projects" | "environments", value: string) =>
+    setDrafts((current) => current.map((draft) => (draft.key === key ? { ...draft, [field]: value } : draft)));
+  return (
+    <InlineEditor
+      summary={
+        team.roles.length === 0 ? (
+          <span className="muted">nothing</span>
+        ) : (
+          <ul className="diff">
+            {team.roles.map((grant) => (
+              <li key={`${grant.role} ${grant.projects?.join() ?? "*"} ${grant.environments?.join() ?? "*"}`}>
+                <span className="tag">{grant.role}</span> on{" "}
+                {grant.projects ? grant.projects.join(", ") : "every project"} ×{" "}
+                {grant.environments ? grant.environments.join(", ") : "every environment"}
+              </li>
+            ))}
+          </ul>
+        )
+      }
+      changeLabel={`Change what ${team.name} grants`}
+      formLabel={`Roles granted by ${team.name}`}
+      saveLabel="Save grants"
+      onOpen={() => setDrafts(draftsOf(team))}
+      onSave={async () => {
+        const grants = drafts.map((draft) => ({
+          role: draft.role,
+          ...(splitList(draft.projects).length > 0 && { projects: splitList(draft.projects) }),
+          ...(splitList(draft.environments).length > 0 && { environments: splitList(draft.environments) }),
+        }));
+        await api("PATCH", `/teams/${encodeURIComponent(team.id)}`, { roles: grants });
+        await onSaved();
+      }}
+    >
+      {drafts.length === 0 && (
+        <p className="small muted">No role granted: the members may do nothing through this team.</p>
+      )}
+      {drafts.map((draft, index) => (
+        <fieldset key={draft.key} className="grant">
+          <legend>Grant {index + 1}</legend>
+          <label>
+            Role
+            <select value={draft.role} onChange={(event) => change(draft.key, "role", event.target.value)}>
+              {roles.map((role) => (
+                <option key={role.id} value={role.slug}>
+                  {role.name}
+                </option>
+              ))}
+            </select>
+          </label>
+          <label>
+            On projects (empty: all)
+            <input value={draft.projects} onChange={(event) => change(draft.key, "projects", event.target.value)} />
+          </label>
+          <label>
+            In environments (empty: all)
+            <input
+              value={draft.environments}
+              onChange={(event) => change(draft.key, "environments", event.target.value)}
+            />
+          </label>
+          <button
+            type="button"
+            className="button button-small"
+            onClick={() => setDrafts((current) => current.filter((each) => each.key !== draft.key))}
+          >
+            Remove grant {index + 1}
+          </button>
+        </fieldset>
+      ))}
+      <button
+        type="button"
+        className="button button-small"
+        disabled={roles.length === 0}
+        onClick={() =>
+          setDrafts((current) => [
+            ...current,
+            { key: nextGrantKey++, role: roles[0]?.slug ?? "", projects: "", environments: "" },
+          ])
+        }
+      >
+        Add a grant
+      </button>
+    </InlineEditor>
+  );
+}
+
+/** An administrator sets a new password for someone who lost theirs; the API ends their sessions. */
+function ResetPassword({ user, onReset }: { user: User; onReset(): void }) {
+  const [password, setPassword] = useState("");
+  return (
+    <InlineEditor
+      summary={null}
+      changeText="Reset password"
+      changeLabel={`Reset password of ${user.username}`}
+      formLabel={`New password for ${user.username}`}
+      saveLabel="Set password"
+      onOpen={() => setPassword("")}
+      onSave={async () => {
+        await api("PATCH", `/users/${encodeURIComponent(user.id)}`, { password });
+        setPassword("");
+        onReset();
+      }}
+    >
+      <label>
+        New password (12 characters or more)
+        <input
+          type="password"
+          required
+          minLength={12}
+          autoComplete="new-password"
+          value={password}
+          onChange={(event) => setPassword(event.target.value)}
+        />
+      </label>
+      <p className="small muted">Their sessions end; they sign in with this one.</p>
+    </InlineEditor>
   );
 }

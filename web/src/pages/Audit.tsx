@@ -3,6 +3,7 @@ import { type FormEvent, useState } from "react";
 import { useSearchParams } from "react-router";
 import { api, query } from "../api/client";
 import type { AuditPage as AuditAnswer, AuditEntry } from "../api/types";
+import { DataTable } from "../components/DataTable";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
 import { RelativeTime } from "../components/RelativeTime";
 import { useTitle } from "../lib/title";
@@ -87,42 +88,28 @@ export function AuditPage() {
       <ErrorNotice error={audit.error} what="The audit log could not be loaded" />
       {data && items.length === 0 && <p className="empty">No entry.</p>}
       {items.length > 0 && (
-        <div className="table-scroll">
-          <table className="data" aria-labelledby="audit-title">
-            <thead>
-              <tr>
-                <th scope="col">#</th>
-                <th scope="col">When</th>
-                <th scope="col">Who</th>
-                <th scope="col">Action</th>
-                <th scope="col">Resource</th>
-                <th scope="col">Change</th>
-              </tr>
-            </thead>
-            <tbody>
-              {items.map((entry) => (
-                <tr key={entry.id}>
-                  <td className="mono small">{entry.seq}</td>
-                  <td>
-                    <RelativeTime at={entry.at} />
-                  </td>
-                  <td>
-                    {entry.actor.name}
-                    <div className="small muted">{entry.source}</div>
-                  </td>
-                  <td className="mono">{entry.action}</td>
-                  <td>
-                    {entry.resource.type}
-                    {entry.resource.name && <span className="mono"> {entry.resource.name}</span>}
-                  </td>
-                  <td>
-                    <Diff entry={entry} />
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable labelledBy="audit-title" columns={["#", "When", "Who", "Action", "Resource", "Change"]}>
+          {items.map((entry) => (
+            <tr key={entry.id}>
+              <td className="mono small">{entry.seq}</td>
+              <td>
+                <RelativeTime at={entry.at} />
+              </td>
+              <td>
+                {entry.actor.name}
+                <div className="small muted">{entry.source}</div>
+              </td>
+              <td className="mono">{entry.action}</td>
+              <td>
+                {entry.resource.type}
+                {entry.resource.name && <span className="mono"> {entry.resource.name}</span>}
+              </td>
+              <td>
+                <Diff entry={entry} />
+              </td>
+            </tr>
+          ))}
+        </DataTable>
       )}
       {data && (
         <nav className="form-actions" aria-label="Pages">

@@ -1,4 +1,4 @@
-import { useQuery, useQueryClient } from "@tanstack/react-query";
+import { type QueryClient, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useWindowVirtualizer } from "@tanstack/react-virtual";
 import { type KeyboardEvent, useCallback, useLayoutEffect, useMemo, useRef, useState } from "react";
 import { Link, useSearchParams } from "react-router";
@@ -13,18 +13,43 @@ import { useTaskChanges } from "../live";
 type Row = Dashboard["items"][number];
 type Column = Dashboard["environments"][number];
 
+/** The first request's size: enough rows to fill any screen, small enough to answer at once. */
+const FIRST_PAGE = 50;
 const PAGE = 500;
 const DASHBOARD_KEY = ["dashboard"] as const;
 
-/** Every project (the API pages by 500): filtering and scrolling are then instant, whatever the count. */
-async function fetchDashboard(): Promise<Dashboard> {
-  const first = await api<Dashboard>("GET", `/dashboard${query({ limit: PAGE })}`);
-  const items = [...first.items];
-  for (let offset = PAGE; offset < first.total; offset += PAGE) {
-    const page = await api<Dashboard>("GET", `/dashboard${query({ limit: PAGE, offset })}`);
-    items.push(...page.items);
+/** The dashboard as the page holds it: every project, once `complete`. */
+type DashboardData = Dashboard & { complete: boolean };
+
+/**
+ * Every project (the API pages by 500): filtering and scrolling are then instant, whatever
+ * the count. On the first load the first rows are shown as soon as they come, and the rest
+ * (requested together) follows: a thousand projects' cells take the server a while, and
+ * the screen shows a dozen rows. A refetch replaces the whole only when it has it all.
+ */
+async function fetchDashboard(client: QueryClient): Promise<DashboardData> {
+  const first = await api<Dashboard>("GET", `/dashboard${query({ limit: FIRST_PAGE })}`);
+  if (first.items.length >= first.total) return { ...first, complete: true };
+  if (client.getQueryData(DASHBOARD_KEY) === undefined) {
+    client.setQueryData<DashboardData>(DASHBOARD_KEY, { ...first, complete: false });
+    // The rest is asked for once those rows are on screen: on a small machine the server's
+    // work for a thousand projects would otherwise compete with the first paint.
+    await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
   }
-  return { ...first, items, limit: items.length };
+  const offsets: number[] = [];
+  for (let offset = first.items.length; offset < first.total; offset += PAGE) offsets.push(offset);
+  const pages = await Promise.all(
+    offsets.map((offset) => api<Dashboard>("GET", `/dashboard${query({ limit: PAGE, offset })}`)),
+  );
+  const items = [...first.items, ...pages.flatMap((page) => page.items)];
+  return { ...first, items, limit: items.length, complete: true };
+}
+
+/** Whether the page already shows this state of this task (then a change need not be fetched). */
+function shows(data: DashboardData | undefined, change: TaskChange): boolean {
+  const row = data?.items.find((each) => each.project.id === change.project);
+  if (!row) return true; // not loaded yet: the page that brings it is newer than this change
+  return row.environments.some((cell) => cell.latest?.taskId === change.taskId && cell.latest.state === change.state);
 }
 
 const STATE_FILTERS: Record<string, { label: string; matches: (state: TaskState) => boolean }> = {
@@ -41,20 +66,28 @@ export function DashboardPage() {
   const text = search.get("q") ?? "";
   const stateFilter = search.get("state") ?? "";
   const environmentFilter = search.get("env") ?? "";
-  const dashboard = useQuery({ queryKey: DASHBOARD_KEY, queryFn: fetchDashboard, refetchInterval: 60_000 });
+  const dashboard = useQuery({
+    queryKey: DASHBOARD_KEY,
+    queryFn: () => fetchDashboard(client),
+    refetchInterval: 60_000,
+  });
 
   // A changed deployment refetches only its project's row (one small request), patched into the rest.
+  // The stream starts with every active task: those the page shows as they are need nothing.
   const onChanges = useCallback(
     (changes: TaskChange[], reconnected: boolean) => {
       if (reconnected) return; // every query was refetched already
+      const current = client.getQueryData<DashboardData>(DASHBOARD_KEY);
       const projects = new Set(
-        changes.filter((change) => change.kind === "deployment" && change.project).map((change) => change.project),
+        changes
+          .filter((change) => change.kind === "deployment" && change.project && !shows(current, change))
+          .map((change) => change.project),
       );
       for (const project of projects) {
         if (!project) continue;
         void api<Dashboard>("GET", `/dashboard${query({ project })}`)
           .then((answer) => {
-            client.setQueryData<Dashboard>(DASHBOARD_KEY, (current) => patchRows(current, answer));
+            client.setQueryData<DashboardData>(DASHBOARD_KEY, (current) => patchRows(current, answer));
           })
           .catch(() => void client.invalidateQueries({ queryKey: DASHBOARD_KEY }));
       }
@@ -101,8 +134,14 @@ export function DashboardPage() {
         <h1 id="dashboard-title">Dashboard</h1>
         {data && (
           <p className="summary" aria-live="polite">
-            {data.total} project{data.total === 1 ? "" : "s"} · {counts.running} running · {counts.waiting} waiting for
-            a decision · {counts.failed} failed
+            {data.total} project{data.total === 1 ? "" : "s"} ·{" "}
+            {data.complete ? (
+              <>
+                {counts.running} running · {counts.waiting} waiting for a decision · {counts.failed} failed
+              </>
+            ) : (
+              <>the first {data.items.length} shown, loading the rest…</>
+            )}
           </p>
         )}
       </div>
@@ -152,7 +191,7 @@ export function DashboardPage() {
   );
 }
 
-function patchRows(current: Dashboard | undefined, answer: Dashboard): Dashboard | undefined {
+function patchRows(current: DashboardData | undefined, answer: Dashboard): DashboardData | undefined {
   if (!current) return current;
   const fresh = new Map(answer.items.map((row) => [row.project.id, row]));
   return { ...current, items: current.items.map((row) => fresh.get(row.project.id) ?? row) };

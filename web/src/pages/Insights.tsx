@@ -5,6 +5,7 @@ import { api, query } from "../api/client";
 import { useEnvironments } from "../api/hooks";
 import type { DoraReport, DoraSeries, Page, Project } from "../api/types";
 import { BarChart, LineChart, type Point } from "../components/Charts";
+import { DataTable } from "../components/DataTable";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
 import { formatDuration } from "../lib/time";
 import { useTitle } from "../lib/title";
@@ -189,40 +190,36 @@ function SeriesTable({ series }: { series: DoraSeries[] }) {
   return (
     <>
       <h2 id="series-title">Per project and environment</h2>
-      <div className="table-scroll">
-        <table className="data" aria-labelledby="series-title">
-          <thead>
-            <tr>
-              <th scope="col">Project</th>
-              <th scope="col">Environment</th>
-              <th scope="col">Deployments / day</th>
-              <th scope="col">Lead time (median)</th>
-              <th scope="col">Change failure rate</th>
-              <th scope="col">Time to restore (median)</th>
-            </tr>
-          </thead>
-          <tbody>
-            {series.map((each) => (
-              <tr key={`${each.project} ${each.environment}`}>
-                <th scope="row">{each.project}</th>
-                <td>{each.environment}</td>
-                <td>
-                  {each.deploymentFrequency.perDay.toFixed(2)}{" "}
-                  <span className="muted small">({each.deploymentFrequency.deployments})</span>
-                </td>
-                <td>{seconds(each.leadTime.medianSeconds)}</td>
-                <td>
-                  {each.changeFailureRate.rate === null ? "—" : `${Math.round(each.changeFailureRate.rate * 100)} %`}{" "}
-                  <span className="muted small">
-                    ({each.changeFailureRate.failures}/{each.changeFailureRate.changes})
-                  </span>
-                </td>
-                <td>{seconds(each.timeToRestore.medianSeconds)}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <DataTable
+        labelledBy="series-title"
+        columns={[
+          "Project",
+          "Environment",
+          "Deployments / day",
+          "Lead time (median)",
+          "Change failure rate",
+          "Time to restore (median)",
+        ]}
+      >
+        {series.map((each) => (
+          <tr key={`${each.project} ${each.environment}`}>
+            <th scope="row">{each.project}</th>
+            <td>{each.environment}</td>
+            <td>
+              {each.deploymentFrequency.perDay.toFixed(2)}{" "}
+              <span className="muted small">({each.deploymentFrequency.deployments})</span>
+            </td>
+            <td>{seconds(each.leadTime.medianSeconds)}</td>
+            <td>
+              {each.changeFailureRate.rate === null ? "—" : `${Math.round(each.changeFailureRate.rate * 100)} %`}{" "}
+              <span className="muted small">
+                ({each.changeFailureRate.failures}/{each.changeFailureRate.changes})
+              </span>
+            </td>
+            <td>{seconds(each.timeToRestore.medianSeconds)}</td>
+          </tr>
+        ))}
+      </DataTable>
     </>
   );
 }

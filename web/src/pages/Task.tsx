@@ -24,6 +24,7 @@ const ANSWER_NEEDS: Record<string, Permission> = {
   reject: "approve",
   retry: "resolveFailures",
   skip: "resolveFailures",
+  exclude: "resolveFailures",
   abort: "deploy",
 };
 
@@ -32,6 +33,7 @@ const ANSWER_WORDS: Record<string, string> = {
   reject: "Reject",
   retry: "Retry the step",
   skip: "Skip the step",
+  exclude: "Exclude the target from this deployment",
   abort: "Abort the deployment",
 };
 
@@ -298,7 +300,7 @@ const TRAFFIC_LINE =
 
 function Traffic({ model, version }: { model: LogModel; version: number }) {
   // biome-ignore lint/correctness/useExhaustiveDependencies: `version` says the model's lines changed
-  const lines = useMemo(() => model.lines.filter((line) => TRAFFIC_LINE.test(line.text)), [model, version]);
+  const lines = useMemo(() => [...model.matching(TRAFFIC_LINE)], [model, version]);
   if (lines.length === 0) return null;
   return (
     <section className="card" aria-labelledby="traffic-title">

@@ -1,13 +1,15 @@
 import { useQuery, useQueryClient } from "@tanstack/react-query";
-import { type FormEvent, useId, useMemo, useState } from "react";
+import { useId, useMemo, useState } from "react";
 import { useParams, useSearchParams } from "react-router";
-import { api, describeError, query } from "../api/client";
+import { api, query } from "../api/client";
 import { useEnvironments, useProgression, useProject } from "../api/hooks";
 import type { Environment, Page, Variable } from "../api/types";
 import { Breadcrumbs } from "../components/Breadcrumbs";
 import { ConfirmButton } from "../components/ConfirmButton";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
+import { FormError, SubmitButton, useSubmit } from "../components/Forms";
 import { Tags } from "../components/Tags";
+import { splitList } from "../lib/lists";
 import { useTitle } from "../lib/title";
 
 /**
@@ -199,13 +201,6 @@ function Scope({ variable }: { variable: Variable }) {
   );
 }
 
-function splitList(text: string): string[] {
-  return text
-    .split(/[\s,]+/)
-    .map((each) => each.trim())
-    .filter(Boolean);
-}
-
 function VariableForm({
   project,
   environments,
@@ -225,44 +220,29 @@ function VariableForm({
   const [scopeEnvironments, setScopeEnvironments] = useState<string[]>(variable?.scope.environments ?? []);
   const [roles, setRoles] = useState(variable?.scope.roles.join(", ") ?? "");
   const [targets, setTargets] = useState(variable?.scope.targets.join(", ") ?? "");
-  const [error, setError] = useState<string | undefined>();
-  const [busy, setBusy] = useState(false);
   const valueHelp = useId();
   const keepsSecret = variable?.sensitive === true;
 
-  const submit = async (event: FormEvent) => {
-    event.preventDefault();
-    setBusy(true);
-    setError(undefined);
+  const { error, busy, submit } = useSubmit(async () => {
     const scope = { environments: scopeEnvironments, roles: splitList(roles), targets: splitList(targets) };
-    try {
-      if (variable) {
-        const body: Record<string, unknown> = { scope };
-        if (name !== variable.name) body.name = name;
-        if (sensitive !== variable.sensitive) body.sensitive = sensitive;
-        // A sensitive value left empty keeps the stored one (it is never sent to the browser).
-        if (!(keepsSecret && value === "")) body.value = value;
-        await api(
-          "PATCH",
-          `/projects/${encodeURIComponent(project)}/variables/${encodeURIComponent(variable.id)}`,
-          body,
-        );
-      } else {
-        await api("POST", `/projects/${encodeURIComponent(project)}/variables`, { name, value, sensitive, scope });
-      }
-      setValue("");
-      await onDone();
-    } catch (failure) {
-      setError(describeError(failure));
-    } finally {
-      setBusy(false);
+    if (variable) {
+      const body: Record<string, unknown> = { scope };
+      if (name !== variable.name) body.name = name;
+      if (sensitive !== variable.sensitive) body.sensitive = sensitive;
+      // A sensitive value left empty keeps the stored one (it is never sent to the browser).
+      if (!(keepsSecret && value === "")) body.value = value;
+      await api("PATCH", `/projects/${encodeURIComponent(project)}/variables/${encodeURIComponent(variable.id)}`, body);
+    } else {
+      await api("POST", `/projects/${encodeURIComponent(project)}/variables`, { name, value, sensitive, scope });
     }
-  };
+    setValue("");
+    await onDone();
+  });
 
   return (
     <form
       className="card variable-form"
-      onSubmit={(event) => void submit(event)}
+      onSubmit={submit}
       aria-label={variable ? `Edit ${variable.name}` : "Add a variable"}
     >
       <div className="form-grid">
@@ -322,15 +302,9 @@ function VariableForm({
           <input name="targets" value={targets} onChange={(event) => setTargets(event.target.value)} />
         </label>
       </div>
-      {error && (
-        <p className="notice notice-error" role="alert">
-          {error}
-        </p>
-      )}
+      <FormError error={error} />
       <div className="form-actions">
-        <button type="submit" className="button button-primary" disabled={busy}>
-          {busy ? "Saving…" : variable ? "Save" : "Add variable"}
-        </button>
+        <SubmitButton busy={busy} label={variable ? "Save" : "Add variable"} />
         <button type="button" className="button" onClick={onCancel}>
           Cancel
         </button>
