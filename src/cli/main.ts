@@ -14,6 +14,7 @@ import { addFeedCommands } from "./feeds.js";
 import { addLifecycleCommands } from "./lifecycles.js";
 import { addLoginCommand } from "./login.js";
 import { writeError } from "./output.js";
+import { addProcessesCommand } from "./processes.js";
 import { addProjectCommands } from "./projects.js";
 import { addProxyCommand } from "./proxy.js";
 import { addReleaseCommands } from "./releases.js";
@@ -47,6 +48,7 @@ export function buildProgram(): Command {
   addProxyCommand(program);
   addAgentCommand(program, environment);
   addSuperviseCommand(program);
+  addProcessesCommand(program, environment);
   addEnvironmentCommands(program, context);
   addLifecycleCommands(program, context);
   addProjectCommands(program, context);

@@ -162,7 +162,7 @@ export class LocalTransport implements Transport {
    */
   async run(spec: ProcessSpec): Promise<ProcessExit> {
     // Never with the server's rights unless the operator chose so (FERRY_RUN_AS, docs/security.md).
-    const credentials = spawnCredentials(await this.accountOf(spec.taskId));
+    const credentials = spawnCredentials(spec.hostService ? undefined : await this.accountOf(spec.taskId));
     const taskDirectory = await this.taskDirectory(spec.taskId);
     // "node" is the binary running Ferry: it exists, whatever PATH the process gets.
     const command = spec.command === "node" ? process.execPath : spec.command;
@@ -171,9 +171,13 @@ export class LocalTransport implements Transport {
       env: { PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin", ...spec.env },
       cwd: spec.cwd,
       detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: ["pipe", "pipe", "pipe"],
       ...credentials,
     });
+    // Its input, if any, then end of file (as /dev/null gives). A program that exits without
+    // reading it all makes the write fail (EPIPE): its exit code says what happened.
+    child.stdin.on("error", () => {});
+    child.stdin.end(spec.stdin ?? "");
     // Listen before any await: a quick process may have exited by the time we look again.
     const exited = new Promise<number | null>((resolve, reject) => {
       child.on("error", reject);
