@@ -8,6 +8,7 @@ import { controlPlane } from "./controlPlane.js";
 import { deployLatency, rollback } from "./deployLatency.js";
 import { footprint } from "./footprint.js";
 import { logs } from "./logs.js";
+import { rolling } from "./rolling.js";
 import { throughput } from "./throughput.js";
 import { ui } from "./ui.js";
 import { zeroDowntime } from "./zeroDowntime.js";
@@ -37,6 +38,7 @@ const benchmarks: Record<string, () => Promise<BenchmarkResult>> = {
   rollback,
   logs,
   "attack-flood": attackFlood,
+  rolling,
   agents,
   ui,
 };

@@ -264,6 +264,23 @@ describe("ferry agent on real hosts", { timeout: 180_000 }, () => {
     expect(log).toMatch(/optional step 'probe-missing' failed \(.*404/);
   });
 
+  it("checks an agent target's health through its agent, and /metrics counts the agent connected", async () => {
+    await waitUntil(async () => (await agentState("agent-0")) === "connected", 20_000);
+    // The first check comes within a few seconds of the target's creation (the default schedule).
+    let health: { state: string; reachable: boolean | null; diskFreeBytes: number | null } | undefined;
+    await waitUntil(async () => {
+      health = (await test.call<{ health: typeof health }>("GET", "/api/v1/targets/agent-0")).body.health;
+      return health?.state === "up";
+    }, 60_000);
+    expect(health?.reachable).toBe(true);
+    expect(health?.diskFreeBytes).toBeGreaterThan(0);
+    const metrics = await (
+      await fetch(new URL("/metrics", test.server.url), { headers: { authorization: `Bearer ${test.apiKey}` } })
+    ).text();
+    expect(metrics).toContain('ferry_target_up{target="agent-0"} 1');
+    expect(Number(/^ferry_agent_connections (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(1);
+  });
+
   it("a cancel mid-step stops the process on the agent's host, with what it started", async () => {
     await waitUntil(async () => (await agentState("agent-0")) === "connected", 20_000);
     const markerDir = tempDir("ferry-agent-cancel-");
@@ -356,6 +373,50 @@ describe("ferry agent on real hosts", { timeout: 180_000 }, () => {
     // Cut off for the timeout, the agent stopped the step itself: it did not run on unattended.
     await sleep(15_000);
     expect(readdirSync(markerDir)).toEqual([]);
+    await waitUntil(async () => (await agentState("agent-1")) === "connected", 60_000);
+  });
+
+  it("a link taken down mid-deployment: with the environment's policy skip, that agent is left out and the rest deploys", async () => {
+    const host = hosts.hosts[1];
+    if (!host) throw new Error("no host");
+    await waitUntil(async () => (await agentState("agent-1")) === "connected", 60_000);
+    await waitUntil(async () => (await agentState("agent-0")) === "connected", 20_000);
+    const policy = await test.call("PATCH", "/api/v1/environments/dev", { unavailableTargets: "skip" });
+    expect(policy.status, JSON.stringify(policy.body)).toBe(200);
+    const markerDir = tempDir("ferry-agent-policy-");
+    chmodSync(markerDir, 0o777);
+    const env = { MARKERS: markerDir, TARGET: "#{Ferry.Target.Name}" };
+    const slug = await newProject([
+      {
+        name: "long",
+        kind: "script",
+        roles: ["a0", "a1"],
+        rolling: { window: "100%" },
+        config: {
+          script:
+            'echo "started on $TARGET"; if [ "$TARGET" = agent-1 ]; then sleep 15; fi; touch "$MARKERS/long-$TARGET"',
+          env,
+        },
+      },
+      { name: "after", kind: "script", roles: ["a0", "a1"], config: { script: 'touch "$MARKERS/after-$TARGET"', env } },
+    ]);
+    const taskId = await release(slug);
+    await waitForLine(taskId, "started on agent-1");
+    const cutAt = Date.now();
+    host.setLink(false);
+    try {
+      const task = await test.waitForTask(taskId, 60_000);
+      const log = await logText(taskId);
+      expect(task.state, log).toBe("succeeded");
+      // Marked failed within the configured timeout, then asked again: no answer, so left out.
+      expect(Date.now() - cutAt).toBeLessThan(AGENT_TIMEOUT_MS * 5);
+      expect(log).toContain("step 'long' failed on agent-1, which cannot be reached now");
+      expect(log).toContain("left out of the rest of this deployment (dev's policy for unavailable targets is skip)");
+      expect(readdirSync(markerDir).sort()).toEqual(["after-agent-0", "long-agent-0"]);
+    } finally {
+      host.setLink(true);
+      await test.call("PATCH", "/api/v1/environments/dev", { unavailableTargets: "fail" });
+    }
     await waitUntil(async () => (await agentState("agent-1")) === "connected", 60_000);
   });
 

@@ -1,4 +1,4 @@
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -18,11 +18,26 @@ class FaultyClient extends ServerClient {
   dropped = 0;
   repeated = 0;
   #seen: PollAnswer["calls"] = [];
+  /** Calls slipped into the next poll answer, as a server (or whoever answers in its place) might send them. */
+  inject: PollAnswer["calls"] = [];
+  /** The agent's answers to injected calls, by call id. */
+  readonly injectedAnswers = new Map<string, unknown>();
 
   override async json(method: string, path: string, body: unknown, timeoutMs: number, signal?: AbortSignal) {
+    if (path === "/api/v1/agent/events") {
+      const events = (body as { events: { call: string }[] }).events;
+      for (const event of events) {
+        if (event.call.startsWith("injected-")) this.injectedAnswers.set(event.call, event);
+      }
+    }
     const answer = await super.json(method, path, body, timeoutMs, signal);
     if (path !== "/api/v1/agent/poll") return answer;
     const poll = answer as PollAnswer;
+    if (this.inject.length > 0) {
+      const calls = this.inject;
+      this.inject = [];
+      return { ...poll, calls: [...poll.calls, ...calls] };
+    }
     const runs = poll.calls.filter((call) => call.operation === "run");
     if (this.mode === "drop" && runs.length > 0 && this.dropped === 0) {
       this.dropped++;
@@ -113,6 +128,32 @@ describe("agent calls when answers are lost or repeated", { timeout: 120_000 }, 
     expect(client.dropped).toBe(1);
     expect(task.state, JSON.stringify(task)).toBe("succeeded");
     expect(count).toBe("ran\n");
+  });
+
+  it("runs as a host service only its own ferry proxy or ferry processes, whatever program the call names", async () => {
+    const marker = join(directory, "host-service-ran");
+    client.inject = [
+      {
+        id: "injected-1",
+        operation: "run",
+        input: {
+          command: "/bin/sh",
+          args: ["-c", `touch ${marker}`],
+          env: {},
+          cwd: "/",
+          taskId: "ferry-host",
+          timeoutMs: 10_000,
+          hostService: true,
+        },
+      },
+    ];
+    for (let tries = 0; tries < 200 && !client.injectedAnswers.has("injected-1"); tries++)
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(client.injectedAnswers.get("injected-1")).toMatchObject({
+      kind: "error",
+      message: expect.stringMatching(/only its own 'ferry proxy' and 'ferry processes'/),
+    });
+    expect(existsSync(marker)).toBe(false);
   });
 
   it("runs a step handed over several times once", async () => {

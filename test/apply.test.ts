@@ -188,6 +188,27 @@ describe("ferry apply", () => {
     expect(await get("/api/v1/projects/hello/variables/DbPassword")).toMatchObject({ updatedAt: before.updatedAt });
   });
 
+  it("sets an environment's policy for unavailable targets and a step's rolling window, and leaves them on a second apply", async () => {
+    await apply(FERRY_YML);
+    const file = FERRY_YML.replace(
+      "environments: [dev, test, prod]",
+      "environments: [dev, test, { name: prod, unavailableTargets: skip }]",
+    ).replace(
+      "    roles: [web]\n    config:",
+      "    roles: [web]\n    rolling: { window: 50%, pauseSeconds: 5 }\n    config:",
+    );
+    const changes = await apply(file);
+    expect(changed(changes)).toEqual([
+      "updated environment prod (unavailableTargets)",
+      "updated process hello (2 steps, 1 image)",
+    ]);
+    expect(await get("/api/v1/environments/prod")).toMatchObject({ unavailableTargets: "skip" });
+    expect(await get("/api/v1/environments/dev")).toMatchObject({ unavailableTargets: "fail" });
+    const process = await get<{ steps: { rolling?: unknown }[] }>("/api/v1/projects/hello/process");
+    expect(process.steps[0]?.rolling).toEqual({ window: "50%", pauseSeconds: 5 });
+    expect(changed(await apply(file))).toEqual([]);
+  });
+
   it("makes the project's variables exactly the file's, and says what it deleted", async () => {
     await apply(FERRY_YML);
     const extra = await server.call("POST", "/api/v1/projects/hello/variables", { name: "MadeByHand", value: "x" });

@@ -62,6 +62,18 @@ const BODIES: Record<string, unknown> = {
   "POST /api/v1/projects/{project}/deployments": { release: "1.0.0", environment: "dev" },
   "POST /api/v1/projects/{project}/promotions": { to: "dev" },
   "POST /api/v1/projects/{project}/rollbacks": { environment: "dev" },
+  "POST /api/v1/projects/{project}/runbooks": { name: "sneaky" },
+  "PATCH /api/v1/projects/{project}/runbooks/{runbook}": { description: "changed" },
+  "DELETE /api/v1/projects/{project}/runbooks/{runbook}": undefined,
+  "POST /api/v1/projects/{project}/runbooks/{runbook}/publish": undefined,
+  "POST /api/v1/projects/{project}/runbooks/{runbook}/runs": { environment: "dev" },
+  // A freeze on bravo would stop its deployments: refused like any other change to bravo.
+  "POST /api/v1/projects/{project}/freezes": {
+    name: "sneaky",
+    environments: ["dev"],
+    window: { kind: "once", from: "2026-01-01T00:00:00Z", until: "2099-01-01T00:00:00Z" },
+  },
+  "DELETE /api/v1/projects/{project}/freezes/{freeze}": undefined,
   "POST /api/v1/tasks/{task}/cancel": undefined,
   "POST /api/v1/tasks/{task}/decisions": { decision: "approve" },
   "POST /api/v1/projects/{project}/webhooks": { url: "http://127.0.0.1:9/sneaky", secret: "sneaky-webhook-secret" },
@@ -216,6 +228,16 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
       ).id,
     );
 
+    await admin("POST", "/api/v1/projects/bravo/runbooks", {
+      name: "bravo ops",
+      process: { steps: [{ name: "hello", kind: "script", config: { script: "echo ops" } }] },
+    });
+    await admin("POST", "/api/v1/projects/bravo/freezes", {
+      name: "bravo-freeze",
+      environments: ["test"],
+      window: { kind: "once", from: "2026-01-01T00:00:00Z", until: "2026-01-02T00:00:00Z" },
+    });
+
     ids.root = String(
       (await admin("POST", "/api/v1/users", { username: "root", password: "root-long-password", isAdmin: true })).id,
     );
@@ -290,6 +312,8 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
       lifecycle: "standard",
       feed: "registry",
       target: "prod-box",
+      runbook: "bravo-ops",
+      freeze: "bravo-freeze",
     };
     const answers: string[] = [];
     for (const { method, template } of operations) {

@@ -38,7 +38,8 @@ export type RouteAccess<P = unknown, Q = unknown, B = unknown> =
   | { kind: "environment"; permission: Permission; environment: (params: P) => string }
   | {
       kind: "task";
-      permission: Permission | ((input: AccessInput<P, Q, B>) => Permission);
+      /** A function is given the task's kind too: a runbook run's task is stopped with runRunbooks. */
+      permission: Permission | ((input: AccessInput<P, Q, B> & { task: { kind: string } }) => Permission);
       task: (params: P) => string;
     };
 
@@ -129,7 +130,7 @@ export async function authorize(
     }
     case "task": {
       const task = found.task ?? (await visibleTask(db, access, rule.task(input.params)));
-      const permission = typeof rule.permission === "function" ? rule.permission(input) : rule.permission;
+      const permission = typeof rule.permission === "function" ? rule.permission({ ...input, task }) : rule.permission;
       if (!access.allows({ permission, project: task.project_id, environment: task.environment_id })) {
         throw forbidden(permission, `task '${task.id}'`);
       }

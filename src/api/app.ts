@@ -29,6 +29,7 @@ import { progressionRoutes } from "./progression.js";
 import { releaseRoutes } from "./releases.js";
 import { resourceRoutes } from "./resources.js";
 import { defineRoute, isPublic, parseInput, type RouteSpec } from "./route.js";
+import { runbookRoutes } from "./runbooks.js";
 import { signInMethodRoutes } from "./signInMethods.js";
 import { targetTrustRoutes } from "./targetTrust.js";
 import { taskRoutes } from "./tasks.js";
@@ -156,6 +157,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...agentRoutes(options.context, options.agents),
     ...dashboardRoutes(options.context, options.engine),
     ...(options.deployments ? releaseRoutes(options.deployments, options.outbound) : []),
+    ...(options.deployments ? runbookRoutes(options.deployments) : []),
     ...progressionRoutes(options.context),
     ...(options.engine ? taskRoutes(options.context, options.engine) : []),
     ...webhookRoutes(options.context, options.outbound),

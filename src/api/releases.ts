@@ -31,13 +31,24 @@ const deploymentCreatedSchema = z.object({
   project: z.string(),
   release: z.string(),
   environment: z.string(),
+  /** Present when a deployment freeze was overridden: which one, and the reason given. */
+  freezeOverride: z.object({ freeze: z.string(), reason: z.string() }).optional(),
 });
+
+/** Deploy although a deployment freeze covers the environment: the reason (needs overrideFreezes). */
+const freezeOverrideSchema = z
+  .string()
+  .trim()
+  .min(1, { message: "give the reason for overriding the freeze" })
+  .max(1000)
+  .optional();
 
 const createDeploymentSchema = z.strictObject({
   release: referenceSchema.describe("release version or id"),
   environment: referenceSchema.describe("environment slug or id"),
   /** A failing required step waits for retry / skip / abort (POST /tasks/:id/decisions). */
   guidedFailure: z.boolean().default(false),
+  freezeOverride: freezeOverrideSchema,
 });
 
 const planQuerySchema = z.strictObject({
@@ -230,8 +241,8 @@ export function releaseRoutes(
       response: deploymentCreatedSchema,
       status: 201,
       audit: deploymentAudit("deployment.create"),
-      handler: ({ params, body, request }) =>
-        requestDeployment(services, { project: params.project, ...body, ...starter(request) }),
+      handler: ({ params, body, request, access }) =>
+        requestDeployment(services, { project: params.project, ...body, ...starter(request), access }),
     }),
     defineRoute({
       method: "POST",
@@ -245,12 +256,21 @@ export function releaseRoutes(
         environment: ({ body }) => body.to,
       },
       params: pathParams("project"),
-      body: z.strictObject({ to: referenceSchema.describe("environment slug or id") }),
+      body: z.strictObject({
+        to: referenceSchema.describe("environment slug or id"),
+        freezeOverride: freezeOverrideSchema,
+      }),
       response: deploymentCreatedSchema,
       status: 201,
       audit: deploymentAudit("deployment.promote"),
-      handler: ({ params, body, request }) =>
-        promote(services, { project: params.project, to: body.to, ...starter(request) }),
+      handler: ({ params, body, request, access }) =>
+        promote(services, {
+          project: params.project,
+          to: body.to,
+          freezeOverride: body.freezeOverride,
+          ...starter(request),
+          access,
+        }),
     }),
     defineRoute({
       method: "POST",
@@ -267,12 +287,13 @@ export function releaseRoutes(
       body: z.strictObject({
         environment: referenceSchema.describe("environment slug or id"),
         to: referenceSchema.optional().describe("release version or id"),
+        freezeOverride: freezeOverrideSchema,
       }),
       response: deploymentCreatedSchema,
       status: 201,
       audit: deploymentAudit("deployment.rollback"),
-      handler: ({ params, body, request }) =>
-        rollback(services, { project: params.project, ...body, ...starter(request) }),
+      handler: ({ params, body, request, access }) =>
+        rollback(services, { project: params.project, ...body, ...starter(request), access }),
     }),
     defineRoute({
       method: "GET",

@@ -40,21 +40,30 @@ const decisionSchema = z.object({
 });
 
 /** The permission an answer to a waiting task needs. */
-function decisionPermission(decision: "approve" | "reject" | "retry" | "skip" | "abort"): Permission {
+function decisionPermission(
+  decision: "approve" | "reject" | "retry" | "skip" | "exclude" | "abort",
+  kind: string,
+): Permission {
   switch (decision) {
     case "approve":
     case "reject":
       return "approve";
     case "retry":
     case "skip":
+    case "exclude":
       return "resolveFailures";
     case "abort":
-      return "deploy";
+      return startPermission(kind);
     default: {
       const unknown: never = decision;
       throw new Error(`no permission for decision ${String(unknown)}`);
     }
   }
+}
+
+/** The permission that starts a task of the kind, which also stops it. */
+function startPermission(kind: string): Permission {
+  return kind === "runbook" ? "runRunbooks" : "deploy";
 }
 
 /** What a cancellation changes about a task. */
@@ -93,7 +102,8 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
       path: "/api/v1/tasks/:task/cancel",
       tag: "Tasks",
       summary: "Cancel a task (a running one stops its step and cleans up)",
-      access: { kind: "task", permission: "deploy", task: (params) => params.task },
+      // Stopping a task is part of starting it: a runbook run's needs runRunbooks, others deploy.
+      access: { kind: "task", permission: ({ task }) => startPermission(task.kind), task: (params) => params.task },
       params: pathParams("task"),
       response: taskSchema,
       audit: {
@@ -127,18 +137,19 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
       method: "POST",
       path: "/api/v1/tasks/:task/decisions",
       tag: "Tasks",
-      summary: "Answer a waiting task: approve / reject an approval, retry / skip / abort a failed step",
-      // Approvals need approve. Retrying or skipping a failed step overrides what the process
+      summary:
+        "Answer a waiting task: approve / reject an approval, retry / skip / abort a failed step, or exclude the target it failed on",
+      // Approvals need approve. Retrying, skipping or excluding a failed target overrides what the process
       // says must pass, so it needs its own permission; aborting (stopping the deployment)
       // is part of deploying.
       access: {
         kind: "task",
-        permission: ({ body }) => decisionPermission(body.decision),
+        permission: ({ body, task }) => decisionPermission(body.decision, task.kind),
         task: (params) => params.task,
       },
       params: pathParams("task"),
       body: z.strictObject({
-        decision: z.enum(["approve", "reject", "retry", "skip", "abort"]),
+        decision: z.enum(["approve", "reject", "retry", "skip", "exclude", "abort"]),
         comment: z.string().max(2000).optional(),
       }),
       response: decisionSchema,

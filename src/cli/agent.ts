@@ -151,6 +151,13 @@ async function runAgent(options: AgentOptions, env: FerryEnvironment): Promise<n
     stateDir,
     local: new LocalTransport(workRoot, localUser),
     workRoot,
+    processesRefused: localUser.kind === "refused" ? localUser.reason : undefined,
+    // Its host services (`ferry processes`) keep instances where this agent's work is, as the account it chose.
+    hostServiceEnv: {
+      FERRY_WORK_DIR: workRoot,
+      ...(localUser.kind === "server" && { FERRY_RUN_AS: "server" }),
+      ...(localUser.kind === "user" && { FERRY_RUN_AS: String(localUser.uid) }),
+    },
     dockerSocket: options.dockerSocket,
     stopGraceMs: options.stopGrace * 1000,
     log,

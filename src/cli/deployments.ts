@@ -16,6 +16,15 @@ interface DeploymentPlan {
 const waitHelp = "follow the deployment's log until it ends; exit 1 unless it succeeded";
 const jsonHelp = "print JSON (with --wait: one object at the end, with the state and error)";
 
+const overrideHelp = "deploy although a deployment freeze is in effect, for this reason (needs overrideFreezes)";
+
+interface OverrideOption {
+  overrideFreeze?: string;
+}
+
+const override = (options: OverrideOption) =>
+  options.overrideFreeze === undefined ? {} : { freezeOverride: options.overrideFreeze };
+
 const projectPath = (project: string, rest: string) => `/api/v1/projects/${segment(project)}/${rest}`;
 
 export function addDeploymentCommands(program: Command, context: CliContext): void {
@@ -33,15 +42,25 @@ export function addDeploymentCommands(program: Command, context: CliContext): vo
     .requiredOption("--release <version>", "release version or id")
     .requiredOption("--env <ref>", "environment slug or id")
     .option("--guided-failure", "a failing step waits for 'ferry task retry|skip|abort' instead of failing")
+    .option("--override-freeze <reason>", overrideHelp)
     .option("--wait", waitHelp)
     .option("--json", jsonHelp)
-    .action((options: { project: string; release: string; env: string; guidedFailure?: boolean } & WaitOptions) =>
-      queue(
-        options.project,
-        "deployments",
-        { release: options.release, environment: options.env, guidedFailure: options.guidedFailure === true },
-        options,
-      ),
+    .action(
+      (
+        options: { project: string; release: string; env: string; guidedFailure?: boolean } & OverrideOption &
+          WaitOptions,
+      ) =>
+        queue(
+          options.project,
+          "deployments",
+          {
+            release: options.release,
+            environment: options.env,
+            guidedFailure: options.guidedFailure === true,
+            ...override(options),
+          },
+          options,
+        ),
     );
 
   program
@@ -49,10 +68,11 @@ export function addDeploymentCommands(program: Command, context: CliContext): vo
     .description("deploy to an environment the release the previous lifecycle phase runs")
     .requiredOption("--project <ref>", "project id or slug")
     .requiredOption("--to <env>", "environment slug or id to promote to")
+    .option("--override-freeze <reason>", overrideHelp)
     .option("--wait", waitHelp)
     .option("--json", jsonHelp)
-    .action((options: { project: string; to: string } & WaitOptions) =>
-      queue(options.project, "promotions", { to: options.to }, options),
+    .action((options: { project: string; to: string } & OverrideOption & WaitOptions) =>
+      queue(options.project, "promotions", { to: options.to, ...override(options) }, options),
     );
 
   program
@@ -61,13 +81,14 @@ export function addDeploymentCommands(program: Command, context: CliContext): vo
     .requiredOption("--project <ref>", "project id or slug")
     .requiredOption("--env <ref>", "environment slug or id")
     .option("--to <version>", "release version or id to go back to")
+    .option("--override-freeze <reason>", overrideHelp)
     .option("--wait", waitHelp)
     .option("--json", jsonHelp)
-    .action((options: { project: string; env: string; to?: string } & WaitOptions) =>
+    .action((options: { project: string; env: string; to?: string } & OverrideOption & WaitOptions) =>
       queue(
         options.project,
         "rollbacks",
-        { environment: options.env, ...(options.to !== undefined && { to: options.to }) },
+        { environment: options.env, ...(options.to !== undefined && { to: options.to }), ...override(options) },
         options,
       ),
     );

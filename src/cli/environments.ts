@@ -1,4 +1,4 @@
-import type { Command } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
 import type { Environment } from "../domain/environments.js";
 import { segment } from "./client.js";
 import {
@@ -20,6 +20,7 @@ const spec: ResourceGroupSpec<Environment> = {
     ["slug", (environment) => environment.slug],
     ["name", (environment) => environment.name],
     ["description", (environment) => environment.description],
+    ["unavailable targets", (environment) => environment.unavailableTargets],
   ],
   fields: (environment) => [
     ["id", environment.id],
@@ -27,10 +28,26 @@ const spec: ResourceGroupSpec<Environment> = {
     ["name", environment.name],
     ["position", String(environment.position)],
     ["description", environment.description || "-"],
+    ["unavailable targets", environment.unavailableTargets],
   ],
 };
 
-const fieldOptions = { name: "name", slug: "slug", description: "description", position: "position" };
+const fieldOptions = {
+  name: "name",
+  slug: "slug",
+  description: "description",
+  position: "position",
+  unavailableTargets: "unavailableTargets",
+};
+
+/** Checked by the server too; here so a typo is a usage error (exit 2) before anything is sent. */
+function parsePolicy(value: string): string {
+  if (value !== "fail" && value !== "skip") {
+    throw new InvalidArgumentError("write fail (a deployment fails) or skip (it leaves the target out and goes on)");
+  }
+  return value;
+}
+const POLICY_HELP = "when a target cannot be reached: fail the deployment (default) or skip the target";
 
 export function addEnvironmentCommands(program: Command, context: CliContext): void {
   const group = addResourceGroup(program, context, spec);
@@ -41,6 +58,7 @@ export function addEnvironmentCommands(program: Command, context: CliContext): v
     .option("--slug <slug>")
     .option("--description <text>")
     .option("--position <n>", "0-based place in the order", parseNonNegativeInteger)
+    .option("--unavailable-targets <policy>", POLICY_HELP, parsePolicy)
     .option("--json", "print JSON")
     .action((name: string, options: Record<string, unknown>) =>
       sendAndPrint(
@@ -54,12 +72,15 @@ export function addEnvironmentCommands(program: Command, context: CliContext): v
     );
   group
     .command("update")
-    .description("change an environment's name, slug, description or place in the order")
+    .description(
+      "change an environment's name, slug, description, place in the order or policy for unavailable targets",
+    )
     .argument("<ref>", "id or slug")
     .option("--name <name>")
     .option("--slug <slug>")
     .option("--description <text>")
     .option("--position <n>", "0-based place in the order", parseNonNegativeInteger)
+    .option("--unavailable-targets <policy>", POLICY_HELP, parsePolicy)
     .option("--json", "print JSON")
     .action((reference: string, options: Record<string, unknown>) =>
       sendAndPrint(

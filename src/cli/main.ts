@@ -14,11 +14,13 @@ import { addFeedCommands } from "./feeds.js";
 import { addLifecycleCommands } from "./lifecycles.js";
 import { addLoginCommand } from "./login.js";
 import { writeError } from "./output.js";
+import { addProcessesCommand } from "./processes.js";
 import { addProjectCommands } from "./projects.js";
 import { addProxyCommand } from "./proxy.js";
 import { addReleaseCommands } from "./releases.js";
 import type { CliContext } from "./resourceGroup.js";
 import { addRoleCommands } from "./roles.js";
+import { addFreezeCommands, addRunbookCommands } from "./runbooks.js";
 import { addServerCommand } from "./server.js";
 import { clientFor } from "./settings.js";
 import { addSuperviseCommand } from "./supervise.js";
@@ -46,6 +48,7 @@ export function buildProgram(): Command {
   addProxyCommand(program);
   addAgentCommand(program, environment);
   addSuperviseCommand(program);
+  addProcessesCommand(program, environment);
   addEnvironmentCommands(program, context);
   addLifecycleCommands(program, context);
   addProjectCommands(program, context);
@@ -58,6 +61,8 @@ export function buildProgram(): Command {
   // the release's version, not the program's --version.
   program.enablePositionalOptions();
   addReleaseCommands(program, context);
+  addRunbookCommands(program, context);
+  addFreezeCommands(program, context);
   addDeploymentCommands(program, context);
   addTaskCommands(program, context);
   addAdminCommands(program, context);

@@ -71,6 +71,10 @@ export function addServerCommand(program: Command, environment: () => FerryEnvir
         adminApiKey: env.FERRY_ADMIN_API_KEY,
         logLevel: env.FERRY_LOG_LEVEL,
         leaseMs: env.FERRY_TASK_LEASE_SECONDS * 1000,
+        targetHealth: {
+          intervalMs: env.FERRY_TARGET_HEALTH_INTERVAL_SECONDS * 1000,
+          timeoutMs: env.FERRY_TARGET_HEALTH_TIMEOUT_SECONDS * 1000,
+        },
         runAs: env.FERRY_RUN_AS,
         runAsUids: env.FERRY_RUN_AS_UIDS,
         workDir: env.FERRY_WORK_DIR,

@@ -24,6 +24,40 @@ function reachedAt(target: Target): string {
   return `${user}@${address(host, port)}${jumpHost ? ` via ${jumpHost.user}@${address(jumpHost.host, jumpHost.port)}` : ""}`;
 }
 
+/** "1.2 GiB" for a table: the free disk space a health check found. */
+function formatBytes(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+/** The health field of `ferry target list`: the state, and since when a down target was last up. */
+function healthSummary(target: Target): string {
+  const { health } = target;
+  if (health.state !== "down") return health.state;
+  return health.lastUpAt ? `down (last up ${health.lastUpAt})` : "down";
+}
+
+function healthFields(target: Target): [string, string][] {
+  const { health } = target;
+  if (health.state === "unknown") return [["health", "unknown (not checked yet)"]];
+  return [
+    ["health", health.state],
+    ["checked at", health.checkedAt ?? "-"],
+    ["reachable", health.reachable ? "yes" : "no"],
+    ["docker", health.dockerVersion ?? "-"],
+    ["disk free", health.diskFreeBytes === null ? "-" : formatBytes(health.diskFreeBytes)],
+    ["router", health.router ?? "none in use"],
+    ["last up", health.lastUpAt ?? "never"],
+    ...(health.error ? ([["health error", health.error]] as [string, string][]) : []),
+  ];
+}
+
 const spec: ResourceGroupSpec<Target> = {
   group: "target",
   description: "deployment targets: hosts in environments, with roles",
@@ -39,6 +73,7 @@ const spec: ResourceGroupSpec<Target> = {
     ["ssh", (target) => reachedAt(target)],
     ["router", (target) => (target.router ? `${target.router.driver} ${target.router.listen}` : "")],
     ["agent", (target) => target.agent?.state ?? ""],
+    ["health", healthSummary],
   ],
   fields: (target) => [
     ["id", target.id],
@@ -75,6 +110,7 @@ const spec: ResourceGroupSpec<Target> = {
           ["credential", target.agent.rotationPending ? "set (a rotated one waits for the agent)" : "set"],
         ] as [string, string][])
       : []),
+    ...healthFields(target),
   ],
 };
 

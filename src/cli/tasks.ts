@@ -11,6 +11,7 @@ const decisions = {
   reject: "reject what the task is waiting on, so it fails",
   retry: "run the failed step again",
   skip: "skip the failed step and go on",
+  exclude: "leave the target the step failed on out of the rest of the deployment, and go on",
   abort: "stop the task after a failed step",
 } as const;
 

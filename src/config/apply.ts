@@ -5,6 +5,7 @@ import type { Feed } from "../domain/feeds.js";
 import type { Lifecycle } from "../domain/lifecycles.js";
 import type { Step } from "../domain/process.js";
 import type { Project } from "../domain/projects.js";
+import type { Runbook } from "../domain/runbooks.js";
 import type { Target } from "../domain/targets.js";
 import type { Variable } from "../domain/variables.js";
 import { type FerryFile, variableKey } from "./ferryFile.js";
@@ -26,7 +27,7 @@ import { type FerryFile, variableKey } from "./ferryFile.js";
  */
 
 type Action = "created" | "updated" | "deleted" | "unchanged" | "skipped";
-type Resource = "environment" | "feed" | "target" | "lifecycle" | "project" | "process" | "variable";
+type Resource = "environment" | "feed" | "target" | "lifecycle" | "project" | "process" | "variable" | "runbook";
 
 export interface AppliedChange {
   action: Action;
@@ -102,7 +103,47 @@ export async function applyFerryFile(
   if (variables !== undefined) {
     await applyPart(run, `variables of ${config.project.slug}`, () => applyVariables(run, projectPath, variables));
   }
+  // After the variables: a runbook published here snapshots the variables just applied.
+  for (const runbook of config.runbooks ?? []) {
+    await applyPart(run, `runbook ${runbook.slug}`, () => applyRunbook(run, projectPath, runbook));
+  }
   return run.changes;
+}
+
+type WantedRunbook = NonNullable<FerryFile["runbooks"]>[number];
+
+/**
+ * Creates the runbook or updates its draft where it differs from the file's, then publishes
+ * it when the file says so and the draft is not what is published.
+ */
+async function applyRunbook(run: Run, projectPath: string, wanted: WantedRunbook): Promise<void> {
+  const collection = `${projectPath}/runbooks`;
+  const { steps, publish, slug, ...fields } = wanted;
+  const desired = { ...fields, process: { images: [], steps } };
+  const existing = (await run.client.get<Runbook[]>(collection)).find((runbook) => runbook.slug === slug);
+  let current: Runbook;
+  if (!existing) {
+    current = await run.client.request<Runbook>("POST", collection, { ...desired, slug });
+    run.changes.push({ action: "created", resource: "runbook", name: slug });
+  } else {
+    const body = differences(existing, desired);
+    if (Object.keys(body).length > 0) {
+      current = await run.client.request<Runbook>("PATCH", `${collection}/${segment(slug)}`, body);
+      run.changes.push({ action: "updated", resource: "runbook", name: slug, detail: Object.keys(body).join(", ") });
+    } else {
+      current = existing;
+      run.changes.push({ action: "unchanged", resource: "runbook", name: slug });
+    }
+  }
+  if (publish && (current.draftChanged || current.published === null)) {
+    const published = await run.client.request<Runbook>("POST", `${collection}/${segment(slug)}/publish`);
+    run.changes.push({
+      action: "updated",
+      resource: "runbook",
+      name: slug,
+      detail: `published version ${published.published?.version}`,
+    });
+  }
 }
 
 /** Runs one part of the apply; a refused request names the part and lists what was done before it. */
@@ -189,7 +230,11 @@ async function applyEnvironments(run: Run, wanted: FerryFile["environments"]): P
     const current = existing.find((item) => item.slug === environment.slug);
     const path = `/api/v1/environments/${segment(environment.slug)}`;
     if (current) {
-      const body = differences(current, { name: environment.name, description: environment.description });
+      const body = differences(current, {
+        name: environment.name,
+        description: environment.description,
+        unavailableTargets: environment.unavailableTargets,
+      });
       await createOrUpdate(run, "environment", environment.slug, { update: { path, body } });
       continue;
     }
@@ -210,6 +255,7 @@ async function applyEnvironments(run: Run, wanted: FerryFile["environments"]): P
           name: environment.name,
           slug: environment.slug,
           ...(environment.description !== undefined && { description: environment.description }),
+          ...(environment.unavailableTargets !== undefined && { unavailableTargets: environment.unavailableTargets }),
           ...(position !== undefined && { position }),
         },
       },

@@ -21,6 +21,23 @@ const environmentSchema = z.object({
    * tasks are interrupted about this long after it died.
    */
   FERRY_TASK_LEASE_SECONDS: z.coerce.number().int().min(1).max(3600).default(15),
+  /** Server: seconds between two health checks of a target (docs/targets.md#health). */
+  FERRY_TARGET_HEALTH_INTERVAL_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(1, { message: "check targets at most every second (1) and at least once a day (86400)" })
+    .max(86_400, { message: "check targets at most every second (1) and at least once a day (86400)" })
+    .default(60),
+  /**
+   * Server: seconds a target may take to answer, for a health check and for the availability
+   * probe a deployment makes before it starts; a target that does not answer in time is down.
+   */
+  FERRY_TARGET_HEALTH_TIMEOUT_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(1, { message: "give targets 1 to 300 seconds to answer" })
+    .max(300, { message: "give targets 1 to 300 seconds to answer" })
+    .default(20),
   /**
    * Server: PostgreSQL URL, instead of --db, so its password stays out of the command line
    * (which `ps` shows). --db wins when both are given.

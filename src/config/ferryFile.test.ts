@@ -33,6 +33,37 @@ lifecycle:
 `;
 
 describe("parseFerryFile", () => {
+  it("reads runbooks with their steps checked by kind and references checked against the file", () => {
+    const config = parseFerryFile(
+      `${minimal}runbooks:
+  - name: Flush cache
+    environments: [prod]
+    publish: true
+    parameters: [{ name: Region, type: choice, choices: [eu, us] }]
+    steps: [{ name: flush, kind: script, config: { script: "echo flush" } }]
+`,
+      "ferry.yml",
+    );
+    expect(config.runbooks?.[0]).toMatchObject({
+      slug: "flush-cache",
+      publish: true,
+      environments: ["prod"],
+      parameters: [{ name: "Region", type: "choice", required: true, sensitive: false }],
+      steps: [{ name: "flush", config: { interpreter: "bash", timeoutSeconds: 600 } }],
+    });
+
+    const refused = problems(`${minimal}runbooks:
+  - name: Broken
+    environments: [staging]
+    parameters: [{ name: Secret, sensitive: true, default: hunter2 }]
+    steps: [{ name: s, kind: script, config: { scrpt: x } }]
+`);
+    const pointers = refused.issues.map((issue) => issue.pointer);
+    expect(pointers).toContain("/runbooks/0/environments/0");
+    expect(pointers).toContain("/runbooks/0/parameters/0/default");
+    expect(pointers.some((pointer) => pointer.startsWith("/runbooks/0/steps/0/config"))).toBe(true);
+  });
+
   it("parses the documented full example into the typed config", () => {
     const config = parseFerryFile(documentedExample(), "ferry.yml");
 
@@ -77,6 +108,43 @@ describe("parseFerryFile", () => {
       required: true,
       config: { interpreter: "bash", arguments: [], timeoutSeconds: 600, env: { GREETING: "#{Greeting}" } },
     });
+  });
+
+  it("takes an environment's policy for unavailable targets and a step's rolling window", () => {
+    const config = parseFerryFile(
+      `project: { name: fleet }
+environments: [dev, { name: prod, unavailableTargets: skip }]
+lifecycle: { name: fleet, phases: [{ environments: [dev] }, { environments: [prod] }] }
+steps:
+  - name: web
+    kind: script
+    roles: [web]
+    rolling: { window: 25%, pauseSeconds: 30 }
+    config: { script: "true" }
+`,
+      "ferry.yml",
+    );
+    expect(config.environments.map((environment) => environment.unavailableTargets)).toEqual([undefined, "skip"]);
+    expect(config.steps?.[0]?.rolling).toEqual({ window: "25%", pauseSeconds: 30 });
+  });
+
+  it("refuses an unknown policy and a window that is no count or percentage, at their lines", () => {
+    const found = problems(`project: { name: fleet }
+environments: [{ name: prod, unavailableTargets: ignore }]
+lifecycle: { name: fleet, phases: [{ environments: [prod] }] }
+steps:
+  - name: web
+    kind: script
+    roles: [web]
+    rolling: { window: half }
+    config: { script: "true" }
+`);
+    expect(found.issues.map((issue) => [issue.pointer, issue.line])).toEqual([
+      ["/environments/0/unavailableTargets", 2],
+      ["/steps/0/rolling/window", 8],
+    ]);
+    expect(found.lines.join("\n")).toContain('"skip"');
+    expect(found.lines.join("\n")).toContain('("25%")');
   });
 
   it("derives slugs from names and leaves unmanaged sections out", () => {
@@ -261,6 +329,7 @@ describe("ferryFileJsonSchema", () => {
       "images",
       "variables",
       "versionPattern",
+      "runbooks",
       "steps",
     ]);
     // The input side: a secret reference, never a secret value.

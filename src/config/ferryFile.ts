@@ -1,11 +1,13 @@
 import { type Document, isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { descriptionSchema, nameSchema, slugify, slugSchema } from "../domain/common.js";
+import { createEnvironmentSchema, type UnavailableTargetPolicy } from "../domain/environments.js";
 import { type FieldIssue, InputError, toJsonPointer } from "../domain/errors.js";
 import { createFeedSchema } from "../domain/feeds.js";
 import { isRepositoryName, REPOSITORY_NAME_HINT } from "../domain/images.js";
 import { checkPhases, createLifecycleSchema } from "../domain/lifecycles.js";
 import { processSchema, type Step } from "../domain/process.js";
+import { runbookDefinitionSchema } from "../domain/runbooks.js";
 import { createTargetSchema, targetRouterSchema, updateTargetSchema } from "../domain/targets.js";
 import { createVariableSchema } from "../domain/variables.js";
 import { versionRuleSchema } from "../domain/versionRules.js";
@@ -72,14 +74,16 @@ const environmentFileSchema = z
       name,
       slug: undefined as string | undefined,
       description: undefined as string | undefined,
+      unavailableTargets: undefined as UnavailableTargetPolicy | undefined,
     })),
     z.strictObject({
       name: nameSchema,
       slug: slugSchema.optional().describe("Derived from the name when left out"),
       description: descriptionSchema.optional(),
+      unavailableTargets: createEnvironmentSchema.shape.unavailableTargets.unwrap().optional(),
     }),
   ])
-  .describe("An environment's name (its slug is derived), or { name, slug, description }")
+  .describe("An environment's name (its slug is derived), or { name, slug, description, unavailableTargets }")
   .transform(withSlug);
 
 const lifecycleFileSchema = z
@@ -262,6 +266,27 @@ const versionPatternSchema = z
   })
   .describe("How release versions are numbered: #{n} is one more than the highest so far");
 
+/**
+ * A runbook as ferry.yml declares it: its draft (steps instead of a process), created or
+ * updated on apply; published only when `publish: true` and the draft differs.
+ */
+const runbookFileSchema = z
+  .strictObject({
+    name: nameSchema,
+    slug: slugSchema.optional().describe("Derived from the name when left out"),
+    description: descriptionSchema.default(""),
+    environments: runbookDefinitionSchema.shape.environments,
+    parameters: runbookDefinitionSchema.shape.parameters,
+    overlapDeployments: runbookDefinitionSchema.shape.overlapDeployments,
+    overlapItself: runbookDefinitionSchema.shape.overlapItself,
+    steps: processSchema.shape.steps.default([]),
+    publish: z
+      .boolean()
+      .default(false)
+      .describe("Publish the draft on apply when it changed (runs use the published version)"),
+  })
+  .transform((value) => ({ ...value, slug: value.slug ?? slugify(value.name) }));
+
 const ferryFileObject = z.strictObject({
   project: projectFileSchema,
   environments: z
@@ -283,6 +308,11 @@ const ferryFileObject = z.strictObject({
     .optional()
     .describe("The project's variables: when present, the whole list (others are deleted on apply)"),
   versionPattern: versionPatternSchema.optional(),
+  runbooks: z
+    .array(runbookFileSchema)
+    .max(100)
+    .optional()
+    .describe("The project's runbooks: each is created, or its draft updated; others are left alone"),
   steps: processSchema.shape.steps
     .optional()
     .describe("The deployment process: when present, it replaces the project's process"),
@@ -362,11 +392,19 @@ export function parseFerryFile(text: string, fileName: string): FerryFile {
     );
   }
 
-  if (result.data.steps === undefined) return result.data;
   // The kinds' schemas already passed in checkReferences; this applies their defaults, the
   // same way the API does before storing a process, so apply compares like with like.
   try {
-    return { ...result.data, steps: validateSteps(result.data.steps) };
+    return {
+      ...result.data,
+      ...(result.data.steps !== undefined && { steps: validateSteps(result.data.steps) }),
+      ...(result.data.runbooks !== undefined && {
+        runbooks: result.data.runbooks.map((runbook, index) => ({
+          ...runbook,
+          steps: validateSteps(runbook.steps, `/runbooks/${index}/steps`),
+        })),
+      }),
+    };
   } catch (error) {
     if (!(error instanceof InputError)) throw error;
     throw fileError(
@@ -574,6 +612,22 @@ function checkReferences(value: unknown, context: z.RefinementCtx): void {
       });
     }
     checkStepConfig(step, ["steps", index], problem);
+  });
+
+  const runbookSlugs = new Set<string>();
+  listAt(file, "runbooks").forEach((runbook, index) => {
+    const parsed = runbookFileSchema.safeParse(runbook);
+    if (parsed.success) {
+      if (runbookSlugs.has(parsed.data.slug))
+        problem(["runbooks", index], `runbook '${parsed.data.slug}' is listed twice`);
+      runbookSlugs.add(parsed.data.slug);
+    }
+    listAt(runbook, "environments").forEach((reference, position) => {
+      checkEnvironment(["runbooks", index, "environments", position], reference);
+    });
+    listAt(runbook, "steps").forEach((step, stepIndex) => {
+      checkStepConfig(step, ["runbooks", index, "steps", stepIndex], problem);
+    });
   });
 }
 

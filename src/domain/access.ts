@@ -15,6 +15,10 @@ export const permissions = [
   "editVariables",
   "viewSensitiveNames",
   "runRunbooks",
+  /** Change a project's runbooks, publish them and run their drafts (docs/decisions/0034-runbooks.md). */
+  "editRunbooks",
+  /** Deploy or run a runbook although a deployment freeze covers the environment (with a reason). */
+  "overrideFreezes",
   "administer",
 ] as const;
 export type Permission = (typeof permissions)[number];
@@ -244,8 +248,14 @@ export const builtInRoles: ReadonlyArray<{
   {
     slug: "project-editor",
     name: "Project editor",
-    description: "Changes the deployment process and variables",
-    permissions: ["view", "editProcess", "editVariables", "viewSensitiveNames"],
+    description: "Changes the deployment process, the runbooks and the variables",
+    permissions: ["view", "editProcess", "editRunbooks", "editVariables", "viewSensitiveNames"],
+  },
+  {
+    slug: "runbook-consumer",
+    name: "Runbook consumer",
+    description: "Runs published runbooks where granted; deploys and edits nothing",
+    permissions: ["view", "runRunbooks"],
   },
   {
     slug: "administrator",

@@ -18,8 +18,11 @@ export const GENESIS_HASH = "0".repeat(64);
 /** Part of every hashed text: a later change to what is hashed gets a new version. */
 const CHAIN_VERSION = "ferry-audit-v1";
 
-/** Fields every representation has that say nothing about the change itself. */
-const UNDIFFED_FIELDS = new Set(["createdAt", "updatedAt"]);
+/**
+ * Fields that say nothing about the change itself: every representation's timestamps, and
+ * a target's health, which the server observes rather than anyone changes.
+ */
+const UNDIFFED_FIELDS = new Set(["createdAt", "updatedAt", "health"]);
 
 /** What an entry is about: "project" web-api (prj_…). */
 export interface AuditResource {

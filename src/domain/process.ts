@@ -13,23 +13,58 @@ const runConditionSchema = z.union([
 ]);
 
 /**
+ * How a step reaches many targets: in batches of `window` targets (a count, or a percentage
+ * of the step's targets, rounded up) that run in parallel, with a pause between batches. A
+ * batch in which a target failed is a barrier: no later batch starts.
+ */
+const rollingSchema = z.strictObject({
+  window: z
+    .union([
+      z.number().int().min(1, { message: "a window of at least 1 target" }).max(10_000),
+      z.string().regex(/^(100|[1-9][0-9]?)%$/, {
+        message: 'write the window as a number of targets (2) or a percentage from 1% to 100% ("25%")',
+      }),
+    ])
+    .describe('How many targets run at once: a count (2) or a percentage of the step\'s targets ("25%", rounded up)'),
+  pauseSeconds: z
+    .number()
+    .min(0)
+    .max(3600, { message: "pause at most 3600 seconds between batches" })
+    .default(0)
+    .describe("Wait this long after a batch succeeded before the next one starts"),
+});
+export type RollingConfig = z.infer<typeof rollingSchema>;
+
+/**
  * One step of a deployment process. `config` is validated by the step kind named in
  * `kind` (src/steps/); this envelope holds what every kind shares.
  */
-const stepSchema = z.strictObject({
-  name: nameSchema,
-  kind: z.string().min(1).max(50),
-  /** Target roles the step runs on; empty means once, on the server's own host. */
-  roles: z.array(roleSchema).max(20).default([]),
-  /** Environment slugs the step runs in; empty means all. */
-  environments: z.array(slugSchema).max(50).default([]),
-  /** Environment slugs the step is skipped in. */
-  excludeEnvironments: z.array(slugSchema).max(50).default([]),
-  condition: runConditionSchema.default("success"),
-  /** A failing required step fails the deployment; a failing optional one logs a warning. */
-  required: z.boolean().default(true),
-  config: z.record(z.string(), z.unknown()).default({}),
-});
+const stepSchema = z
+  .strictObject({
+    name: nameSchema,
+    kind: z.string().min(1).max(50),
+    /** Target roles the step runs on; empty means once, on the server's own host. */
+    roles: z.array(roleSchema).max(20).default([]),
+    /** Environment slugs the step runs in; empty means all. */
+    environments: z.array(slugSchema).max(50).default([]),
+    /** Environment slugs the step is skipped in. */
+    excludeEnvironments: z.array(slugSchema).max(50).default([]),
+    condition: runConditionSchema.default("success"),
+    /** A failing required step fails the deployment; a failing optional one logs a warning. */
+    required: z.boolean().default(true),
+    config: z.record(z.string(), z.unknown()).default({}),
+    /** Rolling over the step's targets in batches; absent: one target after another. */
+    rolling: rollingSchema.optional(),
+  })
+  .superRefine((step, context) => {
+    if (step.rolling && step.roles.length === 0) {
+      context.addIssue({
+        code: "custom",
+        path: ["rolling"],
+        message: "a rolling step runs over targets: give it roles, or leave rolling out",
+      });
+    }
+  });
 export type Step = z.infer<typeof stepSchema>;
 
 /**

@@ -77,6 +77,29 @@ const sshSettingsSchema = z.object({
 });
 export type SshSettings = z.infer<typeof sshSettingsSchema>;
 
+/**
+ * The last scheduled check of a target (src/engine/targetHealth.ts): `up` when the host could
+ * be reached and every part it uses answered, `down` when it could not be reached or a part
+ * failed (`error` says which), `unknown` before the first check.
+ */
+const targetHealthStates = ["up", "down", "unknown"] as const;
+const targetHealthSchema = z.object({
+  state: z.enum(targetHealthStates),
+  checkedAt: z.string().nullable().describe("When the last check ended; null before the first"),
+  reachable: z.boolean().nullable().describe("Whether a process could be run on the host; null before the first check"),
+  dockerVersion: z
+    .string()
+    .nullable()
+    .describe("The Docker engine's version; null when the target has no docker runtime or it did not answer"),
+  diskFreeBytes: z.number().nullable().describe("Free space where the host keeps Ferry's work files"),
+  router: z
+    .enum(["up", "down"])
+    .nullable()
+    .describe("Whether the host's traffic router answered; null when the target has no router in use"),
+  error: z.string().nullable().describe("What failed at the last check"),
+  lastUpAt: z.string().nullable().describe("When a check last found the target up"),
+});
+export type TargetHealth = z.infer<typeof targetHealthSchema>;
 /** "0.0.0.0:80", "127.0.0.1:8000", "[::]:80": where a router on the host takes traffic. */
 const listenAddressSchema = z.string().refine(
   (value) => {
@@ -140,6 +163,7 @@ export const targetSchema = z.object({
   transport: z.enum(transportKinds),
   runtimes: z.array(z.enum(runtimeKinds)),
   ssh: sshSettingsSchema.nullable().describe("How the host is reached over SSH; null for a local target"),
+  health: targetHealthSchema.describe("The last scheduled health check (docs/targets.md#health)"),
   router: targetRouterSchema
     .nullable()
     .describe("The traffic router on the host for blue/green; null: none (a local target uses the server's own)"),

@@ -51,10 +51,13 @@ export class AmbiguousScopeError extends ConflictError {
 
 /** Values of system variables for one deployment; see withSystemVariables for their names. */
 export interface SystemVariableValues {
-  readonly releaseNumber: string;
+  /** A deployment's; a runbook run has none. */
+  readonly releaseNumber?: string;
   readonly environmentName: string;
   readonly projectName: string;
-  readonly deploymentId: string;
+  readonly deploymentId?: string;
+  readonly runbookName?: string;
+  readonly runbookRunId?: string;
   readonly projectSlug?: string;
   readonly environmentSlug?: string;
   readonly targetName?: string;
@@ -70,6 +73,8 @@ const SYSTEM_VARIABLE_NAMES: Readonly<Record<keyof SystemVariableValues, string>
   environmentSlug: "Ferry.Environment.Slug",
   targetName: "Ferry.Target.Name",
   taskId: "Ferry.Task.Id",
+  runbookName: "Ferry.Runbook.Name",
+  runbookRunId: "Ferry.Runbook.RunId",
 };
 
 /** The value of each name for this context; throws AmbiguousScopeError naming every tie. */

@@ -1,3 +1,4 @@
+import type { Access } from "../domain/access.js";
 import type { DeploymentKind } from "../domain/deployments.js";
 import { InputError, PreconditionError } from "../domain/errors.js";
 import {
@@ -19,6 +20,7 @@ import {
 } from "../store/deployments.js";
 import { getReleaseRow } from "../store/releases.js";
 import type { DeploymentServices } from "./deployments.js";
+import { checkFreeze, FrozenError } from "./freezeCheck.js";
 import type { TaskContext } from "./types.js";
 
 /*
@@ -39,6 +41,10 @@ export interface DeploymentRequest {
   justSucceeded?: string | undefined;
   /** Why it is requested (default "deploy"); recorded for DORA figures. */
   kind?: DeploymentKind | undefined;
+  /** Deploy although a freeze covers the environment: the reason (needs overrideFreezes). */
+  freezeOverride?: string | undefined;
+  /** The caller's grants (for a freeze override); absent for the engine's own requests. */
+  access?: Access | undefined;
 }
 
 export interface DeploymentCreated {
@@ -47,6 +53,8 @@ export interface DeploymentCreated {
   project: string;
   release: string;
   environment: string;
+  /** Set when a freeze was overridden: which, and why (the audit entry keeps it). */
+  freezeOverride?: { freeze: string; reason: string };
 }
 
 /**
@@ -79,6 +87,14 @@ export async function requestDeployment(
     environment: await environmentNames(db),
   });
   if (!decision.allowed) throw new PreconditionError(decision.reason);
+  const freezeOverride = await checkFreeze(db, {
+    project,
+    environment,
+    what: "deployment",
+    action: `deploying ${project.name} ${release.version}`,
+    override: request.freezeOverride,
+    access: request.access,
+  });
 
   const targets = await environmentTargetIds(db, environment.id);
   const deploymentId = newId("dep");
@@ -107,6 +123,7 @@ export async function requestDeployment(
     project: project.slug,
     release: release.version,
     environment: environment.slug,
+    ...(freezeOverride && { freezeOverride }),
   };
 }
 
@@ -116,7 +133,14 @@ export async function requestDeployment(
  */
 export async function promote(
   services: DeploymentServices,
-  request: { project: string; to: string; createdBy: string; createdByPrincipal?: string | null | undefined },
+  request: {
+    project: string;
+    to: string;
+    createdBy: string;
+    createdByPrincipal?: string | null | undefined;
+    freezeOverride?: string | undefined;
+    access?: Access | undefined;
+  },
 ): Promise<DeploymentCreated> {
   const { db } = services.context;
   const project = await findNamed(db, "projects", request.project);
@@ -147,6 +171,8 @@ export async function promote(
     environment: environment.id,
     createdBy: request.createdBy,
     createdByPrincipal: request.createdByPrincipal,
+    freezeOverride: request.freezeOverride,
+    access: request.access,
     kind: "promote",
   });
 }
@@ -163,6 +189,8 @@ export async function rollback(
     to?: string | undefined;
     createdBy: string;
     createdByPrincipal?: string | null | undefined;
+    freezeOverride?: string | undefined;
+    access?: Access | undefined;
   },
 ): Promise<DeploymentCreated> {
   const { db } = services.context;
@@ -193,6 +221,8 @@ export async function rollback(
     environment: environment.id,
     createdBy: request.createdBy,
     createdByPrincipal: request.createdByPrincipal,
+    freezeOverride: request.freezeOverride,
+    access: request.access,
     kind: "rollback",
   });
 }
@@ -210,8 +240,9 @@ export async function autoDeployNewRelease(
   const lifecycle = await lifecyclePhases(db, projectRow.id);
   const queued: DeploymentCreated[] = [];
   for (const environmentId of autoDeployTargets(lifecycle.phases, new Set())) {
-    queued.push(
-      await requestDeployment(services, {
+    // A freeze holds automatic deployments back (nobody is there to override it).
+    const created = await skipWhenFrozen(() =>
+      requestDeployment(services, {
         project,
         release,
         environment: environmentId,
@@ -220,6 +251,7 @@ export async function autoDeployNewRelease(
         kind: "auto",
       }),
     );
+    if (created) queued.push(created);
   }
   return queued;
 }
@@ -237,16 +269,35 @@ export async function autoDeployNext(
   // Whoever started this deployment started the ones it causes: separation of duties holds across phases.
   const starter = await taskStarterPrincipal(db, task.taskId);
   for (const environmentId of autoDeployTargets(phases, succeeded)) {
-    const queued = await requestDeployment(services, {
-      project: deployment.project_id,
-      release: deployment.release_id,
-      environment: environmentId,
-      createdBy: "auto-deploy",
-      createdByPrincipal: starter,
-      // This deployment's own task is marked succeeded only after run() returns.
-      justSucceeded: deployment.environment_id,
-      kind: "auto",
-    });
+    const queued = await skipWhenFrozen(
+      () =>
+        requestDeployment(services, {
+          project: deployment.project_id,
+          release: deployment.release_id,
+          environment: environmentId,
+          createdBy: "auto-deploy",
+          createdByPrincipal: starter,
+          // This deployment's own task is marked succeeded only after run() returns.
+          justSucceeded: deployment.environment_id,
+          kind: "auto",
+        }),
+      (message) => task.log.warn(`auto-deploy: not queued: ${message}`),
+    );
+    if (!queued) continue;
     task.log.info(`auto-deploy: queued ${queued.release} to ${queued.environment} (task ${queued.taskId})`);
+  }
+}
+
+/** Runs an automatic request; a freeze makes it skip (reported, when a log is given) instead of fail. */
+async function skipWhenFrozen<T>(
+  request: () => Promise<T>,
+  report?: (message: string) => void,
+): Promise<T | undefined> {
+  try {
+    return await request();
+  } catch (error) {
+    if (!(error instanceof FrozenError)) throw error;
+    report?.(error.message);
+    return undefined;
   }
 }

@@ -16,6 +16,7 @@ import {
   setSkippedSteps,
   type TargetInfo,
 } from "../store/deployments.js";
+import { unavailableTargetPolicyOf } from "../store/environments.js";
 import { feedCredentialsForHost } from "../store/feeds.js";
 import { openSnapshot } from "../store/releases.js";
 import { recordTaskTarget } from "../store/taskTargets.js";
@@ -24,6 +25,7 @@ import type { Target } from "../transports/types.js";
 import { autoDeployNext } from "./deploymentRequests.js";
 import { LogMasker } from "./logMasker.js";
 import { type ProcessRunnerServices, runProcess } from "./processRunner.js";
+import { defaultTargetHealthSettings, probeTarget } from "./targetHealth.js";
 import { cleanUpTask, retryCleanUp } from "./taskCleanup.js";
 import { TaskFailure, type TaskKind } from "./types.js";
 
@@ -40,6 +42,8 @@ export interface DeploymentServices {
    * its runtimes and router. Left out: every target is the server's own host, without a router.
    */
   target?: ((info: TargetInfo | undefined) => Target) | undefined;
+  /** How long a target may take to answer the availability probe of a deployment (FERRY_TARGET_HEALTH_TIMEOUT_SECONDS). */
+  targetProbeTimeoutMs?: number | undefined;
   /** FERRY_OUTBOUND_ALLOW, for http steps whose address a variable chose; absent: the guard's defaults. */
   outbound?: OutboundPolicy | undefined;
 }
@@ -48,7 +52,7 @@ export interface DeploymentServices {
 const SERVER_HOST = { id: null, name: "this host", roles: [] as string[] };
 
 /** Where the services say a target is, or the server's own host when they do not say. */
-function targetResolver(services: DeploymentServices): (info: TargetInfo | undefined) => Target {
+export function targetResolver(services: DeploymentServices): (info: TargetInfo | undefined) => Target {
   if (services.target) return services.target;
   const transport = new LocalTransport(services.workRoot, services.localUser);
   return (info) => localTarget(transport, undefined, info ?? SERVER_HOST);
@@ -149,6 +153,16 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
         guidedFailure,
         separateApprover: phase?.separateApprover ?? false,
         touch: (host) => recordTaskTarget(db, task.taskId, host.id),
+        unavailableTargets: {
+          policy: unavailableTargetPolicyOf(environment.unavailable_targets),
+          probe: (host, signal) =>
+            probeTarget(
+              host,
+              task.taskId,
+              services.targetProbeTimeoutMs ?? defaultTargetHealthSettings.timeoutMs,
+              signal,
+            ),
+        },
       });
       if (failed) throw new TaskFailure(failed);
       if (skippedSteps > 0) {

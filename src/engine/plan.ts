@@ -2,6 +2,7 @@ import { Access } from "../domain/access.js";
 import { InputError } from "../domain/errors.js";
 import { stepRunsIn } from "../domain/process.js";
 import { releaseSnapshotSchema } from "../domain/releases.js";
+import { rollingBatches, windowSize } from "../domain/rolling.js";
 import { renderTemplate, templateVariables } from "../domain/templates.js";
 import { stepKind } from "../steps/registry.js";
 import { findNamed } from "../store/common.js";
@@ -83,6 +84,13 @@ export async function planDeployment(
     }
     const kind = stepKind(step.kind);
     const actions: string[] = [];
+    if (step.rolling) {
+      // What a rolling step's batches will be, in the order they run.
+      const batches = rollingBatches(stepTargets, step.rolling.window);
+      actions.push(
+        `rolling: ${batches.length} batch(es) of up to ${windowSize(step.rolling.window, stepTargets.length)} (window ${step.rolling.window}${step.rolling.pauseSeconds > 0 ? `, ${step.rolling.pauseSeconds} s between batches` : ""}): ${batches.map((batch) => batch.map((target) => target?.name ?? "(server)").join(", ")).join(" | ")}`,
+      );
+    }
     for (const target of stepTargets) {
       const variables = stepVariables(
         masked,

@@ -23,6 +23,24 @@ export interface TaskLogMasker {
   flush(): string;
 }
 
+/**
+ * What a step writes to its task's log. A TaskLog is one; so is a lane (TaskLog.lane) — the
+ * log of one of several targets a rolling step runs on at the same time.
+ */
+export interface StepLog {
+  info(text: string): void;
+  warn(text: string): void;
+  error(text: string): void;
+  writeCutLine(level: "info" | "warn", start: string): void;
+  redact(text: string): string;
+}
+
+/** A lane of a task's log: its lines carry the lane's own step name, whatever else runs meanwhile. */
+export interface TaskLogLane extends StepLog {
+  /** Runs the work between a start and an end line (duration, outcome), as TaskLog.step does. */
+  run<T>(work: () => Promise<T>): Promise<T>;
+}
+
 const noMasking: TaskLogMasker = { mask: (text) => text, write: (chunk) => chunk, flush: () => "" };
 
 export const defaultTaskLogOptions: TaskLogOptions = { maxBytes: 16 * 1024 * 1024, flushIntervalMs: 250 };
@@ -80,11 +98,39 @@ export class TaskLog {
    * characters at the end of the start, where no mask would recognise them: masked as a
    * stream instead, the masker holds back such a tail, and it is dropped with the rest.
    */
-  writeCutLine(level: "info" | "warn", start: string): void {
+  writeCutLine(level: "info" | "warn", start: string, step: string | null = this.currentStep): void {
     if (this.truncated) return;
     const masked = this.masker.write(start);
     this.masker.flush();
-    this.store(level, markCut(masked));
+    this.store(level, markCut(masked), step);
+  }
+
+  /**
+   * A lane for work that runs beside other work of the same task (the targets of one batch of
+   * a rolling step): every line it writes names `step` ("web on host-3"), so that lines of
+   * parallel targets, interleaved in time, each say which target they belong to. The task's
+   * current step (TaskLog.step) is neither read nor changed by a lane.
+   */
+  lane(step: string): TaskLogLane {
+    return {
+      info: (text) => this.write("info", text, step),
+      warn: (text) => this.write("warn", text, step),
+      error: (text) => this.write("error", text, step),
+      writeCutLine: (level, start) => this.writeCutLine(level, start, step),
+      redact: (text) => this.redact(text),
+      run: async (work) => {
+        const started = performance.now();
+        this.write("step", `▶ ${step}`, step);
+        try {
+          const result = await work();
+          this.write("step", `✔ ${step} (${formatDuration(performance.now() - started)})`, step);
+          return result;
+        } catch (error) {
+          this.write("step", `✖ ${step} failed after ${formatDuration(performance.now() - started)}`, step);
+          throw error;
+        }
+      },
+    };
   }
 
   /** Runs one step with a start and an end line (with its duration and outcome) around it. */
@@ -105,29 +151,29 @@ export class TaskLog {
     }
   }
 
-  private write(level: TaskLogLevel, text: string): void {
+  private write(level: TaskLogLevel, text: string, step: string | null = this.currentStep): void {
     // Mask the whole text first (a secret may span lines), then split it into lines.
     const masked = this.masker.mask(text);
     for (const line of masked.includes("\n") ? masked.split(/\r?\n/) : [masked]) {
       if (this.truncated) return;
       // Masked whole before it is cut: no part of a sensitive value is left at the cut.
-      this.store(level, fitLogLine(this.masker.mask(line)));
+      this.store(level, fitLogLine(this.masker.mask(line)), step);
     }
   }
 
-  private store(level: TaskLogLevel, clean: string): void {
+  private store(level: TaskLogLevel, clean: string, step: string | null): void {
     const size = Buffer.byteLength(clean);
     if (this.bytes + size > this.options.maxBytes) {
       this.truncated = true;
-      this.push("warn", `[log truncated: this task reached its ${this.options.maxBytes}-byte log limit]`);
+      this.push("warn", `[log truncated: this task reached its ${this.options.maxBytes}-byte log limit]`, step);
       return;
     }
     this.bytes += size;
-    this.push(level, clean);
+    this.push(level, clean, step);
   }
 
-  private push(level: TaskLogLevel, text: string): void {
-    this.buffer.push({ at: this.now(), level, step: this.currentStep, text });
+  private push(level: TaskLogLevel, text: string, step: string | null): void {
+    this.buffer.push({ at: this.now(), level, step, text });
     this.timer ??= setTimeout(() => {
       this.timer = undefined;
       // A failed batch is reported by the next explicit flush; it must not crash the process.

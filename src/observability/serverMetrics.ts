@@ -2,6 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { TaskFinishedEvent, TaskObserver, TaskStartedEvent } from "../engine/observers.js";
 import type { Store } from "../store/db.js";
 import { activeTaskCounts, deploymentCounts, lockCounts } from "../store/metrics.js";
+import { targetUpStates } from "../store/targetHealth.js";
 import type { UpstreamTraffic } from "../traffic/router.js";
 import { type MetricFamily, renderExposition } from "./exposition.js";
 import { CounterVec, HistogramVec } from "./instruments.js";
@@ -48,6 +49,8 @@ export class ServerMetrics implements TaskObserver {
     ["outcome"],
   );
   private proxyTraffic: ProxyTrafficSource | undefined;
+  /** Agents connected to this node now; 0 until the agent transport registers its count. */
+  private agentConnections: () => number = () => 0;
 
   constructor(private readonly options: ServerMetricsOptions) {}
 
@@ -73,6 +76,14 @@ export class ServerMetrics implements TaskObserver {
     this.proxyTraffic = source;
   }
 
+  /**
+   * Where the number of `ferry agent` processes connected to this node comes from (the agent
+   * transport's long polls); replaces an earlier source. Until one registers, 0.
+   */
+  registerAgentConnections(source: () => number): void {
+    this.agentConnections = source;
+  }
+
   /** The exposition document, read fresh from the database and the in-process figures. */
   async render(): Promise<string> {
     const families: MetricFamily[] = [
@@ -87,6 +98,7 @@ export class ServerMetrics implements TaskObserver {
       this.taskDuration.collect(),
       this.queueWait.collect(),
       ...(await this.deploymentFamilies()),
+      ...(await this.targetFamilies()),
       ...this.poolFamilies(),
       this.webhookDeliveries.collect(),
       ...(await this.proxyFamilies()),
@@ -159,6 +171,24 @@ export class ServerMetrics implements TaskObserver {
             labels: { project: row.project, environment: row.environment, state: row.state },
             value: row.count,
           })),
+      },
+    ];
+  }
+
+  private async targetFamilies(): Promise<MetricFamily[]> {
+    const states = await targetUpStates(this.options.store.db);
+    return [
+      {
+        name: "ferry_target_up",
+        help: "1 when the target's last health check found it up (reachable, its engine and router answering), 0 when down; targets not checked yet are left out.",
+        type: "gauge",
+        samples: states.map((state) => ({ labels: { target: state.target }, value: state.up ? 1 : 0 })),
+      },
+      {
+        name: "ferry_agent_connections",
+        help: "ferry agent processes connected to this server node now (their long polls).",
+        type: "gauge",
+        samples: [{ labels: {}, value: this.agentConnections() }],
       },
     ];
   }

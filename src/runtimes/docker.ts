@@ -341,6 +341,17 @@ export class DockerRuntime implements Runtime {
     };
   }
 
+  /** The engine's version ("24.0.9"): the target health check asks it, and so learns the engine answers. */
+  async engineVersion(options: CallOptions = {}): Promise<string> {
+    const version = await this.call(
+      "asking the Docker engine its version",
+      // dockerode takes no signal here: call() stops waiting at the deadline all the same.
+      async () => (await this.client()).version(),
+      options,
+    );
+    return String(version.Version);
+  }
+
   /** Containers, running or not, carrying the label `label=value`. */
   async listByLabel(label: string, value: string, options: CallOptions = {}): Promise<ContainerSummary[]> {
     checkLabel(label, value);

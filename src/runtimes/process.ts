@@ -106,7 +106,7 @@ export interface ProcessSummary {
   created: number;
 }
 
-interface CallOptions {
+export interface CallOptions {
   signal?: AbortSignal | undefined;
 }
 
@@ -120,8 +120,29 @@ export interface ProcessRuntimeOptions {
   account?: { uid: number; gid: number } | string | undefined;
 }
 
+/**
+ * The process runtime as a step, blue/green and clean-up use it: supervised processes on the
+ * server's own host (ProcessRuntime) or on a remote target's host, driven through its
+ * transport (RemoteProcessRuntime, remoteProcess.ts).
+ */
+export interface Processes extends Runtime {
+  readonly kind: "process";
+  createAndStart(spec: ProcessInstanceSpec, options?: CallOptions): Promise<StartedProcess>;
+  start(nameOrId: string, options?: CallOptions): Promise<StartedProcess>;
+  stop(nameOrId: string, options?: CallOptions & { stopTimeoutSeconds?: number }): Promise<void>;
+  stopAndRemove(nameOrId: string, options?: CallOptions & { stopTimeoutSeconds?: number }): Promise<boolean>;
+  inspect(nameOrId: string, options?: CallOptions): Promise<ProcessStatus | undefined>;
+  listByLabel(label: string, value: string, options?: CallOptions): Promise<ProcessSummary[]>;
+  removeByLabel(
+    label: string,
+    value: string,
+    options?: CallOptions & { keep?: (instance: ProcessSummary) => boolean },
+  ): Promise<string[]>;
+  logTail(nameOrId: string, lines: number, options?: CallOptions): Promise<string[]>;
+}
+
 /** Supervised processes on the server's own host; the `process` kind of Runtime. */
-export class ProcessRuntime implements Runtime {
+export class ProcessRuntime implements Processes {
   readonly kind = "process" as const;
   private readonly root: string;
   private readonly account: { uid: number; gid: number } | string | undefined;
@@ -432,7 +453,7 @@ export function localProcesses(workRoot: string, localUser: LocalUser | undefine
  * server's own with FERRY_RUN_AS=server; otherwise `nobody` — an instance outlives the task
  * that started it, so it must not run as an account that task's clean-up ends.
  */
-function instanceAccount(user: LocalUser | undefined): ProcessRuntimeOptions["account"] {
+export function instanceAccount(user: LocalUser | undefined): ProcessRuntimeOptions["account"] {
   if (user === undefined) return undefined;
   switch (user.kind) {
     case "server":
@@ -484,7 +505,7 @@ function checkAbsolute(what: string, path: string): void {
   }
 }
 
-function checkSpec(spec: ProcessInstanceSpec): void {
+export function checkSpec(spec: ProcessInstanceSpec): void {
   checkName(spec.name);
   if (spec.command === "" || spec.command.includes("\0")) throw new InputError("a process needs a command without NUL");
   for (const argument of spec.args ?? []) {
@@ -604,6 +625,6 @@ function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
 }
 
 /** bin/ferry of this installation (the same path from src/ in tests and from dist/). */
-function ferryBinary(): string {
+export function ferryBinary(): string {
   return fileURLToPath(new URL("../../bin/ferry", import.meta.url));
 }

@@ -1,11 +1,11 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { type ColourRuntime, ROUTE_LABEL, type StartedColour } from "./colours.js";
-import { type ProcessRuntime, type ProcessStatus, processOrigin } from "./process.js";
+import { type Processes, type ProcessStatus, processOrigin } from "./process.js";
 
 const SETTLE_POLL_MS = 100;
 
 /** Supervised processes as colours of a route: the process runtime's side of blue/green. */
-export function processColours(processes: ProcessRuntime): ColourRuntime {
+export function processColours(processes: Processes): ColourRuntime {
   return {
     noun: "process",
     list: (route, signal) => processes.listByLabel(ROUTE_LABEL, route, { signal }),
@@ -32,7 +32,7 @@ export function startedProcessColour(name: string, port: number | undefined): St
 
 /** Waits `settleMs`; the problem when the process exited or was restarted meanwhile. */
 export async function waitUntilSettled(
-  processes: ProcessRuntime,
+  processes: Processes,
   name: string,
   settleMs: number,
   signal: AbortSignal,

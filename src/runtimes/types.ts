@@ -1,5 +1,5 @@
 import type { DockerRuntime } from "./docker.js";
-import type { ProcessRuntime } from "./process.js";
+import type { Processes } from "./process.js";
 
 /** One instance a runtime runs (a container; a supervised process with the process runtime). */
 interface RuntimeInstance {
@@ -35,6 +35,6 @@ export interface Runtime {
 /** Each runtime kind and the API a step gets for it. */
 export interface RuntimesByKind {
   docker: DockerRuntime;
-  process: ProcessRuntime;
+  process: Processes;
 }
 export type RuntimeKind = keyof RuntimesByKind;

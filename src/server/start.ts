@@ -4,6 +4,8 @@ import { pino } from "pino";
 import { buildApp } from "../api/app.js";
 import { type DeploymentServices, deploymentTaskKind } from "../engine/deployments.js";
 import { TaskEngine } from "../engine/engine.js";
+import { runbookTaskKind } from "../engine/runbooks.js";
+import { defaultTargetHealthSettings, TargetHealthMonitor, type TargetHealthSettings } from "../engine/targetHealth.js";
 import type { TaskKind } from "../engine/types.js";
 import type { StatsdTarget } from "../events/statsd.js";
 import { coloursOf } from "../runtimes/colours.js";
@@ -58,6 +60,8 @@ export interface ServerOptions {
   runAsUids?: string | undefined;
   /** FERRY_WORK_DIR: where tasks keep working files (default: one in the system's temporary directory). */
   workDir?: string | undefined;
+  /** FERRY_TARGET_HEALTH_*: how often targets are checked and how long they may take to answer. */
+  targetHealth?: Partial<TargetHealthSettings> | undefined;
   /** FERRY_AGENT_TIMEOUT_SECONDS (ms here): an agent not heard from for this long is marked lost; default 45 s. */
   agentTimeoutMs?: number | undefined;
 }
@@ -124,14 +128,17 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     log: (message) => logger.info(message),
   });
   await agents.start();
+  const targetHealth = { ...defaultTargetHealthSettings, ...options.targetHealth };
+  const resolveTarget = targetResolver({
+    local: hostTransport,
+    router,
+    ssh: sshConnections,
+    agents,
+    log: (message) => logger.info({ router: "host" }, message),
+  });
   const deployments: DeploymentServices = {
-    target: targetResolver({
-      local: hostTransport,
-      router,
-      ssh: sshConnections,
-      agents,
-      log: (message) => logger.info({ router: "host" }, message),
-    }),
+    target: resolveTarget,
+    targetProbeTimeoutMs: targetHealth.timeoutMs,
     outbound: options.outbound,
     context,
     workRoot,
@@ -141,7 +148,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       return engine.enqueue(input);
     },
   };
-  const kinds = [deploymentTaskKind(deployments) as TaskKind];
+  const kinds = [deploymentTaskKind(deployments) as TaskKind, runbookTaskKind(deployments) as TaskKind];
   const observability = createObservability({
     store,
     context,
@@ -153,6 +160,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   });
   // A scrape never starts a proxy: it reads the router only once a deployment connected it.
   observability.metrics.registerProxyStats(async () => (await router.connected())?.traffic());
+  // ferry_agent_connections: the agents whose long polls this node holds.
+  observability.metrics.registerAgentConnections(() => agents.connectedCount);
   engine = new TaskEngine({
     db: store.db,
     dialect: store.dialect,
@@ -182,6 +191,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     throw error;
   }
   await engine.start();
+  const healthMonitor = new TargetHealthMonitor({ ...targetHealth, db: store.db, target: resolveTarget, logger });
+  healthMonitor.start();
   // Traffic from an earlier run comes back (the builtin proxy is started if it is not
   // running) without holding up readiness: the API answers while this runs.
   const reconciledHere = hasRoutes(traffic)
@@ -222,6 +233,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     reconciled,
     close: async () => {
       await reconciled;
+      await healthMonitor.stop();
       await engine.stop();
       await observability.close();
       // Held polls end first, or closing would wait for each to run out.

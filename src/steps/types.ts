@@ -1,6 +1,6 @@
 import type { z } from "zod";
 import type { RunScope } from "../engine/processRunner.js";
-import type { TaskLog } from "../engine/taskLog.js";
+import type { StepLog } from "../engine/taskLog.js";
 import type { TaskContext } from "../engine/types.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import type { Target } from "../transports/types.js";
@@ -11,7 +11,8 @@ export interface StepRunContext {
   readonly taskId: string;
   readonly stepName: string;
   readonly signal: AbortSignal;
-  readonly log: TaskLog;
+  /** The task's log; a lane of it (each line naming the target) when the step runs on several targets at once. */
+  readonly log: StepLog;
   /** The deployment's variables for this step and target (sensitive values included, in clear). */
   readonly variables: ReadonlyMap<string, string>;
   /** Renders a `#{…}` template with those variables; a missing variable is an error naming it. */

@@ -1,6 +1,12 @@
 import { type Reach, reachedIds } from "../domain/access.js";
 import type { Paging } from "../domain/common.js";
-import type { CreateEnvironment, Environment, UpdateEnvironment } from "../domain/environments.js";
+import {
+  type CreateEnvironment,
+  type Environment,
+  type UnavailableTargetPolicy,
+  type UpdateEnvironment,
+  unavailableTargetPolicies,
+} from "../domain/environments.js";
 import { InUseError } from "../domain/errors.js";
 import {
   assertNameAndSlugFree,
@@ -23,9 +29,15 @@ function toEnvironment(row: EnvironmentRow): Environment {
     name: row.name,
     description: row.description,
     position: row.position,
+    unavailableTargets: unavailableTargetPolicyOf(row.unavailable_targets),
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
+}
+
+/** A value written by a later Ferry reads as the default rather than breaking the list. */
+export function unavailableTargetPolicyOf(value: string): UnavailableTargetPolicy {
+  return (unavailableTargetPolicies as readonly string[]).includes(value) ? (value as UnavailableTargetPolicy) : "fail";
 }
 
 export async function createEnvironment({ db }: StoreContext, input: CreateEnvironment): Promise<Environment> {
@@ -47,6 +59,7 @@ export async function createEnvironment({ db }: StoreContext, input: CreateEnvir
       name: input.name,
       description: input.description,
       position,
+      unavailable_targets: input.unavailableTargets ?? "fail",
       created_at: now,
       updated_at: now,
     };
@@ -100,6 +113,7 @@ export async function updateEnvironment(
           ...(input.slug !== undefined && { slug: input.slug }),
           ...(input.description !== undefined && { description: input.description }),
           ...(input.position !== undefined && { position: Math.min(input.position, count - 1) }),
+          ...(input.unavailableTargets !== undefined && { unavailable_targets: input.unavailableTargets }),
           updated_at: nowIso(),
         })
         .where("id", "=", id)

@@ -722,6 +722,122 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex("pending_cleanups_due").on("pending_cleanups").column("next_attempt_at").execute();
     },
   },
+  "0021_target_health_and_policies": {
+    async up(db: Kysely<unknown>) {
+      // What a deployment does with a target it cannot reach (ADR 0032): fail by default.
+      await db.schema
+        .alterTable("environments")
+        .addColumn("unavailable_targets", "text", (c) => c.notNull().defaultTo("fail"))
+        .execute();
+      // The last health check of each target. next_check_at is the schedule every server node
+      // shares: a node claims a target by moving it forward (a conditional UPDATE), so one
+      // target is checked by one node at a time. No foreign key: the row goes with its target
+      // (deleteTarget), and a check that ends after that writes nothing.
+      await db.schema
+        .createTable("target_health")
+        .addColumn("target_id", "text", (c) => c.primaryKey())
+        .addColumn("state", "text", (c) => c.notNull())
+        .addColumn("checked_at", "text")
+        .addColumn("reachable", "integer")
+        .addColumn("docker_version", "text")
+        .addColumn("disk_free_bytes", "bigint")
+        .addColumn("router", "text")
+        .addColumn("error", "text")
+        .addColumn("last_up_at", "text")
+        .addColumn("next_check_at", "text", (c) => c.notNull())
+        .execute();
+    },
+  },
+  "0022_runbooks": {
+    async up(db: Kysely<unknown>) {
+      // A project's runbooks: the draft an editor changes (JSON RunbookDefinition) and the
+      // published snapshot runs use. draft_changed says whether the draft differs from it.
+      await db.schema
+        .createTable("runbooks")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("project_id", "text", (c) => c.notNull().references("projects.id").onDelete("cascade"))
+        .addColumn("slug", "text", (c) => c.notNull())
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("draft", "text", (c) => c.notNull())
+        .addColumn("draft_changed", "integer", (c) => c.notNull())
+        .addColumn("published_snapshot_id", "text")
+        .addColumn("updated_by", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .addUniqueConstraint("runbooks_project_slug", ["project_id", "slug"])
+        .addUniqueConstraint("runbooks_project_name", ["project_id", "name"])
+        .execute();
+      // What a run executes: the definition and the project's variables when it was published
+      // (version 1, 2, …) or, for a draft run, when the run was requested (version null).
+      // Sensitive variables are re-sealed bound to the snapshot, as a release's are.
+      await db.schema
+        .createTable("runbook_snapshots")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("runbook_id", "text", (c) => c.notNull().references("runbooks.id").onDelete("cascade"))
+        .addColumn("version", "integer")
+        .addColumn("snapshot", "text", (c) => c.notNull())
+        .addColumn("created_by", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addUniqueConstraint("runbook_snapshots_version", ["runbook_id", "version"])
+        .execute();
+      // One run: written in the transaction that queues its task. Parameters are JSON
+      // { name: value }, sensitive values sealed (bound to the run), their names in sensitive.
+      await db.schema
+        .createTable("runbook_runs")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("runbook_id", "text", (c) => c.notNull().references("runbooks.id").onDelete("cascade"))
+        .addColumn("snapshot_id", "text", (c) => c.notNull().references("runbook_snapshots.id").onDelete("cascade"))
+        .addColumn("project_id", "text", (c) => c.notNull())
+        .addColumn("environment_id", "text", (c) => c.notNull())
+        .addColumn("task_id", "text", (c) => c.notNull().references("tasks.id").onDelete("cascade"))
+        .addColumn("parameters", "text", (c) => c.notNull())
+        .addColumn("sensitive", "text", (c) => c.notNull())
+        .addColumn("target_ids", "text")
+        .addColumn("freeze_override", "text")
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex("runbook_runs_by_runbook").on("runbook_runs").columns(["runbook_id"]).execute();
+      // Deployment freezes of a project: environment_ids and window are JSON.
+      await db.schema
+        .createTable("freezes")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("project_id", "text", (c) => c.notNull().references("projects.id").onDelete("cascade"))
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("description", "text", (c) => c.notNull())
+        .addColumn("environment_ids", "text", (c) => c.notNull())
+        .addColumn("window", "text", (c) => c.notNull())
+        .addColumn("time_zone", "text", (c) => c.notNull())
+        .addColumn("runbooks", "integer", (c) => c.notNull())
+        .addColumn("created_by", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addUniqueConstraint("freezes_project_name", ["project_id", "name"])
+        .execute();
+      // Built-in roles follow the code: editRunbooks and overrideFreezes are new, and so is
+      // the runbook consumer (on a fresh database 0011 inserted it already).
+      const now = new Date().toISOString();
+      for (const role of builtInRoles) {
+        const updated = await db
+          .updateTable("roles" as never)
+          .set({ permissions: JSON.stringify(role.permissions) } as never)
+          .where("id" as never, "=", `role_${role.slug}` as never)
+          .executeTakeFirst();
+        if (Number(updated.numUpdatedRows) > 0) continue;
+        await db
+          .insertInto("roles" as never)
+          .values({
+            id: `role_${role.slug}`,
+            slug: role.slug,
+            name: role.name,
+            description: role.description,
+            permissions: JSON.stringify(role.permissions),
+            built_in: 1,
+            created_at: now,
+            updated_at: now,
+          } as never)
+          .execute();
+      }
+    },
+  },
 };
 
 const provider: MigrationProvider = {

@@ -136,7 +136,7 @@ export async function createRelease(
   });
 }
 
-async function snapshotVariables(
+export async function snapshotVariables(
   trx: Executor,
   projectId: string,
   /** Opens a project variable's sealed value and seals it again for the release. */

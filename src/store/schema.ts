@@ -38,10 +38,15 @@ export interface Database {
   deployments: DeploymentRow;
   task_decisions: TaskDecisionRow;
   task_targets: TaskTargetRow;
+  target_health: TargetHealthRow;
   pending_cleanups: PendingCleanupRow;
   webhooks: WebhookRow;
   audit_events: AuditEventRow;
   audit_chain: AuditChainRow;
+  runbooks: RunbookRow;
+  runbook_snapshots: RunbookSnapshotRow;
+  runbook_runs: RunbookRunRow;
+  freezes: FreezeRow;
 }
 
 interface Timestamps {
@@ -55,6 +60,8 @@ export interface EnvironmentRow extends Timestamps {
   name: string;
   description: string;
   position: number;
+  /** "fail" | "skip" (UnavailableTargetPolicy). */
+  unavailable_targets: string;
 }
 
 export interface LifecycleRow extends Timestamps {
@@ -359,6 +366,24 @@ interface DeploymentRow {
   skipped_steps: ColumnType<number, number | undefined, number>;
 }
 
+export interface TargetHealthRow {
+  target_id: string;
+  /** "up" | "down" | "unknown" */
+  state: string;
+  checked_at: string | null;
+  /** 1 | 0; null before the first check. */
+  reachable: number | null;
+  docker_version: string | null;
+  /** A bigint column: PostgreSQL answers it as text. */
+  disk_free_bytes: ColumnType<string | number | null, number | null, number | null>;
+  /** "up" | "down"; null without a router in use. */
+  router: string | null;
+  error: string | null;
+  last_up_at: string | null;
+  /** When some server node should check the target next (the shared schedule). */
+  next_check_at: string;
+}
+
 interface TaskTargetRow {
   task_id: string;
   target_id: string;
@@ -427,4 +452,62 @@ interface PendingCleanupRow {
   next_attempt_at: string;
   attempts: number;
   last_error: string | null;
+}
+
+export interface RunbookRow extends Timestamps {
+  id: string;
+  project_id: string;
+  slug: string;
+  name: string;
+  /** JSON RunbookDefinition: what editors change. */
+  draft: string;
+  /** 1 when the draft differs from the published snapshot (or none is published). */
+  draft_changed: number;
+  published_snapshot_id: string | null;
+  updated_by: string;
+}
+
+export interface RunbookSnapshotRow {
+  id: string;
+  runbook_id: string;
+  /** 1, 2, … for published snapshots; null for a draft run's. */
+  version: number | null;
+  /** JSON RunbookSnapshot: the definition and the sealed variables. */
+  snapshot: string;
+  created_by: string;
+  created_at: string;
+}
+
+interface RunbookRunRow {
+  id: string;
+  runbook_id: string;
+  snapshot_id: string;
+  project_id: string;
+  environment_id: string;
+  task_id: string;
+  /** JSON { name: value }: sensitive values sealed bound to "runbook-run:<id>:<name>". */
+  parameters: string;
+  /** JSON array of the sensitive parameters' names. */
+  sensitive: string;
+  /** JSON array of target ids the run is limited to; null: every target. */
+  target_ids: string | null;
+  /** The reason a person overrode a freeze to queue it; null when no freeze was in effect. */
+  freeze_override: string | null;
+  created_at: string;
+}
+
+export interface FreezeRow {
+  id: string;
+  project_id: string;
+  name: string;
+  description: string;
+  /** JSON array of environment ids. */
+  environment_ids: string;
+  /** JSON FreezeWindow. */
+  window: string;
+  time_zone: string;
+  /** 1: runbook runs are refused too. */
+  runbooks: number;
+  created_by: string;
+  created_at: string;
 }

@@ -24,6 +24,7 @@ import {
 } from "./common.js";
 import { variablesScopedTo } from "./environments.js";
 import type { TargetRow } from "./schema.js";
+import { deleteTargetHealth, targetHealthOf } from "./targetHealth.js";
 
 async function loadTargets(db: Executor, rows: TargetRow[]): Promise<Target[]> {
   if (rows.length === 0) return [];
@@ -38,6 +39,10 @@ async function loadTargets(db: Executor, rows: TargetRow[]): Promise<Target[]> {
     )
     .orderBy("e.position")
     .execute();
+  const health = await targetHealthOf(
+    db,
+    rows.map((row) => row.id),
+  );
   const agents = await agentStatuses(
     db,
     rows.filter((row) => row.transport === "agent").map((row) => row.id),
@@ -52,6 +57,7 @@ async function loadTargets(db: Executor, rows: TargetRow[]): Promise<Target[]> {
       transport: row.transport,
       runtimes: parseJsonList(row.runtimes),
       ssh: sshSettingsOf(row),
+      health: health.get(row.id),
       router: routerOf(row),
       agent: agents.get(row.id) ?? null,
       createdAt: row.created_at,
@@ -445,6 +451,7 @@ export async function deleteTarget({ db }: StoreContext, reference: string): Pro
         usedBy,
       );
     }
+    await deleteTargetHealth(trx, target.id);
     await trx.deleteFrom("targets").where("id", "=", target.id).execute();
   });
 }

@@ -1,5 +1,6 @@
 import type { TargetRouter } from "../domain/targets.js";
 import { TaskFailure } from "../engine/types.js";
+import { HOST_SERVICE_WORK } from "../runtimes/remoteProcess.js";
 import type { Transport } from "../transports/types.js";
 import type { BuiltinRouter } from "./builtin.js";
 import type { AdminSender } from "./proxyClient.js";
@@ -16,8 +17,6 @@ import type { Router } from "./router.js";
  * on the server, nor on the transport staying connected.
  */
 
-/** The task id the router's own commands run under on the host (they belong to no task). */
-const ROUTER_WORK = "ferry-router";
 /** How long `ferry proxy --detach` may take (it waits up to 10 s for a proxy it started). */
 const DETACH_TIMEOUT_MS = 60_000;
 /** Every admin call but a drain, which lasts up to its deadline. */
@@ -59,7 +58,10 @@ async function detachOnHost(
     args,
     env: {},
     cwd: "/",
-    taskId: ROUTER_WORK,
+    // A host service, not a task's work: on an agent it runs as the agent's own account, not
+    // one allocated for a made-up task (ADR 0035); the id only names where its group is recorded.
+    taskId: HOST_SERVICE_WORK,
+    hostService: true,
     timeoutMs: DETACH_TIMEOUT_MS,
     signal: new AbortController().signal,
     // The answer holds the admin token: kept in memory, never logged.

@@ -7,6 +7,7 @@ import { Response } from "undici";
 import type { AgentCall, EventsRequest, PollAnswer, PollRequest } from "../domain/agents.js";
 import { TaskFailure } from "../engine/types.js";
 import { DockerRuntime } from "../runtimes/docker.js";
+import type { Processes } from "../runtimes/process.js";
 import type { Runtime, RuntimeKind, RuntimesByKind } from "../runtimes/types.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import type { HttpOutcome, HttpRequest } from "../steps/http.js";
@@ -445,12 +446,21 @@ export class AgentTransport implements Transport {
 
   async run(spec: ProcessSpec): Promise<ProcessExit> {
     spec.signal.throwIfAborted();
-    const { command, args, env, cwd, taskId, timeoutMs } = spec;
+    const { command, args, env, cwd, taskId, timeoutMs, stdin, hostService } = spec;
     try {
       return (await this.hub.call(
         this.session,
         "run",
-        { command, args, env, cwd, taskId, timeoutMs },
+        {
+          command,
+          args,
+          env,
+          cwd,
+          taskId,
+          timeoutMs,
+          ...(stdin !== undefined && { stdin }),
+          ...(hostService && { hostService }),
+        },
         { signal: spec.signal, onLine: (stream, text, cut) => spec.onLine(stream, text, cut) },
       )) as ProcessExit;
     } catch (error) {
@@ -520,7 +530,8 @@ export class AgentTransport implements Transport {
   runtime<K extends RuntimeKind>(kind: K): RuntimesByKind[K] {
     if (kind !== "docker") {
       throw new TaskFailure(
-        `the ${kind} runtime through an agent is not supported yet: use it on a local target for now`,
+        // The process runtime is the target's (RemoteProcessRuntime, made in transports/registry.ts with the target's slug).
+        `the ${kind} runtime through an agent comes from the target, not from its transport`,
       );
     }
     this.#docker ??= new DockerRuntime({ socketPath: DOCKER_SOCKET, agent: new TunnelAgent(this) });
@@ -622,12 +633,14 @@ export function agentTarget(
   transport: AgentTransport,
   target: { id: string; slug?: string; name: string; roles: readonly string[] },
   router: HostRouter | undefined,
+  processes: Processes,
 ): Target {
   return {
     ...target,
     transport,
-    runtime: (kind) => transport.runtime(kind),
-    runtimes: (): Runtime[] => [transport.runtime("docker")],
+    // The process runtime through the transport (ADR 0035); the others are the transport's own.
+    runtime: (kind) => (kind === "process" ? (processes as RuntimesByKind[typeof kind]) : transport.runtime(kind)),
+    runtimes: (): Runtime[] => [transport.runtime("docker"), processes],
     // The host's router is driven through the transport like any other work (ADR 0031).
     router: async () => {
       if (!router) {

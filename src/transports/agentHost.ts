@@ -14,6 +14,7 @@ import {
   fullJitterDelay,
   type PollAnswer,
 } from "../domain/agents.js";
+import { ferryBinary } from "../runtimes/process.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { sendRequest } from "../steps/http.js";
 import type { RemoteHttpOutcome } from "./agent.js";
@@ -254,7 +255,16 @@ const runInputSchema = z.object({
   cwd: z.string().min(1).max(4096),
   taskId: taskIdSchema,
   timeoutMs: z.number().int().min(1),
+  stdin: z
+    .string()
+    .max(16 * 1024 * 1024)
+    .optional(),
+  hostService: z.boolean().optional(),
 });
+/** How the server names a host's Docker engine in a tunnel call (transports/agent.ts). */
+const SERVER_ENGINE_SOCKET = "/var/run/docker.sock";
+/** What the server may run on an agent's host as the agent's own account: its own Ferry's host services, nothing else. */
+const HOST_SERVICES = new Set(["proxy", "processes"]);
 const requestInputSchema = z.object({
   url: z.string(),
   method: z.string().optional(),
@@ -306,6 +316,10 @@ export interface AgentHostOptions {
   /** After SIGTERM, how long running calls may take to finish before they are stopped and reported. */
   stopGraceMs: number;
   log(message: string): void;
+  /** Why process instances may not run on this host (the agent's local work is refused), if they may not. */
+  processesRefused?: string | undefined;
+  /** Added to the environment of its host services (FERRY_WORK_DIR, FERRY_RUN_AS): the agent's own settings. */
+  hostServiceEnv?: Readonly<Record<string, string>>;
   /** A rotated credential: saved before it is used. */
   saveCredential(credential: string): Promise<void>;
 }
@@ -580,8 +594,9 @@ export class AgentHost {
   }
 
   async #run(input: unknown, call: CallContext): Promise<unknown> {
-    const spec = runInputSchema.parse(input);
-    this.#insideWorkRoot(spec.cwd);
+    const parsed = runInputSchema.parse(input);
+    const spec = parsed.hostService ? this.#hostService(parsed) : parsed;
+    if (!spec.hostService) this.#insideWorkRoot(spec.cwd);
     // Journalled (and synced) before the process starts: after a kill -9 the agent knows it ran.
     await this.#journal({ id: call.id, taskId: spec.taskId, state: "running", at: new Date().toISOString() });
     let exit: unknown;
@@ -609,6 +624,30 @@ export class AgentHost {
       at: new Date().toISOString(),
     });
     return exit;
+  }
+
+  /**
+   * A host service (the router, the process runtime's supervisors) runs as the agent's own
+   * account, not a task's, so the agent runs only its own Ferry for it: the server names the
+   * command group, never a program (docs/decisions/0035-process-runtime-on-every-target.md).
+   */
+  #hostService(spec: z.infer<typeof runInputSchema>): z.infer<typeof runInputSchema> {
+    const [group] = spec.args;
+    if (group === undefined || !HOST_SERVICES.has(group)) {
+      throw new Error(`the agent runs only its own 'ferry proxy' and 'ferry processes' as a host service`);
+    }
+    // Instances run as the account the agent's own work would: an agent that refuses to run
+    // work with its own rights (not root, no --run-as) refuses instances for the same reason.
+    if (group === "processes" && this.options.processesRefused !== undefined)
+      throw new Error(this.options.processesRefused);
+    return {
+      ...spec,
+      command: process.execPath,
+      args: [ferryBinary(), ...spec.args],
+      cwd: "/",
+      // Where the agent keeps its instances and which account they run as: the agent's settings, not the server's.
+      env: { ...spec.env, ...this.options.hostServiceEnv },
+    };
   }
 
   async #request(input: unknown, call: CallContext): Promise<RemoteHttpOutcome> {
@@ -656,12 +695,16 @@ export class AgentHost {
     const { tunnel, socket: path } = z
       .object({ tunnel: z.string().regex(/^[A-Za-z0-9-]{1,100}$/), socket: z.string() })
       .parse(input);
-    if (path !== this.options.dockerSocket)
-      throw new Error(`this agent opens no socket but ${this.options.dockerSocket}`);
+    // The server names the Docker engine by its usual socket; the agent's --docker-socket says
+    // where this host's engine really listens (before, any other path was refused and
+    // --docker-socket made every container step fail).
+    if (path !== SERVER_ENGINE_SOCKET && path !== this.options.dockerSocket)
+      throw new Error(`this agent opens no socket but the Docker engine's (${this.options.dockerSocket})`);
+    const engine = this.options.dockerSocket;
     const socket = await new Promise<Socket>((resolve, reject) => {
-      const connection = netConnect(path);
+      const connection = netConnect(engine);
       connection.once("connect", () => resolve(connection));
-      connection.once("error", (error) => reject(new Error(`could not open ${path}: ${error.message}`)));
+      connection.once("error", (error) => reject(new Error(`could not open ${engine}: ${error.message}`)));
     });
     return new Promise((resolve, reject) => {
       const request = this.options.client.open("POST", `/api/v1/agent/tunnels/${tunnel}`, {

@@ -162,7 +162,7 @@ export class LocalTransport implements Transport {
    */
   async run(spec: ProcessSpec): Promise<ProcessExit> {
     // Never with the server's rights unless the operator chose so (FERRY_RUN_AS, docs/security.md).
-    const credentials = spawnCredentials(await this.accountOf(spec.taskId));
+    const credentials = spawnCredentials(spec.hostService ? undefined : await this.accountOf(spec.taskId));
     const taskDirectory = await this.taskDirectory(spec.taskId);
     // "node" is the binary running Ferry: it exists, whatever PATH the process gets.
     const command = spec.command === "node" ? process.execPath : spec.command;
@@ -171,9 +171,13 @@ export class LocalTransport implements Transport {
       env: { PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin", ...spec.env },
       cwd: spec.cwd,
       detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: ["pipe", "pipe", "pipe"],
       ...credentials,
     });
+    // Its input, if any, then end of file (as /dev/null gives). A program that exits without
+    // reading it all makes the write fail (EPIPE): its exit code says what happened.
+    child.stdin.on("error", () => {});
+    child.stdin.end(spec.stdin ?? "");
     // Listen before any await: a quick process may have exited by the time we look again.
     const exited = new Promise<number | null>((resolve, reject) => {
       child.on("error", reject);
@@ -205,6 +209,9 @@ export class LocalTransport implements Transport {
     }, spec.timeoutMs);
     const onAbort = () => killGroup();
     spec.signal.addEventListener("abort", onAbort, { once: true });
+    // A listener added after the abort never hears it: a cancel that came while the step was
+    // still getting ready (its directory, its account) would let the process run to its end.
+    if (spec.signal.aborted) killGroup();
     // Lines of at most 64 KiB: a longer one is cut, and its rest dropped as it arrives.
     const pipeLines = (stream: NodeJS.ReadableStream, name: "stdout" | "stderr") => {
       const splitter = new LineSplitter((text, cut) => spec.onLine(name, text, cut));

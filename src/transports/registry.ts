@@ -1,4 +1,5 @@
 import type { TransportKind } from "../domain/targets.js";
+import { RemoteProcessRuntime } from "../runtimes/remoteProcess.js";
 import type { TargetInfo } from "../store/deployments.js";
 import type { HostRouter } from "../traffic/hostRouter.js";
 import { hostRouter, type LazyRouter } from "../traffic/routers.js";
@@ -49,15 +50,30 @@ export function targetResolver(services: TransportServices): (info: TargetInfo |
     }
     return entry.router;
   };
+  // One process runtime per remote host (it serialises the operations on each instance), through its transport.
+  const processRuntimes = new Map<string, { command: string; runtime: RemoteProcessRuntime }>();
+  const processesOfHost = (info: TargetInfo, transport: Transport): RemoteProcessRuntime => {
+    // The router's command is the host's Ferry: the supervisors need the same one (ADR 0035).
+    const command = info.router?.command ?? "ferry";
+    let entry = processRuntimes.get(info.id);
+    if (!entry || entry.command !== command) {
+      entry = {
+        command,
+        runtime: new RemoteProcessRuntime(transport, { command, scope: info.slug, targetName: info.name }),
+      };
+      processRuntimes.set(info.id, entry);
+    }
+    return entry.runtime;
+  };
   const kinds: Record<TransportKind, (info: TargetInfo) => Target> = {
     local: (info) => localTarget(services.local, services.router, info),
     ssh: (info) => {
       const transport = sshTransport(info.id);
-      return sshTarget(transport, info, routerOfHost(info, transport));
+      return sshTarget(transport, info, routerOfHost(info, transport), processesOfHost(info, transport));
     },
     agent: (info) => {
       const transport = services.agents.transport(info.id, info.name);
-      return agentTarget(transport, info, routerOfHost(info, transport));
+      return agentTarget(transport, info, routerOfHost(info, transport), processesOfHost(info, transport));
     },
   };
   return (info) => (info ? kinds[info.transport](info) : localTarget(services.local, services.router, SERVER_HOST));

@@ -8,6 +8,7 @@ import { Agent, type buildConnector } from "undici";
 import { LineSplitter } from "../engine/lineSplitter.js";
 import { TaskFailure } from "../engine/types.js";
 import { DockerRuntime } from "../runtimes/docker.js";
+import type { Processes } from "../runtimes/process.js";
 import type { Runtime, RuntimeKind, RuntimesByKind } from "../runtimes/types.js";
 import { guardedDestination, type OutboundPolicy } from "../security/outboundGuard.js";
 import { hostKeyFingerprint } from "../security/sshKeys.js";
@@ -682,11 +683,12 @@ export class SshTransport implements Transport {
    * The host's Docker engine, through its socket forwarded over the SSH connection
    * (direct-streamlocal, as `ssh -L /local.sock:/var/run/docker.sock` without the local
    * socket): no TCP port is opened on the host, and the SSH user needs access to the
-   * socket (root or the docker group). Other runtimes over SSH are not supported yet.
+   * socket (root or the docker group). The process runtime is the target's (ADR 0035).
    */
   runtime<K extends RuntimeKind>(kind: K): RuntimesByKind[K] {
     if (kind !== "docker") {
-      throw new TaskFailure(`the ${kind} runtime over SSH is not supported yet: use it on a local target for now`);
+      // The process runtime is the target's (RemoteProcessRuntime, made in transports/registry.ts with the target's slug).
+      throw new TaskFailure(`the ${kind} runtime over SSH comes from the target, not from its transport`);
     }
     this.#docker ??= new DockerRuntime({ socketPath: DOCKER_SOCKET, agent: new EngineAgent(this) });
     return this.#docker as RuntimesByKind[K];
@@ -814,13 +816,15 @@ export function sshTarget(
   transport: SshTransport,
   target: { id: string; slug?: string; name: string; roles: readonly string[] },
   router: HostRouter | undefined,
+  processes: Processes,
 ): Target {
   return {
     ...target,
     transport,
-    runtime: (kind) => transport.runtime(kind),
+    // The process runtime through the transport (ADR 0035); the others are the transport's own.
+    runtime: (kind) => (kind === "process" ? (processes as RuntimesByKind[typeof kind]) : transport.runtime(kind)),
     // Clean-up asks the engine over SSH; a host without Docker answers with an error it logs.
-    runtimes: (): Runtime[] => [transport.runtime("docker")],
+    runtimes: (): Runtime[] => [transport.runtime("docker"), processes],
     router: async () => {
       if (!router) {
         throw new TaskFailure(

@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -100,6 +101,40 @@ describe("the SSH launcher", () => {
     // Only the given environment: nothing of the launcher's own (sshd's) goes through.
     expect(outcome.stdout).toContain("secret[]");
     expect(readdirSync(markers)).toEqual(["dir with $(touch x) 'quotes'"]);
+  });
+
+  it("gives the program its standard input as data, shown on no command line", async () => {
+    const secret = `secret-${randomBytes(8).toString("hex")}`;
+    const text = `${hostile.join("\n")}\n${secret}\n`;
+    const running = launch(
+      runRequest({
+        taskId: "task_stdin",
+        cwd: "/",
+        env: {},
+        command: "sh",
+        args: ["-c", "cat; echo; echo read; sleep 1"],
+        stdin: text,
+      }),
+      { keepOpen: true },
+    );
+    for (let tries = 0; tries < 200 && !running.stdout().includes("\nread\n"); tries++) await sleep(20);
+    // While the program runs, no process on the machine has the text on its command line.
+    const commandLines = readdirSync("/proc")
+      .filter((entry) => /^\d+$/.test(entry))
+      .map((entry) => {
+        try {
+          return readFileSync(`/proc/${entry}/cmdline`, "latin1");
+        } catch {
+          return "";
+        }
+      });
+    expect(commandLines.filter((line) => line.includes(secret))).toEqual([]);
+    running.close();
+    const outcome = await running.done;
+    // The group id, then the input exactly.
+    const expected = `${text}\nread\n`;
+    expect(outcome.stdout.split("\n").slice(1).join("\n").slice(0, expected.length)).toBe(expected);
+    expect(readdirSync(markers).filter((name) => !name.startsWith("dir with"))).toEqual([]);
   });
 
   it("prints the process group first, records it while the program runs, and returns its exit code", async () => {

@@ -8,8 +8,10 @@
  * neither end early nor run into the next one.
  *
  * Operations (the first field):
- *   run TASK CWD N ENV×N M ARGV×M   starts ARGV (in CWD, with exactly ENV, PATH added from the
- *                                   host when ENV has none) in a new session via setsid, so it
+ *   run TASK CWD N ENV×N M ARGV×M IN
+ *                                   starts ARGV (in CWD, with exactly ENV, PATH added from the
+ *                                   host when ENV has none, IN as its standard input — none
+ *                                   when empty) in a new session via setsid, so it
  *                                   leads its own process group; the group id is recorded in
  *                                   <work root>/TASK/<pgid>.pgid and printed as the first line
  *                                   of stdout before the program starts. When standard input
@@ -83,8 +85,14 @@ run)
   argv=()
   for ((i = 0; i < n; i++)); do field argument; argv+=("$argument"); done
   [[ \${argv[0]} == -* || \${argv[0]} == *=* || -z \${argv[0]} ]] && fail "the program name must not be empty, start with - or hold ="
+  field input
   task_dir "$task"
-  setsid bash -c "$BASH_EXECUTION_STRING" ferry child "$root/$task" "$cwd" "\${environment[@]}" "\${argv[@]}" </dev/null &
+  if [ -z "$input" ]; then
+    setsid bash -c "$BASH_EXECUTION_STRING" ferry child "$root/$task" "$cwd" "\${environment[@]}" "\${argv[@]}" </dev/null &
+  else
+    # printf is a builtin: the text goes through a pipe, never onto a command line ps could show.
+    setsid bash -c "$BASH_EXECUTION_STRING" ferry child "$root/$task" "$cwd" "\${environment[@]}" "\${argv[@]}" < <(printf "%s" "$input") &
+  fi
   group=$!
   # Without job control a background job reads /dev/null unless told otherwise: 0<&0 keeps the channel.
   { cat >/dev/null; [ -e "$root/$task/$group.pgid" ] && kill -KILL -- "-$group"; } 0<&0 >/dev/null 2>&1 &
@@ -185,6 +193,7 @@ export function runRequest(spec: {
   env: Readonly<Record<string, string>>;
   command: string;
   args: readonly string[];
+  stdin?: string | undefined;
 }): Buffer {
   const environment = Object.entries(spec.env);
   for (const [name] of environment) {
@@ -203,5 +212,6 @@ export function runRequest(spec: {
     { name: "the number of arguments", value: String(spec.args.length + 1) },
     { name: "the program", value: spec.command },
     ...spec.args.map((value, index) => ({ name: `argument ${index + 1}`, value })),
+    { name: "the standard input", value: spec.stdin ?? "" },
   ]);
 }

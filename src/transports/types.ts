@@ -24,6 +24,20 @@ export interface ProcessSpec {
    * while its lines wait for a slow server.
    */
   readonly outputGate?: OutputGate | undefined;
+  /**
+   * Text for the process's standard input (it gets none otherwise). How a value too
+   * sensitive for a command line or an environment (a process runtime's instance spec with
+   * its env values) reaches a program on a host: `ps` shows neither stdin nor a pipe.
+   */
+  readonly stdin?: string | undefined;
+  /**
+   * Ferry's own work on the host (its router, its process supervisors), which belongs to no
+   * task and outlives every task: it runs as the account the transport itself uses there
+   * (the server's, the SSH user, the agent's), never as a task's own uid, which the task's
+   * clean-up would end. An agent runs only its own Ferry for it (`proxy`, `processes`),
+   * whatever `command` says (docs/decisions/0035-process-runtime-on-every-target.md).
+   */
+  readonly hostService?: boolean | undefined;
 }
 
 /** A bounded buffer's state, as a producer of lines sees it. */

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import type { TargetHealthSettings } from "../../src/engine/targetHealth.js";
 import { generateApiKey } from "../../src/security/apiKeys.js";
 import { type OutboundPolicy, parseOutboundAllow } from "../../src/security/outboundGuard.js";
 import { type RunningServer, startServer } from "../../src/server/start.js";
@@ -28,6 +29,7 @@ export async function startTestServer(
     leaseMs?: number;
     traffic?: TrafficSettings;
     outbound?: OutboundPolicy;
+    targetHealth?: Partial<TargetHealthSettings>;
     /** Where it listens (127.0.0.1 unless given: agents in network namespaces need a namespace link's address). */
     host?: string;
     agentTimeoutMs?: number;
@@ -53,6 +55,7 @@ export async function startTestServer(
     },
     announce: () => {},
     outbound: options.outbound ?? parseOutboundAllow("127.0.0.1"),
+    targetHealth: options.targetHealth,
   });
   const call = async <T>(method: string, path: string, body?: unknown) => {
     const response = await fetch(new URL(path, server.url), {

@@ -496,25 +496,26 @@ export async function startSshHosts(count: number, options: StartSshHostsOptions
         engine = started.engine;
         engineStops.push(started.stop);
       }
+      // Sessions run root's shell start-up files, and this machine's (a test machine's, not
+      // a target host's) may run slow tools: pyenv's rehash there waits up to 60 s on a lock
+      // that a session cut mid-start leaves behind. The hosts' sessions see empty ones.
+      const emptyStartup = join(hostDirectory, "empty-startup");
+      writeFileSync(emptyStartup, "");
       const startSshd = async () => {
         // `ip netns exec` gives sshd a mount namespace of its own: there the host's engine
         // socket is bound over /run/docker.sock, so its sessions (and the Docker socket
-        // forwarded over SSH) reach this host's engine, as on a real host.
+        // forwarded over SSH) reach this host's engine, as on a real host; and the empty
+        // start-up files are bound over root's.
         const sshdCommand = ["/usr/sbin/sshd", "-D", "-f", config, "-E", join(hostDirectory, "sshd.log")];
+        const prelude = [
+          'if [ -n "$0" ]; then mount --bind "$0" /run/docker.sock; fi',
+          'for file in /root/.bashrc /root/.profile /root/.bash_profile; do if [ -f "$file" ]; then mount --bind "$1" "$file"; fi; done',
+          "shift",
+          'exec "$@"',
+        ].join("; ");
         sshd = spawn(
           "ip",
-          engine
-            ? [
-                "netns",
-                "exec",
-                namespace,
-                "sh",
-                "-c",
-                'mount --bind "$0" /run/docker.sock && exec "$@"',
-                engine.socket,
-                ...sshdCommand,
-              ]
-            : ["netns", "exec", namespace, ...sshdCommand],
+          ["netns", "exec", namespace, "sh", "-ec", prelude, engine?.socket ?? "", emptyStartup, ...sshdCommand],
           {
             stdio: "ignore",
           },

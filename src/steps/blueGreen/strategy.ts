@@ -75,7 +75,12 @@ export async function runBlueGreen(
   const { options } = settings;
   const project = context.scope.project.slug;
   const environment = context.scope.environment.slug;
-  const release = context.scope.subject.version;
+  const subject = context.scope.subject;
+  if (subject.kind !== "release") {
+    // A colour is a release's: a runbook has none to switch traffic to (its restart step will go through here with the live release).
+    throw new TaskFailure("a blue/green step switches a release into traffic: it runs in deployments, not in runbooks");
+  }
+  const release = subject.version;
   const route: RouteSpec = {
     name: settings.route.name ?? routeNameSchema.parse(`${project}-${environment}`.slice(0, 63)),
     host: context.render(settings.route.host),

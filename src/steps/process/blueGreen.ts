@@ -1,4 +1,4 @@
-import type { ProcessRuntime } from "../../runtimes/process.js";
+import type { Processes } from "../../runtimes/process.js";
 import { processColours, startedProcessColour } from "../../runtimes/processColours.js";
 import type { Router } from "../../traffic/router.js";
 import { blueGreenOptionsSchema } from "../blueGreen/config.js";
@@ -15,7 +15,7 @@ import { COMMAND_LABEL, describeProcessLimits, describeProcessStart, renderProce
 export async function runProcessBlueGreen(
   context: StepRunContext,
   config: ProcessBlueGreenConfig,
-  processes: ProcessRuntime,
+  processes: Processes,
   router: Router,
 ) {
   const { spec, identity } = renderProcessInputs(context, config);

@@ -1,6 +1,6 @@
 import { TARGET_LABEL } from "../../engine/processRunner.js";
 import { TaskFailure } from "../../engine/types.js";
-import { isProcessName, type ProcessRuntime } from "../../runtimes/process.js";
+import { isProcessName, type Processes } from "../../runtimes/process.js";
 import { waitUntilSettled } from "../../runtimes/processColours.js";
 import type { StepRunContext } from "../types.js";
 import type { ProcessRecreateConfig } from "./config.js";
@@ -13,11 +13,7 @@ const FAILURE_LOG_LINES = 20;
  * The recreate strategy of the process step: the previous instance of the same name is
  * stopped and removed, and the new one started in its place (a short gap).
  */
-export async function runProcessRecreate(
-  context: StepRunContext,
-  config: ProcessRecreateConfig,
-  processes: ProcessRuntime,
-) {
+export async function runProcessRecreate(context: StepRunContext, config: ProcessRecreateConfig, processes: Processes) {
   const { log, signal } = context;
   const { spec } = renderProcessInputs(context, config);
   const { project, environment } = context.scope;

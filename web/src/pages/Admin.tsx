@@ -16,7 +16,7 @@ import { useUser } from "../session";
 const SECTIONS = { users: "Users", teams: "Teams", roles: "Roles" } as const;
 type Section = keyof typeof SECTIONS;
 
-const PERMISSIONS: Permission[] = [
+const PERMISSIONS = [
   "view",
   "deploy",
   "approve",
@@ -25,8 +25,13 @@ const PERMISSIONS: Permission[] = [
   "editVariables",
   "viewSensitiveNames",
   "runRunbooks",
+  "editRunbooks",
+  "overrideFreezes",
   "administer",
-];
+] as const satisfies readonly Permission[];
+// A permission the server gains must be offered here too: this fails to compile until it is.
+const everyPermissionListed: Exclude<Permission, (typeof PERMISSIONS)[number]> extends never ? true : never = true;
+void everyPermissionListed;
 
 /** Users, teams and roles (administrators: the API refuses everyone else). */
 export function AdminPage() {

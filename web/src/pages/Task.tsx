@@ -24,6 +24,7 @@ const ANSWER_NEEDS: Record<string, Permission> = {
   reject: "approve",
   retry: "resolveFailures",
   skip: "resolveFailures",
+  exclude: "resolveFailures",
   abort: "deploy",
 };
 
@@ -32,6 +33,7 @@ const ANSWER_WORDS: Record<string, string> = {
   reject: "Reject",
   retry: "Retry the step",
   skip: "Skip the step",
+  exclude: "Exclude the target from this deployment",
   abort: "Abort the deployment",
 };
 

@@ -1,0 +1,289 @@
+import { z } from "zod";
+import { descriptionSchema, nameSchema, referenceSchema, slugSchema } from "./common.js";
+import { type FieldIssue, InputError } from "./errors.js";
+import { processSchema } from "./process.js";
+
+/*
+ * Runbooks (issue 14): an operations process of a project, run against an environment with
+ * prompted parameters. What a run executes is a snapshot taken when the runbook is
+ * published (or, for an explicit draft run, when the run is requested).
+ */
+
+/** A parameter's name is also the name of the variable a step reads it from (#{name}). */
+const parameterNameSchema = z.string().regex(/^[A-Za-z_][A-Za-z0-9_.]{0,63}$/, {
+  message: "use letters, digits, '_' and '.', starting with a letter or '_' (at most 64)",
+});
+
+const parameterTypes = ["string", "number", "boolean", "choice"] as const;
+type ParameterType = (typeof parameterTypes)[number];
+
+/**
+ * A prompted parameter: typed, with a default or required, and validated before a run is
+ * queued. A sensitive one is masked in the log and sealed at rest, and has no default (a
+ * default would be a secret kept in the clear in the runbook's definition).
+ */
+export const runbookParameterSchema = z
+  .strictObject({
+    name: parameterNameSchema,
+    label: z.string().max(200).default(""),
+    description: descriptionSchema.default(""),
+    type: z.enum(parameterTypes).default("string"),
+    /** Required: a run must give it (or the default is used). */
+    required: z.boolean().default(true),
+    default: z.union([z.string().max(8192), z.number(), z.boolean()]).optional(),
+    /** The allowed values of a choice. */
+    choices: z.array(z.string().min(1).max(200)).max(100).optional(),
+    /** For strings: a regular expression the whole value must match. */
+    pattern: z.string().min(1).max(500).optional(),
+    /** For numbers: bounds, inclusive. */
+    min: z.number().optional(),
+    max: z.number().optional(),
+    sensitive: z.boolean().default(false),
+  })
+  .superRefine((parameter, context) => {
+    const issue = (path: string, message: string) => context.addIssue({ code: "custom", path: [path], message });
+    if (parameter.type === "choice" && (parameter.choices?.length ?? 0) === 0) {
+      issue("choices", "a choice parameter needs 'choices': the values a run may pick");
+    }
+    if (parameter.type !== "choice" && parameter.choices !== undefined) {
+      issue("choices", `only a choice parameter has 'choices'; set type: choice or remove them`);
+    }
+    if (parameter.pattern !== undefined) {
+      if (parameter.type !== "string") issue("pattern", "only a string parameter has a 'pattern'");
+      else {
+        try {
+          new RegExp(parameter.pattern, "u");
+        } catch (error) {
+          issue("pattern", `not a valid regular expression (${(error as Error).message})`);
+        }
+      }
+    }
+    if ((parameter.min !== undefined || parameter.max !== undefined) && parameter.type !== "number") {
+      issue("min", "only a number parameter has 'min' and 'max'");
+    }
+    if (parameter.sensitive && parameter.default !== undefined) {
+      issue("default", "a sensitive parameter has no default (it would be kept in the clear); remove it");
+    }
+    if (parameter.sensitive && parameter.type !== "string") {
+      issue("sensitive", "only a string parameter can be sensitive");
+    }
+    if (parameter.default !== undefined && !parameter.sensitive) {
+      const problem = parameterValueProblem(parameter, String(parameter.default));
+      if (problem) issue("default", `the default ${problem}`);
+    }
+  });
+export type RunbookParameter = z.infer<typeof runbookParameterSchema>;
+
+/** What an editor writes: the draft of a runbook. */
+export const runbookDefinitionSchema = z.strictObject({
+  description: descriptionSchema.default(""),
+  /** The steps, of any step kind (each step's config is validated by its kind). */
+  process: processSchema.default({ images: [], steps: [] }),
+  /** Environment slugs the runbook may run in; empty: every environment of the project's lifecycle. */
+  environments: z.array(slugSchema).max(50).default([]),
+  parameters: z
+    .array(runbookParameterSchema)
+    .max(50)
+    .default([])
+    .refine((parameters) => new Set(parameters.map((parameter) => parameter.name)).size === parameters.length, {
+      message: "give each parameter its own name",
+    }),
+  /** May a run start while a deployment to the same environment runs (and the reverse)? */
+  overlapDeployments: z.boolean().default(false),
+  /** May two runs of this runbook run at once in one environment? */
+  overlapItself: z.boolean().default(false),
+});
+export type RunbookDefinition = z.infer<typeof runbookDefinitionSchema>;
+
+export const createRunbookSchema = runbookDefinitionSchema.extend({
+  name: nameSchema,
+  slug: slugSchema.optional(),
+});
+export type CreateRunbook = z.infer<typeof createRunbookSchema>;
+
+/** PATCH of the draft: the fields given replace the draft's. */
+export const updateRunbookSchema = z
+  .strictObject({
+    name: nameSchema,
+    description: descriptionSchema,
+    process: processSchema,
+    environments: z.array(slugSchema).max(50),
+    parameters: runbookDefinitionSchema.shape.parameters.unwrap(),
+    overlapDeployments: z.boolean(),
+    overlapItself: z.boolean(),
+  })
+  .partial()
+  .refine((body) => Object.keys(body).length > 0, { message: "send at least one field to change" });
+export type UpdateRunbook = z.infer<typeof updateRunbookSchema>;
+
+const publishedSchema = z.object({
+  version: z.number().int(),
+  publishedBy: z.string(),
+  publishedAt: z.string(),
+});
+
+export const runbookSchema = z.object({
+  id: z.string(),
+  project: z.string().describe("project slug"),
+  slug: z.string(),
+  name: z.string(),
+  description: z.string(),
+  process: processSchema,
+  environments: z.array(z.string()),
+  parameters: z.array(runbookParameterSchema),
+  overlapDeployments: z.boolean(),
+  overlapItself: z.boolean(),
+  /** The snapshot runs use; null until first published. */
+  published: publishedSchema.nullable(),
+  /** True when the draft differs from the published snapshot (or nothing is published). */
+  draftChanged: z.boolean(),
+  updatedBy: z.string(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+export type Runbook = z.infer<typeof runbookSchema>;
+
+/** A parameter value as a request gives it: text from the CLI, or JSON's own types. */
+const parameterValueSchema = z.union([z.string().max(8192), z.number(), z.boolean()]);
+
+export const createRunbookRunSchema = z.strictObject({
+  environment: referenceSchema.describe("environment slug or id"),
+  parameters: z.record(z.string().max(64), parameterValueSchema).default({}),
+  /** Run the draft instead of the published snapshot (needs the permission to edit runbooks). */
+  draft: z.boolean().default(false),
+  /** Only on these targets (names or ids) of the environment; left out: every target with a step's role. */
+  targets: z.array(referenceSchema).max(100).optional(),
+  /** A failing required step waits for retry / skip / abort. */
+  guidedFailure: z.boolean().default(false),
+  /** Run although a freeze covers the environment: the reason (needs overrideFreezes). */
+  freezeOverride: z.string().trim().min(1).max(1000).optional(),
+});
+export type CreateRunbookRun = z.infer<typeof createRunbookRunSchema>;
+
+export const runbookRunSchema = z.object({
+  runId: z.string(),
+  taskId: z.string(),
+  project: z.string(),
+  runbook: z.string(),
+  environment: z.string(),
+  /** The published version run, or null for a draft run. */
+  version: z.number().int().nullable(),
+  /** The values used; a sensitive one shows as "********". */
+  parameters: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])),
+});
+export type RunbookRunCreated = z.infer<typeof runbookRunSchema>;
+
+/** A run as lists show it (sensitive parameter values masked). */
+export const runbookRunSummarySchema = z.object({
+  runId: z.string(),
+  taskId: z.string(),
+  environment: z.string(),
+  /** The published version run, or null for a draft run. */
+  version: z.number().int().nullable(),
+  state: z.string(),
+  createdBy: z.string(),
+  createdAt: z.string(),
+  parameters: z.record(z.string(), z.string()),
+  /** "<freeze>: <reason>" when the run went through a freeze. */
+  freezeOverride: z.string().nullable(),
+});
+export type RunbookRunSummary = z.infer<typeof runbookRunSummarySchema>;
+
+/** What a sensitive value shows as in answers and audit entries. */
+export const MASKED = "********";
+
+/** Why a text is not a valid value of the parameter (undefined: it is). Never quotes the value. */
+function parameterValueProblem(parameter: RunbookParameter, text: string): string | undefined {
+  switch (parameter.type) {
+    case "string":
+      if (parameter.pattern !== undefined && !new RegExp(`^(?:${parameter.pattern})$`, "u").test(text)) {
+        return `does not match the pattern ${parameter.pattern}`;
+      }
+      return undefined;
+    case "number": {
+      const value = Number(text);
+      if (text.trim() === "" || !Number.isFinite(value)) return "is not a number";
+      if (parameter.min !== undefined && value < parameter.min) return `is below the minimum ${parameter.min}`;
+      if (parameter.max !== undefined && value > parameter.max) return `is above the maximum ${parameter.max}`;
+      return undefined;
+    }
+    case "boolean":
+      return text === "true" || text === "false" ? undefined : "is not true or false";
+    case "choice":
+      return parameter.choices?.includes(text) ? undefined : `is not one of ${(parameter.choices ?? []).join(", ")}`;
+    default: {
+      const unknown: never = parameter.type;
+      throw new Error(`unknown parameter type ${String(unknown satisfies ParameterType)}`);
+    }
+  }
+}
+
+export interface ResolvedParameters {
+  /** Every parameter's value as text (what steps read as #{name}). */
+  values: Map<string, string>;
+  /** The names of the sensitive ones. */
+  sensitive: Set<string>;
+}
+
+/**
+ * Checks a run's parameter values against the runbook's parameters, filling in defaults:
+ * every problem is reported at once, each naming its parameter, and a sensitive value is
+ * never quoted. Throws InputError; nothing is queued before this passes.
+ */
+export function resolveParameters(
+  parameters: readonly RunbookParameter[],
+  given: Readonly<Record<string, string | number | boolean>>,
+): ResolvedParameters {
+  const issues: FieldIssue[] = [];
+  const known = new Set(parameters.map((parameter) => parameter.name));
+  for (const name of Object.keys(given)) {
+    if (!known.has(name)) {
+      issues.push({
+        pointer: `/parameters/${name}`,
+        detail: `this runbook has no parameter '${name}'${known.size > 0 ? ` (it has ${[...known].join(", ")})` : ""}`,
+      });
+    }
+  }
+  const values = new Map<string, string>();
+  const sensitive = new Set<string>();
+  for (const parameter of parameters) {
+    const pointer = `/parameters/${parameter.name}`;
+    const value = given[parameter.name] ?? parameter.default;
+    if (value === undefined) {
+      if (parameter.required) {
+        issues.push({
+          pointer,
+          detail: `parameter '${parameter.name}' is required; give it with --param ${parameter.name}=…`,
+        });
+      } else {
+        values.set(parameter.name, "");
+      }
+      continue;
+    }
+    const text = String(value);
+    const problem = parameterValueProblem(parameter, text);
+    if (problem) {
+      issues.push({
+        pointer,
+        detail: `parameter '${parameter.name}' ${parameter.sensitive ? "(sensitive, not shown) " : `'${text.slice(0, 100)}' `}${problem}`,
+      });
+      continue;
+    }
+    values.set(parameter.name, text);
+    if (parameter.sensitive && text !== "") sensitive.add(parameter.name);
+  }
+  if (issues.length > 0) {
+    throw new InputError(
+      `the runbook's parameters are not valid (${issues.map((issue) => issue.pointer.slice("/parameters/".length)).join(", ")}); nothing was queued`,
+      issues,
+    );
+  }
+  return { values, sensitive };
+}
+
+/** The values as an answer or audit entry shows them: sensitive ones masked. */
+export function shownParameters(resolved: ResolvedParameters): Record<string, string> {
+  return Object.fromEntries(
+    [...resolved.values].map(([name, value]) => [name, resolved.sensitive.has(name) ? MASKED : value]),
+  );
+}

@@ -1,0 +1,424 @@
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import http from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ProcessRuntime } from "../src/runtimes/process.js";
+import { FERRY, isolatedEnv, testAdminKey, trackedResources } from "./helpers/cli.js";
+import { crashTestClient, TERMINAL } from "./helpers/crashClient.js";
+import { type RunningLoad, startLoad } from "./helpers/load.js";
+import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
+import { freePort } from "./helpers/registry.js";
+import { startTestServer, type TestServer } from "./helpers/server.js";
+import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
+
+/**
+ * The process runtime on an SSH target (ADR 0035), on real parts: a namespace host with its
+ * own sshd, where Ferry runs `ferry processes` (the instances' real `ferry supervise`
+ * supervisors) and `ferry proxy` through the SSH transport. 16 keep-alive clients send
+ * requests to the host's proxy the whole time; every failed request fails the test.
+ */
+
+/** Where the host's proxy takes traffic (inside its namespace). */
+const PROXY_PORT = 8000;
+/** Where the process runtime keeps a target's instances on a host reached as root (processHost.ts). */
+const ROOT_INSTANCES = "/var/lib/ferry/processes";
+
+interface Created {
+  deployments: { taskId: string }[];
+}
+
+/** Processes (the namespaces share this machine's process table) whose command line holds `text`. */
+function commandLinesContaining(text: string): string[] {
+  const found: string[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const commandLine = readFileSync(`/proc/${entry}/cmdline`, "latin1");
+      if (commandLine.includes(text)) found.push(commandLine.replaceAll("\0", " "));
+    } catch {
+      // Exited meanwhile.
+    }
+  }
+  return found;
+}
+
+/** What the proxy at `address` answers for the route's host name. */
+function served(address: string, routeHost: string): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const request = http.get(
+      { host: address, port: PROXY_PORT, path: "/", headers: { host: routeHost }, agent: false },
+      (response) => {
+        let body = "";
+        response.setEncoding("utf8");
+        response.on("data", (chunk: string) => {
+          body += chunk;
+        });
+        response.on("end", () => resolve(body.trim()));
+      },
+    );
+    request.setTimeout(10_000, () => request.destroy(new Error("no answer within 10 s")));
+    request.on("error", reject);
+  });
+}
+
+async function waitUntil(condition: () => boolean | Promise<boolean>, what: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
+    await sleep(100);
+  }
+}
+
+/** The process step of these tests: the app of `AppDirectory`, blue/green on the targets with `role`. */
+function processStep(role: string, routeHost: string, healthDeadlineSeconds = 10) {
+  return {
+    name: "web",
+    kind: "process",
+    roles: [role],
+    config: {
+      strategy: "blueGreen",
+      command: "node",
+      args: ["server.js"],
+      copyFrom: "#{AppDirectory}",
+      env: { APP_VERSION: "#{Ferry.Release.Number}", API_TOKEN: "#{ApiToken}" },
+      route: { host: routeHost },
+      blueGreen: {
+        healthCheck: { path: "/health", intervalMs: 100, timeoutMs: 1000, deadlineSeconds: healthDeadlineSeconds },
+        drainSeconds: 3,
+        keepPreviousRunning: true,
+        retain: 2,
+      },
+      settleSeconds: 0.3,
+      stopTimeoutSeconds: 3,
+    },
+  };
+}
+
+describe("process blue/green on an SSH host (real sshd, supervisors and ferry proxy there; under load)", {
+  timeout: 300_000,
+}, () => {
+  let hosts: SshHosts;
+  let test: TestServer;
+  let app: ProcessApp;
+  const suffix = randomBytes(3).toString("hex");
+  const targetName = `proc-${suffix}`;
+  const stateRoot = mkdtempSync(join(tmpdir(), "ferry-remoteprocess-"));
+  const secret = `s3cret-${randomBytes(12).toString("hex")}`;
+  let slug = "";
+  let routeHost = "";
+
+  const address = () => hosts.hosts[0]?.address ?? "";
+  const instances = () => new ProcessRuntime({ directory: join(ROOT_INSTANCES, targetName) });
+  const logText = async (taskId: string) =>
+    (await test.call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`)).body.lines
+      .map((line) => line.text)
+      .join("\n");
+  const finished = async (taskId: string) => {
+    const task = await test.waitForTask(taskId, 120_000);
+    return { taskId, state: task.state, log: await logText(taskId) };
+  };
+  const release = async (version: string) => {
+    const created = await test.call<Created>("POST", `/api/v1/projects/${slug}/releases`, { version });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    return finished(created.body.deployments[0]?.taskId ?? "");
+  };
+  const underLoad = async <T>(action: () => Promise<T>) => {
+    const load: RunningLoad = startLoad({ address: address(), port: PROXY_PORT, host: routeHost, connections: 16 });
+    try {
+      while (load.completed() < 50) await sleep(20);
+      const result = await action();
+      const after = load.completed();
+      while (load.completed() < after + 50) await sleep(20);
+      return { result, seen: await load.stop() };
+    } finally {
+      await load.stop().catch(() => undefined);
+    }
+  };
+
+  beforeAll(async () => {
+    app = await buildProcessApp();
+    [hosts, test] = await Promise.all([startSshHosts(1), startTestServer()]);
+    const host = hosts.hosts[0];
+    if (!host) throw new Error("no host");
+    expect((await test.call("POST", "/api/v1/environments", { name: "prod" })).status).toBe(201);
+    expect(
+      (
+        await test.call("POST", "/api/v1/lifecycles", {
+          name: "auto",
+          phases: [{ environments: ["prod"], autoDeploy: true }],
+        })
+      ).status,
+    ).toBe(201);
+    const target = await test.call("POST", "/api/v1/targets", {
+      name: targetName,
+      environments: ["prod"],
+      roles: ["web"],
+      transport: "ssh",
+      ssh: { host: host.address, user: "root", privateKey: hosts.privateKey, hostKey: host.fingerprint },
+      router: {
+        driver: "builtin",
+        listen: `0.0.0.0:${PROXY_PORT}`,
+        stateDir: join(stateRoot, "proxy"),
+        command: FERRY,
+      },
+    });
+    expect(target.status, JSON.stringify(target.body)).toBe(201);
+    const project = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
+      name: `rp-${suffix}`,
+      lifecycle: "auto",
+    });
+    expect(project.status).toBe(201);
+    slug = project.body.slug;
+    routeHost = `${slug}.test`;
+    const variable = await test.call("POST", `/api/v1/projects/${slug}/variables`, {
+      name: "AppDirectory",
+      value: app.directory,
+    });
+    expect(variable.status, JSON.stringify(variable.body)).toBe(201);
+    const token = await test.call("POST", `/api/v1/projects/${slug}/variables`, {
+      name: "ApiToken",
+      value: secret,
+      sensitive: true,
+    });
+    expect(token.status, JSON.stringify(token.body)).toBe(201);
+    const saved = await test.call("PUT", `/api/v1/projects/${slug}/process`, {
+      steps: [processStep("web", routeHost)],
+    });
+    expect(saved.status, JSON.stringify(saved.body)).toBe(200);
+  }, 120_000);
+
+  afterAll(async () => {
+    await test?.close().catch(() => undefined);
+    await instances()
+      .removeByLabel("ferry.project", slug)
+      .catch(() => []);
+    rmSync(join(ROOT_INSTANCES, targetName), { recursive: true, force: true });
+    // The host's proxy: stopped through its pid file, as `ferry proxy --detach` left it.
+    const pidFile = join(stateRoot, "proxy", "proxy.pid");
+    if (existsSync(pidFile)) {
+      try {
+        process.kill(Number(readFileSync(pidFile, "utf8").trim()), "SIGTERM");
+      } catch {
+        // Gone.
+      }
+    }
+    await hosts?.close();
+    await app?.remove();
+    rmSync(stateRoot, { recursive: true, force: true });
+  });
+
+  it("switches under load with 0 failed requests, rolls back to the retained colour, and keeps serving without the server", async () => {
+    const first = await release("1.0.1");
+    expect(first.state, first.log).toBe("succeeded");
+    expect(first.log).toMatch(new RegExp(`web on ${targetName}`));
+    expect(await served(address(), routeHost)).toBe("version 1.0.1");
+    // The colour is an instance of the host's process runtime, run by a supervisor there.
+    const [live] = await instances().listByLabel("ferry.project", slug);
+    expect(live?.state).toBe("running");
+    expect(live?.labels["ferry.target"]).toBeDefined();
+    // The sensitive value reached the app, and no command line on the host.
+    expect(commandLinesContaining(secret)).toEqual([]);
+    expect(first.log).not.toContain(secret);
+
+    const { result: second, seen } = await underLoad(() => release("1.0.2"));
+    expect(second.state, second.log).toBe("succeeded");
+    expect(seen.failures).toEqual([]);
+    expect(seen.bodies.get("version 1.0.1")).toBeGreaterThan(0);
+    expect(seen.bodies.get("version 1.0.2")).toBeGreaterThan(0);
+    expect(await served(address(), routeHost)).toBe("version 1.0.2");
+    expect(commandLinesContaining(secret)).toEqual([]);
+
+    const { result: back, seen: duringRollback } = await underLoad(async () => {
+      const rolled = await test.call<{ taskId: string }>("POST", `/api/v1/projects/${slug}/rollbacks`, {
+        environment: "prod",
+      });
+      expect(rolled.status, JSON.stringify(rolled.body)).toBe(201);
+      return finished(rolled.body.taskId);
+    });
+    expect(back.state, back.log).toBe("succeeded");
+    expect(duringRollback.failures).toEqual([]);
+    expect(await served(address(), routeHost)).toBe("version 1.0.1");
+    // The retained colour of 1.0.1 took the traffic back: nothing new was started.
+    expect(back.log).toMatch(/of release 1\.0\.1 is retained/);
+
+    // Traffic on the host depends neither on the server nor on its SSH connection.
+    const load = startLoad({ address: address(), port: PROXY_PORT, host: routeHost, connections: 16 });
+    while (load.completed() < 50) await sleep(20);
+    await test.close();
+    const afterStop = load.completed();
+    await sleep(2_000);
+    expect(load.completed()).toBeGreaterThan(afterStop + 100);
+    const whileStopped = await load.stop();
+    expect(whileStopped.failures).toEqual([]);
+  });
+});
+
+describe("kill -9 of the server during a process blue/green on an SSH host (real server process, sshd, supervisors)", {
+  timeout: 300_000,
+}, () => {
+  const { makeTemporaryDirectory, startFerryServer, cleanUp } = trackedResources("ferry-remoteprocess-crash-");
+  const apiKey = testAdminKey();
+  const suffix = randomBytes(3).toString("hex");
+  const targetName = `crash-${suffix}`;
+  let hosts: SshHosts;
+  let app: ProcessApp;
+  let neverHealthy: ProcessApp;
+  let dataDir = "";
+  let stateRoot = "";
+  let port = 0;
+  let server: Awaited<ReturnType<typeof startFerryServer>> | undefined;
+  let slug = "";
+  let routeHost = "";
+
+  const instances = () => new ProcessRuntime({ directory: join(ROOT_INSTANCES, targetName) });
+  const start = async () => {
+    server = await startFerryServer({
+      dataDir,
+      env: isolatedEnv(dataDir, { FERRY_ADMIN_API_KEY: apiKey, FERRY_TASK_LEASE_SECONDS: "2" }),
+      port,
+    });
+  };
+  const { call, waitForTerminal } = crashTestClient(() => port, apiKey);
+
+  beforeAll(async () => {
+    [app, neverHealthy] = await Promise.all([buildProcessApp(), buildProcessApp({ neverHealthy: true })]);
+    hosts = await startSshHosts(1);
+    dataDir = await makeTemporaryDirectory();
+    stateRoot = await makeTemporaryDirectory();
+    port = await freePort();
+    await start();
+  }, 120_000);
+
+  afterAll(async () => {
+    server?.process.kill("SIGKILL");
+    await instances()
+      .removeByLabel("ferry.project", slug)
+      .catch(() => []);
+    rmSync(join(ROOT_INSTANCES, targetName), { recursive: true, force: true });
+    const pidFile = join(stateRoot, "proxy", "proxy.pid");
+    if (existsSync(pidFile)) {
+      try {
+        process.kill(Number(readFileSync(pidFile, "utf8").trim()), "SIGTERM");
+      } catch {
+        // Gone.
+      }
+    }
+    await hosts?.close();
+    await app?.remove();
+    await neverHealthy?.remove();
+    await cleanUp();
+  });
+
+  it("the previous version keeps serving; after the restart the interrupted deployment's colour is removed from the host, and a live colour that went down comes back", async () => {
+    const host = hosts.hosts[0];
+    if (!host) throw new Error("no host");
+    expect((await call("POST", "/api/v1/environments", { name: "prod" })).status).toBe(201);
+    expect(
+      (await call("POST", "/api/v1/lifecycles", { name: "one", phases: [{ environments: ["prod"] }] })).status,
+    ).toBe(201);
+    const target = await call("POST", "/api/v1/targets", {
+      name: targetName,
+      environments: ["prod"],
+      roles: ["web"],
+      transport: "ssh",
+      ssh: { host: host.address, user: "root", privateKey: hosts.privateKey, hostKey: host.fingerprint },
+      router: {
+        driver: "builtin",
+        listen: `0.0.0.0:${PROXY_PORT}`,
+        stateDir: join(stateRoot, "proxy"),
+        command: FERRY,
+      },
+    });
+    expect(target.status, JSON.stringify(target.body)).toBe(201);
+    const project = await call<{ slug: string }>("POST", "/api/v1/projects", {
+      name: `rpc-${suffix}`,
+      lifecycle: "one",
+    });
+    expect(project.status).toBe(201);
+    slug = project.body.slug;
+    routeHost = `${slug}.test`;
+    const variable = await call<{ id: string }>("POST", `/api/v1/projects/${slug}/variables`, {
+      name: "AppDirectory",
+      value: app.directory,
+    });
+    await call("POST", `/api/v1/projects/${slug}/variables`, { name: "ApiToken", value: "t", sensitive: true });
+    // A long health-check deadline: the kill lands while the new colour runs, unhealthy, beside the old.
+    expect(
+      (await call("PUT", `/api/v1/projects/${slug}/process`, { steps: [processStep("web", routeHost, 60)] })).status,
+    ).toBe(200);
+    const deploy = async (version: string) => {
+      expect((await call("POST", `/api/v1/projects/${slug}/releases`, { version })).status).toBe(201);
+      const created = await call<{ taskId: string }>("POST", `/api/v1/projects/${slug}/deployments`, {
+        release: version,
+        environment: "prod",
+      });
+      expect(created.status).toBe(201);
+      return created.body.taskId;
+    };
+    expect(await waitForTerminal(await deploy("1.0.1"), 120_000)).toBe("succeeded");
+    expect(await served(host.address, routeHost)).toBe("version 1.0.1");
+
+    await call("PATCH", `/api/v1/projects/${slug}/variables/${variable.body.id}`, { value: neverHealthy.directory });
+    const load = startLoad({ address: host.address, port: PROXY_PORT, host: routeHost, connections: 16 });
+    try {
+      while (load.completed() < 50) await sleep(20);
+      const taskId = await deploy("1.0.2");
+      // The new colour runs on the host (started over SSH), not yet switched to.
+      await waitUntil(
+        async () =>
+          (await instances().listByLabel("ferry.task", taskId)).some((instance) => instance.state === "running"),
+        "the new colour runs on the host",
+        60_000,
+      );
+      server?.process.kill("SIGKILL");
+      const servedBefore = load.completed();
+      await sleep(1_000);
+      // The server is gone: the host's proxy and the old colour serve on.
+      expect(load.completed()).toBeGreaterThan(servedBefore);
+      await start();
+      expect(await waitForTerminal(taskId, 120_000)).toBe("interrupted");
+      const tasks = await call<{ items: { state: string }[] }>("GET", "/api/v1/tasks?limit=100");
+      expect(tasks.body.items.filter((task) => !TERMINAL.includes(task.state))).toEqual([]);
+      // What the interrupted deployment started on the host is gone; the live colour runs on.
+      expect(await instances().listByLabel("ferry.task", taskId)).toEqual([]);
+      const remaining = await instances().listByLabel("ferry.project", slug);
+      expect(remaining.map((instance) => [instance.labels["ferry.release"], instance.state])).toEqual([
+        ["1.0.1", "running"],
+      ]);
+      const seen = await load.stop();
+      expect(seen.failures).toEqual([]);
+      expect([...seen.bodies.keys()]).toEqual(["version 1.0.1"]);
+    } finally {
+      await load.stop().catch(() => undefined);
+    }
+
+    // As after a host reboot while the server is down: the live colour's supervisor and app
+    // are gone. The server's next start reconciles the host: the colour runs and serves again.
+    server?.process.kill("SIGKILL");
+    const [live] = await instances().listByLabel("ferry.project", slug);
+    if (!live) throw new Error("no live colour");
+    const state = JSON.parse(readFileSync(join(ROOT_INSTANCES, targetName, live.name, "state.json"), "utf8")) as {
+      supervisor: { pid: number } | null;
+      child: { pid: number } | null;
+    };
+    for (const pid of [state.supervisor?.pid, state.child && -state.child.pid]) {
+      if (pid) process.kill(pid, "SIGKILL");
+    }
+    await waitUntil(
+      async () => (await instances().inspect(live.name))?.running === false,
+      "the colour is down",
+      10_000,
+    );
+    expect(await served(host.address, routeHost)).not.toBe("version 1.0.1");
+    await start();
+    await waitUntil(
+      async () => (await served(host.address, routeHost).catch(() => "")) === "version 1.0.1",
+      "the restarted server reconciled the host's live colour",
+      60_000,
+    );
+    expect((await instances().inspect(live.name))?.running).toBe(true);
+  });
+});
