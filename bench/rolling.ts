@@ -4,7 +4,7 @@ import { numberFlag } from "./blueGreenBench.js";
 import type { BenchmarkResult } from "./run.js";
 
 /** The work each target does: a second of waiting, as a deployment step that waits on a host would. */
-const STEP_SCRIPT = 'echo "deploying on $TARGET"; sleep 1; echo "done on $TARGET"';
+export const STEP_SCRIPT = 'echo "deploying on $TARGET"; sleep 1; echo "done on $TARGET"';
 
 /**
  * `rolling`: a rolling step with a 100 % window over N targets (default 20, `--targets N`)
@@ -90,7 +90,7 @@ async function setUp(test: TestServer, targets: number): Promise<void> {
 let versions = 0;
 
 /** Seconds from the deployment's request to its task's end; throws unless it succeeded. */
-async function deploy(test: TestServer, project: string): Promise<number> {
+export async function deploy(test: TestServer, project: string): Promise<number> {
   const version = `1.0.${++versions}`;
   const release = await test.call("POST", `/api/v1/projects/${project}/releases`, { version });
   if (release.status !== 201) throw new Error(`release: ${JSON.stringify(release.body)}`);
@@ -110,7 +110,7 @@ async function deploy(test: TestServer, project: string): Promise<number> {
   }
 }
 
-function median(values: readonly number[]): number {
+export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
   return sorted.length % 2 === 1 ? (sorted[middle] ?? 0) : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
