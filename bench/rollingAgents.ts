@@ -6,7 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { startTestServer, type TestServer } from "../test/helpers/server.js";
 import { type SshHosts, startSshHosts } from "../test/helpers/sshHosts.js";
 import { numberFlag } from "./blueGreenBench.js";
-import { deploy, median, STEP_SCRIPT } from "./rolling.js";
+import { deploy, deployTask, median, STEP_SCRIPT } from "./rolling.js";
 import type { BenchmarkResult } from "./run.js";
 
 const ROOT = join(import.meta.dirname ?? ".", "..", "..");
@@ -91,6 +91,9 @@ export async function rollingAgents(): Promise<BenchmarkResult> {
       one.push(await deploy(test, "solo"));
       many.push(await deploy(test, "fleet"));
     }
+    // Where the time of one more of each goes, from the task logs' own timestamps.
+    const soloPhases = await phases(test, await deployTask(test, "solo"));
+    const fleetPhases = await phases(test, await deployTask(test, "fleet"));
     const oneMedian = median(one);
     const manyMedian = median(many);
     const ratio = manyMedian / oneMedian;
@@ -104,6 +107,13 @@ export async function rollingAgents(): Promise<BenchmarkResult> {
           measured: `${manyMedian.toFixed(2)} s (${ratio.toFixed(2)}×)`,
           baseline: `one agent ${oneMedian.toFixed(2)} s`,
           met: ratio <= 2,
+        },
+        {
+          figure: "one more of each: request → batch starts → last target started → last ended → task done",
+          goal: "(printed)",
+          measured: `${targets} agents ${fleetPhases}`,
+          baseline: `one agent ${soloPhases}`,
+          met: undefined,
         },
         {
           figure: "1-min load average before → after",
@@ -130,6 +140,30 @@ export async function rollingAgents(): Promise<BenchmarkResult> {
     await hosts?.close();
     rmSync(directory, { recursive: true, force: true });
   }
+}
+
+/**
+ * Seconds between: the request and the batch's log line (queueing, the availability probe of
+ * every agent), that line and the last target's first line (the hand-over of the step to each
+ * agent), that and the last target's last line (the step's own second), that and the task's end.
+ */
+async function phases(
+  test: TestServer,
+  run: { seconds: number; taskId: string; requestedAt: number },
+): Promise<string> {
+  const { lines } = await call<{ lines: { at: string; text: string }[] }>(
+    test,
+    "GET",
+    `/api/v1/tasks/${run.taskId}/log`,
+  );
+  const at = (predicate: (text: string) => boolean) =>
+    Math.max(...lines.filter((line) => predicate(line.text)).map((line) => Date.parse(line.at)));
+  const batch = at((text) => text.startsWith("batch 1 of 1"));
+  const started = at((text) => text.startsWith("deploying on "));
+  const ended = at((text) => text.startsWith("done on "));
+  const done = run.requestedAt + run.seconds * 1000;
+  const seconds = (from: number, to: number) => ((to - from) / 1000).toFixed(2);
+  return `${seconds(run.requestedAt, batch)} + ${seconds(batch, started)} + ${seconds(started, ended)} + ${seconds(ended, done)} s`;
 }
 
 async function call<T>(test: TestServer, method: string, path: string, body?: unknown): Promise<T> {
