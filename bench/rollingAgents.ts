@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -91,9 +91,19 @@ export async function rollingAgents(): Promise<BenchmarkResult> {
       one.push(await deploy(test, "solo"));
       many.push(await deploy(test, "fleet"));
     }
-    // Where the time of one more of each goes, from the task logs' own timestamps.
+    // Where the time of one more of each goes, from the task logs' own timestamps, and the
+    // CPU it took: the server (this process) and the agents, on a machine of few cores.
+    const cpu = () => ({
+      server: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
+      agents: children.reduce((sum, child) => sum + cpuSeconds(child.pid ?? 0), 0),
+    });
+    const beforeSolo = cpu();
     const soloPhases = await phases(test, await deployTask(test, "solo"));
+    const beforeFleet = cpu();
     const fleetPhases = await phases(test, await deployTask(test, "fleet"));
+    const afterFleet = cpu();
+    const cpuText = (from: { server: number; agents: number }, to: { server: number; agents: number }) =>
+      `server ${(to.server - from.server).toFixed(2)} s + agents ${(to.agents - from.agents).toFixed(2)} s`;
     const oneMedian = median(one);
     const manyMedian = median(many);
     const ratio = manyMedian / oneMedian;
@@ -113,6 +123,13 @@ export async function rollingAgents(): Promise<BenchmarkResult> {
           goal: "(printed)",
           measured: `${targets} agents ${fleetPhases}`,
           baseline: `one agent ${soloPhases}`,
+          met: undefined,
+        },
+        {
+          figure: "CPU time of that one more of each",
+          goal: "(printed)",
+          measured: `${targets} agents: ${cpuText(beforeFleet, afterFleet)}`,
+          baseline: `one agent: ${cpuText(beforeSolo, beforeFleet)}`,
           met: undefined,
         },
         {
@@ -139,6 +156,16 @@ export async function rollingAgents(): Promise<BenchmarkResult> {
     await test?.close();
     await hosts?.close();
     rmSync(directory, { recursive: true, force: true });
+  }
+}
+
+/** utime + stime of a process (the agent: `ip netns exec` execs it in place), in seconds. */
+function cpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
   }
 }
 
