@@ -4,7 +4,7 @@ import { numberFlag } from "./blueGreenBench.js";
 import type { BenchmarkResult } from "./run.js";
 
 /** The work each target does: a second of waiting, as a deployment step that waits on a host would. */
-const STEP_SCRIPT = 'echo "deploying on $TARGET"; sleep 1; echo "done on $TARGET"';
+export const STEP_SCRIPT = 'echo "deploying on $TARGET"; sleep 1; echo "done on $TARGET"';
 
 /**
  * `rolling`: a rolling step with a 100 % window over N targets (default 20, `--targets N`)
@@ -90,11 +90,20 @@ async function setUp(test: TestServer, targets: number): Promise<void> {
 let versions = 0;
 
 /** Seconds from the deployment's request to its task's end; throws unless it succeeded. */
-async function deploy(test: TestServer, project: string): Promise<number> {
+export async function deploy(test: TestServer, project: string): Promise<number> {
+  return (await deployTask(test, project)).seconds;
+}
+
+/** As deploy, with the task's id and when the request was sent (epoch ms). */
+export async function deployTask(
+  test: TestServer,
+  project: string,
+): Promise<{ seconds: number; taskId: string; requestedAt: number }> {
   const version = `1.0.${++versions}`;
   const release = await test.call("POST", `/api/v1/projects/${project}/releases`, { version });
   if (release.status !== 201) throw new Error(`release: ${JSON.stringify(release.body)}`);
   const started = performance.now();
+  const requestedAt = Date.now();
   const queued = await test.call<{ taskId: string }>("POST", `/api/v1/projects/${project}/deployments`, {
     release: version,
     environment: "prod",
@@ -102,7 +111,9 @@ async function deploy(test: TestServer, project: string): Promise<number> {
   if (queued.status !== 201) throw new Error(`deployment: ${JSON.stringify(queued.body)}`);
   for (;;) {
     const task = await test.call<{ state: string; error: string | null }>("GET", `/api/v1/tasks/${queued.body.taskId}`);
-    if (task.body.state === "succeeded") return (performance.now() - started) / 1000;
+    if (task.body.state === "succeeded") {
+      return { seconds: (performance.now() - started) / 1000, taskId: queued.body.taskId, requestedAt };
+    }
     if (["failed", "cancelled", "interrupted"].includes(task.body.state)) {
       throw new Error(`deployment of ${project} ${task.body.state}: ${task.body.error ?? ""}`);
     }
@@ -110,7 +121,7 @@ async function deploy(test: TestServer, project: string): Promise<number> {
   }
 }
 
-function median(values: readonly number[]): number {
+export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
   return sorted.length % 2 === 1 ? (sorted[middle] ?? 0) : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;

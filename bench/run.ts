@@ -9,6 +9,7 @@ import { deployLatency, rollback } from "./deployLatency.js";
 import { footprint } from "./footprint.js";
 import { logs } from "./logs.js";
 import { rolling } from "./rolling.js";
+import { rollingAgents } from "./rollingAgents.js";
 import { throughput } from "./throughput.js";
 import { ui } from "./ui.js";
 import { zeroDowntime } from "./zeroDowntime.js";
@@ -39,6 +40,7 @@ const benchmarks: Record<string, () => Promise<BenchmarkResult>> = {
   logs,
   "attack-flood": attackFlood,
   rolling,
+  "rolling-agents": rollingAgents,
   agents,
   ui,
 };

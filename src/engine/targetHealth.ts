@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type { FastifyBaseLogger } from "fastify";
 import type { Kysely } from "kysely";
 import type { TargetInfo } from "../store/deployments.js";
@@ -218,7 +219,11 @@ export class TargetHealthMonitor {
       target: (info: TargetInfo) => Target;
       logger: FastifyBaseLogger;
     },
-  ) {}
+  ) {
+    // Each check under way listens for the monitor's stop (withDeadline): up to MAX_CHECKS at
+    // once is by design, not the leak Node warns about past 10 (it did with 20 agents).
+    setMaxListeners(MAX_CHECKS + 10, this.controller.signal);
+  }
 
   start(): void {
     this.schedule();
