@@ -7,14 +7,12 @@ import { Response } from "undici";
 import type { AgentCall, EventsRequest, PollAnswer, PollRequest } from "../domain/agents.js";
 import { TaskFailure } from "../engine/types.js";
 import { DockerRuntime } from "../runtimes/docker.js";
-import type { Processes } from "../runtimes/process.js";
-import type { Runtime, RuntimeKind, RuntimesByKind } from "../runtimes/types.js";
+import type { RuntimeKind, RuntimesByKind } from "../runtimes/types.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import type { HttpOutcome, HttpRequest } from "../steps/http.js";
 import { type AgentIdentity, connectedAgents, setAgentState } from "../store/agents.js";
 import type { StoreContext } from "../store/common.js";
-import type { HostRouter } from "../traffic/hostRouter.js";
-import type { ProcessExit, ProcessSpec, Target, Transport } from "./types.js";
+import type { ProcessExit, ProcessSpec, Transport } from "./types.js";
 
 /** How long an operation other than a step's process (a directory, a file, a tunnel) may take. */
 const OPERATION_TIMEOUT_MS = 30_000;
@@ -626,30 +624,4 @@ class TunnelSocket extends Duplex {
   unref(): this {
     return this;
   }
-}
-
-/** An agent target: its host through the agent, its Docker engine through tunnels. Routers through agents come later (issue 12). */
-export function agentTarget(
-  transport: AgentTransport,
-  target: { id: string; slug?: string; name: string; roles: readonly string[] },
-  router: HostRouter | undefined,
-  processes: Processes,
-): Target {
-  return {
-    ...target,
-    transport,
-    // The process runtime through the transport (ADR 0035); the others are the transport's own.
-    runtime: (kind) => (kind === "process" ? (processes as RuntimesByKind[typeof kind]) : transport.runtime(kind)),
-    runtimes: (): Runtime[] => [transport.runtime("docker"), processes],
-    // The host's router is driven through the transport like any other work (ADR 0031).
-    router: async () => {
-      if (!router) {
-        throw new TaskFailure(
-          `target '${target.name}' has no traffic router for a blue/green switch: give it one (ferry target update ${target.slug ?? target.name} --router builtin --router-listen 0.0.0.0:80; docs/targets.md)`,
-        );
-      }
-      return router.get();
-    },
-    routerInUse: async () => router?.inUse(),
-  };
 }

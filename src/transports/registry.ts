@@ -3,9 +3,10 @@ import { RemoteProcessRuntime } from "../runtimes/remoteProcess.js";
 import type { TargetInfo } from "../store/deployments.js";
 import type { HostRouter } from "../traffic/hostRouter.js";
 import { hostRouter, type LazyRouter } from "../traffic/routers.js";
-import { type AgentHub, agentTarget } from "./agent.js";
+import type { AgentHub } from "./agent.js";
 import { type LocalTransport, localTarget } from "./local.js";
-import { type SshConnections, SshTransport, sshTarget } from "./ssh.js";
+import { remoteTarget } from "./remoteTarget.js";
+import { type SshConnections, SshTransport } from "./ssh.js";
 import type { Target, Transport } from "./types.js";
 
 /** What the transports of a server share: the server's own host and its router, the SSH connection pool, the agents' hub. */
@@ -69,11 +70,11 @@ export function targetResolver(services: TransportServices): (info: TargetInfo |
     local: (info) => localTarget(services.local, services.router, info),
     ssh: (info) => {
       const transport = sshTransport(info.id);
-      return sshTarget(transport, info, routerOfHost(info, transport), processesOfHost(info, transport));
+      return remoteTarget(transport, info, routerOfHost(info, transport), processesOfHost(info, transport));
     },
     agent: (info) => {
       const transport = services.agents.transport(info.id, info.name);
-      return agentTarget(transport, info, routerOfHost(info, transport), processesOfHost(info, transport));
+      return remoteTarget(transport, info, routerOfHost(info, transport), processesOfHost(info, transport));
     },
   };
   return (info) => (info ? kinds[info.transport](info) : localTarget(services.local, services.router, SERVER_HOST));

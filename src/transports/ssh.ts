@@ -8,15 +8,13 @@ import { Agent, type buildConnector } from "undici";
 import { LineSplitter } from "../engine/lineSplitter.js";
 import { TaskFailure } from "../engine/types.js";
 import { DockerRuntime } from "../runtimes/docker.js";
-import type { Processes } from "../runtimes/process.js";
-import type { Runtime, RuntimeKind, RuntimesByKind } from "../runtimes/types.js";
+import type { RuntimeKind, RuntimesByKind } from "../runtimes/types.js";
 import { guardedDestination, type OutboundPolicy } from "../security/outboundGuard.js";
 import { hostKeyFingerprint } from "../security/sshKeys.js";
 import { type HttpOutcome, type HttpRequest, sendRequest } from "../steps/http.js";
 import type { SshConnectionSettings } from "../store/targets.js";
-import type { HostRouter } from "../traffic/hostRouter.js";
 import { LAUNCHER_COMMAND, LAUNCHER_REFUSED, LauncherInputError, launcherRequest, runRequest } from "./sshLauncher.js";
-import type { ProcessExit, ProcessSpec, Target, Transport } from "./types.js";
+import type { ProcessExit, ProcessSpec, Transport } from "./types.js";
 
 /** How long connecting (TCP, key exchange, host key check, sign-in) may take. */
 const CONNECT_TIMEOUT_MS = 15_000;
@@ -805,36 +803,6 @@ class ChannelSocket extends Duplex {
   unref(): this {
     return this;
   }
-}
-
-/**
- * An ssh target: its host through the transport, its Docker engine over the connection, and
- * the traffic router its settings choose on that host (docs/decisions/0031), driven through
- * the transport like everything else.
- */
-export function sshTarget(
-  transport: SshTransport,
-  target: { id: string; slug?: string; name: string; roles: readonly string[] },
-  router: HostRouter | undefined,
-  processes: Processes,
-): Target {
-  return {
-    ...target,
-    transport,
-    // The process runtime through the transport (ADR 0035); the others are the transport's own.
-    runtime: (kind) => (kind === "process" ? (processes as RuntimesByKind[typeof kind]) : transport.runtime(kind)),
-    // Clean-up asks the engine over SSH; a host without Docker answers with an error it logs.
-    runtimes: (): Runtime[] => [transport.runtime("docker"), processes],
-    router: async () => {
-      if (!router) {
-        throw new TaskFailure(
-          `target '${target.name}' has no traffic router for a blue/green switch: give it one (ferry target update ${target.slug ?? target.name} --router builtin --router-listen 0.0.0.0:80, or router: in ferry.yml; docs/targets.md)`,
-        );
-      }
-      return router.get();
-    },
-    routerInUse: async () => router?.inUse(),
-  };
 }
 
 /** The host keys a target presents, for `ferry target trust`. */
