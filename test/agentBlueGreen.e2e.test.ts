@@ -1,16 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import {
-  chmodSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
-import http from "node:http";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -21,6 +11,7 @@ import { buildDemoImage, type DemoImage, removeImages } from "./helpers/images.j
 import { type RunningLoad, startLoad } from "./helpers/load.js";
 import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
 import { startRegistry, type TestRegistry } from "./helpers/registry.js";
+import { commandLinesContaining, PROXY_PORT, served } from "./helpers/remoteHosts.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
 
@@ -32,45 +23,11 @@ import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
  * to the host's proxy the whole time; every failed request fails the test.
  */
 
-const PROXY_PORT = 8000;
 /** Per-task uids of the agent (running as root): a host service must never run as one. */
 const PER_TASK_UIDS = "2000300000-2000300099";
 
 interface Created {
   deployments: { taskId: string }[];
-}
-
-function served(address: string, routeHost: string): Promise<string> {
-  return new Promise<string>((resolve, reject) => {
-    const request = http.get(
-      { host: address, port: PROXY_PORT, path: "/", headers: { host: routeHost }, agent: false },
-      (response) => {
-        let body = "";
-        response.setEncoding("utf8");
-        response.on("data", (chunk: string) => {
-          body += chunk;
-        });
-        response.on("end", () => resolve(body.trim()));
-      },
-    );
-    request.setTimeout(10_000, () => request.destroy(new Error("no answer within 10 s")));
-    request.on("error", reject);
-  });
-}
-
-/** Processes (the namespaces share this machine's process table) whose command line holds `text`. */
-function commandLinesContaining(text: string): string[] {
-  const found: string[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const commandLine = readFileSync(`/proc/${entry}/cmdline`, "latin1");
-      if (commandLine.includes(text)) found.push(commandLine.replaceAll("\0", " "));
-    } catch {
-      // Exited meanwhile.
-    }
-  }
-  return found;
 }
 
 /** The real uid a process runs as (/proc/PID/status). */

@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +13,7 @@ import { apiRequest, FERRY, isolatedEnv, runFerry, testAdminKey, trackedResource
 import { buildDemoImage, type DemoImage, removeImages } from "./helpers/images.js";
 import { type RunningLoad, startLoad } from "./helpers/load.js";
 import { startRegistry, type TestRegistry } from "./helpers/registry.js";
+import { commandLinesContaining, PROXY_PORT } from "./helpers/remoteHosts.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
 
@@ -25,25 +26,9 @@ import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
  */
 
 /** Where each host's proxy takes traffic (inside its namespace). */
-const PROXY_PORT = 8000;
 
 interface Created {
   deployments: { taskId: string }[];
-}
-
-/** Processes (the namespaces share this machine's process table) whose command line holds `text`. */
-function commandLinesContaining(text: string): string[] {
-  const found: string[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const commandLine = readFileSync(`/proc/${entry}/cmdline`, "latin1");
-      if (commandLine.includes(text)) found.push(commandLine.replaceAll("\0", " "));
-    } catch {
-      // Exited meanwhile.
-    }
-  }
-  return found;
 }
 
 async function waitUntil(condition: () => boolean | Promise<boolean>, what: string, timeoutMs: number): Promise<void> {

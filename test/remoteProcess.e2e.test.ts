@@ -1,6 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import http from "node:http";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -11,6 +10,7 @@ import { crashTestClient, TERMINAL } from "./helpers/crashClient.js";
 import { type RunningLoad, startLoad } from "./helpers/load.js";
 import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
 import { freePort } from "./helpers/registry.js";
+import { commandLinesContaining, PROXY_PORT, served } from "./helpers/remoteHosts.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
 
@@ -22,46 +22,11 @@ import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
  */
 
 /** Where the host's proxy takes traffic (inside its namespace). */
-const PROXY_PORT = 8000;
 /** Where the process runtime keeps a target's instances on a host reached as root (processHost.ts). */
 const ROOT_INSTANCES = "/var/lib/ferry/processes";
 
 interface Created {
   deployments: { taskId: string }[];
-}
-
-/** Processes (the namespaces share this machine's process table) whose command line holds `text`. */
-function commandLinesContaining(text: string): string[] {
-  const found: string[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const commandLine = readFileSync(`/proc/${entry}/cmdline`, "latin1");
-      if (commandLine.includes(text)) found.push(commandLine.replaceAll("\0", " "));
-    } catch {
-      // Exited meanwhile.
-    }
-  }
-  return found;
-}
-
-/** What the proxy at `address` answers for the route's host name. */
-function served(address: string, routeHost: string): Promise<string> {
-  return new Promise<string>((resolve, reject) => {
-    const request = http.get(
-      { host: address, port: PROXY_PORT, path: "/", headers: { host: routeHost }, agent: false },
-      (response) => {
-        let body = "";
-        response.setEncoding("utf8");
-        response.on("data", (chunk: string) => {
-          body += chunk;
-        });
-        response.on("end", () => resolve(body.trim()));
-      },
-    );
-    request.setTimeout(10_000, () => request.destroy(new Error("no answer within 10 s")));
-    request.on("error", reject);
-  });
 }
 
 async function waitUntil(condition: () => boolean | Promise<boolean>, what: string, timeoutMs: number): Promise<void> {
