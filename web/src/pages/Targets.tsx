@@ -4,12 +4,124 @@ import { useSearchParams } from "react-router";
 import { api, query } from "../api/client";
 import { useEnvironments } from "../api/hooks";
 import type { Page, Target } from "../api/types";
+import { DataTable } from "../components/DataTable";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
 import { RelativeTime } from "../components/RelativeTime";
 import { Tags } from "../components/Tags";
 import { useTitle } from "../lib/title";
 
-/** The hosts deployments run on: their environments, roles, transport and runtimes. */
+type Health = Target["health"];
+type AgentLink = NonNullable<Target["agent"]>;
+
+/** Every health state has a symbol and words; the colour only repeats them. */
+const HEALTH_LOOK: Record<Health["state"], { symbol: string; label: string }> = {
+  up: { symbol: "✔", label: "up" },
+  down: { symbol: "✖", label: "down" },
+  unknown: { symbol: "?", label: "not checked yet" },
+};
+
+const AGENT_LINK: Record<AgentLink["state"], string> = {
+  connected: "connected",
+  lost: "link lost",
+  never: "enrolled, never connected",
+  revoked: "credential revoked",
+};
+
+/** 82463371264 → "76.8 GiB" (binary units, as df -h). */
+function humanBytes(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+/** The last scheduled check: state in words, when, and what it found (or what failed). */
+function HealthCell({ health }: { health: Health }) {
+  const look = HEALTH_LOOK[health.state];
+  return (
+    <>
+      <span
+        className={`state state-${health.state === "unknown" ? "cancelled" : health.state === "up" ? "succeeded" : "failed"}`}
+      >
+        <span aria-hidden="true" className="state-symbol">
+          {look.symbol}
+        </span>{" "}
+        {look.label}
+      </span>
+      {health.checkedAt && (
+        <div className="small muted">
+          checked <RelativeTime at={health.checkedAt} />
+        </div>
+      )}
+      {health.state === "down" && health.error && <div className="small health-error">{health.error}</div>}
+      {health.state === "down" && (
+        <div className="small muted">last up {health.lastUpAt ? <RelativeTime at={health.lastUpAt} /> : "never"}</div>
+      )}
+      {(health.dockerVersion !== null || health.diskFreeBytes !== null || health.router !== null) && (
+        <dl className="health-facts small">
+          {health.dockerVersion !== null && (
+            <div>
+              <dt>Docker</dt>
+              <dd className="mono">{health.dockerVersion}</dd>
+            </div>
+          )}
+          {health.diskFreeBytes !== null && (
+            <div>
+              <dt>Disk free</dt>
+              <dd title={`${health.diskFreeBytes.toLocaleString("en")} bytes`}>{humanBytes(health.diskFreeBytes)}</dd>
+            </div>
+          )}
+          {health.router !== null && (
+            <div>
+              <dt>Router</dt>
+              <dd>{health.router}</dd>
+            </div>
+          )}
+        </dl>
+      )}
+    </>
+  );
+}
+
+/** How the host is reached; for an agent, the state of its link too. */
+function TransportCell({ target }: { target: Target }) {
+  if (target.transport === "local") return <>this server's host (local)</>;
+  if (target.transport === "ssh") {
+    return (
+      <>
+        SSH
+        {target.ssh && (
+          <div className="small muted mono">
+            {target.ssh.user}@{target.ssh.host}
+            {target.ssh.port === 22 ? "" : `:${target.ssh.port}`}
+          </div>
+        )}
+      </>
+    );
+  }
+  return (
+    <>
+      agent
+      {target.agent && (
+        <div className="small muted">
+          {AGENT_LINK[target.agent.state]}
+          {target.agent.since && (
+            <>
+              {" "}
+              since <RelativeTime at={target.agent.since} />
+            </>
+          )}
+        </div>
+      )}
+    </>
+  );
+}
+
+/** The hosts deployments run on: their health, environments, roles, transport and runtimes. */
 export function TargetsPage() {
   useTitle("Targets");
   const [search, setSearch] = useSearchParams();
@@ -19,6 +131,8 @@ export function TargetsPage() {
   const targets = useQuery({
     queryKey: ["targets"],
     queryFn: () => api<Page<Target>>("GET", `/targets${query({ limit: 500 })}`),
+    // Health is checked on a schedule by the server: keep the page's view of it current.
+    refetchInterval: 10_000,
   });
   const roles = useMemo(
     () => [...new Set((targets.data?.items ?? []).flatMap((target) => target.roles))].sort(),
@@ -78,47 +192,37 @@ export function TargetsPage() {
       <ErrorNotice error={targets.error} what="The targets could not be loaded" />
       {targets.data && shown.length === 0 && <p className="empty">No target here.</p>}
       {shown.length > 0 && (
-        <div className="table-scroll">
-          <table className="data" aria-labelledby="targets-title">
-            <thead>
-              <tr>
-                <th scope="col">Target</th>
-                <th scope="col">Environments</th>
-                <th scope="col">Roles</th>
-                <th scope="col">Reached through</th>
-                <th scope="col">Runs</th>
-                <th scope="col">Changed</th>
-              </tr>
-            </thead>
-            <tbody>
-              {shown.map((target) => (
-                <tr key={target.id}>
-                  <th scope="row">
-                    {target.name}
-                    <div className="small muted mono">{target.slug}</div>
-                  </th>
-                  <td>
-                    <Tags items={target.environments} />
-                  </td>
-                  <td>
-                    {target.roles.length === 0 ? <span className="muted">none</span> : <Tags items={target.roles} />}
-                  </td>
-                  <td>{target.transport === "local" ? "this server's host (local)" : target.transport}</td>
-                  <td>
-                    <Tags
-                      items={target.runtimes.map((runtime) =>
-                        runtime === "docker" ? "Docker containers" : "processes",
-                      )}
-                    />
-                  </td>
-                  <td>
-                    <RelativeTime at={target.updatedAt} />
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable
+          labelledBy="targets-title"
+          columns={["Target", "Health", "Environments", "Roles", "Reached through", "Runs", "Changed"]}
+        >
+          {shown.map((target) => (
+            <tr key={target.id}>
+              <th scope="row">
+                {target.name}
+                <div className="small muted mono">{target.slug}</div>
+              </th>
+              <td>
+                <HealthCell health={target.health} />
+              </td>
+              <td>
+                <Tags items={target.environments} />
+              </td>
+              <td>{target.roles.length === 0 ? <span className="muted">none</span> : <Tags items={target.roles} />}</td>
+              <td>
+                <TransportCell target={target} />
+              </td>
+              <td>
+                <Tags
+                  items={target.runtimes.map((runtime) => (runtime === "docker" ? "Docker containers" : "processes"))}
+                />
+              </td>
+              <td>
+                <RelativeTime at={target.updatedAt} />
+              </td>
+            </tr>
+          ))}
+        </DataTable>
       )}
     </section>
   );
