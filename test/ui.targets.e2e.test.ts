@@ -1,6 +1,5 @@
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Page } from "playwright-core";
@@ -13,6 +12,8 @@ import {
   ensureWebBuilt,
   launchBrowser,
 } from "./helpers/browser.js";
+import { FERRY } from "./helpers/cli.js";
+import { freePort } from "./helpers/registry.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 /*
@@ -20,7 +21,8 @@ import { startTestServer, type TestServer } from "./helpers/server.js";
  * Debian's Chromium against a real `ferry server` checking every second: a target on the
  * server's own host with the docker runtime is shown up, in words, with when it was checked
  * (exact time on hover), the real Docker engine's version and its free disk in human units;
- * an SSH target whose host refuses the connection is shown down, in words, with the error.
+ * an SSH target whose host refuses the connection is shown down, in words, with the error;
+ * an agent target (a real `ferry agent`) shows its link connected, then lost when it stops.
  */
 
 const ADMIN = "ada";
@@ -30,6 +32,19 @@ describe("web dashboard: target health", () => {
   let test: TestServer;
   let browser: Browser;
   let page: Page;
+  let agent: ChildProcess | undefined;
+  const temporary: string[] = [];
+  const waitForTarget = async (name: string, done: (target: Target) => boolean) => {
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      // Before an agent enrols its target does not exist yet (404).
+      const { status, body: target } = await test.call<Target>("GET", `/api/v1/targets/${name}`);
+      if (status === 200 && done(target)) return target;
+      if (Date.now() > deadline)
+        throw new Error(`${name}: ${JSON.stringify(target.health)} ${JSON.stringify(target.agent)}`);
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  };
   const url = (path: string) => new URL(path, test.server.url).toString();
   const ok = async <T = Record<string, unknown>>(method: string, path: string, body?: unknown) => {
     const response = await test.call<T>(method, path, body);
@@ -52,6 +67,8 @@ describe("web dashboard: target health", () => {
   }, 120_000);
 
   afterAll(async () => {
+    agent?.kill("SIGKILL");
+    for (const directory of temporary) rmSync(directory, { recursive: true, force: true });
     await browser?.close();
     await test?.close();
   });
@@ -102,13 +119,8 @@ describe("web dashboard: target health", () => {
   }, 120_000);
 
   it("shows an SSH target whose host cannot be reached as down, with what failed", async () => {
-    // A port nothing listens on: taken from the kernel, then let go.
-    const port = await new Promise<number>((resolve) => {
-      const server = createServer().listen(0, "127.0.0.1", () => {
-        const address = server.address();
-        server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-      });
-    });
+    // A port nothing listens on.
+    const port = await freePort();
     const keys = mkdtempSync(join(tmpdir(), "ferry-ui-targets-"));
     try {
       execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(keys, "id")]);
@@ -142,6 +154,60 @@ describe("web dashboard: target health", () => {
     expect(text).toContain("last up never");
     expect(text).not.toContain("Docker");
     expect(await row.getByRole("cell").nth(3).textContent()).toBe(`SSHdeploy@127.0.0.1:${port}`);
+
+    const violations = await accessibilityViolations(page);
+    expect(violations, describeViolations(violations)).toEqual([]);
+    expect(browser.errors).toEqual([]);
+  }, 120_000);
+
+  it("shows an agent target's link: connected and up, then lost when the agent stops", async () => {
+    const { token } = await ok<{ token: string }>("POST", "/api/v1/agent-tokens", {});
+    const stateDir = mkdtempSync(join(tmpdir(), "ferry-ui-agent-"));
+    temporary.push(stateDir);
+    const tokenFile = join(stateDir, "token");
+    writeFileSync(tokenFile, token, { mode: 0o600 });
+    let output = "";
+    agent = spawn(
+      process.execPath,
+      [FERRY, "agent", "--server", test.server.url, "--state-dir", stateDir, "--token-file", tokenFile].concat([
+        "--name",
+        "edge-1",
+        "--environments",
+        "dev",
+        "--roles",
+        "edge",
+        "--stop-grace",
+        "2",
+      ]),
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    agent.stdout?.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    agent.stderr?.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    await waitForTarget(
+      "edge-1",
+      (target) => target.agent?.state === "connected" && target.health.state === "up",
+    ).catch((error: Error) => {
+      throw new Error(`${error.message}\nagent said:\n${output}`);
+    });
+
+    await page.goto(url("/targets"));
+    const row = page.getByRole("row", { name: /edge-1/ });
+    await row.waitFor();
+    const reached = row.getByRole("cell").nth(3);
+    await expect.poll(() => row.getByRole("cell").nth(0).textContent(), { timeout: 30_000 }).toMatch(/✔\s*up/);
+    expect(await reached.textContent()).toMatch(/^agentconnected since (just now|\d+ s ago)$/);
+    expect(await reached.locator("time").getAttribute("title")).toMatch(/\d{2}:\d{2}:\d{2} UTC/);
+
+    // A stopping agent tells the server it leaves: the page shows the link lost on its own.
+    const exited = new Promise((resolve) => agent?.once("exit", resolve));
+    agent.kill("SIGTERM");
+    await exited;
+    await waitForTarget("edge-1", (target) => target.agent?.state === "lost");
+    await expect.poll(() => reached.textContent(), { timeout: 30_000 }).toMatch(/^agentlink lost since/);
 
     const violations = await accessibilityViolations(page);
     expect(violations, describeViolations(violations)).toEqual([]);
