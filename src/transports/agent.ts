@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Agent as HttpAgent } from "node:http";
 import type { Socket } from "node:net";
-import { Duplex } from "node:stream";
+import type { Duplex } from "node:stream";
 import { Response } from "undici";
 import type { AgentCall, EventsRequest, PollAnswer, PollRequest } from "../domain/agents.js";
 import { TaskFailure } from "../engine/types.js";
@@ -12,6 +12,7 @@ import type { OutboundPolicy } from "../security/outboundGuard.js";
 import type { HttpOutcome, HttpRequest } from "../steps/http.js";
 import { type AgentIdentity, connectedAgents, setAgentState } from "../store/agents.js";
 import type { StoreContext } from "../store/common.js";
+import { StreamSocket } from "./streamSocket.js";
 import type { ProcessExit, ProcessSpec, Transport } from "./types.js";
 
 /** How long an operation other than a step's process (a directory, a file, a tunnel) may take. */
@@ -254,7 +255,7 @@ export class AgentHub {
     this.#seen(session);
     response.writeHead(200, { "content-type": "application/octet-stream", "cache-control": "no-store" });
     response.flushHeaders();
-    pending.resolve(new TunnelSocket(request, response));
+    pending.resolve(new StreamSocket(request, response));
     return true;
   }
 
@@ -556,72 +557,5 @@ class TunnelAgent extends HttpAgent {
       (error: Error) => callback?.(error, undefined as never),
     );
     return undefined;
-  }
-}
-
-/**
- * A tunnel as a socket: what the agent's host sends arrives as the body of the agent's
- * request, what we send goes out as the body of our response (both streamed, with their
- * backpressure).
- */
-class TunnelSocket extends Duplex {
-  #ended = false;
-
-  constructor(
-    private readonly incoming: IncomingMessage,
-    private readonly outgoing: ServerResponse,
-  ) {
-    super();
-    incoming.on("data", (chunk: Buffer) => {
-      if (!this.push(chunk)) incoming.pause();
-    });
-    const end = () => {
-      if (this.#ended) return;
-      this.#ended = true;
-      this.push(null);
-    };
-    incoming.on("end", end);
-    incoming.on("close", end);
-    incoming.on("error", (error: Error) => this.destroy(error));
-    outgoing.on("close", end);
-  }
-
-  override _read(): void {
-    this.incoming.resume();
-  }
-
-  override _write(chunk: Buffer, encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.outgoing.write(chunk, encoding, (error) => callback(error ?? null));
-  }
-
-  override _final(callback: (error?: Error | null) => void): void {
-    this.outgoing.end();
-    callback();
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    this.outgoing.destroy();
-    this.incoming.destroy();
-    callback(error);
-  }
-
-  setTimeout(): this {
-    return this;
-  }
-
-  setNoDelay(): this {
-    return this;
-  }
-
-  setKeepAlive(): this {
-    return this;
-  }
-
-  ref(): this {
-    return this;
-  }
-
-  unref(): this {
-    return this;
   }
 }

@@ -1,6 +1,6 @@
 import { Agent as HttpAgent } from "node:http";
 import type { Socket } from "node:net";
-import { Duplex } from "node:stream";
+import type { Duplex } from "node:stream";
 import { connect as tlsConnect } from "node:tls";
 // ssh2 is CommonJS: Node's ESM loader gives its exports on the default import only.
 import ssh2, { type Client, type ClientChannel } from "ssh2";
@@ -14,6 +14,7 @@ import { hostKeyFingerprint } from "../security/sshKeys.js";
 import { type HttpOutcome, type HttpRequest, sendRequest } from "../steps/http.js";
 import type { SshConnectionSettings } from "../store/targets.js";
 import { LAUNCHER_COMMAND, LAUNCHER_REFUSED, LauncherInputError, launcherRequest, runRequest } from "./sshLauncher.js";
+import { StreamSocket } from "./streamSocket.js";
 import type { ProcessExit, ProcessSpec, Transport } from "./types.js";
 
 /** How long connecting (TCP, key exchange, host key check, sign-in) may take. */
@@ -645,7 +646,7 @@ export class SshTransport implements Transport {
     }
     // The connection stays leased while the channel is open: the idle timer cannot close it under a response.
     channel.once("close", () => lease.release());
-    const stream = new ChannelSocket(channel);
+    const stream = new StreamSocket(channel, channel);
     if (!https) return stream;
     return new Promise((resolve, reject) => {
       const socket = tlsConnect({
@@ -713,7 +714,7 @@ export class SshTransport implements Transport {
       throw error;
     }
     channel.once("close", () => lease.release());
-    return new ChannelSocket(channel);
+    return new StreamSocket(channel, channel);
   }
 }
 
@@ -738,70 +739,6 @@ class EngineAgent extends HttpAgent {
       (error: Error) => callback?.(error, undefined as never),
     );
     return undefined;
-  }
-}
-
-/**
- * A forwarded channel with a stream's usual destroy(): ssh2's own destroy() only ends and
- * closes the channel, and data or 'end' may still be emitted afterwards, which undici (the
- * HTTP client) does not expect from a socket it gave up on (a response body cancelled).
- */
-class ChannelSocket extends Duplex {
-  #ended = false;
-
-  constructor(private readonly channel: ClientChannel) {
-    super();
-    channel.on("data", (chunk: Buffer) => {
-      if (!this.push(chunk)) channel.pause();
-    });
-    const end = () => {
-      if (this.#ended) return;
-      this.#ended = true;
-      this.push(null);
-    };
-    channel.on("end", end);
-    channel.on("close", end);
-    channel.on("error", (error: Error) => this.destroy(error));
-  }
-
-  override _read(): void {
-    this.channel.resume();
-  }
-
-  override _write(chunk: Buffer, encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.channel.write(chunk, encoding, callback);
-  }
-
-  override _final(callback: (error?: Error | null) => void): void {
-    this.channel.end();
-    callback();
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    this.channel.destroy();
-    callback(error);
-  }
-
-  // What Node's HTTP client may call on a socket; a channel has no such knobs (keep-alives
-  // and timeouts belong to the SSH connection and to each call's own deadline).
-  setTimeout(): this {
-    return this;
-  }
-
-  setNoDelay(): this {
-    return this;
-  }
-
-  setKeepAlive(): this {
-    return this;
-  }
-
-  ref(): this {
-    return this;
-  }
-
-  unref(): this {
-    return this;
   }
 }
 
