@@ -73,7 +73,8 @@ export function RunbookPage() {
             <h1 id="runbook-title">{data.name}</h1>
             <span className="muted">{data.published ? `version ${data.published.version}` : "draft only"}</span>
             <div className="actions">
-              <PublishButton project={slug} runbook={data} mayEdit={mayEdit} />
+              {/* Only for those who may edit runbooks, like the draft run: to others a publish is no action of theirs. */}
+              {mayEdit && <PublishButton project={slug} runbook={data} />}
             </div>
           </div>
           {(data.published?.description ?? data.description) && (
@@ -151,9 +152,8 @@ function DraftStatus({ runbook }: { runbook: Runbook }) {
   );
 }
 
-function PublishButton({ project, runbook, mayEdit }: { project: string; runbook: Runbook; mayEdit: boolean }) {
+function PublishButton({ project, runbook }: { project: string; runbook: Runbook }) {
   const client = useQueryClient();
-  const reasonId = useId();
   const [published, setPublished] = useState<number | undefined>();
   const next = (runbook.published?.version ?? 0) + 1;
   return (
@@ -163,8 +163,6 @@ function PublishButton({ project, runbook, mayEdit }: { project: string; runbook
         title={`Publish ${runbook.name} as version ${next}?`}
         confirmLabel={`Publish version ${next}`}
         className="button button-primary"
-        disabled={!mayEdit}
-        describedBy={mayEdit ? undefined : reasonId}
         onConfirm={async () => {
           const answer = await api<Runbook>(
             "POST",
@@ -181,11 +179,6 @@ function PublishButton({ project, runbook, mayEdit }: { project: string; runbook
           with the project's variables as they are now. Publishing is recorded in the audit log.
         </p>
       </ConfirmButton>
-      {!mayEdit && (
-        <span id={reasonId} className="reason">
-          <span aria-hidden="true">⊘ </span>Publish: needs the editRunbooks permission
-        </span>
-      )}
       {published !== undefined && (
         <span className="notice notice-ok" role="status">
           Published version {published}
@@ -568,12 +561,12 @@ function ParameterField({
           <option value="false">false</option>
         </select>
       ) : parameter.sensitive ? (
-        // Write-only: never filled in from anything, and the browser is asked not to keep it.
+        // Write-only and uncontrolled: React would copy a controlled value into the markup's
+        // value attribute. Never filled in from anything; the browser is asked not to keep it.
         <input
           {...common}
           type="password"
           autoComplete="new-password"
-          value={value}
           onChange={(event) => onChange(event.target.value)}
         />
       ) : (
