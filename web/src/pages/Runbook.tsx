@@ -116,7 +116,7 @@ export function RunbookPage() {
               {data.published && data.draftChanged && (
                 <details className="card">
                   <summary>The draft (not published)</summary>
-                  <DefinitionView title="Draft" definition={data} nameOf={nameOf} headingLevel={3} />
+                  <DefinitionView title="Draft" definition={data} nameOf={nameOf} headingLevel={3} bare />
                 </details>
               )}
             </div>
@@ -193,18 +193,21 @@ function DefinitionView({
   definition,
   nameOf,
   headingLevel = 2,
+  bare = false,
   children,
 }: {
   title: string;
   definition: Definition;
   nameOf(slug: string): string;
   headingLevel?: 2 | 3;
+  /** Inside another card: no card of its own. */
+  bare?: boolean;
   children?: ReactNode;
 }) {
   const Heading = headingLevel === 2 ? "h2" : "h3";
   const Sub = headingLevel === 2 ? "h3" : "h4";
   return (
-    <section className="card" aria-label={title}>
+    <section className={bare ? undefined : "card"} aria-label={title}>
       <Heading>{title}</Heading>
       {children}
       <p className="small">
@@ -453,7 +456,7 @@ function RunForm({
               onChange={(event) => setTarget(event.target.value)}
               {...targetField.props}
             >
-              <option value="">every target with a step's role</option>
+              <option value="">all, by the steps' roles</option>
               {targetsHere.map((each) => (
                 <option key={each.id} value={each.name}>
                   {each.name}
@@ -543,7 +546,9 @@ function ParameterField({
     <div className="field">
       <label htmlFor={id}>
         {label}
-        {parameter.label && <span className="small muted mono"> {parameter.name}</span>}
+        {parameter.label && parameter.label !== parameter.name && (
+          <span className="small muted mono"> {parameter.name}</span>
+        )}
       </label>
       {parameter.type === "choice" ? (
         <select {...common} value={value} onChange={(event) => onChange(event.target.value)}>
