@@ -235,10 +235,24 @@ describe("web dashboard: runbooks", () => {
     expect(await page.getByRole("region", { name: "Published version 1" }).innerText()).not.toContain("flush-all");
     await page.getByText("The draft (not published)").click();
     expect(await page.getByRole("region", { name: "Draft" }).innerText()).toContain("flush-all");
-    // An editor may run the draft.
-    await page.getByLabel("Run the draft instead of the published version").waitFor();
     await page.screenshot({ path: join(SCREENSHOTS, "runbook.png"), fullPage: true });
     await expectAccessible("runbook page for an editor");
+
+    // An editor may run the draft explicitly: its task says so, and runs the draft's step.
+    await page.getByLabel("Run the draft instead of the published version").check();
+    await page.getByRole("heading", { name: "Run the draft" }).waitFor();
+    await page.getByLabel("Region").selectOption("us");
+    await page.getByLabel("Cache token").fill(SECRET);
+    await page.getByRole("button", { name: "Run the draft" }).click();
+    await page.waitForURL(/\/tasks\/task_/);
+    await page.getByRole("heading", { name: "Run Flush cache (draft) of shop in staging" }).waitFor();
+    await page.locator(".state").first().getByText("succeeded").waitFor({ timeout: 30_000 });
+    expect(await page.getByRole("definition").filter({ hasText: "its draft" }).count()).toBe(1);
+    await page.getByLabel("Search the log").fill("flushed everything");
+    await page.getByRole("status").filter({ hasText: "1 of 1" }).waitFor();
+    expect(await everythingOnPage()).not.toContain(SECRET);
+    await page.goBack();
+    await page.getByRole("heading", { name: "Flush cache", level: 1 }).waitFor();
 
     await page.getByRole("button", { name: "Publish" }).click();
     const dialog = page.getByRole("dialog", { name: "Publish Flush cache as version 2?" });

@@ -82,7 +82,7 @@ export function RunbookPage() {
           )}
           <DraftStatus runbook={data} />
           <div className="runbook-layout">
-            <div>
+            <div className="runbook-column">
               <RunForm
                 project={slug}
                 runbook={data}
@@ -98,7 +98,7 @@ export function RunbookPage() {
                 onPage={(next) => setSearch(next === 0 ? {} : { offset: String(next) })}
               />
             </div>
-            <div>
+            <div className="runbook-column">
               {data.published ? (
                 <DefinitionView
                   title={`Published version ${data.published.version}`}
