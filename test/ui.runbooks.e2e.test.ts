@@ -94,6 +94,14 @@ describe("web dashboard: runbooks", () => {
     });
     await ok("POST", "/api/v1/projects/shop/runbooks/flush-cache/publish");
     await ok("POST", "/api/v1/projects/shop/runbooks", {
+      name: "Warm cache",
+      environments: ["staging"],
+      process: {
+        steps: [{ name: "warm", kind: "script", config: { script: 'echo "warming"; sleep 120; echo "warm"' } }],
+      },
+    });
+    await ok("POST", "/api/v1/projects/shop/runbooks/warm-cache/publish");
+    await ok("POST", "/api/v1/projects/shop/runbooks", {
       name: "Rebuild index",
       process: { steps: [{ name: "rebuild", kind: "script", config: { script: "echo rebuilt" } }] },
     });
@@ -217,6 +225,55 @@ describe("web dashboard: runbooks", () => {
     await flush.getByText("succeeded").waitFor();
     expect(await flush.innerText()).toMatch(/staging\s+✔\s+succeeded/);
     expect(await everythingOnPage()).not.toContain(SECRET);
+  }, 60_000);
+
+  it("lets the consumer cancel a run of theirs from its task page (cancelling a run needs runRunbooks, not deploy)", async () => {
+    await page.goto(url("/projects/shop/runbooks/warm-cache"));
+    await page.getByRole("heading", { name: "Warm cache", level: 1 }).waitFor();
+    // It runs in staging only: prod is not offered.
+    expect(await page.getByLabel("Environment").locator("option").allInnerTexts()).toEqual(["staging"]);
+    await page.getByRole("button", { name: "Run", exact: true }).click();
+    await page.waitForURL(/\/tasks\/task_/);
+    await page.locator(".state").first().getByText("running").waitFor({ timeout: 30_000 });
+    const cancel = page.getByRole("button", { name: "Cancel task" });
+    expect(await cancel.isEnabled()).toBe(true);
+    await cancel.click();
+    await page.getByRole("dialog").getByRole("button", { name: "Cancel the task" }).click();
+    await page.locator(".state").first().getByText("cancelled").waitFor({ timeout: 30_000 });
+  }, 60_000);
+
+  it("updates the runbook list live when a run ends, and stays usable in dark mode and at phone width", async () => {
+    await page.goto(url("/projects/shop/runbooks"));
+    const rebuild = page.getByRole("row", { name: /Rebuild index/ });
+    await rebuild.getByText("never run").waitFor();
+    // Someone who may edit runbooks runs its draft (from the CLI, say): the open list shows it without a reload.
+    const { taskId } = await ok<{ taskId: string }>("POST", "/api/v1/projects/shop/runbooks/rebuild-index/runs", {
+      environment: "staging",
+      draft: true,
+    });
+    await test.waitForTask(taskId);
+    await rebuild.getByText("succeeded").waitFor({ timeout: 15_000 });
+    expect(await rebuild.getByRole("link", { name: /succeeded/ }).getAttribute("href")).toBe(`/tasks/${taskId}`);
+
+    const dark = await browser.newPage({ colorScheme: "dark" });
+    await dark.goto(url("/projects/shop/runbooks/flush-cache"));
+    await dark.getByRole("heading", { name: "Flush cache", level: 1 }).waitFor();
+    await dark.getByRole("table", { name: "Runs" }).waitFor();
+    const darkViolations = await accessibilityViolations(dark);
+    expect(darkViolations, describeViolations(darkViolations)).toEqual([]);
+    await dark.close();
+
+    const phone = await browser.newPage({ width: 390, height: 844 });
+    for (const path of ["/projects/shop/runbooks", "/projects/shop/runbooks/flush-cache"]) {
+      await phone.goto(url(path));
+      await phone.getByRole("table").first().waitFor();
+      // Tables scroll inside their own box; the page does not scroll sideways.
+      expect(
+        await phone.evaluate("document.documentElement.scrollWidth - window.innerWidth"),
+        path,
+      ).toBeLessThanOrEqual(0);
+    }
+    await phone.close();
   }, 60_000);
 
   it("lets an editor publish the changed draft, and shows the new version", async () => {
