@@ -242,7 +242,7 @@ describe("web dashboard: runbooks", () => {
     await page.locator(".state").first().getByText("cancelled").waitFor({ timeout: 30_000 });
   }, 60_000);
 
-  it("updates the runbook list live when a run ends, and stays usable in dark mode and at phone width", async () => {
+  it("updates the runbook list live when a run ends, pages the runs, and stays usable in dark mode and at phone width", async () => {
     await page.goto(url("/projects/shop/runbooks"));
     const rebuild = page.getByRole("row", { name: /Rebuild index/ });
     await rebuild.getByText("never run").waitFor();
@@ -254,6 +254,27 @@ describe("web dashboard: runbooks", () => {
     await test.waitForTask(taskId);
     await rebuild.getByText("succeeded").waitFor({ timeout: 15_000 });
     expect(await rebuild.getByRole("link", { name: /succeeded/ }).getAttribute("href")).toBe(`/tasks/${taskId}`);
+
+    // Its runs, a page of 20 at a time, newest first.
+    for (let run = 0; run < 21; run++) {
+      const more = await ok<{ taskId: string }>("POST", "/api/v1/projects/shop/runbooks/rebuild-index/runs", {
+        environment: "staging",
+        draft: true,
+      });
+      if (run === 20) await test.waitForTask(more.taskId);
+    }
+    await rebuild.getByRole("link", { name: "Rebuild index" }).click();
+    const runs = page.getByRole("table", { name: "Runs" });
+    await runs.waitFor();
+    await expect.poll(() => runs.getByRole("row").count(), { timeout: 15_000 }).toBe(21);
+    const pages = page.getByRole("navigation", { name: "Pages of runs" });
+    expect(await pages.getByRole("button", { name: "Newer" }).isDisabled()).toBe(true);
+    await pages.getByRole("button", { name: "Older" }).click();
+    await page.waitForURL(/offset=20/);
+    await expect.poll(() => runs.getByRole("row").count()).toBe(3);
+    expect(await runs.getByRole("row").last().getByRole("link").getAttribute("href")).toBe(`/tasks/${taskId}`);
+    expect(await pages.getByRole("button", { name: "Older" }).isDisabled()).toBe(true);
+    expect(await pages.innerText()).toContain("21–22");
 
     const dark = await browser.newPage({ colorScheme: "dark" });
     await dark.goto(url("/projects/shop/runbooks/flush-cache"));
