@@ -187,6 +187,35 @@ describe("web dashboard: runbooks", () => {
     await expectAccessible("runbook page with a refused run");
   });
 
+  it("shows a freeze's refusal, naming it, and queues nothing", async () => {
+    await ok("POST", "/api/v1/projects/shop/freezes", {
+      name: "Sale week",
+      description: "no changes during the sale",
+      environments: ["staging"],
+      window: {
+        kind: "once",
+        from: new Date(Date.now() - 60_000).toISOString(),
+        until: new Date(Date.now() + 3_600_000).toISOString(),
+      },
+      runbooks: true,
+    });
+    try {
+      const before = await taskCount();
+      await page.getByLabel("Keep entries").fill("5");
+      await page.getByRole("button", { name: "Run", exact: true }).click();
+      const alert = page.getByRole("alert").filter({ hasText: "Sale week" });
+      await alert.waitFor();
+      expect(await alert.innerText()).toContain("no changes during the sale");
+      // The consumer may not override a freeze: no field for a reason is offered.
+      expect(await page.getByLabel(/Freeze override/).count()).toBe(0);
+      expect(await taskCount()).toBe(before);
+      expect(browser.errors).toEqual([expect.stringContaining("status of 409")]);
+      browser.errors.length = 0;
+    } finally {
+      await ok("DELETE", "/api/v1/projects/shop/freezes/Sale%20week");
+    }
+  });
+
   it("runs the published version with its parameters and follows the live log to success", async () => {
     await page.getByLabel("Keep entries").fill("5");
     await page.getByRole("button", { name: "Run", exact: true }).click();

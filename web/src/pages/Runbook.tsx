@@ -83,13 +83,19 @@ export function RunbookPage() {
           <DraftStatus runbook={data} />
           <div className="runbook-layout">
             <div className="runbook-column">
-              <RunForm
-                project={slug}
-                runbook={data}
-                permissions={permissions}
-                lifecycle={progression.data?.environments.map((each) => each.environment) ?? []}
-                nameOf={nameOf}
-              />
+              <ErrorNotice error={progression.error} what="What you may do here could not be loaded" />
+              {/* Until the caller's permissions are known, the form could only say no. */}
+              {progression.data ? (
+                <RunForm
+                  project={slug}
+                  runbook={data}
+                  permissions={permissions}
+                  lifecycle={progression.data.environments.map((each) => each.environment)}
+                  nameOf={nameOf}
+                />
+              ) : (
+                progression.isPending && <Loading what="where you may run it" />
+              )}
               <Runs
                 project={slug}
                 runbook={data.slug}
