@@ -103,6 +103,9 @@ describe("web dashboard: runbooks", () => {
     await ok("POST", "/api/v1/projects/shop/runbooks/warm-cache/publish");
     await ok("POST", "/api/v1/projects/shop/runbooks", {
       name: "Rebuild index",
+      // Its runs need no lock: the paging test queues twenty at once.
+      overlapDeployments: true,
+      overlapItself: true,
       process: { steps: [{ name: "rebuild", kind: "script", config: { script: "echo rebuilt" } }] },
     });
 
@@ -285,12 +288,13 @@ describe("web dashboard: runbooks", () => {
     expect(await rebuild.getByRole("link", { name: /succeeded/ }).getAttribute("href")).toBe(`/tasks/${taskId}`);
 
     // Its runs, a page of 20 at a time, newest first.
+    const more: string[] = [];
     for (let run = 0; run < 21; run++) {
-      const more = await ok<{ taskId: string }>("POST", "/api/v1/projects/shop/runbooks/rebuild-index/runs", {
+      const created = await ok<{ taskId: string }>("POST", "/api/v1/projects/shop/runbooks/rebuild-index/runs", {
         environment: "staging",
         draft: true,
       });
-      if (run === 20) await test.waitForTask(more.taskId);
+      more.push(created.taskId);
     }
     await rebuild.getByRole("link", { name: "Rebuild index" }).click();
     const runs = page.getByRole("table", { name: "Runs" });
@@ -304,6 +308,7 @@ describe("web dashboard: runbooks", () => {
     expect(await runs.getByRole("row").last().getByRole("link").getAttribute("href")).toBe(`/tasks/${taskId}`);
     expect(await pages.getByRole("button", { name: "Older" }).isDisabled()).toBe(true);
     expect(await pages.innerText()).toContain("21–22");
+    for (const each of more) await test.waitForTask(each);
 
     const dark = await browser.newPage({ colorScheme: "dark" });
     await dark.goto(url("/projects/shop/runbooks/flush-cache"));
