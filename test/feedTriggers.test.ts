@@ -1,5 +1,9 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { expectSuccess, isolatedEnv, parseJson, runFerry } from "./helpers/cli.js";
 import { createPostgresDatabase, dialects } from "./helpers/databases.js";
 import { pushTestImage, startRegistry } from "./helpers/registry.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
@@ -195,6 +199,35 @@ describe.each(dialects)("feed triggers on %s (real registry notifications and po
     expect(before).not.toContain("1.0.4");
     expect(release.notes).toContain("feed trigger 'poll'");
     expect(release.notes).toContain("registry poll");
+  });
+
+  it("ferry trigger create / list / pause / resume: the secret from standard input, never printed", async () => {
+    const home = mkdtempSync(join(tmpdir(), "ferry-trigger-cli-"));
+    const env = isolatedEnv(home, { FERRY_URL: test.server.url, FERRY_API_KEY: test.apiKey });
+    const created = await runFerry(
+      ["trigger", "create", "cli", "--project", "app", "--image", "web", "--poll-seconds", "off", "--json"],
+      env,
+      { input: "cli-secret-0123456789abcdef\n" },
+    );
+    expectSuccess(created);
+    expect(parseJson<{ pollSeconds: number | null; secret: string }>(created)).toMatchObject({
+      pollSeconds: null,
+      secret: "set",
+    });
+    const paused = await runFerry(["trigger", "pause", "cli", "--project", "app", "--json"], env);
+    expectSuccess(paused);
+    expect(parseJson<{ paused: boolean }>(paused).paused).toBe(true);
+    const listed = await runFerry(["trigger", "list", "--project", "app"], env);
+    expectSuccess(listed);
+    expect(listed.stdout).toMatch(/cli\s+web\s+notifications only\s+true/);
+    for (const output of [created, paused, listed]) expect(output.stdout + output.stderr).not.toContain("cli-secret");
+    const bad = await runFerry(
+      ["trigger", "create", "x", "--project", "app", "--image", "web", "--poll-seconds", "5"],
+      env,
+    );
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain("10 to 86400");
+    rmSync(home, { recursive: true, force: true });
   });
 
   it("refuses a trigger on an image the project does not have, naming the field", async () => {
