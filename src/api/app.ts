@@ -17,6 +17,7 @@ import type { AgentHub } from "../transports/agent.js";
 import { accessOf, accessOfRequest, authorize, authorizePath } from "./access.js";
 import { AddressQueue } from "./addressQueue.js";
 import { agentRoutes, registerAgentProtocol } from "./agents.js";
+import { artifactRoutes } from "./artifacts.js";
 import { auditedRoute, auditRoutes } from "./audit.js";
 import { dashboardRoutes } from "./dashboard.js";
 import { doraRoutes } from "./dora.js";
@@ -158,6 +159,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...dashboardRoutes(options.context, options.engine),
     ...(options.deployments ? releaseRoutes(options.deployments, options.outbound) : []),
     ...(options.deployments ? runbookRoutes(options.deployments) : []),
+    ...(options.deployments?.artifacts ? artifactRoutes(options.context, options.deployments.artifacts) : []),
     ...progressionRoutes(options.context),
     ...(options.engine ? taskRoutes(options.context, options.engine) : []),
     ...webhookRoutes(options.context, options.outbound),

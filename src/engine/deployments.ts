@@ -22,6 +22,7 @@ import { openSnapshot } from "../store/releases.js";
 import { recordTaskTarget } from "../store/taskTargets.js";
 import { LocalTransport, localTarget } from "../transports/local.js";
 import type { Target } from "../transports/types.js";
+import type { ArtifactService } from "./artifacts.js";
 import { autoDeployNext } from "./deploymentRequests.js";
 import { LogMasker } from "./logMasker.js";
 import { type ProcessRunnerServices, runProcess } from "./processRunner.js";
@@ -46,6 +47,8 @@ export interface DeploymentServices {
   targetProbeTimeoutMs?: number | undefined;
   /** FERRY_OUTBOUND_ALLOW, for http steps whose address a variable chose; absent: the guard's defaults. */
   outbound?: OutboundPolicy | undefined;
+  /** Where steps' artifacts are kept (ADR 0037); absent: attaching fails, saying the server keeps none. */
+  artifacts?: ArtifactService | undefined;
 }
 
 /** The server's own host as a target, for steps without roles. */
@@ -107,6 +110,7 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
     target,
     registryCredentials: (registryHost) => feedCredentialsForHost(services.context, registryHost),
     outbound: services.outbound,
+    artifacts: services.artifacts,
   };
   return {
     kind: "deployment",

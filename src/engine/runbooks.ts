@@ -175,6 +175,7 @@ export function runbookTaskKind(services: DeploymentServices): TaskKind<z.infer<
     target,
     registryCredentials: (registryHost) => feedCredentialsForHost(services.context, registryHost),
     outbound: services.outbound,
+    artifacts: services.artifacts,
   };
   return {
     kind: "runbook",

@@ -2,6 +2,7 @@ import { join } from "node:path";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { pino } from "pino";
 import { buildApp } from "../api/app.js";
+import { ArtifactService, DEFAULT_ARTIFACT_MAX_BYTES } from "../engine/artifacts.js";
 import { type DeploymentServices, deploymentTaskKind } from "../engine/deployments.js";
 import { TaskEngine } from "../engine/engine.js";
 import { runbookTaskKind } from "../engine/runbooks.js";
@@ -16,6 +17,7 @@ import { OidcClient, type OidcSettings } from "../security/oidc.js";
 import { defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
 import { SecretBox } from "../security/secretBox.js";
 import { type ApiKeyIdentity, countApiKeys, insertApiKey } from "../store/apiKeys.js";
+import { directoryContent, largeObjectContent } from "../store/artifactContent.js";
 import { appendAuditEvent } from "../store/audit.js";
 import type { StoreContext } from "../store/common.js";
 import { openStore, type Store } from "../store/db.js";
@@ -64,6 +66,8 @@ export interface ServerOptions {
   targetHealth?: Partial<TargetHealthSettings> | undefined;
   /** FERRY_AGENT_TIMEOUT_SECONDS (ms here): an agent not heard from for this long is marked lost; default 45 s. */
   agentTimeoutMs?: number | undefined;
+  /** FERRY_ARTIFACT_MAX_BYTES: the most bytes one artifact may have; default 10 GiB. */
+  artifactMaxBytes?: number | undefined;
 }
 
 /** An agent not heard from for this long is marked lost (FERRY_AGENT_TIMEOUT_SECONDS). */
@@ -136,8 +140,19 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     agents,
     log: (message) => logger.info({ router: "host" }, message),
   });
+  // Several nodes share a PostgreSQL store, and each must serve every artifact: large objects
+  // there; one node on SQLite keeps them as files in its data directory (ADR 0037).
+  const artifacts = new ArtifactService({
+    context,
+    content:
+      store.dialect === "postgres"
+        ? largeObjectContent(store.db)
+        : directoryContent(store.db, join(options.dataDir, "artifacts")),
+    maxBytes: options.artifactMaxBytes ?? DEFAULT_ARTIFACT_MAX_BYTES,
+  });
   const deployments: DeploymentServices = {
     target: resolveTarget,
+    artifacts,
     targetProbeTimeoutMs: targetHealth.timeoutMs,
     outbound: options.outbound,
     context,

@@ -47,6 +47,7 @@ export interface Database {
   runbook_snapshots: RunbookSnapshotRow;
   runbook_runs: RunbookRunRow;
   freezes: FreezeRow;
+  artifacts: ArtifactRow;
 }
 
 interface Timestamps {
@@ -509,5 +510,25 @@ export interface FreezeRow {
   /** 1: runbook runs are refused too. */
   runbooks: number;
   created_by: string;
+  created_at: string;
+}
+
+/** A file a step attached to its task (its bytes are in the directory or a large object: `storage`, `location`). */
+export interface ArtifactRow {
+  id: string;
+  task_id: string;
+  project_id: string;
+  environment_id: string;
+  /** The runbook of a runbook run's artifact (retention is per runbook and environment); null for a deployment's. */
+  runbook_id: string | null;
+  step_name: string;
+  /** The target the step ran on; null for the server's own host (or bytes the step made itself). */
+  target_name: string | null;
+  name: string;
+  size: ColumnType<string | number, number, number>;
+  sha256: string;
+  /** "directory" | "largeObject". */
+  storage: string;
+  location: string;
   created_at: string;
 }

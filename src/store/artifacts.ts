@@ -1,0 +1,45 @@
+import type { Insertable, Selectable } from "kysely";
+import type { Artifact } from "../domain/artifacts.js";
+import { NotFoundError } from "../domain/errors.js";
+import type { Executor } from "./common.js";
+import type { ArtifactRow as ArtifactTable } from "./schema.js";
+
+/** An artifact's row as read (its size a string on PostgreSQL, whose bigint pg returns as text). */
+export type ArtifactRow = Selectable<ArtifactTable>;
+
+export function toArtifact(row: ArtifactRow): Artifact {
+  return {
+    id: row.id,
+    taskId: row.task_id,
+    name: row.name,
+    size: Number(row.size),
+    sha256: row.sha256,
+    step: row.step_name,
+    target: row.target_name,
+    projectId: row.project_id,
+    environmentId: row.environment_id,
+    runbookId: row.runbook_id,
+    createdAt: row.created_at,
+  };
+}
+
+export async function insertArtifact(db: Executor, row: Insertable<ArtifactTable>): Promise<void> {
+  await db.insertInto("artifacts").values(row).execute();
+}
+
+/** A task's artifacts, in the order they were attached. */
+export async function listTaskArtifacts(db: Executor, taskId: string): Promise<ArtifactRow[]> {
+  return db
+    .selectFrom("artifacts")
+    .selectAll()
+    .where("task_id", "=", taskId)
+    .orderBy("created_at")
+    .orderBy("id")
+    .execute();
+}
+
+export async function getArtifactRow(db: Executor, id: string): Promise<ArtifactRow> {
+  const row = await db.selectFrom("artifacts").selectAll().where("id", "=", id).executeTakeFirst();
+  if (!row) throw new NotFoundError(`no artifact '${id}'; list a task's with 'ferry artifact list --task <task>'`);
+  return row;
+}
