@@ -1,7 +1,9 @@
 import { z } from "zod";
-import { type Artifact, artifactSchema } from "../domain/artifacts.js";
+import { type Artifact, type ArtifactRetention, artifactRetentionSchema, artifactSchema } from "../domain/artifacts.js";
 import { NotFoundError } from "../domain/errors.js";
+import type { ArtifactRetention as Retention } from "../engine/artifactRetention.js";
 import type { ArtifactService } from "../engine/artifacts.js";
+import { getArtifactRetention, setArtifactRetention } from "../store/artifactRetention.js";
 import { getArtifactRow, listTaskArtifacts, toArtifact } from "../store/artifacts.js";
 import type { StoreContext } from "../store/common.js";
 import { getTaskRow } from "../store/tasks.js";
@@ -12,7 +14,11 @@ import { defineRoute, pathParams, type RouteSpec } from "./route.js";
  * the task's project and environment; an artifact the caller may not view answers 404 with
  * the words of a missing one, so ids cannot be probed.
  */
-export function artifactRoutes(context: StoreContext, artifacts: ArtifactService): RouteSpec[] {
+export function artifactRoutes(
+  context: StoreContext,
+  artifacts: ArtifactService,
+  retention: Retention | undefined,
+): RouteSpec[] {
   const { db } = context;
   /** The artifact, if the caller may view it; otherwise the same 404 as for none. */
   const visibleArtifact = async (reference: string, allows: (artifact: Artifact) => boolean) => {
@@ -75,6 +81,40 @@ export function artifactRoutes(context: StoreContext, artifacts: ArtifactService
           .header("repr-digest", `sha-256=:${Buffer.from(artifact.sha256, "hex").toString("base64")}:`)
           .header("cache-control", "private, no-store");
         return stream;
+      },
+    }),
+    defineRoute({
+      method: "GET",
+      path: "/api/v1/projects/:project/runbooks/:runbook/artifact-retention",
+      tag: "Artifacts",
+      summary: "How long a runbook's artifacts are kept, per environment",
+      access: { kind: "project", permission: "view", project: (params) => params.project },
+      params: pathParams("project", "runbook"),
+      response: artifactRetentionSchema,
+      handler: ({ params }) => getArtifactRetention(context, params.project, params.runbook),
+    }),
+    defineRoute({
+      method: "PUT",
+      path: "/api/v1/projects/:project/runbooks/:runbook/artifact-retention",
+      tag: "Artifacts",
+      summary:
+        "Replace how long a runbook's artifacts are kept: per environment (or *), the newest keepRuns runs' and none older than keepDays, never the newest successful run's",
+      access: { kind: "project", permission: "editRunbooks", project: (params) => params.project },
+      params: pathParams("project", "runbook"),
+      body: artifactRetentionSchema,
+      response: artifactRetentionSchema,
+      audit: {
+        action: "runbook.artifactRetention",
+        change: ({ params, result }) => ({
+          resource: { type: "runbook", id: `${params.project}/${params.runbook}`, name: params.runbook },
+          after: result as ArtifactRetention,
+        }),
+      },
+      handler: async ({ params, body }) => {
+        const saved = await setArtifactRetention(context, params.project, params.runbook, body);
+        // Applied now, not at the next sweep: someone who lowers a limit expects the space back.
+        await retention?.sweep();
+        return saved;
       },
     }),
   ];

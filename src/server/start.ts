@@ -2,6 +2,7 @@ import { join } from "node:path";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { pino } from "pino";
 import { buildApp } from "../api/app.js";
+import { ArtifactRetention } from "../engine/artifactRetention.js";
 import { ArtifactService, DEFAULT_ARTIFACT_MAX_BYTES } from "../engine/artifacts.js";
 import { type DeploymentServices, deploymentTaskKind } from "../engine/deployments.js";
 import { TaskEngine } from "../engine/engine.js";
@@ -68,6 +69,8 @@ export interface ServerOptions {
   agentTimeoutMs?: number | undefined;
   /** FERRY_ARTIFACT_MAX_BYTES: the most bytes one artifact may have; default 10 GiB. */
   artifactMaxBytes?: number | undefined;
+  /** Between two sweeps of artifact retention (ms; jittered); default an hour. */
+  artifactRetentionIntervalMs?: number | undefined;
 }
 
 /** An agent not heard from for this long is marked lost (FERRY_AGENT_TIMEOUT_SECONDS). */
@@ -80,6 +83,8 @@ export interface RunningServer {
   engine: TaskEngine;
   deployments: DeploymentServices;
   agents: AgentHub;
+  /** Artifact retention: a sweep on demand, and what run retention calls before it deletes tasks. */
+  artifactRetention: ArtifactRetention;
   url: string;
   /** Settles when the live colours of an earlier run run again (start-up reconciliation, in the background). */
   reconciled: Promise<void>;
@@ -177,12 +182,18 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   observability.metrics.registerProxyStats(async () => (await router.connected())?.traffic());
   // ferry_agent_connections: the agents whose long polls this node holds.
   observability.metrics.registerAgentConnections(() => agents.connectedCount);
+  const artifactRetention = new ArtifactRetention({
+    db: store.db,
+    content: artifacts.content,
+    logger,
+    intervalMs: options.artifactRetentionIntervalMs,
+  });
   engine = new TaskEngine({
     db: store.db,
     dialect: store.dialect,
     kinds,
     logger,
-    observers: observability.observers,
+    observers: [...observability.observers, artifactRetention],
     ...(options.leaseMs !== undefined && { leaseMs: options.leaseMs }),
   });
   const app = await buildApp({
@@ -196,6 +207,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     outbound: options.outbound,
     trustedProxies: options.trustedProxies,
     requestsPerAddress: options.requestsPerAddress,
+    artifactRetention,
     oidc: options.oidc ? new OidcClient(options.oidc, options.outbound ?? defaultOutboundPolicy) : undefined,
     agents,
   });
@@ -208,6 +220,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   await engine.start();
   const healthMonitor = new TargetHealthMonitor({ ...targetHealth, db: store.db, target: resolveTarget, logger });
   healthMonitor.start();
+  artifactRetention.start();
   // Traffic from an earlier run comes back (the builtin proxy is started if it is not
   // running) without holding up readiness: the API answers while this runs.
   const reconciledHere = hasRoutes(traffic)
@@ -245,10 +258,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     engine,
     deployments,
     agents,
+    artifactRetention,
     reconciled,
     close: async () => {
       await reconciled;
       await healthMonitor.stop();
+      await artifactRetention.stop();
       await engine.stop();
       await observability.close();
       // Held polls end first, or closing would wait for each to run out.

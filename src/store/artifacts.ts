@@ -1,8 +1,9 @@
-import type { Insertable, Selectable } from "kysely";
+import type { Insertable, Kysely, Selectable } from "kysely";
 import type { Artifact } from "../domain/artifacts.js";
 import { NotFoundError } from "../domain/errors.js";
+import type { ArtifactContent } from "./artifactContent.js";
 import type { Executor } from "./common.js";
-import type { ArtifactRow as ArtifactTable } from "./schema.js";
+import type { ArtifactRow as ArtifactTable, Database } from "./schema.js";
 
 /** An artifact's row as read (its size a string on PostgreSQL, whose bigint pg returns as text). */
 export type ArtifactRow = Selectable<ArtifactTable>;
@@ -42,4 +43,39 @@ export async function getArtifactRow(db: Executor, id: string): Promise<Artifact
   const row = await db.selectFrom("artifacts").selectAll().where("id", "=", id).executeTakeFirst();
   if (!row) throw new NotFoundError(`no artifact '${id}'; list a task's with 'ferry artifact list --task <task>'`);
   return row;
+}
+
+/**
+ * Removes artifacts, row and bytes. A large object goes in its row's own transaction; a file
+ * right after its row (a crash in between leaves a file no row names, which shows nothing to
+ * anyone). Returns how many were removed.
+ */
+export async function deleteArtifacts(
+  db: Kysely<Database>,
+  content: ArtifactContent,
+  rows: readonly ArtifactRow[],
+): Promise<number> {
+  let removed = 0;
+  for (const row of rows) {
+    const deleted = await db.transaction().execute(async (transaction) => {
+      const result = await transaction.deleteFrom("artifacts").where("id", "=", row.id).executeTakeFirst();
+      if (Number(result.numDeletedRows) === 0) return false;
+      if (row.storage === "largeObject") await content.remove(row.location, transaction);
+      return true;
+    });
+    if (!deleted) continue;
+    if (row.storage === "directory") await content.remove(row.location, db);
+    removed++;
+  }
+  return removed;
+}
+
+/** The artifacts of these tasks (for removal with them). */
+export async function artifactsOfTasks(db: Executor, taskIds: readonly string[]): Promise<ArtifactRow[]> {
+  if (taskIds.length === 0) return [];
+  return db
+    .selectFrom("artifacts")
+    .selectAll()
+    .where("task_id", "in", [...taskIds])
+    .execute();
 }

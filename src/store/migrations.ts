@@ -869,6 +869,20 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0024_artifacts_retention": {
+    async up(db: Kysely<unknown>) {
+      // How long a runbook's artifacts are kept per environment (ADR 0037); environment_id
+      // "*" is the policy of every environment without one of its own.
+      await db.schema
+        .createTable("artifact_retention")
+        .addColumn("runbook_id", "text", (c) => c.notNull().references("runbooks.id").onDelete("cascade"))
+        .addColumn("environment_id", "text", (c) => c.notNull())
+        .addColumn("keep_runs", "integer")
+        .addColumn("keep_days", "integer")
+        .addPrimaryKeyConstraint("artifact_retention_pk", ["runbook_id", "environment_id"])
+        .execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

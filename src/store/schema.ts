@@ -48,6 +48,7 @@ export interface Database {
   runbook_runs: RunbookRunRow;
   freezes: FreezeRow;
   artifacts: ArtifactRow;
+  artifact_retention: ArtifactRetentionRow;
 }
 
 interface Timestamps {
@@ -531,4 +532,12 @@ export interface ArtifactRow {
   storage: string;
   location: string;
   created_at: string;
+}
+
+/** How long a runbook's artifacts are kept in an environment ("*": every environment without a row). */
+export interface ArtifactRetentionRow {
+  runbook_id: string;
+  environment_id: string;
+  keep_runs: number | null;
+  keep_days: number | null;
 }
