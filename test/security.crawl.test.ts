@@ -171,7 +171,9 @@ describe("unauthenticated crawl of every route in the OpenAPI document", () => {
           expect((await test.call("GET", "/api/v1/targets/crawler")).status, what).toBe(404);
         } else if (template === "/api/v1/hooks/registry/{trigger}") {
           // Without the trigger's secret (and here without a trigger), a notification creates nothing.
-          const envelope = JSON.stringify({ events: [{ action: "push", target: { repository: "a/b", tag: "1.0.0" } }] });
+          const envelope = JSON.stringify({
+            events: [{ action: "push", target: { repository: "a/b", tag: "1.0.0" } }],
+          });
           const wrong = await raw(test.server.url, method, path, {}, envelope);
           expectUnauthenticated(wrong, `${what} without the trigger's secret`);
         } else if (template.startsWith("/api/v1/session/oidc/")) {
