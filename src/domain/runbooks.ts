@@ -186,6 +186,8 @@ export const runbookRunSummarySchema = z.object({
   parameters: z.record(z.string(), z.string()),
   /** "<freeze>: <reason>" when the run went through a freeze. */
   freezeOverride: z.string().nullable(),
+  /** Why a schedule queued it ("schedule nightly", "missed firings of schedule nightly"); null: a person did. */
+  cause: z.string().nullable(),
 });
 export type RunbookRunSummary = z.infer<typeof runbookRunSummarySchema>;
 

@@ -4,7 +4,9 @@ import { pino } from "pino";
 import { buildApp } from "../api/app.js";
 import { type DeploymentServices, deploymentTaskKind } from "../engine/deployments.js";
 import { TaskEngine } from "../engine/engine.js";
+import { defaultRetentionSettings, RunbookRetention } from "../engine/runbookRetention.js";
 import { runbookTaskKind } from "../engine/runbooks.js";
+import { defaultSchedulerSettings, RunbookScheduler } from "../engine/runbookSchedules.js";
 import { defaultTargetHealthSettings, TargetHealthMonitor, type TargetHealthSettings } from "../engine/targetHealth.js";
 import type { TaskKind } from "../engine/types.js";
 import type { StatsdTarget } from "../events/statsd.js";
@@ -64,6 +66,12 @@ export interface ServerOptions {
   targetHealth?: Partial<TargetHealthSettings> | undefined;
   /** FERRY_AGENT_TIMEOUT_SECONDS (ms here): an agent not heard from for this long is marked lost; default 45 s. */
   agentTimeoutMs?: number | undefined;
+  /** FERRY_SCHEDULE_GRACE_SECONDS (ms here): a schedule's firing later than this is reported missed; default 60 s. */
+  scheduleGraceMs?: number | undefined;
+  /** How often each node looks for due schedules (ms); default 1 s. */
+  schedulePollMs?: number | undefined;
+  /** Between two sweeps of runbook run retention (ms); default an hour (it also runs after each run). */
+  retentionIntervalMs?: number | undefined;
 }
 
 /** An agent not heard from for this long is marked lost (FERRY_AGENT_TIMEOUT_SECONDS). */
@@ -76,6 +84,10 @@ export interface RunningServer {
   engine: TaskEngine;
   deployments: DeploymentServices;
   agents: AgentHub;
+  /** Fires runbook schedules (ADR 0036). */
+  scheduler: RunbookScheduler;
+  /** Deletes runbook runs past their retention; onTaskDeleted adds what removes a task's own files. */
+  retention: RunbookRetention;
   url: string;
   /** Settles when the live colours of an earlier run run again (start-up reconciliation, in the background). */
   reconciled: Promise<void>;
@@ -162,12 +174,17 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   observability.metrics.registerProxyStats(async () => (await router.connected())?.traffic());
   // ferry_agent_connections: the agents whose long polls this node holds.
   observability.metrics.registerAgentConnections(() => agents.connectedCount);
+  const retention = new RunbookRetention({
+    intervalMs: options.retentionIntervalMs ?? defaultRetentionSettings.intervalMs,
+    db: store.db,
+    logger,
+  });
   engine = new TaskEngine({
     db: store.db,
     dialect: store.dialect,
     kinds,
     logger,
-    observers: observability.observers,
+    observers: [...observability.observers, retention],
     ...(options.leaseMs !== undefined && { leaseMs: options.leaseMs }),
   });
   const app = await buildApp({
@@ -193,6 +210,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   await engine.start();
   const healthMonitor = new TargetHealthMonitor({ ...targetHealth, db: store.db, target: resolveTarget, logger });
   healthMonitor.start();
+  // After the engine: a firing queues a task. Firings missed while no server ran are reported on its first poll.
+  const scheduler = new RunbookScheduler({
+    graceMs: options.scheduleGraceMs ?? defaultSchedulerSettings.graceMs,
+    pollMs: options.schedulePollMs ?? defaultSchedulerSettings.pollMs,
+    services: deployments,
+    logger,
+  });
+  scheduler.start();
+  retention.start();
   // Traffic from an earlier run comes back (the builtin proxy is started if it is not
   // running) without holding up readiness: the API answers while this runs.
   const reconciledHere = hasRoutes(traffic)
@@ -230,9 +256,13 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     engine,
     deployments,
     agents,
+    scheduler,
+    retention,
     reconciled,
     close: async () => {
       await reconciled;
+      await scheduler.stop();
+      await retention.stop();
       await healthMonitor.stop();
       await engine.stop();
       await observability.close();

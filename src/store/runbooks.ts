@@ -308,6 +308,8 @@ export async function insertRunbookRun(
     sensitive: readonly string[];
     targetIds: readonly string[] | null;
     freezeOverride: string | null;
+    /** A schedule's firing that queued the run (ADR 0036). */
+    schedule?: { id: string; cause: string; scheduledFor: Date } | undefined;
   },
 ): Promise<void> {
   await trx
@@ -323,6 +325,9 @@ export async function insertRunbookRun(
       sensitive: JSON.stringify(run.sensitive),
       target_ids: run.targetIds ? JSON.stringify(run.targetIds) : null,
       freeze_override: run.freezeOverride,
+      cause: run.schedule?.cause ?? null,
+      schedule_id: run.schedule?.id ?? null,
+      scheduled_for: run.schedule?.scheduledFor.toISOString() ?? null,
       created_at: nowIso(),
     })
     .execute();
@@ -389,6 +394,7 @@ export async function listRunbookRuns(
       "r.parameters",
       "r.sensitive",
       "r.freeze_override",
+      "r.cause",
       "r.created_at",
       "s.version",
       "t.state",
@@ -417,6 +423,7 @@ export async function listRunbookRuns(
           Object.entries(stored).map(([name, value]) => [name, sensitive.has(name) ? MASKED : value]),
         ),
         freezeOverride: run.freeze_override,
+        cause: run.cause,
       };
     });
 }
