@@ -29,6 +29,7 @@ import { progressionRoutes } from "./progression.js";
 import { releaseRoutes } from "./releases.js";
 import { resourceRoutes } from "./resources.js";
 import { defineRoute, isPublic, parseInput, type RouteSpec } from "./route.js";
+import { runbookScheduleRoutes } from "./runbookSchedules.js";
 import { runbookRoutes } from "./runbooks.js";
 import { signInMethodRoutes } from "./signInMethods.js";
 import { targetTrustRoutes } from "./targetTrust.js";
@@ -158,6 +159,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...dashboardRoutes(options.context, options.engine),
     ...(options.deployments ? releaseRoutes(options.deployments, options.outbound) : []),
     ...(options.deployments ? runbookRoutes(options.deployments) : []),
+    ...(options.deployments ? runbookScheduleRoutes(options.context) : []),
     ...progressionRoutes(options.context),
     ...(options.engine ? taskRoutes(options.context, options.engine) : []),
     ...webhookRoutes(options.context, options.outbound),
