@@ -199,7 +199,9 @@ export function runsToDelete(
   policy: Pick<RetentionPolicy, "keepRuns" | "keepDays">,
   now: Date,
 ): string[] {
-  const newestFirst = [...runs].sort((a, b) => (a.finishedAt < b.finishedAt ? 1 : a.finishedAt > b.finishedAt ? -1 : 0));
+  const newestFirst = [...runs].sort((a, b) =>
+    a.finishedAt < b.finishedAt ? 1 : a.finishedAt > b.finishedAt ? -1 : 0,
+  );
   const lastSuccess = newestFirst.find((run) => run.succeeded)?.taskId;
   const oldest = policy.keepDays === null ? null : now.getTime() - policy.keepDays * 86_400_000;
   return newestFirst

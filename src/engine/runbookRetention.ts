@@ -33,9 +33,7 @@ export class RunbookRetention implements TaskObserver {
   /** Sweeps run one after another: two never delete the same runs at once on a node. */
   private pending: Promise<void> = Promise.resolve();
 
-  constructor(
-    private readonly options: RetentionSettings & { db: Kysely<Database>; logger: FastifyBaseLogger },
-  ) {}
+  constructor(private readonly options: RetentionSettings & { db: Kysely<Database>; logger: FastifyBaseLogger }) {}
 
   /** Adds what runs before a task is deleted (e.g. removing its artifacts). */
   onTaskDeleted(listener: TaskDeletionListener): void {

@@ -4,8 +4,8 @@ import {
   type CreateSchedule,
   type MissedFiringPolicy,
   nextFiring,
-  type Retention,
   type RetainedRun,
+  type Retention,
   type Schedule,
   type UpdateSchedule,
 } from "../domain/runbookSchedules.js";
@@ -74,7 +74,10 @@ function sealParameters(
   );
 }
 
-function toSchedule(row: RunbookScheduleRow, names: { project: string; runbook: string; environment: string }): Schedule {
+function toSchedule(
+  row: RunbookScheduleRow,
+  names: { project: string; runbook: string; environment: string },
+): Schedule {
   const sensitive = new Set(JSON.parse(row.sensitive) as string[]);
   const stored = JSON.parse(row.parameters) as Record<string, string | number | boolean>;
   return {
@@ -400,7 +403,9 @@ export async function getRetention(
         keepRuns: row.keep_runs === null ? null : Number(row.keep_runs),
         keepDays: row.keep_days === null ? null : Number(row.keep_days),
       }))
-      .sort((a, b) => (a.environment === "*" ? -1 : b.environment === "*" ? 1 : a.environment.localeCompare(b.environment))),
+      .sort((a, b) =>
+        a.environment === "*" ? -1 : b.environment === "*" ? 1 : a.environment.localeCompare(b.environment),
+      ),
   };
 }
 
@@ -428,7 +433,12 @@ export async function setRetention(
       }
       environmentId = environment.id;
     }
-    rows.push({ runbook_id: runbook.id, environment_id: environmentId, keep_runs: policy.keepRuns, keep_days: policy.keepDays });
+    rows.push({
+      runbook_id: runbook.id,
+      environment_id: environmentId,
+      keep_runs: policy.keepRuns,
+      keep_days: policy.keepDays,
+    });
   }
   if (issues.length > 0) throw new InputError("the retention names environments that do not exist", issues);
   await db.transaction().execute(async (trx) => {
@@ -524,7 +534,11 @@ export async function deleteFinishedTasks(db: Kysely<Database>, taskIds: readonl
           snapshots.map((snapshot) => snapshot.id),
         )
         .where(({ not, exists, selectFrom }) =>
-          not(exists(selectFrom("runbook_runs").select("id").whereRef("runbook_runs.snapshot_id", "=", "runbook_snapshots.id"))),
+          not(
+            exists(
+              selectFrom("runbook_runs").select("id").whereRef("runbook_runs.snapshot_id", "=", "runbook_snapshots.id"),
+            ),
+          ),
         )
         .execute();
     }
