@@ -6,6 +6,7 @@ import { segment } from "./client.js";
 import { OperationError, UsageError } from "./errors.js";
 import { list, printFields, printJson, printTable, writeOutput } from "./output.js";
 import type { CliContext } from "./resourceGroup.js";
+import { addRunbookAuthoringCommands } from "./runbookSchedules.js";
 import { followTaskLog, formatLogLine } from "./wait.js";
 
 /* ferry runbook … and ferry freeze … (docs/runbooks.md). */
@@ -23,7 +24,10 @@ function parseParameter(text: string): [string, string] {
 const FAILURE_LOG_LINES = 20;
 
 export function addRunbookCommands(program: Command, context: CliContext): void {
-  const group = program.command("runbook").description("a project's operations processes: list, publish, run");
+  const group = program
+    .command("runbook")
+    .description("a project's operations processes: create, publish, run, schedule, retention");
+  addRunbookAuthoringCommands(group, context);
 
   group
     .command("list")

@@ -224,7 +224,6 @@ export async function applyRunbookFile(
  * it when the file says so and the draft is not what is published, then makes its schedules
  * and retention what the file says (when it says): schedules are checked against the
  * published version, so they come after the publish.
-
  * Only the fields present are compared and sent (an update's part, or the whole file's).
  */
 async function applyRunbookFields(

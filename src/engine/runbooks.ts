@@ -203,7 +203,8 @@ export function runbookTaskKind(services: DeploymentServices): TaskKind<z.infer<
         `Running runbook ${runbook.name} (${loaded.version === null ? "draft" : `published version ${loaded.version}`}) of ${project.name} in ${environment.name}`,
       );
       if (loaded.run.freeze_override) task.log.warn(`freeze overridden: ${loaded.run.freeze_override}`);
-      if (loaded.run.cause) task.log.info(`Queued by ${loaded.run.cause}, for the firing due ${loaded.run.scheduled_for}`);
+      if (loaded.run.cause)
+        task.log.info(`Queued by ${loaded.run.cause}, for the firing due ${loaded.run.scheduled_for}`);
       const { failed, skippedSteps } = await runProcess(runner, {
         task,
         scope: {
