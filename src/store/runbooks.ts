@@ -395,6 +395,7 @@ export async function listRunbookRuns(
       "r.sensitive",
       "r.freeze_override",
       "r.cause",
+      "r.scheduled_for",
       "r.created_at",
       "s.version",
       "t.state",
@@ -424,6 +425,7 @@ export async function listRunbookRuns(
         ),
         freezeOverride: run.freeze_override,
         cause: run.cause,
+        scheduledFor: run.scheduled_for,
       };
     });
 }
