@@ -40,7 +40,8 @@ interface Firing {
 
 export class RunbookScheduler {
   private timer: NodeJS.Timeout | undefined;
-  private stopped = true;
+  /** Set by stop(): no new timer, and a tick under way stops between schedules. */
+  private stopping = false;
   private ticking: Promise<void> | undefined;
 
   constructor(
@@ -51,18 +52,18 @@ export class RunbookScheduler {
   ) {}
 
   start(): void {
-    this.stopped = false;
+    this.stopping = false;
     this.schedule(0);
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
+    this.stopping = true;
     clearTimeout(this.timer);
     await this.ticking;
   }
 
   private schedule(delayMs: number): void {
-    if (this.stopped) return;
+    if (this.stopping) return;
     this.timer = setTimeout(() => {
       this.ticking = this.tick()
         .catch((error: unknown) => this.options.logger.warn({ err: error }, "could not fire runbook schedules"))
@@ -79,7 +80,7 @@ export class RunbookScheduler {
   async tick(now = new Date()): Promise<void> {
     const { db } = this.options.services.context;
     for (const due of await dueSchedules(db, now)) {
-      if (this.stopped && this.timer === undefined) return;
+      if (this.stopping) return;
       const decision = decideFiring(
         { cron: due.cron, timeZone: due.time_zone, missed: due.missed as MissedFiringPolicy },
         new Date(due.next_run_at),
