@@ -151,14 +151,19 @@ describe("runbook schedules (CLI against a ferry server process)", () => {
   }, 60_000);
 
   it("creates a runbook from a file, refusing a bad one with the field and line", async () => {
-    await writeFile(
-      join(home, "bad.yml"),
-      "name: Bad\nparameters:\n  - name: Label\n    type: text\nsteps:\n  - name: x\n    kind: nosuchkind\n",
-    );
+    await writeFile(join(home, "bad.yml"), "name: Bad\nparameters:\n  - name: Label\n    type: text\ncolour: red\n");
     const bad = await cli(["runbook", "create", "--project", "shop", "-f", join(home, "bad.yml")]);
     expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("bad.yml is not valid (2 problems)");
     expect(bad.stderr).toContain("bad.yml:4:11 /parameters/0/type");
-    expect(bad.stderr).toContain("/steps/0/kind");
+    expect(bad.stderr).toContain("bad.yml:5:1 /colour");
+    await writeFile(join(home, "bad-step.yml"), "name: Bad\nsteps:\n  - name: x\n    kind: nosuchkind\n");
+    const badStep = await cli(["runbook", "create", "--project", "shop", "-f", join(home, "bad-step.yml")]);
+    expect(badStep.code).toBe(2);
+    expect(badStep.stderr).toContain("bad-step.yml:4:11 /steps/0/kind");
+    // Nothing was created by either.
+    const list = await cli(["runbook", "list", "--project", "shop", "--json"]);
+    expect(parseJson<{ slug: string }[]>(list).map((runbook) => runbook.slug)).toEqual(["cleanup"]);
 
     const created = await cli(["runbook", "create", "--project", "shop", "-f", join(home, "report.yml"), "--publish"]);
     expectSuccess(created);
