@@ -40,7 +40,7 @@ const cronSchema = z
     if (problem) context.addIssue({ code: "custom", message: problem });
   });
 
-export const missedFiringPolicies = ["skip", "runOnce"] as const;
+const missedFiringPolicies = ["skip", "runOnce"] as const;
 export type MissedFiringPolicy = (typeof missedFiringPolicies)[number];
 
 /** A parameter value as a schedule gives it: what a person's run request would. */
@@ -156,7 +156,7 @@ export function decideFiring(
 }
 
 /** Per runbook and environment: how many finished runs to keep, and for how long. */
-export const retentionPolicySchema = z
+const retentionPolicySchema = z
   .strictObject({
     /** An environment slug, or "*" for every environment without a policy of its own. */
     environment: z.union([z.literal("*"), referenceSchema]).default("*"),

@@ -532,7 +532,7 @@ export interface RunbookScheduleRow extends Timestamps {
   created_by: string;
 }
 
-export interface RunbookRetentionRow {
+interface RunbookRetentionRow {
   runbook_id: string;
   /** An environment id, or "*" for every environment without a row of its own. */
   environment_id: string;
