@@ -15,7 +15,9 @@ import type { TaskFinishedEvent, TaskObserver } from "./observers.js";
 /**
  * Told which tasks are about to be deleted, before their rows go: what keeps files of its
  * own for a task (artifacts) removes them here. A listener that throws keeps those tasks
- * (their rows stay, and the next sweep tries again).
+ * (their rows stay, and the next sweep tries again). Several nodes may sweep at once, so a
+ * listener may be told of a task twice, or of one another node already deleted: it must be
+ * idempotent.
  */
 export type TaskDeletionListener = (taskIds: readonly string[]) => Promise<void>;
 

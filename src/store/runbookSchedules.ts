@@ -300,6 +300,8 @@ export async function setSchedulePaused(
   paused: boolean,
 ): Promise<Schedule> {
   const row = await getScheduleRow(db, projectReference, runbookReference, reference);
+  // Already so: nothing changes (resuming a running schedule must not skip its due firing).
+  if ((Number(row.paused) === 1) === paused) return describe(db, row);
   const changes = {
     paused: paused ? 1 : 0,
     next_run_at: paused ? null : firstFiring(row.cron, row.time_zone, new Date()),
