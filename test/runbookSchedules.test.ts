@@ -404,6 +404,7 @@ describe.each(dialects)("runbook schedules and retention (%s)", (dialect) => {
     for (const name of ["yearly", "yearly-catch-up"]) await admin("DELETE", `${path}/${name}`, undefined, 204);
   }, 60_000);
 
+  // Several server nodes share a PostgreSQL database only; with SQLite there is one node (docs/DESIGN).
   it.runIf(dialect === "postgres")(
     "fires once per firing with two server nodes polling one PostgreSQL database",
     async () => {
