@@ -53,12 +53,27 @@ describe("runbook schedules", () => {
       expect(decision.onTime).toBeNull();
       expect(decision.missed).toEqual({
         count: 4,
+        atLeast: false,
         first: new Date("2026-01-01T10:00:00Z"),
         last: new Date("2026-01-01T10:30:00Z"),
       });
       expect(decision.catchUp).toBe(missed === "runOnce");
       expect(decision.next?.toISOString()).toBe("2026-01-01T10:40:00.000Z");
     }
+  });
+
+  it("does not count a day of second-by-second firings one by one, and still finds the last", () => {
+    const decision = decideFiring(
+      { cron: "* * * * * *", timeZone: "UTC", missed: "runOnce" },
+      new Date("2026-01-01T00:00:00Z"),
+      new Date("2026-01-02T00:00:00.500Z"),
+      60_000,
+    );
+    expect(decision.onTime?.toISOString()).toBe("2026-01-02T00:00:00.000Z");
+    // The latest firing is on time and stands for the others, which are reported as "at least".
+    expect(decision.missed).toMatchObject({ count: 1_000, atLeast: true, first: new Date("2026-01-01T00:00:00Z") });
+    expect(decision.catchUp).toBe(false);
+    expect(decision.next?.toISOString()).toBe("2026-01-02T00:00:01.000Z");
   });
 
   it("lets a firing on time stand for the missed ones before it", () => {

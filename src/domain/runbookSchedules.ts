@@ -114,16 +114,19 @@ export function nextFiring(expression: string, timeZone: string, after: Date): D
 export interface FiringDecision {
   /** The firing to run on time (due within the grace), if any. */
   onTime: Date | null;
-  /** Firings due longer ago than the grace: nobody ran them (no server was up). */
-  missed: { count: number; first: Date; last: Date } | null;
+  /**
+   * Firings due longer ago than the grace: nobody ran them (no server was up). Past
+   * MAX_COUNTED they are not counted one by one: `count` is then a lower bound (`atLeast`).
+   */
+  missed: { count: number; atLeast: boolean; first: Date; last: Date } | null;
   /** Whether one catch-up run is queued for the missed firings (runOnce, and no on-time run to stand for it). */
   catchUp: boolean;
   /** Where the schedule's next firing goes. */
   next: Date | null;
 }
 
-/** Missed firings counted one by one up to this many; more are reported as "at least". */
-const MAX_COUNTED = 10_000;
+/** Missed firings counted one by one up to this many (a second-by-second schedule down for a day has 86,400). */
+const MAX_COUNTED = 1_000;
 
 /**
  * Given a schedule's due firing `due` (its next_run_at) and the time now, which firings are
@@ -138,20 +141,26 @@ export function decideFiring(
   now: Date,
   graceMs: number,
 ): FiringDecision {
+  const cron = new Cron(schedule.cron, { paused: true, mode: CRON_MODE, timezone: schedule.timeZone });
   const firings: Date[] = [];
   let cursor: Date | null = due;
   while (cursor && cursor.getTime() <= now.getTime() && firings.length < MAX_COUNTED) {
     firings.push(cursor);
-    cursor = nextFiring(schedule.cron, schedule.timeZone, cursor);
+    cursor = cron.nextRun(cursor);
   }
-  // Past the counting limit: continue from now.
-  const next = cursor && cursor.getTime() > now.getTime() ? cursor : nextFiring(schedule.cron, schedule.timeZone, now);
+  const capped = cursor !== null && cursor.getTime() <= now.getTime();
+  if (capped) {
+    // Too many to count: the latest firing due is the one that matters (it may be on time).
+    const latest = cron.previousRuns(1, new Date(now.getTime() + 1))[0];
+    if (latest && latest.getTime() > (firings.at(-1)?.getTime() ?? 0)) firings.push(latest);
+  }
+  const next = cron.nextRun(now);
   const latest = firings.at(-1);
   const onTime = latest && now.getTime() - latest.getTime() <= graceMs ? latest : null;
   const missedFirings = onTime ? firings.slice(0, -1) : firings;
   const first = missedFirings[0];
   const last = missedFirings.at(-1);
-  const missed = first && last ? { count: missedFirings.length, first, last } : null;
+  const missed = first && last ? { count: missedFirings.length, atLeast: capped, first, last } : null;
   return { onTime, missed, catchUp: missed !== null && onTime === null && schedule.missed === "runOnce", next };
 }
 

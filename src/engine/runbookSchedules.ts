@@ -99,7 +99,10 @@ export class RunbookScheduler {
   }
 
   /** Missed firings are reported (audit log and server log) before the policy is applied. */
-  private async reportMissed(due: DueSchedule, missed: { count: number; first: Date; last: Date }): Promise<void> {
+  private async reportMissed(
+    due: DueSchedule,
+    missed: { count: number; atLeast: boolean; first: Date; last: Date },
+  ): Promise<void> {
     const what = `${due.project_slug}/${due.runbook_slug}`;
     const policy = due.missed === "runOnce" ? "run once now" : "skipped";
     this.options.logger.warn(
@@ -111,10 +114,10 @@ export class RunbookScheduler {
         first: missed.first.toISOString(),
         last: missed.last.toISOString(),
       },
-      `runbook schedule '${due.name}' of ${what} in ${due.environment_slug} missed ${missed.count} firing(s) while no server ran (${missed.first.toISOString()} … ${missed.last.toISOString()}); ${policy}`,
+      `runbook schedule '${due.name}' of ${what} in ${due.environment_slug} missed ${missed.atLeast ? "at least " : ""}${missed.count} firing(s) while no server ran (${missed.first.toISOString()} … ${missed.last.toISOString()}); ${policy}`,
     );
     await this.audit(due, "runbook.schedule.missed", {
-      missedFirings: { from: null, to: missed.count },
+      missedFirings: { from: null, to: missed.atLeast ? `at least ${missed.count}` : missed.count },
       firstMissed: { from: null, to: missed.first.toISOString() },
       lastMissed: { from: null, to: missed.last.toISOString() },
       policy: { from: null, to: due.missed },
