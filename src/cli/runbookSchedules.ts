@@ -4,7 +4,7 @@ import { readText } from "./apply.js";
 import { segment } from "./client.js";
 import { UsageError } from "./errors.js";
 import { printJson, printTable, writeOutput } from "./output.js";
-import type { CliContext } from "./resourceGroup.js";
+import { type CliContext, collect } from "./resourceGroup.js";
 
 /*
  * ferry runbook create|update -f FILE, ferry runbook schedule …, ferry runbook retention …
@@ -13,10 +13,8 @@ import type { CliContext } from "./resourceGroup.js";
 
 const runbookPath = (project: string, runbook: string, rest = "") =>
   `/api/v1/projects/${segment(project)}/runbooks/${segment(runbook)}${rest}`;
-const repeat = (value: string, previous: string[] = []) => [...previous, value];
-
 /** `k=v` into [k, v]; the value may contain '='. */
-function parseParameter(text: string): [string, string] {
+export function parseParameter(text: string): [string, string] {
   const index = text.indexOf("=");
   if (index <= 0) throw new UsageError(`--param ${text.split("=")[0]}: use --param NAME=VALUE`);
   return [text.slice(0, index), text.slice(index + 1)];
@@ -93,8 +91,8 @@ export function addRunbookAuthoringCommands(group: Command, context: CliContext)
       "five fields (minute hour day month weekday, e.g. '0 3 * * *') or six with seconds first",
     )
     .option("--time-zone <zone>", "IANA time zone the expression is read in (default UTC)")
-    .option("--param <name=value>", "a parameter's value (repeat); checked now and at each firing", repeat)
-    .option("--target <ref>", "run only on this target of the environment (repeat)", repeat)
+    .option("--param <name=value>", "a parameter's value (repeat); checked now and at each firing", collect)
+    .option("--target <ref>", "run only on this target of the environment (repeat)", collect)
     .option("--missed <policy>", "a firing missed while no server ran: skip (default) or run-once", parseMissed)
     .option("--paused", "create it paused")
     .option("--json", "print JSON")
