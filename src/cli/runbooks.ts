@@ -90,6 +90,7 @@ export function addRunbookCommands(program: Command, context: CliContext): void 
         ["STATE", (run) => run.state],
         ["BY", (run) => run.createdBy],
         ["AT", (run) => run.createdAt],
+        ["CAUSE", (run) => run.cause ?? "-"],
       ]);
     });
 
