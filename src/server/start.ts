@@ -2,8 +2,11 @@ import { join } from "node:path";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { pino } from "pino";
 import { buildApp } from "../api/app.js";
+import { ArtifactRetention } from "../engine/artifactRetention.js";
+import { ArtifactService, DEFAULT_ARTIFACT_MAX_BYTES } from "../engine/artifacts.js";
 import { type DeploymentServices, deploymentTaskKind } from "../engine/deployments.js";
 import { TaskEngine } from "../engine/engine.js";
+import { FeedTriggerPoller } from "../engine/feedTriggers.js";
 import { defaultRetentionSettings, RunbookRetention } from "../engine/runbookRetention.js";
 import { defaultSchedulerSettings, RunbookScheduler } from "../engine/runbookSchedules.js";
 import { runbookTaskKind } from "../engine/runbooks.js";
@@ -18,6 +21,7 @@ import { OidcClient, type OidcSettings } from "../security/oidc.js";
 import { defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
 import { SecretBox } from "../security/secretBox.js";
 import { type ApiKeyIdentity, countApiKeys, insertApiKey } from "../store/apiKeys.js";
+import { directoryContent, largeObjectContent } from "../store/artifactContent.js";
 import { appendAuditEvent } from "../store/audit.js";
 import type { StoreContext } from "../store/common.js";
 import { openStore, type Store } from "../store/db.js";
@@ -64,6 +68,8 @@ export interface ServerOptions {
   workDir?: string | undefined;
   /** FERRY_TARGET_HEALTH_*: how often targets are checked and how long they may take to answer. */
   targetHealth?: Partial<TargetHealthSettings> | undefined;
+  /** How often feed triggers due for a poll are looked for (default 5 s; tests shorten it). */
+  triggerTickMs?: number | undefined;
   /** FERRY_AGENT_TIMEOUT_SECONDS (ms here): an agent not heard from for this long is marked lost; default 45 s. */
   agentTimeoutMs?: number | undefined;
   /** FERRY_SCHEDULE_GRACE_SECONDS (ms here): a schedule's firing later than this is reported missed; default 60 s. */
@@ -72,6 +78,10 @@ export interface ServerOptions {
   schedulePollMs?: number | undefined;
   /** Between two sweeps of runbook run retention (ms); default an hour (it also runs after each run). */
   retentionIntervalMs?: number | undefined;
+  /** FERRY_ARTIFACT_MAX_BYTES: the most bytes one artifact may have; default 10 GiB. */
+  artifactMaxBytes?: number | undefined;
+  /** Between two sweeps of artifact retention (ms; jittered); default an hour. */
+  artifactRetentionIntervalMs?: number | undefined;
 }
 
 /** An agent not heard from for this long is marked lost (FERRY_AGENT_TIMEOUT_SECONDS). */
@@ -88,6 +98,8 @@ export interface RunningServer {
   scheduler: RunbookScheduler;
   /** Deletes runbook runs past their retention; onTaskDeleted adds what removes a task's own files. */
   retention: RunbookRetention;
+  /** Artifact retention: a sweep on demand, and what run retention calls before it deletes tasks. */
+  artifactRetention: ArtifactRetention;
   url: string;
   /** Settles when the live colours of an earlier run run again (start-up reconciliation, in the background). */
   reconciled: Promise<void>;
@@ -148,8 +160,19 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     agents,
     log: (message) => logger.info({ router: "host" }, message),
   });
+  // Several nodes share a PostgreSQL store, and each must serve every artifact: large objects
+  // there; one node on SQLite keeps them as files in its data directory (ADR 0037).
+  const artifacts = new ArtifactService({
+    context,
+    content:
+      store.dialect === "postgres"
+        ? largeObjectContent(store.db)
+        : directoryContent(store.db, join(options.dataDir, "artifacts")),
+    maxBytes: options.artifactMaxBytes ?? DEFAULT_ARTIFACT_MAX_BYTES,
+  });
   const deployments: DeploymentServices = {
     target: resolveTarget,
+    artifacts,
     targetProbeTimeoutMs: targetHealth.timeoutMs,
     outbound: options.outbound,
     context,
@@ -179,12 +202,22 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     db: store.db,
     logger,
   });
+  const artifactRetention = new ArtifactRetention({
+    db: store.db,
+    content: artifacts.content,
+    logger,
+    intervalMs: options.artifactRetentionIntervalMs,
+  });
+  // A run past its retention loses its artifacts (bytes and rows) before its task row goes.
+  retention.onTaskDeleted(async (taskIds) => {
+    await artifactRetention.removeTaskArtifacts(taskIds);
+  });
   engine = new TaskEngine({
     db: store.db,
     dialect: store.dialect,
     kinds,
     logger,
-    observers: [...observability.observers, retention],
+    observers: [...observability.observers, artifactRetention, retention],
     ...(options.leaseMs !== undefined && { leaseMs: options.leaseMs }),
   });
   const app = await buildApp({
@@ -198,6 +231,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     outbound: options.outbound,
     trustedProxies: options.trustedProxies,
     requestsPerAddress: options.requestsPerAddress,
+    artifactRetention,
     oidc: options.oidc ? new OidcClient(options.oidc, options.outbound ?? defaultOutboundPolicy) : undefined,
     agents,
   });
@@ -219,6 +253,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   });
   scheduler.start();
   retention.start();
+  const triggerPoller = new FeedTriggerPoller(deployments, logger, options.triggerTickMs);
+  triggerPoller.start();
+  artifactRetention.start();
   // Traffic from an earlier run comes back (the builtin proxy is started if it is not
   // running) without holding up readiness: the API answers while this runs.
   const reconciledHere = hasRoutes(traffic)
@@ -258,12 +295,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     agents,
     scheduler,
     retention,
+    artifactRetention,
     reconciled,
     close: async () => {
       await reconciled;
       await scheduler.stop();
       await retention.stop();
       await healthMonitor.stop();
+      await triggerPoller.stop();
+      await artifactRetention.stop();
       await engine.stop();
       await observability.close();
       // Held polls end first, or closing would wait for each to run out.
