@@ -11,11 +11,18 @@ import {
   registryEnvelopeSchema,
   updateFeedTriggerSchema,
 } from "../domain/feedTriggers.js";
+import {
+  createScheduledTriggerSchema,
+  type ScheduledTrigger,
+  scheduledTriggerSchema,
+  updateScheduledTriggerSchema,
+} from "../domain/scheduledTriggers.js";
 import type { DeploymentServices } from "../engine/deployments.js";
 import { type FiringOutcome, fireTrigger } from "../engine/feedTriggers.js";
 import { appendAuditEvent } from "../store/audit.js";
 import * as triggers from "../store/feedTriggers.js";
 import { getProcess } from "../store/releases.js";
+import * as scheduledTriggers from "../store/scheduledTriggers.js";
 import { collectionRoutes } from "./crud.js";
 import { defineRoute, type RouteSpec } from "./route.js";
 
@@ -131,5 +138,28 @@ export function feedTriggerRoutes(services: DeploymentServices): RouteSpec[] {
       return { trigger: trigger.name, paused: false, firings };
     },
   });
-  return [...crud, hook];
+  const scheduled = collectionRoutes({
+    tag: "Triggers",
+    noun: "scheduled trigger",
+    path: "/api/v1/projects/:project/scheduled-triggers",
+    scope: ["project"],
+    itemParam: "trigger",
+    itemSchema: scheduledTriggerSchema,
+    createSchema: createScheduledTriggerSchema,
+    updateSchema: updateScheduledTriggerSchema,
+    list: ([projectRef = ""], paging): Promise<Page<ScheduledTrigger>> =>
+      scheduledTriggers.listScheduledTriggers(context, projectRef, paging),
+    create: ([projectRef = ""], body) => scheduledTriggers.createScheduledTrigger(context, projectRef, body),
+    get: ([projectRef = ""], reference) => scheduledTriggers.getScheduledTrigger(context, projectRef, reference),
+    update: ([projectRef = ""], reference, body) =>
+      scheduledTriggers.updateScheduledTrigger(context, projectRef, reference, body),
+    remove: ([projectRef = ""], reference) => scheduledTriggers.deleteScheduledTrigger(context, projectRef, reference),
+    access: {
+      list: { kind: "project", permission: "view", project },
+      read: { kind: "project", permission: "view", project },
+      create: { kind: "project", permission: "administer", project },
+      change: { kind: "project", permission: "administer", project },
+    },
+  });
+  return [...crud, hook, ...scheduled];
 }

@@ -1,5 +1,6 @@
 import { type Command, InvalidArgumentError } from "commander";
 import type { FeedTrigger } from "../domain/feedTriggers.js";
+import type { ScheduledTrigger } from "../domain/scheduledTriggers.js";
 import { segment } from "./client.js";
 import { addResourceGroup, type CliContext, type ResourceGroupSpec, sendAndPrint } from "./resourceGroup.js";
 import { readSecretFromStdin } from "./stdin.js";
@@ -115,6 +116,88 @@ export function addTriggerCommands(program: Command, context: CliContext): void 
           spec,
           "PATCH",
           `${spec.collectionPath(options)}/${segment(reference)}`,
+          { paused },
+          options,
+        ),
+      );
+  }
+}
+
+const scheduledSpec: ResourceGroupSpec<ScheduledTrigger> = {
+  group: "scheduled-trigger",
+  description: "scheduled triggers: on a cron expression, deploy what one environment runs to another",
+  noun: "scheduled trigger",
+  collectionPath: (options) => `/api/v1/projects/${segment(String(options.project))}/scheduled-triggers`,
+  commonOptions: (command) => command.requiredOption("--project <ref>", "project id or slug"),
+  columns: [
+    ["id", (trigger) => trigger.id],
+    ["name", (trigger) => trigger.name],
+    ["cron", (trigger) => `${trigger.cron} (${trigger.timeZone})`],
+    ["from → to", (trigger) => `${trigger.from} → ${trigger.to}`],
+    ["paused", (trigger) => String(trigger.paused)],
+    ["next", (trigger) => trigger.nextFireAt ?? "-"],
+    ["last", (trigger) => trigger.lastOutcome ?? "-"],
+  ],
+  fields: (trigger) => [
+    ["id", trigger.id],
+    ["project", trigger.project],
+    ["name", trigger.name],
+    ["cron", trigger.cron],
+    ["time zone", trigger.timeZone],
+    ["from", trigger.from],
+    ["to", trigger.to],
+    ["paused", String(trigger.paused)],
+    ["next firing", trigger.nextFireAt ?? "-"],
+    ["last firing", trigger.lastFiredAt ?? "-"],
+    ["last outcome", trigger.lastOutcome ?? "-"],
+  ],
+};
+
+export function addScheduledTriggerCommands(program: Command, context: CliContext): void {
+  const group = addResourceGroup(program, context, scheduledSpec);
+  const body = (options: Record<string, unknown>) => ({
+    ...(options.name !== undefined && { name: options.name }),
+    ...(options.cron !== undefined && { cron: options.cron }),
+    ...(options.timeZone !== undefined && { timeZone: options.timeZone }),
+    ...(options.from !== undefined && { from: options.from }),
+    ...(options.to !== undefined && { to: options.to }),
+  });
+  group
+    .command("create")
+    .description("deploy what --from runs to --to on a cron expression")
+    .argument("<name>")
+    .requiredOption("--project <ref>", "project id or slug")
+    .requiredOption("--cron <expression>", "five fields (minute hour day month weekday), e.g. '0 2 * * *'")
+    .option("--time-zone <zone>", "IANA time zone the expression is read in (default UTC)")
+    .requiredOption("--from <env>", "the environment whose latest successful release is deployed")
+    .requiredOption("--to <env>", "the environment it is deployed to")
+    .option("--json", "print JSON")
+    .action(async (name: string, options: Record<string, unknown>) =>
+      sendAndPrint(
+        context,
+        scheduledSpec,
+        "POST",
+        scheduledSpec.collectionPath(options),
+        { ...body(options), name },
+        options,
+      ),
+    );
+  for (const [command, paused] of [
+    ["pause", true],
+    ["resume", false],
+  ] as const) {
+    group
+      .command(command)
+      .description(paused ? "stop firing" : "fire again, from the next time on (missed firings are not caught up)")
+      .argument("<ref>", "id or name")
+      .requiredOption("--project <ref>", "project id or slug")
+      .option("--json", "print JSON")
+      .action(async (reference: string, options: Record<string, unknown>) =>
+        sendAndPrint(
+          context,
+          scheduledSpec,
+          "PATCH",
+          `${scheduledSpec.collectionPath(options)}/${segment(reference)}`,
           { paused },
           options,
         ),

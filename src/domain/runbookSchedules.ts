@@ -30,7 +30,7 @@ export function cronProblem(expression: string, timeZone = "UTC"): string | unde
   return undefined;
 }
 
-const cronSchema = z
+export const cronSchema = z
   .string()
   .trim()
   .min(1, { message: "give a cron expression, e.g. '0 3 * * *' (every day at 03:00)" })

@@ -10,6 +10,7 @@ import { FeedTriggerPoller } from "../engine/feedTriggers.js";
 import { defaultRetentionSettings, RunbookRetention } from "../engine/runbookRetention.js";
 import { defaultSchedulerSettings, RunbookScheduler } from "../engine/runbookSchedules.js";
 import { runbookTaskKind } from "../engine/runbooks.js";
+import { ScheduledTriggerRunner } from "../engine/scheduledTriggers.js";
 import { defaultTargetHealthSettings, TargetHealthMonitor, type TargetHealthSettings } from "../engine/targetHealth.js";
 import type { TaskKind } from "../engine/types.js";
 import type { StatsdTarget } from "../events/statsd.js";
@@ -255,6 +256,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   retention.start();
   const triggerPoller = new FeedTriggerPoller(deployments, logger, options.triggerTickMs);
   triggerPoller.start();
+  const scheduledTriggers = new ScheduledTriggerRunner(deployments, logger);
+  scheduledTriggers.start();
   artifactRetention.start();
   // Traffic from an earlier run comes back (the builtin proxy is started if it is not
   // running) without holding up readiness: the API answers while this runs.
@@ -303,6 +306,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       await retention.stop();
       await healthMonitor.stop();
       await triggerPoller.stop();
+      await scheduledTriggers.stop();
       await artifactRetention.stop();
       await engine.stop();
       await observability.close();

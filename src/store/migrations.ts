@@ -971,6 +971,30 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0028_scheduled_triggers": {
+    async up(db: Kysely<unknown>) {
+      // A project's scheduled triggers (issue 15): on a cron expression in a time zone, deploy
+      // what one environment runs to another. next_fire_at is the schedule the server nodes
+      // share: a node claims a firing by moving it forward (a conditional UPDATE).
+      await db.schema
+        .createTable("scheduled_triggers")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("project_id", "text", (c) => c.notNull().references("projects.id").onDelete("cascade"))
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("cron", "text", (c) => c.notNull())
+        .addColumn("time_zone", "text", (c) => c.notNull())
+        .addColumn("from_environment_id", "text", (c) => c.notNull().references("environments.id").onDelete("cascade"))
+        .addColumn("to_environment_id", "text", (c) => c.notNull().references("environments.id").onDelete("cascade"))
+        .addColumn("paused", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("next_fire_at", "text")
+        .addColumn("last_fired_at", "text")
+        .addColumn("last_outcome", "text")
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .addUniqueConstraint("scheduled_triggers_project_name", ["project_id", "name"])
+        .execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

@@ -43,6 +43,7 @@ export interface Database {
   webhooks: WebhookRow;
   feed_triggers: FeedTriggerRow;
   feed_trigger_firings: FeedTriggerFiringRow;
+  scheduled_triggers: ScheduledTriggerRow;
   audit_events: AuditEventRow;
   audit_chain: AuditChainRow;
   runbooks: RunbookRow;
@@ -449,6 +450,22 @@ interface FeedTriggerFiringRow {
   cause: string;
   release_version: string | null;
   at: string;
+}
+
+/** A project's scheduled trigger (src/store/scheduledTriggers.ts, migration 0028). */
+export interface ScheduledTriggerRow extends Timestamps {
+  id: string;
+  project_id: string;
+  name: string;
+  cron: string;
+  time_zone: string;
+  from_environment_id: string;
+  to_environment_id: string;
+  paused: number;
+  /** The next firing; null while paused or when the expression never fires again. */
+  next_fire_at: string | null;
+  last_fired_at: string | null;
+  last_outcome: string | null;
 }
 
 /** One audit log entry (src/store/audit.ts). Rows are only ever inserted. */
