@@ -1,3 +1,5 @@
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RunbookScheduler } from "../src/engine/runbookSchedules.js";
@@ -444,7 +446,16 @@ describe.each(dialects)("runbook schedules and retention (%s)", (dialect) => {
             {
               name: "try",
               kind: "script",
-              config: { script: 'echo "trying"; test "$1" = false', arguments: ["#{Fail}"] },
+              config: {
+                // Each try attaches a report, which goes with the run when retention deletes it.
+                script: [
+                  'echo "trying"',
+                  'echo "report of this try" > report.txt',
+                  "echo \"##ferry[artifact path='report.txt']\"",
+                  'test "$1" = false',
+                ].join("\n"),
+                arguments: ["#{Fail}"],
+              },
             },
           ],
         },
@@ -473,6 +484,13 @@ describe.each(dialects)("runbook schedules and retention (%s)", (dialect) => {
     );
     await test.waitForTask(prodRun.taskId);
 
+    const artifactsBefore = await test.server.store.db
+      .selectFrom("artifacts")
+      .select(["id", "location"])
+      .where("task_id", "in", [failedFirst, failedSecond])
+      .execute();
+    expect(artifactsBefore).toHaveLength(2);
+
     const retention = await admin<Body>("PUT", "/api/v1/projects/shop/runbooks/flaky/retention", {
       policies: [{ environment: "staging", keepRuns: 1 }],
     });
@@ -495,6 +513,33 @@ describe.each(dialects)("runbook schedules and retention (%s)", (dialect) => {
       expect((await test.call("GET", `/api/v1/tasks/${taskId}`)).status).toBe(404);
       expect((await test.call("GET", `/api/v1/tasks/${taskId}/log`)).status).toBe(404);
     }
+    // Their artifacts went first: not listed, not served, and their bytes gone.
+    for (const artifact of artifactsBefore) {
+      expect((await test.call("GET", `/api/v1/artifacts/${artifact.id}`)).status).toBe(404);
+      const gone = await fetch(new URL(`/api/v1/artifacts/${artifact.id}/content`, test.server.url), {
+        headers: { authorization: `Bearer ${test.apiKey}` },
+      });
+      expect(gone.status).toBe(404);
+      await gone.body?.cancel();
+    }
+    const rows = await test.server.store.db
+      .selectFrom("artifacts")
+      .select("id")
+      .where("task_id", "in", [failedFirst, failedSecond])
+      .execute();
+    expect(rows).toEqual([]);
+    if (dialect === "sqlite") {
+      for (const artifact of artifactsBefore) {
+        expect(existsSync(join(test.dataDir, "artifacts", artifact.location)), artifact.location).toBe(false);
+      }
+    }
+    // The kept runs keep theirs.
+    const kept = await admin<{ id: string }[]>("GET", `/api/v1/tasks/${good}/artifacts`);
+    expect(kept).toHaveLength(1);
+    const content = await fetch(new URL(`/api/v1/artifacts/${kept[0]?.id}/content`, test.server.url), {
+      headers: { authorization: `Bearer ${test.apiKey}` },
+    });
+    expect(await content.text()).toBe("report of this try\n");
     // Another environment has no policy of its own and there is no '*': its run stays.
     expect(await logOf(prodRun.taskId)).toContain("trying");
   }, 60_000);
