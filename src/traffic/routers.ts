@@ -36,7 +36,12 @@ interface RouterDriver<D extends DriverName> {
    * process, HTTP from the host), so any transport gets it. Absent: the driver runs only on
    * the server's own host.
    */
-  onHost?(transport: Transport, settings: TargetRouter, targetName: string, log: (message: string) => void): HostRouter;
+  onHost?(
+    transport: Transport,
+    settings: Extract<TargetRouter, { driver: D }>,
+    targetName: string,
+    log: (message: string) => void,
+  ): HostRouter;
 }
 
 const drivers: { [D in DriverName]: RouterDriver<D> } = {
@@ -177,8 +182,9 @@ export function hostRouter(
   targetName: string,
   log: (message: string) => void,
 ): HostRouter {
-  const driver = (drivers as Record<string, RouterDriver<DriverName>>)[settings.driver];
-  if (!driver?.onHost) {
+  // Each driver's onHost takes its own variant of the settings, which the driver name picks.
+  const driver = drivers[settings.driver] as RouterDriver<typeof settings.driver>;
+  if (!driver.onHost) {
     throw new TaskFailure(
       `the ${settings.driver} router cannot run on a remote host (target '${targetName}'); use the builtin one there`,
     );
