@@ -8,6 +8,7 @@ import type { Transport } from "../transports/types.js";
 import type { EmbeddedProxyOptions } from "./builtin.js";
 import { builtinRouterOnHost, type HostRouter } from "./hostRouter.js";
 import type { NginxRouterOptions } from "./nginx.js";
+import { nginxRouterOnHost } from "./remoteNginx.js";
 import type { Router } from "./router.js";
 
 /** Which Router a host uses for blue/green, from its settings (FERRY_ROUTER and friends). */
@@ -76,6 +77,7 @@ const drivers: { [D in DriverName]: RouterDriver<D> } = {
       };
     },
     connect: async (settings) => new (await import("./nginx.js")).NginxRouter(settings.nginx),
+    onHost: nginxRouterOnHost,
     hasRoutes: (settings) => {
       try {
         return readdirSync(settings.nginx.sitesDir).some((name) => name.startsWith("ferry-host-"));

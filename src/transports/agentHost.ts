@@ -633,6 +633,13 @@ export class AgentHost {
    */
   #hostService(spec: z.infer<typeof runInputSchema>): z.infer<typeof runInputSchema> {
     const [group] = spec.args;
+    if (group === "nginx-router") {
+      // nginx -c <a config the server names> runs what that config loads (load_module) as the
+      // agent's own account, which task work never gets: not done through an agent (ADR 0039).
+      throw new Error(
+        "nginx as the router of an agent's host is not supported: it would run nginx with a config the server names as the agent's own account; use the builtin router there (ADR 0039)",
+      );
+    }
     if (group === undefined || !HOST_SERVICES.has(group)) {
       throw new Error(`the agent runs only its own 'ferry proxy' and 'ferry processes' as a host service`);
     }
