@@ -19,7 +19,7 @@ import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { sendRequest } from "../steps/http.js";
 import type { RemoteHttpOutcome } from "./agent.js";
 import type { LocalTransport } from "./local.js";
-import type { OutputGate } from "./types.js";
+import { type OutputGate, stepFileName } from "./types.js";
 
 /**
  * `ferry agent`'s side of the protocol (docs/decisions/0030-agents.md): it long-polls the
@@ -367,6 +367,12 @@ export class AgentHost {
         await local.removeDirectory(inside((input as { path?: unknown }).path));
         return null;
       },
+      finishStep: async (input) => {
+        const { directory, fileName } = z.object({ directory: z.string(), fileName: z.string() }).parse(input);
+        return { text: (await local.finishStep(inside(directory), stepFileName(fileName))) ?? null };
+      },
+      // The server's availability probe before a deployment: answering at all is the proof.
+      ping: async () => null,
       finishTask: async (input) => {
         await local.finishTask(taskIdSchema.parse((input as { taskId?: unknown }).taskId));
         return null;
