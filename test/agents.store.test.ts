@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UnauthenticatedError } from "../src/domain/errors.js";
+import { targetRouterSchema } from "../src/domain/targets.js";
 import {
   authenticateAgent,
   createEnrolmentToken,
@@ -10,7 +11,7 @@ import {
   rotateAgentCredential,
 } from "../src/store/agents.js";
 import { createEnvironment } from "../src/store/environments.js";
-import { getTarget } from "../src/store/targets.js";
+import { getTarget, updateTarget } from "../src/store/targets.js";
 import { dialects, openTestDatabase, type TestDatabase } from "./helpers/databases.js";
 
 /** Enrolment tokens and agent credentials on SQLite and PostgreSQL: single use holds under a race, secrets are stored hashed. */
@@ -86,5 +87,26 @@ describe.each(dialects)("agent enrolment and credentials on %s", (dialect) => {
     await revokeAgentCredential(context(), "rotating");
     await expect(authenticateAgent(context(), offered ?? "")).rejects.toThrow(/was revoked/);
     expect((await getTarget(context(), "rotating")).agent?.state).toBe("revoked");
+  });
+
+  it("gives an agent's host the builtin router, and refuses nginx there, naming the field (ADR 0039)", async () => {
+    const { token } = await createEnrolmentToken(context(), { expiresInMinutes: 60 });
+    await enrolAgent(context(), enrolment(token, "routed"));
+    const nginx = targetRouterSchema.parse({
+      driver: "nginx",
+      config: "/etc/nginx/nginx.conf",
+      sitesDir: "/etc/nginx/ferry",
+      pidFile: "/run/nginx.pid",
+    });
+    const refused = await updateTarget(context(), "routed", { router: nginx }).catch((error: unknown) => error);
+    expect(refused).toMatchObject({
+      message: "an agent's host cannot use nginx as its router",
+      issues: [{ pointer: "/router/driver", detail: expect.stringContaining('use driver "builtin"') }],
+    });
+    expect((await getTarget(context(), "routed")).router).toBeNull();
+    const builtin = await updateTarget(context(), "routed", {
+      router: targetRouterSchema.parse({ driver: "builtin" }),
+    });
+    expect(builtin.router).toMatchObject({ driver: "builtin", listen: "0.0.0.0:80" });
   });
 });
