@@ -838,6 +838,12 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  "0025_enrolment_token_roles": {
+    async up(db: Kysely<unknown>) {
+      // JSON array of role names an agent enrolled with the token may take; null: any.
+      await db.schema.alterTable("agent_enrolment_tokens").addColumn("roles", "text").execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {
