@@ -523,13 +523,29 @@ describe("ferry agent on real hosts", { timeout: 180_000 }, () => {
     const home = tempDir("ferry-agent-cli-");
     const env = isolatedEnv(home, { FERRY_URL: test.server.url, FERRY_API_KEY: test.apiKey });
     const cli = (args: string[]) => runFerry(args, env, { timeoutMs: 60_000 });
-    const created = await cli(["agent-token", "create", "--env", "dev", "--expires", "5", "--note", "cli", "--json"]);
+    const created = await cli([
+      "agent-token",
+      "create",
+      "--env",
+      "dev",
+      "--role",
+      "web",
+      "--role",
+      "worker",
+      "--expires",
+      "5",
+      "--note",
+      "cli",
+      "--json",
+    ]);
     expectSuccess(created);
-    const token = parseJson<{ id: string; token: string; environments: string[] }>(created);
+    const token = parseJson<{ id: string; token: string; environments: string[]; roles: string[] }>(created);
     expect(token.environments).toEqual(["dev"]);
+    expect(token.roles).toEqual(["web", "worker"]);
     const listed = await cli(["agent-token", "list"]);
     expectSuccess(listed);
     expect(listed.stdout).toContain(token.id);
+    expect(listed.stdout).toMatch(new RegExp(`${token.id} .*web, worker`));
     expect(listed.stdout).not.toContain(token.token);
     const revoked = await cli(["agent-token", "revoke", token.id]);
     expectSuccess(revoked);
