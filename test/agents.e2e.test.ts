@@ -224,6 +224,38 @@ describe("ferry agent on real hosts", { timeout: 180_000 }, () => {
     expect(readdirSync(markerDir), "markers").toEqual([]);
   });
 
+  it("hands a script's outputs to the next step, the first step's directory already gone from the agent's host", async () => {
+    await waitUntil(async () => (await agentState("agent-0")) === "connected", 20_000);
+    const slug = await newProject([
+      {
+        name: "first",
+        kind: "script",
+        roles: ["a0"],
+        config: {
+          script: 'echo "version=2.4.$((6 * 7))" >> "$FERRY_OUTPUT"',
+        },
+      },
+      {
+        name: "second",
+        kind: "script",
+        roles: ["a0"],
+        config: {
+          // The task's directory holds the step directories: only this step's is left.
+          script: 'echo "got[$VERSION]"\nfor d in "$(dirname "$HOME")"/*/; do echo "dir[$(basename "$d")]"; done',
+          env: { VERSION: "#{Ferry.Step[first].Output.version}" },
+        },
+      },
+    ]);
+    const taskId = await release(slug);
+    const task = await test.waitForTask(taskId, 60_000);
+    const log = await logText(taskId);
+    expect(task.state, log).toBe("succeeded");
+    expect(log).toContain("got[2.4.42]");
+    const directories = [...log.matchAll(/dir\[([^\]]+)\]/g)].map((match) => match[1]);
+    expect(directories, log).toHaveLength(1);
+    expect(directories[0]).toMatch(/^script-/);
+  });
+
   it("probes an address on the agent host's own loopback, which the server cannot reach", async () => {
     const host = hosts.hosts[0];
     if (!host) throw new Error("no host");

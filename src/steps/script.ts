@@ -82,17 +82,21 @@ export const scriptStep: StepKind<ScriptConfig> = {
         taskId: context.taskId,
         timeoutMs,
         signal: context.signal,
+        finishStep: OUTPUT_FILE,
         onLine: (stream, text, cut) => {
           const level = stream === "stdout" ? "info" : "warn";
           if (cut) context.log.writeCutLine(level, text);
           else context.log[level](text);
         },
       });
+      // An agent finished the step with the process: its directory is gone already.
+      if (exit.finishedStep) finished = true;
       if (context.signal.aborted) throw context.signal.reason ?? new TaskFailure("cancelled");
       if (exit.timedOut) throw new TaskFailure(`the script ran longer than ${timeoutMs / 1000} s and was stopped`);
       if (exit.code !== 0) throw new TaskFailure(`the script exited with code ${exit.code ?? "(killed)"}`);
-      // Read and removed in one go: on an agent each call is a round trip.
-      const outputs = parseOutputs((await transport.finishStep(directory, OUTPUT_FILE)) ?? "");
+      // Read and removed in one go (on an agent each call is a round trip), unless done already.
+      const text = exit.finishedStep ? exit.finishedStep.text : await transport.finishStep(directory, OUTPUT_FILE);
+      const outputs = parseOutputs(text ?? "");
       finished = true;
       return { outputs };
     } finally {

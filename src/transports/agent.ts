@@ -445,7 +445,7 @@ export class AgentTransport implements Transport {
 
   async run(spec: ProcessSpec): Promise<ProcessExit> {
     spec.signal.throwIfAborted();
-    const { command, args, env, cwd, taskId, timeoutMs, stdin, hostService } = spec;
+    const { command, args, env, cwd, taskId, timeoutMs, stdin, hostService, finishStep } = spec;
     try {
       return (await this.hub.call(
         this.session,
@@ -459,6 +459,7 @@ export class AgentTransport implements Transport {
           timeoutMs,
           ...(stdin !== undefined && { stdin }),
           ...(hostService && { hostService }),
+          ...(finishStep !== undefined && { finishStep: stepFileName(finishStep) }),
         },
         { signal: spec.signal, onLine: (stream, text, cut) => spec.onLine(stream, text, cut) },
       )) as ProcessExit;

@@ -38,6 +38,13 @@ export interface ProcessSpec {
    * whatever `command` says (docs/decisions/0035-process-runtime-on-every-target.md).
    */
   readonly hostService?: boolean | undefined;
+  /**
+   * A file of `cwd` (a step directory) to finish the step with when the process ends: a
+   * transport for which every call is a round trip (an agent) reads it, removes `cwd` and
+   * answers the text in `ProcessExit.finishedStep`, so the step needs no `finishStep` call
+   * after it. Others leave it to the step (no `finishedStep` in their answer).
+   */
+  readonly finishStep?: string | undefined;
 }
 
 /** A bounded buffer's state, as a producer of lines sees it. */
@@ -52,6 +59,8 @@ export interface ProcessExit {
   readonly code: number | null;
   /** True when it ran past timeoutMs and was killed. */
   readonly timedOut: boolean;
+  /** The step was finished with the process (ProcessSpec.finishStep): the file's text, null when there was none. */
+  readonly finishedStep?: { readonly text: string | null } | undefined;
 }
 
 /**
