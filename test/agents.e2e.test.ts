@@ -231,18 +231,21 @@ describe("ferry agent on real hosts", { timeout: 180_000 }, () => {
         name: "first",
         kind: "script",
         roles: ["a0"],
-        config: {
-          script: 'echo "version=2.4.$((6 * 7))" >> "$FERRY_OUTPUT"',
-        },
+        config: { script: 'echo "version=2.4.$((6 * 7))" >> "$FERRY_OUTPUT"\necho "home=$HOME" >> "$FERRY_OUTPUT"' },
       },
       {
         name: "second",
         kind: "script",
         roles: ["a0"],
         config: {
-          // The task's directory holds the step directories: only this step's is left.
-          script: 'echo "got[$VERSION]"\nfor d in "$(dirname "$HOME")"/*/; do echo "dir[$(basename "$d")]"; done',
-          env: { VERSION: "#{Ferry.Step[first].Output.version}" },
+          // The task's directory is not listable by the step's account, but a path in it can be tested.
+          script: [
+            'echo "got[$VERSION]"',
+            'case "$FIRST_HOME" in */script-*) echo "first[a step directory]";; esac',
+            'if [ -e "$FIRST_HOME" ]; then echo "first[still there]"; else echo "first[gone]"; fi',
+            'if [ -d "$HOME" ]; then echo "own[there]"; fi',
+          ].join("\n"),
+          env: { VERSION: "#{Ferry.Step[first].Output.version}", FIRST_HOME: "#{Ferry.Step[first].Output.home}" },
         },
       },
     ]);
@@ -251,9 +254,9 @@ describe("ferry agent on real hosts", { timeout: 180_000 }, () => {
     const log = await logText(taskId);
     expect(task.state, log).toBe("succeeded");
     expect(log).toContain("got[2.4.42]");
-    const directories = [...log.matchAll(/dir\[([^\]]+)\]/g)].map((match) => match[1]);
-    expect(directories, log).toHaveLength(1);
-    expect(directories[0]).toMatch(/^script-/);
+    expect(log).toContain("first[a step directory]");
+    expect(log).toContain("first[gone]");
+    expect(log).toContain("own[there]");
   });
 
   it("probes an address on the agent host's own loopback, which the server cannot reach", async () => {
