@@ -4,6 +4,8 @@ import { type ClientRequest, request as httpRequest, type IncomingMessage } from
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { isIP, connect as netConnect, type Socket } from "node:net";
 import { join, resolve as resolvePath, sep } from "node:path";
+import { Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { connect as tlsConnect } from "node:tls";
 import { z } from "zod";
@@ -260,7 +262,6 @@ const runInputSchema = z.object({
     .max(16 * 1024 * 1024)
     .optional(),
   hostService: z.boolean().optional(),
-  finishStep: z.string().optional(),
 });
 /** How the server names a host's Docker engine in a tunnel call (transports/agent.ts). */
 const SERVER_ENGINE_SOCKET = "/var/run/docker.sock";
@@ -382,6 +383,7 @@ export class AgentHost {
         local.killTaskProcesses(taskIdSchema.parse((input as { taskId?: unknown }).taskId)),
       request: (input, call) => this.#request(input, call),
       tunnel: (input) => this.#tunnel(input),
+      readStream: (input, call) => this.#readStream(input, call),
     };
   }
 
@@ -623,15 +625,6 @@ export class AgentHost {
       await this.#journal({ id: call.id, taskId: spec.taskId, state: "interrupted", at: new Date().toISOString() });
       throw new Error(`the agent ${reason.message} while this step ran; its process was stopped`);
     }
-    if (spec.finishStep !== undefined && !spec.hostService) {
-      // The step's end on this side, in the same answer: one round trip fewer per step. Not
-      // done (the server then asks with finishStep) when it fails: the run's answer stands.
-      const text = await this.options.local
-        .finishStep(spec.cwd, stepFileName(spec.finishStep))
-        .then((found) => found ?? null)
-        .catch(() => undefined);
-      if (text !== undefined) exit = { ...(exit as object), finishedStep: { text } };
-    }
     await this.#journal({
       id: call.id,
       taskId: spec.taskId,
@@ -753,6 +746,50 @@ export class AgentHost {
       socket.once("error", () => request.destroy());
       socket.once("close", () => request.end());
     });
+  }
+
+  /**
+   * A file of this host sent up a tunnel (AgentHub.openFileStream): read as the task's
+   * account by the local transport, its bytes the body of the tunnel's request, paced by the
+   * server's reading. Answered with the number of bytes once all were sent; a read that fails
+   * part-way aborts the request and answers with the failure.
+   */
+  async #readStream(input: unknown, call: CallContext): Promise<unknown> {
+    const { tunnel, taskId, path } = z
+      .object({
+        tunnel: z.string().regex(/^[A-Za-z0-9-]{1,100}$/),
+        taskId: taskIdSchema,
+        path: z.string().min(1).max(4096),
+      })
+      .parse(input);
+    const file = await this.options.local.readStream(taskId, path, call.signal);
+    let bytes = 0;
+    const counter = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        bytes += chunk.length;
+        callback(null, chunk);
+      },
+    });
+    const request = this.options.client.open("POST", `/api/v1/agent/tunnels/${tunnel}`, {
+      "content-type": "application/octet-stream",
+      "transfer-encoding": "chunked",
+    });
+    const responded = new Promise<void>((resolve, reject) => {
+      request.once("response", (response) => {
+        response.resume();
+        if (response.statusCode === 200) resolve();
+        else reject(new Error(`the server refused the file's tunnel (${response.statusCode})`));
+      });
+    });
+    responded.catch((error: Error) => request.destroy(error));
+    try {
+      await Promise.all([pipeline(file, counter, request), responded]);
+    } catch (error) {
+      file.destroy();
+      request.destroy();
+      throw error;
+    }
+    return { bytes };
   }
 
   get #gate(): OutputGate {

@@ -1,3 +1,4 @@
+import type { Readable } from "node:stream";
 import type { Runtime, RuntimeKind, RuntimesByKind } from "../runtimes/types.js";
 import type { HttpOutcome, HttpRequest } from "../steps/http.js";
 import type { Router } from "../traffic/router.js";
@@ -38,13 +39,6 @@ export interface ProcessSpec {
    * whatever `command` says (docs/decisions/0035-process-runtime-on-every-target.md).
    */
   readonly hostService?: boolean | undefined;
-  /**
-   * A file of `cwd` (a step directory) to finish the step with when the process ends: a
-   * transport for which every call is a round trip (an agent) reads it, removes `cwd` and
-   * answers the text in `ProcessExit.finishedStep`, so the step needs no `finishStep` call
-   * after it. Others leave it to the step (no `finishedStep` in their answer).
-   */
-  readonly finishStep?: string | undefined;
 }
 
 /** A bounded buffer's state, as a producer of lines sees it. */
@@ -59,8 +53,6 @@ export interface ProcessExit {
   readonly code: number | null;
   /** True when it ran past timeoutMs and was killed. */
   readonly timedOut: boolean;
-  /** The step was finished with the process (ProcessSpec.finishStep): the file's text, null when there was none. */
-  readonly finishedStep?: { readonly text: string | null } | undefined;
 }
 
 /**
@@ -78,6 +70,16 @@ export interface Transport {
   stepDirectory(taskId: string, prefix: string): Promise<string>;
   /** A file's text on the host; undefined when it does not exist. */
   readFile(path: string): Promise<string | undefined>;
+  /**
+   * Streams a file of the host (any absolute path), read as the account the task's work runs
+   * as there — a step attaches only what it could have read itself, never with the rights of
+   * the server or of `ferry agent`. The stream has backpressure (the host's reader waits for
+   * a slow consumer) and ends only once the host said the whole file was read: a read that
+   * fails part-way, or a link that drops, destroys it with an error instead of ending it
+   * short. Destroying it stops the read on the host. Not a regular file, or not readable by
+   * that account: a TaskFailure saying so.
+   */
+  readStream(taskId: string, path: string, signal: AbortSignal): Promise<Readable>;
   /** Removes a directory (and what is in it) on the host. */
   removeDirectory(path: string): Promise<void>;
   /**
