@@ -224,6 +224,41 @@ describe("ferry agent on real hosts", { timeout: 180_000 }, () => {
     expect(readdirSync(markerDir), "markers").toEqual([]);
   });
 
+  it("hands a script's outputs to the next step, the first step's directory already gone from the agent's host", async () => {
+    await waitUntil(async () => (await agentState("agent-0")) === "connected", 20_000);
+    const slug = await newProject([
+      {
+        name: "first",
+        kind: "script",
+        roles: ["a0"],
+        config: { script: 'echo "version=2.4.$((6 * 7))" >> "$FERRY_OUTPUT"\necho "home=$HOME" >> "$FERRY_OUTPUT"' },
+      },
+      {
+        name: "second",
+        kind: "script",
+        roles: ["a0"],
+        config: {
+          // The task's directory is not listable by the step's account, but a path in it can be tested.
+          script: [
+            'echo "got[$VERSION]"',
+            'case "$FIRST_HOME" in */script-*) echo "first[a step directory]";; esac',
+            'if [ -e "$FIRST_HOME" ]; then echo "first[still there]"; else echo "first[gone]"; fi',
+            'if [ -d "$HOME" ]; then echo "own[there]"; fi',
+          ].join("\n"),
+          env: { VERSION: "#{Ferry.Step[first].Output.version}", FIRST_HOME: "#{Ferry.Step[first].Output.home}" },
+        },
+      },
+    ]);
+    const taskId = await release(slug);
+    const task = await test.waitForTask(taskId, 60_000);
+    const log = await logText(taskId);
+    expect(task.state, log).toBe("succeeded");
+    expect(log).toContain("got[2.4.42]");
+    expect(log).toContain("first[a step directory]");
+    expect(log).toContain("first[gone]");
+    expect(log).toContain("own[there]");
+  });
+
   it("probes an address on the agent host's own loopback, which the server cannot reach", async () => {
     const host = hosts.hosts[0];
     if (!host) throw new Error("no host");
@@ -523,13 +558,29 @@ describe("ferry agent on real hosts", { timeout: 180_000 }, () => {
     const home = tempDir("ferry-agent-cli-");
     const env = isolatedEnv(home, { FERRY_URL: test.server.url, FERRY_API_KEY: test.apiKey });
     const cli = (args: string[]) => runFerry(args, env, { timeoutMs: 60_000 });
-    const created = await cli(["agent-token", "create", "--env", "dev", "--expires", "5", "--note", "cli", "--json"]);
+    const created = await cli([
+      "agent-token",
+      "create",
+      "--env",
+      "dev",
+      "--role",
+      "web",
+      "--role",
+      "worker",
+      "--expires",
+      "5",
+      "--note",
+      "cli",
+      "--json",
+    ]);
     expectSuccess(created);
-    const token = parseJson<{ id: string; token: string; environments: string[] }>(created);
+    const token = parseJson<{ id: string; token: string; environments: string[]; roles: string[] }>(created);
     expect(token.environments).toEqual(["dev"]);
+    expect(token.roles).toEqual(["web", "worker"]);
     const listed = await cli(["agent-token", "list"]);
     expectSuccess(listed);
     expect(listed.stdout).toContain(token.id);
+    expect(listed.stdout).toMatch(new RegExp(`${token.id} .*web, worker`));
     expect(listed.stdout).not.toContain(token.token);
     const revoked = await cli(["agent-token", "revoke", token.id]);
     expectSuccess(revoked);

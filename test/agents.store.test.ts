@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UnauthenticatedError } from "../src/domain/errors.js";
+import { targetRouterSchema } from "../src/domain/targets.js";
 import {
   authenticateAgent,
   createEnrolmentToken,
@@ -10,7 +11,7 @@ import {
   rotateAgentCredential,
 } from "../src/store/agents.js";
 import { createEnvironment } from "../src/store/environments.js";
-import { getTarget } from "../src/store/targets.js";
+import { getTarget, updateTarget } from "../src/store/targets.js";
 import { dialects, openTestDatabase, type TestDatabase } from "./helpers/databases.js";
 
 /** Enrolment tokens and agent credentials on SQLite and PostgreSQL: single use holds under a race, secrets are stored hashed. */
@@ -86,5 +87,54 @@ describe.each(dialects)("agent enrolment and credentials on %s", (dialect) => {
     await revokeAgentCredential(context(), "rotating");
     await expect(authenticateAgent(context(), offered ?? "")).rejects.toThrow(/was revoked/);
     expect((await getTarget(context(), "rotating")).agent?.state).toBe("revoked");
+  });
+
+  it("keeps an agent of a role-limited token to those roles, and gives it all of them when it names none", async () => {
+    const limited = await createEnrolmentToken(context(), { expiresInMinutes: 60, roles: ["web", "worker"] });
+    expect(limited.roles).toEqual(["web", "worker"]);
+    const refused = await enrolAgent(context(), {
+      ...enrolment(limited.token, "too-much"),
+      roles: ["web", "db"],
+    }).catch((error: unknown) => error);
+    expect(refused).toMatchObject({
+      message: "this enrolment token does not allow the roles db",
+      issues: [{ pointer: "/roles", detail: expect.stringContaining("(web, worker), or none to take them all") }],
+    });
+    // Refused before it was spent: the same token still enrols.
+    const some = await enrolAgent(context(), { ...enrolment(limited.token, "web-only"), roles: ["web"] });
+    expect(some.target.roles).toEqual(["web"]);
+    const [listed] = (await listEnrolmentTokens(context())).filter((token) => token.id === limited.id);
+    expect(listed).toMatchObject({ state: "used", roles: ["web", "worker"], usedBy: "web-only" });
+
+    const all = await createEnrolmentToken(context(), { expiresInMinutes: 60, roles: ["web", "worker"] });
+    const named = await enrolAgent(context(), { ...enrolment(all.token, "all-roles"), roles: [] });
+    expect(named.target.roles).toEqual(["web", "worker"]);
+    // A token without roles leaves the agent's own choice alone.
+    const free = await createEnrolmentToken(context(), { expiresInMinutes: 60 });
+    expect(free.roles).toBeNull();
+    expect((await enrolAgent(context(), { ...enrolment(free.token, "free"), roles: ["db"] })).target.roles).toEqual([
+      "db",
+    ]);
+  });
+
+  it("gives an agent's host the builtin router, and refuses nginx there, naming the field (ADR 0039)", async () => {
+    const { token } = await createEnrolmentToken(context(), { expiresInMinutes: 60 });
+    await enrolAgent(context(), enrolment(token, "routed"));
+    const nginx = targetRouterSchema.parse({
+      driver: "nginx",
+      config: "/etc/nginx/nginx.conf",
+      sitesDir: "/etc/nginx/ferry",
+      pidFile: "/run/nginx.pid",
+    });
+    const refused = await updateTarget(context(), "routed", { router: nginx }).catch((error: unknown) => error);
+    expect(refused).toMatchObject({
+      message: "an agent's host cannot use nginx as its router",
+      issues: [{ pointer: "/router/driver", detail: expect.stringContaining('use driver "builtin"') }],
+    });
+    expect((await getTarget(context(), "routed")).router).toBeNull();
+    const builtin = await updateTarget(context(), "routed", {
+      router: targetRouterSchema.parse({ driver: "builtin" }),
+    });
+    expect(builtin.router).toMatchObject({ driver: "builtin", listen: "0.0.0.0:80" });
   });
 });

@@ -384,11 +384,44 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
     });
     const shown = await cli(["target", "show", "cli-host"]);
     expect(shown.stdout).toMatch(/builtin on 0\.0\.0\.0:8080 \(admin API on 127\.0\.0\.1:7999\)/);
-    // nginx cannot be driven on a remote host: refused, naming the field and the choice.
+    // nginx on the host needs its main config, the directory Ferry owns and the pid file: each is named.
     const nginx = await cli(["target", "update", "cli-host", "--router", "nginx"]);
     expect(nginx.code).not.toBe(0);
-    expect(nginx.stderr).toMatch(/router\/driver/);
-    expect(nginx.stderr).toContain('only "builtin"');
+    for (const field of ["config", "sitesDir", "pidFile"]) expect(nginx.stderr).toContain(`router/${field}`);
+    const unknown = await cli(["target", "update", "cli-host", "--router", "haproxy"]);
+    expect(unknown.code).not.toBe(0);
+    expect(unknown.stderr).toMatch(/router\/driver/);
+    expect(unknown.stderr).toContain('choose driver "builtin"');
+    const onNginx = await cli([
+      "target",
+      "update",
+      "cli-host",
+      "--router",
+      "nginx",
+      "--router-listen",
+      "0.0.0.0:8080",
+      "--router-config",
+      "/etc/nginx/nginx.conf",
+      "--router-sites-dir",
+      "/etc/nginx/ferry",
+      "--router-pid-file",
+      "/run/nginx.pid",
+      "--json",
+    ]);
+    expect(onNginx.code, onNginx.stderr).toBe(0);
+    expect(JSON.parse(onNginx.stdout).router).toEqual({
+      driver: "nginx",
+      listen: "0.0.0.0:8080",
+      config: "/etc/nginx/nginx.conf",
+      sitesDir: "/etc/nginx/ferry",
+      pidFile: "/run/nginx.pid",
+      binary: "nginx",
+      clientKeepalive: false,
+      command: "ferry",
+    });
+    expect((await cli(["target", "show", "cli-host"])).stdout).toMatch(
+      /nginx on 0\.0\.0\.0:8080 \(client keep-alive off\)/,
+    );
     const without = await cli(["target", "update", "cli-host", "--router-listen", "0.0.0.0:81"]);
     expect(without.code).not.toBe(0);
     expect(without.stderr).toContain("give --router builtin");

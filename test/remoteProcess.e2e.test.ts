@@ -386,4 +386,61 @@ describe("kill -9 of the server during a process blue/green on an SSH host (real
     );
     expect((await instances().inspect(live.name))?.running).toBe(true);
   });
+
+  it("removes the colour an interrupted task left on a host that was unreachable then, once the host is back", async () => {
+    const host = hosts.hosts[0];
+    if (!host) throw new Error("no host");
+    const log = async (taskId: string) =>
+      (await call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`)).body.lines
+        .map((line) => line.text)
+        .join("\n");
+    // The app never turns healthy (the variable points at it since the test above): the new
+    // colour runs beside the live one, waiting for its health check, when the host goes away.
+    expect((await call("POST", `/api/v1/projects/${slug}/releases`, { version: "1.0.3" })).status).toBe(201);
+    const created = await call<{ taskId: string }>("POST", `/api/v1/projects/${slug}/deployments`, {
+      release: "1.0.3",
+      environment: "prod",
+    });
+    expect(created.status).toBe(201);
+    const taskId = created.body.taskId;
+    await waitUntil(
+      async () =>
+        (await instances().listByLabel("ferry.task", taskId)).some((instance) => instance.state === "running"),
+      "the new colour runs on the host",
+      60_000,
+    );
+
+    // The host's link goes down, then the server dies: its restart cannot reach the host.
+    host.setLink(false);
+    try {
+      server?.process.kill("SIGKILL");
+      await new Promise((resolve) => server?.process.once("exit", resolve));
+      await start();
+      await waitUntil(
+        async () => (await log(taskId)).includes("Ferry tries again until the host answers"),
+        "the clean-up gave up on the host for now",
+        120_000,
+      );
+      expect((await call<{ state: string }>("GET", `/api/v1/tasks/${taskId}`)).body.state).toBe("interrupted");
+      // The colour is still on the host, running under its supervisor: nobody could reach it.
+      const left = await instances().listByLabel("ferry.task", taskId);
+      expect(left.map((instance) => instance.state)).toEqual(["running"]);
+    } finally {
+      host.setLink(true);
+    }
+
+    // Back: the retry removes the interrupted task's colour; the live one serves on.
+    await waitUntil(
+      async () => (await log(taskId)).includes("answers again: removed what the task left there"),
+      "the clean-up was retried",
+      180_000,
+    );
+    expect(await log(taskId)).toMatch(/clean-up: removed process\(es\) \S+ on /);
+    expect(await instances().listByLabel("ferry.task", taskId)).toEqual([]);
+    const remaining = await instances().listByLabel("ferry.project", slug);
+    expect(remaining.map((instance) => [instance.labels["ferry.release"], instance.state])).toEqual([
+      ["1.0.1", "running"],
+    ]);
+    expect(await served(host.address, routeHost)).toBe("version 1.0.1");
+  });
 });

@@ -187,6 +187,7 @@ function tokenRow(token: EnrolmentToken): [string, string][] {
     ["state", token.state],
     ["note", token.note],
     ["environments", token.environments === null ? "any" : list(token.environments)],
+    ["roles", token.roles === null ? "any" : list(token.roles)],
     ["expires", token.expiresAt],
     ["used by", token.usedBy ?? ""],
   ];
@@ -204,13 +205,19 @@ export function addAgentTokenCommands(program: Command, context: CliContext): vo
       "an environment the agent may join (repeat; default any)",
       (value, previous: string[] = []) => [...previous, value],
     )
+    .option(
+      "--role <role>",
+      "a role the agent may take (repeat; default any); an agent that names none takes them all",
+      (value, previous: string[] = []) => [...previous, value],
+    )
     .option("--note <text>", "what it is for")
     .option("--json", "print JSON")
-    .action(async (options: { expires?: number; env?: string[]; note?: string; json?: boolean }) => {
+    .action(async (options: { expires?: number; env?: string[]; role?: string[]; note?: string; json?: boolean }) => {
       const client = await context.client();
       const created = await client.request<EnrolmentToken & { token: string }>("POST", "/api/v1/agent-tokens", {
         ...(options.expires !== undefined && { expiresInMinutes: options.expires }),
         ...(options.env && { environments: options.env }),
+        ...(options.role && { roles: options.role }),
         ...(options.note !== undefined && { note: options.note }),
       });
       if (options.json) return printJson(created);
@@ -232,6 +239,7 @@ export function addAgentTokenCommands(program: Command, context: CliContext): vo
         ["state", (token) => token.state],
         ["note", (token) => token.note],
         ["environments", (token) => (token.environments === null ? "any" : list(token.environments))],
+        ["roles", (token) => (token.roles === null ? "any" : list(token.roles))],
         ["expires", (token) => token.expiresAt],
         ["used by", (token) => token.usedBy ?? ""],
       ]);

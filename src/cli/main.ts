@@ -14,6 +14,7 @@ import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, OperationError, UsageError } from "./
 import { addFeedCommands } from "./feeds.js";
 import { addLifecycleCommands } from "./lifecycles.js";
 import { addLoginCommand } from "./login.js";
+import { addNginxRouterCommand } from "./nginxRouter.js";
 import { writeError } from "./output.js";
 import { addProcessesCommand } from "./processes.js";
 import { addProjectCommands } from "./projects.js";
@@ -51,6 +52,7 @@ export function buildProgram(): Command {
   addAgentCommand(program, environment);
   addSuperviseCommand(program);
   addProcessesCommand(program, environment);
+  addNginxRouterCommand(program);
   addEnvironmentCommands(program, context);
   addLifecycleCommands(program, context);
   addProjectCommands(program, context);

@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { type Command, InvalidArgumentError } from "commander";
-import type { Target } from "../domain/targets.js";
+import type { Target, TargetRouter } from "../domain/targets.js";
 import { addAgentCredentialCommands } from "./agent.js";
 import { segment } from "./client.js";
 import { UsageError } from "./errors.js";
@@ -15,6 +15,28 @@ import {
 } from "./resourceGroup.js";
 import { readSecretFromStdin } from "./stdin.js";
 import { addTrustCommand } from "./targetTrust.js";
+
+/** What `target show` prints of the host's router, per driver. */
+function routerLines(router: TargetRouter): [string, string][] {
+  switch (router.driver) {
+    case "builtin":
+      return [
+        ["router", `builtin on ${router.listen} (admin API on 127.0.0.1:${router.adminPort})`],
+        ["router state", router.stateDir ?? "~/.local/state/ferry/proxy of the account work runs as"],
+        ["router command", router.command],
+      ];
+    case "nginx":
+      return [
+        ["router", `nginx on ${router.listen} (client keep-alive ${router.clientKeepalive ? "on" : "off"})`],
+        ["router config", `${router.config} (Ferry's files in ${router.sitesDir}, pid file ${router.pidFile})`],
+        ["router command", `${router.command} (nginx: ${router.binary})`],
+      ];
+    default: {
+      const unknown: never = router;
+      return unknown;
+    }
+  }
+}
 
 /** "deploy@10.0.0.5:2222" for a table: where the target is reached, never its key. */
 function reachedAt(target: Target): string {
@@ -94,16 +116,7 @@ const spec: ResourceGroupSpec<Target> = {
           ["passphrase", target.ssh.passphrase ?? "none"],
         ] as [string, string][])
       : []),
-    ...(target.router
-      ? ([
-          [
-            "router",
-            `${target.router.driver} on ${target.router.listen} (admin API on 127.0.0.1:${target.router.adminPort})`,
-          ],
-          ["router state", target.router.stateDir ?? "~/.local/state/ferry/proxy of the account work runs as"],
-          ["router command", target.router.command],
-        ] as [string, string][])
-      : []),
+    ...(target.router ? routerLines(target.router) : []),
     ...(target.agent
       ? ([
           ["agent", `${target.agent.state}${target.agent.since ? ` since ${target.agent.since}` : ""}`],
@@ -141,7 +154,7 @@ function withTargetOptions(command: Command): Command {
     .option("--ssh-host-key <fingerprint>", "ssh: trust this host key (SHA256:…) instead of running ferry target trust")
     .option(
       "--router <driver>",
-      "the host's traffic router for blue/green: builtin (ferry proxy, started there by Ferry)",
+      "the host's traffic router for blue/green: builtin (ferry proxy, started there by Ferry) or nginx (the host's nginx)",
     )
     .option("--router-listen <address:port>", "router: where it takes traffic on the host (default 0.0.0.0:80)")
     .option(
@@ -151,6 +164,11 @@ function withTargetOptions(command: Command): Command {
     )
     .option("--router-state-dir <path>", "router: its state directory on the host (default ~/.local/state/ferry/proxy)")
     .option("--router-command <path>", "router: the ferry program on the host (default ferry)")
+    .option("--router-config <path>", "nginx router: the host's main nginx.conf, which includes the sites dir")
+    .option("--router-sites-dir <path>", "nginx router: the directory Ferry owns on the host (included inside http {})")
+    .option("--router-pid-file <path>", "nginx router: the pid file the main config names")
+    .option("--router-binary <path>", "nginx router: the nginx program on the host (default nginx)")
+    .option("--router-client-keepalive", "nginx router: keep idle client connections open (see docs/targets.md)")
     .option("--json", "print JSON");
 }
 
@@ -202,9 +220,16 @@ function routerBody(options: Record<string, unknown>): Record<string, unknown> |
     ...(options.routerAdminPort !== undefined && { adminPort: options.routerAdminPort }),
     ...(options.routerStateDir !== undefined && { stateDir: options.routerStateDir }),
     ...(options.routerCommand !== undefined && { command: options.routerCommand }),
+    ...(options.routerConfig !== undefined && { config: options.routerConfig }),
+    ...(options.routerSitesDir !== undefined && { sitesDir: options.routerSitesDir }),
+    ...(options.routerPidFile !== undefined && { pidFile: options.routerPidFile }),
+    ...(options.routerBinary !== undefined && { binary: options.routerBinary }),
+    ...(options.routerClientKeepalive !== undefined && { clientKeepalive: true }),
   };
   if (options.router === undefined) {
-    if (Object.keys(details).length > 0) throw new UsageError("give --router builtin with the --router-* options");
+    if (Object.keys(details).length > 0) {
+      throw new UsageError("give --router builtin or --router nginx with the --router-* options");
+    }
     return undefined;
   }
   return { driver: options.router, ...details };

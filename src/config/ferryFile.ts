@@ -155,7 +155,9 @@ const targetFileSchema = z
     ssh: sshFileSchema.optional(),
     router: targetRouterSchema
       .optional()
-      .describe("The host's traffic router for blue/green (ssh targets): { driver: builtin, listen, adminPort, … }"),
+      .describe(
+        "The host's traffic router for blue/green (ssh targets): { driver: builtin, listen, adminPort, … } or { driver: nginx, config, sitesDir, pidFile, … }",
+      ),
   })
   .superRefine((target, context) => {
     if (target.router && target.transport !== "ssh") {

@@ -25,6 +25,13 @@ export const createEnrolmentTokenSchema = z.strictObject({
     .min(1)
     .optional()
     .describe("The environments an agent enrolled with it may join; any when left out"),
+  roles: uniqueList(roleSchema, "role")
+    .min(1)
+    .max(50)
+    .optional()
+    .describe(
+      "The only roles an agent enrolled with it may take (it gets all of them when it names none); any when left out",
+    ),
   note: z.string().max(200).optional().describe("What the token is for (shown in the list)"),
 });
 export type CreateEnrolmentToken = z.infer<typeof createEnrolmentTokenSchema>;
@@ -33,6 +40,7 @@ export const enrolmentTokenSchema = z.object({
   id: z.string(),
   note: z.string(),
   environments: z.array(z.string()).nullable().describe("environment slugs an agent may join; null: any"),
+  roles: z.array(z.string()).nullable().describe("the roles an agent may take; null: any"),
   state: z.enum(enrolmentTokenStates),
   createdAt: z.string(),
   expiresAt: z.string(),

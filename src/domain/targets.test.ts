@@ -35,14 +35,13 @@ describe("a target's router", () => {
   it("refuses what it cannot run or would read otherwise, naming the field and what to write", () => {
     const refused = problems(
       targetRouterSchema.safeParse({
-        driver: "nginx",
+        driver: "builtin",
         listen: "example.com:80",
         adminPort: 70000,
         stateDir: "relative/dir",
         command: "--help",
       }),
     );
-    expect(refused.driver).toMatch(/only "builtin".*nginx drives only the server's own host/);
     expect(refused.listen).toMatch(/ADDRESS:PORT: 0\.0\.0\.0:80/);
     expect(refused.adminPort).toMatch(/1 to 65535/);
     expect(refused.stateDir).toMatch(/absolute path/);
@@ -52,6 +51,47 @@ describe("a target's router", () => {
     );
     expect(problems(targetRouterSchema.safeParse({ driver: "builtin", listen: "0.0.0.0:0" })).listen).toBeDefined();
     expect(problems(targetRouterSchema.safeParse({ driver: "builtin", extra: 1 }))).not.toEqual({});
+    expect(problems(targetRouterSchema.safeParse({ driver: "haproxy" })).driver).toMatch(
+      /choose driver "builtin" \(ferry proxy.*or "nginx"/,
+    );
+  });
+
+  it("nginx on the host: its config, sites dir and pid file are required, each a path nginx's config can hold", () => {
+    const missing = problems(targetRouterSchema.safeParse({ driver: "nginx" }));
+    expect(Object.keys(missing).sort()).toEqual(["config", "pidFile", "sitesDir"]);
+    expect(
+      targetRouterSchema.parse({
+        driver: "nginx",
+        config: "/etc/nginx/nginx.conf",
+        sitesDir: "/etc/nginx/ferry",
+        pidFile: "/run/nginx.pid",
+      }),
+    ).toEqual({
+      driver: "nginx",
+      listen: "0.0.0.0:80",
+      config: "/etc/nginx/nginx.conf",
+      sitesDir: "/etc/nginx/ferry",
+      pidFile: "/run/nginx.pid",
+      binary: "nginx",
+      clientKeepalive: false,
+      command: "ferry",
+    });
+    const refused = problems(
+      targetRouterSchema.safeParse({
+        driver: "nginx",
+        config: "etc/nginx.conf",
+        sitesDir: "/etc/nginx/ferry sites;",
+        pidFile: "/run/../nginx.pid",
+        binary: "-c",
+        adminPort: 7999,
+      }),
+    );
+    expect(refused.config).toMatch(/absolute path/);
+    expect(refused.sitesDir).toMatch(/goes into nginx's config/);
+    expect(refused.pidFile).toMatch(/without \. or \.\. segments/);
+    expect(refused.binary).toMatch(/the nginx program on the host.*not starting with '-'/);
+    // A builtin-only field is refused, not dropped.
+    expect(refused[""] ?? refused.adminPort).toBeDefined();
   });
 
   it("belongs to a remote target: a local one uses the server's router", () => {

@@ -113,22 +113,34 @@ const listenAddressSchema = z.string().refine(
 );
 
 /** A program on the host: a path or a name on its PATH, never anything a shell or env would read otherwise. */
-const hostCommandSchema = z.string().regex(/^[A-Za-z0-9_./+][A-Za-z0-9_./+-]{0,254}$/, {
-  message:
-    "write the ferry program on the host as a name on its PATH (ferry) or a path (/usr/local/bin/ferry): letters, digits, '/', '.', '_', '+', '-', not starting with '-'",
-});
+const hostProgramSchema = (what: string, example: string) =>
+  z.string().regex(/^[A-Za-z0-9_./+][A-Za-z0-9_./+-]{0,254}$/, {
+    message: `write ${what} as a name on its PATH (${example}) or a path (/usr/local/bin/${example}): letters, digits, '/', '.', '_', '+', '-', not starting with '-'`,
+  });
+const hostCommandSchema = hostProgramSchema("the ferry program on the host", "ferry");
+
+/** An absolute path on the host without . or .. segments. */
+const hostPathSchema = (example: string) =>
+  z
+    .string()
+    .max(1024)
+    .regex(/^\/[^\0\n]*$/, { message: `write an absolute path on the host, such as ${example}` })
+    .refine((path) => !path.split("/").some((segment) => segment === ".." || segment === "."), {
+      message: "write the path without . or .. segments",
+    });
 
 /**
- * The traffic router on a remote target's host, which blue/green steps there switch
- * (docs/decisions/0031). Only the builtin `ferry proxy` runs on a remote host for now:
- * Ferry starts it there (detached, so it outlives the server and the SSH connection) and
- * drives its admin API from the host's loopback.
+ * A path nginx's config names (the access log beside the sites directory is written into
+ * it): only characters that need no quoting there.
  */
-export const targetRouterSchema = z.strictObject({
-  driver: z.enum(["builtin"], {
-    message:
-      'only "builtin" (ferry proxy, started on the host by Ferry) is supported on a remote host for now; nginx drives only the server\'s own host (FERRY_ROUTER=nginx)',
-  }),
+const nginxPathSchema = (example: string) =>
+  hostPathSchema(example).regex(/^[A-Za-z0-9._~/+-]*$/, {
+    message: "write the path with letters, digits and . _ ~ / + - only (it goes into nginx's config)",
+  });
+
+/** `ferry proxy`, which Ferry starts on the host (detached, so it outlives the server and the SSH connection). */
+const builtinRouterSchema = z.strictObject({
+  driver: z.literal("builtin"),
   listen: listenAddressSchema.default("0.0.0.0:80").describe("Where the proxy takes traffic on the host"),
   adminPort: z
     .number()
@@ -139,20 +151,56 @@ export const targetRouterSchema = z.strictObject({
     .describe(
       "The proxy's admin API listens on the host's 127.0.0.1 at this port (bearer token in its state directory)",
     ),
-  stateDir: z
-    .string()
-    .max(1024)
-    .regex(/^\/[^\0\n]*$/, { message: "write an absolute path on the host, such as /var/lib/ferry/proxy" })
-    .refine((path) => !path.split("/").some((segment) => segment === ".." || segment === "."), {
-      message: "write the path without . or .. segments",
-    })
+  stateDir: hostPathSchema("/var/lib/ferry/proxy")
     .optional()
     .describe("The proxy's routes and admin token on the host; default ~/.local/state/ferry/proxy of the SSH user"),
   command: hostCommandSchema
     .default("ferry")
     .describe("The ferry program on the host (Node.js and Ferry installed there)"),
 });
+
+/**
+ * The host's own nginx (ADR 0039), driven by `ferry nginx-router` run there through the
+ * transport: Ferry writes its files in `sitesDir`, checks them with `nginx -t` and reloads.
+ */
+const nginxRouterSchema = z.strictObject({
+  driver: z.literal("nginx"),
+  listen: listenAddressSchema.default("0.0.0.0:80").describe("Where Ferry's server blocks take traffic on the host"),
+  config: nginxPathSchema("/etc/nginx/nginx.conf").describe(
+    "The host's main nginx.conf (nginx -c), which includes <sitesDir>/*.conf inside http {}",
+  ),
+  sitesDir: nginxPathSchema("/etc/nginx/ferry").describe(
+    "The directory Ferry owns on the host: one file per route host; the main config includes it",
+  ),
+  pidFile: nginxPathSchema("/run/nginx.pid").describe("The pid file the main config names: how the master is found"),
+  binary: hostProgramSchema("the nginx program on the host", "nginx")
+    .default("nginx")
+    .describe("The nginx program on the host"),
+  clientKeepalive: z
+    .boolean()
+    .default(false)
+    .describe(
+      "Keep idle client connections open between requests; off: a reload never resets an idle keep-alive connection (docs/zero-downtime.md)",
+    ),
+  command: hostCommandSchema
+    .default("ferry")
+    .describe("The ferry program on the host, which writes the files and reloads nginx there"),
+});
+
+/**
+ * The traffic router on a remote target's host, which blue/green steps there switch
+ * (docs/decisions/0031, 0039): the builtin `ferry proxy` or the host's nginx. Either is
+ * driven only through the target's transport.
+ */
+export const targetRouterSchema = z.discriminatedUnion("driver", [builtinRouterSchema, nginxRouterSchema], {
+  error: (issue) =>
+    issue.code === "invalid_union"
+      ? 'choose driver "builtin" (ferry proxy, started on the host by Ferry) or "nginx" (the host\'s nginx, with config, sitesDir and pidFile)'
+      : undefined,
+});
 export type TargetRouter = z.infer<typeof targetRouterSchema>;
+export type BuiltinTargetRouter = Extract<TargetRouter, { driver: "builtin" }>;
+export type NginxTargetRouter = Extract<TargetRouter, { driver: "nginx" }>;
 
 export const targetSchema = z.object({
   id: z.string(),

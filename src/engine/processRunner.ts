@@ -244,12 +244,16 @@ export async function runProcess(services: ProcessRunnerServices, run: ProcessRu
       }
     }
   } finally {
-    for (const transport of touched) {
-      // A failure to tidy up must not hide how the process went: it is only logged.
-      await transport.finishTask(task.taskId).catch((error: unknown) => {
-        task.log.warn(`could not remove the task's work files on a host (${(error as Error).message})`);
-      });
-    }
+    // Every host at once: one after another, twenty agents' round trips were most of a
+    // fan-out's wind-down (docs/benchmarks.md, rolling-agents). A failure to tidy up must not
+    // hide how the process went: it is only logged.
+    await Promise.all(
+      [...touched].map((transport) =>
+        transport.finishTask(task.taskId).catch((error: unknown) => {
+          task.log.warn(`could not remove the task's work files on a host (${(error as Error).message})`);
+        }),
+      ),
+    );
   }
   return { failed, skippedSteps };
 }

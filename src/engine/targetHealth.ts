@@ -101,13 +101,16 @@ export async function probeTarget(
   timeoutMs: number,
   signal?: AbortSignal,
 ): Promise<string | undefined> {
-  // The server's own host answers while the server runs; a process there may still be
-  // refused (no FERRY_RUN_AS on a non-root server), which a step that needs one reports itself.
-  if (target.transport.kind === "local") return undefined;
+  // A transport with a cheaper proof uses it: the server's own host answers while the server
+  // runs (a process there may still be refused — no FERRY_RUN_AS on a non-root server — which
+  // a step that needs one reports itself); an agent answers a call through its held poll,
+  // one round trip instead of three calls and a process (docs/benchmarks.md, rolling-agents).
+  const { transport } = target;
   try {
-    await withDeadline(`target '${target.name}'`, timeoutMs, signal, (deadline) =>
-      runOnHost(target, taskId, ["true"], timeoutMs, deadline),
-    );
+    await withDeadline(`target '${target.name}'`, timeoutMs, signal, async (deadline) => {
+      if (transport.checkReachable) await transport.checkReachable(timeoutMs, deadline);
+      else await runOnHost(target, taskId, ["true"], timeoutMs, deadline);
+    });
     return undefined;
   } catch (error) {
     signal?.throwIfAborted();

@@ -29,6 +29,9 @@ const scriptConfigSchema = z.strictObject({
 });
 type ScriptConfig = z.infer<typeof scriptConfigSchema>;
 
+/** The file in the step's directory that $FERRY_OUTPUT names. */
+const OUTPUT_FILE = "output";
+
 /** Lines of `name=value` the script writes to $FERRY_OUTPUT become the step's output variables. */
 function parseOutputs(text: string): Record<string, string> {
   const outputs: Record<string, string> = {};
@@ -87,7 +90,8 @@ export const scriptStep: StepKind<ScriptConfig> = {
   async run(context: StepRunContext, config: ScriptConfig) {
     const { transport } = context.target;
     const directory = await transport.stepDirectory(context.taskId, "script-");
-    const outputFile = `${directory}/output`;
+    const outputFile = `${directory}/${OUTPUT_FILE}`;
+    let finished = false;
     try {
       const env: Record<string, string> = {
         HOME: directory,
@@ -132,12 +136,17 @@ export const scriptStep: StepKind<ScriptConfig> = {
       if (exit.timedOut) throw new TaskFailure(`the script ran longer than ${timeoutMs / 1000} s and was stopped`);
       if (exit.code !== 0) throw new TaskFailure(`the script exited with code ${exit.code ?? "(killed)"}`);
       if (attachFailure) throw new TaskFailure(attachFailure);
-      return { outputs: parseOutputs((await transport.readFile(outputFile)) ?? "") };
+      // Read and removed in one go (on an agent each call is a round trip), after the files a
+      // script announced in its directory were attached.
+      const outputs = parseOutputs((await transport.finishStep(directory, OUTPUT_FILE)) ?? "");
+      finished = true;
+      return { outputs };
     } finally {
       // A failure to tidy up (the host went away mid-step) must not hide how the step went: it is only logged.
-      await transport.removeDirectory(directory).catch((error: unknown) => {
-        context.log.warn(`could not remove the step's directory on the host (${(error as Error).message})`);
-      });
+      if (!finished)
+        await transport.removeDirectory(directory).catch((error: unknown) => {
+          context.log.warn(`could not remove the step's directory on the host (${(error as Error).message})`);
+        });
     }
   },
 };

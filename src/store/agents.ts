@@ -43,6 +43,7 @@ async function tokenView(db: Executor, row: AgentEnrolmentTokenRow): Promise<Enr
     id: row.id,
     note: row.note,
     environments: environmentIds === null ? null : environments.map((environment) => environment.slug),
+    roles: row.roles === null ? null : (JSON.parse(row.roles) as string[]),
     state: tokenState(row, nowIso()),
     createdAt: row.created_at,
     expiresAt: row.expires_at,
@@ -69,6 +70,7 @@ export async function createEnrolmentToken(
     token_hash: hashSecret(token),
     note: input.note ?? "",
     environment_ids: environmentIds === null ? null : JSON.stringify(environmentIds),
+    roles: input.roles ? JSON.stringify(input.roles) : null,
     created_at: now.toISOString(),
     expires_at: new Date(now.getTime() + input.expiresInMinutes * 60_000).toISOString(),
     used_at: null,
@@ -138,6 +140,21 @@ export async function enrolAgent(context: StoreContext, input: Enrol): Promise<{
       ]);
     }
   }
+  // A token limited to roles: the agent takes only those, and all of them when it names none.
+  let roles = input.roles;
+  if (row.roles !== null) {
+    const allowed = JSON.parse(row.roles) as string[];
+    const outside = roles.filter((role) => !allowed.includes(role));
+    if (outside.length > 0) {
+      throw new InputError(`this enrolment token does not allow the roles ${outside.join(", ")}`, [
+        {
+          pointer: "/roles",
+          detail: `name only roles the token was created for (${allowed.join(", ")}), or none to take them all`,
+        },
+      ]);
+    }
+    if (roles.length === 0) roles = allowed;
+  }
   const spent = await db
     .updateTable("agent_enrolment_tokens")
     .set({ used_at: now })
@@ -156,7 +173,7 @@ export async function enrolAgent(context: StoreContext, input: Enrol): Promise<{
         name: input.name,
         ...(input.slug !== undefined && { slug: input.slug }),
         environments: input.environments,
-        roles: input.roles,
+        roles,
         transport: "local",
         runtimes: input.runtimes,
       },

@@ -971,6 +971,12 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0027_enrolment_token_roles": {
+    async up(db: Kysely<unknown>) {
+      // JSON array of role names an agent enrolled with the token may take; null: any.
+      await db.schema.alterTable("agent_enrolment_tokens").addColumn("roles", "text").execute();
+    },
+  },
   "0028_scheduled_triggers": {
     async up(db: Kysely<unknown>) {
       // A project's scheduled triggers (issue 15): on a cron expression in a time zone, deploy

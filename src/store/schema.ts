@@ -140,6 +140,8 @@ export interface AgentEnrolmentTokenRow {
   note: string;
   /** JSON array of environment ids, or null (any). */
   environment_ids: string | null;
+  /** JSON array of role names, or null (any). */
+  roles: string | null;
   created_at: string;
   expires_at: string;
   used_at: string | null;

@@ -253,6 +253,15 @@ export async function updateTarget(context: StoreContext, reference: string, inp
         },
       ]);
     }
+    if (transport === "agent" && input.router?.driver === "nginx") {
+      throw new InputError("an agent's host cannot use nginx as its router", [
+        {
+          pointer: "/router/driver",
+          detail:
+            'the agent runs only its own Ferry as a host service, never nginx with a config the server names (ADR 0039): use driver "builtin" on an agent target',
+        },
+      ]);
+    }
     if (input.environments) await writeEnvironments(trx, id, input.environments);
     await translateUniqueViolation("that name or slug is already used by another target", () =>
       trx

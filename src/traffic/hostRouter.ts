@@ -1,4 +1,4 @@
-import type { TargetRouter } from "../domain/targets.js";
+import type { BuiltinTargetRouter } from "../domain/targets.js";
 import { TaskFailure } from "../engine/types.js";
 import { HOST_SERVICE_WORK } from "../runtimes/remoteProcess.js";
 import type { Transport } from "../transports/types.js";
@@ -34,7 +34,7 @@ type DetachAnswer = { running: false } | { running: true; started: boolean; admi
  */
 async function detachOnHost(
   transport: Transport,
-  settings: TargetRouter,
+  settings: BuiltinTargetRouter,
   targetName: string,
   existingOnly: boolean,
   log: (message: string) => void,
@@ -123,7 +123,7 @@ export interface HostRouter {
  */
 export function builtinRouterOnHost(
   transport: Transport,
-  settings: TargetRouter,
+  settings: BuiltinTargetRouter,
   targetName: string,
   log: (message: string) => void,
 ): HostRouter {

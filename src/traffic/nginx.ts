@@ -196,6 +196,29 @@ export class NginxRouter implements Router {
     return run;
   }
 
+  /**
+   * Whether this nginx is in use: Ferry's files record routes. When they do and no master
+   * runs (the host rebooted, nginx was stopped), nginx is started again with them, after
+   * `nginx -t`: the files are what was live. Never starts an nginx that has no routes.
+   */
+  async bringBack(): Promise<boolean> {
+    if ((await this.readRoutes()).length === 0) return false;
+    const run = this.changes.then(async () => {
+      if (await this.runningMaster()) return;
+      const test = await this.runNginx(["-c", this.options.config, "-t", "-q"]);
+      if (test.code !== 0) {
+        throw new Error(`nginx rejects its config, so it was not started again.\n${test.stderr.trim()}`);
+      }
+      const start = await this.runNginx(["-c", this.options.config]);
+      if (start.code !== 0 || !(await this.waitForMaster())) {
+        throw new Error(`nginx did not start again with Ferry's routes.\n${start.stderr.trim()}`);
+      }
+    });
+    this.changes = run.catch(() => undefined);
+    await run;
+    return true;
+  }
+
   /** nginx is the data plane and keeps serving: closing the driver only waits for a switch in progress. */
   async close(): Promise<void> {
     await this.changes;

@@ -8,6 +8,7 @@ import type { Transport } from "../transports/types.js";
 import type { EmbeddedProxyOptions } from "./builtin.js";
 import { builtinRouterOnHost, type HostRouter } from "./hostRouter.js";
 import type { NginxRouterOptions } from "./nginx.js";
+import { nginxRouterOnHost } from "./remoteNginx.js";
 import type { Router } from "./router.js";
 
 /** Which Router a host uses for blue/green, from its settings (FERRY_ROUTER and friends). */
@@ -36,7 +37,12 @@ interface RouterDriver<D extends DriverName> {
    * process, HTTP from the host), so any transport gets it. Absent: the driver runs only on
    * the server's own host.
    */
-  onHost?(transport: Transport, settings: TargetRouter, targetName: string, log: (message: string) => void): HostRouter;
+  onHost?(
+    transport: Transport,
+    settings: Extract<TargetRouter, { driver: D }>,
+    targetName: string,
+    log: (message: string) => void,
+  ): HostRouter;
 }
 
 const drivers: { [D in DriverName]: RouterDriver<D> } = {
@@ -71,6 +77,7 @@ const drivers: { [D in DriverName]: RouterDriver<D> } = {
       };
     },
     connect: async (settings) => new (await import("./nginx.js")).NginxRouter(settings.nginx),
+    onHost: nginxRouterOnHost,
     hasRoutes: (settings) => {
       try {
         return readdirSync(settings.nginx.sitesDir).some((name) => name.startsWith("ferry-host-"));
@@ -177,8 +184,9 @@ export function hostRouter(
   targetName: string,
   log: (message: string) => void,
 ): HostRouter {
-  const driver = (drivers as Record<string, RouterDriver<DriverName>>)[settings.driver];
-  if (!driver?.onHost) {
+  // Each driver's onHost takes its own variant of the settings, which the driver name picks.
+  const driver = drivers[settings.driver] as RouterDriver<typeof settings.driver>;
+  if (!driver.onHost) {
     throw new TaskFailure(
       `the ${settings.driver} router cannot run on a remote host (target '${targetName}'); use the builtin one there`,
     );

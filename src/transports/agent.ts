@@ -14,7 +14,7 @@ import { type AgentIdentity, connectedAgents, setAgentState } from "../store/age
 import type { StoreContext } from "../store/common.js";
 import { completedStream } from "./fileStream.js";
 import { StreamSocket } from "./streamSocket.js";
-import type { ProcessExit, ProcessSpec, Transport } from "./types.js";
+import { type ProcessExit, type ProcessSpec, stepFileName, type Transport } from "./types.js";
 
 /** How long an operation other than a step's process (a directory, a file, a tunnel) may take. */
 const OPERATION_TIMEOUT_MS = 30_000;
@@ -541,6 +541,22 @@ export class AgentTransport implements Transport {
 
   async removeDirectory(path: string): Promise<void> {
     await this.#operation("removeDirectory", { path });
+  }
+
+  /** The agent reads the file and removes the step's directory itself: one round trip at the step's end. */
+  async finishStep(directory: string, fileName: string): Promise<string | undefined> {
+    const answer = (await this.#operation("finishStep", { directory, fileName: stepFileName(fileName) })) as {
+      text: string | null;
+    };
+    return answer.text ?? undefined;
+  }
+
+  /**
+   * The agent answers a call now: one round trip through its held poll, nothing run on the
+   * host. Not connected (not heard from within the timeout, or stopped): refused at once.
+   */
+  async checkReachable(timeoutMs: number, signal: AbortSignal): Promise<void> {
+    await this.hub.call(this.session, "ping", {}, { signal, timeoutMs });
   }
 
   async finishTask(taskId: string): Promise<void> {

@@ -21,7 +21,7 @@ import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { sendRequest } from "../steps/http.js";
 import type { RemoteHttpOutcome } from "./agent.js";
 import type { LocalTransport } from "./local.js";
-import type { OutputGate } from "./types.js";
+import { type OutputGate, stepFileName } from "./types.js";
 
 /**
  * `ferry agent`'s side of the protocol (docs/decisions/0030-agents.md): it long-polls the
@@ -369,6 +369,12 @@ export class AgentHost {
         await local.removeDirectory(inside((input as { path?: unknown }).path));
         return null;
       },
+      finishStep: async (input) => {
+        const { directory, fileName } = z.object({ directory: z.string(), fileName: z.string() }).parse(input);
+        return { text: (await local.finishStep(inside(directory), stepFileName(fileName))) ?? null };
+      },
+      // The server's availability probe before a deployment: answering at all is the proof.
+      ping: async () => null,
       finishTask: async (input) => {
         await local.finishTask(taskIdSchema.parse((input as { taskId?: unknown }).taskId));
         return null;
@@ -636,6 +642,13 @@ export class AgentHost {
    */
   #hostService(spec: z.infer<typeof runInputSchema>): z.infer<typeof runInputSchema> {
     const [group] = spec.args;
+    if (group === "nginx-router") {
+      // nginx -c <a config the server names> runs what that config loads (load_module) as the
+      // agent's own account, which task work never gets: not done through an agent (ADR 0039).
+      throw new Error(
+        "nginx as the router of an agent's host is not supported: it would run nginx with a config the server names as the agent's own account; use the builtin router there (ADR 0039)",
+      );
+    }
     if (group === undefined || !HOST_SERVICES.has(group)) {
       throw new Error(`the agent runs only its own 'ferry proxy' and 'ferry processes' as a host service`);
     }

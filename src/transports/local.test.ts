@@ -36,6 +36,19 @@ describe("the local transport's step files", () => {
     expect(statSync(await transport.stepDirectory("task_a", "script-")).uid).toBe(owners[0]);
   });
 
+  it("finishes a step in one call: its output file's text, and the directory gone; a path is not a file name", async () => {
+    const directory = await transport.stepDirectory("task_f", "script-");
+    const uid = statSync(directory).uid;
+    writeFileSync(join(directory, "output"), "version=1.0.2\n");
+    chownSync(join(directory, "output"), uid, uid);
+    expect(await transport.finishStep(directory, "output")).toBe("version=1.0.2\n");
+    expect(existsSync(directory)).toBe(false);
+    const empty = await transport.stepDirectory("task_f", "script-");
+    expect(await transport.finishStep(empty, "output")).toBeUndefined();
+    expect(existsSync(empty)).toBe(false);
+    await expect(transport.finishStep(empty, "../../etc/passwd")).rejects.toThrow(/not a plain file name/);
+  });
+
   it("reads a regular file of the step's account, never a link or a file of someone else", async () => {
     const directory = await transport.stepDirectory("task_c", "script-");
     const uid = statSync(directory).uid;

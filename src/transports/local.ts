@@ -20,7 +20,7 @@ import type { RuntimeKind, RuntimesByKind } from "../runtimes/types.js";
 import { type HttpOutcome, type HttpRequest, sendRequest } from "../steps/http.js";
 import type { LazyRouter } from "../traffic/routers.js";
 import { completedStream, READ_FILE_SCRIPT, readFailure } from "./fileStream.js";
-import type { ProcessExit, ProcessSpec, Target, Transport } from "./types.js";
+import { type ProcessExit, type ProcessSpec, stepFileName, type Target, type Transport } from "./types.js";
 
 /** The server's own host: processes spawned here, its Docker engine through the local socket. */
 export class LocalTransport implements Transport {
@@ -119,6 +119,15 @@ export class LocalTransport implements Transport {
       await handle?.close();
     }
   }
+
+  async finishStep(directory: string, fileName: string): Promise<string | undefined> {
+    const text = await this.readFile(`${directory}/${stepFileName(fileName)}`);
+    await this.removeDirectory(directory);
+    return text;
+  }
+
+  /** The server's own host answers while the server runs. */
+  async checkReachable(): Promise<void> {}
 
   /**
    * Read by `cat` running as the task's account (FERRY_RUN_AS, its uid of its own): the

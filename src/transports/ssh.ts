@@ -16,7 +16,7 @@ import type { SshConnectionSettings } from "../store/targets.js";
 import { completedStream, readFailure } from "./fileStream.js";
 import { LAUNCHER_COMMAND, LAUNCHER_REFUSED, LauncherInputError, launcherRequest, runRequest } from "./sshLauncher.js";
 import { StreamSocket } from "./streamSocket.js";
-import type { ProcessExit, ProcessSpec, Transport } from "./types.js";
+import { type ProcessExit, type ProcessSpec, stepFileName, type Transport } from "./types.js";
 
 /** How long connecting (TCP, key exchange, host key check, sign-in) may take. */
 const CONNECT_TIMEOUT_MS = 15_000;
@@ -459,6 +459,12 @@ export class SshTransport implements Transport {
     );
     if (result.code === 3) return undefined;
     return this.#expectSuccess(result, purpose).stdout;
+  }
+
+  async finishStep(directory: string, fileName: string): Promise<string | undefined> {
+    const text = await this.readFile(`${directory}/${stepFileName(fileName)}`);
+    await this.removeDirectory(directory);
+    return text;
   }
 
   /**

@@ -82,6 +82,18 @@ export interface Transport {
   readStream(taskId: string, path: string, signal: AbortSignal): Promise<Readable>;
   /** Removes a directory (and what is in it) on the host. */
   removeDirectory(path: string): Promise<void>;
+  /**
+   * The end of a step: the text of the file `fileName` (a plain name) in the step's
+   * directory, undefined when there is none, and the directory removed — one call on a
+   * transport where each call is a round trip (an agent).
+   */
+  finishStep(directory: string, fileName: string): Promise<string | undefined>;
+  /**
+   * A cheaper proof than running a process that the host can take work now, where the
+   * transport has one (the server's own host: it answers while the server runs; an agent:
+   * an answer to a call through its poll). Rejects, saying why, when it cannot.
+   */
+  checkReachable?(timeoutMs: number, signal: AbortSignal): Promise<void>;
   /** Removes what a finished task kept on the host (its work directory). */
   finishTask(taskId: string): Promise<void>;
   /**
@@ -118,4 +130,12 @@ export interface Target {
   router(): Promise<Router>;
   /** The router only when it is in use (connected, or with routes from an earlier run): clean-up asks it without starting one. */
   routerInUse(): Promise<Router | undefined>;
+}
+
+/** A file of a step's directory (Transport.finishStep): a plain name, never a path. */
+export function stepFileName(name: string): string {
+  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/.test(name)) {
+    throw new Error(`'${name.slice(0, 80)}' is not a plain file name of a step's directory`);
+  }
+  return name;
 }

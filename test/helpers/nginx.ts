@@ -32,9 +32,12 @@ export interface StartNginxOptions {
   clientKeepalive?: boolean;
 }
 
-export async function startNginx(options: StartNginxOptions = {}): Promise<TestNginx> {
-  const dir = mkdtempSync(join(tmpdir(), "ferry-nginx-"));
-  // Workers run as `nobody` (root's default) and write temp files under the dir.
+/**
+ * Writes a main nginx.conf for a test nginx in `dir` (made traversable for the workers, which
+ * run as `nobody`): its pid file, error log and temp paths there, `<dir>/sites/*.conf`
+ * included inside http {}. Nothing is started.
+ */
+export function writeNginxConfig(dir: string): { config: string; sitesDir: string; pidFile: string } {
   chmodSync(dir, 0o755);
   const sitesDir = join(dir, "sites");
   mkdirSync(sitesDir);
@@ -61,6 +64,13 @@ export async function startNginx(options: StartNginxOptions = {}): Promise<TestN
     ].join("\n"),
   );
   mkdirSync(join(dir, "temp"));
+  return { config, sitesDir, pidFile };
+}
+
+export async function startNginx(options: StartNginxOptions = {}): Promise<TestNginx> {
+  const dir = mkdtempSync(join(tmpdir(), "ferry-nginx-"));
+  // Workers run as `nobody` (root's default) and write temp files under the dir.
+  const { config, sitesDir, pidFile } = writeNginxConfig(dir);
   const port = options.port ?? (await freePort());
   const started = spawnSync(NGINX_BINARY, ["-c", config], { encoding: "utf8", timeout: CALL_TIMEOUT_MS });
   if (started.status !== 0) {
