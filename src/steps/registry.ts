@@ -5,7 +5,10 @@ import { approvalStep } from "./approval.js";
 import { containerStep } from "./container/containerStep.js";
 import { healthCheckStep } from "./healthCheck.js";
 import { httpTestStep } from "./httpTest.js";
+import { mysqlBackupStep } from "./mysqlBackup.js";
+import { postgresBackupStep } from "./postgresBackup.js";
 import { processStep } from "./process/processStep.js";
+import { restoreVerifyStep } from "./restoreVerify.js";
 import { scriptStep } from "./script.js";
 import type { StepKind } from "./types.js";
 
@@ -17,6 +20,9 @@ const stepKinds: readonly StepKind[] = [
   healthCheckStep as StepKind,
   httpTestStep as StepKind,
   processStep as StepKind,
+  postgresBackupStep as StepKind,
+  mysqlBackupStep as StepKind,
+  restoreVerifyStep as StepKind,
 ];
 
 const byKind = new Map(stepKinds.map((kind) => [kind.kind, kind]));
