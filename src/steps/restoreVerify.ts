@@ -1,7 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { z } from "zod";
 import { TaskFailure } from "../engine/types.js";
-import { runHostScript } from "./operations/hostScript.js";
 import {
   type Connection,
   connectionShape,
@@ -13,6 +12,7 @@ import {
   renderConnection,
   type TableFigures,
 } from "./operations/database.js";
+import { runHostScript } from "./operations/hostScript.js";
 import type { StepKind, StepRunContext } from "./types.js";
 
 const engines: Record<"postgres" | "mysql", DatabaseEngine> = { postgres: postgresEngine, mysql: mysqlEngine };
@@ -21,7 +21,7 @@ const restoreVerifyConfigSchema = z.strictObject({
   /** Which kind of dump it is: `postgres` (of postgres-backup) or `mysql` (of mysql-backup). */
   engine: z.enum(["postgres", "mysql"], { message: "write engine: postgres or engine: mysql" }),
   /** Template: the backup file on the target, usually "#{Ferry.Step[backup].Output.file}". */
-  file: z.string().startsWith("/", "use the backup's absolute path, e.g. #{Ferry.Step[backup].Output.file}").max(4096),
+  file: z.string().min(1).max(4096),
   /**
    * Template: the sha256 the backup had when it was taken ("#{Ferry.Step[backup].Output.sha256}");
    * checked before anything is restored.
@@ -72,6 +72,11 @@ export const restoreVerifyStep: StepKind<RestoreVerifyConfig> = {
     const { transport } = context.target;
     const connection = renderConnection(context, config);
     const file = context.render(config.file);
+    if (!file.startsWith("/") || /[\r\n\0]/.test(file)) {
+      throw new TaskFailure(
+        `file '${file.slice(0, 200)}' is not an absolute path on the target; use the backup's, e.g. #{Ferry.Step[backup].Output.file}`,
+      );
+    }
     const expected = config.sha256 === undefined ? "" : context.render(config.sha256).trim().toLowerCase();
     if (expected !== "" && !/^[0-9a-f]{64}$/.test(expected)) {
       throw new TaskFailure(`sha256 '${expected.slice(0, 80)}' is not a sha256 (64 hexadecimal digits)`);
@@ -192,8 +197,6 @@ async function dropScratch(
     });
     context.log.info(`dropped scratch database ${scratch}`);
   } catch (error) {
-    context.log.error(
-      `could not drop scratch database ${scratch} (${(error as Error).message}): drop it by hand`,
-    );
+    context.log.error(`could not drop scratch database ${scratch} (${(error as Error).message}): drop it by hand`);
   }
 }

@@ -51,7 +51,9 @@ export async function seedPostgres(): Promise<SeededDatabase> {
   const user = `${name}_backup`;
   const password = `pg-${randomBytes(12).toString("hex")}`;
   await client.query(`CREATE ROLE ${user} LOGIN CREATEDB PASSWORD '${password}'`);
-  await client.query(`GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${user}; GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO ${user}`);
+  await client.query(
+    `GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${user}; GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO ${user}`,
+  );
   return {
     name,
     host: url.hostname,
@@ -134,9 +136,7 @@ export async function seedMysql(): Promise<SeededDatabase> {
   // A user of the database's own, with a password found nowhere else: tests look for it in logs and command lines.
   const user = `${name.slice(-10)}_bk`;
   const password = `my-${randomBytes(12).toString("hex")}`;
-  await mariadb(
-    `CREATE USER '${user}'@'%' IDENTIFIED BY '${password}'; GRANT ALL PRIVILEGES ON *.* TO '${user}'@'%'`,
-  );
+  await mariadb(`CREATE USER '${user}'@'%' IDENTIFIED BY '${password}'; GRANT ALL PRIVILEGES ON *.* TO '${user}'@'%'`);
   return {
     name,
     host: MYSQL.host,

@@ -99,6 +99,7 @@ export async function runBackup(engine: DatabaseEngine, context: StepRunContext,
 }
 
 async function lookUpTarget(context: StepRunContext, name: string) {
-  if (!context.environmentTarget) throw new TaskFailure("copyTo needs a run with targets (a deployment or runbook run)");
+  if (!context.environmentTarget)
+    throw new TaskFailure("copyTo needs a run with targets (a deployment or runbook run)");
   return context.environmentTarget(name);
 }

@@ -62,7 +62,8 @@ export interface Connection {
 export function renderConnection(context: StepRunContext, config: ConnectionConfig): Connection {
   const field = (name: string, value: string) => {
     // A line break would end a defaults-file line (and no database name or user has one).
-    if (/[\r\n\0]/.test(value)) throw new TaskFailure(`${name} holds a line break or NUL, which no database client takes`);
+    if (/[\r\n\0]/.test(value))
+      throw new TaskFailure(`${name} holds a line break or NUL, which no database client takes`);
     return value;
   };
   const container = config.container === undefined ? undefined : context.render(config.container);
@@ -203,7 +204,6 @@ export const mysqlEngine: DatabaseEngine = {
       "[client]",
       `user=${optionValue(connection.user)}`,
       `host=${optionValue(connection.host)}`,
-      "connect-timeout=15",
       ...(connection.port === undefined ? [] : [`port=${connection.port}`]),
       ...(connection.password === undefined ? [] : [`password=${optionValue(connection.password)}`]),
     ];

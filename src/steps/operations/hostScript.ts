@@ -31,7 +31,14 @@ export async function runHostScript(
   const timeoutMs = options.timeoutSeconds * 1000;
   const exit = await transport.run({
     command: "bash",
-    args: ["--noprofile", "--norc", "-c", options.script, `ferry-${options.what.replace(/\W+/g, "-")}`, ...options.args],
+    args: [
+      "--noprofile",
+      "--norc",
+      "-c",
+      options.script,
+      `ferry-${options.what.replace(/\W+/g, "-")}`,
+      ...options.args,
+    ],
     env: { LANG: "C.UTF-8", HOME: options.cwd, ...options.env },
     cwd: options.cwd,
     taskId: context.taskId,
@@ -39,7 +46,7 @@ export async function runHostScript(
     signal: context.signal,
     ...(options.stdin !== undefined && { stdin: options.stdin }),
     onLine: (stream, text, cut) => {
-      const report = stream === "stdout" ? /^ferry:([a-zA-Z]+)=(.*)$/.exec(text) : null;
+      const report = stream === "stdout" ? /^ferry:([a-zA-Z0-9]+)=(.*)$/.exec(text) : null;
       if (report?.[1] !== undefined) {
         reports.set(report[1], report[2] ?? "");
       } else if (stream === "stdout" && options.collect) {
@@ -52,7 +59,8 @@ export async function runHostScript(
     },
   });
   if (context.signal.aborted) throw context.signal.reason ?? new TaskFailure("cancelled");
-  if (exit.timedOut) throw new TaskFailure(`${options.what} ran longer than ${options.timeoutSeconds} s and was stopped`);
+  if (exit.timedOut)
+    throw new TaskFailure(`${options.what} ran longer than ${options.timeoutSeconds} s and was stopped`);
   if (exit.code !== 0) {
     const reason = reports.get("error");
     throw new TaskFailure(`${options.what} failed${reason ? `: ${reason}` : ` (exit code ${exit.code ?? "killed"})`}`);
