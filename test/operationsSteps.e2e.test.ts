@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import http from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -111,7 +112,12 @@ describe("restart and exec steps (real Docker, registry, proxy)", () => {
         name: "hello",
         kind: "exec",
         config: {
-          command: ["/bin/busybox", "sh", "-c", 'echo "hello from $(/bin/busybox hostname) token=$TOKEN"; echo oops >&2'],
+          command: [
+            "/bin/busybox",
+            "sh",
+            "-c",
+            'echo "hello from $(/bin/busybox hostname) token=$TOKEN"; echo oops >&2',
+          ],
           env: { TOKEN: "#{Token}" },
         },
       },
@@ -153,8 +159,49 @@ describe("restart and exec steps (real Docker, registry, proxy)", () => {
     expect(restarted.log).toMatch(/switched route \S+ to colour \S+-prod-2\.0\.0-\S+/);
     expect(restarted.log).toContain(`removed the replaced colour ${before?.name}`);
     expect(await body(proxy.port, host)).toBe("version 2.0.0");
+    // The router counted the load on both colours across the switch, and no failure.
+    expect(restarted.log).toMatch(/traffic during this deployment: [1-9]\d* request\(s\) served, 0 failed/);
+  }, 180_000);
+
+  it("restarts a container that is not routed in place, and refuses one Ferry did not start for the project", async () => {
+    const name = `${projectSlug}-side`;
+    const startedAt = () => execFileSync("docker", ["inspect", "-f", "{{.State.StartedAt}}", name]).toString().trim();
+    const first = await runRunbook("Side", [
+      {
+        name: "side",
+        kind: "container",
+        config: { strategy: "recreate", image: "#{Image}", name, settleSeconds: 0.5 },
+      },
+    ]);
+    expect(first.state, first.log).toBe("succeeded");
+    const before = startedAt();
+    const restarted = await runRunbook("Restart side", [
+      { name: "restart", kind: "restart", config: { container: name, stopTimeoutSeconds: 2, settleSeconds: 0.5 } },
+    ]);
+    expect(restarted.state, restarted.log).toBe("succeeded");
+    expect(restarted.log).toContain(`container ${name} is not behind a route: stopping and starting it`);
+    expect(startedAt()).not.toBe(before);
+
+    const stranger = `${projectSlug}-stranger`;
+    execFileSync("docker", ["create", "--name", stranger, imageId(name)]);
+    try {
+      const refused = await runRunbook("Restart stranger", [
+        { name: "restart", kind: "restart", config: { container: stranger } },
+      ]);
+      expect(refused.state).toBe("failed");
+      expect(refused.log).toContain(
+        `container ${stranger} was not started by Ferry for ${projectName} in prod: refusing to act on it`,
+      );
+    } finally {
+      execFileSync("docker", ["rm", "-f", stranger]);
+    }
   }, 180_000);
 });
+
+/** The image id a container runs (the demo image is not tagged on this engine: it was pulled by digest). */
+function imageId(container: string): string {
+  return execFileSync("docker", ["inspect", "-f", "{{.Image}}", container]).toString().trim();
+}
 
 function body(port: number, host: string): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -600,7 +600,11 @@ export class DockerRuntime implements Runtime {
     }
     // The output can end a moment before the engine records the exit code.
     for (let attempt = 0; ; attempt += 1) {
-      const inspected = await this.call(`inspecting a command in container ${nameOrId}`, () => execution.inspect(), options);
+      const inspected = await this.call(
+        `inspecting a command in container ${nameOrId}`,
+        () => execution.inspect(),
+        options,
+      );
       if (!inspected.Running || attempt >= 100) return { exitCode: inspected.ExitCode ?? null, timedOut: false };
       await new Promise((resolve) => setTimeout(resolve, 50));
     }

@@ -35,7 +35,8 @@ export const execStep: StepKind<ExecConfig> = {
   config: execConfigSchema,
 
   plan(config, render) {
-    const where = config.container === undefined ? "the live colour's container" : `container ${render(config.container)}`;
+    const where =
+      config.container === undefined ? "the live colour's container" : `container ${render(config.container)}`;
     return [{ description: `run ${config.command.map(render).join(" ")} in ${where}` }];
   },
 
