@@ -68,13 +68,6 @@ export async function runHostScript(
   return reports;
 }
 
-/** Removes a step directory, logging (not throwing) a failure: how the step went matters more. */
-export async function removeStepDirectory(context: StepRunContext, transport: Transport, directory: string) {
-  await transport.removeDirectory(directory).catch((error: unknown) => {
-    context.log.warn(`could not remove the step's directory on the host (${(error as Error).message})`);
-  });
-}
-
 /** A report the script must have made. */
 export function reported(reports: Reports, name: string, what: string): string {
   const value = reports.get(name);
