@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -5,7 +6,14 @@ import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { commandLinesContaining } from "./helpers/remoteHosts.js";
-import { SEEDED_ROWS, type SeededDatabase, seedMysql, seedPostgres } from "./helpers/seededDatabases.js";
+import {
+  type ClientContainer,
+  SEEDED_ROWS,
+  type SeededDatabase,
+  seedMysql,
+  seedPostgres,
+  startClientContainer,
+} from "./helpers/seededDatabases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
 
@@ -27,6 +35,7 @@ describe("database backups and restore-verify", () => {
   let hosts: SshHosts;
   let postgres: SeededDatabase;
   let mysql: SeededDatabase;
+  let clients: ClientContainer;
   const vault = mkdtempSync(join(tmpdir(), "ferry-vault-"));
 
   async function admin<T = Body>(method: string, path: string, body?: unknown): Promise<T> {
@@ -73,11 +82,12 @@ describe("database backups and restore-verify", () => {
   });
 
   beforeAll(async () => {
-    [hosts, test, postgres, mysql] = await Promise.all([
+    [hosts, test, postgres, mysql, clients] = await Promise.all([
       startSshHosts(1),
       startTestServer(),
       seedPostgres(),
       seedMysql(),
+      startClientContainer(),
     ]);
     await admin("POST", "/api/v1/environments", { name: "prod" });
     await admin("POST", "/api/v1/lifecycles", { name: "standard", phases: [{ environments: ["prod"] }] });
@@ -107,6 +117,7 @@ describe("database backups and restore-verify", () => {
     await hosts?.close();
     await postgres?.drop();
     await mysql?.drop();
+    await clients?.remove();
     rmSync(vault, { recursive: true, force: true });
   });
 
@@ -238,4 +249,46 @@ describe("database backups and restore-verify", () => {
     expect(await mysql.databasesStartingWith("ferry_verify_")).toEqual([]);
     await mysql.query("DELETE FROM orders WHERE id = 999999");
   }, 120_000);
+
+  it("runs the dump, restore and comparison inside a named container (docker exec) when told to", async () => {
+    // On the SSH target, whose account (root) may use the Docker engine: a local step runs as
+    // a uid of its task's own, which may not (docs/runbooks.md says so).
+    const inContainer = (database: SeededDatabase, password: string) => ({
+      ...connection(database, password),
+      container: clients.name,
+    });
+    const { task, log, exposed } = await runRunbook("In a container", [
+      { name: "pg", kind: "postgres-backup", roles: ["vault"], config: inContainer(postgres, "#{PgPassword}") },
+      {
+        name: "verify-pg",
+        kind: "restore-verify",
+        roles: ["vault"],
+        config: {
+          engine: "postgres",
+          file: "#{Ferry.Step[pg].Output.file}",
+          sha256: "#{Ferry.Step[pg].Output.sha256}",
+          ...inContainer(postgres, "#{PgPassword}"),
+        },
+      },
+      { name: "my", kind: "mysql-backup", roles: ["vault"], config: inContainer(mysql, "#{MyPassword}") },
+      {
+        name: "verify-my",
+        kind: "restore-verify",
+        roles: ["vault"],
+        config: {
+          engine: "mysql",
+          file: "#{Ferry.Step[my].Output.file}",
+          sha256: "#{Ferry.Step[my].Output.sha256}",
+          ...inContainer(mysql, "#{MyPassword}"),
+        },
+      },
+    ]);
+    expect(task.state, log).toBe("succeeded");
+    expect(log).toContain(`(in container ${clients.name})`);
+    expect(log).toContain(`matches ${postgres.name}: 3 table(s), 100000 rows, every checksum identical`);
+    expect(log).toContain(`matches ${mysql.name}: 3 table(s), 100000 rows, every checksum identical`);
+    expect(exposed).toEqual([]);
+    // The defaults file written inside the container is gone with the script that needed it.
+    expect(execFileSync("docker", ["exec", clients.name, "/bin/sh", "-c", "ls /tmp"]).toString().trim()).toBe("");
+  }, 300_000);
 });

@@ -1,5 +1,8 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { basename, dirname, join } from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
 import { createPostgresDatabase } from "./databases.js";
@@ -150,5 +153,65 @@ export async function seedMysql(): Promise<SeededDatabase> {
     },
     databasesStartingWith: async (prefix) =>
       (await mariadb("SHOW DATABASES")).filter((database) => database.startsWith(prefix)),
+  };
+}
+
+/** A running container with the database clients in it (and nothing else of the host's), on the host's network. */
+export interface ClientContainer {
+  name: string;
+  remove(): Promise<void>;
+}
+
+const CLIENT_PROGRAMS = [
+  "/usr/lib/postgresql/15/bin/pg_dump",
+  "/usr/lib/postgresql/15/bin/psql",
+  "/usr/bin/mariadb",
+  "/usr/bin/mariadb-dump",
+];
+
+/**
+ * Starts a container whose only programs are busybox (sh, mktemp, cat, rm, sleep) and
+ * Debian's PostgreSQL and MariaDB clients with their libraries, copied from this machine
+ * (no image can be pulled here): the steps' `container:` mode must run the clients inside
+ * it, since the container sees the databases on the host's network (--network host).
+ */
+export async function startClientContainer(): Promise<ClientContainer> {
+  const root = await mkdtemp(join(tmpdir(), "ferry-dbclients-"));
+  const tag = `ferry-test/dbclients:${randomBytes(4).toString("hex")}`;
+  const name = `ferry-dbclients-${randomBytes(4).toString("hex")}`;
+  try {
+    const place = async (source: string, destination = source) => {
+      await mkdir(join(root, dirname(destination)), { recursive: true });
+      await copyFile(source, join(root, destination));
+    };
+    const libraries = new Set<string>();
+    for (const program of CLIENT_PROGRAMS) {
+      await place(program, `/usr/local/bin/${basename(program)}`);
+      const { stdout } = await execFileAsync("ldd", [program]);
+      for (const match of stdout.matchAll(/(\/\S+\.so[.\d]*)/g)) if (match[1]) libraries.add(match[1]);
+    }
+    for (const library of libraries) await place(library);
+    await place("/bin/busybox", "/bin/busybox");
+    for (const applet of ["sh", "mktemp", "cat", "rm", "sleep"]) await symlink("busybox", join(root, "bin", applet));
+    await mkdir(join(root, "etc"), { recursive: true });
+    await mkdir(join(root, "tmp"), { recursive: true, mode: 0o1777 });
+    await writeFile(join(root, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\n");
+    const tar = execFile("tar", ["-C", root, "-c", "."], { encoding: "buffer", maxBuffer: 512 * 1024 * 1024 });
+    const imported = execFile("docker", ["import", "-", tag]);
+    tar.stdout?.pipe(imported.stdin as NodeJS.WritableStream);
+    await new Promise<void>((resolve, reject) => {
+      imported.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`docker import exited with ${code}`))));
+      imported.on("error", reject);
+    });
+    await execFileAsync("docker", ["run", "-d", "--network", "host", "--name", name, tag, "/bin/sleep", "3600"]);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+  return {
+    name,
+    async remove() {
+      await execFileAsync("docker", ["rm", "-f", name]).catch(() => undefined);
+      await execFileAsync("docker", ["rmi", "-f", tag]).catch(() => undefined);
+    },
   };
 }

@@ -8,8 +8,8 @@ import type { StepRunContext } from "../types.js";
  * database from their target, and what each engine's client programs do there. Every
  * program runs on the target's host — or inside a named container on it, through the host's
  * `docker exec` — from constant bash scripts; values travel as environment variables, argv
- * or standard input, never spliced into a command line. The password never appears in argv:
- * PostgreSQL's clients read PGPASSWORD; MariaDB's read a defaults file (0600, in the step's
+ * or standard input, never spliced into a command line. The password travels only on
+ * standard input: PostgreSQL's clients read a password file, MariaDB's a defaults file (0600, in the step's
  * own 0700 directory or a mktemp file inside the container) that the script writes from its
  * standard input and removes when it ends.
  */
@@ -131,7 +131,28 @@ echo "ferry:sha256=$(sha256sum "$1" | cut -d' ' -f1)"
 echo "ferry:bytes=$(stat -c %s "$1")"
 `;
 
-const PG_ENV = ["PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGCONNECT_TIMEOUT"];
+const PG_ENV = ["PGHOST", "PGPORT", "PGUSER", "PGPASSFILE", "PGDATABASE", "PGCONNECT_TIMEOUT"];
+
+/** A password-file field: `:` and `\` escaped (libpq's .pgpass syntax). */
+const passFileField = (value: string) => value.replace(/[\\:]/g, (character) => `\\${character}`);
+
+/**
+ * PostgreSQL's clients read the password from a password file (PGPASSFILE) that the script
+ * gets on standard input and keeps 0600 for as long as it runs: on the host in the step's
+ * directory, or in a mktemp file inside the container. Not PGPASSWORD: an environment value
+ * can show on a command line on its way to the program (a transport's launcher, `env`).
+ */
+const postgresPrelude = `${prelude(PG_ENV)}
+if [ -n "\${FERRY_CONTAINER:-}" ]; then
+  PGPASSFILE=$(docker exec -i "$FERRY_CONTAINER" sh -c 'umask 077; f=$(mktemp); cat > "$f"; echo "$f"')
+  trap 'docker exec "$FERRY_CONTAINER" rm -f "$PGPASSFILE"' EXIT
+else
+  PGPASSFILE="$PWD/pgpass-$$"
+  trap 'rm -f "$PGPASSFILE"' EXIT
+  cat > "$PGPASSFILE"
+fi
+export PGPASSFILE
+`;
 
 export const postgresEngine: DatabaseEngine = {
   kind: "postgres",
@@ -144,32 +165,32 @@ export const postgresEngine: DatabaseEngine = {
       PGCONNECT_TIMEOUT: "15",
     };
     if (connection.port !== undefined) env.PGPORT = String(connection.port);
-    if (connection.password !== undefined) env.PGPASSWORD = connection.password;
     if (connection.container !== undefined) env.FERRY_CONTAINER = connection.container;
-    return { env, stdin: "" };
+    const stdin = connection.password === undefined ? "" : `*:*:*:*:${passFileField(connection.password)}\n`;
+    return { env, stdin };
   },
   // Plain SQL without owners or grants: it restores as whoever restores it, into any database.
-  dumpScript: `${prelude(PG_ENV)}
+  dumpScript: `${postgresPrelude}
 in_db pg_dump --no-owner --no-privileges --quote-all-identifiers | gzip -6 > "$1"
 ${reportFile}`,
-  createScript: `${prelude(PG_ENV)}
+  createScript: `${postgresPrelude}
 in_db psql -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE \\"$1\\""
 `,
-  restoreScript: `${prelude(PG_ENV)}
+  restoreScript: `${postgresPrelude}
 export PGDATABASE="$2"
 gzip -dc "$1" | in_db psql -X -q -v ON_ERROR_STOP=1 --single-transaction -o /dev/null
 `,
-  dropScript: `${prelude(PG_ENV)}
+  dropScript: `${postgresPrelude}
 in_db psql -X -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS \\"$1\\" WITH (FORCE)"
 `,
   // A table's checksum: md5 of its rows as text, in the order of that text (the same rows give the same sum whatever their physical order).
-  figuresScript: `${prelude(PG_ENV)}
+  figuresScript: `${postgresPrelude}
 tables=$(in_db psql -X -A -t -v ON_ERROR_STOP=1 -c "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")
-while IFS= read -r table; do
+while IFS= read -r table <&3; do
   [ -n "$table" ] || continue
   figures=$(in_db psql -X -A -t -F $'\\t' -v ON_ERROR_STOP=1 -c "SELECT count(*), coalesce(md5(string_agg(t::text, E'\\\\n' ORDER BY t::text)), md5('')) FROM $table t")
   printf 'table\\t%s\\t%s\\n' "$table" "$figures"
-done <<< "$tables"
+done 3<<< "$tables"
 `,
 };
 
@@ -227,15 +248,20 @@ sql -e "DROP DATABASE IF EXISTS \\\`$1\\\`"
   // CHECKSUM TABLE … EXTENDED reads every row: the same rows in the same table definition give the same sum.
   figuresScript: `${mysqlPrelude}
 tables=$(sql -N -B -D "$FERRY_DATABASE" -e "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE' ORDER BY 1")
-while IFS= read -r table; do
+while IFS= read -r table <&3; do
   [ -n "$table" ] || continue
   quoted=\${table//\\\`/\\\`\\\`}
   rows=$(sql -N -B -D "$FERRY_DATABASE" -e "SELECT COUNT(*) FROM \\\`$quoted\\\`")
   checksum=$(sql -N -B -D "$FERRY_DATABASE" -e "CHECKSUM TABLE \\\`$quoted\\\` EXTENDED" | cut -f2)
   printf 'table\\t%s\\t%s\\t%s\\n' "$table" "$rows" "$checksum"
-done <<< "$tables"
+done 3<<< "$tables"
 `,
 };
+
+/*
+ * The figures scripts read the table list on descriptor 3: `docker exec -i` inside the loop
+ * reads standard input, and would swallow the rest of the list.
+ */
 
 /** Parses the lines of a figures script. */
 export function parseFigures(lines: readonly string[]): TableFigures[] {
