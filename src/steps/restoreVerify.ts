@@ -21,7 +21,15 @@ const restoreVerifyConfigSchema = z.strictObject({
   /** Which kind of dump it is: `postgres` (of postgres-backup) or `mysql` (of mysql-backup). */
   engine: z.enum(["postgres", "mysql"], { message: "write engine: postgres or engine: mysql" }),
   /** Template: the backup file on the target, usually "#{Ferry.Step[backup].Output.file}". */
-  file: z.string().min(1).max(4096),
+  file: z
+    .string({
+      error: (issue) =>
+        issue.input === undefined
+          ? "give the backup file on the target, e.g. #{Ferry.Step[backup].Output.file}"
+          : undefined,
+    })
+    .min(1)
+    .max(4096),
   /**
    * Template: the sha256 the backup had when it was taken ("#{Ferry.Step[backup].Output.sha256}");
    * checked before anything is restored.

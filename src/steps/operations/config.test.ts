@@ -41,7 +41,7 @@ describe("the operations steps' configs", () => {
     ).toEqual([
       "/steps/0/config/database: Too small: expected string to have >=1 characters",
       "/steps/0/config/port: Too big: expected number to be <=65535",
-      "/steps/0/config/user: Invalid input: expected string, received undefined",
+      "/steps/0/config/user: give the database user to sign in as, e.g. user: backup",
       "/steps/0/config/copyTo/directory: use an absolute directory, e.g. /var/backups/shop",
       "/steps/0/config/compress: unknown field; remove it (see /api/v1/openapi.json for the fields this route takes)",
     ]);
@@ -50,7 +50,7 @@ describe("the operations steps' configs", () => {
   it("restore-verify needs the engine and the file", () => {
     expect(problems("restore-verify", { engine: "oracle", database: "shop", user: "u" })).toEqual([
       "/steps/0/config/engine: write engine: postgres or engine: mysql",
-      "/steps/0/config/file: Invalid input: expected string, received undefined",
+      "/steps/0/config/file: give the backup file on the target, e.g. #{Ferry.Step[backup].Output.file}",
     ]);
   });
 

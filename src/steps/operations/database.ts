@@ -14,17 +14,22 @@ import type { StepRunContext } from "../types.js";
  * standard input and removes when it ends.
  */
 
-const template = (max: number) => z.string().min(1).max(max);
+/** A template field; `missing` says what to write when it is left out. */
+const template = (max: number, missing?: string) =>
+  z
+    .string({ error: (issue) => (issue.input === undefined && missing ? missing : undefined) })
+    .min(1)
+    .max(max);
 
 /** The connection fields every database operations step shares. */
 export const connectionShape = {
   /** Template: the database to dump (or to compare a restore with). */
-  database: template(256),
+  database: template(256, "give the database's name, e.g. database: shop"),
   /** Template: the database server's address as seen from the target (or from inside the container). */
   host: template(253).default("127.0.0.1"),
   port: z.number().int().min(1).max(65535).optional(),
   /** Template: the database user. */
-  user: template(256),
+  user: template(256, "give the database user to sign in as, e.g. user: backup"),
   /**
    * Template: the user's password, from a sensitive variable ("#{DbPassword}"); it never
    * reaches a command line or the log.
