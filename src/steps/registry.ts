@@ -9,6 +9,7 @@ import { httpTestStep } from "./httpTest.js";
 import { mysqlBackupStep } from "./mysqlBackup.js";
 import { postgresBackupStep } from "./postgresBackup.js";
 import { processStep } from "./process/processStep.js";
+import { registryRetagStep } from "./registryRetag.js";
 import { restartStep } from "./restart.js";
 import { restoreVerifyStep } from "./restoreVerify.js";
 import { scriptStep } from "./script.js";
@@ -22,6 +23,7 @@ const stepKinds: readonly StepKind[] = [
   healthCheckStep as StepKind,
   httpTestStep as StepKind,
   processStep as StepKind,
+  registryRetagStep as StepKind,
   postgresBackupStep as StepKind,
   mysqlBackupStep as StepKind,
   restoreVerifyStep as StepKind,
