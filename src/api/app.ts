@@ -20,6 +20,7 @@ import { agentRoutes, registerAgentProtocol } from "./agents.js";
 import { auditedRoute, auditRoutes } from "./audit.js";
 import { dashboardRoutes } from "./dashboard.js";
 import { doraRoutes } from "./dora.js";
+import { feedTriggerRoutes } from "./feedTriggers.js";
 import { parseJsonBody } from "./json.js";
 import { metricsRoutes } from "./metrics.js";
 import { oidcRoutes } from "./oidc.js";
@@ -158,6 +159,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...dashboardRoutes(options.context, options.engine),
     ...(options.deployments ? releaseRoutes(options.deployments, options.outbound) : []),
     ...(options.deployments ? runbookRoutes(options.deployments) : []),
+    ...(options.deployments ? feedTriggerRoutes(options.deployments) : []),
     ...progressionRoutes(options.context),
     ...(options.engine ? taskRoutes(options.context, options.engine) : []),
     ...webhookRoutes(options.context, options.outbound),

@@ -4,6 +4,7 @@ import { pino } from "pino";
 import { buildApp } from "../api/app.js";
 import { type DeploymentServices, deploymentTaskKind } from "../engine/deployments.js";
 import { TaskEngine } from "../engine/engine.js";
+import { FeedTriggerPoller } from "../engine/feedTriggers.js";
 import { runbookTaskKind } from "../engine/runbooks.js";
 import { defaultTargetHealthSettings, TargetHealthMonitor, type TargetHealthSettings } from "../engine/targetHealth.js";
 import type { TaskKind } from "../engine/types.js";
@@ -62,6 +63,8 @@ export interface ServerOptions {
   workDir?: string | undefined;
   /** FERRY_TARGET_HEALTH_*: how often targets are checked and how long they may take to answer. */
   targetHealth?: Partial<TargetHealthSettings> | undefined;
+  /** How often feed triggers due for a poll are looked for (default 5 s; tests shorten it). */
+  triggerTickMs?: number | undefined;
   /** FERRY_AGENT_TIMEOUT_SECONDS (ms here): an agent not heard from for this long is marked lost; default 45 s. */
   agentTimeoutMs?: number | undefined;
 }
@@ -193,6 +196,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   await engine.start();
   const healthMonitor = new TargetHealthMonitor({ ...targetHealth, db: store.db, target: resolveTarget, logger });
   healthMonitor.start();
+  const triggerPoller = new FeedTriggerPoller(deployments, logger, options.triggerTickMs);
+  triggerPoller.start();
   // Traffic from an earlier run comes back (the builtin proxy is started if it is not
   // running) without holding up readiness: the API answers while this runs.
   const reconciledHere = hasRoutes(traffic)
@@ -234,6 +239,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     close: async () => {
       await reconciled;
       await healthMonitor.stop();
+      await triggerPoller.stop();
       await engine.stop();
       await observability.close();
       // Held polls end first, or closing would wait for each to run out.

@@ -838,6 +838,44 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  "0026_feed_triggers": {
+    async up(db: Kysely<unknown>) {
+      // A project's feed triggers (issue 15): a new tag of one of its images, announced by the
+      // registry's notification or found by polling, creates a release and deploys it to the
+      // lifecycle's first phase. next_poll_at is the schedule the server nodes share: a node
+      // claims a trigger by moving it forward (a conditional UPDATE), as target_health does.
+      await db.schema
+        .createTable("feed_triggers")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("project_id", "text", (c) => c.notNull().references("projects.id").onDelete("cascade"))
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("image", "text", (c) => c.notNull())
+        .addColumn("version_from_tag", "text")
+        .addColumn("secret_sealed", "text", (c) => c.notNull())
+        .addColumn("poll_seconds", "integer")
+        .addColumn("paused", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("next_poll_at", "text")
+        .addColumn("last_polled_at", "text")
+        .addColumn("last_error", "text")
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .addUniqueConstraint("feed_triggers_project_name", ["project_id", "name"])
+        .execute();
+      // One row per image digest a trigger has acted on (or found already there when it first
+      // polled): a notification delivered twice, replayed a day later, or the registry's own
+      // notification of a retag, finds its digest here and creates nothing.
+      await db.schema
+        .createTable("feed_trigger_firings")
+        .addColumn("trigger_id", "text", (c) => c.notNull().references("feed_triggers.id").onDelete("cascade"))
+        .addColumn("digest", "text", (c) => c.notNull())
+        .addColumn("tag", "text", (c) => c.notNull())
+        .addColumn("cause", "text", (c) => c.notNull())
+        .addColumn("release_version", "text")
+        .addColumn("at", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("feed_trigger_firings_pk", ["trigger_id", "digest"])
+        .execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

@@ -41,6 +41,8 @@ export interface Database {
   target_health: TargetHealthRow;
   pending_cleanups: PendingCleanupRow;
   webhooks: WebhookRow;
+  feed_triggers: FeedTriggerRow;
+  feed_trigger_firings: FeedTriggerFiringRow;
   audit_events: AuditEventRow;
   audit_chain: AuditChainRow;
   runbooks: RunbookRow;
@@ -414,6 +416,35 @@ export interface WebhookRow extends Timestamps {
   events: string;
   /** SecretBox-sealed signing secret, bound to "webhook:<id>:secret". */
   secret_sealed: string;
+}
+
+/** A project's feed trigger (src/store/feedTriggers.ts, migration 0026). */
+export interface FeedTriggerRow extends Timestamps {
+  id: string;
+  project_id: string;
+  name: string;
+  /** The name of one of the project's images. */
+  image: string;
+  /** RE2 pattern whose first group is the release version taken from a tag; null: the tag itself. */
+  version_from_tag: string | null;
+  /** SecretBox-sealed secret the registry's notifications carry, bound to "feed-trigger:<id>:secret". */
+  secret_sealed: string;
+  /** Seconds between polls of the registry; null: notifications only. */
+  poll_seconds: number | null;
+  paused: number;
+  next_poll_at: string | null;
+  last_polled_at: string | null;
+  last_error: string | null;
+}
+
+interface FeedTriggerFiringRow {
+  trigger_id: string;
+  digest: string;
+  tag: string;
+  /** "notification", "poll" or "baseline" (there when the trigger first polled: no release). */
+  cause: string;
+  release_version: string | null;
+  at: string;
 }
 
 /** One audit log entry (src/store/audit.ts). Rows are only ever inserted. */
