@@ -11,6 +11,7 @@ import { logs } from "./logs.js";
 import { rolling } from "./rolling.js";
 import { rollingAgents } from "./rollingAgents.js";
 import { throughput } from "./throughput.js";
+import { triggerLatency } from "./triggerLatency.js";
 import { ui } from "./ui.js";
 import { zeroDowntime } from "./zeroDowntime.js";
 
@@ -43,6 +44,7 @@ const benchmarks: Record<string, () => Promise<BenchmarkResult>> = {
   "rolling-agents": rollingAgents,
   agents,
   ui,
+  "trigger-latency": triggerLatency,
 };
 
 const root = join(import.meta.dirname ?? ".", "..", "..");

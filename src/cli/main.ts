@@ -6,6 +6,7 @@ import { FERRY_VERSION } from "../version.js";
 import { addAdminCommands } from "./admin.js";
 import { addAgentCommand, addAgentTokenCommands } from "./agent.js";
 import { addApplyCommand } from "./apply.js";
+import { addArtifactCommands } from "./artifacts.js";
 import { addDemoCommand } from "./demo.js";
 import { addDeploymentCommands } from "./deployments.js";
 import { addEnvironmentCommands } from "./environments.js";
@@ -67,6 +68,7 @@ export function buildProgram(): Command {
   addFreezeCommands(program, context);
   addDeploymentCommands(program, context);
   addTaskCommands(program, context);
+  addArtifactCommands(program, context);
   addAdminCommands(program, context);
   addApiKeyCommands(program, context);
   addRoleCommands(program, context);

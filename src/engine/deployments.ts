@@ -23,6 +23,7 @@ import { openSnapshot } from "../store/releases.js";
 import { recordTaskTarget } from "../store/taskTargets.js";
 import { LocalTransport, localTarget } from "../transports/local.js";
 import type { Target } from "../transports/types.js";
+import type { ArtifactService } from "./artifacts.js";
 import { autoDeployNext } from "./deploymentRequests.js";
 import { LogMasker } from "./logMasker.js";
 import { type ProcessRunnerServices, runProcess } from "./processRunner.js";
@@ -47,6 +48,8 @@ export interface DeploymentServices {
   targetProbeTimeoutMs?: number | undefined;
   /** FERRY_OUTBOUND_ALLOW, for http steps whose address a variable chose; absent: the guard's defaults. */
   outbound?: OutboundPolicy | undefined;
+  /** Where steps' artifacts are kept (ADR 0037); absent: attaching fails, saying the server keeps none. */
+  artifacts?: ArtifactService | undefined;
 }
 
 /** What the process runner needs from the server, for deployments and runbook runs alike. */
@@ -57,6 +60,7 @@ export function processRunnerServices(services: DeploymentServices): ProcessRunn
     registryCredentials: (registryHost) => feedCredentialsForHost(services.context, registryHost),
     registryClient: (registryHost) => registryClientForHost(services.context, registryHost, outbound),
     outbound: services.outbound,
+    artifacts: services.artifacts,
   };
 }
 

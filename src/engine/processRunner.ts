@@ -11,6 +11,7 @@ import { stepKind } from "../steps/registry.js";
 import type { StepRunContext } from "../steps/types.js";
 import type { TargetInfo } from "../store/deployments.js";
 import type { Target } from "../transports/types.js";
+import { type ArtifactService, noArtifacts } from "./artifacts.js";
 import type { TaskLog } from "./taskLog.js";
 import { FinalFailure, type TaskContext, TaskFailure } from "./types.js";
 
@@ -62,6 +63,8 @@ export interface ProcessRunnerServices {
   registryClient(registryHost: string): Promise<RegistryClient>;
   /** FERRY_OUTBOUND_ALLOW, for http steps whose address a variable chose. */
   outbound?: OutboundPolicy | undefined;
+  /** Where steps' artifacts go; left out (an engine embedded in a test), attaching fails saying so. */
+  artifacts?: ArtifactService | undefined;
 }
 
 export interface ProcessRun {
@@ -524,12 +527,13 @@ async function runStep(
   const config = kind.config.parse(step.config);
   const name = info ? `${step.name} on ${info.name}` : step.name;
   const laneLog = lane ? task.log.lane(name) : undefined;
+  // Targets running together write to one log at once: each line says which target it is about.
+  const log = laneLog ?? (allAtOnce && info ? prefixedLog(task.log, `[${info.name}] `) : task.log);
   const stepContext: StepRunContext = {
     taskId: task.taskId,
     stepName: step.name,
     signal: task.signal,
-    // Targets running together write to one log at once: each line says which target it is about.
-    log: laneLog ?? (allAtOnce && info ? prefixedLog(task.log, `[${info.name}] `) : task.log),
+    log,
     variables,
     render: (template) => renderTemplate(template, variables),
     // The lifecycle phase's default for separation of duties, unless the step says otherwise.
@@ -558,6 +562,16 @@ async function runStep(
       await context.touch(reached);
       return reached;
     },
+    artifacts: services.artifacts
+      ? services.artifacts.forStep({
+          taskId: task.taskId,
+          stepName: step.name,
+          scope: run.scope,
+          target,
+          log,
+          signal: task.signal,
+        })
+      : noArtifacts,
   };
   const work = () => kind.run(stepContext, config);
   if (allAtOnce) return work();

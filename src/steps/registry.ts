@@ -2,6 +2,7 @@ import { type FieldIssue, InputError } from "../domain/errors.js";
 import type { Step } from "../domain/process.js";
 import { toFieldIssues } from "../domain/validation.js";
 import { approvalStep } from "./approval.js";
+import { collectLogsStep } from "./collectLogs.js";
 import { containerStep } from "./container/containerStep.js";
 import { execStep } from "./exec.js";
 import { healthCheckStep } from "./healthCheck.js";
@@ -24,6 +25,7 @@ const stepKinds: readonly StepKind[] = [
   httpTestStep as StepKind,
   processStep as StepKind,
   registryRetagStep as StepKind,
+  collectLogsStep as StepKind,
   postgresBackupStep as StepKind,
   mysqlBackupStep as StepKind,
   restoreVerifyStep as StepKind,

@@ -1,4 +1,5 @@
 import type { z } from "zod";
+import type { StepArtifacts } from "../engine/artifacts.js";
 import type { RunScope } from "../engine/processRunner.js";
 import type { StepLog } from "../engine/taskLog.js";
 import type { TaskContext } from "../engine/types.js";
@@ -44,6 +45,14 @@ export interface StepRunContext {
    * Absent: the guard's defaults.
    */
   readonly outbound?: OutboundPolicy;
+  /**
+   * Attaches files to the task (ADR 0037): `attach({ name, fromTargetPath })` streams a file
+   * of this step's target (read as the account the step's work runs as there) or `attach({
+   * name, stream })` bytes the step makes, into the server's artifact storage, and resolves
+   * with `{ id, name, sha256, size }` once they are stored. Listed and downloaded with `ferry
+   * artifact list|get` and GET /api/v1/tasks/{task}/artifacts.
+   */
+  readonly artifacts: StepArtifacts;
   /** Set when the step runs on every target together (a blue/green `switch: allAtOnce`): where the targets meet. */
   readonly allAtOnce?: AllAtOnce;
   /**

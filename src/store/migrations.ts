@@ -876,6 +876,51 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0024_artifacts": {
+    async up(db: Kysely<unknown>) {
+      // Files steps attached to their tasks (ADR 0037). The bytes are elsewhere: a file of the
+      // data directory (storage "directory", location its name) or a PostgreSQL large object
+      // (storage "largeObject", location its oid), so a listing never reads them. No foreign
+      // key to tasks: removing a task must remove its bytes too, which the database cannot
+      // do for a file; task clean-up and retention call deleteArtifacts (store/artifacts.ts).
+      await db.schema
+        .createTable("artifacts")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("task_id", "text", (c) => c.notNull())
+        .addColumn("project_id", "text", (c) => c.notNull())
+        .addColumn("environment_id", "text", (c) => c.notNull())
+        .addColumn("runbook_id", "text")
+        .addColumn("step_name", "text", (c) => c.notNull())
+        .addColumn("target_name", "text")
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("size", "bigint", (c) => c.notNull())
+        .addColumn("sha256", "text", (c) => c.notNull())
+        .addColumn("storage", "text", (c) => c.notNull())
+        .addColumn("location", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex("artifacts_by_task").on("artifacts").columns(["task_id"]).execute();
+      await db.schema
+        .createIndex("artifacts_by_runbook")
+        .on("artifacts")
+        .columns(["runbook_id", "environment_id", "created_at"])
+        .execute();
+    },
+  },
+  "0024_artifacts_retention": {
+    async up(db: Kysely<unknown>) {
+      // How long a runbook's artifacts are kept per environment (ADR 0037); environment_id
+      // "*" is the policy of every environment without one of its own.
+      await db.schema
+        .createTable("artifact_retention")
+        .addColumn("runbook_id", "text", (c) => c.notNull().references("runbooks.id").onDelete("cascade"))
+        .addColumn("environment_id", "text", (c) => c.notNull())
+        .addColumn("keep_runs", "integer")
+        .addColumn("keep_days", "integer")
+        .addPrimaryKeyConstraint("artifact_retention_pk", ["runbook_id", "environment_id"])
+        .execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

@@ -49,6 +49,8 @@ export interface Database {
   runbook_snapshots: RunbookSnapshotRow;
   runbook_runs: RunbookRunRow;
   freezes: FreezeRow;
+  artifacts: ArtifactRow;
+  artifact_retention: ArtifactRetentionRow;
 }
 
 interface Timestamps {
@@ -541,4 +543,32 @@ export interface FreezeRow {
   runbooks: number;
   created_by: string;
   created_at: string;
+}
+
+/** A file a step attached to its task (its bytes are in the directory or a large object: `storage`, `location`). */
+export interface ArtifactRow {
+  id: string;
+  task_id: string;
+  project_id: string;
+  environment_id: string;
+  /** The runbook of a runbook run's artifact (retention is per runbook and environment); null for a deployment's. */
+  runbook_id: string | null;
+  step_name: string;
+  /** The target the step ran on; null for the server's own host (or bytes the step made itself). */
+  target_name: string | null;
+  name: string;
+  size: ColumnType<string | number, number, number>;
+  sha256: string;
+  /** "directory" | "largeObject". */
+  storage: string;
+  location: string;
+  created_at: string;
+}
+
+/** How long a runbook's artifacts are kept in an environment ("*": every environment without a row). */
+export interface ArtifactRetentionRow {
+  runbook_id: string;
+  environment_id: string;
+  keep_runs: number | null;
+  keep_days: number | null;
 }
