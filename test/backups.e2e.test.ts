@@ -66,7 +66,7 @@ describe("database backups and restore-verify", () => {
     })();
     try {
       const task = await test.waitForTask(String(run.taskId), 240_000);
-      return { task, log: await logOf(String(run.taskId)), exposed };
+      return { task, taskId: String(run.taskId), log: await logOf(String(run.taskId)), exposed };
     } finally {
       watching = false;
       await watcher;
@@ -122,7 +122,7 @@ describe("database backups and restore-verify", () => {
   });
 
   it("backs up PostgreSQL and MariaDB into a file and a second target, and restore-verify finds identical tables", async () => {
-    const { task, log, exposed } = await runRunbook("Backup and verify", [
+    const { task, taskId, log, exposed } = await runRunbook("Backup and verify", [
       {
         name: "pg",
         kind: "postgres-backup",
@@ -178,6 +178,31 @@ describe("database backups and restore-verify", () => {
       const sql = gunzipSync(bytes).toString();
       expect(sql).toContain(marker);
       expect(sql).toMatch(/orders/);
+    }
+
+    // Each dump is also the task's artifact, stored with the sha256 the step reported; its
+    // bytes, downloaded from the server, are the copy's on the second target.
+    const listed = await admin<unknown>("GET", `/api/v1/tasks/${taskId}/artifacts`);
+    const artifacts = (Array.isArray(listed) ? listed : (listed as { items: unknown[] }).items) as {
+      id: string;
+      name: string;
+      sha256: string;
+      step: string;
+    }[];
+    expect(artifacts.map((artifact) => artifact.step)).toEqual(["pg", "my"]);
+    for (const [artifact, directory] of [
+      [artifacts[0], `${vault}/pg`],
+      [artifacts[1], `${vault}/my`],
+    ] as const) {
+      expect(readdirSync(directory)).toEqual([artifact?.name]);
+      const response = await fetch(new URL(`/api/v1/artifacts/${artifact?.id}/content`, test.server.url), {
+        headers: { authorization: `Bearer ${test.apiKey}` },
+      });
+      expect(response.status).toBe(200);
+      const downloaded = Buffer.from(await response.arrayBuffer());
+      expect(createHash("sha256").update(downloaded).digest("hex")).toBe(artifact?.sha256);
+      expect(downloaded.equals(readFileSync(join(directory, artifact?.name ?? "")))).toBe(true);
+      expect(log).toContain(`kept as artifact ${artifact?.name} (${artifact?.id}), sha256 checked`);
     }
 
     // The scratch databases are gone; the passwords were never on a command line or in the log.

@@ -44,7 +44,7 @@ export function describeBackup(engine: DatabaseEngine, config: BackupConfig, ren
 
 /**
  * Dumps a database reached from the target into a gzip file in the step's directory on the
- * host, records its sha256, keeps it as the task's artifact and copies it to the second
+ * host, records its sha256, keeps it as the task's artifact (ADR 0037) and copies it to the second
  * location. The file stays in the task's work directory until the task ends, so a later
  * step of the same run (restore-verify) finds it at the `file` output.
  */
@@ -84,7 +84,22 @@ export async function runBackup(engine: DatabaseEngine, context: StepRunContext,
     const bytes = Number(reported(reports, "bytes", "the dump"));
     context.log.info(`backup ${name}: ${bytes} bytes (gzip), sha256 ${sha256}`);
 
-    const outputs: Record<string, string> = { file: path, fileName: name, sha256, bytes: String(bytes) };
+    // Kept as the task's artifact: the server hashes the bytes it stores, which must be the dump's.
+    const artifact = await context.artifacts.attach({ name, fromTargetPath: path });
+    if (artifact.sha256 !== sha256 || artifact.size !== bytes) {
+      throw new TaskFailure(
+        `the artifact stored from ${name} has sha256 ${artifact.sha256} (${artifact.size} bytes), the dump ${sha256} (${bytes} bytes): it changed on the way`,
+      );
+    }
+    context.log.info(`kept as artifact ${artifact.name} (${artifact.id}), sha256 checked`);
+
+    const outputs: Record<string, string> = {
+      file: path,
+      fileName: name,
+      sha256,
+      bytes: String(bytes),
+      artifact: artifact.id,
+    };
     if (destination) {
       const copy = await copyToTarget(context, { path, name, bytes, sha256 }, destination, config.timeoutSeconds);
       outputs.copy = `${destination.target.name}:${copy}`;
