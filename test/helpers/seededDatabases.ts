@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { readdirSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
@@ -162,12 +163,14 @@ export interface ClientContainer {
   remove(): Promise<void>;
 }
 
-const CLIENT_PROGRAMS = [
-  "/usr/lib/postgresql/15/bin/pg_dump",
-  "/usr/lib/postgresql/15/bin/psql",
-  "/usr/bin/mariadb",
-  "/usr/bin/mariadb-dump",
-];
+/** Debian's PostgreSQL clients of the newest version installed, and MariaDB's. */
+function clientPrograms(): string[] {
+  const versions = readdirSync("/usr/lib/postgresql")
+    .filter((entry) => /^\d+$/.test(entry))
+    .sort((a, b) => Number(b) - Number(a));
+  const bin = `/usr/lib/postgresql/${versions[0] ?? "15"}/bin`;
+  return [`${bin}/pg_dump`, `${bin}/psql`, "/usr/bin/mariadb", "/usr/bin/mariadb-dump"];
+}
 
 /**
  * Starts a container whose only programs are busybox (sh, mktemp, cat, rm, sleep) and
@@ -185,7 +188,7 @@ export async function startClientContainer(): Promise<ClientContainer> {
       await copyFile(source, join(root, destination));
     };
     const libraries = new Set<string>();
-    for (const program of CLIENT_PROGRAMS) {
+    for (const program of clientPrograms()) {
       await place(program, `/usr/local/bin/${basename(program)}`);
       const { stdout } = await execFileAsync("ldd", [program]);
       for (const match of stdout.matchAll(/(\/\S+\.so[.\d]*)/g)) if (match[1]) libraries.add(match[1]);
