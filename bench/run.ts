@@ -8,6 +8,7 @@ import { controlPlane } from "./controlPlane.js";
 import { deployLatency, rollback } from "./deployLatency.js";
 import { footprint } from "./footprint.js";
 import { logs } from "./logs.js";
+import { proxy } from "./proxy.js";
 import { rolling } from "./rolling.js";
 import { rollingAgents } from "./rollingAgents.js";
 import { throughput } from "./throughput.js";
@@ -45,6 +46,7 @@ const benchmarks: Record<string, () => Promise<BenchmarkResult>> = {
   agents,
   ui,
   "trigger-latency": triggerLatency,
+  proxy,
 };
 
 const root = join(import.meta.dirname ?? ".", "..", "..");
