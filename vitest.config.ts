@@ -13,6 +13,7 @@ const alone = [
   "test/blueGreen.test.ts",
   "test/dataPlane.e2e.test.ts",
   "test/nginx.test.ts",
+  "test/operationsSteps.e2e.test.ts",
   "test/processBlueGreen.crash.e2e.test.ts",
   "test/processBlueGreen.test.ts",
   "test/proxy.test.ts",

@@ -55,7 +55,34 @@ END $$;
 -- worker that happens to be in the fresh database; such a worker has no role, so only
 -- pg_signal_backend lets a non-superuser end it.
 GRANT pg_signal_backend TO ferry_test;
+-- The backup tests sign in as a role of their own with a password of their own (to show it
+-- appears in no log and no command line), which ferry_test creates and drops.
+ALTER ROLE ferry_test CREATEROLE;
 SQL
+
+# --- MariaDB ---------------------------------------------------------------------------
+# The mysql-backup and restore-verify steps are tested against Debian's real MariaDB
+# (issue 14): a test-only user over loopback TCP; each test creates (and drops) its own
+# databases. No systemd here: the init script starts mariadbd in the background.
+ensure_packages mariadb-server mariadb-client
+if ! as_root mariadb-admin --protocol=socket ping >/dev/null 2>&1; then
+  log "starting MariaDB"
+  as_root service mariadb start >/dev/null
+fi
+for _ in $(seq 1 100); do
+  as_root mariadb-admin --protocol=socket ping >/dev/null 2>&1 && break
+  sleep 0.2
+done
+as_root mariadb-admin --protocol=socket ping >/dev/null 2>&1 || { log "MariaDB did not start"; exit 1; }
+# root signs in over the unix socket (unix_socket authentication, Debian's default).
+as_root mariadb --protocol=socket <<'SQL'
+CREATE USER IF NOT EXISTS 'ferry_test'@'127.0.0.1' IDENTIFIED BY 'ferry_test';
+CREATE USER IF NOT EXISTS 'ferry_test'@'localhost' IDENTIFIED BY 'ferry_test';
+-- WITH GRANT OPTION: the backup tests create a user of their own with a password of their own.
+GRANT ALL PRIVILEGES ON *.* TO 'ferry_test'@'127.0.0.1' WITH GRANT OPTION;
+GRANT ALL PRIVILEGES ON *.* TO 'ferry_test'@'localhost' WITH GRANT OPTION;
+SQL
+mysql_port=$(as_root mariadb --protocol=socket -N -B -e 'SELECT @@port')
 
 # --- Docker registry -------------------------------------------------------------
 # Feed tests start their own registries (test/helpers/registry.ts: one docker-registry
@@ -115,3 +142,7 @@ ensure_packages prometheus
 ensure_packages chromium
 
 echo "FERRY_TEST_POSTGRES_URL=postgres://ferry_test:ferry_test@127.0.0.1:$pg_port/postgres"
+echo "FERRY_TEST_MYSQL_HOST=127.0.0.1"
+echo "FERRY_TEST_MYSQL_PORT=$mysql_port"
+echo "FERRY_TEST_MYSQL_USER=ferry_test"
+echo "FERRY_TEST_MYSQL_PASSWORD=ferry_test"

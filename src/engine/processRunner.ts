@@ -554,6 +554,18 @@ async function runStep(
     labels: { ...scopeLabels(run.scope, task.taskId), ...(info && { [TARGET_LABEL]: info.slug }) },
     ...(services.outbound && { outbound: services.outbound }),
     ...(allAtOnce && { allAtOnce }),
+    environmentTarget: async (name) => {
+      const other = run.targets.find((candidate) => candidate.slug === name || candidate.name === name);
+      if (!other) {
+        throw new TaskFailure(
+          `no target '${name}' in ${run.scope.environment.name}; use one of: ${run.targets.map((candidate) => candidate.slug).join(", ") || "(none)"}`,
+        );
+      }
+      const reached = services.target(other);
+      // Recorded like a step's own target: clean-up after a crash visits its host too.
+      await context.touch(reached);
+      return reached;
+    },
     artifacts: services.artifacts
       ? services.artifacts.forStep({
           taskId: task.taskId,

@@ -1,7 +1,7 @@
 import type { Agent } from "node:http";
 import { isIP } from "node:net";
 import { isAbsolute, normalize } from "node:path";
-import { Transform, type Writable } from "node:stream";
+import { Transform, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type Docker from "dockerode";
 import { InputError } from "../domain/errors.js";
@@ -250,6 +250,86 @@ export class DockerRuntime implements Runtime {
     }
   }
 
+  /**
+   * Creates and starts a new container configured as an existing one is: the same image
+   * (by id: exactly what runs now, even if its tag moved since), command, environment,
+   * mounts, networks, limits and restart policy, with `labels` over its own. Published ports
+   * keep their container port and address but get host ports the engine picks: the original
+   * still holds its own. A restart's fresh colour of the same release.
+   */
+  async cloneContainer(
+    nameOrId: string,
+    name: string,
+    labels: Readonly<Record<string, string>>,
+    options: CallOptions = {},
+  ): Promise<StartedContainer> {
+    checkContainerName(nameOrId);
+    checkContainerName(name);
+    const engine = await this.client();
+    const info = await this.call(
+      `inspecting container ${nameOrId}`,
+      (signal) => engine.getContainer(nameOrId).inspect({ abortSignal: signal }),
+      options,
+    );
+    const host = info.HostConfig;
+    const portBindings: Docker.PortMap = {};
+    for (const [key, bindings] of Object.entries(host.PortBindings ?? {})) {
+      portBindings[key] = ((bindings as { HostIp?: string }[] | null) ?? []).map((binding) => ({
+        HostIp: binding.HostIp ?? "",
+        HostPort: "",
+      }));
+    }
+    const networkMode = host.NetworkMode ?? "default";
+    const moreNetworks = Object.keys(info.NetworkSettings.Networks ?? {}).filter(
+      (network) => network !== networkMode && !(networkMode === "default" && network === "bridge"),
+    );
+    const created = await this.call(
+      `creating container ${name}`,
+      (signal) =>
+        engine.createContainer({
+          name,
+          Image: info.Image,
+          Cmd: info.Config.Cmd,
+          Entrypoint: info.Config.Entrypoint,
+          Env: info.Config.Env,
+          WorkingDir: info.Config.WorkingDir,
+          User: info.Config.User,
+          ExposedPorts: info.Config.ExposedPorts,
+          Labels: { ...(info.Config.Labels ?? {}), ...labels },
+          HostConfig: {
+            PortBindings: portBindings,
+            Binds: host.Binds ?? undefined,
+            Mounts: host.Mounts ?? undefined,
+            NanoCpus: host.NanoCpus,
+            Memory: host.Memory,
+            RestartPolicy: host.RestartPolicy,
+            NetworkMode: networkMode,
+          },
+          abortSignal: signal,
+        } as Docker.ContainerCreateOptions),
+      options,
+    );
+    try {
+      for (const network of moreNetworks) {
+        await this.call(
+          `connecting container ${name} to network ${network}`,
+          () => engine.getNetwork(network).connect({ Container: created.id }),
+          options,
+        );
+      }
+      await this.call(`starting container ${name}`, (signal) => created.start({ abortSignal: signal }), options);
+      const inspected = await this.call(
+        `inspecting container ${name}`,
+        (signal) => created.inspect({ abortSignal: signal }),
+        options,
+      );
+      return { id: created.id, name, ports: publishedPorts(inspected.NetworkSettings.Ports) };
+    } catch (error) {
+      await this.call(`removing container ${name}`, () => created.remove({ force: true, v: true })).catch(() => {});
+      throw error;
+    }
+  }
+
   /** The container's state; undefined when there is no such container. */
   async inspectContainer(nameOrId: string, options: CallOptions = {}): Promise<ContainerStatus | undefined> {
     checkContainerName(nameOrId);
@@ -441,6 +521,94 @@ export class DockerRuntime implements Runtime {
       options,
     );
     return text.replace(/\n$/, "").split(/\r?\n/).slice(-lines);
+  }
+
+  /**
+   * Runs a command (argv) in a running container (`docker exec`), streaming its output by
+   * line; env values travel in the API request, never on a command line. The engine has no
+   * call to stop an exec: on timeout or abort the output stream is closed and the command is
+   * reported killed, though it may still be running in the container.
+   */
+  async exec(
+    nameOrId: string,
+    spec: {
+      command: readonly string[];
+      env: Readonly<Record<string, string>>;
+      user?: string | undefined;
+      workingDir?: string | undefined;
+      onLine(stream: "stdout" | "stderr", text: string, cut: boolean): void;
+    },
+    options: CallOptions & { timeoutMs: number },
+  ): Promise<{ exitCode: number | null; timedOut: boolean }> {
+    checkContainerName(nameOrId);
+    const engine = await this.client();
+    const execution = await this.call(
+      `starting a command in container ${nameOrId}`,
+      () =>
+        engine.getContainer(nameOrId).exec({
+          Cmd: [...spec.command],
+          Env: Object.entries(spec.env).map(([name, value]) => `${name}=${value}`),
+          AttachStdout: true,
+          AttachStderr: true,
+          Tty: false,
+          ...(spec.user !== undefined && { User: spec.user }),
+          ...(spec.workingDir !== undefined && { WorkingDir: spec.workingDir }),
+        }),
+      options,
+    );
+    const stream = (await this.call(
+      `attaching to a command in container ${nameOrId}`,
+      () => execution.start({ hijack: true, stdin: false }),
+      options,
+    )) as NodeJS.ReadableStream & { destroy(): void };
+    const stdout = new LineSplitter((text, cut) => spec.onLine("stdout", text, cut));
+    const stderr = new LineSplitter((text, cut) => spec.onLine("stderr", text, cut));
+    const timeout = AbortSignal.timeout(options.timeoutMs);
+    const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+    const ended = await new Promise<boolean>((resolve, reject) => {
+      const toText = (target: LineSplitter) =>
+        new Writable({
+          write(chunk: Buffer, _encoding, done) {
+            target.push(chunk.toString("utf8"));
+            done();
+          },
+        });
+      engine.modem.demuxStream(stream, toText(stdout), toText(stderr));
+      const onAbort = () => {
+        stream.destroy();
+        resolve(false);
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      stream.on("end", () => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(true);
+      });
+      stream.on("close", () => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(!signal.aborted);
+      });
+      stream.on("error", (error) => {
+        signal.removeEventListener("abort", onAbort);
+        if (signal.aborted) resolve(false);
+        else reject(toDockerError(`reading a command's output in container ${nameOrId}`, error));
+      });
+    });
+    stdout.end();
+    stderr.end();
+    if (!ended) {
+      if (options.signal?.aborted) throw options.signal.reason;
+      return { exitCode: null, timedOut: true };
+    }
+    // The output can end a moment before the engine records the exit code.
+    for (let attempt = 0; ; attempt += 1) {
+      const inspected = await this.call(
+        `inspecting a command in container ${nameOrId}`,
+        () => execution.inspect(),
+        options,
+      );
+      if (!inspected.Running || attempt >= 100) return { exitCode: inspected.ExitCode ?? null, timedOut: false };
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
   }
 
   /**

@@ -4,10 +4,15 @@ import { toFieldIssues } from "../domain/validation.js";
 import { approvalStep } from "./approval.js";
 import { collectLogsStep } from "./collectLogs.js";
 import { containerStep } from "./container/containerStep.js";
+import { execStep } from "./exec.js";
 import { healthCheckStep } from "./healthCheck.js";
 import { httpTestStep } from "./httpTest.js";
+import { mysqlBackupStep } from "./mysqlBackup.js";
+import { postgresBackupStep } from "./postgresBackup.js";
 import { processStep } from "./process/processStep.js";
 import { registryRetagStep } from "./registryRetag.js";
+import { restartStep } from "./restart.js";
+import { restoreVerifyStep } from "./restoreVerify.js";
 import { scriptStep } from "./script.js";
 import type { StepKind } from "./types.js";
 
@@ -21,6 +26,11 @@ const stepKinds: readonly StepKind[] = [
   processStep as StepKind,
   registryRetagStep as StepKind,
   collectLogsStep as StepKind,
+  postgresBackupStep as StepKind,
+  mysqlBackupStep as StepKind,
+  restoreVerifyStep as StepKind,
+  execStep as StepKind,
+  restartStep as StepKind,
 ];
 
 const byKind = new Map(stepKinds.map((kind) => [kind.kind, kind]));

@@ -55,6 +55,11 @@ export interface StepRunContext {
   readonly artifacts: StepArtifacts;
   /** Set when the step runs on every target together (a blue/green `switch: allAtOnce`): where the targets meet. */
   readonly allAtOnce?: AllAtOnce;
+  /**
+   * Another target of the run's environment, by slug or name (a backup's second location):
+   * a step reaches it only through its transport. Fails naming the environment's targets.
+   */
+  readonly environmentTarget?: (name: string) => Promise<Target>;
 }
 
 interface StepResult {

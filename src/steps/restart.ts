@@ -1,0 +1,124 @@
+import { z } from "zod";
+import { TaskFailure } from "../engine/types.js";
+import { HEALTH_PATH_LABEL } from "../runtimes/colours.js";
+import type { DockerRuntime } from "../runtimes/docker.js";
+import { dockerColours, startedColour, waitUntilSettled } from "../runtimes/dockerColours.js";
+import { blueGreenOptionsSchema } from "./blueGreen/config.js";
+import { runBlueGreen } from "./blueGreen/strategy.js";
+import { findService, type Service, serviceShape } from "./operations/liveService.js";
+import type { StepKind, StepRunContext } from "./types.js";
+
+/** A restart leaves the colours a rollback needs as it found them: the colour it replaces (same release) goes. */
+const DEFAULT_RETAIN = blueGreenOptionsSchema.parse({}).retain;
+
+const restartConfigSchema = z.strictObject({
+  ...serviceShape,
+  /** The fresh colour's health check; default: the path the live colour was deployed with, HTTP 200 within 60 s. */
+  healthCheck: blueGreenOptionsSchema.shape.healthCheck.optional(),
+  /** How long requests in flight on the old colour may take to finish after the switch. */
+  drainSeconds: z.number().min(0).max(3600).default(30),
+  /** The fresh colour (or the restarted container) must still run this long after its start. */
+  settleSeconds: z.number().min(0).max(300).default(2),
+  /** How long the old colour (or the restarted container) gets to stop after SIGTERM before it is killed. */
+  stopTimeoutSeconds: z.number().int().min(0).max(600).default(10),
+});
+type RestartConfig = z.infer<typeof restartConfigSchema>;
+
+/**
+ * Restarts the project's service in the environment on each target. A routed service goes
+ * through the blue/green path: a fresh colour of the live release (a clone of the live
+ * container: same image by id, env, mounts, limits), health-checked, switched into traffic,
+ * the old one drained and removed — so no request is dropped. A service that is not routed
+ * (a recreate deployment's container) is stopped and started again: a short gap.
+ */
+export const restartStep: StepKind<RestartConfig> = {
+  kind: "restart",
+  config: restartConfigSchema,
+
+  plan(config, render) {
+    const which =
+      config.container === undefined
+        ? `the live colour of route ${config.route ?? "<project>-<environment>"}`
+        : `container ${render(config.container)}`;
+    return [
+      {
+        description: `restart ${which}: routed, a fresh colour of the live release is checked and switched in (drain ${config.drainSeconds} s); otherwise stop and start it`,
+      },
+    ];
+  },
+
+  async run(context, config) {
+    const docker = context.target.runtime("docker");
+    const service = await findService(context, config, docker);
+    if (service.routed) return restartRouted(context, config, docker, service);
+    return restartInPlace(context, config, docker, service);
+  },
+};
+
+async function restartRouted(context: StepRunContext, config: RestartConfig, docker: DockerRuntime, service: Service) {
+  const { container } = service;
+  const routed = service.routed;
+  if (!routed) throw new Error("restartRouted needs a routed service");
+  const release = container.labels["ferry.release"];
+  if (release === undefined) {
+    throw new TaskFailure(`the live colour ${container.name} carries no ferry.release label: deploy a release first`);
+  }
+  context.log.info(
+    `restarting route ${routed.route.name}: a fresh colour of release ${release} beside ${container.name}, switched in once healthy`,
+  );
+  // The fresh colour belongs to the live release (a later deployment retires it like any of
+  // that release's colours) and to this task (a crash of it before the switch removes it).
+  const releaseContext: StepRunContext = {
+    ...context,
+    scope: { ...context.scope, subject: { kind: "release", id: "", version: release } },
+    labels: { ...context.labels, "ferry.release": release },
+  };
+  const options = blueGreenOptionsSchema.parse({
+    healthCheck: config.healthCheck ?? { path: container.labels[HEALTH_PATH_LABEL] ?? "/" },
+    drainSeconds: config.drainSeconds,
+    // One more than usual: the replaced colour, retained by the strategy, is removed below.
+    retain: DEFAULT_RETAIN + 1,
+  });
+  const result = await runBlueGreen(
+    releaseContext,
+    {
+      route: { name: routed.route.name, host: routed.route.host, pathPrefix: routed.route.pathPrefix },
+      options,
+      settleSeconds: config.settleSeconds,
+      stopTimeoutSeconds: config.stopTimeoutSeconds,
+    },
+    dockerColours(docker),
+    {
+      // Unique to this restart: never a retained colour reused in place of a fresh start.
+      runs: { label: "ferry.restart", value: context.taskId },
+      reuseSpares: "",
+      async start(name, labels) {
+        context.log.info(`starting colour ${name} as a copy of ${container.name} (same image, env, mounts, limits)`);
+        const started = await docker.cloneContainer(container.id, name, labels, { signal: context.signal });
+        return startedColour(started.id, started.name, { ...container.labels, ...labels }, started.ports);
+      },
+    },
+    routed.router,
+  );
+  // The replaced colour ran the very release now live again: a rollback to it would change nothing.
+  const replaced = await docker.inspectContainer(container.id, { signal: context.signal });
+  if (replaced && replaced.name !== result.outputs.colour && replaced.labels["ferry.release"] === release) {
+    await docker.stopAndRemove(replaced.id, { stopTimeoutSeconds: config.stopTimeoutSeconds, signal: context.signal });
+    context.log.info(`removed the replaced colour ${replaced.name} (the same release as the fresh one)`);
+  }
+  return { outputs: { ...result.outputs, restartedColour: container.name } };
+}
+
+async function restartInPlace(context: StepRunContext, config: RestartConfig, docker: DockerRuntime, service: Service) {
+  const { container } = service;
+  const { signal } = context;
+  context.log.warn(
+    `container ${container.name} is not behind a route: stopping and starting it (requests during the restart fail; deploy it blue/green for restarts without a gap)`,
+  );
+  await docker.stopContainer(container.id, { stopTimeoutSeconds: config.stopTimeoutSeconds, signal });
+  const started = await docker.startContainer(container.id, { signal });
+  const settled = await waitUntilSettled(docker, started.id, config.settleSeconds * 1000, signal);
+  if (settled.failure !== undefined) throw new TaskFailure(`container ${container.name} ${settled.failure}`);
+  context.log.info(`container ${container.name} restarted and running`);
+  return { outputs: { container: container.name } };
+}
