@@ -18,6 +18,27 @@ export class ApiClient {
   ) {}
 
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const { status, text } = await this.send(method, path, body);
+    if (status === 204) return undefined as T;
+    const parsed = text === "" ? undefined : safeJson(text);
+    if (status < 200 || status > 299) {
+      const problem = (parsed ?? {}) as ProblemBody;
+      throw new OperationError(
+        `${problem.title ?? `HTTP ${status}`}: ${problem.detail ?? "the server refused the request"}`,
+        [
+          ...(problem.errors ?? []).map(
+            (issue) => `${issue.in ? `${issue.in} ` : ""}${issue.pointer || "/"}: ${issue.detail}`,
+          ),
+          ...(problem.usedBy ?? []).map((user) => `used by ${user}`),
+        ],
+        status,
+      );
+    }
+    return parsed as T;
+  }
+
+  /** One request over HTTP: its status and body text. */
+  protected async send(method: string, path: string, body: unknown): Promise<{ status: number; text: string }> {
     const url = new URL(path, this.baseUrl);
     let response: Response;
     try {
@@ -37,22 +58,7 @@ export class ApiClient {
         `${reason} to the Ferry server at ${this.baseUrl}; is it running? (set FERRY_URL or run 'ferry login')`,
       );
     }
-    if (response.status === 204) return undefined as T;
-    const text = await response.text();
-    const parsed = text === "" ? undefined : safeJson(text);
-    if (!response.ok) {
-      const problem = (parsed ?? {}) as ProblemBody;
-      throw new OperationError(
-        `${problem.title ?? `HTTP ${response.status}`}: ${problem.detail ?? "the server refused the request"}`,
-        [
-          ...(problem.errors ?? []).map(
-            (issue) => `${issue.in ? `${issue.in} ` : ""}${issue.pointer || "/"}: ${issue.detail}`,
-          ),
-          ...(problem.usedBy ?? []).map((user) => `used by ${user}`),
-        ],
-      );
-    }
-    return parsed as T;
+    return { status: response.status, text: await response.text() };
   }
 
   /** Headers that authenticate a request made outside `request` (a streaming fetch). */

@@ -63,7 +63,7 @@ export function buildProgram(): Command {
   addReleaseCommands(program, context);
   addRunbookCommands(program, context);
   addFreezeCommands(program, context);
-  addDeploymentCommands(program, context);
+  addDeploymentCommands(program, context, process.env);
   addTaskCommands(program, context);
   addAdminCommands(program, context);
   addApiKeyCommands(program, context);

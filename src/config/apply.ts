@@ -9,6 +9,7 @@ import type { Runbook } from "../domain/runbooks.js";
 import type { Target } from "../domain/targets.js";
 import type { Variable } from "../domain/variables.js";
 import { type FerryFile, variableKey } from "./ferryFile.js";
+import { canonicalJson, type FieldChange, fieldChanges } from "./fieldDiff.js";
 
 /**
  * `ferry apply`: makes the server match a parsed ferry.yml through the REST API, creating
@@ -38,6 +39,8 @@ export interface AppliedChange {
   detail?: string;
   /** Something in the file could not be carried out; the run went on. */
   warning?: string;
+  /** An update's fields: each one's value before and after (a secret's: only that it changed). */
+  fields?: FieldChange[];
 }
 
 interface ApplyOptions {
@@ -45,6 +48,13 @@ interface ApplyOptions {
   updateSecrets?: boolean;
   /** Reads a file the ferry.yml names (an SSH private key), relative to the ferry.yml; undefined when it cannot. */
   readFile?: (path: string) => Promise<string | undefined>;
+  /** Also delete what the project owns and the file leaves out: its runbooks (ADR 0040). */
+  prune?: boolean;
+  /**
+   * The whole apply runs in one transaction (the server's POST /api/v1/config/apply): a refusal
+   * undoes every change before it, and the error says so.
+   */
+  atomic?: boolean;
 }
 
 interface Run {
@@ -53,6 +63,8 @@ interface Run {
   readonly updateSecrets: boolean;
   readonly changes: AppliedChange[];
   readonly readFile: (path: string) => Promise<string | undefined>;
+  readonly prune: boolean;
+  readonly atomic: boolean;
 }
 
 /** One line for people: "created environment dev", "updated lifecycle hello (phases)". */
@@ -77,6 +89,8 @@ export async function applyFerryFile(
     updateSecrets: options.updateSecrets ?? false,
     changes: [],
     readFile: options.readFile ?? (async () => undefined),
+    prune: options.prune ?? false,
+    atomic: options.atomic ?? false,
   };
   const environments = await applyPart(run, "environments", () => applyEnvironments(run, config.environments));
   if (config.feeds.length > 0) {
@@ -107,10 +121,30 @@ export async function applyFerryFile(
   for (const runbook of config.runbooks ?? []) {
     await applyPart(run, `runbook ${runbook.slug}`, () => applyRunbook(run, projectPath, runbook));
   }
+  if (run.prune) {
+    await applyPart(run, `runbooks of ${config.project.slug}`, () =>
+      pruneRunbooks(run, projectPath, new Set((config.runbooks ?? []).map((runbook) => runbook.slug))),
+    );
+  }
   return run.changes;
 }
 
 type WantedRunbook = NonNullable<FerryFile["runbooks"]>[number];
+
+/** --prune: the project's runbooks the file does not list are deleted. */
+async function pruneRunbooks(run: Run, projectPath: string, listed: ReadonlySet<string>): Promise<void> {
+  const collection = `${projectPath}/runbooks`;
+  for (const runbook of await run.client.get<Runbook[]>(collection)) {
+    if (listed.has(runbook.slug)) continue;
+    await run.client.request("DELETE", `${collection}/${segment(runbook.slug)}`);
+    run.changes.push({
+      action: "deleted",
+      resource: "runbook",
+      name: runbook.slug,
+      detail: "not in ferry.yml (--prune)",
+    });
+  }
+}
 
 /**
  * Creates the runbook or updates its draft where it differs from the file's, then publishes
@@ -129,7 +163,13 @@ async function applyRunbook(run: Run, projectPath: string, wanted: WantedRunbook
     const body = differences(existing, desired);
     if (Object.keys(body).length > 0) {
       current = await run.client.request<Runbook>("PATCH", `${collection}/${segment(slug)}`, body);
-      run.changes.push({ action: "updated", resource: "runbook", name: slug, detail: Object.keys(body).join(", ") });
+      run.changes.push({
+        action: "updated",
+        resource: "runbook",
+        name: slug,
+        detail: Object.keys(body).join(", "),
+        fields: fieldChanges(pick(existing, Object.keys(body)), body),
+      });
     } else {
       current = existing;
       run.changes.push({ action: "unchanged", resource: "runbook", name: slug });
@@ -153,12 +193,12 @@ async function applyPart<T>(run: Run, what: string, apply: () => Promise<T>): Pr
   } catch (error) {
     if (!(error instanceof OperationError)) throw error;
     const done = run.changes.filter((change) => change.action !== "unchanged" && change.action !== "skipped");
-    throw new OperationError(`could not apply ${what}: ${error.message}`, [
-      ...error.details,
-      ...(done.length > 0
+    const before = run.atomic
+      ? ["nothing was changed: the apply is all or nothing, and every change before this one was undone"]
+      : done.length > 0
         ? ["changes made before this one (they stay):", ...done.map((change) => `  ${describeChange(change)}`)]
-        : ["nothing was changed before this"]),
-    ]);
+        : ["nothing was changed before this"];
+    throw new OperationError(`could not apply ${what}: ${error.message}`, [...error.details, ...before], error.status);
   }
 }
 
@@ -173,13 +213,11 @@ function differences(current: object, wanted: Record<string, unknown>): Record<s
   return body;
 }
 
-/** JSON with object keys sorted, so two values compare equal whatever order their keys came in. */
-function canonical(value: unknown): string {
-  return JSON.stringify(value, (_key, item: unknown) =>
-    item && typeof item === "object" && !Array.isArray(item)
-      ? Object.fromEntries(Object.entries(item).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-      : item,
-  );
+const canonical = canonicalJson;
+
+/** The fields of `value` named in `keys`, for the "before" side of a field-level diff. */
+function pick(value: object, keys: readonly string[]): Record<string, unknown> {
+  return Object.fromEntries(keys.map((key) => [key, (value as Record<string, unknown>)[key]]));
 }
 
 function sameSet(a: readonly string[], b: readonly string[]): boolean {
@@ -202,7 +240,7 @@ async function createOrUpdate(
   name: string,
   target:
     | { create: { path: string; body: Record<string, unknown> } }
-    | { update: { path: string; body: Record<string, unknown> } },
+    | { update: { path: string; body: Record<string, unknown>; current: object } },
   extra: { detail?: string; warning?: string } = {},
 ): Promise<void> {
   if ("create" in target) {
@@ -216,7 +254,14 @@ async function createOrUpdate(
     return;
   }
   await run.client.request("PATCH", target.update.path, target.update.body);
-  run.changes.push({ action: "updated", resource, name, detail: fields.join(", "), ...extra });
+  run.changes.push({
+    action: "updated",
+    resource,
+    name,
+    detail: fields.join(", "),
+    ...extra,
+    fields: fieldChanges(pick(target.update.current, fields), target.update.body),
+  });
 }
 
 /**
@@ -235,7 +280,7 @@ async function applyEnvironments(run: Run, wanted: FerryFile["environments"]): P
         description: environment.description,
         unavailableTargets: environment.unavailableTargets,
       });
-      await createOrUpdate(run, "environment", environment.slug, { update: { path, body } });
+      await createOrUpdate(run, "environment", environment.slug, { update: { path, body, current } });
       continue;
     }
     const before = wanted
@@ -303,7 +348,7 @@ async function applyFeed(run: Run, feed: FerryFile["feeds"][number], existing: r
     run,
     "feed",
     feed.slug,
-    { update: { path: `/api/v1/feeds/${segment(feed.slug)}`, body } },
+    { update: { path: `/api/v1/feeds/${segment(feed.slug)}`, body, current } },
     { ...detail, ...extra },
   );
 }
@@ -371,7 +416,7 @@ async function applyTarget(run: Run, target: FerryFile["targets"][number], exist
     run,
     "target",
     target.slug,
-    { update: { path: `/api/v1/targets/${segment(target.slug)}`, body } },
+    { update: { path: `/api/v1/targets/${segment(target.slug)}`, body, current } },
     extra,
   );
 }
@@ -471,7 +516,7 @@ async function applyLifecycle(
   }
   const body = differences(current, { name: lifecycle.name, description: lifecycle.description, phases });
   await createOrUpdate(run, "lifecycle", lifecycle.slug, {
-    update: { path: `/api/v1/lifecycles/${segment(lifecycle.slug)}`, body },
+    update: { path: `/api/v1/lifecycles/${segment(lifecycle.slug)}`, body, current },
   });
 }
 
@@ -504,7 +549,7 @@ async function applyProject(
     versionPattern,
   });
   await createOrUpdate(run, "project", project.slug, {
-    update: { path: `/api/v1/projects/${segment(project.slug)}`, body },
+    update: { path: `/api/v1/projects/${segment(project.slug)}`, body, current },
   });
 }
 
@@ -555,6 +600,7 @@ async function applyProcess(
       ...(desired.images !== undefined ? [count(desired.images.length, "image")] : []),
     ].join(", "),
     ...warning,
+    fields: fieldChanges({ images: current.images, steps: current.steps }, desired),
   });
 }
 
@@ -637,18 +683,22 @@ async function updateVariable(run: Run, path: string, current: Variable, variabl
   const name = variableLabel(variable);
   const body: Record<string, unknown> = {};
   const notes: string[] = [];
+  const fields: FieldChange[] = [];
   let warning: string | undefined;
   if (!sameScope(current.scope, variable.scope)) {
     body.scope = variable.scope;
     notes.push(`scope was ${variableLabel(current)}`);
+    fields.push(...fieldChanges(current.scope, variable.scope, "scope"));
   }
   if (!variable.sensitive) {
     if (current.sensitive) {
       Object.assign(body, { sensitive: false, value: variable.value });
       notes.push("no longer sensitive");
+      fields.push({ field: "sensitive", from: true, to: false }, { field: "value", sensitive: true });
     } else if (current.value !== variable.value) {
       body.value = variable.value;
       notes.push("value");
+      fields.push({ field: "value", from: current.value, to: variable.value });
     }
   } else {
     const from = variable.valueFrom?.env ?? "";
@@ -658,6 +708,8 @@ async function updateVariable(run: Run, path: string, current: Variable, variabl
     if (needsValue && value !== undefined) {
       Object.assign(body, { sensitive: true, value });
       notes.push(current.sensitive ? `value from $${from}` : `now sensitive, value from $${from}`);
+      if (!current.sensitive) fields.push({ field: "sensitive", from: false, to: true });
+      fields.push({ field: "value", sensitive: true });
     } else if (needsValue) {
       warning = current.sensitive
         ? `$${from} is not set, so the stored value was kept`
@@ -674,6 +726,7 @@ async function updateVariable(run: Run, path: string, current: Variable, variabl
     name,
     ...(notes.length > 0 && { detail: notes.join("; ") }),
     ...(warning !== undefined && { warning }),
+    ...(changed && { fields }),
   });
 }
 
