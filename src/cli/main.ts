@@ -28,7 +28,7 @@ import { addTargetCommands } from "./targets.js";
 import { addTaskCommands } from "./tasks.js";
 import { addTeamCommands } from "./teams.js";
 import { addApiKeyCommands } from "./users.js";
-import { addVariableCommands } from "./variables.js";
+import { addVariableCommands, addVariablePreviewCommand } from "./variables.js";
 
 export function buildProgram(): Command {
   let parsed: FerryEnvironment | undefined;
@@ -56,6 +56,7 @@ export function buildProgram(): Command {
   addAgentTokenCommands(program, context);
   addFeedCommands(program, context);
   addVariableCommands(program, context);
+  addVariablePreviewCommand(program, context);
   addApplyCommand(program, context, process.env);
   // Program options count only before a subcommand, so `release create --version V` is
   // the release's version, not the program's --version.

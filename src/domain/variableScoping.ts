@@ -190,7 +190,9 @@ function whyNotApplicable(scope: VariableScope, context: ScopeContext): string |
       : "scoped to roles the target does not have";
   }
   if (excludes(scope.targets, context.target)) {
-    return context.target === undefined ? "scoped to targets, and no target is in question here" : "scoped to other targets";
+    return context.target === undefined
+      ? "scoped to targets, and no target is in question here"
+      : "scoped to other targets";
   }
   return context.step === undefined ? "scoped to steps, and no step is in question here" : "scoped to other steps";
 }

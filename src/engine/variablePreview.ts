@@ -4,8 +4,8 @@ import {
   AmbiguousScopeError,
   type CandidateVerdict,
   explainVariables,
-  type ScopeRank,
   type ScopedVariable,
+  type ScopeRank,
 } from "../domain/variableScoping.js";
 import type { StoreContext } from "../store/common.js";
 import { findNamed } from "../store/common.js";
@@ -128,15 +128,19 @@ export async function previewVariables(
     candidates.map((candidate) => ({ ...candidate, value: candidate.value ?? "" })),
     scopeContextOf(where),
   );
+  // Least specific first, as the precedence reads: project < environment < role < target < step.
+  const order: readonly string[] = ["project", "environment", "role", "target", "step"];
   const candidatesOf = (name: string): PreviewCandidate[] =>
-    (explained.get(name) ?? []).map(({ candidate, verdict, rank, reason }) => ({
-      value: candidate.value,
-      sensitive: candidate.sensitive,
-      scope: bySlug(candidate.scope),
-      rank,
-      verdict,
-      reason,
-    }));
+    [...(explained.get(name) ?? [])]
+      .sort((a, b) => order.indexOf(a.rank) - order.indexOf(b.rank))
+      .map(({ candidate, verdict, rank, reason }) => ({
+        value: candidate.value,
+        sensitive: candidate.sensitive,
+        scope: bySlug(candidate.scope),
+        rank,
+        verdict,
+        reason,
+      }));
   const sensitiveNames = new Set(candidates.filter((candidate) => candidate.sensitive).map((c) => c.name));
   const visible = (name: string) => showsSensitiveNames || !sensitiveNames.has(name);
 
