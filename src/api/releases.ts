@@ -8,6 +8,7 @@ import { createReleaseSchema, releaseSchema } from "../domain/releases.js";
 import { autoDeployNewRelease, promote, requestDeployment, rollback } from "../engine/deploymentRequests.js";
 import type { DeploymentServices } from "../engine/deployments.js";
 import { planDeployment } from "../engine/plan.js";
+import { diffProjectReleases } from "../engine/releaseDiff.js";
 import { previewVariables } from "../engine/variablePreview.js";
 import { checkImageFeeds, pinImages } from "../feeds/images.js";
 import { defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
@@ -72,6 +73,49 @@ const planSchema = z.object({
     }),
   ),
   variables: z.array(z.object({ name: z.string(), value: z.string(), sensitive: z.boolean() })),
+});
+
+const releaseDiffQuerySchema = z.strictObject({
+  from: referenceSchema.describe("the older release: version or id"),
+  to: referenceSchema.describe("the newer release: version or id"),
+});
+
+const changeKindSchema = z.enum(["added", "removed", "changed"]);
+const pinnedSchema = z.object({ repository: z.string(), tag: z.string(), digest: z.string() });
+const releaseDiffSchema = z.object({
+  project: z.string(),
+  from: z.string(),
+  to: z.string(),
+  images: z.array(
+    z.object({
+      name: z.string(),
+      change: changeKindSchema,
+      from: pinnedSchema.optional(),
+      to: pinnedSchema.optional(),
+    }),
+  ),
+  steps: z.array(
+    z.object({
+      name: z.string(),
+      kind: z.string(),
+      change: changeKindSchema,
+      fields: z
+        .array(z.object({ field: z.string(), from: z.unknown().optional(), to: z.unknown().optional() }))
+        .optional(),
+    }),
+  ),
+  variables: z.array(
+    z.object({
+      name: z.string(),
+      scope: z.object({ environments: z.array(z.string()), roles: z.array(z.string()), targets: z.array(z.string()) }),
+      change: changeKindSchema,
+      sensitive: z.boolean().describe("a sensitive variable's values are never shown, only that it changed"),
+      from: z.string().optional(),
+      to: z.string().optional(),
+      note: z.string().optional(),
+    }),
+  ),
+  notes: z.object({ from: z.string(), to: z.string() }).nullable(),
 });
 
 const variablePreviewQuerySchema = z.strictObject({
@@ -350,6 +394,19 @@ export function releaseRoutes(
       response: planSchema,
       // The caller's access: sensitive variables' names are left out without viewSensitiveNames there.
       handler: ({ params, query, access }) => planDeployment(services, { project: params.project, ...query }, access),
+    }),
+    defineRoute({
+      method: "GET",
+      path: "/api/v1/projects/:project/release-diff",
+      tag: "Releases",
+      summary:
+        "What changed from one release to another: images with digests, steps field by field, variables (sensitive ones only as changed), notes",
+      access: { kind: "project", permission: "view", project: (params) => params.project },
+      params: pathParams("project"),
+      query: releaseDiffQuerySchema,
+      response: releaseDiffSchema,
+      handler: ({ params, query, access }) =>
+        diffProjectReleases(context, { project: params.project, ...query }, access),
     }),
     defineRoute({
       method: "GET",

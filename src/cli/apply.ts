@@ -3,7 +3,7 @@ import { dirname, join, resolve } from "node:path";
 import type { Command } from "commander";
 import type { ConfigRequest, ConfigResult } from "../api/configAsCode.js";
 import type { FerryFile } from "../config/ferryFile.js";
-import { describeFieldChange } from "../config/fieldDiff.js";
+import { describeFieldChange } from "../domain/fieldDiff.js";
 import { keyFileSecret } from "../config/secretNames.js";
 import { InputError } from "../domain/errors.js";
 import { UsageError } from "./errors.js";

@@ -9,7 +9,7 @@ import type { Runbook } from "../domain/runbooks.js";
 import type { Target } from "../domain/targets.js";
 import type { Variable } from "../domain/variables.js";
 import { type FerryFile, variableKey } from "./ferryFile.js";
-import { canonicalJson, type FieldChange, fieldChanges } from "./fieldDiff.js";
+import { canonicalJson, type FieldChange, fieldChanges } from "../domain/fieldDiff.js";
 
 /**
  * `ferry apply`: makes the server match a parsed ferry.yml through the REST API, creating
