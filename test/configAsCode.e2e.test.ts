@@ -1,5 +1,7 @@
-import { mkdir, writeFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   apiRequest,
@@ -86,6 +88,120 @@ lifecycle:
 variables:
   - name: Title
     value: My blog
+`;
+
+/** A project using every step kind and every scope, a secret of each kind, and a published runbook. */
+const EVERYTHING = `
+project:
+  name: everything
+  description: Every step kind and every scope
+environments:
+  - every-dev
+  - name: Every production
+    slug: every-prod
+    description: Where customers are
+    unavailableTargets: skip
+lifecycle:
+  name: everything
+  phases:
+    - environments: [every-dev]
+      autoDeploy: true
+    - name: Live
+      environments: [every-prod]
+      separateApprover: true
+feeds:
+  - name: everything-registry
+    url: http://127.0.0.1:5000
+    username: ci
+    passwordFrom: { env: EVERYTHING_FEED_PASSWORD }
+targets:
+  - name: every-web
+    environments: [every-dev, every-prod]
+    roles: [web]
+    runtimes: [docker, process]
+  - name: every-remote
+    environments: [every-prod]
+    roles: [web, edge]
+    transport: ssh
+    ssh:
+      host: 127.0.0.1
+      port: 2222
+      user: deploy
+      privateKeyFrom: { file: id_ed25519 }
+images:
+  - name: web
+    feed: everything-registry
+    repository: demo/everything
+    version: { semver: "^1.0.0" }
+variables:
+  - name: Greeting
+    value: Hello
+  - name: Greeting
+    value: Hello from production
+    scope: { environments: [every-prod] }
+  - name: Greeting
+    value: Hello web
+    scope: { roles: [web] }
+  - name: Greeting
+    value: Hello remote
+    scope: { targets: [every-remote] }
+  - name: Port
+    value: "8080"
+    scope: { environments: [every-prod], roles: [edge] }
+  - name: ApiToken
+    sensitive: true
+    valueFrom: { env: EVERYTHING_API_TOKEN }
+    scope: { environments: [every-prod] }
+versionPattern: "2.#{n}.0"
+steps:
+  - name: Migrate
+    kind: script
+    excludeEnvironments: [every-dev]
+    condition: { variable: "Greeting" }
+    config:
+      script: echo "$GREETING"
+      env: { GREETING: "#{Greeting}" }
+  - name: Run web
+    kind: container
+    roles: [web]
+    rolling: { window: 50%, pauseSeconds: 5 }
+    config:
+      image: "#{Ferry.Image[web]}"
+      strategy: blueGreen
+      route: { host: "#{Ferry.Environment.Slug}.everything.test", port: 8080 }
+      blueGreen: { healthCheck: { path: /health }, bakeSeconds: 2 }
+  - name: Worker
+    kind: process
+    roles: [web]
+    config:
+      command: node
+      args: [worker.js]
+      env: { PORT_HINT: "#{Port}" }
+  - name: Healthy
+    kind: health-check
+    config:
+      url: http://127.0.0.1:8080/health
+      deadlineSeconds: 30
+  - name: Smoke
+    kind: http-test
+    required: false
+    config:
+      url: http://127.0.0.1:8080/
+      assertions: { status: 200 }
+  - name: Sign off
+    kind: approval
+    environments: [every-prod]
+    config: { instructions: "Check #{Ferry.Environment.Name}" }
+runbooks:
+  - name: Restart
+    environments: [every-prod]
+    parameters:
+      - { name: Reason, type: string }
+    steps:
+      - name: restart
+        kind: script
+        config: { script: echo restart }
+    publish: true
 `;
 
 interface Change {
@@ -239,6 +355,44 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
 
     await ferry(["apply", "-f", join(projects, "a-shop.yml"), "-f", join(projects, "b-blog.yml")]).then(expectSuccess);
     expect(await total("/api/v1/projects")).toBe(2);
+  });
+
+  it("exports a project using every step kind and scope as a file that plans to no change", async () => {
+    const everything = join(directory, "everything");
+    await mkdir(everything);
+    await promisify(execFile)("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(everything, "id_ed25519")]);
+    await writeFile(join(everything, "ferry.yml"), EVERYTHING);
+    const secrets = { EVERYTHING_FEED_PASSWORD: "feed-password-1", EVERYTHING_API_TOKEN: "api-token-1" };
+    const applied = await ferry(["apply", "-f", join(everything, "ferry.yml")], secrets);
+    expectSuccess(applied);
+    expect(applied.stderr).toBe("");
+
+    const exported = join(directory, "exported.yml");
+    expectSuccess(await ferry(["export", "--project", "everything", "-o", exported]));
+    const text = await readFile(exported, "utf8");
+    // Secrets as references, never values (the key file's content is not in it either).
+    expect(text).toContain("valueFrom:\n      env: FERRY_SECRET_APITOKEN\n");
+    expect(text).toContain("passwordFrom:\n      env: FERRY_SECRET_FEED_EVERYTHING_REGISTRY_PASSWORD\n");
+    expect(text).toContain("privateKeyFrom:\n        env: FERRY_SECRET_TARGET_EVERY_REMOTE_PRIVATE_KEY\n");
+    for (const secret of Object.values(secrets)) expect(text).not.toContain(secret);
+    expect(text).not.toContain("PRIVATE KEY-----");
+
+    // Round trip: without any secret in the environment, the stored ones are kept.
+    const plan = await ferry(["plan", "-f", exported]);
+    expectSuccess(plan);
+    expect(plan.stdout).toMatch(/^No changes: the server matches the file \(\d+ unchanged\)\.\n$/);
+
+    // One value edited: exactly that one change.
+    await writeFile(exported, text.replace("value: Hello remote", "value: Hi remote"));
+    const edited = parseJson<Change[]>(await ferry(["plan", "-f", exported, "--json"]));
+    expect(changed(edited).map(({ action, resource, name, fields }) => ({ action, resource, name, fields }))).toEqual([
+      {
+        action: "updated",
+        resource: "variable",
+        name: "Greeting [targets every-remote]",
+        fields: [{ field: "value", from: "Hello remote", to: "Hi remote" }],
+      },
+    ]);
   });
 
   it("deletes the runbooks a file does not list only with --prune", async () => {

@@ -1,11 +1,11 @@
-import { readdir, readFile, stat } from "node:fs/promises";
+import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import type { Command } from "commander";
 import type { ConfigRequest, ConfigResult } from "../api/configAsCode.js";
 import type { FerryFile } from "../config/ferryFile.js";
-import { describeFieldChange } from "../domain/fieldDiff.js";
 import { keyFileSecret } from "../config/secretNames.js";
 import { InputError } from "../domain/errors.js";
+import { describeFieldChange } from "../domain/fieldDiff.js";
 import { UsageError } from "./errors.js";
 import { printJson, writeError, writeOutput } from "./output.js";
 import { type CliContext, collect } from "./resourceGroup.js";
@@ -50,6 +50,26 @@ export function addApplyCommand(
       if (options.json) printJson(result.changes);
       else writeOutput(`${[...result.changes.map(describeChangeLine), summary(result.changes)].join("\n")}\n`);
       warn(result.changes);
+    });
+}
+
+/** `ferry export --project P`: the project as a ferry.yml that plans to no change (ADR 0040). */
+export function addExportCommand(program: Command, context: CliContext): void {
+  program
+    .command("export")
+    .description("write a project back as a ferry.yml (secrets as valueFrom references) that `plan -f` finds unchanged")
+    .requiredOption("--project <ref>", "project id or slug")
+    .option("-o, --output <path>", "write the file here instead of standard output")
+    .action(async (options: { project: string; output?: string }) => {
+      const { exportProject } = await import("../config/export.js");
+      const client = await context.client();
+      const text = await exportProject(client, options.project);
+      if (options.output === undefined) {
+        writeOutput(text);
+        return;
+      }
+      await writeFile(options.output, text, { mode: 0o644 });
+      writeError(`wrote ${options.output}\n`);
     });
 }
 

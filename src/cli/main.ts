@@ -5,7 +5,7 @@ import { escapeControlCharacters } from "../domain/text.js";
 import { FERRY_VERSION } from "../version.js";
 import { addAdminCommands } from "./admin.js";
 import { addAgentCommand, addAgentTokenCommands } from "./agent.js";
-import { addApplyCommand } from "./apply.js";
+import { addApplyCommand, addExportCommand } from "./apply.js";
 import { addDemoCommand } from "./demo.js";
 import { addDeploymentCommands } from "./deployments.js";
 import { addEnvironmentCommands } from "./environments.js";
@@ -58,6 +58,7 @@ export function buildProgram(): Command {
   addVariableCommands(program, context);
   addVariablePreviewCommand(program, context);
   addApplyCommand(program, context, process.env);
+  addExportCommand(program, context);
   // Program options count only before a subcommand, so `release create --version V` is
   // the release's version, not the program's --version.
   program.enablePositionalOptions();
