@@ -395,6 +395,19 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
     ]);
   });
 
+  it("tells a file plan from a deployment plan, and refuses a mix of the two", async () => {
+    const file = join(directory, "ferry.yml");
+    const mixed = await ferry(["plan", "-f", file, "--project", "shop"]);
+    expect(mixed.code).toBe(2);
+    expect(mixed.stderr).toContain("plan -f plans applying files; --project plan a deployment: give one or the other");
+    const neither = await ferry(["plan", "--project", "shop"]);
+    expect(neither.code).toBe(2);
+    expect(neither.stderr).toContain("required: --release, --env (to plan a deployment), or -f ferry.yml");
+    const prune = await ferry(["plan", "--project", "shop", "--release", "1", "--env", "dev", "--prune"]);
+    expect(prune.code).toBe(2);
+    expect(prune.stderr).toContain("--prune only goes with -f ferry.yml");
+  });
+
   it("deletes the runbooks a file does not list only with --prune", async () => {
     const file = await write("no-runbooks.yml", SHOP.slice(0, SHOP.indexOf("runbooks:")));
     const without = parseJson<Change[]>(await ferry(["apply", "-f", file, "--json"]));

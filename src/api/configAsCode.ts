@@ -38,7 +38,7 @@ const fileSchema = z.strictObject({
     .describe("The ferry.yml's text"),
 });
 
-export const configRequestSchema = z.strictObject({
+const configRequestSchema = z.strictObject({
   files: z
     .array(fileSchema)
     .min(1, { message: "send at least one ferry.yml" })
@@ -77,7 +77,7 @@ const changeSchema = z.object({
   fields: z.array(fieldChangeSchema).optional(),
 });
 
-export const configResultSchema = z.object({
+const configResultSchema = z.object({
   applied: z.boolean().describe("False for a plan: nothing was changed"),
   changes: z.array(changeSchema),
 });
@@ -205,7 +205,7 @@ class InjectClient extends ApiClient {
     this.credentials = credentials;
   }
 
-  protected override async send(method: string, path: string, body: unknown) {
+  protected override async send(method: string, path: string, body: unknown, _timeoutMs: number) {
     const response = await this.app.inject({
       method: method as "GET",
       url: path,

@@ -22,6 +22,8 @@ import { type CliContext, collect } from "./resourceGroup.js";
  */
 
 type ChangeList = ConfigResult["changes"];
+
+const CONFIG_TIMEOUT_MS = 10 * 60_000;
 type Change = ChangeList[number];
 
 export interface FileOptions {
@@ -121,7 +123,8 @@ async function sendFiles(
     updateSecrets: options.updateSecrets ?? false,
     prune: options.prune ?? false,
   };
-  return client.request<ConfigResult>("POST", `/api/v1/config/${action}`, body);
+  // The server applies every file before it answers: allow it far longer than one request.
+  return client.request<ConfigResult>("POST", `/api/v1/config/${action}`, body, CONFIG_TIMEOUT_MS);
 }
 
 /** A directory stands for its *.yml and *.yaml files, in name order. */
@@ -203,7 +206,7 @@ const PLAN_VERBS: Record<Change["action"], string> = {
 };
 
 /** The plan for people: each change with its fields, unchanged things left out, then a count. */
-export function formatPlan(changes: ChangeList): string {
+function formatPlan(changes: ChangeList): string {
   const lines: string[] = [];
   for (const change of changes) {
     if (change.action === "unchanged") continue;

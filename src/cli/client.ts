@@ -17,8 +17,9 @@ export class ApiClient {
     private readonly timeoutMs = 30_000,
   ) {}
 
-  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const { status, text } = await this.send(method, path, body);
+  /** `timeoutMs` replaces the client's own for this request (an apply of many files takes longer). */
+  async request<T>(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
+    const { status, text } = await this.send(method, path, body, timeoutMs);
     if (status === 204) return undefined as T;
     const parsed = text === "" ? undefined : safeJson(text);
     if (status < 200 || status > 299) {
@@ -38,7 +39,12 @@ export class ApiClient {
   }
 
   /** One request over HTTP: its status and body text. */
-  protected async send(method: string, path: string, body: unknown): Promise<{ status: number; text: string }> {
+  protected async send(
+    method: string,
+    path: string,
+    body: unknown,
+    timeoutMs: number,
+  ): Promise<{ status: number; text: string }> {
     const url = new URL(path, this.baseUrl);
     let response: Response;
     try {
@@ -50,7 +56,7 @@ export class ApiClient {
           ...(body !== undefined && { "content-type": "application/json" }),
         },
         ...(body !== undefined && { body: JSON.stringify(body) }),
-        signal: AbortSignal.timeout(this.timeoutMs),
+        signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (error) {
       const reason = (error as Error).name === "TimeoutError" ? "timed out" : "could not connect";

@@ -124,6 +124,12 @@ export function addDeploymentCommands(
         await planFiles(context, secretSource, options);
         return;
       }
+      const fileOnly = (["updateSecrets", "prune"] as const).filter((name) => options[name] !== undefined);
+      if (fileOnly.length > 0) {
+        throw new UsageError(
+          `${fileOnly.map((name) => (name === "prune" ? "--prune" : "--update-secrets")).join(" and ")} ${fileOnly.length > 1 ? "only go" : "only goes"} with -f ferry.yml`,
+        );
+      }
       const missing = (["project", "release", "env"] as const).filter((name) => options[name] === undefined);
       if (missing.length > 0) {
         throw new UsageError(

@@ -2,6 +2,7 @@ import { type ApiClient, segment } from "../cli/client.js";
 import { OperationError } from "../cli/errors.js";
 import type { Environment } from "../domain/environments.js";
 import type { Feed } from "../domain/feeds.js";
+import { canonicalJson, type FieldChange, fieldChanges } from "../domain/fieldDiff.js";
 import type { Lifecycle } from "../domain/lifecycles.js";
 import type { Step } from "../domain/process.js";
 import type { Project } from "../domain/projects.js";
@@ -9,7 +10,6 @@ import type { Runbook } from "../domain/runbooks.js";
 import type { Target } from "../domain/targets.js";
 import type { Variable } from "../domain/variables.js";
 import { type FerryFile, variableKey } from "./ferryFile.js";
-import { canonicalJson, type FieldChange, fieldChanges } from "../domain/fieldDiff.js";
 
 /**
  * `ferry apply`: makes the server match a parsed ferry.yml through the REST API, creating

@@ -24,14 +24,14 @@ export interface ReleaseSide {
 
 type Change = "added" | "removed" | "changed";
 
-export interface ImageChange {
+interface ImageChange {
   name: string;
   change: Change;
   from?: { repository: string; tag: string; digest: string };
   to?: { repository: string; tag: string; digest: string };
 }
 
-export interface StepChange {
+interface StepChange {
   name: string;
   change: Change;
   /** For a changed step: each field that differs (config.script, roles…). */
@@ -40,7 +40,7 @@ export interface StepChange {
   kind: string;
 }
 
-export interface VariableChange {
+interface VariableChange {
   name: string;
   scope: { environments: string[]; roles: string[]; targets: string[] };
   change: Change;

@@ -30,7 +30,7 @@ interface ScopeBySlug {
   targets: string[];
 }
 
-export interface PreviewCandidate {
+interface PreviewCandidate {
   value: string;
   sensitive: boolean;
   scope: ScopeBySlug;
@@ -39,7 +39,7 @@ export interface PreviewCandidate {
   reason: string;
 }
 
-export interface PreviewVariable {
+interface PreviewVariable {
   name: string;
   value: string;
   sensitive: boolean;
