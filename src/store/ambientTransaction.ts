@@ -44,7 +44,12 @@ function bound(target: object, property: PropertyKey): unknown {
   return typeof value === "function" ? value.bind(target) : value;
 }
 
-/** What `db.transaction()` gives inside the ambient transaction: a savepoint, released or rolled back to. */
+/**
+ * What `db.transaction()` gives inside the ambient transaction: a savepoint, released or
+ * rolled back to. Savepoints nest (a store function called inside another's transaction
+ * gets one inside that one); they must not interleave, so work inside the ambient
+ * transaction runs its store functions one after another, as the requests apply replays do.
+ */
 function savepointBuilder(current: Ambient) {
   return {
     execute: async <T>(work: (transaction: Transaction<Database>) => Promise<T>): Promise<T> => {
