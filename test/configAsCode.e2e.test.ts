@@ -353,6 +353,21 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
     expect(await total("/api/v1/projects")).toBe(1);
     expect(await total("/api/v1/lifecycles")).toBe(1);
 
+    // Two files that describe a shared environment differently contradict each other.
+    const contradicting = await write(
+      "blog-contradicting.yml",
+      BLOG.replace(
+        "environments: [dev, test, prod]",
+        "environments: [dev, test, { name: Production, slug: prod }]",
+      ),
+    );
+    const contradiction = await ferry(["apply", "-f", join(projects, "a-shop.yml"), "-f", contradicting]);
+    expect(contradiction.code, contradiction.stderr).toBe(1);
+    expect(contradiction.stderr).toContain(
+      `the files contradict each other: applied after the others, ${join(projects, "a-shop.yml")} would change environment prod (name) back`,
+    );
+    expect(await total("/api/v1/projects")).toBe(1);
+
     await ferry(["apply", "-f", join(projects, "a-shop.yml"), "-f", join(projects, "b-blog.yml")]).then(expectSuccess);
     expect(await total("/api/v1/projects")).toBe(2);
   });

@@ -157,6 +157,23 @@ async function applyFiles(
           });
           changes.push(...fileChanges.map((change) => ({ file: name, ...change })));
         }
+        // Files that describe a shared thing (an environment, a lifecycle…) differently would
+        // leave it as the last one says, and the next apply of the other would change it back.
+        // Each file applied again over the result must change nothing.
+        if (parsed.length > 1) {
+          for (const { name, config } of parsed) {
+            const again = await applyFerryFile(client, config, secrets, {
+              atomic: true,
+              readFile: async (path) => secrets[keyFileSecret(name, path)],
+            });
+            const undone = again.filter((change) => change.action !== "unchanged" && change.action !== "skipped");
+            if (undone.length > 0) {
+              throw new ConflictError(
+                `the files contradict each other: applied after the others, ${name} would change ${undone.map((change) => `${change.resource} ${change.name}${change.fields?.length ? ` (${change.fields.map((field) => field.field).join(", ")})` : ""}`).join("; ")} back; nothing was changed: make the files agree, or describe each shared thing in one file only`,
+              );
+            }
+          }
+        }
       },
       { commit },
     );
