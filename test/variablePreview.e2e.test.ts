@@ -204,7 +204,29 @@ describe.each(["sqlite", "postgres"] as const)("ferry vars show on %s", (dialect
     for (const { target, values } of seen) {
       const shown = await preview(["--env", "prod", "--target", target ?? "", "--step", "Print"]);
       expect(valuesOf(shown), `target ${target}`).toEqual(values);
+      const ofRelease = await preview([
+        "--env",
+        "prod",
+        "--target",
+        target ?? "",
+        "--step",
+        "Print",
+        "--release",
+        "1.0.0",
+      ]);
+      expect(valuesOf(ofRelease), `target ${target}, release 1.0.0`).toEqual(values);
+      expect(ofRelease.variables.find((variable) => variable.name === "Ferry.Release.Number")?.value).toBe("1.0.0");
     }
+    // The variables change after the release: the preview follows, the release's snapshot does not.
+    const updated = await ferry(["var", "update", "--project", "shop", "Port", "--value", "81"]);
+    expect(updated.code, updated.stderr).not.toBe(0); // two variables are named Port: refer to one by id
+    const ports = parseJson<{ id: string; name: string; scope: { roles: string[] } }[]>(
+      await ferry(["var", "list", "--project", "shop", "--json"]),
+    ).filter((variable) => variable.name === "Port");
+    const unscopedPort = ports.find((variable) => variable.scope.roles.length === 0);
+    expectSuccess(await ferry(["var", "update", "--project", "shop", unscopedPort?.id ?? "", "--value", "81"]));
+    expect(valuesOf(await preview(["--env", "prod", "--target", "web-2"])).Port).toBe("81");
+    expect(valuesOf(await preview(["--env", "prod", "--target", "web-2", "--release", "1.0.0"])).Port).toBe("80");
     // Each scope won somewhere: target on web-1, role on web-2, environment on db-1 (and role for its Port).
     expect(Object.fromEntries(seen.map((item) => [item.target, item.values.Where]))).toEqual({
       "web-1": "from-target",

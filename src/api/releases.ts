@@ -122,6 +122,9 @@ const variablePreviewQuerySchema = z.strictObject({
   environment: referenceSchema.describe("environment slug or id"),
   target: referenceSchema.optional().describe("a target of the environment (slug or id): what steps on it see"),
   step: z.string().min(1).max(200).optional().describe("a step of the project's process, by name"),
+  release: referenceSchema
+    .optional()
+    .describe("a release (version or id): its snapshot, as deploying it would give, instead of the variables now"),
 });
 
 const previewScopeSchema = z.object({
@@ -143,6 +146,7 @@ const variablePreviewSchema = z.object({
   environment: z.string(),
   target: z.string().nullable(),
   step: z.string().nullable(),
+  release: z.string().nullable(),
   variables: z.array(
     z.object({
       name: z.string(),

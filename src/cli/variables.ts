@@ -132,6 +132,7 @@ interface VariablePreview {
   environment: string;
   target: string | null;
   step: string | null;
+  release: string | null;
   variables: {
     name: string;
     value: string;
@@ -159,6 +160,7 @@ export function addVariablePreviewCommand(program: Command, context: CliContext)
     .requiredOption("--env <ref>", "environment slug or id")
     .option("--target <ref>", "a target of the environment: what steps on it see")
     .option("--step <name>", "a step of the project's process")
+    .option("--release <version>", "what deploying this release would give (its snapshot), not the variables now")
     .option("--explain <name>", "list every value of this variable and why it won or lost")
     .option("--json", "print JSON")
     .action(
@@ -167,6 +169,7 @@ export function addVariablePreviewCommand(program: Command, context: CliContext)
         env: string;
         target?: string;
         step?: string;
+        release?: string;
         explain?: string;
         json?: boolean;
       }) => {
@@ -175,6 +178,7 @@ export function addVariablePreviewCommand(program: Command, context: CliContext)
           environment: options.env,
           ...(options.target !== undefined && { target: options.target }),
           ...(options.step !== undefined && { step: options.step }),
+          ...(options.release !== undefined && { release: options.release }),
         });
         const preview = await client.get<VariablePreview>(
           `/api/v1/projects/${segment(options.project)}/variable-preview?${query}`,
@@ -203,6 +207,7 @@ function where(preview: VariablePreview): string {
     `in ${preview.environment}`,
     ...(preview.target ? [`on target ${preview.target}`] : []),
     ...(preview.step ? [`for step ${preview.step}`] : []),
+    ...(preview.release ? [`of release ${preview.release}`] : []),
   ].join(" ");
 }
 

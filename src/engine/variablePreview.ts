@@ -1,5 +1,6 @@
 import { Access } from "../domain/access.js";
 import { InputError } from "../domain/errors.js";
+import { releaseSnapshotSchema } from "../domain/releases.js";
 import {
   AmbiguousScopeError,
   type CandidateVerdict,
@@ -10,7 +11,7 @@ import {
 import type { StoreContext } from "../store/common.js";
 import { findNamed } from "../store/common.js";
 import { environmentTargets, type TargetInfo } from "../store/deployments.js";
-import { getProcess, snapshotVariables } from "../store/releases.js";
+import { getProcess, getReleaseRow, snapshotVariables } from "../store/releases.js";
 import { scopeContextOf, stepVariables } from "./deployments.js";
 import { MASK } from "./logMasker.js";
 
@@ -55,6 +56,7 @@ export interface VariablePreview {
   environment: string;
   target: string | null;
   step: string | null;
+  release: string | null;
   variables: PreviewVariable[];
   /** Names whose best values tie here: a deployment fails on them, so they have no value. */
   ambiguous: { name: string; message: string; candidates: PreviewCandidate[] }[];
@@ -62,7 +64,14 @@ export interface VariablePreview {
 
 export async function previewVariables(
   context: StoreContext,
-  request: { project: string; environment: string; target?: string | undefined; step?: string | undefined },
+  request: {
+    project: string;
+    environment: string;
+    target?: string | undefined;
+    step?: string | undefined;
+    /** A release: its snapshot instead of the project's variables now (what deploying it would give). */
+    release?: string | undefined;
+  },
   access: Access = Access.everything(),
 ): Promise<VariablePreview> {
   const { db } = context;
@@ -76,8 +85,10 @@ export async function previewVariables(
   const targets = await environmentTargets(db, environment.id);
   const target = request.target === undefined ? undefined : targetIn(targets, request.target, environment.slug);
   const stepName = request.step ?? "";
+  const release = request.release === undefined ? undefined : await releaseOf(db, project, request.release);
   if (request.step !== undefined) {
-    const steps = (await getProcess(context, project.id)).steps.map((step) => step.name);
+    const process = release ? release.snapshot.process : await getProcess(context, project.id);
+    const steps = process.steps.map((step) => step.name);
     if (!steps.includes(request.step)) {
       throw new InputError(`project '${project.slug}' has no step '${request.step}'`, [
         {
@@ -89,8 +100,8 @@ export async function previewVariables(
     }
   }
 
-  // Exactly what a release made now would hold; sensitive values stay sealed.
-  const snapshot = await snapshotVariables(db, project.id, () => "");
+  // Exactly what a release made now would hold (or the release's own); sensitive values stay sealed.
+  const snapshot = release ? release.snapshot.variables : await snapshotVariables(db, project.id, () => "");
   const candidates = snapshot.map((variable) => ({
     ...variable,
     value: variable.sensitive ? MASK : variable.value,
@@ -102,11 +113,13 @@ export async function previewVariables(
     projectName: project.name,
     projectSlug: project.slug,
     ...(target && { targetName: target.name }),
+    ...(release && { releaseNumber: release.version }),
   };
+  const images = release?.snapshot.images ?? [];
   let ambiguousNames = new Set<string>();
   let values: Map<string, string>;
   try {
-    values = stepVariables(candidates, where, system);
+    values = stepVariables(candidates, where, system, new Map(), images);
   } catch (error) {
     if (!(error instanceof AmbiguousScopeError)) throw error;
     // A deployment fails on these; the others still show what they would be.
@@ -115,6 +128,8 @@ export async function previewVariables(
       candidates.filter((candidate) => !ambiguousNames.has(candidate.name)),
       where,
       system,
+      new Map(),
+      images,
     );
   }
 
@@ -167,9 +182,20 @@ export async function previewVariables(
     environment: environment.slug,
     target: target?.slug ?? null,
     step: request.step ?? null,
+    release: release?.version ?? null,
     variables,
     ambiguous,
   };
+}
+
+async function releaseOf(db: StoreContext["db"], project: { id: string; slug: string }, reference: string) {
+  const row = await getReleaseRow(db, project.id, reference);
+  if (!row) {
+    throw new InputError(`project '${project.slug}' has no release '${reference}'`, [
+      { pointer: "/release", detail: "list releases with 'ferry release list --project …'", in: "query" },
+    ]);
+  }
+  return { version: row.version, snapshot: releaseSnapshotSchema.parse(JSON.parse(row.snapshot)) };
 }
 
 function targetIn(targets: readonly TargetInfo[], reference: string, environmentSlug: string): TargetInfo {
