@@ -356,10 +356,7 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
     // Two files that describe a shared environment differently contradict each other.
     const contradicting = await write(
       "blog-contradicting.yml",
-      BLOG.replace(
-        "environments: [dev, test, prod]",
-        "environments: [dev, test, { name: Production, slug: prod }]",
-      ),
+      BLOG.replace("environments: [dev, test, prod]", "environments: [dev, test, { name: Production, slug: prod }]"),
     );
     const contradiction = await ferry(["apply", "-f", join(projects, "a-shop.yml"), "-f", contradicting]);
     expect(contradiction.code, contradiction.stderr).toBe(1);
