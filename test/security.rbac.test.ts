@@ -91,6 +91,9 @@ const BODIES: Record<string, unknown> = {
   "POST /api/v1/projects/{project}/webhooks": { url: "http://127.0.0.1:9/sneaky", secret: "sneaky-webhook-secret" },
   "PATCH /api/v1/projects/{project}/webhooks/{webhook}": { url: "http://127.0.0.1:9/changed" },
   "DELETE /api/v1/projects/{project}/webhooks/{webhook}": undefined,
+  "POST /api/v1/projects/{project}/triggers": { name: "sneaky", image: "web", secret: "sneaky-trigger-secret-1" },
+  "PATCH /api/v1/projects/{project}/triggers/{trigger}": { paused: true },
+  "DELETE /api/v1/projects/{project}/triggers/{trigger}": undefined,
   "POST /api/v1/users": { username: "sneaky", password: "a-long-sneaky-password" },
   "PATCH /api/v1/users/{user}": { isAdmin: false },
   "DELETE /api/v1/users/{user}": undefined,
@@ -137,6 +140,8 @@ const FILTERED_LISTS = new Set([
 const PUBLIC = new Set([
   // ferry agent's enrolment: the one-time token is the credential.
   "POST /api/v1/agent/enrol",
+  // A registry's notification: the feed trigger's secret (Authorization: Bearer) is the credential.
+  "POST /api/v1/hooks/registry/{trigger}",
   "GET /healthz",
   "GET /readyz",
   "POST /api/v1/session",
@@ -326,6 +331,7 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
       target: "prod-box",
       runbook: "bravo-ops",
       freeze: "bravo-freeze",
+      trigger: "bravo-trigger",
     };
     const answers: string[] = [];
     for (const { method, template } of operations) {

@@ -3,6 +3,7 @@ import type { ServerResponse } from "node:http";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Access } from "../domain/access.js";
 import { CsrfError, RateLimitedError, UnauthenticatedError } from "../domain/errors.js";
+import type { ArtifactRetention } from "../engine/artifactRetention.js";
 import type { DeploymentServices } from "../engine/deployments.js";
 import type { TaskEngine } from "../engine/engine.js";
 import type { ServerMetrics } from "../observability/serverMetrics.js";
@@ -18,10 +19,12 @@ import type { AgentHub } from "../transports/agent.js";
 import { accessOf, accessOfRequest, authorize, authorizePath } from "./access.js";
 import { AddressQueue } from "./addressQueue.js";
 import { agentRoutes, registerAgentProtocol } from "./agents.js";
+import { artifactRoutes } from "./artifacts.js";
 import { auditedRoute, auditRoutes } from "./audit.js";
 import { configRoutes } from "./configAsCode.js";
 import { dashboardRoutes } from "./dashboard.js";
 import { doraRoutes } from "./dora.js";
+import { feedTriggerRoutes } from "./feedTriggers.js";
 import { parseJsonBody } from "./json.js";
 import { metricsRoutes } from "./metrics.js";
 import { oidcRoutes } from "./oidc.js";
@@ -61,6 +64,8 @@ export interface AppOptions {
   /** The task engine and deployment services; without them only the resource routes exist. */
   engine?: TaskEngine;
   deployments?: DeploymentServices;
+  /** Artifact retention, applied at once when a runbook's policy changes. */
+  artifactRetention?: ArtifactRetention | undefined;
   /** Largest accepted request body in bytes (default 1 MiB). */
   bodyLimit?: number;
   /** Serves GET /metrics (with an API key) when given. */
@@ -162,6 +167,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...dashboardRoutes(options.context, options.engine),
     ...(options.deployments ? releaseRoutes(options.deployments, options.outbound) : []),
     ...(options.deployments ? runbookRoutes(options.deployments) : []),
+    ...(options.deployments ? feedTriggerRoutes(options.deployments) : []),
+    ...(options.deployments?.artifacts
+      ? artifactRoutes(options.context, options.deployments.artifacts, options.artifactRetention)
+      : []),
     ...progressionRoutes(options.context),
     ...(options.engine ? taskRoutes(options.context, options.engine) : []),
     ...webhookRoutes(options.context, options.outbound),

@@ -6,6 +6,7 @@ import { FERRY_VERSION } from "../version.js";
 import { addAdminCommands } from "./admin.js";
 import { addAgentCommand, addAgentTokenCommands } from "./agent.js";
 import { addApplyCommand, addExportCommand } from "./apply.js";
+import { addArtifactCommands } from "./artifacts.js";
 import { addDemoCommand } from "./demo.js";
 import { addDeploymentCommands } from "./deployments.js";
 import { addEnvironmentCommands } from "./environments.js";
@@ -27,6 +28,7 @@ import { addSuperviseCommand } from "./supervise.js";
 import { addTargetCommands } from "./targets.js";
 import { addTaskCommands } from "./tasks.js";
 import { addTeamCommands } from "./teams.js";
+import { addTriggerCommands } from "./triggers.js";
 import { addApiKeyCommands } from "./users.js";
 import { addVariableCommands, addVariablePreviewCommand } from "./variables.js";
 
@@ -55,6 +57,7 @@ export function buildProgram(): Command {
   addTargetCommands(program, context);
   addAgentTokenCommands(program, context);
   addFeedCommands(program, context);
+  addTriggerCommands(program, context);
   addVariableCommands(program, context);
   addVariablePreviewCommand(program, context);
   addApplyCommand(program, context, process.env);
@@ -67,6 +70,7 @@ export function buildProgram(): Command {
   addFreezeCommands(program, context);
   addDeploymentCommands(program, context, process.env);
   addTaskCommands(program, context);
+  addArtifactCommands(program, context);
   addAdminCommands(program, context);
   addApiKeyCommands(program, context);
   addRoleCommands(program, context);

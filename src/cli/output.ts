@@ -1,3 +1,5 @@
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { escapeControlCharacters, escapeJsonControlCharacters } from "../domain/text.js";
 
 /*
@@ -25,6 +27,15 @@ export function writeError(text: string): void {
  */
 export function printJson(value: unknown): void {
   process.stdout.write(`${escapeJsonControlCharacters(JSON.stringify(value, null, 2))}\n`);
+}
+
+/**
+ * Copies bytes to standard output as they are (`ferry artifact get ID -o -`): a file's
+ * content the user asked for, as `cat` prints it, never text of the server's to show, so it
+ * is not escaped. Paced by standard output (a slow pipe slows the download).
+ */
+export async function writeBytes(source: Readable): Promise<void> {
+  await pipeline(source, process.stdout, { end: false });
 }
 
 export type Column<T> = [header: string, cell: (row: T) => string];

@@ -151,6 +151,13 @@ const environmentSchema = z.object({
   FERRY_RUN_AS_UIDS: z.string().min(1).max(40).optional(),
   /** Server: where tasks keep working files (default: a directory of the server's in the system's temporary directory). */
   FERRY_WORK_DIR: z.string().min(1).optional(),
+  /** Server: the most bytes one artifact may have (default 10 GiB); a bigger one is refused and nothing of it kept. */
+  FERRY_ARTIFACT_MAX_BYTES: z.coerce
+    .number({ message: "must be a number of bytes, such as 10737418240" })
+    .int({ message: "must be a whole number of bytes" })
+    .min(1, { message: "must be at least 1 byte" })
+    .max(Number.MAX_SAFE_INTEGER, { message: "must be at most 9007199254740991" })
+    .optional(),
   /** Server: an agent not heard from for this long is marked lost and steps on it fail (docs/targets.md). */
   FERRY_AGENT_TIMEOUT_SECONDS: z.coerce.number().int().min(3).max(3600).default(45),
   /** ferry agent: its settings when not given as options (docs/targets.md). */

@@ -7,8 +7,9 @@ import {
   type SystemVariableValues,
   withSystemVariables,
 } from "../domain/variableScoping.js";
+import { registryClientForHost } from "../feeds/images.js";
 import type { LocalUser } from "../runtimes/localUser.js";
-import type { OutboundPolicy } from "../security/outboundGuard.js";
+import { defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
 import type { StoreContext } from "../store/common.js";
 import {
   environmentTargets,
@@ -23,6 +24,7 @@ import { openSnapshot } from "../store/releases.js";
 import { recordTaskTarget } from "../store/taskTargets.js";
 import { LocalTransport, localTarget } from "../transports/local.js";
 import type { Target } from "../transports/types.js";
+import type { ArtifactService } from "./artifacts.js";
 import { autoDeployNext } from "./deploymentRequests.js";
 import { LogMasker } from "./logMasker.js";
 import { type ProcessRunnerServices, runProcess } from "./processRunner.js";
@@ -47,13 +49,27 @@ export interface DeploymentServices {
   targetProbeTimeoutMs?: number | undefined;
   /** FERRY_OUTBOUND_ALLOW, for http steps whose address a variable chose; absent: the guard's defaults. */
   outbound?: OutboundPolicy | undefined;
+  /** Where steps' artifacts are kept (ADR 0037); absent: attaching fails, saying the server keeps none. */
+  artifacts?: ArtifactService | undefined;
+}
+
+/** What the process runner needs from the server, for deployments and runbook runs alike. */
+export function processRunnerServices(services: DeploymentServices): ProcessRunnerServices {
+  const outbound = services.outbound ?? defaultOutboundPolicy;
+  return {
+    target: targetResolver(services),
+    registryCredentials: (registryHost) => feedCredentialsForHost(services.context, registryHost),
+    registryClient: (registryHost) => registryClientForHost(services.context, registryHost, outbound),
+    outbound: services.outbound,
+    artifacts: services.artifacts,
+  };
 }
 
 /** The server's own host as a target, for steps without roles. */
 const SERVER_HOST = { id: null, name: "this host", roles: [] as string[] };
 
 /** Where the services say a target is, or the server's own host when they do not say. */
-export function targetResolver(services: DeploymentServices): (info: TargetInfo | undefined) => Target {
+function targetResolver(services: DeploymentServices): (info: TargetInfo | undefined) => Target {
   if (services.target) return services.target;
   const transport = new LocalTransport(services.workRoot, services.localUser);
   return (info) => localTarget(transport, undefined, info ?? SERVER_HOST);
@@ -112,12 +128,8 @@ export function stepVariables(
  * environment's targets; then the lifecycle's bookkeeping (skipped steps, auto-deploy).
  */
 export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.infer<typeof deploymentPayloadSchema>> {
-  const target = targetResolver(services);
-  const runner: ProcessRunnerServices = {
-    target,
-    registryCredentials: (registryHost) => feedCredentialsForHost(services.context, registryHost),
-    outbound: services.outbound,
-  };
+  const runner = processRunnerServices(services);
+  const { target } = runner;
   return {
     kind: "deployment",
     payload: deploymentPayloadSchema,

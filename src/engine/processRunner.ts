@@ -4,12 +4,14 @@ import type { UnavailableTargetPolicy } from "../domain/environments.js";
 import { type RollingConfig, type Step, stepRunsIn } from "../domain/process.js";
 import { rollingBatches, windowSize } from "../domain/rolling.js";
 import { renderTemplate } from "../domain/templates.js";
+import type { RegistryClient } from "../feeds/registry.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { AllAtOnce } from "../steps/blueGreen/allAtOnce.js";
 import { stepKind } from "../steps/registry.js";
 import type { StepRunContext } from "../steps/types.js";
 import type { TargetInfo } from "../store/deployments.js";
 import type { Target } from "../transports/types.js";
+import { type ArtifactService, noArtifacts } from "./artifacts.js";
 import type { TaskLog } from "./taskLog.js";
 import { FinalFailure, type TaskContext, TaskFailure } from "./types.js";
 
@@ -57,8 +59,12 @@ export interface ProcessRunnerServices {
   target(info: TargetInfo | undefined): Target;
   /** Feed credentials for pulling from a registry host. */
   registryCredentials(registryHost: string): Promise<{ username: string; password: string } | undefined>;
+  /** A client of a registry host with its feed's credentials (the registry-retag step). */
+  registryClient(registryHost: string): Promise<RegistryClient>;
   /** FERRY_OUTBOUND_ALLOW, for http steps whose address a variable chose. */
   outbound?: OutboundPolicy | undefined;
+  /** Where steps' artifacts go; left out (an engine embedded in a test), attaching fails saying so. */
+  artifacts?: ArtifactService | undefined;
 }
 
 export interface ProcessRun {
@@ -521,12 +527,13 @@ async function runStep(
   const config = kind.config.parse(step.config);
   const name = info ? `${step.name} on ${info.name}` : step.name;
   const laneLog = lane ? task.log.lane(name) : undefined;
+  // Targets running together write to one log at once: each line says which target it is about.
+  const log = laneLog ?? (allAtOnce && info ? prefixedLog(task.log, `[${info.name}] `) : task.log);
   const stepContext: StepRunContext = {
     taskId: task.taskId,
     stepName: step.name,
     signal: task.signal,
-    // Targets running together write to one log at once: each line says which target it is about.
-    log: laneLog ?? (allAtOnce && info ? prefixedLog(task.log, `[${info.name}] `) : task.log),
+    log,
     variables,
     render: (template) => renderTemplate(template, variables),
     // The lifecycle phase's default for separation of duties, unless the step says otherwise.
@@ -536,12 +543,23 @@ async function runStep(
         separateFromStarter: question.separateFromStarter ?? run.separateApprover,
       }),
     registryCredentials: services.registryCredentials,
+    registryClient: services.registryClient,
     scope: run.scope,
     target,
     // The target too: two targets on one host must each find only what was made for them.
     labels: { ...scopeLabels(run.scope, task.taskId), ...(info && { [TARGET_LABEL]: info.slug }) },
     ...(services.outbound && { outbound: services.outbound }),
     ...(allAtOnce && { allAtOnce }),
+    artifacts: services.artifacts
+      ? services.artifacts.forStep({
+          taskId: task.taskId,
+          stepName: step.name,
+          scope: run.scope,
+          target,
+          log,
+          signal: task.signal,
+        })
+      : noArtifacts,
   };
   const work = () => kind.run(stepContext, config);
   if (allAtOnce) return work();

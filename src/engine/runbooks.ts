@@ -10,7 +10,6 @@ import {
 import type { SystemVariableValues } from "../domain/variableScoping.js";
 import { findNamed, newId } from "../store/common.js";
 import { environmentTargets, type TargetInfo } from "../store/deployments.js";
-import { feedCredentialsForHost } from "../store/feeds.js";
 import {
   getRunbookRow,
   insertRunbookRun,
@@ -20,10 +19,10 @@ import {
   snapshotForRun,
 } from "../store/runbooks.js";
 import { recordTaskTarget } from "../store/taskTargets.js";
-import { type DeploymentServices, stepVariables, targetResolver } from "./deployments.js";
+import { type DeploymentServices, processRunnerServices, stepVariables } from "./deployments.js";
 import { checkFreeze } from "./freezeCheck.js";
 import { LogMasker } from "./logMasker.js";
-import { type ProcessRunnerServices, runProcess } from "./processRunner.js";
+import { runProcess } from "./processRunner.js";
 import { cleanUpTask } from "./taskCleanup.js";
 import { TaskFailure, type TaskKind } from "./types.js";
 
@@ -170,12 +169,8 @@ const runbookPayloadSchema = z.object({
  * run's parameters; every sensitive value masked in the log.
  */
 export function runbookTaskKind(services: DeploymentServices): TaskKind<z.infer<typeof runbookPayloadSchema>> {
-  const target = targetResolver(services);
-  const runner: ProcessRunnerServices = {
-    target,
-    registryCredentials: (registryHost) => feedCredentialsForHost(services.context, registryHost),
-    outbound: services.outbound,
-  };
+  const runner = processRunnerServices(services);
+  const { target } = runner;
   return {
     kind: "runbook",
     payload: runbookPayloadSchema,

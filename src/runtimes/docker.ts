@@ -1,6 +1,8 @@
 import type { Agent } from "node:http";
 import { isIP } from "node:net";
 import { isAbsolute, normalize } from "node:path";
+import { Transform, type Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import type Docker from "dockerode";
 import { InputError } from "../domain/errors.js";
 import { LineSplitter } from "../engine/lineSplitter.js";
@@ -442,6 +444,62 @@ export class DockerRuntime implements Runtime {
   }
 
   /**
+   * Streams a container's log into `destination`, paced by it (nothing is held but a frame):
+   * stdout and stderr interleaved as written, each line with the engine's RFC 3339 time when
+   * `timestamps`, the lines since `since` (Unix seconds) and at most the last `tail`. For
+   * collecting logs into an archive; logTail is the bounded read for messages.
+   */
+  async copyLogs(
+    nameOrId: string,
+    options: { since?: number | undefined; tail: number; timestamps: boolean; signal?: AbortSignal | undefined },
+    destination: Writable,
+  ): Promise<void> {
+    checkContainerName(nameOrId);
+    const info = await this.call(
+      `inspecting container ${nameOrId}`,
+      async (signal) => (await this.client()).getContainer(nameOrId).inspect({ abortSignal: signal }),
+      options,
+    );
+    const engine = await this.client();
+    await this.call(
+      `reading the log of container ${nameOrId}`,
+      (signal) =>
+        new Promise<void>((resolve, reject) => {
+          engine.modem.dial(
+            {
+              path: `/containers/${info.Id}/logs?`,
+              method: "GET",
+              options: {
+                stdout: true,
+                stderr: true,
+                follow: false,
+                timestamps: options.timestamps,
+                tail: String(Math.max(1, Math.floor(options.tail))),
+                ...(options.since !== undefined && { since: String(Math.floor(options.since)) }),
+              },
+              isStream: true,
+              statusCodes: { 200: true, 404: "no such container", 500: "server error" },
+              abortSignal: signal,
+            } as Parameters<Docker["modem"]["dial"]>[0],
+            (error, stream) => {
+              if (error) {
+                reject(error);
+                return;
+              }
+              const source = stream as NodeJS.ReadableStream;
+              // end: false: the destination (an archive's spool file) is the caller's to close.
+              const copied = info.Config.Tty
+                ? pipeline(source, destination, { signal, end: false })
+                : pipeline(source, logFrames(), destination, { signal, end: false });
+              copied.then(resolve, reject);
+            },
+          );
+        }),
+      { ...options, timeoutMs: DEFAULT_PULL_TIMEOUT_MS },
+    );
+  }
+
+  /**
    * Runs one API call with a deadline and the caller's signal. The race makes the deadline
    * hold even where the library does not pass the signal on to the request.
    */
@@ -684,6 +742,26 @@ function readPullStream(
  * containers without a TTY are frames (1 byte stream: 1 stdout, 2 stderr; 3 zero bytes;
  * a 4-byte big-endian length; the payload), decoded as they arrive.
  */
+/**
+ * The payloads of the engine's multiplexed log stream (an 8-byte header per frame: stream,
+ * then length) as one byte stream, in order: what a non-TTY container wrote.
+ */
+function logFrames(): Transform {
+  let pending: Buffer = Buffer.alloc(0);
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+      while (pending.length >= 8) {
+        const length = pending.readUInt32BE(4);
+        if (pending.length < 8 + length) break;
+        this.push(pending.subarray(8, 8 + length));
+        pending = pending.subarray(8 + length);
+      }
+      callback();
+    },
+  });
+}
+
 function readLogStream(
   stream: NodeJS.ReadableStream,
   framed: boolean,

@@ -2,8 +2,11 @@ import { join } from "node:path";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { pino } from "pino";
 import { buildApp } from "../api/app.js";
+import { ArtifactRetention } from "../engine/artifactRetention.js";
+import { ArtifactService, DEFAULT_ARTIFACT_MAX_BYTES } from "../engine/artifacts.js";
 import { type DeploymentServices, deploymentTaskKind } from "../engine/deployments.js";
 import { TaskEngine } from "../engine/engine.js";
+import { FeedTriggerPoller } from "../engine/feedTriggers.js";
 import { runbookTaskKind } from "../engine/runbooks.js";
 import { defaultTargetHealthSettings, TargetHealthMonitor, type TargetHealthSettings } from "../engine/targetHealth.js";
 import type { TaskKind } from "../engine/types.js";
@@ -16,6 +19,7 @@ import { OidcClient, type OidcSettings } from "../security/oidc.js";
 import { defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
 import { SecretBox } from "../security/secretBox.js";
 import { type ApiKeyIdentity, countApiKeys, insertApiKey } from "../store/apiKeys.js";
+import { directoryContent, largeObjectContent } from "../store/artifactContent.js";
 import { appendAuditEvent } from "../store/audit.js";
 import type { StoreContext } from "../store/common.js";
 import { openStore, type Store } from "../store/db.js";
@@ -62,8 +66,14 @@ export interface ServerOptions {
   workDir?: string | undefined;
   /** FERRY_TARGET_HEALTH_*: how often targets are checked and how long they may take to answer. */
   targetHealth?: Partial<TargetHealthSettings> | undefined;
+  /** How often feed triggers due for a poll are looked for (default 5 s; tests shorten it). */
+  triggerTickMs?: number | undefined;
   /** FERRY_AGENT_TIMEOUT_SECONDS (ms here): an agent not heard from for this long is marked lost; default 45 s. */
   agentTimeoutMs?: number | undefined;
+  /** FERRY_ARTIFACT_MAX_BYTES: the most bytes one artifact may have; default 10 GiB. */
+  artifactMaxBytes?: number | undefined;
+  /** Between two sweeps of artifact retention (ms; jittered); default an hour. */
+  artifactRetentionIntervalMs?: number | undefined;
 }
 
 /** An agent not heard from for this long is marked lost (FERRY_AGENT_TIMEOUT_SECONDS). */
@@ -76,6 +86,8 @@ export interface RunningServer {
   engine: TaskEngine;
   deployments: DeploymentServices;
   agents: AgentHub;
+  /** Artifact retention: a sweep on demand, and what run retention calls before it deletes tasks. */
+  artifactRetention: ArtifactRetention;
   url: string;
   /** Settles when the live colours of an earlier run run again (start-up reconciliation, in the background). */
   reconciled: Promise<void>;
@@ -136,8 +148,19 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     agents,
     log: (message) => logger.info({ router: "host" }, message),
   });
+  // Several nodes share a PostgreSQL store, and each must serve every artifact: large objects
+  // there; one node on SQLite keeps them as files in its data directory (ADR 0037).
+  const artifacts = new ArtifactService({
+    context,
+    content:
+      store.dialect === "postgres"
+        ? largeObjectContent(store.db)
+        : directoryContent(store.db, join(options.dataDir, "artifacts")),
+    maxBytes: options.artifactMaxBytes ?? DEFAULT_ARTIFACT_MAX_BYTES,
+  });
   const deployments: DeploymentServices = {
     target: resolveTarget,
+    artifacts,
     targetProbeTimeoutMs: targetHealth.timeoutMs,
     outbound: options.outbound,
     context,
@@ -162,12 +185,18 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   observability.metrics.registerProxyStats(async () => (await router.connected())?.traffic());
   // ferry_agent_connections: the agents whose long polls this node holds.
   observability.metrics.registerAgentConnections(() => agents.connectedCount);
+  const artifactRetention = new ArtifactRetention({
+    db: store.db,
+    content: artifacts.content,
+    logger,
+    intervalMs: options.artifactRetentionIntervalMs,
+  });
   engine = new TaskEngine({
     db: store.db,
     dialect: store.dialect,
     kinds,
     logger,
-    observers: observability.observers,
+    observers: [...observability.observers, artifactRetention],
     ...(options.leaseMs !== undefined && { leaseMs: options.leaseMs }),
   });
   const app = await buildApp({
@@ -181,6 +210,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     outbound: options.outbound,
     trustedProxies: options.trustedProxies,
     requestsPerAddress: options.requestsPerAddress,
+    artifactRetention,
     oidc: options.oidc ? new OidcClient(options.oidc, options.outbound ?? defaultOutboundPolicy) : undefined,
     agents,
   });
@@ -193,6 +223,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   await engine.start();
   const healthMonitor = new TargetHealthMonitor({ ...targetHealth, db: store.db, target: resolveTarget, logger });
   healthMonitor.start();
+  const triggerPoller = new FeedTriggerPoller(deployments, logger, options.triggerTickMs);
+  triggerPoller.start();
+  artifactRetention.start();
   // Traffic from an earlier run comes back (the builtin proxy is started if it is not
   // running) without holding up readiness: the API answers while this runs.
   const reconciledHere = hasRoutes(traffic)
@@ -230,10 +263,13 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     engine,
     deployments,
     agents,
+    artifactRetention,
     reconciled,
     close: async () => {
       await reconciled;
       await healthMonitor.stop();
+      await triggerPoller.stop();
+      await artifactRetention.stop();
       await engine.stop();
       await observability.close();
       // Held polls end first, or closing would wait for each to run out.

@@ -2,10 +2,12 @@ import { type FieldIssue, InputError } from "../domain/errors.js";
 import type { Step } from "../domain/process.js";
 import { toFieldIssues } from "../domain/validation.js";
 import { approvalStep } from "./approval.js";
+import { collectLogsStep } from "./collectLogs.js";
 import { containerStep } from "./container/containerStep.js";
 import { healthCheckStep } from "./healthCheck.js";
 import { httpTestStep } from "./httpTest.js";
 import { processStep } from "./process/processStep.js";
+import { registryRetagStep } from "./registryRetag.js";
 import { scriptStep } from "./script.js";
 import type { StepKind } from "./types.js";
 
@@ -17,6 +19,8 @@ const stepKinds: readonly StepKind[] = [
   healthCheckStep as StepKind,
   httpTestStep as StepKind,
   processStep as StepKind,
+  registryRetagStep as StepKind,
+  collectLogsStep as StepKind,
 ];
 
 const byKind = new Map(stepKinds.map((kind) => [kind.kind, kind]));

@@ -1,4 +1,6 @@
+import { posix } from "node:path";
 import { z } from "zod";
+import { type ArtifactMessage, baseName, parseArtifactMessage } from "../domain/artifacts.js";
 import { TaskFailure } from "../engine/types.js";
 import type { StepKind, StepRunContext } from "./types.js";
 
@@ -37,6 +39,36 @@ function parseOutputs(text: string): Record<string, string> {
   return outputs;
 }
 
+/** At most this many artifact messages of one script are acted on; more are reported, not attached. */
+const MAX_ARTIFACT_MESSAGES = 100;
+
+/**
+ * Attaches the files a script announced (`##ferry[artifact path='…' name='…']`), in order,
+ * from the script's host, once it has exited: by then each is written, and the step's
+ * directory (a relative path's base) is still there. Returns the first failure's message.
+ */
+async function attachAnnounced(
+  context: StepRunContext,
+  directory: string,
+  announced: readonly ArtifactMessage[],
+): Promise<string | undefined> {
+  let firstFailure: string | undefined;
+  for (const message of announced) {
+    const path = posix.resolve(directory, message.path);
+    const name = message.name ?? baseName(path);
+    try {
+      const artifact = await context.artifacts.attach({ name, fromTargetPath: path });
+      context.log.info(`attached artifact ${artifact.name} (${artifact.size} bytes, sha256 ${artifact.sha256})`);
+    } catch (error) {
+      if (context.signal.aborted) throw error;
+      const reason = `could not attach ${path}: ${(error as Error).message}`;
+      context.log.warn(reason);
+      firstFailure ??= reason;
+    }
+  }
+  return firstFailure;
+}
+
 /** Runs a bash or node script as its own process group, streaming its output into the task log. */
 export const scriptStep: StepKind<ScriptConfig> = {
   kind: "script",
@@ -70,6 +102,8 @@ export const scriptStep: StepKind<ScriptConfig> = {
           ? ["bash", ["--noprofile", "--norc", "-e", "-c", config.script, "ferry-step", ...args]]
           : ["node", ["-e", config.script, "--", ...args]];
       const timeoutMs = config.timeoutSeconds * 1000;
+      const announced: ArtifactMessage[] = [];
+      let ignored = 0;
       const exit = await transport.run({
         command,
         args: commandArgs,
@@ -79,14 +113,25 @@ export const scriptStep: StepKind<ScriptConfig> = {
         timeoutMs,
         signal: context.signal,
         onLine: (stream, text, cut) => {
+          // A service message on stdout attaches a file (ADR 0037); the line is logged like any other.
+          const message = stream === "stdout" && !cut ? parseArtifactMessage(text) : undefined;
+          if (message && "problem" in message) context.log.warn(`${message.problem}; nothing was attached`);
+          else if (message && announced.length < MAX_ARTIFACT_MESSAGES) announced.push(message);
+          else if (message) ignored++;
           const level = stream === "stdout" ? "info" : "warn";
           if (cut) context.log.writeCutLine(level, text);
           else context.log[level](text);
         },
       });
       if (context.signal.aborted) throw context.signal.reason ?? new TaskFailure("cancelled");
+      if (ignored > 0) {
+        context.log.warn(`${ignored} artifact message(s) beyond the first ${MAX_ARTIFACT_MESSAGES} were not attached`);
+      }
+      // Whatever the exit code: a failed run's dump or log is what someone will want to look at.
+      const attachFailure = await attachAnnounced(context, directory, announced);
       if (exit.timedOut) throw new TaskFailure(`the script ran longer than ${timeoutMs / 1000} s and was stopped`);
       if (exit.code !== 0) throw new TaskFailure(`the script exited with code ${exit.code ?? "(killed)"}`);
+      if (attachFailure) throw new TaskFailure(attachFailure);
       return { outputs: parseOutputs((await transport.readFile(outputFile)) ?? "") };
     } finally {
       // A failure to tidy up (the host went away mid-step) must not hide how the step went: it is only logged.

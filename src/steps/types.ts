@@ -1,7 +1,9 @@
 import type { z } from "zod";
+import type { StepArtifacts } from "../engine/artifacts.js";
 import type { RunScope } from "../engine/processRunner.js";
 import type { StepLog } from "../engine/taskLog.js";
 import type { TaskContext } from "../engine/types.js";
+import type { RegistryClient } from "../feeds/registry.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import type { Target } from "../transports/types.js";
 import type { AllAtOnce } from "./blueGreen/allAtOnce.js";
@@ -27,6 +29,12 @@ export interface StepRunContext {
    * hold registry secrets themselves.
    */
   readonly registryCredentials?: (registryHost: string) => Promise<{ username: string; password: string } | undefined>;
+  /**
+   * A client of the registry on that host ("registry.example.com:5000"), called from the
+   * server with the credentials of the project's feed there (https and anonymous when no
+   * feed is on that host), through the outbound guard.
+   */
+  registryClient(registryHost: string): Promise<RegistryClient>;
   /** What the process runs for (project, environment, release): names and labels derive from it. */
   readonly scope: RunScope;
   /** The host the step runs on, with its transport, runtimes and traffic router. */
@@ -37,6 +45,14 @@ export interface StepRunContext {
    * Absent: the guard's defaults.
    */
   readonly outbound?: OutboundPolicy;
+  /**
+   * Attaches files to the task (ADR 0037): `attach({ name, fromTargetPath })` streams a file
+   * of this step's target (read as the account the step's work runs as there) or `attach({
+   * name, stream })` bytes the step makes, into the server's artifact storage, and resolves
+   * with `{ id, name, sha256, size }` once they are stored. Listed and downloaded with `ferry
+   * artifact list|get` and GET /api/v1/tasks/{task}/artifacts.
+   */
+  readonly artifacts: StepArtifacts;
   /** Set when the step runs on every target together (a blue/green `switch: allAtOnce`): where the targets meet. */
   readonly allAtOnce?: AllAtOnce;
 }

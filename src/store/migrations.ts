@@ -838,6 +838,89 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  "0026_feed_triggers": {
+    async up(db: Kysely<unknown>) {
+      // A project's feed triggers (issue 15): a new tag of one of its images, announced by the
+      // registry's notification or found by polling, creates a release and deploys it to the
+      // lifecycle's first phase. next_poll_at is the schedule the server nodes share: a node
+      // claims a trigger by moving it forward (a conditional UPDATE), as target_health does.
+      await db.schema
+        .createTable("feed_triggers")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("project_id", "text", (c) => c.notNull().references("projects.id").onDelete("cascade"))
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("image", "text", (c) => c.notNull())
+        .addColumn("version_from_tag", "text")
+        .addColumn("secret_sealed", "text", (c) => c.notNull())
+        .addColumn("poll_seconds", "integer")
+        .addColumn("paused", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("next_poll_at", "text")
+        .addColumn("last_polled_at", "text")
+        .addColumn("last_error", "text")
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .addUniqueConstraint("feed_triggers_project_name", ["project_id", "name"])
+        .execute();
+      // One row per image digest a trigger has acted on (or found already there when it first
+      // polled): a notification delivered twice, replayed a day later, or the registry's own
+      // notification of a retag, finds its digest here and creates nothing.
+      await db.schema
+        .createTable("feed_trigger_firings")
+        .addColumn("trigger_id", "text", (c) => c.notNull().references("feed_triggers.id").onDelete("cascade"))
+        .addColumn("digest", "text", (c) => c.notNull())
+        .addColumn("tag", "text", (c) => c.notNull())
+        .addColumn("cause", "text", (c) => c.notNull())
+        .addColumn("release_version", "text")
+        .addColumn("at", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("feed_trigger_firings_pk", ["trigger_id", "digest"])
+        .execute();
+    },
+  },
+  "0024_artifacts": {
+    async up(db: Kysely<unknown>) {
+      // Files steps attached to their tasks (ADR 0037). The bytes are elsewhere: a file of the
+      // data directory (storage "directory", location its name) or a PostgreSQL large object
+      // (storage "largeObject", location its oid), so a listing never reads them. No foreign
+      // key to tasks: removing a task must remove its bytes too, which the database cannot
+      // do for a file; task clean-up and retention call deleteArtifacts (store/artifacts.ts).
+      await db.schema
+        .createTable("artifacts")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("task_id", "text", (c) => c.notNull())
+        .addColumn("project_id", "text", (c) => c.notNull())
+        .addColumn("environment_id", "text", (c) => c.notNull())
+        .addColumn("runbook_id", "text")
+        .addColumn("step_name", "text", (c) => c.notNull())
+        .addColumn("target_name", "text")
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("size", "bigint", (c) => c.notNull())
+        .addColumn("sha256", "text", (c) => c.notNull())
+        .addColumn("storage", "text", (c) => c.notNull())
+        .addColumn("location", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex("artifacts_by_task").on("artifacts").columns(["task_id"]).execute();
+      await db.schema
+        .createIndex("artifacts_by_runbook")
+        .on("artifacts")
+        .columns(["runbook_id", "environment_id", "created_at"])
+        .execute();
+    },
+  },
+  "0024_artifacts_retention": {
+    async up(db: Kysely<unknown>) {
+      // How long a runbook's artifacts are kept per environment (ADR 0037); environment_id
+      // "*" is the policy of every environment without one of its own.
+      await db.schema
+        .createTable("artifact_retention")
+        .addColumn("runbook_id", "text", (c) => c.notNull().references("runbooks.id").onDelete("cascade"))
+        .addColumn("environment_id", "text", (c) => c.notNull())
+        .addColumn("keep_runs", "integer")
+        .addColumn("keep_days", "integer")
+        .addPrimaryKeyConstraint("artifact_retention_pk", ["runbook_id", "environment_id"])
+        .execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

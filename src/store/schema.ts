@@ -41,12 +41,16 @@ export interface Database {
   target_health: TargetHealthRow;
   pending_cleanups: PendingCleanupRow;
   webhooks: WebhookRow;
+  feed_triggers: FeedTriggerRow;
+  feed_trigger_firings: FeedTriggerFiringRow;
   audit_events: AuditEventRow;
   audit_chain: AuditChainRow;
   runbooks: RunbookRow;
   runbook_snapshots: RunbookSnapshotRow;
   runbook_runs: RunbookRunRow;
   freezes: FreezeRow;
+  artifacts: ArtifactRow;
+  artifact_retention: ArtifactRetentionRow;
 }
 
 interface Timestamps {
@@ -416,6 +420,35 @@ export interface WebhookRow extends Timestamps {
   secret_sealed: string;
 }
 
+/** A project's feed trigger (src/store/feedTriggers.ts, migration 0026). */
+export interface FeedTriggerRow extends Timestamps {
+  id: string;
+  project_id: string;
+  name: string;
+  /** The name of one of the project's images. */
+  image: string;
+  /** RE2 pattern whose first group is the release version taken from a tag; null: the tag itself. */
+  version_from_tag: string | null;
+  /** SecretBox-sealed secret the registry's notifications carry, bound to "feed-trigger:<id>:secret". */
+  secret_sealed: string;
+  /** Seconds between polls of the registry; null: notifications only. */
+  poll_seconds: number | null;
+  paused: number;
+  next_poll_at: string | null;
+  last_polled_at: string | null;
+  last_error: string | null;
+}
+
+interface FeedTriggerFiringRow {
+  trigger_id: string;
+  digest: string;
+  tag: string;
+  /** "notification", "poll" or "baseline" (there when the trigger first polled: no release). */
+  cause: string;
+  release_version: string | null;
+  at: string;
+}
+
 /** One audit log entry (src/store/audit.ts). Rows are only ever inserted. */
 export interface AuditEventRow {
   /** 1, 2, 3 … without gaps: the order of the hash chain. */
@@ -510,4 +543,32 @@ export interface FreezeRow {
   runbooks: number;
   created_by: string;
   created_at: string;
+}
+
+/** A file a step attached to its task (its bytes are in the directory or a large object: `storage`, `location`). */
+export interface ArtifactRow {
+  id: string;
+  task_id: string;
+  project_id: string;
+  environment_id: string;
+  /** The runbook of a runbook run's artifact (retention is per runbook and environment); null for a deployment's. */
+  runbook_id: string | null;
+  step_name: string;
+  /** The target the step ran on; null for the server's own host (or bytes the step made itself). */
+  target_name: string | null;
+  name: string;
+  size: ColumnType<string | number, number, number>;
+  sha256: string;
+  /** "directory" | "largeObject". */
+  storage: string;
+  location: string;
+  created_at: string;
+}
+
+/** How long a runbook's artifacts are kept in an environment ("*": every environment without a row). */
+export interface ArtifactRetentionRow {
+  runbook_id: string;
+  environment_id: string;
+  keep_runs: number | null;
+  keep_days: number | null;
 }

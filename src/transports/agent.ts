@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Agent as HttpAgent } from "node:http";
 import type { Socket } from "node:net";
-import type { Duplex } from "node:stream";
+import { type Duplex, type Readable, Transform } from "node:stream";
 import { Response } from "undici";
 import type { AgentCall, EventsRequest, PollAnswer, PollRequest } from "../domain/agents.js";
 import { TaskFailure } from "../engine/types.js";
@@ -12,6 +12,7 @@ import type { OutboundPolicy } from "../security/outboundGuard.js";
 import type { HttpOutcome, HttpRequest } from "../steps/http.js";
 import { type AgentIdentity, connectedAgents, setAgentState } from "../store/agents.js";
 import type { StoreContext } from "../store/common.js";
+import { completedStream } from "./fileStream.js";
 import { StreamSocket } from "./streamSocket.js";
 import type { ProcessExit, ProcessSpec, Transport } from "./types.js";
 
@@ -345,6 +346,58 @@ export class AgentHub {
     }
   }
 
+  /**
+   * A file of the agent's host, streamed up a tunnel: the agent reads it (as the task's
+   * account, as its local transport reads) and sends its bytes as the body of the tunnel's
+   * request, with the request's flow control as backpressure. The call's answer comes once the
+   * agent sent it all and says how many bytes that was: the stream ends only when that answer
+   * came and matches what arrived, so a tunnel cut short is an error, never a shorter file.
+   */
+  async openFileStream(session: AgentSession, taskId: string, path: string, signal: AbortSignal): Promise<Readable> {
+    const tunnelId = randomUUID();
+    const opened = new Promise<Duplex>((resolve, reject) => session.tunnels.set(tunnelId, { resolve, reject }));
+    opened.catch(() => undefined);
+    const sent = this.call(session, "readStream", { tunnel: tunnelId, taskId, path }, { signal }) as Promise<{
+      bytes?: unknown;
+    }>;
+    sent.catch(() => undefined);
+    let socket: Duplex;
+    try {
+      socket = await Promise.race([
+        withTimeout(
+          opened,
+          OPERATION_TIMEOUT_MS,
+          () => new TaskFailure(`the agent of target '${session.name}' did not start sending a file within 30 s`),
+        ),
+        // A refusal (no such file) may come instead of the tunnel.
+        sent.then(() => new Promise<never>(() => {})),
+      ]);
+    } catch (error) {
+      session.tunnels.delete(tunnelId);
+      throw error;
+    }
+    let received = 0;
+    const counter = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        received += chunk.length;
+        callback(null, chunk);
+      },
+    });
+    socket.pipe(counter);
+    socket.once("error", (error) => counter.destroy(error));
+    const drained = new Promise<void>((resolve) => counter.once("end", resolve));
+    const finished = Promise.all([sent, drained]).then(([answer]) => {
+      if (answer?.bytes !== received) {
+        throw new TaskFailure(
+          `the agent of target '${session.name}' sent ${String(answer?.bytes)} bytes of ${path.slice(0, 500)} but ${received} arrived`,
+        );
+      }
+      // Everything came: the tunnel's response ends, and the agent's request with it.
+      socket.end();
+    });
+    return completedStream(counter, finished, () => socket.destroy());
+  }
+
   /** The credential of this agent was revoked: its calls fail and its held poll ends. */
   revoked(targetId: string): void {
     const session = this.#sessions.get(targetId);
@@ -478,6 +531,12 @@ export class AgentTransport implements Transport {
   async readFile(path: string): Promise<string | undefined> {
     const answer = (await this.#operation("readFile", { path })) as { text: string | null };
     return answer.text ?? undefined;
+  }
+
+  readStream(taskId: string, path: string, signal: AbortSignal): Promise<Readable> {
+    if (!path.startsWith("/"))
+      return Promise.reject(new TaskFailure("a file to read on the host needs an absolute path"));
+    return this.hub.openFileStream(this.session, taskId, path, signal);
   }
 
   async removeDirectory(path: string): Promise<void> {

@@ -4,6 +4,8 @@ import { type ClientRequest, request as httpRequest, type IncomingMessage } from
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { isIP, connect as netConnect, type Socket } from "node:net";
 import { join, resolve as resolvePath, sep } from "node:path";
+import { Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { connect as tlsConnect } from "node:tls";
 import { z } from "zod";
@@ -375,6 +377,7 @@ export class AgentHost {
         local.killTaskProcesses(taskIdSchema.parse((input as { taskId?: unknown }).taskId)),
       request: (input, call) => this.#request(input, call),
       tunnel: (input) => this.#tunnel(input),
+      readStream: (input, call) => this.#readStream(input, call),
     };
   }
 
@@ -730,6 +733,50 @@ export class AgentHost {
       socket.once("error", () => request.destroy());
       socket.once("close", () => request.end());
     });
+  }
+
+  /**
+   * A file of this host sent up a tunnel (AgentHub.openFileStream): read as the task's
+   * account by the local transport, its bytes the body of the tunnel's request, paced by the
+   * server's reading. Answered with the number of bytes once all were sent; a read that fails
+   * part-way aborts the request and answers with the failure.
+   */
+  async #readStream(input: unknown, call: CallContext): Promise<unknown> {
+    const { tunnel, taskId, path } = z
+      .object({
+        tunnel: z.string().regex(/^[A-Za-z0-9-]{1,100}$/),
+        taskId: taskIdSchema,
+        path: z.string().min(1).max(4096),
+      })
+      .parse(input);
+    const file = await this.options.local.readStream(taskId, path, call.signal);
+    let bytes = 0;
+    const counter = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        bytes += chunk.length;
+        callback(null, chunk);
+      },
+    });
+    const request = this.options.client.open("POST", `/api/v1/agent/tunnels/${tunnel}`, {
+      "content-type": "application/octet-stream",
+      "transfer-encoding": "chunked",
+    });
+    const responded = new Promise<void>((resolve, reject) => {
+      request.once("response", (response) => {
+        response.resume();
+        if (response.statusCode === 200) resolve();
+        else reject(new Error(`the server refused the file's tunnel (${response.statusCode})`));
+      });
+    });
+    responded.catch((error: Error) => request.destroy(error));
+    try {
+      await Promise.all([pipeline(file, counter, request), responded]);
+    } catch (error) {
+      file.destroy();
+      request.destroy();
+      throw error;
+    }
+    return { bytes };
   }
 
   get #gate(): OutputGate {

@@ -1,8 +1,10 @@
 import { spawn } from "node:child_process";
 import { constants } from "node:fs";
 import { lstat, mkdir, mkdtemp, open, readdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { dirname, isAbsolute, join } from "node:path";
+import type { Readable } from "node:stream";
 import { LineSplitter } from "../engine/lineSplitter.js";
+import { TaskFailure } from "../engine/types.js";
 import { localDocker } from "../runtimes/docker.js";
 import {
   giveToAccount,
@@ -17,6 +19,7 @@ import { killTaskProcesses, recordProcessGroup } from "../runtimes/processGroups
 import type { RuntimeKind, RuntimesByKind } from "../runtimes/types.js";
 import { type HttpOutcome, type HttpRequest, sendRequest } from "../steps/http.js";
 import type { LazyRouter } from "../traffic/routers.js";
+import { completedStream, READ_FILE_SCRIPT, readFailure } from "./fileStream.js";
 import type { ProcessExit, ProcessSpec, Target, Transport } from "./types.js";
 
 /** The server's own host: processes spawned here, its Docker engine through the local socket. */
@@ -115,6 +118,51 @@ export class LocalTransport implements Transport {
     } finally {
       await handle?.close();
     }
+  }
+
+  /**
+   * Read by `cat` running as the task's account (FERRY_RUN_AS, its uid of its own): the
+   * server, often root, never opens a path a script named with its own rights, so a step
+   * cannot attach /etc/shadow or the data directory's master key.
+   */
+  async readStream(taskId: string, path: string, signal: AbortSignal): Promise<Readable> {
+    if (!isAbsolute(path)) throw new TaskFailure(`a file to read on the host needs an absolute path`);
+    signal.throwIfAborted();
+    const credentials = spawnCredentials(await this.accountOf(taskId));
+    const child = spawn("bash", ["--noprofile", "--norc", "-c", READ_FILE_SCRIPT, "ferry-read", path], {
+      env: { PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin", LANG: "C.UTF-8" },
+      cwd: "/",
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+      ...credentials,
+    });
+    let stderr = "";
+    child.stderr.setEncoding("utf8");
+    child.stderr.on("data", (chunk: string) => {
+      if (stderr.length < 2000) stderr += chunk;
+    });
+    const kill = () => {
+      if (child.pid === undefined || child.exitCode !== null) return;
+      try {
+        process.kill(-child.pid, "SIGKILL");
+      } catch {
+        // Gone meanwhile.
+      }
+    };
+    const finished = new Promise<void>((resolve, reject) => {
+      child.once("error", (error) =>
+        reject(new TaskFailure(`could not read ${path.slice(0, 500)} on this host (${error.message})`)),
+      );
+      child.once("close", (code) => {
+        if (code === 0) resolve();
+        else reject(readFailure(path, code, stderr, "this host"));
+      });
+    });
+    const stream = completedStream(child.stdout, finished, kill);
+    const onAbort = () => stream.destroy(signal.reason instanceof Error ? signal.reason : new TaskFailure("cancelled"));
+    signal.addEventListener("abort", onAbort, { once: true });
+    stream.once("close", () => signal.removeEventListener("abort", onAbort));
+    return stream;
   }
 
   /** Removed with the rights of its owner: a step's account cannot trick the server into removing anything else. */

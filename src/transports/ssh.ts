@@ -1,6 +1,6 @@
 import { Agent as HttpAgent } from "node:http";
 import type { Socket } from "node:net";
-import type { Duplex } from "node:stream";
+import type { Duplex, Readable } from "node:stream";
 import { connect as tlsConnect } from "node:tls";
 // ssh2 is CommonJS: Node's ESM loader gives its exports on the default import only.
 import ssh2, { type Client, type ClientChannel } from "ssh2";
@@ -13,6 +13,7 @@ import { guardedDestination, type OutboundPolicy } from "../security/outboundGua
 import { hostKeyFingerprint } from "../security/sshKeys.js";
 import { type HttpOutcome, type HttpRequest, sendRequest } from "../steps/http.js";
 import type { SshConnectionSettings } from "../store/targets.js";
+import { completedStream, readFailure } from "./fileStream.js";
 import { LAUNCHER_COMMAND, LAUNCHER_REFUSED, LauncherInputError, launcherRequest, runRequest } from "./sshLauncher.js";
 import { StreamSocket } from "./streamSocket.js";
 import type { ProcessExit, ProcessSpec, Transport } from "./types.js";
@@ -458,6 +459,61 @@ export class SshTransport implements Transport {
     );
     if (result.code === 3) return undefined;
     return this.#expectSuccess(result, purpose).stdout;
+  }
+
+  /**
+   * The launcher's `cat` on a channel of its own: the channel's window is the backpressure
+   * (ssh2 stops granting window while the stream is not read), and the stream ends only after
+   * the host's exit status 0 — a connection lost part-way destroys it instead. Read as the
+   * SSH user, the account every step on this target runs as.
+   */
+  async readStream(_taskId: string, path: string, signal: AbortSignal): Promise<Readable> {
+    if (!path.startsWith("/")) throw new TaskFailure("a file to read on the host needs an absolute path");
+    let request: Buffer;
+    try {
+      request = launcherRequest([
+        { name: "the operation", value: "cat" },
+        { name: "the path", value: path },
+      ]);
+    } catch (error) {
+      if (error instanceof LauncherInputError) throw new TaskFailure(error.message);
+      throw error;
+    }
+    signal.throwIfAborted();
+    const lease = await this.connections.lease(this.targetId);
+    const what = describeTarget(lease.settings);
+    let channel: ClientChannel;
+    try {
+      channel = await openLauncher(lease.client, what);
+    } catch (error) {
+      lease.release();
+      throw error;
+    }
+    let stderr = "";
+    let code: number | null | undefined;
+    channel.stderr.on("data", (chunk: Buffer) => {
+      if (stderr.length < 2000) stderr += chunk.toString("utf8");
+    });
+    channel.on("exit", (exitCode: number | null) => {
+      code = exitCode;
+    });
+    const finished = new Promise<void>((resolve, reject) => {
+      channel.once("close", () => {
+        lease.release();
+        if (code === 0) resolve();
+        else if (code === undefined)
+          reject(new TaskFailure(`the SSH connection to ${what} was lost while ${path.slice(0, 500)} was read`));
+        else if (code === LAUNCHER_REFUSED)
+          reject(new TaskFailure(`${what} refused to read a file: ${stderr.trim().slice(0, 300)}`));
+        else reject(readFailure(path, code, stderr, what));
+      });
+    });
+    channel.end(request);
+    const stream = completedStream(channel, finished, () => channel.close());
+    const onAbort = () => stream.destroy(signal.reason instanceof Error ? signal.reason : new TaskFailure("cancelled"));
+    signal.addEventListener("abort", onAbort, { once: true });
+    stream.once("close", () => signal.removeEventListener("abort", onAbort));
+    return stream;
   }
 
   /**

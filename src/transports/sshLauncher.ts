@@ -20,6 +20,9 @@
  *                                   started outlives it. Exits with the program's code.
  *   mkstep TASK PREFIX              a new 0700 directory under <work root>/TASK; prints its path
  *   read PATH                       prints a file under the work root (exit 3: there is none)
+ *   cat PATH                        streams any file the account may read (an artifact a step
+ *                                   attaches): exit 3 when it is not a regular file, 4 when
+ *                                   the account cannot read it
  *   rmdir PATH                      removes a directory under the work root
  *   finish TASK                     removes <work root>/TASK
  *   kill PGID                       SIGKILLs a process group
@@ -114,6 +117,13 @@ mkstep)
 read)
   field path; under_root "$path"
   [ -f "$path" ] || exit 3
+  exec cat -- "$path"
+  ;;
+cat)
+  field path
+  [[ $path == /* ]] || fail "the path must be absolute"
+  [ -f "$path" ] || exit 3
+  [ -r "$path" ] || exit 4
   exec cat -- "$path"
   ;;
 rmdir)

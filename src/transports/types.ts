@@ -1,3 +1,4 @@
+import type { Readable } from "node:stream";
 import type { Runtime, RuntimeKind, RuntimesByKind } from "../runtimes/types.js";
 import type { HttpOutcome, HttpRequest } from "../steps/http.js";
 import type { Router } from "../traffic/router.js";
@@ -69,6 +70,16 @@ export interface Transport {
   stepDirectory(taskId: string, prefix: string): Promise<string>;
   /** A file's text on the host; undefined when it does not exist. */
   readFile(path: string): Promise<string | undefined>;
+  /**
+   * Streams a file of the host (any absolute path), read as the account the task's work runs
+   * as there — a step attaches only what it could have read itself, never with the rights of
+   * the server or of `ferry agent`. The stream has backpressure (the host's reader waits for
+   * a slow consumer) and ends only once the host said the whole file was read: a read that
+   * fails part-way, or a link that drops, destroys it with an error instead of ending it
+   * short. Destroying it stops the read on the host. Not a regular file, or not readable by
+   * that account: a TaskFailure saying so.
+   */
+  readStream(taskId: string, path: string, signal: AbortSignal): Promise<Readable>;
   /** Removes a directory (and what is in it) on the host. */
   removeDirectory(path: string): Promise<void>;
   /** Removes what a finished task kept on the host (its work directory). */
