@@ -9,7 +9,7 @@ import {
   ForbiddenError,
   InputError,
   NotFoundError,
-  PreconditionError,
+  UnauthenticatedError,
 } from "../domain/errors.js";
 import { inOneTransaction } from "../store/ambientTransaction.js";
 import type { StoreContext } from "../store/common.js";
@@ -185,11 +185,13 @@ async function applyFiles(
 }
 
 /** The refusal of a replayed request, as the domain error of the same kind (and status). */
-function refusal(error: OperationError): FerryError {
+function refusal(error: OperationError): FerryError | Error {
   const message = [error.message, ...error.details].join("\n");
   switch (error.status) {
     case 400:
       return new InputError(message);
+    case 401:
+      return new UnauthenticatedError(message);
     case 403:
       return new ForbiddenError(message);
     case 404:
@@ -197,9 +199,13 @@ function refusal(error: OperationError): FerryError {
     case 409:
       return new ConflictError(message);
     default:
-      return new PreconditionError(message);
+      // Not a refusal of the change itself (the server failed): answered as the server error it is.
+      return new ApplyFailedError(message);
   }
 }
+
+/** A replayed request failed for a reason other than a refusal; the rolled-back apply answers 500. */
+class ApplyFailedError extends Error {}
 
 /**
  * An API client whose requests are answered in this process by the server's own routes,
