@@ -29,6 +29,9 @@ afterAll(async () => {
   await cleanUp();
 });
 
+/** A test of many CLI runs one after another: on a loaded machine (two cores, shared) it takes minutes. */
+const MANY_RUNS_MS = 180_000;
+
 const DB_PASSWORD = "s3cret-db-password-value";
 const ROTATED_PASSWORD = "rotated-db-password-value";
 
@@ -328,84 +331,96 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
     expect(await (await apiRequest(`${server.url}/api/v1/projects/shop/variables`, adminKey)).json()).toEqual(before);
   });
 
-  it("applies several files (a directory) together, or none of them when one conflicts", async () => {
-    const projects = join(directory, "projects");
-    await mkdir(projects);
-    await writeFile(join(projects, "a-shop.yml"), SHOP);
-    await writeFile(join(projects, "b-blog.yml"), BLOG);
-    const plan = parseJson<Change[]>(await ferry(["plan", "-f", projects, "--json"]));
-    expect(changed(plan).map((change) => `${change.file}: ${change.action} ${change.resource} ${change.name}`)).toEqual(
-      [
+  it(
+    "applies several files (a directory) together, or none of them when one conflicts",
+    async () => {
+      const projects = join(directory, "projects");
+      await mkdir(projects);
+      await writeFile(join(projects, "a-shop.yml"), SHOP);
+      await writeFile(join(projects, "b-blog.yml"), BLOG);
+      const plan = parseJson<Change[]>(await ferry(["plan", "-f", projects, "--json"]));
+      expect(
+        changed(plan).map((change) => `${change.file}: ${change.action} ${change.resource} ${change.name}`),
+      ).toEqual([
         `${join(projects, "b-blog.yml")}: created lifecycle blog`,
         `${join(projects, "b-blog.yml")}: created project blog`,
         `${join(projects, "b-blog.yml")}: created variable Title`,
-      ],
-    );
+      ]);
 
-    // A third file whose project takes a name another project has: the whole apply is refused.
-    await writeFile(
-      join(projects, "c-clash.yml"),
-      BLOG.replace("project: { name: blog }", "project: { name: shop, slug: shop-two }").replaceAll("blog", "clash"),
-    );
-    const refused = await ferry(["apply", "-f", projects]);
-    expect(refused.code, refused.stderr).toBe(1);
-    expect(refused.stderr).toContain("nothing was changed");
-    expect(await total("/api/v1/projects")).toBe(1);
-    expect(await total("/api/v1/lifecycles")).toBe(1);
+      // A third file whose project takes a name another project has: the whole apply is refused.
+      await writeFile(
+        join(projects, "c-clash.yml"),
+        BLOG.replace("project: { name: blog }", "project: { name: shop, slug: shop-two }").replaceAll("blog", "clash"),
+      );
+      const refused = await ferry(["apply", "-f", projects]);
+      expect(refused.code, refused.stderr).toBe(1);
+      expect(refused.stderr).toContain("nothing was changed");
+      expect(await total("/api/v1/projects")).toBe(1);
+      expect(await total("/api/v1/lifecycles")).toBe(1);
 
-    // Two files that describe a shared environment differently contradict each other.
-    const contradicting = await write(
-      "blog-contradicting.yml",
-      BLOG.replace("environments: [dev, test, prod]", "environments: [dev, test, { name: Production, slug: prod }]"),
-    );
-    const contradiction = await ferry(["apply", "-f", join(projects, "a-shop.yml"), "-f", contradicting]);
-    expect(contradiction.code, contradiction.stderr).toBe(1);
-    expect(contradiction.stderr).toContain(
-      `the files contradict each other: applied after the others, ${join(projects, "a-shop.yml")} would change environment prod (name) back`,
-    );
-    expect(await total("/api/v1/projects")).toBe(1);
+      // Two files that describe a shared environment differently contradict each other.
+      const contradicting = await write(
+        "blog-contradicting.yml",
+        BLOG.replace("environments: [dev, test, prod]", "environments: [dev, test, { name: Production, slug: prod }]"),
+      );
+      const contradiction = await ferry(["apply", "-f", join(projects, "a-shop.yml"), "-f", contradicting]);
+      expect(contradiction.code, contradiction.stderr).toBe(1);
+      expect(contradiction.stderr).toContain(
+        `the files contradict each other: applied after the others, ${join(projects, "a-shop.yml")} would change environment prod (name) back`,
+      );
+      expect(await total("/api/v1/projects")).toBe(1);
 
-    await ferry(["apply", "-f", join(projects, "a-shop.yml"), "-f", join(projects, "b-blog.yml")]).then(expectSuccess);
-    expect(await total("/api/v1/projects")).toBe(2);
-  });
+      await ferry(["apply", "-f", join(projects, "a-shop.yml"), "-f", join(projects, "b-blog.yml")]).then(
+        expectSuccess,
+      );
+      expect(await total("/api/v1/projects")).toBe(2);
+    },
+    MANY_RUNS_MS,
+  );
 
-  it("exports a project using every step kind and scope as a file that plans to no change", async () => {
-    const everything = join(directory, "everything");
-    await mkdir(everything);
-    await promisify(execFile)("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(everything, "id_ed25519")]);
-    await writeFile(join(everything, "ferry.yml"), EVERYTHING);
-    const secrets = { EVERYTHING_FEED_PASSWORD: "feed-password-1", EVERYTHING_API_TOKEN: "api-token-1" };
-    const applied = await ferry(["apply", "-f", join(everything, "ferry.yml")], secrets);
-    expectSuccess(applied);
-    expect(applied.stderr).toBe("");
+  it(
+    "exports a project using every step kind and scope as a file that plans to no change",
+    async () => {
+      const everything = join(directory, "everything");
+      await mkdir(everything);
+      await promisify(execFile)("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(everything, "id_ed25519")]);
+      await writeFile(join(everything, "ferry.yml"), EVERYTHING);
+      const secrets = { EVERYTHING_FEED_PASSWORD: "feed-password-1", EVERYTHING_API_TOKEN: "api-token-1" };
+      const applied = await ferry(["apply", "-f", join(everything, "ferry.yml")], secrets);
+      expectSuccess(applied);
+      expect(applied.stderr).toBe("");
 
-    const exported = join(directory, "exported.yml");
-    expectSuccess(await ferry(["export", "--project", "everything", "-o", exported]));
-    const text = await readFile(exported, "utf8");
-    // Secrets as references, never values (the key file's content is not in it either).
-    expect(text).toContain("valueFrom:\n      env: FERRY_SECRET_APITOKEN\n");
-    expect(text).toContain("passwordFrom:\n      env: FERRY_SECRET_FEED_EVERYTHING_REGISTRY_PASSWORD\n");
-    expect(text).toContain("privateKeyFrom:\n        env: FERRY_SECRET_TARGET_EVERY_REMOTE_PRIVATE_KEY\n");
-    for (const secret of Object.values(secrets)) expect(text).not.toContain(secret);
-    expect(text).not.toContain("PRIVATE KEY-----");
+      const exported = join(directory, "exported.yml");
+      expectSuccess(await ferry(["export", "--project", "everything", "-o", exported]));
+      const text = await readFile(exported, "utf8");
+      // Secrets as references, never values (the key file's content is not in it either).
+      expect(text).toContain("valueFrom:\n      env: FERRY_SECRET_APITOKEN\n");
+      expect(text).toContain("passwordFrom:\n      env: FERRY_SECRET_FEED_EVERYTHING_REGISTRY_PASSWORD\n");
+      expect(text).toContain("privateKeyFrom:\n        env: FERRY_SECRET_TARGET_EVERY_REMOTE_PRIVATE_KEY\n");
+      for (const secret of Object.values(secrets)) expect(text).not.toContain(secret);
+      expect(text).not.toContain("PRIVATE KEY-----");
 
-    // Round trip: without any secret in the environment, the stored ones are kept.
-    const plan = await ferry(["plan", "-f", exported]);
-    expectSuccess(plan);
-    expect(plan.stdout).toMatch(/^No changes: the server matches the file \(\d+ unchanged\)\.\n$/);
+      // Round trip: without any secret in the environment, the stored ones are kept.
+      const plan = await ferry(["plan", "-f", exported]);
+      expectSuccess(plan);
+      expect(plan.stdout).toMatch(/^No changes: the server matches the file \(\d+ unchanged\)\.\n$/);
 
-    // One value edited: exactly that one change.
-    await writeFile(exported, text.replace("value: Hello remote", "value: Hi remote"));
-    const edited = parseJson<Change[]>(await ferry(["plan", "-f", exported, "--json"]));
-    expect(changed(edited).map(({ action, resource, name, fields }) => ({ action, resource, name, fields }))).toEqual([
-      {
-        action: "updated",
-        resource: "variable",
-        name: "Greeting [targets every-remote]",
-        fields: [{ field: "value", from: "Hello remote", to: "Hi remote" }],
-      },
-    ]);
-  });
+      // One value edited: exactly that one change.
+      await writeFile(exported, text.replace("value: Hello remote", "value: Hi remote"));
+      const edited = parseJson<Change[]>(await ferry(["plan", "-f", exported, "--json"]));
+      expect(changed(edited).map(({ action, resource, name, fields }) => ({ action, resource, name, fields }))).toEqual(
+        [
+          {
+            action: "updated",
+            resource: "variable",
+            name: "Greeting [targets every-remote]",
+            fields: [{ field: "value", from: "Hello remote", to: "Hi remote" }],
+          },
+        ],
+      );
+    },
+    MANY_RUNS_MS,
+  );
 
   it("tells a file plan from a deployment plan, and refuses a mix of the two", async () => {
     const file = join(directory, "ferry.yml");

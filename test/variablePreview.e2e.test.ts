@@ -25,6 +25,9 @@ afterAll(async () => {
   await cleanUp();
 });
 
+/** A test of many CLI runs one after another: on a loaded machine (two cores, shared) it takes minutes. */
+const MANY_RUNS_MS = 180_000;
+
 const SECRET = "preview-secret-value-123";
 
 const FILE = `
@@ -176,64 +179,68 @@ describe.each(["sqlite", "postgres"] as const)("ferry vars show on %s", (dialect
     expect(onDatabase.stdout).toContain("scoped to target roles, and no target is in question here");
   });
 
-  it("matches what a deployment's script actually saw on each target", async () => {
-    const created = await ferry([
-      "release",
-      "create",
-      "--project",
-      "shop",
-      "--version",
-      "1.0.0",
-      "--deploy-to",
-      "prod",
-      "--wait",
-      "--json",
-    ]);
-    expectSuccess(created);
-    const { deployments } = parseJson<{ deployments: { taskId: string; environment: string }[] }>(created);
-    const deployment = deployments.find((item) => item.environment === "prod");
-    expect(deployment).toBeDefined();
-    const log = await ferry(["task", "logs", deployment?.taskId ?? ""]);
-    expectSuccess(log);
-    const seen = [...log.stdout.matchAll(/seen target=(\S+) where=(\S+) port=(\S+) secret=(\S+)/g)].map((match) => ({
-      target: match[1],
-      values: { Where: match[2], Port: match[3], Secret: match[4] },
-    }));
-    expect(seen.map((item) => item.target).sort()).toEqual(["db-1", "web-1", "web-2"]);
-    expect(log.stdout).not.toContain(SECRET);
-    for (const { target, values } of seen) {
-      const shown = await preview(["--env", "prod", "--target", target ?? "", "--step", "Print"]);
-      expect(valuesOf(shown), `target ${target}`).toEqual(values);
-      const ofRelease = await preview([
-        "--env",
-        "prod",
-        "--target",
-        target ?? "",
-        "--step",
-        "Print",
-        "--release",
+  it(
+    "matches what a deployment's script actually saw on each target",
+    async () => {
+      const created = await ferry([
+        "release",
+        "create",
+        "--project",
+        "shop",
+        "--version",
         "1.0.0",
+        "--deploy-to",
+        "prod",
+        "--wait",
+        "--json",
       ]);
-      expect(valuesOf(ofRelease), `target ${target}, release 1.0.0`).toEqual(values);
-      expect(ofRelease.variables.find((variable) => variable.name === "Ferry.Release.Number")?.value).toBe("1.0.0");
-    }
-    // The variables change after the release: the preview follows, the release's snapshot does not.
-    const updated = await ferry(["var", "update", "--project", "shop", "Port", "--value", "81"]);
-    expect(updated.code, updated.stderr).not.toBe(0); // two variables are named Port: refer to one by id
-    const ports = parseJson<{ id: string; name: string; scope: { roles: string[] } }[]>(
-      await ferry(["var", "list", "--project", "shop", "--json"]),
-    ).filter((variable) => variable.name === "Port");
-    const unscopedPort = ports.find((variable) => variable.scope.roles.length === 0);
-    expectSuccess(await ferry(["var", "update", "--project", "shop", unscopedPort?.id ?? "", "--value", "81"]));
-    expect(valuesOf(await preview(["--env", "prod", "--target", "web-2"])).Port).toBe("81");
-    expect(valuesOf(await preview(["--env", "prod", "--target", "web-2", "--release", "1.0.0"])).Port).toBe("80");
-    // Each scope won somewhere: target on web-1, role on web-2, environment on db-1 (and role for its Port).
-    expect(Object.fromEntries(seen.map((item) => [item.target, item.values.Where]))).toEqual({
-      "web-1": "from-target",
-      "web-2": "from-role",
-      "db-1": "from-environment",
-    });
-  });
+      expectSuccess(created);
+      const { deployments } = parseJson<{ deployments: { taskId: string; environment: string }[] }>(created);
+      const deployment = deployments.find((item) => item.environment === "prod");
+      expect(deployment).toBeDefined();
+      const log = await ferry(["task", "logs", deployment?.taskId ?? ""]);
+      expectSuccess(log);
+      const seen = [...log.stdout.matchAll(/seen target=(\S+) where=(\S+) port=(\S+) secret=(\S+)/g)].map((match) => ({
+        target: match[1],
+        values: { Where: match[2], Port: match[3], Secret: match[4] },
+      }));
+      expect(seen.map((item) => item.target).sort()).toEqual(["db-1", "web-1", "web-2"]);
+      expect(log.stdout).not.toContain(SECRET);
+      for (const { target, values } of seen) {
+        const shown = await preview(["--env", "prod", "--target", target ?? "", "--step", "Print"]);
+        expect(valuesOf(shown), `target ${target}`).toEqual(values);
+        const ofRelease = await preview([
+          "--env",
+          "prod",
+          "--target",
+          target ?? "",
+          "--step",
+          "Print",
+          "--release",
+          "1.0.0",
+        ]);
+        expect(valuesOf(ofRelease), `target ${target}, release 1.0.0`).toEqual(values);
+        expect(ofRelease.variables.find((variable) => variable.name === "Ferry.Release.Number")?.value).toBe("1.0.0");
+      }
+      // The variables change after the release: the preview follows, the release's snapshot does not.
+      const updated = await ferry(["var", "update", "--project", "shop", "Port", "--value", "81"]);
+      expect(updated.code, updated.stderr).not.toBe(0); // two variables are named Port: refer to one by id
+      const ports = parseJson<{ id: string; name: string; scope: { roles: string[] } }[]>(
+        await ferry(["var", "list", "--project", "shop", "--json"]),
+      ).filter((variable) => variable.name === "Port");
+      const unscopedPort = ports.find((variable) => variable.scope.roles.length === 0);
+      expectSuccess(await ferry(["var", "update", "--project", "shop", unscopedPort?.id ?? "", "--value", "81"]));
+      expect(valuesOf(await preview(["--env", "prod", "--target", "web-2"])).Port).toBe("81");
+      expect(valuesOf(await preview(["--env", "prod", "--target", "web-2", "--release", "1.0.0"])).Port).toBe("80");
+      // Each scope won somewhere: target on web-1, role on web-2, environment on db-1 (and role for its Port).
+      expect(Object.fromEntries(seen.map((item) => [item.target, item.values.Where]))).toEqual({
+        "web-1": "from-target",
+        "web-2": "from-role",
+        "db-1": "from-environment",
+      });
+    },
+    MANY_RUNS_MS,
+  );
 
   it("refuses a target outside the environment and a step the process does not have, naming what there is", async () => {
     const target = await ferry(["vars", "show", "--project", "shop", "--env", "dev", "--target", "db-1"]);
