@@ -79,6 +79,10 @@ const BODIES: Record<string, unknown> = {
   "DELETE /api/v1/projects/{project}/runbooks/{runbook}": undefined,
   "POST /api/v1/projects/{project}/runbooks/{runbook}/publish": undefined,
   "POST /api/v1/projects/{project}/runbooks/{runbook}/runs": { environment: "dev" },
+  // Retention decides which of bravo's run artifacts are deleted (editRunbooks).
+  "PUT /api/v1/projects/{project}/runbooks/{runbook}/artifact-retention": {
+    policies: [{ environment: "*", keepRuns: 1 }],
+  },
   // A freeze on bravo would stop its deployments: refused like any other change to bravo.
   "POST /api/v1/projects/{project}/freezes": {
     name: "sneaky",
