@@ -195,6 +195,10 @@ steps:
     kind: approval
     environments: [every-prod]
     config: { instructions: "Check #{Ferry.Environment.Name}" }
+  - name: Tag latest
+    kind: registry-retag
+    environments: [every-prod]
+    config: { image: "#{Ferry.Image[web]}", tags: ["#{Ferry.Release.Number}", latest] }
 runbooks:
   - name: Restart
     environments: [every-prod]
@@ -204,6 +208,9 @@ runbooks:
       - name: restart
         kind: script
         config: { script: echo restart }
+      - name: logs
+        kind: collect-logs
+        config: { since: 12h }
     publish: true
 `;
 
@@ -389,6 +396,13 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
       const applied = await ferry(["apply", "-f", join(everything, "ferry.yml")], secrets);
       expectSuccess(applied);
       expect(applied.stderr).toBe("");
+      // Every step kind the server knows (its refusal of an unknown one lists them) is in the file.
+      const unknownKind = await apiRequest(`${server.url}/api/v1/projects/everything/process`, adminKey, "PUT", {
+        steps: [{ name: "x", kind: "no-such-kind", config: {} }],
+      });
+      const kinds = /use one of: ([a-z, -]+)/.exec(await unknownKind.text())?.[1]?.split(", ") ?? [];
+      expect(kinds.length).toBeGreaterThan(5);
+      for (const kind of kinds) expect(EVERYTHING, `step kind ${kind}`).toContain(`kind: ${kind}\n`);
 
       const exported = join(directory, "exported.yml");
       expectSuccess(await ferry(["export", "--project", "everything", "-o", exported]));
