@@ -8,9 +8,11 @@ import { controlPlane } from "./controlPlane.js";
 import { deployLatency, rollback } from "./deployLatency.js";
 import { footprint } from "./footprint.js";
 import { logs } from "./logs.js";
+import { proxy } from "./proxy.js";
 import { rolling } from "./rolling.js";
 import { rollingAgents } from "./rollingAgents.js";
 import { throughput } from "./throughput.js";
+import { triggerLatency } from "./triggerLatency.js";
 import { ui } from "./ui.js";
 import { zeroDowntime } from "./zeroDowntime.js";
 
@@ -43,6 +45,8 @@ const benchmarks: Record<string, () => Promise<BenchmarkResult>> = {
   "rolling-agents": rollingAgents,
   agents,
   ui,
+  "trigger-latency": triggerLatency,
+  proxy,
 };
 
 const root = join(import.meta.dirname ?? ".", "..", "..");

@@ -95,6 +95,25 @@ describe("unauthenticated crawl of every route in the OpenAPI document", () => {
       secret: "crawl-webhook-secret",
     });
     values.webhook = String(webhook.body.id ?? "webhook-1");
+    // A runbook with a schedule: their routes are crawled with real names.
+    values.runbook = String(
+      (
+        await ok("POST", `/api/v1/projects/${values.project}/runbooks`, {
+          name: "ops",
+          process: { steps: [{ name: "hello", kind: "script", config: { script: "echo ops" } }] },
+        })
+      ).slug,
+    );
+    values.schedule = String(
+      (
+        await ok("POST", `/api/v1/projects/${values.project}/runbooks/${values.runbook}/schedules`, {
+          name: "nightly",
+          environment: "dev",
+          cron: "0 3 * * *",
+          paused: true,
+        })
+      ).name,
+    );
     // Users and API keys exist once the users feature is in; crawl them with real ids when they do.
     const user = await test.call("POST", "/api/v1/users", { username: "crawler", password: "a-long-crawl-password" });
     if (user.status === 201) values.user = String(user.body.id ?? "crawler");

@@ -83,6 +83,16 @@ const BODIES: Record<string, unknown> = {
   "PUT /api/v1/projects/{project}/runbooks/{runbook}/artifact-retention": {
     policies: [{ environment: "*", keepRuns: 1 }],
   },
+  "POST /api/v1/projects/{project}/runbooks/{runbook}/schedules": {
+    name: "sneaky",
+    environment: "dev",
+    cron: "* * * * *",
+  },
+  "PATCH /api/v1/projects/{project}/runbooks/{runbook}/schedules/{schedule}": { cron: "* * * * *" },
+  "DELETE /api/v1/projects/{project}/runbooks/{runbook}/schedules/{schedule}": undefined,
+  "POST /api/v1/projects/{project}/runbooks/{runbook}/schedules/{schedule}/pause": undefined,
+  "POST /api/v1/projects/{project}/runbooks/{runbook}/schedules/{schedule}/resume": undefined,
+  "PUT /api/v1/projects/{project}/runbooks/{runbook}/retention": { policies: [] },
   // A freeze on bravo would stop its deployments: refused like any other change to bravo.
   "POST /api/v1/projects/{project}/freezes": {
     name: "sneaky",
@@ -253,6 +263,12 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
       name: "bravo ops",
       process: { steps: [{ name: "hello", kind: "script", config: { script: "echo ops" } }] },
     });
+    await admin("POST", "/api/v1/projects/bravo/runbooks/bravo-ops/schedules", {
+      name: "bravo-nightly",
+      environment: "test",
+      cron: "0 3 * * *",
+      paused: true,
+    });
     await admin("POST", "/api/v1/projects/bravo/freezes", {
       name: "bravo-freeze",
       environments: ["test"],
@@ -335,6 +351,7 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
       target: "prod-box",
       runbook: "bravo-ops",
       freeze: "bravo-freeze",
+      schedule: "bravo-nightly",
       trigger: "bravo-trigger",
     };
     const answers: string[] = [];

@@ -176,7 +176,7 @@ async function secretsOf(
   return secrets;
 }
 
-async function readText(path: string): Promise<string> {
+export async function readText(path: string): Promise<string> {
   try {
     return await readFile(path, "utf8");
   } catch (error) {

@@ -195,6 +195,10 @@ export const runbookRunSummarySchema = z.object({
   parameters: z.record(z.string(), z.string()),
   /** "<freeze>: <reason>" when the run went through a freeze. */
   freezeOverride: z.string().nullable(),
+  /** Why a schedule queued it ("schedule nightly", "missed firings of schedule nightly"); null: a person did. */
+  cause: z.string().nullable(),
+  /** The schedule's firing it is for (ISO 8601); null when a person queued it. */
+  scheduledFor: z.string().nullable(),
 });
 export type RunbookRunSummary = z.infer<typeof runbookRunSummarySchema>;
 

@@ -39,6 +39,8 @@ export interface RunbookRunRequest extends CreateRunbookRun {
   createdByPrincipal?: string | null | undefined;
   /** The caller's grants: a draft run needs editRunbooks, a freeze override overrideFreezes. */
   access: Access;
+  /** Set when a schedule queues the run: why (recorded with the run and in its log), and the firing. */
+  schedule?: { id: string; cause: string; scheduledFor: Date } | undefined;
 }
 
 /**
@@ -103,7 +105,7 @@ export async function requestRunbookRun(
   let version: number | null = source.version;
   const task = await services.enqueue({
     kind: "runbook",
-    title: `Run ${row.name}${request.draft ? " (draft)" : ""} of ${project.name} in ${environment.name}`,
+    title: `Run ${row.name}${request.draft ? " (draft)" : ""} of ${project.name} in ${environment.name}${request.schedule ? ` (${request.schedule.cause})` : ""}`,
     projectId: project.id,
     environmentId: environment.id,
     payload: { runId, guidedFailure: request.guidedFailure },
@@ -125,6 +127,7 @@ export async function requestRunbookRun(
         sensitive: [...parameters.sensitive],
         targetIds,
         freezeOverride: freezeOverride ? `${freezeOverride.freeze}: ${freezeOverride.reason}` : null,
+        schedule: request.schedule,
       });
     },
   });
@@ -195,6 +198,8 @@ export function runbookTaskKind(services: DeploymentServices): TaskKind<z.infer<
         `Running runbook ${runbook.name} (${loaded.version === null ? "draft" : `published version ${loaded.version}`}) of ${project.name} in ${environment.name}`,
       );
       if (loaded.run.freeze_override) task.log.warn(`freeze overridden: ${loaded.run.freeze_override}`);
+      if (loaded.run.cause)
+        task.log.info(`Queued by ${loaded.run.cause}, for the firing due ${loaded.run.scheduled_for}`);
       const { failed, skippedSteps } = await runProcess(runner, {
         task,
         scope: {

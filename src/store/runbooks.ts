@@ -324,6 +324,8 @@ export async function insertRunbookRun(
     sensitive: readonly string[];
     targetIds: readonly string[] | null;
     freezeOverride: string | null;
+    /** A schedule's firing that queued the run (ADR 0036). */
+    schedule?: { id: string; cause: string; scheduledFor: Date } | undefined;
   },
 ): Promise<void> {
   await trx
@@ -339,6 +341,9 @@ export async function insertRunbookRun(
       sensitive: JSON.stringify(run.sensitive),
       target_ids: run.targetIds ? JSON.stringify(run.targetIds) : null,
       freeze_override: run.freezeOverride,
+      cause: run.schedule?.cause ?? null,
+      schedule_id: run.schedule?.id ?? null,
+      scheduled_for: run.schedule?.scheduledFor.toISOString() ?? null,
       created_at: nowIso(),
     })
     .execute();
@@ -397,6 +402,8 @@ function runSummaries(db: Executor) {
       "r.parameters",
       "r.sensitive",
       "r.freeze_override",
+      "r.cause",
+      "r.scheduled_for",
       "r.created_at",
       "s.version",
       "t.state",
@@ -420,6 +427,8 @@ function toRunSummary(run: RunSummaryRow): RunbookRunSummary {
     finishedAt: run.finished_at,
     parameters: maskedParameters(run),
     freezeOverride: run.freeze_override,
+    cause: run.cause,
+    scheduledFor: run.scheduled_for,
   };
 }
 
@@ -521,6 +530,8 @@ export async function runbookRunOfTask({ db }: StoreContext, taskId: string): Pr
     version: run.version === null ? null : Number(run.version),
     parameters: maskedParameters(run),
     freezeOverride: run.freeze_override,
+    cause: run.cause,
+    scheduledFor: run.scheduled_for,
     targets: targetIds?.map((id) => names.find((target) => target.id === id)?.name ?? id) ?? null,
   };
 }
