@@ -29,6 +29,15 @@ function call(baseUrl: string, method: string, target: string, key: string, body
  * administrators change. A route added without an entry here fails the test: decide what
  * the scoped user sends to it.
  */
+/** A ferry.yml that changes project bravo in prodzone. */
+const BRAVO_FILE = [
+  "project: { name: bravo }",
+  "environments: [prodzone]",
+  "lifecycle: { name: standard, phases: [{ environments: [prodzone] }] }",
+  "variables: [{ name: Sneaky, value: x }]",
+  "",
+].join("\n");
+
 const BODIES: Record<string, unknown> = {
   "POST /api/v1/environments": { name: "sneaky" },
   "PATCH /api/v1/environments/{environment}": { description: "changed" },
@@ -58,6 +67,9 @@ const BODIES: Record<string, unknown> = {
     steps: [{ name: "hello", kind: "script", config: { script: "echo changed" } }],
   },
   "POST /api/v1/projects/{project}/releases": { version: "9.9.9" },
+  // ferry.yml applied (or planned) on the server: each change it makes is the caller's own request.
+  "POST /api/v1/config/plan": { files: [{ name: "ferry.yml", text: BRAVO_FILE }] },
+  "POST /api/v1/config/apply": { files: [{ name: "ferry.yml", text: BRAVO_FILE }] },
   "POST /api/v1/projects/{project}/releases/{release}/variables-snapshot": undefined,
   "POST /api/v1/projects/{project}/deployments": { release: "1.0.0", environment: "dev" },
   "POST /api/v1/projects/{project}/promotions": { to: "dev" },
@@ -67,6 +79,10 @@ const BODIES: Record<string, unknown> = {
   "DELETE /api/v1/projects/{project}/runbooks/{runbook}": undefined,
   "POST /api/v1/projects/{project}/runbooks/{runbook}/publish": undefined,
   "POST /api/v1/projects/{project}/runbooks/{runbook}/runs": { environment: "dev" },
+  // Retention decides which of bravo's run artifacts are deleted (editRunbooks).
+  "PUT /api/v1/projects/{project}/runbooks/{runbook}/artifact-retention": {
+    policies: [{ environment: "*", keepRuns: 1 }],
+  },
   "POST /api/v1/projects/{project}/runbooks/{runbook}/schedules": {
     name: "sneaky",
     environment: "dev",

@@ -10,6 +10,7 @@ import type { ServerMetrics } from "../observability/serverMetrics.js";
 import { isWellFormedApiKey } from "../security/apiKeys.js";
 import type { OidcClient } from "../security/oidc.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
+import { inAmbientTransaction } from "../store/ambientTransaction.js";
 import { authenticateApiKey, type Identity } from "../store/apiKeys.js";
 import type { StoreContext } from "../store/common.js";
 import type { Store } from "../store/db.js";
@@ -20,6 +21,7 @@ import { AddressQueue } from "./addressQueue.js";
 import { agentRoutes, registerAgentProtocol } from "./agents.js";
 import { artifactRoutes } from "./artifacts.js";
 import { auditedRoute, auditRoutes } from "./audit.js";
+import { configRoutes } from "./configAsCode.js";
 import { dashboardRoutes } from "./dashboard.js";
 import { doraRoutes } from "./dora.js";
 import { feedTriggerRoutes } from "./feedTriggers.js";
@@ -140,7 +142,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   // event loop (src/api/addressQueue.ts); first, before any work is done for them.
   const queue = new AddressQueue(options.requestsPerAddress ?? REQUESTS_PER_ADDRESS);
   app.addHook("onRequest", async (request, reply) => {
-    if (request.routeOptions.config?.unqueued) return;
+    // The requests `ferry apply` replays inside its transaction (src/api/configAsCode.ts) run
+    // within the apply's own place in the line: queueing them behind it could wait for ever.
+    if (request.routeOptions.config?.unqueued || inAmbientTransaction()) return;
     if (!(await queue.acquire(request, reply))) {
       // Its client left while it waited: nobody reads an answer, so no work is done for it.
       reply.hijack();
@@ -179,6 +183,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...oidcRoutes(options.context, options.oidc),
     ...signInMethodRoutes(options.context, options.oidc),
     ...(options.metrics ? metricsRoutes(options.metrics) : []),
+    ...configRoutes(options.context, () => app),
     defineRoute({
       method: "GET",
       path: "/api/v1/schema/ferry.json",

@@ -8,6 +8,8 @@ import { createReleaseSchema, releaseSchema } from "../domain/releases.js";
 import { autoDeployNewRelease, promote, requestDeployment, rollback } from "../engine/deploymentRequests.js";
 import type { DeploymentServices } from "../engine/deployments.js";
 import { planDeployment } from "../engine/plan.js";
+import { diffProjectReleases } from "../engine/releaseDiff.js";
+import { previewVariables } from "../engine/variablePreview.js";
 import { checkImageFeeds, pinImages } from "../feeds/images.js";
 import { defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
 import { hostPathVolumes } from "../steps/container/containerStep.js";
@@ -71,6 +73,91 @@ const planSchema = z.object({
     }),
   ),
   variables: z.array(z.object({ name: z.string(), value: z.string(), sensitive: z.boolean() })),
+});
+
+const releaseDiffQuerySchema = z.strictObject({
+  from: referenceSchema.describe("the older release: version or id"),
+  to: referenceSchema.describe("the newer release: version or id"),
+});
+
+const changeKindSchema = z.enum(["added", "removed", "changed"]);
+const pinnedSchema = z.object({ repository: z.string(), tag: z.string(), digest: z.string() });
+const releaseDiffSchema = z.object({
+  project: z.string(),
+  from: z.string(),
+  to: z.string(),
+  images: z.array(
+    z.object({
+      name: z.string(),
+      change: changeKindSchema,
+      from: pinnedSchema.optional(),
+      to: pinnedSchema.optional(),
+    }),
+  ),
+  steps: z.array(
+    z.object({
+      name: z.string(),
+      kind: z.string(),
+      change: changeKindSchema,
+      fields: z
+        .array(z.object({ field: z.string(), from: z.unknown().optional(), to: z.unknown().optional() }))
+        .optional(),
+    }),
+  ),
+  variables: z.array(
+    z.object({
+      name: z.string(),
+      scope: z.object({ environments: z.array(z.string()), roles: z.array(z.string()), targets: z.array(z.string()) }),
+      change: changeKindSchema,
+      sensitive: z.boolean().describe("a sensitive variable's values are never shown, only that it changed"),
+      from: z.string().optional(),
+      to: z.string().optional(),
+      note: z.string().optional(),
+    }),
+  ),
+  notes: z.object({ from: z.string(), to: z.string() }).nullable(),
+});
+
+const variablePreviewQuerySchema = z.strictObject({
+  environment: referenceSchema.describe("environment slug or id"),
+  target: referenceSchema.optional().describe("a target of the environment (slug or id): what steps on it see"),
+  step: z.string().min(1).max(200).optional().describe("a step of the project's process, by name"),
+  release: referenceSchema
+    .optional()
+    .describe("a release (version or id): its snapshot, as deploying it would give, instead of the variables now"),
+});
+
+const previewScopeSchema = z.object({
+  environments: z.array(z.string()),
+  roles: z.array(z.string()),
+  targets: z.array(z.string()),
+});
+const rankSchema = z.enum(["project", "environment", "role", "target", "step"]);
+const previewCandidateSchema = z.object({
+  value: z.string().describe("the value, or ******** when sensitive"),
+  sensitive: z.boolean(),
+  scope: previewScopeSchema,
+  rank: rankSchema,
+  verdict: z.enum(["won", "tied", "outranked", "not applicable"]),
+  reason: z.string(),
+});
+const variablePreviewSchema = z.object({
+  project: z.string(),
+  environment: z.string(),
+  target: z.string().nullable(),
+  step: z.string().nullable(),
+  release: z.string().nullable(),
+  variables: z.array(
+    z.object({
+      name: z.string(),
+      value: z.string().describe("the effective value, or ******** when sensitive"),
+      sensitive: z.boolean(),
+      rank: z.union([rankSchema, z.literal("system")]),
+      scope: previewScopeSchema.nullable(),
+      candidates: z.array(previewCandidateSchema),
+    }),
+  ),
+  ambiguous: z.array(z.object({ name: z.string(), message: z.string(), candidates: z.array(previewCandidateSchema) })),
 });
 
 function releaseResource(result: unknown): AuditResource {
@@ -311,6 +398,37 @@ export function releaseRoutes(
       response: planSchema,
       // The caller's access: sensitive variables' names are left out without viewSensitiveNames there.
       handler: ({ params, query, access }) => planDeployment(services, { project: params.project, ...query }, access),
+    }),
+    defineRoute({
+      method: "GET",
+      path: "/api/v1/projects/:project/release-diff",
+      tag: "Releases",
+      summary:
+        "What changed from one release to another: images with digests, steps field by field, variables (sensitive ones only as changed), notes",
+      access: { kind: "project", permission: "view", project: (params) => params.project },
+      params: pathParams("project"),
+      query: releaseDiffQuerySchema,
+      response: releaseDiffSchema,
+      handler: ({ params, query, access }) =>
+        diffProjectReleases(context, { project: params.project, ...query }, access),
+    }),
+    defineRoute({
+      method: "GET",
+      path: "/api/v1/projects/:project/variable-preview",
+      tag: "Variables",
+      summary:
+        "Each variable's value for a step on a target of an environment, the scope that won and why every other value lost (sensitive values masked); no release needed",
+      access: {
+        kind: "project",
+        permission: "view",
+        project: (params) => params.project,
+        environment: ({ query }) => query.environment,
+      },
+      params: pathParams("project"),
+      query: variablePreviewQuerySchema,
+      response: variablePreviewSchema,
+      // The caller's access: sensitive variables are left out without viewSensitiveNames there.
+      handler: ({ params, query, access }) => previewVariables(context, { project: params.project, ...query }, access),
     }),
   ];
 }

@@ -17,7 +17,34 @@ export class ApiClient {
     private readonly timeoutMs = 30_000,
   ) {}
 
-  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /** `timeoutMs` replaces the client's own for this request (an apply of many files takes longer). */
+  async request<T>(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
+    const { status, text } = await this.send(method, path, body, timeoutMs);
+    if (status === 204) return undefined as T;
+    const parsed = text === "" ? undefined : safeJson(text);
+    if (status < 200 || status > 299) {
+      const problem = (parsed ?? {}) as ProblemBody;
+      throw new OperationError(
+        `${problem.title ?? `HTTP ${status}`}: ${problem.detail ?? "the server refused the request"}`,
+        [
+          ...(problem.errors ?? []).map(
+            (issue) => `${issue.in ? `${issue.in} ` : ""}${issue.pointer || "/"}: ${issue.detail}`,
+          ),
+          ...(problem.usedBy ?? []).map((user) => `used by ${user}`),
+        ],
+        status,
+      );
+    }
+    return parsed as T;
+  }
+
+  /** One request over HTTP: its status and body text. */
+  protected async send(
+    method: string,
+    path: string,
+    body: unknown,
+    timeoutMs: number,
+  ): Promise<{ status: number; text: string }> {
     const url = new URL(path, this.baseUrl);
     let response: Response;
     try {
@@ -29,7 +56,7 @@ export class ApiClient {
           ...(body !== undefined && { "content-type": "application/json" }),
         },
         ...(body !== undefined && { body: JSON.stringify(body) }),
-        signal: AbortSignal.timeout(this.timeoutMs),
+        signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (error) {
       const reason = (error as Error).name === "TimeoutError" ? "timed out" : "could not connect";
@@ -37,22 +64,7 @@ export class ApiClient {
         `${reason} to the Ferry server at ${this.baseUrl}; is it running? (set FERRY_URL or run 'ferry login')`,
       );
     }
-    if (response.status === 204) return undefined as T;
-    const text = await response.text();
-    const parsed = text === "" ? undefined : safeJson(text);
-    if (!response.ok) {
-      const problem = (parsed ?? {}) as ProblemBody;
-      throw new OperationError(
-        `${problem.title ?? `HTTP ${response.status}`}: ${problem.detail ?? "the server refused the request"}`,
-        [
-          ...(problem.errors ?? []).map(
-            (issue) => `${issue.in ? `${issue.in} ` : ""}${issue.pointer || "/"}: ${issue.detail}`,
-          ),
-          ...(problem.usedBy ?? []).map((user) => `used by ${user}`),
-        ],
-      );
-    }
-    return parsed as T;
+    return { status: response.status, text: await response.text() };
   }
 
   /** Headers that authenticate a request made outside `request` (a streaming fetch). */

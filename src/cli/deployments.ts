@@ -1,7 +1,9 @@
 import type { Command } from "commander";
+import { type FileOptions, planFiles } from "./apply.js";
 import { segment } from "./client.js";
+import { UsageError } from "./errors.js";
 import { list, printJson, writeOutput } from "./output.js";
-import type { CliContext } from "./resourceGroup.js";
+import { type CliContext, collect } from "./resourceGroup.js";
 import { type DeploymentCreated, reportDeployment, type WaitOptions } from "./wait.js";
 
 /** The answer of GET /api/v1/projects/:project/plan. */
@@ -27,7 +29,11 @@ const override = (options: OverrideOption) =>
 
 const projectPath = (project: string, rest: string) => `/api/v1/projects/${segment(project)}/${rest}`;
 
-export function addDeploymentCommands(program: Command, context: CliContext): void {
+export function addDeploymentCommands(
+  program: Command,
+  context: CliContext,
+  secretSource: Readonly<Record<string, string | undefined>>,
+): void {
   /** Posts a request that queues a deployment, then prints it or waits for it. */
   const queue = async (project: string, rest: string, body: Record<string, unknown>, options: WaitOptions) => {
     const client = await context.client();
@@ -95,15 +101,44 @@ export function addDeploymentCommands(program: Command, context: CliContext): vo
 
   program
     .command("plan")
-    .description("show what deploying a release to an environment would do, without doing it")
-    .requiredOption("--project <ref>", "project id or slug")
-    .requiredOption("--release <version>", "release version or id")
-    .requiredOption("--env <ref>", "environment slug or id")
+    .description(
+      "show what deploying a release to an environment would do (--project --release --env), or what applying ferry.yml files would change (-f), without doing it",
+    )
+    .option("-f, --file <path>", "a ferry.yml or a directory of them: plan their apply (repeat for several)", collect)
+    .option("--update-secrets", "with -f: plan writing stored secrets again (rotation)")
+    .option("--prune", "with -f: plan deleting the runbooks each file does not list")
+    .option("--project <ref>", "project id or slug")
+    .option("--release <version>", "release version or id")
+    .option("--env <ref>", "environment slug or id")
     .option("--json", "print JSON")
-    .action(async (options: { project: string; release: string; env: string; json?: boolean }) => {
+    .action(async (options: { project?: string; release?: string; env?: string } & FileOptions) => {
+      if (options.file !== undefined) {
+        const deploymentOptions = (["project", "release", "env"] as const).filter(
+          (name) => options[name] !== undefined,
+        );
+        if (deploymentOptions.length > 0) {
+          throw new UsageError(
+            `plan -f plans applying files; --${deploymentOptions.join(", --")} plan a deployment: give one or the other`,
+          );
+        }
+        await planFiles(context, secretSource, options);
+        return;
+      }
+      const fileOnly = (["updateSecrets", "prune"] as const).filter((name) => options[name] !== undefined);
+      if (fileOnly.length > 0) {
+        throw new UsageError(
+          `${fileOnly.map((name) => (name === "prune" ? "--prune" : "--update-secrets")).join(" and ")} ${fileOnly.length > 1 ? "only go" : "only goes"} with -f ferry.yml`,
+        );
+      }
+      const missing = (["project", "release", "env"] as const).filter((name) => options[name] === undefined);
+      if (missing.length > 0) {
+        throw new UsageError(
+          `required: --${missing.join(", --")} (to plan a deployment), or -f ferry.yml (to plan applying a file)`,
+        );
+      }
       const client = await context.client();
-      const query = new URLSearchParams({ release: options.release, environment: options.env });
-      const plan = await client.get<DeploymentPlan>(projectPath(options.project, `plan?${query}`));
+      const query = new URLSearchParams({ release: options.release ?? "", environment: options.env ?? "" });
+      const plan = await client.get<DeploymentPlan>(projectPath(options.project ?? "", `plan?${query}`));
       if (options.json) printJson(plan);
       else writeOutput(formatPlan(plan));
     });

@@ -11,6 +11,8 @@ export class OperationError extends Error {
   constructor(
     message: string,
     readonly details: string[] = [],
+    /** The HTTP status of the server's refusal, when there was one. */
+    readonly status?: number,
   ) {
     super(message);
   }

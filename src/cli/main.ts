@@ -5,7 +5,7 @@ import { escapeControlCharacters } from "../domain/text.js";
 import { FERRY_VERSION } from "../version.js";
 import { addAdminCommands } from "./admin.js";
 import { addAgentCommand, addAgentTokenCommands } from "./agent.js";
-import { addApplyCommand } from "./apply.js";
+import { addApplyCommand, addExportCommand } from "./apply.js";
 import { addArtifactCommands } from "./artifacts.js";
 import { addDemoCommand } from "./demo.js";
 import { addDeploymentCommands } from "./deployments.js";
@@ -31,7 +31,7 @@ import { addTaskCommands } from "./tasks.js";
 import { addTeamCommands } from "./teams.js";
 import { addScheduledTriggerCommands, addTriggerCommands } from "./triggers.js";
 import { addApiKeyCommands } from "./users.js";
-import { addVariableCommands } from "./variables.js";
+import { addVariableCommands, addVariablePreviewCommand } from "./variables.js";
 
 export function buildProgram(): Command {
   let parsed: FerryEnvironment | undefined;
@@ -62,14 +62,16 @@ export function buildProgram(): Command {
   addTriggerCommands(program, context);
   addScheduledTriggerCommands(program, context);
   addVariableCommands(program, context);
+  addVariablePreviewCommand(program, context);
   addApplyCommand(program, context, process.env);
+  addExportCommand(program, context);
   // Program options count only before a subcommand, so `release create --version V` is
   // the release's version, not the program's --version.
   program.enablePositionalOptions();
   addReleaseCommands(program, context);
   addRunbookCommands(program, context);
   addFreezeCommands(program, context);
-  addDeploymentCommands(program, context);
+  addDeploymentCommands(program, context, process.env);
   addTaskCommands(program, context);
   addArtifactCommands(program, context);
   addAdminCommands(program, context);

@@ -1,4 +1,6 @@
 import { type Command, InvalidArgumentError } from "commander";
+import { describeFieldChange } from "../domain/fieldDiff.js";
+import type { ReleaseDiff } from "../domain/releaseDiff.js";
 import type { Release } from "../domain/releases.js";
 import { segment } from "./client.js";
 import { type Column, list, printFields, printJson, printTable, writeOutput } from "./output.js";
@@ -123,6 +125,25 @@ export function addReleaseCommands(program: Command, context: CliContext): void 
     });
 
   group
+    .command("diff")
+    .description(
+      "what changed from release A to release B: images with digests, steps field by field, variables (sensitive ones only as changed), notes",
+    )
+    .requiredOption("--project <ref>", "project id or slug")
+    .argument("<from>", "the older release: version or id")
+    .argument("<to>", "the newer release: version or id")
+    .option("--json", "print JSON")
+    .action(async (from: string, to: string, options: { project: string; json?: boolean }) => {
+      const client = await context.client();
+      const query = new URLSearchParams({ from, to });
+      const diff = await client.get<ReleaseDiff & { project: string }>(
+        `/api/v1/projects/${segment(options.project)}/release-diff?${query}`,
+      );
+      if (options.json) printJson(diff);
+      else writeOutput(formatReleaseDiff(diff));
+    });
+
+  group
     .command("update-variables")
     .description("re-snapshot a release's variables from the project (its process and images never change)")
     .requiredOption("--project <ref>", "project id or slug")
@@ -144,4 +165,54 @@ function parseImageChoice(value: string, previous: Record<string, string> = {}):
   const match = /^([a-z0-9][a-z0-9-]*)=(\S+)$/.exec(value);
   if (!match?.[1] || !match[2]) throw new InvalidArgumentError("use name=tag, e.g. web=1.4.2");
   return { ...previous, [match[1]]: match[2] };
+}
+
+const MARKS = { added: "+", removed: "-", changed: "~" } as const;
+
+/** "environments prod; roles web", or nothing for an unscoped variable. */
+function scopeLabel(scope: ReleaseDiff["variables"][number]["scope"]): string {
+  const parts = (["environments", "roles", "targets"] as const)
+    .filter((kind) => scope[kind].length > 0)
+    .map((kind) => `${kind} ${scope[kind].join(",")}`);
+  return parts.length > 0 ? ` [${parts.join("; ")}]` : "";
+}
+
+/** The diff for people, one section per part; an unchanged part says so. */
+function formatReleaseDiff(diff: ReleaseDiff & { project: string }): string {
+  const pinned = (image?: { repository: string; tag: string; digest: string }) =>
+    image ? `${image.repository}:${image.tag}@${image.digest}` : "";
+  const quoted = (value: string | undefined) => JSON.stringify(value ?? "");
+  const lines = [`Release diff of ${diff.project}: ${diff.from} → ${diff.to}`, "", "Images:"];
+  if (diff.images.length === 0) lines.push("  (unchanged)");
+  for (const image of diff.images) {
+    const what =
+      image.change === "changed"
+        ? `${pinned(image.from)} → ${pinned(image.to)}`
+        : pinned(image.change === "added" ? image.to : image.from);
+    lines.push(`  ${MARKS[image.change]} ${image.name}  ${what}`);
+  }
+  lines.push("", "Steps:");
+  if (diff.steps.length === 0) lines.push("  (unchanged)");
+  for (const step of diff.steps) {
+    lines.push(`  ${MARKS[step.change]} ${step.name} (${step.kind})`);
+    for (const field of step.fields ?? []) lines.push(`      ${describeFieldChange(field)}`);
+  }
+  lines.push("", "Variables:");
+  if (diff.variables.length === 0) lines.push("  (unchanged)");
+  for (const variable of diff.variables) {
+    const label = `  ${MARKS[variable.change]} ${variable.name}${scopeLabel(variable.scope)}`;
+    const note = variable.note ? ` (${variable.note})` : "";
+    if (variable.sensitive) {
+      lines.push(
+        `${label}: ${variable.change === "changed" ? "changed" : variable.change} (sensitive, not shown)${note}`,
+      );
+    } else if (variable.change === "changed") {
+      lines.push(`${label}: ${quoted(variable.from)} → ${quoted(variable.to)}${note}`);
+    } else {
+      lines.push(`${label}: ${quoted(variable.change === "added" ? variable.to : variable.from)}`);
+    }
+  }
+  lines.push("", "Notes:");
+  lines.push(diff.notes ? `  ${quoted(diff.notes.from)} → ${quoted(diff.notes.to)}` : "  (unchanged)");
+  return `${lines.join("\n")}\n`;
 }

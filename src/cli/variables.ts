@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import type { Variable } from "../domain/variables.js";
 import { segment } from "./client.js";
 import { UsageError } from "./errors.js";
-import { list } from "./output.js";
+import { list, printJson, writeOutput } from "./output.js";
 import { addResourceGroup, type CliContext, collect, type ResourceGroupSpec, sendAndPrint } from "./resourceGroup.js";
 import { readSecretFromStdin } from "./stdin.js";
 
@@ -116,4 +116,151 @@ export function addVariableCommands(program: Command, context: CliContext): void
     };
     await sendAndPrint(context, spec, "PATCH", `${spec.collectionPath(options)}/${segment(reference)}`, body, options);
   });
+}
+
+/** The answer of GET /api/v1/projects/:project/variable-preview (src/engine/variablePreview.ts). */
+interface PreviewCandidate {
+  value: string;
+  sensitive: boolean;
+  scope: Variable["scope"];
+  rank: string;
+  verdict: string;
+  reason: string;
+}
+interface VariablePreview {
+  project: string;
+  environment: string;
+  target: string | null;
+  step: string | null;
+  release: string | null;
+  variables: {
+    name: string;
+    value: string;
+    sensitive: boolean;
+    rank: string;
+    scope: Variable["scope"] | null;
+    candidates: PreviewCandidate[];
+  }[];
+  ambiguous: { name: string; message: string; candidates: PreviewCandidate[] }[];
+}
+
+/**
+ * `ferry vars show`: the variables a step would see, before any release or deployment
+ * (issue 16 part 3). `ferry var …` manages the stored variables; `vars` previews their effect.
+ */
+export function addVariablePreviewCommand(program: Command, context: CliContext): void {
+  program
+    .command("vars")
+    .description("preview variables: their effective values in an environment (ferry var manages them)")
+    .command("show")
+    .description(
+      "each variable's effective value for an environment (and target, step), sensitive ones masked, and the scope that won",
+    )
+    .requiredOption("--project <ref>", "project id or slug")
+    .requiredOption("--env <ref>", "environment slug or id")
+    .option("--target <ref>", "a target of the environment: what steps on it see")
+    .option("--step <name>", "a step of the project's process")
+    .option("--release <version>", "what deploying this release would give (its snapshot), not the variables now")
+    .option("--explain <name>", "list every value of this variable and why it won or lost")
+    .option("--json", "print JSON")
+    .action(
+      async (options: {
+        project: string;
+        env: string;
+        target?: string;
+        step?: string;
+        release?: string;
+        explain?: string;
+        json?: boolean;
+      }) => {
+        const client = await context.client();
+        const query = new URLSearchParams({
+          environment: options.env,
+          ...(options.target !== undefined && { target: options.target }),
+          ...(options.step !== undefined && { step: options.step }),
+          ...(options.release !== undefined && { release: options.release }),
+        });
+        const preview = await client.get<VariablePreview>(
+          `/api/v1/projects/${segment(options.project)}/variable-preview?${query}`,
+        );
+        if (options.explain !== undefined) {
+          const name = options.explain;
+          const variable = preview.variables.find((item) => item.name === name);
+          const ambiguous = preview.ambiguous.find((item) => item.name === name);
+          if (!variable && !ambiguous) {
+            throw new UsageError(
+              `no variable '${name}' here; run 'ferry vars show' without --explain to list the ones there are`,
+            );
+          }
+          if (options.json) printJson(variable ?? ambiguous);
+          else writeOutput(formatExplanation(preview, name, variable, ambiguous));
+          return;
+        }
+        if (options.json) printJson(preview);
+        else writeOutput(formatPreview(preview));
+      },
+    );
+}
+
+function where(preview: VariablePreview): string {
+  return [
+    `in ${preview.environment}`,
+    ...(preview.target ? [`on target ${preview.target}`] : []),
+    ...(preview.step ? [`for step ${preview.step}`] : []),
+    ...(preview.release ? [`of release ${preview.release}`] : []),
+  ].join(" ");
+}
+
+/** "environments prod; roles web", or "unscoped". */
+function describeScope(scope: Variable["scope"] | null): string {
+  if (scope === null) return "";
+  const parts = (["environments", "roles", "targets"] as const)
+    .filter((kind) => scope[kind].length > 0)
+    .map((kind) => `${kind} ${scope[kind].join(",")}`);
+  return parts.length > 0 ? parts.join("; ") : "unscoped";
+}
+
+/** One line per value: a multi-line value shows its line breaks as \n. */
+function oneLine(value: string): string {
+  return value.replace(/\r?\n/g, "\\n");
+}
+
+function formatPreview(preview: VariablePreview): string {
+  const rows = preview.variables.map((variable) => [
+    variable.name,
+    `${oneLine(variable.value)}${variable.sensitive ? " (sensitive)" : ""}`,
+    variable.rank === "system" ? "system" : `${variable.rank}: ${describeScope(variable.scope)}`,
+  ]);
+  const header = ["NAME", "VALUE", "WON BY"];
+  const widths = header.map((title, index) => Math.max(title.length, ...rows.map((row) => row[index]?.length ?? 0)));
+  const format = (row: string[]) =>
+    row
+      .map((cell, index) => cell.padEnd(widths[index] ?? 0))
+      .join("  ")
+      .trimEnd();
+  const lines = [`Variables of ${preview.project} ${where(preview)}:`, format(header), ...rows.map(format)];
+  for (const ambiguous of preview.ambiguous) lines.push(`ambiguous: ${ambiguous.message}`);
+  return `${lines.join("\n")}\n`;
+}
+
+function formatExplanation(
+  preview: VariablePreview,
+  name: string,
+  variable: VariablePreview["variables"][number] | undefined,
+  ambiguous: VariablePreview["ambiguous"][number] | undefined,
+): string {
+  const lines = [
+    variable
+      ? `${name} ${where(preview)} = ${oneLine(variable.value)}${variable.sensitive ? " (sensitive)" : ""} (${variable.rank === "system" ? "a system variable" : `won by its ${variable.rank} scope`})`
+      : `${name} ${where(preview)}: ${ambiguous?.message ?? ""}`,
+  ];
+  const candidates = variable?.candidates ?? ambiguous?.candidates ?? [];
+  if (candidates.length > 0) lines.push("Candidates:");
+  for (const candidate of candidates) {
+    lines.push(
+      `  ${candidate.verdict.padEnd(14)} ${describeScope(candidate.scope).padEnd(30)} ${oneLine(candidate.value)}${candidate.sensitive ? " (sensitive)" : ""}`,
+      `  ${"".padEnd(14)} ${candidate.reason}`,
+    );
+  }
+  return `${lines.join("\n")}\n`;
 }

@@ -2,6 +2,7 @@ import { type ApiClient, segment } from "../cli/client.js";
 import { OperationError } from "../cli/errors.js";
 import type { Environment } from "../domain/environments.js";
 import type { Feed } from "../domain/feeds.js";
+import { canonicalJson, type FieldChange, fieldChanges } from "../domain/fieldDiff.js";
 import type { Lifecycle } from "../domain/lifecycles.js";
 import type { Step } from "../domain/process.js";
 import type { Project } from "../domain/projects.js";
@@ -49,6 +50,8 @@ export interface AppliedChange {
   detail?: string;
   /** Something in the file could not be carried out; the run went on. */
   warning?: string;
+  /** An update's fields: each one's value before and after (a secret's: only that it changed). */
+  fields?: FieldChange[];
 }
 
 interface ApplyOptions {
@@ -56,6 +59,13 @@ interface ApplyOptions {
   updateSecrets?: boolean;
   /** Reads a file the ferry.yml names (an SSH private key), relative to the ferry.yml; undefined when it cannot. */
   readFile?: (path: string) => Promise<string | undefined>;
+  /** Also delete what the project owns and the file leaves out: its runbooks (ADR 0040). */
+  prune?: boolean;
+  /**
+   * The whole apply runs in one transaction (the server's POST /api/v1/config/apply): a refusal
+   * undoes every change before it, and the error says so.
+   */
+  atomic?: boolean;
 }
 
 interface Run {
@@ -64,6 +74,8 @@ interface Run {
   readonly updateSecrets: boolean;
   readonly changes: AppliedChange[];
   readonly readFile: (path: string) => Promise<string | undefined>;
+  readonly prune: boolean;
+  readonly atomic: boolean;
 }
 
 /** One line for people: "created environment dev", "updated lifecycle hello (phases)". */
@@ -88,6 +100,8 @@ export async function applyFerryFile(
     updateSecrets: options.updateSecrets ?? false,
     changes: [],
     readFile: options.readFile ?? (async () => undefined),
+    prune: options.prune ?? false,
+    atomic: options.atomic ?? false,
   };
   const environments = await applyPart(run, "environments", () => applyEnvironments(run, config.environments));
   if (config.feeds.length > 0) {
@@ -117,6 +131,11 @@ export async function applyFerryFile(
   // After the variables: a runbook published here snapshots the variables just applied.
   for (const runbook of config.runbooks ?? []) {
     await applyPart(run, `runbook ${runbook.slug}`, () => applyRunbookFields(run, projectPath, runbook));
+  }
+  if (run.prune) {
+    await applyPart(run, `runbooks of ${config.project.slug}`, () =>
+      pruneRunbooks(run, projectPath, new Set((config.runbooks ?? []).map((runbook) => runbook.slug))),
+    );
   }
   return run.changes;
 }
@@ -191,7 +210,15 @@ export async function applyRunbookFile(
   runbook: RunbookFile,
   options: { mode: "create" | "update"; fields: readonly string[]; publish: boolean },
 ): Promise<AppliedChange[]> {
-  const run: Run = { client, environment: {}, updateSecrets: false, changes: [], readFile: async () => undefined };
+  const run: Run = {
+    client,
+    environment: {},
+    updateSecrets: false,
+    changes: [],
+    readFile: async () => undefined,
+    prune: false,
+    atomic: false,
+  };
   const projectPath = `/api/v1/projects/${segment(project)}`;
   const collection = `${projectPath}/runbooks`;
   const exists = (await client.get<Runbook[]>(collection)).some((candidate) => candidate.slug === runbook.slug);
@@ -217,6 +244,21 @@ export async function applyRunbookFile(
       : runbook;
   await applyRunbookFields(run, projectPath, { ...wanted, publish: options.publish || runbook.publish });
   return run.changes;
+}
+
+/** --prune: the project's runbooks the file does not list are deleted. */
+async function pruneRunbooks(run: Run, projectPath: string, listed: ReadonlySet<string>): Promise<void> {
+  const collection = `${projectPath}/runbooks`;
+  for (const runbook of await run.client.get<Runbook[]>(collection)) {
+    if (listed.has(runbook.slug)) continue;
+    await run.client.request("DELETE", `${collection}/${segment(runbook.slug)}`);
+    run.changes.push({
+      action: "deleted",
+      resource: "runbook",
+      name: runbook.slug,
+      detail: "not in ferry.yml (--prune)",
+    });
+  }
 }
 
 /**
@@ -246,7 +288,13 @@ async function applyRunbookFields(
     const body = differences(existing, desired);
     if (Object.keys(body).length > 0) {
       current = await run.client.request<Runbook>("PATCH", `${collection}/${segment(slug)}`, body);
-      run.changes.push({ action: "updated", resource: "runbook", name: slug, detail: Object.keys(body).join(", ") });
+      run.changes.push({
+        action: "updated",
+        resource: "runbook",
+        name: slug,
+        detail: Object.keys(body).join(", "),
+        fields: fieldChanges(pick(existing, Object.keys(body)), body),
+      });
     } else {
       current = existing;
       run.changes.push({ action: "unchanged", resource: "runbook", name: slug });
@@ -273,12 +321,12 @@ async function applyPart<T>(run: Run, what: string, apply: () => Promise<T>): Pr
   } catch (error) {
     if (!(error instanceof OperationError)) throw error;
     const done = run.changes.filter((change) => change.action !== "unchanged" && change.action !== "skipped");
-    throw new OperationError(`could not apply ${what}: ${error.message}`, [
-      ...error.details,
-      ...(done.length > 0
+    const before = run.atomic
+      ? ["nothing was changed: the apply is all or nothing, and every change before this one was undone"]
+      : done.length > 0
         ? ["changes made before this one (they stay):", ...done.map((change) => `  ${describeChange(change)}`)]
-        : ["nothing was changed before this"]),
-    ]);
+        : ["nothing was changed before this"];
+    throw new OperationError(`could not apply ${what}: ${error.message}`, [...error.details, ...before], error.status);
   }
 }
 
@@ -293,13 +341,11 @@ function differences(current: object, wanted: Record<string, unknown>): Record<s
   return body;
 }
 
-/** JSON with object keys sorted, so two values compare equal whatever order their keys came in. */
-function canonical(value: unknown): string {
-  return JSON.stringify(value, (_key, item: unknown) =>
-    item && typeof item === "object" && !Array.isArray(item)
-      ? Object.fromEntries(Object.entries(item).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-      : item,
-  );
+const canonical = canonicalJson;
+
+/** The fields of `value` named in `keys`, for the "before" side of a field-level diff. */
+function pick(value: object, keys: readonly string[]): Record<string, unknown> {
+  return Object.fromEntries(keys.map((key) => [key, (value as Record<string, unknown>)[key]]));
 }
 
 function sameSet(a: readonly string[], b: readonly string[]): boolean {
@@ -322,7 +368,7 @@ async function createOrUpdate(
   name: string,
   target:
     | { create: { path: string; body: Record<string, unknown> } }
-    | { update: { path: string; body: Record<string, unknown> } },
+    | { update: { path: string; body: Record<string, unknown>; current: object } },
   extra: { detail?: string; warning?: string } = {},
 ): Promise<void> {
   if ("create" in target) {
@@ -336,7 +382,14 @@ async function createOrUpdate(
     return;
   }
   await run.client.request("PATCH", target.update.path, target.update.body);
-  run.changes.push({ action: "updated", resource, name, detail: fields.join(", "), ...extra });
+  run.changes.push({
+    action: "updated",
+    resource,
+    name,
+    detail: fields.join(", "),
+    ...extra,
+    fields: fieldChanges(pick(target.update.current, fields), target.update.body),
+  });
 }
 
 /**
@@ -355,7 +408,7 @@ async function applyEnvironments(run: Run, wanted: FerryFile["environments"]): P
         description: environment.description,
         unavailableTargets: environment.unavailableTargets,
       });
-      await createOrUpdate(run, "environment", environment.slug, { update: { path, body } });
+      await createOrUpdate(run, "environment", environment.slug, { update: { path, body, current } });
       continue;
     }
     const before = wanted
@@ -423,7 +476,7 @@ async function applyFeed(run: Run, feed: FerryFile["feeds"][number], existing: r
     run,
     "feed",
     feed.slug,
-    { update: { path: `/api/v1/feeds/${segment(feed.slug)}`, body } },
+    { update: { path: `/api/v1/feeds/${segment(feed.slug)}`, body, current } },
     { ...detail, ...extra },
   );
 }
@@ -491,7 +544,7 @@ async function applyTarget(run: Run, target: FerryFile["targets"][number], exist
     run,
     "target",
     target.slug,
-    { update: { path: `/api/v1/targets/${segment(target.slug)}`, body } },
+    { update: { path: `/api/v1/targets/${segment(target.slug)}`, body, current } },
     extra,
   );
 }
@@ -591,7 +644,7 @@ async function applyLifecycle(
   }
   const body = differences(current, { name: lifecycle.name, description: lifecycle.description, phases });
   await createOrUpdate(run, "lifecycle", lifecycle.slug, {
-    update: { path: `/api/v1/lifecycles/${segment(lifecycle.slug)}`, body },
+    update: { path: `/api/v1/lifecycles/${segment(lifecycle.slug)}`, body, current },
   });
 }
 
@@ -624,7 +677,7 @@ async function applyProject(
     versionPattern,
   });
   await createOrUpdate(run, "project", project.slug, {
-    update: { path: `/api/v1/projects/${segment(project.slug)}`, body },
+    update: { path: `/api/v1/projects/${segment(project.slug)}`, body, current },
   });
 }
 
@@ -675,6 +728,7 @@ async function applyProcess(
       ...(desired.images !== undefined ? [count(desired.images.length, "image")] : []),
     ].join(", "),
     ...warning,
+    fields: fieldChanges({ images: current.images, steps: current.steps }, desired),
   });
 }
 
@@ -757,18 +811,22 @@ async function updateVariable(run: Run, path: string, current: Variable, variabl
   const name = variableLabel(variable);
   const body: Record<string, unknown> = {};
   const notes: string[] = [];
+  const fields: FieldChange[] = [];
   let warning: string | undefined;
   if (!sameScope(current.scope, variable.scope)) {
     body.scope = variable.scope;
     notes.push(`scope was ${variableLabel(current)}`);
+    fields.push(...fieldChanges(current.scope, variable.scope, "scope"));
   }
   if (!variable.sensitive) {
     if (current.sensitive) {
       Object.assign(body, { sensitive: false, value: variable.value });
       notes.push("no longer sensitive");
+      fields.push({ field: "sensitive", from: true, to: false }, { field: "value", sensitive: true });
     } else if (current.value !== variable.value) {
       body.value = variable.value;
       notes.push("value");
+      fields.push({ field: "value", from: current.value, to: variable.value });
     }
   } else {
     const from = variable.valueFrom?.env ?? "";
@@ -778,6 +836,8 @@ async function updateVariable(run: Run, path: string, current: Variable, variabl
     if (needsValue && value !== undefined) {
       Object.assign(body, { sensitive: true, value });
       notes.push(current.sensitive ? `value from $${from}` : `now sensitive, value from $${from}`);
+      if (!current.sensitive) fields.push({ field: "sensitive", from: false, to: true });
+      fields.push({ field: "value", sensitive: true });
     } else if (needsValue) {
       warning = current.sensitive
         ? `$${from} is not set, so the stored value was kept`
@@ -794,6 +854,7 @@ async function updateVariable(run: Run, path: string, current: Variable, variabl
     name,
     ...(notes.length > 0 && { detail: notes.join("; ") }),
     ...(warning !== undefined && { warning }),
+    ...(changed && { fields }),
   });
 }
 

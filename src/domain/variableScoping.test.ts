@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
   AmbiguousScopeError,
+  explainVariables,
   findAmbiguities,
   resolveVariables,
   type ScopeContext,
@@ -173,5 +174,49 @@ describe("withSystemVariables", () => {
     const merged = withSystemVariables(user, system);
     expect(merged.get("Ferry.Release.Number")).toEqual({ value: "1.4.2", sensitive: false });
     expect(user.get("Ferry.Release.Number")?.value).toBe("spoofed");
+  });
+});
+
+describe("explainVariables", () => {
+  const verdicts = (candidates: ScopedVariable[], context: ScopeContext, name: string) =>
+    explainVariables(candidates, context)
+      .get(name)
+      ?.map((item) => `${item.candidate.value}: ${item.verdict} (${item.rank})`);
+
+  it("agrees with resolveVariables on the winner, and says why each other value lost", () => {
+    const candidates = [
+      variable("Where", "project"),
+      variable("Where", "environment", { environments: ["prod"] }),
+      variable("Where", "role", { roles: ["web"] }),
+      variable("Where", "other target", { targets: ["web-2"] }),
+      variable("Where", "target", { targets: ["web-1"] }),
+    ];
+    expect(verdicts(candidates, webInProduction, "Where")).toEqual([
+      "project: outranked (project)",
+      "environment: outranked (environment)",
+      "role: outranked (role)",
+      "other target: not applicable (target)",
+      "target: won (target)",
+    ]);
+    expect(resolvedValue(candidates, webInProduction, "Where")).toBe("target");
+    const reasons = explainVariables(candidates, webInProduction).get("Where") ?? [];
+    expect(reasons[3]?.reason).toBe("scoped to other targets");
+    expect(reasons[2]?.reason).toBe(
+      "applies, but a target-scoped value is more specific than this role-scoped one (step > target > role > environment > project)",
+    );
+  });
+
+  it("marks equally specific winners as tied, where resolveVariables refuses to choose", () => {
+    const candidates = [variable("Port", "80", { roles: ["web"] }), variable("Port", "81", { roles: ["edge"] })];
+    expect(verdicts(candidates, webInProduction, "Port")).toEqual(["80: tied (role)", "81: tied (role)"]);
+    expect(() => resolveVariables(candidates, webInProduction)).toThrow(AmbiguousScopeError);
+  });
+
+  it("says a role-scoped value does not apply where no target is in question", () => {
+    const explained = explainVariables([variable("Port", "80", { roles: ["web"] })], {
+      environment: "prod",
+      roles: [],
+    });
+    expect(explained.get("Port")?.[0]?.reason).toBe("scoped to target roles, and no target is in question here");
   });
 });

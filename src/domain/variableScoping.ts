@@ -120,6 +120,83 @@ export function withSystemVariables(
   return merged;
 }
 
+/** Why a candidate value of a variable won or lost in a context (`ferry vars show --explain`). */
+export type CandidateVerdict = "won" | "tied" | "outranked" | "not applicable";
+
+export interface ExplainedCandidate {
+  readonly candidate: ScopedVariable;
+  readonly verdict: CandidateVerdict;
+  /** The most specific dimension of its scope: step, target, role, environment or project (unscoped). */
+  readonly rank: ScopeRank;
+  /** In words, with the scope's values as the context gives them (ids, for a deployment). */
+  readonly reason: string;
+}
+
+export type ScopeRank = "project" | "environment" | "role" | "target" | "step";
+
+const RANKS: readonly ScopeRank[] = ["project", "environment", "role", "target", "step"];
+
+/**
+ * Every candidate of each name with the verdict resolveVariables reaches for it in this
+ * context: the same matching and the same ranking (bestCandidates), so a preview cannot
+ * disagree with what a deployment gets. `describe` turns a scope's values into words.
+ */
+export function explainVariables(
+  candidates: readonly ScopedVariable[],
+  context: ScopeContext,
+): Map<string, ExplainedCandidate[]> {
+  const best = bestCandidates(candidates, context);
+  const explained = new Map<string, ExplainedCandidate[]>();
+  for (const candidate of candidates) {
+    const winners = best.get(candidate.name) ?? [];
+    const rank = RANKS[specificityOf(candidate.scope).highest] ?? "project";
+    const mismatch = whyNotApplicable(candidate.scope, context);
+    let verdict: CandidateVerdict;
+    let reason: string;
+    if (mismatch !== undefined) {
+      verdict = "not applicable";
+      reason = mismatch;
+    } else if (winners.includes(candidate)) {
+      verdict = winners.length > 1 ? "tied" : "won";
+      reason =
+        winners.length > 1
+          ? `as specific as ${winners.length - 1} other value(s) that also apply: a deployment here fails until one scope is more specific`
+          : `the most specific value that applies here (${rank} scope)`;
+    } else {
+      const [winner] = winners;
+      const winnerRank = winner ? (RANKS[specificityOf(winner.scope).highest] ?? "project") : "project";
+      verdict = "outranked";
+      reason =
+        winnerRank === rank
+          ? `applies, but the winning ${rank}-scoped value is scoped in more dimensions`
+          : `applies, but a ${winnerRank}-scoped value is more specific than this ${rank}-scoped one (step > target > role > environment > project)`;
+    }
+    const list = explained.get(candidate.name) ?? [];
+    list.push({ candidate, verdict, rank, reason });
+    explained.set(candidate.name, list);
+  }
+  return explained;
+}
+
+/** Why a scope does not apply in this context, or undefined when it does (the same test as `applies`). */
+function whyNotApplicable(scope: VariableScope, context: ScopeContext): string | undefined {
+  if (applies(scope, context)) return undefined;
+  const excludes = (allowed: readonly string[] | undefined, value: string | undefined) =>
+    allowed !== undefined && allowed.length > 0 && (value === undefined || !allowed.includes(value));
+  if (excludes(scope.environments, context.environment)) return "scoped to other environments";
+  if (scope.roles.length > 0 && !scope.roles.some((role) => context.roles.includes(role))) {
+    return context.roles.length === 0
+      ? "scoped to target roles, and no target is in question here"
+      : "scoped to roles the target does not have";
+  }
+  if (excludes(scope.targets, context.target)) {
+    return context.target === undefined
+      ? "scoped to targets, and no target is in question here"
+      : "scoped to other targets";
+  }
+  return context.step === undefined ? "scoped to steps, and no step is in question here" : "scoped to other steps";
+}
+
 /** For each name, the applicable candidates of the highest specificity (one unless tied). */
 function bestCandidates(candidates: readonly ScopedVariable[], context: ScopeContext): Map<string, ScopedVariable[]> {
   const best = new Map<string, { specificity: Specificity; winners: ScopedVariable[] }>();

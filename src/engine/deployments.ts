@@ -2,6 +2,7 @@ import { z } from "zod";
 import type { PinnedImage } from "../domain/releases.js";
 import {
   resolveVariables,
+  type ScopeContext,
   type ScopedVariable,
   type SystemVariableValues,
   withSystemVariables,
@@ -80,6 +81,20 @@ const deploymentPayloadSchema = z.object({
   guidedFailure: z.boolean().default(false),
 });
 
+/** What a variable's scope is matched against for one step on one target (also by the variable preview). */
+export function scopeContextOf(where: {
+  environmentId: string;
+  target: TargetInfo | undefined;
+  stepName: string;
+}): ScopeContext {
+  return {
+    environment: where.environmentId,
+    roles: where.target?.roles ?? [],
+    ...(where.target && { target: where.target.id }),
+    step: where.stepName,
+  };
+}
+
 /**
  * The variables one step sees on one target: the release's values resolved by scope
  * precedence, the Ferry.* system variables, and earlier steps' outputs.
@@ -94,12 +109,7 @@ export function stepVariables(
   const resolved = withSystemVariables(
     resolveVariables(
       variables.map((variable) => ({ ...variable, value: variable.value ?? "" })),
-      {
-        environment: where.environmentId,
-        roles: where.target?.roles ?? [],
-        ...(where.target && { target: where.target.id }),
-        step: where.stepName,
-      },
+      scopeContextOf(where),
     ),
     system,
   );

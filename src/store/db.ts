@@ -3,6 +3,7 @@ import { join } from "node:path";
 import SqliteDatabase from "better-sqlite3";
 import { Kysely, PostgresDialect, SqliteDialect, sql } from "kysely";
 import type pg from "pg";
+import { withAmbientTransactions } from "./ambientTransaction.js";
 import { migrateToLatest } from "./migrations.js";
 import type { Database } from "./schema.js";
 
@@ -68,7 +69,9 @@ function openSqlite(dataDir: string): Store {
   database.pragma("foreign_keys = ON");
   database.pragma("busy_timeout = 5000");
   for (const path of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(path)) chmodSync(path, 0o600);
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) });
+  const db = withAmbientTransactions(
+    new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) }),
+  );
   return {
     db,
     dialect: "sqlite",
@@ -126,7 +129,7 @@ function openPostgres(driver: typeof pg, url: string): Store {
   // An idle client losing its connection (server restart) must not crash the process;
   // the next query gets a fresh connection or a clear error.
   pool.on("error", () => {});
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const db = withAmbientTransactions(new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }));
   return {
     db,
     dialect: "postgres",

@@ -1,0 +1,197 @@
+import { stringify } from "yaml";
+import { type ApiClient, segment } from "../cli/client.js";
+import type { Environment } from "../domain/environments.js";
+import type { Feed } from "../domain/feeds.js";
+import type { Lifecycle } from "../domain/lifecycles.js";
+import type { ProjectImage, Step } from "../domain/process.js";
+import type { Project } from "../domain/projects.js";
+import type { Runbook } from "../domain/runbooks.js";
+import type { Target } from "../domain/targets.js";
+import type { Variable } from "../domain/variables.js";
+
+/**
+ * `ferry export --project P`: the server's project written back as a ferry.yml that
+ * round-trips — `ferry plan -f` of it reports no change (ADR 0040). It holds what `apply`
+ * compares: the project, its lifecycle and the lifecycle's environments, the targets in
+ * them (and their environments), the feeds its images come from, its images, steps,
+ * variables and runbooks.
+ *
+ * Secrets are never read back (the API cannot): each becomes a reference to an environment
+ * variable, named after what it is (`FERRY_SECRET_DBPASSWORD`), which apply reads when it
+ * is set and otherwise keeps the stored secret — so the exported file, applied as it is,
+ * keeps every secret as it is.
+ */
+export async function exportProject(client: ApiClient, projectReference: string): Promise<string> {
+  const project = await client.get<Project>(`/api/v1/projects/${segment(projectReference)}`);
+  const projectPath = `/api/v1/projects/${segment(project.slug)}`;
+  const [environments, lifecycles, feeds, targets, variables, process, runbooks] = await Promise.all([
+    client.getAll<Environment>("/api/v1/environments"),
+    client.getAll<Lifecycle>("/api/v1/lifecycles"),
+    client.getAll<Feed>("/api/v1/feeds"),
+    client.getAll<Target>("/api/v1/targets"),
+    client.getAll<Variable>(`${projectPath}/variables`),
+    client.get<{ steps: Step[]; images?: ProjectImage[] }>(`${projectPath}/process`),
+    client.get<Runbook[]>(`${projectPath}/runbooks`),
+  ]);
+  const lifecycle = lifecycles.find((item) => item.slug === project.lifecycle);
+  if (!lifecycle) throw new Error(`the project's lifecycle '${project.lifecycle}' is not visible to this API key`);
+
+  const lifecycleEnvironments = new Set(lifecycle.phases.flatMap((phase) => phase.environments));
+  const exportedTargets = targets.filter((target) =>
+    target.environments.some((slug) => lifecycleEnvironments.has(slug)),
+  );
+  // Everything the file refers to must be listed under environments (ferry.yml's rule).
+  const referenced = new Set([
+    ...lifecycleEnvironments,
+    ...exportedTargets.flatMap((target) => target.environments),
+    ...variables.flatMap((variable) => variable.scope.environments),
+    ...process.steps.flatMap((step) => [...step.environments, ...step.excludeEnvironments]),
+    ...runbooks.flatMap((runbook) => [
+      ...runbook.environments,
+      ...runbook.process.steps.flatMap((step) => [...step.environments, ...step.excludeEnvironments]),
+    ]),
+  ]);
+  const images = process.images ?? [];
+  const feedOf = (reference: string) => feeds.find((feed) => feed.slug === reference || feed.id === reference);
+  const usedFeeds = feeds.filter((feed) => images.some((image) => feedOf(image.feed) === feed));
+  const secretNames = new SecretNames();
+
+  const file: Record<string, unknown> = {
+    project: {
+      name: project.name,
+      slug: project.slug,
+      ...(project.description !== "" && { description: project.description }),
+    },
+    environments: environments
+      .filter((environment) => referenced.has(environment.slug))
+      .sort((a, b) => a.position - b.position)
+      .map((environment) => ({
+        name: environment.name,
+        slug: environment.slug,
+        ...(environment.description !== "" && { description: environment.description }),
+        unavailableTargets: environment.unavailableTargets,
+      })),
+    lifecycle: {
+      name: lifecycle.name,
+      slug: lifecycle.slug,
+      ...(lifecycle.description !== "" && { description: lifecycle.description }),
+      phases: lifecycle.phases.map((phase) => ({
+        name: phase.name,
+        environments: phase.environments,
+        autoDeploy: phase.autoDeploy,
+        optional: phase.optional,
+        acceptSkippedSteps: phase.acceptSkippedSteps,
+        separateApprover: phase.separateApprover,
+      })),
+    },
+    ...(usedFeeds.length > 0 && {
+      feeds: usedFeeds.map((feed) => ({
+        name: feed.name,
+        slug: feed.slug,
+        url: feed.url,
+        ...(feed.username !== null && { username: feed.username }),
+        ...(feed.password !== null &&
+          feed.username !== null && { passwordFrom: { env: secretNames.take(`FEED_${feed.slug}_PASSWORD`) } }),
+      })),
+    }),
+    ...(exportedTargets.length > 0 && {
+      targets: exportedTargets.map((target) => exportTarget(target, secretNames)),
+    }),
+    images: images.map((image) => ({
+      name: image.name,
+      feed: feedOf(image.feed)?.slug ?? image.feed,
+      repository: image.repository,
+      version: image.version.kind === "semver" ? { semver: image.version.range } : { regex: image.version.pattern },
+    })),
+    variables: [...variables]
+      .sort((a, b) => a.name.localeCompare(b.name))
+      .map((variable) => ({
+        name: variable.name,
+        ...(variable.sensitive
+          ? { sensitive: true, valueFrom: { env: secretNames.take(variable.name) } }
+          : { value: variable.value }),
+        ...(hasScope(variable.scope) && { scope: compactScope(variable.scope) }),
+      })),
+    versionPattern: project.versionPattern,
+    steps: process.steps,
+    ...(runbooks.length > 0 && {
+      runbooks: runbooks.map((runbook) => ({
+        name: runbook.name,
+        slug: runbook.slug,
+        description: runbook.description,
+        environments: runbook.environments,
+        parameters: runbook.parameters,
+        overlapDeployments: runbook.overlapDeployments,
+        overlapItself: runbook.overlapItself,
+        steps: runbook.process.steps,
+        // Published and unchanged since: apply has nothing to publish. A draft that differs
+        // from what is published stays a draft (publish: true would publish it).
+        publish: runbook.published !== null && !runbook.draftChanged,
+      })),
+    }),
+  };
+  const header = [
+    `# ferry.yml of project ${project.slug}, written by \`ferry export\`.`,
+    "# Secrets are references: apply reads each $FERRY_SECRET_* that is set, and keeps the stored secret otherwise.",
+    "",
+  ].join("\n");
+  return header + stringify(file, { lineWidth: 0 });
+}
+
+function exportTarget(target: Target, secretNames: SecretNames): Record<string, unknown> {
+  const ssh = target.ssh;
+  return {
+    name: target.name,
+    slug: target.slug,
+    environments: target.environments,
+    roles: target.roles,
+    transport: target.transport,
+    runtimes: target.runtimes,
+    ...(ssh && {
+      ssh: {
+        host: ssh.host,
+        port: ssh.port,
+        user: ssh.user,
+        ...(ssh.jumpHost && {
+          jumpHost: {
+            host: ssh.jumpHost.host,
+            port: ssh.jumpHost.port,
+            user: ssh.jumpHost.user,
+            ...(ssh.jumpHost.hostKey && { hostKey: ssh.jumpHost.hostKey }),
+          },
+        }),
+        privateKeyFrom: { env: secretNames.take(`TARGET_${target.slug}_PRIVATE_KEY`) },
+        ...(ssh.passphrase !== null && {
+          passphraseFrom: { env: secretNames.take(`TARGET_${target.slug}_PASSPHRASE`) },
+        }),
+        ...(ssh.hostKey && { hostKey: ssh.hostKey }),
+      },
+    }),
+    ...(target.router && { router: target.router }),
+  };
+}
+
+function hasScope(scope: Variable["scope"]): boolean {
+  return scope.environments.length + scope.roles.length + scope.targets.length > 0;
+}
+
+function compactScope(scope: Variable["scope"]): Record<string, string[]> {
+  return Object.fromEntries(Object.entries(scope).filter(([, values]) => values.length > 0));
+}
+
+/**
+ * Environment variable names for the secrets of one export: FERRY_SECRET_ and what the secret
+ * is, in capitals with '_' for anything else; a name taken twice (one variable, several
+ * scopes) gets _2, _3 … in the order written.
+ */
+class SecretNames {
+  private readonly taken = new Set<string>();
+
+  take(what: string): string {
+    const base = `FERRY_SECRET_${what.toUpperCase().replace(/[^A-Z0-9]+/g, "_")}`;
+    let name = base;
+    for (let count = 2; this.taken.has(name); count++) name = `${base}_${count}`;
+    this.taken.add(name);
+    return name;
+  }
+}

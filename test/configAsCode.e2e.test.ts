@@ -1,0 +1,463 @@
+import { execFile } from "node:child_process";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  apiRequest,
+  type CliResult,
+  expectSuccess,
+  type FerryServer,
+  isolatedEnv,
+  parseJson,
+  runFerry,
+  testAdminKey,
+  trackedResources,
+} from "./helpers/cli.js";
+import { createPostgresDatabase } from "./helpers/databases.js";
+
+/**
+ * Configuration as code both ways (issue 16 part 1), end to end: the real `bin/ferry` talking
+ * to a real `ferry server`, on SQLite and on PostgreSQL. `plan -f` says what `apply -f` would
+ * change and changes nothing; `apply -f` is all or nothing; `export` writes a file that
+ * plans to no change.
+ */
+
+const { makeTemporaryDirectory, startServerInNewHome, cleanUp } = trackedResources("ferry-config-e2e-");
+
+afterAll(async () => {
+  await cleanUp();
+});
+
+/** A test of many CLI runs one after another: on a loaded machine (two cores, shared) it takes minutes. */
+const MANY_RUNS_MS = 180_000;
+
+const DB_PASSWORD = "s3cret-db-password-value";
+const ROTATED_PASSWORD = "rotated-db-password-value";
+
+const SHOP = `
+project:
+  name: shop
+  description: The shop
+environments: [dev, test, prod]
+lifecycle:
+  name: shop
+  phases:
+    - environments: [dev]
+      autoDeploy: true
+    - environments: [test]
+    - name: Production
+      environments: [prod]
+targets:
+  - name: shop-web
+    environments: [dev, test, prod]
+    roles: [web]
+    runtimes: [process]
+variables:
+  - name: Greeting
+    value: Hello
+  - name: Greeting
+    value: Hello from production
+    scope: { environments: [prod] }
+  - name: Port
+    value: "8080"
+    scope: { roles: [web] }
+  - name: DbPassword
+    sensitive: true
+    valueFrom: { env: SHOP_DB_PASSWORD }
+steps:
+  - name: Say hello
+    kind: script
+    roles: [web]
+    config:
+      script: echo "$GREETING"
+      env: { GREETING: "#{Greeting}" }
+runbooks:
+  - name: Backup
+    steps:
+      - name: dump
+        kind: script
+        config: { script: echo dump }
+`;
+
+/** A second project sharing the environments (a directory of files applies together). */
+const BLOG = `
+project: { name: blog }
+environments: [dev, test, prod]
+lifecycle:
+  name: blog
+  phases:
+    - environments: [dev, test, prod]
+variables:
+  - name: Title
+    value: My blog
+`;
+
+/** A project using every step kind and every scope, a secret of each kind, and a published runbook. */
+const EVERYTHING = `
+project:
+  name: everything
+  description: Every step kind and every scope
+environments:
+  - every-dev
+  - name: Every production
+    slug: every-prod
+    description: Where customers are
+    unavailableTargets: skip
+lifecycle:
+  name: everything
+  phases:
+    - environments: [every-dev]
+      autoDeploy: true
+    - name: Live
+      environments: [every-prod]
+      separateApprover: true
+feeds:
+  - name: everything-registry
+    url: http://127.0.0.1:5000
+    username: ci
+    passwordFrom: { env: EVERYTHING_FEED_PASSWORD }
+targets:
+  - name: every-web
+    environments: [every-dev, every-prod]
+    roles: [web]
+    runtimes: [docker, process]
+  - name: every-remote
+    environments: [every-prod]
+    roles: [web, edge]
+    transport: ssh
+    ssh:
+      host: 127.0.0.1
+      port: 2222
+      user: deploy
+      privateKeyFrom: { file: id_ed25519 }
+images:
+  - name: web
+    feed: everything-registry
+    repository: demo/everything
+    version: { semver: "^1.0.0" }
+variables:
+  - name: Greeting
+    value: Hello
+  - name: Greeting
+    value: Hello from production
+    scope: { environments: [every-prod] }
+  - name: Greeting
+    value: Hello web
+    scope: { roles: [web] }
+  - name: Greeting
+    value: Hello remote
+    scope: { targets: [every-remote] }
+  - name: Port
+    value: "8080"
+    scope: { environments: [every-prod], roles: [edge] }
+  - name: ApiToken
+    sensitive: true
+    valueFrom: { env: EVERYTHING_API_TOKEN }
+    scope: { environments: [every-prod] }
+versionPattern: "2.#{n}.0"
+steps:
+  - name: Migrate
+    kind: script
+    excludeEnvironments: [every-dev]
+    condition: { variable: "Greeting" }
+    config:
+      script: echo "$GREETING"
+      env: { GREETING: "#{Greeting}" }
+  - name: Run web
+    kind: container
+    roles: [web]
+    rolling: { window: 50%, pauseSeconds: 5 }
+    config:
+      image: "#{Ferry.Image[web]}"
+      strategy: blueGreen
+      route: { host: "#{Ferry.Environment.Slug}.everything.test", port: 8080 }
+      blueGreen: { healthCheck: { path: /health }, bakeSeconds: 2 }
+  - name: Worker
+    kind: process
+    roles: [web]
+    config:
+      command: node
+      args: [worker.js]
+      env: { PORT_HINT: "#{Port}" }
+  - name: Healthy
+    kind: health-check
+    config:
+      url: http://127.0.0.1:8080/health
+      deadlineSeconds: 30
+  - name: Smoke
+    kind: http-test
+    required: false
+    config:
+      url: http://127.0.0.1:8080/
+      assertions: { status: 200 }
+  - name: Sign off
+    kind: approval
+    environments: [every-prod]
+    config: { instructions: "Check #{Ferry.Environment.Name}" }
+  - name: Tag latest
+    kind: registry-retag
+    environments: [every-prod]
+    config: { image: "#{Ferry.Image[web]}", tags: ["#{Ferry.Release.Number}", latest] }
+runbooks:
+  - name: Restart
+    environments: [every-prod]
+    parameters:
+      - { name: Reason, type: string }
+    steps:
+      - name: restart
+        kind: script
+        config: { script: echo restart }
+      - name: logs
+        kind: collect-logs
+        config: { since: 12h }
+    publish: true
+`;
+
+interface Change {
+  file: string;
+  action: string;
+  resource: string;
+  name: string;
+  fields?: { field: string; from?: unknown; to?: unknown; sensitive?: true }[];
+}
+
+const changed = (changes: readonly Change[]) => changes.filter((change) => change.action !== "unchanged");
+
+describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (dialect) => {
+  const adminKey = testAdminKey();
+  let server: FerryServer;
+  let home: string;
+  let directory: string;
+  let dropDatabase: (() => Promise<void>) | undefined;
+
+  const ferry = (args: string[], extra: Record<string, string> = {}): Promise<CliResult> =>
+    runFerry(
+      args,
+      isolatedEnv(home, { FERRY_URL: server.url, FERRY_API_KEY: adminKey, SHOP_DB_PASSWORD: DB_PASSWORD, ...extra }),
+      { timeoutMs: 30_000 },
+    );
+  const total = async (path: string) => {
+    const response = await apiRequest(`${server.url}${path}`, adminKey);
+    return ((await response.json()) as { total: number }).total;
+  };
+  const write = async (name: string, text: string) => {
+    const path = join(directory, name);
+    await writeFile(path, text);
+    return path;
+  };
+
+  beforeAll(async () => {
+    let extraArgs: string[] = [];
+    if (dialect === "postgres") {
+      const database = await createPostgresDatabase();
+      dropDatabase = database.drop;
+      extraArgs = ["--db", database.url];
+    }
+    ({ home, server } = await startServerInNewHome(adminKey, extraArgs));
+    directory = await makeTemporaryDirectory();
+  });
+  afterAll(async () => {
+    await server?.stop();
+    await dropDatabase?.();
+  });
+
+  it("plans creating everything and changes nothing on the server", async () => {
+    const file = await write("ferry.yml", SHOP);
+    const result = await ferry(["plan", "-f", file]);
+    expectSuccess(result);
+    expect(result.stdout).toContain("+ create environment dev\n");
+    expect(result.stdout).toContain("+ create variable DbPassword (sensitive, from $SHOP_DB_PASSWORD)\n");
+    expect(result.stdout).toContain("+ create runbook backup\n");
+    expect(result.stdout).toMatch(/Plan: 12 to create, 0 to update, 0 to delete, 0 unchanged\.\n$/);
+    expect(result.stdout + result.stderr).not.toContain(DB_PASSWORD);
+    // A plan is an apply rolled back: nothing stays.
+    expect(await total("/api/v1/environments")).toBe(0);
+    expect(await total("/api/v1/projects")).toBe(0);
+    expect(await total("/api/v1/targets")).toBe(0);
+  });
+
+  it("applies, and then plans no change (idempotent)", async () => {
+    const file = join(directory, "ferry.yml");
+    expectSuccess(await ferry(["apply", "-f", file]));
+    expect(await total("/api/v1/projects")).toBe(1);
+
+    const again = await ferry(["plan", "-f", file]);
+    expectSuccess(again);
+    expect(again.stdout).toBe("No changes: the server matches the file (12 unchanged).\n");
+    const json = parseJson<Change[]>(await ferry(["plan", "-f", file, "--json"]));
+    expect(changed(json)).toEqual([]);
+    expect(json.length).toBe(12);
+  });
+
+  it("plans exactly the one variable edited, field by field, and a rotated secret only as changed", async () => {
+    const file = await write("edited.yml", SHOP.replace("value: Hello from production", "value: Welcome to prod"));
+    const plan = parseJson<Change[]>(
+      await ferry(["plan", "-f", file, "--json", "--update-secrets"], { SHOP_DB_PASSWORD: ROTATED_PASSWORD }),
+    );
+    expect(changed(plan).map(({ action, resource, name, fields }) => ({ action, resource, name, fields }))).toEqual([
+      {
+        action: "updated",
+        resource: "variable",
+        name: "Greeting [environments prod]",
+        fields: [{ field: "value", from: "Hello from production", to: "Welcome to prod" }],
+      },
+      {
+        action: "updated",
+        resource: "variable",
+        name: "DbPassword",
+        fields: [{ field: "value", sensitive: true }],
+      },
+    ]);
+    const text = await ferry(["plan", "-f", file, "--update-secrets"], { SHOP_DB_PASSWORD: ROTATED_PASSWORD });
+    expectSuccess(text);
+    expect(text.stdout).toContain(
+      '~ update variable Greeting [environments prod] (value)\n    value: "Hello from production" → "Welcome to prod"\n',
+    );
+    expect(text.stdout).toContain("    value: changed (sensitive, not shown)\n");
+    expect(text.stdout + text.stderr).not.toContain(ROTATED_PASSWORD);
+    expect(text.stdout + text.stderr).not.toContain(DB_PASSWORD);
+  });
+
+  it("applies nothing at all when a later object of the file is refused", async () => {
+    const before = await (await apiRequest(`${server.url}/api/v1/projects/shop/variables`, adminKey)).json();
+    // Valid as a file; the 3rd object (after the new environment and the variable change) is
+    // a feed whose address the server refuses (a metadata address).
+    const file = await write(
+      "refused.yml",
+      SHOP.replace("environments: [dev, test, prod]\n", "environments: [dev, test, prod, qa]\n")
+        .replace("value: Hello from production", "value: Changed but undone")
+        .replace("targets:\n", "feeds:\n  - name: metadata\n    url: http://169.254.169.254/\ntargets:\n"),
+    );
+    const result = await ferry(["apply", "-f", file]);
+    expect(result.code, result.stderr).toBe(1);
+    expect(result.stderr).toContain("could not apply feed metadata");
+    expect(result.stderr).toContain("nothing was changed: the apply is all or nothing");
+    expect(await total("/api/v1/environments")).toBe(3); // qa, created before the feed, was undone
+    expect(await total("/api/v1/feeds")).toBe(0);
+    expect(await (await apiRequest(`${server.url}/api/v1/projects/shop/variables`, adminKey)).json()).toEqual(before);
+  });
+
+  it(
+    "applies several files (a directory) together, or none of them when one conflicts",
+    async () => {
+      const projects = join(directory, "projects");
+      await mkdir(projects);
+      await writeFile(join(projects, "a-shop.yml"), SHOP);
+      await writeFile(join(projects, "b-blog.yml"), BLOG);
+      const plan = parseJson<Change[]>(await ferry(["plan", "-f", projects, "--json"]));
+      expect(
+        changed(plan).map((change) => `${change.file}: ${change.action} ${change.resource} ${change.name}`),
+      ).toEqual([
+        `${join(projects, "b-blog.yml")}: created lifecycle blog`,
+        `${join(projects, "b-blog.yml")}: created project blog`,
+        `${join(projects, "b-blog.yml")}: created variable Title`,
+      ]);
+
+      // A third file whose project takes a name another project has: the whole apply is refused.
+      await writeFile(
+        join(projects, "c-clash.yml"),
+        BLOG.replace("project: { name: blog }", "project: { name: shop, slug: shop-two }").replaceAll("blog", "clash"),
+      );
+      const refused = await ferry(["apply", "-f", projects]);
+      expect(refused.code, refused.stderr).toBe(1);
+      expect(refused.stderr).toContain("nothing was changed");
+      expect(await total("/api/v1/projects")).toBe(1);
+      expect(await total("/api/v1/lifecycles")).toBe(1);
+
+      // Two files that describe a shared environment differently contradict each other.
+      const contradicting = await write(
+        "blog-contradicting.yml",
+        BLOG.replace("environments: [dev, test, prod]", "environments: [dev, test, { name: Production, slug: prod }]"),
+      );
+      const contradiction = await ferry(["apply", "-f", join(projects, "a-shop.yml"), "-f", contradicting]);
+      expect(contradiction.code, contradiction.stderr).toBe(1);
+      expect(contradiction.stderr).toContain(
+        `the files contradict each other: applied after the others, ${join(projects, "a-shop.yml")} would change environment prod (name) back`,
+      );
+      expect(await total("/api/v1/projects")).toBe(1);
+
+      await ferry(["apply", "-f", join(projects, "a-shop.yml"), "-f", join(projects, "b-blog.yml")]).then(
+        expectSuccess,
+      );
+      expect(await total("/api/v1/projects")).toBe(2);
+    },
+    MANY_RUNS_MS,
+  );
+
+  it(
+    "exports a project using every step kind and scope as a file that plans to no change",
+    async () => {
+      const everything = join(directory, "everything");
+      await mkdir(everything);
+      await promisify(execFile)("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(everything, "id_ed25519")]);
+      await writeFile(join(everything, "ferry.yml"), EVERYTHING);
+      const secrets = { EVERYTHING_FEED_PASSWORD: "feed-password-1", EVERYTHING_API_TOKEN: "api-token-1" };
+      const applied = await ferry(["apply", "-f", join(everything, "ferry.yml")], secrets);
+      expectSuccess(applied);
+      expect(applied.stderr).toBe("");
+      // Every step kind the server knows (its refusal of an unknown one lists them) is in the file.
+      const unknownKind = await apiRequest(`${server.url}/api/v1/projects/everything/process`, adminKey, "PUT", {
+        steps: [{ name: "x", kind: "no-such-kind", config: {} }],
+      });
+      const kinds = /use one of: ([a-z, -]+)/.exec(await unknownKind.text())?.[1]?.split(", ") ?? [];
+      expect(kinds.length).toBeGreaterThan(5);
+      for (const kind of kinds) expect(EVERYTHING, `step kind ${kind}`).toContain(`kind: ${kind}\n`);
+
+      const exported = join(directory, "exported.yml");
+      expectSuccess(await ferry(["export", "--project", "everything", "-o", exported]));
+      const text = await readFile(exported, "utf8");
+      // Secrets as references, never values (the key file's content is not in it either).
+      expect(text).toContain("valueFrom:\n      env: FERRY_SECRET_APITOKEN\n");
+      expect(text).toContain("passwordFrom:\n      env: FERRY_SECRET_FEED_EVERYTHING_REGISTRY_PASSWORD\n");
+      expect(text).toContain("privateKeyFrom:\n        env: FERRY_SECRET_TARGET_EVERY_REMOTE_PRIVATE_KEY\n");
+      for (const secret of Object.values(secrets)) expect(text).not.toContain(secret);
+      expect(text).not.toContain("PRIVATE KEY-----");
+
+      // Round trip: without any secret in the environment, the stored ones are kept.
+      const plan = await ferry(["plan", "-f", exported]);
+      expectSuccess(plan);
+      expect(plan.stdout).toMatch(/^No changes: the server matches the file \(\d+ unchanged\)\.\n$/);
+
+      // One value edited: exactly that one change.
+      await writeFile(exported, text.replace("value: Hello remote", "value: Hi remote"));
+      const edited = parseJson<Change[]>(await ferry(["plan", "-f", exported, "--json"]));
+      expect(changed(edited).map(({ action, resource, name, fields }) => ({ action, resource, name, fields }))).toEqual(
+        [
+          {
+            action: "updated",
+            resource: "variable",
+            name: "Greeting [targets every-remote]",
+            fields: [{ field: "value", from: "Hello remote", to: "Hi remote" }],
+          },
+        ],
+      );
+    },
+    MANY_RUNS_MS,
+  );
+
+  it("tells a file plan from a deployment plan, and refuses a mix of the two", async () => {
+    const file = join(directory, "ferry.yml");
+    const mixed = await ferry(["plan", "-f", file, "--project", "shop"]);
+    expect(mixed.code).toBe(2);
+    expect(mixed.stderr).toContain("plan -f plans applying files; --project plan a deployment: give one or the other");
+    const neither = await ferry(["plan", "--project", "shop"]);
+    expect(neither.code).toBe(2);
+    expect(neither.stderr).toContain("required: --release, --env (to plan a deployment), or -f ferry.yml");
+    const prune = await ferry(["plan", "--project", "shop", "--release", "1", "--env", "dev", "--prune"]);
+    expect(prune.code).toBe(2);
+    expect(prune.stderr).toContain("--prune only goes with -f ferry.yml");
+  });
+
+  it("deletes the runbooks a file does not list only with --prune", async () => {
+    const file = await write("no-runbooks.yml", SHOP.slice(0, SHOP.indexOf("runbooks:")));
+    const without = parseJson<Change[]>(await ferry(["apply", "-f", file, "--json"]));
+    expect(changed(without)).toEqual([]);
+    const pruned = parseJson<Change[]>(await ferry(["apply", "-f", file, "--prune", "--json"]));
+    expect(changed(pruned).map((change) => `${change.action} ${change.resource} ${change.name}`)).toEqual([
+      "deleted runbook backup",
+    ]);
+    const runbooks = await (await apiRequest(`${server.url}/api/v1/projects/shop/runbooks`, adminKey)).json();
+    expect(runbooks).toEqual([]);
+  });
+});
