@@ -93,7 +93,6 @@ const BODIES: Record<string, unknown> = {
   "POST /api/v1/projects/{project}/runbooks/{runbook}/schedules/{schedule}/pause": undefined,
   "POST /api/v1/projects/{project}/runbooks/{runbook}/schedules/{schedule}/resume": undefined,
   "PUT /api/v1/projects/{project}/runbooks/{runbook}/retention": { policies: [] },
-  "PUT /api/v1/projects/{project}/runbooks/{runbook}/artifact-retention": { policies: [] },
   // A freeze on bravo would stop its deployments: refused like any other change to bravo.
   "POST /api/v1/projects/{project}/freezes": {
     name: "sneaky",
