@@ -137,6 +137,42 @@ describe("the SSH launcher", () => {
     expect(readdirSync(markers).filter((name) => !name.startsWith("dir with"))).toEqual([]);
   });
 
+  it("gives the program its environment exactly, its values shown on no command line", async () => {
+    const secret = `env-secret-${randomBytes(8).toString("hex")}`;
+    const running = launch(
+      runRequest({
+        taskId: "task_env",
+        cwd: "/",
+        env: { DB_PASSWORD: secret, PATH: process.env.PATH ?? "/usr/bin:/bin" },
+        command: "sh",
+        args: ["-c", "env | sort; echo ready; sleep 1"],
+      }),
+      { keepOpen: true },
+    );
+    for (let tries = 0; tries < 200 && !running.stdout().includes("\nready\n"); tries++) await sleep(20);
+    const commandLines = readdirSync("/proc")
+      .filter((entry) => /^\d+$/.test(entry))
+      .map((entry) => {
+        try {
+          return readFileSync(`/proc/${entry}/cmdline`, "latin1");
+        } catch {
+          return "";
+        }
+      });
+    expect(commandLines.filter((line) => line.includes(secret))).toEqual([]);
+    // The program ends by itself (closing its input now would kill it).
+    const outcome = await running.done;
+    expect(outcome.code, outcome.stderr).toBe(0);
+    // Exactly the two entries given (sh adds PWD itself, as any program it runs sees).
+    const names = outcome.stdout
+      .split("\n")
+      .slice(1)
+      .filter((line) => /^[A-Z_]+=/.test(line))
+      .map((line) => line.split("=")[0]);
+    expect(names.filter((name) => name !== "PWD")).toEqual(["DB_PASSWORD", "PATH"]);
+    expect(outcome.stdout).toContain(`DB_PASSWORD=${secret}\n`);
+  });
+
   it("prints the process group first, records it while the program runs, and returns its exit code", async () => {
     const running = launch(
       runRequest({ taskId: "task_2", cwd: "/", env: {}, command: "sh", args: ["-c", "sleep 0.3; exit 7"] }),

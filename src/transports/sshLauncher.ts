@@ -11,7 +11,8 @@
  *   run TASK CWD N ENV×N M ARGV×M IN
  *                                   starts ARGV (in CWD, with exactly ENV, PATH added from the
  *                                   host when ENV has none, IN as its standard input — none
- *                                   when empty) in a new session via setsid, so it
+ *                                   when empty; ENV and IN pass through pipes, never a command
+ *                                   line) in a new session via setsid, so it
  *                                   leads its own process group; the group id is recorded in
  *                                   <work root>/TASK/<pgid>.pgid and printed as the first line
  *                                   of stdout before the program starts. When standard input
@@ -43,8 +44,21 @@ if [ "\${1-}" = child ]; then
   printf "%s\\n" "$$" >"$2/$$.pgid" || exit 125
   printf "%s\\n" "$$"
   cd -- "$3" || exit 125
-  shift 3
-  exec env -i -- "$@"
+  n=$4
+  shift 4
+  # Exactly the environment of the step, read from fd 3 and exported by a builtin: a value is never
+  # an argument of a process (ps and /proc/PID/cmdline would show it).
+  for name in $(compgen -e); do unset "$name" 2>/dev/null || export -n "$name"; done
+  own_shlvl=no
+  for ((i = 0; i < n; i++)); do
+    IFS= read -r -d "" entry <&3 || exit 125
+    [[ $entry == SHLVL=* ]] && own_shlvl=yes
+    export "$entry"
+  done
+  exec 3<&-
+  # bash exports SHLVL to what it execs; env takes it out again unless the step set it.
+  if [ "$own_shlvl" = yes ]; then exec -- "$@"; fi
+  exec env -u SHLVL -- "$@"
 fi
 set -u
 unset CDPATH
@@ -91,10 +105,10 @@ run)
   field input
   task_dir "$task"
   if [ -z "$input" ]; then
-    setsid bash -c "$BASH_EXECUTION_STRING" ferry child "$root/$task" "$cwd" "\${environment[@]}" "\${argv[@]}" </dev/null &
+    setsid bash -c "$BASH_EXECUTION_STRING" ferry child "$root/$task" "$cwd" "\${#environment[@]}" "\${argv[@]}" </dev/null 3< <(printf "%s\\0" "\${environment[@]}") &
   else
     # printf is a builtin: the text goes through a pipe, never onto a command line ps could show.
-    setsid bash -c "$BASH_EXECUTION_STRING" ferry child "$root/$task" "$cwd" "\${environment[@]}" "\${argv[@]}" < <(printf "%s" "$input") &
+    setsid bash -c "$BASH_EXECUTION_STRING" ferry child "$root/$task" "$cwd" "\${#environment[@]}" "\${argv[@]}" < <(printf "%s" "$input") 3< <(printf "%s\\0" "\${environment[@]}") &
   fi
   group=$!
   # Without job control a background job reads /dev/null unless told otherwise: 0<&0 keeps the channel.
