@@ -100,13 +100,26 @@ export function addTriggerCommands(program: Command, context: CliContext): void 
         options,
       ),
     );
+  addPauseAndResume(group, context, spec, {
+    pause: "stop acting on notifications and polls",
+    resume: "act on notifications and polls again",
+  });
+}
+
+/** `pause` and `resume` of one trigger: a PATCH of its `paused`. */
+function addPauseAndResume<T>(
+  group: Command,
+  context: CliContext,
+  spec: ResourceGroupSpec<T>,
+  descriptions: { pause: string; resume: string },
+): void {
   for (const [command, paused] of [
     ["pause", true],
     ["resume", false],
   ] as const) {
     group
       .command(command)
-      .description(paused ? "stop acting on notifications and polls" : "act on notifications and polls again")
+      .description(descriptions[command])
       .argument("<ref>", "id or name")
       .requiredOption("--project <ref>", "project id or slug")
       .option("--json", "print JSON")
@@ -182,25 +195,8 @@ export function addScheduledTriggerCommands(program: Command, context: CliContex
         options,
       ),
     );
-  for (const [command, paused] of [
-    ["pause", true],
-    ["resume", false],
-  ] as const) {
-    group
-      .command(command)
-      .description(paused ? "stop firing" : "fire again, from the next time on (missed firings are not caught up)")
-      .argument("<ref>", "id or name")
-      .requiredOption("--project <ref>", "project id or slug")
-      .option("--json", "print JSON")
-      .action(async (reference: string, options: Record<string, unknown>) =>
-        sendAndPrint(
-          context,
-          scheduledSpec,
-          "PATCH",
-          `${scheduledSpec.collectionPath(options)}/${segment(reference)}`,
-          { paused },
-          options,
-        ),
-      );
-  }
+  addPauseAndResume(group, context, scheduledSpec, {
+    pause: "stop firing",
+    resume: "fire again, from the next time on (missed firings are not caught up)",
+  });
 }
