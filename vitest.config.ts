@@ -1,10 +1,50 @@
 import { defineConfig } from "vitest/config";
 
+/**
+ * Files that assert zero failed requests under load, or kill servers at random moments:
+ * they run one at a time, after the rest, so that no other file's work on the same cores
+ * shifts their timing. Every other file waits mostly on Docker, databases and child
+ * processes rather than the CPU, and runs two at a time: the suite stays well under its
+ * 20-minute budget on a 2-core CI machine.
+ */
+const alone = [
+  "test/agentBlueGreen.e2e.test.ts",
+  "test/blueGreen.crash.e2e.test.ts",
+  "test/blueGreen.test.ts",
+  "test/dataPlane.e2e.test.ts",
+  "test/nginx.test.ts",
+  "test/processBlueGreen.crash.e2e.test.ts",
+  "test/processBlueGreen.test.ts",
+  "test/proxy.test.ts",
+  "test/remoteProcess.e2e.test.ts",
+  "test/ui.traffic.e2e.test.ts",
+];
+
 export default defineConfig({
   test: {
-    include: ["src/**/*.test.ts", "test/**/*.test.ts"],
     globalSetup: ["test/helpers/globalSetup.ts"],
     testTimeout: 30_000,
     hookTimeout: 60_000,
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: "together",
+          include: ["src/**/*.test.ts", "test/**/*.test.ts"],
+          exclude: alone,
+          maxWorkers: 2,
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: "alone",
+          include: alone,
+          fileParallelism: false,
+          sequence: { groupOrder: 1 },
+        },
+      },
+    ],
   },
 });

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
-import { cpus, loadavg, tmpdir } from "node:os";
+import { cpus, getPriority, loadavg, setPriority, tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
@@ -64,6 +64,13 @@ interface ProbeReport {
   failed: number;
   worstMs: number;
   p99Ms: number;
+  /**
+   * Of the slowest probe, how long the server's event-loop thread ran on a CPU and how long
+   * it waited, runnable, for one (/proc/PID/task/PID/schedstat): the second is the machine's
+   * other work (here: the flood's own client, the neighbours) rather than the server's.
+   */
+  worstOnCpuMs: number;
+  worstWaitingForCpuMs: number;
   peakRssMb: number;
 }
 
@@ -78,6 +85,21 @@ async function runProbe(input: ProbeInput): Promise<void> {
   let current: AbortController | undefined;
   let abortLate: NodeJS.Timeout | undefined;
   const latencies: number[] = [];
+  let worst = { ms: -1, onCpuMs: Number.NaN, waitingMs: Number.NaN };
+  // The server's main thread (its task id is its pid): nanoseconds on a CPU and runnable but waiting.
+  const schedstat = () => {
+    try {
+      const [onCpu = Number.NaN, waiting = Number.NaN] = readFileSync(
+        `/proc/${input.pid}/task/${input.pid}/schedstat`,
+        "utf8",
+      )
+        .split(" ")
+        .map(Number);
+      return { onCpu, waiting };
+    } catch {
+      return { onCpu: Number.NaN, waiting: Number.NaN };
+    }
+  };
   let failed = 0;
   let peakRssKb = 0;
   const sampleRss = () => {
@@ -98,6 +120,7 @@ async function runProbe(input: ProbeInput): Promise<void> {
   });
   while (!stopping) {
     const started = performance.now();
+    const schedBefore = schedstat();
     current = new AbortController();
     try {
       const response = await fetch(new URL("/healthz", input.url), { signal: current.signal });
@@ -106,7 +129,16 @@ async function runProbe(input: ProbeInput): Promise<void> {
     } catch {
       failed += 1;
     }
-    latencies.push(performance.now() - started);
+    const ms = performance.now() - started;
+    latencies.push(ms);
+    if (ms > worst.ms) {
+      const schedAfter = schedstat();
+      worst = {
+        ms,
+        onCpuMs: (schedAfter.onCpu - schedBefore.onCpu) / 1e6,
+        waitingMs: (schedAfter.waiting - schedBefore.waiting) / 1e6,
+      };
+    }
     current = undefined;
     const wait = PROBE_INTERVAL_MS - (performance.now() - started);
     if (wait > 0 && !stopping) await sleep(wait);
@@ -120,6 +152,8 @@ async function runProbe(input: ProbeInput): Promise<void> {
     failed,
     worstMs: sorted.at(-1) ?? Number.NaN,
     p99Ms: sorted[Math.floor(0.99 * (sorted.length - 1))] ?? Number.NaN,
+    worstOnCpuMs: worst.onCpuMs,
+    worstWaitingForCpuMs: worst.waitingMs,
     peakRssMb: peakRssKb / 1024,
   };
   port.postMessage(report);
@@ -192,6 +226,10 @@ async function startFerry(name: string, extraEnv: Record<string, string> = {}): 
         HOME: dataDir,
         FERRY_ADMIN_API_KEY: apiKey,
         FERRY_LOG_LEVEL: "error",
+        // Diagnosis: e.g. `--require ./stall-tracer.cjs` to see where the event loop's time goes.
+        ...(process.env.ATTACK_FLOOD_SERVER_NODE_OPTIONS && {
+          NODE_OPTIONS: process.env.ATTACK_FLOOD_SERVER_NODE_OPTIONS,
+        }),
         ...extraEnv,
       },
       stdio: ["ignore", "ignore", "pipe"],
@@ -327,6 +365,33 @@ interface FloodRun {
 }
 
 /**
+ * The flood's client (this thread: undici sending 50 requests at a time, reading 100 MB
+ * answers) stands for the attacker's machine, which in life is not the server's. Sharing
+ * this host's two cores at the server's priority, it took a core from the server under
+ * test, whose event loop then waited, runnable, for a CPU (the schedstat split shows it).
+ * While a flood sends, this thread runs 10 nice steps lower (Linux keeps the value per
+ * thread): the client takes what the server leaves. The probe's worker thread and the
+ * server, started before, keep their priority. Raising it back afterwards needs root; as
+ * another user the client keeps its priority and the row says so.
+ */
+const CLIENT_NICE_STEPS = process.getuid?.() === 0 ? 10 : 0;
+const CLIENT_PRIORITY =
+  CLIENT_NICE_STEPS > 0
+    ? `the flood client ${CLIENT_NICE_STEPS} nice steps below the server while it sends`
+    : "the flood client at the server's priority (not root: could not lower it and raise it again)";
+
+async function withClientLowered<T>(work: () => Promise<T>): Promise<T> {
+  if (CLIENT_NICE_STEPS === 0) return work();
+  const before = getPriority();
+  setPriority(Math.min(19, before + CLIENT_NICE_STEPS));
+  try {
+    return await work();
+  } finally {
+    setPriority(before);
+  }
+}
+
+/**
  * Sends `total` requests, `parallel` at a time, until FLOOD_DEADLINE_MS has passed; answers
  * still missing FLOOD_GRACE_MS later count as "no answer".
  */
@@ -349,7 +414,7 @@ async function flood(
       slowestMs = Math.max(slowestMs, ms);
     }
   };
-  await Promise.all(Array.from({ length: parallel }, sender));
+  await withClientLowered(() => Promise.all(Array.from({ length: parallel }, sender)));
   return { tally, sent: next, seconds: (performance.now() - started) / 1000, slowestMs };
 }
 
@@ -389,7 +454,7 @@ async function underProbe(
     if (!running) console.log(`   the server exited during the flood; its stderr ends:\n${stderr}`);
     const result = { label, key, probe: report, running, ...outcome };
     console.log(
-      `   /healthz worst ${report.worstMs.toFixed(0)} ms, p99 ${report.p99Ms.toFixed(0)} ms; peak RSS ${report.peakRssMb.toFixed(0)} MB; ${outcome.outcomes.map((row) => `${row.figure}: ${row.measured}`).join("; ")}`,
+      `   /healthz worst ${report.worstMs.toFixed(0)} ms (${describeWorst(report)}), p99 ${report.p99Ms.toFixed(0)} ms; peak RSS ${report.peakRssMb.toFixed(0)} MB; ${outcome.outcomes.map((row) => `${row.figure}: ${row.measured}`).join("; ")}`,
     );
     return result;
   } finally {
@@ -868,6 +933,11 @@ async function logLineFlood(): Promise<FloodResult> {
  * A fresh server probed for IDLE_MS with no flood: what /healthz and RSS look like on this
  * machine at this moment (the neighbours' load included), printed beside each flood's figures.
  */
+/** "the slowest: server's event loop 12 ms on a CPU, 80 ms waiting for one". */
+function describeWorst(report: ProbeReport): string {
+  return `the slowest: the server's event loop ${report.worstOnCpuMs.toFixed(0)} ms on a CPU, ${report.worstWaitingForCpuMs.toFixed(0)} ms waiting for one`;
+}
+
 async function idleBaseline(): Promise<ProbeReport> {
   console.log("-- an idle server (the baseline)");
   const server = await startFerry("idle");
@@ -876,7 +946,7 @@ async function idleBaseline(): Promise<ProbeReport> {
     await sleep(IDLE_MS);
     const report = await probe.stop();
     console.log(
-      `   /healthz worst ${report.worstMs.toFixed(0)} ms, p99 ${report.p99Ms.toFixed(0)} ms; peak RSS ${report.peakRssMb.toFixed(0)} MB`,
+      `   /healthz worst ${report.worstMs.toFixed(0)} ms (${describeWorst(report)}), p99 ${report.p99Ms.toFixed(0)} ms; peak RSS ${report.peakRssMb.toFixed(0)} MB`,
     );
     return report;
   } finally {
@@ -905,7 +975,7 @@ export async function attackFlood(): Promise<BenchmarkResult> {
   const idleHealth = `idle server ${idle.worstMs.toFixed(0)} ms (p99 ${idle.p99Ms.toFixed(0)} ms)`;
   const rows: BenchmarkResult["rows"] = [
     {
-      figure: `1-min load average, before → after the floods, ${cpus().length} cores`,
+      figure: `1-min load average, before → after the floods, ${cpus().length} cores; ${CLIENT_PRIORITY}`,
       goal: "-",
       measured: `${loadBefore.toFixed(1)} → ${loadAfter.toFixed(1)}`,
       met: undefined,
@@ -914,7 +984,7 @@ export async function attackFlood(): Promise<BenchmarkResult> {
       {
         figure: `${result.label}: /healthz worst while flooding (probed every ${PROBE_INTERVAL_MS} ms)`,
         goal: `≤ ${HEALTH_GOAL_MS} ms`,
-        measured: `${result.probe.worstMs.toFixed(0)} ms (p99 ${result.probe.p99Ms.toFixed(0)} ms; ${result.probe.probes} probes, ${result.probe.failed} failed${result.running ? "" : "; the server died"})`,
+        measured: `${result.probe.worstMs.toFixed(0)} ms (p99 ${result.probe.p99Ms.toFixed(0)} ms; ${result.probe.probes} probes, ${result.probe.failed} failed${result.running ? "" : "; the server died"}; ${describeWorst(result.probe)})`,
         baseline: idleHealth,
         met: result.probe.worstMs <= HEALTH_GOAL_MS && result.probe.failed === 0 && result.running,
       },
@@ -952,6 +1022,8 @@ export async function attackFlood(): Promise<BenchmarkResult> {
         `flood=${result.key}`,
         `health_worst_ms=${Math.round(result.probe.worstMs)}`,
         `health_p99_ms=${Math.round(result.probe.p99Ms)}`,
+        `worst_on_cpu_ms=${Math.round(result.probe.worstOnCpuMs)}`,
+        `worst_waiting_for_cpu_ms=${Math.round(result.probe.worstWaitingForCpuMs)}`,
         `probes=${result.probe.probes}`,
         `probes_failed=${result.probe.failed}`,
         `peak_rss_mb=${Math.round(result.probe.peakRssMb)}`,

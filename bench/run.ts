@@ -9,9 +9,11 @@ import { controlPlane } from "./controlPlane.js";
 import { deployLatency, rollback } from "./deployLatency.js";
 import { footprint } from "./footprint.js";
 import { logs } from "./logs.js";
+import { proxy } from "./proxy.js";
 import { rolling } from "./rolling.js";
 import { rollingAgents } from "./rollingAgents.js";
 import { throughput } from "./throughput.js";
+import { triggerLatency } from "./triggerLatency.js";
 import { ui } from "./ui.js";
 import { zeroDowntime } from "./zeroDowntime.js";
 
@@ -44,6 +46,8 @@ const benchmarks: Record<string, () => Promise<BenchmarkResult>> = {
   "rolling-agents": rollingAgents,
   agents,
   ui,
+  "trigger-latency": triggerLatency,
+  proxy,
   artifacts,
 };
 

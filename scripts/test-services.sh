@@ -90,8 +90,9 @@ fi
 # The nginx Router driver and the etcd publisher are tested against the real programs;
 # each test starts its own nginx (`nginx -c <its conf>`) and etcd (own data dir and
 # ports), so nothing is started here. wrk and bc serve the zero-downtime benchmark and
-# ../shared/bench/seed-bluegreen.sh.
-ensure_packages nginx etcd-server etcd-client wrk bc curl
+# ../shared/bench/seed-bluegreen.sh; HAProxy is the proxy benchmark's second reference
+# (each run starts its own `haproxy -db -f <its cfg>`).
+ensure_packages nginx etcd-server etcd-client wrk bc curl haproxy
 # Debian starts nginx on :80 when it is installed (no systemd here it may or may not);
 # Ferry's tests never need that instance.
 

@@ -27,6 +27,8 @@ const PUBLIC_OPERATIONS = new Set([
   "GET /api/v1/session/oidc/callback",
   // ferry agent's enrolment: the one-time token in the body is the credential (docs/targets.md).
   "POST /api/v1/agent/enrol",
+  // A registry's notification: the feed trigger's secret (Authorization: Bearer) is the credential.
+  "POST /api/v1/hooks/registry/{trigger}",
 ]);
 
 /** A 401 in the problem format, with nothing of the resource in it. */
@@ -93,6 +95,25 @@ describe("unauthenticated crawl of every route in the OpenAPI document", () => {
       secret: "crawl-webhook-secret",
     });
     values.webhook = String(webhook.body.id ?? "webhook-1");
+    // A runbook with a schedule: their routes are crawled with real names.
+    values.runbook = String(
+      (
+        await ok("POST", `/api/v1/projects/${values.project}/runbooks`, {
+          name: "ops",
+          process: { steps: [{ name: "hello", kind: "script", config: { script: "echo ops" } }] },
+        })
+      ).slug,
+    );
+    values.schedule = String(
+      (
+        await ok("POST", `/api/v1/projects/${values.project}/runbooks/${values.runbook}/schedules`, {
+          name: "nightly",
+          environment: "dev",
+          cron: "0 3 * * *",
+          paused: true,
+        })
+      ).name,
+    );
     // Users and API keys exist once the users feature is in; crawl them with real ids when they do.
     const user = await test.call("POST", "/api/v1/users", { username: "crawler", password: "a-long-crawl-password" });
     if (user.status === 201) values.user = String(user.body.id ?? "crawler");
@@ -167,6 +188,13 @@ describe("unauthenticated crawl of every route in the OpenAPI document", () => {
           );
           expect(wrong.status, `${what} with an unknown token → ${wrong.body}`).toBe(401);
           expect((await test.call("GET", "/api/v1/targets/crawler")).status, what).toBe(404);
+        } else if (template === "/api/v1/hooks/registry/{trigger}") {
+          // Without the trigger's secret (and here without a trigger), a notification creates nothing.
+          const envelope = JSON.stringify({
+            events: [{ action: "push", target: { repository: "a/b", tag: "1.0.0" } }],
+          });
+          const wrong = await raw(test.server.url, method, path, {}, envelope);
+          expectUnauthenticated(wrong, `${what} without the trigger's secret`);
         } else if (template.startsWith("/api/v1/session/oidc/")) {
           // OIDC sign-in: 404 here (this server has no FERRY_OIDC_*), else a redirect to the provider or
           // a refusal; it never signs anyone in without the provider's answer to a sign-in this browser started.

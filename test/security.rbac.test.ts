@@ -67,6 +67,16 @@ const BODIES: Record<string, unknown> = {
   "DELETE /api/v1/projects/{project}/runbooks/{runbook}": undefined,
   "POST /api/v1/projects/{project}/runbooks/{runbook}/publish": undefined,
   "POST /api/v1/projects/{project}/runbooks/{runbook}/runs": { environment: "dev" },
+  "POST /api/v1/projects/{project}/runbooks/{runbook}/schedules": {
+    name: "sneaky",
+    environment: "dev",
+    cron: "* * * * *",
+  },
+  "PATCH /api/v1/projects/{project}/runbooks/{runbook}/schedules/{schedule}": { cron: "* * * * *" },
+  "DELETE /api/v1/projects/{project}/runbooks/{runbook}/schedules/{schedule}": undefined,
+  "POST /api/v1/projects/{project}/runbooks/{runbook}/schedules/{schedule}/pause": undefined,
+  "POST /api/v1/projects/{project}/runbooks/{runbook}/schedules/{schedule}/resume": undefined,
+  "PUT /api/v1/projects/{project}/runbooks/{runbook}/retention": { policies: [] },
   // A freeze on bravo would stop its deployments: refused like any other change to bravo.
   "POST /api/v1/projects/{project}/freezes": {
     name: "sneaky",
@@ -79,6 +89,9 @@ const BODIES: Record<string, unknown> = {
   "POST /api/v1/projects/{project}/webhooks": { url: "http://127.0.0.1:9/sneaky", secret: "sneaky-webhook-secret" },
   "PATCH /api/v1/projects/{project}/webhooks/{webhook}": { url: "http://127.0.0.1:9/changed" },
   "DELETE /api/v1/projects/{project}/webhooks/{webhook}": undefined,
+  "POST /api/v1/projects/{project}/triggers": { name: "sneaky", image: "web", secret: "sneaky-trigger-secret-1" },
+  "PATCH /api/v1/projects/{project}/triggers/{trigger}": { paused: true },
+  "DELETE /api/v1/projects/{project}/triggers/{trigger}": undefined,
   "POST /api/v1/users": { username: "sneaky", password: "a-long-sneaky-password" },
   "PATCH /api/v1/users/{user}": { isAdmin: false },
   "DELETE /api/v1/users/{user}": undefined,
@@ -125,6 +138,8 @@ const FILTERED_LISTS = new Set([
 const PUBLIC = new Set([
   // ferry agent's enrolment: the one-time token is the credential.
   "POST /api/v1/agent/enrol",
+  // A registry's notification: the feed trigger's secret (Authorization: Bearer) is the credential.
+  "POST /api/v1/hooks/registry/{trigger}",
   "GET /healthz",
   "GET /readyz",
   "POST /api/v1/session",
@@ -232,6 +247,12 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
       name: "bravo ops",
       process: { steps: [{ name: "hello", kind: "script", config: { script: "echo ops" } }] },
     });
+    await admin("POST", "/api/v1/projects/bravo/runbooks/bravo-ops/schedules", {
+      name: "bravo-nightly",
+      environment: "test",
+      cron: "0 3 * * *",
+      paused: true,
+    });
     await admin("POST", "/api/v1/projects/bravo/freezes", {
       name: "bravo-freeze",
       environments: ["test"],
@@ -314,6 +335,8 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
       target: "prod-box",
       runbook: "bravo-ops",
       freeze: "bravo-freeze",
+      schedule: "bravo-nightly",
+      trigger: "bravo-trigger",
     };
     const answers: string[] = [];
     for (const { method, template } of operations) {

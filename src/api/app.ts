@@ -22,6 +22,7 @@ import { artifactRoutes } from "./artifacts.js";
 import { auditedRoute, auditRoutes } from "./audit.js";
 import { dashboardRoutes } from "./dashboard.js";
 import { doraRoutes } from "./dora.js";
+import { feedTriggerRoutes } from "./feedTriggers.js";
 import { parseJsonBody } from "./json.js";
 import { metricsRoutes } from "./metrics.js";
 import { oidcRoutes } from "./oidc.js";
@@ -31,6 +32,7 @@ import { progressionRoutes } from "./progression.js";
 import { releaseRoutes } from "./releases.js";
 import { resourceRoutes } from "./resources.js";
 import { defineRoute, isPublic, parseInput, type RouteSpec } from "./route.js";
+import { runbookScheduleRoutes } from "./runbookSchedules.js";
 import { runbookRoutes } from "./runbooks.js";
 import { signInMethodRoutes } from "./signInMethods.js";
 import { targetTrustRoutes } from "./targetTrust.js";
@@ -162,6 +164,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...dashboardRoutes(options.context, options.engine),
     ...(options.deployments ? releaseRoutes(options.deployments, options.outbound) : []),
     ...(options.deployments ? runbookRoutes(options.deployments) : []),
+    ...(options.deployments ? runbookScheduleRoutes(options.context) : []),
+    ...(options.deployments ? feedTriggerRoutes(options.deployments) : []),
     ...(options.deployments?.artifacts
       ? artifactRoutes(options.context, options.deployments.artifacts, options.artifactRetention)
       : []),

@@ -1,6 +1,7 @@
 import { z } from "zod";
-import { type Access, ALL, reaches } from "../domain/access.js";
+import { type Access, ALL } from "../domain/access.js";
 import type { AuditChange } from "../domain/audit.js";
+import { pagingSchema } from "../domain/common.js";
 import { ForbiddenError } from "../domain/errors.js";
 import { createFreezeSchema, freezeSchema } from "../domain/freezes.js";
 import type { Process } from "../domain/process.js";
@@ -23,6 +24,7 @@ import {
   createRunbook,
   deleteRunbook,
   getRunbook,
+  latestRunbookRuns,
   listRunbookRuns,
   listRunbooks,
   publishRunbook,
@@ -66,11 +68,18 @@ export function runbookRoutes(services: DeploymentServices): RouteSpec[] {
       method: "GET",
       path: "/api/v1/projects/:project/runbooks",
       tag: "Runbooks",
-      summary: "List a project's runbooks (their drafts, and which version is published)",
+      summary:
+        "List a project's runbooks (their drafts, which version is published, and the last run in each environment you may view)",
       access: { kind: "project", permission: "view", project: (params) => params.project },
       params: pathParams("project"),
-      response: z.array(runbookSchema),
-      handler: ({ params }) => listRunbooks(context, params.project),
+      response: z.array(runbookSchema.extend({ lastRuns: z.array(runbookRunSummarySchema) })),
+      handler: async ({ params, access }) => {
+        const [runbooks, lastRuns] = await Promise.all([
+          listRunbooks(context, params.project),
+          latestRunbookRuns(context, params.project, access.reach("view")),
+        ]);
+        return runbooks.map((runbook) => ({ ...runbook, lastRuns: lastRuns.get(runbook.id) ?? [] }));
+      },
     }),
     defineRoute({
       method: "POST",
@@ -202,18 +211,10 @@ export function runbookRoutes(services: DeploymentServices): RouteSpec[] {
       summary: "A runbook's runs, newest first (in the environments you may view; sensitive parameters masked)",
       access: { kind: "project", permission: "view", project: (params) => params.project },
       params: pathParams("project", "runbook"),
-      query: z.strictObject({ limit: z.coerce.number().int().min(1).max(500).default(50) }),
+      query: pagingSchema,
       response: z.array(runbookRunSummarySchema),
-      handler: ({ params, query, access }) => {
-        const reach = access.reach("view");
-        return listRunbookRuns(
-          context,
-          params.project,
-          params.runbook,
-          (projectId, environmentId) => reaches(reach, projectId, environmentId),
-          query.limit,
-        );
-      },
+      handler: ({ params, query, access }) =>
+        listRunbookRuns(context, params.project, params.runbook, access.reach("view"), query),
     }),
     defineRoute({
       method: "GET",

@@ -1,11 +1,13 @@
 import { z } from "zod";
 import type { Permission } from "../domain/access.js";
 import { pageSchema, pagingSchema } from "../domain/common.js";
+import { taskRunbookRunSchema } from "../domain/runbooks.js";
 import { type Task, taskLogLineSchema, taskSchema, taskStates } from "../domain/tasks.js";
 import type { TaskEngine } from "../engine/engine.js";
 import { principalOf } from "../store/apiKeys.js";
 import type { StoreContext } from "../store/common.js";
 import { listDecisions } from "../store/decisions.js";
+import { runbookRunOfTask } from "../store/runbooks.js";
 import { getTaskRow, listTasks, readLogPage, toTask } from "../store/tasks.js";
 import { openEventStream } from "./eventStream.js";
 import { TaskLogFeeds } from "./logFeed.js";
@@ -91,11 +93,15 @@ export function taskRoutes(context: StoreContext, engine: TaskEngine): RouteSpec
       method: "GET",
       path: "/api/v1/tasks/:task",
       tag: "Tasks",
-      summary: "Show a task",
+      summary: "Show a task (a runbook run's also says what it ran: runbook, version, parameters)",
       access: { kind: "task", permission: "view", task: (params) => params.task },
       params: pathParams("task"),
-      response: taskSchema,
-      handler: async ({ params }) => toTask(await getTaskRow(db, params.task)),
+      response: taskSchema.extend({ runbookRun: taskRunbookRunSchema.optional() }),
+      handler: async ({ params }) => {
+        const task = toTask(await getTaskRow(db, params.task));
+        const runbookRun = task.kind === "runbook" ? await runbookRunOfTask(context, task.id) : undefined;
+        return { ...task, ...(runbookRun && { runbookRun }) };
+      },
     }),
     defineRoute({
       method: "POST",

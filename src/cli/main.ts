@@ -28,6 +28,7 @@ import { addSuperviseCommand } from "./supervise.js";
 import { addTargetCommands } from "./targets.js";
 import { addTaskCommands } from "./tasks.js";
 import { addTeamCommands } from "./teams.js";
+import { addTriggerCommands } from "./triggers.js";
 import { addApiKeyCommands } from "./users.js";
 import { addVariableCommands } from "./variables.js";
 
@@ -56,6 +57,7 @@ export function buildProgram(): Command {
   addTargetCommands(program, context);
   addAgentTokenCommands(program, context);
   addFeedCommands(program, context);
+  addTriggerCommands(program, context);
   addVariableCommands(program, context);
   addApplyCommand(program, context, process.env);
   // Program options count only before a subcommand, so `release create --version V` is

@@ -6,6 +6,7 @@ import { segment } from "./client.js";
 import { OperationError, UsageError } from "./errors.js";
 import { list, printFields, printJson, printTable, writeOutput } from "./output.js";
 import type { CliContext } from "./resourceGroup.js";
+import { addRunbookAuthoringCommands, parseParameter } from "./runbookSchedules.js";
 import { followTaskLog, formatLogLine } from "./wait.js";
 
 /* ferry runbook … and ferry freeze … (docs/runbooks.md). */
@@ -13,17 +14,13 @@ import { followTaskLog, formatLogLine } from "./wait.js";
 const projectPath = (project: string, rest: string) => `/api/v1/projects/${segment(project)}/${rest}`;
 const repeat = (value: string, previous: string[] = []) => [...previous, value];
 
-/** `k=v` into [k, v]; the value may contain '='. */
-function parseParameter(text: string): [string, string] {
-  const index = text.indexOf("=");
-  if (index <= 0) throw new UsageError(`--param ${text.split("=")[0]}: use --param NAME=VALUE`);
-  return [text.slice(0, index), text.slice(index + 1)];
-}
-
 const FAILURE_LOG_LINES = 20;
 
 export function addRunbookCommands(program: Command, context: CliContext): void {
-  const group = program.command("runbook").description("a project's operations processes: list, publish, run");
+  const group = program
+    .command("runbook")
+    .description("a project's operations processes: create, publish, run, schedule, retention");
+  addRunbookAuthoringCommands(group, context);
 
   group
     .command("list")
@@ -93,6 +90,7 @@ export function addRunbookCommands(program: Command, context: CliContext): void 
         ["STATE", (run) => run.state],
         ["BY", (run) => run.createdBy],
         ["AT", (run) => run.createdAt],
+        ["CAUSE", (run) => run.cause ?? "-"],
       ]);
     });
 

@@ -79,6 +79,7 @@ export function addServerCommand(program: Command, environment: () => FerryEnvir
         runAsUids: env.FERRY_RUN_AS_UIDS,
         workDir: env.FERRY_WORK_DIR,
         agentTimeoutMs: env.FERRY_AGENT_TIMEOUT_SECONDS * 1000,
+        scheduleGraceMs: env.FERRY_SCHEDULE_GRACE_SECONDS * 1000,
         artifactMaxBytes: env.FERRY_ARTIFACT_MAX_BYTES,
       });
       stopOnSignals(server);

@@ -5,10 +5,11 @@ import type { Feed } from "../domain/feeds.js";
 import type { Lifecycle } from "../domain/lifecycles.js";
 import type { Step } from "../domain/process.js";
 import type { Project } from "../domain/projects.js";
+import type { Retention, Schedule } from "../domain/runbookSchedules.js";
 import type { Runbook } from "../domain/runbooks.js";
 import type { Target } from "../domain/targets.js";
 import type { Variable } from "../domain/variables.js";
-import { type FerryFile, variableKey } from "./ferryFile.js";
+import { type FerryFile, type RunbookFile, variableKey } from "./ferryFile.js";
 
 /**
  * `ferry apply`: makes the server match a parsed ferry.yml through the REST API, creating
@@ -27,7 +28,17 @@ import { type FerryFile, variableKey } from "./ferryFile.js";
  */
 
 type Action = "created" | "updated" | "deleted" | "unchanged" | "skipped";
-type Resource = "environment" | "feed" | "target" | "lifecycle" | "project" | "process" | "variable" | "runbook";
+type Resource =
+  | "environment"
+  | "feed"
+  | "target"
+  | "lifecycle"
+  | "project"
+  | "process"
+  | "variable"
+  | "runbook"
+  | "schedule"
+  | "retention";
 
 export interface AppliedChange {
   action: Action;
@@ -105,21 +116,127 @@ export async function applyFerryFile(
   }
   // After the variables: a runbook published here snapshots the variables just applied.
   for (const runbook of config.runbooks ?? []) {
-    await applyPart(run, `runbook ${runbook.slug}`, () => applyRunbook(run, projectPath, runbook));
+    await applyPart(run, `runbook ${runbook.slug}`, () => applyRunbookFields(run, projectPath, runbook));
   }
   return run.changes;
 }
 
-type WantedRunbook = NonNullable<FerryFile["runbooks"]>[number];
+/** The runbook's schedules become the file's: created, changed, paused/resumed (when it says), removed. */
+async function applySchedules(
+  run: Run,
+  runbookPath: string,
+  runbookSlug: string,
+  wanted: NonNullable<RunbookFile["schedules"]>,
+): Promise<void> {
+  const existing = await run.client.get<Schedule[]>(`${runbookPath}/schedules`);
+  for (const schedule of wanted) {
+    const name = `${runbookSlug}/${schedule.name}`;
+    const path = `${runbookPath}/schedules/${segment(schedule.name)}`;
+    const { paused, name: _name, environment, ...settings } = schedule;
+    let current = existing.find((candidate) => candidate.name === schedule.name);
+    // A schedule moves to another environment as a new one: its firings ran there under other grants.
+    if (current && current.environment !== environment) {
+      await run.client.request("DELETE", path);
+      current = undefined;
+    }
+    if (!current) {
+      await run.client.request<Schedule>("POST", `${runbookPath}/schedules`, { ...schedule, paused: paused ?? false });
+      run.changes.push({ action: "created", resource: "schedule", name });
+      continue;
+    }
+    const body = differences(current, { ...settings, targets: settings.targets ?? null });
+    if (Object.keys(body).length > 0) {
+      await run.client.request<Schedule>("PATCH", path, body);
+      run.changes.push({ action: "updated", resource: "schedule", name, detail: Object.keys(body).join(", ") });
+    }
+    if (paused !== undefined && paused !== current.paused) {
+      await run.client.request<Schedule>("POST", `${path}/${paused ? "pause" : "resume"}`);
+      run.changes.push({ action: "updated", resource: "schedule", name, detail: paused ? "paused" : "resumed" });
+    } else if (Object.keys(body).length === 0) {
+      run.changes.push({ action: "unchanged", resource: "schedule", name });
+    }
+  }
+  for (const schedule of existing) {
+    if (wanted.some((candidate) => candidate.name === schedule.name)) continue;
+    await run.client.request("DELETE", `${runbookPath}/schedules/${segment(schedule.name)}`);
+    run.changes.push({ action: "deleted", resource: "schedule", name: `${runbookSlug}/${schedule.name}` });
+  }
+}
+
+async function applyRetention(
+  run: Run,
+  runbookPath: string,
+  runbookSlug: string,
+  policies: Retention["policies"],
+): Promise<void> {
+  const current = await run.client.get<Retention>(`${runbookPath}/retention`);
+  const sorted = (list: Retention["policies"]) =>
+    [...list].sort((a, b) => (a.environment < b.environment ? -1 : a.environment > b.environment ? 1 : 0));
+  if (canonical(sorted(current.policies)) === canonical(sorted(policies))) {
+    run.changes.push({ action: "unchanged", resource: "retention", name: runbookSlug });
+    return;
+  }
+  await run.client.request<Retention>("PUT", `${runbookPath}/retention`, { policies });
+  run.changes.push({ action: "updated", resource: "retention", name: runbookSlug });
+}
+
+/**
+ * `ferry runbook create|update -f FILE`: the runbook a file declares, created (refused when
+ * it exists) or updated (only the fields the file gives); published, and its schedules and
+ * retention applied, as `ferry apply` does for a runbooks: entry.
+ */
+export async function applyRunbookFile(
+  client: ApiClient,
+  project: string,
+  runbook: RunbookFile,
+  options: { mode: "create" | "update"; fields: readonly string[]; publish: boolean },
+): Promise<AppliedChange[]> {
+  const run: Run = { client, environment: {}, updateSecrets: false, changes: [], readFile: async () => undefined };
+  const projectPath = `/api/v1/projects/${segment(project)}`;
+  const collection = `${projectPath}/runbooks`;
+  const exists = (await client.get<Runbook[]>(collection)).some((candidate) => candidate.slug === runbook.slug);
+  if (options.mode === "create" && exists) {
+    throw new OperationError(`project '${project}' already has a runbook '${runbook.slug}'`, [
+      `change it with: ferry runbook update --project ${project} -f FILE`,
+    ]);
+  }
+  if (options.mode === "update" && !exists) {
+    throw new OperationError(`project '${project}' has no runbook '${runbook.slug}'`, [
+      `create it with: ferry runbook create --project ${project} -f FILE (list them with 'ferry runbook list')`,
+    ]);
+  }
+  // An update sends only what the file gives: a field left out stays as it is.
+  const given = new Set(options.fields);
+  const wanted: RunbookFile =
+    options.mode === "update"
+      ? (Object.fromEntries(
+          Object.entries(runbook).filter(
+            ([key]) => key === "name" || key === "slug" || given.has(key) || (key === "publish" && options.publish),
+          ),
+        ) as RunbookFile)
+      : runbook;
+  await applyRunbookFields(run, projectPath, { ...wanted, publish: options.publish || runbook.publish });
+  return run.changes;
+}
 
 /**
  * Creates the runbook or updates its draft where it differs from the file's, then publishes
- * it when the file says so and the draft is not what is published.
+ * it when the file says so and the draft is not what is published, then makes its schedules
+ * and retention what the file says (when it says): schedules are checked against the
+ * published version, so they come after the publish.
+ * Only the fields present are compared and sent (an update's part, or the whole file's).
  */
-async function applyRunbook(run: Run, projectPath: string, wanted: WantedRunbook): Promise<void> {
+async function applyRunbookFields(
+  run: Run,
+  projectPath: string,
+  wanted: Partial<RunbookFile> & Pick<RunbookFile, "slug" | "name">,
+) {
   const collection = `${projectPath}/runbooks`;
-  const { steps, publish, slug, ...fields } = wanted;
-  const desired = { ...fields, process: { images: [], steps } };
+  const { steps, publish, slug, schedules, retention, ...fields } = wanted;
+  const desired: Record<string, unknown> = {
+    ...fields,
+    ...(steps !== undefined && { process: { images: [], steps } }),
+  };
   const existing = (await run.client.get<Runbook[]>(collection)).find((runbook) => runbook.slug === slug);
   let current: Runbook;
   if (!existing) {
@@ -144,6 +261,9 @@ async function applyRunbook(run: Run, projectPath: string, wanted: WantedRunbook
       detail: `published version ${published.published?.version}`,
     });
   }
+  const runbookPath = `${collection}/${segment(slug)}`;
+  if (schedules !== undefined) await applySchedules(run, runbookPath, slug, schedules);
+  if (retention !== undefined) await applyRetention(run, runbookPath, slug, retention);
 }
 
 /** Runs one part of the apply; a refused request names the part and lists what was done before it. */

@@ -39,6 +39,16 @@ const environmentSchema = z.object({
     .max(300, { message: "give targets 1 to 300 seconds to answer" })
     .default(20),
   /**
+   * Server: how late a runbook schedule's firing may be and still run as on time; a firing
+   * later than this (no server was up) is reported as missed, then skipped or run once.
+   */
+  FERRY_SCHEDULE_GRACE_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(1, { message: "give 1 to 3600 seconds" })
+    .max(3600, { message: "give 1 to 3600 seconds" })
+    .default(60),
+  /**
    * Server: PostgreSQL URL, instead of --db, so its password stays out of the command line
    * (which `ps` shows). --db wins when both are given.
    */

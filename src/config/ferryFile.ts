@@ -7,6 +7,7 @@ import { createFeedSchema } from "../domain/feeds.js";
 import { isRepositoryName, REPOSITORY_NAME_HINT } from "../domain/images.js";
 import { checkPhases, createLifecycleSchema } from "../domain/lifecycles.js";
 import { processSchema, type Step } from "../domain/process.js";
+import { createScheduleSchema, retentionSchema } from "../domain/runbookSchedules.js";
 import { runbookDefinitionSchema } from "../domain/runbooks.js";
 import { createTargetSchema, targetRouterSchema, updateTargetSchema } from "../domain/targets.js";
 import { createVariableSchema } from "../domain/variables.js";
@@ -284,8 +285,45 @@ const runbookFileSchema = z
       .boolean()
       .default(false)
       .describe("Publish the draft on apply when it changed (runs use the published version)"),
+    schedules: z
+      .array(
+        createScheduleSchema.extend({
+          paused: z.boolean().optional().describe("Left out: a schedule paused or resumed with the CLI stays so"),
+        }),
+      )
+      .max(50)
+      .optional()
+      .describe("When present, the runbook's whole list of schedules (others are removed on apply)"),
+    retention: retentionSchema.shape.policies
+      .optional()
+      .describe("When present, the runbook's run retention per environment ('*': the others)"),
+  })
+  .superRefine((runbook, context) => {
+    const sensitive = new Set(runbook.parameters.filter((p) => p.sensitive).map((p) => p.name));
+    const names = new Set<string>();
+    for (const [index, schedule] of (runbook.schedules ?? []).entries()) {
+      if (names.has(schedule.name)) {
+        context.addIssue({
+          code: "custom",
+          path: ["schedules", index, "name"],
+          message: `schedule '${schedule.name}' is listed twice`,
+        });
+      }
+      names.add(schedule.name);
+      for (const name of Object.keys(schedule.parameters)) {
+        if (!sensitive.has(name)) continue;
+        context.addIssue({
+          code: "custom",
+          path: ["schedules", index, "parameters", name],
+          message: `'${name}' is a sensitive parameter: its value is a secret and never goes in a file; give it with 'ferry runbook schedule add --param ${name}=…' instead`,
+        });
+      }
+    }
   })
   .transform((value) => ({ ...value, slug: value.slug ?? slugify(value.name) }));
+
+/** A runbook as a file declares it (a ferry.yml `runbooks:` entry, or `ferry runbook create -f`). */
+export type RunbookFile = z.output<typeof runbookFileSchema>;
 
 const ferryFileObject = z.strictObject({
   project: projectFileSchema,
@@ -351,6 +389,57 @@ interface Located extends FieldIssue {
  * line and column, and its message has one `file:line:column pointer: detail` line each.
  */
 export function parseFerryFile(text: string, fileName: string): FerryFile {
+  return parseYamlWith(
+    text,
+    fileName,
+    ferryFileSchema,
+    "the file is empty; it needs at least project, environments and lifecycle",
+    // The kinds' schemas already passed in checkReferences; this applies their defaults, the
+    // same way the API does before storing a process, so apply compares like with like.
+    (data) => ({
+      ...data,
+      ...(data.steps !== undefined && { steps: validateSteps(data.steps) }),
+      ...(data.runbooks !== undefined && {
+        runbooks: data.runbooks.map((runbook, index) => ({
+          ...runbook,
+          steps: validateSteps(runbook.steps, `/runbooks/${index}/steps`),
+        })),
+      }),
+    }),
+  );
+}
+
+/**
+ * A runbook file for `ferry runbook create|update -f` (YAML or JSON): one runbook as a
+ * ferry.yml `runbooks:` entry writes it, every problem reported at its line.
+ */
+export function parseRunbookFile(text: string, fileName: string): RunbookFile {
+  return parseYamlWith(
+    text,
+    fileName,
+    runbookFileSchema,
+    "the file is empty; it needs at least the runbook's name",
+    (data) => ({ ...data, steps: validateSteps(data.steps, "/steps") }),
+  );
+}
+
+/** The fields a runbook file gives, as written (an update sends only these). */
+export function runbookFileFields(text: string): string[] {
+  const data = parseDocument(text).toJS() as unknown;
+  return data && typeof data === "object" && !Array.isArray(data) ? Object.keys(data) : [];
+}
+
+/**
+ * Parses YAML (JSON is YAML) and validates it with `schema`, then `finish` (which may throw
+ * an InputError with JSON pointers): every problem is reported at once, each at its line.
+ */
+function parseYamlWith<S extends z.ZodType, T>(
+  text: string,
+  fileName: string,
+  schema: S,
+  emptyDetail: string,
+  finish: (data: z.output<S>) => T,
+): T {
   const lineCounter = new LineCounter();
   const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   const position = (offset: number) => {
@@ -371,40 +460,22 @@ export function parseFerryFile(text: string, fileName: string): FerryFile {
     throw fileError(fileName, [{ pointer: "", detail: (error as Error).message, syntax: true, ...position(0) }]);
   }
   if (data === null || data === undefined) {
-    throw fileError(fileName, [
-      {
-        pointer: "",
-        detail: "the file is empty; it needs at least project, environments and lifecycle",
-        ...position(0),
-      },
-    ]);
+    throw fileError(fileName, [{ pointer: "", detail: emptyDetail, ...position(0) }]);
   }
 
   const locate = (path: Path, atKey = false) => ({
     pointer: toJsonPointer(path),
     ...position(offsetOf(document, path, atKey)),
   });
-  const result = ferryFileSchema.safeParse(data, { error: friendlyMessage });
+  const result = schema.safeParse(data, { error: friendlyMessage });
   if (!result.success) {
     throw fileError(
       fileName,
       explainIssues(result.error.issues).map((issue) => ({ ...locate(issue.path, issue.atKey), detail: issue.detail })),
     );
   }
-
-  // The kinds' schemas already passed in checkReferences; this applies their defaults, the
-  // same way the API does before storing a process, so apply compares like with like.
   try {
-    return {
-      ...result.data,
-      ...(result.data.steps !== undefined && { steps: validateSteps(result.data.steps) }),
-      ...(result.data.runbooks !== undefined && {
-        runbooks: result.data.runbooks.map((runbook, index) => ({
-          ...runbook,
-          steps: validateSteps(runbook.steps, `/runbooks/${index}/steps`),
-        })),
-      }),
-    };
+    return finish(result.data);
   } catch (error) {
     if (!(error instanceof InputError)) throw error;
     throw fileError(
@@ -627,6 +698,17 @@ function checkReferences(value: unknown, context: z.RefinementCtx): void {
     });
     listAt(runbook, "steps").forEach((step, stepIndex) => {
       checkStepConfig(step, ["runbooks", index, "steps", stepIndex], problem);
+    });
+    listAt(runbook, "schedules").forEach((schedule, position) => {
+      const environment = (schedule as { environment?: unknown } | null)?.environment;
+      if (environment !== undefined)
+        checkEnvironment(["runbooks", index, "schedules", position, "environment"], environment);
+    });
+    listAt(runbook, "retention").forEach((policy, position) => {
+      const environment = (policy as { environment?: unknown } | null)?.environment;
+      if (environment !== undefined && environment !== "*") {
+        checkEnvironment(["runbooks", index, "retention", position, "environment"], environment);
+      }
     });
   });
 }

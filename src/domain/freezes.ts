@@ -19,7 +19,7 @@ function isTimeZone(name: string): boolean {
   }
 }
 
-const timeZoneSchema = z.string().min(1).max(100).refine(isTimeZone, {
+export const timeZoneSchema = z.string().min(1).max(100).refine(isTimeZone, {
   message: "use an IANA time zone such as 'UTC' or 'Europe/Berlin'",
 });
 

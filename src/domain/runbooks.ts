@@ -116,10 +116,17 @@ export const updateRunbookSchema = z
   .refine((body) => Object.keys(body).length > 0, { message: "send at least one field to change" });
 export type UpdateRunbook = z.infer<typeof updateRunbookSchema>;
 
+/** The published version: who published it when, and what runs execute (the draft's fields, as published). */
 const publishedSchema = z.object({
   version: z.number().int(),
   publishedBy: z.string(),
   publishedAt: z.string(),
+  description: z.string(),
+  process: processSchema,
+  environments: z.array(z.string()),
+  parameters: z.array(runbookParameterSchema),
+  overlapDeployments: z.boolean(),
+  overlapItself: z.boolean(),
 });
 
 export const runbookSchema = z.object({
@@ -183,11 +190,28 @@ export const runbookRunSummarySchema = z.object({
   state: z.string(),
   createdBy: z.string(),
   createdAt: z.string(),
+  /** When its task ended; null while it is queued or running. */
+  finishedAt: z.string().nullable(),
   parameters: z.record(z.string(), z.string()),
   /** "<freeze>: <reason>" when the run went through a freeze. */
   freezeOverride: z.string().nullable(),
+  /** Why a schedule queued it ("schedule nightly", "missed firings of schedule nightly"); null: a person did. */
+  cause: z.string().nullable(),
+  /** The schedule's firing it is for (ISO 8601); null when a person queued it. */
+  scheduledFor: z.string().nullable(),
 });
 export type RunbookRunSummary = z.infer<typeof runbookRunSummarySchema>;
+
+/** What a runbook run's task ran (GET /tasks/:task answers it as `runbookRun`). */
+export const taskRunbookRunSchema = runbookRunSummarySchema
+  .omit({ state: true, createdBy: true, createdAt: true, finishedAt: true })
+  .extend({
+    runbook: z.string().describe("runbook slug"),
+    runbookName: z.string(),
+    /** The target names the run was limited to; null: every target with a step's role. */
+    targets: z.array(z.string()).nullable(),
+  });
+export type TaskRunbookRun = z.infer<typeof taskRunbookRunSchema>;
 
 /** What a sensitive value shows as in answers and audit entries. */
 export const MASKED = "********";

@@ -256,6 +256,32 @@ export async function autoDeployNewRelease(
   return queued;
 }
 
+/**
+ * Deploys a release to every environment of its lifecycle's first phase, automatic or not
+ * (a feed trigger: the release exists because its image was pushed, and the first phase is
+ * where a pipeline takes it). A frozen environment is left out, its freeze reported.
+ */
+export async function deployToFirstPhase(
+  services: DeploymentServices,
+  project: string,
+  release: string,
+  createdBy: string,
+  report: (message: string) => void,
+): Promise<DeploymentCreated[]> {
+  const { db } = services.context;
+  const projectRow = await findNamed(db, "projects", project);
+  const [first] = (await lifecyclePhases(db, projectRow.id)).phases;
+  const queued: DeploymentCreated[] = [];
+  for (const environmentId of first?.environmentIds ?? []) {
+    const created = await skipWhenFrozen(
+      () => requestDeployment(services, { project, release, environment: environmentId, createdBy, kind: "auto" }),
+      report,
+    );
+    if (created) queued.push(created);
+  }
+  return queued;
+}
+
 /** After a success, deploys the same release to auto-deploy phases that just became reachable. */
 export async function autoDeployNext(
   services: DeploymentServices,

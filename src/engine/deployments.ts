@@ -6,8 +6,9 @@ import {
   type SystemVariableValues,
   withSystemVariables,
 } from "../domain/variableScoping.js";
+import { registryClientForHost } from "../feeds/images.js";
 import type { LocalUser } from "../runtimes/localUser.js";
-import type { OutboundPolicy } from "../security/outboundGuard.js";
+import { defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
 import type { StoreContext } from "../store/common.js";
 import {
   environmentTargets,
@@ -51,11 +52,23 @@ export interface DeploymentServices {
   artifacts?: ArtifactService | undefined;
 }
 
+/** What the process runner needs from the server, for deployments and runbook runs alike. */
+export function processRunnerServices(services: DeploymentServices): ProcessRunnerServices {
+  const outbound = services.outbound ?? defaultOutboundPolicy;
+  return {
+    target: targetResolver(services),
+    registryCredentials: (registryHost) => feedCredentialsForHost(services.context, registryHost),
+    registryClient: (registryHost) => registryClientForHost(services.context, registryHost, outbound),
+    outbound: services.outbound,
+    artifacts: services.artifacts,
+  };
+}
+
 /** The server's own host as a target, for steps without roles. */
 const SERVER_HOST = { id: null, name: "this host", roles: [] as string[] };
 
 /** Where the services say a target is, or the server's own host when they do not say. */
-export function targetResolver(services: DeploymentServices): (info: TargetInfo | undefined) => Target {
+function targetResolver(services: DeploymentServices): (info: TargetInfo | undefined) => Target {
   if (services.target) return services.target;
   const transport = new LocalTransport(services.workRoot, services.localUser);
   return (info) => localTarget(transport, undefined, info ?? SERVER_HOST);
@@ -105,13 +118,8 @@ export function stepVariables(
  * environment's targets; then the lifecycle's bookkeeping (skipped steps, auto-deploy).
  */
 export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.infer<typeof deploymentPayloadSchema>> {
-  const target = targetResolver(services);
-  const runner: ProcessRunnerServices = {
-    target,
-    registryCredentials: (registryHost) => feedCredentialsForHost(services.context, registryHost),
-    outbound: services.outbound,
-    artifacts: services.artifacts,
-  };
+  const runner = processRunnerServices(services);
+  const { target } = runner;
   return {
     kind: "deployment",
     payload: deploymentPayloadSchema,

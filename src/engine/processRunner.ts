@@ -4,6 +4,7 @@ import type { UnavailableTargetPolicy } from "../domain/environments.js";
 import { type RollingConfig, type Step, stepRunsIn } from "../domain/process.js";
 import { rollingBatches, windowSize } from "../domain/rolling.js";
 import { renderTemplate } from "../domain/templates.js";
+import type { RegistryClient } from "../feeds/registry.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { AllAtOnce } from "../steps/blueGreen/allAtOnce.js";
 import { stepKind } from "../steps/registry.js";
@@ -58,6 +59,8 @@ export interface ProcessRunnerServices {
   target(info: TargetInfo | undefined): Target;
   /** Feed credentials for pulling from a registry host. */
   registryCredentials(registryHost: string): Promise<{ username: string; password: string } | undefined>;
+  /** A client of a registry host with its feed's credentials (the registry-retag step). */
+  registryClient(registryHost: string): Promise<RegistryClient>;
   /** FERRY_OUTBOUND_ALLOW, for http steps whose address a variable chose. */
   outbound?: OutboundPolicy | undefined;
   /** Where steps' artifacts go; left out (an engine embedded in a test), attaching fails saying so. */
@@ -540,6 +543,7 @@ async function runStep(
         separateFromStarter: question.separateFromStarter ?? run.separateApprover,
       }),
     registryCredentials: services.registryCredentials,
+    registryClient: services.registryClient,
     scope: run.scope,
     target,
     // The target too: two targets on one host must each find only what was made for them.

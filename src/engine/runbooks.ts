@@ -10,7 +10,6 @@ import {
 import type { SystemVariableValues } from "../domain/variableScoping.js";
 import { findNamed, newId } from "../store/common.js";
 import { environmentTargets, type TargetInfo } from "../store/deployments.js";
-import { feedCredentialsForHost } from "../store/feeds.js";
 import {
   getRunbookRow,
   insertRunbookRun,
@@ -20,10 +19,10 @@ import {
   snapshotForRun,
 } from "../store/runbooks.js";
 import { recordTaskTarget } from "../store/taskTargets.js";
-import { type DeploymentServices, stepVariables, targetResolver } from "./deployments.js";
+import { type DeploymentServices, processRunnerServices, stepVariables } from "./deployments.js";
 import { checkFreeze } from "./freezeCheck.js";
 import { LogMasker } from "./logMasker.js";
-import { type ProcessRunnerServices, runProcess } from "./processRunner.js";
+import { runProcess } from "./processRunner.js";
 import { cleanUpTask } from "./taskCleanup.js";
 import { TaskFailure, type TaskKind } from "./types.js";
 
@@ -40,6 +39,8 @@ export interface RunbookRunRequest extends CreateRunbookRun {
   createdByPrincipal?: string | null | undefined;
   /** The caller's grants: a draft run needs editRunbooks, a freeze override overrideFreezes. */
   access: Access;
+  /** Set when a schedule queues the run: why (recorded with the run and in its log), and the firing. */
+  schedule?: { id: string; cause: string; scheduledFor: Date } | undefined;
 }
 
 /**
@@ -104,7 +105,7 @@ export async function requestRunbookRun(
   let version: number | null = source.version;
   const task = await services.enqueue({
     kind: "runbook",
-    title: `Run ${row.name}${request.draft ? " (draft)" : ""} of ${project.name} in ${environment.name}`,
+    title: `Run ${row.name}${request.draft ? " (draft)" : ""} of ${project.name} in ${environment.name}${request.schedule ? ` (${request.schedule.cause})` : ""}`,
     projectId: project.id,
     environmentId: environment.id,
     payload: { runId, guidedFailure: request.guidedFailure },
@@ -126,6 +127,7 @@ export async function requestRunbookRun(
         sensitive: [...parameters.sensitive],
         targetIds,
         freezeOverride: freezeOverride ? `${freezeOverride.freeze}: ${freezeOverride.reason}` : null,
+        schedule: request.schedule,
       });
     },
   });
@@ -170,13 +172,8 @@ const runbookPayloadSchema = z.object({
  * run's parameters; every sensitive value masked in the log.
  */
 export function runbookTaskKind(services: DeploymentServices): TaskKind<z.infer<typeof runbookPayloadSchema>> {
-  const target = targetResolver(services);
-  const runner: ProcessRunnerServices = {
-    target,
-    registryCredentials: (registryHost) => feedCredentialsForHost(services.context, registryHost),
-    outbound: services.outbound,
-    artifacts: services.artifacts,
-  };
+  const runner = processRunnerServices(services);
+  const { target } = runner;
   return {
     kind: "runbook",
     payload: runbookPayloadSchema,
@@ -201,6 +198,8 @@ export function runbookTaskKind(services: DeploymentServices): TaskKind<z.infer<
         `Running runbook ${runbook.name} (${loaded.version === null ? "draft" : `published version ${loaded.version}`}) of ${project.name} in ${environment.name}`,
       );
       if (loaded.run.freeze_override) task.log.warn(`freeze overridden: ${loaded.run.freeze_override}`);
+      if (loaded.run.cause)
+        task.log.info(`Queued by ${loaded.run.cause}, for the firing due ${loaded.run.scheduled_for}`);
       const { failed, skippedSteps } = await runProcess(runner, {
         task,
         scope: {

@@ -3,7 +3,7 @@ import type { ProjectImage } from "../domain/process.js";
 import type { PinnedImage } from "../domain/releases.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { resolveReference, type StoreContext, throwIfIssues } from "../store/common.js";
-import { getFeed, getFeedCredentials } from "../store/feeds.js";
+import { feedCredentialsForHost, feedForHost, getFeed, getFeedCredentials } from "../store/feeds.js";
 import { pickLatestTag } from "./latestTag.js";
 import { RegistryClient } from "./registry.js";
 
@@ -63,4 +63,18 @@ export async function pinImages(
     });
   }
   return pinned;
+}
+
+/**
+ * A client of the registry on `registryHost` ("registry.example.com:5000"): the URL and
+ * credentials of the feed on that host, or https and anonymous when no feed is there.
+ */
+export async function registryClientForHost(
+  context: StoreContext,
+  registryHost: string,
+  outbound: OutboundPolicy,
+): Promise<RegistryClient> {
+  const feed = await feedForHost(context, registryHost);
+  const credentials = await feedCredentialsForHost(context, registryHost);
+  return new RegistryClient({ url: feed?.url ?? `https://${registryHost}`, ...credentials, outbound });
 }

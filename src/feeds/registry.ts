@@ -91,9 +91,11 @@ const manifestBodySchema = z.object({ mediaType: z.string().optional() });
 
 /** One call to the registry, with what the messages need to say about it. */
 interface Call {
-  method: "GET" | "HEAD";
+  method: "GET" | "HEAD" | "PUT";
   url: URL;
   accept?: string;
+  /** A manifest to PUT, with its media type. */
+  body?: { bytes: Buffer; mediaType: string };
   /** The token scope this call needs ("repository:team/app:pull"); none for /v2/. */
   scope?: string;
   /** What the call is for, in words: "listing the tags of team/app". */
@@ -277,6 +279,92 @@ export class RegistryClient {
     return { digest: this.checkDigest(getCall, sentDigest ?? computed, byDigest ? reference : undefined), mediaType };
   }
 
+  /**
+   * Gives the manifest `digest` of `repository` the tag `tag` by uploading the manifest's own
+   * bytes under the new name (GET by digest, PUT by tag): no layer is pulled or uploaded,
+   * and the tag resolves to exactly that digest. A tag that already points elsewhere is
+   * refused unless `force`: moving a release's tag silently changes what others deploy.
+   */
+  async retag(
+    repository: string,
+    digest: string,
+    tag: string,
+    options: { force?: boolean } = {},
+  ): Promise<{ outcome: "created" | "unchanged" | "moved"; previous?: string }> {
+    checkRepository(repository);
+    if (!isDigest(digest)) throw new InputError(`${quote(digest)} is not a sha256:… digest`);
+    if (!isImageTag(tag)) throw new InputError(`tag ${quote(tag)} is not valid: ${IMAGE_TAG_HINT}`);
+    let previous: string | undefined;
+    try {
+      previous = (await this.resolveDigest(repository, tag)).digest;
+    } catch (error) {
+      if (!(error instanceof RegistryError && error.reason === "not-found")) throw error;
+    }
+    if (previous === digest) return { outcome: "unchanged" };
+    if (previous && !options.force) {
+      throw new RegistryError(
+        "bad-response",
+        `tag ${tag} of ${repository} already points to ${previous}, not ${digest}; Ferry does not move a tag to another image unless the step says force: true`,
+      );
+    }
+    const manifest = await this.fetchManifest(repository, digest);
+    const put: Call = {
+      method: "PUT",
+      url: this.endpoint(`/v2/${repository}/manifests/${tag}`),
+      body: { bytes: manifest.bytes, mediaType: manifest.mediaType },
+      scope: pushScope(repository),
+      purpose: `tagging ${repository}@${digest} as ${tag}`,
+      subject: `repository ${repository}`,
+    };
+    const response = await this.send(put);
+    await discard(response);
+    if (response.status === 404) throw this.manifestNotFound(repository, digest, undefined);
+    if (response.status !== 201 && !response.ok) throw this.unexpectedStatus(put, response.status);
+    const stored = response.headers.get("docker-content-digest");
+    if (stored && stored !== digest) {
+      throw new RegistryError(
+        "bad-response",
+        `registry at ${this.displayUrl} stored ${stored} instead of ${digest} while ${put.purpose}: check for a proxy altering requests`,
+      );
+    }
+    return previous ? { outcome: "moved", previous } : { outcome: "created" };
+  }
+
+  /** The manifest `digest` as the registry stores it: its exact bytes (checked against the digest) and media type. */
+  private async fetchManifest(repository: string, digest: string): Promise<{ bytes: Buffer; mediaType: string }> {
+    const call: Call = {
+      method: "GET",
+      url: this.endpoint(`/v2/${repository}/manifests/${digest}`),
+      accept: MANIFEST_ACCEPT,
+      scope: pullScope(repository),
+      purpose: `reading manifest ${repository}@${digest}`,
+      subject: `repository ${repository}`,
+    };
+    const response = await this.send(call);
+    if (response.status === 404) {
+      throw this.manifestNotFound(repository, digest, await readErrorCode(response));
+    }
+    if (!response.ok) {
+      await discard(response);
+      throw this.unexpectedStatus(call, response.status);
+    }
+    const bytes = await this.readBody(call, response, MAX_MANIFEST_BYTES);
+    if (`sha256:${createHash("sha256").update(bytes).digest("hex")}` !== digest) {
+      throw new RegistryError(
+        "bad-response",
+        `registry at ${this.displayUrl} sent a manifest whose content does not match ${digest} while ${call.purpose}: check for a proxy altering responses`,
+      );
+    }
+    const mediaType = contentType(response) ?? manifestMediaType(bytes);
+    if (!mediaType) {
+      throw new RegistryError(
+        "bad-response",
+        `registry at ${this.displayUrl} sent a manifest without a media type while ${call.purpose}: check the registry's version`,
+      );
+    }
+    return { bytes, mediaType };
+  }
+
   private endpoint(path: string): URL {
     const url = new URL(this.baseUrl);
     url.pathname = `${this.baseUrl.pathname.replace(/\/+$/, "")}${path}`;
@@ -309,6 +397,7 @@ export class RegistryClient {
   private headers(call: Call, authorization: string | undefined): Record<string, string> {
     return {
       ...(call.accept && { accept: call.accept }),
+      ...(call.body && { "content-type": call.body.mediaType }),
       ...(authorization && { authorization }),
     };
   }
@@ -437,7 +526,13 @@ export class RegistryClient {
       // The signal also bounds reading the body, which happens later through `response`.
       return await guardedFetch(
         url,
-        { method: call.method, headers, signal: AbortSignal.timeout(this.timeoutMs), name },
+        {
+          method: call.method,
+          headers,
+          ...(call.body && { body: call.body.bytes }),
+          signal: AbortSignal.timeout(this.timeoutMs),
+          name,
+        },
         this.outbound,
       );
     } catch (error) {
@@ -571,7 +666,7 @@ export class RegistryClient {
   private denied(call: Call): RegistryError {
     return new RegistryError(
       "unauthorized",
-      `registry at ${this.displayUrl} denied access to ${call.subject}: check that the feed's user may pull from it`,
+      `registry at ${this.displayUrl} denied access to ${call.subject}: check that the feed's user may ${call.method === "PUT" ? "push to" : "pull from"} it`,
     );
   }
 
@@ -625,6 +720,10 @@ function checkRepository(repository: string): void {
 /** A user value in a message: quoted, escaped, and cut short. */
 function quote(value: string): string {
   return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
+}
+
+function pushScope(repository: string): string {
+  return `repository:${repository}:pull,push`;
 }
 
 function pullScope(repository: string): string {

@@ -204,7 +204,7 @@ export async function checkOutboundUrl(
 export interface GuardedRequest {
   method?: string;
   headers?: Record<string, string>;
-  body?: string;
+  body?: string | Uint8Array;
   signal?: AbortSignal;
   /**
    * "follow" (the default): up to 5 redirects, each target checked before it is called;

@@ -6,6 +6,9 @@ import { ArtifactRetention } from "../engine/artifactRetention.js";
 import { ArtifactService, DEFAULT_ARTIFACT_MAX_BYTES } from "../engine/artifacts.js";
 import { type DeploymentServices, deploymentTaskKind } from "../engine/deployments.js";
 import { TaskEngine } from "../engine/engine.js";
+import { FeedTriggerPoller } from "../engine/feedTriggers.js";
+import { defaultRetentionSettings, RunbookRetention } from "../engine/runbookRetention.js";
+import { defaultSchedulerSettings, RunbookScheduler } from "../engine/runbookSchedules.js";
 import { runbookTaskKind } from "../engine/runbooks.js";
 import { defaultTargetHealthSettings, TargetHealthMonitor, type TargetHealthSettings } from "../engine/targetHealth.js";
 import type { TaskKind } from "../engine/types.js";
@@ -65,8 +68,16 @@ export interface ServerOptions {
   workDir?: string | undefined;
   /** FERRY_TARGET_HEALTH_*: how often targets are checked and how long they may take to answer. */
   targetHealth?: Partial<TargetHealthSettings> | undefined;
+  /** How often feed triggers due for a poll are looked for (default 5 s; tests shorten it). */
+  triggerTickMs?: number | undefined;
   /** FERRY_AGENT_TIMEOUT_SECONDS (ms here): an agent not heard from for this long is marked lost; default 45 s. */
   agentTimeoutMs?: number | undefined;
+  /** FERRY_SCHEDULE_GRACE_SECONDS (ms here): a schedule's firing later than this is reported missed; default 60 s. */
+  scheduleGraceMs?: number | undefined;
+  /** How often each node looks for due schedules (ms); default 1 s. */
+  schedulePollMs?: number | undefined;
+  /** Between two sweeps of runbook run retention (ms); default an hour (it also runs after each run). */
+  retentionIntervalMs?: number | undefined;
   /** FERRY_ARTIFACT_MAX_BYTES: the most bytes one artifact may have; default 10 GiB. */
   artifactMaxBytes?: number | undefined;
   /** Between two sweeps of artifact retention (ms; jittered); default an hour. */
@@ -83,6 +94,10 @@ export interface RunningServer {
   engine: TaskEngine;
   deployments: DeploymentServices;
   agents: AgentHub;
+  /** Fires runbook schedules (ADR 0036). */
+  scheduler: RunbookScheduler;
+  /** Deletes runbook runs past their retention; onTaskDeleted adds what removes a task's own files. */
+  retention: RunbookRetention;
   /** Artifact retention: a sweep on demand, and what run retention calls before it deletes tasks. */
   artifactRetention: ArtifactRetention;
   url: string;
@@ -182,18 +197,27 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   observability.metrics.registerProxyStats(async () => (await router.connected())?.traffic());
   // ferry_agent_connections: the agents whose long polls this node holds.
   observability.metrics.registerAgentConnections(() => agents.connectedCount);
+  const retention = new RunbookRetention({
+    intervalMs: options.retentionIntervalMs ?? defaultRetentionSettings.intervalMs,
+    db: store.db,
+    logger,
+  });
   const artifactRetention = new ArtifactRetention({
     db: store.db,
     content: artifacts.content,
     logger,
     intervalMs: options.artifactRetentionIntervalMs,
   });
+  // A run past its retention loses its artifacts (bytes and rows) before its task row goes.
+  retention.onTaskDeleted(async (taskIds) => {
+    await artifactRetention.removeTaskArtifacts(taskIds);
+  });
   engine = new TaskEngine({
     db: store.db,
     dialect: store.dialect,
     kinds,
     logger,
-    observers: [...observability.observers, artifactRetention],
+    observers: [...observability.observers, artifactRetention, retention],
     ...(options.leaseMs !== undefined && { leaseMs: options.leaseMs }),
   });
   const app = await buildApp({
@@ -220,6 +244,17 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   await engine.start();
   const healthMonitor = new TargetHealthMonitor({ ...targetHealth, db: store.db, target: resolveTarget, logger });
   healthMonitor.start();
+  // After the engine: a firing queues a task. Firings missed while no server ran are reported on its first poll.
+  const scheduler = new RunbookScheduler({
+    graceMs: options.scheduleGraceMs ?? defaultSchedulerSettings.graceMs,
+    pollMs: options.schedulePollMs ?? defaultSchedulerSettings.pollMs,
+    services: deployments,
+    logger,
+  });
+  scheduler.start();
+  retention.start();
+  const triggerPoller = new FeedTriggerPoller(deployments, logger, options.triggerTickMs);
+  triggerPoller.start();
   artifactRetention.start();
   // Traffic from an earlier run comes back (the builtin proxy is started if it is not
   // running) without holding up readiness: the API answers while this runs.
@@ -258,11 +293,16 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     engine,
     deployments,
     agents,
+    scheduler,
+    retention,
     artifactRetention,
     reconciled,
     close: async () => {
       await reconciled;
+      await scheduler.stop();
+      await retention.stop();
       await healthMonitor.stop();
+      await triggerPoller.stop();
       await artifactRetention.stop();
       await engine.stop();
       await observability.close();

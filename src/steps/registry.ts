@@ -7,6 +7,7 @@ import { containerStep } from "./container/containerStep.js";
 import { healthCheckStep } from "./healthCheck.js";
 import { httpTestStep } from "./httpTest.js";
 import { processStep } from "./process/processStep.js";
+import { registryRetagStep } from "./registryRetag.js";
 import { scriptStep } from "./script.js";
 import type { StepKind } from "./types.js";
 
@@ -18,6 +19,7 @@ const stepKinds: readonly StepKind[] = [
   healthCheckStep as StepKind,
   httpTestStep as StepKind,
   processStep as StepKind,
+  registryRetagStep as StepKind,
   collectLogsStep as StepKind,
 ];
 

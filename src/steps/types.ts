@@ -3,6 +3,7 @@ import type { StepArtifacts } from "../engine/artifacts.js";
 import type { RunScope } from "../engine/processRunner.js";
 import type { StepLog } from "../engine/taskLog.js";
 import type { TaskContext } from "../engine/types.js";
+import type { RegistryClient } from "../feeds/registry.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import type { Target } from "../transports/types.js";
 import type { AllAtOnce } from "./blueGreen/allAtOnce.js";
@@ -28,6 +29,12 @@ export interface StepRunContext {
    * hold registry secrets themselves.
    */
   readonly registryCredentials?: (registryHost: string) => Promise<{ username: string; password: string } | undefined>;
+  /**
+   * A client of the registry on that host ("registry.example.com:5000"), called from the
+   * server with the credentials of the project's feed there (https and anonymous when no
+   * feed is on that host), through the outbound guard.
+   */
+  registryClient(registryHost: string): Promise<RegistryClient>;
   /** What the process runs for (project, environment, release): names and labels derive from it. */
   readonly scope: RunScope;
   /** The host the step runs on, with its transport, runtimes and traffic router. */

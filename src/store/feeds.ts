@@ -74,9 +74,14 @@ export async function getFeedCredentials(
 }
 
 /** Credentials of the feed whose URL points at this registry host ("registry:5000"), for pulling from it. */
+/** The feed whose URL is on that registry host ("registry.example.com:5000"), if any. */
+export async function feedForHost({ db }: StoreContext, registryHost: string) {
+  const feeds = await db.selectFrom("feeds").select(["id", "url"]).execute();
+  return feeds.find((candidate) => new URL(candidate.url).host === registryHost);
+}
+
 export async function feedCredentialsForHost(context: StoreContext, registryHost: string) {
-  const feeds = await context.db.selectFrom("feeds").select(["id", "url"]).execute();
-  const feed = feeds.find((candidate) => new URL(candidate.url).host === registryHost);
+  const feed = await feedForHost(context, registryHost);
   return feed ? getFeedCredentials(context, feed.id) : undefined;
 }
 

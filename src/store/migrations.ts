@@ -838,6 +838,94 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  "0023_runbook_schedules_and_retention": {
+    async up(db: Kysely<unknown>) {
+      // A runbook's schedules (ADR 0036): a cron expression in a time zone, per environment.
+      // next_run_at is the claim every server node shares: a node fires a schedule by moving
+      // it forward from the value it read (a conditional UPDATE), so a firing is queued once.
+      await db.schema
+        .createTable("runbook_schedules")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("runbook_id", "text", (c) => c.notNull().references("runbooks.id").onDelete("cascade"))
+        .addColumn("project_id", "text", (c) => c.notNull())
+        .addColumn("environment_id", "text", (c) => c.notNull().references("environments.id").onDelete("cascade"))
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("cron", "text", (c) => c.notNull())
+        .addColumn("time_zone", "text", (c) => c.notNull())
+        .addColumn("parameters", "text", (c) => c.notNull())
+        .addColumn("sensitive", "text", (c) => c.notNull())
+        .addColumn("targets", "text")
+        .addColumn("missed", "text", (c) => c.notNull())
+        .addColumn("paused", "integer", (c) => c.notNull())
+        .addColumn("next_run_at", "text")
+        .addColumn("last_scheduled_for", "text")
+        .addColumn("last_cause", "text")
+        .addColumn("last_task_id", "text")
+        .addColumn("last_error", "text")
+        .addColumn("created_by", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .addUniqueConstraint("runbook_schedules_runbook_name", ["runbook_id", "name"])
+        .execute();
+      await db.schema.createIndex("runbook_schedules_due").on("runbook_schedules").column("next_run_at").execute();
+      // Why a run was queued, when a schedule queued it (a person's run has nulls).
+      await db.schema.alterTable("runbook_runs").addColumn("cause", "text").execute();
+      await db.schema.alterTable("runbook_runs").addColumn("schedule_id", "text").execute();
+      await db.schema.alterTable("runbook_runs").addColumn("scheduled_for", "text").execute();
+      // Retention of a runbook's runs per environment ("*": the default for the others).
+      await db.schema
+        .createTable("runbook_retention")
+        .addColumn("runbook_id", "text", (c) => c.notNull().references("runbooks.id").onDelete("cascade"))
+        .addColumn("environment_id", "text", (c) => c.notNull())
+        .addColumn("keep_runs", "integer")
+        .addColumn("keep_days", "integer")
+        .addPrimaryKeyConstraint("runbook_retention_pk", ["runbook_id", "environment_id"])
+        .execute();
+      await db.schema
+        .createIndex("runbook_runs_by_environment")
+        .on("runbook_runs")
+        .columns(["runbook_id", "environment_id"])
+        .execute();
+    },
+  },
+  "0026_feed_triggers": {
+    async up(db: Kysely<unknown>) {
+      // A project's feed triggers (issue 15): a new tag of one of its images, announced by the
+      // registry's notification or found by polling, creates a release and deploys it to the
+      // lifecycle's first phase. next_poll_at is the schedule the server nodes share: a node
+      // claims a trigger by moving it forward (a conditional UPDATE), as target_health does.
+      await db.schema
+        .createTable("feed_triggers")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("project_id", "text", (c) => c.notNull().references("projects.id").onDelete("cascade"))
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("image", "text", (c) => c.notNull())
+        .addColumn("version_from_tag", "text")
+        .addColumn("secret_sealed", "text", (c) => c.notNull())
+        .addColumn("poll_seconds", "integer")
+        .addColumn("paused", "integer", (c) => c.notNull().defaultTo(0))
+        .addColumn("next_poll_at", "text")
+        .addColumn("last_polled_at", "text")
+        .addColumn("last_error", "text")
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .addUniqueConstraint("feed_triggers_project_name", ["project_id", "name"])
+        .execute();
+      // One row per image digest a trigger has acted on (or found already there when it first
+      // polled): a notification delivered twice, replayed a day later, or the registry's own
+      // notification of a retag, finds its digest here and creates nothing.
+      await db.schema
+        .createTable("feed_trigger_firings")
+        .addColumn("trigger_id", "text", (c) => c.notNull().references("feed_triggers.id").onDelete("cascade"))
+        .addColumn("digest", "text", (c) => c.notNull())
+        .addColumn("tag", "text", (c) => c.notNull())
+        .addColumn("cause", "text", (c) => c.notNull())
+        .addColumn("release_version", "text")
+        .addColumn("at", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("feed_trigger_firings_pk", ["trigger_id", "digest"])
+        .execute();
+    },
+  },
   "0024_artifacts": {
     async up(db: Kysely<unknown>) {
       // Files steps attached to their tasks (ADR 0037). The bytes are elsewhere: a file of the

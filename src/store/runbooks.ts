@@ -1,4 +1,5 @@
 import { z } from "zod";
+import type { Reach } from "../domain/access.js";
 import { slugify } from "../domain/common.js";
 import { ConflictError, type FieldIssue, InputError, NotFoundError } from "../domain/errors.js";
 import { releaseSnapshotSchema } from "../domain/releases.js";
@@ -9,9 +10,18 @@ import {
   type RunbookDefinition,
   type RunbookRunSummary,
   runbookDefinitionSchema,
+  type TaskRunbookRun,
   type UpdateRunbook,
 } from "../domain/runbooks.js";
-import { type Executor, findNamed, newId, nowIso, type StoreContext, translateUniqueViolation } from "./common.js";
+import {
+  type Executor,
+  findNamed,
+  newId,
+  nowIso,
+  reachCondition,
+  type StoreContext,
+  translateUniqueViolation,
+} from "./common.js";
 import { snapshotVariables } from "./releases.js";
 import type { RunbookRow, RunbookSnapshotRow } from "./schema.js";
 
@@ -41,7 +51,7 @@ async function toRunbook(db: Executor, row: RunbookRow, projectSlug: string): Pr
   const published = row.published_snapshot_id
     ? await db
         .selectFrom("runbook_snapshots")
-        .select(["version", "created_by", "created_at"])
+        .select(["version", "snapshot", "created_by", "created_at"])
         .where("id", "=", row.published_snapshot_id)
         .executeTakeFirst()
     : undefined;
@@ -52,7 +62,13 @@ async function toRunbook(db: Executor, row: RunbookRow, projectSlug: string): Pr
     name: row.name,
     ...definition,
     published: published
-      ? { version: Number(published.version), publishedBy: published.created_by, publishedAt: published.created_at }
+      ? {
+          version: Number(published.version),
+          publishedBy: published.created_by,
+          publishedAt: published.created_at,
+          // What runs execute; the snapshot's variables (sealed) stay out of answers.
+          ...runbookSnapshotSchema.parse(JSON.parse(published.snapshot)).definition,
+        }
       : null,
     draftChanged: row.draft_changed === 1,
     updatedBy: row.updated_by,
@@ -308,6 +324,8 @@ export async function insertRunbookRun(
     sensitive: readonly string[];
     targetIds: readonly string[] | null;
     freezeOverride: string | null;
+    /** A schedule's firing that queued the run (ADR 0036). */
+    schedule?: { id: string; cause: string; scheduledFor: Date } | undefined;
   },
 ): Promise<void> {
   await trx
@@ -323,6 +341,9 @@ export async function insertRunbookRun(
       sensitive: JSON.stringify(run.sensitive),
       target_ids: run.targetIds ? JSON.stringify(run.targetIds) : null,
       freeze_override: run.freezeOverride,
+      cause: run.schedule?.cause ?? null,
+      schedule_id: run.schedule?.id ?? null,
+      scheduled_for: run.schedule?.scheduledFor.toISOString() ?? null,
       created_at: nowIso(),
     })
     .execute();
@@ -367,56 +388,150 @@ export async function loadRunbookRun(context: StoreContext, runId: string) {
   };
 }
 
-/** A runbook's runs, newest first, in the environments `visible` says the caller may view. */
-export async function listRunbookRuns(
-  { db }: StoreContext,
-  projectReference: string,
-  reference: string,
-  visible: (projectId: string, environmentId: string) => boolean,
-  limit: number,
-): Promise<RunbookRunSummary[]> {
-  const project = await findNamed(db, "projects", projectReference);
-  const row = await getRunbookRow(db, project.id, reference);
-  const rows = await db
+/** The columns a run summary is made of (runs joined with their task, snapshot and environment). */
+function runSummaries(db: Executor) {
+  return db
     .selectFrom("runbook_runs as r")
     .innerJoin("tasks as t", "t.id", "r.task_id")
     .innerJoin("runbook_snapshots as s", "s.id", "r.snapshot_id")
     .innerJoin("environments as e", "e.id", "r.environment_id")
     .select([
       "r.id",
+      "r.runbook_id",
       "r.task_id",
-      "r.environment_id",
       "r.parameters",
       "r.sensitive",
       "r.freeze_override",
+      "r.cause",
+      "r.scheduled_for",
       "r.created_at",
       "s.version",
       "t.state",
       "t.created_by",
+      "t.finished_at",
       "e.slug",
-    ])
+    ]);
+}
+
+type RunSummaryRow = Awaited<ReturnType<ReturnType<typeof runSummaries>["execute"]>>[number];
+
+function toRunSummary(run: RunSummaryRow): RunbookRunSummary {
+  return {
+    runId: run.id,
+    taskId: run.task_id,
+    environment: run.slug,
+    version: run.version === null ? null : Number(run.version),
+    state: run.state,
+    createdBy: run.created_by,
+    createdAt: run.created_at,
+    finishedAt: run.finished_at,
+    parameters: maskedParameters(run),
+    freezeOverride: run.freeze_override,
+    cause: run.cause,
+    scheduledFor: run.scheduled_for,
+  };
+}
+
+/** A run's stored parameters as answers show them: sensitive ones (sealed) as ********. */
+function maskedParameters(run: { parameters: string; sensitive: string }): Record<string, string> {
+  const sensitive = new Set(JSON.parse(run.sensitive) as string[]);
+  const stored = JSON.parse(run.parameters) as Record<string, string>;
+  return Object.fromEntries(
+    Object.entries(stored).map(([name, value]) => [name, sensitive.has(name) ? MASKED : value]),
+  );
+}
+
+/**
+ * A runbook's runs, newest first, in the environments the caller may view (`reach`),
+ * a page at a time: the reach is a condition of the query, so each page is full.
+ */
+export async function listRunbookRuns(
+  { db }: StoreContext,
+  projectReference: string,
+  reference: string,
+  reach: Reach,
+  page: { limit: number; offset: number },
+): Promise<RunbookRunSummary[]> {
+  const project = await findNamed(db, "projects", projectReference);
+  const row = await getRunbookRow(db, project.id, reference);
+  const rows = await runSummaries(db)
     .where("r.runbook_id", "=", row.id)
+    .$if(reach.boxes !== null, (query) =>
+      query.where((eb) => reachCondition(eb, reach.boxes ?? [], "r.project_id", "r.environment_id")),
+    )
     .orderBy("r.created_at", "desc")
     .orderBy("r.id", "desc")
-    .limit(limit)
+    .limit(page.limit)
+    .offset(page.offset)
     .execute();
-  return rows
-    .filter((run) => visible(project.id, run.environment_id))
-    .map((run) => {
-      const sensitive = new Set(JSON.parse(run.sensitive) as string[]);
-      const stored = JSON.parse(run.parameters) as Record<string, string>;
-      return {
-        runId: run.id,
-        taskId: run.task_id,
-        environment: run.slug,
-        version: run.version === null ? null : Number(run.version),
-        state: run.state,
-        createdBy: run.created_by,
-        createdAt: run.created_at,
-        parameters: Object.fromEntries(
-          Object.entries(stored).map(([name, value]) => [name, sensitive.has(name) ? MASKED : value]),
-        ),
-        freezeOverride: run.freeze_override,
-      };
-    });
+  return rows.map(toRunSummary);
+}
+
+/**
+ * The newest run of each of a project's runbooks in each environment the caller may view,
+ * by runbook id (what the dashboard's runbook list shows as "last run").
+ */
+export async function latestRunbookRuns(
+  { db }: StoreContext,
+  projectReference: string,
+  reach: Reach,
+): Promise<Map<string, RunbookRunSummary[]>> {
+  const project = await findNamed(db, "projects", projectReference);
+  const newest = db
+    .selectFrom("runbook_runs as n")
+    .select((eb) => [
+      "n.id",
+      eb.fn
+        .agg<number>("row_number")
+        .over((over) =>
+          over
+            .partitionBy(["n.runbook_id", "n.environment_id"])
+            .orderBy("n.created_at", "desc")
+            .orderBy("n.id", "desc"),
+        )
+        .as("position"),
+    ])
+    .where("n.project_id", "=", project.id)
+    .$if(reach.boxes !== null, (query) =>
+      query.where((eb) => reachCondition(eb, reach.boxes ?? [], "n.project_id", "n.environment_id")),
+    )
+    .as("newest");
+  const rows = await runSummaries(db)
+    .innerJoin(newest, "newest.id", "r.id")
+    .where("newest.position", "=", 1)
+    .orderBy("e.slug")
+    .execute();
+  const byRunbook = new Map<string, RunbookRunSummary[]>();
+  for (const row of rows) {
+    byRunbook.set(row.runbook_id, [...(byRunbook.get(row.runbook_id) ?? []), toRunSummary(row)]);
+  }
+  return byRunbook;
+}
+
+/** What a runbook run's task ran, or undefined when the task is not a runbook run. */
+export async function runbookRunOfTask({ db }: StoreContext, taskId: string): Promise<TaskRunbookRun | undefined> {
+  const run = await runSummaries(db)
+    .innerJoin("runbooks as b", "b.id", "r.runbook_id")
+    .select(["b.slug as runbook_slug", "b.name as runbook_name", "r.target_ids"])
+    .where("r.task_id", "=", taskId)
+    .executeTakeFirst();
+  if (!run) return undefined;
+  const targetIds = run.target_ids ? (JSON.parse(run.target_ids) as string[]) : null;
+  const names =
+    targetIds && targetIds.length > 0
+      ? await db.selectFrom("targets").select(["id", "name"]).where("id", "in", targetIds).execute()
+      : [];
+  return {
+    runId: run.id,
+    taskId: run.task_id,
+    runbook: run.runbook_slug,
+    runbookName: run.runbook_name,
+    environment: run.slug,
+    version: run.version === null ? null : Number(run.version),
+    parameters: maskedParameters(run),
+    freezeOverride: run.freeze_override,
+    cause: run.cause,
+    scheduledFor: run.scheduled_for,
+    targets: targetIds?.map((id) => names.find((target) => target.id === id)?.name ?? id) ?? null,
+  };
 }

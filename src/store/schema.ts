@@ -41,12 +41,16 @@ export interface Database {
   target_health: TargetHealthRow;
   pending_cleanups: PendingCleanupRow;
   webhooks: WebhookRow;
+  feed_triggers: FeedTriggerRow;
+  feed_trigger_firings: FeedTriggerFiringRow;
   audit_events: AuditEventRow;
   audit_chain: AuditChainRow;
   runbooks: RunbookRow;
   runbook_snapshots: RunbookSnapshotRow;
   runbook_runs: RunbookRunRow;
   freezes: FreezeRow;
+  runbook_schedules: RunbookScheduleRow;
+  runbook_retention: RunbookRetentionRow;
   artifacts: ArtifactRow;
   artifact_retention: ArtifactRetentionRow;
 }
@@ -418,6 +422,35 @@ export interface WebhookRow extends Timestamps {
   secret_sealed: string;
 }
 
+/** A project's feed trigger (src/store/feedTriggers.ts, migration 0026). */
+export interface FeedTriggerRow extends Timestamps {
+  id: string;
+  project_id: string;
+  name: string;
+  /** The name of one of the project's images. */
+  image: string;
+  /** RE2 pattern whose first group is the release version taken from a tag; null: the tag itself. */
+  version_from_tag: string | null;
+  /** SecretBox-sealed secret the registry's notifications carry, bound to "feed-trigger:<id>:secret". */
+  secret_sealed: string;
+  /** Seconds between polls of the registry; null: notifications only. */
+  poll_seconds: number | null;
+  paused: number;
+  next_poll_at: string | null;
+  last_polled_at: string | null;
+  last_error: string | null;
+}
+
+interface FeedTriggerFiringRow {
+  trigger_id: string;
+  digest: string;
+  tag: string;
+  /** "notification", "poll" or "baseline" (there when the trigger first polled: no release). */
+  cause: string;
+  release_version: string | null;
+  at: string;
+}
+
 /** One audit log entry (src/store/audit.ts). Rows are only ever inserted. */
 export interface AuditEventRow {
   /** 1, 2, 3 … without gaps: the order of the hash chain. */
@@ -495,7 +528,49 @@ interface RunbookRunRow {
   target_ids: string | null;
   /** The reason a person overrode a freeze to queue it; null when no freeze was in effect. */
   freeze_override: string | null;
+  /** Why a schedule queued it ("schedule nightly", "missed firings of schedule nightly"); null: a person did. */
+  cause: string | null;
+  schedule_id: string | null;
+  /** The firing it is for (ISO 8601); null when a person queued it. */
+  scheduled_for: string | null;
   created_at: string;
+}
+
+export interface RunbookScheduleRow extends Timestamps {
+  id: string;
+  runbook_id: string;
+  project_id: string;
+  environment_id: string;
+  name: string;
+  cron: string;
+  time_zone: string;
+  /** JSON { name: value }: sensitive values sealed bound to "runbook-schedule:<id>:parameter:<name>". */
+  parameters: string;
+  /** JSON array of the sensitive parameters' names. */
+  sensitive: string;
+  /** JSON array of target references (names or ids), resolved at each firing; null: every target. */
+  targets: string | null;
+  /** "skip" | "runOnce" */
+  missed: string;
+  paused: number;
+  /**
+   * The next firing (ISO 8601 UTC); the claim: a node fires it by moving it forward with a
+   * conditional UPDATE. Null while paused or when the expression never fires again.
+   */
+  next_run_at: string | null;
+  last_scheduled_for: string | null;
+  last_cause: string | null;
+  last_task_id: string | null;
+  last_error: string | null;
+  created_by: string;
+}
+
+interface RunbookRetentionRow {
+  runbook_id: string;
+  /** An environment id, or "*" for every environment without a row of its own. */
+  environment_id: string;
+  keep_runs: number | null;
+  keep_days: number | null;
 }
 
 export interface FreezeRow {

@@ -7,6 +7,9 @@ import { fileURLToPath } from "node:url";
  * any test file starts, so they never test a stale build.
  */
 export function setup(): void {
+  // Each vitest project (vitest.config.ts) runs this setup; one build per run is enough.
+  if (process.env.FERRY_TEST_DIST_BUILT === String(process.pid)) return;
+  process.env.FERRY_TEST_DIST_BUILT = String(process.pid);
   const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
   execFileSync(
     process.execPath,

@@ -31,6 +31,8 @@ export interface StartRegistryOptions {
   auth?: Credentials;
   /** Bearer-token authentication against a token service the test runs itself. */
   token?: { realm: string; service: string; issuer: string; rootCertificatePem: string };
+  /** Where the registry sends its notifications of pushes (distribution's `notifications.endpoints`). */
+  notify?: { url: string; authorization: string };
 }
 
 /** A TCP port nothing listens on right now (the OS picks it). */
@@ -53,7 +55,7 @@ export async function startRegistry(options: StartRegistryOptions = {}): Promise
     // Another process may take the free port before the registry binds it: try again.
     for (let attempt = 1; ; attempt++) {
       try {
-        return await launch(directory, auth);
+        return await launch(directory, auth, options.notify);
       } catch (error) {
         if (attempt >= 3 || !(error instanceof PortTakenError)) throw error;
       }
@@ -93,7 +95,11 @@ function htpasswdLine({ username, password }: Credentials): string {
   return `${result.stdout.trim()}\n`;
 }
 
-async function launch(directory: string, auth: Record<string, unknown> | undefined): Promise<TestRegistry> {
+async function launch(
+  directory: string,
+  auth: Record<string, unknown> | undefined,
+  notify: StartRegistryOptions["notify"],
+): Promise<TestRegistry> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   // JSON is YAML, so the config needs no YAML writer.
@@ -103,6 +109,20 @@ async function launch(directory: string, auth: Record<string, unknown> | undefin
     storage: { filesystem: { rootdirectory: join(directory, "data") }, delete: { enabled: true } },
     http: { addr: `127.0.0.1:${port}`, secret: randomBytes(16).toString("hex") },
     ...(auth && { auth }),
+    ...(notify && {
+      notifications: {
+        endpoints: [
+          {
+            name: "ferry",
+            url: notify.url,
+            headers: { Authorization: [notify.authorization] },
+            timeout: "5s",
+            threshold: 5,
+            backoff: "1s",
+          },
+        ],
+      },
+    }),
   };
   const configPath = join(directory, "config.yml");
   writeFileSync(configPath, JSON.stringify(config, null, 2));

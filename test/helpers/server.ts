@@ -34,6 +34,7 @@ export async function startTestServer(
     host?: string;
     agentTimeoutMs?: number;
     requestsPerAddress?: number;
+    triggerTickMs?: number;
   } = {},
 ): Promise<TestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), "ferry-server-"));
@@ -56,6 +57,7 @@ export async function startTestServer(
     announce: () => {},
     outbound: options.outbound ?? parseOutboundAllow("127.0.0.1"),
     targetHealth: options.targetHealth,
+    triggerTickMs: options.triggerTickMs,
   });
   const call = async <T>(method: string, path: string, body?: unknown) => {
     const response = await fetch(new URL(path, server.url), {

@@ -74,6 +74,7 @@ function refresh(client: QueryClient, tasks: TaskChange[], reconnected: boolean)
   }
   void client.invalidateQueries({ queryKey: ["progression"] });
   void client.invalidateQueries({ queryKey: ["tasks"] });
+  if (tasks.some((task) => task.kind === "runbook")) void client.invalidateQueries({ queryKey: ["runbooks"] });
 }
 
 /** Calls `listener` with every batch of changed tasks (and after a reconnection). */

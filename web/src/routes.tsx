@@ -28,6 +28,14 @@ export function createRouter() {
               lazy: async () => ({ Component: (await import("./pages/Release")).ReleasePage }),
             },
             {
+              path: "projects/:project/runbooks",
+              lazy: async () => ({ Component: (await import("./pages/Runbooks")).RunbooksPage }),
+            },
+            {
+              path: "projects/:project/runbooks/:runbook",
+              lazy: async () => ({ Component: (await import("./pages/Runbook")).RunbookPage }),
+            },
+            {
               path: "projects/:project/variables",
               lazy: async () => ({ Component: (await import("./pages/Variables")).VariablesPage }),
             },

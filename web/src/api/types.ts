@@ -12,6 +12,13 @@ export type {
 } from "../../../src/domain/projectProgression.js";
 export type { Project } from "../../../src/domain/projects.js";
 export type { Release } from "../../../src/domain/releases.js";
+export type {
+  Runbook,
+  RunbookParameter,
+  RunbookRunCreated,
+  RunbookRunSummary,
+  TaskRunbookRun,
+} from "../../../src/domain/runbooks.js";
 export type { Target } from "../../../src/domain/targets.js";
 export type { Task, TaskLogLine, TaskState } from "../../../src/domain/tasks.js";
 export type { User } from "../../../src/domain/users.js";
@@ -107,3 +114,13 @@ export interface TaskChange {
   project: string | null;
   environment: string | null;
 }
+
+/** A runbook as the project's list shows it: with its last run in each environment the caller may view. */
+export type RunbookListed = import("../../../src/domain/runbooks.js").Runbook & {
+  lastRuns: import("../../../src/domain/runbooks.js").RunbookRunSummary[];
+};
+
+/** GET /tasks/:task: a runbook run's task also says what it ran. */
+export type TaskDetail = import("../../../src/domain/tasks.js").Task & {
+  runbookRun?: import("../../../src/domain/runbooks.js").TaskRunbookRun;
+};

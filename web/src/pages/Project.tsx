@@ -37,6 +37,9 @@ export function ProjectPage() {
         <h1 id="project-title">{project.data?.name ?? slug}</h1>
         {data && <span className="muted">lifecycle {data.lifecycle.name}</span>}
         <div className="actions">
+          <Link className="button" to={`/projects/${slug}/runbooks`}>
+            Runbooks
+          </Link>
           <Link className="button" to={`/projects/${slug}/variables`}>
             Variables
           </Link>

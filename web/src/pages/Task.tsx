@@ -1,9 +1,9 @@
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useCallback, useMemo, useRef, useState } from "react";
-import { useParams } from "react-router";
+import { Link, useParams } from "react-router";
 import { api } from "../api/client";
 import { permissionsIn, useProgression, useProject } from "../api/hooks";
-import type { Decision, Permission, Task, TaskState } from "../api/types";
+import type { Decision, Permission, Task, TaskDetail, TaskRunbookRun, TaskState } from "../api/types";
 import { Breadcrumbs } from "../components/Breadcrumbs";
 import { ConfirmButton } from "../components/ConfirmButton";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
@@ -18,15 +18,25 @@ import { useTaskLog } from "../lib/useTaskLog";
 
 const TERMINAL: ReadonlySet<TaskState> = new Set(["succeeded", "failed", "cancelled", "interrupted"]);
 
+/** The permission that starts a task of the kind, which also cancels or aborts it (as src/api/tasks.ts decides). */
+function startPermission(kind: string): Permission {
+  return kind === "runbook" ? "runRunbooks" : "deploy";
+}
+
 /** The permission each answer needs (src/api/tasks.ts decides the same). */
-const ANSWER_NEEDS: Record<string, Permission> = {
-  approve: "approve",
-  reject: "approve",
-  retry: "resolveFailures",
-  skip: "resolveFailures",
-  exclude: "resolveFailures",
-  abort: "deploy",
-};
+function answerNeeds(answer: string, kind: string): Permission {
+  switch (answer) {
+    case "approve":
+    case "reject":
+      return "approve";
+    case "retry":
+    case "skip":
+    case "exclude":
+      return "resolveFailures";
+    default:
+      return startPermission(kind);
+  }
+}
 
 const ANSWER_WORDS: Record<string, string> = {
   approve: "Approve",
@@ -42,7 +52,7 @@ export function TaskPage() {
   const client = useQueryClient();
   const task = useQuery({
     queryKey: ["task", taskId],
-    queryFn: () => api<Task>("GET", `/tasks/${encodeURIComponent(taskId)}`),
+    queryFn: () => api<TaskDetail>("GET", `/tasks/${encodeURIComponent(taskId)}`),
     // The live stream says when it changes; this only covers changes on another server node.
     refetchInterval: (current) => (current.state.data && TERMINAL.has(current.state.data.state) ? false : 10_000),
   });
@@ -85,6 +95,15 @@ export function TaskPage() {
         trail={[
           { label: "Dashboard", to: "/" },
           ...(project.data ? [{ label: projectName, to: `/projects/${project.data.slug}` }] : []),
+          ...(project.data && data.runbookRun
+            ? [
+                { label: "Runbooks", to: `/projects/${project.data.slug}/runbooks` },
+                {
+                  label: data.runbookRun.runbookName,
+                  to: `/projects/${project.data.slug}/runbooks/${encodeURIComponent(data.runbookRun.runbook)}`,
+                },
+              ]
+            : []),
           { label: `Task ${data.id}` },
         ]}
       />
@@ -98,7 +117,7 @@ export function TaskPage() {
               title={`Cancel “${data.title}”?`}
               confirmLabel="Cancel the task"
               className="button button-danger"
-              disabled={data.cancelRequested || !may("deploy")}
+              disabled={data.cancelRequested || !may(startPermission(data.kind))}
               onConfirm={async () => {
                 await api("POST", `/tasks/${encodeURIComponent(taskId)}/cancel`);
                 await refresh();
@@ -126,13 +145,14 @@ export function TaskPage() {
         )}
         {environmentName && <> · environment {environmentName}</>}
       </p>
+      {data.runbookRun && project.data && <RunbookRunFacts project={project.data.slug} run={data.runbookRun} />}
       {data.error && (
         <p className="notice notice-error" role="alert">
           <strong>Failed:</strong> {data.error}
         </p>
       )}
       {data.state === "waiting" && (
-        <Decisions taskId={taskId} may={may} environment={environmentName} onAnswered={refresh} />
+        <Decisions taskId={taskId} kind={data.kind} may={may} environment={environmentName} onAnswered={refresh} />
       )}
       <div className="task-layout">
         <LogViewer
@@ -160,11 +180,13 @@ export function TaskPage() {
 
 function Decisions({
   taskId,
+  kind,
   may,
   environment,
   onAnswered,
 }: {
   taskId: string;
+  kind: string;
   may(permission: Permission): boolean;
   environment: string | undefined;
   onAnswered(): Promise<unknown>;
@@ -185,14 +207,16 @@ function Decisions({
           </p>
           <div className="form-actions">
             {decision.allowed.map((answer) => {
-              const needs = ANSWER_NEEDS[answer] ?? "deploy";
+              const needs = answerNeeds(answer, kind);
+              const words =
+                answer === "abort" && kind === "runbook" ? "Abort the run" : (ANSWER_WORDS[answer] ?? answer);
               const allowed = may(needs);
               const reasonId = `${decision.id}-${answer}-reason`;
               return (
                 <span key={answer}>
                   <ConfirmButton
-                    label={ANSWER_WORDS[answer] ?? answer}
-                    title={`${ANSWER_WORDS[answer] ?? answer}?`}
+                    label={words}
+                    title={`${words}?`}
                     className={`button ${answer === "approve" || answer === "retry" ? "button-primary" : ""}`}
                     disabled={!allowed}
                     describedBy={allowed ? undefined : reasonId}
@@ -316,5 +340,41 @@ function Traffic({ model, version }: { model: LogModel; version: number }) {
         From the deployment's log: the switch (the commit point) and the requests each colour served.
       </p>
     </section>
+  );
+}
+
+/** What a runbook run ran: the runbook, its version (or the draft), where, and with which parameters (sensitive ones masked by the API). */
+function RunbookRunFacts({ project, run }: { project: string; run: TaskRunbookRun }) {
+  const parameters = Object.entries(run.parameters);
+  return (
+    <dl className="facts runbook-run" aria-label="What this run ran">
+      <dt>Runbook</dt>
+      <dd>
+        <Link to={`/projects/${project}/runbooks/${encodeURIComponent(run.runbook)}`}>{run.runbookName}</Link>,{" "}
+        {run.version === null ? "its draft (as it was when the run was requested)" : `published version ${run.version}`}
+      </dd>
+      <dt>Parameters</dt>
+      <dd className="mono">
+        {parameters.length === 0
+          ? "none"
+          : parameters.map(([name, value]) => (
+              <span key={name} className="parameter">
+                {name}={value}{" "}
+              </span>
+            ))}
+      </dd>
+      {run.targets && (
+        <>
+          <dt>Targets</dt>
+          <dd>{run.targets.join(", ")}</dd>
+        </>
+      )}
+      {run.freezeOverride && (
+        <>
+          <dt>Freeze overridden</dt>
+          <dd>{run.freezeOverride}</dd>
+        </>
+      )}
+    </dl>
   );
 }

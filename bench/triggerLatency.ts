@@ -1,0 +1,129 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { pushTestImage, startRegistry } from "../test/helpers/registry.js";
+import { startTestServer, type TestServer } from "../test/helpers/server.js";
+import { numberFlag } from "./blueGreenBench.js";
+import type { BenchmarkResult } from "./run.js";
+
+/**
+ * `trigger-latency [--rounds N]` (issue 15): the time from pushing a new tag to the dev
+ * deployment's start — its task starting — by the registry's notification and by polling
+ * (a trigger polling every 10 s), on a real server (SQLite) and a real docker-registry that
+ * sends its own notifications. The push itself (manifest and blobs, timed by the client) is
+ * printed beside it as the baseline: it is what a CI job waits for anyway.
+ */
+
+const POLL_SECONDS = 10;
+const AUTH = { username: "bench", password: "trigger-latency-bench" };
+const SECRET = "trigger-latency-secret-0123456789";
+
+interface Round {
+  pushMs: number;
+  /** Push done → the deployment's task started. */
+  toStartMs: number;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)] ?? Number.NaN;
+}
+
+async function taskStartedFor(test: TestServer, version: string, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const tasks = await test.call<{ items: { title: string; createdBy: string; startedAt: string | null }[] }>(
+      "GET",
+      "/api/v1/tasks?limit=20",
+    );
+    const task = tasks.body.items.find(
+      (candidate) => candidate.createdBy.startsWith("trigger:") && candidate.title.includes(` ${version} `),
+    );
+    if (task?.startedAt) return Date.parse(task.startedAt);
+    if (Date.now() > deadline) throw new Error(`release ${version}'s deployment did not start within ${timeoutMs} ms`);
+    await sleep(20);
+  }
+}
+
+async function measure(mode: "notification" | "poll", rounds: number): Promise<Round[]> {
+  const test = await startTestServer({ triggerTickMs: 500 });
+  let registry: Awaited<ReturnType<typeof startRegistry>> | undefined;
+  try {
+    await test.call("POST", "/api/v1/environments", { name: "dev" });
+    await test.call("POST", "/api/v1/lifecycles", { name: "one", phases: [{ environments: ["dev"] }] });
+    await test.call("POST", "/api/v1/projects", { name: "app", lifecycle: "one" });
+    await test.call("POST", "/api/v1/feeds", { name: "local", url: "http://127.0.0.1:1", ...AUTH });
+    await test.call("PUT", "/api/v1/projects/app/process", {
+      images: [{ name: "web", feed: "local", repository: "bench/app" }],
+      steps: [{ name: "noop", kind: "script", config: { script: "true" } }],
+    });
+    const trigger = await test.call<{ id: string; hookPath: string }>("POST", "/api/v1/projects/app/triggers", {
+      name: mode,
+      image: "web",
+      secret: SECRET,
+      pollSeconds: mode === "poll" ? POLL_SECONDS : null,
+    });
+    if (trigger.status !== 201) throw new Error(`trigger: ${JSON.stringify(trigger.body)}`);
+    registry = await startRegistry({
+      auth: AUTH,
+      ...(mode === "notification" && {
+        notify: { url: new URL(trigger.body.hookPath, test.server.url).href, authorization: `Bearer ${SECRET}` },
+      }),
+    });
+    await test.call("PATCH", "/api/v1/feeds/local", { url: registry.url, ...AUTH });
+    if (mode === "poll") {
+      // The first poll notes what is there; it runs at once.
+      await pushTestImage(registry.url, "bench/app", "0.0.1", { content: "baseline", auth: AUTH });
+      for (;;) {
+        const shown = await test.call<{ lastPolledAt: string | null }>("GET", "/api/v1/projects/app/triggers/poll");
+        if (shown.body.lastPolledAt) break;
+        await sleep(100);
+      }
+    }
+    const results: Round[] = [];
+    for (let round = 1; round <= rounds; round++) {
+      const version = `1.0.${round}`;
+      const started = Date.now();
+      await pushTestImage(registry.url, "bench/app", version, { content: `${mode} ${version}`, auth: AUTH });
+      const pushed = Date.now();
+      const taskStarted = await taskStartedFor(test, version, (POLL_SECONDS + 30) * 1000);
+      results.push({ pushMs: pushed - started, toStartMs: Math.max(0, taskStarted - pushed) });
+      console.log(
+        `   ${mode} round ${round}: push ${pushed - started} ms, then ${taskStarted - pushed} ms to the deployment's start`,
+      );
+      // Let the deployment finish before the next push (one environment: the next would queue).
+      await sleep(1_000);
+    }
+    return results;
+  } finally {
+    await registry?.stop();
+    await test.close();
+  }
+}
+
+export async function triggerLatency(): Promise<BenchmarkResult> {
+  const rounds = numberFlag("--rounds", 5);
+  console.log("-- by notification");
+  const notified = await measure("notification", rounds);
+  console.log(`-- by polling every ${POLL_SECONDS} s`);
+  const polled = await measure("poll", rounds);
+  const pushMedian = median([...notified, ...polled].map((round) => round.pushMs));
+  const row = (label: string, data: Round[]) => ({
+    figure: `push → the dev deployment's start, ${label} (median of ${data.length}; max)`,
+    goal: "(printed)",
+    measured: `${median(data.map((round) => round.toStartMs))} ms; max ${Math.max(...data.map((round) => round.toStartMs))} ms`,
+    baseline: `the push itself ${pushMedian} ms`,
+    met: undefined,
+  });
+  return {
+    name: "trigger-latency",
+    rows: [row("by the registry's notification", notified), row(`by polling every ${POLL_SECONDS} s`, polled)],
+    values: {
+      rounds,
+      push_ms: pushMedian,
+      notification_ms: median(notified.map((round) => round.toStartMs)),
+      notification_max_ms: Math.max(...notified.map((round) => round.toStartMs)),
+      poll_interval_s: POLL_SECONDS,
+      poll_ms: median(polled.map((round) => round.toStartMs)),
+      poll_max_ms: Math.max(...polled.map((round) => round.toStartMs)),
+    },
+  };
+}
