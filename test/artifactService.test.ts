@@ -127,6 +127,9 @@ describe.each(dialects)("attaching artifacts (%s)", (dialect) => {
     const secret = artifacts.attach({ name: "dump-s3cret-token-value.sql", stream: Readable.from([Buffer.from("x")]) });
     await expect(secret).rejects.toThrow("its name holds a sensitive value");
     await expect(secret).rejects.not.toThrow("s3cret-token-value");
+    const secretPath = artifacts.attach({ name: "x.sql", fromTargetPath: join(files, "s3cret-token-value.sql") });
+    await expect(secretPath).rejects.toThrow("its path holds a sensitive value");
+    await expect(secretPath).rejects.not.toThrow("s3cret-token-value");
     await expect(artifacts.attach({ name: "../x", stream: Readable.from([Buffer.from("x")]) })).rejects.toThrow(
       "one file name",
     );
