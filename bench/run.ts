@@ -3,6 +3,7 @@ import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { agents } from "./agents.js";
+import { artifacts } from "./artifacts.js";
 import { attackFlood } from "./attackFlood.js";
 import { controlPlane } from "./controlPlane.js";
 import { deployLatency, rollback } from "./deployLatency.js";
@@ -47,6 +48,7 @@ const benchmarks: Record<string, () => Promise<BenchmarkResult>> = {
   ui,
   "trigger-latency": triggerLatency,
   proxy,
+  artifacts,
 };
 
 const root = join(import.meta.dirname ?? ".", "..", "..");

@@ -5,7 +5,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRuntime } from "../src/runtimes/docker.js";
+import { ProcessRuntime } from "../src/runtimes/process.js";
 import { buildDemoImage, type DemoImage, removeImages } from "./helpers/images.js";
+import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
 import { type ProxyProcess, startProxyProcess } from "./helpers/proxy.js";
 import { startRegistry, type TestRegistry } from "./helpers/registry.js";
 import { createAutoDeployedProject, startTestServer, type TestServer } from "./helpers/server.js";
@@ -139,5 +141,107 @@ describe("collect-logs on a blue/green service (real Docker, registry, proxy, se
     for (const colour of colours) expect(manifest).toContain(`container ${colour.name}: `);
     expect(manifest).toContain("release 1.0.1");
     expect(manifest).toContain("release 1.0.2");
+  });
+});
+
+/**
+ * The same for supervised processes (the process runtime, no Docker): two releases of a
+ * Node.js app switched blue/green by a real `ferry proxy`, the previous colour kept running;
+ * the archive holds both processes' logs, and its manifest says `since` could not filter them.
+ */
+describe("collect-logs on a blue/green process service (real supervisors, proxy, server)", { timeout: 240_000 }, () => {
+  const projectName = `plogs-${randomBytes(3).toString("hex")}`;
+  let proxy: ProxyProcess;
+  let test: TestServer;
+  let app: ProcessApp;
+  let processes: ProcessRuntime;
+  let projectSlug: string;
+  const temporary: string[] = [];
+
+  beforeAll(async () => {
+    app = await buildProcessApp();
+    proxy = await startProxyProcess();
+    test = await startTestServer({ traffic: proxy.traffic });
+    processes = new ProcessRuntime({ directory: join(test.server.deployments.workRoot, "processes") });
+    ({ projectSlug } = await createAutoDeployedProject(
+      test,
+      { lifecycle: "plogs", project: projectName },
+      { name: "AppDirectory", value: app.directory },
+    ));
+    const saved = await test.call("PUT", `/api/v1/projects/${projectSlug}/process`, {
+      steps: [
+        {
+          name: "web",
+          kind: "process",
+          config: {
+            strategy: "blueGreen",
+            command: "node",
+            args: ["server.js"],
+            copyFrom: "#{AppDirectory}",
+            env: { APP_VERSION: "#{Ferry.Release.Number}" },
+            route: { host: `${projectName}.test` },
+            blueGreen: {
+              healthCheck: { path: "/health", intervalMs: 100, timeoutMs: 1000, deadlineSeconds: 10 },
+              drainSeconds: 1,
+              keepPreviousRunning: true,
+            },
+            settleSeconds: 0.3,
+            stopTimeoutSeconds: 5,
+          },
+        },
+      ],
+    });
+    expect(saved.status, JSON.stringify(saved.body)).toBe(200);
+  }, 180_000);
+
+  afterAll(async () => {
+    if (projectSlug) await processes.removeByLabel("ferry.project", projectSlug).catch(() => undefined);
+    const workRoot = test?.server.deployments.workRoot;
+    await test?.close();
+    if (workRoot) rmSync(workRoot, { recursive: true, force: true });
+    await proxy?.stop();
+    await app?.remove();
+    for (const directory of temporary) rmSync(directory, { recursive: true, force: true });
+  }, 120_000);
+
+  it("returns one archive holding the logs of both colours' processes", async () => {
+    for (const version of ["2.0.1", "2.0.2"]) {
+      const created = await test.call<{ deployments: { taskId: string }[] }>(
+        "POST",
+        `/api/v1/projects/${projectSlug}/releases`,
+        { version },
+      );
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+      const task = await test.waitForTask(created.body.deployments[0]?.taskId ?? "", 120_000);
+      expect(task.state, JSON.stringify(task)).toBe("succeeded");
+    }
+    const runbook = await test.call<{ slug: string }>("POST", `/api/v1/projects/${projectSlug}/runbooks`, {
+      name: "Collect logs",
+      process: { steps: [{ name: "logs", kind: "collect-logs", config: { since: "1h" } }] },
+    });
+    expect(runbook.status, JSON.stringify(runbook.body)).toBe(201);
+    await test.call("POST", `/api/v1/projects/${projectSlug}/runbooks/${runbook.body.slug}/publish`);
+    const run = await test.call<{ taskId: string }>(
+      "POST",
+      `/api/v1/projects/${projectSlug}/runbooks/${runbook.body.slug}/runs`,
+      { environment: "prod" },
+    );
+    const task = await test.waitForTask(run.body.taskId, 60_000);
+    expect(task.state, JSON.stringify(task)).toBe("succeeded");
+    const [artifact] = (await test.call<{ id: string }[]>("GET", `/api/v1/tasks/${run.body.taskId}/artifacts`)).body;
+    const response = await fetch(new URL(`/api/v1/artifacts/${artifact?.id}/content`, test.server.url), {
+      headers: { authorization: `Bearer ${test.apiKey}` },
+    });
+    const directory = mkdtempSync(join(tmpdir(), "ferry-collected-"));
+    temporary.push(directory);
+    writeFileSync(join(directory, "logs.tar.gz"), Buffer.from(await response.arrayBuffer()));
+    execFileSync("tar", ["-xzf", join(directory, "logs.tar.gz"), "-C", directory]);
+    const logs = readdirSync(join(directory, "processes")).map((file) =>
+      readFileSync(join(directory, "processes", file), "utf8"),
+    );
+    expect(logs).toHaveLength(2);
+    expect(logs.some((text) => text.includes("process app 2.0.1 starting"))).toBe(true);
+    expect(logs.some((text) => text.includes("process app 2.0.2 starting"))).toBe(true);
+    expect(readFileSync(join(directory, "MANIFEST.txt"), "utf8")).toContain("a process's log has no times");
   });
 });

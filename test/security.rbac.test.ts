@@ -235,7 +235,16 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
     for (const project of ["alpha", "bravo"]) {
       ids[project] = String((await admin("POST", "/api/v1/projects", { name: project, lifecycle: "standard" })).id);
       await admin("PUT", `/api/v1/projects/${project}/process`, {
-        steps: [{ name: "hello", kind: "script", config: { script: `echo hello from ${project}` } }],
+        steps: [
+          {
+            name: "hello",
+            kind: "script",
+            // Each deployment attaches a file: a bravo artifact is one more thing devon must not reach.
+            config: {
+              script: `echo hello from ${project}; echo hi > h.txt; echo "##ferry[artifact path='h.txt' name='hello.txt']"`,
+            },
+          },
+        ],
       });
       const release = await admin("POST", `/api/v1/projects/${project}/releases`, { version: "1.0.0" });
       ids[`${project}Release`] = String(release.id);
@@ -243,6 +252,10 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
     ids.alphaDevTask = await deploy("alpha", "dev");
     ids.alphaProdTask = await deploy("alpha", "prodzone");
     ids.bravoTask = await deploy("bravo", "dev");
+    ids.bravoArtifact = String(
+      ((await admin("GET", `/api/v1/tasks/${ids.bravoTask}/artifacts`)) as unknown as { id: string }[])[0]?.id,
+    );
+    expect(ids.bravoArtifact).toMatch(/^art_/);
     await admin("POST", "/api/v1/projects/alpha/variables", { name: "Greeting", value: "hello" });
     await admin("POST", "/api/v1/projects/alpha/variables", {
       name: "ProdOnly",
@@ -361,6 +374,7 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
       freeze: "bravo-freeze",
       schedule: "bravo-nightly",
       trigger: "bravo-trigger",
+      artifact: ids.bravoArtifact ?? "",
     };
     const answers: string[] = [];
     for (const { method, template } of operations) {

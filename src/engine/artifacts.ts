@@ -84,6 +84,10 @@ export class ArtifactService {
     if (step.log.redact(name) !== name) {
       throw new TaskFailure("cannot attach an artifact: its name holds a sensitive value; name it without one");
     }
+    // The path goes on a command line on the host (`cat`), which `ps` shows: not with a secret in it.
+    if ("fromTargetPath" in input && step.log.redact(input.fromTargetPath) !== input.fromTargetPath) {
+      throw new TaskFailure("cannot attach an artifact: its path holds a sensitive value; use a path without one");
+    }
     step.signal.throwIfAborted();
     const source =
       "stream" in input

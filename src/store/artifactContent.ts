@@ -94,8 +94,13 @@ async function* readFileChunks(file: string): AsyncGenerator<Buffer> {
 }
 
 const CHUNK_BYTES = 256 * 1024;
-/** What one lowrite carries: fewer round trips than the source's chunks (an SSH channel's are 32 KiB). */
-const WRITE_BYTES = 1024 * 1024;
+/** What one lo_get reads (see largeObjectContent). */
+const READ_BYTES = 32 * 1024;
+/**
+ * What one lowrite carries: fewer round trips than the source's chunks (an SSH channel's are
+ * 32 KiB), small enough that the buffers each write leaves for the collector stay small.
+ */
+const WRITE_BYTES = 256 * 1024;
 /** INV_WRITE of libpq-fs.h. */
 const INV_WRITE = 0x20000;
 
@@ -105,7 +110,10 @@ const INV_WRITE = 0x20000;
  * is left for a sweep to guess at. It holds one pool connection for as long as the source
  * takes, so at most `concurrentWrites` run at once per node and the pool (10) keeps room for
  * the API. A read is one `lo_get(oid, offset, length)` per chunk, each on any free
- * connection: a slow download holds none between chunks.
+ * connection: a slow download holds none between chunks. (A bytea comes back as hex text —
+ * node-postgres reads every column as text, its binary mode included — so chunks are small:
+ * the strings each leaves behind stay in the young generation, which the collector frees
+ * at once, instead of piling up as large objects until a full collection.)
  */
 export function largeObjectContent(db: Kysely<Database>, concurrentWrites = 3): ArtifactContent {
   const slots = new Semaphore(concurrentWrites);
@@ -148,7 +156,7 @@ export function largeObjectContent(db: Kysely<Database>, concurrentWrites = 3): 
       return new Readable({
         highWaterMark: CHUNK_BYTES,
         read() {
-          sql<{ data: Buffer | null }>`select lo_get(${oid}::oid, ${offset}::bigint, ${CHUNK_BYTES}::integer) as data`
+          sql<{ data: Buffer | null }>`select lo_get(${oid}::oid, ${offset}::bigint, ${READ_BYTES}::integer) as data`
             .execute(db)
             .then(
               (result) => {
