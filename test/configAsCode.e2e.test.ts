@@ -211,6 +211,26 @@ runbooks:
       - name: logs
         kind: collect-logs
         config: { since: 12h }
+      - name: backup
+        kind: postgres-backup
+        config: { database: shop, user: backup, password: "#{DbPassword}" }
+      - name: dump
+        kind: mysql-backup
+        config: { database: shop, user: backup }
+      - name: verify
+        kind: restore-verify
+        config:
+          engine: postgres
+          file: "#{Ferry.Step[backup].Output.file}"
+          sha256: "#{Ferry.Step[backup].Output.sha256}"
+          database: shop
+          user: backup
+      - name: bounce
+        kind: restart
+        config: { drainSeconds: 10 }
+      - name: migrate
+        kind: exec
+        config: { command: [./migrate, --check] }
     publish: true
 `;
 
