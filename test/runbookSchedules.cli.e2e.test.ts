@@ -135,7 +135,12 @@ describe("runbook schedules (CLI against a ferry server process)", () => {
     const applied = await cli(["apply", "-f", join(home, "ferry.yml"), "--json"]);
     expectSuccess(applied);
     const changes = parseJson<{ action: string; resource: string; name: string }[]>(applied);
-    expect(changes.filter((change) => ["schedule", "retention"].includes(change.resource))).toEqual([
+    // Each change also names its file (and changed fields): compared here by what and how.
+    expect(
+      changes
+        .filter((change) => ["schedule", "retention"].includes(change.resource))
+        .map(({ action, resource, name }) => ({ action, resource, name })),
+    ).toEqual([
       { action: "created", resource: "schedule", name: "cleanup/weekly" },
       { action: "updated", resource: "retention", name: "cleanup" },
     ]);
