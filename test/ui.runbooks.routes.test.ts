@@ -192,6 +192,9 @@ describe.each(dialects)("runbook API for the dashboard (%s)", (dialect) => {
       parameters: { Region: "eu", Token: "********" },
       freezeOverride: null,
       targets: ["db-1"],
+      // Run by a person, not a schedule.
+      cause: null,
+      scheduledFor: null,
     });
     expect(JSON.stringify(task)).not.toContain("tok-99aa-secret");
 
