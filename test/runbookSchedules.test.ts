@@ -156,10 +156,12 @@ describe.each(dialects)("runbook schedules and retention (%s)", (dialect) => {
     }
   }, 90_000);
 
+  // Closing waits for the runs the schedules queued; on a loaded CI machine that took over the
+  // default 60 s once.
   afterAll(async () => {
     await test?.close();
     await dropDatabase?.();
-  });
+  }, 180_000);
 
   it("refuses a schedule that cannot work, naming each field, and needs editRunbooks and runRunbooks", async () => {
     const path = "/api/v1/projects/shop/runbooks/report/schedules";

@@ -90,6 +90,9 @@ describe("the task page's traffic panel after a blue/green deployment (real prox
             blueGreen: {
               healthCheck: { path: "/health", intervalMs: 100, timeoutMs: 1000, deadlineSeconds: 5 },
               drainSeconds: 5,
+              // The new colour serves the load for a second while the deployment still runs,
+              // so its traffic is in the deployment's record however fast the switch went.
+              bakeSeconds: 1,
               keepPreviousRunning: true,
               retain: 1,
             },

@@ -180,9 +180,10 @@ describe("the process runtime (real supervisors, signals and ports)", () => {
       port: "auto",
       restartPolicy: "no",
     });
+    // Its supervisor records the exit code a moment after the child is gone.
     const exited = await eventually(async () => {
       const found = await runtime.inspect(once.name);
-      return found && !found.running ? found : undefined;
+      return found && !found.running && found.exitCode !== null ? found : undefined;
     });
     expect(exited).toMatchObject({ status: "exited", exitCode: 3, restartCount: 0 });
 
