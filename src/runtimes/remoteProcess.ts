@@ -1,5 +1,4 @@
-import { ConflictError, InputError, NotFoundError } from "../domain/errors.js";
-import { TaskFailure } from "../engine/types.js";
+import { callFerryOnHost, FerryMissing } from "../transports/hostCommand.js";
 import type { Transport } from "../transports/types.js";
 import {
   type CallOptions,
@@ -10,7 +9,7 @@ import {
   type ProcessSummary,
   type StartedProcess,
 } from "./process.js";
-import type { ProcessHostAnswer, ProcessHostRequest } from "./processHost.js";
+import type { ProcessHostRequest } from "./processHost.js";
 
 /*
  * The process runtime of a remote target (docs/decisions/0035-process-runtime-on-every-target.md):
@@ -21,13 +20,9 @@ import type { ProcessHostAnswer, ProcessHostRequest } from "./processHost.js";
  * restart would lose.
  */
 
-/** The work id the host service's process groups are recorded under on the host (they belong to no task). */
-export const HOST_SERVICE_WORK = "ferry-host";
 /** A copy of the release's files may be large. */
 const CREATE_TIMEOUT_MS = 11 * 60_000;
 const OPERATION_TIMEOUT_MS = 60_000;
-/** The shell's "command not found". */
-const NOT_FOUND_EXIT = 127;
 
 export interface RemoteProcessOptions {
   /** The program on the host: `ferry` on its PATH unless the target's router names another. */
@@ -150,50 +145,15 @@ export class RemoteProcessRuntime implements Processes {
   }
 
   /** Runs `ferry processes` on the host with the request on its standard input; its answer's value. */
-  async #call<T>(request: ProcessHostRequest, timeoutMs: number, signal: AbortSignal | undefined): Promise<T> {
-    const stdout: string[] = [];
-    const stderr: string[] = [];
-    const exit = await this.transport.run({
+  #call<T>(request: ProcessHostRequest, timeoutMs: number, signal: AbortSignal | undefined): Promise<T> {
+    return callFerryOnHost<T>(this.transport, {
       command: this.options.command,
       args: ["processes", "--scope", this.options.scope],
-      env: {},
-      cwd: "/",
-      taskId: HOST_SERVICE_WORK,
-      hostService: true,
-      // The spec with its env values: on standard input, never on a command line or in an environment.
-      stdin: JSON.stringify(request),
+      request,
       timeoutMs,
-      signal: signal ?? new AbortController().signal,
-      onLine: (stream, text) => (stream === "stdout" ? stdout : stderr).push(text),
+      signal,
+      what: `the process runtime on target '${this.options.targetName}'`,
     });
-    const what = `the process runtime on target '${this.options.targetName}'`;
-    if (exit.timedOut) throw new TaskFailure(`${what} did not answer within ${timeoutMs / 1000} s`);
-    if (exit.code === NOT_FOUND_EXIT) {
-      throw new FerryMissing(
-        `${what} needs Ferry on the host: '${this.options.command}' is not on its PATH. Install Ferry there (Node.js 20 or later, as for ferry agent) or set the target's router.command to its path`,
-      );
-    }
-    const line = [...stdout].reverse().find((text) => text.startsWith("{"));
-    let answer: ProcessHostAnswer;
-    try {
-      answer = JSON.parse(line ?? "") as ProcessHostAnswer;
-    } catch {
-      const reason = stderr.join(" ").trim().slice(-500) || `exit ${exit.code ?? "by a signal"}`;
-      throw new TaskFailure(
-        `${what} gave no answer Ferry understands (${reason}): is Ferry on the host of this version?`,
-      );
-    }
-    if (answer.ok) return answer.value as T;
-    switch (answer.kind) {
-      case "input":
-        throw new InputError(answer.message);
-      case "notFound":
-        throw new NotFoundError(answer.message);
-      case "conflict":
-        throw new ConflictError(answer.message);
-      default:
-        throw new Error(answer.message);
-    }
   }
 
   #exclusive<T>(name: string, operation: () => Promise<T>): Promise<T> {
@@ -207,6 +167,3 @@ export class RemoteProcessRuntime implements Processes {
     return next;
   }
 }
-
-/** The host has no Ferry to run the process runtime. */
-class FerryMissing extends TaskFailure {}

@@ -1,6 +1,6 @@
 import type { BuiltinTargetRouter } from "../domain/targets.js";
 import { TaskFailure } from "../engine/types.js";
-import { HOST_SERVICE_WORK } from "../runtimes/remoteProcess.js";
+import { HOST_SERVICE_WORK } from "../transports/hostCommand.js";
 import type { Transport } from "../transports/types.js";
 import type { BuiltinRouter } from "./builtin.js";
 import type { AdminSender } from "./proxyClient.js";

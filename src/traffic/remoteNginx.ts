@@ -1,10 +1,8 @@
-import { ConflictError, InputError } from "../domain/errors.js";
 import type { NginxTargetRouter } from "../domain/targets.js";
-import { TaskFailure } from "../engine/types.js";
-import { HOST_SERVICE_WORK } from "../runtimes/remoteProcess.js";
+import { callFerryOnHost } from "../transports/hostCommand.js";
 import type { Transport } from "../transports/types.js";
 import type { HostRouter } from "./hostRouter.js";
-import type { NginxHostAnswer, NginxHostRequest, NginxHostSettings } from "./nginxHost.js";
+import type { NginxHostRequest, NginxHostSettings } from "./nginxHost.js";
 import type {
   LiveUpstream,
   Router,
@@ -25,8 +23,6 @@ import type {
 /** A switch writes files, runs `nginx -t` and waits for the reload (its own limit is 10 s per step). */
 const SWITCH_TIMEOUT_MS = 60_000;
 const READ_TIMEOUT_MS = 30_000;
-/** The shell's "command not found". */
-const NOT_FOUND_EXIT = 127;
 
 class RemoteNginxRouter implements Router {
   readonly driver = "nginx";
@@ -97,48 +93,14 @@ class RemoteNginxRouter implements Router {
   }
 
   /** Runs `ferry nginx-router` on the host with the request on its standard input; its answer's value. */
-  private async call<T>(request: NginxHostRequest, timeoutMs: number): Promise<T> {
-    const stdout: string[] = [];
-    const stderr: string[] = [];
-    const exit = await this.transport.run({
+  private call<T>(request: NginxHostRequest, timeoutMs: number): Promise<T> {
+    return callFerryOnHost<T>(this.transport, {
       command: this.options.command,
       args: ["nginx-router"],
-      env: {},
-      cwd: "/",
-      // A host service, not a task's work (ADR 0035): the id only names where its group is recorded.
-      taskId: HOST_SERVICE_WORK,
-      hostService: true,
-      stdin: JSON.stringify(request),
+      request,
       timeoutMs,
-      signal: new AbortController().signal,
-      onLine: (stream, text) => (stream === "stdout" ? stdout : stderr).push(text),
+      what: `the nginx router on target '${this.targetName}'`,
     });
-    const what = `the nginx router on target '${this.targetName}'`;
-    if (exit.timedOut) throw new TaskFailure(`${what} did not answer within ${timeoutMs / 1000} s`);
-    if (exit.code === NOT_FOUND_EXIT) {
-      throw new TaskFailure(
-        `${what} needs Ferry on the host: '${this.options.command}' is not on its PATH. Install Ferry there (Node.js 20 or later, as for ferry agent) or set the target's router.command to its path`,
-      );
-    }
-    const line = [...stdout].reverse().find((text) => text.startsWith("{"));
-    let answer: NginxHostAnswer;
-    try {
-      answer = JSON.parse(line ?? "") as NginxHostAnswer;
-    } catch {
-      const reason = stderr.join(" ").trim().slice(-500) || `exit ${exit.code ?? "by a signal"}`;
-      throw new TaskFailure(
-        `${what} gave no answer Ferry understands (${reason}): is Ferry on the host of this version?`,
-      );
-    }
-    if (answer.ok) return answer.value as T;
-    switch (answer.kind) {
-      case "input":
-        throw new InputError(answer.message);
-      case "conflict":
-        throw new ConflictError(answer.message);
-      default:
-        throw new Error(answer.message);
-    }
   }
 }
 
