@@ -8,12 +8,12 @@ import type { FastifyReply, FastifyRequest } from "fastify";
  * response), so every request in flight at once is a slice of one loop turn that any other
  * request, liveness probes included, waits behind. One client sending 50 requests at a time
  * made every turn 50 requests long: /healthz waited up to a second under a sign-in flood
- * although each refusal took two milliseconds. With a line per address, a turn runs at most
- * `limit` of one client's requests, and other clients' requests interleave with them.
+ * although each refusal took two milliseconds. With a line per address, a turn starts one of
+ * a client's requests (below), and other clients' requests interleave with them.
  *
  * Nothing is refused: a waiting request is answered as it would have been, later (so rate
  * limits that count exactly still count exactly). A browser uses at most six connections per
- * host, the CLI one, so ordinary use never waits. Requests that hold their answer open (event
+ * host, the CLI one, so ordinary use waits a turn or two at most. Requests that hold their answer open (event
  * streams, long polls) and the health routes are not counted (`RouteSpec.unqueued`); a request's
  * place is given back when its handler returns, also when a stream then goes on.
  *
@@ -23,11 +23,21 @@ import type { FastifyReply, FastifyRequest } from "fastify";
  * handler whose response is already closed). Otherwise a client sending 50 requests and closing them at once had every one of
  * them run together, the line giving each place back as its connection closed.
  *
- * The next request in line starts from setImmediate, not from the promise that freed the
- * place: otherwise a long line would run to its end within one turn, which is what this is for.
+ * A turn of the event loop starts one request of an address, however few are running. On
+ * SQLite a refused request runs start to end within the turn its data arrived in, so its
+ * place was given back before the next connection's data was read: counting only the
+ * requests running at once, 50 connections of one client each had their request done in the
+ * same turn (40 per turn, 40–70 ms, measured), and /healthz, read in that turn too, waited
+ * behind all of them. A request's work cannot be measured before it runs, so the share is
+ * one request, not a time: a turn then holds one request of each client (a deployment's
+ * creation is the longest, a few milliseconds). The rest wait in line, and the line moves
+ * from setImmediate (the loop's check phase), one per turn; an idle loop turns in
+ * microseconds, so a browser's six requests at once still start within a millisecond.
  */
+const STARTS_PER_TURN = 1;
+
 export class AddressQueue {
-  private readonly addresses = new Map<string, { running: number; waiting: (() => void)[] }>();
+  private readonly addresses = new Map<string, AddressLine>();
   /** Requests holding a place: whether their client has left, and whether their handler is running. */
   private readonly holding = new WeakMap<FastifyRequest, { left: boolean; working: boolean }>();
 
@@ -40,16 +50,17 @@ export class AddressQueue {
    * (its place is given back at once).
    */
   async acquire(request: FastifyRequest, reply: FastifyReply): Promise<boolean> {
-    let entry = this.addresses.get(request.ip);
-    if (!entry) {
-      entry = { running: 0, waiting: [] };
-      this.addresses.set(request.ip, entry);
+    let line = this.addresses.get(request.ip);
+    if (!line) {
+      line = { running: 0, startedThisTurn: 0, waiting: [], moving: false };
+      this.addresses.set(request.ip, line);
     }
-    if (entry.running < this.limit) {
-      entry.running += 1;
+    if (line.waiting.length === 0 && this.hasRoom(line)) {
+      this.start(request.ip, line);
     } else {
-      // The place is handed over by release: `running` stays as it is.
-      await new Promise<void>((resolve) => entry.waiting.push(resolve));
+      // The line's turn (moveLine) counts the place in when it lets the request go.
+      if (line.running < this.limit) this.moveOnNextTurn(request.ip, line);
+      await new Promise<void>((resolve) => line.waiting.push(resolve));
     }
     const state = { left: false, working: false };
     this.holding.set(request, state);
@@ -84,20 +95,61 @@ export class AddressQueue {
   /** Gives the request's place to the next in line; safe to call more than once. */
   release(request: FastifyRequest): void {
     if (!this.holding.delete(request)) return;
-    const entry = this.addresses.get(request.ip);
-    if (!entry) return;
-    const next = entry.waiting.shift();
-    if (next) {
-      setImmediate(next);
-      return;
-    }
-    entry.running -= 1;
-    if (entry.running === 0) this.addresses.delete(request.ip);
+    const line = this.addresses.get(request.ip);
+    if (!line) return;
+    line.running -= 1;
+    if (line.waiting.length > 0) this.moveOnNextTurn(request.ip, line);
+    else this.forgetIfIdle(request.ip, line);
   }
 
   /** Requests of an address running and waiting (for tests and metrics). */
   usage(address: string): { running: number; waiting: number } {
-    const entry = this.addresses.get(address);
-    return { running: entry?.running ?? 0, waiting: entry?.waiting.length ?? 0 };
+    const line = this.addresses.get(address);
+    return { running: line?.running ?? 0, waiting: line?.waiting.length ?? 0 };
   }
+
+  private hasRoom(line: AddressLine): boolean {
+    return line.running < this.limit && line.startedThisTurn < STARTS_PER_TURN;
+  }
+
+  private start(address: string, line: AddressLine): void {
+    line.running += 1;
+    line.startedThisTurn += 1;
+    // The turn's count ends with the turn.
+    this.moveOnNextTurn(address, line);
+  }
+
+  private moveOnNextTurn(address: string, line: AddressLine): void {
+    if (line.moving) return;
+    line.moving = true;
+    setImmediate(() => this.moveLine(address, line));
+  }
+
+  /** A new turn: lets the line's next requests go, as many as there is room for. */
+  private moveLine(address: string, line: AddressLine): void {
+    line.moving = false;
+    line.startedThisTurn = 0;
+    while (line.waiting.length > 0 && this.hasRoom(line)) {
+      line.running += 1;
+      line.startedThisTurn += 1;
+      line.waiting.shift()?.();
+    }
+    if (line.startedThisTurn > 0) this.moveOnNextTurn(address, line);
+    else this.forgetIfIdle(address, line);
+  }
+
+  private forgetIfIdle(address: string, line: AddressLine): void {
+    if (line.running === 0 && line.waiting.length === 0 && !line.moving && this.addresses.get(address) === line) {
+      this.addresses.delete(address);
+    }
+  }
+}
+
+/** One client address's requests: running, started in this turn of the loop, and waiting in line. */
+interface AddressLine {
+  running: number;
+  startedThisTurn: number;
+  waiting: (() => void)[];
+  /** A turn of the line is scheduled (setImmediate). */
+  moving: boolean;
 }
