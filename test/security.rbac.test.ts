@@ -39,6 +39,7 @@ const BRAVO_FILE = [
 ].join("\n");
 
 const BODIES: Record<string, unknown> = {
+  "POST /api/v1/admin/master-key/rotate": undefined,
   "POST /api/v1/environments": { name: "sneaky" },
   "PATCH /api/v1/environments/{environment}": { description: "changed" },
   "DELETE /api/v1/environments/{environment}": undefined,

@@ -6,6 +6,7 @@ import { CsrfError, RateLimitedError, UnauthenticatedError } from "../domain/err
 import type { ArtifactRetention } from "../engine/artifactRetention.js";
 import type { DeploymentServices } from "../engine/deployments.js";
 import type { TaskEngine } from "../engine/engine.js";
+import type { MasterKeyRotation } from "../engine/masterKeyRotation.js";
 import type { ServerMetrics } from "../observability/serverMetrics.js";
 import { isWellFormedApiKey } from "../security/apiKeys.js";
 import type { OidcClient } from "../security/oidc.js";
@@ -26,6 +27,7 @@ import { dashboardRoutes } from "./dashboard.js";
 import { doraRoutes } from "./dora.js";
 import { feedTriggerRoutes } from "./feedTriggers.js";
 import { parseJsonBody } from "./json.js";
+import { masterKeyRoutes } from "./masterKey.js";
 import { metricsRoutes } from "./metrics.js";
 import { oidcRoutes } from "./oidc.js";
 import { buildOpenApiDocument } from "./openapi.js";
@@ -84,6 +86,8 @@ export interface AppOptions {
   requestsPerAddress?: number | undefined;
   /** The built web dashboard's directory (default: dist/web of the package). */
   webRoot?: string;
+  /** Rotates the master key (POST /api/v1/admin/master-key/rotate, ADR 0046); the route exists only with it. */
+  masterKeyRotation?: MasterKeyRotation | undefined;
   /** The agents' hub: with it the server speaks ferry agent's protocol (docs/decisions/0030-agents.md). */
   agents?: AgentHub;
 }
@@ -178,6 +182,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...webhookRoutes(options.context, options.outbound),
     ...doraRoutes(options.context),
     ...auditRoutes(options.context),
+    ...masterKeyRoutes(options.masterKeyRotation),
     ...userRoutes(options.context),
     ...teamRoutes(options.context),
     ...oidcRoutes(options.context, options.oidc),

@@ -7,6 +7,7 @@ import { ArtifactService, DEFAULT_ARTIFACT_MAX_BYTES } from "../engine/artifacts
 import { type DeploymentServices, deploymentTaskKind } from "../engine/deployments.js";
 import { TaskEngine } from "../engine/engine.js";
 import { FeedTriggerPoller } from "../engine/feedTriggers.js";
+import { MasterKeyRotation } from "../engine/masterKeyRotation.js";
 import { defaultRetentionSettings, RunbookRetention } from "../engine/runbookRetention.js";
 import { defaultSchedulerSettings, RunbookScheduler } from "../engine/runbookSchedules.js";
 import { runbookTaskKind } from "../engine/runbooks.js";
@@ -27,6 +28,7 @@ import { appendAuditEvent } from "../store/audit.js";
 import type { StoreContext } from "../store/common.js";
 import { openStore, type Store } from "../store/db.js";
 import { targetsWithRouters } from "../store/deployments.js";
+import { findForeignKey } from "../store/masterKeyRotation.js";
 import { sshConnectionSettings } from "../store/targets.js";
 import { reconcileHosts, reconcileLiveColours } from "../traffic/reconcile.js";
 import { defaultTrafficSettings, hasRoutes, lazyRouter, type TrafficSettings } from "../traffic/routers.js";
@@ -138,6 +140,22 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       : join(options.dataDir, "work");
   const store = await openStore({ databaseUrl: options.databaseUrl, dataDir: options.dataDir });
   const context: StoreContext = { db: store.db, secrets: new SecretBox(masterKey) };
+  // A rotation a crash interrupted is finished before anything reads a secret (ADR 0046).
+  const masterKeyRotation = new MasterKeyRotation(context, options.dataDir);
+  try {
+    const resumed = await masterKeyRotation.resume();
+    if (resumed) logger.warn({ from: resumed.from, to: resumed.to }, "finished an interrupted master key rotation");
+    // A database restored without its master.key: said once, here, instead of on each use.
+    const foreign = await findForeignKey(context);
+    if (foreign) {
+      throw new Error(
+        `the database's secrets (${foreign.where}) were encrypted with master key ${foreign.keyId}, but ${join(options.dataDir, "master.key")} is key ${context.secrets.keyId}: restore the master.key that was backed up with this database (docs/security.md#master-key)`,
+      );
+    }
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
   await bootstrapAdminKey(context, options);
 
   const traffic = options.traffic ?? defaultTrafficSettings(options.dataDir);
@@ -233,6 +251,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     trustedProxies: options.trustedProxies,
     requestsPerAddress: options.requestsPerAddress,
     artifactRetention,
+    masterKeyRotation,
     oidc: options.oidc ? new OidcClient(options.oidc, options.outbound ?? defaultOutboundPolicy) : undefined,
     agents,
   });
