@@ -149,7 +149,7 @@ async function expandPaths(paths: readonly string[]): Promise<string[]> {
  * (an empty one counts as not set), key files by `file:<ferry.yml>:<path>` (the path relative
  * to the ferry.yml, as docker-compose's are). Only what the file names is sent.
  */
-async function secretsOf(
+export async function secretsOf(
   config: FerryFile,
   fileName: string,
   secretSource: Readonly<Record<string, string | undefined>>,

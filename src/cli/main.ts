@@ -22,6 +22,7 @@ import { addProxyCommand } from "./proxy.js";
 import { addReleaseCommands } from "./releases.js";
 import type { CliContext } from "./resourceGroup.js";
 import { addRoleCommands } from "./roles.js";
+import { addRunCommand } from "./run.js";
 import { addFreezeCommands, addRunbookCommands } from "./runbooks.js";
 import { addServerCommand } from "./server.js";
 import { clientFor } from "./settings.js";
@@ -72,6 +73,7 @@ export function buildProgram(): Command {
   addRunbookCommands(program, context);
   addFreezeCommands(program, context);
   addDeploymentCommands(program, context, process.env);
+  addRunCommand(program, environment, process.env);
   addTaskCommands(program, context);
   addArtifactCommands(program, context);
   addAdminCommands(program, context);

@@ -85,6 +85,12 @@ export interface ServerOptions {
   artifactMaxBytes?: number | undefined;
   /** Between two sweeps of artifact retention (ms; jittered); default an hour. */
   artifactRetentionIntervalMs?: number | undefined;
+  /**
+   * `ferry run` (ADR 0046): no HTTP listener (requests are answered through app.inject) and
+   * no background work — no schedules, triggers, health checks, retention or start-up
+   * reconciliation — only the task engine running the tasks it is given.
+   */
+  embedded?: boolean | undefined;
 }
 
 /** An agent not heard from for this long is marked lost (FERRY_AGENT_TIMEOUT_SECONDS). */
@@ -255,15 +261,17 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     oidc: options.oidc ? new OidcClient(options.oidc, options.outbound ?? defaultOutboundPolicy) : undefined,
     agents,
   });
+  const embedded = options.embedded === true;
   try {
-    await app.listen({ port: options.port, host: options.host });
+    if (embedded) await app.ready();
+    else await app.listen({ port: options.port, host: options.host });
   } catch (error) {
     await store.close();
     throw error;
   }
   await engine.start();
   const healthMonitor = new TargetHealthMonitor({ ...targetHealth, db: store.db, target: resolveTarget, logger });
-  healthMonitor.start();
+  if (!embedded) healthMonitor.start();
   // After the engine: a firing queues a task. Firings missed while no server ran are reported on its first poll.
   const scheduler = new RunbookScheduler({
     graceMs: options.scheduleGraceMs ?? defaultSchedulerSettings.graceMs,
@@ -271,38 +279,44 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     services: deployments,
     logger,
   });
-  scheduler.start();
-  retention.start();
+  if (!embedded) scheduler.start();
+  if (!embedded) retention.start();
   const triggerPoller = new FeedTriggerPoller(deployments, logger, options.triggerTickMs);
-  triggerPoller.start();
+  if (!embedded) triggerPoller.start();
   const scheduledTriggers = new ScheduledTriggerRunner(deployments, logger);
-  scheduledTriggers.start();
-  artifactRetention.start();
+  if (!embedded) scheduledTriggers.start();
+  if (!embedded) artifactRetention.start();
   // Traffic from an earlier run comes back (the builtin proxy is started if it is not
   // running) without holding up readiness: the API answers while this runs.
-  const reconciledHere = hasRoutes(traffic)
-    ? (async () => {
-        const runtimes = [hostTransport.runtime("docker"), hostTransport.runtime("process")].map(coloursOf);
-        for (const line of await reconcileLiveColours(await router.get(), runtimes)) logger.warn(line);
-      })().catch((error: unknown) => logger.error({ err: error }, "could not reconcile the live colours"))
-    : Promise.resolve();
+  const reconciledHere =
+    !embedded && hasRoutes(traffic)
+      ? (async () => {
+          const runtimes = [hostTransport.runtime("docker"), hostTransport.runtime("process")].map(coloursOf);
+          for (const line of await reconcileLiveColours(await router.get(), runtimes)) logger.warn(line);
+        })().catch((error: unknown) => logger.error({ err: error }, "could not reconcile the live colours"))
+      : Promise.resolve();
   // Every remote host with a router of its own, each on its own: one that cannot be reached
   // is reported and skipped (its router keeps serving what it served; nothing here changes it).
   const resolve = deployments.target;
-  const reconciledElsewhere = resolve
-    ? targetsWithRouters(store.db)
-        .then((infos) =>
-          reconcileHosts(
-            infos.map((info) => resolve(info)),
-            (target, line) => logger.warn({ target }, line),
-          ),
-        )
-        .catch((error: unknown) => logger.error({ err: error }, "could not reconcile the live colours of remote hosts"))
-    : Promise.resolve();
+  const reconciledElsewhere =
+    !embedded && resolve
+      ? targetsWithRouters(store.db)
+          .then((infos) =>
+            reconcileHosts(
+              infos.map((info) => resolve(info)),
+              (target, line) => logger.warn({ target }, line),
+            ),
+          )
+          .catch((error: unknown) =>
+            logger.error({ err: error }, "could not reconcile the live colours of remote hosts"),
+          )
+      : Promise.resolve();
   const reconciled = Promise.all([reconciledHere, reconciledElsewhere]).then(() => undefined);
-  const address = app.server.address();
+  const address = embedded ? null : app.server.address();
   const port = typeof address === "object" && address ? address.port : options.port;
-  const url = `http://${options.host.includes(":") ? `[${options.host}]` : options.host}:${port}`;
+  const url = embedded
+    ? "embedded:"
+    : `http://${options.host.includes(":") ? `[${options.host}]` : options.host}:${port}`;
   logger.info(
     { url, database: store.dialect, dataDir: options.dataDir, startupMs: Math.round(process.uptime() * 1000) },
     "ferry server ready",
