@@ -102,6 +102,9 @@ export async function startLocalRun(options: LocalRunOptions): Promise<LocalRun>
       if (!keep) {
         notes.push(...(await stopProxy(join(dataDir, "proxy"))));
         await rm(dataDir, { recursive: true, force: true });
+        // Run as root, steps work in a directory of their own outside the (0700) data
+        // directory; it is the run's own unless FERRY_WORK_DIR named one.
+        if (options.workDir === undefined) await rm(server.deployments.workRoot, { recursive: true, force: true });
       }
       return notes;
     },
