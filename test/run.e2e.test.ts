@@ -21,6 +21,7 @@ const resources = trackedResources("ferry-run-e2e-");
 afterAll(() => resources.cleanUp());
 
 const SECRET = `tok-${randomBytes(6).toString("hex")}`;
+const FILE_SECRET = `file-${randomBytes(6).toString("hex")}`;
 
 const SCRIPT_YML = `
 project: { name: run-script }
@@ -41,6 +42,9 @@ variables:
   - name: Token
     sensitive: true
     valueFrom: { env: RUN_TOKEN }
+  - name: FileToken
+    sensitive: true
+    valueFrom: { file: token.txt }
 steps:
   - name: Greet
     kind: script
@@ -49,7 +53,13 @@ steps:
       script: |
         echo "greeting: $GREETING in $ENVIRONMENT"
         echo "the token is $TOKEN"
-      env: { GREETING: "#{Greeting}", TOKEN: "#{Token}", ENVIRONMENT: "#{Ferry.Environment.Name}" }
+        echo "the file token is $FILE_TOKEN"
+        test "$FILE_TOKEN" = "${FILE_SECRET}" && echo "file token arrived whole"
+      env:
+        GREETING: "#{Greeting}"
+        TOKEN: "#{Token}"
+        FILE_TOKEN: "#{FileToken}"
+        ENVIRONMENT: "#{Ferry.Environment.Name}"
   - name: Check
     kind: script
     roles: [app]
@@ -73,6 +83,7 @@ describe("ferry run with script steps", () => {
   beforeAll(async () => {
     const home = await resources.makeTemporaryDirectory();
     file = join(home, "ferry.yml");
+    await writeFile(join(home, "token.txt"), `${FILE_SECRET}\n`);
     // Fail is declared so that --var can override it.
     await writeFile(
       file,
@@ -88,10 +99,13 @@ describe("ferry run with script steps", () => {
     expectSuccess(result);
     expect(result.stdout).toContain("greeting: Hello from prod in prod");
     expect(result.stdout).toContain("the token is ********");
+    expect(result.stdout).toContain("the file token is ********");
+    expect(result.stdout).toContain("file token arrived whole");
     expect(result.stdout).toContain("check passed");
     expect(result.stdout).toMatch(/^\d\d:\d\d:\d\d \[Greet on here\] greeting: Hello from prod in prod$/m);
     expect(result.stdout).toContain("run-script 1.2.3 → prod: succeeded");
     expect(result.stdout + result.stderr).not.toContain(SECRET);
+    expect(result.stdout + result.stderr).not.toContain(FILE_SECRET);
     expect(await readdir(tmp)).toEqual([]);
 
     const overridden = await runFerry(["run", "-f", file, "--env", "dev", "--var", "Greeting=Hi there"], env, {
@@ -141,6 +155,9 @@ describe("ferry run with script steps", () => {
         "kind: scirpt\n    roles: [app]\n    config:\n      script: |\n        echo",
       ),
     );
+    const unset = await runFerry(["run", "-f", file, "--env", "dev"], { ...env, RUN_TOKEN: "" });
+    expect(unset.code).toBe(2);
+    expect(unset.stderr).toContain("variables[3] Token: valueFrom.env: RUN_TOKEN is not set");
     const invalid = await runFerry(["run", "-f", broken, "--env", "dev"], env);
     expect(invalid.code).toBe(2);
     expect(invalid.stderr).toMatch(/broken\.yml:\d+:\d+ .*kind/);

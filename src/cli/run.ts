@@ -3,6 +3,7 @@ import { isMap, isSeq, parseDocument, YAMLSeq } from "yaml";
 import type { ConfigRequest, ConfigResult } from "../api/configAsCode.js";
 import type { FerryEnvironment } from "../config/env.js";
 import type { FerryFile } from "../config/ferryFile.js";
+import { keyFileSecret } from "../config/secretNames.js";
 import { InputError } from "../domain/errors.js";
 import type { DeploymentCreated } from "../engine/deploymentRequests.js";
 import { parseOutboundAllow } from "../security/outboundGuard.js";
@@ -80,6 +81,16 @@ async function runLocally(
   const request = checkOptions(options, config);
   const sent = runnableText(text, request.variables);
   const secrets = await secretsOf(config, options.file, secretSource);
+  // A run cannot go on without a secret (apply would skip the variable, and the step fail later).
+  for (const [index, variable] of (config.variables ?? []).entries()) {
+    const from = variable.valueFrom;
+    if (!from) continue;
+    const key = "env" in from ? from.env : keyFileSecret(options.file, from.file);
+    if (secrets[key] !== undefined && secrets[key] !== "") continue;
+    throw new UsageError(
+      `${options.file}: variables[${index}] ${variable.name}: ${"env" in from ? `valueFrom.env: ${from.env} is not set (or empty); export it` : `valueFrom.file: ${from.file} cannot be read (or is empty)`}`,
+    );
+  }
 
   const json = options.json === true;
   const say = (line: string) => (json ? writeError(`${line}\n`) : writeOutput(`${line}\n`));
@@ -210,7 +221,7 @@ function checkOptions(
     const sensitive = (config.variables ?? []).find((variable) => variable.name === name && variable.sensitive);
     if (sensitive) {
       throw new UsageError(
-        `--var ${name}: ${name} is sensitive, and a command line shows in the process list; set ${sensitive.valueFrom?.env ?? "the environment variable its valueFrom names"} instead`,
+        `--var ${name}: ${name} is sensitive, and a command line shows in the process list; give it through its valueFrom (${sensitive.valueFrom && "env" in sensitive.valueFrom ? `environment variable ${sensitive.valueFrom.env}` : "file"}) instead`,
       );
     }
     variables.set(name, value);

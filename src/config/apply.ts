@@ -353,6 +353,23 @@ function sameSet(a: readonly string[], b: readonly string[]): boolean {
 }
 
 /** A secret from the environment; an empty one counts as not set. */
+/** Where a sensitive variable's value comes from, as the apply's notes say it ("$NAME", "file PATH"). */
+function variableSource(variable: WantedVariable): string {
+  const from = variable.valueFrom;
+  if (!from) return "";
+  return "env" in from ? `$${from.env}` : `file ${from.file}`;
+}
+
+/** A sensitive variable's value: its environment variable's, or its file's (without the final newline). */
+async function variableSecret(run: Run, variable: WantedVariable): Promise<string | undefined> {
+  const from = variable.valueFrom;
+  if (!from) return undefined;
+  if ("env" in from) return secret(run, from.env);
+  const text = await run.readFile(from.file);
+  const value = text?.replace(/\r?\n$/, "");
+  return value === undefined || value === "" ? undefined : value;
+}
+
 function secret(run: Run, name: string): string | undefined {
   const value = run.environment[name];
   return value === undefined || value === "" ? undefined : value;
@@ -781,14 +798,14 @@ async function createVariable(run: Run, collection: string, variable: WantedVari
   const name = variableLabel(variable);
   let value = variable.value;
   if (variable.sensitive) {
-    const from = variable.valueFrom?.env ?? "";
-    value = secret(run, from);
+    const from = variableSource(variable);
+    value = await variableSecret(run, variable);
     if (value === undefined) {
       run.changes.push({
         action: "skipped",
         resource: "variable",
         name,
-        warning: `$${from} is not set, so the sensitive variable was not created; set it and apply again`,
+        warning: `${from} is not set (or empty, or cannot be read), so the sensitive variable was not created; set it and apply again`,
       });
       return;
     }
@@ -803,7 +820,7 @@ async function createVariable(run: Run, collection: string, variable: WantedVari
     action: "created",
     resource: "variable",
     name,
-    ...(variable.sensitive && { detail: `sensitive, from $${variable.valueFrom?.env}` }),
+    ...(variable.sensitive && { detail: `sensitive, from ${variableSource(variable)}` }),
   });
 }
 
@@ -829,21 +846,21 @@ async function updateVariable(run: Run, path: string, current: Variable, variabl
       fields.push({ field: "value", from: current.value, to: variable.value });
     }
   } else {
-    const from = variable.valueFrom?.env ?? "";
-    const value = secret(run, from);
+    const from = variableSource(variable);
+    const value = await variableSecret(run, variable);
     // A stored secret cannot be compared: it is written only when it has to be, or when asked.
     const needsValue = !current.sensitive || run.updateSecrets;
     if (needsValue && value !== undefined) {
       Object.assign(body, { sensitive: true, value });
-      notes.push(current.sensitive ? `value from $${from}` : `now sensitive, value from $${from}`);
+      notes.push(current.sensitive ? `value from ${from}` : `now sensitive, value from ${from}`);
       if (!current.sensitive) fields.push({ field: "sensitive", from: false, to: true });
       fields.push({ field: "value", sensitive: true });
     } else if (needsValue) {
       warning = current.sensitive
-        ? `$${from} is not set, so the stored value was kept`
-        : `ferry.yml says it is sensitive but it is stored in clear; set $${from} and apply again`;
+        ? `${from} is not set, so the stored value was kept`
+        : `ferry.yml says it is sensitive but it is stored in clear; set ${from} and apply again`;
     } else if (value !== undefined && Object.keys(body).length === 0) {
-      notes.push(`sensitive value kept; --update-secrets writes $${from}`);
+      notes.push(`sensitive value kept; --update-secrets writes ${from}`);
     }
   }
   const changed = Object.keys(body).length > 0;

@@ -48,6 +48,22 @@ const secretReferenceSchema = z
   })
   .describe("Where the secret comes from at apply time");
 
+/** A sensitive variable's value: an environment variable, or a file (relative to the ferry.yml) such as a mounted secret. */
+const variableSecretReferenceSchema = z
+  .union([
+    secretReferenceSchema,
+    z.strictObject({
+      file: z
+        .string()
+        .min(1)
+        .max(4096)
+        .describe(
+          "File (relative to the ferry.yml) that `ferry apply` / `ferry run` reads the value from; a final newline is dropped",
+        ),
+    }),
+  ])
+  .describe("Where a sensitive variable's value comes from at apply time: { env: NAME } or { file: PATH }");
+
 /** Adds the slug derived from the name when none is given; a name without letters or digits needs one. */
 function withSlug<T extends { name: string; slug?: string | undefined }>(value: T, context: z.RefinementCtx) {
   const slug = value.slug ?? slugify(value.name);
@@ -226,7 +242,7 @@ const variableFileSchema = z
     name: createVariableSchema.shape.name,
     value: createVariableSchema.shape.value.optional().describe("The value; only for variables that are not sensitive"),
     sensitive: z.boolean().default(false),
-    valueFrom: secretReferenceSchema
+    valueFrom: variableSecretReferenceSchema
       .optional()
       .describe("Where a sensitive variable's value comes from at apply time (never written in the file)"),
     scope: createVariableSchema.shape.scope.describe(
@@ -243,11 +259,14 @@ const variableFileSchema = z
           code: "custom",
           path: ["value"],
           message:
-            "a sensitive value must not be written in ferry.yml; remove it and use valueFrom: { env: NAME }, " +
-            "which `ferry apply` reads from its environment",
+            "a sensitive value must not be written in ferry.yml; remove it and use valueFrom: { env: NAME } " +
+            "(or { file: PATH }), which `ferry apply` reads",
         });
       } else if (sensitive && raw.valueFrom === undefined) {
-        context.addIssue({ code: "custom", message: "required: a sensitive variable needs valueFrom: { env: NAME }" });
+        context.addIssue({
+          code: "custom",
+          message: "required: a sensitive variable needs valueFrom: { env: NAME } or { file: PATH }",
+        });
       } else if (!sensitive && raw.valueFrom !== undefined) {
         context.addIssue({
           code: "custom",
