@@ -193,7 +193,7 @@ enviroments: [prod]
     value: hunter2
 `);
     expect(lines).toEqual([
-      "ferry.yml:11:12 /variables/0/value: a sensitive value must not be written in ferry.yml; remove it and use valueFrom: { env: NAME }, which `ferry apply` reads from its environment",
+      "ferry.yml:11:12 /variables/0/value: a sensitive value must not be written in ferry.yml; remove it and use valueFrom: { env: NAME } (or { file: PATH }), which `ferry apply` reads",
     ]);
     expect(lines.join("\n")).not.toContain("hunter2");
   });
@@ -213,7 +213,7 @@ variables:
     expect(lines).toEqual([
       "ferry.yml:9:5 /feeds/0/username: a password needs a username; add username",
       "ferry.yml:12:5 /feeds/0/password: unknown field; remove it or fix its spelling (docs/ferry-yml.md lists the fields)",
-      "ferry.yml:14:5 /variables/0: required: a sensitive variable needs valueFrom: { env: NAME }",
+      "ferry.yml:14:5 /variables/0: required: a sensitive variable needs valueFrom: { env: NAME } or { file: PATH }",
       "ferry.yml:17:16 /variables/1/valueFrom: valueFrom is for sensitive variables: add sensitive: true, or write the value inline with value",
     ]);
   });
