@@ -805,7 +805,7 @@ async function createVariable(run: Run, collection: string, variable: WantedVari
         action: "skipped",
         resource: "variable",
         name,
-        warning: `${from} is not set (or empty, or cannot be read), so the sensitive variable was not created; set it and apply again`,
+        warning: `${from} ${variable.valueFrom && "file" in variable.valueFrom ? "cannot be read or is empty" : "is not set"}, so the sensitive variable was not created; set it and apply again`,
       });
       return;
     }

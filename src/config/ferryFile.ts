@@ -55,7 +55,7 @@ const variableSecretReferenceSchema = z
     z.strictObject({
       file: z
         .string()
-        .min(1)
+        .min(1, { message: "give the file's path, relative to the ferry.yml" })
         .max(4096)
         .describe(
           "File (relative to the ferry.yml) that `ferry apply` / `ferry run` reads the value from; a final newline is dropped",
