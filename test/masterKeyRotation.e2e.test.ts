@@ -1,4 +1,5 @@
 import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -92,7 +93,7 @@ const keyOf = async (dataDir: string) =>
   Buffer.from((await readFile(join(dataDir, "master.key"), "utf8")).trim(), "base64");
 
 describe.each(["sqlite", "postgres"])("master key rotation on %s", (dialect) => {
-  it("re-encrypts every secret under a running server, and a database without its key stops the start", async () => {
+  it("re-encrypts every secret under a running server, finishes an interrupted rotation at start, and a database without its key stops the start", async () => {
     const home = await resources.makeTemporaryDirectory();
     const dataDir = join(home, "data");
     const database = dialect === "postgres" ? await createPostgresDatabase() : undefined;
@@ -193,6 +194,34 @@ describe.each(["sqlite", "postgres"])("master key rotation on %s", (dialect) => 
       expect(audit.items[0]?.diff.keyId).toEqual({ from: oldBox.keyId, to: result.to });
       await server.stop();
 
+      // A rotation interrupted right after it wrote its new key: the next start finishes it.
+      const interruptedKey = randomBytes(32);
+      await writeFile(join(dataDir, "master.key.next"), `${interruptedKey.toString("base64")}\n`, { mode: 0o600 });
+      const resumed = await resources.startFerryServer({ dataDir, env, port: server.port });
+      const resumedBox = new SecretBox(interruptedKey);
+      expect(resumed.stdout()).toContain("finished an interrupted master key rotation");
+      expect(existsSync(join(dataDir, "master.key.next"))).toBe(false);
+      expect((await keyOf(dataDir)).equals(interruptedKey)).toBe(true);
+      for (const sealed of await sealedValues(dialect, dataDir, database?.url)) {
+        expect(sealed.startsWith(`v1:${resumedBox.keyId}:`), sealed).toBe(true);
+      }
+      const again = await call("POST", "/api/v1/projects/rotation/deployments", {
+        release: "1.0.0",
+        environment: "dev",
+      });
+      expect(again.status).toBe(201);
+      const againLogs = await runFerry(
+        ["task", "logs", ((await again.json()) as { taskId: string }).taskId, "--follow"],
+        cli,
+        {
+          timeoutMs: 60_000,
+        },
+      );
+      expectSuccess(againLogs);
+      expect(againLogs.stdout).toContain("token matches");
+      expectSuccess(await runFerry(["admin", "verify-audit"], cli));
+      await resumed.stop();
+
       // The database (a backup of it) started with a data directory that does not hold its key.
       const restored = join(home, "restored");
       await mkdir(restored, { recursive: true, mode: 0o700 });
@@ -200,7 +229,7 @@ describe.each(["sqlite", "postgres"])("master key rotation on %s", (dialect) => 
       await writeFile(join(restored, "master.key"), `${oldKey.toString("base64")}\n`, { mode: 0o600 });
       const refused = await runFerry(["server", "--port", "0", "--data-dir", restored], env, { timeoutMs: 30_000 });
       expect(refused.code).not.toBe(0);
-      expect(refused.stderr).toContain(`were encrypted with master key ${result.to}`);
+      expect(refused.stderr).toContain(`were encrypted with master key ${resumedBox.keyId}`);
       expect(refused.stderr).toContain(`is key ${oldBox.keyId}`);
       expect(refused.stderr).toContain("restore the master.key that was backed up with this database");
     } finally {
