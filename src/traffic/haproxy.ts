@@ -684,8 +684,8 @@ function noRouteBody(): string {
 function renderConfig(records: readonly RouteRecord[], settings: RenderSettings): string {
   const sorted = [...records].sort((a, b) => a.name.localeCompare(b.name));
   const lines = [
-    "# Written by Ferry's haproxy router; do not edit: every switch rewrites it, and the",
-    "# ferry-route records below are what Ferry reads back as the live colour of each route.",
+    "# Written by Ferry's haproxy router; do not edit: every switch rewrites it, and the route",
+    "# records below are what Ferry reads back as the live colour of each route.",
     ...sorted.map((record) => `${RECORD_PREFIX}${JSON.stringify(record)}`),
     "",
     "global",
