@@ -13,9 +13,17 @@ const STEADY_SECONDS = 5;
 /** The two images deployed in turn; release i runs image i % 2. */
 const VERSIONS = ["1.0.0", "2.0.0"] as const;
 
+type Driver = "builtin" | "nginx" | "haproxy";
+const DRIVERS: readonly Driver[] = ["builtin", "nginx", "haproxy"];
+/**
+ * The rollback switch each driver is held to: HAProxy switches through its runtime API
+ * (issue 17: ≤ 20 ms); the builtin proxy through its admin API; nginx reloads.
+ */
+const SWITCH_GOAL_MS: Record<Driver, number> = { builtin: 100, nginx: 100, haproxy: 20 };
+
 /** What one driver's run measured. */
 interface DriverRun {
-  driver: string;
+  driver: Driver;
   deploys: number;
   requests: number;
   failed: number;
@@ -47,10 +55,16 @@ interface WrkResult {
  * httpd, which the seed script runs, drops connections under this load by itself (its
  * listen backlog), which would count the app's failures as the switch's. A steady phase
  * without deploys is the control: its failures are the app's and the load's own.
+ * `--driver builtin|nginx|haproxy` runs one driver only.
  */
 export async function zeroDowntime(): Promise<BenchmarkResult> {
   const deploys = numberFlag("--deploys", 20);
-  const missing = ["docker", "wrk", "nginx", "docker-registry"].filter((tool) => !onPath(tool));
+  const only = process.argv[process.argv.indexOf("--driver") + 1];
+  const drivers = process.argv.includes("--driver") ? DRIVERS.filter((driver) => driver === only) : DRIVERS;
+  if (drivers.length === 0) return skipped(`--driver ${only}: choose one of ${DRIVERS.join(", ")}`);
+  const missing = ["docker", "wrk", "docker-registry", ...drivers.filter((driver) => driver !== "builtin")].filter(
+    (tool) => !onPath(tool),
+  );
   if (missing.length > 0) {
     return skipped(`needs ${missing.join(", ")} (scripts/test-services.sh installs them)`);
   }
@@ -61,7 +75,7 @@ export async function zeroDowntime(): Promise<BenchmarkResult> {
     images = await Promise.all(
       VERSIONS.map((version) => buildNodeAppImage({ registryUrl: registry.url, repository: "bench/web", version })),
     );
-    for (const driver of ["builtin", "nginx"] as const) {
+    for (const driver of drivers) {
       console.log(`  ${driver}: ${deploys} blue/green deploys under wrk -c16 …`);
       runs.push(await runDriver(driver, deploys, images));
     }
@@ -73,7 +87,7 @@ export async function zeroDowntime(): Promise<BenchmarkResult> {
   return report(runs, seed, deploys);
 }
 
-async function runDriver(driver: "builtin" | "nginx", deploys: number, images: DemoImage[]): Promise<DriverRun> {
+async function runDriver(driver: Driver, deploys: number, images: DemoImage[]): Promise<DriverRun> {
   const bench = await startBlueGreenBench(driver, `zd-${driver}`, { keepPreviousRunning: true, retain: 2 });
   try {
     // The first colour (and the pull of both images) is set-up, not measured.
@@ -208,9 +222,9 @@ function report(runs: readonly DriverRun[], seed: SeedResult | undefined, deploy
       },
       {
         figure: `${run.driver}: rollback switch time (retained colour, running)`,
-        goal: "≤ 100 ms",
+        goal: `≤ ${SWITCH_GOAL_MS[run.driver]} ms`,
         measured: `${fmt(run.rollbackSwitchMs)} ms (first request on the old release ${fmt(run.rollbackFirstServedMs)} ms after the API call)`,
-        met: run.rollbackSwitchMs <= 100,
+        met: run.rollbackSwitchMs <= SWITCH_GOAL_MS[run.driver],
       },
     );
   }

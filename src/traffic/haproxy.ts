@@ -296,21 +296,26 @@ export class HaproxyRouter implements Router {
       const backend = backendName(current.name);
       const to = otherSlot(current.slot);
       const { address, port } = splitServer(server);
-      await this.command(
+      // One line, one round trip: the idle slot gets the new address and takes traffic, the
+      // live slot stops taking any, and HAProxy's answer ends with the state it is now in.
+      const switching = performance.now();
+      const answer = await this.command(
         [
           `set server ${backend}/${to} addr ${address} port ${port}`,
           `set server ${backend}/${to} state ready`,
           `set server ${backend}/${current.slot} state maint`,
+          `show servers state ${backend}`,
         ].join("; "),
       );
-      const confirmed = await this.confirm(backend, to, server);
+      const confirmed = confirm(parseServerStates(answer, backend), backend, to, server);
       if (!confirmed.ok) {
         await this.applyRecords([current]).catch(() => undefined);
         throw new Error(
           `haproxy did not take route '${wanted.name}' to ${wanted.upstream} (${confirmed.reason}); the previous upstream stays live`,
         );
       }
-      const switchMs = performance.now() - started;
+      // The switch itself: from the runtime command to HAProxy confirming it (the file is written after).
+      const switchMs = performance.now() - switching;
       const next: RouteRecord = {
         ...wanted,
         slot: to,
@@ -352,25 +357,6 @@ export class HaproxyRouter implements Router {
       );
     }
     return { previous, switchMs: performance.now() - started };
-  }
-
-  /** Checks that `slot` of `backend` runs on `server` and the backend's other slot is in maintenance. */
-  private async confirm(
-    backend: string,
-    slot: Slot,
-    server: string,
-  ): Promise<{ ok: true } | { ok: false; reason: string }> {
-    const states = await this.serverStates(backend);
-    const live = states.find((state) => state.name === slot);
-    const old = states.find((state) => state.name === otherSlot(slot));
-    if (!live || !old) return { ok: false, reason: `backend ${backend} has no servers ${slot} and ${otherSlot(slot)}` };
-    if (`${formatAddress(live.address)}:${live.port}` !== server) {
-      return { ok: false, reason: `server ${slot} is at ${live.address}:${live.port}` };
-    }
-    if (live.operational !== RUNNING) return { ok: false, reason: `server ${slot} is not running` };
-    if ((old.admin & FORCED_MAINT) === 0)
-      return { ok: false, reason: `server ${otherSlot(slot)} is not in maintenance` };
-    return { ok: true };
   }
 
   /** Sets the runtime state of each record's backend to what the record says. */
@@ -481,22 +467,6 @@ export class HaproxyRouter implements Router {
     const info = await this.command("show info");
     const pid = /^Pid: (\d+)$/m.exec(info)?.[1];
     return pid === undefined ? undefined : Number(pid);
-  }
-
-  private async serverStates(backend: string): Promise<ServerState[]> {
-    const text = await this.command(`show servers state ${backend}`);
-    return text
-      .split("\n")
-      .filter((line) => /^\d+ /.test(line))
-      .map((line) => line.split(" "))
-      .filter((fields) => fields[1] === backend)
-      .map((fields) => ({
-        name: fields[3] ?? "",
-        address: fields[4] ?? "",
-        operational: Number(fields[5]),
-        admin: Number(fields[6]),
-        port: Number(fields[18]),
-      }));
   }
 
   /** The current sessions (`show stat` scur) of the given servers, summed. */
@@ -642,6 +612,40 @@ export async function connectHaproxyRouter(
   await router.bringBack();
   router.supervise(log);
   return router;
+}
+
+/** The servers of `backend` in an answer holding `show servers state`. */
+function parseServerStates(text: string, backend: string): ServerState[] {
+  return text
+    .split("\n")
+    .filter((line) => /^\d+ /.test(line))
+    .map((line) => line.split(" "))
+    .filter((fields) => fields[1] === backend)
+    .map((fields) => ({
+      name: fields[3] ?? "",
+      address: fields[4] ?? "",
+      operational: Number(fields[5]),
+      admin: Number(fields[6]),
+      port: Number(fields[18]),
+    }));
+}
+
+/** Whether `slot` of `backend` runs on `server` and the backend's other slot is in maintenance. */
+function confirm(
+  states: readonly ServerState[],
+  backend: string,
+  slot: Slot,
+  server: string,
+): { ok: true } | { ok: false; reason: string } {
+  const live = states.find((state) => state.name === slot);
+  const old = states.find((state) => state.name === otherSlot(slot));
+  if (!live || !old) return { ok: false, reason: `backend ${backend} has no servers ${slot} and ${otherSlot(slot)}` };
+  if (`${formatAddress(live.address)}:${live.port}` !== server) {
+    return { ok: false, reason: `server ${slot} is at ${live.address}:${live.port}` };
+  }
+  if (live.operational !== RUNNING) return { ok: false, reason: `server ${slot} is not running` };
+  if ((old.admin & FORCED_MAINT) === 0) return { ok: false, reason: `server ${otherSlot(slot)} is not in maintenance` };
+  return { ok: true };
 }
 
 interface RenderSettings {
