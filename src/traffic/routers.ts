@@ -9,6 +9,7 @@ import type { EmbeddedProxyOptions } from "./builtin.js";
 import type { HaproxyRouterOptions } from "./haproxy.js";
 import { builtinRouterOnHost, type HostRouter } from "./hostRouter.js";
 import type { NginxRouterOptions } from "./nginx.js";
+import { haproxyRouterOnHost } from "./remoteHaproxy.js";
 import { nginxRouterOnHost } from "./remoteNginx.js";
 import type { Router } from "./router.js";
 
@@ -92,8 +93,8 @@ const drivers: { [D in DriverName]: RouterDriver<D> } = {
       }
     },
   },
-  // Ferry's own HAProxy, driven through its runtime API (ADR 0048). Only on the server's
-  // host for now: no onHost, so a remote target asking for it is refused by name.
+  // Ferry's own HAProxy, driven through its runtime API (ADR 0048); on a remote host through
+  // `ferry haproxy-router` run there.
   haproxy: {
     fromEnvironment: (env, dataDir) => ({
       driver: "haproxy",
@@ -105,6 +106,7 @@ const drivers: { [D in DriverName]: RouterDriver<D> } = {
     }),
     connect: async (settings, log) => (await import("./haproxy.js")).connectHaproxyRouter(settings.haproxy, log),
     hasRoutes: (settings) => haproxyHasRoutes(settings.haproxy.stateDir),
+    onHost: haproxyRouterOnHost,
     listen: (settings) => settings.haproxy.listen,
   },
 };
