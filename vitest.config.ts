@@ -12,6 +12,8 @@ const alone = [
   "test/blueGreen.crash.e2e.test.ts",
   "test/blueGreen.test.ts",
   "test/dataPlane.e2e.test.ts",
+  "test/haproxy.test.ts",
+  "test/haproxyRemote.e2e.test.ts",
   "test/nginx.test.ts",
   "test/operationsSteps.e2e.test.ts",
   "test/processBlueGreen.crash.e2e.test.ts",
