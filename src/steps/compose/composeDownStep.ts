@@ -1,6 +1,6 @@
-import { ROUTE_LABEL } from "../../runtimes/colours.js";
+import { COMPOSE_PROJECT_LABEL, ROUTE_LABEL } from "../../runtimes/colours.js";
 import type { StepKind, StepRunContext } from "../types.js";
-import { COMPOSE_PROJECT_LABEL, composeProjectName } from "./composeStep.js";
+import { composeProjectName } from "./composeStep.js";
 import { type ComposeDownConfig, composeDownConfigSchema } from "./config.js";
 
 /**

@@ -509,3 +509,28 @@ function toMilliseconds(value: string): number | undefined {
     total += Number(match[1]) * (units[match[2] ?? "s"] ?? 0);
   return Math.round(total);
 }
+
+/**
+ * The bind-mount sources of a Compose file (a volume entry that is an absolute path, or a
+ * template that a variable could make one): saving a process with any needs the administer
+ * permission everywhere (ADR 0020), as a container step's.
+ */
+export function composeHostPaths(config: { compose?: unknown }): string[] {
+  let document: unknown;
+  try {
+    document = typeof config.compose === "string" ? parseComposeText(config.compose) : config.compose;
+  } catch {
+    return [];
+  }
+  const services = (document as { services?: Record<string, { volumes?: unknown[] }> } | undefined)?.services;
+  if (!services || typeof services !== "object") return [];
+  return Object.values(services).flatMap((service) =>
+    (Array.isArray(service?.volumes) ? service.volumes : []).flatMap((entry) => {
+      const source =
+        typeof entry === "object" && entry !== null
+          ? String((entry as { source?: unknown }).source ?? "")
+          : (String(entry).split(":")[0] ?? "");
+      return source.startsWith("/") || source.includes("#{") ? [source] : [];
+    }),
+  );
+}

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { TaskFailure } from "../../engine/types.js";
+import { COMPOSE_PROJECT_LABEL, COMPOSE_SERVICE_LABEL } from "../../runtimes/colours.js";
 import type { ContainerSpec, DockerRuntime } from "../../runtimes/docker.js";
 import {
   dockerColours,
@@ -23,9 +24,6 @@ import {
 } from "./composeFile.js";
 import { type ComposeConfig, composeConfigSchema, composeDocument } from "./config.js";
 
-/** Labels of what the compose step creates, besides ferry.project/env/release/task. */
-export const COMPOSE_PROJECT_LABEL = "ferry.compose.project";
-export const COMPOSE_SERVICE_LABEL = "ferry.compose.service";
 /** The hash of a service's definition as deployed: it is recreated only when this changes. */
 const COMPOSE_HASH_LABEL = "ferry.compose.hash";
 
