@@ -123,7 +123,10 @@ export async function buildPostgresImage(): Promise<string> {
     await place("/bin/busybox");
     for (const applet of ["sh", "cat", "echo", "mkdir", "sleep"]) await symlink("busybox", join(root, "bin", applet));
     await mkdir(join(root, "etc"), { recursive: true });
-    await writeFile(join(root, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\npostgres:x:999:999::/var/lib/postgresql:/bin/sh\n");
+    await writeFile(
+      join(root, "etc", "passwd"),
+      "root:x:0:0:root:/root:/bin/sh\npostgres:x:999:999::/var/lib/postgresql:/bin/sh\n",
+    );
     await writeFile(join(root, "etc", "group"), "root:x:0:\npostgres:x:999:\n");
     await mkdir(join(root, "tmp"), { recursive: true });
     await chmod(join(root, "tmp"), 0o1777);
