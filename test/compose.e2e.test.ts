@@ -49,11 +49,7 @@ describe("compose step: a web app, a worker and PostgreSQL with a volume (real D
   const referenceProject = `ferryref${suffix}`;
 
   /** The Compose file: templates in quoted values; the app's image written without a tag (the release pins it). */
-  const composeFile = (
-    appImage: string,
-    greeting = '"#{Greeting}"',
-    host = '"#{Ferry.Environment.Slug}.PROJECT.test"',
-  ) =>
+  const composeFile = (appImage: string, greeting = "#{Greeting}", host = "#{Ferry.Environment.Slug}.PROJECT.test") =>
     `
 services:
   db:
@@ -68,19 +64,19 @@ services:
   web:
     image: ${appImage}
     environment:
-      GREETING: ${greeting}
+      GREETING: "${greeting}"
     depends_on:
       db: { condition: service_healthy }
     deploy: { resources: { limits: { cpus: "0.5", memory: 128m } } }
     x-ferry:
-      route: { host: ${host.replace("PROJECT", projectName)}, port: 8080 }
+      route: { host: "${host.replace("PROJECT", projectName)}", port: 8080 }
       blueGreen:
         healthCheck: { path: /health, intervalMs: 200, timeoutMs: 1000, deadlineSeconds: 30 }
         drainSeconds: 5
   worker:
     image: ${appImage}
     command: ["${nodeInImage()}", "/app/worker.js"]
-    environment: [GREETING=${greeting.replaceAll('"', "")}]
+    environment: ["GREETING=${greeting}"]
     depends_on:
       db: { condition: service_healthy }
     restart: unless-stopped
@@ -294,7 +290,7 @@ volumes:
     // The file as prod's deployment rendered it, the app pinned as the release pinned it.
     await writeFile(
       join(composeDirectory, "docker-compose.yml"),
-      composeFile(v1.reference, '"welcome to prod"', '"prod.PROJECT.test"'),
+      composeFile(v1.reference, "welcome to prod", "prod.PROJECT.test"),
     );
     await execFileAsync("docker-compose", ["-p", referenceProject, "up", "-d"], {
       cwd: composeDirectory,
