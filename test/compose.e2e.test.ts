@@ -286,6 +286,39 @@ volumes:
     expect(await request("prod")).toBe("greeting welcome to prod version 1.0.0");
   }, 300_000);
 
+  it("a release whose routed service never becomes healthy leaves the live colour serving and the database untouched", async () => {
+    const registryHost = new URL(registry.url).host;
+    const [dbBefore] = await serviceContainer("dev", "db");
+    const broken = composeFile(`${registryHost}/compose/app`)
+      .replace("path: /health", "path: /no-such-page")
+      .replace("deadlineSeconds: 30", "deadlineSeconds: 3");
+    const saved = await test.call("PUT", `/api/v1/projects/${projectSlug}/process`, {
+      images: [{ name: "app", feed: "local", repository: "compose/app" }],
+      steps: [{ name: "app", kind: "compose", config: { compose: broken } }],
+    });
+    expect(saved.status, JSON.stringify(saved.body)).toBe(200);
+    const load = startLoad({ port: proxy.port, host: hostOf("dev"), connections: 4 });
+    let deployment: Awaited<ReturnType<typeof finished>>;
+    let result: Awaited<ReturnType<typeof load.stop>>;
+    try {
+      deployment = await finished((await createRelease("1.0.2", "1.0.0")) ?? "");
+    } finally {
+      result = await load.stop();
+    }
+    expect(deployment.state).toBe("failed");
+    expect(deployment.log).toContain("did not answer HTTP 200 on /no-such-page");
+    expect(deployment.log).toContain("keeps serving");
+    expect(result.failures, result.failures.slice(0, 5).join("\n")).toEqual([]);
+    expect(await request("dev")).toBe("greeting hello from dev version 1.0.1");
+    const [dbAfter] = await serviceContainer("dev", "db");
+    expect(dbAfter?.id).toBe(dbBefore?.id);
+    // Only the live colour and the retained one of the routed service: the failed one was removed.
+    const webColours = (await docker.listByLabel("ferry.compose.project", `${projectSlug}-dev`)).filter(
+      (container) => container.labels["ferry.compose.service"] === "web",
+    );
+    expect(webColours.map((colour) => colour.labels["ferry.release"]).sort()).toEqual(["1.0.0", "1.0.1"]);
+  }, 300_000);
+
   it("gives the same services, networks, environment and mounts as docker-compose with the same file", async () => {
     // The file as prod's deployment rendered it, the app pinned as the release pinned it.
     await writeFile(
@@ -311,7 +344,8 @@ volumes:
       healthcheck: container.Config.Healthcheck ?? null,
       cpus: container.HostConfig.NanoCpus,
       memory: container.HostConfig.Memory,
-      restart: container.HostConfig.RestartPolicy.Name,
+      // docker-compose leaves the policy's name empty for "no restart", Ferry writes "no": the engine treats both alike.
+      restart: container.HostConfig.RestartPolicy.Name || "no",
       mounts: container.Mounts.map((mount) => ({
         type: mount.Type,
         // Volume names carry the project name, which differs: the part after it must not.
