@@ -70,16 +70,16 @@ const ferryExtensionSchema = z.strictObject({
   }),
   blueGreen: blueGreenOptionsSchema.optional(),
 });
-export type FerryExtension = z.infer<typeof ferryExtensionSchema>;
+type FerryExtension = z.infer<typeof ferryExtensionSchema>;
 
-export interface ComposePort {
+interface ComposePort {
   container: number;
   host?: number;
   hostIp: string;
   protocol: "tcp" | "udp";
 }
 
-export interface ComposeMount {
+interface ComposeMount {
   /** A named volume of the file (the key under `volumes:`) or an absolute host path. */
   source: string;
   kind: "volume" | "bind";
@@ -87,7 +87,7 @@ export interface ComposeMount {
   readOnly: boolean;
 }
 
-export interface ComposeHealthcheck {
+interface ComposeHealthcheck {
   /** The engine's form: ["CMD", …], ["CMD-SHELL", "…"] or ["NONE"]. */
   test: string[];
   intervalMs?: number;
@@ -96,7 +96,7 @@ export interface ComposeHealthcheck {
   startPeriodMs?: number;
 }
 
-export type DependencyCondition = "service_started" | "service_healthy" | "service_completed_successfully";
+type DependencyCondition = "service_started" | "service_healthy" | "service_completed_successfully";
 
 export interface ComposeService {
   name: string;
