@@ -290,7 +290,8 @@ volumes:
     const registryHost = new URL(registry.url).host;
     const [dbBefore] = await serviceContainer("dev", "db");
     const broken = composeFile(`${registryHost}/compose/app`)
-      .replace("path: /health", "path: /no-such-page")
+      // The app answers 200 on /health: a check that wants 204 never passes.
+      .replace("path: /health", "path: /health, expectedStatus: 204")
       .replace("deadlineSeconds: 30", "deadlineSeconds: 3");
     const saved = await test.call("PUT", `/api/v1/projects/${projectSlug}/process`, {
       images: [{ name: "app", feed: "local", repository: "compose/app" }],
@@ -305,8 +306,8 @@ volumes:
     } finally {
       result = await load.stop();
     }
-    expect(deployment.state).toBe("failed");
-    expect(deployment.log).toContain("did not answer HTTP 200 on /no-such-page");
+    expect(deployment.state, deployment.log).toBe("failed");
+    expect(deployment.log).toContain("did not answer HTTP 204 on /health");
     expect(deployment.log).toContain("keeps serving");
     expect(result.failures, result.failures.slice(0, 5).join("\n")).toEqual([]);
     expect(await request("dev")).toBe("greeting hello from dev version 1.0.1");
