@@ -320,6 +320,30 @@ volumes:
     expect(webColours.map((colour) => colour.labels["ferry.release"]).sort()).toEqual(["1.0.0", "1.0.1"]);
   }, 300_000);
 
+  it("rolls dev back: the routed service re-switches to its retained colour under load, the database is kept", async () => {
+    const [dbBefore] = await serviceContainer("dev", "db");
+    const load = startLoad({ port: proxy.port, host: hostOf("dev"), connections: 16 });
+    let back: Awaited<ReturnType<typeof finished>>;
+    let result: Awaited<ReturnType<typeof load.stop>>;
+    try {
+      const rolled = await test.call<{ taskId: string }>("POST", `/api/v1/projects/${projectSlug}/rollbacks`, {
+        environment: "dev",
+      });
+      expect(rolled.status, JSON.stringify(rolled.body)).toBe(201);
+      back = await finished(rolled.body.taskId);
+    } finally {
+      result = await load.stop();
+    }
+    expect(back.state, back.log).toBe("succeeded");
+    expect(result.failures, result.failures.slice(0, 5).join("\n")).toEqual([]);
+    expect(back.log).toMatch(/colour \S+-web-\S+ of release 1\.0\.0 is retained: starting it \(no pull\)/);
+    expect(await request("dev")).toBe("greeting hello from dev version 1.0.0");
+    const [dbAfter] = await serviceContainer("dev", "db");
+    expect(dbAfter?.id).toBe(dbBefore?.id);
+    const [worker] = await serviceContainer("dev", "worker");
+    expect((await inspect(worker?.id ?? "")).Config.Image).toBe(v1.reference);
+  }, 300_000);
+
   it("gives the same services, networks, environment and mounts as docker-compose with the same file", async () => {
     // The file as prod's deployment rendered it, the app pinned as the release pinned it.
     await writeFile(

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { ComposeFileError, loadComposeApplication, parseComposeText } from "./composeFile.js";
+import { ComposeFileError, composeHostPaths, loadComposeApplication, parseComposeText } from "./composeFile.js";
+import { composeStep } from "./composeStep.js";
 import { composeConfigSchema } from "./config.js";
 
 const issuesOf = (document: unknown) => {
@@ -89,5 +90,34 @@ volumes:
     const result = composeConfigSchema.safeParse({ compose: "services:\n  web:\n    image: a\n    links: [db]\n" });
     expect(result.success).toBe(false);
     expect(result.error?.issues[0]?.path).toEqual(["compose", "services", "web", "links"]);
+  });
+
+  it("plans one line per service, in dependency order, saying which are blue/green", () => {
+    const config = composeConfigSchema.parse({
+      compose: {
+        services: {
+          web: {
+            image: "#{Registry}/shop/web",
+            depends_on: ["db"],
+            "x-ferry": { route: { host: "#{Env}.shop.test", port: 8080 }, blueGreen: { drainSeconds: 5 } },
+          },
+          db: { image: "postgres:15" },
+        },
+      },
+    });
+    const render = (template: string) => template.replace("#{Registry}", "registry.test").replace("#{Env}", "dev");
+    expect(composeStep.plan(config, render).map((line) => line.description)).toEqual([
+      "service db: recreate from postgres:15 only if its definition changed",
+      "service web: blue/green from registry.test/shop/web, wait for / to answer HTTP 200, switch dev.shop.test/ to it, drain the old colour (5 s), retain 3",
+    ]);
+  });
+
+  it("lists bind mounts (and templates that could become one) for the administer check", () => {
+    expect(
+      composeHostPaths({
+        compose:
+          "services:\n  a:\n    image: a\n    volumes: [data:/d, /etc:/host-etc:ro, '#{Dir}:/x', {type: bind, source: /srv, target: /s}]\nvolumes: { data: {} }\n",
+      }),
+    ).toEqual(["/etc", "#{Dir}", "/srv"]);
   });
 });
