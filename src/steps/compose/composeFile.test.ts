@@ -84,6 +84,13 @@ volumes:
         services: { web: { image: "a", ports: ["8081:8080"], "x-ferry": { route: { host: "h", port: 8080 } } } },
       }).join(),
     ).toContain("cannot share a host port");
+    expect(
+      issuesOf({
+        services: {
+          web: { image: "a", "x-ferry": { route: { host: "h", port: 8080 }, blueGreen: { switch: "allAtOnce" } } },
+        },
+      }).join(),
+    ).toContain("/services/web/x-ferry/blueGreen/switch: a compose step switches its routed services target by target");
   });
 
   it("reports the step's problems at the field, when the process is saved", () => {

@@ -297,6 +297,13 @@ function loadService(
         issues.push({ pointer: `${at}/x-ferry/${issue.path.join("/")}`, detail: issue.message });
       }
     }
+    if (ferry?.blueGreen?.switch === "allAtOnce") {
+      issues.push({
+        pointer: `${at}/x-ferry/blueGreen/switch`,
+        detail:
+          "a compose step switches its routed services target by target; leave switch out (allAtOnce is for container and process steps)",
+      });
+    }
     if (ferry && ports.some((port) => port.host !== undefined)) {
       issues.push({
         pointer: `${at}/ports`,
