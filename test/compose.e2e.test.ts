@@ -286,6 +286,30 @@ volumes:
     expect(await request("prod")).toBe("greeting welcome to prod version 1.0.0");
   }, 300_000);
 
+  it("rolls dev back: the routed service re-switches to its retained colour under load, the database is kept", async () => {
+    const [dbBefore] = await serviceContainer("dev", "db");
+    const load = startLoad({ port: proxy.port, host: hostOf("dev"), connections: 16 });
+    let back: Awaited<ReturnType<typeof finished>>;
+    let result: Awaited<ReturnType<typeof load.stop>>;
+    try {
+      const rolled = await test.call<{ taskId: string }>("POST", `/api/v1/projects/${projectSlug}/rollbacks`, {
+        environment: "dev",
+      });
+      expect(rolled.status, JSON.stringify(rolled.body)).toBe(201);
+      back = await finished(rolled.body.taskId);
+    } finally {
+      result = await load.stop();
+    }
+    expect(back.state, back.log).toBe("succeeded");
+    expect(result.failures, result.failures.slice(0, 5).join("\n")).toEqual([]);
+    expect(back.log).toMatch(/colour \S+-web-\S+ of release 1\.0\.0 is retained: starting it \(no pull\)/);
+    expect(await request("dev")).toBe("greeting hello from dev version 1.0.0");
+    const [dbAfter] = await serviceContainer("dev", "db");
+    expect(dbAfter?.id).toBe(dbBefore?.id);
+    const [worker] = await serviceContainer("dev", "worker");
+    expect((await inspect(worker?.id ?? "")).Config.Image).toBe(v1.reference);
+  }, 300_000);
+
   it("a release whose routed service never becomes healthy leaves the live colour serving and the database untouched", async () => {
     const registryHost = new URL(registry.url).host;
     const [dbBefore] = await serviceContainer("dev", "db");
@@ -310,38 +334,14 @@ volumes:
     expect(deployment.log).toContain("did not answer HTTP 204 on /health");
     expect(deployment.log).toContain("keeps serving");
     expect(result.failures, result.failures.slice(0, 5).join("\n")).toEqual([]);
-    expect(await request("dev")).toBe("greeting hello from dev version 1.0.1");
+    expect(await request("dev")).toBe("greeting hello from dev version 1.0.0");
     const [dbAfter] = await serviceContainer("dev", "db");
     expect(dbAfter?.id).toBe(dbBefore?.id);
-    // Only the live colour and the retained one of the routed service: the failed one was removed.
+    // Only the live colour (1.0.0, rolled back to) and the retained one (1.0.1): the failed one was removed.
     const webColours = (await docker.listByLabel("ferry.compose.project", `${projectSlug}-dev`)).filter(
       (container) => container.labels["ferry.compose.service"] === "web",
     );
     expect(webColours.map((colour) => colour.labels["ferry.release"]).sort()).toEqual(["1.0.0", "1.0.1"]);
-  }, 300_000);
-
-  it("rolls dev back: the routed service re-switches to its retained colour under load, the database is kept", async () => {
-    const [dbBefore] = await serviceContainer("dev", "db");
-    const load = startLoad({ port: proxy.port, host: hostOf("dev"), connections: 16 });
-    let back: Awaited<ReturnType<typeof finished>>;
-    let result: Awaited<ReturnType<typeof load.stop>>;
-    try {
-      const rolled = await test.call<{ taskId: string }>("POST", `/api/v1/projects/${projectSlug}/rollbacks`, {
-        environment: "dev",
-      });
-      expect(rolled.status, JSON.stringify(rolled.body)).toBe(201);
-      back = await finished(rolled.body.taskId);
-    } finally {
-      result = await load.stop();
-    }
-    expect(back.state, back.log).toBe("succeeded");
-    expect(result.failures, result.failures.slice(0, 5).join("\n")).toEqual([]);
-    expect(back.log).toMatch(/colour \S+-web-\S+ of release 1\.0\.0 is retained: starting it \(no pull\)/);
-    expect(await request("dev")).toBe("greeting hello from dev version 1.0.0");
-    const [dbAfter] = await serviceContainer("dev", "db");
-    expect(dbAfter?.id).toBe(dbBefore?.id);
-    const [worker] = await serviceContainer("dev", "worker");
-    expect((await inspect(worker?.id ?? "")).Config.Image).toBe(v1.reference);
   }, 300_000);
 
   it("gives the same services, networks, environment and mounts as docker-compose with the same file", async () => {
