@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { buildNodeAppImage, type DemoImage, removeImages } from "../test/helpers/images.js";
+import { startLoad } from "../test/helpers/load.js";
 import { startRegistry } from "../test/helpers/registry.js";
 import { HOST, numberFlag, onPath, startBlueGreenBench } from "./blueGreenBench.js";
 import type { BenchmarkResult } from "./run.js";
@@ -10,6 +11,12 @@ import type { BenchmarkResult } from "./run.js";
 const ROOT = join(import.meta.dirname ?? ".", "..", "..");
 const SEED_SCRIPT = join(ROOT, "..", "shared", "bench", "seed-bluegreen.sh");
 const STEADY_SECONDS = 5;
+/**
+ * Connections of a Node.js client that times every request of its own beside wrk (whose
+ * latency record is corrected for coordinated omission, so it cannot count real requests
+ * over 1 s): issue 17's tail latency during deploys.
+ */
+const TIMED_CONNECTIONS = 4;
 /** The two images deployed in turn; release i runs image i % 2. */
 const VERSIONS = ["1.0.0", "2.0.0"] as const;
 
@@ -21,12 +28,22 @@ interface DriverRun {
   failed: number;
   steady: WrkResult;
   during: WrkResult;
+  /** The timed client's figures in the steady phase and during the deploys. */
+  timedSteady: TimedSample;
+  timedDuring: TimedSample;
   meanDeploySeconds: number;
   deploySeconds: number[];
   /** Switch time of a rollback to a retained, running colour (from the task's own log). */
   rollbackSwitchMs: number;
   /** From the rollback request to the first request served by the previous release. */
   rollbackFirstServedMs: number;
+}
+
+interface TimedSample {
+  requests: number;
+  failed: number;
+  over1s: number;
+  slowestMs: number;
 }
 
 interface WrkResult {
@@ -80,7 +97,11 @@ async function runDriver(driver: "builtin" | "nginx", deploys: number, images: D
     await bench.deploy("0.0.1", images[1] as DemoImage);
     await bench.deploy("0.0.2", images[0] as DemoImage);
 
+    const timed = () => startLoad({ port: bench.trafficPort, host: HOST, connections: TIMED_CONNECTIONS });
+    const steadyTimed = timed();
     const steady = await runWrk(bench.trafficPort, STEADY_SECONDS);
+    const timedSteady = sample(await steadyTimed.stop());
+    const duringTimed = timed();
     const wrk = startWrk(bench.trafficPort, 3600);
     const deploySeconds: number[] = [];
     for (let index = 1; index <= deploys; index++) {
@@ -91,13 +112,16 @@ async function runDriver(driver: "builtin" | "nginx", deploys: number, images: D
     // The rollback: back to the previous release, whose colour is retained and running.
     const rollback = await bench.rollback(`version ${VERSIONS[(deploys - 1) % 2]}`);
     const during = await wrk.stop();
+    const timedDuring = sample(await duringTimed.stop());
     return {
       driver,
       deploys,
-      requests: during.requests,
-      failed: during.failed,
+      requests: during.requests + timedDuring.requests,
+      failed: during.failed + timedDuring.failed,
       steady,
       during,
+      timedSteady,
+      timedDuring,
       deploySeconds,
       meanDeploySeconds: deploySeconds.reduce((sum, value) => sum + value, 0) / deploySeconds.length,
       rollbackSwitchMs: rollback.switchMs,
@@ -106,6 +130,15 @@ async function runDriver(driver: "builtin" | "nginx", deploys: number, images: D
   } finally {
     await bench.stop();
   }
+}
+
+function sample(result: Awaited<ReturnType<ReturnType<typeof startLoad>["stop"]>>): TimedSample {
+  return {
+    requests: result.requests,
+    failed: result.failures.length,
+    over1s: result.over1s,
+    slowestMs: result.slowestMs,
+  };
 }
 
 function startWrk(port: number, seconds: number): { stop(): Promise<WrkResult> } {
@@ -189,7 +222,7 @@ function report(runs: readonly DriverRun[], seed: SeedResult | undefined, deploy
       {
         figure: `${run.driver}: failed requests during ${run.deploys} deploys + rollback (of ${run.requests})`,
         goal: "0",
-        measured: `${run.failed} (${run.during.breakdown}); steady phase: ${run.steady.failed}`,
+        measured: `${run.failed} (wrk: ${run.during.breakdown}; timed client: ${run.timedDuring.failed}); steady phase: ${run.steady.failed + run.timedSteady.failed}`,
         baseline,
         met: run.failed === 0,
       },
@@ -198,6 +231,13 @@ function report(runs: readonly DriverRun[], seed: SeedResult | undefined, deploy
         goal: "-",
         measured: `${fmt(run.steady.p50Ms)} / ${fmt(run.steady.p99Ms)} ms vs ${fmt(run.during.p50Ms)} / ${fmt(run.during.p99Ms)} ms`,
         met: undefined,
+      },
+      {
+        figure: `${run.driver}: requests over 1 s during deploys (${TIMED_CONNECTIONS} timed connections beside wrk's 16)`,
+        goal: "0",
+        measured: `${run.timedDuring.over1s} of ${run.timedDuring.requests}, slowest ${fmt(run.timedDuring.slowestMs)} ms; steady phase: ${run.timedSteady.over1s} of ${run.timedSteady.requests}, slowest ${fmt(run.timedSteady.slowestMs)} ms`,
+        baseline: `p99 steady ${fmt(run.steady.p99Ms)} ms, during deploys ${fmt(run.during.p99Ms)} ms (wrk)`,
+        met: run.timedDuring.over1s === 0,
       },
       {
         figure: `${run.driver}: mean deploy time (API call → task succeeded)`,
@@ -216,7 +256,7 @@ function report(runs: readonly DriverRun[], seed: SeedResult | undefined, deploy
   }
   const lines = runs.map(
     (run) =>
-      `zero-downtime driver=${run.driver} deploys=${run.deploys} requests=${run.requests} failed=${run.failed} p99_ms=${fmt(run.during.p99Ms)} deploy_s=${run.meanDeploySeconds.toFixed(2)} rollback_ms=${fmt(run.rollbackSwitchMs)}`,
+      `zero-downtime driver=${run.driver} deploys=${run.deploys} requests=${run.requests} failed=${run.failed} over_1s=${run.timedDuring.over1s} slowest_ms=${fmt(run.timedDuring.slowestMs)} p99_ms=${fmt(run.during.p99Ms)} steady_p99_ms=${fmt(run.steady.p99Ms)} deploy_s=${run.meanDeploySeconds.toFixed(2)} rollback_ms=${fmt(run.rollbackSwitchMs)}`,
   );
   if (seed) {
     lines.push(
