@@ -11,6 +11,7 @@ const alone = [
   "test/agentBlueGreen.e2e.test.ts",
   "test/blueGreen.crash.e2e.test.ts",
   "test/blueGreen.test.ts",
+  "test/compose.e2e.test.ts",
   "test/dataPlane.e2e.test.ts",
   "test/haproxy.test.ts",
   "test/haproxyRemote.e2e.test.ts",
