@@ -131,6 +131,32 @@ describe("ferry run with script steps", () => {
     expect(await readdir(tmp)).toEqual([]);
   }, 120_000);
 
+  it("cancels a deployment that waits for an approval nobody can give, and says so", async () => {
+    const { home, tmp, env } = await runEnvironment();
+    const approvalFile = join(home, "approval.yml");
+    await writeFile(
+      approvalFile,
+      `
+project: { name: run-approval }
+environments: [dev]
+lifecycle: { name: run-approval, phases: [{ environments: [dev] }] }
+steps:
+  - name: Sign-off
+    kind: approval
+    config: { instructions: "someone must look first" }
+  - name: After
+    kind: script
+    config: { script: echo "should not run" }
+`,
+    );
+    const result = await runFerry(["run", "-f", approvalFile, "--env", "dev"], env, { timeoutMs: 120_000 });
+    expect(result.code, result.stderr).toBe(1);
+    expect(result.stdout).toContain("waits for a person (an approval or a decision), which a local run cannot take");
+    expect(result.stdout).not.toContain("should not run");
+    expect(result.stderr).toContain("ferry: the deployment ended cancelled");
+    expect(await readdir(tmp)).toEqual([]);
+  }, 120_000);
+
   it("refuses wrong flags and files with exit 2, naming the flag or the field, before anything runs", async () => {
     const { tmp, env } = await runEnvironment({ RUN_TOKEN: SECRET });
     const cases: [string[], string][] = [
