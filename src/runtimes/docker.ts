@@ -499,7 +499,11 @@ export class DockerRuntime implements Runtime {
    * containers reach each other by name, and nothing else joins it). Fails when one of that
    * name exists.
    */
-  async createNetwork(name: string, labels: Readonly<Record<string, string>>, options: CallOptions = {}): Promise<void> {
+  async createNetwork(
+    name: string,
+    labels: Readonly<Record<string, string>>,
+    options: CallOptions = {},
+  ): Promise<void> {
     if (!networkNamePattern.test(name)) throw new InputError(`'${name.slice(0, 200)}' is not a network name`);
     for (const [key, value] of Object.entries(labels)) checkLabel(key, value);
     await this.call(
@@ -523,7 +527,11 @@ export class DockerRuntime implements Runtime {
     await this.call(
       `creating volume ${name}`,
       async (signal) =>
-        (await this.client()).createVolume({ Name: name, Labels: { ...labels }, abortSignal: signal } as Docker.VolumeCreateOptions),
+        (await this.client()).createVolume({
+          Name: name,
+          Labels: { ...labels },
+          abortSignal: signal,
+        } as Docker.VolumeCreateOptions),
       options,
     );
   }
