@@ -152,7 +152,7 @@ describe("isolated test groups (real Docker engine and registry)", () => {
         ],
       },
     );
-    expect(response.status).toBe(422);
+    expect(response.status).toBe(400);
     const pointers = response.body.errors.map((error) => `${error.pointer}: ${error.detail}`).join("\n");
     expect(pointers).toContain("/steps/0/config/limits/memoryMb: memoryMb must be at least 6");
     expect(pointers).toContain("/steps/0/config/services/0/name: use up to 31 lowercase letters");
