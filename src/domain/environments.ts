@@ -37,6 +37,15 @@ export const environmentSchema = z.object({
 });
 export type Environment = z.infer<typeof environmentSchema>;
 
+/** Minutes after the last deployment (or creation) an ephemeral environment is torn down; null: only when deleted. */
+export const ttlMinutesSchema = z
+  .number({ message: "give ttlMinutes as a number of minutes, or null for no automatic tear-down" })
+  .int({ message: "give ttlMinutes as a whole number of minutes" })
+  .min(1, { message: "ttlMinutes must be at least 1" })
+  .max(525_600, { message: "ttlMinutes must be at most 525600 (a year)" })
+  .nullable()
+  .describe("Minutes after the last deployment (or creation) an ephemeral environment is torn down and deleted");
+
 const environmentFields = {
   name: nameSchema,
   slug: slugSchema,
@@ -48,13 +57,7 @@ const environmentFields = {
   ephemeral: z
     .boolean({ message: "write ephemeral as true or false" })
     .describe("A short-lived environment (e.g. per branch): deleting it tears down what is deployed there (ADR 0045)"),
-  ttlMinutes: z
-    .number({ message: "give ttlMinutes as a number of minutes, or null for no automatic tear-down" })
-    .int({ message: "give ttlMinutes as a whole number of minutes" })
-    .min(1, { message: "ttlMinutes must be at least 1" })
-    .max(525_600, { message: "ttlMinutes must be at most 525600 (a year)" })
-    .nullable()
-    .describe("Minutes after the last deployment (or creation) an ephemeral environment is torn down and deleted"),
+  ttlMinutes: ttlMinutesSchema,
 };
 
 /** A TTL only means something on an ephemeral environment: said on the field. */
