@@ -85,16 +85,8 @@ export const createEnvironmentSchema = z
     ephemeral: environmentFields.ephemeral.default(false),
     ttlMinutes: environmentFields.ttlMinutes.optional(),
   })
-  .superRefine((input, context) => {
-    ttlNeedsEphemeral(input, context);
-    if (input.ttlMinutes !== undefined && input.ttlMinutes !== null && !input.ephemeral) {
-      context.addIssue({
-        code: "custom",
-        path: ["ttlMinutes"],
-        message: "only an ephemeral environment has a ttlMinutes: add ephemeral: true",
-      });
-    }
-  });
+  .superRefine(ttlNeedsEphemeral);
+
 /** The policy may be left out by callers inside the server (the demo, tests): "fail" then. */
 export type CreateEnvironment = Omit<
   z.infer<typeof createEnvironmentSchema>,
