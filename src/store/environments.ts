@@ -204,7 +204,7 @@ export async function deleteEnvironment({ db }: StoreContext, reference: string)
 
 /**
  * An ephemeral environment belongs to its lifecycle phases and targets only while it lives
- * (ADR 0045): its memberships go with it. A phase it is the only environment of would be
+ * (ADR 0045): its memberships and deployment rows go with it. A phase it is the only environment of would be
  * left empty, and a variable scoped to it would apply everywhere once its scope is gone:
  * both refuse, saying what to change.
  */
@@ -232,6 +232,9 @@ async function detachEphemeralEnvironment(trx: Executor, environmentId: string, 
   }
   await trx.deleteFrom("lifecycle_phase_environments").where("environment_id", "=", environmentId).execute();
   await trx.deleteFrom("target_environments").where("environment_id", "=", environmentId).execute();
+  // Its deployment rows go too (they name the environment); their tasks and logs stay, and
+  // the audit log keeps who deployed what there.
+  await trx.deleteFrom("deployments").where("environment_id", "=", environmentId).execute();
 }
 
 /**
