@@ -77,7 +77,7 @@ export interface StepRunContext {
 }
 
 /** The resource limits every container of an isolated group gets. */
-export interface IsolationLimits {
+interface IsolationLimits {
   cpus: number;
   memoryMb: number;
   pids: number;

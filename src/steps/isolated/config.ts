@@ -16,7 +16,7 @@ const envSchema = z
   .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,254}$/, { message: ENV_NAME_HINT }), z.string().max(65_536))
   .default({});
 
-export const limitsSchema = z.strictObject({
+const limitsSchema = z.strictObject({
   /** CPUs (0.5 = half of one). */
   cpus: z
     .number()

@@ -10,7 +10,7 @@ import type { Isolation, StepKind, StepRunContext } from "../types.js";
 import { type IsolatedConfig, type IsolatedService, isolatedConfigSchema } from "./config.js";
 
 /** The label naming the isolated group a container, network or volume belongs to (its name prefix). */
-export const ISOLATED_LABEL = "ferry.isolated";
+const ISOLATED_LABEL = "ferry.isolated";
 
 /**
  * The isolated test group (ADR 0045): deploys the release's services under names and a
