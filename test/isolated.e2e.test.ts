@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -129,6 +129,7 @@ describe("isolated test groups (real Docker engine and registry)", () => {
 
   afterAll(async () => {
     await docker.removeByLabel("ferry.project", project).catch(() => {});
+    rmSync(go, { force: true });
     await test?.close();
     await registry?.stop();
     if (image) await removeImages([image.reference]);
