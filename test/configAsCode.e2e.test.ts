@@ -199,6 +199,17 @@ steps:
     kind: registry-retag
     environments: [every-prod]
     config: { image: "#{Ferry.Image[web]}", tags: ["#{Ferry.Release.Number}", latest] }
+  - name: Functional
+    kind: isolated
+    environments: [every-dev]
+    config:
+      limits: { cpus: 0.5, memoryMb: 128, pids: 64 }
+      services:
+        - { name: web, image: "#{Ferry.Image[web]}", port: 8080, healthCheck: { path: /health } }
+      steps:
+        - name: suite
+          kind: run-container
+          config: { image: "#{Ferry.Image[web]}", command: [/bin/true], env: { BASE_URL: "#{Ferry.Isolated.Service[web].InternalUrl}" } }
 runbooks:
   - name: Restart
     environments: [every-prod]

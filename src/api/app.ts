@@ -4,8 +4,9 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRepl
 import type { Access } from "../domain/access.js";
 import { CsrfError, RateLimitedError, UnauthenticatedError } from "../domain/errors.js";
 import type { ArtifactRetention } from "../engine/artifactRetention.js";
-import type { DeploymentServices } from "../engine/deployments.js";
+import { type DeploymentServices, processRunnerServices } from "../engine/deployments.js";
 import type { TaskEngine } from "../engine/engine.js";
+import { tearDownEnvironment } from "../engine/ephemeralEnvironments.js";
 import type { MasterKeyRotation } from "../engine/masterKeyRotation.js";
 import type { ServerMetrics } from "../observability/serverMetrics.js";
 import { isWellFormedApiKey } from "../security/apiKeys.js";
@@ -166,7 +167,15 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
 
   const routes: RouteSpec[] = [
     ...healthRoutes(options.store),
-    ...resourceRoutes(options.context, options.outbound),
+    ...resourceRoutes(
+      options.context,
+      options.outbound,
+      options.deployments &&
+        (
+          (services: DeploymentServices) => (reference: string) =>
+            tearDownEnvironment({ context: options.context, target: processRunnerServices(services).target }, reference)
+        )(options.deployments),
+    ),
     ...targetTrustRoutes(options.context),
     ...agentRoutes(options.context, options.agents),
     ...dashboardRoutes(options.context, options.engine),

@@ -424,6 +424,8 @@ async function applyEnvironments(run: Run, wanted: FerryFile["environments"]): P
         name: environment.name,
         description: environment.description,
         unavailableTargets: environment.unavailableTargets,
+        ephemeral: environment.ephemeral,
+        ttlMinutes: environment.ttlMinutes,
       });
       await createOrUpdate(run, "environment", environment.slug, { update: { path, body, current } });
       continue;
@@ -446,6 +448,8 @@ async function applyEnvironments(run: Run, wanted: FerryFile["environments"]): P
           slug: environment.slug,
           ...(environment.description !== undefined && { description: environment.description }),
           ...(environment.unavailableTargets !== undefined && { unavailableTargets: environment.unavailableTargets }),
+          ...(environment.ephemeral !== undefined && { ephemeral: environment.ephemeral }),
+          ...(environment.ttlMinutes !== undefined && { ttlMinutes: environment.ttlMinutes }),
           ...(position !== undefined && { position }),
         },
       },

@@ -70,6 +70,7 @@ export async function exportProject(client: ApiClient, projectReference: string)
         slug: environment.slug,
         ...(environment.description !== "" && { description: environment.description }),
         unavailableTargets: environment.unavailableTargets,
+        ...(environment.ephemeral && { ephemeral: true, ttlMinutes: environment.ttlMinutes }),
       })),
     lifecycle: {
       name: lifecycle.name,

@@ -1,7 +1,12 @@
 import { type Document, isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { descriptionSchema, nameSchema, slugify, slugSchema } from "../domain/common.js";
-import { createEnvironmentSchema, type UnavailableTargetPolicy } from "../domain/environments.js";
+import {
+  createEnvironmentSchema,
+  environmentSchema,
+  type UnavailableTargetPolicy,
+  ttlMinutesSchema as updateTtlSchema,
+} from "../domain/environments.js";
 import { type FieldIssue, InputError, toJsonPointer } from "../domain/errors.js";
 import { createFeedSchema } from "../domain/feeds.js";
 import { isRepositoryName, REPOSITORY_NAME_HINT } from "../domain/images.js";
@@ -92,15 +97,21 @@ const environmentFileSchema = z
       slug: undefined as string | undefined,
       description: undefined as string | undefined,
       unavailableTargets: undefined as UnavailableTargetPolicy | undefined,
+      ephemeral: undefined as boolean | undefined,
+      ttlMinutes: undefined as number | null | undefined,
     })),
     z.strictObject({
       name: nameSchema,
       slug: slugSchema.optional().describe("Derived from the name when left out"),
       description: descriptionSchema.optional(),
       unavailableTargets: createEnvironmentSchema.shape.unavailableTargets.unwrap().optional(),
+      ephemeral: environmentSchema.shape.ephemeral.optional(),
+      ttlMinutes: updateTtlSchema.optional(),
     }),
   ])
-  .describe("An environment's name (its slug is derived), or { name, slug, description, unavailableTargets }")
+  .describe(
+    "An environment's name (its slug is derived), or { name, slug, description, unavailableTargets, ephemeral, ttlMinutes }",
+  )
   .transform(withSlug);
 
 const lifecycleFileSchema = z

@@ -106,6 +106,16 @@ async function cleanUpHost(host: Target, taskId: string, log: TaskLog): Promise<
       const noun = coloursOf(runtime).noun;
       log.warn(`clean-up: removed ${noun}${noun.endsWith("s") ? "(es)" : "(s)"} ${removed.join(", ")}${where}`);
     }
+    // After the instances: a network or volume is removable only once nothing uses it. An
+    // isolated test group's network and volumes (ADR 0045) go here when the task could not
+    // remove them itself (the server was killed).
+    const resources = await runtime.removeResourcesByLabel?.("ferry.task", taskId).catch((error: unknown) => {
+      log.warn(
+        `clean-up: could not remove the task's ${runtime.kind} networks and volumes${where} (${error instanceof Error ? error.message : error})`,
+      );
+      return [] as string[];
+    });
+    if (resources && resources.length > 0) log.warn(`clean-up: removed ${resources.join(", ")}${where}`);
   }
 }
 

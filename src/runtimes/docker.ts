@@ -84,9 +84,13 @@ export interface ContainerSpec {
   cpus?: number;
   /** Memory limit in MiB, sent as Memory (bytes). */
   memoryMb?: number;
+  /** With memoryMb: no swap beyond it (MemorySwap = Memory), so going over the limit is an OOM kill, not a slow crawl. */
+  noSwap?: boolean;
+  /** Most processes (and threads) the container may have at once (PidsLimit): a fork bomb stops there. */
+  pidsLimit?: number;
   labels?: Readonly<Record<string, string>>;
   restartPolicy?: "no" | "always" | "unless-stopped" | "on-failure";
-  /** The command (argv), replacing the image's CMD. */
+  /** The command (argv), replacing the image's CMD: no shell unless the array names one. */
   command?: readonly string[];
   /** The entrypoint (argv), replacing the image's ENTRYPOINT. */
   entrypoint?: readonly string[];
@@ -135,6 +139,8 @@ export interface ContainerStatus {
   status: string;
   /** The engine's error for a container that could not run (e.g. executable not found). */
   error: string;
+  /** The kernel killed it for going beyond its memory limit. */
+  oomKilled: boolean;
   labels: Record<string, string>;
   /** "starting", "healthy", "unhealthy"; undefined when the container has no health check. */
   health?: string;
@@ -377,6 +383,7 @@ export class DockerRuntime implements Runtime {
         exitCode: info.State.ExitCode,
         status: info.State.Status,
         error: info.State.Error,
+        oomKilled: info.State.OOMKilled === true,
         labels: info.Config.Labels ?? {},
         ...(info.State.Health?.Status !== undefined && { health: info.State.Health.Status }),
       };
@@ -621,6 +628,123 @@ export class DockerRuntime implements Runtime {
       } catch (error) {
         // Removed by someone else in between: the goal is reached.
         if (!(error instanceof DockerError && error.statusCode === 404)) throw error;
+      }
+    }
+    return removed;
+  }
+
+  /**
+   * Creates a bridge network carrying `labels` (an isolated test group's own network: its
+   * containers reach each other by name, and nothing else joins it). Fails when one of that
+   * name exists.
+   */
+  async createNetwork(
+    name: string,
+    labels: Readonly<Record<string, string>>,
+    options: CallOptions = {},
+  ): Promise<void> {
+    if (!networkNamePattern.test(name)) throw new InputError(`'${name.slice(0, 200)}' is not a network name`);
+    for (const [key, value] of Object.entries(labels)) checkLabel(key, value);
+    await this.call(
+      `creating network ${name}`,
+      async (signal) =>
+        (await this.client()).createNetwork({
+          Name: name,
+          Driver: "bridge",
+          CheckDuplicate: true,
+          Labels: { ...labels },
+          abortSignal: signal,
+        } as Docker.NetworkCreateOptions),
+      options,
+    );
+  }
+
+  /** Creates a named volume carrying `labels`, so clean-up finds it by label and not by its name. */
+  async createVolume(name: string, labels: Readonly<Record<string, string>>, options: CallOptions = {}): Promise<void> {
+    if (!volumeNamePattern.test(name)) throw new InputError(`'${name.slice(0, 200)}' is not a volume name`);
+    for (const [key, value] of Object.entries(labels)) checkLabel(key, value);
+    await this.call(
+      `creating volume ${name}`,
+      async (signal) =>
+        (await this.client()).createVolume({
+          Name: name,
+          Labels: { ...labels },
+          abortSignal: signal,
+        } as Docker.VolumeCreateOptions),
+      options,
+    );
+  }
+
+  /**
+   * Waits until a container stops (at most `timeoutMs`), then says how it ended: its exit
+   * code and whether the kernel killed it for its memory limit. Undefined: still running at
+   * the deadline.
+   */
+  async waitForExit(
+    nameOrId: string,
+    timeoutMs: number,
+    options: { signal?: AbortSignal | undefined } = {},
+  ): Promise<{ exitCode: number; oomKilled: boolean } | undefined> {
+    checkContainerName(nameOrId);
+    const deadline = Date.now() + timeoutMs;
+    // Polling the state rather than holding a /wait request open: the deadline and a
+    // cancel end it at once, and no connection stays open to a remote engine meanwhile.
+    for (;;) {
+      const status = await this.inspectContainer(nameOrId, options);
+      if (!status) throw new DockerError(`container ${nameOrId} was removed while it ran`, 404);
+      if (!status.running && status.status !== "created") {
+        return { exitCode: status.exitCode, oomKilled: status.oomKilled };
+      }
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) return undefined;
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(resolve, Math.min(250, remaining));
+        options.signal?.addEventListener(
+          "abort",
+          () => {
+            clearTimeout(timer);
+            reject(options.signal?.reason);
+          },
+          { once: true },
+        );
+      });
+    }
+  }
+
+  /**
+   * Removes the networks and volumes labelled `label=value` (what containers leave beside
+   * them). A network a container still uses, or a volume one still mounts, is left (and not
+   * named): the containers are removed first by whoever calls this. Returns what was removed.
+   */
+  async removeResourcesByLabel(label: string, value: string, options: CallOptions = {}): Promise<string[]> {
+    checkLabel(label, value);
+    const engine = await this.client();
+    const filter = { label: [`${label}=${value}`] };
+    const removed: string[] = [];
+    const networks = await this.call(
+      `listing networks labelled ${label}=${value}`,
+      (signal) => engine.listNetworks({ filters: filter, abortSignal: signal } as Docker.NetworkListOptions),
+      options,
+    );
+    for (const network of networks) {
+      try {
+        await this.call(`removing network ${network.Name}`, () => engine.getNetwork(network.Id).remove(), options);
+        removed.push(`network ${network.Name}`);
+      } catch (error) {
+        if (!(error instanceof DockerError && (error.statusCode === 404 || error.statusCode === 403))) throw error;
+      }
+    }
+    const volumes = await this.call(
+      `listing volumes labelled ${label}=${value}`,
+      (signal) => engine.listVolumes({ filters: filter, abortSignal: signal } as Docker.VolumeListOptions),
+      options,
+    );
+    for (const volume of volumes.Volumes ?? []) {
+      try {
+        await this.call(`removing volume ${volume.Name}`, () => engine.getVolume(volume.Name).remove(), options);
+        removed.push(`volume ${volume.Name}`);
+      } catch (error) {
+        if (!(error instanceof DockerError && (error.statusCode === 404 || error.statusCode === 409))) throw error;
       }
     }
     return removed;
@@ -974,6 +1098,13 @@ function containerCreateOptions(spec: ContainerSpec): Docker.ContainerCreateOpti
   }
   const nanoseconds = (milliseconds: number | undefined) =>
     milliseconds === undefined ? undefined : Math.round(milliseconds * 1e6);
+  if (spec.pidsLimit !== undefined && !(Number.isInteger(spec.pidsLimit) && spec.pidsLimit >= 1)) {
+    throw new InputError("pidsLimit must be a whole number of at least 1");
+  }
+  const aliases = spec.networkAliases ?? [];
+  for (const alias of aliases) {
+    if (!containerNamePattern.test(alias)) throw new InputError(`'${alias.slice(0, 200)}' is not a network alias`);
+  }
   return {
     name: spec.name,
     Image: image,
@@ -994,15 +1125,15 @@ function containerCreateOptions(spec: ContainerSpec): Docker.ContainerCreateOpti
       },
     }),
     ...(firstNetwork !== undefined &&
-      spec.networkAliases !== undefined && {
-        NetworkingConfig: { EndpointsConfig: { [firstNetwork]: { Aliases: [...spec.networkAliases] } } },
-      }),
+      aliases.length > 0 && { NetworkingConfig: { EndpointsConfig: { [firstNetwork]: { Aliases: [...aliases] } } } }),
     HostConfig: {
       PortBindings: portBindings,
       Mounts: mounts,
       ...(spec.networks?.[0] !== undefined && { NetworkMode: spec.networks[0] }),
       ...(spec.cpus !== undefined && { NanoCpus: Math.round(spec.cpus * 1e9) }),
       ...(spec.memoryMb !== undefined && { Memory: spec.memoryMb * 1024 * 1024 }),
+      ...(spec.memoryMb !== undefined && spec.noSwap && { MemorySwap: spec.memoryMb * 1024 * 1024 }),
+      ...(spec.pidsLimit !== undefined && { PidsLimit: spec.pidsLimit }),
       RestartPolicy: { Name: spec.restartPolicy ?? "unless-stopped" },
     },
   };

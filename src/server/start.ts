@@ -6,6 +6,7 @@ import { ArtifactRetention } from "../engine/artifactRetention.js";
 import { ArtifactService, DEFAULT_ARTIFACT_MAX_BYTES } from "../engine/artifacts.js";
 import { type DeploymentServices, deploymentTaskKind } from "../engine/deployments.js";
 import { TaskEngine } from "../engine/engine.js";
+import { EphemeralEnvironmentSweeper } from "../engine/ephemeralEnvironments.js";
 import { FeedTriggerPoller } from "../engine/feedTriggers.js";
 import { MasterKeyRotation } from "../engine/masterKeyRotation.js";
 import { defaultRetentionSettings, RunbookRetention } from "../engine/runbookRetention.js";
@@ -73,6 +74,8 @@ export interface ServerOptions {
   targetHealth?: Partial<TargetHealthSettings> | undefined;
   /** How often feed triggers due for a poll are looked for (default 5 s; tests shorten it). */
   triggerTickMs?: number | undefined;
+  /** How often expired ephemeral environments are looked for (default 60 s; tests shorten it). */
+  ephemeralSweepMs?: number | undefined;
   /** FERRY_AGENT_TIMEOUT_SECONDS (ms here): an agent not heard from for this long is marked lost; default 45 s. */
   agentTimeoutMs?: number | undefined;
   /** FERRY_SCHEDULE_GRACE_SECONDS (ms here): a schedule's firing later than this is reported missed; default 60 s. */
@@ -109,6 +112,8 @@ export interface RunningServer {
   retention: RunbookRetention;
   /** Artifact retention: a sweep on demand, and what run retention calls before it deletes tasks. */
   artifactRetention: ArtifactRetention;
+  /** Tears down ephemeral environments past their TTL (ADR 0045); a sweep on demand. */
+  ephemeralEnvironments: EphemeralEnvironmentSweeper;
   url: string;
   /** Settles when the live colours of an earlier run run again (start-up reconciliation, in the background). */
   reconciled: Promise<void>;
@@ -286,6 +291,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const scheduledTriggers = new ScheduledTriggerRunner(deployments, logger);
   if (!embedded) scheduledTriggers.start();
   if (!embedded) artifactRetention.start();
+  const ephemeralEnvironments = new EphemeralEnvironmentSweeper(
+    { context, target: resolveTarget },
+    logger,
+    options.ephemeralSweepMs,
+  );
+  if (!embedded) ephemeralEnvironments.start();
   // Traffic from an earlier run comes back (the builtin proxy is started if it is not
   // running) without holding up readiness: the API answers while this runs.
   const reconciledHere =
@@ -332,6 +343,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     scheduler,
     retention,
     artifactRetention,
+    ephemeralEnvironments,
     reconciled,
     close: async () => {
       await reconciled;
@@ -341,6 +353,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       await triggerPoller.stop();
       await scheduledTriggers.stop();
       await artifactRetention.stop();
+      await ephemeralEnvironments.stop();
       await engine.stop();
       await observability.close();
       // Held polls end first, or closing would wait for each to run out.

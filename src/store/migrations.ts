@@ -1001,6 +1001,17 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0031_ephemeral_environments": {
+    async up(db: Kysely<unknown>) {
+      // An ephemeral environment (ADR 0045) is torn down and deleted ttl_minutes after its
+      // last deployment (or its creation); ttl_minutes null: only by `ferry env delete`.
+      await db.schema
+        .alterTable("environments")
+        .addColumn("ephemeral", "integer", (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema.alterTable("environments").addColumn("ttl_minutes", "integer").execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

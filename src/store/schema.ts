@@ -69,6 +69,10 @@ export interface EnvironmentRow extends Timestamps {
   position: number;
   /** "fail" | "skip" (UnavailableTargetPolicy). */
   unavailable_targets: string;
+  /** 1: ephemeral (ADR 0045): torn down by `ferry env delete` or after ttl_minutes. */
+  ephemeral: number;
+  /** Minutes after its last deployment (or creation) an ephemeral environment is torn down; null: never on its own. */
+  ttl_minutes: number | null;
 }
 
 export interface LifecycleRow extends Timestamps {
