@@ -210,6 +210,15 @@ steps:
         - name: suite
           kind: run-container
           config: { image: "#{Ferry.Image[web]}", command: [/bin/true], env: { BASE_URL: "#{Ferry.Isolated.Service[web].InternalUrl}" } }
+  - name: Shop app
+    kind: compose
+    environments: [every-dev]
+    config:
+      compose:
+        services:
+          cache:
+            image: "#{Ferry.Image[web]}"
+            environment: { MODE: "#{Ferry.Environment.Slug}" }
 runbooks:
   - name: Restart
     environments: [every-prod]
@@ -219,6 +228,9 @@ runbooks:
       - name: restart
         kind: script
         config: { script: echo restart }
+      - name: down
+        kind: compose-down
+        config: { stopTimeoutSeconds: 5 }
       - name: logs
         kind: collect-logs
         config: { since: 12h }
