@@ -42,7 +42,26 @@ export const drainBodySchema = z.strictObject({
   deadlineMs: z.number().int().min(0).max(3_600_000),
 });
 
+/** PUT /routes/:name/canary: a second upstream for `weight` per cent of the route's visitors (ADR 0049). */
+export const canaryBodySchema = z.strictObject({
+  upstream: upstreamSchema,
+  colour: colourSchema.optional(),
+  weight: z
+    .number({ message: "weight is a whole number of per cent, 0 to 100" })
+    .int("weight is a whole number of per cent, 0 to 100")
+    .min(0, "weight is a whole number of per cent, 0 to 100")
+    .max(100, "weight is a whole number of per cent, 0 to 100"),
+});
+
 export type RouteDefinition = z.input<typeof routeDefinitionSchema>;
+
+const routeCanarySchema = z.strictObject({
+  upstream: z.string(),
+  colour: z.string().nullable(),
+  weight: z.number(),
+});
+
+export type RouteCanary = z.infer<typeof routeCanarySchema>;
 
 const routeSchema = z.strictObject({
   name: routeNameSchema,
@@ -50,6 +69,8 @@ const routeSchema = z.strictObject({
   pathPrefix: z.string(),
   upstream: z.string(),
   colour: z.string().nullable(),
+  /** A canary beside the live upstream; absent (or null) when the route has none. */
+  canary: routeCanarySchema.nullable().optional(),
   updatedAt: z.string(),
 });
 
