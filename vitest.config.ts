@@ -11,6 +11,7 @@ const alone = [
   "test/agentBlueGreen.e2e.test.ts",
   "test/blueGreen.crash.e2e.test.ts",
   "test/blueGreen.test.ts",
+  "test/canary.test.ts",
   "test/dataPlane.e2e.test.ts",
   "test/nginx.test.ts",
   "test/operationsSteps.e2e.test.ts",
