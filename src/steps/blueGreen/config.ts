@@ -106,7 +106,8 @@ export const canarySchema = z
   .superRefine((canary, context) => {
     for (const [index, step] of canary.steps.entries()) {
       const before = canary.steps[index - 1];
-      if (before !== undefined && step.weight <= before.weight) {
+      // A weight out of range has its own issue already (zod runs this refinement anyway).
+      if (before !== undefined && before.weight <= 100 && step.weight <= before.weight) {
         context.addIssue({
           code: "custom",
           path: ["steps", index, "weight"],
