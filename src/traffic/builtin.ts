@@ -27,13 +27,14 @@ export class BuiltinRouter implements Router {
     return found ? { upstream: found.upstream, colour: found.colour } : undefined;
   }
 
-  async routes(): Promise<(RouteSpec & LiveUpstream)[]> {
+  async routes(): Promise<(RouteSpec & LiveUpstream & { canary?: TrafficSplit })[]> {
     return (await this.client.listRoutes()).map((route) => ({
       name: route.name,
       host: route.host,
       pathPrefix: route.pathPrefix,
       upstream: route.upstream,
       colour: route.colour,
+      ...(route.canary && { canary: route.canary }),
     }));
   }
 

@@ -76,8 +76,8 @@ export interface Router {
   readonly driver: string;
   /** The route's live upstream; undefined when the router has no such route. */
   live(route: string): Promise<LiveUpstream | undefined>;
-  /** Every route the router has, with its live upstream (for start-up reconciliation). */
-  routes(): Promise<(RouteSpec & LiveUpstream)[]>;
+  /** Every route the router has, with its live upstream (for start-up reconciliation) and its canary, if any. */
+  routes(): Promise<(RouteSpec & LiveUpstream & { readonly canary?: TrafficSplit | undefined })[]>;
   /**
    * Creates the route or points it at another upstream, atomically: requests that start
    * after this resolves go to `target`; requests already on the previous upstream finish

@@ -626,15 +626,25 @@ function keptLive(live: LiveUpstream | undefined): string {
   return live ? `The live colour ${live.colour ?? live.upstream} keeps serving.` : "Nothing was switched.";
 }
 
-/** "…, wait for /health to answer HTTP 200, switch host/ to it, drain the old colour (30 s), bake 20 s, retain 3" */
+/** "…, wait for /health to answer HTTP 200, switch host/ to it [through canary stages 10 % (60 s) → 100 %], drain the old colour (30 s), bake 20 s, retain 3" */
 export function describeSwitch(
   options: BlueGreenOptions,
   route: { host: string; pathPrefix: string } | undefined,
   render: (template: string) => string,
 ): string {
+  const stages =
+    options.canary === undefined
+      ? ""
+      : ` through canary stages ${options.canary.steps
+          .map((stage) =>
+            stage.weight === 100
+              ? "100 %"
+              : `${stage.weight} % (${stage.approval !== undefined ? "until approved" : `${stage.pauseSeconds} s`})`,
+          )
+          .join(" → ")}`;
   return `wait for ${options.healthCheck.path} to answer HTTP ${options.healthCheck.expectedStatus}, switch ${
     route ? `${render(route.host)}${route.pathPrefix}` : "the route"
-  } to it, drain the old colour (${options.drainSeconds} s)${
+  } to it${stages}, drain the old colour (${options.drainSeconds} s)${
     options.bakeSeconds > 0 ? `, bake ${options.bakeSeconds} s` : ""
   }, retain ${options.retain}${options.switch === "allAtOnce" ? "; all targets at once" : ""}`;
 }
