@@ -212,6 +212,31 @@ describe("canary stages through ferry proxy (real server, supervisors and proxy;
     );
     expect(running.map((instance) => instance.labels["ferry.release"])).toEqual(["1.1.0"]);
   }, 300_000);
+
+  it("a canary cancelled while it waits for an approval is taken out of the route: its colour is removed, 0 failed requests", async () => {
+    const load = startLoad({ port: proxy.port, host, connections: 8 });
+    loads.push(load);
+    const taskId = await startRelease("1.3.0", app, {
+      steps: [{ weight: 30, approval: { instructions: "look" } }, { weight: 100 }],
+    });
+    await openDecision(taskId);
+    const during = await measuredShare("1.3.0", 1_000);
+    const cancelled = await test.call("POST", `/api/v1/tasks/${taskId}/cancel`);
+    expect(cancelled.status, JSON.stringify(cancelled.body)).toBeLessThan(300);
+    const done = await finished(taskId);
+    const after = await measuredShare("1.1.0", 500);
+    const seen = await load.stop();
+
+    expect(done.state, done.log).toBe("cancelled");
+    expect(during).toBeGreaterThan(10);
+    expect(after).toBe(100);
+    expect(seen.failures).toEqual([]);
+    expect(done.log).toMatch(/canary: route \S+ back to 0 % on colour ferry-\S+-prod-1\.3\.0-\w+/);
+    const running = (await processes.listByLabel("ferry.project", projectSlug)).filter(
+      (instance) => instance.state === "running",
+    );
+    expect(running.map((instance) => instance.labels["ferry.release"])).toEqual(["1.1.0"]);
+  }, 300_000);
 });
 
 /**
