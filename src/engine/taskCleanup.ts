@@ -119,7 +119,9 @@ async function takeAwayCanaries(host: Target, taskId: string, log: TaskLog): Pro
       const colour = await runtime.find(canary).catch(() => undefined);
       if (colour?.labels["ferry.task"] !== taskId) continue;
       await router.split(route.name, null);
-      log.warn(`clean-up: took the canary ${canary} out of route ${route.name}; colour ${route.colour ?? route.upstream} serves everyone`);
+      log.warn(
+        `clean-up: took the canary ${canary} out of route ${route.name}; colour ${route.colour ?? route.upstream} serves everyone`,
+      );
       break;
     }
   }
