@@ -7,8 +7,10 @@ import {
   canaryBodySchema,
   ensureStateDir,
   loadRoutes,
+  modeBodySchema,
   type Route,
   type RouteDefinition,
+  type RouteMode,
   routeDefinitionSchema,
   saveRoutes,
 } from "./proxyState.js";
@@ -94,6 +96,8 @@ interface Match {
   upstream: string;
   /** A Set-Cookie value for the answer: the visitor's canary bucket, when it had none yet. */
   setCookie?: string | undefined;
+  /** Maintenance or paused, when the route is. */
+  mode?: RouteMode | null | undefined;
 }
 
 /** The request header that pins a request to one side of a canary: "new" (the canary) or "stable". */
@@ -200,6 +204,21 @@ export class FerryProxy {
   }
 
   /**
+   * Puts a route in maintenance (every request answered 503) or pauses it (requests held up to
+   * a timeout); null resumes it, and held requests go on to the live upstream at once.
+   */
+  setMode(name: string, mode: RouteMode | null): Promise<{ route: Route }> {
+    const parsed = mode === null ? null : modeBodySchema.parse(mode);
+    return this.change((routes) => {
+      const current = routes.get(name);
+      if (!current) throw new NotFoundError(`there is no route '${name}'; create it with PUT /routes/${name}`);
+      const route: Route = { ...current, mode: parsed ?? undefined, updatedAt: new Date().toISOString() };
+      routes.set(name, route);
+      return { route };
+    });
+  }
+
+  /**
    * Resolves when the upstream has nothing in flight (`drained: true`) or when the deadline
    * passes (`drained: false`, with what is still in flight). An upstream some route still
    * sends new requests to cannot drain: that answer comes at once.
@@ -302,7 +321,49 @@ export class FerryProxy {
       if (!best || route.pathPrefix.length > best.pathPrefix.length) best = route;
     }
     if (!best) return undefined;
-    return best.canary ? pickSide(best, best.canary, request) : { name: best.name, upstream: best.upstream };
+    const match = best.canary ? pickSide(best, best.canary, request) : { name: best.name, upstream: best.upstream };
+    return best.mode ? { ...match, mode: best.mode } : match;
+  }
+
+  /**
+   * A request of a route in maintenance gets the 503 page; one of a paused route waits until
+   * the route is resumed (then it is resolved again: the route may have been switched
+   * meanwhile) or until the pause's timeout (503). Held requests are not in flight on any
+   * upstream: a drain does not wait for them.
+   */
+  private handleHeld(match: Match, request: http.IncomingMessage, response: http.ServerResponse): boolean {
+    const mode = match.mode;
+    if (!mode) return false;
+    if (mode.mode === "maintenance") {
+      request.resume();
+      if (mode.page === undefined) {
+        sendProblem(response, 503, "maintenance", `route '${match.name}' is in maintenance; try again later`);
+      } else {
+        response.writeHead(503, {
+          "content-type": "text/html; charset=utf-8",
+          "content-length": Buffer.byteLength(mode.page),
+          "cache-control": "no-store",
+        });
+        response.end(mode.page);
+      }
+      return true;
+    }
+    const stillPaused = () => this.routes.get(match.name)?.mode?.mode === "paused";
+    void this.waitUntil(() => !stillPaused(), mode.timeoutSeconds * 1000).then((released) => {
+      if (response.destroyed) return;
+      if (!released) {
+        request.resume();
+        sendProblem(
+          response,
+          503,
+          "paused",
+          `route '${match.name}' was paused for longer than ${mode.timeoutSeconds} s; try again`,
+        );
+        return;
+      }
+      this.handleRequest(request, response);
+    });
+    return true;
   }
 
   private handleRequest(request: http.IncomingMessage, response: http.ServerResponse): void {
@@ -312,6 +373,7 @@ export class FerryProxy {
       sendProblem(response, 404, "no-route", `no route serves ${hostName(request.headers.host)}${request.url ?? "/"}`);
       return;
     }
+    if (match.mode && this.handleHeld(match, request, response)) return;
     const hasBody =
       request.headers["transfer-encoding"] !== undefined || Number(request.headers["content-length"] ?? 0) > 0;
     const mayRetry = !hasBody && IDEMPOTENT_METHODS.has(request.method ?? "");
@@ -400,6 +462,11 @@ export class FerryProxy {
         "no-route",
         `no route serves ${hostName(request.headers.host)}${request.url ?? "/"}`,
       );
+      return;
+    }
+    if (match.mode) {
+      // A tunnel cannot be held or shown a page: it is refused until the route serves again.
+      writeRawProblem(socket, 503, match.mode.mode, `route '${match.name}' is ${match.mode.mode}; try again later`);
       return;
     }
     const { end, upstreamRequest } = this.openUpstream(match.name, match.upstream, request, true, performance.now());
@@ -700,7 +767,7 @@ function forwardedHeaders(request: http.IncomingMessage, upgrade: boolean): http
 }
 
 function problemBody(status: number, code: string, detail: string): string {
-  const title = status === 404 ? "No route" : "Bad gateway";
+  const title = status === 404 ? "No route" : status === 503 ? "Service unavailable" : "Bad gateway";
   return JSON.stringify({ type: `urn:ferry:problem:${code}`, title, status, detail });
 }
 

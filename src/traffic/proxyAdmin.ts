@@ -8,6 +8,7 @@ import type { FerryProxy } from "./proxy.js";
 import {
   canaryBodySchema,
   drainBodySchema,
+  modeBodySchema,
   routeDefinitionSchema,
   routeNameSchema,
   switchBodySchema,
@@ -134,6 +135,17 @@ async function handle(
       return { status: 200, body: await proxy.setCanary(name, null) };
     }
   }
+  if (first === "routes" && second !== undefined && third === "mode" && segments.length === 3) {
+    const name = parseName(second);
+    if (method === "PUT") {
+      const body = parseBody(modeBodySchema, await readJson(request));
+      return { status: 200, body: await proxy.setMode(name, body) };
+    }
+    if (method === "DELETE") {
+      request.resume();
+      return { status: 200, body: await proxy.setMode(name, null) };
+    }
+  }
   if (first === "drain" && segments.length === 1 && method === "POST") {
     const body = parseBody(drainBodySchema, await readJson(request));
     return { status: 200, body: await proxy.drain(body.upstream, body.deadlineMs) };
@@ -146,7 +158,7 @@ async function handle(
     404,
     "route-not-found",
     "No such route",
-    `${method} ${url.pathname} is not part of the proxy admin API (GET /routes, PUT /routes/:name, POST /routes/:name/switch, PUT|DELETE /routes/:name/canary, POST /drain, GET /stats)`,
+    `${method} ${url.pathname} is not part of the proxy admin API (GET /routes, PUT /routes/:name, POST /routes/:name/switch, PUT|DELETE /routes/:name/canary, PUT|DELETE /routes/:name/mode, POST /drain, GET /stats)`,
   );
 }
 

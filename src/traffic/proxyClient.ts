@@ -76,6 +76,15 @@ export class ProxyAdminClient {
     return canary === null ? this.request("DELETE", path) : this.request("PUT", path, canary);
   }
 
+  /** Maintenance (503 page) or paused (requests held); null: the route serves again. */
+  setMode(
+    name: string,
+    mode: { mode: "maintenance"; page?: string } | { mode: "paused"; timeoutSeconds: number } | null,
+  ): Promise<{ route: Route }> {
+    const path = `/routes/${encodeURIComponent(name)}/mode`;
+    return mode === null ? this.request("DELETE", path) : this.request("PUT", path, mode);
+  }
+
   /** Waits (up to the deadline) until nothing is in flight on the upstream. */
   drain(upstream: string, deadlineMs: number): Promise<DrainResult> {
     // The call itself lasts up to the deadline: the timeout runs on top of it.
