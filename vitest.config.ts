@@ -18,6 +18,8 @@ const alone = [
   "test/processBlueGreen.crash.e2e.test.ts",
   "test/processBlueGreen.test.ts",
   "test/proxy.test.ts",
+  "test/proxyCanary.test.ts",
+  "test/proxyMaintenance.test.ts",
   "test/remoteProcess.e2e.test.ts",
   "test/ui.traffic.e2e.test.ts",
 ];
