@@ -79,7 +79,7 @@ export function figuresBetween(
   };
 }
 
-export function summarise(figures: UpstreamFigures): SideSummary {
+function summarise(figures: UpstreamFigures): SideSummary {
   const requests = figures.served + figures.connectionErrors;
   return {
     requests,

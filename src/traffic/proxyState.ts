@@ -90,8 +90,6 @@ const routeCanarySchema = z.strictObject({
   weight: z.number(),
 });
 
-export type RouteCanary = z.infer<typeof routeCanarySchema>;
-
 const routeSchema = z.strictObject({
   name: routeNameSchema,
   host: z.string(),

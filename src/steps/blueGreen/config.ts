@@ -95,7 +95,7 @@ const canaryStepSchema = z
  * the visitors, stage by stage; each stage's figures are compared with the stable colour's,
  * and one over its thresholds sends everyone back to the stable colour and fails the step.
  */
-export const canarySchema = z
+const canarySchema = z
   .strictObject({
     steps: z
       .array(canaryStepSchema)
@@ -125,7 +125,6 @@ export const canarySchema = z
     }
   });
 export type CanaryOptions = z.infer<typeof canarySchema>;
-export type CanaryAnalysis = Required<z.infer<typeof canaryStepSchema>>["analysis"];
 
 /** A stage's thresholds: its own, over the canary's, over the defaults. */
 export function stageThresholds(canary: CanaryOptions, stage: CanaryOptions["steps"][number]) {
