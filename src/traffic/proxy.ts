@@ -689,7 +689,9 @@ function pickSide(route: Route, canary: NonNullable<Route["canary"]>, request: h
     // Not a secret: a bucket only says which side a visitor is on.
     bucket = Math.floor(Math.random() * 100);
     const secure = request.headers["x-forwarded-proto"] === "https" ? "; Secure" : "";
-    setCookie = `${cookieName}=${bucket}; Path=${route.pathPrefix}; Max-Age=${BUCKET_COOKIE_MAX_AGE_SECONDS}; HttpOnly; SameSite=Lax${secure}`;
+    // A prefix with characters a cookie attribute cannot hold (';', controls) scopes the cookie to the host.
+    const path = /^[A-Za-z0-9/._~%+-]+$/.test(route.pathPrefix) ? route.pathPrefix : "/";
+    setCookie = `${cookieName}=${bucket}; Path=${path}; Max-Age=${BUCKET_COOKIE_MAX_AGE_SECONDS}; HttpOnly; SameSite=Lax${secure}`;
   }
   return { name: route.name, upstream: bucket < canary.weight ? canary.upstream : route.upstream, setCookie };
 }
