@@ -12,6 +12,7 @@ import { addDeploymentCommands } from "./deployments.js";
 import { addEnvironmentCommands } from "./environments.js";
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, OperationError, UsageError } from "./errors.js";
 import { addFeedCommands } from "./feeds.js";
+import { addHaproxyRouterCommand } from "./haproxyRouter.js";
 import { addLifecycleCommands } from "./lifecycles.js";
 import { addLoginCommand } from "./login.js";
 import { addNginxRouterCommand } from "./nginxRouter.js";
@@ -53,6 +54,7 @@ export function buildProgram(): Command {
   addSuperviseCommand(program);
   addProcessesCommand(program, environment);
   addNginxRouterCommand(program);
+  addHaproxyRouterCommand(program);
   addEnvironmentCommands(program, context);
   addLifecycleCommands(program, context);
   addProjectCommands(program, context);

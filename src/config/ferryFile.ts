@@ -156,7 +156,7 @@ const targetFileSchema = z
     router: targetRouterSchema
       .optional()
       .describe(
-        "The host's traffic router for blue/green (ssh targets): { driver: builtin, listen, adminPort, … } or { driver: nginx, config, sitesDir, pidFile, … }",
+        "The host's traffic router for blue/green (ssh targets): { driver: builtin, listen, adminPort, … } or { driver: nginx, config, sitesDir, pidFile, … } or { driver: haproxy, stateDir, listen, … }",
       ),
   })
   .superRefine((target, context) => {

@@ -1,5 +1,5 @@
 import type { Kysely } from "kysely";
-import { coloursOf } from "../runtimes/colours.js";
+import { COMPOSE_SERVICE_LABEL, coloursOf, ROUTE_LABEL } from "../runtimes/colours.js";
 import type { TargetInfo } from "../store/deployments.js";
 import {
   finishPendingCleanup,
@@ -84,6 +84,14 @@ async function cleanUpHost(host: Target, taskId: string, log: TaskLog): Promise<
     const removed = await runtime
       .removeByLabel("ferry.task", taskId, {
         keep: (instance) => {
+          // A Compose service the task recreated (not a colour) replaced its previous container
+          // already: removing it would leave the service with none, so it stays.
+          if (instance.labels[COMPOSE_SERVICE_LABEL] !== undefined && instance.labels[ROUTE_LABEL] === undefined) {
+            log.warn(
+              `clean-up: container ${instance.name} of Compose service ${instance.labels[COMPOSE_SERVICE_LABEL]} keeps running (it replaced the previous one)`,
+            );
+            return true;
+          }
           const live = liveColours === "unknown" || liveColours.has(instance.name);
           if (live) log.warn(`clean-up: colour ${instance.name} went live before the task stopped: it keeps serving`);
           return live;

@@ -3,6 +3,8 @@ import type { Step } from "../domain/process.js";
 import { toFieldIssues } from "../domain/validation.js";
 import { approvalStep } from "./approval.js";
 import { collectLogsStep } from "./collectLogs.js";
+import { composeDownStep } from "./compose/composeDownStep.js";
+import { composeStep } from "./compose/composeStep.js";
 import { containerStep } from "./container/containerStep.js";
 import { execStep } from "./exec.js";
 import { healthCheckStep } from "./healthCheck.js";
@@ -31,6 +33,8 @@ const stepKinds: readonly StepKind[] = [
   restoreVerifyStep as StepKind,
   execStep as StepKind,
   restartStep as StepKind,
+  composeStep as StepKind,
+  composeDownStep as StepKind,
 ];
 
 const byKind = new Map(stepKinds.map((kind) => [kind.kind, kind]));

@@ -253,12 +253,13 @@ export async function updateTarget(context: StoreContext, reference: string, inp
         },
       ]);
     }
-    if (transport === "agent" && input.router?.driver === "nginx") {
-      throw new InputError("an agent's host cannot use nginx as its router", [
+    const driver = input.router?.driver;
+    if (transport === "agent" && driver !== undefined && driver !== "builtin") {
+      // nginx and haproxy both run a program and a config the server names (ADR 0039, 0048).
+      throw new InputError(`an agent's host cannot use ${driver} as its router`, [
         {
           pointer: "/router/driver",
-          detail:
-            'the agent runs only its own Ferry as a host service, never nginx with a config the server names (ADR 0039): use driver "builtin" on an agent target',
+          detail: `the agent runs only its own Ferry as a host service, never ${driver} with a config the server names (ADR 0039, 0048): use driver "builtin" on an agent target`,
         },
       ]);
     }

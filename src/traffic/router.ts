@@ -1,7 +1,7 @@
 /**
  * A Router sends a route's traffic to one live upstream and switches it to another: the
  * commit point of a blue/green deployment. Drivers: the builtin `ferry proxy`
- * (builtin.ts), nginx (nginx.ts); an etcd publisher (etcd.ts) wraps
+ * (builtin.ts), nginx (nginx.ts), HAProxy (haproxy.ts); an etcd publisher (etcd.ts) wraps
  * any of them and mirrors every switch under /ferry/routes/<host>/<route>/….
  *
  * The Router's own state is the truth for "which colour is live" (DESIGN.md, data plane):
@@ -72,7 +72,7 @@ export interface RequestDurations {
 }
 
 export interface Router {
-  /** "builtin", "nginx", "builtin+etcd"… for log lines. */
+  /** "builtin", "nginx", "haproxy", "builtin+etcd"… for log lines. */
   readonly driver: string;
   /** The route's live upstream; undefined when the router has no such route. */
   live(route: string): Promise<LiveUpstream | undefined>;

@@ -46,6 +46,11 @@ export interface BlueGreenSettings {
   settleSeconds: number;
   /** How long a colour has to stop after SIGTERM when it is retired. */
   stopTimeoutSeconds: number;
+  /**
+   * Which of the step's routes this is, when one step switches several (a Compose file's
+   * routed services): part of each colour's name, so two services' colours never clash.
+   */
+  instance?: string;
 }
 
 /** How the step starts a colour of its own kind (a container from an image, a process from a command). */
@@ -127,7 +132,7 @@ export async function runBlueGreen(
     );
     candidate = { colour: await runtime.start(retained, signal), created: false, wasRunning };
   } else {
-    const name = colourName(project, environment, release, context.target.slug, context.taskId);
+    const name = colourName(project, environment, release, context.target.slug, context.taskId, settings.instance);
     const colour = await fresh.start(name, {
       ...context.labels,
       "ferry.step": context.stepName,
@@ -607,16 +612,22 @@ async function coloursOf(
     .sort((a, b) => b.created - a.created);
 }
 
-/** "ferry-shop-prod-1.4.2-web-1-3fa9c1": which release it runs, on which target, and a part of the task that made it. */
+/**
+ * "ferry-shop-prod-1.4.2-web-1-3fa9c1": which release it runs, on which target, (which of the
+ * step's routes,) and a part of the task that made it.
+ */
 function colourName(
   project: string,
   environment: string,
   release: string,
   target: string | undefined,
   taskId: string,
+  instance: string | undefined,
 ): string {
   const safeRelease = release.replace(/[^a-zA-Z0-9_.-]/g, "-");
-  const name = `ferry-${project}-${environment}-${safeRelease}${target === undefined ? "" : `-${target}`}-${taskId.slice(-6)}`;
+  const name = `ferry-${project}-${environment}-${safeRelease}${target === undefined ? "" : `-${target}`}${
+    instance === undefined ? "" : `-${instance}`
+  }-${taskId.slice(-6)}`;
   // Container names and process instance names follow the same rule.
   if (!isContainerName(name)) throw new TaskFailure(`cannot name a colour '${name.slice(0, 200)}'`);
   return name;
