@@ -11,6 +11,7 @@ const alone = [
   "test/agentBlueGreen.e2e.test.ts",
   "test/blueGreen.crash.e2e.test.ts",
   "test/blueGreen.test.ts",
+  "test/canary.test.ts",
   "test/compose.e2e.test.ts",
   "test/dataPlane.e2e.test.ts",
   "test/haproxy.test.ts",
@@ -20,6 +21,8 @@ const alone = [
   "test/processBlueGreen.crash.e2e.test.ts",
   "test/processBlueGreen.test.ts",
   "test/proxy.test.ts",
+  "test/proxyCanary.test.ts",
+  "test/proxyMaintenance.test.ts",
   "test/remoteProcess.e2e.test.ts",
   "test/ui.traffic.e2e.test.ts",
 ];

@@ -78,6 +78,7 @@ async function cleanUpHost(host: Target, taskId: string, log: TaskLog): Promise<
   const where = host.id === null ? "" : ` on ${host.name}`;
   const killed = await host.transport.killTaskProcesses(taskId);
   if (killed > 0) log.warn(`clean-up: killed ${killed} process group(s) the task had started${where}`);
+  await takeAwayCanaries(host, taskId, log);
   const liveColours = await liveColourNames(host, log);
   for (const runtime of host.runtimes()) {
     const removed = await runtime
@@ -116,6 +117,31 @@ async function cleanUpHost(host: Target, taskId: string, log: TaskLog): Promise<
       return [] as string[];
     });
     if (resources && resources.length > 0) log.warn(`clean-up: removed ${resources.join(", ")}${where}`);
+  }
+}
+
+/**
+ * A canary the task had set (its colour carries the task's label) is taken out of its route
+ * before that colour is removed: its visitors go back to the live colour instead of to a
+ * colour that is gone (ADR 0049). A router that cannot be asked is left to liveColourNames,
+ * which then keeps every instance.
+ */
+async function takeAwayCanaries(host: Target, taskId: string, log: TaskLog): Promise<void> {
+  const router = await host.routerInUse().catch(() => undefined);
+  if (!router?.split) return;
+  const routes = await router.routes().catch(() => []);
+  for (const route of routes) {
+    const canary = route.canary?.colour;
+    if (!canary) continue;
+    for (const runtime of host.runtimes().map(coloursOf)) {
+      const colour = await runtime.find(canary).catch(() => undefined);
+      if (colour?.labels["ferry.task"] !== taskId) continue;
+      await router.split(route.name, null);
+      log.warn(
+        `clean-up: took the canary ${canary} out of route ${route.name}; colour ${route.colour ?? route.upstream} serves everyone`,
+      );
+      break;
+    }
   }
 }
 
