@@ -33,6 +33,7 @@ import { errorToProblem, makeProblem, type Problem, sendProblem } from "./proble
 import { progressionRoutes } from "./progression.js";
 import { releaseRoutes } from "./releases.js";
 import { resourceRoutes } from "./resources.js";
+import { variableSetRoutes } from "./variableSets.js";
 import { defineRoute, isPublic, parseInput, type RouteSpec } from "./route.js";
 import { runbookScheduleRoutes } from "./runbookSchedules.js";
 import { runbookRoutes } from "./runbooks.js";
@@ -163,6 +164,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const routes: RouteSpec[] = [
     ...healthRoutes(options.store),
     ...resourceRoutes(options.context, options.outbound),
+    ...variableSetRoutes(options.context),
     ...targetTrustRoutes(options.context),
     ...agentRoutes(options.context, options.agents),
     ...dashboardRoutes(options.context, options.engine),

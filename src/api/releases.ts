@@ -138,6 +138,7 @@ const previewCandidateSchema = z.object({
   sensitive: z.boolean(),
   scope: previewScopeSchema,
   rank: rankSchema,
+  set: z.string().nullable().describe("the variable set the value comes from; null: the project's own"),
   verdict: z.enum(["won", "tied", "outranked", "not applicable"]),
   reason: z.string(),
 });
@@ -154,6 +155,7 @@ const variablePreviewSchema = z.object({
       sensitive: z.boolean(),
       rank: z.union([rankSchema, z.literal("system")]),
       scope: previewScopeSchema.nullable(),
+      set: z.string().nullable().describe("the variable set the winning value comes from; null: the project's own or system"),
       candidates: z.array(previewCandidateSchema),
     }),
   ),

@@ -1,4 +1,5 @@
 import { type Reach, reachedIds } from "../domain/access.js";
+import { setVariablesScopedTo } from "./variableSets.js";
 import type { Paging } from "../domain/common.js";
 import {
   type CreateEnvironment,
@@ -195,7 +196,10 @@ async function usagesOfEnvironment(trx: Executor, environmentId: string): Promis
     .select("t.name")
     .where("te.environment_id", "=", environmentId)
     .execute();
-  const variables = await variablesScopedTo(trx, "environment", environmentId);
+  const variables = [
+    ...(await variablesScopedTo(trx, "environment", environmentId)),
+    ...(await setVariablesScopedTo(trx, "environment", environmentId)),
+  ];
   return [
     ...lifecycles.map((row) => `lifecycle '${row.name}'`),
     ...targets.map((row) => `target '${row.name}'`),
