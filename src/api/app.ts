@@ -33,7 +33,6 @@ import { errorToProblem, makeProblem, type Problem, sendProblem } from "./proble
 import { progressionRoutes } from "./progression.js";
 import { releaseRoutes } from "./releases.js";
 import { resourceRoutes } from "./resources.js";
-import { variableSetRoutes } from "./variableSets.js";
 import { defineRoute, isPublic, parseInput, type RouteSpec } from "./route.js";
 import { runbookScheduleRoutes } from "./runbookSchedules.js";
 import { runbookRoutes } from "./runbooks.js";
@@ -42,6 +41,7 @@ import { targetTrustRoutes } from "./targetTrust.js";
 import { taskRoutes } from "./tasks.js";
 import { teamRoutes } from "./teams.js";
 import { checkOrigin, sessionTokenOf, userRoutes } from "./users.js";
+import { variableSetRoutes } from "./variableSets.js";
 import { webhookRoutes } from "./webhooks.js";
 import { WebUi } from "./webUi.js";
 

@@ -155,7 +155,10 @@ const variablePreviewSchema = z.object({
       sensitive: z.boolean(),
       rank: z.union([rankSchema, z.literal("system")]),
       scope: previewScopeSchema.nullable(),
-      set: z.string().nullable().describe("the variable set the winning value comes from; null: the project's own or system"),
+      set: z
+        .string()
+        .nullable()
+        .describe("the variable set the winning value comes from; null: the project's own or system"),
       candidates: z.array(previewCandidateSchema),
     }),
   ),

@@ -1,5 +1,12 @@
 import { z } from "zod";
-import { atLeastOneField, descriptionSchema, nameSchema, referenceSchema, slugSchema, timestampsShape } from "./common.js";
+import {
+  atLeastOneField,
+  descriptionSchema,
+  nameSchema,
+  referenceSchema,
+  slugSchema,
+  timestampsShape,
+} from "./common.js";
 import { variableSchema } from "./variables.js";
 
 /**

@@ -155,8 +155,7 @@ export async function previewVariables(
     [...(explained.get(name) ?? [])]
       .sort(
         (a, b) =>
-          order.indexOf(a.rank) - order.indexOf(b.rank) ||
-          sourceOrder(a.candidate.set) - sourceOrder(b.candidate.set),
+          order.indexOf(a.rank) - order.indexOf(b.rank) || sourceOrder(a.candidate.set) - sourceOrder(b.candidate.set),
       )
       .map(({ candidate, verdict, rank, reason }) => ({
         value: candidate.value,

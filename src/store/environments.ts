@@ -1,5 +1,4 @@
 import { type Reach, reachedIds } from "../domain/access.js";
-import { setVariablesScopedTo } from "./variableSets.js";
 import type { Paging } from "../domain/common.js";
 import {
   type CreateEnvironment,
@@ -22,6 +21,7 @@ import {
   translateUniqueViolation,
 } from "./common.js";
 import type { EnvironmentRow } from "./schema.js";
+import { setVariablesScopedTo } from "./variableSets.js";
 
 function toEnvironment(row: EnvironmentRow): Environment {
   return {

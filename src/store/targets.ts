@@ -23,9 +23,9 @@ import {
   translateUniqueViolation,
 } from "./common.js";
 import { variablesScopedTo } from "./environments.js";
-import { setVariablesScopedTo } from "./variableSets.js";
 import type { TargetRow } from "./schema.js";
 import { deleteTargetHealth, targetHealthOf } from "./targetHealth.js";
+import { setVariablesScopedTo } from "./variableSets.js";
 
 async function loadTargets(db: Executor, rows: TargetRow[]): Promise<Target[]> {
   if (rows.length === 0) return [];
