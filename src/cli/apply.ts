@@ -155,7 +155,9 @@ async function secretsOf(
   secretSource: Readonly<Record<string, string | undefined>>,
 ): Promise<Record<string, string>> {
   const names = [
-    ...(config.variables ?? []).flatMap((variable) => (variable.valueFrom ? [variable.valueFrom.env] : [])),
+    ...[...(config.variables ?? []), ...(config.variableSets ?? []).flatMap((set) => set.variables)].flatMap(
+      (variable) => (variable.valueFrom ? [variable.valueFrom.env] : []),
+    ),
     ...config.feeds.flatMap((feed) => (feed.passwordFrom ? [feed.passwordFrom.env] : [])),
     ...config.targets.flatMap((target) => [
       ...(target.ssh && "env" in target.ssh.privateKeyFrom ? [target.ssh.privateKeyFrom.env] : []),
