@@ -107,6 +107,7 @@ interface Preview {
 }
 
 interface Change {
+  file?: string;
   action: string;
   resource: string;
   name: string;
@@ -158,62 +159,72 @@ describe.each(["sqlite", "postgres"] as const)("variable sets on %s", (dialect) 
     await dropDatabase?.();
   });
 
-  it("shows which set each value comes from, and explains why a set's candidates lost", async () => {
-    const shown = await ferry(["vars", "show", "--project", "shop", "--env", "prod", "--target", "web-2"]);
-    expectSuccess(shown);
-    expect(shown.stdout).toMatch(/^Region +common-prod-region +environment: environments prod in set common$/m);
-    expect(shown.stdout).toMatch(/^Level +extra-level +project: unscoped in set extra$/m);
-    expect(shown.stdout).toMatch(/^Token +\*{8} \(sensitive\) +project: unscoped in set common$/m);
-    expect(shown.stdout).toMatch(/^Where +from-role +role: roles web$/m);
-    expect(shown.stdout + shown.stderr).not.toContain(TOKEN);
+  it(
+    "shows which set each value comes from, and explains why a set's candidates lost",
+    async () => {
+      const shown = await ferry(["vars", "show", "--project", "shop", "--env", "prod", "--target", "web-2"]);
+      expectSuccess(shown);
+      expect(shown.stdout).toMatch(/^Region +common-prod-region +environment: environments prod in set common$/m);
+      expect(shown.stdout).toMatch(/^Level +extra-level +project: unscoped in set extra$/m);
+      expect(shown.stdout).toMatch(/^Token +\*{8} \(sensitive\) +project: unscoped in set common$/m);
+      expect(shown.stdout).toMatch(/^Where +from-role +role: roles web$/m);
+      expect(shown.stdout + shown.stderr).not.toContain(TOKEN);
 
-    const where = await ferry([
-      "vars",
-      "show",
-      "--project",
-      "shop",
-      "--env",
-      "prod",
-      "--target",
-      "db-1",
-      "--explain",
-      "Where",
-    ]);
-    expectSuccess(where);
-    expect(where.stdout).toContain("Where in prod on target db-1 = from-environment (won by its environment scope)\n");
-    const verdicts = (text: string) =>
-      text
-        .split("\n")
-        .filter((line) => /^ {2}\S/.test(line))
-        .map((line) => line.trim().replace(/ {2,}/g, " | "));
-    expect(verdicts(where.stdout)).toEqual([
-      "outranked | unscoped in set common | from-common",
-      "outranked | unscoped | from-project",
-      "won | environments prod | from-environment",
-      "not applicable | roles web | from-role",
-      "not applicable | targets web-1 | from-target",
-    ]);
-    expect(where.stdout).toContain(
-      "applies and is as specific, but the project's own value beats variable set 'common' (included #1)",
-    );
+      const where = await ferry([
+        "vars",
+        "show",
+        "--project",
+        "shop",
+        "--env",
+        "prod",
+        "--target",
+        "db-1",
+        "--explain",
+        "Where",
+      ]);
+      expectSuccess(where);
+      expect(where.stdout).toContain(
+        "Where in prod on target db-1 = from-environment (won by its environment scope)\n",
+      );
+      // "  <verdict padded to 14> <scope padded to 30> <value>": "not applicable" fills its column.
+      const verdicts = (text: string) =>
+        text
+          .split("\n")
+          .filter((line) => /^ {2}\S/.test(line))
+          .map((line) => {
+            const match = /^ {2}(won|tied|outranked|not applicable) +(.*?) {2,}(\S.*)$/.exec(line);
+            return match ? `${match[1]} | ${match[2]} | ${match[3]}` : line.trim();
+          });
+      expect(verdicts(where.stdout)).toEqual([
+        "outranked | unscoped in set common | from-common",
+        "outranked | unscoped | from-project",
+        "won | environments prod | from-environment",
+        "not applicable | roles web | from-role",
+        "not applicable | targets web-1 | from-target",
+      ]);
+      expect(where.stdout).toContain(
+        "applies and is as specific, but the project's own value beats variable set 'common' (included #1)",
+      );
 
-    const region = await ferry(["vars", "show", "--project", "shop", "--env", "prod", "--explain", "Region"]);
-    expectSuccess(region);
-    expect(verdicts(region.stdout)).toEqual([
-      "outranked | unscoped in set common | common-region",
-      "outranked | environments prod in set extra | extra-prod-region",
-      "won | environments prod in set common | common-prod-region",
-    ]);
-    expect(region.stdout).toContain(
-      "applies and is as specific, but variable set 'common' (included #1) beats variable set 'extra' (included #2)",
-    );
-    expect(valuesOf(await preview(["--env", "dev"]))).toEqual({
-      Level: "extra-level",
-      Region: "common-region",
-      Token: "********",
-      Where: "from-project",
-    });
-  });
+      const region = await ferry(["vars", "show", "--project", "shop", "--env", "prod", "--explain", "Region"]);
+      expectSuccess(region);
+      expect(verdicts(region.stdout)).toEqual([
+        "outranked | unscoped in set common | common-region",
+        "outranked | environments prod in set extra | extra-prod-region",
+        "won | environments prod in set common | common-prod-region",
+      ]);
+      expect(region.stdout).toContain(
+        "applies and is as specific, but variable set 'common' (included #1) beats variable set 'extra' (included #2)",
+      );
+      expect(valuesOf(await preview(["--env", "dev"]))).toEqual({
+        Level: "extra-level",
+        Region: "common-region",
+        Token: "********",
+        Where: "from-project",
+      });
+    },
+    MANY_RUNS_MS,
+  );
 
   it(
     "matches what a deployment's script actually saw on each target, and never shows the set's secret",
@@ -308,8 +319,10 @@ describe.each(["sqlite", "postgres"] as const)("variable sets on %s", (dialect) 
       expect(plan.stdout).toMatch(/^No changes: the server matches the file \(\d+ unchanged\)\.\n$/);
 
       await writeFile(exported, text.replace("value: extra-level", "value: extra-level-2"));
+      const changedOnes = (changes: Change[]) =>
+        changes.filter((change) => change.action !== "unchanged").map(({ file: _file, ...change }) => change);
       const edited = parseJson<Change[]>(await ferry(["plan", "-f", exported, "--json"]));
-      expect(edited.filter((change) => change.action !== "unchanged")).toEqual([
+      expect(changedOnes(edited)).toEqual([
         {
           action: "updated",
           resource: "variable",
@@ -321,7 +334,7 @@ describe.each(["sqlite", "postgres"] as const)("variable sets on %s", (dialect) 
       // Reordering the sets is a change too: the order is precedence.
       await writeFile(exported, text.replace("    - common\n    - extra\n", "    - extra\n    - common\n"));
       const reordered = parseJson<Change[]>(await ferry(["plan", "-f", exported, "--json"]));
-      expect(reordered.filter((change) => change.action !== "unchanged")).toEqual([
+      expect(changedOnes(reordered)).toEqual([
         {
           action: "updated",
           resource: "project",
@@ -336,65 +349,73 @@ describe.each(["sqlite", "postgres"] as const)("variable sets on %s", (dialect) 
     MANY_RUNS_MS,
   );
 
-  it("lets only editVariableSets everywhere change a set; a project editor reads sets and includes them", async () => {
-    await api("POST", "/api/v1/users", { username: "pat", password: "pat-long-password-1" });
-    await api("POST", "/api/v1/teams", {
-      name: "shop editors",
-      members: ["pat"],
-      roles: [{ role: "project-editor", projects: ["shop"] }],
-    });
-    const patKey = String(
-      ((await api("POST", "/api/v1/api-keys", { name: "pat cli", user: "pat" })).json as { key: string }).key,
-    );
-    const asPat = (method: string, path: string, body?: unknown) => api(method, path, body, patKey);
+  it(
+    "lets only editVariableSets everywhere change a set; a project editor reads sets and includes them",
+    async () => {
+      await api("POST", "/api/v1/users", { username: "pat", password: "pat-long-password-1" });
+      await api("POST", "/api/v1/teams", {
+        name: "shop editors",
+        members: ["pat"],
+        roles: [{ role: "project-editor", projects: ["shop"] }],
+      });
+      const patKey = String(
+        ((await api("POST", "/api/v1/api-keys", { name: "pat cli", user: "pat" })).json as { key: string }).key,
+      );
+      const asPat = (method: string, path: string, body?: unknown) => api(method, path, body, patKey);
 
-    const sets = await asPat("GET", "/api/v1/variable-sets");
-    expect(sets.status).toBe(200);
-    expect((sets.json as { items: { slug: string }[] }).items.map((set) => set.slug)).toEqual(["common", "extra"]);
-    const refused: [string, string, unknown?][] = [
-      ["POST", "/api/v1/variable-sets", { name: "sneaky" }],
-      ["PATCH", "/api/v1/variable-sets/common", { description: "changed" }],
-      ["DELETE", "/api/v1/variable-sets/extra"],
-      ["POST", "/api/v1/variable-sets/common/variables", { name: "Sneaky", value: "x" }],
-      ["PATCH", "/api/v1/variable-sets/extra/variables/Level", { value: "changed" }],
-      ["DELETE", "/api/v1/variable-sets/extra/variables/Level"],
-    ];
-    for (const [method, path, body] of refused) {
-      const answer = await asPat(method, path, body);
-      expect(answer.status, `${method} ${path}: ${answer.text}`).toBe(403);
-      expect(answer.text).toContain("editVariableSets");
-    }
-    expect(valuesOf(await preview(["--env", "dev"])).Level).toBe("extra-level");
+      const sets = await asPat("GET", "/api/v1/variable-sets");
+      expect(sets.status).toBe(200);
+      expect((sets.json as { items: { slug: string }[] }).items.map((set) => set.slug)).toEqual(["common", "extra"]);
+      const refused: [string, string, unknown?][] = [
+        ["POST", "/api/v1/variable-sets", { name: "sneaky" }],
+        ["PATCH", "/api/v1/variable-sets/common", { description: "changed" }],
+        ["DELETE", "/api/v1/variable-sets/extra"],
+        ["POST", "/api/v1/variable-sets/common/variables", { name: "Sneaky", value: "x" }],
+        ["PATCH", "/api/v1/variable-sets/extra/variables/Level", { value: "changed" }],
+        ["DELETE", "/api/v1/variable-sets/extra/variables/Level"],
+      ];
+      for (const [method, path, body] of refused) {
+        const answer = await asPat(method, path, body);
+        expect(answer.status, `${method} ${path}: ${answer.text}`).toBe(403);
+        expect(answer.text).toContain("editVariableSets");
+      }
+      expect(valuesOf(await preview(["--env", "dev"])).Level).toBe("extra-level");
 
-    // Including sets changes only the project: its own editVariables (in every environment) will do.
-    const included = await asPat("PUT", "/api/v1/projects/shop/variable-sets", { sets: ["common", "extra"] });
-    expect(included.status, included.text).toBe(200);
-    const unknown = await asPat("PUT", "/api/v1/projects/shop/variable-sets", { sets: ["common", "nope"] });
-    expect(unknown.status).toBe(400);
-    expect(unknown.text).toContain("no variable set 'nope'");
+      // Including sets changes only the project: its own editVariables (in every environment) will do.
+      const included = await asPat("PUT", "/api/v1/projects/shop/variable-sets", { sets: ["common", "extra"] });
+      expect(included.status, included.text).toBe(200);
+      const unknown = await asPat("PUT", "/api/v1/projects/shop/variable-sets", { sets: ["common", "nope"] });
+      expect(unknown.status).toBe(400);
+      expect(unknown.text).toContain("no variable set 'nope'");
 
-    // A set that projects include cannot be deleted under them.
-    const inUse = await api("DELETE", "/api/v1/variable-sets/extra");
-    expect(inUse.status).toBe(409);
-    expect(inUse.text).toContain("variable set 'extra' is included by project 'shop'");
-  });
+      // A set that projects include cannot be deleted under them.
+      const inUse = await api("DELETE", "/api/v1/variable-sets/extra");
+      expect(inUse.status).toBe(409);
+      expect(inUse.text).toContain("variable set 'extra' is included by project 'shop'");
+    },
+    MANY_RUNS_MS,
+  );
 
-  it("manages sets from the CLI: create, add a value, include it, and the preview follows", async () => {
-    expectSuccess(await ferry(["varset", "create", "Ops", "--description", "operations"]));
-    expectSuccess(await ferry(["varset", "var", "create", "--set", "ops", "Greeting", "hello-from-ops"]));
-    const secret = await ferry(["varset", "var", "create", "--set", "ops", "Pin", "1234", "--sensitive"]);
-    expect(secret.code).not.toBe(0);
-    expect(secret.stderr).toContain("--value-stdin");
-    expectSuccess(await ferry(["varset", "include", "--project", "shop", "common", "extra", "ops"]));
-    const shown = await ferry(["varset", "include", "--project", "shop"]);
-    expectSuccess(shown);
-    expect(shown.stdout).toBe("shop includes, first first: common, extra, ops\n");
-    expect(valuesOf(await preview(["--env", "dev"])).Greeting).toBe("hello-from-ops");
-    const listed = await ferry(["varset", "list"]);
-    expectSuccess(listed);
-    expect(listed.stdout).toMatch(/^ops +Ops +operations$/m);
-    expectSuccess(await ferry(["varset", "include", "--project", "shop", "common", "extra"]));
-    expectSuccess(await ferry(["varset", "delete", "ops"]));
-    expect(valuesOf(await preview(["--env", "dev"])).Greeting).toBeUndefined();
-  });
+  it(
+    "manages sets from the CLI: create, add a value, include it, and the preview follows",
+    async () => {
+      expectSuccess(await ferry(["varset", "create", "Ops", "--description", "operations"]));
+      expectSuccess(await ferry(["varset", "var", "create", "--set", "ops", "Greeting", "hello-from-ops"]));
+      const secret = await ferry(["varset", "var", "create", "--set", "ops", "Pin", "1234", "--sensitive"]);
+      expect(secret.code).not.toBe(0);
+      expect(secret.stderr).toContain("--value-stdin");
+      expectSuccess(await ferry(["varset", "include", "--project", "shop", "common", "extra", "ops"]));
+      const shown = await ferry(["varset", "include", "--project", "shop"]);
+      expectSuccess(shown);
+      expect(shown.stdout).toBe("shop includes, first first: common, extra, ops\n");
+      expect(valuesOf(await preview(["--env", "dev"])).Greeting).toBe("hello-from-ops");
+      const listed = await ferry(["varset", "list"]);
+      expectSuccess(listed);
+      expect(listed.stdout).toMatch(/^ops +Ops +operations$/m);
+      expectSuccess(await ferry(["varset", "include", "--project", "shop", "common", "extra"]));
+      expectSuccess(await ferry(["varset", "delete", "ops"]));
+      expect(valuesOf(await preview(["--env", "dev"])).Greeting).toBeUndefined();
+    },
+    MANY_RUNS_MS,
+  );
 });
