@@ -108,6 +108,7 @@ const releaseDiffSchema = z.object({
     z.object({
       name: z.string(),
       scope: z.object({ environments: z.array(z.string()), roles: z.array(z.string()), targets: z.array(z.string()) }),
+      set: z.string().optional().describe("the variable set of the value; absent: the project's own"),
       change: changeKindSchema,
       sensitive: z.boolean().describe("a sensitive variable's values are never shown, only that it changed"),
       from: z.string().optional(),
