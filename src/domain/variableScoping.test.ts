@@ -228,7 +228,10 @@ describe("variable sets (ADR 0047)", () => {
   });
 
   it("ranks scope first: a set's environment-scoped value beats the project's unscoped one", () => {
-    const candidates = [variable("Port", "project"), inSet(variable("Port", "set", { environments: ["prod"] }), "a", 0)];
+    const candidates = [
+      variable("Port", "project"),
+      inSet(variable("Port", "set", { environments: ["prod"] }), "a", 0),
+    ];
     expect(resolvedValue(candidates, webInProduction, "Port")).toBe("set");
     expect(resolvedValue(candidates, { environment: "dev", roles: [] }, "Port")).toBe("project");
   });

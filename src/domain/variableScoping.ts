@@ -26,7 +26,7 @@ export interface ScopedVariable {
 }
 
 /** A set a value comes from: its slug (for words) and where the project includes it. */
-export interface VariableSource {
+interface VariableSource {
   readonly slug: string;
   readonly position: number;
 }

@@ -32,7 +32,7 @@ import { type ResolvedScope, resolveScope } from "./variables.js";
  */
 
 /** What a set variable's sealed value is bound to, so it cannot be swapped for another's. */
-export const setValueContext = (variableId: string) => `variable-set-variable:${variableId}`;
+const setValueContext = (variableId: string) => `variable-set-variable:${variableId}`;
 
 function toSet(row: VariableSetRow): VariableSet {
   return {
