@@ -2,7 +2,6 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  apiRequest,
   type CliResult,
   expectSuccess,
   type FerryServer,
@@ -137,7 +136,13 @@ describe.each(["sqlite", "postgres"] as const)("variable sets on %s", (dialect) 
       shown.variables.filter((variable) => !variable.name.startsWith("Ferry.")).map((v) => [v.name, v.value]),
     );
   const api = async (method: string, path: string, body?: unknown, key = adminKey) => {
-    const response = await apiRequest(`${server.url}${path}`, key, method, body);
+    // Not apiRequest: its 5 s limit is too short for a password hash on a loaded machine.
+    const response = await fetch(`${server.url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${key}`, ...(body !== undefined && { "content-type": "application/json" }) },
+      ...(body !== undefined && { body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(60_000),
+    });
     const text = await response.text();
     return { status: response.status, text, json: text === "" ? undefined : (JSON.parse(text) as unknown) };
   };
@@ -202,7 +207,14 @@ describe.each(["sqlite", "postgres"] as const)("variable sets on %s", (dialect) 
         "not applicable | roles web | from-role",
         "not applicable | targets web-1 | from-target",
       ]);
-      expect(where.stdout).toContain(
+      // In dev nothing scoped applies: the project's unscoped value and the set's are as specific.
+      const inDev = await ferry(["vars", "show", "--project", "shop", "--env", "dev", "--explain", "Where"]);
+      expectSuccess(inDev);
+      expect(verdicts(inDev.stdout).slice(0, 2)).toEqual([
+        "outranked | unscoped in set common | from-common",
+        "won | unscoped | from-project",
+      ]);
+      expect(inDev.stdout).toContain(
         "applies and is as specific, but the project's own value beats variable set 'common' (included #1)",
       );
 
