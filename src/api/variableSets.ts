@@ -26,7 +26,8 @@ export function variableSetRoutes(context: StoreContext): RouteSpec[] {
   return [
     ...collectionRoutes({
       tag: "Variable sets",
-      noun: "variable set",
+      // Audited as variable-set.create|update|delete.
+      noun: "variable-set",
       path: "/api/v1/variable-sets",
       itemParam: "set",
       itemSchema: variableSetSchema,
