@@ -275,9 +275,12 @@ function formatExplanation(
   ];
   const candidates = variable?.candidates ?? ambiguous?.candidates ?? [];
   if (candidates.length > 0) lines.push("Candidates:");
+  const scopeOf = (candidate: PreviewCandidate) => `${describeScope(candidate.scope)}${inSet(candidate.set)}`;
+  // At least two spaces after the longest scope ("environments prod in set defaults"), so the columns never run together.
+  const scopeWidth = Math.max(30, ...candidates.map((candidate) => scopeOf(candidate).length + 1));
   for (const candidate of candidates) {
     lines.push(
-      `  ${candidate.verdict.padEnd(14)} ${`${describeScope(candidate.scope)}${inSet(candidate.set)}`.padEnd(30)} ${oneLine(candidate.value)}${candidate.sensitive ? " (sensitive)" : ""}`,
+      `  ${candidate.verdict.padEnd(14)} ${scopeOf(candidate).padEnd(scopeWidth)} ${oneLine(candidate.value)}${candidate.sensitive ? " (sensitive)" : ""}`,
       `  ${"".padEnd(14)} ${candidate.reason}`,
     );
   }
