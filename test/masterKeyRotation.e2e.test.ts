@@ -33,7 +33,7 @@ afterAll(() => resources.cleanUp());
 const SECRET = "s3cret-value-for-rotation";
 
 const FERRY_YML = `
-project: { name: rotation }
+project: { name: rotation, variableSets: [shared] }
 environments: [dev]
 lifecycle: { name: rotation, phases: [{ environments: [dev] }] }
 feeds:
@@ -50,6 +50,12 @@ targets:
     roles: [elsewhere]
     transport: ssh
     ssh: { host: 127.0.0.1, port: 1, user: nobody, privateKeyFrom: { file: id_ed25519 } }
+variableSets:
+  - name: shared
+    variables:
+      - name: SetToken
+        sensitive: true
+        valueFrom: { env: ROTATION_TOKEN }
 variables:
   - name: Token
     sensitive: true
@@ -60,14 +66,15 @@ steps:
     roles: [app]
     config:
       script: |
-        test "$TOKEN" = "${SECRET}" && echo "token matches"
-      env: { TOKEN: "#{Token}" }
+        test "$TOKEN" = "${SECRET}" && test "$SET_TOKEN" = "${SECRET}" && echo "token matches"
+      env: { TOKEN: "#{Token}", SET_TOKEN: "#{SetToken}" }
 `;
 
 /** Every sealed text stored in the database, whatever its table (JSON documents included). */
 async function sealedValues(dialect: string, dataDir: string, url: string | undefined): Promise<string[]> {
   const queries = [
     "SELECT value_sealed AS v FROM variables",
+    "SELECT value_sealed AS v FROM variable_set_variables",
     "SELECT password_sealed AS v FROM feeds",
     "SELECT ssh_private_key_sealed AS v FROM targets",
     "SELECT secret_sealed AS v FROM webhooks",

@@ -64,6 +64,14 @@ const BODIES: Record<string, unknown> = {
   "POST /api/v1/projects/{project}/variables": { name: "Sneaky", value: "x" },
   "PATCH /api/v1/projects/{project}/variables/{variable}": { value: "changed" },
   "DELETE /api/v1/projects/{project}/variables/{variable}": undefined,
+  // Variable sets reach every project that includes them: editVariableSets everywhere (ADR 0047).
+  "POST /api/v1/variable-sets": { name: "sneaky" },
+  "PATCH /api/v1/variable-sets/{set}": { description: "changed" },
+  "DELETE /api/v1/variable-sets/{set}": undefined,
+  "POST /api/v1/variable-sets/{set}/variables": { name: "Sneaky", value: "x" },
+  "PATCH /api/v1/variable-sets/{set}/variables/{variable}": { value: "changed" },
+  "DELETE /api/v1/variable-sets/{set}/variables/{variable}": undefined,
+  "PUT /api/v1/projects/{project}/variable-sets": { sets: [] },
   "PUT /api/v1/projects/{project}/process": {
     steps: [{ name: "hello", kind: "script", config: { script: "echo changed" } }],
   },
@@ -143,6 +151,10 @@ const SHARED_READS = new Set([
   "GET /api/v1/lifecycles/{lifecycle}",
   "GET /api/v1/feeds",
   "GET /api/v1/feeds/{feed}",
+  // Variable sets name no project; their sensitive values read as "set" (ADR 0047).
+  "GET /api/v1/variable-sets",
+  "GET /api/v1/variable-sets/{set}",
+  "GET /api/v1/variable-sets/{set}/variables",
   "GET /api/v1/openapi.json",
   "GET /api/v1/schema/ferry.json",
 ]);
@@ -272,6 +284,13 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
     ids.bravoVariable = String(
       (await admin("POST", "/api/v1/projects/bravo/variables", { name: "Bv", value: "b" })).id,
     );
+    await admin("POST", "/api/v1/variable-sets", { name: "shared" });
+    await admin("POST", "/api/v1/variable-sets/shared/variables", {
+      name: "SetSecret",
+      value: "set-secret-value",
+      sensitive: true,
+    });
+    await admin("PUT", "/api/v1/projects/bravo/variable-sets", { sets: ["shared"] });
     ids.bravoWebhook = String(
       (
         await admin("POST", "/api/v1/projects/bravo/webhooks", {
@@ -376,6 +395,7 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
       schedule: "bravo-nightly",
       trigger: "bravo-trigger",
       artifact: ids.bravoArtifact ?? "",
+      set: "shared",
     };
     const answers: string[] = [];
     for (const { method, template } of operations) {
@@ -419,6 +439,8 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
       ["GET", "/api/v1/projects/alpha/variables/ProdOnly"],
       ["PATCH", "/api/v1/projects/alpha/variables/ProdOnly", { value: "changed" }],
       ["DELETE", "/api/v1/projects/alpha/variables/ProdOnly"],
+      // Including a set changes the project's variables in every environment, prodzone too.
+      ["PUT", "/api/v1/projects/alpha/variable-sets", { sets: ["shared"] }],
       // Creating a prod-scoped variable, or changing one that applies everywhere (prod too).
       [
         "POST",

@@ -44,6 +44,7 @@ import { targetTrustRoutes } from "./targetTrust.js";
 import { taskRoutes } from "./tasks.js";
 import { teamRoutes } from "./teams.js";
 import { checkOrigin, sessionTokenOf, userRoutes } from "./users.js";
+import { variableSetRoutes } from "./variableSets.js";
 import { webhookRoutes } from "./webhooks.js";
 import { WebUi } from "./webUi.js";
 
@@ -176,6 +177,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
             tearDownEnvironment({ context: options.context, target: processRunnerServices(services).target }, reference)
         )(options.deployments),
     ),
+    ...variableSetRoutes(options.context),
     ...targetTrustRoutes(options.context),
     ...agentRoutes(options.context, options.agents),
     ...dashboardRoutes(options.context, options.engine),

@@ -155,8 +155,8 @@ export async function secretsOf(
   secretSource: Readonly<Record<string, string | undefined>>,
 ): Promise<Record<string, string>> {
   const names = [
-    ...(config.variables ?? []).flatMap((variable) =>
-      variable.valueFrom && "env" in variable.valueFrom ? [variable.valueFrom.env] : [],
+    ...[...(config.variables ?? []), ...(config.variableSets ?? []).flatMap((set) => set.variables)].flatMap(
+      (variable) => (variable.valueFrom && "env" in variable.valueFrom ? [variable.valueFrom.env] : []),
     ),
     ...config.feeds.flatMap((feed) => (feed.passwordFrom ? [feed.passwordFrom.env] : [])),
     ...config.targets.flatMap((target) => [

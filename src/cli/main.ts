@@ -33,6 +33,7 @@ import { addTaskCommands } from "./tasks.js";
 import { addTeamCommands } from "./teams.js";
 import { addScheduledTriggerCommands, addTriggerCommands } from "./triggers.js";
 import { addApiKeyCommands } from "./users.js";
+import { addVariableSetCommands } from "./variableSets.js";
 import { addVariableCommands, addVariablePreviewCommand } from "./variables.js";
 
 export function buildProgram(): Command {
@@ -66,6 +67,7 @@ export function buildProgram(): Command {
   addScheduledTriggerCommands(program, context);
   addVariableCommands(program, context);
   addVariablePreviewCommand(program, context);
+  addVariableSetCommands(program, context);
   addApplyCommand(program, context, process.env);
   addExportCommand(program, context);
   // Program options count only before a subcommand, so `release create --version V` is

@@ -328,6 +328,7 @@ describe("ferryFileJsonSchema", () => {
       "targets",
       "images",
       "variables",
+      "variableSets",
       "versionPattern",
       "runbooks",
       "steps",
@@ -341,5 +342,28 @@ describe("ferryFileJsonSchema", () => {
       "scope",
     ]);
     expect(Object.keys(schema.properties.feeds?.items?.properties ?? {})).not.toContain("password");
+  });
+});
+
+describe("variable sets in ferry.yml", () => {
+  const base =
+    "project:\n  name: shop\n  variableSets: [common, common]\nenvironments: [dev]\nlifecycle:\n  name: l\n  phases:\n    - environments: [dev]\n";
+
+  it("refuses a set included twice, a set declared twice, and a set value scoped to an undeclared environment", () => {
+    const text = `${base}variableSets:\n  - name: common\n    variables:\n      - name: A\n        value: x\n        scope: { environments: [prod] }\n  - name: common\n    variables: []\n`;
+    let message = "";
+    try {
+      parseFerryFile(text, "ferry.yml");
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toContain("variable set 'common' is included twice");
+    expect(message).toContain("variable set 'common' is listed twice");
+    expect(message).toContain("no environment 'prod' under environments");
+  });
+
+  it("reads a set's sensitive value only as a reference", () => {
+    const text = `${base.replace("[common, common]", "[common]")}variableSets:\n  - name: common\n    variables:\n      - name: Token\n        sensitive: true\n        value: plain\n`;
+    expect(() => parseFerryFile(text, "ferry.yml")).toThrow("a sensitive value must not be written in ferry.yml");
   });
 });

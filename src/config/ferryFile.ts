@@ -87,6 +87,13 @@ const projectFileSchema = z
     name: nameSchema,
     slug: slugSchema.optional().describe("Derived from the name when left out"),
     description: descriptionSchema.optional(),
+    variableSets: z
+      .array(slugSchema)
+      .max(50)
+      .optional()
+      .describe(
+        "Slugs of the variable sets the project includes, first first (on a tie in scope, an earlier set beats a later one; the project's own values beat every set): when present, the whole list",
+      ),
   })
   .transform(withSlug);
 
@@ -291,6 +298,22 @@ const variableFileSchema = z
     { when: (payload) => isRecord(payload.value) },
   );
 
+/**
+ * A variable set the file declares (ADR 0047): created or updated on apply, its variables
+ * made exactly the list given. Sets are shared: several files may declare one alike.
+ */
+const variableSetFileSchema = z
+  .strictObject({
+    name: nameSchema,
+    slug: slugSchema.optional().describe("Derived from the name when left out"),
+    description: descriptionSchema.optional(),
+    variables: z
+      .array(variableFileSchema)
+      .max(2000)
+      .describe("The set's variables, scoped like a project's: the whole list (others are deleted on apply)"),
+  })
+  .transform(withSlug);
+
 const versionPatternSchema = z
   .string()
   .max(100)
@@ -377,6 +400,13 @@ const ferryFileObject = z.strictObject({
     .max(2000)
     .optional()
     .describe("The project's variables: when present, the whole list (others are deleted on apply)"),
+  variableSets: z
+    .array(variableSetFileSchema)
+    .max(50)
+    .optional()
+    .describe(
+      "Variable sets to create or update (shared by several projects); a project includes them with project.variableSets",
+    ),
   versionPattern: versionPatternSchema.optional(),
   runbooks: z
     .array(runbookFileSchema)
@@ -694,18 +724,38 @@ function checkReferences(value: unknown, context: z.RefinementCtx): void {
     imageNames.add(name);
   });
 
-  const variableKeys = new Set<string>();
-  listAt(file, "variables").forEach((variable, index) => {
-    listAt(field(variable, "scope"), "environments").forEach((reference, position) => {
-      checkEnvironment(["variables", index, "scope", "environments", position], reference);
+  const checkVariables = (variables: unknown[], path: Path) => {
+    const variableKeys = new Set<string>();
+    variables.forEach((variable, index) => {
+      listAt(field(variable, "scope"), "environments").forEach((reference, position) => {
+        checkEnvironment([...path, index, "scope", "environments", position], reference);
+      });
+      const parsed = variableFileSchema.safeParse(variable);
+      if (!parsed.success) return;
+      const key = variableKey(parsed.data.name, parsed.data.scope);
+      if (variableKeys.has(key)) {
+        problem([...path, index], `variable '${parsed.data.name}' is listed twice with the same scope`);
+      }
+      variableKeys.add(key);
     });
-    const parsed = variableFileSchema.safeParse(variable);
+  };
+  checkVariables(listAt(file, "variables"), ["variables"]);
+  const setSlugs = new Set<string>();
+  listAt(file, "variableSets").forEach((set, index) => {
+    checkVariables(listAt(set, "variables"), ["variableSets", index, "variables"]);
+    const parsed = variableSetFileSchema.safeParse(set);
     if (!parsed.success) return;
-    const key = variableKey(parsed.data.name, parsed.data.scope);
-    if (variableKeys.has(key)) {
-      problem(["variables", index], `variable '${parsed.data.name}' is listed twice with the same scope`);
+    if (setSlugs.has(parsed.data.slug)) {
+      problem(["variableSets", index, "name"], `variable set '${parsed.data.slug}' is listed twice`);
     }
-    variableKeys.add(key);
+    setSlugs.add(parsed.data.slug);
+  });
+  const included = new Set<unknown>();
+  listAt(field(file, "project"), "variableSets").forEach((reference, index) => {
+    if (included.has(reference)) {
+      problem(["project", "variableSets", index], `variable set '${String(reference)}' is included twice`);
+    }
+    included.add(reference);
   });
 
   listAt(file, "steps").forEach((step, index) => {

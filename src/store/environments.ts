@@ -21,6 +21,7 @@ import {
   translateUniqueViolation,
 } from "./common.js";
 import type { EnvironmentRow } from "./schema.js";
+import { setVariablesScopedTo } from "./variableSets.js";
 
 function toEnvironment(row: EnvironmentRow): Environment {
   return {
@@ -295,7 +296,10 @@ async function usagesOfEnvironment(trx: Executor, environmentId: string): Promis
     .select("t.name")
     .where("te.environment_id", "=", environmentId)
     .execute();
-  const variables = await variablesScopedTo(trx, "environment", environmentId);
+  const variables = [
+    ...(await variablesScopedTo(trx, "environment", environmentId)),
+    ...(await setVariablesScopedTo(trx, "environment", environmentId)),
+  ];
   return [
     ...lifecycles.map((row) => `lifecycle '${row.name}'`),
     ...targets.map((row) => `target '${row.name}'`),

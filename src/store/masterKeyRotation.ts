@@ -26,6 +26,12 @@ interface SealedColumn {
 
 const SEALED_COLUMNS: readonly SealedColumn[] = [
   { table: "variables", key: "id", column: "value_sealed", context: (id) => `variable:${id}` },
+  {
+    table: "variable_set_variables",
+    key: "id",
+    column: "value_sealed",
+    context: (id) => `variable-set-variable:${id}`,
+  },
   { table: "feeds", key: "id", column: "password_sealed", context: (id) => `feed:${id}:password` },
   { table: "targets", key: "id", column: "ssh_private_key_sealed", context: (id) => `target:${id}:ssh-private-key` },
   { table: "targets", key: "id", column: "ssh_passphrase_sealed", context: (id) => `target:${id}:ssh-passphrase` },

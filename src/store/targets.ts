@@ -25,6 +25,7 @@ import {
 import { variablesScopedTo } from "./environments.js";
 import type { TargetRow } from "./schema.js";
 import { deleteTargetHealth, targetHealthOf } from "./targetHealth.js";
+import { setVariablesScopedTo } from "./variableSets.js";
 
 async function loadTargets(db: Executor, rows: TargetRow[]): Promise<Target[]> {
   if (rows.length === 0) return [];
@@ -454,7 +455,10 @@ export async function trustHostKeys(
 export async function deleteTarget({ db }: StoreContext, reference: string): Promise<void> {
   await db.transaction().execute(async (trx) => {
     const target = await findNamed(trx, "targets", reference);
-    const usedBy = await variablesScopedTo(trx, "target", target.id);
+    const usedBy = [
+      ...(await variablesScopedTo(trx, "target", target.id)),
+      ...(await setVariablesScopedTo(trx, "target", target.id)),
+    ];
     if (usedBy.length > 0) {
       throw new InUseError(
         `target '${target.name}' is used by ${usedBy.join(", ")}; remove it from their scope first`,
