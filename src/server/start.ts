@@ -166,8 +166,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const artifacts = new ArtifactService({
     context,
     content:
-      store.dialect === "postgres"
-        ? largeObjectContent(store.db)
+      store.pgPool
+        ? largeObjectContent(store.db, store.pgPool)
         : directoryContent(store.db, join(options.dataDir, "artifacts")),
     maxBytes: options.artifactMaxBytes ?? DEFAULT_ARTIFACT_MAX_BYTES,
   });
