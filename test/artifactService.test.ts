@@ -60,7 +60,7 @@ describe.each(dialects)("attaching artifacts (%s)", (dialect) => {
       content:
         dialect === "sqlite"
           ? directoryContent(database.store.db, join(database.dataDir, "artifacts"))
-          : largeObjectContent(database.store.db, database.store.pgPool as NonNullable<typeof database.store.pgPool>),
+          : largeObjectContent(database.store.pgPool as NonNullable<typeof database.store.pgPool>),
       maxBytes: 1024 * 1024,
     });
   });

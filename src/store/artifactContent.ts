@@ -134,7 +134,7 @@ export interface PgPool {
  * write sends its own Parse/Bind/Execute/Sync with the source's chunks written to the socket
  * as they came.
  */
-export function largeObjectContent(db: Kysely<Database>, pool: PgPool, concurrentWrites = 3): ArtifactContent {
+export function largeObjectContent(pool: PgPool, concurrentWrites = 3): ArtifactContent {
   const slots = new Semaphore(concurrentWrites);
   return {
     storage: "largeObject",
