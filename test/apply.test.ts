@@ -364,3 +364,67 @@ describe("ferry apply (command)", () => {
     expect((await server.call<{ total: number }>("GET", "/api/v1/environments")).body.total).toBe(0);
   });
 });
+
+describe("ferry.yml runbook schedules and retention (validation)", () => {
+  const withRunbook = (runbook: string) =>
+    `${FERRY_YML}runbooks:\n  - name: Backup\n    parameters:\n      - { name: Days, type: number, default: 7 }\n      - { name: Token, sensitive: true, required: false }\n${runbook}`;
+  const problems = (text: string) => {
+    try {
+      parseFerryFile(text, "ferry.yml");
+    } catch (error) {
+      return (error as Error).message.split("\n").slice(1);
+    }
+    return [];
+  };
+
+  it("names the field of a sensitive value written in a schedule, a reference to a plain parameter, and a bad policy", () => {
+    expect(
+      problems(
+        withRunbook(
+          [
+            "    schedules:",
+            "      - name: nightly",
+            "        environment: prod",
+            "        cron: '0 3 * * *'",
+            "        parameters: { Token: abc }",
+            "        parametersFrom: { Days: { env: DAYS }, Nope: { env: NOPE } }",
+            "    artifactRetention:",
+            "      - { environment: staging, keepRuns: 0 }",
+            "",
+          ].join("\n"),
+        ),
+      ),
+    ).toEqual([
+      "ferry.yml:60:30 /runbooks/0/schedules/0/parameters/Token: 'Token' is a sensitive parameter: its value is a secret and never goes in a file; move it to parametersFrom: { Token: { env: NAME } }, which `ferry apply` reads from its environment",
+      "ferry.yml:61:33 /runbooks/0/schedules/0/parametersFrom/Days: 'Days' is not a sensitive parameter: write its value under parameters instead",
+      "ferry.yml:61:54 /runbooks/0/schedules/0/parametersFrom/Nope: the runbook has no parameter 'Nope'; remove it or add the parameter (sensitive: true)",
+      "ferry.yml:63:24 /runbooks/0/artifactRetention/0/environment: no environment 'staging' under environments; refer to one by its slug: dev, test, prod",
+      "ferry.yml:63:43 /runbooks/0/artifactRetention/0/keepRuns: Too small: expected number to be >=1",
+    ]);
+  });
+
+  it("accepts schedules with a sensitive parameter by reference, and both retentions", () => {
+    const file = parseFerryFile(
+      withRunbook(
+        [
+          "    schedules:",
+          "      - name: nightly",
+          "        environment: prod",
+          "        cron: '0 3 * * *'",
+          "        parameters: { Days: 3 }",
+          "        parametersFrom: { Token: { env: BACKUP_TOKEN } }",
+          "    retention: [{ keepRuns: 30 }]",
+          "    artifactRetention: [{ environment: prod, keepDays: 7 }]",
+          "",
+        ].join("\n"),
+      ),
+      "ferry.yml",
+    );
+    const runbook = file.runbooks?.[0];
+    expect(runbook?.schedules?.[0]).toMatchObject({
+      parameters: { Days: 3 },
+      parametersFrom: { Token: { env: "BACKUP_TOKEN" } },
+    });
+    expect(runbook?.artifactRetention).toEqual([{ environment: "prod", keepRuns: null, keepDays: 7 }]);
+  });
+});

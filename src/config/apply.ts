@@ -214,11 +214,19 @@ async function applySchedules(
     }
     if (Object.keys(body).length > 0) {
       await run.client.request<Schedule>("PATCH", path, body);
+      // What the plan shows: sensitive values as the API shows them.
+      const shown = {
+        ...body,
+        ...(body.parameters !== undefined && {
+          parameters: { ...parameters, ...Object.fromEntries(references.map(([key]) => [key, MASKED])) },
+        }),
+      };
       run.changes.push({
         action: "updated",
         resource: "schedule",
         name,
         detail: Object.keys(body).join(", "),
+        fields: fieldChanges(pick(current, Object.keys(body)), shown),
         ...(warning && { warning }),
       });
     }
@@ -253,6 +261,11 @@ async function applyRetention(
   run.changes.push({ action: "updated", resource: "retention", name: runbookSlug });
 }
 
+/** Policies by environment ('*' too), for a field-level diff: `prod.keepRuns: 5 → 8`. */
+function byEnvironment(policies: ArtifactRetention["policies"]): Record<string, unknown> {
+  return Object.fromEntries(policies.map(({ environment, ...limits }) => [environment, limits] as const));
+}
+
 /** The runbook's artifact retention becomes the file's (ADR 0037), compared as a set of policies. */
 async function applyArtifactRetention(
   run: Run,
@@ -272,7 +285,7 @@ async function applyArtifactRetention(
     action: "updated",
     resource: "artifact-retention",
     name: runbookSlug,
-    fields: fieldChanges({ policies: sorted(current.policies) }, { policies: sorted(policies) }),
+    fields: fieldChanges(byEnvironment(current.policies), byEnvironment(policies)),
   });
 }
 
