@@ -69,6 +69,15 @@ export function addRunbookAuthoringCommands(group: Command, context: CliContext)
           mode,
           fields: runbookFileFields(text),
           publish: options.publish === true,
+          // The sensitive schedule parameters' values the file names (parametersFrom), and nothing else.
+          environment: Object.fromEntries(
+            (runbook.schedules ?? []).flatMap((schedule) =>
+              Object.values(schedule.parametersFrom ?? {}).map((reference) => [
+                reference.env,
+                process.env[reference.env],
+              ]),
+            ),
+          ),
         });
         if (options.json) return printJson(changes);
         writeOutput(`${changes.map(describeChange).join("\n")}\n`);

@@ -298,11 +298,17 @@ export async function applyRunbookFile(
   client: ApiClient,
   project: string,
   runbook: RunbookFile,
-  options: { mode: "create" | "update"; fields: readonly string[]; publish: boolean },
+  options: {
+    mode: "create" | "update";
+    fields: readonly string[];
+    publish: boolean;
+    /** Where parametersFrom references are read (the CLI's environment). */
+    environment?: Readonly<Record<string, string | undefined>>;
+  },
 ): Promise<AppliedChange[]> {
   const run: Run = {
     client,
-    environment: {},
+    environment: options.environment ?? {},
     updateSecrets: false,
     changes: [],
     readFile: async () => undefined,
