@@ -657,6 +657,16 @@ function Runs({
                   </td>
                   <td>
                     {run.createdBy}
+                    {run.cause && (
+                      <div className="small muted">
+                        fired: {run.cause}
+                        {run.scheduledFor && (
+                          <>
+                            , due <RelativeTime at={run.scheduledFor} />
+                          </>
+                        )}
+                      </div>
+                    )}
                     {run.freezeOverride && <div className="small muted">through freeze {run.freezeOverride}</div>}
                   </td>
                 </tr>
