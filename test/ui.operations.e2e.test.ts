@@ -62,10 +62,22 @@ describe("web dashboard: schedules and artifacts", () => {
       const response = await fetch(target, { credentials: "same-origin" });
       return { status: response.status, bytes: [...new Uint8Array(await response.arrayBuffer())] };
     }, path)) as { status: number; bytes: number[] };
+  /** What `read` gives once it is not null (checked every 200 ms; expect.poll works only inside a test). */
+  const until = async <T>(what: string, read: () => Promise<T | null>, timeoutMs = 60_000): Promise<T> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const value = await read();
+      if (value !== null) return value;
+      if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs / 1000} s`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  };
   const waitForTask = async (taskId: string) => {
-    await expect
-      .poll(async () => (await ok<{ state: string }>("GET", `/api/v1/tasks/${taskId}`)).state, { timeout: 60_000 })
-      .toBe("succeeded");
+    const state = await until(`task ${taskId} ends`, async () => {
+      const task = await ok<{ state: string }>("GET", `/api/v1/tasks/${taskId}`);
+      return ["succeeded", "failed", "cancelled", "interrupted"].includes(task.state) ? task.state : null;
+    });
+    expect(state).toBe("succeeded");
   };
 
   beforeAll(async () => {
@@ -121,11 +133,10 @@ describe("web dashboard: schedules and artifacts", () => {
       await ok("POST", "/api/v1/teams", { name: `${username} team`, members: [username], roles });
     }
     // The frequent schedule's first firing, then no more (the page's rows stay as they are).
-    await expect
-      .poll(async () => (await ok<ScheduleAnswer>("GET", `${schedules}/frequent`)).lastFiring?.taskId ?? null, {
-        timeout: 60_000,
-      })
-      .not.toBeNull();
+    await until("the frequent schedule's first firing", async () => {
+      const schedule = await ok<ScheduleAnswer>("GET", `${schedules}/frequent`);
+      return schedule.lastFiring?.taskId ?? null;
+    });
     const fired = await ok<ScheduleAnswer>("POST", `${schedules}/frequent/pause`);
     stagingTask = String(fired.lastFiring?.taskId);
     await waitForTask(stagingTask);
