@@ -260,6 +260,74 @@ describe("ferry apply", () => {
     ]);
   });
 
+  it("writes a schedule's sensitive parameter from its variable only when it must, and keeps it otherwise", async () => {
+    const withSchedule = (cron: string, days: number) =>
+      `${FERRY_YML}runbooks:
+  - name: Backup
+    publish: true
+    parameters:
+      - { name: Days, type: number }
+      - { name: Token, sensitive: true }
+    steps:
+      - { name: dump, kind: script, config: { script: echo dump } }
+    schedules:
+      - name: nightly
+        environment: prod
+        cron: "${cron}"
+        parameters: { Days: ${days} }
+        parametersFrom: { Token: { env: BACKUP_TOKEN } }
+`;
+    const stored = async () => {
+      const { openScheduleParameters } = await import("../src/store/runbookSchedules.js");
+      const row = await server.server.context.db
+        .selectFrom("runbook_schedules")
+        .selectAll()
+        .where("name", "=", "nightly")
+        .executeTakeFirstOrThrow();
+      return openScheduleParameters(server.server.context, row);
+    };
+    const schedules = "/api/v1/projects/hello/runbooks/backup/schedules";
+    // Without the variable: not created (it would have no token), and said so.
+    const skipped = await apply(withSchedule("0 3 * * *", 7));
+    expect(skipped.filter((change) => change.resource === "schedule")).toEqual([
+      {
+        action: "skipped",
+        resource: "schedule",
+        name: "backup/nightly",
+        warning: "$BACKUP_TOKEN is not set, so the schedule was not created; set it and apply again",
+      },
+    ]);
+    expect(await get(schedules)).toEqual([]);
+    // With it: created with the value, shown masked.
+    const withToken = { ...SECRETS, BACKUP_TOKEN: "token-one" };
+    expect(changed(await apply(withSchedule("0 3 * * *", 7), withToken))).toContain(
+      "created schedule backup/nightly (sensitive parameters from $BACKUP_TOKEN)",
+    );
+    expect(await stored()).toEqual({ Days: 7, Token: "token-one" });
+    expect(await get<{ parameters: unknown }[]>(schedules)).toMatchObject([
+      { parameters: { Days: 7, Token: "********" } },
+    ]);
+    // Another cron without the variable: changed, token kept. Other parameters without it: left, with a warning.
+    expect(changed(await apply(withSchedule("0 4 * * *", 7)))).toContain("updated schedule backup/nightly (cron)");
+    const kept = await apply(withSchedule("0 4 * * *", 9));
+    expect(kept.filter((change) => change.resource === "schedule")).toEqual([
+      {
+        action: "unchanged",
+        resource: "schedule",
+        name: "backup/nightly",
+        warning:
+          "$BACKUP_TOKEN is not set, so the schedule's parameters were left as they are (they are sent whole, sensitive values too); set it and apply again",
+      },
+    ]);
+    expect(await stored()).toEqual({ Days: 7, Token: "token-one" });
+    // With it, the parameters go whole; --update-secrets rewrites the token alone.
+    await apply(withSchedule("0 4 * * *", 9), { ...SECRETS, BACKUP_TOKEN: "token-two" });
+    expect(await stored()).toEqual({ Days: 9, Token: "token-two" });
+    expect(changed(await apply(withSchedule("0 4 * * *", 9), { ...SECRETS, BACKUP_TOKEN: "token-3" }))).toEqual([]);
+    await apply(withSchedule("0 4 * * *", 9), { ...SECRETS, BACKUP_TOKEN: "token-3" }, true);
+    expect(await stored()).toEqual({ Days: 9, Token: "token-3" });
+  });
+
   it("inserts missing environments in the file's order next to existing ones", async () => {
     for (const name of ["prod", "staging"]) {
       expect((await server.call("POST", "/api/v1/environments", { name })).status).toBe(201);
