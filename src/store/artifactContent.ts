@@ -140,7 +140,14 @@ export function largeObjectContent(pool: PgPool, concurrentWrites = 3): Artifact
     storage: "largeObject",
     async write(_id, source, record) {
       await slots.acquire();
-      const client = await pool.connect();
+      let client: PgPoolClient;
+      try {
+        client = await pool.connect();
+      } catch (error) {
+        // No connection (PostgreSQL down, the pool's wait timed out): the slot is free again.
+        slots.release();
+        throw error;
+      }
       let broken: Error | undefined;
       try {
         // Kysely over this one connection: the transaction's queries and the raw writes share it.
