@@ -129,7 +129,7 @@ export async function artifacts(): Promise<BenchmarkResult> {
     for (;;) {
       const response = await fetch(`${base}/readyz`).catch(() => undefined);
       if (response?.ok) break;
-      if (performance.now() - started > 20_000) throw new Error("server not ready within 20 s");
+      if (performance.now() - started > 90_000) throw new Error("server not ready within 90 s");
       await sleep(20);
     }
     if (server.pid === undefined) throw new Error("the server has no pid");

@@ -260,6 +260,74 @@ describe("ferry apply", () => {
     ]);
   });
 
+  it("writes a schedule's sensitive parameter from its variable only when it must, and keeps it otherwise", async () => {
+    const withSchedule = (cron: string, days: number) =>
+      `${FERRY_YML}runbooks:
+  - name: Backup
+    publish: true
+    parameters:
+      - { name: Days, type: number }
+      - { name: Token, sensitive: true }
+    steps:
+      - { name: dump, kind: script, config: { script: echo dump } }
+    schedules:
+      - name: nightly
+        environment: prod
+        cron: "${cron}"
+        parameters: { Days: ${days} }
+        parametersFrom: { Token: { env: BACKUP_TOKEN } }
+`;
+    const stored = async () => {
+      const { openScheduleParameters } = await import("../src/store/runbookSchedules.js");
+      const row = await server.server.context.db
+        .selectFrom("runbook_schedules")
+        .selectAll()
+        .where("name", "=", "nightly")
+        .executeTakeFirstOrThrow();
+      return openScheduleParameters(server.server.context, row);
+    };
+    const schedules = "/api/v1/projects/hello/runbooks/backup/schedules";
+    // Without the variable: not created (it would have no token), and said so.
+    const skipped = await apply(withSchedule("0 3 * * *", 7));
+    expect(skipped.filter((change) => change.resource === "schedule")).toEqual([
+      {
+        action: "skipped",
+        resource: "schedule",
+        name: "backup/nightly",
+        warning: "$BACKUP_TOKEN is not set, so the schedule was not created; set it and apply again",
+      },
+    ]);
+    expect(await get(schedules)).toEqual([]);
+    // With it: created with the value, shown masked.
+    const withToken = { ...SECRETS, BACKUP_TOKEN: "token-one" };
+    expect(changed(await apply(withSchedule("0 3 * * *", 7), withToken))).toContain(
+      "created schedule backup/nightly (sensitive parameters from $BACKUP_TOKEN)",
+    );
+    expect(await stored()).toEqual({ Days: 7, Token: "token-one" });
+    expect(await get<{ parameters: unknown }[]>(schedules)).toMatchObject([
+      { parameters: { Days: 7, Token: "********" } },
+    ]);
+    // Another cron without the variable: changed, token kept. Other parameters without it: left, with a warning.
+    expect(changed(await apply(withSchedule("0 4 * * *", 7)))).toContain("updated schedule backup/nightly (cron)");
+    const kept = await apply(withSchedule("0 4 * * *", 9));
+    expect(kept.filter((change) => change.resource === "schedule")).toEqual([
+      {
+        action: "unchanged",
+        resource: "schedule",
+        name: "backup/nightly",
+        warning:
+          "$BACKUP_TOKEN is not set, so the schedule's parameters were left as they are (they are sent whole, sensitive values too); set it and apply again",
+      },
+    ]);
+    expect(await stored()).toEqual({ Days: 7, Token: "token-one" });
+    // With it, the parameters go whole; --update-secrets rewrites the token alone.
+    await apply(withSchedule("0 4 * * *", 9), { ...SECRETS, BACKUP_TOKEN: "token-two" });
+    expect(await stored()).toEqual({ Days: 9, Token: "token-two" });
+    expect(changed(await apply(withSchedule("0 4 * * *", 9), { ...SECRETS, BACKUP_TOKEN: "token-3" }))).toEqual([]);
+    await apply(withSchedule("0 4 * * *", 9), { ...SECRETS, BACKUP_TOKEN: "token-3" }, true);
+    expect(await stored()).toEqual({ Days: 9, Token: "token-3" });
+  });
+
   it("inserts missing environments in the file's order next to existing ones", async () => {
     for (const name of ["prod", "staging"]) {
       expect((await server.call("POST", "/api/v1/environments", { name })).status).toBe(201);
@@ -362,5 +430,69 @@ describe("ferry apply (command)", () => {
       `${file}:4:3 /project/descripton: unknown field; remove it or fix its spelling (docs/ferry-yml.md lists the fields)`,
     ]);
     expect((await server.call<{ total: number }>("GET", "/api/v1/environments")).body.total).toBe(0);
+  });
+});
+
+describe("ferry.yml runbook schedules and retention (validation)", () => {
+  const withRunbook = (runbook: string) =>
+    `${FERRY_YML}runbooks:\n  - name: Backup\n    parameters:\n      - { name: Days, type: number, default: 7 }\n      - { name: Token, sensitive: true, required: false }\n${runbook}`;
+  const problems = (text: string) => {
+    try {
+      parseFerryFile(text, "ferry.yml");
+    } catch (error) {
+      return (error as Error).message.split("\n").slice(1);
+    }
+    return [];
+  };
+
+  it("names the field of a sensitive value written in a schedule, a reference to a plain parameter, and a bad policy", () => {
+    expect(
+      problems(
+        withRunbook(
+          [
+            "    schedules:",
+            "      - name: nightly",
+            "        environment: prod",
+            "        cron: '0 3 * * *'",
+            "        parameters: { Token: abc }",
+            "        parametersFrom: { Days: { env: DAYS }, Nope: { env: NOPE } }",
+            "    artifactRetention:",
+            "      - { environment: staging, keepRuns: 0 }",
+            "",
+          ].join("\n"),
+        ),
+      ),
+    ).toEqual([
+      "ferry.yml:60:30 /runbooks/0/schedules/0/parameters/Token: 'Token' is a sensitive parameter: its value is a secret and never goes in a file; move it to parametersFrom: { Token: { env: NAME } }, which `ferry apply` reads from its environment",
+      "ferry.yml:61:33 /runbooks/0/schedules/0/parametersFrom/Days: 'Days' is not a sensitive parameter: write its value under parameters instead",
+      "ferry.yml:61:54 /runbooks/0/schedules/0/parametersFrom/Nope: the runbook has no parameter 'Nope'; remove it or add the parameter (sensitive: true)",
+      "ferry.yml:63:24 /runbooks/0/artifactRetention/0/environment: no environment 'staging' under environments; refer to one by its slug: dev, test, prod",
+      "ferry.yml:63:43 /runbooks/0/artifactRetention/0/keepRuns: Too small: expected number to be >=1",
+    ]);
+  });
+
+  it("accepts schedules with a sensitive parameter by reference, and both retentions", () => {
+    const file = parseFerryFile(
+      withRunbook(
+        [
+          "    schedules:",
+          "      - name: nightly",
+          "        environment: prod",
+          "        cron: '0 3 * * *'",
+          "        parameters: { Days: 3 }",
+          "        parametersFrom: { Token: { env: BACKUP_TOKEN } }",
+          "    retention: [{ keepRuns: 30 }]",
+          "    artifactRetention: [{ environment: prod, keepDays: 7 }]",
+          "",
+        ].join("\n"),
+      ),
+      "ferry.yml",
+    );
+    const runbook = file.runbooks?.[0];
+    expect(runbook?.schedules?.[0]).toMatchObject({
+      parameters: { Days: 3 },
+      parametersFrom: { Token: { env: "BACKUP_TOKEN" } },
+    });
+    expect(runbook?.artifactRetention).toEqual([{ environment: "prod", keepRuns: null, keepDays: 7 }]);
   });
 });

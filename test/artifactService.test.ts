@@ -60,7 +60,7 @@ describe.each(dialects)("attaching artifacts (%s)", (dialect) => {
       content:
         dialect === "sqlite"
           ? directoryContent(database.store.db, join(database.dataDir, "artifacts"))
-          : largeObjectContent(database.store.db),
+          : largeObjectContent(database.store.pgPool as NonNullable<typeof database.store.pgPool>),
       maxBytes: 1024 * 1024,
     });
   });
@@ -89,6 +89,28 @@ describe.each(dialects)("attaching artifacts (%s)", (dialect) => {
     const read: Buffer[] = [];
     for await (const chunk of service.content.read(rows[0]?.location ?? "")) read.push(chunk as Buffer);
     expect(Buffer.concat(read).equals(content)).toBe(true);
+  });
+
+  it("reads back bytes that span several reads exactly, and a removed one fails its read only", async () => {
+    // 256 KiB per read on PostgreSQL (ADR 0043): two full slices and a partial one, in odd-sized chunks.
+    const content = randomBytes(2 * 256 * 1024 + 12_345);
+    const chunks = [content.subarray(0, 1), content.subarray(1, 70_001), content.subarray(70_001)];
+    const { taskId, artifacts } = stepArtifacts();
+    await artifacts.attach({ name: "odd.bin", stream: Readable.from(chunks) });
+    await artifacts.attach({ name: "other.bin", stream: Readable.from([Buffer.from("still readable\n")]) });
+    const [odd, other] = await listTaskArtifacts(database.store.db, taskId);
+    const readAll = async (location: string) => {
+      const read: Buffer[] = [];
+      for await (const chunk of service.content.read(location)) read.push(chunk as Buffer);
+      return Buffer.concat(read);
+    };
+    expect((await readAll(odd?.location ?? "")).equals(content)).toBe(true);
+    await service.content.remove(odd?.location ?? "", database.store.db);
+    await expect(readAll(odd?.location ?? "")).rejects.toThrow(dialect === "sqlite" ? "ENOENT" : "does not exist");
+    // Another read, and a write, on the same pool afterwards.
+    expect((await readAll(other?.location ?? "")).toString()).toBe("still readable\n");
+    const again = await artifacts.attach({ name: "after.bin", stream: Readable.from([content.subarray(0, 1000)]) });
+    expect(again.size).toBe(1000);
   });
 
   it("refuses what passes the size limit, keeping nothing of it", async () => {

@@ -224,6 +224,7 @@ runbooks:
     environments: [every-prod]
     parameters:
       - { name: Reason, type: string }
+      - { name: Token, type: string, sensitive: true, required: false }
     steps:
       - name: restart
         kind: script
@@ -255,6 +256,24 @@ runbooks:
         kind: exec
         config: { command: [./migrate, --check] }
     publish: true
+    schedules:
+      - name: nightly
+        environment: every-prod
+        cron: "0 3 * * *"
+        timeZone: Europe/Berlin
+        parameters: { Reason: nightly }
+        parametersFrom: { Token: { env: EVERYTHING_RUNBOOK_TOKEN } }
+        missed: runOnce
+      - name: weekly
+        environment: every-prod
+        cron: "0 4 * * 0"
+        parameters: { Reason: weekly }
+        paused: true
+    retention:
+      - { environment: every-prod, keepRuns: 30 }
+      - { keepDays: 90 }
+    artifactRetention:
+      - { keepRuns: 5, keepDays: 7 }
 `;
 
 interface Change {
@@ -435,7 +454,11 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
       await mkdir(everything);
       await promisify(execFile)("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(everything, "id_ed25519")]);
       await writeFile(join(everything, "ferry.yml"), EVERYTHING);
-      const secrets = { EVERYTHING_FEED_PASSWORD: "feed-password-1", EVERYTHING_API_TOKEN: "api-token-1" };
+      const secrets = {
+        EVERYTHING_FEED_PASSWORD: "feed-password-1",
+        EVERYTHING_API_TOKEN: "api-token-1",
+        EVERYTHING_RUNBOOK_TOKEN: "runbook-token-1",
+      };
       const applied = await ferry(["apply", "-f", join(everything, "ferry.yml")], secrets);
       expectSuccess(applied);
       expect(applied.stderr).toBe("");
@@ -454,6 +477,14 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
       expect(text).toContain("valueFrom:\n      env: FERRY_SECRET_APITOKEN\n");
       expect(text).toContain("passwordFrom:\n      env: FERRY_SECRET_FEED_EVERYTHING_REGISTRY_PASSWORD\n");
       expect(text).toContain("privateKeyFrom:\n        env: FERRY_SECRET_TARGET_EVERY_REMOTE_PRIVATE_KEY\n");
+      // Schedules (a sensitive parameter as a reference), run and artifact retention (ADR 0043).
+      expect(text).toContain(
+        "parametersFrom:\n          Token:\n            env: FERRY_SECRET_SCHEDULE_RESTART_NIGHTLY_TOKEN\n",
+      );
+      expect(text).toContain("cron: 0 4 * * 0\n");
+      expect(text).toContain(
+        'artifactRetention:\n      - environment: "*"\n        keepRuns: 5\n        keepDays: 7\n',
+      );
       for (const secret of Object.values(secrets)) expect(text).not.toContain(secret);
       expect(text).not.toContain("PRIVATE KEY-----");
 
@@ -475,6 +506,39 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
           },
         ],
       );
+
+      // A schedule's time and the artifacts' limit edited: those two changes, and the stored
+      // sensitive parameter is kept (its variable is not set, and the parameters did not change).
+      const operations = text
+        .replace("cron: 0 3 * * *\n", "cron: 30 2 * * *\n")
+        .replace("keepRuns: 5\n", "keepRuns: 8\n");
+      await writeFile(exported, operations);
+      const applied2 = parseJson<Change[]>(await ferry(["apply", "-f", exported, "--json"]));
+      expect(
+        changed(applied2).map(({ action, resource, name, fields }) => ({ action, resource, name, fields })),
+      ).toEqual([
+        {
+          action: "updated",
+          resource: "schedule",
+          name: "restart/nightly",
+          fields: [{ field: "cron", from: "0 3 * * *", to: "30 2 * * *" }],
+        },
+        {
+          action: "updated",
+          resource: "artifact-retention",
+          name: "restart",
+          fields: [{ field: "*.keepRuns", from: 5, to: 8 }],
+        },
+      ]);
+      const schedules = (await (
+        await apiRequest(`${server.url}/api/v1/projects/everything/runbooks/restart/schedules`, adminKey)
+      ).json()) as { name: string; cron: string; parameters: Record<string, unknown>; paused: boolean }[];
+      expect(schedules.map(({ name, cron, parameters, paused }) => ({ name, cron, parameters, paused }))).toEqual([
+        { name: "nightly", cron: "30 2 * * *", parameters: { Reason: "nightly", Token: "********" }, paused: false },
+        { name: "weekly", cron: "0 4 * * 0", parameters: { Reason: "weekly" }, paused: true },
+      ]);
+      const replan = await ferry(["plan", "-f", exported]);
+      expect(replan.stdout).toMatch(/^No changes: the server matches the file \(\d+ unchanged\)\.\n$/);
     },
     MANY_RUNS_MS,
   );

@@ -4,17 +4,12 @@ import { resolve } from "node:path";
 import { Readable, Transform } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import type { Command } from "commander";
-import {
-  type Artifact,
-  type ArtifactRetention,
-  artifactNameProblem,
-  baseName,
-  formatArtifactMessage,
-} from "../domain/artifacts.js";
+import { type Artifact, artifactNameProblem, baseName, formatArtifactMessage } from "../domain/artifacts.js";
 import { segment } from "./client.js";
 import { OperationError, UsageError } from "./errors.js";
 import { type Column, printFields, printJson, printTable, writeBytes, writeError, writeOutput } from "./output.js";
 import type { CliContext } from "./resourceGroup.js";
+import { addRetentionCommands } from "./retention.js";
 
 const columns: Column<Artifact>[] = [
   ["id", (artifact) => artifact.id],
@@ -37,20 +32,6 @@ function artifactFields(artifact: Artifact): [string, string][] {
     ["created at", artifact.createdAt],
   ];
 }
-
-/** A commander parser for a whole number of at least 1, naming the option when it is not. */
-function positiveInteger(option: string) {
-  return (value: string) => {
-    const number = Number(value);
-    if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(number) || number < 1) {
-      throw new UsageError(`${option} must be a whole number of at least 1`);
-    }
-    return number;
-  };
-}
-
-const retentionPath = (project: string, runbook: string) =>
-  `/api/v1/projects/${segment(project)}/runbooks/${segment(runbook)}/artifact-retention`;
 
 export function addArtifactCommands(program: Command, context: CliContext): void {
   const group = program.command("artifact").description("artifacts: files a task's steps attached (ADR 0037)");
@@ -176,68 +157,5 @@ export function addArtifactCommands(program: Command, context: CliContext): void
       writeError(`wrote ${artifact.name} (${artifact.size} bytes, sha256 ${artifact.sha256}) to ${options.output}\n`);
     });
 
-  const retention = group
-    .command("retention")
-    .description("how long a runbook's artifacts are kept, per environment (the newest successful run's always)");
-
-  retention
-    .command("show")
-    .description("show a runbook's artifact retention")
-    .requiredOption("--project <ref>", "project slug or id")
-    .requiredOption("--runbook <ref>", "runbook slug or id")
-    .option("--json", "print JSON")
-    .action(async (options: { project: string; runbook: string; json?: boolean }) => {
-      const client = await context.client();
-      const current = await client.get<ArtifactRetention>(retentionPath(options.project, options.runbook));
-      if (options.json) printJson(current);
-      else
-        printTable(current.policies, [
-          ["environment", (policy) => policy.environment],
-          ["keep runs", (policy) => (policy.keepRuns === null ? "-" : String(policy.keepRuns))],
-          ["keep days", (policy) => (policy.keepDays === null ? "-" : String(policy.keepDays))],
-        ]);
-    });
-
-  retention
-    .command("set")
-    .description("set one environment's artifact retention; --clear removes it")
-    .requiredOption("--project <ref>", "project slug or id")
-    .requiredOption("--runbook <ref>", "runbook slug or id")
-    .option("--env <ref>", "the environment, or '*' for every environment without its own", "*")
-    .option("--keep-runs <n>", "keep the artifacts of at most this many finished runs", positiveInteger("--keep-runs"))
-    .option("--keep-days <n>", "keep artifacts of finished runs at most this many days", positiveInteger("--keep-days"))
-    .option("--clear", "remove this environment's policy (keep artifacts as long as their runs, or fall back to '*')")
-    .option("--json", "print JSON")
-    .action(
-      async (options: {
-        project: string;
-        runbook: string;
-        env: string;
-        keepRuns?: number;
-        keepDays?: number;
-        clear?: boolean;
-        json?: boolean;
-      }) => {
-        const limits = options.keepRuns !== undefined || options.keepDays !== undefined;
-        if (limits === (options.clear === true)) {
-          throw new UsageError("give --keep-runs, --keep-days or both, or --clear");
-        }
-        const client = await context.client();
-        const path = retentionPath(options.project, options.runbook);
-        const current = await client.get<ArtifactRetention>(path);
-        const others = current.policies.filter((policy) => policy.environment !== options.env);
-        const policies = options.clear
-          ? others
-          : [
-              ...others,
-              { environment: options.env, keepRuns: options.keepRuns ?? null, keepDays: options.keepDays ?? null },
-            ];
-        const saved = await client.request<ArtifactRetention>("PUT", path, { policies });
-        if (options.json) printJson(saved);
-        else
-          writeOutput(
-            `artifact retention of ${options.runbook}: ${saved.policies.length} polic${saved.policies.length === 1 ? "y" : "ies"}\n`,
-          );
-      },
-    );
+  addRetentionCommands(group, context, "artifacts");
 }

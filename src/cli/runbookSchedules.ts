@@ -1,10 +1,11 @@
 import type { Command } from "commander";
-import type { Retention, Schedule } from "../domain/runbookSchedules.js";
+import type { Schedule } from "../domain/runbookSchedules.js";
 import { readText } from "./apply.js";
 import { segment } from "./client.js";
 import { UsageError } from "./errors.js";
 import { printJson, printTable, writeOutput } from "./output.js";
 import { type CliContext, collect } from "./resourceGroup.js";
+import { addRetentionCommands } from "./retention.js";
 
 /*
  * ferry runbook create|update -f FILE, ferry runbook schedule …, ferry runbook retention …
@@ -25,15 +26,6 @@ function parseMissed(value: string): "skip" | "runOnce" {
   if (value === "skip") return "skip";
   if (value === "run-once" || value === "runOnce") return "runOnce";
   throw new UsageError(`--missed ${value}: use skip or run-once (what a firing missed while no server ran becomes)`);
-}
-
-function positiveInteger(flag: string) {
-  return (value: string): number => {
-    const number = Number(value);
-    if (!Number.isInteger(number) || number < 1)
-      throw new UsageError(`${flag} ${value}: give a whole number of 1 or more`);
-    return number;
-  };
 }
 
 function describeNext(schedule: Schedule): string {
@@ -69,6 +61,15 @@ export function addRunbookAuthoringCommands(group: Command, context: CliContext)
           mode,
           fields: runbookFileFields(text),
           publish: options.publish === true,
+          // The sensitive schedule parameters' values the file names (parametersFrom), and nothing else.
+          environment: Object.fromEntries(
+            (runbook.schedules ?? []).flatMap((schedule) =>
+              Object.values(schedule.parametersFrom ?? {}).map((reference) => [
+                reference.env,
+                process.env[reference.env],
+              ]),
+            ),
+          ),
         });
         if (options.json) return printJson(changes);
         writeOutput(`${changes.map(describeChange).join("\n")}\n`);
@@ -183,72 +184,5 @@ export function addRunbookAuthoringCommands(group: Command, context: CliContext)
       });
   }
 
-  const retention = group
-    .command("retention")
-    .description("how many runs of a runbook to keep, and for how long, per environment");
-
-  retention
-    .command("show")
-    .description("show a runbook's run retention")
-    .requiredOption("--project <ref>", "project id or slug")
-    .requiredOption("--runbook <ref>", "runbook slug or id")
-    .option("--json", "print JSON")
-    .action(async (options: { project: string; runbook: string; json?: boolean }) => {
-      const client = await context.client();
-      const current = await client.get<Retention>(runbookPath(options.project, options.runbook, "/retention"));
-      if (options.json) return printJson(current);
-      if (current.policies.length === 0) return writeOutput("no retention: every run is kept\n");
-      printTable(current.policies, [
-        ["ENVIRONMENT", (policy) => (policy.environment === "*" ? "* (others)" : policy.environment)],
-        ["KEEP RUNS", (policy) => (policy.keepRuns === null ? "-" : String(policy.keepRuns))],
-        ["KEEP DAYS", (policy) => (policy.keepDays === null ? "-" : String(policy.keepDays))],
-      ]);
-    });
-
-  retention
-    .command("set")
-    .description("set one environment's retention (the newest successful run is always kept); --clear removes it")
-    .requiredOption("--project <ref>", "project id or slug")
-    .requiredOption("--runbook <ref>", "runbook slug or id")
-    .option("--env <ref>", "the environment, or '*' for every environment without its own", "*")
-    .option("--keep-runs <n>", "keep at most this many finished runs", positiveInteger("--keep-runs"))
-    .option("--keep-days <n>", "keep finished runs at most this many days", positiveInteger("--keep-days"))
-    .option("--clear", "remove this environment's retention (keep every run, or fall back to '*')")
-    .option("--json", "print JSON")
-    .action(
-      async (options: {
-        project: string;
-        runbook: string;
-        env: string;
-        keepRuns?: number;
-        keepDays?: number;
-        clear?: boolean;
-        json?: boolean;
-      }) => {
-        const limits = options.keepRuns !== undefined || options.keepDays !== undefined;
-        if (limits === (options.clear === true)) {
-          throw new UsageError("give --keep-runs and/or --keep-days, or --clear");
-        }
-        const client = await context.client();
-        const path = runbookPath(options.project, options.runbook, "/retention");
-        const current = await client.get<Retention>(path);
-        const others = current.policies.filter((policy) => policy.environment !== options.env);
-        const policies = options.clear
-          ? others
-          : [
-              ...others,
-              { environment: options.env, keepRuns: options.keepRuns ?? null, keepDays: options.keepDays ?? null },
-            ];
-        const updated = await client.request<Retention>("PUT", path, { policies });
-        if (options.json) return printJson(updated);
-        writeOutput(
-          options.clear
-            ? `removed the retention of ${options.env}\n`
-            : `runs of ${options.runbook} in ${options.env}: keep ${[
-                ...(options.keepRuns !== undefined ? [`the newest ${options.keepRuns}`] : []),
-                ...(options.keepDays !== undefined ? [`${options.keepDays} days`] : []),
-              ].join(" and at most ")} (and always the newest successful one)\n`,
-        );
-      },
-    );
+  addRetentionCommands(group, context, "runs");
 }

@@ -1,5 +1,6 @@
 import { type ApiClient, segment } from "../cli/client.js";
 import { OperationError } from "../cli/errors.js";
+import type { ArtifactRetention } from "../domain/artifacts.js";
 import type { Environment } from "../domain/environments.js";
 import type { Feed } from "../domain/feeds.js";
 import { canonicalJson, type FieldChange, fieldChanges } from "../domain/fieldDiff.js";
@@ -7,7 +8,7 @@ import type { Lifecycle } from "../domain/lifecycles.js";
 import type { Step } from "../domain/process.js";
 import type { Project } from "../domain/projects.js";
 import type { Retention, Schedule } from "../domain/runbookSchedules.js";
-import type { Runbook } from "../domain/runbooks.js";
+import { MASKED, type Runbook } from "../domain/runbooks.js";
 import type { Target } from "../domain/targets.js";
 import type { ProjectVariableSets, SetVariable, VariableSet } from "../domain/variableSets.js";
 import type { Variable } from "../domain/variables.js";
@@ -41,7 +42,8 @@ type Resource =
   | "variable set"
   | "runbook"
   | "schedule"
-  | "retention";
+  | "retention"
+  | "artifact-retention";
 
 export interface AppliedChange {
   action: Action;
@@ -152,7 +154,13 @@ export async function applyFerryFile(
   return run.changes;
 }
 
-/** The runbook's schedules become the file's: created, changed, paused/resumed (when it says), removed. */
+/**
+ * The runbook's schedules become the file's: created, changed, paused/resumed (when it says),
+ * removed. A sensitive parameter's value comes from the environment variable its
+ * parametersFrom names (the API shows it only as ******** and cannot compare it): written
+ * when the schedule is created, when the parameters must be sent anyway (they are sent
+ * whole), or with --update-secrets; otherwise the stored value is kept.
+ */
 async function applySchedules(
   run: Run,
   runbookPath: string,
@@ -163,7 +171,19 @@ async function applySchedules(
   for (const schedule of wanted) {
     const name = `${runbookSlug}/${schedule.name}`;
     const path = `${runbookPath}/schedules/${segment(schedule.name)}`;
-    const { paused, name: _name, environment, ...settings } = schedule;
+    const { paused, name: _name, environment, parametersFrom, parameters, ...settings } = schedule;
+    const references = Object.entries(parametersFrom ?? {});
+    const secrets: Record<string, string> = {};
+    const unset: string[] = [];
+    for (const [parameter, reference] of references) {
+      const value = secret(run, reference.env);
+      if (value === undefined) unset.push(`$${reference.env}`);
+      else secrets[parameter] = value;
+    }
+    const fromNote =
+      references.length > 0
+        ? `sensitive parameters from ${references.map(([, r]) => `$${r.env}`).join(", ")}`
+        : undefined;
     let current = existing.find((candidate) => candidate.name === schedule.name);
     // A schedule moves to another environment as a new one: its firings ran there under other grants.
     if (current && current.environment !== environment) {
@@ -171,20 +191,62 @@ async function applySchedules(
       current = undefined;
     }
     if (!current) {
-      await run.client.request<Schedule>("POST", `${runbookPath}/schedules`, { ...schedule, paused: paused ?? false });
-      run.changes.push({ action: "created", resource: "schedule", name });
+      if (unset.length > 0) {
+        run.changes.push({
+          action: "skipped",
+          resource: "schedule",
+          name,
+          warning: `${unset.join(", ")} ${unset.length === 1 ? "is" : "are"} not set, so the schedule was not created; set ${unset.length === 1 ? "it" : "them"} and apply again`,
+        });
+        continue;
+      }
+      await run.client.request<Schedule>("POST", `${runbookPath}/schedules`, {
+        ...settings,
+        name: schedule.name,
+        environment,
+        parameters: { ...parameters, ...secrets },
+        paused: paused ?? false,
+      });
+      run.changes.push({ action: "created", resource: "schedule", name, ...(fromNote && { detail: fromNote }) });
       continue;
     }
     const body = differences(current, { ...settings, targets: settings.targets ?? null });
+    // The stored parameters: plain values as they are, sensitive ones only by name.
+    const storedPlain = Object.fromEntries(Object.entries(current.parameters).filter(([, value]) => value !== MASKED));
+    const storedSensitive = Object.keys(current.parameters).filter((key) => current.parameters[key] === MASKED);
+    const parametersDiffer =
+      canonical(storedPlain) !== canonical(parameters) ||
+      canonical([...storedSensitive].sort()) !== canonical(references.map(([key]) => key).sort());
+    let warning: string | undefined;
+    if (parametersDiffer || (run.updateSecrets && references.length > 0)) {
+      if (unset.length === 0) body.parameters = { ...parameters, ...secrets };
+      else if (parametersDiffer) {
+        warning = `${unset.join(", ")} ${unset.length === 1 ? "is" : "are"} not set, so the schedule's parameters were left as they are (they are sent whole, sensitive values too); set ${unset.length === 1 ? "it" : "them"} and apply again`;
+      }
+    }
     if (Object.keys(body).length > 0) {
       await run.client.request<Schedule>("PATCH", path, body);
-      run.changes.push({ action: "updated", resource: "schedule", name, detail: Object.keys(body).join(", ") });
+      // What the plan shows: sensitive values as the API shows them.
+      const shown = {
+        ...body,
+        ...(body.parameters !== undefined && {
+          parameters: { ...parameters, ...Object.fromEntries(references.map(([key]) => [key, MASKED])) },
+        }),
+      };
+      run.changes.push({
+        action: "updated",
+        resource: "schedule",
+        name,
+        detail: Object.keys(body).join(", "),
+        fields: fieldChanges(pick(current, Object.keys(body)), shown),
+        ...(warning && { warning }),
+      });
     }
     if (paused !== undefined && paused !== current.paused) {
       await run.client.request<Schedule>("POST", `${path}/${paused ? "pause" : "resume"}`);
       run.changes.push({ action: "updated", resource: "schedule", name, detail: paused ? "paused" : "resumed" });
     } else if (Object.keys(body).length === 0) {
-      run.changes.push({ action: "unchanged", resource: "schedule", name });
+      run.changes.push({ action: "unchanged", resource: "schedule", name, ...(warning && { warning }) });
     }
   }
   for (const schedule of existing) {
@@ -211,6 +273,34 @@ async function applyRetention(
   run.changes.push({ action: "updated", resource: "retention", name: runbookSlug });
 }
 
+/** Policies by environment ('*' too), for a field-level diff: `prod.keepRuns: 5 → 8`. */
+function byEnvironment(policies: ArtifactRetention["policies"]): Record<string, unknown> {
+  return Object.fromEntries(policies.map(({ environment, ...limits }) => [environment, limits] as const));
+}
+
+/** The runbook's artifact retention becomes the file's (ADR 0037), compared as a set of policies. */
+async function applyArtifactRetention(
+  run: Run,
+  runbookPath: string,
+  runbookSlug: string,
+  policies: ArtifactRetention["policies"],
+): Promise<void> {
+  const current = await run.client.get<ArtifactRetention>(`${runbookPath}/artifact-retention`);
+  const sorted = (list: ArtifactRetention["policies"]) =>
+    [...list].sort((a, b) => (a.environment < b.environment ? -1 : a.environment > b.environment ? 1 : 0));
+  if (canonical(sorted(current.policies)) === canonical(sorted(policies))) {
+    run.changes.push({ action: "unchanged", resource: "artifact-retention", name: runbookSlug });
+    return;
+  }
+  await run.client.request<ArtifactRetention>("PUT", `${runbookPath}/artifact-retention`, { policies });
+  run.changes.push({
+    action: "updated",
+    resource: "artifact-retention",
+    name: runbookSlug,
+    fields: fieldChanges(byEnvironment(current.policies), byEnvironment(policies)),
+  });
+}
+
 /**
  * `ferry runbook create|update -f FILE`: the runbook a file declares, created (refused when
  * it exists) or updated (only the fields the file gives); published, and its schedules and
@@ -220,11 +310,17 @@ export async function applyRunbookFile(
   client: ApiClient,
   project: string,
   runbook: RunbookFile,
-  options: { mode: "create" | "update"; fields: readonly string[]; publish: boolean },
+  options: {
+    mode: "create" | "update";
+    fields: readonly string[];
+    publish: boolean;
+    /** Where parametersFrom references are read (the CLI's environment). */
+    environment?: Readonly<Record<string, string | undefined>>;
+  },
 ): Promise<AppliedChange[]> {
   const run: Run = {
     client,
-    environment: {},
+    environment: options.environment ?? {},
     updateSecrets: false,
     changes: [],
     readFile: async () => undefined,
@@ -286,7 +382,7 @@ async function applyRunbookFields(
   wanted: Partial<RunbookFile> & Pick<RunbookFile, "slug" | "name">,
 ) {
   const collection = `${projectPath}/runbooks`;
-  const { steps, publish, slug, schedules, retention, ...fields } = wanted;
+  const { steps, publish, slug, schedules, retention, artifactRetention, ...fields } = wanted;
   const desired: Record<string, unknown> = {
     ...fields,
     ...(steps !== undefined && { process: { images: [], steps } }),
@@ -324,6 +420,7 @@ async function applyRunbookFields(
   const runbookPath = `${collection}/${segment(slug)}`;
   if (schedules !== undefined) await applySchedules(run, runbookPath, slug, schedules);
   if (retention !== undefined) await applyRetention(run, runbookPath, slug, retention);
+  if (artifactRetention !== undefined) await applyArtifactRetention(run, runbookPath, slug, artifactRetention);
 }
 
 /** Runs one part of the apply; a refused request names the part and lists what was done before it. */

@@ -1,11 +1,13 @@
 import { stringify } from "yaml";
 import { type ApiClient, segment } from "../cli/client.js";
+import type { ArtifactRetention } from "../domain/artifacts.js";
 import type { Environment } from "../domain/environments.js";
 import type { Feed } from "../domain/feeds.js";
 import type { Lifecycle } from "../domain/lifecycles.js";
 import type { ProjectImage, Step } from "../domain/process.js";
 import type { Project } from "../domain/projects.js";
-import type { Runbook } from "../domain/runbooks.js";
+import type { Retention, Schedule } from "../domain/runbookSchedules.js";
+import { MASKED, type Runbook } from "../domain/runbooks.js";
 import type { Target } from "../domain/targets.js";
 import type { ProjectVariableSets, SetVariable, VariableSet } from "../domain/variableSets.js";
 import type { Variable } from "../domain/variables.js";
@@ -45,6 +47,18 @@ export async function exportProject(client: ApiClient, projectReference: string)
       return { set, variables: setVariables };
     }),
   );
+  // Each runbook's schedules and both retentions (ADR 0043): what apply makes them, so the round trip holds.
+  const operations = await Promise.all(
+    runbooks.map(async (runbook) => {
+      const runbookPath = `${projectPath}/runbooks/${segment(runbook.slug)}`;
+      const [schedules, retention, artifactRetention] = await Promise.all([
+        client.get<Schedule[]>(`${runbookPath}/schedules`),
+        client.get<Retention>(`${runbookPath}/retention`),
+        client.get<ArtifactRetention>(`${runbookPath}/artifact-retention`),
+      ]);
+      return { schedules, retention: retention.policies, artifactRetention: artifactRetention.policies };
+    }),
+  );
   const lifecycle = lifecycles.find((item) => item.slug === project.lifecycle);
   if (!lifecycle) throw new Error(`the project's lifecycle '${project.lifecycle}' is not visible to this API key`);
 
@@ -62,6 +76,12 @@ export async function exportProject(client: ApiClient, projectReference: string)
     ...runbooks.flatMap((runbook) => [
       ...runbook.environments,
       ...runbook.process.steps.flatMap((step) => [...step.environments, ...step.excludeEnvironments]),
+    ]),
+    ...operations.flatMap((operation) => [
+      ...operation.schedules.map((schedule) => schedule.environment),
+      ...[...operation.retention, ...operation.artifactRetention]
+        .map((policy) => policy.environment)
+        .filter((environment) => environment !== "*"),
     ]),
   ]);
   const images = process.images ?? [];
@@ -130,7 +150,7 @@ export async function exportProject(client: ApiClient, projectReference: string)
     versionPattern: project.versionPattern,
     steps: process.steps,
     ...(runbooks.length > 0 && {
-      runbooks: runbooks.map((runbook) => ({
+      runbooks: runbooks.map((runbook, index) => ({
         name: runbook.name,
         slug: runbook.slug,
         description: runbook.description,
@@ -142,6 +162,11 @@ export async function exportProject(client: ApiClient, projectReference: string)
         // Published and unchanged since: apply has nothing to publish. A draft that differs
         // from what is published stays a draft (publish: true would publish it).
         publish: runbook.published !== null && !runbook.draftChanged,
+        schedules: (operations[index]?.schedules ?? []).map((schedule) =>
+          exportSchedule(runbook.slug, schedule, secretNames),
+        ),
+        retention: operations[index]?.retention ?? [],
+        artifactRetention: operations[index]?.artifactRetention ?? [],
       })),
     }),
   };
@@ -201,6 +226,30 @@ function exportVariables(
         : { value: variable.value }),
       ...(hasScope(variable.scope) && { scope: compactScope(variable.scope) }),
     }));
+}
+
+/**
+ * A schedule as ferry.yml writes it; a sensitive parameter's value (shown only as ********)
+ * becomes a reference, FERRY_SECRET_SCHEDULE_<RUNBOOK>_<SCHEDULE>_<PARAMETER>.
+ */
+function exportSchedule(runbook: string, schedule: Schedule, secretNames: SecretNames): Record<string, unknown> {
+  const plain = Object.entries(schedule.parameters).filter(([, value]) => value !== MASKED);
+  const sensitive = Object.keys(schedule.parameters).filter((name) => schedule.parameters[name] === MASKED);
+  return {
+    name: schedule.name,
+    environment: schedule.environment,
+    cron: schedule.cron,
+    timeZone: schedule.timeZone,
+    ...(plain.length > 0 && { parameters: Object.fromEntries(plain) }),
+    ...(sensitive.length > 0 && {
+      parametersFrom: Object.fromEntries(
+        sensitive.map((name) => [name, { env: secretNames.take(`SCHEDULE_${runbook}_${schedule.name}_${name}`) }]),
+      ),
+    }),
+    ...(schedule.targets !== null && { targets: schedule.targets }),
+    missed: schedule.missed,
+    paused: schedule.paused,
+  };
 }
 
 function hasScope(scope: Variable["scope"]): boolean {

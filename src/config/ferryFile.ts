@@ -1,5 +1,6 @@
 import { type Document, isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
+import { artifactRetentionSchema } from "../domain/artifacts.js";
 import { descriptionSchema, nameSchema, slugify, slugSchema } from "../domain/common.js";
 import {
   createEnvironmentSchema,
@@ -344,6 +345,12 @@ const runbookFileSchema = z
       .array(
         createScheduleSchema.extend({
           paused: z.boolean().optional().describe("Left out: a schedule paused or resumed with the CLI stays so"),
+          parametersFrom: z
+            .record(z.string().max(64), secretReferenceSchema)
+            .optional()
+            .describe(
+              "The values of the runbook's sensitive parameters: where `ferry apply` reads each (the value never sits in the file)",
+            ),
         }),
       )
       .max(50)
@@ -352,6 +359,9 @@ const runbookFileSchema = z
     retention: retentionSchema.shape.policies
       .optional()
       .describe("When present, the runbook's run retention per environment ('*': the others)"),
+    artifactRetention: artifactRetentionSchema.shape.policies
+      .optional()
+      .describe("When present, how long the runbook's artifacts are kept per environment ('*': the others)"),
   })
   .superRefine((runbook, context) => {
     const sensitive = new Set(runbook.parameters.filter((p) => p.sensitive).map((p) => p.name));
@@ -370,7 +380,17 @@ const runbookFileSchema = z
         context.addIssue({
           code: "custom",
           path: ["schedules", index, "parameters", name],
-          message: `'${name}' is a sensitive parameter: its value is a secret and never goes in a file; give it with 'ferry runbook schedule add --param ${name}=…' instead`,
+          message: `'${name}' is a sensitive parameter: its value is a secret and never goes in a file; move it to parametersFrom: { ${name}: { env: NAME } }, which \`ferry apply\` reads from its environment`,
+        });
+      }
+      for (const name of Object.keys(schedule.parametersFrom ?? {})) {
+        if (sensitive.has(name)) continue;
+        context.addIssue({
+          code: "custom",
+          path: ["schedules", index, "parametersFrom", name],
+          message: runbook.parameters.some((parameter) => parameter.name === name)
+            ? `'${name}' is not a sensitive parameter: write its value under parameters instead`
+            : `the runbook has no parameter '${name}'; remove it or add the parameter (sensitive: true)`,
         });
       }
     }
@@ -786,12 +806,14 @@ function checkReferences(value: unknown, context: z.RefinementCtx): void {
       if (environment !== undefined)
         checkEnvironment(["runbooks", index, "schedules", position, "environment"], environment);
     });
-    listAt(runbook, "retention").forEach((policy, position) => {
-      const environment = (policy as { environment?: unknown } | null)?.environment;
-      if (environment !== undefined && environment !== "*") {
-        checkEnvironment(["runbooks", index, "retention", position, "environment"], environment);
-      }
-    });
+    for (const list of ["retention", "artifactRetention"]) {
+      listAt(runbook, list).forEach((policy, position) => {
+        const environment = (policy as { environment?: unknown } | null)?.environment;
+        if (environment !== undefined && environment !== "*") {
+          checkEnvironment(["runbooks", index, list, position, "environment"], environment);
+        }
+      });
+    }
   });
 }
 

@@ -4,8 +4,8 @@ import {
   artifactRetentionSchema,
   formatArtifactMessage,
   parseArtifactMessage,
-  runsWhoseArtifactsGo,
 } from "./artifacts.js";
+import { runsPastRetention } from "./retention.js";
 
 describe("artifact names", () => {
   it("takes one file name and refuses path tricks, saying what a name may be", () => {
@@ -68,13 +68,13 @@ describe("artifact retention", () => {
 
   it("keeps the newest runs' artifacts by count and by age", () => {
     const runs = [run("a", 1), run("b", 2), run("c", 3), run("d", 10)];
-    expect(runsWhoseArtifactsGo(runs, { keepRuns: 2, keepDays: null }, now).sort()).toEqual(["c", "d"]);
-    expect(runsWhoseArtifactsGo(runs, { keepRuns: null, keepDays: 5 }, now)).toEqual(["d"]);
+    expect(runsPastRetention(runs, { keepRuns: 2, keepDays: null }, now).sort()).toEqual(["c", "d"]);
+    expect(runsPastRetention(runs, { keepRuns: null, keepDays: 5 }, now)).toEqual(["d"]);
   });
 
   it("never removes the artifacts of the newest run that succeeded, however old", () => {
     const runs = [run("failed-1", 1, false), run("failed-2", 2, false), run("good", 40), run("older-good", 50)];
-    expect(runsWhoseArtifactsGo(runs, { keepRuns: 1, keepDays: 7 }, now).sort()).toEqual(["failed-2", "older-good"]);
+    expect(runsPastRetention(runs, { keepRuns: 1, keepDays: 7 }, now).sort()).toEqual(["failed-2", "older-good"]);
   });
 
   it("refuses a policy that keeps everything, and two for one environment", () => {

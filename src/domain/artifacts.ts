@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { type Retention, retentionSchemaOf } from "./retention.js";
 
 /**
  * Artifacts: files a step attached to its task (docs/decisions/0037-artifacts.md). Pure rules
@@ -115,78 +116,11 @@ export function baseName(path: string): string {
 }
 
 /**
- * How long a runbook's artifacts are kept in one environment ("*": every environment without
- * a policy of its own): those of the newest `keepRuns` finished runs, and none older than
- * `keepDays` — except the newest run that succeeded, whose artifacts (the last good backup)
- * are never removed. Runs themselves are kept by run retention; this frees the bytes sooner.
+ * How long a runbook's artifacts are kept, per environment (src/domain/retention.ts: the
+ * policy and rule run retention uses too): those of the newest `keepRuns` finished runs,
+ * and none older than `keepDays` — except the newest run that succeeded, whose artifacts
+ * (the last good backup) are never removed. Runs themselves are kept by run retention;
+ * this frees the bytes sooner.
  */
-const artifactRetentionPolicySchema = z
-  .strictObject({
-    environment: z
-      .union([z.literal("*"), z.string().min(1).max(100)])
-      .default("*")
-      .describe("an environment (slug or id), or * for every environment without a policy of its own"),
-    keepRuns: z
-      .number()
-      .int()
-      .min(1)
-      .max(100_000)
-      .nullable()
-      .default(null)
-      .describe("keep the artifacts of at most this many finished runs (the newest)"),
-    keepDays: z
-      .number()
-      .int()
-      .min(1)
-      .max(36_500)
-      .nullable()
-      .default(null)
-      .describe("keep the artifacts of finished runs at most this many days"),
-  })
-  .refine((policy) => policy.keepRuns !== null || policy.keepDays !== null, {
-    message: "give keepRuns, keepDays or both (a policy that keeps everything is no policy: remove it)",
-    path: ["keepRuns"],
-  });
-export type ArtifactRetentionPolicy = z.infer<typeof artifactRetentionPolicySchema>;
-
-export const artifactRetentionSchema = z.strictObject({
-  policies: z
-    .array(artifactRetentionPolicySchema)
-    .max(50)
-    .refine((policies) => new Set(policies.map((policy) => policy.environment)).size === policies.length, {
-      message: "give each environment (and '*') one policy",
-    }),
-});
-export type ArtifactRetention = z.infer<typeof artifactRetentionSchema>;
-
-/** A finished run of a runbook in one environment, as artifact retention sees it. */
-export interface FinishedRun {
-  taskId: string;
-  /** ISO 8601. */
-  finishedAt: string;
-  succeeded: boolean;
-}
-
-/**
- * The runs whose artifacts go, of one runbook in one environment: past the newest
- * `keepRuns`, or finished more than `keepDays` ago — never the newest run that succeeded.
- */
-export function runsWhoseArtifactsGo(
-  runs: readonly FinishedRun[],
-  policy: Pick<ArtifactRetentionPolicy, "keepRuns" | "keepDays">,
-  now: Date,
-): string[] {
-  const newestFirst = [...runs].sort((a, b) =>
-    a.finishedAt < b.finishedAt ? 1 : a.finishedAt > b.finishedAt ? -1 : a.taskId < b.taskId ? 1 : -1,
-  );
-  const lastSuccess = newestFirst.find((run) => run.succeeded)?.taskId;
-  const oldest = policy.keepDays === null ? null : now.getTime() - policy.keepDays * 86_400_000;
-  return newestFirst
-    .filter(
-      (run, index) =>
-        run.taskId !== lastSuccess &&
-        ((policy.keepRuns !== null && index >= policy.keepRuns) ||
-          (oldest !== null && Date.parse(run.finishedAt) < oldest)),
-    )
-    .map((run) => run.taskId);
-}
+export const artifactRetentionSchema = retentionSchemaOf("artifacts");
+export type ArtifactRetention = Retention;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { createScheduleSchema, cronProblem, decideFiring, nextFiring, runsToDelete } from "./runbookSchedules.js";
+import { runsPastRetention } from "./retention.js";
+import { createScheduleSchema, cronProblem, decideFiring, nextFiring } from "./runbookSchedules.js";
 
 describe("runbook schedules", () => {
   it("reads a cron expression in its time zone, with or without seconds", () => {
@@ -99,17 +100,17 @@ describe("run retention", () => {
 
   it("keeps the newest runs by count and drops the older ones", () => {
     const runs = [run("a", 1, true), run("b", 2, true), run("c", 3, true), run("d", 4, false)];
-    expect(runsToDelete(runs, { keepRuns: 2, keepDays: null }, now).sort()).toEqual(["c", "d"]);
+    expect(runsPastRetention(runs, { keepRuns: 2, keepDays: null }, now).sort()).toEqual(["c", "d"]);
   });
 
   it("drops runs older than the age", () => {
     const runs = [run("a", 1, true), run("b", 10, true), run("c", 40, false)];
-    expect(runsToDelete(runs, { keepRuns: null, keepDays: 30 }, now)).toEqual(["c"]);
-    expect(runsToDelete(runs, { keepRuns: 5, keepDays: 5 }, now)).toEqual(["b", "c"]);
+    expect(runsPastRetention(runs, { keepRuns: null, keepDays: 30 }, now)).toEqual(["c"]);
+    expect(runsPastRetention(runs, { keepRuns: 5, keepDays: 5 }, now)).toEqual(["b", "c"]);
   });
 
   it("never deletes the newest successful run, however old or far down the list", () => {
     const runs = [run("f1", 1, false), run("f2", 2, false), run("ok", 90, true), run("older", 100, true)];
-    expect(runsToDelete(runs, { keepRuns: 1, keepDays: 30 }, now).sort()).toEqual(["f2", "older"]);
+    expect(runsPastRetention(runs, { keepRuns: 1, keepDays: 30 }, now).sort()).toEqual(["f2", "older"]);
   });
 });

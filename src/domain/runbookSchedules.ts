@@ -2,6 +2,7 @@ import { Cron } from "croner";
 import { z } from "zod";
 import { nameSchema, referenceSchema } from "./common.js";
 import { timeZoneSchema } from "./freezes.js";
+import { retentionSchemaOf } from "./retention.js";
 
 /*
  * Runbook schedules (issue 14, part 3) and run retention (part 7): the rules, without I/O.
@@ -164,61 +165,6 @@ export function decideFiring(
   return { onTime, missed, catchUp: missed !== null && onTime === null && schedule.missed === "runOnce", next };
 }
 
-/** Per runbook and environment: how many finished runs to keep, and for how long. */
-const retentionPolicySchema = z
-  .strictObject({
-    /** An environment slug, or "*" for every environment without a policy of its own. */
-    environment: z.union([z.literal("*"), referenceSchema]).default("*"),
-    /** Keep at most this many finished runs (the newest). */
-    keepRuns: z.number().int().min(1).max(100_000).nullable().default(null),
-    /** Keep finished runs at most this many days. */
-    keepDays: z.number().int().min(1).max(36_500).nullable().default(null),
-  })
-  .refine((policy) => policy.keepRuns !== null || policy.keepDays !== null, {
-    message: "give keepRuns, keepDays or both (a policy that keeps everything is no policy: remove it)",
-    path: ["keepRuns"],
-  });
-export type RetentionPolicy = z.infer<typeof retentionPolicySchema>;
-
-export const retentionSchema = z.strictObject({
-  policies: z
-    .array(retentionPolicySchema)
-    .max(50)
-    .refine((policies) => new Set(policies.map((policy) => policy.environment)).size === policies.length, {
-      message: "give each environment (and '*') one policy",
-    }),
-});
-export type Retention = z.infer<typeof retentionSchema>;
-
-/** A finished run as retention sees it. */
-export interface RetainedRun {
-  taskId: string;
-  /** When its task finished (ISO 8601). */
-  finishedAt: string;
-  succeeded: boolean;
-}
-
-/**
- * The runs a policy deletes, of one runbook in one environment: those past `keepRuns` (the
- * newest are kept) and those finished more than `keepDays` ago — but never the newest run
- * that succeeded, which is what someone looks at to know the last good backup.
- */
-export function runsToDelete(
-  runs: readonly RetainedRun[],
-  policy: Pick<RetentionPolicy, "keepRuns" | "keepDays">,
-  now: Date,
-): string[] {
-  const newestFirst = [...runs].sort((a, b) =>
-    a.finishedAt < b.finishedAt ? 1 : a.finishedAt > b.finishedAt ? -1 : 0,
-  );
-  const lastSuccess = newestFirst.find((run) => run.succeeded)?.taskId;
-  const oldest = policy.keepDays === null ? null : now.getTime() - policy.keepDays * 86_400_000;
-  return newestFirst
-    .filter(
-      (run, index) =>
-        run.taskId !== lastSuccess &&
-        ((policy.keepRuns !== null && index >= policy.keepRuns) ||
-          (oldest !== null && Date.parse(run.finishedAt) < oldest)),
-    )
-    .map((run) => run.taskId);
-}
+/** Per runbook and environment: how many finished runs to keep, and for how long (src/domain/retention.ts). */
+export const retentionSchema = retentionSchemaOf("runs");
+export type { Retention, RetentionPolicy } from "./retention.js";

@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from "fastify";
 import type { Kysely } from "kysely";
-import { runsWhoseArtifactsGo } from "../domain/artifacts.js";
+import { runsPastRetention } from "../domain/retention.js";
 import type { ArtifactContent } from "../store/artifactContent.js";
 import { artifactRetentionScopes } from "../store/artifactRetention.js";
 import { type ArtifactRow, artifactsOfTasks, deleteArtifacts } from "../store/artifacts.js";
@@ -95,7 +95,7 @@ export class ArtifactRetention implements TaskObserver {
     let removed = 0;
     const now = new Date();
     for (const scope of await artifactRetentionScopes(this.options.db, only)) {
-      const taskIds = runsWhoseArtifactsGo(scope.runs, scope.policy, now);
+      const taskIds = runsPastRetention(scope.runs, scope.policy, now);
       if (taskIds.length === 0) continue;
       const count = await this.#remove(await artifactsOfTasks(this.options.db, taskIds));
       if (count > 0) {

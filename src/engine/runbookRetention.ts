@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from "fastify";
 import type { Kysely } from "kysely";
-import { runsToDelete } from "../domain/runbookSchedules.js";
+import { runsPastRetention } from "../domain/retention.js";
 import { deleteFinishedTasks, type RetentionScope, retentionScopes } from "../store/runbookSchedules.js";
 import type { Database } from "../store/schema.js";
 import type { TaskFinishedEvent, TaskObserver } from "./observers.js";
@@ -95,7 +95,7 @@ export class RunbookRetention implements TaskObserver {
     let deleted = 0;
     const now = new Date();
     for (const scope of await retentionScopes(this.options.db, only)) {
-      const taskIds = runsToDelete(scope.runs, scope.policy, now);
+      const taskIds = runsPastRetention(scope.runs, scope.policy, now);
       if (taskIds.length === 0) continue;
       deleted += await this.delete(scope, taskIds);
     }

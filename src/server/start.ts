@@ -194,10 +194,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   // there; one node on SQLite keeps them as files in its data directory (ADR 0037).
   const artifacts = new ArtifactService({
     context,
-    content:
-      store.dialect === "postgres"
-        ? largeObjectContent(store.db)
-        : directoryContent(store.db, join(options.dataDir, "artifacts")),
+    content: store.pgPool
+      ? largeObjectContent(store.pgPool)
+      : directoryContent(store.db, join(options.dataDir, "artifacts")),
     maxBytes: options.artifactMaxBytes ?? DEFAULT_ARTIFACT_MAX_BYTES,
   });
   const deployments: DeploymentServices = {

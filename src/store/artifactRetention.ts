@@ -1,5 +1,6 @@
-import type { ArtifactRetention, FinishedRun } from "../domain/artifacts.js";
+import type { ArtifactRetention } from "../domain/artifacts.js";
 import type { FieldIssue } from "../domain/errors.js";
+import type { FinishedRun } from "../domain/retention.js";
 import { type Executor, findNamed, type StoreContext, throwIfIssues } from "./common.js";
 import { getRunbookRow } from "./runbooks.js";
 import type { ArtifactRetentionRow } from "./schema.js";

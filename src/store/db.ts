@@ -16,6 +16,8 @@ export interface Store {
   ping(): Promise<void>;
   /** The connection pool now, for /metrics. */
   poolUsage(): PoolUsage;
+  /** PostgreSQL's connection pool, for the large-object bytes Kysely cannot carry (ADR 0043). */
+  readonly pgPool?: pg.Pool;
   close(): Promise<void>;
 }
 
@@ -137,6 +139,7 @@ function openPostgres(driver: typeof pg, url: string): Store {
       await sql`select 1`.execute(db);
     },
     poolUsage: () => ({ open: pool.totalCount, max, idle: pool.idleCount, waiting: pool.waitingCount }),
+    pgPool: pool,
     close: () => db.destroy(),
   };
 }

@@ -1,10 +1,10 @@
 import type { Kysely } from "kysely";
 import { type FieldIssue, InputError, NotFoundError } from "../domain/errors.js";
+import type { FinishedRun } from "../domain/retention.js";
 import {
   type CreateSchedule,
   type MissedFiringPolicy,
   nextFiring,
-  type RetainedRun,
   type Retention,
   type Schedule,
   type UpdateSchedule,
@@ -455,7 +455,7 @@ export interface RetentionScope {
   runbookId: string;
   environmentId: string;
   policy: { keepRuns: number | null; keepDays: number | null };
-  runs: RetainedRun[];
+  runs: FinishedRun[];
 }
 
 const FINISHED = ["succeeded", "failed", "cancelled", "interrupted"] as const;

@@ -3,6 +3,7 @@
  * server (src/domain): type-only imports, so nothing of the server reaches the bundle.
  */
 export type { AccessRole, Permission, Team } from "../../../src/domain/access.js";
+export type { Artifact } from "../../../src/domain/artifacts.js";
 export type { Dashboard, DashboardCell } from "../../../src/domain/dashboard.js";
 export type { Environment } from "../../../src/domain/environments.js";
 export type {
@@ -12,6 +13,7 @@ export type {
 } from "../../../src/domain/projectProgression.js";
 export type { Project } from "../../../src/domain/projects.js";
 export type { Release } from "../../../src/domain/releases.js";
+export type { Schedule } from "../../../src/domain/runbookSchedules.js";
 export type {
   Runbook,
   RunbookParameter,

@@ -11,6 +11,7 @@ import type {
   Runbook,
   RunbookParameter,
   RunbookRunCreated,
+  Schedule,
   Target,
   TaskState,
 } from "../api/types";
@@ -20,6 +21,7 @@ import { ErrorNotice, Loading } from "../components/ErrorNotice";
 import { RelativeTime } from "../components/RelativeTime";
 import { StateBadge } from "../components/StateBadge";
 import { Tags } from "../components/Tags";
+import { exactTime, relativeTime, useNow } from "../lib/time";
 import { useTitle } from "../lib/title";
 
 const RUNS_PAGE = 20;
@@ -103,6 +105,7 @@ export function RunbookPage() {
                 nameOf={nameOf}
                 onPage={(next) => setSearch(next === 0 ? {} : { offset: String(next) })}
               />
+              <Schedules project={slug} runbook={data.slug} permissions={permissions} nameOf={nameOf} />
             </div>
             <div className="runbook-column">
               {data.published ? (
@@ -654,6 +657,16 @@ function Runs({
                   </td>
                   <td>
                     {run.createdBy}
+                    {run.cause && (
+                      <div className="small muted">
+                        fired: {run.cause}
+                        {run.scheduledFor && (
+                          <>
+                            , due <RelativeTime at={run.scheduledFor} />
+                          </>
+                        )}
+                      </div>
+                    )}
                     {run.freezeOverride && <div className="small muted">through freeze {run.freezeOverride}</div>}
                   </td>
                 </tr>
@@ -684,6 +697,159 @@ function Runs({
             Older
           </button>
         </nav>
+      )}
+    </section>
+  );
+}
+
+/** A future time: the exact local time, and how far off it is. */
+function Upcoming({ at }: { at: string }) {
+  const now = useNow();
+  return (
+    <time dateTime={at}>
+      {exactTime(at)} <span className="small muted">({relativeTime(at, Math.min(now, Date.now()))})</span>
+    </time>
+  );
+}
+
+/**
+ * The runbook's schedules (ADR 0036) in the environments the caller may view: when each
+ * fires (cron in its time zone, the next firing), whether it is paused, and what its last
+ * firing did — the run it queued, or why it was refused — with its cause. Pause and Resume
+ * for those who may edit runbooks in the schedule's environment (what the API checks).
+ */
+function Schedules({
+  project,
+  runbook,
+  permissions,
+  nameOf,
+}: {
+  project: string;
+  runbook: string;
+  permissions: Map<string, Set<Permission>>;
+  nameOf(slug: string): string;
+}) {
+  const client = useQueryClient();
+  const titleId = useId();
+  const key = ["runbooks", project, runbook, "schedules"];
+  const path = `/projects/${encodeURIComponent(project)}/runbooks/${encodeURIComponent(runbook)}/schedules`;
+  const schedules = useQuery({
+    queryKey: key,
+    queryFn: () => api<Schedule[]>("GET", path),
+    // A firing changes the next and last firing: read again now and then.
+    refetchInterval: 30_000,
+  });
+  const [busy, setBusy] = useState<string | undefined>();
+  const [error, setError] = useState<unknown>();
+  const [done, setDone] = useState<string | undefined>();
+  const toggle = async (schedule: Schedule) => {
+    setBusy(schedule.name);
+    setError(undefined);
+    setDone(undefined);
+    try {
+      const verb = schedule.paused ? "resume" : "pause";
+      const answer = await api<Schedule>("POST", `${path}/${encodeURIComponent(schedule.name)}/${verb}`);
+      client.setQueryData<Schedule[]>(key, (current) =>
+        current?.map((each) => (each.id === answer.id ? answer : each)),
+      );
+      setDone(`Schedule ${schedule.name} ${answer.paused ? "paused" : "resumed"}`);
+    } catch (failure) {
+      setError(failure);
+    } finally {
+      setBusy(undefined);
+    }
+  };
+  const items = schedules.data ?? [];
+  return (
+    <section aria-labelledby={titleId} className="schedules">
+      <h2 id={titleId}>Schedules</h2>
+      <ErrorNotice error={schedules.error} what="The schedules could not be loaded" />
+      {schedules.isPending && <Loading what="the schedules" />}
+      {schedules.data && items.length === 0 && <p className="empty">No schedule.</p>}
+      {error !== undefined && (
+        <p className="notice notice-error" role="alert">
+          {describeError(error)}
+        </p>
+      )}
+      <p className="notice-slot" role="status">
+        {done}
+      </p>
+      {items.length > 0 && (
+        <div className="table-scroll">
+          <table className="data" aria-labelledby={titleId}>
+            <thead>
+              <tr>
+                <th scope="col">Schedule</th>
+                <th scope="col">Environment</th>
+                <th scope="col">When</th>
+                <th scope="col">Next firing</th>
+                <th scope="col">Last firing</th>
+                <th scope="col">
+                  <span className="visually-hidden">Actions</span>
+                </th>
+              </tr>
+            </thead>
+            <tbody>
+              {items.map((schedule) => {
+                const mayChange = permissions.get(schedule.environment)?.has("editRunbooks") ?? false;
+                const last = schedule.lastFiring;
+                return (
+                  <tr key={schedule.id}>
+                    <th scope="row">
+                      {schedule.name} {schedule.paused && <span className="tag">paused</span>}
+                    </th>
+                    <td>{nameOf(schedule.environment)}</td>
+                    <td>
+                      <span className="mono">{schedule.cron}</span>{" "}
+                      <span className="small muted">({schedule.timeZone})</span>
+                      <div className="small muted">
+                        missed firings: {schedule.missed === "runOnce" ? "run once" : "skipped"}
+                      </div>
+                    </td>
+                    <td>
+                      {schedule.paused ? (
+                        <span className="muted">none while paused</span>
+                      ) : schedule.nextRunAt ? (
+                        <Upcoming at={schedule.nextRunAt} />
+                      ) : (
+                        <span className="muted">never again</span>
+                      )}
+                    </td>
+                    <td>
+                      {last ? (
+                        <>
+                          <RelativeTime at={last.scheduledFor} /> <span className="small">({last.cause})</span>
+                          <div className="small">
+                            {last.taskId ? (
+                              <Link to={`/tasks/${last.taskId}`}>queued task {last.taskId}</Link>
+                            ) : (
+                              <span className="firing-error">refused: {last.error}</span>
+                            )}
+                          </div>
+                        </>
+                      ) : (
+                        <span className="muted">not fired yet</span>
+                      )}
+                    </td>
+                    <td>
+                      {mayChange && (
+                        <button
+                          type="button"
+                          className="button"
+                          disabled={busy !== undefined}
+                          onClick={() => void toggle(schedule)}
+                          aria-label={`${schedule.paused ? "Resume" : "Pause"} schedule ${schedule.name}`}
+                        >
+                          {busy === schedule.name ? "…" : schedule.paused ? "Resume" : "Pause"}
+                        </button>
+                      )}
+                    </td>
+                  </tr>
+                );
+              })}
+            </tbody>
+          </table>
+        </div>
       )}
     </section>
   );

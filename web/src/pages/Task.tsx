@@ -3,7 +3,7 @@ import { useCallback, useMemo, useRef, useState } from "react";
 import { Link, useParams } from "react-router";
 import { api } from "../api/client";
 import { permissionsIn, useProgression, useProject } from "../api/hooks";
-import type { Decision, Permission, Task, TaskDetail, TaskRunbookRun, TaskState } from "../api/types";
+import type { Artifact, Decision, Permission, Task, TaskDetail, TaskRunbookRun, TaskState } from "../api/types";
 import { Breadcrumbs } from "../components/Breadcrumbs";
 import { ConfirmButton } from "../components/ConfirmButton";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
@@ -172,6 +172,7 @@ export function TaskPage() {
             onShow={(step) => logHandle.current?.showStep(step)}
           />
           <Traffic model={log.model} version={log.version} />
+          <Artifacts taskId={taskId} state={data.state} />
         </aside>
       </div>
     </section>
@@ -376,5 +377,64 @@ function RunbookRunFacts({ project, run }: { project: string; run: TaskRunbookRu
         </>
       )}
     </dl>
+  );
+}
+
+/** A size in bytes as people read it: 1.5 MiB, 312 KiB, 17 bytes. */
+function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} ${bytes === 1 ? "byte" : "bytes"}`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value >= 100 ? value.toFixed(0) : value.toFixed(1)} ${units[unit]}`;
+}
+
+/**
+ * The files the task's steps attached (ADR 0037): name, size, SHA-256 and a download through
+ * the API (which streams them, and answers only those who may view the task). Steps attach
+ * them when they end, so the list is read again while the task runs and once when it ends.
+ */
+function Artifacts({ taskId, state }: { taskId: string; state: TaskState }) {
+  const running = !TERMINAL.has(state);
+  const artifacts = useQuery({
+    // The state in the key: the list is read again when the task ends.
+    queryKey: ["task", taskId, "artifacts", running ? "running" : state],
+    queryFn: () => api<Artifact[]>("GET", `/tasks/${encodeURIComponent(taskId)}/artifacts`),
+    refetchInterval: running ? 5_000 : false,
+  });
+  const items = artifacts.data ?? [];
+  return (
+    <section className="card" aria-labelledby="artifacts-title">
+      <h2 id="artifacts-title">Artifacts</h2>
+      <ErrorNotice error={artifacts.error} what="The artifacts could not be loaded" />
+      {artifacts.isPending && <Loading what="the artifacts" />}
+      {artifacts.data && items.length === 0 && (
+        <p className="empty">{running ? "None attached yet." : "No step attached a file."}</p>
+      )}
+      {items.length > 0 && (
+        <ul className="artifacts-list">
+          {items.map((artifact) => (
+            <li key={artifact.id}>
+              <a href={`/api/v1/artifacts/${encodeURIComponent(artifact.id)}/content`} download={artifact.name}>
+                {artifact.name}
+              </a>{" "}
+              <span className="small">{formatBytes(artifact.size)}</span>
+              <div className="small muted">
+                from step {artifact.step}
+                {artifact.target ? ` on ${artifact.target}` : ""} · <RelativeTime at={artifact.createdAt} />
+              </div>
+              <div className="small mono sha256">
+                <span className="muted">SHA-256 </span>
+                {artifact.sha256}
+              </div>
+            </li>
+          ))}
+        </ul>
+      )}
+    </section>
   );
 }
