@@ -22,6 +22,7 @@ import { OidcClient, type OidcSettings } from "../security/oidc.js";
 import { defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
 import { SecretBox } from "../security/secretBox.js";
 import { type ApiKeyIdentity, countApiKeys, insertApiKey } from "../store/apiKeys.js";
+import { PackageFeed } from "../feeds/packages.js";
 import { directoryContent, largeObjectContent } from "../store/artifactContent.js";
 import { appendAuditEvent } from "../store/audit.js";
 import type { StoreContext } from "../store/common.js";
@@ -81,6 +82,10 @@ export interface ServerOptions {
   retentionIntervalMs?: number | undefined;
   /** FERRY_ARTIFACT_MAX_BYTES: the most bytes one artifact may have; default 10 GiB. */
   artifactMaxBytes?: number | undefined;
+  /** FERRY_PACKAGE_MAX_BYTES: the most bytes one package archive may have; default 2 GiB. */
+  packageMaxBytes?: number | undefined;
+  /** FERRY_PACKAGE_KEEP_VERSIONS: versions kept per package; default 20. */
+  packageKeepVersions?: number | undefined;
   /** Between two sweeps of artifact retention (ms; jittered); default an hour. */
   artifactRetentionIntervalMs?: number | undefined;
 }
@@ -171,9 +176,22 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         : directoryContent(store.db, join(options.dataDir, "artifacts")),
     maxBytes: options.artifactMaxBytes ?? DEFAULT_ARTIFACT_MAX_BYTES,
   });
+  // The package feed keeps its archives like artifacts (ADR 0044): the same large objects on
+  // PostgreSQL, a directory of its own beside the artifacts' on SQLite.
+  const packages = new PackageFeed({
+    context,
+    content:
+      store.dialect === "postgres"
+        ? artifacts.content
+        : directoryContent(store.db, join(options.dataDir, "packages"), "pkg"),
+    spoolDirectory: join(options.dataDir, "packages", ".spool"),
+    maxBytes: options.packageMaxBytes,
+    keepVersions: options.packageKeepVersions,
+  });
   const deployments: DeploymentServices = {
     target: resolveTarget,
     artifacts,
+    packages,
     targetProbeTimeoutMs: targetHealth.timeoutMs,
     outbound: options.outbound,
     context,

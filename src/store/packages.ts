@@ -32,17 +32,17 @@ export async function insertPackageVersion(db: Executor, row: Insertable<Package
     .where("name", "=", row.name)
     .where("version", "=", row.version)
     .executeTakeFirst();
-  if (existing) throw versionExists(row.name, row.version);
+  if (existing) throw packageVersionExists(row.name, row.version);
   try {
     await db.insertInto("package_versions").values(row).execute();
   } catch (error) {
     // Two pushes of the same version at once: the unique constraint decides, the loser hears why.
-    if (/unique|duplicate/i.test((error as Error).message)) throw versionExists(row.name, row.version);
+    if (/unique|duplicate/i.test((error as Error).message)) throw packageVersionExists(row.name, row.version);
     throw error;
   }
 }
 
-function versionExists(name: string, version: string): ConflictError {
+export function packageVersionExists(name: string, version: string): ConflictError {
   return new ConflictError(
     `package ${name} ${version} exists already; versions never change, so push it as a new version (or delete this one first with 'ferry package delete ${name} ${version}')`,
   );
