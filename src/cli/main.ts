@@ -7,6 +7,7 @@ import { addAdminCommands } from "./admin.js";
 import { addAgentCommand, addAgentTokenCommands } from "./agent.js";
 import { addApplyCommand, addExportCommand } from "./apply.js";
 import { addArtifactCommands } from "./artifacts.js";
+import { addPackageCommands } from "./packages.js";
 import { addDemoCommand } from "./demo.js";
 import { addDeploymentCommands } from "./deployments.js";
 import { addEnvironmentCommands } from "./environments.js";
@@ -74,6 +75,7 @@ export function buildProgram(): Command {
   addDeploymentCommands(program, context, process.env);
   addTaskCommands(program, context);
   addArtifactCommands(program, context);
+  addPackageCommands(program, context);
   addAdminCommands(program, context);
   addApiKeyCommands(program, context);
   addRoleCommands(program, context);
