@@ -43,7 +43,14 @@ export function packageRoutes(feed: PackageFeed): RouteSpec[] {
             { pointer: "/body", detail: "Content-Type must be application/octet-stream" },
           ]);
         }
-        return feed.push(params.package, params.version, body, request.identity?.name ?? "unknown");
+        const declared = Number(request.headers["content-length"]);
+        return feed.push(
+          params.package,
+          params.version,
+          body,
+          request.identity?.name ?? "unknown",
+          Number.isSafeInteger(declared) ? declared : undefined,
+        );
       },
     }),
     defineRoute({

@@ -27,8 +27,7 @@ function checkVersion(version: string): void {
   if (!parsed.success) throw new UsageError(`VERSION: ${parsed.error.issues[0]?.message ?? "not a version"}`);
 }
 
-const versionPath = (name: string, version: string) =>
-  `/api/v1/packages/${segment(name)}/versions/${segment(version)}`;
+const versionPath = (name: string, version: string) => `/api/v1/packages/${segment(name)}/versions/${segment(version)}`;
 
 /** `ferry package push|list|show|delete`: the built-in package feed (ADR 0044). */
 export function addPackageCommands(program: Command, context: CliContext): void {

@@ -57,7 +57,8 @@ export function archiveEntryProblem(entry: {
   const shown = JSON.stringify(entry.path.slice(0, 200));
   const pathProblem = relativePathProblem(entry.path);
   if (pathProblem) return `entry ${shown} ${pathProblem}`;
-  if (entry.type === "other") return `entry ${shown} is a device, FIFO or other special file; a package holds files, directories and links`;
+  if (entry.type === "other")
+    return `entry ${shown} is a device, FIFO or other special file; a package holds files, directories and links`;
   if (entry.type === "symlink" || entry.type === "hardlink") {
     const target = entry.linkTarget ?? "";
     if (target === "") return `link ${shown} has no target`;

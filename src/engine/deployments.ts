@@ -9,7 +9,6 @@ import {
 } from "../domain/variableScoping.js";
 import { registryClientForHost } from "../feeds/images.js";
 import type { PackageFeed } from "../feeds/packages.js";
-import { stepPackages } from "./packages.js";
 import type { LocalUser } from "../runtimes/localUser.js";
 import { defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
 import type { StoreContext } from "../store/common.js";
@@ -29,6 +28,7 @@ import type { Target } from "../transports/types.js";
 import type { ArtifactService } from "./artifacts.js";
 import { autoDeployNext } from "./deploymentRequests.js";
 import { LogMasker } from "./logMasker.js";
+import { stepPackages } from "./packages.js";
 import { type ProcessRunnerServices, runProcess } from "./processRunner.js";
 import { defaultTargetHealthSettings, probeTarget } from "./targetHealth.js";
 import { cleanUpTask, retryCleanUp } from "./taskCleanup.js";

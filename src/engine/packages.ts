@@ -1,9 +1,9 @@
 import type { Readable } from "node:stream";
 import type { Kysely } from "kysely";
+import { NotFoundError } from "../domain/errors.js";
 import type { PinnedPackage } from "../domain/releases.js";
 import { releaseSnapshotSchema } from "../domain/releases.js";
 import type { PackageFeed } from "../feeds/packages.js";
-import { NotFoundError } from "../domain/errors.js";
 import type { Database } from "../store/schema.js";
 import type { RunScope } from "./processRunner.js";
 import { TaskFailure } from "./types.js";

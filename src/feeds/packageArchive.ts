@@ -1,6 +1,6 @@
 import { createReadStream } from "node:fs";
 import { open } from "node:fs/promises";
-import { inflateRawSync, createGunzip } from "node:zlib";
+import { createGunzip, inflateRawSync } from "node:zlib";
 import { archiveEntryProblem, type PackageFormat } from "../domain/packages.js";
 
 /**
@@ -104,7 +104,8 @@ async function inspectTarGz(file: string): Promise<number> {
         const padded = Math.ceil(size / 512) * 512;
         const type = String.fromCharCode(header[156] ?? 0);
         if (type === "L" || type === "K" || type === "x") {
-          if (size > 1024 * 1024) throw new ArchiveProblem("the archive has an extended header over 1 MiB; it is not a package tar");
+          if (size > 1024 * 1024)
+            throw new ArchiveProblem("the archive has an extended header over 1 MiB; it is not a package tar");
           collecting = { kind: type, remaining: size, padded, parts: [] };
           continue;
         }
@@ -113,7 +114,8 @@ async function inspectTarGz(file: string): Promise<number> {
           continue;
         }
         const name = tarString(header.subarray(0, 100));
-        const prefix = header.subarray(257, 262).toString("latin1") === "ustar" ? tarString(header.subarray(345, 500)) : "";
+        const prefix =
+          header.subarray(257, 262).toString("latin1") === "ustar" ? tarString(header.subarray(345, 500)) : "";
         const path = next.path ?? (prefix ? `${prefix}/${name}` : name);
         const linkTarget = next.linkTarget ?? tarString(header.subarray(157, 257));
         next = {};
@@ -144,7 +146,12 @@ async function inspectTarGz(file: string): Promise<number> {
     gunzip.destroy();
     source.destroy();
   }
-  if (!ended && (skip > 0 || collecting || pending.length > 0 || entries === 0)) {
+  if (!ended && entries === 0 && skip === 0 && !collecting) {
+    throw new ArchiveProblem(
+      "the gzip data is not a tar archive (too short for a tar header); push a .tar.gz made by tar, not a gzip of a single file",
+    );
+  }
+  if (!ended && (skip > 0 || collecting || pending.length > 0)) {
     throw new ArchiveProblem("the .tar.gz ends in the middle of an entry (a cut-off upload?); push the complete archive");
   }
   if (entries === 0) throw new ArchiveProblem("the archive has no entries; a package holds at least one file");
@@ -221,13 +228,17 @@ async function inspectZip(file: string, size: number): Promise<number> {
       }
     }
     if (end === -1) {
-      throw new ArchiveProblem("the zip archive has no central directory (a cut-off upload?); push the complete archive");
+      throw new ArchiveProblem(
+        "the zip archive has no central directory (a cut-off upload?); push the complete archive",
+      );
     }
     const count = tail.readUInt16LE(end + 10);
     const directorySize = tail.readUInt32LE(end + 12);
     const directoryOffset = tail.readUInt32LE(end + 16);
     if (count === 0xffff || directoryOffset === 0xffffffff) {
-      throw new ArchiveProblem("zip64 archives (over 4 GiB or 65,535 entries) are not supported; push a .tar.gz instead");
+      throw new ArchiveProblem(
+        "zip64 archives (over 4 GiB or 65,535 entries) are not supported; push a .tar.gz instead",
+      );
     }
     if (count === 0) throw new ArchiveProblem("the archive has no entries; a package holds at least one file");
     if (directoryOffset + directorySize > size) {
@@ -263,7 +274,8 @@ async function inspectZip(file: string, size: number): Promise<number> {
               : "other";
       let linkTarget: string | undefined;
       if (type === "symlink") {
-        if (compressedSize > 4096) throw new ArchiveProblem(`link ${JSON.stringify(path.slice(0, 200))} has a target over 4 KiB`);
+        if (compressedSize > 4096)
+          throw new ArchiveProblem(`link ${JSON.stringify(path.slice(0, 200))} has a target over 4 KiB`);
         const local = Buffer.alloc(30);
         await handle.read(local, 0, 30, localOffset);
         if (local.readUInt32LE(0) !== 0x04034b50) throw new ArchiveProblem("the zip archive's entries are damaged");

@@ -11,9 +11,9 @@ import {
   deletePackageVersions,
   getPackageVersionRow,
   insertPackageVersion,
-  packageVersionExists,
   listPackageVersions,
   type PackageVersionRow,
+  packageVersionExists,
   toPackageVersion,
   versionsPinnedByDeployedReleases,
 } from "../store/packages.js";
@@ -54,8 +54,16 @@ export class PackageFeed {
     return this.options.content;
   }
 
-  async push(name: string, version: string, source: Readable, pushedBy: string): Promise<PackageVersionInfo> {
+  async push(
+    name: string,
+    version: string,
+    source: Readable,
+    pushedBy: string,
+    declaredBytes?: number,
+  ): Promise<PackageVersionInfo> {
     const { db } = this.options.context;
+    // A declared length over the limit is refused before a byte is read.
+    if (declaredBytes !== undefined && declaredBytes > this.maxBytes) throw this.#tooLarge();
     // Refused before a byte is read: a version never changes.
     const exists = await db
       .selectFrom("package_versions")
@@ -110,12 +118,10 @@ export class PackageFeed {
     try {
       for await (const chunk of source as AsyncIterable<Buffer>) {
         size += chunk.length;
+        // The rest of the body is left unread (the connection closes after the answer), so
+        // the client hears why instead of a reset.
         if (size > this.maxBytes) {
-          source.destroy();
-          throw new InputError(
-            `the archive is larger than the server's limit of ${this.maxBytes} bytes (FERRY_PACKAGE_MAX_BYTES); nothing was kept`,
-            [{ pointer: "/body", detail: "push a smaller archive, or raise FERRY_PACKAGE_MAX_BYTES on the server" }],
-          );
+          throw this.#tooLarge();
         }
         hash.update(chunk);
         let written = 0;
@@ -130,6 +136,13 @@ export class PackageFeed {
       ]);
     }
     return { size, sha256: hash.digest("hex") };
+  }
+
+  #tooLarge(): InputError {
+    return new InputError(
+      `the archive is larger than the server's limit of ${this.maxBytes} bytes (FERRY_PACKAGE_MAX_BYTES); nothing was kept`,
+      [{ pointer: "/body", detail: "push a smaller archive, or raise FERRY_PACKAGE_MAX_BYTES on the server" }],
+    );
   }
 
   async list(name?: string): Promise<PackageVersionInfo[]> {
