@@ -152,7 +152,9 @@ async function inspectTarGz(file: string): Promise<number> {
     );
   }
   if (!ended && (skip > 0 || collecting || pending.length > 0)) {
-    throw new ArchiveProblem("the .tar.gz ends in the middle of an entry (a cut-off upload?); push the complete archive");
+    throw new ArchiveProblem(
+      "the .tar.gz ends in the middle of an entry (a cut-off upload?); push the complete archive",
+    );
   }
   if (entries === 0) throw new ArchiveProblem("the archive has no entries; a package holds at least one file");
   return entries;

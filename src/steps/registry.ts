@@ -8,6 +8,7 @@ import { execStep } from "./exec.js";
 import { healthCheckStep } from "./healthCheck.js";
 import { httpTestStep } from "./httpTest.js";
 import { mysqlBackupStep } from "./mysqlBackup.js";
+import { packageStep } from "./package.js";
 import { postgresBackupStep } from "./postgresBackup.js";
 import { processStep } from "./process/processStep.js";
 import { registryRetagStep } from "./registryRetag.js";
@@ -31,6 +32,7 @@ const stepKinds: readonly StepKind[] = [
   restoreVerifyStep as StepKind,
   execStep as StepKind,
   restartStep as StepKind,
+  packageStep as StepKind,
 ];
 
 const byKind = new Map(stepKinds.map((kind) => [kind.kind, kind]));

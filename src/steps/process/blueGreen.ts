@@ -3,6 +3,7 @@ import { processColours, startedProcessColour } from "../../runtimes/processColo
 import type { Router } from "../../traffic/router.js";
 import { blueGreenOptionsSchema } from "../blueGreen/config.js";
 import { describeSwitch, runBlueGreen } from "../blueGreen/strategy.js";
+import { unpackPackage } from "../package.js";
 import type { StepRunContext } from "../types.js";
 import type { ProcessBlueGreenConfig } from "./config.js";
 import { COMMAND_LABEL, describeProcessLimits, describeProcessStart, renderProcessInputs } from "./shared.js";
@@ -18,7 +19,11 @@ export async function runProcessBlueGreen(
   processes: Processes,
   router: Router,
 ) {
-  const { spec, identity } = renderProcessInputs(context, config);
+  const { spec, identity } = renderProcessInputs(
+    context,
+    config,
+    config.package === undefined ? undefined : await unpackPackage(context, config.package),
+  );
   return runBlueGreen(
     context,
     {
