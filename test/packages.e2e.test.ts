@@ -257,7 +257,8 @@ describe.each(dialects)("package feed through the server and the CLI (%s)", { ti
           name: "say",
           kind: "script",
           config: {
-            script: "echo deploying web-app #{Ferry.Package[web-app].Version} #{Ferry.Package[web-app].Sha256}",
+            script: 'echo "deploying web-app $VERSION $SHA256"',
+            env: { VERSION: "#{Ferry.Package[web-app].Version}", SHA256: "#{Ferry.Package[web-app].Sha256}" },
           },
         },
       ],
