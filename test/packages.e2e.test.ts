@@ -319,4 +319,39 @@ describe.each(dialects)("package feed through the server and the CLI (%s)", { ti
       parseJson<PushedVersion[]>(await ferry("package", "list", "web-app", "--json")).map((item) => item.version),
     ).toEqual(["1.4.0", "1.3.0", "1.0.0"]);
   });
+
+  it("lists packages in ferry.yml: apply sets them, export writes them back, and a plan of the export changes nothing", async () => {
+    const file = join(work, "ferry.yml");
+    writeFileSync(
+      file,
+      [
+        "project: { name: yml-app }",
+        "environments: [yml-env]",
+        "lifecycle: { name: yml-life, phases: [{ environments: [yml-env] }] }",
+        "packages: [{ name: web-app }]",
+        "steps:",
+        "  - name: unpack",
+        "    kind: package",
+        "    config: { package: web-app }",
+        "",
+      ].join("\n"),
+    );
+    const applied = await ferry("apply", "-f", file);
+    expectSuccess(applied);
+    const process = await admin<{ packages: { name: string }[] }>("GET", "/api/v1/projects/yml-app/process");
+    expect(process.packages).toEqual([{ name: "web-app" }]);
+    const exported = await ferry("export", "--project", "yml-app");
+    expectSuccess(exported);
+    expect(exported.stdout).toMatch(/packages:\s*\n\s*- name: web-app/);
+    const again = join(work, "exported.yml");
+    writeFileSync(again, exported.stdout);
+    const planned = await ferry("plan", "-f", again);
+    expectSuccess(planned);
+    expect(planned.stdout).toContain("No changes");
+    // A package step naming no package of the feed's name rules is refused with the field.
+    writeFileSync(file, readFileSync(file, "utf8").replace("config: { package: web-app }", "config: { package: Web }"));
+    const refused = await ferry("apply", "-f", file);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain("/steps/0/config/package");
+  });
 });

@@ -119,9 +119,13 @@ export async function applyFerryFile(
   await applyPart(run, `project ${config.project.slug}`, () =>
     applyProject(run, config.project, config.lifecycle.slug, config.versionPattern),
   );
-  if (config.steps !== undefined || config.images !== undefined) {
+  if (config.steps !== undefined || config.images !== undefined || config.packages !== undefined) {
     await applyPart(run, `process of ${config.project.slug}`, () =>
-      applyProcess(run, projectPath, config.project.slug, { steps: config.steps, images: config.images }),
+      applyProcess(run, projectPath, config.project.slug, {
+        steps: config.steps,
+        images: config.images,
+        packages: config.packages,
+      }),
     );
   }
   const variables = config.variables;
@@ -688,6 +692,8 @@ async function applyProject(
 interface StoredProcess {
   steps: Step[];
   images?: unknown[];
+  /** Absent on a server from before the package feed (ADR 0044). */
+  packages?: unknown[];
 }
 
 /**
@@ -699,20 +705,31 @@ async function applyProcess(
   run: Run,
   projectPath: string,
   projectSlug: string,
-  wanted: { steps: FerryFile["steps"]; images: FerryFile["images"] },
+  wanted: { steps: FerryFile["steps"]; images: FerryFile["images"]; packages: FerryFile["packages"] },
 ): Promise<void> {
   const current = await run.client.get<StoredProcess>(`${projectPath}/process`);
   const imagesKnown = current.images !== undefined;
+  const packagesKnown = current.packages !== undefined;
   const desired = {
     ...(imagesKnown && { images: wanted.images ?? current.images }),
+    ...(packagesKnown && { packages: wanted.packages ?? current.packages }),
     steps: wanted.steps ?? current.steps,
   };
   const warning =
     !imagesKnown && wanted.images !== undefined && wanted.images.length > 0
       ? { warning: "this server's process has no images yet, so the file's images were not sent" }
-      : {};
+      : !packagesKnown && wanted.packages !== undefined && wanted.packages.length > 0
+        ? { warning: "this server has no package feed yet, so the file's packages were not sent" }
+        : {};
   // Both sides carry every default (the file's steps went through validateSteps as the API's do).
-  if (canonical(desired) === canonical({ ...(imagesKnown && { images: current.images }), steps: current.steps })) {
+  if (
+    canonical(desired) ===
+    canonical({
+      ...(imagesKnown && { images: current.images }),
+      ...(packagesKnown && { packages: current.packages }),
+      steps: current.steps,
+    })
+  ) {
     run.changes.push({ action: "unchanged", resource: "process", name: projectSlug, ...warning });
     return;
   }
@@ -726,9 +743,15 @@ async function applyProcess(
     detail: [
       count(desired.steps.length, "step"),
       ...(desired.images !== undefined ? [count(desired.images.length, "image")] : []),
+      ...(desired.packages !== undefined && desired.packages.length > 0
+        ? [count(desired.packages.length, "package")]
+        : []),
     ].join(", "),
     ...warning,
-    fields: fieldChanges({ images: current.images, steps: current.steps }, desired),
+    fields: fieldChanges(
+      { images: current.images, ...(packagesKnown && { packages: current.packages }), steps: current.steps },
+      desired,
+    ),
   });
 }
 

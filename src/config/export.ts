@@ -30,7 +30,7 @@ export async function exportProject(client: ApiClient, projectReference: string)
     client.getAll<Feed>("/api/v1/feeds"),
     client.getAll<Target>("/api/v1/targets"),
     client.getAll<Variable>(`${projectPath}/variables`),
-    client.get<{ steps: Step[]; images?: ProjectImage[] }>(`${projectPath}/process`),
+    client.get<{ steps: Step[]; images?: ProjectImage[]; packages?: { name: string }[] }>(`${projectPath}/process`),
     client.get<Runbook[]>(`${projectPath}/runbooks`),
   ]);
   const lifecycle = lifecycles.find((item) => item.slug === project.lifecycle);
@@ -103,6 +103,9 @@ export async function exportProject(client: ApiClient, projectReference: string)
       repository: image.repository,
       version: image.version.kind === "semver" ? { semver: image.version.range } : { regex: image.version.pattern },
     })),
+    ...((process.packages ?? []).length > 0 && {
+      packages: (process.packages ?? []).map((item) => ({ name: item.name })),
+    }),
     variables: [...variables]
       .sort((a, b) => a.name.localeCompare(b.name))
       .map((variable) => ({
