@@ -33,12 +33,6 @@ export const packageVersionInfoSchema = z.object({
 });
 export type PackageVersionInfo = z.infer<typeof packageVersionInfoSchema>;
 
-export const packageSummarySchema = z.object({
-  name: z.string(),
-  versions: z.number().int(),
-  latest: packageVersionInfoSchema,
-});
-
 /** How many versions of each package are kept (FERRY_PACKAGE_KEEP_VERSIONS). */
 export const DEFAULT_KEEP_VERSIONS = 20;
 

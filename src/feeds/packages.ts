@@ -20,7 +20,7 @@ import {
 import { ArchiveProblem, inspectArchive } from "./packageArchive.js";
 
 /** Archives bigger than this are refused unless FERRY_PACKAGE_MAX_BYTES says otherwise. */
-export const DEFAULT_PACKAGE_MAX_BYTES = 2 * 1024 ** 3;
+const DEFAULT_PACKAGE_MAX_BYTES = 2 * 1024 ** 3;
 
 export interface PackageFeedOptions {
   context: StoreContext;

@@ -654,7 +654,7 @@ export interface PackageVersionRow {
   created_at: string;
 }
 
-export interface ReleasePackageRow {
+interface ReleasePackageRow {
   release_id: string;
   package_version_id: string;
 }
