@@ -284,6 +284,11 @@ async function applyRunbookFields(
     ...(steps !== undefined && { process: { images: [], steps } }),
   };
   const existing = (await run.client.get<Runbook[]>(collection)).find((runbook) => runbook.slug === slug);
+  // A server with the package feed shows a runbook's process with packages (none: a runbook
+  // run pins no release); an older one has no such field, and would refuse it.
+  if (desired.process !== undefined && existing !== undefined && "packages" in (existing.process ?? {})) {
+    desired.process = { ...(desired.process as Record<string, unknown>), packages: [] };
+  }
   let current: Runbook;
   if (!existing) {
     current = await run.client.request<Runbook>("POST", collection, { ...desired, slug });
