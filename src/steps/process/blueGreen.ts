@@ -54,5 +54,5 @@ export function describeProcessBlueGreen(config: ProcessBlueGreenConfig, render:
   const options = config.blueGreen ?? blueGreenOptionsSchema.parse({});
   return `blue/green: start a new colour running ${render(config.command)}${
     config.args.length > 0 ? ` with ${config.args.length} argument(s)` : ""
-  }${describeProcessLimits(config)} on a free port, ${describeSwitch(options, config.route, render)}`;
+  }${config.package !== undefined ? ` from the release's version of package ${config.package}` : ""}${describeProcessLimits(config)} on a free port, ${describeSwitch(options, config.route, render)}`;
 }
