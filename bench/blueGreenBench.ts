@@ -17,7 +17,7 @@ const FERRY = join(ROOT, "bin", "ferry");
 export const HOST = "bench.test";
 
 export interface BlueGreenBench {
-  /** Where the route serves (the embedded proxy, or nginx). */
+  /** Where the route serves (the embedded proxy, nginx or HAProxy). */
   trafficPort: number;
   /** The proxy's state dir (builtin driver). */
   proxyStateDir: string;
@@ -30,10 +30,11 @@ export interface BlueGreenBench {
 
 /**
  * Starts `ferry server` (FERRY_ROUTER=driver; the builtin proxy is started by the server
- * itself, nginx by this function) and a project deploying the image variable blue/green.
+ * itself, nginx by this function, HAProxy by the server's haproxy driver) and a project
+ * deploying the image variable blue/green.
  */
 export async function startBlueGreenBench(
-  driver: "builtin" | "nginx",
+  driver: "builtin" | "nginx" | "haproxy",
   project: string,
   blueGreen: Record<string, unknown>,
 ): Promise<BlueGreenBench> {
@@ -43,6 +44,7 @@ export async function startBlueGreenBench(
   const serverPort = await freePort();
   const nginx = driver === "nginx" ? await startNginx({ port: trafficPort }) : undefined;
   const proxyStateDir = join(dataDir, "proxy");
+  const haproxyStateDir = join(dataDir, "haproxy");
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: dataDir,
@@ -51,6 +53,8 @@ export async function startBlueGreenBench(
     FERRY_ROUTER: driver,
     FERRY_PROXY_STATE_DIR: proxyStateDir,
     FERRY_PROXY_LISTEN: `127.0.0.1:${trafficPort}`,
+    FERRY_HAPROXY_STATE_DIR: haproxyStateDir,
+    FERRY_HAPROXY_LISTEN: `127.0.0.1:${trafficPort}`,
     ...(nginx && {
       FERRY_NGINX_CONFIG: nginx.options.config,
       FERRY_NGINX_SITES_DIR: nginx.options.sitesDir,
@@ -67,6 +71,7 @@ export async function startBlueGreenBench(
     server.kill("SIGTERM");
     await new Promise((resolve) => server.once("exit", resolve));
     stopEmbeddedProxy(proxyStateDir);
+    stopHaproxy(haproxyStateDir);
     await new DockerRuntime().removeByLabel("ferry.project", project).catch(() => {});
     await nginx?.stop();
     rmSync(dataDir, { recursive: true, force: true });
@@ -196,6 +201,15 @@ function stopEmbeddedProxy(stateDir: string): void {
     process.kill(Number(readFileSync(join(stateDir, "proxy.pid"), "utf8")), "SIGTERM");
   } catch {
     // Not started (the nginx driver) or already gone.
+  }
+}
+
+/** The server's haproxy driver started a daemonised HAProxy that outlives it on purpose: stop its master. */
+function stopHaproxy(stateDir: string): void {
+  try {
+    process.kill(Number.parseInt(readFileSync(join(stateDir, "haproxy.pid"), "utf8"), 10), "SIGTERM");
+  } catch {
+    // Not started (another driver) or already gone.
   }
 }
 

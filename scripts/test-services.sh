@@ -94,6 +94,10 @@ ensure_packages docker-registry apache2-utils openssl
 # (test/helpers/images.ts: `docker import` of a rootfs serving files with `busybox httpd`).
 ensure_packages busybox-static
 
+# docker-compose (Debian's 1.29): the compose step's tests bring the same Compose file up
+# with it as the reference (test/compose.e2e.test.ts); Ferry itself never runs it.
+ensure_packages docker-compose
+
 # Namespace hosts with engines of their own (test/helpers/sshHosts.ts) enter a namespace
 # with nsenter (util-linux) and make a proxy's state directory immutable with chattr
 # (e2fsprogs) to make its router fail on purpose (test/dataPlane.e2e.test.ts).

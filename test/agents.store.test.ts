@@ -132,6 +132,13 @@ describe.each(dialects)("agent enrolment and credentials on %s", (dialect) => {
       issues: [{ pointer: "/router/driver", detail: expect.stringContaining('use driver "builtin"') }],
     });
     expect((await getTarget(context(), "routed")).router).toBeNull();
+    // HAProxy too: Ferry would start a program and config the server names as the agent's account (ADR 0048).
+    const haproxy = targetRouterSchema.parse({ driver: "haproxy", stateDir: "/var/lib/ferry/haproxy" });
+    await expect(updateTarget(context(), "routed", { router: haproxy })).rejects.toMatchObject({
+      message: "an agent's host cannot use haproxy as its router",
+      issues: [{ pointer: "/router/driver", detail: expect.stringContaining('use driver "builtin"') }],
+    });
+    expect((await getTarget(context(), "routed")).router).toBeNull();
     const builtin = await updateTarget(context(), "routed", {
       router: targetRouterSchema.parse({ driver: "builtin" }),
     });

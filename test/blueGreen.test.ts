@@ -7,6 +7,7 @@ import { defaultOutboundPolicy } from "../src/security/outboundGuard.js";
 import { EtcdClient } from "../src/traffic/etcd.js";
 import type { TrafficSettings } from "../src/traffic/routers.js";
 import { startEtcd, type TestEtcd } from "./helpers/etcd.js";
+import { haproxyStateDir } from "./helpers/haproxy.js";
 import { buildDemoImage, type DemoImage, removeImages } from "./helpers/images.js";
 import { type RunningLoad, startLoad } from "./helpers/load.js";
 import { startNginx } from "./helpers/nginx.js";
@@ -24,14 +25,14 @@ interface Created {
  * deployments, and 16 keep-alive clients sending requests through the proxy the whole
  * time. Every failed request the clients see fails the test.
  */
-/** The traffic side: a `ferry proxy` process, or a real nginx driven by the nginx Router. */
+/** The traffic side: a `ferry proxy` process, a real nginx driven by the nginx Router, or a HAProxy the haproxy Router starts and owns. */
 interface Front {
   port: number;
   traffic: TrafficSettings;
   stop(): Promise<void>;
 }
 
-const fronts: Record<"builtin" | "nginx", () => Promise<Front>> = {
+const fronts: Record<"builtin" | "nginx" | "haproxy", () => Promise<Front>> = {
   builtin: async () => {
     const proxy = await startProxyProcess();
     return { port: proxy.port, traffic: proxy.traffic, stop: () => proxy.stop() };
@@ -40,9 +41,13 @@ const fronts: Record<"builtin" | "nginx", () => Promise<Front>> = {
     const nginx = await startNginx();
     return { port: nginx.port, traffic: { driver: "nginx", nginx: nginx.options }, stop: () => nginx.stop() };
   },
+  haproxy: async () => {
+    const haproxy = await haproxyStateDir();
+    return { port: haproxy.port, traffic: { driver: "haproxy", haproxy: haproxy.options }, stop: () => haproxy.stop() };
+  },
 };
 
-describe.each(["builtin", "nginx"] as const)(
+describe.each(["builtin", "nginx", "haproxy"] as const)(
   "blue/green container deployments through the %s router (real Docker, registry, proxy; under load)",
   (driver) => {
     const docker = new DockerRuntime();

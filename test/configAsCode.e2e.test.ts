@@ -205,6 +205,26 @@ steps:
     kind: registry-retag
     environments: [every-prod]
     config: { image: "#{Ferry.Image[web]}", tags: ["#{Ferry.Release.Number}", latest] }
+  - name: Functional
+    kind: isolated
+    environments: [every-dev]
+    config:
+      limits: { cpus: 0.5, memoryMb: 128, pids: 64 }
+      services:
+        - { name: web, image: "#{Ferry.Image[web]}", port: 8080, healthCheck: { path: /health } }
+      steps:
+        - name: suite
+          kind: run-container
+          config: { image: "#{Ferry.Image[web]}", command: [/bin/true], env: { BASE_URL: "#{Ferry.Isolated.Service[web].InternalUrl}" } }
+  - name: Shop app
+    kind: compose
+    environments: [every-dev]
+    config:
+      compose:
+        services:
+          cache:
+            image: "#{Ferry.Image[web]}"
+            environment: { MODE: "#{Ferry.Environment.Slug}" }
 runbooks:
   - name: Restart
     environments: [every-prod]
@@ -214,6 +234,9 @@ runbooks:
       - name: restart
         kind: script
         config: { script: echo restart }
+      - name: down
+        kind: compose-down
+        config: { stopTimeoutSeconds: 5 }
       - name: logs
         kind: collect-logs
         config: { since: 12h }

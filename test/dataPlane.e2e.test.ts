@@ -388,7 +388,7 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
     const nginx = await cli(["target", "update", "cli-host", "--router", "nginx"]);
     expect(nginx.code).not.toBe(0);
     for (const field of ["config", "sitesDir", "pidFile"]) expect(nginx.stderr).toContain(`router/${field}`);
-    const unknown = await cli(["target", "update", "cli-host", "--router", "haproxy"]);
+    const unknown = await cli(["target", "update", "cli-host", "--router", "traefik"]);
     expect(unknown.code).not.toBe(0);
     expect(unknown.stderr).toMatch(/router\/driver/);
     expect(unknown.stderr).toContain('choose driver "builtin"');

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { expectSuccess, isolatedEnv, parseJson, runFerry } from "./helpers/cli.js";
+import { expectSuccess, isolatedEnv, parseJson, runFerry, startFerry } from "./helpers/cli.js";
 import { createPostgresDatabase, dialects } from "./helpers/databases.js";
 import { pushTestImage, startRegistry } from "./helpers/registry.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
@@ -127,6 +127,45 @@ describe.each(dialects)("feed triggers on %s (real registry notifications and po
     expect(fired?.actor.name).toBe("feed trigger beta pushes");
     expect(fired?.diff.cause?.to).toBe("notification");
   });
+
+  it("ferry release wait, started before the push (of an older version than the last), follows the dev deployment the trigger makes and exits 0", async () => {
+    const home = mkdtempSync(join(tmpdir(), "ferry-release-wait-"));
+    const env = isolatedEnv(home, { FERRY_URL: test.server.url, FERRY_API_KEY: test.apiKey });
+    try {
+      // What a pipeline does: push, then wait for what Ferry makes of it.
+      const waiting = startFerry(
+        ["release", "wait", "1.0.2", "--project", "app", "--env", "dev", "--timeout", "120"],
+        env,
+      );
+      await pushTestImage(registry.url, "demo/app", "1.0.2-beta", { content: "1.0.2", auth });
+      const waited = await waiting.done;
+      expectSuccess(waited);
+      expect(waited.stdout).toContain("app 1.0.2 → dev: succeeded");
+
+      // A release that never comes: a clear message and a non-zero exit, once the time is up.
+      const missing = await runFerry(
+        ["release", "wait", "9.9.9", "--project", "app", "--env", "dev", "--timeout", "1"],
+        env,
+      );
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toContain("release 9.9.9 of app did not appear within 1 s");
+      // A release that exists but is not deployed there: says so, and how to deploy it.
+      const notThere = await runFerry(
+        ["release", "wait", "1.0.2", "--project", "app", "--env", "prod", "--timeout", "1"],
+        env,
+      );
+      expect(notThere.code).toBe(1);
+      expect(notThere.stderr).toContain("release 1.0.2 of app was not deployed to prod within 1 s");
+      const bad = await runFerry(
+        ["release", "wait", "1.0.2", "--project", "app", "--env", "dev", "--timeout", "0"],
+        env,
+      );
+      expect(bad.code).not.toBe(0);
+      expect(bad.stderr).toContain("--timeout 600");
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  }, 180_000);
 
   it("the same notification delivered twice, and replayed later, creates one release", async () => {
     const before = (await releases()).length;

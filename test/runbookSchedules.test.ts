@@ -412,7 +412,8 @@ describe.each(dialects)("runbook schedules and retention (%s)", (dialect) => {
   it.runIf(dialect === "postgres")(
     "fires once per firing with two server nodes polling one PostgreSQL database",
     async () => {
-      const second = await startTestServer({ databaseUrl: String(databaseUrl) });
+      // The second node has the first one's master key, as docs/security.md requires.
+      const second = await startTestServer({ databaseUrl: String(databaseUrl), masterKeyOf: test.dataDir });
       try {
         const path = "/api/v1/projects/shop/runbooks/report/schedules";
         await admin(

@@ -43,6 +43,7 @@ const BRAVO_FILE = [
 ].join("\n");
 
 const BODIES: Record<string, unknown> = {
+  "POST /api/v1/admin/master-key/rotate": undefined,
   "POST /api/v1/environments": { name: "sneaky" },
   "PATCH /api/v1/environments/{environment}": { description: "changed" },
   "DELETE /api/v1/environments/{environment}": undefined,
@@ -67,6 +68,14 @@ const BODIES: Record<string, unknown> = {
   "POST /api/v1/projects/{project}/variables": { name: "Sneaky", value: "x" },
   "PATCH /api/v1/projects/{project}/variables/{variable}": { value: "changed" },
   "DELETE /api/v1/projects/{project}/variables/{variable}": undefined,
+  // Variable sets reach every project that includes them: editVariableSets everywhere (ADR 0047).
+  "POST /api/v1/variable-sets": { name: "sneaky" },
+  "PATCH /api/v1/variable-sets/{set}": { description: "changed" },
+  "DELETE /api/v1/variable-sets/{set}": undefined,
+  "POST /api/v1/variable-sets/{set}/variables": { name: "Sneaky", value: "x" },
+  "PATCH /api/v1/variable-sets/{set}/variables/{variable}": { value: "changed" },
+  "DELETE /api/v1/variable-sets/{set}/variables/{variable}": undefined,
+  "PUT /api/v1/projects/{project}/variable-sets": { sets: [] },
   "PUT /api/v1/projects/{project}/process": {
     steps: [{ name: "hello", kind: "script", config: { script: "echo changed" } }],
   },
@@ -154,6 +163,10 @@ const SHARED_READS = new Set([
   "GET /api/v1/packages/{package}/versions",
   "GET /api/v1/packages/{package}/versions/{version}",
   "GET /api/v1/packages/{package}/versions/{version}/content",
+  // Variable sets name no project; their sensitive values read as "set" (ADR 0047).
+  "GET /api/v1/variable-sets",
+  "GET /api/v1/variable-sets/{set}",
+  "GET /api/v1/variable-sets/{set}/variables",
   "GET /api/v1/openapi.json",
   "GET /api/v1/schema/ferry.json",
 ]);
@@ -293,6 +306,13 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
     ids.bravoVariable = String(
       (await admin("POST", "/api/v1/projects/bravo/variables", { name: "Bv", value: "b" })).id,
     );
+    await admin("POST", "/api/v1/variable-sets", { name: "shared" });
+    await admin("POST", "/api/v1/variable-sets/shared/variables", {
+      name: "SetSecret",
+      value: "set-secret-value",
+      sensitive: true,
+    });
+    await admin("PUT", "/api/v1/projects/bravo/variable-sets", { sets: ["shared"] });
     ids.bravoWebhook = String(
       (
         await admin("POST", "/api/v1/projects/bravo/webhooks", {
@@ -399,6 +419,7 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
       artifact: ids.bravoArtifact ?? "",
       package: "shared-app",
       version: "1.0.0",
+      set: "shared",
     };
     const answers: string[] = [];
     for (const { method, template } of operations) {
@@ -443,6 +464,8 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
       ["GET", "/api/v1/projects/alpha/variables/ProdOnly"],
       ["PATCH", "/api/v1/projects/alpha/variables/ProdOnly", { value: "changed" }],
       ["DELETE", "/api/v1/projects/alpha/variables/ProdOnly"],
+      // Including a set changes the project's variables in every environment, prodzone too.
+      ["PUT", "/api/v1/projects/alpha/variable-sets", { sets: ["shared"] }],
       // Creating a prod-scoped variable, or changing one that applies everywhere (prod too).
       [
         "POST",

@@ -4,8 +4,10 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRepl
 import type { Access } from "../domain/access.js";
 import { CsrfError, RateLimitedError, UnauthenticatedError } from "../domain/errors.js";
 import type { ArtifactRetention } from "../engine/artifactRetention.js";
-import type { DeploymentServices } from "../engine/deployments.js";
+import { type DeploymentServices, processRunnerServices } from "../engine/deployments.js";
 import type { TaskEngine } from "../engine/engine.js";
+import { tearDownEnvironment } from "../engine/ephemeralEnvironments.js";
+import type { MasterKeyRotation } from "../engine/masterKeyRotation.js";
 import type { ServerMetrics } from "../observability/serverMetrics.js";
 import { isWellFormedApiKey } from "../security/apiKeys.js";
 import type { OidcClient } from "../security/oidc.js";
@@ -26,6 +28,7 @@ import { dashboardRoutes } from "./dashboard.js";
 import { doraRoutes } from "./dora.js";
 import { feedTriggerRoutes } from "./feedTriggers.js";
 import { parseJsonBody } from "./json.js";
+import { masterKeyRoutes } from "./masterKey.js";
 import { metricsRoutes } from "./metrics.js";
 import { oidcRoutes } from "./oidc.js";
 import { buildOpenApiDocument } from "./openapi.js";
@@ -42,6 +45,7 @@ import { targetTrustRoutes } from "./targetTrust.js";
 import { taskRoutes } from "./tasks.js";
 import { teamRoutes } from "./teams.js";
 import { checkOrigin, sessionTokenOf, userRoutes } from "./users.js";
+import { variableSetRoutes } from "./variableSets.js";
 import { webhookRoutes } from "./webhooks.js";
 import { WebUi } from "./webUi.js";
 
@@ -85,6 +89,8 @@ export interface AppOptions {
   requestsPerAddress?: number | undefined;
   /** The built web dashboard's directory (default: dist/web of the package). */
   webRoot?: string;
+  /** Rotates the master key (POST /api/v1/admin/master-key/rotate, ADR 0046); the route exists only with it. */
+  masterKeyRotation?: MasterKeyRotation | undefined;
   /** The agents' hub: with it the server speaks ferry agent's protocol (docs/decisions/0030-agents.md). */
   agents?: AgentHub;
 }
@@ -170,7 +176,16 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
 
   const routes: RouteSpec[] = [
     ...healthRoutes(options.store),
-    ...resourceRoutes(options.context, options.outbound),
+    ...resourceRoutes(
+      options.context,
+      options.outbound,
+      options.deployments &&
+        (
+          (services: DeploymentServices) => (reference: string) =>
+            tearDownEnvironment({ context: options.context, target: processRunnerServices(services).target }, reference)
+        )(options.deployments),
+    ),
+    ...variableSetRoutes(options.context),
     ...targetTrustRoutes(options.context),
     ...agentRoutes(options.context, options.agents),
     ...dashboardRoutes(options.context, options.engine),
@@ -187,6 +202,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...webhookRoutes(options.context, options.outbound),
     ...doraRoutes(options.context),
     ...auditRoutes(options.context),
+    ...masterKeyRoutes(options.masterKeyRotation),
     ...userRoutes(options.context),
     ...teamRoutes(options.context),
     ...oidcRoutes(options.context, options.oidc),

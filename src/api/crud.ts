@@ -58,7 +58,8 @@ export function collectionRoutes<Item, Create, Update>(spec: CollectionSpec<Item
   const resourceOf = (item: unknown, fallbackName: string | null): AuditResource => {
     const fields = (item ?? {}) as Record<string, unknown>;
     const own = text(fields.slug) ?? text(fields.name);
-    const project = text(fields.project);
+    // A project's or a variable set's variable is named with its owner: "shop/Port", "common/Port".
+    const project = text(fields.project) ?? text(fields.set);
     return {
       type,
       id: text(fields.id) ?? null,

@@ -108,6 +108,7 @@ const releaseDiffSchema = z.object({
     z.object({
       name: z.string(),
       scope: z.object({ environments: z.array(z.string()), roles: z.array(z.string()), targets: z.array(z.string()) }),
+      set: z.string().optional().describe("the variable set of the value; absent: the project's own"),
       change: changeKindSchema,
       sensitive: z.boolean().describe("a sensitive variable's values are never shown, only that it changed"),
       from: z.string().optional(),
@@ -138,6 +139,7 @@ const previewCandidateSchema = z.object({
   sensitive: z.boolean(),
   scope: previewScopeSchema,
   rank: rankSchema,
+  set: z.string().nullable().describe("the variable set the value comes from; null: the project's own"),
   verdict: z.enum(["won", "tied", "outranked", "not applicable"]),
   reason: z.string(),
 });
@@ -154,6 +156,10 @@ const variablePreviewSchema = z.object({
       sensitive: z.boolean(),
       rank: z.union([rankSchema, z.literal("system")]),
       scope: previewScopeSchema.nullable(),
+      set: z
+        .string()
+        .nullable()
+        .describe("the variable set the winning value comes from; null: the project's own or system"),
       candidates: z.array(previewCandidateSchema),
     }),
   ),

@@ -1,5 +1,6 @@
 import type { Access } from "../domain/access.js";
 import { createEnvironmentSchema, environmentSchema, updateEnvironmentSchema } from "../domain/environments.js";
+import { PreconditionError } from "../domain/errors.js";
 import { createFeedSchema, feedSchema, updateFeedSchema } from "../domain/feeds.js";
 import { createLifecycleSchema, lifecycleSchema, updateLifecycleSchema } from "../domain/lifecycles.js";
 import { createProjectSchema, projectSchema, updateProjectSchema } from "../domain/projects.js";
@@ -37,7 +38,12 @@ function variableAccess(access: Access): variables.VariableAccess {
   };
 }
 
-export function resourceRoutes(context: StoreContext, outbound: OutboundPolicy = defaultOutboundPolicy): RouteSpec[] {
+export function resourceRoutes(
+  context: StoreContext,
+  outbound: OutboundPolicy = defaultOutboundPolicy,
+  /** Tears down and deletes an ephemeral environment (ADR 0045); absent (no task engine): such a delete is refused. */
+  tearDownEnvironment?: (reference: string) => Promise<unknown>,
+): RouteSpec[] {
   const checkFeedUrl = (url: string) => checkOutboundUrl(url, outbound, { what: "feed URL", pointer: "/url" });
   return [
     ...collectionRoutes({
@@ -58,7 +64,17 @@ export function resourceRoutes(context: StoreContext, outbound: OutboundPolicy =
       create: (_, body) => environments.createEnvironment(context, body),
       get: (_, reference) => environments.getEnvironment(context, reference),
       update: (_, reference, body) => environments.updateEnvironment(context, reference, body),
-      remove: (_, reference) => environments.deleteEnvironment(context, reference),
+      remove: async (_, reference) => {
+        const environment = await environments.getEnvironment(context, reference);
+        if (!environment.ephemeral) return environments.deleteEnvironment(context, reference);
+        // What is deployed there goes first: an ephemeral environment leaves nothing labelled behind.
+        if (!tearDownEnvironment) {
+          throw new PreconditionError(
+            `environment '${environment.name}' is ephemeral and this server runs no task engine to tear it down; delete it through a full server`,
+          );
+        }
+        await tearDownEnvironment(environment.id);
+      },
     }),
     ...collectionRoutes({
       tag: "Lifecycles",

@@ -17,7 +17,7 @@ async function writeOut(text: string | Uint8Array): Promise<void> {
 }
 
 export function addAdminCommands(program: Command, context: CliContext): void {
-  const group = program.command("admin").description("administration: the audit log, users");
+  const group = program.command("admin").description("administration: the audit log, users, the master key");
   addUserCommands(group, context);
 
   group
@@ -41,6 +41,30 @@ export function addAdminCommands(program: Command, context: CliContext): void {
         const head = result.head ? `; newest entry ${result.head.seq}, hash ${result.head.hash}` : "";
         writeOutput(`audit log verified: ${result.checked} entries${head}\n`);
       }
+    });
+
+  group
+    .command("rotate-master-key")
+    .description(
+      "re-encrypt every sensitive value under a new master key, in one transaction, on the running server (docs/security.md#master-key)",
+    )
+    .option("--json", "print the server's answer as JSON")
+    .action(async (options: { json?: boolean }) => {
+      const client = await context.client();
+      const result = await client.request<{
+        from: string;
+        to: string;
+        resealed: { values: Record<string, number>; auditEntries: number };
+      }>("POST", "/api/v1/admin/master-key/rotate");
+      if (options.json) {
+        printJson(result);
+        return;
+      }
+      const values = Object.values(result.resealed.values).reduce((sum, count) => sum + count, 0);
+      writeOutput(
+        `rotated the master key ${result.from} → ${result.to}: ${values} sensitive ${values === 1 ? "value" : "values"} re-encrypted, ${result.resealed.auditEntries} audit entries re-chained\n` +
+          "back up the data directory's new master.key with the database: a backup of one without the other cannot be read\n",
+      );
     });
 
   group

@@ -149,13 +149,15 @@ async function expandPaths(paths: readonly string[]): Promise<string[]> {
  * (an empty one counts as not set), key files by `file:<ferry.yml>:<path>` (the path relative
  * to the ferry.yml, as docker-compose's are). Only what the file names is sent.
  */
-async function secretsOf(
+export async function secretsOf(
   config: FerryFile,
   fileName: string,
   secretSource: Readonly<Record<string, string | undefined>>,
 ): Promise<Record<string, string>> {
   const names = [
-    ...(config.variables ?? []).flatMap((variable) => (variable.valueFrom ? [variable.valueFrom.env] : [])),
+    ...[...(config.variables ?? []), ...(config.variableSets ?? []).flatMap((set) => set.variables)].flatMap(
+      (variable) => (variable.valueFrom && "env" in variable.valueFrom ? [variable.valueFrom.env] : []),
+    ),
     ...config.feeds.flatMap((feed) => (feed.passwordFrom ? [feed.passwordFrom.env] : [])),
     ...config.targets.flatMap((target) => [
       ...(target.ssh && "env" in target.ssh.privateKeyFrom ? [target.ssh.privateKeyFrom.env] : []),
@@ -166,6 +168,13 @@ async function secretsOf(
   for (const name of names) {
     const value = secretSource[name];
     if (value !== undefined && value !== "") secrets[name] = value;
+  }
+  // Files are read here, next to the ferry.yml, and travel in the body like the others.
+  for (const variable of config.variables ?? []) {
+    const from = variable.valueFrom;
+    if (!from || !("file" in from)) continue;
+    const value = await readFile(resolve(dirname(fileName), from.file), "utf8").catch(() => undefined);
+    if (value !== undefined) secrets[keyFileSecret(fileName, from.file)] = value;
   }
   for (const target of config.targets) {
     const from = target.ssh?.privateKeyFrom;

@@ -1,6 +1,6 @@
 import { type Command, InvalidArgumentError } from "commander";
 import type { FerryEnvironment } from "../config/env.js";
-import type { TrafficSettings } from "../traffic/routers.js";
+import { type TrafficSettings, trafficListen } from "../traffic/routers.js";
 import { OperationError } from "./errors.js";
 import { parsePort, stopOnSignals } from "./server.js";
 
@@ -152,7 +152,7 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
 
 /** Where the router serves: the origin to probe from here, and the ":port" part of the app's URLs. */
 function trafficFront(traffic: TrafficSettings): { probe: string; port: string } {
-  const listen = traffic.driver === "builtin" ? traffic.proxy.listen : traffic.nginx.listen;
+  const listen = trafficListen(traffic);
   const colon = listen.lastIndexOf(":");
   const host = listen.slice(0, colon).replace(/^\[|\]$/g, "");
   const port = listen.slice(colon + 1);

@@ -21,6 +21,7 @@ const spec: ResourceGroupSpec<Environment> = {
     ["name", (environment) => environment.name],
     ["description", (environment) => environment.description],
     ["unavailable targets", (environment) => environment.unavailableTargets],
+    ["ephemeral", (environment) => describeEphemeral(environment)],
   ],
   fields: (environment) => [
     ["id", environment.id],
@@ -29,8 +30,17 @@ const spec: ResourceGroupSpec<Environment> = {
     ["position", String(environment.position)],
     ["description", environment.description || "-"],
     ["unavailable targets", environment.unavailableTargets],
+    ["ephemeral", describeEphemeral(environment)],
   ],
 };
+
+/** "no", "yes (until deleted)" or "yes (ttl 120 min after the last deployment)". */
+function describeEphemeral(environment: Environment): string {
+  if (!environment.ephemeral) return "no";
+  return environment.ttlMinutes === null
+    ? "yes (until deleted)"
+    : `yes (ttl ${environment.ttlMinutes} min after the last deployment)`;
+}
 
 const fieldOptions = {
   name: "name",
@@ -38,7 +48,22 @@ const fieldOptions = {
   description: "description",
   position: "position",
   unavailableTargets: "unavailableTargets",
+  ephemeral: "ephemeral",
+  ttlMinutes: "ttlMinutes",
 };
+
+/** A TTL in minutes (1 to a year), or "none" to have no automatic tear-down. */
+function parseTtl(value: string): number | null {
+  if (value === "none") return null;
+  if (!/^[0-9]+$/.test(value) || Number(value) < 1 || Number(value) > 525_600) {
+    throw new InvalidArgumentError("give the minutes after the last deployment (1 to 525600), or none");
+  }
+  return Number(value);
+}
+const EPHEMERAL_HELP =
+  "short-lived (e.g. per branch): 'ferry env delete' or its TTL tears down what is deployed there (ADR 0045)";
+const TTL_HELP =
+  "tear an ephemeral environment down this many minutes after its last deployment (none: only on delete)";
 
 /** Checked by the server too; here so a typo is a usage error (exit 2) before anything is sent. */
 function parsePolicy(value: string): string {
@@ -59,6 +84,8 @@ export function addEnvironmentCommands(program: Command, context: CliContext): v
     .option("--description <text>")
     .option("--position <n>", "0-based place in the order", parseNonNegativeInteger)
     .option("--unavailable-targets <policy>", POLICY_HELP, parsePolicy)
+    .option("--ephemeral", EPHEMERAL_HELP)
+    .option("--ttl-minutes <minutes>", TTL_HELP, parseTtl)
     .option("--json", "print JSON")
     .action((name: string, options: Record<string, unknown>) =>
       sendAndPrint(
@@ -81,6 +108,9 @@ export function addEnvironmentCommands(program: Command, context: CliContext): v
     .option("--description <text>")
     .option("--position <n>", "0-based place in the order", parseNonNegativeInteger)
     .option("--unavailable-targets <policy>", POLICY_HELP, parsePolicy)
+    .option("--ephemeral", EPHEMERAL_HELP)
+    .option("--no-ephemeral", "keep it: no longer torn down on delete or by a TTL")
+    .option("--ttl-minutes <minutes>", TTL_HELP, parseTtl)
     .option("--json", "print JSON")
     .action((reference: string, options: Record<string, unknown>) =>
       sendAndPrint(

@@ -12,6 +12,7 @@ import { addDeploymentCommands } from "./deployments.js";
 import { addEnvironmentCommands } from "./environments.js";
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, OperationError, UsageError } from "./errors.js";
 import { addFeedCommands } from "./feeds.js";
+import { addHaproxyRouterCommand } from "./haproxyRouter.js";
 import { addLifecycleCommands } from "./lifecycles.js";
 import { addLoginCommand } from "./login.js";
 import { addNginxRouterCommand } from "./nginxRouter.js";
@@ -23,6 +24,7 @@ import { addProxyCommand } from "./proxy.js";
 import { addReleaseCommands } from "./releases.js";
 import type { CliContext } from "./resourceGroup.js";
 import { addRoleCommands } from "./roles.js";
+import { addRunCommand } from "./run.js";
 import { addFreezeCommands, addRunbookCommands } from "./runbooks.js";
 import { addServerCommand } from "./server.js";
 import { clientFor } from "./settings.js";
@@ -32,6 +34,7 @@ import { addTaskCommands } from "./tasks.js";
 import { addTeamCommands } from "./teams.js";
 import { addScheduledTriggerCommands, addTriggerCommands } from "./triggers.js";
 import { addApiKeyCommands } from "./users.js";
+import { addVariableSetCommands } from "./variableSets.js";
 import { addVariableCommands, addVariablePreviewCommand } from "./variables.js";
 
 export function buildProgram(): Command {
@@ -54,6 +57,7 @@ export function buildProgram(): Command {
   addSuperviseCommand(program);
   addProcessesCommand(program, environment);
   addNginxRouterCommand(program);
+  addHaproxyRouterCommand(program);
   addEnvironmentCommands(program, context);
   addLifecycleCommands(program, context);
   addProjectCommands(program, context);
@@ -64,6 +68,7 @@ export function buildProgram(): Command {
   addScheduledTriggerCommands(program, context);
   addVariableCommands(program, context);
   addVariablePreviewCommand(program, context);
+  addVariableSetCommands(program, context);
   addApplyCommand(program, context, process.env);
   addExportCommand(program, context);
   // Program options count only before a subcommand, so `release create --version V` is
@@ -73,6 +78,7 @@ export function buildProgram(): Command {
   addRunbookCommands(program, context);
   addFreezeCommands(program, context);
   addDeploymentCommands(program, context, process.env);
+  addRunCommand(program, environment, process.env);
   addTaskCommands(program, context);
   addArtifactCommands(program, context);
   addPackageCommands(program, context);

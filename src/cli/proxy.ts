@@ -1,7 +1,8 @@
-import { rm, writeFile } from "node:fs/promises";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { type Command, InvalidArgumentError } from "commander";
+import type { ProxyAdminClient as ProxyAdminClientType } from "../traffic/proxyClient.js";
 import { UsageError } from "./errors.js";
 import { parsePort } from "./server.js";
 
@@ -38,8 +39,10 @@ function expandHome(path: string): string {
 const SHUTDOWN_GRACE_MS = 10_000;
 
 export function addProxyCommand(program: Command): void {
-  program
+  const proxyCommand = program
     .command("proxy")
+    // `ferry proxy pause <route> --state-dir …`: the subcommand's options are its own.
+    .enablePositionalOptions()
     .description("run the Ferry proxy: the data plane that sends each route's traffic to its live colour")
     .option("--listen <host:port>", "address for traffic (default: 127.0.0.1:8000)", parseListen)
     .option("--admin-socket <path>", "unix socket of the admin API (default: <state-dir>/admin.sock)")
@@ -102,6 +105,87 @@ export function addProxyCommand(program: Command): void {
       process.on("SIGTERM", stop);
       process.on("SIGINT", stop);
     });
+  addModeCommands(proxyCommand);
+}
+
+interface ModeOptions {
+  stateDir: string;
+  adminPort?: number;
+  page?: string;
+  timeout?: number;
+}
+
+/** 1–600 seconds. */
+function parseTimeout(value: string): number {
+  const seconds = Number(value);
+  if (!Number.isFinite(seconds) || seconds < 1 || seconds > 600) {
+    throw new InvalidArgumentError("--timeout is how long a request may be held: 1 to 600 seconds");
+  }
+  return seconds;
+}
+
+/**
+ * `ferry proxy maintenance|pause|resume <route>`: one call of the admin API of the proxy
+ * serving this state dir (its socket, or --admin-port), with the token found there.
+ */
+function addModeCommands(proxyCommand: Command): void {
+  const withAddress = (command: Command) =>
+    command
+      .option("--state-dir <dir>", "the proxy's state directory (the server's: <data-dir>/proxy)", ".ferry-proxy")
+      .option(
+        "--admin-port <port>",
+        "its admin API answers on 127.0.0.1:<port> instead of the state dir's socket",
+        parsePort,
+      );
+  const call = async (route: string, options: ModeOptions, mode: Parameters<ProxyAdminClientType["setMode"]>[1]) => {
+    const stateDir = expandHome(options.stateDir);
+    const { ProxyAdminClient } = await import("../traffic/proxyClient.js");
+    const { readAdminToken } = await import("../traffic/proxyState.js");
+    const token = await readAdminToken(stateDir).catch(() => {
+      throw new UsageError(
+        `no proxy token in ${stateDir}: is this the state dir of a running ferry proxy (--state-dir)?`,
+      );
+    });
+    const client = new ProxyAdminClient(
+      options.adminPort !== undefined
+        ? { url: `http://127.0.0.1:${options.adminPort}` }
+        : { socketPath: join(stateDir, "admin.sock") },
+      token,
+    );
+    try {
+      return (await client.setMode(route, mode)).route;
+    } finally {
+      await client.close();
+    }
+  };
+  withAddress(
+    proxyCommand
+      .command("maintenance <route>")
+      .description("answer every request of a route with 503 and a maintenance page, until `ferry proxy resume`")
+      .option("--page <file>", "an HTML file to serve (at most 32 KiB); default: a short problem document"),
+  ).action(async (route: string, options: ModeOptions) => {
+    const page = options.page === undefined ? undefined : await readFile(options.page, "utf8");
+    await call(route, options, { mode: "maintenance", ...(page !== undefined && { page }) });
+    process.stdout.write(`route ${route}: in maintenance (503)${options.page ? ` with ${options.page}` : ""}\n`);
+  });
+  withAddress(
+    proxyCommand
+      .command("pause <route>")
+      .description("hold a route's requests (while something is swapped) until `ferry proxy resume` or the timeout")
+      .option("--timeout <seconds>", "how long a request may be held before it gets a 503 (1–600)", parseTimeout, 30),
+  ).action(async (route: string, options: ModeOptions) => {
+    const timeoutSeconds = options.timeout ?? 30;
+    await call(route, options, { mode: "paused", timeoutSeconds });
+    process.stdout.write(`route ${route}: paused; requests are held for up to ${timeoutSeconds} s\n`);
+  });
+  withAddress(
+    proxyCommand
+      .command("resume <route>")
+      .description("serve a route in maintenance or paused again; held requests go on"),
+  ).action(async (route: string, options: ModeOptions) => {
+    await call(route, options, null);
+    process.stdout.write(`route ${route}: serving\n`);
+  });
 }
 
 /**

@@ -1,8 +1,11 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { type Command, InvalidArgumentError } from "commander";
 import { describeFieldChange } from "../domain/fieldDiff.js";
+import type { ProjectProgression } from "../domain/projectProgression.js";
 import type { ReleaseDiff } from "../domain/releaseDiff.js";
 import type { Release } from "../domain/releases.js";
 import { segment } from "./client.js";
+import { OperationError } from "./errors.js";
 import { type Column, list, printFields, printJson, printTable, writeOutput } from "./output.js";
 import type { CliContext } from "./resourceGroup.js";
 import {
@@ -111,6 +114,34 @@ export function addReleaseCommands(program: Command, context: CliContext): void 
       }
       const waited = await waitForDeployments(client, deployments, json);
       if (json) printJson({ ...release, deployments: waited.map(({ outcome }) => outcome) });
+      failUnlessSucceeded(waited);
+    });
+
+  group
+    .command("wait")
+    .description(
+      "wait until a release exists and has a deployment to an environment (a feed trigger's, an auto-deploy's or a person's), follow it, exit 1 unless it succeeded",
+    )
+    .requiredOption("--project <ref>", "project id or slug")
+    .argument("<version>", "release version")
+    .requiredOption("--env <env>", "environment slug")
+    .option("--timeout <seconds>", "give up after this many seconds without such a deployment", parseTimeout, 600)
+    .option("--json", "print JSON (one object at the end, with the state and error)")
+    .action(async (version: string, options: { project: string; env: string; timeout: number; json?: boolean }) => {
+      const client = await context.client();
+      const deployment = await awaitDeployment(
+        (path) => client.get<ProjectProgression>(path),
+        options.project,
+        version,
+        options.env,
+        options.timeout,
+      );
+      const json = options.json === true;
+      const waited = await waitForDeployments(client, [deployment], json);
+      if (json) printJson(waited[0]?.outcome);
+      else if (waited[0]?.outcome.state === "succeeded") {
+        writeOutput(`${deployment.project} ${deployment.release} → ${deployment.environment}: succeeded\n`);
+      }
       failUnlessSucceeded(waited);
     });
 
@@ -236,4 +267,68 @@ function formatReleaseDiff(diff: ReleaseDiff & { project: string }): string {
   lines.push("", "Notes:");
   lines.push(diff.notes ? `  ${quoted(diff.notes.from)} → ${quoted(diff.notes.to)}` : "  (unchanged)");
   return `${lines.join("\n")}\n`;
+}
+
+function parseTimeout(value: string): number {
+  const seconds = Number(value);
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 86_400) {
+    throw new InvalidArgumentError("use whole seconds from 1 to 86400, e.g. --timeout 600");
+  }
+  return seconds;
+}
+
+const WAIT_POLL_MS = 2000;
+
+/**
+ * The newest deployment of `version` to `environment`, once there is one: a pipeline pushes an
+ * image and waits here for what the feed trigger creates, so a release that does not exist yet
+ * is waited for, not an error.
+ */
+async function awaitDeployment(
+  get: (path: string) => Promise<ProjectProgression>,
+  project: string,
+  version: string,
+  environment: string,
+  timeoutSeconds: number,
+): Promise<DeploymentCreated> {
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  let seen: "nothing" | "release" = "nothing";
+  for (;;) {
+    // A release that does not exist yet is not in the list (the project must exist: 404 otherwise).
+    const progression = await get(
+      `/api/v1/projects/${segment(project)}/progression?release=${encodeURIComponent(version)}`,
+    );
+    const release = progression.releases.find((candidate) => candidate.version === version);
+    if (release) {
+      seen = "release";
+      const there = release.environments.find((candidate) => candidate.environment === environment);
+      if (!there && !progression.environments.some((candidate) => candidate.environment.slug === environment)) {
+        throw new OperationError(`project ${project}'s lifecycle has no environment ${environment}`, [
+          `its environments: ${progression.environments.map((candidate) => candidate.environment.slug).join(", ")}`,
+        ]);
+      }
+      if (there?.deployment) {
+        return {
+          deploymentId: there.deployment.deploymentId,
+          taskId: there.deployment.taskId,
+          project: progression.project.slug,
+          release: version,
+          environment,
+        };
+      }
+    }
+    if (Date.now() >= deadline) {
+      throw new OperationError(
+        seen === "nothing"
+          ? `release ${version} of ${project} did not appear within ${timeoutSeconds} s`
+          : `release ${version} of ${project} was not deployed to ${environment} within ${timeoutSeconds} s`,
+        [
+          seen === "nothing"
+            ? `is the feed trigger there and not paused? ferry trigger list --project ${project}`
+            : `deploy it: ferry deploy --project ${project} --release ${version} --env ${environment}`,
+        ],
+      );
+    }
+    await sleep(WAIT_POLL_MS);
+  }
 }

@@ -31,6 +31,12 @@ function routerLines(router: TargetRouter): [string, string][] {
         ["router config", `${router.config} (Ferry's files in ${router.sitesDir}, pid file ${router.pidFile})`],
         ["router command", `${router.command} (nginx: ${router.binary})`],
       ];
+    case "haproxy":
+      return [
+        ["router", `haproxy on ${router.listen} (runtime API switches, no reloads)`],
+        ["router state", `${router.stateDir} (haproxy.cfg, runtime API socket, access log)`],
+        ["router command", `${router.command} (haproxy: ${router.binary})`],
+      ];
     default: {
       const unknown: never = router;
       return unknown;
@@ -154,7 +160,7 @@ function withTargetOptions(command: Command): Command {
     .option("--ssh-host-key <fingerprint>", "ssh: trust this host key (SHA256:…) instead of running ferry target trust")
     .option(
       "--router <driver>",
-      "the host's traffic router for blue/green: builtin (ferry proxy, started there by Ferry) or nginx (the host's nginx)",
+      "the host's traffic router for blue/green: builtin (ferry proxy, started there by Ferry), nginx (the host's nginx) or haproxy (a HAProxy Ferry starts there)",
     )
     .option("--router-listen <address:port>", "router: where it takes traffic on the host (default 0.0.0.0:80)")
     .option(
@@ -162,12 +168,15 @@ function withTargetOptions(command: Command): Command {
       "router: its admin API's port on the host's 127.0.0.1 (default 7999)",
       parsePort,
     )
-    .option("--router-state-dir <path>", "router: its state directory on the host (default ~/.local/state/ferry/proxy)")
+    .option(
+      "--router-state-dir <path>",
+      "router: its state directory on the host (builtin: default ~/.local/state/ferry/proxy; haproxy: required)",
+    )
     .option("--router-command <path>", "router: the ferry program on the host (default ferry)")
     .option("--router-config <path>", "nginx router: the host's main nginx.conf, which includes the sites dir")
     .option("--router-sites-dir <path>", "nginx router: the directory Ferry owns on the host (included inside http {})")
     .option("--router-pid-file <path>", "nginx router: the pid file the main config names")
-    .option("--router-binary <path>", "nginx router: the nginx program on the host (default nginx)")
+    .option("--router-binary <path>", "nginx / haproxy router: the program on the host (default nginx / haproxy)")
     .option("--router-client-keepalive", "nginx router: keep idle client connections open (see docs/targets.md)")
     .option("--json", "print JSON");
 }
@@ -228,7 +237,7 @@ function routerBody(options: Record<string, unknown>): Record<string, unknown> |
   };
   if (options.router === undefined) {
     if (Object.keys(details).length > 0) {
-      throw new UsageError("give --router builtin or --router nginx with the --router-* options");
+      throw new UsageError("give --router builtin, nginx or haproxy with the --router-* options");
     }
     return undefined;
   }

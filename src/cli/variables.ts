@@ -64,12 +64,25 @@ function scopeFrom(options: Record<string, unknown>, replaceOnly: boolean): Reco
 }
 
 export function addVariableCommands(program: Command, context: CliContext): void {
-  const group = addResourceGroup(program, context, spec);
+  addScopedVariableCommands(addResourceGroup(program, context, spec), context, spec, {
+    owner: "project",
+    require: (command) => command.requiredOption("--project <ref>", "project id or slug"),
+  });
+}
+
+/**
+ * `create` and `update` of scoped variables, for a project's (`ferry var`) and a variable
+ * set's (`ferry varset var`): the same fields, scopes and care for sensitive values.
+ */
+export function addScopedVariableCommands<T extends { sensitive: boolean }>(
+  group: Command,
+  context: CliContext,
+  spec: ResourceGroupSpec<T>,
+  owner: { owner: string; require: (command: Command) => Command },
+): void {
   withScopeOptions(
-    group
-      .command("create")
-      .description("add a variable to a project")
-      .requiredOption("--project <ref>", "project id or slug")
+    owner
+      .require(group.command("create").description(`add a variable to a ${owner.owner}`))
       .argument("<name>")
       .argument("[value]", "the value (use --value-stdin for sensitive values)")
       .option("--sensitive", "encrypt the value; the API never shows it again"),
@@ -86,10 +99,8 @@ export function addVariableCommands(program: Command, context: CliContext): void
     );
   });
   withScopeOptions(
-    group
-      .command("update")
-      .description("change a variable; scope options replace the whole scope")
-      .requiredOption("--project <ref>", "project id or slug")
+    owner
+      .require(group.command("update").description("change a variable; scope options replace the whole scope"))
       .argument("<ref>", "variable id (or name, when only one variable has it)")
       .option("--name <name>")
       .option("--value <value>", "new value (use --value-stdin for sensitive values)")
@@ -99,7 +110,7 @@ export function addVariableCommands(program: Command, context: CliContext): void
   ).action(async (reference: string, options: Record<string, unknown>) => {
     if (options.value !== undefined && options.sensitive !== false) {
       const client = await context.client();
-      const current = await client.get<Variable>(`${spec.collectionPath(options)}/${segment(reference)}`);
+      const current = await client.get<T>(`${spec.collectionPath(options)}/${segment(reference)}`);
       if (current.sensitive) {
         throw new UsageError(
           "this variable is sensitive: pass its new value with --value-stdin, not in the command line",
@@ -124,6 +135,8 @@ interface PreviewCandidate {
   sensitive: boolean;
   scope: Variable["scope"];
   rank: string;
+  /** The variable set the value comes from; null: the project's own. */
+  set?: string | null;
   verdict: string;
   reason: string;
 }
@@ -139,6 +152,7 @@ interface VariablePreview {
     sensitive: boolean;
     rank: string;
     scope: Variable["scope"] | null;
+    set?: string | null;
     candidates: PreviewCandidate[];
   }[];
   ambiguous: { name: string; message: string; candidates: PreviewCandidate[] }[];
@@ -220,6 +234,11 @@ function describeScope(scope: Variable["scope"] | null): string {
   return parts.length > 0 ? parts.join("; ") : "unscoped";
 }
 
+/** " in set common" for a variable set's value; nothing for the project's own. */
+function inSet(set: string | null | undefined): string {
+  return set ? ` in set ${set}` : "";
+}
+
 /** One line per value: a multi-line value shows its line breaks as \n. */
 function oneLine(value: string): string {
   return value.replace(/\r?\n/g, "\\n");
@@ -229,7 +248,7 @@ function formatPreview(preview: VariablePreview): string {
   const rows = preview.variables.map((variable) => [
     variable.name,
     `${oneLine(variable.value)}${variable.sensitive ? " (sensitive)" : ""}`,
-    variable.rank === "system" ? "system" : `${variable.rank}: ${describeScope(variable.scope)}`,
+    variable.rank === "system" ? "system" : `${variable.rank}: ${describeScope(variable.scope)}${inSet(variable.set)}`,
   ]);
   const header = ["NAME", "VALUE", "WON BY"];
   const widths = header.map((title, index) => Math.max(title.length, ...rows.map((row) => row[index]?.length ?? 0)));
@@ -256,9 +275,12 @@ function formatExplanation(
   ];
   const candidates = variable?.candidates ?? ambiguous?.candidates ?? [];
   if (candidates.length > 0) lines.push("Candidates:");
+  const scopeOf = (candidate: PreviewCandidate) => `${describeScope(candidate.scope)}${inSet(candidate.set)}`;
+  // At least two spaces after the longest scope ("environments prod in set defaults"), so the columns never run together.
+  const scopeWidth = Math.max(30, ...candidates.map((candidate) => scopeOf(candidate).length + 1));
   for (const candidate of candidates) {
     lines.push(
-      `  ${candidate.verdict.padEnd(14)} ${describeScope(candidate.scope).padEnd(30)} ${oneLine(candidate.value)}${candidate.sensitive ? " (sensitive)" : ""}`,
+      `  ${candidate.verdict.padEnd(14)} ${scopeOf(candidate).padEnd(scopeWidth)} ${oneLine(candidate.value)}${candidate.sensitive ? " (sensitive)" : ""}`,
       `  ${"".padEnd(14)} ${candidate.reason}`,
     );
   }

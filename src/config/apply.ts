@@ -9,6 +9,7 @@ import type { Project } from "../domain/projects.js";
 import type { Retention, Schedule } from "../domain/runbookSchedules.js";
 import type { Runbook } from "../domain/runbooks.js";
 import type { Target } from "../domain/targets.js";
+import type { ProjectVariableSets, SetVariable, VariableSet } from "../domain/variableSets.js";
 import type { Variable } from "../domain/variables.js";
 import { type FerryFile, type RunbookFile, variableKey } from "./ferryFile.js";
 
@@ -37,6 +38,7 @@ type Resource =
   | "project"
   | "process"
   | "variable"
+  | "variable set"
   | "runbook"
   | "schedule"
   | "retention";
@@ -115,6 +117,10 @@ export async function applyFerryFile(
     }
   }
   await applyPart(run, `lifecycle ${config.lifecycle.slug}`, () => applyLifecycle(run, config.lifecycle, environments));
+  // Before the project: it may include the sets the file declares.
+  for (const set of config.variableSets ?? []) {
+    await applyPart(run, `variable set ${set.slug}`, () => applyVariableSet(run, set));
+  }
   const projectPath = `/api/v1/projects/${segment(config.project.slug)}`;
   await applyPart(run, `project ${config.project.slug}`, () =>
     applyProject(run, config.project, config.lifecycle.slug, config.versionPattern),
@@ -131,6 +137,12 @@ export async function applyFerryFile(
   const variables = config.variables;
   if (variables !== undefined) {
     await applyPart(run, `variables of ${config.project.slug}`, () => applyVariables(run, projectPath, variables));
+  }
+  const includedSets = config.project.variableSets;
+  if (includedSets !== undefined) {
+    await applyPart(run, `variable sets of ${config.project.slug}`, () =>
+      applyIncludedSets(run, projectPath, config.project.slug, includedSets),
+    );
   }
   // After the variables: a runbook published here snapshots the variables just applied.
   for (const runbook of config.runbooks ?? []) {
@@ -362,6 +374,23 @@ function sameSet(a: readonly string[], b: readonly string[]): boolean {
 }
 
 /** A secret from the environment; an empty one counts as not set. */
+/** Where a sensitive variable's value comes from, as the apply's notes say it ("$NAME", "file PATH"). */
+function variableSource(variable: WantedVariable): string {
+  const from = variable.valueFrom;
+  if (!from) return "";
+  return "env" in from ? `$${from.env}` : `file ${from.file}`;
+}
+
+/** A sensitive variable's value: its environment variable's, or its file's (without the final newline). */
+async function variableSecret(run: Run, variable: WantedVariable): Promise<string | undefined> {
+  const from = variable.valueFrom;
+  if (!from) return undefined;
+  if ("env" in from) return secret(run, from.env);
+  const text = await run.readFile(from.file);
+  const value = text?.replace(/\r?\n$/, "");
+  return value === undefined || value === "" ? undefined : value;
+}
+
 function secret(run: Run, name: string): string | undefined {
   const value = run.environment[name];
   return value === undefined || value === "" ? undefined : value;
@@ -416,6 +445,8 @@ async function applyEnvironments(run: Run, wanted: FerryFile["environments"]): P
         name: environment.name,
         description: environment.description,
         unavailableTargets: environment.unavailableTargets,
+        ephemeral: environment.ephemeral,
+        ttlMinutes: environment.ttlMinutes,
       });
       await createOrUpdate(run, "environment", environment.slug, { update: { path, body, current } });
       continue;
@@ -438,6 +469,8 @@ async function applyEnvironments(run: Run, wanted: FerryFile["environments"]): P
           slug: environment.slug,
           ...(environment.description !== undefined && { description: environment.description }),
           ...(environment.unavailableTargets !== undefined && { unavailableTargets: environment.unavailableTargets }),
+          ...(environment.ephemeral !== undefined && { ephemeral: environment.ephemeral }),
+          ...(environment.ttlMinutes !== undefined && { ttlMinutes: environment.ttlMinutes }),
           ...(position !== undefined && { position }),
         },
       },
@@ -774,11 +807,17 @@ function variableLabel(variable: { name: string; scope: WantedVariable["scope"] 
  * and scope match; failing that, an unmatched one of the same name is updated in place
  * (its scope changed), which keeps a stored secret instead of deleting it.
  */
-async function applyVariables(run: Run, projectPath: string, wanted: readonly WantedVariable[]): Promise<void> {
-  const collection = `${projectPath}/variables`;
-  const existing = await run.client.getAll<Variable>(collection);
+async function applyVariables(
+  run: Run,
+  ownerPath: string,
+  wanted: readonly WantedVariable[],
+  /** "common/" for a variable set's, so the change says whose variable it is. */
+  prefix = "",
+): Promise<void> {
+  const collection = `${ownerPath}/variables`;
+  const existing = await run.client.getAll<Variable | SetVariable>(collection);
   const byKey = new Map(existing.map((variable) => [variableKey(variable.name, variable.scope), variable]));
-  const matched = new Set<Variable>();
+  const matched = new Set<Variable | SetVariable>();
   const pairs = wanted.map((variable) => {
     const current = byKey.get(variableKey(variable.name, variable.scope));
     if (current) matched.add(current);
@@ -790,8 +829,8 @@ async function applyVariables(run: Run, projectPath: string, wanted: readonly Wa
     if (pair.current) matched.add(pair.current);
   }
   for (const { variable, current } of pairs) {
-    if (current) await updateVariable(run, `${collection}/${segment(current.id)}`, current, variable);
-    else await createVariable(run, collection, variable);
+    if (current) await updateVariable(run, `${collection}/${segment(current.id)}`, current, variable, prefix);
+    else await createVariable(run, collection, variable, prefix);
   }
   for (const variable of existing) {
     if (matched.has(variable)) continue;
@@ -799,24 +838,24 @@ async function applyVariables(run: Run, projectPath: string, wanted: readonly Wa
     run.changes.push({
       action: "deleted",
       resource: "variable",
-      name: variableLabel(variable),
+      name: prefix + variableLabel(variable),
       detail: "not in ferry.yml",
     });
   }
 }
 
-async function createVariable(run: Run, collection: string, variable: WantedVariable): Promise<void> {
-  const name = variableLabel(variable);
+async function createVariable(run: Run, collection: string, variable: WantedVariable, prefix: string): Promise<void> {
+  const name = prefix + variableLabel(variable);
   let value = variable.value;
   if (variable.sensitive) {
-    const from = variable.valueFrom?.env ?? "";
-    value = secret(run, from);
+    const from = variableSource(variable);
+    value = await variableSecret(run, variable);
     if (value === undefined) {
       run.changes.push({
         action: "skipped",
         resource: "variable",
         name,
-        warning: `$${from} is not set, so the sensitive variable was not created; set it and apply again`,
+        warning: `${from} ${variable.valueFrom && "file" in variable.valueFrom ? "cannot be read or is empty" : "is not set"}, so the sensitive variable was not created; set it and apply again`,
       });
       return;
     }
@@ -831,12 +870,18 @@ async function createVariable(run: Run, collection: string, variable: WantedVari
     action: "created",
     resource: "variable",
     name,
-    ...(variable.sensitive && { detail: `sensitive, from $${variable.valueFrom?.env}` }),
+    ...(variable.sensitive && { detail: `sensitive, from ${variableSource(variable)}` }),
   });
 }
 
-async function updateVariable(run: Run, path: string, current: Variable, variable: WantedVariable): Promise<void> {
-  const name = variableLabel(variable);
+async function updateVariable(
+  run: Run,
+  path: string,
+  current: Pick<Variable, "name" | "value" | "sensitive" | "scope">,
+  variable: WantedVariable,
+  prefix: string,
+): Promise<void> {
+  const name = prefix + variableLabel(variable);
   const body: Record<string, unknown> = {};
   const notes: string[] = [];
   const fields: FieldChange[] = [];
@@ -857,21 +902,21 @@ async function updateVariable(run: Run, path: string, current: Variable, variabl
       fields.push({ field: "value", from: current.value, to: variable.value });
     }
   } else {
-    const from = variable.valueFrom?.env ?? "";
-    const value = secret(run, from);
+    const from = variableSource(variable);
+    const value = await variableSecret(run, variable);
     // A stored secret cannot be compared: it is written only when it has to be, or when asked.
     const needsValue = !current.sensitive || run.updateSecrets;
     if (needsValue && value !== undefined) {
       Object.assign(body, { sensitive: true, value });
-      notes.push(current.sensitive ? `value from $${from}` : `now sensitive, value from $${from}`);
+      notes.push(current.sensitive ? `value from ${from}` : `now sensitive, value from ${from}`);
       if (!current.sensitive) fields.push({ field: "sensitive", from: false, to: true });
       fields.push({ field: "value", sensitive: true });
     } else if (needsValue) {
       warning = current.sensitive
-        ? `$${from} is not set, so the stored value was kept`
-        : `ferry.yml says it is sensitive but it is stored in clear; set $${from} and apply again`;
+        ? `${from} is not set, so the stored value was kept`
+        : `ferry.yml says it is sensitive but it is stored in clear; set ${from} and apply again`;
     } else if (value !== undefined && Object.keys(body).length === 0) {
-      notes.push(`sensitive value kept; --update-secrets writes $${from}`);
+      notes.push(`sensitive value kept; --update-secrets writes ${from}`);
     }
   }
   const changed = Object.keys(body).length > 0;
@@ -883,6 +928,52 @@ async function updateVariable(run: Run, path: string, current: Variable, variabl
     ...(notes.length > 0 && { detail: notes.join("; ") }),
     ...(warning !== undefined && { warning }),
     ...(changed && { fields }),
+  });
+}
+
+/** Creates or updates a variable set the file declares, and makes its variables exactly the file's. */
+async function applyVariableSet(run: Run, set: NonNullable<FerryFile["variableSets"]>[number]): Promise<void> {
+  const current = (await run.client.getAll<VariableSet>("/api/v1/variable-sets")).find(
+    (item) => item.slug === set.slug,
+  );
+  const path = `/api/v1/variable-sets/${segment(set.slug)}`;
+  if (!current) {
+    await createOrUpdate(run, "variable set", set.slug, {
+      create: {
+        path: "/api/v1/variable-sets",
+        body: {
+          name: set.name,
+          slug: set.slug,
+          ...(set.description !== undefined && { description: set.description }),
+        },
+      },
+    });
+  } else {
+    const body = differences(current, { name: set.name, description: set.description });
+    await createOrUpdate(run, "variable set", set.slug, { update: { path, body, current } });
+  }
+  await applyVariables(run, path, set.variables, `${set.slug}/`);
+}
+
+/** Makes the project's list of included variable sets the file's (order counts: it is precedence). */
+async function applyIncludedSets(
+  run: Run,
+  projectPath: string,
+  projectSlug: string,
+  wanted: readonly string[],
+): Promise<void> {
+  const current = await run.client.get<ProjectVariableSets>(`${projectPath}/variable-sets`);
+  if (canonical(current.sets) === canonical(wanted)) {
+    run.changes.push({ action: "unchanged", resource: "project", name: projectSlug, detail: "variable sets" });
+    return;
+  }
+  await run.client.request("PUT", `${projectPath}/variable-sets`, { sets: wanted });
+  run.changes.push({
+    action: "updated",
+    resource: "project",
+    name: projectSlug,
+    detail: "variable sets",
+    fields: [{ field: "variableSets", from: current.sets, to: [...wanted] }],
   });
 }
 

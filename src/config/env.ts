@@ -59,7 +59,8 @@ const environmentSchema = z.object({
   /**
    * Server: what switches blue/green traffic. `builtin` (the default) is `ferry proxy`,
    * started by the server when none answers on FERRY_PROXY_STATE_DIR; `nginx` renders
-   * nginx configuration (FERRY_NGINX_*). See docs/zero-downtime.md.
+   * nginx configuration (FERRY_NGINX_*); `haproxy` runs Ferry's own HAProxy and switches
+   * through its runtime API (FERRY_HAPROXY_*). See docs/zero-downtime.md.
    */
   // Checked against the drivers of src/traffic/routers.ts, which name the choices.
   FERRY_ROUTER: z.string().min(1).default("builtin"),
@@ -77,6 +78,14 @@ const environmentSchema = z.object({
   /** Server, nginx driver: the address the rendered server blocks listen on (HOST:PORT). */
   FERRY_NGINX_LISTEN: z.string().min(1).optional(),
   FERRY_NGINX_BINARY: z.string().min(1).default("nginx"),
+  /** Server, haproxy driver: the directory Ferry owns (haproxy.cfg, runtime API socket, pid, access log); default <data-dir>/haproxy. */
+  FERRY_HAPROXY_STATE_DIR: z.string().min(1).optional(),
+  /** Server, haproxy driver: where HAProxy's frontend listens (HOST:PORT). */
+  FERRY_HAPROXY_LISTEN: z
+    .string()
+    .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, { message: "must be HOST:PORT, such as 127.0.0.1:8000" })
+    .default("127.0.0.1:8000"),
+  FERRY_HAPROXY_BINARY: z.string().min(1).default("haproxy"),
   /** Server: etcd endpoint (http://127.0.0.1:2379) to publish every route switch to, under /ferry/routes/. */
   FERRY_ETCD_ENDPOINT: z.url().optional(),
   /**

@@ -7,6 +7,7 @@ import type { ProjectImage, Step } from "../domain/process.js";
 import type { Project } from "../domain/projects.js";
 import type { Runbook } from "../domain/runbooks.js";
 import type { Target } from "../domain/targets.js";
+import type { ProjectVariableSets, SetVariable, VariableSet } from "../domain/variableSets.js";
 import type { Variable } from "../domain/variables.js";
 
 /**
@@ -14,7 +15,7 @@ import type { Variable } from "../domain/variables.js";
  * round-trips — `ferry plan -f` of it reports no change (ADR 0040). It holds what `apply`
  * compares: the project, its lifecycle and the lifecycle's environments, the targets in
  * them (and their environments), the feeds its images come from, its images, steps,
- * variables and runbooks.
+ * variables, runbooks, and the variable sets it includes (with their variables: ADR 0047).
  *
  * Secrets are never read back (the API cannot): each becomes a reference to an environment
  * variable, named after what it is (`FERRY_SECRET_DBPASSWORD`), which apply reads when it
@@ -33,6 +34,17 @@ export async function exportProject(client: ApiClient, projectReference: string)
     client.get<{ steps: Step[]; images?: ProjectImage[]; packages?: { name: string }[] }>(`${projectPath}/process`),
     client.get<Runbook[]>(`${projectPath}/runbooks`),
   ]);
+  const included = (await client.get<ProjectVariableSets>(`${projectPath}/variable-sets`)).sets;
+  const sets = await Promise.all(
+    included.map(async (slug) => {
+      const setPath = `/api/v1/variable-sets/${segment(slug)}`;
+      const [set, setVariables] = await Promise.all([
+        client.get<VariableSet>(setPath),
+        client.getAll<SetVariable>(`${setPath}/variables`),
+      ]);
+      return { set, variables: setVariables };
+    }),
+  );
   const lifecycle = lifecycles.find((item) => item.slug === project.lifecycle);
   if (!lifecycle) throw new Error(`the project's lifecycle '${project.lifecycle}' is not visible to this API key`);
 
@@ -45,6 +57,7 @@ export async function exportProject(client: ApiClient, projectReference: string)
     ...lifecycleEnvironments,
     ...exportedTargets.flatMap((target) => target.environments),
     ...variables.flatMap((variable) => variable.scope.environments),
+    ...sets.flatMap(({ variables: setVariables }) => setVariables.flatMap((variable) => variable.scope.environments)),
     ...process.steps.flatMap((step) => [...step.environments, ...step.excludeEnvironments]),
     ...runbooks.flatMap((runbook) => [
       ...runbook.environments,
@@ -61,6 +74,7 @@ export async function exportProject(client: ApiClient, projectReference: string)
       name: project.name,
       slug: project.slug,
       ...(project.description !== "" && { description: project.description }),
+      ...(included.length > 0 && { variableSets: included }),
     },
     environments: environments
       .filter((environment) => referenced.has(environment.slug))
@@ -70,6 +84,7 @@ export async function exportProject(client: ApiClient, projectReference: string)
         slug: environment.slug,
         ...(environment.description !== "" && { description: environment.description }),
         unavailableTargets: environment.unavailableTargets,
+        ...(environment.ephemeral && { ephemeral: true, ttlMinutes: environment.ttlMinutes }),
       })),
     lifecycle: {
       name: lifecycle.name,
@@ -106,15 +121,15 @@ export async function exportProject(client: ApiClient, projectReference: string)
     ...((process.packages ?? []).length > 0 && {
       packages: (process.packages ?? []).map((item) => ({ name: item.name })),
     }),
-    variables: [...variables]
-      .sort((a, b) => a.name.localeCompare(b.name))
-      .map((variable) => ({
-        name: variable.name,
-        ...(variable.sensitive
-          ? { sensitive: true, valueFrom: { env: secretNames.take(variable.name) } }
-          : { value: variable.value }),
-        ...(hasScope(variable.scope) && { scope: compactScope(variable.scope) }),
+    variables: exportVariables(variables, secretNames, ""),
+    ...(sets.length > 0 && {
+      variableSets: sets.map(({ set, variables: setVariables }) => ({
+        name: set.name,
+        slug: set.slug,
+        ...(set.description !== "" && { description: set.description }),
+        variables: exportVariables(setVariables, secretNames, `SET_${set.slug}_`),
       })),
+    }),
     versionPattern: project.versionPattern,
     steps: process.steps,
     ...(runbooks.length > 0 && {
@@ -172,6 +187,23 @@ function exportTarget(target: Target, secretNames: SecretNames): Record<string, 
     }),
     ...(target.router && { router: target.router }),
   };
+}
+
+/** Variables by name; a sensitive one as a reference named after it (and its set: `SET_<slug>_`). */
+function exportVariables(
+  variables: readonly (Variable | SetVariable)[],
+  secretNames: SecretNames,
+  secretPrefix: string,
+): Record<string, unknown>[] {
+  return [...variables]
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .map((variable) => ({
+      name: variable.name,
+      ...(variable.sensitive
+        ? { sensitive: true, valueFrom: { env: secretNames.take(`${secretPrefix}${variable.name}`) } }
+        : { value: variable.value }),
+      ...(hasScope(variable.scope) && { scope: compactScope(variable.scope) }),
+    }));
 }
 
 function hasScope(scope: Variable["scope"]): boolean {

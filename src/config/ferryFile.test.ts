@@ -193,7 +193,7 @@ enviroments: [prod]
     value: hunter2
 `);
     expect(lines).toEqual([
-      "ferry.yml:11:12 /variables/0/value: a sensitive value must not be written in ferry.yml; remove it and use valueFrom: { env: NAME }, which `ferry apply` reads from its environment",
+      "ferry.yml:11:12 /variables/0/value: a sensitive value must not be written in ferry.yml; remove it and use valueFrom: { env: NAME } (or { file: PATH }), which `ferry apply` reads",
     ]);
     expect(lines.join("\n")).not.toContain("hunter2");
   });
@@ -213,7 +213,7 @@ variables:
     expect(lines).toEqual([
       "ferry.yml:9:5 /feeds/0/username: a password needs a username; add username",
       "ferry.yml:12:5 /feeds/0/password: unknown field; remove it or fix its spelling (docs/ferry-yml.md lists the fields)",
-      "ferry.yml:14:5 /variables/0: required: a sensitive variable needs valueFrom: { env: NAME }",
+      "ferry.yml:14:5 /variables/0: required: a sensitive variable needs valueFrom: { env: NAME } or { file: PATH }",
       "ferry.yml:17:16 /variables/1/valueFrom: valueFrom is for sensitive variables: add sensitive: true, or write the value inline with value",
     ]);
   });
@@ -329,6 +329,7 @@ describe("ferryFileJsonSchema", () => {
       "images",
       "packages",
       "variables",
+      "variableSets",
       "versionPattern",
       "runbooks",
       "steps",
@@ -342,5 +343,28 @@ describe("ferryFileJsonSchema", () => {
       "scope",
     ]);
     expect(Object.keys(schema.properties.feeds?.items?.properties ?? {})).not.toContain("password");
+  });
+});
+
+describe("variable sets in ferry.yml", () => {
+  const base =
+    "project:\n  name: shop\n  variableSets: [common, common]\nenvironments: [dev]\nlifecycle:\n  name: l\n  phases:\n    - environments: [dev]\n";
+
+  it("refuses a set included twice, a set declared twice, and a set value scoped to an undeclared environment", () => {
+    const text = `${base}variableSets:\n  - name: common\n    variables:\n      - name: A\n        value: x\n        scope: { environments: [prod] }\n  - name: common\n    variables: []\n`;
+    let message = "";
+    try {
+      parseFerryFile(text, "ferry.yml");
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toContain("variable set 'common' is included twice");
+    expect(message).toContain("variable set 'common' is listed twice");
+    expect(message).toContain("no environment 'prod' under environments");
+  });
+
+  it("reads a set's sensitive value only as a reference", () => {
+    const text = `${base.replace("[common, common]", "[common]")}variableSets:\n  - name: common\n    variables:\n      - name: Token\n        sensitive: true\n        value: plain\n`;
+    expect(() => parseFerryFile(text, "ferry.yml")).toThrow("a sensitive value must not be written in ferry.yml");
   });
 });

@@ -1,7 +1,12 @@
 import { type Document, isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { descriptionSchema, nameSchema, slugify, slugSchema } from "../domain/common.js";
-import { createEnvironmentSchema, type UnavailableTargetPolicy } from "../domain/environments.js";
+import {
+  createEnvironmentSchema,
+  environmentSchema,
+  type UnavailableTargetPolicy,
+  ttlMinutesSchema as updateTtlSchema,
+} from "../domain/environments.js";
 import { type FieldIssue, InputError, toJsonPointer } from "../domain/errors.js";
 import { createFeedSchema } from "../domain/feeds.js";
 import { isRepositoryName, REPOSITORY_NAME_HINT } from "../domain/images.js";
@@ -49,6 +54,22 @@ const secretReferenceSchema = z
   })
   .describe("Where the secret comes from at apply time");
 
+/** A sensitive variable's value: an environment variable, or a file (relative to the ferry.yml) such as a mounted secret. */
+const variableSecretReferenceSchema = z
+  .union([
+    secretReferenceSchema,
+    z.strictObject({
+      file: z
+        .string()
+        .min(1, { message: "give the file's path, relative to the ferry.yml" })
+        .max(4096)
+        .describe(
+          "File (relative to the ferry.yml) that `ferry apply` / `ferry run` reads the value from; a final newline is dropped",
+        ),
+    }),
+  ])
+  .describe("Where a sensitive variable's value comes from at apply time: { env: NAME } or { file: PATH }");
+
 /** Adds the slug derived from the name when none is given; a name without letters or digits needs one. */
 function withSlug<T extends { name: string; slug?: string | undefined }>(value: T, context: z.RefinementCtx) {
   const slug = value.slug ?? slugify(value.name);
@@ -67,6 +88,13 @@ const projectFileSchema = z
     name: nameSchema,
     slug: slugSchema.optional().describe("Derived from the name when left out"),
     description: descriptionSchema.optional(),
+    variableSets: z
+      .array(slugSchema)
+      .max(50)
+      .optional()
+      .describe(
+        "Slugs of the variable sets the project includes, first first (on a tie in scope, an earlier set beats a later one; the project's own values beat every set): when present, the whole list",
+      ),
   })
   .transform(withSlug);
 
@@ -77,15 +105,21 @@ const environmentFileSchema = z
       slug: undefined as string | undefined,
       description: undefined as string | undefined,
       unavailableTargets: undefined as UnavailableTargetPolicy | undefined,
+      ephemeral: undefined as boolean | undefined,
+      ttlMinutes: undefined as number | null | undefined,
     })),
     z.strictObject({
       name: nameSchema,
       slug: slugSchema.optional().describe("Derived from the name when left out"),
       description: descriptionSchema.optional(),
       unavailableTargets: createEnvironmentSchema.shape.unavailableTargets.unwrap().optional(),
+      ephemeral: environmentSchema.shape.ephemeral.optional(),
+      ttlMinutes: updateTtlSchema.optional(),
     }),
   ])
-  .describe("An environment's name (its slug is derived), or { name, slug, description, unavailableTargets }")
+  .describe(
+    "An environment's name (its slug is derived), or { name, slug, description, unavailableTargets, ephemeral, ttlMinutes }",
+  )
   .transform(withSlug);
 
 const lifecycleFileSchema = z
@@ -157,7 +191,7 @@ const targetFileSchema = z
     router: targetRouterSchema
       .optional()
       .describe(
-        "The host's traffic router for blue/green (ssh targets): { driver: builtin, listen, adminPort, … } or { driver: nginx, config, sitesDir, pidFile, … }",
+        "The host's traffic router for blue/green (ssh targets): { driver: builtin, listen, adminPort, … } or { driver: nginx, config, sitesDir, pidFile, … } or { driver: haproxy, stateDir, listen, … }",
       ),
   })
   .superRefine((target, context) => {
@@ -227,7 +261,7 @@ const variableFileSchema = z
     name: createVariableSchema.shape.name,
     value: createVariableSchema.shape.value.optional().describe("The value; only for variables that are not sensitive"),
     sensitive: z.boolean().default(false),
-    valueFrom: secretReferenceSchema
+    valueFrom: variableSecretReferenceSchema
       .optional()
       .describe("Where a sensitive variable's value comes from at apply time (never written in the file)"),
     scope: createVariableSchema.shape.scope.describe(
@@ -244,11 +278,14 @@ const variableFileSchema = z
           code: "custom",
           path: ["value"],
           message:
-            "a sensitive value must not be written in ferry.yml; remove it and use valueFrom: { env: NAME }, " +
-            "which `ferry apply` reads from its environment",
+            "a sensitive value must not be written in ferry.yml; remove it and use valueFrom: { env: NAME } " +
+            "(or { file: PATH }), which `ferry apply` reads",
         });
       } else if (sensitive && raw.valueFrom === undefined) {
-        context.addIssue({ code: "custom", message: "required: a sensitive variable needs valueFrom: { env: NAME }" });
+        context.addIssue({
+          code: "custom",
+          message: "required: a sensitive variable needs valueFrom: { env: NAME } or { file: PATH }",
+        });
       } else if (!sensitive && raw.valueFrom !== undefined) {
         context.addIssue({
           code: "custom",
@@ -261,6 +298,22 @@ const variableFileSchema = z
     },
     { when: (payload) => isRecord(payload.value) },
   );
+
+/**
+ * A variable set the file declares (ADR 0047): created or updated on apply, its variables
+ * made exactly the list given. Sets are shared: several files may declare one alike.
+ */
+const variableSetFileSchema = z
+  .strictObject({
+    name: nameSchema,
+    slug: slugSchema.optional().describe("Derived from the name when left out"),
+    description: descriptionSchema.optional(),
+    variables: z
+      .array(variableFileSchema)
+      .max(2000)
+      .describe("The set's variables, scoped like a project's: the whole list (others are deleted on apply)"),
+  })
+  .transform(withSlug);
 
 const versionPatternSchema = z
   .string()
@@ -357,6 +410,13 @@ const ferryFileObject = z.strictObject({
     .max(2000)
     .optional()
     .describe("The project's variables: when present, the whole list (others are deleted on apply)"),
+  variableSets: z
+    .array(variableSetFileSchema)
+    .max(50)
+    .optional()
+    .describe(
+      "Variable sets to create or update (shared by several projects); a project includes them with project.variableSets",
+    ),
   versionPattern: versionPatternSchema.optional(),
   runbooks: z
     .array(runbookFileSchema)
@@ -674,18 +734,38 @@ function checkReferences(value: unknown, context: z.RefinementCtx): void {
     imageNames.add(name);
   });
 
-  const variableKeys = new Set<string>();
-  listAt(file, "variables").forEach((variable, index) => {
-    listAt(field(variable, "scope"), "environments").forEach((reference, position) => {
-      checkEnvironment(["variables", index, "scope", "environments", position], reference);
+  const checkVariables = (variables: unknown[], path: Path) => {
+    const variableKeys = new Set<string>();
+    variables.forEach((variable, index) => {
+      listAt(field(variable, "scope"), "environments").forEach((reference, position) => {
+        checkEnvironment([...path, index, "scope", "environments", position], reference);
+      });
+      const parsed = variableFileSchema.safeParse(variable);
+      if (!parsed.success) return;
+      const key = variableKey(parsed.data.name, parsed.data.scope);
+      if (variableKeys.has(key)) {
+        problem([...path, index], `variable '${parsed.data.name}' is listed twice with the same scope`);
+      }
+      variableKeys.add(key);
     });
-    const parsed = variableFileSchema.safeParse(variable);
+  };
+  checkVariables(listAt(file, "variables"), ["variables"]);
+  const setSlugs = new Set<string>();
+  listAt(file, "variableSets").forEach((set, index) => {
+    checkVariables(listAt(set, "variables"), ["variableSets", index, "variables"]);
+    const parsed = variableSetFileSchema.safeParse(set);
     if (!parsed.success) return;
-    const key = variableKey(parsed.data.name, parsed.data.scope);
-    if (variableKeys.has(key)) {
-      problem(["variables", index], `variable '${parsed.data.name}' is listed twice with the same scope`);
+    if (setSlugs.has(parsed.data.slug)) {
+      problem(["variableSets", index, "name"], `variable set '${parsed.data.slug}' is listed twice`);
     }
-    variableKeys.add(key);
+    setSlugs.add(parsed.data.slug);
+  });
+  const included = new Set<unknown>();
+  listAt(field(file, "project"), "variableSets").forEach((reference, index) => {
+    if (included.has(reference)) {
+      problem(["project", "variableSets", index], `variable set '${String(reference)}' is included twice`);
+    }
+    included.add(reference);
   });
 
   listAt(file, "steps").forEach((step, index) => {

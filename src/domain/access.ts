@@ -13,6 +13,11 @@ export const permissions = [
   "resolveFailures",
   "editProcess",
   "editVariables",
+  /**
+   * Change variable sets, which reach every project that includes them (ADR 0047): only a
+   * grant on every project and environment carries it to the set routes.
+   */
+  "editVariableSets",
   "viewSensitiveNames",
   "runRunbooks",
   /** Change a project's runbooks, publish them and run their drafts (docs/decisions/0034-runbooks.md). */

@@ -40,7 +40,7 @@ export type RollingConfig = z.infer<typeof rollingSchema>;
  * One step of a deployment process. `config` is validated by the step kind named in
  * `kind` (src/steps/); this envelope holds what every kind shares.
  */
-const stepSchema = z
+export const stepSchema = z
   .strictObject({
     name: nameSchema,
     kind: z.string().min(1).max(50),

@@ -95,3 +95,35 @@ describe("fieldChanges", () => {
     ]);
   });
 });
+
+describe("release diff with variable sets", () => {
+  it("tells a set's value from the project's of the same name and scope", () => {
+    const side = (version: string, setValue: string) => ({
+      version,
+      notes: "",
+      images: [],
+      steps: [],
+      variables: [
+        { name: "Level", sensitive: false, value: "project", scope: { environments: [], roles: [], targets: [] } },
+        {
+          name: "Level",
+          sensitive: false,
+          value: setValue,
+          scope: { environments: [], roles: [], targets: [] },
+          set: "common",
+        },
+      ],
+    });
+    expect(diffReleases(side("1", "a"), side("2", "b")).variables).toEqual([
+      {
+        name: "Level",
+        scope: { environments: [], roles: [], targets: [] },
+        set: "common",
+        change: "changed",
+        sensitive: false,
+        from: "a",
+        to: "b",
+      },
+    ]);
+  });
+});

@@ -19,6 +19,8 @@ export interface ReleaseSide {
     sensitive: boolean;
     value: string;
     scope: { environments: string[]; roles: string[]; targets: string[] };
+    /** The variable set the value came from (ADR 0047); absent: the project's own. */
+    set?: string | undefined;
   }[];
 }
 
@@ -43,6 +45,8 @@ interface StepChange {
 interface VariableChange {
   name: string;
   scope: { environments: string[]; roles: string[]; targets: string[] };
+  /** The variable set of the value; absent: the project's own. */
+  set?: string;
   change: Change;
   sensitive: boolean;
   /** Left out for a sensitive value (either side), and on the side that does not exist. */
@@ -127,14 +131,16 @@ function scopeKey(scope: VariableChange["scope"]): string {
 }
 
 function diffVariables(from: ReleaseSide["variables"], to: ReleaseSide["variables"]): VariableChange[] {
-  const key = (variable: ReleaseSide["variables"][number]) => `${variable.name}|${scopeKey(variable.scope)}`;
+  // A set's value is another value than the project's of the same name and scope.
+  const key = (variable: ReleaseSide["variables"][number]) =>
+    `${variable.name}|${scopeKey(variable.scope)}|${variable.set ?? ""}`;
   const keys = unique([...from.map(key), ...to.map(key)]);
   const changes = keys.flatMap((wanted): VariableChange[] => {
     const before = from.find((variable) => key(variable) === wanted);
     const after = to.find((variable) => key(variable) === wanted);
     const either = after ?? before;
     if (!either) return [];
-    const base = { name: either.name, scope: either.scope };
+    const base = { name: either.name, scope: either.scope, ...(either.set !== undefined && { set: either.set }) };
     if (!before && after) {
       return [{ ...base, change: "added", sensitive: after.sensitive, ...(!after.sensitive && { to: after.value }) }];
     }
@@ -156,7 +162,12 @@ function diffVariables(from: ReleaseSide["variables"], to: ReleaseSide["variable
       },
     ];
   });
-  return changes.sort((a, b) => a.name.localeCompare(b.name) || scopeKey(a.scope).localeCompare(scopeKey(b.scope)));
+  return changes.sort(
+    (a, b) =>
+      a.name.localeCompare(b.name) ||
+      scopeKey(a.scope).localeCompare(scopeKey(b.scope)) ||
+      (a.set ?? "").localeCompare(b.set ?? ""),
+  );
 }
 
 function unique(values: readonly string[]): string[] {

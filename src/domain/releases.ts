@@ -15,6 +15,8 @@ const snapshotVariableSchema = z.object({
     roles: z.array(z.string()),
     targets: z.array(z.string()).describe("target ids"),
   }),
+  /** The variable set the value came from and the set's place in the project's list; absent: the project's own. */
+  set: z.object({ id: z.string(), slug: z.string(), position: z.number().int() }).optional(),
 });
 export type SnapshotVariable = z.infer<typeof snapshotVariableSchema>;
 

@@ -51,9 +51,26 @@ describe("a target's router", () => {
     );
     expect(problems(targetRouterSchema.safeParse({ driver: "builtin", listen: "0.0.0.0:0" })).listen).toBeDefined();
     expect(problems(targetRouterSchema.safeParse({ driver: "builtin", extra: 1 }))).not.toEqual({});
-    expect(problems(targetRouterSchema.safeParse({ driver: "haproxy" })).driver).toMatch(
-      /choose driver "builtin" \(ferry proxy.*or "nginx"/,
+    expect(problems(targetRouterSchema.safeParse({ driver: "traefik" })).driver).toMatch(
+      /choose driver "builtin" \(ferry proxy.*"nginx".*or "haproxy"/,
     );
+  });
+
+  it("haproxy on the host: its state dir is required, a short path HAProxy's config can hold", () => {
+    expect(problems(targetRouterSchema.safeParse({ driver: "haproxy" })).stateDir).toBeDefined();
+    expect(
+      problems(targetRouterSchema.safeParse({ driver: "haproxy", stateDir: "/var/lib/ferry/ha proxy" })).stateDir,
+    ).toMatch(/only \(it goes into HAProxy's config\)/);
+    expect(
+      problems(targetRouterSchema.safeParse({ driver: "haproxy", stateDir: `/var/${"x".repeat(100)}` })).stateDir,
+    ).toMatch(/runtime API socket/);
+    expect(targetRouterSchema.parse({ driver: "haproxy", stateDir: "/var/lib/ferry/haproxy" })).toEqual({
+      driver: "haproxy",
+      stateDir: "/var/lib/ferry/haproxy",
+      listen: "0.0.0.0:80",
+      binary: "haproxy",
+      command: "ferry",
+    });
   });
 
   it("nginx on the host: its config, sites dir and pid file are required, each a path nginx's config can hold", () => {

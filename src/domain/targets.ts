@@ -133,9 +133,9 @@ const hostPathSchema = (example: string) =>
  * A path nginx's config names (the access log beside the sites directory is written into
  * it): only characters that need no quoting there.
  */
-const nginxPathSchema = (example: string) =>
+const nginxPathSchema = (example: string, program = "nginx") =>
   hostPathSchema(example).regex(/^[A-Za-z0-9._~/+-]*$/, {
-    message: "write the path with letters, digits and . _ ~ / + - only (it goes into nginx's config)",
+    message: `write the path with letters, digits and . _ ~ / + - only (it goes into ${program}'s config)`,
   });
 
 /** `ferry proxy`, which Ferry starts on the host (detached, so it outlives the server and the SSH connection). */
@@ -188,19 +188,43 @@ const nginxRouterSchema = z.strictObject({
 });
 
 /**
- * The traffic router on a remote target's host, which blue/green steps there switch
- * (docs/decisions/0031, 0039): the builtin `ferry proxy` or the host's nginx. Either is
- * driven only through the target's transport.
+ * A HAProxy Ferry starts and owns on the host (ADR 0048), driven by `ferry haproxy-router`
+ * run there through the transport: Ferry writes haproxy.cfg in `stateDir` and switches
+ * through the runtime API socket beside it, never reloading for a switch.
  */
-export const targetRouterSchema = z.discriminatedUnion("driver", [builtinRouterSchema, nginxRouterSchema], {
-  error: (issue) =>
-    issue.code === "invalid_union"
-      ? 'choose driver "builtin" (ferry proxy, started on the host by Ferry) or "nginx" (the host\'s nginx, with config, sitesDir and pidFile)'
-      : undefined,
+const haproxyRouterSchema = z.strictObject({
+  driver: z.literal("haproxy"),
+  listen: listenAddressSchema.default("0.0.0.0:80").describe("Where HAProxy takes traffic on the host"),
+  stateDir: nginxPathSchema("/var/lib/ferry/haproxy", "HAProxy")
+    .max(90, { message: "keep the path under 90 characters: the runtime API socket inside it must fit in 107 bytes" })
+    .describe("The directory Ferry owns on the host: haproxy.cfg, the runtime API socket, haproxy.pid, access.log"),
+  binary: hostProgramSchema("the haproxy program on the host", "haproxy")
+    .default("haproxy")
+    .describe("The haproxy program on the host (2.6 or later)"),
+  command: hostCommandSchema
+    .default("ferry")
+    .describe("The ferry program on the host, which writes haproxy.cfg and drives HAProxy there"),
 });
+
+/**
+ * The traffic router on a remote target's host, which blue/green steps there switch
+ * (docs/decisions/0031, 0039, 0048): the builtin `ferry proxy`, the host's nginx or a HAProxy
+ * Ferry runs there. Each is driven only through the target's transport.
+ */
+export const targetRouterSchema = z.discriminatedUnion(
+  "driver",
+  [builtinRouterSchema, nginxRouterSchema, haproxyRouterSchema],
+  {
+    error: (issue) =>
+      issue.code === "invalid_union"
+        ? 'choose driver "builtin" (ferry proxy, started on the host by Ferry), "nginx" (the host\'s nginx, with config, sitesDir and pidFile) or "haproxy" (a HAProxy Ferry starts on the host, with stateDir)'
+        : undefined,
+  },
+);
 export type TargetRouter = z.infer<typeof targetRouterSchema>;
 export type BuiltinTargetRouter = Extract<TargetRouter, { driver: "builtin" }>;
 export type NginxTargetRouter = Extract<TargetRouter, { driver: "nginx" }>;
+export type HaproxyTargetRouter = Extract<TargetRouter, { driver: "haproxy" }>;
 
 export const targetSchema = z.object({
   id: z.string(),

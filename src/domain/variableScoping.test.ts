@@ -220,3 +220,63 @@ describe("explainVariables", () => {
     expect(explained.get("Port")?.[0]?.reason).toBe("scoped to target roles, and no target is in question here");
   });
 });
+
+describe("variable sets (ADR 0047)", () => {
+  const inSet = (value: ScopedVariable, slug: string, position: number): ScopedVariable => ({
+    ...value,
+    set: { slug, position },
+  });
+
+  it("ranks scope first: a set's environment-scoped value beats the project's unscoped one", () => {
+    const candidates = [
+      variable("Port", "project"),
+      inSet(variable("Port", "set", { environments: ["prod"] }), "a", 0),
+    ];
+    expect(resolvedValue(candidates, webInProduction, "Port")).toBe("set");
+    expect(resolvedValue(candidates, { environment: "dev", roles: [] }, "Port")).toBe("project");
+  });
+
+  it("on equal scope, the project's own value beats every set's, and an earlier set beats a later one", () => {
+    const project = variable("Port", "project", { roles: ["web"] });
+    const first = inSet(variable("Port", "first", { roles: ["web"] }), "first", 0);
+    const second = inSet(variable("Port", "second", { roles: ["web"] }), "second", 1);
+    // Whatever order the candidates come in: the answer depends only on scope and source.
+    for (const candidates of [
+      [project, first, second],
+      [second, first, project],
+    ]) {
+      expect(resolvedValue(candidates, webInProduction, "Port")).toBe("project");
+    }
+    for (const candidates of [
+      [first, second],
+      [second, first],
+    ]) {
+      expect(resolvedValue(candidates, webInProduction, "Port")).toBe("first");
+      expect(findAmbiguities(candidates, webInProduction)).toEqual([]);
+    }
+  });
+
+  it("still refuses two equally specific values of one set", () => {
+    const candidates = [
+      inSet(variable("Port", "web", { roles: ["web"] }), "a", 0),
+      inSet(variable("Port", "edge", { roles: ["edge"] }), "a", 0),
+    ];
+    expect(() => resolveVariables(candidates, webInProduction)).toThrow(/in variable set 'a'/);
+  });
+
+  it("explains why a set's value lost: to the project's own, or to an earlier set", () => {
+    const project = variable("Port", "project");
+    const first = inSet(variable("Port", "first"), "first", 0);
+    const second = inSet(variable("Port", "second"), "second", 1);
+    const explained = explainVariables([second, first, project], webInProduction).get("Port") ?? [];
+    const reasonOf = (value: string) => explained.find((item) => item.candidate.value === value);
+    expect(reasonOf("project")?.verdict).toBe("won");
+    expect(reasonOf("first")?.verdict).toBe("outranked");
+    expect(reasonOf("first")?.reason).toContain("the project's own value beats variable set 'first' (included #1)");
+    expect(reasonOf("second")?.reason).toContain("the project's own value beats variable set 'second' (included #2)");
+    const withoutProject = explainVariables([second, first], webInProduction).get("Port") ?? [];
+    expect(withoutProject.find((item) => item.candidate.value === "second")?.reason).toContain(
+      "variable set 'first' (included #1) beats variable set 'second' (included #2)",
+    );
+  });
+});

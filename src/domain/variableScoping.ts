@@ -1,7 +1,9 @@
 /**
  * Which value of a variable a deployment sees. A project may define one name several
  * times with different scopes; the most specific scope that matches the deployment wins,
- * with precedence step > target > role > environment > unscoped (project).
+ * with precedence step > target > role > environment > unscoped (project). Between values
+ * as specific as each other, the project's own beats a variable set's, and a set included
+ * earlier beats one included later (ADR 0047).
  */
 import { ConflictError } from "./errors.js";
 
@@ -19,6 +21,14 @@ export interface ScopedVariable {
   readonly value: string;
   readonly sensitive: boolean;
   readonly scope: VariableScope;
+  /** The variable set it comes from, and the set's place in the project's list (0 first); absent: the project's own. */
+  readonly set?: VariableSource | undefined;
+}
+
+/** A set a value comes from: its slug (for words) and where the project includes it. */
+interface VariableSource {
+  readonly slug: string;
+  readonly position: number;
 }
 
 /** What is being deployed where: the values scopes are matched against. */
@@ -160,22 +170,28 @@ export function explainVariables(
       verdict = winners.length > 1 ? "tied" : "won";
       reason =
         winners.length > 1
-          ? `as specific as ${winners.length - 1} other value(s) that also apply: a deployment here fails until one scope is more specific`
-          : `the most specific value that applies here (${rank} scope)`;
+          ? `as specific as ${winners.length - 1} other value(s) of ${sourceWords(candidate.set)} that also apply: a deployment here fails until one scope is more specific`
+          : `the most specific value that applies here (${rank} scope, ${sourceWords(candidate.set)})`;
     } else {
       const [winner] = winners;
       const winnerRank = winner ? (RANKS[specificityOf(winner.scope).highest] ?? "project") : "project";
       verdict = "outranked";
       reason =
-        winnerRank === rank
-          ? `applies, but the winning ${rank}-scoped value is scoped in more dimensions`
-          : `applies, but a ${winnerRank}-scoped value is more specific than this ${rank}-scoped one (step > target > role > environment > project)`;
+        winnerRank !== rank
+          ? `applies, but a ${winnerRank}-scoped value is more specific than this ${rank}-scoped one (step > target > role > environment > project)`
+          : winner && specificityOf(winner.scope).dimensions !== specificityOf(candidate.scope).dimensions
+            ? `applies, but the winning ${rank}-scoped value is scoped in more dimensions`
+            : `applies and is as specific, but ${sourceWords(winner?.set)} beats ${sourceWords(candidate.set)} (the project's own values, then its sets in the order it includes them)`;
     }
     const list = explained.get(candidate.name) ?? [];
     list.push({ candidate, verdict, rank, reason });
     explained.set(candidate.name, list);
   }
   return explained;
+}
+
+function sourceWords(set: VariableSource | undefined): string {
+  return set === undefined ? "the project's own value" : `variable set '${set.slug}' (included #${set.position + 1})`;
 }
 
 /** Why a scope does not apply in this context, or undefined when it does (the same test as `applies`). */
@@ -202,7 +218,7 @@ function bestCandidates(candidates: readonly ScopedVariable[], context: ScopeCon
   const best = new Map<string, { specificity: Specificity; winners: ScopedVariable[] }>();
   for (const candidate of candidates) {
     if (!applies(candidate.scope, context)) continue;
-    const specificity = specificityOf(candidate.scope);
+    const specificity = specificityOf(candidate.scope, candidate.set);
     const current = best.get(candidate.name);
     const order = current === undefined ? 1 : compareSpecificity(specificity, current.specificity);
     if (order > 0) {
@@ -230,9 +246,11 @@ interface Specificity {
   readonly highest: number;
   /** How many dimensions are present; breaks ties between equal `highest`. */
   readonly dimensions: number;
+  /** Breaks the remaining ties: 0 for the project's own value, -(n + 1) for the set included n-th (0 first). */
+  readonly source: number;
 }
 
-function specificityOf(scope: VariableScope): Specificity {
+function specificityOf(scope: VariableScope, set?: VariableSource): Specificity {
   // Least specific first, so a dimension's rank is its position + 1.
   const present = [scope.environments, scope.roles, scope.targets, scope.steps ?? []].map(
     (values) => values.length > 0,
@@ -240,18 +258,19 @@ function specificityOf(scope: VariableScope): Specificity {
   return {
     highest: present.lastIndexOf(true) + 1,
     dimensions: present.filter(Boolean).length,
+    source: set === undefined ? 0 : -(set.position + 1),
   };
 }
 
 function compareSpecificity(left: Specificity, right: Specificity): number {
-  return left.highest - right.highest || left.dimensions - right.dimensions;
+  return left.highest - right.highest || left.dimensions - right.dimensions || left.source - right.source;
 }
 
 function describeAmbiguities(ambiguities: readonly ScopeAmbiguity[]): string {
   const described = ambiguities.map(
     ({ name, candidates }) =>
       `variable '${name}' has ${candidates.length} values whose scopes are ambiguous here ` +
-      `(${candidates.map((candidate) => describeScope(candidate.scope)).join(" / ")})`,
+      `(${candidates.map((candidate) => `${describeScope(candidate.scope)}${candidate.set ? ` in variable set '${candidate.set.slug}'` : ""}`).join(" / ")})`,
   );
   return `${described.join("; ")}; make one scope more specific or remove a value so exactly one applies`;
 }

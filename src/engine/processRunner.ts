@@ -8,7 +8,7 @@ import type { RegistryClient } from "../feeds/registry.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { AllAtOnce } from "../steps/blueGreen/allAtOnce.js";
 import { stepKind } from "../steps/registry.js";
-import type { StepRunContext } from "../steps/types.js";
+import type { NestedRun, StepRunContext } from "../steps/types.js";
 import type { TargetInfo } from "../store/deployments.js";
 import type { Target } from "../transports/types.js";
 import { type ArtifactService, noArtifacts } from "./artifacts.js";
@@ -526,6 +526,7 @@ async function runStep(
   variables: ReadonlyMap<string, string>,
   lane: boolean,
   allAtOnce?: AllAtOnce,
+  nested?: NestedRun,
 ) {
   const { services, run } = context;
   const { task } = run;
@@ -554,8 +555,15 @@ async function runStep(
     scope: run.scope,
     target,
     // The target too: two targets on one host must each find only what was made for them.
-    labels: { ...scopeLabels(run.scope, task.taskId), ...(info && { [TARGET_LABEL]: info.slug }) },
+    labels: {
+      ...scopeLabels(run.scope, task.taskId),
+      ...(info && { [TARGET_LABEL]: info.slug }),
+      ...nested?.isolation.labels,
+    },
     ...(services.outbound && { outbound: services.outbound }),
+    ...(nested?.outbound && { outbound: nested.outbound }),
+    ...(nested && { isolation: nested.isolation }),
+    runNestedSteps: (steps, inner) => runNestedSteps(context, info, target, steps, inner),
     ...(allAtOnce && { allAtOnce }),
     environmentTarget: async (name) => {
       const other = run.targets.find((candidate) => candidate.slug === name || candidate.name === name);
@@ -584,6 +592,48 @@ async function runStep(
   const work = () => kind.run(stepContext, config);
   if (allAtOnce) return work();
   return laneLog ? laneLog.run(work) : task.log.step(name, work);
+}
+
+/**
+ * The steps of a group (an isolated test group, ADR 0045) on the group's target, one after
+ * another: each sees the group's variables and the outputs of the nested steps before it,
+ * and runs by its own condition. A required step's failure fails the group (the later
+ * steps with condition `failure` or `always` still run: they may collect logs); an optional
+ * one's is a warning. Guided failure does not reach inside a group: the group's clean-up
+ * must not wait on a person.
+ */
+async function runNestedSteps(
+  context: RunnerContext,
+  info: TargetInfo | undefined,
+  target: Target,
+  steps: readonly Step[],
+  nested: NestedRun,
+): Promise<{ failed: string | undefined }> {
+  const { task } = context.run;
+  const variables = new Map(nested.variables);
+  let failed: string | undefined;
+  for (const step of steps) {
+    if (!shouldRun(step, failed !== undefined, variables)) {
+      task.log.info(`skipping step '${step.name}': its run condition is not met`);
+      continue;
+    }
+    try {
+      const result = await runStep(context, step, info, target, variables, false, undefined, nested);
+      for (const [key, value] of Object.entries(result.outputs ?? {})) {
+        variables.set(`Ferry.Step[${step.name}].Output.${key}`, value);
+      }
+    } catch (error) {
+      if (task.signal.aborted) throw error;
+      if (step.required) {
+        const reason = `step '${step.name}' failed: ${messageOf(error)}`;
+        failed ??= reason;
+        task.log.error(reason);
+      } else {
+        task.log.warn(`optional step '${step.name}' failed (${messageOf(error)}); continuing`);
+      }
+    }
+  }
+  return { failed };
 }
 
 /** The task's log with every info, warning and error line starting with `prefix`. */

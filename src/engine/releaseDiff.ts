@@ -57,6 +57,7 @@ export async function diffProjectReleases(
             roles: variable.scope.roles,
             targets: variable.scope.targets.map((id) => slugs.get(id) ?? id),
           },
+          ...(variable.set !== undefined && { set: variable.set.slug }),
         })),
     };
   };

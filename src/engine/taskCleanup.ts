@@ -1,5 +1,5 @@
 import type { Kysely } from "kysely";
-import { coloursOf } from "../runtimes/colours.js";
+import { COMPOSE_SERVICE_LABEL, coloursOf, ROUTE_LABEL } from "../runtimes/colours.js";
 import type { TargetInfo } from "../store/deployments.js";
 import {
   finishPendingCleanup,
@@ -78,11 +78,20 @@ async function cleanUpHost(host: Target, taskId: string, log: TaskLog): Promise<
   const where = host.id === null ? "" : ` on ${host.name}`;
   const killed = await host.transport.killTaskProcesses(taskId);
   if (killed > 0) log.warn(`clean-up: killed ${killed} process group(s) the task had started${where}`);
+  await takeAwayCanaries(host, taskId, log);
   const liveColours = await liveColourNames(host, log);
   for (const runtime of host.runtimes()) {
     const removed = await runtime
       .removeByLabel("ferry.task", taskId, {
         keep: (instance) => {
+          // A Compose service the task recreated (not a colour) replaced its previous container
+          // already: removing it would leave the service with none, so it stays.
+          if (instance.labels[COMPOSE_SERVICE_LABEL] !== undefined && instance.labels[ROUTE_LABEL] === undefined) {
+            log.warn(
+              `clean-up: container ${instance.name} of Compose service ${instance.labels[COMPOSE_SERVICE_LABEL]} keeps running (it replaced the previous one)`,
+            );
+            return true;
+          }
           const live = liveColours === "unknown" || liveColours.has(instance.name);
           if (live) log.warn(`clean-up: colour ${instance.name} went live before the task stopped: it keeps serving`);
           return live;
@@ -97,6 +106,41 @@ async function cleanUpHost(host: Target, taskId: string, log: TaskLog): Promise<
     if (removed.length > 0) {
       const noun = coloursOf(runtime).noun;
       log.warn(`clean-up: removed ${noun}${noun.endsWith("s") ? "(es)" : "(s)"} ${removed.join(", ")}${where}`);
+    }
+    // After the instances: a network or volume is removable only once nothing uses it. An
+    // isolated test group's network and volumes (ADR 0045) go here when the task could not
+    // remove them itself (the server was killed).
+    const resources = await runtime.removeResourcesByLabel?.("ferry.task", taskId).catch((error: unknown) => {
+      log.warn(
+        `clean-up: could not remove the task's ${runtime.kind} networks and volumes${where} (${error instanceof Error ? error.message : error})`,
+      );
+      return [] as string[];
+    });
+    if (resources && resources.length > 0) log.warn(`clean-up: removed ${resources.join(", ")}${where}`);
+  }
+}
+
+/**
+ * A canary the task had set (its colour carries the task's label) is taken out of its route
+ * before that colour is removed: its visitors go back to the live colour instead of to a
+ * colour that is gone (ADR 0049). A router that cannot be asked is left to liveColourNames,
+ * which then keeps every instance.
+ */
+async function takeAwayCanaries(host: Target, taskId: string, log: TaskLog): Promise<void> {
+  const router = await host.routerInUse().catch(() => undefined);
+  if (!router?.split) return;
+  const routes = await router.routes().catch(() => []);
+  for (const route of routes) {
+    const canary = route.canary?.colour;
+    if (!canary) continue;
+    for (const runtime of host.runtimes().map(coloursOf)) {
+      const colour = await runtime.find(canary).catch(() => undefined);
+      if (colour?.labels["ferry.task"] !== taskId) continue;
+      await router.split(route.name, null);
+      log.warn(
+        `clean-up: took the canary ${canary} out of route ${route.name}; colour ${route.colour ?? route.upstream} serves everyone`,
+      );
+      break;
     }
   }
 }

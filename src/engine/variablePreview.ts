@@ -36,6 +36,8 @@ interface PreviewCandidate {
   sensitive: boolean;
   scope: ScopeBySlug;
   rank: ScopeRank;
+  /** The variable set it comes from; null: the project's own. */
+  set: string | null;
   verdict: CandidateVerdict;
   reason: string;
 }
@@ -48,6 +50,8 @@ interface PreviewVariable {
   rank: ScopeRank | "system";
   /** The winner's scope (none for a system variable). */
   scope: ScopeBySlug | null;
+  /** The variable set the winner comes from; null: the project's own (or a system variable). */
+  set: string | null;
   candidates: PreviewCandidate[];
 }
 
@@ -143,16 +147,22 @@ export async function previewVariables(
     candidates.map((candidate) => ({ ...candidate, value: candidate.value ?? "" })),
     scopeContextOf(where),
   );
-  // Least specific first, as the precedence reads: project < environment < role < target < step.
+  // Least specific first, as the precedence reads: project < environment < role < target < step;
+  // within a rank, the later set first and the project's own last (ADR 0047).
   const order: readonly string[] = ["project", "environment", "role", "target", "step"];
+  const sourceOrder = (set: { position: number } | undefined) => (set === undefined ? 0 : -(set.position + 1));
   const candidatesOf = (name: string): PreviewCandidate[] =>
     [...(explained.get(name) ?? [])]
-      .sort((a, b) => order.indexOf(a.rank) - order.indexOf(b.rank))
+      .sort(
+        (a, b) =>
+          order.indexOf(a.rank) - order.indexOf(b.rank) || sourceOrder(a.candidate.set) - sourceOrder(b.candidate.set),
+      )
       .map(({ candidate, verdict, rank, reason }) => ({
         value: candidate.value,
         sensitive: candidate.sensitive,
         scope: bySlug(candidate.scope),
         rank,
+        set: candidate.set?.slug ?? null,
         verdict,
         reason,
       }));
@@ -165,8 +175,16 @@ export async function previewVariables(
       const explanation = candidatesOf(name);
       const winner = explanation.find((candidate) => candidate.verdict === "won");
       return winner
-        ? { name, value, sensitive: winner.sensitive, rank: winner.rank, scope: winner.scope, candidates: explanation }
-        : { name, value, sensitive: false, rank: "system" as const, scope: null, candidates: explanation };
+        ? {
+            name,
+            value,
+            sensitive: winner.sensitive,
+            rank: winner.rank,
+            scope: winner.scope,
+            set: winner.set,
+            candidates: explanation,
+          }
+        : { name, value, sensitive: false, rank: "system" as const, scope: null, set: null, candidates: explanation };
     })
     .sort((a, b) => a.name.localeCompare(b.name));
   const ambiguous = [...ambiguousNames]

@@ -12,6 +12,9 @@ import type { Runtime, RuntimeKind, RuntimesByKind } from "./types.js";
 /** Labels that make an instance a colour of a route (besides ferry.project/env/release/task). */
 export const ROUTE_LABEL = "ferry.route";
 export const HEALTH_PATH_LABEL = "ferry.health-path";
+/** What the compose step creates carries these (a routed service's colours too): clean-up tells them apart. */
+export const COMPOSE_PROJECT_LABEL = "ferry.compose.project";
+export const COMPOSE_SERVICE_LABEL = "ferry.compose.service";
 
 /** One colour on a host, in any state. */
 export interface Colour {

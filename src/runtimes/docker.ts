@@ -84,8 +84,34 @@ export interface ContainerSpec {
   cpus?: number;
   /** Memory limit in MiB, sent as Memory (bytes). */
   memoryMb?: number;
+  /** With memoryMb: no swap beyond it (MemorySwap = Memory), so going over the limit is an OOM kill, not a slow crawl. */
+  noSwap?: boolean;
+  /** Most processes (and threads) the container may have at once (PidsLimit): a fork bomb stops there. */
+  pidsLimit?: number;
   labels?: Readonly<Record<string, string>>;
   restartPolicy?: "no" | "always" | "unless-stopped" | "on-failure";
+  /** The command (argv), replacing the image's CMD: no shell unless the array names one. */
+  command?: readonly string[];
+  /** The entrypoint (argv), replacing the image's ENTRYPOINT. */
+  entrypoint?: readonly string[];
+  workingDir?: string;
+  user?: string;
+  /** Names other containers of its networks reach it by (a Compose service's name), on every network it joins. */
+  networkAliases?: readonly string[];
+  /** The engine's health check: test in its form (["CMD", …], ["CMD-SHELL", "…"], ["NONE"]). */
+  healthcheck?: {
+    test: readonly string[];
+    intervalMs?: number | undefined;
+    timeoutMs?: number | undefined;
+    retries?: number | undefined;
+    startPeriodMs?: number | undefined;
+  };
+}
+
+/** A network or volume Ferry made, as the engine lists it. */
+export interface EngineResource {
+  name: string;
+  labels: Record<string, string>;
 }
 
 export interface PublishedPort {
@@ -113,7 +139,11 @@ export interface ContainerStatus {
   status: string;
   /** The engine's error for a container that could not run (e.g. executable not found). */
   error: string;
+  /** The kernel killed it for going beyond its memory limit. */
+  oomKilled: boolean;
   labels: Record<string, string>;
+  /** "starting", "healthy", "unhealthy"; undefined when the container has no health check. */
+  health?: string;
 }
 
 export interface ContainerSummary {
@@ -231,7 +261,11 @@ export class DockerRuntime implements Runtime {
       for (const network of moreNetworks) {
         await this.call(
           `connecting container ${spec.name} to network ${network}`,
-          async () => (await this.client()).getNetwork(network).connect({ Container: created.id }),
+          async () =>
+            (await this.client()).getNetwork(network).connect({
+              Container: created.id,
+              ...(spec.networkAliases && { EndpointConfig: { Aliases: [...spec.networkAliases] } }),
+            }),
           options,
         );
       }
@@ -349,7 +383,9 @@ export class DockerRuntime implements Runtime {
         exitCode: info.State.ExitCode,
         status: info.State.Status,
         error: info.State.Error,
+        oomKilled: info.State.OOMKilled === true,
         labels: info.Config.Labels ?? {},
+        ...(info.State.Health?.Status !== undefined && { health: info.State.Health.Status }),
       };
     } catch (error) {
       if (error instanceof DockerError && error.statusCode === 404) return undefined;
@@ -423,6 +459,120 @@ export class DockerRuntime implements Runtime {
     };
   }
 
+  /**
+   * Creates a network unless one of that name exists; returns whether it was created. A
+   * network of that name that lacks `labels` (someone else's) is refused: joining it would
+   * mix applications.
+   */
+  async ensureNetwork(
+    name: string,
+    settings: { labels: Readonly<Record<string, string>>; driver?: string | undefined; internal?: boolean },
+    options: CallOptions = {},
+  ): Promise<boolean> {
+    if (!networkNamePattern.test(name)) throw new InputError(`'${name.slice(0, 200)}' is not a network name`);
+    for (const [key, value] of Object.entries(settings.labels)) checkLabel(key, value);
+    const engine = await this.client();
+    const existing = await this.inspectResource(`network ${name}`, () => engine.getNetwork(name).inspect(), options);
+    if (existing) {
+      checkOwnLabels(`network ${name}`, existing.Labels, settings.labels);
+      return false;
+    }
+    await this.call(
+      `creating network ${name}`,
+      () =>
+        engine.createNetwork({
+          Name: name,
+          CheckDuplicate: true,
+          Labels: { ...settings.labels },
+          ...(settings.driver !== undefined && { Driver: settings.driver }),
+          ...(settings.internal && { Internal: true }),
+        }),
+      options,
+    );
+    return true;
+  }
+
+  /** Creates a named volume unless it exists (refusing someone else's, as ensureNetwork); whether it was created. */
+  async ensureVolume(
+    name: string,
+    settings: { labels: Readonly<Record<string, string>>; driver?: string | undefined },
+    options: CallOptions = {},
+  ): Promise<boolean> {
+    if (!volumeNamePattern.test(name)) throw new InputError(`'${name.slice(0, 200)}' is not a volume name`);
+    for (const [key, value] of Object.entries(settings.labels)) checkLabel(key, value);
+    const engine = await this.client();
+    const existing = await this.inspectResource(`volume ${name}`, () => engine.getVolume(name).inspect(), options);
+    if (existing) {
+      checkOwnLabels(`volume ${name}`, existing.Labels, settings.labels);
+      return false;
+    }
+    await this.call(
+      `creating volume ${name}`,
+      () =>
+        engine.createVolume({
+          Name: name,
+          Labels: { ...settings.labels },
+          ...(settings.driver !== undefined && { Driver: settings.driver }),
+        }),
+      options,
+    );
+    return true;
+  }
+
+  /** Networks carrying the label `label=value`. */
+  async listNetworksByLabel(label: string, value: string, options: CallOptions = {}): Promise<EngineResource[]> {
+    checkLabel(label, value);
+    const networks = await this.call(
+      `listing networks labelled ${label}=${value}`,
+      async () => (await this.client()).listNetworks({ filters: { label: [`${label}=${value}`] } }),
+      options,
+    );
+    return networks.map((network) => ({ name: network.Name, labels: network.Labels ?? {} }));
+  }
+
+  /** Volumes carrying the label `label=value`. */
+  async listVolumesByLabel(label: string, value: string, options: CallOptions = {}): Promise<EngineResource[]> {
+    checkLabel(label, value);
+    const answer = await this.call(
+      `listing volumes labelled ${label}=${value}`,
+      async () => (await this.client()).listVolumes({ filters: { label: [`${label}=${value}`] } }),
+      options,
+    );
+    return (answer.Volumes ?? []).map((volume) => ({ name: volume.Name, labels: volume.Labels ?? {} }));
+  }
+
+  /** Removes a network (gone already is fine). */
+  async removeNetwork(name: string, options: CallOptions = {}): Promise<void> {
+    if (!networkNamePattern.test(name)) throw new InputError(`'${name.slice(0, 200)}' is not a network name`);
+    const engine = await this.client();
+    await this.call(`removing network ${name}`, () => engine.getNetwork(name).remove(), options).catch((error) => {
+      if (!(error instanceof DockerError && error.statusCode === 404)) throw error;
+    });
+  }
+
+  /** Removes a volume and its data (gone already is fine). */
+  async removeVolume(name: string, options: CallOptions = {}): Promise<void> {
+    if (!volumeNamePattern.test(name)) throw new InputError(`'${name.slice(0, 200)}' is not a volume name`);
+    const engine = await this.client();
+    await this.call(`removing volume ${name}`, () => engine.getVolume(name).remove(), options).catch((error) => {
+      if (!(error instanceof DockerError && error.statusCode === 404)) throw error;
+    });
+  }
+
+  /** The engine's answer for a network or volume; undefined when there is none of that name. */
+  private async inspectResource<T>(
+    what: string,
+    inspect: () => Promise<T>,
+    options: CallOptions,
+  ): Promise<T | undefined> {
+    try {
+      return await this.call(`inspecting ${what}`, inspect, options);
+    } catch (error) {
+      if (error instanceof DockerError && error.statusCode === 404) return undefined;
+      throw error;
+    }
+  }
+
   /** The engine's version ("24.0.9"): the target health check asks it, and so learns the engine answers. */
   async engineVersion(options: CallOptions = {}): Promise<string> {
     const version = await this.call(
@@ -478,6 +628,123 @@ export class DockerRuntime implements Runtime {
       } catch (error) {
         // Removed by someone else in between: the goal is reached.
         if (!(error instanceof DockerError && error.statusCode === 404)) throw error;
+      }
+    }
+    return removed;
+  }
+
+  /**
+   * Creates a bridge network carrying `labels` (an isolated test group's own network: its
+   * containers reach each other by name, and nothing else joins it). Fails when one of that
+   * name exists.
+   */
+  async createNetwork(
+    name: string,
+    labels: Readonly<Record<string, string>>,
+    options: CallOptions = {},
+  ): Promise<void> {
+    if (!networkNamePattern.test(name)) throw new InputError(`'${name.slice(0, 200)}' is not a network name`);
+    for (const [key, value] of Object.entries(labels)) checkLabel(key, value);
+    await this.call(
+      `creating network ${name}`,
+      async (signal) =>
+        (await this.client()).createNetwork({
+          Name: name,
+          Driver: "bridge",
+          CheckDuplicate: true,
+          Labels: { ...labels },
+          abortSignal: signal,
+        } as Docker.NetworkCreateOptions),
+      options,
+    );
+  }
+
+  /** Creates a named volume carrying `labels`, so clean-up finds it by label and not by its name. */
+  async createVolume(name: string, labels: Readonly<Record<string, string>>, options: CallOptions = {}): Promise<void> {
+    if (!volumeNamePattern.test(name)) throw new InputError(`'${name.slice(0, 200)}' is not a volume name`);
+    for (const [key, value] of Object.entries(labels)) checkLabel(key, value);
+    await this.call(
+      `creating volume ${name}`,
+      async (signal) =>
+        (await this.client()).createVolume({
+          Name: name,
+          Labels: { ...labels },
+          abortSignal: signal,
+        } as Docker.VolumeCreateOptions),
+      options,
+    );
+  }
+
+  /**
+   * Waits until a container stops (at most `timeoutMs`), then says how it ended: its exit
+   * code and whether the kernel killed it for its memory limit. Undefined: still running at
+   * the deadline.
+   */
+  async waitForExit(
+    nameOrId: string,
+    timeoutMs: number,
+    options: { signal?: AbortSignal | undefined } = {},
+  ): Promise<{ exitCode: number; oomKilled: boolean } | undefined> {
+    checkContainerName(nameOrId);
+    const deadline = Date.now() + timeoutMs;
+    // Polling the state rather than holding a /wait request open: the deadline and a
+    // cancel end it at once, and no connection stays open to a remote engine meanwhile.
+    for (;;) {
+      const status = await this.inspectContainer(nameOrId, options);
+      if (!status) throw new DockerError(`container ${nameOrId} was removed while it ran`, 404);
+      if (!status.running && status.status !== "created") {
+        return { exitCode: status.exitCode, oomKilled: status.oomKilled };
+      }
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) return undefined;
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(resolve, Math.min(250, remaining));
+        options.signal?.addEventListener(
+          "abort",
+          () => {
+            clearTimeout(timer);
+            reject(options.signal?.reason);
+          },
+          { once: true },
+        );
+      });
+    }
+  }
+
+  /**
+   * Removes the networks and volumes labelled `label=value` (what containers leave beside
+   * them). A network a container still uses, or a volume one still mounts, is left (and not
+   * named): the containers are removed first by whoever calls this. Returns what was removed.
+   */
+  async removeResourcesByLabel(label: string, value: string, options: CallOptions = {}): Promise<string[]> {
+    checkLabel(label, value);
+    const engine = await this.client();
+    const filter = { label: [`${label}=${value}`] };
+    const removed: string[] = [];
+    const networks = await this.call(
+      `listing networks labelled ${label}=${value}`,
+      (signal) => engine.listNetworks({ filters: filter, abortSignal: signal } as Docker.NetworkListOptions),
+      options,
+    );
+    for (const network of networks) {
+      try {
+        await this.call(`removing network ${network.Name}`, () => engine.getNetwork(network.Id).remove(), options);
+        removed.push(`network ${network.Name}`);
+      } catch (error) {
+        if (!(error instanceof DockerError && (error.statusCode === 404 || error.statusCode === 403))) throw error;
+      }
+    }
+    const volumes = await this.call(
+      `listing volumes labelled ${label}=${value}`,
+      (signal) => engine.listVolumes({ filters: filter, abortSignal: signal } as Docker.VolumeListOptions),
+      options,
+    );
+    for (const volume of volumes.Volumes ?? []) {
+      try {
+        await this.call(`removing volume ${volume.Name}`, () => engine.getVolume(volume.Name).remove(), options);
+        removed.push(`volume ${volume.Name}`);
+      } catch (error) {
+        if (!(error instanceof DockerError && (error.statusCode === 404 || error.statusCode === 409))) throw error;
       }
     }
     return removed;
@@ -750,6 +1017,20 @@ function checkLabel(key: string, value: string): void {
     throw new InputError(`the value of label ${key} is too long or has a NUL`);
 }
 
+/** Refuses an existing network or volume that does not carry every one of `labels` (it is not this application's). */
+function checkOwnLabels(
+  what: string,
+  existing: Record<string, string> | null | undefined,
+  labels: Readonly<Record<string, string>>,
+): void {
+  const mismatch = Object.entries(labels).find(([key, value]) => existing?.[key] !== value);
+  if (mismatch) {
+    throw new InputError(
+      `${what} exists but was not made by Ferry for this application (its label ${mismatch[0]} differs); remove or rename it`,
+    );
+  }
+}
+
 function checkNoNul(what: string, value: string): void {
   if (value.includes("\0")) throw new InputError(`${what} contains a NUL character`);
 }
@@ -807,9 +1088,22 @@ function containerCreateOptions(spec: ContainerSpec): Docker.ContainerCreateOpti
   for (const network of spec.networks ?? []) {
     if (!networkNamePattern.test(network)) throw new InputError(`'${network.slice(0, 200)}' is not a network name`);
   }
+  for (const argument of [...(spec.command ?? []), ...(spec.entrypoint ?? []), ...(spec.healthcheck?.test ?? [])]) {
+    checkNoNul("a command argument", argument);
+  }
+  const firstNetwork = spec.networks?.[0];
   if (spec.cpus !== undefined && !(spec.cpus > 0 && spec.cpus <= 1024)) throw new InputError("cpus must be above 0");
   if (spec.memoryMb !== undefined && !(Number.isInteger(spec.memoryMb) && spec.memoryMb >= 6)) {
     throw new InputError("memoryMb must be a whole number of at least 6 (the engine's minimum)");
+  }
+  const nanoseconds = (milliseconds: number | undefined) =>
+    milliseconds === undefined ? undefined : Math.round(milliseconds * 1e6);
+  if (spec.pidsLimit !== undefined && !(Number.isInteger(spec.pidsLimit) && spec.pidsLimit >= 1)) {
+    throw new InputError("pidsLimit must be a whole number of at least 1");
+  }
+  const aliases = spec.networkAliases ?? [];
+  for (const alias of aliases) {
+    if (!containerNamePattern.test(alias)) throw new InputError(`'${alias.slice(0, 200)}' is not a network alias`);
   }
   return {
     name: spec.name,
@@ -817,12 +1111,29 @@ function containerCreateOptions(spec: ContainerSpec): Docker.ContainerCreateOpti
     Env: env,
     Labels: labels,
     ExposedPorts: exposedPorts,
+    ...(spec.command !== undefined && { Cmd: [...spec.command] }),
+    ...(spec.entrypoint !== undefined && { Entrypoint: [...spec.entrypoint] }),
+    ...(spec.workingDir !== undefined && { WorkingDir: spec.workingDir }),
+    ...(spec.user !== undefined && { User: spec.user }),
+    ...(spec.healthcheck !== undefined && {
+      Healthcheck: {
+        Test: [...spec.healthcheck.test],
+        Interval: nanoseconds(spec.healthcheck.intervalMs),
+        Timeout: nanoseconds(spec.healthcheck.timeoutMs),
+        Retries: spec.healthcheck.retries,
+        StartPeriod: nanoseconds(spec.healthcheck.startPeriodMs),
+      },
+    }),
+    ...(firstNetwork !== undefined &&
+      aliases.length > 0 && { NetworkingConfig: { EndpointsConfig: { [firstNetwork]: { Aliases: [...aliases] } } } }),
     HostConfig: {
       PortBindings: portBindings,
       Mounts: mounts,
       ...(spec.networks?.[0] !== undefined && { NetworkMode: spec.networks[0] }),
       ...(spec.cpus !== undefined && { NanoCpus: Math.round(spec.cpus * 1e9) }),
       ...(spec.memoryMb !== undefined && { Memory: spec.memoryMb * 1024 * 1024 }),
+      ...(spec.memoryMb !== undefined && spec.noSwap && { MemorySwap: spec.memoryMb * 1024 * 1024 }),
+      ...(spec.pidsLimit !== undefined && { PidsLimit: spec.pidsLimit }),
       RestartPolicy: { Name: spec.restartPolicy ?? "unless-stopped" },
     },
   };

@@ -28,6 +28,12 @@ export interface Runtime {
     value: string,
     options?: { keep?: (instance: RuntimeInstance) => boolean; signal?: AbortSignal },
   ): Promise<string[]>;
+  /**
+   * Removes what the runtime keeps beside its instances carrying the label (Docker: networks
+   * and volumes), once the instances are gone; returns what it removed ("network x"). Absent:
+   * the runtime keeps nothing beside them.
+   */
+  removeResourcesByLabel?(label: string, value: string, options?: { signal?: AbortSignal }): Promise<string[]>;
   /** The instance's last log lines. */
   logTail(nameOrId: string, lines: number, options?: { signal?: AbortSignal }): Promise<string[]>;
 }

@@ -30,4 +30,23 @@ describe("SecretBox", () => {
     const other = new SecretBox(randomBytes(32));
     expect(() => other.open(box.seal("x", "c"), "c")).toThrow(new RegExp(`master key ${box.keyId}`));
   });
+
+  it("during a rotation seals under the new key and opens under both; afterwards only the new one", () => {
+    const oldKey = randomBytes(32);
+    const rotating = new SecretBox(oldKey);
+    const before = rotating.seal("before", "c");
+    const oldId = rotating.keyId;
+    const newId = rotating.beginRotation(randomBytes(32));
+    expect(newId).not.toBe(oldId);
+    const during = rotating.seal("during", "c");
+    expect(during.startsWith(`v1:${newId}:`)).toBe(true);
+    expect(rotating.open(before, "c")).toBe("before");
+    expect(rotating.open(during, "c")).toBe("during");
+    // The audit chain key follows the sealing key; an older one is still derivable meanwhile.
+    expect(rotating.deriveKey("audit-chain", oldId)).toEqual(new SecretBox(oldKey).deriveKey("audit-chain"));
+    rotating.finishRotation();
+    expect(rotating.keyIds).toEqual([newId]);
+    expect(() => rotating.open(before, "c")).toThrow(/restore the master\.key that was backed up with this database/);
+    expect(rotating.open(during, "c")).toBe("during");
+  });
 });

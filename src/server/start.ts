@@ -6,7 +6,9 @@ import { ArtifactRetention } from "../engine/artifactRetention.js";
 import { ArtifactService, DEFAULT_ARTIFACT_MAX_BYTES } from "../engine/artifacts.js";
 import { type DeploymentServices, deploymentTaskKind } from "../engine/deployments.js";
 import { TaskEngine } from "../engine/engine.js";
+import { EphemeralEnvironmentSweeper } from "../engine/ephemeralEnvironments.js";
 import { FeedTriggerPoller } from "../engine/feedTriggers.js";
+import { MasterKeyRotation } from "../engine/masterKeyRotation.js";
 import { defaultRetentionSettings, RunbookRetention } from "../engine/runbookRetention.js";
 import { defaultSchedulerSettings, RunbookScheduler } from "../engine/runbookSchedules.js";
 import { runbookTaskKind } from "../engine/runbooks.js";
@@ -28,6 +30,7 @@ import { appendAuditEvent } from "../store/audit.js";
 import type { StoreContext } from "../store/common.js";
 import { openStore, type Store } from "../store/db.js";
 import { targetsWithRouters } from "../store/deployments.js";
+import { findForeignKey } from "../store/masterKeyRotation.js";
 import { sshConnectionSettings } from "../store/targets.js";
 import { reconcileHosts, reconcileLiveColours } from "../traffic/reconcile.js";
 import { defaultTrafficSettings, hasRoutes, lazyRouter, type TrafficSettings } from "../traffic/routers.js";
@@ -72,6 +75,8 @@ export interface ServerOptions {
   targetHealth?: Partial<TargetHealthSettings> | undefined;
   /** How often feed triggers due for a poll are looked for (default 5 s; tests shorten it). */
   triggerTickMs?: number | undefined;
+  /** How often expired ephemeral environments are looked for (default 60 s; tests shorten it). */
+  ephemeralSweepMs?: number | undefined;
   /** FERRY_AGENT_TIMEOUT_SECONDS (ms here): an agent not heard from for this long is marked lost; default 45 s. */
   agentTimeoutMs?: number | undefined;
   /** FERRY_SCHEDULE_GRACE_SECONDS (ms here): a schedule's firing later than this is reported missed; default 60 s. */
@@ -88,6 +93,12 @@ export interface ServerOptions {
   packageKeepVersions?: number | undefined;
   /** Between two sweeps of artifact retention (ms; jittered); default an hour. */
   artifactRetentionIntervalMs?: number | undefined;
+  /**
+   * `ferry run` (ADR 0046): no HTTP listener (requests are answered through app.inject) and
+   * no background work — no schedules, triggers, health checks, retention or start-up
+   * reconciliation — only the task engine running the tasks it is given.
+   */
+  embedded?: boolean | undefined;
 }
 
 /** An agent not heard from for this long is marked lost (FERRY_AGENT_TIMEOUT_SECONDS). */
@@ -106,6 +117,8 @@ export interface RunningServer {
   retention: RunbookRetention;
   /** Artifact retention: a sweep on demand, and what run retention calls before it deletes tasks. */
   artifactRetention: ArtifactRetention;
+  /** Tears down ephemeral environments past their TTL (ADR 0045); a sweep on demand. */
+  ephemeralEnvironments: EphemeralEnvironmentSweeper;
   url: string;
   /** Settles when the live colours of an earlier run run again (start-up reconciliation, in the background). */
   reconciled: Promise<void>;
@@ -143,6 +156,22 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       : join(options.dataDir, "work");
   const store = await openStore({ databaseUrl: options.databaseUrl, dataDir: options.dataDir });
   const context: StoreContext = { db: store.db, secrets: new SecretBox(masterKey) };
+  // A rotation a crash interrupted is finished before anything reads a secret (ADR 0046).
+  const masterKeyRotation = new MasterKeyRotation(context, options.dataDir);
+  try {
+    const resumed = await masterKeyRotation.resume();
+    if (resumed) logger.warn({ from: resumed.from, to: resumed.to }, "finished an interrupted master key rotation");
+    // A database restored without its master.key: said once, here, instead of on each use.
+    const foreign = await findForeignKey(context);
+    if (foreign) {
+      throw new Error(
+        `the database's secrets (${foreign.where}) were encrypted with master key ${foreign.keyId}, but ${join(options.dataDir, "master.key")} is key ${context.secrets.keyId}: restore the master.key that was backed up with this database (docs/security.md#master-key)`,
+      );
+    }
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
   await bootstrapAdminKey(context, options);
 
   const traffic = options.traffic ?? defaultTrafficSettings(options.dataDir);
@@ -251,18 +280,21 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     trustedProxies: options.trustedProxies,
     requestsPerAddress: options.requestsPerAddress,
     artifactRetention,
+    masterKeyRotation,
     oidc: options.oidc ? new OidcClient(options.oidc, options.outbound ?? defaultOutboundPolicy) : undefined,
     agents,
   });
+  const embedded = options.embedded === true;
   try {
-    await app.listen({ port: options.port, host: options.host });
+    if (embedded) await app.ready();
+    else await app.listen({ port: options.port, host: options.host });
   } catch (error) {
     await store.close();
     throw error;
   }
   await engine.start();
   const healthMonitor = new TargetHealthMonitor({ ...targetHealth, db: store.db, target: resolveTarget, logger });
-  healthMonitor.start();
+  if (!embedded) healthMonitor.start();
   // After the engine: a firing queues a task. Firings missed while no server ran are reported on its first poll.
   const scheduler = new RunbookScheduler({
     graceMs: options.scheduleGraceMs ?? defaultSchedulerSettings.graceMs,
@@ -270,38 +302,50 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     services: deployments,
     logger,
   });
-  scheduler.start();
-  retention.start();
+  if (!embedded) scheduler.start();
+  if (!embedded) retention.start();
   const triggerPoller = new FeedTriggerPoller(deployments, logger, options.triggerTickMs);
-  triggerPoller.start();
+  if (!embedded) triggerPoller.start();
   const scheduledTriggers = new ScheduledTriggerRunner(deployments, logger);
-  scheduledTriggers.start();
-  artifactRetention.start();
+  if (!embedded) scheduledTriggers.start();
+  if (!embedded) artifactRetention.start();
+  const ephemeralEnvironments = new EphemeralEnvironmentSweeper(
+    { context, target: resolveTarget },
+    logger,
+    options.ephemeralSweepMs,
+  );
+  if (!embedded) ephemeralEnvironments.start();
   // Traffic from an earlier run comes back (the builtin proxy is started if it is not
   // running) without holding up readiness: the API answers while this runs.
-  const reconciledHere = hasRoutes(traffic)
-    ? (async () => {
-        const runtimes = [hostTransport.runtime("docker"), hostTransport.runtime("process")].map(coloursOf);
-        for (const line of await reconcileLiveColours(await router.get(), runtimes)) logger.warn(line);
-      })().catch((error: unknown) => logger.error({ err: error }, "could not reconcile the live colours"))
-    : Promise.resolve();
+  const reconciledHere =
+    !embedded && hasRoutes(traffic)
+      ? (async () => {
+          const runtimes = [hostTransport.runtime("docker"), hostTransport.runtime("process")].map(coloursOf);
+          for (const line of await reconcileLiveColours(await router.get(), runtimes)) logger.warn(line);
+        })().catch((error: unknown) => logger.error({ err: error }, "could not reconcile the live colours"))
+      : Promise.resolve();
   // Every remote host with a router of its own, each on its own: one that cannot be reached
   // is reported and skipped (its router keeps serving what it served; nothing here changes it).
   const resolve = deployments.target;
-  const reconciledElsewhere = resolve
-    ? targetsWithRouters(store.db)
-        .then((infos) =>
-          reconcileHosts(
-            infos.map((info) => resolve(info)),
-            (target, line) => logger.warn({ target }, line),
-          ),
-        )
-        .catch((error: unknown) => logger.error({ err: error }, "could not reconcile the live colours of remote hosts"))
-    : Promise.resolve();
+  const reconciledElsewhere =
+    !embedded && resolve
+      ? targetsWithRouters(store.db)
+          .then((infos) =>
+            reconcileHosts(
+              infos.map((info) => resolve(info)),
+              (target, line) => logger.warn({ target }, line),
+            ),
+          )
+          .catch((error: unknown) =>
+            logger.error({ err: error }, "could not reconcile the live colours of remote hosts"),
+          )
+      : Promise.resolve();
   const reconciled = Promise.all([reconciledHere, reconciledElsewhere]).then(() => undefined);
-  const address = app.server.address();
+  const address = embedded ? null : app.server.address();
   const port = typeof address === "object" && address ? address.port : options.port;
-  const url = `http://${options.host.includes(":") ? `[${options.host}]` : options.host}:${port}`;
+  const url = embedded
+    ? "embedded:"
+    : `http://${options.host.includes(":") ? `[${options.host}]` : options.host}:${port}`;
   logger.info(
     { url, database: store.dialect, dataDir: options.dataDir, startupMs: Math.round(process.uptime() * 1000) },
     "ferry server ready",
@@ -317,6 +361,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     scheduler,
     retention,
     artifactRetention,
+    ephemeralEnvironments,
     reconciled,
     close: async () => {
       await reconciled;
@@ -326,6 +371,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       await triggerPoller.stop();
       await scheduledTriggers.stop();
       await artifactRetention.stop();
+      await ephemeralEnvironments.stop();
       await engine.stop();
       await observability.close();
       // Held polls end first, or closing would wait for each to run out.

@@ -12,6 +12,10 @@ describe("originIsWritten: is a step URL's scheme, host and port written in the 
       "http://#{Ferry.Step[web].Output.containerName}:8080/",
       "#{Ferry.Route.PreviewUrl}/health",
       "#{Ferry.Route.PreviewUrl}/#{Path}?token=#{Token}",
+      // An isolated group's published addresses (ADR 0045).
+      "#{Ferry.Isolated.Url}/health",
+      "#{Ferry.Isolated.Service[web].Url}/",
+      "#{Ferry.Isolated.Service[web].InternalUrl}/#{Path}",
       // Variables after the authority choose the path, query or fragment, never the address.
       "http://127.0.0.1:8080/#{Path}",
       "http://127.0.0.1:8080?#{Query}",
@@ -32,6 +36,8 @@ describe("originIsWritten: is a step URL's scheme, host and port written in the 
       "http://user:#{Password}@127.0.0.1/",
       "http://127.0.0.1:8080#{Path}", // "@evil.example/" makes 127.0.0.1:8080 the user info
       "#{Ferry.Route.PreviewUrl}#{Rest}", // "@169.254.169.254/" likewise
+      "#{Ferry.Isolated.Url}#{Rest}", // likewise
+      "http://#{Ferry.Isolated.Network}/", // a name, not an address the group published
       "#{Scheme}://127.0.0.1/",
       "http:#{Rest}", // http:127.0.0.1 is http://127.0.0.1/
       "http:/#{Rest}",

@@ -120,7 +120,12 @@ export function originIsWritten(template: string): boolean {
 
 /** Variables only Ferry and the process set: users cannot name a variable "Ferry.…". */
 function isProcessValue(name: string): boolean {
-  return /^Ferry\.Step\[[^\]]+\]\.Output\./.test(name) || name === "Ferry.Route.PreviewUrl";
+  return (
+    /^Ferry\.Step\[[^\]]+\]\.Output\./.test(name) ||
+    name === "Ferry.Route.PreviewUrl" ||
+    // An isolated group's published addresses (ADR 0045): the group wrote them, no variable chose them.
+    /^Ferry\.Isolated\.(Url|Service\[[a-z][a-z0-9-]*\]\.(Url|InternalUrl))$/.test(name)
+  );
 }
 
 export interface HttpRequest {

@@ -3,10 +3,13 @@ import type { Step } from "../domain/process.js";
 import { toFieldIssues } from "../domain/validation.js";
 import { approvalStep } from "./approval.js";
 import { collectLogsStep } from "./collectLogs.js";
+import { composeDownStep } from "./compose/composeDownStep.js";
+import { composeStep } from "./compose/composeStep.js";
 import { containerStep } from "./container/containerStep.js";
 import { execStep } from "./exec.js";
 import { healthCheckStep } from "./healthCheck.js";
 import { httpTestStep } from "./httpTest.js";
+import { makeIsolatedStep } from "./isolated/isolatedStep.js";
 import { mysqlBackupStep } from "./mysqlBackup.js";
 import { packageStep } from "./package.js";
 import { postgresBackupStep } from "./postgresBackup.js";
@@ -14,6 +17,7 @@ import { processStep } from "./process/processStep.js";
 import { registryRetagStep } from "./registryRetag.js";
 import { restartStep } from "./restart.js";
 import { restoreVerifyStep } from "./restoreVerify.js";
+import { runContainerStep } from "./runContainer.js";
 import { scriptStep } from "./script.js";
 import type { StepKind } from "./types.js";
 
@@ -32,10 +36,27 @@ const stepKinds: readonly StepKind[] = [
   restoreVerifyStep as StepKind,
   execStep as StepKind,
   restartStep as StepKind,
+  composeStep as StepKind,
+  composeDownStep as StepKind,
+  runContainerStep as StepKind,
+  makeIsolatedStep(validateNestedConfig) as StepKind,
   packageStep as StepKind,
 ];
 
 const byKind = new Map(stepKinds.map((kind) => [kind.kind, kind]));
+
+/** The problems of a step's config by its kind (an isolated group's nested steps), as pointers into the step. */
+function validateNestedConfig(kindName: string, config: unknown): FieldIssue[] {
+  const kind = byKind.get(kindName);
+  if (!kind) {
+    return [
+      { pointer: "/kind", detail: `unknown step kind '${kindName}'; use one of: ${[...byKind.keys()].join(", ")}` },
+    ];
+  }
+  const result = kind.config.safeParse(config ?? {});
+  if (result.success) return [];
+  return toFieldIssues(result.error).map((issue) => ({ pointer: `/config${issue.pointer}`, detail: issue.detail }));
+}
 
 export function stepKind(kind: string): StepKind | undefined {
   return byKind.get(kind);

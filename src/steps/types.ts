@@ -1,4 +1,5 @@
 import type { z } from "zod";
+import type { Step } from "../domain/process.js";
 import type { StepArtifacts } from "../engine/artifacts.js";
 import type { StepPackages } from "../engine/packages.js";
 import type { RunScope } from "../engine/processRunner.js";
@@ -63,6 +64,44 @@ export interface StepRunContext {
    * a step reaches it only through its transport. Fails naming the environment's targets.
    */
   readonly environmentTarget?: (name: string) => Promise<Target>;
+  /**
+   * Set when the step runs inside an isolated test group (ADR 0045): what it starts joins the
+   * group's network, gets the group's limits (unless it asks for lower ones) and carries the
+   * group's labels.
+   */
+  readonly isolation?: Isolation;
+  /**
+   * Runs steps nested in this one (an isolated group's) on the same target, one after
+   * another, with `variables` (the group's, e.g. Ferry.Isolated.Url, over this step's) and
+   * each nested step's outputs for the ones after it. Resolves with the first required
+   * step's failure (later steps run only by their condition), rejects on cancel.
+   */
+  readonly runNestedSteps?: (steps: readonly Step[], nested: NestedRun) => Promise<{ failed: string | undefined }>;
+}
+
+/** The resource limits every container of an isolated group gets. */
+interface IsolationLimits {
+  cpus: number;
+  memoryMb: number;
+  pids: number;
+}
+
+/** An isolated test group as the steps inside it see it. */
+export interface Isolation {
+  /** The group's own Docker network. */
+  readonly network: string;
+  readonly limits: IsolationLimits;
+  /** The group's labels, over the step's own (ferry.isolated=<group>). */
+  readonly labels: Readonly<Record<string, string>>;
+  /** The prefix of the names of what the group starts ("ferry-iso-<task>-<group>"). */
+  readonly namePrefix: string;
+}
+
+export interface NestedRun {
+  variables: ReadonlyMap<string, string>;
+  isolation: Isolation;
+  /** What the nested steps' requests may call (the group's published addresses beside the policy's own). */
+  outbound?: OutboundPolicy | undefined;
 }
 
 interface StepResult {

@@ -51,21 +51,20 @@ export interface AuditPage {
   next: number | null;
 }
 
-/** The chain key per master key: derived once, never stored. */
-const chainKeys = new WeakMap<SecretBox, Buffer>();
+/** The chain key per master key: derived once, never stored (derived again after a rotation, ADR 0046). */
+const chainKeys = new WeakMap<SecretBox, { keyId: string; key: Buffer }>();
 
-function chainKey(secrets: SecretBox): Buffer {
-  let key = chainKeys.get(secrets);
-  if (!key) {
-    key = secrets.deriveKey("audit-chain");
-    chainKeys.set(secrets, key);
+export function chainKey(secrets: SecretBox): Buffer {
+  let cached = chainKeys.get(secrets);
+  if (cached?.keyId !== secrets.keyId) {
+    cached = { keyId: secrets.keyId, key: secrets.deriveKey("audit-chain") };
+    chainKeys.set(secrets, cached);
   }
-  return key;
+  return cached.key;
 }
 
 /** Appends one entry at the end of the chain and returns it. */
 export async function appendAuditEvent(context: StoreContext, event: NewAuditEvent): Promise<AuditEvent> {
-  const key = chainKey(context.secrets);
   const id = newId("aud");
   const diff = canonicalJson(event.diff ?? {});
   return context.db.transaction().execute(async (trx) => {
@@ -81,6 +80,10 @@ export async function appendAuditEvent(context: StoreContext, event: NewAuditEve
         "the audit chain head (table audit_chain, row 1) is missing, so nothing can be appended to the audit log; run 'ferry admin verify-audit'",
       );
     }
+    // Read under the head's lock, together: a master key rotation (ADR 0046) re-chains the
+    // log holding this lock, and switches the key before it takes it.
+    const keyId = context.secrets.keyId;
+    const key = chainKey(context.secrets);
     const content: AuditEntryContent = {
       seq: Number(head.seq),
       id,
@@ -94,7 +97,7 @@ export async function appendAuditEvent(context: StoreContext, event: NewAuditEve
       resourceId: event.resource.id ?? null,
       resourceName: event.resource.name ?? null,
       diff,
-      keyId: context.secrets.keyId,
+      keyId,
     };
     const hash = chainHash(key, head.hash, content);
     const row = toRow({ ...content, prevHash: head.hash, hash });

@@ -16,7 +16,15 @@ export interface StoreContext {
 }
 
 /** Tables whose rows have a unique name and slug and can be referenced by either id or slug. */
-export type NamedTable = "environments" | "lifecycles" | "projects" | "targets" | "feeds" | "roles" | "teams";
+export type NamedTable =
+  | "environments"
+  | "lifecycles"
+  | "projects"
+  | "targets"
+  | "feeds"
+  | "roles"
+  | "teams"
+  | "variable_sets";
 
 /** Human words for each table, used in messages. */
 const nouns: Record<NamedTable, string> = {
@@ -27,6 +35,7 @@ const nouns: Record<NamedTable, string> = {
   feeds: "feed",
   roles: "role",
   teams: "team",
+  variable_sets: "variable set",
 };
 
 /** Ids are prefixed by kind ("env_…") so a stray id in a log says what it is. */
@@ -62,6 +71,7 @@ async function findNamedOrUndefined(db: Executor, table: NamedTable, reference: 
 }
 
 function cliGroup(table: NamedTable): string {
+  if (table === "variable_sets") return "varset";
   return table === "environments" ? "env" : nouns[table];
 }
 

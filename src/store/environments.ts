@@ -7,7 +7,7 @@ import {
   type UpdateEnvironment,
   unavailableTargetPolicies,
 } from "../domain/environments.js";
-import { InUseError } from "../domain/errors.js";
+import { InputError, InUseError } from "../domain/errors.js";
 import {
   assertNameAndSlugFree,
   countRows,
@@ -21,6 +21,7 @@ import {
   translateUniqueViolation,
 } from "./common.js";
 import type { EnvironmentRow } from "./schema.js";
+import { setVariablesScopedTo } from "./variableSets.js";
 
 function toEnvironment(row: EnvironmentRow): Environment {
   return {
@@ -30,6 +31,8 @@ function toEnvironment(row: EnvironmentRow): Environment {
     description: row.description,
     position: row.position,
     unavailableTargets: unavailableTargetPolicyOf(row.unavailable_targets),
+    ephemeral: row.ephemeral === 1,
+    ttlMinutes: row.ephemeral === 1 ? row.ttl_minutes : null,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
@@ -60,6 +63,8 @@ export async function createEnvironment({ db }: StoreContext, input: CreateEnvir
       description: input.description,
       position,
       unavailable_targets: input.unavailableTargets ?? "fail",
+      ephemeral: input.ephemeral ? 1 : 0,
+      ttl_minutes: input.ephemeral ? (input.ttlMinutes ?? null) : null,
       created_at: now,
       updated_at: now,
     };
@@ -101,6 +106,12 @@ export async function updateEnvironment(
     const { id } = await findNamed(trx, "environments", reference);
     await assertNameAndSlugFree(trx, "environments", { name: input.name, slug: input.slug }, id);
     const current = await trx.selectFrom("environments").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
+    const ephemeral = input.ephemeral ?? current.ephemeral === 1;
+    if (!ephemeral && input.ttlMinutes !== undefined && input.ttlMinutes !== null) {
+      throw new InputError("only an ephemeral environment has a ttlMinutes", [
+        { pointer: "/ttlMinutes", detail: "set ephemeral: true as well, or leave ttlMinutes out" },
+      ]);
+    }
     if (input.position !== undefined && input.position !== current.position) {
       await moveEnvironment(trx, current.position, input.position);
     }
@@ -114,6 +125,10 @@ export async function updateEnvironment(
           ...(input.description !== undefined && { description: input.description }),
           ...(input.position !== undefined && { position: Math.min(input.position, count - 1) }),
           ...(input.unavailableTargets !== undefined && { unavailable_targets: input.unavailableTargets }),
+          ...(input.ephemeral !== undefined && { ephemeral: input.ephemeral ? 1 : 0 }),
+          // No longer ephemeral: no TTL either.
+          ...(input.ttlMinutes !== undefined && { ttl_minutes: input.ttlMinutes }),
+          ...(input.ephemeral === false && { ttl_minutes: null }),
           updated_at: nowIso(),
         })
         .where("id", "=", id)
@@ -161,6 +176,12 @@ export async function deleteEnvironment({ db }: StoreContext, reference: string)
   await db.transaction().execute(async (trx) => {
     await lockEnvironmentOrder(trx);
     const environment = await findNamed(trx, "environments", reference);
+    const row = await trx
+      .selectFrom("environments")
+      .select("ephemeral")
+      .where("id", "=", environment.id)
+      .executeTakeFirstOrThrow();
+    if (row.ephemeral === 1) await detachEphemeralEnvironment(trx, environment.id, environment.name);
     const usedBy = await usagesOfEnvironment(trx, environment.id);
     if (usedBy.length > 0) {
       throw new InUseError(
@@ -182,6 +203,86 @@ export async function deleteEnvironment({ db }: StoreContext, reference: string)
   });
 }
 
+/**
+ * An ephemeral environment belongs to its lifecycle phases and targets only while it lives
+ * (ADR 0045): its memberships and deployment rows go with it. A phase it is the only environment of would be
+ * left empty, and a variable scoped to it would apply everywhere once its scope is gone:
+ * both refuse, saying what to change.
+ */
+async function detachEphemeralEnvironment(trx: Executor, environmentId: string, name: string): Promise<void> {
+  const phases = await trx
+    .selectFrom("lifecycle_phase_environments as lpe")
+    .innerJoin("lifecycles as l", "l.id", "lpe.lifecycle_id")
+    .select(["l.name", "lpe.lifecycle_id", "lpe.phase_position"])
+    .where("lpe.environment_id", "=", environmentId)
+    .execute();
+  for (const phase of phases) {
+    const others = await trx
+      .selectFrom("lifecycle_phase_environments")
+      .select("environment_id")
+      .where("lifecycle_id", "=", phase.lifecycle_id)
+      .where("phase_position", "=", phase.phase_position)
+      .where("environment_id", "!=", environmentId)
+      .execute();
+    if (others.length === 0) {
+      throw new InUseError(
+        `ephemeral environment '${name}' is the only environment of phase ${phase.phase_position + 1} of lifecycle '${phase.name}'; add another environment to that phase or remove the phase first`,
+        [`lifecycle '${phase.name}'`],
+      );
+    }
+  }
+  await trx.deleteFrom("lifecycle_phase_environments").where("environment_id", "=", environmentId).execute();
+  await trx.deleteFrom("target_environments").where("environment_id", "=", environmentId).execute();
+  // Its deployment rows go too (they name the environment); their tasks and logs stay, and
+  // the audit log keeps who deployed what there.
+  await trx.deleteFrom("deployments").where("environment_id", "=", environmentId).execute();
+}
+
+/**
+ * Ephemeral environments whose TTL has run out at `now`: ttl_minutes after their last
+ * deployment was created, or after their creation when nothing was deployed there.
+ */
+export async function expiredEphemeralEnvironments({ db }: StoreContext, now: Date): Promise<Environment[]> {
+  const rows = await db
+    .selectFrom("environments as e")
+    .leftJoin("deployments as d", "d.environment_id", "e.id")
+    .selectAll("e")
+    .select((eb) => eb.fn.max("d.created_at").as("last_deployed_at"))
+    .where("e.ephemeral", "=", 1)
+    .where("e.ttl_minutes", "is not", null)
+    .groupBy([
+      "e.id",
+      "e.slug",
+      "e.name",
+      "e.description",
+      "e.position",
+      "e.unavailable_targets",
+      "e.ephemeral",
+      "e.ttl_minutes",
+      "e.created_at",
+      "e.updated_at",
+    ])
+    .execute();
+  return rows
+    .filter((row) => {
+      const since = Date.parse(row.last_deployed_at ?? row.created_at);
+      return since + (row.ttl_minutes ?? 0) * 60_000 <= now.getTime();
+    })
+    .map(toEnvironment);
+}
+
+/** Deployments to the environment that are queued or running (a tear-down waits for them). */
+export async function activeDeploymentsIn({ db }: StoreContext, environmentId: string): Promise<number> {
+  const row = await db
+    .selectFrom("deployments as d")
+    .innerJoin("tasks as t", "t.id", "d.task_id")
+    .select((eb) => eb.fn.countAll<number>().as("count"))
+    .where("d.environment_id", "=", environmentId)
+    .where("t.state", "in", ["queued", "running", "waiting"])
+    .executeTakeFirstOrThrow();
+  return Number(row.count);
+}
+
 async function usagesOfEnvironment(trx: Executor, environmentId: string): Promise<string[]> {
   const lifecycles = await trx
     .selectFrom("lifecycle_phase_environments as lpe")
@@ -195,7 +296,10 @@ async function usagesOfEnvironment(trx: Executor, environmentId: string): Promis
     .select("t.name")
     .where("te.environment_id", "=", environmentId)
     .execute();
-  const variables = await variablesScopedTo(trx, "environment", environmentId);
+  const variables = [
+    ...(await variablesScopedTo(trx, "environment", environmentId)),
+    ...(await setVariablesScopedTo(trx, "environment", environmentId)),
+  ];
   return [
     ...lifecycles.map((row) => `lifecycle '${row.name}'`),
     ...targets.map((row) => `target '${row.name}'`),

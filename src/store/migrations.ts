@@ -1001,6 +1001,80 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  "0031_ephemeral_environments": {
+    async up(db: Kysely<unknown>) {
+      // An ephemeral environment (ADR 0045) is torn down and deleted ttl_minutes after its
+      // last deployment (or its creation); ttl_minutes null: only by `ferry env delete`.
+      await db.schema
+        .alterTable("environments")
+        .addColumn("ephemeral", "integer", (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema.alterTable("environments").addColumn("ttl_minutes", "integer").execute();
+    },
+  },
+  "0032_variable_sets": {
+    async up(db: Kysely<unknown>) {
+      // Variable sets shared by several projects (issue 16 part 2, ADR 0047): a set's
+      // values are stored like a project's (sealed when sensitive, bound to
+      // "variable-set-variable:<id>"), and a project includes sets in an order.
+      await db.schema
+        .createTable("variable_sets")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("slug", "text", (c) => c.notNull().unique())
+        .addColumn("name", "text", (c) => c.notNull().unique())
+        .addColumn("description", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable("variable_set_variables")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("set_id", "text", (c) => c.notNull().references("variable_sets.id").onDelete("cascade"))
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("sensitive", "integer", (c) => c.notNull())
+        .addColumn("value", "text")
+        .addColumn("value_sealed", "text")
+        .addColumn("scope_key", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addColumn("updated_at", "text", (c) => c.notNull())
+        .addUniqueConstraint("variable_set_variables_name_scope_unique", ["set_id", "name", "scope_key"])
+        .execute();
+      await db.schema
+        .createTable("variable_set_scopes")
+        .addColumn("variable_id", "text", (c) =>
+          c.notNull().references("variable_set_variables.id").onDelete("cascade"),
+        )
+        .addColumn("kind", "text", (c) => c.notNull())
+        .addColumn("value", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("variable_set_scopes_pk", ["variable_id", "kind", "value"])
+        .execute();
+      await db.schema
+        .createIndex("variable_set_scopes_by_value")
+        .on("variable_set_scopes")
+        .columns(["kind", "value"])
+        .execute();
+      await db.schema
+        .createTable("project_variable_sets")
+        .addColumn("project_id", "text", (c) => c.notNull().references("projects.id").onDelete("cascade"))
+        .addColumn("set_id", "text", (c) => c.notNull().references("variable_sets.id"))
+        .addColumn("position", "integer", (c) => c.notNull())
+        .addPrimaryKeyConstraint("project_variable_sets_pk", ["project_id", "set_id"])
+        .execute();
+      await db.schema
+        .createIndex("project_variable_sets_by_set")
+        .on("project_variable_sets")
+        .column("set_id")
+        .execute();
+      // Built-in roles follow the code: the administrator gains editVariableSets.
+      for (const role of builtInRoles) {
+        await db
+          .updateTable("roles" as never)
+          .set({ permissions: JSON.stringify(role.permissions) } as never)
+          .where("id" as never, "=", `role_${role.slug}` as never)
+          .execute();
+      }
+    },
+  },
   "0030_packages": {
     async up(db: Kysely<unknown>) {
       // The built-in package feed (ADR 0044): one row per pushed version; its bytes are kept

@@ -23,6 +23,7 @@ import {
 } from "./common.js";
 import { insertReleasePackages, pinPackages } from "./packages.js";
 import type { ReleaseRow } from "./schema.js";
+import { snapshotSetVariables } from "./variableSets.js";
 
 export async function getProcess(context: StoreContext, projectReference: string): Promise<Process> {
   return (await getProcessVersion(context, projectReference)).process;
@@ -120,8 +121,8 @@ export async function createRelease(
       images: resolved?.images ?? [],
       // Pinned inside the release's transaction: a version deleted meanwhile is not pinned.
       packages: await pinPackages(trx, releaseProcess.packages, input.packages ?? {}),
-      variables: await snapshotVariables(trx, project.id, (variableId, sealed, index) =>
-        secrets.seal(secrets.open(sealed, `variable:${variableId}`), sealedVariableContext(id, index)),
+      variables: await snapshotVariables(trx, project.id, (valueContext, sealed, index) =>
+        secrets.seal(secrets.open(sealed, valueContext), sealedVariableContext(id, index)),
       ),
     };
     const row: ReleaseRow = {
@@ -147,11 +148,19 @@ export async function createRelease(
   });
 }
 
+/**
+ * The project's own values, then those of the variable sets it includes (in its order of
+ * sets, each marked with its set): what a release or runbook snapshot holds and what
+ * `ferry vars show` resolves (ADR 0047).
+ */
 export async function snapshotVariables(
   trx: Executor,
   projectId: string,
-  /** Opens a project variable's sealed value and seals it again for the release. */
-  reseal: (variableId: string, sealed: string, index: number) => string,
+  /**
+   * Opens a sealed value (sealed with `valueContext`) and seals it again for the snapshot,
+   * at `index` in the list returned.
+   */
+  reseal: (valueContext: string, sealed: string, index: number) => string,
 ): Promise<SnapshotVariable[]> {
   const variables = await trx
     .selectFrom("variables")
@@ -171,17 +180,22 @@ export async function snapshotVariables(
         )
         .execute()
     : [];
-  return variables.map((variable, index) => {
+  const own = variables.map((variable, index): SnapshotVariable => {
     const own = scopes.filter((scope) => scope.variable_id === variable.id);
     const of = (kind: string) => own.filter((scope) => scope.kind === kind).map((scope) => scope.value);
     return {
       name: variable.name,
       sensitive: variable.sensitive === 1,
       value: variable.sensitive === 1 ? null : variable.value,
-      sealed: variable.sensitive === 1 ? reseal(variable.id, variable.value_sealed ?? "", index) : null,
+      sealed: variable.sensitive === 1 ? reseal(`variable:${variable.id}`, variable.value_sealed ?? "", index) : null,
       scope: { environments: of("environment"), roles: of("role"), targets: of("target") },
     };
   });
+  // Placed after the project's own: the index is the value's place in the whole list.
+  const fromSets = await snapshotSetVariables(trx, projectId, (valueContext, sealed, index) =>
+    reseal(valueContext, sealed, own.length + index),
+  );
+  return [...own, ...fromSets];
 }
 
 /**
@@ -200,8 +214,8 @@ export async function resnapshotVariables(
     const row = await getReleaseRow(trx, project.id, reference);
     if (!row) throw new NotFoundError(`project '${project.name}' has no release '${reference}'`);
     const snapshot = releaseSnapshotSchema.parse(JSON.parse(row.snapshot));
-    const variables = await snapshotVariables(trx, project.id, (variableId, sealed, index) =>
-      secrets.seal(secrets.open(sealed, `variable:${variableId}`), sealedVariableContext(row.id, index)),
+    const variables = await snapshotVariables(trx, project.id, (valueContext, sealed, index) =>
+      secrets.seal(secrets.open(sealed, valueContext), sealedVariableContext(row.id, index)),
     );
     const updatedAt = nowIso();
     await trx

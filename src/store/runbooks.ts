@@ -212,8 +212,8 @@ async function insertSnapshot(
   const id = newId("rbs");
   const snapshot: RunbookSnapshot = {
     definition: definitionOf(row),
-    variables: await snapshotVariables(trx, row.project_id, (variableId, sealed, index) =>
-      secrets.seal(secrets.open(sealed, `variable:${variableId}`), sealedSnapshotVariable(id, index)),
+    variables: await snapshotVariables(trx, row.project_id, (valueContext, sealed, index) =>
+      secrets.seal(secrets.open(sealed, valueContext), sealedSnapshotVariable(id, index)),
     ),
   };
   const snapshotRow: RunbookSnapshotRow = {

@@ -19,6 +19,10 @@ export interface Database {
   feeds: FeedRow;
   variables: VariableRow;
   variable_scopes: VariableScopeRow;
+  variable_sets: VariableSetRow;
+  variable_set_variables: VariableSetVariableRow;
+  variable_set_scopes: VariableScopeRow;
+  project_variable_sets: ProjectVariableSetRow;
   api_keys: ApiKeyRow;
   users: UserRow;
   sessions: SessionRow;
@@ -71,6 +75,10 @@ export interface EnvironmentRow extends Timestamps {
   position: number;
   /** "fail" | "skip" (UnavailableTargetPolicy). */
   unavailable_targets: string;
+  /** 1: ephemeral (ADR 0045): torn down by `ferry env delete` or after ttl_minutes. */
+  ephemeral: number;
+  /** Minutes after its last deployment (or creation) an ephemeral environment is torn down; null: never on its own. */
+  ttl_minutes: number | null;
 }
 
 export interface LifecycleRow extends Timestamps {
@@ -190,6 +198,33 @@ export interface VariableRow extends Timestamps {
   value_sealed: string | null;
   /** Canonical scope text; (project, name, scope_key) is unique. */
   scope_key: string;
+}
+
+/** A variable set shared by several projects (ADR 0047). */
+export interface VariableSetRow extends Timestamps {
+  id: string;
+  slug: string;
+  name: string;
+  description: string;
+}
+
+/** One value of a set; like VariableRow, sealed bound to "variable-set-variable:<id>". */
+export interface VariableSetVariableRow extends Timestamps {
+  id: string;
+  set_id: string;
+  name: string;
+  sensitive: number;
+  value: string | null;
+  value_sealed: string | null;
+  /** Canonical scope text; (set, name, scope_key) is unique. */
+  scope_key: string;
+}
+
+/** A project includes a set; position orders a project's sets (0 first, and first wins a tie). */
+interface ProjectVariableSetRow {
+  project_id: string;
+  set_id: string;
+  position: number;
 }
 
 interface VariableScopeRow {

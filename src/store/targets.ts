@@ -25,6 +25,7 @@ import {
 import { variablesScopedTo } from "./environments.js";
 import type { TargetRow } from "./schema.js";
 import { deleteTargetHealth, targetHealthOf } from "./targetHealth.js";
+import { setVariablesScopedTo } from "./variableSets.js";
 
 async function loadTargets(db: Executor, rows: TargetRow[]): Promise<Target[]> {
   if (rows.length === 0) return [];
@@ -253,12 +254,13 @@ export async function updateTarget(context: StoreContext, reference: string, inp
         },
       ]);
     }
-    if (transport === "agent" && input.router?.driver === "nginx") {
-      throw new InputError("an agent's host cannot use nginx as its router", [
+    const driver = input.router?.driver;
+    if (transport === "agent" && driver !== undefined && driver !== "builtin") {
+      // nginx and haproxy both run a program and a config the server names (ADR 0039, 0048).
+      throw new InputError(`an agent's host cannot use ${driver} as its router`, [
         {
           pointer: "/router/driver",
-          detail:
-            'the agent runs only its own Ferry as a host service, never nginx with a config the server names (ADR 0039): use driver "builtin" on an agent target',
+          detail: `the agent runs only its own Ferry as a host service, never ${driver} with a config the server names (ADR 0039, 0048): use driver "builtin" on an agent target`,
         },
       ]);
     }
@@ -453,7 +455,10 @@ export async function trustHostKeys(
 export async function deleteTarget({ db }: StoreContext, reference: string): Promise<void> {
   await db.transaction().execute(async (trx) => {
     const target = await findNamed(trx, "targets", reference);
-    const usedBy = await variablesScopedTo(trx, "target", target.id);
+    const usedBy = [
+      ...(await variablesScopedTo(trx, "target", target.id)),
+      ...(await setVariablesScopedTo(trx, "target", target.id)),
+    ];
     if (usedBy.length > 0) {
       throw new InUseError(
         `target '${target.name}' is used by ${usedBy.join(", ")}; remove it from their scope first`,

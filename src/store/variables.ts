@@ -24,13 +24,13 @@ import type { VariableRow } from "./schema.js";
 
 const valueContext = (variableId: string) => `variable:${variableId}`;
 
-interface ResolvedScope {
+export interface ResolvedScope {
   environmentIds: string[];
   roles: string[];
   targetIds: string[];
 }
 
-async function resolveScope(trx: Executor, scope: VariableScopeInput): Promise<ResolvedScope> {
+export async function resolveScope(trx: Executor, scope: VariableScopeInput): Promise<ResolvedScope> {
   const issues: FieldIssue[] = [];
   const environmentIds = await resolveReferences(
     trx,

@@ -12,6 +12,7 @@ import type {
   RouterDrainResult,
   RouterSwitchResult,
   RouteSpec,
+  TrafficSplit,
   UpstreamTraffic,
 } from "./router.js";
 
@@ -26,13 +27,14 @@ export class BuiltinRouter implements Router {
     return found ? { upstream: found.upstream, colour: found.colour } : undefined;
   }
 
-  async routes(): Promise<(RouteSpec & LiveUpstream)[]> {
+  async routes(): Promise<(RouteSpec & LiveUpstream & { canary?: TrafficSplit })[]> {
     return (await this.client.listRoutes()).map((route) => ({
       name: route.name,
       host: route.host,
       pathPrefix: route.pathPrefix,
       upstream: route.upstream,
       colour: route.colour,
+      ...(route.canary && { canary: route.canary }),
     }));
   }
 
@@ -69,17 +71,31 @@ export class BuiltinRouter implements Router {
     return performance.now() - started;
   }
 
+  async split(route: string, split: TrafficSplit | null): Promise<{ switchMs: number }> {
+    const started = performance.now();
+    await this.client.setCanary(
+      route,
+      split === null
+        ? null
+        : { upstream: split.upstream, weight: split.weight, ...(split.colour !== null && { colour: split.colour }) },
+    );
+    return { switchMs: performance.now() - started };
+  }
+
   async drain(upstream: string, deadlineMs: number): Promise<RouterDrainResult> {
     const result = await this.client.drain(upstream, deadlineMs);
     return { drained: result.drained, waitedMs: result.waitedMs, inFlight: result.inFlight };
   }
 
   async traffic(): Promise<UpstreamTraffic[]> {
-    return (await this.client.stats()).map(({ route, upstream, served, failed, duration }) => ({
+    return (await this.client.stats()).map(({ route, upstream, served, failed, duration, serverErrors, retried }) => ({
       route,
       upstream,
       served,
       failed,
+      // Older proxies (they outlive server upgrades) do not count these.
+      ...(serverErrors !== undefined && { serverErrors }),
+      ...(retried !== undefined && { retried }),
       // A proxy started by an earlier Ferry (it outlives server upgrades) does not time requests.
       ...(duration !== undefined && { duration }),
     }));

@@ -283,6 +283,8 @@ export function withEtcdPublisher(
     routes: () => router.routes(),
     drain: (upstream, deadlineMs) => router.drain(upstream, deadlineMs),
     traffic: () => router.traffic(),
+    // A canary is not published: etcd says which colour is live, and that changes only at the promotion's switch.
+    ...(router.split && { split: router.split.bind(router) }),
 
     async switch(route: RouteSpec, target: LiveUpstream): Promise<RouterSwitchResult> {
       // Before the switch: a route etcd cannot hold is refused while the old upstream is live.

@@ -504,8 +504,8 @@ interface FileChange {
   before: string | undefined;
 }
 
-/** The origin of an upstream, and what nginx's `server` directive gets ("127.0.0.1:8001"). */
-function parseUpstream(value: string): { origin: string; server: string } {
+/** The origin of an upstream, and what nginx's `server` directive gets ("127.0.0.1:8001"). Shared with the haproxy driver. */
+export function parseUpstream(value: string): { origin: string; server: string } {
   const refuse = () =>
     new InputError(
       `upstream ${JSON.stringify(value)} is not an HTTP origin such as http://127.0.0.1:8001 (an IP address or host name and a port; no path, query or credentials)`,
@@ -527,7 +527,8 @@ function parseUpstream(value: string): { origin: string; server: string } {
   return { origin: url.origin, server: `${hostname}:${url.port === "" ? "80" : url.port}` };
 }
 
-function validateRoute(route: RouteSpec, target: LiveUpstream): StoredRoute {
+/** A route and its upstream checked against the allow-lists above (shared with the haproxy driver, whose config takes the same values). */
+export function validateRoute(route: RouteSpec, target: LiveUpstream): StoredRoute {
   if (!ROUTE_NAME.test(route.name)) {
     throw new InputError(`route name ${JSON.stringify(route.name)} is not 1–63 letters, digits, '.', '_' or '-'`);
   }

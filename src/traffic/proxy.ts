@@ -4,10 +4,13 @@ import type { Duplex } from "node:stream";
 import { ConflictError, NotFoundError } from "../domain/errors.js";
 import { DurationHistogram } from "./durationHistogram.js";
 import {
+  canaryBodySchema,
   ensureStateDir,
   loadRoutes,
+  modeBodySchema,
   type Route,
   type RouteDefinition,
+  type RouteMode,
   routeDefinitionSchema,
   saveRoutes,
 } from "./proxyState.js";
@@ -46,6 +49,8 @@ interface Counters {
   failed: number;
   retried: number;
   inFlight: number;
+  /** Of `served`, the answers with a 5xx status: a canary's figures are compared with these (ADR 0049). */
+  serverErrors: number;
 }
 
 export interface RouteStats extends Counters {
@@ -80,10 +85,25 @@ export interface PutRouteResult {
   created: boolean;
 }
 
+export interface CanaryResult {
+  route: Route;
+  /** The canary the route had before; null when it had none. */
+  previous: Route["canary"] | null;
+}
+
 interface Match {
   name: string;
   upstream: string;
+  /** A Set-Cookie value for the answer: the visitor's canary bucket, when it had none yet. */
+  setCookie?: string | undefined;
+  /** Maintenance or paused, when the route is. */
+  mode?: RouteMode | null | undefined;
 }
+
+/** The request header that pins a request to one side of a canary: "new" (the canary) or "stable". */
+const PIN_HEADER = "x-ferry-colour";
+/** How long a visitor keeps its canary bucket: a day covers a rollout's stages. */
+const BUCKET_COOKIE_MAX_AGE_SECONDS = 86_400;
 
 export class FerryProxy {
   /** Replaced as a whole on every change: the assignment in `commit` is the switch. */
@@ -145,10 +165,56 @@ export class FerryProxy {
         ...current,
         upstream: parsed,
         colour: colour ?? null,
+        // A switch ends any canary: promoted (it is the new upstream) or replaced.
+        canary: undefined,
         updatedAt: new Date().toISOString(),
       };
       routes.set(name, route);
       return { route, previous: { upstream: current.upstream, colour: current.colour } };
+    });
+  }
+
+  /**
+   * Sends `weight` per cent of the route's visitors to a second upstream (a canary) from now
+   * on, each visitor kept on its side by a bucket cookie; null takes the canary away, so every
+   * request that starts afterwards goes to the live upstream again. Persisted before it takes
+   * effect, as a switch is.
+   */
+  setCanary(name: string, canary: { upstream: string; colour?: string | undefined; weight: number } | null) {
+    const parsed = canary === null ? null : canaryBodySchema.parse(canary);
+    return this.change((routes): CanaryResult => {
+      const current = routes.get(name);
+      if (!current) throw new NotFoundError(`there is no route '${name}'; create it with PUT /routes/${name}`);
+      if (parsed !== null && parsed.upstream === current.upstream) {
+        throw new ConflictError(
+          `${parsed.upstream} is already the live upstream of route '${name}'; a canary is another upstream`,
+        );
+      }
+      const route: Route = {
+        ...current,
+        canary:
+          parsed === null
+            ? undefined
+            : { upstream: parsed.upstream, colour: parsed.colour ?? null, weight: parsed.weight },
+        updatedAt: new Date().toISOString(),
+      };
+      routes.set(name, route);
+      return { route, previous: current.canary ?? null };
+    });
+  }
+
+  /**
+   * Puts a route in maintenance (every request answered 503) or pauses it (requests held up to
+   * a timeout); null resumes it, and held requests go on to the live upstream at once.
+   */
+  setMode(name: string, mode: RouteMode | null): Promise<{ route: Route }> {
+    const parsed = mode === null ? null : modeBodySchema.parse(mode);
+    return this.change((routes) => {
+      const current = routes.get(name);
+      if (!current) throw new NotFoundError(`there is no route '${name}'; create it with PUT /routes/${name}`);
+      const route: Route = { ...current, mode: parsed ?? undefined, updatedAt: new Date().toISOString() };
+      routes.set(name, route);
+      return { route };
     });
   }
 
@@ -160,7 +226,10 @@ export class FerryProxy {
   async drain(upstream: string, deadlineMs: number): Promise<DrainResult> {
     const target = routeDefinitionSchema.shape.upstream.parse(upstream);
     const started = performance.now();
-    const routedBy = () => this.listRoutes().flatMap((route) => (route.upstream === target ? [route.name] : []));
+    const routedBy = () =>
+      this.listRoutes().flatMap((route) =>
+        route.upstream === target || route.canary?.upstream === target ? [route.name] : [],
+      );
     if (routedBy().length > 0) {
       return { drained: false, inFlight: this.inFlightOf(target), waitedMs: 0, routedBy: routedBy() };
     }
@@ -251,7 +320,50 @@ export class FerryProxy {
       if (route.host !== host || !prefixMatches(route.pathPrefix, path)) continue;
       if (!best || route.pathPrefix.length > best.pathPrefix.length) best = route;
     }
-    return best && { name: best.name, upstream: best.upstream };
+    if (!best) return undefined;
+    const match = best.canary ? pickSide(best, best.canary, request) : { name: best.name, upstream: best.upstream };
+    return best.mode ? { ...match, mode: best.mode } : match;
+  }
+
+  /**
+   * A request of a route in maintenance gets the 503 page; one of a paused route waits until
+   * the route is resumed (then it is resolved again: the route may have been switched
+   * meanwhile) or until the pause's timeout (503). Held requests are not in flight on any
+   * upstream: a drain does not wait for them.
+   */
+  private handleHeld(match: Match, request: http.IncomingMessage, response: http.ServerResponse): boolean {
+    const mode = match.mode;
+    if (!mode) return false;
+    if (mode.mode === "maintenance") {
+      request.resume();
+      if (mode.page === undefined) {
+        sendProblem(response, 503, "maintenance", `route '${match.name}' is in maintenance; try again later`);
+      } else {
+        response.writeHead(503, {
+          "content-type": "text/html; charset=utf-8",
+          "content-length": Buffer.byteLength(mode.page),
+          "cache-control": "no-store",
+        });
+        response.end(mode.page);
+      }
+      return true;
+    }
+    const stillPaused = () => this.routes.get(match.name)?.mode?.mode === "paused";
+    void this.waitUntil(() => !stillPaused(), mode.timeoutSeconds * 1000).then((released) => {
+      if (response.destroyed) return;
+      if (!released) {
+        request.resume();
+        sendProblem(
+          response,
+          503,
+          "paused",
+          `route '${match.name}' was paused for longer than ${mode.timeoutSeconds} s; try again`,
+        );
+        return;
+      }
+      this.handleRequest(request, response);
+    });
+    return true;
   }
 
   private handleRequest(request: http.IncomingMessage, response: http.ServerResponse): void {
@@ -261,6 +373,7 @@ export class FerryProxy {
       sendProblem(response, 404, "no-route", `no route serves ${hostName(request.headers.host)}${request.url ?? "/"}`);
       return;
     }
+    if (match.mode && this.handleHeld(match, request, response)) return;
     const hasBody =
       request.headers["transfer-encoding"] !== undefined || Number(request.headers["content-length"] ?? 0) > 0;
     const mayRetry = !hasBody && IDEMPOTENT_METHODS.has(request.method ?? "");
@@ -269,15 +382,20 @@ export class FerryProxy {
     let current: { end(outcome: Outcome): void; upstreamRequest: http.ClientRequest } | undefined;
 
     const attempt = (upstream: string, retriesLeft: number) => {
-      const { end, isEnded, upstreamRequest } = this.openUpstream(match.name, upstream, request, false, arrivedAt);
+      const { end, answered, isEnded, upstreamRequest } = this.openUpstream(
+        match.name,
+        upstream,
+        request,
+        false,
+        arrivedAt,
+      );
       current = { end, upstreamRequest };
 
       upstreamRequest.on("response", (upstreamResponse) => {
-        response.writeHead(
-          upstreamResponse.statusCode ?? 502,
-          upstreamResponse.statusMessage,
-          withoutHopByHop(upstreamResponse.headers),
-        );
+        answered(upstreamResponse.statusCode ?? 502);
+        const headers = withoutHopByHop(upstreamResponse.headers);
+        if (match.setCookie !== undefined) headers["set-cookie"] = [...asList(headers["set-cookie"]), match.setCookie];
+        response.writeHead(upstreamResponse.statusCode ?? 502, upstreamResponse.statusMessage, headers);
         // A body without a length (an event stream, chunks) may be a while coming: send the
         // head now. With a length the head goes out with the first bytes, in one packet.
         if (upstreamResponse.headers["content-length"] === undefined) response.flushHeaders();
@@ -344,6 +462,11 @@ export class FerryProxy {
         "no-route",
         `no route serves ${hostName(request.headers.host)}${request.url ?? "/"}`,
       );
+      return;
+    }
+    if (match.mode) {
+      // A tunnel cannot be held or shown a page: it is refused until the route serves again.
+      writeRawProblem(socket, 503, match.mode.mode, `route '${match.name}' is ${match.mode.mode}; try again later`);
       return;
     }
     const { end, upstreamRequest } = this.openUpstream(match.name, match.upstream, request, true, performance.now());
@@ -424,6 +547,7 @@ export class FerryProxy {
         failed: 0,
         retried: 0,
         inFlight: 0,
+        serverErrors: 0,
         durations: new DurationHistogram(),
       };
       this.counters.set(key, entry);
@@ -443,13 +567,20 @@ export class FerryProxy {
     request: http.IncomingMessage,
     upgrade: boolean,
     startedAt: number,
-  ): { end(outcome: Outcome, endedAt?: number): void; isEnded(): boolean; upstreamRequest: http.ClientRequest } {
+  ): {
+    end(outcome: Outcome, endedAt?: number): void;
+    /** Records the upstream's status, counted when the request ends. */
+    answered(status: number): void;
+    isEnded(): boolean;
+    upstreamRequest: http.ClientRequest;
+  } {
     this.begin(route, upstream);
     let ended = false;
+    let status = 0;
     const end = (outcome: Outcome, endedAt = performance.now()) => {
       if (ended) return;
       ended = true;
-      this.end(route, upstream, outcome, (endedAt - startedAt) / 1000);
+      this.end(route, upstream, outcome, (endedAt - startedAt) / 1000, status);
     };
     const target = new URL(upstream);
     const upstreamRequest = http.request({
@@ -460,7 +591,14 @@ export class FerryProxy {
       headers: forwardedHeaders(request, upgrade),
       agent: upgrade ? false : this.agentFor(upstream),
     });
-    return { end, isEnded: () => ended, upstreamRequest };
+    return {
+      end,
+      answered: (code) => {
+        status = code;
+      },
+      isEnded: () => ended,
+      upstreamRequest,
+    };
   }
 
   private begin(route: string, upstream: string): void {
@@ -468,12 +606,13 @@ export class FerryProxy {
     this.inFlightByUpstream.set(upstream, this.inFlightOf(upstream) + 1);
   }
 
-  private end(route: string, upstream: string, outcome: Outcome, seconds: number): void {
+  private end(route: string, upstream: string, outcome: Outcome, seconds: number, status: number): void {
     const entry = this.countersFor(route, upstream);
     entry.inFlight -= 1;
     switch (outcome) {
       case "served":
         entry.served += 1;
+        if (status >= 500) entry.serverErrors += 1;
         entry.durations.observe(seconds);
         break;
       case "failed":
@@ -532,6 +671,53 @@ export class FerryProxy {
   }
 }
 
+/**
+ * Which side of a canary a request goes to: `X-Ferry-Colour: new|stable` pins it; otherwise
+ * the visitor's bucket (0–99, from its cookie, or drawn now and sent back in one) below the
+ * weight goes to the canary. A bucket, not a colour, is remembered: raising the weight moves
+ * only visitors from the stable side to the canary, never back, and a rollback to 0 % moves
+ * everyone to the stable side without any cookie having to change.
+ */
+function pickSide(route: Route, canary: NonNullable<Route["canary"]>, request: http.IncomingMessage): Match {
+  const pin = request.headers[PIN_HEADER];
+  if (pin === "new") return { name: route.name, upstream: canary.upstream };
+  if (pin === "stable") return { name: route.name, upstream: route.upstream };
+  const cookieName = bucketCookieName(route.name);
+  let bucket = readBucket(request.headers.cookie, cookieName);
+  let setCookie: string | undefined;
+  if (bucket === undefined) {
+    // Not a secret: a bucket only says which side a visitor is on.
+    bucket = Math.floor(Math.random() * 100);
+    const secure = request.headers["x-forwarded-proto"] === "https" ? "; Secure" : "";
+    // A prefix with characters a cookie attribute cannot hold (';', controls) scopes the cookie to the host.
+    const path = /^[A-Za-z0-9/._~%+-]+$/.test(route.pathPrefix) ? route.pathPrefix : "/";
+    setCookie = `${cookieName}=${bucket}; Path=${path}; Max-Age=${BUCKET_COOKIE_MAX_AGE_SECONDS}; HttpOnly; SameSite=Lax${secure}`;
+  }
+  return { name: route.name, upstream: bucket < canary.weight ? canary.upstream : route.upstream, setCookie };
+}
+
+/** "ferry-canary-shop-prod": one cookie per route, so two routes of a host keep their own buckets. */
+export function bucketCookieName(route: string): string {
+  return `ferry-canary-${route}`;
+}
+
+/** The bucket a Cookie header holds for this name; undefined when absent or not a whole number 0–99. */
+function readBucket(header: string | undefined, name: string): number | undefined {
+  if (header === undefined) return undefined;
+  for (const pair of header.split(";")) {
+    const separator = pair.indexOf("=");
+    if (separator === -1 || pair.slice(0, separator).trim() !== name) continue;
+    const value = pair.slice(separator + 1).trim();
+    if (/^\d{1,2}$/.test(value)) return Number(value);
+  }
+  return undefined;
+}
+
+function asList(value: http.OutgoingHttpHeader | undefined): string[] {
+  if (value === undefined) return [];
+  return Array.isArray(value) ? value : [String(value)];
+}
+
 function hostName(header: string | undefined): string {
   if (!header) return "";
   const host = header.trim().toLowerCase();
@@ -583,7 +769,7 @@ function forwardedHeaders(request: http.IncomingMessage, upgrade: boolean): http
 }
 
 function problemBody(status: number, code: string, detail: string): string {
-  const title = status === 404 ? "No route" : "Bad gateway";
+  const title = status === 404 ? "No route" : status === 503 ? "Service unavailable" : "Bad gateway";
   return JSON.stringify({ type: `urn:ferry:problem:${code}`, title, status, detail });
 }
 

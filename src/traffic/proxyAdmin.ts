@@ -5,7 +5,14 @@ import { type AddressInfo, connect } from "node:net";
 import type { z } from "zod";
 import { FerryError } from "../domain/errors.js";
 import type { FerryProxy } from "./proxy.js";
-import { drainBodySchema, routeDefinitionSchema, routeNameSchema, switchBodySchema } from "./proxyState.js";
+import {
+  canaryBodySchema,
+  drainBodySchema,
+  modeBodySchema,
+  routeDefinitionSchema,
+  routeNameSchema,
+  switchBodySchema,
+} from "./proxyState.js";
 
 /**
  * The proxy's admin API: what the Ferry server (or an operator with curl) uses to read and
@@ -117,6 +124,28 @@ async function handle(
     const body = parseBody(switchBodySchema, await readJson(request));
     return { status: 200, body: await proxy.setRoute(name, body.upstream, body.colour) };
   }
+  if (first === "routes" && second !== undefined && third === "canary" && segments.length === 3) {
+    const name = parseName(second);
+    if (method === "PUT") {
+      const body = parseBody(canaryBodySchema, await readJson(request));
+      return { status: 200, body: await proxy.setCanary(name, body) };
+    }
+    if (method === "DELETE") {
+      request.resume();
+      return { status: 200, body: await proxy.setCanary(name, null) };
+    }
+  }
+  if (first === "routes" && second !== undefined && third === "mode" && segments.length === 3) {
+    const name = parseName(second);
+    if (method === "PUT") {
+      const body = parseBody(modeBodySchema, await readJson(request));
+      return { status: 200, body: await proxy.setMode(name, body) };
+    }
+    if (method === "DELETE") {
+      request.resume();
+      return { status: 200, body: await proxy.setMode(name, null) };
+    }
+  }
   if (first === "drain" && segments.length === 1 && method === "POST") {
     const body = parseBody(drainBodySchema, await readJson(request));
     return { status: 200, body: await proxy.drain(body.upstream, body.deadlineMs) };
@@ -129,7 +158,7 @@ async function handle(
     404,
     "route-not-found",
     "No such route",
-    `${method} ${url.pathname} is not part of the proxy admin API (GET /routes, PUT /routes/:name, POST /routes/:name/switch, POST /drain, GET /stats)`,
+    `${method} ${url.pathname} is not part of the proxy admin API (GET /routes, PUT /routes/:name, POST /routes/:name/switch, PUT|DELETE /routes/:name/canary, PUT|DELETE /routes/:name/mode, POST /drain, GET /stats)`,
   );
 }
 

@@ -1,5 +1,5 @@
 import { Agent, fetch } from "undici";
-import type { DrainResult, PutRouteResult, RouteStats, SwitchResult } from "./proxy.js";
+import type { CanaryResult, DrainResult, PutRouteResult, RouteStats, SwitchResult } from "./proxy.js";
 import type { Route, RouteDefinition } from "./proxyState.js";
 
 /** One HTTP exchange with the admin API, for an admin API reached some other way (from a target's host). */
@@ -68,6 +68,21 @@ export class ProxyAdminClient {
   /** Switches a route to another upstream; returns the previous one. */
   switchRoute(name: string, target: { upstream: string; colour?: string }): Promise<SwitchResult> {
     return this.request("POST", `/routes/${encodeURIComponent(name)}/switch`, target);
+  }
+
+  /** Sends `weight` per cent of the route's visitors to a second upstream (null: none any more). */
+  setCanary(name: string, canary: { upstream: string; colour?: string; weight: number } | null): Promise<CanaryResult> {
+    const path = `/routes/${encodeURIComponent(name)}/canary`;
+    return canary === null ? this.request("DELETE", path) : this.request("PUT", path, canary);
+  }
+
+  /** Maintenance (503 page) or paused (requests held); null: the route serves again. */
+  setMode(
+    name: string,
+    mode: { mode: "maintenance"; page?: string } | { mode: "paused"; timeoutSeconds: number } | null,
+  ): Promise<{ route: Route }> {
+    const path = `/routes/${encodeURIComponent(name)}/mode`;
+    return mode === null ? this.request("DELETE", path) : this.request("PUT", path, mode);
   }
 
   /** Waits (up to the deadline) until nothing is in flight on the upstream. */

@@ -42,7 +42,53 @@ export const drainBodySchema = z.strictObject({
   deadlineMs: z.number().int().min(0).max(3_600_000),
 });
 
+/** PUT /routes/:name/canary: a second upstream for `weight` per cent of the route's visitors (ADR 0049). */
+export const canaryBodySchema = z.strictObject({
+  upstream: upstreamSchema,
+  colour: colourSchema.optional(),
+  weight: z
+    .number({ message: "weight is a whole number of per cent, 0 to 100" })
+    .int("weight is a whole number of per cent, 0 to 100")
+    .min(0, "weight is a whole number of per cent, 0 to 100")
+    .max(100, "weight is a whole number of per cent, 0 to 100"),
+});
+
+/**
+ * PUT /routes/:name/mode: a route in maintenance answers every request 503 with `page` (HTML)
+ * or a problem; a paused route holds requests up to `timeoutSeconds`, then sends them on when
+ * it is resumed (DELETE /routes/:name/mode), or answers 503 when the time is up.
+ */
+export const modeBodySchema = z.discriminatedUnion(
+  "mode",
+  [
+    z.strictObject({
+      mode: z.literal("maintenance"),
+      page: z
+        .string()
+        .min(1)
+        .max(32 * 1024, "a maintenance page is at most 32 KiB of HTML")
+        .optional(),
+    }),
+    z.strictObject({
+      mode: z.literal("paused"),
+      timeoutSeconds: z
+        .number({ message: "timeoutSeconds: how long a request may be held, 1 to 600 seconds" })
+        .min(1, "timeoutSeconds: how long a request may be held, 1 to 600 seconds")
+        .max(600, "timeoutSeconds: how long a request may be held, 1 to 600 seconds"),
+    }),
+  ],
+  { message: "mode is maintenance (with an optional page) or paused (with timeoutSeconds)" },
+);
+
+export type RouteMode = z.infer<typeof modeBodySchema>;
+
 export type RouteDefinition = z.input<typeof routeDefinitionSchema>;
+
+const routeCanarySchema = z.strictObject({
+  upstream: z.string(),
+  colour: z.string().nullable(),
+  weight: z.number(),
+});
 
 const routeSchema = z.strictObject({
   name: routeNameSchema,
@@ -50,6 +96,10 @@ const routeSchema = z.strictObject({
   pathPrefix: z.string(),
   upstream: z.string(),
   colour: z.string().nullable(),
+  /** A canary beside the live upstream; absent (or null) when the route has none. */
+  canary: routeCanarySchema.nullable().optional(),
+  /** Maintenance or paused; absent when the route serves. */
+  mode: modeBodySchema.nullable().optional(),
   updatedAt: z.string(),
 });
 

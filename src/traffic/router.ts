@@ -1,7 +1,7 @@
 /**
  * A Router sends a route's traffic to one live upstream and switches it to another: the
  * commit point of a blue/green deployment. Drivers: the builtin `ferry proxy`
- * (builtin.ts), nginx (nginx.ts); an etcd publisher (etcd.ts) wraps
+ * (builtin.ts), nginx (nginx.ts), HAProxy (haproxy.ts); an etcd publisher (etcd.ts) wraps
  * any of them and mirrors every switch under /ferry/routes/<host>/<route>/….
  *
  * The Router's own state is the truth for "which colour is live" (DESIGN.md, data plane):
@@ -38,12 +38,28 @@ export interface RouterDrainResult {
   readonly inFlight?: number;
 }
 
+/**
+ * A canary on a route (ADR 0049): besides its live upstream, the route sends `weight` per
+ * cent of its visitors to a second upstream. The router itself keeps each visitor on one
+ * side (a cookie it sets), and the request header `X-Ferry-Colour: new` reaches the canary
+ * whatever the weight (0 included: testers only).
+ */
+export interface TrafficSplit extends LiveUpstream {
+  /** 0–100: the share of visitors sent to this upstream. */
+  readonly weight: number;
+}
+
 /** Requests of one upstream of one route, counted by the router since it started. */
 export interface UpstreamTraffic {
   readonly route: string;
   readonly upstream: string;
+  /** Requests answered (whatever the status), and requests that failed in the router (connection errors, cut answers). */
   readonly served: number;
   readonly failed: number;
+  /** Of `served`, those the upstream answered with a 5xx status, when the driver counts them. */
+  readonly serverErrors?: number;
+  /** Attempts that could not connect and were sent again to the live upstream, when the driver counts them. */
+  readonly retried?: number;
   /** How long the served and failed requests took, when the driver measures it. */
   readonly duration?: RequestDurations;
 }
@@ -56,12 +72,12 @@ export interface RequestDurations {
 }
 
 export interface Router {
-  /** "builtin", "nginx", "builtin+etcd"… for log lines. */
+  /** "builtin", "nginx", "haproxy", "builtin+etcd"… for log lines. */
   readonly driver: string;
   /** The route's live upstream; undefined when the router has no such route. */
   live(route: string): Promise<LiveUpstream | undefined>;
-  /** Every route the router has, with its live upstream (for start-up reconciliation). */
-  routes(): Promise<(RouteSpec & LiveUpstream)[]>;
+  /** Every route the router has, with its live upstream (for start-up reconciliation) and its canary, if any. */
+  routes(): Promise<(RouteSpec & LiveUpstream & { readonly canary?: TrafficSplit | undefined })[]>;
   /**
    * Creates the route or points it at another upstream, atomically: requests that start
    * after this resolves go to `target`; requests already on the previous upstream finish
@@ -73,6 +89,13 @@ export interface Router {
    * may the colour behind it be stopped.
    */
   drain(upstream: string, deadlineMs: number): Promise<RouterDrainResult>;
+  /**
+   * Sends `split.weight` per cent of the route's visitors to `split.upstream` besides its live
+   * upstream, sticky per visitor; null takes the split away (everything back on the live
+   * upstream). A later `switch` replaces the split too (promotion). Absent when the driver
+   * cannot split traffic by weight (nginx): a canary is refused there before anything starts.
+   */
+  split?(route: string, split: TrafficSplit | null): Promise<{ readonly switchMs: number }>;
   /** Request counts per upstream; undefined when the driver cannot count. */
   traffic(): Promise<UpstreamTraffic[] | undefined>;
   close(): Promise<void>;

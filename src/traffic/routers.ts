@@ -1,4 +1,4 @@
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { FerryEnvironment } from "../config/env.js";
 import { InputError } from "../domain/errors.js";
@@ -6,8 +6,10 @@ import type { TargetRouter } from "../domain/targets.js";
 import { TaskFailure } from "../engine/types.js";
 import type { Transport } from "../transports/types.js";
 import type { EmbeddedProxyOptions } from "./builtin.js";
+import type { HaproxyRouterOptions } from "./haproxy.js";
 import { builtinRouterOnHost, type HostRouter } from "./hostRouter.js";
 import type { NginxRouterOptions } from "./nginx.js";
+import { haproxyRouterOnHost } from "./remoteHaproxy.js";
 import { nginxRouterOnHost } from "./remoteNginx.js";
 import type { Router } from "./router.js";
 
@@ -15,6 +17,7 @@ import type { Router } from "./router.js";
 export type TrafficSettings = (
   | { driver: "builtin"; proxy: EmbeddedProxyOptions }
   | { driver: "nginx"; nginx: NginxRouterOptions }
+  | { driver: "haproxy"; haproxy: HaproxyRouterOptions }
 ) & {
   /** Publish every switch to etcd as well (FERRY_ETCD_ENDPOINT). */
   etcdEndpoint?: string | undefined;
@@ -32,6 +35,8 @@ interface RouterDriver<D extends DriverName> {
   fromEnvironment(env: FerryEnvironment, dataDir: string): Omit<SettingsOf<D>, "etcdEndpoint">;
   connect(settings: SettingsOf<D>, log: (message: string) => void): Promise<Router>;
   hasRoutes(settings: SettingsOf<D>): boolean;
+  /** Where the router takes traffic ("127.0.0.1:8000"). */
+  listen(settings: SettingsOf<D>): string;
   /**
    * The driver on a remote target's host, driven only through the host's Transport (a
    * process, HTTP from the host), so any transport gets it. Absent: the driver runs only on
@@ -53,6 +58,7 @@ const drivers: { [D in DriverName]: RouterDriver<D> } = {
     }),
     connect: async (settings, log) => (await import("./builtin.js")).connectEmbeddedProxy(settings.proxy, log),
     hasRoutes: (settings) => existsSync(join(settings.proxy.stateDir, "routes.json")),
+    listen: (settings) => settings.proxy.listen,
     onHost: builtinRouterOnHost,
   },
   nginx: {
@@ -78,6 +84,7 @@ const drivers: { [D in DriverName]: RouterDriver<D> } = {
     },
     connect: async (settings) => new (await import("./nginx.js")).NginxRouter(settings.nginx),
     onHost: nginxRouterOnHost,
+    listen: (settings) => settings.nginx.listen,
     hasRoutes: (settings) => {
       try {
         return readdirSync(settings.nginx.sitesDir).some((name) => name.startsWith("ferry-host-"));
@@ -86,7 +93,32 @@ const drivers: { [D in DriverName]: RouterDriver<D> } = {
       }
     },
   },
+  // Ferry's own HAProxy, driven through its runtime API (ADR 0048); on a remote host through
+  // `ferry haproxy-router` run there.
+  haproxy: {
+    fromEnvironment: (env, dataDir) => ({
+      driver: "haproxy",
+      haproxy: {
+        haproxy: env.FERRY_HAPROXY_BINARY,
+        stateDir: env.FERRY_HAPROXY_STATE_DIR ?? join(dataDir, "haproxy"),
+        listen: env.FERRY_HAPROXY_LISTEN,
+      },
+    }),
+    connect: async (settings, log) => (await import("./haproxy.js")).connectHaproxyRouter(settings.haproxy, log),
+    hasRoutes: (settings) => haproxyHasRoutes(settings.haproxy.stateDir),
+    onHost: haproxyRouterOnHost,
+    listen: (settings) => settings.haproxy.listen,
+  },
 };
+
+/** Whether Ferry's haproxy.cfg records routes (read here so the driver's module loads only on use). */
+function haproxyHasRoutes(stateDir: string): boolean {
+  try {
+    return readFileSync(join(stateDir, "haproxy.cfg"), "utf8").includes("\n# ferry-route ");
+  } catch {
+    return false;
+  }
+}
 
 function driverOf<D extends DriverName>(settings: SettingsOf<D>): RouterDriver<D> {
   return drivers[settings.driver as D] as RouterDriver<D>;
@@ -95,6 +127,11 @@ function driverOf<D extends DriverName>(settings: SettingsOf<D>): RouterDriver<D
 /** Whether the router has routes from an earlier run (so it must be brought back at start). */
 export function hasRoutes(settings: TrafficSettings): boolean {
   return driverOf(settings).hasRoutes(settings);
+}
+
+/** Where the configured router takes traffic, as its settings name it ("127.0.0.1:8000"). */
+export function trafficListen(settings: TrafficSettings): string {
+  return driverOf(settings).listen(settings);
 }
 
 /**

@@ -649,6 +649,13 @@ export class AgentHost {
         "nginx as the router of an agent's host is not supported: it would run nginx with a config the server names as the agent's own account; use the builtin router there (ADR 0039)",
       );
     }
+    if (group === "haproxy-router") {
+      // The same boundary as nginx: haproxy -f <a config in a directory the server names>, with
+      // a binary the server names, would run as the agent's own account (ADR 0039, 0048).
+      throw new Error(
+        "HAProxy as the router of an agent's host is not supported: it would run a program and config the server names as the agent's own account; use the builtin router there (ADR 0048)",
+      );
+    }
     if (group === undefined || !HOST_SERVICES.has(group)) {
       throw new Error(`the agent runs only its own 'ferry proxy' and 'ferry processes' as a host service`);
     }

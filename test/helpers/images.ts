@@ -80,7 +80,7 @@ export async function buildDemoImage(options: BuildDemoImageOptions): Promise<De
 }
 
 /** `docker import` of a rootfs directory with Dockerfile-like changes, pushed; its pinned reference. */
-async function importAndPush(
+export async function importAndPush(
   root: string,
   registryHost: string,
   repository: string,
@@ -147,7 +147,7 @@ export async function buildNodeAppImage(options: { registryUrl: string; reposito
 }
 
 /** The shared libraries a binary loads, from `ldd` (copied by content: symlinks need no target). */
-function sharedLibraries(binary: string): string[] {
+export function sharedLibraries(binary: string): string[] {
   const output = execFileSync("ldd", [binary], { encoding: "utf8" });
   return [...new Set([...output.matchAll(/(\/\S+\.so\S*)/g)].map((match) => match[1] ?? ""))];
 }

@@ -6,6 +6,10 @@ interface LoadResult {
   failures: string[];
   /** Response bodies (trimmed, first 40 chars) and how often each came back. */
   bodies: Map<string, number>;
+  /** Requests that took over 1 s, from sending to the end of the answer. */
+  over1s: number;
+  /** The slowest request's time in milliseconds. */
+  slowestMs: number;
 }
 
 export interface RunningLoad {
@@ -32,10 +36,22 @@ export function startLoad(options: {
   let requests = 0;
   const failures: string[] = [];
   const bodies = new Map<string, number>();
+  let over1s = 0;
+  let slowestMs = 0;
+  const timed = async () => {
+    const started = performance.now();
+    try {
+      return await get(agent, options);
+    } finally {
+      const ms = performance.now() - started;
+      slowestMs = Math.max(slowestMs, ms);
+      if (ms > 1000) over1s += 1;
+    }
+  };
   const client = async () => {
     while (running) {
       try {
-        const reply = await get(agent, options);
+        const reply = await timed();
         requests += 1;
         if (reply.status < 200 || reply.status > 299)
           failures.push(`HTTP ${reply.status}: ${reply.body.slice(0, 200)}`);
@@ -54,7 +70,7 @@ export function startLoad(options: {
       running = false;
       await Promise.all(clients);
       agent.destroy();
-      return { requests, failures, bodies };
+      return { requests, failures, bodies, over1s, slowestMs };
     },
   };
 }

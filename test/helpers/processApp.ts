@@ -21,6 +21,8 @@ export async function buildProcessApp(
     neverHealthy?: boolean;
     /** /health answers 404 from this many seconds after start (a release that fails during bake). */
     unhealthyAfterSeconds?: number;
+    /** Every this-many-th request to `/` answers HTTP 500 "error $APP_VERSION" (20: a release returning 5 % errors). */
+    errorEvery?: number;
   } = {},
 ): Promise<ProcessApp> {
   const directory = await mkdtemp(join(tmpdir(), "ferry-process-app-"));
@@ -38,6 +40,8 @@ const http = require("node:http");
 const version = process.env.APP_VERSION || "?";
 const unhealthyAt = ${unhealthyAt};
 const started = Date.now();
+const errorEvery = ${options.errorEvery ?? 0};
+let answered = 0;
 console.log("process app " + version + " starting on port " + process.env.PORT);
 const server = http.createServer((request, response) => {
   const healthy = unhealthyAt < 0 || Date.now() - started < unhealthyAt * 1000;
@@ -46,7 +50,14 @@ const server = http.createServer((request, response) => {
     return response.end(healthy ? "ok\\n" : "unhealthy\\n");
   }
   if (request.url === "/slow") return setTimeout(() => response.end("slow " + version + "\\n"), 2000);
-  if (request.url === "/") return response.end("version " + version + "\\n");
+  if (request.url === "/") {
+    answered += 1;
+    if (errorEvery > 0 && answered % errorEvery === 0) {
+      response.writeHead(500, { "content-type": "text/plain" });
+      return response.end("error " + version + "\\n");
+    }
+    return response.end("version " + version + "\\n");
+  }
   response.writeHead(404);
   response.end();
 });

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -38,9 +38,15 @@ export async function startTestServer(
     /** FERRY_PACKAGE_MAX_BYTES and FERRY_PACKAGE_KEEP_VERSIONS (ADR 0044). */
     packageMaxBytes?: number;
     packageKeepVersions?: number;
+    /**
+     * Another node's data directory, whose master.key this one starts with: nodes sharing a
+     * database need the same key (a node with its own refuses to start, ADR 0046).
+     */
+    masterKeyOf?: string;
   } = {},
 ): Promise<TestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), "ferry-server-"));
+  if (options.masterKeyOf) copyFileSync(join(options.masterKeyOf, "master.key"), join(dataDir, "master.key"));
   const apiKey = generateApiKey();
   const server = await startServer({
     port: 0,

@@ -1,7 +1,15 @@
 import { setTimeout as sleep } from "node:timers/promises";
+import {
+  type CanaryVerdict,
+  describeSide,
+  figuresBetween,
+  judgeCanary,
+  type UpstreamFigures,
+} from "../../domain/canary.js";
 import { renderTemplate } from "../../domain/templates.js";
+import { escapeControlCharacters } from "../../domain/text.js";
 import { TARGET_LABEL } from "../../engine/processRunner.js";
-import { TaskFailure } from "../../engine/types.js";
+import { FinalFailure, TaskFailure } from "../../engine/types.js";
 import {
   type Colour,
   type ColourRuntime,
@@ -22,7 +30,7 @@ import {
 import { probeUntilHealthy } from "../healthCheck.js";
 import { httpTestStep } from "../httpTest.js";
 import type { StepRunContext } from "../types.js";
-import type { BlueGreenOptions } from "./config.js";
+import { type BlueGreenOptions, type CanaryOptions, stageThresholds } from "./config.js";
 
 /** One failed probe during bake is a blip; this many in a row switch back. */
 const BAKE_FAILURES_TO_SWITCH_BACK = 2;
@@ -38,6 +46,11 @@ export interface BlueGreenSettings {
   settleSeconds: number;
   /** How long a colour has to stop after SIGTERM when it is retired. */
   stopTimeoutSeconds: number;
+  /**
+   * Which of the step's routes this is, when one step switches several (a Compose file's
+   * routed services): part of each colour's name, so two services' colours never clash.
+   */
+  instance?: string;
 }
 
 /** How the step starts a colour of its own kind (a container from an image, a process from a command). */
@@ -89,6 +102,12 @@ export async function runBlueGreen(
   const trafficBefore = await router.traffic().catch(() => undefined);
 
   const live = await router.live(route.name);
+  if (options.canary !== undefined && router.split === undefined) {
+    // Refused before anything starts: nothing the users see has changed.
+    throw new TaskFailure(
+      `blueGreen.canary: the ${router.driver} router cannot send a share of the traffic to the new colour; canary stages need the builtin proxy (FERRY_ROUTER=builtin, or a target router with driver: builtin). Remove blueGreen.canary to switch all the traffic at once`,
+    );
+  }
   const colours = await coloursOf(runtime, route.name, project, environment, context.target.slug, signal);
   log.info(
     `route ${route.name} (${route.host}${route.pathPrefix}, ${router.driver}): ${
@@ -113,7 +132,7 @@ export async function runBlueGreen(
     );
     candidate = { colour: await runtime.start(retained, signal), created: false, wasRunning };
   } else {
-    const name = colourName(project, environment, release, context.target.slug, context.taskId);
+    const name = colourName(project, environment, release, context.target.slug, context.taskId, settings.instance);
     const colour = await fresh.start(name, {
       ...context.labels,
       "ferry.step": context.stepName,
@@ -171,6 +190,18 @@ export async function runBlueGreen(
     throw new TaskFailure(
       `not switched: the switch is all at once, and another target failed before its switch (${notReady}). ${keptLive(live)}`,
     );
+  }
+
+  if (options.canary !== undefined && router.split !== undefined) {
+    if (live === undefined) {
+      log.info(`canary: nothing is live on route ${route.name} yet, so the first colour takes all its traffic at once`);
+    } else {
+      await runCanary(context, router, router.split.bind(router), route, live, colour, options.canary, async () => {
+        await drain(context, router, { upstream, colour: colour.name }, options);
+        await abandon(context, runtime, candidate, settings, false);
+        await logTraffic(context, router, trafficBefore);
+      });
+    }
   }
 
   // The commit point: from here on new requests reach the new colour.
@@ -270,6 +301,127 @@ export async function runBlueGreen(
       ...(traffic && { requestsServed: String(traffic.served), requestsFailed: String(traffic.failed) }),
     },
   };
+}
+
+/** How often a timed stage's figures are read and judged. */
+const CANARY_CHECK_INTERVAL_MS = 1_000;
+
+/**
+ * The canary stages below weight 100 (ADR 0049): each sends its share of the visitors to the
+ * new colour, lasts its pause (figures judged every second) or until approved (judged then),
+ * and fails the step, everyone back on the live colour, when the new colour's figures pass
+ * the stage's thresholds. Any other end (a rejection, a cancel, a router error) takes the
+ * split away too before it is thrown on: an unfinished canary never stays in the route.
+ */
+async function runCanary(
+  context: StepRunContext,
+  router: Router,
+  split: NonNullable<Router["split"]>,
+  route: RouteSpec,
+  live: LiveUpstream,
+  colour: StartedColour,
+  canary: CanaryOptions,
+  takeAway: () => Promise<void>,
+): Promise<void> {
+  const { log, signal } = context;
+  const stages = canary.steps.filter((stage) => stage.weight < 100);
+  const stableName = live.colour ?? live.upstream;
+  const switchBack = async (why: string) => {
+    const back = await split(route.name, null);
+    log.warn(
+      `canary: switched route ${route.name} back to 0 % on colour ${colour.name} in ${Math.round(back.switchMs)} ms (${why}); colour ${stableName} serves everyone`,
+    );
+    await takeAway();
+  };
+  for (const [index, stage] of stages.entries()) {
+    const thresholds = stageThresholds(canary, stage);
+    const label = `canary stage ${index + 1} of ${canary.steps.length} (${stage.weight} %)`;
+    let verdict: CanaryVerdict;
+    try {
+      const before = await figuresOf(router, route.name, [colour.upstream, live.upstream]);
+      const set = await split(route.name, { upstream: colour.upstream, colour: colour.name, weight: stage.weight });
+      const next = canary.steps[index + 1]?.weight ?? 100;
+      log.info(
+        `${label}: ${stage.weight} % of the visitors of route ${route.name} go to colour ${colour.name} (set in ${Math.round(set.switchMs)} ms), the others stay on ${stableName}; ${
+          stage.approval !== undefined
+            ? `waiting for an approval to go on to ${next} %`
+            : `${stage.pauseSeconds} s until ${next} %`
+        }`,
+      );
+      const judge = async () => {
+        const now = await figuresOf(router, route.name, [colour.upstream, live.upstream]);
+        return judgeCanary(figuresBetween(before[0], now[0]), figuresBetween(before[1], now[1]), thresholds);
+      };
+      if (stage.approval !== undefined) {
+        const decision = await context.waitForDecision({
+          kind: "approval",
+          prompt: `${context.render(stage.approval.instructions)} (canary of colour ${colour.name} at ${stage.weight} %; approve to go on to ${next} %)`,
+          allowed: ["approve", "reject"],
+          separateFromStarter: stage.approval.separateApprover,
+        });
+        verdict = await judge();
+        if (decision.decision !== "approve") {
+          logFigures(context, label, verdict, "warn");
+          await switchBack(`rejected by ${escapeControlCharacters(decision.decidedBy ?? "someone")}`);
+          throw new FinalFailure(
+            `${label} rejected by ${escapeControlCharacters(decision.decidedBy ?? "someone")}${decision.comment ? `: ${escapeControlCharacters(decision.comment)}` : ""}; colour ${stableName} serves everyone`,
+          );
+        }
+      } else {
+        const end = Date.now() + (stage.pauseSeconds ?? 0) * 1000;
+        verdict = await judge();
+        while (verdict.outcome !== "unhealthy" && Date.now() < end) {
+          await sleep(Math.min(CANARY_CHECK_INTERVAL_MS, Math.max(0, end - Date.now())), undefined, { signal });
+          verdict = await judge();
+        }
+      }
+    } catch (error) {
+      if (error instanceof FinalFailure) throw error;
+      // Cancelled, or the router or the decision failed: nobody is left on a canary no one watches.
+      await split(route.name, null).catch((splitError: unknown) =>
+        log.warn(`canary: could not take the split of route ${route.name} away: ${(splitError as Error).message}`),
+      );
+      log.warn(`canary: route ${route.name} back to 0 % on colour ${colour.name}`);
+      if (!signal.aborted) await takeAway();
+      throw error;
+    }
+    if (verdict.outcome === "unhealthy") {
+      logFigures(context, label, verdict, "warn");
+      await switchBack(`over the thresholds: ${verdict.reasons.join("; ")}`);
+      throw new TaskFailure(
+        `${label}: colour ${colour.name} was over the thresholds (${verdict.reasons.join("; ")}) and was switched back to 0 %; colour ${stableName} serves everyone`,
+      );
+    }
+    logFigures(context, label, verdict, "info");
+    if (verdict.outcome === "too-few-requests") {
+      log.warn(
+        `${label}: only ${verdict.canary.requests} request(s) reached the new colour (minRequests ${thresholds.minRequests}): too few to judge, going on`,
+      );
+    }
+  }
+  log.info(`canary: every stage passed; switching all the traffic of route ${route.name} to colour ${colour.name}`);
+}
+
+/** The figures of a stage in the task log: the new colour's and the stable colour's. */
+function logFigures(context: StepRunContext, label: string, verdict: CanaryVerdict, level: "info" | "warn") {
+  context.log[level](
+    `${label}: ${describeSide("new colour", verdict.canary)}; ${describeSide("stable colour", verdict.stable)}`,
+  );
+}
+
+/** What the router counted so far for these upstreams of the route (undefined where it counted nothing). */
+async function figuresOf(router: Router, route: string, upstreams: string[]): Promise<(UpstreamFigures | undefined)[]> {
+  const traffic = (await router.traffic()) ?? [];
+  return upstreams.map((upstream) => {
+    const entry = traffic.find((candidate) => candidate.route === route && candidate.upstream === upstream);
+    if (!entry) return undefined;
+    return {
+      served: entry.served,
+      serverErrors: entry.serverErrors ?? 0,
+      connectionErrors: entry.failed + (entry.retried ?? 0),
+      durations: entry.duration ?? { buckets: [], count: 0 },
+    };
+  });
 }
 
 interface Candidate {
@@ -460,16 +612,22 @@ async function coloursOf(
     .sort((a, b) => b.created - a.created);
 }
 
-/** "ferry-shop-prod-1.4.2-web-1-3fa9c1": which release it runs, on which target, and a part of the task that made it. */
+/**
+ * "ferry-shop-prod-1.4.2-web-1-3fa9c1": which release it runs, on which target, (which of the
+ * step's routes,) and a part of the task that made it.
+ */
 function colourName(
   project: string,
   environment: string,
   release: string,
   target: string | undefined,
   taskId: string,
+  instance: string | undefined,
 ): string {
   const safeRelease = release.replace(/[^a-zA-Z0-9_.-]/g, "-");
-  const name = `ferry-${project}-${environment}-${safeRelease}${target === undefined ? "" : `-${target}`}-${taskId.slice(-6)}`;
+  const name = `ferry-${project}-${environment}-${safeRelease}${target === undefined ? "" : `-${target}`}${
+    instance === undefined ? "" : `-${instance}`
+  }-${taskId.slice(-6)}`;
   // Container names and process instance names follow the same rule.
   if (!isContainerName(name)) throw new TaskFailure(`cannot name a colour '${name.slice(0, 200)}'`);
   return name;
@@ -479,15 +637,25 @@ function keptLive(live: LiveUpstream | undefined): string {
   return live ? `The live colour ${live.colour ?? live.upstream} keeps serving.` : "Nothing was switched.";
 }
 
-/** "…, wait for /health to answer HTTP 200, switch host/ to it, drain the old colour (30 s), bake 20 s, retain 3" */
+/** "…, wait for /health to answer HTTP 200, switch host/ to it [through canary stages 10 % (60 s) → 100 %], drain the old colour (30 s), bake 20 s, retain 3" */
 export function describeSwitch(
   options: BlueGreenOptions,
   route: { host: string; pathPrefix: string } | undefined,
   render: (template: string) => string,
 ): string {
+  const stages =
+    options.canary === undefined
+      ? ""
+      : ` through canary stages ${options.canary.steps
+          .map((stage) =>
+            stage.weight === 100
+              ? "100 %"
+              : `${stage.weight} % (${stage.approval !== undefined ? "until approved" : `${stage.pauseSeconds} s`})`,
+          )
+          .join(" → ")}`;
   return `wait for ${options.healthCheck.path} to answer HTTP ${options.healthCheck.expectedStatus}, switch ${
     route ? `${render(route.host)}${route.pathPrefix}` : "the route"
-  } to it, drain the old colour (${options.drainSeconds} s)${
+  } to it${stages}, drain the old colour (${options.drainSeconds} s)${
     options.bakeSeconds > 0 ? `, bake ${options.bakeSeconds} s` : ""
   }, retain ${options.retain}${options.switch === "allAtOnce" ? "; all targets at once" : ""}`;
 }

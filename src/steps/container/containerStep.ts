@@ -1,3 +1,6 @@
+import { composeHostPaths } from "../compose/composeFile.js";
+import { composeStep } from "../compose/composeStep.js";
+import type { ComposeConfig } from "../compose/config.js";
 import type { StepKind, StepRunContext } from "../types.js";
 import { describeBlueGreen, runContainerBlueGreen } from "./blueGreen.js";
 import { type ContainerConfig, containerConfigSchema } from "./config.js";
@@ -51,6 +54,7 @@ export const containerStep: StepKind<ContainerConfig> = {
  */
 export function hostPathVolumes(steps: readonly { kind: string; config: Record<string, unknown> }[]): string[] {
   return steps.flatMap((step) => {
+    if (step.kind === composeStep.kind) return composeHostPaths(step.config as ComposeConfig);
     if (step.kind !== containerStep.kind) return [];
     const volumes = (step.config as Partial<ContainerConfig>).volumes ?? [];
     return volumes.map((volume) => volume.source).filter((source) => !plainVolumeName.test(source));

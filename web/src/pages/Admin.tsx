@@ -23,6 +23,7 @@ const PERMISSIONS = [
   "resolveFailures",
   "editProcess",
   "editVariables",
+  "editVariableSets",
   "viewSensitiveNames",
   "runRunbooks",
   "editRunbooks",

@@ -1,0 +1,335 @@
+import { once } from "node:events";
+import { readFileSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterEach, describe, expect, it } from "vitest";
+import { readEnvironment } from "../src/config/env.js";
+import { connectHaproxyRouter, HaproxyRouter } from "../src/traffic/haproxy.js";
+import { trafficSettingsFromEnvironment } from "../src/traffic/routers.js";
+import { haproxyStateDir, isRunning, type TestHaproxy } from "./helpers/haproxy.js";
+import { startLoad } from "./helpers/load.js";
+
+/*
+ * The haproxy Router driver against Debian's real HAProxy: Ferry writes haproxy.cfg, starts
+ * and owns the master-worker process, and switches through the runtime API on its unix socket.
+ */
+
+const cleanups: (() => Promise<unknown> | unknown)[] = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+interface Upstream {
+  url: string;
+  stop(): Promise<void>;
+  /** Listens again on the same port, as a restarted container would. */
+  start(): Promise<void>;
+}
+
+/** A real upstream on a free port: answers its name, or after 2 s for /slow. */
+async function startUpstream(name: string): Promise<Upstream> {
+  let server: http.Server | undefined;
+  let port = 0;
+  const start = async () => {
+    const created = http.createServer((request, response) => {
+      request.resume();
+      if (request.url?.startsWith("/slow")) {
+        setTimeout(() => response.end(name), 2_000);
+        return;
+      }
+      if (request.url?.startsWith("/headers")) {
+        response.setHeader("content-type", "application/json");
+        response.end(JSON.stringify({ name, url: request.url, headers: request.headers }));
+        return;
+      }
+      response.end(name);
+    });
+    created.listen(port, "127.0.0.1");
+    await once(created, "listening");
+    port = (created.address() as AddressInfo).port;
+    server = created;
+  };
+  const stop = async () => {
+    const running = server;
+    server = undefined;
+    if (!running) return;
+    const closed = new Promise<void>((resolve) => running.close(() => resolve()));
+    running.closeAllConnections();
+    await closed;
+  };
+  await start();
+  cleanups.push(stop);
+  return { url: `http://127.0.0.1:${port}`, stop, start };
+}
+
+async function startTestHaproxy(): Promise<TestHaproxy> {
+  const haproxy = await haproxyStateDir();
+  cleanups.push(() => haproxy.stop());
+  return haproxy;
+}
+
+function openRouter(haproxy: TestHaproxy): HaproxyRouter {
+  const router = new HaproxyRouter(haproxy.options);
+  cleanups.push(() => router.close());
+  return router;
+}
+
+function get(port: number, host: string, path = "/"): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const request = http.request({ host: "127.0.0.1", port, path, headers: { host }, agent: false }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on("data", (chunk: Buffer) => chunks.push(chunk));
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
+      response.on("error", reject);
+    });
+    request.on("error", reject);
+    request.end();
+  });
+}
+
+describe("haproxy router", () => {
+  it("writes haproxy.cfg, starts HAProxy, serves routes by host and prefix, and reads them back from the file", async () => {
+    const haproxy = await startTestHaproxy();
+    const web = await startUpstream("web");
+    const api = await startUpstream("api");
+    const router = openRouter(haproxy);
+
+    expect(await router.routes()).toEqual([]);
+    const created = await router.switch(
+      { name: "web", host: "App.Example.com", pathPrefix: "/" },
+      { upstream: web.url, colour: "blue" },
+    );
+    expect(created.previous).toBeUndefined();
+    expect(haproxy.masterPid()).toBeDefined();
+    await router.switch(
+      { name: "api", host: "app.example.com", pathPrefix: "/api" },
+      { upstream: `${api.url}/`, colour: null },
+    );
+
+    expect((await get(haproxy.port, "app.example.com", "/")).body).toBe("web");
+    expect((await get(haproxy.port, "APP.example.com:8443", "/api/users?x=1")).body).toBe("api");
+    expect((await get(haproxy.port, "app.example.com", "/api")).body).toBe("api");
+    expect((await get(haproxy.port, "app.example.com", "/apix")).body).toBe("web");
+    const unknown = await get(haproxy.port, "nobody.example.com", "/");
+    expect(unknown.status).toBe(404);
+    expect(JSON.parse(unknown.body)).toMatchObject({ type: "urn:ferry:problem:no-route", status: 404 });
+    const echoed = JSON.parse((await get(haproxy.port, "app.example.com", "/headers")).body) as {
+      headers: Record<string, string>;
+    };
+    expect(echoed.headers).toMatchObject({
+      host: "app.example.com",
+      "x-forwarded-for": "127.0.0.1",
+      "x-forwarded-proto": "http",
+      "x-forwarded-host": "app.example.com",
+    });
+
+    const expected = [
+      { name: "api", host: "app.example.com", pathPrefix: "/api", upstream: api.url, colour: null },
+      { name: "web", host: "app.example.com", pathPrefix: "/", upstream: web.url, colour: "blue" },
+    ];
+    expect(await router.routes()).toEqual(expected);
+    expect(await router.live("web")).toEqual({ upstream: web.url, colour: "blue" });
+    expect(await router.live("nothing")).toBeUndefined();
+    // The runtime API's socket is the owner's only.
+    expect(readFileSync(join(haproxy.dir, "haproxy.cfg"), "utf8")).toContain("mode 600 level admin");
+
+    // State is on disk: another router over the same directory sees the same routes.
+    const second = openRouter(haproxy);
+    expect(await second.routes()).toEqual(expected);
+
+    // Counted and timed from the access log HAProxy writes (the same buckets as the other drivers).
+    await expect
+      .poll(() => router.traffic(), { timeout: 2_000, interval: 50 })
+      .toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({ route: "web", upstream: web.url, served: 3, failed: 0 }),
+          expect.objectContaining({ route: "api", upstream: api.url, served: 2, failed: 0 }),
+        ]),
+      );
+    const web3 = ((await router.traffic()) ?? []).find((entry) => entry.route === "web");
+    expect(web3?.duration?.count).toBe(3);
+    expect(web3?.duration?.buckets.at(-1)?.count).toBe(3);
+  });
+
+  it("switches 10 times under keep-alive load through the runtime API (no reload: the same worker throughout), draining and restarting the old colour, 0 failed requests", async () => {
+    const haproxy = await startTestHaproxy();
+    const blue = await startUpstream("blue");
+    const green = await startUpstream("green");
+    const router = openRouter(haproxy);
+    const route = { name: "app", host: "app.test", pathPrefix: "/" };
+    await router.switch(route, { upstream: blue.url, colour: "blue" });
+    const workers = haproxy.workerPids();
+    expect(workers).toHaveLength(1);
+    const before = (await router.traffic()) ?? [];
+
+    const load = startLoad({ port: haproxy.port, host: "app.test", connections: 16 });
+    const colours = [
+      { upstream: green, colour: "green" },
+      { upstream: blue, colour: "blue" },
+    ];
+    for (let index = 0; index < 10; index += 1) {
+      await sleep(150);
+      const next = colours[index % 2];
+      if (!next) throw new Error("unreachable");
+      const { previous } = await router.switch(route, { upstream: next.upstream.url, colour: next.colour });
+      if (!previous) throw new Error("the route existed");
+      expect(previous.upstream).not.toBe(next.upstream.url);
+      // New connections and requests go to the new colour as soon as the switch resolves.
+      expect((await get(haproxy.port, "app.test")).body).toBe(next.colour);
+      const drained = await router.drain(previous.upstream, 10_000);
+      expect(drained.drained).toBe(true);
+      const old = previous.upstream === blue.url ? blue : green;
+      await old.stop();
+      await sleep(50);
+      await old.start();
+    }
+    await sleep(150);
+    const result = await load.stop();
+
+    expect(result.failures).toEqual([]);
+    expect(result.requests).toBeGreaterThan(100);
+    expect(result.bodies.get("blue")).toBeGreaterThan(0);
+    expect(result.bodies.get("green")).toBeGreaterThan(0);
+    expect(await router.live("app")).toEqual({ upstream: blue.url, colour: "blue" });
+    // Never a reload for a switch: the one worker HAProxy started with served all of it.
+    expect(haproxy.workerPids()).toEqual(workers);
+
+    const servedSince = async () =>
+      ((await router.traffic()) ?? []).reduce((sum, entry) => sum + entry.served, 0) -
+      before.reduce((sum, entry) => sum + entry.served, 0);
+    // The load's requests plus the 10 single checks after each switch.
+    await expect.poll(servedSince, { timeout: 2_000, interval: 50 }).toBe(result.requests + 10);
+    expect(((await router.traffic()) ?? []).every((entry) => entry.failed === 0)).toBe(true);
+  });
+
+  it("lets a 2 s request in flight at the switch finish on the old colour; drain waits for its session", async () => {
+    const haproxy = await startTestHaproxy();
+    const blue = await startUpstream("blue");
+    const green = await startUpstream("green");
+    const router = openRouter(haproxy);
+    const route = { name: "app", host: "app.test", pathPrefix: "/" };
+    await router.switch(route, { upstream: blue.url, colour: "blue" });
+
+    const slowStarted = performance.now();
+    const slow = get(haproxy.port, "app.test", "/slow");
+    await sleep(300);
+    expect(await router.drain(blue.url, 5_000)).toEqual({ drained: false, waitedMs: 0 });
+
+    const { previous } = await router.switch(route, { upstream: green.url, colour: "green" });
+    expect(previous).toEqual({ upstream: blue.url, colour: "blue" });
+    expect((await get(haproxy.port, "app.test", "/")).body).toBe("green");
+
+    const drainStarted = performance.now();
+    const drain = router.drain(blue.url, 10_000);
+    const reply = await slow;
+    expect(reply).toEqual({ status: 200, body: "blue" });
+    const drained = await drain;
+    expect(drained.drained).toBe(true);
+    const remaining = 2_000 - (drainStarted - slowStarted);
+    expect(drained.waitedMs).toBeGreaterThanOrEqual(remaining - 100);
+
+    // A slow request on green is not drained by a short deadline, and says how many are left.
+    const another = get(haproxy.port, "app.test", "/slow");
+    await sleep(200);
+    await router.switch(route, { upstream: blue.url, colour: "blue" });
+    const short = await router.drain(green.url, 300);
+    expect(short).toMatchObject({ drained: false, inFlight: 1 });
+    expect(short.waitedMs).toBeGreaterThanOrEqual(300);
+    expect((await another).body).toBe("green");
+  });
+
+  it("after kill -9 of HAProxy, the connected driver starts it again on the live colour; so does a server restart", async () => {
+    const haproxy = await startTestHaproxy();
+    const blue = await startUpstream("blue");
+    const green = await startUpstream("green");
+    const logs: string[] = [];
+    const router = await connectHaproxyRouter(haproxy.options, (line) => logs.push(line));
+    cleanups.push(() => router.close());
+    const route = { name: "app", host: "app.test", pathPrefix: "/" };
+    await router.switch(route, { upstream: blue.url, colour: "blue" });
+    // Switched at runtime twice: the live colour sits in the other slot than the one it started in.
+    await router.switch(route, { upstream: green.url, colour: "green" });
+    expect((await get(haproxy.port, "app.test")).body).toBe("green");
+
+    const killAll = () => {
+      const master = haproxy.masterPid();
+      if (master === undefined) throw new Error("haproxy is not running");
+      const all = [master, ...haproxy.workerPids()];
+      for (const pid of all) process.kill(pid, "SIGKILL");
+      return all;
+    };
+    const killed = killAll();
+    await expect.poll(() => killed.some(isRunning), { timeout: 5_000 }).toBe(false);
+    await expect
+      .poll(
+        () =>
+          get(haproxy.port, "app.test").then(
+            (reply) => reply.body,
+            () => "no answer",
+          ),
+        {
+          timeout: 10_000,
+          interval: 100,
+        },
+      )
+      .toBe("green");
+    expect(logs).toContain("haproxy is not running: starting it again with Ferry's routes");
+    expect(await router.live("app")).toEqual({ upstream: green.url, colour: "green" });
+
+    // And with no driver watching (the server was down too): the next server's connect brings it back.
+    await router.close();
+    killAll();
+    await expect.poll(() => haproxy.masterPid(), { timeout: 5_000 }).toBeUndefined();
+    const restarted = await connectHaproxyRouter(haproxy.options, () => undefined);
+    cleanups.push(() => restarted.close());
+    expect((await get(haproxy.port, "app.test")).body).toBe("green");
+    // A switch back still goes through the runtime API of the restarted HAProxy.
+    const workers = haproxy.workerPids();
+    await restarted.switch(route, { upstream: blue.url, colour: "blue" });
+    expect((await get(haproxy.port, "app.test")).body).toBe("blue");
+    expect(haproxy.workerPids()).toEqual(workers);
+  });
+
+  it("refuses hosts, prefixes, names and upstreams that could inject HAProxy config, before writing anything", async () => {
+    const haproxy = await startTestHaproxy();
+    const router = openRouter(haproxy);
+    const target = { upstream: "http://127.0.0.1:9", colour: null };
+    await expect(router.switch({ name: "a", host: "x.test if TRUE", pathPrefix: "/" }, target)).rejects.toThrow(
+      /host "x.test if TRUE" is not a host name/,
+    );
+    await expect(router.switch({ name: "a", host: "x.test", pathPrefix: "/a }" }, target)).rejects.toThrow(
+      /path prefix "\/a }" must start with '\/'/,
+    );
+    await expect(router.switch({ name: "a b", host: "x.test", pathPrefix: "/" }, target)).rejects.toThrow(
+      /route name "a b"/,
+    );
+    await expect(
+      router.switch({ name: "a", host: "x.test", pathPrefix: "/" }, { upstream: "http://1.2.3.4:80/x", colour: null }),
+    ).rejects.toThrow(/is not an HTTP origin/);
+    expect(await router.routes()).toEqual([]);
+    expect(haproxy.masterPid()).toBeUndefined();
+    expect(() => new HaproxyRouter({ stateDir: haproxy.dir, listen: "127.0.0.1:80 ssl" })).toThrow(
+      /listen "127.0.0.1:80 ssl" is not an address HAProxy can bind/,
+    );
+    expect(() => new HaproxyRouter({ stateDir: `/tmp/${"x".repeat(120)}`, listen: "127.0.0.1:80" })).toThrow(
+      /too long for its runtime API socket/,
+    );
+  });
+
+  it("is chosen with FERRY_ROUTER=haproxy and its FERRY_HAPROXY_* settings", () => {
+    const settings = trafficSettingsFromEnvironment(
+      readEnvironment({ FERRY_ROUTER: "haproxy", FERRY_HAPROXY_LISTEN: "127.0.0.1:18080" }),
+      "/var/lib/ferry",
+    );
+    expect(settings).toMatchObject({
+      driver: "haproxy",
+      haproxy: { stateDir: "/var/lib/ferry/haproxy", listen: "127.0.0.1:18080", haproxy: "haproxy" },
+    });
+    expect(() =>
+      trafficSettingsFromEnvironment(readEnvironment({ FERRY_ROUTER: "haproxi" }), "/var/lib/ferry"),
+    ).toThrow(/FERRY_ROUTER=haproxi: choose one of builtin, nginx, haproxy/);
+  });
+});
