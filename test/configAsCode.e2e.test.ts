@@ -136,6 +136,8 @@ images:
     feed: everything-registry
     repository: demo/everything
     version: { semver: "^1.0.0" }
+packages:
+  - name: everything-app
 variables:
   - name: Greeting
     value: Hello
@@ -173,6 +175,10 @@ steps:
       strategy: blueGreen
       route: { host: "#{Ferry.Environment.Slug}.everything.test", port: 8080 }
       blueGreen: { healthCheck: { path: /health }, bakeSeconds: 2 }
+  - name: Unpack
+    kind: package
+    roles: [web]
+    config: { package: everything-app }
   - name: Worker
     kind: process
     roles: [web]

@@ -1,3 +1,7 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestApp, type TestApp } from "./helpers/app.js";
 import { createPostgresDatabase, dialects } from "./helpers/databases.js";
@@ -143,6 +147,9 @@ const BODIES: Record<string, unknown> = {
   // Widening their own team to every project and environment.
   "PATCH /api/v1/teams/{team}": { roles: [{ role: "administrator" }] },
   "DELETE /api/v1/teams/{team}": undefined,
+  // Packages are shared by every project: pushing or deleting one needs pushPackages everywhere (ADR 0044).
+  "PUT /api/v1/packages/{package}/versions/{version}": undefined,
+  "DELETE /api/v1/packages/{package}/versions/{version}": undefined,
 };
 
 /** Shared configuration any signed-in caller reads (ADR 0020); it names environments by slug. */
@@ -151,6 +158,11 @@ const SHARED_READS = new Set([
   "GET /api/v1/lifecycles/{lifecycle}",
   "GET /api/v1/feeds",
   "GET /api/v1/feeds/{feed}",
+  // The package feed, shared by every project like feeds (ADR 0044).
+  "GET /api/v1/packages",
+  "GET /api/v1/packages/{package}/versions",
+  "GET /api/v1/packages/{package}/versions/{version}",
+  "GET /api/v1/packages/{package}/versions/{version}/content",
   // Variable sets name no project; their sensitive values read as "set" (ADR 0047).
   "GET /api/v1/variable-sets",
   "GET /api/v1/variable-sets/{set}",
@@ -269,6 +281,16 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
       ((await admin("GET", `/api/v1/tasks/${ids.bravoTask}/artifacts`)) as unknown as { id: string }[])[0]?.id,
     );
     expect(ids.bravoArtifact).toMatch(/^art_/);
+    // A package version (a real .tar.gz) that the scoped user may read but neither replace nor delete.
+    const packageSource = mkdtempSync(join(tmpdir(), "ferry-rbac-package-"));
+    writeFileSync(join(packageSource, "app.txt"), "shared\n");
+    const pushed = await fetch(new URL("/api/v1/packages/shared-app/versions/1.0.0", test.server.url), {
+      method: "PUT",
+      headers: { authorization: `Bearer ${test.apiKey}`, "content-type": "application/octet-stream" },
+      body: execFileSync("tar", ["-cz", "-C", packageSource, "app.txt"]),
+    });
+    rmSync(packageSource, { recursive: true, force: true });
+    expect(pushed.status, await pushed.clone().text()).toBe(201);
     await admin("POST", "/api/v1/projects/alpha/variables", { name: "Greeting", value: "hello" });
     await admin("POST", "/api/v1/projects/alpha/variables", {
       name: "ProdOnly",
@@ -395,6 +417,8 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
       schedule: "bravo-nightly",
       trigger: "bravo-trigger",
       artifact: ids.bravoArtifact ?? "",
+      package: "shared-app",
+      version: "1.0.0",
       set: "shared",
     };
     const answers: string[] = [];
@@ -422,6 +446,7 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
     expect(team.roles).toEqual([{ role: "administrator", projects: ["alpha"], environments: ["dev"] }]);
     expect((await admin("GET", "/api/v1/projects/bravo")).description).toBe("");
     expect((await test.call("GET", "/api/v1/users/sneaky")).status).toBe(404);
+    expect((await test.call("GET", "/api/v1/packages/shared-app/versions/1.0.0")).status).toBe(200);
   });
 
   it("refuses alpha's prodzone too: deploy, promote, roll back, plan, its task, its variables", async () => {

@@ -180,8 +180,8 @@ export function registerAgentProtocol(
   const fail = (error: unknown, request: FastifyRequest, reply: import("fastify").FastifyReply) =>
     sendProblem(reply, errorToProblem(error, request));
   app.register(async (scope) => {
-    // A tunnel's body is a byte stream the handler reads itself, for as long as the tunnel lasts.
-    scope.addContentTypeParser("application/octet-stream", (_request, _payload, done) => done(null, undefined));
+    // A tunnel's body is a byte stream the handler reads itself, for as long as the tunnel
+    // lasts: the app's application/octet-stream parser (src/api/app.ts) leaves it unread.
     // Held open (a long poll, a tunnel): in the address's line (src/api/addressQueue.ts) only
     // until the credential is checked and the body read, then out of it, or agents behind one
     // NAT address would wait behind each other's polls. Not before: these routes take anyone's

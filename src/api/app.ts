@@ -32,6 +32,7 @@ import { masterKeyRoutes } from "./masterKey.js";
 import { metricsRoutes } from "./metrics.js";
 import { oidcRoutes } from "./oidc.js";
 import { buildOpenApiDocument } from "./openapi.js";
+import { packageRoutes } from "./packages.js";
 import { errorToProblem, makeProblem, type Problem, sendProblem } from "./problems.js";
 import { progressionRoutes } from "./progression.js";
 import { releaseRoutes } from "./releases.js";
@@ -124,6 +125,13 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     }
   });
 
+  // Package archives (ADR 0044): the body is handed to the route as the request stream, read
+  // (and size-limited) by the package feed, never buffered whole. Other routes validate their
+  // body with a schema, which a stream does not pass.
+  app.addContentTypeParser("application/octet-stream", (_request, payload, done) => {
+    done(null, payload);
+  });
+
   app.setErrorHandler((error, request, reply) => {
     if (error instanceof RateLimitedError) reply.header("retry-after", String(error.retryAfterSeconds));
     return sendProblem(reply, errorToProblem(error, request));
@@ -188,6 +196,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...(options.deployments?.artifacts
       ? artifactRoutes(options.context, options.deployments.artifacts, options.artifactRetention)
       : []),
+    ...(options.deployments?.packages ? packageRoutes(options.deployments.packages) : []),
     ...progressionRoutes(options.context),
     ...(options.engine ? taskRoutes(options.context, options.engine) : []),
     ...webhookRoutes(options.context, options.outbound),

@@ -17,6 +17,7 @@ import { addLifecycleCommands } from "./lifecycles.js";
 import { addLoginCommand } from "./login.js";
 import { addNginxRouterCommand } from "./nginxRouter.js";
 import { writeError } from "./output.js";
+import { addPackageCommands } from "./packages.js";
 import { addProcessesCommand } from "./processes.js";
 import { addProjectCommands } from "./projects.js";
 import { addProxyCommand } from "./proxy.js";
@@ -80,6 +81,7 @@ export function buildProgram(): Command {
   addRunCommand(program, environment, process.env);
   addTaskCommands(program, context);
   addArtifactCommands(program, context);
+  addPackageCommands(program, context);
   addAdminCommands(program, context);
   addApiKeyCommands(program, context);
   addRoleCommands(program, context);

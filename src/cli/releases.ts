@@ -23,6 +23,7 @@ interface CreateOptions extends WaitOptions {
   version?: string;
   notes?: string;
   image?: Record<string, string>;
+  package?: Record<string, string>;
   deployTo?: string;
 }
 
@@ -41,6 +42,14 @@ function releaseFields(release: Release): [string, string][] {
     ["version", release.version],
     ["notes", release.notes || "-"],
     ["steps", list(release.steps.map((step) => `${step.name} (${step.kind})`))],
+    ...(release.packages.length > 0
+      ? [
+          [
+            "packages",
+            list(release.packages.map((item) => `${item.name} ${item.version} (sha256 ${item.sha256})`)),
+          ] as [string, string],
+        ]
+      : []),
     ["created by", release.createdBy],
     ["created at", release.createdAt],
   ];
@@ -64,6 +73,11 @@ export function addReleaseCommands(program: Command, context: CliContext): void 
       "the tag of one of the project's images (repeat; others: latest matching)",
       parseImageChoice,
     )
+    .option(
+      "--package <name=version>",
+      "the version of one of the project's packages (repeat; others: the newest pushed)",
+      parsePackageChoice,
+    )
     .option("--deploy-to <env>", "also deploy it to this environment (unless an auto-deploy already does)")
     .option("--wait", "follow the deployments' logs until they end")
     .option("--json", "print JSON (with --wait: the release, each deployment with its state and error)")
@@ -73,6 +87,7 @@ export function addReleaseCommands(program: Command, context: CliContext): void 
         ...(options.version !== undefined && { version: options.version }),
         ...(options.notes !== undefined && { notes: options.notes }),
         ...(options.image !== undefined && { images: options.image }),
+        ...(options.package !== undefined && { packages: options.package }),
       });
       const deployments = [...release.deployments];
       const target = options.deployTo;
@@ -195,6 +210,12 @@ export function addReleaseCommands(program: Command, context: CliContext): void 
 function parseImageChoice(value: string, previous: Record<string, string> = {}): Record<string, string> {
   const match = /^([a-z0-9][a-z0-9-]*)=(\S+)$/.exec(value);
   if (!match?.[1] || !match[2]) throw new InvalidArgumentError("use name=tag, e.g. web=1.4.2");
+  return { ...previous, [match[1]]: match[2] };
+}
+
+function parsePackageChoice(value: string, previous: Record<string, string> = {}): Record<string, string> {
+  const match = /^([a-z0-9][a-z0-9-]*)=(\S+)$/.exec(value);
+  if (!match?.[1] || !match[2]) throw new InvalidArgumentError("use name=version, e.g. web-app=1.4.2");
   return { ...previous, [match[1]]: match[2] };
 }
 

@@ -81,6 +81,8 @@ export function addServerCommand(program: Command, environment: () => FerryEnvir
         agentTimeoutMs: env.FERRY_AGENT_TIMEOUT_SECONDS * 1000,
         scheduleGraceMs: env.FERRY_SCHEDULE_GRACE_SECONDS * 1000,
         artifactMaxBytes: env.FERRY_ARTIFACT_MAX_BYTES,
+        packageMaxBytes: env.FERRY_PACKAGE_MAX_BYTES,
+        packageKeepVersions: env.FERRY_PACKAGE_KEEP_VERSIONS,
       });
       stopOnSignals(server);
     });

@@ -127,9 +127,13 @@ export async function applyFerryFile(
   await applyPart(run, `project ${config.project.slug}`, () =>
     applyProject(run, config.project, config.lifecycle.slug, config.versionPattern),
   );
-  if (config.steps !== undefined || config.images !== undefined) {
+  if (config.steps !== undefined || config.images !== undefined || config.packages !== undefined) {
     await applyPart(run, `process of ${config.project.slug}`, () =>
-      applyProcess(run, projectPath, config.project.slug, { steps: config.steps, images: config.images }),
+      applyProcess(run, projectPath, config.project.slug, {
+        steps: config.steps,
+        images: config.images,
+        packages: config.packages,
+      }),
     );
   }
   const variables = config.variables;
@@ -388,6 +392,11 @@ async function applyRunbookFields(
     ...(steps !== undefined && { process: { images: [], steps } }),
   };
   const existing = (await run.client.get<Runbook[]>(collection)).find((runbook) => runbook.slug === slug);
+  // A server with the package feed shows a runbook's process with packages (none: a runbook
+  // run pins no release); an older one has no such field, and would refuse it.
+  if (desired.process !== undefined && existing !== undefined && "packages" in (existing.process ?? {})) {
+    desired.process = { ...(desired.process as Record<string, unknown>), packages: [] };
+  }
   let current: Runbook;
   if (!existing) {
     current = await run.client.request<Runbook>("POST", collection, { ...desired, slug });
@@ -818,6 +827,8 @@ async function applyProject(
 interface StoredProcess {
   steps: Step[];
   images?: unknown[];
+  /** Absent on a server from before the package feed (ADR 0044). */
+  packages?: unknown[];
 }
 
 /**
@@ -829,20 +840,31 @@ async function applyProcess(
   run: Run,
   projectPath: string,
   projectSlug: string,
-  wanted: { steps: FerryFile["steps"]; images: FerryFile["images"] },
+  wanted: { steps: FerryFile["steps"]; images: FerryFile["images"]; packages: FerryFile["packages"] },
 ): Promise<void> {
   const current = await run.client.get<StoredProcess>(`${projectPath}/process`);
   const imagesKnown = current.images !== undefined;
+  const packagesKnown = current.packages !== undefined;
   const desired = {
     ...(imagesKnown && { images: wanted.images ?? current.images }),
+    ...(packagesKnown && { packages: wanted.packages ?? current.packages }),
     steps: wanted.steps ?? current.steps,
   };
   const warning =
     !imagesKnown && wanted.images !== undefined && wanted.images.length > 0
       ? { warning: "this server's process has no images yet, so the file's images were not sent" }
-      : {};
+      : !packagesKnown && wanted.packages !== undefined && wanted.packages.length > 0
+        ? { warning: "this server has no package feed yet, so the file's packages were not sent" }
+        : {};
   // Both sides carry every default (the file's steps went through validateSteps as the API's do).
-  if (canonical(desired) === canonical({ ...(imagesKnown && { images: current.images }), steps: current.steps })) {
+  if (
+    canonical(desired) ===
+    canonical({
+      ...(imagesKnown && { images: current.images }),
+      ...(packagesKnown && { packages: current.packages }),
+      steps: current.steps,
+    })
+  ) {
     run.changes.push({ action: "unchanged", resource: "process", name: projectSlug, ...warning });
     return;
   }
@@ -856,9 +878,15 @@ async function applyProcess(
     detail: [
       count(desired.steps.length, "step"),
       ...(desired.images !== undefined ? [count(desired.images.length, "image")] : []),
+      ...(desired.packages !== undefined && desired.packages.length > 0
+        ? [count(desired.packages.length, "package")]
+        : []),
     ].join(", "),
     ...warning,
-    fields: fieldChanges({ images: current.images, steps: current.steps }, desired),
+    fields: fieldChanges(
+      { images: current.images, ...(packagesKnown && { packages: current.packages }), steps: current.steps },
+      desired,
+    ),
   });
 }
 

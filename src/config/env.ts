@@ -177,6 +177,20 @@ const environmentSchema = z.object({
     .min(1, { message: "must be at least 1 byte" })
     .max(Number.MAX_SAFE_INTEGER, { message: "must be at most 9007199254740991" })
     .optional(),
+  /** Server: the most bytes one package archive may have (default 2 GiB); a bigger push is refused and nothing kept (ADR 0044). */
+  FERRY_PACKAGE_MAX_BYTES: z.coerce
+    .number({ message: "must be a number of bytes, such as 2147483648" })
+    .int({ message: "must be a whole number of bytes" })
+    .min(1, { message: "must be at least 1 byte" })
+    .max(Number.MAX_SAFE_INTEGER, { message: "must be at most 9007199254740991" })
+    .optional(),
+  /** Server: versions kept per package (default 20); older ones go, never one a deployed release pins (ADR 0044). */
+  FERRY_PACKAGE_KEEP_VERSIONS: z.coerce
+    .number({ message: "must be a number of versions, such as 20" })
+    .int({ message: "must be a whole number" })
+    .min(1, { message: "keep at least 1 version" })
+    .max(100_000, { message: "must be at most 100000" })
+    .optional(),
   /** Server: an agent not heard from for this long is marked lost and steps on it fail (docs/targets.md). */
   FERRY_AGENT_TIMEOUT_SECONDS: z.coerce.number().int().min(3).max(3600).default(45),
   /** ferry agent: its settings when not given as options (docs/targets.md). */

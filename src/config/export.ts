@@ -33,7 +33,7 @@ export async function exportProject(client: ApiClient, projectReference: string)
     client.getAll<Feed>("/api/v1/feeds"),
     client.getAll<Target>("/api/v1/targets"),
     client.getAll<Variable>(`${projectPath}/variables`),
-    client.get<{ steps: Step[]; images?: ProjectImage[] }>(`${projectPath}/process`),
+    client.get<{ steps: Step[]; images?: ProjectImage[]; packages?: { name: string }[] }>(`${projectPath}/process`),
     client.get<Runbook[]>(`${projectPath}/runbooks`),
   ]);
   const included = (await client.get<ProjectVariableSets>(`${projectPath}/variable-sets`)).sets;
@@ -138,6 +138,9 @@ export async function exportProject(client: ApiClient, projectReference: string)
       repository: image.repository,
       version: image.version.kind === "semver" ? { semver: image.version.range } : { regex: image.version.pattern },
     })),
+    ...((process.packages ?? []).length > 0 && {
+      packages: (process.packages ?? []).map((item) => ({ name: item.name })),
+    }),
     variables: exportVariables(variables, secretNames, ""),
     ...(sets.length > 0 && {
       variableSets: sets.map(({ set, variables: setVariables }) => ({

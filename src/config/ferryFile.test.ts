@@ -327,6 +327,7 @@ describe("ferryFileJsonSchema", () => {
       "feeds",
       "targets",
       "images",
+      "packages",
       "variables",
       "variableSets",
       "versionPattern",

@@ -12,6 +12,7 @@ import { type FieldIssue, InputError, toJsonPointer } from "../domain/errors.js"
 import { createFeedSchema } from "../domain/feeds.js";
 import { isRepositoryName, REPOSITORY_NAME_HINT } from "../domain/images.js";
 import { checkPhases, createLifecycleSchema } from "../domain/lifecycles.js";
+import { packageNameSchema } from "../domain/packages.js";
 import { processSchema, type Step } from "../domain/process.js";
 import { createScheduleSchema, retentionSchema } from "../domain/runbookSchedules.js";
 import { runbookDefinitionSchema } from "../domain/runbooks.js";
@@ -415,6 +416,15 @@ const ferryFileObject = z.strictObject({
     .max(20)
     .optional()
     .describe("The container images the project deploys: when present, they replace the process's images"),
+  packages: z
+    .array(
+      z.strictObject({ name: packageNameSchema.describe("A package of the built-in feed (`ferry package list`)") }),
+    )
+    .max(20)
+    .optional()
+    .describe(
+      "The packages of the built-in feed the project deploys (ADR 0044): when present, they replace the process's packages",
+    ),
   variables: z
     .array(variableFileSchema)
     .max(2000)

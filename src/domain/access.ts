@@ -24,6 +24,11 @@ export const permissions = [
   "editRunbooks",
   /** Deploy or run a runbook although a deployment freeze covers the environment (with a reason). */
   "overrideFreezes",
+  /**
+   * Push and delete versions of the built-in package feed (ADR 0044). Packages are shared by
+   * every project, so it counts only when granted on every project and environment.
+   */
+  "pushPackages",
   "administer",
 ] as const;
 export type Permission = (typeof permissions)[number];

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { nameSchema, roleSchema, slugSchema } from "./common.js";
+import { packageNameSchema } from "./packages.js";
 import { versionRuleSchema } from "./versionRules.js";
 
 /**
@@ -82,6 +83,16 @@ const imageSchema = z.strictObject({
 });
 export type ProjectImage = z.infer<typeof imageSchema>;
 
+/**
+ * A package of the built-in feed the project deploys (ADR 0044): a release pins one version
+ * of it (given, or the newest pushed) by sha256; `package` and `process` steps unpack it.
+ */
+const processPackageSchema = z.strictObject({
+  /** The package's name in the feed (`ferry package list`). */
+  name: packageNameSchema,
+});
+export type ProcessPackage = z.infer<typeof processPackageSchema>;
+
 export const processSchema = z.strictObject({
   images: z
     .array(imageSchema)
@@ -89,6 +100,13 @@ export const processSchema = z.strictObject({
     .default([])
     .refine((images) => new Set(images.map((image) => image.name)).size === images.length, {
       message: "give each image its own name",
+    }),
+  packages: z
+    .array(processPackageSchema)
+    .max(20)
+    .default([])
+    .refine((packages) => new Set(packages.map((item) => item.name)).size === packages.length, {
+      message: "name each package once",
     }),
   steps: z
     .array(stepSchema)
@@ -131,7 +149,10 @@ export function environmentsChangedBy(
   ]);
   const future = [...new Set(named)].filter((slug) => !existing.has(slug));
   const everyEnvironment =
-    differsIn(unnamed) || future.some(differsIn) || canonicalJson(before.images) !== canonicalJson(after.images);
+    differsIn(unnamed) ||
+    future.some(differsIn) ||
+    canonicalJson(before.images) !== canonicalJson(after.images) ||
+    canonicalJson(before.packages) !== canonicalJson(after.packages);
   return { slugs: environmentSlugs.filter(differsIn), everyEnvironment };
 }
 

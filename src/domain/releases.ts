@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { packageVersionSchema } from "./packages.js";
 import { processSchema } from "./process.js";
 
 /** A variable as frozen into a release: sensitive values stay sealed (re-sealed for the release). */
@@ -31,10 +32,23 @@ const pinnedImageSchema = z.object({
 });
 export type PinnedImage = z.infer<typeof pinnedImageSchema>;
 
+/** A package version as pinned at release creation (ADR 0044): a deployment unpacks exactly these bytes. */
+const pinnedPackageSchema = z.object({
+  name: z.string(),
+  version: z.string(),
+  sha256: z.string().describe("hex SHA-256 of the archive; checked on the target before it is unpacked"),
+  size: z.number().int(),
+  format: z.enum(["tar.gz", "zip"]),
+  /** The package version's id in the feed. */
+  id: z.string(),
+});
+export type PinnedPackage = z.infer<typeof pinnedPackageSchema>;
+
 export const releaseSnapshotSchema = z.object({
   process: processSchema,
   variables: z.array(snapshotVariableSchema),
   images: z.array(pinnedImageSchema).default([]),
+  packages: z.array(pinnedPackageSchema).default([]),
 });
 export type ReleaseSnapshot = z.infer<typeof releaseSnapshotSchema>;
 
@@ -45,6 +59,9 @@ export const releaseSchema = z.object({
   notes: z.string(),
   steps: z.array(z.object({ name: z.string(), kind: z.string() })),
   images: z.array(z.object({ name: z.string(), tag: z.string(), digest: z.string(), reference: z.string() })),
+  packages: z
+    .array(z.object({ name: z.string(), version: z.string(), sha256: z.string(), size: z.number().int() }))
+    .describe("package versions the release pins (ADR 0044)"),
   createdBy: z.string(),
   createdAt: z.string(),
   /** Set when the variables were re-snapshotted after creation (the only change a release allows). */
@@ -63,6 +80,8 @@ export const createReleaseSchema = z.strictObject({
   notes: z.string().max(20_000).default(""),
   /** Tags chosen per image name ({"web": "1.4.2"}); others take the latest tag matching their rule. */
   images: z.record(z.string(), z.string().min(1).max(128)).default({}),
+  /** Versions chosen per package name ({"web-app": "1.4.2"}); others take the newest pushed. */
+  packages: z.record(z.string(), packageVersionSchema).default({}),
 });
 export type CreateRelease = z.infer<typeof createReleaseSchema>;
 

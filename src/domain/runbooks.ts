@@ -78,7 +78,7 @@ export type RunbookParameter = z.infer<typeof runbookParameterSchema>;
 export const runbookDefinitionSchema = z.strictObject({
   description: descriptionSchema.default(""),
   /** The steps, of any step kind (each step's config is validated by its kind). */
-  process: processSchema.default({ images: [], steps: [] }),
+  process: processSchema.default({ images: [], packages: [], steps: [] }),
   /** Environment slugs the runbook may run in; empty: every environment of the project's lifecycle. */
   environments: z.array(slugSchema).max(50).default([]),
   parameters: z

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import type { PinnedImage } from "../domain/releases.js";
+import type { PinnedImage, PinnedPackage } from "../domain/releases.js";
 import {
   resolveVariables,
   type ScopeContext,
@@ -8,6 +8,7 @@ import {
   withSystemVariables,
 } from "../domain/variableScoping.js";
 import { registryClientForHost } from "../feeds/images.js";
+import type { PackageFeed } from "../feeds/packages.js";
 import type { LocalUser } from "../runtimes/localUser.js";
 import { defaultOutboundPolicy, type OutboundPolicy } from "../security/outboundGuard.js";
 import type { StoreContext } from "../store/common.js";
@@ -27,6 +28,7 @@ import type { Target } from "../transports/types.js";
 import type { ArtifactService } from "./artifacts.js";
 import { autoDeployNext } from "./deploymentRequests.js";
 import { LogMasker } from "./logMasker.js";
+import { stepPackages } from "./packages.js";
 import { type ProcessRunnerServices, runProcess } from "./processRunner.js";
 import { defaultTargetHealthSettings, probeTarget } from "./targetHealth.js";
 import { cleanUpTask, retryCleanUp } from "./taskCleanup.js";
@@ -51,6 +53,8 @@ export interface DeploymentServices {
   outbound?: OutboundPolicy | undefined;
   /** Where steps' artifacts are kept (ADR 0037); absent: attaching fails, saying the server keeps none. */
   artifacts?: ArtifactService | undefined;
+  /** The built-in package feed (ADR 0044); absent: steps that unpack a package fail saying the server has none. */
+  packages?: PackageFeed | undefined;
 }
 
 /** What the process runner needs from the server, for deployments and runbook runs alike. */
@@ -62,6 +66,7 @@ export function processRunnerServices(services: DeploymentServices): ProcessRunn
     registryClient: (registryHost) => registryClientForHost(services.context, registryHost, outbound),
     outbound: services.outbound,
     artifacts: services.artifacts,
+    packagesFor: (scope) => stepPackages(services.packages, services.context.db, scope),
   };
 }
 
@@ -105,6 +110,7 @@ export function stepVariables(
   system: SystemVariableValues,
   outputs: ReadonlyMap<string, string> = new Map(),
   images: readonly PinnedImage[] = [],
+  packages: readonly PinnedPackage[] = [],
 ): Map<string, string> {
   const resolved = withSystemVariables(
     resolveVariables(
@@ -119,6 +125,10 @@ export function stepVariables(
     values.set(`Ferry.Image[${image.name}]`, image.reference);
     values.set(`Ferry.Image[${image.name}].Tag`, image.tag);
     values.set(`Ferry.Image[${image.name}].Digest`, image.digest);
+  }
+  for (const pinned of packages) {
+    values.set(`Ferry.Package[${pinned.name}].Version`, pinned.version);
+    values.set(`Ferry.Package[${pinned.name}].Sha256`, pinned.sha256);
   }
   return values;
 }
@@ -171,6 +181,7 @@ export function deploymentTaskKind(services: DeploymentServices): TaskKind<z.inf
             system(info),
             outputs,
             snapshot.images,
+            snapshot.packages,
           ),
         guidedFailure,
         separateApprover: phase?.separateApprover ?? false,

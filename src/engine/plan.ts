@@ -101,6 +101,7 @@ export async function planDeployment(
         },
         new Map(),
         snapshot.images,
+        snapshot.packages,
       );
       // Outputs of earlier steps are unknown until they run; show them as placeholders.
       const render = (template: string) => {

@@ -12,6 +12,7 @@ import type { NestedRun, StepRunContext } from "../steps/types.js";
 import type { TargetInfo } from "../store/deployments.js";
 import type { Target } from "../transports/types.js";
 import { type ArtifactService, noArtifacts } from "./artifacts.js";
+import { noPackages, type StepPackages } from "./packages.js";
 import type { TaskLog } from "./taskLog.js";
 import { FinalFailure, type TaskContext, TaskFailure } from "./types.js";
 
@@ -65,6 +66,8 @@ export interface ProcessRunnerServices {
   outbound?: OutboundPolicy | undefined;
   /** Where steps' artifacts go; left out (an engine embedded in a test), attaching fails saying so. */
   artifacts?: ArtifactService | undefined;
+  /** The packages a run's release pins, for steps that unpack one (ADR 0044); absent: such steps fail saying so. */
+  packagesFor?: ((scope: RunScope) => StepPackages) | undefined;
 }
 
 export interface ProcessRun {
@@ -584,6 +587,7 @@ async function runStep(
           signal: task.signal,
         })
       : noArtifacts,
+    packages: services.packagesFor?.(run.scope) ?? noPackages,
   };
   const work = () => kind.run(stepContext, config);
   if (allAtOnce) return work();

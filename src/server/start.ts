@@ -16,6 +16,7 @@ import { ScheduledTriggerRunner } from "../engine/scheduledTriggers.js";
 import { defaultTargetHealthSettings, TargetHealthMonitor, type TargetHealthSettings } from "../engine/targetHealth.js";
 import type { TaskKind } from "../engine/types.js";
 import type { StatsdTarget } from "../events/statsd.js";
+import { PackageFeed } from "../feeds/packages.js";
 import { coloursOf } from "../runtimes/colours.js";
 import { prepareWorkRoot, resolveLocalUser } from "../runtimes/localUser.js";
 import { generateApiKey } from "../security/apiKeys.js";
@@ -86,6 +87,10 @@ export interface ServerOptions {
   retentionIntervalMs?: number | undefined;
   /** FERRY_ARTIFACT_MAX_BYTES: the most bytes one artifact may have; default 10 GiB. */
   artifactMaxBytes?: number | undefined;
+  /** FERRY_PACKAGE_MAX_BYTES: the most bytes one package archive may have; default 2 GiB. */
+  packageMaxBytes?: number | undefined;
+  /** FERRY_PACKAGE_KEEP_VERSIONS: versions kept per package; default 20. */
+  packageKeepVersions?: number | undefined;
   /** Between two sweeps of artifact retention (ms; jittered); default an hour. */
   artifactRetentionIntervalMs?: number | undefined;
   /**
@@ -199,9 +204,22 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       : directoryContent(store.db, join(options.dataDir, "artifacts")),
     maxBytes: options.artifactMaxBytes ?? DEFAULT_ARTIFACT_MAX_BYTES,
   });
+  // The package feed keeps its archives like artifacts (ADR 0044): the same large objects on
+  // PostgreSQL, a directory of its own beside the artifacts' on SQLite.
+  const packages = new PackageFeed({
+    context,
+    content:
+      store.dialect === "postgres"
+        ? artifacts.content
+        : directoryContent(store.db, join(options.dataDir, "packages"), "pkg"),
+    spoolDirectory: join(options.dataDir, "packages", ".spool"),
+    maxBytes: options.packageMaxBytes,
+    keepVersions: options.packageKeepVersions,
+  });
   const deployments: DeploymentServices = {
     target: resolveTarget,
     artifacts,
+    packages,
     targetProbeTimeoutMs: targetHealth.timeoutMs,
     outbound: options.outbound,
     context,

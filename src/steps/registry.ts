@@ -11,6 +11,7 @@ import { healthCheckStep } from "./healthCheck.js";
 import { httpTestStep } from "./httpTest.js";
 import { makeIsolatedStep } from "./isolated/isolatedStep.js";
 import { mysqlBackupStep } from "./mysqlBackup.js";
+import { packageStep } from "./package.js";
 import { postgresBackupStep } from "./postgresBackup.js";
 import { processStep } from "./process/processStep.js";
 import { registryRetagStep } from "./registryRetag.js";
@@ -39,6 +40,7 @@ const stepKinds: readonly StepKind[] = [
   composeDownStep as StepKind,
   runContainerStep as StepKind,
   makeIsolatedStep(validateNestedConfig) as StepKind,
+  packageStep as StepKind,
 ];
 
 const byKind = new Map(stepKinds.map((kind) => [kind.kind, kind]));

@@ -1,6 +1,7 @@
 import type { z } from "zod";
 import type { Step } from "../domain/process.js";
 import type { StepArtifacts } from "../engine/artifacts.js";
+import type { StepPackages } from "../engine/packages.js";
 import type { RunScope } from "../engine/processRunner.js";
 import type { StepLog } from "../engine/taskLog.js";
 import type { TaskContext } from "../engine/types.js";
@@ -54,6 +55,8 @@ export interface StepRunContext {
    * artifact list|get` and GET /api/v1/tasks/{task}/artifacts.
    */
   readonly artifacts: StepArtifacts;
+  /** The package versions the run's release pins, and their bytes (ADR 0044): the `package` step and `process` with `package:`. */
+  readonly packages: StepPackages;
   /** Set when the step runs on every target together (a blue/green `switch: allAtOnce`): where the targets meet. */
   readonly allAtOnce?: AllAtOnce;
   /**

@@ -26,12 +26,17 @@ export interface ArtifactContent {
 
 type Executor = Kysely<Database> | Transaction<Database>;
 
-/** The directory store: `<data dir>/artifacts/<id>`, written under `.incoming/` and renamed in whole. */
-export function directoryContent(db: Kysely<Database>, directory: string): ArtifactContent {
+/**
+ * The directory store: `<data dir>/artifacts/<id>`, written under `.incoming/` and renamed in
+ * whole. The package feed (ADR 0044) keeps its archives the same way in `<data dir>/packages`,
+ * with ids of its own prefix.
+ */
+export function directoryContent(db: Kysely<Database>, directory: string, idPrefix = "art"): ArtifactContent {
   const incoming = join(directory, ".incoming");
+  const locationPattern = new RegExp(`^${idPrefix}_[0-9a-f]{20}$`);
   const path = (location: string) => {
     // Locations are ids this module made; anything else (a row edited by hand) is refused.
-    if (!/^art_[0-9a-f]{20}$/.test(location)) throw new Error(`not an artifact location: ${location.slice(0, 40)}`);
+    if (!locationPattern.test(location)) throw new Error(`not an artifact location: ${location.slice(0, 40)}`);
     return join(directory, location);
   };
   // What a crash left half-written: one node owns this directory (SQLite), and nothing of

@@ -1075,6 +1075,54 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  "0030_packages": {
+    async up(db: Kysely<unknown>) {
+      // The built-in package feed (ADR 0044): one row per pushed version; its bytes are kept
+      // like an artifact's (a file of <data dir>/packages, or a PostgreSQL large object).
+      await db.schema
+        .createTable("package_versions")
+        .addColumn("id", "text", (c) => c.primaryKey())
+        .addColumn("name", "text", (c) => c.notNull())
+        .addColumn("version", "text", (c) => c.notNull())
+        .addColumn("format", "text", (c) => c.notNull())
+        .addColumn("size", "bigint", (c) => c.notNull())
+        .addColumn("sha256", "text", (c) => c.notNull())
+        .addColumn("entries", "integer", (c) => c.notNull())
+        .addColumn("storage", "text", (c) => c.notNull())
+        .addColumn("location", "text", (c) => c.notNull())
+        .addColumn("pushed_by", "text", (c) => c.notNull())
+        .addColumn("created_at", "text", (c) => c.notNull())
+        .addUniqueConstraint("package_versions_name_version", ["name", "version"])
+        .execute();
+      await db.schema
+        .createIndex("package_versions_by_name")
+        .on("package_versions")
+        .columns(["name", "created_at"])
+        .execute();
+      // Which package versions a release pins (also in its snapshot): retention and delete ask
+      // it whether a deployed release needs a version. No foreign key to the version: a
+      // version an undeployed release pins may go, and that release then fails saying so.
+      await db.schema
+        .createTable("release_packages")
+        .addColumn("release_id", "text", (c) => c.notNull().references("releases.id").onDelete("cascade"))
+        .addColumn("package_version_id", "text", (c) => c.notNull())
+        .addPrimaryKeyConstraint("release_packages_pk", ["release_id", "package_version_id"])
+        .execute();
+      await db.schema
+        .createIndex("release_packages_by_version")
+        .on("release_packages")
+        .columns(["package_version_id"])
+        .execute();
+      // Built-in roles follow the code: pushPackages is new (the administrator has every permission).
+      for (const role of builtInRoles) {
+        await db
+          .updateTable("roles" as never)
+          .set({ permissions: JSON.stringify(role.permissions) } as never)
+          .where("id" as never, "=", `role_${role.slug}` as never)
+          .execute();
+      }
+    },
+  },
 };
 
 const provider: MigrationProvider = {

@@ -21,6 +21,7 @@ import {
   toPage,
   translateUniqueViolation,
 } from "./common.js";
+import { insertReleasePackages, pinPackages } from "./packages.js";
 import type { ReleaseRow } from "./schema.js";
 import { snapshotSetVariables } from "./variableSets.js";
 
@@ -46,9 +47,10 @@ export async function getProcessVersion(
 export async function setProcess(
   { db }: StoreContext,
   projectReference: string,
-  process: Process,
+  given: Omit<Process, "packages"> & Partial<Pick<Process, "packages">>,
   options: { expected?: string } = {},
 ): Promise<Process> {
+  const process: Process = { ...given, packages: given.packages ?? [] };
   const project = await findNamed(db, "projects", projectReference);
   let update = db
     .updateTable("projects")
@@ -73,6 +75,7 @@ function toRelease(row: ReleaseRow, projectSlug: string): Release {
     notes: row.notes,
     steps: snapshot.process.steps.map((step) => ({ name: step.name, kind: step.kind })),
     images: snapshot.images.map(({ name, tag, digest, reference }) => ({ name, tag, digest, reference })),
+    packages: snapshot.packages.map(({ name, version, sha256, size }) => ({ name, version, sha256, size })),
     createdBy: row.created_by,
     createdAt: row.created_at,
     variablesUpdatedAt: row.variables_updated_at,
@@ -88,7 +91,7 @@ function toRelease(row: ReleaseRow, projectSlug: string): Release {
 export async function createRelease(
   { db, secrets }: StoreContext,
   projectReference: string,
-  input: CreateRelease,
+  input: Omit<CreateRelease, "packages" | "images"> & Partial<Pick<CreateRelease, "packages" | "images">>,
   createdBy: string,
   /** The process the images were resolved against, and the images pinned for it. */
   resolved?: { process: Process; images: PinnedImage[] },
@@ -112,9 +115,12 @@ export async function createRelease(
       );
     }
     const id = newId("rel");
+    const releaseProcess = resolved?.process ?? processSchema.parse(JSON.parse(process));
     const snapshot: ReleaseSnapshot = {
-      process: resolved?.process ?? processSchema.parse(JSON.parse(process)),
+      process: releaseProcess,
       images: resolved?.images ?? [],
+      // Pinned inside the release's transaction: a version deleted meanwhile is not pinned.
+      packages: await pinPackages(trx, releaseProcess.packages, input.packages ?? {}),
       variables: await snapshotVariables(trx, project.id, (valueContext, sealed, index) =>
         secrets.seal(secrets.open(sealed, valueContext), sealedVariableContext(id, index)),
       ),
@@ -132,6 +138,11 @@ export async function createRelease(
     };
     await translateUniqueViolation(`release ${version} of project '${project.name}' already exists`, () =>
       trx.insertInto("releases").values(row).execute(),
+    );
+    await insertReleasePackages(
+      trx,
+      id,
+      snapshot.packages.map((pinned) => pinned.id),
     );
     return toRelease(row, project.slug);
   });

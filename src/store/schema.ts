@@ -58,6 +58,8 @@ export interface Database {
   runbook_retention: RunbookRetentionRow;
   artifacts: ArtifactRow;
   artifact_retention: ArtifactRetentionRow;
+  package_versions: PackageVersionRow;
+  release_packages: ReleasePackageRow;
 }
 
 interface Timestamps {
@@ -669,4 +671,25 @@ export interface ArtifactRetentionRow {
   environment_id: string;
   keep_runs: number | null;
   keep_days: number | null;
+}
+
+export interface PackageVersionRow {
+  id: string;
+  name: string;
+  version: string;
+  /** "tar.gz" | "zip". */
+  format: string;
+  size: ColumnType<string | number, number, number>;
+  sha256: string;
+  entries: number;
+  /** "directory" | "largeObject" (as an artifact's). */
+  storage: string;
+  location: string;
+  pushed_by: string;
+  created_at: string;
+}
+
+interface ReleasePackageRow {
+  release_id: string;
+  package_version_id: string;
 }

@@ -35,6 +35,9 @@ export async function startTestServer(
     agentTimeoutMs?: number;
     requestsPerAddress?: number;
     triggerTickMs?: number;
+    /** FERRY_PACKAGE_MAX_BYTES and FERRY_PACKAGE_KEEP_VERSIONS (ADR 0044). */
+    packageMaxBytes?: number;
+    packageKeepVersions?: number;
     /**
      * Another node's data directory, whose master.key this one starts with: nodes sharing a
      * database need the same key (a node with its own refuses to start, ADR 0046).
@@ -64,6 +67,8 @@ export async function startTestServer(
     outbound: options.outbound ?? parseOutboundAllow("127.0.0.1"),
     targetHealth: options.targetHealth,
     triggerTickMs: options.triggerTickMs,
+    packageMaxBytes: options.packageMaxBytes,
+    packageKeepVersions: options.packageKeepVersions,
   });
   const call = async <T>(method: string, path: string, body?: unknown) => {
     const response = await fetch(new URL(path, server.url), {

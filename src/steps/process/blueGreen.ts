@@ -3,6 +3,7 @@ import { processColours, startedProcessColour } from "../../runtimes/processColo
 import type { Router } from "../../traffic/router.js";
 import { blueGreenOptionsSchema } from "../blueGreen/config.js";
 import { describeSwitch, runBlueGreen } from "../blueGreen/strategy.js";
+import { unpackPackage } from "../package.js";
 import type { StepRunContext } from "../types.js";
 import type { ProcessBlueGreenConfig } from "./config.js";
 import { COMMAND_LABEL, describeProcessLimits, describeProcessStart, renderProcessInputs } from "./shared.js";
@@ -18,7 +19,11 @@ export async function runProcessBlueGreen(
   processes: Processes,
   router: Router,
 ) {
-  const { spec, identity } = renderProcessInputs(context, config);
+  const { spec, identity } = renderProcessInputs(
+    context,
+    config,
+    config.package === undefined ? undefined : await unpackPackage(context, config.package),
+  );
   return runBlueGreen(
     context,
     {
@@ -49,5 +54,5 @@ export function describeProcessBlueGreen(config: ProcessBlueGreenConfig, render:
   const options = config.blueGreen ?? blueGreenOptionsSchema.parse({});
   return `blue/green: start a new colour running ${render(config.command)}${
     config.args.length > 0 ? ` with ${config.args.length} argument(s)` : ""
-  }${describeProcessLimits(config)} on a free port, ${describeSwitch(options, config.route, render)}`;
+  }${config.package !== undefined ? ` from the release's version of package ${config.package}` : ""}${describeProcessLimits(config)} on a free port, ${describeSwitch(options, config.route, render)}`;
 }

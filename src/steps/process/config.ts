@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { packageNameSchema } from "../../domain/packages.js";
 import { blueGreenOptionsSchema, routeShape } from "../blueGreen/config.js";
 
 /*
@@ -31,6 +32,12 @@ const commonShape = {
    * as the account the instance runs as, so that account must be able to read it.
    */
   copyFrom: pathTemplateSchema.optional(),
+  /**
+   * A package of the project's process (ADR 0044): the release's pinned version is unpacked
+   * on the target (sha256 checked there) and copied into the instance's own directory, its
+   * working directory — what copyFrom does for a directory already on the host.
+   */
+  package: packageNameSchema.optional(),
   /** Template of an absolute working directory, when nothing is copied; default: the instance's own (empty) directory. */
   workingDirectory: pathTemplateSchema.optional(),
   /** `always` (the default) restarts it whenever it exits, `on-failure` when it exits with an error, `no` never. */
@@ -109,5 +116,9 @@ export const processConfigSchema = z
   .refine((config) => !(config.copyFrom !== undefined && config.workingDirectory !== undefined), {
     message: "give copyFrom (the copy becomes the working directory) or workingDirectory, not both",
     path: ["workingDirectory"],
+  })
+  .refine((config) => !(config.package !== undefined && (config.copyFrom ?? config.workingDirectory) !== undefined), {
+    message: "give package (its unpacked copy becomes the working directory) or copyFrom / workingDirectory, not both",
+    path: ["package"],
   });
 export type ProcessConfig = z.infer<typeof processConfigSchema>;

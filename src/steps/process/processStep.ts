@@ -15,7 +15,7 @@ const strategies: { [S in ProcessConfig["strategy"]]: Strategy<Extract<ProcessCo
     describe: (config, render) =>
       `recreate process ${config.name === undefined ? "ferry-<project>-<environment>" : render(config.name)} running ${render(
         config.command,
-      )}${describeProcessLimits(config)}`,
+      )}${config.package !== undefined ? ` from the release's version of package ${config.package}` : ""}${describeProcessLimits(config)}`,
     run: (context, config) => runProcessRecreate(context, config, context.target.runtime("process")),
   },
   blueGreen: {

@@ -2,6 +2,7 @@ import { TARGET_LABEL } from "../../engine/processRunner.js";
 import { TaskFailure } from "../../engine/types.js";
 import { isProcessName, type Processes } from "../../runtimes/process.js";
 import { waitUntilSettled } from "../../runtimes/processColours.js";
+import { unpackPackage } from "../package.js";
 import type { StepRunContext } from "../types.js";
 import type { ProcessRecreateConfig } from "./config.js";
 import { describeProcessStart, renderProcessInputs } from "./shared.js";
@@ -15,7 +16,11 @@ const FAILURE_LOG_LINES = 20;
  */
 export async function runProcessRecreate(context: StepRunContext, config: ProcessRecreateConfig, processes: Processes) {
   const { log, signal } = context;
-  const { spec } = renderProcessInputs(context, config);
+  const { spec } = renderProcessInputs(
+    context,
+    config,
+    config.package === undefined ? undefined : await unpackPackage(context, config.package),
+  );
   const { project, environment } = context.scope;
   // With the target's slug: two targets on one host must not replace each other's instance.
   const legacyName = `ferry-${project.slug}-${environment.slug}`;

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { isAbsolute, normalize } from "node:path";
 import { TaskFailure } from "../../engine/types.js";
 import type { ProcessInstanceSpec } from "../../runtimes/process.js";
+import type { UnpackedPackage } from "../package.js";
 import type { StepRunContext } from "../types.js";
 import type { ProcessConfig } from "./config.js";
 
@@ -14,18 +15,36 @@ export const COMMAND_LABEL = "ferry.command";
  * Renders every template of the step before anything changes: a missing variable must not
  * leave the environment with the old instance stopped and no new one.
  */
-export function renderProcessInputs(context: StepRunContext, config: ProcessConfig) {
+export function renderProcessInputs(
+  context: StepRunContext,
+  config: ProcessConfig,
+  /** The package the step names, unpacked on the target: its directory is what is copied. */
+  unpacked?: UnpackedPackage,
+) {
   const command = context.render(config.command);
   const args = config.args.map((argument) => context.render(argument));
   const env: Record<string, string> = {};
   for (const [variable, template] of Object.entries(config.env)) env[variable] = context.render(template);
-  const copyFrom = config.copyFrom === undefined ? undefined : absolute("copyFrom", context.render(config.copyFrom));
+  const copyFrom =
+    unpacked !== undefined
+      ? unpacked.directory
+      : config.copyFrom === undefined
+        ? undefined
+        : absolute("copyFrom", context.render(config.copyFrom));
   const workingDirectory =
     config.workingDirectory === undefined
       ? undefined
       : absolute("workingDirectory", context.render(config.workingDirectory));
   const identity = createHash("sha256")
-    .update(JSON.stringify([command, args, copyFrom ?? null, workingDirectory ?? null]))
+    // A package's identity is its bytes (the directory is new for every task).
+    .update(
+      JSON.stringify([
+        command,
+        args,
+        unpacked !== undefined ? `package:${unpacked.pinned.sha256}` : (copyFrom ?? null),
+        workingDirectory ?? null,
+      ]),
+    )
     .digest("hex")
     .slice(0, 16);
   const spec: Omit<ProcessInstanceSpec, "name" | "labels" | "port"> = {

@@ -28,6 +28,7 @@ const PERMISSIONS = [
   "runRunbooks",
   "editRunbooks",
   "overrideFreezes",
+  "pushPackages",
   "administer",
 ] as const satisfies readonly Permission[];
 // A permission the server gains must be offered here too: this fails to compile until it is.

@@ -144,6 +144,32 @@ export function ReleasePage() {
             </div>
           )}
 
+          {(data.packages ?? []).length > 0 && (
+            <>
+              <h2 id="packages-title">Packages</h2>
+              <div className="table-scroll">
+                <table className="data" aria-labelledby="packages-title">
+                  <thead>
+                    <tr>
+                      <th scope="col">Package</th>
+                      <th scope="col">Version</th>
+                      <th scope="col">SHA-256 (what is unpacked)</th>
+                    </tr>
+                  </thead>
+                  <tbody>
+                    {(data.packages ?? []).map((item) => (
+                      <tr key={item.name}>
+                        <th scope="row">{item.name}</th>
+                        <td className="mono">{item.version}</td>
+                        <td className="mono small">{item.sha256}</td>
+                      </tr>
+                    ))}
+                  </tbody>
+                </table>
+              </div>
+            </>
+          )}
+
           <h2 id="process-title">Process</h2>
           <ol className="steps-list" aria-labelledby="process-title">
             {data.steps.map((step) => (
