@@ -167,4 +167,4 @@ export function decideFiring(
 
 /** Per runbook and environment: how many finished runs to keep, and for how long (src/domain/retention.ts). */
 export const retentionSchema = retentionSchemaOf("runs");
-export type { Retention, RetentionPolicy } from "./retention.js";
+export type { Retention } from "./retention.js";

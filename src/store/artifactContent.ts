@@ -114,7 +114,7 @@ const INV_WRITE = 0x20000;
  * go over the wire as they are instead of through node-postgres' text decoding and its
  * growing serializer buffers.
  */
-export interface PgPoolClient {
+interface PgPoolClient {
   query(config: unknown): unknown;
   query(text: string, values?: unknown[]): Promise<unknown>;
   release(error?: Error | boolean): void;

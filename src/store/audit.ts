@@ -54,7 +54,7 @@ export interface AuditPage {
 /** The chain key per master key: derived once, never stored (derived again after a rotation, ADR 0046). */
 const chainKeys = new WeakMap<SecretBox, { keyId: string; key: Buffer }>();
 
-export function chainKey(secrets: SecretBox): Buffer {
+function chainKey(secrets: SecretBox): Buffer {
   let cached = chainKeys.get(secrets);
   if (cached?.keyId !== secrets.keyId) {
     cached = { keyId: secrets.keyId, key: secrets.deriveKey("audit-chain") };
