@@ -240,6 +240,48 @@ describe.each(dialects)("feed triggers on %s (real registry notifications and po
     expect(release.notes).toContain("registry poll");
   });
 
+  it("polling a repository nothing was pushed to yet: its first tag, pushed after the first poll, is released", async () => {
+    await test.call("POST", "/api/v1/projects", { name: "fresh", lifecycle: "two" });
+    const process = await test.call("PUT", "/api/v1/projects/fresh/process", {
+      images: [
+        {
+          name: "web",
+          feed: "local",
+          repository: "demo/fresh",
+          version: { kind: "regex", pattern: "^\\d+\\.\\d+\\.\\d+-beta$" },
+        },
+      ],
+      steps: [{ name: "show", kind: "script", config: { script: "echo deployed #{Ferry.Image[web]}" } }],
+    });
+    expect(process.status, JSON.stringify(process.body)).toBe(200);
+    const created = await test.call("POST", "/api/v1/projects/fresh/triggers", {
+      name: "first push",
+      image: "web",
+      versionFromTag: "^(\\d+\\.\\d+\\.\\d+)-beta$",
+      secret: "fresh-secret-0123456789abcdef",
+      pollSeconds: 10,
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    // The first poll finds no repository: that is its baseline (nothing), not an error to retry.
+    await waitFor("the first poll", async () => {
+      const trigger = await test.call<{ lastPolledAt: string | null; lastError: string | null }>(
+        "GET",
+        "/api/v1/projects/fresh/triggers/first%20push",
+      );
+      return trigger.body.lastPolledAt === null ? undefined : trigger.body;
+    });
+    await pushTestImage(registry.url, "demo/fresh", "2.0.0-beta", { content: "2.0.0", auth });
+    const release = await waitFor(
+      "release 2.0.0 by polling",
+      async () =>
+        (await test.call<{ items: Release[] }>("GET", "/api/v1/projects/fresh/releases")).body.items.find(
+          (candidate) => candidate.version === "2.0.0",
+        ),
+      30_000,
+    );
+    expect(release.images).toEqual([expect.objectContaining({ tag: "2.0.0-beta" })]);
+  });
+
   it("ferry trigger create / list / pause / resume: the secret from standard input, never printed", async () => {
     const home = mkdtempSync(join(tmpdir(), "ferry-trigger-cli-"));
     const env = isolatedEnv(home, { FERRY_URL: test.server.url, FERRY_API_KEY: test.apiKey });

@@ -29,6 +29,12 @@ if ! $ferry trigger show beta-pushes --project "$project" >/dev/null 2>&1; then
     $ferry trigger create beta-pushes --project "$project" --image web \
       --version-from-tag '^(\d+\.\d+\.\d+)-beta$' --poll-seconds "${POLL_SECONDS:-10}"
 fi
+# A trigger's first poll notes the tags already there (its baseline) and releases none of
+# them: push only after it, or the new tag would be part of the baseline.
+for _ in $(seq 1 60); do
+  $ferry trigger show beta-pushes --project "$project" | grep -Eq '^last poll: +[0-9]' && break
+  sleep 1
+done
 
 echo "== 1. build and push $version-beta"
 "$here/build.sh" "$version-beta"

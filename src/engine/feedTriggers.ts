@@ -3,7 +3,7 @@ import { ConflictError, InputError } from "../domain/errors.js";
 import { type PushedTag, releaseVersionOfTag } from "../domain/feedTriggers.js";
 import { pinImages } from "../feeds/images.js";
 import { pickLatestTag } from "../feeds/latestTag.js";
-import { RegistryClient } from "../feeds/registry.js";
+import { RegistryClient, RegistryError } from "../feeds/registry.js";
 import { defaultOutboundPolicy } from "../security/outboundGuard.js";
 import { appendAuditEvent } from "../store/audit.js";
 import { getFeed, getFeedCredentials } from "../store/feeds.js";
@@ -110,6 +110,9 @@ export async function fireTrigger(
   return { kind: "released", tag, digest, release: version, deployments };
 }
 
+/** The baseline firing of a first poll that found no tag (a digest no manifest has). */
+const EMPTY_BASELINE = "baseline:no-tags";
+
 /**
  * One poll: the newest tag matching the image's version rule, acted on unless its digest was
  * seen. The first poll of a trigger only notes what is there (a baseline): a trigger added to
@@ -129,14 +132,20 @@ async function pollTrigger(
     ...(await getFeedCredentials(context, feed.id)),
     outbound: services.outbound ?? defaultOutboundPolicy,
   });
-  const tags = await client.listTags(image.repository);
+  const tags = await client.listTags(image.repository).catch((error: unknown) => {
+    // A repository nothing was pushed to yet: no tags (its first push is a new tag).
+    if (error instanceof RegistryError && error.reason === "not-found") return [];
+    throw error;
+  });
   const newest = await pickLatestTag(image, tags);
-  if (!newest) return undefined;
   if (!(await hasFirings(context.db, trigger.id))) {
-    const { digest } = await client.resolveDigest(image.repository, newest);
-    await claimFiring(context.db, { triggerId: trigger.id, digest, tag: newest, cause: "baseline" });
+    // The baseline is noted also when there is nothing: otherwise a tag pushed after a
+    // first poll of an empty repository became the baseline, and was never released.
+    const digest = newest ? (await client.resolveDigest(image.repository, newest)).digest : EMPTY_BASELINE;
+    await claimFiring(context.db, { triggerId: trigger.id, digest, tag: newest ?? "", cause: "baseline" });
     return undefined;
   }
+  if (!newest) return undefined;
   return fireTrigger(services, trigger, { tag: newest }, "poll");
 }
 

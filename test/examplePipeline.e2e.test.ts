@@ -1,0 +1,158 @@
+import { cp, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  expectSuccess,
+  FERRY,
+  type FerryServer,
+  isolatedEnv,
+  parseJson,
+  ROOT,
+  runCommand,
+  runFerry,
+  testAdminKey,
+  trackedResources,
+} from "./helpers/cli.js";
+import { freePort, startRegistry, type TestRegistry } from "./helpers/registry.js";
+
+/**
+ * Issue 15's acceptance end to end, the way a person runs examples/pipeline: its own
+ * pipeline.sh against a real `ferry server`, a real registry and this host's Docker engine.
+ * The script builds and pushes `1.0.3-beta`; the feed trigger it creates (polling: the
+ * registry's notifications would need its configuration to name the trigger) makes release
+ * 1.0.3 and deploys it to dev, where an isolated copy with limits is tested and the image
+ * gets its release tags; the script then promotes it to prod, blue/green behind the proxy.
+ * Then `ferry run` runs the same file's dev process with no server at all.
+ */
+
+const EXAMPLE = join(ROOT, "examples", "pipeline");
+const MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json";
+const { makeTemporaryDirectory, startFerryServer, cleanUp } = trackedResources("ferry-pipeline-e2e-");
+
+async function docker(args: readonly string[]): Promise<string> {
+  const result = await runCommand("docker", args, process.env, { timeoutMs: 60_000 });
+  if (result.code !== 0) throw new Error(`docker ${args.join(" ")} failed (${result.code}): ${result.stderr.trim()}`);
+  return result.stdout.trim();
+}
+
+/** Everything on this host's engine labelled ferry.task=<task>: containers, networks, volumes. */
+async function labelledWith(taskId: string): Promise<string[]> {
+  const label = `label=ferry.task=${taskId}`;
+  const lines = await Promise.all([
+    docker(["ps", "-a", "--filter", label, "--format", "container {{.Names}}"]),
+    docker(["network", "ls", "--filter", label, "--format", "network {{.Name}}"]),
+    docker(["volume", "ls", "--filter", label, "--format", "volume {{.Name}}"]),
+  ]);
+  return lines.flatMap((text) => text.split("\n")).filter((line) => line !== "");
+}
+
+describe("examples/pipeline: push a beta, and Ferry tests it in isolation, tags it and promotes it", () => {
+  const adminKey = testAdminKey();
+  let home: string;
+  let registry: TestRegistry;
+  let server: FerryServer | undefined;
+  let proxyPort: number;
+  let example: string;
+
+  const cliEnv = () =>
+    isolatedEnv(home, {
+      FERRY_URL: server?.url ?? "",
+      FERRY_API_KEY: adminKey,
+    });
+  const digestOf = async (tag: string) => {
+    const response = await fetch(`${registry.url}/v2/pipeline/app/manifests/${tag}`, {
+      method: "HEAD",
+      headers: { accept: MANIFEST_V2 },
+    });
+    expect(response.status, `HEAD pipeline/app:${tag}`).toBe(200);
+    return response.headers.get("docker-content-digest") ?? "";
+  };
+
+  beforeAll(async () => {
+    home = await makeTemporaryDirectory();
+    proxyPort = await freePort();
+    registry = await startRegistry();
+    server = await startFerryServer({
+      dataDir: join(home, "data"),
+      env: isolatedEnv(home, {
+        FERRY_ADMIN_API_KEY: adminKey,
+        FERRY_PROXY_LISTEN: `127.0.0.1:${proxyPort}`,
+      }),
+    });
+    // The example as a person copies it, pointed at this test's registry.
+    example = join(home, "pipeline");
+    await cp(EXAMPLE, example, { recursive: true });
+    const file = join(example, "ferry.yml");
+    const text = await readFile(file, "utf8");
+    expect(text.split("url: http://127.0.0.1:5000\n")).toHaveLength(2);
+    await writeFile(file, text.replace("url: http://127.0.0.1:5000\n", `url: ${registry.url}\n`));
+  }, 120_000);
+
+  afterAll(async () => {
+    for (const container of (
+      await docker(["ps", "-a", "--filter", "label=ferry.project=pipeline-app", "--format", "{{.ID}}"])
+    ).split("\n")) {
+      if (container !== "") await docker(["rm", "-f", container]).catch(() => undefined);
+    }
+    const proxyPid = Number((await readFile(join(home, "data", "proxy", "proxy.pid"), "utf8").catch(() => "")).trim());
+    if (proxyPid > 0) process.kill(proxyPid, "SIGTERM");
+    await registry?.stop();
+    await cleanUp();
+  });
+
+  it("pipeline.sh 1.0.3: release 1.0.3 tested in isolation and tagged in dev, promoted to prod, nothing of the test left", async () => {
+    const run = await runCommand(
+      join(example, "pipeline.sh"),
+      ["1.0.3"],
+      {
+        ...cliEnv(),
+        FERRY,
+        REGISTRY: new URL(registry.url).host,
+        POLL_SECONDS: "10",
+        WAIT_SECONDS: "240",
+      },
+      { timeoutMs: 420_000 },
+    );
+    expect(run.code, `stdout: ${run.stdout}\nstderr: ${run.stderr}`).toBe(0);
+    expect(run.stdout).toContain("== 6. done");
+
+    // Stage 2 ran the functional tests against the isolated copy; stage 3 tagged what passed.
+    const release = parseJson<{ images: { tag: string; digest: string }[] }>(
+      await runFerry(["release", "show", "1.0.3", "--project", "pipeline-app", "--json"], cliEnv()),
+    );
+    const beta = await digestOf("1.0.3-beta");
+    expect(release.images).toEqual([expect.objectContaining({ tag: "1.0.3-beta", digest: beta })]);
+    expect(await digestOf("1.0.3")).toBe(beta);
+    expect(await digestOf("latest")).toBe(beta);
+
+    const tasks = parseJson<{ id: string; title: string }[]>(await runFerry(["task", "list", "--json"], cliEnv()));
+    const devTask = tasks.find((task) => task.title === "Deploy pipeline-app 1.0.3 to dev");
+    expect(devTask, JSON.stringify(tasks)).toBeDefined();
+    const log = await runFerry(["task", "logs", devTask?.id ?? ""], cliEnv());
+    expectSuccess(log);
+    expect(log.stdout).toContain("[home page]");
+    expect(log.stdout).toContain("[from inside the network]");
+    // Nothing the isolated copy was made of is left: containers, network, volumes.
+    expect(await labelledWith(devTask?.id ?? "")).toEqual([]);
+
+    // Stages 4–5: prod serves 1.0.3 through the proxy.
+    const answer = await fetch(`http://127.0.0.1:${proxyPort}/`, { headers: { host: "pipeline.localhost" } });
+    expect(answer.status).toBe(200);
+    expect((await answer.text()).trim()).toBe("app 1.0.3");
+  }, 480_000);
+
+  it("ferry run -f examples/pipeline/ferry.yml --env dev runs the same dev process with no server", async () => {
+    await server?.stop();
+    server = undefined;
+    const local = await runFerry(
+      ["run", "-f", join(example, "ferry.yml"), "--env", "dev", "--version", "1.0.3", "--image", "web=1.0.3-beta"],
+      isolatedEnv(home),
+      { timeoutMs: 300_000 },
+    );
+    expectSuccess(local);
+    expect(local.stdout).toContain("[home page]");
+    expect(local.stdout).toContain("[Release tags]");
+    // The release tags were already there, on the same digest: unchanged.
+    expect(await digestOf("1.0.3")).toBe(await digestOf("1.0.3-beta"));
+  }, 320_000);
+});
