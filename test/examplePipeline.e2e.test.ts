@@ -1,4 +1,5 @@
 import { cp, readFile, writeFile } from "node:fs/promises";
+import { get } from "node:http";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -136,9 +137,18 @@ describe("examples/pipeline: push a beta, and Ferry tests it in isolation, tags 
     expect(await labelledWith(devTask?.id ?? "")).toEqual([]);
 
     // Stages 4–5: prod serves 1.0.3 through the proxy.
-    const answer = await fetch(`http://127.0.0.1:${proxyPort}/`, { headers: { host: "pipeline.localhost" } });
+    // fetch() drops a Host header: node:http sends it.
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      get({ host: "127.0.0.1", port: proxyPort, path: "/", headers: { host: "pipeline.localhost" } }, (response) => {
+        let body = "";
+        response.setEncoding("utf8").on("data", (chunk: string) => {
+          body += chunk;
+        });
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
+      }).on("error", reject);
+    });
     expect(answer.status).toBe(200);
-    expect((await answer.text()).trim()).toBe("app 1.0.3");
+    expect(answer.body.trim()).toBe("app 1.0.3");
   }, 480_000);
 
   it("ferry run -f examples/pipeline/ferry.yml --env dev runs the same dev process with no server", async () => {
