@@ -76,6 +76,12 @@ describe("unauthenticated crawl of every route in the OpenAPI document", () => {
     values.feed = String(
       (await ok("POST", "/api/v1/feeds", { name: "registry", url: "http://127.0.0.1:5000" })).slug ?? "registry",
     );
+    values.set = String(
+      (await ok("POST", "/api/v1/variable-sets", { name: "common", description: "shared" })).slug ?? "common",
+    );
+    await ok("POST", `/api/v1/variable-sets/${values.set}/variables`, { name: "Region", value: "eu" });
+    values.role = "viewer";
+    values.team = String((await ok("POST", "/api/v1/teams", { name: "crawlers" })).slug ?? "crawlers");
     values.target = String(
       (await ok("POST", "/api/v1/targets", { name: "local", environments: ["dev"] })).slug ?? "local",
     );
