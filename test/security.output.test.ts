@@ -454,7 +454,7 @@ describe("the CLI prints only through src/cli/output.ts", () => {
     ["proxy.ts", "prints its own listen address and shutdown notices"],
     ["demo.ts", "prints the address and key it made itself"],
     ["processes.ts", "answers the server that ran it with one JSON line (machine output, never shown to people)"],
-    ["nginxRouter.ts", "answers the server that ran it with one JSON line (machine output, never shown to people)"],
+    ["hostRouters.ts", "answers the server that ran it with one JSON line (machine output, never shown to people)"],
   ]);
 
   it("has no other file writing to process.stdout or process.stderr", async () => {
