@@ -4,8 +4,8 @@ import { defineConfig } from "vitest/config";
  * Files that assert zero failed requests under load, or kill servers at random moments:
  * they run one at a time, after the rest, so that no other file's work on the same cores
  * shifts their timing. Every other file waits mostly on Docker, databases and child
- * processes rather than the CPU, and runs three at a time (two left the cores half idle
- * while the suite grew past 25 minutes on a 2-core CI machine).
+ * processes rather than the CPU, and runs two at a time (three saved a minute or two of 25
+ * and loaded the cores enough that an agent test's client abort surfaced once).
  */
 const alone = [
   "test/agentBlueGreen.e2e.test.ts",
@@ -39,7 +39,7 @@ export default defineConfig({
           name: "together",
           include: ["src/**/*.test.ts", "test/**/*.test.ts"],
           exclude: alone,
-          maxWorkers: 3,
+          maxWorkers: 2,
           sequence: { groupOrder: 0 },
         },
       },

@@ -180,8 +180,12 @@ export function registerAgentProtocol(
   const fail = (error: unknown, request: FastifyRequest, reply: import("fastify").FastifyReply) =>
     sendProblem(reply, errorToProblem(error, request));
   app.register(async (scope) => {
-    // A tunnel's body is a byte stream the handler reads itself, for as long as the tunnel
-    // lasts: the app's application/octet-stream parser (src/api/app.ts) leaves it unread.
+    // A tunnel's body is a byte stream the handler reads itself from the raw request, for as
+    // long as the tunnel lasts: unlike the package feed (src/api/app.ts hands the stream to its
+    // route as the body), nothing here gets it as a body. With the app's parser a client that
+    // left mid-tunnel once surfaced as an uncaught "aborted" error in the server (CI, 17:41).
+    scope.removeContentTypeParser("application/octet-stream");
+    scope.addContentTypeParser("application/octet-stream", (_request, _payload, done) => done(null, undefined));
     // Held open (a long poll, a tunnel): in the address's line (src/api/addressQueue.ts) only
     // until the credential is checked and the body read, then out of it, or agents behind one
     // NAT address would wait behind each other's polls. Not before: these routes take anyone's
