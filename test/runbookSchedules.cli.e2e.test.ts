@@ -21,6 +21,10 @@ import {
  * firing when it starts again and follows each schedule's setting (skip, run once); an
  * every-minute schedule fires on two minute boundaries, running the published version while
  * the draft is edited; ferry.yml declares schedules and retention.
+ *
+ * The every-minute schedule waits on the clock for up to two minutes: the missed-firing test
+ * runs beside it (it.concurrent), on a server process of its own that it stops and starts, so
+ * that the every-minute server runs across both of its minute boundaries.
  */
 
 const { makeTemporaryDirectory, startFerryServer, cleanUp } = trackedResources("ferry-schedules-e2e-");
@@ -92,8 +96,10 @@ interface RunSummary {
 
 describe("runbook schedules (CLI against a ferry server process)", () => {
   let server: FerryServer;
+  /** The server the missed-firing test stops and starts again. */
+  let restarted: FerryServer;
   let home: string;
-  let dataDir: string;
+  let restartedDataDir: string;
   const adminKey = testAdminKey();
   const serverEnv = () =>
     isolatedEnv(home, {
@@ -101,17 +107,17 @@ describe("runbook schedules (CLI against a ferry server process)", () => {
       // A firing more than 3 s late counts as missed (60 s by default), so the test need not wait a minute.
       FERRY_SCHEDULE_GRACE_SECONDS: "3",
     });
-  const cli = (args: string[]): Promise<CliResult> =>
-    runFerry(args, isolatedEnv(home, { FERRY_URL: server.url, FERRY_API_KEY: adminKey }), { timeoutMs: 30_000 });
-  const runs = async (runbook: string) => {
-    const result = await cli(["runbook", "runs", "--project", "shop", "--runbook", runbook, "--json"]);
+  const cli = (args: string[], on: FerryServer = server): Promise<CliResult> =>
+    runFerry(args, isolatedEnv(home, { FERRY_URL: on.url, FERRY_API_KEY: adminKey }), { timeoutMs: 30_000 });
+  const runs = async (runbook: string, on: FerryServer = server) => {
+    const result = await cli(["runbook", "runs", "--project", "shop", "--runbook", runbook, "--json"], on);
     expectSuccess(result);
     return parseJson<RunSummary[]>(result).reverse();
   };
-  async function waitForRuns(runbook: string, cause: string, count: number, timeoutMs: number) {
+  async function waitForRuns(runbook: string, cause: string, count: number, timeoutMs: number, on = server) {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const found = (await runs(runbook)).filter((run) => run.cause === cause);
+      const found = (await runs(runbook, on)).filter((run) => run.cause === cause);
       if (found.length >= count) return found;
       if (Date.now() > deadline) throw new Error(`no ${count} runs caused by ${cause} within ${timeoutMs} ms`);
       await sleep(1_000);
@@ -120,14 +126,17 @@ describe("runbook schedules (CLI against a ferry server process)", () => {
 
   beforeAll(async () => {
     home = await makeTemporaryDirectory();
-    dataDir = join(home, "data");
-    server = await startFerryServer({ dataDir, env: serverEnv() });
+    restartedDataDir = join(home, "restarted-data");
+    [server, restarted] = await Promise.all([
+      startFerryServer({ dataDir: join(home, "data"), env: serverEnv() }),
+      startFerryServer({ dataDir: restartedDataDir, env: serverEnv() }),
+    ]);
     await writeFile(join(home, "ferry.yml"), FERRY_YML);
     await writeFile(join(home, "report.yml"), runbookFile("v1"));
     await writeFile(join(home, "report-v2.yml"), runbookFile("v2"));
   }, 60_000);
   afterAll(async () => {
-    await server?.stop();
+    await Promise.all([server?.stop(), restarted?.stop()]);
     await cleanUp();
   });
 
@@ -179,14 +188,45 @@ describe("runbook schedules (CLI against a ferry server process)", () => {
     expect(again.stderr).toContain("already has a runbook 'report'");
   }, 60_000);
 
-  it("reports a firing missed while the server was stopped, then skips it or runs it once", async () => {
+  it.concurrent("reports a firing missed while the server was stopped, then skips it or runs it once", async () => {
+    // The same project and runbook on the server this test stops and starts.
+    expectSuccess(await cli(["apply", "-f", join(home, "ferry.yml")], restarted));
+    expectSuccess(
+      await cli(["runbook", "create", "--project", "shop", "-f", join(home, "report.yml"), "--publish"], restarted),
+    );
     // A firing 15 s from now; the server is stopped before it and started after it (and the grace).
     const firing = new Date(Math.ceil((Date.now() + 15_000) / 1000) * 1000);
     for (const [name, missed] of [
       ["skipper", "skip"],
       ["catcher", "run-once"],
     ]) {
-      const added = await cli([
+      const added = await cli(
+        [
+          "runbook",
+          "schedule",
+          "add",
+          "--project",
+          "shop",
+          "--runbook",
+          "report",
+          "--name",
+          String(name),
+          "--env",
+          "prod",
+          "--cron",
+          dailyAt(firing),
+          "--param",
+          "Label=missed",
+          "--missed",
+          String(missed),
+        ],
+        restarted,
+      );
+      expectSuccess(added);
+      expect(added.stdout).toContain(`next: ${firing.toISOString()}`);
+    }
+    const badMissed = await cli(
+      [
         "runbook",
         "schedule",
         "add",
@@ -195,58 +235,38 @@ describe("runbook schedules (CLI against a ferry server process)", () => {
         "--runbook",
         "report",
         "--name",
-        String(name),
+        "x",
         "--env",
         "prod",
         "--cron",
-        dailyAt(firing),
-        "--param",
-        "Label=missed",
+        "* * * * *",
         "--missed",
-        String(missed),
-      ]);
-      expectSuccess(added);
-      expect(added.stdout).toContain(`next: ${firing.toISOString()}`);
-    }
-    const badMissed = await cli([
-      "runbook",
-      "schedule",
-      "add",
-      "--project",
-      "shop",
-      "--runbook",
-      "report",
-      "--name",
-      "x",
-      "--env",
-      "prod",
-      "--cron",
-      "* * * * *",
-      "--missed",
-      "sometimes",
-    ]);
+        "sometimes",
+      ],
+      restarted,
+    );
     expect(badMissed.code).toBe(2);
     expect(badMissed.stderr).toContain("--missed sometimes: use skip or run-once");
 
-    const port = server.port;
-    await server.stop();
+    const port = restarted.port;
+    await restarted.stop();
     await sleep(Math.max(0, firing.getTime() + 3_000 + 2_000 - Date.now()));
-    server = await startFerryServer({ dataDir, env: serverEnv(), port });
+    restarted = await startFerryServer({ dataDir: restartedDataDir, env: serverEnv(), port });
 
-    const caughtUp = await waitForRuns("report", "missed firings of schedule catcher", 1, 20_000);
+    const caughtUp = await waitForRuns("report", "missed firings of schedule catcher", 1, 20_000, restarted);
     expect(caughtUp).toHaveLength(1);
     expect(caughtUp[0]?.scheduledFor).toBe(firing.toISOString());
-    const log = await cli(["task", "logs", String(caughtUp[0]?.taskId), "--follow"]);
+    const log = await cli(["task", "logs", String(caughtUp[0]?.taskId), "--follow"], restarted);
     expect(log.stdout).toContain("report v1 for missed");
     expect(log.stdout).toContain("Queued by missed firings of schedule catcher");
 
-    const logLines = server.stdout();
+    const logLines = restarted.stdout();
     for (const name of ["skipper", "catcher"]) {
       expect(logLines).toContain(
         `runbook schedule '${name}' of shop/report in prod missed 1 firing(s) while no server ran`,
       );
     }
-    const audit = await apiRequest(`${server.url}/api/v1/audit?action=runbook.schedule.missed`, adminKey);
+    const audit = await apiRequest(`${restarted.url}/api/v1/audit?action=runbook.schedule.missed`, adminKey);
     const entries = (
       (await audit.json()) as { items: { resource: { name: string }; diff: Record<string, { to: unknown }> }[] }
     ).items;
@@ -257,15 +277,18 @@ describe("runbook schedules (CLI against a ferry server process)", () => {
       ["shop/report/skipper", 1, "skip"],
     ]);
     // skip: nothing ran for it.
-    expect((await runs("report")).filter((run) => run.cause?.includes("skipper"))).toEqual([]);
+    expect((await runs("report", restarted)).filter((run) => run.cause?.includes("skipper"))).toEqual([]);
     for (const name of ["skipper", "catcher"]) {
       expectSuccess(
-        await cli(["runbook", "schedule", "remove", "--project", "shop", "--runbook", "report", "--name", name]),
+        await cli(
+          ["runbook", "schedule", "remove", "--project", "shop", "--runbook", "report", "--name", name],
+          restarted,
+        ),
       );
     }
   }, 90_000);
 
-  it("fires an every-minute schedule on two minute boundaries, running the published version while the draft is edited", async () => {
+  it.concurrent("fires an every-minute schedule on two minute boundaries, running the published version while the draft is edited", async () => {
     const added = await cli([
       "runbook",
       "schedule",

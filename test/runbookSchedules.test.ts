@@ -46,7 +46,9 @@ async function eventually<T>(what: string, check: () => Promise<T | undefined>, 
 
 const SECRET = "schedule-token-never-shown-7731";
 
-describe.each(dialects)("runbook schedules and retention (%s)", (dialect) => {
+// The two dialects run side by side (each on its own server and database; the tests of one
+// dialect still run in order): the file waits mostly on its schedules' clocks, not the CPU.
+describe.each(dialects)("runbook schedules and retention (%s)", { concurrent: true }, (dialect) => {
   let test: TestServer;
   let databaseUrl: string | undefined;
   let dropDatabase: (() => Promise<void>) | undefined;
@@ -163,7 +165,7 @@ describe.each(dialects)("runbook schedules and retention (%s)", (dialect) => {
     await dropDatabase?.();
   }, 180_000);
 
-  it("refuses a schedule that cannot work, naming each field, and needs editRunbooks and runRunbooks", async () => {
+  it.sequential("refuses a schedule that cannot work, naming each field, and needs editRunbooks and runRunbooks", async () => {
     const path = "/api/v1/projects/shop/runbooks/report/schedules";
     const bad = await test.call<{ errors?: { pointer: string; detail: string }[]; detail: string }>("POST", path, {
       name: "broken",
@@ -224,7 +226,7 @@ describe.each(dialects)("runbook schedules and retention (%s)", (dialect) => {
     await admin("DELETE", `${path}/nightly`, undefined, 204);
   });
 
-  it("fires the published version on time, twice; a draft edit changes nothing until published; pausing stops it", async () => {
+  it.sequential("fires the published version on time, twice; a draft edit changes nothing until published; pausing stops it", async () => {
     const path = "/api/v1/projects/shop/runbooks/report/schedules";
     const created = await admin<Body>(
       "POST",
@@ -290,7 +292,7 @@ describe.each(dialects)("runbook schedules and retention (%s)", (dialect) => {
     expect(JSON.stringify(await admin("GET", `${path}/every-2s`))).not.toContain(SECRET);
   }, 90_000);
 
-  it("audits a firing a freeze refuses, naming the freeze, and one whose parameters stopped being valid", async () => {
+  it.sequential("audits a firing a freeze refuses, naming the freeze, and one whose parameters stopped being valid", async () => {
     const path = "/api/v1/projects/shop/runbooks/report/schedules";
     await admin("POST", "/api/v1/projects/shop/freezes", {
       name: "Quiet week",
@@ -342,7 +344,7 @@ describe.each(dialects)("runbook schedules and retention (%s)", (dialect) => {
     await admin("POST", "/api/v1/projects/shop/runbooks/report/publish");
   }, 60_000);
 
-  it("queues a firing once when several schedulers on one database see it due, and reports missed firings", async () => {
+  it.sequential("queues a firing once when several schedulers on one database see it due, and reports missed firings", async () => {
     const path = "/api/v1/projects/shop/runbooks/report/schedules";
     // Once a year, at a time no real clock reaches during the test: the schedulers are given it.
     await admin(
@@ -409,7 +411,7 @@ describe.each(dialects)("runbook schedules and retention (%s)", (dialect) => {
   }, 60_000);
 
   // Several server nodes share a PostgreSQL database only; with SQLite there is one node (docs/DESIGN).
-  it.runIf(dialect === "postgres")(
+  (dialect === "postgres" ? it.sequential : it.sequential.skip)(
     "fires once per firing with two server nodes polling one PostgreSQL database",
     async () => {
       // The second node has the first one's master key, as docs/security.md requires.
@@ -437,7 +439,7 @@ describe.each(dialects)("runbook schedules and retention (%s)", (dialect) => {
     60_000,
   );
 
-  it("deletes runs past the retention with their logs, after a run ends, but never the newest successful one", async () => {
+  it.sequential("deletes runs past the retention with their logs, after a run ends, but never the newest successful one", async () => {
     await admin(
       "POST",
       "/api/v1/projects/shop/runbooks",
