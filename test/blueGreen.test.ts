@@ -47,21 +47,50 @@ const fronts: Record<"builtin" | "nginx" | "haproxy", () => Promise<Front>> = {
   },
 };
 
+/**
+ * One registry and one build of each image for the whole file: each describe's afterAll
+ * removes the images from the engine again, so the deployments of every describe pull them
+ * from the registry for real, as they did when each describe built its own.
+ */
+let registry: TestRegistry;
+let v1: DemoImage;
+let v2: DemoImage;
+let neverHealthy: DemoImage;
+let failsInBake: DemoImage;
+let tested1: DemoImage;
+let tested2: DemoImage;
+const allImages = () =>
+  [v1, v2, neverHealthy, failsInBake, tested1, tested2].flatMap((image) =>
+    image === undefined ? [] : [image.reference],
+  );
+
+beforeAll(async () => {
+  registry = await startRegistry();
+  [v1, v2, neverHealthy, failsInBake, tested1, tested2] = await Promise.all([
+    buildDemoImage({ registryUrl: registry.url, repository: "bg/app", version: "1.0.1" }),
+    buildDemoImage({ registryUrl: registry.url, repository: "bg/app", version: "1.0.2" }),
+    buildDemoImage({ registryUrl: registry.url, repository: "bg/app", version: "1.0.3", neverHealthy: true }),
+    buildDemoImage({ registryUrl: registry.url, repository: "bg/app", version: "1.0.4", unhealthyAfterSeconds: 2 }),
+    buildDemoImage({ registryUrl: registry.url, repository: "bgt/app", version: "2.0.1" }),
+    buildDemoImage({ registryUrl: registry.url, repository: "bgt/app", version: "2.0.2" }),
+  ]);
+}, 120_000);
+
+afterAll(async () => {
+  await registry?.stop();
+  await removeImages(allImages());
+});
+
 describe.each(["builtin", "nginx", "haproxy"] as const)(
   "blue/green container deployments through the %s router (real Docker, registry, proxy; under load)",
   (driver) => {
     const docker = new DockerRuntime();
     const projectName = `bg-${driver}-${randomBytes(3).toString("hex")}`;
     const host = `${projectName}.test`;
-    let registry: TestRegistry;
     let proxy: Front;
     let etcd: TestEtcd | undefined;
     let etcdClient: EtcdClient | undefined;
     let test: TestServer;
-    let v1: DemoImage;
-    let v2: DemoImage;
-    let neverHealthy: DemoImage;
-    let failsInBake: DemoImage;
     let projectSlug: string;
     let imageVariableId: string;
 
@@ -128,15 +157,7 @@ describe.each(["builtin", "nginx", "haproxy"] as const)(
     };
 
     beforeAll(async () => {
-      registry = await startRegistry();
-      [v1, v2, neverHealthy, failsInBake] = await Promise.all([
-        buildDemoImage({ registryUrl: registry.url, repository: "bg/app", version: "1.0.1" }),
-        buildDemoImage({ registryUrl: registry.url, repository: "bg/app", version: "1.0.2" }),
-        buildDemoImage({ registryUrl: registry.url, repository: "bg/app", version: "1.0.3", neverHealthy: true }),
-        buildDemoImage({ registryUrl: registry.url, repository: "bg/app", version: "1.0.4", unhealthyAfterSeconds: 2 }),
-      ]);
-      proxy = await fronts[driver]();
-      etcd = await startEtcd();
+      [proxy, etcd] = await Promise.all([fronts[driver](), startEtcd()]);
       etcdClient = new EtcdClient(etcd.endpoint);
       test = await startTestServer({ traffic: { ...proxy.traffic, etcdEndpoint: etcd.endpoint } });
       ({ projectSlug, variableId: imageVariableId } = await createAutoDeployedProject(
@@ -153,10 +174,8 @@ describe.each(["builtin", "nginx", "haproxy"] as const)(
       await proxy?.stop();
       await etcdClient?.close();
       await etcd?.stop();
-      await registry?.stop();
-      await removeImages(
-        [v1, v2, neverHealthy, failsInBake].flatMap((image) => (image === undefined ? [] : [image.reference])),
-      );
+      // Gone from the engine again: the next describe pulls them from the registry.
+      await removeImages(allImages());
     });
 
     it("deploys the first colour and routes the host to it", async () => {
@@ -294,11 +313,8 @@ describe("blue/green pre-switch tests and the outbound guard at its defaults (re
   const docker = new DockerRuntime();
   const projectName = `bgt-${randomBytes(3).toString("hex")}`;
   const host = `${projectName}.test`;
-  let registry: TestRegistry;
   let proxy: ProxyProcess;
   let test: TestServer;
-  let v1: DemoImage;
-  let v2: DemoImage;
   let projectSlug: string;
   let imageVariableId: string;
 
@@ -351,17 +367,12 @@ describe("blue/green pre-switch tests and the outbound guard at its defaults (re
   };
 
   beforeAll(async () => {
-    registry = await startRegistry();
-    [v1, v2] = await Promise.all([
-      buildDemoImage({ registryUrl: registry.url, repository: "bgt/app", version: "2.0.1" }),
-      buildDemoImage({ registryUrl: registry.url, repository: "bgt/app", version: "2.0.2" }),
-    ]);
     proxy = await startProxyProcess();
     test = await startTestServer({ traffic: proxy.traffic, outbound: defaultOutboundPolicy });
     ({ projectSlug, variableId: imageVariableId } = await createAutoDeployedProject(
       test,
       { lifecycle: "bgt", project: projectName },
-      { name: "Image", value: v1.reference },
+      { name: "Image", value: tested1.reference },
     ));
     await test.call("POST", `/api/v1/projects/${projectSlug}/variables`, {
       name: "CatalogUrl",
@@ -373,12 +384,11 @@ describe("blue/green pre-switch tests and the outbound guard at its defaults (re
     if (projectSlug) await docker.removeByLabel("ferry.project", projectSlug);
     await test?.close();
     await proxy?.stop();
-    await registry?.stop();
-    await removeImages([v1, v2].flatMap((image) => (image === undefined ? [] : [image.reference])));
+    await removeImages(allImages());
   });
 
   it("probes, tests and bakes the new colour at its own address, then switches", async () => {
-    const first = await release("2.0.1", v1, {
+    const first = await release("2.0.1", tested1, {
       preSwitchTests: [
         {
           url: "#{Ferry.Route.PreviewUrl}/",
@@ -397,7 +407,7 @@ describe("blue/green pre-switch tests and the outbound guard at its defaults (re
 
   it("a failing pre-switch test keeps the live colour serving, with 0 failed requests, and removes the new one", async () => {
     const { result: failed, load } = await underLoad(() =>
-      release("2.0.2", v2, {
+      release("2.0.2", tested2, {
         preSwitchTests: [
           { url: "#{Ferry.Route.PreviewUrl}/health", assertions: { status: 200 } },
           { url: "#{Ferry.Route.PreviewUrl}/", assertions: { bodyContains: ["version 9.9.9"] } },
@@ -417,7 +427,7 @@ describe("blue/green pre-switch tests and the outbound guard at its defaults (re
   });
 
   it("refuses a pre-switch test whose URL a variable pointed at another loopback service (the registry), and removes the new colour", async () => {
-    const refused = await release("2.0.3", v2, { preSwitchTests: [{ url: "#{CatalogUrl}" }] });
+    const refused = await release("2.0.3", tested2, { preSwitchTests: [{ url: "#{CatalogUrl}" }] });
     expect(refused.state, refused.log).toBe("failed");
     const registryPort = new URL(registry.url).port;
     expect(refused.error).toContain(
