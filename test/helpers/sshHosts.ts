@@ -454,173 +454,181 @@ export async function startSshHosts(count: number, options: StartSshHostsOptions
   /** Engines stop first (their containers removed while the namespace still exists). */
   const engineStops: (() => Promise<void>)[] = [];
   const tag = randomBytes(2).toString("hex");
-  try {
-    for (let index = 0; index < count; index++) {
-      const slot = claimSubnet();
-      cleanups.push(() => rmSync(join(SLOT_DIRECTORY, String(slot)), { recursive: true, force: true }));
-      const namespace = `${PREFIX}${process.pid}-${tag}-${index}`;
-      // Interface names have at most 15 characters.
-      const outside = `fs${tag}${index}o`;
-      const inside = `fs${tag}${index}i`;
-      run("ip", ["netns", "add", namespace]);
-      cleanups.push(() => deleteNamespace(namespace));
-      run("ip", ["link", "add", outside, "type", "veth", "peer", "name", inside]);
-      run("ip", ["link", "set", inside, "netns", namespace]);
-      run("ip", ["addr", "add", `10.231.${slot}.1/24`, "dev", outside]);
-      run("ip", ["link", "set", outside, "up"]);
-      const inNamespace = (command: string, args: readonly string[]) =>
-        run("ip", ["netns", "exec", namespace, command, ...args]);
-      inNamespace("ip", ["addr", "add", `10.231.${slot}.2/24`, "dev", inside]);
-      inNamespace("ip", ["link", "set", inside, "up"]);
-      inNamespace("ip", ["link", "set", "lo", "up"]);
-      const address = `10.231.${slot}.2`;
-      const hostDirectory = join(directory, `host-${index}`);
-      mkdirSync(hostDirectory);
-      const hostKey = join(hostDirectory, "host_ed25519");
-      const config = join(hostDirectory, "sshd_config");
-      writeSshdConfig(config, {
-        listen: address,
-        port: 22,
-        hostKey,
-        authorizedKeys,
-        pidFile: join(hostDirectory, "sshd.pid"),
-      });
-      let sshd: ChildProcess | undefined;
-      const children: ChildProcess[] = [];
-      let engine: HostEngine | undefined;
-      if (index < (options.engines ?? 0)) {
-        for (const registry of options.registries ?? []) {
-          await forwardIntoNamespace(namespace, `10.231.${slot}.1`, Number(new URL(registry).port), children, cleanups);
-        }
-        const started = await startEngine(namespace, slot);
-        engine = started.engine;
-        engineStops.push(started.stop);
+  /** One host; the hosts start side by side (their engines and sshds take seconds each). */
+  const startHost = async (index: number): Promise<SshHost> => {
+    const slot = claimSubnet();
+    cleanups.push(() => rmSync(join(SLOT_DIRECTORY, String(slot)), { recursive: true, force: true }));
+    const namespace = `${PREFIX}${process.pid}-${tag}-${index}`;
+    // Interface names have at most 15 characters.
+    const outside = `fs${tag}${index}o`;
+    const inside = `fs${tag}${index}i`;
+    run("ip", ["netns", "add", namespace]);
+    cleanups.push(() => deleteNamespace(namespace));
+    run("ip", ["link", "add", outside, "type", "veth", "peer", "name", inside]);
+    run("ip", ["link", "set", inside, "netns", namespace]);
+    run("ip", ["addr", "add", `10.231.${slot}.1/24`, "dev", outside]);
+    run("ip", ["link", "set", outside, "up"]);
+    const inNamespace = (command: string, args: readonly string[]) =>
+      run("ip", ["netns", "exec", namespace, command, ...args]);
+    inNamespace("ip", ["addr", "add", `10.231.${slot}.2/24`, "dev", inside]);
+    inNamespace("ip", ["link", "set", inside, "up"]);
+    inNamespace("ip", ["link", "set", "lo", "up"]);
+    const address = `10.231.${slot}.2`;
+    const hostDirectory = join(directory, `host-${index}`);
+    mkdirSync(hostDirectory);
+    const hostKey = join(hostDirectory, "host_ed25519");
+    const config = join(hostDirectory, "sshd_config");
+    writeSshdConfig(config, {
+      listen: address,
+      port: 22,
+      hostKey,
+      authorizedKeys,
+      pidFile: join(hostDirectory, "sshd.pid"),
+    });
+    let sshd: ChildProcess | undefined;
+    const children: ChildProcess[] = [];
+    let engine: HostEngine | undefined;
+    if (index < (options.engines ?? 0)) {
+      for (const registry of options.registries ?? []) {
+        await forwardIntoNamespace(namespace, `10.231.${slot}.1`, Number(new URL(registry).port), children, cleanups);
       }
-      // Sessions run root's shell start-up files, and this machine's (a test machine's, not
-      // a target host's) may run slow tools: pyenv's rehash there waits up to 60 s on a lock
-      // that a session cut mid-start leaves behind. The hosts' sessions see empty ones.
-      const emptyStartup = join(hostDirectory, "empty-startup");
-      writeFileSync(emptyStartup, "");
-      const startSshd = async () => {
-        // `ip netns exec` gives sshd a mount namespace of its own: there the host's engine
-        // socket is bound over /run/docker.sock, so its sessions (and the Docker socket
-        // forwarded over SSH) reach this host's engine, as on a real host; and the empty
-        // start-up files are bound over root's.
-        const sshdCommand = ["/usr/sbin/sshd", "-D", "-f", config, "-E", join(hostDirectory, "sshd.log")];
-        const prelude = [
-          'if [ -n "$0" ]; then mount --bind "$0" /run/docker.sock; fi',
-          'for file in /root/.bashrc /root/.profile /root/.bash_profile; do if [ -f "$file" ]; then mount --bind "$1" "$file"; fi; done',
-          "shift",
-          'exec "$@"',
-        ].join("; ");
-        sshd = spawn(
-          "ip",
-          ["netns", "exec", namespace, "sh", "-ec", prelude, engine?.socket ?? "", emptyStartup, ...sshdCommand],
-          {
-            stdio: "ignore",
-          },
-        );
-        await waitForPort(address, 22);
-      };
-      // The listening sshd and every session it forked: open connections end with it, as when a host goes away.
-      const stopSshd = () => {
-        sshd?.kill("SIGKILL");
-        sshd = undefined;
-        for (const pid of namespacePids(namespace)) {
-          if (commandName(pid) === "sshd") killQuietly(pid);
-        }
-      };
-      const newHostKey = () => {
-        rmSync(hostKey, { force: true });
-        rmSync(`${hostKey}.pub`, { force: true });
-        run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", hostKey]);
-        return fingerprintOf(`${hostKey}.pub`);
-      };
-      const host: SshHost = {
-        namespace,
-        address,
-        port: 22,
-        fingerprint: newHostKey(),
-        exec: inNamespace,
-        spawn: (command, args) => {
-          const child = spawn("ip", ["netns", "exec", namespace, command, ...args], { stdio: "ignore" });
-          children.push(child);
-          return child;
+      const started = await startEngine(namespace, slot);
+      engine = started.engine;
+      engineStops.push(started.stop);
+    }
+    // Sessions run root's shell start-up files, and this machine's (a test machine's, not
+    // a target host's) may run slow tools: pyenv's rehash there waits up to 60 s on a lock
+    // that a session cut mid-start leaves behind. The hosts' sessions see empty ones.
+    const emptyStartup = join(hostDirectory, "empty-startup");
+    writeFileSync(emptyStartup, "");
+    const startSshd = async () => {
+      // `ip netns exec` gives sshd a mount namespace of its own: there the host's engine
+      // socket is bound over /run/docker.sock, so its sessions (and the Docker socket
+      // forwarded over SSH) reach this host's engine, as on a real host; and the empty
+      // start-up files are bound over root's.
+      const sshdCommand = ["/usr/sbin/sshd", "-D", "-f", config, "-E", join(hostDirectory, "sshd.log")];
+      const prelude = [
+        'if [ -n "$0" ]; then mount --bind "$0" /run/docker.sock; fi',
+        'for file in /root/.bashrc /root/.profile /root/.bash_profile; do if [ -f "$file" ]; then mount --bind "$1" "$file"; fi; done',
+        "shift",
+        'exec "$@"',
+      ].join("; ");
+      sshd = spawn(
+        "ip",
+        ["netns", "exec", namespace, "sh", "-ec", prelude, engine?.socket ?? "", emptyStartup, ...sshdCommand],
+        {
+          stdio: "ignore",
         },
-        async replaceHostKey() {
-          stopSshd();
-          // Until the old sshd is gone its port is taken.
-          for (let tries = 0; tries < 100; tries++) {
-            try {
-              await waitForPort(address, 22, 0);
-              await sleep(20);
-            } catch {
-              break;
-            }
-          }
-          host.fingerprint = newHostKey();
-          await startSshd();
-          return host.fingerprint;
-        },
-        stopSshd,
-        async startLoopbackSshd(port) {
-          const innerKey = join(hostDirectory, `inner_${port}`);
-          run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", innerKey]);
-          const innerConfig = join(hostDirectory, `sshd_inner_${port}`);
-          writeSshdConfig(innerConfig, {
-            listen: "127.0.0.1",
-            port,
-            hostKey: innerKey,
-            authorizedKeys,
-            pidFile: join(hostDirectory, `sshd_inner_${port}.pid`),
-          });
-          children.push(
-            spawn(
-              "ip",
-              [
-                "netns",
-                "exec",
-                namespace,
-                "/usr/sbin/sshd",
-                "-D",
-                "-f",
-                innerConfig,
-                "-E",
-                join(hostDirectory, `inner_${port}.log`),
-              ],
-              {
-                stdio: "ignore",
-              },
-            ),
-          );
-          // Only reachable from inside the namespace: ask from there.
-          for (let tries = 0; ; tries++) {
-            try {
-              inNamespace("bash", ["-c", 'exec 3<>"/dev/tcp/127.0.0.1/$1"', "probe", String(port)]);
-              break;
-            } catch (error) {
-              if (tries > 100) throw error;
-              await sleep(50);
-            }
-          }
-          return fingerprintOf(`${innerKey}.pub`);
-        },
-        sshdLog: () => {
-          try {
-            return readFileSync(join(hostDirectory, "sshd.log"), "utf8");
-          } catch {
-            return "";
-          }
-        },
-        setLink: (up) => run("ip", ["link", "set", outside, up ? "up" : "down"]),
-        engine,
-      };
-      cleanups.push(() => {
+      );
+      await waitForPort(address, 22);
+    };
+    // The listening sshd and every session it forked: open connections end with it, as when a host goes away.
+    const stopSshd = () => {
+      sshd?.kill("SIGKILL");
+      sshd = undefined;
+      for (const pid of namespacePids(namespace)) {
+        if (commandName(pid) === "sshd") killQuietly(pid);
+      }
+    };
+    const newHostKey = () => {
+      rmSync(hostKey, { force: true });
+      rmSync(`${hostKey}.pub`, { force: true });
+      run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", hostKey]);
+      return fingerprintOf(`${hostKey}.pub`);
+    };
+    const host: SshHost = {
+      namespace,
+      address,
+      port: 22,
+      fingerprint: newHostKey(),
+      exec: inNamespace,
+      spawn: (command, args) => {
+        const child = spawn("ip", ["netns", "exec", namespace, command, ...args], { stdio: "ignore" });
+        children.push(child);
+        return child;
+      },
+      async replaceHostKey() {
         stopSshd();
-        for (const child of children) child.kill("SIGKILL");
-      });
-      await startSshd();
-      hosts.push(host);
+        // Until the old sshd is gone its port is taken.
+        for (let tries = 0; tries < 100; tries++) {
+          try {
+            await waitForPort(address, 22, 0);
+            await sleep(20);
+          } catch {
+            break;
+          }
+        }
+        host.fingerprint = newHostKey();
+        await startSshd();
+        return host.fingerprint;
+      },
+      stopSshd,
+      async startLoopbackSshd(port) {
+        const innerKey = join(hostDirectory, `inner_${port}`);
+        run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", innerKey]);
+        const innerConfig = join(hostDirectory, `sshd_inner_${port}`);
+        writeSshdConfig(innerConfig, {
+          listen: "127.0.0.1",
+          port,
+          hostKey: innerKey,
+          authorizedKeys,
+          pidFile: join(hostDirectory, `sshd_inner_${port}.pid`),
+        });
+        children.push(
+          spawn(
+            "ip",
+            [
+              "netns",
+              "exec",
+              namespace,
+              "/usr/sbin/sshd",
+              "-D",
+              "-f",
+              innerConfig,
+              "-E",
+              join(hostDirectory, `inner_${port}.log`),
+            ],
+            {
+              stdio: "ignore",
+            },
+          ),
+        );
+        // Only reachable from inside the namespace: ask from there.
+        for (let tries = 0; ; tries++) {
+          try {
+            inNamespace("bash", ["-c", 'exec 3<>"/dev/tcp/127.0.0.1/$1"', "probe", String(port)]);
+            break;
+          } catch (error) {
+            if (tries > 100) throw error;
+            await sleep(50);
+          }
+        }
+        return fingerprintOf(`${innerKey}.pub`);
+      },
+      sshdLog: () => {
+        try {
+          return readFileSync(join(hostDirectory, "sshd.log"), "utf8");
+        } catch {
+          return "";
+        }
+      },
+      setLink: (up) => run("ip", ["link", "set", outside, up ? "up" : "down"]),
+      engine,
+    };
+    cleanups.push(() => {
+      stopSshd();
+      for (const child of children) child.kill("SIGKILL");
+    });
+    await startSshd();
+    return host;
+  };
+  try {
+    // Each host's synchronous set-up (its subnet, namespace and link) runs before its first
+    // await, so they still happen one after another; the waits overlap.
+    const started = await Promise.allSettled(Array.from({ length: count }, (_, index) => startHost(index)));
+    for (const result of started) {
+      if (result.status === "rejected") throw result.reason;
+      hosts.push(result.value);
     }
   } catch (error) {
     await Promise.all(engineStops.map((stop) => stop()));
