@@ -37,7 +37,13 @@ function python(script: string, ...args: string[]): void {
   execFileSync("python3", ["-c", script, ...args], { stdio: "pipe" });
 }
 
-describe.each(dialects)("package feed through the server and the CLI (%s)", { timeout: 180_000 }, (dialect) => {
+/**
+ * The two dialects run side by side, each on its own server, database and directory (the
+ * tests of one dialect still in order): the file waits mostly on `bin/ferry` processes.
+ */
+const sideBySide = { timeout: 180_000, concurrent: true };
+
+describe.each(dialects)("package feed through the server and the CLI (%s)", sideBySide, (dialect) => {
   let test: TestServer;
   let dropDatabase: (() => Promise<void>) | undefined;
   let work: string;
@@ -82,7 +88,7 @@ describe.each(dialects)("package feed through the server and the CLI (%s)", { ti
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
-  it("pushes a tar.gz with its sha256 computed by the server, lists newest first, and never changes a version", async () => {
+  it.sequential("pushes a tar.gz with its sha256 computed by the server, lists newest first, and never changes a version", async () => {
     const first = appArchive("web-1", "version one");
     const pushed = await ferry("package", "push", "web-app", "1.0.0", first, "--json");
     expectSuccess(pushed);
@@ -127,7 +133,7 @@ describe.each(dialects)("package feed through the server and the CLI (%s)", { ti
     expect(Buffer.from(await response.arrayBuffer()).equals(readFileSync(first))).toBe(true);
   });
 
-  it("refuses names and versions outside the rules, naming the argument", async () => {
+  it.sequential("refuses names and versions outside the rules, naming the argument", async () => {
     const file = appArchive("names", "x");
     const badName = await ferry("package", "push", "Web_App", "1.0.0", file);
     expect(badName.code).not.toBe(0);
@@ -146,7 +152,7 @@ describe.each(dialects)("package feed through the server and the CLI (%s)", { ti
     expect(problem.errors.map((error) => error.pointer)).toContain("/version");
   });
 
-  it("refuses what is not a real tar.gz or zip, saying what to push instead", async () => {
+  it.sequential("refuses what is not a real tar.gz or zip, saying what to push instead", async () => {
     const text = join(work, "notes.txt");
     writeFileSync(text, "just text\n");
     const plain = await ferry("package", "push", "bad", "1", text);
@@ -170,7 +176,7 @@ describe.each(dialects)("package feed through the server and the CLI (%s)", { ti
     expect(parseJson<PushedVersion[]>(await ferry("package", "list", "bad", "--json"))).toEqual([]);
   });
 
-  it("refuses archives whose entries would land outside the package: '..', absolute paths, links pointing out", async () => {
+  it.sequential("refuses archives whose entries would land outside the package: '..', absolute paths, links pointing out", async () => {
     const tarCase = (name: string, script: string) => {
       const file = join(work, `${name}.tar.gz`);
       python(
@@ -233,7 +239,7 @@ describe.each(dialects)("package feed through the server and the CLI (%s)", { ti
     ).toEqual(["inside"]);
   });
 
-  it("refuses an archive over FERRY_PACKAGE_MAX_BYTES and keeps nothing of it", async () => {
+  it.sequential("refuses an archive over FERRY_PACKAGE_MAX_BYTES and keeps nothing of it", async () => {
     const directory = join(work, "big-src");
     mkdirSync(directory);
     // Random bytes do not compress: the archive is over the test server's 64 KiB.
@@ -246,7 +252,7 @@ describe.each(dialects)("package feed through the server and the CLI (%s)", { ti
     expect(parseJson<PushedVersion[]>(await ferry("package", "list", "big", "--json"))).toEqual([]);
   });
 
-  it("pins package versions in releases, keeps what a deployed release pins through retention and delete", async () => {
+  it.sequential("pins package versions in releases, keeps what a deployed release pins through retention and delete", async () => {
     await admin("POST", "/api/v1/environments", { name: "pinning" });
     await admin("POST", "/api/v1/lifecycles", { name: "pinning", phases: [{ environments: ["pinning"] }] });
     await admin("POST", "/api/v1/projects", { name: "pinned-app", lifecycle: "pinning" });
@@ -320,7 +326,7 @@ describe.each(dialects)("package feed through the server and the CLI (%s)", { ti
     ).toEqual(["1.4.0", "1.3.0", "1.0.0"]);
   });
 
-  it("lists packages in ferry.yml: apply sets them, export writes them back, and a plan of the export changes nothing", async () => {
+  it.sequential("lists packages in ferry.yml: apply sets them, export writes them back, and a plan of the export changes nothing", async () => {
     const file = join(work, "ferry.yml");
     writeFileSync(
       file,

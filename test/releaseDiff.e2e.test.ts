@@ -79,7 +79,9 @@ afterAll(async () => {
   await registry?.stop();
 });
 
-describe.each(["sqlite", "postgres"] as const)("ferry release diff on %s", (dialect) => {
+// The dialects run side by side, each on its own server and database (the tests of one
+// dialect still in order): the file waits mostly on processes and I/O, not the CPU.
+describe.each(["sqlite", "postgres"] as const)("ferry release diff on %s", { concurrent: true }, (dialect) => {
   const adminKey = testAdminKey();
   let server: FerryServer;
   let home: string;
@@ -146,7 +148,7 @@ describe.each(["sqlite", "postgres"] as const)("ferry release diff on %s", (dial
     await dropDatabase?.();
   });
 
-  it("shows the digest change, the steps field by field, the variables and the notes", async () => {
+  it.sequential("shows the digest change, the steps field by field, the variables and the notes", async () => {
     const result = await ferry(["release", "diff", "--project", "shop", "1.0.0", "1.1.0"]);
     expectSuccess(result);
     expect(result.stdout).toBe(
@@ -173,7 +175,7 @@ describe.each(["sqlite", "postgres"] as const)("ferry release diff on %s", (dial
     for (const secret of [OLD_SECRET, NEW_SECRET]) expect(result.stdout + result.stderr).not.toContain(secret);
   });
 
-  it("answers the same in JSON (the API), without any secret value", async () => {
+  it.sequential("answers the same in JSON (the API), without any secret value", async () => {
     const result = await ferry(["release", "diff", "--project", "shop", "1.0.0", "1.1.0", "--json"]);
     expectSuccess(result);
     const diff = parseJson<Record<string, unknown>>(result);
@@ -199,7 +201,7 @@ describe.each(["sqlite", "postgres"] as const)("ferry release diff on %s", (dial
     for (const secret of [OLD_SECRET, NEW_SECRET]) expect(result.stdout).not.toContain(secret);
   });
 
-  it("shows nothing changed between a release and itself, and names a release that does not exist", async () => {
+  it.sequential("shows nothing changed between a release and itself, and names a release that does not exist", async () => {
     const same = await ferry(["release", "diff", "--project", "shop", "1.1.0", "1.1.0", "--json"]);
     expectSuccess(same);
     expect(parseJson<Record<string, unknown>>(same)).toEqual({
