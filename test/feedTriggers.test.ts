@@ -25,299 +25,307 @@ interface Task {
  * Feed triggers against a real registry (Debian's docker-registry) that sends its own
  * notifications to the real server, and, with notifications off, polling.
  */
-describe.each(dialects)("feed triggers on %s (real registry notifications and polling, real server)", (dialect) => {
-  let test: TestServer;
-  let database: Awaited<ReturnType<typeof createPostgresDatabase>> | undefined;
-  let registry: Awaited<ReturnType<typeof startRegistry>>;
-  const auth = { username: "ci", password: "trigger-feed-canary" };
-  const secret = "trigger-secret-0123456789abcdef";
-  let triggerId = "";
+// The dialects run side by side, each on its own server and database (the tests of one
+// dialect still in order): the file waits mostly on processes and I/O, not the CPU.
+describe.each(dialects)(
+  "feed triggers on %s (real registry notifications and polling, real server)",
+  { concurrent: true },
+  (dialect) => {
+    let test: TestServer;
+    let database: Awaited<ReturnType<typeof createPostgresDatabase>> | undefined;
+    let registry: Awaited<ReturnType<typeof startRegistry>>;
+    const auth = { username: "ci", password: "trigger-feed-canary" };
+    const secret = "trigger-secret-0123456789abcdef";
+    let triggerId = "";
 
-  const releases = async () =>
-    (await test.call<{ items: Release[] }>("GET", "/api/v1/projects/app/releases?limit=100")).body.items;
-  const environmentIds = new Map<string, string>();
-  /** The deployment tasks of a release the trigger started: environment slug and task id. */
-  const deploymentsOf = async (version: string) =>
-    (await test.call<{ items: Task[] }>("GET", "/api/v1/tasks?limit=100")).body.items
-      .filter((task) => task.createdBy.startsWith("trigger:") && task.title.includes(` ${version} `))
-      .map((task) => ({ environment: environmentIds.get(task.environment ?? ""), taskId: task.id }));
-  const waitFor = async <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const value = await probe();
-      if (value !== undefined) return value;
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await sleep(200);
-    }
-  };
-  const notify = (body: unknown, authorization = `Bearer ${secret}`) =>
-    fetch(new URL(`/api/v1/hooks/registry/${triggerId}`, test.server.url), {
-      method: "POST",
-      headers: { authorization, "content-type": "application/vnd.docker.distribution.events.v1+json" },
-      body: JSON.stringify(body),
-    });
+    const releases = async () =>
+      (await test.call<{ items: Release[] }>("GET", "/api/v1/projects/app/releases?limit=100")).body.items;
+    const environmentIds = new Map<string, string>();
+    /** The deployment tasks of a release the trigger started: environment slug and task id. */
+    const deploymentsOf = async (version: string) =>
+      (await test.call<{ items: Task[] }>("GET", "/api/v1/tasks?limit=100")).body.items
+        .filter((task) => task.createdBy.startsWith("trigger:") && task.title.includes(` ${version} `))
+        .map((task) => ({ environment: environmentIds.get(task.environment ?? ""), taskId: task.id }));
+    const waitFor = async <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const value = await probe();
+        if (value !== undefined) return value;
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        await sleep(200);
+      }
+    };
+    const notify = (body: unknown, authorization = `Bearer ${secret}`) =>
+      fetch(new URL(`/api/v1/hooks/registry/${triggerId}`, test.server.url), {
+        method: "POST",
+        headers: { authorization, "content-type": "application/vnd.docker.distribution.events.v1+json" },
+        body: JSON.stringify(body),
+      });
 
-  beforeAll(async () => {
-    database = dialect === "postgres" ? await createPostgresDatabase() : undefined;
-    test = await startTestServer({ triggerTickMs: 200, ...(database && { databaseUrl: database.url }) });
-    for (const name of ["dev", "prod"]) {
-      const environment = await test.call<{ id: string }>("POST", "/api/v1/environments", { name });
-      environmentIds.set(environment.body.id, name);
-    }
-    await test.call("POST", "/api/v1/lifecycles", {
-      name: "two",
-      phases: [{ environments: ["dev"] }, { environments: ["prod"] }],
-    });
-    await test.call("POST", "/api/v1/projects", { name: "app", lifecycle: "two" });
-    // The registry needs the hook's address (with the trigger's id) before it starts, and the
-    // trigger needs the project's image and feed: the feed points at the registry once it runs.
-    await test.call("POST", "/api/v1/feeds", { name: "local", url: "http://127.0.0.1:1", ...auth });
-    const process = await test.call("PUT", "/api/v1/projects/app/process", {
-      images: [
-        {
-          name: "web",
-          feed: "local",
-          repository: "demo/app",
-          version: { kind: "regex", pattern: "^\\d+\\.\\d+\\.\\d+-beta$" },
-        },
-      ],
-      steps: [{ name: "show", kind: "script", config: { script: "echo deployed #{Ferry.Image[web]}" } }],
-    });
-    expect(process.status, JSON.stringify(process.body)).toBe(200);
-    const created = await test.call<{ id: string; hookPath: string; secret: string }>(
-      "POST",
-      "/api/v1/projects/app/triggers",
-      { name: "beta pushes", image: "web", versionFromTag: "^(\\d+\\.\\d+\\.\\d+)-beta$", secret, pollSeconds: null },
-    );
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    expect(created.body.secret).toBe("set");
-    triggerId = created.body.id;
-    registry = await startRegistry({
-      auth,
-      notify: { url: new URL(created.body.hookPath, test.server.url).href, authorization: `Bearer ${secret}` },
-    });
-    const moved = await test.call("PATCH", "/api/v1/feeds/local", { url: registry.url, ...auth });
-    expect(moved.status, JSON.stringify(moved.body)).toBe(200);
-  });
-  afterAll(async () => {
-    await registry?.stop();
-    await test?.close();
-    await database?.drop();
-  });
-
-  it("a pushed beta tag becomes release 1.0.3, pinned by digest and deployed to dev, with no command issued", async () => {
-    const digest = await pushTestImage(registry.url, "demo/app", "1.0.3-beta", { content: "1.0.3", auth });
-    const release = await waitFor("release 1.0.3", async () =>
-      (await releases()).find((candidate) => candidate.version === "1.0.3"),
-    );
-    expect(release.images).toEqual([expect.objectContaining({ name: "web", tag: "1.0.3-beta", digest })]);
-    expect(release.notes).toContain("feed trigger 'beta pushes'");
-    const [deployment] = await waitFor("the dev deployment", async () => {
-      const found = await deploymentsOf("1.0.3");
-      return found.length > 0 ? found : undefined;
-    });
-    expect(deployment?.environment).toBe("dev");
-    expect((await test.waitForTask(deployment?.taskId ?? "")).state).toBe("succeeded");
-    // Only the first phase: prod waits for a promotion.
-    expect((await deploymentsOf("1.0.3")).map((found) => found.environment)).toEqual(["dev"]);
-    const audit = await test.call<{
-      items: { action: string; actor: { name: string }; diff: Record<string, { to: unknown }> }[];
-    }>("GET", "/api/v1/audit?action=trigger.fire");
-    const fired = audit.body.items.find((entry) => entry.diff.release?.to === "1.0.3");
-    expect(fired?.actor.name).toBe("feed trigger beta pushes");
-    expect(fired?.diff.cause?.to).toBe("notification");
-  });
-
-  it("ferry release wait, started before the push (of an older version than the last), follows the dev deployment the trigger makes and exits 0", async () => {
-    const home = mkdtempSync(join(tmpdir(), "ferry-release-wait-"));
-    const env = isolatedEnv(home, { FERRY_URL: test.server.url, FERRY_API_KEY: test.apiKey });
-    try {
-      // What a pipeline does: push, then wait for what Ferry makes of it.
-      const waiting = startFerry(
-        ["release", "wait", "1.0.2", "--project", "app", "--env", "dev", "--timeout", "120"],
-        env,
+    beforeAll(async () => {
+      database = dialect === "postgres" ? await createPostgresDatabase() : undefined;
+      test = await startTestServer({ triggerTickMs: 200, ...(database && { databaseUrl: database.url }) });
+      for (const name of ["dev", "prod"]) {
+        const environment = await test.call<{ id: string }>("POST", "/api/v1/environments", { name });
+        environmentIds.set(environment.body.id, name);
+      }
+      await test.call("POST", "/api/v1/lifecycles", {
+        name: "two",
+        phases: [{ environments: ["dev"] }, { environments: ["prod"] }],
+      });
+      await test.call("POST", "/api/v1/projects", { name: "app", lifecycle: "two" });
+      // The registry needs the hook's address (with the trigger's id) before it starts, and the
+      // trigger needs the project's image and feed: the feed points at the registry once it runs.
+      await test.call("POST", "/api/v1/feeds", { name: "local", url: "http://127.0.0.1:1", ...auth });
+      const process = await test.call("PUT", "/api/v1/projects/app/process", {
+        images: [
+          {
+            name: "web",
+            feed: "local",
+            repository: "demo/app",
+            version: { kind: "regex", pattern: "^\\d+\\.\\d+\\.\\d+-beta$" },
+          },
+        ],
+        steps: [{ name: "show", kind: "script", config: { script: "echo deployed #{Ferry.Image[web]}" } }],
+      });
+      expect(process.status, JSON.stringify(process.body)).toBe(200);
+      const created = await test.call<{ id: string; hookPath: string; secret: string }>(
+        "POST",
+        "/api/v1/projects/app/triggers",
+        { name: "beta pushes", image: "web", versionFromTag: "^(\\d+\\.\\d+\\.\\d+)-beta$", secret, pollSeconds: null },
       );
-      await pushTestImage(registry.url, "demo/app", "1.0.2-beta", { content: "1.0.2", auth });
-      const waited = await waiting.done;
-      expectSuccess(waited);
-      expect(waited.stdout).toContain("app 1.0.2 → dev: succeeded");
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+      expect(created.body.secret).toBe("set");
+      triggerId = created.body.id;
+      registry = await startRegistry({
+        auth,
+        notify: { url: new URL(created.body.hookPath, test.server.url).href, authorization: `Bearer ${secret}` },
+      });
+      const moved = await test.call("PATCH", "/api/v1/feeds/local", { url: registry.url, ...auth });
+      expect(moved.status, JSON.stringify(moved.body)).toBe(200);
+    });
+    afterAll(async () => {
+      await registry?.stop();
+      await test?.close();
+      await database?.drop();
+    });
 
-      // A release that never comes: a clear message and a non-zero exit, once the time is up.
-      const missing = await runFerry(
-        ["release", "wait", "9.9.9", "--project", "app", "--env", "dev", "--timeout", "1"],
-        env,
+    it.sequential("a pushed beta tag becomes release 1.0.3, pinned by digest and deployed to dev, with no command issued", async () => {
+      const digest = await pushTestImage(registry.url, "demo/app", "1.0.3-beta", { content: "1.0.3", auth });
+      const release = await waitFor("release 1.0.3", async () =>
+        (await releases()).find((candidate) => candidate.version === "1.0.3"),
       );
-      expect(missing.code).toBe(1);
-      expect(missing.stderr).toContain("release 9.9.9 of app did not appear within 1 s");
-      // A release that exists but is not deployed there: says so, and how to deploy it.
-      const notThere = await runFerry(
-        ["release", "wait", "1.0.2", "--project", "app", "--env", "prod", "--timeout", "1"],
-        env,
+      expect(release.images).toEqual([expect.objectContaining({ name: "web", tag: "1.0.3-beta", digest })]);
+      expect(release.notes).toContain("feed trigger 'beta pushes'");
+      const [deployment] = await waitFor("the dev deployment", async () => {
+        const found = await deploymentsOf("1.0.3");
+        return found.length > 0 ? found : undefined;
+      });
+      expect(deployment?.environment).toBe("dev");
+      expect((await test.waitForTask(deployment?.taskId ?? "")).state).toBe("succeeded");
+      // Only the first phase: prod waits for a promotion.
+      expect((await deploymentsOf("1.0.3")).map((found) => found.environment)).toEqual(["dev"]);
+      const audit = await test.call<{
+        items: { action: string; actor: { name: string }; diff: Record<string, { to: unknown }> }[];
+      }>("GET", "/api/v1/audit?action=trigger.fire");
+      const fired = audit.body.items.find((entry) => entry.diff.release?.to === "1.0.3");
+      expect(fired?.actor.name).toBe("feed trigger beta pushes");
+      expect(fired?.diff.cause?.to).toBe("notification");
+    });
+
+    it.sequential("ferry release wait, started before the push (of an older version than the last), follows the dev deployment the trigger makes and exits 0", async () => {
+      const home = mkdtempSync(join(tmpdir(), "ferry-release-wait-"));
+      const env = isolatedEnv(home, { FERRY_URL: test.server.url, FERRY_API_KEY: test.apiKey });
+      try {
+        // What a pipeline does: push, then wait for what Ferry makes of it.
+        const waiting = startFerry(
+          ["release", "wait", "1.0.2", "--project", "app", "--env", "dev", "--timeout", "120"],
+          env,
+        );
+        await pushTestImage(registry.url, "demo/app", "1.0.2-beta", { content: "1.0.2", auth });
+        const waited = await waiting.done;
+        expectSuccess(waited);
+        expect(waited.stdout).toContain("app 1.0.2 → dev: succeeded");
+
+        // A release that never comes: a clear message and a non-zero exit, once the time is up.
+        const missing = await runFerry(
+          ["release", "wait", "9.9.9", "--project", "app", "--env", "dev", "--timeout", "1"],
+          env,
+        );
+        expect(missing.code).toBe(1);
+        expect(missing.stderr).toContain("release 9.9.9 of app did not appear within 1 s");
+        // A release that exists but is not deployed there: says so, and how to deploy it.
+        const notThere = await runFerry(
+          ["release", "wait", "1.0.2", "--project", "app", "--env", "prod", "--timeout", "1"],
+          env,
+        );
+        expect(notThere.code).toBe(1);
+        expect(notThere.stderr).toContain("release 1.0.2 of app was not deployed to prod within 1 s");
+        const bad = await runFerry(
+          ["release", "wait", "1.0.2", "--project", "app", "--env", "dev", "--timeout", "0"],
+          env,
+        );
+        expect(bad.code).not.toBe(0);
+        expect(bad.stderr).toContain("--timeout 600");
+      } finally {
+        rmSync(home, { recursive: true, force: true });
+      }
+    }, 180_000);
+
+    it.sequential("the same notification delivered twice, and replayed later, creates one release", async () => {
+      const before = (await releases()).length;
+      const envelope = {
+        events: [
+          {
+            id: "replayed-event",
+            action: "push",
+            target: {
+              mediaType: "application/vnd.oci.image.manifest.v1+json",
+              repository: "demo/app",
+              tag: "1.0.3-beta",
+            },
+          },
+        ],
+      };
+      for (let delivery = 0; delivery < 3; delivery++) {
+        const answer = await notify(envelope);
+        expect(answer.status).toBe(200);
+        const body = (await answer.json()) as { firings: { outcome: string }[] };
+        expect(body.firings.map((firing) => firing.outcome)).toEqual(["already-seen"]);
+      }
+      expect((await releases()).length).toBe(before);
+    });
+
+    it.sequential("a tag the version rule does not match, and a layer push, create nothing", async () => {
+      const before = (await releases()).length;
+      await pushTestImage(registry.url, "demo/app", "nightly", { content: "nightly", auth });
+      await sleep(2_000);
+      expect((await releases()).length).toBe(before);
+    });
+
+    it.sequential("refuses and audits a notification with a wrong or missing secret", async () => {
+      const envelope = { events: [{ action: "push", target: { repository: "demo/app", tag: "9.9.9-beta" } }] };
+      expect((await notify(envelope, "Bearer wrong-secret-0123456789")).status).toBe(401);
+      expect((await notify(envelope, "")).status).toBe(401);
+      const audit = await test.call<{ items: { action: string; resource: { name: string } }[] }>(
+        "GET",
+        "/api/v1/audit?action=trigger.refused",
       );
-      expect(notThere.code).toBe(1);
-      expect(notThere.stderr).toContain("release 1.0.2 of app was not deployed to prod within 1 s");
+      expect(audit.body.items.length).toBeGreaterThanOrEqual(2);
+      expect(JSON.stringify(audit.body)).not.toContain(secret);
+      expect((await releases()).some((release) => release.version === "9.9.9")).toBe(false);
+    });
+
+    it.sequential("with notifications off, polling finds a new tag within its interval; the first poll only notes what is there", async () => {
+      const created = await test.call<{ id: string }>("POST", "/api/v1/projects/app/triggers", {
+        name: "poll",
+        image: "web",
+        versionFromTag: "^(\\d+\\.\\d+\\.\\d+)-beta$",
+        secret: "another-secret-0123456789abcdef",
+        pollSeconds: 10,
+      });
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+      // The registry's notifications go to the other trigger: pause it, so only the poll acts.
+      expect((await test.call("PATCH", `/api/v1/projects/app/triggers/${triggerId}`, { paused: true })).status).toBe(
+        200,
+      );
+      await waitFor("the first poll", async () => {
+        const trigger = await test.call<{ lastPolledAt: string | null }>("GET", `/api/v1/projects/app/triggers/poll`);
+        return trigger.body.lastPolledAt ?? undefined;
+      });
+      const before = (await releases()).map((release) => release.version);
+      const pushedAt = Date.now();
+      await pushTestImage(registry.url, "demo/app", "1.0.4-beta", { content: "1.0.4", auth });
+      const release = await waitFor(
+        "release 1.0.4 by polling",
+        async () => (await releases()).find((candidate) => candidate.version === "1.0.4"),
+        30_000,
+      );
+      expect(Date.now() - pushedAt).toBeLessThan(25_000);
+      expect(before).not.toContain("1.0.4");
+      expect(release.notes).toContain("feed trigger 'poll'");
+      expect(release.notes).toContain("registry poll");
+    });
+
+    it.sequential("polling a repository nothing was pushed to yet: its first tag, pushed after the first poll, is released", async () => {
+      await test.call("POST", "/api/v1/projects", { name: "fresh", lifecycle: "two" });
+      const process = await test.call("PUT", "/api/v1/projects/fresh/process", {
+        images: [
+          {
+            name: "web",
+            feed: "local",
+            repository: "demo/fresh",
+            version: { kind: "regex", pattern: "^\\d+\\.\\d+\\.\\d+-beta$" },
+          },
+        ],
+        steps: [{ name: "show", kind: "script", config: { script: "echo deployed #{Ferry.Image[web]}" } }],
+      });
+      expect(process.status, JSON.stringify(process.body)).toBe(200);
+      const created = await test.call("POST", "/api/v1/projects/fresh/triggers", {
+        name: "first push",
+        image: "web",
+        versionFromTag: "^(\\d+\\.\\d+\\.\\d+)-beta$",
+        secret: "fresh-secret-0123456789abcdef",
+        pollSeconds: 10,
+      });
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+      // The first poll finds no repository: that is its baseline (nothing), not an error to retry.
+      await waitFor("the first poll", async () => {
+        const trigger = await test.call<{ lastPolledAt: string | null; lastError: string | null }>(
+          "GET",
+          "/api/v1/projects/fresh/triggers/first%20push",
+        );
+        return trigger.body.lastPolledAt === null ? undefined : trigger.body;
+      });
+      await pushTestImage(registry.url, "demo/fresh", "2.0.0-beta", { content: "2.0.0", auth });
+      const release = await waitFor(
+        "release 2.0.0 by polling",
+        async () =>
+          (await test.call<{ items: Release[] }>("GET", "/api/v1/projects/fresh/releases")).body.items.find(
+            (candidate) => candidate.version === "2.0.0",
+          ),
+        30_000,
+      );
+      expect(release.images).toEqual([expect.objectContaining({ tag: "2.0.0-beta" })]);
+    });
+
+    it.sequential("ferry trigger create / list / pause / resume: the secret from standard input, never printed", async () => {
+      const home = mkdtempSync(join(tmpdir(), "ferry-trigger-cli-"));
+      const env = isolatedEnv(home, { FERRY_URL: test.server.url, FERRY_API_KEY: test.apiKey });
+      const created = await runFerry(
+        ["trigger", "create", "cli", "--project", "app", "--image", "web", "--poll-seconds", "off", "--json"],
+        env,
+        { input: "cli-secret-0123456789abcdef\n" },
+      );
+      expectSuccess(created);
+      expect(parseJson<{ pollSeconds: number | null; secret: string }>(created)).toMatchObject({
+        pollSeconds: null,
+        secret: "set",
+      });
+      const paused = await runFerry(["trigger", "pause", "cli", "--project", "app", "--json"], env);
+      expectSuccess(paused);
+      expect(parseJson<{ paused: boolean }>(paused).paused).toBe(true);
+      const listed = await runFerry(["trigger", "list", "--project", "app"], env);
+      expectSuccess(listed);
+      expect(listed.stdout).toMatch(/cli\s+web\s+notifications only\s+true/);
+      for (const output of [created, paused, listed]) expect(output.stdout + output.stderr).not.toContain("cli-secret");
       const bad = await runFerry(
-        ["release", "wait", "1.0.2", "--project", "app", "--env", "dev", "--timeout", "0"],
+        ["trigger", "create", "x", "--project", "app", "--image", "web", "--poll-seconds", "5"],
         env,
       );
       expect(bad.code).not.toBe(0);
-      expect(bad.stderr).toContain("--timeout 600");
-    } finally {
+      expect(bad.stderr).toContain("10 to 86400");
       rmSync(home, { recursive: true, force: true });
-    }
-  }, 180_000);
-
-  it("the same notification delivered twice, and replayed later, creates one release", async () => {
-    const before = (await releases()).length;
-    const envelope = {
-      events: [
-        {
-          id: "replayed-event",
-          action: "push",
-          target: {
-            mediaType: "application/vnd.oci.image.manifest.v1+json",
-            repository: "demo/app",
-            tag: "1.0.3-beta",
-          },
-        },
-      ],
-    };
-    for (let delivery = 0; delivery < 3; delivery++) {
-      const answer = await notify(envelope);
-      expect(answer.status).toBe(200);
-      const body = (await answer.json()) as { firings: { outcome: string }[] };
-      expect(body.firings.map((firing) => firing.outcome)).toEqual(["already-seen"]);
-    }
-    expect((await releases()).length).toBe(before);
-  });
-
-  it("a tag the version rule does not match, and a layer push, create nothing", async () => {
-    const before = (await releases()).length;
-    await pushTestImage(registry.url, "demo/app", "nightly", { content: "nightly", auth });
-    await sleep(2_000);
-    expect((await releases()).length).toBe(before);
-  });
-
-  it("refuses and audits a notification with a wrong or missing secret", async () => {
-    const envelope = { events: [{ action: "push", target: { repository: "demo/app", tag: "9.9.9-beta" } }] };
-    expect((await notify(envelope, "Bearer wrong-secret-0123456789")).status).toBe(401);
-    expect((await notify(envelope, "")).status).toBe(401);
-    const audit = await test.call<{ items: { action: string; resource: { name: string } }[] }>(
-      "GET",
-      "/api/v1/audit?action=trigger.refused",
-    );
-    expect(audit.body.items.length).toBeGreaterThanOrEqual(2);
-    expect(JSON.stringify(audit.body)).not.toContain(secret);
-    expect((await releases()).some((release) => release.version === "9.9.9")).toBe(false);
-  });
-
-  it("with notifications off, polling finds a new tag within its interval; the first poll only notes what is there", async () => {
-    const created = await test.call<{ id: string }>("POST", "/api/v1/projects/app/triggers", {
-      name: "poll",
-      image: "web",
-      versionFromTag: "^(\\d+\\.\\d+\\.\\d+)-beta$",
-      secret: "another-secret-0123456789abcdef",
-      pollSeconds: 10,
     });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    // The registry's notifications go to the other trigger: pause it, so only the poll acts.
-    expect((await test.call("PATCH", `/api/v1/projects/app/triggers/${triggerId}`, { paused: true })).status).toBe(200);
-    await waitFor("the first poll", async () => {
-      const trigger = await test.call<{ lastPolledAt: string | null }>("GET", `/api/v1/projects/app/triggers/poll`);
-      return trigger.body.lastPolledAt ?? undefined;
-    });
-    const before = (await releases()).map((release) => release.version);
-    const pushedAt = Date.now();
-    await pushTestImage(registry.url, "demo/app", "1.0.4-beta", { content: "1.0.4", auth });
-    const release = await waitFor(
-      "release 1.0.4 by polling",
-      async () => (await releases()).find((candidate) => candidate.version === "1.0.4"),
-      30_000,
-    );
-    expect(Date.now() - pushedAt).toBeLessThan(25_000);
-    expect(before).not.toContain("1.0.4");
-    expect(release.notes).toContain("feed trigger 'poll'");
-    expect(release.notes).toContain("registry poll");
-  });
 
-  it("polling a repository nothing was pushed to yet: its first tag, pushed after the first poll, is released", async () => {
-    await test.call("POST", "/api/v1/projects", { name: "fresh", lifecycle: "two" });
-    const process = await test.call("PUT", "/api/v1/projects/fresh/process", {
-      images: [
-        {
-          name: "web",
-          feed: "local",
-          repository: "demo/fresh",
-          version: { kind: "regex", pattern: "^\\d+\\.\\d+\\.\\d+-beta$" },
-        },
-      ],
-      steps: [{ name: "show", kind: "script", config: { script: "echo deployed #{Ferry.Image[web]}" } }],
-    });
-    expect(process.status, JSON.stringify(process.body)).toBe(200);
-    const created = await test.call("POST", "/api/v1/projects/fresh/triggers", {
-      name: "first push",
-      image: "web",
-      versionFromTag: "^(\\d+\\.\\d+\\.\\d+)-beta$",
-      secret: "fresh-secret-0123456789abcdef",
-      pollSeconds: 10,
-    });
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    // The first poll finds no repository: that is its baseline (nothing), not an error to retry.
-    await waitFor("the first poll", async () => {
-      const trigger = await test.call<{ lastPolledAt: string | null; lastError: string | null }>(
-        "GET",
-        "/api/v1/projects/fresh/triggers/first%20push",
+    it.sequential("refuses a trigger on an image the project does not have, naming the field", async () => {
+      const answer = await test.call<{ errors: { pointer: string; detail: string }[] }>(
+        "POST",
+        "/api/v1/projects/app/triggers",
+        { name: "bad", image: "api", secret: "0123456789abcdef0123", versionFromTag: "^(a+)+$x(" },
       );
-      return trigger.body.lastPolledAt === null ? undefined : trigger.body;
+      expect(answer.status).toBe(400);
+      expect(answer.body.errors.map((error) => error.pointer)).toContain("/versionFromTag");
     });
-    await pushTestImage(registry.url, "demo/fresh", "2.0.0-beta", { content: "2.0.0", auth });
-    const release = await waitFor(
-      "release 2.0.0 by polling",
-      async () =>
-        (await test.call<{ items: Release[] }>("GET", "/api/v1/projects/fresh/releases")).body.items.find(
-          (candidate) => candidate.version === "2.0.0",
-        ),
-      30_000,
-    );
-    expect(release.images).toEqual([expect.objectContaining({ tag: "2.0.0-beta" })]);
-  });
-
-  it("ferry trigger create / list / pause / resume: the secret from standard input, never printed", async () => {
-    const home = mkdtempSync(join(tmpdir(), "ferry-trigger-cli-"));
-    const env = isolatedEnv(home, { FERRY_URL: test.server.url, FERRY_API_KEY: test.apiKey });
-    const created = await runFerry(
-      ["trigger", "create", "cli", "--project", "app", "--image", "web", "--poll-seconds", "off", "--json"],
-      env,
-      { input: "cli-secret-0123456789abcdef\n" },
-    );
-    expectSuccess(created);
-    expect(parseJson<{ pollSeconds: number | null; secret: string }>(created)).toMatchObject({
-      pollSeconds: null,
-      secret: "set",
-    });
-    const paused = await runFerry(["trigger", "pause", "cli", "--project", "app", "--json"], env);
-    expectSuccess(paused);
-    expect(parseJson<{ paused: boolean }>(paused).paused).toBe(true);
-    const listed = await runFerry(["trigger", "list", "--project", "app"], env);
-    expectSuccess(listed);
-    expect(listed.stdout).toMatch(/cli\s+web\s+notifications only\s+true/);
-    for (const output of [created, paused, listed]) expect(output.stdout + output.stderr).not.toContain("cli-secret");
-    const bad = await runFerry(
-      ["trigger", "create", "x", "--project", "app", "--image", "web", "--poll-seconds", "5"],
-      env,
-    );
-    expect(bad.code).not.toBe(0);
-    expect(bad.stderr).toContain("10 to 86400");
-    rmSync(home, { recursive: true, force: true });
-  });
-
-  it("refuses a trigger on an image the project does not have, naming the field", async () => {
-    const answer = await test.call<{ errors: { pointer: string; detail: string }[] }>(
-      "POST",
-      "/api/v1/projects/app/triggers",
-      { name: "bad", image: "api", secret: "0123456789abcdef0123", versionFromTag: "^(a+)+$x(" },
-    );
-    expect(answer.status).toBe(400);
-    expect(answer.body.errors.map((error) => error.pointer)).toContain("/versionFromTag");
-  });
-});
+  },
+);

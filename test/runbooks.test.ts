@@ -11,7 +11,9 @@ import { startTestServer, type TestServer } from "./helpers/server.js";
 
 type Body = Record<string, unknown>;
 
-describe.each(dialects)("runbooks (%s)", (dialect) => {
+// The dialects run side by side, each on its own server and database (the tests of one
+// dialect still in order): the file waits mostly on processes and I/O, not the CPU.
+describe.each(dialects)("runbooks (%s)", { concurrent: true }, (dialect) => {
   let test: TestServer;
   let dropDatabase: (() => Promise<void>) | undefined;
   const keys: Record<string, string> = {};
@@ -97,7 +99,7 @@ describe.each(dialects)("runbooks (%s)", (dialect) => {
     await dropDatabase?.();
   });
 
-  it("runs the published snapshot: draft edits change nothing until published, and publishing is audited", async () => {
+  it.sequential("runs the published snapshot: draft edits change nothing until published, and publishing is audited", async () => {
     const created = await admin<Body>(
       "POST",
       "/api/v1/projects/shop/runbooks",
@@ -154,7 +156,7 @@ describe.each(dialects)("runbooks (%s)", (dialect) => {
     expect(publishes).toHaveLength(2);
   }, 60_000);
 
-  it("refuses a parameter that fails validation before any task is queued, naming it", async () => {
+  it.sequential("refuses a parameter that fails validation before any task is queued, naming it", async () => {
     await admin("POST", "/api/v1/projects/shop/runbooks", {
       name: "Resize",
       environments: ["staging", "prod"],
@@ -198,7 +200,7 @@ describe.each(dialects)("runbooks (%s)", (dialect) => {
     expect(good.created.parameters).toEqual({ Count: "3", Mode: "safe", Reason: "more load", DryRun: "false" });
   }, 60_000);
 
-  it("never shows a sensitive parameter in a log, an answer or an audit entry", async () => {
+  it.sequential("never shows a sensitive parameter in a log, an answer or an audit entry", async () => {
     const secret = "hunter2-sensitive-parameter-value";
     await admin("POST", "/api/v1/projects/shop/runbooks", {
       name: "Rotate",
@@ -248,7 +250,7 @@ describe.each(dialects)("runbooks (%s)", (dialect) => {
     expect(JSON.stringify(runs)).not.toContain(secret);
   }, 60_000);
 
-  it("refuses deployments during a freeze, naming it; an override needs its permission and a reason, and is audited", async () => {
+  it.sequential("refuses deployments during a freeze, naming it; an override needs its permission and a reason, and is audited", async () => {
     const now = Date.now();
     await admin("POST", "/api/v1/projects/shop/freezes", {
       name: "Year-end freeze",
@@ -331,7 +333,7 @@ describe.each(dialects)("runbooks (%s)", (dialect) => {
     await admin("DELETE", "/api/v1/projects/shop/freezes/Year-end freeze", undefined, 204);
   }, 60_000);
 
-  it("lets a runbook consumer run published runbooks, and nothing else", async () => {
+  it.sequential("lets a runbook consumer run published runbooks, and nothing else", async () => {
     const ran = await as("casey", "POST", "/api/v1/projects/shop/runbooks/say-version/runs", { environment: "prod" });
     expect(ran.status, ran.text).toBe(201);
     expect((await test.waitForTask(String(ran.body.taskId))).state).toBe("succeeded");
@@ -361,7 +363,7 @@ describe.each(dialects)("runbooks (%s)", (dialect) => {
     });
     expect(elsewhere.status).toBe(404);
   }, 60_000);
-  it("runs a step on the environment's targets by role, or only on the targets a run names", async () => {
+  it.sequential("runs a step on the environment's targets by role, or only on the targets a run names", async () => {
     for (const name of ["db-1", "db-2"]) {
       await admin("POST", "/api/v1/targets", { name, environments: ["staging"], roles: ["db"] });
     }
@@ -393,7 +395,7 @@ describe.each(dialects)("runbooks (%s)", (dialect) => {
     expect(JSON.stringify(unknown.body)).toContain("/targets/0");
   }, 60_000);
 
-  it("waits for a deployment to the environment unless the runbook may overlap it; a consumer cancels a run", async () => {
+  it.sequential("waits for a deployment to the environment unless the runbook may overlap it; a consumer cancels a run", async () => {
     await admin("POST", "/api/v1/projects", { name: "gate", lifecycle: "standard" });
     await admin("PUT", "/api/v1/projects/gate/process", {
       steps: [{ name: "hold", kind: "approval", config: { instructions: "hold the environment" } }],
