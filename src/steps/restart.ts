@@ -39,7 +39,7 @@ export const restartStep: StepKind<RestartConfig> = {
     const which =
       config.container === undefined
         ? `the live colour of route ${config.route ?? "<project>-<environment>"}`
-        : `${render(config.container)}`;
+        : render(config.container);
     return [
       {
         description: `restart ${which}: routed, a fresh colour of the live release is checked and switched in (drain ${config.drainSeconds} s); otherwise stop and start it`,
