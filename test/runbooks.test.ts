@@ -11,9 +11,7 @@ import { startTestServer, type TestServer } from "./helpers/server.js";
 
 type Body = Record<string, unknown>;
 
-// The dialects run side by side, each on its own server and database (the tests of one
-// dialect still in order): the file waits mostly on processes and I/O, not the CPU.
-describe.each(dialects)("runbooks (%s)", { concurrent: true }, (dialect) => {
+describe.each(dialects)("runbooks (%s)", (dialect) => {
   let test: TestServer;
   let dropDatabase: (() => Promise<void>) | undefined;
   const keys: Record<string, string> = {};
@@ -99,7 +97,7 @@ describe.each(dialects)("runbooks (%s)", { concurrent: true }, (dialect) => {
     await dropDatabase?.();
   });
 
-  it.sequential("runs the published snapshot: draft edits change nothing until published, and publishing is audited", async () => {
+  it("runs the published snapshot: draft edits change nothing until published, and publishing is audited", async () => {
     const created = await admin<Body>(
       "POST",
       "/api/v1/projects/shop/runbooks",
@@ -156,7 +154,7 @@ describe.each(dialects)("runbooks (%s)", { concurrent: true }, (dialect) => {
     expect(publishes).toHaveLength(2);
   }, 60_000);
 
-  it.sequential("refuses a parameter that fails validation before any task is queued, naming it", async () => {
+  it("refuses a parameter that fails validation before any task is queued, naming it", async () => {
     await admin("POST", "/api/v1/projects/shop/runbooks", {
       name: "Resize",
       environments: ["staging", "prod"],
@@ -200,7 +198,7 @@ describe.each(dialects)("runbooks (%s)", { concurrent: true }, (dialect) => {
     expect(good.created.parameters).toEqual({ Count: "3", Mode: "safe", Reason: "more load", DryRun: "false" });
   }, 60_000);
 
-  it.sequential("never shows a sensitive parameter in a log, an answer or an audit entry", async () => {
+  it("never shows a sensitive parameter in a log, an answer or an audit entry", async () => {
     const secret = "hunter2-sensitive-parameter-value";
     await admin("POST", "/api/v1/projects/shop/runbooks", {
       name: "Rotate",
@@ -250,7 +248,7 @@ describe.each(dialects)("runbooks (%s)", { concurrent: true }, (dialect) => {
     expect(JSON.stringify(runs)).not.toContain(secret);
   }, 60_000);
 
-  it.sequential("refuses deployments during a freeze, naming it; an override needs its permission and a reason, and is audited", async () => {
+  it("refuses deployments during a freeze, naming it; an override needs its permission and a reason, and is audited", async () => {
     const now = Date.now();
     await admin("POST", "/api/v1/projects/shop/freezes", {
       name: "Year-end freeze",
@@ -333,7 +331,7 @@ describe.each(dialects)("runbooks (%s)", { concurrent: true }, (dialect) => {
     await admin("DELETE", "/api/v1/projects/shop/freezes/Year-end freeze", undefined, 204);
   }, 60_000);
 
-  it.sequential("lets a runbook consumer run published runbooks, and nothing else", async () => {
+  it("lets a runbook consumer run published runbooks, and nothing else", async () => {
     const ran = await as("casey", "POST", "/api/v1/projects/shop/runbooks/say-version/runs", { environment: "prod" });
     expect(ran.status, ran.text).toBe(201);
     expect((await test.waitForTask(String(ran.body.taskId))).state).toBe("succeeded");
@@ -363,7 +361,7 @@ describe.each(dialects)("runbooks (%s)", { concurrent: true }, (dialect) => {
     });
     expect(elsewhere.status).toBe(404);
   }, 60_000);
-  it.sequential("runs a step on the environment's targets by role, or only on the targets a run names", async () => {
+  it("runs a step on the environment's targets by role, or only on the targets a run names", async () => {
     for (const name of ["db-1", "db-2"]) {
       await admin("POST", "/api/v1/targets", { name, environments: ["staging"], roles: ["db"] });
     }
@@ -395,7 +393,7 @@ describe.each(dialects)("runbooks (%s)", { concurrent: true }, (dialect) => {
     expect(JSON.stringify(unknown.body)).toContain("/targets/0");
   }, 60_000);
 
-  it.sequential("waits for a deployment to the environment unless the runbook may overlap it; a consumer cancels a run", async () => {
+  it("waits for a deployment to the environment unless the runbook may overlap it; a consumer cancels a run", async () => {
     await admin("POST", "/api/v1/projects", { name: "gate", lifecycle: "standard" });
     await admin("PUT", "/api/v1/projects/gate/process", {
       steps: [{ name: "hold", kind: "approval", config: { instructions: "hold the environment" } }],
