@@ -140,14 +140,20 @@ volumes:
   };
 
   beforeAll(async () => {
+    // The proxy and the server start while the images are built: neither needs them yet.
+    const started = (async () => {
+      proxy = await startProxyProcess();
+      test = await startTestServer({ traffic: proxy.traffic });
+    })();
+    // Awaited below; this only keeps a failure from being unhandled if the registry fails first.
+    started.catch(() => undefined);
     registry = await startRegistry();
     [v1, v2, postgresImage] = await Promise.all([
       buildComposeAppImage({ registryUrl: registry.url, repository: "compose/app", version: "1.0.0" }),
       buildComposeAppImage({ registryUrl: registry.url, repository: "compose/app", version: "1.0.1" }),
       buildPostgresImage(),
+      started,
     ]);
-    proxy = await startProxyProcess();
-    test = await startTestServer({ traffic: proxy.traffic });
     await test.call("POST", "/api/v1/feeds", { name: "local", url: registry.url });
     for (const name of ["dev", "prod"]) await test.call("POST", "/api/v1/environments", { name });
     await test.call("POST", "/api/v1/lifecycles", {
