@@ -157,9 +157,18 @@ describe.each(["builtin", "nginx", "haproxy"] as const)(
     };
 
     beforeAll(async () => {
-      [proxy, etcd] = await Promise.all([fronts[driver](), startEtcd()]);
-      etcdClient = new EtcdClient(etcd.endpoint);
-      test = await startTestServer({ traffic: { ...proxy.traffic, etcdEndpoint: etcd.endpoint } });
+      // Side by side; each kept as it starts, so afterAll stops it even when the other failed.
+      const [, endpoint] = await Promise.all([
+        fronts[driver]().then((started) => {
+          proxy = started;
+        }),
+        startEtcd().then((started) => {
+          etcd = started;
+          return started.endpoint;
+        }),
+      ]);
+      etcdClient = new EtcdClient(endpoint);
+      test = await startTestServer({ traffic: { ...proxy.traffic, etcdEndpoint: endpoint } });
       ({ projectSlug, variableId: imageVariableId } = await createAutoDeployedProject(
         test,
         { lifecycle: "bg", project: projectName },

@@ -58,10 +58,24 @@ describe("restart and exec steps (real Docker, registry, proxy)", () => {
     (await docker.listByLabel("ferry.project", projectSlug)).filter((container) => container.state === "running");
 
   beforeAll(async () => {
-    registry = await startRegistry();
-    image = await buildDemoImage({ registryUrl: registry.url, repository: "ops/app", version: "2.0.0" });
-    proxy = await startProxyProcess();
-    test = await startTestServer({ traffic: proxy.traffic });
+    // Side by side where nothing waits for the other (the image needs the registry, the server
+    // the proxy); each is kept as it starts, so afterAll stops it even when the other failed.
+    await Promise.all([
+      startRegistry().then((started) => {
+        registry = started;
+      }),
+      startProxyProcess().then((started) => {
+        proxy = started;
+      }),
+    ]);
+    await Promise.all([
+      buildDemoImage({ registryUrl: registry.url, repository: "ops/app", version: "2.0.0" }).then((built) => {
+        image = built;
+      }),
+      startTestServer({ traffic: proxy.traffic }).then((started) => {
+        test = started;
+      }),
+    ]);
     ({ projectSlug } = await createAutoDeployedProject(
       test,
       { lifecycle: "ops", project: projectName },
