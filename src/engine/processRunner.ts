@@ -8,6 +8,7 @@ import type { RegistryClient } from "../feeds/registry.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { AllAtOnce } from "../steps/blueGreen/allAtOnce.js";
 import { stepKind } from "../steps/registry.js";
+import { writeStepFiles } from "../steps/stepFiles.js";
 import type { NestedRun, StepRunContext } from "../steps/types.js";
 import type { TargetInfo } from "../store/deployments.js";
 import type { Target } from "../transports/types.js";
@@ -589,7 +590,19 @@ async function runStep(
       : noArtifacts,
     packages: services.packagesFor?.(run.scope) ?? noPackages,
   };
-  const work = () => kind.run(stepContext, config);
+  const files = step.files ?? [];
+  // Template files (ADR 0051): rendered for this target and written before the step runs,
+  // or, for a step that unpacks a package, into the directory it unpacked.
+  const unpacks = kind.unpackedPackage !== undefined;
+  const work =
+    files.length === 0
+      ? () => kind.run(stepContext, config)
+      : async () => {
+          if (!unpacks) await writeStepFiles(stepContext, step, files);
+          const result = await kind.run(stepContext, config);
+          if (unpacks) await writeStepFiles(stepContext, step, files, result.outputs?.directory);
+          return result;
+        };
   if (allAtOnce) return work();
   return laneLog ? laneLog.run(work) : task.log.step(name, work);
 }

@@ -66,7 +66,11 @@ export function stepKind(kind: string): StepKind | undefined {
  * Validates each step's `config` with its kind's schema, returning the steps with their
  * configs parsed (defaults applied). Problems point into the process ("/steps/2/config/script").
  */
-export function validateSteps(steps: readonly Step[], pointerBase = "/steps"): Step[] {
+export function validateSteps(
+  steps: readonly Step[],
+  pointerBase = "/steps",
+  options: { filesBesideFerryYml?: boolean } = {},
+): Step[] {
   const issues: FieldIssue[] = [];
   const parsed = steps.map((step, index) => {
     const kind = byKind.get(step.kind);
@@ -84,8 +88,57 @@ export function validateSteps(steps: readonly Step[], pointerBase = "/steps"): S
       }
       return step;
     }
+    issues.push(...fileIssues(step, kind, result.data, `${pointerBase}/${index}/files`, options));
     return { ...step, config: result.data as Record<string, unknown> };
   });
   if (issues.length > 0) throw new InputError("the process has invalid steps; fix the fields listed", issues);
   return parsed;
+}
+
+/**
+ * The problems of a step's template files (ADR 0051) given its kind: only kinds that deploy
+ * files take them; a package's file only on the step that unpacks that package; through the
+ * API a file beside ferry.yml must come with its content (`ferry apply` reads it).
+ */
+function fileIssues(
+  step: Step,
+  kind: StepKind,
+  config: unknown,
+  pointer: string,
+  options: { filesBesideFerryYml?: boolean },
+): FieldIssue[] {
+  const files = step.files ?? [];
+  if (files.length === 0) return [];
+  const unpacked = kind.unpackedPackage?.(config);
+  if (!kind.deploysFiles && unpacked === undefined) {
+    const kinds = stepKinds.filter((other) => other.deploysFiles || other.unpackedPackage).map((other) => other.kind);
+    return [
+      {
+        pointer,
+        detail: `a ${kind.kind} step writes no files; put template files on a step of kind ${kinds.join(", ")}`,
+      },
+    ];
+  }
+  const issues: FieldIssue[] = [];
+  files.forEach((file, index) => {
+    if (file.package !== undefined && file.package !== unpacked) {
+      issues.push({
+        pointer: `${pointer}/${index}/package`,
+        detail: `${file.file} is in package ${file.package}: put it on the package step that unpacks ${file.package}${unpacked ? ` (this one unpacks ${unpacked})` : ""}`,
+      });
+    }
+    if (file.package === undefined && file.content === undefined && !options.filesBesideFerryYml) {
+      issues.push({
+        pointer: `${pointer}/${index}/content`,
+        detail: `give ${file.file}'s template text as content (ferry apply reads it from beside ferry.yml), or name the package it is in`,
+      });
+    }
+    if (file.path === undefined && file.package === undefined && unpacked === undefined) {
+      issues.push({
+        pointer: `${pointer}/${index}/path`,
+        detail: `say where ${file.file} goes on the target (an absolute path, e.g. /srv/app/${file.file.split("/").pop()})`,
+      });
+    }
+  });
+  return issues;
 }

@@ -76,6 +76,7 @@ async function attachAnnounced(
 export const scriptStep: StepKind<ScriptConfig> = {
   kind: "script",
   config: scriptConfigSchema,
+  deploysFiles: true,
 
   plan(config, render) {
     return [

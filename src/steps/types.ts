@@ -129,4 +129,14 @@ export interface StepKind<C = unknown> {
    * the step's checkpoints (context.allAtOnce); absent or false: one target after another.
    */
   together?(config: C): boolean;
+  /**
+   * The kind deploys files, so a step of it may carry `files:` (ADR 0051): they are rendered
+   * for the target and written before the step runs.
+   */
+  readonly deploysFiles?: boolean;
+  /**
+   * The package this config unpacks: the step's `files:` are then rendered after it ran, in
+   * (or relative to) the unpacked directory its `directory` output names.
+   */
+  unpackedPackage?(config: C): string;
 }

@@ -38,6 +38,7 @@ const projectNamePattern = /^[a-z0-9][a-z0-9_-]{0,62}$/;
  */
 export const composeStep: StepKind<ComposeConfig> = {
   kind: "compose",
+  deploysFiles: true,
   config: composeConfigSchema,
   plan(config, render) {
     const application = loadComposeApplication(composeDocument(config.compose));
