@@ -8,8 +8,13 @@
  * engine's (steps/stepFiles.ts).
  */
 import { z } from "zod";
-import { replaceJsonPaths, replaceYamlPaths, renderTemplateFile, splitKeyPath } from "./fileSubstitution.js";
-import { FileSubstitutionError } from "./fileSubstitution.js";
+import {
+  FileSubstitutionError,
+  renderTemplateFile,
+  replaceJsonPaths,
+  replaceYamlPaths,
+  splitKeyPath,
+} from "./fileSubstitution.js";
 import { packageNameSchema } from "./packages.js";
 import { renderTemplate, TemplateError, type VariableLookup } from "./templates.js";
 

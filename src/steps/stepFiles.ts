@@ -69,7 +69,9 @@ export async function writeStepFiles(
         env: {},
         cwd: directory,
         timeoutSeconds: 120,
-        stdin: `${Buffer.from(rendered).toString("base64").replace(/.{1,60000}/g, "$&\n")}`,
+        stdin: `${Buffer.from(rendered)
+          .toString("base64")
+          .replace(/.{1,60000}/g, "$&\n")}`,
         quiet: true,
       });
       context.log.info(

@@ -1,0 +1,58 @@
+import { describe, expect, it } from "vitest";
+import type { InputError } from "../domain/errors.js";
+import { stepFileSchema } from "../domain/stepFiles.js";
+import { validateSteps } from "./registry.js";
+
+const parse = (input: unknown) => stepFileSchema.parse(input);
+
+describe("files on steps", () => {
+  const step = (kind: string, config: Record<string, unknown>, files: unknown[]) => ({
+    name: "s",
+    kind,
+    roles: [],
+    environments: [],
+    excludeEnvironments: [],
+    condition: "success" as const,
+    required: true,
+    config,
+    files: files.map(parse),
+  });
+  const problems = (steps: ReturnType<typeof step>[], options = {}) => {
+    try {
+      validateSteps(steps, "/steps", options);
+      return [];
+    } catch (error) {
+      return (error as InputError).issues ?? [];
+    }
+  };
+
+  it("are taken by kinds that deploy files, and refused by name on others", () => {
+    const file = { file: "a.json", content: "{}", path: "/srv/a.json" };
+    expect(problems([step("script", { script: "true" }, [file])])).toEqual([]);
+    expect(problems([step("health-check", { url: "http://127.0.0.1/" }, [file])])).toEqual([
+      expect.objectContaining({ pointer: "/steps/0/files", detail: expect.stringContaining("writes no files") }),
+    ]);
+  });
+
+  it("take a package's file only on the step that unpacks it", () => {
+    expect(problems([step("package", { package: "web" }, [{ file: "a.json", package: "web" }])])).toEqual([]);
+    expect(problems([step("package", { package: "web" }, [{ file: "a.json", package: "api" }])])).toEqual([
+      expect.objectContaining({ pointer: "/steps/0/files/0/package" }),
+    ]);
+    expect(problems([step("script", { script: "true" }, [{ file: "a.json", package: "web" }])])[0]?.detail).toContain(
+      "put it on the package step that unpacks web",
+    );
+  });
+
+  it("need their content through the API, and a path unless they go beside a package", () => {
+    const beside = { file: "a.json", path: "/srv/a.json" };
+    expect(problems([step("script", { script: "true" }, [beside])])[0]).toMatchObject({
+      pointer: "/steps/0/files/0/content",
+    });
+    expect(problems([step("script", { script: "true" }, [beside])], { filesBesideFerryYml: true })).toEqual([]);
+    expect(problems([step("script", { script: "true" }, [{ file: "a.json", content: "{}" }])])[0]).toMatchObject({
+      pointer: "/steps/0/files/0/path",
+    });
+    expect(problems([step("package", { package: "web" }, [{ file: "extra.json", content: "{}" }])])).toEqual([]);
+  });
+});
