@@ -72,6 +72,10 @@ steps:
     config:
       script: echo "$GREETING"
       env: { GREETING: "#{Greeting}" }
+    files:
+      - file: config/appsettings.json
+        path: /srv/everything/#{Ferry.Environment.Slug}/appsettings.json
+        replace: { "Logging:Level": "#{Greeting}" }
 runbooks:
   - name: Backup
     steps:
@@ -92,6 +96,9 @@ variables:
   - name: Title
     value: My blog
 `;
+
+/** The template file beside EVERYTHING's ferry.yml (ADR 0051). */
+const APPSETTINGS = '{\n  "Logging": { "Level": "Information" },\n  "Banner": "Greeting: #{Greeting}"\n}\n';
 
 /** A project using every step kind and every scope, a secret of each kind, and a published runbook. */
 const EVERYTHING = `
@@ -166,6 +173,10 @@ steps:
     config:
       script: echo "$GREETING"
       env: { GREETING: "#{Greeting}" }
+    files:
+      - file: config/appsettings.json
+        path: /srv/everything/#{Ferry.Environment.Slug}/appsettings.json
+        replace: { "Logging:Level": "#{Greeting}" }
   - name: Run web
     kind: container
     roles: [web]
@@ -179,6 +190,8 @@ steps:
     kind: package
     roles: [web]
     config: { package: everything-app }
+    files:
+      - { file: settings.yml, package: everything-app, substitute: false, replace: { services.web.port: "#{Port}" } }
   - name: Worker
     kind: process
     roles: [web]
@@ -460,6 +473,8 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
       await mkdir(everything);
       await promisify(execFile)("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(everything, "id_ed25519")]);
       await writeFile(join(everything, "ferry.yml"), EVERYTHING);
+      await mkdir(join(everything, "config"));
+      await writeFile(join(everything, "config", "appsettings.json"), APPSETTINGS);
       const secrets = {
         EVERYTHING_FEED_PASSWORD: "feed-password-1",
         EVERYTHING_API_TOKEN: "api-token-1",
@@ -493,6 +508,9 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
       );
       for (const secret of Object.values(secrets)) expect(text).not.toContain(secret);
       expect(text).not.toContain("PRIVATE KEY-----");
+      // A template file beside ferry.yml was captured at apply: it comes back as its text (ADR 0051).
+      expect(text).toContain("file: config/appsettings.json\n");
+      expect(text).toContain('"Greeting: #{Greeting}"');
 
       // Round trip: without any secret in the environment, the stored ones are kept.
       const plan = await ferry(["plan", "-f", exported]);
@@ -545,6 +563,14 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
       ]);
       const replan = await ferry(["plan", "-f", exported]);
       expect(replan.stdout).toMatch(/^No changes: the server matches the file \(\d+ unchanged\)\.\n$/);
+
+      // The template beside the original ferry.yml edited: the process changes at the next
+      // plan, in that file's content only (the release made before keeps its own).
+      await writeFile(join(everything, "config", "appsettings.json"), APPSETTINGS.replace("Greeting:", "Hello:"));
+      const templateEdited = parseJson<Change[]>(await ferry(["plan", "-f", join(everything, "ferry.yml"), "--json"]));
+      expect(
+        changed(templateEdited).map(({ resource, fields }) => ({ resource, fields: fields?.map((f) => f.field) })),
+      ).toEqual([{ resource: "process", fields: ["steps[Migrate].files"] }]);
     },
     MANY_RUNS_MS,
   );

@@ -23,6 +23,9 @@ trap - EXIT
 echo "ferry:written=$path"
 `;
 
+/** The most text of a package's file substituted (the rendered file travels as one stdin, which an agent takes up to 16 MiB of). */
+const MAX_PACKAGE_FILE_BYTES = 4 * 1024 * 1024;
+
 /**
  * Renders a step's template files for this target with its variables and writes each
  * through the target's transport (local, SSH or agent alike). `unpacked`: the directory of
@@ -49,6 +52,11 @@ export async function writeStepFiles(
           source === undefined
             ? `${file.file} was not captured into the release (its content is empty); apply ferry.yml again and create a new release`
             : `${file.file} is not in package ${file.package} (looked for ${source}); name a file the package has`,
+        );
+      }
+      if (Buffer.byteLength(text) > MAX_PACKAGE_FILE_BYTES) {
+        throw new TaskFailure(
+          `${file.file} is larger than ${MAX_PACKAGE_FILE_BYTES / 1024 / 1024} MiB; substitute into configuration files, not data`,
         );
       }
       const destination = destinationOf(context, step, file, unpacked, source);
