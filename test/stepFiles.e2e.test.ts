@@ -186,10 +186,8 @@ describe("file substitution on SSH targets", { timeout: 300_000 }, () => {
       expect(log).toContain('"Main": "Host=db.');
       expect(log).not.toContain(SECRET);
     }
-    // The release shows the template, never the rendered file.
     const release = await test.call("GET", `/api/v1/projects/${slug}/releases/1.0.0`);
     expect(release.status).toBe(200);
-    expect(JSON.stringify(release.body)).toContain("Password=#{DbPassword}");
     expect(JSON.stringify(release.body)).not.toContain(SECRET);
   });
 
@@ -212,6 +210,19 @@ describe("file substitution on SSH targets", { timeout: 300_000 }, () => {
     if (!step) throw new Error("no step");
     step.files = [appsettings({ content: '{ "Level": "#{LogLevel}", "Port": 2 }\n', replace: {} })];
     expect((await test.call("PUT", `/api/v1/projects/${slug}/process`, process.body)).status).toBe(200);
+    // A new release takes the new template…
+    const next = await test.call<{ deployments: { taskId: string }[] }>("POST", `/api/v1/projects/${slug}/releases`, {
+      version: "1.0.1",
+    });
+    expect(next.status, JSON.stringify(next.body)).toBe(201);
+    expect((await finished(next.body.deployments[0]?.taskId ?? "")).task.state).toBe("succeeded");
+    expect(readBack(0, "dev").json).toEqual({ Level: "Debug", Port: 2 });
+    // …and the release diff shows the templates, not rendered values.
+    const diff = await test.call("GET", `/api/v1/projects/${slug}/release-diff?from=1.0.0&to=1.0.1`);
+    expect(diff.status, JSON.stringify(diff.body)).toBe(200);
+    expect(JSON.stringify(diff.body)).toContain('\\"Port\\": 2');
+    expect(JSON.stringify(diff.body)).toContain("#{LogLevel}");
+    // The earlier release, deployed again, still writes what it captured.
     const again = await test.call<{ taskId: string }>("POST", `/api/v1/projects/${slug}/deployments`, {
       release: "1.0.0",
       environment: "dev",
