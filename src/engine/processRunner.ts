@@ -538,7 +538,7 @@ async function runStep(
   const laneLog = lane ? task.log.lane(name) : undefined;
   // Targets running together write to one log at once: each line says which target it is about.
   const log = laneLog ?? (allAtOnce && info ? prefixedLog(task.log, `[${info.name}] `) : task.log);
-  const stepContext: StepRunContext = {
+  let stepContext: StepRunContext = {
     taskId: task.taskId,
     stepName: step.name,
     signal: task.signal,
@@ -590,7 +590,11 @@ async function runStep(
       : noArtifacts,
     packages: services.packagesFor?.(run.scope) ?? noPackages,
   };
-  const files = step.files ?? [];
+  // The file the kind takes as its input (a compose step's composeFile) is handed to it, not written.
+  const input = kind.inputFile?.(config);
+  const inputFile = input === undefined ? undefined : step.files?.find((file) => file.file === input)?.content;
+  if (inputFile !== undefined) stepContext = { ...stepContext, inputFile };
+  const files = (step.files ?? []).filter((file) => file.file !== input);
   // Template files (ADR 0051): rendered for this target and written before the step runs,
   // or, for a step that unpacks a package, into the directory it unpacked.
   const unpacks = kind.unpackedPackage !== undefined;

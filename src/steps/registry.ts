@@ -88,7 +88,7 @@ export function validateSteps(
       }
       return step;
     }
-    issues.push(...fileIssues(step, kind, result.data, `${pointerBase}/${index}/files`, options));
+    issues.push(...fileIssues(step, kind, result.data, `${pointerBase}/${index}`, options));
     return { ...step, config: result.data as Record<string, unknown> };
   });
   if (issues.length > 0) throw new InputError("the process has invalid steps; fix the fields listed", issues);
@@ -104,11 +104,13 @@ function fileIssues(
   step: Step,
   kind: StepKind,
   config: unknown,
-  pointer: string,
+  stepPointer: string,
   options: { filesBesideFerryYml?: boolean },
 ): FieldIssue[] {
   const files = step.files ?? [];
-  if (files.length === 0) return [];
+  const input = kind.inputFile?.(config);
+  if (files.length === 0 && input === undefined) return [];
+  const pointer = `${stepPointer}/files`;
   const unpacked = kind.unpackedPackage?.(config);
   if (!kind.deploysFiles && unpacked === undefined) {
     const kinds = stepKinds.filter((other) => other.deploysFiles || other.unpackedPackage).map((other) => other.kind);
@@ -120,7 +122,9 @@ function fileIssues(
     ];
   }
   const issues: FieldIssue[] = [];
+  if (input !== undefined) issues.push(...inputFileIssues(kind, files, input, stepPointer, options));
   files.forEach((file, index) => {
+    if (file.file === input) return;
     if (file.package !== undefined && file.package !== unpacked) {
       issues.push({
         pointer: `${pointer}/${index}/package`,
@@ -141,4 +145,46 @@ function fileIssues(
     }
   });
   return issues;
+}
+
+/**
+ * The problems of the file a step's config takes as its input (the compose step's
+ * `composeFile`): one of the step's files, captured from beside ferry.yml, read as it is
+ * (the kind renders it), and valid for the kind once its text is there.
+ */
+function inputFileIssues(
+  kind: StepKind,
+  files: readonly NonNullable<Step["files"]>[number][],
+  input: string,
+  stepPointer: string,
+  options: { filesBesideFerryYml?: boolean },
+): FieldIssue[] {
+  const index = files.findIndex((file) => file.file === input);
+  const file = files[index];
+  if (!file) {
+    return [
+      {
+        pointer: `${stepPointer}/config`,
+        detail: `the step's files have no ${input}; add { file: ${input} } to its files`,
+      },
+    ];
+  }
+  const pointer = `${stepPointer}/files/${index}`;
+  if (file.package !== undefined || Object.keys(file.replace).length > 0 || file.path !== undefined) {
+    return [
+      {
+        pointer,
+        detail: `${input} is the step's own input: give it from beside ferry.yml, without package, path or replace (#{…} in its values are rendered by the step)`,
+      },
+    ];
+  }
+  if (file.content === undefined) {
+    return options.filesBesideFerryYml
+      ? []
+      : [{ pointer: `${pointer}/content`, detail: `give ${input}'s text as content (ferry apply reads it)` }];
+  }
+  return (kind.checkInputFile?.(file.content) ?? []).map((issue) => ({
+    pointer: `${pointer}/content${issue.pointer}`,
+    detail: issue.detail,
+  }));
 }
