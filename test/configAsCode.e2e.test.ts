@@ -238,6 +238,11 @@ steps:
           cache:
             image: "#{Ferry.Image[web]}"
             environment: { MODE: "#{Ferry.Environment.Slug}" }
+  - name: Shop app from a file
+    kind: compose
+    environments: [every-prod]
+    files: [{ file: docker-compose.yml }]
+    config: { composeFile: docker-compose.yml }
 runbooks:
   - name: Restart
     environments: [every-prod]
@@ -475,6 +480,10 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
       await writeFile(join(everything, "ferry.yml"), EVERYTHING);
       await mkdir(join(everything, "config"));
       await writeFile(join(everything, "config", "appsettings.json"), APPSETTINGS);
+      await writeFile(
+        join(everything, "docker-compose.yml"),
+        'services:\n  cache:\n    image: "#{Ferry.Image[web]}"\n    environment: { MODE: "#{Ferry.Environment.Slug}" }\n',
+      );
       const secrets = {
         EVERYTHING_FEED_PASSWORD: "feed-password-1",
         EVERYTHING_API_TOKEN: "api-token-1",

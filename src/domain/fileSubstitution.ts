@@ -72,9 +72,16 @@ export function replaceJsonPaths(file: string, text: string, replacements: Reado
   try {
     document = JSON.parse(text);
   } catch (error) {
+    // V8's message quotes the text around the problem, which may be a substituted secret:
+    // only its kind of problem and where it is are kept.
+    const message = error instanceof Error ? error.message : String(error);
+    const position = /at position (\d+)/.exec(message)?.[1];
+    const line = position === undefined ? undefined : text.slice(0, Number(position)).split("\n").length;
+    const problem = message.replace(/, ".*" is not valid JSON$/s, "").replace(/ in JSON at position \d+.*$/s, "");
     throw new FileSubstitutionError(
-      `${file} is not valid JSON (${error instanceof Error ? error.message : String(error)}); fix the file or render it as a template instead`,
+      `${file}${line === undefined ? "" : `:${line}`} is not valid JSON (${problem}); fix the file or render it as a template instead`,
       file,
+      line,
     );
   }
   for (const [path, value] of replacements) {

@@ -81,3 +81,22 @@ describe("substituteStepFile", () => {
     expect(line).toBe("write a.json (#{…} substituted) to /srv/Warning/a.json");
   });
 });
+
+describe("a rendered file that is not valid JSON", () => {
+  it("is refused naming the file and line, without quoting the text (a secret may be in it)", () => {
+    const file = parse({ file: "a.json", content: "", replace: { "x:y": "1" } });
+    const unquoted = '{ "x": { "y": 1 }, "p": #{DbPassword} }';
+    expect(() => substituteStepFile(file, unquoted, variables)).toThrow(
+      "a.json is not valid JSON (Unexpected token 's')",
+    );
+    const twoLines = '{ "x": { "y": 1 },\n  "#{DbPassword}": 2,, }';
+    expect(() => substituteStepFile(file, twoLines, variables)).toThrow("a.json:2 is not valid JSON");
+    for (const text of [unquoted, twoLines]) {
+      try {
+        substituteStepFile(file, text, variables);
+      } catch (error) {
+        expect((error as Error).message).not.toContain("s3cret");
+      }
+    }
+  });
+});

@@ -56,3 +56,55 @@ describe("files on steps", () => {
     expect(problems([step("package", { package: "web" }, [{ file: "extra.json", content: "{}" }])])).toEqual([]);
   });
 });
+
+describe("a compose step's Compose file from its files", () => {
+  const compose = (files: unknown[], config: Record<string, unknown> = { composeFile: "docker-compose.yml" }) => ({
+    name: "app",
+    kind: "compose",
+    roles: [],
+    environments: [],
+    excludeEnvironments: [],
+    condition: "success" as const,
+    required: true,
+    config,
+    files: files.map(parse),
+  });
+  const problems = (step: ReturnType<typeof compose>, options = {}) => {
+    try {
+      validateSteps([step], "/steps", options);
+      return [];
+    } catch (error) {
+      return [...((error as InputError).issues ?? [])];
+    }
+  };
+
+  it("is checked like an inline one, with pointers into the file, and needs no path", () => {
+    const valid = 'services:\n  web:\n    image: app\n    environment: { A: "#{A}" }\n';
+    expect(problems(compose([{ file: "docker-compose.yml", content: valid }]))).toEqual([]);
+    expect(
+      problems(
+        compose([{ file: "docker-compose.yml", content: "services:\n  web:\n    image: a\n    privileged: true\n" }]),
+      ),
+    ).toContainEqual(expect.objectContaining({ pointer: "/steps/0/files/0/content/services/web/privileged" }));
+    // Beside ferry.yml its text is not there yet: apply captures it, and the API checks it then.
+    expect(problems(compose([{ file: "docker-compose.yml" }]), { filesBesideFerryYml: true })).toEqual([]);
+  });
+
+  it("must be one of the step's files, read as it is, and not beside an inline file", () => {
+    expect(problems(compose([]))[0]).toMatchObject({
+      pointer: "/steps/0/config",
+      detail: expect.stringContaining("add { file: docker-compose.yml }"),
+    });
+    expect(
+      problems(compose([{ file: "docker-compose.yml", content: "services: {}\n", path: "/srv/compose.yml" }]))[0],
+    ).toMatchObject({ pointer: "/steps/0/files/0", detail: expect.stringContaining("the step's own input") });
+    expect(
+      problems(
+        compose([{ file: "docker-compose.yml", content: "" }], {
+          composeFile: "docker-compose.yml",
+          compose: "services: {}\n",
+        }),
+      )[0],
+    ).toMatchObject({ pointer: "/steps/0/config/compose", detail: expect.stringContaining("not both") });
+  });
+});
