@@ -79,7 +79,7 @@ export function replaceJsonPaths(file: string, text: string, replacements: Reado
     const line = position === undefined ? undefined : text.slice(0, Number(position)).split("\n").length;
     const problem = message.replace(/, ".*" is not valid JSON$/s, "").replace(/ in JSON at position \d+.*$/s, "");
     throw new FileSubstitutionError(
-      `${file}${line === undefined ? "" : `:${line}`} is not valid JSON (${problem}); fix the file or render it as a template instead`,
+      `${file} is not valid JSON${line === undefined ? "" : ` at line ${line}`} (${problem}); fix the file or render it as a template instead`,
       file,
       line,
     );

@@ -90,7 +90,7 @@ describe("a rendered file that is not valid JSON", () => {
       "a.json is not valid JSON (Unexpected token 's')",
     );
     const twoLines = '{ "x": { "y": 1 },\n  "#{DbPassword}": 2,, }';
-    expect(() => substituteStepFile(file, twoLines, variables)).toThrow("a.json:2 is not valid JSON");
+    expect(() => substituteStepFile(file, twoLines, variables)).toThrow("a.json is not valid JSON at line 2");
     for (const text of [unquoted, twoLines]) {
       try {
         substituteStepFile(file, text, variables);
