@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -72,10 +72,6 @@ steps:
     config:
       script: echo "$GREETING"
       env: { GREETING: "#{Greeting}" }
-    files:
-      - file: config/appsettings.json
-        path: /srv/everything/#{Ferry.Environment.Slug}/appsettings.json
-        replace: { "Logging:Level": "#{Greeting}" }
 runbooks:
   - name: Backup
     steps:
@@ -583,6 +579,12 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
           .filter(({ resource }) => resource !== "schedule" && resource !== "artifact-retention")
           .map(({ resource, fields }) => ({ resource, fields: fields?.map((f) => f.field) })),
       ).toEqual([{ resource: "process", fields: ["steps[Migrate].files"] }]);
+
+      // A template file that is not there is refused naming it, and nothing is applied.
+      await rm(join(everything, "docker-compose.yml"));
+      const missing = await ferry(["apply", "-f", join(everything, "ferry.yml")]);
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toContain("cannot read template file docker-compose.yml beside the ferry.yml");
     },
     MANY_RUNS_MS,
   );

@@ -912,12 +912,16 @@ async function captureStepFiles(run: Run, steps: readonly Step[]): Promise<Step[
       const content = await run.readFile(file.file);
       if (content === undefined) {
         throw new OperationError(
-          `step '${step.name}': cannot read template file ${file.file} beside the ferry.yml; create it, or correct files[].file`,
+          `step '${step.name}': cannot read template file ${file.file} beside the ferry.yml (or it is empty); create it, or correct files[].file`,
+          [],
+          400,
         );
       }
       if (Buffer.byteLength(content) > MAX_STEP_FILE_BYTES) {
         throw new OperationError(
           `step '${step.name}': template file ${file.file} is larger than ${MAX_STEP_FILE_BYTES / 1024} KiB; keep templates to configuration files`,
+          [],
+          400,
         );
       }
       files.push({ ...file, content });

@@ -77,9 +77,11 @@ export function replaceJsonPaths(file: string, text: string, replacements: Reado
     const message = error instanceof Error ? error.message : String(error);
     const position = /at position (\d+)/.exec(message)?.[1];
     const line = position === undefined ? undefined : text.slice(0, Number(position)).split("\n").length;
-    const problem = message.replace(/, ".*" is not valid JSON$/s, "").replace(/ in JSON at position \d+.*$/s, "");
+    let problem = message.replace(/\s*(?:in JSON )?at position \d+.*$/s, "").replace(/token '.*?'/s, "token");
+    const quote = problem.indexOf('"');
+    if (quote >= 0) problem = problem.slice(0, quote).replace(/[,.\s]+$/, "");
     throw new FileSubstitutionError(
-      `${file} is not valid JSON${line === undefined ? "" : ` at line ${line}`} (${problem}); fix the file or render it as a template instead`,
+      `${file} is not valid JSON${line === undefined ? "" : ` at line ${line}`}${problem === "" ? "" : ` (${problem})`}; fix the file or render it as a template instead`,
       file,
       line,
     );

@@ -87,7 +87,7 @@ describe("a rendered file that is not valid JSON", () => {
     const file = parse({ file: "a.json", content: "", replace: { "x:y": "1" } });
     const unquoted = '{ "x": { "y": 1 }, "p": #{DbPassword} }';
     expect(() => substituteStepFile(file, unquoted, variables)).toThrow(
-      "a.json is not valid JSON (Unexpected token 's')",
+      "a.json is not valid JSON (Unexpected token); fix the file",
     );
     const twoLines = '{ "x": { "y": 1 },\n  "#{DbPassword}": 2,, }';
     expect(() => substituteStepFile(file, twoLines, variables)).toThrow("a.json is not valid JSON at line 2");
@@ -95,7 +95,7 @@ describe("a rendered file that is not valid JSON", () => {
       try {
         substituteStepFile(file, text, variables);
       } catch (error) {
-        expect((error as Error).message).not.toContain("s3cret");
+        expect((error as Error).message).not.toMatch(/s3cret|'s'/);
       }
     }
   });
