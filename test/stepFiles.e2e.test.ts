@@ -1,5 +1,8 @@
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
@@ -230,6 +233,75 @@ describe("file substitution on SSH targets", { timeout: 300_000 }, () => {
     expect(again.status, JSON.stringify(again.body)).toBe(201);
     expect((await finished(again.body.taskId)).task.state).toBe("succeeded");
     expect(readBack(0, "dev").json).toEqual({ Level: "Debug", Port: 1 });
+  });
+
+  it("substitutes into a file of the release's package on the host, and writes a captured file beside it", async () => {
+    // A package with a YAML config inside, pushed to the built-in feed.
+    const source = mkdtempSync(join(tmpdir(), "ferry-subst-package-"));
+    try {
+      mkdirSync(join(source, "config"));
+      writeFileSync(
+        join(source, "config", "settings.yml"),
+        "# shop settings\ndb:\n  host: localhost\n  port: 5432\nlevel: '#{LogLevel}'\n",
+      );
+      execFileSync("tar", ["-czf", join(source, "app.tar.gz"), "-C", source, "config"]);
+      const pushed = await fetch(new URL("/api/v1/packages/subst-app/versions/2.0.0", test.server.url), {
+        method: "PUT",
+        headers: { authorization: `Bearer ${test.apiKey}`, "content-type": "application/octet-stream" },
+        body: readFileSync(join(source, "app.tar.gz")),
+      });
+      expect(pushed.status, await pushed.clone().text()).toBe(201);
+    } finally {
+      rmSync(source, { recursive: true, force: true });
+    }
+    const slug = await newProject([]);
+    const saved = await test.call("PUT", `/api/v1/projects/${slug}/process`, {
+      packages: [{ name: "subst-app" }],
+      steps: [
+        {
+          name: "unpack",
+          kind: "package",
+          roles: ["web"],
+          config: { package: "subst-app" },
+          files: [
+            { file: "config/settings.yml", package: "subst-app", replace: { "db.port": "#{Port}" } },
+            {
+              file: "extra.json",
+              content: '{ "environment": "#{Ferry.Environment.Name}" }\n',
+              path: "config/extra.json",
+            },
+          ],
+        },
+        {
+          name: "show",
+          kind: "script",
+          roles: ["web"],
+          config: {
+            script: 'cat "$1/config/settings.yml" "$1/config/extra.json"; stat -c "mode=%a" "$1/config/settings.yml"',
+            arguments: ["#{Ferry.Step[unpack].Output.directory}"],
+          },
+        },
+      ],
+    });
+    expect(saved.status, JSON.stringify(saved.body)).toBe(200);
+    const created = await test.call<{ deployments: { taskId: string }[] }>(
+      "POST",
+      `/api/v1/projects/${slug}/releases`,
+      {
+        version: "1.0.0",
+      },
+    );
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const { task, log } = await finished(created.body.deployments[0]?.taskId ?? "");
+    expect(task.state, log).toBe("succeeded");
+    expect(log).toContain("wrote subst-app:config/settings.yml to");
+    // The package's file on the host: #{…} rendered, the port replaced by key path (a number), the comment kept.
+    expect(log).toContain("# shop settings");
+    expect(log).toContain("  host: localhost");
+    expect(log).toContain("  port: 5001");
+    expect(log).toMatch(/level: '?Debug'?\n/);
+    expect(log).toContain('{ "environment": "dev" }');
+    expect(log).toContain("mode=644");
   });
 
   it("fails the step naming file, line and variable when a template names an unknown variable, writing nothing", async () => {
