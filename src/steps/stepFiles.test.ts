@@ -57,6 +57,32 @@ describe("files on steps", () => {
   });
 });
 
+it("template files are refused on a step inside an isolated group", () => {
+  const nested = { name: "t", kind: "script", config: { script: "true" } };
+  const group = (files?: unknown[]) => ({
+    name: "group",
+    kind: "isolated",
+    roles: [],
+    environments: [],
+    excludeEnvironments: [],
+    condition: "success" as const,
+    required: true,
+    config: { steps: [{ ...nested, ...(files && { files }) }] },
+  });
+  const problems = (step: ReturnType<typeof group>) => {
+    try {
+      validateSteps([step]);
+      return "";
+    } catch (error) {
+      return JSON.stringify((error as InputError).issues);
+    }
+  };
+  expect(problems(group())).not.toContain("template files");
+  expect(problems(group([{ file: "a.json", content: "{}", path: "/srv/a.json" }]))).toContain(
+    "a step inside an isolated group takes no template files",
+  );
+});
+
 describe("a compose step's Compose file from its files", () => {
   const compose = (files: unknown[], config: Record<string, unknown> = { composeFile: "docker-compose.yml" }) => ({
     name: "app",
