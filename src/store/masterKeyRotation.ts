@@ -4,6 +4,7 @@ import { sealedVariableContext } from "../domain/releases.js";
 import { type SecretBox, sealedKeyId } from "../security/secretBox.js";
 import type { Executor, StoreContext } from "./common.js";
 import type { AuditEventRow, Database } from "./schema.js";
+import { projectOwner, setOwner } from "./scopedVariables.js";
 
 /*
  * Master key rotation's database half (ADR 0046): every value sealed under a key other than
@@ -25,13 +26,8 @@ interface SealedColumn {
 }
 
 const SEALED_COLUMNS: readonly SealedColumn[] = [
-  { table: "variables", key: "id", column: "value_sealed", context: (id) => `variable:${id}` },
-  {
-    table: "variable_set_variables",
-    key: "id",
-    column: "value_sealed",
-    context: (id) => `variable-set-variable:${id}`,
-  },
+  { table: projectOwner.variables, key: "id", column: "value_sealed", context: projectOwner.valueContext },
+  { table: setOwner.variables, key: "id", column: "value_sealed", context: setOwner.valueContext },
   { table: "feeds", key: "id", column: "password_sealed", context: (id) => `feed:${id}:password` },
   { table: "targets", key: "id", column: "ssh_private_key_sealed", context: (id) => `target:${id}:ssh-private-key` },
   { table: "targets", key: "id", column: "ssh_passphrase_sealed", context: (id) => `target:${id}:ssh-passphrase` },
