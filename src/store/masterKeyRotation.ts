@@ -1,7 +1,8 @@
-import { type AuditEntryContent, chainHash, GENESIS_HASH } from "../domain/audit.js";
+import { chainHash, GENESIS_HASH } from "../domain/audit.js";
 import { ConflictError } from "../domain/errors.js";
 import { sealedVariableContext } from "../domain/releases.js";
 import { type SecretBox, sealedKeyId } from "../security/secretBox.js";
+import { auditEntryContent } from "./audit.js";
 import type { Executor, StoreContext } from "./common.js";
 import type { AuditEventRow, Database } from "./schema.js";
 import { projectOwner, setOwner } from "./scopedVariables.js";
@@ -228,7 +229,7 @@ async function rechainAudit(trx: Executor, secrets: SecretBox, headHash: string)
       .limit(PAGE_ROWS)
       .execute();
     for (const row of rows) {
-      const entry = contentOf(row);
+      const entry = auditEntryContent(row);
       const refuse = (reason: string) =>
         new ConflictError(
           `the audit log fails verification at entry ${entry.seq} (${entry.id}): ${reason}; the master key was not rotated (a rotation re-signs the log and must not sign an edit): see 'ferry admin verify-audit'`,
@@ -266,23 +267,6 @@ async function rechainAudit(trx: Executor, secrets: SecretBox, headHash: string)
   }
   await trx.updateTable("audit_chain").set({ hash: previousNew }).where("id", "=", 1).execute();
   return changed;
-}
-
-function contentOf(row: AuditEventRow): AuditEntryContent {
-  return {
-    seq: Number(row.seq),
-    id: row.id,
-    at: row.at,
-    actorId: row.actor_id,
-    actorName: row.actor_name,
-    source: row.source,
-    action: row.action,
-    resourceType: row.resource_type,
-    resourceId: row.resource_id,
-    resourceName: row.resource_name,
-    diff: row.diff,
-    keyId: row.key_id,
-  };
 }
 
 /**
