@@ -141,30 +141,13 @@ describe.each(["sqlite", "postgres"] as const)("ferry vars show on %s", (dialect
   it(
     "matches what a deployment's script actually saw on each target",
     async () => {
-      const created = await ferry([
-        "release",
-        "create",
-        "--project",
-        "shop",
-        "--version",
-        "1.0.0",
-        "--deploy-to",
-        "prod",
-        "--wait",
-        "--json",
-      ]);
-      expectSuccess(created);
-      const { deployments } = parseJson<{ deployments: { taskId: string; environment: string }[] }>(created);
-      const deployment = deployments.find((item) => item.environment === "prod");
-      expect(deployment).toBeDefined();
-      const log = await ferry(["task", "logs", deployment?.taskId ?? ""]);
-      expectSuccess(log);
-      const seen = [...log.stdout.matchAll(/seen target=(\S+) where=(\S+) port=(\S+) secret=(\S+)/g)].map((match) => ({
+      const log = await shop.deploymentLog("1.0.0", "prod");
+      const seen = [...log.matchAll(/seen target=(\S+) where=(\S+) port=(\S+) secret=(\S+)/g)].map((match) => ({
         target: match[1],
         values: { Where: match[2], Port: match[3], Secret: match[4] },
       }));
       expect(seen.map((item) => item.target).sort()).toEqual(["db-1", "web-1", "web-2"]);
-      expect(log.stdout).not.toContain(SECRET);
+      expect(log).not.toContain(SECRET);
       for (const { target, values } of seen) {
         const shown = await preview(["--env", "prod", "--target", target ?? "", "--step", "Print"]);
         expect(valuesOf(shown), `target ${target}`).toEqual(values);

@@ -200,26 +200,9 @@ describe.each(["sqlite", "postgres"] as const)("variable sets on %s", (dialect) 
   it(
     "matches what a deployment's script actually saw on each target, and never shows the set's secret",
     async () => {
-      const created = await ferry([
-        "release",
-        "create",
-        "--project",
-        "shop",
-        "--version",
-        "1.0.0",
-        "--deploy-to",
-        "prod",
-        "--wait",
-        "--json",
-      ]);
-      expectSuccess(created);
-      const { deployments } = parseJson<{ deployments: { taskId: string; environment: string }[] }>(created);
-      const deployment = deployments.find((item) => item.environment === "prod");
-      expect(deployment).toBeDefined();
-      const log = await ferry(["task", "logs", deployment?.taskId ?? ""]);
-      expectSuccess(log);
-      expect(log.stdout).not.toContain(TOKEN);
-      const seen = [...log.stdout.matchAll(/seen target=(\S+) where=(\S+) region=(\S+) level=(\S+) token=(\S+)/g)].map(
+      const log = await shop.deploymentLog("1.0.0", "prod");
+      expect(log).not.toContain(TOKEN);
+      const seen = [...log.matchAll(/seen target=(\S+) where=(\S+) region=(\S+) level=(\S+) token=(\S+)/g)].map(
         (match) => ({
           target: match[1] ?? "",
           values: { Where: match[2], Region: match[3], Level: match[4], Token: match[5] },

@@ -52,11 +52,35 @@ export function appliedServer(
       shown.variables.filter((variable) => !variable.name.startsWith("Ferry.")).map((v) => [v.name, v.value]),
     );
 
+  /** Creates shop's release `version`, deploys it to `environment` and waits; that deployment's task log. */
+  const deploymentLog = async (version: string, environment: string): Promise<string> => {
+    const created = await ferry([
+      "release",
+      "create",
+      "--project",
+      "shop",
+      "--version",
+      version,
+      "--deploy-to",
+      environment,
+      "--wait",
+      "--json",
+    ]);
+    expectSuccess(created);
+    const { deployments } = parseJson<{ deployments: { taskId: string; environment: string }[] }>(created);
+    const deployment = deployments.find((item) => item.environment === environment);
+    if (!deployment) throw new Error(`release ${version} was not deployed to ${environment}: ${created.stdout}`);
+    const log = await ferry(["task", "logs", deployment.taskId]);
+    expectSuccess(log);
+    return log.stdout;
+  };
+
   return {
     adminKey,
     ferry,
     preview,
     valuesOf,
+    deploymentLog,
     get url() {
       return running().url;
     },
