@@ -1,6 +1,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
+import { Pool } from "undici";
 import { ConflictError, NotFoundError } from "../domain/errors.js";
 import { DurationHistogram } from "./durationHistogram.js";
 import {
@@ -39,8 +40,11 @@ const HOP_BY_HOP = new Set([
 /** Methods safe to send twice (RFC 9110 §9.2.2) — retried only when they carry no body. */
 const IDEMPOTENT_METHODS = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]);
 
-/** Errors that mean the upstream never saw (or never answered) the request: a retry cannot run it twice. */
-const CONNECT_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE"]);
+/**
+ * Errors that mean the upstream never saw (or never answered) the request: a retry cannot run
+ * it twice. UND_ERR_SOCKET is undici's "the other side closed" (Node.js's "socket hang up").
+ */
+const CONNECT_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "UND_ERR_SOCKET", "UND_ERR_CONNECT_TIMEOUT"]);
 
 type Outcome = "served" | "failed" | "retried" | "aborted";
 
@@ -58,6 +62,14 @@ export interface RouteStats extends Counters {
   upstream: string;
   /** Durations of the requests counted in `served` and `failed`, from their arrival to their answer's end. */
   duration: RequestDurations;
+}
+
+/** A request counted in flight on one upstream until `end`. */
+interface Tracked {
+  end(outcome: Outcome, endedAt?: number): void;
+  /** Records the upstream's status, counted when the request ends. */
+  answered(status: number): void;
+  isEnded(): boolean;
 }
 
 interface UpstreamEntry extends Counters {
@@ -108,7 +120,9 @@ const BUCKET_COOKIE_MAX_AGE_SECONDS = 86_400;
 export class FerryProxy {
   /** Replaced as a whole on every change: the assignment in `commit` is the switch. */
   private routes: ReadonlyMap<string, Route>;
-  private readonly agents = new Map<string, http.Agent>();
+  /** The same routes by host, longest path prefix first: what a request looks up. Replaced with `routes`. */
+  private routesByHost: ReadonlyMap<string, readonly Route[]>;
+  private readonly pools = new Map<string, Pool>();
   private readonly counters = new Map<string, UpstreamEntry>();
   private readonly inFlightByUpstream = new Map<string, number>();
   private readonly waiters = new Set<() => void>();
@@ -122,6 +136,7 @@ export class FerryProxy {
     routes: readonly Route[],
   ) {
     this.routes = new Map(routes.map((route) => [route.name, route]));
+    this.routesByHost = indexByHost(this.routes);
   }
 
   /** Opens the proxy on its state dir, with the routes it had when it last stopped. */
@@ -234,6 +249,13 @@ export class FerryProxy {
       return { drained: false, inFlight: this.inFlightOf(target), waitedMs: 0, routedBy: routedBy() };
     }
     const drained = await this.waitUntil(() => this.inFlightOf(target) === 0 && routedBy().length === 0, deadlineMs);
+    if (drained) {
+      // Nothing sends it requests any more: its kept-alive connections go (a route pointed
+      // back at it later opens new ones).
+      const pool = this.pools.get(target);
+      this.pools.delete(target);
+      void pool?.close().catch(() => undefined);
+    }
     return {
       drained,
       inFlight: this.inFlightOf(target),
@@ -290,8 +312,8 @@ export class FerryProxy {
       for (const socket of this.upgradedSockets) socket.destroy();
       await closed;
       await this.changes;
-      for (const agent of this.agents.values()) agent.destroy();
-      this.agents.clear();
+      await Promise.all([...this.pools.values()].map((pool) => pool.destroy()));
+      this.pools.clear();
       return { cutOff };
     }
     return { cutOff: 0 };
@@ -303,7 +325,9 @@ export class FerryProxy {
       const result = apply(next);
       // On disk first: once a caller hears "switched", a restart comes back switched too.
       await saveRoutes(this.stateDir, [...next.values()]);
+      // The switch: both assignments in one synchronous step, so no request sees half of it.
       this.routes = next;
+      this.routesByHost = indexByHost(next);
       this.notify();
       return result;
     });
@@ -313,12 +337,15 @@ export class FerryProxy {
 
   /** Exact host (case-insensitive, port ignored), then the longest matching path prefix. */
   private resolve(request: http.IncomingMessage): Match | undefined {
-    const host = hostName(request.headers.host);
+    const candidates = this.routesByHost.get(hostName(request.headers.host));
+    if (candidates === undefined) return undefined;
     const path = request.url ?? "/";
     let best: Route | undefined;
-    for (const route of this.routes.values()) {
-      if (route.host !== host || !prefixMatches(route.pathPrefix, path)) continue;
-      if (!best || route.pathPrefix.length > best.pathPrefix.length) best = route;
+    for (const route of candidates) {
+      if (prefixMatches(route.pathPrefix, path)) {
+        best = route;
+        break;
+      }
     }
     if (!best) return undefined;
     const match = best.canary ? pickSide(best, best.canary, request) : { name: best.name, upstream: best.upstream };
@@ -379,72 +406,95 @@ export class FerryProxy {
     const mayRetry = !hasBody && IDEMPOTENT_METHODS.has(request.method ?? "");
     // From the request's arrival, so a retry's duration includes the attempt that failed.
     const arrivedAt = performance.now();
-    let current: { end(outcome: Outcome): void; upstreamRequest: http.ClientRequest } | undefined;
+    // Built once: a retry sends the same head to the other upstream.
+    const headers = forwardedRawHeaders(request);
+    let current: { tracked: Tracked; abort: ((reason?: Error) => void) | undefined } | undefined;
 
     const attempt = (upstream: string, retriesLeft: number) => {
-      const { end, answered, isEnded, upstreamRequest } = this.openUpstream(
-        match.name,
-        upstream,
-        request,
-        false,
-        arrivedAt,
+      const tracked = this.track(match.name, upstream, arrivedAt);
+      const state: { tracked: Tracked; abort: ((reason?: Error) => void) | undefined } = { tracked, abort: undefined };
+      current = state;
+      let upstreamResume: (() => void) | undefined;
+      const onDrain = () => upstreamResume?.();
+      // undici's dispatcher (one pool of kept-alive connections per upstream, ADR 0054): the
+      // answer's head comes as raw header bytes and its body as chunks, with no
+      // IncomingMessage, ClientRequest or header object made per request.
+      this.poolFor(upstream).dispatch(
+        {
+          path: request.url ?? "/",
+          method: request.method ?? "GET",
+          headers,
+          body: hasBody ? request : null,
+        },
+        {
+          onConnect: (abort: (reason?: Error) => void) => {
+            state.abort = abort;
+          },
+          onHeaders: (status: number, rawHeaders: Buffer[], resume: () => void, statusText: string) => {
+            if (tracked.isEnded()) return false;
+            tracked.answered(status);
+            upstreamResume = resume;
+            let lengthKnown = false;
+            const out = answerRawHeaders(rawHeaders, (name) => {
+              if (name === "content-length") lengthKnown = true;
+            });
+            if (match.setCookie !== undefined) out.push("set-cookie", match.setCookie);
+            try {
+              response.writeHead(status, statusText, out);
+            } catch (error) {
+              // A header Node.js refuses to send (an invalid character from the upstream).
+              state.abort?.(error as Error);
+              return false;
+            }
+            // A body without a length (an event stream, chunks) may be a while coming: send the
+            // head now. With a length the head goes out with the first bytes, in one packet.
+            if (!lengthKnown) response.flushHeaders();
+            response.on("drain", onDrain);
+            return true;
+          },
+          onData: (chunk: Buffer) => response.write(chunk),
+          onComplete: () => {
+            response.off("drain", onDrain);
+            response.end();
+          },
+          onError: (error: Error & { code?: string }) => {
+            response.off("drain", onDrain);
+            if (tracked.isEnded()) return;
+            if (response.headersSent) {
+              // The upstream died mid-body: the client must see a cut response, not a short "complete" one.
+              tracked.end("failed");
+              response.destroy();
+              return;
+            }
+            if (retriesLeft > 0 && mayRetry && CONNECT_ERRORS.has(error.code ?? "")) {
+              // The request never reached an application: send it once to whatever is live *now*
+              // (the route may have been switched away from a colour that just stopped).
+              const live = this.routes.get(match.name)?.upstream;
+              if (live) {
+                tracked.end("retried");
+                attempt(live, retriesLeft - 1);
+                return;
+              }
+            }
+            tracked.end("failed");
+            sendProblem(
+              response,
+              502,
+              "upstream-unavailable",
+              `the upstream of route '${match.name}' did not answer (${error.code ?? error.message})`,
+            );
+          },
+        },
       );
-      current = { end, upstreamRequest };
-
-      upstreamRequest.on("response", (upstreamResponse) => {
-        answered(upstreamResponse.statusCode ?? 502);
-        const headers = withoutHopByHop(upstreamResponse.headers);
-        if (match.setCookie !== undefined) headers["set-cookie"] = [...asList(headers["set-cookie"]), match.setCookie];
-        response.writeHead(upstreamResponse.statusCode ?? 502, upstreamResponse.statusMessage, headers);
-        // A body without a length (an event stream, chunks) may be a while coming: send the
-        // head now. With a length the head goes out with the first bytes, in one packet.
-        if (upstreamResponse.headers["content-length"] === undefined) response.flushHeaders();
-        upstreamResponse.pipe(response);
-        upstreamResponse.on("close", () => {
-          if (upstreamResponse.complete) return;
-          // The upstream died mid-body: the client must see a cut response, not a short "complete" one.
-          end("failed");
-          response.destroy();
-        });
-      });
-
-      upstreamRequest.on("error", (error: NodeJS.ErrnoException) => {
-        if (isEnded()) return;
-        if (response.headersSent) {
-          end("failed");
-          response.destroy();
-          return;
-        }
-        if (retriesLeft > 0 && mayRetry && CONNECT_ERRORS.has(error.code ?? "")) {
-          // The request never reached an application: send it once to whatever is live *now*
-          // (the route may have been switched away from a colour that just stopped).
-          const live = this.routes.get(match.name)?.upstream;
-          if (live) {
-            end("retried");
-            attempt(live, retriesLeft - 1);
-            return;
-          }
-        }
-        end("failed");
-        sendProblem(
-          response,
-          502,
-          "upstream-unavailable",
-          `the upstream of route '${match.name}' did not answer (${error.code ?? error.message})`,
-        );
-      });
-
-      if (hasBody) request.pipe(upstreamRequest);
-      else upstreamRequest.end();
     };
 
     response.on("close", () => {
       if (!current) return;
       if (response.writableFinished) {
-        current.end("served");
+        current.tracked.end("served");
       } else {
-        current.upstreamRequest.destroy();
-        current.end("aborted");
+        current.tracked.end("aborted");
+        current.abort?.(new Error("the client went away"));
       }
     });
     if (!hasBody) request.resume();
@@ -469,7 +519,7 @@ export class FerryProxy {
       writeRawProblem(socket, 503, match.mode.mode, `route '${match.name}' is ${match.mode.mode}; try again later`);
       return;
     }
-    const { end, upstreamRequest } = this.openUpstream(match.name, match.upstream, request, true, performance.now());
+    const { end, upstreamRequest } = this.openUpgrade(match.name, match.upstream, request, performance.now());
     upstreamRequest.on("upgrade", (upstreamResponse, upstreamSocket: Duplex, upstreamHead: Buffer) => {
       // A tunnel may stay open for hours: its duration is the time to the upstream's 101.
       const upgradedAt = performance.now();
@@ -525,15 +575,19 @@ export class FerryProxy {
     upstreamRequest.end();
   }
 
-  private agentFor(upstream: string): http.Agent {
-    let agent = this.agents.get(upstream);
-    if (!agent) {
-      // Keep-alive to upstreams; LIFO reuses the most recently used socket, the least likely
-      // to have been closed by the upstream's idle timeout.
-      agent = new http.Agent({ keepAlive: true, scheduling: "lifo" });
-      this.agents.set(upstream, agent);
+  /** One pool of kept-alive connections per upstream, made on its first request and kept until the proxy closes. */
+  private poolFor(upstream: string): Pool {
+    let pool = this.pools.get(upstream);
+    if (!pool) {
+      pool = new Pool(new URL(upstream).origin, {
+        // No deadline on an answer's head or body: an event stream or a slow report may be
+        // quiet for minutes, as it could be before (a client that leaves ends it).
+        headersTimeout: 0,
+        bodyTimeout: 0,
+      });
+      this.pools.set(upstream, pool);
     }
-    return agent;
+    return pool;
   }
 
   private countersFor(route: string, upstream: string) {
@@ -556,58 +610,55 @@ export class FerryProxy {
   }
 
   /**
-   * Opens a request to an upstream, counted in flight until `end` is called once with its
-   * outcome; its duration runs from `startedAt` to that call (or to `endedAt`, both
-   * performance.now() readings). Upgrades get a connection of their own (no keep-alive
-   * agent): it becomes a pipe.
+   * Counts a request in flight on an upstream until `end` is called once with its outcome;
+   * its duration runs from `startedAt` to that call (or to `endedAt`, both performance.now()
+   * readings).
    */
-  private openUpstream(
+  private track(route: string, upstream: string, startedAt: number): Tracked {
+    const entry = this.begin(route, upstream);
+    let ended = false;
+    let status = 0;
+    return {
+      end: (outcome: Outcome, endedAt = performance.now()) => {
+        if (ended) return;
+        ended = true;
+        this.end(entry, outcome, (endedAt - startedAt) / 1000, status);
+      },
+      answered: (code) => {
+        status = code;
+      },
+      isEnded: () => ended,
+    };
+  }
+
+  /** An upgrade's request to the upstream, on a connection of its own (no pool): it becomes a pipe. */
+  private openUpgrade(
     route: string,
     upstream: string,
     request: http.IncomingMessage,
-    upgrade: boolean,
     startedAt: number,
-  ): {
-    end(outcome: Outcome, endedAt?: number): void;
-    /** Records the upstream's status, counted when the request ends. */
-    answered(status: number): void;
-    isEnded(): boolean;
-    upstreamRequest: http.ClientRequest;
-  } {
-    this.begin(route, upstream);
-    let ended = false;
-    let status = 0;
-    const end = (outcome: Outcome, endedAt = performance.now()) => {
-      if (ended) return;
-      ended = true;
-      this.end(route, upstream, outcome, (endedAt - startedAt) / 1000, status);
-    };
+  ): { end: Tracked["end"]; upstreamRequest: http.ClientRequest } {
+    const { end } = this.track(route, upstream, startedAt);
     const target = new URL(upstream);
     const upstreamRequest = http.request({
       host: target.hostname,
       port: target.port,
       method: request.method,
       path: request.url,
-      headers: forwardedHeaders(request, upgrade),
-      agent: upgrade ? false : this.agentFor(upstream),
+      headers: forwardedHeaders(request, true),
+      agent: false,
     });
-    return {
-      end,
-      answered: (code) => {
-        status = code;
-      },
-      isEnded: () => ended,
-      upstreamRequest,
-    };
+    return { end, upstreamRequest };
   }
 
-  private begin(route: string, upstream: string): void {
-    this.countersFor(route, upstream).inFlight += 1;
-    this.inFlightByUpstream.set(upstream, this.inFlightOf(upstream) + 1);
-  }
-
-  private end(route: string, upstream: string, outcome: Outcome, seconds: number, status: number): void {
+  private begin(route: string, upstream: string): UpstreamEntry {
     const entry = this.countersFor(route, upstream);
+    entry.inFlight += 1;
+    this.inFlightByUpstream.set(upstream, this.inFlightOf(upstream) + 1);
+    return entry;
+  }
+
+  private end(entry: UpstreamEntry, outcome: Outcome, seconds: number, status: number): void {
     entry.inFlight -= 1;
     switch (outcome) {
       case "served":
@@ -629,10 +680,10 @@ export class FerryProxy {
         throw new Error(`unknown outcome ${String(unexpected)}`);
       }
     }
-    const remaining = this.inFlightOf(upstream) - 1;
-    if (remaining > 0) this.inFlightByUpstream.set(upstream, remaining);
-    else this.inFlightByUpstream.delete(upstream);
-    this.notify();
+    const remaining = this.inFlightOf(entry.upstream) - 1;
+    if (remaining > 0) this.inFlightByUpstream.set(entry.upstream, remaining);
+    else this.inFlightByUpstream.delete(entry.upstream);
+    if (this.waiters.size > 0) this.notify();
   }
 
   private inFlightOf(upstream: string): number {
@@ -696,6 +747,18 @@ function pickSide(route: Route, canary: NonNullable<Route["canary"]>, request: h
   return { name: route.name, upstream: bucket < canary.weight ? canary.upstream : route.upstream, setCookie };
 }
 
+/** Routes by host, each host's longest path prefix first. */
+function indexByHost(routes: ReadonlyMap<string, Route>): Map<string, Route[]> {
+  const index = new Map<string, Route[]>();
+  for (const route of routes.values()) {
+    const list = index.get(route.host);
+    if (list) list.push(route);
+    else index.set(route.host, [route]);
+  }
+  for (const list of index.values()) list.sort((a, b) => b.pathPrefix.length - a.pathPrefix.length);
+  return index;
+}
+
 /** "ferry-canary-shop-prod": one cookie per route, so two routes of a host keep their own buckets. */
 export function bucketCookieName(route: string): string {
   return `ferry-canary-${route}`;
@@ -711,11 +774,6 @@ function readBucket(header: string | undefined, name: string): number | undefine
     if (/^\d{1,2}$/.test(value)) return Number(value);
   }
   return undefined;
-}
-
-function asList(value: http.OutgoingHttpHeader | undefined): string[] {
-  if (value === undefined) return [];
-  return Array.isArray(value) ? value : [String(value)];
 }
 
 function hostName(header: string | undefined): string {
@@ -766,6 +824,77 @@ function forwardedHeaders(request: http.IncomingMessage, upgrade: boolean): http
   headers["x-forwarded-proto"] = request.headers["x-forwarded-proto"] ?? "http";
   headers["x-forwarded-host"] = request.headers["x-forwarded-host"] ?? request.headers.host ?? "";
   return headers;
+}
+
+/** The names a Connection header lists (lower case), besides the hop-by-hop ones every message drops. */
+function connectionTokens(value: string): Set<string> {
+  const tokens = new Set<string>();
+  for (const token of value.split(",")) {
+    const name = token.trim().toLowerCase();
+    if (name !== "" && name !== "close" && name !== "keep-alive") tokens.add(name);
+  }
+  return tokens;
+}
+
+/** X-Forwarded-* are replaced as a whole (their values come from `request.headers`, where repeats are joined). */
+const FORWARDED = new Set(["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]);
+
+/**
+ * `forwardedHeaders` for a plain request, as the flat [name, value, …] list undici takes:
+ * made from the client's raw headers in their order, without an object per request. Expect
+ * is dropped too: Node.js has answered the client's 100-continue itself.
+ */
+function forwardedRawHeaders(request: http.IncomingMessage): string[] {
+  const raw = request.rawHeaders;
+  const connection = request.headers.connection;
+  const listed = connection === undefined ? undefined : connectionTokens(connection);
+  const headers: string[] = [];
+  for (let index = 0; index + 1 < raw.length; index += 2) {
+    const name = raw[index] as string;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || FORWARDED.has(lower) || lower === "expect" || listed?.has(lower)) continue;
+    headers.push(name, raw[index + 1] as string);
+  }
+  const client = request.socket.remoteAddress ?? "";
+  const previous = request.headers["x-forwarded-for"];
+  headers.push(
+    "x-forwarded-for",
+    previous ? `${previous}, ${client}` : client,
+    "x-forwarded-proto",
+    String(request.headers["x-forwarded-proto"] ?? "http"),
+    "x-forwarded-host",
+    String(request.headers["x-forwarded-host"] ?? request.headers.host ?? ""),
+  );
+  return headers;
+}
+
+/**
+ * The upstream's answer headers (raw bytes, as undici hands them) for the client, minus the
+ * hop-by-hop ones and those its Connection header lists; `seen` hears every name kept.
+ */
+function answerRawHeaders(raw: readonly Buffer[], seen: (lowerName: string) => void): string[] {
+  const headers: string[] = [];
+  let listed: Set<string> | undefined;
+  for (let index = 0; index + 1 < raw.length; index += 2) {
+    const name = (raw[index] as Buffer).toString("latin1");
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) {
+      if (lower === "connection") {
+        const tokens = connectionTokens((raw[index + 1] as Buffer).toString("latin1"));
+        if (tokens.size > 0) listed = new Set([...(listed ?? []), ...tokens]);
+      }
+      continue;
+    }
+    seen(lower);
+    headers.push(name, (raw[index + 1] as Buffer).toString("latin1"));
+  }
+  if (listed === undefined) return headers;
+  const kept: string[] = [];
+  for (let index = 0; index + 1 < headers.length; index += 2) {
+    if (!listed.has((headers[index] as string).toLowerCase()))
+      kept.push(headers[index] as string, headers[index + 1] as string);
+  }
+  return kept;
 }
 
 function problemBody(status: number, code: string, detail: string): string {
