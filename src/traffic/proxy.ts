@@ -1,7 +1,6 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
-import { Pool } from "undici";
 import { ConflictError, NotFoundError } from "../domain/errors.js";
 import { DurationHistogram } from "./durationHistogram.js";
 import {
@@ -40,11 +39,8 @@ const HOP_BY_HOP = new Set([
 /** Methods safe to send twice (RFC 9110 §9.2.2) — retried only when they carry no body. */
 const IDEMPOTENT_METHODS = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]);
 
-/**
- * Errors that mean the upstream never saw (or never answered) the request: a retry cannot run
- * it twice. UND_ERR_SOCKET is undici's "the other side closed" (Node.js's "socket hang up").
- */
-const CONNECT_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "UND_ERR_SOCKET", "UND_ERR_CONNECT_TIMEOUT"]);
+/** Errors that mean the upstream never saw (or never answered) the request: a retry cannot run it twice. */
+const CONNECT_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE"]);
 
 type Outcome = "served" | "failed" | "retried" | "aborted";
 
@@ -62,6 +58,12 @@ export interface RouteStats extends Counters {
   upstream: string;
   /** Durations of the requests counted in `served` and `failed`, from their arrival to their answer's end. */
   duration: RequestDurations;
+}
+
+interface UpstreamTarget {
+  host: string;
+  port: number;
+  agent: http.Agent;
 }
 
 /** A request counted in flight on one upstream until `end`. */
@@ -122,7 +124,7 @@ export class FerryProxy {
   private routes: ReadonlyMap<string, Route>;
   /** The same routes by host, longest path prefix first: what a request looks up. Replaced with `routes`. */
   private routesByHost: ReadonlyMap<string, readonly Route[]>;
-  private readonly pools = new Map<string, Pool>();
+  private readonly targets = new Map<string, UpstreamTarget>();
   private readonly counters = new Map<string, UpstreamEntry>();
   private readonly inFlightByUpstream = new Map<string, number>();
   private readonly waiters = new Set<() => void>();
@@ -252,9 +254,8 @@ export class FerryProxy {
     if (drained) {
       // Nothing sends it requests any more: its kept-alive connections go (a route pointed
       // back at it later opens new ones).
-      const pool = this.pools.get(target);
-      this.pools.delete(target);
-      void pool?.close().catch(() => undefined);
+      this.targets.get(target)?.agent.destroy();
+      this.targets.delete(target);
     }
     return {
       drained,
@@ -312,8 +313,8 @@ export class FerryProxy {
       for (const socket of this.upgradedSockets) socket.destroy();
       await closed;
       await this.changes;
-      await Promise.all([...this.pools.values()].map((pool) => pool.destroy()));
-      this.pools.clear();
+      for (const target of this.targets.values()) target.agent.destroy();
+      this.targets.clear();
       return { cutOff };
     }
     return { cutOff: 0 };
@@ -408,84 +409,70 @@ export class FerryProxy {
     const arrivedAt = performance.now();
     // Built once: a retry sends the same head to the other upstream.
     const headers = forwardedRawHeaders(request);
-    let current: { tracked: Tracked; abort: ((reason?: Error) => void) | undefined } | undefined;
+    let current: { tracked: Tracked; upstreamRequest: http.ClientRequest } | undefined;
 
     const attempt = (upstream: string, retriesLeft: number) => {
       const tracked = this.track(match.name, upstream, arrivedAt);
-      const state: { tracked: Tracked; abort: ((reason?: Error) => void) | undefined } = { tracked, abort: undefined };
-      current = state;
-      let upstreamResume: (() => void) | undefined;
-      const onDrain = () => upstreamResume?.();
-      // undici's dispatcher (one pool of kept-alive connections per upstream, ADR 0054): the
-      // answer's head comes as raw header bytes and its body as chunks, with no
-      // IncomingMessage, ClientRequest or header object made per request.
-      this.poolFor(upstream).dispatch(
-        {
-          path: request.url ?? "/",
-          method: request.method ?? "GET",
-          headers,
-          body: hasBody ? request : null,
-        },
-        {
-          onConnect: (abort: (reason?: Error) => void) => {
-            state.abort = abort;
-          },
-          onHeaders: (status: number, rawHeaders: Buffer[], resume: () => void, statusText: string) => {
-            if (tracked.isEnded()) return false;
-            tracked.answered(status);
-            upstreamResume = resume;
-            let lengthKnown = false;
-            const out = answerRawHeaders(rawHeaders, (name) => {
-              if (name === "content-length") lengthKnown = true;
-            });
-            if (match.setCookie !== undefined) out.push("set-cookie", match.setCookie);
-            try {
-              response.writeHead(status, statusText, out);
-            } catch (error) {
-              // A header Node.js refuses to send (an invalid character from the upstream).
-              state.abort?.(error as Error);
-              return false;
-            }
-            // A body without a length (an event stream, chunks) may be a while coming: send the
-            // head now. With a length the head goes out with the first bytes, in one packet.
-            if (!lengthKnown) response.flushHeaders();
-            response.on("drain", onDrain);
-            return true;
-          },
-          onData: (chunk: Buffer) => response.write(chunk),
-          onComplete: () => {
-            response.off("drain", onDrain);
-            response.end();
-          },
-          onError: (error: Error & { code?: string }) => {
-            response.off("drain", onDrain);
-            if (tracked.isEnded()) return;
-            if (response.headersSent) {
-              // The upstream died mid-body: the client must see a cut response, not a short "complete" one.
-              tracked.end("failed");
-              response.destroy();
-              return;
-            }
-            if (retriesLeft > 0 && mayRetry && CONNECT_ERRORS.has(error.code ?? "")) {
-              // The request never reached an application: send it once to whatever is live *now*
-              // (the route may have been switched away from a colour that just stopped).
-              const live = this.routes.get(match.name)?.upstream;
-              if (live) {
-                tracked.end("retried");
-                attempt(live, retriesLeft - 1);
-                return;
-              }
-            }
-            tracked.end("failed");
-            sendProblem(
-              response,
-              502,
-              "upstream-unavailable",
-              `the upstream of route '${match.name}' did not answer (${error.code ?? error.message})`,
-            );
-          },
-        },
-      );
+      const target = this.targetFor(upstream);
+      const upstreamRequest = http.request({
+        host: target.host,
+        port: target.port,
+        method: request.method,
+        path: request.url,
+        headers,
+        agent: target.agent,
+      });
+      current = { tracked, upstreamRequest };
+
+      upstreamRequest.on("response", (upstreamResponse) => {
+        const status = upstreamResponse.statusCode ?? 502;
+        tracked.answered(status);
+        let lengthKnown = false;
+        const answer = answerRawHeaders(upstreamResponse.rawHeaders, (name) => {
+          if (name === "content-length") lengthKnown = true;
+        });
+        if (match.setCookie !== undefined) answer.push("set-cookie", match.setCookie);
+        response.writeHead(status, upstreamResponse.statusMessage, answer);
+        // A body without a length (an event stream, chunks) may be a while coming: send the
+        // head now. With a length the head goes out with the first bytes, in one packet.
+        if (!lengthKnown) response.flushHeaders();
+        upstreamResponse.pipe(response);
+        upstreamResponse.on("close", () => {
+          if (upstreamResponse.complete) return;
+          // The upstream died mid-body: the client must see a cut response, not a short "complete" one.
+          tracked.end("failed");
+          response.destroy();
+        });
+      });
+
+      upstreamRequest.on("error", (error: NodeJS.ErrnoException) => {
+        if (tracked.isEnded()) return;
+        if (response.headersSent) {
+          tracked.end("failed");
+          response.destroy();
+          return;
+        }
+        if (retriesLeft > 0 && mayRetry && CONNECT_ERRORS.has(error.code ?? "")) {
+          // The request never reached an application: send it once to whatever is live *now*
+          // (the route may have been switched away from a colour that just stopped).
+          const live = this.routes.get(match.name)?.upstream;
+          if (live) {
+            tracked.end("retried");
+            attempt(live, retriesLeft - 1);
+            return;
+          }
+        }
+        tracked.end("failed");
+        sendProblem(
+          response,
+          502,
+          "upstream-unavailable",
+          `the upstream of route '${match.name}' did not answer (${error.code ?? error.message})`,
+        );
+      });
+
+      if (hasBody) request.pipe(upstreamRequest);
+      else upstreamRequest.end();
     };
 
     response.on("close", () => {
@@ -493,8 +480,8 @@ export class FerryProxy {
       if (response.writableFinished) {
         current.tracked.end("served");
       } else {
+        current.upstreamRequest.destroy();
         current.tracked.end("aborted");
-        current.abort?.(new Error("the client went away"));
       }
     });
     if (!hasBody) request.resume();
@@ -575,19 +562,23 @@ export class FerryProxy {
     upstreamRequest.end();
   }
 
-  /** One pool of kept-alive connections per upstream, made on its first request and kept until the proxy closes. */
-  private poolFor(upstream: string): Pool {
-    let pool = this.pools.get(upstream);
-    if (!pool) {
-      pool = new Pool(new URL(upstream).origin, {
-        // No deadline on an answer's head or body: an event stream or a slow report may be
-        // quiet for minutes, as it could be before (a client that leaves ends it).
-        headersTimeout: 0,
-        bodyTimeout: 0,
-      });
-      this.pools.set(upstream, pool);
+  /**
+   * Where an upstream's requests go, parsed once, with its agent: kept-alive connections,
+   * LIFO (the most recently used socket, the least likely to have been closed by the
+   * upstream's idle timeout). Kept until the upstream is drained or the proxy closes.
+   */
+  private targetFor(upstream: string): UpstreamTarget {
+    let target = this.targets.get(upstream);
+    if (!target) {
+      const url = new URL(upstream);
+      target = {
+        host: url.hostname,
+        port: url.port === "" ? 80 : Number(url.port),
+        agent: new http.Agent({ keepAlive: true, scheduling: "lifo" }),
+      };
+      this.targets.set(upstream, target);
     }
-    return pool;
+    return target;
   }
 
   private countersFor(route: string, upstream: string) {
@@ -836,11 +827,25 @@ function connectionTokens(value: string): Set<string> {
   return tokens;
 }
 
+/** Request headers Node.js keeps only the first of when a client repeats them (message.headers). */
+const SINGLE_VALUED = new Set([
+  "host",
+  "content-length",
+  "content-type",
+  "user-agent",
+  "referer",
+  "authorization",
+  "if-modified-since",
+  "if-unmodified-since",
+  "from",
+  "max-forwards",
+]);
+
 /** X-Forwarded-* are replaced as a whole (their values come from `request.headers`, where repeats are joined). */
 const FORWARDED = new Set(["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]);
 
 /**
- * `forwardedHeaders` for a plain request, as the flat [name, value, …] list undici takes:
+ * `forwardedHeaders` for a plain request, as a flat [name, value, …] list (as rawHeaders):
  * made from the client's raw headers in their order, without an object per request. Expect
  * is dropped too: Node.js has answered the client's 100-continue itself.
  */
@@ -849,10 +854,16 @@ function forwardedRawHeaders(request: http.IncomingMessage): string[] {
   const connection = request.headers.connection;
   const listed = connection === undefined ? undefined : connectionTokens(connection);
   const headers: string[] = [];
+  let singlesSeen: string[] | undefined;
   for (let index = 0; index + 1 < raw.length; index += 2) {
     const name = raw[index] as string;
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || FORWARDED.has(lower) || lower === "expect" || listed?.has(lower)) continue;
+    if (SINGLE_VALUED.has(lower)) {
+      // As Node.js reads them (and as the proxy sent them when it forwarded `request.headers`): the first one.
+      if (singlesSeen?.includes(lower)) continue;
+      (singlesSeen ??= []).push(lower);
+    }
     headers.push(name, raw[index + 1] as string);
   }
   const client = request.socket.remoteAddress ?? "";
@@ -869,24 +880,24 @@ function forwardedRawHeaders(request: http.IncomingMessage): string[] {
 }
 
 /**
- * The upstream's answer headers (raw bytes, as undici hands them) for the client, minus the
+ * The upstream's answer headers (its raw list, in order) for the client, minus the
  * hop-by-hop ones and those its Connection header lists; `seen` hears every name kept.
  */
-function answerRawHeaders(raw: readonly Buffer[], seen: (lowerName: string) => void): string[] {
+function answerRawHeaders(raw: readonly string[], seen: (lowerName: string) => void): string[] {
   const headers: string[] = [];
   let listed: Set<string> | undefined;
   for (let index = 0; index + 1 < raw.length; index += 2) {
-    const name = (raw[index] as Buffer).toString("latin1");
+    const name = raw[index] as string;
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower)) {
       if (lower === "connection") {
-        const tokens = connectionTokens((raw[index + 1] as Buffer).toString("latin1"));
+        const tokens = connectionTokens(raw[index + 1] as string);
         if (tokens.size > 0) listed = new Set([...(listed ?? []), ...tokens]);
       }
       continue;
     }
     seen(lower);
-    headers.push(name, (raw[index + 1] as Buffer).toString("latin1"));
+    headers.push(name, raw[index + 1] as string);
   }
   if (listed === undefined) return headers;
   const kept: string[] = [];
