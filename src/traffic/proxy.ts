@@ -854,15 +854,15 @@ function forwardedRawHeaders(request: http.IncomingMessage): string[] {
   const connection = request.headers.connection;
   const listed = connection === undefined ? undefined : connectionTokens(connection);
   const headers: string[] = [];
-  let singlesSeen: string[] | undefined;
+  const singlesSeen: string[] = [];
   for (let index = 0; index + 1 < raw.length; index += 2) {
     const name = raw[index] as string;
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || FORWARDED.has(lower) || lower === "expect" || listed?.has(lower)) continue;
     if (SINGLE_VALUED.has(lower)) {
       // As Node.js reads them (and as the proxy sent them when it forwarded `request.headers`): the first one.
-      if (singlesSeen?.includes(lower)) continue;
-      (singlesSeen ??= []).push(lower);
+      if (singlesSeen.includes(lower)) continue;
+      singlesSeen.push(lower);
     }
     headers.push(name, raw[index + 1] as string);
   }
