@@ -622,7 +622,7 @@ export class FerryProxy {
     };
   }
 
-  /** An upgrade's request to the upstream, on a connection of its own (no pool): it becomes a pipe. */
+  /** An upgrade's request to the upstream, on a connection of its own (no agent): it becomes a pipe. */
   private openUpgrade(
     route: string,
     upstream: string,
