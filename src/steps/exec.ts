@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { TaskFailure } from "../engine/types.js";
 import { ENV_NAME_HINT } from "../runtimes/docker.js";
+import { dockerColours } from "../runtimes/dockerColours.js";
 import { findService, serviceShape } from "./operations/liveService.js";
 import type { StepKind } from "./types.js";
 
@@ -45,8 +46,10 @@ export const execStep: StepKind<ExecConfig> = {
     const env: Record<string, string> = {};
     for (const [name, template] of Object.entries(config.env)) env[name] = context.render(template);
     const docker = context.target.runtime("docker");
-    const { container, routed } = await findService(context, config, docker);
-    if (!container.running) throw new TaskFailure(`container ${container.name} is not running (${container.status})`);
+    // Only a container has an inside to run a command in.
+    const { instance: container, routed } = await findService(context, config, [dockerColours(docker)]);
+    if (container.state !== "running")
+      throw new TaskFailure(`container ${container.name} is not running (${container.state})`);
     context.log.info(
       `running ${command[0]} (${command.length - 1} argument(s)) in container ${container.name}${
         routed ? `, the live colour of route ${routed.route.name}` : ""
