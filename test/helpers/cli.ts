@@ -183,7 +183,7 @@ interface FerryServerOptions {
 }
 
 /** What one test file creates: temp directories and servers, tracked so that `cleanUp` removes them all. */
-interface TrackedResources {
+export interface TrackedResources {
   /** A new empty directory under the OS's temp directory. */
   makeTemporaryDirectory(): Promise<string>;
   /** Starts `ferry server` on 127.0.0.1 and waits (20 s at most) until it is ready. */
