@@ -15,6 +15,7 @@ const alone = [
   "test/compose.e2e.test.ts",
   "test/dataPlane.e2e.test.ts",
   "test/haproxy.test.ts",
+  "test/haproxyCanary.test.ts",
   "test/haproxyRemote.e2e.test.ts",
   "test/nginx.test.ts",
   "test/operationsSteps.e2e.test.ts",
