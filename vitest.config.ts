@@ -12,6 +12,7 @@ const alone = [
   "test/blueGreen.crash.e2e.test.ts",
   "test/blueGreen.test.ts",
   "test/canary.test.ts",
+  "test/canaryHaproxy.test.ts",
   "test/compose.e2e.test.ts",
   "test/dataPlane.e2e.test.ts",
   "test/haproxy.test.ts",

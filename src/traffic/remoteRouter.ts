@@ -7,6 +7,7 @@ import type {
   RouterDrainResult,
   RouterSwitchResult,
   RouteSpec,
+  TrafficSplit,
   UpstreamTraffic,
 } from "./router.js";
 import {
@@ -14,6 +15,7 @@ import {
   type HostRouterRequest,
   type HostRouterSettings,
   hostRouterCommand,
+  hostRouterSplits,
 } from "./routerHost.js";
 
 /*
@@ -40,6 +42,8 @@ export interface RemoteRouterOptions<D extends HostDriverName> {
 
 class RemoteHostRouter<D extends HostDriverName> implements Router {
   readonly driver: D;
+  /** Present when the host's driver splits traffic (HAProxy): canary stages there. */
+  readonly split?: (route: string, split: TrafficSplit | null) => Promise<{ readonly switchMs: number }>;
   /** Switches one at a time from this server, as the local drivers do (the host's files are shared). */
   #changes: Promise<unknown> = Promise.resolve();
 
@@ -49,6 +53,18 @@ class RemoteHostRouter<D extends HostDriverName> implements Router {
     private readonly targetName: string,
   ) {
     this.driver = options.driver;
+    if (hostRouterSplits(options.driver)) {
+      this.split = (route, split) => {
+        const request = {
+          operation: "split",
+          route,
+          split: split && { upstream: split.upstream, colour: split.colour, weight: split.weight },
+        } as const;
+        const run = this.#changes.then(() => this.call<{ switchMs: number }>(request, SWITCH_TIMEOUT_MS));
+        this.#changes = run.catch(() => undefined);
+        return run;
+      };
+    }
   }
 
   async live(route: string): Promise<LiveUpstream | undefined> {

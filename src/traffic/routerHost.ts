@@ -31,6 +31,8 @@ const haproxySettingsSchema = z.strictObject({
 /** A driver the host runs for the server, as `ferry <command>` answers for it. */
 interface HostDriver<S extends z.ZodType> {
   readonly command: string;
+  /** Whether it implements `Router.split` (canary stages, ADR 0049 and 0053). */
+  readonly splits: boolean;
   readonly settings: S;
   open(settings: z.infer<S>): Promise<Router & { bringBack(): Promise<boolean> }>;
 }
@@ -38,12 +40,14 @@ interface HostDriver<S extends z.ZodType> {
 const hostDrivers = {
   nginx: {
     command: "nginx-router",
+    splits: false,
     settings: nginxSettingsSchema,
     open: async ({ binary, ...settings }) =>
       new (await import("./nginx.js")).NginxRouter({ nginx: binary, ...settings }),
   } satisfies HostDriver<typeof nginxSettingsSchema>,
   haproxy: {
     command: "haproxy-router",
+    splits: true,
     settings: haproxySettingsSchema,
     open: async ({ binary, stateDir, listen }) =>
       new (await import("./haproxy.js")).HaproxyRouter({ haproxy: binary, stateDir, listen }),
@@ -56,6 +60,11 @@ export type HostRouterSettings<D extends HostDriverName> = z.infer<(typeof hostD
 /** The `ferry <command>` that answers for a driver on the host. */
 export function hostRouterCommand(driver: HostDriverName): string {
   return hostDrivers[driver].command;
+}
+
+/** Whether the driver on the host can split a route's traffic (a canary). */
+export function hostRouterSplits(driver: HostDriverName): boolean {
+  return hostDrivers[driver].splits;
 }
 
 function requestSchema<S extends z.ZodType>(settings: S) {
@@ -75,6 +84,14 @@ function requestSchema<S extends z.ZodType>(settings: S) {
       deadlineMs: z.number().int().min(0).max(3_600_000),
     }),
     z.strictObject({ operation: z.literal("traffic"), settings }),
+    z.strictObject({
+      operation: z.literal("split"),
+      settings,
+      route: z.string(),
+      split: z
+        .strictObject({ upstream: z.string(), colour: z.string().nullable(), weight: z.number().int().min(0).max(100) })
+        .nullable(),
+    }),
   ]);
 }
 
@@ -122,6 +139,9 @@ async function perform(
       return router.drain(request.upstream, request.deadlineMs);
     case "traffic":
       return router.traffic();
+    case "split":
+      if (!router.split) throw new InputError(`the ${router.driver} router cannot split a route's traffic (ADR 0049)`);
+      return router.split(request.route, request.split);
     default: {
       const unknown: never = request;
       return unknown;
