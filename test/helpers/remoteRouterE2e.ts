@@ -23,7 +23,7 @@ import { type SshHosts, startSshHosts } from "./sshHosts.js";
  */
 
 /** The host's router as one test sees it, set up in a directory of its own. */
-export interface HostRouterUnderTest {
+interface HostRouterUnderTest {
   /** The target's `router` settings besides driver, listen and command. */
   readonly settings: Record<string, unknown>;
   /** The running master of the host's pid file, if any. */
