@@ -68,7 +68,18 @@ describe("haproxy router: canary split", () => {
       expect(switchMs).toBeGreaterThanOrEqual(0);
       const { share, requests } = await measuredShare(haproxy.port, "green", 4_000);
       expect(requests).toBeGreaterThanOrEqual(4_000);
-      expect(Math.abs(share - weight), `share ${share.toFixed(2)} % at weight ${weight}`).toBeLessThanOrEqual(3);
+      const figures = JSON.stringify(
+        ((await router.traffic()) ?? []).map(({ upstream, served, failed, retried }) => ({
+          upstream,
+          served,
+          failed,
+          retried,
+        })),
+      );
+      expect(
+        Math.abs(share - weight),
+        `share ${share.toFixed(2)} % at weight ${weight} (HAProxy's figures: ${figures})`,
+      ).toBeLessThanOrEqual(3);
     }
     expect(await router.routes()).toEqual([
       { ...route, upstream: blue.url, colour: "blue", canary: { upstream: green.url, colour: "green", weight: 50 } },

@@ -333,9 +333,10 @@ export class HaproxyRouter implements Router {
       throw new InputError(`the canary of route '${name}' must be another upstream than its live one (${origin})`);
     }
     const server = await this.resolveServer(origin);
+    const slots = slotWeights(split.weight);
     const weights = [
-      `set weight ${backend}/${current.slot} ${TOTAL_WEIGHT - split.weight}`,
-      `set weight ${backend}/${idleSlot} ${split.weight}`,
+      `set weight ${backend}/${current.slot} ${slots.live}`,
+      `set weight ${backend}/${idleSlot} ${slots.canary}`,
     ];
     if (current.canary && current.idle?.upstream === origin && current.idle.server === server) {
       // A later stage: only the weights change; cookie holders stay where they are.
@@ -519,15 +520,15 @@ export class HaproxyRouter implements Router {
       const live = splitServer(record.server);
       const idle = splitServer(record.idle?.server ?? record.server);
       const idleSlot = otherSlot(record.slot);
-      const weight = record.canary?.weight ?? 0;
+      const weights = slotWeights(record.canary?.weight ?? 0);
       await this.command(
         [
           `set server ${backend}/${record.slot} addr ${live.address} port ${live.port}`,
-          `set weight ${backend}/${record.slot} ${TOTAL_WEIGHT - weight}`,
+          `set weight ${backend}/${record.slot} ${weights.live}`,
           `set server ${backend}/${record.slot} state ready`,
           `set server ${backend}/${idleSlot} state maint`,
           `set server ${backend}/${idleSlot} addr ${idle.address} port ${idle.port}`,
-          `set weight ${backend}/${idleSlot} ${weight}`,
+          `set weight ${backend}/${idleSlot} ${weights.canary}`,
           `del map ${this.canaryMapPath} ${record.name}`,
           ...(record.canary
             ? [
@@ -877,6 +878,21 @@ function canaryOff(record: RouteRecord, canaryMap: string): string[] {
   ];
 }
 
+/**
+ * The two slots' weights for a canary of `weight` per cent, reduced by their greatest common
+ * divisor (10 % → 1 and 9, 50 % → 1 and 1): roundrobin applies a weight change from its next
+ * cycle, whose length grows with the weights' sum, so small weights keep the share right
+ * just after a stage change (ADR 0053).
+ */
+function slotWeights(weight: number): { live: number; canary: number } {
+  const divisor = greatestCommonDivisor(weight, TOTAL_WEIGHT - weight);
+  return { live: (TOTAL_WEIGHT - weight) / divisor, canary: weight / divisor };
+}
+
+function greatestCommonDivisor(a: number, b: number): number {
+  return b === 0 ? a : greatestCommonDivisor(b, a % b);
+}
+
 function renderCanaryMap(records: readonly RouteRecord[]): string {
   return records
     .filter((record) => record.canary)
@@ -978,7 +994,7 @@ function renderConfig(records: readonly RouteRecord[], settings: RenderSettings)
   for (const record of sorted) {
     const idle = record.idle?.server ?? record.server;
     const idleSlot = otherSlot(record.slot);
-    const weight = record.canary?.weight ?? 0;
+    const weights = slotWeights(record.canary?.weight ?? 0);
     const slotIs = (slot: Slot) => `{ str(${record.name}),map(${settings.canaryMap}) -m str ${slot} }`;
     lines.push(
       "",
@@ -997,8 +1013,8 @@ function renderConfig(records: readonly RouteRecord[], settings: RenderSettings)
         `  use-server ${slot} if { req.hdr(x-ferry-colour) -m str new } ${slotIs(slot)}`,
         `  use-server ${slot} if { req.hdr(x-ferry-colour) -m str stable } ${slotIs(otherSlot(slot))}`,
       ]),
-      `  server ${record.slot} ${record.server} weight ${TOTAL_WEIGHT - weight}`,
-      `  server ${idleSlot} ${idle} weight ${weight}${record.canary ? "" : " disabled"}`,
+      `  server ${record.slot} ${record.server} weight ${weights.live}`,
+      `  server ${idleSlot} ${idle} weight ${weights.canary}${record.canary ? "" : " disabled"}`,
     );
   }
   lines.push("");
