@@ -1,7 +1,13 @@
+import { mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { connectHaproxyRouter, HaproxyRouter } from "../src/traffic/haproxy.js";
+import { remoteRouterOnHost } from "../src/traffic/remoteRouter.js";
+import { LocalTransport } from "../src/transports/local.js";
+import { FERRY } from "./helpers/cli.js";
 import { haproxyStateDir, type TestHaproxy } from "./helpers/haproxy.js";
 import { startLoad } from "./helpers/load.js";
 import {
@@ -165,6 +171,44 @@ describe("haproxy router: canary split", () => {
     const figures = (await router.traffic()) ?? [];
     expect(figures.find((entry) => entry.upstream === green.url)?.retried).toBeGreaterThan(0);
     expect(figures.find((entry) => entry.upstream === blue.url)).toMatchObject({ failed: 0, serverErrors: 0 });
+  });
+
+  it("splits a remote host's HAProxy through ferry haproxy-router (run through the target's transport); nginx hosts offer no split", async () => {
+    const haproxy = await haproxyStateDir();
+    cleanUp(() => haproxy.stop());
+    const workRoot = mkdtempSync(join(tmpdir(), "fhx-work-"));
+    cleanUp(() => rmSync(workRoot, { recursive: true, force: true }));
+    const transport = new LocalTransport(workRoot);
+    const settings = { binary: "haproxy", stateDir: haproxy.dir, listen: haproxy.options.listen };
+    const router = await remoteRouterOnHost(transport, { driver: "haproxy", settings, command: FERRY }, "here").get();
+    const blue = await startUpstream("blue");
+    const green = await startUpstream("green");
+    await router.switch(route, { upstream: blue.url, colour: "blue" });
+    if (!router.split) throw new Error("the remote HAProxy router has no split");
+    await router.split("app", { upstream: green.url, colour: "green", weight: 50 });
+    expect((await router.routes())[0]?.canary).toEqual({ upstream: green.url, colour: "green", weight: 50 });
+    const replies = await Promise.all(Array.from({ length: 100 }, () => get(haproxy.port, "app.test")));
+    expect(Math.abs(replies.filter((reply) => reply.body === "green").length - 50)).toBeLessThanOrEqual(3);
+    await router.split("app", null);
+    expect((await get(haproxy.port, "app.test", "/", { headers: { "x-ferry-colour": "new" } })).body).toBe("blue");
+
+    const nginx = await remoteRouterOnHost(
+      transport,
+      {
+        driver: "nginx",
+        settings: {
+          binary: "nginx",
+          config: "/x",
+          sitesDir: "/x",
+          pidFile: "/x",
+          listen: "127.0.0.1:1",
+          clientKeepalive: false,
+        },
+        command: FERRY,
+      },
+      "here",
+    ).get();
+    expect(nginx.split).toBeUndefined();
   });
 
   it("comes back with the canary after kill -9 of HAProxy, from its file", async () => {
