@@ -9,6 +9,7 @@ import { haproxyStateDir, isRunning, type TestHaproxy } from "./helpers/haproxy.
 import {
   cleanUpAfterEach,
   get,
+  servesTwoRoutes,
   startUpstream as startUpstreamOn,
   switchTenTimesUnderLoad,
   type Upstream,
@@ -41,42 +42,16 @@ describe("haproxy router", () => {
     const api = await startUpstream("api");
     const router = openRouter(haproxy);
 
-    expect(await router.routes()).toEqual([]);
-    const created = await router.switch(
-      { name: "web", host: "App.Example.com", pathPrefix: "/" },
-      { upstream: web.url, colour: "blue" },
-    );
-    expect(created.previous).toBeUndefined();
-    expect(haproxy.masterPid()).toBeDefined();
-    await router.switch(
-      { name: "api", host: "app.example.com", pathPrefix: "/api" },
-      { upstream: `${api.url}/`, colour: null },
-    );
-
-    expect((await get(haproxy.port, "app.example.com", "/")).body).toBe("web");
-    expect((await get(haproxy.port, "APP.example.com:8443", "/api/users?x=1")).body).toBe("api");
-    expect((await get(haproxy.port, "app.example.com", "/api")).body).toBe("api");
-    expect((await get(haproxy.port, "app.example.com", "/apix")).body).toBe("web");
-    const unknown = await get(haproxy.port, "nobody.example.com", "/");
-    expect(unknown.status).toBe(404);
-    expect(JSON.parse(unknown.body)).toMatchObject({ type: "urn:ferry:problem:no-route", status: 404 });
-    const echoed = JSON.parse((await get(haproxy.port, "app.example.com", "/headers")).body) as {
-      headers: Record<string, string>;
-    };
-    expect(echoed.headers).toMatchObject({
+    const { headers, expected } = await servesTwoRoutes(router, haproxy.port, web, api, () => {
+      expect(haproxy.masterPid()).toBeDefined();
+    });
+    expect(headers).toMatchObject({
       host: "app.example.com",
       "x-forwarded-for": "127.0.0.1",
       "x-forwarded-proto": "http",
       "x-forwarded-host": "app.example.com",
     });
 
-    const expected = [
-      { name: "api", host: "app.example.com", pathPrefix: "/api", upstream: api.url, colour: null },
-      { name: "web", host: "app.example.com", pathPrefix: "/", upstream: web.url, colour: "blue" },
-    ];
-    expect(await router.routes()).toEqual(expected);
-    expect(await router.live("web")).toEqual({ upstream: web.url, colour: "blue" });
-    expect(await router.live("nothing")).toBeUndefined();
     // The runtime API's socket is the owner's only.
     expect(readFileSync(join(haproxy.dir, "haproxy.cfg"), "utf8")).toContain("mode 600 level admin");
 

@@ -7,6 +7,7 @@ import { startNginx, type TestNginx } from "./helpers/nginx.js";
 import {
   cleanUpAfterEach,
   get,
+  servesTwoRoutes,
   startUpstream as startUpstreamOn,
   switchTenTimesUnderLoad,
   type Upstream,
@@ -39,37 +40,10 @@ describe("nginx router", () => {
     const api = await startUpstream("api");
     const router = openRouter(nginx);
 
-    expect(await router.routes()).toEqual([]);
-    const created = await router.switch(
-      { name: "web", host: "App.Example.com", pathPrefix: "/" },
-      { upstream: web.url, colour: "blue" },
-    );
-    expect(created.previous).toBeUndefined();
-    await router.switch(
-      { name: "api", host: "app.example.com", pathPrefix: "/api" },
-      { upstream: `${api.url}/`, colour: null },
-    );
+    const { headers, expected } = await servesTwoRoutes(router, nginx.port, web, api);
+    expect(headers).toMatchObject({ host: "app.example.com", "x-forwarded-for": "127.0.0.1" });
+    expect(headers.connection).toBeUndefined();
 
-    expect((await get(nginx.port, "app.example.com", "/")).body).toBe("web");
-    expect((await get(nginx.port, "APP.example.com:8443", "/api/users?x=1")).body).toBe("api");
-    expect((await get(nginx.port, "app.example.com", "/api")).body).toBe("api");
-    expect((await get(nginx.port, "app.example.com", "/apix")).body).toBe("web");
-    const unknown = await get(nginx.port, "nobody.example.com", "/");
-    expect(unknown.status).toBe(404);
-    expect(JSON.parse(unknown.body)).toMatchObject({ type: "urn:ferry:problem:no-route", status: 404 });
-    const echoed = JSON.parse((await get(nginx.port, "app.example.com", "/headers")).body) as {
-      headers: Record<string, string>;
-    };
-    expect(echoed.headers).toMatchObject({ host: "app.example.com", "x-forwarded-for": "127.0.0.1" });
-    expect(echoed.headers.connection).toBeUndefined();
-
-    const expected = [
-      { name: "api", host: "app.example.com", pathPrefix: "/api", upstream: api.url, colour: null },
-      { name: "web", host: "app.example.com", pathPrefix: "/", upstream: web.url, colour: "blue" },
-    ];
-    expect(await router.routes()).toEqual(expected);
-    expect(await router.live("web")).toEqual({ upstream: web.url, colour: "blue" });
-    expect(await router.live("nothing")).toBeUndefined();
     expect(Object.keys(sitesFiles(nginx)).sort()).toEqual(["ferry-00-common.conf", "ferry-host-app.example.com.conf"]);
 
     // State is on disk: another router over the same files sees the same routes.

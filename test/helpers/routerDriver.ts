@@ -145,3 +145,49 @@ export async function switchTenTimesUnderLoad(
   await sleep(150);
   return { result: await load.stop(), switchTimes };
 }
+
+/**
+ * The first scenario of every router driver: routes `web` (App.Example.com/, blue) and `api`
+ * (app.example.com/api) created on an empty router, served by host (any case, any port) and
+ * longest path prefix ("/api" matches "/api" and "/api/x", not "/apix"), other hosts a 404
+ * problem. `afterFirst` checks what the first switch did. Returns the headers the upstream
+ * saw and the routes as `routes()` must list them.
+ */
+export async function servesTwoRoutes(
+  router: Router,
+  port: number,
+  web: Upstream,
+  api: Upstream,
+  afterFirst: () => void = () => undefined,
+): Promise<{ headers: Record<string, string>; expected: (RouteSpec & { upstream: string; colour: string | null })[] }> {
+  expect(await router.routes()).toEqual([]);
+  const created = await router.switch(
+    { name: "web", host: "App.Example.com", pathPrefix: "/" },
+    { upstream: web.url, colour: "blue" },
+  );
+  expect(created.previous).toBeUndefined();
+  afterFirst();
+  await router.switch(
+    { name: "api", host: "app.example.com", pathPrefix: "/api" },
+    { upstream: `${api.url}/`, colour: null },
+  );
+
+  expect((await get(port, "app.example.com", "/")).body).toBe("web");
+  expect((await get(port, "APP.example.com:8443", "/api/users?x=1")).body).toBe("api");
+  expect((await get(port, "app.example.com", "/api")).body).toBe("api");
+  expect((await get(port, "app.example.com", "/apix")).body).toBe("web");
+  const unknown = await get(port, "nobody.example.com", "/");
+  expect(unknown.status).toBe(404);
+  expect(JSON.parse(unknown.body)).toMatchObject({ type: "urn:ferry:problem:no-route", status: 404 });
+  const echoed = JSON.parse((await get(port, "app.example.com", "/headers")).body) as {
+    headers: Record<string, string>;
+  };
+  const expected = [
+    { name: "api", host: "app.example.com", pathPrefix: "/api", upstream: api.url, colour: null },
+    { name: "web", host: "app.example.com", pathPrefix: "/", upstream: web.url, colour: "blue" },
+  ];
+  expect(await router.routes()).toEqual(expected);
+  expect(await router.live("web")).toEqual({ upstream: web.url, colour: "blue" });
+  expect(await router.live("nothing")).toBeUndefined();
+  return { headers: echoed.headers, expected };
+}
