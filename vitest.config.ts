@@ -26,6 +26,7 @@ const alone = [
   "test/proxyCanary.test.ts",
   "test/proxyMaintenance.test.ts",
   "test/remoteProcess.e2e.test.ts",
+  "test/restartProcess.e2e.test.ts",
   "test/ui.traffic.e2e.test.ts",
 ];
 

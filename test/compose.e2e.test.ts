@@ -173,7 +173,16 @@ volumes:
     const registryHost = new URL(registry.url).host;
     const saved = await test.call("PUT", `/api/v1/projects/${projectSlug}/process`, {
       images: [{ name: "app", feed: "local", repository: "compose/app" }],
-      steps: [{ name: "app", kind: "compose", config: { compose: composeFile(`${registryHost}/compose/app`) } }],
+      // The Compose file as a template file of the step (ADR 0051: ferry apply captures it from
+      // beside ferry.yml), each environment's values rendered into it at deployment.
+      steps: [
+        {
+          name: "app",
+          kind: "compose",
+          files: [{ file: "docker-compose.yml", content: composeFile(`${registryHost}/compose/app`) }],
+          config: { composeFile: "docker-compose.yml" },
+        },
+      ],
     });
     expect(saved.status, JSON.stringify(saved.body)).toBe(200);
     composeDirectory = await mkdtemp(join(tmpdir(), "ferry-compose-reference-"));
@@ -220,6 +229,26 @@ volumes:
     expect(refused.status).toBe(400);
     expect(refused.body.errors).toContainEqual({
       pointer: "/steps/0/config/compose/services/web/privileged",
+      detail: expect.stringContaining("'privileged' is valid Compose but not supported"),
+    });
+    // The same in a template file of the step: the pointer leads into the file's content.
+    const fromFile = await test.call<{ errors: { pointer: string; detail: string }[] }>(
+      "PUT",
+      `/api/v1/projects/${projectSlug}/process`,
+      {
+        steps: [
+          {
+            name: "app",
+            kind: "compose",
+            files: [{ file: "compose.yml", content: "services:\n  web:\n    image: app\n    privileged: true\n" }],
+            config: { composeFile: "compose.yml" },
+          },
+        ],
+      },
+    );
+    expect(fromFile.status).toBe(400);
+    expect(fromFile.body.errors).toContainEqual({
+      pointer: "/steps/0/files/0/content/services/web/privileged",
       detail: expect.stringContaining("'privileged' is valid Compose but not supported"),
     });
   });

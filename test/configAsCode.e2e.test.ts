@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -93,6 +93,9 @@ variables:
     value: My blog
 `;
 
+/** The template file beside EVERYTHING's ferry.yml (ADR 0051). */
+const APPSETTINGS = '{\n  "Logging": { "Level": "Information" },\n  "Banner": "Greeting: #{Greeting}"\n}\n';
+
 /** A project using every step kind and every scope, a secret of each kind, and a published runbook. */
 const EVERYTHING = `
 project:
@@ -166,6 +169,10 @@ steps:
     config:
       script: echo "$GREETING"
       env: { GREETING: "#{Greeting}" }
+    files:
+      - file: config/appsettings.json
+        path: /srv/everything/#{Ferry.Environment.Slug}/appsettings.json
+        replace: { "Logging:Level": "#{Greeting}" }
   - name: Run web
     kind: container
     roles: [web]
@@ -179,6 +186,8 @@ steps:
     kind: package
     roles: [web]
     config: { package: everything-app }
+    files:
+      - { file: settings.yml, package: everything-app, substitute: false, replace: { services.web.port: "#{Port}" } }
   - name: Worker
     kind: process
     roles: [web]
@@ -225,6 +234,11 @@ steps:
           cache:
             image: "#{Ferry.Image[web]}"
             environment: { MODE: "#{Ferry.Environment.Slug}" }
+  - name: Shop app from a file
+    kind: compose
+    environments: [every-prod]
+    files: [{ file: docker-compose.yml }]
+    config: { composeFile: docker-compose.yml }
 runbooks:
   - name: Restart
     environments: [every-prod]
@@ -460,6 +474,12 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
       await mkdir(everything);
       await promisify(execFile)("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(everything, "id_ed25519")]);
       await writeFile(join(everything, "ferry.yml"), EVERYTHING);
+      await mkdir(join(everything, "config"));
+      await writeFile(join(everything, "config", "appsettings.json"), APPSETTINGS);
+      await writeFile(
+        join(everything, "docker-compose.yml"),
+        'services:\n  cache:\n    image: "#{Ferry.Image[web]}"\n    environment: { MODE: "#{Ferry.Environment.Slug}" }\n',
+      );
       const secrets = {
         EVERYTHING_FEED_PASSWORD: "feed-password-1",
         EVERYTHING_API_TOKEN: "api-token-1",
@@ -493,6 +513,9 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
       );
       for (const secret of Object.values(secrets)) expect(text).not.toContain(secret);
       expect(text).not.toContain("PRIVATE KEY-----");
+      // A template file beside ferry.yml was captured at apply: it comes back as its text (ADR 0051).
+      expect(text).toContain("file: config/appsettings.json\n");
+      expect(text).toContain('"Greeting: #{Greeting}"');
 
       // Round trip: without any secret in the environment, the stored ones are kept.
       const plan = await ferry(["plan", "-f", exported]);
@@ -545,6 +568,23 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
       ]);
       const replan = await ferry(["plan", "-f", exported]);
       expect(replan.stdout).toMatch(/^No changes: the server matches the file \(\d+ unchanged\)\.\n$/);
+
+      // The template beside the original ferry.yml edited: the process changes at the next
+      // plan, in that step's files only (releases made before keep their own).
+      await writeFile(join(everything, "config", "appsettings.json"), APPSETTINGS.replace("Greeting:", "Hello:"));
+      const templateEdited = parseJson<Change[]>(await ferry(["plan", "-f", join(everything, "ferry.yml"), "--json"]));
+      // (The schedule and retention edited through the exported file above show as changes back too.)
+      expect(
+        changed(templateEdited)
+          .filter(({ resource }) => resource !== "schedule" && resource !== "artifact-retention")
+          .map(({ resource, fields }) => ({ resource, fields: fields?.map((f) => f.field) })),
+      ).toEqual([{ resource: "process", fields: ["steps[Migrate].files"] }]);
+
+      // A template file that is not there is refused naming it, and nothing is applied.
+      await rm(join(everything, "docker-compose.yml"));
+      const missing = await ferry(["apply", "-f", join(everything, "ferry.yml")]);
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toContain("cannot read template file docker-compose.yml beside the ferry.yml");
     },
     MANY_RUNS_MS,
   );

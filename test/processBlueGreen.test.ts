@@ -21,7 +21,9 @@ interface Created {
  * switches the traffic, and 16 keep-alive clients send requests through the proxy the
  * whole time. Every failed request the clients see fails the test.
  */
-describe("blue/green process deployments through ferry proxy (real supervisors, proxy and server; under load)", () => {
+describe("blue/green process deployments through ferry proxy (real supervisors, proxy and server; under load)", {
+  timeout: 180_000,
+}, () => {
   const projectName = `pbg-${randomBytes(3).toString("hex")}`;
   const host = `${projectName}.test`;
   let proxy: ProxyProcess;

@@ -11,6 +11,7 @@ import { type RunningLoad, startLoad } from "./helpers/load.js";
 import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
 import { freePort } from "./helpers/registry.js";
 import { commandLinesContaining, PROXY_PORT, served } from "./helpers/remoteHosts.js";
+import { runRunbook } from "./helpers/runbooks.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
 
@@ -208,6 +209,32 @@ describe("process blue/green on an SSH host (real sshd, supervisors and ferry pr
     expect(await served(address(), routeHost)).toBe("version 1.0.1");
     // The retained colour of 1.0.1 took the traffic back: nothing new was started.
     expect(back.log).toMatch(/of release 1\.0\.1 is retained/);
+
+    // A runbook's `restart` on the SSH host: a fresh colour cloned there (env included, never
+    // over the connection or on a command line), switched in under load, the old one removed.
+    const [before] = (await instances().listByLabel("ferry.project", slug)).filter(
+      (instance) => instance.labels["ferry.release"] === "1.0.1" && instance.state === "running",
+    );
+    const { result: restarted, seen: duringRestart } = await underLoad(() =>
+      runRunbook(test, slug, {
+        name: "Restart",
+        steps: [
+          { name: "restart", kind: "restart", roles: ["web"], config: { drainSeconds: 3, stopTimeoutSeconds: 3 } },
+        ],
+      }),
+    );
+    expect(restarted.state, restarted.log).toBe("succeeded");
+    expect(duringRestart.failures).toEqual([]);
+    expect(restarted.log).toContain(`as a copy of process ${before?.name} (the same release)`);
+    expect(restarted.log).toContain(`removed the replaced colour ${before?.name}`);
+    expect(await served(address(), routeHost)).toBe("version 1.0.1");
+    const after = (await instances().listByLabel("ferry.project", slug)).filter(
+      (instance) => instance.labels["ferry.release"] === "1.0.1",
+    );
+    expect(after.map((instance) => instance.name)).not.toContain(before?.name);
+    expect(after.filter((instance) => instance.state === "running")).toHaveLength(1);
+    expect(commandLinesContaining(secret)).toEqual([]);
+    expect(restarted.log).not.toContain(secret);
 
     // Traffic on the host depends neither on the server nor on its SSH connection.
     const load = startLoad({ address: address(), port: PROXY_PORT, host: routeHost, connections: 16 });

@@ -1,17 +1,6 @@
-import { writeFile } from "node:fs/promises";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  type CliResult,
-  expectSuccess,
-  type FerryServer,
-  isolatedEnv,
-  parseJson,
-  runFerry,
-  testAdminKey,
-  trackedResources,
-} from "./helpers/cli.js";
-import { createPostgresDatabase } from "./helpers/databases.js";
+import { appliedServer, type VariablePreview } from "./helpers/appliedServer.js";
+import { expectSuccess, parseJson, trackedResources } from "./helpers/cli.js";
 
 /**
  * Variable preview (issue 16 part 3), end to end through the real `bin/ferry` and `ferry
@@ -19,10 +8,10 @@ import { createPostgresDatabase } from "./helpers/databases.js";
  * deployment whose script prints what it got on each target — the preview must be exactly that.
  */
 
-const { makeTemporaryDirectory, startServerInNewHome, cleanUp } = trackedResources("ferry-vars-e2e-");
+const resources = trackedResources("ferry-vars-e2e-");
 
 afterAll(async () => {
-  await cleanUp();
+  await resources.cleanUp();
 });
 
 /** A test of many CLI runs one after another: on a loaded machine (two cores, shared) it takes minutes. */
@@ -81,47 +70,17 @@ steps:
         SECRET: "#{Secret}"
 `;
 
-interface Preview {
+interface Preview extends VariablePreview {
   target: string | null;
-  variables: { name: string; value: string; sensitive: boolean; rank: string }[];
 }
 
 describe.each(["sqlite", "postgres"] as const)("ferry vars show on %s", (dialect) => {
-  const adminKey = testAdminKey();
-  let server: FerryServer;
-  let home: string;
-  let dropDatabase: (() => Promise<void>) | undefined;
+  const shop = appliedServer(resources, { dialect, file: FILE, env: { SHOP_SECRET: SECRET } });
+  const { ferry, valuesOf } = shop;
+  const preview = shop.preview<Preview>;
 
-  const ferry = (args: string[]): Promise<CliResult> =>
-    runFerry(args, isolatedEnv(home, { FERRY_URL: server.url, FERRY_API_KEY: adminKey, SHOP_SECRET: SECRET }), {
-      timeoutMs: 60_000,
-    });
-  const preview = async (args: string[]) => {
-    const result = await ferry(["vars", "show", "--project", "shop", ...args, "--json"]);
-    expectSuccess(result);
-    return parseJson<Preview>(result);
-  };
-  const valuesOf = (shown: Preview) =>
-    Object.fromEntries(
-      shown.variables.filter((variable) => !variable.name.startsWith("Ferry.")).map((v) => [v.name, v.value]),
-    );
-
-  beforeAll(async () => {
-    let extraArgs: string[] = [];
-    if (dialect === "postgres") {
-      const database = await createPostgresDatabase();
-      dropDatabase = database.drop;
-      extraArgs = ["--db", database.url];
-    }
-    ({ home, server } = await startServerInNewHome(adminKey, extraArgs));
-    const directory = await makeTemporaryDirectory();
-    await writeFile(join(directory, "ferry.yml"), FILE);
-    expectSuccess(await ferry(["apply", "-f", join(directory, "ferry.yml")]));
-  });
-  afterAll(async () => {
-    await server?.stop();
-    await dropDatabase?.();
-  });
+  beforeAll(shop.start);
+  afterAll(shop.stop);
 
   it("shows each effective value and the scope that won, before any release exists", async () => {
     const result = await ferry(["vars", "show", "--project", "shop", "--env", "prod", "--target", "web-2"]);
@@ -182,30 +141,13 @@ describe.each(["sqlite", "postgres"] as const)("ferry vars show on %s", (dialect
   it(
     "matches what a deployment's script actually saw on each target",
     async () => {
-      const created = await ferry([
-        "release",
-        "create",
-        "--project",
-        "shop",
-        "--version",
-        "1.0.0",
-        "--deploy-to",
-        "prod",
-        "--wait",
-        "--json",
-      ]);
-      expectSuccess(created);
-      const { deployments } = parseJson<{ deployments: { taskId: string; environment: string }[] }>(created);
-      const deployment = deployments.find((item) => item.environment === "prod");
-      expect(deployment).toBeDefined();
-      const log = await ferry(["task", "logs", deployment?.taskId ?? ""]);
-      expectSuccess(log);
-      const seen = [...log.stdout.matchAll(/seen target=(\S+) where=(\S+) port=(\S+) secret=(\S+)/g)].map((match) => ({
+      const log = await shop.deploymentLog("1.0.0", "prod");
+      const seen = [...log.matchAll(/seen target=(\S+) where=(\S+) port=(\S+) secret=(\S+)/g)].map((match) => ({
         target: match[1],
         values: { Where: match[2], Port: match[3], Secret: match[4] },
       }));
       expect(seen.map((item) => item.target).sort()).toEqual(["db-1", "web-1", "web-2"]);
-      expect(log.stdout).not.toContain(SECRET);
+      expect(log).not.toContain(SECRET);
       for (const { target, values } of seen) {
         const shown = await preview(["--env", "prod", "--target", target ?? "", "--step", "Print"]);
         expect(valuesOf(shown), `target ${target}`).toEqual(values);

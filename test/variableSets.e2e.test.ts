@@ -1,17 +1,8 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  type CliResult,
-  expectSuccess,
-  type FerryServer,
-  isolatedEnv,
-  parseJson,
-  runFerry,
-  testAdminKey,
-  trackedResources,
-} from "./helpers/cli.js";
-import { createPostgresDatabase } from "./helpers/databases.js";
+import { appliedServer, type VariablePreview } from "./helpers/appliedServer.js";
+import { expectSuccess, parseJson, trackedResources } from "./helpers/cli.js";
 
 /**
  * Variable sets (issue 16 part 2, ADR 0047), end to end through the real `bin/ferry` and
@@ -21,10 +12,10 @@ import { createPostgresDatabase } from "./helpers/databases.js";
  * that), the export round trip, who may change a set, and sensitive set values never shown.
  */
 
-const { makeTemporaryDirectory, startServerInNewHome, cleanUp } = trackedResources("ferry-varsets-e2e-");
+const resources = trackedResources("ferry-varsets-e2e-");
 
 afterAll(async () => {
-  await cleanUp();
+  await resources.cleanUp();
 });
 
 const MANY_RUNS_MS = 240_000;
@@ -101,8 +92,8 @@ steps:
         TOKEN: "#{Token}"
 `;
 
-interface Preview {
-  variables: { name: string; value: string; sensitive: boolean; rank: string; set: string | null }[];
+interface Preview extends VariablePreview {
+  variables: (VariablePreview["variables"][number] & { set: string | null })[];
 }
 
 interface Change {
@@ -114,30 +105,12 @@ interface Change {
 }
 
 describe.each(["sqlite", "postgres"] as const)("variable sets on %s", (dialect) => {
-  const adminKey = testAdminKey();
-  let server: FerryServer;
-  let home: string;
-  let directory: string;
-  let dropDatabase: (() => Promise<void>) | undefined;
-
-  const ferry = (args: string[], extra: Record<string, string> = {}): Promise<CliResult> =>
-    runFerry(
-      args,
-      isolatedEnv(home, { FERRY_URL: server.url, FERRY_API_KEY: adminKey, COMMON_TOKEN: TOKEN, ...extra }),
-      { timeoutMs: 60_000 },
-    );
-  const preview = async (args: string[]) => {
-    const result = await ferry(["vars", "show", "--project", "shop", ...args, "--json"]);
-    expectSuccess(result);
-    return parseJson<Preview>(result);
-  };
-  const valuesOf = (shown: Preview) =>
-    Object.fromEntries(
-      shown.variables.filter((variable) => !variable.name.startsWith("Ferry.")).map((v) => [v.name, v.value]),
-    );
+  const shop = appliedServer(resources, { dialect, file: FILE, env: { COMMON_TOKEN: TOKEN } });
+  const { adminKey, ferry, valuesOf } = shop;
+  const preview = shop.preview<Preview>;
   const api = async (method: string, path: string, body?: unknown, key = adminKey) => {
     // Not apiRequest: its 5 s limit is too short for a password hash on a loaded machine.
-    const response = await fetch(`${server.url}${path}`, {
+    const response = await fetch(`${shop.url}${path}`, {
       method,
       headers: { authorization: `Bearer ${key}`, ...(body !== undefined && { "content-type": "application/json" }) },
       ...(body !== undefined && { body: JSON.stringify(body) }),
@@ -147,22 +120,8 @@ describe.each(["sqlite", "postgres"] as const)("variable sets on %s", (dialect) 
     return { status: response.status, text, json: text === "" ? undefined : (JSON.parse(text) as unknown) };
   };
 
-  beforeAll(async () => {
-    let extraArgs: string[] = [];
-    if (dialect === "postgres") {
-      const database = await createPostgresDatabase();
-      dropDatabase = database.drop;
-      extraArgs = ["--db", database.url];
-    }
-    ({ home, server } = await startServerInNewHome(adminKey, extraArgs));
-    directory = await makeTemporaryDirectory();
-    await writeFile(join(directory, "ferry.yml"), FILE);
-    expectSuccess(await ferry(["apply", "-f", join(directory, "ferry.yml")]));
-  }, 120_000);
-  afterAll(async () => {
-    await server?.stop();
-    await dropDatabase?.();
-  });
+  beforeAll(shop.start, 120_000);
+  afterAll(shop.stop);
 
   it(
     "shows which set each value comes from, and explains why a set's candidates lost",
@@ -241,26 +200,9 @@ describe.each(["sqlite", "postgres"] as const)("variable sets on %s", (dialect) 
   it(
     "matches what a deployment's script actually saw on each target, and never shows the set's secret",
     async () => {
-      const created = await ferry([
-        "release",
-        "create",
-        "--project",
-        "shop",
-        "--version",
-        "1.0.0",
-        "--deploy-to",
-        "prod",
-        "--wait",
-        "--json",
-      ]);
-      expectSuccess(created);
-      const { deployments } = parseJson<{ deployments: { taskId: string; environment: string }[] }>(created);
-      const deployment = deployments.find((item) => item.environment === "prod");
-      expect(deployment).toBeDefined();
-      const log = await ferry(["task", "logs", deployment?.taskId ?? ""]);
-      expectSuccess(log);
-      expect(log.stdout).not.toContain(TOKEN);
-      const seen = [...log.stdout.matchAll(/seen target=(\S+) where=(\S+) region=(\S+) level=(\S+) token=(\S+)/g)].map(
+      const log = await shop.deploymentLog("1.0.0", "prod");
+      expect(log).not.toContain(TOKEN);
+      const seen = [...log.matchAll(/seen target=(\S+) where=(\S+) region=(\S+) level=(\S+) token=(\S+)/g)].map(
         (match) => ({
           target: match[1] ?? "",
           values: { Where: match[2], Region: match[3], Level: match[4], Token: match[5] },
@@ -320,7 +262,7 @@ describe.each(["sqlite", "postgres"] as const)("variable sets on %s", (dialect) 
   it(
     "exports the sets with the project, and the export plans to no change; one edited set value plans as exactly that",
     async () => {
-      const exported = join(directory, "exported.yml");
+      const exported = join(shop.directory, "exported.yml");
       expectSuccess(await ferry(["export", "--project", "shop", "-o", exported]));
       const text = await readFile(exported, "utf8");
       expect(text).toContain("variableSets:\n    - common\n    - extra\n");

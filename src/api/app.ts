@@ -1,5 +1,5 @@
 import { timingSafeEqual } from "node:crypto";
-import type { ServerResponse } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Access } from "../domain/access.js";
 import { CsrfError, RateLimitedError, UnauthenticatedError } from "../domain/errors.js";
@@ -98,6 +98,9 @@ export interface AppOptions {
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
 const REQUESTS_PER_ADDRESS = 8;
 
+/** A request's error once its client left: nothing to answer (see buildApp). */
+function clientLeft(): void {}
+
 /** Builds the HTTP application. It does not listen: `server/start.ts` does, tests use inject(). */
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
@@ -114,6 +117,17 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     frameworkErrors: (error, request, reply) => {
       sendProblem(reply, errorToProblem(error, request));
     },
+  });
+
+  // A client that leaves mid-request (an agent's host killed, a browser closed) is not an
+  // error of the server. Node emits a request's "aborted" error only if the request has an
+  // 'error' listener when it decides to, a tick before it emits; a reader of the body that
+  // lets go in between, or a stream that hands the error on to a consumer with no listener
+  // (an agent tunnel), turned it into an uncaught exception, which ends `ferry server`. CI saw
+  // it when twenty agents were killed at once (agents.rolling.e2e). Whoever reads a request
+  // still gets its error through its own listener; this one only keeps it from being uncaught.
+  app.server.prependListener("request", (request: IncomingMessage) => {
+    request.on("error", clientLeft);
   });
 
   app.removeAllContentTypeParsers();

@@ -181,6 +181,13 @@ export async function secretsOf(
     const value = await readFile(resolve(dirname(fileName), from.file), "utf8").catch(() => undefined);
     if (value !== undefined) secrets[keyFileSecret(fileName, from.file)] = value;
   }
+  // Template files of steps (ADR 0051) travel the same way: the server captures their text into the process.
+  const steps = [...(config.steps ?? []), ...(config.runbooks ?? []).flatMap((runbook) => runbook.steps ?? [])];
+  for (const file of steps.flatMap((step) => step.files ?? [])) {
+    if (file.content !== undefined || file.package !== undefined) continue;
+    const text = await readFile(resolve(dirname(fileName), file.file), "utf8").catch(() => undefined);
+    if (text !== undefined && text !== "") secrets[keyFileSecret(fileName, file.file)] = text;
+  }
   for (const target of config.targets) {
     const from = target.ssh?.privateKeyFrom;
     if (!from || !("file" in from)) continue;

@@ -2,9 +2,9 @@ import type { Command } from "commander";
 import type { ProjectVariableSets, SetVariable, VariableSet } from "../domain/variableSets.js";
 import { segment } from "./client.js";
 import { UsageError } from "./errors.js";
-import { list, printJson, writeOutput } from "./output.js";
+import { printJson, writeOutput } from "./output.js";
 import { addResourceGroup, type CliContext, pick, type ResourceGroupSpec, sendAndPrint } from "./resourceGroup.js";
-import { addScopedVariableCommands } from "./variables.js";
+import { addScopedVariableCommands, scopedVariableSpec } from "./variables.js";
 
 /**
  * `ferry varset`: variable sets shared by several projects (ADR 0047) — the sets, their
@@ -29,31 +29,12 @@ const setSpec: ResourceGroupSpec<VariableSet> = {
   ],
 };
 
-const variableSpec: ResourceGroupSpec<SetVariable> = {
-  group: "var",
+const variableSpec = scopedVariableSpec<SetVariable>({
   description: "the variables of a variable set (sensitive ones are write-only)",
-  noun: "variable",
   collectionPath: (options) => `/api/v1/variable-sets/${segment(String(options.set))}/variables`,
   commonOptions: (command) => command.requiredOption("--set <ref>", "variable set id or slug"),
-  columns: [
-    ["id", (variable) => variable.id],
-    ["name", (variable) => variable.name],
-    ["value", (variable) => (variable.sensitive ? "(sensitive: set)" : variable.value)],
-    ["environments", (variable) => list(variable.scope.environments)],
-    ["roles", (variable) => list(variable.scope.roles)],
-    ["targets", (variable) => list(variable.scope.targets)],
-  ],
-  fields: (variable) => [
-    ["id", variable.id],
-    ["set", variable.set],
-    ["name", variable.name],
-    ["value", variable.sensitive ? "(sensitive: set)" : variable.value],
-    ["sensitive", String(variable.sensitive)],
-    ["environments", list(variable.scope.environments)],
-    ["roles", list(variable.scope.roles)],
-    ["targets", list(variable.scope.targets)],
-  ],
-};
+  field: ["set", (variable) => variable.set],
+});
 
 const fieldOptions = { name: "name", slug: "slug", description: "description" };
 

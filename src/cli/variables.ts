@@ -6,31 +6,58 @@ import { list, printJson, writeOutput } from "./output.js";
 import { addResourceGroup, type CliContext, collect, type ResourceGroupSpec, sendAndPrint } from "./resourceGroup.js";
 import { readSecretFromStdin } from "./stdin.js";
 
-const spec: ResourceGroupSpec<Variable> = {
-  group: "var",
+/** What the `var` groups show of a variable, whoever owns it. */
+interface ScopedVariable {
+  id: string;
+  name: string;
+  value: string;
+  sensitive: boolean;
+  scope: { environments: string[]; roles: string[]; targets: string[] };
+}
+
+/**
+ * The `var` command group of an owner of scoped variables (`ferry var` for a project's,
+ * `ferry varset var` for a set's): the same columns and fields, the owner's named second.
+ */
+export function scopedVariableSpec<T extends ScopedVariable>(
+  owner: Pick<ResourceGroupSpec<T>, "description" | "collectionPath" | "commonOptions"> & {
+    field: [string, (variable: T) => string];
+  },
+): ResourceGroupSpec<T> {
+  const shownValue = (variable: T) => (variable.sensitive ? "(sensitive: set)" : variable.value);
+  return {
+    group: "var",
+    description: owner.description,
+    noun: "variable",
+    collectionPath: owner.collectionPath,
+    ...(owner.commonOptions && { commonOptions: owner.commonOptions }),
+    columns: [
+      ["id", (variable) => variable.id],
+      ["name", (variable) => variable.name],
+      ["value", shownValue],
+      ["environments", (variable) => list(variable.scope.environments)],
+      ["roles", (variable) => list(variable.scope.roles)],
+      ["targets", (variable) => list(variable.scope.targets)],
+    ],
+    fields: (variable) => [
+      ["id", variable.id],
+      [owner.field[0], owner.field[1](variable)],
+      ["name", variable.name],
+      ["value", shownValue(variable)],
+      ["sensitive", String(variable.sensitive)],
+      ["environments", list(variable.scope.environments)],
+      ["roles", list(variable.scope.roles)],
+      ["targets", list(variable.scope.targets)],
+    ],
+  };
+}
+
+const spec = scopedVariableSpec<Variable>({
   description: "project variables (sensitive ones are write-only)",
-  noun: "variable",
   collectionPath: (options) => `/api/v1/projects/${segment(String(options.project))}/variables`,
   commonOptions: (command) => command.requiredOption("--project <ref>", "project id or slug"),
-  columns: [
-    ["id", (variable) => variable.id],
-    ["name", (variable) => variable.name],
-    ["value", (variable) => (variable.sensitive ? "(sensitive: set)" : variable.value)],
-    ["environments", (variable) => list(variable.scope.environments)],
-    ["roles", (variable) => list(variable.scope.roles)],
-    ["targets", (variable) => list(variable.scope.targets)],
-  ],
-  fields: (variable) => [
-    ["id", variable.id],
-    ["project", variable.project],
-    ["name", variable.name],
-    ["value", variable.sensitive ? "(sensitive: set)" : variable.value],
-    ["sensitive", String(variable.sensitive)],
-    ["environments", list(variable.scope.environments)],
-    ["roles", list(variable.scope.roles)],
-    ["targets", list(variable.scope.targets)],
-  ],
-};
+  field: ["project", (variable) => variable.project],
+});
 
 function withScopeOptions(command: Command): Command {
   return command

@@ -9,6 +9,7 @@ import type { Step } from "../domain/process.js";
 import type { Project } from "../domain/projects.js";
 import type { Retention, Schedule } from "../domain/runbookSchedules.js";
 import { MASKED, type Runbook } from "../domain/runbooks.js";
+import { MAX_STEP_FILE_BYTES } from "../domain/stepFiles.js";
 import type { Target } from "../domain/targets.js";
 import type { ProjectVariableSets, SetVariable, VariableSet } from "../domain/variableSets.js";
 import type { Variable } from "../domain/variables.js";
@@ -389,7 +390,7 @@ async function applyRunbookFields(
   const { steps, publish, slug, schedules, retention, artifactRetention, ...fields } = wanted;
   const desired: Record<string, unknown> = {
     ...fields,
-    ...(steps !== undefined && { process: { images: [], steps } }),
+    ...(steps !== undefined && { process: { images: [], steps: await captureStepFiles(run, steps) } }),
   };
   const existing = (await run.client.get<Runbook[]>(collection)).find((runbook) => runbook.slug === slug);
   // A server with the package feed shows a runbook's process with packages (none: a runbook
@@ -848,7 +849,7 @@ async function applyProcess(
   const desired = {
     ...(imagesKnown && { images: wanted.images ?? current.images }),
     ...(packagesKnown && { packages: wanted.packages ?? current.packages }),
-    steps: wanted.steps ?? current.steps,
+    steps: wanted.steps !== undefined ? await captureStepFiles(run, wanted.steps) : current.steps,
   };
   const warning =
     !imagesKnown && wanted.images !== undefined && wanted.images.length > 0
@@ -888,6 +889,46 @@ async function applyProcess(
       desired,
     ),
   });
+}
+
+/**
+ * The steps with each template file beside the ferry.yml read into its `content` (ADR 0051):
+ * the process, and so each release made from it, holds the template's text as it was at this
+ * apply; a later edit of the file changes the process at the next apply, never a release.
+ */
+async function captureStepFiles(run: Run, steps: readonly Step[]): Promise<Step[]> {
+  const captured: Step[] = [];
+  for (const step of steps) {
+    if (!step.files?.some((file) => file.content === undefined && file.package === undefined)) {
+      captured.push(step);
+      continue;
+    }
+    const files = [];
+    for (const file of step.files) {
+      if (file.content !== undefined || file.package !== undefined) {
+        files.push(file);
+        continue;
+      }
+      const content = await run.readFile(file.file);
+      if (content === undefined) {
+        throw new OperationError(
+          `step '${step.name}': cannot read template file ${file.file} beside the ferry.yml (or it is empty); create it, or correct files[].file`,
+          [],
+          400,
+        );
+      }
+      if (Buffer.byteLength(content) > MAX_STEP_FILE_BYTES) {
+        throw new OperationError(
+          `step '${step.name}': template file ${file.file} is larger than ${MAX_STEP_FILE_BYTES / 1024} KiB; keep templates to configuration files`,
+          [],
+          400,
+        );
+      }
+      files.push({ ...file, content });
+    }
+    captured.push({ ...step, files });
+  }
+  return captured;
 }
 
 type WantedVariable = NonNullable<FerryFile["variables"]>[number];

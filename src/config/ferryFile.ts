@@ -490,11 +490,12 @@ export function parseFerryFile(text: string, fileName: string): FerryFile {
     // same way the API does before storing a process, so apply compares like with like.
     (data) => ({
       ...data,
-      ...(data.steps !== undefined && { steps: validateSteps(data.steps) }),
+      // A step's template files are read from beside the ferry.yml at apply (ADR 0051).
+      ...(data.steps !== undefined && { steps: validateSteps(data.steps, "/steps", { filesBesideFerryYml: true }) }),
       ...(data.runbooks !== undefined && {
         runbooks: data.runbooks.map((runbook, index) => ({
           ...runbook,
-          steps: validateSteps(runbook.steps, `/runbooks/${index}/steps`),
+          steps: validateSteps(runbook.steps, `/runbooks/${index}/steps`, { filesBesideFerryYml: true }),
         })),
       }),
     }),

@@ -72,9 +72,18 @@ export function replaceJsonPaths(file: string, text: string, replacements: Reado
   try {
     document = JSON.parse(text);
   } catch (error) {
+    // V8's message quotes the text around the problem, which may be a substituted secret:
+    // only its kind of problem and where it is are kept.
+    const message = error instanceof Error ? error.message : String(error);
+    const position = /at position (\d+)/.exec(message)?.[1];
+    const line = position === undefined ? undefined : text.slice(0, Number(position)).split("\n").length;
+    let problem = message.replace(/\s*(?:in JSON )?at position \d+.*$/s, "").replace(/token '.*?'/s, "token");
+    const quote = problem.indexOf('"');
+    if (quote >= 0) problem = problem.slice(0, quote).replace(/[,.\s]+$/, "");
     throw new FileSubstitutionError(
-      `${file} is not valid JSON (${error instanceof Error ? error.message : String(error)}); fix the file or render it as a template instead`,
+      `${file} is not valid JSON${line === undefined ? "" : ` at line ${line}`}${problem === "" ? "" : ` (${problem})`}; fix the file or render it as a template instead`,
       file,
+      line,
     );
   }
   for (const [path, value] of replacements) {

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { nameSchema, roleSchema, slugSchema } from "./common.js";
 import { packageNameSchema } from "./packages.js";
+import { stepFilesSchema } from "./stepFiles.js";
 import { versionRuleSchema } from "./versionRules.js";
 
 /**
@@ -56,6 +57,11 @@ export const stepSchema = z
     config: z.record(z.string(), z.unknown()).default({}),
     /** Rolling over the step's targets in batches; absent: one target after another. */
     rolling: rollingSchema.optional(),
+    /**
+     * Template files rendered per target and written through its transport (ADR 0051), on
+     * kinds that deploy files; absent: none.
+     */
+    files: stepFilesSchema.optional(),
   })
   .superRefine((step, context) => {
     if (step.rolling && step.roles.length === 0) {

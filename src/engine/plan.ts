@@ -3,6 +3,7 @@ import { InputError } from "../domain/errors.js";
 import { stepRunsIn } from "../domain/process.js";
 import { releaseSnapshotSchema } from "../domain/releases.js";
 import { rollingBatches, windowSize } from "../domain/rolling.js";
+import { describeStepFile, substituteStepFile } from "../domain/stepFiles.js";
 import { renderTemplate, templateVariables } from "../domain/templates.js";
 import { stepKind } from "../steps/registry.js";
 import { findNamed } from "../store/common.js";
@@ -117,6 +118,25 @@ export async function planDeployment(
         actions.push(...described.map((action) => (target ? `${target.name}: ` : "") + action.description));
       } catch (error) {
         actions.push(`error: ${error instanceof Error ? error.message : String(error)}`);
+      }
+      // Template files (ADR 0051): where each goes, and a template that would fail says so now.
+      // The rendered text is never shown; sensitive values are masked in the lookup anyway.
+      for (const file of step.files ?? []) {
+        try {
+          actions.push((target ? `${target.name}: ` : "") + describeStepFile(file, render));
+          if (file.content !== undefined) {
+            const templates = [...(file.substitute ? [file.content] : []), ...Object.values(file.replace)];
+            const lookup = new Map(variables);
+            for (const name of templates.flatMap(templateVariables)) {
+              if (name.startsWith("Ferry.Step[") && !lookup.has(name)) lookup.set(name, `<${name}>`);
+              else if (sensitiveNames.has(name)) lookup.set(name, MASK);
+              else if (!showsSensitiveNames && !lookup.has(name)) lookup.set(name, MASK);
+            }
+            substituteStepFile(file, file.content, lookup);
+          }
+        } catch (error) {
+          actions.push(`error: ${error instanceof Error ? error.message : String(error)}`);
+        }
       }
     }
     const condition = typeof step.condition === "string" ? step.condition : `if ${step.condition.variable}`;

@@ -8,6 +8,7 @@ import type { RegistryClient } from "../feeds/registry.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { AllAtOnce } from "../steps/blueGreen/allAtOnce.js";
 import { stepKind } from "../steps/registry.js";
+import { writeStepFiles } from "../steps/stepFiles.js";
 import type { NestedRun, StepRunContext } from "../steps/types.js";
 import type { TargetInfo } from "../store/deployments.js";
 import type { Target } from "../transports/types.js";
@@ -537,7 +538,7 @@ async function runStep(
   const laneLog = lane ? task.log.lane(name) : undefined;
   // Targets running together write to one log at once: each line says which target it is about.
   const log = laneLog ?? (allAtOnce && info ? prefixedLog(task.log, `[${info.name}] `) : task.log);
-  const stepContext: StepRunContext = {
+  let stepContext: StepRunContext = {
     taskId: task.taskId,
     stepName: step.name,
     signal: task.signal,
@@ -589,7 +590,23 @@ async function runStep(
       : noArtifacts,
     packages: services.packagesFor?.(run.scope) ?? noPackages,
   };
-  const work = () => kind.run(stepContext, config);
+  // The file the kind takes as its input (a compose step's composeFile) is handed to it, not written.
+  const input = kind.inputFile?.(config);
+  const inputFile = input === undefined ? undefined : step.files?.find((file) => file.file === input)?.content;
+  if (inputFile !== undefined) stepContext = { ...stepContext, inputFile };
+  const files = (step.files ?? []).filter((file) => file.file !== input);
+  // Template files (ADR 0051): rendered for this target and written before the step runs,
+  // or, for a step that unpacks a package, into the directory it unpacked.
+  const unpacks = kind.unpackedPackage !== undefined;
+  const work =
+    files.length === 0
+      ? () => kind.run(stepContext, config)
+      : async () => {
+          if (!unpacks) await writeStepFiles(stepContext, step, files);
+          const result = await kind.run(stepContext, config);
+          if (unpacks) await writeStepFiles(stepContext, step, files, result.outputs?.directory);
+          return result;
+        };
   if (allAtOnce) return work();
   return laneLog ? laneLog.run(work) : task.log.step(name, work);
 }

@@ -46,6 +46,18 @@ export interface ColourRuntime {
   find(name: string, signal?: AbortSignal): Promise<Colour | undefined>;
   /** Starts a colour again (a no-op when it runs) and says where it listens now (a port may move). */
   start(colour: Colour, signal?: AbortSignal): Promise<StartedColour>;
+  /**
+   * Starts a fresh instance named `name` running what `source` runs — the same release: a
+   * container from the same image (by id) with its env, mounts and limits; a process with
+   * its command, env, limits and a copy of its files — with the source's labels and
+   * `labels` over them. What the `restart` step switches in (ADR 0052).
+   */
+  clone(source: Colour, name: string, labels: Record<string, string>, signal?: AbortSignal): Promise<StartedColour>;
+  /**
+   * Stops the instance (SIGTERM, SIGKILL after the timeout) and starts it again in place: a
+   * short gap, for an instance no route sends traffic to. Says nothing of where it listens.
+   */
+  restart(id: string, options: { stopTimeoutSeconds: number; signal?: AbortSignal }): Promise<void>;
   /** Waits `settleMs`; the problem when the colour stopped or was restarted meanwhile. */
   waitUntilSettled(id: string, settleMs: number, signal: AbortSignal): Promise<{ failure?: string }>;
   /** Stops it (SIGTERM, SIGKILL after the timeout) and keeps it, for a rollback. */

@@ -110,6 +110,8 @@ export interface ContainerSpec {
 
 /** A network or volume Ferry made, as the engine lists it. */
 export interface EngineResource {
+  /** The engine's id (a volume's is its name). */
+  id: string;
   name: string;
   labels: Record<string, string>;
 }
@@ -462,7 +464,9 @@ export class DockerRuntime implements Runtime {
   /**
    * Creates a network unless one of that name exists; returns whether it was created. A
    * network of that name that lacks `labels` (someone else's) is refused: joining it would
-   * mix applications.
+   * mix applications. The one way Ferry makes networks: a Compose application's (kept
+   * across deployments) and an isolated test group's (which must be new, and says so when
+   * this returns false).
    */
   async ensureNetwork(
     name: string,
@@ -479,14 +483,15 @@ export class DockerRuntime implements Runtime {
     }
     await this.call(
       `creating network ${name}`,
-      () =>
+      (signal) =>
         engine.createNetwork({
           Name: name,
           CheckDuplicate: true,
           Labels: { ...settings.labels },
           ...(settings.driver !== undefined && { Driver: settings.driver }),
           ...(settings.internal && { Internal: true }),
-        }),
+          abortSignal: signal,
+        } as Docker.NetworkCreateOptions),
       options,
     );
     return true;
@@ -508,12 +513,13 @@ export class DockerRuntime implements Runtime {
     }
     await this.call(
       `creating volume ${name}`,
-      () =>
+      (signal) =>
         engine.createVolume({
           Name: name,
           Labels: { ...settings.labels },
           ...(settings.driver !== undefined && { Driver: settings.driver }),
-        }),
+          abortSignal: signal,
+        } as Docker.VolumeCreateOptions),
       options,
     );
     return true;
@@ -524,10 +530,14 @@ export class DockerRuntime implements Runtime {
     checkLabel(label, value);
     const networks = await this.call(
       `listing networks labelled ${label}=${value}`,
-      async () => (await this.client()).listNetworks({ filters: { label: [`${label}=${value}`] } }),
+      async (signal) =>
+        (await this.client()).listNetworks({
+          filters: { label: [`${label}=${value}`] },
+          abortSignal: signal,
+        } as Docker.NetworkListOptions),
       options,
     );
-    return networks.map((network) => ({ name: network.Name, labels: network.Labels ?? {} }));
+    return networks.map((network) => ({ id: network.Id, name: network.Name, labels: network.Labels ?? {} }));
   }
 
   /** Volumes carrying the label `label=value`. */
@@ -535,28 +545,56 @@ export class DockerRuntime implements Runtime {
     checkLabel(label, value);
     const answer = await this.call(
       `listing volumes labelled ${label}=${value}`,
-      async () => (await this.client()).listVolumes({ filters: { label: [`${label}=${value}`] } }),
+      async (signal) =>
+        (await this.client()).listVolumes({
+          filters: { label: [`${label}=${value}`] },
+          abortSignal: signal,
+        } as Docker.VolumeListOptions),
       options,
     );
-    return (answer.Volumes ?? []).map((volume) => ({ name: volume.Name, labels: volume.Labels ?? {} }));
+    return (answer.Volumes ?? []).map((volume) => ({
+      id: volume.Name,
+      name: volume.Name,
+      labels: volume.Labels ?? {},
+    }));
   }
 
-  /** Removes a network (gone already is fine). */
-  async removeNetwork(name: string, options: CallOptions = {}): Promise<void> {
-    if (!networkNamePattern.test(name)) throw new InputError(`'${name.slice(0, 200)}' is not a network name`);
+  /**
+   * Removes a network by name or id (gone already is fine); returns whether it was removed.
+   * `leaveInUse`: one a container still uses is left (false) rather than an error.
+   */
+  async removeNetwork(nameOrId: string, options: CallOptions & { leaveInUse?: boolean } = {}): Promise<boolean> {
+    if (!networkNamePattern.test(nameOrId)) throw new InputError(`'${nameOrId.slice(0, 200)}' is not a network name`);
     const engine = await this.client();
-    await this.call(`removing network ${name}`, () => engine.getNetwork(name).remove(), options).catch((error) => {
-      if (!(error instanceof DockerError && error.statusCode === 404)) throw error;
-    });
+    // The engine answers 403 for a network with active endpoints.
+    return this.removeResource(`network ${nameOrId}`, () => engine.getNetwork(nameOrId).remove(), options, 403);
   }
 
-  /** Removes a volume and its data (gone already is fine). */
-  async removeVolume(name: string, options: CallOptions = {}): Promise<void> {
+  /**
+   * Removes a volume and its data (gone already is fine); returns whether it was removed.
+   * `leaveInUse`: one a container still mounts is left (false) rather than an error.
+   */
+  async removeVolume(name: string, options: CallOptions & { leaveInUse?: boolean } = {}): Promise<boolean> {
     if (!volumeNamePattern.test(name)) throw new InputError(`'${name.slice(0, 200)}' is not a volume name`);
     const engine = await this.client();
-    await this.call(`removing volume ${name}`, () => engine.getVolume(name).remove(), options).catch((error) => {
-      if (!(error instanceof DockerError && error.statusCode === 404)) throw error;
-    });
+    // The engine answers 409 for a volume a container mounts.
+    return this.removeResource(`volume ${name}`, () => engine.getVolume(name).remove(), options, 409);
+  }
+
+  private async removeResource(
+    what: string,
+    remove: () => Promise<unknown>,
+    options: CallOptions & { leaveInUse?: boolean },
+    inUseStatus: number,
+  ): Promise<boolean> {
+    try {
+      await this.call(`removing ${what}`, remove, options);
+      return true;
+    } catch (error) {
+      if (!(error instanceof DockerError)) throw error;
+      if (error.statusCode === 404 || (options.leaveInUse && error.statusCode === inUseStatus)) return false;
+      throw error;
+    }
   }
 
   /** The engine's answer for a network or volume; undefined when there is none of that name. */
@@ -634,48 +672,6 @@ export class DockerRuntime implements Runtime {
   }
 
   /**
-   * Creates a bridge network carrying `labels` (an isolated test group's own network: its
-   * containers reach each other by name, and nothing else joins it). Fails when one of that
-   * name exists.
-   */
-  async createNetwork(
-    name: string,
-    labels: Readonly<Record<string, string>>,
-    options: CallOptions = {},
-  ): Promise<void> {
-    if (!networkNamePattern.test(name)) throw new InputError(`'${name.slice(0, 200)}' is not a network name`);
-    for (const [key, value] of Object.entries(labels)) checkLabel(key, value);
-    await this.call(
-      `creating network ${name}`,
-      async (signal) =>
-        (await this.client()).createNetwork({
-          Name: name,
-          Driver: "bridge",
-          CheckDuplicate: true,
-          Labels: { ...labels },
-          abortSignal: signal,
-        } as Docker.NetworkCreateOptions),
-      options,
-    );
-  }
-
-  /** Creates a named volume carrying `labels`, so clean-up finds it by label and not by its name. */
-  async createVolume(name: string, labels: Readonly<Record<string, string>>, options: CallOptions = {}): Promise<void> {
-    if (!volumeNamePattern.test(name)) throw new InputError(`'${name.slice(0, 200)}' is not a volume name`);
-    for (const [key, value] of Object.entries(labels)) checkLabel(key, value);
-    await this.call(
-      `creating volume ${name}`,
-      async (signal) =>
-        (await this.client()).createVolume({
-          Name: name,
-          Labels: { ...labels },
-          abortSignal: signal,
-        } as Docker.VolumeCreateOptions),
-      options,
-    );
-  }
-
-  /**
    * Waits until a container stops (at most `timeoutMs`), then says how it ended: its exit
    * code and whether the kernel killed it for its memory limit. Undefined: still running at
    * the deadline.
@@ -717,35 +713,13 @@ export class DockerRuntime implements Runtime {
    * named): the containers are removed first by whoever calls this. Returns what was removed.
    */
   async removeResourcesByLabel(label: string, value: string, options: CallOptions = {}): Promise<string[]> {
-    checkLabel(label, value);
-    const engine = await this.client();
-    const filter = { label: [`${label}=${value}`] };
     const removed: string[] = [];
-    const networks = await this.call(
-      `listing networks labelled ${label}=${value}`,
-      (signal) => engine.listNetworks({ filters: filter, abortSignal: signal } as Docker.NetworkListOptions),
-      options,
-    );
-    for (const network of networks) {
-      try {
-        await this.call(`removing network ${network.Name}`, () => engine.getNetwork(network.Id).remove(), options);
-        removed.push(`network ${network.Name}`);
-      } catch (error) {
-        if (!(error instanceof DockerError && (error.statusCode === 404 || error.statusCode === 403))) throw error;
-      }
+    for (const network of await this.listNetworksByLabel(label, value, options)) {
+      if (await this.removeNetwork(network.id, { ...options, leaveInUse: true }))
+        removed.push(`network ${network.name}`);
     }
-    const volumes = await this.call(
-      `listing volumes labelled ${label}=${value}`,
-      (signal) => engine.listVolumes({ filters: filter, abortSignal: signal } as Docker.VolumeListOptions),
-      options,
-    );
-    for (const volume of volumes.Volumes ?? []) {
-      try {
-        await this.call(`removing volume ${volume.Name}`, () => engine.getVolume(volume.Name).remove(), options);
-        removed.push(`volume ${volume.Name}`);
-      } catch (error) {
-        if (!(error instanceof DockerError && (error.statusCode === 404 || error.statusCode === 409))) throw error;
-      }
+    for (const volume of await this.listVolumesByLabel(label, value, options)) {
+      if (await this.removeVolume(volume.name, { ...options, leaveInUse: true })) removed.push(`volume ${volume.name}`);
     }
     return removed;
   }

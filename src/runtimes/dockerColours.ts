@@ -22,6 +22,14 @@ export function dockerColours(docker: DockerRuntime): ColourRuntime {
       const started = await docker.startContainer(colour.id, { signal });
       return startedColour(started.id, started.name, colour.labels, started.ports);
     },
+    async clone(source, name, labels, signal) {
+      const started = await docker.cloneContainer(source.id, name, labels, { signal });
+      return startedColour(started.id, started.name, { ...source.labels, ...labels }, started.ports);
+    },
+    async restart(id, { stopTimeoutSeconds, signal }) {
+      await docker.stopContainer(id, { stopTimeoutSeconds, signal });
+      await docker.startContainer(id, { signal });
+    },
     waitUntilSettled: (id, settleMs, signal) => waitUntilSettled(docker, id, settleMs, signal),
     stop: (id, options) => docker.stopContainer(id, options),
     remove: (id, options) => docker.stopAndRemove(id, options),

@@ -110,6 +110,29 @@ describe("the process runtime (real supervisors, signals and ports)", () => {
     ]);
   });
 
+  it("clones a running instance: the same command, env and limits, a copy of its files as they are, a port and pid of its own", async () => {
+    const source = await runtime.inspect(`web-${suffix}`);
+    const clone = await runtime.clone(`web-${suffix}`, `web-${suffix}-copy`, { "ferry.restart": "task-1" });
+    try {
+      const port = clone.port ?? 0;
+      expect(port).toBeGreaterThan(0);
+      expect(port).not.toBe(source?.port);
+      // The instance's own copy ("first"), not the source directory as it is now ("second").
+      expect(await eventually(() => get(port))).toBe("version 1.0.0 first\n");
+      const who = JSON.parse(await get(port, "/whoami")) as { uid: number; pid: number; cwd: string };
+      expect(who.pid).not.toBe(source?.pid);
+      expect(who.cwd).toBe(join(directory, "instances", `web-${suffix}-copy`, "app"));
+      if (nobody) expect(who.uid).toBe(nobody.uid);
+      expect((await runtime.inspect(`web-${suffix}-copy`))?.labels).toEqual({ ...labels, "ferry.restart": "task-1" });
+      // The source serves on, untouched.
+      expect(await get(source?.port ?? 0)).toBe("version 1.0.0 first\n");
+    } finally {
+      await runtime.stopAndRemove(`web-${suffix}-copy`, { stopTimeoutSeconds: 2 });
+    }
+    await expect(runtime.clone(`missing-${suffix}`, `x-${suffix}`, {})).rejects.toThrow(/no process instance named/);
+    await expect(runtime.clone(`web-${suffix}`, `web-${suffix}`, {})).rejects.toThrow(/exists/);
+  });
+
   it("keeps serving when the runtime object is gone and when its supervisor is killed; a new runtime on the same directory finds it", async () => {
     const port = (await runtime.inspect(`web-${suffix}`))?.port ?? 0;
     // As after a server restart: nothing but the files.

@@ -128,6 +128,18 @@ export interface ProcessRuntimeOptions {
 export interface Processes extends Runtime {
   readonly kind: "process";
   createAndStart(spec: ProcessInstanceSpec, options?: CallOptions): Promise<StartedProcess>;
+  /**
+   * Creates and starts `name` running what `nameOrId` runs (command, arguments, env, limits,
+   * restart policy, a copy of its files), with its labels and `labels` over them, on a free
+   * port when the source's was chosen for it: a fresh instance of the same release. The env
+   * values never leave the host.
+   */
+  clone(
+    nameOrId: string,
+    name: string,
+    labels: Readonly<Record<string, string>>,
+    options?: CallOptions,
+  ): Promise<StartedProcess>;
   start(nameOrId: string, options?: CallOptions): Promise<StartedProcess>;
   stop(nameOrId: string, options?: CallOptions & { stopTimeoutSeconds?: number }): Promise<void>;
   stopAndRemove(nameOrId: string, options?: CallOptions & { stopTimeoutSeconds?: number }): Promise<boolean>;
@@ -206,6 +218,44 @@ export class ProcessRuntime implements Processes {
         throw error;
       }
     });
+  }
+
+  /**
+   * A fresh instance running what an existing one runs (see Processes.clone). Its files are
+   * a copy of the source instance's own directory as it is now (the directory it was copied
+   * from may be gone: a package unpacked for a task that ended); an instance working in a
+   * directory of the host's (workingDirectory) works in that same one.
+   */
+  async clone(
+    nameOrId: string,
+    name: string,
+    labels: Readonly<Record<string, string>>,
+    options: CallOptions = {},
+  ): Promise<StartedProcess> {
+    checkName(nameOrId);
+    const directory = join(this.root, nameOrId);
+    const source = await readSpec(directory);
+    if (!source) throw new NotFoundError(`no process instance named ${nameOrId}`);
+    if (!source.portChosen && source.port !== null) {
+      throw new ConflictError(
+        `process ${nameOrId} listens on port ${source.port}, given to it: a copy beside it cannot listen there too`,
+      );
+    }
+    const ownFiles = source.workingDirectory === join(directory, APP_DIRECTORY);
+    return this.createAndStart(
+      {
+        name,
+        command: source.command,
+        args: source.args,
+        env: source.env,
+        ...(ownFiles ? { copyFrom: source.workingDirectory } : { workingDirectory: source.workingDirectory }),
+        labels: { ...source.labels, ...labels },
+        restartPolicy: source.restartPolicy,
+        port: source.portChosen ? "auto" : undefined,
+        limits: source.limits,
+      },
+      options,
+    );
   }
 
   /**

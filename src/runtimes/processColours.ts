@@ -17,6 +17,14 @@ export function processColours(processes: Processes): ColourRuntime {
       const started = await processes.start(colour.id, { signal });
       return startedProcessColour(started.name, started.port);
     },
+    async clone(source, name, labels, signal) {
+      const started = await processes.clone(source.id, name, labels, { signal });
+      return startedProcessColour(started.name, started.port);
+    },
+    async restart(id, { stopTimeoutSeconds, signal }) {
+      await processes.stop(id, { stopTimeoutSeconds, signal });
+      await processes.start(id, { signal });
+    },
     waitUntilSettled: (id, settleMs, signal) => waitUntilSettled(processes, id, settleMs, signal),
     stop: (id, options) => processes.stop(id, options),
     remove: (id, options) => processes.stopAndRemove(id, options),

@@ -70,6 +70,31 @@ describe("the process runtime's host side", () => {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     expect(tail).toEqual({ ok: true, value: ["up 12"] });
+    // A clone is made on the host from the instance's files: its env reaches the copy, not the answer.
+    const cloned = await ask({
+      operation: "clone",
+      name: "host-side-app",
+      as: "host-side-copy",
+      labels: { "test.copy": "yes" },
+    });
+    expect(cloned).toMatchObject({ ok: true, value: { name: "host-side-copy", port: expect.any(Number) } });
+    expect(JSON.stringify(cloned)).not.toContain("secret-value");
+    let copyTail: unknown;
+    for (let tries = 0; tries < 100; tries++) {
+      copyTail = await ask({ operation: "logTail", name: "host-side-copy", lines: 5 });
+      if (JSON.stringify(copyTail).includes("up 12")) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(copyTail).toEqual({ ok: true, value: ["up 12"] });
+    expect(await ask({ operation: "inspect", name: "host-side-copy" })).toMatchObject({
+      ok: true,
+      value: { running: true, labels: { "test.owner": "process-host", "test.copy": "yes" } },
+    });
+    expect(await ask({ operation: "clone", name: "missing", as: "other", labels: {} })).toMatchObject({
+      ok: false,
+      kind: "notFound",
+    });
+    await ask({ operation: "stopAndRemove", name: "host-side-copy", stopTimeoutSeconds: 1 });
     expect(await ask({ operation: "stopAndRemove", name: "host-side-app", stopTimeoutSeconds: 1 })).toEqual({
       ok: true,
       value: true,

@@ -33,6 +33,12 @@ const stopTimeout = z.number().int().min(0).max(3600).optional();
 
 const processHostRequestSchema = z.discriminatedUnion("operation", [
   z.strictObject({ operation: z.literal("createAndStart"), spec: specSchema }),
+  z.strictObject({
+    operation: z.literal("clone"),
+    name: z.string(),
+    as: z.string(),
+    labels: z.record(z.string(), z.string()),
+  }),
   z.strictObject({ operation: z.literal("start"), name: z.string() }),
   z.strictObject({ operation: z.literal("stop"), name: z.string(), stopTimeoutSeconds: stopTimeout }),
   z.strictObject({ operation: z.literal("stopAndRemove"), name: z.string(), stopTimeoutSeconds: stopTimeout }),
@@ -103,6 +109,8 @@ function perform(runtime: ProcessRuntime, request: ProcessHostRequest): Promise<
         }),
       });
     }
+    case "clone":
+      return runtime.clone(request.name, request.as, request.labels);
     case "start":
       return runtime.start(request.name);
     case "stop":

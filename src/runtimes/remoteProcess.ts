@@ -69,6 +69,22 @@ export class RemoteProcessRuntime implements Processes {
     return this.#exclusive(name, () => this.#call<StartedProcess>(request, CREATE_TIMEOUT_MS, options.signal));
   }
 
+  /** Copied on the host, from the instance's files there: its env values never come back over the connection. */
+  clone(
+    nameOrId: string,
+    name: string,
+    labels: Readonly<Record<string, string>>,
+    options: CallOptions = {},
+  ): Promise<StartedProcess> {
+    return this.#exclusive(name, () =>
+      this.#call<StartedProcess>(
+        { operation: "clone", name: nameOrId, as: name, labels: { ...labels } },
+        CREATE_TIMEOUT_MS,
+        options.signal,
+      ),
+    );
+  }
+
   start(nameOrId: string, options: CallOptions = {}): Promise<StartedProcess> {
     return this.#exclusive(nameOrId, () =>
       this.#call<StartedProcess>({ operation: "start", name: nameOrId }, OPERATION_TIMEOUT_MS, options.signal),

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { TaskFailure } from "../engine/types.js";
-import { ENV_NAME_HINT } from "../runtimes/docker.js";
+import { dockerColours } from "../runtimes/dockerColours.js";
+import { containerEnvSchema, timeoutSecondsSchema } from "./configFields.js";
 import { findService, serviceShape } from "./operations/liveService.js";
 import type { StepKind } from "./types.js";
 
@@ -8,20 +9,13 @@ const execConfigSchema = z.strictObject({
   /** The program and its arguments (argv, never a shell line); each a template. */
   command: z.array(z.string().max(8192)).min(1, "give the program and its arguments, e.g. [rake, db:migrate]").max(100),
   /** Environment variables for the command; each value a template (a sensitive variable stays out of every log). */
-  env: z
-    .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,254}$/, { message: ENV_NAME_HINT }), z.string().max(65_536))
-    .default({}),
+  env: containerEnvSchema,
   /** The user to run as inside the container ("1000", "app"); absent: the container's own. */
   user: z.string().min(1).max(256).optional(),
   /** Absolute working directory inside the container; absent: the container's own. */
   workingDirectory: z.string().startsWith("/", "use an absolute directory inside the container").max(4096).optional(),
   ...serviceShape,
-  timeoutSeconds: z
-    .number()
-    .int()
-    .min(1)
-    .max(24 * 3600)
-    .default(600),
+  timeoutSeconds: timeoutSecondsSchema(600),
 });
 type ExecConfig = z.infer<typeof execConfigSchema>;
 
@@ -45,8 +39,10 @@ export const execStep: StepKind<ExecConfig> = {
     const env: Record<string, string> = {};
     for (const [name, template] of Object.entries(config.env)) env[name] = context.render(template);
     const docker = context.target.runtime("docker");
-    const { container, routed } = await findService(context, config, docker);
-    if (!container.running) throw new TaskFailure(`container ${container.name} is not running (${container.status})`);
+    // Only a container has an inside to run a command in.
+    const { instance: container, routed } = await findService(context, config, [dockerColours(docker)]);
+    if (container.state !== "running")
+      throw new TaskFailure(`container ${container.name} is not running (${container.state})`);
     context.log.info(
       `running ${command[0]} (${command.length - 1} argument(s)) in container ${container.name}${
         routed ? `, the live colour of route ${routed.route.name}` : ""

@@ -132,6 +132,7 @@ type PackageConfig = z.infer<typeof packageConfigSchema>;
 export const packageStep: StepKind<PackageConfig> = {
   kind: "package",
   config: packageConfigSchema,
+  unpackedPackage: (config) => config.package,
   plan: (config) => [
     { description: `unpack the release's version of package ${config.package} (sha256 checked on the target)` },
   ],

@@ -66,7 +66,11 @@ export function stepKind(kind: string): StepKind | undefined {
  * Validates each step's `config` with its kind's schema, returning the steps with their
  * configs parsed (defaults applied). Problems point into the process ("/steps/2/config/script").
  */
-export function validateSteps(steps: readonly Step[], pointerBase = "/steps"): Step[] {
+export function validateSteps(
+  steps: readonly Step[],
+  pointerBase = "/steps",
+  options: { filesBesideFerryYml?: boolean } = {},
+): Step[] {
   const issues: FieldIssue[] = [];
   const parsed = steps.map((step, index) => {
     const kind = byKind.get(step.kind);
@@ -84,8 +88,103 @@ export function validateSteps(steps: readonly Step[], pointerBase = "/steps"): S
       }
       return step;
     }
+    issues.push(...fileIssues(step, kind, result.data, `${pointerBase}/${index}`, options));
     return { ...step, config: result.data as Record<string, unknown> };
   });
   if (issues.length > 0) throw new InputError("the process has invalid steps; fix the fields listed", issues);
   return parsed;
+}
+
+/**
+ * The problems of a step's template files (ADR 0051) given its kind: only kinds that deploy
+ * files take them; a package's file only on the step that unpacks that package; through the
+ * API a file beside ferry.yml must come with its content (`ferry apply` reads it).
+ */
+function fileIssues(
+  step: Step,
+  kind: StepKind,
+  config: unknown,
+  stepPointer: string,
+  options: { filesBesideFerryYml?: boolean },
+): FieldIssue[] {
+  const files = step.files ?? [];
+  const input = kind.inputFile?.(config);
+  if (files.length === 0 && input === undefined) return [];
+  const pointer = `${stepPointer}/files`;
+  const unpacked = kind.unpackedPackage?.(config);
+  if (!kind.deploysFiles && unpacked === undefined) {
+    const kinds = stepKinds.filter((other) => other.deploysFiles || other.unpackedPackage).map((other) => other.kind);
+    return [
+      {
+        pointer,
+        detail: `a ${kind.kind} step writes no files; put template files on a step of kind ${kinds.join(", ")}`,
+      },
+    ];
+  }
+  const issues: FieldIssue[] = [];
+  if (input !== undefined) issues.push(...inputFileIssues(kind, files, input, stepPointer, options));
+  files.forEach((file, index) => {
+    if (file.file === input) return;
+    if (file.package !== undefined && file.package !== unpacked) {
+      issues.push({
+        pointer: `${pointer}/${index}/package`,
+        detail: `${file.file} is in package ${file.package}: put it on the package step that unpacks ${file.package}${unpacked ? ` (this one unpacks ${unpacked})` : ""}`,
+      });
+    }
+    if (file.package === undefined && file.content === undefined && !options.filesBesideFerryYml) {
+      issues.push({
+        pointer: `${pointer}/${index}/content`,
+        detail: `give ${file.file}'s template text as content (ferry apply reads it from beside ferry.yml), or name the package it is in`,
+      });
+    }
+    if (file.path === undefined && file.package === undefined && unpacked === undefined) {
+      issues.push({
+        pointer: `${pointer}/${index}/path`,
+        detail: `say where ${file.file} goes on the target (an absolute path, e.g. /srv/app/${file.file.split("/").pop()})`,
+      });
+    }
+  });
+  return issues;
+}
+
+/**
+ * The problems of the file a step's config takes as its input (the compose step's
+ * `composeFile`): one of the step's files, captured from beside ferry.yml, read as it is
+ * (the kind renders it), and valid for the kind once its text is there.
+ */
+function inputFileIssues(
+  kind: StepKind,
+  files: readonly NonNullable<Step["files"]>[number][],
+  input: string,
+  stepPointer: string,
+  options: { filesBesideFerryYml?: boolean },
+): FieldIssue[] {
+  const index = files.findIndex((file) => file.file === input);
+  const file = files[index];
+  if (!file) {
+    return [
+      {
+        pointer: `${stepPointer}/config`,
+        detail: `the step's files have no ${input}; add { file: ${input} } to its files`,
+      },
+    ];
+  }
+  const pointer = `${stepPointer}/files/${index}`;
+  if (file.package !== undefined || Object.keys(file.replace).length > 0 || file.path !== undefined) {
+    return [
+      {
+        pointer,
+        detail: `${input} is the step's own input: give it from beside ferry.yml, without package, path or replace (#{…} in its values are rendered by the step)`,
+      },
+    ];
+  }
+  if (file.content === undefined) {
+    return options.filesBesideFerryYml
+      ? []
+      : [{ pointer: `${pointer}/content`, detail: `give ${input}'s text as content (ferry apply reads it)` }];
+  }
+  return (kind.checkInputFile?.(file.content) ?? []).map((issue) => ({
+    pointer: `${pointer}/content${issue.pointer}`,
+    detail: issue.detail,
+  }));
 }

@@ -1,8 +1,6 @@
 import { z } from "zod";
 import { TaskFailure } from "../engine/types.js";
-import { HEALTH_PATH_LABEL } from "../runtimes/colours.js";
-import type { DockerRuntime } from "../runtimes/docker.js";
-import { dockerColours, startedColour, waitUntilSettled } from "../runtimes/dockerColours.js";
+import { coloursOf, HEALTH_PATH_LABEL } from "../runtimes/colours.js";
 import { blueGreenOptionsSchema } from "./blueGreen/config.js";
 import { runBlueGreen } from "./blueGreen/strategy.js";
 import { findService, type Service, serviceShape } from "./operations/liveService.js";
@@ -25,11 +23,13 @@ const restartConfigSchema = z.strictObject({
 type RestartConfig = z.infer<typeof restartConfigSchema>;
 
 /**
- * Restarts the project's service in the environment on each target. A routed service goes
+ * Restarts the project's service in the environment on each target, on whichever runtime of
+ * the target runs it (a container, or a supervised process: ADR 0052). A routed service goes
  * through the blue/green path: a fresh colour of the live release (a clone of the live
- * container: same image by id, env, mounts, limits), health-checked, switched into traffic,
- * the old one drained and removed — so no request is dropped. A service that is not routed
- * (a recreate deployment's container) is stopped and started again: a short gap.
+ * colour — a container from the same image by id, env, mounts, limits; a process with the
+ * same command, env, limits and a copy of its files), health-checked, switched into
+ * traffic, the old one drained and removed — so no request is dropped. A service that is
+ * not routed (a recreate deployment's instance) is stopped and started again: a short gap.
  */
 export const restartStep: StepKind<RestartConfig> = {
   kind: "restart",
@@ -39,7 +39,7 @@ export const restartStep: StepKind<RestartConfig> = {
     const which =
       config.container === undefined
         ? `the live colour of route ${config.route ?? "<project>-<environment>"}`
-        : `container ${render(config.container)}`;
+        : render(config.container);
     return [
       {
         description: `restart ${which}: routed, a fresh colour of the live release is checked and switched in (drain ${config.drainSeconds} s); otherwise stop and start it`,
@@ -48,23 +48,22 @@ export const restartStep: StepKind<RestartConfig> = {
   },
 
   async run(context, config) {
-    const docker = context.target.runtime("docker");
-    const service = await findService(context, config, docker);
-    if (service.routed) return restartRouted(context, config, docker, service);
-    return restartInPlace(context, config, docker, service);
+    const service = await findService(context, config, context.target.runtimes().map(coloursOf));
+    if (service.routed) return restartRouted(context, config, service);
+    return restartInPlace(context, config, service);
   },
 };
 
-async function restartRouted(context: StepRunContext, config: RestartConfig, docker: DockerRuntime, service: Service) {
-  const { container } = service;
+async function restartRouted(context: StepRunContext, config: RestartConfig, service: Service) {
+  const { instance: live, runtime } = service;
   const routed = service.routed;
   if (!routed) throw new Error("restartRouted needs a routed service");
-  const release = container.labels["ferry.release"];
+  const release = live.labels["ferry.release"];
   if (release === undefined) {
-    throw new TaskFailure(`the live colour ${container.name} carries no ferry.release label: deploy a release first`);
+    throw new TaskFailure(`the live colour ${live.name} carries no ferry.release label: deploy a release first`);
   }
   context.log.info(
-    `restarting route ${routed.route.name}: a fresh colour of release ${release} beside ${container.name}, switched in once healthy`,
+    `restarting route ${routed.route.name}: a fresh colour of release ${release} beside ${runtime.noun} ${live.name}, switched in once healthy`,
   );
   // The fresh colour belongs to the live release (a later deployment retires it like any of
   // that release's colours) and to this task (a crash of it before the switch removes it).
@@ -74,7 +73,7 @@ async function restartRouted(context: StepRunContext, config: RestartConfig, doc
     labels: { ...context.labels, "ferry.release": release },
   };
   const options = blueGreenOptionsSchema.parse({
-    healthCheck: config.healthCheck ?? { path: container.labels[HEALTH_PATH_LABEL] ?? "/" },
+    healthCheck: config.healthCheck ?? { path: live.labels[HEALTH_PATH_LABEL] ?? "/" },
     drainSeconds: config.drainSeconds,
     // One more than usual: the replaced colour, retained by the strategy, is removed below.
     retain: DEFAULT_RETAIN + 1,
@@ -87,38 +86,42 @@ async function restartRouted(context: StepRunContext, config: RestartConfig, doc
       settleSeconds: config.settleSeconds,
       stopTimeoutSeconds: config.stopTimeoutSeconds,
     },
-    dockerColours(docker),
+    runtime,
     {
       // Unique to this restart: never a retained colour reused in place of a fresh start.
       runs: { label: "ferry.restart", value: context.taskId },
       reuseSpares: "",
-      async start(name, labels) {
-        context.log.info(`starting colour ${name} as a copy of ${container.name} (same image, env, mounts, limits)`);
-        const started = await docker.cloneContainer(container.id, name, labels, { signal: context.signal });
-        return startedColour(started.id, started.name, { ...container.labels, ...labels }, started.ports);
+      start(name, labels) {
+        context.log.info(`starting colour ${name} as a copy of ${runtime.noun} ${live.name} (the same release)`);
+        return runtime.clone(live, name, labels, context.signal);
       },
     },
     routed.router,
   );
   // The replaced colour ran the very release now live again: a rollback to it would change nothing.
-  const replaced = await docker.inspectContainer(container.id, { signal: context.signal });
+  const replaced = await runtime.find(live.name, context.signal);
   if (replaced && replaced.name !== result.outputs.colour && replaced.labels["ferry.release"] === release) {
-    await docker.stopAndRemove(replaced.id, { stopTimeoutSeconds: config.stopTimeoutSeconds, signal: context.signal });
+    await runtime.remove(replaced.id, { stopTimeoutSeconds: config.stopTimeoutSeconds, signal: context.signal });
     context.log.info(`removed the replaced colour ${replaced.name} (the same release as the fresh one)`);
   }
-  return { outputs: { ...result.outputs, restartedColour: container.name } };
+  return { outputs: { ...result.outputs, restartedColour: live.name } };
 }
 
-async function restartInPlace(context: StepRunContext, config: RestartConfig, docker: DockerRuntime, service: Service) {
-  const { container } = service;
+async function restartInPlace(context: StepRunContext, config: RestartConfig, service: Service) {
+  const { instance, runtime } = service;
   const { signal } = context;
+  const what = `${runtime.noun} ${instance.name}`;
   context.log.warn(
-    `container ${container.name} is not behind a route: stopping and starting it (requests during the restart fail; deploy it blue/green for restarts without a gap)`,
+    `${what} is not behind a route: stopping and starting it (requests during the restart fail; deploy it blue/green for restarts without a gap)`,
   );
-  await docker.stopContainer(container.id, { stopTimeoutSeconds: config.stopTimeoutSeconds, signal });
-  const started = await docker.startContainer(container.id, { signal });
-  const settled = await waitUntilSettled(docker, started.id, config.settleSeconds * 1000, signal);
-  if (settled.failure !== undefined) throw new TaskFailure(`container ${container.name} ${settled.failure}`);
-  context.log.info(`container ${container.name} restarted and running`);
-  return { outputs: { container: container.name } };
+  await runtime.restart(instance.id, { stopTimeoutSeconds: config.stopTimeoutSeconds, signal });
+  const settled = await runtime.waitUntilSettled(instance.id, config.settleSeconds * 1000, signal);
+  if (settled.failure !== undefined) {
+    const lines = await runtime.logTail(instance.name, 20, signal).catch(() => [] as string[]);
+    if (lines.length > 0) context.log.warn(`last ${lines.length} log lines of ${what}:`);
+    for (const line of lines) context.log.warn(`  ${line}`);
+    throw new TaskFailure(`${what} ${settled.failure}`);
+  }
+  context.log.info(`${what} restarted and running`);
+  return { outputs: { [runtime.noun]: instance.name } };
 }

@@ -1,8 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { z } from "zod";
 import { TaskFailure } from "../engine/types.js";
-import { ENV_NAME_HINT } from "../runtimes/docker.js";
 import { formatImageReference, parseImageReference } from "../runtimes/imageReference.js";
+import { containerEnvSchema, timeoutSecondsSchema } from "./configFields.js";
 import { pullImage } from "./container/shared.js";
 import { DEFAULT_LIMITS } from "./isolated/config.js";
 import type { StepKind } from "./types.js";
@@ -15,16 +15,9 @@ const runContainerConfigSchema = z.strictObject({
   image: z.string().min(1).max(1024),
   /** Replaces the image's command (an argument array; no shell unless it names one). Each item is a template. */
   command: z.array(z.string().max(65_536)).min(1).max(200).optional(),
-  env: z
-    .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,254}$/, { message: ENV_NAME_HINT }), z.string().max(65_536))
-    .default({}),
+  env: containerEnvSchema,
   /** The container must have ended by then, or it is killed and the step fails. */
-  timeoutSeconds: z
-    .number()
-    .int()
-    .min(1)
-    .max(24 * 3600)
-    .default(600),
+  timeoutSeconds: timeoutSecondsSchema(600),
   /** Limits; inside an isolated group they default to the group's (and may be lower, not higher). */
   cpus: z.number().positive().max(64).optional(),
   memoryMb: z

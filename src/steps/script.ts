@@ -2,6 +2,7 @@ import { posix } from "node:path";
 import { z } from "zod";
 import { type ArtifactMessage, baseName, parseArtifactMessage } from "../domain/artifacts.js";
 import { TaskFailure } from "../engine/types.js";
+import { timeoutSecondsSchema } from "./configFields.js";
 import type { StepKind, StepRunContext } from "./types.js";
 
 const scriptConfigSchema = z.strictObject({
@@ -20,12 +21,7 @@ const scriptConfigSchema = z.strictObject({
   env: z
     .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, { message: "use letters, digits and '_'" }), z.string())
     .default({}),
-  timeoutSeconds: z
-    .number()
-    .int()
-    .min(1)
-    .max(24 * 3600)
-    .default(600),
+  timeoutSeconds: timeoutSecondsSchema(600),
 });
 type ScriptConfig = z.infer<typeof scriptConfigSchema>;
 
@@ -76,6 +72,7 @@ async function attachAnnounced(
 export const scriptStep: StepKind<ScriptConfig> = {
   kind: "script",
   config: scriptConfigSchema,
+  deploysFiles: true,
 
   plan(config, render) {
     return [

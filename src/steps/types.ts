@@ -76,6 +76,8 @@ export interface StepRunContext {
    * each nested step's outputs for the ones after it. Resolves with the first required
    * step's failure (later steps run only by their condition), rejects on cancel.
    */
+  /** The template text of the step's input file (StepKind.inputFile), when its config names one. */
+  readonly inputFile?: string;
   readonly runNestedSteps?: (steps: readonly Step[], nested: NestedRun) => Promise<{ failed: string | undefined }>;
 }
 
@@ -129,4 +131,21 @@ export interface StepKind<C = unknown> {
    * the step's checkpoints (context.allAtOnce); absent or false: one target after another.
    */
   together?(config: C): boolean;
+  /**
+   * The kind deploys files, so a step of it may carry `files:` (ADR 0051): they are rendered
+   * for the target and written before the step runs.
+   */
+  readonly deploysFiles?: boolean;
+  /**
+   * The one of the step's `files:` this config takes as its own input (the compose step's
+   * `composeFile`): handed to the kind as context.inputFile instead of written to the target.
+   */
+  inputFile?(config: C): string | undefined;
+  /** Checks that input file's captured text when the process is saved; pointers are into the file. */
+  checkInputFile?(text: string): { pointer: string; detail: string }[];
+  /**
+   * The package this config unpacks: the step's `files:` are then rendered after it ran, in
+   * (or relative to) the unpacked directory its `directory` output names.
+   */
+  unpackedPackage?(config: C): string;
 }

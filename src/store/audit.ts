@@ -206,7 +206,8 @@ function toRow(entry: ChainedAuditEntry): AuditEventRow {
   };
 }
 
-function toEntry(row: AuditEventRow): ChainedAuditEntry {
+/** A stored entry's chained content (what its hash covers), as verification and a key rotation read it. */
+export function auditEntryContent(row: AuditEventRow): AuditEntryContent {
   return {
     seq: Number(row.seq),
     id: row.id,
@@ -220,9 +221,11 @@ function toEntry(row: AuditEventRow): ChainedAuditEntry {
     resourceName: row.resource_name,
     diff: row.diff,
     keyId: row.key_id,
-    prevHash: row.prev_hash,
-    hash: row.hash,
   };
+}
+
+function toEntry(row: AuditEventRow): ChainedAuditEntry {
+  return { ...auditEntryContent(row), prevHash: row.prev_hash, hash: row.hash };
 }
 
 function toAuditEvent(row: AuditEventRow): AuditEvent {

@@ -1,9 +1,11 @@
-import { type AuditEntryContent, chainHash, GENESIS_HASH } from "../domain/audit.js";
+import { chainHash, GENESIS_HASH } from "../domain/audit.js";
 import { ConflictError } from "../domain/errors.js";
 import { sealedVariableContext } from "../domain/releases.js";
 import { type SecretBox, sealedKeyId } from "../security/secretBox.js";
+import { auditEntryContent } from "./audit.js";
 import type { Executor, StoreContext } from "./common.js";
 import type { AuditEventRow, Database } from "./schema.js";
+import { projectOwner, setOwner } from "./scopedVariables.js";
 
 /*
  * Master key rotation's database half (ADR 0046): every value sealed under a key other than
@@ -25,13 +27,8 @@ interface SealedColumn {
 }
 
 const SEALED_COLUMNS: readonly SealedColumn[] = [
-  { table: "variables", key: "id", column: "value_sealed", context: (id) => `variable:${id}` },
-  {
-    table: "variable_set_variables",
-    key: "id",
-    column: "value_sealed",
-    context: (id) => `variable-set-variable:${id}`,
-  },
+  { table: projectOwner.variables, key: "id", column: "value_sealed", context: projectOwner.valueContext },
+  { table: setOwner.variables, key: "id", column: "value_sealed", context: setOwner.valueContext },
   { table: "feeds", key: "id", column: "password_sealed", context: (id) => `feed:${id}:password` },
   { table: "targets", key: "id", column: "ssh_private_key_sealed", context: (id) => `target:${id}:ssh-private-key` },
   { table: "targets", key: "id", column: "ssh_passphrase_sealed", context: (id) => `target:${id}:ssh-passphrase` },
@@ -232,7 +229,7 @@ async function rechainAudit(trx: Executor, secrets: SecretBox, headHash: string)
       .limit(PAGE_ROWS)
       .execute();
     for (const row of rows) {
-      const entry = contentOf(row);
+      const entry = auditEntryContent(row);
       const refuse = (reason: string) =>
         new ConflictError(
           `the audit log fails verification at entry ${entry.seq} (${entry.id}): ${reason}; the master key was not rotated (a rotation re-signs the log and must not sign an edit): see 'ferry admin verify-audit'`,
@@ -270,23 +267,6 @@ async function rechainAudit(trx: Executor, secrets: SecretBox, headHash: string)
   }
   await trx.updateTable("audit_chain").set({ hash: previousNew }).where("id", "=", 1).execute();
   return changed;
-}
-
-function contentOf(row: AuditEventRow): AuditEntryContent {
-  return {
-    seq: Number(row.seq),
-    id: row.id,
-    at: row.at,
-    actorId: row.actor_id,
-    actorName: row.actor_name,
-    source: row.source,
-    action: row.action,
-    resourceType: row.resource_type,
-    resourceId: row.resource_id,
-    resourceName: row.resource_name,
-    diff: row.diff,
-    keyId: row.key_id,
-  };
 }
 
 /**

@@ -23,6 +23,7 @@ import {
 } from "./common.js";
 import { insertReleasePackages, pinPackages } from "./packages.js";
 import type { ReleaseRow } from "./schema.js";
+import { projectOwner, variablesWithScopes } from "./scopedVariables.js";
 import { snapshotSetVariables } from "./variableSets.js";
 
 export async function getProcess(context: StoreContext, projectReference: string): Promise<Process> {
@@ -162,35 +163,16 @@ export async function snapshotVariables(
    */
   reseal: (valueContext: string, sealed: string, index: number) => string,
 ): Promise<SnapshotVariable[]> {
-  const variables = await trx
-    .selectFrom("variables")
-    .selectAll()
-    .where("project_id", "=", projectId)
-    .orderBy("name")
-    .orderBy("scope_key")
-    .execute();
-  const scopes = variables.length
-    ? await trx
-        .selectFrom("variable_scopes")
-        .selectAll()
-        .where(
-          "variable_id",
-          "in",
-          variables.map((variable) => variable.id),
-        )
-        .execute()
-    : [];
-  const own = variables.map((variable, index): SnapshotVariable => {
-    const own = scopes.filter((scope) => scope.variable_id === variable.id);
-    const of = (kind: string) => own.filter((scope) => scope.kind === kind).map((scope) => scope.value);
-    return {
-      name: variable.name,
-      sensitive: variable.sensitive === 1,
-      value: variable.sensitive === 1 ? null : variable.value,
-      sealed: variable.sensitive === 1 ? reseal(`variable:${variable.id}`, variable.value_sealed ?? "", index) : null,
-      scope: { environments: of("environment"), roles: of("role"), targets: of("target") },
-    };
-  });
+  const variables = await variablesWithScopes(trx, projectOwner, [projectId]);
+  const own = variables.map(
+    ({ row, scope }, index): SnapshotVariable => ({
+      name: row.name,
+      sensitive: row.sensitive === 1,
+      value: row.sensitive === 1 ? null : row.value,
+      sealed: row.sensitive === 1 ? reseal(projectOwner.valueContext(row.id), row.value_sealed ?? "", index) : null,
+      scope,
+    }),
+  );
   // Placed after the project's own: the index is the value's place in the whole list.
   const fromSets = await snapshotSetVariables(trx, projectId, (valueContext, sealed, index) =>
     reseal(valueContext, sealed, own.length + index),

@@ -209,7 +209,7 @@ export interface VariableSetRow extends Timestamps {
 }
 
 /** One value of a set; like VariableRow, sealed bound to "variable-set-variable:<id>". */
-export interface VariableSetVariableRow extends Timestamps {
+interface VariableSetVariableRow extends Timestamps {
   id: string;
   set_id: string;
   name: string;

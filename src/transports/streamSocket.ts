@@ -26,7 +26,10 @@ export class StreamSocket extends Duplex {
     };
     incoming.on("end", end);
     incoming.on("close", end);
-    incoming.on("error", (error: Error) => this.destroy(error));
+    // The other side went away (an agent's host killed mid-tunnel): an error for the consumer
+    // reading it, the stream's end for one that no longer listens (an HTTP client done with
+    // its response), never an uncaught exception.
+    incoming.on("error", (error: Error) => this.destroy(this.listenerCount("error") > 0 ? error : undefined));
     if (outgoing !== (incoming as unknown)) outgoing.on("close", end);
   }
 

@@ -145,14 +145,15 @@ export async function waitFor(condition: () => boolean, what: string, timeoutMs 
 
 /**
  * One request to a Ferry server's HTTP API with `apiKey` as bearer token; `body`, when given,
- * is sent as JSON. It gives up after 5 s, so a stuck server fails with this call, not the test's timeout.
+ * is sent as JSON. It gives up after 30 s, so a stuck server fails with this call, not the test's
+ * timeout (5 s was too short on a CI machine whose two cores run two test files and their servers).
  */
 export function apiRequest(url: string, apiKey: string, method = "GET", body?: unknown): Promise<Response> {
   return fetch(url, {
     method,
     headers: { authorization: `Bearer ${apiKey}`, ...(body !== undefined && { "content-type": "application/json" }) },
     ...(body !== undefined && { body: JSON.stringify(body) }),
-    signal: AbortSignal.timeout(5_000),
+    signal: AbortSignal.timeout(30_000),
   });
 }
 
@@ -182,7 +183,7 @@ interface FerryServerOptions {
 }
 
 /** What one test file creates: temp directories and servers, tracked so that `cleanUp` removes them all. */
-interface TrackedResources {
+export interface TrackedResources {
   /** A new empty directory under the OS's temp directory. */
   makeTemporaryDirectory(): Promise<string>;
   /** Starts `ferry server` on 127.0.0.1 and waits (20 s at most) until it is ready. */
@@ -258,7 +259,8 @@ export function trackedResources(prefix: string): TrackedResources {
     };
     runningServers.add(server);
 
-    const deadline = started + 20_000;
+    // Generous: a loaded CI machine has taken over 20 s to start one (a stuck start still fails here).
+    const deadline = started + 60_000;
     for (;;) {
       if (child.exitCode !== null || child.signalCode !== null) {
         runningServers.delete(server);

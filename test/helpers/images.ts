@@ -182,6 +182,9 @@ function run(command: string, args: readonly string[], input?: Buffer): Promise<
           new Error(`${command} ${args.slice(0, 2).join(" ")} failed (${signal ?? `exit ${code}`}): ${stderr.trim()}`),
         );
     });
+    // A command that exits before reading its input (the engine is down) closes the pipe: the
+    // failure is its exit status above, not an uncaught EPIPE of the write.
+    child.stdin.on("error", () => {});
     child.stdin.end(input);
   });
 }

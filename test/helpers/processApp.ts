@@ -6,9 +6,10 @@ import { join } from "node:path";
  * A directory holding a small Node.js HTTP app, as an unpacked release would be, for
  * process steps to copy (copyFrom). It listens on 127.0.0.1:$PORT with keep-alive:
  * `/` answers "version $APP_VERSION", `/health` "ok", `/slow` "slow $APP_VERSION" after
- * 2 s (a request in flight across a switch). SIGTERM stops it gracefully: it accepts
- * nothing new, lets requests in flight finish and then exits. World-readable, so the
- * account instances run as (nobody when the tests run as root) can copy it.
+ * 2 s (a request in flight across a switch), `/pid` "pid <its process id>" (which process
+ * answered). SIGTERM stops it gracefully: it accepts nothing new, lets requests in flight
+ * finish and then exits. World-readable, so the account instances run as (nobody when the
+ * tests run as root) can copy it.
  */
 export interface ProcessApp {
   directory: string;
@@ -49,6 +50,7 @@ const server = http.createServer((request, response) => {
     response.writeHead(healthy ? 200 : 404, { "content-type": "text/plain" });
     return response.end(healthy ? "ok\\n" : "unhealthy\\n");
   }
+  if (request.url === "/pid") return response.end("pid " + process.pid + "\\n");
   if (request.url === "/slow") return setTimeout(() => response.end("slow " + version + "\\n"), 2000);
   if (request.url === "/") {
     answered += 1;

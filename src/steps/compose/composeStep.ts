@@ -22,7 +22,7 @@ import {
   definitionHash,
   loadComposeApplication,
 } from "./composeFile.js";
-import { type ComposeConfig, composeConfigSchema, composeDocument } from "./config.js";
+import { type ComposeConfig, composeConfigSchema, composeDocument, composeFileIssues } from "./config.js";
 
 /** The hash of a service's definition as deployed: it is recreated only when this changes. */
 const COMPOSE_HASH_LABEL = "ferry.compose.hash";
@@ -38,8 +38,14 @@ const projectNamePattern = /^[a-z0-9][a-z0-9_-]{0,62}$/;
  */
 export const composeStep: StepKind<ComposeConfig> = {
   kind: "compose",
+  deploysFiles: true,
   config: composeConfigSchema,
+  inputFile: (config) => config.composeFile,
+  checkInputFile: composeFileIssues,
   plan(config, render) {
+    if (config.compose === undefined) {
+      return [{ description: `deploy the Compose file ${config.composeFile} (captured into the release)` }];
+    }
     const application = loadComposeApplication(composeDocument(config.compose));
     return application.services.map((service) => ({
       description: service.ferry
@@ -61,8 +67,13 @@ async function runCompose(context: StepRunContext, config: ComposeConfig) {
   // Everything is rendered and checked before anything changes: a missing variable or an
   // invalid rendered value must not leave half an application.
   let application: ComposeApplication;
+  // Inline, or the step's template file (ADR 0051): either way rendered in its values only.
+  const compose = config.compose ?? context.inputFile;
+  if (compose === undefined) {
+    throw new TaskFailure(`the step has no Compose file ${config.composeFile ?? ""} among its files`);
+  }
   try {
-    application = loadComposeApplication(renderStrings(composeDocument(config.compose), context.render));
+    application = loadComposeApplication(renderStrings(composeDocument(compose), context.render));
   } catch (error) {
     if (error instanceof ComposeFileError) throw new TaskFailure(`${error.message} (after rendering its templates)`);
     throw error;

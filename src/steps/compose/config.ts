@@ -28,7 +28,17 @@ export const composeConfigSchema = z
      * The Compose file: YAML text or a mapping. `#{…}` templates are rendered in its string
      * values (after the YAML is read, so a value can never add keys); quote them in YAML text.
      */
-    compose: composeDocumentSchema,
+    compose: composeDocumentSchema.optional(),
+    /**
+     * Instead of `compose`: the step's template file (one of its `files:`, captured from
+     * beside ferry.yml, ADR 0051) that is the Compose file. Its text is read like `compose`.
+     */
+    composeFile: z
+      .string()
+      .min(1)
+      .max(500)
+      .optional()
+      .describe("The Compose file is this one of the step's files: (e.g. docker-compose.yml beside ferry.yml)"),
     /** Template of the Compose project name; default "<project>-<environment>". */
     projectName: projectNameSchema.optional(),
     /** A new container must still be running this long after it started, or the step fails with its log. */
@@ -40,6 +50,15 @@ export const composeConfigSchema = z
     pullTimeoutSeconds: z.number().int().min(1).max(3600).default(600),
   })
   .superRefine((config, context) => {
+    if ((config.compose === undefined) === (config.composeFile === undefined)) {
+      context.addIssue({
+        code: "custom",
+        path: ["compose"],
+        message: "give the Compose file inline (compose) or name one of the step's files (composeFile), not both",
+      });
+      return;
+    }
+    if (config.compose === undefined) return;
     try {
       loadComposeApplication(composeDocument(config.compose));
     } catch (error) {
@@ -65,6 +84,17 @@ export const composeDownConfigSchema = z.strictObject({
 export type ComposeDownConfig = z.infer<typeof composeDownConfigSchema>;
 
 /** The Compose file as a plain document (YAML text read; a mapping as it is). */
-export function composeDocument(compose: ComposeConfig["compose"]): unknown {
+export function composeDocument(compose: NonNullable<ComposeConfig["compose"]>): unknown {
   return typeof compose === "string" ? parseComposeText(compose) : compose;
+}
+
+/** The problems of a Compose file's text (a step's `composeFile`), as pointers into it. */
+export function composeFileIssues(text: string): { pointer: string; detail: string }[] {
+  try {
+    loadComposeApplication(composeDocument(text));
+    return [];
+  } catch (error) {
+    if (!(error instanceof ComposeFileError)) throw error;
+    return error.issues.map((issue) => ({ pointer: issue.pointer, detail: issue.detail }));
+  }
 }

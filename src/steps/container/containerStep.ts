@@ -41,6 +41,7 @@ function strategyOf<C extends ContainerConfig>(config: C): Strategy<C> {
 export const containerStep: StepKind<ContainerConfig> = {
   kind: "container",
   config: containerConfigSchema,
+  deploysFiles: true,
   plan: (config, render) => [{ description: strategyOf(config).describe(config, render) }],
   run: (context, config) => strategyOf(config).run(context, config),
   together: (config) => config.strategy === "blueGreen" && config.blueGreen?.switch === "allAtOnce",

@@ -94,6 +94,14 @@ const nestedStepSchema = stepSchema.superRefine((step, context) => {
   if (step.rolling) {
     context.addIssue({ code: "custom", path: ["rolling"], message: "a step inside an isolated group does not roll" });
   }
+  // Template files (ADR 0051) are captured and checked for the process's own steps only.
+  if (step.files !== undefined && step.files.length > 0) {
+    context.addIssue({
+      code: "custom",
+      path: ["files"],
+      message: "a step inside an isolated group takes no template files: write them in a step before the group",
+    });
+  }
   if (step.environments.length > 0 || step.excludeEnvironments.length > 0) {
     context.addIssue({
       code: "custom",

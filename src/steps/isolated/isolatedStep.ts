@@ -61,7 +61,15 @@ async function runIsolated(context: StepRunContext, config: IsolatedConfig) {
   );
   let outcome: { failed: string | undefined } | undefined;
   try {
-    await docker.createNetwork(isolation.network, labels, { signal });
+    // The group's own network: its containers reach each other by name, and nothing else
+    // joins it. One of that name already (left by a run of this very group the server lost)
+    // would mix two runs: refused, as the engine refused it before ensureNetwork served both
+    // Compose and this; removeGroup below removes it by label.
+    if (!(await docker.ensureNetwork(isolation.network, { labels, driver: "bridge" }, { signal }))) {
+      throw new TaskFailure(
+        `network ${isolation.network} exists already (left by an earlier run of this group); it is removed now: run the step again`,
+      );
+    }
     const variables = new Map(context.variables);
     variables.set("Ferry.Isolated.Network", isolation.network);
     let outbound: OutboundPolicy = context.outbound ?? defaultOutboundPolicy;
@@ -129,7 +137,7 @@ async function startService(
   const volumes = [];
   for (const [index, volume] of service.source.volumes.entries()) {
     const volumeName = `${name}-${index + 1}`;
-    await docker.createVolume(volumeName, labels, { signal });
+    await docker.ensureVolume(volumeName, { labels }, { signal });
     volumes.push({ source: volumeName, target: volume.target });
   }
   const names = Object.keys(service.env);

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { TaskFailure } from "../../engine/types.js";
 import { isContainerName } from "../../runtimes/docker.js";
+import { timeoutSecondsSchema } from "../configFields.js";
 import type { StepRunContext } from "../types.js";
 
 /*
@@ -42,12 +43,7 @@ export const connectionShape = {
    */
   container: template(256).optional(),
   /** How long the dump (or the restore and the comparison) may take. */
-  timeoutSeconds: z
-    .number()
-    .int()
-    .min(1)
-    .max(24 * 3600)
-    .default(3600),
+  timeoutSeconds: timeoutSecondsSchema(3600),
 };
 
 const connectionSchema = z.strictObject(connectionShape);

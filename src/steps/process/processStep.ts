@@ -36,6 +36,7 @@ function strategyOf<C extends ProcessConfig>(config: C): Strategy<C> {
 export const processStep: StepKind<ProcessConfig> = {
   kind: "process",
   config: processConfigSchema,
+  deploysFiles: true,
   plan: (config, render) => [{ description: strategyOf(config).describe(config, render) }],
   run: (context, config) => strategyOf(config).run(context, config),
   together: (config) => config.strategy === "blueGreen" && config.blueGreen?.switch === "allAtOnce",
