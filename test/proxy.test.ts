@@ -153,6 +153,80 @@ describe("ferry proxy: routing", () => {
   });
 });
 
+describe("ferry proxy: headers", () => {
+  it("passes repeated headers through in order both ways, dropping hop-by-hop and Connection-listed ones", async () => {
+    const upstream = await startUpstream("raw", (request, response) => {
+      request.resume();
+      response.writeHead(200, [
+        "Set-Cookie",
+        "a=1",
+        "Set-Cookie",
+        "b=2",
+        "X-Secret",
+        "only for the next hop",
+        "Connection",
+        "x-secret",
+        "Content-Type",
+        "application/json",
+      ]);
+      response.end(JSON.stringify(request.rawHeaders));
+      return true;
+    });
+    const { proxy, port } = await startProxy();
+    await proxy.putRoute("app", { host: "app.test", upstream: upstream.url });
+    const reply = await new Promise<{ rawHeaders: string[]; body: string }>((resolve, reject) => {
+      const request = http.request(
+        {
+          host: "127.0.0.1",
+          port,
+          path: "/",
+          headers: [
+            "Host",
+            "app.test",
+            "Connection",
+            "keep-alive, x-drop",
+            "X-Drop",
+            "for the proxy only",
+            "Keep-Alive",
+            "timeout=5",
+            "X-Keep",
+            "a",
+            "X-Keep",
+            "b",
+          ],
+          agent: false,
+        },
+        (response) => {
+          let body = "";
+          response.setEncoding("utf8");
+          response.on("data", (chunk: string) => {
+            body += chunk;
+          });
+          response.on("end", () => resolve({ rawHeaders: response.rawHeaders, body }));
+          response.on("error", reject);
+        },
+      );
+      request.on("error", reject);
+      request.end();
+    });
+    const pairs = (raw: string[]) =>
+      raw.flatMap((value, index) => (index % 2 === 0 ? [[value.toLowerCase(), raw[index + 1]] as const] : []));
+
+    // What the application received: both X-Keep in order, one Host, none of the proxy's own.
+    const seen = pairs(JSON.parse(reply.body) as string[]);
+    expect(seen.filter(([name]) => name === "x-keep").map(([, value]) => value)).toEqual(["a", "b"]);
+    expect(seen.filter(([name]) => name === "host")).toEqual([["host", "app.test"]]);
+    expect(seen.map(([name]) => name)).not.toContain("x-drop");
+    expect(seen.map(([name]) => name)).not.toContain("keep-alive");
+    expect(seen.find(([name]) => name === "x-forwarded-for")?.[1]).toBe("127.0.0.1");
+
+    // What the client received: both cookies in order, not the header meant for the hop.
+    const answered = pairs(reply.rawHeaders);
+    expect(answered.filter(([name]) => name === "set-cookie").map(([, value]) => value)).toEqual(["a=1", "b=2"]);
+    expect(answered.map(([name]) => name)).not.toContain("x-secret");
+  });
+});
+
 describe("ferry proxy: switching and draining", () => {
   it("switches 10 times under keep-alive load from 16 clients with 0 failed requests, then the old colour stops with none either", async () => {
     const blue = await startUpstream("blue");

@@ -60,6 +60,20 @@ export interface RouteStats extends Counters {
   duration: RequestDurations;
 }
 
+interface UpstreamTarget {
+  host: string;
+  port: number;
+  agent: http.Agent;
+}
+
+/** A request counted in flight on one upstream until `end`. */
+interface Tracked {
+  end(outcome: Outcome, endedAt?: number): void;
+  /** Records the upstream's status, counted when the request ends. */
+  answered(status: number): void;
+  isEnded(): boolean;
+}
+
 interface UpstreamEntry extends Counters {
   route: string;
   upstream: string;
@@ -108,7 +122,9 @@ const BUCKET_COOKIE_MAX_AGE_SECONDS = 86_400;
 export class FerryProxy {
   /** Replaced as a whole on every change: the assignment in `commit` is the switch. */
   private routes: ReadonlyMap<string, Route>;
-  private readonly agents = new Map<string, http.Agent>();
+  /** The same routes by host, longest path prefix first: what a request looks up. Replaced with `routes`. */
+  private routesByHost: ReadonlyMap<string, readonly Route[]>;
+  private readonly targets = new Map<string, UpstreamTarget>();
   private readonly counters = new Map<string, UpstreamEntry>();
   private readonly inFlightByUpstream = new Map<string, number>();
   private readonly waiters = new Set<() => void>();
@@ -122,6 +138,7 @@ export class FerryProxy {
     routes: readonly Route[],
   ) {
     this.routes = new Map(routes.map((route) => [route.name, route]));
+    this.routesByHost = indexByHost(this.routes);
   }
 
   /** Opens the proxy on its state dir, with the routes it had when it last stopped. */
@@ -234,6 +251,12 @@ export class FerryProxy {
       return { drained: false, inFlight: this.inFlightOf(target), waitedMs: 0, routedBy: routedBy() };
     }
     const drained = await this.waitUntil(() => this.inFlightOf(target) === 0 && routedBy().length === 0, deadlineMs);
+    if (drained) {
+      // Nothing sends it requests any more: its kept-alive connections go (a route pointed
+      // back at it later opens new ones).
+      this.targets.get(target)?.agent.destroy();
+      this.targets.delete(target);
+    }
     return {
       drained,
       inFlight: this.inFlightOf(target),
@@ -290,8 +313,8 @@ export class FerryProxy {
       for (const socket of this.upgradedSockets) socket.destroy();
       await closed;
       await this.changes;
-      for (const agent of this.agents.values()) agent.destroy();
-      this.agents.clear();
+      for (const target of this.targets.values()) target.agent.destroy();
+      this.targets.clear();
       return { cutOff };
     }
     return { cutOff: 0 };
@@ -303,7 +326,9 @@ export class FerryProxy {
       const result = apply(next);
       // On disk first: once a caller hears "switched", a restart comes back switched too.
       await saveRoutes(this.stateDir, [...next.values()]);
+      // The switch: both assignments in one synchronous step, so no request sees half of it.
       this.routes = next;
+      this.routesByHost = indexByHost(next);
       this.notify();
       return result;
     });
@@ -313,12 +338,15 @@ export class FerryProxy {
 
   /** Exact host (case-insensitive, port ignored), then the longest matching path prefix. */
   private resolve(request: http.IncomingMessage): Match | undefined {
-    const host = hostName(request.headers.host);
+    const candidates = this.routesByHost.get(hostName(request.headers.host));
+    if (candidates === undefined) return undefined;
     const path = request.url ?? "/";
     let best: Route | undefined;
-    for (const route of this.routes.values()) {
-      if (route.host !== host || !prefixMatches(route.pathPrefix, path)) continue;
-      if (!best || route.pathPrefix.length > best.pathPrefix.length) best = route;
+    for (const route of candidates) {
+      if (prefixMatches(route.pathPrefix, path)) {
+        best = route;
+        break;
+      }
     }
     if (!best) return undefined;
     const match = best.canary ? pickSide(best, best.canary, request) : { name: best.name, upstream: best.upstream };
@@ -379,39 +407,48 @@ export class FerryProxy {
     const mayRetry = !hasBody && IDEMPOTENT_METHODS.has(request.method ?? "");
     // From the request's arrival, so a retry's duration includes the attempt that failed.
     const arrivedAt = performance.now();
-    let current: { end(outcome: Outcome): void; upstreamRequest: http.ClientRequest } | undefined;
+    // Built once: a retry sends the same head to the other upstream.
+    const headers = forwardedRawHeaders(request);
+    let current: { tracked: Tracked; upstreamRequest: http.ClientRequest } | undefined;
 
     const attempt = (upstream: string, retriesLeft: number) => {
-      const { end, answered, isEnded, upstreamRequest } = this.openUpstream(
-        match.name,
-        upstream,
-        request,
-        false,
-        arrivedAt,
-      );
-      current = { end, upstreamRequest };
+      const tracked = this.track(match.name, upstream, arrivedAt);
+      const target = this.targetFor(upstream);
+      const upstreamRequest = http.request({
+        host: target.host,
+        port: target.port,
+        method: request.method,
+        path: request.url,
+        headers,
+        agent: target.agent,
+      });
+      current = { tracked, upstreamRequest };
 
       upstreamRequest.on("response", (upstreamResponse) => {
-        answered(upstreamResponse.statusCode ?? 502);
-        const headers = withoutHopByHop(upstreamResponse.headers);
-        if (match.setCookie !== undefined) headers["set-cookie"] = [...asList(headers["set-cookie"]), match.setCookie];
-        response.writeHead(upstreamResponse.statusCode ?? 502, upstreamResponse.statusMessage, headers);
+        const status = upstreamResponse.statusCode ?? 502;
+        tracked.answered(status);
+        let lengthKnown = false;
+        const answer = answerRawHeaders(upstreamResponse.rawHeaders, (name) => {
+          if (name === "content-length") lengthKnown = true;
+        });
+        if (match.setCookie !== undefined) answer.push("set-cookie", match.setCookie);
+        response.writeHead(status, upstreamResponse.statusMessage, answer);
         // A body without a length (an event stream, chunks) may be a while coming: send the
         // head now. With a length the head goes out with the first bytes, in one packet.
-        if (upstreamResponse.headers["content-length"] === undefined) response.flushHeaders();
+        if (!lengthKnown) response.flushHeaders();
         upstreamResponse.pipe(response);
         upstreamResponse.on("close", () => {
           if (upstreamResponse.complete) return;
           // The upstream died mid-body: the client must see a cut response, not a short "complete" one.
-          end("failed");
+          tracked.end("failed");
           response.destroy();
         });
       });
 
       upstreamRequest.on("error", (error: NodeJS.ErrnoException) => {
-        if (isEnded()) return;
+        if (tracked.isEnded()) return;
         if (response.headersSent) {
-          end("failed");
+          tracked.end("failed");
           response.destroy();
           return;
         }
@@ -420,12 +457,12 @@ export class FerryProxy {
           // (the route may have been switched away from a colour that just stopped).
           const live = this.routes.get(match.name)?.upstream;
           if (live) {
-            end("retried");
+            tracked.end("retried");
             attempt(live, retriesLeft - 1);
             return;
           }
         }
-        end("failed");
+        tracked.end("failed");
         sendProblem(
           response,
           502,
@@ -441,10 +478,10 @@ export class FerryProxy {
     response.on("close", () => {
       if (!current) return;
       if (response.writableFinished) {
-        current.end("served");
+        current.tracked.end("served");
       } else {
         current.upstreamRequest.destroy();
-        current.end("aborted");
+        current.tracked.end("aborted");
       }
     });
     if (!hasBody) request.resume();
@@ -469,7 +506,7 @@ export class FerryProxy {
       writeRawProblem(socket, 503, match.mode.mode, `route '${match.name}' is ${match.mode.mode}; try again later`);
       return;
     }
-    const { end, upstreamRequest } = this.openUpstream(match.name, match.upstream, request, true, performance.now());
+    const { end, upstreamRequest } = this.openUpgrade(match.name, match.upstream, request, performance.now());
     upstreamRequest.on("upgrade", (upstreamResponse, upstreamSocket: Duplex, upstreamHead: Buffer) => {
       // A tunnel may stay open for hours: its duration is the time to the upstream's 101.
       const upgradedAt = performance.now();
@@ -525,15 +562,23 @@ export class FerryProxy {
     upstreamRequest.end();
   }
 
-  private agentFor(upstream: string): http.Agent {
-    let agent = this.agents.get(upstream);
-    if (!agent) {
-      // Keep-alive to upstreams; LIFO reuses the most recently used socket, the least likely
-      // to have been closed by the upstream's idle timeout.
-      agent = new http.Agent({ keepAlive: true, scheduling: "lifo" });
-      this.agents.set(upstream, agent);
+  /**
+   * Where an upstream's requests go, parsed once, with its agent: kept-alive connections,
+   * LIFO (the most recently used socket, the least likely to have been closed by the
+   * upstream's idle timeout). Kept until the upstream is drained or the proxy closes.
+   */
+  private targetFor(upstream: string): UpstreamTarget {
+    let target = this.targets.get(upstream);
+    if (!target) {
+      const url = new URL(upstream);
+      target = {
+        host: url.hostname,
+        port: url.port === "" ? 80 : Number(url.port),
+        agent: new http.Agent({ keepAlive: true, scheduling: "lifo" }),
+      };
+      this.targets.set(upstream, target);
     }
-    return agent;
+    return target;
   }
 
   private countersFor(route: string, upstream: string) {
@@ -556,58 +601,55 @@ export class FerryProxy {
   }
 
   /**
-   * Opens a request to an upstream, counted in flight until `end` is called once with its
-   * outcome; its duration runs from `startedAt` to that call (or to `endedAt`, both
-   * performance.now() readings). Upgrades get a connection of their own (no keep-alive
-   * agent): it becomes a pipe.
+   * Counts a request in flight on an upstream until `end` is called once with its outcome;
+   * its duration runs from `startedAt` to that call (or to `endedAt`, both performance.now()
+   * readings).
    */
-  private openUpstream(
+  private track(route: string, upstream: string, startedAt: number): Tracked {
+    const entry = this.begin(route, upstream);
+    let ended = false;
+    let status = 0;
+    return {
+      end: (outcome: Outcome, endedAt = performance.now()) => {
+        if (ended) return;
+        ended = true;
+        this.end(entry, outcome, (endedAt - startedAt) / 1000, status);
+      },
+      answered: (code) => {
+        status = code;
+      },
+      isEnded: () => ended,
+    };
+  }
+
+  /** An upgrade's request to the upstream, on a connection of its own (no agent): it becomes a pipe. */
+  private openUpgrade(
     route: string,
     upstream: string,
     request: http.IncomingMessage,
-    upgrade: boolean,
     startedAt: number,
-  ): {
-    end(outcome: Outcome, endedAt?: number): void;
-    /** Records the upstream's status, counted when the request ends. */
-    answered(status: number): void;
-    isEnded(): boolean;
-    upstreamRequest: http.ClientRequest;
-  } {
-    this.begin(route, upstream);
-    let ended = false;
-    let status = 0;
-    const end = (outcome: Outcome, endedAt = performance.now()) => {
-      if (ended) return;
-      ended = true;
-      this.end(route, upstream, outcome, (endedAt - startedAt) / 1000, status);
-    };
+  ): { end: Tracked["end"]; upstreamRequest: http.ClientRequest } {
+    const { end } = this.track(route, upstream, startedAt);
     const target = new URL(upstream);
     const upstreamRequest = http.request({
       host: target.hostname,
       port: target.port,
       method: request.method,
       path: request.url,
-      headers: forwardedHeaders(request, upgrade),
-      agent: upgrade ? false : this.agentFor(upstream),
+      headers: forwardedHeaders(request, true),
+      agent: false,
     });
-    return {
-      end,
-      answered: (code) => {
-        status = code;
-      },
-      isEnded: () => ended,
-      upstreamRequest,
-    };
+    return { end, upstreamRequest };
   }
 
-  private begin(route: string, upstream: string): void {
-    this.countersFor(route, upstream).inFlight += 1;
-    this.inFlightByUpstream.set(upstream, this.inFlightOf(upstream) + 1);
-  }
-
-  private end(route: string, upstream: string, outcome: Outcome, seconds: number, status: number): void {
+  private begin(route: string, upstream: string): UpstreamEntry {
     const entry = this.countersFor(route, upstream);
+    entry.inFlight += 1;
+    this.inFlightByUpstream.set(upstream, this.inFlightOf(upstream) + 1);
+    return entry;
+  }
+
+  private end(entry: UpstreamEntry, outcome: Outcome, seconds: number, status: number): void {
     entry.inFlight -= 1;
     switch (outcome) {
       case "served":
@@ -629,10 +671,10 @@ export class FerryProxy {
         throw new Error(`unknown outcome ${String(unexpected)}`);
       }
     }
-    const remaining = this.inFlightOf(upstream) - 1;
-    if (remaining > 0) this.inFlightByUpstream.set(upstream, remaining);
-    else this.inFlightByUpstream.delete(upstream);
-    this.notify();
+    const remaining = this.inFlightOf(entry.upstream) - 1;
+    if (remaining > 0) this.inFlightByUpstream.set(entry.upstream, remaining);
+    else this.inFlightByUpstream.delete(entry.upstream);
+    if (this.waiters.size > 0) this.notify();
   }
 
   private inFlightOf(upstream: string): number {
@@ -696,6 +738,18 @@ function pickSide(route: Route, canary: NonNullable<Route["canary"]>, request: h
   return { name: route.name, upstream: bucket < canary.weight ? canary.upstream : route.upstream, setCookie };
 }
 
+/** Routes by host, each host's longest path prefix first. */
+function indexByHost(routes: ReadonlyMap<string, Route>): Map<string, Route[]> {
+  const index = new Map<string, Route[]>();
+  for (const route of routes.values()) {
+    const list = index.get(route.host);
+    if (list) list.push(route);
+    else index.set(route.host, [route]);
+  }
+  for (const list of index.values()) list.sort((a, b) => b.pathPrefix.length - a.pathPrefix.length);
+  return index;
+}
+
 /** "ferry-canary-shop-prod": one cookie per route, so two routes of a host keep their own buckets. */
 export function bucketCookieName(route: string): string {
   return `ferry-canary-${route}`;
@@ -711,11 +765,6 @@ function readBucket(header: string | undefined, name: string): number | undefine
     if (/^\d{1,2}$/.test(value)) return Number(value);
   }
   return undefined;
-}
-
-function asList(value: http.OutgoingHttpHeader | undefined): string[] {
-  if (value === undefined) return [];
-  return Array.isArray(value) ? value : [String(value)];
 }
 
 function hostName(header: string | undefined): string {
@@ -766,6 +815,97 @@ function forwardedHeaders(request: http.IncomingMessage, upgrade: boolean): http
   headers["x-forwarded-proto"] = request.headers["x-forwarded-proto"] ?? "http";
   headers["x-forwarded-host"] = request.headers["x-forwarded-host"] ?? request.headers.host ?? "";
   return headers;
+}
+
+/** The names a Connection header lists (lower case), besides the hop-by-hop ones every message drops. */
+function connectionTokens(value: string): Set<string> {
+  const tokens = new Set<string>();
+  for (const token of value.split(",")) {
+    const name = token.trim().toLowerCase();
+    if (name !== "" && name !== "close" && name !== "keep-alive") tokens.add(name);
+  }
+  return tokens;
+}
+
+/** Request headers Node.js keeps only the first of when a client repeats them (message.headers). */
+const SINGLE_VALUED = new Set([
+  "host",
+  "content-length",
+  "content-type",
+  "user-agent",
+  "referer",
+  "authorization",
+  "if-modified-since",
+  "if-unmodified-since",
+  "from",
+  "max-forwards",
+]);
+
+/** X-Forwarded-* are replaced as a whole (their values come from `request.headers`, where repeats are joined). */
+const FORWARDED = new Set(["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]);
+
+/**
+ * `forwardedHeaders` for a plain request, as a flat [name, value, …] list (as rawHeaders):
+ * made from the client's raw headers in their order, without an object per request. Expect
+ * is dropped too: Node.js has answered the client's 100-continue itself.
+ */
+function forwardedRawHeaders(request: http.IncomingMessage): string[] {
+  const raw = request.rawHeaders;
+  const connection = request.headers.connection;
+  const listed = connection === undefined ? undefined : connectionTokens(connection);
+  const headers: string[] = [];
+  const singlesSeen: string[] = [];
+  for (let index = 0; index + 1 < raw.length; index += 2) {
+    const name = raw[index] as string;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || FORWARDED.has(lower) || lower === "expect" || listed?.has(lower)) continue;
+    if (SINGLE_VALUED.has(lower)) {
+      // As Node.js reads them (and as the proxy sent them when it forwarded `request.headers`): the first one.
+      if (singlesSeen.includes(lower)) continue;
+      singlesSeen.push(lower);
+    }
+    headers.push(name, raw[index + 1] as string);
+  }
+  const client = request.socket.remoteAddress ?? "";
+  const previous = request.headers["x-forwarded-for"];
+  headers.push(
+    "x-forwarded-for",
+    previous ? `${previous}, ${client}` : client,
+    "x-forwarded-proto",
+    String(request.headers["x-forwarded-proto"] ?? "http"),
+    "x-forwarded-host",
+    String(request.headers["x-forwarded-host"] ?? request.headers.host ?? ""),
+  );
+  return headers;
+}
+
+/**
+ * The upstream's answer headers (its raw list, in order) for the client, minus the
+ * hop-by-hop ones and those its Connection header lists; `seen` hears every name kept.
+ */
+function answerRawHeaders(raw: readonly string[], seen: (lowerName: string) => void): string[] {
+  const headers: string[] = [];
+  let listed: Set<string> | undefined;
+  for (let index = 0; index + 1 < raw.length; index += 2) {
+    const name = raw[index] as string;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) {
+      if (lower === "connection") {
+        const tokens = connectionTokens(raw[index + 1] as string);
+        if (tokens.size > 0) listed = new Set([...(listed ?? []), ...tokens]);
+      }
+      continue;
+    }
+    seen(lower);
+    headers.push(name, raw[index + 1] as string);
+  }
+  if (listed === undefined) return headers;
+  const kept: string[] = [];
+  for (let index = 0; index + 1 < headers.length; index += 2) {
+    if (!listed.has((headers[index] as string).toLowerCase()))
+      kept.push(headers[index] as string, headers[index + 1] as string);
+  }
+  return kept;
 }
 
 function problemBody(status: number, code: string, detail: string): string {
