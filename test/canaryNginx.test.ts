@@ -76,7 +76,7 @@ describe("canary stages on the nginx router (real nginx, server and supervisors)
       .join("\n");
     expect(task.state, log).toBe("failed");
     expect(log).toContain(
-      "blueGreen.canary: the nginx router cannot send a share of the traffic to the new colour; canary stages need the builtin proxy",
+      "blueGreen.canary: the nginx router cannot send a share of the traffic to the new colour; canary stages need the builtin proxy or HAProxy (FERRY_ROUTER=builtin or haproxy, or a target router with driver: builtin or haproxy)",
     );
     expect(log).not.toContain("starting colour");
     expect(await processes.listByLabel("ferry.project", projectSlug)).toEqual([]);

@@ -1,93 +1,38 @@
-import { once } from "node:events";
 import { readFileSync } from "node:fs";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { readEnvironment } from "../src/config/env.js";
 import { connectHaproxyRouter, HaproxyRouter } from "../src/traffic/haproxy.js";
 import { trafficSettingsFromEnvironment } from "../src/traffic/routers.js";
 import { haproxyStateDir, isRunning, type TestHaproxy } from "./helpers/haproxy.js";
-import { startLoad } from "./helpers/load.js";
+import {
+  cleanUpAfterEach,
+  get,
+  servesTwoRoutes,
+  startUpstream as startUpstreamOn,
+  switchTenTimesUnderLoad,
+  type Upstream,
+} from "./helpers/routerDriver.js";
 
 /*
  * The haproxy Router driver against Debian's real HAProxy: Ferry writes haproxy.cfg, starts
  * and owns the master-worker process, and switches through the runtime API on its unix socket.
  */
 
-const cleanups: (() => Promise<unknown> | unknown)[] = [];
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-interface Upstream {
-  url: string;
-  stop(): Promise<void>;
-  /** Listens again on the same port, as a restarted container would. */
-  start(): Promise<void>;
-}
-
-/** A real upstream on a free port: answers its name, or after 2 s for /slow. */
-async function startUpstream(name: string): Promise<Upstream> {
-  let server: http.Server | undefined;
-  let port = 0;
-  const start = async () => {
-    const created = http.createServer((request, response) => {
-      request.resume();
-      if (request.url?.startsWith("/slow")) {
-        setTimeout(() => response.end(name), 2_000);
-        return;
-      }
-      if (request.url?.startsWith("/headers")) {
-        response.setHeader("content-type", "application/json");
-        response.end(JSON.stringify({ name, url: request.url, headers: request.headers }));
-        return;
-      }
-      response.end(name);
-    });
-    created.listen(port, "127.0.0.1");
-    await once(created, "listening");
-    port = (created.address() as AddressInfo).port;
-    server = created;
-  };
-  const stop = async () => {
-    const running = server;
-    server = undefined;
-    if (!running) return;
-    const closed = new Promise<void>((resolve) => running.close(() => resolve()));
-    running.closeAllConnections();
-    await closed;
-  };
-  await start();
-  cleanups.push(stop);
-  return { url: `http://127.0.0.1:${port}`, stop, start };
-}
+const cleanUp = cleanUpAfterEach();
+const startUpstream = (name: string): Promise<Upstream> => startUpstreamOn(name, cleanUp);
 
 async function startTestHaproxy(): Promise<TestHaproxy> {
   const haproxy = await haproxyStateDir();
-  cleanups.push(() => haproxy.stop());
+  cleanUp(() => haproxy.stop());
   return haproxy;
 }
 
 function openRouter(haproxy: TestHaproxy): HaproxyRouter {
   const router = new HaproxyRouter(haproxy.options);
-  cleanups.push(() => router.close());
+  cleanUp(() => router.close());
   return router;
-}
-
-function get(port: number, host: string, path = "/"): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const request = http.request({ host: "127.0.0.1", port, path, headers: { host }, agent: false }, (response) => {
-      const chunks: Buffer[] = [];
-      response.on("data", (chunk: Buffer) => chunks.push(chunk));
-      response.on("end", () => resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
-      response.on("error", reject);
-    });
-    request.on("error", reject);
-    request.end();
-  });
 }
 
 describe("haproxy router", () => {
@@ -97,42 +42,16 @@ describe("haproxy router", () => {
     const api = await startUpstream("api");
     const router = openRouter(haproxy);
 
-    expect(await router.routes()).toEqual([]);
-    const created = await router.switch(
-      { name: "web", host: "App.Example.com", pathPrefix: "/" },
-      { upstream: web.url, colour: "blue" },
-    );
-    expect(created.previous).toBeUndefined();
-    expect(haproxy.masterPid()).toBeDefined();
-    await router.switch(
-      { name: "api", host: "app.example.com", pathPrefix: "/api" },
-      { upstream: `${api.url}/`, colour: null },
-    );
-
-    expect((await get(haproxy.port, "app.example.com", "/")).body).toBe("web");
-    expect((await get(haproxy.port, "APP.example.com:8443", "/api/users?x=1")).body).toBe("api");
-    expect((await get(haproxy.port, "app.example.com", "/api")).body).toBe("api");
-    expect((await get(haproxy.port, "app.example.com", "/apix")).body).toBe("web");
-    const unknown = await get(haproxy.port, "nobody.example.com", "/");
-    expect(unknown.status).toBe(404);
-    expect(JSON.parse(unknown.body)).toMatchObject({ type: "urn:ferry:problem:no-route", status: 404 });
-    const echoed = JSON.parse((await get(haproxy.port, "app.example.com", "/headers")).body) as {
-      headers: Record<string, string>;
-    };
-    expect(echoed.headers).toMatchObject({
+    const { headers, expected } = await servesTwoRoutes(router, haproxy.port, web, api, () => {
+      expect(haproxy.masterPid()).toBeDefined();
+    });
+    expect(headers).toMatchObject({
       host: "app.example.com",
       "x-forwarded-for": "127.0.0.1",
       "x-forwarded-proto": "http",
       "x-forwarded-host": "app.example.com",
     });
 
-    const expected = [
-      { name: "api", host: "app.example.com", pathPrefix: "/api", upstream: api.url, colour: null },
-      { name: "web", host: "app.example.com", pathPrefix: "/", upstream: web.url, colour: "blue" },
-    ];
-    expect(await router.routes()).toEqual(expected);
-    expect(await router.live("web")).toEqual({ upstream: web.url, colour: "blue" });
-    expect(await router.live("nothing")).toBeUndefined();
     // The runtime API's socket is the owner's only.
     expect(readFileSync(join(haproxy.dir, "haproxy.cfg"), "utf8")).toContain("mode 600 level admin");
 
@@ -165,29 +84,10 @@ describe("haproxy router", () => {
     expect(workers).toHaveLength(1);
     const before = (await router.traffic()) ?? [];
 
-    const load = startLoad({ port: haproxy.port, host: "app.test", connections: 16 });
-    const colours = [
-      { upstream: green, colour: "green" },
-      { upstream: blue, colour: "blue" },
-    ];
-    for (let index = 0; index < 10; index += 1) {
-      await sleep(150);
-      const next = colours[index % 2];
-      if (!next) throw new Error("unreachable");
-      const { previous } = await router.switch(route, { upstream: next.upstream.url, colour: next.colour });
-      if (!previous) throw new Error("the route existed");
-      expect(previous.upstream).not.toBe(next.upstream.url);
+    const { result } = await switchTenTimesUnderLoad(router, haproxy.port, route, blue, green, async (colour) => {
       // New connections and requests go to the new colour as soon as the switch resolves.
-      expect((await get(haproxy.port, "app.test")).body).toBe(next.colour);
-      const drained = await router.drain(previous.upstream, 10_000);
-      expect(drained.drained).toBe(true);
-      const old = previous.upstream === blue.url ? blue : green;
-      await old.stop();
-      await sleep(50);
-      await old.start();
-    }
-    await sleep(150);
-    const result = await load.stop();
+      expect((await get(haproxy.port, "app.test")).body).toBe(colour);
+    });
 
     expect(result.failures).toEqual([]);
     expect(result.requests).toBeGreaterThan(100);
@@ -225,7 +125,7 @@ describe("haproxy router", () => {
     const drainStarted = performance.now();
     const drain = router.drain(blue.url, 10_000);
     const reply = await slow;
-    expect(reply).toEqual({ status: 200, body: "blue" });
+    expect(reply).toMatchObject({ status: 200, body: "blue" });
     const drained = await drain;
     expect(drained.drained).toBe(true);
     const remaining = 2_000 - (drainStarted - slowStarted);
@@ -247,7 +147,7 @@ describe("haproxy router", () => {
     const green = await startUpstream("green");
     const logs: string[] = [];
     const router = await connectHaproxyRouter(haproxy.options, (line) => logs.push(line));
-    cleanups.push(() => router.close());
+    cleanUp(() => router.close());
     const route = { name: "app", host: "app.test", pathPrefix: "/" };
     await router.switch(route, { upstream: blue.url, colour: "blue" });
     // Switched at runtime twice: the live colour sits in the other slot than the one it started in.
@@ -284,7 +184,7 @@ describe("haproxy router", () => {
     killAll();
     await expect.poll(() => haproxy.masterPid(), { timeout: 5_000 }).toBeUndefined();
     const restarted = await connectHaproxyRouter(haproxy.options, () => undefined);
-    cleanups.push(() => restarted.close());
+    cleanUp(() => restarted.close());
     expect((await get(haproxy.port, "app.test")).body).toBe("green");
     // A switch back still goes through the runtime API of the restarted HAProxy.
     const workers = haproxy.workerPids();

@@ -1,86 +1,31 @@
-import { once } from "node:events";
 import { appendFileSync, readdirSync, readFileSync } from "node:fs";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { NginxRouter } from "../src/traffic/nginx.js";
-import { startLoad } from "./helpers/load.js";
 import { startNginx, type TestNginx } from "./helpers/nginx.js";
+import {
+  cleanUpAfterEach,
+  get,
+  servesTwoRoutes,
+  startUpstream as startUpstreamOn,
+  switchTenTimesUnderLoad,
+  type Upstream,
+} from "./helpers/routerDriver.js";
 
-const cleanups: (() => Promise<unknown> | unknown)[] = [];
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-interface Upstream {
-  url: string;
-  stop(): Promise<void>;
-  /** Listens again on the same port, as a restarted container would. */
-  start(): Promise<void>;
-}
-
-/** A real upstream on a free port: answers its name, or after 2 s for /slow. */
-async function startUpstream(name: string): Promise<Upstream> {
-  let server: http.Server | undefined;
-  let port = 0;
-  const start = async () => {
-    const created = http.createServer((request, response) => {
-      request.resume();
-      if (request.url?.startsWith("/slow")) {
-        setTimeout(() => response.end(name), 2_000);
-        return;
-      }
-      if (request.url?.startsWith("/headers")) {
-        response.setHeader("content-type", "application/json");
-        response.end(JSON.stringify({ name, url: request.url, headers: request.headers }));
-        return;
-      }
-      response.end(name);
-    });
-    created.listen(port, "127.0.0.1");
-    await once(created, "listening");
-    port = (created.address() as AddressInfo).port;
-    server = created;
-  };
-  const stop = async () => {
-    const running = server;
-    server = undefined;
-    if (!running) return;
-    const closed = new Promise<void>((resolve) => running.close(() => resolve()));
-    running.closeAllConnections();
-    await closed;
-  };
-  await start();
-  cleanups.push(stop);
-  return { url: `http://127.0.0.1:${port}`, stop, start };
-}
+const cleanUp = cleanUpAfterEach();
+const startUpstream = (name: string): Promise<Upstream> => startUpstreamOn(name, cleanUp);
 
 async function startTestNginx(): Promise<TestNginx> {
   const nginx = await startNginx();
-  cleanups.push(() => nginx.stop());
+  cleanUp(() => nginx.stop());
   return nginx;
 }
 
 function openRouter(nginx: TestNginx): NginxRouter {
   const router = new NginxRouter(nginx.options);
-  cleanups.push(() => router.close());
+  cleanUp(() => router.close());
   return router;
-}
-
-function get(port: number, host: string, path = "/"): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const request = http.request({ host: "127.0.0.1", port, path, headers: { host }, agent: false }, (response) => {
-      const chunks: Buffer[] = [];
-      response.on("data", (chunk: Buffer) => chunks.push(chunk));
-      response.on("end", () => resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
-      response.on("error", reject);
-    });
-    request.on("error", reject);
-    request.end();
-  });
 }
 
 const sitesFiles = (nginx: TestNginx) =>
@@ -95,37 +40,10 @@ describe("nginx router", () => {
     const api = await startUpstream("api");
     const router = openRouter(nginx);
 
-    expect(await router.routes()).toEqual([]);
-    const created = await router.switch(
-      { name: "web", host: "App.Example.com", pathPrefix: "/" },
-      { upstream: web.url, colour: "blue" },
-    );
-    expect(created.previous).toBeUndefined();
-    await router.switch(
-      { name: "api", host: "app.example.com", pathPrefix: "/api" },
-      { upstream: `${api.url}/`, colour: null },
-    );
+    const { headers, expected } = await servesTwoRoutes(router, nginx.port, web, api);
+    expect(headers).toMatchObject({ host: "app.example.com", "x-forwarded-for": "127.0.0.1" });
+    expect(headers.connection).toBeUndefined();
 
-    expect((await get(nginx.port, "app.example.com", "/")).body).toBe("web");
-    expect((await get(nginx.port, "APP.example.com:8443", "/api/users?x=1")).body).toBe("api");
-    expect((await get(nginx.port, "app.example.com", "/api")).body).toBe("api");
-    expect((await get(nginx.port, "app.example.com", "/apix")).body).toBe("web");
-    const unknown = await get(nginx.port, "nobody.example.com", "/");
-    expect(unknown.status).toBe(404);
-    expect(JSON.parse(unknown.body)).toMatchObject({ type: "urn:ferry:problem:no-route", status: 404 });
-    const echoed = JSON.parse((await get(nginx.port, "app.example.com", "/headers")).body) as {
-      headers: Record<string, string>;
-    };
-    expect(echoed.headers).toMatchObject({ host: "app.example.com", "x-forwarded-for": "127.0.0.1" });
-    expect(echoed.headers.connection).toBeUndefined();
-
-    const expected = [
-      { name: "api", host: "app.example.com", pathPrefix: "/api", upstream: api.url, colour: null },
-      { name: "web", host: "app.example.com", pathPrefix: "/", upstream: web.url, colour: "blue" },
-    ];
-    expect(await router.routes()).toEqual(expected);
-    expect(await router.live("web")).toEqual({ upstream: web.url, colour: "blue" });
-    expect(await router.live("nothing")).toBeUndefined();
     expect(Object.keys(sitesFiles(nginx)).sort()).toEqual(["ferry-00-common.conf", "ferry-host-app.example.com.conf"]);
 
     // State is on disk: another router over the same files sees the same routes.
@@ -151,30 +69,7 @@ describe("nginx router", () => {
     await router.switch(route, { upstream: blue.url, colour: "blue" });
     const before = (await router.traffic()) ?? [];
 
-    const load = startLoad({ port: nginx.port, host: "app.test", connections: 16 });
-    const colours = [
-      { upstream: green, colour: "green" },
-      { upstream: blue, colour: "blue" },
-    ];
-    const switchTimes: number[] = [];
-    for (let index = 0; index < 10; index += 1) {
-      await sleep(150);
-      const next = colours[index % 2];
-      if (!next) throw new Error("unreachable");
-      const { previous, switchMs } = await router.switch(route, { upstream: next.upstream.url, colour: next.colour });
-      switchTimes.push(switchMs);
-      if (!previous) throw new Error("the route existed");
-      expect(previous.upstream).not.toBe(next.upstream.url);
-      const drained = await router.drain(previous.upstream, 10_000);
-      expect(drained.drained).toBe(true);
-      // As a deployment stops the old colour (and later starts a new one on its address).
-      const old = previous.upstream === blue.url ? blue : green;
-      await old.stop();
-      await sleep(50);
-      await old.start();
-    }
-    await sleep(150);
-    const result = await load.stop();
+    const { result, switchTimes } = await switchTenTimesUnderLoad(router, nginx.port, route, blue, green);
 
     expect(result.failures).toEqual([]);
     expect(result.requests).toBeGreaterThan(100);
@@ -216,7 +111,7 @@ describe("nginx router", () => {
       slowDoneAt = performance.now();
       return result;
     });
-    expect(reply).toEqual({ status: 200, body: "blue" });
+    expect(reply).toMatchObject({ status: 200, body: "blue" });
     const drained = await drain;
     expect(drained.drained).toBe(true);
     expect(slowDoneAt).toBeGreaterThan(0);

@@ -223,8 +223,6 @@ export const targetRouterSchema = z.discriminatedUnion(
 );
 export type TargetRouter = z.infer<typeof targetRouterSchema>;
 export type BuiltinTargetRouter = Extract<TargetRouter, { driver: "builtin" }>;
-export type NginxTargetRouter = Extract<TargetRouter, { driver: "nginx" }>;
-export type HaproxyTargetRouter = Extract<TargetRouter, { driver: "haproxy" }>;
 
 export const targetSchema = z.object({
   id: z.string(),

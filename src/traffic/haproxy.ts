@@ -10,12 +10,14 @@ import { ConflictError, InputError } from "../domain/errors.js";
 import { writeFileAtomic } from "./atomicFile.js";
 import { DurationHistogram } from "./durationHistogram.js";
 import { parseUpstream, validateRoute } from "./nginx.js";
+import { bucketCookieName } from "./proxy.js";
 import type {
   LiveUpstream,
   Router,
   RouterDrainResult,
   RouterSwitchResult,
   RouteSpec,
+  TrafficSplit,
   UpstreamTraffic,
 } from "./router.js";
 
@@ -69,6 +71,12 @@ const recordSchema = z.strictObject({
   server: z.string(),
   /** What the other slot holds, disabled: the previous upstream. */
   idle: z.strictObject({ upstream: z.string(), colour: z.string().nullable(), server: z.string() }).nullable(),
+  /**
+   * A canary (ADR 0053): the idle slot holds the new colour and takes `weight` per cent of the
+   * new visitors. `base`: the slot's connection-error count (`show stat`) when it took the
+   * canary, so that only the canary's own are reported.
+   */
+  canary: z.strictObject({ weight: z.number().int().min(0).max(99), base: z.number().int().min(0) }).optional(),
 });
 type RouteRecord = z.infer<typeof recordSchema>;
 
@@ -76,6 +84,10 @@ const CONFIG_FILE = "haproxy.cfg";
 const SOCKET_FILE = "haproxy.sock";
 const PID_FILE = "haproxy.pid";
 const ACCESS_LOG = "access.log";
+/** route name → the slot holding its canary; read by the backends' `use-server` rules for X-Ferry-Colour. */
+const CANARY_MAP = "canary.map";
+/** The sum of the two slots' weights while a canary runs (HAProxy takes 0–256). */
+const TOTAL_WEIGHT = 100;
 const RECORD_PREFIX = "# ferry-route ";
 const BACKEND_PREFIX = "ferry_r_";
 const POLL_MS = 5;
@@ -108,11 +120,19 @@ export class HaproxyRouter implements Router {
   private readonly socketPath: string;
   private readonly pidPath: string;
   private readonly accessLogPath: string;
+  private readonly canaryMapPath: string;
   /** Switches, starts and reloads run one at a time, so the file and the runtime never interleave. */
   private changes: Promise<unknown> = Promise.resolve();
   private readonly counts = new Map<
     string,
-    { route: string; upstream: string; served: number; failed: number; durations: DurationHistogram }
+    {
+      route: string;
+      upstream: string;
+      served: number;
+      failed: number;
+      serverErrors: number;
+      durations: DurationHistogram;
+    }
   >();
   private logPosition = { inode: -1, offset: 0 };
   private reading: Promise<unknown> = Promise.resolve();
@@ -131,6 +151,7 @@ export class HaproxyRouter implements Router {
     this.socketPath = join(this.stateDir, SOCKET_FILE);
     this.pidPath = join(this.stateDir, PID_FILE);
     this.accessLogPath = join(this.stateDir, ACCESS_LOG);
+    this.canaryMapPath = join(this.stateDir, CANARY_MAP);
     if (Buffer.byteLength(this.socketPath) > MAX_SOCKET_PATH) {
       throw new InputError(
         `haproxy state dir ${JSON.stringify(this.stateDir)} is too long for its runtime API socket (${this.socketPath} must be at most ${MAX_SOCKET_PATH} bytes); choose a shorter FERRY_HAPROXY_STATE_DIR`,
@@ -160,14 +181,28 @@ export class HaproxyRouter implements Router {
     return found ? { upstream: found.upstream, colour: found.colour } : undefined;
   }
 
-  async routes(): Promise<(RouteSpec & LiveUpstream)[]> {
-    return (await this.readRecords()).map(({ name, host, pathPrefix, upstream, colour }) => ({
+  async routes(): Promise<(RouteSpec & LiveUpstream & { canary?: TrafficSplit })[]> {
+    return (await this.readRecords()).map(({ name, host, pathPrefix, upstream, colour, canary, idle }) => ({
       name,
       host,
       pathPrefix,
       upstream,
       colour,
+      ...(canary && idle && { canary: { upstream: idle.upstream, colour: idle.colour, weight: canary.weight } }),
     }));
+  }
+
+  /**
+   * Sends `split.weight` per cent of the route's new visitors to a second upstream (ADR 0053),
+   * through the runtime API only: the idle slot gets the canary's address, both slots their
+   * weights (`set weight`), and the backend's dynamic cookie is enabled, so HAProxy itself
+   * keeps each visitor on the colour it reached. null: the canary slot goes to maintenance
+   * (its cookie holders go back to the live colour) and the cookie is no longer set.
+   */
+  split(route: string, split: TrafficSplit | null): Promise<{ switchMs: number }> {
+    const run = this.changes.then(() => this.applySplit(route, split));
+    this.changes = run.catch(() => undefined);
+    return run;
   }
 
   switch(route: RouteSpec, target: LiveUpstream): Promise<RouterSwitchResult> {
@@ -229,8 +264,8 @@ export class HaproxyRouter implements Router {
     if ((await this.readRecords()).length === 0) return false;
     const run = this.changes.then(async () => {
       const records = await this.readRecords();
-      if (await this.runningMaster()) await this.applyRecords(records);
-      else await this.start();
+      if (!(await this.runningMaster())) await this.start();
+      await this.applyRecords(records);
     });
     this.changes = run.catch(() => undefined);
     await run;
@@ -270,6 +305,115 @@ export class HaproxyRouter implements Router {
     await this.reading;
   }
 
+  private async applySplit(name: string, split: TrafficSplit | null): Promise<{ switchMs: number }> {
+    const records = await this.readRecords();
+    const current = records.find((record) => record.name === name);
+    if (!current) throw new InputError(`route '${name}' does not exist in haproxy; switch it to a colour first`);
+    const backend = backendName(name);
+    const idleSlot = otherSlot(current.slot);
+    const running = await this.runningMaster();
+    if (!running)
+      throw new Error(
+        `haproxy is not running, so route '${name}' cannot be split; it is started again from ${this.configPath} by the next switch`,
+      );
+    const started = performance.now();
+    if (split === null) {
+      if (!current.canary) return { switchMs: 0 };
+      await this.command(canaryOff(current, this.canaryMapPath).join("; "));
+      const switchMs = performance.now() - started;
+      const { canary: _removed, ...next } = current;
+      await this.recordOrRevert(records, current, next);
+      return { switchMs };
+    }
+    if (!Number.isInteger(split.weight) || split.weight < 0 || split.weight > 99) {
+      throw new InputError(`canary weight ${split.weight} must be a whole number from 0 to 99 (100 is a switch)`);
+    }
+    const origin = parseUpstream(split.upstream).origin;
+    if (origin === current.upstream) {
+      throw new InputError(`the canary of route '${name}' must be another upstream than its live one (${origin})`);
+    }
+    const server = await this.resolveServer(origin);
+    const slots = slotWeights(split.weight);
+    const weights = [
+      `set weight ${backend}/${current.slot} ${slots.live}`,
+      `set weight ${backend}/${idleSlot} ${slots.canary}`,
+    ];
+    if (current.canary && current.idle?.upstream === origin && current.idle.server === server) {
+      // A later stage: only the weights change; cookie holders stay where they are.
+      await this.command(weights.join("; "));
+      const switchMs = performance.now() - started;
+      await this.recordOrRevert(records, current, { ...current, canary: { ...current.canary, weight: split.weight } });
+      return { switchMs };
+    }
+    const base = (await this.connectionErrors()).get(`${backend},${idleSlot}`) ?? 0;
+    const { address, port } = splitServer(server);
+    const answer = await this.command(
+      [
+        `set server ${backend}/${idleSlot} state maint`,
+        `set server ${backend}/${idleSlot} addr ${address} port ${port}`,
+        ...weights,
+        `del map ${this.canaryMapPath} ${name}`,
+        `add map ${this.canaryMapPath} ${name} ${idleSlot}`,
+        `enable dynamic-cookie backend ${backend}`,
+        `set server ${backend}/${idleSlot} state ready`,
+        `show servers state ${backend}`,
+      ].join("; "),
+    );
+    const states = parseServerStates(answer, backend);
+    const canarySlot = states.find((state) => state.name === idleSlot);
+    const liveSlot = states.find((state) => state.name === current.slot);
+    if (
+      !canarySlot ||
+      `${formatAddress(canarySlot.address)}:${canarySlot.port}` !== server ||
+      canarySlot.operational !== RUNNING ||
+      !liveSlot ||
+      liveSlot.operational !== RUNNING
+    ) {
+      await this.applyRecords([current]).catch(() => undefined);
+      throw new Error(
+        `haproxy did not take the canary of route '${name}' to ${origin}; everyone stays on ${current.upstream}`,
+      );
+    }
+    const switchMs = performance.now() - started;
+    await this.recordOrRevert(records, current, {
+      ...current,
+      idle: { upstream: origin, colour: split.colour, server },
+      canary: { weight: split.weight, base },
+    });
+    return { switchMs };
+  }
+
+  /** Writes `next` in place of `current`; when that fails, puts the runtime back to what the file still says. */
+  private async recordOrRevert(
+    records: readonly RouteRecord[],
+    current: RouteRecord,
+    next: RouteRecord,
+  ): Promise<void> {
+    try {
+      await this.writeRecords(records.map((record) => (record === current ? next : record)));
+    } catch (error) {
+      await this.applyRecords([current]).catch(() => undefined);
+      throw new Error(
+        `could not record route '${current.name}' in ${this.configPath} (${(error as Error).message}); its previous traffic split stays live`,
+      );
+    }
+  }
+
+  /** Connection errors per server (`backend,slot`) since HAProxy's worker started: `show stat` econ + wretr + wredis. */
+  private async connectionErrors(): Promise<Map<string, number>> {
+    const counts = new Map<string, number>();
+    const text = await this.command("show stat");
+    for (const line of text.split("\n")) {
+      const fields = line.split(",");
+      if (!fields[0]?.startsWith(BACKEND_PREFIX) || fields[1] === "BACKEND" || fields[1] === "FRONTEND") continue;
+      counts.set(
+        `${fields[0]},${fields[1]}`,
+        (Number(fields[13]) || 0) + (Number(fields[15]) || 0) + (Number(fields[16]) || 0),
+      );
+    }
+    return counts;
+  }
+
   private async applySwitch(wanted: ReturnType<typeof validateRoute>): Promise<RouterSwitchResult> {
     const started = performance.now();
     const records = await this.readRecords();
@@ -288,8 +432,11 @@ export class HaproxyRouter implements Router {
 
     if (current && sameShape && running) {
       if (current.upstream === wanted.upstream && current.server === server) {
-        if (current.colour !== wanted.colour) {
-          await this.writeRecords(records.map((record) => (record === current ? { ...record, ...wanted } : record)));
+        // A switch replaces a canary: everyone on the live colour.
+        if (current.canary) await this.command(canaryOff(current, this.canaryMapPath).join("; "));
+        if (current.colour !== wanted.colour || current.canary) {
+          const { canary: _removed, ...kept } = current;
+          await this.writeRecords(records.map((record) => (record === current ? { ...kept, ...wanted } : record)));
         }
         return { previous, switchMs: performance.now() - started };
       }
@@ -302,8 +449,13 @@ export class HaproxyRouter implements Router {
       const answer = await this.command(
         [
           `set server ${backend}/${to} addr ${address} port ${port}`,
+          `set weight ${backend}/${to} ${TOTAL_WEIGHT}`,
           `set server ${backend}/${to} state ready`,
           `set server ${backend}/${current.slot} state maint`,
+          // The promotion of a canary (or a switch past one) ends it: no more cookies.
+          ...(current.canary
+            ? [`disable dynamic-cookie backend ${backend}`, `del map ${this.canaryMapPath} ${current.name}`]
+            : []),
           `show servers state ${backend}`,
         ].join("; "),
       );
@@ -349,6 +501,8 @@ export class HaproxyRouter implements Router {
     try {
       if (running) await this.reload(running);
       else await this.start();
+      // A new worker starts with every backend's dynamic cookie on: only canaries keep it.
+      await this.applyRecords(await this.readRecords());
     } catch (error) {
       if (before === undefined) await writeFileAtomic(this.configPath, renderConfig([], this.settings()), 0o600);
       else await writeFileAtomic(this.configPath, before, 0o600);
@@ -366,23 +520,36 @@ export class HaproxyRouter implements Router {
       const live = splitServer(record.server);
       const idle = splitServer(record.idle?.server ?? record.server);
       const idleSlot = otherSlot(record.slot);
+      const weights = slotWeights(record.canary?.weight ?? 0);
       await this.command(
         [
           `set server ${backend}/${record.slot} addr ${live.address} port ${live.port}`,
+          `set weight ${backend}/${record.slot} ${weights.live}`,
           `set server ${backend}/${record.slot} state ready`,
           `set server ${backend}/${idleSlot} state maint`,
           `set server ${backend}/${idleSlot} addr ${idle.address} port ${idle.port}`,
+          `set weight ${backend}/${idleSlot} ${weights.canary}`,
+          `del map ${this.canaryMapPath} ${record.name}`,
+          ...(record.canary
+            ? [
+                `add map ${this.canaryMapPath} ${record.name} ${idleSlot}`,
+                `enable dynamic-cookie backend ${backend}`,
+                `set server ${backend}/${idleSlot} state ready`,
+              ]
+            : [`disable dynamic-cookie backend ${backend}`]),
         ].join("; "),
       );
     }
   }
 
   private settings(): RenderSettings {
-    return { listen: this.listen, socket: this.socketPath };
+    return { listen: this.listen, socket: this.socketPath, canaryMap: this.canaryMapPath };
   }
 
   private async writeRecords(records: readonly RouteRecord[]): Promise<void> {
     await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
+    // The map HAProxy loads at start (the runtime API changes it after that); before the config that names it.
+    await writeFileAtomic(this.canaryMapPath, renderCanaryMap(records), 0o600);
     await writeFileAtomic(this.configPath, renderConfig(records, this.settings()), 0o600);
   }
 
@@ -585,18 +752,64 @@ export class HaproxyRouter implements Router {
     if (status < 100 && termination.startsWith("C")) return;
     const upstream = reached ? (origins.get(`${route} ${address}`) ?? `http://${address}`) : (liveOf.get(route) ?? "-");
     const key = `${route} ${upstream}`;
-    const entry = this.counts.get(key) ?? { route, upstream, served: 0, failed: 0, durations: new DurationHistogram() };
-    if (!reached || status < 100 || status >= 500) entry.failed += 1;
-    else entry.served += 1;
+    const entry = this.counts.get(key) ?? {
+      route,
+      upstream,
+      served: 0,
+      failed: 0,
+      serverErrors: 0,
+      durations: new DurationHistogram(),
+    };
+    // A 5xx the server answered (the session ended normally, "--") is served, and a server
+    // error; one HAProxy made up (server unreachable, cut or timed out) is a failure.
+    if (!reached || status < 100 || (status >= 500 && !termination.startsWith("--"))) entry.failed += 1;
+    else {
+      entry.served += 1;
+      if (status >= 500) entry.serverErrors += 1;
+    }
     const active = Number(activeText);
     if (Number.isFinite(active) && active >= 0) entry.durations.observe(active / 1000);
     this.counts.set(key, entry);
   }
 
-  private trafficCounts(): UpstreamTraffic[] {
-    return [...this.counts.values()]
+  /**
+   * Connection errors per upstream from `show stat` (econ + wretr + wredis of its slot): a
+   * request that could not reach the canary and was retried on the live colour is logged as
+   * the live colour's, so only HAProxy's per-server counters tell whose it was. A canary's
+   * count starts at its split (`base`); an empty map when HAProxy does not run.
+   */
+  private async retriedByUpstream(records: readonly RouteRecord[]): Promise<Map<string, number>> {
+    const retried = new Map<string, number>();
+    if (!(await this.runningMaster())) return retried;
+    const counts = await this.connectionErrors().catch(() => new Map<string, number>());
+    for (const record of records) {
+      const backend = backendName(record.name);
+      retried.set(`${record.name} ${record.upstream}`, counts.get(`${backend},${record.slot}`) ?? 0);
+      if (record.canary && record.idle) {
+        const count = counts.get(`${backend},${otherSlot(record.slot)}`) ?? 0;
+        // A reload restarts the counters: below the base, they count from the reload.
+        retried.set(
+          `${record.name} ${record.idle.upstream}`,
+          count >= record.canary.base ? count - record.canary.base : count,
+        );
+      }
+    }
+    return retried;
+  }
+
+  private async trafficCounts(): Promise<UpstreamTraffic[]> {
+    const retried = await this.retriedByUpstream(await this.readRecords());
+    const entries = [...this.counts.values()];
+    for (const [key, count] of retried) {
+      const [route = "", upstream = ""] = key.split(" ");
+      if (count > 0 && !this.counts.has(key)) {
+        entries.push({ route, upstream, served: 0, failed: 0, serverErrors: 0, durations: new DurationHistogram() });
+      }
+    }
+    return entries
       .map(({ durations, ...counts }) => ({
         ...counts,
+        retried: retried.get(`${counts.route} ${counts.upstream}`) ?? 0,
         ...(durations.count > 0 && { duration: durations.histogram() }),
       }))
       .sort((a, b) => a.route.localeCompare(b.route) || a.upstream.localeCompare(b.upstream));
@@ -651,6 +864,40 @@ function confirm(
 interface RenderSettings {
   listen: string;
   socket: string;
+  canaryMap: string;
+}
+
+/** Runtime commands that take a route's canary away: its slot to maintenance, everyone on the live one. */
+function canaryOff(record: RouteRecord, canaryMap: string): string[] {
+  const backend = backendName(record.name);
+  return [
+    `set server ${backend}/${otherSlot(record.slot)} state maint`,
+    `set weight ${backend}/${record.slot} ${TOTAL_WEIGHT}`,
+    `disable dynamic-cookie backend ${backend}`,
+    `del map ${canaryMap} ${record.name}`,
+  ];
+}
+
+/**
+ * The two slots' weights for a canary of `weight` per cent, reduced by their greatest common
+ * divisor (10 % → 1 and 9, 50 % → 1 and 1): roundrobin applies a weight change from its next
+ * cycle, whose length grows with the weights' sum, so small weights keep the share right
+ * just after a stage change (ADR 0053).
+ */
+function slotWeights(weight: number): { live: number; canary: number } {
+  const divisor = greatestCommonDivisor(weight, TOTAL_WEIGHT - weight);
+  return { live: (TOTAL_WEIGHT - weight) / divisor, canary: weight / divisor };
+}
+
+function greatestCommonDivisor(a: number, b: number): number {
+  return b === 0 ? a : greatestCommonDivisor(b, a % b);
+}
+
+function renderCanaryMap(records: readonly RouteRecord[]): string {
+  return records
+    .filter((record) => record.canary)
+    .map((record) => `${record.name} ${otherSlot(record.slot)}\n`)
+    .join("");
 }
 
 function backendName(route: string): string {
@@ -746,11 +993,28 @@ function renderConfig(records: readonly RouteRecord[], settings: RenderSettings)
   );
   for (const record of sorted) {
     const idle = record.idle?.server ?? record.server;
+    const idleSlot = otherSlot(record.slot);
+    const weights = slotWeights(record.canary?.weight ?? 0);
+    const slotIs = (slot: Slot) => `{ str(${record.name}),map(${settings.canaryMap}) -m str ${slot} }`;
     lines.push(
       "",
       `backend ${backendName(record.name)}`,
-      `  server ${record.slot} ${record.server}`,
-      `  server ${otherSlot(record.slot)} ${idle} disabled`,
+      "  balance roundrobin",
+      // Stickiness of a canary (ADR 0053): HAProxy sets a cookie whose value is a hash of the
+      // server's address, so a visitor stays on the colour it reached; enabled at runtime only
+      // while the route has a canary (a new worker starts with it on; the driver turns it off).
+      `  cookie ${bucketCookieName(record.name)} insert indirect nocache httponly dynamic attr SameSite=Lax maxlife 24h`,
+      `  dynamic-cookie-key ferry-${record.name}`,
+      // Without a canary, and for pinned requests, the cookie is neither read nor set.
+      `  ignore-persist unless { str(${record.name}),map(${settings.canaryMap}) -m found }`,
+      "  ignore-persist if { req.hdr(x-ferry-colour) -m found }",
+      // X-Ferry-Colour pins testers: "new" reaches the canary at any weight, "stable" the live colour.
+      ...(["a", "b"] as const).flatMap((slot) => [
+        `  use-server ${slot} if { req.hdr(x-ferry-colour) -m str new } ${slotIs(slot)}`,
+        `  use-server ${slot} if { req.hdr(x-ferry-colour) -m str stable } ${slotIs(otherSlot(slot))}`,
+      ]),
+      `  server ${record.slot} ${record.server} weight ${weights.live}`,
+      `  server ${idleSlot} ${idle} weight ${weights.canary}${record.canary ? "" : " disabled"}`,
     );
   }
   lines.push("");

@@ -9,8 +9,7 @@ import type { EmbeddedProxyOptions } from "./builtin.js";
 import type { HaproxyRouterOptions } from "./haproxy.js";
 import { builtinRouterOnHost, type HostRouter } from "./hostRouter.js";
 import type { NginxRouterOptions } from "./nginx.js";
-import { haproxyRouterOnHost } from "./remoteHaproxy.js";
-import { nginxRouterOnHost } from "./remoteNginx.js";
+import { remoteRouterOnHost } from "./remoteRouter.js";
 import type { Router } from "./router.js";
 
 /** Which Router a host uses for blue/green, from its settings (FERRY_ROUTER and friends). */
@@ -83,7 +82,12 @@ const drivers: { [D in DriverName]: RouterDriver<D> } = {
       };
     },
     connect: async (settings) => new (await import("./nginx.js")).NginxRouter(settings.nginx),
-    onHost: nginxRouterOnHost,
+    onHost: (transport, { binary, config, sitesDir, pidFile, listen, clientKeepalive, command }, targetName) =>
+      remoteRouterOnHost(
+        transport,
+        { driver: "nginx", settings: { binary, config, sitesDir, pidFile, listen, clientKeepalive }, command },
+        targetName,
+      ),
     listen: (settings) => settings.nginx.listen,
     hasRoutes: (settings) => {
       try {
@@ -106,7 +110,8 @@ const drivers: { [D in DriverName]: RouterDriver<D> } = {
     }),
     connect: async (settings, log) => (await import("./haproxy.js")).connectHaproxyRouter(settings.haproxy, log),
     hasRoutes: (settings) => haproxyHasRoutes(settings.haproxy.stateDir),
-    onHost: haproxyRouterOnHost,
+    onHost: (transport, { binary, stateDir, listen, command }, targetName) =>
+      remoteRouterOnHost(transport, { driver: "haproxy", settings: { binary, stateDir, listen }, command }, targetName),
     listen: (settings) => settings.haproxy.listen,
   },
 };

@@ -47,17 +47,20 @@ export async function haproxyStateDir(options: { port?: number } = {}): Promise<
     async stop() {
       if (stopped) return;
       stopped = true;
-      const pid = masterPid();
-      if (pid !== undefined) {
-        const workers = childrenOf(pid);
-        process.kill(pid, "SIGTERM");
-        const deadline = Date.now() + 5_000;
-        while (isRunning(pid) && Date.now() < deadline) await sleep(20);
-        for (const orphan of [pid, ...workers]) if (isRunning(orphan)) process.kill(orphan, "SIGKILL");
-      }
+      await stopMaster(masterPid());
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Ends a master (nginx's, HAProxy's) with SIGTERM, and it and its workers with SIGKILL after 5 s. */
+export async function stopMaster(pid: number | undefined): Promise<void> {
+  if (pid === undefined) return;
+  const workers = childrenOf(pid);
+  process.kill(pid, "SIGTERM");
+  const deadline = Date.now() + 5_000;
+  while (isRunning(pid) && Date.now() < deadline) await sleep(20);
+  for (const orphan of [pid, ...workers]) if (isRunning(orphan)) process.kill(orphan, "SIGKILL");
 }
 
 export function childrenOf(pid: number): number[] {

@@ -1,7 +1,7 @@
 import http from "node:http";
 
 /** What a closed-loop load saw, from the clients' side: every non-2xx and every error is a failure. */
-interface LoadResult {
+export interface LoadResult {
   requests: number;
   failures: string[];
   /** Response bodies (trimmed, first 40 chars) and how often each came back. */

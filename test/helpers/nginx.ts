@@ -2,8 +2,8 @@ import { spawnSync } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import type { NginxRouterOptions } from "../../src/traffic/nginx.js";
+import { stopMaster } from "./haproxy.js";
 import { freePort } from "./registry.js";
 
 /**
@@ -101,35 +101,8 @@ export async function startNginx(options: StartNginxOptions = {}): Promise<TestN
     async stop() {
       if (stopped) return;
       stopped = true;
-      const pid = masterPid();
-      if (pid !== undefined) {
-        const workers = childrenOf(pid);
-        process.kill(pid, "SIGTERM");
-        const deadline = Date.now() + 5_000;
-        while (isRunning(pid) && Date.now() < deadline) await sleep(20);
-        for (const orphan of [pid, ...workers]) {
-          if (isRunning(orphan)) process.kill(orphan, "SIGKILL");
-        }
-      }
+      await stopMaster(masterPid());
       rmSync(dir, { recursive: true, force: true });
     },
   };
-}
-
-function childrenOf(pid: number): number[] {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").split(" ").filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
-
-/** Running, and not a zombie waiting for its parent. */
-function isRunning(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-  } catch {
-    return false;
-  }
 }

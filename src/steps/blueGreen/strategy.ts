@@ -105,7 +105,7 @@ export async function runBlueGreen(
   if (options.canary !== undefined && router.split === undefined) {
     // Refused before anything starts: nothing the users see has changed.
     throw new TaskFailure(
-      `blueGreen.canary: the ${router.driver} router cannot send a share of the traffic to the new colour; canary stages need the builtin proxy (FERRY_ROUTER=builtin, or a target router with driver: builtin). Remove blueGreen.canary to switch all the traffic at once`,
+      `blueGreen.canary: the ${router.driver} router cannot send a share of the traffic to the new colour; canary stages need the builtin proxy or HAProxy (FERRY_ROUTER=builtin or haproxy, or a target router with driver: builtin or haproxy). Remove blueGreen.canary to switch all the traffic at once`,
     );
   }
   const colours = await coloursOf(runtime, route.name, project, environment, context.target.slug, signal);

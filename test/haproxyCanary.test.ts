@@ -1,0 +1,228 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import http from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { describe, expect, it } from "vitest";
+import { connectHaproxyRouter, HaproxyRouter } from "../src/traffic/haproxy.js";
+import { remoteRouterOnHost } from "../src/traffic/remoteRouter.js";
+import { LocalTransport } from "../src/transports/local.js";
+import { FERRY } from "./helpers/cli.js";
+import { haproxyStateDir, type TestHaproxy } from "./helpers/haproxy.js";
+import { startLoad } from "./helpers/load.js";
+import {
+  cleanUpAfterEach,
+  get,
+  type Reply,
+  startUpstream as startUpstreamOn,
+  type Upstream,
+} from "./helpers/routerDriver.js";
+
+/**
+ * Canary splits on the HAProxy router (ADR 0053), against Debian's real HAProxy: weights by
+ * `set weight` on the route's two server slots, stickiness by the dynamic cookie HAProxy
+ * sets itself, `X-Ferry-Colour` pins, and the per-colour figures — all through the runtime
+ * API, never a reload (the same worker throughout).
+ */
+
+const cleanUp = cleanUpAfterEach();
+const startUpstream = (name: string): Promise<Upstream> => startUpstreamOn(name, cleanUp);
+const COOKIE = "ferry-canary-app";
+const route = { name: "app", host: "app.test", pathPrefix: "/" };
+
+async function setUp() {
+  const haproxy: TestHaproxy = await haproxyStateDir();
+  cleanUp(() => haproxy.stop());
+  const router = new HaproxyRouter(haproxy.options);
+  cleanUp(() => router.close());
+  const blue = await startUpstream("blue");
+  const green = await startUpstream("green");
+  await router.switch(route, { upstream: blue.url, colour: "blue" });
+  return { haproxy, router, blue, green };
+}
+
+/** The share (per cent) of answers from `name` over a 16-connection keep-alive load of cookie-less requests. */
+async function measuredShare(port: number, name: string, requests: number) {
+  const load = startLoad({ port, host: "app.test", connections: 16 });
+  while (load.completed() < requests) await sleep(50);
+  const result = await load.stop();
+  expect(result.failures).toEqual([]);
+  return { share: ((result.bodies.get(name) ?? 0) / result.requests) * 100, requests: result.requests };
+}
+
+/** A visitor that keeps HAProxy's cookie, as a browser would. */
+function visitor(port: number, agent: http.Agent) {
+  let cookie: string | undefined;
+  return async (): Promise<Reply> => {
+    const reply = await get(port, "app.test", "/", { agent, headers: cookie ? { cookie } : {} });
+    const given = setCookies(reply).find((value) => value.startsWith(`${COOKIE}=`));
+    if (given) cookie = given.split(";")[0];
+    return reply;
+  };
+}
+
+function setCookies(reply: Reply): string[] {
+  return reply.headers["set-cookie"] ?? [];
+}
+
+describe("haproxy router: canary split", () => {
+  it("sends the weight's share of cookie-less requests under load within ±3 points at 10 % and 50 %, by set weight (no reload); a switch promotes it", async () => {
+    const { haproxy, router, blue, green } = await setUp();
+    const workers = haproxy.workerPids();
+    for (const weight of [10, 50]) {
+      const { switchMs } = await router.split("app", { upstream: green.url, colour: "green", weight });
+      expect(switchMs).toBeGreaterThanOrEqual(0);
+      const { share, requests } = await measuredShare(haproxy.port, "green", 4_000);
+      expect(requests).toBeGreaterThanOrEqual(4_000);
+      const figures = JSON.stringify(
+        ((await router.traffic()) ?? []).map(({ upstream, served, failed, retried }) => ({
+          upstream,
+          served,
+          failed,
+          retried,
+        })),
+      );
+      expect(
+        Math.abs(share - weight),
+        `share ${share.toFixed(2)} % at weight ${weight} (HAProxy's figures: ${figures})`,
+      ).toBeLessThanOrEqual(3);
+    }
+    expect(await router.routes()).toEqual([
+      { ...route, upstream: blue.url, colour: "blue", canary: { upstream: green.url, colour: "green", weight: 50 } },
+    ]);
+    await router.switch(route, { upstream: green.url, colour: "green" });
+    expect((await router.routes())[0]?.canary).toBeUndefined();
+    expect((await measuredShare(haproxy.port, "green", 500)).share).toBe(100);
+    // Never a reload: the worker HAProxy started with did all of it.
+    expect(haproxy.workerPids()).toEqual(workers);
+    // No canary, no cookie.
+    expect(setCookies(await get(haproxy.port, "app.test"))).toEqual([]);
+  }, 180_000);
+
+  it("keeps cookie holders on the colour they reached through a higher weight; 0 % brings everyone back and sets no cookie", async () => {
+    const { haproxy, router, green } = await setUp();
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+    cleanUp(() => agent.destroy());
+    expect(setCookies(await get(haproxy.port, "app.test"))).toEqual([]);
+
+    await router.split("app", { upstream: green.url, colour: "green", weight: 20 });
+    const visitors = Array.from({ length: 300 }, () => visitor(haproxy.port, agent));
+    const first = await Promise.all(visitors.map((visit) => visit()));
+    expect(setCookies(first[0] as Reply)[0]).toMatch(
+      new RegExp(`^${COOKIE}=[0-9a-f]+\\|[^;]*; path=/; HttpOnly; SameSite=Lax`, "i"),
+    );
+    const sideAt20 = first.map((reply) => reply.body);
+    for (let round = 0; round < 5; round += 1) {
+      expect((await Promise.all(visitors.map((visit) => visit()))).map((reply) => reply.body)).toEqual(sideAt20);
+    }
+    const onGreenAt20 = sideAt20.filter((side) => side === "green").length;
+    expect(onGreenAt20).toBeGreaterThan(20);
+    expect(onGreenAt20).toBeLessThan(110);
+
+    // A higher weight: every cookie holder stays on its colour; new visitors get the new share.
+    await router.split("app", { upstream: green.url, colour: "green", weight: 60 });
+    expect((await Promise.all(visitors.map((visit) => visit()))).map((reply) => reply.body)).toEqual(sideAt20);
+    const newcomers = await Promise.all(Array.from({ length: 100 }, () => get(haproxy.port, "app.test")));
+    expect(newcomers.filter((reply) => reply.body === "green").length).toBeGreaterThan(45);
+
+    await router.split("app", null);
+    const after = await Promise.all(visitors.map((visit) => visit()));
+    expect(new Set(after.map((reply) => reply.body))).toEqual(new Set(["blue"]));
+    expect(after.flatMap(setCookies)).toEqual([]);
+    expect((await router.routes())[0]?.canary).toBeUndefined();
+  });
+
+  it("X-Ferry-Colour: new reaches the canary at weight 0 (testers only), stable the live colour; pinned requests get no cookie", async () => {
+    const { haproxy, router, green } = await setUp();
+    await router.split("app", { upstream: green.url, colour: "green", weight: 0 });
+    const plain = await Promise.all(Array.from({ length: 50 }, () => get(haproxy.port, "app.test")));
+    expect(new Set(plain.map((reply) => reply.body))).toEqual(new Set(["blue"]));
+    const pinned = await get(haproxy.port, "app.test", "/", { headers: { "x-ferry-colour": "new" } });
+    expect(pinned.body).toBe("green");
+    // Pinned answers set no cookie.
+    expect(setCookies(pinned)).toEqual([]);
+    await router.split("app", { upstream: green.url, colour: "green", weight: 99 });
+    const stable = await Promise.all(
+      Array.from({ length: 20 }, () => get(haproxy.port, "app.test", "/", { headers: { "x-ferry-colour": "stable" } })),
+    );
+    expect(new Set(stable.map((reply) => reply.body))).toEqual(new Set(["blue"]));
+  });
+
+  it("counts the canary's 5xx answers and connection errors apart from the live colour's, with 0 failed requests for clients", async () => {
+    const { haproxy, router, blue, green } = await setUp();
+    await router.split("app", { upstream: green.url, colour: "green", weight: 50 });
+    for (let index = 0; index < 20; index += 1) {
+      expect((await get(haproxy.port, "app.test", "/error", { headers: { "x-ferry-colour": "new" } })).status).toBe(
+        500,
+      );
+    }
+    for (let index = 0; index < 10; index += 1)
+      await get(haproxy.port, "app.test", "/", { headers: { "x-ferry-colour": "new" } });
+    await expect
+      .poll(async () => ((await router.traffic()) ?? []).find((entry) => entry.upstream === green.url), {
+        timeout: 2_000,
+      })
+      .toMatchObject({ served: 30, serverErrors: 20, failed: 0, retried: 0 });
+
+    // The canary stops answering: HAProxy retries those requests on the live colour, and counts the canary's connection errors.
+    await green.stop();
+    const replies = await Promise.all(Array.from({ length: 40 }, () => get(haproxy.port, "app.test")));
+    expect(new Set(replies.map((reply) => `${reply.status} ${reply.body}`))).toEqual(new Set(["200 blue"]));
+    const figures = (await router.traffic()) ?? [];
+    expect(figures.find((entry) => entry.upstream === green.url)?.retried).toBeGreaterThan(0);
+    expect(figures.find((entry) => entry.upstream === blue.url)).toMatchObject({ failed: 0, serverErrors: 0 });
+  });
+
+  it("splits a remote host's HAProxy through ferry haproxy-router (run through the target's transport); nginx hosts offer no split", async () => {
+    const haproxy = await haproxyStateDir();
+    cleanUp(() => haproxy.stop());
+    const workRoot = mkdtempSync(join(tmpdir(), "fhx-work-"));
+    cleanUp(() => rmSync(workRoot, { recursive: true, force: true }));
+    const transport = new LocalTransport(workRoot);
+    const settings = { binary: "haproxy", stateDir: haproxy.dir, listen: haproxy.options.listen };
+    const router = await remoteRouterOnHost(transport, { driver: "haproxy", settings, command: FERRY }, "here").get();
+    const blue = await startUpstream("blue");
+    const green = await startUpstream("green");
+    await router.switch(route, { upstream: blue.url, colour: "blue" });
+    if (!router.split) throw new Error("the remote HAProxy router has no split");
+    await router.split("app", { upstream: green.url, colour: "green", weight: 50 });
+    expect((await router.routes())[0]?.canary).toEqual({ upstream: green.url, colour: "green", weight: 50 });
+    const replies = await Promise.all(Array.from({ length: 100 }, () => get(haproxy.port, "app.test")));
+    expect(Math.abs(replies.filter((reply) => reply.body === "green").length - 50)).toBeLessThanOrEqual(3);
+    await router.split("app", null);
+    expect((await get(haproxy.port, "app.test", "/", { headers: { "x-ferry-colour": "new" } })).body).toBe("blue");
+
+    const nginx = await remoteRouterOnHost(
+      transport,
+      {
+        driver: "nginx",
+        settings: {
+          binary: "nginx",
+          config: "/x",
+          sitesDir: "/x",
+          pidFile: "/x",
+          listen: "127.0.0.1:1",
+          clientKeepalive: false,
+        },
+        command: FERRY,
+      },
+      "here",
+    ).get();
+    expect(nginx.split).toBeUndefined();
+  });
+
+  it("comes back with the canary after kill -9 of HAProxy, from its file", async () => {
+    const { haproxy, router, green } = await setUp();
+    await router.split("app", { upstream: green.url, colour: "green", weight: 0 });
+    const master = haproxy.masterPid();
+    if (master === undefined) throw new Error("haproxy is not running");
+    for (const pid of [master, ...haproxy.workerPids()]) process.kill(pid, "SIGKILL");
+    await expect.poll(() => haproxy.masterPid(), { timeout: 5_000 }).toBeUndefined();
+    const restarted = await connectHaproxyRouter(haproxy.options, () => undefined);
+    cleanUp(() => restarted.close());
+    expect((await get(haproxy.port, "app.test", "/", { headers: { "x-ferry-colour": "new" } })).body).toBe("green");
+    const plain = await Promise.all(Array.from({ length: 20 }, () => get(haproxy.port, "app.test")));
+    expect(new Set(plain.map((reply) => reply.body))).toEqual(new Set(["blue"]));
+    expect(plain.flatMap(setCookies).every((cookie) => cookie.startsWith(`${COOKIE}=`))).toBe(true);
+  });
+});

@@ -1,0 +1,193 @@
+import { once } from "node:events";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterEach, expect } from "vitest";
+import type { Router, RouteSpec } from "../../src/traffic/router.js";
+import { type LoadResult, startLoad } from "./load.js";
+
+/**
+ * What the router driver tests (nginx.test.ts, haproxy.test.ts, haproxyCanary.test.ts)
+ * share: clean-ups run after each test, real upstreams on free ports, and a plain GET
+ * through the router with a Host header.
+ */
+
+/** Clean-ups run in reverse order after each test of the file that calls this. */
+export function cleanUpAfterEach(): (cleanup: () => Promise<unknown> | unknown) => void {
+  const cleanups: (() => Promise<unknown> | unknown)[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+  return (cleanup) => cleanups.push(cleanup);
+}
+
+export interface Upstream {
+  url: string;
+  stop(): Promise<void>;
+  /** Listens again on the same port, as a restarted container would. */
+  start(): Promise<void>;
+}
+
+/**
+ * A real upstream on a free port: answers its name; after 2 s for /slow; its request as JSON
+ * for /headers; 500 for /error.
+ */
+export async function startUpstream(
+  name: string,
+  cleanUp: (cleanup: () => Promise<unknown> | unknown) => void,
+): Promise<Upstream> {
+  let server: http.Server | undefined;
+  let port = 0;
+  const start = async () => {
+    const created = http.createServer((request, response) => {
+      request.resume();
+      if (request.url?.startsWith("/slow")) {
+        setTimeout(() => response.end(name), 2_000);
+        return;
+      }
+      if (request.url?.startsWith("/headers")) {
+        response.setHeader("content-type", "application/json");
+        response.end(JSON.stringify({ name, url: request.url, headers: request.headers }));
+        return;
+      }
+      if (request.url?.startsWith("/error")) response.writeHead(500);
+      response.end(name);
+    });
+    created.listen(port, "127.0.0.1");
+    await once(created, "listening");
+    port = (created.address() as AddressInfo).port;
+    server = created;
+  };
+  const stop = async () => {
+    const running = server;
+    server = undefined;
+    if (!running) return;
+    const closed = new Promise<void>((resolve) => running.close(() => resolve()));
+    running.closeAllConnections();
+    await closed;
+  };
+  await start();
+  cleanUp(stop);
+  return { url: `http://127.0.0.1:${port}`, stop, start };
+}
+
+export interface Reply {
+  status: number;
+  body: string;
+  headers: http.IncomingHttpHeaders;
+}
+
+/** A GET through the router on 127.0.0.1:`port` for `host`; a fresh connection unless an agent is given. */
+export function get(
+  port: number,
+  host: string,
+  path = "/",
+  options: { headers?: Record<string, string>; agent?: http.Agent } = {},
+): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const request = http.request(
+      { host: "127.0.0.1", port, path, headers: { host, ...options.headers }, agent: options.agent ?? false },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on("data", (chunk: Buffer) => chunks.push(chunk));
+        response.on("end", () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            body: Buffer.concat(chunks).toString(),
+            headers: response.headers,
+          }),
+        );
+        response.on("error", reject);
+      },
+    );
+    request.on("error", reject);
+    request.end();
+  });
+}
+
+/**
+ * 10 switches of `route` between blue and green (blue live at the start) under a 16-connection
+ * keep-alive load through the router on `port`; after each, the old colour is drained, stopped
+ * and started again on its address, as a deployment does. `afterSwitch` checks what the driver
+ * promises right after a switch. Ends on blue with the load's result and each switch's time.
+ */
+export async function switchTenTimesUnderLoad(
+  router: Router,
+  port: number,
+  route: RouteSpec,
+  blue: Upstream,
+  green: Upstream,
+  afterSwitch: (colour: string) => Promise<void> = async () => undefined,
+): Promise<{ result: LoadResult; switchTimes: number[] }> {
+  const load = startLoad({ port, host: route.host, connections: 16 });
+  const colours = [
+    { upstream: green, colour: "green" },
+    { upstream: blue, colour: "blue" },
+  ];
+  const switchTimes: number[] = [];
+  for (let index = 0; index < 10; index += 1) {
+    await sleep(150);
+    const next = colours[index % 2];
+    if (!next) throw new Error("unreachable");
+    const { previous, switchMs } = await router.switch(route, { upstream: next.upstream.url, colour: next.colour });
+    switchTimes.push(switchMs);
+    if (!previous) throw new Error("the route existed");
+    expect(previous.upstream).not.toBe(next.upstream.url);
+    await afterSwitch(next.colour);
+    const drained = await router.drain(previous.upstream, 10_000);
+    expect(drained.drained).toBe(true);
+    // As a deployment stops the old colour (and later starts a new one on its address).
+    const old = previous.upstream === blue.url ? blue : green;
+    await old.stop();
+    await sleep(50);
+    await old.start();
+  }
+  await sleep(150);
+  return { result: await load.stop(), switchTimes };
+}
+
+/**
+ * The first scenario of every router driver: routes `web` (App.Example.com/, blue) and `api`
+ * (app.example.com/api) created on an empty router, served by host (any case, any port) and
+ * longest path prefix ("/api" matches "/api" and "/api/x", not "/apix"), other hosts a 404
+ * problem. `afterFirst` checks what the first switch did. Returns the headers the upstream
+ * saw and the routes as `routes()` must list them.
+ */
+export async function servesTwoRoutes(
+  router: Router,
+  port: number,
+  web: Upstream,
+  api: Upstream,
+  afterFirst: () => void = () => undefined,
+): Promise<{ headers: Record<string, string>; expected: (RouteSpec & { upstream: string; colour: string | null })[] }> {
+  expect(await router.routes()).toEqual([]);
+  const created = await router.switch(
+    { name: "web", host: "App.Example.com", pathPrefix: "/" },
+    { upstream: web.url, colour: "blue" },
+  );
+  expect(created.previous).toBeUndefined();
+  afterFirst();
+  await router.switch(
+    { name: "api", host: "app.example.com", pathPrefix: "/api" },
+    { upstream: `${api.url}/`, colour: null },
+  );
+
+  expect((await get(port, "app.example.com", "/")).body).toBe("web");
+  expect((await get(port, "APP.example.com:8443", "/api/users?x=1")).body).toBe("api");
+  expect((await get(port, "app.example.com", "/api")).body).toBe("api");
+  expect((await get(port, "app.example.com", "/apix")).body).toBe("web");
+  const unknown = await get(port, "nobody.example.com", "/");
+  expect(unknown.status).toBe(404);
+  expect(JSON.parse(unknown.body)).toMatchObject({ type: "urn:ferry:problem:no-route", status: 404 });
+  const echoed = JSON.parse((await get(port, "app.example.com", "/headers")).body) as {
+    headers: Record<string, string>;
+  };
+  const expected = [
+    { name: "api", host: "app.example.com", pathPrefix: "/api", upstream: api.url, colour: null },
+    { name: "web", host: "app.example.com", pathPrefix: "/", upstream: web.url, colour: "blue" },
+  ];
+  expect(await router.routes()).toEqual(expected);
+  expect(await router.live("web")).toEqual({ upstream: web.url, colour: "blue" });
+  expect(await router.live("nothing")).toBeUndefined();
+  return { headers: echoed.headers, expected };
+}
