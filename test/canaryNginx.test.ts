@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ProcessRuntime } from "../src/runtimes/process.js";
 import { startNginx, type TestNginx } from "./helpers/nginx.js";
 import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
+import { processAppStep } from "./helpers/processService.js";
 import { createAutoDeployedProject, startTestServer, type TestServer } from "./helpers/server.js";
 
 interface Created {
@@ -48,22 +49,12 @@ describe("canary stages on the nginx router (real nginx, server and supervisors)
   it("refuses the canary before starting anything, naming blueGreen.canary and the builtin proxy", async () => {
     const saved = await test.call("PUT", `/api/v1/projects/${projectSlug}/process`, {
       steps: [
-        {
-          name: "web",
-          kind: "process",
-          config: {
-            strategy: "blueGreen",
-            command: "node",
-            args: ["server.js"],
-            copyFrom: "#{AppDirectory}",
-            env: { APP_VERSION: "#{Ferry.Release.Number}" },
-            route: { host: `${projectName}.test` },
-            blueGreen: {
-              healthCheck: { path: "/health", intervalMs: 100, deadlineSeconds: 4 },
-              canary: { steps: [{ weight: 10, pauseSeconds: 5 }, { weight: 100 }] },
-            },
+        processAppStep(`${projectName}.test`, {
+          blueGreen: {
+            healthCheck: { path: "/health", intervalMs: 100, deadlineSeconds: 4 },
+            canary: { steps: [{ weight: 10, pauseSeconds: 5 }, { weight: 100 }] },
           },
-        },
+        }),
       ],
     });
     expect(saved.status, JSON.stringify(saved.body)).toBe(200);

@@ -5,9 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRuntime } from "../src/runtimes/docker.js";
-import { ProcessRuntime } from "../src/runtimes/process.js";
 import { buildDemoImage, type DemoImage, removeImages } from "./helpers/images.js";
-import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
+import { type ProcessAppService, processAppStep, startProcessAppService } from "./helpers/processService.js";
 import { type ProxyProcess, startProxyProcess } from "./helpers/proxy.js";
 import { startRegistry, type TestRegistry } from "./helpers/registry.js";
 import { createAutoDeployedProject, startTestServer, type TestServer } from "./helpers/server.js";
@@ -151,56 +150,32 @@ describe("collect-logs on a blue/green service (real Docker, registry, proxy, se
  */
 describe("collect-logs on a blue/green process service (real supervisors, proxy, server)", { timeout: 240_000 }, () => {
   const projectName = `plogs-${randomBytes(3).toString("hex")}`;
-  let proxy: ProxyProcess;
+  let service: ProcessAppService;
   let test: TestServer;
-  let app: ProcessApp;
-  let processes: ProcessRuntime;
   let projectSlug: string;
   const temporary: string[] = [];
 
   beforeAll(async () => {
-    app = await buildProcessApp();
-    proxy = await startProxyProcess();
-    test = await startTestServer({ traffic: proxy.traffic });
-    processes = new ProcessRuntime({ directory: join(test.server.deployments.workRoot, "processes") });
-    ({ projectSlug } = await createAutoDeployedProject(
-      test,
-      { lifecycle: "plogs", project: projectName },
-      { name: "AppDirectory", value: app.directory },
-    ));
+    service = await startProcessAppService({ lifecycle: "plogs", project: projectName });
+    ({ test, projectSlug } = service);
     const saved = await test.call("PUT", `/api/v1/projects/${projectSlug}/process`, {
       steps: [
-        {
-          name: "web",
-          kind: "process",
-          config: {
-            strategy: "blueGreen",
-            command: "node",
-            args: ["server.js"],
-            copyFrom: "#{AppDirectory}",
-            env: { APP_VERSION: "#{Ferry.Release.Number}" },
-            route: { host: `${projectName}.test` },
-            blueGreen: {
-              healthCheck: { path: "/health", intervalMs: 100, timeoutMs: 1000, deadlineSeconds: 10 },
-              drainSeconds: 1,
-              keepPreviousRunning: true,
-            },
-            settleSeconds: 0.3,
-            stopTimeoutSeconds: 5,
+        processAppStep(`${projectName}.test`, {
+          blueGreen: {
+            healthCheck: { path: "/health", intervalMs: 100, timeoutMs: 1000, deadlineSeconds: 10 },
+            drainSeconds: 1,
+            keepPreviousRunning: true,
           },
-        },
+          settleSeconds: 0.3,
+          stopTimeoutSeconds: 5,
+        }),
       ],
     });
     expect(saved.status, JSON.stringify(saved.body)).toBe(200);
   }, 180_000);
 
   afterAll(async () => {
-    if (projectSlug) await processes.removeByLabel("ferry.project", projectSlug).catch(() => undefined);
-    const workRoot = test?.server.deployments.workRoot;
-    await test?.close();
-    if (workRoot) rmSync(workRoot, { recursive: true, force: true });
-    await proxy?.stop();
-    await app?.remove();
+    await service?.close();
     for (const directory of temporary) rmSync(directory, { recursive: true, force: true });
   }, 120_000);
 

@@ -11,6 +11,7 @@ import { type FerryServer, isolatedEnv, testAdminKey, trackedResources } from ".
 import { crashTestClient, TERMINAL } from "./helpers/crashClient.js";
 import { type RunningLoad, startLoad } from "./helpers/load.js";
 import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
+import { processAppStep } from "./helpers/processService.js";
 import { type ProxyProcess, startProxyProcess } from "./helpers/proxy.js";
 import { freePort } from "./helpers/registry.js";
 
@@ -75,21 +76,11 @@ describe("kill -9 of the server during blue/green process deployments under load
     await call("POST", `/api/v1/projects/${project}/variables`, { name: "AppDirectory", value: app.directory });
     await call("PUT", `/api/v1/projects/${project}/process`, {
       steps: [
-        {
-          name: "web",
-          kind: "process",
-          config: {
-            strategy: "blueGreen",
-            command: "node",
-            args: ["server.js"],
-            copyFrom: "#{AppDirectory}",
-            env: { APP_VERSION: "#{Ferry.Release.Number}" },
-            route: { host },
-            blueGreen: { healthCheck: { path: "/health", intervalMs: 100 }, drainSeconds: 5 },
-            settleSeconds: 0.3,
-            stopTimeoutSeconds: 3,
-          },
-        },
+        processAppStep(host, {
+          blueGreen: { healthCheck: { path: "/health", intervalMs: 100 }, drainSeconds: 5 },
+          settleSeconds: 0.3,
+          stopTimeoutSeconds: 3,
+        }),
       ],
     });
     const first = await deploy("0.0.1");

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ProcessRuntime } from "../src/runtimes/process.js";
 import { type RunningLoad, startLoad } from "./helpers/load.js";
 import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
+import { processAppStep } from "./helpers/processService.js";
 import { type ProxyProcess, startProxyProcess } from "./helpers/proxy.js";
 import { createAutoDeployedProject, startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -36,17 +37,9 @@ describe("blue/green process deployments through ferry proxy (real supervisors, 
   let appVariableId: string;
   let serverStopped = false;
 
-  const webStep = (blueGreen: Record<string, unknown> = {}) => ({
-    name: "web",
-    kind: "process",
-    config: {
-      strategy: "blueGreen",
-      command: "node",
-      args: ["server.js"],
-      copyFrom: "#{AppDirectory}",
-      env: { APP_VERSION: "#{Ferry.Release.Number}" },
+  const webStep = (blueGreen: Record<string, unknown> = {}) =>
+    processAppStep(host, {
       limits: { openFiles: 4096 },
-      route: { host },
       blueGreen: {
         healthCheck: { path: "/health", intervalMs: 100, timeoutMs: 1000, deadlineSeconds: 4 },
         drainSeconds: 10,
@@ -56,8 +49,7 @@ describe("blue/green process deployments through ferry proxy (real supervisors, 
       },
       settleSeconds: 0.3,
       stopTimeoutSeconds: 5,
-    },
-  });
+    });
 
   const logText = async (taskId: string) =>
     (await test.call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`)).body.lines

@@ -1,14 +1,12 @@
 import { randomBytes } from "node:crypto";
-import { rmSync } from "node:fs";
 import http from "node:http";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ProcessRuntime } from "../src/runtimes/process.js";
+import type { ProcessRuntime } from "../src/runtimes/process.js";
 import { startLoad } from "./helpers/load.js";
-import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
-import { type ProxyProcess, startProxyProcess } from "./helpers/proxy.js";
+import { type ProcessAppService, processAppStep, startProcessAppService } from "./helpers/processService.js";
+import type { ProxyProcess } from "./helpers/proxy.js";
 import { runRunbook } from "./helpers/runbooks.js";
-import { createAutoDeployedProject, startTestServer, type TestServer } from "./helpers/server.js";
+import type { TestServer } from "./helpers/server.js";
 
 /**
  * Issue 14 part 6: the `restart` runbook step on the process runtime (ADR 0052), as the
@@ -20,10 +18,10 @@ import { createAutoDeployedProject, startTestServer, type TestServer } from "./h
 describe("the restart step on the process runtime (real supervisors, proxy and server; under load)", () => {
   const projectName = `rsp-${randomBytes(3).toString("hex")}`;
   const host = `${projectName}.test`;
+  let service: ProcessAppService;
   let proxy: ProxyProcess;
   let test: TestServer;
   let processes: ProcessRuntime;
-  let app: ProcessApp;
   let projectSlug: string;
 
   const restart = (name: string, config: Record<string, unknown> = {}) =>
@@ -33,32 +31,15 @@ describe("the restart step on the process runtime (real supervisors, proxy and s
     (await processes.listByLabel("ferry.project", projectSlug)).filter((instance) => instance.state === "running");
 
   beforeAll(async () => {
-    app = await buildProcessApp();
-    proxy = await startProxyProcess();
-    test = await startTestServer({ traffic: proxy.traffic });
-    processes = new ProcessRuntime({ directory: join(test.server.deployments.workRoot, "processes") });
-    ({ projectSlug } = await createAutoDeployedProject(
-      test,
-      { lifecycle: "rsp", project: projectName },
-      { name: "AppDirectory", value: app.directory },
-    ));
+    service = await startProcessAppService({ lifecycle: "rsp", project: projectName });
+    ({ proxy, test, processes, projectSlug } = service);
     const saved = await test.call("PUT", `/api/v1/projects/${projectSlug}/process`, {
       steps: [
-        {
-          name: "web",
-          kind: "process",
-          config: {
-            strategy: "blueGreen",
-            command: "node",
-            args: ["server.js"],
-            copyFrom: "#{AppDirectory}",
-            env: { APP_VERSION: "#{Ferry.Release.Number}" },
-            route: { host },
-            blueGreen: { healthCheck: { path: "/health", intervalMs: 100, deadlineSeconds: 10 }, drainSeconds: 5 },
-            settleSeconds: 0.3,
-            stopTimeoutSeconds: 5,
-          },
-        },
+        processAppStep(host, {
+          blueGreen: { healthCheck: { path: "/health", intervalMs: 100, deadlineSeconds: 10 }, drainSeconds: 5 },
+          settleSeconds: 0.3,
+          stopTimeoutSeconds: 5,
+        }),
       ],
     });
     expect(saved.status, JSON.stringify(saved.body)).toBe(200);
@@ -73,12 +54,7 @@ describe("the restart step on the process runtime (real supervisors, proxy and s
   }, 180_000);
 
   afterAll(async () => {
-    if (projectSlug) await processes?.removeByLabel("ferry.project", projectSlug);
-    const workRoot = test?.server.deployments.workRoot;
-    await test?.close();
-    if (workRoot) rmSync(workRoot, { recursive: true, force: true });
-    await proxy?.stop();
-    await app?.remove();
+    await service?.close();
   });
 
   it("restarts the routed process service under 16-connection keep-alive load: 0 failed requests, a new process serving", async () => {

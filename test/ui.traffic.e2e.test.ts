@@ -1,9 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { rmSync } from "node:fs";
-import { join } from "node:path";
 import type { Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { ProcessRuntime } from "../src/runtimes/process.js";
 import {
   accessibilityViolations,
   type Browser,
@@ -12,9 +9,9 @@ import {
   launchBrowser,
 } from "./helpers/browser.js";
 import { startLoad } from "./helpers/load.js";
-import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
-import { type ProxyProcess, startProxyProcess } from "./helpers/proxy.js";
-import { createAutoDeployedProject, startTestServer, type TestServer } from "./helpers/server.js";
+import { type ProcessAppService, processAppStep, startProcessAppService } from "./helpers/processService.js";
+import type { ProxyProcess } from "./helpers/proxy.js";
+import type { TestServer } from "./helpers/server.js";
 
 /*
  * The task page's traffic panel after real blue/green deployments: a real server deploys a
@@ -36,10 +33,9 @@ interface Created {
 describe("the task page's traffic panel after a blue/green deployment (real proxy, supervisors, server, Chromium)", () => {
   const projectName = `traffic-${randomBytes(3).toString("hex")}`;
   const host = `${projectName}.test`;
+  let service: ProcessAppService;
   let proxy: ProxyProcess;
   let test: TestServer;
-  let processes: ProcessRuntime;
-  let app: ProcessApp;
   let projectSlug: string;
   let browser: Browser;
   let page: Page;
@@ -66,40 +62,23 @@ describe("the task page's traffic panel after a blue/green deployment (real prox
 
   beforeAll(async () => {
     await ensureWebBuilt();
-    app = await buildProcessApp();
-    proxy = await startProxyProcess();
-    test = await startTestServer({ traffic: proxy.traffic });
-    processes = new ProcessRuntime({ directory: join(test.server.deployments.workRoot, "processes") });
-    ({ projectSlug } = await createAutoDeployedProject(
-      test,
-      { lifecycle: "traffic", project: projectName },
-      { name: "AppDirectory", value: app.directory },
-    ));
+    service = await startProcessAppService({ lifecycle: "traffic", project: projectName });
+    ({ proxy, test, projectSlug } = service);
     const saved = await test.call("PUT", `/api/v1/projects/${projectSlug}/process`, {
       steps: [
-        {
-          name: "web",
-          kind: "process",
-          config: {
-            strategy: "blueGreen",
-            command: "node",
-            args: ["server.js"],
-            copyFrom: "#{AppDirectory}",
-            env: { APP_VERSION: "#{Ferry.Release.Number}" },
-            route: { host },
-            blueGreen: {
-              healthCheck: { path: "/health", intervalMs: 100, timeoutMs: 1000, deadlineSeconds: 5 },
-              drainSeconds: 5,
-              // The new colour serves the load for a second while the deployment still runs,
-              // so its traffic is in the deployment's record however fast the switch went.
-              bakeSeconds: 1,
-              keepPreviousRunning: true,
-              retain: 1,
-            },
-            settleSeconds: 0.2,
-            stopTimeoutSeconds: 5,
+        processAppStep(host, {
+          blueGreen: {
+            healthCheck: { path: "/health", intervalMs: 100, timeoutMs: 1000, deadlineSeconds: 5 },
+            drainSeconds: 5,
+            // The new colour serves the load for a second while the deployment still runs,
+            // so its traffic is in the deployment's record however fast the switch went.
+            bakeSeconds: 1,
+            keepPreviousRunning: true,
+            retain: 1,
           },
-        },
+          settleSeconds: 0.2,
+          stopTimeoutSeconds: 5,
+        }),
       ],
     });
     expect(saved.status, JSON.stringify(saved.body)).toBe(200);
@@ -116,12 +95,7 @@ describe("the task page's traffic panel after a blue/green deployment (real prox
 
   afterAll(async () => {
     await browser?.close();
-    if (projectSlug) await processes?.removeByLabel("ferry.project", projectSlug);
-    const workRoot = test?.server.deployments.workRoot;
-    await test?.close();
-    if (workRoot) rmSync(workRoot, { recursive: true, force: true });
-    await proxy?.stop();
-    await app?.remove();
+    await service?.close();
   });
 
   afterEach(() => {
