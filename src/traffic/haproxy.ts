@@ -944,6 +944,9 @@ function renderConfig(records: readonly RouteRecord[], settings: RenderSettings)
     "  stats timeout 10s",
     // Ferry passes access.log as file descriptor 3 when it starts HAProxy; the master keeps it across reloads.
     "  log fd@3 format raw local0",
+    // One thread: with several, threads that find the log descriptor busy drop their line
+    // (HAProxy's DroppedLogs counter), and traffic() would under-count what was served.
+    "  nbthread 1",
     "",
     "defaults",
     "  mode http",
