@@ -12,6 +12,7 @@ import { haproxyStateDir, type TestHaproxy } from "./helpers/haproxy.js";
 import { startLoad } from "./helpers/load.js";
 import {
   cleanUpAfterEach,
+  cookieVisitor,
   get,
   type Reply,
   startUpstream as startUpstreamOn,
@@ -51,19 +52,7 @@ async function measuredShare(port: number, name: string, requests: number) {
 }
 
 /** A visitor that keeps HAProxy's cookie, as a browser would. */
-function visitor(port: number, agent: http.Agent) {
-  let cookie: string | undefined;
-  return async (): Promise<Reply> => {
-    const reply = await get(port, "app.test", "/", { agent, headers: cookie ? { cookie } : {} });
-    const given = setCookies(reply).find((value) => value.startsWith(`${COOKIE}=`));
-    if (given) cookie = given.split(";")[0];
-    return reply;
-  };
-}
-
-function setCookies(reply: Reply): string[] {
-  return reply.headers["set-cookie"] ?? [];
-}
+const visitor = (port: number, agent: http.Agent) => cookieVisitor(port, "app.test", COOKIE, agent);
 
 describe("haproxy router: canary split", () => {
   it("sends the weight's share of cookie-less requests under load within ±3 points at 10 % and 50 %, by set weight (no reload); a switch promotes it", async () => {
@@ -96,19 +85,19 @@ describe("haproxy router: canary split", () => {
     // Never a reload: the worker HAProxy started with did all of it.
     expect(haproxy.workerPids()).toEqual(workers);
     // No canary, no cookie.
-    expect(setCookies(await get(haproxy.port, "app.test"))).toEqual([]);
+    expect((await get(haproxy.port, "app.test")).setCookie).toEqual([]);
   }, 180_000);
 
   it("keeps cookie holders on the colour they reached through a higher weight; 0 % brings everyone back and sets no cookie", async () => {
     const { haproxy, router, green } = await setUp();
     const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
     cleanUp(() => agent.destroy());
-    expect(setCookies(await get(haproxy.port, "app.test"))).toEqual([]);
+    expect((await get(haproxy.port, "app.test")).setCookie).toEqual([]);
 
     await router.split("app", { upstream: green.url, colour: "green", weight: 20 });
     const visitors = Array.from({ length: 300 }, () => visitor(haproxy.port, agent));
     const first = await Promise.all(visitors.map((visit) => visit()));
-    expect(setCookies(first[0] as Reply)[0]).toMatch(
+    expect((first[0] as Reply).setCookie[0]).toMatch(
       new RegExp(`^${COOKIE}=[0-9a-f]+\\|[^;]*; path=/; HttpOnly; SameSite=Lax`, "i"),
     );
     const sideAt20 = first.map((reply) => reply.body);
@@ -128,7 +117,7 @@ describe("haproxy router: canary split", () => {
     await router.split("app", null);
     const after = await Promise.all(visitors.map((visit) => visit()));
     expect(new Set(after.map((reply) => reply.body))).toEqual(new Set(["blue"]));
-    expect(after.flatMap(setCookies)).toEqual([]);
+    expect(after.flatMap((reply) => reply.setCookie)).toEqual([]);
     expect((await router.routes())[0]?.canary).toBeUndefined();
   });
 
@@ -140,7 +129,7 @@ describe("haproxy router: canary split", () => {
     const pinned = await get(haproxy.port, "app.test", "/", { headers: { "x-ferry-colour": "new" } });
     expect(pinned.body).toBe("green");
     // Pinned answers set no cookie.
-    expect(setCookies(pinned)).toEqual([]);
+    expect(pinned.setCookie).toEqual([]);
     await router.split("app", { upstream: green.url, colour: "green", weight: 99 });
     const stable = await Promise.all(
       Array.from({ length: 20 }, () => get(haproxy.port, "app.test", "/", { headers: { "x-ferry-colour": "stable" } })),
@@ -223,6 +212,6 @@ describe("haproxy router: canary split", () => {
     expect((await get(haproxy.port, "app.test", "/", { headers: { "x-ferry-colour": "new" } })).body).toBe("green");
     const plain = await Promise.all(Array.from({ length: 20 }, () => get(haproxy.port, "app.test")));
     expect(new Set(plain.map((reply) => reply.body))).toEqual(new Set(["blue"]));
-    expect(plain.flatMap(setCookies).every((cookie) => cookie.startsWith(`${COOKIE}=`))).toBe(true);
+    expect(plain.flatMap((reply) => reply.setCookie).every((cookie) => cookie.startsWith(`${COOKIE}=`))).toBe(true);
   });
 });

@@ -13,6 +13,7 @@ import { FerryProxy } from "../src/traffic/proxy.js";
 import { startProxyAdmin } from "../src/traffic/proxyAdmin.js";
 import { ProxyAdminClient, ProxyAdminError } from "../src/traffic/proxyClient.js";
 import { readOrCreateAdminToken } from "../src/traffic/proxyState.js";
+import { type GetOptions, get as getThrough } from "./helpers/routerDriver.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
@@ -73,38 +74,9 @@ async function startProxy(stateDir = temporaryDir()) {
   return { proxy, port, stateDir };
 }
 
-interface Reply {
-  status: number;
-  body: string;
-  headers: http.IncomingHttpHeaders;
-}
-
-function get(
-  port: number,
-  host: string,
-  path = "/",
-  options: { agent?: http.Agent; method?: string; body?: string } = {},
-): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const request = http.request(
-      { host: "127.0.0.1", port, path, method: options.method ?? "GET", headers: { host }, agent: options.agent },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on("data", (chunk: Buffer) => chunks.push(chunk));
-        response.on("end", () =>
-          resolve({
-            status: response.statusCode ?? 0,
-            body: Buffer.concat(chunks).toString(),
-            headers: response.headers,
-          }),
-        );
-        response.on("error", reject);
-      },
-    );
-    request.on("error", reject);
-    request.end(options.body);
-  });
-}
+/** A request through the proxy, on Node's shared keep-alive agent unless another is given. */
+const get = (port: number, host: string, path = "/", options: Omit<GetOptions, "headers" | "timeoutMs"> = {}) =>
+  getThrough(port, host, path, { ...options, agent: options.agent ?? http.globalAgent });
 
 describe("ferry proxy: routing", () => {
   it("routes by exact host (any case, port ignored) and the longest path prefix; unknown ones get a 404 problem", async () => {

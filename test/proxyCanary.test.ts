@@ -10,6 +10,7 @@ import { startProxyAdmin } from "../src/traffic/proxyAdmin.js";
 import { ProxyAdminClient, type ProxyAdminError } from "../src/traffic/proxyClient.js";
 import { readOrCreateAdminToken } from "../src/traffic/proxyState.js";
 import { startLoad } from "./helpers/load.js";
+import { cookieVisitor, get as getThrough } from "./helpers/routerDriver.js";
 
 /**
  * The builtin proxy's canary (ADR 0049), on real sockets: two real upstreams behind a real
@@ -56,43 +57,12 @@ async function startProxyWithAdmin() {
   return { proxy, port, stateDir, client, admin, token };
 }
 
-interface Reply {
-  status: number;
-  body: string;
-  setCookie: string[];
-}
-
-function get(port: number, headers: Record<string, string>, path = "/", agent?: http.Agent): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const request = http.request(
-      { host: "127.0.0.1", port, path, headers: { host: "app.test", ...headers }, agent },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on("data", (chunk: Buffer) => chunks.push(chunk));
-        response.on("end", () =>
-          resolve({
-            status: response.statusCode ?? 0,
-            body: Buffer.concat(chunks).toString(),
-            setCookie: response.headers["set-cookie"] ?? [],
-          }),
-        );
-      },
-    );
-    request.on("error", reject);
-    request.end();
-  });
-}
+/** A GET of app.test through the proxy, on Node's shared keep-alive agent unless another is given. */
+const get = (port: number, headers: Record<string, string>, path = "/", agent: http.Agent = http.globalAgent) =>
+  getThrough(port, "app.test", path, { headers, agent });
 
 /** A visitor: keeps the cookie the proxy gives it, as a browser would. */
-function visitor(port: number, agent: http.Agent) {
-  let cookie: string | undefined;
-  return async () => {
-    const reply = await get(port, cookie ? { cookie } : {}, "/", agent);
-    const given = reply.setCookie.find((value) => value.startsWith(`${bucketCookieName("app")}=`));
-    if (given) cookie = given.split(";")[0];
-    return reply;
-  };
-}
+const visitor = (port: number, agent: http.Agent) => cookieVisitor(port, "app.test", bucketCookieName("app"), agent);
 
 /** The share of the answers (in per cent) that came from `name`, over a keep-alive load of cookie-less clients. */
 async function measuredShare(port: number, name: string, requests: number) {
@@ -169,7 +139,7 @@ describe("ferry proxy: canary split", () => {
     const plain = await Promise.all(Array.from({ length: 50 }, () => get(port, {})));
     expect(new Set(plain.map((reply) => reply.body))).toEqual(new Set(["blue"]));
     const pinned = await get(port, { "x-ferry-colour": "new" });
-    expect(pinned).toEqual({ status: 200, body: "green", setCookie: [] });
+    expect(pinned).toEqual({ status: 200, body: "green", setCookie: [], headers: expect.any(Object) });
     // A bucket cookie of the canary side does not beat an explicit pin to the stable side.
     await client.setCanary("app", { upstream: green, colour: "green", weight: 100 - 1 });
     expect((await get(port, { "x-ferry-colour": "stable", cookie: "ferry-canary-app=0" })).body).toBe("blue");

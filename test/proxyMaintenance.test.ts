@@ -11,6 +11,7 @@ import { readAdminToken } from "../src/traffic/proxyState.js";
 import { type CliResult, runFerry } from "./helpers/cli.js";
 import { startLoad } from "./helpers/load.js";
 import { type ProxyProcess, startProxyProcess } from "./helpers/proxy.js";
+import { get as getThrough } from "./helpers/routerDriver.js";
 
 /**
  * Maintenance mode and pausing per route (issue 17 part 5), on a real `ferry proxy` process
@@ -37,25 +38,11 @@ describe("ferry proxy maintenance, pause and resume (real proxy process and CLI)
   const ferry = (args: string[]): Promise<CliResult> =>
     runFerry(["proxy", ...args, "--state-dir", proxy.stateDir], { PATH: process.env.PATH ?? "", HOME: scratch });
 
-  const get = (path = "/") =>
-    new Promise<{ status: number; body: string; type: string }>((resolve, reject) => {
-      const request = http.request(
-        { host: "127.0.0.1", port: proxy.port, path, headers: { host: "app.test" } },
-        (response) => {
-          const chunks: Buffer[] = [];
-          response.on("data", (chunk: Buffer) => chunks.push(chunk));
-          response.on("end", () =>
-            resolve({
-              status: response.statusCode ?? 0,
-              body: Buffer.concat(chunks).toString(),
-              type: String(response.headers["content-type"]),
-            }),
-          );
-        },
-      );
-      request.on("error", reject);
-      request.end();
-    });
+  /** A GET of app.test through the proxy, on Node's shared keep-alive agent. */
+  const get = async (path = "/") => {
+    const reply = await getThrough(proxy.port, "app.test", path, { agent: http.globalAgent });
+    return { status: reply.status, body: reply.body, type: String(reply.headers["content-type"]) };
+  };
 
   /** A raw call of the admin API on its socket, to read a problem's field errors. */
   const adminPut = async (path: string, body: unknown) => {

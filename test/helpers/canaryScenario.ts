@@ -8,6 +8,7 @@ import { ProcessRuntime } from "../../src/runtimes/process.js";
 import type { TrafficSettings } from "../../src/traffic/routers.js";
 import { type RunningLoad, startLoad } from "./load.js";
 import { buildProcessApp, type ProcessApp } from "./processApp.js";
+import { cookieVisitor } from "./routerDriver.js";
 import { createAutoDeployedProject, startTestServer, type TestServer } from "./server.js";
 
 interface Created {
@@ -265,12 +266,10 @@ function startVisitors(port: number, host: string, cookieName: string, count: nu
   const failed = new Set<string[]>();
   const visit = async (sequence: string[]) => {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-    let cookie: string | undefined;
+    const visitor = cookieVisitor(port, host, cookieName, agent, { timeoutMs: 30_000 });
     while (running) {
       try {
-        const reply = await get(port, host, agent, cookie);
-        const given = reply.setCookie.find((value) => value.startsWith(`${cookieName}=`));
-        if (given) cookie = given.split(";")[0];
+        const reply = await visitor();
         sequence.push(reply.body.trim());
         if (reply.status !== 200) {
           failures.push(`HTTP ${reply.status}: ${reply.body}`);
@@ -297,32 +296,4 @@ function startVisitors(port: number, host: string, cookieName: string, count: nu
       };
     },
   };
-}
-
-function get(
-  port: number,
-  host: string,
-  agent: http.Agent,
-  cookie: string | undefined,
-): Promise<{ status: number; body: string; setCookie: string[] }> {
-  return new Promise((resolve, reject) => {
-    const request = http.request(
-      { host: "127.0.0.1", port, path: "/", agent, headers: { host, ...(cookie !== undefined && { cookie }) } },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on("data", (chunk: Buffer) => chunks.push(chunk));
-        response.on("end", () =>
-          resolve({
-            status: response.statusCode ?? 0,
-            body: Buffer.concat(chunks).toString(),
-            setCookie: response.headers["set-cookie"] ?? [],
-          }),
-        );
-        response.on("error", reject);
-      },
-    );
-    request.on("error", reject);
-    request.setTimeout(30_000, () => request.destroy(new Error("no answer within 30 s")));
-    request.end();
-  });
 }

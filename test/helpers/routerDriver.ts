@@ -7,9 +7,10 @@ import type { Router, RouteSpec } from "../../src/traffic/router.js";
 import { type LoadResult, startLoad } from "./load.js";
 
 /**
- * What the router driver tests (nginx.test.ts, haproxy.test.ts, haproxyCanary.test.ts)
- * share: clean-ups run after each test, real upstreams on free ports, and a plain GET
- * through the router with a Host header.
+ * What the router tests (nginx.test.ts, haproxy.test.ts, haproxyCanary.test.ts, and for the
+ * builtin proxy proxy.test.ts, proxyCanary.test.ts, proxyMaintenance.test.ts, canaryScenario.ts)
+ * share: clean-ups run after each test, real upstreams on free ports, and a request through
+ * the router with a Host header.
  */
 
 /** Clean-ups run in reverse order after each test of the file that calls this. */
@@ -75,18 +76,35 @@ export interface Reply {
   status: number;
   body: string;
   headers: http.IncomingHttpHeaders;
+  /** The Set-Cookie headers; none: []. */
+  setCookie: string[];
 }
 
-/** A GET through the router on 127.0.0.1:`port` for `host`; a fresh connection unless an agent is given. */
-export function get(
-  port: number,
-  host: string,
-  path = "/",
-  options: { headers?: Record<string, string>; agent?: http.Agent } = {},
-): Promise<Reply> {
+export interface GetOptions {
+  headers?: Record<string, string>;
+  /** The connection's agent; none given: a fresh connection. */
+  agent?: http.Agent | false;
+  method?: string;
+  body?: string;
+  /** Fails the request when no answer has come by then. */
+  timeoutMs?: number;
+}
+
+/**
+ * A request (GET unless `method` says otherwise) through the router on 127.0.0.1:`port` for
+ * `host`; a fresh connection unless an agent is given.
+ */
+export function get(port: number, host: string, path = "/", options: GetOptions = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const request = http.request(
-      { host: "127.0.0.1", port, path, headers: { host, ...options.headers }, agent: options.agent ?? false },
+      {
+        host: "127.0.0.1",
+        port,
+        path,
+        method: options.method ?? "GET",
+        headers: { host, ...options.headers },
+        agent: options.agent ?? false,
+      },
       (response) => {
         const chunks: Buffer[] = [];
         response.on("data", (chunk: Buffer) => chunks.push(chunk));
@@ -95,14 +113,39 @@ export function get(
             status: response.statusCode ?? 0,
             body: Buffer.concat(chunks).toString(),
             headers: response.headers,
+            setCookie: response.headers["set-cookie"] ?? [],
           }),
         );
         response.on("error", reject);
       },
     );
     request.on("error", reject);
-    request.end();
+    const { timeoutMs } = options;
+    if (timeoutMs !== undefined) {
+      request.setTimeout(timeoutMs, () => request.destroy(new Error(`no answer within ${timeoutMs / 1000} s`)));
+    }
+    request.end(options.body);
   });
+}
+
+/**
+ * A visitor that keeps the router's stickiness cookie `cookieName`, as a browser does: each call
+ * is one GET of / for `host` on `agent`, with the cookie the router gave it last.
+ */
+export function cookieVisitor(
+  port: number,
+  host: string,
+  cookieName: string,
+  agent: http.Agent,
+  options: Pick<GetOptions, "timeoutMs"> = {},
+): () => Promise<Reply> {
+  let cookie: string | undefined;
+  return async () => {
+    const reply = await get(port, host, "/", { ...options, agent, headers: cookie ? { cookie } : {} });
+    const given = reply.setCookie.find((value) => value.startsWith(`${cookieName}=`));
+    if (given) cookie = given.split(";")[0];
+    return reply;
+  };
 }
 
 /**
