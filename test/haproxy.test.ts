@@ -5,35 +5,20 @@ import { describe, expect, it } from "vitest";
 import { readEnvironment } from "../src/config/env.js";
 import { connectHaproxyRouter, HaproxyRouter } from "../src/traffic/haproxy.js";
 import { trafficSettingsFromEnvironment } from "../src/traffic/routers.js";
-import { haproxyStateDir, isRunning, type TestHaproxy } from "./helpers/haproxy.js";
-import {
-  cleanUpAfterEach,
-  get,
-  servesTwoRoutes,
-  startUpstream as startUpstreamOn,
-  switchTenTimesUnderLoad,
-  type Upstream,
-} from "./helpers/routerDriver.js";
+import { haproxyStateDir, isRunning } from "./helpers/haproxy.js";
+import { get, routerDriverTests, servesTwoRoutes, switchTenTimesUnderLoad } from "./helpers/routerDriver.js";
 
 /*
  * The haproxy Router driver against Debian's real HAProxy: Ferry writes haproxy.cfg, starts
  * and owns the master-worker process, and switches through the runtime API on its unix socket.
  */
 
-const cleanUp = cleanUpAfterEach();
-const startUpstream = (name: string): Promise<Upstream> => startUpstreamOn(name, cleanUp);
-
-async function startTestHaproxy(): Promise<TestHaproxy> {
-  const haproxy = await haproxyStateDir();
-  cleanUp(() => haproxy.stop());
-  return haproxy;
-}
-
-function openRouter(haproxy: TestHaproxy): HaproxyRouter {
-  const router = new HaproxyRouter(haproxy.options);
-  cleanUp(() => router.close());
-  return router;
-}
+const {
+  cleanUp,
+  startUpstream,
+  startServer: startTestHaproxy,
+  openRouter,
+} = routerDriverTests(haproxyStateDir, (haproxy) => new HaproxyRouter(haproxy.options));
 
 describe("haproxy router", () => {
   it("writes haproxy.cfg, starts HAProxy, serves routes by host and prefix, and reads them back from the file", async () => {

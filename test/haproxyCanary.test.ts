@@ -8,16 +8,9 @@ import { connectHaproxyRouter, HaproxyRouter } from "../src/traffic/haproxy.js";
 import { remoteRouterOnHost } from "../src/traffic/remoteRouter.js";
 import { LocalTransport } from "../src/transports/local.js";
 import { FERRY } from "./helpers/cli.js";
-import { haproxyStateDir, type TestHaproxy } from "./helpers/haproxy.js";
+import { haproxyStateDir } from "./helpers/haproxy.js";
 import { startLoad } from "./helpers/load.js";
-import {
-  cleanUpAfterEach,
-  cookieVisitor,
-  get,
-  type Reply,
-  startUpstream as startUpstreamOn,
-  type Upstream,
-} from "./helpers/routerDriver.js";
+import { cookieVisitor, get, type Reply, routerDriverTests } from "./helpers/routerDriver.js";
 
 /**
  * Canary splits on the HAProxy router (ADR 0053), against Debian's real HAProxy: weights by
@@ -26,16 +19,16 @@ import {
  * API, never a reload (the same worker throughout).
  */
 
-const cleanUp = cleanUpAfterEach();
-const startUpstream = (name: string): Promise<Upstream> => startUpstreamOn(name, cleanUp);
+const { cleanUp, startUpstream, startServer, openRouter } = routerDriverTests(
+  haproxyStateDir,
+  (haproxy) => new HaproxyRouter(haproxy.options),
+);
 const COOKIE = "ferry-canary-app";
 const route = { name: "app", host: "app.test", pathPrefix: "/" };
 
 async function setUp() {
-  const haproxy: TestHaproxy = await haproxyStateDir();
-  cleanUp(() => haproxy.stop());
-  const router = new HaproxyRouter(haproxy.options);
-  cleanUp(() => router.close());
+  const haproxy = await startServer();
+  const router = openRouter(haproxy);
   const blue = await startUpstream("blue");
   const green = await startUpstream("green");
   await router.switch(route, { upstream: blue.url, colour: "blue" });
@@ -163,8 +156,7 @@ describe("haproxy router: canary split", () => {
   });
 
   it("splits a remote host's HAProxy through ferry haproxy-router (run through the target's transport); nginx hosts offer no split", async () => {
-    const haproxy = await haproxyStateDir();
-    cleanUp(() => haproxy.stop());
+    const haproxy = await startServer();
     const workRoot = mkdtempSync(join(tmpdir(), "fhx-work-"));
     cleanUp(() => rmSync(workRoot, { recursive: true, force: true }));
     const transport = new LocalTransport(workRoot);

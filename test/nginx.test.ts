@@ -4,29 +4,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { NginxRouter } from "../src/traffic/nginx.js";
 import { startNginx, type TestNginx } from "./helpers/nginx.js";
-import {
-  cleanUpAfterEach,
-  get,
-  servesTwoRoutes,
-  startUpstream as startUpstreamOn,
-  switchTenTimesUnderLoad,
-  type Upstream,
-} from "./helpers/routerDriver.js";
+import { get, routerDriverTests, servesTwoRoutes, switchTenTimesUnderLoad } from "./helpers/routerDriver.js";
 
-const cleanUp = cleanUpAfterEach();
-const startUpstream = (name: string): Promise<Upstream> => startUpstreamOn(name, cleanUp);
-
-async function startTestNginx(): Promise<TestNginx> {
-  const nginx = await startNginx();
-  cleanUp(() => nginx.stop());
-  return nginx;
-}
-
-function openRouter(nginx: TestNginx): NginxRouter {
-  const router = new NginxRouter(nginx.options);
-  cleanUp(() => router.close());
-  return router;
-}
+const {
+  startUpstream,
+  startServer: startTestNginx,
+  openRouter,
+} = routerDriverTests(startNginx, (nginx) => new NginxRouter(nginx.options));
 
 const sitesFiles = (nginx: TestNginx) =>
   Object.fromEntries(

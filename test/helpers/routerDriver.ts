@@ -72,6 +72,32 @@ export async function startUpstream(
   return { url: `http://127.0.0.1:${port}`, stop, start };
 }
 
+/**
+ * The head of a router driver's test file: clean-ups after each test; upstreams; the real
+ * router program (nginx, HAProxy) `startServer` starts, and drivers `open` opens over it, each
+ * stopped or closed after the test.
+ */
+export function routerDriverTests<Server extends { stop(): Promise<void> }, Driver extends Router>(
+  startServer: () => Promise<Server>,
+  open: (server: Server) => Driver,
+) {
+  const cleanUp = cleanUpAfterEach();
+  return {
+    cleanUp,
+    startUpstream: (name: string): Promise<Upstream> => startUpstream(name, cleanUp),
+    async startServer(): Promise<Server> {
+      const server = await startServer();
+      cleanUp(() => server.stop());
+      return server;
+    },
+    openRouter(server: Server): Driver {
+      const router = open(server);
+      cleanUp(() => router.close());
+      return router;
+    },
+  };
+}
+
 export interface Reply {
   status: number;
   body: string;
