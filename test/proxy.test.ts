@@ -2,75 +2,42 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { Duplex } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { FerryProxy } from "../src/traffic/proxy.js";
 import { startProxyAdmin } from "../src/traffic/proxyAdmin.js";
 import { ProxyAdminClient, ProxyAdminError } from "../src/traffic/proxyClient.js";
 import { readOrCreateAdminToken } from "../src/traffic/proxyState.js";
-import { type GetOptions, get as getThrough } from "./helpers/routerDriver.js";
+import {
+  cleanUpAfterEach,
+  type GetOptions,
+  get as getThrough,
+  startUpstream as startUpstreamOn,
+} from "./helpers/routerDriver.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const cleanups: (() => Promise<unknown> | unknown)[] = [];
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-interface Upstream {
-  url: string;
-  server: http.Server;
-  stop(): Promise<void>;
-}
+const cleanUp = cleanUpAfterEach();
 
 /** A real upstream on a free port; answers its name unless `handler` takes the request. */
-async function startUpstream(
+const startUpstream = (
   name: string,
   handler?: (request: http.IncomingMessage, response: http.ServerResponse) => boolean | undefined,
-): Promise<Upstream> {
-  const server = http.createServer((request, response) => {
-    if (handler?.(request, response)) return;
-    request.resume();
-    if (request.url?.startsWith("/slow")) {
-      setTimeout(() => response.end(name), 2_000);
-      return;
-    }
-    if (request.url?.startsWith("/headers")) {
-      response.setHeader("content-type", "application/json");
-      response.end(JSON.stringify({ name, url: request.url, headers: request.headers }));
-      return;
-    }
-    response.end(name);
-  });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  let stopped = false;
-  const stop = async () => {
-    if (stopped) return;
-    stopped = true;
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    server.closeAllConnections();
-    await closed;
-  };
-  cleanups.push(stop);
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server, stop };
-}
+) => startUpstreamOn(name, cleanUp, handler);
 
 function temporaryDir(): string {
   const dir = mkdtempSync(join(tmpdir(), "ferry-proxy-"));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  cleanUp(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
 
 async function startProxy(stateDir = temporaryDir()) {
   const proxy = await FerryProxy.open(stateDir);
   const { port } = await proxy.listen("127.0.0.1", 0);
-  cleanups.push(() => proxy.close(1_000));
+  cleanUp(() => proxy.close(1_000));
   return { proxy, port, stateDir };
 }
 
@@ -207,7 +174,7 @@ describe("ferry proxy: switching and draining", () => {
     await proxy.putRoute("app", { host: "app.test", upstream: blue.url, colour: "blue" });
 
     const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
-    cleanups.push(() => agent.destroy());
+    cleanUp(() => agent.destroy());
     let running = true;
     const bodies = new Map<string, number>();
     const failures: string[] = [];
@@ -256,7 +223,7 @@ describe("ferry proxy: switching and draining", () => {
     const { proxy, port } = await startProxy();
     await proxy.putRoute("app", { host: "app.test", upstream: live.url, colour: "blue" });
     const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
-    cleanups.push(() => agent.destroy());
+    cleanUp(() => agent.destroy());
     let running = true;
     let served = 0;
     const failures: string[] = [];
@@ -436,10 +403,10 @@ describe("ferry proxy: admin API", () => {
     expect(statSync(path).mode & 0o777).toBe(0o600);
     expect((await readOrCreateAdminToken(stateDir)).token).toBe(token);
     const admin = await startProxyAdmin(proxy, { port: 0 }, token);
-    cleanups.push(() => admin.close());
+    cleanUp(() => admin.close());
 
     const client = new ProxyAdminClient({ url: admin.address }, token);
-    cleanups.push(() => client.close());
+    cleanUp(() => client.close());
     const put = await client.putRoute("app", { host: "app.test", pathPrefix: "/", upstream: blue.url, colour: "blue" });
     expect(put).toMatchObject({ created: true, route: { name: "app", upstream: blue.url, colour: "blue" } });
     expect(await client.listRoutes()).toEqual([expect.objectContaining({ name: "app", host: "app.test" })]);
@@ -473,7 +440,7 @@ describe("ferry proxy: admin API", () => {
     expect(noToken.status).toBe(401);
     expect(noToken.headers.get("content-type")).toContain("application/problem+json");
     const wrongToken = new ProxyAdminClient({ url: admin.address }, "not-the-token");
-    cleanups.push(() => wrongToken.close());
+    cleanUp(() => wrongToken.close());
     const refused = await wrongToken.listRoutes().catch((error: unknown) => error);
     expect((refused as ProxyAdminError).status).toBe(401);
   });
@@ -486,7 +453,7 @@ describe("ferry proxy: the real process", () => {
       [join(root, "bin", "ferry"), "proxy", "--listen", "127.0.0.1:0", "--state-dir", stateDir],
       { stdio: ["ignore", "pipe", "pipe"] },
     );
-    cleanups.push(() => {
+    cleanUp(() => {
       if (child.exitCode === null) child.kill("SIGKILL");
     });
     return new Promise((resolve, reject) => {
@@ -511,7 +478,7 @@ describe("ferry proxy: the real process", () => {
     expect(statSync(socketPath).mode & 0o777).toBe(0o600);
     const token = readFileSync(join(stateDir, "admin-token"), "utf8").trim();
     const client = new ProxyAdminClient({ socketPath }, token);
-    cleanups.push(() => client.close());
+    cleanUp(() => client.close());
     await client.putRoute("app", { host: "app.test", upstream: blue.url, colour: "blue" });
     expect((await get(first.port, "app.test")).body).toBe("blue");
 
@@ -524,7 +491,7 @@ describe("ferry proxy: the real process", () => {
 
     const second = await startProcess(stateDir);
     const again = new ProxyAdminClient({ socketPath }, token);
-    cleanups.push(() => again.close());
+    cleanUp(() => again.close());
     expect(await again.listRoutes()).toEqual([
       expect.objectContaining({ name: "app", host: "app.test", upstream: blue.url, colour: "blue" }),
     ]);
@@ -537,7 +504,7 @@ describe("ferry proxy: the real process", () => {
     await killed;
     const third = await startProcess(stateDir);
     const afterCrash = new ProxyAdminClient({ socketPath }, token);
-    cleanups.push(() => afterCrash.close());
+    cleanUp(() => afterCrash.close());
     expect(await afterCrash.listRoutes()).toEqual([expect.objectContaining({ name: "app", colour: "green" })]);
     expect((await get(third.port, "app.test")).body).toBe("blue");
     third.child.kill("SIGTERM");

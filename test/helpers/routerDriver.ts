@@ -24,6 +24,8 @@ export function cleanUpAfterEach(): (cleanup: () => Promise<unknown> | unknown) 
 
 export interface Upstream {
   url: string;
+  /** The server listening now (a new one after each `start`). */
+  readonly server: http.Server;
   stop(): Promise<void>;
   /** Listens again on the same port, as a restarted container would. */
   start(): Promise<void>;
@@ -31,16 +33,18 @@ export interface Upstream {
 
 /**
  * A real upstream on a free port: answers its name; after 2 s for /slow; its request as JSON
- * for /headers; 500 for /error.
+ * for /headers; 500 for /error; unless `handler` takes the request (returns true).
  */
 export async function startUpstream(
   name: string,
   cleanUp: (cleanup: () => Promise<unknown> | unknown) => void,
+  handler?: (request: http.IncomingMessage, response: http.ServerResponse) => boolean | undefined,
 ): Promise<Upstream> {
   let server: http.Server | undefined;
   let port = 0;
   const start = async () => {
     const created = http.createServer((request, response) => {
+      if (handler?.(request, response)) return;
       request.resume();
       if (request.url?.startsWith("/slow")) {
         setTimeout(() => response.end(name), 2_000);
@@ -69,7 +73,15 @@ export async function startUpstream(
   };
   await start();
   cleanUp(stop);
-  return { url: `http://127.0.0.1:${port}`, stop, start };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    get server() {
+      if (!server) throw new Error(`the upstream ${name} is stopped`);
+      return server;
+    },
+    stop,
+    start,
+  };
 }
 
 /**
