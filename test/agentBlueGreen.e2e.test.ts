@@ -8,10 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ProcessRuntime } from "../src/runtimes/process.js";
 import { FERRY } from "./helpers/cli.js";
 import { buildDemoImage, type DemoImage, removeImages } from "./helpers/images.js";
-import { type RunningLoad, startLoad } from "./helpers/load.js";
 import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
 import { startRegistry, type TestRegistry } from "./helpers/registry.js";
-import { commandLinesContaining, PROXY_PORT, served } from "./helpers/remoteHosts.js";
+import { commandLinesContaining, PROXY_PORT, remoteProcessStep, served, underLoad } from "./helpers/remoteHosts.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
 
@@ -66,19 +65,6 @@ describe("blue/green on an agent target with its host router (real agent, docker
     const task = await test.waitForTask(taskId, 180_000);
     return { taskId, state: task.state, log: await logText(taskId) };
   };
-  const underLoad = async <T>(routeHost: string, action: () => Promise<T>) => {
-    const load: RunningLoad = startLoad({ address: address(), port: PROXY_PORT, host: routeHost, connections: 16 });
-    try {
-      while (load.completed() < 50) await sleep(20);
-      const result = await action();
-      const after = load.completed();
-      while (load.completed() < after + 50) await sleep(20);
-      return { result, seen: await load.stop() };
-    } finally {
-      await load.stop().catch(() => undefined);
-    }
-  };
-
   /** A project auto-deployed to prod whose one step is `step` on the agent's role; `set` changes what the next release runs. */
   const newProject = async (step: (routeHost: string) => Record<string, unknown>, variable: string, first: string) => {
     const project = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
@@ -122,7 +108,7 @@ describe("blue/green on an agent target with its host router (real agent, docker
     expect(initial.log).toContain(`web on ${targetName}`);
     expect(await served(address(), project.routeHost)).toBe(first.body);
 
-    const { result: next, seen } = await underLoad(project.routeHost, () =>
+    const { result: next, seen } = await underLoad(address(), project.routeHost, () =>
       project.release(second.version, second.value),
     );
     expect(next.state, next.log).toBe("succeeded");
@@ -131,7 +117,9 @@ describe("blue/green on an agent target with its host router (real agent, docker
     expect(seen.bodies.get(second.body)).toBeGreaterThan(0);
     expect(await served(address(), project.routeHost)).toBe(second.body);
 
-    const { result: back, seen: duringRollback } = await underLoad(project.routeHost, () => project.rollback());
+    const { result: back, seen: duringRollback } = await underLoad(address(), project.routeHost, () =>
+      project.rollback(),
+    );
     expect(back.state, back.log).toBe("succeeded");
     expect(duringRollback.failures).toEqual([]);
     expect(back.log).toMatch(new RegExp(`of release ${first.version.replaceAll(".", "\\.")} is retained`));
@@ -282,27 +270,7 @@ describe("blue/green on an agent target with its host router (real agent, docker
 
   it("supervised processes: switch under load with 0 failed requests and a rollback, the instances in the agent's work root", async () => {
     const project = await newProject(
-      (routeHost) => ({
-        name: "web",
-        kind: "process",
-        roles: ["web"],
-        config: {
-          strategy: "blueGreen",
-          command: "node",
-          args: ["server.js"],
-          copyFrom: "#{AppDirectory}",
-          env: { APP_VERSION: "#{Ferry.Release.Number}", API_TOKEN: "#{ApiToken}" },
-          route: { host: routeHost },
-          blueGreen: {
-            healthCheck: { path: "/health", intervalMs: 100, timeoutMs: 1000, deadlineSeconds: 10 },
-            drainSeconds: 3,
-            keepPreviousRunning: true,
-            retain: 2,
-          },
-          settleSeconds: 0.3,
-          stopTimeoutSeconds: 3,
-        },
-      }),
+      (routeHost) => remoteProcessStep(routeHost, { env: { API_TOKEN: "#{ApiToken}" } }),
       "AppDirectory",
       app.directory,
     );

@@ -2,7 +2,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { expect } from "vitest";
 import { childrenOf, isRunning } from "./helpers/haproxy.js";
-import { describeRemoteRouter, waitUntil } from "./helpers/remoteRouterE2e.js";
+import { waitUntil } from "./helpers/remoteHosts.js";
+import { describeRemoteRouter } from "./helpers/remoteRouterE2e.js";
 
 /**
  * HAProxy as a remote host's router (issue 17 part 3, ADR 0048): Ferry writes haproxy.cfg,

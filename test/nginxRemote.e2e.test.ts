@@ -2,7 +2,8 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { expect } from "vitest";
 import { writeNginxConfig } from "./helpers/nginx.js";
-import { describeRemoteRouter, waitUntil } from "./helpers/remoteRouterE2e.js";
+import { waitUntil } from "./helpers/remoteHosts.js";
+import { describeRemoteRouter } from "./helpers/remoteRouterE2e.js";
 
 /**
  * nginx as a remote host's router (issue 12 part 4, ADR 0039): Debian's nginx runs on the

@@ -1,16 +1,26 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ProcessRuntime } from "../src/runtimes/process.js";
-import { FERRY, isolatedEnv, testAdminKey, trackedResources } from "./helpers/cli.js";
+import { isolatedEnv, testAdminKey, trackedResources } from "./helpers/cli.js";
 import { crashTestClient, TERMINAL } from "./helpers/crashClient.js";
-import { type RunningLoad, startLoad } from "./helpers/load.js";
+import { startLoad } from "./helpers/load.js";
 import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
 import { freePort } from "./helpers/registry.js";
-import { commandLinesContaining, PROXY_PORT, served } from "./helpers/remoteHosts.js";
+import {
+  commandLinesContaining,
+  PROXY_PORT,
+  ROOT_INSTANCES,
+  remoteProcessStep,
+  served,
+  sshTargetBody,
+  stopDetachedProxy,
+  underLoad,
+  waitUntil,
+} from "./helpers/remoteHosts.js";
 import { runRunbook } from "./helpers/runbooks.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
@@ -22,46 +32,13 @@ import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
  * requests to the host's proxy the whole time; every failed request fails the test.
  */
 
-/** Where the host's proxy takes traffic (inside its namespace). */
-/** Where the process runtime keeps a target's instances on a host reached as root (processHost.ts). */
-const ROOT_INSTANCES = "/var/lib/ferry/processes";
-
 interface Created {
   deployments: { taskId: string }[];
 }
 
-async function waitUntil(condition: () => boolean | Promise<boolean>, what: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
-    await sleep(100);
-  }
-}
-
-/** The process step of these tests: the app of `AppDirectory`, blue/green on the targets with `role`. */
-function processStep(role: string, routeHost: string, healthDeadlineSeconds = 10) {
-  return {
-    name: "web",
-    kind: "process",
-    roles: [role],
-    config: {
-      strategy: "blueGreen",
-      command: "node",
-      args: ["server.js"],
-      copyFrom: "#{AppDirectory}",
-      env: { APP_VERSION: "#{Ferry.Release.Number}", API_TOKEN: "#{ApiToken}" },
-      route: { host: routeHost },
-      blueGreen: {
-        healthCheck: { path: "/health", intervalMs: 100, timeoutMs: 1000, deadlineSeconds: healthDeadlineSeconds },
-        drainSeconds: 3,
-        keepPreviousRunning: true,
-        retain: 2,
-      },
-      settleSeconds: 0.3,
-      stopTimeoutSeconds: 3,
-    },
-  };
-}
+/** The process step of these tests: the app of `AppDirectory` with the project's API token, blue/green. */
+const processStep = (routeHost: string, healthDeadlineSeconds = 10) =>
+  remoteProcessStep(routeHost, { env: { API_TOKEN: "#{ApiToken}" }, healthDeadlineSeconds });
 
 describe("process blue/green on an SSH host (real sshd, supervisors and ferry proxy there; under load)", {
   timeout: 300_000,
@@ -91,24 +68,11 @@ describe("process blue/green on an SSH host (real sshd, supervisors and ferry pr
     expect(created.status, JSON.stringify(created.body)).toBe(201);
     return finished(created.body.deployments[0]?.taskId ?? "");
   };
-  const underLoad = async <T>(action: () => Promise<T>) => {
-    const load: RunningLoad = startLoad({ address: address(), port: PROXY_PORT, host: routeHost, connections: 16 });
-    try {
-      while (load.completed() < 50) await sleep(20);
-      const result = await action();
-      const after = load.completed();
-      while (load.completed() < after + 50) await sleep(20);
-      return { result, seen: await load.stop() };
-    } finally {
-      await load.stop().catch(() => undefined);
-    }
-  };
+  const loaded = <T>(action: () => Promise<T>) => underLoad(address(), routeHost, action);
 
   beforeAll(async () => {
     app = await buildProcessApp();
     [hosts, test] = await Promise.all([startSshHosts(1), startTestServer()]);
-    const host = hosts.hosts[0];
-    if (!host) throw new Error("no host");
     expect((await test.call("POST", "/api/v1/environments", { name: "prod" })).status).toBe(201);
     expect(
       (
@@ -118,19 +82,11 @@ describe("process blue/green on an SSH host (real sshd, supervisors and ferry pr
         })
       ).status,
     ).toBe(201);
-    const target = await test.call("POST", "/api/v1/targets", {
-      name: targetName,
-      environments: ["prod"],
-      roles: ["web"],
-      transport: "ssh",
-      ssh: { host: host.address, user: "root", privateKey: hosts.privateKey, hostKey: host.fingerprint },
-      router: {
-        driver: "builtin",
-        listen: `0.0.0.0:${PROXY_PORT}`,
-        stateDir: join(stateRoot, "proxy"),
-        command: FERRY,
-      },
-    });
+    const target = await test.call(
+      "POST",
+      "/api/v1/targets",
+      sshTargetBody(targetName, hosts, "builtin", { stateDir: join(stateRoot, "proxy") }),
+    );
     expect(target.status, JSON.stringify(target.body)).toBe(201);
     const project = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
       name: `rp-${suffix}`,
@@ -151,7 +107,7 @@ describe("process blue/green on an SSH host (real sshd, supervisors and ferry pr
     });
     expect(token.status, JSON.stringify(token.body)).toBe(201);
     const saved = await test.call("PUT", `/api/v1/projects/${slug}/process`, {
-      steps: [processStep("web", routeHost)],
+      steps: [processStep(routeHost)],
     });
     expect(saved.status, JSON.stringify(saved.body)).toBe(200);
   }, 120_000);
@@ -163,14 +119,7 @@ describe("process blue/green on an SSH host (real sshd, supervisors and ferry pr
       .catch(() => []);
     rmSync(join(ROOT_INSTANCES, targetName), { recursive: true, force: true });
     // The host's proxy: stopped through its pid file, as `ferry proxy --detach` left it.
-    const pidFile = join(stateRoot, "proxy", "proxy.pid");
-    if (existsSync(pidFile)) {
-      try {
-        process.kill(Number(readFileSync(pidFile, "utf8").trim()), "SIGTERM");
-      } catch {
-        // Gone.
-      }
-    }
+    stopDetachedProxy(join(stateRoot, "proxy"));
     await hosts?.close();
     await app?.remove();
     rmSync(stateRoot, { recursive: true, force: true });
@@ -189,7 +138,7 @@ describe("process blue/green on an SSH host (real sshd, supervisors and ferry pr
     expect(commandLinesContaining(secret)).toEqual([]);
     expect(first.log).not.toContain(secret);
 
-    const { result: second, seen } = await underLoad(() => release("1.0.2"));
+    const { result: second, seen } = await loaded(() => release("1.0.2"));
     expect(second.state, second.log).toBe("succeeded");
     expect(seen.failures).toEqual([]);
     expect(seen.bodies.get("version 1.0.1")).toBeGreaterThan(0);
@@ -197,7 +146,7 @@ describe("process blue/green on an SSH host (real sshd, supervisors and ferry pr
     expect(await served(address(), routeHost)).toBe("version 1.0.2");
     expect(commandLinesContaining(secret)).toEqual([]);
 
-    const { result: back, seen: duringRollback } = await underLoad(async () => {
+    const { result: back, seen: duringRollback } = await loaded(async () => {
       const rolled = await test.call<{ taskId: string }>("POST", `/api/v1/projects/${slug}/rollbacks`, {
         environment: "prod",
       });
@@ -215,7 +164,7 @@ describe("process blue/green on an SSH host (real sshd, supervisors and ferry pr
     const [before] = (await instances().listByLabel("ferry.project", slug)).filter(
       (instance) => instance.labels["ferry.release"] === "1.0.1" && instance.state === "running",
     );
-    const { result: restarted, seen: duringRestart } = await underLoad(() =>
+    const { result: restarted, seen: duringRestart } = await loaded(() =>
       runRunbook(test, slug, {
         name: "Restart",
         steps: [
@@ -290,14 +239,7 @@ describe("kill -9 of the server during a process blue/green on an SSH host (real
       .removeByLabel("ferry.project", slug)
       .catch(() => []);
     rmSync(join(ROOT_INSTANCES, targetName), { recursive: true, force: true });
-    const pidFile = join(stateRoot, "proxy", "proxy.pid");
-    if (existsSync(pidFile)) {
-      try {
-        process.kill(Number(readFileSync(pidFile, "utf8").trim()), "SIGTERM");
-      } catch {
-        // Gone.
-      }
-    }
+    stopDetachedProxy(join(stateRoot, "proxy"));
     await hosts?.close();
     await app?.remove();
     await neverHealthy?.remove();
@@ -311,19 +253,11 @@ describe("kill -9 of the server during a process blue/green on an SSH host (real
     expect(
       (await call("POST", "/api/v1/lifecycles", { name: "one", phases: [{ environments: ["prod"] }] })).status,
     ).toBe(201);
-    const target = await call("POST", "/api/v1/targets", {
-      name: targetName,
-      environments: ["prod"],
-      roles: ["web"],
-      transport: "ssh",
-      ssh: { host: host.address, user: "root", privateKey: hosts.privateKey, hostKey: host.fingerprint },
-      router: {
-        driver: "builtin",
-        listen: `0.0.0.0:${PROXY_PORT}`,
-        stateDir: join(stateRoot, "proxy"),
-        command: FERRY,
-      },
-    });
+    const target = await call(
+      "POST",
+      "/api/v1/targets",
+      sshTargetBody(targetName, hosts, "builtin", { stateDir: join(stateRoot, "proxy") }),
+    );
     expect(target.status, JSON.stringify(target.body)).toBe(201);
     const project = await call<{ slug: string }>("POST", "/api/v1/projects", {
       name: `rpc-${suffix}`,
@@ -339,7 +273,7 @@ describe("kill -9 of the server during a process blue/green on an SSH host (real
     await call("POST", `/api/v1/projects/${slug}/variables`, { name: "ApiToken", value: "t", sensitive: true });
     // A long health-check deadline: the kill lands while the new colour runs, unhealthy, beside the old.
     expect(
-      (await call("PUT", `/api/v1/projects/${slug}/process`, { steps: [processStep("web", routeHost, 60)] })).status,
+      (await call("PUT", `/api/v1/projects/${slug}/process`, { steps: [processStep(routeHost, 60)] })).status,
     ).toBe(200);
     const deploy = async (version: string) => {
       expect((await call("POST", `/api/v1/projects/${slug}/releases`, { version })).status).toBe(201);

@@ -1,5 +1,10 @@
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import http from "node:http";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { FERRY } from "./cli.js";
+import { type LoadResult, type RunningLoad, startLoad } from "./load.js";
+import type { SshHosts } from "./sshHosts.js";
 
 /** The port the remote hosts' `ferry proxy` listens on in the data-plane tests. */
 export const PROXY_PORT = 8000;
@@ -36,4 +41,111 @@ export function commandLinesContaining(text: string): string[] {
     }
   }
   return found;
+}
+
+/** Where the process runtime keeps a target's instances on a host reached as root (processHost.ts). */
+export const ROOT_INSTANCES = "/var/lib/ferry/processes";
+
+/** Polls `condition` every 100 ms; fails naming `what` when it does not hold within `timeoutMs`. */
+export async function waitUntil(
+  condition: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
+    await sleep(100);
+  }
+}
+
+/**
+ * `action` under 16 keep-alive clients sending requests for `routeHost` to the router at
+ * `address`: 50 answers before it starts and 50 after it ends. Its result and what the load saw.
+ */
+export async function underLoad<T>(
+  address: string,
+  routeHost: string,
+  action: () => Promise<T>,
+): Promise<{ result: T; seen: LoadResult }> {
+  const load: RunningLoad = startLoad({ address, port: PROXY_PORT, host: routeHost, connections: 16 });
+  try {
+    while (load.completed() < 50) await sleep(20);
+    const result = await action();
+    const after = load.completed();
+    while (load.completed() < after + 50) await sleep(20);
+    return { result, seen: await load.stop() };
+  } finally {
+    await load.stop().catch(() => undefined);
+  }
+}
+
+/**
+ * The body of POST /api/v1/targets for the first host of `hosts`: an SSH target in prod with the
+ * role web, reached as root, whose router (`driver` and its `settings`) listens on PROXY_PORT
+ * and is run there as this checkout's ferry.
+ */
+export function sshTargetBody(
+  name: string,
+  hosts: SshHosts,
+  driver: string,
+  settings: Record<string, unknown>,
+): Record<string, unknown> {
+  const host = hosts.hosts[0];
+  if (!host) throw new Error("no host");
+  return {
+    name,
+    environments: ["prod"],
+    roles: ["web"],
+    transport: "ssh",
+    ssh: { host: host.address, user: "root", privateKey: hosts.privateKey, hostKey: host.fingerprint },
+    router: { driver, listen: `0.0.0.0:${PROXY_PORT}`, ...settings, command: FERRY },
+  };
+}
+
+/**
+ * The process step of the remote blue/green tests: the app of `AppDirectory` (its version from
+ * the release number, `env` besides), blue/green on the targets with `role`, behind `routeHost`.
+ */
+export function remoteProcessStep(
+  routeHost: string,
+  options: { role?: string; env?: Record<string, string>; healthDeadlineSeconds?: number } = {},
+) {
+  return {
+    name: "web",
+    kind: "process",
+    roles: [options.role ?? "web"],
+    config: {
+      strategy: "blueGreen",
+      command: "node",
+      args: ["server.js"],
+      copyFrom: "#{AppDirectory}",
+      env: { APP_VERSION: "#{Ferry.Release.Number}", ...options.env },
+      route: { host: routeHost },
+      blueGreen: {
+        healthCheck: {
+          path: "/health",
+          intervalMs: 100,
+          timeoutMs: 1000,
+          deadlineSeconds: options.healthDeadlineSeconds ?? 10,
+        },
+        drainSeconds: 3,
+        keepPreviousRunning: true,
+        retain: 2,
+      },
+      settleSeconds: 0.3,
+      stopTimeoutSeconds: 3,
+    },
+  };
+}
+
+/** Stops the `ferry proxy --detach` whose state is in `stateDir` through its pid file, if it runs. */
+export function stopDetachedProxy(stateDir: string): void {
+  const pidFile = join(stateDir, "proxy.pid");
+  if (!existsSync(pidFile)) return;
+  try {
+    process.kill(Number(readFileSync(pidFile, "utf8").trim()), "SIGTERM");
+  } catch {
+    // Gone.
+  }
 }

@@ -2,15 +2,21 @@ import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ProcessRuntime } from "../../src/runtimes/process.js";
-import { FERRY, isolatedEnv, testAdminKey, trackedResources } from "./cli.js";
+import { isolatedEnv, testAdminKey, trackedResources } from "./cli.js";
 import { crashTestClient } from "./crashClient.js";
-import { type RunningLoad, startLoad } from "./load.js";
 import { buildProcessApp, type ProcessApp } from "./processApp.js";
 import { freePort } from "./registry.js";
-import { PROXY_PORT, served } from "./remoteHosts.js";
+import {
+  PROXY_PORT,
+  ROOT_INSTANCES,
+  remoteProcessStep,
+  served,
+  sshTargetBody,
+  underLoad,
+  waitUntil,
+} from "./remoteHosts.js";
 import { type SshHosts, startSshHosts } from "./sshHosts.js";
 
 /**
@@ -46,21 +52,6 @@ export interface RemoteRouterCase {
   readonly resourcePrefix: string;
   prepare(dir: string): HostRouterUnderTest;
 }
-
-export async function waitUntil(
-  condition: () => boolean | Promise<boolean>,
-  what: string,
-  timeoutMs: number,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
-    await sleep(100);
-  }
-}
-
-/** Where the process runtime keeps a target's instances on a host reached as root (processHost.ts). */
-const ROOT_INSTANCES = "/var/lib/ferry/processes";
 
 /**
  * A keep-alive load run inside the host's namespace (it goes on when the host's link is down):
@@ -144,18 +135,7 @@ export function describeRemoteRouter(spec: RemoteRouterCase): void {
       expect(created.status, JSON.stringify(created.body)).toBe(201);
       return finished(created.body.taskId);
     };
-    const underLoad = async <T>(action: () => Promise<T>) => {
-      const load: RunningLoad = startLoad({ address: address(), port: PROXY_PORT, host: routeHost, connections: 16 });
-      try {
-        while (load.completed() < 50) await sleep(20);
-        const result = await action();
-        const after = load.completed();
-        while (load.completed() < after + 50) await sleep(20);
-        return { result, seen: await load.stop() };
-      } finally {
-        await load.stop().catch(() => undefined);
-      }
-    };
+    const loaded = <T>(action: () => Promise<T>) => underLoad(address(), routeHost, action);
     beforeAll(async () => {
       app = await buildProcessApp();
       hosts = await startSshHosts(1);
@@ -184,14 +164,11 @@ export function describeRemoteRouter(spec: RemoteRouterCase): void {
       expect(
         (await call("POST", "/api/v1/lifecycles", { name: "one", phases: [{ environments: ["prod"] }] })).status,
       ).toBe(201);
-      const target = await call("POST", "/api/v1/targets", {
-        name: targetName,
-        environments: ["prod"],
-        roles: ["web"],
-        transport: "ssh",
-        ssh: { host: host.address, user: "root", privateKey: hosts.privateKey, hostKey: host.fingerprint },
-        router: { driver: spec.driver, listen: `0.0.0.0:${PROXY_PORT}`, ...router.settings, command: FERRY },
-      });
+      const target = await call(
+        "POST",
+        "/api/v1/targets",
+        sshTargetBody(targetName, hosts, spec.driver, router.settings),
+      );
       expect(target.status, JSON.stringify(target.body)).toBe(201);
       const project = await call<{ slug: string }>("POST", "/api/v1/projects", {
         name: `${spec.short}-${suffix}`,
@@ -204,29 +181,7 @@ export function describeRemoteRouter(spec: RemoteRouterCase): void {
         (await call("POST", `/api/v1/projects/${slug}/variables`, { name: "AppDirectory", value: app.directory }))
           .status,
       ).toBe(201);
-      const steps = [
-        {
-          name: "web",
-          kind: "process",
-          roles: ["web"],
-          config: {
-            strategy: "blueGreen",
-            command: "node",
-            args: ["server.js"],
-            copyFrom: "#{AppDirectory}",
-            env: { APP_VERSION: "#{Ferry.Release.Number}" },
-            route: { host: routeHost },
-            blueGreen: {
-              healthCheck: { path: "/health", intervalMs: 100, timeoutMs: 1000, deadlineSeconds: 10 },
-              drainSeconds: 3,
-              keepPreviousRunning: true,
-              retain: 2,
-            },
-            settleSeconds: 0.3,
-            stopTimeoutSeconds: 3,
-          },
-        },
-      ];
+      const steps = [remoteProcessStep(routeHost)];
       expect((await call("PUT", `/api/v1/projects/${slug}/process`, { steps })).status).toBe(200);
 
       // The first switch writes the router's files and starts it on the host, inside the host's namespace.
@@ -241,7 +196,7 @@ export function describeRemoteRouter(spec: RemoteRouterCase): void {
       );
       router.checkFirst(routeHost);
 
-      const { result: second, seen } = await underLoad(() => release("1.0.2"));
+      const { result: second, seen } = await loaded(() => release("1.0.2"));
       expect(second.state, second.log).toBe("succeeded");
       expect(seen.failures).toEqual([]);
       expect(seen.bodies.get("version 1.0.1")).toBeGreaterThan(0);
@@ -252,7 +207,7 @@ export function describeRemoteRouter(spec: RemoteRouterCase): void {
       router.checkSwitched(second.log, "deployment");
       expect(second.log).toMatch(/traffic during this deployment: [1-9]\d* request\(s\) served, 0 failed/);
 
-      const { result: back, seen: duringRollback } = await underLoad(async () => {
+      const { result: back, seen: duringRollback } = await loaded(async () => {
         const rolled = await call<{ taskId: string }>("POST", `/api/v1/projects/${slug}/rollbacks`, {
           environment: "prod",
         });
