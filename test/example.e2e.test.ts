@@ -9,12 +9,12 @@ import {
   type FerryServer,
   isolatedEnv,
   parseJson,
-  ROOT,
   runCommand,
   runFerry,
   testAdminKey,
   trackedResources,
 } from "./helpers/cli.js";
+import { docker, exampleDirectory, registryDigest, rewrite } from "./helpers/examples.js";
 import { startRegistry, type TestRegistry } from "./helpers/registry.js";
 
 /**
@@ -25,30 +25,17 @@ import { startRegistry, type TestRegistry } from "./helpers/registry.js";
  * real containers on this host's Docker engine, served by a real `ferry server` process.
  */
 
-const EXAMPLE = join(ROOT, "examples", "hello");
-const MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json";
+const EXAMPLE = exampleDirectory("hello");
 
-const { makeTemporaryDirectory, startFerryServer, cleanUp } = trackedResources("ferry-example-e2e-");
+const { startServerInNewHome, cleanUp } = trackedResources("ferry-example-e2e-");
 
 function expectFailure(result: CliResult): void {
   expect(result.code, `stdout: ${result.stdout}\nstderr: ${result.stderr}`).toBe(1);
 }
 
-/** Docker CLI calls for setup, checks and clean-up; a failure throws with its stderr. */
-async function docker(args: readonly string[], env: NodeJS.ProcessEnv): Promise<string> {
-  const result = await runCommand("docker", args, env, { timeoutMs: 60_000 });
-  if (result.code !== 0) throw new Error(`docker ${args.join(" ")} failed (${result.code}): ${result.stderr.trim()}`);
-  return result.stdout;
-}
-
-/** Replaces `from` in the example's text, which must hold it exactly `times` times (the example changed otherwise). */
-function rewrite(text: string, from: string, to: string, times = 1): string {
-  const found = text.split(from).length - 1;
-  if (found !== times) {
-    throw new Error(`examples/hello/ferry.yml: expected ${times} × ${JSON.stringify(from)}, found ${found}`);
-  }
-  return text.replaceAll(from, to);
-}
+/** Replaces `from` in examples/hello/ferry.yml's text, which must hold it exactly `times` times. */
+const rewriteHello = (text: string, from: string, to: string, times = 1) =>
+  rewrite("examples/hello/ferry.yml", text, from, to, times);
 
 interface ReleaseJson {
   version: string;
@@ -133,15 +120,9 @@ describe("the hello example: build, apply, release, promote, pin, fail and roll 
   };
 
   /** The digest the registry serves for a tag of the repository now. */
-  const registryDigest = async (tag: string): Promise<string> => {
+  const digestOf = async (tag: string): Promise<string> => {
     if (!registry) throw new Error("the registry is not running");
-    const response = await fetch(`${registry.url}/v2/${repository}/manifests/${tag}`, {
-      method: "HEAD",
-      headers: { accept: MANIFEST_V2 },
-      signal: AbortSignal.timeout(5_000),
-    });
-    expect(response.status).toBe(200);
-    return response.headers.get("docker-content-digest") ?? "";
+    return registryDigest(registry.url, repository, tag);
   };
 
   const releaseDigest = async (version: string): Promise<string> => {
@@ -153,26 +134,23 @@ describe("the hello example: build, apply, release, promote, pin, fail and roll 
   };
 
   beforeAll(async () => {
-    home = await makeTemporaryDirectory();
-    const [startedRegistry, startedServer] = await Promise.all([
+    const [startedRegistry, started] = await Promise.all([
       timed("start the registry", () => startRegistry()),
-      timed("start ferry server", () =>
-        startFerryServer({ dataDir: join(home, "data"), env: isolatedEnv(home, { FERRY_ADMIN_API_KEY: adminKey }) }),
-      ),
+      timed("start ferry server", () => startServerInNewHome(adminKey)),
     ]);
     registry = startedRegistry;
-    server = startedServer;
+    ({ home, server } = started);
     registryHost = new URL(registry.url).host;
 
     const example = await readFile(join(EXAMPLE, "ferry.yml"), "utf8");
-    let text = rewrite(example, "project:\n  name: hello\n", `project:\n  name: ${projectName}\n`);
-    text = rewrite(text, "url: http://127.0.0.1:5000\n", `url: ${registry.url}\n`);
-    text = rewrite(text, "repository: demo/hello\n", `repository: ${repository}\n`);
-    text = rewrite(text, '"hello-#{Ferry.Environment.Slug}"', `"hello-${suffix}-#{Ferry.Environment.Slug}"`, 2);
+    let text = rewriteHello(example, "project:\n  name: hello\n", `project:\n  name: ${projectName}\n`);
+    text = rewriteHello(text, "url: http://127.0.0.1:5000\n", `url: ${registry.url}\n`);
+    text = rewriteHello(text, "repository: demo/hello\n", `repository: ${repository}\n`);
+    text = rewriteHello(text, '"hello-#{Ferry.Environment.Slug}"', `"hello-${suffix}-#{Ferry.Environment.Slug}"`, 2);
     ferryFile = join(home, "ferry.yml");
     await writeFile(ferryFile, text);
-    let broken = rewrite(text, '/health"', '/nope"');
-    broken = rewrite(broken, "deadlineSeconds: 30\n", "deadlineSeconds: 5\n");
+    let broken = rewriteHello(text, '/health"', '/nope"');
+    broken = rewriteHello(broken, "deadlineSeconds: 30\n", "deadlineSeconds: 5\n");
     brokenFerryFile = join(home, "ferry.broken.yml");
     await writeFile(brokenFerryFile, broken);
   });
@@ -211,7 +189,7 @@ describe("the hello example: build, apply, release, promote, pin, fail and roll 
       }),
     );
     expectSuccess(built);
-    expect(await registryDigest("1.0.0")).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(await digestOf("1.0.0")).toMatch(/^sha256:[0-9a-f]{64}$/);
 
     const applied = await timed("ferry apply", () => cli(["apply", "-f", ferryFile]));
     expectSuccess(applied);
@@ -226,7 +204,7 @@ describe("the hello example: build, apply, release, promote, pin, fail and roll 
     expect(created.stdout).toContain(`${slug} 1.0.0 → dev`);
     // The version rule >=1.0.0 picks the highest tag: the release runs image 1.0.1.
     expect(await answer("dev")).toBe("hello from 1.0.1");
-    expect(await releaseDigest("1.0.0")).toBe(await registryDigest("1.0.1"));
+    expect(await releaseDigest("1.0.0")).toBe(await digestOf("1.0.1"));
   });
 
   it("refuses prod before test, naming the lifecycle rule", async () => {
@@ -261,9 +239,9 @@ describe("the hello example: build, apply, release, promote, pin, fail and roll 
       await docker(["tag", `${registryHost}/${repository}:1.0.0`, `${registryHost}/${repository}:1.0.1`], env());
       await docker(["push", "--quiet", `${registryHost}/${repository}:1.0.1`], env());
     });
-    const moved = await registryDigest("1.0.1");
+    const moved = await digestOf("1.0.1");
     expect(moved).not.toBe(pinned);
-    expect(moved).toBe(await registryDigest("1.0.0"));
+    expect(moved).toBe(await digestOf("1.0.0"));
 
     // A new release resolves the tag again: it pins the new digest, and dev (auto-deploy)
     // now serves the 1.0.0 content, which the smoke test of tag 1.0.1 rejects.

@@ -8,12 +8,12 @@ import {
   type FerryServer,
   isolatedEnv,
   parseJson,
-  ROOT,
   runCommand,
   runFerry,
   testAdminKey,
   trackedResources,
 } from "./helpers/cli.js";
+import { docker, exampleDirectory, registryDigest, rewrite } from "./helpers/examples.js";
 import { freePort, startRegistry, type TestRegistry } from "./helpers/registry.js";
 
 /**
@@ -26,15 +26,8 @@ import { freePort, startRegistry, type TestRegistry } from "./helpers/registry.j
  * Then `ferry run` runs the same file's dev process with no server at all.
  */
 
-const EXAMPLE = join(ROOT, "examples", "pipeline");
-const MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json";
-const { makeTemporaryDirectory, startFerryServer, cleanUp } = trackedResources("ferry-pipeline-e2e-");
-
-async function docker(args: readonly string[]): Promise<string> {
-  const result = await runCommand("docker", args, process.env, { timeoutMs: 60_000 });
-  if (result.code !== 0) throw new Error(`docker ${args.join(" ")} failed (${result.code}): ${result.stderr.trim()}`);
-  return result.stdout.trim();
-}
+const EXAMPLE = exampleDirectory("pipeline");
+const { startServerInNewHome, cleanUp } = trackedResources("ferry-pipeline-e2e-");
 
 /** Everything on this host's engine labelled ferry.task=<task>: containers, networks, volumes. */
 async function labelledWith(taskId: string): Promise<string[]> {
@@ -60,33 +53,21 @@ describe("examples/pipeline: push a beta, and Ferry tests it in isolation, tags 
       FERRY_URL: server?.url ?? "",
       FERRY_API_KEY: adminKey,
     });
-  const digestOf = async (tag: string) => {
-    const response = await fetch(`${registry.url}/v2/pipeline/app/manifests/${tag}`, {
-      method: "HEAD",
-      headers: { accept: MANIFEST_V2 },
-    });
-    expect(response.status, `HEAD pipeline/app:${tag}`).toBe(200);
-    return response.headers.get("docker-content-digest") ?? "";
-  };
+  const digestOf = (tag: string) => registryDigest(registry.url, "pipeline/app", tag);
 
   beforeAll(async () => {
-    home = await makeTemporaryDirectory();
     proxyPort = await freePort();
     registry = await startRegistry();
-    server = await startFerryServer({
-      dataDir: join(home, "data"),
-      env: isolatedEnv(home, {
-        FERRY_ADMIN_API_KEY: adminKey,
-        FERRY_PROXY_LISTEN: `127.0.0.1:${proxyPort}`,
-      }),
-    });
+    ({ home, server } = await startServerInNewHome(adminKey, [], { FERRY_PROXY_LISTEN: `127.0.0.1:${proxyPort}` }));
     // The example as a person copies it, pointed at this test's registry.
     example = join(home, "pipeline");
     await cp(EXAMPLE, example, { recursive: true });
     const file = join(example, "ferry.yml");
     const text = await readFile(file, "utf8");
-    expect(text.split("url: http://127.0.0.1:5000\n")).toHaveLength(2);
-    await writeFile(file, text.replace("url: http://127.0.0.1:5000\n", `url: ${registry.url}\n`));
+    await writeFile(
+      file,
+      rewrite("examples/pipeline/ferry.yml", text, "url: http://127.0.0.1:5000\n", `url: ${registry.url}\n`),
+    );
   }, 120_000);
 
   afterAll(async () => {

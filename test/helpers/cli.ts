@@ -191,8 +191,13 @@ export interface TrackedResources {
   /**
    * How most tests begin: a new temp directory as HOME and a server with its data in HOME/data
    * that creates `adminKey` as its admin key on first start, so the CLI can use that key at once.
+   * `env`: more of the server's environment.
    */
-  startServerInNewHome(adminKey: string, extraArgs?: string[]): Promise<{ home: string; server: FerryServer }>;
+  startServerInNewHome(
+    adminKey: string,
+    extraArgs?: string[],
+    env?: Record<string, string>,
+  ): Promise<{ home: string; server: FerryServer }>;
   /** Stops every server still running, then removes every temp directory. */
   cleanUp(): Promise<void>;
 }
@@ -288,11 +293,12 @@ export function trackedResources(prefix: string): TrackedResources {
   async function startServerInNewHome(
     adminKey: string,
     extraArgs: string[] = [],
+    env: Record<string, string> = {},
   ): Promise<{ home: string; server: FerryServer }> {
     const home = await makeTemporaryDirectory();
     const server = await startFerryServer({
       dataDir: join(home, "data"),
-      env: isolatedEnv(home, { FERRY_ADMIN_API_KEY: adminKey }),
+      env: isolatedEnv(home, { FERRY_ADMIN_API_KEY: adminKey, ...env }),
       extraArgs,
     });
     return { home, server };
