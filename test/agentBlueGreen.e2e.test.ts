@@ -11,7 +11,7 @@ import { buildDemoImage, type DemoImage, removeImages } from "./helpers/images.j
 import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
 import { startRegistry, type TestRegistry } from "./helpers/registry.js";
 import { commandLinesContaining, PROXY_PORT, remoteProcessStep, served, underLoad } from "./helpers/remoteHosts.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { startTestServer, type TestServer, taskLogText } from "./helpers/server.js";
 import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
 
 /**
@@ -57,10 +57,7 @@ describe("blue/green on an agent target with its host router (real agent, docker
   let projects = 0;
 
   const address = () => hosts.hosts[0]?.address ?? "";
-  const logText = async (taskId: string) =>
-    (await test.call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`)).body.lines
-      .map((line) => line.text)
-      .join("\n");
+  const logText = (taskId: string) => taskLogText(test.call, taskId);
   const finished = async (taskId: string) => {
     const task = await test.waitForTask(taskId, 180_000);
     return { taskId, state: task.state, log: await logText(taskId) };

@@ -9,7 +9,7 @@ import { type RunningLoad, startLoad } from "./helpers/load.js";
 import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
 import { processAppStep } from "./helpers/processService.js";
 import { type ProxyProcess, startProxyProcess } from "./helpers/proxy.js";
-import { createAutoDeployedProject, startTestServer, type TestServer } from "./helpers/server.js";
+import { createAutoDeployedProject, startTestServer, type TestServer, taskLogText } from "./helpers/server.js";
 
 interface Created {
   deployments: { taskId: string }[];
@@ -51,10 +51,7 @@ describe("blue/green process deployments through ferry proxy (real supervisors, 
       stopTimeoutSeconds: 5,
     });
 
-  const logText = async (taskId: string) =>
-    (await test.call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`)).body.lines
-      .map((line) => line.text)
-      .join("\n");
+  const logText = (taskId: string) => taskLogText(test.call, taskId);
 
   const finished = async (taskId: string) => {
     const task = await test.waitForTask(taskId, 90_000);

@@ -22,7 +22,7 @@ import {
   waitUntil,
 } from "./helpers/remoteHosts.js";
 import { runRunbook } from "./helpers/runbooks.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { startTestServer, type TestServer, taskLogText } from "./helpers/server.js";
 import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
 
 /**
@@ -55,10 +55,7 @@ describe("process blue/green on an SSH host (real sshd, supervisors and ferry pr
 
   const address = () => hosts.hosts[0]?.address ?? "";
   const instances = () => new ProcessRuntime({ directory: join(ROOT_INSTANCES, targetName) });
-  const logText = async (taskId: string) =>
-    (await test.call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`)).body.lines
-      .map((line) => line.text)
-      .join("\n");
+  const logText = (taskId: string) => taskLogText(test.call, taskId);
   const finished = async (taskId: string) => {
     const task = await test.waitForTask(taskId, 120_000);
     return { taskId, state: task.state, log: await logText(taskId) };
@@ -351,10 +348,7 @@ describe("kill -9 of the server during a process blue/green on an SSH host (real
   it("removes the colour an interrupted task left on a host that was unreachable then, once the host is back", async () => {
     const host = hosts.hosts[0];
     if (!host) throw new Error("no host");
-    const log = async (taskId: string) =>
-      (await call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`)).body.lines
-        .map((line) => line.text)
-        .join("\n");
+    const log = (taskId: string) => taskLogText(call, taskId);
     // The app never turns healthy (the variable points at it since the test above): the new
     // colour runs beside the live one, waiting for its health check, when the host goes away.
     expect((await call("POST", `/api/v1/projects/${slug}/releases`, { version: "1.0.3" })).status).toBe(201);

@@ -8,8 +8,9 @@ import { ProcessRuntime } from "../../src/runtimes/process.js";
 import type { TrafficSettings } from "../../src/traffic/routers.js";
 import { type RunningLoad, startLoad } from "./load.js";
 import { buildProcessApp, type ProcessApp } from "./processApp.js";
+import { processAppStep } from "./processService.js";
 import { cookieVisitor } from "./routerDriver.js";
-import { createAutoDeployedProject, startTestServer, type TestServer } from "./server.js";
+import { createAutoDeployedProject, startTestServer, type TestServer, taskLogText } from "./server.js";
 
 interface Created {
   deployments: { taskId: string }[];
@@ -49,17 +50,9 @@ export function describeCanary(spec: {
     let appVariableId: string;
     const loads: RunningLoad[] = [];
 
-    const webStep = (canary: Record<string, unknown> | undefined) => ({
-      name: "web",
-      kind: "process",
-      config: {
-        strategy: "blueGreen",
-        command: "node",
-        args: ["server.js"],
-        copyFrom: "#{AppDirectory}",
-        env: { APP_VERSION: "#{Ferry.Release.Number}" },
+    const webStep = (canary: Record<string, unknown> | undefined) =>
+      processAppStep(host, {
         limits: { openFiles: 4096 },
-        route: { host },
         blueGreen: {
           healthCheck: { path: "/health", intervalMs: 100, timeoutMs: 1000, deadlineSeconds: 4 },
           drainSeconds: 10,
@@ -68,13 +61,9 @@ export function describeCanary(spec: {
         },
         settleSeconds: 0.3,
         stopTimeoutSeconds: 5,
-      },
-    });
+      });
 
-    const logText = async (taskId: string) =>
-      (await test.call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`)).body.lines
-        .map((line) => line.text)
-        .join("\n");
+    const logText = (taskId: string) => taskLogText(test.call, taskId);
 
     /** Creates a release running the app in `directory`; the task of its auto-deployment (not awaited). */
     const startRelease = async (version: string, directory: ProcessApp, canary?: Record<string, unknown>) => {

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { FERRY } from "./cli.js";
 import { type LoadResult, type RunningLoad, startLoad } from "./load.js";
+import { processAppStep } from "./processService.js";
 import type { SshHosts } from "./sshHosts.js";
 
 /** The port the remote hosts' `ferry proxy` listens on in the data-plane tests. */
@@ -112,16 +113,8 @@ export function remoteProcessStep(
   options: { role?: string; env?: Record<string, string>; healthDeadlineSeconds?: number } = {},
 ) {
   return {
-    name: "web",
-    kind: "process",
-    roles: [options.role ?? "web"],
-    config: {
-      strategy: "blueGreen",
-      command: "node",
-      args: ["server.js"],
-      copyFrom: "#{AppDirectory}",
+    ...processAppStep(routeHost, {
       env: { APP_VERSION: "#{Ferry.Release.Number}", ...options.env },
-      route: { host: routeHost },
       blueGreen: {
         healthCheck: {
           path: "/health",
@@ -135,7 +128,8 @@ export function remoteProcessStep(
       },
       settleSeconds: 0.3,
       stopTimeoutSeconds: 3,
-    },
+    }),
+    roles: [options.role ?? "web"],
   };
 }
 

@@ -17,6 +17,7 @@ import {
   underLoad,
   waitUntil,
 } from "./remoteHosts.js";
+import { taskLogText } from "./server.js";
 import { type SshHosts, startSshHosts } from "./sshHosts.js";
 
 /**
@@ -118,10 +119,7 @@ export function describeRemoteRouter(spec: RemoteRouterCase): void {
       server = await startFerryServer({ dataDir, env: isolatedEnv(dataDir, { FERRY_ADMIN_API_KEY: apiKey }), port });
     };
     const { call, waitForTerminal } = crashTestClient(() => port, apiKey);
-    const logText = async (taskId: string) =>
-      (await call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`)).body.lines
-        .map((line) => line.text)
-        .join("\n");
+    const logText = (taskId: string) => taskLogText(call, taskId);
     const finished = async (taskId: string) => {
       const state = await waitForTerminal(taskId, 180_000);
       return { taskId, state, log: await logText(taskId) };

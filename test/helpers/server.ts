@@ -19,6 +19,12 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
+/** A task's log as text, a line of the log a line, read through `call` (a TestServer's, or a crash test's client). */
+export async function taskLogText(call: TestServer["call"], taskId: string): Promise<string> {
+  const { body } = await call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`);
+  return body.lines.map((line) => line.text).join("\n");
+}
+
 /**
  * A real Ferry server (HTTP on a free port, task engine running) on a fresh SQLite data dir.
  * Feeds and webhooks may point at 127.0.0.1 (the tests' registries) unless `outbound` says otherwise.
