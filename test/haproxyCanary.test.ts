@@ -2,15 +2,20 @@ import { mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { connectHaproxyRouter, HaproxyRouter } from "../src/traffic/haproxy.js";
 import { remoteRouterOnHost } from "../src/traffic/remoteRouter.js";
 import { LocalTransport } from "../src/transports/local.js";
 import { FERRY } from "./helpers/cli.js";
 import { haproxyStateDir } from "./helpers/haproxy.js";
-import { startLoad } from "./helpers/load.js";
-import { cookieVisitor, get, type Reply, routerDriverTests } from "./helpers/routerDriver.js";
+import {
+  cookieVisitor,
+  get,
+  measuredShare,
+  type Reply,
+  routerDriverTests,
+  stickyAt20,
+} from "./helpers/routerDriver.js";
 
 /**
  * Canary splits on the HAProxy router (ADR 0053), against Debian's real HAProxy: weights by
@@ -33,15 +38,6 @@ async function setUp() {
   const green = await startUpstream("green");
   await router.switch(route, { upstream: blue.url, colour: "blue" });
   return { haproxy, router, blue, green };
-}
-
-/** The share (per cent) of answers from `name` over a 16-connection keep-alive load of cookie-less requests. */
-async function measuredShare(port: number, name: string, requests: number) {
-  const load = startLoad({ port, host: "app.test", connections: 16 });
-  while (load.completed() < requests) await sleep(50);
-  const result = await load.stop();
-  expect(result.failures).toEqual([]);
-  return { share: ((result.bodies.get(name) ?? 0) / result.requests) * 100, requests: result.requests };
 }
 
 /** A visitor that keeps HAProxy's cookie, as a browser would. */
@@ -88,18 +84,10 @@ describe("haproxy router: canary split", () => {
     expect((await get(haproxy.port, "app.test")).setCookie).toEqual([]);
 
     await router.split("app", { upstream: green.url, colour: "green", weight: 20 });
-    const visitors = Array.from({ length: 300 }, () => visitor(haproxy.port, agent));
-    const first = await Promise.all(visitors.map((visit) => visit()));
+    const { visitors, first, sideAt20 } = await stickyAt20(() => visitor(haproxy.port, agent));
     expect((first[0] as Reply).setCookie[0]).toMatch(
       new RegExp(`^${COOKIE}=[0-9a-f]+\\|[^;]*; path=/; HttpOnly; SameSite=Lax`, "i"),
     );
-    const sideAt20 = first.map((reply) => reply.body);
-    for (let round = 0; round < 5; round += 1) {
-      expect((await Promise.all(visitors.map((visit) => visit()))).map((reply) => reply.body)).toEqual(sideAt20);
-    }
-    const onGreenAt20 = sideAt20.filter((side) => side === "green").length;
-    expect(onGreenAt20).toBeGreaterThan(20);
-    expect(onGreenAt20).toBeLessThan(110);
 
     // A higher weight: every cookie holder stays on its colour; new visitors get the new share.
     await router.split("app", { upstream: green.url, colour: "green", weight: 60 });

@@ -1,12 +1,12 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import http from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRuntime } from "../src/runtimes/docker.js";
 import { buildDemoImage, type DemoImage, removeImages } from "./helpers/images.js";
 import { startLoad } from "./helpers/load.js";
 import { type ProxyProcess, startProxyProcess } from "./helpers/proxy.js";
 import { startRegistry, type TestRegistry } from "./helpers/registry.js";
+import { get } from "./helpers/routerDriver.js";
 import { createAutoDeployedProject, startTestServer, type TestServer } from "./helpers/server.js";
 
 /**
@@ -217,17 +217,7 @@ function imageId(container: string): string {
   return execFileSync("docker", ["inspect", "-f", "{{.Image}}", container]).toString().trim();
 }
 
-function body(port: number, host: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: "127.0.0.1", port, path: "/", headers: { host }, agent: false }, (response) => {
-        let text = "";
-        response.setEncoding("utf8");
-        response.on("data", (chunk: string) => {
-          text += chunk;
-        });
-        response.on("end", () => resolve(text.trim()));
-      })
-      .on("error", reject);
-  });
+/** What the router on 127.0.0.1:`port` answers for `host` at / (the body, trimmed), on a fresh connection. */
+async function body(port: number, host: string): Promise<string> {
+  return (await get(port, host)).body.trim();
 }

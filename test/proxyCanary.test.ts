@@ -9,8 +9,7 @@ import { bucketCookieName, FerryProxy } from "../src/traffic/proxy.js";
 import { startProxyAdmin } from "../src/traffic/proxyAdmin.js";
 import { ProxyAdminClient, type ProxyAdminError } from "../src/traffic/proxyClient.js";
 import { readOrCreateAdminToken } from "../src/traffic/proxyState.js";
-import { startLoad } from "./helpers/load.js";
-import { cookieVisitor, get as getThrough } from "./helpers/routerDriver.js";
+import { cookieVisitor, get as getThrough, measuredShare, stickyAt20 } from "./helpers/routerDriver.js";
 
 /**
  * The builtin proxy's canary (ADR 0049), on real sockets: two real upstreams behind a real
@@ -64,15 +63,6 @@ const get = (port: number, headers: Record<string, string>, path = "/", agent: h
 /** A visitor: keeps the cookie the proxy gives it, as a browser would. */
 const visitor = (port: number, agent: http.Agent) => cookieVisitor(port, "app.test", bucketCookieName("app"), agent);
 
-/** The share of the answers (in per cent) that came from `name`, over a keep-alive load of cookie-less clients. */
-async function measuredShare(port: number, name: string, requests: number) {
-  const load = startLoad({ port, host: "app.test", connections: 16 });
-  while (load.completed() < requests) await new Promise((resolve) => setTimeout(resolve, 50));
-  const result = await load.stop();
-  expect(result.failures).toEqual([]);
-  return { share: ((result.bodies.get(name) ?? 0) / result.requests) * 100, requests: result.requests };
-}
-
 describe("ferry proxy: canary split", () => {
   it("sends the weight's share of cookie-less requests to the canary under load, within ±3 points, at 10 % and 50 %; a switch promotes it", async () => {
     const blue = await startUpstream("blue");
@@ -104,18 +94,10 @@ describe("ferry proxy: canary split", () => {
     expect((await get(port, {})).setCookie).toEqual([]);
 
     await client.setCanary("app", { upstream: green, colour: "green", weight: 20 });
-    const visitors = Array.from({ length: 300 }, () => visitor(port, agent));
-    const first = await Promise.all(visitors.map((visit) => visit()));
+    // Every later request of each visitor lands where its first did.
+    const { visitors, first, sideAt20, onGreenAt20 } = await stickyAt20(() => visitor(port, agent));
     const cookie = first[0]?.setCookie[0] ?? "";
     expect(cookie).toMatch(/^ferry-canary-app=\d{1,2}; Path=\/; Max-Age=86400; HttpOnly; SameSite=Lax$/);
-    const sideAt20 = first.map((reply) => reply.body);
-    // Every later request of each visitor lands where its first did.
-    for (let round = 0; round < 5; round += 1) {
-      expect((await Promise.all(visitors.map((visit) => visit()))).map((reply) => reply.body)).toEqual(sideAt20);
-    }
-    const onGreenAt20 = sideAt20.filter((side) => side === "green").length;
-    expect(onGreenAt20).toBeGreaterThan(20);
-    expect(onGreenAt20).toBeLessThan(110);
 
     await client.setCanary("app", { upstream: green, colour: "green", weight: 60 });
     const sideAt60 = (await Promise.all(visitors.map((visit) => visit()))).map((reply) => reply.body);

@@ -1,10 +1,10 @@
 import { randomBytes } from "node:crypto";
-import http from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ProcessRuntime } from "../src/runtimes/process.js";
 import { startLoad } from "./helpers/load.js";
 import { type ProcessAppService, processAppStep, startProcessAppService } from "./helpers/processService.js";
 import type { ProxyProcess } from "./helpers/proxy.js";
+import { get } from "./helpers/routerDriver.js";
 import { runRunbook } from "./helpers/runbooks.js";
 import type { TestServer } from "./helpers/server.js";
 
@@ -164,17 +164,7 @@ describe("the restart step on the process runtime (real supervisors, proxy and s
   }, 120_000);
 });
 
-function body(port: number, hostHeader: string, path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: "127.0.0.1", port, path, headers: { host: hostHeader }, agent: false }, (response) => {
-        let text = "";
-        response.setEncoding("utf8");
-        response.on("data", (chunk: string) => {
-          text += chunk;
-        });
-        response.on("end", () => resolve(text.trim()));
-      })
-      .on("error", reject);
-  });
+/** What the router on 127.0.0.1:`port` answers for `hostHeader` at `path` (the body, trimmed), on a fresh connection. */
+async function body(port: number, hostHeader: string, path: string): Promise<string> {
+  return (await get(port, hostHeader, path)).body.trim();
 }

@@ -187,6 +187,37 @@ export function cookieVisitor(
 }
 
 /**
+ * The share (per cent) of answers from `name` over a 16-connection keep-alive load of
+ * cookie-less requests for app.test through the router on `port`, at least `requests` of them;
+ * none may fail.
+ */
+export async function measuredShare(port: number, name: string, requests: number) {
+  const load = startLoad({ port, host: "app.test", connections: 16 });
+  while (load.completed() < requests) await sleep(50);
+  const result = await load.stop();
+  expect(result.failures).toEqual([]);
+  return { share: ((result.bodies.get(name) ?? 0) / result.requests) * 100, requests: result.requests };
+}
+
+/**
+ * 300 visitors keeping the router's cookie after a split of 20 % to green: each one's later
+ * requests (five more rounds) land where its first did, and more than 20 and fewer than 110 of
+ * them landed on green. The visitors and what they saw first.
+ */
+export async function stickyAt20(visitor: () => () => Promise<Reply>) {
+  const visitors = Array.from({ length: 300 }, visitor);
+  const first = await Promise.all(visitors.map((visit) => visit()));
+  const sideAt20 = first.map((reply) => reply.body);
+  for (let round = 0; round < 5; round += 1) {
+    expect((await Promise.all(visitors.map((visit) => visit()))).map((reply) => reply.body)).toEqual(sideAt20);
+  }
+  const onGreenAt20 = sideAt20.filter((side) => side === "green").length;
+  expect(onGreenAt20).toBeGreaterThan(20);
+  expect(onGreenAt20).toBeLessThan(110);
+  return { visitors, first, sideAt20, onGreenAt20 };
+}
+
+/**
  * 10 switches of `route` between blue and green (blue live at the start) under a 16-connection
  * keep-alive load through the router on `port`; after each, the old colour is drained, stopped
  * and started again on its address, as a deployment does. `afterSwitch` checks what the driver
