@@ -55,6 +55,21 @@ describe.each(dialects)(
         await sleep(200);
       }
     };
+    /** The project's process: image web of `repository` on the feed local, its x.y.z-beta tags; a script that shows it. */
+    const saveBetaProcess = async (project: string, repository: string) => {
+      const process = await test.call("PUT", `/api/v1/projects/${project}/process`, {
+        images: [
+          {
+            name: "web",
+            feed: "local",
+            repository,
+            version: { kind: "regex", pattern: "^\\d+\\.\\d+\\.\\d+-beta$" },
+          },
+        ],
+        steps: [{ name: "show", kind: "script", config: { script: "echo deployed #{Ferry.Image[web]}" } }],
+      });
+      expect(process.status, JSON.stringify(process.body)).toBe(200);
+    };
     const notify = (body: unknown, authorization = `Bearer ${secret}`) =>
       fetch(new URL(`/api/v1/hooks/registry/${triggerId}`, test.server.url), {
         method: "POST",
@@ -77,18 +92,7 @@ describe.each(dialects)(
       // The registry needs the hook's address (with the trigger's id) before it starts, and the
       // trigger needs the project's image and feed: the feed points at the registry once it runs.
       await test.call("POST", "/api/v1/feeds", { name: "local", url: "http://127.0.0.1:1", ...auth });
-      const process = await test.call("PUT", "/api/v1/projects/app/process", {
-        images: [
-          {
-            name: "web",
-            feed: "local",
-            repository: "demo/app",
-            version: { kind: "regex", pattern: "^\\d+\\.\\d+\\.\\d+-beta$" },
-          },
-        ],
-        steps: [{ name: "show", kind: "script", config: { script: "echo deployed #{Ferry.Image[web]}" } }],
-      });
-      expect(process.status, JSON.stringify(process.body)).toBe(200);
+      await saveBetaProcess("app", "demo/app");
       const created = await test.call<{ id: string; hookPath: string; secret: string }>(
         "POST",
         "/api/v1/projects/app/triggers",
@@ -249,18 +253,7 @@ describe.each(dialects)(
 
     it.sequential("polling a repository nothing was pushed to yet: its first tag, pushed after the first poll, is released", async () => {
       await test.call("POST", "/api/v1/projects", { name: "fresh", lifecycle: "two" });
-      const process = await test.call("PUT", "/api/v1/projects/fresh/process", {
-        images: [
-          {
-            name: "web",
-            feed: "local",
-            repository: "demo/fresh",
-            version: { kind: "regex", pattern: "^\\d+\\.\\d+\\.\\d+-beta$" },
-          },
-        ],
-        steps: [{ name: "show", kind: "script", config: { script: "echo deployed #{Ferry.Image[web]}" } }],
-      });
-      expect(process.status, JSON.stringify(process.body)).toBe(200);
+      await saveBetaProcess("fresh", "demo/fresh");
       const created = await test.call("POST", "/api/v1/projects/fresh/triggers", {
         name: "first push",
         image: "web",

@@ -46,6 +46,16 @@ describe("file substitution on SSH targets", { timeout: 300_000 }, () => {
     const task = await test.waitForTask(taskId, 120_000);
     return { task, log: await logText(taskId) };
   };
+  /** Creates release `version` of the project; its auto-deployment's task and log once it ends. */
+  const released = async (slug: string, version: string) => {
+    const created = await test.call<{ deployments: { taskId: string }[] }>(
+      "POST",
+      `/api/v1/projects/${slug}/releases`,
+      { version },
+    );
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    return finished(created.body.deployments[0]?.taskId ?? "");
+  };
   const newProject = async (files: unknown[]) => {
     const created = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
       name: `subst-${randomBytes(4).toString("hex")}`,
@@ -135,15 +145,7 @@ describe("file substitution on SSH targets", { timeout: 300_000 }, () => {
 
   it("writes each environment's values into a JSON file on its host, the secret readable by its owner only and in no log", async () => {
     const slug = await newProject([appsettings()]);
-    const created = await test.call<{ deployments: { taskId: string }[] }>(
-      "POST",
-      `/api/v1/projects/${slug}/releases`,
-      {
-        version: "1.0.0",
-      },
-    );
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    const dev = await finished(created.body.deployments[0]?.taskId ?? "");
+    const dev = await released(slug, "1.0.0");
     expect(dev.task.state, dev.log).toBe("succeeded");
 
     // What `ferry plan` shows for prod: where the file goes, never its content or the secret.
@@ -196,15 +198,7 @@ describe("file substitution on SSH targets", { timeout: 300_000 }, () => {
 
   it("keeps the template a release was made with, and writes a file without a secret readable by all", async () => {
     const slug = await newProject([appsettings({ content: '{ "Level": "#{LogLevel}", "Port": 1 }\n', replace: {} })]);
-    const created = await test.call<{ deployments: { taskId: string }[] }>(
-      "POST",
-      `/api/v1/projects/${slug}/releases`,
-      {
-        version: "1.0.0",
-      },
-    );
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    expect((await finished(created.body.deployments[0]?.taskId ?? "")).task.state).toBe("succeeded");
+    expect((await released(slug, "1.0.0")).task.state).toBe("succeeded");
     expect(readBack(0, "dev")).toEqual({ json: { Level: "Debug", Port: 1 }, mode: "644" });
 
     // The template is edited afterwards: the existing release still writes what it captured.
@@ -214,11 +208,7 @@ describe("file substitution on SSH targets", { timeout: 300_000 }, () => {
     step.files = [appsettings({ content: '{ "Level": "#{LogLevel}", "Port": 2 }\n', replace: {} })];
     expect((await test.call("PUT", `/api/v1/projects/${slug}/process`, process.body)).status).toBe(200);
     // A new release takes the new template…
-    const next = await test.call<{ deployments: { taskId: string }[] }>("POST", `/api/v1/projects/${slug}/releases`, {
-      version: "1.0.1",
-    });
-    expect(next.status, JSON.stringify(next.body)).toBe(201);
-    expect((await finished(next.body.deployments[0]?.taskId ?? "")).task.state).toBe("succeeded");
+    expect((await released(slug, "1.0.1")).task.state).toBe("succeeded");
     expect(readBack(0, "dev").json).toEqual({ Level: "Debug", Port: 2 });
     // …and the release diff shows the templates, not rendered values.
     const diff = await test.call("GET", `/api/v1/projects/${slug}/release-diff?from=1.0.0&to=1.0.1`);
@@ -284,15 +274,7 @@ describe("file substitution on SSH targets", { timeout: 300_000 }, () => {
       ],
     });
     expect(saved.status, JSON.stringify(saved.body)).toBe(200);
-    const created = await test.call<{ deployments: { taskId: string }[] }>(
-      "POST",
-      `/api/v1/projects/${slug}/releases`,
-      {
-        version: "1.0.0",
-      },
-    );
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    const { task, log } = await finished(created.body.deployments[0]?.taskId ?? "");
+    const { task, log } = await released(slug, "1.0.0");
     expect(task.state, log).toBe("succeeded");
     expect(log).toContain("wrote subst-app:config/settings.yml to");
     // The package's file on the host: #{…} rendered, the port replaced by key path (a number), the comment kept.
@@ -313,15 +295,7 @@ describe("file substitution on SSH targets", { timeout: 300_000 }, () => {
         replace: {},
       }),
     ]);
-    const created = await test.call<{ deployments: { taskId: string }[] }>(
-      "POST",
-      `/api/v1/projects/${slug}/releases`,
-      {
-        version: "1.0.0",
-      },
-    );
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    const { task, log } = await finished(created.body.deployments[0]?.taskId ?? "");
+    const { task, log } = await released(slug, "1.0.0");
     expect(task.state).toBe("failed");
     expect(log).toContain("config/appsettings.json:3: variable 'LogLevl' is not defined for this deployment");
     expect(JSON.stringify(task)).toContain("config/appsettings.json:3");
