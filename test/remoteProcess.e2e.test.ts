@@ -5,13 +5,12 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ProcessRuntime } from "../src/runtimes/process.js";
-import { isolatedEnv, testAdminKey, trackedResources } from "./helpers/cli.js";
-import { crashTestClient, TERMINAL } from "./helpers/crashClient.js";
+import { TERMINAL } from "./helpers/crashClient.js";
 import { startLoad } from "./helpers/load.js";
 import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
-import { freePort } from "./helpers/registry.js";
 import {
   commandLinesContaining,
+  crashServerWithSshHost,
   PROXY_PORT,
   ROOT_INSTANCES,
   remoteProcessStep,
@@ -197,63 +196,44 @@ describe("process blue/green on an SSH host (real sshd, supervisors and ferry pr
 describe("kill -9 of the server during a process blue/green on an SSH host (real server process, sshd, supervisors)", {
   timeout: 300_000,
 }, () => {
-  const { makeTemporaryDirectory, startFerryServer, cleanUp } = trackedResources("ferry-remoteprocess-crash-");
-  const apiKey = testAdminKey();
+  const crash = crashServerWithSshHost("ferry-remoteprocess-crash-", { FERRY_TASK_LEASE_SECONDS: "2" });
+  const { call, waitForTerminal } = crash;
   const suffix = randomBytes(3).toString("hex");
   const targetName = `crash-${suffix}`;
-  let hosts: SshHosts;
   let app: ProcessApp;
   let neverHealthy: ProcessApp;
-  let dataDir = "";
   let stateRoot = "";
-  let port = 0;
-  let server: Awaited<ReturnType<typeof startFerryServer>> | undefined;
   let slug = "";
   let routeHost = "";
 
   const instances = () => new ProcessRuntime({ directory: join(ROOT_INSTANCES, targetName) });
-  const start = async () => {
-    server = await startFerryServer({
-      dataDir,
-      env: isolatedEnv(dataDir, { FERRY_ADMIN_API_KEY: apiKey, FERRY_TASK_LEASE_SECONDS: "2" }),
-      port,
-    });
-  };
-  const { call, waitForTerminal } = crashTestClient(() => port, apiKey);
 
   beforeAll(async () => {
     [app, neverHealthy] = await Promise.all([buildProcessApp(), buildProcessApp({ neverHealthy: true })]);
-    hosts = await startSshHosts(1);
-    dataDir = await makeTemporaryDirectory();
-    stateRoot = await makeTemporaryDirectory();
-    port = await freePort();
-    await start();
+    stateRoot = await crash.makeTemporaryDirectory();
+    await crash.open();
   }, 120_000);
 
   afterAll(async () => {
-    server?.process.kill("SIGKILL");
+    await crash.killServer();
     await instances()
       .removeByLabel("ferry.project", slug)
       .catch(() => []);
     rmSync(join(ROOT_INSTANCES, targetName), { recursive: true, force: true });
     stopDetachedProxy(join(stateRoot, "proxy"));
-    await hosts?.close();
     await app?.remove();
     await neverHealthy?.remove();
-    await cleanUp();
+    await crash.close();
   });
 
   it("the previous version keeps serving; after the restart the interrupted deployment's colour is removed from the host, and a live colour that went down comes back", async () => {
-    const host = hosts.hosts[0];
+    const host = crash.hosts.hosts[0];
     if (!host) throw new Error("no host");
-    expect((await call("POST", "/api/v1/environments", { name: "prod" })).status).toBe(201);
-    expect(
-      (await call("POST", "/api/v1/lifecycles", { name: "one", phases: [{ environments: ["prod"] }] })).status,
-    ).toBe(201);
+    await crash.createProdLifecycle();
     const target = await call(
       "POST",
       "/api/v1/targets",
-      sshTargetBody(targetName, hosts, "builtin", { stateDir: join(stateRoot, "proxy") }),
+      sshTargetBody(targetName, crash.hosts, "builtin", { stateDir: join(stateRoot, "proxy") }),
     );
     expect(target.status, JSON.stringify(target.body)).toBe(201);
     const project = await call<{ slug: string }>("POST", "/api/v1/projects", {
@@ -296,12 +276,12 @@ describe("kill -9 of the server during a process blue/green on an SSH host (real
         "the new colour runs on the host",
         60_000,
       );
-      server?.process.kill("SIGKILL");
+      await crash.killServer();
       const servedBefore = load.completed();
       await sleep(1_000);
       // The server is gone: the host's proxy and the old colour serve on.
       expect(load.completed()).toBeGreaterThan(servedBefore);
-      await start();
+      await crash.start();
       expect(await waitForTerminal(taskId, 120_000)).toBe("interrupted");
       const tasks = await call<{ items: { state: string }[] }>("GET", "/api/v1/tasks?limit=100");
       expect(tasks.body.items.filter((task) => !TERMINAL.includes(task.state))).toEqual([]);
@@ -320,7 +300,7 @@ describe("kill -9 of the server during a process blue/green on an SSH host (real
 
     // As after a host reboot while the server is down: the live colour's supervisor and app
     // are gone. The server's next start reconciles the host: the colour runs and serves again.
-    server?.process.kill("SIGKILL");
+    await crash.killServer();
     const [live] = await instances().listByLabel("ferry.project", slug);
     if (!live) throw new Error("no live colour");
     const state = JSON.parse(readFileSync(join(ROOT_INSTANCES, targetName, live.name, "state.json"), "utf8")) as {
@@ -336,7 +316,7 @@ describe("kill -9 of the server during a process blue/green on an SSH host (real
       10_000,
     );
     expect(await served(host.address, routeHost)).not.toBe("version 1.0.1");
-    await start();
+    await crash.start();
     await waitUntil(
       async () => (await served(host.address, routeHost).catch(() => "")) === "version 1.0.1",
       "the restarted server reconciled the host's live colour",
@@ -346,9 +326,9 @@ describe("kill -9 of the server during a process blue/green on an SSH host (real
   });
 
   it("removes the colour an interrupted task left on a host that was unreachable then, once the host is back", async () => {
-    const host = hosts.hosts[0];
+    const host = crash.hosts.hosts[0];
     if (!host) throw new Error("no host");
-    const log = (taskId: string) => taskLogText(call, taskId);
+    const log = crash.logText;
     // The app never turns healthy (the variable points at it since the test above): the new
     // colour runs beside the live one, waiting for its health check, when the host goes away.
     expect((await call("POST", `/api/v1/projects/${slug}/releases`, { version: "1.0.3" })).status).toBe(201);
@@ -368,9 +348,8 @@ describe("kill -9 of the server during a process blue/green on an SSH host (real
     // The host's link goes down, then the server dies: its restart cannot reach the host.
     host.setLink(false);
     try {
-      server?.process.kill("SIGKILL");
-      await new Promise((resolve) => server?.process.once("exit", resolve));
-      await start();
+      await crash.killServer(true);
+      await crash.start();
       await waitUntil(
         async () => (await log(taskId)).includes("Ferry tries again until the host answers"),
         "the clean-up gave up on the host for now",

@@ -2,10 +2,14 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { FERRY } from "./cli.js";
+import { expect } from "vitest";
+import { FERRY, type FerryServer, isolatedEnv, testAdminKey, trackedResources } from "./cli.js";
+import { crashTestClient } from "./crashClient.js";
 import { type LoadResult, type RunningLoad, startLoad } from "./load.js";
 import { processAppStep } from "./processService.js";
-import type { SshHosts } from "./sshHosts.js";
+import { freePort } from "./registry.js";
+import { taskLogText } from "./server.js";
+import { type SshHosts, startSshHosts } from "./sshHosts.js";
 
 /** The port the remote hosts' `ferry proxy` listens on in the data-plane tests. */
 export const PROXY_PORT = 8000;
@@ -142,4 +146,64 @@ export function stopDetachedProxy(stateDir: string): void {
   } catch {
     // Gone.
   }
+}
+
+/**
+ * The crash tests of SSH targets: a real `ferry server` process (its data in a temp directory
+ * named after `resourcePrefix`, the test's admin key, `serverEnv` besides) that a test kills
+ * with -9 and starts again on the same port, and one namespace host with its own sshd.
+ * `open` goes in beforeAll; `killServer` first and `close` last in afterAll.
+ */
+export function crashServerWithSshHost(resourcePrefix: string, serverEnv: Record<string, string> = {}) {
+  const resources = trackedResources(resourcePrefix);
+  const apiKey = testAdminKey();
+  let hosts: SshHosts | undefined;
+  let dataDir = "";
+  let port = 0;
+  let server: FerryServer | undefined;
+  const client = crashTestClient(() => port, apiKey);
+  const start = async () => {
+    server = await resources.startFerryServer({
+      dataDir,
+      env: isolatedEnv(dataDir, { FERRY_ADMIN_API_KEY: apiKey, ...serverEnv }),
+      port,
+    });
+  };
+  return {
+    ...client,
+    makeTemporaryDirectory: resources.makeTemporaryDirectory,
+    logText: (taskId: string) => taskLogText(client.call, taskId),
+    get hosts(): SshHosts {
+      if (!hosts) throw new Error("the SSH host is not started (open() in beforeAll)");
+      return hosts;
+    },
+    address: () => hosts?.hosts[0]?.address ?? "",
+    /** Starts the host and the server. */
+    async open() {
+      hosts = await startSshHosts(1);
+      dataDir = await resources.makeTemporaryDirectory();
+      port = await freePort();
+      await start();
+    },
+    /** Starts the server again, on its data and port. */
+    start,
+    /** Kills the server with -9; `exited`: waits until it is gone. */
+    async killServer(exited = false) {
+      const running = server;
+      running?.process.kill("SIGKILL");
+      if (exited) await new Promise((resolve) => running?.process.once("exit", resolve));
+    },
+    /** The environment prod and the lifecycle `one` of it alone, created through the API. */
+    async createProdLifecycle() {
+      expect((await client.call("POST", "/api/v1/environments", { name: "prod" })).status).toBe(201);
+      expect(
+        (await client.call("POST", "/api/v1/lifecycles", { name: "one", phases: [{ environments: ["prod"] }] })).status,
+      ).toBe(201);
+    },
+    /** Stops the host, then the servers still running and their temp directories. */
+    async close() {
+      await hosts?.close();
+      await resources.cleanUp();
+    },
+  };
 }

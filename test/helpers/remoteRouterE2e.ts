@@ -4,11 +4,9 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ProcessRuntime } from "../../src/runtimes/process.js";
-import { isolatedEnv, testAdminKey, trackedResources } from "./cli.js";
-import { crashTestClient } from "./crashClient.js";
 import { buildProcessApp, type ProcessApp } from "./processApp.js";
-import { freePort } from "./registry.js";
 import {
+  crashServerWithSshHost,
   PROXY_PORT,
   ROOT_INSTANCES,
   remoteProcessStep,
@@ -17,8 +15,6 @@ import {
   underLoad,
   waitUntil,
 } from "./remoteHosts.js";
-import { taskLogText } from "./server.js";
-import { type SshHosts, startSshHosts } from "./sshHosts.js";
 
 /**
  * One e2e scenario for every router a remote host runs itself through `ferry <driver>-router`
@@ -99,27 +95,17 @@ setTimeout(async () => {
 
 export function describeRemoteRouter(spec: RemoteRouterCase): void {
   describe(spec.title, { timeout: 400_000 }, () => {
-    const { makeTemporaryDirectory, startFerryServer, cleanUp } = trackedResources(spec.resourcePrefix);
-    const apiKey = testAdminKey();
+    const crash = crashServerWithSshHost(spec.resourcePrefix);
+    const { call, waitForTerminal, logText, address } = crash;
     const suffix = randomBytes(3).toString("hex");
     const targetName = `${spec.short}-${suffix}`;
-    let hosts: SshHosts;
     let app: ProcessApp;
-    let dataDir = "";
     let routerDir = "";
     let router: HostRouterUnderTest;
-    let port = 0;
-    let server: Awaited<ReturnType<typeof startFerryServer>> | undefined;
     let slug = "";
     let routeHost = "";
 
-    const address = () => hosts.hosts[0]?.address ?? "";
     const instances = () => new ProcessRuntime({ directory: join(ROOT_INSTANCES, targetName) });
-    const start = async () => {
-      server = await startFerryServer({ dataDir, env: isolatedEnv(dataDir, { FERRY_ADMIN_API_KEY: apiKey }), port });
-    };
-    const { call, waitForTerminal } = crashTestClient(() => port, apiKey);
-    const logText = (taskId: string) => taskLogText(call, taskId);
     const finished = async (taskId: string) => {
       const state = await waitForTerminal(taskId, 180_000);
       return { taskId, state, log: await logText(taskId) };
@@ -136,36 +122,29 @@ export function describeRemoteRouter(spec: RemoteRouterCase): void {
     const loaded = <T>(action: () => Promise<T>) => underLoad(address(), routeHost, action);
     beforeAll(async () => {
       app = await buildProcessApp();
-      hosts = await startSshHosts(1);
-      dataDir = await makeTemporaryDirectory();
-      routerDir = await makeTemporaryDirectory();
+      routerDir = await crash.makeTemporaryDirectory();
       router = spec.prepare(routerDir);
-      port = await freePort();
-      await start();
+      await crash.open();
     }, 120_000);
 
     afterAll(async () => {
-      server?.process.kill("SIGKILL");
+      await crash.killServer();
       await instances()
         .removeByLabel("ferry.project", slug)
         .catch(() => []);
       await router?.stop(false).catch(() => undefined);
-      await hosts?.close();
       await app?.remove();
-      await cleanUp();
+      await crash.close();
     });
 
     it("switches under load with 0 failed requests, rolls back, serves with the SSH link down, and is read back at start", async () => {
-      const host = hosts.hosts[0];
+      const host = crash.hosts.hosts[0];
       if (!host) throw new Error("no host");
-      expect((await call("POST", "/api/v1/environments", { name: "prod" })).status).toBe(201);
-      expect(
-        (await call("POST", "/api/v1/lifecycles", { name: "one", phases: [{ environments: ["prod"] }] })).status,
-      ).toBe(201);
+      await crash.createProdLifecycle();
       const target = await call(
         "POST",
         "/api/v1/targets",
-        sshTargetBody(targetName, hosts, spec.driver, router.settings),
+        sshTargetBody(targetName, crash.hosts, spec.driver, router.settings),
       );
       expect(target.status, JSON.stringify(target.body)).toBe(201);
       const project = await call<{ slug: string }>("POST", "/api/v1/projects", {
@@ -242,11 +221,10 @@ export function describeRemoteRouter(spec: RemoteRouterCase): void {
 
       // The server's start-up reconciliation reads the host's routes back from its files: after
       // the router was taken down while the server is down, it serves the live colour again.
-      server?.process.kill("SIGKILL");
-      await new Promise((resolve) => server?.process.once("exit", resolve));
+      await crash.killServer(true);
       await router.stop(true);
       await expect(served(address(), routeHost)).rejects.toThrow();
-      await start();
+      await crash.start();
       await waitUntil(
         async () => (await served(address(), routeHost).catch(() => "")) === "version 1.0.1",
         `the restarted server brought the host's ${spec.label} back with its routes`,
