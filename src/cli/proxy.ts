@@ -97,7 +97,11 @@ export function addProxyCommand(program: Command): void {
         token,
       );
       const listen = options.listen ?? { host: "127.0.0.1", port: 8000 };
-      const traffic = await proxy.listen(listen.host, listen.port);
+      const traffic = await proxy.listen(listen.host, listen.port).catch(async (error: unknown) => {
+        // A port in use: the admin API goes too, so the process exits with the error.
+        await admin.close();
+        throw error;
+      });
       // Who serves this state dir: for `kill $(cat proxy.pid)` and tools that stop it.
       const pidFile = join(options.stateDir, "proxy.pid");
       await writeFile(pidFile, `${process.pid}\n`, { mode: 0o600 });

@@ -37,7 +37,7 @@ export type ToWorker =
 export type FromWorker =
   | { type: "ready" }
   | { type: "listening"; host: string; port: number }
-  | { type: "listen-failed"; message: string }
+  | { type: "listen-failed"; message: string; code?: string | undefined }
   | { type: "ack"; version: number }
   | { type: "stats"; id: number; routes: RouteStats[] }
   | { type: "drained"; id: number; result: DrainResult }
@@ -173,7 +173,7 @@ export class ProxyPrimary implements ProxyControl {
       .sort((a, b) => a.pid - b.pid);
   }
 
-  /** Forks the workers; resolves when every one listens (on the same address: the first one's port when `port` is 0). */
+  /** Forks the workers; resolves when every one listens (all on one socket). */
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
     // The kernel spreads the accepts of the shared socket (measured faster than round-robin
     // through the primary: ADR 0055). NODE_CLUSTER_SCHED_POLICY=rr still chooses the latter.
@@ -183,12 +183,12 @@ export class ProxyPrimary implements ProxyControl {
       args: [],
       silent: false,
     });
+    // Every worker asks for the same address, port 0 included: node:cluster keys the shared
+    // handle by it, so port 0 gives every worker (and every replacement) the first one's port.
     this.listenAddress = { host, port };
     let first: { host: string; port: number };
     try {
       first = await this.fork();
-      // Port 0: the first worker's port is every later worker's (and every replacement's).
-      this.listenAddress = first;
       await Promise.all(Array.from({ length: this.workerCount - 1 }, () => this.fork()));
     } catch (error) {
       await this.close(0);
@@ -281,7 +281,8 @@ export class ProxyPrimary implements ProxyControl {
             resolve({ host: message.host, port: message.port });
             break;
           case "listen-failed":
-            reject(new Error(message.message));
+            // With its code: the CLI says "cannot listen … choose another" for EADDRINUSE as with one process.
+            reject(Object.assign(new Error(message.message), { code: message.code }));
             break;
           case "ack":
             live.acked = Math.max(live.acked, message.version);
@@ -428,7 +429,11 @@ export function runProxyWorker(): void {
         proxy.listen(message.host, message.port).then(
           (address) => send({ type: "listening", ...address }),
           (error: unknown) => {
-            send({ type: "listen-failed", message: (error as Error).message });
+            send({
+              type: "listen-failed",
+              message: (error as Error).message,
+              code: (error as NodeJS.ErrnoException).code,
+            });
             process.exit(1);
           },
         );
