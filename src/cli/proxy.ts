@@ -21,7 +21,7 @@ function parseListen(value: string): ListenAddress {
 }
 
 /** How many worker processes serve traffic: 1 (one process, the default) to 64. */
-export function parseWorkers(value: string): number {
+function parseWorkers(value: string): number {
   const count = Number(value);
   if (!/^\d+$/.test(value) || count < 1 || count > 64) {
     throw new InvalidArgumentError(

@@ -26,7 +26,7 @@ import type { RequestDurations } from "./router.js";
  */
 
 /** What the primary sends a worker. */
-export type ToWorker =
+type ToWorker =
   | { type: "start"; version: number; routes: Route[]; host: string; port: number }
   | { type: "routes"; version: number; routes: Route[] }
   | { type: "stats"; id: number }
@@ -34,7 +34,7 @@ export type ToWorker =
   | { type: "close"; id: number; graceMs: number };
 
 /** What a worker answers. */
-export type FromWorker =
+type FromWorker =
   | { type: "ready" }
   | { type: "listening"; host: string; port: number }
   | { type: "listen-failed"; message: string; code?: string | undefined }
@@ -357,7 +357,7 @@ export class ProxyPrimary implements ProxyControl {
 }
 
 /** Counters and histograms per route and upstream, added up (the histograms share their bounds). */
-export function sumStats(lists: readonly (readonly RouteStats[])[]): RouteStats[] {
+function sumStats(lists: readonly (readonly RouteStats[])[]): RouteStats[] {
   const sums = new Map<string, RouteStats>();
   for (const list of lists) {
     for (const entry of list) {
