@@ -1,15 +1,19 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
+import { readEnvironment } from "../src/config/env.js";
+import { connectOrStartProxy } from "../src/traffic/builtin.js";
 import type { DrainResult, RouteStats, WorkerCounts } from "../src/traffic/proxy.js";
+import { trafficSettingsFromEnvironment } from "../src/traffic/routers.js";
 import { FERRY } from "./helpers/cli.js";
 import { startLoad } from "./helpers/load.js";
+import { freePort } from "./helpers/registry.js";
 
 /**
  * `ferry proxy --workers 2` as a real process tree (bin/ferry: a primary and two node:cluster
@@ -338,5 +342,63 @@ describe("ferry proxy --workers 2", () => {
     expect((await exited)[0]).toBe(0);
     expect(stoppedPids.filter(alive)).toEqual([]);
     expect(stopped.output()).toContain("stopped (0 request(s) cut off)");
+  });
+
+  it("refuses a worker count it cannot use, naming the flag and the range", () => {
+    for (const value of ["0", "65", "two", "1.5"]) {
+      const run = spawnSync(process.execPath, [FERRY, "proxy", "--workers", value, "--state-dir", tmpdir()], {
+        encoding: "utf8",
+      });
+      expect(run.status, value).toBe(2);
+      expect(run.stderr).toContain("--workers is how many processes serve traffic: a whole number from 1");
+    }
+  });
+
+  it("is what the server starts when FERRY_PROXY_WORKERS asks for workers (connectOrStartProxy passes --workers)", async () => {
+    const blue = await startUpstream("blue");
+    const stateDir = mkdtempSync(join(tmpdir(), "ferry-workers-embedded-"));
+    cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }));
+    const port = await freePort();
+    // The server's settings from its environment, as `ferry server` reads them.
+    const settings = trafficSettingsFromEnvironment(
+      readEnvironment({
+        FERRY_PROXY_STATE_DIR: stateDir,
+        FERRY_PROXY_LISTEN: `127.0.0.1:${port}`,
+        FERRY_PROXY_WORKERS: "2",
+      }),
+      tmpdir(),
+    );
+    if (settings.driver !== "builtin") throw new Error(`expected the builtin driver, got ${settings.driver}`);
+    expect(settings.proxy.workers).toBe(2);
+    const { router, started } = await connectOrStartProxy(settings.proxy);
+    // Its admin API answers (and connectOrStartProxy returns) before the workers listen; the pid file comes after.
+    const pidFile = join(stateDir, "proxy.pid");
+    const primaryPid = Number(
+      await until(
+        "the proxy's pid file",
+        async () => (existsSync(pidFile) ? readFileSync(pidFile, "utf8").trim() : ""),
+        (text) => text !== "",
+      ),
+    );
+    cleanups.push(async () => {
+      if (!alive(primaryPid)) return;
+      process.kill(primaryPid, "SIGTERM");
+      await until(
+        "the detached proxy stopped",
+        async () => alive(primaryPid),
+        (running) => !running,
+      );
+    });
+    cleanups.push(() => router.close());
+    expect(started).toBe(true);
+    await router.switch({ name: "app", host: "app.test", pathPrefix: "/" }, { upstream: blue, colour: "blue" });
+    for (let count = 0; count < 6; count += 1) {
+      expect((await fresh(port)).body).toBe("blue");
+      await sleep(20);
+    }
+    // The driver reads the summed figures; the pid file names the primary, whose children are the two workers.
+    expect((await router.traffic()).reduce((sum, entry) => sum + entry.served, 0)).toBe(6);
+    const children = readFileSync(`/proc/${primaryPid}/task/${primaryPid}/children`, "utf8").trim().split(/\s+/);
+    expect(children).toHaveLength(2);
   });
 });

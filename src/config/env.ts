@@ -73,7 +73,7 @@ const environmentSchema = z.object({
     .default("127.0.0.1:8000"),
   /** Server: how many worker processes the builtin proxy the server starts serves traffic with (`ferry proxy --workers`, ADR 0055). */
   FERRY_PROXY_WORKERS: z.coerce
-    .number()
+    .number({ message: "must be a whole number of processes, 1 to 64" })
     .int({ message: "must be a whole number of processes, 1 to 64" })
     .min(1, { message: "must be a whole number of processes, 1 to 64" })
     .max(64, { message: "must be a whole number of processes, 1 to 64 (the host's core count is a good start)" })
