@@ -373,22 +373,26 @@ describe("ferry proxy --workers 2", () => {
     const { router, started } = await connectOrStartProxy(settings.proxy);
     // Its admin API answers (and connectOrStartProxy returns) before the workers listen; the pid file comes after.
     const pidFile = join(stateDir, "proxy.pid");
-    const primaryPid = Number(
-      await until(
-        "the proxy's pid file",
-        async () => (existsSync(pidFile) ? readFileSync(pidFile, "utf8").trim() : ""),
-        (text) => text !== "",
-      ),
-    );
+    const readPid = () => (existsSync(pidFile) ? Number(readFileSync(pidFile, "utf8").trim()) : 0);
     cleanups.push(async () => {
-      if (!alive(primaryPid)) return;
-      process.kill(primaryPid, "SIGTERM");
+      // Detached in its own session: stopped through its pid file, however far the test got.
+      const pid = await until(
+        "the proxy's pid file",
+        async () => readPid(),
+        (found) => found > 0,
+      );
+      process.kill(pid, "SIGTERM");
       await until(
         "the detached proxy stopped",
-        async () => alive(primaryPid),
+        async () => alive(pid),
         (running) => !running,
       );
     });
+    const primaryPid = await until(
+      "the proxy's pid file",
+      async () => readPid(),
+      (found) => found > 0,
+    );
     cleanups.push(() => router.close());
     expect(started).toBe(true);
     await router.switch({ name: "app", host: "app.test", pathPrefix: "/" }, { upstream: blue, colour: "blue" });
