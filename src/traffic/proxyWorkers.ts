@@ -134,7 +134,8 @@ export class ProxyPrimary implements ProxyControl {
     const routed = await this.table.drain(upstream, 0);
     if (!routed.drained) return { ...routed, inFlight: (await this.gatherStats()).inFlightOf(upstream) };
     const results = await Promise.all(
-      [...this.live.values()].map((live) =>
+      // A worker not ready yet has served nothing: nothing of it to wait for.
+      this.readyWorkers().map((live) =>
         this.ask(live, (id) => ({ type: "drain", id, upstream, deadlineMs }), deadlineMs + ANSWER_SLACK_MS).then(
           (answer) =>
             answer?.type === "drained"
@@ -209,6 +210,12 @@ export class ProxyPrimary implements ProxyControl {
     const cutOffs = await Promise.all(
       [...this.live.values()].map(async (live) => {
         const exited = new Promise<void>((resolve) => live.worker.once("exit", () => resolve()));
+        if (!live.ready) {
+          // Still starting: it has served nothing, and would not hear "close".
+          live.worker.process.kill("SIGKILL");
+          await exited;
+          return 0;
+        }
         const answer = await this.ask(live, (id) => ({ type: "close", id, graceMs }), graceMs + ANSWER_SLACK_MS);
         await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, ANSWER_SLACK_MS))]);
         if (live.worker.process.exitCode === null && live.worker.process.signalCode === null) {
@@ -319,6 +326,11 @@ export class ProxyPrimary implements ProxyControl {
     });
   }
 
+  /** Workers that hear messages (a question to one still starting would go unheard). */
+  private readyWorkers(): LiveWorker[] {
+    return [...this.live.values()].filter((live) => live.ready);
+  }
+
   /** Sends a question; resolves with the answer, or undefined when the worker died or did not answer in time. */
   private ask(
     live: LiveWorker,
@@ -342,7 +354,7 @@ export class ProxyPrimary implements ProxyControl {
   /** Asks every live worker for its counters (a worker that does not answer in time counts with its last ones) and sums them. */
   private async gatherStats(): Promise<{ routes: RouteStats[]; inFlightOf(upstream: string): number }> {
     await Promise.all(
-      [...this.live.values()].map(async (live) => {
+      this.readyWorkers().map(async (live) => {
         const answer = await this.ask(live, (id) => ({ type: "stats", id }), ANSWER_SLACK_MS);
         if (answer?.type === "stats") live.lastStats = answer.routes;
       }),
