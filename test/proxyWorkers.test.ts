@@ -323,6 +323,37 @@ describe("ferry proxy --workers 2", () => {
     expect(result.requests - result.failures.length).toBeGreaterThan(100);
   });
 
+  it("does not answer a switch while a worker has not taken the new table; a hung worker is killed and replaced, never left on the old colour", async () => {
+    const blue = await startUpstream("blue");
+    const green = await startUpstream("green");
+    const proxy = await startWorkers(2);
+    await proxy.admin("PUT", "/routes/app", { host: "app.test", upstream: blue, colour: "blue" });
+    const [hung] = (await proxy.stats()).workers as [WorkerCounts, WorkerCounts];
+    // Stopped, it can neither take a table nor acknowledge one (nor accept: the other worker serves meanwhile).
+    process.kill(hung.pid, "SIGSTOP");
+    cleanups.push(() => {
+      if (alive(hung.pid)) process.kill(hung.pid, "SIGCONT");
+    });
+    let answered = false;
+    const switched = proxy.admin("POST", "/routes/app/switch", { upstream: green, colour: "green" }).then(() => {
+      answered = true;
+    });
+    // The primary waits up to 10 s for the acknowledgement; one second in, the switch is still unanswered.
+    await sleep(1_000);
+    expect(answered).toBe(false);
+    await switched;
+    expect(proxy.output()).toContain(`worker ${hung.pid} did not take the new routes within 10000 ms; killed`);
+    expect(alive(hung.pid)).toBe(false);
+    const replies = await Promise.all(Array.from({ length: 8 }, () => fresh(proxy.port)));
+    expect(replies.map((reply) => reply.body)).toEqual(Array(8).fill("green"));
+    const after = await until(
+      "a replacement for the hung worker",
+      () => proxy.stats(),
+      (stats) => stats.workers.length === 2 && !stats.workers.some((worker) => worker.pid === hung.pid),
+    );
+    expect(after.workers).toHaveLength(2);
+  });
+
   it("takes its workers down when the primary is killed (no orphans), and stops them all on SIGTERM", async () => {
     await startUpstream("blue");
     const killed = await startWorkers(2);
