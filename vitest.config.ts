@@ -21,6 +21,7 @@ const alone = [
   "test/haproxyCanary.test.ts",
   "test/haproxyRemote.e2e.test.ts",
   "test/nginx.test.ts",
+  "test/proxyWorkers.test.ts",
   "test/operationsSteps.e2e.test.ts",
   "test/processBlueGreen.crash.e2e.test.ts",
   "test/processBlueGreen.test.ts",

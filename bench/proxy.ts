@@ -20,6 +20,11 @@ import type { BenchmarkResult } from "./run.js";
  * HAProxy's, the p50 ferry proxy adds over the bare upstream, the CPU time each proxy's
  * process spent per request (user + system, from /proc: the figure a loaded machine's
  * queueing does not move much), and ferry proxy's RSS.
+ *
+ * `--workers N` (ADR 0055): nginx with N `worker_processes`, HAProxy with N threads, `ferry
+ * proxy --workers N` (its primary and N workers, the kernel spreading accepts) and, beside
+ * it, the same with node:cluster's round-robin (the primary accepts and hands connections
+ * out), wrk with N threads; CPU per request is summed over every process of a proxy.
  */
 
 const ROOT = join(import.meta.dirname ?? ".", "..", "..");
@@ -39,14 +44,18 @@ interface Service {
   name: string;
   url: string;
   pid?: number | undefined;
-  /** The process that does the proxying (nginx's one worker, not its master): its CPU time is read per run. */
-  workerPid?: () => number | undefined;
+  /** The processes that do the proxying (nginx's workers, not its master): their CPU time is read per run. */
+  workerPids?: () => number[];
   stop(): Promise<void>;
 }
 
-function spawnService(command: string, args: string[]): { child: ChildProcess; output: () => string } {
+function spawnService(
+  command: string,
+  args: string[],
+  env: Record<string, string> = {},
+): { child: ChildProcess; output: () => string } {
   let output = "";
-  const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
   child.stdout?.on("data", (chunk: Buffer) => {
     output = (output + chunk.toString()).slice(-4000);
   });
@@ -81,7 +90,7 @@ async function answers(url: string, what: string, output: () => string): Promise
 }
 
 /** nginx with one worker: serving files (the upstream) or proxying to `upstream` with kept-alive connections. */
-async function startNginx(name: string, directory: string, upstream?: string): Promise<Service> {
+async function startNginx(name: string, directory: string, upstream?: string, workers = 1): Promise<Service> {
   const port = await freePort();
   const prefix = join(directory, name);
   execFileSync("mkdir", ["-p", join(prefix, "logs"), join(prefix, "html")]);
@@ -90,7 +99,7 @@ async function startNginx(name: string, directory: string, upstream?: string): P
     : `location / { root ${join(directory, "html")}; }`;
   writeFileSync(
     join(prefix, "nginx.conf"),
-    `worker_processes 1;
+    `worker_processes ${workers};
 pid ${join(prefix, "nginx.pid")};
 error_log ${join(prefix, "logs", "error.log")} warn;
 events { worker_connections 4096; }
@@ -115,22 +124,25 @@ http {
   ]);
   const url = `http://127.0.0.1:${port}`;
   await answers(`${url}/small`, name, output);
-  return { name, url, workerPid: () => childPid(child.pid), stop: () => stopChild(child) };
+  return { name, url, workerPids: () => childPids(child.pid), stop: () => stopChild(child) };
 }
 
-/** nginx's worker: the master's one child. */
-function childPid(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
+/** nginx's workers (its master's children), or ferry proxy's. */
+function childPids(pid: number | undefined): number[] {
+  if (pid === undefined) return [];
   try {
-    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/);
-    return children[0] ? Number(children[0]) : undefined;
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8")
+      .trim()
+      .split(/\s+/)
+      .filter((text) => text !== "")
+      .map(Number);
   } catch {
-    return undefined;
+    return [];
   }
 }
 
 /** User + system CPU time of a process so far, in microseconds (clock ticks of 10 ms: read over a whole run). */
-function cpuMicros(pid: number | undefined): number {
+function cpuMicrosOf(pid: number | undefined): number {
   if (pid === undefined) return Number.NaN;
   try {
     // The fields after the command name (which may hold spaces), from the state on: utime is the 12th, stime the 13th.
@@ -141,13 +153,13 @@ function cpuMicros(pid: number | undefined): number {
   }
 }
 
-async function startHaproxy(directory: string, upstream: string): Promise<Service> {
+async function startHaproxy(directory: string, upstream: string, threads = 1): Promise<Service> {
   const port = await freePort();
   const config = join(directory, "haproxy.cfg");
   writeFileSync(
     config,
     `global
-  nbthread 1
+  nbthread ${threads}
   maxconn 4096
 defaults
   mode http
@@ -165,21 +177,34 @@ backend app
   const { child, output } = spawnService("haproxy", ["-db", "-f", config]);
   const url = `http://127.0.0.1:${port}`;
   await answers(`${url}/small`, "haproxy", output);
-  return { name: "haproxy", url, workerPid: () => child.pid, stop: () => stopChild(child) };
+  return {
+    name: "haproxy",
+    url,
+    workerPids: () => (child.pid === undefined ? [] : [child.pid]),
+    stop: () => stopChild(child),
+  };
 }
 
-/** `bin/ferry proxy` (one Node.js process, as the server starts it), its one route to the upstream. */
-async function startFerryProxy(directory: string, upstream: string): Promise<Service> {
+/**
+ * `bin/ferry proxy` (one Node.js process, as the server starts it, or a primary and its
+ * workers), its one route to the upstream. `roundRobin`: node:cluster's other policy.
+ */
+async function startFerryProxy(directory: string, upstream: string, workers = 1, roundRobin = false): Promise<Service> {
   const port = await freePort();
-  const stateDir = join(directory, "ferry-proxy");
-  const { child, output } = spawnService(process.execPath, [
-    join(ROOT, "bin", "ferry"),
-    "proxy",
-    "--state-dir",
-    stateDir,
-    "--listen",
-    `127.0.0.1:${port}`,
-  ]);
+  const stateDir = join(directory, roundRobin ? "ferry-proxy-rr" : "ferry-proxy");
+  const { child, output } = spawnService(
+    process.execPath,
+    [
+      join(ROOT, "bin", "ferry"),
+      "proxy",
+      "--state-dir",
+      stateDir,
+      "--listen",
+      `127.0.0.1:${port}`,
+      ...(workers > 1 ? ["--workers", String(workers)] : []),
+    ],
+    roundRobin ? { NODE_CLUSTER_SCHED_POLICY: "rr" } : {},
+  );
   const deadline = Date.now() + 15_000;
   while (!output().includes("traffic on")) {
     if (child.exitCode !== null || Date.now() > deadline) throw new Error(`ferry proxy did not start:\n${output()}`);
@@ -190,7 +215,13 @@ async function startFerryProxy(directory: string, upstream: string): Promise<Ser
   await client.close();
   const url = `http://127.0.0.1:${port}`;
   await answers(`${url}/small`, "ferry proxy", output);
-  return { name: "ferry proxy", url, pid: child.pid, workerPid: () => child.pid, stop: () => stopChild(child) };
+  return {
+    name: "ferry proxy",
+    url,
+    pid: child.pid,
+    workerPids: () => (child.pid === undefined ? [] : [child.pid, ...childPids(child.pid)]),
+    stop: () => stopChild(child),
+  };
 }
 
 function parseLatency(text: string): number {
@@ -200,10 +231,17 @@ function parseLatency(text: string): number {
   return match[2] === "us" ? value / 1000 : match[2] === "s" ? value * 1000 : value;
 }
 
-function wrk(url: string, seconds: number, keepAlive: boolean): WrkResult {
+function wrk(url: string, seconds: number, keepAlive: boolean, threads = 1): WrkResult {
   const output = execFileSync(
     "wrk",
-    ["-t1", `-c${CONNECTIONS}`, `-d${seconds}s`, "--latency", ...(keepAlive ? [] : ["-H", "Connection: close"]), url],
+    [
+      `-t${threads}`,
+      `-c${CONNECTIONS}`,
+      `-d${seconds}s`,
+      "--latency",
+      ...(keepAlive ? [] : ["-H", "Connection: close"]),
+      url,
+    ],
     { encoding: "utf8", maxBuffer: 10 * 1024 * 1024 },
   );
   const requestsPerSecond = Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1] ?? Number.NaN);
@@ -234,6 +272,10 @@ export async function proxy(): Promise<BenchmarkResult> {
     throw new Error(`the proxy benchmark needs ${missing.join(", ")}: apt-get install wrk nginx haproxy`);
   }
   const seconds = numberFlag("--seconds", 5);
+  const workers = numberFlag("--workers", 1);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 16) {
+    throw new Error("--workers is how many workers/threads each proxy runs: a whole number from 1 to 16");
+  }
   const directory = mkdtempSync(join(tmpdir(), "ferry-bench-proxy-"));
   // nginx's worker (not root) reads the files: the directory is world-readable, as /var/www is.
   chmodSync(directory, 0o755);
@@ -244,11 +286,16 @@ export async function proxy(): Promise<BenchmarkResult> {
   try {
     const upstream = await startNginx("upstream", directory);
     services.push(upstream);
-    services.push(await startNginx("nginx-proxy", directory, upstream.url));
-    services.push(await startHaproxy(directory, upstream.url));
-    const ferry = await startFerryProxy(directory, upstream.url);
+    services.push(await startNginx("nginx-proxy", directory, upstream.url, workers));
+    services.push(await startHaproxy(directory, upstream.url, workers));
+    const ferry = await startFerryProxy(directory, upstream.url, workers);
     services.push(ferry);
     const labels = ["bare upstream", "nginx", "haproxy", "ferry proxy"];
+    if (workers > 1) {
+      // The other node:cluster policy, for ADR 0055's choice: the primary accepts, workers get the sockets.
+      services.push(await startFerryProxy(directory, upstream.url, workers, true));
+      labels.push("ferry proxy, round-robin");
+    }
     const cases = [
       { label: "small, keep-alive", path: "/small", keepAlive: true },
       { label: "small, no keep-alive", path: "/small", keepAlive: false },
@@ -256,23 +303,29 @@ export async function proxy(): Promise<BenchmarkResult> {
       { label: "1 MiB, no keep-alive", path: "/big", keepAlive: false },
     ];
     const rows: BenchmarkResult["rows"] = [];
-    const values: Record<string, string | number> = { seconds, connections: CONNECTIONS };
+    const values: Record<string, string | number> = { seconds, connections: CONNECTIONS, workers };
     for (const testCase of cases) {
       const results = new Map<string, WrkResult>();
       /** CPU time (user + system) the proxying process spent per request of the measured run, in µs. */
       const cpuPerRequest = new Map<string, number>();
       for (const [index, service] of services.entries()) {
         // A short warm-up (JIT, connection pools), then the measured run.
-        wrk(`${service.url}${testCase.path}`, 1, testCase.keepAlive);
-        const worker = service.workerPid?.();
-        const cpuBefore = cpuMicros(worker);
-        const result = wrk(`${service.url}${testCase.path}`, seconds, testCase.keepAlive);
-        const cpu = (cpuMicros(worker) - cpuBefore) / result.requests;
+        wrk(`${service.url}${testCase.path}`, 1, testCase.keepAlive, workers);
+        const pids = service.workerPids?.() ?? [];
+        const cpuBefore = pids.map((pid) => cpuMicrosOf(pid));
+        const result = wrk(`${service.url}${testCase.path}`, seconds, testCase.keepAlive, workers);
+        const cpuEach = pids.map((pid, at) => cpuMicrosOf(pid) - (cpuBefore[at] ?? 0));
+        const cpu = cpuEach.reduce((sum, each) => sum + each, 0) / result.requests;
+        // How the work spread over a proxy's processes (a share near 0 means one did it all).
+        const spread =
+          pids.length > 1
+            ? `, CPU by process ${cpuEach.map((each) => `${(each / 1000).toFixed(0)} ms`).join(" / ")}`
+            : "";
         const label = labels[index] ?? service.name;
         results.set(label, result);
         if (index > 0) cpuPerRequest.set(label, cpu);
         console.log(
-          `   ${testCase.label}: ${labels[index]} ${result.requestsPerSecond.toFixed(0)} req/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms, errors ${result.errors}${index > 0 ? `, CPU ${cpu.toFixed(0)} µs/request` : ""}`,
+          `   ${testCase.label}: ${labels[index]} ${result.requestsPerSecond.toFixed(0)} req/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms, errors ${result.errors}${index > 0 ? `, CPU ${cpu.toFixed(0)} µs/request${spread}` : ""}`,
         );
       }
       const bare = results.get("bare upstream");
@@ -280,10 +333,20 @@ export async function proxy(): Promise<BenchmarkResult> {
       const haproxy = results.get("haproxy");
       const ours = results.get("ferry proxy");
       if (!bare || !nginx || !haproxy || !ours) continue;
+      const roundRobin = results.get("ferry proxy, round-robin");
+      if (roundRobin) {
+        rows.push({
+          figure: `${testCase.label}: ferry proxy --workers ${workers}, kernel-spread accepts vs round-robin through the primary`,
+          goal: "(the faster one is the default)",
+          measured: `${ours.requestsPerSecond.toFixed(0)} req/s vs ${roundRobin.requestsPerSecond.toFixed(0)} req/s (${((100 * ours.requestsPerSecond) / roundRobin.requestsPerSecond).toFixed(0)} %)`,
+          baseline: `CPU ${(cpuPerRequest.get("ferry proxy") ?? Number.NaN).toFixed(0)} vs ${(cpuPerRequest.get("ferry proxy, round-robin") ?? Number.NaN).toFixed(0)} µs/request`,
+          met: undefined,
+        });
+      }
       const describe = (result: WrkResult) =>
         `${result.requestsPerSecond.toFixed(0)} req/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms${result.errors ? `, ${result.errors} errors` : ""}`;
       rows.push({
-        figure: `${testCase.label}: ferry proxy throughput (ratio to nginx / HAProxy)`,
+        figure: `${testCase.label}: ferry proxy throughput (ratio to nginx / HAProxy)${workers > 1 ? `, ${workers} workers / worker_processes / threads each` : ""}`,
         goal: "≥ 50 % of nginx",
         measured: `${describe(ours)} (${((100 * ours.requestsPerSecond) / nginx.requestsPerSecond).toFixed(0)} % / ${((100 * ours.requestsPerSecond) / haproxy.requestsPerSecond).toFixed(0)} %)`,
         baseline: `nginx ${describe(nginx)}; HAProxy ${describe(haproxy)}; bare ${describe(bare)}`,
@@ -316,9 +379,9 @@ export async function proxy(): Promise<BenchmarkResult> {
         values[`${key}_${label.replace(/[^a-z0-9]+/gi, "_")}_cpu_us`] = Math.round(cpu);
       }
     }
-    const peak = rssMb(ferry.pid);
+    const peak = [ferry.pid ?? -1, ...childPids(ferry.pid)].reduce((sum, pid) => sum + rssMb(pid), 0);
     rows.push({
-      figure: "ferry proxy peak RSS (VmHWM) after every run",
+      figure: `ferry proxy peak RSS (VmHWM) after every run${workers > 1 ? `, primary and ${workers} workers summed` : ""}`,
       goal: "(printed)",
       measured: `${peak.toFixed(0)} MB`,
       met: undefined,

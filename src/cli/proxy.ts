@@ -20,8 +20,20 @@ function parseListen(value: string): ListenAddress {
   return { host, port: parsePort(portText) };
 }
 
+/** How many worker processes serve traffic: 1 (one process, the default) to 64. */
+function parseWorkers(value: string): number {
+  const count = Number(value);
+  if (!/^\d+$/.test(value) || count < 1 || count > 64) {
+    throw new InvalidArgumentError(
+      "--workers is how many processes serve traffic: a whole number from 1 (one process) to 64, such as the host's core count",
+    );
+  }
+  return count;
+}
+
 interface ProxyOptions {
   listen?: ListenAddress;
+  workers: number;
   adminSocket?: string;
   adminPort?: number;
   stateDir: string;
@@ -49,6 +61,12 @@ export function addProxyCommand(program: Command): void {
     .option("--admin-port <port>", "serve the admin API on 127.0.0.1:<port> instead of a unix socket", parsePort)
     .option("--state-dir <dir>", "directory for the routes and the admin token", ".ferry-proxy")
     .option(
+      "--workers <n>",
+      "processes serving traffic (1–64): with more than 1, a primary keeps the admin API and routes and N workers share the listening socket",
+      parseWorkers,
+      1,
+    )
+    .option(
       "--detach",
       "make sure a proxy serves this state dir, in the background (started, in a session of its own, when none answers), then exit",
     )
@@ -62,10 +80,14 @@ export function addProxyCommand(program: Command): void {
       if (options.detach) return detach(options);
       if (options.existing || options.json) throw new UsageError("--existing and --json go with --detach");
       // The proxy's modules load only for `ferry proxy`, keeping every other command quick.
-      const { FerryProxy } = await import("../traffic/proxy.js");
       const { startProxyAdmin } = await import("../traffic/proxyAdmin.js");
       const { readOrCreateAdminToken } = await import("../traffic/proxyState.js");
-      const proxy = await FerryProxy.open(options.stateDir);
+      const log = (line: string) => process.stdout.write(`${line}\n`);
+      // One process serves traffic itself; with workers, this one is their primary (ADR 0055).
+      const proxy =
+        options.workers > 1
+          ? await (await import("../traffic/proxyWorkers.js")).ProxyPrimary.open(options.stateDir, options.workers, log)
+          : await (await import("../traffic/proxy.js")).FerryProxy.open(options.stateDir);
       const { token, path: tokenPath } = await readOrCreateAdminToken(options.stateDir);
       const admin = await startProxyAdmin(
         proxy,
@@ -75,12 +97,17 @@ export function addProxyCommand(program: Command): void {
         token,
       );
       const listen = options.listen ?? { host: "127.0.0.1", port: 8000 };
-      const traffic = await proxy.listen(listen.host, listen.port);
+      const traffic = await proxy.listen(listen.host, listen.port).catch(async (error: unknown) => {
+        // A port in use: the admin API goes too, so the process exits with the error.
+        await admin.close();
+        throw error;
+      });
       // Who serves this state dir: for `kill $(cat proxy.pid)` and tools that stop it.
       const pidFile = join(options.stateDir, "proxy.pid");
       await writeFile(pidFile, `${process.pid}\n`, { mode: 0o600 });
       process.stdout.write(
-        `ferry proxy: traffic on http://${traffic.host}:${traffic.port}; admin API on ${admin.address} ` +
+        `ferry proxy: traffic on http://${traffic.host}:${traffic.port}` +
+          `${options.workers > 1 ? ` (${options.workers} workers)` : ""}; admin API on ${admin.address} ` +
           `(token in ${tokenPath}); ${proxy.listRoutes().length} route(s) loaded\n`,
       );
       let stopping = false;
@@ -205,6 +232,7 @@ async function detach(options: ProxyOptions): Promise<void> {
     stateDir: options.stateDir,
     listen: `${listen.host.includes(":") ? `[${listen.host}]` : listen.host}:${listen.port}`,
     adminPort: options.adminPort,
+    workers: options.workers,
   };
   const print = (text: string) => process.stdout.write(`${text}\n`);
   if (options.existing && !(await proxyInUse(settings))) {

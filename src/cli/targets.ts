@@ -16,12 +16,23 @@ import {
 import { readSecretFromStdin } from "./stdin.js";
 import { addTrustCommand } from "./targetTrust.js";
 
+/** --router-workers: a whole number (the server says when it is out of range, naming the field). */
+function parseRouterWorkers(value: string): number {
+  if (!/^\d+$/.test(value)) {
+    throw new InvalidArgumentError("--router-workers is how many processes serve traffic: a whole number from 1 to 64");
+  }
+  return Number(value);
+}
+
 /** What `target show` prints of the host's router, per driver. */
 function routerLines(router: TargetRouter): [string, string][] {
   switch (router.driver) {
     case "builtin":
       return [
-        ["router", `builtin on ${router.listen} (admin API on 127.0.0.1:${router.adminPort})`],
+        [
+          "router",
+          `builtin on ${router.listen} (admin API on 127.0.0.1:${router.adminPort}${router.workers !== undefined && router.workers > 1 ? `, ${router.workers} workers` : ""})`,
+        ],
         ["router state", router.stateDir ?? "~/.local/state/ferry/proxy of the account work runs as"],
         ["router command", router.command],
       ];
@@ -173,6 +184,11 @@ function withTargetOptions(command: Command): Command {
       "router: its state directory on the host (builtin: default ~/.local/state/ferry/proxy; haproxy: required)",
     )
     .option("--router-command <path>", "router: the ferry program on the host (default ferry)")
+    .option(
+      "--router-workers <n>",
+      "builtin router: processes serving traffic when Ferry starts the proxy (default 1)",
+      parseRouterWorkers,
+    )
     .option("--router-config <path>", "nginx router: the host's main nginx.conf, which includes the sites dir")
     .option("--router-sites-dir <path>", "nginx router: the directory Ferry owns on the host (included inside http {})")
     .option("--router-pid-file <path>", "nginx router: the pid file the main config names")
@@ -229,6 +245,7 @@ function routerBody(options: Record<string, unknown>): Record<string, unknown> |
     ...(options.routerAdminPort !== undefined && { adminPort: options.routerAdminPort }),
     ...(options.routerStateDir !== undefined && { stateDir: options.routerStateDir }),
     ...(options.routerCommand !== undefined && { command: options.routerCommand }),
+    ...(options.routerWorkers !== undefined && { workers: options.routerWorkers }),
     ...(options.routerConfig !== undefined && { config: options.routerConfig }),
     ...(options.routerSitesDir !== undefined && { sitesDir: options.routerSitesDir }),
     ...(options.routerPidFile !== undefined && { pidFile: options.routerPidFile }),

@@ -67,3 +67,15 @@ describe("FERRY_REQUESTS_PER_ADDRESS", () => {
     }
   });
 });
+
+describe("FERRY_PROXY_WORKERS", () => {
+  it("is 1 (one process) unless set to a whole number from 1 to 64", () => {
+    expect(readEnvironment({}).FERRY_PROXY_WORKERS).toBe(1);
+    expect(readEnvironment({ FERRY_PROXY_WORKERS: "4" }).FERRY_PROXY_WORKERS).toBe(4);
+    for (const value of ["0", "65", "2.5", "two", "-1"]) {
+      expect(() => readEnvironment({ FERRY_PROXY_WORKERS: value }), value).toThrow(
+        /FERRY_PROXY_WORKERS: must be a whole number of processes, 1 to 64/,
+      );
+    }
+  });
+});

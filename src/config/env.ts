@@ -71,6 +71,13 @@ const environmentSchema = z.object({
     .string()
     .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, { message: "must be HOST:PORT, such as 127.0.0.1:8000" })
     .default("127.0.0.1:8000"),
+  /** Server: how many worker processes the builtin proxy the server starts serves traffic with (`ferry proxy --workers`, ADR 0055). */
+  FERRY_PROXY_WORKERS: z.coerce
+    .number({ message: "must be a whole number of processes, 1 to 64" })
+    .int({ message: "must be a whole number of processes, 1 to 64" })
+    .min(1, { message: "must be a whole number of processes, 1 to 64" })
+    .max(64, { message: "must be a whole number of processes, 1 to 64 (the host's core count is a good start)" })
+    .default(1),
   /** Server, nginx driver: the main nginx.conf (it includes FERRY_NGINX_SITES_DIR/*.conf inside http {}). */
   FERRY_NGINX_CONFIG: z.string().min(1).optional(),
   FERRY_NGINX_SITES_DIR: z.string().min(1).optional(),

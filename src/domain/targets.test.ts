@@ -46,6 +46,12 @@ describe("a target's router", () => {
     expect(refused.adminPort).toMatch(/1 to 65535/);
     expect(refused.stateDir).toMatch(/absolute path/);
     expect(refused.command).toMatch(/not starting with '-'/);
+    for (const workers of [0, 65, 1.5]) {
+      expect(problems(targetRouterSchema.safeParse({ driver: "builtin", workers })).workers, String(workers)).toMatch(
+        /processes serve traffic: a whole number from 1 to 64/,
+      );
+    }
+    expect(targetRouterSchema.parse({ driver: "builtin", workers: 4 })).toMatchObject({ workers: 4 });
     expect(problems(targetRouterSchema.safeParse({ driver: "builtin", stateDir: "/var/../etc" })).stateDir).toMatch(
       /without \. or \.\. segments/,
     );

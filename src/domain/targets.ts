@@ -154,6 +154,15 @@ const builtinRouterSchema = z.strictObject({
   stateDir: hostPathSchema("/var/lib/ferry/proxy")
     .optional()
     .describe("The proxy's routes and admin token on the host; default ~/.local/state/ferry/proxy of the SSH user"),
+  workers: z
+    .number({ message: "give how many processes serve traffic: a whole number from 1 to 64" })
+    .int({ message: "give how many processes serve traffic: a whole number from 1 to 64" })
+    .min(1, { message: "give how many processes serve traffic: a whole number from 1 to 64" })
+    .max(64, { message: "give how many processes serve traffic: a whole number from 1 to 64" })
+    .optional()
+    .describe(
+      "Processes serving traffic when Ferry starts the proxy (ferry proxy --workers, ADR 0055); default 1, one process",
+    ),
   command: hostCommandSchema
     .default("ferry")
     .describe("The ferry program on the host (Node.js and Ferry installed there)"),

@@ -113,6 +113,8 @@ export interface EmbeddedProxyOptions {
   listen: string;
   /** Serve the admin API on 127.0.0.1 at this port instead of `<stateDir>/admin.sock` (a host reached through a transport). */
   adminPort?: number | undefined;
+  /** Processes serving traffic when Ferry starts it (`--workers`, ADR 0055); absent or 1: one process. */
+  workers?: number | undefined;
 }
 
 const START_TIMEOUT_MS = 10_000;
@@ -151,6 +153,7 @@ export async function connectOrStartProxy(
       "--listen",
       options.listen,
       ...(options.adminPort !== undefined ? ["--admin-port", String(options.adminPort)] : []),
+      ...(options.workers !== undefined && options.workers > 1 ? ["--workers", String(options.workers)] : []),
     ],
     // Its own session (detached): nothing that ends the starter's process group ends the proxy.
     { detached: true, stdio: ["ignore", log, log] },

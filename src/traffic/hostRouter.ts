@@ -51,6 +51,7 @@ async function detachOnHost(
     settings.listen,
     "--admin-port",
     String(settings.adminPort),
+    ...(settings.workers !== undefined && settings.workers > 1 ? ["--workers", String(settings.workers)] : []),
     ...(existingOnly ? ["--existing"] : []),
   ];
   const exit = await transport.run({

@@ -119,7 +119,42 @@ const PIN_HEADER = "x-ferry-colour";
 /** How long a visitor keeps its canary bucket: a day covers a rollout's stages. */
 const BUCKET_COOKIE_MAX_AGE_SECONDS = 86_400;
 
-export class FerryProxy {
+/**
+ * What the admin API and `ferry proxy` drive: one process serving traffic itself
+ * (`FerryProxy`), or a primary whose workers serve it (`ProxyPrimary`, proxyWorkers.ts).
+ */
+export interface ProxyControl {
+  listRoutes(): Route[];
+  putRoute(name: string, definition: RouteDefinition): Promise<PutRouteResult>;
+  setRoute(name: string, upstream: string, colour?: string): Promise<SwitchResult>;
+  setCanary(
+    name: string,
+    canary: { upstream: string; colour?: string | undefined; weight: number } | null,
+  ): Promise<CanaryResult>;
+  setMode(name: string, mode: RouteMode | null): Promise<{ route: Route }>;
+  drain(upstream: string, deadlineMs: number): Promise<DrainResult>;
+  stats(): RouteStats[] | Promise<RouteStats[]>;
+  /** Per-worker counts as of the last `stats()`, when the proxy runs workers. */
+  workers?(): WorkerCounts[];
+  listen(host: string, port: number): Promise<{ host: string; port: number }>;
+  close(graceMs?: number): Promise<{ cutOff: number }>;
+}
+
+/** One worker's totals over every route (`GET /stats` of a proxy with workers). */
+export interface WorkerCounts {
+  pid: number;
+  served: number;
+  failed: number;
+  inFlight: number;
+}
+
+/**
+ * Called with the new table after it is on disk and before the proxy itself switches to it: a
+ * primary pushes it to its workers there and resolves when every one has switched.
+ */
+type Publish = (routes: readonly Route[]) => Promise<void>;
+
+export class FerryProxy implements ProxyControl {
   /** Replaced as a whole on every change: the assignment in `commit` is the switch. */
   private routes: ReadonlyMap<string, Route>;
   /** The same routes by host, longest path prefix first: what a request looks up. Replaced with `routes`. */
@@ -134,17 +169,35 @@ export class FerryProxy {
   private server: http.Server | undefined;
 
   private constructor(
-    private readonly stateDir: string,
+    /** Null in a worker: its table comes from the primary, which alone writes the routes file. */
+    private readonly stateDir: string | null,
     routes: readonly Route[],
+    private readonly publish?: Publish,
   ) {
     this.routes = new Map(routes.map((route) => [route.name, route]));
     this.routesByHost = indexByHost(this.routes);
   }
 
-  /** Opens the proxy on its state dir, with the routes it had when it last stopped. */
-  static async open(stateDir: string): Promise<FerryProxy> {
+  /**
+   * Opens the proxy on its state dir, with the routes it had when it last stopped. `publish`
+   * (a primary's) hears every new table before it takes effect here.
+   */
+  static async open(stateDir: string, publish?: Publish): Promise<FerryProxy> {
     await ensureStateDir(stateDir);
-    return new FerryProxy(stateDir, await loadRoutes(stateDir));
+    return new FerryProxy(stateDir, await loadRoutes(stateDir), publish);
+  }
+
+  /** A worker's proxy: it serves the table its primary pushes (`replaceRoutes`) and changes none itself. */
+  static replica(routes: readonly Route[]): FerryProxy {
+    return new FerryProxy(null, routes);
+  }
+
+  /** A worker's switch: the primary's new table, in one synchronous step as `change` does it. */
+  replaceRoutes(routes: readonly Route[]): void {
+    const next = new Map(routes.map((route) => [route.name, route]));
+    this.routes = next;
+    this.routesByHost = indexByHost(next);
+    this.notify();
   }
 
   listRoutes(): Route[] {
@@ -322,10 +375,13 @@ export class FerryProxy {
 
   private change<T>(apply: (routes: Map<string, Route>) => T): Promise<T> {
     const run = this.changes.then(async () => {
+      if (this.stateDir === null) throw new Error("a worker's routes change only through its primary");
       const next = new Map(this.routes);
       const result = apply(next);
       // On disk first: once a caller hears "switched", a restart comes back switched too.
       await saveRoutes(this.stateDir, [...next.values()]);
+      // Then every worker, when there are some: "switched" means no process serves the old table.
+      await this.publish?.([...next.values()]);
       // The switch: both assignments in one synchronous step, so no request sees half of it.
       this.routes = next;
       this.routesByHost = indexByHost(next);

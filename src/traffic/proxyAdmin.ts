@@ -4,7 +4,7 @@ import http from "node:http";
 import { type AddressInfo, connect } from "node:net";
 import type { z } from "zod";
 import { FerryError } from "../domain/errors.js";
-import type { FerryProxy } from "./proxy.js";
+import type { ProxyControl } from "./proxy.js";
 import {
   canaryBodySchema,
   drainBodySchema,
@@ -55,7 +55,7 @@ const PROBLEM_BY_CODE: Record<string, { status: number; title: string }> = {
   conflict: { status: 409, title: "Conflict" },
 };
 
-export async function startProxyAdmin(proxy: FerryProxy, listen: AdminListen, token: string): Promise<RunningAdmin> {
+export async function startProxyAdmin(proxy: ProxyControl, listen: AdminListen, token: string): Promise<RunningAdmin> {
   const expected = Buffer.from(`Bearer ${token}`);
   const server = http.createServer((request, response) => {
     handle(proxy, expected, request).then(
@@ -91,7 +91,7 @@ export async function startProxyAdmin(proxy: FerryProxy, listen: AdminListen, to
 }
 
 async function handle(
-  proxy: FerryProxy,
+  proxy: ProxyControl,
   expected: Buffer,
   request: http.IncomingMessage,
 ): Promise<{ status: number; body: unknown }> {
@@ -151,7 +151,9 @@ async function handle(
     return { status: 200, body: await proxy.drain(body.upstream, body.deadlineMs) };
   }
   if (first === "stats" && segments.length === 1 && method === "GET") {
-    return { status: 200, body: { routes: proxy.stats() } };
+    const routes = await proxy.stats();
+    const workers = proxy.workers?.();
+    return { status: 200, body: { routes, ...(workers !== undefined && { workers }) } };
   }
   request.resume();
   throw new AdminProblem(

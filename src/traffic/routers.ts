@@ -53,7 +53,11 @@ const drivers: { [D in DriverName]: RouterDriver<D> } = {
   builtin: {
     fromEnvironment: (env, dataDir) => ({
       driver: "builtin",
-      proxy: { stateDir: env.FERRY_PROXY_STATE_DIR ?? join(dataDir, "proxy"), listen: env.FERRY_PROXY_LISTEN },
+      proxy: {
+        stateDir: env.FERRY_PROXY_STATE_DIR ?? join(dataDir, "proxy"),
+        listen: env.FERRY_PROXY_LISTEN,
+        ...(env.FERRY_PROXY_WORKERS > 1 && { workers: env.FERRY_PROXY_WORKERS }),
+      },
     }),
     connect: async (settings, log) => (await import("./builtin.js")).connectEmbeddedProxy(settings.proxy, log),
     hasRoutes: (settings) => existsSync(join(settings.proxy.stateDir, "routes.json")),
