@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ProcessRuntime } from "../../src/runtimes/process.js";
@@ -222,6 +222,13 @@ export function describeRemoteRouter(spec: RemoteRouterCase): void {
       // The server's start-up reconciliation reads the host's routes back from its files: after
       // the router was taken down while the server is down, it serves the live colour again.
       await crash.killServer(true);
+      // A health check the server started over SSH before it died (its `inUse` brings a stopped
+      // router back) runs to its end on the host: stop the router only after it has finished.
+      await waitUntil(
+        () => !routerOperationRunning(spec.driver),
+        `no ferry ${spec.driver}-router operation runs on the host`,
+        30_000,
+      );
       await router.stop(true);
       await expect(served(address(), routeHost)).rejects.toThrow();
       await crash.start();
@@ -233,4 +240,17 @@ export function describeRemoteRouter(spec: RemoteRouterCase): void {
       expect(router.masterPid()).toBeDefined();
     });
   });
+}
+
+/** Whether a `ferry <driver>-router` operation runs (the namespace hosts share this machine's /proc). */
+function routerOperationRunning(driver: RemoteRouterCase["driver"]): boolean {
+  return readdirSync("/proc")
+    .filter((entry) => /^\d+$/.test(entry))
+    .some((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes(`${driver}-router`);
+      } catch {
+        return false;
+      }
+    });
 }
