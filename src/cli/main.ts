@@ -180,7 +180,9 @@ function reportError(error: unknown): number {
   }
   const code = (error as NodeJS.ErrnoException).code;
   if (code === "EADDRINUSE" || code === "EACCES") {
-    writeError(`ferry: cannot listen: ${(error as Error).message}; choose another --port\n`);
+    writeError(
+      `ferry: cannot listen: ${(error as Error).message}; choose a free port (this command's --port, --listen or --admin-port)\n`,
+    );
     return EXIT_FAILED;
   }
   writeError(`ferry: ${(error as Error).message ?? String(error)}\n`);

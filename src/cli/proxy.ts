@@ -88,6 +88,10 @@ export function addProxyCommand(program: Command): void {
         options.workers > 1
           ? await (await import("../traffic/proxyWorkers.js")).ProxyPrimary.open(options.stateDir, options.workers, log)
           : await (await import("../traffic/proxy.js")).FerryProxy.open(options.stateDir);
+      // Traffic first: whoever waits for the admin API to answer (the server starting its proxy)
+      // then knows requests are accepted too. A port in use ends the process with the error.
+      const listen = options.listen ?? { host: "127.0.0.1", port: 8000 };
+      const traffic = await proxy.listen(listen.host, listen.port);
       const { token, path: tokenPath } = await readOrCreateAdminToken(options.stateDir);
       const admin = await startProxyAdmin(
         proxy,
@@ -95,11 +99,8 @@ export function addProxyCommand(program: Command): void {
           ? { port: options.adminPort }
           : { socketPath: options.adminSocket ?? join(options.stateDir, "admin.sock") },
         token,
-      );
-      const listen = options.listen ?? { host: "127.0.0.1", port: 8000 };
-      const traffic = await proxy.listen(listen.host, listen.port).catch(async (error: unknown) => {
-        // A port in use: the admin API goes too, so the process exits with the error.
-        await admin.close();
+      ).catch(async (error: unknown) => {
+        await proxy.close(0);
         throw error;
       });
       // Who serves this state dir: for `kill $(cat proxy.pid)` and tools that stop it.
