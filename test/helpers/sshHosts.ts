@@ -26,6 +26,18 @@ import { setTimeout as sleep } from "node:timers/promises";
  * mkdir under /tmp/ferry-netns-slots.
  */
 
+/**
+ * The keep-alives of a test server whose tests cut these hosts' links (FERRY_SSH_KEEPALIVE_*):
+ * it gives up on a cut host after 6–8 s instead of the default 30–40 s. Three unanswered in a
+ * row still leaves a loaded machine's sshd seconds to answer one.
+ */
+export const TEST_SSH_KEEPALIVE = { intervalMs: 2000, countMax: 3 };
+/** The same as FERRY_SSH_KEEPALIVE_* settings, for a server started as a process. */
+export const TEST_SSH_KEEPALIVE_ENV = {
+  FERRY_SSH_KEEPALIVE_INTERVAL_SECONDS: String(TEST_SSH_KEEPALIVE.intervalMs / 1000),
+  FERRY_SSH_KEEPALIVE_COUNT_MAX: String(TEST_SSH_KEEPALIVE.countMax),
+};
+
 const SLOT_DIRECTORY = "/tmp/ferry-netns-slots";
 const PREFIX = "ferry-ssh-";
 /** Engines' directories, one per namespace host (short: containerd's socket path under it must fit 108 bytes). */
@@ -402,8 +414,9 @@ function writeSshdConfig(
       "UsePAM no",
       // The temporary directory is not root's home: skip the ownership checks meant for that.
       "StrictModes no",
-      // As docs/targets.md recommends: sshd notices a server that went away (a cut link) and ends its session.
-      "ClientAliveInterval 5",
+      // As docs/targets.md recommends: sshd notices a server that went away (a cut link) and ends
+      // its session, here within 6–9 s (docs: 15 s × 3) so that the tests cutting links wait less.
+      "ClientAliveInterval 3",
       "ClientAliveCountMax 2",
       // DEBUG1 logs each forwarded channel (direct-streamlocal to the Docker socket…), which tests look for.
       "LogLevel DEBUG1",
