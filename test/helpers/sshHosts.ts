@@ -32,11 +32,6 @@ import { setTimeout as sleep } from "node:timers/promises";
  * row still leaves a loaded machine's sshd seconds to answer one.
  */
 export const TEST_SSH_KEEPALIVE = { intervalMs: 2000, countMax: 3 };
-/** The same as FERRY_SSH_KEEPALIVE_* settings, for a server started as a process. */
-export const TEST_SSH_KEEPALIVE_ENV = {
-  FERRY_SSH_KEEPALIVE_INTERVAL_SECONDS: String(TEST_SSH_KEEPALIVE.intervalMs / 1000),
-  FERRY_SSH_KEEPALIVE_COUNT_MAX: String(TEST_SSH_KEEPALIVE.countMax),
-};
 
 const SLOT_DIRECTORY = "/tmp/ferry-netns-slots";
 const PREFIX = "ferry-ssh-";
