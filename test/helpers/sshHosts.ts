@@ -410,8 +410,10 @@ function writeSshdConfig(
       // The temporary directory is not root's home: skip the ownership checks meant for that.
       "StrictModes no",
       // As docs/targets.md recommends: sshd notices a server that went away (a cut link) and ends
-      // its session, here within 6–9 s (docs: 15 s × 3) so that the tests cutting links wait less.
-      "ClientAliveInterval 3",
+      // its session. Not shorter: a session killed while root's shell starts can leave pyenv's
+      // rehash lock (~/.pyenv/shims/.pyenv-shim) behind on this machine, and every later root
+      // session (all namespaces share the home directory) then waits 60 s for it.
+      "ClientAliveInterval 5",
       "ClientAliveCountMax 2",
       // DEBUG1 logs each forwarded channel (direct-streamlocal to the Docker socket…), which tests look for.
       "LogLevel DEBUG1",
