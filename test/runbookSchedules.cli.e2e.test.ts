@@ -126,14 +126,23 @@ describe("runbook schedules (CLI against a ferry server process)", () => {
     expectSuccess(result);
     return parseJson<RunSummary[]>(result).reverse();
   };
+  /**
+   * The runs of `cause`, as the CLI lists them, once there are `count`. The wait polls the API:
+   * a CLI process each second for up to two minutes took a core's share from the tests beside it.
+   */
   async function waitForRuns(runbook: string, cause: string, count: number, timeoutMs: number, on = server) {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const found = (await runs(runbook, on)).filter((run) => run.cause === cause);
-      if (found.length >= count) return found;
+      const response = await apiRequest(`${on.url}/api/v1/projects/shop/runbooks/${runbook}/runs`, adminKey);
+      expect(response.status).toBe(200);
+      const polled = (await response.json()) as RunSummary[];
+      if (polled.filter((run) => run.cause === cause).length >= count) break;
       if (Date.now() > deadline) throw new Error(`no ${count} runs caused by ${cause} within ${timeoutMs} ms`);
       await sleep(1_000);
     }
+    const found = (await runs(runbook, on)).filter((run) => run.cause === cause);
+    expect(found.length).toBeGreaterThanOrEqual(count);
+    return found;
   }
 
   beforeAll(async () => {
