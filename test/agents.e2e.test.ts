@@ -406,7 +406,9 @@ describe("ferry agent on real hosts", { timeout: 180_000 }, () => {
       host.setLink(true);
     }
     // Cut off for the timeout, the agent stopped the step itself: it did not run on unattended.
-    await sleep(15_000);
+    // Had it run on, its marker would be there 15 s after "started" (seen before the cut); 3 s
+    // more for a loaded machine.
+    await sleep(Math.max(0, cutAt + 15_000 + 3_000 - Date.now()));
     expect(readdirSync(markerDir)).toEqual([]);
     await waitUntil(async () => (await agentState("agent-1")) === "connected", 60_000);
   });

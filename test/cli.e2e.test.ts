@@ -200,6 +200,25 @@ describe("ferry server first start and restart", () => {
     await Promise.all(started.splice(0).map((server) => server.stop()));
   });
 
+  it("refuses to start with an SSH keep-alive setting out of range, naming the variable and the range", async () => {
+    const home = await makeTemporaryDirectory();
+    for (const [name, value, detail] of [
+      [
+        "FERRY_SSH_KEEPALIVE_INTERVAL_SECONDS",
+        "0",
+        "send keep-alives at most every second (1) and at least every hour (3600)",
+      ],
+      ["FERRY_SSH_KEEPALIVE_COUNT_MAX", "101", "allow 1 to 100 unanswered keep-alives"],
+    ]) {
+      const result = await runFerry(
+        ["server", "--port", "0", "--data-dir", join(home, "data")],
+        isolatedEnv(home, { [String(name)]: String(value) }),
+      );
+      expect(result.code, result.stderr).toBe(2);
+      expect(result.stderr).toBe(`ferry: environment variable ${name}: ${detail}\n`);
+    }
+  });
+
   it("prints a random admin key once, keeps it across restarts, and keys differ per install", async () => {
     const home = await makeTemporaryDirectory();
     const dataDir = join(home, "data");

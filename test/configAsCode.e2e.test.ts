@@ -306,7 +306,9 @@ interface Change {
 
 const changed = (changes: readonly Change[]) => changes.filter((change) => change.action !== "unchanged");
 
-describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (dialect) => {
+// The two dialects run side by side (each its own server, home and database); the tests of
+// one still run in order (it.sequential), as README "Development" describes.
+describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", { concurrent: true }, (dialect) => {
   const adminKey = testAdminKey();
   let server: FerryServer;
   let home: string;
@@ -344,7 +346,7 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
     await dropDatabase?.();
   });
 
-  it("plans creating everything and changes nothing on the server", async () => {
+  it.sequential("plans creating everything and changes nothing on the server", async () => {
     const file = await write("ferry.yml", SHOP);
     const result = await ferry(["plan", "-f", file]);
     expectSuccess(result);
@@ -359,7 +361,7 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
     expect(await total("/api/v1/targets")).toBe(0);
   });
 
-  it("applies, and then plans no change (idempotent)", async () => {
+  it.sequential("applies, and then plans no change (idempotent)", async () => {
     const file = join(directory, "ferry.yml");
     expectSuccess(await ferry(["apply", "-f", file]));
     expect(await total("/api/v1/projects")).toBe(1);
@@ -372,7 +374,7 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
     expect(json.length).toBe(12);
   });
 
-  it("plans exactly the one variable edited, field by field, and a rotated secret only as changed", async () => {
+  it.sequential("plans exactly the one variable edited, field by field, and a rotated secret only as changed", async () => {
     const file = await write("edited.yml", SHOP.replace("value: Hello from production", "value: Welcome to prod"));
     const plan = parseJson<Change[]>(
       await ferry(["plan", "-f", file, "--json", "--update-secrets"], { SHOP_DB_PASSWORD: ROTATED_PASSWORD }),
@@ -401,7 +403,7 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
     expect(text.stdout + text.stderr).not.toContain(DB_PASSWORD);
   });
 
-  it("applies nothing at all when a later object of the file is refused", async () => {
+  it.sequential("applies nothing at all when a later object of the file is refused", async () => {
     const before = await (await apiRequest(`${server.url}/api/v1/projects/shop/variables`, adminKey)).json();
     // Valid as a file; the 3rd object (after the new environment and the variable change) is
     // a feed whose address the server refuses (a metadata address).
@@ -420,7 +422,7 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
     expect(await (await apiRequest(`${server.url}/api/v1/projects/shop/variables`, adminKey)).json()).toEqual(before);
   });
 
-  it(
+  it.sequential(
     "applies several files (a directory) together, or none of them when one conflicts",
     async () => {
       const projects = join(directory, "projects");
@@ -467,7 +469,7 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
     MANY_RUNS_MS,
   );
 
-  it(
+  it.sequential(
     "exports a project using every step kind and scope as a file that plans to no change",
     async () => {
       const everything = join(directory, "everything");
@@ -589,7 +591,7 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
     MANY_RUNS_MS,
   );
 
-  it("tells a file plan from a deployment plan, and refuses a mix of the two", async () => {
+  it.sequential("tells a file plan from a deployment plan, and refuses a mix of the two", async () => {
     const file = join(directory, "ferry.yml");
     const mixed = await ferry(["plan", "-f", file, "--project", "shop"]);
     expect(mixed.code).toBe(2);
@@ -602,7 +604,7 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", (d
     expect(prune.stderr).toContain("--prune only goes with -f ferry.yml");
   });
 
-  it("deletes the runbooks a file does not list only with --prune", async () => {
+  it.sequential("deletes the runbooks a file does not list only with --prune", async () => {
     const file = await write("no-runbooks.yml", SHOP.slice(0, SHOP.indexOf("runbooks:")));
     const without = parseJson<Change[]>(await ferry(["apply", "-f", file, "--json"]));
     expect(changed(without)).toEqual([]);

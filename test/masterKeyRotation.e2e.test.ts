@@ -99,7 +99,8 @@ async function sealedValues(dialect: string, dataDir: string, url: string | unde
 const keyOf = async (dataDir: string) =>
   Buffer.from((await readFile(join(dataDir, "master.key"), "utf8")).trim(), "base64");
 
-describe.each(["sqlite", "postgres"])("master key rotation on %s", (dialect) => {
+// The two dialects run side by side: each has its own server, home and database.
+describe.each(["sqlite", "postgres"])("master key rotation on %s", { concurrent: true }, (dialect) => {
   it("re-encrypts every secret under a running server, finishes an interrupted rotation at start, and a database without its key stops the start", async () => {
     const home = await resources.makeTemporaryDirectory();
     const dataDir = join(home, "data");

@@ -10,7 +10,7 @@ import { apiRequest, isolatedEnv, runFerry, testAdminKey, trackedResources } fro
 import { buildDemoImage, removeImages } from "./helpers/images.js";
 import { freePort, startRegistry } from "./helpers/registry.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
-import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
+import { type SshHosts, startSshHosts, TEST_SSH_KEEPALIVE } from "./helpers/sshHosts.js";
 
 /**
  * SSH targets against real hosts: three network namespaces, each with its own address and
@@ -102,7 +102,7 @@ describe("SSH targets on real hosts", { timeout: 180_000 }, () => {
   };
 
   beforeAll(async () => {
-    [hosts, test] = await Promise.all([startSshHosts(3), startTestServer()]);
+    [hosts, test] = await Promise.all([startSshHosts(3), startTestServer({ sshKeepalive: TEST_SSH_KEEPALIVE })]);
     expect((await test.call("POST", "/api/v1/environments", { name: "dev" })).status).toBe(201);
     const lifecycle = await test.call("POST", "/api/v1/lifecycles", {
       name: "auto",
@@ -442,7 +442,8 @@ describe("SSH targets on real hosts", { timeout: 180_000 }, () => {
     try {
       const task = await test.waitForTask(taskId, 120_000);
       expect(task.state).toBe("failed");
-      // Keep-alives every 10 s, three missed: the step fails well before the script would have ended.
+      // Keep-alives every 2 s here (TEST_SSH_KEEPALIVE), three missed: the step fails well before
+      // the script would have ended.
       expect(Date.now() - cutAt).toBeLessThan(80_000);
       expect(await logText(taskId)).toContain("was lost while the process ran");
       // sshd's ClientAliveInterval ends the session; the launcher then kills the script's group.

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TargetHealth } from "../src/domain/targets.js";
 import { isolatedEnv, runFerry } from "./helpers/cli.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
-import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
+import { type SshHosts, startSshHosts, TEST_SSH_KEEPALIVE } from "./helpers/sshHosts.js";
 
 /**
  * Target health and the environment's policy for unavailable targets, against real hosts:
@@ -75,7 +75,9 @@ describe("target health and unavailable targets", { timeout: 240_000 }, () => {
       startSshHosts(2),
       // A timeout long enough for a loaded machine: a session cut short while root's shell
       // starts could leave that shell's start-up files (pyenv's rehash lock) half done.
-      startTestServer({ targetHealth: { intervalMs: 1000, timeoutMs: 10_000 } }),
+      // Short keep-alives: the connection to a cut host is given up on within seconds
+      // (FERRY_SSH_KEEPALIVE_*), which is what ends a step running there.
+      startTestServer({ targetHealth: { intervalMs: 1000, timeoutMs: 10_000 }, sshKeepalive: TEST_SSH_KEEPALIVE }),
     ]);
     // Two environments with the same hosts: one fails on an unavailable target, one skips it.
     for (const [name, policy] of [

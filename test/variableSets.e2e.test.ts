@@ -104,7 +104,9 @@ interface Change {
   fields?: { field: string; from?: unknown; to?: unknown; sensitive?: true }[];
 }
 
-describe.each(["sqlite", "postgres"] as const)("variable sets on %s", (dialect) => {
+// The two dialects run side by side (each its own server, home and database); the tests of
+// one still run in order (it.sequential), as README "Development" describes.
+describe.each(["sqlite", "postgres"] as const)("variable sets on %s", { concurrent: true }, (dialect) => {
   const shop = appliedServer(resources, { dialect, file: FILE, env: { COMMON_TOKEN: TOKEN } });
   const { adminKey, ferry, valuesOf } = shop;
   const preview = shop.preview<Preview>;
@@ -123,7 +125,7 @@ describe.each(["sqlite", "postgres"] as const)("variable sets on %s", (dialect) 
   beforeAll(shop.start, 120_000);
   afterAll(shop.stop);
 
-  it(
+  it.sequential(
     "shows which set each value comes from, and explains why a set's candidates lost",
     async () => {
       const shown = await ferry(["vars", "show", "--project", "shop", "--env", "prod", "--target", "web-2"]);
@@ -197,7 +199,7 @@ describe.each(["sqlite", "postgres"] as const)("variable sets on %s", (dialect) 
     MANY_RUNS_MS,
   );
 
-  it(
+  it.sequential(
     "matches what a deployment's script actually saw on each target, and never shows the set's secret",
     async () => {
       const log = await shop.deploymentLog("1.0.0", "prod");
@@ -259,7 +261,7 @@ describe.each(["sqlite", "postgres"] as const)("variable sets on %s", (dialect) 
     MANY_RUNS_MS,
   );
 
-  it(
+  it.sequential(
     "exports the sets with the project, and the export plans to no change; one edited set value plans as exactly that",
     async () => {
       const exported = join(shop.directory, "exported.yml");
@@ -303,7 +305,7 @@ describe.each(["sqlite", "postgres"] as const)("variable sets on %s", (dialect) 
     MANY_RUNS_MS,
   );
 
-  it(
+  it.sequential(
     "lets only editVariableSets everywhere change a set; a project editor reads sets and includes them",
     async () => {
       await api("POST", "/api/v1/users", { username: "pat", password: "pat-long-password-1" });
@@ -350,7 +352,7 @@ describe.each(["sqlite", "postgres"] as const)("variable sets on %s", (dialect) 
     MANY_RUNS_MS,
   );
 
-  it(
+  it.sequential(
     "manages sets from the CLI: create, add a value, include it, and the preview follows",
     async () => {
       expectSuccess(await ferry(["varset", "create", "Ops", "--description", "operations"]));

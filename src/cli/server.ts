@@ -79,6 +79,10 @@ export function addServerCommand(program: Command, environment: () => FerryEnvir
         runAsUids: env.FERRY_RUN_AS_UIDS,
         workDir: env.FERRY_WORK_DIR,
         agentTimeoutMs: env.FERRY_AGENT_TIMEOUT_SECONDS * 1000,
+        sshKeepalive: {
+          intervalMs: env.FERRY_SSH_KEEPALIVE_INTERVAL_SECONDS * 1000,
+          countMax: env.FERRY_SSH_KEEPALIVE_COUNT_MAX,
+        },
         scheduleGraceMs: env.FERRY_SCHEDULE_GRACE_SECONDS * 1000,
         artifactMaxBytes: env.FERRY_ARTIFACT_MAX_BYTES,
         packageMaxBytes: env.FERRY_PACKAGE_MAX_BYTES,

@@ -79,3 +79,27 @@ describe("FERRY_PROXY_WORKERS", () => {
     }
   });
 });
+
+describe("FERRY_SSH_KEEPALIVE_INTERVAL_SECONDS and FERRY_SSH_KEEPALIVE_COUNT_MAX", () => {
+  it("are 10 s and 3 unless set, as before they could be set", () => {
+    const environment = readEnvironment({});
+    expect(environment.FERRY_SSH_KEEPALIVE_INTERVAL_SECONDS).toBe(10);
+    expect(environment.FERRY_SSH_KEEPALIVE_COUNT_MAX).toBe(3);
+    const set = readEnvironment({ FERRY_SSH_KEEPALIVE_INTERVAL_SECONDS: "15", FERRY_SSH_KEEPALIVE_COUNT_MAX: "5" });
+    expect(set.FERRY_SSH_KEEPALIVE_INTERVAL_SECONDS).toBe(15);
+    expect(set.FERRY_SSH_KEEPALIVE_COUNT_MAX).toBe(5);
+  });
+
+  it("refuse what is not a whole number in range, naming the variable and the range", () => {
+    for (const value of ["0", "-1", "2.5", "often", "3601"]) {
+      expect(() => readEnvironment({ FERRY_SSH_KEEPALIVE_INTERVAL_SECONDS: value }), value).toThrow(
+        /FERRY_SSH_KEEPALIVE_INTERVAL_SECONDS: (must be|send keep-alives)/,
+      );
+    }
+    for (const value of ["0", "1.5", "many", "101"]) {
+      expect(() => readEnvironment({ FERRY_SSH_KEEPALIVE_COUNT_MAX: value }), value).toThrow(
+        /FERRY_SSH_KEEPALIVE_COUNT_MAX: (must be|allow 1 to 100)/,
+      );
+    }
+  });
+});

@@ -198,6 +198,27 @@ const environmentSchema = z.object({
     .min(1, { message: "keep at least 1 version" })
     .max(100_000, { message: "must be at most 100000" })
     .optional(),
+  /**
+   * Server: seconds without a word from an ssh target (or its jump host) before Ferry sends a
+   * keep-alive over the connection, as OpenSSH's ServerAliveInterval (docs/targets.md).
+   */
+  FERRY_SSH_KEEPALIVE_INTERVAL_SECONDS: z.coerce
+    .number({ message: "must be a number of seconds, such as 10" })
+    .int({ message: "must be a whole number of seconds" })
+    .min(1, { message: "send keep-alives at most every second (1) and at least every hour (3600)" })
+    .max(3600, { message: "send keep-alives at most every second (1) and at least every hour (3600)" })
+    .default(10),
+  /**
+   * Server: keep-alives an ssh target may leave unanswered in a row before its connection is
+   * closed and what runs on it fails, as OpenSSH's ServerAliveCountMax: a cut link is noticed
+   * after about INTERVAL × (COUNT_MAX + 1) seconds.
+   */
+  FERRY_SSH_KEEPALIVE_COUNT_MAX: z.coerce
+    .number({ message: "must be a number of keep-alives, such as 3" })
+    .int({ message: "must be a whole number of keep-alives" })
+    .min(1, { message: "allow 1 to 100 unanswered keep-alives" })
+    .max(100, { message: "allow 1 to 100 unanswered keep-alives" })
+    .default(3),
   /** Server: an agent not heard from for this long is marked lost and steps on it fail (docs/targets.md). */
   FERRY_AGENT_TIMEOUT_SECONDS: z.coerce.number().int().min(3).max(3600).default(45),
   /** ferry agent: its settings when not given as options (docs/targets.md). */

@@ -1,8 +1,20 @@
 import { type LookupAddress, lookup as lookupCallback } from "node:dns";
 import { lookup } from "node:dns/promises";
+import { createRequire } from "node:module";
 import { isIP, isIPv6, type LookupFunction } from "node:net";
-import { Agent, buildConnector, type Dispatcher, fetch, type Response } from "undici";
+import type { Agent, buildConnector, Dispatcher, Response } from "undici";
 import { InputError } from "../domain/errors.js";
+
+/**
+ * undici, loaded at the first outbound call rather than with this module: every `ferry`
+ * command reads FERRY_OUTBOUND_ALLOW through parseOutboundAllow (config/env.ts), and loading
+ * undici took ~0.15 s of each command's start. It is CommonJS, so require gives it at once.
+ */
+let undiciModule: typeof import("undici") | undefined;
+function undici(): typeof import("undici") {
+  undiciModule ??= createRequire(import.meta.url)("undici") as typeof import("undici");
+  return undiciModule;
+}
 
 /**
  * The outbound request guard: which addresses the server may call for feeds (registries and
@@ -248,7 +260,7 @@ export async function guardedFetch(
     if (verdict !== "allowed" && verdict !== "resolve") throw refused(verdict);
     let response: Response;
     try {
-      response = await fetch(current, {
+      response = await undici().fetch(current, {
         method,
         headers,
         ...(body !== undefined && { body }),
@@ -333,7 +345,7 @@ const agents = new WeakMap<OutboundPolicy, Agent>();
 function agentFor(policy: OutboundPolicy): Agent {
   let agent = agents.get(policy);
   if (!agent) {
-    agent = new Agent({ connect: guardedConnector(policy) });
+    agent = new (undici().Agent)({ connect: guardedConnector(policy) });
     agents.set(policy, agent);
   }
   return agent;
@@ -346,6 +358,7 @@ function agentFor(policy: OutboundPolicy): Agent {
  * port (rules may name one), so there is one connector per port.
  */
 function guardedConnector(policy: OutboundPolicy): buildConnector.connector {
+  const { buildConnector } = undici();
   const direct = buildConnector({});
   const byPort = new Map<number, buildConnector.connector>();
   return (options, callback) => {

@@ -37,7 +37,7 @@ import { defaultTrafficSettings, hasRoutes, lazyRouter, type TrafficSettings } f
 import { AgentHub } from "../transports/agent.js";
 import { LocalTransport } from "../transports/local.js";
 import { targetResolver } from "../transports/registry.js";
-import { SshConnections } from "../transports/ssh.js";
+import { defaultSshKeepalive, SshConnections, type SshKeepalive } from "../transports/ssh.js";
 import { FERRY_VERSION } from "../version.js";
 import { createObservability } from "./observability.js";
 import { urlForLog } from "./urlForLog.js";
@@ -79,6 +79,8 @@ export interface ServerOptions {
   ephemeralSweepMs?: number | undefined;
   /** FERRY_AGENT_TIMEOUT_SECONDS (ms here): an agent not heard from for this long is marked lost; default 45 s. */
   agentTimeoutMs?: number | undefined;
+  /** FERRY_SSH_KEEPALIVE_INTERVAL_SECONDS (ms here) and FERRY_SSH_KEEPALIVE_COUNT_MAX: when a silent ssh target's connection is closed; default 10 s × 3. */
+  sshKeepalive?: SshKeepalive | undefined;
   /** FERRY_SCHEDULE_GRACE_SECONDS (ms here): a schedule's firing later than this is reported missed; default 60 s. */
   scheduleGraceMs?: number | undefined;
   /** How often each node looks for due schedules (ms); default 1 s. */
@@ -179,7 +181,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const hostTransport = new LocalTransport(workRoot, localUser);
   let engine: TaskEngine | undefined;
   // One SSH connection per target, opened on first use; each reads the target's settings (its key) from the store.
-  const sshConnections = new SshConnections((targetId) => sshConnectionSettings(context, targetId));
+  const sshConnections = new SshConnections(
+    (targetId) => sshConnectionSettings(context, targetId),
+    undefined,
+    options.sshKeepalive ?? defaultSshKeepalive,
+  );
   // Agents poll this server for their calls; the hub holds them, in this process.
   const agents = new AgentHub({
     context,

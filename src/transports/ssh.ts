@@ -24,9 +24,19 @@ const CONNECT_TIMEOUT_MS = 15_000;
 const OPERATION_TIMEOUT_MS = 30_000;
 /** A pooled connection nobody used for this long is closed. */
 const IDLE_MS = 60_000;
-/** Keep-alives: a host that stops answering is noticed after about 3 × 10 s. */
-const KEEPALIVE_INTERVAL_MS = 10_000;
-const KEEPALIVE_COUNT_MAX = 3;
+/**
+ * Keep-alives, as OpenSSH's ServerAliveInterval and ServerAliveCountMax: after `intervalMs`
+ * with nothing from the host a keep-alive is sent, and a connection whose host left
+ * `countMax` of them in a row unanswered is closed, failing what runs on it. A host whose
+ * link is cut is so noticed after about intervalMs × (countMax + 1).
+ */
+export interface SshKeepalive {
+  intervalMs: number;
+  countMax: number;
+}
+
+/** FERRY_SSH_KEEPALIVE_INTERVAL_SECONDS and FERRY_SSH_KEEPALIVE_COUNT_MAX unset: 10 s × 3. */
+export const defaultSshKeepalive: SshKeepalive = { intervalMs: 10_000, countMax: 3 };
 /** After a process is told to stop (timeout, cancel), how long to wait for its exit before giving up on the channel. */
 const STOP_GRACE_MS = 10_000;
 /** The most of a file readFile returns (a step's outputs). */
@@ -87,6 +97,8 @@ interface ClientOptions {
   checkHostKey(presented: PresentedHostKey): string | undefined;
   /** A stream to run SSH over (a channel through a jump host) instead of a TCP connection. */
   sock?: Duplex | undefined;
+  /** Default: defaultSshKeepalive (a host key read lasts a moment; the pool passes the server's setting). */
+  keepalive?: SshKeepalive | undefined;
 }
 
 /** Connects and signs in, or fails with a TaskFailure that says what to do. */
@@ -124,8 +136,8 @@ function openClient(options: ClientOptions): Promise<Client> {
       ...(options.passphrase !== undefined && { passphrase: options.passphrase }),
       ...(options.sock && { sock: options.sock }),
       readyTimeout: CONNECT_TIMEOUT_MS,
-      keepaliveInterval: KEEPALIVE_INTERVAL_MS,
-      keepaliveCountMax: KEEPALIVE_COUNT_MAX,
+      keepaliveInterval: (options.keepalive ?? defaultSshKeepalive).intervalMs,
+      keepaliveCountMax: (options.keepalive ?? defaultSshKeepalive).countMax,
       // Never an agent or keyboard-interactive: the target's own key only.
       tryKeyboard: false,
       hostVerifier: (key: Buffer) => {
@@ -177,7 +189,7 @@ interface Connection {
   jump: Client | undefined;
 }
 
-async function connect(settings: SshConnectionSettings): Promise<Connection> {
+async function connect(settings: SshConnectionSettings, keepalive: SshKeepalive): Promise<Connection> {
   const what = describeTarget(settings);
   const credentials = { privateKey: settings.privateKey, passphrase: settings.passphrase };
   let jump: Client | undefined;
@@ -192,6 +204,7 @@ async function connect(settings: SshConnectionSettings): Promise<Connection> {
       user: jumpHost.user,
       what: jumpWhat,
       targetName: settings.targetName,
+      keepalive,
       checkHostKey: (presented) => hostKeyRefusal(jumpWhat, settings.targetName, jumpHost.hostKey, presented),
     });
     try {
@@ -210,6 +223,7 @@ async function connect(settings: SshConnectionSettings): Promise<Connection> {
       what,
       targetName: settings.targetName,
       sock,
+      keepalive,
       checkHostKey: (presented) => hostKeyRefusal(what, settings.targetName, settings.hostKey, presented),
     });
     // The jump connection serves this one only.
@@ -251,6 +265,7 @@ export class SshConnections {
   constructor(
     private readonly load: SshSettingsLoader,
     private readonly idleMs = IDLE_MS,
+    private readonly keepalive: SshKeepalive = defaultSshKeepalive,
   ) {}
 
   async lease(targetId: string): Promise<SshLease> {
@@ -292,7 +307,7 @@ export class SshConnections {
     }
     const entry: PoolEntry = {
       version: settings.version,
-      ready: connect(settings),
+      ready: connect(settings, this.keepalive),
       users: 0,
       idle: undefined,
       retired: false,

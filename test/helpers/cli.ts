@@ -282,7 +282,7 @@ export function trackedResources(prefix: string): TrackedResources {
       }
       if (Date.now() > deadline) {
         await server.stop();
-        throw new Error(`ferry server at ${url} was not ready within 20 s:\n${stderr}`);
+        throw new Error(`ferry server at ${url} was not ready within 60 s:\n${stderr}`);
       }
       await sleep(20);
     }

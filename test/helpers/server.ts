@@ -7,6 +7,7 @@ import { generateApiKey } from "../../src/security/apiKeys.js";
 import { type OutboundPolicy, parseOutboundAllow } from "../../src/security/outboundGuard.js";
 import { type RunningServer, startServer } from "../../src/server/start.js";
 import type { TrafficSettings } from "../../src/traffic/routers.js";
+import type { SshKeepalive } from "../../src/transports/ssh.js";
 
 export interface TestServer {
   server: RunningServer;
@@ -39,6 +40,8 @@ export async function startTestServer(
     /** Where it listens (127.0.0.1 unless given: agents in network namespaces need a namespace link's address). */
     host?: string;
     agentTimeoutMs?: number;
+    /** FERRY_SSH_KEEPALIVE_*: tests that cut an ssh target's link shorten it (default 10 s × 3). */
+    sshKeepalive?: SshKeepalive;
     requestsPerAddress?: number;
     triggerTickMs?: number;
     /** FERRY_PACKAGE_MAX_BYTES and FERRY_PACKAGE_KEEP_VERSIONS (ADR 0044). */
@@ -58,6 +61,7 @@ export async function startTestServer(
     port: 0,
     host: options.host ?? "127.0.0.1",
     agentTimeoutMs: options.agentTimeoutMs,
+    sshKeepalive: options.sshKeepalive,
     requestsPerAddress: options.requestsPerAddress,
     dataDir,
     databaseUrl: options.databaseUrl,

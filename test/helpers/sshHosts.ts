@@ -26,6 +26,13 @@ import { setTimeout as sleep } from "node:timers/promises";
  * mkdir under /tmp/ferry-netns-slots.
  */
 
+/**
+ * The keep-alives of a test server whose tests cut these hosts' links (FERRY_SSH_KEEPALIVE_*):
+ * it gives up on a cut host after 6–8 s instead of the default 30–40 s. Three unanswered in a
+ * row still leaves a loaded machine's sshd seconds to answer one.
+ */
+export const TEST_SSH_KEEPALIVE = { intervalMs: 2000, countMax: 3 };
+
 const SLOT_DIRECTORY = "/tmp/ferry-netns-slots";
 const PREFIX = "ferry-ssh-";
 /** Engines' directories, one per namespace host (short: containerd's socket path under it must fit 108 bytes). */
@@ -402,7 +409,10 @@ function writeSshdConfig(
       "UsePAM no",
       // The temporary directory is not root's home: skip the ownership checks meant for that.
       "StrictModes no",
-      // As docs/targets.md recommends: sshd notices a server that went away (a cut link) and ends its session.
+      // As docs/targets.md recommends: sshd notices a server that went away (a cut link) and ends
+      // its session. Not shorter: a session killed while root's shell starts can leave pyenv's
+      // rehash lock (~/.pyenv/shims/.pyenv-shim) behind on this machine, and every later root
+      // session (all namespaces share the home directory) then waits 60 s for it.
       "ClientAliveInterval 5",
       "ClientAliveCountMax 2",
       // DEBUG1 logs each forwarded channel (direct-streamlocal to the Docker socket…), which tests look for.
