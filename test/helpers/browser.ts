@@ -32,6 +32,8 @@ export interface Browser {
   newPage(options?: { width?: number; height?: number; colorScheme?: "light" | "dark" }): Promise<Page>;
   /** Console errors and page errors of every tab so far, each with the page's URL. */
   errors: string[];
+  /** Pages whose requests Chromium aborted because the host's network changed (see above). */
+  networkChanges: string[];
   close(): Promise<void>;
 }
 
@@ -47,15 +49,24 @@ export async function launchBrowser(): Promise<Browser> {
     locale: "en-GB",
   });
   const errors: string[] = [];
+  const networkChanges: string[] = [];
   return {
     context,
     errors,
+    networkChanges,
     async newPage(options = {}) {
       const page = await context.newPage();
       await page.setViewportSize({ width: options.width ?? 1280, height: options.height ?? 900 });
       if (options.colorScheme) await page.emulateMedia({ colorScheme: options.colorScheme });
       page.on("console", (message) => {
-        if (message.type() === "error") errors.push(`${page.url()}: console error: ${message.text()}`);
+        if (message.type() !== "error") return;
+        // Chromium aborts requests in flight when the host's addresses change, as they do
+        // whenever a test beside this one creates or removes a Docker network or a network
+        // namespace (net::ERR_NETWORK_CHANGED; Chromium has no switch to ignore them). That
+        // is this machine, not the page: the dashboard fetches again, and the tests still
+        // assert what the page then shows. Counted apart so a test can see it happened.
+        if (message.text().includes("net::ERR_NETWORK_CHANGED")) networkChanges.push(page.url());
+        else errors.push(`${page.url()}: console error: ${message.text()}`);
       });
       page.on("pageerror", (error) => errors.push(`${page.url()}: uncaught: ${error.message}`));
       return page;
