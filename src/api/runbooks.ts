@@ -30,6 +30,7 @@ import {
   publishRunbook,
   updateRunbook,
 } from "../store/runbooks.js";
+import { checkRunbookScope } from "./editScope.js";
 import { defineRoute, pathParams, type RouteSpec } from "./route.js";
 
 /*
@@ -92,13 +93,15 @@ export function runbookRoutes(services: DeploymentServices): RouteSpec[] {
       response: runbookSchema,
       status: 201,
       audit: { action: "runbook.create", change: runbookChange("runbook.create") },
-      handler: ({ params, body, access, request }) =>
-        createRunbook(
+      handler: async ({ params, body, access, request }) => {
+        await checkRunbookScope(context, access, params.project, null, body);
+        return createRunbook(
           context,
           params.project,
           { ...body, process: checkedProcess(body.process, access) },
           who(request),
-        ),
+        );
+      },
     }),
     defineRoute({
       method: "GET",
@@ -124,14 +127,19 @@ export function runbookRoutes(services: DeploymentServices): RouteSpec[] {
         before: ({ params }) => getRunbook(context, params.project, params.runbook),
         change: runbookChange("runbook.update"),
       },
-      handler: ({ params, body, access, request }) =>
-        updateRunbook(
+      handler: async ({ params, body, access, request }) => {
+        const current = await getRunbook(context, params.project, params.runbook);
+        await checkRunbookScope(context, access, params.project, current, {
+          environments: body.environments ?? current.environments,
+        });
+        return updateRunbook(
           context,
           params.project,
           params.runbook,
           { ...body, ...(body.process && { process: checkedProcess(body.process, access) }) },
           who(request),
-        ),
+        );
+      },
     }),
     defineRoute({
       method: "DELETE",
@@ -146,7 +154,13 @@ export function runbookRoutes(services: DeploymentServices): RouteSpec[] {
         before: ({ params }) => getRunbook(context, params.project, params.runbook),
         change: runbookChange("runbook.delete"),
       },
-      handler: async ({ params }) => {
+      handler: async ({ params, access }) => {
+        await checkRunbookScope(
+          context,
+          access,
+          params.project,
+          await getRunbook(context, params.project, params.runbook),
+        );
         await deleteRunbook(context, params.project, params.runbook);
         return undefined;
       },
@@ -164,7 +178,15 @@ export function runbookRoutes(services: DeploymentServices): RouteSpec[] {
         before: ({ params }) => getRunbook(context, params.project, params.runbook),
         change: runbookChange("runbook.publish"),
       },
-      handler: ({ params, request }) => publishRunbook(context, params.project, params.runbook, who(request)),
+      handler: async ({ params, access, request }) => {
+        await checkRunbookScope(
+          context,
+          access,
+          params.project,
+          await getRunbook(context, params.project, params.runbook),
+        );
+        return publishRunbook(context, params.project, params.runbook, who(request));
+      },
     }),
     defineRoute({
       method: "POST",

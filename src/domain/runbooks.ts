@@ -1,6 +1,8 @@
+import type { RE2JS } from "re2js";
 import { z } from "zod";
 import { descriptionSchema, nameSchema, referenceSchema, slugSchema } from "./common.js";
 import { type FieldIssue, InputError } from "./errors.js";
+import { compileLinearPattern, linearPatternProblem } from "./linearPattern.js";
 import { processSchema } from "./process.js";
 
 /*
@@ -51,11 +53,10 @@ export const runbookParameterSchema = z
     if (parameter.pattern !== undefined) {
       if (parameter.type !== "string") issue("pattern", "only a string parameter has a 'pattern'");
       else {
-        try {
-          new RegExp(parameter.pattern, "u");
-        } catch (error) {
-          issue("pattern", `not a valid regular expression (${(error as Error).message})`);
-        }
+        // RE2, never a backtracking RegExp (issue 11, finding 5; ADR 0064). Checked alone too,
+        // so that a pattern cannot close the group it is wrapped in ("a)|(b").
+        const problem = linearPatternProblem(parameter.pattern) ?? linearPatternProblem(wholeValue(parameter.pattern));
+        if (problem) issue("pattern", problem);
       }
     }
     if ((parameter.min !== undefined || parameter.max !== undefined) && parameter.type !== "number") {
@@ -68,7 +69,8 @@ export const runbookParameterSchema = z
       issue("sensitive", "only a string parameter can be sensitive");
     }
     if (parameter.default !== undefined && !parameter.sensitive) {
-      const problem = parameterValueProblem(parameter, String(parameter.default));
+      // A default whose pattern check is costly is checked off the event loop by each run that uses it.
+      const problem = parameterValueProblem(parameter, String(parameter.default), "defer-costly");
       if (problem) issue("default", `the default ${problem}`);
     }
   });
@@ -216,14 +218,91 @@ export type TaskRunbookRun = z.infer<typeof taskRunbookRunSchema>;
 /** What a sensitive value shows as in answers and audit entries. */
 export const MASKED = "********";
 
+/** A parameter's pattern as it is matched: against the whole value. */
+function wholeValue(pattern: string): string {
+  return `^(?:${pattern})$`;
+}
+
+/**
+ * How much matching a pattern check may do on the event loop: RE2's cost grows with the
+ * compiled pattern's size times the value's length (its simulation steps every live thread
+ * per character), and this many steps take about a millisecond. A value of 8,192 characters
+ * against a pattern of 1,800 instructions is ~15 million: some 80 ms here, 4 s for 50
+ * parameters in one request. Checks above it run off the event loop (parameterPatternChecks).
+ */
+export const INLINE_PATTERN_STEPS = 200_000;
+
+/** The outcome of a pattern check run elsewhere (a worker thread with a time limit). */
+export type PatternVerdict = "matched" | "not-matched" | "timed-out";
+
+/**
+ * What pattern checks over the budget get: their verdicts by parameter name, run elsewhere,
+ * or "defer-costly" (accepted for now: used where a later check is certain, a default at
+ * save or a schedule's values, both checked again by each run they queue).
+ */
+export type CostlyPatternVerdicts = ReadonlyMap<string, PatternVerdict> | "defer-costly";
+
+/** A pattern check too costly for the event loop: `pattern` matches the whole value. */
+export interface PatternCheck {
+  name: string;
+  pattern: string;
+  text: string;
+}
+
+/** How long, at most, the costly checks of one request take together off the event loop. */
+export const PATTERN_CHECK_TIMEOUT_MS = 2_000;
+
+function isCostly(compiled: RE2JS, text: string): boolean {
+  return compiled.programSize() * (text.length + 1) > INLINE_PATTERN_STEPS;
+}
+
+/** The pattern checks of a run's values (defaults filled in) that must run off the event loop. */
+export function parameterPatternChecks(
+  parameters: readonly RunbookParameter[],
+  given: Readonly<Record<string, string | number | boolean>>,
+): PatternCheck[] {
+  return parameters.flatMap((parameter) => {
+    const value = given[parameter.name] ?? parameter.default;
+    if (parameter.type !== "string" || parameter.pattern === undefined || value === undefined) return [];
+    if (linearPatternProblem(wholeValue(parameter.pattern)) !== undefined) return [];
+    const text = String(value);
+    return isCostly(compileLinearPattern(wholeValue(parameter.pattern)), text)
+      ? [{ name: parameter.name, pattern: wholeValue(parameter.pattern), text }]
+      : [];
+  });
+}
+
 /** Why a text is not a valid value of the parameter (undefined: it is). Never quotes the value. */
-function parameterValueProblem(parameter: RunbookParameter, text: string): string | undefined {
+function parameterValueProblem(
+  parameter: RunbookParameter,
+  text: string,
+  costly: CostlyPatternVerdicts,
+): string | undefined {
   switch (parameter.type) {
-    case "string":
-      if (parameter.pattern !== undefined && !new RegExp(`^(?:${parameter.pattern})$`, "u").test(text)) {
-        return `does not match the pattern ${parameter.pattern}`;
+    case "string": {
+      if (parameter.pattern === undefined) return undefined;
+      // A definition stored before patterns ran on RE2 may hold one RE2 cannot run.
+      const unsupported = linearPatternProblem(wholeValue(parameter.pattern));
+      if (unsupported)
+        return `cannot be checked: the runbook's pattern is not supported (${unsupported}); edit the runbook`;
+      const mismatch = `does not match the pattern ${parameter.pattern}`;
+      const compiled = compileLinearPattern(wholeValue(parameter.pattern));
+      if (!isCostly(compiled, text)) return compiled.test(text) ? undefined : mismatch;
+      if (costly === "defer-costly") return undefined;
+      const verdict = costly.get(parameter.name) ?? "timed-out";
+      switch (verdict) {
+        case "matched":
+          return undefined;
+        case "not-matched":
+          return mismatch;
+        case "timed-out":
+          return `could not be checked against the pattern ${parameter.pattern} within ${PATTERN_CHECK_TIMEOUT_MS / 1000} s: simplify the pattern (smaller counts in {n,m}) or give a shorter value`;
+        default: {
+          const unknown: never = verdict;
+          throw new Error(`unknown pattern verdict ${String(unknown)}`);
+        }
       }
-      return undefined;
+    }
     case "number": {
       const value = Number(text);
       if (text.trim() === "" || !Number.isFinite(value)) return "is not a number";
@@ -252,11 +331,14 @@ export interface ResolvedParameters {
 /**
  * Checks a run's parameter values against the runbook's parameters, filling in defaults:
  * every problem is reported at once, each naming its parameter, and a sensitive value is
- * never quoted. Throws InputError; nothing is queued before this passes.
+ * never quoted. Throws InputError; nothing is queued before this passes. Pattern checks over
+ * INLINE_PATTERN_STEPS take their outcome from `costly` (parameterPatternChecks lists them):
+ * one without a verdict there counts as not checked in time.
  */
 export function resolveParameters(
   parameters: readonly RunbookParameter[],
   given: Readonly<Record<string, string | number | boolean>>,
+  costly: CostlyPatternVerdicts = new Map(),
 ): ResolvedParameters {
   const issues: FieldIssue[] = [];
   const known = new Set(parameters.map((parameter) => parameter.name));
@@ -285,7 +367,7 @@ export function resolveParameters(
       continue;
     }
     const text = String(value);
-    const problem = parameterValueProblem(parameter, text);
+    const problem = parameterValueProblem(parameter, text, costly);
     if (problem) {
       issues.push({
         pointer,
