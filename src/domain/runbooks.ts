@@ -55,7 +55,7 @@ export const runbookParameterSchema = z
       else {
         // RE2, never a backtracking RegExp (issue 11, finding 5; ADR 0064). Checked alone too,
         // so that a pattern cannot close the group it is wrapped in ("a)|(b").
-        const problem = linearPatternProblem(parameter.pattern) ?? linearPatternProblem(wholeValue(parameter.pattern));
+        const problem = linearPatternProblem(parameter.pattern) ?? wholeValueProblem(parameter.pattern);
         if (problem) issue("pattern", problem);
       }
     }
@@ -252,6 +252,38 @@ export interface PatternCheck {
 /** How long, at most, the costly checks of one request take together off the event loop. */
 export const PATTERN_CHECK_TIMEOUT_MS = 2_000;
 
+/**
+ * Compiled whole-value patterns, most recently used last. Compiling a pattern near the size
+ * cap takes RE2 5–100 ms (more than matching most values), and a run checks each pattern
+ * twice (listing the costly checks, then resolving): each is compiled once per process.
+ */
+const compiledPatterns = new Map<string, RE2JS>();
+const COMPILED_PATTERNS_KEPT = 200;
+
+function compiledWholeValue(pattern: string): RE2JS {
+  const source = wholeValue(pattern);
+  let compiled = compiledPatterns.get(source);
+  if (compiled) compiledPatterns.delete(source);
+  else compiled = compileLinearPattern(source);
+  compiledPatterns.set(source, compiled);
+  if (compiledPatterns.size > COMPILED_PATTERNS_KEPT) {
+    const oldest = compiledPatterns.keys().next().value;
+    if (oldest !== undefined) compiledPatterns.delete(oldest);
+  }
+  return compiled;
+}
+
+/** What RE2 finds wrong with the whole-value pattern (undefined: nothing), compiled once. */
+function wholeValueProblem(pattern: string): string | undefined {
+  try {
+    compiledWholeValue(pattern);
+    return undefined;
+  } catch (error) {
+    if (error instanceof InputError) return error.message;
+    throw error;
+  }
+}
+
 function isCostly(compiled: RE2JS, text: string): boolean {
   return compiled.programSize() * (text.length + 1) > INLINE_PATTERN_STEPS;
 }
@@ -264,9 +296,9 @@ export function parameterPatternChecks(
   return parameters.flatMap((parameter) => {
     const value = given[parameter.name] ?? parameter.default;
     if (parameter.type !== "string" || parameter.pattern === undefined || value === undefined) return [];
-    if (linearPatternProblem(wholeValue(parameter.pattern)) !== undefined) return [];
+    if (wholeValueProblem(parameter.pattern) !== undefined) return [];
     const text = String(value);
-    return isCostly(compileLinearPattern(wholeValue(parameter.pattern)), text)
+    return isCostly(compiledWholeValue(parameter.pattern), text)
       ? [{ name: parameter.name, pattern: wholeValue(parameter.pattern), text }]
       : [];
   });
@@ -282,11 +314,11 @@ function parameterValueProblem(
     case "string": {
       if (parameter.pattern === undefined) return undefined;
       // A definition stored before patterns ran on RE2 may hold one RE2 cannot run.
-      const unsupported = linearPatternProblem(wholeValue(parameter.pattern));
+      const unsupported = wholeValueProblem(parameter.pattern);
       if (unsupported)
         return `cannot be checked: the runbook's pattern is not supported (${unsupported}); edit the runbook`;
       const mismatch = `does not match the pattern ${parameter.pattern}`;
-      const compiled = compileLinearPattern(wholeValue(parameter.pattern));
+      const compiled = compiledWholeValue(parameter.pattern);
       if (!isCostly(compiled, text)) return compiled.test(text) ? undefined : mismatch;
       if (costly === "defer-costly") return undefined;
       const verdict = costly.get(parameter.name) ?? "timed-out";
