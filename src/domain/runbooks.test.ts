@@ -7,6 +7,7 @@ import {
   resolveParameters,
   runbookParameterSchema,
   shownParameters,
+  storedRunbookDefinitionSchema,
 } from "./runbooks.js";
 
 const parameters = [
@@ -71,6 +72,15 @@ describe("resolveParameters", () => {
     expect(detail("(a)\\1")?.[0]).toMatch(/^backreferences/);
     expect(detail("a)|(b")).toHaveLength(1);
     expect(detail("[a-z]{1,1000}x{1,100}")?.[0]).toMatch(/^the pattern is too large/);
+  });
+
+  it("still loads a stored pattern RE2 cannot run, and refuses a run's value of it naming why", () => {
+    const stored = storedRunbookDefinitionSchema.parse({
+      parameters: [{ name: "Tag", pattern: "\\d+(?=-alpine)", default: "1-alpine" }],
+    });
+    expect(detailsOf(() => resolveParameters(stored.parameters, { Tag: "12-alpine" }))[0]).toMatch(
+      /^parameter 'Tag' '12-alpine' cannot be checked: the runbook's pattern is not supported \(lookahead and lookbehind/,
+    );
   });
 
   it("matches (a+)+ against 8,191 a's and a '!' on RE2 at once", () => {

@@ -24,25 +24,32 @@ type ParameterType = (typeof parameterTypes)[number];
  * queued. A sensitive one is masked in the log and sealed at rest, and has no default (a
  * default would be a secret kept in the clear in the runbook's definition).
  */
-export const runbookParameterSchema = z
-  .strictObject({
-    name: parameterNameSchema,
-    label: z.string().max(200).default(""),
-    description: descriptionSchema.default(""),
-    type: z.enum(parameterTypes).default("string"),
-    /** Required: a run must give it (or the default is used). */
-    required: z.boolean().default(true),
-    default: z.union([z.string().max(8192), z.number(), z.boolean()]).optional(),
-    /** The allowed values of a choice. */
-    choices: z.array(z.string().min(1).max(200)).max(100).optional(),
-    /** For strings: a regular expression the whole value must match. */
-    pattern: z.string().min(1).max(500).optional(),
-    /** For numbers: bounds, inclusive. */
-    min: z.number().optional(),
-    max: z.number().optional(),
-    sensitive: z.boolean().default(false),
-  })
-  .superRefine((parameter, context) => {
+const parameterFieldsSchema = z.strictObject({
+  name: parameterNameSchema,
+  label: z.string().max(200).default(""),
+  description: descriptionSchema.default(""),
+  type: z.enum(parameterTypes).default("string"),
+  /** Required: a run must give it (or the default is used). */
+  required: z.boolean().default(true),
+  default: z.union([z.string().max(8192), z.number(), z.boolean()]).optional(),
+  /** The allowed values of a choice. */
+  choices: z.array(z.string().min(1).max(200)).max(100).optional(),
+  /** For strings: a regular expression the whole value must match. */
+  pattern: z.string().min(1).max(500).optional(),
+  /** For numbers: bounds, inclusive. */
+  min: z.number().optional(),
+  max: z.number().optional(),
+  sensitive: z.boolean().default(false),
+});
+
+/**
+ * The checks of a parameter beyond its fields. `stored`: a definition read back from the
+ * database, saved perhaps before patterns ran on RE2 (ADR 0064): its pattern is not checked
+ * again, so the runbook still loads, and a run refuses its values naming what RE2 does not
+ * support.
+ */
+function checkParameter(stored: boolean) {
+  return (parameter: z.infer<typeof parameterFieldsSchema>, context: z.RefinementCtx) => {
     const issue = (path: string, message: string) => context.addIssue({ code: "custom", path: [path], message });
     if (parameter.type === "choice" && (parameter.choices?.length ?? 0) === 0) {
       issue("choices", "a choice parameter needs 'choices': the values a run may pick");
@@ -52,7 +59,7 @@ export const runbookParameterSchema = z
     }
     if (parameter.pattern !== undefined) {
       if (parameter.type !== "string") issue("pattern", "only a string parameter has a 'pattern'");
-      else {
+      else if (!stored) {
         // RE2, never a backtracking RegExp (issue 11, finding 5; ADR 0064). Checked alone too,
         // so that a pattern cannot close the group it is wrapped in ("a)|(b").
         const problem = linearPatternProblem(parameter.pattern) ?? wholeValueProblem(parameter.pattern);
@@ -68,34 +75,47 @@ export const runbookParameterSchema = z
     if (parameter.sensitive && parameter.type !== "string") {
       issue("sensitive", "only a string parameter can be sensitive");
     }
-    if (parameter.default !== undefined && !parameter.sensitive) {
+    const unsupported = stored && parameter.pattern !== undefined && wholeValueProblem(parameter.pattern) !== undefined;
+    if (parameter.default !== undefined && !parameter.sensitive && !unsupported) {
       // A default whose pattern check is costly is checked off the event loop by each run that uses it.
       const problem = parameterValueProblem(parameter, String(parameter.default), "defer-costly");
       if (problem) issue("default", `the default ${problem}`);
     }
-  });
+  };
+}
+
+export const runbookParameterSchema = parameterFieldsSchema.superRefine(checkParameter(false));
 export type RunbookParameter = z.infer<typeof runbookParameterSchema>;
 
 /** What an editor writes: the draft of a runbook. */
-export const runbookDefinitionSchema = z.strictObject({
-  description: descriptionSchema.default(""),
-  /** The steps, of any step kind (each step's config is validated by its kind). */
-  process: processSchema.default({ images: [], packages: [], steps: [] }),
-  /** Environment slugs the runbook may run in; empty: every environment of the project's lifecycle. */
-  environments: z.array(slugSchema).max(50).default([]),
-  parameters: z
-    .array(runbookParameterSchema)
-    .max(50)
-    .default([])
-    .refine((parameters) => new Set(parameters.map((parameter) => parameter.name)).size === parameters.length, {
-      message: "give each parameter its own name",
-    }),
-  /** May a run start while a deployment to the same environment runs (and the reverse)? */
-  overlapDeployments: z.boolean().default(false),
-  /** May two runs of this runbook run at once in one environment? */
-  overlapItself: z.boolean().default(false),
-});
+export const runbookDefinitionSchema = definitionSchemaOf(runbookParameterSchema);
 export type RunbookDefinition = z.infer<typeof runbookDefinitionSchema>;
+
+/** A draft or snapshot as the store reads it back (see checkParameter). */
+export const storedRunbookDefinitionSchema = definitionSchemaOf(
+  parameterFieldsSchema.superRefine(checkParameter(true)),
+);
+
+function definitionSchemaOf(parameterSchema: typeof runbookParameterSchema) {
+  return z.strictObject({
+    description: descriptionSchema.default(""),
+    /** The steps, of any step kind (each step's config is validated by its kind). */
+    process: processSchema.default({ images: [], packages: [], steps: [] }),
+    /** Environment slugs the runbook may run in; empty: every environment of the project's lifecycle. */
+    environments: z.array(slugSchema).max(50).default([]),
+    parameters: z
+      .array(parameterSchema)
+      .max(50)
+      .default([])
+      .refine((parameters) => new Set(parameters.map((parameter) => parameter.name)).size === parameters.length, {
+        message: "give each parameter its own name",
+      }),
+    /** May a run start while a deployment to the same environment runs (and the reverse)? */
+    overlapDeployments: z.boolean().default(false),
+    /** May two runs of this runbook run at once in one environment? */
+    overlapItself: z.boolean().default(false),
+  });
+}
 
 export const createRunbookSchema = runbookDefinitionSchema.extend({
   name: nameSchema,

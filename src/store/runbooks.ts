@@ -9,7 +9,7 @@ import {
   type Runbook,
   type RunbookDefinition,
   type RunbookRunSummary,
-  runbookDefinitionSchema,
+  storedRunbookDefinitionSchema,
   type TaskRunbookRun,
   type UpdateRunbook,
 } from "../domain/runbooks.js";
@@ -32,7 +32,7 @@ import type { RunbookRow, RunbookSnapshotRow } from "./schema.js";
 
 /** What a run executes: the definition and the project's variables (sensitive ones sealed). */
 const runbookSnapshotSchema = z.object({
-  definition: runbookDefinitionSchema,
+  definition: storedRunbookDefinitionSchema,
   variables: releaseSnapshotSchema.shape.variables,
 });
 type RunbookSnapshot = z.infer<typeof runbookSnapshotSchema>;
@@ -43,7 +43,7 @@ const sealedSnapshotVariable = (snapshotId: string, index: number) =>
 export const sealedParameterContext = (runId: string, name: string) => `runbook-run:${runId}:parameter:${name}`;
 
 function definitionOf(row: RunbookRow): RunbookDefinition {
-  return runbookDefinitionSchema.parse(JSON.parse(row.draft));
+  return storedRunbookDefinitionSchema.parse(JSON.parse(row.draft));
 }
 
 async function toRunbook(db: Executor, row: RunbookRow, projectSlug: string): Promise<Runbook> {
