@@ -37,7 +37,7 @@ export async function editScopeOf(context: StoreContext, projectReference: strin
  * and after, its published version): the union of their environment lists, and every
  * environment when one of them has none (a runbook without environments runs in all).
  */
-export function runbookEnvironments(
+function runbookEnvironments(
   ...versions: readonly ({ environments: readonly string[] } | null | undefined)[]
 ): ChangedEnvironments {
   const present = versions.filter((version) => version !== null && version !== undefined);
