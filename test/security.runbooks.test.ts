@@ -1,6 +1,12 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createPostgresDatabase, dialects } from "./helpers/databases.js";
+import { ConflictError } from "../src/domain/errors.js";
+import { createRunbookSchema } from "../src/domain/runbooks.js";
+import { createEnvironment } from "../src/store/environments.js";
+import { createLifecycle } from "../src/store/lifecycles.js";
+import { createProject } from "../src/store/projects.js";
+import { createRunbook, deleteRunbook, getRunbook, publishRunbook, updateRunbook } from "../src/store/runbooks.js";
+import { createPostgresDatabase, dialects, openTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 /**
@@ -249,5 +255,53 @@ describe.each(dialects)("runbook security on %s", { concurrent: true }, (dialect
     // 2 s of checking, plus compiling the pattern once and the worker's start on a busy machine.
     expect(performance.now() - started).toBeLessThan(8_000);
     expect(slowestMs).toBeLessThan(2_000);
+  });
+});
+
+/**
+ * The scope check reads a runbook, then the change writes it: an administrator who widens
+ * the runbook to prod in between must not have that overwritten (or published, or deleted)
+ * by a change a dev-only editor was allowed on the runbook as it was. The store functions
+ * the routes call, with the version the check read, on SQLite and PostgreSQL.
+ */
+describe.each(dialects)("a runbook change decided on an old version (store on %s)", (dialect) => {
+  let database: TestDatabase;
+  beforeAll(async () => {
+    database = await openTestDatabase(dialect);
+    for (const name of ["dev", "prod"]) await createEnvironment(database.context, { name, description: "" });
+    await createLifecycle(database.context, {
+      name: "standard",
+      description: "",
+      phases: [{ environments: ["dev", "prod"], autoDeploy: false, optional: false }],
+    });
+    await createProject(database.context, { name: "shop", description: "", lifecycle: "standard" });
+  });
+  afterAll(async () => {
+    await database?.dispose();
+  });
+
+  it("is refused with 409 for change, publish and delete, and the newer version stays", async () => {
+    const checked = await createRunbook(
+      database.context,
+      "shop",
+      createRunbookSchema.parse({ name: "seed", environments: ["dev"] }),
+      "eddie",
+    );
+    // An administrator widens it after the editor's check read it…
+    await sleep(5);
+    await updateRunbook(database.context, "shop", "seed", { environments: [] }, "admin");
+    // …so what the editor was allowed on the old version is refused.
+    const expected = { expectedUpdatedAt: checked.updatedAt };
+    await expect(
+      updateRunbook(database.context, "shop", "seed", { description: "mine" }, "eddie", expected),
+    ).rejects.toThrow(ConflictError);
+    await expect(publishRunbook(database.context, "shop", "seed", "eddie", expected)).rejects.toThrow(ConflictError);
+    await expect(deleteRunbook(database.context, "shop", "seed", expected)).rejects.toThrow(ConflictError);
+    const now = await getRunbook(database.context, "shop", "seed");
+    expect(now).toMatchObject({ environments: [], description: "", published: null });
+    // Decided on the version as it is now, the same change goes through.
+    await updateRunbook(database.context, "shop", "seed", { description: "mine" }, "admin", {
+      expectedUpdatedAt: now.updatedAt,
+    });
   });
 });

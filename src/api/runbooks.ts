@@ -138,6 +138,8 @@ export function runbookRoutes(services: DeploymentServices): RouteSpec[] {
           params.runbook,
           { ...body, ...(body.process && { process: checkedProcess(body.process, access) }) },
           who(request),
+          // Written only if the runbook is still the one checked.
+          { expectedUpdatedAt: current.updatedAt },
         );
       },
     }),
@@ -155,13 +157,10 @@ export function runbookRoutes(services: DeploymentServices): RouteSpec[] {
         change: runbookChange("runbook.delete"),
       },
       handler: async ({ params, access }) => {
-        await checkRunbookScope(
-          context,
-          access,
-          params.project,
-          await getRunbook(context, params.project, params.runbook),
-        );
-        await deleteRunbook(context, params.project, params.runbook);
+        const current = await getRunbook(context, params.project, params.runbook);
+        await checkRunbookScope(context, access, params.project, current);
+        // Deleted only if the runbook is still the one checked.
+        await deleteRunbook(context, params.project, params.runbook, { expectedUpdatedAt: current.updatedAt });
         return undefined;
       },
     }),
@@ -179,13 +178,12 @@ export function runbookRoutes(services: DeploymentServices): RouteSpec[] {
         change: runbookChange("runbook.publish"),
       },
       handler: async ({ params, access, request }) => {
-        await checkRunbookScope(
-          context,
-          access,
-          params.project,
-          await getRunbook(context, params.project, params.runbook),
-        );
-        return publishRunbook(context, params.project, params.runbook, who(request));
+        const current = await getRunbook(context, params.project, params.runbook);
+        await checkRunbookScope(context, access, params.project, current);
+        // Published only if the runbook is still the one checked (the draft itself is compared again inside).
+        return publishRunbook(context, params.project, params.runbook, who(request), {
+          expectedUpdatedAt: current.updatedAt,
+        });
       },
     }),
     defineRoute({
