@@ -165,6 +165,7 @@ describe.each(dialects)("runbook security on %s", { concurrent: true }, (dialect
         eddie("PATCH", path, { environments: ["dev"] }),
         eddie("POST", `${path}/publish`),
         eddie("PUT", `${path}/artifact-retention`, { policies: [] }),
+        eddie("PUT", `${path}/retention`, { policies: [] }),
         eddie("DELETE", path),
       ];
       for (const attempt of await Promise.all(attempts)) {
