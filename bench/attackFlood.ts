@@ -703,6 +703,50 @@ async function versionRuleFlood(): Promise<FloodResult> {
   }
 }
 
+/**
+ * Runbook parameter patterns (ADR 0064): runs of a runbook whose parameter pattern is the
+ * catastrophic one, each with a value of 8,191 a's and a '!' (the largest a run may give).
+ * RE2 answers each at once; before, JavaScript's RegExp would backtrack for ever.
+ */
+async function runbookParameterFlood(): Promise<FloodResult> {
+  const total = 200;
+  let saved: Answer | undefined;
+  return underProbe(
+    "5 runbook parameter",
+    "f5_runbook_parameter",
+    {},
+    async (server) => {
+      await createProject(server, { steps: [] });
+      saved = await server.send("POST", "/api/v1/projects/app/runbooks", {
+        admin: true,
+        body: JSON.stringify({
+          name: "flood",
+          environments: ["dev"],
+          parameters: [{ name: "Word", pattern: CATASTROPHIC_BODY_PATTERN }],
+        }),
+      });
+      await server.send("POST", "/api/v1/projects/app/runbooks/flood/publish", { admin: true });
+    },
+    async (server) => {
+      const value = `${"a".repeat(8191)}!`;
+      const run = await flood(total, 10, async (_index, until) => {
+        const answer = await server.send("POST", "/api/v1/projects/app/runbooks/flood/runs", {
+          admin: true,
+          body: JSON.stringify({ environment: "dev", parameters: { Word: value } }),
+          until,
+        });
+        return { outcome: answer.status, ms: answer.ms };
+      });
+      return catastrophicOutcome(
+        run,
+        total,
+        `runs of a runbook with parameter pattern ${CATASTROPHIC_BODY_PATTERN} against "a"×8191 + "!" (runbook saved: HTTP ${saved?.status})`,
+        "runbook_runs",
+      );
+    },
+  );
+}
+
 async function bodyMatchesFlood(): Promise<FloodResult> {
   const total = 20;
   const target = await answeringServer(CATASTROPHIC_BODY);
@@ -962,6 +1006,7 @@ export async function attackFlood(): Promise<BenchmarkResult> {
     [4, ssrfFlood],
     [5, versionRuleFlood],
     [5, bodyMatchesFlood],
+    [5, runbookParameterFlood],
     [6, nestedJsonFlood],
     [7, logLineFlood],
   ];

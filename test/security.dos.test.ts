@@ -97,146 +97,167 @@ interface LogPage {
 
 const MIB = 1024 * 1024;
 
-describe("finding 5: user-supplied patterns run on RE2 (real server, registry, http-test)", () => {
-  let test: TestServer;
-  let registry: TestRegistry;
-  let target: Server;
-  let targetUrl: string;
-  /** What the target answers; set by each test. */
-  let body = "";
+describe.each(dialects)(
+  "finding 5: user-supplied patterns run on RE2 (real server, registry, http-test; %s)",
+  { concurrent: true },
+  (dialect) => {
+    let test: TestServer;
+    let registry: TestRegistry;
+    let target: Server;
+    let targetUrl: string;
+    /** What the target answers; set by each test. */
+    let body = "";
+    let dropDatabase: (() => Promise<void>) | undefined;
 
-  const deploy = async (project: string, steps: unknown[]) => {
-    const saved = await test.call("PUT", `/api/v1/projects/${project}/process`, { steps });
-    expect(saved.status, JSON.stringify(saved.body)).toBe(200);
-    const created = await test.call<{ deployments: { taskId: string }[] }>(
-      "POST",
-      `/api/v1/projects/${project}/releases`,
-      {},
-    );
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    return created.body.deployments[0]?.taskId ?? "";
-  };
+    const deploy = async (project: string, steps: unknown[]) => {
+      const saved = await test.call("PUT", `/api/v1/projects/${project}/process`, { steps });
+      expect(saved.status, JSON.stringify(saved.body)).toBe(200);
+      const created = await test.call<{ deployments: { taskId: string }[] }>(
+        "POST",
+        `/api/v1/projects/${project}/releases`,
+        {},
+      );
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+      return created.body.deployments[0]?.taskId ?? "";
+    };
 
-  beforeAll(async () => {
-    registry = await startRegistry();
-    target = createServer((_request, response) => {
-      response.writeHead(200, { "content-type": "text/plain" });
-      response.end(body);
+    beforeAll(async () => {
+      registry = await startRegistry();
+      target = createServer((_request, response) => {
+        response.writeHead(200, { "content-type": "text/plain" });
+        response.end(body);
+      });
+      await new Promise<void>((resolve) => target.listen(0, "127.0.0.1", resolve));
+      targetUrl = `http://127.0.0.1:${(target.address() as AddressInfo).port}/`;
+      let databaseUrl: string | undefined;
+      if (dialect === "postgres") {
+        const database = await createPostgresDatabase();
+        databaseUrl = database.url;
+        dropDatabase = database.drop;
+      }
+      test = await startTestServer({ ...(databaseUrl && { databaseUrl }) });
+      await test.call("POST", "/api/v1/environments", { name: "dev" });
+      await test.call("POST", "/api/v1/lifecycles", {
+        name: "auto",
+        phases: [{ environments: ["dev"], autoDeploy: true }],
+      });
+      for (const name of ["probe", "images"]) await test.call("POST", "/api/v1/projects", { name, lifecycle: "auto" });
+      await test.call("POST", "/api/v1/feeds", { name: "local", url: registry.url });
     });
-    await new Promise<void>((resolve) => target.listen(0, "127.0.0.1", resolve));
-    targetUrl = `http://127.0.0.1:${(target.address() as AddressInfo).port}/`;
-    test = await startTestServer();
-    await test.call("POST", "/api/v1/environments", { name: "dev" });
-    await test.call("POST", "/api/v1/lifecycles", {
-      name: "auto",
-      phases: [{ environments: ["dev"], autoDeploy: true }],
+    afterAll(async () => {
+      await test?.close();
+      await registry?.stop();
+      await new Promise((resolve) => target?.close(resolve));
+      await dropDatabase?.();
     });
-    for (const name of ["probe", "images"]) await test.call("POST", "/api/v1/projects", { name, lifecycle: "auto" });
-    await test.call("POST", "/api/v1/feeds", { name: "local", url: registry.url });
-  });
-  afterAll(async () => {
-    await test?.close();
-    await registry?.stop();
-    await new Promise((resolve) => target?.close(resolve));
-  });
 
-  it("tests bodyMatches ^(a+)+$ against 1 MiB of aaa…a! at once, and /healthz answers meanwhile", async () => {
-    body = `${"a".repeat(MIB - 1)}!`;
-    const taskId = await deploy("probe", [
-      { name: "smoke", kind: "http-test", config: { url: targetUrl, assertions: { bodyMatches: "^(a+)+$" } } },
-    ]);
-    const started = performance.now();
-    const { result: task, slowestMs } = await slowestHealthCheckWhile(test.server.url, test.waitForTask(taskId));
-    expect(task.state).toBe("failed");
-    expect(task.error).toContain("body does not match /^(a+)+$/");
-    expect(performance.now() - started).toBeLessThan(10_000);
-    // A liveness bound (the attack held /healthz 2.3–10.5 s on a quiet machine); the
-    // figure itself, against the 100 ms goal, is npm run bench -- attack-flood's.
-    expect(slowestMs).toBeLessThan(2_000);
-  });
+    it.sequential("tests bodyMatches ^(a+)+$ against 1 MiB of aaa…a! at once, and /healthz answers meanwhile", async () => {
+      body = `${"a".repeat(MIB - 1)}!`;
+      const taskId = await deploy("probe", [
+        { name: "smoke", kind: "http-test", config: { url: targetUrl, assertions: { bodyMatches: "^(a+)+$" } } },
+      ]);
+      const started = performance.now();
+      const { result: task, slowestMs } = await slowestHealthCheckWhile(test.server.url, test.waitForTask(taskId));
+      expect(task.state).toBe("failed");
+      expect(task.error).toContain("body does not match /^(a+)+$/");
+      expect(performance.now() - started).toBeLessThan(10_000);
+      // A liveness bound (the attack held /healthz 2.3–10.5 s on a quiet machine); the
+      // figure itself, against the 100 ms goal, is npm run bench -- attack-flood's.
+      expect(slowestMs).toBeLessThan(2_000);
+    });
 
-  it("stops a pattern that is slow even for RE2 after 5 s, off the main thread", async () => {
-    // RE2 simulates ~1,000 threads per character for this pattern over random a/b: ~14 s for 1 MiB.
-    let seed = 3;
-    body = Array.from({ length: MIB }, () => {
-      seed = (seed * 1103515245 + 12345) % 2147483648;
-      return seed < 1073741824 ? "a" : "b";
-    }).join("");
-    const taskId = await deploy("probe", [
-      { name: "smoke", kind: "http-test", config: { url: targetUrl, assertions: { bodyMatches: "a[ab]{1000}[cd]" } } },
-    ]);
-    const { result: task, slowestMs } = await slowestHealthCheckWhile(test.server.url, test.waitForTask(taskId));
-    expect(task.state).toBe("failed");
-    expect(task.error).toContain("body was not matched against /a[ab]{1000}[cd]/ within 5 s: simplify the pattern");
-    // A liveness bound (the attack held /healthz 2.3–10.5 s on a quiet machine); the
-    // figure itself, against the 100 ms goal, is npm run bench -- attack-flood's.
-    expect(slowestMs).toBeLessThan(2_000);
-  });
-
-  it("refuses a bodyMatches RE2 cannot run when the process is saved, naming the field and what is not supported", async () => {
-    const refused = await test.call<Problem>("PUT", "/api/v1/projects/probe/process", {
-      steps: [
-        { name: "a", kind: "http-test", config: { url: targetUrl, assertions: { bodyMatches: "(ok)\\1" } } },
-        { name: "b", kind: "http-test", config: { url: targetUrl, assertions: { bodyMatches: "ok(?!ay)" } } },
+    it.sequential("stops a pattern that is slow even for RE2 after 5 s, off the main thread", async () => {
+      // RE2 simulates ~1,000 threads per character for this pattern over random a/b: ~14 s for 1 MiB.
+      let seed = 3;
+      body = Array.from({ length: MIB }, () => {
+        seed = (seed * 1103515245 + 12345) % 2147483648;
+        return seed < 1073741824 ? "a" : "b";
+      }).join("");
+      const taskId = await deploy("probe", [
         {
-          name: "c",
+          name: "smoke",
           kind: "http-test",
-          config: { url: targetUrl, assertions: { bodyMatches: ".{0,1000}".repeat(10) } },
+          config: { url: targetUrl, assertions: { bodyMatches: "a[ab]{1000}[cd]" } },
         },
-      ],
+      ]);
+      const { result: task, slowestMs } = await slowestHealthCheckWhile(test.server.url, test.waitForTask(taskId));
+      expect(task.state).toBe("failed");
+      expect(task.error).toContain("body was not matched against /a[ab]{1000}[cd]/ within 5 s: simplify the pattern");
+      // A liveness bound (the attack held /healthz 2.3–10.5 s on a quiet machine); the
+      // figure itself, against the 100 ms goal, is npm run bench -- attack-flood's.
+      expect(slowestMs).toBeLessThan(2_000);
     });
-    expect(refused.status).toBe(400);
-    const issues = refused.body.errors ?? [];
-    expect(issues.map((issue) => issue.pointer)).toEqual([
-      "/steps/0/config/assertions/bodyMatches",
-      "/steps/1/config/assertions/bodyMatches",
-      "/steps/2/config/assertions/bodyMatches",
-    ]);
-    expect(issues[0]?.detail).toContain("backreferences such as \\1 or \\k<name> are not supported");
-    expect(issues[1]?.detail).toContain("lookahead and lookbehind");
-    expect(issues[2]?.detail).toContain("the pattern is too large");
-  });
 
-  it("matches a version rule (((.+)+)+)+! against a long tag at once while creating a release", async () => {
-    await pushTestImage(registry.url, "demo/app", "a".repeat(120));
-    const saved = await test.call("PUT", "/api/v1/projects/images/process", {
-      images: [
-        { name: "web", feed: "local", repository: "demo/app", version: { kind: "regex", pattern: "(((.+)+)+)+!" } },
-      ],
-      steps: [],
+    it.sequential("refuses a bodyMatches RE2 cannot run when the process is saved, naming the field and what is not supported", async () => {
+      const refused = await test.call<Problem>("PUT", "/api/v1/projects/probe/process", {
+        steps: [
+          { name: "a", kind: "http-test", config: { url: targetUrl, assertions: { bodyMatches: "(ok)\\1" } } },
+          { name: "b", kind: "http-test", config: { url: targetUrl, assertions: { bodyMatches: "ok(?!ay)" } } },
+          {
+            name: "c",
+            kind: "http-test",
+            config: { url: targetUrl, assertions: { bodyMatches: ".{0,1000}".repeat(10) } },
+          },
+        ],
+      });
+      expect(refused.status).toBe(400);
+      const issues = refused.body.errors ?? [];
+      expect(issues.map((issue) => issue.pointer)).toEqual([
+        "/steps/0/config/assertions/bodyMatches",
+        "/steps/1/config/assertions/bodyMatches",
+        "/steps/2/config/assertions/bodyMatches",
+      ]);
+      expect(issues[0]?.detail).toContain("backreferences such as \\1 or \\k<name> are not supported");
+      expect(issues[1]?.detail).toContain("lookahead and lookbehind");
+      expect(issues[2]?.detail).toContain("the pattern is too large");
     });
-    expect(saved.status, JSON.stringify(saved.body)).toBe(200);
-    const started = performance.now();
-    const { result: refused, slowestMs } = await slowestHealthCheckWhile(
-      test.server.url,
-      test.call<Problem>("POST", "/api/v1/projects/images/releases", { version: "1.0.0" }),
-    );
-    expect(refused.status).toBe(400);
-    expect(refused.body.detail).toBe("no tag of demo/app in feed 'local' matches the image's version rule");
-    expect(performance.now() - started).toBeLessThan(5_000);
-    // A liveness bound (the attack held /healthz 2.3–10.5 s on a quiet machine); the
-    // figure itself, against the 100 ms goal, is npm run bench -- attack-flood's.
-    expect(slowestMs).toBeLessThan(2_000);
-  });
 
-  it("refuses a version rule RE2 cannot run when the process is saved", async () => {
-    const refused = await test.call<Problem>("PUT", "/api/v1/projects/images/process", {
-      images: [
-        { name: "web", feed: "local", repository: "demo/app", version: { kind: "regex", pattern: "\\d+(?=-alpine)" } },
-      ],
-      steps: [],
+    it.sequential("matches a version rule (((.+)+)+)+! against a long tag at once while creating a release", async () => {
+      await pushTestImage(registry.url, "demo/app", "a".repeat(120));
+      const saved = await test.call("PUT", "/api/v1/projects/images/process", {
+        images: [
+          { name: "web", feed: "local", repository: "demo/app", version: { kind: "regex", pattern: "(((.+)+)+)+!" } },
+        ],
+        steps: [],
+      });
+      expect(saved.status, JSON.stringify(saved.body)).toBe(200);
+      const started = performance.now();
+      const { result: refused, slowestMs } = await slowestHealthCheckWhile(
+        test.server.url,
+        test.call<Problem>("POST", "/api/v1/projects/images/releases", { version: "1.0.0" }),
+      );
+      expect(refused.status).toBe(400);
+      expect(refused.body.detail).toBe("no tag of demo/app in feed 'local' matches the image's version rule");
+      expect(performance.now() - started).toBeLessThan(5_000);
+      // A liveness bound (the attack held /healthz 2.3–10.5 s on a quiet machine); the
+      // figure itself, against the 100 ms goal, is npm run bench -- attack-flood's.
+      expect(slowestMs).toBeLessThan(2_000);
     });
-    expect(refused.status).toBe(400);
-    expect(refused.body.errors).toEqual([
-      {
-        pointer: "/images/0/version/pattern",
-        detail: expect.stringMatching(
-          /^lookahead and lookbehind \(\(\?=…\), \(\?!…\), \(\?<=…\), \(\?<!…\)\) are not supported/,
-        ),
-      },
-    ]);
-  });
-});
+
+    it.sequential("refuses a version rule RE2 cannot run when the process is saved", async () => {
+      const refused = await test.call<Problem>("PUT", "/api/v1/projects/images/process", {
+        images: [
+          {
+            name: "web",
+            feed: "local",
+            repository: "demo/app",
+            version: { kind: "regex", pattern: "\\d+(?=-alpine)" },
+          },
+        ],
+        steps: [],
+      });
+      expect(refused.status).toBe(400);
+      expect(refused.body.errors).toEqual([
+        {
+          pointer: "/images/0/version/pattern",
+          detail: expect.stringMatching(
+            /^lookahead and lookbehind \(\(\?=…\), \(\?!…\), \(\?<=…\), \(\?<!…\)\) are not supported/,
+          ),
+        },
+      ]);
+    });
+  },
+);
 
 describe("finding 6: deeply nested JSON bodies", () => {
   let test: TestServer;

@@ -6,7 +6,9 @@ import type { ArtifactService } from "../engine/artifacts.js";
 import { getArtifactRetention, setArtifactRetention } from "../store/artifactRetention.js";
 import { getArtifactRow, listTaskArtifacts, toArtifact } from "../store/artifacts.js";
 import type { StoreContext } from "../store/common.js";
+import { getRunbook } from "../store/runbooks.js";
 import { getTaskRow } from "../store/tasks.js";
+import { checkRunbookScope } from "./editScope.js";
 import { defineRoute, pathParams, type RouteSpec } from "./route.js";
 
 /**
@@ -110,7 +112,14 @@ export function artifactRoutes(
           after: result as ArtifactRetention,
         }),
       },
-      handler: async ({ params, body }) => {
+      handler: async ({ params, body, access }) => {
+        // Retention deletes a runbook's artifacts: editRunbooks wherever the runbook runs (ADR 0064).
+        await checkRunbookScope(
+          context,
+          access,
+          params.project,
+          await getRunbook(context, params.project, params.runbook),
+        );
         const saved = await setArtifactRetention(context, params.project, params.runbook, body);
         // Applied now, not at the next sweep: someone who lowers a limit expects the space back.
         await retention?.sweep();

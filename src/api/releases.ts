@@ -15,7 +15,6 @@ import { defaultOutboundPolicy, type OutboundPolicy } from "../security/outbound
 import { hostPathVolumes } from "../steps/container/containerStep.js";
 import { validateSteps } from "../steps/registry.js";
 import { type Identity, principalOf } from "../store/apiKeys.js";
-import { findNamed, type StoreContext } from "../store/common.js";
 import {
   createRelease,
   getProcess,
@@ -25,6 +24,7 @@ import {
   resnapshotVariables,
   setProcess,
 } from "../store/releases.js";
+import { checkEditScope, type EditScope, editScopeOf } from "./editScope.js";
 import { defineRoute, pathParams, type RouteAudit, type RouteSpec } from "./route.js";
 
 const deploymentCreatedSchema = z.object({
@@ -230,7 +230,7 @@ export function releaseRoutes(
         const steps = validateSteps(body.steps);
         // Checked against the process as it is now, and replaced only if it still is.
         const current = await getProcessVersion(context, params.project);
-        checkProcessScope(await scopeOf(context, params.project), current.process, { ...body, steps }, access);
+        checkProcessScope(await editScopeOf(context, params.project), current.process, { ...body, steps }, access);
         const hostPaths = hostPathVolumes(steps);
         if (hostPaths.length > 0 && !access.isAdministrator) {
           throw new ForbiddenError(
@@ -439,47 +439,17 @@ export function releaseRoutes(
   ];
 }
 
-/** The project and the environments a process change is checked against. */
-async function scopeOf(context: StoreContext, projectReference: string) {
-  const project = await findNamed(context.db, "projects", projectReference);
-  const environments = await context.db.selectFrom("environments").select(["id", "slug"]).execute();
-  return { project, environments };
-}
-
 /**
  * Changing the process needs editProcess on every environment the change alters: a
  * grant on dev alone may change dev-only steps, never a step that runs in prod (or in
  * every environment, which includes environments created later).
  */
-function checkProcessScope(
-  { project, environments }: Awaited<ReturnType<typeof scopeOf>>,
-  before: Process,
-  after: Process,
-  access: Access,
-): void {
-  const reach = access.reach("editProcess");
-  if (reach.boxes === null) return;
+function checkProcessScope(scope: EditScope, before: Process, after: Process, access: Access): void {
+  if (access.reach("editProcess").boxes === null) return;
   const changed = environmentsChangedBy(
     before,
     after,
-    environments.map((environment) => environment.slug),
+    scope.environments.map((environment) => environment.slug),
   );
-  if (
-    changed.everyEnvironment &&
-    !access.allows({ permission: "editProcess", project: project.id, environment: ALL })
-  ) {
-    throw new ForbiddenError(
-      `this change alters what runs in every environment (a step without 'environments', or the images), so it needs the 'editProcess' permission on project '${project.slug}' in every environment; limit the step to the environments you may edit with its 'environments' field, or ask an administrator`,
-    );
-  }
-  const refused = environments.filter(
-    (environment) =>
-      changed.slugs.includes(environment.slug) &&
-      !access.allows({ permission: "editProcess", project: project.id, environment: environment.id }),
-  );
-  if (refused.length > 0) {
-    throw new ForbiddenError(
-      `this change alters what runs in ${refused.map((environment) => `'${environment.slug}'`).join(", ")}, where you may not edit the process of project '${project.slug}' (it needs the 'editProcess' permission there); ask an administrator`,
-    );
-  }
+  checkEditScope(access, "editProcess", scope, changed, `the process of project '${scope.project.slug}'`);
 }

@@ -22,6 +22,8 @@ import {
   setSchedulePaused,
   updateSchedule,
 } from "../store/runbookSchedules.js";
+import { getRunbook } from "../store/runbooks.js";
+import { checkRunbookScope } from "./editScope.js";
 import { defineRoute, pathParams, type RouteSpec } from "./route.js";
 
 /*
@@ -205,7 +207,16 @@ export function runbookScheduleRoutes(context: StoreContext): RouteSpec[] {
           after: result as Record<string, unknown>,
         }),
       },
-      handler: ({ params, body }) => setRetention(context, params.project, params.runbook, body),
+      handler: async ({ params, body, access }) => {
+        // Retention deletes a runbook's runs: editRunbooks wherever the runbook runs (ADR 0064).
+        await checkRunbookScope(
+          context,
+          access,
+          params.project,
+          await getRunbook(context, params.project, params.runbook),
+        );
+        return setRetention(context, params.project, params.runbook, body);
+      },
     }),
   ];
 }

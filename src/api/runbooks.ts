@@ -30,6 +30,7 @@ import {
   publishRunbook,
   updateRunbook,
 } from "../store/runbooks.js";
+import { checkRunbookScope } from "./editScope.js";
 import { defineRoute, pathParams, type RouteSpec } from "./route.js";
 
 /*
@@ -92,13 +93,15 @@ export function runbookRoutes(services: DeploymentServices): RouteSpec[] {
       response: runbookSchema,
       status: 201,
       audit: { action: "runbook.create", change: runbookChange("runbook.create") },
-      handler: ({ params, body, access, request }) =>
-        createRunbook(
+      handler: async ({ params, body, access, request }) => {
+        await checkRunbookScope(context, access, params.project, null, body);
+        return createRunbook(
           context,
           params.project,
           { ...body, process: checkedProcess(body.process, access) },
           who(request),
-        ),
+        );
+      },
     }),
     defineRoute({
       method: "GET",
@@ -124,14 +127,21 @@ export function runbookRoutes(services: DeploymentServices): RouteSpec[] {
         before: ({ params }) => getRunbook(context, params.project, params.runbook),
         change: runbookChange("runbook.update"),
       },
-      handler: ({ params, body, access, request }) =>
-        updateRunbook(
+      handler: async ({ params, body, access, request }) => {
+        const current = await getRunbook(context, params.project, params.runbook);
+        await checkRunbookScope(context, access, params.project, current, {
+          environments: body.environments ?? current.environments,
+        });
+        return updateRunbook(
           context,
           params.project,
           params.runbook,
           { ...body, ...(body.process && { process: checkedProcess(body.process, access) }) },
           who(request),
-        ),
+          // Written only if the runbook is still the one checked.
+          { expectedUpdatedAt: current.updatedAt },
+        );
+      },
     }),
     defineRoute({
       method: "DELETE",
@@ -146,8 +156,11 @@ export function runbookRoutes(services: DeploymentServices): RouteSpec[] {
         before: ({ params }) => getRunbook(context, params.project, params.runbook),
         change: runbookChange("runbook.delete"),
       },
-      handler: async ({ params }) => {
-        await deleteRunbook(context, params.project, params.runbook);
+      handler: async ({ params, access }) => {
+        const current = await getRunbook(context, params.project, params.runbook);
+        await checkRunbookScope(context, access, params.project, current);
+        // Deleted only if the runbook is still the one checked.
+        await deleteRunbook(context, params.project, params.runbook, { expectedUpdatedAt: current.updatedAt });
         return undefined;
       },
     }),
@@ -164,7 +177,14 @@ export function runbookRoutes(services: DeploymentServices): RouteSpec[] {
         before: ({ params }) => getRunbook(context, params.project, params.runbook),
         change: runbookChange("runbook.publish"),
       },
-      handler: ({ params, request }) => publishRunbook(context, params.project, params.runbook, who(request)),
+      handler: async ({ params, access, request }) => {
+        const current = await getRunbook(context, params.project, params.runbook);
+        await checkRunbookScope(context, access, params.project, current);
+        // Published only if the runbook is still the one checked (the draft itself is compared again inside).
+        return publishRunbook(context, params.project, params.runbook, who(request), {
+          expectedUpdatedAt: current.updatedAt,
+        });
+      },
     }),
     defineRoute({
       method: "POST",

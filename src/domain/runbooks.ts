@@ -1,6 +1,8 @@
+import type { RE2JS } from "re2js";
 import { z } from "zod";
 import { descriptionSchema, nameSchema, referenceSchema, slugSchema } from "./common.js";
 import { type FieldIssue, InputError } from "./errors.js";
+import { compileLinearPattern, linearPatternProblem } from "./linearPattern.js";
 import { processSchema } from "./process.js";
 
 /*
@@ -22,25 +24,32 @@ type ParameterType = (typeof parameterTypes)[number];
  * queued. A sensitive one is masked in the log and sealed at rest, and has no default (a
  * default would be a secret kept in the clear in the runbook's definition).
  */
-export const runbookParameterSchema = z
-  .strictObject({
-    name: parameterNameSchema,
-    label: z.string().max(200).default(""),
-    description: descriptionSchema.default(""),
-    type: z.enum(parameterTypes).default("string"),
-    /** Required: a run must give it (or the default is used). */
-    required: z.boolean().default(true),
-    default: z.union([z.string().max(8192), z.number(), z.boolean()]).optional(),
-    /** The allowed values of a choice. */
-    choices: z.array(z.string().min(1).max(200)).max(100).optional(),
-    /** For strings: a regular expression the whole value must match. */
-    pattern: z.string().min(1).max(500).optional(),
-    /** For numbers: bounds, inclusive. */
-    min: z.number().optional(),
-    max: z.number().optional(),
-    sensitive: z.boolean().default(false),
-  })
-  .superRefine((parameter, context) => {
+const parameterFieldsSchema = z.strictObject({
+  name: parameterNameSchema,
+  label: z.string().max(200).default(""),
+  description: descriptionSchema.default(""),
+  type: z.enum(parameterTypes).default("string"),
+  /** Required: a run must give it (or the default is used). */
+  required: z.boolean().default(true),
+  default: z.union([z.string().max(8192), z.number(), z.boolean()]).optional(),
+  /** The allowed values of a choice. */
+  choices: z.array(z.string().min(1).max(200)).max(100).optional(),
+  /** For strings: a regular expression the whole value must match. */
+  pattern: z.string().min(1).max(500).optional(),
+  /** For numbers: bounds, inclusive. */
+  min: z.number().optional(),
+  max: z.number().optional(),
+  sensitive: z.boolean().default(false),
+});
+
+/**
+ * The checks of a parameter beyond its fields. `stored`: a definition read back from the
+ * database, saved perhaps before patterns ran on RE2 (ADR 0064): its pattern is not checked
+ * again, so the runbook still loads, and a run refuses its values naming what RE2 does not
+ * support.
+ */
+function checkParameter(stored: boolean) {
+  return (parameter: z.infer<typeof parameterFieldsSchema>, context: z.RefinementCtx) => {
     const issue = (path: string, message: string) => context.addIssue({ code: "custom", path: [path], message });
     if (parameter.type === "choice" && (parameter.choices?.length ?? 0) === 0) {
       issue("choices", "a choice parameter needs 'choices': the values a run may pick");
@@ -50,12 +59,11 @@ export const runbookParameterSchema = z
     }
     if (parameter.pattern !== undefined) {
       if (parameter.type !== "string") issue("pattern", "only a string parameter has a 'pattern'");
-      else {
-        try {
-          new RegExp(parameter.pattern, "u");
-        } catch (error) {
-          issue("pattern", `not a valid regular expression (${(error as Error).message})`);
-        }
+      else if (!stored) {
+        // RE2, never a backtracking RegExp (issue 11, finding 5; ADR 0064). Checked alone too,
+        // so that a pattern cannot close the group it is wrapped in ("a)|(b").
+        const problem = linearPatternProblem(parameter.pattern) ?? wholeValueProblem(parameter.pattern);
+        if (problem) issue("pattern", problem);
       }
     }
     if ((parameter.min !== undefined || parameter.max !== undefined) && parameter.type !== "number") {
@@ -67,33 +75,47 @@ export const runbookParameterSchema = z
     if (parameter.sensitive && parameter.type !== "string") {
       issue("sensitive", "only a string parameter can be sensitive");
     }
-    if (parameter.default !== undefined && !parameter.sensitive) {
-      const problem = parameterValueProblem(parameter, String(parameter.default));
+    const unsupported = stored && parameter.pattern !== undefined && wholeValueProblem(parameter.pattern) !== undefined;
+    if (parameter.default !== undefined && !parameter.sensitive && !unsupported) {
+      // A default whose pattern check is costly is checked off the event loop by each run that uses it.
+      const problem = parameterValueProblem(parameter, String(parameter.default), "defer-costly");
       if (problem) issue("default", `the default ${problem}`);
     }
-  });
+  };
+}
+
+export const runbookParameterSchema = parameterFieldsSchema.superRefine(checkParameter(false));
 export type RunbookParameter = z.infer<typeof runbookParameterSchema>;
 
 /** What an editor writes: the draft of a runbook. */
-export const runbookDefinitionSchema = z.strictObject({
-  description: descriptionSchema.default(""),
-  /** The steps, of any step kind (each step's config is validated by its kind). */
-  process: processSchema.default({ images: [], packages: [], steps: [] }),
-  /** Environment slugs the runbook may run in; empty: every environment of the project's lifecycle. */
-  environments: z.array(slugSchema).max(50).default([]),
-  parameters: z
-    .array(runbookParameterSchema)
-    .max(50)
-    .default([])
-    .refine((parameters) => new Set(parameters.map((parameter) => parameter.name)).size === parameters.length, {
-      message: "give each parameter its own name",
-    }),
-  /** May a run start while a deployment to the same environment runs (and the reverse)? */
-  overlapDeployments: z.boolean().default(false),
-  /** May two runs of this runbook run at once in one environment? */
-  overlapItself: z.boolean().default(false),
-});
+export const runbookDefinitionSchema = definitionSchemaOf(runbookParameterSchema);
 export type RunbookDefinition = z.infer<typeof runbookDefinitionSchema>;
+
+/** A draft or snapshot as the store reads it back (see checkParameter). */
+export const storedRunbookDefinitionSchema = definitionSchemaOf(
+  parameterFieldsSchema.superRefine(checkParameter(true)),
+);
+
+function definitionSchemaOf(parameterSchema: typeof runbookParameterSchema) {
+  return z.strictObject({
+    description: descriptionSchema.default(""),
+    /** The steps, of any step kind (each step's config is validated by its kind). */
+    process: processSchema.default({ images: [], packages: [], steps: [] }),
+    /** Environment slugs the runbook may run in; empty: every environment of the project's lifecycle. */
+    environments: z.array(slugSchema).max(50).default([]),
+    parameters: z
+      .array(parameterSchema)
+      .max(50)
+      .default([])
+      .refine((parameters) => new Set(parameters.map((parameter) => parameter.name)).size === parameters.length, {
+        message: "give each parameter its own name",
+      }),
+    /** May a run start while a deployment to the same environment runs (and the reverse)? */
+    overlapDeployments: z.boolean().default(false),
+    /** May two runs of this runbook run at once in one environment? */
+    overlapItself: z.boolean().default(false),
+  });
+}
 
 export const createRunbookSchema = runbookDefinitionSchema.extend({
   name: nameSchema,
@@ -216,14 +238,123 @@ export type TaskRunbookRun = z.infer<typeof taskRunbookRunSchema>;
 /** What a sensitive value shows as in answers and audit entries. */
 export const MASKED = "********";
 
+/** A parameter's pattern as it is matched: against the whole value. */
+function wholeValue(pattern: string): string {
+  return `^(?:${pattern})$`;
+}
+
+/**
+ * How much matching a pattern check may do on the event loop: RE2's cost grows with the
+ * compiled pattern's size times the value's length (its simulation steps every live thread
+ * per character), and this many steps take about a millisecond. A value of 8,192 characters
+ * against a pattern of 1,800 instructions is ~15 million: some 80 ms here, 4 s for 50
+ * parameters in one request. Checks above it run off the event loop (parameterPatternChecks).
+ */
+export const INLINE_PATTERN_STEPS = 200_000;
+
+/** The outcome of a pattern check run elsewhere (a worker thread with a time limit). */
+export type PatternVerdict = "matched" | "not-matched" | "timed-out";
+
+/**
+ * What pattern checks over the budget get: their verdicts by parameter name, run elsewhere,
+ * or "defer-costly" (accepted for now: used where a later check is certain, a default at
+ * save or a schedule's values, both checked again by each run they queue).
+ */
+export type CostlyPatternVerdicts = ReadonlyMap<string, PatternVerdict> | "defer-costly";
+
+/** A pattern check too costly for the event loop: `pattern` matches the whole value. */
+export interface PatternCheck {
+  name: string;
+  pattern: string;
+  text: string;
+}
+
+/** How long, at most, the costly checks of one request take together off the event loop. */
+export const PATTERN_CHECK_TIMEOUT_MS = 2_000;
+
+/**
+ * Compiled whole-value patterns, most recently used last. Compiling a pattern near the size
+ * cap takes RE2 5–100 ms (more than matching most values), and a run checks each pattern
+ * twice (listing the costly checks, then resolving): each is compiled once per process.
+ */
+const compiledPatterns = new Map<string, RE2JS>();
+const COMPILED_PATTERNS_KEPT = 200;
+
+function compiledWholeValue(pattern: string): RE2JS {
+  const source = wholeValue(pattern);
+  let compiled = compiledPatterns.get(source);
+  if (compiled) compiledPatterns.delete(source);
+  else compiled = compileLinearPattern(source);
+  compiledPatterns.set(source, compiled);
+  if (compiledPatterns.size > COMPILED_PATTERNS_KEPT) {
+    const oldest = compiledPatterns.keys().next().value;
+    if (oldest !== undefined) compiledPatterns.delete(oldest);
+  }
+  return compiled;
+}
+
+/** What RE2 finds wrong with the whole-value pattern (undefined: nothing), compiled once. */
+function wholeValueProblem(pattern: string): string | undefined {
+  try {
+    compiledWholeValue(pattern);
+    return undefined;
+  } catch (error) {
+    if (error instanceof InputError) return error.message;
+    throw error;
+  }
+}
+
+function isCostly(compiled: RE2JS, text: string): boolean {
+  return compiled.programSize() * (text.length + 1) > INLINE_PATTERN_STEPS;
+}
+
+/** The pattern checks of a run's values (defaults filled in) that must run off the event loop. */
+export function parameterPatternChecks(
+  parameters: readonly RunbookParameter[],
+  given: Readonly<Record<string, string | number | boolean>>,
+): PatternCheck[] {
+  return parameters.flatMap((parameter) => {
+    const value = given[parameter.name] ?? parameter.default;
+    if (parameter.type !== "string" || parameter.pattern === undefined || value === undefined) return [];
+    if (wholeValueProblem(parameter.pattern) !== undefined) return [];
+    const text = String(value);
+    return isCostly(compiledWholeValue(parameter.pattern), text)
+      ? [{ name: parameter.name, pattern: wholeValue(parameter.pattern), text }]
+      : [];
+  });
+}
+
 /** Why a text is not a valid value of the parameter (undefined: it is). Never quotes the value. */
-function parameterValueProblem(parameter: RunbookParameter, text: string): string | undefined {
+function parameterValueProblem(
+  parameter: RunbookParameter,
+  text: string,
+  costly: CostlyPatternVerdicts,
+): string | undefined {
   switch (parameter.type) {
-    case "string":
-      if (parameter.pattern !== undefined && !new RegExp(`^(?:${parameter.pattern})$`, "u").test(text)) {
-        return `does not match the pattern ${parameter.pattern}`;
+    case "string": {
+      if (parameter.pattern === undefined) return undefined;
+      // A definition stored before patterns ran on RE2 may hold one RE2 cannot run.
+      const unsupported = wholeValueProblem(parameter.pattern);
+      if (unsupported)
+        return `cannot be checked: the runbook's pattern is not supported (${unsupported}); edit the runbook`;
+      const mismatch = `does not match the pattern ${parameter.pattern}`;
+      const compiled = compiledWholeValue(parameter.pattern);
+      if (!isCostly(compiled, text)) return compiled.test(text) ? undefined : mismatch;
+      if (costly === "defer-costly") return undefined;
+      const verdict = costly.get(parameter.name) ?? "timed-out";
+      switch (verdict) {
+        case "matched":
+          return undefined;
+        case "not-matched":
+          return mismatch;
+        case "timed-out":
+          return `could not be checked against the pattern ${parameter.pattern} within ${PATTERN_CHECK_TIMEOUT_MS / 1000} s: simplify the pattern (smaller counts in {n,m}) or give a shorter value`;
+        default: {
+          const unknown: never = verdict;
+          throw new Error(`unknown pattern verdict ${String(unknown)}`);
+        }
       }
-      return undefined;
+    }
     case "number": {
       const value = Number(text);
       if (text.trim() === "" || !Number.isFinite(value)) return "is not a number";
@@ -252,11 +383,14 @@ export interface ResolvedParameters {
 /**
  * Checks a run's parameter values against the runbook's parameters, filling in defaults:
  * every problem is reported at once, each naming its parameter, and a sensitive value is
- * never quoted. Throws InputError; nothing is queued before this passes.
+ * never quoted. Throws InputError; nothing is queued before this passes. Pattern checks over
+ * INLINE_PATTERN_STEPS take their outcome from `costly` (parameterPatternChecks lists them):
+ * one without a verdict there counts as not checked in time.
  */
 export function resolveParameters(
   parameters: readonly RunbookParameter[],
   given: Readonly<Record<string, string | number | boolean>>,
+  costly: CostlyPatternVerdicts = new Map(),
 ): ResolvedParameters {
   const issues: FieldIssue[] = [];
   const known = new Set(parameters.map((parameter) => parameter.name));
@@ -285,7 +419,7 @@ export function resolveParameters(
       continue;
     }
     const text = String(value);
-    const problem = parameterValueProblem(parameter, text);
+    const problem = parameterValueProblem(parameter, text, costly);
     if (problem) {
       issues.push({
         pointer,

@@ -1,12 +1,7 @@
 import { z } from "zod";
 import type { Access } from "../domain/access.js";
 import { type FieldIssue, ForbiddenError, InputError } from "../domain/errors.js";
-import {
-  type CreateRunbookRun,
-  type RunbookRunCreated,
-  resolveParameters,
-  shownParameters,
-} from "../domain/runbooks.js";
+import { type CreateRunbookRun, type RunbookRunCreated, shownParameters } from "../domain/runbooks.js";
 import type { SystemVariableValues } from "../domain/variableScoping.js";
 import { findNamed, newId } from "../store/common.js";
 import { environmentTargets, type TargetInfo } from "../store/deployments.js";
@@ -23,6 +18,7 @@ import { type DeploymentServices, processRunnerServices, stepVariables } from ".
 import { checkFreeze } from "./freezeCheck.js";
 import { LogMasker } from "./logMasker.js";
 import { runProcess } from "./processRunner.js";
+import { checkRunParameters } from "./runbookParameters.js";
 import { cleanUpTask } from "./taskCleanup.js";
 import { TaskFailure, type TaskKind } from "./types.js";
 
@@ -78,7 +74,7 @@ export async function requestRunbookRun(
       { pointer: "/environment", detail: `it runs in ${definition.environments.join(", ")} only` },
     ]);
   }
-  const parameters = resolveParameters(definition.parameters, request.parameters);
+  const parameters = await checkRunParameters(definition.parameters, request.parameters);
   const targetIds = request.targets ? await resolveTargets(services, environment.id, request.targets) : null;
   const freezeOverride = await checkFreeze(db, {
     project,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { testPatternOffThread } from "./patternWorker.js";
+import { testPatternOffThread, testPatternsOffThread } from "./patternWorker.js";
 
 /** How late a 10 ms timer fires, at worst, while `work` runs: what a health check would wait. */
 async function worstTimerDelay<T>(work: Promise<T>): Promise<{ result: T; delayMs: number }> {
@@ -53,5 +53,33 @@ describe("testPatternOffThread", () => {
     const running = testPatternOffThread("a[ab]{1000}[cd]", random, { timeoutMs: 60_000, signal: controller.signal });
     setTimeout(() => controller.abort(new Error("cancelled by test")), 200);
     await expect(running).rejects.toThrow("cancelled by test");
+  });
+});
+
+describe("testPatternsOffThread", () => {
+  it("answers each check, in order", async () => {
+    const outcomes = await testPatternsOffThread(
+      [
+        { pattern: "^(?:(a+)+)$", text: `${"a".repeat(8191)}!` },
+        { pattern: "^(?:[a-z]+)$", text: "backup" },
+      ],
+      { timeoutMs: 5_000 },
+    );
+    expect(outcomes).toEqual([{ kind: "not-matched" }, { kind: "matched" }]);
+  });
+
+  it("stops at the deadline, keeping what finished and calling the rest timed out, the main thread free", async () => {
+    // Each takes RE2 some 50 ms over 8 KiB (1,800 instructions, every thread alive): 200 take ~10 s.
+    const check = { pattern: "^(?:[ab]*(?:[ab]{0,900})b)$", text: "ab".repeat(4095).concat("c") };
+    const started = performance.now();
+    const { result: outcomes, delayMs } = await worstTimerDelay(
+      testPatternsOffThread([{ pattern: "^(?:x)$", text: "x" }, ...Array.from({ length: 200 }, () => check)], {
+        timeoutMs: 5_000,
+      }),
+    );
+    expect(performance.now() - started).toBeLessThan(8_000);
+    expect(outcomes[0]).toEqual({ kind: "matched" });
+    expect(outcomes.at(-1)).toEqual({ kind: "timed-out" });
+    expect(delayMs).toBeLessThan(1_000);
   });
 });

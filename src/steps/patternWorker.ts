@@ -61,3 +61,54 @@ export async function testPatternOffThread(
     await worker.terminate();
   }
 }
+
+/**
+ * Runs in the worker: each check in turn (patterns already anchored and checked when they
+ * were saved), posting each outcome as it is known, so that a deadline keeps what finished.
+ */
+const batchWorkerSource = `
+const { parentPort, workerData } = require("node:worker_threads");
+const { getPriority, setPriority } = require("node:os");
+try { setPriority(Math.min(19, getPriority() + 10)); } catch {}
+const { RE2JS } = require(workerData.engineModule);
+for (const [index, check] of workerData.checks.entries()) {
+  parentPort.postMessage({ index, matched: RE2JS.compile(check.pattern).test(check.text) });
+}
+`;
+
+/**
+ * Tests several patterns against their texts on one worker thread, together within
+ * `timeoutMs`: the checks a request's values need beyond what the event loop may do (a
+ * runbook run's parameters). A check not finished by the deadline is "timed-out".
+ */
+export async function testPatternsOffThread(
+  checks: readonly { pattern: string; text: string }[],
+  options: { timeoutMs: number },
+): Promise<PatternTestOutcome[]> {
+  const outcomes: PatternTestOutcome[] = checks.map(() => ({ kind: "timed-out" }));
+  if (checks.length === 0) return outcomes;
+  const worker = new Worker(batchWorkerSource, {
+    eval: true,
+    workerData: { engineModule, checks },
+    resourceLimits: { maxOldGenerationSizeMb: 256 },
+  });
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let answered = 0;
+      worker.on("message", ({ index, matched }: { index: number; matched: boolean }) => {
+        outcomes[index] = { kind: matched ? "matched" : "not-matched" };
+        if (++answered === checks.length) resolve();
+      });
+      worker.once("error", reject);
+      worker.once("exit", (code) =>
+        reject(new Error(`the pattern worker stopped (exit code ${code}) before answering`)),
+      );
+      timer = setTimeout(resolve, options.timeoutMs);
+    });
+    return outcomes;
+  } finally {
+    clearTimeout(timer);
+    await worker.terminate();
+  }
+}

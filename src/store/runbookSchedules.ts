@@ -46,7 +46,9 @@ async function checkAgainstRunbook(
       { pointer: "/environment", detail: `it runs in ${definition.environments.join(", ")} only` },
     ]);
   }
-  const resolved = resolveParameters(definition.parameters, parameters);
+  // A costly pattern check is left to each run the schedule queues (engine/runbookParameters.ts):
+  // the store stays free of worker threads, and a run checks its values anyway.
+  const resolved = resolveParameters(definition.parameters, parameters, "defer-costly");
   if (targets && targets.length > 0) {
     const known = await environmentTargets(context.db, environment.id);
     const issues: FieldIssue[] = targets.flatMap((reference, index) =>

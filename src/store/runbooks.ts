@@ -9,7 +9,7 @@ import {
   type Runbook,
   type RunbookDefinition,
   type RunbookRunSummary,
-  runbookDefinitionSchema,
+  storedRunbookDefinitionSchema,
   type TaskRunbookRun,
   type UpdateRunbook,
 } from "../domain/runbooks.js";
@@ -32,7 +32,7 @@ import type { RunbookRow, RunbookSnapshotRow } from "./schema.js";
 
 /** What a run executes: the definition and the project's variables (sensitive ones sealed). */
 const runbookSnapshotSchema = z.object({
-  definition: runbookDefinitionSchema,
+  definition: storedRunbookDefinitionSchema,
   variables: releaseSnapshotSchema.shape.variables,
 });
 type RunbookSnapshot = z.infer<typeof runbookSnapshotSchema>;
@@ -43,7 +43,7 @@ const sealedSnapshotVariable = (snapshotId: string, index: number) =>
 export const sealedParameterContext = (runId: string, name: string) => `runbook-run:${runId}:parameter:${name}`;
 
 function definitionOf(row: RunbookRow): RunbookDefinition {
-  return runbookDefinitionSchema.parse(JSON.parse(row.draft));
+  return storedRunbookDefinitionSchema.parse(JSON.parse(row.draft));
 }
 
 async function toRunbook(db: Executor, row: RunbookRow, projectSlug: string): Promise<Runbook> {
@@ -161,9 +161,12 @@ export async function updateRunbook(
   reference: string,
   patch: UpdateRunbook,
   updatedBy: string,
+  options: { expectedUpdatedAt?: string } = {},
 ): Promise<Runbook> {
   const project = await findNamed(db, "projects", projectReference);
   const row = await getRunbookRow(db, project.id, reference);
+  const expectedUpdatedAt = options.expectedUpdatedAt ?? row.updated_at;
+  if (row.updated_at !== expectedUpdatedAt) throw changedMeanwhile(row.slug);
   const { name, ...changes } = patch;
   if (changes.environments) await checkEnvironments(db, changes.environments);
   const definition: RunbookDefinition = { ...definitionOf(row), ...changes };
@@ -176,26 +179,49 @@ export async function updateRunbook(
     updated_by: updatedBy,
     updated_at: nowIso(),
   };
-  await translateUniqueViolation(`project '${project.slug}' already has a runbook named '${updated.name}'`, () =>
-    db
-      .updateTable("runbooks")
-      .set({
-        name: updated.name,
-        draft: updated.draft,
-        draft_changed: updated.draft_changed,
-        updated_by: updatedBy,
-        updated_at: updated.updated_at,
-      })
-      .where("id", "=", row.id)
-      .execute(),
+  const result = await translateUniqueViolation(
+    `project '${project.slug}' already has a runbook named '${updated.name}'`,
+    () =>
+      db
+        .updateTable("runbooks")
+        .set({
+          name: updated.name,
+          draft: updated.draft,
+          draft_changed: updated.draft_changed,
+          updated_by: updatedBy,
+          updated_at: updated.updated_at,
+        })
+        .where("id", "=", row.id)
+        // Only the runbook the caller's permission check read (ADR 0064): a change in between,
+        // say one that widened it to prod, must not be overwritten by a dev-only editor.
+        .where("updated_at", "=", expectedUpdatedAt)
+        .executeTakeFirst(),
   );
+  if (Number(result.numUpdatedRows) === 0) throw changedMeanwhile(row.slug);
   return toRunbook(db, updated, project.slug);
 }
 
-export async function deleteRunbook({ db }: StoreContext, projectReference: string, reference: string): Promise<void> {
+function changedMeanwhile(slug: string): ConflictError {
+  return new ConflictError(
+    `runbook '${slug}' was changed by someone else meanwhile; look at it again and repeat your change if still needed`,
+  );
+}
+
+export async function deleteRunbook(
+  { db }: StoreContext,
+  projectReference: string,
+  reference: string,
+  options: { expectedUpdatedAt?: string } = {},
+): Promise<void> {
   const project = await findNamed(db, "projects", projectReference);
   const row = await getRunbookRow(db, project.id, reference);
-  await db.deleteFrom("runbooks").where("id", "=", row.id).execute();
+  const expectedUpdatedAt = options.expectedUpdatedAt ?? row.updated_at;
+  const deleted = await db
+    .deleteFrom("runbooks")
+    .where("id", "=", row.id)
+    .where("updated_at", "=", expectedUpdatedAt)
+    .executeTakeFirst();
+  if (Number(deleted.numDeletedRows) === 0) throw changedMeanwhile(row.slug);
 }
 
 /**
@@ -234,10 +260,14 @@ export async function publishRunbook(
   projectReference: string,
   reference: string,
   publishedBy: string,
+  options: { expectedUpdatedAt?: string } = {},
 ): Promise<Runbook> {
   return context.db.transaction().execute(async (trx) => {
     const project = await findNamed(trx, "projects", projectReference);
     const row = await getRunbookRow(trx, project.id, reference);
+    if (options.expectedUpdatedAt !== undefined && row.updated_at !== options.expectedUpdatedAt) {
+      throw changedMeanwhile(row.slug);
+    }
     const { latest } = await trx
       .selectFrom("runbook_snapshots")
       .select((eb) => eb.fn.max("version").as("latest"))
