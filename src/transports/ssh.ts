@@ -1,6 +1,7 @@
 import { Agent as HttpAgent } from "node:http";
 import type { Socket } from "node:net";
 import type { Duplex, Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { connect as tlsConnect } from "node:tls";
 // ssh2 is CommonJS: Node's ESM loader gives its exports on the default import only.
 import ssh2, { type Client, type ClientChannel } from "ssh2";
@@ -17,6 +18,7 @@ import { completedStream, readFailure } from "./fileStream.js";
 import { LAUNCHER_COMMAND, LAUNCHER_REFUSED, LauncherInputError, launcherRequest, runRequest } from "./sshLauncher.js";
 import { StreamSocket } from "./streamSocket.js";
 import { type ProcessExit, type ProcessSpec, stepFileName, type Transport } from "./types.js";
+import { announcedBytes, checkUpload, type UploadSpec, uploadArguments, uploadOutcome, watchSource } from "./upload.js";
 
 /** How long connecting (TCP, key exchange, host key check, sign-in) may take. */
 const CONNECT_TIMEOUT_MS = 15_000;
@@ -535,6 +537,96 @@ export class SshTransport implements Transport {
     signal.addEventListener("abort", onAbort, { once: true });
     stream.once("close", () => signal.removeEventListener("abort", onAbort));
     return stream;
+  }
+
+  /**
+   * The launcher's `upload` on a channel of its own: the request's fields, then the file's
+   * bytes on the same standard input, paced by the channel's window (ssh2's write() says when
+   * to wait), then end of input. Written as the SSH user, the account every step on this
+   * target runs as. A connection lost part-way leaves the host's script short of bytes: it
+   * removes its temporary file, and this fails.
+   */
+  async upload(spec: UploadSpec, source: Readable): Promise<void> {
+    checkUpload(spec);
+    const [path, mode, bytes, sha256, directories] = uploadArguments(spec);
+    let request: Buffer;
+    try {
+      request = launcherRequest([
+        { name: "the operation", value: "upload" },
+        { name: "the path", value: path ?? "" },
+        { name: "the mode", value: mode ?? "" },
+        { name: "the size", value: bytes ?? "" },
+        { name: "the sha256", value: sha256 ?? "" },
+        { name: "the directories", value: directories ?? "" },
+      ]);
+    } catch (error) {
+      if (error instanceof LauncherInputError) throw new TaskFailure(error.message);
+      throw error;
+    }
+    spec.signal.throwIfAborted();
+    const lease = await this.connections.lease(this.targetId);
+    const what = describeTarget(lease.settings);
+    try {
+      const channel = await openLauncher(lease.client, what);
+      let stderr = "";
+      let code: number | null | undefined;
+      channel.stderr.on("data", (chunk: Buffer) => {
+        if (stderr.length < 2000) stderr += chunk.toString("utf8");
+      });
+      channel.on("data", () => {});
+      channel.on("exit", (exitCode: number | null) => {
+        code = exitCode;
+      });
+      const closed = new Promise<void>((resolve) => channel.once("close", resolve));
+      let stopped: TaskFailure | undefined;
+      const stop = (why: TaskFailure) => {
+        stopped ??= why;
+        source.destroy();
+        channel.close();
+      };
+      const timer = setTimeout(
+        () =>
+          stop(
+            new TaskFailure(
+              `writing ${spec.path.slice(0, 500)} on ${what} took longer than ${spec.timeoutMs / 1000} s`,
+            ),
+          ),
+        spec.timeoutMs,
+      );
+      const onAbort = () => stop(new TaskFailure("cancelled"));
+      spec.signal.addEventListener("abort", onAbort, { once: true });
+      try {
+        channel.write(request);
+        const checked = announcedBytes(spec);
+        const sourceError = watchSource(source, checked, channel);
+        // The channel is not ended by a failing source: the host then sees fewer bytes than
+        // announced (end of input below, or the closed channel) and writes nothing.
+        const sendError = await pipeline(source, checked, channel, { end: false }).then(
+          () => undefined,
+          (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
+        );
+        channel.end();
+        await closed;
+        if (code === LAUNCHER_REFUSED) {
+          throw new TaskFailure(`${what} refused to write a file: ${stderr.trim().slice(0, 300)}`);
+        }
+        const failure = uploadOutcome({
+          path: spec.path,
+          where: what,
+          stopped,
+          sourceError: sourceError(),
+          code,
+          stderr,
+          sendError,
+        });
+        if (failure) throw failure;
+      } finally {
+        clearTimeout(timer);
+        spec.signal.removeEventListener("abort", onAbort);
+      }
+    } finally {
+      lease.release();
+    }
   }
 
   /**
