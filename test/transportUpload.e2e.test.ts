@@ -230,6 +230,26 @@ describe("Transport.upload on the server's host, over SSH and through ferry agen
     },
   );
 
+  it.each(TRANSPORTS)("%s: takes a file another host streams (readStream, as the backup copy does)", async (kind) => {
+    const sourceHost = new LocalTransport(tempDir("ferry-upload-source-work-"));
+    const directory = await sourceHost.stepDirectory("task_upload_source", "backup-");
+    const body = randomBytes(915_223);
+    writeFileSync(join(directory, "dump.sql.gz"), body);
+    const root = sharedDir(`ferry-upload-${kind}-`);
+    const path = join(root, "vault", "dump.sql.gz");
+    const source = await sourceHost.readStream(
+      "task_upload_source",
+      join(directory, "dump.sql.gz"),
+      new AbortController().signal,
+    );
+    await transport(kind).upload(
+      spec(kind, path, body.length, createHash("sha256").update(body).digest("hex"), { mode: 0o600 }),
+      source,
+    );
+    expect(readFileSync(path).equals(body)).toBe(true);
+    await sourceHost.finishTask("task_upload_source");
+  });
+
   it.each(TRANSPORTS)("%s: replaces a file in place, and an empty file is a file", async (kind) => {
     const root = sharedDir(`ferry-upload-${kind}-`);
     const path = join(root, "config.yml");

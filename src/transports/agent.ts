@@ -453,17 +453,9 @@ export class AgentHub {
       await written.catch(() => undefined);
       throw uploadOutcome({ path, where, stopped: undefined, sourceError: fromSource, code: 0, stderr: "", sendError });
     }
+    // The agent's answer says the file is in place, checked there: an error sending the last
+    // bytes then is only the agent closing its end of the tunnel first.
     await written;
-    const failure = uploadOutcome({
-      path,
-      where,
-      stopped: undefined,
-      sourceError: undefined,
-      code: 0,
-      stderr: "",
-      sendError,
-    });
-    if (failure) throw failure;
   }
 
   /** The credential of this agent was revoked: its calls fail and its held poll ends. */

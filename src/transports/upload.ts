@@ -146,7 +146,7 @@ export function uploadFailure(path: string, code: number | null, stderr: string,
  * The failures an upload can see, in the order that says what really happened: the sender
  * stopped it (cancel, timeout); its source failed or did not match what was announced (the
  * host then only saw its input end early); the host's script said why; the link to the host
- * failed. Undefined when the file was written.
+ * failed. Undefined when the file was written (the host's script exited 0).
  */
 export function uploadOutcome(outcome: {
   path: string;
@@ -172,6 +172,10 @@ export function uploadOutcome(outcome: {
   if (typeof outcome.code === "number" && outcome.code !== 0) {
     return uploadFailure(outcome.path, outcome.code, outcome.stderr, outcome.where);
   }
+  // The host checked the size and sha256 and renamed the file: it is written. A send error
+  // then is only the host closing its end first (its script exited once it had every byte,
+  // before the sender's own end came round: "Premature close").
+  if (outcome.code === 0) return undefined;
   if (outcome.sendError) {
     return new TaskFailure(`sending ${shown} to ${outcome.where} failed (${outcome.sendError.message})`);
   }
@@ -184,8 +188,10 @@ export function uploadOutcome(outcome: {
 
 /**
  * Records the first error of the source or of the announced-bytes check (the sender's side of
- * an upload). An error that came from the destination first (pipeline() then destroys every
- * stream with it) is not the source's.
+ * an upload). Not the source's own: an error that came from the destination first (pipeline()
+ * then destroys every stream with it), one raised once the destination was gone, and the
+ * errors pipeline() makes up to destroy a stream it is done with (ERR_STREAM_DESTROYED,
+ * ERR_STREAM_PREMATURE_CLOSE: with `end: false` it destroys a source that had not closed yet).
  */
 export function watchSource(source: Readable, checked: Transform, destination: Writable): () => Error | undefined {
   let error: Error | undefined;
@@ -193,8 +199,10 @@ export function watchSource(source: Readable, checked: Transform, destination: W
   destination.once("error", (cause: Error) => {
     destinationError ??= cause;
   });
-  const record = (cause: Error) => {
-    if (cause !== destinationError) error ??= cause;
+  const record = (cause: Error & { code?: string }) => {
+    if (cause === destinationError || destination.destroyed) return;
+    if (cause.code === "ERR_STREAM_DESTROYED" || cause.code === "ERR_STREAM_PREMATURE_CLOSE") return;
+    error ??= cause;
   };
   source.once("error", record);
   checked.once("error", record);
