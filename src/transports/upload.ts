@@ -125,7 +125,7 @@ export function announcedBytes(spec: Pick<UploadSpec, "path" | "bytes" | "sha256
 }
 
 /** What the upload script's exit code means, as a failure naming the path (never the bytes). */
-export function uploadFailure(path: string, code: number | null, stderr: string, where: string): TaskFailure {
+function uploadFailure(path: string, code: number | null, stderr: string, where: string): TaskFailure {
   const shown = path.slice(0, 500);
   const detail = stderr.trim().slice(0, 300);
   switch (code) {
