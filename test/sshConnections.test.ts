@@ -1,8 +1,10 @@
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SshConnectionSettings } from "../src/store/targets.js";
 import { SshConnections, SshTransport } from "../src/transports/ssh.js";
-import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
+import { type SshHosts, startSshHosts, TEST_SSH_KEEPALIVE } from "./helpers/sshHosts.js";
 
 /**
  * The SSH connection pool against a real sshd in a network namespace: operations on one
@@ -72,5 +74,78 @@ describe("SSH connection pool (real sshd)", () => {
     expect(signIns() - before).toBe(2);
     await pool.close();
     await expect(transport.stepDirectory("task_pool", "x-")).rejects.toThrow(/shutting down/);
+  });
+
+  /** Stops (or lets go on) every sshd of the host: the listener and each connection's, as a host that hangs. */
+  const freezeSshd = (frozen: boolean) => {
+    const host = hosts.hosts[0];
+    if (!host) throw new Error("no host");
+    const pids = execFileSync("ip", ["netns", "pids", host.namespace], { encoding: "utf8" })
+      .split("\n")
+      .filter(Boolean)
+      .map(Number)
+      .filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "sshd";
+        } catch {
+          return false;
+        }
+      });
+    expect(pids.length).toBeGreaterThan(0);
+    for (const pid of pids) process.kill(pid, frozen ? "SIGSTOP" : "SIGCONT");
+  };
+
+  it("gives up on a host that does not answer after the connect timeout, and never crashes on ssh2's later errors", async () => {
+    // ssh2 emits "Timed out while waiting for handshake", then "Connection lost before
+    // handshake" when it drops the socket: unheard, the second was an uncaught exception that
+    // ended ferry server. The test listens for one, so that it fails instead of crashing.
+    const uncaught: Error[] = [];
+    const onUncaught = (error: Error) => uncaught.push(error);
+    process.on("uncaughtException", onUncaught);
+    const pool = new SshConnections(async () => ({ ...settings, version: "timeouts" }), 60_000, TEST_SSH_KEEPALIVE, {
+      connectMs: 1_000,
+      operationMs: 30_000,
+    });
+    const transport = new SshTransport(pool, settings.targetId);
+    freezeSshd(true);
+    try {
+      const started = Date.now();
+      await expect(transport.stepDirectory("task_pool", "x-")).rejects.toThrow(
+        /no SSH answer from target 'pool' \(root@[0-9.]+:22\) within 1 s \(FERRY_SSH_CONNECT_TIMEOUT_SECONDS\)/,
+      );
+      expect(Date.now() - started).toBeLessThan(10_000);
+      // What ssh2 raises after its timeout comes within moments of it.
+      await sleep(3_000);
+    } finally {
+      freezeSshd(false);
+      process.off("uncaughtException", onUncaught);
+    }
+    expect(uncaught.map((error) => error.message)).toEqual([]);
+    // The host answering again, the next operation connects.
+    expect(await transport.stepDirectory("task_pool", "x-")).toMatch(/x-/);
+    await pool.close();
+  });
+
+  it("fails an operation the host leaves unanswered after the operation timeout, then works again", async () => {
+    const pool = new SshConnections(async () => ({ ...settings, version: "operation" }), 60_000, TEST_SSH_KEEPALIVE, {
+      connectMs: 15_000,
+      operationMs: 1_500,
+    });
+    const transport = new SshTransport(pool, settings.targetId);
+    // Connected first: it is the operation, not the connection, that hangs.
+    await transport.stepDirectory("task_pool", "y-");
+    freezeSshd(true);
+    try {
+      const started = Date.now();
+      await expect(transport.stepDirectory("task_pool", "y-")).rejects.toThrow(
+        /within 1\.5 s \(FERRY_SSH_OPERATION_TIMEOUT_SECONDS\)|longer than 1\.5 s \(FERRY_SSH_OPERATION_TIMEOUT_SECONDS\)/,
+      );
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      freezeSshd(false);
+    }
+    expect(await transport.stepDirectory("task_pool", "y-")).toMatch(/y-/);
+    await transport.finishTask("task_pool");
+    await pool.close();
   });
 });

@@ -1,10 +1,14 @@
-import { chmodSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TargetHealth } from "../src/domain/targets.js";
-import { isolatedEnv, runFerry } from "./helpers/cli.js";
+import { ProcessRuntime } from "../src/runtimes/process.js";
+import { FERRY, isolatedEnv, runFerry } from "./helpers/cli.js";
+import { buildProcessApp } from "./helpers/processApp.js";
+import { PROXY_PORT, ROOT_INSTANCES, remoteProcessStep, stopDetachedProxy } from "./helpers/remoteHosts.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { type SshHosts, startSshHosts, TEST_SSH_KEEPALIVE } from "./helpers/sshHosts.js";
 
@@ -269,6 +273,101 @@ describe("target health and unavailable targets", { timeout: 240_000 }, () => {
       expect(readdirSync(markers).sort()).toEqual(["after-host-0", "started-host-0", "started-host-1"]);
     } finally {
       host.setLink(true);
+    }
+  });
+
+  it("checks a remote host's router: up once a blue/green deployment uses it, down when it stops answering", async () => {
+    const host = hosts.hosts[0];
+    if (!host) throw new Error("no host");
+    const app = await buildProcessApp();
+    const suffix = randomBytes(3).toString("hex");
+    const targetName = `routed-${suffix}`;
+    const stateDir = mkdtempSync(join(tmpdir(), "ferry-health-proxy-"));
+    directories.push(stateDir);
+    let slug = "";
+    try {
+      // Its own environment and role: the other tests' deployments never reach this target.
+      expect((await test.call("POST", "/api/v1/environments", { name: "routed" })).status).toBe(201);
+      expect(
+        (
+          await test.call("POST", "/api/v1/lifecycles", {
+            name: "routed",
+            phases: [{ environments: ["routed"], autoDeploy: true }],
+          })
+        ).status,
+      ).toBe(201);
+      const target = await test.call("POST", "/api/v1/targets", {
+        name: targetName,
+        environments: ["routed"],
+        roles: ["edge"],
+        transport: "ssh",
+        runtimes: ["process"],
+        ssh: { host: host.address, user: "root", privateKey: hosts.privateKey, hostKey: host.fingerprint },
+        router: { driver: "builtin", listen: `0.0.0.0:${PROXY_PORT}`, stateDir, command: FERRY },
+      });
+      expect(target.status, JSON.stringify(target.body)).toBe(201);
+      // No blue/green ran there yet: no router is in use, and none is started to be checked.
+      expect((await waitForHealth(targetName, "up")).router).toBeNull();
+
+      const project = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
+        name: `routed-${suffix}`,
+        lifecycle: "routed",
+      });
+      expect(project.status).toBe(201);
+      slug = project.body.slug;
+      const variable = await test.call("POST", `/api/v1/projects/${slug}/variables`, {
+        name: "AppDirectory",
+        value: app.directory,
+      });
+      expect(variable.status).toBe(201);
+      const saved = await test.call("PUT", `/api/v1/projects/${slug}/process`, {
+        steps: [remoteProcessStep(`${slug}.test`, { role: "edge" })],
+      });
+      expect(saved.status, JSON.stringify(saved.body)).toBe(200);
+      const created = await test.call<{ deployments: { taskId: string }[] }>(
+        "POST",
+        `/api/v1/projects/${slug}/releases`,
+        { version: "1.0.0" },
+      );
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+      const taskId = created.body.deployments[0]?.taskId ?? "";
+      const task = await test.waitForTask(taskId, 120_000);
+      expect(task.state, await logText(taskId)).toBe("succeeded");
+
+      // The host's ferry proxy now serves the release: the scheduled check asks it, over SSH.
+      const routed = async (router: "up" | "down") => {
+        const deadline = Date.now() + 40_000;
+        for (;;) {
+          const health = (await targetView(targetName)).health;
+          if (health.router === router) return health;
+          if (Date.now() > deadline) throw new Error(`the router of ${targetName} is ${health.router}, not ${router}`);
+          await sleep(200);
+        }
+      };
+      const up = await routed("up");
+      expect(up.state).toBe("up");
+      // A router that stops answering (its process frozen, as a hung proxy) makes the host down, saying why.
+      const pid = Number(readFileSync(join(stateDir, "proxy.pid"), "utf8").trim());
+      process.kill(pid, "SIGSTOP");
+      try {
+        const down = await routed("down");
+        expect(down.state).toBe("down");
+        expect(down.reachable).toBe(true);
+        expect(down.error).toContain("the traffic router did not answer");
+        expect(await metrics()).toContain(`ferry_target_up{target="${targetName}"} 0`);
+      } finally {
+        process.kill(pid, "SIGCONT");
+      }
+      expect((await routed("up")).state).toBe("up");
+    } finally {
+      if (slug) {
+        await new ProcessRuntime({ directory: join(ROOT_INSTANCES, targetName) })
+          .removeByLabel("ferry.project", slug)
+          .catch(() => []);
+      }
+      rmSync(join(ROOT_INSTANCES, targetName), { recursive: true, force: true });
+      stopDetachedProxy(stateDir);
+      await app.remove();
     }
   });
 

@@ -18,6 +18,7 @@ import type { StoreContext } from "../store/common.js";
 import type { Store } from "../store/db.js";
 import { authenticateSession } from "../store/users.js";
 import type { AgentHub } from "../transports/agent.js";
+import type { SshTimeouts } from "../transports/ssh.js";
 import { accessOf, accessOfRequest, authorize, authorizePath } from "./access.js";
 import { AddressQueue } from "./addressQueue.js";
 import { agentRoutes, registerAgentProtocol } from "./agents.js";
@@ -93,6 +94,8 @@ export interface AppOptions {
   masterKeyRotation?: MasterKeyRotation | undefined;
   /** The agents' hub: with it the server speaks ferry agent's protocol (docs/decisions/0030-agents.md). */
   agents?: AgentHub;
+  /** FERRY_SSH_CONNECT_TIMEOUT_SECONDS and FERRY_SSH_OPERATION_TIMEOUT_SECONDS, for `ferry target trust`'s connection. */
+  sshTimeouts?: SshTimeouts | undefined;
 }
 
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -200,7 +203,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
         )(options.deployments),
     ),
     ...variableSetRoutes(options.context),
-    ...targetTrustRoutes(options.context),
+    ...targetTrustRoutes(options.context, options.sshTimeouts),
     ...agentRoutes(options.context, options.agents),
     ...dashboardRoutes(options.context, options.engine),
     ...(options.deployments ? releaseRoutes(options.deployments, options.outbound) : []),

@@ -4,7 +4,7 @@ import { hostKeyFingerprintSchema } from "../domain/targets.js";
 import { TaskFailure } from "../engine/types.js";
 import type { StoreContext } from "../store/common.js";
 import { sshConnectionSettingsOf, trustHostKeys } from "../store/targets.js";
-import { type PresentedHostKey, presentedHostKeys } from "../transports/ssh.js";
+import { type PresentedHostKey, presentedHostKeys, type SshTimeouts } from "../transports/ssh.js";
 import { defineRoute, pathParams, type RouteSpec } from "./route.js";
 
 const trustBodySchema = z.strictObject({
@@ -40,7 +40,7 @@ const address = (user: string, host: string, port: number) =>
  * what the host presents at this moment: a key is never trusted from the caller's word alone,
  * nor without the caller having seen it.
  */
-export function targetTrustRoutes(context: StoreContext): RouteSpec[] {
+export function targetTrustRoutes(context: StoreContext, sshTimeouts?: SshTimeouts): RouteSpec[] {
   return [
     defineRoute({
       method: "POST",
@@ -72,7 +72,7 @@ export function targetTrustRoutes(context: StoreContext): RouteSpec[] {
         const jump = settings.jumpHost;
         let presented: { host: PresentedHostKey | undefined; jumpHost: PresentedHostKey | undefined };
         try {
-          presented = await presentedHostKeys(settings, body.jumpHostFingerprint ?? jump?.hostKey);
+          presented = await presentedHostKeys(settings, body.jumpHostFingerprint ?? jump?.hostKey, sshTimeouts);
         } catch (error) {
           if (error instanceof TaskFailure) throw new PreconditionError(error.message);
           throw error;

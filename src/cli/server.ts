@@ -83,6 +83,10 @@ export function addServerCommand(program: Command, environment: () => FerryEnvir
           intervalMs: env.FERRY_SSH_KEEPALIVE_INTERVAL_SECONDS * 1000,
           countMax: env.FERRY_SSH_KEEPALIVE_COUNT_MAX,
         },
+        sshTimeouts: {
+          connectMs: env.FERRY_SSH_CONNECT_TIMEOUT_SECONDS * 1000,
+          operationMs: env.FERRY_SSH_OPERATION_TIMEOUT_SECONDS * 1000,
+        },
         scheduleGraceMs: env.FERRY_SCHEDULE_GRACE_SECONDS * 1000,
         artifactMaxBytes: env.FERRY_ARTIFACT_MAX_BYTES,
         packageMaxBytes: env.FERRY_PACKAGE_MAX_BYTES,

@@ -103,3 +103,27 @@ describe("FERRY_SSH_KEEPALIVE_INTERVAL_SECONDS and FERRY_SSH_KEEPALIVE_COUNT_MAX
     }
   });
 });
+
+describe("FERRY_SSH_CONNECT_TIMEOUT_SECONDS and FERRY_SSH_OPERATION_TIMEOUT_SECONDS", () => {
+  it("are 15 s and 30 s unless set, as before they could be set", () => {
+    const environment = readEnvironment({});
+    expect(environment.FERRY_SSH_CONNECT_TIMEOUT_SECONDS).toBe(15);
+    expect(environment.FERRY_SSH_OPERATION_TIMEOUT_SECONDS).toBe(30);
+    const set = readEnvironment({ FERRY_SSH_CONNECT_TIMEOUT_SECONDS: "5", FERRY_SSH_OPERATION_TIMEOUT_SECONDS: "120" });
+    expect(set.FERRY_SSH_CONNECT_TIMEOUT_SECONDS).toBe(5);
+    expect(set.FERRY_SSH_OPERATION_TIMEOUT_SECONDS).toBe(120);
+  });
+
+  it("refuse what is not a whole number in range, naming the variable and the range", () => {
+    for (const value of ["0", "-1", "2.5", "soon", "601"]) {
+      expect(() => readEnvironment({ FERRY_SSH_CONNECT_TIMEOUT_SECONDS: value }), value).toThrow(
+        /FERRY_SSH_CONNECT_TIMEOUT_SECONDS: (must be|allow connecting 1 to 600 seconds)/,
+      );
+    }
+    for (const value of ["0", "1.5", "long", "3601"]) {
+      expect(() => readEnvironment({ FERRY_SSH_OPERATION_TIMEOUT_SECONDS: value }), value).toThrow(
+        /FERRY_SSH_OPERATION_TIMEOUT_SECONDS: (must be|allow an operation 1 to 3600 seconds)/,
+      );
+    }
+  });
+});

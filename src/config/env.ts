@@ -219,6 +219,26 @@ const environmentSchema = z.object({
     .min(1, { message: "allow 1 to 100 unanswered keep-alives" })
     .max(100, { message: "allow 1 to 100 unanswered keep-alives" })
     .default(3),
+  /**
+   * Server: seconds connecting to an ssh target (TCP, key exchange, host key check, sign-in,
+   * through its jump host too) may take before the step fails (docs/targets.md).
+   */
+  FERRY_SSH_CONNECT_TIMEOUT_SECONDS: z.coerce
+    .number({ message: "must be a number of seconds, such as 15" })
+    .int({ message: "must be a whole number of seconds" })
+    .min(1, { message: "allow connecting 1 to 600 seconds" })
+    .max(600, { message: "allow connecting 1 to 600 seconds" })
+    .default(15),
+  /**
+   * Server: seconds one operation on an ssh target other than a step's process or a file's
+   * upload (a directory, a file read, a kill, opening a channel) may take (docs/targets.md).
+   */
+  FERRY_SSH_OPERATION_TIMEOUT_SECONDS: z.coerce
+    .number({ message: "must be a number of seconds, such as 30" })
+    .int({ message: "must be a whole number of seconds" })
+    .min(1, { message: "allow an operation 1 to 3600 seconds" })
+    .max(3600, { message: "allow an operation 1 to 3600 seconds" })
+    .default(30),
   /** Server: an agent not heard from for this long is marked lost and steps on it fail (docs/targets.md). */
   FERRY_AGENT_TIMEOUT_SECONDS: z.coerce.number().int().min(3).max(3600).default(45),
   /** ferry agent: its settings when not given as options (docs/targets.md). */

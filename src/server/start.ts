@@ -37,7 +37,13 @@ import { defaultTrafficSettings, hasRoutes, lazyRouter, type TrafficSettings } f
 import { AgentHub } from "../transports/agent.js";
 import { LocalTransport } from "../transports/local.js";
 import { targetResolver } from "../transports/registry.js";
-import { defaultSshKeepalive, SshConnections, type SshKeepalive } from "../transports/ssh.js";
+import {
+  defaultSshKeepalive,
+  defaultSshTimeouts,
+  SshConnections,
+  type SshKeepalive,
+  type SshTimeouts,
+} from "../transports/ssh.js";
 import { FERRY_VERSION } from "../version.js";
 import { createObservability } from "./observability.js";
 import { urlForLog } from "./urlForLog.js";
@@ -81,6 +87,8 @@ export interface ServerOptions {
   agentTimeoutMs?: number | undefined;
   /** FERRY_SSH_KEEPALIVE_INTERVAL_SECONDS (ms here) and FERRY_SSH_KEEPALIVE_COUNT_MAX: when a silent ssh target's connection is closed; default 10 s × 3. */
   sshKeepalive?: SshKeepalive | undefined;
+  /** FERRY_SSH_CONNECT_TIMEOUT_SECONDS and FERRY_SSH_OPERATION_TIMEOUT_SECONDS (ms here); default 15 s and 30 s. */
+  sshTimeouts?: SshTimeouts | undefined;
   /** FERRY_SCHEDULE_GRACE_SECONDS (ms here): a schedule's firing later than this is reported missed; default 60 s. */
   scheduleGraceMs?: number | undefined;
   /** How often each node looks for due schedules (ms); default 1 s. */
@@ -185,6 +193,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     (targetId) => sshConnectionSettings(context, targetId),
     undefined,
     options.sshKeepalive ?? defaultSshKeepalive,
+    options.sshTimeouts ?? defaultSshTimeouts,
   );
   // Agents poll this server for their calls; the hub holds them, in this process.
   const agents = new AgentHub({
@@ -288,6 +297,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     masterKeyRotation,
     oidc: options.oidc ? new OidcClient(options.oidc, options.outbound ?? defaultOutboundPolicy) : undefined,
     agents,
+    sshTimeouts: sshConnections.timeouts,
   });
   const embedded = options.embedded === true;
   try {

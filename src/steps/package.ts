@@ -5,19 +5,7 @@ import { TaskFailure } from "../engine/types.js";
 import { reported, runHostScript } from "./operations/hostScript.js";
 import type { StepKind, StepRunContext } from "./types.js";
 
-/**
- * Bytes of the archive sent per round: a chunk travels as base64 on the standard input of a
- * process on the host (copyToTarget's way, which every transport carries: an agent takes up
- * to 16 MiB), so the server holds one chunk at a time, never the whole archive.
- */
-const CHUNK_BYTES = 4 * 1024 * 1024;
 const TIMEOUT_SECONDS = 600;
-
-/** Appends standard input (base64) to the archive being written. */
-const appendScript = `set -euo pipefail
-umask 077
-base64 -d >> "$1"
-`;
 
 /**
  * Checks the archive's sha256 against the release's, then unpacks it into files/ beside it:
@@ -71,36 +59,21 @@ export async function unpackPackage(context: StepRunContext, name: string): Prom
   context.log.info(
     `unpacking package ${pinned.name} ${pinned.version} (${pinned.format}, ${pinned.size} bytes, sha256 ${pinned.sha256}) on ${context.target.name}`,
   );
-  const source = await context.packages.open(pinned);
-  const send = async (chunk: Buffer) =>
-    runHostScript(context, transport, {
-      what: "writing the package",
-      script: appendScript,
-      args: [archive],
-      env: {},
-      cwd: stepDirectory,
-      timeoutSeconds: TIMEOUT_SECONDS,
-      stdin: `${chunk.toString("base64").replace(/.{1,60000}/g, "$&\n")}`,
-    });
-  try {
-    let pending: Buffer[] = [];
-    let pendingBytes = 0;
-    for await (const chunk of source as AsyncIterable<Buffer>) {
-      context.signal.throwIfAborted();
-      pending.push(chunk);
-      pendingBytes += chunk.length;
-      while (pendingBytes >= CHUNK_BYTES) {
-        const whole = Buffer.concat(pending, pendingBytes);
-        await send(whole.subarray(0, CHUNK_BYTES));
-        const rest = whole.subarray(CHUNK_BYTES);
-        pending = rest.length > 0 ? [rest] : [];
-        pendingBytes = rest.length;
-      }
-    }
-    if (pendingBytes > 0) await send(Buffer.concat(pending, pendingBytes));
-  } finally {
-    source.destroy();
-  }
+  // Streamed from the feed to the host (Transport.upload): neither holds the whole archive,
+  // and the host keeps it only when its size and sha256 are the release's.
+  await transport.upload(
+    {
+      taskId: context.taskId,
+      path: archive,
+      mode: 0o600,
+      bytes: pinned.size,
+      sha256: pinned.sha256,
+      directories: "private",
+      timeoutMs: TIMEOUT_SECONDS * 1000,
+      signal: context.signal,
+    },
+    await context.packages.open(pinned),
+  );
   const reports = await runHostScript(context, transport, {
     what: "unpacking the package",
     script: unpackScript,

@@ -1,29 +1,12 @@
+import { createHash } from "node:crypto";
 import { posix } from "node:path";
+import { Readable } from "node:stream";
 import type { Step } from "../domain/process.js";
 import { type StepFile, substituteStepFile } from "../domain/stepFiles.js";
 import { TaskFailure } from "../engine/types.js";
-import { runHostScript } from "./operations/hostScript.js";
 import type { StepRunContext } from "./types.js";
 
-/**
- * Writes standard input (base64) to "$1" through a temporary file beside it, then renames it
- * into place: a reader never sees half a file, and a file that holds a sensitive value is
- * never readable by others, not even for a moment (the mode is set before a byte is written).
- */
-const writeScript = `set -euo pipefail
-path="$1"; mode="$2"
-directory=$(dirname -- "$path")
-mkdir -p -- "$directory"
-temporary=$(mktemp -- "$directory/.ferry-XXXXXXXX")
-trap 'rm -f -- "$temporary"' EXIT
-chmod "$mode" -- "$temporary"
-base64 -d > "$temporary"
-mv -f -- "$temporary" "$path"
-trap - EXIT
-echo "ferry:written=$path"
-`;
-
-/** The most text of a package's file substituted (the rendered file travels as one stdin, which an agent takes up to 16 MiB of). */
+/** The most text of a package's file substituted: configuration files, rendered in memory, not data. */
 const MAX_PACKAGE_FILE_BYTES = 4 * 1024 * 1024;
 
 /**
@@ -41,57 +24,52 @@ export async function writeStepFiles(
   unpacked?: string,
 ): Promise<void> {
   const transport = context.target.transport;
-  let directory: string | undefined;
-  try {
-    for (const file of files) {
-      context.signal.throwIfAborted();
-      const source = file.package ? packagePath(file, unpacked) : undefined;
-      const text = source === undefined ? file.content : await transport.readFile(source);
-      if (text === undefined) {
-        throw new TaskFailure(
-          source === undefined
-            ? `${file.file} was not captured into the release (its content is empty); apply ferry.yml again and create a new release`
-            : `${file.file} is not in package ${file.package} (looked for ${source}); name a file the package has`,
-        );
-      }
-      if (Buffer.byteLength(text) > MAX_PACKAGE_FILE_BYTES) {
-        throw new TaskFailure(
-          `${file.file} is larger than ${MAX_PACKAGE_FILE_BYTES / 1024 / 1024} MiB; substitute into configuration files, not data`,
-        );
-      }
-      const destination = destinationOf(context, step, file, unpacked, source);
-      let rendered: string;
-      try {
-        rendered = substituteStepFile(file, text, context.variables);
-      } catch (error) {
-        throw new TaskFailure(`file substitution: ${(error as Error).message}`);
-      }
-      // Anything the masker would hide is a sensitive value: the file is for its owner alone.
-      const sensitive = context.log.redact(rendered) !== rendered;
-      const mode = sensitive ? "0600" : "0644";
-      directory ??= await transport.stepDirectory(context.taskId, "files-");
-      await runHostScript(context, transport, {
-        what: `writing ${file.file}`,
-        script: writeScript,
-        args: [destination, mode],
-        env: {},
-        cwd: directory,
-        timeoutSeconds: 120,
-        stdin: `${Buffer.from(rendered)
-          .toString("base64")
-          .replace(/.{1,60000}/g, "$&\n")}`,
-        quiet: true,
-      });
-      context.log.info(
-        `wrote ${file.package ? `${file.package}:` : ""}${file.file} to ${destination} on ${context.target.name} (mode ${mode}${sensitive ? ": it holds a sensitive value" : ""})`,
+  for (const file of files) {
+    context.signal.throwIfAborted();
+    const source = file.package ? packagePath(file, unpacked) : undefined;
+    const text = source === undefined ? file.content : await transport.readFile(source);
+    if (text === undefined) {
+      throw new TaskFailure(
+        source === undefined
+          ? `${file.file} was not captured into the release (its content is empty); apply ferry.yml again and create a new release`
+          : `${file.file} is not in package ${file.package} (looked for ${source}); name a file the package has`,
       );
     }
-  } finally {
-    if (directory) {
-      await transport.removeDirectory(directory).catch((error: unknown) => {
-        context.log.warn(`could not remove the step's directory on the host (${(error as Error).message})`);
-      });
+    if (Buffer.byteLength(text) > MAX_PACKAGE_FILE_BYTES) {
+      throw new TaskFailure(
+        `${file.file} is larger than ${MAX_PACKAGE_FILE_BYTES / 1024 / 1024} MiB; substitute into configuration files, not data`,
+      );
     }
+    const destination = destinationOf(context, step, file, unpacked, source);
+    let rendered: string;
+    try {
+      rendered = substituteStepFile(file, text, context.variables);
+    } catch (error) {
+      throw new TaskFailure(`file substitution: ${(error as Error).message}`);
+    }
+    // Anything the masker would hide is a sensitive value: the file is for its owner alone.
+    const sensitive = context.log.redact(rendered) !== rendered;
+    const mode = sensitive ? "0600" : "0644";
+    // Written through a temporary file beside it, renamed into place (Transport.upload): a
+    // reader never sees half a file, and a file that holds a sensitive value is never
+    // readable by others, not even for a moment (the mode is set before a byte is written).
+    const bytes = Buffer.from(rendered);
+    await transport.upload(
+      {
+        taskId: context.taskId,
+        path: destination,
+        mode: sensitive ? 0o600 : 0o644,
+        bytes: bytes.length,
+        sha256: createHash("sha256").update(bytes).digest("hex"),
+        directories: "shared",
+        timeoutMs: 120_000,
+        signal: context.signal,
+      },
+      Readable.from([bytes]),
+    );
+    context.log.info(
+      `wrote ${file.package ? `${file.package}:` : ""}${file.file} to ${destination} on ${context.target.name} (mode ${mode}${sensitive ? ": it holds a sensitive value" : ""})`,
+    );
   }
 }
 

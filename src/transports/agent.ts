@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { Agent as HttpAgent } from "node:http";
 import type { Socket } from "node:net";
 import { type Duplex, type Readable, Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { Response } from "undici";
 import type { AgentCall, EventsRequest, PollAnswer, PollRequest } from "../domain/agents.js";
 import { TaskFailure } from "../engine/types.js";
@@ -15,6 +16,7 @@ import type { StoreContext } from "../store/common.js";
 import { completedStream } from "./fileStream.js";
 import { StreamSocket } from "./streamSocket.js";
 import { type ProcessExit, type ProcessSpec, stepFileName, type Transport } from "./types.js";
+import { announcedBytes, checkUpload, type UploadSpec, uploadOutcome, watchSource } from "./upload.js";
 
 /** How long an operation other than a step's process (a directory, a file, a tunnel) may take. */
 const OPERATION_TIMEOUT_MS = 30_000;
@@ -398,6 +400,64 @@ export class AgentHub {
     return completedStream(counter, finished, () => socket.destroy());
   }
 
+  /**
+   * A file sent down a tunnel to the agent's host: the agent asks for the tunnel and writes
+   * its response body (our bytes, paced by its reading) as the task's account, as its local
+   * transport writes (announced size and sha256 checked there before the file takes its
+   * name). The call's answer comes once the file is in place; a tunnel cut short leaves the
+   * host short of bytes, and the answer is then that failure.
+   */
+  async sendFile(session: AgentSession, spec: UploadSpec, source: Readable): Promise<void> {
+    const tunnelId = randomUUID();
+    const opened = new Promise<Duplex>((resolve, reject) => session.tunnels.set(tunnelId, { resolve, reject }));
+    opened.catch(() => undefined);
+    const { taskId, path, mode, bytes, sha256, directories, timeoutMs } = spec;
+    const written = this.call(
+      session,
+      "upload",
+      { tunnel: tunnelId, taskId, path, mode, bytes, sha256, directories, timeoutMs },
+      { signal: spec.signal, timeoutMs: timeoutMs + OPERATION_TIMEOUT_MS },
+    );
+    written.catch(() => undefined);
+    let socket: Duplex;
+    try {
+      socket = await Promise.race([
+        withTimeout(
+          opened,
+          OPERATION_TIMEOUT_MS,
+          () => new TaskFailure(`the agent of target '${session.name}' did not start receiving a file within 30 s`),
+        ),
+        // A refusal (a path it may not write) may come instead of the tunnel.
+        written.then(() => {
+          throw new TaskFailure(`the agent of target '${session.name}' answered an upload without receiving it`);
+        }),
+      ]);
+    } catch (error) {
+      session.tunnels.delete(tunnelId);
+      source.destroy();
+      throw error;
+    }
+    // The agent gave up (its own failure, a cancel, the link lost): the sending stops too.
+    written.catch(() => socket.destroy());
+    const checked = announcedBytes(spec);
+    const sourceError = watchSource(source, checked, socket);
+    const sendError = await pipeline(source, checked, socket).then(
+      () => undefined,
+      (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
+    );
+    const where = `the agent of target '${session.name}'`;
+    // The source's own failure says what happened; the agent only saw its tunnel end early.
+    const fromSource = sourceError();
+    if (fromSource) {
+      socket.destroy();
+      await written.catch(() => undefined);
+      throw uploadOutcome({ path, where, stopped: undefined, sourceError: fromSource, code: 0, stderr: "", sendError });
+    }
+    // The agent's answer says the file is in place, checked there: an error sending the last
+    // bytes then is only the agent closing its end of the tunnel first.
+    await written;
+  }
+
   /** The credential of this agent was revoked: its calls fail and its held poll ends. */
   revoked(targetId: string): void {
     const session = this.#sessions.get(targetId);
@@ -537,6 +597,17 @@ export class AgentTransport implements Transport {
     if (!path.startsWith("/"))
       return Promise.reject(new TaskFailure("a file to read on the host needs an absolute path"));
     return this.hub.openFileStream(this.session, taskId, path, signal);
+  }
+
+  upload(spec: UploadSpec, source: Readable): Promise<void> {
+    try {
+      checkUpload(spec);
+      spec.signal.throwIfAborted();
+    } catch (error) {
+      source.destroy();
+      return Promise.reject(error);
+    }
+    return this.hub.sendFile(this.session, spec, source);
   }
 
   async removeDirectory(path: string): Promise<void> {

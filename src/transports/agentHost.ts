@@ -384,6 +384,7 @@ export class AgentHost {
       request: (input, call) => this.#request(input, call),
       tunnel: (input) => this.#tunnel(input),
       readStream: (input, call) => this.#readStream(input, call),
+      upload: (input, call) => this.#upload(input, call),
     };
   }
 
@@ -797,6 +798,54 @@ export class AgentHost {
       throw error;
     }
     return { bytes };
+  }
+
+  /**
+   * A file the server sends down a tunnel (AgentHub.sendFile): the tunnel's response body is
+   * the file, written by the local transport as the task's account, which checks the
+   * announced size and sha256 before the file takes its name. Answered once it is in place.
+   */
+  async #upload(input: unknown, call: CallContext): Promise<unknown> {
+    const spec = z
+      .object({
+        tunnel: z.string().regex(/^[A-Za-z0-9-]{1,100}$/),
+        taskId: taskIdSchema,
+        path: z.string().min(1).max(4096),
+        mode: z.number().int().min(0).max(0o777),
+        bytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+        sha256: z.string().regex(/^[0-9a-f]{64}$/),
+        directories: z.enum(["private", "shared"]),
+        timeoutMs: z
+          .number()
+          .int()
+          .positive()
+          .max(7 * 24 * 3600 * 1000),
+      })
+      .parse(input);
+    const request = this.options.client.open("POST", `/api/v1/agent/tunnels/${spec.tunnel}`, {
+      "content-type": "application/octet-stream",
+      "content-length": "0",
+    });
+    const onAbort = () => request.destroy(new Error("cancelled"));
+    call.signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      const response = await new Promise<IncomingMessage>((resolve, reject) => {
+        request.once("response", (response) => {
+          if (response.statusCode === 200) return resolve(response);
+          response.resume();
+          reject(new Error(`the server refused the file's tunnel (${response.statusCode})`));
+        });
+        request.on("error", reject);
+        request.end();
+      });
+      await this.options.local.upload({ ...spec, signal: call.signal }, response);
+      return { bytes: spec.bytes };
+    } catch (error) {
+      request.destroy();
+      throw error;
+    } finally {
+      call.signal.removeEventListener("abort", onAbort);
+    }
   }
 
   get #gate(): OutputGate {

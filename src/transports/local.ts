@@ -3,6 +3,7 @@ import { constants } from "node:fs";
 import { lstat, mkdir, mkdtemp, open, readdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
 import { dirname, isAbsolute, join } from "node:path";
 import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { LineSplitter } from "../engine/lineSplitter.js";
 import { TaskFailure } from "../engine/types.js";
 import { localDocker } from "../runtimes/docker.js";
@@ -21,6 +22,15 @@ import { type HttpOutcome, type HttpRequest, sendRequest } from "../steps/http.j
 import type { LazyRouter } from "../traffic/routers.js";
 import { completedStream, READ_FILE_SCRIPT, readFailure } from "./fileStream.js";
 import { type ProcessExit, type ProcessSpec, stepFileName, type Target, type Transport } from "./types.js";
+import {
+  announcedBytes,
+  checkUpload,
+  UPLOAD_FILE_SCRIPT,
+  type UploadSpec,
+  uploadArguments,
+  uploadOutcome,
+  watchSource,
+} from "./upload.js";
 
 /** The server's own host: processes spawned here, its Docker engine through the local socket. */
 export class LocalTransport implements Transport {
@@ -174,6 +184,95 @@ export class LocalTransport implements Transport {
     return stream;
   }
 
+  /**
+   * Written by bash running as the task's account (FERRY_RUN_AS, its uid of its own), as
+   * readStream reads: the server never writes a path a step named with its own rights. The
+   * source is piped into the script's standard input, so the pipe's backpressure paces it.
+   */
+  async upload(spec: UploadSpec, source: Readable): Promise<void> {
+    checkUpload(spec);
+    spec.signal.throwIfAborted();
+    const credentials = spawnCredentials(await this.accountOf(spec.taskId));
+    const child = spawn(
+      "bash",
+      ["--noprofile", "--norc", "-c", UPLOAD_FILE_SCRIPT, "ferry-upload", ...uploadArguments(spec)],
+      {
+        env: { PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin", LANG: "C.UTF-8" },
+        cwd: "/",
+        detached: true,
+        stdio: ["pipe", "ignore", "pipe"],
+        ...credentials,
+      },
+    );
+    let stderr = "";
+    child.stderr.setEncoding("utf8");
+    child.stderr.on("data", (chunk: string) => {
+      if (stderr.length < 2000) stderr += chunk;
+    });
+    const exited = new Promise<number | null>((resolve, reject) => {
+      child.once("error", reject);
+      child.once("close", (code) => resolve(code));
+    });
+    exited.catch(() => {}); // awaited below
+    const kill = () => {
+      if (child.pid === undefined || child.exitCode !== null) return;
+      try {
+        process.kill(-child.pid, "SIGKILL");
+      } catch {
+        // Gone meanwhile.
+      }
+    };
+    let stopped: TaskFailure | undefined;
+    let grace: NodeJS.Timeout | undefined;
+    // Its input ends early: the script sees fewer bytes than announced and removes its
+    // temporary file itself. Killed only when it does not exit even then (a hung disk).
+    const stop = (why: TaskFailure) => {
+      stopped ??= why;
+      source.destroy();
+      child.stdin.destroy();
+      grace ??= setTimeout(kill, STOP_GRACE_MS);
+    };
+    const timer = setTimeout(
+      () =>
+        stop(
+          new TaskFailure(
+            `writing ${spec.path.slice(0, 500)} on this host took longer than ${spec.timeoutMs / 1000} s`,
+          ),
+        ),
+      spec.timeoutMs,
+    );
+    const onAbort = () => stop(new TaskFailure("cancelled"));
+    spec.signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      const checked = announcedBytes(spec);
+      const sourceError = watchSource(source, checked, child.stdin);
+      // A source that fails ends the script's input early (pipeline destroys the pipe): it
+      // then sees fewer bytes than announced, and writes nothing.
+      const sent = pipeline(source, checked, child.stdin).then(
+        () => undefined,
+        (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
+      );
+      const code = await exited.catch((error: Error) => {
+        throw new TaskFailure(`could not write ${spec.path.slice(0, 500)} on this host (${error.message})`);
+      });
+      const sendError = await sent;
+      const failure = uploadOutcome({
+        path: spec.path,
+        where: "this host",
+        stopped,
+        sourceError: sourceError(),
+        code,
+        stderr,
+        sendError,
+      });
+      if (failure) throw failure;
+    } finally {
+      clearTimeout(timer);
+      clearTimeout(grace);
+      spec.signal.removeEventListener("abort", onAbort);
+    }
+  }
+
   /** Removed with the rights of its owner: a step's account cannot trick the server into removing anything else. */
   async removeDirectory(path: string): Promise<void> {
     const status = await lstat(path).catch(() => undefined);
@@ -308,6 +407,9 @@ export class LocalTransport implements Transport {
     return killed + escaped.length;
   }
 }
+
+/** After an upload is stopped, how long its script may take to notice its input ended before it is killed. */
+const STOP_GRACE_MS = 10_000;
 
 /** At most this much of a file a step wrote is read back (its output variables). */
 const MAX_FILE_BYTES = 1024 * 1024;

@@ -1,6 +1,7 @@
 import { Agent as HttpAgent } from "node:http";
 import type { Socket } from "node:net";
 import type { Duplex, Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { connect as tlsConnect } from "node:tls";
 // ssh2 is CommonJS: Node's ESM loader gives its exports on the default import only.
 import ssh2, { type Client, type ClientChannel } from "ssh2";
@@ -17,11 +18,21 @@ import { completedStream, readFailure } from "./fileStream.js";
 import { LAUNCHER_COMMAND, LAUNCHER_REFUSED, LauncherInputError, launcherRequest, runRequest } from "./sshLauncher.js";
 import { StreamSocket } from "./streamSocket.js";
 import { type ProcessExit, type ProcessSpec, stepFileName, type Transport } from "./types.js";
+import { announcedBytes, checkUpload, type UploadSpec, uploadArguments, uploadOutcome, watchSource } from "./upload.js";
 
-/** How long connecting (TCP, key exchange, host key check, sign-in) may take. */
-const CONNECT_TIMEOUT_MS = 15_000;
-/** How long one operation other than a step's process (a directory, a file, a kill) may take. */
-const OPERATION_TIMEOUT_MS = 30_000;
+/**
+ * FERRY_SSH_CONNECT_TIMEOUT_SECONDS and FERRY_SSH_OPERATION_TIMEOUT_SECONDS: how long
+ * connecting (TCP, key exchange, host key check, sign-in) may take, and how long one
+ * operation other than a step's process or an upload (a directory, a file, a kill, opening a
+ * channel) may take.
+ */
+export interface SshTimeouts {
+  connectMs: number;
+  operationMs: number;
+}
+
+/** Both unset: 15 s to connect, 30 s per operation. */
+export const defaultSshTimeouts: SshTimeouts = { connectMs: 15_000, operationMs: 30_000 };
 /** A pooled connection nobody used for this long is closed. */
 const IDLE_MS = 60_000;
 /**
@@ -99,6 +110,7 @@ interface ClientOptions {
   sock?: Duplex | undefined;
   /** Default: defaultSshKeepalive (a host key read lasts a moment; the pool passes the server's setting). */
   keepalive?: SshKeepalive | undefined;
+  connectTimeoutMs: number;
 }
 
 /** Connects and signs in, or fails with a TaskFailure that says what to do. */
@@ -106,7 +118,14 @@ function openClient(options: ClientOptions): Promise<Client> {
   return new Promise((resolve, reject) => {
     const client = new ssh2.Client();
     let refusal: string | undefined;
+    let settled = false;
+    // Listening until the end, not once: ssh2 may emit more errors after the first (a peer
+    // that never answers gets "Timed out while waiting for handshake", then "Connection lost
+    // before handshake" when its socket closes; a bad banner, then the handshake timeout),
+    // and an 'error' nobody listens to is an uncaught exception that ends `ferry server`.
     const fail = (error: Error & { level?: string; code?: string }) => {
+      if (settled) return;
+      settled = true;
       client.end();
       if (refusal) return reject(new TaskFailure(refusal));
       if (error.level === "client-authentication") {
@@ -117,17 +136,22 @@ function openClient(options: ClientOptions): Promise<Client> {
         );
       }
       if (error.level === "client-timeout") {
-        return reject(new TaskFailure(`no SSH answer from ${options.what} within ${CONNECT_TIMEOUT_MS / 1000} s`));
+        return reject(
+          new TaskFailure(
+            `no SSH answer from ${options.what} within ${options.connectTimeoutMs / 1000} s (FERRY_SSH_CONNECT_TIMEOUT_SECONDS)`,
+          ),
+        );
       }
       reject(new TaskFailure(`could not connect to ${options.what} (${error.code ?? error.message})`));
     };
     client.once("ready", () => {
+      settled = true;
       client.off("error", fail);
       // From now on an error closes the connection ('close' follows); the pool drops it then.
       client.on("error", () => {});
       resolve(client);
     });
-    client.once("error", fail);
+    client.on("error", fail);
     client.connect({
       host: options.host,
       port: options.port,
@@ -135,7 +159,7 @@ function openClient(options: ClientOptions): Promise<Client> {
       privateKey: options.privateKey,
       ...(options.passphrase !== undefined && { passphrase: options.passphrase }),
       ...(options.sock && { sock: options.sock }),
-      readyTimeout: CONNECT_TIMEOUT_MS,
+      readyTimeout: options.connectTimeoutMs,
       keepaliveInterval: (options.keepalive ?? defaultSshKeepalive).intervalMs,
       keepaliveCountMax: (options.keepalive ?? defaultSshKeepalive).countMax,
       // Never an agent or keyboard-interactive: the target's own key only.
@@ -149,7 +173,13 @@ function openClient(options: ClientOptions): Promise<Client> {
 }
 
 /** A TCP channel from the host to address:port (ssh -L without a local port). */
-function forwardOut(client: Client, address: string, port: number, what: string): Promise<ClientChannel> {
+function forwardOut(
+  client: Client,
+  address: string,
+  port: number,
+  what: string,
+  operationMs: number,
+): Promise<ClientChannel> {
   return withTimeout(
     new Promise<ClientChannel>((resolve, reject) => {
       client.forwardOut("127.0.0.1", 0, address, port, (error, channel) => {
@@ -164,8 +194,11 @@ function forwardOut(client: Client, address: string, port: number, what: string)
         } else resolve(channel);
       });
     }),
-    OPERATION_TIMEOUT_MS,
-    () => new TaskFailure(`${what} did not open a connection to ${hostPort(address, port)} within 30 s`),
+    operationMs,
+    () =>
+      new TaskFailure(
+        `${what} did not open a connection to ${hostPort(address, port)} within ${operationMs / 1000} s (FERRY_SSH_OPERATION_TIMEOUT_SECONDS)`,
+      ),
   );
 }
 
@@ -189,7 +222,11 @@ interface Connection {
   jump: Client | undefined;
 }
 
-async function connect(settings: SshConnectionSettings, keepalive: SshKeepalive): Promise<Connection> {
+async function connect(
+  settings: SshConnectionSettings,
+  keepalive: SshKeepalive,
+  timeouts: SshTimeouts,
+): Promise<Connection> {
   const what = describeTarget(settings);
   const credentials = { privateKey: settings.privateKey, passphrase: settings.passphrase };
   let jump: Client | undefined;
@@ -205,10 +242,11 @@ async function connect(settings: SshConnectionSettings, keepalive: SshKeepalive)
       what: jumpWhat,
       targetName: settings.targetName,
       keepalive,
+      connectTimeoutMs: timeouts.connectMs,
       checkHostKey: (presented) => hostKeyRefusal(jumpWhat, settings.targetName, jumpHost.hostKey, presented),
     });
     try {
-      sock = await forwardOut(jump, settings.host, settings.port, jumpWhat);
+      sock = await forwardOut(jump, settings.host, settings.port, jumpWhat, timeouts.operationMs);
     } catch (error) {
       jump.end();
       throw error instanceof TaskFailure ? error : new TaskFailure((error as Error).message);
@@ -224,6 +262,7 @@ async function connect(settings: SshConnectionSettings, keepalive: SshKeepalive)
       targetName: settings.targetName,
       sock,
       keepalive,
+      connectTimeoutMs: timeouts.connectMs,
       checkHostKey: (presented) => hostKeyRefusal(what, settings.targetName, settings.hostKey, presented),
     });
     // The jump connection serves this one only.
@@ -266,6 +305,7 @@ export class SshConnections {
     private readonly load: SshSettingsLoader,
     private readonly idleMs = IDLE_MS,
     private readonly keepalive: SshKeepalive = defaultSshKeepalive,
+    readonly timeouts: SshTimeouts = defaultSshTimeouts,
   ) {}
 
   async lease(targetId: string): Promise<SshLease> {
@@ -307,7 +347,7 @@ export class SshConnections {
     }
     const entry: PoolEntry = {
       version: settings.version,
-      ready: connect(settings, this.keepalive),
+      ready: connect(settings, this.keepalive, this.timeouts),
       users: 0,
       idle: undefined,
       retired: false,
@@ -366,7 +406,7 @@ interface LauncherResult {
 }
 
 /** Opens a channel running the launcher: the one command string Ferry sends (sshLauncher.ts). */
-function openLauncher(client: Client, what: string): Promise<ClientChannel> {
+function openLauncher(client: Client, what: string, operationMs: number): Promise<ClientChannel> {
   return withTimeout(
     new Promise<ClientChannel>((resolve, reject) => {
       client.exec(LAUNCHER_COMMAND, (error, channel) => {
@@ -380,8 +420,11 @@ function openLauncher(client: Client, what: string): Promise<ClientChannel> {
         } else resolve(channel);
       });
     }),
-    OPERATION_TIMEOUT_MS,
-    () => new TaskFailure(`${what} did not start a command within ${OPERATION_TIMEOUT_MS / 1000} s`),
+    operationMs,
+    () =>
+      new TaskFailure(
+        `${what} did not start a command within ${operationMs / 1000} s (FERRY_SSH_OPERATION_TIMEOUT_SECONDS)`,
+      ),
   );
 }
 
@@ -404,7 +447,7 @@ export class SshTransport implements Transport {
     const lease = await this.connections.lease(this.targetId);
     const what = describeTarget(lease.settings);
     try {
-      const channel = await openLauncher(lease.client, what);
+      const channel = await openLauncher(lease.client, what, this.connections.timeouts.operationMs);
       const done = new Promise<LauncherResult>((resolve, reject) => {
         const stdout: Buffer[] = [];
         let stdoutBytes = 0;
@@ -428,9 +471,12 @@ export class SshTransport implements Transport {
         channel.on("close", () => resolve({ code, stdout: Buffer.concat(stdout).toString("utf8"), stderr, what }));
       });
       channel.end(request);
-      const result = await withTimeout(done, OPERATION_TIMEOUT_MS, () => {
+      const { operationMs } = this.connections.timeouts;
+      const result = await withTimeout(done, operationMs, () => {
         channel.close();
-        return new TaskFailure(`${purpose} on ${what} took longer than ${OPERATION_TIMEOUT_MS / 1000} s`);
+        return new TaskFailure(
+          `${purpose} on ${what} took longer than ${operationMs / 1000} s (FERRY_SSH_OPERATION_TIMEOUT_SECONDS)`,
+        );
       });
       if (result.code === LAUNCHER_REFUSED) {
         throw new TaskFailure(`${what} refused ${purpose}: ${result.stderr.trim().slice(0, 500)}`);
@@ -505,7 +551,7 @@ export class SshTransport implements Transport {
     const what = describeTarget(lease.settings);
     let channel: ClientChannel;
     try {
-      channel = await openLauncher(lease.client, what);
+      channel = await openLauncher(lease.client, what, this.connections.timeouts.operationMs);
     } catch (error) {
       lease.release();
       throw error;
@@ -535,6 +581,96 @@ export class SshTransport implements Transport {
     signal.addEventListener("abort", onAbort, { once: true });
     stream.once("close", () => signal.removeEventListener("abort", onAbort));
     return stream;
+  }
+
+  /**
+   * The launcher's `upload` on a channel of its own: the request's fields, then the file's
+   * bytes on the same standard input, paced by the channel's window (ssh2's write() says when
+   * to wait), then end of input. Written as the SSH user, the account every step on this
+   * target runs as. A connection lost part-way leaves the host's script short of bytes: it
+   * removes its temporary file, and this fails.
+   */
+  async upload(spec: UploadSpec, source: Readable): Promise<void> {
+    checkUpload(spec);
+    const [path, mode, bytes, sha256, directories] = uploadArguments(spec);
+    let request: Buffer;
+    try {
+      request = launcherRequest([
+        { name: "the operation", value: "upload" },
+        { name: "the path", value: path ?? "" },
+        { name: "the mode", value: mode ?? "" },
+        { name: "the size", value: bytes ?? "" },
+        { name: "the sha256", value: sha256 ?? "" },
+        { name: "the directories", value: directories ?? "" },
+      ]);
+    } catch (error) {
+      if (error instanceof LauncherInputError) throw new TaskFailure(error.message);
+      throw error;
+    }
+    spec.signal.throwIfAborted();
+    const lease = await this.connections.lease(this.targetId);
+    const what = describeTarget(lease.settings);
+    try {
+      const channel = await openLauncher(lease.client, what, this.connections.timeouts.operationMs);
+      let stderr = "";
+      let code: number | null | undefined;
+      channel.stderr.on("data", (chunk: Buffer) => {
+        if (stderr.length < 2000) stderr += chunk.toString("utf8");
+      });
+      channel.on("data", () => {});
+      channel.on("exit", (exitCode: number | null) => {
+        code = exitCode;
+      });
+      const closed = new Promise<void>((resolve) => channel.once("close", resolve));
+      let stopped: TaskFailure | undefined;
+      const stop = (why: TaskFailure) => {
+        stopped ??= why;
+        source.destroy();
+        channel.close();
+      };
+      const timer = setTimeout(
+        () =>
+          stop(
+            new TaskFailure(
+              `writing ${spec.path.slice(0, 500)} on ${what} took longer than ${spec.timeoutMs / 1000} s`,
+            ),
+          ),
+        spec.timeoutMs,
+      );
+      const onAbort = () => stop(new TaskFailure("cancelled"));
+      spec.signal.addEventListener("abort", onAbort, { once: true });
+      try {
+        channel.write(request);
+        const checked = announcedBytes(spec);
+        const sourceError = watchSource(source, checked, channel);
+        // The channel is not ended by a failing source: the host then sees fewer bytes than
+        // announced (end of input below, or the closed channel) and writes nothing.
+        const sendError = await pipeline(source, checked, channel, { end: false }).then(
+          () => undefined,
+          (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
+        );
+        channel.end();
+        await closed;
+        if (code === LAUNCHER_REFUSED) {
+          throw new TaskFailure(`${what} refused to write a file: ${stderr.trim().slice(0, 300)}`);
+        }
+        const failure = uploadOutcome({
+          path: spec.path,
+          where: what,
+          stopped,
+          sourceError: sourceError(),
+          code,
+          stderr,
+          sendError,
+        });
+        if (failure) throw failure;
+      } finally {
+        clearTimeout(timer);
+        spec.signal.removeEventListener("abort", onAbort);
+      }
+    } finally {
+      lease.release();
+    }
   }
 
   /**
@@ -602,7 +738,7 @@ export class SshTransport implements Transport {
     const lease = await this.connections.lease(this.targetId);
     const what = describeTarget(lease.settings);
     try {
-      const channel = await openLauncher(lease.client, what);
+      const channel = await openLauncher(lease.client, what, this.connections.timeouts.operationMs);
       return await new Promise<ProcessExit>((resolve, reject) => {
         let group: number | undefined;
         let firstLine = "";
@@ -716,7 +852,13 @@ export class SshTransport implements Transport {
     const lease = await this.connections.lease(this.targetId);
     let channel: ClientChannel;
     try {
-      channel = await forwardOut(lease.client, address, port, describeTarget(lease.settings));
+      channel = await forwardOut(
+        lease.client,
+        address,
+        port,
+        describeTarget(lease.settings),
+        this.connections.timeouts.operationMs,
+      );
     } catch (error) {
       lease.release();
       throw error;
@@ -783,8 +925,11 @@ export class SshTransport implements Transport {
             else resolve(opened);
           });
         }),
-        OPERATION_TIMEOUT_MS,
-        () => new TaskFailure(`${what} did not open ${path} within ${OPERATION_TIMEOUT_MS / 1000} s`),
+        this.connections.timeouts.operationMs,
+        () =>
+          new TaskFailure(
+            `${what} did not open ${path} within ${this.connections.timeouts.operationMs / 1000} s (FERRY_SSH_OPERATION_TIMEOUT_SECONDS)`,
+          ),
       );
     } catch (error) {
       lease.release();
@@ -836,6 +981,7 @@ export interface PresentedHostKeys {
 export async function presentedHostKeys(
   settings: SshConnectionSettings,
   acceptJumpHostKey: string | null | undefined,
+  timeouts: SshTimeouts = defaultSshTimeouts,
 ): Promise<PresentedHostKeys> {
   let jumpHost: PresentedHostKey | undefined;
   let sock: Duplex | undefined;
@@ -853,13 +999,14 @@ export async function presentedHostKeys(
           user: jumpSettings.user,
           what,
           targetName: settings.targetName,
+          connectTimeoutMs: timeouts.connectMs,
         },
         (presented) => presented.fingerprint === acceptJumpHostKey,
       );
       jumpHost = seen.key;
       if (!seen.client) return { host: undefined, jumpHost };
       jump = seen.client;
-      sock = await forwardOut(jump, settings.host, settings.port, what);
+      sock = await forwardOut(jump, settings.host, settings.port, what, timeouts.operationMs);
     }
     const seen = await readKey(
       {
@@ -870,6 +1017,7 @@ export async function presentedHostKeys(
         what: describeTarget(settings),
         targetName: settings.targetName,
         sock,
+        connectTimeoutMs: timeouts.connectMs,
       },
       () => false,
     );

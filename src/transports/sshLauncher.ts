@@ -24,6 +24,12 @@
  *   cat PATH                        streams any file the account may read (an artifact a step
  *                                   attaches): exit 3 when it is not a regular file, 4 when
  *                                   the account cannot read it
+ *   upload PATH MODE BYTES SHA256 DIRECTORIES
+ *                                   writes the rest of standard input (exactly BYTES bytes) to
+ *                                   PATH through a temporary file beside it, renamed into place
+ *                                   only when its size and sha256 are the announced ones
+ *                                   (UPLOAD_FILE_SCRIPT in upload.ts: exit 3 refused, 4 not
+ *                                   writable, 5 cut short, 6 changed)
  *   rmdir PATH                      removes a directory under the work root
  *   finish TASK                     removes <work root>/TASK
  *   kill PGID                       SIGKILLs a process group
@@ -38,6 +44,8 @@
  * The script holds no single quote (it travels inside one) and needs bash ≥ 4 (`read -d`,
  * arrays, [[ =~ ]]), setsid (util-linux) and env (coreutils) on the host.
  */
+import { UPLOAD_FILE_SCRIPT } from "./upload.js";
+
 // A template literal: \${ and \\n below are bash's ${ and \n.
 const LAUNCHER_SCRIPT = `
 if [ "\${1-}" = child ]; then
@@ -139,6 +147,13 @@ cat)
   [ -f "$path" ] || exit 3
   [ -r "$path" ] || exit 4
   exec cat -- "$path"
+  ;;
+upload)
+  field path; field mode; field bytes; field expected; field directories
+  set -- "$path" "$mode" "$bytes" "$expected" "$directories"
+  # bash reads the fields above a byte at a time from the channel (it is not seekable), so
+  # the bytes of the file that follow them are all left for head -c in the script.
+  ${UPLOAD_FILE_SCRIPT}
   ;;
 rmdir)
   field path; under_root "$path"

@@ -2,6 +2,7 @@ import type { Readable } from "node:stream";
 import type { Runtime, RuntimeKind, RuntimesByKind } from "../runtimes/types.js";
 import type { HttpOutcome, HttpRequest } from "../steps/http.js";
 import type { Router } from "../traffic/router.js";
+import type { UploadSpec } from "./upload.js";
 
 /** A process to run on a host: an argument array, never a shell line; values travel as env or argv. */
 export interface ProcessSpec {
@@ -80,6 +81,15 @@ export interface Transport {
    * that account: a TaskFailure saying so.
    */
   readStream(taskId: string, path: string, signal: AbortSignal): Promise<Readable>;
+  /**
+   * Writes a file on the host from a stream, as the account the task's work runs as there:
+   * streamed with backpressure (neither the server nor the host holds the whole file), into
+   * a temporary file beside `spec.path` with its mode set first, renamed into place only once
+   * exactly `spec.bytes` bytes with `spec.sha256` arrived. A source that fails or ends short, a
+   * link that drops, a timeout or an abort: a TaskFailure, and nothing under `spec.path`.
+   * How the package step, the backup copy and step files send files to a host.
+   */
+  upload(spec: UploadSpec, source: Readable): Promise<void>;
   /** Removes a directory (and what is in it) on the host. */
   removeDirectory(path: string): Promise<void>;
   /**
