@@ -120,7 +120,7 @@ export async function decide(
 }
 
 /** What a withdrawn question's `decision` says (TaskContext.waitForDecision's `withdraw`). */
-export const WITHDRAWN = "withdrawn";
+const WITHDRAWN = "withdrawn";
 
 /**
  * Closes an open question nobody answered, because the task no longer needs the answer. False
