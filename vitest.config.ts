@@ -30,6 +30,7 @@ const alone = [
   "test/proxyMaintenance.test.ts",
   "test/remoteProcess.e2e.test.ts",
   "test/restartProcess.e2e.test.ts",
+  "test/routeModes.test.ts",
   "test/ui.traffic.e2e.test.ts",
 ];
 

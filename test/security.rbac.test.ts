@@ -62,6 +62,9 @@ const BODIES: Record<string, unknown> = {
   "DELETE /api/v1/agent-tokens/{token}": undefined,
   "POST /api/v1/targets/{target}/agent/rotate": undefined,
   "POST /api/v1/targets/{target}/agent/revoke": undefined,
+  // A route's maintenance or pause on a target's router is an administrator's (ADR 0071).
+  "PUT /api/v1/targets/{target}/routes/{route}/mode": { mode: "maintenance" },
+  "DELETE /api/v1/targets/{target}/routes/{route}/mode": undefined,
   "POST /api/v1/feeds": { name: "sneaky", url: "http://127.0.0.1:5000" },
   "PATCH /api/v1/feeds/{feed}": { name: "changed" },
   "DELETE /api/v1/feeds/{feed}": undefined,

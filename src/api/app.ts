@@ -42,6 +42,7 @@ import { defineRoute, isPublic, parseInput, type RouteSpec } from "./route.js";
 import { runbookScheduleRoutes } from "./runbookSchedules.js";
 import { runbookRoutes } from "./runbooks.js";
 import { signInMethodRoutes } from "./signInMethods.js";
+import { targetRouteRoutes } from "./targetRoutes.js";
 import { targetTrustRoutes } from "./targetTrust.js";
 import { taskRoutes } from "./tasks.js";
 import { teamRoutes } from "./teams.js";
@@ -204,6 +205,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ),
     ...variableSetRoutes(options.context),
     ...targetTrustRoutes(options.context, options.sshTimeouts),
+    ...(options.deployments
+      ? targetRouteRoutes(options.context, processRunnerServices(options.deployments).target)
+      : []),
     ...agentRoutes(options.context, options.agents),
     ...dashboardRoutes(options.context, options.engine),
     ...(options.deployments ? releaseRoutes(options.deployments, options.outbound) : []),

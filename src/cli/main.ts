@@ -67,6 +67,9 @@ const commandGroups: readonly CommandGroup[] = [
   group(["target"], false, async ({ program, context }) =>
     (await import("./targets.js")).addTargetCommands(program, context),
   ),
+  group(["route"], false, async ({ program, context }) =>
+    (await import("./routes.js")).addRouteCommands(program, context),
+  ),
   group(["agent-token"], false, async ({ program, context }) =>
     (await import("./agent.js")).addAgentTokenCommands(program, context),
   ),

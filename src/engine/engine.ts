@@ -6,7 +6,7 @@ import { InputError } from "../domain/errors.js";
 import type { Task, TaskState } from "../domain/tasks.js";
 import { escapeControlCharacters } from "../domain/text.js";
 import type { DialectName } from "../store/db.js";
-import { decide, getDecision, openDecision } from "../store/decisions.js";
+import { decide, getDecision, openDecision, withdrawDecision } from "../store/decisions.js";
 import { claimPendingCleanup, duePendingCleanups } from "../store/pendingCleanups.js";
 import type { Database, TaskRow } from "../store/schema.js";
 import {
@@ -244,6 +244,9 @@ export class TaskEngine {
           });
           log.warn(`waiting for a decision: ${question.prompt} (answer: ${question.allowed.join(" / ")})`);
           await log.flush();
+          const { withdraw } = question;
+          // Woken by an answer, a cancel, or the step withdrawing its question.
+          const wake = withdraw ? AbortSignal.any([entry.controller.signal, withdraw]) : entry.controller.signal;
           for (;;) {
             const decision = await getDecision(this.options.db, id);
             if (decision.decision !== null) {
@@ -253,7 +256,25 @@ export class TaskEngine {
               );
               return decision;
             }
-            await this.nextEvent("decision", row.id, 500, entry.controller.signal);
+            if (withdraw?.aborted && !entry.controller.signal.aborted) {
+              const reason = log.redact(
+                withdraw.reason instanceof Error ? withdraw.reason.message : String(withdraw.reason),
+              );
+              // Someone may have answered between the read above and this: then their answer is read next.
+              if (await withdrawDecision(this.options.db, id, reason)) {
+                log.warn(`question withdrawn: ${escapeControlCharacters(reason)}`);
+                // The dashboard's task stream takes the question away, as for an answer.
+                this.events.emit("decision", row.id);
+                throw withdraw.reason;
+              }
+              continue;
+            }
+            try {
+              await this.nextEvent("decision", row.id, 500, wake);
+            } catch (error) {
+              // Withdrawn: the loop closes the question; cancelled or stopped: the wait ends here.
+              if (entry.controller.signal.aborted || !withdraw?.aborted) throw error;
+            }
           }
         }),
     };

@@ -24,6 +24,13 @@ interface DecisionQuestion {
   allowed: readonly string[];
   /** True: the person who started the task may not approve (separation of duties). */
   separateFromStarter?: boolean | undefined;
+  /**
+   * Withdraws the question when it aborts (the step no longer needs the answer: a canary's
+   * figures passed its thresholds while it waited): the question is closed as "withdrawn",
+   * with the abort reason's message as its comment, so nobody can answer it any more, and
+   * the wait rejects with that reason. An answer given first wins.
+   */
+  withdraw?: AbortSignal | undefined;
 }
 
 /** Why a task ended without succeeding: the message goes to the task's error and log. */

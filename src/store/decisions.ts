@@ -118,3 +118,20 @@ export async function decide(
   if (Number(updated.numUpdatedRows) !== 1) throw new ConflictError("someone else answered this decision first");
   return getDecision(db, open.id);
 }
+
+/** What a withdrawn question's `decision` says (TaskContext.waitForDecision's `withdraw`). */
+const WITHDRAWN = "withdrawn";
+
+/**
+ * Closes an open question nobody answered, because the task no longer needs the answer. False
+ * when someone answered it first: the conditional UPDATE lets only one of the two win.
+ */
+export async function withdrawDecision(db: Kysely<Database>, id: string, reason: string): Promise<boolean> {
+  const updated = await db
+    .updateTable("task_decisions")
+    .set({ decision: WITHDRAWN, comment: reason, decided_by: "ferry", decided_at: nowIso() })
+    .where("id", "=", id)
+    .where("decision", "is", null)
+    .executeTakeFirst();
+  return Number(updated.numUpdatedRows) === 1;
+}

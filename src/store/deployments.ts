@@ -1,7 +1,7 @@
 import type { ExpressionBuilder, Kysely } from "kysely";
 import type { ProgressionPhase } from "../domain/progression.js";
 import { type TargetRouter, type TransportKind, transportKinds } from "../domain/targets.js";
-import { type Executor, nowIso } from "./common.js";
+import { type Executor, findNamed, nowIso } from "./common.js";
 import type { Database } from "./schema.js";
 import { routerOf } from "./targets.js";
 
@@ -189,6 +189,17 @@ export async function targetsWithRouters(db: Kysely<Database>): Promise<TargetIn
     .orderBy("t.name")
     .execute();
   return rows.map(targetInfoOf);
+}
+
+/** One target (by id or slug) as the engine sees it; NotFoundError naming it when there is none. */
+export async function targetInfo(db: Kysely<Database>, reference: string): Promise<TargetInfo> {
+  const { id } = await findNamed(db, "targets", reference);
+  const row = await db
+    .selectFrom("targets as t")
+    .select(TARGET_INFO_COLUMNS)
+    .where("t.id", "=", id)
+    .executeTakeFirstOrThrow();
+  return targetInfoOf(row);
 }
 
 /** Ids of the targets in an environment (a deployment there locks each). */

@@ -4,10 +4,12 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
+import { InputError, NotFoundError } from "../domain/errors.js";
 import { type ProxyAdminAddress, ProxyAdminClient, ProxyAdminError } from "./proxyClient.js";
 import { ensureStateDir, readAdminToken } from "./proxyState.js";
 import type {
   LiveUpstream,
+  RouteMode,
   Router,
   RouterDrainResult,
   RouterSwitchResult,
@@ -80,6 +82,24 @@ export class BuiltinRouter implements Router {
         : { upstream: split.upstream, weight: split.weight, ...(split.colour !== null && { colour: split.colour }) },
     );
     return { switchMs: performance.now() - started };
+  }
+
+  async setMode(route: string, mode: RouteMode | null): Promise<void> {
+    try {
+      await this.client.setMode(
+        route,
+        mode === null
+          ? null
+          : mode.mode === "paused"
+            ? { mode: "paused", timeoutSeconds: mode.timeoutSeconds }
+            : { mode: "maintenance", ...(mode.page !== undefined && { page: mode.page }) },
+      );
+    } catch (error) {
+      // The proxy's own refusals keep their meaning through the server's API.
+      if (error instanceof ProxyAdminError && error.status === 404) throw new NotFoundError(error.message);
+      if (error instanceof ProxyAdminError && error.status === 400) throw new InputError(error.message);
+      throw error;
+    }
   }
 
   async drain(upstream: string, deadlineMs: number): Promise<RouterDrainResult> {

@@ -285,6 +285,7 @@ export function withEtcdPublisher(
     traffic: () => router.traffic(),
     // A canary is not published: etcd says which colour is live, and that changes only at the promotion's switch.
     ...(router.split && { split: router.split.bind(router) }),
+    ...(router.setMode && { setMode: router.setMode.bind(router) }),
 
     async switch(route: RouteSpec, target: LiveUpstream): Promise<RouterSwitchResult> {
       // Before the switch: a route etcd cannot hold is refused while the old upstream is live.

@@ -6,13 +6,14 @@ import { connect, isIP } from "node:net";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
-import { ConflictError, InputError } from "../domain/errors.js";
+import { ConflictError, InputError, NotFoundError } from "../domain/errors.js";
 import { writeFileAtomic } from "./atomicFile.js";
 import { DurationHistogram } from "./durationHistogram.js";
 import { parseUpstream, validateRoute } from "./nginx.js";
 import { bucketCookieName } from "./proxy.js";
 import type {
   LiveUpstream,
+  RouteMode,
   Router,
   RouterDrainResult,
   RouterSwitchResult,
@@ -86,6 +87,36 @@ const PID_FILE = "haproxy.pid";
 const ACCESS_LOG = "access.log";
 /** route name → the slot holding its canary; read by the backends' `use-server` rules for X-Ferry-Colour. */
 const CANARY_MAP = "canary.map";
+/**
+ * route name → its maintenance page, base64 (HAProxy's `b64dec` gives it back), or
+ * MAINTENANCE_PROBLEM for the problem answer; a route not in it serves (ADR 0071). The map is
+ * changed through the runtime API and rewritten after, so a restart keeps the mode.
+ */
+const MAINTENANCE_MAP = "maintenance.map";
+/**
+ * The Lua service that answers with a route's maintenance page: `http-request return`'s
+ * lf-string would encode the page's line breaks (%0A), Lua sends it byte for byte.
+ */
+const MAINTENANCE_LUA = "maintenance.lua";
+const MAINTENANCE_SERVICE = "ferry_maintenance";
+const MAINTENANCE_LUA_SOURCE = `-- Written by Ferry's haproxy router (ADR 0071): a route's maintenance page, as set in txn.ferry_page.
+core.register_service("${MAINTENANCE_SERVICE}", "http", function(applet)
+  local page = applet:get_var("txn.ferry_page") or ""
+  applet:set_status(503)
+  applet:add_header("content-type", "text/html; charset=utf-8")
+  applet:add_header("cache-control", "no-store")
+  applet:add_header("content-length", tostring(string.len(page)))
+  applet:start_response()
+  applet:send(page)
+end)
+`;
+/** Not base64 (7 characters): no page encodes to it. */
+const MAINTENANCE_PROBLEM = "problem";
+/**
+ * A page travels as one runtime API line and is answered from one buffer (tune.bufsize,
+ * 16 KiB): 8 KiB of HTML is ~11 KiB of base64, with room for the headers.
+ */
+const MAX_MAINTENANCE_PAGE = 8 * 1024;
 /** The sum of the two slots' weights while a canary runs (HAProxy takes 0–256). */
 const TOTAL_WEIGHT = 100;
 const RECORD_PREFIX = "# ferry-route ";
@@ -121,6 +152,7 @@ export class HaproxyRouter implements Router {
   private readonly pidPath: string;
   private readonly accessLogPath: string;
   private readonly canaryMapPath: string;
+  private readonly maintenanceMapPath: string;
   /** Switches, starts and reloads run one at a time, so the file and the runtime never interleave. */
   private changes: Promise<unknown> = Promise.resolve();
   private readonly counts = new Map<
@@ -152,6 +184,7 @@ export class HaproxyRouter implements Router {
     this.pidPath = join(this.stateDir, PID_FILE);
     this.accessLogPath = join(this.stateDir, ACCESS_LOG);
     this.canaryMapPath = join(this.stateDir, CANARY_MAP);
+    this.maintenanceMapPath = join(this.stateDir, MAINTENANCE_MAP);
     if (Buffer.byteLength(this.socketPath) > MAX_SOCKET_PATH) {
       throw new InputError(
         `haproxy state dir ${JSON.stringify(this.stateDir)} is too long for its runtime API socket (${this.socketPath} must be at most ${MAX_SOCKET_PATH} bytes); choose a shorter FERRY_HAPROXY_STATE_DIR`,
@@ -201,6 +234,36 @@ export class HaproxyRouter implements Router {
    */
   split(route: string, split: TrafficSplit | null): Promise<{ switchMs: number }> {
     const run = this.changes.then(() => this.applySplit(route, split));
+    this.changes = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Maintenance through the runtime API only (ADR 0071): the route's entry in the maintenance
+   * map, which its backend's `http-request return` rules read, so every request is answered
+   * 503 (the page, or a problem) without a reload. A pause is refused: HAProxy cannot hold
+   * requests and send them on later (its queue times out per request, and only when every
+   * server is full), so only the builtin proxy pauses.
+   */
+  setMode(route: string, mode: RouteMode | null): Promise<void> {
+    if (mode?.mode === "paused") {
+      return Promise.reject(
+        new ConflictError(
+          `the haproxy router cannot pause route '${route}' (HAProxy cannot hold requests and send them on when resumed); put it in maintenance instead, or use the builtin router (ferry proxy), which pauses`,
+        ),
+      );
+    }
+    if (mode?.page !== undefined && Buffer.byteLength(mode.page) > MAX_MAINTENANCE_PAGE) {
+      return Promise.reject(
+        new InputError(`the maintenance page is too long for haproxy`, [
+          {
+            pointer: "/page",
+            detail: `the haproxy router serves a maintenance page of at most ${MAX_MAINTENANCE_PAGE / 1024} KiB (this one is ${Buffer.byteLength(mode.page)} bytes); link to images and styles instead of inlining them`,
+          },
+        ]),
+      );
+    }
+    const run = this.changes.then(() => this.applyMode(route, mode));
     this.changes = run.catch(() => undefined);
     return run;
   }
@@ -383,6 +446,66 @@ export class HaproxyRouter implements Router {
     return { switchMs };
   }
 
+  private async applyMode(name: string, mode: Extract<RouteMode, { mode: "maintenance" }> | null): Promise<void> {
+    const records = await this.readRecords();
+    if (!records.some((record) => record.name === name)) {
+      throw new NotFoundError(`route '${name}' does not exist in haproxy; switch it to a colour first`);
+    }
+    const running = await this.runningMaster();
+    if (!running) {
+      throw new Error(
+        `haproxy is not running, so route '${name}' cannot be put in maintenance or served again; it is started again from ${this.configPath} by the next switch`,
+      );
+    }
+    const entries = await this.readMaintenance();
+    const before = entries.get(name);
+    const value =
+      mode === null
+        ? undefined
+        : mode.page === undefined
+          ? MAINTENANCE_PROBLEM
+          : Buffer.from(mode.page).toString("base64");
+    if (value === undefined) entries.delete(name);
+    else entries.set(name, value);
+    const answer = await this.command(
+      [
+        `del map ${this.maintenanceMapPath} ${name}`,
+        ...(value === undefined ? [] : [`add map ${this.maintenanceMapPath} ${name} ${value}`]),
+      ].join("; "),
+    );
+    if (/unknown map/i.test(answer)) {
+      // A HAProxy started from the file of an earlier Ferry, without the maintenance rules:
+      // once, the file with them is loaded by a reload (the listening sockets pass over).
+      await this.writeRecords(records, entries);
+      await this.reload(running);
+      await this.applyRecords(await this.readRecords());
+      return;
+    }
+    try {
+      await this.writeRecords(records, entries);
+    } catch (error) {
+      await this.command(
+        [
+          `del map ${this.maintenanceMapPath} ${name}`,
+          ...(before === undefined ? [] : [`add map ${this.maintenanceMapPath} ${name} ${before}`]),
+        ].join("; "),
+      ).catch(() => undefined);
+      throw new Error(
+        `could not record the mode of route '${name}' in ${this.maintenanceMapPath} (${(error as Error).message}); it stays as it was`,
+      );
+    }
+  }
+
+  /** The maintenance map's entries: route name → base64 page or MAINTENANCE_PROBLEM. */
+  private async readMaintenance(): Promise<Map<string, string>> {
+    const entries = new Map<string, string>();
+    for (const line of ((await readOptional(this.maintenanceMapPath)) ?? "").split("\n")) {
+      const [name, value] = line.split(" ");
+      if (name && value) entries.set(name, value);
+    }
+    return entries;
+  }
+
   /** Writes `next` in place of `current`; when that fails, puts the runtime back to what the file still says. */
   private async recordOrRevert(
     records: readonly RouteRecord[],
@@ -543,13 +666,30 @@ export class HaproxyRouter implements Router {
   }
 
   private settings(): RenderSettings {
-    return { listen: this.listen, socket: this.socketPath, canaryMap: this.canaryMapPath };
+    return {
+      listen: this.listen,
+      socket: this.socketPath,
+      canaryMap: this.canaryMapPath,
+      maintenanceMap: this.maintenanceMapPath,
+      maintenanceLua: join(this.stateDir, MAINTENANCE_LUA),
+    };
   }
 
-  private async writeRecords(records: readonly RouteRecord[]): Promise<void> {
+  private async writeRecords(
+    records: readonly RouteRecord[],
+    maintenance?: ReadonlyMap<string, string>,
+  ): Promise<void> {
     await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
-    // The map HAProxy loads at start (the runtime API changes it after that); before the config that names it.
+    // The maps HAProxy loads at start (the runtime API changes them after that); before the config that names them.
     await writeFileAtomic(this.canaryMapPath, renderCanaryMap(records), 0o600);
+    const names = new Set(records.map((record) => record.name));
+    const entries = [...(maintenance ?? (await this.readMaintenance()))].filter(([name]) => names.has(name));
+    await writeFileAtomic(join(this.stateDir, MAINTENANCE_LUA), MAINTENANCE_LUA_SOURCE, 0o600);
+    await writeFileAtomic(
+      this.maintenanceMapPath,
+      entries.map(([name, value]) => `${name} ${value}\n`).join(""),
+      0o600,
+    );
     await writeFileAtomic(this.configPath, renderConfig(records, this.settings()), 0o600);
   }
 
@@ -865,6 +1005,8 @@ interface RenderSettings {
   listen: string;
   socket: string;
   canaryMap: string;
+  maintenanceMap: string;
+  maintenanceLua: string;
 }
 
 /** Runtime commands that take a route's canary away: its slot to maintenance, everyone on the live one. */
@@ -919,6 +1061,16 @@ function splitServer(server: string): { address: string; port: string } {
   return { address: host.startsWith("[") ? host.slice(1, -1) : host, port: server.slice(colon + 1) };
 }
 
+/** The problem a route in maintenance answers without a page, as `ferry proxy` words it. */
+function maintenanceBody(route: string): string {
+  return JSON.stringify({
+    type: "urn:ferry:problem:maintenance",
+    title: "Service unavailable",
+    status: 503,
+    detail: `route '${route}' is in maintenance; try again later`,
+  });
+}
+
 function noRouteBody(): string {
   return JSON.stringify({
     type: "urn:ferry:problem:no-route",
@@ -942,6 +1094,7 @@ function renderConfig(records: readonly RouteRecord[], settings: RenderSettings)
     "global",
     `  stats socket ${settings.socket} mode 600 level admin expose-fd listeners`,
     "  stats timeout 10s",
+    `  lua-load ${settings.maintenanceLua}`,
     // Ferry passes access.log as file descriptor 3 when it starts HAProxy; the master keeps it across reloads.
     "  log fd@3 format raw local0",
     // One thread: with several, threads that find the log descriptor busy drop their line
@@ -999,10 +1152,15 @@ function renderConfig(records: readonly RouteRecord[], settings: RenderSettings)
     const idleSlot = otherSlot(record.slot);
     const weights = slotWeights(record.canary?.weight ?? 0);
     const slotIs = (slot: Slot) => `{ str(${record.name}),map(${settings.canaryMap}) -m str ${slot} }`;
+    const inMaintenance = `str(${record.name}),map(${settings.maintenanceMap})`;
     lines.push(
       "",
       `backend ${backendName(record.name)}`,
       "  balance roundrobin",
+      // Maintenance (ADR 0071): answered here, before any server is picked, while the route is in the map.
+      `  http-request return status 503 content-type application/problem+json hdr cache-control no-store string "${maintenanceBody(record.name).replaceAll('"', '\\"')}" if { ${inMaintenance} -m str ${MAINTENANCE_PROBLEM} }`,
+      `  http-request set-var(txn.ferry_page) ${inMaintenance},b64dec if { ${inMaintenance} -m found }`,
+      `  http-request use-service lua.${MAINTENANCE_SERVICE} if { var(txn.ferry_page) -m found }`,
       // Stickiness of a canary (ADR 0053): HAProxy sets a cookie whose value is a hash of the
       // server's address, so a visitor stays on the colour it reached; enabled at runtime only
       // while the route has a canary (a new worker starts with it on; the driver turns it off).

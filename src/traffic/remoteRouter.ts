@@ -3,6 +3,7 @@ import type { Transport } from "../transports/types.js";
 import type { HostRouter } from "./hostRouter.js";
 import type {
   LiveUpstream,
+  RouteMode,
   Router,
   RouterDrainResult,
   RouterSwitchResult,
@@ -15,6 +16,7 @@ import {
   type HostRouterRequest,
   type HostRouterSettings,
   hostRouterCommand,
+  hostRouterModes,
   hostRouterSplits,
 } from "./routerHost.js";
 
@@ -44,6 +46,8 @@ class RemoteHostRouter<D extends HostDriverName> implements Router {
   readonly driver: D;
   /** Present when the host's driver splits traffic (HAProxy): canary stages there. */
   readonly split?: (route: string, split: TrafficSplit | null) => Promise<{ readonly switchMs: number }>;
+  /** Present when the host's driver has route modes (HAProxy: maintenance). */
+  readonly setMode?: (route: string, mode: RouteMode | null) => Promise<void>;
   /** Switches one at a time from this server, as the local drivers do (the host's files are shared). */
   #changes: Promise<unknown> = Promise.resolve();
 
@@ -63,6 +67,14 @@ class RemoteHostRouter<D extends HostDriverName> implements Router {
         const run = this.#changes.then(() => this.call<{ switchMs: number }>(request, SWITCH_TIMEOUT_MS));
         this.#changes = run.catch(() => undefined);
         return run;
+      };
+    }
+    if (hostRouterModes(options.driver)) {
+      this.setMode = async (route, mode) => {
+        const request = { operation: "mode", route, mode: mode && { ...mode } } as const;
+        const run = this.#changes.then(() => this.call<null>(request, SWITCH_TIMEOUT_MS));
+        this.#changes = run.catch(() => undefined);
+        await run;
       };
     }
   }

@@ -49,6 +49,11 @@ export interface TrafficSplit extends LiveUpstream {
   readonly weight: number;
 }
 
+/** A route's mode besides serving (kamal-proxy's maintenance and pause; issue 17 part 5). */
+export type RouteMode =
+  | { readonly mode: "maintenance"; readonly page?: string | undefined }
+  | { readonly mode: "paused"; readonly timeoutSeconds: number };
+
 /** Requests of one upstream of one route, counted by the router since it started. */
 export interface UpstreamTraffic {
   readonly route: string;
@@ -96,6 +101,14 @@ export interface Router {
    * cannot split traffic by weight (nginx): a canary is refused there before anything starts.
    */
   split?(route: string, split: TrafficSplit | null): Promise<{ readonly switchMs: number }>;
+  /**
+   * Puts a route in maintenance (every request answered 503, with `page` as HTML when given)
+   * or pauses it (requests held up to `timeoutSeconds`, then sent on when it is resumed);
+   * null serves it again. The mode lasts across a restart of the router. Absent when the
+   * driver has no modes (nginx); a driver that has only maintenance (HAProxy) refuses a pause
+   * with a ConflictError saying so. A route the router does not have is a NotFoundError.
+   */
+  setMode?(route: string, mode: RouteMode | null): Promise<void>;
   /** Request counts per upstream; undefined when the driver cannot count. */
   traffic(): Promise<UpstreamTraffic[] | undefined>;
   close(): Promise<void>;

@@ -1,5 +1,6 @@
 import { z } from "zod";
-import { ConflictError, InputError } from "../domain/errors.js";
+import { ConflictError, InputError, NotFoundError } from "../domain/errors.js";
+import { modeBodySchema } from "./proxyState.js";
 import type { Router } from "./router.js";
 
 /*
@@ -33,6 +34,8 @@ interface HostDriver<S extends z.ZodType> {
   readonly command: string;
   /** Whether it implements `Router.split` (canary stages, ADR 0049 and 0053). */
   readonly splits: boolean;
+  /** Whether it implements `Router.setMode` (maintenance and pause, ADR 0071). */
+  readonly modes: boolean;
   readonly settings: S;
   open(settings: z.infer<S>): Promise<Router & { bringBack(): Promise<boolean> }>;
 }
@@ -41,6 +44,7 @@ const hostDrivers = {
   nginx: {
     command: "nginx-router",
     splits: false,
+    modes: false,
     settings: nginxSettingsSchema,
     open: async ({ binary, ...settings }) =>
       new (await import("./nginx.js")).NginxRouter({ nginx: binary, ...settings }),
@@ -48,6 +52,7 @@ const hostDrivers = {
   haproxy: {
     command: "haproxy-router",
     splits: true,
+    modes: true,
     settings: haproxySettingsSchema,
     open: async ({ binary, stateDir, listen }) =>
       new (await import("./haproxy.js")).HaproxyRouter({ haproxy: binary, stateDir, listen }),
@@ -65,6 +70,11 @@ export function hostRouterCommand(driver: HostDriverName): string {
 /** Whether the driver on the host can split a route's traffic (a canary). */
 export function hostRouterSplits(driver: HostDriverName): boolean {
   return hostDrivers[driver].splits;
+}
+
+/** Whether the driver on the host has route modes (maintenance, pause). */
+export function hostRouterModes(driver: HostDriverName): boolean {
+  return hostDrivers[driver].modes;
 }
 
 function requestSchema<S extends z.ZodType>(settings: S) {
@@ -92,6 +102,7 @@ function requestSchema<S extends z.ZodType>(settings: S) {
         .strictObject({ upstream: z.string(), colour: z.string().nullable(), weight: z.number().int().min(0).max(100) })
         .nullable(),
     }),
+    z.strictObject({ operation: z.literal("mode"), settings, route: z.string(), mode: modeBodySchema.nullable() }),
   ]);
 }
 
@@ -101,7 +112,7 @@ export type HostRouterRequest<S> = z.infer<ReturnType<typeof requestSchema<z.Zod
 /** What `ferry <driver>-router` prints: the operation's value, or why it failed (the kind keeps the server's error mapping). */
 export type HostRouterAnswer =
   | { ok: true; value: unknown }
-  | { ok: false; kind: "input" | "conflict" | "failed"; message: string };
+  | { ok: false; kind: "input" | "notFound" | "conflict" | "failed"; message: string };
 
 /** Carries out one request; every failure becomes an answer (the exit code stays 0 when the answer was written). */
 export async function answerHostRouterRequest(driver: HostDriverName, input: string): Promise<HostRouterAnswer> {
@@ -119,6 +130,7 @@ export async function answerHostRouterRequest(driver: HostDriverName, input: str
     if (error instanceof z.ZodError || error instanceof SyntaxError)
       return { ok: false, kind: "input", message: `the request is not one ferry ${command} understands: ${message}` };
     if (error instanceof InputError) return { ok: false, kind: "input", message };
+    if (error instanceof NotFoundError) return { ok: false, kind: "notFound", message };
     if (error instanceof ConflictError) return { ok: false, kind: "conflict", message };
     return { ok: false, kind: "failed", message };
   }
@@ -142,6 +154,11 @@ async function perform(
     case "split":
       if (!router.split) throw new InputError(`the ${router.driver} router cannot split a route's traffic (ADR 0049)`);
       return router.split(request.route, request.split);
+    case "mode":
+      if (!router.setMode) {
+        throw new ConflictError(`the ${router.driver} router cannot put a route in maintenance or pause it (ADR 0071)`);
+      }
+      return router.setMode(request.route, request.mode);
     default: {
       const unknown: never = request;
       return unknown;

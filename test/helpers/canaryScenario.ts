@@ -241,6 +241,85 @@ export function describeCanary(spec: {
       );
       expect(running.map((instance) => instance.labels["ferry.release"])).toEqual(["1.1.0"]);
     }, 300_000);
+
+    it("a stage waiting for an approval is judged meanwhile: a release returning 5 % errors is switched back to 0 % and its question withdrawn, 0 failed requests for stable visitors", async () => {
+      const visitors = startVisitors(proxy.port, host, spec.cookieName(`${projectSlug}-prod`), 40);
+      const load = startLoad({ port: proxy.port, host, connections: 8 });
+      loads.push(load);
+      const taskId = await startRelease("1.4.0", failing, {
+        steps: [{ weight: 20, approval: { instructions: "look at the 20 % figures" } }, { weight: 100 }],
+        analysis: { minRequests: 100 },
+      });
+      // Nobody answers: the figures alone end the stage.
+      const done = await finished(taskId);
+      const after = await measuredShare("1.1.0", 500);
+      const seen = await load.stop();
+      const visited = await visitors.stop();
+      const { body: decisions } = await test.call<{ decision: string | null; decidedBy: string; comment: string }[]>(
+        "GET",
+        `/api/v1/tasks/${taskId}/decisions`,
+      );
+      const lateAnswer = await test.call("POST", `/api/v1/tasks/${taskId}/decisions`, { decision: "approve" });
+
+      expect(done.state, done.log).toBe("failed");
+      expect(after).toBe(100);
+      // The question was asked, then withdrawn by Ferry with the reason; it cannot be answered any more.
+      expect(decisions).toHaveLength(1);
+      expect(decisions[0]?.decision).toBe("withdrawn");
+      expect(decisions[0]?.decidedBy).toBe("ferry");
+      expect(decisions[0]?.comment).toMatch(/went over its thresholds at 20 % \(5xx ratio [4-6]\.\d % against 0\.0 %/);
+      expect(lateAnswer.status).toBe(409);
+      expect(done.log).toContain("waiting for a decision: look at the 20 % figures");
+      expect(done.log).toContain(
+        "canary stage 1 of 2 (20 %): over the thresholds while it waited for an approval; the question is withdrawn",
+      );
+      expect(done.log).toMatch(
+        /canary stage 1 of 2 \(20 %\): new colour: \d+ request\(s\), 5xx [4-6]\.\d %, connection errors 0\.0 %, p99 ≤ \d+ ms; stable colour: \d+ request\(s\), 5xx 0\.0 %/,
+      );
+      expect(done.log).toMatch(/canary: switched route \S+ back to 0 % on colour ferry-\S+-prod-1\.4\.0-\w+ in \d+ ms/);
+      expect(done.log).not.toContain("every stage passed");
+      for (const failure of seen.failures) expect(failure).toBe("HTTP 500: error 1.4.0\n");
+      const stableVisitors = visited.sequences.filter((sequence) => !sequence.some((body) => body.includes("1.4.0")));
+      expect(stableVisitors.length).toBeGreaterThan(20);
+      expect(visited.failuresOf(stableVisitors)).toEqual([]);
+      const running = (await processes.listByLabel("ferry.project", projectSlug)).filter(
+        (instance) => instance.state === "running",
+      );
+      expect(running.map((instance) => instance.labels["ferry.release"])).toEqual(["1.1.0"]);
+    }, 300_000);
+
+    it("timed stages (a pause, no approval) go on by themselves under load: no question asked, every stage logged with its figures, 100 % on the new colour, 0 failed requests", async () => {
+      const load = startLoad({ port: proxy.port, host, connections: 8 });
+      loads.push(load);
+      const started = Date.now();
+      const taskId = await startRelease("1.5.0", app, {
+        steps: [{ weight: 20, pauseSeconds: 3 }, { weight: 50, pauseSeconds: 2 }, { weight: 100 }],
+      });
+      const done = await finished(taskId);
+      const elapsedMs = Date.now() - started;
+      const after = await measuredShare("1.5.0", 500);
+      const seen = await load.stop();
+      const { body: decisions } = await test.call<unknown[]>("GET", `/api/v1/tasks/${taskId}/decisions`);
+
+      expect(done.state, done.log).toBe("succeeded");
+      expect(decisions).toEqual([]);
+      expect(elapsedMs).toBeGreaterThanOrEqual(5_000);
+      expect(after).toBe(100);
+      expect(seen.failures).toEqual([]);
+      // Both stages sent a share of the load to the new version before the switch.
+      expect(seen.bodies.get("version 1.5.0") ?? 0).toBeGreaterThan(0);
+      expect(seen.bodies.get("version 1.1.0") ?? 0).toBeGreaterThan(0);
+      expect(done.log).toMatch(
+        /canary stage 1 of 3 \(20 %\): 20 % of the visitors of route \S+ go to colour .*; 3 s until 50 %/,
+      );
+      expect(done.log).toMatch(
+        /canary stage 2 of 3 \(50 %\): 50 % of the visitors of route \S+ go to colour .*; 2 s until 100 %/,
+      );
+      expect(done.log).toMatch(/canary stage 1 of 3 \(20 %\): new colour: \d+ request\(s\), 5xx 0\.0 %/);
+      expect(done.log).toMatch(/canary stage 2 of 3 \(50 %\): new colour: \d+ request\(s\), 5xx 0\.0 %/);
+      expect(done.log).not.toContain("waiting for a decision");
+      expect(done.log).toContain("canary: every stage passed");
+    }, 300_000);
   });
 }
 

@@ -308,7 +308,8 @@ const CANARY_CHECK_INTERVAL_MS = 1_000;
 
 /**
  * The canary stages below weight 100 (ADR 0049): each sends its share of the visitors to the
- * new colour, lasts its pause (figures judged every second) or until approved (judged then),
+ * new colour, lasts its pause or until approved (figures judged every second either way, and
+ * once more when approved; an approval question is withdrawn when they fail meanwhile),
  * and fails the step, everyone back on the live colour, when the new colour's figures pass
  * the stage's thresholds. Any other end (a rejection, a cancel, a router error) takes the
  * split away too before it is thrown on: an unfinished canary never stays in the route.
@@ -353,14 +354,52 @@ async function runCanary(
         return judgeCanary(figuresBetween(before[0], now[0]), figuresBetween(before[1], now[1]), thresholds);
       };
       if (stage.approval !== undefined) {
-        const decision = await context.waitForDecision({
-          kind: "approval",
-          prompt: `${context.render(stage.approval.instructions)} (canary of colour ${colour.name} at ${stage.weight} %; approve to go on to ${next} %)`,
-          allowed: ["approve", "reject"],
-          separateFromStarter: stage.approval.separateApprover,
-        });
-        verdict = await judge();
-        if (decision.decision !== "approve") {
+        // The figures are judged every second while the question waits, as in a timed stage:
+        // a new colour that fails meanwhile is switched back at once, and its question
+        // withdrawn, rather than left to its visitors until someone answers.
+        const withdraw = new AbortController();
+        const answered = new AbortController();
+        let overThresholds: (CanaryVerdict & { outcome: "unhealthy" }) | undefined;
+        const watching = (async () => {
+          try {
+            for (;;) {
+              await sleep(CANARY_CHECK_INTERVAL_MS, undefined, { signal: answered.signal });
+              const current = await judge();
+              if (current.outcome === "unhealthy") {
+                overThresholds = current;
+                withdraw.abort(
+                  new Error(
+                    `the canary of colour ${colour.name} went over its thresholds at ${stage.weight} % (${current.reasons.join("; ")}) and was switched back`,
+                  ),
+                );
+                return;
+              }
+            }
+          } catch (error) {
+            // A router that cannot be read ends the wait too: nobody stays on a canary no one watches.
+            if (!answered.signal.aborted) withdraw.abort(error);
+          }
+        })();
+        let decision: Awaited<ReturnType<StepRunContext["waitForDecision"]>> | undefined;
+        try {
+          decision = await context.waitForDecision({
+            kind: "approval",
+            prompt: `${context.render(stage.approval.instructions)} (canary of colour ${colour.name} at ${stage.weight} %; approve to go on to ${next} %)`,
+            allowed: ["approve", "reject"],
+            separateFromStarter: stage.approval.separateApprover,
+            withdraw: withdraw.signal,
+          });
+        } catch (error) {
+          if (overThresholds === undefined) throw error;
+        } finally {
+          answered.abort();
+          await watching;
+        }
+        if (decision === undefined) {
+          log.warn(`${label}: over the thresholds while it waited for an approval; the question is withdrawn`);
+        }
+        verdict = overThresholds ?? (await judge());
+        if (decision !== undefined && decision.decision !== "approve") {
           logFigures(context, label, verdict, "warn");
           await switchBack(`rejected by ${escapeControlCharacters(decision.decidedBy ?? "someone")}`);
           throw new FinalFailure(
@@ -387,6 +426,7 @@ async function runCanary(
     }
     if (verdict.outcome === "unhealthy") {
       logFigures(context, label, verdict, "warn");
+
       await switchBack(`over the thresholds: ${verdict.reasons.join("; ")}`);
       throw new TaskFailure(
         `${label}: colour ${colour.name} was over the thresholds (${verdict.reasons.join("; ")}) and was switched back to 0 %; colour ${stableName} serves everyone`,
