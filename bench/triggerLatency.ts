@@ -44,7 +44,7 @@ async function taskStartedFor(test: TestServer, version: string, timeoutMs: numb
 }
 
 async function measure(mode: "notification" | "poll", rounds: number): Promise<Round[]> {
-  const test = await startTestServer({ triggerTickMs: 500 });
+  const test = await startTestServer();
   let registry: Awaited<ReturnType<typeof startRegistry>> | undefined;
   try {
     await test.call("POST", "/api/v1/environments", { name: "dev" });
