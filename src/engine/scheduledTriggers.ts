@@ -4,6 +4,7 @@ import { environmentsAcceptingSkippedSteps } from "../domain/progression.js";
 import { appendAuditEvent } from "../store/audit.js";
 import { findNamed } from "../store/common.js";
 import { lastDeploymentSucceeded, lifecyclePhases, successfulReleases } from "../store/deployments.js";
+import { activeDeploymentsIn } from "../store/environments.js";
 import {
   claimDueScheduledTriggers,
   type DueScheduledTrigger,
@@ -46,6 +47,12 @@ async function fire(services: DeploymentServices, trigger: DueScheduledTrigger, 
     acceptSkippedSteps: environmentsAcceptingSkippedSteps(lifecycle.phases),
   });
   if (!latest) return nothingDone(`nothing to deploy: ${from.name} has no successful deployment yet`);
+  // A firing while the previous one's deployment still runs would queue the same release again.
+  if ((await activeDeploymentsIn(services.context, to.id, project.id)) > 0) {
+    return nothingDone(
+      `a deployment of ${project.name} to ${to.name} is queued or running: nothing to do until it ends`,
+    );
+  }
   const [current] = await successfulReleases(db, project.id, [to.id]);
   if (current?.releaseId === latest.releaseId && (await lastDeploymentSucceeded(db, project.id, to.id))) {
     return nothingDone(`${to.name} already runs ${latest.version}, what ${from.name} runs: nothing to do`);
