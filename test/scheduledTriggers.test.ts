@@ -83,7 +83,9 @@ describe.each(dialects)("scheduled triggers on %s (real server, real engine)", (
     const log = await test.call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`);
     expect(log.body.lines.map((line) => line.text).join("\n")).toContain("hello from 1.0.0");
 
-    const after = await nextOutcome(trigger.lastFiredAt);
+    // Firings while that deployment ran did not queue another: they waited for it to end.
+    let after = await nextOutcome(trigger.lastFiredAt);
+    while (after.lastOutcome?.includes("is queued or running")) after = await nextOutcome(after.lastFiredAt);
     expect(after.lastOutcome).toContain("test already runs 1.0.0");
     const audit = await test.call<{ items: { actor: { name: string }; diff: Record<string, { to: unknown }> }[] }>(
       "GET",
@@ -157,15 +159,25 @@ describe.each(dialects)("scheduled triggers on %s (real server, real engine)", (
       });
       const show = () =>
         runFerry(["scheduled-trigger", "show", "promote-often", "--project", "cli-app", "--json"], env);
-      const deadline = Date.now() + 30_000;
+      // Firings come every two seconds: one deploys, and the later ones find test running it.
+      const deadline = Date.now() + 60_000;
       let shown = parseJson<Shown>(await show());
-      while (!shown.lastOutcome?.startsWith("deploying")) {
-        if (Date.now() > deadline) throw new Error(`no deploying firing: ${JSON.stringify(shown)}`);
+      while (!shown.lastOutcome?.startsWith("test already runs")) {
+        if (Date.now() > deadline) throw new Error(`test never got 2.0.0: ${JSON.stringify(shown)}`);
         await sleep(300);
         shown = parseJson<Shown>(await show());
       }
-      expect(shown.lastOutcome).toContain("deploying 2.0.0 from dev to test");
-      const taskId = /task (\S+)\)/.exec(shown.lastOutcome ?? "")?.[1] ?? "";
+      expect(shown.lastOutcome).toBe("test already runs 2.0.0, what dev runs: nothing to do");
+      const fired = await test.call<{ items: { actor: { name: string }; diff: Record<string, { to: unknown }> }[] }>(
+        "GET",
+        "/api/v1/audit?action=trigger.fire&limit=200",
+      );
+      const deploying = fired.body.items
+        .filter((entry) => entry.actor.name === "scheduled trigger promote-often")
+        .map((entry) => String(entry.diff.outcome?.to));
+      expect(deploying.length, deploying.join("\n")).toBe(1);
+      expect(deploying[0]).toContain("deploying 2.0.0 from dev to test");
+      const taskId = /task (\S+)\)/.exec(deploying[0] ?? "")?.[1] ?? "";
       expect((await test.waitForTask(taskId)).state).toBe("succeeded");
 
       const listed = await runFerry(["scheduled-trigger", "list", "--project", "cli-app"], env);
@@ -200,7 +212,7 @@ describe.each(dialects)("scheduled triggers on %s (real server, real engine)", (
     } finally {
       rmSync(home, { recursive: true, force: true });
     }
-  });
+  }, 120_000);
 
   it("refuses a bad cron, an unknown time zone and a trigger from an environment to itself, naming the fields", async () => {
     const answer = await test.call<{ errors: { pointer: string }[] }>(
