@@ -97,9 +97,8 @@ async function measure(mode: "notification" | "poll", rounds: number): Promise<M
         if (shown.body.lastPolledAt) break;
         await sleep(20);
       }
-      console.log(
-        `   the new trigger's first poll (its baseline) ended ${Date.now() - created} ms after it was created`,
-      );
+      firstPollMs = Date.now() - created;
+      console.log(`   the new trigger's first poll (its baseline) ended ${firstPollMs} ms after it was created`);
     }
     const results: Round[] = [];
     for (let round = 1; round <= rounds; round++) {
