@@ -1,7 +1,9 @@
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRuntime } from "../src/runtimes/docker.js";
 import { expectSuccess, isolatedEnv, runFerry } from "./helpers/cli.js";
@@ -74,11 +76,15 @@ describe("ephemeral environments (real Docker engine, registry, server and CLI)"
   }, 120_000);
 
   afterAll(async () => {
-    await docker.removeByLabel("ferry.project", project).catch(() => {});
+    for (const owner of [project, `br-${suffix}`]) {
+      await docker.removeByLabel("ferry.project", owner).catch(() => {});
+      await docker.removeResourcesByLabel("ferry.project", owner).catch(() => {});
+    }
     await test?.close();
     await registry?.stop();
     if (image) await removeImages([image.reference]);
     if (home) rmSync(home, { recursive: true, force: true });
+    rmSync(join(tmpdir(), `ferry-eph-go-${suffix}`), { force: true });
   });
 
   it("refuses a TTL on an environment that is not ephemeral, and a TTL out of range, naming the field", async () => {
@@ -137,6 +143,149 @@ describe("ephemeral environments (real Docker engine, registry, server and CLI)"
     const entry = audit.body.items.find((item) => item.resource.name === slug);
     expect(JSON.stringify(entry?.diff)).toMatch(/torn down 30 min after its last deployment: removed docker ferry-/);
   }, 180_000);
+
+  it("two branches' pipelines at once, each in an ephemeral environment outside the lifecycle: any release goes there, both run in parallel on their own names, networks, volumes and ports, and each tear-down removes its containers, networks and volumes", async () => {
+    const branches = `br-${suffix}`;
+    // In the system's temporary directory: local work may run as another user, who cannot read the CLI's home.
+    const go = join(tmpdir(), `ferry-eph-go-${suffix}`);
+    expect((await test.call("POST", "/api/v1/projects", { name: branches, lifecycle: project })).status).toBe(201);
+    await test.call("POST", `/api/v1/projects/${branches}/variables`, { name: "Image", value: image.reference });
+    const put = await test.call("PUT", `/api/v1/projects/${branches}/process`, {
+      steps: [
+        {
+          name: "functional",
+          kind: "isolated",
+          config: {
+            limits: { cpus: 0.5, memoryMb: 48, pids: 128 },
+            services: [
+              {
+                name: "web",
+                image: "#{Image}",
+                port: 8080,
+                healthCheck: { path: "/health", intervalMs: 200, deadlineSeconds: 60 },
+              },
+            ],
+            steps: [
+              {
+                name: "smoke",
+                kind: "http-test",
+                config: { url: "#{Ferry.Isolated.Url}/", assertions: { status: 200, bodyContains: ["version 1.0.0"] } },
+              },
+              {
+                // Both groups wait here until the test has seen them run side by side.
+                name: "barrier",
+                kind: "script",
+                config: {
+                  script:
+                    'for i in $(seq 1 900); do [ -e "$GO" ] && exit 0; sleep 0.2; done; echo "never released"; exit 1',
+                  env: { GO: go },
+                },
+              },
+            ],
+          },
+        },
+        {
+          name: "app",
+          kind: "compose",
+          config: {
+            compose:
+              'services:\n  web:\n    image: "#{Image}"\n    ports: ["8080"]\n    volumes: ["data:/data"]\n    networks: [backend]\nnetworks:\n  backend: {}\nvolumes:\n  data: {}\n',
+          },
+        },
+      ],
+    });
+    expect(put.status, JSON.stringify(put.body)).toBe(200);
+    const slugs = [`branch-a-${suffix}`, `branch-b-${suffix}`];
+    for (const slug of slugs) expectSuccess(await cli(["env", "create", slug, "--ephemeral"]));
+    // A plain environment outside the lifecycle still refuses, and says how to make it take releases.
+    await test.call("POST", "/api/v1/environments", { name: `plain-${suffix}` });
+    // Each branch's own release, never deployed to the lifecycle's environments.
+    const versions = ["1.1.0-a", "1.1.0-b"];
+    for (const version of versions) {
+      expect((await test.call("POST", `/api/v1/projects/${branches}/releases`, { version })).status).toBe(201);
+    }
+    const refused = await test.call<{ detail: string }>("POST", `/api/v1/projects/${branches}/deployments`, {
+      release: "1.1.0-a",
+      environment: `plain-${suffix}`,
+    });
+    expect(refused.status).toBe(409);
+    expect(refused.body.detail).toContain(`is not in lifecycle '${project}'; add it to a phase, make it ephemeral`);
+    expectSuccess(await cli(["env", "delete", `plain-${suffix}`]));
+
+    const tasks = await Promise.all(
+      slugs.map(async (slug, index) => {
+        const created = await test.call<{ taskId: string }>("POST", `/api/v1/projects/${branches}/deployments`, {
+          release: versions[index],
+          environment: slug,
+        });
+        expect(created.status, JSON.stringify(created.body)).toBe(201);
+        return created.body.taskId;
+      }),
+    );
+    // Both isolated groups run at the same moment (each waits at its barrier).
+    let running: { name: string; network: string; port: string | undefined; env: string | undefined }[] = [];
+    for (let attempt = 0; ; attempt++) {
+      const containers = (await docker.listByLabel("ferry.project", branches)).filter(
+        (container) => container.labels["ferry.service"] === "web" && container.state === "running",
+      );
+      if (new Set(containers.map((container) => container.labels["ferry.task"])).size === 2) {
+        running = containers.map((container) => {
+          const inspected = JSON.parse(
+            execFileSync("docker", ["container", "inspect", container.id], { encoding: "utf8" }),
+          )[0] as {
+            Name: string;
+            NetworkSettings: {
+              Networks: Record<string, unknown>;
+              Ports: Record<string, { HostPort: string }[] | null>;
+            };
+          };
+          return {
+            name: inspected.Name,
+            network: Object.keys(inspected.NetworkSettings.Networks).join(","),
+            port: inspected.NetworkSettings.Ports["8080/tcp"]?.[0]?.HostPort,
+            env: container.labels["ferry.env"],
+          };
+        });
+        break;
+      }
+      if (attempt > 1200) throw new Error("the two branches' groups never ran at the same time");
+      await sleep(100);
+    }
+    expect(running.map((container) => container.env).sort()).toEqual([...slugs].sort());
+    expect(new Set(running.map((container) => container.name)).size).toBe(2);
+    expect(new Set(running.map((container) => container.network)).size).toBe(2);
+    expect(new Set(running.map((container) => container.port)).size).toBe(2);
+    writeFileSync(go, "go");
+    for (const taskId of tasks) expect((await test.waitForTask(taskId, 180_000)).state).toBe("succeeded");
+
+    // Each branch's application: its own container, host port, network and volume.
+    const apps = await Promise.all(
+      slugs.map(async (slug) => ({
+        containers: await docker.listByLabel("ferry.env", slug),
+        networks: await docker.listNetworksByLabel("ferry.env", slug),
+        volumes: await docker.listVolumesByLabel("ferry.env", slug),
+      })),
+    );
+    for (const app of apps) {
+      expect(app.containers.map((container) => container.state)).toEqual(["running"]);
+      expect(app.networks.length).toBe(1);
+      expect(app.volumes.length).toBe(1);
+    }
+    const names = apps.flatMap((app) => [
+      ...app.containers.map((container) => container.name),
+      ...app.networks.map((network) => network.name),
+      ...app.volumes.map((volume) => volume.name),
+    ]);
+    expect(new Set(names).size).toBe(6);
+
+    for (const slug of slugs) {
+      expectSuccess(await cli(["env", "delete", slug]));
+      expect(await docker.listByLabel("ferry.env", slug)).toEqual([]);
+      expect(await docker.listNetworksByLabel("ferry.env", slug)).toEqual([]);
+      expect(await docker.listVolumesByLabel("ferry.env", slug)).toEqual([]);
+      expect((await test.call("GET", `/api/v1/environments/${slug}`)).status).toBe(404);
+    }
+  }, 400_000);
 
   it("a plain environment is not torn down: deleting one in use is refused as before", async () => {
     const result = await cli(["env", "delete", `dev-${suffix}`]);

@@ -23,7 +23,9 @@ import { freePort, startRegistry, type TestRegistry } from "./helpers/registry.j
  * registry's notifications would need its configuration to name the trigger) makes release
  * 1.0.3 and deploys it to dev, where an isolated copy with limits is tested and the image
  * gets its release tags; the script then promotes it to prod, blue/green behind the proxy.
- * Then `ferry run` runs the same file's dev process with no server at all.
+ * A beta whose functional tests fail (its home page says the wrong thing) stops the script:
+ * no release tag, nothing promoted, nothing of its test left. Then `ferry run` runs the same
+ * file's dev process with no server at all.
  */
 
 const EXAMPLE = exampleDirectory("pipeline");
@@ -130,6 +132,61 @@ describe("examples/pipeline: push a beta, and Ferry tests it in isolation, tags 
     });
     expect(answer.status).toBe(200);
     expect(answer.body.trim()).toBe("app 1.0.3");
+  }, 480_000);
+
+  it("pipeline.sh 1.0.4 with a beta that fails its functional tests: the script stops, no release tag, nothing promoted, nothing of the test left", async () => {
+    // The same example whose app says the wrong thing on its home page: the functional test fails.
+    const broken = join(home, "pipeline-broken");
+    await cp(example, broken, { recursive: true });
+    await writeFile(join(broken, "app", "index.html.in"), "broken @VERSION@\n");
+    const latestBefore = await digestOf("latest");
+    const run = await runCommand(
+      join(broken, "pipeline.sh"),
+      ["1.0.4"],
+      {
+        ...cliEnv(),
+        FERRY,
+        REGISTRY: new URL(registry.url).host,
+        POLL_SECONDS: "10",
+        WAIT_SECONDS: "240",
+      },
+      { timeoutMs: 420_000 },
+    );
+    expect(run.code, `stdout: ${run.stdout}\nstderr: ${run.stderr}`).not.toBe(0);
+    expect(run.stdout).toContain("== 2-3.");
+    expect(run.stdout).not.toContain("== 4-5.");
+
+    // The trigger made release 1.0.4 and deployed it to dev, where the functional tests failed.
+    const tasks = parseJson<{ id: string; title: string; state: string; error: string | null }[]>(
+      await runFerry(["task", "list", "--json"], cliEnv()),
+    );
+    const devTask = tasks.find((task) => task.title === "Deploy pipeline-app 1.0.4 to dev");
+    expect(devTask?.state, JSON.stringify(tasks)).toBe("failed");
+    expect(devTask?.error).toMatch(/step 'Functional tests' failed: isolated group: step 'home page' failed/);
+    const log = await runFerry(["task", "logs", devTask?.id ?? ""], cliEnv());
+    expect(log.stdout).not.toContain("[Release tags]");
+
+    // No release tags: 1.0.4 does not exist in the registry, latest still points to 1.0.3.
+    const tagged = await fetch(`${registry.url}/v2/pipeline/app/manifests/1.0.4`, {
+      method: "HEAD",
+      headers: { accept: "application/vnd.docker.distribution.manifest.v2+json" },
+      signal: AbortSignal.timeout(5_000),
+    });
+    expect(tagged.status).toBe(404);
+    expect(await digestOf("latest")).toBe(latestBefore);
+    expect(await digestOf("latest")).toBe(await digestOf("1.0.3-beta"));
+
+    // Nothing promoted: no deployment of 1.0.4 to prod, and the lifecycle refuses one.
+    expect(tasks.some((task) => task.title === "Deploy pipeline-app 1.0.4 to prod")).toBe(false);
+    const promoted = await runFerry(
+      ["deploy", "--project", "pipeline-app", "--release", "1.0.4", "--env", "prod"],
+      cliEnv(),
+    );
+    expect(promoted.code).not.toBe(0);
+    expect(promoted.stderr).toContain("deploy this release to 'dev' before 'prod'");
+
+    // Everything the run created for its test is gone: containers, network, volumes.
+    expect(await labelledWith(devTask?.id ?? "")).toEqual([]);
   }, 480_000);
 
   it("ferry run -f examples/pipeline/ferry.yml --env dev runs the same dev process with no server", async () => {

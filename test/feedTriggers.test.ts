@@ -70,6 +70,12 @@ describe.each(dialects)(
       });
       expect(process.status, JSON.stringify(process.body)).toBe(200);
     };
+    const ignoreEntries = async () =>
+      (
+        await test.call<{
+          items: { action: string; actor: { name: string }; diff: Record<string, { to: unknown }> }[];
+        }>("GET", "/api/v1/audit?action=trigger.ignore&limit=100")
+      ).body.items;
     const notify = (body: unknown, authorization = `Bearer ${secret}`) =>
       fetch(new URL(`/api/v1/hooks/registry/${triggerId}`, test.server.url), {
         method: "POST",
@@ -79,7 +85,7 @@ describe.each(dialects)(
 
     beforeAll(async () => {
       database = dialect === "postgres" ? await createPostgresDatabase() : undefined;
-      test = await startTestServer({ triggerTickMs: 200, ...(database && { databaseUrl: database.url }) });
+      test = await startTestServer(database ? { databaseUrl: database.url } : {});
       for (const name of ["dev", "prod"]) {
         const environment = await test.call<{ id: string }>("POST", "/api/v1/environments", { name });
         environmentIds.set(environment.body.id, name);
@@ -198,12 +204,25 @@ describe.each(dialects)(
         expect(body.firings.map((firing) => firing.outcome)).toEqual(["already-seen"]);
       }
       expect((await releases()).length).toBe(before);
+      // Each delivery that did nothing is audited with its cause and why.
+      const ignored = (await ignoreEntries()).filter((entry) => entry.diff.tag?.to === "1.0.3-beta");
+      expect(ignored.length).toBeGreaterThanOrEqual(3);
+      expect(ignored[0]?.actor.name).toBe("feed trigger beta pushes");
+      expect(ignored[0]?.diff.cause?.to).toBe("notification");
+      expect(String(ignored[0]?.diff.reason?.to)).toMatch(
+        /^nothing new: digest sha256:[0-9a-f]{64} was acted on already/,
+      );
     });
 
     it.sequential("a tag the version rule does not match, and a layer push, create nothing", async () => {
       const before = (await releases()).length;
       await pushTestImage(registry.url, "demo/app", "nightly", { content: "nightly", auth });
-      await sleep(2_000);
+      // The registry's notification of the tag is answered, and audited as ignored, saying why.
+      const ignored = await waitFor("the ignored nightly tag in the audit log", async () =>
+        (await ignoreEntries()).find((entry) => entry.diff.tag?.to === "nightly"),
+      );
+      expect(ignored.diff.reason?.to).toBe("tag nightly does not match image 'web''s version rule");
+      await sleep(1_000);
       expect((await releases()).length).toBe(before);
     });
 
@@ -221,6 +240,7 @@ describe.each(dialects)(
     });
 
     it.sequential("with notifications off, polling finds a new tag within its interval; the first poll only notes what is there", async () => {
+      const createdAt = Date.now();
       const created = await test.call<{ id: string }>("POST", "/api/v1/projects/app/triggers", {
         name: "poll",
         image: "web",
@@ -237,6 +257,9 @@ describe.each(dialects)(
         const trigger = await test.call<{ lastPolledAt: string | null }>("GET", `/api/v1/projects/app/triggers/poll`);
         return trigger.body.lastPolledAt ?? undefined;
       });
+      // Created, the trigger is polled at once: the poller planned its sleep again (it has no
+      // tick, and would otherwise sleep up to a minute when no trigger polled before).
+      expect(Date.now() - createdAt).toBeLessThan(15_000);
       const before = (await releases()).map((release) => release.version);
       const pushedAt = Date.now();
       await pushTestImage(registry.url, "demo/app", "1.0.4-beta", { content: "1.0.4", auth });
@@ -249,6 +272,12 @@ describe.each(dialects)(
       expect(before).not.toContain("1.0.4");
       expect(release.notes).toContain("feed trigger 'poll'");
       expect(release.notes).toContain("registry poll");
+      // The paused trigger got the registry's notification of the same push: audited as ignored.
+      const paused = await waitFor("the paused trigger's ignored notification", async () =>
+        (await ignoreEntries()).find((entry) => entry.diff.tag?.to === "1.0.4-beta"),
+      );
+      expect(paused.actor.name).toBe("feed trigger beta pushes");
+      expect(paused.diff.reason?.to).toBe("the trigger is paused");
     });
 
     it.sequential("polling a repository nothing was pushed to yet: its first tag, pushed after the first poll, is released", async () => {

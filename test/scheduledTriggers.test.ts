@@ -1,5 +1,9 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { expectSuccess, isolatedEnv, parseJson, runFerry } from "./helpers/cli.js";
 import { createPostgresDatabase, dialects } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -79,13 +83,25 @@ describe.each(dialects)("scheduled triggers on %s (real server, real engine)", (
     const log = await test.call<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`);
     expect(log.body.lines.map((line) => line.text).join("\n")).toContain("hello from 1.0.0");
 
-    const after = await nextOutcome(trigger.lastFiredAt);
+    // Firings while that deployment ran did not queue another: they waited for it to end.
+    let after = await nextOutcome(trigger.lastFiredAt);
+    while (after.lastOutcome?.includes("is queued or running")) after = await nextOutcome(after.lastFiredAt);
     expect(after.lastOutcome).toContain("test already runs 1.0.0");
     const audit = await test.call<{ items: { actor: { name: string }; diff: Record<string, { to: unknown }> }[] }>(
       "GET",
       "/api/v1/audit?action=trigger.fire",
     );
     expect(audit.body.items.some((entry) => entry.actor.name === "scheduled trigger nightly")).toBe(true);
+    // The firings that deployed nothing are audited too, with their cause and why.
+    const ignored = await test.call<{ items: { actor: { name: string }; diff: Record<string, { to: unknown }> }[] }>(
+      "GET",
+      "/api/v1/audit?action=trigger.ignore&limit=200",
+    );
+    const reasons = ignored.body.items
+      .filter((entry) => entry.actor.name === "scheduled trigger nightly")
+      .map((entry) => `${String(entry.diff.cause?.to)}: ${String(entry.diff.reason?.to)}`);
+    expect(reasons).toContain("schedule: nothing to deploy: dev has no successful deployment yet");
+    expect(reasons).toContain("schedule: test already runs 1.0.0, what dev runs: nothing to do");
   });
 
   it("a paused trigger does not fire; resumed, it fires from its next time on", async () => {
@@ -101,6 +117,102 @@ describe.each(dialects)("scheduled triggers on %s (real server, real engine)", (
     expect(resumed.body.nextFireAt).not.toBeNull();
     await nextOutcome(before);
   });
+
+  it("through the CLI: ferry scheduled-trigger create, show, list and pause; it fires on its cron", async () => {
+    const home = mkdtempSync(join(tmpdir(), "ferry-scheduled-cli-"));
+    const env = isolatedEnv(home, { FERRY_URL: test.server.url, FERRY_API_KEY: test.apiKey });
+    try {
+      expect((await test.call("POST", "/api/v1/projects", { name: "cli-app", lifecycle: "two" })).status).toBe(201);
+      await test.call("PUT", "/api/v1/projects/cli-app/process", {
+        steps: [{ name: "hello", kind: "script", config: { script: "echo hello" } }],
+      });
+      expect((await test.call("POST", "/api/v1/projects/cli-app/releases", { version: "2.0.0" })).status).toBe(201);
+      const deployed = await test.call<{ taskId: string }>("POST", "/api/v1/projects/cli-app/deployments", {
+        release: "2.0.0",
+        environment: "dev",
+      });
+      expect((await test.waitForTask(deployed.body.taskId)).state).toBe("succeeded");
+
+      const created = await runFerry(
+        [
+          "scheduled-trigger",
+          "create",
+          "promote-often",
+          "--project",
+          "cli-app",
+          "--cron",
+          "*/2 * * * * *",
+          "--time-zone",
+          "America/New_York",
+          "--from",
+          "dev",
+          "--to",
+          "test",
+          "--json",
+        ],
+        env,
+      );
+      expectSuccess(created);
+      expect(parseJson<{ timeZone: string; paused: boolean }>(created)).toMatchObject({
+        timeZone: "America/New_York",
+        paused: false,
+      });
+      const show = () =>
+        runFerry(["scheduled-trigger", "show", "promote-often", "--project", "cli-app", "--json"], env);
+      // Firings come every two seconds: one deploys, and the later ones find test running it.
+      const deadline = Date.now() + 60_000;
+      let shown = parseJson<Shown>(await show());
+      while (!shown.lastOutcome?.startsWith("test already runs")) {
+        if (Date.now() > deadline) throw new Error(`test never got 2.0.0: ${JSON.stringify(shown)}`);
+        await sleep(300);
+        shown = parseJson<Shown>(await show());
+      }
+      expect(shown.lastOutcome).toBe("test already runs 2.0.0, what dev runs: nothing to do");
+      const fired = await test.call<{ items: { actor: { name: string }; diff: Record<string, { to: unknown }> }[] }>(
+        "GET",
+        "/api/v1/audit?action=trigger.fire&limit=200",
+      );
+      const deploying = fired.body.items
+        .filter((entry) => entry.actor.name === "scheduled trigger promote-often")
+        .map((entry) => String(entry.diff.outcome?.to));
+      expect(deploying.length, deploying.join("\n")).toBe(1);
+      expect(deploying[0]).toContain("deploying 2.0.0 from dev to test");
+      const taskId = /task (\S+)\)/.exec(deploying[0] ?? "")?.[1] ?? "";
+      expect((await test.waitForTask(taskId)).state).toBe("succeeded");
+
+      const listed = await runFerry(["scheduled-trigger", "list", "--project", "cli-app"], env);
+      expectSuccess(listed);
+      expect(listed.stdout).toMatch(/promote-often\s+\*\/2 \* \* \* \* \* \(America\/New_York\)\s+dev → test\s+false/);
+      const paused = await runFerry(
+        ["scheduled-trigger", "pause", "promote-often", "--project", "cli-app", "--json"],
+        env,
+      );
+      expectSuccess(paused);
+      expect(parseJson<Shown>(paused)).toMatchObject({ paused: true, nextFireAt: null });
+      const bad = await runFerry(
+        [
+          "scheduled-trigger",
+          "create",
+          "x",
+          "--project",
+          "cli-app",
+          "--cron",
+          "0 2 * * *",
+          "--time-zone",
+          "Mars/Olympus",
+          "--from",
+          "dev",
+          "--to",
+          "test",
+        ],
+        env,
+      );
+      expect(bad.code).not.toBe(0);
+      expect(bad.stderr).toContain("timeZone");
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  }, 120_000);
 
   it("refuses a bad cron, an unknown time zone and a trigger from an environment to itself, naming the fields", async () => {
     const answer = await test.call<{ errors: { pointer: string }[] }>(

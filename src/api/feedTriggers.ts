@@ -18,7 +18,7 @@ import {
   updateScheduledTriggerSchema,
 } from "../domain/scheduledTriggers.js";
 import type { DeploymentServices } from "../engine/deployments.js";
-import { type FiringOutcome, fireTrigger } from "../engine/feedTriggers.js";
+import { auditIgnoredFiring, type FiringOutcome, fireTrigger, ignoredReason } from "../engine/feedTriggers.js";
 import { appendAuditEvent } from "../store/audit.js";
 import * as triggers from "../store/feedTriggers.js";
 import { getProcess } from "../store/releases.js";
@@ -76,6 +76,12 @@ function sameSecret(sent: string | undefined, expected: string): boolean {
 export function feedTriggerRoutes(services: DeploymentServices): RouteSpec[] {
   const { context } = services;
   const project = (params: { project?: string }) => params.project ?? "";
+  // A change moves a trigger's next poll or firing: this node's pollers plan their sleep again.
+  const replanning = async <T>(change: Promise<T>): Promise<T> => {
+    const result = await change;
+    services.triggersChanged?.();
+    return result;
+  };
   const crud = collectionRoutes({
     tag: "Triggers",
     noun: "feed trigger",
@@ -87,10 +93,11 @@ export function feedTriggerRoutes(services: DeploymentServices): RouteSpec[] {
     updateSchema: updateFeedTriggerSchema,
     list: ([projectRef = ""], paging): Promise<Page<FeedTrigger>> =>
       triggers.listFeedTriggers(context, projectRef, paging),
-    create: ([projectRef = ""], body) => triggers.createFeedTrigger(context, projectRef, body),
+    create: ([projectRef = ""], body) => replanning(triggers.createFeedTrigger(context, projectRef, body)),
     get: ([projectRef = ""], reference) => triggers.getFeedTrigger(context, projectRef, reference),
-    update: ([projectRef = ""], reference, body) => triggers.updateFeedTrigger(context, projectRef, reference, body),
-    remove: ([projectRef = ""], reference) => triggers.deleteFeedTrigger(context, projectRef, reference),
+    update: ([projectRef = ""], reference, body) =>
+      replanning(triggers.updateFeedTrigger(context, projectRef, reference, body)),
+    remove: ([projectRef = ""], reference) => replanning(triggers.deleteFeedTrigger(context, projectRef, reference)),
     secretFields: () => ["secret"],
     access: {
       list: { kind: "project", permission: "view", project },
@@ -127,13 +134,28 @@ export function feedTriggerRoutes(services: DeploymentServices): RouteSpec[] {
           "the notification's secret is missing or wrong: the registry must send Authorization: Bearer <the trigger's secret>",
         );
       }
-      if (trigger.paused) return { trigger: trigger.name, paused: true, firings: [] };
       const image = (await getProcess(context, trigger.project)).images.find(
         (candidate) => candidate.name === trigger.image,
       );
+      const pushed = image ? pushedTags(body, image.repository) : [];
+      if (trigger.paused) {
+        for (const { tag } of pushed) {
+          await auditIgnoredFiring(services, trigger, "notification", { tag, reason: "the trigger is paused" });
+        }
+        return { trigger: trigger.name, paused: true, firings: [] };
+      }
       const firings: z.infer<typeof firingSchema>[] = [];
-      for (const pushed of image ? pushedTags(body, image.repository) : []) {
-        firings.push(describeFiring(await fireTrigger(services, trigger, pushed, "notification")));
+      for (const tag of pushed) {
+        const outcome = await fireTrigger(services, trigger, tag, "notification");
+        const reason = ignoredReason(outcome);
+        if (reason !== undefined) {
+          await auditIgnoredFiring(services, trigger, "notification", {
+            tag: outcome.tag,
+            reason,
+            ...(outcome.kind === "already-seen" && { digest: outcome.digest }),
+          });
+        }
+        firings.push(describeFiring(outcome));
       }
       return { trigger: trigger.name, paused: false, firings };
     },
@@ -149,11 +171,13 @@ export function feedTriggerRoutes(services: DeploymentServices): RouteSpec[] {
     updateSchema: updateScheduledTriggerSchema,
     list: ([projectRef = ""], paging): Promise<Page<ScheduledTrigger>> =>
       scheduledTriggers.listScheduledTriggers(context, projectRef, paging),
-    create: ([projectRef = ""], body) => scheduledTriggers.createScheduledTrigger(context, projectRef, body),
+    create: ([projectRef = ""], body) =>
+      replanning(scheduledTriggers.createScheduledTrigger(context, projectRef, body)),
     get: ([projectRef = ""], reference) => scheduledTriggers.getScheduledTrigger(context, projectRef, reference),
     update: ([projectRef = ""], reference, body) =>
-      scheduledTriggers.updateScheduledTrigger(context, projectRef, reference, body),
-    remove: ([projectRef = ""], reference) => scheduledTriggers.deleteScheduledTrigger(context, projectRef, reference),
+      replanning(scheduledTriggers.updateScheduledTrigger(context, projectRef, reference, body)),
+    remove: ([projectRef = ""], reference) =>
+      replanning(scheduledTriggers.deleteScheduledTrigger(context, projectRef, reference)),
     access: {
       list: { kind: "project", permission: "view", project },
       read: { kind: "project", permission: "view", project },

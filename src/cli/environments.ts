@@ -61,7 +61,7 @@ function parseTtl(value: string): number | null {
   return Number(value);
 }
 const EPHEMERAL_HELP =
-  "short-lived (e.g. per branch): 'ferry env delete' or its TTL tears down what is deployed there (ADR 0045)";
+  "short-lived (e.g. per branch): outside the lifecycle it takes any release; 'ferry env delete' or its TTL tears down what is deployed there (ADR 0045, 0069)";
 const TTL_HELP =
   "tear an ephemeral environment down this many minutes after its last deployment (none: only on delete)";
 

@@ -24,8 +24,15 @@ describe("lifecycle progression", () => {
     expect(canDeploy(withOptional, "prod", new Set(["dev"]), names)).toEqual({ allowed: true });
   });
 
-  it("refuses an environment outside the lifecycle", () => {
-    expect(canDeploy(phases, "mars", new Set(), names)).toMatchObject({ allowed: false });
+  it("refuses an environment outside the lifecycle, unless it is ephemeral: then any release may go there", () => {
+    expect(canDeploy(phases, "mars", new Set(), names)).toEqual({
+      allowed: false,
+      reason:
+        "environment 'mars' is not in lifecycle 'Default'; add it to a phase, make it ephemeral (then any release may go there) or deploy elsewhere",
+    });
+    expect(canDeploy(phases, "branch-a", new Set(), names, { ephemeral: true })).toEqual({ allowed: true });
+    // In a phase, an ephemeral environment follows the lifecycle like any other.
+    expect(canDeploy(phases, "prod", new Set(["dev"]), names, { ephemeral: true })).toMatchObject({ allowed: false });
   });
 
   it("names the auto-deploy environments that became reachable", () => {

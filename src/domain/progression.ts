@@ -25,18 +25,23 @@ export type DeployDecision = { allowed: true } | { allowed: false; reason: strin
  * A release may go to an environment of phase N when every earlier phase is complete:
  * optional, or deployed successfully to all of its environments (Octopus's default
  * "all environments must be complete"). Redeploying to a phase already reached is allowed.
+ * An ephemeral environment outside the lifecycle (a branch's, a review app's) takes any
+ * release (ADR 0069): it is where a release is tried before it enters the lifecycle, and
+ * a deployment there counts for no phase.
  */
 export function canDeploy(
   phases: readonly ProgressionPhase[],
   environmentId: string,
   succeededEnvironmentIds: ReadonlySet<string>,
   names: { lifecycle: string; environment: (id: string) => string },
+  environment: { ephemeral: boolean } = { ephemeral: false },
 ): DeployDecision {
   const index = phases.findIndex((phase) => phase.environmentIds.includes(environmentId));
   if (index < 0) {
+    if (environment.ephemeral) return { allowed: true };
     return {
       allowed: false,
-      reason: `environment '${names.environment(environmentId)}' is not in lifecycle '${names.lifecycle}'; add it to a phase or deploy elsewhere`,
+      reason: `environment '${names.environment(environmentId)}' is not in lifecycle '${names.lifecycle}'; add it to a phase, make it ephemeral (then any release may go there) or deploy elsewhere`,
     };
   }
   for (const phase of phases.slice(0, index)) {

@@ -18,6 +18,7 @@ import {
   successfulReleases,
   taskStarterPrincipal,
 } from "../store/deployments.js";
+import { getEnvironment } from "../store/environments.js";
 import { getReleaseRow } from "../store/releases.js";
 import type { DeploymentServices } from "./deployments.js";
 import { checkFreeze, FrozenError } from "./freezeCheck.js";
@@ -82,10 +83,13 @@ export async function requestDeployment(
   const lifecycle = await lifecyclePhases(db, project.id);
   const succeeded = await succeededEnvironments(db, release.id, environmentsAcceptingSkippedSteps(lifecycle.phases));
   if (request.justSucceeded) succeeded.add(request.justSucceeded);
-  const decision = canDeploy(lifecycle.phases, environment.id, succeeded, {
-    lifecycle: lifecycle.name,
-    environment: await environmentNames(db),
-  });
+  const decision = canDeploy(
+    lifecycle.phases,
+    environment.id,
+    succeeded,
+    { lifecycle: lifecycle.name, environment: await environmentNames(db) },
+    { ephemeral: (await getEnvironment(services.context, environment.id)).ephemeral },
+  );
   if (!decision.allowed) throw new PreconditionError(decision.reason);
   const freezeOverride = await checkFreeze(db, {
     project,

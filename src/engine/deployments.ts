@@ -55,6 +55,11 @@ export interface DeploymentServices {
   artifacts?: ArtifactService | undefined;
   /** The built-in package feed (ADR 0044); absent: steps that unpack a package fail saying the server has none. */
   packages?: PackageFeed | undefined;
+  /**
+   * Tells this node's trigger pollers that a trigger was created, changed or deleted, so
+   * they plan their sleep again (set once they exist; absent: nothing polls here).
+   */
+  triggersChanged?: (() => void) | undefined;
 }
 
 /** What the process runner needs from the server, for deployments and runbook runs alike. */

@@ -11,6 +11,7 @@ import {
   claimDueTriggers,
   claimFiring,
   hasFirings,
+  nextPollAt,
   recordPoll,
   releaseFiring,
   setFiringRelease,
@@ -20,6 +21,7 @@ import {
 import { createRelease, getProcess } from "../store/releases.js";
 import { type DeploymentCreated, deployToFirstPhase } from "./deploymentRequests.js";
 import type { DeploymentServices } from "./deployments.js";
+import { DueTimer } from "./dueTimer.js";
 
 /**
  * Feed triggers (docs/triggers.md): a tag pushed to a project image's repository, announced
@@ -110,6 +112,44 @@ export async function fireTrigger(
   return { kind: "released", tag, digest, release: version, deployments };
 }
 
+/**
+ * Audits a firing that did nothing (`trigger.ignore`), with its cause and why: a tag already
+ * acted on, one that does not match, a release that exists, a paused trigger. A trigger that
+ * deploys on its own must say also when it chose not to.
+ */
+export async function auditIgnoredFiring(
+  services: DeploymentServices,
+  trigger: Pick<TriggerForFiring, "name" | "projectId" | "project">,
+  cause: TriggerCause,
+  outcome: { tag: string; reason: string; digest?: string | undefined },
+): Promise<void> {
+  await appendAuditEvent(services.context, {
+    actor: { id: null, name: `feed trigger ${trigger.name}` },
+    source: cause === "notification" ? "registry notification" : "registry poll",
+    action: "trigger.ignore",
+    resource: { type: "project", id: trigger.projectId, name: trigger.project },
+    diff: {
+      trigger: { from: null, to: trigger.name },
+      cause: { from: null, to: cause },
+      tag: { from: null, to: outcome.tag },
+      ...(outcome.digest !== undefined && { digest: { from: null, to: outcome.digest } }),
+      reason: { from: null, to: outcome.reason },
+    },
+  });
+}
+
+/** Why an outcome did nothing, for the audit log; undefined: it released. */
+export function ignoredReason(outcome: FiringOutcome): string | undefined {
+  switch (outcome.kind) {
+    case "released":
+      return undefined;
+    case "already-seen":
+      return `nothing new: digest ${outcome.digest} was acted on already (a repeated or replayed notification, or a retag)`;
+    case "ignored":
+      return outcome.reason;
+  }
+}
+
 /** The baseline firing of a first poll that found no tag (a digest no manifest has). */
 const EMPTY_BASELINE = "baseline:no-tags";
 
@@ -152,62 +192,67 @@ async function pollTrigger(
 /** Triggers one node polls at the same time. */
 const MAX_POLLS = 10;
 
+/** The longest the poller sleeps: a trigger created through another server node is polled by this one no later than this. */
+const MAX_SLEEP_MS = 60_000;
+
 /**
  * Polls the triggers that poll, on a schedule the server nodes share (a claim moves a
- * trigger's next poll forward): each due trigger by one node, several in parallel.
+ * trigger's next poll forward): each due trigger by one node, several in parallel. It sleeps
+ * until the earliest trigger is due (ADR 0069), and plans again when a trigger changes on
+ * this node (`triggersChanged`) or one of its polls ends (that trigger's next poll moved).
  */
 export class FeedTriggerPoller {
-  private timer: NodeJS.Timeout | undefined;
-  private stopped = false;
   private readonly running = new Map<string, Promise<void>>();
-  private ticking: Promise<void> | undefined;
+  private readonly timer: DueTimer;
 
   constructor(
     private readonly services: DeploymentServices,
     private readonly logger: FastifyBaseLogger,
-    /** How often due triggers are looked for (tests shorten it). */
-    private readonly tickMs = 5_000,
-  ) {}
+  ) {
+    this.timer = new DueTimer((now) => this.pass(now), {
+      maxSleepMs: MAX_SLEEP_MS,
+      retryMs: 5_000,
+      onError: (error) => this.logger.warn({ err: error }, "could not look for feed triggers to poll"),
+    });
+  }
 
   start(): void {
-    this.schedule();
+    this.timer.start();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.ticking;
+    await this.timer.stop();
     await Promise.allSettled(this.running.values());
   }
 
-  private schedule(): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(
-      () => {
-        this.ticking = this.tick()
-          .catch((error: unknown) => this.logger.warn({ err: error }, "could not look for feed triggers to poll"))
-          .finally(() => {
-            this.ticking = undefined;
-            this.schedule();
-          });
-      },
-      this.tickMs * (0.75 + Math.random() / 2),
-    );
-    this.timer.unref();
+  /** A trigger was created, changed, paused, resumed or deleted: plan the sleep again. */
+  triggersChanged(): void {
+    this.timer.wake();
   }
 
-  private async tick(): Promise<void> {
+  /** Starts the polls due at `now` this node has room for; when the next is due. */
+  private async pass(now: Date): Promise<Date | undefined> {
     const room = MAX_POLLS - this.running.size;
-    if (room <= 0) return;
+    // Full: the end of a poll wakes the timer (a due trigger would otherwise be "due now" in a loop).
+    if (room <= 0) return undefined;
     // A claim outlasts a poll's registry calls (15 s each at most) and the release it makes.
-    const due = await claimDueTriggers(this.services.context.db, new Date(), 120_000, room);
+    const due = await claimDueTriggers(this.services.context.db, now, 120_000, room);
     for (const id of due) {
       if (this.running.has(id)) continue;
       this.running.set(
         id,
-        this.poll(id).finally(() => this.running.delete(id)),
+        this.poll(id)
+          .catch((error: unknown) =>
+            this.logger.warn({ err: error, trigger: id }, "could not record a feed trigger's poll"),
+          )
+          .finally(() => {
+            this.running.delete(id);
+            this.timer.wake();
+          }),
       );
     }
+    if (this.running.size >= MAX_POLLS) return undefined;
+    return nextPollAt(this.services.context.db);
   }
 
   private async poll(triggerId: string): Promise<void> {
@@ -221,6 +266,13 @@ export class FeedTriggerPoller {
           { trigger: trigger.name, project: trigger.project, release: outcome.release },
           "a feed trigger's poll found a new tag and created a release",
         );
+      }
+      // A poll that finds the digest it acted on ("nothing new") is the usual case and only
+      // moves lastPolledAt. A newest tag it ignores is kept as the trigger's last error and
+      // audited when that reason is new: every poll would otherwise repeat the entry.
+      if (outcome?.kind === "ignored") {
+        error = `ignored tag ${outcome.tag}: ${outcome.reason}`;
+        if (error !== trigger.lastError) await auditIgnoredFiring(this.services, trigger, "poll", outcome);
       }
     } catch (caught) {
       error = caught instanceof Error ? caught.message : String(caught);

@@ -79,8 +79,6 @@ export interface ServerOptions {
   workDir?: string | undefined;
   /** FERRY_TARGET_HEALTH_*: how often targets are checked and how long they may take to answer. */
   targetHealth?: Partial<TargetHealthSettings> | undefined;
-  /** How often feed triggers due for a poll are looked for (default 5 s; tests shorten it). */
-  triggerTickMs?: number | undefined;
   /** How often expired ephemeral environments are looked for (default 60 s; tests shorten it). */
   ephemeralSweepMs?: number | undefined;
   /** FERRY_AGENT_TIMEOUT_SECONDS (ms here): an agent not heard from for this long is marked lost; default 45 s. */
@@ -319,10 +317,16 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   });
   if (!embedded) scheduler.start();
   if (!embedded) retention.start();
-  const triggerPoller = new FeedTriggerPoller(deployments, logger, options.triggerTickMs);
-  if (!embedded) triggerPoller.start();
+  const triggerPoller = new FeedTriggerPoller(deployments, logger);
   const scheduledTriggers = new ScheduledTriggerRunner(deployments, logger);
-  if (!embedded) scheduledTriggers.start();
+  if (!embedded) {
+    triggerPoller.start();
+    scheduledTriggers.start();
+    deployments.triggersChanged = () => {
+      triggerPoller.triggersChanged();
+      scheduledTriggers.triggersChanged();
+    };
+  }
   if (!embedded) artifactRetention.start();
   const ephemeralEnvironments = new EphemeralEnvironmentSweeper(
     { context, target: resolveTarget },

@@ -272,14 +272,19 @@ export async function expiredEphemeralEnvironments({ db }: StoreContext, now: Da
 }
 
 /** Deployments to the environment that are queued or running (a tear-down waits for them). */
-export async function activeDeploymentsIn({ db }: StoreContext, environmentId: string): Promise<number> {
-  const row = await db
+export async function activeDeploymentsIn(
+  { db }: StoreContext,
+  environmentId: string,
+  projectId?: string,
+): Promise<number> {
+  let query = db
     .selectFrom("deployments as d")
     .innerJoin("tasks as t", "t.id", "d.task_id")
     .select((eb) => eb.fn.countAll<number>().as("count"))
     .where("d.environment_id", "=", environmentId)
-    .where("t.state", "in", ["queued", "running", "waiting"])
-    .executeTakeFirstOrThrow();
+    .where("t.state", "in", ["queued", "running", "waiting"]);
+  if (projectId !== undefined) query = query.where("d.project_id", "=", projectId);
+  const row = await query.executeTakeFirstOrThrow();
   return Number(row.count);
 }
 

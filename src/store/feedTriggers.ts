@@ -169,6 +169,8 @@ export interface TriggerForFiring {
   versionFromTag: string | null;
   pollSeconds: number | null;
   paused: boolean;
+  /** What the last poll reported (an error, or a tag it ignored), null when it went well. */
+  lastError: string | null;
   secret: string;
 }
 
@@ -190,6 +192,7 @@ export async function triggerForFiring({ db, secrets }: StoreContext, triggerId:
     versionFromTag: row.version_from_tag,
     pollSeconds: row.poll_seconds,
     paused: row.paused === 1,
+    lastError: row.last_error,
     secret: secrets.open(row.secret_sealed, secretContext(row.id)),
   };
   return trigger;
@@ -227,6 +230,17 @@ export async function claimDueTriggers(
     if (Number(result.numUpdatedRows) === 1) claimed.push(row.id);
   }
   return claimed;
+}
+
+/** When the earliest poll of a trigger that polls is due (the poller sleeps until then); undefined: none polls. */
+export async function nextPollAt(db: Kysely<Database>): Promise<Date | undefined> {
+  const row = await db
+    .selectFrom("feed_triggers")
+    .select((eb) => eb.fn.min("next_poll_at").as("next"))
+    .where("paused", "=", 0)
+    .where("next_poll_at", "is not", null)
+    .executeTakeFirst();
+  return row?.next ? new Date(row.next) : undefined;
 }
 
 /** Writes how a poll went and when the next is due (unless the trigger was paused meanwhile). */

@@ -235,3 +235,14 @@ export async function recordScheduledFiring(db: Kysely<Database>, id: string, ou
     .where("id", "=", id)
     .execute();
 }
+
+/** When the earliest firing of any trigger that is not paused is due (the runner sleeps until then); undefined: none is. */
+export async function nextScheduledFiringAt(db: Kysely<Database>): Promise<Date | undefined> {
+  const row = await db
+    .selectFrom("scheduled_triggers")
+    .select((eb) => eb.fn.min("next_fire_at").as("next"))
+    .where("paused", "=", 0)
+    .where("next_fire_at", "is not", null)
+    .executeTakeFirst();
+  return row?.next ? new Date(row.next) : undefined;
+}

@@ -43,7 +43,6 @@ export async function startTestServer(
     /** FERRY_SSH_KEEPALIVE_*: tests that cut an ssh target's link shorten it (default 10 s × 3). */
     sshKeepalive?: SshKeepalive;
     requestsPerAddress?: number;
-    triggerTickMs?: number;
     /** FERRY_PACKAGE_MAX_BYTES and FERRY_PACKAGE_KEEP_VERSIONS (ADR 0044). */
     packageMaxBytes?: number;
     packageKeepVersions?: number;
@@ -76,7 +75,6 @@ export async function startTestServer(
     announce: () => {},
     outbound: options.outbound ?? parseOutboundAllow("127.0.0.1"),
     targetHealth: options.targetHealth,
-    triggerTickMs: options.triggerTickMs,
     packageMaxBytes: options.packageMaxBytes,
     packageKeepVersions: options.packageKeepVersions,
   });
