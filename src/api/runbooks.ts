@@ -8,6 +8,7 @@ import type { Process } from "../domain/process.js";
 import {
   createRunbookRunSchema,
   createRunbookSchema,
+  publishRunbookSchema,
   type Runbook,
   runbookRunSchema,
   runbookRunSummarySchema,
@@ -15,7 +16,7 @@ import {
   updateRunbookSchema,
 } from "../domain/runbooks.js";
 import type { DeploymentServices } from "../engine/deployments.js";
-import { requestRunbookRun } from "../engine/runbooks.js";
+import { publishRunbookVersion, requestRunbookRun } from "../engine/runbooks.js";
 import { hostPathVolumes } from "../steps/container/containerStep.js";
 import { validateSteps } from "../steps/registry.js";
 import { type Identity, principalOf } from "../store/apiKeys.js";
@@ -27,7 +28,6 @@ import {
   latestRunbookRuns,
   listRunbookRuns,
   listRunbooks,
-  publishRunbook,
   updateRunbook,
 } from "../store/runbooks.js";
 import { defineRoute, pathParams, type RouteSpec } from "./route.js";
@@ -158,13 +158,15 @@ export function runbookRoutes(services: DeploymentServices): RouteSpec[] {
       summary: "Publish the draft: its process and the project's variables now become the version runs use",
       access: { kind: "project", permission: "editRunbooks", project: (params) => params.project },
       params: pathParams("project", "runbook"),
+      body: publishRunbookSchema,
       response: runbookSchema,
       audit: {
         action: "runbook.publish",
         before: ({ params }) => getRunbook(context, params.project, params.runbook),
         change: runbookChange("runbook.publish"),
       },
-      handler: ({ params, request }) => publishRunbook(context, params.project, params.runbook, who(request)),
+      handler: ({ params, body, request }) =>
+        publishRunbookVersion(services, params.project, params.runbook, who(request), body),
     }),
     defineRoute({
       method: "POST",

@@ -3,17 +3,23 @@ import type { Access } from "../domain/access.js";
 import { type FieldIssue, ForbiddenError, InputError } from "../domain/errors.js";
 import {
   type CreateRunbookRun,
+  type PublishRunbook,
+  type Runbook,
   type RunbookRunCreated,
   resolveParameters,
+  runbookDefinitionSchema,
   shownParameters,
 } from "../domain/runbooks.js";
 import type { SystemVariableValues } from "../domain/variableScoping.js";
+import { pinImages } from "../feeds/images.js";
+import { defaultOutboundPolicy } from "../security/outboundGuard.js";
 import { findNamed, newId } from "../store/common.js";
 import { environmentTargets, type TargetInfo } from "../store/deployments.js";
 import {
   getRunbookRow,
   insertRunbookRun,
   loadRunbookRun,
+  publishRunbook,
   type RunbookDefinitionSource,
   sealedParameterContext,
   snapshotForRun,
@@ -22,6 +28,7 @@ import { recordTaskTarget } from "../store/taskTargets.js";
 import { type DeploymentServices, processRunnerServices, stepVariables } from "./deployments.js";
 import { checkFreeze } from "./freezeCheck.js";
 import { LogMasker } from "./logMasker.js";
+import { pinnedStepPackages } from "./packages.js";
 import { runProcess } from "./processRunner.js";
 import { cleanUpTask } from "./taskCleanup.js";
 import { TaskFailure, type TaskKind } from "./types.js";
@@ -31,6 +38,30 @@ import { TaskFailure, type TaskKind } from "./types.js";
  * the task kind that runs the snapshot's process with the process runner, exactly as a
  * deployment runs a release's.
  */
+
+/**
+ * Publishes a runbook's draft with its image and package versions pinned (ADR 0068): the
+ * images' tags (chosen, or the latest matching) resolved to digests through the registries
+ * first, outside any transaction, then the snapshot with the packages' versions in one.
+ */
+export async function publishRunbookVersion(
+  services: DeploymentServices,
+  projectReference: string,
+  reference: string,
+  publishedBy: string,
+  choices: PublishRunbook,
+): Promise<Runbook> {
+  const { context } = services;
+  const project = await findNamed(context.db, "projects", projectReference);
+  const row = await getRunbookRow(context.db, project.id, reference);
+  const { process } = runbookDefinitionSchema.parse(JSON.parse(row.draft));
+  const images = await pinImages(context, process.images, choices.images, services.outbound ?? defaultOutboundPolicy);
+  return publishRunbook(context, projectReference, reference, publishedBy, {
+    images,
+    packages: choices.packages,
+    pinnedDraft: row.draft,
+  });
+}
 
 export interface RunbookRunRequest extends CreateRunbookRun {
   project: string;
@@ -79,6 +110,11 @@ export async function requestRunbookRun(
     ]);
   }
   const parameters = resolveParameters(definition.parameters, request.parameters);
+  // A draft run resolves its images now (registry calls stay out of the queuing transaction);
+  // its packages are pinned in that transaction, with its snapshot.
+  const draftImages = request.draft
+    ? await pinImages(context, definition.process.images, {}, services.outbound ?? defaultOutboundPolicy)
+    : [];
   const targetIds = request.targets ? await resolveTargets(services, environment.id, request.targets) : null;
   const freezeOverride = await checkFreeze(db, {
     project,
@@ -103,6 +139,7 @@ export async function requestRunbookRun(
     ...(definition.overlapItself ? [] : [`runbook:${row.id}:${environment.id}`]),
   ];
   let version: number | null = source.version;
+  let pinned = source.pinned;
   const task = await services.enqueue({
     kind: "runbook",
     title: `Run ${row.name}${request.draft ? " (draft)" : ""} of ${project.name} in ${environment.name}${request.schedule ? ` (${request.schedule.cause})` : ""}`,
@@ -114,8 +151,13 @@ export async function requestRunbookRun(
     createdByPrincipal: request.createdByPrincipal,
     alongside: async (trx, taskId) => {
       // A draft run's snapshot is taken here, in the task's transaction, from the draft as it is now.
-      const snapshot = request.draft ? await snapshotForRun(trx, context, row, true, request.createdBy) : source;
+      const snapshot = request.draft
+        ? await snapshotForRun(trx, context, row, true, request.createdBy, {
+            pins: { images: draftImages, packages: {} },
+          })
+        : source;
       version = snapshot.version;
+      pinned = snapshot.pinned;
       await insertRunbookRun(trx, {
         id: runId,
         runbookId: row.id,
@@ -139,6 +181,7 @@ export async function requestRunbookRun(
     environment: environment.slug,
     version,
     parameters: shownParameters(parameters),
+    ...pinned,
     ...(freezeOverride && { freezeOverride }),
   };
 }
@@ -181,6 +224,20 @@ export function runbookTaskKind(services: DeploymentServices): TaskKind<z.infer<
       const { db } = services.context;
       const loaded = await loadRunbookRun(services.context, runId);
       const { runbook, project, environment, definition } = loaded;
+      const describedAs =
+        loaded.version === null ? "this draft run of the runbook" : `runbook version ${loaded.version}`;
+      // The snapshot's packages, not a release's: what a package step unpacks in this run.
+      const runRunner = {
+        ...runner,
+        packagesFor: () =>
+          pinnedStepPackages(services.packages, async () => loaded.packages, {
+            owner: describedAs,
+            fix:
+              loaded.version === null
+                ? "add the package to the runbook's process ('packages') and run the draft again"
+                : "add the package to the runbook's process ('packages') and publish it again",
+          }),
+      };
       task.log.setMasker(new LogMasker(loaded.secrets));
       const all = await environmentTargets(db, environment.id);
       const targets = loaded.targetIds ? all.filter((info) => loaded.targetIds?.includes(info.id)) : all;
@@ -200,7 +257,10 @@ export function runbookTaskKind(services: DeploymentServices): TaskKind<z.infer<
       if (loaded.run.freeze_override) task.log.warn(`freeze overridden: ${loaded.run.freeze_override}`);
       if (loaded.run.cause)
         task.log.info(`Queued by ${loaded.run.cause}, for the firing due ${loaded.run.scheduled_for}`);
-      const { failed, skippedSteps } = await runProcess(runner, {
+      for (const image of loaded.images) task.log.info(`image ${image.name}: ${image.tag} (${image.digest})`);
+      for (const item of loaded.packages)
+        task.log.info(`package ${item.name}: ${item.version} (sha256 ${item.sha256})`);
+      const { failed, skippedSteps } = await runProcess(runRunner, {
         task,
         scope: {
           project: { id: project.id, slug: project.slug, name: project.name },
@@ -215,6 +275,8 @@ export function runbookTaskKind(services: DeploymentServices): TaskKind<z.infer<
             { environmentId: environment.id, target: info, stepName: step.name },
             system(info),
             outputs,
+            loaded.images,
+            loaded.packages,
           );
           // Parameters come last: a run's answer wins over a project variable of the same name.
           for (const [name, value] of loaded.parameters) values.set(name, value);
