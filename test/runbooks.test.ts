@@ -450,4 +450,45 @@ describe.each(dialects)("runbooks (%s)", (dialect) => {
     expect(cancelled.status, cancelled.text).toBe(200);
     expect((await test.waitForTask(String(slow.body.taskId))).state).toBe("cancelled");
   }, 90_000);
+
+  it("runs two runbooks that may not overlap deployments side by side; a deployment waits for both (a shared lock)", async () => {
+    const waitForState = async (taskId: string, state: string) => {
+      for (let attempt = 0; attempt < 300; attempt += 1) {
+        const task = await admin<Body>("GET", `/api/v1/tasks/${taskId}`);
+        if (task.state === state) return;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      throw new Error(`task ${taskId} never became ${state}`);
+    };
+    const holds: Record<string, string> = {};
+    for (const name of ["Hold one", "Hold two"]) {
+      await admin("POST", "/api/v1/projects/gate/runbooks", {
+        name,
+        process: { steps: [{ name: "hold", kind: "approval", config: { instructions: `${name} holds` } }] },
+      });
+      const slug = name.toLowerCase().replace(" ", "-");
+      await admin("POST", `/api/v1/projects/gate/runbooks/${slug}/publish`);
+      const queued = await admin<Body>("POST", `/api/v1/projects/gate/runbooks/${slug}/runs`, { environment: "prod" });
+      holds[slug] = String(queued.taskId);
+    }
+    // Both hold the environment's deployment lock at once, each waiting for its approval.
+    await waitForState(String(holds["hold-one"]), "waiting");
+    await waitForState(String(holds["hold-two"]), "waiting");
+    const deployment = await admin<Body>("POST", "/api/v1/projects/gate/deployments", {
+      release: "1.0.0",
+      environment: "prod",
+    });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect((await admin<Body>("GET", `/api/v1/tasks/${deployment.taskId}`)).state).toBe("queued");
+    await admin("POST", `/api/v1/tasks/${holds["hold-one"]}/decisions`, { decision: "approve" });
+    expect((await test.waitForTask(String(holds["hold-one"]))).state).toBe("succeeded");
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect((await admin<Body>("GET", `/api/v1/tasks/${deployment.taskId}`)).state).toBe("queued");
+    await admin("POST", `/api/v1/tasks/${holds["hold-two"]}/decisions`, { decision: "approve" });
+    expect((await test.waitForTask(String(holds["hold-two"]))).state).toBe("succeeded");
+    // The deployment's own approval step: it runs now, alone.
+    await waitForState(String(deployment.taskId), "waiting");
+    await admin("POST", `/api/v1/tasks/${deployment.taskId}/decisions`, { decision: "reject" });
+    expect((await test.waitForTask(String(deployment.taskId))).state).toBe("failed");
+  }, 90_000);
 });

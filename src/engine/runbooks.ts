@@ -132,12 +132,12 @@ export async function requestRunbookRun(
       parameters.sensitive.has(name) ? context.secrets.seal(value, sealedParameterContext(runId, name)) : value,
     ]),
   );
-  // Overlap is decided by locks (ADR 0034): a run that may not overlap deployments takes the
-  // environment's deployment lock; one that may not overlap itself, a lock of its own.
-  const lockKeys = [
-    ...(definition.overlapDeployments ? [] : [`deploy:${project.id}:${environment.id}`]),
-    ...(definition.overlapItself ? [] : [`runbook:${row.id}:${environment.id}`]),
-  ];
+  // Overlap is decided by locks (ADR 0034, 0068): a run that may not overlap deployments
+  // shares the environment's deployment lock (other runbooks' runs hold it beside it, a
+  // deployment waits for them all and they for it); one that may not overlap itself takes a
+  // lock of its own, exclusively.
+  const lockKeys = definition.overlapItself ? [] : [`runbook:${row.id}:${environment.id}`];
+  const sharedLockKeys = definition.overlapDeployments ? [] : [`deploy:${project.id}:${environment.id}`];
   let version: number | null = source.version;
   let pinned = source.pinned;
   const task = await services.enqueue({
@@ -147,6 +147,7 @@ export async function requestRunbookRun(
     environmentId: environment.id,
     payload: { runId, guidedFailure: request.guidedFailure },
     lockKeys,
+    sharedLockKeys,
     createdBy: request.createdBy,
     createdByPrincipal: request.createdByPrincipal,
     alongside: async (trx, taskId) => {
