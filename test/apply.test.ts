@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { addApplyCommand } from "../src/cli/apply.js";
 import { ApiClient } from "../src/cli/client.js";
 import { type AppliedChange, applyFerryFile, describeChange } from "../src/config/apply.js";
+import { exportProject } from "../src/config/export.js";
 import { ferryFileJsonSchema, parseFerryFile } from "../src/config/ferryFile.js";
 import { InputError } from "../src/domain/errors.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
@@ -326,6 +327,42 @@ describe("ferry apply", () => {
     expect(changed(await apply(withSchedule("0 4 * * *", 9), { ...SECRETS, BACKUP_TOKEN: "token-3" }))).toEqual([]);
     await apply(withSchedule("0 4 * * *", 9), { ...SECRETS, BACKUP_TOKEN: "token-3" }, true);
     expect(await stored()).toEqual({ Days: 9, Token: "token-3" });
+  });
+
+  it("declares a runbook's images and packages, exports them, and changes nothing when the export is applied", async () => {
+    const withRunbook = `${FERRY_YML}runbooks:
+  - name: Backup
+    images:
+      - { name: tools, feed: local, repository: ops/tools, version: { semver: "^2.0.0" } }
+    packages:
+      - { name: backup-scripts }
+    steps:
+      - { name: unpack, kind: package, config: { package: backup-scripts } }
+      - { name: dump, kind: script, config: { script: 'echo "$TOOLS"', env: { TOOLS: "#{Ferry.Image[tools]}" } } }
+`;
+    expect(changed(await apply(withRunbook))).toContain("created runbook backup");
+    const runbook = await get<{ process: { images: unknown[]; packages: unknown[] } }>(
+      "/api/v1/projects/hello/runbooks/backup",
+    );
+    expect(runbook.process.images).toEqual([
+      { name: "tools", feed: "local", repository: "ops/tools", version: { kind: "semver", range: "^2.0.0" } },
+    ]);
+    expect(runbook.process.packages).toEqual([{ name: "backup-scripts" }]);
+    expect(changed(await apply(withRunbook))).toEqual([]);
+
+    const exported = await exportProject(client, "hello");
+    const parsed = parseFerryFile(exported, "exported.yml");
+    expect(parsed.runbooks?.[0]).toMatchObject({
+      images: [{ name: "tools", feed: "local", repository: "ops/tools" }],
+      packages: [{ name: "backup-scripts" }],
+    });
+    expect(changed(await applyFerryFile(client, parsed, SECRETS, { updateSecrets: false }))).toEqual([]);
+
+    // A file that leaves the images out keeps them; one that gives others replaces them.
+    const stepsOnly = withRunbook.replace(/\n {4}images:\n.*\n/, "\n");
+    expect(stepsOnly).not.toContain("ops/tools");
+    expect(changed(await apply(stepsOnly))).toEqual([]);
+    expect(changed(await apply(withRunbook.replace("^2.0.0", "^3.0.0")))).toEqual(["updated runbook backup (process)"]);
   });
 
   it("inserts missing environments in the file's order next to existing ones", async () => {

@@ -243,6 +243,37 @@ describe("database backups and restore-verify", () => {
     expect(await postgres.databasesStartingWith("ferry_verify_")).toEqual([]);
   }, 120_000);
 
+  it("fails restore-verify on a corrupted MariaDB backup, naming the sha256 mismatch, before restoring anything", async () => {
+    const { task, log } = await runRunbook("Corrupted MariaDB", [
+      { name: "my", kind: "mysql-backup", config: connection(mysql, "#{MyPassword}") },
+      {
+        name: "corrupt",
+        kind: "script",
+        config: {
+          script: 'printf "XXXX" | dd of="$1" bs=1 seek=300 conv=notrunc status=none',
+          arguments: ["#{Ferry.Step[my].Output.file}"],
+        },
+      },
+      {
+        name: "verify",
+        kind: "restore-verify",
+        config: {
+          engine: "mysql",
+          file: "#{Ferry.Step[my].Output.file}",
+          sha256: "#{Ferry.Step[my].Output.sha256}",
+          ...connection(mysql, "#{MyPassword}"),
+        },
+      },
+    ]);
+    expect(task.state).toBe("failed");
+    expect(log).toMatch(
+      /step 'verify' failed: .*sha256 mismatch: the backup should be [0-9a-f]{64} but the file is [0-9a-f]{64}/,
+    );
+    expect(log).not.toContain("creating scratch database");
+    expect(await mysql.databasesStartingWith("ferry_verify_")).toEqual([]);
+    expect(log).not.toContain(mysql.password);
+  }, 120_000);
+
   it("fails restore-verify when the source changed since the backup, naming the table and both counts, and drops the scratch database", async () => {
     const { task, log } = await runRunbook("Drifted", [
       { name: "my", kind: "mysql-backup", config: connection(mysql, "#{MyPassword}") },

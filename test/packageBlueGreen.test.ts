@@ -209,7 +209,7 @@ describe("package versions deployed blue/green as processes (real server, superv
     expect(redeployed.status, JSON.stringify(redeployed.body)).toBe(201);
     const failed = await finished(redeployed.body.taskId);
     expect(failed.state, failed.log).toBe("failed");
-    expect(failed.log).toContain("package web-app 2.0.0, which release pins, is no longer in the feed");
+    expect(failed.log).toContain("package web-app 2.0.0, which release stale pins, is no longer in the feed");
     expect(await served()).toBe("version package 1.0.0");
   });
 });

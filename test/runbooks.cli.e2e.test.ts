@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type CliResult,
   expectSuccess,
+  FERRY,
   type FerryServer,
   isolatedEnv,
   parseJson,
@@ -237,4 +238,72 @@ describe("ferry runbook (CLI against a ferry server)", () => {
     expectSuccess(overridden);
     expectSuccess(await cli(["freeze", "delete", "--project", "shop", "--name", "Launch week"]));
   }, 60_000);
+
+  it("runs on only the targets --target names, and a script attaches an artifact with `ferry artifact add`", async () => {
+    const api = async (method: string, path: string, body?: unknown) => {
+      const response = await fetch(new URL(path, server.url), {
+        method,
+        headers: { authorization: `Bearer ${adminKey}`, "content-type": "application/json" },
+        ...(body !== undefined && { body: JSON.stringify(body) }),
+      });
+      expect(response.status, `${method} ${path}`).toBeLessThan(300);
+      return (await response.json()) as Record<string, unknown>;
+    };
+    for (const name of ["report-1", "report-2"]) {
+      await api("POST", "/api/v1/targets", { name, environments: ["staging"], roles: ["reports"] });
+    }
+    await api("POST", "/api/v1/projects/shop/runbooks", {
+      name: "Report",
+      process: {
+        steps: [
+          {
+            name: "report",
+            kind: "script",
+            roles: ["reports"],
+            config: {
+              script: [
+                "set -euo pipefail",
+                'printf "report from %s\\n" "$HOST" > report.txt',
+                'echo "ran on $HOST sum=$(sha256sum report.txt | cut -d" " -f1)"',
+                'node "$FERRY" artifact add report.txt --name "report-$HOST.txt"',
+              ].join("\n"),
+              env: { HOST: "#{Ferry.Target.Name}", FERRY },
+            },
+          },
+        ],
+      },
+    });
+    expectSuccess(await cli(["runbook", "publish", "--project", "shop", "--runbook", "report"]));
+    const ran = await cli([
+      "runbook",
+      "run",
+      "--project",
+      "shop",
+      "--runbook",
+      "report",
+      "--env",
+      "staging",
+      "--target",
+      "report-2",
+      "--wait",
+    ]);
+    expectSuccess(ran);
+    expect(ran.stdout).toContain("ran on report-2");
+    expect(ran.stdout).not.toContain("ran on report-1");
+    const sum = /ran on report-2 sum=([0-9a-f]{64})/.exec(ran.stdout)?.[1];
+    expect(sum).toBeDefined();
+
+    const runs = (await api("GET", "/api/v1/projects/shop/runbooks/report/runs")) as unknown as {
+      taskId: string;
+    }[];
+    expect(runs).toHaveLength(1);
+    const task = await api("GET", `/api/v1/tasks/${runs[0]?.taskId}`);
+    expect(task.runbookRun).toMatchObject({ targets: ["report-2"] });
+    const listed = await cli(["artifact", "list", "--task", String(runs[0]?.taskId), "--json"]);
+    expectSuccess(listed);
+    const artifacts = parseJson<{ name: string; sha256: string; target: string | null }[]>(listed);
+    expect(artifacts).toEqual([
+      expect.objectContaining({ name: "report-report-2.txt", sha256: sum, target: "report-2" }),
+    ]);
+  }, 90_000);
 });

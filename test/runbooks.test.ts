@@ -327,6 +327,16 @@ describe.each(dialects)("runbooks (%s)", (dialect) => {
     const runOverridden = await run("say-version", { environment: "prod", freezeOverride: "backup before the move" });
     expect(runOverridden.task.state).toBe("succeeded");
     expect(runOverridden.log).toContain("freeze overridden: Datacenter move: backup before the move");
+    // The override is in the run's audit entry: who, the freeze and the reason.
+    const runEntry = (await auditText())
+      .split("\n")
+      .find((line) => line.includes('"runbook.run"') && line.includes("backup before the move"));
+    expect(runEntry).toContain("Datacenter move");
+    expect(runEntry).toContain(String(runOverridden.created.runId));
+    const runsListed = await admin<Body[]>("GET", "/api/v1/projects/shop/runbooks/say-version/runs");
+    expect(runsListed.find((listed) => listed.runId === runOverridden.created.runId)).toMatchObject({
+      freezeOverride: "Datacenter move: backup before the move",
+    });
     await admin("DELETE", "/api/v1/projects/shop/freezes/Datacenter move", undefined, 204);
     await admin("DELETE", "/api/v1/projects/shop/freezes/Year-end freeze", undefined, 204);
   }, 60_000);
@@ -449,5 +459,94 @@ describe.each(dialects)("runbooks (%s)", (dialect) => {
     const cancelled = await as("casey", "POST", `/api/v1/tasks/${slow.body.taskId}/cancel`);
     expect(cancelled.status, cancelled.text).toBe(200);
     expect((await test.waitForTask(String(slow.body.taskId))).state).toBe("cancelled");
+  }, 90_000);
+
+  it("asks what to do when a step of a run with guided failure fails: a retry runs it again, and the run succeeds", async () => {
+    const marker = `/tmp/ferry-guided-${dialect}-${Date.now()}`;
+    await admin("POST", "/api/v1/projects/shop/runbooks", {
+      name: "Flaky",
+      process: {
+        steps: [
+          {
+            name: "flaky",
+            kind: "script",
+            config: {
+              script:
+                'if [ -f "$MARK" ]; then echo "second try works"; rm -f "$MARK"; else touch "$MARK"; echo "first try fails"; exit 3; fi',
+              env: { MARK: marker },
+            },
+          },
+          { name: "after", kind: "script", config: { script: "echo after the flaky step" } },
+        ],
+      },
+    });
+    await admin("POST", "/api/v1/projects/shop/runbooks/flaky/publish");
+    const queued = await admin<Body>(
+      "POST",
+      "/api/v1/projects/shop/runbooks/flaky/runs",
+      { environment: "staging", guidedFailure: true },
+      201,
+    );
+    const taskId = String(queued.taskId);
+    let open: Body | undefined;
+    for (let attempt = 0; attempt < 400 && !open; attempt += 1) {
+      const decisions = await admin<Body[]>("GET", `/api/v1/tasks/${taskId}/decisions`);
+      const task = await admin<Body>("GET", `/api/v1/tasks/${taskId}`);
+      open = task.state === "waiting" ? decisions.find((decision) => decision.decision === null) : undefined;
+      if (!open) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(open, "the run asks what to do").toBeDefined();
+    expect(open?.allowed).toEqual(["retry", "skip", "abort"]);
+    // A runbook consumer may not retry (resolveFailures), only the ones allowed to resolve failures.
+    const byConsumer = await as("casey", "POST", `/api/v1/tasks/${taskId}/decisions`, { decision: "retry" });
+    expect(byConsumer.status).toBe(403);
+    await admin("POST", `/api/v1/tasks/${taskId}/decisions`, { decision: "retry", comment: "try again" });
+    const task = await test.waitForTask(taskId);
+    const log = await logOf(taskId);
+    expect(task.state, log).toBe("succeeded");
+    expect(log).toContain("first try fails");
+    expect(log).toContain("second try works");
+    expect(log).toContain("after the flaky step");
+  }, 60_000);
+
+  it("runs two runbooks that may not overlap deployments side by side; a deployment waits for both (a shared lock)", async () => {
+    const waitForState = async (taskId: string, state: string) => {
+      for (let attempt = 0; attempt < 300; attempt += 1) {
+        const task = await admin<Body>("GET", `/api/v1/tasks/${taskId}`);
+        if (task.state === state) return;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      throw new Error(`task ${taskId} never became ${state}`);
+    };
+    const holds: Record<string, string> = {};
+    for (const name of ["Hold one", "Hold two"]) {
+      await admin("POST", "/api/v1/projects/gate/runbooks", {
+        name,
+        process: { steps: [{ name: "hold", kind: "approval", config: { instructions: `${name} holds` } }] },
+      });
+      const slug = name.toLowerCase().replace(" ", "-");
+      await admin("POST", `/api/v1/projects/gate/runbooks/${slug}/publish`);
+      const queued = await admin<Body>("POST", `/api/v1/projects/gate/runbooks/${slug}/runs`, { environment: "prod" });
+      holds[slug] = String(queued.taskId);
+    }
+    // Both hold the environment's deployment lock at once, each waiting for its approval.
+    await waitForState(String(holds["hold-one"]), "waiting");
+    await waitForState(String(holds["hold-two"]), "waiting");
+    const deployment = await admin<Body>("POST", "/api/v1/projects/gate/deployments", {
+      release: "1.0.0",
+      environment: "prod",
+    });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect((await admin<Body>("GET", `/api/v1/tasks/${deployment.taskId}`)).state).toBe("queued");
+    await admin("POST", `/api/v1/tasks/${holds["hold-one"]}/decisions`, { decision: "approve" });
+    expect((await test.waitForTask(String(holds["hold-one"]))).state).toBe("succeeded");
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect((await admin<Body>("GET", `/api/v1/tasks/${deployment.taskId}`)).state).toBe("queued");
+    await admin("POST", `/api/v1/tasks/${holds["hold-two"]}/decisions`, { decision: "approve" });
+    expect((await test.waitForTask(String(holds["hold-two"]))).state).toBe("succeeded");
+    // The deployment's own approval step: it runs now, alone.
+    await waitForState(String(deployment.taskId), "waiting");
+    await admin("POST", `/api/v1/tasks/${deployment.taskId}/decisions`, { decision: "reject" });
+    expect((await test.waitForTask(String(deployment.taskId))).state).toBe("failed");
   }, 90_000);
 });

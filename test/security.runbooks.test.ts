@@ -2,10 +2,18 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConflictError } from "../src/domain/errors.js";
 import { createRunbookSchema } from "../src/domain/runbooks.js";
+import { findNamed } from "../src/store/common.js";
 import { createEnvironment } from "../src/store/environments.js";
 import { createLifecycle } from "../src/store/lifecycles.js";
 import { createProject } from "../src/store/projects.js";
-import { createRunbook, deleteRunbook, getRunbook, publishRunbook, updateRunbook } from "../src/store/runbooks.js";
+import {
+  createRunbook,
+  deleteRunbook,
+  getRunbook,
+  getRunbookRow,
+  publishRunbook,
+  updateRunbook,
+} from "../src/store/runbooks.js";
 import { createPostgresDatabase, dialects, openTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -296,7 +304,13 @@ describe.each(dialects)("a runbook change decided on an old version (store on %s
     await expect(
       updateRunbook(database.context, "shop", "seed", { description: "mine" }, "eddie", expected),
     ).rejects.toThrow(ConflictError);
-    await expect(publishRunbook(database.context, "shop", "seed", "eddie", expected)).rejects.toThrow(ConflictError);
+    // The draft it would pin is the current one: only the version check can refuse it.
+    const project = await findNamed(database.context.db, "projects", "shop");
+    const { draft } = await getRunbookRow(database.context.db, project.id, "seed");
+    const pins = { images: [], packages: {}, pinnedDraft: draft };
+    await expect(publishRunbook(database.context, "shop", "seed", "eddie", pins, expected)).rejects.toThrow(
+      ConflictError,
+    );
     await expect(deleteRunbook(database.context, "shop", "seed", expected)).rejects.toThrow(ConflictError);
     const now = await getRunbook(database.context, "shop", "seed");
     expect(now).toMatchObject({ environments: [], description: "", published: null });

@@ -8,6 +8,7 @@ import type { Process } from "../domain/process.js";
 import {
   createRunbookRunSchema,
   createRunbookSchema,
+  publishRunbookSchema,
   type Runbook,
   runbookRunSchema,
   runbookRunSummarySchema,
@@ -15,7 +16,7 @@ import {
   updateRunbookSchema,
 } from "../domain/runbooks.js";
 import type { DeploymentServices } from "../engine/deployments.js";
-import { requestRunbookRun } from "../engine/runbooks.js";
+import { publishRunbookVersion, requestRunbookRun } from "../engine/runbooks.js";
 import { hostPathVolumes } from "../steps/container/containerStep.js";
 import { validateSteps } from "../steps/registry.js";
 import { type Identity, principalOf } from "../store/apiKeys.js";
@@ -27,7 +28,6 @@ import {
   latestRunbookRuns,
   listRunbookRuns,
   listRunbooks,
-  publishRunbook,
   updateRunbook,
 } from "../store/runbooks.js";
 import { checkRunbookScope } from "./editScope.js";
@@ -171,17 +171,18 @@ export function runbookRoutes(services: DeploymentServices): RouteSpec[] {
       summary: "Publish the draft: its process and the project's variables now become the version runs use",
       access: { kind: "project", permission: "editRunbooks", project: (params) => params.project },
       params: pathParams("project", "runbook"),
+      body: publishRunbookSchema,
       response: runbookSchema,
       audit: {
         action: "runbook.publish",
         before: ({ params }) => getRunbook(context, params.project, params.runbook),
         change: runbookChange("runbook.publish"),
       },
-      handler: async ({ params, access, request }) => {
+      handler: async ({ params, access, body, request }) => {
         const current = await getRunbook(context, params.project, params.runbook);
         await checkRunbookScope(context, access, params.project, current);
         // Published only if the runbook is still the one checked (the draft itself is compared again inside).
-        return publishRunbook(context, params.project, params.runbook, who(request), {
+        return publishRunbookVersion(services, params.project, params.runbook, who(request), body, {
           expectedUpdatedAt: current.updatedAt,
         });
       },

@@ -207,13 +207,13 @@ export function addReleaseCommands(program: Command, context: CliContext): void 
 }
 
 /** Parses a repeated `--image web=1.4.2` into { web: "1.4.2" }. */
-function parseImageChoice(value: string, previous: Record<string, string> = {}): Record<string, string> {
+export function parseImageChoice(value: string, previous: Record<string, string> = {}): Record<string, string> {
   const match = /^([a-z0-9][a-z0-9-]*)=(\S+)$/.exec(value);
   if (!match?.[1] || !match[2]) throw new InvalidArgumentError("use name=tag, e.g. web=1.4.2");
   return { ...previous, [match[1]]: match[2] };
 }
 
-function parsePackageChoice(value: string, previous: Record<string, string> = {}): Record<string, string> {
+export function parsePackageChoice(value: string, previous: Record<string, string> = {}): Record<string, string> {
   const match = /^([a-z0-9][a-z0-9-]*)=(\S+)$/.exec(value);
   if (!match?.[1] || !match[2]) throw new InvalidArgumentError("use name=version, e.g. web-app=1.4.2");
   return { ...previous, [match[1]]: match[2] };

@@ -5,6 +5,7 @@ import type { Task, TaskLogLine } from "../domain/tasks.js";
 import { segment } from "./client.js";
 import { OperationError, UsageError } from "./errors.js";
 import { list, printFields, printJson, printTable, writeOutput } from "./output.js";
+import { parseImageChoice, parsePackageChoice } from "./releases.js";
 import type { CliContext } from "./resourceGroup.js";
 import { addRunbookAuthoringCommands, parseParameter } from "./runbookSchedules.js";
 import { followTaskLog, formatLogLine } from "./wait.js";
@@ -57,6 +58,17 @@ export function addRunbookCommands(program: Command, context: CliContext): void 
           runbook.published ? `version ${runbook.published.version} by ${runbook.published.publishedBy}` : "never",
         ],
         ["Draft", runbook.draftChanged ? "changed since published" : "as published"],
+        ...(runbook.published && runbook.published.images.length + runbook.published.packages.length > 0
+          ? ([
+              [
+                "Pinned",
+                list([
+                  ...runbook.published.images.map((image) => `image ${image.name} ${image.tag} (${image.digest})`),
+                  ...runbook.published.packages.map((item) => `package ${item.name} ${item.version}`),
+                ]),
+              ],
+            ] as [string, string][])
+          : []),
         ["Environments", runbook.environments.length ? list(runbook.environments) : "any"],
         ["Steps", list(runbook.process.steps.map((step) => `${step.name} (${step.kind})`))],
         [
@@ -96,19 +108,43 @@ export function addRunbookCommands(program: Command, context: CliContext): void 
 
   group
     .command("publish")
-    .description("publish a runbook's draft: runs use it from now on")
+    .description(
+      "publish a runbook's draft: runs use it from now on, with its images and packages pinned at the versions chosen now",
+    )
     .requiredOption("--project <ref>", "project id or slug")
     .requiredOption("--runbook <ref>", "runbook slug or id")
+    .option(
+      "--image <name=tag>",
+      "the tag of one of the runbook's images (repeat; others: latest matching)",
+      parseImageChoice,
+    )
+    .option(
+      "--package <name=version>",
+      "the version of one of the runbook's packages (repeat; others: the newest pushed)",
+      parsePackageChoice,
+    )
     .option("--json", "print JSON")
-    .action(async (options: { project: string; runbook: string; json?: boolean }) => {
-      const client = await context.client();
-      const runbook = await client.request<Runbook>(
-        "POST",
-        projectPath(options.project, `runbooks/${segment(options.runbook)}/publish`),
-      );
-      if (options.json) return printJson(runbook);
-      writeOutput(`published ${runbook.slug} as version ${runbook.published?.version}\n`);
-    });
+    .action(
+      async (options: {
+        project: string;
+        runbook: string;
+        image?: Record<string, string>;
+        package?: Record<string, string>;
+        json?: boolean;
+      }) => {
+        const client = await context.client();
+        const runbook = await client.request<Runbook>(
+          "POST",
+          projectPath(options.project, `runbooks/${segment(options.runbook)}/publish`),
+          {
+            ...(options.image !== undefined && { images: options.image }),
+            ...(options.package !== undefined && { packages: options.package }),
+          },
+        );
+        if (options.json) return printJson(runbook);
+        writeOutput(`published ${runbook.slug} as version ${runbook.published?.version}\n`);
+      },
+    );
 
   group
     .command("run")

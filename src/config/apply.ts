@@ -387,25 +387,32 @@ async function applyRunbookFields(
   wanted: Partial<RunbookFile> & Pick<RunbookFile, "slug" | "name">,
 ) {
   const collection = `${projectPath}/runbooks`;
-  const { steps, publish, slug, schedules, retention, artifactRetention, ...fields } = wanted;
+  const { steps, images, packages, publish, slug, schedules, retention, artifactRetention, ...fields } = wanted;
+  const existing = (await run.client.get<Runbook[]>(collection)).find((runbook) => runbook.slug === slug);
+  const current = existing?.process;
+  // The parts of the process the file gives replace the runbook's; the others stay as they are.
   const desired: Record<string, unknown> = {
     ...fields,
-    ...(steps !== undefined && { process: { images: [], steps: await captureStepFiles(run, steps) } }),
+    ...((steps !== undefined || images !== undefined || packages !== undefined) && {
+      process: {
+        images: images ?? current?.images ?? [],
+        steps: steps !== undefined ? await captureStepFiles(run, steps) : (current?.steps ?? []),
+        // A server with the package feed shows a runbook's process with packages (ADR 0068);
+        // an older one has no such field, and would refuse it.
+        ...((packages !== undefined || (current !== undefined && "packages" in current)) && {
+          packages: packages ?? current?.packages ?? [],
+        }),
+      },
+    }),
   };
-  const existing = (await run.client.get<Runbook[]>(collection)).find((runbook) => runbook.slug === slug);
-  // A server with the package feed shows a runbook's process with packages (none: a runbook
-  // run pins no release); an older one has no such field, and would refuse it.
-  if (desired.process !== undefined && existing !== undefined && "packages" in (existing.process ?? {})) {
-    desired.process = { ...(desired.process as Record<string, unknown>), packages: [] };
-  }
-  let current: Runbook;
+  let applied: Runbook;
   if (!existing) {
-    current = await run.client.request<Runbook>("POST", collection, { ...desired, slug });
+    applied = await run.client.request<Runbook>("POST", collection, { ...desired, slug });
     run.changes.push({ action: "created", resource: "runbook", name: slug });
   } else {
     const body = differences(existing, desired);
     if (Object.keys(body).length > 0) {
-      current = await run.client.request<Runbook>("PATCH", `${collection}/${segment(slug)}`, body);
+      applied = await run.client.request<Runbook>("PATCH", `${collection}/${segment(slug)}`, body);
       run.changes.push({
         action: "updated",
         resource: "runbook",
@@ -414,11 +421,11 @@ async function applyRunbookFields(
         fields: fieldChanges(pick(existing, Object.keys(body)), body),
       });
     } else {
-      current = existing;
+      applied = existing;
       run.changes.push({ action: "unchanged", resource: "runbook", name: slug });
     }
   }
-  if (publish && (current.draftChanged || current.published === null)) {
+  if (publish && (applied.draftChanged || applied.published === null)) {
     const published = await run.client.request<Runbook>("POST", `${collection}/${segment(slug)}/publish`);
     run.changes.push({
       action: "updated",

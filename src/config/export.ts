@@ -86,7 +86,9 @@ export async function exportProject(client: ApiClient, projectReference: string)
   ]);
   const images = process.images ?? [];
   const feedOf = (reference: string) => feeds.find((feed) => feed.slug === reference || feed.id === reference);
-  const usedFeeds = feeds.filter((feed) => images.some((image) => feedOf(image.feed) === feed));
+  // The feeds the project's images and its runbooks' images come from.
+  const imageFeeds = [...images, ...runbooks.flatMap((runbook) => runbook.process.images)].map((image) => image.feed);
+  const usedFeeds = feeds.filter((feed) => imageFeeds.some((reference) => feedOf(reference) === feed));
   const secretNames = new SecretNames();
 
   const file: Record<string, unknown> = {
@@ -162,6 +164,18 @@ export async function exportProject(client: ApiClient, projectReference: string)
         overlapDeployments: runbook.overlapDeployments,
         overlapItself: runbook.overlapItself,
         steps: runbook.process.steps,
+        ...(runbook.process.images.length > 0 && {
+          images: runbook.process.images.map((image) => ({
+            name: image.name,
+            feed: feedOf(image.feed)?.slug ?? image.feed,
+            repository: image.repository,
+            version:
+              image.version.kind === "semver" ? { semver: image.version.range } : { regex: image.version.pattern },
+          })),
+        }),
+        ...((runbook.process.packages ?? []).length > 0 && {
+          packages: (runbook.process.packages ?? []).map((item) => ({ name: item.name })),
+        }),
         // Published and unchanged since: apply has nothing to publish. A draft that differs
         // from what is published stays a draft (publish: true would publish it).
         publish: runbook.published !== null && !runbook.draftChanged,

@@ -338,6 +338,22 @@ const runbookFileSchema = z
     overlapDeployments: runbookDefinitionSchema.shape.overlapDeployments,
     overlapItself: runbookDefinitionSchema.shape.overlapItself,
     steps: processSchema.shape.steps.default([]),
+    images: z
+      .array(imageFileSchema)
+      .max(20)
+      .optional()
+      .describe(
+        "The container images the runbook's steps use (#{Ferry.Image[name]}): each published version pins their tags by digest (ADR 0068)",
+      ),
+    packages: z
+      .array(
+        z.strictObject({ name: packageNameSchema.describe("A package of the built-in feed (`ferry package list`)") }),
+      )
+      .max(20)
+      .optional()
+      .describe(
+        "The packages the runbook's package steps unpack: each published version pins their versions (ADR 0068)",
+      ),
     publish: z
       .boolean()
       .default(false)

@@ -3,6 +3,7 @@ import { z } from "zod";
 import { descriptionSchema, nameSchema, referenceSchema, slugSchema } from "./common.js";
 import { type FieldIssue, InputError } from "./errors.js";
 import { compileLinearPattern, linearPatternProblem } from "./linearPattern.js";
+import { packageVersionSchema } from "./packages.js";
 import { processSchema } from "./process.js";
 
 /*
@@ -138,6 +139,25 @@ export const updateRunbookSchema = z
   .refine((body) => Object.keys(body).length > 0, { message: "send at least one field to change" });
 export type UpdateRunbook = z.infer<typeof updateRunbookSchema>;
 
+/**
+ * What a publish may choose (ADR 0068): a tag per image name and a version per package name
+ * of the draft's process; the others take the latest matching tag and the newest version,
+ * exactly as a release's do. An empty body chooses nothing.
+ */
+export const publishRunbookSchema = z
+  .strictObject({
+    images: z.record(z.string(), z.string().min(1).max(128)).default({}),
+    packages: z.record(z.string(), packageVersionSchema).default({}),
+  })
+  .prefault({});
+export type PublishRunbook = z.infer<typeof publishRunbookSchema>;
+
+/** The image and package versions a snapshot pins, as answers show them. */
+const pinnedVersionsShape = {
+  images: z.array(z.object({ name: z.string(), tag: z.string(), digest: z.string(), reference: z.string() })),
+  packages: z.array(z.object({ name: z.string(), version: z.string(), sha256: z.string(), size: z.number().int() })),
+};
+
 /** The published version: who published it when, and what runs execute (the draft's fields, as published). */
 const publishedSchema = z.object({
   version: z.number().int(),
@@ -149,6 +169,10 @@ const publishedSchema = z.object({
   parameters: z.array(runbookParameterSchema),
   overlapDeployments: z.boolean(),
   overlapItself: z.boolean(),
+  /** The image versions pinned by digest at publish time: every run of this version uses these. */
+  images: pinnedVersionsShape.images,
+  /** The package versions pinned (by sha256) at publish time. */
+  packages: pinnedVersionsShape.packages,
 });
 
 export const runbookSchema = z.object({
@@ -199,6 +223,10 @@ export const runbookRunSchema = z.object({
   version: z.number().int().nullable(),
   /** The values used; a sensitive one shows as "********". */
   parameters: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])),
+  /** The image versions the run uses: the published version's, or for a draft run those resolved when it was requested. */
+  images: pinnedVersionsShape.images,
+  /** The package versions the run unpacks, likewise. */
+  packages: pinnedVersionsShape.packages,
 });
 export type RunbookRunCreated = z.infer<typeof runbookRunSchema>;
 

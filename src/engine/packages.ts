@@ -9,8 +9,9 @@ import type { RunScope } from "./processRunner.js";
 import { TaskFailure } from "./types.js";
 
 /**
- * The step context's seam to the packages a run's release pins (ADR 0044): which version of
- * a package, and its archive's bytes from the feed's storage. The step that unpacks them
+ * The step context's seam to the packages a run's snapshot pins (a release's, ADR 0044, or a
+ * runbook version's, ADR 0068): which version of a package, and its archive's bytes from the
+ * feed's storage. The step that unpacks them
  * checks the sha256 on the target against the pinned one.
  */
 export interface StepPackages {
@@ -21,29 +22,47 @@ export interface StepPackages {
 }
 
 export function stepPackages(feed: PackageFeed | undefined, db: Kysely<Database>, scope: RunScope): StepPackages {
-  let snapshot: Promise<PinnedPackage[]> | undefined;
-  const pinnedOfRelease = () => {
-    snapshot ??= (async () => {
-      const subject = scope.subject;
-      if (subject.kind !== "release") return [];
+  const subject = scope.subject;
+  if (subject.kind !== "release") {
+    // A runbook run brings its own snapshot's packages (engine/runbooks.ts); any other subject pins none.
+    return pinnedStepPackages(feed, async () => [], {
+      owner: `this ${subject.kind}`,
+      fix: "unpack it in a deployment or a runbook run",
+    });
+  }
+  return pinnedStepPackages(
+    feed,
+    async () => {
       const row = await db.selectFrom("releases").select("snapshot").where("id", "=", subject.id).executeTakeFirst();
       if (!row) return [];
       return releaseSnapshotSchema.parse(JSON.parse(row.snapshot)).packages;
-    })();
-    return snapshot;
-  };
+    },
+    {
+      owner: `release ${subject.version}`,
+      fix: "add the package to the project's process ('packages') and create a new release",
+    },
+  );
+}
+
+/**
+ * The packages a snapshot pins (a release's, a runbook version's or a draft run's), loaded
+ * once; `owner` names the snapshot in errors ("release 1.2.0", "runbook version 3") and
+ * `fix` says how to pin a package it lacks.
+ */
+export function pinnedStepPackages(
+  feed: PackageFeed | undefined,
+  load: () => Promise<readonly PinnedPackage[]>,
+  describe: { owner: string; fix: string },
+): StepPackages {
+  let snapshot: Promise<readonly PinnedPackage[]> | undefined;
   return {
     async pinned(name) {
-      const packages = await pinnedOfRelease();
+      snapshot ??= load();
+      const packages = await snapshot;
       const found = packages.find((item) => item.name === name);
       if (found) return found;
-      if (scope.subject.kind !== "release") {
-        throw new TaskFailure(
-          `package ${name}: packages are pinned by releases, and a runbook run has none; unpack it in a deployment`,
-        );
-      }
       throw new TaskFailure(
-        `release ${scope.subject.version} pins no package '${name}' (it pins: ${packages.map((item) => `${item.name} ${item.version}`).join(", ") || "none"}); add the package to the project's process ('packages') and create a new release`,
+        `${describe.owner} pins no package '${name}' (it pins: ${packages.map((item) => `${item.name} ${item.version}`).join(", ") || "none"}); ${describe.fix}`,
       );
     },
     async open(pinned) {
@@ -55,7 +74,7 @@ export function stepPackages(feed: PackageFeed | undefined, db: Kysely<Database>
       } catch (error) {
         if (!(error instanceof NotFoundError)) throw error;
         throw new TaskFailure(
-          `package ${pinned.name} ${pinned.version}, which release pins, is no longer in the feed (deleted, or deleted and pushed again with other bytes); push it again or create a release of another version`,
+          `package ${pinned.name} ${pinned.version}, which ${describe.owner} pins, is no longer in the feed (deleted, or deleted and pushed again with other bytes); push it again, or pin another version`,
         );
       }
     },

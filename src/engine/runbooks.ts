@@ -1,14 +1,24 @@
 import { z } from "zod";
 import type { Access } from "../domain/access.js";
 import { type FieldIssue, ForbiddenError, InputError } from "../domain/errors.js";
-import { type CreateRunbookRun, type RunbookRunCreated, shownParameters } from "../domain/runbooks.js";
+import {
+  type CreateRunbookRun,
+  type PublishRunbook,
+  type Runbook,
+  type RunbookRunCreated,
+  shownParameters,
+  storedRunbookDefinitionSchema,
+} from "../domain/runbooks.js";
 import type { SystemVariableValues } from "../domain/variableScoping.js";
+import { pinImages } from "../feeds/images.js";
+import { defaultOutboundPolicy } from "../security/outboundGuard.js";
 import { findNamed, newId } from "../store/common.js";
 import { environmentTargets, type TargetInfo } from "../store/deployments.js";
 import {
   getRunbookRow,
   insertRunbookRun,
   loadRunbookRun,
+  publishRunbook,
   type RunbookDefinitionSource,
   sealedParameterContext,
   snapshotForRun,
@@ -17,6 +27,7 @@ import { recordTaskTarget } from "../store/taskTargets.js";
 import { type DeploymentServices, processRunnerServices, stepVariables } from "./deployments.js";
 import { checkFreeze } from "./freezeCheck.js";
 import { LogMasker } from "./logMasker.js";
+import { pinnedStepPackages } from "./packages.js";
 import { runProcess } from "./processRunner.js";
 import { checkRunParameters } from "./runbookParameters.js";
 import { cleanUpTask } from "./taskCleanup.js";
@@ -27,6 +38,38 @@ import { TaskFailure, type TaskKind } from "./types.js";
  * the task kind that runs the snapshot's process with the process runner, exactly as a
  * deployment runs a release's.
  */
+
+/**
+ * Publishes a runbook's draft with its image and package versions pinned (ADR 0068): the
+ * images' tags (chosen, or the latest matching) resolved to digests through the registries
+ * first, outside any transaction, then the snapshot with the packages' versions in one.
+ */
+export async function publishRunbookVersion(
+  services: DeploymentServices,
+  projectReference: string,
+  reference: string,
+  publishedBy: string,
+  choices: PublishRunbook,
+  options: { expectedUpdatedAt?: string } = {},
+): Promise<Runbook> {
+  const { context } = services;
+  const project = await findNamed(context.db, "projects", projectReference);
+  const row = await getRunbookRow(context.db, project.id, reference);
+  const { process } = storedRunbookDefinitionSchema.parse(JSON.parse(row.draft));
+  const images = await pinImages(context, process.images, choices.images, services.outbound ?? defaultOutboundPolicy);
+  return publishRunbook(
+    context,
+    projectReference,
+    reference,
+    publishedBy,
+    {
+      images,
+      packages: choices.packages,
+      pinnedDraft: row.draft,
+    },
+    options,
+  );
+}
 
 export interface RunbookRunRequest extends CreateRunbookRun {
   project: string;
@@ -75,6 +118,11 @@ export async function requestRunbookRun(
     ]);
   }
   const parameters = await checkRunParameters(definition.parameters, request.parameters);
+  // A draft run resolves its images now (registry calls stay out of the queuing transaction);
+  // its packages are pinned in that transaction, with its snapshot.
+  const draftImages = request.draft
+    ? await pinImages(context, definition.process.images, {}, services.outbound ?? defaultOutboundPolicy)
+    : [];
   const targetIds = request.targets ? await resolveTargets(services, environment.id, request.targets) : null;
   const freezeOverride = await checkFreeze(db, {
     project,
@@ -92,13 +140,14 @@ export async function requestRunbookRun(
       parameters.sensitive.has(name) ? context.secrets.seal(value, sealedParameterContext(runId, name)) : value,
     ]),
   );
-  // Overlap is decided by locks (ADR 0034): a run that may not overlap deployments takes the
-  // environment's deployment lock; one that may not overlap itself, a lock of its own.
-  const lockKeys = [
-    ...(definition.overlapDeployments ? [] : [`deploy:${project.id}:${environment.id}`]),
-    ...(definition.overlapItself ? [] : [`runbook:${row.id}:${environment.id}`]),
-  ];
+  // Overlap is decided by locks (ADR 0034, 0068): a run that may not overlap deployments
+  // shares the environment's deployment lock (other runbooks' runs hold it beside it, a
+  // deployment waits for them all and they for it); one that may not overlap itself takes a
+  // lock of its own, exclusively.
+  const lockKeys = definition.overlapItself ? [] : [`runbook:${row.id}:${environment.id}`];
+  const sharedLockKeys = definition.overlapDeployments ? [] : [`deploy:${project.id}:${environment.id}`];
   let version: number | null = source.version;
+  let pinned = source.pinned;
   const task = await services.enqueue({
     kind: "runbook",
     title: `Run ${row.name}${request.draft ? " (draft)" : ""} of ${project.name} in ${environment.name}${request.schedule ? ` (${request.schedule.cause})` : ""}`,
@@ -106,12 +155,18 @@ export async function requestRunbookRun(
     environmentId: environment.id,
     payload: { runId, guidedFailure: request.guidedFailure },
     lockKeys,
+    sharedLockKeys,
     createdBy: request.createdBy,
     createdByPrincipal: request.createdByPrincipal,
     alongside: async (trx, taskId) => {
       // A draft run's snapshot is taken here, in the task's transaction, from the draft as it is now.
-      const snapshot = request.draft ? await snapshotForRun(trx, context, row, true, request.createdBy) : source;
+      const snapshot = request.draft
+        ? await snapshotForRun(trx, context, row, true, request.createdBy, {
+            pins: { images: draftImages, packages: {} },
+          })
+        : source;
       version = snapshot.version;
+      pinned = snapshot.pinned;
       await insertRunbookRun(trx, {
         id: runId,
         runbookId: row.id,
@@ -135,6 +190,7 @@ export async function requestRunbookRun(
     environment: environment.slug,
     version,
     parameters: shownParameters(parameters),
+    ...pinned,
     ...(freezeOverride && { freezeOverride }),
   };
 }
@@ -177,6 +233,20 @@ export function runbookTaskKind(services: DeploymentServices): TaskKind<z.infer<
       const { db } = services.context;
       const loaded = await loadRunbookRun(services.context, runId);
       const { runbook, project, environment, definition } = loaded;
+      const describedAs =
+        loaded.version === null ? "this draft run of the runbook" : `runbook version ${loaded.version}`;
+      // The snapshot's packages, not a release's: what a package step unpacks in this run.
+      const runRunner = {
+        ...runner,
+        packagesFor: () =>
+          pinnedStepPackages(services.packages, async () => loaded.packages, {
+            owner: describedAs,
+            fix:
+              loaded.version === null
+                ? "add the package to the runbook's process ('packages') and run the draft again"
+                : "add the package to the runbook's process ('packages') and publish it again",
+          }),
+      };
       task.log.setMasker(new LogMasker(loaded.secrets));
       const all = await environmentTargets(db, environment.id);
       const targets = loaded.targetIds ? all.filter((info) => loaded.targetIds?.includes(info.id)) : all;
@@ -196,7 +266,10 @@ export function runbookTaskKind(services: DeploymentServices): TaskKind<z.infer<
       if (loaded.run.freeze_override) task.log.warn(`freeze overridden: ${loaded.run.freeze_override}`);
       if (loaded.run.cause)
         task.log.info(`Queued by ${loaded.run.cause}, for the firing due ${loaded.run.scheduled_for}`);
-      const { failed, skippedSteps } = await runProcess(runner, {
+      for (const image of loaded.images) task.log.info(`image ${image.name}: ${image.tag} (${image.digest})`);
+      for (const item of loaded.packages)
+        task.log.info(`package ${item.name}: ${item.version} (sha256 ${item.sha256})`);
+      const { failed, skippedSteps } = await runProcess(runRunner, {
         task,
         scope: {
           project: { id: project.id, slug: project.slug, name: project.name },
@@ -211,6 +284,8 @@ export function runbookTaskKind(services: DeploymentServices): TaskKind<z.infer<
             { environmentId: environment.id, target: info, stepName: step.name },
             system(info),
             outputs,
+            loaded.images,
+            loaded.packages,
           );
           // Parameters come last: a run's answer wins over a project variable of the same name.
           for (const [name, value] of loaded.parameters) values.set(name, value);

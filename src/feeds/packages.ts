@@ -16,6 +16,7 @@ import {
   packageVersionExists,
   toPackageVersion,
   versionsPinnedByDeployedReleases,
+  versionsPinnedByRunbooks,
 } from "../store/packages.js";
 import { ArchiveProblem, inspectArchive } from "./packageArchive.js";
 
@@ -158,19 +159,23 @@ export class PackageFeed {
     return this.options.content.read(row.location);
   }
 
-  /** Deletes one version; refused while a deployed release pins it. */
+  /** Deletes one version; refused while a deployed release or a runbook pins it. */
   async delete(name: string, version: string): Promise<PackageVersionInfo> {
     const row = await this.get(name, version);
     await deletePackageVersions(this.options.context.db, this.options.content, [row]);
     return toPackageVersion(row);
   }
 
-  /** Removes a package's versions past the newest `keepVersions`, never one a deployed release pins. Returns what went. */
+  /** Removes a package's versions past the newest `keepVersions`, never one a deployed release or a runbook pins. Returns what went. */
   async applyRetention(name: string): Promise<PackageVersionInfo[]> {
     const { db } = this.options.context;
     const versions = await listPackageVersions(db, name);
     if (versions.length <= this.keepVersions) return [];
-    const past = versionsPastRetention(versions, this.keepVersions, await versionsPinnedByDeployedReleases(db));
+    const kept = new Set([
+      ...(await versionsPinnedByDeployedReleases(db)),
+      ...(await versionsPinnedByRunbooks(db)).keys(),
+    ]);
+    const past = versionsPastRetention(versions, this.keepVersions, kept);
     const removed: PackageVersionRow[] = [];
     for (const row of past) {
       // One that a deployment started to need since is refused by the store: it is kept, not an error.

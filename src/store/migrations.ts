@@ -1123,6 +1123,34 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  "0035_shared_locks": {
+    async up(db: Kysely<unknown>) {
+      // Shared locks (ADR 0068): a runbook run holds an environment's deployment lock beside
+      // other runbook runs, never beside a deployment. A held lock becomes one row per holder,
+      // so its key alone is no longer the primary key. The table is rebuilt (SQLite cannot
+      // change a primary key) with its rows copied: locks held by tasks running on other nodes
+      // during an upgrade stay held.
+      await db.schema
+        .alterTable("task_lock_requests")
+        .addColumn("shared", "integer", (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema
+        .createTable("task_locks_0035")
+        .addColumn("lock_key", "text", (c) => c.notNull())
+        .addColumn("task_id", "text", (c) => c.notNull())
+        .addColumn("owner", "text", (c) => c.notNull())
+        .addColumn("lease_expires_at", "text", (c) => c.notNull())
+        .addColumn("shared", "integer", (c) => c.notNull().defaultTo(0))
+        .addPrimaryKeyConstraint("task_locks_key_task_pk", ["lock_key", "task_id"])
+        .execute();
+      await sql`insert into task_locks_0035 (lock_key, task_id, owner, lease_expires_at)
+        select lock_key, task_id, owner, lease_expires_at from task_locks`.execute(db);
+      await db.schema.dropTable("task_locks").execute();
+      await db.schema.alterTable("task_locks_0035").renameTo("task_locks").execute();
+      // Locks are released by task (finish, cancel, interrupt) and renewed by task.
+      await db.schema.createIndex("task_locks_by_task").on("task_locks").columns(["task_id"]).execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = {

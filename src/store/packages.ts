@@ -117,7 +117,44 @@ export async function versionsPinnedByDeployedReleases(db: Executor): Promise<Se
 }
 
 /**
- * Removes versions, row and bytes, unless a deployed release pins one (checked in the same
+ * Ids of the package versions runbooks pin (ADR 0068), each with what pins it: the
+ * published version of every runbook (schedules and runs use it) and the snapshot of every
+ * runbook run not finished yet. Retention and delete keep these too.
+ */
+export async function versionsPinnedByRunbooks(db: Executor): Promise<Map<string, string>> {
+  const published = await db
+    .selectFrom("runbooks as b")
+    .innerJoin("runbook_snapshots as s", "s.id", "b.published_snapshot_id")
+    .innerJoin("projects as p", "p.id", "b.project_id")
+    .select(["s.snapshot", "s.version", "b.slug", "p.slug as project"])
+    .execute();
+  const running = await db
+    .selectFrom("runbook_runs as r")
+    .innerJoin("tasks as t", "t.id", "r.task_id")
+    .innerJoin("runbook_snapshots as s", "s.id", "r.snapshot_id")
+    .innerJoin("runbooks as b", "b.id", "r.runbook_id")
+    .innerJoin("projects as p", "p.id", "b.project_id")
+    .select(["s.snapshot", "s.version", "b.slug", "p.slug as project"])
+    .where("t.finished_at", "is", null)
+    .execute();
+  const pinned = new Map<string, string>();
+  for (const [rows, what] of [
+    [published, "the published version"],
+    [running, "a run not finished yet"],
+  ] as const) {
+    for (const row of rows) {
+      // Only the packages field is read: snapshots older than pinning have none.
+      const packages = (JSON.parse(row.snapshot) as { packages?: { id: string }[] }).packages ?? [];
+      for (const item of packages) {
+        if (!pinned.has(item.id)) pinned.set(item.id, `${what} of runbook ${row.project}/${row.slug}`);
+      }
+    }
+  }
+  return pinned;
+}
+
+/**
+ * Removes versions, row and bytes, unless a deployed release or a runbook pins one (checked in the same
  * transaction as the removal, so a deployment that starts meanwhile is not left without
  * its bytes on PostgreSQL; on SQLite the one writer serialises them). Returns the removed.
  */
@@ -132,6 +169,12 @@ export async function deletePackageVersions(
       if ((await versionsPinnedByDeployedReleases(transaction)).has(row.id)) {
         throw new ConflictError(
           `package ${row.name} ${row.version} is pinned by a release that is deployed (or being deployed); deploy a release without it everywhere first`,
+        );
+      }
+      const byRunbook = (await versionsPinnedByRunbooks(transaction)).get(row.id);
+      if (byRunbook) {
+        throw new ConflictError(
+          `package ${row.name} ${row.version} is pinned by ${byRunbook}; publish the runbook again with another version (or wait for the run) first`,
         );
       }
       const result = await transaction.deleteFrom("package_versions").where("id", "=", row.id).executeTakeFirst();

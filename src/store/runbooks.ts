@@ -2,7 +2,7 @@ import { z } from "zod";
 import type { Reach } from "../domain/access.js";
 import { slugify } from "../domain/common.js";
 import { ConflictError, type FieldIssue, InputError, NotFoundError } from "../domain/errors.js";
-import { releaseSnapshotSchema } from "../domain/releases.js";
+import { type PinnedImage, type PinnedPackage, releaseSnapshotSchema } from "../domain/releases.js";
 import {
   type CreateRunbook,
   MASKED,
@@ -22,6 +22,7 @@ import {
   type StoreContext,
   translateUniqueViolation,
 } from "./common.js";
+import { pinPackages } from "./packages.js";
 import { snapshotVariables } from "./releases.js";
 import type { RunbookRow, RunbookSnapshotRow } from "./schema.js";
 
@@ -30,10 +31,16 @@ import type { RunbookRow, RunbookSnapshotRow } from "./schema.js";
  * the one-off snapshots of draft runs), and the runs themselves.
  */
 
-/** What a run executes: the definition and the project's variables (sensitive ones sealed). */
+/**
+ * What a run executes: the definition, the project's variables (sensitive ones sealed) and
+ * the image and package versions pinned when the snapshot was taken (ADR 0068; snapshots
+ * taken before pinning have none).
+ */
 const runbookSnapshotSchema = z.object({
   definition: storedRunbookDefinitionSchema,
   variables: releaseSnapshotSchema.shape.variables,
+  images: releaseSnapshotSchema.shape.images,
+  packages: releaseSnapshotSchema.shape.packages,
 });
 type RunbookSnapshot = z.infer<typeof runbookSnapshotSchema>;
 
@@ -46,6 +53,24 @@ function definitionOf(row: RunbookRow): RunbookDefinition {
   return storedRunbookDefinitionSchema.parse(JSON.parse(row.draft));
 }
 
+/** The versions a snapshot pins, as answers show them (no feed ids, no package ids). */
+function shownVersions(snapshot: { images: readonly PinnedImage[]; packages: readonly PinnedPackage[] }) {
+  return {
+    images: snapshot.images.map(({ name, tag, digest, reference }) => ({ name, tag, digest, reference })),
+    packages: snapshot.packages.map(({ name, version, sha256, size }) => ({ name, version, sha256, size })),
+  };
+}
+
+/**
+ * What a snapshot pins besides the definition: the images pinned by digest before the
+ * transaction (registry calls never happen inside one), and the package versions asked for
+ * (the newest when not named), pinned inside it.
+ */
+export interface SnapshotPins {
+  images: PinnedImage[];
+  packages: Readonly<Record<string, string>>;
+}
+
 async function toRunbook(db: Executor, row: RunbookRow, projectSlug: string): Promise<Runbook> {
   const definition = definitionOf(row);
   const published = row.published_snapshot_id
@@ -55,21 +80,24 @@ async function toRunbook(db: Executor, row: RunbookRow, projectSlug: string): Pr
         .where("id", "=", row.published_snapshot_id)
         .executeTakeFirst()
     : undefined;
+  const publishedSnapshot = published ? runbookSnapshotSchema.parse(JSON.parse(published.snapshot)) : undefined;
   return {
     id: row.id,
     project: projectSlug,
     slug: row.slug,
     name: row.name,
     ...definition,
-    published: published
-      ? {
-          version: Number(published.version),
-          publishedBy: published.created_by,
-          publishedAt: published.created_at,
-          // What runs execute; the snapshot's variables (sealed) stay out of answers.
-          ...runbookSnapshotSchema.parse(JSON.parse(published.snapshot)).definition,
-        }
-      : null,
+    published:
+      published && publishedSnapshot
+        ? {
+            version: Number(published.version),
+            publishedBy: published.created_by,
+            publishedAt: published.created_at,
+            // What runs execute; the snapshot's variables (sealed) stay out of answers.
+            ...publishedSnapshot.definition,
+            ...shownVersions(publishedSnapshot),
+          }
+        : null,
     draftChanged: row.draft_changed === 1,
     updatedBy: row.updated_by,
     createdAt: row.created_at,
@@ -225,8 +253,9 @@ export async function deleteRunbook(
 }
 
 /**
- * Freezes the draft and the project's variables as they are into a snapshot: a published
- * version (version given) or the snapshot of one draft run (version null).
+ * Freezes the draft, the project's variables and the image and package versions as they are
+ * into a snapshot: a published version (version given) or the snapshot of one draft run
+ * (version null).
  */
 async function insertSnapshot(
   trx: Executor,
@@ -234,13 +263,18 @@ async function insertSnapshot(
   row: RunbookRow,
   version: number | null,
   createdBy: string,
-): Promise<RunbookSnapshotRow> {
+  pins: SnapshotPins,
+): Promise<{ row: RunbookSnapshotRow; snapshot: RunbookSnapshot }> {
   const id = newId("rbs");
+  const definition = definitionOf(row);
   const snapshot: RunbookSnapshot = {
-    definition: definitionOf(row),
+    definition,
     variables: await snapshotVariables(trx, row.project_id, (valueContext, sealed, index) =>
       secrets.seal(secrets.open(sealed, valueContext), sealedSnapshotVariable(id, index)),
     ),
+    images: pins.images,
+    // Pinned inside the snapshot's transaction: a version deleted meanwhile is not pinned.
+    packages: await pinPackages(trx, definition.process.packages, pins.packages),
   };
   const snapshotRow: RunbookSnapshotRow = {
     id,
@@ -251,15 +285,20 @@ async function insertSnapshot(
     created_at: nowIso(),
   };
   await trx.insertInto("runbook_snapshots").values(snapshotRow).execute();
-  return snapshotRow;
+  return { row: snapshotRow, snapshot };
 }
 
-/** Publishes the draft: the next version, which every run uses from now on. */
+/**
+ * Publishes the draft: the next version, which every run uses from now on. `pins.images`
+ * were pinned against `pinnedDraft` (the draft's JSON then): a draft changed since is a
+ * conflict, not a version whose images belong to another process.
+ */
 export async function publishRunbook(
   context: StoreContext,
   projectReference: string,
   reference: string,
   publishedBy: string,
+  pins: SnapshotPins & { pinnedDraft: string },
   options: { expectedUpdatedAt?: string } = {},
 ): Promise<Runbook> {
   return context.db.transaction().execute(async (trx) => {
@@ -268,6 +307,11 @@ export async function publishRunbook(
     if (options.expectedUpdatedAt !== undefined && row.updated_at !== options.expectedUpdatedAt) {
       throw changedMeanwhile(row.slug);
     }
+    if (row.draft !== pins.pinnedDraft) {
+      throw new ConflictError(
+        `the draft of runbook '${row.slug}' was changed while its images were being pinned; look at it again and publish again`,
+      );
+    }
     const { latest } = await trx
       .selectFrom("runbook_snapshots")
       .select((eb) => eb.fn.max("version").as("latest"))
@@ -275,7 +319,7 @@ export async function publishRunbook(
       .executeTakeFirstOrThrow();
     const snapshot = await translateUniqueViolation(
       `runbook '${row.slug}' was published by someone else at the same moment; look at it again and publish if still needed`,
-      () => insertSnapshot(trx, context, row, Number(latest ?? 0) + 1, publishedBy),
+      async () => (await insertSnapshot(trx, context, row, Number(latest ?? 0) + 1, publishedBy, pins)).row,
     );
     const updatedAt = nowIso();
     const updated = await trx
@@ -298,16 +342,21 @@ export async function publishRunbook(
   });
 }
 
-/** What a run executes: a snapshot's id (empty before a draft run's is taken), version and definition. */
+/**
+ * What a run executes: a snapshot's id (empty before a draft run's is taken), version,
+ * definition and pinned versions (as answers show them; none before a draft run's is taken).
+ */
 export interface RunbookDefinitionSource {
   id: string;
   version: number | null;
   definition: RunbookDefinition;
+  pinned: ReturnType<typeof shownVersions>;
 }
 
 /**
- * The snapshot a run will execute: the published one, or a new one of the draft. With
- * dryRun, a draft's definition without writing its snapshot (to check a request first).
+ * The snapshot a run will execute: the published one, or a new one of the draft, pinning
+ * `pins` (a draft run's versions are resolved when it is requested). With dryRun, a draft's
+ * definition without writing its snapshot (to check a request first).
  */
 export async function snapshotForRun(
   trx: Executor,
@@ -315,12 +364,25 @@ export async function snapshotForRun(
   row: RunbookRow,
   draft: boolean,
   requestedBy: string,
-  options: { dryRun?: boolean } = {},
+  options: { dryRun?: boolean; pins?: SnapshotPins } = {},
 ): Promise<RunbookDefinitionSource> {
-  if (draft && options.dryRun) return { id: "", version: null, definition: definitionOf(row) };
+  const none = { images: [], packages: [] };
+  if (draft && options.dryRun) return { id: "", version: null, definition: definitionOf(row), pinned: none };
   if (draft) {
-    const snapshot = await insertSnapshot(trx, context, row, null, requestedBy);
-    return { id: snapshot.id, version: null, definition: definitionOf(row) };
+    const taken = await insertSnapshot(
+      trx,
+      context,
+      row,
+      null,
+      requestedBy,
+      options.pins ?? { images: [], packages: {} },
+    );
+    return {
+      id: taken.row.id,
+      version: null,
+      definition: taken.snapshot.definition,
+      pinned: shownVersions(taken.snapshot),
+    };
   }
   const published = row.published_snapshot_id
     ? await trx
@@ -338,7 +400,12 @@ export async function snapshotForRun(
     ]);
   }
   const snapshot = runbookSnapshotSchema.parse(JSON.parse(published.snapshot));
-  return { id: published.id, version: Number(published.version), definition: snapshot.definition };
+  return {
+    id: published.id,
+    version: Number(published.version),
+    definition: snapshot.definition,
+    pinned: shownVersions(snapshot),
+  };
 }
 
 export async function insertRunbookRun(
@@ -409,6 +476,8 @@ export async function loadRunbookRun(context: StoreContext, runId: string) {
     runbook,
     version: snapshotRow.version === null ? null : Number(snapshotRow.version),
     definition: snapshot.definition,
+    images: snapshot.images,
+    packages: snapshot.packages,
     variables,
     parameters,
     secrets: secretValues,

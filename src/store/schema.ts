@@ -367,13 +367,17 @@ export interface TaskRow {
 interface TaskLockRequestRow {
   task_id: string;
   lock_key: string;
+  /** 1: a shared request (ADR 0068), held beside other shared holders; 0: exclusive. */
+  shared: ColumnType<number, number | undefined, number>;
 }
 
+/** A held lock: one row per holder (an exclusive lock has one; a shared one, one per task). */
 interface TaskLockRow {
   lock_key: string;
   task_id: string;
   owner: string;
   lease_expires_at: string;
+  shared: ColumnType<number, number | undefined, number>;
 }
 
 interface TaskLogRow {

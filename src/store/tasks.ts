@@ -14,8 +14,11 @@ import type { Database, TaskRow } from "./schema.js";
  *     count says whether this claimer won; on PostgreSQL the candidate rows are also read
  *     FOR UPDATE SKIP LOCKED so claimers on several nodes do not queue behind each other.
  *  2. A task may start only when it holds every lock it requested (rows in task_locks,
- *     each with the owner's lease) and no earlier queued task requested one of them:
- *     deployments to one environment run one at a time, in the order they were queued.
+ *     each with the owner's lease) and no earlier queued task requested one of them in a
+ *     conflicting mode: deployments to one environment run one at a time, in the order they
+ *     were queued. A lock is exclusive, or shared (ADR 0068): shared holders of a key run
+ *     together, an exclusive holder runs alone; a shared request queued after a waiting
+ *     exclusive one waits behind it, so a stream of runbook runs cannot starve a deployment.
  *  3. Claims and locks expire unless the owner's heartbeat extends them; an expired
  *     running task is marked interrupted by whoever notices first (conditional UPDATE).
  */
@@ -47,8 +50,13 @@ export interface NewTask {
   projectId?: string | undefined;
   environmentId?: string | undefined;
   payload: unknown;
-  /** Locks the task must hold to run, e.g. "deploy:<project>:<environment>", "target:<id>". */
+  /** Locks the task must hold alone to run, e.g. "deploy:<project>:<environment>", "target:<id>". */
   lockKeys: readonly string[];
+  /**
+   * Locks the task holds beside other shared holders but never beside an exclusive one
+   * (a runbook run's hold on its environment's deployment lock). A key also in lockKeys is exclusive.
+   */
+  sharedLockKeys?: readonly string[] | undefined;
   createdBy: string;
   /** Who started it, as principalOf gives it; an approval with separation of duties refuses them. */
   createdByPrincipal?: string | null | undefined;
@@ -91,13 +99,14 @@ export async function enqueueTask(db: Kysely<Database>, input: NewTask): Promise
       log_bytes: 0,
     };
     await trx.insertInto("tasks").values(row).execute();
-    const keys = [...new Set(input.lockKeys)];
-    if (keys.length > 0) {
-      await trx
-        .insertInto("task_lock_requests")
-        .values(keys.map((lockKey) => ({ task_id: row.id, lock_key: lockKey })))
-        .execute();
-    }
+    const exclusive = new Set(input.lockKeys);
+    const requests = [
+      ...[...exclusive].map((lockKey) => ({ task_id: row.id, lock_key: lockKey, shared: 0 })),
+      ...[...new Set(input.sharedLockKeys ?? [])]
+        .filter((lockKey) => !exclusive.has(lockKey))
+        .map((lockKey) => ({ task_id: row.id, lock_key: lockKey, shared: 1 })),
+    ];
+    if (requests.length > 0) await trx.insertInto("task_lock_requests").values(requests).execute();
     await input.alongside?.(trx, row.id);
     return row;
   });
@@ -124,20 +133,30 @@ export async function claimTasks(
     // and a queue of 100 deployments to one environment made every claim 200 queries long
     // on the event loop. The candidates are the oldest queued tasks, so every queued task
     // earlier than one of them is among them.
-    const keysOf = new Map<string, string[]>();
+    const keysOf = new Map<string, LockRequest[]>();
     const requests = await trx
       .selectFrom("task_lock_requests")
-      .select(["task_id", "lock_key"])
+      .select(["task_id", "lock_key", "shared"])
       .where(
         "task_id",
         "in",
         candidates.map((task) => task.id),
       )
       .execute();
-    for (const request of requests)
-      keysOf.set(request.task_id, [...(keysOf.get(request.task_id) ?? []), request.lock_key]);
-    // Keys an earlier task that stays queued wants: a later task with one of them waits its turn.
-    const wantedEarlier = new Set<string>();
+    for (const request of requests) {
+      keysOf.set(request.task_id, [
+        ...(keysOf.get(request.task_id) ?? []),
+        { key: request.lock_key, shared: Number(request.shared) === 1 },
+      ]);
+    }
+    // Keys an earlier task that stays queued wants, and whether it wants one exclusively: a
+    // later task wanting one in a conflicting mode waits its turn (two shared wants do not
+    // conflict; any other pair does).
+    const wantedEarlier = new Map<string, "shared" | "exclusive">();
+    const conflictsWithEarlier = (request: LockRequest) => {
+      const wanted = wantedEarlier.get(request.key);
+      return wanted !== undefined && (wanted === "exclusive" || !request.shared);
+    };
     const claimed: TaskRow[] = [];
     for (const task of candidates) {
       if (claimed.length >= options.capacity) break;
@@ -146,10 +165,13 @@ export async function claimTasks(
       const keys = keysOf.get(task.id) ?? [];
       if (keys.length > 0) {
         const waits =
-          keys.some((key) => wantedEarlier.has(key)) ||
-          !(await acquireLocks(trx, task.id, keys, options.owner, expires));
+          keys.some(conflictsWithEarlier) || !(await acquireLocks(trx, dialect, task.id, keys, options.owner, expires));
         if (waits) {
-          for (const key of keys) wantedEarlier.add(key);
+          for (const request of keys) {
+            if (wantedEarlier.get(request.key) !== "exclusive") {
+              wantedEarlier.set(request.key, request.shared ? "shared" : "exclusive");
+            }
+          }
           continue;
         }
       }
@@ -177,25 +199,55 @@ export async function claimTasks(
   });
 }
 
+interface LockRequest {
+  key: string;
+  shared: boolean;
+}
+
 /**
- * Takes every lock or none. A held lock is never taken over here, even when its lease
+ * Takes every lock or none: an exclusive one when nobody holds its key, a shared one when
+ * only shared holders do. A held lock is never taken over here, even when its lease
  * expired: its task may still be running on a slow node. Only interruptExpiredTasks frees
- * it, after marking that task interrupted, so two tasks never hold one lock.
+ * it, after marking that task interrupted, so an exclusive holder never has company.
+ *
+ * The check and the insert must not interleave with another claimer's for the same key:
+ * the primary key (key, task) no longer refuses a second holder by itself. On PostgreSQL a
+ * transaction-scoped advisory lock per key serialises claimers on every node (keys taken in
+ * sorted order, so two claimers never wait for each other in a cycle); SQLite has one
+ * writer, and one node, whose transactions run one at a time on its one connection.
  */
 async function acquireLocks(
   trx: Executor,
+  dialect: DialectName,
   taskId: string,
-  keys: readonly string[],
+  requests: readonly LockRequest[],
   owner: string,
   expires: string,
 ): Promise<boolean> {
-  for (const lockKey of keys) {
-    const inserted = await trx
-      .insertInto("task_locks")
-      .values({ lock_key: lockKey, task_id: taskId, owner, lease_expires_at: expires })
-      .onConflict((conflict) => conflict.column("lock_key").doNothing())
-      .executeTakeFirst();
-    if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 1) continue;
+  const sorted = [...requests].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  for (const request of sorted) {
+    if (dialect === "postgres") {
+      await sql`select pg_advisory_xact_lock(hashtextextended(${request.key}, 0))`.execute(trx);
+    }
+    const holders = await trx
+      .selectFrom("task_locks")
+      .select(["task_id", "shared"])
+      .where("lock_key", "=", request.key)
+      .execute();
+    const free = holders.every((holder) => holder.task_id !== taskId && request.shared && Number(holder.shared) === 1);
+    if (free) {
+      await trx
+        .insertInto("task_locks")
+        .values({
+          lock_key: request.key,
+          task_id: taskId,
+          owner,
+          lease_expires_at: expires,
+          shared: request.shared ? 1 : 0,
+        })
+        .execute();
+      continue;
+    }
     await trx.deleteFrom("task_locks").where("task_id", "=", taskId).execute();
     return false;
   }
