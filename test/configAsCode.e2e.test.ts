@@ -434,17 +434,19 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", { 
     expect(await (await apiRequest(`${server.url}/api/v1/projects/shop/variables`, adminKey)).json()).toEqual(before);
   });
 
-  it.sequential("applies nothing at all when the file's last object is refused", async () => {
-    const variablesBefore = await (await apiRequest(`${server.url}/api/v1/projects/shop/variables`, adminKey)).json();
-    const runbooksBefore = await (await apiRequest(`${server.url}/api/v1/projects/shop/runbooks`, adminKey)).json();
-    // Everything before the last object is valid and changes the server (a new environment, a
-    // variable, a runbook, a webhook, a team and its grant); the last one, a grant of a role
-    // that does not exist, is refused by the server after all of them were written.
-    const file = await write(
-      "last-refused.yml",
-      `${SHOP.replace("environments: [dev, test, prod]\n", "environments: [dev, test, prod, staging]\n")
-        .replace("value: Hello from production", "value: Changed but undone")
-        .replace("      - name: dump\n", "      - name: dump-changed\n")}webhooks:
+  it.sequential(
+    "applies nothing at all when the file's last object is refused",
+    async () => {
+      const variablesBefore = await (await apiRequest(`${server.url}/api/v1/projects/shop/variables`, adminKey)).json();
+      const runbooksBefore = await (await apiRequest(`${server.url}/api/v1/projects/shop/runbooks`, adminKey)).json();
+      // Everything before the last object is valid and changes the server (a new environment, a
+      // variable, a runbook, a webhook, a team and its grant); the last one, a grant of a role
+      // that does not exist, is refused by the server after all of them were written.
+      const file = await write(
+        "last-refused.yml",
+        `${SHOP.replace("environments: [dev, test, prod]\n", "environments: [dev, test, prod, staging]\n")
+          .replace("value: Hello from production", "value: Changed but undone")
+          .replace("      - name: dump\n", "      - name: dump-changed\n")}webhooks:
   - url: http://127.0.0.1:9/hooks/shop
     secretFrom: { env: SHOP_WEBHOOK_SECRET }
 teams:
@@ -454,27 +456,29 @@ teams:
   - team: shop-support
     role: no-such-role
 `,
-    );
-    // The plan is the same apply rolled back: it says so too.
-    const plan = await ferry(["plan", "-f", file], { SHOP_WEBHOOK_SECRET: "shop-webhook-secret-value" });
-    expect(plan.code, plan.stderr).toBe(1);
-    expect(plan.stderr).toContain("no-such-role");
-    const result = await ferry(["apply", "-f", file], { SHOP_WEBHOOK_SECRET: "shop-webhook-secret-value" });
-    expect(result.code, result.stderr).toBe(1);
-    expect(result.stderr).toContain("could not apply team grants on shop");
-    expect(result.stderr).toContain("no-such-role");
-    expect(result.stderr).toContain("nothing was changed: the apply is all or nothing");
-    expect(result.stdout + result.stderr).not.toContain("shop-webhook-secret-value");
-    expect(await total("/api/v1/environments")).toBe(3); // staging was undone
-    expect(await total("/api/v1/projects/shop/webhooks")).toBe(0);
-    expect(await total("/api/v1/teams")).toBe(0); // shop-ops, created before the refusal, was undone
-    expect(await (await apiRequest(`${server.url}/api/v1/projects/shop/variables`, adminKey)).json()).toEqual(
-      variablesBefore,
-    );
-    expect(await (await apiRequest(`${server.url}/api/v1/projects/shop/runbooks`, adminKey)).json()).toEqual(
-      runbooksBefore,
-    );
-  });
+      );
+      // The plan is the same apply rolled back: it says so too.
+      const plan = await ferry(["plan", "-f", file], { SHOP_WEBHOOK_SECRET: "shop-webhook-secret-value" });
+      expect(plan.code, plan.stderr).toBe(1);
+      expect(plan.stderr).toContain("no-such-role");
+      const result = await ferry(["apply", "-f", file], { SHOP_WEBHOOK_SECRET: "shop-webhook-secret-value" });
+      expect(result.code, result.stderr).toBe(1);
+      expect(result.stderr).toContain("could not apply team grants on shop");
+      expect(result.stderr).toContain("no-such-role");
+      expect(result.stderr).toContain("nothing was changed: the apply is all or nothing");
+      expect(result.stdout + result.stderr).not.toContain("shop-webhook-secret-value");
+      expect(await total("/api/v1/environments")).toBe(3); // staging was undone
+      expect(await total("/api/v1/projects/shop/webhooks")).toBe(0);
+      expect(await total("/api/v1/teams")).toBe(0); // shop-ops, created before the refusal, was undone
+      expect(await (await apiRequest(`${server.url}/api/v1/projects/shop/variables`, adminKey)).json()).toEqual(
+        variablesBefore,
+      );
+      expect(await (await apiRequest(`${server.url}/api/v1/projects/shop/runbooks`, adminKey)).json()).toEqual(
+        runbooksBefore,
+      );
+    },
+    MANY_RUNS_MS,
+  );
 
   it.sequential(
     "applies several files (a directory) together, or none of them when one conflicts",
