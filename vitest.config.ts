@@ -16,6 +16,7 @@ const alone = [
   "test/canary.test.ts",
   "test/canaryHaproxy.test.ts",
   "test/compose.e2e.test.ts",
+  "test/composeRemote.e2e.test.ts",
   "test/dataPlane.e2e.test.ts",
   "test/haproxy.test.ts",
   "test/haproxyCanary.test.ts",

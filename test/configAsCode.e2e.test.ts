@@ -294,6 +294,18 @@ runbooks:
       - { keepDays: 90 }
     artifactRetention:
       - { keepRuns: 5, keepDays: 7 }
+webhooks:
+  - url: http://127.0.0.1:9/hooks/everything/path-is-a-credential
+    events: [deployment.failed, deployment.succeeded]
+    secretFrom: { env: EVERYTHING_WEBHOOK_SECRET }
+teams:
+  - team: everything-ops
+    role: deployer
+    environments: [every-prod]
+  - team: everything-ops
+    role: viewer
+  - team: everything-devs
+    role: project-editor
 `;
 
 interface Change {
@@ -361,47 +373,55 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", { 
     expect(await total("/api/v1/targets")).toBe(0);
   });
 
-  it.sequential("applies, and then plans no change (idempotent)", async () => {
-    const file = join(directory, "ferry.yml");
-    expectSuccess(await ferry(["apply", "-f", file]));
-    expect(await total("/api/v1/projects")).toBe(1);
+  it.sequential(
+    "applies, and then plans no change (idempotent)",
+    async () => {
+      const file = join(directory, "ferry.yml");
+      expectSuccess(await ferry(["apply", "-f", file]));
+      expect(await total("/api/v1/projects")).toBe(1);
 
-    const again = await ferry(["plan", "-f", file]);
-    expectSuccess(again);
-    expect(again.stdout).toBe("No changes: the server matches the file (12 unchanged).\n");
-    const json = parseJson<Change[]>(await ferry(["plan", "-f", file, "--json"]));
-    expect(changed(json)).toEqual([]);
-    expect(json.length).toBe(12);
-  });
+      const again = await ferry(["plan", "-f", file]);
+      expectSuccess(again);
+      expect(again.stdout).toBe("No changes: the server matches the file (12 unchanged).\n");
+      const json = parseJson<Change[]>(await ferry(["plan", "-f", file, "--json"]));
+      expect(changed(json)).toEqual([]);
+      expect(json.length).toBe(12);
+    },
+    MANY_RUNS_MS,
+  );
 
-  it.sequential("plans exactly the one variable edited, field by field, and a rotated secret only as changed", async () => {
-    const file = await write("edited.yml", SHOP.replace("value: Hello from production", "value: Welcome to prod"));
-    const plan = parseJson<Change[]>(
-      await ferry(["plan", "-f", file, "--json", "--update-secrets"], { SHOP_DB_PASSWORD: ROTATED_PASSWORD }),
-    );
-    expect(changed(plan).map(({ action, resource, name, fields }) => ({ action, resource, name, fields }))).toEqual([
-      {
-        action: "updated",
-        resource: "variable",
-        name: "Greeting [environments prod]",
-        fields: [{ field: "value", from: "Hello from production", to: "Welcome to prod" }],
-      },
-      {
-        action: "updated",
-        resource: "variable",
-        name: "DbPassword",
-        fields: [{ field: "value", sensitive: true }],
-      },
-    ]);
-    const text = await ferry(["plan", "-f", file, "--update-secrets"], { SHOP_DB_PASSWORD: ROTATED_PASSWORD });
-    expectSuccess(text);
-    expect(text.stdout).toContain(
-      '~ update variable Greeting [environments prod] (value)\n    value: "Hello from production" → "Welcome to prod"\n',
-    );
-    expect(text.stdout).toContain("    value: changed (sensitive, not shown)\n");
-    expect(text.stdout + text.stderr).not.toContain(ROTATED_PASSWORD);
-    expect(text.stdout + text.stderr).not.toContain(DB_PASSWORD);
-  });
+  it.sequential(
+    "plans exactly the one variable edited, field by field, and a rotated secret only as changed",
+    async () => {
+      const file = await write("edited.yml", SHOP.replace("value: Hello from production", "value: Welcome to prod"));
+      const plan = parseJson<Change[]>(
+        await ferry(["plan", "-f", file, "--json", "--update-secrets"], { SHOP_DB_PASSWORD: ROTATED_PASSWORD }),
+      );
+      expect(changed(plan).map(({ action, resource, name, fields }) => ({ action, resource, name, fields }))).toEqual([
+        {
+          action: "updated",
+          resource: "variable",
+          name: "Greeting [environments prod]",
+          fields: [{ field: "value", from: "Hello from production", to: "Welcome to prod" }],
+        },
+        {
+          action: "updated",
+          resource: "variable",
+          name: "DbPassword",
+          fields: [{ field: "value", sensitive: true }],
+        },
+      ]);
+      const text = await ferry(["plan", "-f", file, "--update-secrets"], { SHOP_DB_PASSWORD: ROTATED_PASSWORD });
+      expectSuccess(text);
+      expect(text.stdout).toContain(
+        '~ update variable Greeting [environments prod] (value)\n    value: "Hello from production" → "Welcome to prod"\n',
+      );
+      expect(text.stdout).toContain("    value: changed (sensitive, not shown)\n");
+      expect(text.stdout + text.stderr).not.toContain(ROTATED_PASSWORD);
+      expect(text.stdout + text.stderr).not.toContain(DB_PASSWORD);
+    },
+    MANY_RUNS_MS,
+  );
 
   it.sequential("applies nothing at all when a later object of the file is refused", async () => {
     const before = await (await apiRequest(`${server.url}/api/v1/projects/shop/variables`, adminKey)).json();
@@ -421,6 +441,52 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", { 
     expect(await total("/api/v1/feeds")).toBe(0);
     expect(await (await apiRequest(`${server.url}/api/v1/projects/shop/variables`, adminKey)).json()).toEqual(before);
   });
+
+  it.sequential(
+    "applies nothing at all when the file's last object is refused",
+    async () => {
+      const variablesBefore = await (await apiRequest(`${server.url}/api/v1/projects/shop/variables`, adminKey)).json();
+      const runbooksBefore = await (await apiRequest(`${server.url}/api/v1/projects/shop/runbooks`, adminKey)).json();
+      // Everything before the last object is valid and changes the server (a new environment, a
+      // variable, a runbook, a webhook, a team and its grant); the last one, a grant of a role
+      // that does not exist, is refused by the server after all of them were written.
+      const file = await write(
+        "last-refused.yml",
+        `${SHOP.replace("environments: [dev, test, prod]\n", "environments: [dev, test, prod, staging]\n")
+          .replace("value: Hello from production", "value: Changed but undone")
+          .replace("      - name: dump\n", "      - name: dump-changed\n")}webhooks:
+  - url: http://127.0.0.1:9/hooks/shop
+    secretFrom: { env: SHOP_WEBHOOK_SECRET }
+teams:
+  - team: shop-ops
+    role: deployer
+    environments: [staging]
+  - team: shop-support
+    role: no-such-role
+`,
+      );
+      // The plan is the same apply rolled back: it says so too.
+      const plan = await ferry(["plan", "-f", file], { SHOP_WEBHOOK_SECRET: "shop-webhook-secret-value" });
+      expect(plan.code, plan.stderr).toBe(1);
+      expect(plan.stderr).toContain("no-such-role");
+      const result = await ferry(["apply", "-f", file], { SHOP_WEBHOOK_SECRET: "shop-webhook-secret-value" });
+      expect(result.code, result.stderr).toBe(1);
+      expect(result.stderr).toContain("could not apply team grants on shop");
+      expect(result.stderr).toContain("no-such-role");
+      expect(result.stderr).toContain("nothing was changed: the apply is all or nothing");
+      expect(result.stdout + result.stderr).not.toContain("shop-webhook-secret-value");
+      expect(await total("/api/v1/environments")).toBe(3); // staging was undone
+      expect(await total("/api/v1/projects/shop/webhooks")).toBe(0);
+      expect(await total("/api/v1/teams")).toBe(0); // shop-ops, created before the refusal, was undone
+      expect(await (await apiRequest(`${server.url}/api/v1/projects/shop/variables`, adminKey)).json()).toEqual(
+        variablesBefore,
+      );
+      expect(await (await apiRequest(`${server.url}/api/v1/projects/shop/runbooks`, adminKey)).json()).toEqual(
+        runbooksBefore,
+      );
+    },
+    MANY_RUNS_MS,
+  );
 
   it.sequential(
     "applies several files (a directory) together, or none of them when one conflicts",
@@ -486,10 +552,41 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", { 
         EVERYTHING_FEED_PASSWORD: "feed-password-1",
         EVERYTHING_API_TOKEN: "api-token-1",
         EVERYTHING_RUNBOOK_TOKEN: "runbook-token-1",
+        EVERYTHING_WEBHOOK_SECRET: "webhook-signing-secret-1",
       };
+      // A team with a grant of its own (every project): apply manages only the grants on this project alone.
+      const team = await apiRequest(`${server.url}/api/v1/teams`, adminKey, "POST", {
+        name: "everything-ops",
+        roles: [{ role: "viewer" }],
+      });
+      expect(team.status, await team.text()).toBe(201);
       const applied = await ferry(["apply", "-f", join(everything, "ferry.yml")], secrets);
       expectSuccess(applied);
       expect(applied.stderr).toBe("");
+      const ops = (await (await apiRequest(`${server.url}/api/v1/teams/everything-ops`, adminKey)).json()) as {
+        roles: unknown[];
+      };
+      expect(ops.roles).toEqual(
+        expect.arrayContaining([
+          { role: "viewer", projects: null, environments: null },
+          { role: "deployer", projects: ["everything"], environments: ["every-prod"] },
+          { role: "viewer", projects: ["everything"], environments: null },
+        ]),
+      );
+      expect(ops.roles).toHaveLength(3);
+      const hooks = (await (
+        await apiRequest(`${server.url}/api/v1/projects/everything/webhooks`, adminKey)
+      ).json()) as {
+        items: { url: string; events: string[] }[];
+      };
+      expect(hooks.items.map(({ url, events }) => ({ url, events: [...events].sort() }))).toEqual([
+        {
+          url: "http://127.0.0.1:9/hooks/everything/path-is-a-credential",
+          events: ["deployment.failed", "deployment.succeeded"],
+        },
+      ]);
+      // The plan and apply name a webhook by its URL's origin: its path may be a credential.
+      expect(applied.stdout).not.toContain("path-is-a-credential");
       // Every step kind the server knows (its refusal of an unknown one lists them) is in the file.
       const unknownKind = await apiRequest(`${server.url}/api/v1/projects/everything/process`, adminKey, "PUT", {
         steps: [{ name: "x", kind: "no-such-kind", config: {} }],
@@ -510,6 +607,13 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", { 
         "parametersFrom:\n          Token:\n            env: FERRY_SECRET_SCHEDULE_RESTART_NIGHTLY_TOKEN\n",
       );
       expect(text).toContain("cron: 0 4 * * 0\n");
+      // Webhooks (the signing secret as a reference) and the teams' grants on this project alone (ADR 0070).
+      expect(text).toContain(
+        "webhooks:\n  - url: http://127.0.0.1:9/hooks/everything/path-is-a-credential\n    events:\n      - deployment.failed\n      - deployment.succeeded\n    secretFrom:\n      env: FERRY_SECRET_WEBHOOK_127_0_0_1_9_SECRET\n",
+      );
+      expect(text).toContain(
+        "teams:\n  - team: everything-devs\n    role: project-editor\n  - team: everything-ops\n    role: deployer\n    environments:\n      - every-prod\n  - team: everything-ops\n    role: viewer\n",
+      );
       expect(text).toContain(
         'artifactRetention:\n      - environment: "*"\n        keepRuns: 5\n        keepDays: 7\n',
       );
@@ -537,6 +641,38 @@ describe.each(["sqlite", "postgres"] as const)("ferry plan / apply -f on %s", { 
           },
         ],
       );
+
+      // A webhook's events and a team's grant edited: exactly those, and the stored signing secret is kept.
+      const grantsEdited = text
+        .replace("      - deployment.failed\n      - deployment.succeeded\n", "      - deployment.failed\n")
+        .replace(
+          "    role: deployer\n    environments:\n      - every-prod\n",
+          "    role: release-manager\n    environments:\n      - every-prod\n",
+        );
+      await writeFile(exported, grantsEdited);
+      const grantsPlan = parseJson<Change[]>(await ferry(["plan", "-f", exported, "--json"]));
+      expect(
+        changed(grantsPlan).map(({ action, resource, name, fields }) => ({ action, resource, name, fields })),
+      ).toEqual([
+        {
+          action: "updated",
+          resource: "webhook",
+          name: "http://127.0.0.1:9/…",
+          fields: [{ field: "events", from: ["deployment.failed", "deployment.succeeded"], to: ["deployment.failed"] }],
+        },
+        {
+          action: "updated",
+          resource: "team",
+          name: "everything-ops",
+          fields: [
+            {
+              field: "grants[everything]",
+              from: ["deployer [environments every-prod]", "viewer"],
+              to: ["release-manager [environments every-prod]", "viewer"],
+            },
+          ],
+        },
+      ]);
 
       // A schedule's time and the artifacts' limit edited: those two changes, and the stored
       // sensitive parameter is kept (its variable is not set, and the parameters did not change).

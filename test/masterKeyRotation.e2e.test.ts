@@ -242,6 +242,31 @@ describe.each(["sqlite", "postgres"])("master key rotation on %s", { concurrent:
       expect(refused.stderr).toContain(`were encrypted with master key ${resumedBox.keyId}`);
       expect(refused.stderr).toContain(`is key ${oldBox.keyId}`);
       expect(refused.stderr).toContain("restore the master.key that was backed up with this database");
+
+      // A backup whose only secrets are inside JSON documents (a release's snapshot) is refused
+      // as well, naming the document: the start reads those too, not only the sealed columns.
+      if (dialect === "sqlite") {
+        const db = new Database(join(restored, "ferry.db"));
+        for (const [table, column] of [
+          ["variables", "value_sealed"],
+          ["variable_set_variables", "value_sealed"],
+          ["feeds", "password_sealed"],
+          ["targets", "ssh_private_key_sealed"],
+          ["targets", "ssh_passphrase_sealed"],
+          ["agents", "next_credential_sealed"],
+        ]) {
+          db.prepare(`UPDATE ${table} SET ${column} = NULL`).run();
+        }
+        for (const table of ["webhooks", "feed_triggers"]) db.prepare(`DELETE FROM ${table}`).run();
+        db.close();
+        const onlyDocuments = await runFerry(["server", "--port", "0", "--data-dir", restored], env, {
+          timeoutMs: 30_000,
+        });
+        expect(onlyDocuments.code).not.toBe(0);
+        expect(onlyDocuments.stderr).toContain(
+          `the database's secrets (releases.snapshot) were encrypted with master key ${resumedBox.keyId}`,
+        );
+      }
     } finally {
       await database?.drop();
     }

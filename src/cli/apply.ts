@@ -163,6 +163,7 @@ export async function secretsOf(
       ...(target.ssh && "env" in target.ssh.privateKeyFrom ? [target.ssh.privateKeyFrom.env] : []),
       ...(target.ssh?.passphraseFrom ? [target.ssh.passphraseFrom.env] : []),
     ]),
+    ...(config.webhooks ?? []).map((webhook) => webhook.secretFrom.env),
     ...(config.runbooks ?? []).flatMap((runbook) =>
       (runbook.schedules ?? []).flatMap((schedule) =>
         Object.values(schedule.parametersFrom ?? {}).map((reference) => reference.env),

@@ -1,5 +1,6 @@
 import { type ApiClient, segment } from "../cli/client.js";
 import { OperationError } from "../cli/errors.js";
+import type { Team } from "../domain/access.js";
 import type { ArtifactRetention } from "../domain/artifacts.js";
 import type { Environment } from "../domain/environments.js";
 import type { Feed } from "../domain/feeds.js";
@@ -13,6 +14,7 @@ import { MAX_STEP_FILE_BYTES } from "../domain/stepFiles.js";
 import type { Target } from "../domain/targets.js";
 import type { ProjectVariableSets, SetVariable, VariableSet } from "../domain/variableSets.js";
 import type { Variable } from "../domain/variables.js";
+import { type Webhook, webhookUrlOrigin } from "../domain/webhooks.js";
 import { type FerryFile, type RunbookFile, variableKey } from "./ferryFile.js";
 
 /**
@@ -44,7 +46,9 @@ type Resource =
   | "runbook"
   | "schedule"
   | "retention"
-  | "artifact-retention";
+  | "artifact-retention"
+  | "webhook"
+  | "team";
 
 export interface AppliedChange {
   action: Action;
@@ -156,7 +160,171 @@ export async function applyFerryFile(
       pruneRunbooks(run, projectPath, new Set((config.runbooks ?? []).map((runbook) => runbook.slug))),
     );
   }
+  // Last: they name the project (and its environments) made above.
+  const webhooks = config.webhooks;
+  if (webhooks !== undefined) {
+    await applyPart(run, `webhooks of ${config.project.slug}`, () => applyWebhooks(run, projectPath, webhooks));
+  }
+  const grants = config.teams;
+  if (grants !== undefined) {
+    await applyPart(run, `team grants on ${config.project.slug}`, () =>
+      applyTeamGrants(run, config.project.slug, grants),
+    );
+  }
   return run.changes;
+}
+
+/**
+ * The project's webhooks become the file's, each known by its URL. The events are compared;
+ * the signing secret cannot be (the API never shows it): it is written when the webhook is
+ * created, or with --update-secrets. A change names the webhook by its URL's origin only: a
+ * chat service's path is its credential, and apply's output lands in CI logs.
+ */
+async function applyWebhooks(run: Run, projectPath: string, wanted: NonNullable<FerryFile["webhooks"]>) {
+  const collection = `${projectPath}/webhooks`;
+  const existing = await run.client.getAll<Webhook>(collection);
+  const matched = new Set<Webhook>();
+  for (const webhook of wanted) {
+    const name = webhookUrlOrigin(webhook.url);
+    const value = secret(run, webhook.secretFrom.env);
+    const current = existing.find((candidate) => candidate.url === webhook.url && !matched.has(candidate));
+    if (!current) {
+      if (value === undefined) {
+        run.changes.push({
+          action: "skipped",
+          resource: "webhook",
+          name,
+          warning: `$${webhook.secretFrom.env} is not set, so the webhook was not created; set it and apply again`,
+        });
+        continue;
+      }
+      await run.client.request("POST", collection, { url: webhook.url, events: webhook.events, secret: value });
+      run.changes.push({
+        action: "created",
+        resource: "webhook",
+        name,
+        detail: `${webhook.events.join(", ")}; secret from $${webhook.secretFrom.env}`,
+      });
+      continue;
+    }
+    matched.add(current);
+    const body: Record<string, unknown> = {};
+    const fields: FieldChange[] = [];
+    if (!sameSet(current.events, webhook.events)) {
+      body.events = webhook.events;
+      fields.push({ field: "events", from: current.events, to: webhook.events });
+    }
+    if (run.updateSecrets && value !== undefined) {
+      body.secret = value;
+      fields.push({ field: "secret", sensitive: true });
+    }
+    if (Object.keys(body).length === 0) {
+      run.changes.push({ action: "unchanged", resource: "webhook", name });
+      continue;
+    }
+    await run.client.request("PATCH", `${collection}/${segment(current.id)}`, body);
+    run.changes.push({
+      action: "updated",
+      resource: "webhook",
+      name,
+      detail: Object.keys(body).join(", "),
+      fields,
+    });
+  }
+  for (const webhook of existing) {
+    if (matched.has(webhook)) continue;
+    await run.client.request("DELETE", `${collection}/${segment(webhook.id)}`);
+    run.changes.push({
+      action: "deleted",
+      resource: "webhook",
+      name: webhookUrlOrigin(webhook.url),
+      detail: "not in ferry.yml",
+    });
+  }
+}
+
+/** A team's role assignment as the API shows it. */
+type Assignment = Team["roles"][number];
+
+/** Grants the file manages: those that name this project, and only it. */
+function grantsOnlyOn(assignment: Assignment, project: string): boolean {
+  return assignment.projects !== null && assignment.projects.length === 1 && assignment.projects[0] === project;
+}
+
+/** A grant as a comparable text: role and environments (sorted; null for every environment). */
+function grantKey(assignment: Pick<Assignment, "role" | "environments">): string {
+  return canonical([assignment.role, assignment.environments === null ? null : [...assignment.environments].sort()]);
+}
+
+function grantLabel(assignment: Pick<Assignment, "role" | "environments">): string {
+  return assignment.environments === null
+    ? assignment.role
+    : `${assignment.role} [environments ${[...assignment.environments].sort().join(",")}]`;
+}
+
+/**
+ * Each team's grants on this project become the file's (ADR 0070). A team's other
+ * assignments (other projects, several, or every project) are kept as they are: the API
+ * replaces a team's assignments as a whole, so they are sent back unchanged. A team the
+ * file names that does not exist is created without members (people are this server's own:
+ * `ferry team add-member`).
+ */
+async function applyTeamGrants(run: Run, project: string, wanted: NonNullable<FerryFile["teams"]>) {
+  const teams = await run.client.getAll<Team>("/api/v1/teams");
+  const wantedBy = new Map<string, Assignment[]>();
+  for (const grant of wanted) {
+    const list = wantedBy.get(grant.team) ?? [];
+    list.push({ role: grant.role, projects: [project], environments: grant.environments ?? null });
+    wantedBy.set(grant.team, list);
+  }
+  const involved = [
+    ...new Set([
+      ...wanted.map((grant) => grant.team),
+      ...teams.filter((team) => team.roles.some((role) => grantsOnlyOn(role, project))).map((team) => team.slug),
+    ]),
+  ];
+  for (const slug of involved) {
+    const desired = wantedBy.get(slug) ?? [];
+    const current = teams.find((team) => team.slug === slug);
+    const asInput = (assignment: Assignment) => ({
+      role: assignment.role,
+      ...(assignment.projects !== null && { projects: assignment.projects }),
+      ...(assignment.environments !== null && { environments: assignment.environments }),
+    });
+    if (!current) {
+      await run.client.request("POST", "/api/v1/teams", { name: slug, slug, roles: desired.map(asInput) });
+      run.changes.push({
+        action: "created",
+        resource: "team",
+        name: slug,
+        detail: `no members; grants ${desired.map(grantLabel).join(", ")}`,
+      });
+      continue;
+    }
+    const before = current.roles.filter((role) => grantsOnlyOn(role, project));
+    const sortedKeys = (list: readonly Assignment[]) => list.map(grantKey).sort();
+    if (canonical(sortedKeys(before)) === canonical(sortedKeys(desired))) {
+      run.changes.push({ action: "unchanged", resource: "team", name: slug, detail: `grants on ${project}` });
+      continue;
+    }
+    const kept = current.roles.filter((role) => !grantsOnlyOn(role, project));
+    await run.client.request("PATCH", `/api/v1/teams/${segment(slug)}`, {
+      roles: [...kept, ...desired].map(asInput),
+    });
+    run.changes.push({
+      action: "updated",
+      resource: "team",
+      name: slug,
+      detail: `grants on ${project}`,
+      fields: [
+        {
+          field: `grants[${project}]`,
+          from: before.map(grantLabel).sort(),
+          to: desired.map(grantLabel).sort(),
+        },
+      ],
+    });
+  }
 }
 
 /**

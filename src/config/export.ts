@@ -1,5 +1,7 @@
 import { stringify } from "yaml";
 import { type ApiClient, segment } from "../cli/client.js";
+import { OperationError } from "../cli/errors.js";
+import type { Team } from "../domain/access.js";
 import type { ArtifactRetention } from "../domain/artifacts.js";
 import type { Environment } from "../domain/environments.js";
 import type { Feed } from "../domain/feeds.js";
@@ -11,13 +13,15 @@ import { MASKED, type Runbook } from "../domain/runbooks.js";
 import type { Target } from "../domain/targets.js";
 import type { ProjectVariableSets, SetVariable, VariableSet } from "../domain/variableSets.js";
 import type { Variable } from "../domain/variables.js";
+import type { Webhook } from "../domain/webhooks.js";
 
 /**
  * `ferry export --project P`: the server's project written back as a ferry.yml that
  * round-trips — `ferry plan -f` of it reports no change (ADR 0040). It holds what `apply`
  * compares: the project, its lifecycle and the lifecycle's environments, the targets in
  * them (and their environments), the feeds its images come from, its images, steps,
- * variables, runbooks, and the variable sets it includes (with their variables: ADR 0047).
+ * variables, runbooks, the variable sets it includes (with their variables: ADR 0047), its
+ * webhooks and the teams' grants on it alone (ADR 0070).
  *
  * Secrets are never read back (the API cannot): each becomes a reference to an environment
  * variable, named after what it is (`FERRY_SECRET_DBPASSWORD`), which apply reads when it
@@ -59,6 +63,12 @@ export async function exportProject(client: ApiClient, projectReference: string)
       return { schedules, retention: retention.policies, artifactRetention: artifactRetention.policies };
     }),
   );
+  const webhooks = await client.getAll<Webhook>(`${projectPath}/webhooks`);
+  // Someone who may not administer the project sees a webhook's origin only (its path may be
+  // a credential): such a URL cannot be written back, so the webhooks are left out, and a
+  // file without them leaves them alone.
+  const webhooksHidden = webhooks.some((webhook) => webhook.url.endsWith("/…"));
+  const grants = await teamGrants(client, project.slug);
   const lifecycle = lifecycles.find((item) => item.slug === project.lifecycle);
   if (!lifecycle) throw new Error(`the project's lifecycle '${project.lifecycle}' is not visible to this API key`);
 
@@ -77,6 +87,7 @@ export async function exportProject(client: ApiClient, projectReference: string)
       ...runbook.environments,
       ...runbook.process.steps.flatMap((step) => [...step.environments, ...step.excludeEnvironments]),
     ]),
+    ...(grants ?? []).flatMap((grant) => grant.environments ?? []),
     ...operations.flatMap((operation) => [
       ...operation.schedules.map((schedule) => schedule.environment),
       ...[...operation.retention, ...operation.artifactRetention]
@@ -186,13 +197,56 @@ export async function exportProject(client: ApiClient, projectReference: string)
         artifactRetention: operations[index]?.artifactRetention ?? [],
       })),
     }),
+    ...(!webhooksHidden &&
+      webhooks.length > 0 && {
+        webhooks: webhooks.map((webhook) => ({
+          url: webhook.url,
+          events: webhook.events,
+          secretFrom: { env: secretNames.take(`WEBHOOK_${new URL(webhook.url).host}_SECRET`) },
+        })),
+      }),
+    ...(grants !== undefined && grants.length > 0 && { teams: grants }),
   };
   const header = [
     `# ferry.yml of project ${project.slug}, written by \`ferry export\`.`,
     "# Secrets are references: apply reads each $FERRY_SECRET_* that is set, and keeps the stored secret otherwise.",
+    ...(webhooksHidden
+      ? [
+          "# Webhooks left out: only the project's administrators see their whole URLs (a file without them leaves them alone).",
+        ]
+      : []),
+    ...(grants === undefined
+      ? ["# Team grants left out: only administrators see teams (a file without them leaves them alone)."]
+      : []),
     "",
   ].join("\n");
   return header + stringify(file, { lineWidth: 0 });
+}
+
+/**
+ * The teams' grants on this project alone, as ferry.yml's `teams` lists them; undefined when
+ * the caller may not see teams (administrators only).
+ */
+async function teamGrants(
+  client: ApiClient,
+  project: string,
+): Promise<{ team: string; role: string; environments?: string[] }[] | undefined> {
+  let teams: Team[];
+  try {
+    teams = await client.getAll<Team>("/api/v1/teams");
+  } catch (error) {
+    if (error instanceof OperationError && error.status === 403) return undefined;
+    throw error;
+  }
+  return teams.flatMap((team) =>
+    team.roles
+      .filter((role) => role.projects !== null && role.projects.length === 1 && role.projects[0] === project)
+      .map((role) => ({
+        team: team.slug,
+        role: role.role,
+        ...(role.environments !== null && { environments: role.environments }),
+      })),
+  );
 }
 
 function exportTarget(target: Target, secretNames: SecretNames): Record<string, unknown> {

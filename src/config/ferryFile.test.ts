@@ -287,6 +287,51 @@ variables:
     ]);
   });
 
+  it("reads webhooks and team grants, defaults a webhook's events, and checks them against the file", () => {
+    const config = parseFerryFile(
+      `${minimal}webhooks:
+  - url: https://hooks.example.com/ferry
+    secretFrom: { env: HOOK_SECRET }
+teams:
+  - { team: ops, role: deployer, environments: [prod] }
+  - { team: ops, role: viewer }
+`,
+      "ferry.yml",
+    );
+    expect(config.webhooks).toEqual([
+      {
+        url: "https://hooks.example.com/ferry",
+        events: ["deployment.started", "deployment.succeeded", "deployment.failed"],
+        secretFrom: { env: "HOOK_SECRET" },
+      },
+    ]);
+    expect(config.teams).toEqual([
+      { team: "ops", role: "deployer", environments: ["prod"] },
+      { team: "ops", role: "viewer" },
+    ]);
+    const { lines } = problems(`${minimal}webhooks:
+  - { url: "https://hooks.example.com/a", secretFrom: { env: A } }
+  - { url: "https://hooks.example.com/a", secretFrom: { env: B }, events: [deployment.done] }
+  - { url: "ftp://hooks.example.com/", secret: inline }
+teams:
+  - { team: ops, role: deployer, environments: [staging] }
+  - { team: ops, role: viewer }
+  - { team: ops, role: viewer }
+  - { team: Ops Team, role: viewer, environments: [] }
+`);
+    expect(lines).toEqual([
+      "ferry.yml:10:12 /webhooks/1/url: this URL is listed twice; list each webhook once",
+      expect.stringMatching(/^ferry\.yml:10:76 \/webhooks\/1\/events\/0: .*"deployment\.started"/),
+      "ferry.yml:11:5 /webhooks/2/secretFrom: required: add this field (object)",
+      "ferry.yml:11:12 /webhooks/2/url: use an http:// or https:// URL without credentials in it",
+      expect.stringMatching(/^ferry\.yml:11:40 \/webhooks\/2\/secret: unknown field/),
+      "ferry.yml:13:49 /teams/0/environments/0: no environment 'staging' under environments; refer to one by its slug: dev, prod",
+      "ferry.yml:15:5 /teams/2: role 'viewer' is granted to team 'ops' twice alike",
+      expect.stringMatching(/^ferry\.yml:16:13 \/teams\/3\/team: /),
+      "ferry.yml:16:51 /teams/3/environments: name at least one environment, or leave the field out for every environment",
+    ]);
+  });
+
   it("reports YAML syntax errors and duplicate keys with their position", () => {
     expect(problems("project:\n  name: [hello\nenvironments: [dev]\n").lines).toEqual([
       expect.stringMatching(/^ferry\.yml:3:1 \(yaml\): /),
@@ -333,6 +378,8 @@ describe("ferryFileJsonSchema", () => {
       "versionPattern",
       "runbooks",
       "steps",
+      "webhooks",
+      "teams",
     ]);
     // The input side: a secret reference, never a secret value.
     expect(Object.keys(schema.properties.variables?.items?.properties ?? {})).toEqual([

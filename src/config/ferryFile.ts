@@ -19,6 +19,7 @@ import { runbookDefinitionSchema } from "../domain/runbooks.js";
 import { createTargetSchema, targetRouterSchema, updateTargetSchema } from "../domain/targets.js";
 import { createVariableSchema } from "../domain/variables.js";
 import { versionRuleSchema } from "../domain/versionRules.js";
+import { createWebhookSchema } from "../domain/webhooks.js";
 import { stepKind, validateSteps } from "../steps/registry.js";
 
 /**
@@ -316,6 +317,37 @@ const variableSetFileSchema = z
   })
   .transform(withSlug);
 
+/**
+ * A webhook of the project (docs/webhooks.md), known by its URL: a URL the file no longer
+ * lists is a webhook deleted, a new one created. Its signing secret is a reference, like
+ * every secret of the file.
+ */
+const webhookFileSchema = z.strictObject({
+  url: createWebhookSchema.shape.url.describe(
+    "Where deployment events are POSTed; one webhook per URL (a chat service's path is its credential: keep the file private, or the webhook out of it)",
+  ),
+  events: createWebhookSchema.shape.events,
+  secretFrom: secretReferenceSchema.describe(
+    "Where `ferry apply` reads the secret that signs each delivery (at least 16 characters)",
+  ),
+});
+
+/**
+ * A grant of a role on this project to a team (ADR 0020, 0070): the file's `teams` are the
+ * whole list of grants that name this project alone. A grant that spans other projects, or
+ * every project, is an administrator's, made with `ferry team`, and apply leaves it alone.
+ */
+const teamGrantFileSchema = z.strictObject({
+  team: slugSchema.describe("Slug of the team; created (without members) when missing"),
+  role: slugSchema.describe("Slug of a role: viewer, deployer, release-manager, project-editor, … or one of your own"),
+  environments: z
+    .array(slugSchema)
+    .min(1, { message: "name at least one environment, or leave the field out for every environment" })
+    .max(50)
+    .optional()
+    .describe("Slugs of environments listed under `environments`; left out: every environment of the project"),
+});
+
 const versionPatternSchema = z
   .string()
   .max(100)
@@ -462,6 +494,18 @@ const ferryFileObject = z.strictObject({
   steps: processSchema.shape.steps
     .optional()
     .describe("The deployment process: when present, it replaces the project's process"),
+  webhooks: z
+    .array(webhookFileSchema)
+    .max(50)
+    .optional()
+    .describe("The project's webhooks: when present, the whole list (others are deleted on apply)"),
+  teams: z
+    .array(teamGrantFileSchema)
+    .max(200)
+    .optional()
+    .describe(
+      "Roles granted to teams on this project: when present, the whole list of the grants that name this project alone (others are removed on apply)",
+    ),
 });
 
 const ferryFileSchema = ferryFileObject.superRefine(checkReferences, evenWithOtherProblems);
@@ -812,6 +856,26 @@ function checkReferences(value: unknown, context: z.RefinementCtx): void {
       });
     }
     checkStepConfig(step, ["steps", index], problem);
+  });
+
+  const webhookUrls = new Set<unknown>();
+  listAt(file, "webhooks").forEach((webhook, index) => {
+    const url = field(webhook, "url");
+    if (webhookUrls.has(url)) problem(["webhooks", index, "url"], "this URL is listed twice; list each webhook once");
+    webhookUrls.add(url);
+  });
+  const grants = new Set<string>();
+  listAt(file, "teams").forEach((grant, index) => {
+    listAt(grant, "environments").forEach((reference, position) => {
+      checkEnvironment(["teams", index, "environments", position], reference);
+    });
+    const parsed = teamGrantFileSchema.safeParse(grant);
+    if (!parsed.success) return;
+    const key = JSON.stringify([parsed.data.team, parsed.data.role, [...(parsed.data.environments ?? [])].sort()]);
+    if (grants.has(key)) {
+      problem(["teams", index], `role '${parsed.data.role}' is granted to team '${parsed.data.team}' twice alike`);
+    }
+    grants.add(key);
   });
 
   const runbookSlugs = new Set<string>();

@@ -13,9 +13,12 @@ import { projectOwner, setOwner } from "./scopedVariables.js";
  * is re-computed under the new key's derived chain key, all in one transaction.
  *
  * This is the one list of every encrypted column. A new one must be added here, or a
- * rotation leaves it under the old key and, once that key is forgotten, unreadable: the
- * rotation test (test/masterKeyRotation.test.ts) fills every column it knows and checks
- * that none still names the old key.
+ * rotation leaves it under the old key and, once that key is forgotten, unreadable:
+ * test/masterKeyRotation.test.ts reads the schema (src/store/schema.ts, and the migrated
+ * database on SQLite and PostgreSQL) and fails naming any column that is sealed (`*_sealed`,
+ * or documented as holding sealed values) and not listed here; the e2e test
+ * (test/masterKeyRotation.e2e.test.ts) fills them under a running server and checks that
+ * none still names the old key.
  */
 
 /** A text column holding one sealed value; `context` is what the value was bound to when sealed. */
@@ -118,6 +121,14 @@ const SEALED_DOCUMENTS: readonly SealedDocument[] = [
     reseal: sensitiveParameters((id, name) => `runbook-schedule:${id}:parameter:${name}`),
   },
 ];
+
+/** Every place a sealed value is stored, as "table.column": the columns, then the JSON documents. */
+export function sealedLocations(): string[] {
+  return [
+    ...SEALED_COLUMNS.map(({ table, column }) => `${table}.${column}`),
+    ...SEALED_DOCUMENTS.map((document) => document.name),
+  ];
+}
 
 /** What one pass re-sealed: values per "table.column", and audit entries re-chained. */
 export interface ResealCounts {
@@ -282,6 +293,16 @@ export async function findForeignKey(context: StoreContext): Promise<{ where: st
     for (const keyId of known) query = query.where(column, "not like", `v1:${keyId}:%`);
     const row = await query.limit(1).executeTakeFirst();
     if (row) return { where: `${table}.${column}`, keyId: sealedKeyId(String(row[column])) ?? "(unknown format)" };
+  }
+  // A document holds several values; one that holds sealed values and none under a known
+  // key is what a database restored without its key looks like (the start names it).
+  for (const document of SEALED_DOCUMENTS) {
+    const column = document.columns[0] ?? "";
+    let query = db.selectFrom(document.table).select(column).where(column, "like", '%"v1:%');
+    for (const keyId of known) query = query.where(column, "not like", `%"v1:${keyId}:%`);
+    const row = await query.limit(1).executeTakeFirst();
+    const keyId = /"v1:([0-9a-f]{12}):/.exec(String(row?.[column] ?? ""))?.[1];
+    if (row && keyId !== undefined) return { where: document.name, keyId };
   }
   const entry = await context.db
     .selectFrom("audit_events")

@@ -395,7 +395,7 @@ export interface ReleaseRow {
   project_id: string;
   version: string;
   notes: string;
-  /** JSON ReleaseSnapshot. */
+  /** JSON ReleaseSnapshot: its sensitive variables sealed, bound to "release:<id>:variable:<index>". */
   snapshot: string;
   created_by: string;
   created_at: string;
