@@ -12,6 +12,7 @@ export type {
   ProjectProgression,
 } from "../../../src/domain/projectProgression.js";
 export type { Project } from "../../../src/domain/projects.js";
+export type { ReleaseDiff } from "../../../src/domain/releaseDiff.js";
 export type { Release } from "../../../src/domain/releases.js";
 export type { Schedule } from "../../../src/domain/runbookSchedules.js";
 export type {
@@ -126,3 +127,41 @@ export type RunbookListed = import("../../../src/domain/runbooks.js").Runbook & 
 export type TaskDetail = import("../../../src/domain/tasks.js").Task & {
   runbookRun?: import("../../../src/domain/runbooks.js").TaskRunbookRun;
 };
+
+/** GET /projects/:project/variable-preview (src/engine/variablePreview.ts): each value and why it won. */
+export type ScopeRank = "project" | "environment" | "role" | "target" | "step";
+
+export interface PreviewScope {
+  environments: string[];
+  roles: string[];
+  targets: string[];
+}
+
+export interface PreviewCandidate {
+  /** The value, or ******** when sensitive. */
+  value: string;
+  sensitive: boolean;
+  scope: PreviewScope;
+  rank: ScopeRank;
+  set: string | null;
+  verdict: "won" | "tied" | "outranked" | "not applicable";
+  reason: string;
+}
+
+export interface VariablePreview {
+  project: string;
+  environment: string;
+  target: string | null;
+  step: string | null;
+  release: string | null;
+  variables: {
+    name: string;
+    value: string;
+    sensitive: boolean;
+    rank: ScopeRank | "system";
+    scope: PreviewScope | null;
+    set: string | null;
+    candidates: PreviewCandidate[];
+  }[];
+  ambiguous: { name: string; message: string; candidates: PreviewCandidate[] }[];
+}
