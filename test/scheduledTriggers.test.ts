@@ -6,6 +6,7 @@ import { startTestServer, type TestServer } from "./helpers/server.js";
 interface Shown {
   lastFiredAt: string | null;
   lastOutcome: string | null;
+  lastFiring: { at: string; cause: string; outcome: string } | null;
   nextFireAt: string | null;
   paused: boolean;
 }
@@ -81,6 +82,7 @@ describe.each(dialects)("scheduled triggers on %s (real server, real engine)", (
 
     const after = await nextOutcome(trigger.lastFiredAt);
     expect(after.lastOutcome).toContain("test already runs 1.0.0");
+    expect(after.lastFiring).toEqual({ at: after.lastFiredAt, cause: "schedule", outcome: after.lastOutcome });
     const audit = await test.call<{ items: { actor: { name: string }; diff: Record<string, { to: unknown }> }[] }>(
       "GET",
       "/api/v1/audit?action=trigger.fire",

@@ -6,6 +6,7 @@ export type { AccessRole, Permission, Team } from "../../../src/domain/access.js
 export type { Artifact } from "../../../src/domain/artifacts.js";
 export type { Dashboard, DashboardCell } from "../../../src/domain/dashboard.js";
 export type { Environment } from "../../../src/domain/environments.js";
+export type { FeedTrigger } from "../../../src/domain/feedTriggers.js";
 export type {
   ProgressionEnvironment,
   ProgressionRelease,
@@ -22,6 +23,7 @@ export type {
   RunbookRunSummary,
   TaskRunbookRun,
 } from "../../../src/domain/runbooks.js";
+export type { ScheduledTrigger } from "../../../src/domain/scheduledTriggers.js";
 export type { Target } from "../../../src/domain/targets.js";
 export type { Task, TaskLogLine, TaskState } from "../../../src/domain/tasks.js";
 export type { User } from "../../../src/domain/users.js";

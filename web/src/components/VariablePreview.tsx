@@ -192,7 +192,7 @@ export function VariablePreviewSection({ project, environments }: { project: str
                           type="button"
                           className="button button-small"
                           aria-expanded={open}
-                          aria-label={`${open ? "Hide why" : "Why"}: ${variable.name}`}
+                          aria-label={`${open ? "Hide" : "Why?"} ${variable.name}`}
                           onClick={() => set({ explain: open ? "" : variable.name })}
                         >
                           {open ? "Hide" : "Why?"}

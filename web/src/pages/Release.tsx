@@ -329,6 +329,9 @@ function ReleaseChanges({ project, version }: { project: string; version: string
       {releases.data && others.length === 0 && (
         <p className="muted">This is the project's only release: there is nothing to compare it with.</p>
       )}
+      {others.length > 0 && index >= 0 && previous === undefined && chosen === "" && (
+        <p className="muted">This is the project's first release: choose another release to compare it with.</p>
+      )}
       {others.length > 0 && (
         <div className="filters">
           <label htmlFor={compareId}>
@@ -462,7 +465,7 @@ function ReleaseChanges({ project, version }: { project: string; version: string
             </div>
           )}
           {data.notes && (
-            <dl className="facts" aria-label="Changed notes">
+            <dl className="facts notes-change">
               <dt>Notes before</dt>
               <dd className="notes">{data.notes.from || <span className="muted">none</span>}</dd>
               <dt>Notes now</dt>
