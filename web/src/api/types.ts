@@ -131,7 +131,7 @@ export type TaskDetail = import("../../../src/domain/tasks.js").Task & {
 };
 
 /** GET /projects/:project/variable-preview (src/engine/variablePreview.ts): each value and why it won. */
-export type ScopeRank = "project" | "environment" | "role" | "target" | "step";
+type ScopeRank = "project" | "environment" | "role" | "target" | "step";
 
 export interface PreviewScope {
   environments: string[];
