@@ -17,13 +17,14 @@ import { startTestServer, type TestServer } from "./helpers/server.js";
  * digest, a changed and an added step, a changed value, a rotated secret shown only as
  * changed), the Variables page's preview (effective values, the scope that won, why the
  * others lost, sensitive values masked) and the Triggers page (state, last firing, pause and
- * resume, a scheduled trigger created from the page).
+ * resume, a feed trigger and a scheduled one added from the page).
  */
 
 const ADMIN = "ada";
 const ADMIN_PASSWORD = "correct horse battery staple";
 const OLD_SECRET = "old-secret-value-4711";
 const NEW_SECRET = "new-secret-value-0815";
+const TRIGGER_SECRET = "trigger-secret-0123456789abcdef";
 
 describe("web dashboard: release diff, variable preview, triggers", () => {
   let test: TestServer;
@@ -202,20 +203,67 @@ describe("web dashboard: release diff, variable preview, triggers", () => {
     await expectAccessible("variables page with the preview");
   }, 120_000);
 
-  it("the Triggers page shows each trigger's state and last firing, pauses and resumes, and creates a scheduled one", async () => {
-    await ok("POST", "/api/v1/projects/shop/triggers", {
-      name: "pushes",
-      image: "web",
-      secret: "trigger-secret-0123456789abcdef",
-      pollSeconds: null,
+  it("the Triggers page adds a feed trigger (secret write-only) and shows its last firing after a registry push", async () => {
+    await page.goto(url("/projects/shop"));
+    await page.getByRole("link", { name: "Triggers" }).click();
+    await page.getByRole("heading", { name: "Triggers of shop" }).waitFor();
+    await page.getByText("No feed trigger.").waitFor();
+    await page.getByRole("button", { name: "Add feed trigger" }).click();
+    const form = page.getByRole("form", { name: "Add a feed trigger" });
+    await form.getByLabel("Name").fill("pushes");
+    await expect.poll(() => form.getByLabel(/^Image/).inputValue()).toBe("web");
+    await form.getByLabel(/^Poll every/).fill("5");
+    await form.getByLabel(/^Secret/).fill(TRIGGER_SECRET);
+    await form.getByRole("button", { name: "Add feed trigger" }).click();
+    // The API's refusal names the field; the browser's own report of the 400 is its console line.
+    await expect.poll(() => form.getByRole("alert").textContent()).toContain("/pollSeconds");
+    expect(browser.errors).toEqual([expect.stringContaining("status of 400")]);
+    browser.errors.length = 0;
+    await form.getByLabel(/^Poll every/).fill("");
+    await form.getByRole("button", { name: "Add feed trigger" }).click();
+    const feed = page.getByRole("table", { name: "Feed triggers" }).getByRole("row", { name: /pushes/ });
+    await feed.waitFor();
+    expect(await feed.textContent()).toMatch(
+      /active.*image web.*POST \/api\/v1\/hooks\/registry\/trg_.*notifications only.*not fired yet/,
+    );
+    const created = await ok<{ id: string; secret: string; pollSeconds: number | null; hookPath: string }>(
+      "GET",
+      "/api/v1/projects/shop/triggers/pushes",
+    );
+    expect(created).toMatchObject({ secret: "set", pollSeconds: null });
+    expect(await page.locator("body").textContent()).not.toContain(TRIGGER_SECRET);
+
+    // The registry announces a push (the envelope it sends, with the trigger's secret): a release, then its last firing.
+    const digest = await pushTestImage(registry.url, "demo/shop", "1.2.0", { content: "shop 1.2.0" });
+    const notified = await fetch(url(created.hookPath), {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${TRIGGER_SECRET}`,
+        "content-type": "application/vnd.docker.distribution.events.v1+json",
+      },
+      body: JSON.stringify({
+        events: [{ action: "push", target: { repository: "demo/shop", tag: "1.2.0", digest } }],
+      }),
     });
+    expect(notified.status).toBe(200);
+    expect(((await notified.json()) as { firings: { outcome: string }[] }).firings).toEqual([
+      expect.objectContaining({ outcome: "released" }),
+    ]);
+    await page.reload();
+    await expect
+      .poll(() => feed.textContent(), { timeout: 30_000 })
+      .toMatch(/notification.*released 1\.2\.0 from tag 1\.2\.0/);
+    await expectAccessible("triggers page with a feed trigger");
+  }, 120_000);
+
+  it("the Triggers page shows each trigger's state and last firing, pauses and resumes, and creates a scheduled one", async () => {
     await ok("POST", "/api/v1/projects/shop/scheduled-triggers", {
       name: "often",
       cron: "*/2 * * * * *",
-      from: "dev",
-      to: "prod",
+      from: "prod",
+      to: "dev",
     });
-    // Dev runs nothing: the firing's outcome says there is nothing to deploy.
+    // Prod runs nothing (dev runs what the feed trigger released): the firing's outcome says there is nothing to deploy.
     const deadline = Date.now() + 30_000;
     let outcome = "";
     while (!outcome) {
@@ -234,11 +282,9 @@ describe("web dashboard: release diff, variable preview, triggers", () => {
     await page.getByRole("heading", { name: "Triggers of shop" }).waitFor();
     const feed = page.getByRole("table", { name: "Feed triggers" }).getByRole("row", { name: /pushes/ });
     await feed.waitFor();
-    expect(await feed.textContent()).toMatch(/active.*image web.*notifications only.*not fired yet/);
-    expect(await page.locator("body").textContent()).not.toContain("trigger-secret");
 
     const often = page.getByRole("table", { name: "Scheduled triggers" }).getByRole("row", { name: /often/ });
-    expect(await often.textContent()).toMatch(/active.*\*\/2 \* \* \* \* \* \(UTC\).*dev → prod/);
+    expect(await often.textContent()).toMatch(/active.*\*\/2 \* \* \* \* \* \(UTC\).*prod → dev/);
     expect(await often.textContent()).toMatch(/schedule.*nothing to deploy/);
     // The last firing's time is relative, with the exact time on hover.
     expect(await often.locator("time").last().getAttribute("title")).toMatch(/\d{2}:\d{2}:\d{2} UTC/);

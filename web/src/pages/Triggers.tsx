@@ -1,6 +1,7 @@
 import { useQuery, useQueryClient } from "@tanstack/react-query";
-import { useState } from "react";
+import { useId, useState } from "react";
 import { useParams } from "react-router";
+import type { Process } from "../../../src/domain/process.js";
 import { api, describeError, query } from "../api/client";
 import { useProgression, useProject } from "../api/hooks";
 import type { FeedTrigger, Page, ScheduledTrigger } from "../api/types";
@@ -15,7 +16,8 @@ import { useTitle } from "../lib/title";
  * release deployed to the first phase) and scheduled triggers (on a cron expression, what
  * one environment runs is deployed to another). Each shows whether it is active or paused,
  * in words, and its last firing: when, why and what it did. The project's administrators
- * pause, resume and create them here; a feed trigger's secret is write-only.
+ * pause, resume and add them here; a feed trigger's secret is write-only: typed once, never
+ * shown again.
  */
 export function TriggersPage() {
   const { project: slug = "" } = useParams();
@@ -37,7 +39,7 @@ export function TriggersPage() {
     refetchInterval: 15_000,
   });
   const mayAdminister = progression.data?.environments.some((each) => each.permissions.includes("administer")) ?? false;
-  const [creating, setCreating] = useState(false);
+  const [creating, setCreating] = useState<"feed" | "scheduled" | undefined>();
   const refresh = () => client.invalidateQueries({ queryKey: ["triggers", slug] });
   const environments = progression.data?.environments.map((each) => each.environment) ?? [];
 
@@ -49,22 +51,37 @@ export function TriggersPage() {
       <div className="page-header">
         <h1 id="triggers-title">Triggers of {name}</h1>
         <div className="actions">
-          {mayAdminister && !creating && (
-            <button type="button" className="button button-primary" onClick={() => setCreating(true)}>
-              Add scheduled trigger
-            </button>
+          {mayAdminister && creating === undefined && (
+            <>
+              <button type="button" className="button" onClick={() => setCreating("feed")}>
+                Add feed trigger
+              </button>
+              <button type="button" className="button button-primary" onClick={() => setCreating("scheduled")}>
+                Add scheduled trigger
+              </button>
+            </>
           )}
         </div>
       </div>
-      {creating && (
+      {creating === "feed" && (
+        <FeedTriggerForm
+          project={slug}
+          onDone={async () => {
+            await refresh();
+            setCreating(undefined);
+          }}
+          onCancel={() => setCreating(undefined)}
+        />
+      )}
+      {creating === "scheduled" && (
         <ScheduledTriggerForm
           project={slug}
           environments={environments}
           onDone={async () => {
             await refresh();
-            setCreating(false);
+            setCreating(undefined);
           }}
-          onCancel={() => setCreating(false)}
+          onCancel={() => setCreating(undefined)}
         />
       )}
 
@@ -76,7 +93,8 @@ export function TriggersPage() {
       <ErrorNotice error={feed.error} what="The feed triggers could not be loaded" />
       {feed.data?.items.length === 0 && (
         <p className="empty">
-          No feed trigger. Create one with <code>ferry trigger create</code> (its secret is read from standard input).
+          No feed trigger. Add one here, or with <code>ferry trigger create</code> (its secret is read from standard
+          input).
         </p>
       )}
       {feed.data && feed.data.items.length > 0 && (
@@ -110,6 +128,8 @@ export function TriggersPage() {
                         , version from <span className="mono">{trigger.versionFromTag}</span>
                       </>
                     )}
+                    <br />
+                    registry notifications to <span className="mono">POST {trigger.hookPath}</span>
                     <br />
                     {trigger.pollSeconds === null
                       ? "notifications only"
@@ -334,6 +354,121 @@ function ScheduledTriggerForm({
       <FormError error={error} />
       <div className="form-actions">
         <SubmitButton busy={busy} label="Add scheduled trigger" />
+        <button type="button" className="button" onClick={onCancel}>
+          Cancel
+        </button>
+      </div>
+    </form>
+  );
+}
+
+/**
+ * Poll seconds as typed: empty is notifications only (null); a number goes as one; anything
+ * else goes as typed, for the API to refuse naming the field (never quietly turned into null).
+ */
+function pollSecondsOf(text: string): number | string | null {
+  const trimmed = text.trim();
+  if (trimmed === "") return null;
+  return /^\d+$/.test(trimmed) ? Number(trimmed) : trimmed;
+}
+
+function FeedTriggerForm({
+  project,
+  onDone,
+  onCancel,
+}: {
+  project: string;
+  onDone(): Promise<void>;
+  onCancel(): void;
+}) {
+  const process = useQuery({
+    queryKey: ["process", project],
+    queryFn: () => api<Process>("GET", `/projects/${encodeURIComponent(project)}/process`),
+  });
+  const images = process.data?.images ?? [];
+  const [name, setName] = useState("");
+  const [image, setImage] = useState("");
+  const [versionFromTag, setVersionFromTag] = useState("");
+  const [pollSeconds, setPollSeconds] = useState("");
+  const [secret, setSecret] = useState("");
+  const secretHelp = useId();
+  const pollHelp = useId();
+  const { error, busy, submit } = useSubmit(async () => {
+    await api("POST", `/projects/${encodeURIComponent(project)}/triggers`, {
+      name,
+      image: image || images[0]?.name || "",
+      versionFromTag: versionFromTag === "" ? null : versionFromTag,
+      pollSeconds: pollSecondsOf(pollSeconds),
+      secret,
+    });
+    setSecret("");
+    await onDone();
+  });
+  return (
+    <form className="card" onSubmit={submit} aria-label="Add a feed trigger">
+      <ErrorNotice error={process.error} what="The project's images could not be loaded" />
+      {process.data && images.length === 0 && (
+        <p className="notice notice-error" role="alert">
+          The project's process has no image: add one to the process first.
+        </p>
+      )}
+      <div className="form-grid">
+        <label>
+          Name
+          <input name="name" required value={name} onChange={(event) => setName(event.target.value)} />
+        </label>
+        <label>
+          Image
+          <select value={image || images[0]?.name || ""} onChange={(event) => setImage(event.target.value)}>
+            {images.map((each) => (
+              <option key={each.name} value={each.name}>
+                {each.name} ({each.repository})
+              </option>
+            ))}
+          </select>
+        </label>
+        <label>
+          Version from tag (optional)
+          <input
+            name="versionFromTag"
+            className="mono"
+            placeholder="^(\d+\.\d+\.\d+)-beta$"
+            value={versionFromTag}
+            onChange={(event) => setVersionFromTag(event.target.value)}
+          />
+        </label>
+        <label>
+          Poll every (seconds)
+          <input
+            name="pollSeconds"
+            inputMode="numeric"
+            aria-describedby={pollHelp}
+            value={pollSeconds}
+            onChange={(event) => setPollSeconds(event.target.value)}
+          />
+          <span id={pollHelp} className="small muted">
+            Empty: registry notifications only. 10 to 86400 seconds.
+          </span>
+        </label>
+        <label>
+          Secret
+          <input
+            name="secret"
+            type="password"
+            required
+            autoComplete="new-password"
+            aria-describedby={secretHelp}
+            value={secret}
+            onChange={(event) => setSecret(event.target.value)}
+          />
+          <span id={secretHelp} className="small muted">
+            The registry sends it as Authorization: Bearer &lt;secret&gt;. Write-only: never shown again.
+          </span>
+        </label>
+      </div>
+      <FormError error={error} />
+      <div className="form-actions">
+        <SubmitButton busy={busy} label="Add feed trigger" />
         <button type="button" className="button" onClick={onCancel}>
           Cancel
         </button>
