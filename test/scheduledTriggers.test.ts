@@ -1,5 +1,9 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { expectSuccess, isolatedEnv, runFerry } from "./helpers/cli.js";
 import { createPostgresDatabase, dialects } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -83,6 +87,19 @@ describe.each(dialects)("scheduled triggers on %s (real server, real engine)", (
     const after = await nextOutcome(trigger.lastFiredAt);
     expect(after.lastOutcome).toContain("test already runs 1.0.0");
     expect(after.lastFiring).toEqual({ at: after.lastFiredAt, cause: "schedule", outcome: after.lastOutcome });
+    // The CLI's list prints it (it fires every two seconds, with the same outcome now).
+    const home = mkdtempSync(join(tmpdir(), "ferry-scheduled-cli-"));
+    try {
+      const listed = await runFerry(
+        ["scheduled-trigger", "list", "--project", "app"],
+        isolatedEnv(home, { FERRY_URL: test.server.url, FERRY_API_KEY: test.apiKey }),
+      );
+      expectSuccess(listed);
+      expect(listed.stdout).toContain("LAST FIRING");
+      expect(listed.stdout).toMatch(/nightly .*dev → test.*\(schedule\): test already runs 1\.0\.0/);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
     const audit = await test.call<{ items: { actor: { name: string }; diff: Record<string, { to: unknown }> }[] }>(
       "GET",
       "/api/v1/audit?action=trigger.fire",

@@ -123,7 +123,7 @@ describe("web dashboard: release diff, variable preview, triggers", () => {
     await expect.poll(() => compared.inputValue()).toBe("1.0.0");
     expect(await compared.locator("option:checked").textContent()).toBe("1.0.0 (the previous release)");
 
-    const images = page.getByRole("table", { name: "Changed images" });
+    const images = page.getByRole("table", { name: "Image changes" });
     await images.waitFor();
     const web = images.getByRole("row", { name: /web/ });
     expect(await web.getByRole("cell").nth(0).textContent()).toContain("changed");
@@ -131,14 +131,14 @@ describe("web dashboard: release diff, variable preview, triggers", () => {
     expect(webText).toContain(`demo/shop:1.0.0${digests["1.0.0"]}`);
     expect(webText).toContain(`demo/shop:1.1.0${digests["1.1.0"]}`);
 
-    const steps = page.getByRole("list", { name: "Changed steps" });
+    const steps = page.getByRole("list", { name: "Step changes" });
     const sayHello = steps.getByRole("listitem").filter({ hasText: "Say hello" }).first();
     expect(await sayHello.textContent()).toContain('config.script: "echo one" → "echo two"');
     expect(await steps.getByRole("listitem").filter({ hasText: "Smoke test" }).first().textContent()).toContain(
       "added",
     );
 
-    const variables = page.getByRole("table", { name: "Changed variables" });
+    const variables = page.getByRole("table", { name: "Variable changes" });
     const greeting = variables.getByRole("row", { name: /Greeting/ });
     // Only the project-wide value changed; prod's own did not.
     expect(await greeting.count()).toBe(1);
@@ -158,7 +158,7 @@ describe("web dashboard: release diff, variable preview, triggers", () => {
     await page.getByText("This is the project's first release").waitFor();
     await page.getByLabel(/^Compared with/).selectOption("1.1.0");
     await expect
-      .poll(() => page.getByRole("table", { name: "Changed images" }).textContent())
+      .poll(() => page.getByRole("table", { name: "Image changes" }).textContent())
       .toContain(digests["1.1.0"] ?? "?");
     expect(page.url()).toContain("compare=1.1.0");
   }, 120_000);

@@ -171,8 +171,6 @@ export function ReleasePage() {
             </>
           )}
 
-          <ReleaseChanges project={slug} version={version} />
-
           <h2 id="process-title">Process</h2>
           <ol className="steps-list" aria-labelledby="process-title">
             {data.steps.map((step) => (
@@ -251,6 +249,8 @@ export function ReleasePage() {
               </ol>
             </>
           )}
+
+          <ReleaseChanges project={slug} version={version} />
         </>
       )}
     </section>
@@ -307,6 +307,8 @@ function ReleaseChanges({ project, version }: { project: string; version: string
   const items = releases.data?.items ?? [];
   const index = items.findIndex((release) => release.version === version);
   const previous = index >= 0 ? items[index + 1]?.version : undefined;
+  // The oldest of all (not merely the last of the 500 read).
+  const isFirst = index >= 0 && index === (releases.data?.total ?? 0) - 1;
   const chosen = search.get("compare") ?? previous ?? "";
   const diff = useQuery({
     queryKey: ["release-diff", project, chosen, version],
@@ -329,7 +331,7 @@ function ReleaseChanges({ project, version }: { project: string; version: string
       {releases.data && others.length === 0 && (
         <p className="muted">This is the project's only release: there is nothing to compare it with.</p>
       )}
-      {others.length > 0 && index >= 0 && previous === undefined && chosen === "" && (
+      {others.length > 0 && isFirst && chosen === "" && (
         <p className="muted">This is the project's first release: choose another release to compare it with.</p>
       )}
       {others.length > 0 && (
@@ -370,7 +372,7 @@ function ReleaseChanges({ project, version }: { project: string; version: string
           </p>
           {data.images.length > 0 && (
             <div className="table-scroll">
-              <table className="data" aria-label="Changed images">
+              <table className="data" aria-label="Image changes">
                 <thead>
                   <tr>
                     <th scope="col">Image</th>
@@ -406,7 +408,7 @@ function ReleaseChanges({ project, version }: { project: string; version: string
             </div>
           )}
           {data.steps.length > 0 && (
-            <ul className="steps-list" aria-label="Changed steps">
+            <ul className="steps-list" aria-label="Step changes">
               {data.steps.map((step) => (
                 <li key={step.name}>
                   <strong>{step.name}</strong> <span className="tag">{step.kind}</span>{" "}
@@ -426,7 +428,7 @@ function ReleaseChanges({ project, version }: { project: string; version: string
           )}
           {data.variables.length > 0 && (
             <div className="table-scroll">
-              <table className="data" aria-label="Changed variables">
+              <table className="data" aria-label="Variable changes">
                 <thead>
                   <tr>
                     <th scope="col">Variable</th>
