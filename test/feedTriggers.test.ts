@@ -141,6 +141,16 @@ describe.each(dialects)(
       const fired = audit.body.items.find((entry) => entry.diff.release?.to === "1.0.3");
       expect(fired?.actor.name).toBe("feed trigger beta pushes");
       expect(fired?.diff.cause?.to).toBe("notification");
+      // The trigger tells its last firing: when, why and what it did.
+      const shown = await test.call<{ lastFiring: { at: string; cause: string; outcome: string } | null }>(
+        "GET",
+        `/api/v1/projects/app/triggers/${triggerId}`,
+      );
+      expect(shown.body.lastFiring).toEqual({
+        at: expect.stringMatching(/^\d{4}-\d{2}-\d{2}T/),
+        cause: "notification",
+        outcome: "released 1.0.3 from tag 1.0.3-beta",
+      });
     });
 
     it.sequential("ferry release wait, started before the push (of an older version than the last), follows the dev deployment the trigger makes and exits 0", async () => {
@@ -253,13 +263,19 @@ describe.each(dialects)(
       expect((await test.call("PATCH", `/api/v1/projects/app/triggers/${triggerId}`, { paused: true })).status).toBe(
         200,
       );
-      await waitFor("the first poll", async () => {
-        const trigger = await test.call<{ lastPolledAt: string | null }>("GET", `/api/v1/projects/app/triggers/poll`);
-        return trigger.body.lastPolledAt ?? undefined;
+      const baseline = await waitFor("the first poll", async () => {
+        const trigger = await test.call<{
+          lastPolledAt: string | null;
+          lastFiring: { cause: string; outcome: string } | null;
+        }>("GET", `/api/v1/projects/app/triggers/poll`);
+        return trigger.body.lastPolledAt === null ? undefined : trigger.body;
       });
       // Created, the trigger is polled at once: the poller planned its sleep again (it has no
       // tick, and would otherwise sleep up to a minute when no trigger polled before).
       expect(Date.now() - createdAt).toBeLessThan(15_000);
+      // The first poll only noted the newest tag there: its last firing says so.
+      expect(baseline.lastFiring).toMatchObject({ cause: "baseline" });
+      expect(baseline.lastFiring?.outcome).toMatch(/^first poll: noted \S+-beta, already there; nothing released$/);
       const before = (await releases()).map((release) => release.version);
       const pushedAt = Date.now();
       await pushTestImage(registry.url, "demo/app", "1.0.4-beta", { content: "1.0.4", auth });
@@ -278,6 +294,15 @@ describe.each(dialects)(
       );
       expect(paused.actor.name).toBe("feed trigger beta pushes");
       expect(paused.diff.reason?.to).toBe("the trigger is paused");
+      // The release is made before the firing records it: wait for the firing to say so.
+      const fired = await waitFor("the poll's firing", async () => {
+        const trigger = await test.call<{ lastFiring: { cause: string; outcome: string } | null }>(
+          "GET",
+          "/api/v1/projects/app/triggers/poll",
+        );
+        return trigger.body.lastFiring?.cause === "poll" ? trigger.body.lastFiring : undefined;
+      });
+      expect(fired.outcome).toBe("released 1.0.4 from tag 1.0.4-beta");
     });
 
     it.sequential("polling a repository nothing was pushed to yet: its first tag, pushed after the first poll, is released", async () => {
@@ -292,12 +317,17 @@ describe.each(dialects)(
       });
       expect(created.status, JSON.stringify(created.body)).toBe(201);
       // The first poll finds no repository: that is its baseline (nothing), not an error to retry.
-      await waitFor("the first poll", async () => {
-        const trigger = await test.call<{ lastPolledAt: string | null; lastError: string | null }>(
-          "GET",
-          "/api/v1/projects/fresh/triggers/first%20push",
-        );
+      const polled = await waitFor("the first poll", async () => {
+        const trigger = await test.call<{
+          lastPolledAt: string | null;
+          lastError: string | null;
+          lastFiring: { cause: string; outcome: string } | null;
+        }>("GET", "/api/v1/projects/fresh/triggers/first%20push");
         return trigger.body.lastPolledAt === null ? undefined : trigger.body;
+      });
+      expect(polled.lastFiring).toMatchObject({
+        cause: "baseline",
+        outcome: "first poll: the repository had no matching tag yet; nothing released",
       });
       await pushTestImage(registry.url, "demo/fresh", "2.0.0-beta", { content: "2.0.0", auth });
       const release = await waitFor(
@@ -330,6 +360,10 @@ describe.each(dialects)(
       const listed = await runFerry(["trigger", "list", "--project", "app"], env);
       expectSuccess(listed);
       expect(listed.stdout).toMatch(/cli\s+web\s+notifications only\s+true/);
+      // Each trigger's last firing: the poll's release of 1.0.4; none yet for the new one.
+      expect(listed.stdout).toContain("LAST FIRING");
+      expect(listed.stdout).toMatch(/poll\s+web\s+every 10 s.*\(poll\): released 1\.0\.4 from tag 1\.0\.4-beta/);
+      expect(listed.stdout).toMatch(/cli\s+web\s+notifications only\s+true\s+-\s+-\s+-/);
       for (const output of [created, paused, listed]) expect(output.stdout + output.stderr).not.toContain("cli-secret");
       const bad = await runFerry(
         ["trigger", "create", "x", "--project", "app", "--image", "web", "--poll-seconds", "5"],

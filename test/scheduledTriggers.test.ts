@@ -10,6 +10,7 @@ import { startTestServer, type TestServer } from "./helpers/server.js";
 interface Shown {
   lastFiredAt: string | null;
   lastOutcome: string | null;
+  lastFiring: { at: string; cause: string; outcome: string } | null;
   nextFireAt: string | null;
   paused: boolean;
 }
@@ -87,6 +88,20 @@ describe.each(dialects)("scheduled triggers on %s (real server, real engine)", (
     let after = await nextOutcome(trigger.lastFiredAt);
     while (after.lastOutcome?.includes("is queued or running")) after = await nextOutcome(after.lastFiredAt);
     expect(after.lastOutcome).toContain("test already runs 1.0.0");
+    expect(after.lastFiring).toEqual({ at: after.lastFiredAt, cause: "schedule", outcome: after.lastOutcome });
+    // The CLI's list prints it (it fires every two seconds, with the same outcome now).
+    const home = mkdtempSync(join(tmpdir(), "ferry-scheduled-cli-"));
+    try {
+      const listed = await runFerry(
+        ["scheduled-trigger", "list", "--project", "app"],
+        isolatedEnv(home, { FERRY_URL: test.server.url, FERRY_API_KEY: test.apiKey }),
+      );
+      expectSuccess(listed);
+      expect(listed.stdout).toContain("LAST FIRING");
+      expect(listed.stdout).toMatch(/nightly .*dev → test.*\(schedule\): test already runs 1\.0\.0/);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
     const audit = await test.call<{ items: { actor: { name: string }; diff: Record<string, { to: unknown }> }[] }>(
       "GET",
       "/api/v1/audit?action=trigger.fire",

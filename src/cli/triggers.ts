@@ -5,6 +5,11 @@ import { segment } from "./client.js";
 import { addResourceGroup, type CliContext, type ResourceGroupSpec, sendAndPrint } from "./resourceGroup.js";
 import { readSecretFromStdin } from "./stdin.js";
 
+/** A trigger's last firing on one line: when, why, what it did. */
+function lastFiringText(firing: FeedTrigger["lastFiring"] | ScheduledTrigger["lastFiring"]): string {
+  return firing === null ? "-" : `${firing.at} (${firing.cause}): ${firing.outcome}`;
+}
+
 const spec: ResourceGroupSpec<FeedTrigger> = {
   group: "trigger",
   description: "feed triggers: a pushed image tag creates a release and deploys it to the first phase",
@@ -19,6 +24,7 @@ const spec: ResourceGroupSpec<FeedTrigger> = {
     ["paused", (trigger) => String(trigger.paused)],
     ["last poll", (trigger) => trigger.lastPolledAt ?? "-"],
     ["error", (trigger) => trigger.lastError ?? "-"],
+    ["last firing", (trigger) => lastFiringText(trigger.lastFiring)],
   ],
   fields: (trigger) => [
     ["id", trigger.id],
@@ -32,6 +38,7 @@ const spec: ResourceGroupSpec<FeedTrigger> = {
     ["secret", trigger.secret],
     ["last poll", trigger.lastPolledAt ?? "-"],
     ["last error", trigger.lastError ?? "-"],
+    ["last firing", lastFiringText(trigger.lastFiring)],
   ],
 };
 
@@ -149,7 +156,7 @@ const scheduledSpec: ResourceGroupSpec<ScheduledTrigger> = {
     ["from → to", (trigger) => `${trigger.from} → ${trigger.to}`],
     ["paused", (trigger) => String(trigger.paused)],
     ["next", (trigger) => trigger.nextFireAt ?? "-"],
-    ["last", (trigger) => trigger.lastOutcome ?? "-"],
+    ["last firing", (trigger) => lastFiringText(trigger.lastFiring)],
   ],
   fields: (trigger) => [
     ["id", trigger.id],

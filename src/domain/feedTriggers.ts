@@ -27,6 +27,14 @@ export const feedTriggerSchema = z.object({
   hookPath: z.string().describe("where the registry sends its notifications (POST, Authorization: Bearer <secret>)"),
   lastPolledAt: z.string().nullable(),
   lastError: z.string().nullable(),
+  lastFiring: z
+    .object({
+      at: z.string(),
+      cause: z.enum(["notification", "poll", "baseline"]),
+      outcome: z.string().describe("what it did, in words"),
+    })
+    .nullable()
+    .describe("the newest digest the trigger acted on (a baseline only noted it); null: none yet"),
   ...timestampsShape,
 });
 export type FeedTrigger = z.infer<typeof feedTriggerSchema>;
@@ -131,4 +139,32 @@ export function pushedTags(envelope: RegistryEnvelope, repository: string): Push
     });
   }
   return pushes;
+}
+
+/** A firing of a feed trigger as it was recorded: the digest's tag, and the release made of it (if any). */
+export interface RecordedFeedFiring {
+  at: string;
+  cause: string;
+  tag: string;
+  release: string | null;
+}
+
+/** The trigger's last firing in words, for the API, `ferry trigger list` and the dashboard. */
+export function describeFeedFiring(firing: RecordedFeedFiring): NonNullable<FeedTrigger["lastFiring"]> {
+  const at = firing.at;
+  if (firing.cause === "baseline") {
+    const outcome =
+      firing.tag === ""
+        ? "first poll: the repository had no matching tag yet; nothing released"
+        : `first poll: noted ${firing.tag}, already there; nothing released`;
+    return { at, cause: "baseline", outcome };
+  }
+  const cause = firing.cause === "poll" ? "poll" : "notification";
+  if (firing.release !== null) return { at, cause, outcome: `released ${firing.release} from tag ${firing.tag}` };
+  // Claimed but no release: one of its version existed already (see the audit log), or it is being made now.
+  return {
+    at,
+    cause,
+    outcome: `tag ${firing.tag}: no release made (a release of that version exists, or is being made)`,
+  };
 }

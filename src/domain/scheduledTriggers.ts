@@ -21,6 +21,10 @@ export const scheduledTriggerSchema = z.object({
   nextFireAt: z.string().nullable(),
   lastFiredAt: z.string().nullable(),
   lastOutcome: z.string().nullable().describe("what the last firing did, in words"),
+  lastFiring: z
+    .object({ at: z.string(), cause: z.literal("schedule"), outcome: z.string() })
+    .nullable()
+    .describe("the last firing (lastFiredAt and lastOutcome together, as feed triggers give theirs); null: none yet"),
   ...timestampsShape,
 });
 export type ScheduledTrigger = z.infer<typeof scheduledTriggerSchema>;

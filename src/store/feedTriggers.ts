@@ -4,6 +4,7 @@ import { InputError, NotFoundError } from "../domain/errors.js";
 import { SECRET_SET } from "../domain/feeds.js";
 import {
   type CreateFeedTrigger,
+  describeFeedFiring,
   type FeedTrigger,
   feedTriggerSchema,
   type UpdateFeedTrigger,
@@ -25,7 +26,11 @@ const secretContext = (triggerId: string) => `feed-trigger:${triggerId}:secret`;
 /** Where the registry posts its notifications for a trigger. */
 const hookPathOf = (triggerId: string) => `/api/v1/hooks/registry/${triggerId}`;
 
-function toFeedTrigger(row: FeedTriggerRow, projectSlug: string): FeedTrigger {
+function toFeedTrigger(
+  row: FeedTriggerRow,
+  projectSlug: string,
+  lastFiring: FeedTrigger["lastFiring"] = null,
+): FeedTrigger {
   return feedTriggerSchema.parse({
     id: row.id,
     project: projectSlug,
@@ -38,9 +43,40 @@ function toFeedTrigger(row: FeedTriggerRow, projectSlug: string): FeedTrigger {
     hookPath: hookPathOf(row.id),
     lastPolledAt: row.last_polled_at,
     lastError: row.last_error,
+    lastFiring,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   });
+}
+
+/**
+ * The newest recorded firing of each trigger (one query for a page of them): the firing rows
+ * whose time is their trigger's latest. Two firings of one trigger in the same millisecond
+ * are both the latest: either one is shown.
+ */
+async function lastFiringsOf(db: Executor, triggerIds: readonly string[]) {
+  const found = new Map<string, NonNullable<FeedTrigger["lastFiring"]>>();
+  if (triggerIds.length === 0) return found;
+  const rows = await db
+    .selectFrom("feed_trigger_firings as f")
+    .innerJoin(
+      db
+        .selectFrom("feed_trigger_firings")
+        .select(["trigger_id", (eb) => eb.fn.max("at").as("last_at")])
+        .where("trigger_id", "in", triggerIds)
+        .groupBy("trigger_id")
+        .as("latest"),
+      (join) => join.onRef("latest.trigger_id", "=", "f.trigger_id").onRef("latest.last_at", "=", "f.at"),
+    )
+    .select(["f.trigger_id", "f.at", "f.cause", "f.tag", "f.release_version"])
+    .execute();
+  for (const row of rows) {
+    found.set(
+      row.trigger_id,
+      describeFeedFiring({ at: row.at, cause: row.cause, tag: row.tag, release: row.release_version }),
+    );
+  }
+  return found;
 }
 
 async function loadRow(db: Executor, projectId: string, reference: string): Promise<FeedTriggerRow> {
@@ -108,8 +144,12 @@ export async function listFeedTriggers({ db }: StoreContext, project: string, pa
   const query = db.selectFrom("feed_triggers").where("project_id", "=", projectId);
   const rows = await query.selectAll().orderBy("name").limit(paging.limit).offset(paging.offset).execute();
   const { count } = await query.select((eb) => eb.fn.countAll<number | string>().as("count")).executeTakeFirstOrThrow();
+  const firings = await lastFiringsOf(
+    db,
+    rows.map((row) => row.id),
+  );
   return toPage(
-    rows.map((row) => toFeedTrigger(row, slug)),
+    rows.map((row) => toFeedTrigger(row, slug, firings.get(row.id) ?? null)),
     Number(count),
     paging,
   );
@@ -117,7 +157,8 @@ export async function listFeedTriggers({ db }: StoreContext, project: string, pa
 
 export async function getFeedTrigger({ db }: StoreContext, project: string, reference: string) {
   const { id: projectId, slug } = await findNamed(db, "projects", project);
-  return toFeedTrigger(await loadRow(db, projectId, reference), slug);
+  const row = await loadRow(db, projectId, reference);
+  return toFeedTrigger(row, slug, (await lastFiringsOf(db, [row.id])).get(row.id) ?? null);
 }
 
 export async function updateFeedTrigger(
@@ -150,7 +191,11 @@ export async function updateFeedTrigger(
       .where("id", "=", current.id)
       .execute(),
   );
-  return toFeedTrigger(await loadRow(db, projectId, current.id), slug);
+  return toFeedTrigger(
+    await loadRow(db, projectId, current.id),
+    slug,
+    (await lastFiringsOf(db, [current.id])).get(current.id) ?? null,
+  );
 }
 
 export async function deleteFeedTrigger({ db }: StoreContext, project: string, reference: string): Promise<void> {

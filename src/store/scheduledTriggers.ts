@@ -34,6 +34,8 @@ function toScheduledTrigger(row: Row, projectSlug: string): ScheduledTrigger {
     nextFireAt: row.next_fire_at,
     lastFiredAt: row.last_fired_at,
     lastOutcome: row.last_outcome,
+    lastFiring:
+      row.last_fired_at === null ? null : { at: row.last_fired_at, cause: "schedule", outcome: row.last_outcome ?? "" },
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   });

@@ -36,6 +36,10 @@ export function createRouter() {
               lazy: async () => ({ Component: (await import("./pages/Runbook")).RunbookPage }),
             },
             {
+              path: "projects/:project/triggers",
+              lazy: async () => ({ Component: (await import("./pages/Triggers")).TriggersPage }),
+            },
+            {
               path: "projects/:project/variables",
               lazy: async () => ({ Component: (await import("./pages/Variables")).VariablesPage }),
             },

@@ -6,12 +6,14 @@ export type { AccessRole, Permission, Team } from "../../../src/domain/access.js
 export type { Artifact } from "../../../src/domain/artifacts.js";
 export type { Dashboard, DashboardCell } from "../../../src/domain/dashboard.js";
 export type { Environment } from "../../../src/domain/environments.js";
+export type { FeedTrigger } from "../../../src/domain/feedTriggers.js";
 export type {
   ProgressionEnvironment,
   ProgressionRelease,
   ProjectProgression,
 } from "../../../src/domain/projectProgression.js";
 export type { Project } from "../../../src/domain/projects.js";
+export type { ReleaseDiff } from "../../../src/domain/releaseDiff.js";
 export type { Release } from "../../../src/domain/releases.js";
 export type { Schedule } from "../../../src/domain/runbookSchedules.js";
 export type {
@@ -21,6 +23,7 @@ export type {
   RunbookRunSummary,
   TaskRunbookRun,
 } from "../../../src/domain/runbooks.js";
+export type { ScheduledTrigger } from "../../../src/domain/scheduledTriggers.js";
 export type { Target } from "../../../src/domain/targets.js";
 export type { Task, TaskLogLine, TaskState } from "../../../src/domain/tasks.js";
 export type { User } from "../../../src/domain/users.js";
@@ -126,3 +129,41 @@ export type RunbookListed = import("../../../src/domain/runbooks.js").Runbook & 
 export type TaskDetail = import("../../../src/domain/tasks.js").Task & {
   runbookRun?: import("../../../src/domain/runbooks.js").TaskRunbookRun;
 };
+
+/** GET /projects/:project/variable-preview (src/engine/variablePreview.ts): each value and why it won. */
+type ScopeRank = "project" | "environment" | "role" | "target" | "step";
+
+export interface PreviewScope {
+  environments: string[];
+  roles: string[];
+  targets: string[];
+}
+
+export interface PreviewCandidate {
+  /** The value, or ******** when sensitive. */
+  value: string;
+  sensitive: boolean;
+  scope: PreviewScope;
+  rank: ScopeRank;
+  set: string | null;
+  verdict: "won" | "tied" | "outranked" | "not applicable";
+  reason: string;
+}
+
+export interface VariablePreview {
+  project: string;
+  environment: string;
+  target: string | null;
+  step: string | null;
+  release: string | null;
+  variables: {
+    name: string;
+    value: string;
+    sensitive: boolean;
+    rank: ScopeRank | "system";
+    scope: PreviewScope | null;
+    set: string | null;
+    candidates: PreviewCandidate[];
+  }[];
+  ambiguous: { name: string; message: string; candidates: PreviewCandidate[] }[];
+}

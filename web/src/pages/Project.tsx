@@ -43,6 +43,9 @@ export function ProjectPage() {
           <Link className="button" to={`/projects/${slug}/variables`}>
             Variables
           </Link>
+          <Link className="button" to={`/projects/${slug}/triggers`}>
+            Triggers
+          </Link>
         </div>
       </div>
       {project.data?.description && <p>{project.data.description}</p>}

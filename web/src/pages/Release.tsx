@@ -3,7 +3,7 @@ import { useId } from "react";
 import { useParams, useSearchParams } from "react-router";
 import { api, query } from "../api/client";
 import { useProject } from "../api/hooks";
-import type { Plan, ProjectProgression, Release } from "../api/types";
+import type { Page, Plan, ProjectProgression, Release, ReleaseDiff } from "../api/types";
 import { Breadcrumbs } from "../components/Breadcrumbs";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
 import { RelativeTime } from "../components/RelativeTime";
@@ -13,7 +13,8 @@ import { ReleaseCell } from "./Project";
 /**
  * One release: what it froze (images by digest, the process's steps) and, for a chosen
  * environment, the variables a deployment there would get (sensitive values masked by the
- * server's plan), plus where it was deployed and may go.
+ * server's plan), plus where it was deployed and may go, and what changed from the release
+ * before it.
  */
 export function ReleasePage() {
   const { project: slug = "", release: version = "" } = useParams();
@@ -186,7 +187,11 @@ export function ReleasePage() {
               <select
                 id={environmentId}
                 value={chosen}
-                onChange={(event) => setSearch({ env: event.target.value }, { replace: true })}
+                onChange={(event) => {
+                  const next = new URLSearchParams(search);
+                  next.set("env", event.target.value);
+                  setSearch(next, { replace: true });
+                }}
               >
                 {environments.map((environment) => (
                   <option key={environment.environment.id} value={environment.environment.slug}>
@@ -244,8 +249,233 @@ export function ReleasePage() {
               </ol>
             </>
           )}
+
+          <ReleaseChanges project={slug} version={version} />
         </>
       )}
     </section>
+  );
+}
+
+/** A field of a changed step, as `ferry release diff` prints it. */
+function describeField(change: { field: string; from?: unknown; to?: unknown; sensitive?: true }): string {
+  const show = (value: unknown) => {
+    const text = JSON.stringify(value) ?? "null";
+    return text.length > 200 ? `${text.slice(0, 197)}...` : text;
+  };
+  if (change.sensitive) return `${change.field}: changed (sensitive, not shown)`;
+  if (change.from === undefined) return `${change.field}: added ${show(change.to)}`;
+  if (change.to === undefined) return `${change.field}: removed (was ${show(change.from)})`;
+  return `${change.field}: ${show(change.from)} → ${show(change.to)}`;
+}
+
+function scopeText(scope: { environments: string[]; roles: string[]; targets: string[] }, set?: string | null): string {
+  const parts = [
+    ...scope.environments.map((each) => `env: ${each}`),
+    ...scope.roles.map((each) => `role: ${each}`),
+    ...scope.targets.map((each) => `target: ${each}`),
+  ];
+  const where = parts.length === 0 ? "everywhere" : parts.join(", ");
+  return set ? `${where} (set ${set})` : where;
+}
+
+/** Added, removed or changed, in words and a sign (colour is never the only carrier). */
+function ChangeBadge({ change }: { change: "added" | "removed" | "changed" }) {
+  const sign = change === "added" ? "+" : change === "removed" ? "−" : "~";
+  return (
+    <span className={`change change-${change}`}>
+      <span aria-hidden="true">{sign} </span>
+      {change}
+    </span>
+  );
+}
+
+/**
+ * What changed from another release (by default the one made just before) to this one:
+ * images with digests, steps field by field, variables (a sensitive one only as changed:
+ * the API never gives its values), notes. From GET /projects/:project/release-diff.
+ */
+function ReleaseChanges({ project, version }: { project: string; version: string }) {
+  const [search, setSearch] = useSearchParams();
+  const compareId = useId();
+  // Newest first: the release after this one in the list is the one made just before it.
+  const releases = useQuery({
+    queryKey: ["releases", project, "for-diff"],
+    queryFn: () =>
+      api<Page<Release>>("GET", `/projects/${encodeURIComponent(project)}/releases${query({ limit: 500 })}`),
+  });
+  const items = releases.data?.items ?? [];
+  const index = items.findIndex((release) => release.version === version);
+  const previous = index >= 0 ? items[index + 1]?.version : undefined;
+  // The oldest of all (not merely the last of the 500 read).
+  const isFirst = index >= 0 && index === (releases.data?.total ?? 0) - 1;
+  const chosen = search.get("compare") ?? previous ?? "";
+  const diff = useQuery({
+    queryKey: ["release-diff", project, chosen, version],
+    queryFn: () =>
+      api<ReleaseDiff & { project: string }>(
+        "GET",
+        `/projects/${encodeURIComponent(project)}/release-diff${query({ from: chosen, to: version })}`,
+      ),
+    enabled: chosen !== "",
+  });
+  const others = items.filter((release) => release.version !== version);
+  const data = diff.data;
+  const nothing =
+    data && data.images.length === 0 && data.steps.length === 0 && data.variables.length === 0 && data.notes === null;
+
+  return (
+    <>
+      <h2 id="changes-title">Changes</h2>
+      <ErrorNotice error={releases.error} what="The other releases could not be loaded" />
+      {releases.data && others.length === 0 && (
+        <p className="muted">This is the project's only release: there is nothing to compare it with.</p>
+      )}
+      {others.length > 0 && isFirst && chosen === "" && (
+        <p className="muted">This is the project's first release: choose another release to compare it with.</p>
+      )}
+      {others.length > 0 && (
+        <div className="filters">
+          <label htmlFor={compareId}>
+            Compared with
+            <select
+              id={compareId}
+              value={chosen}
+              onChange={(event) => {
+                const next = new URLSearchParams(search);
+                next.set("compare", event.target.value);
+                setSearch(next, { replace: true });
+              }}
+            >
+              {chosen === "" && <option value="">choose a release</option>}
+              {others.map((release) => (
+                <option key={release.id} value={release.version}>
+                  {release.version}
+                  {release.version === previous ? " (the previous release)" : ""}
+                </option>
+              ))}
+            </select>
+          </label>
+        </div>
+      )}
+      {diff.isFetching && !data && <Loading what="the changes" />}
+      <ErrorNotice error={diff.error} what="The changes could not be loaded" />
+      {data && nothing && (
+        <p className="muted">
+          Nothing changed from <span className="mono">{data.from}</span>: the same images, process, variables and notes.
+        </p>
+      )}
+      {data && !nothing && (
+        <div className="release-diff">
+          <p className="small muted">
+            From <span className="mono">{data.from}</span> to <span className="mono">{data.to}</span>.
+          </p>
+          {data.images.length > 0 && (
+            <div className="table-scroll">
+              <table className="data" aria-label="Image changes">
+                <thead>
+                  <tr>
+                    <th scope="col">Image</th>
+                    <th scope="col">Change</th>
+                    <th scope="col">Before</th>
+                    <th scope="col">After</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {data.images.map((image) => (
+                    <tr key={image.name}>
+                      <th scope="row">{image.name}</th>
+                      <td>
+                        <ChangeBadge change={image.change} />
+                      </td>
+                      {[image.from, image.to].map((side, sideIndex) => (
+                        <td key={sideIndex === 0 ? "from" : "to"} className="mono small">
+                          {side ? (
+                            <>
+                              {side.repository}:{side.tag}
+                              <br />
+                              {side.digest}
+                            </>
+                          ) : (
+                            <span className="muted">none</span>
+                          )}
+                        </td>
+                      ))}
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          )}
+          {data.steps.length > 0 && (
+            <ul className="steps-list" aria-label="Step changes">
+              {data.steps.map((step) => (
+                <li key={step.name}>
+                  <strong>{step.name}</strong> <span className="tag">{step.kind}</span>{" "}
+                  <ChangeBadge change={step.change} />
+                  {step.fields && step.fields.length > 0 && (
+                    <ul className="field-changes">
+                      {step.fields.map((field) => (
+                        <li key={field.field} className="mono small">
+                          {describeField(field)}
+                        </li>
+                      ))}
+                    </ul>
+                  )}
+                </li>
+              ))}
+            </ul>
+          )}
+          {data.variables.length > 0 && (
+            <div className="table-scroll">
+              <table className="data" aria-label="Variable changes">
+                <thead>
+                  <tr>
+                    <th scope="col">Variable</th>
+                    <th scope="col">Scope</th>
+                    <th scope="col">Change</th>
+                    <th scope="col">Before</th>
+                    <th scope="col">After</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {data.variables.map((variable) => (
+                    <tr key={`${variable.name}|${scopeText(variable.scope, variable.set)}`}>
+                      <th scope="row" className="mono">
+                        {variable.name}
+                      </th>
+                      <td className="small">{scopeText(variable.scope, variable.set)}</td>
+                      <td>
+                        <ChangeBadge change={variable.change} />
+                        {variable.note && <span className="small muted"> ({variable.note})</span>}
+                      </td>
+                      {variable.sensitive ? (
+                        <td colSpan={2} className="muted">
+                          <span aria-hidden="true">•••••• </span>sensitive: only that it{" "}
+                          {variable.change === "changed" ? "changed" : `was ${variable.change}`} is shown
+                        </td>
+                      ) : (
+                        <>
+                          <td className="mono value-cell">{variable.from ?? <span className="muted">none</span>}</td>
+                          <td className="mono value-cell">{variable.to ?? <span className="muted">none</span>}</td>
+                        </>
+                      )}
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          )}
+          {data.notes && (
+            <dl className="facts notes-change">
+              <dt>Notes before</dt>
+              <dd className="notes">{data.notes.from || <span className="muted">none</span>}</dd>
+              <dt>Notes now</dt>
+              <dd className="notes">{data.notes.to || <span className="muted">none</span>}</dd>
+            </dl>
+          )}
+        </div>
+      )}
+    </>
   );
 }

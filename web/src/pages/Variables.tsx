@@ -9,6 +9,7 @@ import { ConfirmButton } from "../components/ConfirmButton";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
 import { FormError, SubmitButton, useSubmit } from "../components/Forms";
 import { Tags } from "../components/Tags";
+import { VariablePreviewSection } from "../components/VariablePreview";
 import { splitList } from "../lib/lists";
 import { useTitle } from "../lib/title";
 
@@ -183,6 +184,7 @@ export function VariablesPage() {
           </table>
         </div>
       )}
+      <VariablePreviewSection project={slug} environments={allEnvironments} />
     </section>
   );
 }
