@@ -44,6 +44,8 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
           { startDemoRegistry },
           { join },
           { allowingOrigin },
+          { dockerSocketOf },
+          { startDemoLoad },
         ] = await Promise.all([
           import("../server/start.js"),
           import("../server/demo.js"),
@@ -54,11 +56,15 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
           import("../server/demoRegistry.js"),
           import("node:path"),
           import("../security/outboundGuard.js"),
+          import("../runtimes/docker.js"),
+          import("../server/demoLoad.js"),
         ]);
-        const docker = options.runtime === "process" ? false : await dockerAnswers();
+        // DOCKER_HOST names the engine, as for the docker CLI; checked before anything starts.
+        const dockerSocket = dockerSocketOf(env.DOCKER_HOST);
+        const docker = options.runtime === "process" ? false : await dockerAnswers(dockerSocket);
         if (options.runtime === "docker" && !docker) {
           throw new OperationError(
-            "--runtime docker: no Docker engine answers on /var/run/docker.sock; start dockerd, or use --runtime process",
+            `--runtime docker: no Docker engine answers on ${dockerSocket}${env.DOCKER_HOST ? " (DOCKER_HOST)" : ""}; start dockerd, point DOCKER_HOST at its socket (unix:///path), or use --runtime process`,
           );
         }
         // The demo's image registry, on a new port at every start (the demo's feed follows it).
@@ -77,6 +83,7 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
           runAs: env.FERRY_RUN_AS,
           runAsUids: env.FERRY_RUN_AS_UIDS,
           workDir: env.FERRY_WORK_DIR,
+          dockerSocket,
           announce: () => {},
         });
         stopOnSignals(server);
@@ -90,31 +97,67 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
         // What the first run chose stays: a store seeded for containers keeps deploying containers.
         const runtime = await demo.demoRuntimeOf(server.context, registry?.url);
         const front = trafficFront(traffic);
+        // The sign-in first, so the dashboard can be opened to watch the deployments below live.
+        const signIn = await demo.demoAdminSignIn(server.context);
         write([
           "",
           `Ferry demo: the server runs at ${server.url} (data in ${options.dataDir}${seeded ? ", demo project created" : ""}).`,
+          `Dashboard:  ${server.url}/   sign in as ${signIn.username}, password ${signIn.password} (new at every start of the demo)`,
         ]);
         if (runtime === "docker" && registry) {
           // Built from this host's Node.js and pushed to the demo's registry once; a release pins it by digest.
-          await pushDemoImage(registry, demo.DEMO_REPOSITORY, demo.DEMO_IMAGE_TAG);
+          await pushDemoImage(dockerSocket, registry, demo.DEMO_REPOSITORY, demo.DEMO_IMAGE_TAG);
         } else if (runtime === "docker") {
-          write(["The demo was set up with containers, but no Docker engine answers now: its deployments will fail."]);
+          write([
+            `The demo was set up with containers, but no Docker engine answers on ${dockerSocket} now: its deployments will fail.`,
+          ]);
         }
         if (seeded) {
-          write([
-            `Deploying release 1.0.0 of the demo app (examples/demo-app) dev → test → prod, blue/green through the ${traffic.driver === "builtin" ? "ferry proxy" : traffic.driver} router, ${
-              runtime === "docker"
-                ? `as containers (image ${registry?.host}/${demo.DEMO_REPOSITORY}:${demo.DEMO_IMAGE_TAG} from the demo's registry)`
-                : "as supervised processes"
-            }:`,
-          ]);
-          await demo.deployDemoRelease(server.deployments, (deployment) =>
+          const router = traffic.driver === "builtin" ? "ferry proxy" : traffic.driver;
+          const printEnded = (deployment: { environment: string; state: string; taskId: string }) =>
             write([
               `  ${deployment.environment.padEnd(5)} ${deployment.state}${
                 deployment.state === "succeeded" ? "" : ` — its log: ${server.url}/tasks/${deployment.taskId}`
               }`,
-            ]),
-          );
+            ]);
+          write([
+            `Deploying release 1.0.0 of the demo app (examples/demo-app) dev → test → prod, blue/green through the ${router} router, ${
+              runtime === "docker"
+                ? `as containers (image ${registry?.host}/${demo.DEMO_REPOSITORY}:${demo.DEMO_IMAGE_TAG} from the demo's registry, Docker engine on ${dockerSocket})`
+                : `as supervised processes${options.runtime === "auto" ? ` (no Docker engine answers on ${dockerSocket})` : ""}`
+            }:`,
+          ]);
+          const first = await demo.deployDemoRelease(server.deployments, "the demo's first release", printEnded);
+          if (first.deployments.every((deployment) => deployment.state === "succeeded")) {
+            // The main job: the next release through every environment while users keep using each.
+            write([
+              `Release 1.1.0, promoted dev → test → prod blue/green while a load generator asks all three through the router (${DEMO_LOAD_CONNECTIONS} kept-alive connections each):`,
+            ]);
+            const load = startDemoLoad(
+              front.probe,
+              demo.DEMO_ENVIRONMENTS.map((environment) => demo.demoAppHost(environment)),
+              DEMO_LOAD_CONNECTIONS,
+            );
+            const second = await demo
+              .deployDemoRelease(server.deployments, "the demo's second release, promoted under load", printEnded)
+              .catch(async (error: unknown) => {
+                await load.stop();
+                throw error;
+              });
+            const figures = await load.stop();
+            const requests = figures.reduce((sum, each) => sum + each.requests, 0);
+            const failed = figures.reduce((sum, each) => sum + each.failed, 0);
+            const count = (value: number) => value.toLocaleString("en-US");
+            write([
+              `Requests while release ${second.version} was switched in: ${count(requests)}, failed ${count(failed)}${
+                failed === 0 ? " (zero downtime)" : ""
+              }`,
+              ...figures.flatMap((each) => [
+                `  ${each.host.padEnd(15)} ${count(each.requests)} requests, ${count(each.failed)} failed; answered by ${each.releases.join(" → ")}`,
+                ...each.failures.map((failure) => `    ${failure}`),
+              ]),
+            ]);
+          }
         }
         // A live colour stopped since the last run (ferry demo --stop, a reboot) is started again first.
         await server.reconciled;
@@ -124,13 +167,12 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
             answer: await askApp(front.probe, demo.demoAppHost(environment)),
           })),
         );
-        const signIn = await demo.demoAdminSignIn(server.context);
         // A fresh key per demo run, so the user can try the CLI at once; it is random, never a default.
         const key = generateApiKey();
         await insertApiKey(server.context, key, { name: "demo session", role: "admin" });
         write([
           "",
-          `Dashboard:  ${server.url}/   sign in as ${signIn.username}, password ${signIn.password} (new at every start of the demo)`,
+          `Dashboard:  ${server.url}/   (signed in as above: dev, test and prod of project ${demo.DEMO_PROJECT}, live)`,
           "The app, through the router:",
           ...answers.map(
             ({ environment, answer }) =>
@@ -149,6 +191,9 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
       },
     );
 }
+
+/** Kept-alive connections per environment of the demo's load generator (6 in all: the host's cores go to the deployments). */
+const DEMO_LOAD_CONNECTIONS = 2;
 
 /** Where the router serves: the origin to probe from here, and the ":port" part of the app's URLs. */
 function trafficFront(traffic: TrafficSettings): { probe: string; port: string } {
@@ -200,11 +245,14 @@ async function stopDemo(env: FerryEnvironment, dataDir: string): Promise<void> {
   );
   for (const instance of running) await processes.stop(instance.name);
   // Containers (a demo set up with Docker): stopped, not removed, like the processes.
-  const { dockerAnswers } = await import("../server/demoImage.js");
+  const [{ dockerAnswers }, { dockerSocketOf, localDocker }] = await Promise.all([
+    import("../server/demoImage.js"),
+    import("../runtimes/docker.js"),
+  ]);
+  const dockerSocket = dockerSocketOf(env.DOCKER_HOST);
   let containers = 0;
-  if (await dockerAnswers()) {
-    const { localDocker } = await import("../runtimes/docker.js");
-    const docker = localDocker();
+  if (await dockerAnswers(dockerSocket)) {
+    const docker = localDocker(dockerSocket);
     for (const container of await docker.listByLabel("ferry.project", DEMO_PROJECT)) {
       if (container.state !== "running") continue;
       await docker.stopContainer(container.name);
