@@ -17,6 +17,7 @@ const alone = [
   "test/canaryHaproxy.test.ts",
   "test/compose.e2e.test.ts",
   "test/dataPlane.e2e.test.ts",
+  "test/demo.e2e.test.ts",
   "test/haproxy.test.ts",
   "test/haproxyCanary.test.ts",
   "test/haproxyRemote.e2e.test.ts",
