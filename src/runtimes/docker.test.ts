@@ -26,7 +26,9 @@ describe("DockerRuntime input checks", () => {
   });
 
   it("says when the engine cannot be reached", async () => {
-    await expect(docker.listByLabel("ferry.task", "t1")).rejects.toThrow(/cannot reach the Docker engine/);
+    await expect(docker.listByLabel("ferry.task", "t1")).rejects.toThrow(
+      "listing containers labelled ferry.task=t1: cannot reach the Docker engine on /nonexistent/docker.sock (ENOENT); is dockerd running?",
+    );
   });
 });
 

@@ -831,7 +831,7 @@ export class DockerRuntime implements Runtime {
       stream.on("error", (error) => {
         signal.removeEventListener("abort", onAbort);
         if (signal.aborted) resolve(false);
-        else reject(toDockerError(`reading a command's output in container ${nameOrId}`, error));
+        else reject(toDockerError(`reading a command's output in container ${nameOrId}`, error, this.socketPath));
       });
     });
     stdout.end();
@@ -927,7 +927,7 @@ export class DockerRuntime implements Runtime {
     } catch (error) {
       if (options.signal?.aborted) throw options.signal.reason;
       if (timeout.aborted) throw new DockerError(`${what} did not finish within ${formatSeconds(timeoutMs)}`);
-      throw toDockerError(what, error);
+      throw toDockerError(what, error, this.socketPath);
     } finally {
       signal.removeEventListener("abort", onAbort);
     }
@@ -1295,12 +1295,13 @@ function readLogStream(
   });
 }
 
-function toDockerError(what: string, error: unknown): DockerError {
+/** `socketPath`: the engine's socket (on the target's host), named so a wrong DOCKER_HOST shows. */
+function toDockerError(what: string, error: unknown, socketPath: string): DockerError {
   if (error instanceof DockerError) return error;
   const details = error as { statusCode?: number; json?: { message?: string }; message?: string; code?: string };
   if (details.code === "ENOENT" || details.code === "ECONNREFUSED" || details.code === "EACCES") {
     return new DockerError(
-      `${what}: cannot reach the Docker engine (${details.code}); is dockerd running?`,
+      `${what}: cannot reach the Docker engine on ${socketPath} (${details.code}); is dockerd running?`,
       undefined,
       {
         cause: error,

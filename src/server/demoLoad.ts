@@ -11,7 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
  */
 
 /** What one environment's clients saw. */
-export interface DemoLoadFigures {
+interface DemoLoadFigures {
   host: string;
   requests: number;
   failed: number;
