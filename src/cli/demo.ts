@@ -15,14 +15,14 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
   program
     .command("demo")
     .description(
-      "run Ferry on embedded defaults (SQLite, this host as the target) and deploy a demo web app dev → test → prod blue/green",
+      "run Ferry on embedded defaults (SQLite, this host as the target), deploy a demo web app dev → test → prod blue/green, then promote its next release through them under load",
     )
     .option("--port <port>", "port to listen on", parsePort, 8080)
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .option("--data-dir <dir>", "data directory", ".ferry-demo")
     .option(
       "--runtime <runtime>",
-      "what runs the app on a first run: auto (containers when the Docker engine answers, else processes), docker or process",
+      "what runs the app on a first run: auto (containers when the Docker engine on DOCKER_HOST, default unix:///var/run/docker.sock, answers; else processes), docker or process",
       parseRuntime,
       "auto",
     )
