@@ -240,14 +240,25 @@ async function askApp(origin: string, host: string): Promise<string> {
  * `ferry demo` starts the live ones again) and the builtin proxy of its data directory.
  */
 async function stopDemo(env: FerryEnvironment, dataDir: string): Promise<void> {
-  const [{ readFile }, { join }, { prepareWorkRoot, resolveLocalUser }, { localProcesses }, { DEMO_PROJECT }] =
-    await Promise.all([
-      import("node:fs/promises"),
-      import("node:path"),
-      import("../runtimes/localUser.js"),
-      import("../runtimes/process.js"),
-      import("../server/demo.js"),
-    ]);
+  const [
+    { readFile },
+    { join },
+    { prepareWorkRoot, resolveLocalUser },
+    { localProcesses },
+    { DEMO_PROJECT },
+    { dockerAnswers },
+    { dockerSocketOf, localDocker },
+  ] = await Promise.all([
+    import("node:fs/promises"),
+    import("node:path"),
+    import("../runtimes/localUser.js"),
+    import("../runtimes/process.js"),
+    import("../server/demo.js"),
+    import("../server/demoImage.js"),
+    import("../runtimes/docker.js"),
+  ]);
+  // A DOCKER_HOST that is no unix socket is refused before anything is stopped.
+  const dockerSocket = dockerSocketOf(env.DOCKER_HOST);
   // Where the server keeps the work root for these settings (src/server/start.ts).
   const localUser = resolveLocalUser(env.FERRY_RUN_AS, undefined, env.FERRY_RUN_AS_UIDS);
   const workRoot =
@@ -260,11 +271,6 @@ async function stopDemo(env: FerryEnvironment, dataDir: string): Promise<void> {
   );
   for (const instance of running) await processes.stop(instance.name);
   // Containers (a demo set up with Docker): stopped, not removed, like the processes.
-  const [{ dockerAnswers }, { dockerSocketOf, localDocker }] = await Promise.all([
-    import("../server/demoImage.js"),
-    import("../runtimes/docker.js"),
-  ]);
-  const dockerSocket = dockerSocketOf(env.DOCKER_HOST);
   let containers = 0;
   if (await dockerAnswers(dockerSocket)) {
     const docker = localDocker(dockerSocket);
