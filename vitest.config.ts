@@ -18,6 +18,7 @@ const alone = [
   "test/compose.e2e.test.ts",
   "test/composeRemote.e2e.test.ts",
   "test/dataPlane.e2e.test.ts",
+  "test/demo.e2e.test.ts",
   "test/haproxy.test.ts",
   "test/haproxyCanary.test.ts",
   "test/haproxyRemote.e2e.test.ts",

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs Ferry on its embedded defaults (SQLite in .ferry-demo/, this host as the target) and
-# deploys the demo app (examples/demo-app) dev → test → prod blue/green through ferry proxy:
-# as containers when a Docker engine answers (their image built here, from this host's
-# Node.js), else as supervised processes; nothing but Node.js is needed. Installs and builds
+# deploys the demo app (examples/demo-app) dev → test → prod blue/green through ferry proxy,
+# then promotes its release 1.1.0 through the three while a load generator counts failed
+# requests (0): as containers when the Docker engine on DOCKER_HOST (unix:// only; default
+# /var/run/docker.sock) answers (their image built here, from this host's Node.js), else as
+# supervised processes; nothing but Node.js is needed. Installs and builds
 # first when needed. Extra arguments go to `ferry demo` (`--runtime process|docker` chooses,
 # `--stop` stops the app and the proxy it left running).
 set -euo pipefail

@@ -15,14 +15,14 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
   program
     .command("demo")
     .description(
-      "run Ferry on embedded defaults (SQLite, this host as the target) and deploy a demo web app dev → test → prod blue/green",
+      "run Ferry on embedded defaults (SQLite, this host as the target), deploy a demo web app dev → test → prod blue/green, then promote its next release through them under load",
     )
     .option("--port <port>", "port to listen on", parsePort, 8080)
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .option("--data-dir <dir>", "data directory", ".ferry-demo")
     .option(
       "--runtime <runtime>",
-      "what runs the app on a first run: auto (containers when the Docker engine answers, else processes), docker or process",
+      "what runs the app on a first run: auto (containers when the Docker engine on DOCKER_HOST, default unix:///var/run/docker.sock, answers; else processes), docker or process",
       parseRuntime,
       "auto",
     )
@@ -44,6 +44,8 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
           { startDemoRegistry },
           { join },
           { allowingOrigin },
+          { dockerSocketOf },
+          { startDemoLoad },
         ] = await Promise.all([
           import("../server/start.js"),
           import("../server/demo.js"),
@@ -54,11 +56,15 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
           import("../server/demoRegistry.js"),
           import("node:path"),
           import("../security/outboundGuard.js"),
+          import("../runtimes/docker.js"),
+          import("../server/demoLoad.js"),
         ]);
-        const docker = options.runtime === "process" ? false : await dockerAnswers();
+        // DOCKER_HOST names the engine, as for the docker CLI; checked before anything starts.
+        const dockerSocket = dockerSocketOf(env.DOCKER_HOST);
+        const docker = options.runtime === "process" ? false : await dockerAnswers(dockerSocket);
         if (options.runtime === "docker" && !docker) {
           throw new OperationError(
-            "--runtime docker: no Docker engine answers on /var/run/docker.sock; start dockerd, or use --runtime process",
+            `--runtime docker: no Docker engine answers on ${dockerSocket}${env.DOCKER_HOST ? " (DOCKER_HOST)" : ""}; start dockerd, point DOCKER_HOST at its socket (unix:///path), or use --runtime process`,
           );
         }
         // The demo's image registry, on a new port at every start (the demo's feed follows it).
@@ -77,6 +83,7 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
           runAs: env.FERRY_RUN_AS,
           runAsUids: env.FERRY_RUN_AS_UIDS,
           workDir: env.FERRY_WORK_DIR,
+          dockerSocket,
           announce: () => {},
         });
         stopOnSignals(server);
@@ -90,31 +97,67 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
         // What the first run chose stays: a store seeded for containers keeps deploying containers.
         const runtime = await demo.demoRuntimeOf(server.context, registry?.url);
         const front = trafficFront(traffic);
+        // The sign-in first, so the dashboard can be opened to watch the deployments below live.
+        const signIn = await demo.demoAdminSignIn(server.context);
         write([
           "",
           `Ferry demo: the server runs at ${server.url} (data in ${options.dataDir}${seeded ? ", demo project created" : ""}).`,
+          `Dashboard:  ${server.url}/   sign in as ${signIn.username}, password ${signIn.password} (new at every start of the demo)`,
         ]);
         if (runtime === "docker" && registry) {
           // Built from this host's Node.js and pushed to the demo's registry once; a release pins it by digest.
-          await pushDemoImage(registry, demo.DEMO_REPOSITORY, demo.DEMO_IMAGE_TAG);
+          await pushDemoImage(dockerSocket, registry, demo.DEMO_REPOSITORY, demo.DEMO_IMAGE_TAG);
         } else if (runtime === "docker") {
-          write(["The demo was set up with containers, but no Docker engine answers now: its deployments will fail."]);
+          write([
+            `The demo was set up with containers, but no Docker engine answers on ${dockerSocket} now: its deployments will fail.`,
+          ]);
         }
         if (seeded) {
-          write([
-            `Deploying release 1.0.0 of the demo app (examples/demo-app) dev → test → prod, blue/green through the ${traffic.driver === "builtin" ? "ferry proxy" : traffic.driver} router, ${
-              runtime === "docker"
-                ? `as containers (image ${registry?.host}/${demo.DEMO_REPOSITORY}:${demo.DEMO_IMAGE_TAG} from the demo's registry)`
-                : "as supervised processes"
-            }:`,
-          ]);
-          await demo.deployDemoRelease(server.deployments, (deployment) =>
+          const router = traffic.driver === "builtin" ? "ferry proxy" : traffic.driver;
+          const printEnded = (deployment: { environment: string; state: string; taskId: string }) =>
             write([
               `  ${deployment.environment.padEnd(5)} ${deployment.state}${
                 deployment.state === "succeeded" ? "" : ` — its log: ${server.url}/tasks/${deployment.taskId}`
               }`,
-            ]),
-          );
+            ]);
+          write([
+            `Deploying release 1.0.0 of the demo app (examples/demo-app) dev → test → prod, blue/green through the ${router} router, ${
+              runtime === "docker"
+                ? `as containers (image ${registry?.host}/${demo.DEMO_REPOSITORY}:${demo.DEMO_IMAGE_TAG} from the demo's registry, Docker engine on ${dockerSocket})`
+                : `as supervised processes${options.runtime === "auto" ? ` (no Docker engine answers on ${dockerSocket})` : ""}`
+            }:`,
+          ]);
+          const first = await demo.deployDemoRelease(server.deployments, "the demo's first release", printEnded);
+          if (first.deployments.every((deployment) => deployment.state === "succeeded")) {
+            // The main job: the next release through every environment while users keep using each.
+            write([
+              `Release 1.1.0, promoted dev → test → prod blue/green while a load generator asks all three through the router (${DEMO_LOAD_CONNECTIONS} kept-alive connections each):`,
+            ]);
+            const load = startDemoLoad(
+              front.probe,
+              demo.DEMO_ENVIRONMENTS.map((environment) => demo.demoAppHost(environment)),
+              DEMO_LOAD_CONNECTIONS,
+            );
+            const second = await demo
+              .deployDemoRelease(server.deployments, "the demo's second release, promoted under load", printEnded)
+              .catch(async (error: unknown) => {
+                await load.stop();
+                throw error;
+              });
+            const figures = await load.stop();
+            const requests = figures.reduce((sum, each) => sum + each.requests, 0);
+            const failed = figures.reduce((sum, each) => sum + each.failed, 0);
+            const count = (value: number) => value.toLocaleString("en-US");
+            write([
+              `Requests while release ${second.version} was switched in: ${count(requests)}, failed ${count(failed)}${
+                failed === 0 ? " (zero downtime)" : ""
+              }`,
+              ...figures.flatMap((each) => [
+                `  ${each.host.padEnd(15)} ${count(each.requests)} requests, ${count(each.failed)} failed; answered by ${each.releases.join(" → ")}`,
+                ...each.failures.map((failure) => `    ${failure}`),
+              ]),
+            ]);
+          }
         }
         // A live colour stopped since the last run (ferry demo --stop, a reboot) is started again first.
         await server.reconciled;
@@ -124,13 +167,12 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
             answer: await askApp(front.probe, demo.demoAppHost(environment)),
           })),
         );
-        const signIn = await demo.demoAdminSignIn(server.context);
         // A fresh key per demo run, so the user can try the CLI at once; it is random, never a default.
         const key = generateApiKey();
         await insertApiKey(server.context, key, { name: "demo session", role: "admin" });
         write([
           "",
-          `Dashboard:  ${server.url}/   sign in as ${signIn.username}, password ${signIn.password} (new at every start of the demo)`,
+          `Dashboard:  ${server.url}/   (signed in as above: dev, test and prod of project ${demo.DEMO_PROJECT}, live)`,
           "The app, through the router:",
           ...answers.map(
             ({ environment, answer }) =>
@@ -150,6 +192,9 @@ export function addDemoCommand(program: Command, environment: () => FerryEnviron
     );
 }
 
+/** Kept-alive connections per environment of the demo's load generator (6 in all: the host's cores go to the deployments). */
+const DEMO_LOAD_CONNECTIONS = 2;
+
 /** Where the router serves: the origin to probe from here, and the ":port" part of the app's URLs. */
 function trafficFront(traffic: TrafficSettings): { probe: string; port: string } {
   const listen = trafficListen(traffic);
@@ -163,15 +208,30 @@ function trafficFront(traffic: TrafficSettings): { probe: string; port: string }
   };
 }
 
-/** What the app answers through the router for a host: its first line, or why there is no answer. */
+/** How long a live colour started again at start-up may take to answer through the router. */
+const APP_START_MS = 30_000;
+
+/**
+ * What the app answers through the router for a host: its first line, or why there is no
+ * answer. Start-up reconciliation starts a stopped live colour again but does not wait for
+ * its app to listen: a 502 or 503 (the router reached nothing) is asked again until it answers.
+ */
 async function askApp(origin: string, host: string): Promise<string> {
-  try {
-    const { request } = await import("undici");
-    const response = await request(`${origin}/`, { headers: { host }, headersTimeout: 5000, bodyTimeout: 5000 });
-    const text = (await response.body.text()).trim().split("\n")[0] ?? "";
-    return response.statusCode === 200 ? `→ ${text.slice(0, 120)}` : `→ HTTP ${response.statusCode} (not deployed)`;
-  } catch (error) {
-    return `→ no answer (${(error as Error).message})`;
+  const { request } = await import("undici");
+  const deadline = Date.now() + APP_START_MS;
+  for (;;) {
+    let answer: string;
+    try {
+      const response = await request(`${origin}/`, { headers: { host }, headersTimeout: 5000, bodyTimeout: 5000 });
+      const text = (await response.body.text()).trim().split("\n")[0] ?? "";
+      if (response.statusCode === 200) return `→ ${text.slice(0, 120)}`;
+      answer = `→ HTTP ${response.statusCode}${response.statusCode === 404 ? " (not deployed)" : ""}`;
+      if (response.statusCode !== 502 && response.statusCode !== 503) return answer;
+    } catch (error) {
+      answer = `→ no answer (${(error as Error).message})`;
+    }
+    if (Date.now() > deadline) return answer;
+    await new Promise((resolve) => setTimeout(resolve, 250));
   }
 }
 
@@ -180,14 +240,25 @@ async function askApp(origin: string, host: string): Promise<string> {
  * `ferry demo` starts the live ones again) and the builtin proxy of its data directory.
  */
 async function stopDemo(env: FerryEnvironment, dataDir: string): Promise<void> {
-  const [{ readFile }, { join }, { prepareWorkRoot, resolveLocalUser }, { localProcesses }, { DEMO_PROJECT }] =
-    await Promise.all([
-      import("node:fs/promises"),
-      import("node:path"),
-      import("../runtimes/localUser.js"),
-      import("../runtimes/process.js"),
-      import("../server/demo.js"),
-    ]);
+  const [
+    { readFile },
+    { join },
+    { prepareWorkRoot, resolveLocalUser },
+    { localProcesses },
+    { DEMO_PROJECT },
+    { dockerAnswers },
+    { dockerSocketOf, localDocker },
+  ] = await Promise.all([
+    import("node:fs/promises"),
+    import("node:path"),
+    import("../runtimes/localUser.js"),
+    import("../runtimes/process.js"),
+    import("../server/demo.js"),
+    import("../server/demoImage.js"),
+    import("../runtimes/docker.js"),
+  ]);
+  // A DOCKER_HOST that is no unix socket is refused before anything is stopped.
+  const dockerSocket = dockerSocketOf(env.DOCKER_HOST);
   // Where the server keeps the work root for these settings (src/server/start.ts).
   const localUser = resolveLocalUser(env.FERRY_RUN_AS, undefined, env.FERRY_RUN_AS_UIDS);
   const workRoot =
@@ -200,11 +271,9 @@ async function stopDemo(env: FerryEnvironment, dataDir: string): Promise<void> {
   );
   for (const instance of running) await processes.stop(instance.name);
   // Containers (a demo set up with Docker): stopped, not removed, like the processes.
-  const { dockerAnswers } = await import("../server/demoImage.js");
   let containers = 0;
-  if (await dockerAnswers()) {
-    const { localDocker } = await import("../runtimes/docker.js");
-    const docker = localDocker();
+  if (await dockerAnswers(dockerSocket)) {
+    const docker = localDocker(dockerSocket);
     for (const container of await docker.listByLabel("ferry.project", DEMO_PROJECT)) {
       if (container.state !== "running") continue;
       await docker.stopContainer(container.name);

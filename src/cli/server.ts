@@ -56,7 +56,10 @@ export function addServerCommand(program: Command, environment: () => FerryEnvir
       const { startServer } = await import("../server/start.js");
       const { trafficSettingsFromEnvironment } = await import("../traffic/routers.js");
       const { oidcSettingsFromEnvironment } = await import("../security/oidc.js");
+      const { dockerSocketOf } = await import("../runtimes/docker.js");
       const server = await startServer({
+        // Checked before anything starts, like OIDC: a tcp:// DOCKER_HOST stops here, named.
+        dockerSocket: dockerSocketOf(env.DOCKER_HOST),
         // Checked before anything starts: a wrong FERRY_OIDC_* setting stops here, named.
         oidc: oidcSettingsFromEnvironment(env),
         traffic: trafficSettingsFromEnvironment(env, options.dataDir),

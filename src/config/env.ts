@@ -245,6 +245,12 @@ const environmentSchema = z.object({
   FERRY_AGENT_SERVER: z.url().optional(),
   FERRY_AGENT_TOKEN: z.string().min(1).max(200).optional(),
   FERRY_AGENT_STATE_DIR: z.string().min(1).optional(),
+  /**
+   * Server and demo: the Docker engine of this host, as the docker CLI reads it; only a unix
+   * socket (unix:///var/run/docker.sock, the default). Checked where it is used
+   * (dockerSocketOf), so a CLI client with a tcp:// DOCKER_HOST for its own docker keeps working.
+   */
+  DOCKER_HOST: z.string().optional(),
   FERRY_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   /** CLI: the server to talk to and the key to use (override `ferry login`). */
   FERRY_URL: z.url().optional(),

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { DockerRuntime } from "./docker.js";
+import { DockerRuntime, dockerSocketOf, localDocker } from "./docker.js";
 
 /** Checks that refuse a spec before any call reaches the engine (the socket here does not exist). */
 describe("DockerRuntime input checks", () => {
@@ -26,6 +26,40 @@ describe("DockerRuntime input checks", () => {
   });
 
   it("says when the engine cannot be reached", async () => {
-    await expect(docker.listByLabel("ferry.task", "t1")).rejects.toThrow(/cannot reach the Docker engine/);
+    await expect(docker.listByLabel("ferry.task", "t1")).rejects.toThrow(
+      "listing containers labelled ferry.task=t1: cannot reach the Docker engine on /nonexistent/docker.sock (ENOENT); is dockerd running?",
+    );
+  });
+});
+
+describe("dockerSocketOf (DOCKER_HOST)", () => {
+  it("takes the path of a unix:// socket, and /var/run/docker.sock when DOCKER_HOST is unset", () => {
+    expect(dockerSocketOf(undefined)).toBe("/var/run/docker.sock");
+    expect(dockerSocketOf("")).toBe("/var/run/docker.sock");
+    expect(dockerSocketOf("unix:///run/user/1000/docker.sock")).toBe("/run/user/1000/docker.sock");
+  });
+
+  it.each([
+    ["tcp://127.0.0.1:2375", /is not a unix socket; .*unix:\/\/\/var\/run\/docker\.sock.*ssh or by an agent/],
+    ["ssh://deploy@build-1", /is not a unix socket/],
+    ["npipe:////./pipe/docker_engine", /is not a unix socket/],
+    ["/var/run/docker.sock", /is not a unix socket/],
+    ["unix://docker.sock", /must name the socket by its absolute path/],
+  ])("refuses %s, naming DOCKER_HOST and the field", (value, message) => {
+    expect(() => dockerSocketOf(value)).toThrow(message);
+    try {
+      dockerSocketOf(value);
+    } catch (error) {
+      expect((error as Error).message).toMatch(/^DOCKER_HOST: /);
+      expect((error as { issues: { pointer: string }[] }).issues).toEqual([
+        { pointer: "/DOCKER_HOST", detail: "must be unix:///absolute/path/to/docker.sock" },
+      ]);
+    }
+  });
+
+  it("gives one shared runtime per socket", () => {
+    expect(localDocker("/run/a.sock")).toBe(localDocker("/run/a.sock"));
+    expect(localDocker("/run/a.sock")).not.toBe(localDocker("/run/b.sock"));
+    expect(localDocker()).toBe(localDocker("/var/run/docker.sock"));
   });
 });

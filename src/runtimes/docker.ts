@@ -831,7 +831,7 @@ export class DockerRuntime implements Runtime {
       stream.on("error", (error) => {
         signal.removeEventListener("abort", onAbort);
         if (signal.aborted) resolve(false);
-        else reject(toDockerError(`reading a command's output in container ${nameOrId}`, error));
+        else reject(toDockerError(`reading a command's output in container ${nameOrId}`, error, this.socketPath));
       });
     });
     stdout.end();
@@ -927,7 +927,7 @@ export class DockerRuntime implements Runtime {
     } catch (error) {
       if (options.signal?.aborted) throw options.signal.reason;
       if (timeout.aborted) throw new DockerError(`${what} did not finish within ${formatSeconds(timeoutMs)}`);
-      throw toDockerError(what, error);
+      throw toDockerError(what, error, this.socketPath);
     } finally {
       signal.removeEventListener("abort", onAbort);
     }
@@ -945,12 +945,41 @@ export function publishedOrigin(ports: readonly PublishedPort[], containerPort: 
   return `http://${host.includes(":") ? `[${host}]` : host}:${published.hostPort}`;
 }
 
-let sharedRuntime: DockerRuntime | undefined;
+/** One runtime per socket: a process talks to one engine (DOCKER_HOST), tests to others. */
+const sharedRuntimes = new Map<string, DockerRuntime>();
 
-/** The engine of the server's own host, shared by every step that runs there. */
-export function localDocker(): DockerRuntime {
-  sharedRuntime ??= new DockerRuntime();
-  return sharedRuntime;
+/** The engine of the server's own host (its socket, default /var/run/docker.sock), shared by every step that runs there. */
+export function localDocker(socketPath: string = DEFAULT_SOCKET_PATH): DockerRuntime {
+  let runtime = sharedRuntimes.get(socketPath);
+  if (!runtime) {
+    runtime = new DockerRuntime({ socketPath });
+    sharedRuntimes.set(socketPath, runtime);
+  }
+  return runtime;
+}
+
+/**
+ * The socket of this host's Docker engine that DOCKER_HOST names: `unix:///path` (absolute),
+ * or /var/run/docker.sock when it is unset. Anything else (tcp://, ssh://, npipe://, a bare
+ * path) is refused rather than ignored: the server would otherwise use another engine than
+ * the one the user meant. A remote engine is a target of its own (ssh or agent transport).
+ */
+export function dockerSocketOf(dockerHost: string | undefined): string {
+  if (dockerHost === undefined || dockerHost === "") return DEFAULT_SOCKET_PATH;
+  const path = dockerHost.startsWith("unix://") ? dockerHost.slice("unix://".length) : undefined;
+  if (path === undefined) {
+    throw new InputError(
+      `DOCKER_HOST: ${JSON.stringify(dockerHost)} is not a unix socket; Ferry reaches this host's Docker engine only through one, e.g. unix:///var/run/docker.sock (unset it for that default). A remote engine is a target of its own, reached over ssh or by an agent (docs/targets.md)`,
+      [{ pointer: "/DOCKER_HOST", detail: "must be unix:///absolute/path/to/docker.sock" }],
+    );
+  }
+  if (!path.startsWith("/") || path.includes("\0")) {
+    throw new InputError(
+      `DOCKER_HOST: ${JSON.stringify(dockerHost)} must name the socket by its absolute path, e.g. unix:///var/run/docker.sock`,
+      [{ pointer: "/DOCKER_HOST", detail: "must be unix:///absolute/path/to/docker.sock" }],
+    );
+  }
+  return path;
 }
 
 /**
@@ -1266,12 +1295,13 @@ function readLogStream(
   });
 }
 
-function toDockerError(what: string, error: unknown): DockerError {
+/** `socketPath`: the engine's socket (on the target's host), named so a wrong DOCKER_HOST shows. */
+function toDockerError(what: string, error: unknown, socketPath: string): DockerError {
   if (error instanceof DockerError) return error;
   const details = error as { statusCode?: number; json?: { message?: string }; message?: string; code?: string };
   if (details.code === "ENOENT" || details.code === "ECONNREFUSED" || details.code === "EACCES") {
     return new DockerError(
-      `${what}: cannot reach the Docker engine (${details.code}); is dockerd running?`,
+      `${what}: cannot reach the Docker engine on ${socketPath} (${details.code}); is dockerd running?`,
       undefined,
       {
         cause: error,

@@ -82,7 +82,8 @@ export async function seedDemo(
     name: "Hello",
     description: "A small web app promoted dev → test → prod with zero downtime",
     lifecycle: "default",
-    versionPattern: "1.0.#{n}",
+    // 1.0.0, then 1.1.0 (the demo's second release), then 1.2.0 from `ferry release create`.
+    versionPattern: "1.#{n}.0",
   });
   const empty = { environments: [], roles: [], targets: [] };
   await createVariable(context, DEMO_PROJECT, {
@@ -218,25 +219,21 @@ export interface DemoDeployment {
 }
 
 /**
- * The demo's first release (1.0.0), deployed dev → test → prod: created (the lifecycle deploys it to
- * dev by itself), then promoted to test and to prod, each once the one before succeeded.
- * Stops at the first deployment that does not succeed.
+ * The demo's next release (1.0.0, then 1.1.0 by the project's version pattern), deployed dev →
+ * test → prod: created (the lifecycle deploys it to dev by itself), then promoted to test and
+ * to prod, each once the one before succeeded. Stops at the first deployment that does not
+ * succeed.
  */
 export async function deployDemoRelease(
   services: DeploymentServices,
+  notes: string,
   onEnded: (deployment: DemoDeployment) => void,
-): Promise<DemoDeployment[]> {
+): Promise<{ version: string; deployments: DemoDeployment[] }> {
   const { context } = services;
   // As the API does it: the registry is asked first (a container demo's image is pinned by digest).
   const process = await getProcess(context, DEMO_PROJECT);
   const images = await pinImages(context, process.images, {}, services.outbound ?? defaultOutboundPolicy);
-  const release = await createRelease(
-    context,
-    DEMO_PROJECT,
-    { notes: "the demo's first release", images: {} },
-    "demo",
-    { process, images },
-  );
+  const release = await createRelease(context, DEMO_PROJECT, { notes, images: {} }, "demo", { process, images });
   const ended: DemoDeployment[] = [];
   for (const environment of DEMO_ENVIRONMENTS) {
     const queued =
@@ -250,7 +247,7 @@ export async function deployDemoRelease(
     onEnded(deployment);
     if (state !== "succeeded") break;
   }
-  return ended;
+  return { version: release.version, deployments: ended };
 }
 
 async function waitForTask(context: StoreContext, taskId: string): Promise<string> {

@@ -15,14 +15,11 @@ import { promisify } from "node:util";
 
 const run = promisify(execFile);
 
-/** The engine's socket; the demo uses the host's own engine. */
-const SOCKET = "/var/run/docker.sock";
-
-/** Whether a Docker engine answers on this host (within a few seconds). */
-export async function dockerAnswers(): Promise<boolean> {
+/** Whether the Docker engine on this socket (DOCKER_HOST, dockerSocketOf) answers within a few seconds. */
+export async function dockerAnswers(socketPath: string): Promise<boolean> {
   try {
     const { default: Docker } = await import("dockerode");
-    const engine = new Docker({ socketPath: SOCKET, timeout: 3000 });
+    const engine = new Docker({ socketPath, timeout: 3000 });
     await engine.ping();
     return true;
   } catch {
@@ -34,14 +31,19 @@ export async function dockerAnswers(): Promise<boolean> {
  * Builds `<registry>/<repository>:<tag>` and pushes it, unless the registry has the tag
  * already (a second run of the demo reuses it).
  */
-export async function pushDemoImage(registry: { host: string; url: string }, repository: string, tag: string) {
+export async function pushDemoImage(
+  socketPath: string,
+  registry: { host: string; url: string },
+  repository: string,
+  tag: string,
+) {
   const known = await fetch(`${registry.url}/v2/${repository}/manifests/${tag}`, { method: "HEAD" });
   if (known.ok) return;
   const root = await mkdtemp(join(tmpdir(), "ferry-demo-image-"));
   try {
     await stageRoot(root);
     const { default: Docker } = await import("dockerode");
-    const engine = new Docker({ socketPath: SOCKET });
+    const engine = new Docker({ socketPath });
     const name = `${registry.host}/${repository}`;
     const tar = spawn("tar", ["--numeric-owner", "--owner=0", "--group=0", "-C", root, "-c", "."], {
       stdio: ["ignore", "pipe", "inherit"],

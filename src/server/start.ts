@@ -75,6 +75,8 @@ export interface ServerOptions {
   runAs?: string | undefined;
   /** FERRY_RUN_AS_UIDS: the uids tasks' local work runs as, one each (when the server is root and runAs is unset). */
   runAsUids?: string | undefined;
+  /** DOCKER_HOST (dockerSocketOf): the socket of this host's Docker engine; default /var/run/docker.sock. */
+  dockerSocket?: string | undefined;
   /** FERRY_WORK_DIR: where tasks keep working files (default: one in the system's temporary directory). */
   workDir?: string | undefined;
   /** FERRY_TARGET_HEALTH_*: how often targets are checked and how long they may take to answer. */
@@ -184,7 +186,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
 
   const traffic = options.traffic ?? defaultTrafficSettings(options.dataDir);
   const router = lazyRouter(traffic, (message) => logger.info({ router: traffic.driver }, message));
-  const hostTransport = new LocalTransport(workRoot, localUser);
+  const hostTransport = new LocalTransport(workRoot, localUser, options.dockerSocket);
   let engine: TaskEngine | undefined;
   // One SSH connection per target, opened on first use; each reads the target's settings (its key) from the store.
   const sshConnections = new SshConnections(

@@ -43,14 +43,19 @@ export class LocalTransport implements Transport {
   /**
    * @param workRoot where tasks keep working files on this host (their process-group records among them)
    * @param localUser the account processes run as (docs/security.md); undefined: the server's own
+   * @param dockerSocket this host's Docker engine (DOCKER_HOST, dockerSocketOf); undefined: /var/run/docker.sock
    */
   constructor(
     private readonly workRoot: string,
     private readonly localUser?: LocalUser,
+    private readonly dockerSocket?: string,
   ) {}
 
   runtime<K extends RuntimeKind>(kind: K): RuntimesByKind[K] {
-    const runtimes: RuntimesByKind = { docker: localDocker(), process: localProcesses(this.workRoot, this.localUser) };
+    const runtimes: RuntimesByKind = {
+      docker: localDocker(this.dockerSocket),
+      process: localProcesses(this.workRoot, this.localUser),
+    };
     return runtimes[kind];
   }
 
