@@ -12,6 +12,7 @@ import { logs } from "./logs.js";
 import { proxy } from "./proxy.js";
 import { rolling } from "./rolling.js";
 import { rollingAgents } from "./rollingAgents.js";
+import { s3Copy } from "./s3Copy.js";
 import { throughput } from "./throughput.js";
 import { triggerLatency } from "./triggerLatency.js";
 import { ui } from "./ui.js";
@@ -49,6 +50,7 @@ const benchmarks: Record<string, () => Promise<BenchmarkResult>> = {
   "trigger-latency": triggerLatency,
   proxy,
   artifacts,
+  "s3-copy": s3Copy,
 };
 
 const root = join(import.meta.dirname ?? ".", "..", "..");

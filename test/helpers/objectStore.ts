@@ -54,9 +54,11 @@ export async function startObjectStore(): Promise<TestObjectStore> {
 
     await ceph("ceph-mon", "--mkfs", "-i", "a", "--keyring", "/dev/null");
     daemon("ceph-mon", "-i", "a");
-    await ceph("ceph", "osd", "create");
+    // The OSD's uuid given both times: one the monitor made up would not be the one mkfs writes.
+    const osdUuid = crypto.randomUUID();
+    await ceph("ceph", "osd", "create", osdUuid, "0");
     await ceph("ceph", "osd", "crush", "add", "osd.0", "1", "root=default", "host=localhost");
-    await ceph("ceph-osd", "-i", "0", "--mkfs");
+    await ceph("ceph-osd", "-i", "0", "--mkfs", "--osd-uuid", osdUuid);
     daemon("ceph-osd", "-i", "0");
     await until("the OSD is up", async () => (await ceph("ceph", "osd", "stat")).stdout.includes("1 up"));
     daemon("radosgw", "-n", "client.rgw");
