@@ -1,5 +1,6 @@
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { InputError } from "../domain/errors.js";
+import { linearPatternProblem } from "../domain/linearPattern.js";
 import type { ProjectImage } from "../domain/process.js";
 import { latestTagPicker } from "../domain/versionRules.js";
 
@@ -25,6 +26,19 @@ export async function pickLatestTag(
   tags: readonly string[],
   options: LatestTagOptions = defaultOptions,
 ): Promise<string | undefined> {
+  if (image.version.kind === "regex") {
+    // A rule saved before patterns ran on RE2 still loads (ADR 0073); using it fails here,
+    // where a tag is picked by it, saying what to change.
+    const problem = linearPatternProblem(image.version.pattern);
+    if (problem) {
+      throw new InputError(`the version rule of image '${image.name}' cannot pick a tag: ${problem}`, [
+        {
+          pointer: `/images/${image.name}`,
+          detail: `the version rule's pattern ${JSON.stringify(image.version.pattern)} was saved before patterns ran on RE2: ${problem}; rewrite the image's version rule where it is defined (the project's process or the runbook), or name the tag: images: { ${image.name}: TAG }`,
+        },
+      ]);
+    }
+  }
   const picker = latestTagPicker(image.version);
   const started = performance.now();
   let sliceStarted = started;
