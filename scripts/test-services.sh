@@ -84,6 +84,13 @@ GRANT ALL PRIVILEGES ON *.* TO 'ferry_test'@'localhost' WITH GRANT OPTION;
 SQL
 mysql_port=$(as_root mariadb --protocol=socket -N -B -e 'SELECT @@port')
 
+# --- S3-compatible object store -------------------------------------------------------
+# A backup's copy to a bucket is tested against Ceph's RADOS Gateway, a real S3-compatible
+# server: each test file starts a one-node Ceph cluster of its own (one monitor, one
+# in-memory OSD) and a gateway on loopback ports (test/helpers/objectStore.ts), so nothing
+# is started here.
+ensure_packages ceph-mon ceph-osd radosgw ceph-common
+
 # --- Docker registry -------------------------------------------------------------
 # Feed tests start their own registries (test/helpers/registry.ts: one docker-registry
 # process per test file, on a free port, with a temporary storage directory), so nothing

@@ -1,5 +1,7 @@
 import { type LookupAddress, lookup as lookupCallback } from "node:dns";
 import { lookup } from "node:dns/promises";
+import { Agent as HttpAgent } from "node:http";
+import { Agent as HttpsAgent } from "node:https";
 import { createRequire } from "node:module";
 import { isIP, isIPv6, type LookupFunction } from "node:net";
 import type { Agent, buildConnector, Dispatcher, Response } from "undici";
@@ -381,6 +383,22 @@ function guardedConnector(policy: OutboundPolicy): buildConnector.connector {
   };
 }
 
+/**
+ * node:http and node:https agents for clients that make their own connections (the AWS SDK's
+ * S3 client) to one port: a name is connected to through the guard's lookup, which refuses it
+ * when any address it has is refused (a name FERRY_OUTBOUND_ALLOW allows goes anywhere). An
+ * address literal never reaches a lookup: check the URL with checkOutboundUrl first — an
+ * address cannot resolve elsewhere later.
+ */
+export function guardedAgents(policy: OutboundPolicy, port: number): { http: HttpAgent; https: HttpsAgent } {
+  const checked = guardedLookup(policy, port);
+  const lookup: LookupFunction = (hostname, options, callback) => {
+    if (checkHost(policy, hostname, port) === "allowed") lookupCallback(hostname, options, callback);
+    else checked(hostname, options, callback);
+  };
+  return { http: new HttpAgent({ keepAlive: true, lookup }), https: new HttpsAgent({ keepAlive: true, lookup }) };
+}
+
 /** dns.lookup that refuses a name when any of its addresses is refused, and connects to the addresses it checked. */
 function guardedLookup(policy: OutboundPolicy, port: number): LookupFunction {
   return (hostname, options, callback) => {
@@ -516,6 +534,16 @@ function embeddedAddresses(bytes: Uint8Array): EmbeddedAddress[] {
 
 function refusalMessage(named: string, refusal: Refusal): string {
   return `${named} points at ${refusal.label} (${refusal.subject}); ${ALLOW_HINT}`;
+}
+
+/**
+ * What the guard said when it refused a connection that failed with `error` (made through
+ * guardedAgents by a client of its own), naming the destination as `named`; undefined when
+ * the failure was not the guard's.
+ */
+export function guardRefusalIn(error: unknown, named: string): string | undefined {
+  const refusal = refusalIn(error);
+  return refusal && refusalMessage(named, refusal);
 }
 
 /** The guard's refusal inside a fetch error (undici puts the connector's error in `cause`). */

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { TaskFailure } from "../../engine/types.js";
 import type { StepRunContext } from "../types.js";
+import { bucketCopySchema, copyToBucket, describeBucket, renderBucketCopy } from "./copyToBucket.js";
 import { copyToTarget } from "./copyToTarget.js";
 import {
   connectionShape,
@@ -16,13 +17,26 @@ export const backupConfigSchema = z.strictObject({
   ...connectionShape,
   /**
    * The second location: a directory on another target of the environment (by its slug or
-   * name), written through that target's transport.
+   * name), written through that target's transport, or an S3-compatible bucket (`s3`).
    */
   copyTo: z
     .strictObject({
-      target: z.string().min(1).max(200),
+      target: z.string().min(1).max(200).optional(),
       /** Template: an absolute directory on that target; created (0700) when missing. */
-      directory: z.string().startsWith("/", "use an absolute directory, e.g. /var/backups/shop").max(4096),
+      directory: z.string().startsWith("/", "use an absolute directory, e.g. /var/backups/shop").max(4096).optional(),
+      s3: bucketCopySchema.optional(),
+    })
+    .superRefine((copy, context) => {
+      const issue = (path: string, message: string) => context.addIssue({ code: "custom", path: [path], message });
+      if (copy.s3 !== undefined) {
+        if (copy.target !== undefined || copy.directory !== undefined)
+          issue("s3", "copy to a bucket or to a target's directory, not both: remove target and directory, or s3");
+        return;
+      }
+      if (copy.target === undefined)
+        issue("target", "give the target to copy to, e.g. target: vault-1 (or s3: { bucket: … } for a bucket)");
+      if (copy.directory === undefined)
+        issue("directory", "give the directory on that target, e.g. directory: /var/backups/shop");
     })
     .optional(),
 });
@@ -38,7 +52,11 @@ function stamp(date: Date): string {
 
 export function describeBackup(engine: DatabaseEngine, config: BackupConfig, render: (text: string) => string) {
   const where = config.container === undefined ? "" : ` in container ${render(config.container)}`;
-  const copy = config.copyTo ? `, copy it to ${render(config.copyTo.directory)} on target ${config.copyTo.target}` : "";
+  const copy = !config.copyTo
+    ? ""
+    : config.copyTo.s3
+      ? `, copy it to ${describeBucket(config.copyTo.s3, render)}`
+      : `, copy it to ${render(config.copyTo.directory ?? "")} on target ${config.copyTo.target}`;
   return `dump ${engine.title} database ${render(config.database)} on ${render(config.host)}${where}, gzip and sha256 it, keep it as an artifact${copy}`;
 }
 
@@ -52,17 +70,8 @@ export async function runBackup(engine: DatabaseEngine, context: StepRunContext,
   const { transport } = context.target;
   // Everything is rendered first: a missing variable must fail before any work.
   const connection = renderConnection(context, config);
-  const copyTo = config.copyTo && {
-    target: config.copyTo.target,
-    directory: context.render(config.copyTo.directory),
-  };
-  if (copyTo && (!copyTo.directory.startsWith("/") || /[\r\n\0]/.test(copyTo.directory))) {
-    throw new TaskFailure(`copyTo.directory '${copyTo.directory.slice(0, 200)}' is not an absolute directory`);
-  }
-  const destination = copyTo && {
-    target: await lookUpTarget(context, copyTo.target),
-    directory: copyTo.directory,
-  };
+  const bucket = config.copyTo?.s3 && renderBucketCopy(context, config.copyTo.s3);
+  const destination = config.copyTo && !bucket ? await renderTargetCopy(context, config.copyTo) : undefined;
 
   const directory = await transport.stepDirectory(context.taskId, "backup-");
   const name = `${fileNamePart(connection.database)}-${stamp(new Date())}.sql.gz`;
@@ -105,6 +114,11 @@ export async function runBackup(engine: DatabaseEngine, context: StepRunContext,
       outputs.copy = `${destination.target.name}:${copy}`;
       outputs.copyPath = copy;
     }
+    if (bucket) {
+      const copy = await copyToBucket(context, { path, name, bytes, sha256 }, bucket, config.timeoutSeconds);
+      outputs.copy = copy.url;
+      outputs.copyKey = copy.key;
+    }
     kept = true;
     return { outputs };
   } finally {
@@ -113,8 +127,13 @@ export async function runBackup(engine: DatabaseEngine, context: StepRunContext,
   }
 }
 
-async function lookUpTarget(context: StepRunContext, name: string) {
+/** The target and directory of a copy to a target, rendered and looked up. */
+async function renderTargetCopy(context: StepRunContext, copyTo: { target?: string; directory?: string }) {
+  const directory = context.render(copyTo.directory ?? "");
+  if (!directory.startsWith("/") || /[\r\n\0]/.test(directory)) {
+    throw new TaskFailure(`copyTo.directory '${directory.slice(0, 200)}' is not an absolute directory`);
+  }
   if (!context.environmentTarget)
     throw new TaskFailure("copyTo needs a run with targets (a deployment or runbook run)");
-  return context.environmentTarget(name);
+  return { target: await context.environmentTarget(copyTo.target ?? ""), directory };
 }

@@ -47,6 +47,29 @@ describe("the operations steps' configs", () => {
     ]);
   });
 
+  it("a copy goes to a target's directory or to a bucket, and each names what it misses", () => {
+    expect(problems("postgres-backup", { database: "shop", user: "u", copyTo: { target: "vault" } })).toEqual([
+      "/steps/0/config/copyTo/directory: give the directory on that target, e.g. directory: /var/backups/shop",
+    ]);
+    expect(
+      problems("postgres-backup", {
+        database: "shop",
+        user: "u",
+        copyTo: { s3: { bucket: "b", storageClass: "cold" } },
+      }),
+    ).toEqual([
+      "/steps/0/config/copyTo/s3/accessKeyId: give the access key id, e.g. accessKeyId: '#{Backup.S3.AccessKeyId}'",
+      "/steps/0/config/copyTo/s3/secretAccessKey: give the secret access key from a sensitive variable, e.g. secretAccessKey: '#{Backup.S3.SecretAccessKey}'",
+      "/steps/0/config/copyTo/s3/storageClass: write a storage class, e.g. STANDARD_IA",
+    ]);
+    const s3 = { bucket: "b", accessKeyId: "#{Id}", secretAccessKey: "#{Secret}" };
+    expect(problems("mysql-backup", { database: "shop", user: "u", copyTo: { s3, target: "vault" } })).toEqual([
+      "/steps/0/config/copyTo/s3: copy to a bucket or to a target's directory, not both: remove target and directory, or s3",
+    ]);
+    const [parsed] = validateSteps([step("mysql-backup", { database: "shop", user: "u", copyTo: { s3 } })]);
+    expect(parsed?.config).toMatchObject({ copyTo: { s3: { ...s3, region: "us-east-1" } } });
+  });
+
   it("restore-verify needs the engine and the file", () => {
     expect(problems("restore-verify", { engine: "oracle", database: "shop", user: "u" })).toEqual([
       "/steps/0/config/engine: write engine: postgres or engine: mysql",
