@@ -52,6 +52,8 @@ describe.each(dialects)("definitions saved before patterns ran on RE2 (%s)", { c
   let registry: TestRegistry;
   let app: Server;
   let dropDatabase: (() => Promise<void>) | undefined;
+  let triggerId = "";
+  const hookSecret = "the-legacy-hook-secret";
 
   const ok = async <T = Json>(method: string, path: string, body?: unknown) => {
     const response = await test.call<T>(method, path, body);
@@ -98,6 +100,13 @@ describe.each(dialects)("definitions saved before patterns ran on RE2 (%s)", { c
     await ok("POST", "/api/v1/projects/shop/releases", { version: "1.0.0" });
     await ok("POST", "/api/v1/projects/shop/runbooks", { name: "smoke", environments: ["dev"], process });
     await ok("POST", "/api/v1/projects/shop/runbooks/smoke/publish");
+    const trigger = await ok<{ id: string }>("POST", "/api/v1/projects/shop/triggers", {
+      name: "pushes",
+      image: "web",
+      secret: hookSecret,
+      pollSeconds: null,
+    });
+    triggerId = trigger.id;
 
     // The upgrade: what the old code saved, as it lies in the database.
     const { db } = test.server.context;
@@ -199,6 +208,22 @@ describe.each(dialects)("definitions saved before patterns ran on RE2 (%s)", { c
       images: { web: "1.0.1" },
     });
     expect(made.images.map((image) => image.tag)).toEqual(["1.0.1"]);
+  });
+
+  it.sequential("a registry notification for the image is answered naming the rule", async () => {
+    expect((await ok<{ items: unknown[] }>("GET", "/api/v1/projects/shop/triggers")).items).toHaveLength(1);
+    const response = await fetch(new URL(`/api/v1/hooks/registry/${triggerId}`, test.server.url), {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${hookSecret}`,
+        "content-type": "application/vnd.docker.distribution.events.v1+json",
+      },
+      body: JSON.stringify({ events: [{ action: "push", target: { repository: "legacy/app", tag: "1.0.2" } }] }),
+    });
+    expect(response.status).toBe(400);
+    const problem = (await response.json()) as Problem;
+    expect(problem.errors?.map((issue) => issue.pointer)).toEqual(["/images/web"]);
+    expect(problem.detail).toMatch(/^the version rule of image 'web' cannot pick a tag: lookahead and lookbehind/);
   });
 
   it.sequential("a deployment of the old release fails at the check, naming bodyMatches and what to do", async () => {
