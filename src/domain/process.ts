@@ -2,7 +2,7 @@ import { z } from "zod";
 import { nameSchema, roleSchema, slugSchema } from "./common.js";
 import { packageNameSchema } from "./packages.js";
 import { stepFilesSchema } from "./stepFiles.js";
-import { versionRuleSchema } from "./versionRules.js";
+import { storedVersionRuleSchema, versionRuleSchema } from "./versionRules.js";
 
 /**
  * When a step runs, given how the steps before it went: on success of all before it
@@ -78,15 +78,18 @@ export type Step = z.infer<typeof stepSchema>;
  * An image the project deploys: which feed and repository, and which tags qualify. A
  * release picks one tag (given, or the latest matching) and pins it by digest.
  */
-const imageSchema = z.strictObject({
-  /** Referred to as #{Ferry.Image[<name>]} in step configs. */
-  name: slugSchema,
-  feed: z.string().min(1).max(100).describe("feed slug or id"),
-  repository: z.string().regex(/^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/, {
-    message: "use a registry repository name such as 'demo/app'",
-  }),
-  version: versionRuleSchema.default({ kind: "regex", pattern: ".+" }),
-});
+function imageSchemaOf(versionRule: typeof versionRuleSchema) {
+  return z.strictObject({
+    /** Referred to as #{Ferry.Image[<name>]} in step configs. */
+    name: slugSchema,
+    feed: z.string().min(1).max(100).describe("feed slug or id"),
+    repository: z.string().regex(/^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/, {
+      message: "use a registry repository name such as 'demo/app'",
+    }),
+    version: versionRule.default({ kind: "regex", pattern: ".+" }),
+  });
+}
+const imageSchema = imageSchemaOf(versionRuleSchema);
 export type ProjectImage = z.infer<typeof imageSchema>;
 
 /**
@@ -99,28 +102,39 @@ const processPackageSchema = z.strictObject({
 });
 export type ProcessPackage = z.infer<typeof processPackageSchema>;
 
-export const processSchema = z.strictObject({
-  images: z
-    .array(imageSchema)
-    .max(20)
-    .default([])
-    .refine((images) => new Set(images.map((image) => image.name)).size === images.length, {
-      message: "give each image its own name",
-    }),
-  packages: z
-    .array(processPackageSchema)
-    .max(20)
-    .default([])
-    .refine((packages) => new Set(packages.map((item) => item.name)).size === packages.length, {
-      message: "name each package once",
-    }),
-  steps: z
-    .array(stepSchema)
-    .max(100)
-    .refine((steps) => new Set(steps.map((step) => step.name.toLowerCase())).size === steps.length, {
-      message: "give each step its own name (output variables refer to steps by name)",
-    }),
-});
+/**
+ * The process as an editor saves it (`processSchema`: every check of today) and as the store
+ * reads it back (`storedProcessSchema`, ADR 0073): a definition saved before a check became
+ * stricter still loads, and fails only where the stricter check matters (an image's version
+ * rule when a release picks a tag by it; a step's config when the step runs).
+ */
+function processSchemaOf(anImage: typeof imageSchema) {
+  return z.strictObject({
+    images: z
+      .array(anImage)
+      .max(20)
+      .default([])
+      .refine((images) => new Set(images.map((image) => image.name)).size === images.length, {
+        message: "give each image its own name",
+      }),
+    packages: z
+      .array(processPackageSchema)
+      .max(20)
+      .default([])
+      .refine((packages) => new Set(packages.map((item) => item.name)).size === packages.length, {
+        message: "name each package once",
+      }),
+    steps: z
+      .array(stepSchema)
+      .max(100)
+      .refine((steps) => new Set(steps.map((step) => step.name.toLowerCase())).size === steps.length, {
+        message: "give each step its own name (output variables refer to steps by name)",
+      }),
+  });
+}
+
+export const processSchema = processSchemaOf(imageSchema);
+export const storedProcessSchema = processSchemaOf(imageSchemaOf(storedVersionRuleSchema));
 export type Process = z.infer<typeof processSchema>;
 
 /** Whether a step runs in the environment (by slug). */

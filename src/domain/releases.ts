@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { packageVersionSchema } from "./packages.js";
-import { processSchema } from "./process.js";
+import { storedProcessSchema } from "./process.js";
 
 /** A variable as frozen into a release: sensitive values stay sealed (re-sealed for the release). */
 const snapshotVariableSchema = z.object({
@@ -44,8 +44,9 @@ const pinnedPackageSchema = z.object({
 });
 export type PinnedPackage = z.infer<typeof pinnedPackageSchema>;
 
+/** A release's snapshot as the store reads it back: its process through storedProcessSchema (ADR 0073). */
 export const releaseSnapshotSchema = z.object({
-  process: processSchema,
+  process: storedProcessSchema,
   variables: z.array(snapshotVariableSchema),
   images: z.array(pinnedImageSchema).default([]),
   packages: z.array(pinnedPackageSchema).default([]),

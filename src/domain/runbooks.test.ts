@@ -5,6 +5,7 @@ import {
   MASKED,
   parameterPatternChecks,
   resolveParameters,
+  runbookDefinitionSchema,
   runbookParameterSchema,
   shownParameters,
   storedRunbookDefinitionSchema,
@@ -81,6 +82,13 @@ describe("resolveParameters", () => {
     expect(detailsOf(() => resolveParameters(stored.parameters, { Tag: "12-alpine" }))[0]).toMatch(
       /^parameter 'Tag' '12-alpine' cannot be checked: the runbook's pattern is not supported \(lookahead and lookbehind/,
     );
+  });
+
+  it("still loads a stored process whose image version rule RE2 cannot run (ADR 0073)", () => {
+    const image = { name: "web", feed: "local", repository: "demo/app", version: { kind: "regex", pattern: "(a)\\1" } };
+    const stored = storedRunbookDefinitionSchema.parse({ process: { images: [image], steps: [] } });
+    expect(stored.process.images[0]?.version).toEqual(image.version);
+    expect(runbookDefinitionSchema.safeParse({ process: { images: [image], steps: [] } }).success).toBe(false);
   });
 
   it("matches (a+)+ against 8,191 a's and a '!' on RE2 at once", () => {

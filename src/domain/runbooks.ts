@@ -4,7 +4,7 @@ import { descriptionSchema, nameSchema, referenceSchema, slugSchema } from "./co
 import { type FieldIssue, InputError } from "./errors.js";
 import { compileLinearPattern, linearPatternProblem } from "./linearPattern.js";
 import { packageVersionSchema } from "./packages.js";
-import { processSchema } from "./process.js";
+import { processSchema, storedProcessSchema } from "./process.js";
 
 /*
  * Runbooks (issue 14): an operations process of a project, run against an environment with
@@ -89,19 +89,20 @@ export const runbookParameterSchema = parameterFieldsSchema.superRefine(checkPar
 export type RunbookParameter = z.infer<typeof runbookParameterSchema>;
 
 /** What an editor writes: the draft of a runbook. */
-export const runbookDefinitionSchema = definitionSchemaOf(runbookParameterSchema);
+export const runbookDefinitionSchema = definitionSchemaOf(runbookParameterSchema, processSchema);
 export type RunbookDefinition = z.infer<typeof runbookDefinitionSchema>;
 
-/** A draft or snapshot as the store reads it back (see checkParameter). */
+/** A draft or snapshot as the store reads it back (see checkParameter; its process: storedProcessSchema, ADR 0073). */
 export const storedRunbookDefinitionSchema = definitionSchemaOf(
   parameterFieldsSchema.superRefine(checkParameter(true)),
+  storedProcessSchema,
 );
 
-function definitionSchemaOf(parameterSchema: typeof runbookParameterSchema) {
+function definitionSchemaOf(parameterSchema: typeof runbookParameterSchema, process: typeof processSchema) {
   return z.strictObject({
     description: descriptionSchema.default(""),
     /** The steps, of any step kind (each step's config is validated by its kind). */
-    process: processSchema.default({ images: [], packages: [], steps: [] }),
+    process: process.default({ images: [], packages: [], steps: [] }),
     /** Environment slugs the runbook may run in; empty: every environment of the project's lifecycle. */
     environments: z.array(slugSchema).max(50).default([]),
     parameters: z

@@ -1,7 +1,15 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { InputError } from "./errors.js";
-import { matches, nextVersion, pickLatest, type VersionRule, versionRuleSchema } from "./versionRules.js";
+import { processSchema, storedProcessSchema } from "./process.js";
+import {
+  matches,
+  nextVersion,
+  pickLatest,
+  storedVersionRuleSchema,
+  type VersionRule,
+  versionRuleSchema,
+} from "./versionRules.js";
 
 const semver = (range: string): VersionRule => ({ kind: "semver", range });
 const regex = (pattern: string): VersionRule => ({ kind: "regex", pattern });
@@ -166,6 +174,28 @@ describe("versionRuleSchema", () => {
     expect(versionRuleSchema.safeParse({ kind: "latest" }).success).toBe(false);
     expect(versionRuleSchema.safeParse({ kind: "semver", range: "*", extra: 1 }).success).toBe(false);
     expect(versionRuleSchema.safeParse({ kind: "semver", range: "  " }).success).toBe(false);
+  });
+
+  it("refuses a pattern RE2 cannot run when saved, and reads it back when stored (ADR 0073)", () => {
+    const lookahead = regex("1\\.0\\.(?!0)\\d+");
+    expect(versionRuleSchema.safeParse(lookahead).error?.issues.map((issue) => issue.message)).toEqual([
+      expect.stringMatching(/^lookahead and lookbehind/),
+    ]);
+    expect(storedVersionRuleSchema.parse(lookahead)).toEqual(lookahead);
+    // Only the pattern's RE2 check is left out: the rest of the rule is checked as before.
+    expect(storedVersionRuleSchema.safeParse({ kind: "semver", range: "not a range" }).success).toBe(false);
+    expect(storedVersionRuleSchema.safeParse({ kind: "regex", pattern: "" }).success).toBe(false);
+    // Using the rule is what fails, saying what RE2 does not support.
+    expect(() => matches("1.0.1", lookahead)).toThrow(/^version rule pattern: lookahead and lookbehind/);
+
+    const process = {
+      images: [{ name: "web", feed: "local", repository: "demo/app", version: lookahead }],
+      steps: [],
+    };
+    expect(processSchema.safeParse(process).error?.issues.map((issue) => issue.path)).toEqual([
+      ["images", 0, "version", "pattern"],
+    ]);
+    expect(storedProcessSchema.parse(process).images[0]?.version).toEqual(lookahead);
   });
 });
 

@@ -53,31 +53,43 @@ type Range = ComparatorSet[];
 
 const RANGE_HINT = "write e.g. ^1.2.0, ~1.4, 1.x, >=1.0.0 <2.0.0, 1.2.0 - 1.4 or 1.x || 2.x";
 
-export const versionRuleSchema = z.discriminatedUnion("kind", [
-  z.strictObject({
-    kind: z.literal("semver"),
-    range: z
-      .string()
-      .trim()
-      .min(1, { message: `must not be empty: ${RANGE_HINT} (* for any version)` })
-      .max(256)
-      .superRefine((range, context) => {
-        const problem = rangeProblem(range);
-        if (problem) context.addIssue({ code: "custom", message: problem });
-      }),
-  }),
-  z.strictObject({
-    kind: z.literal("regex"),
-    pattern: z
-      .string()
-      .min(1)
-      .max(256)
-      .superRefine((pattern, context) => {
-        const problem = linearPatternProblem(pattern);
-        if (problem) context.addIssue({ code: "custom", message: problem });
-      }),
-  }),
-]);
+/**
+ * A version rule. `stored`: one read back from the database, saved perhaps before patterns
+ * ran on RE2 (ADR 0073): its pattern is not checked again, so the process that holds it
+ * still loads; a release that picks a tag by it fails naming the rule (feeds/latestTag.ts).
+ */
+function versionRuleSchemaOf(stored: boolean) {
+  return z.discriminatedUnion("kind", [
+    z.strictObject({
+      kind: z.literal("semver"),
+      range: z
+        .string()
+        .trim()
+        .min(1, { message: `must not be empty: ${RANGE_HINT} (* for any version)` })
+        .max(256)
+        .superRefine((range, context) => {
+          const problem = rangeProblem(range);
+          if (problem) context.addIssue({ code: "custom", message: problem });
+        }),
+    }),
+    z.strictObject({
+      kind: z.literal("regex"),
+      pattern: z
+        .string()
+        .min(1)
+        .max(256)
+        .superRefine((pattern, context) => {
+          if (stored) return;
+          const problem = linearPatternProblem(pattern);
+          if (problem) context.addIssue({ code: "custom", message: problem });
+        }),
+    }),
+  ]);
+}
+
+export const versionRuleSchema = versionRuleSchemaOf(false);
+/** A rule as the store reads it back (see versionRuleSchemaOf). */
+export const storedVersionRuleSchema = versionRuleSchemaOf(true);
 export type VersionRule = z.infer<typeof versionRuleSchema>;
 
 /** Whether a tag passes the rule. Throws InputError for a rule that does not parse. */

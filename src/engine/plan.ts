@@ -5,7 +5,7 @@ import { releaseSnapshotSchema } from "../domain/releases.js";
 import { rollingBatches, windowSize } from "../domain/rolling.js";
 import { describeStepFile, substituteStepFile } from "../domain/stepFiles.js";
 import { renderTemplate, templateVariables } from "../domain/templates.js";
-import { stepKind } from "../steps/registry.js";
+import { parseStoredStepConfig, stepKind } from "../steps/registry.js";
 import { findNamed } from "../store/common.js";
 import { environmentTargets } from "../store/deployments.js";
 import { getReleaseRow } from "../store/releases.js";
@@ -114,7 +114,7 @@ export async function planDeployment(
         return renderTemplate(template, lookup);
       };
       try {
-        const described = kind ? kind.plan(kind.config.parse(step.config), render) : [];
+        const described = kind ? kind.plan(parseStoredStepConfig(kind, step), render) : [];
         actions.push(...described.map((action) => (target ? `${target.name}: ` : "") + action.description));
       } catch (error) {
         actions.push(`error: ${error instanceof Error ? error.message : String(error)}`);

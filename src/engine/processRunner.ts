@@ -7,7 +7,7 @@ import { renderTemplate } from "../domain/templates.js";
 import type { RegistryClient } from "../feeds/registry.js";
 import type { OutboundPolicy } from "../security/outboundGuard.js";
 import { AllAtOnce } from "../steps/blueGreen/allAtOnce.js";
-import { stepKind } from "../steps/registry.js";
+import { parseStoredStepConfig, stepKind } from "../steps/registry.js";
 import { writeStepFiles } from "../steps/stepFiles.js";
 import type { NestedRun, StepRunContext } from "../steps/types.js";
 import type { TargetInfo } from "../store/deployments.js";
@@ -533,7 +533,7 @@ async function runStep(
   const { task } = run;
   const kind = stepKind(step.kind);
   if (!kind) throw new TaskFailure(`this server does not know step kind '${step.kind}'`);
-  const config = kind.config.parse(step.config);
+  const config = parseStoredStepConfig(kind, step);
   const name = info ? `${step.name} on ${info.name}` : step.name;
   const laneLog = lane ? task.log.lane(name) : undefined;
   // Targets running together write to one log at once: each line says which target it is about.

@@ -22,6 +22,23 @@ function longTags(count: number): string[] {
 }
 
 describe("pickLatestTag", () => {
+  it("refuses a stored rule RE2 cannot run, naming the image and what to change (ADR 0073)", async () => {
+    const picked = pickLatestTag(image("(\\d+)\\.\\1"), ["1.1", "2.2"]);
+    await expect(picked).rejects.toThrow(
+      /^the version rule of image 'web' cannot pick a tag: backreferences such as \\1 or \\k<name> are not supported/,
+    );
+    const error = await picked.catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(InputError);
+    expect((error as InputError).issues).toEqual([
+      {
+        pointer: "/images/web",
+        detail: expect.stringMatching(
+          /^the version rule's pattern "\(\\\\d\+\)\\\\.\\\\1" was saved before patterns ran on RE2: backreferences .*; rewrite the image's version rule where it is defined \(the project's process or the runbook\), or name the tag: images: \{ web: TAG \}$/,
+        ),
+      },
+    ]);
+  });
+
   it("picks as pickLatest does, over 100,000 tags", async () => {
     const tags = Array.from({ length: 100_000 }, (_, index) => `1.${index % 1000}.${Math.floor(index / 1000)}`);
     expect(await pickLatestTag(image("1\\.\\d+\\.\\d+"), tags)).toBe("1.999.99");

@@ -1,7 +1,8 @@
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { InputError } from "../domain/errors.js";
+import { linearPatternProblem } from "../domain/linearPattern.js";
 import type { ProjectImage } from "../domain/process.js";
-import { latestTagPicker } from "../domain/versionRules.js";
+import { type LatestTagPicker, latestTagPicker } from "../domain/versionRules.js";
 
 export interface LatestTagOptions {
   /** Longest the rule is matched before other requests get the event loop (ms). */
@@ -25,7 +26,21 @@ export async function pickLatestTag(
   tags: readonly string[],
   options: LatestTagOptions = defaultOptions,
 ): Promise<string | undefined> {
-  const picker = latestTagPicker(image.version);
+  let picker: LatestTagPicker;
+  try {
+    picker = latestTagPicker(image.version);
+  } catch (error) {
+    // A rule saved before patterns ran on RE2 still loads (ADR 0073); using it fails here,
+    // where a tag is picked by it, saying what to change. (Compiled again only on this path.)
+    const problem = image.version.kind === "regex" ? linearPatternProblem(image.version.pattern) : undefined;
+    if (!(error instanceof InputError) || image.version.kind !== "regex" || problem === undefined) throw error;
+    throw new InputError(`the version rule of image '${image.name}' cannot pick a tag: ${problem}`, [
+      {
+        pointer: `/images/${image.name}`,
+        detail: `the version rule's pattern ${JSON.stringify(image.version.pattern)} was saved before patterns ran on RE2: ${problem}; rewrite the image's version rule where it is defined (the project's process or the runbook), or name the tag: images: { ${image.name}: TAG }`,
+      },
+    ]);
+  }
   const started = performance.now();
   let sliceStarted = started;
   for (const [index, tag] of tags.entries()) {

@@ -1,6 +1,7 @@
 import { type FieldIssue, InputError } from "../domain/errors.js";
 import type { Step } from "../domain/process.js";
 import { toFieldIssues } from "../domain/validation.js";
+import { TaskFailure } from "../engine/types.js";
 import { approvalStep } from "./approval.js";
 import { collectLogsStep } from "./collectLogs.js";
 import { composeDownStep } from "./compose/composeDownStep.js";
@@ -60,6 +61,22 @@ function validateNestedConfig(kindName: string, config: unknown): FieldIssue[] {
 
 export function stepKind(kind: string): StepKind | undefined {
   return byKind.get(kind);
+}
+
+/**
+ * A stored step's config parsed by its kind, for a run or a plan. The process was read with
+ * storedProcessSchema (ADR 0073), which leaves step configs to their kinds: a config saved
+ * before one of its kind's checks became stricter (an http-test's `bodyMatches` that RE2
+ * cannot run) fails here, at this step, naming the field and what to do, while the rest of
+ * the project keeps working.
+ */
+export function parseStoredStepConfig(kind: StepKind, step: Step): unknown {
+  const result = kind.config.safeParse(step.config);
+  if (result.success) return result.data;
+  const problems = toFieldIssues(result.error).map((issue) => `${issue.pointer || "/"}: ${issue.detail}`);
+  throw new TaskFailure(
+    `the ${step.kind} step's config was saved before a check it now fails: config ${problems.join("; config ")}; fix the step where it is defined (ferry.yml, the project's process or the runbook), then create a new release or publish the runbook again`,
+  );
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { Paging } from "../domain/common.js";
 import { ConflictError, type FieldIssue, InputError, NotFoundError } from "../domain/errors.js";
 import type { Process } from "../domain/process.js";
-import { processSchema } from "../domain/process.js";
+import { storedProcessSchema } from "../domain/process.js";
 import {
   type CreateRelease,
   type PinnedImage,
@@ -37,7 +37,7 @@ export async function getProcessVersion(
 ): Promise<{ process: Process; stored: string }> {
   const project = await findNamed(db, "projects", projectReference);
   const row = await db.selectFrom("projects").select("process").where("id", "=", project.id).executeTakeFirstOrThrow();
-  return { process: processSchema.parse(JSON.parse(row.process)), stored: row.process };
+  return { process: storedProcessSchema.parse(JSON.parse(row.process)), stored: row.process };
 }
 
 /**
@@ -116,7 +116,7 @@ export async function createRelease(
       );
     }
     const id = newId("rel");
-    const releaseProcess = resolved?.process ?? processSchema.parse(JSON.parse(process));
+    const releaseProcess = resolved?.process ?? storedProcessSchema.parse(JSON.parse(process));
     const snapshot: ReleaseSnapshot = {
       process: releaseProcess,
       images: resolved?.images ?? [],
