@@ -68,7 +68,14 @@ describe("ephemeral environments (real Docker engine, registry, server and CLI)"
         {
           name: "web",
           kind: "container",
-          config: { image: "#{Image}", ports: [{ container: 8080 }], settleSeconds: 0.5, memoryMb: 64 },
+          config: {
+            image: "#{Image}",
+            ports: [{ container: 8080 }],
+            settleSeconds: 0.5,
+            memoryMb: 64,
+            // A named volume per environment, which the engine creates with the container.
+            volumes: [{ source: "data-#{Ferry.Environment.Name}", target: "/data" }],
+          },
         },
       ],
     });
@@ -117,9 +124,15 @@ describe("ephemeral environments (real Docker engine, registry, server and CLI)"
     await deployTo(slug, "1.0.1");
     const shown = await cli(["env", "show", slug]);
     expect(shown.stdout, shown.stdout).toMatch(/ephemeral:\s+yes \(until deleted\)/);
+    // The container's named volume carries the environment's labels, not the task's.
+    const volumes = await docker.listVolumesByLabel("ferry.env", slug);
+    expect(volumes.map((volume) => [volume.name, volume.labels])).toEqual([
+      [`data-${slug}`, { "ferry.project": project, "ferry.env": slug }],
+    ]);
 
     expectSuccess(await cli(["env", "delete", slug]));
     expect(await docker.listByLabel("ferry.env", slug)).toEqual([]);
+    expect(await docker.listVolumesByLabel("ferry.env", slug)).toEqual([]);
     expect((await test.call("GET", `/api/v1/environments/${slug}`)).status).toBe(404);
     const lifecycle = await test.call<{ phases: { environments: string[] }[] }>("GET", `/api/v1/lifecycles/${project}`);
     expect(lifecycle.body.phases[0]?.environments).toEqual([`dev-${suffix}`]);

@@ -69,6 +69,8 @@ interface VolumeMount {
   /** Absolute path inside the container. */
   target: string;
   readOnly?: boolean;
+  /** The labels a named volume gets when the engine creates it for this container; one that exists keeps its own. */
+  labels?: Readonly<Record<string, string>>;
 }
 
 export interface ContainerSpec {
@@ -1081,11 +1083,17 @@ function containerCreateOptions(spec: ContainerSpec): Docker.ContainerCreateOpti
         `volume source '${volume.source.slice(0, 200)}' must be an absolute host path or a volume name (letters, digits, '_', '.', '-')`,
       );
     }
+    for (const [key, value] of Object.entries(volume.labels ?? {})) checkLabel(key, value);
     return {
       Type: bind ? "bind" : "volume",
       Source: volume.source,
       Target: volume.target,
       ReadOnly: volume.readOnly ?? false,
+      // dockerode's type insists on NoCopy and DriverConfig, which the engine does not: left out, they are its defaults.
+      ...(!bind &&
+        volume.labels && {
+          VolumeOptions: { Labels: { ...volume.labels } } as Docker.MountSettings["VolumeOptions"],
+        }),
     };
   });
   for (const network of spec.networks ?? []) {

@@ -14,6 +14,7 @@ import { routeNameSchema } from "../../traffic/proxyState.js";
 import { blueGreenOptionsSchema } from "../blueGreen/config.js";
 import { describeSwitch, runBlueGreen } from "../blueGreen/strategy.js";
 import { logContainerTail, pullImage } from "../container/shared.js";
+import { ownershipLabels } from "../ownership.js";
 import type { StepKind, StepRunContext } from "../types.js";
 import {
   type ComposeApplication,
@@ -79,7 +80,7 @@ async function runCompose(context: StepRunContext, config: ComposeConfig) {
     throw error;
   }
   const pinnedImages = pinToRelease(context, application);
-  const ownership = { ...scopeOwnership(context), [COMPOSE_PROJECT_LABEL]: projectName };
+  const ownership = { ...ownershipLabels(context.scope), [COMPOSE_PROJECT_LABEL]: projectName };
 
   for (const [key, network] of Object.entries(application.networks)) {
     const name = `${projectName}_${key}`;
@@ -366,11 +367,6 @@ async function pullIfMissing(context: StepRunContext, config: ComposeConfig, doc
     reference.registry ?? DOCKER_HUB_REGISTRY,
     reference.digest !== undefined,
   );
-}
-
-/** Labels that say which Ferry project and environment own a network or volume. */
-function scopeOwnership(context: StepRunContext): Record<string, string> {
-  return { "ferry.project": context.scope.project.slug, "ferry.env": context.scope.environment.slug };
 }
 
 /** The rendered Compose project name; default "<project>-<environment>". */

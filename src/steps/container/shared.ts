@@ -1,5 +1,6 @@
 import type { DockerRuntime } from "../../runtimes/docker.js";
 import { DOCKER_HUB_REGISTRY, formatImageReference, parseImageReference } from "../../runtimes/imageReference.js";
+import { ownershipLabels } from "../ownership.js";
 import type { StepRunContext } from "../types.js";
 import type { ContainerConfig } from "./config.js";
 
@@ -72,10 +73,14 @@ export function renderContainerInputs(context: StepRunContext, config: Container
   const image = parseImageReference(context.render(config.image));
   const env: Record<string, string> = {};
   for (const [variable, template] of Object.entries(config.env)) env[variable] = context.render(template);
+  // A named volume the engine creates for the container carries the environment's labels,
+  // so tearing an ephemeral environment down removes it; one that exists is used as it is.
+  const labels = ownershipLabels(context.scope);
   const volumes = config.volumes.map((volume) => ({
     source: context.render(volume.source),
     target: context.render(volume.target),
     readOnly: volume.readOnly,
+    labels,
   }));
   return {
     imageText: formatImageReference(image),
