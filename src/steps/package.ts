@@ -8,7 +8,7 @@ import type { StepKind, StepRunContext } from "./types.js";
 const TIMEOUT_SECONDS = 600;
 
 /**
- * Checks the archive's sha256 against the release's, then unpacks it into files/ beside it:
+ * Checks the archive's sha256 against the pinned version's, then unpacks it into files/ beside it:
  * the bytes a deployment runs are exactly those the release pinned. The archive was checked
  * when it was pushed (no entry outside, no link pointing out); tar and unzip refuse such
  * entries by themselves too. Owners are not restored; everyone may read the files (a
@@ -60,7 +60,7 @@ export async function unpackPackage(context: StepRunContext, name: string): Prom
     `unpacking package ${pinned.name} ${pinned.version} (${pinned.format}, ${pinned.size} bytes, sha256 ${pinned.sha256}) on ${context.target.name}`,
   );
   // Streamed from the feed to the host (Transport.upload): neither holds the whole archive,
-  // and the host keeps it only when its size and sha256 are the release's.
+  // and the host keeps it only when its size and sha256 are the pinned version's.
   await transport.upload(
     {
       taskId: context.taskId,
@@ -84,7 +84,7 @@ export async function unpackPackage(context: StepRunContext, name: string): Prom
   });
   if (reported(reports, "sha256", "the unpacked package") !== pinned.sha256) {
     throw new TaskFailure(
-      `package ${pinned.name} ${pinned.version}: the bytes on the target differ from the release's`,
+      `package ${pinned.name} ${pinned.version}: the bytes on the target differ from the pinned version's (sha256 ${pinned.sha256})`,
     );
   }
   context.log.info(`unpacked ${pinned.name} ${pinned.version} into ${directory} (sha256 checked on the target)`);
@@ -98,7 +98,7 @@ const packageConfigSchema = z.strictObject({
 type PackageConfig = z.infer<typeof packageConfigSchema>;
 
 /**
- * Unpacks the release's pinned version of a package on the step's target (ADR 0044);
+ * Unpacks the pinned version of a package (the release's, or the runbook version's) on the step's target (ADR 0044);
  * later steps find it at #{Ferry.Step[<name>].Output.directory}. A process step that says
  * `package:` unpacks its own and needs no package step before it.
  */
@@ -107,7 +107,7 @@ export const packageStep: StepKind<PackageConfig> = {
   config: packageConfigSchema,
   unpackedPackage: (config) => config.package,
   plan: (config) => [
-    { description: `unpack the release's version of package ${config.package} (sha256 checked on the target)` },
+    { description: `unpack the pinned version of package ${config.package} (sha256 checked on the target)` },
   ],
   async run(context, config) {
     const { pinned, directory } = await unpackPackage(context, config.package);
