@@ -310,7 +310,12 @@ describe.each(dialects)("decisions and process scope on %s", (dialect) => {
   });
 
   it("editProcess on dev alone may change dev-only steps, never a step that runs in prod or everywhere", async () => {
-    const current = await admin("GET", "/api/v1/projects/shop/process");
+    // A project of its own, with a step that runs everywhere: nothing here depends on earlier tests.
+    await admin("POST", "/api/v1/projects", { name: "edited-shop", lifecycle: "strict" });
+    await admin("PUT", "/api/v1/projects/edited-shop/process", {
+      steps: [{ name: "hello", kind: "script", config: { script: "echo hello" } }],
+    });
+    const current = await admin("GET", "/api/v1/projects/edited-shop/process");
     const steps = current.steps as Array<Record<string, unknown>>;
     const prodStep = {
       name: "exfiltrate",
@@ -318,48 +323,48 @@ describe.each(dialects)("decisions and process scope on %s", (dialect) => {
       environments: ["prod"],
       config: { script: 'echo "$SECRET" | rev > /tmp/stolen' },
     };
-    const withProd = await as("eddie", "PUT", "/api/v1/projects/shop/process", { steps: [...steps, prodStep] });
+    const withProd = await as("eddie", "PUT", "/api/v1/projects/edited-shop/process", { steps: [...steps, prodStep] });
     expect(withProd.status).toBe(403);
     expect(String(withProd.body.detail)).toContain("'prod'");
-    const everywhere = await as("eddie", "PUT", "/api/v1/projects/shop/process", {
+    const everywhere = await as("eddie", "PUT", "/api/v1/projects/edited-shop/process", {
       steps: [...steps, { ...prodStep, environments: [] }],
     });
     expect(everywhere.status).toBe(403);
     expect(String(everywhere.body.detail)).toContain("every environment");
     // Excluding prod still runs in every other environment, those created later too.
-    const allButProd = await as("eddie", "PUT", "/api/v1/projects/shop/process", {
+    const allButProd = await as("eddie", "PUT", "/api/v1/projects/edited-shop/process", {
       steps: [...steps, { ...prodStep, environments: [], excludeEnvironments: ["prod"] }],
     });
     expect(allButProd.status).toBe(403);
     // An environment that does not exist yet could be created (or renamed to) later.
-    const planted = await as("eddie", "PUT", "/api/v1/projects/shop/process", {
+    const planted = await as("eddie", "PUT", "/api/v1/projects/edited-shop/process", {
       steps: [...steps, { ...prodStep, environments: ["production"] }],
     });
     expect(planted.status).toBe(403);
     expect(String(planted.body.detail)).toContain("every environment");
     // A step changed that runs everywhere is a change for prod too.
-    const changed = await as("eddie", "PUT", "/api/v1/projects/shop/process", {
+    const changed = await as("eddie", "PUT", "/api/v1/projects/edited-shop/process", {
       steps: steps.map((step, index) => (index === 0 ? { ...step, required: false } : step)),
     });
     expect(changed.status).toBe(403);
-    const unchanged = await admin("GET", "/api/v1/projects/shop/process");
+    const unchanged = await admin("GET", "/api/v1/projects/edited-shop/process");
     expect(unchanged.steps).toEqual(steps);
 
     // A dev-only step is theirs to add, change and remove.
     const devStep = { name: "dev seed", kind: "script", environments: ["dev"], config: { script: "echo seeding dev" } };
-    expect((await as("eddie", "PUT", "/api/v1/projects/shop/process", { steps: [...steps, devStep] })).status).toBe(
-      200,
-    );
+    expect(
+      (await as("eddie", "PUT", "/api/v1/projects/edited-shop/process", { steps: [...steps, devStep] })).status,
+    ).toBe(200);
     const devChanged = { ...devStep, config: { script: "echo seeding dev again" } };
-    expect((await as("eddie", "PUT", "/api/v1/projects/shop/process", { steps: [...steps, devChanged] })).status).toBe(
-      200,
-    );
+    expect(
+      (await as("eddie", "PUT", "/api/v1/projects/edited-shop/process", { steps: [...steps, devChanged] })).status,
+    ).toBe(200);
     // Moving it to prod is a change in prod.
-    const moved = await as("eddie", "PUT", "/api/v1/projects/shop/process", {
+    const moved = await as("eddie", "PUT", "/api/v1/projects/edited-shop/process", {
       steps: [...steps, { ...devChanged, environments: ["prod"] }],
     });
     expect(moved.status).toBe(403);
-    expect((await as("eddie", "PUT", "/api/v1/projects/shop/process", { steps })).status).toBe(200);
+    expect((await as("eddie", "PUT", "/api/v1/projects/edited-shop/process", { steps })).status).toBe(200);
   });
 
   it("a script on the server's host runs as a uid of its task's own that cannot read the data directory", async () => {
