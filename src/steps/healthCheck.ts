@@ -77,7 +77,12 @@ export interface HealthProbe {
  * probe goes through the outbound guard with that policy (a refusal fails at once).
  */
 export async function probeUntilHealthy(
-  context: Pick<StepRunContext, "log" | "signal" | "target">,
+  // Only what a probe uses: start-up reconciliation probes a colour outside any step.
+  context: {
+    log: Pick<StepRunContext["log"], "info">;
+    signal: AbortSignal;
+    target: { transport: Pick<StepRunContext["target"]["transport"], "request"> };
+  },
   url: URL,
   probe: HealthProbe,
   guard: OutboundPolicy | undefined,
