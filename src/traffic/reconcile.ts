@@ -1,7 +1,7 @@
 import { type Colour, type ColourRuntime, coloursOf } from "../runtimes/colours.js";
 import { allowingOrigin, defaultOutboundPolicy } from "../security/outboundGuard.js";
 import { colourHealthCheck } from "../steps/blueGreen/config.js";
-import { probeUntilHealthy } from "../steps/healthCheck.js";
+import { probeUntilHealthy } from "../steps/healthProbe.js";
 import type { Target, Transport } from "../transports/types.js";
 import type { LiveUpstream, Router, RouteSpec } from "./router.js";
 

@@ -21,7 +21,7 @@ import {
   trafficBetween,
   type UpstreamTraffic,
 } from "../../traffic/router.js";
-import { probeUntilHealthy } from "../healthCheck.js";
+import { probeUntilHealthy } from "../healthProbe.js";
 import { httpTestStep } from "../httpTest.js";
 import type { StepRunContext } from "../types.js";
 import { type BlueGreenOptions, type CanaryOptions, healthCheckLabels, stageThresholds } from "./config.js";
