@@ -6,7 +6,7 @@ import type { Target, Transport } from "../transports/types.js";
 import type { LiveUpstream, Router, RouteSpec } from "./router.js";
 
 /** How many routes of a host are reconciled at the same time. */
-export const RECONCILE_CONCURRENCY = 8;
+const RECONCILE_CONCURRENCY = 8;
 
 export interface ReconcileOptions {
   /** The host's transport: a colour listens on that host's loopback, so its health check is sent from there. */
