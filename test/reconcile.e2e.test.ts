@@ -146,7 +146,7 @@ describe("start-up reconciliation waits until a live colour it starts again pass
     const broken = `broken-${suffix}`;
     const gone = `gone-${suffix}`;
     const goodColour = await colour(good, slowToBoot, 30);
-    const brokenColour = await colour(broken, neverHealthy, 12);
+    const brokenColour = await colour(broken, neverHealthy, 15);
     await router.switch(
       { name: gone, host: `${gone}.test`, pathPrefix: "/" },
       {
@@ -180,7 +180,7 @@ describe("start-up reconciliation waits until a live colour it starts again pass
     ]);
     expect(report.filter((line) => line.startsWith(`route ${broken}:`))).toEqual([
       `route ${broken}: starting its live colour ${brokenColour}, which was not running`,
-      `route ${broken}: its live colour ${brokenColour} was started but did not answer HTTP 200 on /health within 12 s (last: HTTP 404); the route sends its traffic there all the same: see the process's log, and deploy or roll back to fix it`,
+      `route ${broken}: its live colour ${brokenColour} was started but did not answer HTTP 200 on /health within 15 s (last: HTTP 404); the route sends its traffic there all the same: see the process's log, and deploy or roll back to fix it`,
     ]);
     expect(report.filter((line) => line.startsWith(`route ${gone}:`))).toEqual([
       `route ${gone}: its live colour ${gone}-blue has no container or process; deploy or roll back to put one behind ${gone}.test/`,

@@ -359,13 +359,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const reconciledElsewhere =
     !embedded && resolve
       ? targetsWithRouters(store.db)
-          .then((infos) =>
-            reconcileHosts(
+          .then(async (infos) => {
+            if (infos.length === 0) return;
+            await reconcileHosts(
               infos.map((info) => resolve(info)),
               (target, line) => logger.warn({ target }, line),
               reconciling.signal,
-            ),
-          )
+            );
+            logger.info({ hosts: infos.length }, "reconciled the live colours of remote hosts");
+          })
           .catch((error: unknown) =>
             logger.error({ err: error }, "could not reconcile the live colours of remote hosts"),
           )
