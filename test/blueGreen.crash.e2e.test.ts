@@ -180,14 +180,14 @@ describe("kill -9 of the server during blue/green deployments under load (real p
     await localDocker().stopContainer(colour, { stopTimeoutSeconds: 1 });
     expect((await get(proxy?.port ?? 0, host)).status).toBe(502);
     await start();
-    const deadline = Date.now() + 15_000;
-    while (!(await localDocker().inspectContainer(colour))?.running && Date.now() < deadline) await sleep(100);
-    expect((await localDocker().inspectContainer(colour))?.running).toBe(true);
-    // busybox httpd needs a moment after the start before it accepts.
-    while ((await get(proxy?.port ?? 0, host).catch(() => ({ status: 0 }))).status !== 200 && Date.now() < deadline) {
+    const deadline = Date.now() + 60_000;
+    while (!server?.stdout().includes("reconciled the live colours of this host") && Date.now() < deadline) {
       await sleep(100);
     }
+    // No retry: busybox httpd needs a moment after the start before it accepts, and
+    // reconciliation waited for the colour's health check (ADR 0072) before it said so.
     expect(await get(proxy?.port ?? 0, host)).toEqual({ status: 200, body: "version 1.0.0" });
+    expect((await localDocker().inspectContainer(colour))?.running).toBe(true);
     expect(server?.stdout()).toContain(`starting its live colour ${colour}`);
     // The engine gave the restarted container another host port: the route followed it.
     expect(server?.stdout()).toContain(`its live colour ${colour} moved to http://127.0.0.1:`);

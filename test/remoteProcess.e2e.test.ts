@@ -318,10 +318,12 @@ describe("kill -9 of the server during a process blue/green on an SSH host (real
     expect(await served(host.address, routeHost)).not.toBe("version 1.0.1");
     await crash.start();
     await waitUntil(
-      async () => (await served(host.address, routeHost).catch(() => "")) === "version 1.0.1",
+      () => crash.stdout().includes("reconciled the live colours of remote hosts"),
       "the restarted server reconciled the host's live colour",
       60_000,
     );
+    // No retry: reconciliation waited for the colour's health check (ADR 0072) before it said so.
+    expect(await served(host.address, routeHost)).toBe("version 1.0.1");
     expect((await instances().inspect(live.name))?.running).toBe(true);
   });
 

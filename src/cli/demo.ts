@@ -208,30 +208,20 @@ function trafficFront(traffic: TrafficSettings): { probe: string; port: string }
   };
 }
 
-/** How long a live colour started again at start-up may take to answer through the router. */
-const APP_START_MS = 30_000;
-
 /**
  * What the app answers through the router for a host: its first line, or why there is no
- * answer. Start-up reconciliation starts a stopped live colour again but does not wait for
- * its app to listen: a 502 or 503 (the router reached nothing) is asked again until it answers.
+ * answer. Asked once: start-up reconciliation, awaited before, waits until a live colour it
+ * started again passes its health check (ADR 0072).
  */
 async function askApp(origin: string, host: string): Promise<string> {
   const { request } = await import("undici");
-  const deadline = Date.now() + APP_START_MS;
-  for (;;) {
-    let answer: string;
-    try {
-      const response = await request(`${origin}/`, { headers: { host }, headersTimeout: 5000, bodyTimeout: 5000 });
-      const text = (await response.body.text()).trim().split("\n")[0] ?? "";
-      if (response.statusCode === 200) return `→ ${text.slice(0, 120)}`;
-      answer = `→ HTTP ${response.statusCode}${response.statusCode === 404 ? " (not deployed)" : ""}`;
-      if (response.statusCode !== 502 && response.statusCode !== 503) return answer;
-    } catch (error) {
-      answer = `→ no answer (${(error as Error).message})`;
-    }
-    if (Date.now() > deadline) return answer;
-    await new Promise((resolve) => setTimeout(resolve, 250));
+  try {
+    const response = await request(`${origin}/`, { headers: { host }, headersTimeout: 5000, bodyTimeout: 5000 });
+    const text = (await response.body.text()).trim().split("\n")[0] ?? "";
+    if (response.statusCode === 200) return `→ ${text.slice(0, 120)}`;
+    return `→ HTTP ${response.statusCode}${response.statusCode === 404 ? " (not deployed)" : ""}`;
+  } catch (error) {
+    return `→ no answer (${(error as Error).message})`;
   }
 }
 

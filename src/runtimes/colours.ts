@@ -12,6 +12,15 @@ import type { Runtime, RuntimeKind, RuntimesByKind } from "./types.js";
 /** Labels that make an instance a colour of a route (besides ferry.project/env/release/task). */
 export const ROUTE_LABEL = "ferry.route";
 export const HEALTH_PATH_LABEL = "ferry.health-path";
+/**
+ * The rest of the health check a colour was deployed with (ADR 0072): start-up
+ * reconciliation probes a colour it starts again with the same check. A colour deployed
+ * before these existed has only the path; the check's defaults stand in for the rest.
+ */
+export const HEALTH_STATUS_LABEL = "ferry.health-status";
+export const HEALTH_INTERVAL_LABEL = "ferry.health-interval-ms";
+export const HEALTH_TIMEOUT_LABEL = "ferry.health-timeout-ms";
+export const HEALTH_DEADLINE_LABEL = "ferry.health-deadline-seconds";
 /** What the compose step creates carries these (a routed service's colours too): clean-up tells them apart. */
 export const COMPOSE_PROJECT_LABEL = "ferry.compose.project";
 export const COMPOSE_SERVICE_LABEL = "ferry.compose.service";

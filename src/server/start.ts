@@ -337,12 +337,20 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   );
   if (!embedded) ephemeralEnvironments.start();
   // Traffic from an earlier run comes back (the builtin proxy is started if it is not
-  // running) without holding up readiness: the API answers while this runs.
+  // running) without holding up readiness: the API answers while this runs. A live colour
+  // started again is waited for until it passes its health check (ADR 0072); closing the
+  // server ends those waits.
+  const reconciling = new AbortController();
   const reconciledHere =
     !embedded && hasRoutes(traffic)
       ? (async () => {
           const runtimes = [hostTransport.runtime("docker"), hostTransport.runtime("process")].map(coloursOf);
-          for (const line of await reconcileLiveColours(await router.get(), runtimes)) logger.warn(line);
+          const lines = await reconcileLiveColours(await router.get(), runtimes, {
+            transport: hostTransport,
+            signal: reconciling.signal,
+          });
+          for (const line of lines) logger.warn(line);
+          logger.info("reconciled the live colours of this host");
         })().catch((error: unknown) => logger.error({ err: error }, "could not reconcile the live colours"))
       : Promise.resolve();
   // Every remote host with a router of its own, each on its own: one that cannot be reached
@@ -351,12 +359,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const reconciledElsewhere =
     !embedded && resolve
       ? targetsWithRouters(store.db)
-          .then((infos) =>
-            reconcileHosts(
+          .then(async (infos) => {
+            if (infos.length === 0) return;
+            await reconcileHosts(
               infos.map((info) => resolve(info)),
               (target, line) => logger.warn({ target }, line),
-            ),
-          )
+              reconciling.signal,
+            );
+            logger.info({ hosts: infos.length }, "reconciled the live colours of remote hosts");
+          })
           .catch((error: unknown) =>
             logger.error({ err: error }, "could not reconcile the live colours of remote hosts"),
           )
@@ -385,6 +396,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     ephemeralEnvironments,
     reconciled,
     close: async () => {
+      reconciling.abort();
       await reconciled;
       await scheduler.stop();
       await retention.stop();

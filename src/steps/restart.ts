@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { TaskFailure } from "../engine/types.js";
-import { coloursOf, HEALTH_PATH_LABEL } from "../runtimes/colours.js";
-import { blueGreenOptionsSchema } from "./blueGreen/config.js";
+import { coloursOf } from "../runtimes/colours.js";
+import { blueGreenOptionsSchema, colourHealthCheck } from "./blueGreen/config.js";
 import { runBlueGreen } from "./blueGreen/strategy.js";
 import { findService, type Service, serviceShape } from "./operations/liveService.js";
 import type { StepKind, StepRunContext } from "./types.js";
@@ -11,7 +11,7 @@ const DEFAULT_RETAIN = blueGreenOptionsSchema.parse({}).retain;
 
 const restartConfigSchema = z.strictObject({
   ...serviceShape,
-  /** The fresh colour's health check; default: the path the live colour was deployed with, HTTP 200 within 60 s. */
+  /** The fresh colour's health check; default: the one the live colour was deployed with (its labels, ADR 0072). */
   healthCheck: blueGreenOptionsSchema.shape.healthCheck.optional(),
   /** How long requests in flight on the old colour may take to finish after the switch. */
   drainSeconds: z.number().min(0).max(3600).default(30),
@@ -72,8 +72,16 @@ async function restartRouted(context: StepRunContext, config: RestartConfig, ser
     scope: { ...context.scope, subject: { kind: "release", id: "", version: release } },
     labels: { ...context.labels, "ferry.release": release },
   };
+  let healthCheck = config.healthCheck;
+  try {
+    healthCheck ??= colourHealthCheck(live.labels);
+  } catch (error) {
+    throw new TaskFailure(
+      `the live colour ${live.name}: ${(error as Error).message}; give the restart step a healthCheck`,
+    );
+  }
   const options = blueGreenOptionsSchema.parse({
-    healthCheck: config.healthCheck ?? { path: live.labels[HEALTH_PATH_LABEL] ?? "/" },
+    healthCheck,
     drainSeconds: config.drainSeconds,
     // One more than usual: the replaced colour, retained by the strategy, is removed below.
     retain: DEFAULT_RETAIN + 1,

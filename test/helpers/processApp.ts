@@ -7,9 +7,10 @@ import { join } from "node:path";
  * process steps to copy (copyFrom). It listens on 127.0.0.1:$PORT with keep-alive:
  * `/` answers "version $APP_VERSION", `/health` "ok", `/slow` "slow $APP_VERSION" after
  * 2 s (a request in flight across a switch), `/pid` "pid <its process id>" (which process
- * answered). SIGTERM stops it gracefully: it accepts nothing new, lets requests in flight
- * finish and then exits. World-readable, so the account instances run as (nobody when the
- * tests run as root) can copy it.
+ * answered); it listens `listenAfterMs` after its start (at once by default). SIGTERM stops
+ * it gracefully: it accepts nothing new, lets requests in flight finish and then exits.
+ * World-readable, so the account instances run as (nobody when the tests run as root) can
+ * copy it.
  */
 export interface ProcessApp {
   directory: string;
@@ -24,6 +25,8 @@ export async function buildProcessApp(
     unhealthyAfterSeconds?: number;
     /** Every this-many-th request to `/` answers HTTP 500 "error $APP_VERSION" (20: a release returning 5 % errors). */
     errorEvery?: number;
+    /** It listens only this long after its start (an app that takes a while to boot): until then, nothing answers. */
+    listenAfterMs?: number;
   } = {},
 ): Promise<ProcessApp> {
   const directory = await mkdtemp(join(tmpdir(), "ferry-process-app-"));
@@ -64,7 +67,7 @@ const server = http.createServer((request, response) => {
   response.end();
 });
 server.keepAliveTimeout = 65000;
-server.listen(Number(process.env.PORT), "127.0.0.1");
+setTimeout(() => server.listen(Number(process.env.PORT), "127.0.0.1"), ${options.listenAfterMs ?? 0});
 process.on("SIGTERM", () => {
   console.log("process app " + version + " stopping");
   server.close(() => process.exit(0));

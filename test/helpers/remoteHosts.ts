@@ -187,6 +187,8 @@ export function crashServerWithSshHost(resourcePrefix: string, serverEnv: Record
     },
     /** Starts the server again, on its data and port. */
     start,
+    /** What the server started last wrote to its standard output (its log). */
+    stdout: () => server?.stdout() ?? "",
     /** Kills the server with -9; `exited`: waits until it is gone. */
     async killServer(exited = false) {
       const running = server;

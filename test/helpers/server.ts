@@ -51,6 +51,8 @@ export async function startTestServer(
      * database need the same key (a node with its own refuses to start, ADR 0046).
      */
     masterKeyOf?: string;
+    /** FERRY_WORK_DIR: another server's work root, to find the processes it started (default: one of its own). */
+    workDir?: string;
   } = {},
 ): Promise<TestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), "ferry-server-"));
@@ -63,6 +65,7 @@ export async function startTestServer(
     sshKeepalive: options.sshKeepalive,
     requestsPerAddress: options.requestsPerAddress,
     dataDir,
+    workDir: options.workDir,
     databaseUrl: options.databaseUrl,
     adminApiKey: apiKey,
     logLevel: process.env.TEST_LOG_LEVEL ?? "silent",

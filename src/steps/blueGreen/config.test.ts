@@ -1,5 +1,46 @@
 import { describe, expect, it } from "vitest";
-import { blueGreenOptionsSchema, type CanaryOptions, stageThresholds } from "./config.js";
+import {
+  blueGreenOptionsSchema,
+  type CanaryOptions,
+  colourHealthCheck,
+  healthCheckLabels,
+  stageThresholds,
+} from "./config.js";
+
+describe("a colour's health check in its labels (ADR 0072)", () => {
+  it("reads back the check a colour was labelled with", () => {
+    const check = { path: "/ready?deep=1", expectedStatus: 204, intervalMs: 100, timeoutMs: 750, deadlineSeconds: 2.5 };
+    const labels = healthCheckLabels(check);
+    expect(labels).toEqual({
+      "ferry.health-path": "/ready?deep=1",
+      "ferry.health-status": "204",
+      "ferry.health-interval-ms": "100",
+      "ferry.health-timeout-ms": "750",
+      "ferry.health-deadline-seconds": "2.5",
+    });
+    expect(colourHealthCheck({ ...labels, "ferry.project": "shop" })).toEqual(check);
+  });
+
+  it("gives a colour deployed before the labels existed its path and the check's defaults", () => {
+    expect(colourHealthCheck({ "ferry.health-path": "/health" })).toEqual({
+      path: "/health",
+      expectedStatus: 200,
+      intervalMs: 500,
+      timeoutMs: 2000,
+      deadlineSeconds: 60,
+    });
+    expect(colourHealthCheck({}).path).toBe("/");
+  });
+
+  it("refuses a label that is not valid, naming it", () => {
+    expect(() => colourHealthCheck({ "ferry.health-status": "" })).toThrow(/label ferry\.health-status \(""\)/);
+    expect(() => colourHealthCheck({ "ferry.health-interval-ms": "1e3" })).toThrow(/label ferry\.health-interval-ms/);
+    expect(() => colourHealthCheck({ "ferry.health-deadline-seconds": "99999" })).toThrow(
+      /label ferry\.health-deadline-seconds \("99999"\) is not valid/,
+    );
+    expect(() => colourHealthCheck({ "ferry.health-path": "health" })).toThrow(/label ferry\.health-path/);
+  });
+});
 
 describe("blueGreen.switch", () => {
   it("switches target by target unless asked to switch all at once", () => {

@@ -1,4 +1,11 @@
 import { z } from "zod";
+import {
+  HEALTH_DEADLINE_LABEL,
+  HEALTH_INTERVAL_LABEL,
+  HEALTH_PATH_LABEL,
+  HEALTH_STATUS_LABEL,
+  HEALTH_TIMEOUT_LABEL,
+} from "../../runtimes/colours.js";
 import { routeNameSchema } from "../../traffic/proxyState.js";
 import { httpTestStep } from "../httpTest.js";
 
@@ -25,6 +32,51 @@ const healthProbeSchema = z.strictObject({
   timeoutMs: z.number().int().min(50).max(60_000).default(2000),
   deadlineSeconds: z.number().min(1).max(3600).default(60),
 });
+
+export type HealthCheckOptions = z.infer<typeof healthProbeSchema>;
+
+/** Which label of a colour holds which field of its health check. */
+const healthCheckLabelOf = {
+  path: HEALTH_PATH_LABEL,
+  expectedStatus: HEALTH_STATUS_LABEL,
+  intervalMs: HEALTH_INTERVAL_LABEL,
+  timeoutMs: HEALTH_TIMEOUT_LABEL,
+  deadlineSeconds: HEALTH_DEADLINE_LABEL,
+} as const satisfies Record<keyof HealthCheckOptions, string>;
+
+/** The labels that say how a colour is health-checked (ADR 0072), read back by colourHealthCheck. */
+export function healthCheckLabels(check: HealthCheckOptions): Record<string, string> {
+  return {
+    [HEALTH_PATH_LABEL]: check.path,
+    [HEALTH_STATUS_LABEL]: String(check.expectedStatus),
+    [HEALTH_INTERVAL_LABEL]: String(check.intervalMs),
+    [HEALTH_TIMEOUT_LABEL]: String(check.timeoutMs),
+    [HEALTH_DEADLINE_LABEL]: String(check.deadlineSeconds),
+  };
+}
+
+/**
+ * The health check a colour was deployed with, from its labels: what start-up reconciliation
+ * and the restart step probe it with. A label it lacks (a colour deployed before ADR 0072 has
+ * only the path) takes the check's default; a label that is not valid throws an error naming it.
+ */
+export function colourHealthCheck(labels: Readonly<Record<string, string>>): HealthCheckOptions {
+  const fields: Record<string, string | number> = {};
+  for (const [field, label] of Object.entries(healthCheckLabelOf)) {
+    const value = labels[label];
+    if (value === undefined) continue;
+    // Numbers are written as plain decimals; anything else (an empty label, "1e3") is refused.
+    fields[field] = field === "path" ? value : /^\d{1,9}(\.\d{1,6})?$/.test(value) ? Number(value) : Number.NaN;
+  }
+  const parsed = healthProbeSchema.safeParse(fields);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  const field = issue?.path[0] as keyof HealthCheckOptions | undefined;
+  const label = field === undefined ? "ferry.health-*" : healthCheckLabelOf[field];
+  throw new Error(
+    `its label ${label} (${JSON.stringify((labels[label] ?? "").slice(0, 100))}) is not valid: ${issue?.message ?? "unknown"}`,
+  );
+}
 
 /** What a canary stage's figures are held to; each field may be set for the canary and overridden per stage. */
 const analysisShape = {

@@ -10,13 +10,7 @@ import { renderTemplate } from "../../domain/templates.js";
 import { escapeControlCharacters } from "../../domain/text.js";
 import { TARGET_LABEL } from "../../engine/processRunner.js";
 import { FinalFailure, TaskFailure } from "../../engine/types.js";
-import {
-  type Colour,
-  type ColourRuntime,
-  HEALTH_PATH_LABEL,
-  ROUTE_LABEL,
-  type StartedColour,
-} from "../../runtimes/colours.js";
+import { type Colour, type ColourRuntime, ROUTE_LABEL, type StartedColour } from "../../runtimes/colours.js";
 import { isContainerName } from "../../runtimes/docker.js";
 import { allowingOrigin, defaultOutboundPolicy, type OutboundPolicy } from "../../security/outboundGuard.js";
 import { routeNameSchema } from "../../traffic/proxyState.js";
@@ -27,10 +21,10 @@ import {
   trafficBetween,
   type UpstreamTraffic,
 } from "../../traffic/router.js";
-import { probeUntilHealthy } from "../healthCheck.js";
+import { probeUntilHealthy } from "../healthProbe.js";
 import { httpTestStep } from "../httpTest.js";
 import type { StepRunContext } from "../types.js";
-import { type BlueGreenOptions, type CanaryOptions, stageThresholds } from "./config.js";
+import { type BlueGreenOptions, type CanaryOptions, healthCheckLabels, stageThresholds } from "./config.js";
 
 /** One failed probe during bake is a blip; this many in a row switch back. */
 const BAKE_FAILURES_TO_SWITCH_BACK = 2;
@@ -138,7 +132,8 @@ export async function runBlueGreen(
       "ferry.step": context.stepName,
       [ROUTE_LABEL]: route.name,
       [fresh.runs.label]: fresh.runs.value,
-      [HEALTH_PATH_LABEL]: options.healthCheck.path,
+      // Start-up reconciliation probes this colour with the same check when it starts it again.
+      ...healthCheckLabels(options.healthCheck),
     });
     candidate = { colour, created: true, wasRunning: false };
     const settled = await runtime.waitUntilSettled(colour.id, settings.settleSeconds * 1000, signal);

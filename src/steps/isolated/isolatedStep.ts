@@ -5,7 +5,7 @@ import { waitUntilSettled } from "../../runtimes/dockerColours.js";
 import { formatImageReference, parseImageReference } from "../../runtimes/imageReference.js";
 import { allowingOrigin, defaultOutboundPolicy, type OutboundPolicy } from "../../security/outboundGuard.js";
 import { logContainerTail, pullImage } from "../container/shared.js";
-import { probeUntilHealthy } from "../healthCheck.js";
+import { probeUntilHealthy } from "../healthProbe.js";
 import type { Isolation, StepKind, StepRunContext } from "../types.js";
 import { type IsolatedConfig, type IsolatedService, isolatedConfigSchema } from "./config.js";
 
