@@ -5,7 +5,7 @@ import { api, query } from "../api/client";
 import { useEnvironments, useProgression, useProject } from "../api/hooks";
 import type { Environment, Page, Variable } from "../api/types";
 import { Breadcrumbs } from "../components/Breadcrumbs";
-import { ConfirmButton } from "../components/ConfirmButton";
+import { DeleteButton } from "../components/ConfirmButton";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
 import { FormError, SubmitButton, useSubmit } from "../components/Forms";
 import { Tags } from "../components/Tags";
@@ -160,20 +160,13 @@ export function VariablesPage() {
                           >
                             Edit
                           </button>
-                          <ConfirmButton
-                            label="Delete"
+                          <DeleteButton
                             title={`Delete ${variable.name}?`}
-                            className="button button-small button-danger"
-                            onConfirm={async () => {
-                              await api(
-                                "DELETE",
-                                `/projects/${encodeURIComponent(slug)}/variables/${encodeURIComponent(variable.id)}`,
-                              );
-                              await saved();
-                            }}
+                            path={`/projects/${encodeURIComponent(slug)}/variables/${encodeURIComponent(variable.id)}`}
+                            onDeleted={saved}
                           >
                             <p>New releases will not have it; releases already made keep their snapshot.</p>
-                          </ConfirmButton>
+                          </DeleteButton>
                         </div>
                       </td>
                     )}
