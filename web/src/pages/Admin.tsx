@@ -6,7 +6,7 @@ import type { AccessRole, Page, Permission, Team, User } from "../api/types";
 import { DeleteButton } from "../components/ConfirmButton";
 import { DataTable } from "../components/DataTable";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
-import { FormCard, InlineEditor } from "../components/Forms";
+import { FormCard, InlineEditor, SlugSelect } from "../components/Forms";
 import { RelativeTime } from "../components/RelativeTime";
 import { Tags } from "../components/Tags";
 import { splitList } from "../lib/lists";
@@ -273,17 +273,7 @@ function Teams() {
             Members (usernames, comma-separated)
             <input value={members} onChange={(event) => setMembers(event.target.value)} />
           </label>
-          <label>
-            Role
-            <select value={role} onChange={(event) => setRole(event.target.value)}>
-              <option value="">none yet</option>
-              {roles.data?.items.map((each) => (
-                <option key={each.id} value={each.slug}>
-                  {each.name}
-                </option>
-              ))}
-            </select>
-          </label>
+          <SlugSelect label="Role" value={role} onChange={setRole} items={roles.data?.items} none="none yet" />
           <label>
             On projects (empty: all)
             <input value={projects} onChange={(event) => setProjects(event.target.value)} />

@@ -8,7 +8,7 @@ import type { FeedTrigger, Page, ScheduledTrigger } from "../api/types";
 import { Breadcrumbs } from "../components/Breadcrumbs";
 import { DataTable } from "../components/DataTable";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
-import { FormError, SubmitButton, useSubmit } from "../components/Forms";
+import { FormError, SlugSelect, SubmitButton, useSubmit } from "../components/Forms";
 import { RelativeTime } from "../components/RelativeTime";
 import { useTitle } from "../lib/title";
 
@@ -303,7 +303,7 @@ function ScheduledTriggerForm({
   onCancel,
 }: {
   project: string;
-  environments: readonly EnvironmentChoice[];
+  environments: readonly { id: string; slug: string; name: string }[];
   onDone(): Promise<void>;
   onCancel(): void;
 }) {
@@ -337,8 +337,8 @@ function ScheduledTriggerForm({
           Time zone
           <input name="timeZone" required value={timeZone} onChange={(event) => setTimeZone(event.target.value)} />
         </label>
-        <EnvironmentField label="Deploy what runs in" environments={environments} value={from} onChange={setFrom} />
-        <EnvironmentField label="To" environments={environments} value={to} onChange={setTo} />
+        <SlugSelect label="Deploy what runs in" items={environments} value={from} onChange={setFrom} />
+        <SlugSelect label="To" items={environments} value={to} onChange={setTo} />
       </div>
       <p className="small muted">Five fields (minute hour day month weekday), read in the time zone.</p>
       <FormError error={error} />
@@ -349,34 +349,6 @@ function ScheduledTriggerForm({
         </button>
       </div>
     </form>
-  );
-}
-
-type EnvironmentChoice = { id: string; slug: string; name: string };
-
-/** A labelled choice of one of the project's environments, by slug. */
-function EnvironmentField({
-  label,
-  environments,
-  value,
-  onChange,
-}: {
-  label: string;
-  environments: readonly EnvironmentChoice[];
-  value: string;
-  onChange(slug: string): void;
-}) {
-  return (
-    <label>
-      {label}
-      <select value={value} onChange={(event) => onChange(event.target.value)}>
-        {environments.map((environment) => (
-          <option key={environment.id} value={environment.slug}>
-            {environment.name}
-          </option>
-        ))}
-      </select>
-    </label>
   );
 }
 
