@@ -1,5 +1,6 @@
 import type { Page } from "playwright-core";
 import { afterEach, expect } from "vitest";
+import { callExpecting } from "./api.js";
 import { accessibilityViolations, type Browser, describeViolations } from "./browser.js";
 import type { TestServer } from "./server.js";
 
@@ -10,15 +11,13 @@ import type { TestServer } from "./server.js";
  */
 
 /** `test.call` that fails the test unless the answer is a success, naming the request and the answer. */
-export async function callOk<T = Record<string, unknown>>(
+export function callOk<T = Record<string, unknown>>(
   test: TestServer,
   method: string,
   path: string,
   body?: unknown,
 ): Promise<T> {
-  const response = await test.call<T>(method, path, body);
-  expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
-  return response.body;
+  return callExpecting<T>(test, method, path, body);
 }
 
 /** Fails the test with axe-core's serious and critical findings on what `page` shows; `what` names the page. */
