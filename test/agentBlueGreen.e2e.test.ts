@@ -10,7 +10,14 @@ import { FERRY } from "./helpers/cli.js";
 import { buildDemoImage, type DemoImage, removeImages } from "./helpers/images.js";
 import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
 import { startRegistry, type TestRegistry } from "./helpers/registry.js";
-import { commandLinesContaining, PROXY_PORT, remoteProcessStep, served, underLoad } from "./helpers/remoteHosts.js";
+import {
+  commandLinesContaining,
+  createAutoProd,
+  PROXY_PORT,
+  remoteProcessStep,
+  served,
+  underLoad,
+} from "./helpers/remoteHosts.js";
 import { startTestServer, type TestServer, taskLogText } from "./helpers/server.js";
 import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
 
@@ -136,15 +143,7 @@ describe("blue/green on an agent target with its host router (real agent, docker
     const gateway = host.address.replace(/\.2$/, ".1");
     host.exec("ip", ["route", "add", "default", "via", gateway]);
     test = await startTestServer({ host: gateway });
-    expect((await test.call("POST", "/api/v1/environments", { name: "prod" })).status).toBe(201);
-    expect(
-      (
-        await test.call("POST", "/api/v1/lifecycles", {
-          name: "auto",
-          phases: [{ environments: ["prod"], autoDeploy: true }],
-        })
-      ).status,
-    ).toBe(201);
+    await createAutoProd(test);
     const token = await test.call<{ token: string }>("POST", "/api/v1/agent-tokens", {});
     expect(token.status).toBe(201);
     const tokenFile = join(temporary, "token");

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { callExpecting } from "./helpers/api.js";
 import { isolatedEnv, runFerry } from "./helpers/cli.js";
 import { createPostgresDatabase, dialects } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
@@ -24,11 +25,8 @@ describe.each(dialects)("artifact retention (%s)", (dialect) => {
   let dropDatabase: (() => Promise<void>) | undefined;
   const temporary: string[] = [];
 
-  async function admin<T = Body>(method: string, path: string, body?: unknown, status?: number): Promise<T> {
-    const response = await test.call<T>(method, path, body);
-    if (status !== undefined) expect(response.status, JSON.stringify(response.body)).toBe(status);
-    else expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
-    return response.body;
+  function admin<T = Body>(method: string, path: string, body?: unknown, status?: number): Promise<T> {
+    return callExpecting<T>(test, method, path, body, status);
   }
 
   /** Runs the runbook once with Outcome=pass|fail; each run attaches one file first. */

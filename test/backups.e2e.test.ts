@@ -81,6 +81,44 @@ describe("database backups and restore-verify", () => {
     password,
   });
 
+  /** A restore-verify step of the file step `backup` wrote, checked against the sha256 it reported. */
+  const verifyStep = (name: string, backup: string, engine: "postgres" | "mysql", config: Body, step: Body = {}) => ({
+    name,
+    kind: "restore-verify",
+    ...step,
+    config: {
+      engine,
+      file: `#{Ferry.Step[${backup}].Output.file}`,
+      sha256: `#{Ferry.Step[${backup}].Output.sha256}`,
+      ...config,
+    },
+  });
+
+  /**
+   * Backs up `engine`'s database, overwrites four bytes of the file, then restore-verifies it:
+   * the task fails naming the sha256 mismatch before any scratch database is made.
+   */
+  async function runCorrupted(runbook: string, backup: string, engine: "postgres" | "mysql", config: Body) {
+    const { task, log } = await runRunbook(runbook, [
+      { name: backup, kind: `${engine}-backup`, config },
+      {
+        name: "corrupt",
+        kind: "script",
+        config: {
+          script: 'printf "XXXX" | dd of="$1" bs=1 seek=300 conv=notrunc status=none',
+          arguments: [`#{Ferry.Step[${backup}].Output.file}`],
+        },
+      },
+      verifyStep("verify", backup, engine, config),
+    ]);
+    expect(task.state).toBe("failed");
+    expect(log).toMatch(
+      /step 'verify' failed: .*sha256 mismatch: the backup should be [0-9a-f]{64} but the file is [0-9a-f]{64}/,
+    );
+    expect(log).not.toContain("creating scratch database");
+    return log;
+  }
+
   beforeAll(async () => {
     [hosts, test, postgres, mysql, clients] = await Promise.all([
       startSshHosts(1),
@@ -128,31 +166,13 @@ describe("database backups and restore-verify", () => {
         kind: "postgres-backup",
         config: { ...connection(postgres, "#{PgPassword}"), copyTo: { target: "vault", directory: `${vault}/pg` } },
       },
-      {
-        name: "verify-pg",
-        kind: "restore-verify",
-        config: {
-          engine: "postgres",
-          file: "#{Ferry.Step[pg].Output.file}",
-          sha256: "#{Ferry.Step[pg].Output.sha256}",
-          ...connection(postgres, "#{PgPassword}"),
-        },
-      },
+      verifyStep("verify-pg", "pg", "postgres", connection(postgres, "#{PgPassword}")),
       {
         name: "my",
         kind: "mysql-backup",
         config: { ...connection(mysql, "#{MyPassword}"), copyTo: { target: "vault", directory: `${vault}/my` } },
       },
-      {
-        name: "verify-my",
-        kind: "restore-verify",
-        config: {
-          engine: "mysql",
-          file: "#{Ferry.Step[my].Output.file}",
-          sha256: "#{Ferry.Step[my].Output.sha256}",
-          ...connection(mysql, "#{MyPassword}"),
-        },
-      },
+      verifyStep("verify-my", "my", "mysql", connection(mysql, "#{MyPassword}")),
     ]);
     expect(task.state, log).toBe("succeeded");
 
@@ -214,62 +234,12 @@ describe("database backups and restore-verify", () => {
   }, 300_000);
 
   it("fails restore-verify on a corrupted backup, naming the sha256 mismatch, before restoring anything", async () => {
-    const { task, log } = await runRunbook("Corrupted", [
-      { name: "pg", kind: "postgres-backup", config: connection(postgres, "#{PgPassword}") },
-      {
-        name: "corrupt",
-        kind: "script",
-        config: {
-          script: 'printf "XXXX" | dd of="$1" bs=1 seek=300 conv=notrunc status=none',
-          arguments: ["#{Ferry.Step[pg].Output.file}"],
-        },
-      },
-      {
-        name: "verify",
-        kind: "restore-verify",
-        config: {
-          engine: "postgres",
-          file: "#{Ferry.Step[pg].Output.file}",
-          sha256: "#{Ferry.Step[pg].Output.sha256}",
-          ...connection(postgres, "#{PgPassword}"),
-        },
-      },
-    ]);
-    expect(task.state).toBe("failed");
-    expect(log).toMatch(
-      /step 'verify' failed: .*sha256 mismatch: the backup should be [0-9a-f]{64} but the file is [0-9a-f]{64}/,
-    );
-    expect(log).not.toContain("creating scratch database");
+    await runCorrupted("Corrupted", "pg", "postgres", connection(postgres, "#{PgPassword}"));
     expect(await postgres.databasesStartingWith("ferry_verify_")).toEqual([]);
   }, 120_000);
 
   it("fails restore-verify on a corrupted MariaDB backup, naming the sha256 mismatch, before restoring anything", async () => {
-    const { task, log } = await runRunbook("Corrupted MariaDB", [
-      { name: "my", kind: "mysql-backup", config: connection(mysql, "#{MyPassword}") },
-      {
-        name: "corrupt",
-        kind: "script",
-        config: {
-          script: 'printf "XXXX" | dd of="$1" bs=1 seek=300 conv=notrunc status=none',
-          arguments: ["#{Ferry.Step[my].Output.file}"],
-        },
-      },
-      {
-        name: "verify",
-        kind: "restore-verify",
-        config: {
-          engine: "mysql",
-          file: "#{Ferry.Step[my].Output.file}",
-          sha256: "#{Ferry.Step[my].Output.sha256}",
-          ...connection(mysql, "#{MyPassword}"),
-        },
-      },
-    ]);
-    expect(task.state).toBe("failed");
-    expect(log).toMatch(
-      /step 'verify' failed: .*sha256 mismatch: the backup should be [0-9a-f]{64} but the file is [0-9a-f]{64}/,
-    );
-    expect(log).not.toContain("creating scratch database");
+    const log = await runCorrupted("Corrupted MariaDB", "my", "mysql", connection(mysql, "#{MyPassword}"));
     expect(await mysql.databasesStartingWith("ferry_verify_")).toEqual([]);
     expect(log).not.toContain(mysql.password);
   }, 120_000);
@@ -286,16 +256,7 @@ describe("database backups and restore-verify", () => {
           env: { MYSQL_PWD: "#{MyPassword}" },
         },
       },
-      {
-        name: "verify",
-        kind: "restore-verify",
-        config: {
-          engine: "mysql",
-          file: "#{Ferry.Step[my].Output.file}",
-          sha256: "#{Ferry.Step[my].Output.sha256}",
-          ...connection(mysql, "#{MyPassword}"),
-        },
-      },
+      verifyStep("verify", "my", "mysql", connection(mysql, "#{MyPassword}")),
     ]);
     expect(task.state).toBe("failed");
     expect(log).toContain(
@@ -315,29 +276,9 @@ describe("database backups and restore-verify", () => {
     });
     const { task, log, exposed } = await runRunbook("In a container", [
       { name: "pg", kind: "postgres-backup", roles: ["vault"], config: inContainer(postgres, "#{PgPassword}") },
-      {
-        name: "verify-pg",
-        kind: "restore-verify",
-        roles: ["vault"],
-        config: {
-          engine: "postgres",
-          file: "#{Ferry.Step[pg].Output.file}",
-          sha256: "#{Ferry.Step[pg].Output.sha256}",
-          ...inContainer(postgres, "#{PgPassword}"),
-        },
-      },
+      verifyStep("verify-pg", "pg", "postgres", inContainer(postgres, "#{PgPassword}"), { roles: ["vault"] }),
       { name: "my", kind: "mysql-backup", roles: ["vault"], config: inContainer(mysql, "#{MyPassword}") },
-      {
-        name: "verify-my",
-        kind: "restore-verify",
-        roles: ["vault"],
-        config: {
-          engine: "mysql",
-          file: "#{Ferry.Step[my].Output.file}",
-          sha256: "#{Ferry.Step[my].Output.sha256}",
-          ...inContainer(mysql, "#{MyPassword}"),
-        },
-      },
+      verifyStep("verify-my", "my", "mysql", inContainer(mysql, "#{MyPassword}"), { roles: ["vault"] }),
     ]);
     expect(task.state, log).toBe("succeeded");
     expect(log).toContain(`(in container ${clients.name})`);

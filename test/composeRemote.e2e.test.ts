@@ -1,6 +1,5 @@
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
-import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -11,7 +10,7 @@ import { buildComposeAppImage, nodeInImage } from "./helpers/composeImages.js";
 import { type DemoImage, removeImages } from "./helpers/images.js";
 import { startLoad } from "./helpers/load.js";
 import { startRegistry, type TestRegistry } from "./helpers/registry.js";
-import { PROXY_PORT } from "./helpers/remoteHosts.js";
+import { createAutoProd, PROXY_PORT, served as servedBy } from "./helpers/remoteHosts.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
 
@@ -68,22 +67,7 @@ describe("compose step over SSH on a host with its own engine and router (real s
   };
 
   /** What the host's proxy answers for the application's route (trimmed body). */
-  const served = () =>
-    new Promise<string>((resolve, reject) => {
-      const request = http.get(
-        { host: host().address, port: PROXY_PORT, path: "/", headers: { host: routeHost() }, agent: false },
-        (response) => {
-          let body = "";
-          response.setEncoding("utf8");
-          response.on("data", (chunk: string) => {
-            body += chunk;
-          });
-          response.on("end", () => resolve(body.trim()));
-        },
-      );
-      request.setTimeout(10_000, () => request.destroy(new Error("no answer within 10 s")));
-      request.on("error", reject);
-    });
+  const served = () => servedBy(host().address, routeHost());
 
   /** The running containers of the application's services on the host's engine: "service id". */
   const servicesOnHost = () =>
@@ -117,15 +101,7 @@ describe("compose step over SSH on a host with its own engine and router (real s
     ]);
     const registryHost = new URL(registry.url).host;
     expect((await test.call("POST", "/api/v1/feeds", { name: "local", url: registry.url })).status).toBe(201);
-    expect((await test.call("POST", "/api/v1/environments", { name: "prod" })).status).toBe(201);
-    expect(
-      (
-        await test.call("POST", "/api/v1/lifecycles", {
-          name: "auto",
-          phases: [{ environments: ["prod"], autoDeploy: true }],
-        })
-      ).status,
-    ).toBe(201);
+    await createAutoProd(test);
     const first = host();
     const target = await test.call("POST", "/api/v1/targets", {
       name: `compose-host-${suffix}`,

@@ -1,7 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -13,7 +12,7 @@ import { apiRequest, FERRY, isolatedEnv, runFerry, testAdminKey, trackedResource
 import { buildDemoImage, type DemoImage, removeImages } from "./helpers/images.js";
 import { type RunningLoad, startLoad } from "./helpers/load.js";
 import { startRegistry, type TestRegistry } from "./helpers/registry.js";
-import { commandLinesContaining, PROXY_PORT } from "./helpers/remoteHosts.js";
+import { commandLinesContaining, createAutoProd, PROXY_PORT, served as servedBy } from "./helpers/remoteHosts.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
 
@@ -66,22 +65,7 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
   };
 
   /** What the proxy of host `index` answers for the route's host name (trimmed body). */
-  const served = (index: number, routeHost: string) =>
-    new Promise<string>((resolve, reject) => {
-      const request = http.get(
-        { host: hostAt(index).address, port: PROXY_PORT, path: "/", headers: { host: routeHost }, agent: false },
-        (response) => {
-          let body = "";
-          response.setEncoding("utf8");
-          response.on("data", (chunk: string) => {
-            body += chunk;
-          });
-          response.on("end", () => resolve(body.trim()));
-        },
-      );
-      request.setTimeout(10_000, () => request.destroy(new Error("no answer within 10 s")));
-      request.on("error", reject);
-    });
+  const served = (index: number, routeHost: string) => servedBy(hostAt(index).address, routeHost);
 
   /** Runs `action` with 16 keep-alive clients on each of the hosts' proxies; what each load saw. */
   const underLoad = async <T>(indexes: readonly number[], routeHost: string, action: () => Promise<T>) => {
@@ -163,15 +147,7 @@ describe("blue/green on remote hosts, each with its own engine and router", { ti
       startSshHosts(3, { engines: 3, registries: [registry.url] }),
       startTestServer(),
     ]);
-    expect((await test.call("POST", "/api/v1/environments", { name: "prod" })).status).toBe(201);
-    expect(
-      (
-        await test.call("POST", "/api/v1/lifecycles", {
-          name: "auto",
-          phases: [{ environments: ["prod"], autoDeploy: true }],
-        })
-      ).status,
-    ).toBe(201);
+    await createAutoProd(test);
     for (const [index, host] of hosts.hosts.entries()) {
       const created = await test.call("POST", "/api/v1/targets", {
         name: `host-${index}`,

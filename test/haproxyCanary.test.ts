@@ -4,10 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { connectHaproxyRouter, HaproxyRouter } from "../src/traffic/haproxy.js";
-import { remoteRouterOnHost } from "../src/traffic/remoteRouter.js";
 import { LocalTransport } from "../src/transports/local.js";
-import { FERRY } from "./helpers/cli.js";
-import { haproxyStateDir } from "./helpers/haproxy.js";
+import { haproxyStateDir, idleRemoteNginxRouter, remoteHaproxyRouter } from "./helpers/haproxy.js";
 import {
   cookieVisitor,
   get,
@@ -148,8 +146,7 @@ describe("haproxy router: canary split", () => {
     const workRoot = mkdtempSync(join(tmpdir(), "fhx-work-"));
     cleanUp(() => rmSync(workRoot, { recursive: true, force: true }));
     const transport = new LocalTransport(workRoot);
-    const settings = { binary: "haproxy", stateDir: haproxy.dir, listen: haproxy.options.listen };
-    const router = await remoteRouterOnHost(transport, { driver: "haproxy", settings, command: FERRY }, "here").get();
+    const router = await remoteHaproxyRouter(transport, haproxy);
     const blue = await startUpstream("blue");
     const green = await startUpstream("green");
     await router.switch(route, { upstream: blue.url, colour: "blue" });
@@ -161,22 +158,7 @@ describe("haproxy router: canary split", () => {
     await router.split("app", null);
     expect((await get(haproxy.port, "app.test", "/", { headers: { "x-ferry-colour": "new" } })).body).toBe("blue");
 
-    const nginx = await remoteRouterOnHost(
-      transport,
-      {
-        driver: "nginx",
-        settings: {
-          binary: "nginx",
-          config: "/x",
-          sitesDir: "/x",
-          pidFile: "/x",
-          listen: "127.0.0.1:1",
-          clientKeepalive: false,
-        },
-        command: FERRY,
-      },
-      "here",
-    ).get();
+    const nginx = await idleRemoteNginxRouter(transport);
     expect(nginx.split).toBeUndefined();
   });
 

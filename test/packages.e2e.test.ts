@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { callExpecting } from "./helpers/api.js";
 import { expectSuccess, isolatedEnv, parseJson, runFerry } from "./helpers/cli.js";
 import { createPostgresDatabase, dialects } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
@@ -51,11 +52,8 @@ describe.each(dialects)("package feed through the server and the CLI (%s)", side
 
   const ferry = (...args: string[]) => runFerry(args, env, { timeoutMs: 60_000 });
 
-  async function admin<T = Body>(method: string, path: string, body?: unknown, status?: number): Promise<T> {
-    const response = await test.call<T>(method, path, body);
-    if (status !== undefined) expect(response.status, JSON.stringify(response.body)).toBe(status);
-    else expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
-    return response.body;
+  function admin<T = Body>(method: string, path: string, body?: unknown, status?: number): Promise<T> {
+    return callExpecting<T>(test, method, path, body, status);
   }
 
   /** A tar.gz of a small app directory whose server.js prints `text`. */

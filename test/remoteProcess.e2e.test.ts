@@ -11,6 +11,7 @@ import { buildProcessApp, type ProcessApp } from "./helpers/processApp.js";
 import {
   commandLinesContaining,
   crashServerWithSshHost,
+  createAutoProd,
   PROXY_PORT,
   ROOT_INSTANCES,
   remoteProcessStep,
@@ -69,15 +70,7 @@ describe("process blue/green on an SSH host (real sshd, supervisors and ferry pr
   beforeAll(async () => {
     app = await buildProcessApp();
     [hosts, test] = await Promise.all([startSshHosts(1), startTestServer()]);
-    expect((await test.call("POST", "/api/v1/environments", { name: "prod" })).status).toBe(201);
-    expect(
-      (
-        await test.call("POST", "/api/v1/lifecycles", {
-          name: "auto",
-          phases: [{ environments: ["prod"], autoDeploy: true }],
-        })
-      ).status,
-    ).toBe(201);
+    await createAutoProd(test);
     const target = await test.call(
       "POST",
       "/api/v1/targets",

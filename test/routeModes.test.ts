@@ -10,12 +10,17 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectEmbeddedProxy } from "../src/traffic/builtin.js";
 import { HaproxyRouter } from "../src/traffic/haproxy.js";
 import { NginxRouter } from "../src/traffic/nginx.js";
-import { remoteRouterOnHost } from "../src/traffic/remoteRouter.js";
 import type { Router } from "../src/traffic/router.js";
 import type { TrafficSettings } from "../src/traffic/routers.js";
 import { LocalTransport } from "../src/transports/local.js";
-import { type CliResult, FERRY, isolatedEnv, runFerry } from "./helpers/cli.js";
-import { haproxyStateDir, stopMaster, type TestHaproxy } from "./helpers/haproxy.js";
+import { type CliResult, isolatedEnv, runFerry } from "./helpers/cli.js";
+import {
+  haproxyStateDir,
+  idleRemoteNginxRouter,
+  remoteHaproxyRouter,
+  stopMaster,
+  type TestHaproxy,
+} from "./helpers/haproxy.js";
 import { startLoad } from "./helpers/load.js";
 import { startNginx, type TestNginx } from "./helpers/nginx.js";
 import { type ProxyProcess, startProxyProcess } from "./helpers/proxy.js";
@@ -268,8 +273,7 @@ describe("route modes through the API and `ferry route` (real server, CLI and ro
     const workRoot = mkdtempSync(join(tmpdir(), "fhx-work-"));
     try {
       const transport = new LocalTransport(workRoot);
-      const settings = { binary: "haproxy", stateDir: haproxy.dir, listen: haproxy.options.listen };
-      const router = await remoteRouterOnHost(transport, { driver: "haproxy", settings, command: FERRY }, "here").get();
+      const router = await remoteHaproxyRouter(transport, haproxy);
       const route = `rmr-${randomBytes(3).toString("hex")}`;
       const host = `${route}.test`;
       await router.switch({ name: route, host, pathPrefix: "/" }, { upstream, colour: "blue" });
@@ -279,22 +283,7 @@ describe("route modes through the API and `ferry route` (real server, CLI and ro
       const pause = await router.setMode(route, { mode: "paused", timeoutSeconds: 5 }).catch((error: Error) => error);
       await router.setMode(route, null);
       const after = await get(haproxy.port, host);
-      const nginx = await remoteRouterOnHost(
-        transport,
-        {
-          driver: "nginx",
-          settings: {
-            binary: "nginx",
-            config: "/x",
-            sitesDir: "/x",
-            pidFile: "/x",
-            listen: "127.0.0.1:1",
-            clientKeepalive: false,
-          },
-          command: FERRY,
-        },
-        "here",
-      ).get();
+      const nginx = await idleRemoteNginxRouter(transport);
 
       expect(during).toMatchObject({ status: 503, body: "<p>remote\nmaintenance</p>" });
       expect(pause).toBeInstanceOf(Error);

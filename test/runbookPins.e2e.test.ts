@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { callExpecting } from "./helpers/api.js";
 import { createPostgresDatabase, dialects } from "./helpers/databases.js";
 import { pushTestImage, startRegistry, type TestRegistry } from "./helpers/registry.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
@@ -34,11 +35,8 @@ describe.each(dialects)("runbook versions pin images and packages (%s)", (dialec
   let work: string;
   const digests: Record<string, string> = {};
 
-  async function admin<T = Body>(method: string, path: string, body?: unknown, status?: number): Promise<T> {
-    const response = await test.call<T>(method, path, body);
-    if (status !== undefined) expect(response.status, JSON.stringify(response.body)).toBe(status);
-    else expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
-    return response.body;
+  function admin<T = Body>(method: string, path: string, body?: unknown, status?: number): Promise<T> {
+    return callExpecting<T>(test, method, path, body, status);
   }
 
   async function logOf(taskId: string): Promise<string> {

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RunbookScheduler } from "../src/engine/runbookSchedules.js";
+import { callExpecting } from "./helpers/api.js";
 import { createPostgresDatabase, dialects } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -54,11 +55,8 @@ describe.each(dialects)("runbook schedules and retention (%s)", { concurrent: tr
   let dropDatabase: (() => Promise<void>) | undefined;
   const keys: Record<string, string> = {};
 
-  async function admin<T = Body>(method: string, path: string, body?: unknown, status?: number): Promise<T> {
-    const response = await test.call<T>(method, path, body);
-    if (status !== undefined) expect(response.status, JSON.stringify(response.body)).toBe(status);
-    else expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
-    return response.body;
+  function admin<T = Body>(method: string, path: string, body?: unknown, status?: number): Promise<T> {
+    return callExpecting<T>(test, method, path, body, status);
   }
 
   async function as(user: string, method: string, path: string, body?: unknown) {

@@ -5,7 +5,6 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
-import { setTimeout as sleep } from "node:timers/promises";
 import { sql } from "kysely";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -16,6 +15,7 @@ import { parseOutboundAllow } from "../src/security/outboundGuard.js";
 import { insertApiKey } from "../src/store/apiKeys.js";
 import { expectSuccess, isolatedEnv, runFerry } from "./helpers/cli.js";
 import { createPostgresDatabase, dialects, openTestDatabase } from "./helpers/databases.js";
+import { slowestHealthCheckWhile } from "./helpers/healthProbe.js";
 import { pushTestImage, startRegistry, type TestRegistry } from "./helpers/registry.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -34,31 +34,6 @@ import { startTestServer, type TestServer } from "./helpers/server.js";
  *
  * The time bounds are loose (what a health check would notice); the benchmarks measure.
  */
-
-/** How long /healthz takes at worst (asked every 50 ms) while `attack` runs; the server shares this process. */
-async function slowestHealthCheckWhile<T>(
-  baseUrl: string,
-  attack: Promise<T>,
-): Promise<{ result: T; slowestMs: number }> {
-  let done = false;
-  let slowestMs = 0;
-  const probe = (async () => {
-    while (!done) {
-      const started = performance.now();
-      const response = await fetch(new URL("/healthz", baseUrl));
-      await response.arrayBuffer();
-      expect(response.status).toBe(200);
-      slowestMs = Math.max(slowestMs, performance.now() - started);
-      await sleep(50);
-    }
-  })();
-  try {
-    return { result: await attack, slowestMs };
-  } finally {
-    done = true;
-    await probe;
-  }
-}
 
 /** How far this process's resident memory rose above where it was (sampled every 20 ms) while `work` ran. */
 async function rssGrowthWhile<T>(work: Promise<T>): Promise<{ result: T; growthBytes: number }> {

@@ -15,6 +15,7 @@ import {
   updateRunbook,
 } from "../src/store/runbooks.js";
 import { createPostgresDatabase, dialects, openTestDatabase, type TestDatabase } from "./helpers/databases.js";
+import { slowestHealthCheckWhile } from "./helpers/healthProbe.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 /**
@@ -31,31 +32,6 @@ import { startTestServer, type TestServer } from "./helpers/server.js";
 interface Problem {
   detail: string;
   errors?: { pointer: string; detail: string }[];
-}
-
-/** How long /healthz takes at worst (asked every 50 ms) while `attack` runs; the server shares this process. */
-async function slowestHealthCheckWhile<T>(
-  baseUrl: string,
-  attack: Promise<T>,
-): Promise<{ result: T; slowestMs: number }> {
-  let done = false;
-  let slowestMs = 0;
-  const probe = (async () => {
-    while (!done) {
-      const started = performance.now();
-      const response = await fetch(new URL("/healthz", baseUrl));
-      await response.arrayBuffer();
-      expect(response.status).toBe(200);
-      slowestMs = Math.max(slowestMs, performance.now() - started);
-      await sleep(50);
-    }
-  })();
-  try {
-    return { result: await attack, slowestMs };
-  } finally {
-    done = true;
-    await probe;
-  }
 }
 
 describe.each(dialects)("runbook security on %s", { concurrent: true }, (dialect) => {

@@ -1,12 +1,7 @@
 import type { Page } from "playwright-core";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import {
-  accessibilityViolations,
-  type Browser,
-  describeViolations,
-  ensureWebBuilt,
-  launchBrowser,
-} from "./helpers/browser.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Browser, ensureWebBuilt, launchBrowser } from "./helpers/browser.js";
+import { callOk, expectPageAccessible, failOnBrowserErrors, signInOnPage } from "./helpers/dashboard.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 /*
@@ -25,11 +20,8 @@ describe("web dashboard: administrators edit grants, roles and passwords", () =>
   let browser: Browser;
   let page: Page;
   const url = (path: string) => new URL(path, test.server.url).toString();
-  const ok = async <T = Record<string, unknown>>(method: string, path: string, body?: unknown) => {
-    const response = await test.call<T>(method, path, body);
-    expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
-    return response.body;
-  };
+  const ok = <T = Record<string, unknown>>(method: string, path: string, body?: unknown) =>
+    callOk<T>(test, method, path, body);
   /** Signs in through the API as a browser would; returns the session cookie (or the refusal's status). */
   const signIn = async (username: string, password: string) => {
     const response = await fetch(url("/api/v1/session"), {
@@ -46,10 +38,7 @@ describe("web dashboard: administrators edit grants, roles and passwords", () =>
   };
   const sessionAnswers = async (cookie: string) =>
     (await fetch(url("/api/v1/session"), { headers: { cookie } })).status;
-  const expectAccessible = async (what: string) => {
-    const violations = await accessibilityViolations(page);
-    expect(violations, `${what}:\n${describeViolations(violations)}`).toEqual([]);
-  };
+  const expectAccessible = (what: string) => expectPageAccessible(page, what);
 
   beforeAll(async () => {
     await ensureWebBuilt();
@@ -63,11 +52,7 @@ describe("web dashboard: administrators edit grants, roles and passwords", () =>
     await ok("POST", "/api/v1/teams", { name: "QA", members: ["bob"], roles: [{ role: "viewer" }] });
     browser = await launchBrowser();
     page = await browser.newPage();
-    await page.goto(url("/sign-in"));
-    await page.getByLabel("Username").fill(ADMIN);
-    await page.getByLabel("Password").fill(ADMIN_PASSWORD);
-    await page.getByRole("button", { name: "Sign in" }).click();
-    await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+    await signInOnPage(page, test.server.url, ADMIN, ADMIN_PASSWORD);
   }, 120_000);
 
   afterAll(async () => {
@@ -75,10 +60,7 @@ describe("web dashboard: administrators edit grants, roles and passwords", () =>
     await test?.close();
   });
 
-  afterEach(() => {
-    // Taken out, so one page's error fails its own test and not every later one.
-    expect(browser.errors.splice(0)).toEqual([]);
-  });
+  failOnBrowserErrors(() => browser);
 
   it("changes what a team grants: a refused grant says why and keeps the form; the saved ones are shown and enforced", async () => {
     const bob = await signIn("bob", BOB_PASSWORD);

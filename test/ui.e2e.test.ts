@@ -1,7 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Page } from "playwright-core";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   accessibilityViolations,
   type Browser,
@@ -9,6 +9,7 @@ import {
   ensureWebBuilt,
   launchBrowser,
 } from "./helpers/browser.js";
+import { callOk, expectPageAccessible, failOnBrowserErrors } from "./helpers/dashboard.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 /*
@@ -27,19 +28,12 @@ describe("web dashboard", () => {
   let browser: Browser;
   let page: Page;
   const url = (path: string) => new URL(path, test.server.url).toString();
-  const ok = async <T = Record<string, unknown>>(method: string, path: string, body?: unknown) => {
-    const response = await test.call<T>(method, path, body);
-    expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
-    return response.body;
-  };
+  const ok = <T = Record<string, unknown>>(method: string, path: string, body?: unknown) =>
+    callOk<T>(test, method, path, body);
   /** Deploys with the admin key (as CI would) and returns the task id. */
   const deploy = async (project: string, release: string, environment: string) =>
     (await ok<{ taskId: string }>("POST", `/api/v1/projects/${project}/deployments`, { release, environment })).taskId;
-  const expectAccessibleOn = async (on: Page, what: string) => {
-    const violations = await accessibilityViolations(on);
-    expect(violations, `${what}:\n${describeViolations(violations)}`).toEqual([]);
-  };
-  const expectAccessible = (what: string) => expectAccessibleOn(page, what);
+  const expectAccessible = (what: string) => expectPageAccessible(page, what);
   /** The newest task of a project's deployments (the API lists tasks newest first). */
   const firstTaskOf = async (project: string) => {
     const { id } = await ok<{ id: string }>("GET", `/api/v1/projects/${project}`);
@@ -116,11 +110,7 @@ describe("web dashboard", () => {
     await test?.close();
   });
 
-  afterEach(() => {
-    // No page may log an error to the console or throw.
-    // Taken out, so one page's error fails its own test and not every later one.
-    expect(browser.errors.splice(0)).toEqual([]);
-  });
+  failOnBrowserErrors(() => browser);
 
   it("answers every page's address with the dashboard, under a strict Content-Security-Policy", async () => {
     for (const path of ["/", "/sign-in", "/projects/billing", "/tasks/task_1", "/admin/users"]) {
@@ -568,7 +558,7 @@ describe("web dashboard", () => {
     await phone.getByRole("rowheader", { name: /billing/ }).waitFor();
     // Nothing but the matrix itself scrolls sideways.
     expect(await phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")).toBeLessThanOrEqual(0);
-    await expectAccessibleOn(phone, "dashboard at phone width");
+    await expectPageAccessible(phone, "dashboard at phone width");
     // A task: the log scrolls inside its own box, the page does not.
     await phone.goto(url("/projects/shop"));
     await phone.getByRole("article", { name: "dev" }).waitFor();

@@ -1,13 +1,8 @@
 import { createHash } from "node:crypto";
 import type { Page } from "playwright-core";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import {
-  accessibilityViolations,
-  type Browser,
-  describeViolations,
-  ensureWebBuilt,
-  launchBrowser,
-} from "./helpers/browser.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Browser, ensureWebBuilt, launchBrowser } from "./helpers/browser.js";
+import { callOk, expectPageAccessible, failOnBrowserErrors, signInOnPage } from "./helpers/dashboard.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 /*
@@ -38,23 +33,13 @@ describe("web dashboard: schedules and artifacts", () => {
   let stagingTask: string;
   let prodTask: string;
   const url = (path: string) => new URL(path, test.server.url).toString();
-  const ok = async <T = Record<string, unknown>>(method: string, path: string, body?: unknown) => {
-    const response = await test.call<T>(method, path, body);
-    expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
-    return response.body;
-  };
+  const ok = <T = Record<string, unknown>>(method: string, path: string, body?: unknown) =>
+    callOk<T>(test, method, path, body);
   const schedules = "/api/v1/projects/shop/runbooks/backup/schedules";
-  const expectAccessible = async (what: string) => {
-    const violations = await accessibilityViolations(page);
-    expect(violations, `${what}:\n${describeViolations(violations)}`).toEqual([]);
-  };
+  const expectAccessible = (what: string) => expectPageAccessible(page, what);
   const signIn = async (username: string) => {
     await page.context().clearCookies();
-    await page.goto(url("/sign-in"));
-    await page.getByLabel("Username").fill(username);
-    await page.getByLabel("Password").fill(PASSWORD);
-    await page.getByRole("button", { name: "Sign in" }).click();
-    await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+    await signInOnPage(page, test.server.url, username, PASSWORD);
   };
   /** What a GET of the API answers to the signed-in browser (its session cookie): status and body bytes. */
   const fetchInPage = async (path: string) =>
@@ -154,10 +139,7 @@ describe("web dashboard: schedules and artifacts", () => {
     await test?.close();
   });
 
-  afterEach(() => {
-    // Taken out, so one page's error fails its own test and not every later one.
-    expect(browser.errors.splice(0)).toEqual([]);
-  });
+  failOnBrowserErrors(() => browser);
 
   it("shows a consumer the staging schedules, their firings and causes, and no Pause", async () => {
     await signIn(CONSUMER);

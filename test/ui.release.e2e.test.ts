@@ -1,12 +1,7 @@
 import type { Page } from "playwright-core";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import {
-  accessibilityViolations,
-  type Browser,
-  describeViolations,
-  ensureWebBuilt,
-  launchBrowser,
-} from "./helpers/browser.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Browser, ensureWebBuilt, launchBrowser } from "./helpers/browser.js";
+import { callOk, expectPageAccessible, failOnBrowserErrors, signInOnPage } from "./helpers/dashboard.js";
 import { pushTestImage, startRegistry, type TestRegistry } from "./helpers/registry.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -33,15 +28,9 @@ describe("web dashboard: release diff, variable preview, triggers", () => {
   let page: Page;
   const digests: Record<string, string> = {};
   const url = (path: string) => new URL(path, test.server.url).toString();
-  const ok = async <T = Record<string, unknown>>(method: string, path: string, body?: unknown) => {
-    const response = await test.call<T>(method, path, body);
-    expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
-    return response.body;
-  };
-  const expectAccessible = async (what: string) => {
-    const violations = await accessibilityViolations(page);
-    expect(violations, `${what}:\n${describeViolations(violations)}`).toEqual([]);
-  };
+  const ok = <T = Record<string, unknown>>(method: string, path: string, body?: unknown) =>
+    callOk<T>(test, method, path, body);
+  const expectAccessible = (what: string) => expectPageAccessible(page, what);
   const process = (script: string, extraSteps: unknown[] = []) => ({
     images: [{ name: "web", feed: "local", repository: "demo/shop" }],
     steps: [{ name: "Say hello", kind: "script", config: { script } }, ...extraSteps],
@@ -98,11 +87,7 @@ describe("web dashboard: release diff, variable preview, triggers", () => {
 
     browser = await launchBrowser();
     page = await browser.newPage();
-    await page.goto(url("/sign-in"));
-    await page.getByLabel("Username").fill(ADMIN);
-    await page.getByLabel("Password").fill(ADMIN_PASSWORD);
-    await page.getByRole("button", { name: "Sign in" }).click();
-    await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+    await signInOnPage(page, test.server.url, ADMIN, ADMIN_PASSWORD);
   }, 180_000);
 
   afterAll(async () => {
@@ -111,10 +96,7 @@ describe("web dashboard: release diff, variable preview, triggers", () => {
     await registry?.stop();
   });
 
-  afterEach(() => {
-    // No page may log an error to the console or throw; taken out, so each test fails only on its own.
-    expect(browser.errors.splice(0)).toEqual([]);
-  });
+  failOnBrowserErrors(() => browser);
 
   it("a release page shows its diff to the previous release: digests, steps, variables, no secret", async () => {
     await page.goto(url("/projects/shop/releases/1.1.0"));

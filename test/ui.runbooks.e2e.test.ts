@@ -1,7 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Page } from "playwright-core";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   accessibilityViolations,
   type Browser,
@@ -9,6 +9,7 @@ import {
   ensureWebBuilt,
   launchBrowser,
 } from "./helpers/browser.js";
+import { callOk, expectPageAccessible, failOnBrowserErrors, signInOnPage } from "./helpers/dashboard.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 /*
@@ -32,22 +33,12 @@ describe("web dashboard: runbooks", () => {
   let browser: Browser;
   let page: Page;
   const url = (path: string) => new URL(path, test.server.url).toString();
-  const ok = async <T = Record<string, unknown>>(method: string, path: string, body?: unknown) => {
-    const response = await test.call<T>(method, path, body);
-    expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
-    return response.body;
-  };
+  const ok = <T = Record<string, unknown>>(method: string, path: string, body?: unknown) =>
+    callOk<T>(test, method, path, body);
   const taskCount = async () => (await ok<{ total: number }>("GET", "/api/v1/tasks?limit=1")).total;
-  const expectAccessible = async (what: string) => {
-    const violations = await accessibilityViolations(page);
-    expect(violations, `${what}:\n${describeViolations(violations)}`).toEqual([]);
-  };
+  const expectAccessible = (what: string) => expectPageAccessible(page, what);
   const signIn = async (username: string) => {
-    await page.goto(url("/sign-in"));
-    await page.getByLabel("Username").fill(username);
-    await page.getByLabel("Password").fill(PASSWORD);
-    await page.getByRole("button", { name: "Sign in" }).click();
-    await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+    await signInOnPage(page, test.server.url, username, PASSWORD);
   };
   /** Everything the page holds: its markup and the values of its fields (which markup leaves out). */
   const everythingOnPage = async () =>
@@ -132,10 +123,7 @@ describe("web dashboard: runbooks", () => {
     await test?.close();
   });
 
-  afterEach(() => {
-    // Taken out, so one page's error fails its own test and not every later one.
-    expect(browser.errors.splice(0)).toEqual([]);
-  });
+  failOnBrowserErrors(() => browser);
 
   it("lists a project's runbooks with their published version, or draft only", async () => {
     await signIn(CONSUMER);

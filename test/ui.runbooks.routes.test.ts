@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { callExpecting } from "./helpers/api.js";
 import { createPostgresDatabase, dialects } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -27,11 +28,8 @@ describe.each(dialects)("runbook API for the dashboard (%s)", (dialect) => {
   let dropDatabase: (() => Promise<void>) | undefined;
   let stagingOnlyKey = "";
 
-  async function admin<T = Body>(method: string, path: string, body?: unknown, status?: number): Promise<T> {
-    const response = await test.call<T>(method, path, body);
-    if (status !== undefined) expect(response.status, JSON.stringify(response.body)).toBe(status);
-    else expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
-    return response.body;
+  function admin<T = Body>(method: string, path: string, body?: unknown, status?: number): Promise<T> {
+    return callExpecting<T>(test, method, path, body, status);
   }
 
   async function run(runbook: string, body: Body): Promise<{ taskId: string; runId: string }> {

@@ -1,6 +1,7 @@
 import type { Page } from "playwright-core";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Browser, ensureWebBuilt, launchBrowser } from "./helpers/browser.js";
+import { callOk, failOnBrowserErrors, signInOnPage } from "./helpers/dashboard.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 /*
@@ -18,11 +19,8 @@ describe("web dashboard at scale", () => {
   let browser: Browser;
   let page: Page;
   const url = (path: string) => new URL(path, test.server.url).toString();
-  const ok = async <T = Record<string, unknown>>(method: string, path: string, body?: unknown) => {
-    const response = await test.call<T>(method, path, body);
-    expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
-    return response.body;
-  };
+  const ok = <T = Record<string, unknown>>(method: string, path: string, body?: unknown) =>
+    callOk<T>(test, method, path, body);
   /** A release of `project` whose one step runs `script`, deployed to dev; returns the task id. */
   const deployScript = async (project: string, version: string, script: string) => {
     await ok("PUT", `/api/v1/projects/${project}/process`, {
@@ -48,11 +46,7 @@ describe("web dashboard at scale", () => {
     await ok("POST", "/api/v1/lifecycles", { name: "only dev", phases: [{ environments: ["dev"] }] });
     await ok("POST", "/api/v1/projects", { name: "logs", lifecycle: "only-dev" });
     page = await browser.newPage();
-    await page.goto(url("/sign-in"));
-    await page.getByLabel("Username").fill(USERNAME);
-    await page.getByLabel("Password").fill(PASSWORD);
-    await page.getByRole("button", { name: "Sign in" }).click();
-    await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+    await signInOnPage(page, test.server.url, USERNAME, PASSWORD);
   }, 120_000);
 
   afterAll(async () => {
@@ -60,10 +54,7 @@ describe("web dashboard at scale", () => {
     await test?.close();
   });
 
-  afterEach(() => {
-    // Taken out, so one page's error fails its own test and not every later one.
-    expect(browser.errors.splice(0)).toEqual([]);
-  });
+  failOnBrowserErrors(() => browser);
 
   it("shows every line once when the connection drops while the log streams", async () => {
     const follows: string[] = [];

@@ -13,6 +13,7 @@ import {
   launchBrowser,
 } from "./helpers/browser.js";
 import { FERRY } from "./helpers/cli.js";
+import { callOk, signInOnPage } from "./helpers/dashboard.js";
 import { freePort } from "./helpers/registry.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -46,11 +47,8 @@ describe("web dashboard: target health", () => {
     }
   };
   const url = (path: string) => new URL(path, test.server.url).toString();
-  const ok = async <T = Record<string, unknown>>(method: string, path: string, body?: unknown) => {
-    const response = await test.call<T>(method, path, body);
-    expect(response.status, `${method} ${path}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
-    return response.body;
-  };
+  const ok = <T = Record<string, unknown>>(method: string, path: string, body?: unknown) =>
+    callOk<T>(test, method, path, body);
 
   beforeAll(async () => {
     await ensureWebBuilt();
@@ -59,11 +57,7 @@ describe("web dashboard: target health", () => {
     await ok("POST", "/api/v1/environments", { name: "dev" });
     browser = await launchBrowser();
     page = await browser.newPage();
-    await page.goto(url("/sign-in"));
-    await page.getByLabel("Username").fill(ADMIN);
-    await page.getByLabel("Password").fill(ADMIN_PASSWORD);
-    await page.getByRole("button", { name: "Sign in" }).click();
-    await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+    await signInOnPage(page, test.server.url, ADMIN, ADMIN_PASSWORD);
   }, 120_000);
 
   afterAll(async () => {

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { Page } from "playwright-core";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   accessibilityViolations,
   type Browser,
@@ -8,6 +8,7 @@ import {
   ensureWebBuilt,
   launchBrowser,
 } from "./helpers/browser.js";
+import { failOnBrowserErrors, signInOnPage } from "./helpers/dashboard.js";
 import { startLoad } from "./helpers/load.js";
 import { type ProcessAppService, processAppStep, startProcessAppService } from "./helpers/processService.js";
 import type { ProxyProcess } from "./helpers/proxy.js";
@@ -86,11 +87,7 @@ describe("the task page's traffic panel after a blue/green deployment (real prox
     expect(user.status).toBe(201);
     browser = await launchBrowser();
     page = await browser.newPage();
-    await page.goto(url("/sign-in"));
-    await page.getByLabel("Username").fill(USERNAME);
-    await page.getByLabel("Password").fill(PASSWORD);
-    await page.getByRole("button", { name: "Sign in" }).click();
-    await page.getByRole("heading", { name: "Dashboard" }).waitFor();
+    await signInOnPage(page, test.server.url, USERNAME, PASSWORD);
   }, 120_000);
 
   afterAll(async () => {
@@ -98,10 +95,7 @@ describe("the task page's traffic panel after a blue/green deployment (real prox
     await service?.close();
   });
 
-  afterEach(() => {
-    // Taken out, so one page's error fails its own test and not every later one.
-    expect(browser.errors.splice(0)).toEqual([]);
-  });
+  failOnBrowserErrors(() => browser);
 
   it("shows the first switch: the colour that went live, with nothing before it", async () => {
     const first = await deployRelease("1.0.0");

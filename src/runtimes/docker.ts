@@ -476,16 +476,11 @@ export class DockerRuntime implements Runtime {
     options: CallOptions = {},
   ): Promise<boolean> {
     if (!networkNamePattern.test(name)) throw new InputError(`'${name.slice(0, 200)}' is not a network name`);
-    for (const [key, value] of Object.entries(settings.labels)) checkLabel(key, value);
-    const engine = await this.client();
-    const existing = await this.inspectResource(`network ${name}`, () => engine.getNetwork(name).inspect(), options);
-    if (existing) {
-      checkOwnLabels(`network ${name}`, existing.Labels, settings.labels);
-      return false;
-    }
-    await this.call(
-      `creating network ${name}`,
-      (signal) =>
+    return this.ensureOwnResource(
+      `network ${name}`,
+      settings.labels,
+      (engine) => engine.getNetwork(name).inspect(),
+      (engine, signal) =>
         engine.createNetwork({
           Name: name,
           CheckDuplicate: true,
@@ -496,7 +491,6 @@ export class DockerRuntime implements Runtime {
         } as Docker.NetworkCreateOptions),
       options,
     );
-    return true;
   }
 
   /** Creates a named volume unless it exists (refusing someone else's, as ensureNetwork); whether it was created. */
@@ -506,16 +500,11 @@ export class DockerRuntime implements Runtime {
     options: CallOptions = {},
   ): Promise<boolean> {
     if (!volumeNamePattern.test(name)) throw new InputError(`'${name.slice(0, 200)}' is not a volume name`);
-    for (const [key, value] of Object.entries(settings.labels)) checkLabel(key, value);
-    const engine = await this.client();
-    const existing = await this.inspectResource(`volume ${name}`, () => engine.getVolume(name).inspect(), options);
-    if (existing) {
-      checkOwnLabels(`volume ${name}`, existing.Labels, settings.labels);
-      return false;
-    }
-    await this.call(
-      `creating volume ${name}`,
-      (signal) =>
+    return this.ensureOwnResource(
+      `volume ${name}`,
+      settings.labels,
+      (engine) => engine.getVolume(name).inspect(),
+      (engine, signal) =>
         engine.createVolume({
           Name: name,
           Labels: { ...settings.labels },
@@ -524,6 +513,27 @@ export class DockerRuntime implements Runtime {
         } as Docker.VolumeCreateOptions),
       options,
     );
+  }
+
+  /**
+   * What ensureNetwork and ensureVolume share: checks the labels, then creates the resource
+   * (`what`: "network x") unless it exists; an existing one must carry every label.
+   */
+  private async ensureOwnResource(
+    what: string,
+    labels: Readonly<Record<string, string>>,
+    inspect: (engine: Docker) => Promise<{ Labels?: Record<string, string> | null }>,
+    create: (engine: Docker, signal: AbortSignal) => Promise<unknown>,
+    options: CallOptions,
+  ): Promise<boolean> {
+    for (const [key, value] of Object.entries(labels)) checkLabel(key, value);
+    const engine = await this.client();
+    const existing = await this.inspectResource(what, () => inspect(engine), options);
+    if (existing) {
+      checkOwnLabels(what, existing.Labels, labels);
+      return false;
+    }
+    await this.call(`creating ${what}`, (signal) => create(engine, signal), options);
     return true;
   }
 

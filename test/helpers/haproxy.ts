@@ -3,6 +3,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { HaproxyRouterOptions } from "../../src/traffic/haproxy.js";
+import { remoteRouterOnHost } from "../../src/traffic/remoteRouter.js";
+import type { Router } from "../../src/traffic/router.js";
+import type { Transport } from "../../src/transports/types.js";
+import { FERRY } from "./cli.js";
 import { freePort } from "./registry.js";
 
 /**
@@ -79,4 +83,36 @@ export function isRunning(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * The router of a remote host whose proxy is the HAProxy of `haproxy`: `ferry haproxy-router`
+ * run through `transport` (a LocalTransport in the tests, this machine standing for the host).
+ */
+export function remoteHaproxyRouter(transport: Transport, haproxy: TestHaproxy): Promise<Router> {
+  const settings = { binary: "haproxy", stateDir: haproxy.dir, listen: haproxy.options.listen };
+  return remoteRouterOnHost(transport, { driver: "haproxy", settings, command: FERRY }, "here").get();
+}
+
+/**
+ * The router of a remote host whose proxy is nginx, with settings that point nowhere: for
+ * what the driver offers (a split, modes), never for running it.
+ */
+export function idleRemoteNginxRouter(transport: Transport): Promise<Router> {
+  return remoteRouterOnHost(
+    transport,
+    {
+      driver: "nginx",
+      settings: {
+        binary: "nginx",
+        config: "/x",
+        sitesDir: "/x",
+        pidFile: "/x",
+        listen: "127.0.0.1:1",
+        clientKeepalive: false,
+      },
+      command: FERRY,
+    },
+    "here",
+  ).get();
 }

@@ -8,7 +8,7 @@ import { crashTestClient } from "./crashClient.js";
 import { type LoadResult, type RunningLoad, startLoad } from "./load.js";
 import { processAppStep } from "./processService.js";
 import { freePort } from "./registry.js";
-import { taskLogText } from "./server.js";
+import { type TestServer, taskLogText } from "./server.js";
 import { type SshHosts, startSshHosts } from "./sshHosts.js";
 
 /** The port the remote hosts' `ferry proxy` listens on in the data-plane tests. */
@@ -31,6 +31,19 @@ export function served(address: string, routeHost: string): Promise<string> {
     request.setTimeout(10_000, () => request.destroy(new Error("no answer within 10 s")));
     request.on("error", reject);
   });
+}
+
+/** An environment "prod" and a lifecycle "auto" whose one phase deploys every release there on its own. */
+export async function createAutoProd(test: TestServer): Promise<void> {
+  expect((await test.call("POST", "/api/v1/environments", { name: "prod" })).status).toBe(201);
+  expect(
+    (
+      await test.call("POST", "/api/v1/lifecycles", {
+        name: "auto",
+        phases: [{ environments: ["prod"], autoDeploy: true }],
+      })
+    ).status,
+  ).toBe(201);
 }
 
 /** Processes (the namespaces share this machine's process table) whose command line holds `text`. */

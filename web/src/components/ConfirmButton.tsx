@@ -1,5 +1,5 @@
 import { type ReactNode, useId, useRef, useState } from "react";
-import { describeError } from "../api/client";
+import { api, describeError } from "../api/client";
 
 /**
  * A button that asks before it acts (a native modal dialog: focus moves into it and back,
@@ -85,5 +85,35 @@ export function ConfirmButton({
         </div>
       </dialog>
     </>
+  );
+}
+
+/**
+ * Delete, after a confirmation whose `children` say what follows: sends DELETE to `path`,
+ * then `onDeleted` (which refetches the list) before the dialog closes.
+ */
+export function DeleteButton({
+  title,
+  path,
+  onDeleted,
+  children,
+}: {
+  title: string;
+  path: string;
+  onDeleted(): Promise<unknown>;
+  children: ReactNode;
+}) {
+  return (
+    <ConfirmButton
+      label="Delete"
+      title={title}
+      className="button button-small button-danger"
+      onConfirm={async () => {
+        await api("DELETE", path);
+        await onDeleted();
+      }}
+    >
+      {children}
+    </ConfirmButton>
   );
 }

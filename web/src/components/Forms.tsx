@@ -141,3 +141,35 @@ export function InlineEditor({
     </form>
   );
 }
+
+/**
+ * A labelled choice of one named record (a project, an environment, a role) by its slug;
+ * `none` names an empty first choice (the value "") where choosing nothing means something.
+ */
+export function SlugSelect({
+  label,
+  value,
+  onChange,
+  items,
+  none,
+}: {
+  label: string;
+  value: string;
+  onChange(slug: string): void;
+  items: readonly { id: string; slug: string; name: string }[] | undefined;
+  none?: string;
+}) {
+  return (
+    <label>
+      {label}
+      <select value={value} onChange={(event) => onChange(event.target.value)}>
+        {none !== undefined && <option value="">{none}</option>}
+        {items?.map((each) => (
+          <option key={each.id} value={each.slug}>
+            {each.name}
+          </option>
+        ))}
+      </select>
+    </label>
+  );
+}

@@ -3,10 +3,10 @@ import { useState } from "react";
 import { NavLink, useParams } from "react-router";
 import { api, describeError, query } from "../api/client";
 import type { AccessRole, Page, Permission, Team, User } from "../api/types";
-import { ConfirmButton } from "../components/ConfirmButton";
+import { DeleteButton } from "../components/ConfirmButton";
 import { DataTable } from "../components/DataTable";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
-import { FormCard, InlineEditor } from "../components/Forms";
+import { FormCard, InlineEditor, SlugSelect } from "../components/Forms";
 import { RelativeTime } from "../components/RelativeTime";
 import { Tags } from "../components/Tags";
 import { splitList } from "../lib/lists";
@@ -141,17 +141,13 @@ function Users({ selfId }: { selfId: string }) {
                         setNotice(`${user.username}'s password was reset: their sessions ended; tell them the new one.`)
                       }
                     />
-                    <ConfirmButton
-                      label="Delete"
+                    <DeleteButton
                       title={`Delete ${user.username}?`}
-                      className="button button-small button-danger"
-                      onConfirm={async () => {
-                        await api("DELETE", `/users/${encodeURIComponent(user.id)}`);
-                        await refresh();
-                      }}
+                      path={`/users/${encodeURIComponent(user.id)}`}
+                      onDeleted={refresh}
                     >
                       <p>Their sessions end and their API keys stop working.</p>
-                    </ConfirmButton>
+                    </DeleteButton>
                   </div>
                 )}
               </td>
@@ -233,17 +229,13 @@ function Teams() {
                 <Grants team={team} roles={roles.data?.items ?? []} onSaved={refresh} />
               </td>
               <td>
-                <ConfirmButton
-                  label="Delete"
+                <DeleteButton
                   title={`Delete team ${team.name}?`}
-                  className="button button-small button-danger"
-                  onConfirm={async () => {
-                    await api("DELETE", `/teams/${encodeURIComponent(team.id)}`);
-                    await refresh();
-                  }}
+                  path={`/teams/${encodeURIComponent(team.id)}`}
+                  onDeleted={refresh}
                 >
                   <p>Its members lose what it granted them.</p>
-                </ConfirmButton>
+                </DeleteButton>
               </td>
             </tr>
           ))}
@@ -281,17 +273,7 @@ function Teams() {
             Members (usernames, comma-separated)
             <input value={members} onChange={(event) => setMembers(event.target.value)} />
           </label>
-          <label>
-            Role
-            <select value={role} onChange={(event) => setRole(event.target.value)}>
-              <option value="">none yet</option>
-              {roles.data?.items.map((each) => (
-                <option key={each.id} value={each.slug}>
-                  {each.name}
-                </option>
-              ))}
-            </select>
-          </label>
+          <SlugSelect label="Role" value={role} onChange={setRole} items={roles.data?.items} none="none yet" />
           <label>
             On projects (empty: all)
             <input value={projects} onChange={(event) => setProjects(event.target.value)} />
@@ -333,17 +315,13 @@ function Roles() {
                 {role.builtIn ? (
                   <span className="muted small">cannot change</span>
                 ) : (
-                  <ConfirmButton
-                    label="Delete"
+                  <DeleteButton
                     title={`Delete role ${role.name}?`}
-                    className="button button-small button-danger"
-                    onConfirm={async () => {
-                      await api("DELETE", `/roles/${encodeURIComponent(role.id)}`);
-                      await refresh();
-                    }}
+                    path={`/roles/${encodeURIComponent(role.id)}`}
+                    onDeleted={refresh}
                   >
                     <p>A role still granted to a team cannot be deleted; revoke it first.</p>
-                  </ConfirmButton>
+                  </DeleteButton>
                 )}
               </td>
             </tr>

@@ -7,6 +7,7 @@ import type { DoraReport, DoraSeries, Page, Project } from "../api/types";
 import { BarChart, LineChart, type Point } from "../components/Charts";
 import { DataTable } from "../components/DataTable";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
+import { SlugSelect } from "../components/Forms";
 import { formatDuration } from "../lib/time";
 import { useTitle } from "../lib/title";
 
@@ -75,28 +76,20 @@ export function InsightsPage() {
         <p className="summary">DORA figures from Ferry's own deployment records</p>
       </div>
       <form className="filters" aria-label="Choose the figures" onSubmit={(event) => event.preventDefault()}>
-        <label>
-          Project
-          <select value={project} onChange={(event) => setFilter("project", event.target.value)}>
-            <option value="">all projects</option>
-            {projects.data?.items.map((each) => (
-              <option key={each.id} value={each.slug}>
-                {each.name}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label>
-          Environment
-          <select value={environment} onChange={(event) => setFilter("env", event.target.value)}>
-            <option value="">every environment</option>
-            {environments.data?.items.map((each) => (
-              <option key={each.id} value={each.slug}>
-                {each.name}
-              </option>
-            ))}
-          </select>
-        </label>
+        <SlugSelect
+          label="Project"
+          value={project}
+          onChange={(slug) => setFilter("project", slug)}
+          items={projects.data?.items}
+          none="all projects"
+        />
+        <SlugSelect
+          label="Environment"
+          value={environment}
+          onChange={(slug) => setFilter("env", slug)}
+          items={environments.data?.items}
+          none="every environment"
+        />
         <label>
           Window
           <select value={String(weeks)} onChange={(event) => setFilter("weeks", event.target.value)}>

@@ -1,10 +1,11 @@
 import { useQuery } from "@tanstack/react-query";
-import { useId } from "react";
+import { type ReactNode, useId } from "react";
 import { useParams, useSearchParams } from "react-router";
 import { api, query } from "../api/client";
 import { useProject } from "../api/hooks";
 import type { Page, Plan, ProjectProgression, Release, ReleaseDiff } from "../api/types";
 import { Breadcrumbs } from "../components/Breadcrumbs";
+import { DataTable } from "../components/DataTable";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
 import { RelativeTime } from "../components/RelativeTime";
 import { useTitle } from "../lib/title";
@@ -279,6 +280,11 @@ function scopeText(scope: { environments: string[]; roles: string[]; targets: st
   return set ? `${where} (set ${set})` : where;
 }
 
+/** One side (before or after) of a change: what it was, or "none" where there was nothing. */
+function SideCell({ className, children }: { className: string; children: ReactNode }) {
+  return <td className={className}>{children ?? <span className="muted">none</span>}</td>;
+}
+
 /** Added, removed or changed, in words and a sign (colour is never the only carrier). */
 function ChangeBadge({ change }: { change: "added" | "removed" | "changed" }) {
   const sign = change === "added" ? "+" : change === "removed" ? "−" : "~";
@@ -371,41 +377,27 @@ function ReleaseChanges({ project, version }: { project: string; version: string
             From <span className="mono">{data.from}</span> to <span className="mono">{data.to}</span>.
           </p>
           {data.images.length > 0 && (
-            <div className="table-scroll">
-              <table className="data" aria-label="Image changes">
-                <thead>
-                  <tr>
-                    <th scope="col">Image</th>
-                    <th scope="col">Change</th>
-                    <th scope="col">Before</th>
-                    <th scope="col">After</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {data.images.map((image) => (
-                    <tr key={image.name}>
-                      <th scope="row">{image.name}</th>
-                      <td>
-                        <ChangeBadge change={image.change} />
-                      </td>
-                      {[image.from, image.to].map((side, sideIndex) => (
-                        <td key={sideIndex === 0 ? "from" : "to"} className="mono small">
-                          {side ? (
-                            <>
-                              {side.repository}:{side.tag}
-                              <br />
-                              {side.digest}
-                            </>
-                          ) : (
-                            <span className="muted">none</span>
-                          )}
-                        </td>
-                      ))}
-                    </tr>
+            <DataTable label="Image changes" columns={["Image", "Change", "Before", "After"]}>
+              {data.images.map((image) => (
+                <tr key={image.name}>
+                  <th scope="row">{image.name}</th>
+                  <td>
+                    <ChangeBadge change={image.change} />
+                  </td>
+                  {[image.from, image.to].map((side, sideIndex) => (
+                    <SideCell key={sideIndex === 0 ? "from" : "to"} className="mono small">
+                      {side && (
+                        <>
+                          {side.repository}:{side.tag}
+                          <br />
+                          {side.digest}
+                        </>
+                      )}
+                    </SideCell>
                   ))}
-                </tbody>
-              </table>
-            </div>
+                </tr>
+              ))}
+            </DataTable>
           )}
           {data.steps.length > 0 && (
             <ul className="steps-list" aria-label="Step changes">
@@ -427,44 +419,31 @@ function ReleaseChanges({ project, version }: { project: string; version: string
             </ul>
           )}
           {data.variables.length > 0 && (
-            <div className="table-scroll">
-              <table className="data" aria-label="Variable changes">
-                <thead>
-                  <tr>
-                    <th scope="col">Variable</th>
-                    <th scope="col">Scope</th>
-                    <th scope="col">Change</th>
-                    <th scope="col">Before</th>
-                    <th scope="col">After</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {data.variables.map((variable) => (
-                    <tr key={`${variable.name}|${scopeText(variable.scope, variable.set)}`}>
-                      <th scope="row" className="mono">
-                        {variable.name}
-                      </th>
-                      <td className="small">{scopeText(variable.scope, variable.set)}</td>
-                      <td>
-                        <ChangeBadge change={variable.change} />
-                        {variable.note && <span className="small muted"> ({variable.note})</span>}
-                      </td>
-                      {variable.sensitive ? (
-                        <td colSpan={2} className="muted">
-                          <span aria-hidden="true">•••••• </span>sensitive: only that it{" "}
-                          {variable.change === "changed" ? "changed" : `was ${variable.change}`} is shown
-                        </td>
-                      ) : (
-                        <>
-                          <td className="mono value-cell">{variable.from ?? <span className="muted">none</span>}</td>
-                          <td className="mono value-cell">{variable.to ?? <span className="muted">none</span>}</td>
-                        </>
-                      )}
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
+            <DataTable label="Variable changes" columns={["Variable", "Scope", "Change", "Before", "After"]}>
+              {data.variables.map((variable) => (
+                <tr key={`${variable.name}|${scopeText(variable.scope, variable.set)}`}>
+                  <th scope="row" className="mono">
+                    {variable.name}
+                  </th>
+                  <td className="small">{scopeText(variable.scope, variable.set)}</td>
+                  <td>
+                    <ChangeBadge change={variable.change} />
+                    {variable.note && <span className="small muted"> ({variable.note})</span>}
+                  </td>
+                  {variable.sensitive ? (
+                    <td colSpan={2} className="muted">
+                      <span aria-hidden="true">•••••• </span>sensitive: only that it{" "}
+                      {variable.change === "changed" ? "changed" : `was ${variable.change}`} is shown
+                    </td>
+                  ) : (
+                    <>
+                      <SideCell className="mono value-cell">{variable.from}</SideCell>
+                      <SideCell className="mono value-cell">{variable.to}</SideCell>
+                    </>
+                  )}
+                </tr>
+              ))}
+            </DataTable>
           )}
           {data.notes && (
             <dl className="facts notes-change">

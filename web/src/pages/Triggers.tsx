@@ -1,13 +1,14 @@
 import { useQuery, useQueryClient } from "@tanstack/react-query";
-import { useId, useState } from "react";
+import { type ReactNode, useId, useState } from "react";
 import { useParams } from "react-router";
 import type { Process } from "../../../src/domain/process.js";
 import { api, describeError, query } from "../api/client";
 import { useProgression, useProject } from "../api/hooks";
 import type { FeedTrigger, Page, ScheduledTrigger } from "../api/types";
 import { Breadcrumbs } from "../components/Breadcrumbs";
+import { DataTable } from "../components/DataTable";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
-import { FormError, SubmitButton, useSubmit } from "../components/Forms";
+import { FormError, SlugSelect, SubmitButton, useSubmit } from "../components/Forms";
 import { RelativeTime } from "../components/RelativeTime";
 import { useTitle } from "../lib/title";
 
@@ -98,67 +99,43 @@ export function TriggersPage() {
         </p>
       )}
       {feed.data && feed.data.items.length > 0 && (
-        <div className="table-scroll">
-          <table className="data" aria-labelledby="feed-title">
-            <thead>
-              <tr>
-                <th scope="col">Trigger</th>
-                <th scope="col">State</th>
-                <th scope="col">Watches</th>
-                <th scope="col">Last firing</th>
-                {mayAdminister && <th scope="col">Actions</th>}
-              </tr>
-            </thead>
-            <tbody>
-              {feed.data.items.map((trigger) => (
-                <tr key={trigger.id}>
-                  <th scope="row">{trigger.name}</th>
-                  <td>
-                    <PausedState paused={trigger.paused} />
-                    {trigger.lastError && (
-                      <p className="reason">
-                        <span aria-hidden="true">⚠ </span>last poll failed: {trigger.lastError}
-                      </p>
-                    )}
-                  </td>
-                  <td className="small">
-                    image <span className="mono">{trigger.image}</span>
-                    {trigger.versionFromTag && (
-                      <>
-                        , version from <span className="mono">{trigger.versionFromTag}</span>
-                      </>
-                    )}
-                    <br />
-                    registry notifications to <span className="mono">POST {trigger.hookPath}</span>
-                    <br />
-                    {trigger.pollSeconds === null
-                      ? "notifications only"
-                      : `notifications, and polls every ${trigger.pollSeconds} s`}
-                    {trigger.lastPolledAt && (
-                      <>
-                        {" "}
-                        (last poll <RelativeTime at={trigger.lastPolledAt} />)
-                      </>
-                    )}
-                  </td>
-                  <td>
-                    <LastFiring firing={trigger.lastFiring} />
-                  </td>
-                  {mayAdminister && (
-                    <td>
-                      <PauseButton
-                        name={trigger.name}
-                        paused={trigger.paused}
-                        path={`${base}/triggers/${encodeURIComponent(trigger.id)}`}
-                        onDone={refresh}
-                      />
-                    </td>
-                  )}
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <TriggerTable
+          labelledBy="feed-title"
+          columns={["Watches"]}
+          triggers={feed.data.items}
+          mayAdminister={mayAdminister}
+          pathOf={(trigger) => `${base}/triggers/${encodeURIComponent(trigger.id)}`}
+          onDone={refresh}
+          stateNote={(trigger) =>
+            trigger.lastError && (
+              <p className="reason">
+                <span aria-hidden="true">⚠ </span>last poll failed: {trigger.lastError}
+              </p>
+            )
+          }
+          cells={(trigger) => (
+            <td className="small">
+              image <span className="mono">{trigger.image}</span>
+              {trigger.versionFromTag && (
+                <>
+                  , version from <span className="mono">{trigger.versionFromTag}</span>
+                </>
+              )}
+              <br />
+              registry notifications to <span className="mono">POST {trigger.hookPath}</span>
+              <br />
+              {trigger.pollSeconds === null
+                ? "notifications only"
+                : `notifications, and polls every ${trigger.pollSeconds} s`}
+              {trigger.lastPolledAt && (
+                <>
+                  {" "}
+                  (last poll <RelativeTime at={trigger.lastPolledAt} />)
+                </>
+              )}
+            </td>
+          )}
+        />
       )}
 
       <h2 id="scheduled-title">Scheduled triggers</h2>
@@ -170,57 +147,88 @@ export function TriggersPage() {
       <ErrorNotice error={scheduled.error} what="The scheduled triggers could not be loaded" />
       {scheduled.data?.items.length === 0 && <p className="empty">No scheduled trigger.</p>}
       {scheduled.data && scheduled.data.items.length > 0 && (
-        <div className="table-scroll">
-          <table className="data" aria-labelledby="scheduled-title">
-            <thead>
-              <tr>
-                <th scope="col">Trigger</th>
-                <th scope="col">State</th>
-                <th scope="col">Schedule</th>
-                <th scope="col">Next firing</th>
-                <th scope="col">Last firing</th>
-                {mayAdminister && <th scope="col">Actions</th>}
-              </tr>
-            </thead>
-            <tbody>
-              {scheduled.data.items.map((trigger) => (
-                <tr key={trigger.id}>
-                  <th scope="row">{trigger.name}</th>
-                  <td>
-                    <PausedState paused={trigger.paused} />
-                  </td>
-                  <td className="small">
-                    <span className="mono">{trigger.cron}</span> ({trigger.timeZone})
-                    <br />
-                    {trigger.from} → {trigger.to}
-                  </td>
-                  <td>
-                    {trigger.nextFireAt ? (
-                      <RelativeTime at={trigger.nextFireAt} />
-                    ) : (
-                      <span className="muted">{trigger.paused ? "none while paused" : "never again"}</span>
-                    )}
-                  </td>
-                  <td>
-                    <LastFiring firing={trigger.lastFiring} />
-                  </td>
-                  {mayAdminister && (
-                    <td>
-                      <PauseButton
-                        name={trigger.name}
-                        paused={trigger.paused}
-                        path={`${base}/scheduled-triggers/${encodeURIComponent(trigger.id)}`}
-                        onDone={refresh}
-                      />
-                    </td>
-                  )}
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <TriggerTable
+          labelledBy="scheduled-title"
+          columns={["Schedule", "Next firing"]}
+          triggers={scheduled.data.items}
+          mayAdminister={mayAdminister}
+          pathOf={(trigger) => `${base}/scheduled-triggers/${encodeURIComponent(trigger.id)}`}
+          onDone={refresh}
+          cells={(trigger) => (
+            <>
+              <td className="small">
+                <span className="mono">{trigger.cron}</span> ({trigger.timeZone})
+                <br />
+                {trigger.from} → {trigger.to}
+              </td>
+              <td>
+                {trigger.nextFireAt ? (
+                  <RelativeTime at={trigger.nextFireAt} />
+                ) : (
+                  <span className="muted">{trigger.paused ? "none while paused" : "never again"}</span>
+                )}
+              </td>
+            </>
+          )}
+        />
       )}
     </section>
+  );
+}
+
+type Firing = { at: string; cause: string; outcome: string };
+
+/**
+ * The table both kinds of trigger share: name, state, the kind's own columns, last firing
+ * and, for the project's administrators, pause or resume.
+ */
+function TriggerTable<T extends { id: string; name: string; paused: boolean; lastFiring: Firing | null }>({
+  labelledBy,
+  columns,
+  triggers,
+  mayAdminister,
+  pathOf,
+  onDone,
+  stateNote,
+  cells,
+}: {
+  labelledBy: string;
+  /** The headers of the kind's own columns, between State and Last firing. */
+  columns: readonly string[];
+  triggers: readonly T[];
+  mayAdminister: boolean;
+  /** The trigger's API path, where pausing sends its PATCH. */
+  pathOf(trigger: T): string;
+  onDone(): Promise<unknown>;
+  /** What the State cell shows under the state, if anything. */
+  stateNote?(trigger: T): ReactNode;
+  /** The kind's own cells (`<td>` elements), one per column. */
+  cells(trigger: T): ReactNode;
+}) {
+  return (
+    <DataTable
+      labelledBy={labelledBy}
+      columns={["Trigger", "State", ...columns, "Last firing", ...(mayAdminister ? ["Actions"] : [])]}
+    >
+      {triggers.map((trigger) => (
+        <tr key={trigger.id}>
+          <th scope="row">{trigger.name}</th>
+          <td>
+            <PausedState paused={trigger.paused} />
+            {stateNote?.(trigger)}
+          </td>
+          {cells(trigger)}
+          <td>
+            <LastFiring firing={trigger.lastFiring} />
+          </td>
+          {mayAdminister && (
+            <td>
+              <PauseButton name={trigger.name} paused={trigger.paused} path={pathOf(trigger)} onDone={onDone} />
+            </td>
+          )}
+        </tr>
+      ))}
+    </DataTable>
   );
 }
 
@@ -237,7 +245,7 @@ function PausedState({ paused }: { paused: boolean }) {
   );
 }
 
-function LastFiring({ firing }: { firing: { at: string; cause: string; outcome: string } | null }) {
+function LastFiring({ firing }: { firing: Firing | null }) {
   if (!firing) return <span className="muted">not fired yet</span>;
   return (
     <>
@@ -295,7 +303,7 @@ function ScheduledTriggerForm({
   onCancel,
 }: {
   project: string;
-  environments: { id: string; slug: string; name: string }[];
+  environments: readonly { id: string; slug: string; name: string }[];
   onDone(): Promise<void>;
   onCancel(): void;
 }) {
@@ -329,26 +337,8 @@ function ScheduledTriggerForm({
           Time zone
           <input name="timeZone" required value={timeZone} onChange={(event) => setTimeZone(event.target.value)} />
         </label>
-        <label>
-          Deploy what runs in
-          <select value={from} onChange={(event) => setFrom(event.target.value)}>
-            {environments.map((environment) => (
-              <option key={environment.id} value={environment.slug}>
-                {environment.name}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label>
-          To
-          <select value={to} onChange={(event) => setTo(event.target.value)}>
-            {environments.map((environment) => (
-              <option key={environment.id} value={environment.slug}>
-                {environment.name}
-              </option>
-            ))}
-          </select>
-        </label>
+        <SlugSelect label="Deploy what runs in" items={environments} value={from} onChange={setFrom} />
+        <SlugSelect label="To" items={environments} value={to} onChange={setTo} />
       </div>
       <p className="small muted">Five fields (minute hour day month weekday), read in the time zone.</p>
       <FormError error={error} />

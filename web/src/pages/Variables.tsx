@@ -5,9 +5,9 @@ import { api, query } from "../api/client";
 import { useEnvironments, useProgression, useProject } from "../api/hooks";
 import type { Environment, Page, Variable } from "../api/types";
 import { Breadcrumbs } from "../components/Breadcrumbs";
-import { ConfirmButton } from "../components/ConfirmButton";
+import { DeleteButton } from "../components/ConfirmButton";
 import { ErrorNotice, Loading } from "../components/ErrorNotice";
-import { FormError, SubmitButton, useSubmit } from "../components/Forms";
+import { FormError, SlugSelect, SubmitButton, useSubmit } from "../components/Forms";
 import { Tags } from "../components/Tags";
 import { VariablePreviewSection } from "../components/VariablePreview";
 import { splitList } from "../lib/lists";
@@ -92,17 +92,13 @@ export function VariablesPage() {
           Name
           <input type="search" value={text} onChange={(event) => setFilter("q", event.target.value)} />
         </label>
-        <label>
-          Applies in
-          <select value={environmentFilter} onChange={(event) => setFilter("env", event.target.value)}>
-            <option value="">any environment</option>
-            {allEnvironments.map((environment) => (
-              <option key={environment.id} value={environment.slug}>
-                {environment.name}
-              </option>
-            ))}
-          </select>
-        </label>
+        <SlugSelect
+          label="Applies in"
+          value={environmentFilter}
+          onChange={(slug) => setFilter("env", slug)}
+          items={allEnvironments}
+          none="any environment"
+        />
       </form>
       {variables.isPending && <Loading what="the variables" />}
       <ErrorNotice error={variables.error} what="The variables could not be loaded" />
@@ -160,20 +156,13 @@ export function VariablesPage() {
                           >
                             Edit
                           </button>
-                          <ConfirmButton
-                            label="Delete"
+                          <DeleteButton
                             title={`Delete ${variable.name}?`}
-                            className="button button-small button-danger"
-                            onConfirm={async () => {
-                              await api(
-                                "DELETE",
-                                `/projects/${encodeURIComponent(slug)}/variables/${encodeURIComponent(variable.id)}`,
-                              );
-                              await saved();
-                            }}
+                            path={`/projects/${encodeURIComponent(slug)}/variables/${encodeURIComponent(variable.id)}`}
+                            onDeleted={saved}
                           >
                             <p>New releases will not have it; releases already made keep their snapshot.</p>
-                          </ConfirmButton>
+                          </DeleteButton>
                         </div>
                       </td>
                     )}
