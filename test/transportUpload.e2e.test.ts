@@ -8,6 +8,7 @@ import {
   readFileSync,
   rmSync,
   statSync,
+  utimesSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
@@ -270,6 +271,22 @@ describe("Transport.upload on the server's host, over SSH and through ferry agen
     );
     expect(statSync(empty).size).toBe(0);
     expect(leftovers(root)).toEqual([]);
+  });
+
+  it.each(TRANSPORTS)("%s: removes what an upload cut off a day ago left, never a fresh one", async (kind) => {
+    const root = sharedDir(`ferry-upload-${kind}-`);
+    for (const name of [".ferry-upload-stale123", ".ferry-upload-fresh456"]) {
+      writeFileSync(join(root, name), "half a backup");
+      chmodSync(join(root, name), 0o666);
+    }
+    const twoDaysAgo = new Date(Date.now() - 2 * 24 * 3600 * 1000);
+    utimesSync(join(root, ".ferry-upload-stale123"), twoDaysAgo, twoDaysAgo);
+    const text = Buffer.from("whole\n");
+    await transport(kind).upload(
+      spec(kind, join(root, "dump.sql.gz"), text.length, createHash("sha256").update(text).digest("hex")),
+      Readable.from([text]),
+    );
+    expect(leftovers(root)).toEqual([".ferry-upload-fresh456"]);
   });
 
   it.each(TRANSPORTS)(

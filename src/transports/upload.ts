@@ -47,6 +47,9 @@ case $directories in private) umask 077 ;; shared) umask 022 ;; *) refuse "direc
 directory=\${path%/*}
 [ -n "$directory" ] || directory=/
 mkdir -p -- "$directory" || exit 4
+# What an upload cut off by a host that went down left here: untouched for a day (a live
+# upload writes all the time, and times out long before).
+find "$directory" -maxdepth 1 -type f -name ".ferry-upload-*" -mmin +1440 -delete 2>/dev/null || true
 temporary=$(mktemp -- "$directory/.ferry-upload-XXXXXXXX") || exit 4
 # Removed before a word is said: a server that went away (a closed stderr) must not leave it.
 give_up() { rm -f -- "$temporary"; printf "%s\\n" "$2" >&2; exit "$1"; }
