@@ -8,7 +8,7 @@ import { DockerRuntime } from "../src/runtimes/docker.js";
 import { expectSuccess, FERRY, isolatedEnv, parseJson, runFerry } from "./helpers/cli.js";
 import { buildDemoImage, removeImages } from "./helpers/images.js";
 import { freePort, startRegistry } from "./helpers/registry.js";
-import { createAutoProject, releaseDeployed } from "./helpers/remoteHosts.js";
+import { createAutoProject, processesCarrying, releaseDeployed } from "./helpers/remoteHosts.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
 
@@ -623,17 +623,4 @@ async function waitUntil(
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms ${detail()}`);
     await sleep(100);
   }
-}
-
-function processesCarrying(entry: string): number[] {
-  const found: number[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      if (readFileSync(`/proc/${name}/environ`, "latin1").split("\0").includes(entry)) found.push(Number(name));
-    } catch {
-      // Gone, or not readable.
-    }
-  }
-  return found;
 }

@@ -9,7 +9,7 @@ import { DockerRuntime } from "../src/runtimes/docker.js";
 import { apiRequest, isolatedEnv, runFerry, testAdminKey, trackedResources } from "./helpers/cli.js";
 import { buildDemoImage, removeImages } from "./helpers/images.js";
 import { freePort, startRegistry } from "./helpers/registry.js";
-import { createAutoProject, releaseDeployed } from "./helpers/remoteHosts.js";
+import { createAutoProject, processesCarrying, releaseDeployed } from "./helpers/remoteHosts.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { type SshHosts, startSshHosts, TEST_SSH_KEEPALIVE } from "./helpers/sshHosts.js";
 
@@ -603,18 +603,4 @@ async function waitUntil(condition: () => boolean | Promise<boolean>, timeoutMs 
     if (Date.now() > deadline) throw new Error("timed out");
     await sleep(100);
   }
-}
-
-/** Processes whose environment holds this NAME=value entry. */
-function processesCarrying(entry: string): number[] {
-  const found: number[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      if (readFileSync(`/proc/${name}/environ`, "latin1").split("\0").includes(entry)) found.push(Number(name));
-    } catch {
-      // Gone, or not readable.
-    }
-  }
-  return found;
 }

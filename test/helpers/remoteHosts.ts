@@ -96,6 +96,20 @@ export function commandLinesContaining(text: string): string[] {
   return found;
 }
 
+/** Processes (the namespaces share this machine's process table) whose environment holds this NAME=value entry. */
+export function processesCarrying(entry: string): number[] {
+  const found: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (readFileSync(`/proc/${name}/environ`, "latin1").split("\0").includes(entry)) found.push(Number(name));
+    } catch {
+      // Gone, or not readable.
+    }
+  }
+  return found;
+}
+
 /** Where the process runtime keeps a target's instances on a host reached as root (processHost.ts). */
 export const ROOT_INSTANCES = "/var/lib/ferry/processes";
 
