@@ -1,5 +1,4 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,6 +8,7 @@ import { DockerRuntime } from "../src/runtimes/docker.js";
 import { expectSuccess, FERRY, isolatedEnv, parseJson, runFerry } from "./helpers/cli.js";
 import { buildDemoImage, removeImages } from "./helpers/images.js";
 import { freePort, startRegistry } from "./helpers/registry.js";
+import { createAutoProject, processesCarrying, releaseDeployed } from "./helpers/remoteHosts.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { type SshHosts, startSshHosts } from "./helpers/sshHosts.js";
 
@@ -128,30 +128,9 @@ describe("ferry agent on real hosts", { timeout: 180_000 }, () => {
   };
   const agentState = async (name: string) =>
     (await test.call<{ agent: { state: string } | null }>("GET", `/api/v1/targets/${name}`)).body.agent?.state;
-  const newProject = async (steps: unknown[], variables: Record<string, string> = {}) => {
-    const created = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
-      name: `agent-${randomBytes(4).toString("hex")}`,
-      lifecycle: "auto",
-    });
-    expect(created.status).toBe(201);
-    const slug = created.body.slug;
-    for (const [name, value] of Object.entries(variables)) {
-      const variable = await test.call("POST", `/api/v1/projects/${slug}/variables`, { name, value });
-      expect(variable.status, JSON.stringify(variable.body)).toBe(201);
-    }
-    const process = await test.call("PUT", `/api/v1/projects/${slug}/process`, { steps });
-    expect(process.status, JSON.stringify(process.body)).toBe(200);
-    return slug;
-  };
-  const release = async (slug: string) => {
-    const created = await test.call<{ deployments: { taskId: string }[] }>(
-      "POST",
-      `/api/v1/projects/${slug}/releases`,
-      { version: `1.0.${++releaseCount}` },
-    );
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    return created.body.deployments[0]?.taskId ?? "";
-  };
+  const newProject = (steps: unknown[], variables: Record<string, string> = {}) =>
+    createAutoProject(test, "agent", steps, variables);
+  const release = (slug: string) => releaseDeployed(test, slug, `1.0.${++releaseCount}`);
   const waitForLine = async (taskId: string, text: string) =>
     waitUntil(async () => (await logText(taskId)).includes(text), 30_000);
 
@@ -644,17 +623,4 @@ async function waitUntil(
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms ${detail()}`);
     await sleep(100);
   }
-}
-
-function processesCarrying(entry: string): number[] {
-  const found: number[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      if (readFileSync(`/proc/${name}/environ`, "latin1").split("\0").includes(entry)) found.push(Number(name));
-    } catch {
-      // Gone, or not readable.
-    }
-  }
-  return found;
 }

@@ -9,6 +9,7 @@ import { DockerRuntime } from "../src/runtimes/docker.js";
 import { apiRequest, isolatedEnv, runFerry, testAdminKey, trackedResources } from "./helpers/cli.js";
 import { buildDemoImage, removeImages } from "./helpers/images.js";
 import { freePort, startRegistry } from "./helpers/registry.js";
+import { createAutoProject, processesCarrying, releaseDeployed } from "./helpers/remoteHosts.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { type SshHosts, startSshHosts, TEST_SSH_KEEPALIVE } from "./helpers/sshHosts.js";
 
@@ -66,30 +67,9 @@ describe("SSH targets on real hosts", { timeout: 180_000 }, () => {
     });
   };
   /** A project that deploys to dev on each release, with these variables and steps. */
-  const newProject = async (steps: unknown[], variables: Record<string, string> = {}) => {
-    const created = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
-      name: `ssh-${randomBytes(4).toString("hex")}`,
-      lifecycle: "auto",
-    });
-    expect(created.status).toBe(201);
-    const slug = created.body.slug;
-    for (const [name, value] of Object.entries(variables)) {
-      const variable = await test.call("POST", `/api/v1/projects/${slug}/variables`, { name, value });
-      expect(variable.status, JSON.stringify(variable.body)).toBe(201);
-    }
-    const process = await test.call("PUT", `/api/v1/projects/${slug}/process`, { steps });
-    expect(process.status, JSON.stringify(process.body)).toBe(200);
-    return slug;
-  };
-  const release = async (slug: string) => {
-    const created = await test.call<{ deployments: { taskId: string }[] }>(
-      "POST",
-      `/api/v1/projects/${slug}/releases`,
-      { version: `1.0.${++releaseCount}` },
-    );
-    expect(created.status, JSON.stringify(created.body)).toBe(201);
-    return created.body.deployments[0]?.taskId ?? "";
-  };
+  const newProject = (steps: unknown[], variables: Record<string, string> = {}) =>
+    createAutoProject(test, "ssh", steps, variables);
+  const release = (slug: string) => releaseDeployed(test, slug, `1.0.${++releaseCount}`);
   const releaseAndWait = async (slug: string) => {
     const taskId = await release(slug);
     const task = await test.waitForTask(taskId, 120_000);
@@ -623,18 +603,4 @@ async function waitUntil(condition: () => boolean | Promise<boolean>, timeoutMs 
     if (Date.now() > deadline) throw new Error("timed out");
     await sleep(100);
   }
-}
-
-/** Processes whose environment holds this NAME=value entry. */
-function processesCarrying(entry: string): number[] {
-  const found: number[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      if (readFileSync(`/proc/${name}/environ`, "latin1").split("\0").includes(entry)) found.push(Number(name));
-    } catch {
-      // Gone, or not readable.
-    }
-  }
-  return found;
 }

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
@@ -46,6 +47,40 @@ export async function createAutoProd(test: TestServer): Promise<void> {
   ).toBe(201);
 }
 
+/**
+ * A project on the lifecycle "auto" (named `prefix-` and a random suffix) with these
+ * variables and steps; its slug.
+ */
+export async function createAutoProject(
+  test: TestServer,
+  prefix: string,
+  steps: unknown[],
+  variables: Record<string, string> = {},
+): Promise<string> {
+  const created = await test.call<{ slug: string }>("POST", "/api/v1/projects", {
+    name: `${prefix}-${randomBytes(4).toString("hex")}`,
+    lifecycle: "auto",
+  });
+  expect(created.status).toBe(201);
+  const slug = created.body.slug;
+  for (const [name, value] of Object.entries(variables)) {
+    const variable = await test.call("POST", `/api/v1/projects/${slug}/variables`, { name, value });
+    expect(variable.status, JSON.stringify(variable.body)).toBe(201);
+  }
+  const process = await test.call("PUT", `/api/v1/projects/${slug}/process`, { steps });
+  expect(process.status, JSON.stringify(process.body)).toBe(200);
+  return slug;
+}
+
+/** Creates release `version` of the project; the task of the deployment it started on its own. */
+export async function releaseDeployed(test: TestServer, slug: string, version: string): Promise<string> {
+  const created = await test.call<{ deployments: { taskId: string }[] }>("POST", `/api/v1/projects/${slug}/releases`, {
+    version,
+  });
+  expect(created.status, JSON.stringify(created.body)).toBe(201);
+  return created.body.deployments[0]?.taskId ?? "";
+}
+
 /** Processes (the namespaces share this machine's process table) whose command line holds `text`. */
 export function commandLinesContaining(text: string): string[] {
   const found: string[] = [];
@@ -56,6 +91,20 @@ export function commandLinesContaining(text: string): string[] {
       if (commandLine.includes(text)) found.push(commandLine.replaceAll("\0", " "));
     } catch {
       // Exited meanwhile.
+    }
+  }
+  return found;
+}
+
+/** Processes (the namespaces share this machine's process table) whose environment holds this NAME=value entry. */
+export function processesCarrying(entry: string): number[] {
+  const found: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (readFileSync(`/proc/${name}/environ`, "latin1").split("\0").includes(entry)) found.push(Number(name));
+    } catch {
+      // Gone, or not readable.
     }
   }
   return found;
