@@ -268,7 +268,9 @@ describe("ferry agent on real hosts", { timeout: 180_000 }, () => {
         kind: "health-check",
         roles: ["a0"],
         required: false,
-        config: { url: `http://127.0.0.1:${port}/missing`, intervalMs: 200, deadlineSeconds: 2 },
+        // 6 s: under load a first probe through the agent took over 2 s, and the step then
+        // failed on its deadline before any answer (404) came.
+        config: { url: `http://127.0.0.1:${port}/missing`, intervalMs: 200, deadlineSeconds: 6 },
       },
     ]);
     const taskId = await release(slug);
