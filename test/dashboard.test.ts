@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createPostgresDatabase, dialects } from "./helpers/databases.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { dialects } from "./helpers/databases.js";
+import { startTestServerOn, type TestServer } from "./helpers/server.js";
 
 interface Deployment {
   deploymentId: string;
@@ -28,7 +28,6 @@ interface Dashboard {
 
 describe.each(dialects)("dashboard on %s", (dialect) => {
   let test: TestServer;
-  let dropDatabase: (() => Promise<void>) | undefined;
 
   const dashboard = async (query = "") => {
     const response = await test.call<Dashboard>("GET", `/api/v1/dashboard${query}`);
@@ -63,13 +62,7 @@ describe.each(dialects)("dashboard on %s", (dialect) => {
   const echo = [{ name: "deploy", kind: "script", config: { script: "echo deploying" } }];
 
   beforeAll(async () => {
-    let databaseUrl: string | undefined;
-    if (dialect === "postgres") {
-      const database = await createPostgresDatabase();
-      databaseUrl = database.url;
-      dropDatabase = database.drop;
-    }
-    test = await startTestServer({ ...(databaseUrl && { databaseUrl }) });
+    test = await startTestServerOn(dialect);
     for (const name of ["dev", "test", "prod"]) await test.call("POST", "/api/v1/environments", { name });
     await test.call("POST", "/api/v1/lifecycles", {
       name: "default",
@@ -96,7 +89,6 @@ describe.each(dialects)("dashboard on %s", (dialect) => {
   });
   afterAll(async () => {
     await test?.close();
-    await dropDatabase?.();
   });
 
   it("refuses a call without an API key", async () => {

@@ -5,9 +5,9 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { callExpecting } from "./helpers/api.js";
-import { createPostgresDatabase, dialects } from "./helpers/databases.js";
+import { dialects } from "./helpers/databases.js";
 import { pushTestImage, startRegistry, type TestRegistry } from "./helpers/registry.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { startTestServerOn, type TestServer } from "./helpers/server.js";
 
 /**
  * Issue 14 part 1, ADR 0068: a published runbook version pins the image (by digest) and
@@ -31,7 +31,6 @@ interface RunAnswer {
 describe.each(dialects)("runbook versions pin images and packages (%s)", (dialect) => {
   let test: TestServer;
   let registry: TestRegistry;
-  let dropDatabase: (() => Promise<void>) | undefined;
   let work: string;
   const digests: Record<string, string> = {};
 
@@ -73,13 +72,7 @@ describe.each(dialects)("runbook versions pin images and packages (%s)", (dialec
     for (const tag of ["1.0.0", "1.1.0"]) {
       digests[tag] = await pushTestImage(registry.url, "demo/tool", tag, { content: `tool ${tag}` });
     }
-    let databaseUrl: string | undefined;
-    if (dialect === "postgres") {
-      const database = await createPostgresDatabase();
-      databaseUrl = database.url;
-      dropDatabase = database.drop;
-    }
-    test = await startTestServer({ ...(databaseUrl && { databaseUrl }) });
+    test = await startTestServerOn(dialect);
     await admin("POST", "/api/v1/environments", { name: "prod" });
     await admin("POST", "/api/v1/lifecycles", { name: "one", phases: [{ environments: ["prod"] }] });
     await admin("POST", "/api/v1/projects", { name: "ops", lifecycle: "one" });
@@ -89,7 +82,6 @@ describe.each(dialects)("runbook versions pin images and packages (%s)", (dialec
   afterAll(async () => {
     await test?.close();
     await registry?.stop();
-    await dropDatabase?.();
     if (work) rmSync(work, { recursive: true, force: true });
   });
 

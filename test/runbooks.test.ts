@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { callExpecting } from "./helpers/api.js";
-import { createPostgresDatabase, dialects } from "./helpers/databases.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { dialects } from "./helpers/databases.js";
+import { startTestServerOn, type TestServer } from "./helpers/server.js";
 
 /**
  * Issue 14, parts 1, 2 and 4, through a real server (HTTP, task engine, local script steps)
@@ -14,7 +14,6 @@ type Body = Record<string, unknown>;
 
 describe.each(dialects)("runbooks (%s)", (dialect) => {
   let test: TestServer;
-  let dropDatabase: (() => Promise<void>) | undefined;
   const keys: Record<string, string> = {};
 
   function admin<T = Body>(method: string, path: string, body?: unknown, status?: number): Promise<T> {
@@ -60,13 +59,7 @@ describe.each(dialects)("runbooks (%s)", (dialect) => {
   }
 
   beforeAll(async () => {
-    let databaseUrl: string | undefined;
-    if (dialect === "postgres") {
-      const database = await createPostgresDatabase();
-      databaseUrl = database.url;
-      dropDatabase = database.drop;
-    }
-    test = await startTestServer({ ...(databaseUrl && { databaseUrl }) });
+    test = await startTestServerOn(dialect);
     for (const name of ["staging", "prod"]) await admin("POST", "/api/v1/environments", { name });
     await admin("POST", "/api/v1/lifecycles", { name: "standard", phases: [{ environments: ["staging", "prod"] }] });
     await admin("POST", "/api/v1/projects", { name: "shop", lifecycle: "standard" });
@@ -92,7 +85,6 @@ describe.each(dialects)("runbooks (%s)", (dialect) => {
 
   afterAll(async () => {
     await test?.close();
-    await dropDatabase?.();
   });
 
   it("runs the published snapshot: draft edits change nothing until published, and publishing is audited", async () => {

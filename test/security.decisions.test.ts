@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createPostgresDatabase, dialects } from "./helpers/databases.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { dialects } from "./helpers/databases.js";
+import { startTestServerOn, type TestServer } from "./helpers/server.js";
 
 /**
  * Issue 11, findings 1 and 2 and separation of duties, as the attack pass ran them against
@@ -13,7 +13,6 @@ import { startTestServer, type TestServer } from "./helpers/server.js";
  */
 describe.each(dialects)("decisions and process scope on %s", (dialect) => {
   let test: TestServer;
-  let dropDatabase: (() => Promise<void>) | undefined;
   const keys: Record<string, string> = {};
 
   const admin = async (method: string, path: string, body?: unknown) => {
@@ -52,13 +51,7 @@ describe.each(dialects)("decisions and process scope on %s", (dialect) => {
     admin("POST", `/api/v1/projects/${project}/releases`, { version });
 
   beforeAll(async () => {
-    let databaseUrl: string | undefined;
-    if (dialect === "postgres") {
-      const database = await createPostgresDatabase();
-      databaseUrl = database.url;
-      dropDatabase = database.drop;
-    }
-    test = await startTestServer({ ...(databaseUrl && { databaseUrl }) });
+    test = await startTestServerOn(dialect);
     for (const name of ["dev", "test", "prod"]) await admin("POST", "/api/v1/environments", { name });
     await admin("POST", "/api/v1/lifecycles", {
       name: "strict",
@@ -111,7 +104,6 @@ describe.each(dialects)("decisions and process scope on %s", (dialect) => {
   });
   afterAll(async () => {
     await test?.close();
-    await dropDatabase?.();
   });
 
   it("a rejected approval is final: the task fails at once, and no skip or retry can bring it back", async () => {

@@ -17,7 +17,7 @@ import { expectSuccess, isolatedEnv, runFerry } from "./helpers/cli.js";
 import { createPostgresDatabase, dialects, openTestDatabase } from "./helpers/databases.js";
 import { slowestHealthCheckWhile } from "./helpers/healthProbe.js";
 import { pushTestImage, startRegistry, type TestRegistry } from "./helpers/registry.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { startTestServer, startTestServerOn, type TestServer } from "./helpers/server.js";
 
 /**
  * Issue 11, findings 5, 6 and 7: denial of service by what a user may send or run, attacked
@@ -82,7 +82,6 @@ describe.each(dialects)(
     let targetUrl: string;
     /** What the target answers; set by each test. */
     let body = "";
-    let dropDatabase: (() => Promise<void>) | undefined;
 
     const deploy = async (project: string, steps: unknown[]) => {
       const saved = await test.call("PUT", `/api/v1/projects/${project}/process`, { steps });
@@ -104,13 +103,7 @@ describe.each(dialects)(
       });
       await new Promise<void>((resolve) => target.listen(0, "127.0.0.1", resolve));
       targetUrl = `http://127.0.0.1:${(target.address() as AddressInfo).port}/`;
-      let databaseUrl: string | undefined;
-      if (dialect === "postgres") {
-        const database = await createPostgresDatabase();
-        databaseUrl = database.url;
-        dropDatabase = database.drop;
-      }
-      test = await startTestServer({ ...(databaseUrl && { databaseUrl }) });
+      test = await startTestServerOn(dialect);
       await test.call("POST", "/api/v1/environments", { name: "dev" });
       await test.call("POST", "/api/v1/lifecycles", {
         name: "auto",
@@ -123,7 +116,6 @@ describe.each(dialects)(
       await test?.close();
       await registry?.stop();
       await new Promise((resolve) => target?.close(resolve));
-      await dropDatabase?.();
     });
 
     it.sequential("tests bodyMatches ^(a+)+$ against 1 MiB of aaa…a! at once, and /healthz answers meanwhile", async () => {

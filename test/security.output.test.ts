@@ -5,8 +5,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MASK } from "../src/engine/logMasker.js";
 import { type CliResult, expectSuccess, isolatedEnv, ROOT, runFerry } from "./helpers/cli.js";
-import { createPostgresDatabase, dialects } from "./helpers/databases.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { dialects } from "./helpers/databases.js";
+import { startTestServerOn, type TestServer } from "./helpers/server.js";
 
 /**
  * Issue 11, findings 8, 9, 10 and 12: what Ferry prints and shows, attacked the way the
@@ -35,7 +35,6 @@ interface Problem {
 
 describe.each(dialects)("output hygiene on %s", (dialect) => {
   let test: TestServer;
-  let dropDatabase: (() => Promise<void>) | undefined;
   let home: string;
   const run = randomBytes(4).toString("hex");
   const keys: Record<string, string> = {};
@@ -97,13 +96,7 @@ describe.each(dialects)("output hygiene on %s", (dialect) => {
   };
 
   beforeAll(async () => {
-    let databaseUrl: string | undefined;
-    if (dialect === "postgres") {
-      const database = await createPostgresDatabase();
-      databaseUrl = database.url;
-      dropDatabase = database.drop;
-    }
-    test = await startTestServer({ ...(databaseUrl && { databaseUrl }) });
+    test = await startTestServerOn(dialect);
     home = await mkdtemp(join(tmpdir(), "ferry-security-output-"));
     await admin("POST", "/api/v1/environments", { name: "dev" });
     await admin("POST", "/api/v1/lifecycles", { name: "plain", phases: [{ environments: ["dev"] }] });
@@ -111,7 +104,6 @@ describe.each(dialects)("output hygiene on %s", (dialect) => {
 
   afterAll(async () => {
     await test?.close();
-    await dropDatabase?.();
     if (home) await rm(home, { recursive: true, force: true });
   });
 

@@ -4,9 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestApp, type TestApp } from "./helpers/app.js";
-import { createPostgresDatabase, dialects } from "./helpers/databases.js";
+import { dialects } from "./helpers/databases.js";
 import { type RawResponse, raw } from "./helpers/rawHttp.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { startTestServer, startTestServerOn, type TestServer } from "./helpers/server.js";
 
 /**
  * Issue 5, RBAC matrix: a user whose only team grants the Administrator role (every
@@ -203,7 +203,6 @@ const PUBLIC = new Set([
 
 describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / environment dev", (dialect) => {
   let test: TestServer;
-  let dropDatabase: (() => Promise<void>) | undefined;
   let devonKey = "";
   const ids: Record<string, string> = {};
   let operations: Array<{ method: string; template: string }> = [];
@@ -242,13 +241,7 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
   ];
 
   beforeAll(async () => {
-    let databaseUrl: string | undefined;
-    if (dialect === "postgres") {
-      const database = await createPostgresDatabase();
-      databaseUrl = database.url;
-      dropDatabase = database.drop;
-    }
-    test = await startTestServer({ ...(databaseUrl && { databaseUrl }) });
+    test = await startTestServerOn(dialect);
     for (const name of ["dev", "test", "prodzone"])
       ids[name] = String((await admin("POST", "/api/v1/environments", { name })).id);
     await admin("POST", "/api/v1/lifecycles", {
@@ -361,7 +354,6 @@ describe.each(dialects)("RBAC matrix on %s: a user scoped to project alpha / env
 
   afterAll(async () => {
     await test?.close();
-    await dropDatabase?.();
   });
 
   it("can do its own work: sees alpha, deploys it to dev, reads its dev task and variables", async () => {

@@ -14,9 +14,9 @@ import {
   publishRunbook,
   updateRunbook,
 } from "../src/store/runbooks.js";
-import { createPostgresDatabase, dialects, openTestDatabase, type TestDatabase } from "./helpers/databases.js";
+import { dialects, openTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { slowestHealthCheckWhile } from "./helpers/healthProbe.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { startTestServerOn, type TestServer } from "./helpers/server.js";
 
 /**
  * Issue 11 for runbooks, attacked against a real server (real engine, real HTTP; SQLite and
@@ -36,7 +36,6 @@ interface Problem {
 
 describe.each(dialects)("runbook security on %s", { concurrent: true }, (dialect) => {
   let test: TestServer;
-  let dropDatabase: (() => Promise<void>) | undefined;
   let eddieKey = "";
 
   const admin = async (method: string, path: string, body?: unknown) => {
@@ -62,13 +61,7 @@ describe.each(dialects)("runbook security on %s", { concurrent: true }, (dialect
   const runbooks = "/api/v1/projects/shop/runbooks";
 
   beforeAll(async () => {
-    let databaseUrl: string | undefined;
-    if (dialect === "postgres") {
-      const database = await createPostgresDatabase();
-      databaseUrl = database.url;
-      dropDatabase = database.drop;
-    }
-    test = await startTestServer({ ...(databaseUrl && { databaseUrl }) });
+    test = await startTestServerOn(dialect);
     for (const name of ["dev", "prod"]) await admin("POST", "/api/v1/environments", { name });
     await admin("POST", "/api/v1/lifecycles", {
       name: "standard",
@@ -85,7 +78,6 @@ describe.each(dialects)("runbook security on %s", { concurrent: true }, (dialect
   });
   afterAll(async () => {
     await test?.close();
-    await dropDatabase?.();
   });
 
   it.sequential("editRunbooks on dev alone never creates a runbook that can run in prod or everywhere", async () => {

@@ -1,8 +1,8 @@
 import { createServer, type Server } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createPostgresDatabase, dialects } from "./helpers/databases.js";
+import { dialects } from "./helpers/databases.js";
 import { pushTestImage, startRegistry, type TestRegistry } from "./helpers/registry.js";
-import { startTestServer, type TestServer, taskLogText } from "./helpers/server.js";
+import { startTestServerOn, type TestServer, taskLogText } from "./helpers/server.js";
 
 /**
  * An installation upgraded past the move of patterns to RE2 (ADR 0026, 0064): version rules
@@ -51,7 +51,6 @@ describe.each(dialects)("definitions saved before patterns ran on RE2 (%s)", { c
   let test: TestServer;
   let registry: TestRegistry;
   let app: Server;
-  let dropDatabase: (() => Promise<void>) | undefined;
   let triggerId = "";
   const hookSecret = "the-legacy-hook-secret";
 
@@ -72,13 +71,7 @@ describe.each(dialects)("definitions saved before patterns ran on RE2 (%s)", { c
     const address = app.address();
     if (!address || typeof address === "string") throw new Error("no port");
 
-    let databaseUrl: string | undefined;
-    if (dialect === "postgres") {
-      const database = await createPostgresDatabase();
-      databaseUrl = database.url;
-      dropDatabase = database.drop;
-    }
-    test = await startTestServer({ ...(databaseUrl && { databaseUrl }) });
+    test = await startTestServerOn(dialect);
     await ok("POST", "/api/v1/environments", { name: "dev" });
     await ok("POST", "/api/v1/lifecycles", { name: "one", phases: [{ environments: ["dev"] }] });
     await ok("POST", "/api/v1/projects", { name: "shop", lifecycle: "one" });
@@ -159,7 +152,6 @@ describe.each(dialects)("definitions saved before patterns ran on RE2 (%s)", { c
   });
   afterAll(async () => {
     await test?.close();
-    await dropDatabase?.();
     await registry?.stop();
     await new Promise((resolve) => app?.close(resolve));
   });

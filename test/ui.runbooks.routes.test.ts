@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { callExpecting } from "./helpers/api.js";
-import { createPostgresDatabase, dialects } from "./helpers/databases.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { dialects } from "./helpers/databases.js";
+import { startTestServerOn, type TestServer } from "./helpers/server.js";
 
 /*
  * What the dashboard's runbook pages need from the API, through a real server on SQLite and
@@ -25,7 +25,6 @@ interface RunSummary {
 
 describe.each(dialects)("runbook API for the dashboard (%s)", (dialect) => {
   let test: TestServer;
-  let dropDatabase: (() => Promise<void>) | undefined;
   let stagingOnlyKey = "";
 
   function admin<T = Body>(method: string, path: string, body?: unknown, status?: number): Promise<T> {
@@ -44,13 +43,7 @@ describe.each(dialects)("runbook API for the dashboard (%s)", (dialect) => {
   }
 
   beforeAll(async () => {
-    let databaseUrl: string | undefined;
-    if (dialect === "postgres") {
-      const database = await createPostgresDatabase();
-      databaseUrl = database.url;
-      dropDatabase = database.drop;
-    }
-    test = await startTestServer({ ...(databaseUrl && { databaseUrl }) });
+    test = await startTestServerOn(dialect);
     for (const name of ["staging", "prod"]) await admin("POST", "/api/v1/environments", { name });
     await admin("POST", "/api/v1/lifecycles", { name: "standard", phases: [{ environments: ["staging", "prod"] }] });
     await admin("POST", "/api/v1/projects", { name: "shop", lifecycle: "standard" });
@@ -83,7 +76,6 @@ describe.each(dialects)("runbook API for the dashboard (%s)", (dialect) => {
 
   afterAll(async () => {
     await test?.close();
-    await dropDatabase?.();
   });
 
   it("shows the published version's process and parameters beside a draft that changed them", async () => {

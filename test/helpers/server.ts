@@ -8,6 +8,7 @@ import { type OutboundPolicy, parseOutboundAllow } from "../../src/security/outb
 import { type RunningServer, startServer } from "../../src/server/start.js";
 import type { TrafficSettings } from "../../src/traffic/routers.js";
 import type { SshKeepalive } from "../../src/transports/ssh.js";
+import { createPostgresDatabase } from "./databases.js";
 
 export interface TestServer {
   server: RunningServer;
@@ -112,6 +113,31 @@ export async function startTestServer(
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * startTestServer on SQLite, or on a PostgreSQL database of its own, which close() drops
+ * after the server stops.
+ */
+export async function startTestServerOn(
+  dialect: "sqlite" | "postgres",
+  options: Omit<NonNullable<Parameters<typeof startTestServer>[0]>, "databaseUrl"> = {},
+): Promise<TestServer> {
+  if (dialect === "sqlite") return startTestServer(options);
+  const database = await createPostgresDatabase();
+  try {
+    const test = await startTestServer({ ...options, databaseUrl: database.url });
+    return {
+      ...test,
+      async close() {
+        await test.close();
+        await database.drop();
+      },
+    };
+  } catch (error) {
+    await database.drop();
+    throw error;
+  }
 }
 
 /**
