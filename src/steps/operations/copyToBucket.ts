@@ -183,7 +183,9 @@ export async function copyToBucket(
     try {
       await upload.done();
     } catch (error) {
+      // The store gave up (or was never reached): stop reading the host's file too.
       body.destroy();
+      source.destroy();
       throw new TaskFailure(`the copy to ${url} failed: ${describeS3Error(error, named, signal)}`);
     } finally {
       signal.removeEventListener("abort", abort);
