@@ -217,4 +217,15 @@ describe.each(["sqlite", "postgres"] as const)("ferry release diff on %s", { con
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain("project 'shop' has no release '9.9.9'");
   });
+
+  it.sequential("compares a release alone with the one made before it, and says the first has none", async () => {
+    const alone = await ferry(["release", "diff", "--project", "shop", "1.1.0", "--json"]);
+    const both = await ferry(["release", "diff", "--project", "shop", "1.0.0", "1.1.0", "--json"]);
+    expectSuccess(alone);
+    expectSuccess(both);
+    expect(parseJson(alone)).toEqual(parseJson(both));
+    const first = await ferry(["release", "diff", "--project", "shop", "1.0.0"]);
+    expect(first.code).toBe(1);
+    expect(first.stderr).toContain("release 1.0.0 is the first of project 'shop': nothing came before it");
+  });
 });

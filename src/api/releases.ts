@@ -76,7 +76,9 @@ const planSchema = z.object({
 });
 
 const releaseDiffQuerySchema = z.strictObject({
-  from: referenceSchema.describe("the older release: version or id"),
+  from: referenceSchema
+    .optional()
+    .describe("the older release: version or id; default: the release made just before `to`"),
   to: referenceSchema.describe("the newer release: version or id"),
 });
 

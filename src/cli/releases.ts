@@ -173,15 +173,16 @@ export function addReleaseCommands(program: Command, context: CliContext): void 
   group
     .command("diff")
     .description(
-      "what changed from release A to release B: images with digests, steps field by field, variables (sensitive ones only as changed), notes",
+      "what changed from release A to release B (or to B from the release before it): images with digests, steps field by field, variables (sensitive ones only as changed), notes",
     )
     .requiredOption("--project <ref>", "project id or slug")
-    .argument("<from>", "the older release: version or id")
-    .argument("<to>", "the newer release: version or id")
+    .argument("<from>", "the older release: version or id (alone: the newer one, compared with the release before it)")
+    .argument("[to]", "the newer release: version or id")
     .option("--json", "print JSON")
-    .action(async (from: string, to: string, options: { project: string; json?: boolean }) => {
+    .action(async (first: string, second: string | undefined, options: { project: string; json?: boolean }) => {
       const client = await context.client();
-      const query = new URLSearchParams({ from, to });
+      // `ferry release diff 1.4.0`: what 1.4.0 changed from the release made before it.
+      const query = new URLSearchParams(second === undefined ? { to: first } : { from: first, to: second });
       const diff = await client.get<ReleaseDiff & { project: string }>(
         `/api/v1/projects/${segment(options.project)}/release-diff?${query}`,
       );

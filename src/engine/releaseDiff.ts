@@ -2,7 +2,7 @@ import { Access, reachesSome } from "../domain/access.js";
 import { InputError } from "../domain/errors.js";
 import { diffReleases, type ReleaseDiff, type ReleaseSide } from "../domain/releaseDiff.js";
 import { findNamed, type StoreContext } from "../store/common.js";
-import { getReleaseRow, openSnapshot } from "../store/releases.js";
+import { getReleaseRow, openSnapshot, previousReleaseRow } from "../store/releases.js";
 import type { ReleaseRow } from "../store/schema.js";
 
 /**
@@ -13,7 +13,8 @@ import type { ReleaseRow } from "../store/schema.js";
  */
 export async function diffProjectReleases(
   context: StoreContext,
-  request: { project: string; from: string; to: string },
+  /** Without `from`: the release made just before `to`. */
+  request: { project: string; from?: string | undefined; to: string },
   access: Access = Access.everything(),
 ): Promise<ReleaseDiff & { project: string }> {
   const { db } = context;
@@ -27,8 +28,17 @@ export async function diffProjectReleases(
     }
     return row;
   };
-  const fromRow = await rowOf(request.from, "/from");
+  const previousOf = async (row: ReleaseRow) => {
+    const previous = await previousReleaseRow(db, row);
+    if (!previous) {
+      throw new InputError(`release ${row.version} is the first of project '${project.slug}': nothing came before it`, [
+        { pointer: "/from", detail: "give the release to compare it with", in: "query" },
+      ]);
+    }
+    return previous;
+  };
   const toRow = await rowOf(request.to, "/to");
+  const fromRow = request.from === undefined ? await previousOf(toRow) : await rowOf(request.from, "/from");
   const environments = await db.selectFrom("environments").select(["id", "slug"]).execute();
   const targets = await db.selectFrom("targets").select(["id", "slug"]).execute();
   const slugs = new Map([...environments, ...targets].map((row) => [row.id, row.slug]));

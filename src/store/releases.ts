@@ -234,6 +234,24 @@ export async function getReleaseRow(
     .executeTakeFirst();
 }
 
+/** The release of the project made just before `row` (newest first, as the list orders them), if any. */
+export async function previousReleaseRow(db: Executor, row: ReleaseRow): Promise<ReleaseRow | undefined> {
+  return db
+    .selectFrom("releases")
+    .selectAll()
+    .where("project_id", "=", row.project_id)
+    .where((eb) =>
+      eb.or([
+        eb("created_at", "<", row.created_at),
+        eb.and([eb("created_at", "=", row.created_at), eb("id", "<", row.id)]),
+      ]),
+    )
+    .orderBy("created_at", "desc")
+    .orderBy("id", "desc")
+    .limit(1)
+    .executeTakeFirst();
+}
+
 export async function getRelease({ db }: StoreContext, projectReference: string, reference: string): Promise<Release> {
   const project = await findNamed(db, "projects", projectReference);
   const row = await getReleaseRow(db, project.id, reference);

@@ -312,21 +312,26 @@ function ReleaseChanges({ project, version }: { project: string; version: string
   });
   const items = releases.data?.items ?? [];
   const index = items.findIndex((release) => release.version === version);
-  const previous = index >= 0 ? items[index + 1]?.version : undefined;
   // The oldest of all (not merely the last of the 500 read).
   const isFirst = index >= 0 && index === (releases.data?.total ?? 0) - 1;
-  const chosen = search.get("compare") ?? previous ?? "";
+  const compare = search.get("compare");
+  // Without a choice the API compares with the release made just before this one, wherever
+  // it is in the project's history (the list above holds the newest 500 only).
   const diff = useQuery({
-    queryKey: ["release-diff", project, chosen, version],
+    queryKey: ["release-diff", project, compare ?? "(previous)", version],
     queryFn: () =>
       api<ReleaseDiff & { project: string }>(
         "GET",
-        `/projects/${encodeURIComponent(project)}/release-diff${query({ from: chosen, to: version })}`,
+        `/projects/${encodeURIComponent(project)}/release-diff${query(compare ? { from: compare, to: version } : { to: version })}`,
       ),
-    enabled: chosen !== "",
+    enabled: releases.data !== undefined && (compare !== null || (!isFirst && releases.data.total > 1)),
   });
-  const others = items.filter((release) => release.version !== version);
   const data = diff.data;
+  const previous = index >= 0 ? items[index + 1]?.version : compare === null ? data?.from : undefined;
+  const chosen = compare ?? previous ?? "";
+  const listed = items.filter((release) => release.version !== version).map((release) => release.version);
+  // The previous release may be older than the newest 500: it is a choice all the same.
+  const others = previous !== undefined && !listed.includes(previous) ? [...listed, previous] : listed;
   const nothing =
     data && data.images.length === 0 && data.steps.length === 0 && data.variables.length === 0 && data.notes === null;
 
@@ -354,10 +359,10 @@ function ReleaseChanges({ project, version }: { project: string; version: string
               }}
             >
               {chosen === "" && <option value="">choose a release</option>}
-              {others.map((release) => (
-                <option key={release.id} value={release.version}>
-                  {release.version}
-                  {release.version === previous ? " (the previous release)" : ""}
+              {others.map((other) => (
+                <option key={other} value={other}>
+                  {other}
+                  {other === previous ? " (the previous release)" : ""}
                 </option>
               ))}
             </select>
