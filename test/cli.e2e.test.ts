@@ -102,7 +102,8 @@ describe("ferry CLI against a ferry server (SQLite)", () => {
   });
 });
 
-describe("ferry CLI exit codes", () => {
+// Several `ferry` commands or server starts per test: 2 minutes each, for CI under load.
+describe("ferry CLI exit codes", { timeout: 120_000 }, () => {
   let server: FerryServer;
   let home: string;
   const adminKey = testAdminKey();
@@ -189,7 +190,8 @@ describe("ferry CLI exit codes", () => {
   });
 });
 
-describe("ferry server first start and restart", () => {
+// Several `ferry` commands or server starts per test: 2 minutes each, for CI under load.
+describe("ferry server first start and restart", { timeout: 120_000 }, () => {
   const started: FerryServer[] = [];
   const start = async (dataDir: string, home: string) => {
     const server = await startFerryServer({ dataDir, env: isolatedEnv(home) });

@@ -20,7 +20,9 @@ afterAll(async () => {
   await cleanUp();
 });
 
-describe("ferry role and ferry team (real bin/ferry)", () => {
+// Each test runs a dozen or more `ferry` commands (~1 s of CPU each): 2 minutes each, as the
+// 30 s default ran out in CI under load.
+describe("ferry role and ferry team (real bin/ferry)", { timeout: 120_000 }, () => {
   let server: FerryServer;
   let home: string;
   const adminKey = testAdminKey();

@@ -21,7 +21,8 @@ afterAll(async () => {
 
 const PRINTED_KEY = /ferry_[A-Za-z0-9_-]{43}/g;
 
-describe("fresh installs (real bin/ferry server)", () => {
+// Several `ferry` commands or server starts per test: 2 minutes each, for CI under load.
+describe("fresh installs (real bin/ferry server)", { timeout: 120_000 }, () => {
   it("have different master keys and admin keys, and print the admin key only on the first start", async () => {
     const installs = [];
     for (let i = 0; i < 2; i++) {
@@ -63,7 +64,8 @@ describe("fresh installs (real bin/ferry server)", () => {
   });
 });
 
-describe("ferry admin create-user and ferry api-key (real bin/ferry)", () => {
+// Several `ferry` commands or server starts per test: 2 minutes each, for CI under load.
+describe("ferry admin create-user and ferry api-key (real bin/ferry)", { timeout: 120_000 }, () => {
   it("creates a user from a password on stdin, signs in, manages keys, and keeps the sign-in limit across a restart", async () => {
     const adminKey = testAdminKey();
     const { home, server } = await startServerInNewHome(adminKey);
