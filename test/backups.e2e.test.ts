@@ -5,9 +5,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { commandLinesContaining } from "./helpers/remoteHosts.js";
+import { runRunbook as runPublishedRunbook } from "./helpers/runbooks.js";
 import {
   type ClientContainer,
+  connectionConfig,
   SEEDED_ROWS,
   type SeededDatabase,
   seedMysql,
@@ -44,42 +45,11 @@ describe("database backups and restore-verify", () => {
     return response.body;
   }
 
-  async function logOf(taskId: string): Promise<string> {
-    const page = await admin<{ lines: { text: string }[] }>("GET", `/api/v1/tasks/${taskId}/log`);
-    return page.lines.map((line) => line.text).join("\n");
-  }
+  /** Creates and publishes a runbook, runs it in prod and waits; watches the machine's command lines for the passwords meanwhile. */
+  const runRunbook = (name: string, steps: Body[]) =>
+    runPublishedRunbook(test, "shop", { name, steps, timeoutMs: 240_000, watch: [postgres.password, mysql.password] });
 
-  /** Creates and publishes a runbook, runs it in prod and waits; watches the machine's command lines meanwhile. */
-  async function runRunbook(name: string, steps: Body[]) {
-    const created = await admin<Body>("POST", "/api/v1/projects/shop/runbooks", { name, process: { steps } });
-    await admin("POST", `/api/v1/projects/shop/runbooks/${created.slug}/publish`);
-    const run = await admin<Body>("POST", `/api/v1/projects/shop/runbooks/${created.slug}/runs`, {
-      environment: "prod",
-    });
-    const exposed: string[] = [];
-    let watching = true;
-    const watcher = (async () => {
-      while (watching) {
-        for (const secret of [postgres.password, mysql.password]) exposed.push(...commandLinesContaining(secret));
-        await new Promise((resolve) => setTimeout(resolve, 25));
-      }
-    })();
-    try {
-      const task = await test.waitForTask(String(run.taskId), 240_000);
-      return { task, taskId: String(run.taskId), log: await logOf(String(run.taskId)), exposed };
-    } finally {
-      watching = false;
-      await watcher;
-    }
-  }
-
-  const connection = (database: SeededDatabase, password: string) => ({
-    database: database.name,
-    host: database.host,
-    port: database.port,
-    user: database.user,
-    password,
-  });
+  const connection = connectionConfig;
 
   /** A restore-verify step of the file step `backup` wrote, checked against the sha256 it reported. */
   const verifyStep = (name: string, backup: string, engine: "postgres" | "mysql", config: Body, step: Body = {}) => ({
@@ -99,7 +69,7 @@ describe("database backups and restore-verify", () => {
    * the task fails naming the sha256 mismatch before any scratch database is made.
    */
   async function runCorrupted(runbook: string, backup: string, engine: "postgres" | "mysql", config: Body) {
-    const { task, log } = await runRunbook(runbook, [
+    const { state, log } = await runRunbook(runbook, [
       { name: backup, kind: `${engine}-backup`, config },
       {
         name: "corrupt",
@@ -111,7 +81,7 @@ describe("database backups and restore-verify", () => {
       },
       verifyStep("verify", backup, engine, config),
     ]);
-    expect(task.state).toBe("failed");
+    expect(state).toBe("failed");
     expect(log).toMatch(
       /step 'verify' failed: .*sha256 mismatch: the backup should be [0-9a-f]{64} but the file is [0-9a-f]{64}/,
     );
@@ -160,7 +130,7 @@ describe("database backups and restore-verify", () => {
   });
 
   it("backs up PostgreSQL and MariaDB into a file and a second target, and restore-verify finds identical tables", async () => {
-    const { task, taskId, log, exposed } = await runRunbook("Backup and verify", [
+    const { state, taskId, log, exposed } = await runRunbook("Backup and verify", [
       {
         name: "pg",
         kind: "postgres-backup",
@@ -174,7 +144,7 @@ describe("database backups and restore-verify", () => {
       },
       verifyStep("verify-my", "my", "mysql", connection(mysql, "#{MyPassword}")),
     ]);
-    expect(task.state, log).toBe("succeeded");
+    expect(state, log).toBe("succeeded");
 
     // Every table restored with the source's rows and checksum, each engine.
     for (const [table, rows] of Object.entries(SEEDED_ROWS)) {
@@ -245,7 +215,7 @@ describe("database backups and restore-verify", () => {
   }, 120_000);
 
   it("fails restore-verify when the source changed since the backup, naming the table and both counts, and drops the scratch database", async () => {
-    const { task, log } = await runRunbook("Drifted", [
+    const { state, log } = await runRunbook("Drifted", [
       { name: "my", kind: "mysql-backup", config: connection(mysql, "#{MyPassword}") },
       {
         name: "insert",
@@ -258,7 +228,7 @@ describe("database backups and restore-verify", () => {
       },
       verifyStep("verify", "my", "mysql", connection(mysql, "#{MyPassword}")),
     ]);
-    expect(task.state).toBe("failed");
+    expect(state).toBe("failed");
     expect(log).toContain(
       `table orders: ${SEEDED_ROWS.orders + 1} rows in the source, ${SEEDED_ROWS.orders} in the restore`,
     );
@@ -274,13 +244,13 @@ describe("database backups and restore-verify", () => {
       ...connection(database, password),
       container: clients.name,
     });
-    const { task, log, exposed } = await runRunbook("In a container", [
+    const { state, log, exposed } = await runRunbook("In a container", [
       { name: "pg", kind: "postgres-backup", roles: ["vault"], config: inContainer(postgres, "#{PgPassword}") },
       verifyStep("verify-pg", "pg", "postgres", inContainer(postgres, "#{PgPassword}"), { roles: ["vault"] }),
       { name: "my", kind: "mysql-backup", roles: ["vault"], config: inContainer(mysql, "#{MyPassword}") },
       verifyStep("verify-my", "my", "mysql", inContainer(mysql, "#{MyPassword}"), { roles: ["vault"] }),
     ]);
-    expect(task.state, log).toBe("succeeded");
+    expect(state, log).toBe("succeeded");
     expect(log).toContain(`(in container ${clients.name})`);
     expect(log).toContain(`matches ${postgres.name}: 3 table(s), 100000 rows, every checksum identical`);
     expect(log).toContain(`matches ${mysql.name}: 3 table(s), 100000 rows, every checksum identical`);

@@ -16,9 +16,9 @@ import type { StepRunContext } from "../src/steps/types.js";
 import { LocalTransport } from "../src/transports/local.js";
 import type { Target } from "../src/transports/types.js";
 import { startObjectStore, type TestObjectStore } from "./helpers/objectStore.js";
-import { commandLinesContaining } from "./helpers/remoteHosts.js";
-import { type SeededDatabase, seedMysql, seedPostgres } from "./helpers/seededDatabases.js";
-import { startTestServer, type TestServer, taskLogText } from "./helpers/server.js";
+import { runRunbook } from "./helpers/runbooks.js";
+import { connectionConfig, type SeededDatabase, seedMysql, seedPostgres } from "./helpers/seededDatabases.js";
+import { startTestServer, type TestServer } from "./helpers/server.js";
 
 /**
  * Issue 14, the backup's second location in an S3-compatible bucket, against a real one:
@@ -101,50 +101,29 @@ describe("backups copied to an S3-compatible bucket (Ceph RADOS Gateway)", () =>
         secretAccessKey: "#{S3.SecretAccessKey}",
       },
     });
-    const connection = (database: SeededDatabase, password: string) => ({
-      database: database.name,
-      host: database.host,
-      port: database.port,
-      user: database.user,
-      password,
-    });
-    const created = await admin<Body>("POST", "/api/v1/projects/shop/runbooks", {
+    const { state, taskId, log, exposed } = await runRunbook(test, "shop", {
       name: "Backup to S3",
-      process: {
-        steps: [
-          {
-            name: "pg",
-            kind: "postgres-backup",
-            config: { ...connection(postgres, "#{PgPassword}"), copyTo: s3Copy("shop/#{Ferry.Environment.Name}/pg/") },
+      steps: [
+        {
+          name: "pg",
+          kind: "postgres-backup",
+          config: {
+            ...connectionConfig(postgres, "#{PgPassword}"),
+            copyTo: s3Copy("shop/#{Ferry.Environment.Name}/pg/"),
           },
-          {
-            name: "my",
-            kind: "mysql-backup",
-            config: { ...connection(mysql, "#{MyPassword}"), copyTo: s3Copy("shop/#{Ferry.Environment.Name}/my/") },
-          },
-        ],
-      },
+        },
+        {
+          name: "my",
+          kind: "mysql-backup",
+          config: { ...connectionConfig(mysql, "#{MyPassword}"), copyTo: s3Copy("shop/#{Ferry.Environment.Name}/my/") },
+        },
+      ],
+      timeoutMs: 240_000,
+      watch: [store.secretAccessKey],
     });
-    await admin("POST", `/api/v1/projects/shop/runbooks/${created.slug}/publish`);
-    const run = await admin<Body>("POST", `/api/v1/projects/shop/runbooks/${created.slug}/runs`, {
-      environment: "prod",
-    });
-    const exposed: string[] = [];
-    let watching = true;
-    const watcher = (async () => {
-      while (watching) {
-        exposed.push(...commandLinesContaining(store.secretAccessKey));
-        await new Promise((resolve) => setTimeout(resolve, 25));
-      }
-    })();
-    const task = await test.waitForTask(String(run.taskId), 240_000).finally(() => {
-      watching = false;
-    });
-    await watcher;
-    const log = await taskLogText(test.call, String(run.taskId));
-    expect(task.state, log).toBe("succeeded");
+    expect(state, log).toBe("succeeded");
 
-    const listed = await admin<unknown>("GET", `/api/v1/tasks/${run.taskId}/artifacts`);
+    const listed = await admin<unknown>("GET", `/api/v1/tasks/${taskId}/artifacts`);
     const artifacts = (Array.isArray(listed) ? listed : (listed as { items: unknown[] }).items) as {
       id: string;
       name: string;
@@ -170,7 +149,7 @@ describe("backups copied to an S3-compatible bucket (Ceph RADOS Gateway)", () =>
     }
 
     // The step's outputs name the copy; the secret is in no log line, answer or command line.
-    const steps = JSON.stringify(await admin<unknown>("GET", `/api/v1/tasks/${run.taskId}`));
+    const steps = JSON.stringify(await admin<unknown>("GET", `/api/v1/tasks/${taskId}`));
     expect(steps).not.toContain(store.secretAccessKey);
     expect(log).not.toContain(store.secretAccessKey);
     const audit = JSON.stringify(await admin<unknown>("GET", "/api/v1/audit?limit=200"));

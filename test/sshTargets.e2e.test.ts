@@ -82,7 +82,14 @@ describe("SSH targets on real hosts", { timeout: 180_000 }, () => {
   };
 
   beforeAll(async () => {
-    [hosts, test] = await Promise.all([startSshHosts(3), startTestServer({ sshKeepalive: TEST_SSH_KEEPALIVE })]);
+    [hosts, test] = await Promise.all([
+      startSshHosts(3),
+      startTestServer({
+        sshKeepalive: TEST_SSH_KEEPALIVE,
+        // A host behind a jump host answered after the default 20 s once, in CI under load.
+        targetHealth: { timeoutMs: 60_000 },
+      }),
+    ]);
     expect((await test.call("POST", "/api/v1/environments", { name: "dev" })).status).toBe(201);
     const lifecycle = await test.call("POST", "/api/v1/lifecycles", {
       name: "auto",

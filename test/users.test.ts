@@ -254,7 +254,7 @@ describe.each(dialects)("users and sessions on %s", (dialect) => {
     }
     expect(statuses.slice(0, 20).every((status) => status === 401)).toBe(true);
     expect(statuses[20]).toBe(429);
-  });
+  }, 120_000);
 
   it("creates per-user API keys shown once, lists prefixes only, refuses revoked and expired keys", async () => {
     const bob = await signIn("bob", password, "203.0.113.5");

@@ -49,6 +49,13 @@ export async function probeUntilHealthy(
     // From the target's host: a colour listens on that host's loopback.
     const outcome = await context.target.transport.request(url, { timeoutMs, signal, guard });
     let answer: string;
+    // A probe the deadline cut short that got no answer says nothing new about the app: the
+    // answer before it stays the one reported (a 404 all along is not "no answer in 0.05 s").
+    const cutShort = timeoutMs < probe.timeoutMs && !outcome.ok && last !== "";
+    if (cutShort) {
+      log.info(`probe ${attempts}: cut short by the deadline (${outcome.problem})`);
+      break;
+    }
     if (outcome.ok) {
       await outcome.response.body?.cancel();
       if (outcome.response.status === probe.expectedStatus) {

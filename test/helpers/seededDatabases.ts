@@ -34,6 +34,11 @@ export interface SeededDatabase {
   databasesStartingWith(prefix: string): Promise<string[]>;
 }
 
+/** The connection fields of a backup or restore-verify step for this database, signing in with `password` (a template). */
+export function connectionConfig(database: SeededDatabase, password: string) {
+  return { database: database.name, host: database.host, port: database.port, user: database.user, password };
+}
+
 export async function seedPostgres(): Promise<SeededDatabase> {
   const database = await createPostgresDatabase();
   const url = new URL(database.url);

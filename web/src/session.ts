@@ -62,13 +62,17 @@ export function signedOut(client: QueryClient): void {
 export function useSignOut() {
   const client = useQueryClient();
   return async () => {
-    // Requests still in flight when the session ends would come back 401 (and the browser
-    // logs each): stop them first. The last CI saw one on the viewer test's sign-out.
-    await client.cancelQueries();
+    leftOnPurpose = true;
+    // The signed-in pages leave first and stop asking (a poll or a live update could start a
+    // request at any moment), then whatever is still in flight is stopped, and only then
+    // does the session end: a request that outlived it would come back 401, and the browser
+    // logs each. The CSRF token stays until the DELETE is sent.
+    client.setQueryData(SESSION_KEY, null);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    await client.cancelQueries({ predicate: (query) => query.queryKey[0] !== SESSION_KEY[0] });
     try {
       await api("DELETE", "/session");
     } finally {
-      leftOnPurpose = true;
       signedOut(client);
     }
   };
