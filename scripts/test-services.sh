@@ -140,6 +140,10 @@ ensure_packages nginx etcd-server etcd-client wrk bc curl haproxy
 # them (test/helpers/sshHosts.ts), so nothing is started here. Debian starts an sshd on :22
 # when the package is installed (no systemd here it may or may not); the tests never use it.
 ensure_packages openssh-server openssh-client iproute2
+# This machine's /root/.bashrc runs `pyenv init` in every SSH session; a session killed during
+# its rehash leaves pyenv's lock, and later root SSH sessions wait on it. pyenv holds it for
+# milliseconds: one older than a minute is stale (test/helpers/sshHosts.ts does the same).
+find /root/.pyenv/shims -maxdepth 1 -name .pyenv-shim -mmin +1 -delete 2>/dev/null || true
 
 # --- Metrics ---------------------------------------------------------------------------
 # test/metrics.test.ts checks GET /metrics with the real `promtool check metrics`, which

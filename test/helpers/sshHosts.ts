@@ -8,6 +8,7 @@ import {
   readFileSync,
   rmdirSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from "node:fs";
 import { connect, createServer } from "node:net";
@@ -109,6 +110,22 @@ function isAlive(pid: number): boolean {
 }
 
 /** Namespaces and subnet claims of test processes that are gone (killed before they cleaned up). */
+/**
+ * The test hosts share this machine's /root, whose .bashrc runs `pyenv init` (a pyenv rehash)
+ * in every SSH session. A session killed during a rehash (as tests that cut links do) leaves
+ * pyenv's lock behind, and every later session waits on it until its operations time out.
+ * pyenv holds the lock for milliseconds: one older than a minute is stale. Not Ferry's: this
+ * machine's (a fresh CI machine of this kind has pyenv too).
+ */
+function removeStalePyenvLock(): void {
+  const lock = "/root/.pyenv/shims/.pyenv-shim";
+  try {
+    if (Date.now() - statSync(lock).mtimeMs > 60_000) rmSync(lock, { force: true });
+  } catch {
+    // No pyenv, or no lock: nothing to do.
+  }
+}
+
 function removeStale(): void {
   const namespaces = run("ip", ["netns", "list"])
     .split("\n")
@@ -452,6 +469,7 @@ async function waitForPort(address: string, port: number, timeoutMs = 10_000): P
  */
 export async function startSshHosts(count: number, options: StartSshHostsOptions = {}): Promise<SshHosts> {
   removeStale();
+  removeStalePyenvLock();
   // sshd's privilege separation directory (a systemd unit would create it).
   mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
   const directory = mkdtempSync(join(tmpdir(), "ferry-ssh-hosts-"));
